@@ -1,0 +1,55 @@
+#!/bin/sh
+# Idempotent bootstrap: system packages (PostgreSQL server, PgBouncer), then npm
+# packages (which bring the project's own Node.js 24). Fast when nothing is missing.
+set -eu
+cd "$(dirname "$0")/.."
+
+need_apt=""
+pg_bin=""
+for d in /usr/lib/postgresql/*/bin; do
+  [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && pg_bin="$d"
+done
+[ -n "$pg_bin" ] || need_apt="$need_apt postgresql"
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  need_apt="$need_apt pgbouncer"
+fi
+command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"
+
+if [ -n "$need_apt" ]; then
+  cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$need_apt"
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      echo "bootstrap: installing$need_apt with sudo" >&2
+      sudo sh -c "$cmd" >&2
+    else
+      echo "bootstrap: missing system packages:$need_apt" >&2
+      echo "bootstrap: run this once, then try again:" >&2
+      echo "  sudo sh -c '$cmd'" >&2
+      exit 1
+    fi
+  else
+    echo "bootstrap: installing$need_apt" >&2
+    sh -c "$cmd" >&2
+  fi
+  # The distribution packages start their own services on the default ports; Bulwark
+  # runs its own processes, so stop those if they were started (they stay installed).
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _rest; do
+      pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+    done
+  fi
+  if [ -x /etc/init.d/pgbouncer ]; then /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true; fi
+fi
+
+# npm packages, including the `node` package (Node.js 24 inside the project).
+stamp=node_modules/.bulwark-lock
+if [ ! -x node_modules/.bin/node ] || [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "bootstrap: installing npm packages (npm ci)" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  cp package-lock.json "$stamp"
+fi
+major=$(node_modules/.bin/node -p 'process.versions.node.split(".")[0]')
+if [ "$major" != "24" ]; then
+  echo "bootstrap: expected Node.js 24 in node_modules/.bin/node, found $major" >&2
+  exit 1
+fi

@@ -1,0 +1,70 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
+
+export const agentConfigSchema = z
+  .object({
+    serverUrl: z.url().max(2048),
+    allowInsecure: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .default(false),
+    stateDir: z.string().min(1).max(4096),
+    enrollmentToken: z.string().max(200).optional(),
+    adminDatabaseUrl: z
+      .string()
+      .max(4096)
+      .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// URL'),
+    poolerDir: z.string().min(1).max(4096).optional(),
+    poolerPort: z.coerce.number().int().min(1).max(65535).default(6432),
+    poolerAdminPassword: z.string().min(16).max(512).optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    pollWaitMs: z.coerce.number().int().min(100).max(120_000).default(25_000),
+    heartbeatMs: z.coerce.number().int().min(500).max(300_000).default(10_000),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (!c.allowInsecure && !isSecureServerUrl(c.serverUrl)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['serverUrl'],
+        message:
+          'plain http:// is refused for a non-loopback server; use https:// (or set allowInsecure when TLS is terminated elsewhere)',
+      });
+    }
+  });
+
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+
+/** https anywhere; http only to a loopback address (fail closed). */
+export function isSecureServerUrl(raw: string): boolean {
+  const u = new URL(raw);
+  if (u.protocol === 'https:') return true;
+  if (u.protocol !== 'http:') return false;
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1';
+  return false;
+}
+
+export const agentEnv: Record<string, EnvBinding> = {
+  serverUrl: { env: 'BULWARK_SERVER_URL' },
+  allowInsecure: { env: 'BULWARK_AGENT_ALLOW_INSECURE' },
+  stateDir: { env: 'BULWARK_AGENT_STATE_DIR' },
+  enrollmentToken: { env: 'BULWARK_ENROLLMENT_TOKEN', secret: true },
+  adminDatabaseUrl: { env: 'BULWARK_AGENT_ADMIN_DATABASE_URL', secret: true },
+  poolerDir: { env: 'BULWARK_POOLER_DIR' },
+  poolerPort: { env: 'BULWARK_POOLER_PORT' },
+  poolerAdminPassword: { env: 'BULWARK_POOLER_ADMIN_PASSWORD', secret: true },
+  logLevel: { env: 'BULWARK_LOG_LEVEL' },
+  pollWaitMs: { env: 'BULWARK_AGENT_POLL_WAIT_MS' },
+  heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
+};
+
+export function loadAgentConfig(sources: {
+  env: NodeJS.ProcessEnv;
+  file?: string | undefined;
+  overrides?: Record<string, unknown>;
+}): ConfigResult<AgentConfig> {
+  return loadConfig(agentConfigSchema, agentEnv, sources);
+}

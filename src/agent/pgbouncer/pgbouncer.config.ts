@@ -1,0 +1,110 @@
+import { isIP } from 'node:net';
+import { SCRAM_VERIFIER_PATTERN } from '../../shared/scram.ts';
+
+/**
+ * Renders PgBouncer's three files from desired state. One wildcard `[databases]` entry
+ * serves every tenant database (PgBouncer's reload cost grows with the square of the
+ * number of `[databases]` lines, but linearly with auth-file and hba lines), so adding a
+ * database only adds auth-file and hba lines.
+ */
+export type PoolerSettings = {
+  listenAddr: string;
+  listenPort: number;
+  pgHost: string;
+  pgPort: number;
+  authFile: string;
+  hbaFile: string;
+  pidFile: string;
+  adminUser: string;
+  poolMode: 'session' | 'transaction';
+  maxClientConn: number;
+  defaultPoolSize: number;
+  tls: { certFile: string; keyFile: string; sslmode: 'allow' | 'prefer' | 'require' } | null;
+};
+
+export type AuthEntry = { user: string; verifier: string };
+export type HbaRule = { database: string; user: string; cidr: string };
+
+const NAME = /^[a-z][a-z0-9_]{0,62}$/;
+
+export function renderIni(s: PoolerSettings): string {
+  const lines = [
+    '; Managed by Bulwark: rewritten on every change, edits are lost.',
+    '[databases]',
+    `* = host=${s.pgHost} port=${s.pgPort}`,
+    '',
+    '[pgbouncer]',
+    `listen_addr = ${s.listenAddr}`,
+    `listen_port = ${s.listenPort}`,
+    'unix_socket_dir =',
+    'auth_type = hba',
+    `auth_file = ${s.authFile}`,
+    `auth_hba_file = ${s.hbaFile}`,
+    `admin_users = ${s.adminUser}`,
+    `pidfile = ${s.pidFile}`,
+    `pool_mode = ${s.poolMode}`,
+    `max_client_conn = ${s.maxClientConn}`,
+    `default_pool_size = ${s.defaultPoolSize}`,
+    'ignore_startup_parameters = extra_float_digits,options',
+    'server_reset_query = DISCARD ALL',
+    'server_reset_query_always = 1',
+    'log_connections = 0',
+    'log_disconnections = 0',
+  ];
+  if (s.tls) {
+    lines.push(
+      `client_tls_sslmode = ${s.tls.sslmode}`,
+      `client_tls_cert_file = ${s.tls.certFile}`,
+      `client_tls_key_file = ${s.tls.keyFile}`,
+      'client_tls_protocols = tlsv1.2,tlsv1.3',
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function quoted(s: string): string {
+  if (s.includes('"') || s.includes('\n')) throw new Error('invalid character in auth file entry');
+  return `"${s}"`;
+}
+
+export function renderAuthFile(entries: AuthEntry[]): string {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const e of entries) {
+    if (!NAME.test(e.user)) throw new Error(`invalid pooler user name: ${e.user}`);
+    if (!SCRAM_VERIFIER_PATTERN.test(e.verifier))
+      throw new Error(`auth entry for ${e.user} is not a SCRAM verifier`);
+    if (seen.has(e.user)) throw new Error(`duplicate auth entry for ${e.user}`);
+    seen.add(e.user);
+    out.push(`${quoted(e.user)} ${quoted(e.verifier)}`);
+  }
+  if (out.length === 0) throw new Error('auth file would be empty');
+  return `${out.join('\n')}\n`;
+}
+
+/** Parses and normalises an IPv4/IPv6 CIDR; throws on anything else. */
+export function parseCidr(raw: string): string {
+  const m = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(raw.trim());
+  if (!m) throw new Error(`not a CIDR: ${raw}`);
+  const addr = m[1] as string;
+  const bits = Number(m[2]);
+  const family = isIP(addr);
+  if (family === 0) throw new Error(`not an IP address: ${addr}`);
+  if ((family === 4 && bits > 32) || (family === 6 && bits > 128))
+    throw new Error(`bad prefix length: ${raw}`);
+  return `${addr.toLowerCase()}/${bits}`;
+}
+
+/** The admin console rule always comes first; an hba file without it locks everyone out. */
+export function renderHba(adminUser: string, rules: HbaRule[]): string {
+  const out = [
+    '# Managed by Bulwark. First match wins; no match means no access.',
+    `host pgbouncer ${adminUser} 127.0.0.1/32 scram-sha-256`,
+  ];
+  for (const r of rules) {
+    if (!NAME.test(r.database) || !NAME.test(r.user))
+      throw new Error(`invalid hba name: ${r.database}/${r.user}`);
+    out.push(`host ${r.database} ${r.user} ${parseCidr(r.cidr)} scram-sha-256`);
+  }
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,67 @@
+/** The agent's only channel to the control plane: outbound HTTPS (or loopback HTTP). */
+export type PolledJob = {
+  id: number;
+  kind: string;
+  payload: Record<string, unknown>;
+  attempt: number;
+  lease_expires_at: string | null;
+};
+
+export class ServerError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export function createServerClient(baseUrl: string, getToken: () => string | null) {
+  const call = async <T>(
+    path: string,
+    body: unknown,
+    signal?: AbortSignal,
+    timeoutMs = 15_000,
+  ): Promise<T> => {
+    const token = getToken();
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const res = await fetch(new URL(path, baseUrl), {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+      body: JSON.stringify(body),
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+    });
+    const text = await res.text();
+    if (!res.ok) {
+      let message = text.slice(0, 500);
+      try {
+        message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? message;
+      } catch {}
+      throw new ServerError(res.status, `${path}: ${res.status} ${message}`);
+    }
+    return JSON.parse(text) as T;
+  };
+
+  return {
+    enroll: (enrollmentToken: string, agentVersion: string) =>
+      call<{ node_id: string; node_name: string; agent_token: string }>('/v1/agent/enroll', {
+        enrollment_token: enrollmentToken,
+        agent_version: agentVersion,
+      }),
+    poll: (waitMs: number, signal: AbortSignal) =>
+      call<{ job: PolledJob | null }>('/v1/agent/poll', { wait_ms: waitMs }, signal, waitMs + 15_000),
+    complete: (job: PolledJob, result: Record<string, unknown>) =>
+      call<{ status: string }>(`/v1/agent/jobs/${job.id}/complete`, { attempt: job.attempt, result }),
+    fail: (job: PolledJob, error: string, retryable: boolean) =>
+      call<{ status: string }>(`/v1/agent/jobs/${job.id}/fail`, { attempt: job.attempt, error, retryable }),
+    heartbeat: (info: {
+      agent_version: string;
+      pg_version?: string;
+      capabilities?: Record<string, unknown>;
+    }) => call<{ ok: true }>('/v1/agent/heartbeat', info),
+  };
+}
+
+export type ServerClient = ReturnType<typeof createServerClient>;

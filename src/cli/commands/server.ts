@@ -1,0 +1,20 @@
+import type { Command } from 'commander';
+import { loadServerConfig } from '../../server/config.ts';
+import { startServer } from '../../server/main.ts';
+import { exitWithConfigErrors, onShutdown } from '../options.ts';
+
+export function registerServer(program: Command): void {
+  program
+    .command('server')
+    .description('Run the control-plane server (config from --config JSON and BULWARK_* environment)')
+    .option('--config <file>', 'JSON config file (environment overrides it)')
+    .option('--no-migrate', 'do not apply pending migrations at start')
+    .action(async (o: { config?: string; migrate: boolean }) => {
+      const result = loadServerConfig({ env: process.env, file: o.config });
+      if (!result.ok) exitWithConfigErrors('bulwark server', result.errors);
+      const poolerPort = Number(process.env.BULWARK_POOLER_PORT) || null;
+      const running = await startServer(result.config, { poolerPort, migrate: o.migrate });
+      running.app.log.info({ url: running.url }, 'server listening');
+      onShutdown(() => running.close());
+    });
+}

@@ -1,0 +1,193 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { renderAuthFile, renderHba, renderIni } from '../agent/pgbouncer/pgbouncer.config.ts';
+import { scramVerifier } from '../shared/scram.ts';
+import { ADMIN_ROLE, CONTROL_DB, CONTROL_ROLE, type DataLayout, POOLER_ADMIN } from './layout.ts';
+import { type RunningPgbouncer, startPgbouncer } from './pgbouncer-process.ts';
+import {
+  initCluster,
+  isInitialised,
+  type RunningPostgres,
+  startPostgres,
+  stopStalePostmaster,
+} from './postgres-cluster.ts';
+import { readOrCreateSecret } from './secrets.ts';
+import { chownToService, ensureTraversable, type ServiceUser } from './service-user.ts';
+
+export type DataPlaneOptions = {
+  layout: DataLayout;
+  ports: { postgres: number; pooler: number };
+  poolerListenAddr?: string;
+  user: ServiceUser | null;
+  unsafeFast?: boolean;
+  log: (msg: string) => void;
+};
+
+export type DataPlane = {
+  postgres: RunningPostgres;
+  pgbouncer: RunningPgbouncer;
+  adminPassword: string;
+  controlPassword: string;
+  poolerAdminPassword: string;
+  adminUrl: string;
+  controlUrl: string;
+  poolerFiles: { ini: string; auth: string; hba: string; pid: string };
+  stop(): Promise<void>;
+};
+
+export function poolerFiles(layout: DataLayout) {
+  return {
+    ini: path.join(layout.pooler, 'pgbouncer.ini'),
+    auth: path.join(layout.pooler, 'auth.txt'),
+    hba: path.join(layout.pooler, 'hba.txt'),
+    pid: path.join(layout.pooler, 'pgbouncer.pid'),
+  };
+}
+
+export function pgUrl(user: string, password: string, port: number, database: string): string {
+  return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+}
+
+async function mkdirs(layout: DataLayout, user: ServiceUser | null): Promise<void> {
+  // The root is traversable (not listable) by the service user; secrets stay 0700.
+  await fs.mkdir(layout.root, { recursive: true, mode: user ? 0o711 : 0o700 });
+  for (const dir of [layout.secrets, layout.server, layout.agent, layout.logs]) {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  }
+  for (const dir of [layout.pgParent, layout.pooler]) {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    await chownToService(dir, user);
+  }
+}
+
+/** Creates the control database and its least-privilege owner role; safe to run on every start. */
+export async function ensureControlDatabase(adminUrl: string, controlPassword: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const role = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [CONTROL_ROLE]);
+    // A SCRAM verifier, not the clear password, goes into the statement (and so into no log).
+    const verifier = scramVerifier(controlPassword).replaceAll("'", "''");
+    if (role.rowCount === 0) {
+      await client.query(
+        `CREATE ROLE ${CONTROL_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '${verifier}'`,
+      );
+    } else {
+      await client.query(`ALTER ROLE ${CONTROL_ROLE} PASSWORD '${verifier}'`);
+    }
+    const db = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [CONTROL_DB]);
+    if (db.rowCount === 0) {
+      await client.query(
+        `CREATE DATABASE ${CONTROL_DB} OWNER ${CONTROL_ROLE} TEMPLATE template0 ENCODING 'UTF8'`,
+      );
+    }
+    await client.query(`REVOKE ALL ON DATABASE ${CONTROL_DB} FROM PUBLIC`);
+    await client.query(`GRANT CONNECT, TEMPORARY ON DATABASE ${CONTROL_DB} TO ${CONTROL_ROLE}`);
+  } finally {
+    await client.end();
+  }
+  const inDb = new pg.Client({ connectionString: adminUrl.replace(/\/[^/]*$/, `/${CONTROL_DB}`) });
+  await inDb.connect();
+  try {
+    await inDb.query(`ALTER SCHEMA public OWNER TO ${CONTROL_ROLE}`);
+    await inDb.query('REVOKE ALL ON SCHEMA public FROM PUBLIC');
+  } finally {
+    await inDb.end();
+  }
+}
+
+/** Writes the first pooler config; later the agent owns these files and keeps them current. */
+async function writeInitialPoolerConfig(opts: DataPlaneOptions, poolerAdminPassword: string): Promise<void> {
+  const files = poolerFiles(opts.layout);
+  const ini = renderIni({
+    listenAddr: opts.poolerListenAddr ?? '127.0.0.1',
+    listenPort: opts.ports.pooler,
+    pgHost: '127.0.0.1',
+    pgPort: opts.ports.postgres,
+    authFile: files.auth,
+    hbaFile: files.hba,
+    pidFile: files.pid,
+    adminUser: POOLER_ADMIN,
+    poolMode: 'session',
+    maxClientConn: 2000,
+    defaultPoolSize: 20,
+    tls: null,
+  });
+  const write = async (file: string, text: string, onlyIfMissing: boolean) => {
+    if (onlyIfMissing) {
+      try {
+        await fs.access(file);
+        return;
+      } catch {}
+    }
+    await fs.writeFile(file, text, { mode: 0o600 });
+    await chownToService(file, opts.user);
+  };
+  await write(files.ini, ini, false);
+  // The admin entry is always present; tenant entries are the agent's to add.
+  await write(
+    files.auth,
+    renderAuthFile([{ user: POOLER_ADMIN, verifier: scramVerifier(poolerAdminPassword) }]),
+    true,
+  );
+  await write(files.hba, renderHba(POOLER_ADMIN, []), true);
+}
+
+/** Starts (initialising on first use) the PostgreSQL cluster and PgBouncer under a data dir. */
+export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane> {
+  const { layout, user } = opts;
+  await mkdirs(layout, user);
+  for (const p of await ensureTraversable(layout.pgParent, user)) {
+    opts.log(`granted traverse (o+x) on ${p} so the ${user?.name} service user can reach the data dir`);
+  }
+  const adminPassword = await readOrCreateSecret(layout.adminPassword);
+  const controlPassword = await readOrCreateSecret(layout.controlPassword);
+  const poolerAdminPassword = await readOrCreateSecret(layout.poolerAdminPassword);
+  const cluster = {
+    pgData: layout.pgData,
+    port: opts.ports.postgres,
+    logFile: path.join(layout.logs, 'postgres.log'),
+    user,
+    adminUser: ADMIN_ROLE,
+    unsafeFast: opts.unsafeFast ?? false,
+  };
+  if (!isInitialised(layout.pgData)) {
+    opts.log('initialising the PostgreSQL cluster (first start)');
+    await initCluster({ ...cluster, adminPassword });
+  } else if (await stopStalePostmaster(layout.pgData)) {
+    opts.log('stopped a PostgreSQL server left running by an earlier, interrupted run');
+  }
+  const postgres = await startPostgres({ ...cluster, adminPassword });
+  const adminUrl = pgUrl(ADMIN_ROLE, adminPassword, opts.ports.postgres, 'postgres');
+  let pgbouncer: RunningPgbouncer;
+  try {
+    await ensureControlDatabase(adminUrl, controlPassword);
+    await writeInitialPoolerConfig(opts, poolerAdminPassword);
+    pgbouncer = await startPgbouncer({
+      iniFile: poolerFiles(layout).ini,
+      logFile: path.join(layout.logs, 'pgbouncer.log'),
+      user,
+      port: opts.ports.pooler,
+      adminUser: POOLER_ADMIN,
+      adminPassword: poolerAdminPassword,
+    });
+  } catch (err) {
+    await postgres.stop();
+    throw err;
+  }
+  return {
+    postgres,
+    pgbouncer,
+    adminPassword,
+    controlPassword,
+    poolerAdminPassword,
+    adminUrl,
+    controlUrl: pgUrl(CONTROL_ROLE, controlPassword, opts.ports.postgres, CONTROL_DB),
+    poolerFiles: poolerFiles(layout),
+    async stop() {
+      await pgbouncer.stop();
+      await postgres.stop();
+    },
+  };
+}

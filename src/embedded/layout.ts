@@ -1,0 +1,33 @@
+import path from 'node:path';
+
+/** The data directory's layout, in one place. Bump LAYOUT_VERSION on incompatible changes. */
+export const LAYOUT_VERSION = 1;
+
+export const DEFAULT_PORTS = { server: 8080, pooler: 6432, postgres: 5433, agentHealth: 8421 } as const;
+
+export const ADMIN_ROLE = 'bulwark_admin';
+export const CONTROL_ROLE = 'bulwark_server';
+export const CONTROL_DB = 'bulwark';
+export const POOLER_ADMIN = 'bulwark_pooler_admin';
+
+export function dataLayout(dataDir: string) {
+  const root = path.resolve(dataDir);
+  return {
+    root,
+    versionFile: path.join(root, 'VERSION'),
+    lockFile: path.join(root, 'up.lock'),
+    secrets: path.join(root, 'secrets'),
+    adminPassword: path.join(root, 'secrets', 'postgres-admin-password'),
+    controlPassword: path.join(root, 'secrets', 'control-db-password'),
+    poolerAdminPassword: path.join(root, 'secrets', 'pooler-admin-password'),
+    masterKeyring: path.join(root, 'secrets', 'master-keyring.json'),
+    pgParent: path.join(root, 'pg'),
+    pgData: path.join(root, 'pg', 'data'),
+    pooler: path.join(root, 'pgbouncer'),
+    server: path.join(root, 'server'),
+    agent: path.join(root, 'agent'),
+    logs: path.join(root, 'logs'),
+  };
+}
+
+export type DataLayout = ReturnType<typeof dataLayout>;

@@ -1,0 +1,191 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { runChecked, spawnAs, stopChild, tailFile } from './process.ts';
+import { chownToService, type ServiceUser } from './service-user.ts';
+
+/** Where the PostgreSQL server binaries are (Debian keeps them off PATH). */
+export function pgBinDir(): string {
+  const fromEnv = process.env.BULWARK_PG_BIN;
+  if (fromEnv) return fromEnv;
+  const base = '/usr/lib/postgresql';
+  const versions = existsSync(base)
+    ? readdirSync(base)
+        .filter((v) => /^\d+$/.test(v) && existsSync(path.join(base, v, 'bin', 'postgres')))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  const newest = versions[0];
+  if (!newest) throw new Error('PostgreSQL server binaries not found (run: npm start, which installs them)');
+  return path.join(base, newest, 'bin');
+}
+
+export type ClusterOptions = {
+  pgData: string;
+  port: number;
+  logFile: string;
+  user: ServiceUser | null;
+  adminUser: string;
+  /** Test clusters trade durability for speed; the product never sets this. */
+  unsafeFast?: boolean;
+};
+
+export function isInitialised(pgData: string): boolean {
+  return existsSync(path.join(pgData, 'PG_VERSION'));
+}
+
+export function clusterMajorVersion(pgData: string): number {
+  return Number(readFileSync(path.join(pgData, 'PG_VERSION'), 'utf8').trim());
+}
+
+/**
+ * initdb with an admin role that is not `postgres`, SCRAM for every connection, TCP on
+ * 127.0.0.1 only (no Unix socket), and our settings appended to postgresql.conf.
+ */
+export async function initCluster(opts: ClusterOptions & { adminPassword: string }): Promise<void> {
+  const parent = path.dirname(opts.pgData);
+  await fs.mkdir(parent, { recursive: true, mode: 0o700 });
+  await chownToService(parent, opts.user);
+  const pwFile = path.join(parent, `.initdb-pw-${process.pid}`);
+  await fs.writeFile(pwFile, `${opts.adminPassword}\n`, { mode: 0o600 });
+  await chownToService(pwFile, opts.user);
+  try {
+    await runChecked(
+      path.join(pgBinDir(), 'initdb'),
+      [
+        '-D',
+        opts.pgData,
+        '-U',
+        opts.adminUser,
+        `--pwfile=${pwFile}`,
+        '--auth=scram-sha-256',
+        '-E',
+        'UTF8',
+        '--no-locale',
+        ...(opts.unsafeFast ? ['--no-sync'] : []),
+      ],
+      opts.user,
+    );
+  } finally {
+    await fs.rm(pwFile, { force: true });
+  }
+  const settings = [
+    '',
+    '# --- managed by Bulwark ---',
+    "listen_addresses = '127.0.0.1'",
+    `port = ${opts.port}`,
+    "unix_socket_directories = ''",
+    "password_encryption = 'scram-sha-256'",
+    'max_connections = 300',
+    'shared_buffers = 128MB',
+    "log_line_prefix = '%m [%p] %q%u@%d '",
+    'log_min_messages = warning',
+    ...(opts.unsafeFast ? ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off'] : []),
+    '',
+  ].join('\n');
+  await fs.appendFile(path.join(opts.pgData, 'postgresql.conf'), settings);
+  const hba = [
+    '# Managed by Bulwark: TCP on loopback only, SCRAM for every connection.',
+    '# TYPE  DATABASE  USER  ADDRESS       METHOD',
+    'host    all       all   127.0.0.1/32  scram-sha-256',
+    '',
+  ].join('\n');
+  await fs.writeFile(path.join(opts.pgData, 'pg_hba.conf'), hba, { mode: 0o600 });
+  await chownToService(path.join(opts.pgData, 'pg_hba.conf'), opts.user);
+}
+
+export type RunningPostgres = {
+  child: ChildProcess;
+  stop(): Promise<void>;
+};
+
+/** If a postmaster from an earlier, killed run still holds this data dir, stop it. */
+export async function stopStalePostmaster(pgData: string, timeoutMs = 30_000): Promise<boolean> {
+  const pidFile = path.join(pgData, 'postmaster.pid');
+  if (!existsSync(pidFile)) return false;
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!cmd.includes('postgres')) return false;
+    process.kill(pid, 'SIGINT');
+  } catch {
+    return false;
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(pid, 'SIGKILL');
+  return true;
+}
+
+/** Starts the postmaster as a direct child (so it is never orphaned) and waits until it accepts logins. */
+export async function startPostgres(
+  opts: ClusterOptions & { adminPassword: string; readyTimeoutMs?: number },
+): Promise<RunningPostgres> {
+  const child = await spawnAs(
+    path.join(pgBinDir(), 'postgres'),
+    ['-D', opts.pgData],
+    opts.user,
+    opts.logFile,
+  );
+  const running: RunningPostgres = {
+    child,
+    // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+    stop: () => stopChild(child, 'SIGINT', 30_000, 'SIGQUIT'),
+  };
+  try {
+    await waitForLogin(
+      {
+        host: '127.0.0.1',
+        port: opts.port,
+        user: opts.adminUser,
+        password: opts.adminPassword,
+        database: 'postgres',
+      },
+      child,
+      opts.readyTimeoutMs ?? 60_000,
+    );
+  } catch (err) {
+    await running.stop();
+    const tail = await tailFile(opts.logFile, 20);
+    throw new Error(`PostgreSQL did not start: ${(err as Error).message}\n${tail}`);
+  }
+  return running;
+}
+
+/** Polls a login with a short backoff until it works, the child exits, or time runs out. */
+export async function waitForLogin(
+  cfg: pg.ClientConfig,
+  child: ChildProcess | null,
+  timeoutMs: number,
+  probe = 'SELECT 1',
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 20;
+  let lastError = '';
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) throw new Error(`process exited with code ${child.exitCode}`);
+    const client = new pg.Client({ ...cfg, connectionTimeoutMillis: 2_000 });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.query(probe);
+      await client.end();
+      return;
+    } catch (err) {
+      lastError = (err as Error).message;
+      await client.end().catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 250);
+  }
+  throw new Error(`timed out waiting for a login (${lastError})`);
+}

@@ -1,0 +1,259 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { generateToken, hashToken } from '../shared/api-key.ts';
+import { VERSION } from '../shared/version.ts';
+import { type DataPlane, startDataPlane } from './data-plane.ts';
+import { dataLayout } from './layout.ts';
+import { stopStalePostmaster } from './postgres-cluster.ts';
+import {
+  acquireLock,
+  assertPortFree,
+  checkLayout,
+  EXIT,
+  PreflightError,
+  stopStalePgbouncer,
+  writeLayoutVersion,
+} from './preflight.ts';
+import { stopChild, tailFile } from './process.ts';
+import { resolveServiceUser } from './service-user.ts';
+
+export type UpOptions = {
+  dataDir: string;
+  host: string;
+  port: number;
+  poolerPort: number;
+  pgPort: number;
+  /** Written to by the supervisor for humans; logs of each process go to files. */
+  out: (line: string) => void;
+  /** Test clusters only: trades durability for speed. */
+  unsafeFast?: boolean;
+};
+
+const CLI = fileURLToPath(new URL('../cli/index.ts', import.meta.url));
+
+async function writeSecretFile(file: string, value: string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await fs.writeFile(tmp, `${value}\n`, { mode: 0o600 });
+  await fs.rename(tmp, file);
+}
+
+async function spawnNode(args: string[], env: NodeJS.ProcessEnv, logFile: string): Promise<ChildProcess> {
+  const log = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, LANG: process.env.LANG, ...env },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.once('close', () => log.end());
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', () => resolve());
+    child.once('error', reject);
+  });
+  return child;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, child: ChildProcess, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 20;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with code ${child.exitCode}`);
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 200);
+  }
+  throw new Error(`${what} did not become ready within ${timeoutMs / 1000} s`);
+}
+
+/**
+ * `bulwark up`: the whole stack on one machine under one data dir — PostgreSQL, PgBouncer,
+ * the server and one agent, each a direct child, all stopped on Ctrl-C / SIGTERM.
+ * Resolves when everything has stopped; the number is the process exit code.
+ */
+export async function up(opts: UpOptions): Promise<number> {
+  const layout = dataLayout(opts.dataDir);
+  // Traversable by the service user when we run as root (its files live below); never listable.
+  await fs.mkdir(layout.root, { recursive: true, mode: process.getuid?.() === 0 ? 0o711 : 0o700 });
+  await checkLayout(layout);
+  const release = await acquireLock(layout);
+  let dataPlane: DataPlane | undefined;
+  const children: { name: string; child: ChildProcess }[] = [];
+  let stopping = false;
+  let resolveStopped: (code: number) => void = () => {};
+  const stopped = new Promise<number>((r) => {
+    resolveStopped = r;
+  });
+
+  const shutdown = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    const started = dataPlane !== undefined;
+    if (started) opts.out('stopping Bulwark…');
+    for (const { child } of [...children].reverse()) await stopChild(child, 'SIGTERM', 15_000);
+    await dataPlane
+      ?.stop()
+      .catch((err: Error) => opts.out(`error while stopping the data plane: ${err.message}`));
+    await release();
+    if (started) opts.out('Bulwark stopped');
+    resolveStopped(code);
+  };
+  let signals = 0;
+  const onSignal = () => {
+    signals += 1;
+    if (signals === 1) {
+      void shutdown(0);
+      return;
+    }
+    opts.out('second signal: forcing every process down');
+    for (const { child } of children) child.kill('SIGKILL');
+    dataPlane?.pgbouncer.child.kill('SIGKILL');
+    dataPlane?.postgres.child.kill('SIGQUIT');
+    void release().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    const user = resolveServiceUser();
+    if (await stopStalePostmaster(layout.pgData))
+      opts.out('stopped a PostgreSQL left running by an interrupted run');
+    if (await stopStalePgbouncer(path.join(layout.pooler, 'pgbouncer.pid'))) {
+      opts.out('stopped a PgBouncer left running by an interrupted run');
+    }
+    await assertPortFree(opts.host, opts.port, 'server', '--port');
+    await assertPortFree('127.0.0.1', opts.poolerPort, 'PgBouncer', '--pooler-port');
+    await assertPortFree('127.0.0.1', opts.pgPort, 'PostgreSQL', '--pg-port');
+    await writeLayoutVersion(layout);
+
+    dataPlane = await startDataPlane({
+      layout,
+      ports: { postgres: opts.pgPort, pooler: opts.poolerPort },
+      user,
+      unsafeFast: opts.unsafeFast ?? false,
+      log: opts.out,
+    });
+    const controlUrlFile = path.join(layout.secrets, 'control-database-url');
+    const adminUrlFile = path.join(layout.secrets, 'admin-database-url');
+    await writeSecretFile(controlUrlFile, dataPlane.controlUrl);
+    await writeSecretFile(adminUrlFile, dataPlane.adminUrl);
+
+    const serverUrl = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
+    const server = await spawnNode(
+      ['server'],
+      {
+        BULWARK_HOST: opts.host,
+        BULWARK_PORT: String(opts.port),
+        BULWARK_DATABASE_URL_FILE: controlUrlFile,
+        BULWARK_SERVER_DATA_DIR: layout.server,
+        BULWARK_POOLER_PORT: String(opts.poolerPort),
+      },
+      path.join(layout.logs, 'server.log'),
+    );
+    children.push({ name: 'server', child: server });
+    await waitFor(
+      'the server',
+      async () => (await fetch(`${serverUrl}/ready`, { signal: AbortSignal.timeout(2_000) })).ok,
+      server,
+      60_000,
+    );
+
+    // First start (or a lost agent token): a one-time enrollment token, stored only hashed.
+    const agentEnv: NodeJS.ProcessEnv = {
+      BULWARK_SERVER_URL: serverUrl,
+      BULWARK_AGENT_STATE_DIR: layout.agent,
+      BULWARK_AGENT_ADMIN_DATABASE_URL_FILE: adminUrlFile,
+      BULWARK_POOLER_DIR: layout.pooler,
+      BULWARK_POOLER_PORT: String(opts.poolerPort),
+      BULWARK_POOLER_ADMIN_PASSWORD_FILE: layout.poolerAdminPassword,
+    };
+    if (!existsSync(path.join(layout.agent, 'agent-token'))) {
+      const token = generateToken('bwe_');
+      const db = new pg.Client({ connectionString: dataPlane.controlUrl });
+      await db.connect();
+      try {
+        await db.query(
+          "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'local', now() + interval '10 minutes')",
+          [hashToken(token)],
+        );
+      } finally {
+        await db.end();
+      }
+      agentEnv.BULWARK_ENROLLMENT_TOKEN = token;
+    }
+    const agent = await spawnNode(['agent'], agentEnv, path.join(layout.logs, 'agent.log'));
+    children.push({ name: 'agent', child: agent });
+    await waitFor('the agent', async () => existsSync(path.join(layout.agent, 'ready')), agent, 60_000);
+
+    await fs.writeFile(
+      path.join(layout.root, 'up.json'),
+      `${JSON.stringify(
+        {
+          version: VERSION,
+          pid: process.pid,
+          started_at: new Date().toISOString(),
+          server_url: serverUrl,
+          ports: { server: opts.port, pooler: opts.poolerPort, postgres: opts.pgPort },
+          pids: {
+            server: server.pid,
+            agent: agent.pid,
+            postgres: dataPlane.postgres.child.pid,
+            pgbouncer: dataPlane.pgbouncer.child.pid,
+          },
+        },
+        null,
+        2,
+      )}\n`,
+      { mode: 0o600 },
+    );
+
+    for (const { name, child } of children) {
+      child.once('exit', (code, signal) => {
+        if (stopping) return;
+        opts.out(
+          `${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(layout.logs, `${name}.log`)}`,
+        );
+        void shutdown(EXIT.error);
+      });
+    }
+    for (const [name, child] of [
+      ['postgres', dataPlane.postgres.child],
+      ['pgbouncer', dataPlane.pgbouncer.child],
+    ] as const) {
+      child.once('exit', (code, signal) => {
+        if (stopping) return;
+        opts.out(
+          `${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(layout.logs, `${name}.log`)}`,
+        );
+        void shutdown(EXIT.error);
+      });
+    }
+
+    const dd = opts.dataDir === '.bulwark' ? '' : ` --data-dir ${layout.root}`;
+    opts.out('');
+    opts.out(`Bulwark ${VERSION} is running`);
+    opts.out(`  server     ${serverUrl}   (API reference: ${serverUrl}/docs)`);
+    opts.out(`  databases  PgBouncer on 127.0.0.1:${opts.poolerPort}`);
+    opts.out(`  postgres   127.0.0.1:${opts.pgPort} (loopback only; reached by the agent and PgBouncer)`);
+    opts.out(`  data dir   ${layout.root}   (logs in ${layout.logs})`);
+    opts.out(`  operator key: run  bulwark admin create-key --account NAME${dd}  on this host`);
+    opts.out('Press Ctrl-C to stop.');
+    opts.out('Bulwark is ready');
+  } catch (err) {
+    const e = err as Error;
+    opts.out(`bulwark up failed: ${e.message}`);
+    for (const name of ['server', 'agent']) {
+      const tail = await tailFile(path.join(layout.logs, `${name}.log`), 5);
+      if (tail && children.some((c) => c.name === name))
+        opts.out(`--- last lines of ${name}.log ---\n${tail}`);
+    }
+    await shutdown(err instanceof PreflightError ? err.exitCode : EXIT.error);
+  }
+  const code = await stopped;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  return code;
+}

@@ -1,0 +1,159 @@
+import type { Queryable } from '../../db/pool.ts';
+
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'dead';
+
+export type JobRow = {
+  id: number;
+  node_id: string;
+  account_id: string | null;
+  kind: string;
+  payload: Record<string, unknown>;
+  status: JobStatus;
+  attempts: number;
+  max_attempts: number;
+  run_after: Date;
+  lease_expires_at: Date | null;
+  result: Record<string, unknown> | null;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+};
+
+export const JOBS_CHANNEL = 'bulwark_jobs';
+
+export type EnqueueInput = {
+  nodeId: string;
+  kind: string;
+  payload?: Record<string, unknown>;
+  accountId?: string | null;
+  maxAttempts?: number;
+};
+
+/**
+ * Queues a job and notifies listeners; the NOTIFY is delivered when the surrounding
+ * transaction commits, so an agent never wakes for a job it cannot see yet.
+ */
+export async function enqueueJob(db: Queryable, input: EnqueueInput): Promise<JobRow> {
+  const r = await db.query<JobRow>(
+    `WITH j AS (
+       INSERT INTO jobs (node_id, account_id, kind, payload, max_attempts)
+       VALUES ($1, $2, $3, $4, $5) RETURNING *
+     ), n AS (SELECT pg_notify($6, $1::text))
+     SELECT j.* FROM j, n`,
+    [
+      input.nodeId,
+      input.accountId ?? null,
+      input.kind,
+      input.payload ?? {},
+      input.maxAttempts ?? 5,
+      JOBS_CHANNEL,
+    ],
+  );
+  return r.rows[0]!;
+}
+
+/**
+ * Claims the next runnable job of a node: a queued job whose time has come, or a running
+ * one whose lease expired (its agent died). SKIP LOCKED lets concurrent claimers pass each
+ * other; a job whose lease expired after its last allowed attempt is dead-lettered.
+ */
+export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): Promise<JobRow | null> {
+  await db.query(
+    `UPDATE jobs SET status = 'dead', finished_at = now(), updated_at = now(),
+            last_error = coalesce(last_error || '; ', '') || 'lease expired after the last attempt'
+      WHERE node_id = $1 AND status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts`,
+    [nodeId],
+  );
+  const r = await db.query<JobRow>(
+    `WITH next AS (
+       SELECT id FROM jobs
+        WHERE node_id = $1
+          AND ((status = 'queued' AND run_after <= now())
+               OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts))
+        ORDER BY run_after, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+     )
+     UPDATE jobs j
+        SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
+            lease_expires_at = now() + make_interval(secs => $2::double precision / 1000)
+       FROM next WHERE j.id = next.id
+     RETURNING j.*`,
+    [nodeId, leaseMs],
+  );
+  return r.rows[0] ?? null;
+}
+
+/** Records success; only the holder of the current lease (node + attempt) may do so. */
+export async function completeJob(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+  result: Record<string, unknown>,
+): Promise<JobRow | null> {
+  const r = await db.query<JobRow>(
+    `UPDATE jobs SET status = 'succeeded', result = $4, last_error = NULL, lease_expires_at = NULL,
+            finished_at = now(), updated_at = now()
+      WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running'
+     RETURNING *`,
+    [jobId, nodeId, attempt, result],
+  );
+  return r.rows[0] ?? null;
+}
+
+/** Backoff before retry n (1-based): 1 s, 2 s, 4 s … capped at 5 minutes, with ±20 % jitter. */
+export function retryDelayMs(attempt: number, baseMs = 1_000): number {
+  const raw = Math.min(baseMs * 2 ** Math.max(0, attempt - 1), 300_000);
+  return Math.round(raw * (0.8 + Math.random() * 0.4));
+}
+
+/** Records a failure: retried later with backoff, or dead-lettered after the last attempt. */
+export async function failJob(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+  error: string,
+  retryable: boolean,
+  baseDelayMs = 1_000,
+): Promise<JobRow | null> {
+  const r = await db.query<JobRow>(
+    `UPDATE jobs SET
+        status = CASE WHEN $5 AND attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+        run_after = CASE WHEN $5 AND attempts < max_attempts
+                         THEN now() + make_interval(secs => $6::double precision / 1000) ELSE run_after END,
+        finished_at = CASE WHEN $5 AND attempts < max_attempts THEN NULL ELSE now() END,
+        last_error = $4, lease_expires_at = NULL, updated_at = now()
+      WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running'
+     RETURNING *`,
+    [jobId, nodeId, attempt, error.slice(0, 4000), retryable, retryDelayMs(attempt, baseDelayMs)],
+  );
+  return r.rows[0] ?? null;
+}
+
+/** When a node's next job becomes runnable (a retry's run_after or a lease expiry), if ever. */
+export async function nextWakeAt(db: Queryable, nodeId: string): Promise<Date | null> {
+  const r = await db.query<{ at: Date | null }>(
+    `SELECT least(
+        (SELECT min(run_after) FROM jobs WHERE node_id = $1 AND status = 'queued'),
+        (SELECT min(lease_expires_at) FROM jobs WHERE node_id = $1 AND status = 'running')) AS at`,
+    [nodeId],
+  );
+  return r.rows[0]?.at ?? null;
+}
+
+export async function getJob(db: Queryable, jobId: number): Promise<JobRow | null> {
+  const r = await db.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [jobId]);
+  return r.rows[0] ?? null;
+}
+
+export async function queueStats(
+  db: Queryable,
+): Promise<{ status: JobStatus; count: number; oldest: Date | null }[]> {
+  const r = await db.query<{ status: JobStatus; count: number; oldest: Date | null }>(
+    `SELECT status, count(*)::int AS count, min(created_at) AS oldest FROM jobs GROUP BY status ORDER BY status`,
+  );
+  return r.rows;
+}

@@ -1,0 +1,153 @@
+import type { FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorResponses } from '../../http/errors.ts';
+import type { AgentIdentity, NodesService } from './nodes.service.ts';
+
+const jobSchema = z.object({
+  id: z.number().int(),
+  kind: z.string(),
+  payload: z.record(z.string(), z.unknown()),
+  attempt: z.number().int(),
+  lease_expires_at: z.string().nullable(),
+});
+
+const bearer = (req: FastifyRequest): string | undefined => {
+  const h = req.headers.authorization;
+  return h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
+};
+
+/** The agent-facing API: enrollment, long-poll for jobs, results, heartbeats. */
+export function agentRoutes(deps: { nodes: NodesService; pollMaxMs: number }): FastifyPluginAsyncZod {
+  return async (app) => {
+    const authed = async (req: FastifyRequest): Promise<AgentIdentity> =>
+      deps.nodes.authenticateAgent(bearer(req));
+
+    app.post(
+      '/v1/agent/enroll',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'Exchange a one-time enrollment token for an agent token',
+          body: z.object({
+            enrollment_token: z.string().min(1).max(200),
+            agent_version: z.string().min(1).max(64),
+          }),
+          response: {
+            200: z.object({ node_id: z.uuid(), node_name: z.string(), agent_token: z.string() }),
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        const { node, agentToken } = await deps.nodes.enroll(
+          req.body.enrollment_token,
+          req.body.agent_version,
+        );
+        return { node_id: node.id, node_name: node.name, agent_token: agentToken };
+      },
+    );
+
+    app.post(
+      '/v1/agent/poll',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'Long-poll for the next job of this node',
+          body: z.object({ wait_ms: z.number().int().min(0).max(120_000).default(25_000) }),
+          response: { 200: z.object({ job: jobSchema.nullable() }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const agent = await authed(req);
+        const abort = new AbortController();
+        req.raw.once('close', () => abort.abort());
+        const job = await deps.nodes.poll(agent, Math.min(req.body.wait_ms, deps.pollMaxMs), abort.signal);
+        if (!job) return { job: null };
+        return {
+          job: {
+            id: job.id,
+            kind: job.kind,
+            payload: job.payload,
+            attempt: job.attempts,
+            lease_expires_at: job.lease_expires_at?.toISOString() ?? null,
+          },
+        };
+      },
+    );
+
+    app.post(
+      '/v1/agent/jobs/:id/complete',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'Report a job done',
+          params: z.object({ id: z.coerce.number().int().positive() }),
+          body: z.object({
+            attempt: z.number().int().min(1).max(1000),
+            result: z.record(z.string(), z.unknown()),
+          }),
+          response: { 200: z.object({ status: z.string() }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const agent = await authed(req);
+        const job = await deps.nodes.complete(agent, req.params.id, req.body.attempt, req.body.result);
+        return { status: job.status };
+      },
+    );
+
+    app.post(
+      '/v1/agent/jobs/:id/fail',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'Report a job failed (retried with backoff unless final)',
+          params: z.object({ id: z.coerce.number().int().positive() }),
+          body: z.object({
+            attempt: z.number().int().min(1).max(1000),
+            error: z.string().min(1).max(4000),
+            retryable: z.boolean().default(true),
+          }),
+          response: { 200: z.object({ status: z.string() }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const agent = await authed(req);
+        const job = await deps.nodes.fail(
+          agent,
+          req.params.id,
+          req.body.attempt,
+          req.body.error,
+          req.body.retryable,
+        );
+        return { status: job.status };
+      },
+    );
+
+    app.post(
+      '/v1/agent/heartbeat',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'Agent liveness and facts about its node',
+          body: z.object({
+            agent_version: z.string().max(64).optional(),
+            pg_version: z.string().max(256).optional(),
+            capabilities: z.record(z.string(), z.unknown()).optional(),
+          }),
+          response: { 200: z.object({ ok: z.literal(true) }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const agent = await authed(req);
+        await deps.nodes.heartbeat(agent, {
+          ...(req.body.agent_version ? { agentVersion: req.body.agent_version } : {}),
+          ...(req.body.pg_version ? { pgVersion: req.body.pg_version } : {}),
+          ...(req.body.capabilities ? { capabilities: req.body.capabilities } : {}),
+        });
+        return { ok: true as const };
+      },
+    );
+  };
+}
