@@ -29,6 +29,10 @@ export type AppDeps = {
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{8,64}$/;
 
+export type RouteInfo = { method: string; url: string; hidden: boolean };
+/** Every route each app registered (tests check each one against the OpenAPI document). */
+export const registeredRoutes = new WeakMap<FastifyInstance, RouteInfo[]>();
+
 /** Builds the fully wired server without listening (tests call `inject()` on it). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -44,6 +48,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<ZodTypeProvider>();
 
+  const routes: RouteInfo[] = [];
+  registeredRoutes.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    const methods = Array.isArray(r.method) ? r.method : [r.method];
+    const hidden = Boolean((r.schema as { hide?: boolean } | undefined)?.hide) || r.url.startsWith('/docs');
+    for (const m of methods) if (m !== 'HEAD') routes.push({ method: m, url: r.url, hidden });
+  });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.addHook('onRequest', async (req, reply) => {

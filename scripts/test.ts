@@ -1,0 +1,99 @@
+/**
+ * `npm test`: type check and lint, then boot one throwaway PostgreSQL cluster and PgBouncer
+ * (temp dir, free loopback ports), migrate a template database, and run every test file
+ * with node's test runner. Each test clones the template into its own database, so files
+ * run in parallel. Everything started here is stopped here.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { startDataPlane } from '../src/embedded/data-plane.ts';
+import { CONTROL_ROLE, dataLayout } from '../src/embedded/layout.ts';
+import { resolveServiceUser } from '../src/embedded/service-user.ts';
+import { migrate } from '../src/server/db/migrate.ts';
+import { freePort } from '../test/helpers/ports.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+const bin = (name: string) => path.join(root, 'node_modules', '.bin', name);
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, stdio: 'inherit', env });
+    child.on('close', (code) => resolve(code ?? 1));
+  });
+}
+
+async function listTests(): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string) => {
+    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.name.endsWith('.test.ts')) out.push(path.relative(root, p));
+    }
+  };
+  await walk(path.join(root, 'src'));
+  await walk(path.join(root, 'test'));
+  const filter = process.env.BULWARK_TEST_FILTER;
+  return out.sort().filter((f) => !filter || f.includes(filter));
+}
+
+const started = Date.now();
+const only = process.env.BULWARK_TEST_FILTER;
+const checks = only
+  ? Promise.resolve([0, 0])
+  : Promise.all([run(bin('tsc'), ['--noEmit', '-p', '.']), run(bin('biome'), ['check', '.'])]);
+
+const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-test-'));
+const layout = dataLayout(tmp);
+const ports = { postgres: await freePort(), pooler: await freePort() };
+const dataPlane = await startDataPlane({
+  layout,
+  ports,
+  user: resolveServiceUser(),
+  unsafeFast: true,
+  log: () => {},
+});
+let code = 1;
+try {
+  const admin = new pg.Client({ connectionString: dataPlane.adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE bulwark_template OWNER ${CONTROL_ROLE} TEMPLATE template0`);
+  await admin.end();
+  const templateUrl = dataPlane.controlUrl.replace(/\/[^/]*$/, '/bulwark_template');
+  const pool = new pg.Pool({ connectionString: templateUrl, max: 1 });
+  await migrate(pool);
+  await pool.end();
+
+  const env = {
+    ...process.env,
+    BULWARK_TEST_ENV: JSON.stringify({
+      dataDir: tmp,
+      adminUrl: dataPlane.adminUrl,
+      controlUrl: dataPlane.controlUrl,
+      controlRole: CONTROL_ROLE,
+      pgPort: ports.postgres,
+      poolerPort: ports.pooler,
+      poolerDir: layout.pooler,
+      poolerAdminPassword: dataPlane.poolerAdminPassword,
+      template: 'bulwark_template',
+    }),
+  };
+  const files = await listTests();
+  const testCode = await run(
+    process.execPath,
+    ['--test', '--test-concurrency=4', '--test-timeout=180000', '--test-reporter=spec', ...files],
+    env,
+  );
+  const [tscCode, lintCode] = await checks;
+  if (tscCode !== 0) process.stderr.write('type check failed\n');
+  if (lintCode !== 0) process.stderr.write('lint/format check failed (npm run format fixes formatting)\n');
+  code = testCode || tscCode || lintCode || 0;
+} finally {
+  await dataPlane.stop();
+  await fs.rm(tmp, { recursive: true, force: true });
+}
+process.stdout.write(`npm test finished in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+process.exit(code);

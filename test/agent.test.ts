@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { agentConfigSchema } from '../src/agent/config.ts';
+import { startAgent } from '../src/agent/main.ts';
+import { enqueueJob, getJob } from '../src/server/modules/jobs/jobs.repo.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { testEnv } from './helpers/env.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+
+let s: TestServer;
+let url: string;
+let stateDir: string;
+before(async () => {
+  s = await createTestServer();
+  url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-'));
+});
+after(async () => {
+  await s.stop();
+  await fs.rm(stateDir, { recursive: true, force: true });
+});
+
+async function waitForJob(id: number, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const job = await getJob(s.db.pool, id);
+    if (job && (job.status === 'succeeded' || job.status === 'dead')) return job;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`job ${id} did not finish in ${timeoutMs} ms`);
+}
+
+test('an agent enrolls once, then wakes for a new job within 100 ms (LISTEN/NOTIFY, no sleep loop)', async () => {
+  const { token } = await s.nodes.createEnrollment('edge1', 10);
+  const config = agentConfigSchema.parse({
+    serverUrl: url,
+    stateDir,
+    enrollmentToken: token,
+    adminDatabaseUrl: testEnv().adminUrl,
+    logLevel: 'silent',
+    pollWaitMs: 20_000,
+  });
+  const agent = await startAgent(config, { log: createLogger('agent', 'silent') });
+  try {
+    const tokenFile = await fs.stat(path.join(stateDir, 'agent-token'));
+    assert.equal(tokenFile.mode & 0o077, 0, 'agent token file is private');
+    await fs.access(path.join(stateDir, 'ready'));
+    await fs.access(path.join(stateDir, 'alive'));
+    // The enrollment token is single use: it was deleted when redeemed.
+    const left = await s.db.pool.query('SELECT count(*)::int AS n FROM node_enrollments');
+    assert.equal(left.rows[0].n, 0);
+    const node = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'edge1'"))
+      .rows[0]!;
+
+    // Give the agent time to be parked in its long-poll, then measure wake-up latencies.
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      const t0 = Date.now();
+      const job = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'node.ping' });
+      const done = await waitForJob(job.id, 5_000);
+      latencies.push(Date.now() - t0);
+      assert.equal(done.status, 'succeeded');
+      assert.match(String(done.result?.pg_version), /^PostgreSQL 1\d/);
+    }
+    latencies.sort((a, b) => a - b);
+    assert.ok(latencies[2]! < 100, `median enqueue→done ${latencies[2]} ms (all: ${latencies.join(', ')})`);
+
+    // An unknown job kind is refused by the agent, not retried.
+    const odd = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'node.format_disk' });
+    const refused = await waitForJob(odd.id, 5_000);
+    assert.equal(refused.status, 'dead');
+    assert.match(refused.last_error ?? '', /does not run jobs of kind/);
+  } finally {
+    await agent.stop();
+  }
+  await assert.rejects(fs.access(path.join(stateDir, 'ready')), 'ready file is removed on stop');
+});
+
+test('a re-used enrollment token is refused, and a re-enrolled node loses its old token', async () => {
+  const { token } = await s.nodes.createEnrollment('edge2', 10);
+  const enroll = (t: string) =>
+    s.app.inject({
+      method: 'POST',
+      url: '/v1/agent/enroll',
+      payload: { enrollment_token: t, agent_version: 't' },
+    });
+  const first = await enroll(token);
+  assert.equal(first.statusCode, 200);
+  const oldAgentToken = first.json().agent_token as string;
+  assert.match(oldAgentToken, /^bwa_/);
+  assert.equal((await enroll(token)).statusCode, 401);
+  const stored = await s.db.pool.query<{ token_hash: Buffer }>(
+    "SELECT token_hash FROM nodes WHERE name = 'edge2'",
+  );
+  assert.equal(stored.rows[0]!.token_hash.length, 32, 'only a hash is stored');
+  assert.ok(!JSON.stringify(stored.rows).includes(oldAgentToken));
+
+  const again = await s.nodes.createEnrollment('edge2', 10);
+  assert.equal((await enroll(again.token)).statusCode, 200);
+  const poll = await s.app.inject({
+    method: 'POST',
+    url: '/v1/agent/poll',
+    payload: { wait_ms: 0 },
+    headers: { authorization: `Bearer ${oldAgentToken}` },
+  });
+  assert.equal(poll.statusCode, 401);
+
+  const expired = await s.nodes.createEnrollment('edge3', 10);
+  await s.db.pool.query("UPDATE node_enrollments SET expires_at = now() - interval '1 second'");
+  assert.equal((await enroll(expired.token)).statusCode, 401);
+});

@@ -1,0 +1,18 @@
+/** What `npm test` (scripts/test.ts) started for this run. */
+export type TestEnv = {
+  dataDir: string;
+  adminUrl: string;
+  controlUrl: string;
+  controlRole: string;
+  pgPort: number;
+  poolerPort: number;
+  poolerDir: string;
+  poolerAdminPassword: string;
+  template: string;
+};
+
+export function testEnv(): TestEnv {
+  const raw = process.env.BULWARK_TEST_ENV;
+  if (!raw) throw new Error('run tests with `npm test` (it starts the PostgreSQL cluster the tests use)');
+  return JSON.parse(raw) as TestEnv;
+}
