@@ -33,15 +33,21 @@ const dp = await startDataPlane({
 });
 const silent = createLogger('bench', 'silent');
 const server = await startServer(
-  serverConfigSchema.parse({ databaseUrl: dp.controlUrl, dataDir: layout.server, port: 0, logLevel: 'silent' }),
+  serverConfigSchema.parse({
+    databaseUrl: dp.controlUrl,
+    dataDir: layout.server,
+    port: 0,
+    logLevel: 'silent',
+  }),
   { log: silent },
 );
 const db = new pg.Pool({ connectionString: dp.controlUrl, max: 4 });
 db.on('error', () => {});
 try {
-  await db.query("INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'bench', now() + interval '1 hour')", [
-    (await import('../src/shared/api-key.ts')).hashToken('bwe_'.padEnd(47, 'A')),
-  ]);
+  await db.query(
+    "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'bench', now() + interval '1 hour')",
+    [(await import('../src/shared/api-key.ts')).hashToken('bwe_'.padEnd(47, 'A'))],
+  );
   const agent = await startAgent(
     agentConfigSchema.parse({
       serverUrl: server.url,
@@ -87,10 +93,16 @@ try {
 
   const a = summarize(agentMs);
   const f = summarize(floorMs);
-  console.log(`job round trip through the agent, ${N} jobs: median ${a.median.toFixed(2)} ms, p95 ${a.p95.toFixed(2)} ms`);
-  console.log(`SQL floor (enqueue+claim+run+complete direct): median ${f.median.toFixed(2)} ms, p95 ${f.p95.toFixed(2)} ms`);
+  console.log(
+    `job round trip through the agent, ${N} jobs: median ${a.median.toFixed(2)} ms, p95 ${a.p95.toFixed(2)} ms`,
+  );
+  console.log(
+    `SQL floor (enqueue+claim+run+complete direct): median ${f.median.toFixed(2)} ms, p95 ${f.p95.toFixed(2)} ms`,
+  );
   console.log(`ratio (median): ${(a.median / f.median).toFixed(2)}x`);
-  console.log(JSON.stringify({ bench: 'job-roundtrip', jobs: N, agent: a, floor: f, ratio: a.median / f.median }));
+  console.log(
+    JSON.stringify({ bench: 'job-roundtrip', jobs: N, agent: a, floor: f, ratio: a.median / f.median }),
+  );
 } catch (err) {
   console.error('bench failed:', err);
   process.exitCode = 1;
