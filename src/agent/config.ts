@@ -16,6 +16,11 @@ export const agentConfigSchema = z
       .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// URL'),
     poolerDir: z.string().min(1).max(4096).optional(),
     poolerPort: z.coerce.number().int().min(1).max(65535).default(6432),
+    /** PgBouncer's listen_addr as the agent renders it (the console is reached on 127.0.0.1). */
+    poolerListenAddr: z.string().min(1).max(255).default('127.0.0.1'),
+    /** The operator's own TLS certificate and key for PgBouncer (else a self-signed one is made). */
+    poolerTlsCertFile: z.string().min(1).max(4096).optional(),
+    poolerTlsKeyFile: z.string().min(1).max(4096).optional(),
     poolerAdminPassword: z.string().min(16).max(512).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     pollWaitMs: z.coerce.number().int().min(100).max(120_000).default(25_000),
@@ -55,6 +60,9 @@ export const agentEnv: Record<string, EnvBinding> = {
   adminDatabaseUrl: { env: 'BULWARK_AGENT_ADMIN_DATABASE_URL', secret: true },
   poolerDir: { env: 'BULWARK_POOLER_DIR' },
   poolerPort: { env: 'BULWARK_POOLER_PORT' },
+  poolerListenAddr: { env: 'BULWARK_POOLER_LISTEN_ADDR' },
+  poolerTlsCertFile: { env: 'BULWARK_POOLER_TLS_CERT_FILE' },
+  poolerTlsKeyFile: { env: 'BULWARK_POOLER_TLS_KEY_FILE' },
   poolerAdminPassword: { env: 'BULWARK_POOLER_ADMIN_PASSWORD', secret: true },
   logLevel: { env: 'BULWARK_LOG_LEVEL' },
   pollWaitMs: { env: 'BULWARK_AGENT_POLL_WAIT_MS' },

@@ -3,11 +3,18 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../embedded/layout.ts';
+import { loadExplorerParser } from '../server/modules/explorer/explorer.validator.ts';
 import { createLogger } from '../shared/logger.ts';
 import { VERSION } from '../shared/version.ts';
 import type { AgentConfig } from './config.ts';
+import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
+import { loadExplorerKey } from './explorer/explorer-role.ts';
+import type { DatabaseJobDeps } from './jobs/database-common.ts';
 import { type JobHandler, PermanentJobError } from './jobs/job-context.ts';
 import { defaultHandlers } from './jobs/registry.ts';
+import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
+import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
 import { createServerClient, type PolledJob, ServerError } from './server-client.ts';
 
 export type RunningAgent = {
@@ -46,7 +53,6 @@ export async function startAgent(
   opts: { log?: Logger; handlers?: Map<string, JobHandler> } = {},
 ): Promise<RunningAgent> {
   const log = opts.log ?? createLogger('bulwark-agent', config.logLevel);
-  const handlers = opts.handlers ?? defaultHandlers();
   await fs.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   const tokenFile = path.join(config.stateDir, 'agent-token');
   const aliveFile = path.join(config.stateDir, 'alive');
@@ -71,6 +77,12 @@ export async function startAgent(
     application_name: 'bulwark-agent',
   });
   admin.on('error', (err) => log.warn({ err: { message: err.message } }, 'idle admin connection lost'));
+  const managed = await startPooler(config, log);
+  const pooler = managed?.pooler;
+  const explorer = await startExplorer(config, admin, log);
+  const handlers =
+    opts.handlers ??
+    defaultHandlers({ ...(managed ? { database: databaseDeps(config, managed) } : {}), explorer });
   const stopping = new AbortController();
 
   const heartbeat = async () => {
@@ -105,6 +117,11 @@ export async function startAgent(
         admin,
         log: log.child({ job: job.id, kind: job.kind }),
         signal: stopping.signal,
+        secret: async () => (await client.jobSecret(job)).password,
+        sendResult: async (outcome) => {
+          await client.explorerResult(job, outcome);
+        },
+        leaseActive: async () => (await client.jobStatus(job)).active,
       });
       await client.complete(job, result);
       log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
@@ -138,6 +155,8 @@ export async function startAgent(
   };
   const done = loop().finally(async () => {
     clearInterval(hbTimer);
+    pooler?.stop();
+    await explorer.close();
     await fs.rm(readyFile, { force: true });
     await admin.end().catch(() => {});
   });
@@ -150,4 +169,90 @@ export async function startAgent(
       await done;
     },
   };
+}
+
+/**
+ * The pooler this agent owns, when it has one (pooler dir + console password): the saved
+ * desired state is made live at start-up (a failure is logged; every later change re-applies).
+ */
+async function startPooler(
+  config: AgentConfig,
+  log: Logger,
+): Promise<{ pooler: PoolerManager; clientSsl: pg.ClientConfig['ssl'] } | null> {
+  if (!config.poolerDir || !config.poolerAdminPassword) return null;
+  const pgUrl = new URL(config.adminDatabaseUrl);
+  const tls = await ensurePoolerTls({
+    dir: config.poolerDir,
+    listenAddr: config.poolerListenAddr,
+    certFile: config.poolerTlsCertFile,
+    keyFile: config.poolerTlsKeyFile,
+  }).catch((err: Error) => {
+    // Beyond loopback TLS is required: fail closed. On loopback only, run without it.
+    if (!listensOnLoopbackOnly(config.poolerListenAddr)) throw err;
+    log.error(
+      { err: { message: err.message } },
+      'no TLS certificate for PgBouncer; serving loopback without TLS',
+    );
+    return null;
+  });
+  const pooler = createPoolerManager({
+    dir: config.poolerDir,
+    stateFile: path.join(config.stateDir, 'pooler-state.json'),
+    settings: {
+      listenAddr: config.poolerListenAddr,
+      listenPort: config.poolerPort,
+      pgHost: pgUrl.hostname || '127.0.0.1',
+      pgPort: Number(pgUrl.port || 5432),
+      adminUser: POOLER_ADMIN,
+      poolMode: 'session',
+      maxClientConn: 2000,
+      defaultPoolSize: 20,
+      tls: tls ? { certFile: tls.certFile, keyFile: tls.keyFile, sslmode: tls.sslmode } : null,
+    },
+    adminPassword: config.poolerAdminPassword,
+    ...(tls ? { clientSsl: tls.clientSsl } : {}),
+    log: log.child({ component: 'pooler' }),
+  });
+  await pooler.start().catch((err: Error) => {
+    log.error({ err: { message: err.message } }, 'the pooler config could not be made live at start-up');
+  });
+  return { pooler, clientSsl: tls?.clientSsl };
+}
+
+function databaseDeps(
+  config: AgentConfig,
+  { pooler, clientSsl }: { pooler: PoolerManager; clientSsl: pg.ClientConfig['ssl'] },
+): DatabaseJobDeps {
+  return {
+    pooler,
+    poolerHost: '127.0.0.1',
+    poolerPort: config.poolerPort,
+    poolerSsl: clientSsl,
+    platform: { databases: [CONTROL_DB], roles: [CONTROL_ROLE] },
+    connectAdmin: (database: string) => connectAdmin(config, database),
+  };
+}
+
+/** A new admin connection to one database of the cluster (the caller ends it). */
+async function connectAdmin(config: AgentConfig, database: string): Promise<pg.Client> {
+  const u = new URL(config.adminDatabaseUrl);
+  u.pathname = `/${database}`;
+  const client = new pg.Client({ connectionString: u.toString(), application_name: 'bulwark-agent' });
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+/** The SQL explorer's executor: the validator (WASM), the agent's explorer key, loopback PostgreSQL. */
+async function startExplorer(config: AgentConfig, admin: pg.Pool, log: Logger): Promise<ExplorerExecutor> {
+  await loadExplorerParser();
+  const pgUrl = new URL(config.adminDatabaseUrl);
+  return createExplorerExecutor({
+    admin,
+    connectAdmin: (database) => connectAdmin(config, database),
+    pgHost: pgUrl.hostname || '127.0.0.1',
+    pgPort: Number(pgUrl.port || 5432),
+    key: await loadExplorerKey(config.stateDir),
+    log: log.child({ component: 'explorer' }),
+  });
 }

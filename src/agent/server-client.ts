@@ -56,6 +56,25 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
       call<{ status: string }>(`/v1/agent/jobs/${job.id}/complete`, { attempt: job.attempt, result }),
     fail: (job: PolledJob, error: string, retryable: boolean) =>
       call<{ status: string }>(`/v1/agent/jobs/${job.id}/fail`, { attempt: job.attempt, error, retryable }),
+    /** The job's secret (a clear password for a proving login); only for the lease holder. */
+    jobSecret: (job: PolledJob) =>
+      call<{ password: string }>(`/v1/agent/jobs/${job.id}/secret`, { attempt: job.attempt }),
+    /** Explorer rows/schema for the request waiting on the server (never stored in the job). */
+    explorerResult: (job: PolledJob, outcome: unknown) =>
+      call<{ accepted: boolean }>(
+        `/v1/agent/jobs/${job.id}/explorer-result`,
+        { attempt: job.attempt, outcome },
+        undefined,
+        60_000,
+      ),
+    /** Whether this agent still holds the job's lease (the server ends a job whose client left). */
+    jobStatus: (job: PolledJob) =>
+      call<{ active: boolean }>(
+        `/v1/agent/jobs/${job.id}/status`,
+        { attempt: job.attempt },
+        undefined,
+        5_000,
+      ),
     heartbeat: (info: {
       agent_version: string;
       pg_version?: string;

@@ -1,10 +1,17 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { VERSION } from '../shared/version.ts';
+import { registerAdminCreateKey } from './commands/admin-create-key.ts';
 import { registerAgent } from './commands/agent.ts';
+import { registerAudit } from './commands/audit.ts';
+import { registerDb } from './commands/db.ts';
+import { registerKeys } from './commands/keys.ts';
+import { registerLogin } from './commands/login.ts';
+import { registerMasterKey } from './commands/master-key.ts';
 import { registerServer } from './commands/server.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerUp } from './commands/up.ts';
+import { registerWhoami } from './commands/whoami.ts';
 
 const program = new Command()
   .name('bulwark')
@@ -13,15 +20,24 @@ const program = new Command()
   .showHelpAfterError()
   .addHelpText(
     'after',
-    '\nExit codes: 0 ok · 1 error · 2 bad usage or config · 3 incompatible data dir · 4 already running or port in use',
+    '\nExit codes: 0 ok · 1 error · 2 bad usage or config · 3 incompatible data dir · 4 already running or port in use' +
+      ' · 5 not authenticated or not allowed · 6 not found',
   );
+// Before any subcommand is added, so that they inherit it: usage errors exit 2 everywhere.
+program.exitOverride((err) => {
+  process.exit(err.exitCode === 1 ? 2 : err.exitCode);
+});
 
 registerUp(program);
 registerServer(program);
 registerAgent(program);
 registerStatus(program);
+registerAdminCreateKey(program);
+registerLogin(program);
+registerWhoami(program);
+registerKeys(program);
+registerAudit(program);
+registerDb(program);
+registerMasterKey(program);
 
-program.exitOverride((err) => {
-  process.exit(err.exitCode === 1 ? 2 : err.exitCode);
-});
 await program.parseAsync(process.argv);

@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createKeyringFile } from '../server/crypto/secret-box.ts';
 import { generateToken, hashToken } from '../shared/api-key.ts';
 import { VERSION } from '../shared/version.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
@@ -19,6 +20,7 @@ import {
   writeLayoutVersion,
 } from './preflight.ts';
 import { stopChild, tailFile } from './process.ts';
+import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
 
 export type UpOptions = {
@@ -140,6 +142,11 @@ export async function up(opts: UpOptions): Promise<number> {
     const adminUrlFile = path.join(layout.secrets, 'admin-database-url');
     await writeSecretFile(controlUrlFile, dataPlane.controlUrl);
     await writeSecretFile(adminUrlFile, dataPlane.adminUrl);
+    // Bearer token of the server's /metrics (Prometheus scrapes with it); kept across restarts.
+    const metricsTokenFile = path.join(layout.secrets, 'metrics-token');
+    await readOrCreateSecret(metricsTokenFile);
+    // Master keyring sealing tenant database passwords (0600; `bulwark master-key rotate`).
+    if (!existsSync(layout.masterKeyring)) createKeyringFile(layout.masterKeyring);
 
     const serverUrl = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
     const server = await spawnNode(
@@ -149,7 +156,9 @@ export async function up(opts: UpOptions): Promise<number> {
         BULWARK_PORT: String(opts.port),
         BULWARK_DATABASE_URL_FILE: controlUrlFile,
         BULWARK_SERVER_DATA_DIR: layout.server,
+        BULWARK_METRICS_TOKEN_FILE: metricsTokenFile,
         BULWARK_POOLER_PORT: String(opts.poolerPort),
+        BULWARK_MASTER_KEY_FILE: layout.masterKeyring,
       },
       path.join(layout.logs, 'server.log'),
     );

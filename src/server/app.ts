@@ -11,20 +11,55 @@ import {
 import type { Logger } from 'pino';
 import type { ServerConfig } from './config.ts';
 import type { Db } from './db/pool.ts';
+import { registerAuth } from './http/auth.ts';
 import { registerErrorHandling } from './http/errors.ts';
+import { createIdempotency } from './http/idempotency.ts';
+import { createMemoryRateLimitStore, createRateLimiter } from './http/rate-limit.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
+import { auditRoutes } from './modules/audit/audit.routes.ts';
+import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
+import { databaseRoutes } from './modules/databases/databases.routes.ts';
+import type { DatabasesService } from './modules/databases/databases.service.ts';
+import { explorerRoutes } from './modules/explorer/explorer.routes.ts';
+import type { ExplorerService } from './modules/explorer/explorer.service.ts';
 import { healthRoutes } from './modules/health/health.routes.ts';
 import { homePage } from './modules/health/home.page.ts';
+import { keysRoutes } from './modules/keys/keys.routes.ts';
+import type { KeysService } from './modules/keys/keys.service.ts';
+import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
+import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
 
 export type AppDeps = {
-  config: Pick<ServerConfig, 'bodyLimitBytes' | 'trustProxy' | 'agentPollMaxMs' | 'publicUrl'>;
+  config: Pick<
+    ServerConfig,
+    | 'bodyLimitBytes'
+    | 'trustProxy'
+    | 'agentPollMaxMs'
+    | 'publicUrl'
+    | 'rateLimitKeyPerMinute'
+    | 'rateLimitIpPerMinute'
+    | 'rateLimitAuthFailuresPerMinute'
+  >;
   db: Db;
   log: Logger;
   version: string;
   poolerPort: number | null;
   nodes: NodesService;
+  /** API keys: authentication of every /v1 route (see http/auth.ts) and the /v1/keys routes. */
+  keys: KeysService;
+  /** Counters (auth failures, rate-limit hits…) and the scrape-time registry behind /metrics. */
+  metrics: ServerMetrics;
+  /** Bearer token of /metrics; null disables it (404). */
+  metricsToken: string | null;
+  /** Audit log: listing, export, verification, checkpoints, public keys. */
+  audit: AuditAdminService;
+  databases: DatabasesService;
+  /** The SQL explorer (queries and schema through the agent; issue 6). */
+  explorer: ExplorerService;
+  /** Hands a leased job its secret (databases: the owner password for the login probe). */
+  jobSecret: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{8,64}$/;
@@ -60,7 +95,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.header('x-request-id', req.id);
   });
   registerSecurityHeaders(app);
+  // Route pattern (never the raw URL: unbounded label values); unmatched routes count as one.
+  app.addHook('onResponse', async (req, reply) => {
+    deps.metrics.httpRequests.inc({
+      method: req.method,
+      route: req.routeOptions.url ?? 'unmatched',
+      status: String(reply.statusCode),
+    });
+  });
   registerErrorHandling(app);
+  const limiter = createRateLimiter(createMemoryRateLimitStore(), {
+    perKey: { limit: deps.config.rateLimitKeyPerMinute, windowMs: 60_000 },
+    perIp: { limit: deps.config.rateLimitIpPerMinute, windowMs: 60_000 },
+    authFailuresPerIp: { limit: deps.config.rateLimitAuthFailuresPerMinute, windowMs: 60_000 },
+  });
+  registerAuth(app, { keys: deps.keys, limiter, metrics: deps.metrics });
+  const withIdempotency = createIdempotency({ db: deps.db });
 
   await app.register(swagger, {
     openapi: {
@@ -84,6 +134,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       .send(homePage({ version: deps.version, poolerPort: deps.poolerPort })),
   );
   await app.register(healthRoutes({ db: deps.db, version: deps.version }));
-  await app.register(agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs }));
+  await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
+  await app.register(
+    agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
+  );
+  await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
+  await app.register(explorerRoutes({ explorer: deps.explorer, nodes: deps.nodes }));
+  await app.register(auditRoutes({ audit: deps.audit, db: deps.db }));
+  await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   return app;
 }

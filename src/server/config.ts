@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseCidr } from '../agent/pgbouncer/pgbouncer.config.ts';
 import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
 
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -32,6 +33,42 @@ export const serverConfigSchema = z
       .min(1)
       .max(7 * 24 * 60)
       .default(60),
+    /** Keyring file (0600) sealing tenant database passwords at rest; see `bulwark master-key`. */
+    masterKeyFile: z.string().min(1).max(4096).optional(),
+    /** Allowlist of a new database (CIDRs). The embedded default is loopback only. */
+    defaultAllowlist: z
+      .array(
+        z
+          .string()
+          .max(64)
+          .refine((v) => {
+            try {
+              parseCidr(v);
+              return true;
+            } catch {
+              return false;
+            }
+          }, 'must be an IPv4 or IPv6 CIDR'),
+      )
+      .max(100)
+      .default(['127.0.0.1/32', '::1/128']),
+    /** Host clients use to reach PgBouncer (what goes into connection strings). */
+    poolerPublicHost: z.string().min(1).max(255).default('127.0.0.1'),
+    poolerPort: z.coerce.number().int().min(1).max(65535).default(6432),
+    poolerSslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
+    /** Rate limits (fixed one-minute windows): per API key, per IP without a key, failed auths per IP. */
+    rateLimitKeyPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(1200),
+    rateLimitIpPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(300),
+    rateLimitAuthFailuresPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(20),
+    /** Audit: sign the chain head this often (seconds), when it moved. */
+    auditCheckpointIntervalSeconds: z.coerce.number().int().min(5).max(86_400).default(600),
+    /** Audit: also append each signed checkpoint as a JSON line to this file (ideally off-box). */
+    auditCheckpointFile: z.string().min(1).max(4096).optional(),
+    /** Audit: events older than this are pruned (a signed anchor keeps verification whole). */
+    auditRetentionDays: z.coerce.number().int().min(1).max(36_500).default(365),
+    /** Bearer token for /metrics (32+ chars); without one (or the file) /metrics is disabled (404). */
+    metricsToken: z.string().min(32).max(512).optional(),
+    metricsTokenFile: z.string().min(1).max(4096).optional(),
   })
   .strict();
 
@@ -50,6 +87,18 @@ export const serverEnv: Record<string, EnvBinding> = {
   agentPollMaxMs: { env: 'BULWARK_AGENT_POLL_MAX_MS' },
   jobLeaseMs: { env: 'BULWARK_JOB_LEASE_MS' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
+  rateLimitKeyPerMinute: { env: 'BULWARK_RATE_LIMIT_KEY_PER_MINUTE' },
+  rateLimitIpPerMinute: { env: 'BULWARK_RATE_LIMIT_IP_PER_MINUTE' },
+  rateLimitAuthFailuresPerMinute: { env: 'BULWARK_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE' },
+  masterKeyFile: { env: 'BULWARK_MASTER_KEY_FILE' },
+  defaultAllowlist: { env: 'BULWARK_DEFAULT_ALLOWLIST', list: true },
+  poolerPublicHost: { env: 'BULWARK_POOLER_PUBLIC_HOST' },
+  poolerPort: { env: 'BULWARK_POOLER_PORT' },
+  poolerSslmode: { env: 'BULWARK_POOLER_SSLMODE' },
+  auditCheckpointIntervalSeconds: { env: 'BULWARK_AUDIT_CHECKPOINT_INTERVAL_SECONDS' },
+  auditCheckpointFile: { env: 'BULWARK_AUDIT_CHECKPOINT_FILE' },
+  auditRetentionDays: { env: 'BULWARK_AUDIT_RETENTION_DAYS' },
+  metricsToken: { env: 'BULWARK_METRICS_TOKEN', secret: true },
 };
 
 export function loadServerConfig(sources: {

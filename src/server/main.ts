@@ -5,14 +5,28 @@ import { createLogger } from '../shared/logger.ts';
 import { VERSION } from '../shared/version.ts';
 import { buildApp } from './app.ts';
 import type { ServerConfig } from './config.ts';
+import { createKeyringFileBox } from './crypto/keyring-box.ts';
 import { migrate } from './db/migrate.ts';
 import { createPool, type Db } from './db/pool.ts';
+import { createAuditStack } from './modules/audit/audit.stack.ts';
+import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
+import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
+import { createExplorerService } from './modules/explorer/explorer.service.ts';
+import { loadExplorerParser } from './modules/explorer/explorer.validator.ts';
+import { createJobHooks } from './modules/jobs/job-hooks.ts';
 import { createJobNotifier } from './modules/jobs/job-notifier.ts';
+import { createKeysService, type KeysService } from './modules/keys/keys.service.ts';
+import { registerCoreCollectors } from './modules/metrics/collectors.ts';
+import { readMetricsToken } from './modules/metrics/metrics-token.ts';
+import { createMetricsRegistry } from './modules/metrics/registry.ts';
+import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
 
 export type ServerContext = {
   app: FastifyInstance;
   nodes: NodesService;
+  databases: DatabasesService;
+  keys: KeysService;
   /** Stops background work (listeners, long-polls) and closes the app; the pool is the caller's. */
   close(): Promise<void>;
 };
@@ -30,6 +44,22 @@ export async function createServerContext(opts: {
   const { config, db, log } = opts;
   const stopping = new AbortController();
   const notifier = createJobNotifier(config.databaseUrl, log);
+  const keys = createKeysService({ db, log, databaseUrl: config.databaseUrl });
+  const metrics = createServerMetrics(createMetricsRegistry());
+  registerCoreCollectors(metrics.registry, db);
+  const metricsToken = readMetricsToken(config);
+  // Audit events redact SQL with the explorer's parser (WASM, loaded once).
+  await loadExplorerParser();
+  // Tenant database passwords are sealed with the master keyring (followed across rotations).
+  const box = config.masterKeyFile ? createKeyringFileBox(config.masterKeyFile) : null;
+  if (!box) log.warn('no master key file (BULWARK_MASTER_KEY_FILE): database routes answer 503');
+  const jobHooks = createJobHooks();
+  const databases = createDatabasesService({ db, box, config, log });
+  const databaseJobs = createDatabaseJobs({ db, box, log });
+  jobHooks.register('database.', databaseJobs.onJobFinished);
+  const explorer = createExplorerService({ db, notifier, log });
+  jobHooks.register('explorer.', explorer.onJobFinished);
+  const audit = createAuditStack({ config, db, log });
   const nodes = createNodesService({
     db,
     notifier,
@@ -37,6 +67,8 @@ export async function createServerContext(opts: {
     leaseMs: config.jobLeaseMs,
     generateToken,
     shutdown: stopping.signal,
+    hooks: jobHooks,
+    metrics,
   });
   try {
     const app = await buildApp({
@@ -46,18 +78,33 @@ export async function createServerContext(opts: {
       version: VERSION,
       poolerPort: opts.poolerPort ?? null,
       nodes,
+      keys,
+      metrics,
+      metricsToken,
+      audit: audit.admin,
+      databases,
+      explorer,
+      jobSecret: databaseJobs.jobSecret,
     });
     return {
       app,
       nodes,
+      databases,
+      keys,
       async close() {
         stopping.abort();
+        explorer.close();
         await notifier.close();
         await app.close();
+        await audit.close();
+        await keys.close();
       },
     };
   } catch (err) {
+    explorer.close();
     await notifier.close();
+    await keys.close();
+    await audit.close();
     throw err;
   }
 }

@@ -1,18 +1,37 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { type ServerConfig, serverConfigSchema } from '../../src/server/config.ts';
+import { createKeyringFile } from '../../src/server/crypto/secret-box.ts';
 import { createServerContext, type ServerContext } from '../../src/server/main.ts';
 import { createLogger } from '../../src/shared/logger.ts';
 import { createTestDb, type TestDb } from './db.ts';
 
 export type TestServer = ServerContext & { db: TestDb; config: ServerConfig; stop(): Promise<void> };
 
-/** A fully wired server on its own fresh control database (call `listen` yourself if needed). */
-export async function createTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
-  const db = await createTestDb();
+/**
+ * A fully wired server on its own fresh control database (call `listen` yourself if needed).
+ * `opts.db`: share another server's control DB (a second replica); `stop()` then leaves it alone.
+ */
+export async function createTestServer(
+  overrides: Partial<ServerConfig> = {},
+  opts: { db?: TestDb } = {},
+): Promise<TestServer> {
+  const db = opts.db ?? (await createTestDb());
+  // A fresh master keyring per server (tenant database passwords are sealed with it).
+  const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bulwark-keyring-'));
+  const masterKeyFile = path.join(keyDir, 'master-keyring.json');
+  createKeyringFile(masterKeyFile);
   const config = serverConfigSchema.parse({
     databaseUrl: db.url,
     dataDir: '/nonexistent',
     port: 0,
     logLevel: 'silent',
+    masterKeyFile,
+    // Tests make many requests from one address: rate limits only where a test asks for them.
+    rateLimitKeyPerMinute: 1_000_000,
+    rateLimitIpPerMinute: 1_000_000,
+    rateLimitAuthFailuresPerMinute: 1_000_000,
     ...overrides,
   });
   const ctx = await createServerContext({ config, db: db.pool, log: createLogger('test', config.logLevel) });
@@ -22,7 +41,8 @@ export async function createTestServer(overrides: Partial<ServerConfig> = {}): P
     config,
     async stop() {
       await ctx.close();
-      await db.drop();
+      if (!opts.db) await db.drop();
+      fs.rmSync(keyDir, { recursive: true, force: true });
     },
   };
 }

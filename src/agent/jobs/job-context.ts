@@ -6,6 +6,18 @@ export type JobContext = {
   admin: pg.Pool;
   log: Logger;
   signal: AbortSignal;
+  /**
+   * Fetches the job's secret (the owner's clear password) from the server, which hands it
+   * only to the current lease holder. Used for proving logins; never logged or stored.
+   */
+  secret?: () => Promise<string>;
+  /**
+   * Hands an ephemeral result (explorer rows) to the server outside the job row, for the
+   * current lease holder only; the server never stores it in the job (issue 6).
+   */
+  sendResult?: (outcome: unknown) => Promise<void>;
+  /** Whether this agent still holds the job's lease (false once the server ended the job). */
+  leaseActive?: () => Promise<boolean>;
 };
 
 /** A failure the handler knows is final (bad input): no retry. Anything else is retried. */

@@ -20,12 +20,22 @@ export type PoolerSettings = {
   maxClientConn: number;
   defaultPoolSize: number;
   tls: { certFile: string; keyFile: string; sslmode: 'allow' | 'prefer' | 'require' } | null;
+  /**
+   * The reload probe's one-time user (see pooler-manager.ts): listed in `stats_users`, so a
+   * login as it to the `pgbouncer` console proves this very ini was loaded.
+   */
+  probeUser?: string | undefined;
 };
 
 export type AuthEntry = { user: string; verifier: string };
 export type HbaRule = { database: string; user: string; cidr: string };
 
 const NAME = /^[a-z][a-z0-9_]{0,62}$/;
+
+function assertName(n: string): string {
+  if (!NAME.test(n)) throw new Error(`invalid pooler user name: ${n}`);
+  return n;
+}
 
 export function renderIni(s: PoolerSettings): string {
   const lines = [
@@ -41,6 +51,7 @@ export function renderIni(s: PoolerSettings): string {
     `auth_file = ${s.authFile}`,
     `auth_hba_file = ${s.hbaFile}`,
     `admin_users = ${s.adminUser}`,
+    ...(s.probeUser ? [`stats_users = ${assertName(s.probeUser)}`] : []),
     `pidfile = ${s.pidFile}`,
     `pool_mode = ${s.poolMode}`,
     `max_client_conn = ${s.maxClientConn}`,
@@ -56,7 +67,8 @@ export function renderIni(s: PoolerSettings): string {
       `client_tls_sslmode = ${s.tls.sslmode}`,
       `client_tls_cert_file = ${s.tls.certFile}`,
       `client_tls_key_file = ${s.tls.keyFile}`,
-      'client_tls_protocols = tlsv1.2,tlsv1.3',
+      // `secure` = TLS 1.2 and 1.3 (PgBouncer 1.18 ignores the whole TLS block on a list it cannot parse).
+      'client_tls_protocols = secure',
     );
   }
   return `${lines.join('\n')}\n`;
@@ -67,16 +79,22 @@ function quoted(s: string): string {
   return `"${s}"`;
 }
 
+/** One auth-file line; throws unless the user is a valid name and the secret a SCRAM verifier. */
+export function authLine(e: AuthEntry): string {
+  if (!NAME.test(e.user)) throw new Error(`invalid pooler user name: ${e.user}`);
+  if (!SCRAM_VERIFIER_PATTERN.test(e.verifier))
+    throw new Error(`auth entry for ${e.user} is not a SCRAM verifier`);
+  return `${quoted(e.user)} ${quoted(e.verifier)}`;
+}
+
 export function renderAuthFile(entries: AuthEntry[]): string {
   const seen = new Set<string>();
   const out: string[] = [];
   for (const e of entries) {
-    if (!NAME.test(e.user)) throw new Error(`invalid pooler user name: ${e.user}`);
-    if (!SCRAM_VERIFIER_PATTERN.test(e.verifier))
-      throw new Error(`auth entry for ${e.user} is not a SCRAM verifier`);
+    const line = authLine(e);
     if (seen.has(e.user)) throw new Error(`duplicate auth entry for ${e.user}`);
     seen.add(e.user);
-    out.push(`${quoted(e.user)} ${quoted(e.verifier)}`);
+    out.push(line);
   }
   if (out.length === 0) throw new Error('auth file would be empty');
   return `${out.join('\n')}\n`;
@@ -95,16 +113,28 @@ export function parseCidr(raw: string): string {
   return `${addr.toLowerCase()}/${bits}`;
 }
 
-/** The admin console rule always comes first; an hba file without it locks everyone out. */
-export function renderHba(adminUser: string, rules: HbaRule[]): string {
-  const out = [
-    '# Managed by Bulwark. First match wins; no match means no access.',
-    `host pgbouncer ${adminUser} 127.0.0.1/32 scram-sha-256`,
-  ];
-  for (const r of rules) {
-    if (!NAME.test(r.database) || !NAME.test(r.user))
-      throw new Error(`invalid hba name: ${r.database}/${r.user}`);
-    out.push(`host ${r.database} ${r.user} ${parseCidr(r.cidr)} scram-sha-256`);
-  }
+/** One tenant hba line; throws unless the names are valid and the CIDR parses. */
+export function hbaRuleLine(r: HbaRule): string {
+  if (!NAME.test(r.database) || !NAME.test(r.user))
+    throw new Error(`invalid hba name: ${r.database}/${r.user}`);
+  return `host ${r.database} ${r.user} ${parseCidr(r.cidr)} scram-sha-256`;
+}
+
+/**
+ * The admin console rule always comes first; an hba file without it locks everyone out. The
+ * probe user's rule, when given, comes last: a login through it proves the file was read to
+ * its end.
+ */
+export function renderHba(adminUser: string, rules: HbaRule[], probeUser?: string): string {
+  const out = [HBA_HEADER, consoleRuleLine(adminUser)];
+  for (const r of rules) out.push(hbaRuleLine(r));
+  if (probeUser) out.push(consoleRuleLine(probeUser));
   return `${out.join('\n')}\n`;
+}
+
+export const HBA_HEADER = '# Managed by Bulwark. First match wins; no match means no access.';
+
+/** A login to the `pgbouncer` console database, from loopback only. */
+export function consoleRuleLine(user: string): string {
+  return `host pgbouncer ${assertName(user)} 127.0.0.1/32 scram-sha-256`;
 }

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { loadAgentConfig } from '../../agent/config.ts';
-import { startAgent } from '../../agent/main.ts';
 import { exitWithConfigErrors, onShutdown } from '../options.ts';
 
 export function registerAgent(program: Command): void {
@@ -9,6 +7,8 @@ export function registerAgent(program: Command): void {
     .description('Run a data-plane agent (config from --config JSON and BULWARK_* environment)')
     .option('--config <file>', 'JSON config file (environment overrides it)')
     .action(async (o: { config?: string }) => {
+      const { loadAgentConfig } = await import('../../agent/config.ts');
+      const { startAgent } = await import('../../agent/main.ts');
       const result = loadAgentConfig({ env: process.env, file: o.config });
       if (!result.ok) exitWithConfigErrors('bulwark agent', result.errors);
       const agent = await startAgent(result.config);

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { loadServerConfig } from '../../server/config.ts';
-import { startServer } from '../../server/main.ts';
 import { exitWithConfigErrors, onShutdown } from '../options.ts';
 
 export function registerServer(program: Command): void {
@@ -10,6 +8,9 @@ export function registerServer(program: Command): void {
     .option('--config <file>', 'JSON config file (environment overrides it)')
     .option('--no-migrate', 'do not apply pending migrations at start')
     .action(async (o: { config?: string; migrate: boolean }) => {
+      // Loaded on use, so other commands start fast.
+      const { loadServerConfig } = await import('../../server/config.ts');
+      const { startServer } = await import('../../server/main.ts');
       const result = loadServerConfig({ env: process.env, file: o.config });
       if (!result.ok) exitWithConfigErrors('bulwark server', result.errors);
       const poolerPort = Number(process.env.BULWARK_POOLER_PORT) || null;

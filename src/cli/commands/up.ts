@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
 import { DEFAULT_PORTS } from '../../embedded/layout.ts';
-import { PreflightError } from '../../embedded/preflight.ts';
-import { up } from '../../embedded/up.ts';
 import { defaultDataDir, portOption } from '../options.ts';
 
 export function registerUp(program: Command): void {
@@ -15,6 +13,9 @@ export function registerUp(program: Command): void {
     .option('--pg-port <port>', 'PostgreSQL port (loopback only)', portOption, DEFAULT_PORTS.postgres)
     .action(
       async (o: { dataDir: string; host: string; port: number; poolerPort: number; pgPort: number }) => {
+        // Loaded on use, so other commands start fast.
+        const { up } = await import('../../embedded/up.ts');
+        const { PreflightError } = await import('../../embedded/preflight.ts');
         try {
           const code = await up({
             dataDir: o.dataDir,

@@ -19,6 +19,10 @@ export type Caller = {
   /** May use the SQL explorer (account admins, or keys granted it explicitly). */
   explorer: boolean;
   sourceIp: string;
+  /** Display prefix of the key (`bwk_` + 12 chars), its name and expiry (set by the auth plugin). */
+  keyPrefix?: string;
+  keyName?: string;
+  expiresAt?: Date;
 };
 
 declare module 'fastify' {

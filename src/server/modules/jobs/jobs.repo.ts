@@ -157,3 +157,33 @@ export async function queueStats(
   );
   return r.rows;
 }
+
+/**
+ * Dead-letters the node's running jobs whose lease expired after their last allowed attempt
+ * and returns them (so the caller can finish what they drive in the same transaction).
+ */
+export async function deadLetterExpiredLeases(db: Queryable, nodeId: string): Promise<JobRow[]> {
+  const r = await db.query<JobRow>(
+    `UPDATE jobs SET status = 'dead', finished_at = now(), updated_at = now(),
+            last_error = coalesce(last_error || '; ', '') || 'lease expired after the last attempt'
+      WHERE node_id = $1 AND status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts
+     RETURNING *`,
+    [nodeId],
+  );
+  return r.rows;
+}
+
+/** The job if this node holds its current lease (running, this attempt, lease not expired). */
+export async function findLeasedJob(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+): Promise<JobRow | null> {
+  const r = await db.query<JobRow>(
+    `SELECT * FROM jobs
+      WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' AND lease_expires_at > now()`,
+    [jobId, nodeId, attempt],
+  );
+  return r.rows[0] ?? null;
+}

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { notFound } from '../../../shared/errors.ts';
 import { errorResponses } from '../../http/errors.ts';
 import type { AgentIdentity, NodesService } from './nodes.service.ts';
 
@@ -18,10 +19,15 @@ const bearer = (req: FastifyRequest): string | undefined => {
 };
 
 /** The agent-facing API: enrollment, long-poll for jobs, results, heartbeats. */
-export function agentRoutes(deps: { nodes: NodesService; pollMaxMs: number }): FastifyPluginAsyncZod {
+export function agentRoutes(deps: {
+  nodes: NodesService;
+  pollMaxMs: number;
+  /** The clear secret a leased job needs (e.g. a database password for a login probe). */
+  jobSecret?: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
+}): FastifyPluginAsyncZod {
   return async (app) => {
     const authed = async (req: FastifyRequest): Promise<AgentIdentity> =>
-      deps.nodes.authenticateAgent(bearer(req));
+      deps.nodes.authenticateAgent(bearer(req), { sourceIp: req.ip, requestId: String(req.id) });
 
     app.post(
       '/v1/agent/enroll',
@@ -43,6 +49,7 @@ export function agentRoutes(deps: { nodes: NodesService; pollMaxMs: number }): F
         const { node, agentToken } = await deps.nodes.enroll(
           req.body.enrollment_token,
           req.body.agent_version,
+          { sourceIp: req.ip, requestId: String(req.id) },
         );
         return { node_id: node.id, node_name: node.name, agent_token: agentToken };
       },
@@ -122,6 +129,25 @@ export function agentRoutes(deps: { nodes: NodesService; pollMaxMs: number }): F
           req.body.retryable,
         );
         return { status: job.status };
+      },
+    );
+
+    app.post(
+      '/v1/agent/jobs/:id/secret',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'The secret of a job this agent holds the lease of (create/rotate login probes)',
+          params: z.object({ id: z.coerce.number().int().positive() }),
+          body: z.object({ attempt: z.number().int().min(1).max(1000) }),
+          response: { 200: z.object({ password: z.string() }), ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const agent = await authed(req);
+        if (!deps.jobSecret) throw notFound('Job lease');
+        reply.header('cache-control', 'no-store');
+        return { password: await deps.jobSecret(agent.nodeId, req.params.id, req.body.attempt) };
       },
     );
 

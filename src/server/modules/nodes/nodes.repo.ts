@@ -42,6 +42,14 @@ export async function deleteExpiredEnrollments(db: Queryable): Promise<number> {
   return r.rowCount ?? 0;
 }
 
+/** Whether a node of that name exists with a token (enrolling it again replaces the token). */
+export async function nodeHasToken(db: Queryable, name: string): Promise<boolean> {
+  const r = await db.query('SELECT 1 FROM nodes WHERE name = $1 AND token_hash IS NOT NULL FOR UPDATE', [
+    name,
+  ]);
+  return (r.rowCount ?? 0) > 0;
+}
+
 /** Enrolling a name again replaces that node's token: the old one stops working at once. */
 export async function upsertEnrolledNode(
   db: Queryable,

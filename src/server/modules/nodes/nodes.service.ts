@@ -2,14 +2,27 @@ import type { Logger } from 'pino';
 import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
 import { notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, withTx } from '../../db/pool.ts';
+import { type AuditEventDraft, recordAudit, recordAuditNow } from '../audit/audit.service.ts';
+import type { JobHooks } from '../jobs/job-hooks.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
-import { claimJob, completeJob, failJob, type JobRow, nextWakeAt } from '../jobs/jobs.repo.ts';
+import {
+  claimJob,
+  completeJob,
+  deadLetterExpiredLeases,
+  failJob,
+  type JobRow,
+  nextWakeAt,
+} from '../jobs/jobs.repo.ts';
+import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import * as repo from './nodes.repo.ts';
 
 export const AGENT_TOKEN_PATTERN = /^bwa_[A-Za-z0-9_-]{43}$/;
 export const ENROLLMENT_TOKEN_PATTERN = /^bwe_[A-Za-z0-9_-]{43}$/;
 
 export type AgentIdentity = { nodeId: string; nodeName: string };
+
+/** Where an agent request came from, for its audit events. */
+export type AgentRequestContext = { sourceIp: string | null; requestId: string | null };
 
 export type NodesServiceDeps = {
   db: Db;
@@ -19,35 +32,103 @@ export type NodesServiceDeps = {
   generateToken: (prefix: string) => string;
   /** Aborted when the server shuts down: open long-polls return at once. */
   shutdown: AbortSignal;
+  /** Called in the transaction that finishes a job (done or dead-lettered). */
+  hooks?: JobHooks;
+  /** Counts refused agent tokens (auth failures by kind/reason). */
+  metrics?: Pick<ServerMetrics, 'authFailures'>;
 };
 
 export function createNodesService(deps: NodesServiceDeps) {
-  const { db, notifier, leaseMs } = deps;
+  const { db, notifier, leaseMs, hooks } = deps;
+
+  /** Dead-letters expired last attempts with their hooks, before claimJob would do it without. */
+  const expireLeases = async (nodeId: string) => {
+    if (!hooks) return;
+    await withTx(db, async (tx) => {
+      for (const job of await deadLetterExpiredLeases(tx, nodeId)) await hooks.onJobFinished(tx, job);
+    });
+  };
+
+  const event = (ctx: AgentRequestContext | undefined, e: AuditEventDraft): AuditEventDraft => ({
+    actorType: 'agent',
+    sourceIp: ctx?.sourceIp ?? null,
+    requestId: ctx?.requestId ?? null,
+    ...e,
+  });
+  /** A refusal is recorded in its own transaction; failing to record it must not turn it into a 500. */
+  const refused = async (ctx: AgentRequestContext | undefined, e: AuditEventDraft, kind: string) => {
+    deps.metrics?.authFailures.inc({ kind, reason: String(e.details?.reason ?? 'invalid') });
+    await recordAuditNow(db, event(ctx, e)).catch((err: Error) =>
+      deps.log.error({ err: { message: err.message } }, 'could not record an agent refusal in the audit log'),
+    );
+  };
 
   return {
     /** Exchanges a one-time enrollment token for a long-lived agent token (shown once). */
     async enroll(
       enrollmentToken: string,
       agentVersion: string,
+      ctx?: AgentRequestContext,
     ): Promise<{ node: repo.NodeRow; agentToken: string }> {
-      if (!ENROLLMENT_TOKEN_PATTERN.test(enrollmentToken)) throw unauthorized('Invalid enrollment token');
+      const failed = async (reason: string) => {
+        await refused(
+          ctx,
+          { action: 'agent.enroll', outcome: 'failure', details: { reason, agent_version: agentVersion } },
+          'enrollment_token',
+        );
+        return unauthorized('Invalid enrollment token');
+      };
+      if (!ENROLLMENT_TOKEN_PATTERN.test(enrollmentToken)) throw await failed('malformed_token');
       const agentToken = deps.generateToken('bwa_');
-      return withTx(db, async (tx) => {
+      const out = await withTx(db, async (tx) => {
         const name = await repo.redeemEnrollment(tx, hashToken(enrollmentToken));
-        if (!name) throw unauthorized('Invalid enrollment token');
+        if (!name) return null;
+        const replaced = await repo.nodeHasToken(tx, name);
         const node = await repo.upsertEnrolledNode(tx, name, hashToken(agentToken), agentVersion);
+        const base = { actorId: node.id, targetType: 'node', targetId: node.id };
+        await recordAudit(
+          tx,
+          event(ctx, {
+            ...base,
+            action: 'agent.enroll',
+            details: { node_name: name, agent_version: agentVersion },
+          }),
+        );
+        if (replaced) {
+          await recordAudit(
+            tx,
+            event(ctx, { ...base, action: 'node.token_replaced', details: { node_name: name } }),
+          );
+        }
         return { node, agentToken };
       });
+      if (!out) throw await failed('unknown_or_expired_token');
+      return out;
     },
 
     /** Bearer agent token → node. Format checked before any lookup; hash compared in constant time. */
-    async authenticateAgent(token: string | undefined): Promise<AgentIdentity> {
-      if (!token || !AGENT_TOKEN_PATTERN.test(token)) throw unauthorized('Invalid agent token');
+    async authenticateAgent(token: string | undefined, ctx?: AgentRequestContext): Promise<AgentIdentity> {
+      const refuse = async (reason: string, nodeId: string | null = null) => {
+        await refused(
+          ctx,
+          {
+            action: 'agent.auth',
+            outcome: 'denied',
+            actorId: nodeId,
+            targetType: nodeId ? 'node' : null,
+            targetId: nodeId,
+            details: { reason },
+          },
+          'agent_token',
+        );
+        return unauthorized('Invalid agent token');
+      };
+      if (!token) throw await refuse('missing_token');
+      if (!AGENT_TOKEN_PATTERN.test(token)) throw await refuse('malformed_token');
       const hash = hashToken(token);
       const node = await repo.findNodeByTokenHash(db, hash);
-      if (!node || !keyHashesEqual(node.token_hash, hash) || node.status !== 'active') {
-        throw unauthorized('Invalid agent token');
-      }
+      if (!node || !keyHashesEqual(node.token_hash, hash)) throw await refuse('unknown_token');
+      if (node.status !== 'active') throw await refuse('node_disabled', node.id);
       return { nodeId: node.id, nodeName: node.name };
     },
 
@@ -62,6 +143,7 @@ export function createNodesService(deps: NodesServiceDeps) {
       await repo.recordHeartbeat(db, agent.nodeId, {});
       for (let round = 0; round < 10_000; round++) {
         const sub = notifier.subscribe(agent.nodeId);
+        await expireLeases(agent.nodeId);
         const job = await claimJob(db, agent.nodeId, leaseMs);
         if (job) {
           sub.cancel();
@@ -81,15 +163,21 @@ export function createNodesService(deps: NodesServiceDeps) {
     },
 
     async complete(agent: AgentIdentity, jobId: number, attempt: number, result: Record<string, unknown>) {
-      const job = await completeJob(db, jobId, agent.nodeId, attempt, result);
-      if (!job) throw notFound('Job lease');
-      return job;
+      return withTx(db, async (tx) => {
+        const job = await completeJob(tx, jobId, agent.nodeId, attempt, result);
+        if (!job) throw notFound('Job lease');
+        await hooks?.onJobFinished(tx, job);
+        return job;
+      });
     },
 
     async fail(agent: AgentIdentity, jobId: number, attempt: number, error: string, retryable: boolean) {
-      const job = await failJob(db, jobId, agent.nodeId, attempt, error, retryable);
-      if (!job) throw notFound('Job lease');
-      return job;
+      return withTx(db, async (tx) => {
+        const job = await failJob(tx, jobId, agent.nodeId, attempt, error, retryable);
+        if (!job) throw notFound('Job lease');
+        await hooks?.onJobFinished(tx, job);
+        return job;
+      });
     },
 
     async heartbeat(
@@ -106,7 +194,16 @@ export function createNodesService(deps: NodesServiceDeps) {
     ): Promise<{ token: string; expiresAt: Date }> {
       const token = deps.generateToken('bwe_');
       const expiresAt = new Date(Date.now() + ttlMinutes * 60_000);
-      await repo.insertEnrollment(db, nodeName, hashToken(token), expiresAt);
+      await withTx(db, async (tx) => {
+        await repo.insertEnrollment(tx, nodeName, hashToken(token), expiresAt);
+        await recordAudit(tx, {
+          action: 'node.enrollment_created',
+          actorType: 'operator',
+          targetType: 'node',
+          targetId: nodeName,
+          details: { node_name: nodeName, expires_at: expiresAt.toISOString() },
+        });
+      });
       return { token, expiresAt };
     },
   };

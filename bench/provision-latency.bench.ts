@@ -1,0 +1,158 @@
+/**
+ * Provisioning latency: `POST /v1/databases` over HTTP with a real key → the agent creates the
+ * roles, the database, grants, schema setup, the pooler entry and proves a login → `ready` →
+ * a client connects through PgBouncer with the revealed password and runs `SELECT 1`. Median
+ * and p95 over N databases, against the floor measured on the same cluster in the same run:
+ * the raw SQL of CREATE ROLE + CREATE DATABASE (template0) + the GRANTs, issued directly.
+ *
+ *   node bench/provision-latency.bench.ts [databases=30]
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { agentConfigSchema } from '../src/agent/config.ts';
+import { startAgent } from '../src/agent/main.ts';
+import { startDataPlane } from '../src/embedded/data-plane.ts';
+import { dataLayout } from '../src/embedded/layout.ts';
+import { resolveServiceUser } from '../src/embedded/service-user.ts';
+import { serverConfigSchema } from '../src/server/config.ts';
+import { createKeyringFile } from '../src/server/crypto/secret-box.ts';
+import { startServer } from '../src/server/main.ts';
+import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
+import { generateToken, hashToken } from '../src/shared/api-key.ts';
+import { quoteIdent, quoteLiteral } from '../src/shared/identifiers.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { scramVerifier } from '../src/shared/scram.ts';
+import { freePort } from '../test/helpers/ports.ts';
+import { summarize } from './stats.ts';
+
+const N = Number(process.argv[2] ?? 30);
+const WARMUP = 3;
+const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-provision-'));
+const layout = dataLayout(dir);
+const ports = { postgres: await freePort(), pooler: await freePort() };
+const dp = await startDataPlane({ layout, ports, user: resolveServiceUser(), log: () => {} });
+const silent = createLogger('bench', 'silent');
+createKeyringFile(layout.masterKeyring);
+const server = await startServer(
+  serverConfigSchema.parse({
+    databaseUrl: dp.controlUrl,
+    dataDir: layout.server,
+    port: 0,
+    logLevel: 'silent',
+    masterKeyFile: layout.masterKeyring,
+    poolerPort: ports.pooler,
+    poolerSslmode: 'disable',
+    rateLimitKeyPerMinute: 1_000_000,
+  }),
+  { log: silent },
+);
+const db = new pg.Pool({ connectionString: dp.controlUrl, max: 2 });
+db.on('error', () => {});
+let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+try {
+  const enrollment = generateToken('bwe_');
+  await db.query(
+    "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'bench', now() + interval '1 hour')",
+    [hashToken(enrollment)],
+  );
+  agent = await startAgent(
+    agentConfigSchema.parse({
+      serverUrl: server.url,
+      stateDir: layout.agent,
+      enrollmentToken: enrollment,
+      adminDatabaseUrl: dp.adminUrl,
+      poolerDir: layout.pooler,
+      poolerPort: ports.pooler,
+      poolerAdminPassword: dp.poolerAdminPassword,
+      logLevel: 'silent',
+    }),
+    { log: silent },
+  );
+  const { key } = await createOperatorKey(db, { accountName: 'bench', level: 'admin' });
+  const api = async <T>(method: string, url: string, body?: unknown): Promise<T> => {
+    const res = await fetch(`${server.url}${url}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const json = (await res.json()) as T;
+    if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+
+  /** One database from the API call to a working query through PgBouncer, in ms. */
+  const provision = async (name: string): Promise<number> => {
+    const t0 = performance.now();
+    await api('POST', '/v1/databases', { name });
+    for (let i = 0; ; i++) {
+      const d = await api<{ status: string; failure_reason: string | null }>('GET', `/v1/databases/${name}`);
+      if (d.status === 'ready') break;
+      if (d.status === 'failed' || i > 20_000) throw new Error(`${name}: ${d.status} ${d.failure_reason}`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const { password } = await api<{ password: string }>('POST', `/v1/databases/${name}/credentials/reveal`);
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: ports.pooler,
+      user: `${name}_owner`,
+      password,
+      database: name,
+    });
+    await c.connect();
+    await c.query('SELECT 1');
+    const ms = performance.now() - t0;
+    await c.end();
+    return ms;
+  };
+  for (let i = 0; i < WARMUP; i++) await provision(`warm_${i}`);
+  const apiMs: number[] = [];
+  for (let i = 0; i < N; i++) apiMs.push(await provision(`bench_${i}`));
+
+  // Floor: the raw statements on the same cluster (one owner role, the database, the grants).
+  const admin = new pg.Client({ connectionString: dp.adminUrl });
+  await admin.connect();
+  const floorMs: number[] = [];
+  for (let i = 0; i < N + WARMUP; i++) {
+    const name = `floor_${i}`;
+    const role = quoteIdent(`${name}_owner`);
+    const verifier = quoteLiteral(scramVerifier(`pw-${i}-${Math.random()}`));
+    const t0 = performance.now();
+    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD ${verifier}`);
+    await admin.query(`CREATE DATABASE ${quoteIdent(name)} OWNER ${role} TEMPLATE template0`);
+    await admin.query(`REVOKE ALL ON DATABASE ${quoteIdent(name)} FROM PUBLIC`);
+    await admin.query(`GRANT CONNECT, TEMPORARY ON DATABASE ${quoteIdent(name)} TO ${role}`);
+    if (i >= WARMUP) floorMs.push(performance.now() - t0);
+  }
+  await admin.end();
+
+  const a = summarize(apiMs);
+  const f = summarize(floorMs);
+  console.log(
+    `API → ready → connected through PgBouncer, ${N} databases: median ${a.median.toFixed(1)} ms, p95 ${a.p95.toFixed(1)} ms`,
+  );
+  console.log(
+    `SQL floor (CREATE ROLE + CREATE DATABASE + GRANTs): median ${f.median.toFixed(1)} ms, p95 ${f.p95.toFixed(1)} ms`,
+  );
+  console.log(`ratio (median): ${(a.median / f.median).toFixed(2)}x (goal ≤ 1.5x)`);
+  console.log(
+    JSON.stringify({
+      bench: 'provision-latency',
+      databases: N,
+      api: a,
+      floor: f,
+      ratio: a.median / f.median,
+    }),
+  );
+} catch (err) {
+  console.error('bench failed:', err);
+  process.exitCode = 1;
+} finally {
+  await agent?.stop();
+  await db.end();
+  server.app.server.closeAllConnections();
+  await server.close();
+  await dp.stop();
+  await fs.rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,106 @@
+/**
+ * The explorer's job contract between the server (which enqueues) and the agent (which runs),
+ * as zod schemas both sides import (issue 6).
+ *
+ *   explorer.query   payload `queryPayloadSchema`  → rows posted to
+ *                    POST /v1/agent/jobs/:id/explorer-result  body `explorerResultBodySchema`
+ *   explorer.schema  payload `schemaPayloadSchema` → tables/columns posted the same way
+ *
+ * Rows never travel in a job row: the agent posts them to the dedicated endpoint, which hands
+ * them to the waiting API request through an UNLOGGED table (deleted on read, swept after 60 s).
+ * The job's own result keeps metadata only (`queryJobResultSchema`). While a query runs the
+ * agent asks `POST /v1/agent/jobs/:id/status` whether its lease still stands; when the API
+ * client went away the server ends the job and the agent cancels the backend.
+ */
+import { z } from 'zod';
+import { databaseNameSchema } from '../jobs/contract.ts';
+
+export const EXPLORER_JOB_KINDS = { query: 'explorer.query', schema: 'explorer.schema' } as const;
+
+export const EXPLORER_LIMITS = {
+  defaultRows: 1_000,
+  maxRows: 10_000,
+  defaultBytes: 10 * 1024 * 1024,
+  maxBytes: 10 * 1024 * 1024,
+  defaultStatementTimeoutMs: 5_000,
+  maxStatementTimeoutMs: 30_000,
+  maxSqlLength: 20_000,
+  /** Schema endpoint: at most this many columns are listed. */
+  maxSchemaColumns: 20_000,
+} as const;
+
+const ident = { database_id: z.uuid(), name: databaseNameSchema };
+
+export const queryPayloadSchema = z.object({
+  ...ident,
+  /** The SQL to run; removed from the job row (replaced by `sql_redacted`) when the job finishes. */
+  sql: z.string().min(1).max(EXPLORER_LIMITS.maxSqlLength),
+  sql_redacted: z.string().max(EXPLORER_LIMITS.maxSqlLength * 2),
+  row_limit: z.number().int().min(1).max(EXPLORER_LIMITS.maxRows),
+  byte_limit: z.number().int().min(1024).max(EXPLORER_LIMITS.maxBytes),
+  statement_timeout_ms: z.number().int().min(100).max(EXPLORER_LIMITS.maxStatementTimeoutMs),
+});
+export type QueryPayload = z.infer<typeof queryPayloadSchema>;
+
+export const schemaPayloadSchema = z.object(ident);
+
+export const columnSchema = z.object({ name: z.string().max(128), type: z.string().max(256) });
+
+/** A cell: text (the PostgreSQL text form), a boolean, a safe number, or null. */
+export const cellSchema = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+
+export const queryOutputSchema = z.object({
+  columns: z.array(columnSchema).max(1_664),
+  rows: z.array(z.array(cellSchema)),
+  row_count: z.number().int().min(0),
+  truncated: z.boolean(),
+  /** Why the result was cut: the row cap or the byte cap. */
+  truncated_by: z.enum(['rows', 'bytes']).nullable(),
+  duration_ms: z.number().min(0),
+});
+export type QueryOutput = z.infer<typeof queryOutputSchema>;
+
+/** A PostgreSQL error: its SQLSTATE, message and (0-based) position in the submitted SQL. */
+export const queryErrorSchema = z.object({
+  sqlstate: z.string().regex(/^[0-9A-Z]{5}$/),
+  message: z.string().max(2_000),
+  position: z.number().int().min(0).nullable(),
+  /** Set when the agent refused the SQL itself (it re-validates everything it runs). */
+  refused: z.boolean().optional(),
+});
+export type QueryError = z.infer<typeof queryErrorSchema>;
+
+export const schemaOutputSchema = z.object({
+  tables: z.array(
+    z.object({
+      name: z.string().max(128),
+      kind: z.enum(['table', 'view', 'materialized_view', 'foreign_table', 'partitioned_table']),
+      columns: z.array(
+        z.object({ name: z.string().max(128), type: z.string().max(256), nullable: z.boolean() }),
+      ),
+    }),
+  ),
+  truncated: z.boolean(),
+});
+export type SchemaOutput = z.infer<typeof schemaOutputSchema>;
+
+export const explorerResultBodySchema = z.object({
+  attempt: z.number().int().min(1).max(1000),
+  outcome: z.discriminatedUnion('kind', [
+    z.object({ kind: z.literal('rows'), output: queryOutputSchema }),
+    z.object({ kind: z.literal('error'), error: queryErrorSchema, duration_ms: z.number().min(0) }),
+    z.object({ kind: z.literal('schema'), output: schemaOutputSchema }),
+  ]),
+});
+export type ExplorerResultBody = z.infer<typeof explorerResultBodySchema>;
+export type ExplorerOutcome = ExplorerResultBody['outcome'];
+
+/** What the job row keeps: metadata, never rows. */
+export const queryJobResultSchema = z.object({
+  outcome: z.enum(['rows', 'error', 'schema']),
+  row_count: z.number().int().min(0),
+  truncated: z.boolean(),
+  duration_ms: z.number().min(0),
+  sqlstate: z.string().nullable(),
+});
+export type QueryJobResult = z.infer<typeof queryJobResultSchema>;

@@ -1,0 +1,144 @@
+/**
+ * The job contract between the server (which enqueues) and the agent (which runs): the
+ * payload and result of every database job, as zod schemas both sides import.
+ *
+ * Changes to this contract are listed here, newest first:
+ *   - added (compatible): `node.drift` / `node.drift_fix` schemas below; `node.drift_fix`
+ *     returns `{fixed: [names], findings}` — the findings left after the repair.
+ *
+ * Secrets: no payload carries a clear password. A job that must log in as the owner (to prove
+ * the database works through PgBouncer) fetches it with
+ *   POST /v1/agent/jobs/:id/secret   body `jobSecretRequestSchema`  → 200 `jobSecretResponseSchema`
+ * which the server answers only for the agent that holds the job's current lease.
+ */
+import { z } from 'zod';
+import { NAME_PATTERN } from '../../shared/identifiers.ts';
+import { SCRAM_VERIFIER_PATTERN } from '../../shared/scram.ts';
+import { parseCidr } from '../pgbouncer/pgbouncer.config.ts';
+
+export const JOB_KINDS = {
+  create: 'database.create',
+  delete: 'database.delete',
+  rotate: 'database.rotate',
+  allowlist: 'database.allowlist',
+  limits: 'database.limits',
+  drift: 'node.drift',
+  driftFix: 'node.drift_fix',
+} as const;
+
+export const MAX_ALLOWLIST_ENTRIES = 100;
+
+export const databaseNameSchema = z.string().min(1).max(63).regex(NAME_PATTERN);
+
+/** The owner's password as PostgreSQL stores it (`SCRAM-SHA-256$…`), never the password. */
+export const verifierSchema = z.string().max(512).regex(SCRAM_VERIFIER_PATTERN);
+
+export const cidrSchema = z
+  .string()
+  .min(3)
+  .max(64)
+  .refine((v) => {
+    try {
+      parseCidr(v);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'must be an IPv4 or IPv6 CIDR such as 203.0.113.7/32');
+
+export const allowlistEntrySchema = z.object({
+  cidr: cidrSchema,
+  /** ISO-8601; null = does not expire. Expired entries are dropped by the agent on its own. */
+  expires_at: z.iso.datetime({ offset: true }).nullable(),
+});
+export type AllowlistEntry = z.infer<typeof allowlistEntrySchema>;
+
+export const allowlistSchema = z.array(allowlistEntrySchema).max(MAX_ALLOWLIST_ENTRIES);
+
+export const limitsSchema = z.object({
+  /** CONNECTION LIMIT of `<db>_owner` (the application's login). */
+  owner_connection_limit: z.number().int().min(1).max(10_000),
+  /** CONNECTION LIMIT of `<db>_reader`. */
+  reader_connection_limit: z.number().int().min(1).max(10_000),
+  /** statement_timeout of owner and reader, in ms; 0 = none. The migrator has none. */
+  statement_timeout_ms: z.number().int().min(0).max(86_400_000),
+  /** idle_in_transaction_session_timeout of owner, reader and migrator, in ms; 0 = none. */
+  idle_in_transaction_timeout_ms: z.number().int().min(0).max(86_400_000),
+});
+export type DatabaseLimits = z.infer<typeof limitsSchema>;
+
+/** Sane defaults a server may use when the caller gives none. */
+export const DEFAULT_LIMITS: Readonly<DatabaseLimits> = {
+  owner_connection_limit: 50,
+  reader_connection_limit: 20,
+  statement_timeout_ms: 60_000,
+  idle_in_transaction_timeout_ms: 300_000,
+};
+
+const ident = { database_id: z.uuid(), name: databaseNameSchema };
+
+export const createPayloadSchema = z.object({
+  ...ident,
+  verifier: verifierSchema,
+  allowlist: allowlistSchema,
+  limits: limitsSchema,
+});
+export type CreatePayload = z.infer<typeof createPayloadSchema>;
+
+export const roleNamesSchema = z.object({
+  owner: z.string().max(63),
+  reader: z.string().max(63),
+  migrator: z.string().max(63),
+  explorer: z.string().max(63),
+});
+
+export const createResultSchema = z.object({
+  name: databaseNameSchema,
+  roles: roleNamesSchema,
+  /** Time of the proving login through PgBouncer as the owner. */
+  pooler_probe_ms: z.number().min(0),
+});
+export type CreateResult = z.infer<typeof createResultSchema>;
+
+export const deletePayloadSchema = z.object(ident);
+export const deleteResultSchema = z.object({ dropped: z.boolean() });
+
+export const rotatePayloadSchema = z.object({ ...ident, verifier: verifierSchema });
+export const rotateResultSchema = z.object({
+  rotated_at: z.iso.datetime({ offset: true }),
+  /** Backends of the owner role terminated on PostgreSQL (PgBouncer's are closed as well). */
+  terminated_sessions: z.number().int().min(0),
+});
+
+export const allowlistPayloadSchema = z.object({ ...ident, allowlist: allowlistSchema });
+export const allowlistResultSchema = z.object({ entries: allowlistSchema });
+
+export const limitsPayloadSchema = z.object({ ...ident, limits: limitsSchema });
+export const limitsResultSchema = z.object({ limits: limitsSchema });
+
+export const jobSecretRequestSchema = z.object({ attempt: z.number().int().min(1) });
+export const jobSecretResponseSchema = z.object({ password: z.string().min(1).max(256) });
+
+export const driftPayloadSchema = z.object({
+  /** Every tenant database the control plane places on this node. */
+  known_databases: z.array(databaseNameSchema).max(100_000),
+});
+export const driftFindingSchema = z.object({
+  kind: z.enum([
+    'unknown_database',
+    'missing_database',
+    'unexpected_role',
+    'unexpected_superuser',
+    'foreign_role',
+    'public_database_privilege',
+    'public_schema_privilege',
+    'unexpected_grant',
+  ]),
+  object: z.string().max(200),
+  detail: z.string().max(1000),
+});
+export const driftResultSchema = z.object({ findings: z.array(driftFindingSchema) });
+export const driftFixResultSchema = z.object({
+  fixed: z.array(databaseNameSchema),
+  findings: z.array(driftFindingSchema),
+});

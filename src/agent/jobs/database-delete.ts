@@ -1,0 +1,52 @@
+import { roleNames } from '../../shared/identifiers.ts';
+import {
+  databaseOwner,
+  dropDatabase,
+  dropOurRoles,
+  NotOursError,
+  roleOwnership,
+  terminateSessions,
+} from '../postgres/tenant-sql.ts';
+import { deletePayloadSchema, JOB_KINDS } from './contract.ts';
+import { classify, type DatabaseJobDeps, parsePayload } from './database-common.ts';
+import type { JobHandler } from './job-context.ts';
+
+export const DELETE_STEPS = ['pooler', 'terminate', 'database', 'roles'] as const;
+
+/**
+ * `database.delete`: access is cut first (pooler entry removed and proven gone, PgBouncer's
+ * connections killed, every backend terminated), then the database and our roles are dropped.
+ * Only what carries our marker is touched; a rerun after a crash finishes the job.
+ */
+export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
+  const step = (name: (typeof DELETE_STEPS)[number]) => deps.onStep?.(JOB_KINDS.delete, name);
+  return async (payload, ctx) => {
+    const p = parsePayload(deletePayloadSchema, payload);
+    const roles = roleNames(p.name);
+    try {
+      const owner = await databaseOwner(ctx.admin, p.name);
+      if (owner !== null && owner !== roles.owner)
+        throw new NotOursError(`database ${p.name} is not owned by ${roles.owner}; nothing deleted`);
+      const owned = await roleOwnership(ctx.admin, Object.values(roles), p.database_id);
+      const ours = [...owned].filter(([, s]) => s === 'ours').map(([n]) => n);
+
+      await step('pooler');
+      if (deps.pooler.state().databases[p.name]) {
+        await deps.pooler.update((s) => {
+          const { [p.name]: _gone, ...rest } = s.databases;
+          return { ...s, databases: rest };
+        });
+      }
+      await deps.pooler.disconnect(p.name);
+      await step('terminate');
+      await terminateSessions(ctx.admin, { roles: ours, ...(owner ? { database: p.name } : {}) });
+      await step('database');
+      const dropped = await dropDatabase(ctx.admin, p.name, roles.owner);
+      await step('roles');
+      await dropOurRoles(ctx.admin, roles, p.database_id);
+      return { dropped };
+    } catch (err) {
+      throw classify(err);
+    }
+  };
+}

@@ -1,0 +1,89 @@
+import {
+  EXPLORER_JOB_KINDS,
+  type QueryJobResult,
+  queryPayloadSchema,
+  schemaPayloadSchema,
+} from '../explorer/explorer.contract.ts';
+import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
+import { parsePayload } from './database-common.ts';
+import { type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';
+
+/** How often a running query asks whether its job still stands (client gone → cancel). */
+export const LEASE_CHECK_MS = 200;
+
+/** Polls the lease while `work` runs; aborts `controller` as soon as the server ended the job. */
+async function whileLeased<T>(ctx: JobContext, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const check = async () => {
+    if (stopped) return;
+    const active = await ctx.leaseActive?.().catch(() => true);
+    if (active === false) controller.abort();
+    else if (!stopped) timer = setTimeout(() => void check(), LEASE_CHECK_MS);
+  };
+  if (ctx.leaseActive) timer = setTimeout(() => void check(), LEASE_CHECK_MS);
+  try {
+    const out = await work(AbortSignal.any([ctx.signal, controller.signal]));
+    if (controller.signal.aborted) throw new PermanentJobError('cancelled: the server ended this job');
+    return out;
+  } finally {
+    stopped = true;
+    clearTimeout(timer);
+  }
+}
+
+const requireSender = (ctx: JobContext) => {
+  if (!ctx.sendResult) throw new PermanentJobError('this agent cannot hand explorer results to the server');
+  return ctx.sendResult;
+};
+
+/** `explorer.query` and `explorer.schema` (issue 6). Never retried: a query runs at most once. */
+export function explorerHandlers(deps: { executor: ExplorerExecutor }): [string, JobHandler][] {
+  const query: JobHandler = async (payload, ctx) => {
+    const p = parsePayload(queryPayloadSchema, payload);
+    const send = requireSender(ctx);
+    const outcome = await whileLeased(ctx, (signal) => deps.executor.runQuery(p, signal));
+    await send(outcome);
+    const meta: QueryJobResult =
+      outcome.kind === 'rows'
+        ? {
+            outcome: 'rows',
+            row_count: outcome.output.row_count,
+            truncated: outcome.output.truncated,
+            duration_ms: outcome.output.duration_ms,
+            sqlstate: null,
+          }
+        : outcome.kind === 'error'
+          ? {
+              outcome: 'error',
+              row_count: 0,
+              truncated: false,
+              duration_ms: outcome.duration_ms,
+              sqlstate: outcome.error.sqlstate,
+            }
+          : { outcome: 'schema', row_count: 0, truncated: false, duration_ms: 0, sqlstate: null };
+    return meta;
+  };
+
+  const schema: JobHandler = async (payload, ctx) => {
+    const p = parsePayload(schemaPayloadSchema, payload);
+    const send = requireSender(ctx);
+    const started = performance.now();
+    const output = await deps.executor.readSchema(p);
+    await send({ kind: 'schema', output });
+    const meta: QueryJobResult = {
+      outcome: 'schema',
+      row_count: output.tables.length,
+      truncated: output.truncated,
+      duration_ms: Math.round((performance.now() - started) * 100) / 100,
+      sqlstate: null,
+    };
+    return meta;
+  };
+
+  return [
+    [EXPLORER_JOB_KINDS.query, query],
+    [EXPLORER_JOB_KINDS.schema, schema],
+  ];
+}

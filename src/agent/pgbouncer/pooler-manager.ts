@@ -1,0 +1,323 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { assertValidName } from '../../shared/identifiers.ts';
+import type { HbaRule, PoolerSettings } from './pgbouncer.config.ts';
+import { createPoolerRenderer, PROBE_PREFIX, type Probe, type Rendered } from './pooler-render.ts';
+import { nextExpiry, type PoolerState, pruneExpired, readPoolerState } from './pooler-state.ts';
+
+export { PoolerConfigError } from './pooler-render.ts';
+
+/** File names inside the pooler dir (the same names src/embedded/data-plane.ts writes first). */
+export function poolerPaths(dir: string) {
+  return {
+    ini: path.join(dir, 'pgbouncer.ini'),
+    auth: path.join(dir, 'auth.txt'),
+    hba: path.join(dir, 'hba.txt'),
+    pid: path.join(dir, 'pgbouncer.pid'),
+  };
+}
+
+export type PoolerManagerOptions = {
+  /** The pooler dir (PgBouncer's ini, auth and hba files). */
+  dir: string;
+  /** The desired-state file, e.g. `<stateDir>/pooler-state.json`. */
+  stateFile: string;
+  settings: Omit<PoolerSettings, 'authFile' | 'hbaFile' | 'pidFile' | 'probeUser'>;
+  adminPassword: string;
+  /** Where the admin console is reached; PgBouncer must listen there. */
+  consoleHost?: string;
+  /** TLS for the manager's own console connections (when PgBouncer serves TLS). */
+  clientSsl?: pg.ClientConfig['ssl'];
+  log: Logger;
+  now?: () => number;
+  /** Upper bound between two expiry sweeps (the sweep also runs at the exact next expiry). */
+  sweepMs?: number;
+};
+
+/** How long an apply took (ms), in total and per phase. */
+export type ApplyTiming = {
+  ms: number;
+  phases: { render: number; write: number; reload: number; probe: number };
+};
+
+/**
+ * Owns PgBouncer's config: renders it from the desired state, refuses an invalid render,
+ * writes the files atomically, RELOADs, and then proves the reload took effect.
+ *
+ * The proof (PgBouncer 1.18 answers RELOAD with success even when loading failed): every
+ * render carries a fresh one-time probe user `bulwark_probe_<random>` with a random password.
+ * It is named in the ini (`stats_users`), has its SCRAM verifier in the auth file and its
+ * rule as the LAST line of the hba file. After RELOAD the manager logs in as that user to the
+ * `pgbouncer` console: the login can only succeed if PgBouncer loaded this ini, this auth
+ * file and this hba file to its end. On any failure the last good files are written back and
+ * reloaded, and the error is raised: a bad render never stays live.
+ */
+export function createPoolerManager(opts: PoolerManagerOptions) {
+  const files = poolerPaths(opts.dir);
+  const now = opts.now ?? Date.now;
+  const host = opts.consoleHost ?? '127.0.0.1';
+  const renderer = createPoolerRenderer({
+    settings: opts.settings,
+    files,
+    adminPassword: opts.adminPassword,
+    now,
+  });
+  const render = (s: PoolerState, probe: Probe): Rendered =>
+    renderer.render(
+      s,
+      probe,
+      [...probeAccess].filter(([name]) => s.databases[name]).map(([, rule]) => rule),
+    );
+  let state: PoolerState = { version: 1, databases: {} };
+  let lastGood: { rendered: Rendered; probe: Probe | null } | null = null;
+  let chain: Promise<unknown> = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  /** In-memory, short-lived loopback rules for the agent's own proving logins (never persisted). */
+  const probeAccess = new Map<string, HbaRule>();
+
+  const connectConsole = async (user: string, password: string, tls: boolean): Promise<pg.Client> => {
+    const client = new pg.Client({
+      host,
+      port: opts.settings.listenPort,
+      user,
+      password,
+      database: 'pgbouncer',
+      connectionTimeoutMillis: 5_000,
+      ...(tls && opts.clientSsl ? { ssl: opts.clientSsl } : {}),
+    });
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  };
+  /** The admin's console: TLS when PgBouncer serves it, plain while it does not yet (first start). */
+  const connectAdmin = async (): Promise<pg.Client> => {
+    try {
+      return await connectConsole(opts.settings.adminUser, opts.adminPassword, true);
+    } catch (err) {
+      if (!opts.clientSsl || !/does not support SSL/i.test((err as Error).message)) throw err;
+      return connectConsole(opts.settings.adminUser, opts.adminPassword, false);
+    }
+  };
+  const consoleQuery = async (user: string, password: string, sql: string): Promise<pg.QueryResult> => {
+    // With TLS configured the proving login must use it: that proves TLS is live as well.
+    const client = await connectConsole(user, password, true);
+    try {
+      return await client.query(sql);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  };
+  /** One kept admin console connection (re-opened after any error). */
+  let adminConn: Promise<pg.Client> | null = null;
+  const admin = async (sql: string): Promise<pg.QueryResult> => {
+    adminConn ??= connectAdmin();
+    const conn = adminConn;
+    try {
+      return await (await conn).query(sql);
+    } catch (err) {
+      if (adminConn === conn) adminConn = null;
+      void conn.then((c) => c.end()).catch(() => {});
+      // A console error (e.g. `no such database`) leaves the connection usable, but a fresh
+      // one is cheap and rules out a half-dead socket.
+      throw err;
+    }
+  };
+
+  /** Owner of the pooler dir: the files must belong to the user PgBouncer runs as. */
+  const owner = async () => {
+    if (typeof process.getuid !== 'function' || process.getuid() !== 0) return null;
+    const st = await fs.stat(opts.dir);
+    return { uid: st.uid, gid: st.gid };
+  };
+
+  /** Writes a private temp file next to `file`; `rename` makes it live atomically. */
+  const stage = async (file: string, text: string | Buffer, sync = false): Promise<string> => {
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const fh = await fs.open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(text);
+      if (sync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const o = file.startsWith(opts.dir) ? await owner() : null;
+    if (o) await fs.chown(tmp, o.uid, o.gid);
+    return tmp;
+  };
+  const writeAtomic = async (file: string, text: string | Buffer, sync = false) => {
+    await fs.rename(await stage(file, text, sync), file);
+  };
+
+  const writeAll = async (r: Rendered) => {
+    // Auth and hba first: the ini (which names the probe user) is the last to change.
+    await writeAtomic(files.auth, r.auth);
+    await writeAtomic(files.hba, r.hba);
+    await writeAtomic(files.ini, r.ini);
+  };
+
+  const probeLogin = async (p: Probe) => {
+    const r = await consoleQuery(p.user, p.password, 'SHOW VERSION');
+    if (r.rows.length === 0) throw new Error('probe login returned nothing');
+  };
+
+  const readDisk = async (): Promise<Rendered> => ({
+    ini: await fs.readFile(files.ini, 'utf8'),
+    auth: await fs.readFile(files.auth),
+    hba: await fs.readFile(files.hba),
+  });
+
+  /** Renders, writes, reloads and proves `next`; restores the last good files on failure. */
+  const apply = async (next: PoolerState): Promise<ApplyTiming> => {
+    const t0 = performance.now();
+    const probe = {
+      user: PROBE_PREFIX + randomBytes(6).toString('hex'),
+      password: randomBytes(24).toString('base64url'),
+    };
+    const rendered = render(next, probe);
+    const previous = lastGood ?? { rendered: await readDisk(), probe: null };
+    const t1 = performance.now();
+    await writeAll(rendered);
+    const t2 = performance.now();
+    let t3: number;
+    try {
+      await admin('RELOAD');
+      t3 = performance.now();
+      await probeLogin(probe);
+    } catch (err) {
+      opts.log.error({ err: { message: (err as Error).message } }, 'pooler reload not live; restoring');
+      try {
+        await writeAll(previous.rendered);
+        await admin('RELOAD');
+        if (previous.probe) await probeLogin(previous.probe);
+      } catch (restoreErr) {
+        opts.log.error({ err: { message: (restoreErr as Error).message } }, 'pooler restore failed');
+      }
+      throw new Error(`pooler reload did not take effect: ${(err as Error).message}`);
+    }
+    lastGood = { rendered, probe };
+    const t4 = performance.now();
+    return { ms: t4 - t0, phases: { render: t1 - t0, write: t2 - t1, reload: t3 - t2, probe: t4 - t3 } };
+  };
+
+  /**
+   * Applies `next` and saves it as the state file only once it is live. The state file is
+   * staged (serialised and fsynced) while PgBouncer reloads, and renamed into place after.
+   */
+  const applyAndPersist = async (next: PoolerState): Promise<ApplyTiming> => {
+    const staged = stage(opts.stateFile, `${JSON.stringify(next)}\n`, true);
+    staged.catch(() => {});
+    let timing: ApplyTiming;
+    try {
+      timing = await apply(next);
+    } catch (err) {
+      await staged.then((tmp) => fs.rm(tmp, { force: true })).catch(() => {});
+      throw err;
+    }
+    await fs.rename(await staged, opts.stateFile);
+    return timing;
+  };
+
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = chain.then(fn, fn);
+    chain = run.catch(() => {});
+    return run;
+  };
+
+  const schedule = () => {
+    clearTimeout(timer);
+    if (stopped) return;
+    const t = now();
+    const next = nextExpiry(state, t);
+    const sweep = opts.sweepMs ?? 30_000;
+    const wait = next === null ? sweep : Math.max(0, Math.min(sweep, next - t + 1));
+    timer = setTimeout(() => {
+      void sweepExpired().catch((err: Error) => {
+        opts.log.warn({ err: { message: err.message } }, 'allowlist expiry sweep failed; will retry');
+      });
+    }, wait);
+    timer.unref();
+  };
+
+  /**
+   * Applies `fn(state)` (expired entries pruned) and persists it only once it is live.
+   * `loopbackFor` adds a temporary rule letting the owner of that database in from 127.0.0.1
+   * (for the agent's proving login when the allowlist does not cover loopback) until
+   * `endLoopback` — or an agent restart — removes it.
+   */
+  const update = (
+    fn: (s: PoolerState) => PoolerState,
+    opts2: { loopbackFor?: { database: string; user: string } } = {},
+  ): Promise<{ state: PoolerState } & ApplyTiming> =>
+    serial(async () => {
+      const lb = opts2.loopbackFor;
+      if (lb) probeAccess.set(lb.database, { database: lb.database, user: lb.user, cidr: '127.0.0.1/32' });
+      // The state is immutable: fn returns a new object for what it changes (never mutates).
+      const next = pruneExpired(fn(state), now());
+      const timing = next === state ? await apply(next) : await applyAndPersist(next);
+      state = next;
+      schedule();
+      return { state: next, ...timing };
+    });
+
+  const sweepExpired = () =>
+    serial(async () => {
+      const pruned = pruneExpired(state, now());
+      if (pruned !== state) {
+        await applyAndPersist(pruned);
+        state = pruned;
+        opts.log.info('expired allowlist entries removed from the pooler');
+      }
+      schedule();
+    });
+
+  return {
+    files,
+    /** Loads the saved state and makes it live (expired entries dropped); starts the expiry timer. */
+    start: () =>
+      serial(async () => {
+        state = await readPoolerState(opts.stateFile);
+        stopped = false;
+      }).then(() => update((s) => s)),
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      const conn = adminConn;
+      adminConn = null;
+      void conn?.then((c) => c.end()).catch(() => {});
+    },
+    /** The live desired state. Read-only: change it through `update`. */
+    state: (): Readonly<PoolerState> => state,
+    update,
+    /** Re-applies the state unchanged (a reload with proof). */
+    reload: () => update((s) => s),
+    hasLoopback: (database: string) => probeAccess.has(database),
+    /** Removes a temporary loopback rule (a reload only if there was one). */
+    async endLoopback(database: string): Promise<void> {
+      if (!probeAccess.delete(database)) return;
+      await update((s) => s);
+    },
+    /**
+     * Drops every client and server connection PgBouncer holds for one database, then lets
+     * new ones in again. Returns false when PgBouncer had no pool for it.
+     */
+    async disconnect(database: string): Promise<boolean> {
+      assertValidName(database, 'database name');
+      try {
+        await admin(`KILL ${database}`);
+      } catch (err) {
+        if (/no such database/i.test((err as Error).message)) return false;
+        throw err;
+      }
+      await admin(`RESUME ${database}`);
+      return true;
+    },
+    /** A query on the admin console (SHOW …); for tests and diagnostics. */
+    admin,
+  };
+}
+
+export type PoolerManager = ReturnType<typeof createPoolerManager>;

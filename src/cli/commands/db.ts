@@ -1,0 +1,270 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import { parseCidr } from '../../agent/pgbouncer/pgbouncer.config.ts';
+import { NAME_PATTERN } from '../../shared/identifiers.ts';
+import { type ApiClient, ApiError, CliError, EXIT, runCommand } from '../api-client.ts';
+import { clientFromCredentials } from '../credentials.ts';
+import { formatTable } from '../output.ts';
+
+type Database = {
+  id: string;
+  name: string;
+  status: string;
+  node: string;
+  failure_reason: string | null;
+  password_version: number;
+  rotation_pending: boolean;
+  created_at: string;
+  ready_at: string | null;
+};
+type Entry = { cidr: string; expires_at: string | null; note: string | null };
+type Connection = {
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+  sslmode: string;
+  uri: string;
+};
+
+const COLUMNS = [
+  { key: 'name', title: 'name' },
+  { key: 'status', title: 'status' },
+  { key: 'node', title: 'node' },
+  { key: 'created', title: 'created' },
+  { key: 'failure_reason', title: 'problem' },
+];
+const row = (d: Database) => ({ ...d, created: d.created_at.slice(0, 16).replace('T', ' ') });
+
+function nameArg(v: string): string {
+  if (!NAME_PATTERN.test(v)) {
+    throw new InvalidArgumentError('must be 1–63 characters a-z, 0-9 and _, starting with a letter');
+  }
+  return v;
+}
+
+function cidrArg(v: string): string {
+  try {
+    return parseCidr(v.includes('/') ? v : `${v}/${v.includes(':') ? 128 : 32}`);
+  } catch {
+    throw new InvalidArgumentError('must be an IP address or CIDR, e.g. 203.0.113.7 or 2001:db8::/48');
+  }
+}
+
+/** `30m`, `2h`, `7d` → milliseconds. */
+function durationArg(v: string): number {
+  const m = /^(\d{1,6})([mhd])$/.exec(v);
+  if (!m) throw new InvalidArgumentError('must look like 30m, 2h or 7d');
+  return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
+}
+
+function secondsArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 3600) throw new InvalidArgumentError('must be 1–3600 seconds');
+  return n;
+}
+
+const print = (json: boolean | undefined, value: unknown, human: string) =>
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${human}\n`);
+
+/** Follows a database until `done` says so (bounded); exits non-zero when it failed. */
+async function waitFor(
+  client: ApiClient,
+  name: string,
+  done: (d: Database) => boolean,
+  timeoutS: number,
+): Promise<Database> {
+  const deadline = Date.now() + timeoutS * 1000;
+  let delay = 50;
+  for (;;) {
+    const d = await client.request<Database>('GET', `/v1/databases/${name}`);
+    if (d.status === 'failed')
+      throw new CliError(`database ${name} failed: ${d.failure_reason ?? 'unknown'}`);
+    if (done(d)) return d;
+    if (Date.now() > deadline)
+      throw new CliError(`database ${name} is still ${d.status} after ${timeoutS} s`);
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 1_000);
+  }
+}
+
+export function registerDb(program: Command): void {
+  const db = program.command('db').description('Create and manage databases');
+
+  db.command('create')
+    .description('Create a database (placed on the node with the fewest databases unless --node)')
+    .argument('<name>', 'database name', nameArg)
+    .option('--node <node>', 'the node to place it on')
+    .option('--wait', 'wait until it is ready')
+    .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
+    .option('--json', 'machine-readable output')
+    .action((name: string, o: { node?: string; wait?: boolean; timeout: number; json?: boolean }) =>
+      runCommand(o.json, async () => {
+        const client = clientFromCredentials();
+        let d = await client.request<Database>('POST', '/v1/databases', {
+          name,
+          ...(o.node ? { node: o.node } : {}),
+        });
+        if (o.wait) d = await waitFor(client, name, (x) => x.status === 'ready', o.timeout);
+        print(o.json, d, `database ${d.name} is ${d.status} on node ${d.node}`);
+      }),
+    );
+
+  db.command('list')
+    .description('List databases')
+    .option('--json', 'machine-readable output')
+    .action((o: { json?: boolean }) =>
+      runCommand(o.json, async () => {
+        const client = clientFromCredentials();
+        const items: Database[] = [];
+        let cursor: string | undefined;
+        for (let page = 0; page < 10_000; page++) {
+          const r = await client.request<{ items: Database[]; next_cursor: string | null }>(
+            'GET',
+            '/v1/databases',
+            undefined,
+            { query: { limit: 100, cursor } },
+          );
+          items.push(...r.items);
+          if (!r.next_cursor) break;
+          cursor = r.next_cursor;
+        }
+        print(o.json, { items }, formatTable(items.map(row), COLUMNS));
+      }),
+    );
+
+  db.command('show')
+    .description('Show a database, where to connect and who may connect (no password)')
+    .argument('<name>', 'database name', nameArg)
+    .option('--json', 'machine-readable output')
+    .action((name: string, o: { json?: boolean }) =>
+      runCommand(o.json, async () => {
+        const client = clientFromCredentials();
+        const d = await client.request<Database>('GET', `/v1/databases/${name}`);
+        const conn = await client.request<Connection>('GET', `/v1/databases/${name}/connection`);
+        const { entries } = await client.request<{ entries: Entry[] }>(
+          'GET',
+          `/v1/databases/${name}/allowlist`,
+        );
+        const human = [
+          formatTable([row(d)], COLUMNS),
+          '',
+          `connect   ${conn.uri}`,
+          `allowed   ${entries.map((e) => `${e.cidr}${e.expires_at ? ` (until ${e.expires_at})` : ''}`).join(', ') || 'nobody'}`,
+          `password  bulwark db reveal ${name}`,
+        ].join('\n');
+        print(o.json, { ...d, connection: conn, allowlist: entries }, human);
+      }),
+    );
+
+  db.command('reveal')
+    .description("Print the owner's password (needs write permission; audited)")
+    .argument('<name>', 'database name', nameArg)
+    .option('--json', 'machine-readable output')
+    .action((name: string, o: { json?: boolean }) =>
+      runCommand(o.json, async () => {
+        const r = await clientFromCredentials().request<{ password: string }>(
+          'POST',
+          `/v1/databases/${name}/credentials/reveal`,
+        );
+        print(o.json, r, r.password);
+      }),
+    );
+
+  db.command('delete')
+    .description('Delete a database and everything in it')
+    .argument('<name>', 'database name', nameArg)
+    .requiredOption('--confirm <name>', 'repeat the name to confirm')
+    .option('--wait', 'wait until it is gone')
+    .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
+    .option('--json', 'machine-readable output')
+    .action((name: string, o: { confirm: string; wait?: boolean; timeout: number; json?: boolean }) =>
+      runCommand(o.json, async () => {
+        if (o.confirm !== name) throw new CliError('--confirm must repeat the database name', EXIT.usage);
+        const client = clientFromCredentials();
+        const d = await client.request<Database>('DELETE', `/v1/databases/${name}`, { confirm: o.confirm });
+        if (o.wait) {
+          try {
+            await waitFor(client, name, () => false, o.timeout);
+          } catch (err) {
+            if (!(err instanceof ApiError && err.status === 404)) throw err;
+          }
+          print(o.json, { ...d, status: 'deleted' }, `database ${name} deleted`);
+          return;
+        }
+        print(o.json, d, `database ${name} is ${d.status}`);
+      }),
+    );
+
+  db.command('rotate')
+    .description('Give the owner a new password; the old one and its sessions stop working')
+    .argument('<name>', 'database name', nameArg)
+    .option('--wait', 'wait until the new password is live')
+    .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
+    .option('--json', 'machine-readable output')
+    .action((name: string, o: { wait?: boolean; timeout: number; json?: boolean }) =>
+      runCommand(o.json, async () => {
+        const client = clientFromCredentials();
+        let d = await client.request<Database>('POST', `/v1/databases/${name}/credentials/rotate`);
+        if (o.wait) d = await waitFor(client, name, (x) => !x.rotation_pending, o.timeout);
+        print(
+          o.json,
+          d,
+          d.rotation_pending
+            ? `rotation of ${name} queued`
+            : `${name} has a new password (bulwark db reveal ${name})`,
+        );
+      }),
+    );
+
+  /** Read, edit, write back (the API replaces the whole list); `edit` throws to change nothing. */
+  const editAllowlist = async (name: string, edit: (entries: Entry[]) => Entry[]) => {
+    const client = clientFromCredentials();
+    const { entries } = await client.request<{ entries: Entry[] }>('GET', `/v1/databases/${name}/allowlist`);
+    const next = edit(entries).map((e) => ({
+      cidr: e.cidr,
+      ...(e.expires_at ? { expires_at: e.expires_at } : {}),
+      ...(e.note ? { note: e.note } : {}),
+    }));
+    return client.request<{ entries: Entry[] }>('PUT', `/v1/databases/${name}/allowlist`, { entries: next });
+  };
+
+  db.command('allow')
+    .description('Let an address or network connect to a database (optionally for a while)')
+    .argument('<name>', 'database name', nameArg)
+    .argument('<cidr>', 'IP address or CIDR', cidrArg)
+    .option('--for <duration>', 'expire after 30m, 2h, 7d …', durationArg)
+    .option('--note <text>', 'why (at most 200 characters)')
+    .option('--json', 'machine-readable output')
+    .action((name: string, cidr: string, o: { for?: number; note?: string; json?: boolean }) =>
+      runCommand(o.json, async () => {
+        if (o.note !== undefined && o.note.length > 200) throw new CliError('--note is too long', EXIT.usage);
+        const entry: Entry = {
+          cidr,
+          expires_at: o.for ? new Date(Date.now() + o.for).toISOString() : null,
+          note: o.note ?? null,
+        };
+        const r = await editAllowlist(name, (es) => [...es.filter((e) => e.cidr !== cidr), entry]);
+        print(
+          o.json,
+          r,
+          `${cidr} may connect to ${name}${entry.expires_at ? ` until ${entry.expires_at}` : ''}`,
+        );
+      }),
+    );
+
+  db.command('deny')
+    .description('Remove an address or network from a database allowlist')
+    .argument('<name>', 'database name', nameArg)
+    .argument('<cidr>', 'IP address or CIDR', cidrArg)
+    .option('--json', 'machine-readable output')
+    .action((name: string, cidr: string, o: { json?: boolean }) =>
+      runCommand(o.json, async () => {
+        const r = await editAllowlist(name, (es) => {
+          if (!es.some((e) => e.cidr === cidr))
+            throw new CliError(`${cidr} is not on the allowlist of ${name}`, EXIT.notFound);
+          return es.filter((e) => e.cidr !== cidr);
+        });
+        print(o.json, r, `${cidr} may no longer connect to ${name}`);
+      }),
+    );
+}

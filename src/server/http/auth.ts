@@ -1,0 +1,79 @@
+/**
+ * Authentication for the public API: one app-level onRequest hook. Every route under /v1/
+ * needs a `Bearer bwk_…` key except the agent API (/v1/agent/*, its own tokens), the
+ * OpenAPI document and routes declared with `config: { public: true }`.
+ *
+ * Runs before the body is read. Order: per-IP failure budget → key format and checksum
+ * (no I/O) → cached lookup + constant-time hash check → per-key rate limit. Every failure
+ * is the same 401 body; the reason goes only to a fail2ban-friendly log line.
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { unauthorized } from '../../shared/errors.ts';
+import type { AuthFailure, KeysService } from '../modules/keys/keys.service.ts';
+import type { ServerMetrics } from '../modules/metrics/server-metrics.ts';
+import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
+
+export const AUTH_FAILED_MESSAGE = 'Missing, invalid, expired or revoked API key';
+
+const BEARER = /^Bearer ([^\s]{1,200})$/;
+
+/** Routes under /v1 that this hook leaves alone (agents authenticate themselves). */
+export function isUnauthenticatedRoute(routeUrl: string): boolean {
+  return routeUrl.startsWith('/v1/agent/') || routeUrl === '/v1/openapi.json';
+}
+
+export function registerAuth(
+  app: FastifyInstance,
+  deps: {
+    keys: Pick<KeysService, 'authenticate'>;
+    limiter: RateLimiter;
+    metrics?: Pick<ServerMetrics, 'authFailures' | 'rateLimited'>;
+  },
+): void {
+  const { keys, metrics } = deps;
+  const limit = (reply: FastifyReply, d: RateLimitDecision, scope: string) => {
+    if (!d.allowed) metrics?.rateLimited.inc({ scope });
+    deps.limiter.apply(reply, d);
+  };
+  const limiter = deps.limiter;
+
+  app.addHook('onRequest', async (req, reply) => {
+    const route = req.routeOptions.url;
+    // Unknown routes fall through to the 404 handler; non-API pages are not ours.
+    if (!route?.startsWith('/v1/') || isUnauthenticatedRoute(route)) return;
+    const ip = req.ip;
+    if (req.routeOptions.config?.public) {
+      limit(reply, await limiter.hitIp(ip), 'ip');
+      return;
+    }
+
+    const blocked = await limiter.authFailuresExceeded(ip);
+    if (blocked) {
+      req.log.warn(`bulwark auth failure ip=${ip} reason=too_many_failures`);
+      metrics?.authFailures.inc({ kind: 'api_key', reason: 'too_many_failures' });
+      limit(reply, blocked, 'auth_failures');
+    }
+
+    const header = req.headers.authorization;
+    let reason: AuthFailure | 'missing';
+    if (header === undefined || header === '') reason = 'missing';
+    else {
+      const m = BEARER.exec(header);
+      if (!m) reason = 'malformed';
+      else {
+        const result = await keys.authenticate(m[1]!, ip);
+        if (result.ok) {
+          req.caller = result.caller;
+          limit(reply, await limiter.hitKey(result.caller.keyId), 'key');
+          return;
+        }
+        reason = result.reason;
+      }
+    }
+    await limiter.recordAuthFailure(ip);
+    metrics?.authFailures.inc({ kind: 'api_key', reason });
+    req.log.warn(`bulwark auth failure ip=${ip} reason=${reason}`);
+    reply.header('www-authenticate', 'Bearer');
+    throw unauthorized(AUTH_FAILED_MESSAGE);
+  });
+}

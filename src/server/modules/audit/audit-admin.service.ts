@@ -1,0 +1,115 @@
+/**
+ * Reading the audit log over the API: account-scoped listing and export, global verification
+ * (ok/broken + seq only: the chain is global, details go to operators via `bulwark audit verify`),
+ * checkpoints on demand and the public keys that verify them.
+ */
+import type { Logger } from 'pino';
+import { badRequest } from '../../../shared/errors.ts';
+import type { Db } from '../../db/pool.ts';
+import type { Caller } from '../../http/caller.ts';
+import type { AuditChainer } from './audit.chainer.ts';
+import { type Checkpointer, keyMap } from './audit.checkpoints.ts';
+import { exportLines, verifyDatabase } from './audit.export.ts';
+import * as repo from './audit.repo.ts';
+import type { VerifyReport } from './audit.verify.ts';
+import type { AuditOutcome } from './audit-chain.ts';
+
+export type EventQuery = {
+  limit: number;
+  cursor?: string | undefined;
+  action?: string | undefined;
+  actor?: string | undefined;
+  target?: string | undefined;
+  outcome?: AuditOutcome | undefined;
+  since?: string | undefined;
+  until?: string | undefined;
+};
+
+function encodeCursor(id: number): string {
+  return Buffer.from(`a:${id}`, 'utf8').toString('base64url');
+}
+
+function decodeCursor(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const m = /^a:([1-9][0-9]{0,15})$/.exec(Buffer.from(raw, 'base64url').toString('utf8'));
+  const id = m ? Number(m[1]) : Number.NaN;
+  if (!Number.isSafeInteger(id)) throw badRequest('Invalid cursor');
+  return id;
+}
+
+function presentEvent(r: repo.AuditEventRow) {
+  return {
+    id: String(r.id),
+    seq: r.seq === null ? null : String(r.seq),
+    chained: r.seq !== null,
+    occurred_at: r.occurred_at.toISOString(),
+    actor_type: r.actor_type,
+    actor_id: r.actor_id,
+    action: r.action,
+    target_type: r.target_type,
+    target_id: r.target_id,
+    account_id: r.account_id,
+    source_ip: r.source_ip,
+    outcome: r.outcome,
+    request_id: r.request_id,
+    details: r.details,
+  };
+}
+
+export function createAuditAdminService(deps: {
+  db: Db;
+  log: Logger;
+  chainer: Pick<AuditChainer, 'checkpointNow'>;
+  checkpointer: Pick<Checkpointer, 'publicKeys'>;
+}) {
+  let inFlight: Promise<VerifyReport> | null = null;
+
+  return {
+    async listEvents(caller: Caller, q: EventQuery) {
+      const since = q.since === undefined ? undefined : new Date(q.since);
+      const until = q.until === undefined ? undefined : new Date(q.until);
+      const rows = await repo.listEvents(
+        deps.db,
+        {
+          accountId: caller.accountId,
+          action: q.action,
+          actorId: q.actor,
+          targetId: q.target,
+          outcome: q.outcome,
+          since,
+          until,
+          beforeId: decodeCursor(q.cursor),
+        },
+        q.limit + 1,
+      );
+      const page = rows.slice(0, q.limit);
+      const last = page.at(-1);
+      return {
+        items: page.map(presentEvent),
+        next_cursor: rows.length > q.limit && last ? encodeCursor(last.id) : null,
+      };
+    },
+
+    /** The caller's account's chained events as export lines. */
+    exportAccount(caller: Caller): AsyncGenerator<string> {
+      return exportLines(deps.db, {
+        accountId: caller.accountId,
+        publicKeys: deps.checkpointer.publicKeys(),
+      });
+    },
+
+    /** Whole-chain verification; concurrent calls share one run. */
+    verify(): Promise<VerifyReport> {
+      inFlight ??= verifyDatabase(deps.db, keyMap(deps.checkpointer.publicKeys())).finally(() => {
+        inFlight = null;
+      });
+      return inFlight;
+    },
+
+    checkpoint: () => deps.chainer.checkpointNow(),
+
+    publicKeys: () => deps.checkpointer.publicKeys(),
+  };
+}
+
+export type AuditAdminService = ReturnType<typeof createAuditAdminService>;

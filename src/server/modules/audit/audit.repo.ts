@@ -1,0 +1,235 @@
+import type { Queryable } from '../../db/pool.ts';
+import type { AuditActorType, AuditEventInput, AuditOutcome } from './audit-chain.ts';
+
+export type AuditEventRow = {
+  id: number;
+  seq: number | null;
+  occurred_at: Date;
+  actor_type: AuditActorType;
+  actor_id: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  account_id: string | null;
+  source_ip: string | null;
+  outcome: AuditOutcome;
+  request_id: string | null;
+  details: Record<string, unknown>;
+};
+
+/** A chained row with what verification needs (the stored canonical text and hashes). */
+export type ChainedRow = AuditEventRow & {
+  seq: number;
+  canonical: string;
+  prev_hash: Buffer;
+  hash: Buffer;
+};
+
+export type HeadRow = { seq: number; hash: Buffer };
+
+export type CheckpointRow = {
+  id: number;
+  kind: 'checkpoint' | 'anchor';
+  seq: number;
+  hash: Buffer;
+  at: string;
+  key_id: string;
+  signature: string;
+};
+
+const EVENT_COLUMNS = `id, seq, occurred_at, actor_type, actor_id, action, target_type, target_id,
+  account_id::text AS account_id, source_ip, outcome, request_id, details`;
+const CHAINED_COLUMNS = `${EVENT_COLUMNS}, canonical, prev_hash, hash`;
+
+/** The fields as the chainer encodes them (occurred_at as millisecond UTC ISO text). */
+export function rowToEvent(r: AuditEventRow): AuditEventInput {
+  return {
+    actorType: r.actor_type,
+    actorId: r.actor_id,
+    action: r.action,
+    targetType: r.target_type,
+    targetId: r.target_id,
+    accountId: r.account_id,
+    sourceIp: r.source_ip,
+    outcome: r.outcome,
+    requestId: r.request_id,
+    details: r.details,
+    occurredAt: r.occurred_at.toISOString(),
+  };
+}
+
+/** Locks the head for this transaction: the only serialisation point, taken once per batch. */
+export async function lockHead(tx: Queryable): Promise<HeadRow> {
+  const r = await tx.query<HeadRow>('SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE');
+  const head = r.rows[0];
+  if (!head) throw new Error('audit_head row is missing (migration 0003 not applied?)');
+  return head;
+}
+
+export async function readHead(db: Queryable): Promise<HeadRow> {
+  const r = await db.query<HeadRow>('SELECT seq, hash FROM audit_head WHERE id = 1');
+  return r.rows[0] ?? { seq: 0, hash: Buffer.alloc(32) };
+}
+
+/** Committed rows not chained yet, oldest insert first (call with the head locked). */
+export async function lockPending(tx: Queryable, limit: number): Promise<AuditEventRow[]> {
+  const r = await tx.query<AuditEventRow>(
+    `SELECT ${EVENT_COLUMNS} FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE`,
+    [limit],
+  );
+  return r.rows;
+}
+
+export async function writeChained(
+  tx: Queryable,
+  rows: { id: number; seq: number; canonical: string; prev: Buffer; hash: Buffer }[],
+): Promise<void> {
+  await tx.query(
+    `UPDATE audit_events e
+        SET seq = u.seq, canonical = u.canonical, prev_hash = decode(u.prev, 'hex'),
+            hash = decode(u.hash, 'hex'), chained_at = now()
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+            AS u(id, seq, canonical, prev, hash)
+      WHERE e.id = u.id AND e.seq IS NULL`,
+    [
+      rows.map((r) => r.id),
+      rows.map((r) => r.seq),
+      rows.map((r) => r.canonical),
+      rows.map((r) => r.prev.toString('hex')),
+      rows.map((r) => r.hash.toString('hex')),
+    ],
+  );
+}
+
+export async function advanceHead(tx: Queryable, head: HeadRow): Promise<void> {
+  await tx.query('UPDATE audit_head SET seq = $1, hash = $2, updated_at = now() WHERE id = 1', [
+    head.seq,
+    head.hash,
+  ]);
+}
+
+export async function pendingStats(db: Queryable): Promise<{ count: number; oldestAgeS: number | null }> {
+  const r = await db.query<{ count: number; age: number | null }>(
+    `SELECT count(*)::int AS count,
+            extract(epoch FROM now() - min(occurred_at))::float8 AS age
+       FROM audit_events WHERE seq IS NULL`,
+  );
+  return { count: r.rows[0]?.count ?? 0, oldestAgeS: r.rows[0]?.age ?? null };
+}
+
+/** Chained rows with seq > afterSeq, in seq order (keyset pages for verification and export). */
+export async function chainedAfter(db: Queryable, afterSeq: number, limit: number): Promise<ChainedRow[]> {
+  const r = await db.query<ChainedRow>(
+    `SELECT ${CHAINED_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`,
+    [afterSeq, limit],
+  );
+  return r.rows;
+}
+
+export async function chainedAfterForAccount(
+  db: Queryable,
+  accountId: string,
+  afterSeq: number,
+  limit: number,
+): Promise<ChainedRow[]> {
+  const r = await db.query<ChainedRow>(
+    `SELECT ${CHAINED_COLUMNS} FROM audit_events
+      WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+    [accountId, afterSeq, limit],
+  );
+  return r.rows;
+}
+
+export type EventFilter = {
+  accountId: string;
+  action?: string | undefined;
+  actorId?: string | undefined;
+  targetId?: string | undefined;
+  outcome?: AuditOutcome | undefined;
+  since?: Date | undefined;
+  until?: Date | undefined;
+  /** Keyset: only rows with id < beforeId (newest first). */
+  beforeId?: number | undefined;
+};
+
+/** One account's events, newest first (pending rows included: they are committed facts). */
+export async function listEvents(db: Queryable, f: EventFilter, limit: number): Promise<AuditEventRow[]> {
+  const where = ['account_id = $1'];
+  const params: unknown[] = [f.accountId];
+  const add = (sql: string, v: unknown) => {
+    params.push(v);
+    where.push(sql.replace('?', `$${params.length}`));
+  };
+  if (f.action !== undefined) add('action = ?', f.action);
+  if (f.actorId !== undefined) add('actor_id = ?', f.actorId);
+  if (f.targetId !== undefined) add('target_id = ?', f.targetId);
+  if (f.outcome !== undefined) add('outcome = ?', f.outcome);
+  if (f.since !== undefined) add('occurred_at >= ?', f.since);
+  if (f.until !== undefined) add('occurred_at < ?', f.until);
+  if (f.beforeId !== undefined) add('id < ?', f.beforeId);
+  params.push(limit);
+  const r = await db.query<AuditEventRow>(
+    `SELECT ${EVENT_COLUMNS} FROM audit_events WHERE ${where.join(' AND ')}
+      ORDER BY id DESC LIMIT $${params.length}`,
+    params,
+  );
+  return r.rows;
+}
+
+export async function insertCheckpoint(db: Queryable, cp: Omit<CheckpointRow, 'id'>): Promise<CheckpointRow> {
+  const r = await db.query<CheckpointRow>(
+    `INSERT INTO audit_checkpoints (kind, seq, hash, at, key_id, signature)
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, kind, seq, hash, at, key_id, signature`,
+    [cp.kind, cp.seq, cp.hash, cp.at, cp.key_id, cp.signature],
+  );
+  return r.rows[0]!;
+}
+
+export async function listCheckpoints(db: Queryable): Promise<CheckpointRow[]> {
+  const r = await db.query<CheckpointRow>(
+    'SELECT id, kind, seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq, id',
+  );
+  return r.rows;
+}
+
+export async function lastCheckpointSeq(db: Queryable): Promise<number> {
+  const r = await db.query<{ seq: number | null }>(
+    "SELECT max(seq) AS seq FROM audit_checkpoints WHERE kind = 'checkpoint'",
+  );
+  return r.rows[0]?.seq ?? 0;
+}
+
+/**
+ * Retention: the highest seq S such that every chained event up to S is older than `cutoff`
+ * (a prefix: the chain can only be cut at one point), capped at `maxRows` past the current
+ * anchor so one pass stays short. Null when there is nothing to prune.
+ */
+export async function prunableHead(
+  tx: Queryable,
+  cutoff: Date,
+  maxRows: number,
+): Promise<{ seq: number; hash: Buffer } | null> {
+  const r = await tx.query<{ seq: number; hash: Buffer }>(
+    `WITH lo AS (SELECT min(seq) AS s FROM audit_events WHERE seq IS NOT NULL),
+          young AS (SELECT (SELECT seq FROM audit_events WHERE seq IS NOT NULL AND occurred_at >= $1
+                             ORDER BY seq LIMIT 1) AS s),
+          hi AS (SELECT max(seq) AS s FROM audit_events WHERE seq IS NOT NULL)
+     SELECT e.seq, e.hash FROM audit_events e, lo, young, hi
+      WHERE e.seq = least(coalesce(young.s - 1, hi.s), lo.s + $2 - 1)`,
+    [cutoff, maxRows],
+  );
+  return r.rows[0] ?? null;
+}
+
+export async function deleteThrough(tx: Queryable, seq: number): Promise<number> {
+  const r = await tx.query('DELETE FROM audit_events WHERE seq IS NOT NULL AND seq <= $1', [seq]);
+  return r.rowCount ?? 0;
+}
+
+/** Checkpoints at or below a new anchor can no longer be checked against rows: keep only the anchor. */
+export async function deleteCheckpointsThrough(tx: Queryable, seq: number): Promise<void> {
+  await tx.query('DELETE FROM audit_checkpoints WHERE seq <= $1 AND NOT (kind = $2 AND seq = $1)', [
+    seq,
+    'anchor',
+  ]);
+}

@@ -1,0 +1,193 @@
+import { Readable } from 'node:stream';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { Db } from '../../db/pool.ts';
+import { requireAccountScope, requireCaller, requireLevel } from '../../http/caller.ts';
+import { errorResponses } from '../../http/errors.ts';
+import { auditFromRequest, recordAuditNow } from './audit.service.ts';
+import type { AuditAdminService } from './audit-admin.service.ts';
+
+const MAX_PAGE = 100;
+
+const eventSchema = z.object({
+  id: z.string().max(20),
+  seq: z.string().max(20).nullable(),
+  chained: z.boolean(),
+  occurred_at: z.string().max(40),
+  actor_type: z.enum(['user', 'key', 'agent', 'system', 'operator']),
+  actor_id: z.string().max(200).nullable(),
+  action: z.string().max(100),
+  target_type: z.string().max(100).nullable(),
+  target_id: z.string().max(200).nullable(),
+  account_id: z.string().max(36).nullable(),
+  source_ip: z.string().max(100).nullable(),
+  outcome: z.enum(['success', 'failure', 'denied']),
+  request_id: z.string().max(100).nullable(),
+  details: z.record(z.string(), z.unknown()),
+});
+
+const checkpointSchema = z.object({
+  seq: z.string().max(20),
+  hash: z.string().max(64),
+  at: z.string().max(64),
+  key_id: z.string().max(16),
+  signature: z.string().max(200),
+});
+
+const publicKeySchema = z.object({
+  key_id: z.string().max(16),
+  public_key_pem: z.string().max(1000),
+  active: z.boolean(),
+});
+
+/** Admin-level, account-scoped keys only: the audit log is the account's, not one database's. */
+export function auditRoutes(deps: { audit: AuditAdminService; db: Db }): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.get(
+      '/v1/audit/events',
+      {
+        schema: {
+          tags: ['audit'],
+          summary: "The account's audit events, newest first",
+          security: [{ apiKey: [] }],
+          querystring: z.object({
+            limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(50),
+            cursor: z.string().min(1).max(100).optional(),
+            action: z.string().min(1).max(100).optional(),
+            actor: z.string().min(1).max(200).optional(),
+            target: z.string().min(1).max(200).optional(),
+            outcome: z.enum(['success', 'failure', 'denied']).optional(),
+            since: z.iso.datetime({ offset: true }).max(40).optional(),
+            until: z.iso.datetime({ offset: true }).max(40).optional(),
+          }),
+          response: {
+            200: z.object({ items: z.array(eventSchema), next_cursor: z.string().max(100).nullable() }),
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        const caller = requireCaller(req);
+        requireLevel(caller, 'admin');
+        requireAccountScope(caller);
+        return deps.audit.listEvents(caller, req.query);
+      },
+    );
+
+    app.get(
+      '/v1/audit/export',
+      {
+        schema: {
+          tags: ['audit'],
+          summary: "Export the account's chained events as JSON Lines (with checkpoints and public keys)",
+          security: [{ apiKey: [] }],
+          response: { 200: z.string().max(2 ** 30), ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const caller = requireCaller(req);
+        requireLevel(caller, 'admin');
+        requireAccountScope(caller);
+        // Taking a copy of the log is itself an event (fail closed: no record, no export).
+        await recordAuditNow(
+          deps.db,
+          auditFromRequest(req, {
+            action: 'audit.exported',
+            targetType: 'account',
+            targetId: caller.accountId,
+          }),
+        );
+        const lines = deps.audit.exportAccount(caller);
+        const body = Readable.from(
+          (async function* () {
+            for await (const line of lines) yield `${line}\n`;
+          })(),
+        );
+        return (
+          reply
+            .type('application/x-ndjson; charset=utf-8')
+            .header('content-disposition', 'attachment; filename="bulwark-audit.jsonl"')
+            // A stream bypasses the serializer; the schema above only documents the body type.
+            .send(body as unknown as string)
+        );
+      },
+    );
+
+    app.get(
+      '/v1/audit/verify',
+      {
+        schema: {
+          tags: ['audit'],
+          summary: 'Verify the whole (global) chain and its signed checkpoints: ok or the first broken seq',
+          description:
+            'The chain is global to the platform, so the answer is only ok/broken with the seq; ' +
+            'operators get the details with `bulwark audit verify` on the server host.',
+          security: [{ apiKey: [] }],
+          response: {
+            200: z.object({
+              ok: z.boolean(),
+              head_seq: z.string().max(20),
+              pending: z.number().int(),
+              broken_at_seq: z.string().max(20).nullable(),
+              checked_at: z.string().max(40),
+            }),
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        const caller = requireCaller(req);
+        requireLevel(caller, 'admin');
+        requireAccountScope(caller);
+        const r = await deps.audit.verify();
+        return {
+          ok: r.ok,
+          head_seq: String(r.head_seq),
+          pending: r.pending,
+          broken_at_seq: r.failure ? String(r.failure.seq) : null,
+          checked_at: new Date().toISOString(),
+        };
+      },
+    );
+
+    app.post(
+      '/v1/audit/checkpoints',
+      {
+        schema: {
+          tags: ['audit'],
+          summary: 'Sign the current chain head now',
+          security: [{ apiKey: [] }],
+          response: { 200: z.object({ checkpoint: checkpointSchema.nullable() }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const caller = requireCaller(req);
+        requireLevel(caller, 'admin');
+        requireAccountScope(caller);
+        const cp = await deps.audit.checkpoint();
+        return {
+          checkpoint: cp
+            ? { seq: cp.seq, hash: cp.hash, at: cp.at, key_id: cp.keyId, signature: cp.signature }
+            : null,
+        };
+      },
+    );
+
+    app.get(
+      '/v1/public-key',
+      {
+        config: { public: true },
+        schema: {
+          tags: ['audit'],
+          summary: 'The Ed25519 public keys that verify checkpoints (active first, then retired)',
+          response: { 200: z.object({ keys: z.array(publicKeySchema) }), ...errorResponses },
+        },
+      },
+      async () => ({
+        keys: deps.audit
+          .publicKeys()
+          .map((k) => ({ key_id: k.keyId, public_key_pem: k.publicKeyPem, active: k.active })),
+      }),
+    );
+  };
+}

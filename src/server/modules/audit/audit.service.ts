@@ -1,0 +1,178 @@
+/**
+ * The audit API every module calls to record a security-relevant event.
+ *
+ *   await recordAudit(tx, auditFromRequest(req, { action: 'key.created', targetType: 'key', targetId: id }));
+ *
+ * Fail closed: call it with the SAME transaction (`tx`) as the change it records. The row is part
+ * of that transaction, so the action and its event commit together; if the insert fails (invalid
+ * event, database error) it throws and the surrounding change rolls back. A failed or refused
+ * action has nothing to roll back: record it with `recordAuditNow(db, …)` (its own transaction).
+ *
+ * The row is chained (seq, hash) a few milliseconds after commit by the chainer (audit.chainer.ts);
+ * an event counts as durable when its transaction commits.
+ *
+ * Details: plain JSON only (no Date/Buffer: convert to strings). Never put a secret in details.
+ * Any `sql` string in details is redacted (literals → `?`) here, so raw SQL never reaches the log.
+ */
+import type { FastifyRequest } from 'fastify';
+import { type Db, type Queryable, withTx } from '../../db/pool.ts';
+import type { Caller } from '../../http/caller.ts';
+import { redactSql } from '../explorer/explorer.validator.ts';
+import {
+  type AuditActorType,
+  type AuditEventInput,
+  type AuditOutcome,
+  canonicalEncode,
+} from './audit-chain.ts';
+
+/**
+ * NOTIFY channel that wakes the chainer. Writers do NOT notify inside their transaction: a
+ * notifying transaction takes a cluster-wide lock held across its commit, which serialised
+ * writers to ~460 events/s here (vs ~1,800/s without). Instead recordAudit signals this process
+ * (onAuditRecorded); the local chainer polls briefly, and a replica that is not the chainer sends
+ * one debounced NOTIFY outside any transaction.
+ */
+export const AUDIT_CHANNEL = 'bulwark_audit';
+
+const recordedListeners = new Set<() => void>();
+
+/** Called after every recordAudit (before its commit). Returns an unsubscribe function. */
+export function onAuditRecorded(fn: () => void): () => void {
+  recordedListeners.add(fn);
+  return () => recordedListeners.delete(fn);
+}
+
+/** Action names: dotted lower-case words, e.g. `key.created`, `database.credentials_revealed`. */
+export const AUDIT_ACTION_PATTERN = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,5}$/;
+
+/**
+ * What a caller passes. Only `action` is required; `outcome` defaults to 'success', `actorType` to
+ * 'system', `occurredAt` to now, every other field to null and `details` to {}.
+ * (An AuditEventInput from audit-chain.ts is accepted as is.)
+ */
+export type AuditEventDraft = {
+  action: string;
+  outcome?: AuditOutcome;
+  actorType?: AuditActorType;
+  actorId?: string | null;
+  targetType?: string | null;
+  targetId?: string | null;
+  accountId?: string | null;
+  sourceIp?: string | null;
+  requestId?: string | null;
+  details?: Record<string, unknown>;
+  occurredAt?: string;
+};
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function redactDetails(details: Record<string, unknown>): Record<string, unknown> {
+  if (typeof details.sql !== 'string') return details;
+  return { ...details, sql: redactSql(details.sql) };
+}
+
+/** Fills defaults and validates an event exactly as the chainer will encode it (throws TypeError). */
+export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
+  const occurredAt = e.occurredAt === undefined ? new Date() : new Date(e.occurredAt);
+  if (Number.isNaN(occurredAt.getTime())) throw new TypeError('audit event: occurredAt is not a valid time');
+  const event: AuditEventInput = {
+    actorType: e.actorType ?? 'system',
+    actorId: e.actorId ?? null,
+    action: e.action,
+    targetType: e.targetType ?? null,
+    targetId: e.targetId ?? null,
+    accountId: e.accountId ?? null,
+    sourceIp: e.sourceIp ?? null,
+    outcome: e.outcome ?? 'success',
+    requestId: e.requestId ?? null,
+    details: redactDetails(e.details ?? {}),
+    // Millisecond UTC: what a timestamptz round-trips to, so the chainer re-encodes the same text.
+    occurredAt: occurredAt.toISOString(),
+  };
+  if (!AUDIT_ACTION_PATTERN.test(event.action) || event.action.length > 100) {
+    throw new TypeError(`audit event: invalid action ${JSON.stringify(event.action.slice(0, 100))}`);
+  }
+  if (event.accountId !== null && !UUID.test(event.accountId)) {
+    throw new TypeError('audit event: accountId must be a uuid');
+  }
+  // Refuses what the canonical encoding cannot represent (non-plain details, bad enums…).
+  canonicalEncode(1, event);
+  // jsonb cannot hold \u0000; a text column cannot either. Refuse here, with a clear message.
+  if (JSON.stringify(event).includes('\\u0000')) throw new TypeError('audit event: NUL characters');
+  return event;
+}
+
+/**
+ * Records one event inside the caller's transaction. Throws (and so fails the action) if the
+ * event is invalid or cannot be written. Cheap: one INSERT (no lock on a shared row).
+ */
+export async function recordAudit(tx: Queryable, event: AuditEventDraft): Promise<void> {
+  const e = normalizeAuditEvent(event);
+  await tx.query(
+    `INSERT INTO audit_events (occurred_at, actor_type, actor_id, action, target_type, target_id,
+                               account_id, source_ip, outcome, request_id, details)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    [
+      e.occurredAt,
+      e.actorType,
+      e.actorId,
+      e.action,
+      e.targetType,
+      e.targetId,
+      e.accountId,
+      e.sourceIp,
+      e.outcome,
+      e.requestId,
+      JSON.stringify(e.details),
+    ],
+  );
+  for (const fn of recordedListeners) fn();
+}
+
+/** Records an event in its own transaction (refusals and failures, where nothing else commits). */
+export async function recordAuditNow(db: Db, event: AuditEventDraft): Promise<void> {
+  await withTx(db, (tx) => recordAudit(tx, event));
+}
+
+/**
+ * The request's part of an event: actor from `req.caller` (an API key: actorType 'key', actorId
+ * the key id, accountId its account), source IP and request id. Without a caller (e.g. a refused
+ * sign-in) the actor is 'system'/null unless `partial` says otherwise. Fields in `partial` win.
+ */
+export function auditFromRequest(
+  req: Pick<FastifyRequest, 'caller' | 'ip' | 'id'>,
+  partial: AuditEventDraft,
+): AuditEventDraft {
+  const c = req.caller;
+  const base: AuditEventDraft = {
+    action: partial.action,
+    actorType: c ? 'key' : 'system',
+    actorId: c ? c.keyId : null,
+    accountId: c ? c.accountId : null,
+    sourceIp: c?.sourceIp ?? req.ip ?? null,
+    requestId: String(req.id),
+  };
+  const out: AuditEventDraft = { ...base };
+  for (const [k, v] of Object.entries(partial)) {
+    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+/**
+ * The same as auditFromRequest for a service that holds the Caller but not the request: actor
+ * 'key' (the key id), its account and source IP; pass the request id when you have it.
+ */
+export function auditFromCaller(
+  caller: Pick<Caller, 'keyId' | 'accountId' | 'sourceIp'>,
+  partial: AuditEventDraft,
+  requestId: string | null = null,
+): AuditEventDraft {
+  return auditFromRequest(
+    { caller: caller as Caller, ip: caller.sourceIp, id: requestId ?? '' },
+    {
+      ...(requestId === null ? { requestId: null } : {}),
+      ...partial,
+    },
+  );
+}

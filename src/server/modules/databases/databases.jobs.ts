@@ -1,0 +1,117 @@
+import type { Logger } from 'pino';
+import { JOB_KINDS } from '../../../agent/jobs/contract.ts';
+import { notFound, unavailable } from '../../../shared/errors.ts';
+import type { SecretBox } from '../../crypto/secret-box.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import { findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
+import * as repo from './databases.repo.ts';
+import { passwordContext } from './databases.service.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+const databaseIdOf = (job: JobRow): string | null => {
+  const id = job.payload.database_id;
+  return typeof id === 'string' && UUID.test(id) ? id : null;
+};
+
+const reason = (job: JobRow, what: string) => `${what}: ${job.last_error ?? 'the job failed'}`.slice(0, 1000);
+
+/** The agent side of databases: job secrets and what a finished job does to a database. */
+export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: Logger }) {
+  return {
+    /**
+     * The clear password a running create/rotate job needs for its login probe, for the node
+     * that holds the job's current lease only. Anything else is a 404 that says nothing more.
+     */
+    async jobSecret(nodeId: string, jobId: number, attempt: number): Promise<string> {
+      const job = await findLeasedJob(deps.db, jobId, nodeId, attempt);
+      const id = job ? databaseIdOf(job) : null;
+      if (
+        !job ||
+        !id ||
+        !job.account_id ||
+        (job.kind !== JOB_KINDS.create && job.kind !== JOB_KINDS.rotate)
+      ) {
+        throw notFound('Job lease');
+      }
+      const sealed = await repo.findSealed(deps.db, { id, accountId: job.account_id, nodeId });
+      const value = job.kind === JOB_KINDS.create ? sealed?.password_sealed : sealed?.pending_password_sealed;
+      if (!value) throw notFound('Job lease');
+      if (!deps.box) throw unavailable('The server has no master key configured');
+      deps.log.info({ job: jobId, kind: job.kind, database_id: id }, 'job secret handed to its agent');
+      return deps.box.open(value, passwordContext(id));
+    },
+
+    /** Registered for `database.` jobs: runs in the transaction that finished the job. */
+    async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
+      const id = databaseIdOf(job);
+      if (!id) return;
+      const ok = job.status === 'succeeded';
+      switch (job.kind) {
+        case JOB_KINDS.create:
+          if (ok) await repo.markReady(tx, id);
+          else await repo.markFailed(tx, id, 'provisioning', reason(job, 'provisioning failed'));
+          break;
+        case JOB_KINDS.delete:
+          if (ok) await repo.markDeleted(tx, id);
+          else await repo.markFailed(tx, id, 'deleting', reason(job, 'deletion failed'));
+          break;
+        case JOB_KINDS.rotate:
+          if (ok) await repo.finishRotation(tx, id);
+          else await repo.abandonRotation(tx, id, reason(job, 'credential rotation failed'));
+          break;
+        case JOB_KINDS.allowlist:
+          if (!ok) await repo.noteFailure(tx, id, reason(job, 'allowlist update failed'));
+          break;
+        case JOB_KINDS.limits:
+          if (!ok) await repo.noteFailure(tx, id, reason(job, 'limits update failed'));
+          break;
+        default:
+          break;
+      }
+    },
+  };
+}
+
+export type DatabaseJobs = ReturnType<typeof createDatabaseJobs>;
+
+/**
+ * Re-seals every stored password with the box's active key (after `bulwark master-key rotate`
+ * added one). Batches of rows are locked and rewritten in their own transactions; values
+ * already under the active key are left alone, so a re-run finishes an interrupted one.
+ */
+export async function resealPasswords(
+  db: Db,
+  box: SecretBox,
+  batchSize = 200,
+): Promise<{ resealed: number; checked: number }> {
+  let after: string | null = null;
+  let resealed = 0;
+  let checked = 0;
+  for (;;) {
+    const batch: repo.SealedRow[] = await withTx(db, async (tx) => {
+      const rows = await repo.lockSealedBatch(tx, after, batchSize);
+      for (const row of rows) {
+        checked += 1;
+        const ctx = passwordContext(row.id);
+        const redo = (v: string | null) => (v && box.needsRotation(v) ? box.seal(box.open(v, ctx), ctx) : v);
+        const next = {
+          id: row.id,
+          password_sealed: redo(row.password_sealed),
+          pending_password_sealed: redo(row.pending_password_sealed),
+        };
+        if (
+          next.password_sealed !== row.password_sealed ||
+          next.pending_password_sealed !== row.pending_password_sealed
+        ) {
+          await repo.updateSealed(tx, next);
+          resealed += 1;
+        }
+      }
+      return rows;
+    });
+    if (batch.length < batchSize) break;
+    after = batch.at(-1)!.id;
+  }
+  return { resealed, checked };
+}

@@ -1,0 +1,259 @@
+import type { Queryable } from '../../db/pool.ts';
+
+export type DatabaseStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+
+export type StoredAllowlistEntry = { cidr: string; expires_at: string | null; note: string | null };
+
+export type StoredLimits = {
+  owner_connection_limit: number;
+  reader_connection_limit: number;
+  statement_timeout_ms: number;
+  idle_in_transaction_timeout_ms: number;
+};
+
+/** A database row as the service sees it: never the sealed passwords (see findSealed). */
+export type DatabaseRow = {
+  id: string;
+  account_id: string;
+  node_id: string;
+  node_name: string;
+  name: string;
+  status: DatabaseStatus;
+  failure_reason: string | null;
+  password_version: number;
+  rotation_pending: boolean;
+  allowlist: StoredAllowlistEntry[];
+  limits: StoredLimits;
+  created_at: Date;
+  ready_at: Date | null;
+  rotated_at: Date | null;
+  updated_at: Date;
+};
+
+const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.status, d.failure_reason,
+  d.password_version, d.pending_password_sealed IS NOT NULL AS rotation_pending, d.allowlist, d.limits,
+  d.created_at, d.ready_at, d.rotated_at, d.updated_at`;
+
+/** Where a new database goes: the named active node, or the active node with the fewest live databases. */
+export async function pickNode(
+  db: Queryable,
+  databaseName: string,
+  nodeName: string | null,
+): Promise<{ id: string; name: string } | null> {
+  const r = await db.query<{ id: string; name: string }>(
+    `SELECT n.id, n.name
+       FROM nodes n
+      WHERE n.status = 'active' AND ($2::text IS NULL OR n.name = $2)
+        AND NOT EXISTS (SELECT 1 FROM databases d
+                         WHERE d.node_id = n.id AND d.name = $1 AND d.deleted_at IS NULL)
+      ORDER BY (SELECT count(*) FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL), n.name
+      LIMIT 1`,
+    [databaseName, nodeName],
+  );
+  return r.rows[0] ?? null;
+}
+
+export async function activeNodeExists(db: Queryable, nodeName: string | null): Promise<boolean> {
+  const r = await db.query(
+    "SELECT 1 FROM nodes WHERE status = 'active' AND ($1::text IS NULL OR name = $1) LIMIT 1",
+    [nodeName],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
+
+export async function insertDatabase(
+  db: Queryable,
+  row: {
+    id: string;
+    accountId: string;
+    nodeId: string;
+    name: string;
+    passwordSealed: string;
+    allowlist: StoredAllowlistEntry[];
+    limits: StoredLimits;
+  },
+): Promise<void> {
+  await db.query(
+    `INSERT INTO databases (id, account_id, node_id, name, password_sealed, allowlist, limits)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    [
+      row.id,
+      row.accountId,
+      row.nodeId,
+      row.name,
+      row.passwordSealed,
+      JSON.stringify(row.allowlist),
+      JSON.stringify(row.limits),
+    ],
+  );
+}
+
+/** A live (not deleted) database of an account, optionally locked for update. */
+export async function findByName(
+  db: Queryable,
+  accountId: string,
+  name: string,
+  opts: { forUpdate?: boolean } = {},
+): Promise<DatabaseRow | null> {
+  const r = await db.query<DatabaseRow>(
+    `SELECT ${COLUMNS} FROM databases d JOIN nodes n ON n.id = d.node_id
+      WHERE d.account_id = $1 AND d.name = $2 AND d.deleted_at IS NULL
+      ${opts.forUpdate ? 'FOR UPDATE OF d' : ''}`,
+    [accountId, name],
+  );
+  return r.rows[0] ?? null;
+}
+
+/**
+ * Live databases of an account, newest first, after the keyset position `after` (see
+ * http/pagination.ts); `names` limits a database-scoped caller to its databases.
+ */
+export async function listByAccount(
+  db: Queryable,
+  accountId: string,
+  opts: { after: { ts: number; id: string } | null; limit: number; names: readonly string[] | null },
+): Promise<(DatabaseRow & { created_us: number })[]> {
+  const r = await db.query<DatabaseRow & { created_us: number }>(
+    `SELECT ${COLUMNS}, (extract(epoch FROM d.created_at) * 1000000)::bigint AS created_us
+       FROM databases d JOIN nodes n ON n.id = d.node_id
+      WHERE d.account_id = $1 AND d.deleted_at IS NULL
+        AND ($2::bigint IS NULL
+             OR (d.created_at, d.id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid))
+        AND ($4::text[] IS NULL OR d.name = ANY ($4))
+      ORDER BY d.created_at DESC, d.id DESC
+      LIMIT $5`,
+    [accountId, opts.after?.ts ?? null, opts.after?.id ?? null, opts.names, opts.limit],
+  );
+  return r.rows;
+}
+
+export async function findSealed(
+  db: Queryable,
+  where: { id: string; accountId: string; nodeId?: string },
+): Promise<{ password_sealed: string | null; pending_password_sealed: string | null } | null> {
+  const r = await db.query<{ password_sealed: string | null; pending_password_sealed: string | null }>(
+    `SELECT password_sealed, pending_password_sealed FROM databases
+      WHERE id = $1 AND account_id = $2 AND ($3::uuid IS NULL OR node_id = $3) AND deleted_at IS NULL`,
+    [where.id, where.accountId, where.nodeId ?? null],
+  );
+  return r.rows[0] ?? null;
+}
+
+export async function markDeleting(db: Queryable, id: string): Promise<void> {
+  await db.query("UPDATE databases SET status = 'deleting', updated_at = now() WHERE id = $1", [id]);
+}
+
+export async function setPendingPassword(db: Queryable, id: string, sealed: string): Promise<void> {
+  await db.query('UPDATE databases SET pending_password_sealed = $2, updated_at = now() WHERE id = $1', [
+    id,
+    sealed,
+  ]);
+}
+
+export async function setAllowlist(
+  db: Queryable,
+  id: string,
+  entries: StoredAllowlistEntry[],
+): Promise<void> {
+  await db.query('UPDATE databases SET allowlist = $2, updated_at = now() WHERE id = $1', [
+    id,
+    JSON.stringify(entries),
+  ]);
+}
+
+export async function setLimits(db: Queryable, id: string, limits: StoredLimits): Promise<void> {
+  await db.query('UPDATE databases SET limits = $2, updated_at = now() WHERE id = $1', [
+    id,
+    JSON.stringify(limits),
+  ]);
+}
+
+// --- job outcomes (called in the transaction that finishes the job) ---------------------------
+
+export async function markReady(db: Queryable, id: string): Promise<void> {
+  await db.query(
+    `UPDATE databases SET status = 'ready', ready_at = now(), failure_reason = NULL, updated_at = now()
+      WHERE id = $1 AND status = 'provisioning'`,
+    [id],
+  );
+}
+
+export async function markFailed(
+  db: Queryable,
+  id: string,
+  from: DatabaseStatus,
+  reason: string,
+): Promise<void> {
+  await db.query(
+    `UPDATE databases SET status = 'failed', failure_reason = $3, updated_at = now()
+      WHERE id = $1 AND status = $2`,
+    [id, from, reason.slice(0, 1000)],
+  );
+}
+
+/** The database is gone: its sealed passwords go too. */
+export async function markDeleted(db: Queryable, id: string): Promise<void> {
+  await db.query(
+    `UPDATE databases SET status = 'deleted', deleted_at = now(), password_sealed = NULL,
+            pending_password_sealed = NULL, updated_at = now()
+      WHERE id = $1 AND status = 'deleting'`,
+    [id],
+  );
+}
+
+export async function finishRotation(db: Queryable, id: string): Promise<void> {
+  await db.query(
+    `UPDATE databases SET password_sealed = pending_password_sealed, pending_password_sealed = NULL,
+            password_version = password_version + 1, rotated_at = now(), failure_reason = NULL,
+            updated_at = now()
+      WHERE id = $1 AND pending_password_sealed IS NOT NULL`,
+    [id],
+  );
+}
+
+export async function abandonRotation(db: Queryable, id: string, reason: string): Promise<void> {
+  await db.query(
+    `UPDATE databases SET pending_password_sealed = NULL, failure_reason = $2, updated_at = now()
+      WHERE id = $1`,
+    [id, reason.slice(0, 1000)],
+  );
+}
+
+export async function noteFailure(db: Queryable, id: string, reason: string): Promise<void> {
+  await db.query('UPDATE databases SET failure_reason = $2, updated_at = now() WHERE id = $1', [
+    id,
+    reason.slice(0, 1000),
+  ]);
+}
+
+// --- master key rotation -----------------------------------------------------------------------
+
+export type SealedRow = {
+  id: string;
+  password_sealed: string | null;
+  pending_password_sealed: string | null;
+};
+
+/** A batch of rows holding sealed values, after `afterId`, locked until the transaction ends. */
+export async function lockSealedBatch(
+  db: Queryable,
+  afterId: string | null,
+  limit: number,
+): Promise<SealedRow[]> {
+  const r = await db.query<SealedRow>(
+    `SELECT id, password_sealed, pending_password_sealed FROM databases
+      WHERE ($1::uuid IS NULL OR id > $1)
+        AND (password_sealed IS NOT NULL OR pending_password_sealed IS NOT NULL)
+      ORDER BY id LIMIT $2 FOR UPDATE`,
+    [afterId, limit],
+  );
+  return r.rows;
+}
+
+export async function updateSealed(db: Queryable, row: SealedRow): Promise<void> {
+  await db.query('UPDATE databases SET password_sealed = $2, pending_password_sealed = $3 WHERE id = $1', [
+    row.id,
+    row.password_sealed,
+    row.pending_password_sealed,
+  ]);
+}

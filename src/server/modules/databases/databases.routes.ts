@@ -1,0 +1,217 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { requireCaller } from '../../http/caller.ts';
+import { errorResponses } from '../../http/errors.ts';
+import type { WithIdempotency } from '../../http/idempotency.ts';
+import { decodeCursor, pageQuery, pageSchema } from '../../http/pagination.ts';
+import {
+  allowlistBody,
+  allowlistResponse,
+  connectionSchema,
+  createBody,
+  databaseSchema,
+  deleteBody,
+  limitsBody,
+  nameParams,
+  passwordSchema,
+  presentAllowlist,
+  presentDatabase,
+} from './databases.schemas.ts';
+import type { DatabasesService } from './databases.service.ts';
+
+const tags = ['databases'];
+const security = [{ apiKey: [] }];
+
+/** Tenant databases: lifecycle, allowlist, limits, connection info and credentials. */
+export function databaseRoutes(deps: {
+  databases: DatabasesService;
+  withIdempotency: WithIdempotency;
+}): FastifyPluginAsyncZod {
+  const svc = deps.databases;
+  return async (app) => {
+    app.post(
+      '/v1/databases',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Create a database (provisioned by the agent of its node)',
+          body: createBody,
+          response: { 202: databaseSchema, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const caller = requireCaller(req);
+        return deps.withIdempotency(
+          req,
+          reply,
+          async () => presentDatabase(await svc.create(caller, req.body)),
+          { status: 202 },
+        );
+      },
+    );
+
+    app.get(
+      '/v1/databases',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'List databases, newest first',
+          querystring: pageQuery,
+          response: { 200: pageSchema(databaseSchema), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const page = await svc.list(requireCaller(req), {
+          after: decodeCursor(req.query.cursor),
+          limit: req.query.limit,
+        });
+        return { items: page.items.map(presentDatabase), next_cursor: page.next_cursor };
+      },
+    );
+
+    app.get(
+      '/v1/databases/:name',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Show a database',
+          params: nameParams,
+          response: { 200: databaseSchema, ...errorResponses },
+        },
+      },
+      async (req) => presentDatabase(await svc.get(requireCaller(req), req.params.name)),
+    );
+
+    app.delete(
+      '/v1/databases/:name',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Delete a database (repeat its name in `confirm`)',
+          params: nameParams,
+          body: deleteBody,
+          response: { 202: databaseSchema, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const row = await svc.remove(requireCaller(req), req.params.name, req.body.confirm);
+        return reply.status(202).send(presentDatabase(row));
+      },
+    );
+
+    app.get(
+      '/v1/databases/:name/allowlist',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'The CIDRs a database accepts connections from (expired entries left out)',
+          params: nameParams,
+          response: { 200: allowlistResponse, ...errorResponses },
+        },
+      },
+      async (req) => presentAllowlist(await svc.getAllowlist(requireCaller(req), req.params.name)),
+    );
+
+    app.put(
+      '/v1/databases/:name/allowlist',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Replace the allowlist (at most 100 entries; optional expiry)',
+          params: nameParams,
+          body: allowlistBody,
+          response: { 200: allowlistResponse, ...errorResponses },
+        },
+      },
+      async (req) =>
+        presentAllowlist(await svc.putAllowlist(requireCaller(req), req.params.name, req.body.entries)),
+    );
+
+    app.get(
+      '/v1/databases/:name/limits',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Connection limits and timeouts of the database roles',
+          params: nameParams,
+          response: { 200: limitsBody, ...errorResponses },
+        },
+      },
+      async (req) => svc.getLimits(requireCaller(req), req.params.name),
+    );
+
+    app.put(
+      '/v1/databases/:name/limits',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Replace the connection limits and timeouts',
+          params: nameParams,
+          body: limitsBody,
+          response: { 200: limitsBody, ...errorResponses },
+        },
+      },
+      async (req) => svc.putLimits(requireCaller(req), req.params.name, req.body),
+    );
+
+    app.get(
+      '/v1/databases/:name/connection',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'How to connect through the pooler (without the password)',
+          params: nameParams,
+          response: { 200: connectionSchema, ...errorResponses },
+        },
+      },
+      async (req) => svc.connection(requireCaller(req), req.params.name),
+    );
+
+    app.post(
+      '/v1/databases/:name/credentials/reveal',
+      {
+        schema: {
+          tags,
+          security,
+          summary: "Reveal the owner's password (write permission; audited)",
+          params: nameParams,
+          response: { 200: passwordSchema, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        reply.header('cache-control', 'no-store');
+        return svc.reveal(requireCaller(req), req.params.name);
+      },
+    );
+
+    app.post(
+      '/v1/databases/:name/credentials/rotate',
+      {
+        schema: {
+          tags,
+          security,
+          summary: "Rotate the owner's password; old sessions are cut when it goes live",
+          params: nameParams,
+          response: { 202: databaseSchema, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const caller = requireCaller(req);
+        return deps.withIdempotency(
+          req,
+          reply,
+          async () => presentDatabase(await svc.rotate(caller, req.params.name)),
+          { status: 202 },
+        );
+      },
+    );
+  };
+}

@@ -1,0 +1,84 @@
+import { z } from 'zod';
+import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../agent/jobs/contract.ts';
+import type { DatabaseRow, StoredAllowlistEntry } from './databases.repo.ts';
+
+/** Length-bounded only: the service checks the pattern first and answers with a clear 400. */
+export const nameParams = z.object({ name: z.string().min(1).max(200) });
+
+export const createBody = z
+  .object({
+    name: z.string().min(1).max(200),
+    node: z
+      .string()
+      .max(63)
+      .regex(/^[a-z][a-z0-9_-]{0,62}$/)
+      .optional(),
+  })
+  .strict();
+
+export const deleteBody = z.object({ confirm: z.string().max(200) }).strict();
+
+export const databaseSchema = z.object({
+  id: z.uuid(),
+  name: z.string(),
+  status: z.enum(['provisioning', 'ready', 'failed', 'deleting', 'deleted']),
+  node: z.string(),
+  failure_reason: z.string().nullable(),
+  password_version: z.number().int(),
+  rotation_pending: z.boolean(),
+  created_at: z.string(),
+  ready_at: z.string().nullable(),
+  rotated_at: z.string().nullable(),
+  updated_at: z.string(),
+});
+
+export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema> {
+  return {
+    id: row.id,
+    name: row.name,
+    status: row.status,
+    node: row.node_name,
+    failure_reason: row.failure_reason,
+    password_version: row.password_version,
+    rotation_pending: row.rotation_pending,
+    created_at: row.created_at.toISOString(),
+    ready_at: row.ready_at?.toISOString() ?? null,
+    rotated_at: row.rotated_at?.toISOString() ?? null,
+    updated_at: row.updated_at.toISOString(),
+  };
+}
+
+const allowlistEntryIn = z
+  .object({
+    cidr: cidrSchema,
+    expires_at: z.iso.datetime({ offset: true }).optional(),
+    note: z.string().max(200).optional(),
+  })
+  .strict();
+
+export const allowlistBody = z
+  .object({ entries: z.array(allowlistEntryIn).max(MAX_ALLOWLIST_ENTRIES) })
+  .strict();
+
+export const allowlistResponse = z.object({
+  entries: z.array(
+    z.object({ cidr: z.string(), expires_at: z.string().nullable(), note: z.string().nullable() }),
+  ),
+});
+
+export const presentAllowlist = (entries: StoredAllowlistEntry[]) => ({
+  entries: entries.map((e) => ({ cidr: e.cidr, expires_at: e.expires_at, note: e.note })),
+});
+
+export const limitsBody = limitsSchema.strict();
+
+export const connectionSchema = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  user: z.string(),
+  database: z.string(),
+  sslmode: z.string(),
+  uri: z.string(),
+});
+
+export const passwordSchema = z.object({ password: z.string() });

@@ -1,0 +1,148 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import {
+  EXPLORER_LIMITS,
+  explorerResultBodySchema,
+  queryOutputSchema,
+  schemaOutputSchema,
+} from '../../../agent/explorer/explorer.contract.ts';
+import { requireCaller } from '../../http/caller.ts';
+import { errorBody, errorResponses } from '../../http/errors.ts';
+import { auditFromRequest } from '../audit/audit.service.ts';
+import type { NodesService } from '../nodes/nodes.service.ts';
+import { toCsv } from './explorer.csv.ts';
+import type { AuditBase, ExplorerService } from './explorer.service.ts';
+
+const tags = ['explorer'];
+const security = [{ apiKey: [] }];
+const nameParams = z.object({ name: z.string().min(1).max(200) });
+const jobParams = z.object({ id: z.coerce.number().int().positive() });
+
+/** Aborted when the HTTP client goes away before the response is written. */
+function clientGone(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
+
+function auditBase(req: FastifyRequest): AuditBase {
+  const { actorType, actorId, accountId, sourceIp, requestId } = auditFromRequest(req, {
+    action: 'explorer.query',
+  });
+  return { actorType, actorId, accountId, sourceIp, requestId };
+}
+
+const wantsCsv = (req: FastifyRequest, format: string | undefined) =>
+  format === 'csv' || (format === undefined && /\btext\/csv\b/i.test(req.headers.accept ?? ''));
+
+/** The SQL explorer: read-only queries and the public schema of a database, plus the agent's hand-over. */
+export function explorerRoutes(deps: {
+  explorer: ExplorerService;
+  nodes: NodesService;
+}): FastifyPluginAsyncZod {
+  const svc = deps.explorer;
+  return async (app) => {
+    app.post(
+      '/v1/databases/:name/explorer/query',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Run one read-only SELECT as the database explorer role (JSON, or CSV with format=csv)',
+          description:
+            'Admin keys and keys granted the explorer only; ready databases only. The SQL is checked with the ' +
+            'PostgreSQL parser (refused: 400 query_refused with reason_code and position), then run in a READ ' +
+            'ONLY transaction that is always rolled back, under a statement timeout and row/byte caps ' +
+            '(`truncated`). A PostgreSQL error is a 400 query_failed with its SQLSTATE. `Accept: text/csv` or ' +
+            '`?format=csv` downloads CSV. Every query is audited with its SQL redacted; results are not stored.',
+          params: nameParams,
+          querystring: z.object({ format: z.enum(['json', 'csv']).optional() }),
+          body: z
+            .object({
+              sql: z.string().min(1).max(EXPLORER_LIMITS.maxSqlLength),
+              limit: z.number().int().min(1).max(EXPLORER_LIMITS.maxRows).optional(),
+              timeout_ms: z.number().int().min(100).max(EXPLORER_LIMITS.maxStatementTimeoutMs).optional(),
+            })
+            .strict(),
+          response: { 200: queryOutputSchema, ...errorResponses, 504: errorBody },
+        },
+      },
+      async (req, reply) => {
+        const out = await svc.query(requireCaller(req), req.params.name, req.body, {
+          signal: clientGone(reply),
+          audit: auditBase(req),
+        });
+        reply.header('cache-control', 'no-store');
+        if (!wantsCsv(req, req.query.format)) return out;
+        return reply
+          .type('text/csv; charset=utf-8')
+          .header('content-disposition', `attachment; filename="${req.params.name}-query.csv"`)
+          .serializer((payload) => payload as string)
+          .send(toCsv(out) as never); // plain text: the serializer above passes it through
+      },
+    );
+
+    app.get(
+      '/v1/databases/:name/explorer/schema',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Tables, views and columns (with types) of schema public',
+          params: nameParams,
+          response: { 200: schemaOutputSchema, ...errorResponses, 504: errorBody },
+        },
+      },
+      async (req, reply) => {
+        reply.header('cache-control', 'no-store');
+        return svc.schema(requireCaller(req), req.params.name, {
+          signal: clientGone(reply),
+          audit: auditBase(req),
+        });
+      },
+    );
+
+    const bearer = (req: FastifyRequest) => {
+      const h = req.headers.authorization;
+      return h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
+    };
+    const agentOf = (req: FastifyRequest) =>
+      deps.nodes.authenticateAgent(bearer(req), { sourceIp: req.ip, requestId: String(req.id) });
+
+    app.post(
+      '/v1/agent/jobs/:id/explorer-result',
+      {
+        // Rows up to the byte cap, JSON-escaped (worst case ~6x) plus framing.
+        bodyLimit: EXPLORER_LIMITS.maxBytes * 6 + 1024 * 1024,
+        schema: {
+          tags: ['agent'],
+          summary: 'Hand explorer rows to the waiting request (lease holder only; never stored in the job)',
+          params: jobParams,
+          body: explorerResultBodySchema,
+          response: { 200: z.object({ accepted: z.boolean() }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const agent = await agentOf(req);
+        return svc.receiveResult(agent, req.params.id, req.body.attempt, req.body.outcome);
+      },
+    );
+
+    app.post(
+      '/v1/agent/jobs/:id/status',
+      {
+        schema: {
+          tags: ['agent'],
+          summary: 'Whether this agent still holds the job (false: the server ended it; cancel the work)',
+          params: jobParams,
+          body: z.object({ attempt: z.number().int().min(1).max(1000) }),
+          response: { 200: z.object({ active: z.boolean() }), ...errorResponses },
+        },
+      },
+      async (req) => svc.leaseActive(await agentOf(req), req.params.id, req.body.attempt),
+    );
+  };
+}

@@ -1,0 +1,292 @@
+/**
+ * The SQL explorer's control-plane half (issue 6). The server never connects to a tenant
+ * database: it validates, checks the caller, queues an `explorer.query` job for the database's
+ * node and waits (bounded) for the agent to hand the rows back through the UNLOGGED
+ * `explorer_results` table (see the contract in src/agent/explorer/explorer.contract.ts).
+ * Every query — refused, failed or answered — is audited with its SQL redacted.
+ */
+import type { Logger } from 'pino';
+import {
+  EXPLORER_JOB_KINDS,
+  EXPLORER_LIMITS,
+  type ExplorerOutcome,
+  explorerResultBodySchema,
+  type QueryOutput,
+  type SchemaOutput,
+} from '../../../agent/explorer/explorer.contract.ts';
+import { AppError, conflict, forbidden, notFound } from '../../../shared/errors.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
+import { type AuditEventDraft, recordAuditNow } from '../audit/audit.service.ts';
+import * as databasesRepo from '../databases/databases.repo.ts';
+import { checkDatabaseName } from '../databases/databases.service.ts';
+import type { JobNotifier } from '../jobs/job-notifier.ts';
+import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
+import type { AgentIdentity } from '../nodes/nodes.service.ts';
+import * as repo from './explorer.repo.ts';
+import { validateExplorerSql } from './explorer.validator.ts';
+
+export type ExplorerServiceDeps = {
+  db: Db;
+  notifier: Pick<JobNotifier, 'subscribe' | 'wake'>;
+  log: Logger;
+  /** How long a request waits beyond the statement timeout (queue + agent round trip). */
+  marginMs?: number;
+  /** Sweep interval of uncollected results and left-over SQL (default 30 s). */
+  sweepMs?: number;
+};
+
+export type QueryInput = { sql: string; limit?: number | undefined; timeout_ms?: number | undefined };
+
+/** Who asked, for the audit event (built from the request by the route). */
+export type AuditBase = Pick<
+  AuditEventDraft,
+  'actorType' | 'actorId' | 'accountId' | 'sourceIp' | 'requestId'
+>;
+
+const SCHEMA_WAIT_MS = 15_000;
+
+export function createExplorerService(deps: ExplorerServiceDeps) {
+  const { db, notifier, log } = deps;
+  const marginMs = deps.marginMs ?? 10_000;
+
+  const audit = (base: AuditBase, event: AuditEventDraft) =>
+    recordAuditNow(db, { ...base, ...event }).catch((err: Error) =>
+      log.error({ err: { message: err.message } }, 'could not record an explorer event in the audit log'),
+    );
+
+  /**
+   * Admin keys and keys granted the explorer; the database in scope and ready. A caller without
+   * the explorer is refused (and audited, with what it tried) after the database is found.
+   */
+  const findDatabase = async (
+    caller: Caller,
+    name: string,
+    refused: (row: { id: string }) => Promise<void>,
+  ) => {
+    checkDatabaseName(name);
+    assertDatabaseInScope(caller, name);
+    const row = await databasesRepo.findByName(db, caller.accountId, name);
+    if (!row) throw notFound('Database');
+    if (caller.level !== 'admin' && !caller.explorer) {
+      await refused(row);
+      throw forbidden('The SQL explorer needs an admin key or a key granted the explorer');
+    }
+    if (row.status !== 'ready') throw conflict(`The explorer needs a ready database (it is ${row.status})`);
+    return row;
+  };
+
+  /** Waits for the agent's hand-over; stops early when the job died without one. */
+  const waitForOutcome = async (
+    jobId: number,
+    deadline: number,
+    signal: AbortSignal,
+  ): Promise<ExplorerOutcome | 'timeout' | 'aborted' | { died: string }> => {
+    const key = repo.resultKey(jobId);
+    for (let round = 0; round < 100_000; round++) {
+      const sub = notifier.subscribe(key);
+      const body = await repo.takeResult(db, jobId);
+      if (body) {
+        sub.cancel();
+        return explorerResultBodySchema.shape.outcome.parse(JSON.parse(body.toString('utf8')));
+      }
+      if (round > 0) {
+        const state = await repo.jobState(db, jobId);
+        if (state && state.status !== 'queued' && state.status !== 'running') {
+          sub.cancel();
+          if ((await repo.takeResult(db, jobId)) === null) return { died: state.last_error ?? 'unknown' };
+        }
+      }
+      const left = deadline - Date.now();
+      if (signal.aborted || left <= 0) {
+        sub.cancel();
+        return signal.aborted ? 'aborted' : 'timeout';
+      }
+      // Re-check at least every second: a lost NOTIFY costs a second, never the request.
+      if ((await sub.wait(Math.min(left, 1_000), signal)) === 'aborted') return 'aborted';
+    }
+    return 'timeout';
+  };
+
+  /** Queues the job, waits, and ends the job if the request gives up (client gone or too slow). */
+  const runJob = async (
+    row: databasesRepo.DatabaseRow,
+    kind: string,
+    payload: Record<string, unknown>,
+    waitMs: number,
+    signal: AbortSignal,
+  ) => {
+    const T0 = performance.now();
+    const job = await enqueueJob(db, {
+      nodeId: row.node_id,
+      accountId: row.account_id,
+      kind,
+      payload,
+      maxAttempts: 1,
+    });
+    const T1 = performance.now();
+    const outcome = await waitForOutcome(job.id, Date.now() + waitMs, signal);
+    (globalThis as any).__t ??= [];
+    (globalThis as any).__t.push([T1 - T0, performance.now() - T1]);
+    if (outcome === 'aborted' || outcome === 'timeout') {
+      const why = outcome === 'aborted' ? 'cancelled: the client went away' : 'no result in time';
+      await withTx(db, async (tx) => {
+        const ended = await repo.endJob(tx, job.id, why);
+        if (ended) await repo.scrubJob(tx, ended.id);
+      });
+      await repo.takeResult(db, job.id); // a result that raced in is dropped, not kept
+    }
+    return { jobId: job.id, outcome };
+  };
+
+  const sweep = async () => {
+    try {
+      const dropped = await repo.sweepResults(db);
+      const scrubbed = await repo.scrubFinished(db);
+      if (dropped || scrubbed) log.info({ dropped, scrubbed }, 'explorer sweep');
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'explorer sweep failed');
+    }
+  };
+  const sweeper = setInterval(() => void sweep(), deps.sweepMs ?? 30_000);
+  sweeper.unref();
+
+  return {
+    async query(
+      caller: Caller,
+      name: string,
+      input: QueryInput,
+      ctx: { signal: AbortSignal; audit: AuditBase },
+    ): Promise<QueryOutput> {
+      const denied = (r: { id: string }) =>
+        audit(ctx.audit, {
+          action: 'explorer.query',
+          targetType: 'database',
+          targetId: r.id,
+          outcome: 'denied',
+          details: { database: name, sql: input.sql, reason_code: 'not_permitted' },
+        });
+      const row = await findDatabase(caller, name, denied);
+      const target = { action: 'explorer.query', targetType: 'database', targetId: row.id };
+      const verdict = validateExplorerSql(input.sql);
+      if (!verdict.ok) {
+        // `sql` is redacted by the audit service (unparseable SQL becomes a placeholder).
+        await audit(ctx.audit, {
+          ...target,
+          outcome: 'denied',
+          details: { database: name, sql: input.sql, reason_code: verdict.code, position: verdict.position },
+        });
+        throw new AppError('query_refused', 400, verdict.reason, {
+          reason_code: verdict.code,
+          position: verdict.position,
+        });
+      }
+      const timeoutMs = input.timeout_ms ?? EXPLORER_LIMITS.defaultStatementTimeoutMs;
+      const { outcome } = await runJob(
+        row,
+        EXPLORER_JOB_KINDS.query,
+        {
+          database_id: row.id,
+          name: row.name,
+          sql: input.sql,
+          sql_redacted: verdict.redacted,
+          row_limit: input.limit ?? EXPLORER_LIMITS.defaultRows,
+          byte_limit: EXPLORER_LIMITS.defaultBytes,
+          statement_timeout_ms: timeoutMs,
+        },
+        timeoutMs + marginMs,
+        ctx.signal,
+      );
+      const details = { database: name, sql: verdict.redacted };
+      if (outcome === 'aborted' || outcome === 'timeout' || 'died' in outcome || outcome.kind === 'schema') {
+        const reason =
+          typeof outcome === 'string' ? outcome : 'died' in outcome ? 'agent_failed' : 'bad_outcome';
+        await audit(ctx.audit, { ...target, outcome: 'failure', details: { ...details, reason } });
+        if (outcome === 'aborted') throw new AppError('cancelled', 499 as number, 'The query was cancelled');
+        if (outcome === 'timeout')
+          throw new AppError('timeout', 504, 'The database node did not answer in time');
+        throw new AppError('unavailable', 503, 'The query could not be run on the database node');
+      }
+      if (outcome.kind === 'error') {
+        const e = outcome.error;
+        await audit(ctx.audit, {
+          ...target,
+          outcome: e.refused ? 'denied' : 'failure',
+          details: { ...details, sqlstate: e.sqlstate, duration_ms: outcome.duration_ms, row_count: 0 },
+        });
+        throw new AppError(e.refused ? 'query_refused' : 'query_failed', 400, e.message, {
+          sqlstate: e.sqlstate,
+          position: e.position,
+        });
+      }
+      const o = outcome.output;
+      await audit(ctx.audit, {
+        ...target,
+        details: { ...details, row_count: o.row_count, truncated: o.truncated, duration_ms: o.duration_ms },
+      });
+      return o;
+    },
+
+    async schema(
+      caller: Caller,
+      name: string,
+      ctx: { signal: AbortSignal; audit: AuditBase },
+    ): Promise<SchemaOutput> {
+      const denied = (r: { id: string }) =>
+        audit(ctx.audit, {
+          action: 'explorer.schema',
+          targetType: 'database',
+          targetId: r.id,
+          outcome: 'denied',
+          details: { database: name, reason_code: 'not_permitted' },
+        });
+      const row = await findDatabase(caller, name, denied);
+      const { outcome } = await runJob(
+        row,
+        EXPLORER_JOB_KINDS.schema,
+        { database_id: row.id, name: row.name },
+        SCHEMA_WAIT_MS,
+        ctx.signal,
+      );
+      const ok = typeof outcome === 'object' && 'kind' in outcome && outcome.kind === 'schema';
+      await audit(ctx.audit, {
+        action: 'explorer.schema',
+        targetType: 'database',
+        targetId: row.id,
+        outcome: ok ? 'success' : 'failure',
+        details: { database: name },
+      });
+      if (ok) return outcome.output;
+      if (outcome === 'timeout')
+        throw new AppError('timeout', 504, 'The database node did not answer in time');
+      throw new AppError('unavailable', 503, 'The schema could not be read on the database node');
+    },
+
+    /** Agent → server: the rows of a job this agent holds the lease of. */
+    async receiveResult(agent: AgentIdentity, jobId: number, attempt: number, outcome: ExplorerOutcome) {
+      const job = await findLeasedJob(db, jobId, agent.nodeId, attempt);
+      if (!job?.kind.startsWith('explorer.')) throw notFound('Job lease');
+      (globalThis as any).__r ??= [];
+      (globalThis as any).__r.push(performance.now());
+      const stored = await repo.insertResult(db, jobId, Buffer.from(JSON.stringify(outcome), 'utf8'));
+      notifier.wake(repo.resultKey(jobId)); // same replica: no need to wait for the NOTIFY
+      return { accepted: stored };
+    },
+
+    /** Agent → server: does this agent still hold the job (false once the request gave up)? */
+    async leaseActive(agent: AgentIdentity, jobId: number, attempt: number) {
+      return { active: (await findLeasedJob(db, jobId, agent.nodeId, attempt)) !== null };
+    },
+
+    /** Registered for `explorer.` jobs: the SQL leaves the job row when the job finishes. */
+    async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
+      await repo.scrubJob(tx, job.id);
+    },
+
+    close() {
+      clearInterval(sweeper);
+    },
+  };
+}
+
+export type ExplorerService = ReturnType<typeof createExplorerService>;

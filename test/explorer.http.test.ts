@@ -1,0 +1,239 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type pg from 'pg';
+import { agentConfigSchema } from '../src/agent/config.ts';
+import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import { type RunningAgent, startAgent } from '../src/agent/main.ts';
+import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { testEnv } from './helpers/env.ts';
+import { adminPool, createTenant, setupCanary, type Tenant } from './helpers/explorer.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+
+// The whole explorer path: HTTP with a real key → validation → job → a real agent → the
+// explorer role on a real tenant database → rows handed back → audit.
+let s: TestServer;
+let url: string;
+let agent: RunningAgent;
+let admin: pg.Pool;
+let t: Tenant;
+let key: TestKey;
+let stateDir: string;
+
+before(async () => {
+  admin = adminPool();
+  s = await createTestServer();
+  url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-explorer-agent-'));
+  const { token } = await s.nodes.createEnrollment('explorer-node', 10);
+  agent = await startAgent(
+    agentConfigSchema.parse({
+      serverUrl: url,
+      stateDir,
+      enrollmentToken: token,
+      adminDatabaseUrl: testEnv().adminUrl,
+      logLevel: 'silent',
+      pollWaitMs: 20_000,
+    }),
+    { log: createLogger('agent', 'silent') },
+  );
+  key = await createTestKey(s, { account: 'explorer' });
+  t = await createTenant(admin);
+  await setupCanary(t);
+  const node = await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'explorer-node'");
+  await databasesRepo.insertDatabase(s.db.pool, {
+    id: t.id,
+    accountId: key.accountId,
+    nodeId: node.rows[0]!.id,
+    name: t.name,
+    passwordSealed: 'unused-in-this-test',
+    allowlist: [],
+    limits: { ...DEFAULT_LIMITS },
+  });
+  await databasesRepo.markReady(s.db.pool, t.id);
+});
+
+after(async () => {
+  await agent?.stop();
+  await s?.stop();
+  await t?.drop();
+  await admin?.end();
+  if (stateDir) await fs.rm(stateDir, { recursive: true, force: true });
+});
+
+const query = (body: Record<string, unknown>, opts: { headers?: Record<string, string>; qs?: string } = {}) =>
+  s.app.inject({
+    method: 'POST',
+    url: `/v1/databases/${t.name}/explorer/query${opts.qs ?? ''}`,
+    headers: { ...key.headers, ...opts.headers },
+    payload: body,
+  });
+
+test('a SELECT returns typed columns and rows; CSV on request; nothing is stored', async () => {
+  const r = await query({ sql: "select id, secret from canary where secret <> 'zeta' order by id" });
+  assert.equal(r.statusCode, 200, r.body);
+  const out = r.json();
+  assert.deepEqual(out.columns, [
+    { name: 'id', type: 'integer' },
+    { name: 'secret', type: 'text' },
+  ]);
+  assert.deepEqual(out.rows, [
+    [1, 'alpha'],
+    [2, 'beta'],
+    [3, 'gamma'],
+  ]);
+  assert.equal(out.row_count, 3);
+  assert.equal(out.truncated, false);
+  assert.equal(r.headers['cache-control'], 'no-store');
+
+  const capped = await query({ sql: 'select g from generate_series(1, 50) g', limit: 7 });
+  assert.equal(capped.json().row_count, 7);
+  assert.equal(capped.json().truncated, true);
+
+  const csv = await query(
+    { sql: "select id, secret, '=1+1' as f from canary order by id" },
+    { qs: '?format=csv' },
+  );
+  assert.equal(csv.statusCode, 200);
+  assert.match(String(csv.headers['content-type']), /^text\/csv/);
+  assert.equal(csv.body, "id,secret,f\r\n1,alpha,'=1+1\r\n2,beta,'=1+1\r\n3,gamma,'=1+1\r\n");
+  const accept = await query({ sql: 'select 1 as one' }, { headers: { accept: 'text/csv' } });
+  assert.equal(accept.body, 'one\r\n1\r\n');
+
+  // The job rows keep metadata only: no SQL text, no rows; the hand-over table is empty.
+  const deadline = Date.now() + 5_000;
+  let jobs: { payload: Record<string, unknown>; result: Record<string, unknown> | null; status: string }[] =
+    [];
+  while (Date.now() < deadline) {
+    jobs = (await s.db.pool.query("SELECT payload, result, status FROM jobs WHERE kind = 'explorer.query'"))
+      .rows;
+    if (jobs.length >= 4 && jobs.every((j) => j.status === 'succeeded')) break;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.ok(jobs.length >= 4);
+  for (const j of jobs) {
+    assert.equal(j.status, 'succeeded');
+    assert.equal(j.payload.sql, undefined, 'the SQL left the job row');
+    assert.ok(!JSON.stringify(j).includes('alpha') && !JSON.stringify(j).includes('zeta'), JSON.stringify(j));
+  }
+  assert.equal((await s.db.pool.query('SELECT count(*)::int AS n FROM explorer_results')).rows[0].n, 0);
+});
+
+test('refused, failing and runaway queries: 400 with reason and position, SQLSTATE, timeout', async () => {
+  const refused = await query({ sql: "select 1; delete from canary where secret = 'alpha'" });
+  assert.equal(refused.statusCode, 400);
+  assert.equal(refused.json().error.code, 'query_refused');
+  assert.equal(refused.json().error.details.reason_code, 'multiple_statements');
+  assert.equal(refused.json().error.details.position, 10);
+
+  const hidden = await query({ sql: 'select c.evil from canary c' });
+  assert.equal(hidden.statusCode, 400);
+  assert.equal(hidden.json().error.code, 'query_failed');
+  assert.equal(hidden.json().error.details.sqlstate, '42501');
+
+  const failing = await query({ sql: 'select id / 0 from canary' });
+  assert.equal(failing.json().error.details.sqlstate, '22012');
+  assert.ok(!failing.body.includes(' at '), 'no stack trace');
+
+  const slow = await query({ sql: 'select count(*) from generate_series(1, 1e9)', timeout_ms: 300 });
+  assert.equal(slow.json().error.details.sqlstate, '57014');
+
+  const audit = await s.db.pool.query<{ outcome: string; details: Record<string, unknown> }>(
+    "SELECT outcome, details FROM audit_events WHERE action = 'explorer.query' ORDER BY id",
+  );
+  const text = JSON.stringify(audit.rows);
+  assert.ok(!text.includes('alpha') && !text.includes('zeta'), 'literals are redacted in the audit log');
+  assert.ok(
+    audit.rows.some((a) => a.outcome === 'denied' && a.details.reason_code === 'multiple_statements'),
+  );
+  assert.ok(audit.rows.some((a) => a.outcome === 'failure' && a.details.sqlstate === '22012'));
+  assert.ok(audit.rows.some((a) => a.outcome === 'success' && typeof a.details.row_count === 'number'));
+  assert.ok(audit.rows.every((a) => typeof a.details.sql === 'string'));
+});
+
+test('who may explore: admin or explorer keys, in scope, ready databases only', async () => {
+  const reader = await createTestKey(s, { account: 'explorer', level: 'read' });
+  const r1 = await query({ sql: 'select 1' }, { headers: reader.headers });
+  assert.equal(r1.statusCode, 403);
+  const denied = await s.db.pool.query(
+    "SELECT count(*)::int AS n FROM audit_events WHERE action = 'explorer.query' AND actor_id = $1 AND outcome = 'denied'",
+    [reader.id],
+  );
+  assert.equal(denied.rows[0].n, 1, 'a refused caller is audited');
+  const granted = await createTestKey(s, { account: 'explorer', level: 'read', explorer: true });
+  assert.equal((await query({ sql: 'select 1' }, { headers: granted.headers })).statusCode, 200);
+  const scoped = await createTestKey(s, { account: 'explorer', databases: ['elsewhere'] });
+  assert.equal((await query({ sql: 'select 1' }, { headers: scoped.headers })).statusCode, 404);
+  const stranger = await createTestKey(s, { account: 'stranger' });
+  assert.equal((await query({ sql: 'select 1' }, { headers: stranger.headers })).statusCode, 404);
+  await s.db.pool.query("UPDATE databases SET status = 'provisioning' WHERE id = $1", [t.id]);
+  try {
+    assert.equal((await query({ sql: 'select 1' })).statusCode, 409);
+  } finally {
+    await databasesRepo.markReady(s.db.pool, t.id);
+  }
+});
+
+test('the schema endpoint lists public tables and columns', async () => {
+  const r = await s.app.inject({
+    method: 'GET',
+    url: `/v1/databases/${t.name}/explorer/schema`,
+    headers: key.headers,
+  });
+  assert.equal(r.statusCode, 200, r.body);
+  const canary = r.json().tables.find((x: { name: string }) => x.name === 'canary');
+  assert.deepEqual(canary, {
+    name: 'canary',
+    kind: 'table',
+    columns: [
+      { name: 'id', type: 'integer', nullable: false },
+      { name: 'secret', type: 'text', nullable: false },
+    ],
+  });
+  assert.ok(
+    r.json().tables.some((x: { name: string; kind: string }) => x.name === 'v_evil' && x.kind === 'view'),
+  );
+});
+
+test('a client that disconnects cancels its query on the database', async () => {
+  const controller = new AbortController();
+  const pending = fetch(`${url}/v1/databases/${t.name}/explorer/query`, {
+    method: 'POST',
+    headers: { ...key.headers, 'content-type': 'application/json' },
+    body: JSON.stringify({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 }),
+    signal: controller.signal,
+  }).catch(() => null);
+  const active = async () =>
+    (
+      await admin.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND usename = $2 AND state = 'active'",
+        [t.name, t.roles.explorer],
+      )
+    ).rows[0].n as number;
+  const until = async (what: string, fn: () => Promise<boolean>, ms: number) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (await fn()) return;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.fail(`timed out waiting for ${what}`);
+  };
+  await until('the query to run', async () => (await active()) === 1, 5_000);
+  const t0 = Date.now();
+  controller.abort();
+  await pending;
+  await until('the backend to be cancelled', async () => (await active()) === 0, 3_000);
+  assert.ok(Date.now() - t0 < 3_000);
+  const job = await s.db.pool.query(
+    "SELECT status, last_error, payload FROM jobs WHERE kind = 'explorer.query' ORDER BY id DESC LIMIT 1",
+  );
+  assert.equal(job.rows[0].status, 'dead');
+  assert.match(job.rows[0].last_error, /cancelled/);
+  assert.equal(job.rows[0].payload.sql, undefined);
+  // The agent is free again.
+  assert.equal((await query({ sql: 'select 2 as two' })).json().rows[0][0], 2);
+});

@@ -1,0 +1,159 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
+import {
+  createExplorerExecutor,
+  type ExplorerExecutor,
+  type ExplorerExecutorDeps,
+} from '../../src/agent/explorer/explorer-executor.ts';
+import { DEFAULT_LIMITS } from '../../src/agent/jobs/contract.ts';
+import {
+  dropDatabase,
+  dropOurRoles,
+  ensureDatabase,
+  ensureRoles,
+  grantDatabase,
+  setupSchema,
+  terminateSessions,
+} from '../../src/agent/postgres/tenant-sql.ts';
+import { type RoleNames, roleNames } from '../../src/shared/identifiers.ts';
+import { createLogger } from '../../src/shared/logger.ts';
+import { scramVerifier } from '../../src/shared/scram.ts';
+import { testEnv } from './env.ts';
+
+export type Tenant = {
+  id: string;
+  name: string;
+  roles: RoleNames;
+  /** Runs SQL in the tenant database as its owner role (admin connection + SET ROLE). */
+  asOwner(sql: string, params?: unknown[]): Promise<pg.QueryResult>;
+  /** Runs SQL in the tenant database as the cluster admin. */
+  asAdmin(sql: string, params?: unknown[]): Promise<pg.QueryResult>;
+  drop(): Promise<void>;
+};
+
+export function adminUrlFor(database: string): string {
+  const u = new URL(testEnv().adminUrl);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+export async function connectAdmin(database: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: adminUrlFor(database) });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
+/**
+ * A tenant database made with the databases agent's own SQL (tenant-sql.ts: four roles with
+ * markers, REVOKE from PUBLIC, schema public owned by the owner) — no pooler needed.
+ */
+export async function createTenant(admin: pg.Pool, prefix = 'ex'): Promise<Tenant> {
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
+  const id = randomUUID();
+  const roles = roleNames(name);
+  await ensureRoles(admin, {
+    databaseId: id,
+    roles,
+    verifier: scramVerifier(randomBytes(16).toString('hex')),
+    limits: DEFAULT_LIMITS,
+  });
+  await ensureDatabase(admin, name, roles.owner);
+  await grantDatabase(admin, name, roles);
+  const c = await connectAdmin(name);
+  try {
+    await setupSchema(c, roles);
+  } finally {
+    await c.end();
+  }
+  let adminClient: Promise<pg.Client> | null = null;
+  const run = async (sql: string, params: unknown[], owner: boolean) => {
+    if (!owner) {
+      adminClient ??= connectAdmin(name);
+      return (await adminClient).query(sql, params);
+    }
+    const client = await connectAdmin(name);
+    try {
+      if (owner) await client.query(`SET ROLE ${roles.owner}`);
+      return await client.query(sql, params);
+    } finally {
+      await client.end();
+    }
+  };
+  return {
+    id,
+    name,
+    roles,
+    asOwner: (sql, params = []) => run(sql, params, true),
+    asAdmin: (sql, params = []) => run(sql, params, false),
+    async drop() {
+      if (adminClient) await (await adminClient).end().catch(() => {});
+      await terminateSessions(admin, { roles: Object.values(roles), database: name });
+      await dropDatabase(admin, name, roles.owner);
+      await dropOurRoles(admin, roles, id);
+    },
+  };
+}
+
+export function adminPool(): pg.Pool {
+  const pool = new pg.Pool({ connectionString: testEnv().adminUrl, max: 4 });
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** An executor as the agent builds it, on the test cluster. */
+export function testExecutor(
+  admin: pg.Pool,
+  overrides: Partial<ExplorerExecutorDeps> = {},
+): ExplorerExecutor {
+  const u = new URL(testEnv().adminUrl);
+  return createExplorerExecutor({
+    admin,
+    connectAdmin,
+    pgHost: u.hostname,
+    pgPort: Number(u.port),
+    key: randomBytes(32),
+    log: createLogger('explorer-test', 'silent'),
+    ...overrides,
+  });
+}
+
+/** The attack fixture: canary/orders/customers, a sequence, and owner code that writes when run. */
+export async function setupCanary(t: Tenant): Promise<void> {
+  await t.asOwner(`
+    CREATE TABLE canary (id int PRIMARY KEY, secret text NOT NULL);
+    INSERT INTO canary VALUES (1, 'alpha'), (2, 'beta'), (3, 'gamma');
+    CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
+    INSERT INTO customers VALUES (1, 'ann'), (2, 'bob'), (3, 'cy');
+    CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, amount numeric(10, 2));
+    INSERT INTO orders VALUES (1, 1, 10.00), (2, 1, 20.50), (3, 2, 7.25);
+    CREATE SEQUENCE seq;
+    CREATE FUNCTION evil(c canary) RETURNS int LANGUAGE plpgsql AS
+      $$ BEGIN INSERT INTO canary VALUES (1000 + c.id, 'pwned'); RETURN 1; END $$;
+    CREATE FUNCTION evil_definer(c canary) RETURNS int LANGUAGE plpgsql SECURITY DEFINER AS
+      $$ BEGIN INSERT INTO canary VALUES (2000 + c.id, 'pwned'); RETURN 1; END $$;
+    CREATE FUNCTION evil_eq(a int, b int) RETURNS boolean LANGUAGE plpgsql AS
+      $$ BEGIN INSERT INTO canary VALUES (3000 + a, 'pwned'); RETURN a = b; END $$;
+    CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = evil_eq);
+    CREATE FUNCTION evil_check(v text) RETURNS boolean LANGUAGE plpgsql AS
+      $$ BEGIN INSERT INTO canary VALUES (4000, v); RETURN true; END $$;
+    CREATE DOMAIN dom_evil AS text CHECK (evil_check(VALUE));
+    CREATE VIEW v_evil AS SELECT c.id, evil(c) AS e FROM canary c;
+    GRANT EXECUTE ON FUNCTION evil(canary), evil_definer(canary) TO PUBLIC;
+  `);
+}
+
+/** What must not change: the canary's rows and the catalogs (objects created anywhere). */
+export async function snapshot(t: Tenant): Promise<string> {
+  const r = await t.asAdmin(
+    `SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM canary c) AS canary,
+            (SELECT md5(string_agg(oid::text, ',' ORDER BY oid)) FROM pg_class) AS classes,
+            (SELECT md5(string_agg(oid::text || proacl::text, ',' ORDER BY oid)) FROM pg_proc WHERE oid >= 16384) AS procs,
+            (SELECT md5(string_agg(oid::text, ',' ORDER BY oid)) FROM pg_namespace) AS namespaces,
+            (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
+            (SELECT last_value::text || is_called::text FROM seq) AS seq,
+            (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pwn%') AS roles,
+            (SELECT count(*) FROM pg_database WHERE datname LIKE 'pwn%') AS databases`,
+  );
+  return JSON.stringify(r.rows[0]);
+}

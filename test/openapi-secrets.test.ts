@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+
+let s: TestServer;
+before(async () => {
+  s = await createTestServer();
+});
+after(() => s.stop());
+
+/** Property names that must never leave the server, unless explicitly allowed below. */
+const SECRET_NAME = /hash|secret|passw|token|private|^key$|credential_value/i;
+
+/** `METHOD path status property`: the only places a secret may appear (each shown once, by design). */
+const ALLOWED = new Set([
+  'post /v1/keys 201 key', // the new API key, on its creation response only
+  'post /v1/agent/enroll 200 agent_token', // the agent's token, on enrollment only
+  'post /v1/databases/{name}/credentials/reveal 200 password', // explicit, audited reveal
+  'post /v1/agent/jobs/{id}/secret 200 password', // a job's secret, to the agent holding its lease
+  'post /v1/audit/checkpoints 200 hash', // the audit chain head: a public digest, not a secret
+]);
+
+/** Numbers, booleans and containers cannot carry a secret themselves (containers are walked). */
+const NOT_A_VALUE = new Set(['integer', 'number', 'boolean', 'object', 'array', 'null']);
+
+type Schema = {
+  $ref?: string;
+  type?: string | string[];
+  properties?: Record<string, Schema>;
+  items?: Schema | Schema[];
+  additionalProperties?: Schema | boolean;
+  anyOf?: Schema[];
+  oneOf?: Schema[];
+  allOf?: Schema[];
+  prefixItems?: Schema[];
+};
+
+function walk(
+  schema: Schema | undefined,
+  doc: { components?: { schemas?: Record<string, Schema> } },
+  visit: (name: string, path: string, schema: Schema) => void,
+  path = '',
+  seen = new Set<Schema>(),
+): void {
+  if (!schema || typeof schema !== 'object' || seen.has(schema)) return;
+  seen.add(schema);
+  if (schema.$ref) {
+    const name = schema.$ref.replace('#/components/schemas/', '');
+    walk(doc.components?.schemas?.[name], doc, visit, path, seen);
+  }
+  for (const [name, sub] of Object.entries(schema.properties ?? {})) {
+    visit(name, `${path}.${name}`, sub);
+    walk(sub, doc, visit, `${path}.${name}`, seen);
+  }
+  const subs = [
+    ...(Array.isArray(schema.items) ? schema.items : schema.items ? [schema.items] : []),
+    ...(typeof schema.additionalProperties === 'object' ? [schema.additionalProperties] : []),
+    ...(schema.anyOf ?? []),
+    ...(schema.oneOf ?? []),
+    ...(schema.allOf ?? []),
+    ...(schema.prefixItems ?? []),
+  ];
+  for (const sub of subs) walk(sub, doc, visit, path, seen);
+}
+
+test('no response schema of any route names a hash, secret, password or token (except the allowlist)', async () => {
+  const doc = (await s.app.inject({ url: '/v1/openapi.json' })).json() as {
+    paths: Record<
+      string,
+      Record<string, { responses?: Record<string, { content?: Record<string, { schema: Schema }> }> }>
+    >;
+    components?: { schemas?: Record<string, Schema> };
+  };
+  const offending: string[] = [];
+  let walked = 0;
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      for (const [status, res] of Object.entries(op.responses ?? {})) {
+        for (const media of Object.values(res.content ?? {})) {
+          walk(media.schema, doc, (name, at, schema) => {
+            walked++;
+            const types = Array.isArray(schema.type) ? schema.type : schema.type ? [schema.type] : [];
+            const carriesValue = types.length === 0 || types.some((t) => !NOT_A_VALUE.has(t));
+            if (
+              carriesValue &&
+              SECRET_NAME.test(name) &&
+              !ALLOWED.has(`${method} ${path} ${status} ${name}`)
+            ) {
+              offending.push(`${method.toUpperCase()} ${path} ${status} ${at}`);
+            }
+          });
+        }
+      }
+    }
+  }
+  assert.ok(walked > 50, `walked ${walked} properties`);
+  assert.deepEqual(offending, []);
+  // The walker does find what it looks for (so the test can fail).
+  const found: string[] = [];
+  walk({ properties: { a: { items: { properties: { key_hash: { type: 'string' } } } } } }, {}, (n) =>
+    found.push(n),
+  );
+  assert.ok(found.includes('key_hash'));
+});
