@@ -4,7 +4,8 @@
  * them. Reports events/s committed, chain lag (chained_at − occurred_at: time from the writer's
  * call to the row being in the chain), and verifies the result. Baseline in the same run: the
  * same 16 writers doing their own one-row INSERT transaction into an unchained scratch table
- * (the commit-rate floor), and the old design — a head row locked per event (one writer path).
+ * (the commit-rate floor), the same event row inserted into an identical table that is never
+ * chained (what the chaining itself costs), and the old design — a head row locked per event.
  *
  *   node bench/audit-append.bench.ts [seconds=3] [writers=16] [durable|nofsync]
  *
@@ -95,12 +96,38 @@ try {
   await db.query(`CREATE TABLE IF NOT EXISTS bench_locked (seq bigint PRIMARY KEY, canonical text, hash bytea);
                   CREATE TABLE IF NOT EXISTS bench_locked_head (id int PRIMARY KEY, seq bigint, hash bytea);
                   INSERT INTO bench_locked_head VALUES (1, 0, '\\x${'00'.repeat(32)}') ON CONFLICT DO NOTHING`);
+  await db.query('CREATE TABLE IF NOT EXISTS bench_events (LIKE audit_events INCLUDING ALL)');
   const append = () => drive(async (w, i) => withTx(db, (tx) => recordAudit(tx, event(w, i))));
   // Baseline 1: the commit floor — one INSERT per transaction into an unchained, unindexed table.
   const floorRun = () =>
     drive(async (w, i) =>
       withTx(db, async (tx) => {
         await tx.query('INSERT INTO bench_floor (body) VALUES ($1)', [JSON.stringify(event(w, i))]);
+      }),
+    );
+  // Baseline 3: the same event row (same table shape, indexes and checks), never chained.
+  const unchainedRun = () =>
+    drive(async (w, i) =>
+      withTx(db, async (tx) => {
+        const e = normalizeAuditEvent(event(w, i));
+        await tx.query(
+          `INSERT INTO bench_events (occurred_at, actor_type, actor_id, action, target_type, target_id,
+                                     account_id, source_ip, outcome, request_id, details)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+          [
+            e.occurredAt,
+            e.actorType,
+            e.actorId,
+            e.action,
+            e.targetType,
+            e.targetId,
+            e.accountId,
+            e.sourceIp,
+            e.outcome,
+            e.requestId,
+            JSON.stringify(e.details),
+          ],
+        );
       }),
     );
   // Baseline 2: the rejected design — every writer locks the head row and chains in its own tx.
@@ -123,7 +150,12 @@ try {
   const mark = (await db.query<{ m: number }>('SELECT coalesce(max(id), 0) AS m FROM audit_events')).rows[0]!
     .m;
   // Interleaved rounds: the disk's flush latency drifts (shared machine), so compare within a round.
-  const rates = { chained: [] as number[], floor: [] as number[], locked: [] as number[] };
+  const rates = {
+    chained: [] as number[],
+    unchained: [] as number[],
+    floor: [] as number[],
+    locked: [] as number[],
+  };
   let events = 0;
   let drainMs = 0;
   for (let round = 0; round < ROUNDS; round++) {
@@ -139,6 +171,7 @@ try {
     drainMs = Math.max(drainMs, Date.now() - t0);
     rates.chained.push(c.perS);
     rates.floor.push((await floorRun()).perS);
+    rates.unchained.push((await unchainedRun()).perS);
     rates.locked.push((await lockedRun()).perS);
   }
   const lags = (
@@ -156,6 +189,7 @@ try {
   const chained = { n: events, perS: med(rates.chained) };
   const floor = { perS: med(rates.floor) };
   const locked = { perS: med(rates.locked) };
+  const unchained = { perS: med(rates.unchained) };
 
   const lag = summarize(lags);
   const out = {
@@ -169,10 +203,12 @@ try {
     drain_after_stop_ms: drainMs,
     verify: { ok: report.ok, events: report.events, per_s: Math.round(report.events / verifyS) },
     baseline_commit_floor_per_s: Math.round(floor.perS),
+    baseline_unchained_event_insert_per_s: unchained.perS,
     baseline_locked_head_per_s: Math.round(locked.perS),
   };
   console.log(
     `append ${out.append_per_s}/s with ${WRITERS} writers (commit floor ${out.baseline_commit_floor_per_s}/s, ` +
+      `same event row unchained ${unchained.perS}/s, ` +
       `locked head ${out.baseline_locked_head_per_s}/s); chain lag median ${lag.median.toFixed(1)} ms, ` +
       `p99 ${lag.p99.toFixed(1)} ms; verify ${report.ok ? 'ok' : 'BROKEN'} ${out.verify.per_s}/s from the DB`,
   );

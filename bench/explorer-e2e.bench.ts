@@ -184,13 +184,7 @@ try {
     if (out.kind !== 'rows' || out.output.row_count !== 50) throw new Error('executor failed');
   });
   const freshMs = await sample(fresh);
-  (globalThis as any).__t = [];
   const httpMs = await sample(http);
-  const tt = (globalThis as any).__t as number[][];
-  const med = (a: number[]) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
-  console.log('enqueue', med(tt.map((x) => x[0]!)), 'wait', med(tt.map((x) => x[1]!)));
-  const jr = await control.query("SELECT percentile_cont(0.5) within group (order by extract(epoch from finished_at - created_at)*1000) AS fin, percentile_cont(0.5) within group (order by (result->>'duration_ms')::float) AS run FROM jobs WHERE kind = 'explorer.query'");
-  console.log(jr.rows[0]);
   // HTTP alone: an authenticated API call with no database work (GET one database).
   const httpFloorMs = await sample(async () => {
     const res = await fetch(`${server.url}/v1/databases/${name}`, {

@@ -11,7 +11,7 @@ import type { AgentConfig } from './config.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
 import { loadExplorerKey } from './explorer/explorer-role.ts';
 import type { DatabaseJobDeps } from './jobs/database-common.ts';
-import { type JobHandler, PermanentJobError } from './jobs/job-context.ts';
+import { JOB_REPORTED, type JobHandler, PermanentJobError } from './jobs/job-context.ts';
 import { defaultHandlers } from './jobs/registry.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
@@ -123,7 +123,8 @@ export async function startAgent(
         },
         leaseActive: async () => (await client.jobStatus(job)).active,
       });
-      await client.complete(job, result);
+      // Explorer jobs are completed by the server when it receives their result (one call).
+      if (result !== JOB_REPORTED) await client.complete(job, result);
       log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
     } catch (err) {
       const permanent = err instanceof PermanentJobError;

@@ -95,7 +95,11 @@ export async function createServerContext(opts: {
         stopping.abort();
         explorer.close();
         await notifier.close();
+        // Graceful, but bounded: requests in flight get a few seconds, then every
+        // connection is cut (a client that vanished mid-request must not hold shutdown).
+        const force = setTimeout(() => app.server.closeAllConnections(), 3_000);
         await app.close();
+        clearTimeout(force);
         await audit.close();
         await keys.close();
       },

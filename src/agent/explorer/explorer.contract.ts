@@ -8,7 +8,8 @@
  *
  * Rows never travel in a job row: the agent posts them to the dedicated endpoint, which hands
  * them to the waiting API request through an UNLOGGED table (deleted on read, swept after 60 s).
- * The job's own result keeps metadata only (`queryJobResultSchema`). While a query runs the
+ * The server completes the job when it receives the result; the job's own result keeps metadata
+ * only (`queryJobResultSchema`), and the agent does not call `complete` for these kinds. While a query runs the
  * agent asks `POST /v1/agent/jobs/:id/status` whether its lease still stands; when the API
  * client went away the server ends the job and the agent cancels the backend.
  */
@@ -104,3 +105,33 @@ export const queryJobResultSchema = z.object({
   sqlstate: z.string().nullable(),
 });
 export type QueryJobResult = z.infer<typeof queryJobResultSchema>;
+
+/** The job row's metadata for an outcome (computed by the server from what it received). */
+export function jobResultOf(outcome: ExplorerOutcome): QueryJobResult {
+  switch (outcome.kind) {
+    case 'rows':
+      return {
+        outcome: 'rows',
+        row_count: outcome.output.row_count,
+        truncated: outcome.output.truncated,
+        duration_ms: outcome.output.duration_ms,
+        sqlstate: null,
+      };
+    case 'error':
+      return {
+        outcome: 'error',
+        row_count: 0,
+        truncated: false,
+        duration_ms: outcome.duration_ms,
+        sqlstate: outcome.error.sqlstate,
+      };
+    case 'schema':
+      return {
+        outcome: 'schema',
+        row_count: outcome.output.tables.length,
+        truncated: outcome.output.truncated,
+        duration_ms: 0,
+        sqlstate: null,
+      };
+  }
+}

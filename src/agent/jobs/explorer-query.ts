@@ -1,12 +1,11 @@
 import {
   EXPLORER_JOB_KINDS,
-  type QueryJobResult,
   queryPayloadSchema,
   schemaPayloadSchema,
 } from '../explorer/explorer.contract.ts';
 import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
 import { parsePayload } from './database-common.ts';
-import { type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';
+import { JOB_REPORTED, type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';
 
 /** How often a running query asks whether its job still stands (client gone → cancel). */
 export const LEASE_CHECK_MS = 200;
@@ -44,42 +43,16 @@ export function explorerHandlers(deps: { executor: ExplorerExecutor }): [string,
     const p = parsePayload(queryPayloadSchema, payload);
     const send = requireSender(ctx);
     const outcome = await whileLeased(ctx, (signal) => deps.executor.runQuery(p, signal));
+    // The server completes the job when it receives the result (metadata only in the job row).
     await send(outcome);
-    const meta: QueryJobResult =
-      outcome.kind === 'rows'
-        ? {
-            outcome: 'rows',
-            row_count: outcome.output.row_count,
-            truncated: outcome.output.truncated,
-            duration_ms: outcome.output.duration_ms,
-            sqlstate: null,
-          }
-        : outcome.kind === 'error'
-          ? {
-              outcome: 'error',
-              row_count: 0,
-              truncated: false,
-              duration_ms: outcome.duration_ms,
-              sqlstate: outcome.error.sqlstate,
-            }
-          : { outcome: 'schema', row_count: 0, truncated: false, duration_ms: 0, sqlstate: null };
-    return meta;
+    return JOB_REPORTED;
   };
 
   const schema: JobHandler = async (payload, ctx) => {
     const p = parsePayload(schemaPayloadSchema, payload);
     const send = requireSender(ctx);
-    const started = performance.now();
-    const output = await deps.executor.readSchema(p);
-    await send({ kind: 'schema', output });
-    const meta: QueryJobResult = {
-      outcome: 'schema',
-      row_count: output.tables.length,
-      truncated: output.truncated,
-      duration_ms: Math.round((performance.now() - started) * 100) / 100,
-      sqlstate: null,
-    };
-    return meta;
+    await send({ kind: 'schema', output: await deps.executor.readSchema(p) });
+    return JOB_REPORTED;
   };
 
   return [

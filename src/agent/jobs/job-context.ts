@@ -20,6 +20,12 @@ export type JobContext = {
   leaseActive?: () => Promise<boolean>;
 };
 
+/**
+ * Returned by a handler whose result the server already recorded (an explorer result completes
+ * its job on receipt): the agent then does not call `complete`.
+ */
+export const JOB_REPORTED: Record<string, unknown> = Object.freeze({});
+
 /** A failure the handler knows is final (bad input): no retry. Anything else is retried. */
 export class PermanentJobError extends Error {}
 

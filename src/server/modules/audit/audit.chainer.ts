@@ -21,6 +21,7 @@ import { type AuditCheckpoint, canonicalEncode, chainHash } from './audit-chain.
 // Any constant works; it only elects one chainer per control database.
 const CHAINER_LOCK = 7_236_451_005;
 const DEFAULT_BATCH = 2_000;
+const GATHER_MIN = 64;
 
 type TxClient = Queryable & { query: pg.ClientBase['query'] };
 
@@ -166,7 +167,12 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
       try {
         while (leader && !closed) {
           const n = await exclusive((c) => chainAll(c, batch));
-          if (n > 0) continue;
+          // Under a steady trickle, let a few more commits gather: fewer, larger batches.
+          if (n >= GATHER_MIN) continue;
+          if (n > 0) {
+            await new Promise((r) => setTimeout(r, deps.activePollMs ?? 3));
+            continue;
+          }
           const left = activeUntil - Date.now();
           if (left <= 0) break;
           await new Promise((r) => setTimeout(r, Math.min(left, deps.activePollMs ?? 3)));

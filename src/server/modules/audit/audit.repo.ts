@@ -71,10 +71,15 @@ export async function readHead(db: Queryable): Promise<HeadRow> {
   return r.rows[0] ?? { seq: 0, hash: Buffer.alloc(32) };
 }
 
-/** Committed rows not chained yet, oldest insert first (call with the head locked). */
+/**
+ * Committed rows not chained yet, oldest insert first. Call with the head locked: that lock is what
+ * serialises chainers (a second one reads pending rows only after the first committed), and
+ * nothing else updates a pending row, so the rows need no lock of their own (which would cost a
+ * write per event).
+ */
 export async function lockPending(tx: Queryable, limit: number): Promise<AuditEventRow[]> {
   const r = await tx.query<AuditEventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE`,
+    `SELECT ${EVENT_COLUMNS} FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1`,
     [limit],
   );
   return r.rows;

@@ -70,6 +70,11 @@ test('the job secret goes only to the lease holder, for create/rotate jobs, whil
   assert.equal(ready.status, 'ready');
   assert.ok(ready.ready_at);
   assert.equal((await n1.secret(job.id, job.attempt)).status, 404, 'finished job: no secret any more');
+  const done = await s.db.pool.query(
+    "SELECT actor_type, actor_id, outcome FROM audit_events WHERE action = 'database.create_done' AND target_id = $1",
+    [ready.id],
+  );
+  assert.deepEqual(done.rows, [{ actor_type: 'agent', actor_id: n1.nodeId, outcome: 'success' }]);
 });
 
 test('rotation: the new password is pending until the agent reports it live', async () => {

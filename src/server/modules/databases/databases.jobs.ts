@@ -3,6 +3,7 @@ import { JOB_KINDS } from '../../../agent/jobs/contract.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import { recordAudit } from '../audit/audit.service.ts';
 import { findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './databases.repo.ts';
 import { passwordContext } from './databases.service.ts';
@@ -47,6 +48,21 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
       const id = databaseIdOf(job);
       if (!id) return;
       const ok = job.status === 'succeeded';
+      await recordAudit(tx, {
+        action: `${job.kind}_${ok ? 'done' : 'failed'}`,
+        actorType: 'agent',
+        actorId: job.node_id,
+        accountId: job.account_id,
+        targetType: 'database',
+        targetId: id,
+        outcome: ok ? 'success' : 'failure',
+        details: {
+          name: typeof job.payload.name === 'string' ? job.payload.name : null,
+          job_id: job.id,
+          attempts: job.attempts,
+          ...(ok ? {} : { error: (job.last_error ?? '').slice(0, 500) }),
+        },
+      });
       switch (job.kind) {
         case JOB_KINDS.create:
           if (ok) await repo.markReady(tx, id);
@@ -72,8 +88,6 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
     },
   };
 }
-
-export type DatabaseJobs = ReturnType<typeof createDatabaseJobs>;
 
 /**
  * Re-seals every stored password with the box's active key (after `bulwark master-key rotate`

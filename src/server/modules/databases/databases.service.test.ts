@@ -9,6 +9,7 @@ import {
 import { createTestServer, type TestServer } from '../../../../test/helpers/server.ts';
 import { AppError } from '../../../shared/errors.ts';
 import { SCRAM_VERIFIER_PATTERN } from '../../../shared/scram.ts';
+import { loadServerConfig } from '../../config.ts';
 
 let s: TestServer;
 let n2: FakeAgent;
@@ -66,6 +67,16 @@ test('create: provisioning row + create job in one go, placed on the emptiest no
     '',
   ]);
   assert.equal(leaks, 0, 'the password is in no job row');
+  const audited = await s.db.pool.query(
+    'SELECT action, actor_id, target_id, details::text AS details FROM audit_events WHERE target_id = $1 ORDER BY id',
+    [a.id],
+  );
+  assert.deepEqual(
+    audited.rows.map((r) => r.action),
+    ['database.created', 'database.credentials_revealed'],
+  );
+  assert.equal(audited.rows[0].actor_id, w.keyId);
+  assert.ok(!audited.rows.some((r) => r.details.includes(password)), 'no password in the audit log');
   const row = (await s.db.pool.query('SELECT password_sealed FROM databases WHERE id = $1', [a.id])).rows[0];
   assert.match(row.password_sealed, /^v1\.k1\./);
   assert.ok(!row.password_sealed.includes(password));
@@ -251,4 +262,38 @@ test('delete needs the name repeated; a failed, then finished, delete frees the 
   assert.ok(row.deleted_at);
   const again = await s.databases.create(w, { name: 'gone_db', node: 'n2' });
   assert.equal(again.status, 'provisioning');
+});
+
+test('server config: default allowlist and pooler address come from the environment, validated', () => {
+  const base = {
+    BULWARK_DATABASE_URL: 'postgres://bulwark_server:s3cr3t-Long-Value@127.0.0.1:5433/bulwark',
+    BULWARK_SERVER_DATA_DIR: '/var/lib/bulwark/server',
+  };
+  const dflt = loadServerConfig({ env: base });
+  assert.ok(dflt.ok);
+  if (dflt.ok) {
+    assert.deepEqual(dflt.config.defaultAllowlist, ['127.0.0.1/32', '::1/128']);
+    assert.equal(dflt.config.poolerPort, 6432);
+    assert.equal(dflt.config.masterKeyFile, undefined);
+  }
+  const set = loadServerConfig({
+    env: {
+      ...base,
+      BULWARK_DEFAULT_ALLOWLIST: '10.0.0.0/8, 2001:db8::/32',
+      BULWARK_POOLER_PUBLIC_HOST: 'db.example.com',
+      BULWARK_POOLER_SSLMODE: 'require',
+      BULWARK_MASTER_KEY_FILE: '/etc/bulwark/keyring.json',
+    },
+  });
+  assert.ok(set.ok);
+  if (set.ok) assert.deepEqual(set.config.defaultAllowlist, ['10.0.0.0/8', '2001:db8::/32']);
+  const bad = loadServerConfig({
+    env: { ...base, BULWARK_DEFAULT_ALLOWLIST: '10.0.0.0/8,not-a-cidr', BULWARK_POOLER_SSLMODE: 'maybe' },
+  });
+  assert.equal(bad.ok, false);
+  if (!bad.ok)
+    assert.match(
+      bad.errors.join('\n'),
+      /defaultAllowlist\.1[\s\S]*poolerSslmode|poolerSslmode[\s\S]*defaultAllowlist/,
+    );
 });

@@ -10,15 +10,16 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller, requireAccountScope, requireLevel } from '../../http/caller.ts';
 import { type PageCursor, toPage } from '../../http/pagination.ts';
+import { auditFromCaller, recordAudit } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import * as repo from './databases.repo.ts';
 
-export type DatabasesConfig = Pick<
+type DatabasesConfig = Pick<
   ServerConfig,
   'defaultAllowlist' | 'poolerPublicHost' | 'poolerPort' | 'poolerSslmode'
 >;
 
-export type DatabasesServiceDeps = {
+type DatabasesServiceDeps = {
   db: Db;
   /** Seals passwords at rest; null when no master key is configured (databases then unavailable). */
   box: SecretBox | null;
@@ -26,12 +27,12 @@ export type DatabasesServiceDeps = {
   log: Logger;
 };
 
-export type AllowlistInput = { cidr: string; expires_at?: string | undefined; note?: string | undefined };
+type AllowlistInput = { cidr: string; expires_at?: string | undefined; note?: string | undefined };
 
 export const passwordContext = (databaseId: string) => `database:${databaseId}`;
 
 /** 32 random bytes, URL-safe: the owner's password. */
-export const generatePassword = () => randomBytes(32).toString('base64url');
+const generatePassword = () => randomBytes(32).toString('base64url');
 
 /** Names are checked before anything else touches them: a clear 400, nothing created. */
 export function checkDatabaseName(name: string): string {
@@ -47,10 +48,7 @@ export function checkDatabaseName(name: string): string {
 const isUniqueViolation = (err: unknown) => (err as { code?: unknown })?.code === '23505';
 
 /** Entries that have not expired, for the API and for the agent (which also drops them itself). */
-export function liveEntries(
-  entries: repo.StoredAllowlistEntry[],
-  now = Date.now(),
-): repo.StoredAllowlistEntry[] {
+function liveEntries(entries: repo.StoredAllowlistEntry[], now = Date.now()): repo.StoredAllowlistEntry[] {
   return entries.filter((e) => e.expires_at === null || Date.parse(e.expires_at) > now);
 }
 
@@ -58,7 +56,7 @@ const toPayloadAllowlist = (entries: repo.StoredAllowlistEntry[]) =>
   liveEntries(entries).map((e) => ({ cidr: e.cidr, expires_at: e.expires_at }));
 
 /** Validates, normalises and de-duplicates (the longest-lived entry for a CIDR wins). */
-export function normaliseAllowlist(input: AllowlistInput[], now = Date.now()): repo.StoredAllowlistEntry[] {
+function normaliseAllowlist(input: AllowlistInput[], now = Date.now()): repo.StoredAllowlistEntry[] {
   const byCidr = new Map<string, repo.StoredAllowlistEntry>();
   for (const [i, e] of input.entries()) {
     let cidr: string;
@@ -109,6 +107,10 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     }
   };
 
+  /** One audit event per change, in the change's own transaction (fail closed). */
+  const audit = (tx: Tx, caller: Caller, action: string, id: string, details: Record<string, unknown>) =>
+    recordAudit(tx, auditFromCaller(caller, { action, targetType: 'database', targetId: id, details }));
+
   const newPassword = (box: SecretBox, databaseId: string) => {
     const password = generatePassword();
     return { sealed: box.seal(password, passwordContext(databaseId)), verifier: scramVerifier(password) };
@@ -158,6 +160,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
             kind: JOB_KINDS.create,
             payload: { database_id: id, name, verifier, allowlist: toPayloadAllowlist(allowlist), limits },
           });
+          await audit(tx, caller, 'database.created', id, { name, node: node.name });
         });
       } catch (err) {
         if (isUniqueViolation(err)) throw conflict(`The database name "${name}" is taken; choose another`);
@@ -206,6 +209,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           kind: JOB_KINDS.delete,
           payload: { database_id: row.id, name },
         });
+        await audit(tx, caller, 'database.delete_requested', row.id, { name, node: row.node_name });
         log.info({ database: name, database_id: row.id, key_id: caller.keyId }, 'database delete queued');
         return { ...row, status: 'deleting' as const };
       });
@@ -235,6 +239,10 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           kind: JOB_KINDS.allowlist,
           payload: { database_id: row.id, name, allowlist: toPayloadAllowlist(entries) },
         });
+        await audit(tx, caller, 'database.allowlist_changed', row.id, {
+          name,
+          entries: entries.map((e) => ({ cidr: e.cidr, expires_at: e.expires_at })),
+        });
         return entries;
       });
     },
@@ -258,6 +266,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           kind: JOB_KINDS.limits,
           payload: { database_id: row.id, name, limits },
         });
+        await audit(tx, caller, 'database.limits_changed', row.id, { name, limits });
         return limits;
       });
     },
@@ -285,15 +294,20 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     async reveal(caller: Caller, name: string): Promise<{ password: string }> {
       checkDatabaseName(name);
       requireLevel(caller, 'write');
-      const row = await find(caller, name);
-      requireStatus(row, ['provisioning', 'ready', 'failed'], 'reveal credentials');
-      const sealed = await repo.findSealed(db, { id: row.id, accountId: caller.accountId });
-      if (!sealed?.password_sealed) throw notFound('Database');
-      const password = requireBox().open(sealed.password_sealed, passwordContext(row.id));
-      log.info(
-        { database: name, database_id: row.id, key_id: caller.keyId },
-        'database credentials revealed',
-      );
+      const box = requireBox();
+      const password = await withTx(db, async (tx) => {
+        const row = await find(caller, name, tx);
+        requireStatus(row, ['provisioning', 'ready', 'failed'], 'reveal credentials');
+        const sealed = await repo.findSealed(tx, { id: row.id, accountId: caller.accountId });
+        if (!sealed?.password_sealed) throw notFound('Database');
+        // Recorded before the password leaves: no audit row, no password.
+        await audit(tx, caller, 'database.credentials_revealed', row.id, {
+          name,
+          password_version: row.password_version,
+        });
+        return box.open(sealed.password_sealed, passwordContext(row.id));
+      });
+      log.info({ database: name, key_id: caller.keyId }, 'database credentials revealed');
       return { password };
     },
 
@@ -314,6 +328,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           kind: JOB_KINDS.rotate,
           payload: { database_id: row.id, name, verifier },
         });
+        await audit(tx, caller, 'database.credentials_rotation_requested', row.id, { name });
         log.info({ database: name, database_id: row.id, key_id: caller.keyId }, 'credential rotation queued');
         return { ...row, rotation_pending: true };
       });

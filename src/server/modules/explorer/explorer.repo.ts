@@ -5,16 +5,28 @@ import { JOBS_CHANNEL, type JobRow } from '../jobs/jobs.repo.ts';
 export const resultKey = (jobId: number) => `explorer:${jobId}`;
 
 /**
- * Stores an explorer result for the request waiting on it (UNLOGGED table, see 0006-explorer.sql)
- * and notifies every replica. A second result for the same job is ignored.
+ * The agent's hand-over in one statement: completes the explorer job this node holds (attempt,
+ * still running) with its metadata and without its SQL, stores the result and notifies.
+ * Returns false when the node does not hold the job (it ended, or never was this node's).
  */
-export async function insertResult(db: Queryable, jobId: number, body: Buffer): Promise<boolean> {
+export async function completeWithResult(
+  db: Queryable,
+  job: { id: number; nodeId: string; attempt: number },
+  meta: Record<string, unknown>,
+  body: Buffer,
+): Promise<boolean> {
   const r = await db.query(
-    `WITH ins AS (
-       INSERT INTO explorer_results (job_id, body) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING RETURNING job_id
+    `WITH done AS (
+       UPDATE jobs SET status = 'succeeded', result = $4, payload = payload - 'sql', last_error = NULL,
+              lease_expires_at = NULL, finished_at = now(), updated_at = now()
+        WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' AND kind LIKE 'explorer.%'
+       RETURNING id
+     ), ins AS (
+       INSERT INTO explorer_results (job_id, body) SELECT id, $5 FROM done
+       ON CONFLICT (job_id) DO NOTHING RETURNING job_id
      )
-     SELECT pg_notify($3, $4) FROM ins`,
-    [jobId, body, JOBS_CHANNEL, resultKey(jobId)],
+     SELECT pg_notify($6, $7) FROM ins`,
+    [job.id, job.nodeId, job.attempt, meta, body, JOBS_CHANNEL, resultKey(job.id)],
   );
   return (r.rowCount ?? 0) > 0;
 }
