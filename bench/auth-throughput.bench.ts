@@ -1,8 +1,9 @@
 /**
- * Authenticated request throughput: `GET /v1/whoami` with an API key (auth hook: checksum,
- * cached lookup, constant-time hash check, per-key rate limit, batched last-use) versus the
- * same handler and response schema mounted without authentication, on the same fully wired
- * app (same hooks: request id, security headers, metrics), in the same run.
+ * Authenticated request throughput: `GET /v1/databases/:name` with an API key (auth hook:
+ * checksum, cached lookup, constant-time hash check, per-key rate limit, batched last-use;
+ * then the handler's own account-scoped lookup in the control DB) versus the same handler
+ * and response schema mounted without authentication, on the same fully wired app (same
+ * hooks: request id, security headers, metrics), in the same run.
  * Goal: authenticated ≥ 0.85× unauthenticated.
  *
  *   node bench/auth-throughput.bench.ts [seconds=5] [rounds=5] [connections=50]
@@ -14,8 +15,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { serverConfigSchema } from '../src/server/config.ts';
 import { createServerContext } from '../src/server/main.ts';
-import { whoami } from '../src/server/modules/keys/keys.routes.ts';
-import { whoamiSchema } from '../src/server/modules/keys/keys.schemas.ts';
+import { databaseSchema, presentDatabase } from '../src/server/modules/databases/databases.schemas.ts';
 import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { startKeysBenchCluster } from './keys-kit.ts';
@@ -97,13 +97,25 @@ try {
   const auth = await ctx.keys.authenticate(key, '127.0.0.1');
   if (!auth.ok) throw new Error(auth.reason);
   const fixed = auth.caller;
+  // A ready database of this account to show (inserted directly: no agent in this bench).
+  const node = await cluster.db.query<{ id: string }>(
+    "INSERT INTO nodes (name) VALUES ('bench') RETURNING id",
+  );
+  await cluster.db.query(
+    `INSERT INTO databases (id, account_id, node_id, name, password_sealed, allowlist, limits, status)
+     VALUES (gen_random_uuid(), $1, $2, 'bench_db', 'v1.x.x.x.x', '[]', '{}', 'ready')`,
+    [fixed.accountId, node.rows[0]!.id],
+  );
+  const svc = ctx.databases;
   // Bench only: the same handler and schema, outside /v1 so the auth hook leaves it alone.
-  ctx.app.get('/bench/whoami', { schema: { hide: true, response: { 200: whoamiSchema } } }, async () =>
-    whoami(fixed),
+  ctx.app.get(
+    '/bench/databases/:name',
+    { schema: { hide: true, response: { 200: databaseSchema } } },
+    async (req) => presentDatabase(await svc.get(fixed, (req.params as { name: string }).name)),
   );
   const base = await ctx.app.listen({ host: '127.0.0.1', port: 0 });
-  const authed = { url: `${base}/v1/whoami`, headers: [`authorization=Bearer ${key}`] };
-  const open = { url: `${base}/bench/whoami`, headers: [] as string[] };
+  const authed = { url: `${base}/v1/databases/bench_db`, headers: [`authorization=Bearer ${key}`] };
+  const open = { url: `${base}/bench/databases/bench_db`, headers: [] as string[] };
   await autocannon(authed.url, authed.headers); // warm-up
   await autocannon(open.url, open.headers);
   const a: number[] = [];
