@@ -71,7 +71,7 @@ test('while its listener is down a replica does not trust its cache; on reconnec
   // Kill b's LISTEN connection (only ours: filter by this test's database and b's pid set).
   const killed = await a.db.pool.query(
     `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-      WHERE datname = current_database() AND application_name = 'bulwark-server-keys'`,
+      WHERE datname = current_database() AND application_name IN ('bulwark-server-listen', 'bulwark-keys')`,
   );
   assert.ok(killed.rowCount! >= 1);
   const lost = Date.now() + 2_000;

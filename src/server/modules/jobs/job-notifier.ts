@@ -1,5 +1,5 @@
-import pg from 'pg';
 import type { Logger } from 'pino';
+import { createPgListener, type PgListener } from '../../db/pg-listener.ts';
 import { JOBS_CHANNEL } from './jobs.repo.ts';
 
 export type JobNotifier = {
@@ -15,17 +15,15 @@ export type JobNotifier = {
 };
 
 /**
- * One LISTEN connection per server process. Each NOTIFY names a node; its waiting
- * long-polls wake at once. If the connection drops it is re-established with backoff;
- * meanwhile waiters fall back to short timeouts.
+ * Wakes waiting long-polls: each NOTIFY on `bulwark_jobs` names a node, and that node's
+ * waiters wake at once. Uses the process's shared LISTEN connection (or its own when given
+ * a URL). While the connection is down, waiters fall back to short timeouts; on reconnect
+ * every waiter re-checks, since anything sent meanwhile was missed.
  */
-export function createJobNotifier(connectionString: string, log: Logger): JobNotifier {
+export function createJobNotifier(source: string | PgListener, log: Logger): JobNotifier {
   const waiters = new Map<string, Set<() => void>>();
-  let client: pg.Client | null = null;
-  let closed = false;
-  let isConnected = false;
-  let retryMs = 100;
-  let reconnectTimer: NodeJS.Timeout | undefined;
+  const own = typeof source === 'string' ? createPgListener(source, log, 'jobs') : null;
+  const listener = typeof source === 'string' ? own! : source;
 
   const wake = (nodeId: string) => {
     const set = waiters.get(nodeId);
@@ -33,44 +31,10 @@ export function createJobNotifier(connectionString: string, log: Logger): JobNot
     waiters.delete(nodeId);
     for (const fn of set) fn();
   };
-
-  const connect = async () => {
-    if (closed) return;
-    const c = new pg.Client({ connectionString, application_name: 'bulwark-server-listen' });
-    c.on('error', (err) => {
-      log.warn({ err: { message: err.message } }, 'job listener connection lost');
-      isConnected = false;
-      c.end().catch(() => {});
-      schedule();
-    });
-    c.on('notification', (msg) => {
-      if (msg.channel === JOBS_CHANNEL && msg.payload) wake(msg.payload);
-    });
-    try {
-      await c.connect();
-      await c.query(`LISTEN ${JOBS_CHANNEL}`);
-      client = c;
-      isConnected = true;
-      retryMs = 100;
-      // Anything enqueued while we were disconnected: let every waiter re-check.
-      for (const id of [...waiters.keys()]) wake(id);
-    } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'job listener could not connect');
-      c.end().catch(() => {});
-      schedule();
-    }
-  };
-
-  const schedule = () => {
-    if (closed || reconnectTimer) return;
-    reconnectTimer = setTimeout(() => {
-      reconnectTimer = undefined;
-      void connect();
-    }, retryMs);
-    retryMs = Math.min(retryMs * 2, 5_000);
-  };
-
-  void connect();
+  listener.on(JOBS_CHANNEL, wake);
+  listener.onConnect(() => {
+    for (const id of [...waiters.keys()]) wake(id);
+  });
 
   return {
     subscribe(nodeId) {
@@ -96,7 +60,7 @@ export function createJobNotifier(connectionString: string, log: Logger): JobNot
         wait(ms, signal) {
           if (fired) return Promise.resolve('notified' as const);
           // Without a live listener, do not trust a long wait.
-          const bounded = isConnected ? ms : Math.min(ms, 1_000);
+          const bounded = listener.connected() ? ms : Math.min(ms, 1_000);
           return new Promise((resolve) => {
             const done = (r: 'notified' | 'timeout' | 'aborted') => {
               clearTimeout(timer);
@@ -114,12 +78,10 @@ export function createJobNotifier(connectionString: string, log: Logger): JobNot
       };
     },
     wake,
-    connected: () => isConnected,
+    connected: () => listener.connected(),
     async close() {
-      closed = true;
-      clearTimeout(reconnectTimer);
       for (const id of [...waiters.keys()]) wake(id);
-      await client?.end().catch(() => {});
+      await own?.close();
     },
   };
 }

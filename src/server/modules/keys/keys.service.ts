@@ -2,11 +2,12 @@ import { hash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { generateApiKey, hashApiKey, keyHashesEqual, parseApiKey } from '../../../shared/api-key.ts';
 import { badRequest, forbidden, notFound } from '../../../shared/errors.ts';
+import { createPgListener, type PgListener } from '../../db/pg-listener.ts';
 import { type Db, withTx } from '../../db/pool.ts';
 import { type Caller, type Permission, requireLevel } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import { createKeyCache } from './key-cache.ts';
-import { createKeyListener } from './key-listener.ts';
+import { listenForKeyChanges } from './key-listener.ts';
 import { createKeyUsageRecorder } from './key-usage.ts';
 import * as repo from './keys.repo.ts';
 
@@ -43,8 +44,10 @@ export type CreateKeyInput = {
 export type KeysServiceDeps = {
   db: Db;
   log: Logger;
-  /** Control DB URL for the revocation LISTEN connection. */
+  /** Control DB URL for the revocation LISTEN connection (used when no shared listener is given). */
   databaseUrl: string;
+  /** The process's shared LISTEN connection; without one the service opens (and closes) its own. */
+  listener?: PgListener;
   cacheTtlMs?: number;
   cacheMaxEntries?: number;
   usageFlushMs?: number;
@@ -84,7 +87,9 @@ export function createKeysService(deps: KeysServiceDeps) {
   const { db, log } = deps;
   const now = deps.now ?? Date.now;
 
-  const listener = createKeyListener(deps.databaseUrl, log, {
+  const ownListener = deps.listener ? null : createPgListener(deps.databaseUrl, log, 'keys');
+  const listener = deps.listener ?? ownListener!;
+  listenForKeyChanges(listener, {
     evict: (p) => cache.evict(p),
     evictAccount: (id) => cache.evictAccount(id),
     clear: () => cache.clear(),
@@ -307,7 +312,7 @@ export function createKeysService(deps: KeysServiceDeps) {
     async close(): Promise<void> {
       clearInterval(idleTimer);
       await usage.close().catch(() => {});
-      await listener.close();
+      await ownListener?.close();
     },
   };
 }
