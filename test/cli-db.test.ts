@@ -90,6 +90,18 @@ test('bulwark db: create, list, show, allow/deny, reveal, delete; bad input exit
 
   const deny = await cli(['db', 'deny', 'shop', '203.0.113.7/32']);
   assert.equal(deny.code, 0, deny.stderr);
+  const [net, both] = await Promise.all([
+    cli(['db', 'allow', 'shop', '198.51.100.0/24', '--expires-in', '30m', '--json']),
+    cli(['db', 'allow', 'shop', '198.51.100.9', '--for', '1h', '--expires-in', '1h']),
+  ]);
+  assert.equal(net.code, 0, net.stderr);
+  const netEntry = (JSON.parse(net.stdout).entries as { cidr: string; expires_at: string | null }[]).find(
+    (e) => e.cidr === '198.51.100.0/24',
+  );
+  const left = Date.parse(netEntry?.expires_at ?? '') - Date.now();
+  assert.ok(left > 25 * 60_000 && left <= 30 * 60_000, '--expires-in 30m');
+  assert.ok(!JSON.parse(net.stdout).entries.some((e: { cidr: string }) => e.cidr === '203.0.113.7/32'));
+  assert.equal(both.code, 2, 'not both --for and --expires-in');
   const [denyAgain, del, missing] = await Promise.all([
     cli(['db', 'deny', 'shop', '203.0.113.7']),
     cli(['db', 'delete', 'blog', '--confirm', 'blog']),

@@ -131,7 +131,8 @@ test('property: whatever the validator accepts changes nothing when run as the e
         assert.equal(probe.readOnlyDefault, 'on');
       },
     ),
-    { numRuns: 150, seed: Number(process.env.BULWARK_FC_SEED ?? Date.now() % 2 ** 31) },
+    // A fixed seed keeps CI deterministic; set BULWARK_FC_SEED to explore other inputs.
+    { numRuns: 150, seed: Number(process.env.BULWARK_FC_SEED ?? 20261125) },
   );
   assert.ok(accepted >= 40, `only ${accepted} generated statements passed the gate`);
   assert.ok(ran >= 10, `only ${ran} accepted statements ran to completion`);

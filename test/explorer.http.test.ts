@@ -153,6 +153,11 @@ test('refused, failing and runaway queries: 400 with reason and position, SQLSTA
   assert.ok(audit.rows.some((a) => a.outcome === 'failure' && a.details.sqlstate === '22012'));
   assert.ok(audit.rows.some((a) => a.outcome === 'success' && typeof a.details.row_count === 'number'));
   assert.ok(audit.rows.every((a) => typeof a.details.sql === 'string'));
+  assert.ok(
+    audit.rows.some((a) => a.details.sql === 'select id, secret from canary where secret <> ? order by id'),
+    JSON.stringify(audit.rows.map((a) => a.details.sql)),
+  );
+  assert.ok(audit.rows.some((a) => a.details.sql === 'select ?; delete from canary where secret = ?'));
 });
 
 test('who may explore: admin or explorer keys, in scope, ready databases only', async () => {
@@ -236,4 +241,44 @@ test('a client that disconnects cancels its query on the database', async () => 
   assert.equal(job.rows[0].payload.sql, undefined);
   // The agent is free again.
   assert.equal((await query({ sql: 'select 2 as two' })).json().rows[0][0], 2);
+});
+
+test('results nobody collected are swept after 60 s; SQL left in a finished job is removed', async () => {
+  const node = await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'explorer-node'");
+  const job = await s.db.pool.query<{ id: number }>(
+    `INSERT INTO jobs (node_id, kind, payload, status, finished_at)
+     VALUES ($1, 'explorer.query', $2, 'dead', now()) RETURNING id`,
+    [node.rows[0]!.id, { sql: "select 'left-behind'", sql_redacted: 'select ?' }],
+  );
+  const id = job.rows[0]!.id;
+  await s.db.pool.query(
+    "INSERT INTO explorer_results (job_id, body, expires_at) VALUES ($1, 'x', now() - interval '1 second'), ($2, 'y', now() + interval '60 seconds')",
+    [id, id + 1_000_000],
+  );
+  await s.explorer.sweep();
+  const left = await s.db.pool.query<{ job_id: number }>(
+    'SELECT job_id FROM explorer_results ORDER BY job_id',
+  );
+  assert.deepEqual(
+    left.rows.map((r) => Number(r.job_id)),
+    [id + 1_000_000],
+  );
+  const payload = (await s.db.pool.query('SELECT payload FROM jobs WHERE id = $1', [id])).rows[0].payload;
+  assert.deepEqual(payload, { sql_redacted: 'select ?' });
+  await s.db.pool.query('DELETE FROM explorer_results');
+});
+
+test('shutdown ends a waiting request at once (last test: the explorer service is closed)', async () => {
+  const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
+  await new Promise((res) => setTimeout(res, 300));
+  const t0 = Date.now();
+  s.explorer.close();
+  const r = await pending;
+  assert.equal(r.statusCode, 503);
+  assert.ok(Date.now() - t0 < 2_000);
+  const job = await s.db.pool.query(
+    "SELECT status, last_error FROM jobs WHERE kind = 'explorer.query' ORDER BY id DESC LIMIT 1",
+  );
+  assert.equal(job.rows[0].status, 'dead');
+  assert.match(job.rows[0].last_error, /shutting down/);
 });

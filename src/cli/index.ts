@@ -5,6 +5,7 @@ import { registerAdminCreateKey } from './commands/admin-create-key.ts';
 import { registerAgent } from './commands/agent.ts';
 import { registerAudit } from './commands/audit.ts';
 import { registerDb } from './commands/db.ts';
+import { registerDoctor } from './commands/doctor.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerLogin } from './commands/login.ts';
 import { registerMasterKey } from './commands/master-key.ts';
@@ -38,6 +39,7 @@ registerWhoami(program);
 registerKeys(program);
 registerAudit(program);
 registerDb(program);
+registerDoctor(program);
 registerMasterKey(program);
 
 await program.parseAsync(process.argv);

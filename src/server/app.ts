@@ -20,10 +20,13 @@ import { auditRoutes } from './modules/audit/audit.routes.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
 import { databaseRoutes } from './modules/databases/databases.routes.ts';
 import type { DatabasesService } from './modules/databases/databases.service.ts';
+import { driftRoutes } from './modules/drift/drift.routes.ts';
+import type { DriftService } from './modules/drift/drift.service.ts';
 import { explorerRoutes } from './modules/explorer/explorer.routes.ts';
 import type { ExplorerService } from './modules/explorer/explorer.service.ts';
 import { healthRoutes } from './modules/health/health.routes.ts';
 import { homePage } from './modules/health/home.page.ts';
+import { jobRoutes } from './modules/jobs/jobs.routes.ts';
 import { keysRoutes } from './modules/keys/keys.routes.ts';
 import type { KeysService } from './modules/keys/keys.service.ts';
 import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
@@ -58,6 +61,9 @@ export type AppDeps = {
   databases: DatabasesService;
   /** The SQL explorer (queries and schema through the agent; issue 6). */
   explorer: ExplorerService;
+  /** Node drift (operator routes); `operatorToken` null disables them (404). */
+  drift: DriftService;
+  operatorToken: string | null;
   /** Hands a leased job its secret (databases: the owner password for the login probe). */
   jobSecret: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
 };
@@ -139,8 +145,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
+  await app.register(jobRoutes({ db: deps.db }));
   await app.register(explorerRoutes({ explorer: deps.explorer, nodes: deps.nodes }));
   await app.register(auditRoutes({ audit: deps.audit, db: deps.db }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
+  await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));
   return app;
 }

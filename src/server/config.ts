@@ -69,6 +69,9 @@ export const serverConfigSchema = z
     /** Bearer token for /metrics (32+ chars); without one (or the file) /metrics is disabled (404). */
     metricsToken: z.string().min(32).max(512).optional(),
     metricsTokenFile: z.string().min(1).max(4096).optional(),
+    /** Bearer token of operator routes (GET /v1/nodes/:id/drift); without one they are disabled (404). */
+    operatorToken: z.string().min(32).max(512).optional(),
+    operatorTokenFile: z.string().min(1).max(4096).optional(),
   })
   .strict();
 
@@ -99,6 +102,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   auditCheckpointFile: { env: 'BULWARK_AUDIT_CHECKPOINT_FILE' },
   auditRetentionDays: { env: 'BULWARK_AUDIT_RETENTION_DAYS' },
   metricsToken: { env: 'BULWARK_METRICS_TOKEN', secret: true },
+  operatorToken: { env: 'BULWARK_OPERATOR_TOKEN', secret: true },
 };
 
 export function loadServerConfig(sources: {

@@ -7,11 +7,15 @@ import { buildApp } from './app.ts';
 import type { ServerConfig } from './config.ts';
 import { createKeyringFileBox } from './crypto/keyring-box.ts';
 import { migrate } from './db/migrate.ts';
+import { createPgListener } from './db/pg-listener.ts';
 import { createPool, type Db } from './db/pool.ts';
 import { createAuditStack } from './modules/audit/audit.stack.ts';
+import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
 import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
-import { createExplorerService } from './modules/explorer/explorer.service.ts';
+import { readOperatorToken } from './modules/drift/drift.routes.ts';
+import { createDriftService, driftJobFinished } from './modules/drift/drift.service.ts';
+import { createExplorerService, type ExplorerService } from './modules/explorer/explorer.service.ts';
 import { loadExplorerParser } from './modules/explorer/explorer.validator.ts';
 import { createJobHooks } from './modules/jobs/job-hooks.ts';
 import { createJobNotifier } from './modules/jobs/job-notifier.ts';
@@ -27,6 +31,7 @@ export type ServerContext = {
   nodes: NodesService;
   databases: DatabasesService;
   keys: KeysService;
+  explorer: ExplorerService;
   /** Stops background work (listeners, long-polls) and closes the app; the pool is the caller's. */
   close(): Promise<void>;
 };
@@ -43,8 +48,10 @@ export async function createServerContext(opts: {
 }): Promise<ServerContext> {
   const { config, db, log } = opts;
   const stopping = new AbortController();
-  const notifier = createJobNotifier(config.databaseUrl, log);
-  const keys = createKeysService({ db, log, databaseUrl: config.databaseUrl });
+  // One LISTEN connection per process, shared by the job wake-ups and key revocations.
+  const listener = createPgListener(config.databaseUrl, log, 'server-listen');
+  const notifier = createJobNotifier(listener, log);
+  const keys = createKeysService({ db, log, databaseUrl: config.databaseUrl, listener });
   const metrics = createServerMetrics(createMetricsRegistry());
   registerCoreCollectors(metrics.registry, db);
   const metricsToken = readMetricsToken(config);
@@ -54,9 +61,20 @@ export async function createServerContext(opts: {
   const box = config.masterKeyFile ? createKeyringFileBox(config.masterKeyFile) : null;
   if (!box) log.warn('no master key file (BULWARK_MASTER_KEY_FILE): database routes answer 503');
   const jobHooks = createJobHooks();
-  const databases = createDatabasesService({ db, box, config, log });
+  // Expired allowlist entries leave the stored rows (and the nodes) at their expiry.
+  const allowlistExpiry = createAllowlistExpiry({ db, log });
+  const databases = createDatabasesService({
+    db,
+    box,
+    config,
+    log,
+    onAllowlistChanged: () => allowlistExpiry.poke(),
+  });
   const databaseJobs = createDatabaseJobs({ db, box, log });
   jobHooks.register('database.', databaseJobs.onJobFinished);
+  jobHooks.register('node.', driftJobFinished);
+  const drift = createDriftService({ db });
+  const operatorToken = readOperatorToken(config);
   const explorer = createExplorerService({ db, notifier, log });
   jobHooks.register('explorer.', explorer.onJobFinished);
   const audit = createAuditStack({ config, db, log });
@@ -85,12 +103,16 @@ export async function createServerContext(opts: {
       databases,
       explorer,
       jobSecret: databaseJobs.jobSecret,
+      drift,
+      operatorToken,
     });
+    void allowlistExpiry.start();
     return {
       app,
       nodes,
       databases,
       keys,
+      explorer,
       async close() {
         stopping.abort();
         explorer.close();
@@ -100,8 +122,10 @@ export async function createServerContext(opts: {
         const force = setTimeout(() => app.server.closeAllConnections(), 3_000);
         await app.close();
         clearTimeout(force);
+        await allowlistExpiry.stop();
         await audit.close();
         await keys.close();
+        await listener.close();
       },
     };
   } catch (err) {
@@ -109,6 +133,7 @@ export async function createServerContext(opts: {
     await notifier.close();
     await keys.close();
     await audit.close();
+    await listener.close();
     throw err;
   }
 }

@@ -31,7 +31,7 @@ export type Tenant = {
   drop(): Promise<void>;
 };
 
-export function adminUrlFor(database: string): string {
+function adminUrlFor(database: string): string {
   const u = new URL(testEnv().adminUrl);
   u.pathname = `/${database}`;
   return u.toString();

@@ -30,7 +30,7 @@ export type ExplorerPoolDeps = {
   reprepareMs?: number;
 };
 
-export type ExplorerLease = {
+type ExplorerLease = {
   client: pg.PoolClient;
   /** ROLLBACK, DISCARD ALL, verify, release (or destroy). Never rejects. */
   reset(): Promise<void>;

@@ -24,7 +24,7 @@ import { PermanentJobError } from '../jobs/job-context.ts';
 import { databaseOwner, roleOwnership } from '../postgres/tenant-sql.ts';
 
 /** Connection limit of the explorer login (the agent's own pool uses at most 2). */
-export const EXPLORER_CONNECTION_LIMIT = 4;
+const EXPLORER_CONNECTION_LIMIT = 4;
 
 /** Reads (or creates, 0600) the agent's explorer key. */
 export async function loadExplorerKey(stateDir: string): Promise<Buffer> {

@@ -45,14 +45,14 @@ export type QueryPayload = z.infer<typeof queryPayloadSchema>;
 
 export const schemaPayloadSchema = z.object(ident);
 
-export const columnSchema = z.object({ name: z.string().max(128), type: z.string().max(256) });
+const columnSchema = z.object({ name: z.string().max(128), type: z.string().max(256) });
 
 /** A cell: text (the PostgreSQL text form), a boolean, a safe number, or null. */
-export const cellSchema = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+const cellSchema = z.union([z.string().max(EXPLORER_LIMITS.maxBytes), z.number(), z.boolean(), z.null()]);
 
 export const queryOutputSchema = z.object({
   columns: z.array(columnSchema).max(1_664),
-  rows: z.array(z.array(cellSchema)),
+  rows: z.array(z.array(cellSchema).max(1_664)).max(EXPLORER_LIMITS.maxRows),
   row_count: z.number().int().min(0),
   truncated: z.boolean(),
   /** Why the result was cut: the row cap or the byte cap. */
@@ -62,25 +62,26 @@ export const queryOutputSchema = z.object({
 export type QueryOutput = z.infer<typeof queryOutputSchema>;
 
 /** A PostgreSQL error: its SQLSTATE, message and (0-based) position in the submitted SQL. */
-export const queryErrorSchema = z.object({
+const queryErrorSchema = z.object({
   sqlstate: z.string().regex(/^[0-9A-Z]{5}$/),
   message: z.string().max(2_000),
   position: z.number().int().min(0).nullable(),
   /** Set when the agent refused the SQL itself (it re-validates everything it runs). */
   refused: z.boolean().optional(),
 });
-export type QueryError = z.infer<typeof queryErrorSchema>;
 
 export const schemaOutputSchema = z.object({
-  tables: z.array(
-    z.object({
-      name: z.string().max(128),
-      kind: z.enum(['table', 'view', 'materialized_view', 'foreign_table', 'partitioned_table']),
-      columns: z.array(
-        z.object({ name: z.string().max(128), type: z.string().max(256), nullable: z.boolean() }),
-      ),
-    }),
-  ),
+  tables: z
+    .array(
+      z.object({
+        name: z.string().max(128),
+        kind: z.enum(['table', 'view', 'materialized_view', 'foreign_table', 'partitioned_table']),
+        columns: z
+          .array(z.object({ name: z.string().max(128), type: z.string().max(256), nullable: z.boolean() }))
+          .max(EXPLORER_LIMITS.maxSchemaColumns),
+      }),
+    )
+    .max(EXPLORER_LIMITS.maxSchemaColumns),
   truncated: z.boolean(),
 });
 export type SchemaOutput = z.infer<typeof schemaOutputSchema>;
@@ -93,18 +94,18 @@ export const explorerResultBodySchema = z.object({
     z.object({ kind: z.literal('schema'), output: schemaOutputSchema }),
   ]),
 });
-export type ExplorerResultBody = z.infer<typeof explorerResultBodySchema>;
-export type ExplorerOutcome = ExplorerResultBody['outcome'];
+
+export type ExplorerOutcome = z.infer<typeof explorerResultBodySchema>['outcome'];
 
 /** What the job row keeps: metadata, never rows. */
-export const queryJobResultSchema = z.object({
+const queryJobResultSchema = z.object({
   outcome: z.enum(['rows', 'error', 'schema']),
   row_count: z.number().int().min(0),
   truncated: z.boolean(),
   duration_ms: z.number().min(0),
   sqlstate: z.string().nullable(),
 });
-export type QueryJobResult = z.infer<typeof queryJobResultSchema>;
+type QueryJobResult = z.infer<typeof queryJobResultSchema>;
 
 /** The job row's metadata for an outcome (computed by the server from what it received). */
 export function jobResultOf(outcome: ExplorerOutcome): QueryJobResult {

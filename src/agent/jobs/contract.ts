@@ -3,6 +3,8 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): `database.create` results carry optional `steps_ms` (profiling);
+ *     drift finding kind `missing_grant` (a privilege of one of our roles is gone).
  *   - added (compatible): `node.drift` / `node.drift_fix` schemas below; `node.drift_fix`
  *     returns `{fixed: [names], findings}` — the findings left after the repair.
  *
@@ -97,6 +99,8 @@ export const createResultSchema = z.object({
   roles: roleNamesSchema,
   /** Time of the proving login through PgBouncer as the owner. */
   pooler_probe_ms: z.number().min(0),
+  /** Where the job's time went (ms per step; steps overlap, see database-create.ts). */
+  steps_ms: z.record(z.string().max(40), z.number()).optional(),
 });
 export type CreateResult = z.infer<typeof createResultSchema>;
 
@@ -133,6 +137,7 @@ export const driftFindingSchema = z.object({
     'public_database_privilege',
     'public_schema_privilege',
     'unexpected_grant',
+    'missing_grant',
   ]),
   object: z.string().max(200),
   detail: z.string().max(1000),

@@ -8,7 +8,7 @@ import { parsePayload } from './database-common.ts';
 import { JOB_REPORTED, type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';
 
 /** How often a running query asks whether its job still stands (client gone → cancel). */
-export const LEASE_CHECK_MS = 200;
+const LEASE_CHECK_MS = 200;
 
 /** Polls the lease while `work` runs; aborts `controller` as soon as the server ended the job. */
 async function whileLeased<T>(ctx: JobContext, work: (signal: AbortSignal) => Promise<T>): Promise<T> {

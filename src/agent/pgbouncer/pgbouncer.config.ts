@@ -69,6 +69,10 @@ export function renderIni(s: PoolerSettings): string {
       `client_tls_key_file = ${s.tls.keyFile}`,
       // `secure` = TLS 1.2 and 1.3 (PgBouncer 1.18 ignores the whole TLS block on a list it cannot parse).
       'client_tls_protocols = secure',
+      // Only for verifying client certificates, which no hba line asks for (auth is SCRAM). Without
+      // it PgBouncer parses the system CA bundle on every RELOAD: ~55 ms instead of ~3.5 ms here.
+      // Pointing it at our own certificate also means no public CA could vouch for a client.
+      `client_tls_ca_file = ${s.tls.certFile}`,
     );
   }
   return `${lines.join('\n')}\n`;

@@ -18,7 +18,8 @@ export type DriftFinding = {
     | 'foreign_role'
     | 'public_database_privilege'
     | 'public_schema_privilege'
-    | 'unexpected_grant';
+    | 'unexpected_grant'
+    | 'missing_grant';
   object: string;
   detail: string;
 };
@@ -94,6 +95,10 @@ export async function findDrift(
       continue;
     }
     const mine = new Set(Object.values(r));
+    for (const role of Object.values(r)) {
+      if (!hasPrivileges(d.acl, role, 'c'))
+        findings.push({ kind: 'missing_grant', object: d.datname, detail: `${role} lacks CONNECT` });
+    }
     for (const item of d.acl) {
       const grantee = item.slice(0, item.indexOf('='));
       if (grantee === '')
@@ -107,13 +112,33 @@ export async function findDrift(
     if (!present.has(name)) continue;
     const c = await connect(name);
     try {
-      const s = await c.query<{ acl: string[] | null }>(
-        "SELECT nspacl::text[] AS acl FROM pg_namespace WHERE nspname = 'public'",
+      const s = await c.query<{ acl: string[] | null; owner: string }>(
+        "SELECT nspacl::text[] AS acl, pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'public'",
       );
       const acl = s.rows[0]?.acl ?? null;
       const pub = acl === null ? ['(default ACL)'] : acl.filter((i) => i.startsWith('='));
       for (const item of pub)
         findings.push({ kind: 'public_schema_privilege', object: `${name}.public`, detail: item });
+      const r = roleNames(name);
+      if (s.rows[0] && s.rows[0].owner !== r.owner)
+        findings.push({
+          kind: 'missing_grant',
+          object: `${name}.public`,
+          detail: `schema owned by ${s.rows[0].owner}, not ${r.owner}`,
+        });
+      const wanted: [string, string][] = [
+        [r.reader, 'U'],
+        [r.explorer, 'U'],
+        [r.migrator, 'UC'],
+      ];
+      for (const [role, privs] of wanted) {
+        if (acl !== null && !hasPrivileges(acl, role, privs))
+          findings.push({
+            kind: 'missing_grant',
+            object: `${name}.public`,
+            detail: `${role} lacks ${privs}`,
+          });
+      }
     } finally {
       await c.end().catch(() => {});
     }
@@ -146,6 +171,15 @@ export async function fixDrift(admin: pg.Pool, connect: ConnectAdmin, known: str
     fixed.push(name);
   }
   return fixed;
+}
+
+/** Whether the ACL grants `role` every privilege letter in `privs` (e.g. `c`, `UC`). */
+function hasPrivileges(acl: string[], role: string, privs: string): boolean {
+  const granted = acl
+    .filter((i) => i.slice(0, i.indexOf('=')).replaceAll('"', '') === role)
+    .map((i) => i.slice(i.indexOf('=') + 1, i.indexOf('/')))
+    .join('');
+  return [...privs].every((p) => granted.includes(p));
 }
 
 async function ownedByUs(db: Queryable, name: string, owner: string): Promise<boolean> {

@@ -70,43 +70,48 @@ export async function ensureRoles(
   const { roles } = input;
   await inTransaction(pool, async (c) => {
     const owned = await roleOwnership(c, Object.values(roles), input.databaseId);
+    // One round trip for the rest (simple protocol; every identifier and literal is quoted).
+    const sql: string[] = [];
     for (const [name, state] of owned) {
       if (state === 'foreign')
         throw new NotOursError(`role ${name} already exists and is not this database's`);
       if (state === 'missing') {
-        await c.query(`CREATE ROLE ${q(name)} NOLOGIN`);
-        await c.query(`COMMENT ON ROLE ${q(name)} IS ${quoteLiteral(roleMarker(input.databaseId))}`);
+        sql.push(`CREATE ROLE ${q(name)} NOLOGIN`);
+        sql.push(`COMMENT ON ROLE ${q(name)} IS ${quoteLiteral(roleMarker(input.databaseId))}`);
       }
     }
     const base = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT';
-    await c.query(`ALTER ROLE ${q(roles.owner)} LOGIN ${base} PASSWORD ${quoteLiteral(input.verifier)}`);
-    await c.query(`ALTER ROLE ${q(roles.reader)} LOGIN ${base}`);
-    await c.query(`ALTER ROLE ${q(roles.migrator)} LOGIN ${base}`);
-    await c.query(`ALTER ROLE ${q(roles.explorer)} NOLOGIN ${base}`);
-    await c.query(`ALTER ROLE ${q(roles.explorer)} SET default_transaction_read_only = on`);
-    await c.query(
+    sql.push(`ALTER ROLE ${q(roles.owner)} LOGIN ${base} PASSWORD ${quoteLiteral(input.verifier)}`);
+    sql.push(`ALTER ROLE ${q(roles.reader)} LOGIN ${base}`);
+    sql.push(`ALTER ROLE ${q(roles.migrator)} LOGIN ${base}`);
+    sql.push(`ALTER ROLE ${q(roles.explorer)} NOLOGIN ${base}`);
+    sql.push(`ALTER ROLE ${q(roles.explorer)} SET default_transaction_read_only = on`);
+    sql.push(
       `ALTER ROLE ${q(roles.explorer)} SET statement_timeout = ${lit(FIXED_LIMITS.explorerStatementTimeoutMs)}`,
     );
-    await applyLimits(c, roles, input.limits);
+    sql.push(...limitStatements(roles, input.limits));
+    await c.query(sql.join(';\n'));
   });
 }
 
 /** Connection limits and timeouts of the login roles (see contract.ts for which role gets what). */
 export async function applyLimits(c: Queryable, roles: RoleNames, limits: DatabaseLimits): Promise<void> {
+  await c.query(limitStatements(roles, limits).join(';\n'));
+}
+
+function limitStatements(roles: RoleNames, limits: DatabaseLimits): string[] {
   const stmt = lit(limits.statement_timeout_ms);
   const idle = lit(limits.idle_in_transaction_timeout_ms);
-  await c.query(`ALTER ROLE ${q(roles.owner)} CONNECTION LIMIT ${Math.trunc(limits.owner_connection_limit)}`);
-  await c.query(
+  return [
+    `ALTER ROLE ${q(roles.owner)} CONNECTION LIMIT ${Math.trunc(limits.owner_connection_limit)}`,
     `ALTER ROLE ${q(roles.reader)} CONNECTION LIMIT ${Math.trunc(limits.reader_connection_limit)}`,
-  );
-  await c.query(`ALTER ROLE ${q(roles.migrator)} CONNECTION LIMIT ${FIXED_LIMITS.migratorConnectionLimit}`);
-  for (const role of [roles.owner, roles.reader]) {
-    await c.query(`ALTER ROLE ${q(role)} SET statement_timeout = ${stmt}`);
-  }
-  await c.query(`ALTER ROLE ${q(roles.migrator)} SET statement_timeout = 0`);
-  for (const role of [roles.owner, roles.reader, roles.migrator]) {
-    await c.query(`ALTER ROLE ${q(role)} SET idle_in_transaction_session_timeout = ${idle}`);
-  }
+    `ALTER ROLE ${q(roles.migrator)} CONNECTION LIMIT ${FIXED_LIMITS.migratorConnectionLimit}`,
+    ...[roles.owner, roles.reader].map((role) => `ALTER ROLE ${q(role)} SET statement_timeout = ${stmt}`),
+    `ALTER ROLE ${q(roles.migrator)} SET statement_timeout = 0`,
+    ...[roles.owner, roles.reader, roles.migrator].map(
+      (role) => `ALTER ROLE ${q(role)} SET idle_in_transaction_session_timeout = ${idle}`,
+    ),
+  ];
 }
 
 /** The owner of a database, or null when it does not exist. */
@@ -133,11 +138,11 @@ export async function ensureDatabase(
 
 /** Database-level privileges: nothing for PUBLIC, CONNECT for our four roles. */
 export async function grantDatabase(pool: pg.Pool, name: string, roles: RoleNames): Promise<void> {
-  await inTransaction(pool, async (c) => {
-    await c.query(`REVOKE ALL ON DATABASE ${q(name)} FROM PUBLIC`);
-    const all = [roles.owner, roles.reader, roles.migrator, roles.explorer].map(q).join(', ');
-    await c.query(`GRANT CONNECT ON DATABASE ${q(name)} TO ${all}`);
-  });
+  const all = [roles.owner, roles.reader, roles.migrator, roles.explorer].map(q).join(', ');
+  // Two statements in one simple-protocol message: one implicit transaction, one round trip.
+  await pool.query(
+    `REVOKE ALL ON DATABASE ${q(name)} FROM PUBLIC;\nGRANT CONNECT ON DATABASE ${q(name)} TO ${all}`,
+  );
 }
 
 /**
@@ -150,22 +155,23 @@ export async function setupSchema(c: Queryable, roles: RoleNames): Promise<void>
   const r = q(roles.reader);
   const m = q(roles.migrator);
   const e = q(roles.explorer);
-  await c.query('BEGIN');
-  try {
-    await c.query('REVOKE ALL ON SCHEMA public FROM PUBLIC');
-    await c.query(`ALTER SCHEMA public OWNER TO ${o}`);
-    await c.query(`GRANT USAGE ON SCHEMA public TO ${r}, ${e}, ${m}`);
-    await c.query(`GRANT CREATE ON SCHEMA public TO ${m}`);
-    for (const creator of [o, m]) {
-      await c.query(
+  const sql = [
+    'BEGIN',
+    'REVOKE ALL ON SCHEMA public FROM PUBLIC',
+    `ALTER SCHEMA public OWNER TO ${o}`,
+    `GRANT USAGE ON SCHEMA public TO ${r}, ${e}, ${m}`,
+    `GRANT CREATE ON SCHEMA public TO ${m}`,
+    ...[o, m].map(
+      (creator) =>
         `ALTER DEFAULT PRIVILEGES FOR ROLE ${creator} IN SCHEMA public GRANT SELECT ON TABLES TO ${r}, ${e}`,
-      );
-    }
-    await c.query(
-      `ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${o}`,
-    );
-    await c.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT USAGE ON SEQUENCES TO ${o}`);
-    await c.query('COMMIT');
+    ),
+    `ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${o}`,
+    `ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT USAGE ON SEQUENCES TO ${o}`,
+    'COMMIT',
+  ];
+  try {
+    // One round trip (simple protocol); an error aborts the block, rolled back below.
+    await c.query(sql.join(';\n'));
   } catch (err) {
     await c.query('ROLLBACK').catch(() => {});
     throw err;

@@ -233,23 +233,29 @@ export function registerDb(program: Command): void {
     .argument('<name>', 'database name', nameArg)
     .argument('<cidr>', 'IP address or CIDR', cidrArg)
     .option('--for <duration>', 'expire after 30m, 2h, 7d …', durationArg)
+    .option('--expires-in <duration>', 'the same as --for', durationArg)
     .option('--note <text>', 'why (at most 200 characters)')
     .option('--json', 'machine-readable output')
-    .action((name: string, cidr: string, o: { for?: number; note?: string; json?: boolean }) =>
-      runCommand(o.json, async () => {
-        if (o.note !== undefined && o.note.length > 200) throw new CliError('--note is too long', EXIT.usage);
-        const entry: Entry = {
-          cidr,
-          expires_at: o.for ? new Date(Date.now() + o.for).toISOString() : null,
-          note: o.note ?? null,
-        };
-        const r = await editAllowlist(name, (es) => [...es.filter((e) => e.cidr !== cidr), entry]);
-        print(
-          o.json,
-          r,
-          `${cidr} may connect to ${name}${entry.expires_at ? ` until ${entry.expires_at}` : ''}`,
-        );
-      }),
+    .action(
+      (name: string, cidr: string, o: { for?: number; expiresIn?: number; note?: string; json?: boolean }) =>
+        runCommand(o.json, async () => {
+          if (o.note !== undefined && o.note.length > 200)
+            throw new CliError('--note is too long', EXIT.usage);
+          if (o.for !== undefined && o.expiresIn !== undefined)
+            throw new CliError('give --for or --expires-in, not both', EXIT.usage);
+          const ttl = o.for ?? o.expiresIn;
+          const entry: Entry = {
+            cidr,
+            expires_at: ttl ? new Date(Date.now() + ttl).toISOString() : null,
+            note: o.note ?? null,
+          };
+          const r = await editAllowlist(name, (es) => [...es.filter((e) => e.cidr !== cidr), entry]);
+          print(
+            o.json,
+            r,
+            `${cidr} may connect to ${name}${entry.expires_at ? ` until ${entry.expires_at}` : ''}`,
+          );
+        }),
     );
 
   db.command('deny')

@@ -14,6 +14,8 @@ import { badRequest } from '../../shared/errors.ts';
 export type PageCursor = { ts: number; id: string };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Row ids are UUIDs, or positive bigints (jobs) written as decimal strings. */
+const BIGINT_ID = /^[1-9][0-9]{0,17}$/;
 
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 100;
@@ -47,7 +49,7 @@ export function decodeCursor(raw: string | undefined): PageCursor | null {
   if (!Array.isArray(parsed) || parsed.length !== 2) throw invalid();
   const [ts, id] = parsed as unknown[];
   if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts < 0) throw invalid();
-  if (typeof id !== 'string' || !UUID.test(id)) throw invalid();
+  if (typeof id !== 'string' || !(UUID.test(id) || BIGINT_ID.test(id))) throw invalid();
   return { ts, id };
 }
 

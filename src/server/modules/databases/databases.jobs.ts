@@ -8,6 +8,9 @@ import { findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './databases.repo.ts';
 import { passwordContext } from './databases.service.ts';
 
+/** NOTIFY channel: a database's job finished (payload: the database id); its row may have changed. */
+export const DATABASE_STATUS_CHANNEL = 'bulwark_database_status';
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const databaseIdOf = (job: JobRow): string | null => {
@@ -63,6 +66,8 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
           ...(ok ? {} : { error: (job.last_error ?? '').slice(0, 500) }),
         },
       });
+      // Whoever waits for this database (a CLI, a benchmark) wakes at the commit, without polling.
+      await tx.query('SELECT pg_notify($1, $2)', [DATABASE_STATUS_CHANNEL, id]);
       switch (job.kind) {
         case JOB_KINDS.create:
           if (ok) await repo.markReady(tx, id);

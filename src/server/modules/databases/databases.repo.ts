@@ -257,3 +257,34 @@ export async function updateSealed(db: Queryable, row: SealedRow): Promise<void>
     row.pending_password_sealed,
   ]);
 }
+
+/** Databases whose allowlist holds an entry expired at `now`, locked (other sweepers skip them). */
+export async function lockExpiredAllowlists(
+  tx: Queryable,
+  now: Date,
+  limit: number,
+): Promise<
+  { id: string; account_id: string; node_id: string; name: string; allowlist: StoredAllowlistEntry[] }[]
+> {
+  const r = await tx.query(
+    `SELECT id, account_id, node_id, name, allowlist FROM databases
+      WHERE deleted_at IS NULL AND status IN ('provisioning', 'ready')
+        AND EXISTS (SELECT 1 FROM jsonb_array_elements(allowlist) e
+                     WHERE e->>'expires_at' IS NOT NULL AND (e->>'expires_at')::timestamptz <= $1)
+      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`,
+    [now, limit],
+  );
+  return r.rows;
+}
+
+/** The earliest allowlist expiry still ahead of `now`, over every live database. */
+export async function nextAllowlistExpiry(db: Queryable, now: Date): Promise<Date | null> {
+  const r = await db.query<{ at: Date | null }>(
+    `SELECT min((e->>'expires_at')::timestamptz) AS at
+       FROM databases d, jsonb_array_elements(d.allowlist) e
+      WHERE d.deleted_at IS NULL AND d.status IN ('provisioning', 'ready')
+        AND e->>'expires_at' IS NOT NULL AND (e->>'expires_at')::timestamptz > $1`,
+    [now],
+  );
+  return r.rows[0]?.at ?? null;
+}

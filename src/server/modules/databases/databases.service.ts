@@ -25,6 +25,8 @@ type DatabasesServiceDeps = {
   box: SecretBox | null;
   config: DatabasesConfig;
   log: Logger;
+  /** Told after an allowlist write (the expiry sweep re-plans for an earlier expiry). */
+  onAllowlistChanged?: () => void;
 };
 
 type AllowlistInput = { cidr: string; expires_at?: string | undefined; note?: string | undefined };
@@ -229,7 +231,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       checkDatabaseName(name);
       requireLevel(caller, 'write');
       const entries = normaliseAllowlist(input);
-      return withTx(db, async (tx) => {
+      const saved = await withTx(db, async (tx) => {
         const row = await find(caller, name, tx);
         requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
         await repo.setAllowlist(tx, row.id, entries);
@@ -245,6 +247,8 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         });
         return entries;
       });
+      deps.onAllowlistChanged?.();
+      return saved;
     },
 
     async getLimits(caller: Caller, name: string): Promise<repo.StoredLimits> {

@@ -15,7 +15,7 @@ import {
   type QueryOutput,
   type SchemaOutput,
 } from '../../../agent/explorer/explorer.contract.ts';
-import { AppError, conflict, forbidden, notFound } from '../../../shared/errors.ts';
+import { AppError, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
 import { type AuditEventDraft, recordAuditNow } from '../audit/audit.service.ts';
@@ -37,7 +37,7 @@ export type ExplorerServiceDeps = {
   sweepMs?: number;
 };
 
-export type QueryInput = { sql: string; limit?: number | undefined; timeout_ms?: number | undefined };
+type QueryInput = { sql: string; limit?: number | undefined; timeout_ms?: number | undefined };
 
 /** Who asked, for the audit event (built from the request by the route). */
 export type AuditBase = Pick<
@@ -50,6 +50,8 @@ const SCHEMA_WAIT_MS = 15_000;
 export function createExplorerService(deps: ExplorerServiceDeps) {
   const { db, notifier, log } = deps;
   const marginMs = deps.marginMs ?? 10_000;
+  /** Aborted by close(): waiting requests end at once. */
+  const stopping = new AbortController();
 
   const audit = (base: AuditBase, event: AuditEventDraft) =>
     recordAuditNow(db, { ...base, ...event }).catch((err: Error) =>
@@ -128,9 +130,19 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         maxAttempts: 1,
       });
     });
-    const outcome = await waitForOutcome(job.id, Date.now() + waitMs, signal);
+    // Shutdown ends the wait too: a waiting request must not hold the server open.
+    const outcome = await waitForOutcome(
+      job.id,
+      Date.now() + waitMs,
+      AbortSignal.any([signal, stopping.signal]),
+    );
     if (outcome === 'aborted' || outcome === 'timeout') {
-      const why = outcome === 'aborted' ? 'cancelled: the client went away' : 'no result in time';
+      const why =
+        outcome === 'timeout'
+          ? 'no result in time'
+          : stopping.signal.aborted
+            ? 'cancelled: the server is shutting down'
+            : 'cancelled: the client went away';
       await withTx(db, async (tx) => {
         const ended = await repo.endJob(tx, job.id, why);
         if (ended) await repo.scrubJob(tx, ended.id);
@@ -198,11 +210,14 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         timeoutMs + marginMs,
         ctx.signal,
       );
-      const details = { database: name, sql: verdict.redacted };
+      // The audit service redacts `sql` itself (literals → ?); it must get the SQL as written.
+      const details = { database: name, sql: input.sql };
       if (outcome === 'aborted' || outcome === 'timeout' || 'died' in outcome || outcome.kind === 'schema') {
         const reason =
           typeof outcome === 'string' ? outcome : 'died' in outcome ? 'agent_failed' : 'bad_outcome';
         await audit(ctx.audit, { ...target, outcome: 'failure', details: { ...details, reason } });
+        if (outcome === 'aborted' && stopping.signal.aborted)
+          throw unavailable('The server is shutting down');
         if (outcome === 'aborted') throw new AppError('cancelled', 499 as number, 'The query was cancelled');
         if (outcome === 'timeout')
           throw new AppError('timeout', 504, 'The database node did not answer in time');
@@ -292,7 +307,12 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       await repo.scrubJob(tx, job.id);
     },
 
+    /** Drops uncollected results and SQL left in finished jobs (also runs every `sweepMs`). */
+    sweep,
+
+    /** Stops the sweeper and ends every waiting request (their jobs are ended too). */
     close() {
+      stopping.abort();
       clearInterval(sweeper);
     },
   };

@@ -13,6 +13,7 @@ export type JobRow = {
   max_attempts: number;
   run_after: Date;
   lease_expires_at: Date | null;
+  claimed_at: Date | null;
   result: Record<string, unknown> | null;
   last_error: string | null;
   created_at: Date;
@@ -76,7 +77,7 @@ export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): 
         FOR UPDATE SKIP LOCKED
      )
      UPDATE jobs j
-        SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
+        SET status = 'running', attempts = j.attempts + 1, updated_at = now(), claimed_at = now(),
             lease_expires_at = now() + make_interval(secs => $2::double precision / 1000)
        FROM next WHERE j.id = next.id
      RETURNING j.*`,
@@ -184,6 +185,59 @@ export async function findLeasedJob(
     `SELECT * FROM jobs
       WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' AND lease_expires_at > now()`,
     [jobId, nodeId, attempt],
+  );
+  return r.rows[0] ?? null;
+}
+
+export type AccountJobRow = Pick<
+  JobRow,
+  | 'id'
+  | 'kind'
+  | 'status'
+  | 'attempts'
+  | 'max_attempts'
+  | 'last_error'
+  | 'created_at'
+  | 'claimed_at'
+  | 'finished_at'
+> & { database: string | null; created_us: string };
+
+const ACCOUNT_JOB_COLUMNS = `id, kind, status, attempts, max_attempts, last_error, created_at, claimed_at, finished_at,
+  payload->>'name' AS database, (extract(epoch FROM created_at) * 1000000)::bigint::text AS created_us`;
+
+/**
+ * An account's jobs, newest first. `databases` (a database-scoped caller) limits them to
+ * jobs about those databases. Payloads are never returned: they may hold SQL.
+ */
+export async function listAccountJobs(
+  db: Queryable,
+  accountId: string,
+  databases: readonly string[] | null,
+  page: { limit: number; after: { ts: number; id: string } | null },
+): Promise<AccountJobRow[]> {
+  const r = await db.query<AccountJobRow>(
+    `SELECT ${ACCOUNT_JOB_COLUMNS} FROM jobs
+      WHERE account_id = $1
+        AND ($2::text[] IS NULL OR payload->>'name' = ANY($2::text[]))
+        AND ($3::bigint IS NULL
+             OR (created_at, id) < (timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::bigint))
+      ORDER BY created_at DESC, id DESC
+      LIMIT $5`,
+    [accountId, databases, page.after?.ts ?? null, page.after?.id ?? null, page.limit + 1],
+  );
+  return r.rows;
+}
+
+export async function getAccountJob(
+  db: Queryable,
+  accountId: string,
+  databases: readonly string[] | null,
+  jobId: number,
+): Promise<AccountJobRow | null> {
+  const r = await db.query<AccountJobRow>(
+    `SELECT ${ACCOUNT_JOB_COLUMNS} FROM jobs
+      WHERE id = $1 AND account_id = $2 AND ($3::text[] IS NULL OR payload->>'name' = ANY($3::text[]))`,
+    [jobId, accountId, databases],
   );
   return r.rows[0] ?? null;
 }

@@ -222,6 +222,19 @@ export async function recordKeyUse(
   return (r.rows as { id: string; first_use: boolean }[]).filter((x) => x.first_use).map((x) => x.id);
 }
 
+/** Account and last-use IP of keys, for their audit events. */
+export async function keysForAudit(
+  db: Queryable,
+  ids: readonly string[],
+): Promise<{ id: string; account_id: string; last_used_ip: string | null }[]> {
+  if (ids.length === 0) return [];
+  const r = await db.query<{ id: string; account_id: string; last_used_ip: string | null }>(
+    'SELECT id, account_id, host(last_used_ip) AS last_used_ip FROM api_keys WHERE id = ANY($1::uuid[]) ORDER BY id',
+    [ids],
+  );
+  return r.rows;
+}
+
 /**
  * Account policy `key_idle_revoke_days`: revokes keys not used (or, if never used, not
  * created) within that many days. Returns the revoked keys' ids.

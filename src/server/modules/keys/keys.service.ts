@@ -6,6 +6,12 @@ import { createPgListener, type PgListener } from '../../db/pg-listener.ts';
 import { type Db, withTx } from '../../db/pool.ts';
 import { type Caller, type Permission, requireLevel } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
+import {
+  type AuditEventDraft,
+  auditFromCaller,
+  recordAudit,
+  recordAuditNow,
+} from '../audit/audit.service.ts';
 import { createKeyCache } from './key-cache.ts';
 import { listenForKeyChanges } from './key-listener.ts';
 import { createKeyUsageRecorder } from './key-usage.ts';
@@ -79,6 +85,22 @@ export async function createOperatorKey(
       createdByKeyId: null,
       expiresAt: new Date(Date.now() + account.max_key_lifetime_days * DAY_MS),
     });
+    const operator = { actorType: 'operator' as const, accountId: account.id };
+    if (account.created) {
+      await recordAudit(tx, {
+        ...operator,
+        action: 'account.created',
+        targetType: 'account',
+        targetId: account.id,
+      });
+    }
+    await recordAudit(tx, {
+      ...operator,
+      action: 'key.created',
+      targetType: 'key',
+      targetId: row.id,
+      details: { name: row.name, level: row.level, via: 'operator' },
+    });
     return { key, row, account };
   });
 }
@@ -103,10 +125,22 @@ export function createKeysService(deps: KeysServiceDeps) {
 
   /**
    * A decoy key was presented with its correct secret: someone has our canary. Refused like
-   * an unknown key; this is the hook for the critical audit event and alert.
-   * Issue 5 (audit): append a `key.decoy_used` event (outcome `denied`) from here.
+   * an unknown key; records the critical `key.decoy_used` audit event (outcome `denied`) and alerts.
    */
   function onDecoyKeyUsed(e: { keyId: string; accountId: string; prefix: string; sourceIp: string }): void {
+    recordAuditNow(db, {
+      action: 'key.decoy_used',
+      outcome: 'denied',
+      actorType: 'key',
+      actorId: e.keyId,
+      accountId: e.accountId,
+      sourceIp: e.sourceIp,
+      targetType: 'key',
+      targetId: e.keyId,
+      details: { key_prefix: e.prefix },
+    }).catch((err: Error) =>
+      log.error({ err: { message: err.message } }, 'could not record a decoy key use'),
+    );
     log.fatal(
       {
         event: 'key.decoy_used',
@@ -119,22 +153,43 @@ export function createKeysService(deps: KeysServiceDeps) {
     );
   }
 
-  /** Keys used for the first time (from the batched last-use flush). Issue 5: audit `key.first_use`. */
+  /** Keys used for the first time (from the batched last-use flush, which audits `key.first_used`). */
   function onKeyFirstUsed(keyIds: string[]): void {
     log.info({ event: 'key.first_use', key_ids: keyIds }, 'API keys used for the first time');
   }
 
   const usage = createKeyUsageRecorder({
-    write: (uses) => repo.recordKeyUse(db, uses),
+    // The first use is recorded in the audit log in the same transaction as the usage write.
+    write: (uses) =>
+      withTx(db, async (tx) => {
+        const first = await repo.recordKeyUse(tx, uses);
+        for (const k of await repo.keysForAudit(tx, first)) {
+          await recordAudit(tx, {
+            action: 'key.first_used',
+            actorType: 'key',
+            actorId: k.id,
+            accountId: k.account_id,
+            sourceIp: k.last_used_ip,
+            targetType: 'key',
+            targetId: k.id,
+          });
+        }
+        return first;
+      }),
     onFirstUse: onKeyFirstUsed,
     log,
     intervalMs: deps.usageFlushMs ?? 5_000,
   });
 
   /** Revokes, NOTIFYs every replica on commit, and evicts here at once (no wait for our own NOTIFY). */
-  const revokeAndNotify = async (filter: repo.KeyFilter, id: string) => {
+  const revokeAndNotify = async (
+    filter: repo.KeyFilter,
+    id: string,
+    event: (row: repo.KeyRow) => AuditEventDraft,
+  ) => {
     const { row, prefixes } = await withTx(db, async (tx) => {
       const row = await repo.revokeKey(tx, filter, id);
+      if (row) await recordAudit(tx, event(row));
       const prefixes = row ? await repo.keyChainPrefixes(tx, row.id) : [];
       await repo.notifyKeysChanged(tx, prefixes);
       return { row, prefixes };
@@ -148,7 +203,16 @@ export function createKeysService(deps: KeysServiceDeps) {
     const n = await withTx(db, async (tx) => {
       const revoked = await repo.revokeIdleKeys(tx);
       const prefixes: string[] = [];
-      for (const k of revoked) prefixes.push(...(await repo.keyChainPrefixes(tx, k.id)));
+      for (const k of revoked) {
+        prefixes.push(...(await repo.keyChainPrefixes(tx, k.id)));
+        await recordAudit(tx, {
+          action: 'key.revoked',
+          accountId: k.account_id,
+          targetType: 'key',
+          targetId: k.id,
+          details: { reason: 'idle' },
+        });
+      }
       await repo.notifyKeysChanged(tx, prefixes);
       evicted.push(...prefixes);
       if (revoked.length)
@@ -266,6 +330,22 @@ export function createKeysService(deps: KeysServiceDeps) {
           createdByKeyId: caller.keyId,
           expiresAt,
         });
+        await recordAudit(
+          tx,
+          auditFromCaller(caller, {
+            action: 'key.created',
+            targetType: 'key',
+            targetId: row.id,
+            details: {
+              name: row.name,
+              level: row.level,
+              databases: row.databases,
+              explorer: row.explorer,
+              decoy: row.decoy,
+              expires_at: row.expires_at.toISOString(),
+            },
+          }),
+        );
         log.info(
           {
             event: 'key.created',
@@ -292,7 +372,14 @@ export function createKeysService(deps: KeysServiceDeps) {
 
     /** Revokes at once on every replica (NOTIFY on commit), along with every key it created. */
     async revoke(caller: Caller, id: string): Promise<repo.KeyRow> {
-      const row = await revokeAndNotify(manageFilter(caller), id);
+      const row = await revokeAndNotify(manageFilter(caller), id, (r) =>
+        auditFromCaller(caller, {
+          action: 'key.revoked',
+          targetType: 'key',
+          targetId: r.id,
+          details: { name: r.name },
+        }),
+      );
       if (!row) throw notFound('Key');
       log.info(
         { event: 'key.revoked', key_id: row.id, account_id: row.account_id, by: caller.keyId },

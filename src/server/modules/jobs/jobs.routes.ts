@@ -1,0 +1,88 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { notFound } from '../../../shared/errors.ts';
+import type { Db } from '../../db/pool.ts';
+import { requireCaller } from '../../http/caller.ts';
+import { errorResponses } from '../../http/errors.ts';
+import { decodeCursor, pageQuery, pageSchema, toPage } from '../../http/pagination.ts';
+import { type AccountJobRow, getAccountJob, listAccountJobs } from './jobs.repo.ts';
+
+const jobSchema = z.object({
+  id: z.number().int(),
+  kind: z.string(),
+  database: z.string().nullable(),
+  status: z.enum(['queued', 'running', 'succeeded', 'dead']),
+  attempts: z.number().int(),
+  max_attempts: z.number().int(),
+  last_error: z.string().nullable(),
+  created_at: z.string(),
+  claimed_at: z.string().nullable(),
+  finished_at: z.string().nullable(),
+});
+
+function present(row: AccountJobRow): z.infer<typeof jobSchema> {
+  return {
+    id: row.id,
+    kind: row.kind,
+    database: row.database,
+    status: row.status,
+    attempts: row.attempts,
+    max_attempts: row.max_attempts,
+    last_error: row.last_error ? row.last_error.slice(0, 500) : null,
+    created_at: row.created_at.toISOString(),
+    claimed_at: row.claimed_at?.toISOString() ?? null,
+    finished_at: row.finished_at?.toISOString() ?? null,
+  };
+}
+
+const security = [{ apiKey: [] }];
+
+/** Read-only view of the caller's jobs: what the platform is doing for this account. */
+export function jobRoutes(deps: { db: Db }): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.get(
+      '/v1/jobs',
+      {
+        schema: {
+          tags: ['jobs'],
+          security,
+          summary: "List the account's jobs (newest first)",
+          querystring: pageQuery,
+          response: { 200: pageSchema(jobSchema), ...errorResponses },
+        },
+      },
+      async (req) => {
+        const caller = requireCaller(req);
+        const rows = await listAccountJobs(deps.db, caller.accountId, caller.databases, {
+          limit: req.query.limit,
+          after: decodeCursor(req.query.cursor),
+        });
+        return toPage(
+          rows,
+          req.query.limit,
+          (r) => ({ ts: Number(r.created_us), id: String(r.id) }),
+          present,
+        );
+      },
+    );
+
+    app.get(
+      '/v1/jobs/:id',
+      {
+        schema: {
+          tags: ['jobs'],
+          security,
+          summary: 'Show one job and its status',
+          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
+          response: { 200: jobSchema, ...errorResponses },
+        },
+      },
+      async (req) => {
+        const caller = requireCaller(req);
+        const row = await getAccountJob(deps.db, caller.accountId, caller.databases, req.params.id);
+        if (!row) throw notFound('Job');
+        return present(row);
+      },
+    );
+  };
+}
