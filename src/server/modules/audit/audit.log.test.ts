@@ -271,3 +271,34 @@ test('verification while writers and the chainer run never reports a false break
     await chainer.close();
   }
 });
+
+test('standalone events are group-committed: 300 concurrent callers, each resumes once durable, one valid chain', async () => {
+  const before = await db.pool.query<{ n: string }>(
+    'SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()',
+  );
+  await Promise.all(
+    Array.from({ length: 300 }, (_, i) =>
+      recordAuditNow(db.pool, {
+        action: 'explorer.query',
+        actorType: 'key',
+        actorId: `k${i}`,
+        accountId: ACCOUNT,
+      }),
+    ),
+  );
+  const after = await db.pool.query<{ n: string }>(
+    'SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()',
+  );
+  // Each caller resumed only after its row committed: all 300 are visible now.
+  const rows = await db.pool.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM audit_events WHERE action = 'explorer.query'",
+  );
+  assert.equal(rows.rows[0]!.n, 300);
+  // Far fewer commits than events (statistics lag a little; the bound is generous).
+  assert.ok(Number(after.rows[0]!.n) - Number(before.rows[0]!.n) < 150, 'events shared transactions');
+  await chainAll(client);
+  const v = await verify();
+  assert.equal(v.ok, true);
+  // An invalid event is refused before it joins a batch; the others are unaffected.
+  await assert.rejects(recordAuditNow(db.pool, { action: 'Not An Action' }), TypeError);
+});

@@ -102,6 +102,25 @@ export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
   return event;
 }
 
+const INSERT_COLUMNS = `occurred_at, actor_type, actor_id, action, target_type, target_id,
+                        account_id, source_ip, outcome, request_id, details`;
+
+function insertParams(e: AuditEventInput): unknown[] {
+  return [
+    e.occurredAt,
+    e.actorType,
+    e.actorId,
+    e.action,
+    e.targetType,
+    e.targetId,
+    e.accountId,
+    e.sourceIp,
+    e.outcome,
+    e.requestId,
+    JSON.stringify(e.details),
+  ];
+}
+
 /**
  * Records one event inside the caller's transaction. Throws (and so fails the action) if the
  * event is invalid or cannot be written. Cheap: one INSERT (no lock on a shared row).
@@ -109,29 +128,87 @@ export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
 export async function recordAudit(tx: Queryable, event: AuditEventDraft): Promise<void> {
   const e = normalizeAuditEvent(event);
   await tx.query(
-    `INSERT INTO audit_events (occurred_at, actor_type, actor_id, action, target_type, target_id,
-                               account_id, source_ip, outcome, request_id, details)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-    [
-      e.occurredAt,
-      e.actorType,
-      e.actorId,
-      e.action,
-      e.targetType,
-      e.targetId,
-      e.accountId,
-      e.sourceIp,
-      e.outcome,
-      e.requestId,
-      JSON.stringify(e.details),
-    ],
+    `INSERT INTO audit_events (${INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    insertParams(e),
   );
   for (const fn of recordedListeners) fn();
 }
 
-/** Records an event in its own transaction (refusals and failures, where nothing else commits). */
+/** Many events in one statement (column arrays through unnest). */
+async function insertMany(tx: Queryable, events: AuditEventInput[]): Promise<void> {
+  const cols: unknown[][] = Array.from({ length: 11 }, () => []);
+  for (const e of events) {
+    insertParams(e).forEach((v, i) => {
+      cols[i]!.push(v);
+    });
+  }
+  await tx.query(
+    `INSERT INTO audit_events (${INSERT_COLUMNS})
+     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                          $7::uuid[], $8::text[], $9::text[], $10::text[], $11::jsonb[])`,
+    cols,
+  );
+}
+
+type Pending = { event: AuditEventInput; resolve: () => void; reject: (err: unknown) => void };
+
+/**
+ * Group commit for events that stand alone (refusals, reads such as explorer queries, reveals
+ * recorded before the answer): concurrent calls on one pool share a transaction, so one WAL
+ * flush makes many events durable. Each caller still resumes only once its own event has
+ * committed; a failed batch fails every caller in it (fail closed).
+ */
+function createGroupAppender(db: Db) {
+  const queue: Pending[] = [];
+  let inFlight = 0;
+  const MAX_IN_FLIGHT = 2;
+  const MAX_BATCH = 500;
+
+  const pump = () => {
+    while (inFlight < MAX_IN_FLIGHT && queue.length > 0) {
+      const batch = queue.splice(0, MAX_BATCH);
+      inFlight++;
+      withTx(db, (tx) =>
+        insertMany(
+          tx,
+          batch.map((p) => p.event),
+        ),
+      )
+        .then(() => {
+          for (const fn of recordedListeners) fn();
+          for (const p of batch) p.resolve();
+        })
+        .catch((err: unknown) => {
+          for (const p of batch) p.reject(err);
+        })
+        .finally(() => {
+          inFlight--;
+          pump();
+        });
+    }
+  };
+
+  return (event: AuditEventInput) =>
+    new Promise<void>((resolve, reject) => {
+      queue.push({ event, resolve, reject });
+      pump();
+    });
+}
+
+const appenders = new WeakMap<Db, (e: AuditEventInput) => Promise<void>>();
+
+/**
+ * Records an event in its own transaction (refusals and failures, where nothing else commits),
+ * group-committed with other such events of this process. Resolves once the event is durable.
+ */
 export async function recordAuditNow(db: Db, event: AuditEventDraft): Promise<void> {
-  await withTx(db, (tx) => recordAudit(tx, event));
+  const e = normalizeAuditEvent(event);
+  let append = appenders.get(db);
+  if (!append) {
+    append = createGroupAppender(db);
+    appenders.set(db, append);
+  }
+  await append(e);
 }
 
 /**
