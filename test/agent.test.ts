@@ -114,3 +114,30 @@ test('a re-used enrollment token is refused, and a re-enrolled node loses its ol
   await s.db.pool.query("UPDATE node_enrollments SET expires_at = now() - interval '1 second'");
   assert.equal((await enroll(expired.token)).statusCode, 401);
 });
+
+test('a long-poll whose agent went away does not swallow the next job', async () => {
+  const { token } = await s.nodes.createEnrollment('edge4', 10);
+  const enrolled = await s.app.inject({
+    method: 'POST',
+    url: '/v1/agent/enroll',
+    payload: { enrollment_token: token, agent_version: 't' },
+  });
+  const agentToken = enrolled.json().agent_token as string;
+  const node = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'edge4'")).rows[0]!;
+  const gone = new AbortController();
+  const poll = fetch(`${url}/v1/agent/poll`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${agentToken}` },
+    body: JSON.stringify({ wait_ms: 10_000 }),
+    signal: gone.signal,
+  }).catch(() => null);
+  await new Promise((r) => setTimeout(r, 200));
+  gone.abort();
+  await poll;
+  await new Promise((r) => setTimeout(r, 100));
+  const job = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'node.ping' });
+  await new Promise((r) => setTimeout(r, 200));
+  const row = await getJob(s.db.pool, job.id);
+  assert.equal(row?.status, 'queued', 'nobody holds a lease on it');
+  assert.equal(row?.attempts, 0);
+});

@@ -241,3 +241,18 @@ export async function getAccountJob(
   );
   return r.rows[0] ?? null;
 }
+
+/** Hands a just-claimed job back to the queue (its claimer vanished before it got it). */
+export async function releaseJob(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+): Promise<void> {
+  await db.query(
+    `UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_expires_at = NULL, claimed_at = NULL,
+            updated_at = now()
+      WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running'`,
+    [jobId, nodeId, attempt],
+  );
+}

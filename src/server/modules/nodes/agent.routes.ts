@@ -65,10 +65,13 @@ export function agentRoutes(deps: {
           response: { 200: z.object({ job: jobSchema.nullable() }), ...errorResponses },
         },
       },
-      async (req) => {
+      async (req, reply) => {
         const agent = await authed(req);
         const abort = new AbortController();
-        req.raw.once('close', () => abort.abort());
+        // The connection closing before our answer means the agent is gone (or gave up).
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableEnded) abort.abort();
+        });
         const job = await deps.nodes.poll(agent, Math.min(req.body.wait_ms, deps.pollMaxMs), abort.signal);
         if (!job) return { job: null };
         return {

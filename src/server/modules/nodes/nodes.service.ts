@@ -12,6 +12,7 @@ import {
   failJob,
   type JobRow,
   nextWakeAt,
+  releaseJob,
 } from '../jobs/jobs.repo.ts';
 import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import * as repo from './nodes.repo.ts';
@@ -147,6 +148,12 @@ export function createNodesService(deps: NodesServiceDeps) {
         const job = await claimJob(db, agent.nodeId, leaseMs);
         if (job) {
           sub.cancel();
+          // The agent went away while we claimed: give the job back instead of letting it
+          // wait for its lease to expire.
+          if (requestSignal?.aborted) {
+            await releaseJob(db, job.id, agent.nodeId, job.attempts);
+            return null;
+          }
           return job;
         }
         const now = Date.now();
