@@ -101,15 +101,38 @@ test('rotation: the new password is pending until the agent reports it live', as
   );
   assert.equal(leaks.rows[0].n, 0);
 
-  // A rotation that dies leaves the old password in place and says why.
+  // A rotation that dies says why, and puts the stored password back on the node (the agent
+  // may have applied the new verifier before failing): a repair rotation with the old one.
   await s.databases.rotate(w(), 'rot_db');
   const dying = await nextJob(n2, 'database.rotate');
   await n2.fail(dying.id, dying.attempt, 'pooler reload did not take', false);
   const after = await s.databases.get(w(), 'rot_db');
-  assert.equal(after.rotation_pending, false);
   assert.equal(after.password_version, 2);
   assert.match(after.failure_reason ?? '', /credential rotation failed: pooler reload did not take/);
   assert.equal((await s.databases.reveal(w(), 'rot_db')).password, newPassword);
+  const repair = await nextJob(n2, 'database.rotate');
+  assert.equal(
+    (await n2.secret(repair.id, repair.attempt)).password,
+    newPassword,
+    'the repair re-applies the stored one',
+  );
+  await n2.complete(repair.id, repair.attempt, {
+    rotated_at: new Date().toISOString(),
+    terminated_sessions: 0,
+  });
+  const repaired = await s.databases.get(w(), 'rot_db');
+  assert.equal(repaired.rotation_pending, false);
+  assert.equal((await s.databases.reveal(w(), 'rot_db')).password, newPassword);
+
+  // A repair that dies too is recorded and not retried forever.
+  await s.databases.rotate(w(), 'rot_db');
+  const second = await nextJob(n2, 'database.rotate');
+  await n2.fail(second.id, second.attempt, 'boom', false);
+  const repair2 = await nextJob(n2, 'database.rotate');
+  await n2.fail(repair2.id, repair2.attempt, 'boom again', false);
+  assert.equal((await s.databases.get(w(), 'rot_db')).rotation_pending, false);
+  const pendingJobs = await s.db.pool.query("SELECT count(*)::int AS n FROM jobs WHERE status = 'queued'");
+  assert.equal(pendingJobs.rows[0].n, 0);
 });
 
 test('a create that dies marks the database failed with the reason; a retried one stays provisioning', async () => {

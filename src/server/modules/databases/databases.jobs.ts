@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
 import { JOB_KINDS } from '../../../agent/jobs/contract.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
+import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { recordAudit } from '../audit/audit.service.ts';
-import { findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
+import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './databases.repo.ts';
 import { passwordContext } from './databases.service.ts';
 
@@ -22,6 +23,33 @@ const reason = (job: JobRow, what: string) => `${what}: ${job.last_error ?? 'the
 
 /** The agent side of databases: job secrets and what a finished job does to a database. */
 export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: Logger }) {
+  /**
+   * A rotation died. The agent may already have set the new verifier on PostgreSQL before it
+   * failed, so dropping the pending password could leave nobody with a working one. Instead the
+   * stored (previous) password is put back on the node by a repair rotation, queued behind
+   * nothing (jobs of one database run in order) and proven like any rotation. A repair that
+   * dies too is recorded and left for an operator (`bulwark db rotate` starts over).
+   */
+  async function restoreAfterFailedRotation(tx: Tx, job: JobRow, id: string): Promise<void> {
+    const why = reason(job, 'credential rotation failed');
+    const sealed =
+      job.account_id && deps.box
+        ? await repo.findSealed(tx, { id, accountId: job.account_id, nodeId: job.node_id })
+        : null;
+    if (job.payload.repair === true || !sealed?.password_sealed || !deps.box) {
+      await repo.abandonRotation(tx, id, why);
+      return;
+    }
+    const previous = deps.box.open(sealed.password_sealed, passwordContext(id));
+    await repo.restartRotationWithCurrentPassword(tx, id, `${why}; restoring the previous password`);
+    await enqueueJob(tx, {
+      nodeId: job.node_id,
+      accountId: job.account_id,
+      kind: JOB_KINDS.rotate,
+      payload: { database_id: id, name: job.payload.name, verifier: scramVerifier(previous), repair: true },
+    });
+  }
+
   return {
     /**
      * The clear password a running create/rotate job needs for its login probe, for the node
@@ -79,7 +107,7 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
           break;
         case JOB_KINDS.rotate:
           if (ok) await repo.finishRotation(tx, id);
-          else await repo.abandonRotation(tx, id, reason(job, 'credential rotation failed'));
+          else await restoreAfterFailedRotation(tx, job, id);
           break;
         case JOB_KINDS.allowlist:
           if (!ok) await repo.noteFailure(tx, id, reason(job, 'allowlist update failed'));

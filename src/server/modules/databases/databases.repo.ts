@@ -219,6 +219,19 @@ export async function abandonRotation(db: Queryable, id: string, reason: string)
   );
 }
 
+/** A repair rotation: the pending password becomes the stored one, to be re-applied on the node. */
+export async function restartRotationWithCurrentPassword(
+  db: Queryable,
+  id: string,
+  reason: string,
+): Promise<void> {
+  await db.query(
+    `UPDATE databases SET pending_password_sealed = password_sealed, failure_reason = $2, updated_at = now()
+      WHERE id = $1`,
+    [id, reason.slice(0, 1000)],
+  );
+}
+
 export async function noteFailure(db: Queryable, id: string, reason: string): Promise<void> {
   await db.query('UPDATE databases SET failure_reason = $2, updated_at = now() WHERE id = $1', [
     id,

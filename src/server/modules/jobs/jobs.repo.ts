@@ -58,6 +58,11 @@ export async function enqueueJob(db: Queryable, input: EnqueueInput): Promise<Jo
  * Claims the next runnable job of a node: a queued job whose time has come, or a running
  * one whose lease expired (its agent died). SKIP LOCKED lets concurrent claimers pass each
  * other; a job whose lease expired after its last allowed attempt is dead-lettered.
+ *
+ * Jobs that change one database (`database.*`) run in the order they were queued: a job
+ * waits while an older one for the same database is queued (e.g. retrying with backoff) or
+ * running, so a retried create can never overtake the delete queued after it, nor an old
+ * allowlist a newer one.
  */
 export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): Promise<JobRow | null> {
   await db.query(
@@ -72,6 +77,11 @@ export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): 
         WHERE node_id = $1
           AND ((status = 'queued' AND run_after <= now())
                OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts))
+          AND NOT (kind LIKE 'database.%' AND EXISTS (
+                SELECT 1 FROM jobs o
+                 WHERE o.payload->>'database_id' = jobs.payload->>'database_id'
+                   AND o.id < jobs.id AND o.kind LIKE 'database.%'
+                   AND o.status IN ('queued', 'running')))
         ORDER BY run_after, id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -138,8 +148,12 @@ export async function failJob(
 export async function nextWakeAt(db: Queryable, nodeId: string): Promise<Date | null> {
   const r = await db.query<{ at: Date | null }>(
     `SELECT least(
-        (SELECT min(run_after) FROM jobs WHERE node_id = $1 AND status = 'queued'),
-        (SELECT min(lease_expires_at) FROM jobs WHERE node_id = $1 AND status = 'running')) AS at`,
+        (SELECT min(run_after) FROM jobs WHERE node_id = $1 AND status = 'queued' AND run_after > now()),
+        (SELECT min(lease_expires_at) FROM jobs WHERE node_id = $1 AND status = 'running'),
+        -- A due job that could not be claimed waits behind an older job of its database (or
+        -- became due a moment ago): look again within a second rather than spin.
+        (SELECT now() + interval '1 second' FROM jobs
+          WHERE node_id = $1 AND status = 'queued' AND run_after <= now() LIMIT 1)) AS at`,
     [nodeId],
   );
   return r.rows[0]?.at ?? null;
