@@ -115,7 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     perIp: { limit: deps.config.rateLimitIpPerMinute, windowMs: 60_000 },
     authFailuresPerIp: { limit: deps.config.rateLimitAuthFailuresPerMinute, windowMs: 60_000 },
   });
-  registerAuth(app, { keys: deps.keys, limiter, metrics: deps.metrics });
+  registerAuth(app, { keys: deps.keys, nodes: deps.nodes, limiter, metrics: deps.metrics });
   const withIdempotency = createIdempotency({ db: deps.db });
 
   await app.register(swagger, {

@@ -7,25 +7,43 @@
  * (no I/O) → cached lookup + constant-time hash check → per-key rate limit. Every failure
  * is the same 401 body; the reason goes only to a fail2ban-friendly log line.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { unauthorized } from '../../shared/errors.ts';
 import type { AuthFailure, KeysService } from '../modules/keys/keys.service.ts';
 import type { ServerMetrics } from '../modules/metrics/server-metrics.ts';
+import type { AgentIdentity, NodesService } from '../modules/nodes/nodes.service.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    agent?: AgentIdentity;
+  }
+}
 
 export const AUTH_FAILED_MESSAGE = 'Missing, invalid, expired or revoked API key';
 
 const BEARER = /^Bearer ([^\s]{1,200})$/;
 
-/** Routes under /v1 that this hook leaves alone (agents authenticate themselves). */
+/** Routes under /v1 that need no API key (agents have their own tokens, checked below). */
 export function isUnauthenticatedRoute(routeUrl: string): boolean {
   return routeUrl.startsWith('/v1/agent/') || routeUrl === '/v1/openapi.json';
+}
+
+/** The agent routes that take no agent token (the token is what enrollment hands out). */
+const AGENT_OPEN_ROUTES = new Set(['/v1/agent/enroll']);
+
+/** The authenticated agent of this request (set by the auth hook on /v1/agent/* routes). */
+export function requireAgent(req: FastifyRequest): AgentIdentity {
+  if (!req.agent) throw unauthorized('Invalid agent token');
+  return req.agent;
 }
 
 export function registerAuth(
   app: FastifyInstance,
   deps: {
     keys: Pick<KeysService, 'authenticate'>;
+    /** Agent tokens: checked here too, before any body is read, under the same per-IP budgets. */
+    nodes: Pick<NodesService, 'authenticateAgent'>;
     limiter: RateLimiter;
     metrics?: Pick<ServerMetrics, 'authFailures' | 'rateLimited'>;
   },
@@ -40,8 +58,35 @@ export function registerAuth(
   app.addHook('onRequest', async (req, reply) => {
     const route = req.routeOptions.url;
     // Unknown routes fall through to the 404 handler; non-API pages are not ours.
-    if (!route?.startsWith('/v1/') || isUnauthenticatedRoute(route)) return;
+    if (!route?.startsWith('/v1/')) return;
     const ip = req.ip;
+    if (route.startsWith('/v1/agent/')) {
+      if (AGENT_OPEN_ROUTES.has(route)) {
+        limit(reply, await limiter.hitIp(ip), 'ip');
+        return;
+      }
+      const blockedAgent = await limiter.authFailuresExceeded(ip);
+      if (blockedAgent) {
+        req.log.warn(`bulwark auth failure ip=${ip} reason=too_many_failures`);
+        metrics?.authFailures.inc({ kind: 'agent_token', reason: 'too_many_failures' });
+        limit(reply, blockedAgent, 'auth_failures');
+      }
+      const h = req.headers.authorization;
+      try {
+        req.agent = await deps.nodes.authenticateAgent(
+          h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined,
+          {
+            sourceIp: ip,
+            requestId: String(req.id),
+          },
+        );
+      } catch (err) {
+        await limiter.recordAuthFailure(ip);
+        throw err;
+      }
+      return;
+    }
+    if (isUnauthenticatedRoute(route)) return;
     if (req.routeOptions.config?.public) {
       limit(reply, await limiter.hitIp(ip), 'ip');
       return;

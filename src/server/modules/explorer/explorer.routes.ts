@@ -7,6 +7,7 @@ import {
   queryOutputSchema,
   schemaOutputSchema,
 } from '../../../agent/explorer/explorer.contract.ts';
+import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorBody, errorResponses } from '../../http/errors.ts';
 import { auditFromRequest } from '../audit/audit.service.ts';
@@ -105,12 +106,8 @@ export function explorerRoutes(deps: {
       },
     );
 
-    const bearer = (req: FastifyRequest) => {
-      const h = req.headers.authorization;
-      return h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
-    };
-    const agentOf = (req: FastifyRequest) =>
-      deps.nodes.authenticateAgent(bearer(req), { sourceIp: req.ip, requestId: String(req.id) });
+    // Agent tokens are checked by the auth hook before the (large) body is read.
+    const agentOf = async (req: FastifyRequest) => requireAgent(req);
 
     app.post(
       '/v1/agent/jobs/:id/explorer-result',

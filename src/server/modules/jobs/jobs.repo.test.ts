@@ -87,11 +87,19 @@ test('backoff doubles per attempt within jitter and is capped', () => {
 test("a database's jobs run in queue order: a retrying create is never overtaken by the delete after it", async () => {
   const dbX = '00000000-0000-4000-8000-00000000000a';
   const dbY = '00000000-0000-4000-8000-00000000000b';
-  const create = await enqueueJob(db.pool, { nodeId, kind: 'database.create', payload: { database_id: dbX } });
+  const create = await enqueueJob(db.pool, {
+    nodeId,
+    kind: 'database.create',
+    payload: { database_id: dbX },
+  });
   assert.equal((await claimJob(db.pool, nodeId, 60_000))?.id, create.id);
   assert.equal((await failJob(db.pool, create.id, nodeId, 1, 'transient', true, 100))?.status, 'queued');
   const del = await enqueueJob(db.pool, { nodeId, kind: 'database.delete', payload: { database_id: dbX } });
-  const other = await enqueueJob(db.pool, { nodeId, kind: 'database.allowlist', payload: { database_id: dbY } });
+  const other = await enqueueJob(db.pool, {
+    nodeId,
+    kind: 'database.allowlist',
+    payload: { database_id: dbY },
+  });
   // The delete waits behind the create's retry; another database's job is not held up.
   assert.equal((await claimJob(db.pool, nodeId, 60_000))?.id, other.id);
   assert.equal(await claimJob(db.pool, nodeId, 60_000), null, 'the delete must not overtake the create');

@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { notFound } from '../../../shared/errors.ts';
+import { requireAgent } from '../../http/auth.ts';
 import { errorResponses } from '../../http/errors.ts';
 import type { AgentIdentity, NodesService } from './nodes.service.ts';
 
@@ -13,11 +14,6 @@ const jobSchema = z.object({
   lease_expires_at: z.string().nullable(),
 });
 
-const bearer = (req: FastifyRequest): string | undefined => {
-  const h = req.headers.authorization;
-  return h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
-};
-
 /** The agent-facing API: enrollment, long-poll for jobs, results, heartbeats. */
 export function agentRoutes(deps: {
   nodes: NodesService;
@@ -26,8 +22,8 @@ export function agentRoutes(deps: {
   jobSecret?: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
 }): FastifyPluginAsyncZod {
   return async (app) => {
-    const authed = async (req: FastifyRequest): Promise<AgentIdentity> =>
-      deps.nodes.authenticateAgent(bearer(req), { sourceIp: req.ip, requestId: String(req.id) });
+    // Agent tokens are checked by the auth hook before the body is read (src/server/http/auth.ts).
+    const authed = async (req: FastifyRequest): Promise<AgentIdentity> => requireAgent(req);
 
     app.post(
       '/v1/agent/enroll',
