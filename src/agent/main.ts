@@ -75,6 +75,11 @@ export async function startAgent(
     connectionString: config.adminDatabaseUrl,
     max: 4,
     application_name: 'bulwark-agent',
+    // No admin statement may hang a job forever (a lock wait, a wedged server): the job fails
+    // and is retried instead. CREATE DATABASE on a loaded disk takes well under this.
+    statement_timeout: 120_000,
+    query_timeout: 130_000,
+    connectionTimeoutMillis: 10_000,
   });
   admin.on('error', (err) => log.warn({ err: { message: err.message } }, 'idle admin connection lost'));
   const managed = await startPooler(config, log);

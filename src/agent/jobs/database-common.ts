@@ -74,6 +74,7 @@ export async function proveLogin(
     password: login.password,
     database: login.database,
     connectionTimeoutMillis: 5_000,
+    query_timeout: 10_000,
     application_name: 'bulwark-agent-probe',
     ...(deps.poolerSsl ? { ssl: deps.poolerSsl } : {}),
   });

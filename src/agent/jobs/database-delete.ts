@@ -3,7 +3,6 @@ import {
   databaseOwner,
   dropDatabase,
   dropOurRoles,
-  NotOursError,
   roleOwnership,
   terminateSessions,
 } from '../postgres/tenant-sql.ts';
@@ -24,9 +23,11 @@ export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
     const p = parsePayload(deletePayloadSchema, payload);
     const roles = roleNames(p.name);
     try {
-      const owner = await databaseOwner(ctx.admin, p.name);
-      if (owner !== null && owner !== roles.owner)
-        throw new NotOursError(`database ${p.name} is not owned by ${roles.owner}; nothing deleted`);
+      const found = await databaseOwner(ctx.admin, p.name);
+      // A database of that name that is not ours (e.g. the reason our create failed) is left
+      // alone; what is ours (roles with our marker, our pooler entry) is still removed, so the
+      // failed record can be deleted.
+      const owner = found === roles.owner ? found : null;
       const owned = await roleOwnership(ctx.admin, Object.values(roles), p.database_id);
       const ours = [...owned].filter(([, s]) => s === 'ours').map(([n]) => n);
 
@@ -41,7 +42,7 @@ export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
       await step('terminate');
       await terminateSessions(ctx.admin, { roles: ours, ...(owner ? { database: p.name } : {}) });
       await step('database');
-      const dropped = await dropDatabase(ctx.admin, p.name, roles.owner);
+      const dropped = owner ? await dropDatabase(ctx.admin, p.name, roles.owner) : false;
       await step('roles');
       await dropOurRoles(ctx.admin, roles, p.database_id);
       return { dropped };

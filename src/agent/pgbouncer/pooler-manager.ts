@@ -87,6 +87,8 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       password,
       database: 'pgbouncer',
       connectionTimeoutMillis: 5_000,
+      // RELOAD/KILL/RESUME answer in milliseconds; a wedged PgBouncer must not hang the agent.
+      query_timeout: 30_000,
       ...(tls && opts.clientSsl ? { ssl: opts.clientSsl } : {}),
     });
     client.on('error', () => {});

@@ -18,7 +18,7 @@ import type { AuditBase, ExplorerService } from './explorer.service.ts';
 const tags = ['explorer'];
 const security = [{ apiKey: [] }];
 const nameParams = z.object({ name: z.string().min(1).max(200) });
-const jobParams = z.object({ id: z.coerce.number().int().positive() });
+const jobParams = z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
 
 /** Aborted when the HTTP client goes away before the response is written. */
 function clientGone(reply: FastifyReply): AbortSignal {

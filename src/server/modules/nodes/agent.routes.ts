@@ -14,6 +14,13 @@ const jobSchema = z.object({
   lease_expires_at: z.string().nullable(),
 });
 
+/** A JSON object an agent reports, bounded in keys and serialised size (it is stored). */
+const boundedRecord = (maxBytes: number) =>
+  z
+    .record(z.string().max(100), z.unknown())
+    .refine((r) => Object.keys(r).length <= 200, 'too many keys')
+    .refine((r) => JSON.stringify(r).length <= maxBytes, `larger than ${maxBytes} bytes`);
+
 /** The agent-facing API: enrollment, long-poll for jobs, results, heartbeats. */
 export function agentRoutes(deps: {
   nodes: NodesService;
@@ -88,10 +95,10 @@ export function agentRoutes(deps: {
         schema: {
           tags: ['agent'],
           summary: 'Report a job done',
-          params: z.object({ id: z.coerce.number().int().positive() }),
+          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
           body: z.object({
             attempt: z.number().int().min(1).max(1000),
-            result: z.record(z.string(), z.unknown()),
+            result: boundedRecord(64 * 1024),
           }),
           response: { 200: z.object({ status: z.string() }), ...errorResponses },
         },
@@ -109,7 +116,7 @@ export function agentRoutes(deps: {
         schema: {
           tags: ['agent'],
           summary: 'Report a job failed (retried with backoff unless final)',
-          params: z.object({ id: z.coerce.number().int().positive() }),
+          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
           body: z.object({
             attempt: z.number().int().min(1).max(1000),
             error: z.string().min(1).max(4000),
@@ -137,7 +144,7 @@ export function agentRoutes(deps: {
         schema: {
           tags: ['agent'],
           summary: 'The secret of a job this agent holds the lease of (create/rotate login probes)',
-          params: z.object({ id: z.coerce.number().int().positive() }),
+          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
           body: z.object({ attempt: z.number().int().min(1).max(1000) }),
           response: { 200: z.object({ password: z.string() }), ...errorResponses },
         },
@@ -159,7 +166,7 @@ export function agentRoutes(deps: {
           body: z.object({
             agent_version: z.string().max(64).optional(),
             pg_version: z.string().max(256).optional(),
-            capabilities: z.record(z.string(), z.unknown()).optional(),
+            capabilities: boundedRecord(16 * 1024).optional(),
           }),
           response: { 200: z.object({ ok: z.literal(true) }), ...errorResponses },
         },
