@@ -178,3 +178,28 @@ test('bulwark up refuses a data dir from an incompatible version and a port in u
     await fs.rm(other, { recursive: true, force: true });
   }
 });
+
+test('after `up` is killed outright, the next start stops the PostgreSQL and PgBouncer it left', async () => {
+  const first = startUp();
+  await first.ready;
+  const info = JSON.parse(readFileSync(path.join(dir, 'up.json'), 'utf8')) as {
+    pids: Record<string, number>;
+  };
+  first.child.kill('SIGKILL');
+  await exited(first.child);
+  // Server and agent follow their supervisor (IPC disconnect); the data plane cannot.
+  for (let i = 0; i < 100 && (alive(info.pids.server!) || alive(info.pids.agent!)); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(alive(info.pids.server!), false, 'server exited with its supervisor');
+  assert.equal(alive(info.pids.agent!), false, 'agent exited with its supervisor');
+  assert.equal(alive(info.pids.postgres!), true);
+  const again = startUp();
+  await again.ready;
+  assert.match(again.output(), /stopped a PostgreSQL left running/);
+  assert.match(again.output(), /stopped a PgBouncer left running/);
+  assert.equal(alive(info.pids.postgres!), false);
+  assert.equal(alive(info.pids.pgbouncer!), false);
+  again.child.kill('SIGINT');
+  assert.equal(await exited(again.child), 0);
+});

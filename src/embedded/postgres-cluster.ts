@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
@@ -100,15 +100,25 @@ export type RunningPostgres = {
   stop(): Promise<void>;
 };
 
+/** True when `pid` runs exactly `binary` (by /proc/<pid>/exe, not a command-line substring). */
+export function isProcessOf(pid: number, binary: string): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`) === realpathSync(binary);
+  } catch {
+    return false;
+  }
+}
+
 /** If a postmaster from an earlier, killed run still holds this data dir, stop it. */
 export async function stopStalePostmaster(pgData: string, timeoutMs = 30_000): Promise<boolean> {
   const pidFile = path.join(pgData, 'postmaster.pid');
   if (!existsSync(pidFile)) return false;
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
   if (!Number.isInteger(pid) || pid <= 0) return false;
+  // The pidfile is writable by the service user: signal the pid only if it really is a
+  // postmaster from our binaries, not whatever process a pidfile names.
+  if (!isProcessOf(pid, path.join(pgBinDir(), 'postgres'))) return false;
   try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (!cmd.includes('postgres')) return false;
     process.kill(pid, 'SIGINT');
   } catch {
     return false;

@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { type DataLayout, LAYOUT_VERSION } from './layout.ts';
-import { clusterMajorVersion, isInitialised, pgBinDir } from './postgres-cluster.ts';
+import { pgbouncerBinary } from './pgbouncer-process.ts';
+import { clusterMajorVersion, isInitialised, isProcessOf, pgBinDir } from './postgres-cluster.ts';
 
 /** A refusal with an exit code the CLI documents. */
 export class PreflightError extends Error {
@@ -103,8 +104,7 @@ export async function stopStalePgbouncer(pidFile: string): Promise<boolean> {
   if (!existsSync(pidFile)) return false;
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
   if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return false;
-  const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (!cmd.includes('pgbouncer')) return false;
+  if (!isProcessOf(pid, pgbouncerBinary())) return false;
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 200 && pidAlive(pid); i++) await new Promise((r) => setTimeout(r, 25));
   if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
