@@ -1,11 +1,8 @@
-import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import pg from 'pg';
-import { dataLayout } from '../../embedded/layout.ts';
-import { readSecretFile } from '../../embedded/secrets.ts';
 import type { Permission } from '../../server/http/caller.ts';
 import { createOperatorKey } from '../../server/modules/keys/keys.service.ts';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
+import { controlPool } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 const ACCOUNT_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
@@ -46,15 +43,7 @@ export function registerAdminCreateKey(program: Command): void {
       runCommand(o.json, async () => {
         if (o.name.length < 1 || o.name.length > 100)
           throw new CliError('--name must be 1–100 characters', EXIT.usage);
-        const file = path.join(dataLayout(o.dataDir).secrets, 'control-database-url');
-        let url: string;
-        try {
-          url = readSecretFile(file);
-        } catch (err) {
-          throw new CliError(`cannot read the control DB URL (${(err as Error).message})`, EXIT.usage);
-        }
-        const pool = new pg.Pool({ connectionString: url, max: 1, application_name: 'bulwark-admin' });
-        pool.on('error', () => {});
+        const pool = controlPool(o.dataDir, 'bulwark-admin', 1);
         try {
           const { key, row, account } = await createOperatorKey(pool, {
             accountName: o.account,

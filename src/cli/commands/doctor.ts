@@ -1,11 +1,8 @@
-import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import pg from 'pg';
-import { dataLayout } from '../../embedded/layout.ts';
-import { readSecretFile } from '../../embedded/secrets.ts';
 import type { Db } from '../../server/db/pool.ts';
 import { createDriftService, type DriftReport } from '../../server/modules/drift/drift.service.ts';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
+import { controlPool } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -87,15 +84,7 @@ export function registerDoctor(program: Command): void {
     )
     .action((o: { node?: string; fix?: boolean; timeout: number; dataDir: string; json?: boolean }) =>
       runCommand(o.json, async () => {
-        const file = path.join(dataLayout(o.dataDir).secrets, 'control-database-url');
-        let url: string;
-        try {
-          url = readSecretFile(file);
-        } catch (err) {
-          throw new CliError(`cannot read the control DB URL (${(err as Error).message})`, EXIT.usage);
-        }
-        const pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'bulwark-doctor' });
-        pool.on('error', () => {});
+        const pool = controlPool(o.dataDir, 'bulwark-doctor', 2);
         let outcome: DoctorOutcome;
         try {
           outcome = await runDoctor(pool, { node: o.node, fix: Boolean(o.fix), timeoutMs: o.timeout * 1000 });

@@ -1,11 +1,10 @@
-import path from 'node:path';
 import type { Command } from 'commander';
 import pg from 'pg';
 import { dataLayout } from '../../embedded/layout.ts';
-import { readSecretFile } from '../../embedded/secrets.ts';
 import { addKeyToKeyringFile, createSecretBox, loadKeyringFile } from '../../server/crypto/secret-box.ts';
 import { resealPasswords } from '../../server/modules/databases/databases.jobs.ts';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
+import { controlDatabaseUrl } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 type Options = { dataDir: string; keyFile?: string; json?: boolean };
@@ -14,15 +13,7 @@ type Options = { dataDir: string; keyFile?: string; json?: boolean };
 function locate(o: Options): { keyFile: string; databaseUrl: string } {
   const layout = dataLayout(o.dataDir);
   const keyFile = o.keyFile ?? process.env.BULWARK_MASTER_KEY_FILE ?? layout.masterKeyring;
-  let databaseUrl = process.env.BULWARK_DATABASE_URL;
-  if (!databaseUrl) {
-    const file = process.env.BULWARK_DATABASE_URL_FILE ?? path.join(layout.secrets, 'control-database-url');
-    try {
-      databaseUrl = readSecretFile(file);
-    } catch (err) {
-      throw new CliError(`cannot read the control DB URL (${(err as Error).message})`, EXIT.usage);
-    }
-  }
+  const databaseUrl = controlDatabaseUrl(o.dataDir);
   return { keyFile, databaseUrl };
 }
 
