@@ -27,6 +27,8 @@ import { createAuditChainer } from '../src/server/modules/audit/audit.chainer.ts
 import { createCheckpointer, keyMap } from '../src/server/modules/audit/audit.checkpoints.ts';
 import { verifyDatabase } from '../src/server/modules/audit/audit.export.ts';
 import {
+  AUDIT_INSERT_COLUMNS,
+  auditInsertParams,
   normalizeAuditEvent,
   recordAudit,
   recordAuditNow,
@@ -118,22 +120,8 @@ try {
       withTx(db, async (tx) => {
         const e = normalizeAuditEvent(event(w, i));
         await tx.query(
-          `INSERT INTO bench_events (occurred_at, actor_type, actor_id, action, target_type, target_id,
-                                     account_id, source_ip, outcome, request_id, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-          [
-            e.occurredAt,
-            e.actorType,
-            e.actorId,
-            e.action,
-            e.targetType,
-            e.targetId,
-            e.accountId,
-            e.sourceIp,
-            e.outcome,
-            e.requestId,
-            JSON.stringify(e.details),
-          ],
+          `INSERT INTO bench_events (${AUDIT_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+          auditInsertParams(e),
         );
       }),
     );

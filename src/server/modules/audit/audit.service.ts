@@ -102,10 +102,11 @@ export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
   return event;
 }
 
-const INSERT_COLUMNS = `occurred_at, actor_type, actor_id, action, target_type, target_id,
+/** The columns a writer fills (the chainer fills the rest), and their values for one event. */
+export const AUDIT_INSERT_COLUMNS = `occurred_at, actor_type, actor_id, action, target_type, target_id,
                         account_id, source_ip, outcome, request_id, details`;
 
-function insertParams(e: AuditEventInput): unknown[] {
+export function auditInsertParams(e: AuditEventInput): unknown[] {
   return [
     e.occurredAt,
     e.actorType,
@@ -128,8 +129,8 @@ function insertParams(e: AuditEventInput): unknown[] {
 export async function recordAudit(tx: Queryable, event: AuditEventDraft): Promise<void> {
   const e = normalizeAuditEvent(event);
   await tx.query(
-    `INSERT INTO audit_events (${INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-    insertParams(e),
+    `INSERT INTO audit_events (${AUDIT_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    auditInsertParams(e),
   );
   for (const fn of recordedListeners) fn();
 }
@@ -138,12 +139,12 @@ export async function recordAudit(tx: Queryable, event: AuditEventDraft): Promis
 async function insertMany(tx: Queryable, events: AuditEventInput[]): Promise<void> {
   const cols: unknown[][] = Array.from({ length: 11 }, () => []);
   for (const e of events) {
-    insertParams(e).forEach((v, i) => {
+    auditInsertParams(e).forEach((v, i) => {
       cols[i]!.push(v);
     });
   }
   await tx.query(
-    `INSERT INTO audit_events (${INSERT_COLUMNS})
+    `INSERT INTO audit_events (${AUDIT_INSERT_COLUMNS})
      SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                           $7::uuid[], $8::text[], $9::text[], $10::text[], $11::jsonb[])`,
     cols,
