@@ -56,6 +56,8 @@ function presentEvent(r: repo.AuditEventRow) {
   };
 }
 
+const VERIFY_REUSE_MS = 30_000;
+
 export function createAuditAdminService(deps: {
   db: Db;
   log: Logger;
@@ -63,6 +65,7 @@ export function createAuditAdminService(deps: {
   checkpointer: Pick<Checkpointer, 'publicKeys'>;
 }) {
   let inFlight: Promise<VerifyReport> | null = null;
+  let lastVerify: { at: number; report: VerifyReport } | null = null;
 
   return {
     async listEvents(caller: Caller, q: EventQuery) {
@@ -98,11 +101,22 @@ export function createAuditAdminService(deps: {
       });
     },
 
-    /** Whole-chain verification; concurrent calls share one run. */
+    /**
+     * Whole-chain verification through the API: concurrent calls share one run, and a result is
+     * reused for 30 s, so tenants cannot keep the server verifying the global chain back to
+     * back (operators get a fresh run from `bulwark audit verify`).
+     */
     verify(): Promise<VerifyReport> {
-      inFlight ??= verifyDatabase(deps.db, keyMap(deps.checkpointer.publicKeys())).finally(() => {
-        inFlight = null;
-      });
+      if (lastVerify && Date.now() - lastVerify.at < VERIFY_REUSE_MS)
+        return Promise.resolve(lastVerify.report);
+      inFlight ??= verifyDatabase(deps.db, keyMap(deps.checkpointer.publicKeys()))
+        .then((report) => {
+          lastVerify = { at: Date.now(), report };
+          return report;
+        })
+        .finally(() => {
+          inFlight = null;
+        });
       return inFlight;
     },
 
