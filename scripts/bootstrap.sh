@@ -1,6 +1,7 @@
 #!/bin/sh
-# Idempotent bootstrap: system packages (PostgreSQL server, PgBouncer), then npm
-# packages (which bring the project's own Node.js 24). Fast when nothing is missing.
+# Idempotent bootstrap: system packages (PostgreSQL server, PgBouncer; with --test also
+# Redis), then npm packages (which bring the project's own Node.js 24). Fast when nothing
+# is missing.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
   need_apt="$need_apt pgbouncer"
 fi
 command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"
+# The test suite also runs a real Redis (shared rate-limit counters across replicas).
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/redis-server ]; then
+  need_apt="$need_apt redis-server"
+fi
 
 if [ -n "$need_apt" ]; then
   cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$need_apt"
@@ -39,6 +44,7 @@ if [ -n "$need_apt" ]; then
     done
   fi
   if [ -x /etc/init.d/pgbouncer ]; then /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true; fi
+  if [ -x /etc/init.d/redis-server ]; then /etc/init.d/redis-server stop >/dev/null 2>&1 || true; fi
 fi
 
 # npm packages, including the `node` package (Node.js 24 inside the project).

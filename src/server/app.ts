@@ -14,7 +14,7 @@ import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
 import { registerErrorHandling } from './http/errors.ts';
 import { createIdempotency } from './http/idempotency.ts';
-import { createMemoryRateLimitStore, createRateLimiter } from './http/rate-limit.ts';
+import { createMemoryRateLimitStore, createRateLimiter, type RateLimitStore } from './http/rate-limit.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import { auditRoutes } from './modules/audit/audit.routes.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
@@ -66,6 +66,8 @@ export type AppDeps = {
   operatorToken: string | null;
   /** Hands a leased job its secret (databases: the owner password for the login probe). */
   jobSecret: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
+  /** Shared counters (Redis) when several replicas run; in-memory when absent. */
+  rateLimitStore?: RateLimitStore;
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{8,64}$/;
@@ -110,7 +112,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     });
   });
   registerErrorHandling(app);
-  const limiter = createRateLimiter(createMemoryRateLimitStore(), {
+  const limiter = createRateLimiter(deps.rateLimitStore ?? createMemoryRateLimitStore(), {
     perKey: { limit: deps.config.rateLimitKeyPerMinute, windowMs: 60_000 },
     perIp: { limit: deps.config.rateLimitIpPerMinute, windowMs: 60_000 },
     authFailuresPerIp: { limit: deps.config.rateLimitAuthFailuresPerMinute, windowMs: 60_000 },

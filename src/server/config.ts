@@ -60,6 +60,12 @@ export const serverConfigSchema = z
     rateLimitKeyPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(1200),
     rateLimitIpPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(300),
     rateLimitAuthFailuresPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(20),
+    /** Shared rate-limit counters for several replicas (redis:// or rediss://); in-memory without. */
+    redisUrl: z
+      .string()
+      .max(4096)
+      .refine((v) => /^rediss?:\/\//.test(v), 'must be a redis:// or rediss:// URL')
+      .optional(),
     /** Audit: sign the chain head this often (seconds), when it moved. */
     auditCheckpointIntervalSeconds: z.coerce.number().int().min(5).max(86_400).default(600),
     /** Audit: also append each signed checkpoint as a JSON line to this file (ideally off-box). */
@@ -93,6 +99,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   rateLimitKeyPerMinute: { env: 'BULWARK_RATE_LIMIT_KEY_PER_MINUTE' },
   rateLimitIpPerMinute: { env: 'BULWARK_RATE_LIMIT_IP_PER_MINUTE' },
   rateLimitAuthFailuresPerMinute: { env: 'BULWARK_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE' },
+  redisUrl: { env: 'BULWARK_REDIS_URL', secret: true },
   masterKeyFile: { env: 'BULWARK_MASTER_KEY_FILE' },
   defaultAllowlist: { env: 'BULWARK_DEFAULT_ALLOWLIST', list: true },
   poolerPublicHost: { env: 'BULWARK_POOLER_PUBLIC_HOST' },

@@ -9,6 +9,7 @@ import { createKeyringFileBox } from './crypto/keyring-box.ts';
 import { migrate } from './db/migrate.ts';
 import { createPgListener } from './db/pg-listener.ts';
 import { createPool, type Db } from './db/pool.ts';
+import { createRedisRateLimitStore } from './http/rate-limit-redis.ts';
 import { createAuditStack } from './modules/audit/audit.stack.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
@@ -88,8 +89,10 @@ export async function createServerContext(opts: {
     hooks: jobHooks,
     metrics,
   });
+  const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {
     const app = await buildApp({
+      rateLimitStore,
       config,
       db,
       log,
@@ -126,6 +129,7 @@ export async function createServerContext(opts: {
         await audit.close();
         await keys.close();
         await listener.close();
+        await rateLimitStore?.close?.();
       },
     };
   } catch (err) {
@@ -134,6 +138,7 @@ export async function createServerContext(opts: {
     await keys.close();
     await audit.close();
     await listener.close();
+    await rateLimitStore?.close?.();
     throw err;
   }
 }
