@@ -15,7 +15,7 @@
  * Any `sql` string in details is redacted (literals → `?`) here, so raw SQL never reaches the log.
  */
 import type { FastifyRequest } from 'fastify';
-import { type Db, type Queryable, withTx } from '../../db/pool.ts';
+import type { Db, Queryable } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import { redactSql } from '../explorer/explorer.validator.ts';
 import {
@@ -169,11 +169,10 @@ function createGroupAppender(db: Db) {
     while (inFlight < MAX_IN_FLIGHT && queue.length > 0) {
       const batch = queue.splice(0, MAX_BATCH);
       inFlight++;
-      withTx(db, (tx) =>
-        insertMany(
-          tx,
-          batch.map((p) => p.event),
-        ),
+      // One statement is its own transaction: a single round trip makes the whole batch durable.
+      insertMany(
+        db,
+        batch.map((p) => p.event),
       )
         .then(() => {
           for (const fn of recordedListeners) fn();
