@@ -50,7 +50,6 @@ export function registerAdminCreateKey(program: Command): void {
             level: o.level,
             name: o.name,
           });
-          // Issue 5 (audit): record `key.created` with actor `operator` here.
           if (o.json) {
             process.stdout.write(
               `${JSON.stringify({ key, account: account.name, expires_at: row.expires_at.toISOString() })}\n`,
