@@ -100,8 +100,18 @@ export async function ensureControlDatabase(adminUrl: string, controlPassword: s
 /** Writes the first pooler config; later the agent owns these files and keeps them current. */
 async function writeInitialPoolerConfig(opts: DataPlaneOptions, poolerAdminPassword: string): Promise<void> {
   const files = poolerFiles(opts.layout);
+  const listenAddr = opts.poolerListenAddr ?? '127.0.0.1';
+  // Once the agent has made (or been given) a certificate, PgBouncer starts with TLS at once
+  // (required beyond loopback, offered on loopback), not only after the agent's first apply.
+  const cert = path.join(opts.layout.pooler, 'server.crt');
+  const key = path.join(opts.layout.pooler, 'server.key');
+  const haveCert = await Promise.all([fs.access(cert), fs.access(key)]).then(
+    () => true,
+    () => false,
+  );
+  const loopback = listenAddr === '127.0.0.1' || listenAddr === '::1' || listenAddr === 'localhost';
   const ini = renderIni({
-    listenAddr: opts.poolerListenAddr ?? '127.0.0.1',
+    listenAddr,
     listenPort: opts.ports.pooler,
     pgHost: '127.0.0.1',
     pgPort: opts.ports.postgres,
@@ -112,7 +122,7 @@ async function writeInitialPoolerConfig(opts: DataPlaneOptions, poolerAdminPassw
     poolMode: 'session',
     maxClientConn: 2000,
     defaultPoolSize: 20,
-    tls: null,
+    tls: haveCert ? { certFile: cert, keyFile: key, sslmode: loopback ? 'prefer' : 'require' } : null,
   });
   const write = async (file: string, text: string, onlyIfMissing: boolean) => {
     if (onlyIfMissing) {
