@@ -82,6 +82,9 @@ export async function startAgent(
     connectionTimeoutMillis: 10_000,
   });
   admin.on('error', (err) => log.warn({ err: { message: err.message } }, 'idle admin connection lost'));
+  admin.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ err: { message: err.message } }, 'admin connection lost'));
+  });
   const managed = await startPooler(config, log);
   const pooler = managed?.pooler;
   const explorer = await startExplorer(config, admin, log);

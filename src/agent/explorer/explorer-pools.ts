@@ -74,6 +74,11 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
       pool.on('error', (err) =>
         deps.log.warn({ err: { message: err.message } }, 'idle explorer connection lost'),
       );
+      pool.on('connect', (client) => {
+        client.on('error', (err) =>
+          deps.log.warn({ err: { message: err.message } }, 'explorer connection lost'),
+        );
+      });
       // A checked-out client whose backend dies (terminated, cancelled login) emits 'error': the
       // query promise already reports it; without a listener it would crash the agent.
       pool.on('connect', (client) => client.on('error', () => {}));

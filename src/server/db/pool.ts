@@ -18,6 +18,12 @@ export function createPool(connectionString: string, max: number, log: Logger): 
   });
   // Without this handler an idle client killed by the server (restart) crashes the process.
   pool.on('error', (err) => log.warn({ err: { message: err.message } }, 'idle control DB connection lost'));
+  // A checked-out client whose connection dies between two queries emits 'error' too (the pool
+  // only listens while a client is idle): without a listener that would crash the process. The
+  // caller's next query fails instead, and the pool discards the broken client on release.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ err: { message: err.message } }, 'control DB connection lost'));
+  });
   return pool;
 }
 
