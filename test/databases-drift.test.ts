@@ -6,9 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { agentConfigSchema } from '../src/agent/config.ts';
-import { type RunningAgent, startAgent } from '../src/agent/main.ts';
-import { createLogger } from '../src/shared/logger.ts';
+import type { RunningAgent } from '../src/agent/main.ts';
+import { startTestAgent } from './helpers/agent.ts';
 import { adminQuery } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
@@ -29,21 +28,7 @@ before(async () => {
   pooler = await startPrivatePooler();
   s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable', operatorToken: OPERATOR });
   const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
-  const { token } = await s.nodes.createEnrollment('drift1', 10);
-  agent = await startAgent(
-    agentConfigSchema.parse({
-      serverUrl: url,
-      stateDir: pooler.stateDir,
-      enrollmentToken: token,
-      adminDatabaseUrl: testEnv().adminUrl,
-      poolerDir: pooler.dir,
-      poolerPort: pooler.port,
-      poolerAdminPassword: pooler.adminPassword,
-      logLevel: 'silent',
-      pollWaitMs: 20_000,
-    }),
-    { log: createLogger('agent', 'silent') },
-  );
+  agent = await startTestAgent(s, url, { name: 'drift1', pooler });
   key = await createTestKey(s, { account: 'drift' });
   nodeId = (await s.db.pool.query("SELECT id FROM nodes WHERE name = 'drift1'")).rows[0].id;
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-doctor-'));

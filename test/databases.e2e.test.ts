@@ -2,11 +2,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { agentConfigSchema } from '../src/agent/config.ts';
-import { type RunningAgent, startAgent } from '../src/agent/main.ts';
-import { createLogger } from '../src/shared/logger.ts';
+import type { RunningAgent } from '../src/agent/main.ts';
+import { startTestAgent } from './helpers/agent.ts';
 import { adminQuery } from './helpers/db.ts';
-import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
@@ -20,19 +18,7 @@ before(async () => {
   pooler = await startPrivatePooler();
   s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable' });
   const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
-  const { token } = await s.nodes.createEnrollment('local', 10);
-  const config = agentConfigSchema.parse({
-    serverUrl: url,
-    stateDir: pooler.stateDir,
-    enrollmentToken: token,
-    adminDatabaseUrl: testEnv().adminUrl,
-    poolerDir: pooler.dir,
-    poolerPort: pooler.port,
-    poolerAdminPassword: pooler.adminPassword,
-    logLevel: 'silent',
-    pollWaitMs: 20_000,
-  });
-  agent = await startAgent(config, { log: createLogger('agent', 'silent') });
+  agent = await startTestAgent(s, url, { name: 'local', pooler });
   key = await createTestKey(s, { account: 'e2e' });
 });
 after(async () => {

@@ -4,12 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type pg from 'pg';
-import { agentConfigSchema } from '../src/agent/config.ts';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { type RunningAgent, startAgent } from '../src/agent/main.ts';
+import type { RunningAgent } from '../src/agent/main.ts';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
-import { createLogger } from '../src/shared/logger.ts';
-import { testEnv } from './helpers/env.ts';
+import { startTestAgent } from './helpers/agent.ts';
 import { adminPool, createTenant, setupCanary, type Tenant } from './helpers/explorer.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
@@ -29,18 +27,7 @@ before(async () => {
   s = await createTestServer();
   url = await s.app.listen({ host: '127.0.0.1', port: 0 });
   stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-explorer-agent-'));
-  const { token } = await s.nodes.createEnrollment('explorer-node', 10);
-  agent = await startAgent(
-    agentConfigSchema.parse({
-      serverUrl: url,
-      stateDir,
-      enrollmentToken: token,
-      adminDatabaseUrl: testEnv().adminUrl,
-      logLevel: 'silent',
-      pollWaitMs: 20_000,
-    }),
-    { log: createLogger('agent', 'silent') },
-  );
+  agent = await startTestAgent(s, url, { name: 'explorer-node', stateDir });
   key = await createTestKey(s, { account: 'explorer' });
   t = await createTenant(admin);
   await setupCanary(t);

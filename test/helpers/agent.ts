@@ -1,0 +1,36 @@
+import { agentConfigSchema } from '../../src/agent/config.ts';
+import { type RunningAgent, startAgent } from '../../src/agent/main.ts';
+import { createLogger } from '../../src/shared/logger.ts';
+import type { PrivatePooler } from '../pooler-harness.ts';
+import { testEnv } from './env.ts';
+import type { TestServer } from './server.ts';
+
+/**
+ * A real agent, enrolled on a test server (listening at `url`) as node `name`, holding the run's
+ * admin connection; with `pooler`, it owns that private PgBouncer (tenant databases need one).
+ */
+export async function startTestAgent(
+  s: Pick<TestServer, 'nodes'>,
+  url: string,
+  opts: { name: string; stateDir?: string; pooler?: PrivatePooler },
+): Promise<RunningAgent> {
+  const stateDir = opts.pooler?.stateDir ?? opts.stateDir;
+  if (!stateDir) throw new Error('startTestAgent needs a stateDir or a pooler');
+  const { token } = await s.nodes.createEnrollment(opts.name, 10);
+  const config = agentConfigSchema.parse({
+    serverUrl: url,
+    stateDir,
+    enrollmentToken: token,
+    adminDatabaseUrl: testEnv().adminUrl,
+    ...(opts.pooler
+      ? {
+          poolerDir: opts.pooler.dir,
+          poolerPort: opts.pooler.port,
+          poolerAdminPassword: opts.pooler.adminPassword,
+        }
+      : {}),
+    logLevel: 'silent',
+    pollWaitMs: 20_000,
+  });
+  return startAgent(config, { log: createLogger('agent', 'silent') });
+}
