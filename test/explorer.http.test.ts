@@ -8,12 +8,13 @@ import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import type { RunningAgent } from '../src/agent/main.ts';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
 import { startTestAgent } from './helpers/agent.ts';
-import { adminPool, createTenant, setupCanary, type Tenant } from './helpers/explorer.ts';
+import { adminPool, createTenant, explorerAudit, setupCanary, type Tenant } from './helpers/explorer.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
-// The whole explorer path: HTTP with a real key → validation → job → a real agent → the
-// explorer role on a real tenant database → rows handed back → audit.
+// The whole explorer path through the job queue (the agent's explorer channel is off; the channel
+// path is in explorer-channel.test.ts): HTTP with a real key → validation → job → a real agent →
+// the explorer role on a real tenant database → rows handed back → audit.
 let s: TestServer;
 let url: string;
 let agent: RunningAgent;
@@ -27,7 +28,7 @@ before(async () => {
   s = await createTestServer();
   url = await s.app.listen({ host: '127.0.0.1', port: 0 });
   stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-explorer-agent-'));
-  agent = await startTestAgent(s, url, { name: 'explorer-node', stateDir });
+  agent = await startTestAgent(s, url, { name: 'explorer-node', stateDir, explorerChannel: false });
   key = await createTestKey(s, { account: 'explorer' });
   t = await createTenant(admin);
   await setupCanary(t);
@@ -129,16 +130,14 @@ test('refused, failing and runaway queries: 400 with reason and position, SQLSTA
   const slow = await query({ sql: 'select count(*) from generate_series(1, 1e9)', timeout_ms: 300 });
   assert.equal(slow.json().error.details.sqlstate, '57014');
 
-  const audit = await s.db.pool.query<{ outcome: string; details: Record<string, unknown> }>(
-    "SELECT outcome, details FROM audit_events WHERE action = 'explorer.query' ORDER BY id",
-  );
+  const audit = await explorerAudit(s.db.pool);
   const text = JSON.stringify(audit.rows);
   assert.ok(!text.includes('alpha') && !text.includes('zeta'), 'literals are redacted in the audit log');
   assert.ok(
     audit.rows.some((a) => a.outcome === 'denied' && a.details.reason_code === 'multiple_statements'),
   );
-  assert.ok(audit.rows.some((a) => a.outcome === 'failure' && a.details.sqlstate === '22012'));
-  assert.ok(audit.rows.some((a) => a.outcome === 'success' && typeof a.details.row_count === 'number'));
+  assert.ok(audit.results.some((a) => a.outcome === 'failure' && a.details.sqlstate === '22012'));
+  assert.ok(audit.results.some((a) => a.outcome === 'success' && typeof a.details.row_count === 'number'));
   assert.ok(audit.rows.every((a) => typeof a.details.sql === 'string'));
   assert.ok(
     audit.rows.some((a) => a.details.sql === 'select id, secret from canary where secret <> ? order by id'),

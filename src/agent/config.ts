@@ -25,6 +25,10 @@ export const agentConfigSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     pollWaitMs: z.coerce.number().int().min(100).max(120_000).default(25_000),
     heartbeatMs: z.coerce.number().int().min(500).max(300_000).default(10_000),
+    /** The explorer channel (a WebSocket to the server; ADR 0009). Off: explorer requests use the job queue. */
+    explorerChannel: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .default(true),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -67,6 +71,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   logLevel: { env: 'BULWARK_LOG_LEVEL' },
   pollWaitMs: { env: 'BULWARK_AGENT_POLL_WAIT_MS' },
   heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
+  explorerChannel: { env: 'BULWARK_AGENT_EXPLORER_CHANNEL' },
 };
 
 export function loadAgentConfig(sources: {

@@ -8,6 +8,7 @@ import { loadExplorerParser } from '../server/modules/explorer/explorer.validato
 import { createLogger } from '../shared/logger.ts';
 import { VERSION } from '../shared/version.ts';
 import type { AgentConfig } from './config.ts';
+import { startExplorerChannel } from './explorer/explorer-channel.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
 import { loadExplorerKey } from './explorer/explorer-role.ts';
 import type { DatabaseJobDeps } from './jobs/database-common.ts';
@@ -19,6 +20,8 @@ import { createServerClient, type PolledJob, ServerError } from './server-client
 
 export type RunningAgent = {
   nodeId: string;
+  /** Resolves once the explorer channel is open (rejects when it is off or refused). */
+  explorerChannelOpen(): Promise<void>;
   /** Resolves when the agent has stopped. */
   done: Promise<void>;
   stop(): Promise<void>;
@@ -111,6 +114,15 @@ export async function startAgent(
     await heartbeat();
   } catch {}
   const hbTimer = setInterval(() => void heartbeat(), config.heartbeatMs);
+  // The explorer's fast path (ADR 0009); explorer jobs from the queue still run without it.
+  const channel = config.explorerChannel
+    ? startExplorerChannel({
+        serverUrl: config.serverUrl,
+        token: () => token,
+        executor: explorer,
+        log: log.child({ component: 'explorer-channel' }),
+      })
+    : null;
   await fs.writeFile(readyFile, `${new Date().toISOString()}\n`);
 
   const runJob = async (job: PolledJob) => {
@@ -165,6 +177,7 @@ export async function startAgent(
   const done = loop().finally(async () => {
     clearInterval(hbTimer);
     pooler?.stop();
+    await channel?.stop();
     await explorer.close();
     await fs.rm(readyFile, { force: true });
     await admin.end().catch(() => {});
@@ -172,6 +185,7 @@ export async function startAgent(
 
   return {
     nodeId,
+    explorerChannelOpen: () => channel?.opened() ?? Promise.reject(new Error('the explorer channel is off')),
     done,
     async stop() {
       stopping.abort();

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import {
   jsonSchemaTransform,
@@ -9,6 +10,7 @@ import {
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
+import { EXPLORER_RESULT_MAX_BYTES } from '../agent/explorer/explorer.contract.ts';
 import type { ServerConfig } from './config.ts';
 import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
@@ -22,6 +24,7 @@ import { databaseRoutes } from './modules/databases/databases.routes.ts';
 import type { DatabasesService } from './modules/databases/databases.service.ts';
 import { driftRoutes } from './modules/drift/drift.routes.ts';
 import type { DriftService } from './modules/drift/drift.service.ts';
+import type { ExplorerChannels } from './modules/explorer/explorer.channel.ts';
 import { explorerRoutes } from './modules/explorer/explorer.routes.ts';
 import type { ExplorerService } from './modules/explorer/explorer.service.ts';
 import { healthRoutes } from './modules/health/health.routes.ts';
@@ -61,6 +64,8 @@ export type AppDeps = {
   databases: DatabasesService;
   /** The SQL explorer (queries and schema through the agent; issue 6). */
   explorer: ExplorerService;
+  /** Agents' explorer channels held by this replica (the explorer's fast path; ADR 0009). */
+  explorerChannels: ExplorerChannels;
   /** Node drift (operator routes); `operatorToken` null disables them (404). */
   drift: DriftService;
   operatorToken: string | null;
@@ -94,8 +99,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registeredRoutes.set(app, routes);
   app.addHook('onRoute', (r) => {
     const methods = Array.isArray(r.method) ? r.method : [r.method];
-    const hidden = Boolean((r.schema as { hide?: boolean } | undefined)?.hide) || r.url.startsWith('/docs');
+    // WebSocket routes are not in OpenAPI (the plugin hides them; docs/api.md describes the channel).
+    const hidden =
+      Boolean((r.schema as { hide?: boolean } | undefined)?.hide) ||
+      r.url.startsWith('/docs') ||
+      r.websocket === true;
     for (const m of methods) if (m !== 'HEAD') routes.push({ method: m, url: r.url, hidden });
+  });
+  // First of all (it intercepts upgrades, and its hooks must run before ours so that a refused
+  // upgrade's socket is closed). Only the agent's explorer channel is a WebSocket route; its largest
+  // frame is an explorer result. No compression (CPU cost, and length side channels).
+  await app.register(websocket, {
+    options: { maxPayload: EXPLORER_RESULT_MAX_BYTES, perMessageDeflate: false },
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -148,7 +163,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
   await app.register(jobRoutes({ db: deps.db }));
-  await app.register(explorerRoutes({ explorer: deps.explorer, nodes: deps.nodes }));
+  await app.register(
+    explorerRoutes({ explorer: deps.explorer, nodes: deps.nodes, channels: deps.explorerChannels }),
+  );
   await app.register(auditRoutes({ audit: deps.audit, db: deps.db }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));

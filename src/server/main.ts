@@ -16,6 +16,7 @@ import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
 import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
 import { readOperatorToken } from './modules/drift/drift.routes.ts';
 import { createDriftService, driftJobFinished } from './modules/drift/drift.service.ts';
+import { createExplorerChannels, type ExplorerChannels } from './modules/explorer/explorer.channel.ts';
 import { createExplorerService, type ExplorerService } from './modules/explorer/explorer.service.ts';
 import { loadExplorerParser } from './modules/explorer/explorer.validator.ts';
 import { createJobHooks } from './modules/jobs/job-hooks.ts';
@@ -33,6 +34,8 @@ export type ServerContext = {
   databases: DatabasesService;
   keys: KeysService;
   explorer: ExplorerService;
+  /** Agents' explorer channels held by this process (tests, benches). */
+  explorerChannels: ExplorerChannels;
   /** Stops background work (listeners, long-polls) and closes the app; the pool is the caller's. */
   close(): Promise<void>;
 };
@@ -76,8 +79,6 @@ export async function createServerContext(opts: {
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });
   const operatorToken = readOperatorToken(config);
-  const explorer = createExplorerService({ db, notifier, log });
-  jobHooks.register('explorer.', explorer.onJobFinished);
   const audit = createAuditStack({ config, db, log });
   const nodes = createNodesService({
     db,
@@ -89,6 +90,9 @@ export async function createServerContext(opts: {
     hooks: jobHooks,
     metrics,
   });
+  const explorerChannels = createExplorerChannels({ log, tokenCurrent: nodes.tokenCurrent });
+  const explorer = createExplorerService({ db, notifier, log, channels: explorerChannels });
+  jobHooks.register('explorer.', explorer.onJobFinished);
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {
     const app = await buildApp({
@@ -105,6 +109,7 @@ export async function createServerContext(opts: {
       audit: audit.admin,
       databases,
       explorer,
+      explorerChannels,
       jobSecret: databaseJobs.jobSecret,
       drift,
       operatorToken,
@@ -116,6 +121,7 @@ export async function createServerContext(opts: {
       databases,
       keys,
       explorer,
+      explorerChannels,
       async close() {
         stopping.abort();
         explorer.close();

@@ -8,11 +8,12 @@ import type { TestServer } from './server.ts';
 /**
  * A real agent, enrolled on a test server (listening at `url`) as node `name`, holding the run's
  * admin connection; with `pooler`, it owns that private PgBouncer (tenant databases need one).
+ * Its explorer channel is on unless `explorerChannel: false` (explorer requests then use the queue).
  */
 export async function startTestAgent(
   s: Pick<TestServer, 'nodes'>,
   url: string,
-  opts: { name: string; stateDir?: string; pooler?: PrivatePooler },
+  opts: { name: string; stateDir?: string; pooler?: PrivatePooler; explorerChannel?: boolean },
 ): Promise<RunningAgent> {
   const stateDir = opts.pooler?.stateDir ?? opts.stateDir;
   if (!stateDir) throw new Error('startTestAgent needs a stateDir or a pooler');
@@ -31,6 +32,7 @@ export async function startTestAgent(
       : {}),
     logLevel: 'silent',
     pollWaitMs: 20_000,
+    explorerChannel: opts.explorerChannel ?? true,
   });
   return startAgent(config, { log: createLogger('agent', 'silent') });
 }

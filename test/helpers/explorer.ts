@@ -157,3 +157,29 @@ export async function snapshot(t: Tenant): Promise<string> {
   );
   return JSON.stringify(r.rows[0]);
 }
+
+type AuditRow = { outcome: string; request_id: string | null; details: Record<string, unknown> };
+
+/**
+ * The explorer's audit events: `rows` (explorer.query: who asked what, written before any row is
+ * returned) and `results` (explorer.query.result: the outcome, written after the response).
+ * Waits (bounded) until every accepted query has its result event, linked by request id.
+ */
+export async function explorerAudit(db: pg.Pool): Promise<{ rows: AuditRow[]; results: AuditRow[] }> {
+  const read = async (action: string) =>
+    (
+      await db.query<AuditRow>(
+        'SELECT outcome, request_id, details FROM audit_events WHERE action = $1 ORDER BY id',
+        [action],
+      )
+    ).rows;
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const rows = await read('explorer.query');
+    const results = await read('explorer.query.result');
+    const answered = new Set(results.map((r) => r.request_id));
+    const accepted = rows.filter((r) => r.outcome === 'success');
+    if (accepted.every((r) => answered.has(r.request_id)) || Date.now() > deadline) return { rows, results };
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}

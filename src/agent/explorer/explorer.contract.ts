@@ -97,6 +97,32 @@ export const explorerResultBodySchema = z.object({
 
 export type ExplorerOutcome = z.infer<typeof explorerResultBodySchema>['outcome'];
 
+/**
+ * The explorer channel (ADR 0009): one WebSocket the agent opens OUTBOUND to
+ * `GET /v1/agent/explorer/channel`, authenticated with its agent token. The server sends
+ * requests and cancels; the agent answers each request id once. Nothing here is stored.
+ */
+export const EXPLORER_CHANNEL_PATH = '/v1/agent/explorer/channel';
+
+/** What the server may send: a query, a schema read, or the cancel of a request still running. */
+export const channelServerMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('query'), id: z.uuid(), payload: queryPayloadSchema }).strict(),
+  z.object({ type: z.literal('schema'), id: z.uuid(), payload: schemaPayloadSchema }).strict(),
+  z.object({ type: z.literal('cancel'), id: z.uuid() }).strict(),
+]);
+export type ChannelServerMessage = z.infer<typeof channelServerMessageSchema>;
+
+/** What the agent may send: the outcome of one request. */
+export const channelAgentMessageSchema = z
+  .object({ type: z.literal('result'), id: z.uuid(), outcome: explorerResultBodySchema.shape.outcome })
+  .strict();
+export type ChannelAgentMessage = z.infer<typeof channelAgentMessageSchema>;
+
+/** The largest result the server accepts (HTTP body or channel frame): rows up to the byte cap, JSON-escaped (~6x), plus framing. */
+export const EXPLORER_RESULT_MAX_BYTES = EXPLORER_LIMITS.maxBytes * 6 + 1024 * 1024;
+/** Requests carry at most 20k characters of SQL (up to 4 bytes each, escaped) plus fields. */
+export const CHANNEL_MAX_REQUEST_BYTES = 512 * 1024;
+
 /** What the job row keeps: metadata, never rows. */
 const queryJobResultSchema = z.object({
   outcome: z.enum(['rows', 'error', 'schema']),

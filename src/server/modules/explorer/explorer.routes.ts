@@ -2,16 +2,21 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
+  EXPLORER_CHANNEL_PATH,
   EXPLORER_LIMITS,
+  EXPLORER_RESULT_MAX_BYTES,
   explorerResultBodySchema,
   queryOutputSchema,
   schemaOutputSchema,
 } from '../../../agent/explorer/explorer.contract.ts';
+import { hashToken } from '../../../shared/api-key.ts';
+import { forbidden } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorBody, errorResponses } from '../../http/errors.ts';
 import { auditFromRequest } from '../audit/audit.service.ts';
 import type { NodesService } from '../nodes/nodes.service.ts';
+import type { ExplorerChannels } from './explorer.channel.ts';
 import { toCsv } from './explorer.csv.ts';
 import type { AuditBase, ExplorerService } from './explorer.service.ts';
 
@@ -43,6 +48,7 @@ const wantsCsv = (req: FastifyRequest, format: string | undefined) =>
 export function explorerRoutes(deps: {
   explorer: ExplorerService;
   nodes: NodesService;
+  channels: ExplorerChannels;
 }): FastifyPluginAsyncZod {
   const svc = deps.explorer;
   return async (app) => {
@@ -109,11 +115,31 @@ export function explorerRoutes(deps: {
     // Agent tokens are checked by the auth hook before the (large) body is read.
     const agentOf = async (req: FastifyRequest) => requireAgent(req);
 
+    // The agent's explorer channel (ADR 0009). The auth hook has checked the agent token before the
+    // upgrade; browsers cannot send that header, and an Origin (sent only by browsers) is refused.
+    app.get(
+      EXPLORER_CHANNEL_PATH,
+      {
+        websocket: true,
+        schema: {
+          tags: ['agent'],
+          summary: 'Explorer channel (WebSocket, agent token): requests down, outcomes up; nothing stored',
+        },
+        preHandler: async (req) => {
+          if (req.headers.origin !== undefined) throw forbidden('The explorer channel is for agents only');
+        },
+      },
+      (socket, req) => {
+        const agent = requireAgent(req);
+        const token = (req.headers.authorization ?? '').slice('Bearer '.length).trim();
+        deps.channels.attach(agent.nodeId, hashToken(token), socket);
+      },
+    );
+
     app.post(
       '/v1/agent/jobs/:id/explorer-result',
       {
-        // Rows up to the byte cap, JSON-escaped (worst case ~6x) plus framing.
-        bodyLimit: EXPLORER_LIMITS.maxBytes * 6 + 1024 * 1024,
+        bodyLimit: EXPLORER_RESULT_MAX_BYTES,
         schema: {
           tags: ['agent'],
           summary: 'Hand explorer rows to the waiting request (lease holder only; never stored in the job)',

@@ -1,8 +1,9 @@
 /**
  * The SQL explorer's control-plane half (issue 6). The server never connects to a tenant
- * database: it validates, checks the caller, queues an `explorer.query` job for the database's
- * node and waits (bounded) for the agent to hand the rows back through the UNLOGGED
- * `explorer_results` table (see the contract in src/agent/explorer/explorer.contract.ts).
+ * database: it validates, checks the caller and hands the request to the database's node —
+ * down the agent's explorer channel when this replica holds one (ADR 0009), else as an
+ * `explorer.query` job whose rows come back through the UNLOGGED `explorer_results` table
+ * (ADR 0008; contract in src/agent/explorer/explorer.contract.ts) — and waits, bounded.
  * Every query — refused, failed or answered — is audited with its SQL redacted.
  */
 import type { Logger } from 'pino';
@@ -24,6 +25,7 @@ import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import type { AgentIdentity } from '../nodes/nodes.service.ts';
+import type { ChannelOutcome, ExplorerChannels } from './explorer.channel.ts';
 import * as repo from './explorer.repo.ts';
 import { validateExplorerSql } from './explorer.validator.ts';
 
@@ -31,6 +33,8 @@ export type ExplorerServiceDeps = {
   db: Db;
   notifier: Pick<JobNotifier, 'subscribe' | 'wake'>;
   log: Logger;
+  /** Agents' explorer channels on this replica; without one for the node, the job queue is used. */
+  channels?: Pick<ExplorerChannels, 'pick'>;
   /** How long a request waits beyond the statement timeout (queue + agent round trip). */
   marginMs?: number;
   /** Sweep interval of uncollected results and left-over SQL (default 30 s). */
@@ -84,7 +88,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     jobId: number,
     deadline: number,
     signal: AbortSignal,
-  ): Promise<ExplorerOutcome | 'timeout' | 'aborted' | { died: string }> => {
+  ): Promise<ChannelOutcome> => {
     const key = repo.resultKey(jobId);
     for (let round = 0; round < 100_000; round++) {
       const sub = notifier.subscribe(key);
@@ -112,7 +116,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
   };
 
   /** Queues the job, waits, and ends the job if the request gives up (client gone or too slow). */
-  const runJob = async (
+  const queueJob = async (
     row: databasesRepo.DatabaseRow,
     kind: string,
     payload: Record<string, unknown>,
@@ -149,7 +153,28 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       });
       await repo.takeResult(db, job.id); // a result that raced in is dropped, not kept
     }
-    return { jobId: job.id, outcome };
+    return outcome;
+  };
+
+  /**
+   * The node's channel when this replica holds one (two frames, nothing stored), else the queue.
+   * Shutdown ends the wait too: a waiting request must not hold the server open.
+   */
+  const dispatch = (
+    row: databasesRepo.DatabaseRow,
+    kind: 'query' | 'schema',
+    payload: Record<string, unknown>,
+    waitMs: number,
+    signal: AbortSignal,
+  ): Promise<ChannelOutcome> => {
+    const channel = deps.channels?.pick(row.node_id);
+    if (!channel) return queueJob(row, EXPLORER_JOB_KINDS[kind], payload, waitMs, signal);
+    return channel.request(
+      kind,
+      payload as Parameters<typeof channel.request>[1],
+      waitMs,
+      AbortSignal.any([signal, stopping.signal]),
+    );
   };
 
   const sweep = async () => {
@@ -195,40 +220,70 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         });
       }
       const timeoutMs = input.timeout_ms ?? EXPLORER_LIMITS.defaultStatementTimeoutMs;
-      const { outcome } = await runJob(
-        row,
-        EXPLORER_JOB_KINDS.query,
-        {
-          database_id: row.id,
-          name: row.name,
-          sql: input.sql,
-          sql_redacted: verdict.redacted,
-          row_limit: input.limit ?? EXPLORER_LIMITS.defaultRows,
-          byte_limit: EXPLORER_LIMITS.defaultBytes,
-          statement_timeout_ms: timeoutMs,
-        },
-        timeoutMs + marginMs,
-        ctx.signal,
-      );
+      const rowLimit = input.limit ?? EXPLORER_LIMITS.defaultRows;
+      // Two events per query. The first (who, which database, the SQL redacted) is written while the
+      // query runs and must be durable before any row is returned: fail closed, at no latency cost.
       // The audit service redacts `sql` itself (literals → ?); it must get the SQL as written.
-      const details = { database: name, sql: input.sql };
+      const recorded = recordAuditNow(db, {
+        ...ctx.audit,
+        ...target,
+        details: { database: name, sql: input.sql, row_limit: rowLimit, timeout_ms: timeoutMs },
+      }).then(
+        () => true,
+        (err: Error) => {
+          log.error(
+            { err: { message: err.message } },
+            'could not record an explorer query; withholding its result',
+          );
+          return false;
+        },
+      );
+      const [durable, outcome] = await Promise.all([
+        recorded,
+        dispatch(
+          row,
+          'query',
+          {
+            database_id: row.id,
+            name: row.name,
+            sql: input.sql,
+            sql_redacted: verdict.redacted,
+            row_limit: rowLimit,
+            byte_limit: EXPLORER_LIMITS.defaultBytes,
+            statement_timeout_ms: timeoutMs,
+          },
+          timeoutMs + marginMs,
+          ctx.signal,
+        ),
+      ]);
+      // The second event is the outcome (rows, duration, SQLSTATE), linked by the request id. It
+      // is not awaited: the first one already makes the query durable in the log.
+      const result = { ...target, action: 'explorer.query.result' };
+      const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) =>
+        void audit(ctx.audit, { ...result, outcome: outcomeOf, details: { database: name, ...details } });
+      if (!durable) {
+        settle('failure', { reason: 'audit_failed' });
+        throw unavailable('The query could not be recorded in the audit log; its result is withheld');
+      }
       if (outcome === 'aborted' || outcome === 'timeout' || 'died' in outcome || outcome.kind === 'schema') {
         const reason =
           typeof outcome === 'string' ? outcome : 'died' in outcome ? 'agent_failed' : 'bad_outcome';
-        await audit(ctx.audit, { ...target, outcome: 'failure', details: { ...details, reason } });
+        settle('failure', { reason });
         if (outcome === 'aborted' && stopping.signal.aborted)
           throw unavailable('The server is shutting down');
         if (outcome === 'aborted') throw new AppError('cancelled', 499 as number, 'The query was cancelled');
         if (outcome === 'timeout')
           throw new AppError('timeout', 504, 'The database node did not answer in time');
+        if (typeof outcome === 'object' && 'died' in outcome && outcome.died === 'busy')
+          throw unavailable('The database node is running too many explorer queries; retry shortly');
         throw new AppError('unavailable', 503, 'The query could not be run on the database node');
       }
       if (outcome.kind === 'error') {
         const e = outcome.error;
-        await audit(ctx.audit, {
-          ...target,
-          outcome: e.refused ? 'denied' : 'failure',
-          details: { ...details, sqlstate: e.sqlstate, duration_ms: outcome.duration_ms, row_count: 0 },
+        settle(e.refused ? 'denied' : 'failure', {
+          sqlstate: e.sqlstate,
+          duration_ms: outcome.duration_ms,
+          row_count: 0,
         });
         throw new AppError(e.refused ? 'query_refused' : 'query_failed', 400, e.message, {
           sqlstate: e.sqlstate,
@@ -236,10 +291,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         });
       }
       const o = outcome.output;
-      await audit(ctx.audit, {
-        ...target,
-        details: { ...details, row_count: o.row_count, truncated: o.truncated, duration_ms: o.duration_ms },
-      });
+      settle('success', { row_count: o.row_count, truncated: o.truncated, duration_ms: o.duration_ms });
       return o;
     },
 
@@ -257,9 +309,9 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           details: { database: name, reason_code: 'not_permitted' },
         });
       const row = await findDatabase(caller, name, denied);
-      const { outcome } = await runJob(
+      const outcome = await dispatch(
         row,
-        EXPLORER_JOB_KINDS.schema,
+        'schema',
         { database_id: row.id, name: row.name },
         SCHEMA_WAIT_MS,
         ctx.signal,

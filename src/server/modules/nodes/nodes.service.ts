@@ -133,6 +133,12 @@ export function createNodesService(deps: NodesServiceDeps) {
       return { nodeId: node.id, nodeName: node.name };
     },
 
+    /** Whether a token an agent authenticated with earlier (its SHA-256) still opens this active node. */
+    async tokenCurrent(nodeId: string, tokenHash: Buffer): Promise<boolean> {
+      const node = await repo.findNodeByTokenHash(db, tokenHash);
+      return node !== null && node.id === nodeId && node.status === 'active';
+    },
+
     /**
      * Long-poll: returns the next job for the node as soon as there is one, or null when
      * waitMs passes. Wakes on NOTIFY (not a sleep loop), and at the moment a retry or an

@@ -1,0 +1,233 @@
+/**
+ * The explorer channel, agent side (ADR 0009): one WebSocket opened OUTBOUND to the server with
+ * the agent token (no inbound port, like the long-poll). The server sends explorer requests and
+ * cancels down it; each request runs on the executor at once (not behind the node's job queue)
+ * and its outcome goes back up the same connection. Every request is validated against the
+ * contract, and the executor re-validates the SQL itself: the channel adds no authority.
+ *
+ * Reconnects with backoff; stops for good when the server refuses the token (401/403) or closes
+ * the channel because the token was revoked.
+ */
+import type { Logger } from 'pino';
+import WebSocket from 'ws';
+import {
+  CHANNEL_MAX_REQUEST_BYTES,
+  type ChannelAgentMessage,
+  channelServerMessageSchema,
+  EXPLORER_CHANNEL_PATH,
+  type ExplorerOutcome,
+} from './explorer.contract.ts';
+import type { ExplorerExecutor } from './explorer-executor.ts';
+
+export type ExplorerChannelClientDeps = {
+  serverUrl: string;
+  token: () => string | null;
+  executor: Pick<ExplorerExecutor, 'runQuery' | 'readSchema'>;
+  log: Logger;
+  /** A channel that saw no ping from the server for this long is dropped and reopened (default 45 s). */
+  silenceMs?: number;
+  /** Requests run at once on this node; more wait their turn (default 8). */
+  maxConcurrent?: number;
+};
+
+export type ExplorerChannelClient = {
+  /** Resolves once the channel is open (tests, benches); rejects when the client stopped for good. */
+  opened(): Promise<void>;
+  stop(): Promise<void>;
+};
+
+/** The channel URL: the server URL with ws(s) for http(s). */
+export function channelUrl(serverUrl: string): string {
+  const u = new URL(EXPLORER_CHANNEL_PATH, serverUrl);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.toString();
+}
+
+const REFUSED_CLOSE_CODES = new Set([4001]);
+
+export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerChannelClient {
+  const { log } = deps;
+  const silenceMs = deps.silenceMs ?? 45_000;
+  const maxConcurrent = deps.maxConcurrent ?? 8;
+  const stopping = new AbortController();
+  const running = new Map<string, AbortController>();
+  const work = new Set<Promise<void>>();
+  const waiting: (() => void)[] = [];
+  let active = 0;
+  let socket: WebSocket | null = null;
+  let openWaiters: { resolve(): void; reject(err: Error): void }[] = [];
+  let isOpen = false;
+  let refused: Error | null = null;
+
+  /** A slot on the node's explorer concurrency; resolves false when the request was cancelled first. */
+  const slot = async (signal: AbortSignal): Promise<boolean> => {
+    if (active < maxConcurrent) {
+      active++;
+      return true;
+    }
+    await new Promise<void>((resolve) => {
+      waiting.push(resolve);
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    if (signal.aborted) return false;
+    active++;
+    return true;
+  };
+  const release = () => {
+    active--;
+    waiting.shift()?.();
+  };
+
+  const answer = (ws: WebSocket, msg: ChannelAgentMessage) => {
+    // The request outlives no channel: a result for a closed channel is dropped (the server
+    // already answered its client with an error).
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+  };
+
+  const run = async (ws: WebSocket, id: string, job: (signal: AbortSignal) => Promise<ExplorerOutcome>) => {
+    const controller = new AbortController();
+    running.set(id, controller);
+    const signal = AbortSignal.any([controller.signal, stopping.signal]);
+    try {
+      if (!(await slot(signal))) return;
+      try {
+        const outcome = await job(signal);
+        if (!signal.aborted) answer(ws, { type: 'result', id, outcome });
+      } finally {
+        release();
+      }
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'explorer request failed');
+      answer(ws, {
+        type: 'result',
+        id,
+        outcome: {
+          kind: 'error',
+          error: { sqlstate: 'XX000', message: 'the node could not run the query', position: null },
+          duration_ms: 0,
+        },
+      });
+    } finally {
+      running.delete(id);
+    }
+  };
+
+  const onMessage = (ws: WebSocket, data: WebSocket.RawData, isBinary: boolean) => {
+    let raw: unknown;
+    try {
+      raw = isBinary ? undefined : JSON.parse(data.toString());
+    } catch {}
+    const parsed = channelServerMessageSchema.safeParse(raw);
+    if (!parsed.success) {
+      log.warn('explorer channel: malformed request from the server; ignored');
+      return;
+    }
+    const msg = parsed.data;
+    if (msg.type === 'cancel') {
+      running.get(msg.id)?.abort();
+      return;
+    }
+    if (running.has(msg.id)) return; // an id runs once
+    const job =
+      msg.type === 'query'
+        ? (signal: AbortSignal) => deps.executor.runQuery(msg.payload, signal)
+        : async (): Promise<ExplorerOutcome> => ({
+            kind: 'schema',
+            output: await deps.executor.readSchema(msg.payload),
+          });
+    const p = run(ws, msg.id, job).finally(() => work.delete(p));
+    work.add(p);
+  };
+
+  const connect = () =>
+    new Promise<void>((resolve) => {
+      const token = deps.token();
+      const ws = new WebSocket(channelUrl(deps.serverUrl), {
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+        maxPayload: CHANNEL_MAX_REQUEST_BYTES,
+        perMessageDeflate: false,
+        handshakeTimeout: 10_000,
+        followRedirects: false,
+      });
+      socket = ws;
+      let silence: NodeJS.Timeout | undefined;
+      const heard = () => {
+        clearTimeout(silence);
+        silence = setTimeout(() => {
+          log.warn('explorer channel: no ping from the server; reconnecting');
+          ws.terminate();
+        }, silenceMs);
+      };
+      ws.on('open', () => {
+        isOpen = true;
+        heard();
+        for (const w of openWaiters) w.resolve();
+        openWaiters = [];
+        log.info('explorer channel open');
+      });
+      ws.on('ping', heard);
+      ws.on('message', (data, isBinary) => onMessage(ws, data, isBinary));
+      ws.on('unexpected-response', (_req, res) => {
+        if (res.statusCode === 401 || res.statusCode === 403) {
+          refused = new Error(`the server refused the explorer channel (${res.statusCode})`);
+        }
+        res.resume();
+        ws.terminate();
+      });
+      ws.on('error', (err) => {
+        log.debug({ err: { message: err.message } }, 'explorer channel error');
+      });
+      ws.on('close', (code) => {
+        clearTimeout(silence);
+        isOpen = false;
+        socket = null;
+        if (REFUSED_CLOSE_CODES.has(code)) refused = new Error('the server revoked the explorer channel');
+        // Requests of this connection cannot be answered any more: stop their work.
+        for (const c of running.values()) c.abort();
+        resolve();
+      });
+    });
+
+  const loop = async () => {
+    let backoff = 100;
+    while (!stopping.signal.aborted && !refused) {
+      const started = Date.now();
+      await connect();
+      if (stopping.signal.aborted || refused) break;
+      // A channel that stayed up a while reconnects at once; a failing one backs off.
+      backoff = Date.now() - started > 10_000 ? 100 : Math.min(backoff * 2, 5_000);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, backoff);
+        stopping.signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(t);
+            resolve();
+          },
+          { once: true },
+        );
+      });
+    }
+    if (refused) log.error({ err: { message: refused.message } }, 'explorer channel stopped');
+    const why = refused ?? new Error('the explorer channel stopped');
+    for (const w of openWaiters) w.reject(why);
+    openWaiters = [];
+  };
+  const done = loop();
+
+  return {
+    opened() {
+      if (isOpen) return Promise.resolve();
+      if (refused || stopping.signal.aborted)
+        return Promise.reject(refused ?? new Error('the explorer channel stopped'));
+      return new Promise((resolve, reject) => openWaiters.push({ resolve, reject }));
+    },
+    async stop() {
+      stopping.abort();
+      socket?.close(1001, 'agent stopping');
+      await Promise.all([...work]);
+      socket?.terminate();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,181 @@
+/**
+ * The explorer channel, server side (ADR 0009): each agent keeps one WebSocket open OUTBOUND to
+ * this server; explorer requests for its node go down it and the outcomes come back on the same
+ * connection, so a query costs two frames instead of a queued job (enqueue, NOTIFY, long-poll
+ * answer, claim, result POST, hand-over table). Nothing here is stored: a request lives in memory
+ * for as long as the API request that made it.
+ *
+ * A node whose channel is held by another replica (or by none) is served through the job queue
+ * instead; the channel is a faster path, never the only one.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import {
+  type ChannelServerMessage,
+  channelAgentMessageSchema,
+  type ExplorerOutcome,
+  type QueryPayload,
+} from '../../../agent/explorer/explorer.contract.ts';
+
+export type ChannelOutcome = ExplorerOutcome | 'timeout' | 'aborted' | { died: string };
+
+type Pending = { resolve(outcome: ChannelOutcome): void };
+
+export type ExplorerChannel = {
+  readonly nodeId: string;
+  /** Sends one request and waits (bounded) for its outcome; cancels it on the agent when given up. */
+  request(
+    kind: 'query' | 'schema',
+    payload: QueryPayload | { database_id: string; name: string },
+    waitMs: number,
+    signal: AbortSignal,
+  ): Promise<ChannelOutcome>;
+};
+
+export type ExplorerChannelsDeps = {
+  log: Logger;
+  /** Whether the token the channel was opened with (its SHA-256) still belongs to the active node. */
+  tokenCurrent(nodeId: string, tokenHash: Buffer): Promise<boolean>;
+  /** Ping interval; a channel that did not answer the previous ping is cut (default 15 s). */
+  pingMs?: number;
+  /** Requests in flight on one channel; past it the caller is told the node is busy (default 64). */
+  maxInFlight?: number;
+};
+
+/** Close codes the agent acts on (4000–4999 are the application's). */
+export const CHANNEL_CLOSE = { tokenRevoked: 4001, protocol: 4002, shutdown: 1001 } as const;
+
+export function createExplorerChannels(deps: ExplorerChannelsDeps) {
+  const { log } = deps;
+  const pingMs = deps.pingMs ?? 15_000;
+  const maxInFlight = deps.maxInFlight ?? 64;
+  /** Open channels per node, newest last (an agent that reconnects may overlap its old one). */
+  const byNode = new Map<string, ExplorerChannel[]>();
+
+  const attach = (nodeId: string, tokenHash: Buffer, socket: WebSocket): ExplorerChannel => {
+    const pending = new Map<string, Pending>();
+    let alive = true;
+    let closed = false;
+
+    const send = (msg: ChannelServerMessage): boolean => {
+      if (closed || socket.readyState !== socket.OPEN) return false;
+      socket.send(JSON.stringify(msg));
+      return true;
+    };
+
+    const channel: ExplorerChannel = {
+      nodeId,
+      request(kind, payload, waitMs, signal) {
+        if (pending.size >= maxInFlight) return Promise.resolve({ died: 'busy' });
+        const id = randomUUID();
+        return new Promise<ChannelOutcome>((resolve) => {
+          let settled = false;
+          const finish = (outcome: ChannelOutcome) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            signal.removeEventListener('abort', onAbort);
+            pending.delete(id);
+            // A request given up on the server is cancelled on the agent (its backend too).
+            if (outcome === 'timeout' || outcome === 'aborted') send({ type: 'cancel', id });
+            resolve(outcome);
+          };
+          const onAbort = () => finish('aborted');
+          const timer = setTimeout(() => finish('timeout'), waitMs);
+          signal.addEventListener('abort', onAbort, { once: true });
+          pending.set(id, { resolve: finish });
+          if (signal.aborted) return finish('aborted');
+          const sent =
+            kind === 'query'
+              ? send({ type: 'query', id, payload: payload as QueryPayload })
+              : send({ type: 'schema', id, payload });
+          if (!sent) finish({ died: 'the node channel is closed' });
+        });
+      },
+    };
+
+    const detach = (why: string) => {
+      if (closed) return;
+      closed = true;
+      clearInterval(pinger);
+      const list = (byNode.get(nodeId) ?? []).filter((c) => c !== channel);
+      if (list.length) byNode.set(nodeId, list);
+      else byNode.delete(nodeId);
+      for (const p of [...pending.values()]) p.resolve({ died: why });
+      pending.clear();
+    };
+
+    socket.on('message', (data, isBinary) => {
+      let msg: unknown;
+      try {
+        msg = isBinary ? undefined : JSON.parse(data.toString());
+      } catch {}
+      const parsed = channelAgentMessageSchema.safeParse(msg);
+      if (!parsed.success) {
+        // The agent speaks this contract exactly; anything else ends the channel (the queue remains).
+        log.warn({ node: nodeId }, 'explorer channel: malformed message from the agent; closing');
+        socket.close(CHANNEL_CLOSE.protocol, 'malformed message');
+        detach('the node channel broke the protocol');
+        return;
+      }
+      // An answer to a request given up on already (timeout, client gone) is dropped.
+      pending.get(parsed.data.id)?.resolve(parsed.data.outcome);
+    });
+    socket.on('pong', () => {
+      alive = true;
+    });
+    socket.on('close', () => detach('the node channel closed'));
+    socket.on('error', (err) => {
+      log.warn({ node: nodeId, err: { message: err.message } }, 'explorer channel error');
+      detach('the node channel failed');
+    });
+
+    // Liveness and authority: a channel that stopped answering pings, or whose agent token was
+    // replaced or whose node was disabled since it opened, is cut (the agent reconnects and
+    // authenticates again, or is refused).
+    const pinger = setInterval(() => {
+      if (!alive) {
+        log.warn({ node: nodeId }, 'explorer channel did not answer a ping; cutting it');
+        socket.terminate();
+        detach('the node channel stopped answering');
+        return;
+      }
+      alive = false;
+      socket.ping();
+      deps
+        .tokenCurrent(nodeId, tokenHash)
+        .then((ok) => {
+          if (ok || closed) return;
+          log.warn({ node: nodeId }, 'explorer channel token is no longer current; closing');
+          socket.close(CHANNEL_CLOSE.tokenRevoked, 'agent token no longer valid');
+          detach('the node token was revoked');
+        })
+        .catch(() => {}); // the control DB is away: keep the channel, check again next time
+    }, pingMs);
+    pinger.unref();
+
+    const list = byNode.get(nodeId) ?? [];
+    list.push(channel);
+    byNode.set(nodeId, list);
+    log.info({ node: nodeId }, 'explorer channel open');
+    return channel;
+  };
+
+  return {
+    attach,
+    /** The newest open channel of a node on this replica, if any. */
+    pick(nodeId: string): ExplorerChannel | null {
+      const list = byNode.get(nodeId);
+      return list?.[list.length - 1] ?? null;
+    },
+    /** Open channels on this replica (metrics, tests). */
+    count(): number {
+      let n = 0;
+      for (const l of byNode.values()) n += l.length;
+      return n;
+    },
+  };
+}
+
+export type ExplorerChannels = ReturnType<typeof createExplorerChannels>;

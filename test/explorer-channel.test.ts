@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type pg from 'pg';
+import { WebSocket } from 'ws';
+import { channelUrl, startExplorerChannel } from '../src/agent/explorer/explorer-channel.ts';
+import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import type { RunningAgent } from '../src/agent/main.ts';
+import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { startTestAgent } from './helpers/agent.ts';
+import { adminPool, createTenant, explorerAudit, setupCanary, type Tenant } from './helpers/explorer.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+
+// The explorer's fast path end to end: a real agent holds its explorer channel (a WebSocket it
+// opened to the listening server), and API requests go down it instead of through the job queue.
+let s: TestServer;
+let url: string;
+let agent: RunningAgent;
+let admin: pg.Pool;
+let t: Tenant;
+let key: TestKey;
+let stateDir: string;
+let nodeId: string;
+
+const until = async (what: string, fn: () => Promise<boolean> | boolean, ms = 5_000) => {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+};
+
+before(async () => {
+  admin = adminPool();
+  s = await createTestServer();
+  url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-channel-agent-'));
+  agent = await startTestAgent(s, url, { name: 'channel-node', stateDir });
+  await agent.explorerChannelOpen();
+  key = await createTestKey(s, { account: 'channel' });
+  t = await createTenant(admin, 'ch');
+  await setupCanary(t);
+  nodeId = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'channel-node'"))
+    .rows[0]!.id;
+  await databasesRepo.insertDatabase(s.db.pool, {
+    id: t.id,
+    accountId: key.accountId,
+    nodeId,
+    name: t.name,
+    passwordSealed: 'unused-in-this-test',
+    allowlist: [],
+    limits: { ...DEFAULT_LIMITS },
+  });
+  await databasesRepo.markReady(s.db.pool, t.id);
+  await until('the channel on the server', () => s.explorerChannels.pick(nodeId) !== null);
+});
+
+after(async () => {
+  await agent?.stop();
+  await s?.stop();
+  await t?.drop();
+  await admin?.end();
+  if (stateDir) await fs.rm(stateDir, { recursive: true, force: true });
+});
+
+const query = (body: Record<string, unknown>) =>
+  s.app.inject({
+    method: 'POST',
+    url: `/v1/databases/${t.name}/explorer/query`,
+    headers: key.headers,
+    payload: body,
+  });
+
+const explorerJobs = async () =>
+  (await s.db.pool.query("SELECT count(*)::int AS n FROM jobs WHERE kind LIKE 'explorer.%'")).rows[0]
+    .n as number;
+
+test('queries and the schema go down the channel: rows, errors and audit, and no job or stored row', async () => {
+  const r = await query({ sql: "select id, secret from canary where secret <> 'zeta' order by id" });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.deepEqual(r.json().rows, [
+    [1, 'alpha'],
+    [2, 'beta'],
+    [3, 'gamma'],
+  ]);
+  assert.deepEqual(r.json().columns, [
+    { name: 'id', type: 'integer' },
+    { name: 'secret', type: 'text' },
+  ]);
+  const failing = await query({ sql: 'select id / 0 from canary' });
+  assert.equal(failing.statusCode, 400);
+  assert.equal(failing.json().error.details.sqlstate, '22012');
+  const hidden = await query({ sql: 'select c.evil from canary c' });
+  assert.equal(hidden.json().error.details.sqlstate, '42501');
+  const schema = await s.app.inject({
+    method: 'GET',
+    url: `/v1/databases/${t.name}/explorer/schema`,
+    headers: key.headers,
+  });
+  assert.equal(schema.statusCode, 200, schema.body);
+  assert.ok(schema.json().tables.some((x: { name: string }) => x.name === 'canary'));
+
+  assert.equal(await explorerJobs(), 0, 'the channel path queues no job');
+  assert.equal((await s.db.pool.query('SELECT count(*)::int AS n FROM explorer_results')).rows[0].n, 0);
+  const audit = await explorerAudit(s.db.pool);
+  assert.equal(audit.rows.length, 3);
+  assert.equal(audit.results.length, 3);
+  for (const q of audit.rows) {
+    assert.equal(q.outcome, 'success');
+    const result = audit.results.find((x) => x.request_id === q.request_id);
+    assert.ok(result, 'each query has its outcome event, linked by request id');
+  }
+  assert.ok(
+    audit.rows.some((a) => a.details.sql === 'select id, secret from canary where secret <> ? order by id'),
+  );
+  assert.ok(audit.results.some((a) => a.outcome === 'success' && a.details.row_count === 3));
+  assert.ok(audit.results.some((a) => a.outcome === 'failure' && a.details.sqlstate === '22012'));
+  assert.ok(!JSON.stringify(audit).includes('alpha'), 'no result data in the audit log');
+});
+
+test('concurrent queries run side by side on the channel, each answered with its own rows', async () => {
+  const outs = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => query({ sql: `select ${i} as n, count(*) as c from canary` })),
+  );
+  outs.forEach((r, i) => {
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(r.json().rows, [[i, 3]]);
+  });
+});
+
+test('a client that disconnects cancels its query on the database (the cancel goes down the channel)', async () => {
+  const active = async () =>
+    (
+      await admin.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND usename = $2 AND state = 'active'",
+        [t.name, t.roles.explorer],
+      )
+    ).rows[0].n as number;
+  const controller = new AbortController();
+  const pending = fetch(`${url}/v1/databases/${t.name}/explorer/query`, {
+    method: 'POST',
+    headers: { ...key.headers, 'content-type': 'application/json' },
+    body: JSON.stringify({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 }),
+    signal: controller.signal,
+  }).catch(() => null);
+  await until('the query to run', async () => (await active()) === 1);
+  const t0 = Date.now();
+  controller.abort();
+  await pending;
+  await until('the backend to be cancelled', async () => (await active()) === 0, 3_000);
+  assert.ok(Date.now() - t0 < 3_000);
+  assert.equal(await explorerJobs(), 0);
+  assert.equal((await query({ sql: 'select 2 as two' })).json().rows[0][0], 2);
+});
+
+test('without a current agent token, an Origin header, or a valid token, the channel is refused', async () => {
+  const target = channelUrl(url);
+  const attempt = (headers: Record<string, string>) =>
+    new Promise<number>((resolve) => {
+      const ws = new WebSocket(target, { headers });
+      ws.on('unexpected-response', (_req, res) => {
+        resolve(res.statusCode ?? 0);
+        ws.terminate();
+      });
+      ws.on('open', () => {
+        resolve(101);
+        ws.close();
+      });
+      ws.on('error', () => {});
+    });
+  assert.equal(await attempt({}), 401);
+  assert.equal(await attempt({ authorization: `Bearer bwa_${'A'.repeat(43)}` }), 401);
+  assert.equal(
+    await attempt({ authorization: key.headers.authorization! }),
+    401,
+    'an API key is not an agent token',
+  );
+  const token = (await fs.readFile(path.join(stateDir, 'agent-token'), 'utf8')).trim();
+  assert.equal(await attempt({ authorization: `Bearer ${token}`, origin: 'https://evil.example' }), 403);
+  assert.equal(await attempt({ authorization: `Bearer ${token}` }), 101);
+  // A plain GET (no upgrade) on the channel's path is no API.
+  const plain = await s.app.inject({
+    method: 'GET',
+    url: '/v1/agent/explorer/channel',
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.notEqual(plain.statusCode, 200);
+});
+
+test('an agent whose token is refused stops opening its channel (no reconnect storm)', async () => {
+  const client = startExplorerChannel({
+    serverUrl: url,
+    token: () => `bwa_${'Z'.repeat(43)}`,
+    executor: {
+      runQuery: () => Promise.reject(new Error('never called')),
+      readSchema: () => Promise.reject(new Error('never called')),
+    },
+    log: createLogger('test', 'silent'),
+  });
+  const t0 = Date.now();
+  await assert.rejects(client.opened(), /refused the explorer channel \(401\)/);
+  assert.ok(Date.now() - t0 < 2_000);
+  await client.stop();
+});
+
+test('a refused upgrade leaves nothing open: the server still shuts down at once', async () => {
+  const other = await createTestServer();
+  const otherUrl = await other.app.listen({ host: '127.0.0.1', port: 0 });
+  const status = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(channelUrl(otherUrl));
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.on('error', () => {});
+  });
+  assert.equal(status, 401);
+  const t0 = Date.now();
+  await other.stop();
+  assert.ok(Date.now() - t0 < 2_000, `shutdown took ${Date.now() - t0} ms`);
+});
+
+test('when the audit event cannot be recorded, the rows are withheld (fail closed)', async () => {
+  await s.db.pool.query(
+    "ALTER TABLE audit_events ADD CONSTRAINT test_no_explorer CHECK (action <> 'explorer.query') NOT VALID",
+  );
+  try {
+    const r = await query({ sql: 'select secret from canary' });
+    assert.equal(r.statusCode, 503);
+    assert.ok(!r.body.includes('alpha'), r.body);
+  } finally {
+    await s.db.pool.query('ALTER TABLE audit_events DROP CONSTRAINT test_no_explorer');
+  }
+  assert.equal((await query({ sql: 'select 1 as one' })).statusCode, 200);
+});
+
+test('without a channel the queue serves; when the channel dies mid-query the request fails at once', async () => {
+  const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
+  await new Promise((res) => setTimeout(res, 300));
+  const t0 = Date.now();
+  await agent.stop();
+  const r = await pending;
+  assert.equal(r.statusCode, 503, r.body);
+  assert.ok(Date.now() - t0 < 5_000);
+  assert.equal(s.explorerChannels.pick(nodeId), null);
+
+  // The same node without its channel: the request is queued as a job and still answered.
+  agent = await startTestAgent(s, url, { name: 'channel-node', stateDir, explorerChannel: false });
+  const queued = await query({ sql: 'select 3 as three' });
+  assert.equal(queued.statusCode, 200, queued.body);
+  assert.equal(queued.json().rows[0][0], 3);
+  assert.equal(await explorerJobs(), 1);
+});
