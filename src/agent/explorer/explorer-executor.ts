@@ -1,15 +1,18 @@
 /**
- * Runs explorer queries on the database host, defence in depth (docs/adr/0006-explorer-execution.md):
+ * Runs explorer queries on the database host, defence in depth (docs/adr/0008-explorer-execution.md):
  *
  * 1. The agent re-validates the SQL with the same parser gate as the server (a compromised
  *    server cannot make it run anything else).
  * 2. The connection logs in directly on the loopback PostgreSQL port AS `<db>_explorer`
  *    (SELECT on public only, no EXECUTE on user routines, default read-only).
  * 3. Extended query protocol only (one statement per message: `COMMIT; …` cannot escape).
- * 4. `BEGIN READ ONLY` + `SET LOCAL` statement/lock/idle timeouts, `search_path = public`,
- *    standard_conforming_strings; verified before the user's statement runs.
+ * 4. One pipelined write: `BEGIN READ ONLY`, `set_config(…, true)` of the statement/lock/idle
+ *    timeouts, `search_path = public` and standard_conforming_strings, a guard statement that
+ *    raises inside PostgreSQL unless every rail holds (read only, UTF8, standard strings, current
+ *    and session user = the explorer, search_path, timeouts), then DECLARE and the first FETCH.
+ *    A failed step aborts the transaction, so the user's statement is never even parsed.
  * 5. Rows are read through a NO SCROLL cursor in adaptive batches under a row cap and a byte
- *    cap (truncated, never an error).
+ *    cap (truncated, never an error); more batches only when the first one was full.
  * 6. Always ROLLBACK, then DISCARD ALL and a check that no session state (prepared statements,
  *    advisory locks, LISTEN channels, temp tables, another role) survived — otherwise the
  *    connection is destroyed, not reused. Rollback and reset run after the result is handed
@@ -26,7 +29,7 @@ import { type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import type { ExplorerOutcome, QueryPayload, SchemaOutput } from './explorer.contract.ts';
 import { EXPLORER_LIMITS } from './explorer.contract.ts';
 import { createExplorerPools, type ExplorerPoolDeps } from './explorer-pools.ts';
-import { backendPid, extended } from './explorer-protocol.ts';
+import { backendPid, extended, pipelined, type Step } from './explorer-protocol.ts';
 import { readPublicSchema } from './explorer-schema.ts';
 
 export type ExplorerExecutorDeps = ExplorerPoolDeps & {
@@ -62,8 +65,34 @@ const MAX_BATCH = 1_000;
 /** Small on purpose: rows of unknown size (1 MB each?) must not blow the byte cap before it is measured. */
 const FIRST_BATCH = 8;
 
+/** The transaction's limits: $1 statement, $2 lock, $3 idle-in-transaction timeout (ms). */
+const SET_LIMITS = `SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),
+  set_config('idle_in_transaction_session_timeout', $3, true),
+  set_config('search_path', 'public', true), set_config('standard_conforming_strings', 'on', true)`;
+
+/**
+ * Fails inside PostgreSQL (22P02: the ELSE text is no integer) unless every guard rail holds;
+ * $1 is the explorer role, $2–$4 the timeouts as set. The conditions call stable functions, so
+ * the planner cannot fold the CASE: it is evaluated when the statement runs, after SET_LIMITS.
+ */
+export const GUARD_ASSERT = `SELECT pg_catalog.int4(CASE WHEN
+      pg_catalog.current_setting('transaction_read_only') = 'on'
+  AND pg_catalog.current_setting('client_encoding') = 'UTF8'
+  AND pg_catalog.current_setting('standard_conforming_strings') = 'on'
+  AND pg_catalog.current_setting('search_path') = 'public'
+  AND current_user = $1 AND session_user = $1
+  AND pg_catalog.current_setting('statement_timeout')::pg_catalog.interval = $2::int * interval '1 ms'
+  AND pg_catalog.current_setting('lock_timeout')::pg_catalog.interval = $3::int * interval '1 ms'
+  AND pg_catalog.current_setting('idle_in_transaction_session_timeout')::pg_catalog.interval
+      = $4::int * interval '1 ms'
+  THEN '1' ELSE 'explorer guard rails did not hold' END)`;
+
+const GUARD_FAILED = 'explorer session guard rails did not hold; refusing to run the query';
+
 type Cell = string | number | boolean | null;
 type PgField = { name: string; dataTypeID: number; dataTypeModifier: number };
+type RawRow = (string | null)[] & pg.QueryResultRow;
+type RawResult = pg.QueryResult<RawRow>;
 
 const isPgError = (err: unknown): err is pg.DatabaseError =>
   typeof err === 'object' &&
@@ -92,6 +121,27 @@ function rowBytes(row: (string | null)[]): number {
   return n;
 }
 
+/** Rows kept under the row and byte caps; `add` says whether more may be read. */
+function collector(input: QueryPayload) {
+  const out = {
+    rows: [] as (string | null)[][],
+    bytes: 0,
+    truncatedBy: null as 'rows' | 'bytes' | null,
+    add(batch: (string | null)[][]): boolean {
+      for (const row of batch) {
+        const size = rowBytes(row);
+        if (out.rows.length >= input.row_limit) out.truncatedBy = 'rows';
+        else if (out.bytes + size > input.byte_limit) out.truncatedBy = 'bytes';
+        if (out.truncatedBy) return false;
+        out.rows.push(row);
+        out.bytes += size;
+      }
+      return true;
+    },
+  };
+  return out;
+}
+
 export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExecutor {
   const pools = createExplorerPools(deps);
   const validate = deps.validate ?? validateExplorerSql;
@@ -115,69 +165,50 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
     return fields.map((f) => typeNames.get(keyOf(f)) ?? 'unknown');
   };
 
-  /** The transaction's guard rails, set and then read back (fail closed if any did not stick). */
-  const guard = async (c: pg.ClientBase, roles: RoleNames, timeoutMs: number) => {
-    await extended(c, 'BEGIN READ ONLY');
-    const r = await extended<[string, string, string, string, string]>(
-      c,
-      `SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),
-              set_config('idle_in_transaction_session_timeout', $3, true),
-              set_config('search_path', 'public', true), set_config('standard_conforming_strings', 'on', true),
-              current_setting('transaction_read_only'), current_setting('client_encoding'),
-              current_user::text, session_user::text, current_setting('search_path')`,
-      [String(timeoutMs), String(Math.min(timeoutMs, 1_000)), String(timeoutMs + 5_000)],
-    );
-    const row = r.rows[0] ?? [];
-    const [, , , , scs, ro, enc, cur, sess] = row as unknown as string[];
-    if (scs !== 'on' || ro !== 'on' || enc !== 'UTF8' || cur !== roles.explorer || sess !== roles.explorer) {
-      throw new Error('explorer session guard rails did not hold; refusing to run the query');
+  /**
+   * One round trip: BEGIN READ ONLY, the limits, the guard assert, then `statements`. A failed
+   * prelude step throws (internal: the session is not what it must be); otherwise the first
+   * failed statement's error is thrown, else their results are returned in order.
+   */
+  const open = async (c: pg.ClientBase, roles: RoleNames, timeoutMs: number, statements: string[]) => {
+    const ms = [timeoutMs, Math.min(timeoutMs, 1_000), timeoutMs + 5_000].map(String);
+    const steps: Step[] = [
+      { text: 'BEGIN READ ONLY' },
+      { text: SET_LIMITS, values: ms },
+      { text: GUARD_ASSERT, values: [roles.explorer, ...ms] },
+      ...statements.map((text) => ({ text })),
+    ];
+    const settled = await pipelined(c, steps);
+    const prelude = settled.slice(0, 3);
+    for (const r of prelude) {
+      if (r.status === 'fulfilled') continue;
+      // A dead connection or a cancel is reported as such (nothing ran); the rest is a broken rail.
+      if (!isPgError(r.reason) || r.reason.code === '57014') throw r.reason;
+      throw new Error(GUARD_FAILED, { cause: r.reason });
     }
+    const guardRow = prelude[2]?.status === 'fulfilled' ? prelude[2].value.rows[0] : undefined;
+    if ((guardRow as unknown[] | undefined)?.[0] !== '1') throw new Error(GUARD_FAILED);
+    const results: RawResult[] = [];
+    for (const r of settled.slice(3)) {
+      if (r.status === 'rejected') throw r.reason;
+      results.push(r.value as RawResult);
+    }
+    return results;
   };
 
-  const fetchAll = async (c: pg.ClientBase, input: QueryPayload, sql: string) => {
-    await extended(c, DECLARE_PREFIX + sql);
-    const rows: (string | null)[][] = [];
-    let fields: PgField[] = [];
-    let bytes = 0;
-    let truncatedBy: 'rows' | 'bytes' | null = null;
-    let batch = FIRST_BATCH;
-    for (;;) {
-      const want = Math.max(1, Math.min(batch, input.row_limit + 1 - rows.length));
-      const r = await extended<(string | null)[] & pg.QueryResultRow>(
-        c,
-        `FETCH FORWARD ${want} FROM ${CURSOR}`,
-      );
-      if (fields.length === 0) fields = r.fields;
-      for (const row of r.rows) {
-        const size = rowBytes(row);
-        if (rows.length >= input.row_limit) truncatedBy = 'rows';
-        else if (bytes + size > input.byte_limit) truncatedBy = 'bytes';
-        if (truncatedBy) break;
-        rows.push(row);
-        bytes += size;
-      }
-      if (truncatedBy || r.rows.length < want) break;
+  const fetchAll = async (c: pg.ClientBase, input: QueryPayload, first: RawResult, firstWant: number) => {
+    const out = collector(input);
+    let r = first;
+    let want = firstWant;
+    // Another batch only when the last one came back full (and no cap was hit).
+    while (out.add(r.rows) && r.rows.length >= want) {
       // Next batch sized to what is left of the byte budget at the average row size so far.
-      const avg = Math.max(1, bytes / Math.max(1, rows.length));
-      batch = Math.max(1, Math.min(MAX_BATCH, Math.floor((input.byte_limit - bytes) / avg)));
+      const avg = Math.max(1, out.bytes / Math.max(1, out.rows.length));
+      const batch = Math.max(1, Math.min(MAX_BATCH, Math.floor((input.byte_limit - out.bytes) / avg)));
+      want = Math.max(1, Math.min(batch, input.row_limit + 1 - out.rows.length));
+      r = await extended<RawRow>(c, `FETCH FORWARD ${want} FROM ${CURSOR}`);
     }
-    return { rows, fields, truncatedBy };
-  };
-
-  const runExplain = async (c: pg.ClientBase, input: QueryPayload, sql: string) => {
-    const r = await extended<(string | null)[] & pg.QueryResultRow>(c, sql);
-    const rows: (string | null)[][] = [];
-    let bytes = 0;
-    let truncatedBy: 'rows' | 'bytes' | null = null;
-    for (const row of r.rows) {
-      const size = rowBytes(row);
-      if (rows.length >= input.row_limit) truncatedBy = 'rows';
-      else if (bytes + size > input.byte_limit) truncatedBy = 'bytes';
-      if (truncatedBy) break;
-      rows.push(row);
-      bytes += size;
-    }
-    return { rows, fields: r.fields as PgField[], truncatedBy };
+    return { rows: out.rows, fields: first.fields as PgField[], truncatedBy: out.truncatedBy };
   };
 
   return {
@@ -212,11 +243,21 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       signal.addEventListener('abort', onAbort, { once: true });
       try {
         if (signal.aborted) throw new Error('cancelled before the query started');
-        await guard(c, roles, timeoutMs);
-        const out =
-          verdict.kind === 'explain'
-            ? await runExplain(c, input, input.sql)
-            : await fetchAll(c, input, input.sql);
+        let out: { rows: (string | null)[][]; fields: PgField[]; truncatedBy: 'rows' | 'bytes' | null };
+        if (verdict.kind === 'explain') {
+          const [plan] = await open(c, roles, timeoutMs, [input.sql]);
+          const kept = collector(input);
+          kept.add(plan?.rows ?? []);
+          out = { rows: kept.rows, fields: (plan?.fields ?? []) as PgField[], truncatedBy: kept.truncatedBy };
+        } else {
+          const want = Math.max(1, Math.min(FIRST_BATCH, input.row_limit + 1));
+          const [, first] = await open(c, roles, timeoutMs, [
+            DECLARE_PREFIX + input.sql,
+            `FETCH FORWARD ${want} FROM ${CURSOR}`,
+          ]);
+          if (!first) throw new Error('explorer pipeline lost the first batch');
+          out = await fetchAll(c, input, first, want);
+        }
         running = false;
         const types = await columnTypes(c, input.database_id, out.fields);
         const ids = out.fields.map((f) => f.dataTypeID);

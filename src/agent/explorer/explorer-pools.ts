@@ -2,15 +2,17 @@
  * Connections of the explorer roles: one small pg.Pool per database, logging in directly on the
  * loopback PostgreSQL port as `<db>_explorer` (never through PgBouncer, never as the admin).
  *
- * A connection goes back to its pool only after ROLLBACK, DISCARD ALL and a check that nothing
- * of the session survived; anything odd (an error, leftover state) destroys it instead.
+ * Connections run in pg's pipeline mode (explorer-protocol.ts): the executor writes a query's
+ * statements at once. A connection goes back to its pool only after ROLLBACK, DISCARD ALL and a
+ * check that nothing of the session survived, pipelined in one round trip (ROLLBACK also ends an
+ * aborted transaction); anything odd (an error in any of the three, leftover state) destroys it.
  * Measured here: a pooled reset costs ~0.3 ms off the response path, while a fresh SCRAM login
  * per query costs several ms on it (bench/explorer-e2e.bench.ts prints both).
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { roleNames } from '../../shared/identifiers.ts';
-import { extended } from './explorer-protocol.ts';
+import { pipelined } from './explorer-protocol.ts';
 import { explorerPassword, prepareExplorerRole } from './explorer-role.ts';
 
 export type ExplorerPoolDeps = {
@@ -47,6 +49,7 @@ const LEFTOVERS = `SELECT (SELECT count(*) FROM pg_prepared_statements)
      + (SELECT count(*) FROM pg_cursors WHERE name <> '')
      + (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) AS leftovers,
      current_user::text AS cur, session_user::text AS sess, pg_current_xact_id_if_assigned() IS NULL AS no_xact`;
+type Leftovers = { leftovers: string; cur: string; sess: string; no_xact: string };
 
 export function createExplorerPools(deps: ExplorerPoolDeps) {
   const entries = new Map<string, Entry>();
@@ -68,6 +71,8 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
         idleTimeoutMillis: 30_000,
         connectionTimeoutMillis: 5_000,
         application_name: 'bulwark-explorer',
+        // Statements are written without waiting for the previous answer (each with its own Sync).
+        pipeline: true,
         // Session defaults as well as the per-transaction SET LOCALs (belt and braces).
         options: '-c default_transaction_read_only=on -c search_path=public',
       });
@@ -91,15 +96,13 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
 
   const reset = async (client: pg.PoolClient, role: string): Promise<void> => {
     try {
-      await extended(client, 'ROLLBACK', [], 'object');
-      await extended(client, 'DISCARD ALL', [], 'object');
-      const r = await extended<{ leftovers: string; cur: string; sess: string; no_xact: string }>(
-        client,
-        LEFTOVERS,
-        [],
-        'object',
-      );
-      const row = r.rows[0];
+      const [rollback, discard, check] = await pipelined(client, [
+        { text: 'ROLLBACK' },
+        { text: 'DISCARD ALL' },
+        { text: LEFTOVERS, rowMode: 'object' },
+      ]);
+      for (const r of [rollback, discard, check]) if (r?.status !== 'fulfilled') throw r?.reason;
+      const row = check?.status === 'fulfilled' ? (check.value.rows[0] as Leftovers | undefined) : undefined;
       if (
         !row ||
         Number(row.leftovers) !== 0 ||

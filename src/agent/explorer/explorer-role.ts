@@ -2,7 +2,7 @@
  * The explorer's own login: `<db>_explorer` (created NOLOGIN by the database jobs, with SELECT on
  * public only and `default_transaction_read_only`) gets LOGIN with a password only this agent
  * knows, so explorer queries run on a connection that IS that role — there is no superuser
- * session underneath that `RESET ROLE` could return to (docs/adr/0006-explorer-execution.md).
+ * session underneath that `RESET ROLE` could return to (docs/adr/0008-explorer-execution.md).
  *
  * The password is HMAC-SHA256(agent explorer key, database id + role): nothing per database is
  * stored, the key is 32 random bytes in the agent's state dir (0600), and only the SCRAM
