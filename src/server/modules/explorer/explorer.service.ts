@@ -257,10 +257,12 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         ),
       ]);
       // The second event is the outcome (rows, duration, SQLSTATE), linked by the request id. It
-      // is not awaited: the first one already makes the query durable in the log.
+      // is written after the response is on its way: the first one already made the query durable.
       const result = { ...target, action: 'explorer.query.result' };
-      const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) =>
-        void audit(ctx.audit, { ...result, outcome: outcomeOf, details: { database: name, ...details } });
+      const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) => {
+        const event = { ...result, outcome: outcomeOf, details: { database: name, ...details } };
+        setImmediate(() => void audit(ctx.audit, event));
+      };
       if (!durable) {
         settle('failure', { reason: 'audit_failed' });
         throw unavailable('The query could not be recorded in the audit log; its result is withheld');
