@@ -11,6 +11,7 @@ import { ATTACKS, LEGIT } from './explorer-corpus.ts';
 import {
   adminPool,
   createTenant,
+  queryPayload,
   setupCanary,
   snapshot,
   type Tenant,
@@ -55,16 +56,8 @@ after(async () => {
   await admin?.end();
 });
 
-const payload = (sql: string, over: Partial<QueryPayload> = {}): QueryPayload => ({
-  database_id: t.id,
-  name: t.name,
-  sql,
-  sql_redacted: '',
-  row_limit: 1_000,
-  byte_limit: 10 * 1024 * 1024,
-  statement_timeout_ms: TIMEOUT_MS,
-  ...over,
-});
+const payload = (sql: string, over: Partial<QueryPayload> = {}): QueryPayload =>
+  queryPayload(t, sql, { statement_timeout_ms: TIMEOUT_MS, ...over });
 
 function run(e: ExplorerExecutor, sql: string, over: Partial<QueryPayload> = {}): Promise<ExplorerOutcome> {
   return e.runQuery(payload(sql, over), new AbortController().signal);

@@ -1,25 +1,21 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type pg from 'pg';
 import { WebSocket } from 'ws';
 import { channelUrl, startExplorerChannel } from '../src/agent/explorer/explorer-channel.ts';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import type { RunningAgent } from '../src/agent/main.ts';
-import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { startTestAgent } from './helpers/agent.ts';
-import { adminPool, createTenant, explorerAudit, setupCanary, type Tenant } from './helpers/explorer.ts';
-import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { explorerAudit, type Tenant } from './helpers/explorer.ts';
+import { type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
+import type { TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
 // The explorer's fast path end to end: a real agent holds its explorer channel (a WebSocket it
 // opened to the listening server), and API requests go down it instead of through the job queue.
+let stack: ExplorerStack;
 let s: TestServer;
 let url: string;
-let agent: RunningAgent;
 let admin: pg.Pool;
 let t: Tenant;
 let key: TestKey;
@@ -36,36 +32,18 @@ const until = async (what: string, fn: () => Promise<boolean> | boolean, ms = 5_
 };
 
 before(async () => {
-  admin = adminPool();
-  s = await createTestServer();
-  url = await s.app.listen({ host: '127.0.0.1', port: 0 });
-  stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-channel-agent-'));
-  agent = await startTestAgent(s, url, { name: 'channel-node', stateDir });
-  await agent.explorerChannelOpen();
-  key = await createTestKey(s, { account: 'channel' });
-  t = await createTenant(admin, 'ch');
-  await setupCanary(t);
-  nodeId = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'channel-node'"))
-    .rows[0]!.id;
-  await databasesRepo.insertDatabase(s.db.pool, {
-    id: t.id,
-    accountId: key.accountId,
-    nodeId,
-    name: t.name,
-    passwordSealed: 'unused-in-this-test',
-    allowlist: [],
-    limits: { ...DEFAULT_LIMITS },
+  stack = await startExplorerStack({
+    node: 'channel-node',
+    account: 'channel',
+    explorerChannel: true,
+    tenantPrefix: 'ch',
   });
-  await databasesRepo.markReady(s.db.pool, t.id);
+  ({ s, url, admin, t, key, stateDir, nodeId } = stack);
   await until('the channel on the server', () => s.explorerChannels.pick(nodeId) !== null);
 });
 
 after(async () => {
-  await agent?.stop();
-  await s?.stop();
-  await t?.drop();
-  await admin?.end();
-  if (stateDir) await fs.rm(stateDir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 const query = (body: Record<string, unknown>) =>
@@ -243,14 +221,14 @@ test('without a channel the queue serves; when the channel dies mid-query the re
   const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
   await new Promise((res) => setTimeout(res, 300));
   const t0 = Date.now();
-  await agent.stop();
+  await stack.agent.stop();
   const r = await pending;
   assert.equal(r.statusCode, 503, r.body);
   assert.ok(Date.now() - t0 < 5_000);
   assert.equal(s.explorerChannels.pick(nodeId), null);
 
   // The same node without its channel: the request is queued as a job and still answered.
-  agent = await startTestAgent(s, url, { name: 'channel-node', stateDir, explorerChannel: false });
+  await stack.restartAgent({ explorerChannel: false });
   const queued = await query({ sql: 'select 3 as three' });
   assert.equal(queued.statusCode, 200, queued.body);
   assert.equal(queued.json().rows[0][0], 3);

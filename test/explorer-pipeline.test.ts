@@ -10,6 +10,7 @@ import {
   adminPool,
   connectAdmin,
   createTenant,
+  queryPayload,
   setupCanary,
   type Tenant,
   testExecutor,
@@ -85,16 +86,7 @@ after(async () => {
   await admin?.end();
 });
 
-const payload = (sql: string, over: Partial<QueryPayload> = {}): QueryPayload => ({
-  database_id: t.id,
-  name: t.name,
-  sql,
-  sql_redacted: '',
-  row_limit: 1_000,
-  byte_limit: 10 * 1024 * 1024,
-  statement_timeout_ms: 2_000,
-  ...over,
-});
+const payload = (sql: string, over: Partial<QueryPayload> = {}): QueryPayload => queryPayload(t, sql, over);
 
 const run = (e: ExplorerExecutor, sql: string, over: Partial<QueryPayload> = {}): Promise<ExplorerOutcome> =>
   e.runQuery(payload(sql, over), new AbortController().signal);

@@ -1,56 +1,29 @@
 import assert from 'node:assert/strict';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type pg from 'pg';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import type { RunningAgent } from '../src/agent/main.ts';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
-import { startTestAgent } from './helpers/agent.ts';
-import { adminPool, createTenant, explorerAudit, setupCanary, type Tenant } from './helpers/explorer.ts';
+import { explorerAudit, type Tenant } from './helpers/explorer.ts';
+import { type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
-import { createTestServer, type TestServer } from './helpers/server.ts';
+import type { TestServer } from './helpers/server.ts';
 
 // The whole explorer path through the job queue (the agent's explorer channel is off; the channel
 // path is in explorer-channel.test.ts): HTTP with a real key → validation → job → a real agent →
 // the explorer role on a real tenant database → rows handed back → audit.
+let stack: ExplorerStack;
 let s: TestServer;
 let url: string;
-let agent: RunningAgent;
 let admin: pg.Pool;
 let t: Tenant;
 let key: TestKey;
-let stateDir: string;
 
 before(async () => {
-  admin = adminPool();
-  s = await createTestServer();
-  url = await s.app.listen({ host: '127.0.0.1', port: 0 });
-  stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-explorer-agent-'));
-  agent = await startTestAgent(s, url, { name: 'explorer-node', stateDir, explorerChannel: false });
-  key = await createTestKey(s, { account: 'explorer' });
-  t = await createTenant(admin);
-  await setupCanary(t);
-  const node = await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'explorer-node'");
-  await databasesRepo.insertDatabase(s.db.pool, {
-    id: t.id,
-    accountId: key.accountId,
-    nodeId: node.rows[0]!.id,
-    name: t.name,
-    passwordSealed: 'unused-in-this-test',
-    allowlist: [],
-    limits: { ...DEFAULT_LIMITS },
-  });
-  await databasesRepo.markReady(s.db.pool, t.id);
+  stack = await startExplorerStack({ node: 'explorer-node', account: 'explorer', explorerChannel: false });
+  ({ s, url, admin, t, key } = stack);
 });
 
 after(async () => {
-  await agent?.stop();
-  await s?.stop();
-  await t?.drop();
-  await admin?.end();
-  if (stateDir) await fs.rm(stateDir, { recursive: true, force: true });
+  await stack?.stop();
 });
 
 const query = (body: Record<string, unknown>, opts: { headers?: Record<string, string>; qs?: string } = {}) =>

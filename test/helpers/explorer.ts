@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
+import type { QueryPayload } from '../../src/agent/explorer/explorer.contract.ts';
 import {
   createExplorerExecutor,
   type ExplorerExecutor,
@@ -182,4 +183,22 @@ export async function explorerAudit(db: pg.Pool): Promise<{ rows: AuditRow[]; re
     if (accepted.every((r) => answered.has(r.request_id)) || Date.now() > deadline) return { rows, results };
     await new Promise((res) => setTimeout(res, 20));
   }
+}
+
+/** An explorer query job's payload for tenant `t` (defaults: 1,000 rows, 10 MB, 2 s). */
+export function queryPayload(
+  t: Pick<Tenant, 'id' | 'name'>,
+  sql: string,
+  over: Partial<QueryPayload> = {},
+): QueryPayload {
+  return {
+    database_id: t.id,
+    name: t.name,
+    sql,
+    sql_redacted: '',
+    row_limit: 1_000,
+    byte_limit: 10 * 1024 * 1024,
+    statement_timeout_ms: 2_000,
+    ...over,
+  };
 }
