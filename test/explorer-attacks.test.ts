@@ -10,6 +10,7 @@ import {
 import { ATTACKS, LEGIT } from './explorer-corpus.ts';
 import {
   adminPool,
+  assertSessionClean,
   createTenant,
   queryPayload,
   setupCanary,
@@ -68,20 +69,7 @@ async function assertClean(e: ExplorerExecutor, label: string, out: ExplorerOutc
   assert.ok(ms < TIMEOUT_MS + 1_500, `${label}: took ${ms} ms`);
   await e.settled();
   assert.equal(await snapshot(t), baseline, `${label}: the canary or the catalogs changed`);
-  const probe = await e.probeSession({ database_id: t.id, name: t.name });
-  assert.deepEqual(
-    probe,
-    {
-      prepared: 0,
-      advisory: 0,
-      listening: 0,
-      cursors: 0,
-      temp: 0,
-      readOnlyDefault: 'on',
-      user: t.roles.explorer,
-    },
-    `${label}: session state survived`,
-  );
+  await assertSessionClean(e, t, label);
   const locks = await admin.query(
     `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
       WHERE a.datname = $1 AND l.locktype = 'advisory'`,

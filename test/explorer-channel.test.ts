@@ -2,12 +2,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type pg from 'pg';
 import { WebSocket } from 'ws';
 import { channelUrl, startExplorerChannel } from '../src/agent/explorer/explorer-channel.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { explorerAudit, type Tenant } from './helpers/explorer.ts';
-import { type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
+import {
+  assertDisconnectCancels,
+  type ExplorerStack,
+  startExplorerStack,
+  until,
+} from './helpers/explorer-stack.ts';
 import type { TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
@@ -16,20 +20,10 @@ import { createTestServer, type TestServer } from './helpers/server.ts';
 let stack: ExplorerStack;
 let s: TestServer;
 let url: string;
-let admin: pg.Pool;
 let t: Tenant;
 let key: TestKey;
 let stateDir: string;
 let nodeId: string;
-
-const until = async (what: string, fn: () => Promise<boolean> | boolean, ms = 5_000) => {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((res) => setTimeout(res, 20));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-};
 
 before(async () => {
   stack = await startExplorerStack({
@@ -38,7 +32,7 @@ before(async () => {
     explorerChannel: true,
     tenantPrefix: 'ch',
   });
-  ({ s, url, admin, t, key, stateDir, nodeId } = stack);
+  ({ s, url, t, key, stateDir, nodeId } = stack);
   await until('the channel on the server', () => s.explorerChannels.pick(nodeId) !== null);
 });
 
@@ -112,26 +106,7 @@ test('concurrent queries run side by side on the channel, each answered with its
 });
 
 test('a client that disconnects cancels its query on the database (the cancel goes down the channel)', async () => {
-  const active = async () =>
-    (
-      await admin.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND usename = $2 AND state = 'active'",
-        [t.name, t.roles.explorer],
-      )
-    ).rows[0].n as number;
-  const controller = new AbortController();
-  const pending = fetch(`${url}/v1/databases/${t.name}/explorer/query`, {
-    method: 'POST',
-    headers: { ...key.headers, 'content-type': 'application/json' },
-    body: JSON.stringify({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 }),
-    signal: controller.signal,
-  }).catch(() => null);
-  await until('the query to run', async () => (await active()) === 1);
-  const t0 = Date.now();
-  controller.abort();
-  await pending;
-  await until('the backend to be cancelled', async () => (await active()) === 0, 3_000);
-  assert.ok(Date.now() - t0 < 3_000);
+  await assertDisconnectCancels(stack);
   assert.equal(await explorerJobs(), 0);
   assert.equal((await query({ sql: 'select 2 as two' })).json().rows[0][0], 2);
 });

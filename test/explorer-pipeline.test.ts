@@ -8,6 +8,7 @@ import { loadExplorerParser } from '../src/server/modules/explorer/explorer.vali
 import { testEnv } from './helpers/env.ts';
 import {
   adminPool,
+  assertSessionClean,
   connectAdmin,
   createTenant,
   queryPayload,
@@ -91,24 +92,6 @@ const payload = (sql: string, over: Partial<QueryPayload> = {}): QueryPayload =>
 const run = (e: ExplorerExecutor, sql: string, over: Partial<QueryPayload> = {}): Promise<ExplorerOutcome> =>
   e.runQuery(payload(sql, over), new AbortController().signal);
 
-async function assertClean(e: ExplorerExecutor, tenant: Tenant, label: string) {
-  await e.settled();
-  const probe = await e.probeSession({ database_id: tenant.id, name: tenant.name });
-  assert.deepEqual(
-    probe,
-    {
-      prepared: 0,
-      advisory: 0,
-      listening: 0,
-      cursors: 0,
-      temp: 0,
-      readOnlyDefault: 'on',
-      user: tenant.roles.explorer,
-    },
-    `${label}: session state survived`,
-  );
-}
-
 test('50 rows come back with the right columns, types and values', async () => {
   const out = await run(
     ex,
@@ -129,7 +112,7 @@ test('50 rows come back with the right columns, types and values', async () => {
   ]);
   assert.deepEqual(out.output.rows, want);
   assert.equal(out.output.truncated, false);
-  await assertClean(ex, t, '50 rows');
+  await assertSessionClean(ex, t, '50 rows');
 });
 
 test('round trips: one for a short result, two when the first batch is full, one for the reset', async () => {
@@ -156,7 +139,7 @@ test('round trips: one for a short result, two when the first batch is full, one
   const plan = await trips('explain select * from canary');
   assert.ok(plan.out.kind === 'rows' && plan.out.output.row_count >= 1, JSON.stringify(plan.out));
   assert.equal(plan.onPath, 1);
-  await assertClean(ex, t, 'round trips');
+  await assertSessionClean(ex, t, 'round trips');
 });
 
 test('the guard assert raises inside PostgreSQL when any rail does not hold', async () => {
@@ -237,7 +220,7 @@ test('a failed guard stops the statement inside PostgreSQL: the table is never s
       .runQuery({ ...p, sql, name: `${probe.name}x` }, new AbortController().signal)
       .catch((err: Error) => err);
     await guarded.settled();
-    await assertClean(guarded, probe, 'failed guard');
+    await assertSessionClean(guarded, probe, 'failed guard');
     await guarded.close();
     assert.equal(await scans(), before + 1, 'the statement ran although the guard failed');
     assert.match(
@@ -267,7 +250,7 @@ test('user SQL errors keep their SQLSTATE and 0-based position, wherever they ha
   const explain = await run(ex, 'explain select nosuch from canary');
   assert.ok(explain.kind === 'error' && explain.error.sqlstate === '42703', JSON.stringify(explain));
   assert.equal(explain.error.position, 'explain select '.length);
-  await assertClean(ex, t, 'errors');
+  await assertSessionClean(ex, t, 'errors');
   const again = await run(ex, 'select count(*) from canary');
   assert.ok(again.kind === 'rows' && again.output.rows[0]?.[0] === 3);
 });
@@ -283,5 +266,5 @@ test('an abort cancels the running statement on the backend', async () => {
   const out = await pending;
   assert.ok(out.kind === 'error' && out.error.sqlstate === '57014', JSON.stringify(out));
   assert.ok(performance.now() - t0 < 3_000);
-  await assertClean(ex, t, 'cancelled');
+  await assertSessionClean(ex, t, 'cancelled');
 });

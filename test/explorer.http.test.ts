@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type pg from 'pg';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
 import { explorerAudit, type Tenant } from './helpers/explorer.ts';
-import { type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
+import { assertDisconnectCancels, type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import type { TestServer } from './helpers/server.ts';
 
@@ -12,14 +11,12 @@ import type { TestServer } from './helpers/server.ts';
 // the explorer role on a real tenant database → rows handed back → audit.
 let stack: ExplorerStack;
 let s: TestServer;
-let url: string;
-let admin: pg.Pool;
 let t: Tenant;
 let key: TestKey;
 
 before(async () => {
   stack = await startExplorerStack({ node: 'explorer-node', account: 'explorer', explorerChannel: false });
-  ({ s, url, admin, t, key } = stack);
+  ({ s, t, key } = stack);
 });
 
 after(async () => {
@@ -164,34 +161,7 @@ test('the schema endpoint lists public tables and columns', async () => {
 });
 
 test('a client that disconnects cancels its query on the database', async () => {
-  const controller = new AbortController();
-  const pending = fetch(`${url}/v1/databases/${t.name}/explorer/query`, {
-    method: 'POST',
-    headers: { ...key.headers, 'content-type': 'application/json' },
-    body: JSON.stringify({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 }),
-    signal: controller.signal,
-  }).catch(() => null);
-  const active = async () =>
-    (
-      await admin.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND usename = $2 AND state = 'active'",
-        [t.name, t.roles.explorer],
-      )
-    ).rows[0].n as number;
-  const until = async (what: string, fn: () => Promise<boolean>, ms: number) => {
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      if (await fn()) return;
-      await new Promise((res) => setTimeout(res, 20));
-    }
-    assert.fail(`timed out waiting for ${what}`);
-  };
-  await until('the query to run', async () => (await active()) === 1, 5_000);
-  const t0 = Date.now();
-  controller.abort();
-  await pending;
-  await until('the backend to be cancelled', async () => (await active()) === 0, 3_000);
-  assert.ok(Date.now() - t0 < 3_000);
+  await assertDisconnectCancels(stack);
   const job = await s.db.pool.query(
     "SELECT status, last_error, payload FROM jobs WHERE kind = 'explorer.query' ORDER BY id DESC LIMIT 1",
   );

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -80,4 +81,42 @@ export async function startExplorerStack(opts: {
     },
   };
   return stack;
+}
+
+/** Polls `fn` every 20 ms until it is true; fails the test after `ms`. */
+export async function until(what: string, fn: () => Promise<boolean> | boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+/**
+ * Starts a 30 s query over real HTTP, drops the client once the explorer backend runs, and
+ * asserts the backend is cancelled within 3 s. Returns when the database is idle again.
+ */
+export async function assertDisconnectCancels(stack: ExplorerStack): Promise<void> {
+  const { t, admin } = stack;
+  const active = async () =>
+    (
+      await admin.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND usename = $2 AND state = 'active'",
+        [t.name, t.roles.explorer],
+      )
+    ).rows[0]!.n;
+  const controller = new AbortController();
+  const pending = fetch(`${stack.url}/v1/databases/${t.name}/explorer/query`, {
+    method: 'POST',
+    headers: { ...stack.key.headers, 'content-type': 'application/json' },
+    body: JSON.stringify({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 }),
+    signal: controller.signal,
+  }).catch(() => null);
+  await until('the query to run', async () => (await active()) === 1);
+  const t0 = Date.now();
+  controller.abort();
+  await pending;
+  await until('the backend to be cancelled', async () => (await active()) === 0, 3_000);
+  assert.ok(Date.now() - t0 < 3_000);
 }

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { QueryPayload } from '../../src/agent/explorer/explorer.contract.ts';
@@ -201,4 +202,23 @@ export function queryPayload(
     statement_timeout_ms: 2_000,
     ...over,
   };
+}
+
+/** After `settled()`, the pooled explorer connection of `tenant` carries no session state. */
+export async function assertSessionClean(e: ExplorerExecutor, tenant: Tenant, label: string): Promise<void> {
+  await e.settled();
+  const probe = await e.probeSession({ database_id: tenant.id, name: tenant.name });
+  assert.deepEqual(
+    probe,
+    {
+      prepared: 0,
+      advisory: 0,
+      listening: 0,
+      cursors: 0,
+      temp: 0,
+      readOnlyDefault: 'on',
+      user: tenant.roles.explorer,
+    },
+    `${label}: session state survived`,
+  );
 }
