@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { WebSocket } from 'ws';
+import { CHANNEL_PROTOCOL_VERSION, CHANNEL_VERSION_HEADER } from '../src/agent/explorer/explorer.contract.ts';
 import { channelUrl, startExplorerChannel } from '../src/agent/explorer/explorer-channel.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { explorerAudit, type Tenant } from './helpers/explorer.ts';
@@ -95,14 +96,28 @@ test('queries and the schema go down the channel: rows, errors and audit, and no
   assert.ok(!JSON.stringify(audit).includes('alpha'), 'no result data in the audit log');
 });
 
-test('concurrent queries run side by side on the channel, each answered with its own rows', async () => {
+test('concurrent queries run side by side, each answered with its own rows; past 4 per database: 503', async () => {
   const outs = await Promise.all(
-    Array.from({ length: 12 }, (_, i) => query({ sql: `select ${i} as n, count(*) as c from canary` })),
+    Array.from({ length: 4 }, (_, i) => query({ sql: `select ${i} as n, count(*) as c from canary` })),
   );
   outs.forEach((r, i) => {
     assert.equal(r.statusCode, 200, r.body);
     assert.deepEqual(r.json().rows, [[i, 3]]);
   });
+  // Five at once: four take this database's share of the node, the fifth is refused at once.
+  const slow = await Promise.all(
+    Array.from({ length: 5 }, async () => {
+      const t0 = Date.now();
+      const r = await query({ sql: 'select count(*) from generate_series(1, 1e9)', timeout_ms: 1_000 });
+      return { status: r.statusCode, body: r.body, ms: Date.now() - t0 };
+    }),
+  );
+  const refused = slow.filter((r) => r.status === 503);
+  assert.equal(refused.length, 1, JSON.stringify(slow));
+  assert.match(refused[0]!.body, /Too many explorer queries/);
+  assert.ok(refused[0]!.ms < 500, `refused after ${refused[0]!.ms} ms`);
+  for (const r of slow.filter((x) => x.status !== 503)) assert.equal(r.status, 400, r.body); // statement timeout
+  assert.equal((await query({ sql: 'select 1 as one' })).statusCode, 200);
 });
 
 test('a client that disconnects cancels its query on the database (the cancel goes down the channel)', async () => {
@@ -115,7 +130,9 @@ test('without a current agent token, an Origin header, or a valid token, the cha
   const target = channelUrl(url);
   const attempt = (headers: Record<string, string>) =>
     new Promise<number>((resolve) => {
-      const ws = new WebSocket(target, { headers });
+      const ws = new WebSocket(target, {
+        headers: { [CHANNEL_VERSION_HEADER]: CHANNEL_PROTOCOL_VERSION, ...headers },
+      });
       ws.on('unexpected-response', (_req, res) => {
         resolve(res.statusCode ?? 0);
         ws.terminate();
@@ -136,6 +153,8 @@ test('without a current agent token, an Origin header, or a valid token, the cha
   const token = (await fs.readFile(path.join(stateDir, 'agent-token'), 'utf8')).trim();
   assert.equal(await attempt({ authorization: `Bearer ${token}`, origin: 'https://evil.example' }), 403);
   assert.equal(await attempt({ authorization: `Bearer ${token}` }), 101);
+  // Another version of the frame contract is refused, so that agent's requests use the queue.
+  assert.equal(await attempt({ authorization: `Bearer ${token}`, [CHANNEL_VERSION_HEADER]: '0' }), 426);
   // A plain GET (no upgrade) on the channel's path is no API.
   const plain = await s.app.inject({
     method: 'GET',

@@ -115,7 +115,7 @@ test('50 rows come back with the right columns, types and values', async () => {
   await assertSessionClean(ex, t, '50 rows');
 });
 
-test('round trips: one for a short result, two when the first batch is full, one for the reset', async () => {
+test('round trips: one for a short result, two when the first batch is full or for EXPLAIN, one for the reset', async () => {
   // Warm: the connection is logged in and the column types (int, text) are cached.
   await run(ex, 'select id, secret from canary order by id');
   await ex.settled();
@@ -136,9 +136,10 @@ test('round trips: one for a short result, two when the first batch is full, one
   const fifty = await trips("select g, 'x' || g from generate_series(1, 50) g");
   assert.ok(fifty.out.kind === 'rows' && fifty.out.output.row_count === 50);
   assert.equal(fifty.onPath, 2);
+  // EXPLAIN runs without a cursor, so it is sent only once the guarded transaction stands.
   const plan = await trips('explain select * from canary');
   assert.ok(plan.out.kind === 'rows' && plan.out.output.row_count >= 1, JSON.stringify(plan.out));
-  assert.equal(plan.onPath, 1);
+  assert.equal(plan.onPath, 2);
   await assertSessionClean(ex, t, 'round trips');
 });
 
@@ -267,4 +268,48 @@ test('an abort cancels the running statement on the backend', async () => {
   assert.ok(out.kind === 'error' && out.error.sqlstate === '57014', JSON.stringify(out));
   assert.ok(performance.now() - t0 < 3_000);
   await assertSessionClean(ex, t, 'cancelled');
+});
+
+test('a cancelled connection is closed, not reused: a late cancel cannot reach the next query', async () => {
+  const noGateExecutor = testExecutor(admin, { maxConnections: 1, ...noGate });
+  const pid = async () => {
+    const out = await noGateExecutor.runQuery(
+      payload('select pg_backend_pid()'),
+      new AbortController().signal,
+    );
+    assert.ok(out.kind === 'rows', JSON.stringify(out));
+    return out.output.rows[0]?.[0];
+  };
+  const before = await pid();
+  await noGateExecutor.settled();
+  assert.equal(await pid(), before, 'an uncancelled connection is reused');
+  await noGateExecutor.settled();
+  const controller = new AbortController();
+  const pending = noGateExecutor.runQuery(
+    payload('select count(*) from generate_series(1, 1e10)', { statement_timeout_ms: 10_000 }),
+    controller.signal,
+  );
+  setTimeout(() => controller.abort(), 200);
+  assert.ok((await pending).kind === 'error');
+  await noGateExecutor.settled();
+  const next = await pid();
+  await noGateExecutor.close();
+  assert.ok(next !== undefined && next !== before, `the cancelled backend ${before} was reused`);
+});
+
+test('concurrent first queries of a database share one preparation of its explorer role', async () => {
+  const fresh = testExecutor(admin);
+  try {
+    const outs = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        fresh.runQuery(payload(`select ${i} as n`), new AbortController().signal),
+      ),
+    );
+    outs.forEach((out, i) => {
+      assert.ok(out.kind === 'rows', JSON.stringify(out));
+      assert.equal(out.output.rows[0]?.[0], i);
+    });
+  } finally {
+    await fresh.close();
+  }
 });

@@ -89,6 +89,8 @@ export async function createServerContext(opts: {
     shutdown: stopping.signal,
     hooks: jobHooks,
     metrics,
+    // A re-enrolled node's old channel closes at once on this replica (others: at their next ping).
+    onTokenReplaced: (nodeId) => explorerChannels.closeNode(nodeId),
   });
   const explorerChannels = createExplorerChannels({ log, tokenCurrent: nodes.tokenCurrent });
   const explorer = createExplorerService({ db, notifier, log, channels: explorerChannels });

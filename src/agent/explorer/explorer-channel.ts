@@ -5,13 +5,16 @@
  * and its outcome goes back up the same connection. Every request is validated against the
  * contract, and the executor re-validates the SQL itself: the channel adds no authority.
  *
- * Reconnects with backoff; stops for good when the server refuses the token (401/403) or closes
- * the channel because the token was revoked.
+ * Reconnects with backoff; stops for good when the server refuses the token (401/403), speaks
+ * another version of the contract (426), or closes the channel because the token was revoked.
  */
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import {
+  CHANNEL_CLOSE,
   CHANNEL_MAX_REQUEST_BYTES,
+  CHANNEL_PROTOCOL_VERSION,
+  CHANNEL_VERSION_HEADER,
   type ChannelAgentMessage,
   channelServerMessageSchema,
   EXPLORER_CHANNEL_PATH,
@@ -26,7 +29,7 @@ export type ExplorerChannelClientDeps = {
   log: Logger;
   /** A channel that saw no ping from the server for this long is dropped and reopened (default 45 s). */
   silenceMs?: number;
-  /** Requests run at once on this node; more wait their turn (default 8). */
+  /** Requests run at once on this node; more wait their turn (default 16; the server admits 4 per database). */
   maxConcurrent?: number;
 };
 
@@ -43,12 +46,13 @@ export function channelUrl(serverUrl: string): string {
   return u.toString();
 }
 
-const REFUSED_CLOSE_CODES = new Set([4001]);
+/** Statuses that end the channel for good: a refused token, or a server of another contract. */
+const REFUSED_STATUSES = new Set([401, 403, 426]);
 
 export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerChannelClient {
   const { log } = deps;
   const silenceMs = deps.silenceMs ?? 45_000;
-  const maxConcurrent = deps.maxConcurrent ?? 8;
+  const maxConcurrent = deps.maxConcurrent ?? 16;
   const stopping = new AbortController();
   const running = new Map<string, AbortController>();
   const work = new Set<Promise<void>>();
@@ -65,9 +69,19 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       active++;
       return true;
     }
+    // A waiter cancelled before its turn leaves the line (it must not take a freed slot's wake-up).
     await new Promise<void>((resolve) => {
-      waiting.push(resolve);
-      signal.addEventListener('abort', () => resolve(), { once: true });
+      const wake = () => {
+        signal.removeEventListener('abort', leave);
+        resolve();
+      };
+      const leave = () => {
+        const i = waiting.indexOf(wake);
+        if (i >= 0) waiting.splice(i, 1);
+        resolve();
+      };
+      waiting.push(wake);
+      signal.addEventListener('abort', leave, { once: true });
     });
     if (signal.aborted) return false;
     active++;
@@ -119,7 +133,20 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
     } catch {}
     const parsed = channelServerMessageSchema.safeParse(raw);
     if (!parsed.success) {
-      log.warn('explorer channel: malformed request from the server; ignored');
+      log.warn('explorer channel: malformed request from the server; refused');
+      // Answer a request we can name, so its caller fails at once instead of timing out.
+      const id = (raw as { id?: unknown } | undefined)?.id;
+      if (typeof id === 'string' && /^[0-9a-f-]{36}$/i.test(id)) {
+        answer(ws, {
+          type: 'result',
+          id,
+          outcome: {
+            kind: 'error',
+            error: { sqlstate: '08P01', message: 'the node could not read this request', position: null },
+            duration_ms: 0,
+          },
+        });
+      }
       return;
     }
     const msg = parsed.data;
@@ -143,7 +170,10 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
     new Promise<void>((resolve) => {
       const token = deps.token();
       const ws = new WebSocket(channelUrl(deps.serverUrl), {
-        headers: token ? { authorization: `Bearer ${token}` } : {},
+        headers: {
+          [CHANNEL_VERSION_HEADER]: CHANNEL_PROTOCOL_VERSION,
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
         maxPayload: CHANNEL_MAX_REQUEST_BYTES,
         perMessageDeflate: false,
         handshakeTimeout: 10_000,
@@ -168,7 +198,7 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       ws.on('ping', heard);
       ws.on('message', (data, isBinary) => onMessage(ws, data, isBinary));
       ws.on('unexpected-response', (_req, res) => {
-        if (res.statusCode === 401 || res.statusCode === 403) {
+        if (REFUSED_STATUSES.has(res.statusCode ?? 0)) {
           refused = new Error(`the server refused the explorer channel (${res.statusCode})`);
         }
         res.resume();
@@ -181,7 +211,8 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
         clearTimeout(silence);
         isOpen = false;
         socket = null;
-        if (REFUSED_CLOSE_CODES.has(code)) refused = new Error('the server revoked the explorer channel');
+        if (code === CHANNEL_CLOSE.tokenRevoked)
+          refused = new Error('the server revoked the explorer channel');
         // Requests of this connection cannot be answered any more: stop their work.
         for (const c of running.values()) c.abort();
         resolve();
@@ -194,10 +225,11 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       const started = Date.now();
       await connect();
       if (stopping.signal.aborted || refused) break;
-      // A channel that stayed up a while reconnects at once; a failing one backs off.
-      backoff = Date.now() - started > 10_000 ? 100 : Math.min(backoff * 2, 5_000);
+      // A channel that stayed up a while reconnects at once; a failing one backs off (to 30 s, with
+      // jitter so that a node fleet does not reconnect in step after a server restart).
+      backoff = Date.now() - started > 10_000 ? 100 : Math.min(backoff * 2, 30_000);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, backoff);
+        const t = setTimeout(resolve, backoff * (0.8 + Math.random() * 0.4));
         stopping.signal.addEventListener(
           'abort',
           () => {

@@ -27,7 +27,7 @@ import {
 } from '../../server/modules/explorer/explorer.validator.ts';
 import { type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import type { ExplorerOutcome, QueryPayload, SchemaOutput } from './explorer.contract.ts';
-import { EXPLORER_LIMITS } from './explorer.contract.ts';
+import { BUSY, EXPLORER_LIMITS } from './explorer.contract.ts';
 import { createExplorerPools, type ExplorerPoolDeps } from './explorer-pools.ts';
 import { backendPid, extended, pipelined, type Step } from './explorer-protocol.ts';
 import { readPublicSchema } from './explorer-schema.ts';
@@ -231,12 +231,22 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       }
       const roles = roleNames(input.name);
       const timeoutMs = Math.min(input.statement_timeout_ms, EXPLORER_LIMITS.maxStatementTimeoutMs);
-      const lease = await pools.acquire(input.database_id, input.name);
+      let lease: Awaited<ReturnType<typeof pools.acquire>>;
+      try {
+        lease = await pools.acquire(input.database_id, input.name);
+      } catch (err) {
+        // Every explorer connection of this database is in use (pool wait or the role's limit).
+        const code = (err as { code?: unknown }).code;
+        if (code !== '53300' && !/timeout exceeded when trying to connect/i.test((err as Error).message))
+          throw err;
+        return { kind: 'error', error: { ...BUSY, position: null }, duration_ms: elapsed() };
+      }
       const c = lease.client;
       let running = true;
+      let cancel: Promise<unknown> | null = null;
       const onAbort = () => {
         if (!running) return;
-        deps.admin
+        cancel = deps.admin
           .query('SELECT pg_cancel_backend($1)', [backendPid(c)])
           .catch((err: Error) => deps.log.warn({ err: { message: err.message } }, 'explorer cancel failed'));
       };
@@ -245,7 +255,10 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         if (signal.aborted) throw new Error('cancelled before the query started');
         let out: { rows: (string | null)[][]; fields: PgField[]; truncatedBy: 'rows' | 'bytes' | null };
         if (verdict.kind === 'explain') {
-          const [plan] = await open(c, roles, timeoutMs, [input.sql]);
+          // EXPLAIN runs outside a cursor, so it is sent only once the guarded transaction stands
+          // (were BEGIN to fail, a pipelined EXPLAIN would run in an implicit transaction of its own).
+          await open(c, roles, timeoutMs, []);
+          const plan = await extended<RawRow>(c, input.sql);
           const kept = collector(input);
           kept.add(plan?.rows ?? []);
           out = { rows: kept.rows, fields: (plan?.fields ?? []) as PgField[], truncatedBy: kept.truncatedBy };
@@ -294,7 +307,8 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         running = false;
         signal.removeEventListener('abort', onAbort);
         // Rollback + reset run off the response path; the connection is reused only after them.
-        const done = lease.reset().finally(() => resets.delete(done));
+        // A cancelled one is closed instead (a late cancel must not reach the next query).
+        const done = (cancel ? lease.discard(cancel) : lease.reset()).finally(() => resets.delete(done));
         resets.add(done);
       }
     },

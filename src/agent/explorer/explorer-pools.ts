@@ -36,6 +36,8 @@ type ExplorerLease = {
   client: pg.PoolClient;
   /** ROLLBACK, DISCARD ALL, verify, release (or destroy). Never rejects. */
   reset(): Promise<void>;
+  /** Destroys the connection once `after` (a cancel in flight) settled. Never rejects. */
+  discard(after: Promise<unknown>): Promise<void>;
 };
 
 type Entry = { pool: pg.Pool; preparedAt: number };
@@ -120,21 +122,41 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
     }
   };
 
+  /** One preparation per database at a time: concurrent first queries wait for the same one. */
+  const preparing = new Map<string, Promise<Entry>>();
+  const prepareOnce = (databaseId: string, name: string): Promise<Entry> => {
+    let p = preparing.get(databaseId);
+    if (!p) {
+      p = prepare(databaseId, name).finally(() => preparing.delete(databaseId));
+      preparing.set(databaseId, p);
+    }
+    return p;
+  };
+
   return {
     async acquire(databaseId: string, name: string): Promise<ExplorerLease> {
       const role = roleNames(name).explorer;
       let entry = entries.get(databaseId);
-      if (!entry || Date.now() - entry.preparedAt > reprepareMs) entry = await prepare(databaseId, name);
+      if (!entry || Date.now() - entry.preparedAt > reprepareMs) entry = await prepareOnce(databaseId, name);
       let client: pg.PoolClient;
       try {
         client = await entry.pool.connect();
       } catch (err) {
         // The role lost LOGIN or its password (e.g. the create job ran again): prepare once more.
         if (!LOGIN_ERRORS.has(String((err as { code?: unknown }).code))) throw err;
-        entry = await prepare(databaseId, name);
+        entry = await prepareOnce(databaseId, name);
         client = await entry.pool.connect();
       }
-      return { client, reset: () => reset(client, role) };
+      return {
+        client,
+        reset: () => reset(client, role),
+        // A connection whose statement was cancelled is never reused: a cancel still on its way
+        // must not hit the next query. Waits (bounded) for the cancel, then closes the connection.
+        discard: async (after) => {
+          await Promise.race([after, new Promise((res) => setTimeout(res, 5_000).unref())]).catch(() => {});
+          client.release(new Error('explorer connection cancelled'));
+        },
+      };
     },
 
     async close(): Promise<void> {

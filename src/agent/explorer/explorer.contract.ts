@@ -30,6 +30,12 @@ export const EXPLORER_LIMITS = {
   maxSchemaColumns: 20_000,
 } as const;
 
+/** Every explorer connection of the database is in use: the server answers 503 (retry). */
+export const BUSY = {
+  sqlstate: '53300',
+  message: "the database's explorer connections are all in use; retry shortly",
+} as const;
+
 const ident = { database_id: z.uuid(), name: databaseNameSchema };
 
 export const queryPayloadSchema = z.object({
@@ -103,6 +109,24 @@ export type ExplorerOutcome = z.infer<typeof explorerResultBodySchema>['outcome'
  * requests and cancels; the agent answers each request id once. Nothing here is stored.
  */
 export const EXPLORER_CHANNEL_PATH = '/v1/agent/explorer/channel';
+
+/**
+ * The frame contract's version, sent by the agent at the upgrade (`x-bulwark-channel-version`).
+ * The server refuses another version (426), so a mismatched pair falls back to the job queue
+ * instead of dropping each other's frames.
+ */
+export const CHANNEL_PROTOCOL_VERSION = '1';
+export const CHANNEL_VERSION_HEADER = 'x-bulwark-channel-version';
+
+/** Close codes (4000–4999 are the application's). */
+export const CHANNEL_CLOSE = {
+  /** The token no longer opens an active node: the agent stops reopening the channel. */
+  tokenRevoked: 4001,
+  /** A frame broke the contract. */
+  protocol: 4002,
+  /** A newer channel of the same node replaced this one. */
+  replaced: 4003,
+} as const;
 
 /** What the server may send: a query, a schema read, or the cancel of a request still running. */
 export const channelServerMessageSchema = z.discriminatedUnion('type', [

@@ -3,8 +3,9 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
+import { CHANNEL_CLOSE } from '../../../agent/explorer/explorer.contract.ts';
 import { createLogger } from '../../../shared/logger.ts';
-import { CHANNEL_CLOSE, createExplorerChannels, type ExplorerChannels } from './explorer.channel.ts';
+import { createExplorerChannels, type ExplorerChannels } from './explorer.channel.ts';
 
 // The server half of the explorer channel over a real WebSocket on loopback; the test plays the agent.
 
@@ -184,4 +185,35 @@ test('the newest channel of a node is used; when it closes, the older one takes 
   assert.equal(channels.pick(nodeId), older.channel);
   older.agent.close();
   await older.closed;
+});
+
+test('a request on a closed channel is reported unsent (nothing ran); one aborted before sending sends no cancel', async () => {
+  const channels = createExplorerChannels({ log, tokenCurrent: async () => true });
+  const { agent, next, closed, channel } = await pair(channels);
+  const gone = new AbortController();
+  gone.abort();
+  assert.equal(await channel.request('query', payload, 1_000, gone.signal), 'aborted');
+  const live = channel.request('query', payload, 2_000, never);
+  const msg = await next();
+  assert.equal(msg.type, 'query', 'the first frame the agent sees is the live request, not a cancel');
+  agent.send(JSON.stringify({ type: 'result', id: msg.id, outcome: rows }));
+  assert.deepEqual(await live, rows);
+  agent.close();
+  await closed;
+  assert.equal(await channel.request('query', payload, 1_000, never), 'unsent');
+});
+
+test('a node keeps at most two channels; closeNode closes them all at once', async () => {
+  const channels = createExplorerChannels({ log, tokenCurrent: async () => true });
+  const nodeId = randomUUID();
+  const first = await pair(channels, nodeId);
+  const second = await pair(channels, nodeId);
+  const third = await pair(channels, nodeId);
+  assert.equal(await first.closed, CHANNEL_CLOSE.replaced);
+  assert.equal(channels.count(), 2);
+  assert.equal(channels.pick(nodeId), third.channel);
+  channels.closeNode(nodeId);
+  assert.equal(await second.closed, CHANNEL_CLOSE.tokenRevoked);
+  assert.equal(await third.closed, CHANNEL_CLOSE.tokenRevoked);
+  assert.equal(channels.pick(nodeId), null);
 });

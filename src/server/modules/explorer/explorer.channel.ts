@@ -12,13 +12,15 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import {
+  CHANNEL_CLOSE,
   type ChannelServerMessage,
   channelAgentMessageSchema,
   type ExplorerOutcome,
   type QueryPayload,
 } from '../../../agent/explorer/explorer.contract.ts';
 
-export type ChannelOutcome = ExplorerOutcome | 'timeout' | 'aborted' | { died: string };
+/** `unsent`: the channel closed before the request left (nothing ran; another path may serve it). */
+export type ChannelOutcome = ExplorerOutcome | 'timeout' | 'aborted' | 'unsent' | { died: string };
 
 type Pending = { resolve(outcome: ChannelOutcome): void };
 
@@ -43,8 +45,7 @@ export type ExplorerChannelsDeps = {
   maxInFlight?: number;
 };
 
-/** Close codes the agent acts on (4000–4999 are the application's). */
-export const CHANNEL_CLOSE = { tokenRevoked: 4001, protocol: 4002, shutdown: 1001 } as const;
+const MAX_CHANNELS_PER_NODE = 2;
 
 export function createExplorerChannels(deps: ExplorerChannelsDeps) {
   const { log } = deps;
@@ -85,12 +86,18 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
           const timer = setTimeout(() => finish('timeout'), waitMs);
           signal.addEventListener('abort', onAbort, { once: true });
           pending.set(id, { resolve: finish });
-          if (signal.aborted) return finish('aborted');
+          if (signal.aborted) {
+            settled = true; // nothing was sent: no cancel to send either
+            clearTimeout(timer);
+            pending.delete(id);
+            return resolve('aborted');
+          }
           const sent =
             kind === 'query'
               ? send({ type: 'query', id, payload: payload as QueryPayload })
               : send({ type: 'schema', id, payload });
-          if (!sent) finish({ died: 'the node channel is closed' });
+          // Never sent: nothing ran, so the caller may take another path (the job queue).
+          if (!sent) finish('unsent');
         });
       },
     };
@@ -158,9 +165,21 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
     const list = byNode.get(nodeId) ?? [];
     list.push(channel);
     byNode.set(nodeId, list);
+    closers.set(channel, (code, why) => {
+      socket.close(code, why);
+      detach(why);
+    });
+    // An agent holds one channel; a reconnect may briefly overlap the old one. Past two, the
+    // oldest goes (its pings and token checks are not free, and it would never be picked).
+    for (let open = list; open.length > MAX_CHANNELS_PER_NODE; open = byNode.get(nodeId) ?? []) {
+      const close = open[0] && closers.get(open[0]);
+      if (!close) break;
+      close(CHANNEL_CLOSE.replaced, 'replaced by a newer channel');
+    }
     log.info({ node: nodeId }, 'explorer channel open');
     return channel;
   };
+  const closers = new WeakMap<ExplorerChannel, (code: number, why: string) => void>();
 
   return {
     attach,
@@ -169,7 +188,12 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
       const list = byNode.get(nodeId);
       return list?.[list.length - 1] ?? null;
     },
-    /** Open channels on this replica (metrics, tests). */
+    /** Closes a node's channels on this replica at once (its token was replaced or it was disabled). */
+    closeNode(nodeId: string): void {
+      for (const c of [...(byNode.get(nodeId) ?? [])])
+        closers.get(c)?.(CHANNEL_CLOSE.tokenRevoked, 'agent token no longer valid');
+    },
+    /** Open channels on this replica (tests). */
     count(): number {
       let n = 0;
       for (const l of byNode.values()) n += l.length;

@@ -2,6 +2,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
+  CHANNEL_PROTOCOL_VERSION,
+  CHANNEL_VERSION_HEADER,
   EXPLORER_CHANNEL_PATH,
   EXPLORER_LIMITS,
   EXPLORER_RESULT_MAX_BYTES,
@@ -10,7 +12,7 @@ import {
   schemaOutputSchema,
 } from '../../../agent/explorer/explorer.contract.ts';
 import { hashToken } from '../../../shared/api-key.ts';
-import { forbidden } from '../../../shared/errors.ts';
+import { AppError, forbidden } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorBody, errorResponses } from '../../http/errors.ts';
@@ -127,6 +129,14 @@ export function explorerRoutes(deps: {
         },
         preHandler: async (req) => {
           if (req.headers.origin !== undefined) throw forbidden('The explorer channel is for agents only');
+          // Another contract version: refuse, so that this agent's explorer requests use the queue.
+          if (req.headers[CHANNEL_VERSION_HEADER] !== CHANNEL_PROTOCOL_VERSION) {
+            throw new AppError(
+              'upgrade_required',
+              426,
+              `The explorer channel speaks version ${CHANNEL_PROTOCOL_VERSION} (${CHANNEL_VERSION_HEADER})`,
+            );
+          }
         },
       },
       (socket, req) => {

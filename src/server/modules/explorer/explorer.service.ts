@@ -8,6 +8,7 @@
  */
 import type { Logger } from 'pino';
 import {
+  BUSY,
   EXPLORER_JOB_KINDS,
   EXPLORER_LIMITS,
   type ExplorerOutcome,
@@ -37,6 +38,8 @@ export type ExplorerServiceDeps = {
   channels?: Pick<ExplorerChannels, 'pick'>;
   /** How long a request waits beyond the statement timeout (queue + agent round trip). */
   marginMs?: number;
+  /** Explorer queries in flight per database on this replica (default 4). */
+  maxPerDatabase?: number;
   /** Sweep interval of uncollected results and left-over SQL (default 30 s). */
   sweepMs?: number;
 };
@@ -50,10 +53,17 @@ export type AuditBase = Pick<
 >;
 
 const SCHEMA_WAIT_MS = 15_000;
+/** Explorer queries in flight per database on this replica (its pool on the node holds 2). */
+const MAX_PER_DATABASE = 4;
+
+/** What a request ends with, whichever path served it. */
+type Outcome = Exclude<ChannelOutcome, 'unsent'>;
 
 export function createExplorerService(deps: ExplorerServiceDeps) {
   const { db, notifier, log } = deps;
   const marginMs = deps.marginMs ?? 10_000;
+  const maxPerDatabase = deps.maxPerDatabase ?? MAX_PER_DATABASE;
+  const inFlight = new Map<string, number>();
   /** Aborted by close(): waiting requests end at once. */
   const stopping = new AbortController();
 
@@ -84,11 +94,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
   };
 
   /** Waits for the agent's hand-over; stops early when the job died without one. */
-  const waitForOutcome = async (
-    jobId: number,
-    deadline: number,
-    signal: AbortSignal,
-  ): Promise<ChannelOutcome> => {
+  const waitForOutcome = async (jobId: number, deadline: number, signal: AbortSignal): Promise<Outcome> => {
     const key = repo.resultKey(jobId);
     for (let round = 0; round < 100_000; round++) {
       const sub = notifier.subscribe(key);
@@ -160,21 +166,24 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
    * The node's channel when this replica holds one (two frames, nothing stored), else the queue.
    * Shutdown ends the wait too: a waiting request must not hold the server open.
    */
-  const dispatch = (
+  const dispatch = async (
     row: databasesRepo.DatabaseRow,
     kind: 'query' | 'schema',
     payload: Record<string, unknown>,
     waitMs: number,
     signal: AbortSignal,
-  ): Promise<ChannelOutcome> => {
+  ): Promise<Outcome> => {
     const channel = deps.channels?.pick(row.node_id);
-    if (!channel) return queueJob(row, EXPLORER_JOB_KINDS[kind], payload, waitMs, signal);
-    return channel.request(
-      kind,
-      payload as Parameters<typeof channel.request>[1],
-      waitMs,
-      AbortSignal.any([signal, stopping.signal]),
-    );
+    if (channel) {
+      const outcome = await channel.request(
+        kind,
+        payload as Parameters<typeof channel.request>[1],
+        waitMs,
+        AbortSignal.any([signal, stopping.signal]),
+      );
+      if (outcome !== 'unsent') return outcome;
+    }
+    return queueJob(row, EXPLORER_JOB_KINDS[kind], payload, waitMs, signal);
   };
 
   const sweep = async () => {
@@ -188,6 +197,102 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
   };
   const sweeper = setInterval(() => void sweep(), deps.sweepMs ?? 30_000);
   sweeper.unref();
+
+  /** Runs an accepted query on the node and audits it (see query()). */
+  const run = async (
+    row: databasesRepo.DatabaseRow,
+    target: { action: string; targetType: string; targetId: string },
+    redacted: string,
+    input: QueryInput,
+    ctx: { signal: AbortSignal; audit: AuditBase },
+  ): Promise<QueryOutput> => {
+    const name = row.name;
+    const timeoutMs = input.timeout_ms ?? EXPLORER_LIMITS.defaultStatementTimeoutMs;
+    const rowLimit = input.limit ?? EXPLORER_LIMITS.defaultRows;
+
+    // Two events per query. The first (who, which database, the SQL redacted) is written while the
+    // query runs and must be durable before any row is returned (fail closed): the response waits
+    // for the slower of the two. The audit service redacts `sql` itself: it gets the SQL as written.
+    const recorded = recordAuditNow(db, {
+      ...ctx.audit,
+      ...target,
+      details: { database: name, sql: input.sql, row_limit: rowLimit, timeout_ms: timeoutMs },
+    }).then(
+      () => true,
+      (err: Error) => {
+        log.error(
+          { err: { message: err.message } },
+          'could not record an explorer query; withholding its result',
+        );
+        return false;
+      },
+    );
+    const dispatched = dispatch(
+      row,
+      'query',
+      {
+        database_id: row.id,
+        name: row.name,
+        sql: input.sql,
+        sql_redacted: redacted,
+        row_limit: rowLimit,
+        byte_limit: EXPLORER_LIMITS.defaultBytes,
+        statement_timeout_ms: timeoutMs,
+      },
+      timeoutMs + marginMs,
+      ctx.signal,
+    );
+    // The second event is the outcome (rows, duration, SQLSTATE), linked by the request id. It
+    // is written after the response is on its way: the first one already made the query durable.
+    const result = { ...target, action: 'explorer.query.result' };
+    const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) => {
+      const event = { ...result, outcome: outcomeOf, details: { database: name, ...details } };
+      setImmediate(() => void audit(ctx.audit, event));
+    };
+    let durable: boolean;
+    let outcome: Outcome;
+    try {
+      [durable, outcome] = await Promise.all([recorded, dispatched]);
+    } catch (err) {
+      settle('failure', { reason: 'server_error' });
+      throw err;
+    }
+    if (!durable) {
+      settle('failure', { reason: 'audit_failed' });
+      throw unavailable('The query could not be recorded in the audit log; its result is withheld');
+    }
+    if (outcome === 'aborted' || outcome === 'timeout' || 'died' in outcome || outcome.kind === 'schema') {
+      const reason =
+        typeof outcome === 'string' ? outcome : 'died' in outcome ? 'agent_failed' : 'bad_outcome';
+      settle('failure', { reason });
+      if (outcome === 'aborted' && stopping.signal.aborted) throw unavailable('The server is shutting down');
+      if (outcome === 'aborted') throw new AppError('cancelled', 499 as number, 'The query was cancelled');
+      if (outcome === 'timeout')
+        throw new AppError('timeout', 504, 'The database node did not answer in time');
+      if (typeof outcome === 'object' && 'died' in outcome && outcome.died === 'busy')
+        throw unavailable('The database node is running too many explorer queries; retry shortly');
+      throw new AppError('unavailable', 503, 'The query could not be run on the database node');
+    }
+    if (outcome.kind === 'error') {
+      const e = outcome.error;
+      if (e.sqlstate === BUSY.sqlstate) {
+        settle('failure', { reason: 'busy' });
+        throw unavailable(BUSY.message);
+      }
+      settle(e.refused ? 'denied' : 'failure', {
+        sqlstate: e.sqlstate,
+        duration_ms: outcome.duration_ms,
+        row_count: 0,
+      });
+      throw new AppError(e.refused ? 'query_refused' : 'query_failed', 400, e.message, {
+        sqlstate: e.sqlstate,
+        position: e.position,
+      });
+    }
+    const o = outcome.output;
+    settle('success', { row_count: o.row_count, truncated: o.truncated, duration_ms: o.duration_ms });
+    return o;
+  };
 
   return {
     async query(
@@ -219,82 +324,18 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           position: verdict.position,
         });
       }
-      const timeoutMs = input.timeout_ms ?? EXPLORER_LIMITS.defaultStatementTimeoutMs;
-      const rowLimit = input.limit ?? EXPLORER_LIMITS.defaultRows;
-      // Two events per query. The first (who, which database, the SQL redacted) is written while the
-      // query runs and must be durable before any row is returned: fail closed, at no latency cost.
-      // The audit service redacts `sql` itself (literals → ?); it must get the SQL as written.
-      const recorded = recordAuditNow(db, {
-        ...ctx.audit,
-        ...target,
-        details: { database: name, sql: input.sql, row_limit: rowLimit, timeout_ms: timeoutMs },
-      }).then(
-        () => true,
-        (err: Error) => {
-          log.error(
-            { err: { message: err.message } },
-            'could not record an explorer query; withholding its result',
-          );
-          return false;
-        },
-      );
-      const [durable, outcome] = await Promise.all([
-        recorded,
-        dispatch(
-          row,
-          'query',
-          {
-            database_id: row.id,
-            name: row.name,
-            sql: input.sql,
-            sql_redacted: verdict.redacted,
-            row_limit: rowLimit,
-            byte_limit: EXPLORER_LIMITS.defaultBytes,
-            statement_timeout_ms: timeoutMs,
-          },
-          timeoutMs + marginMs,
-          ctx.signal,
-        ),
-      ]);
-      // The second event is the outcome (rows, duration, SQLSTATE), linked by the request id. It
-      // is written after the response is on its way: the first one already made the query durable.
-      const result = { ...target, action: 'explorer.query.result' };
-      const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) => {
-        const event = { ...result, outcome: outcomeOf, details: { database: name, ...details } };
-        setImmediate(() => void audit(ctx.audit, event));
-      };
-      if (!durable) {
-        settle('failure', { reason: 'audit_failed' });
-        throw unavailable('The query could not be recorded in the audit log; its result is withheld');
+      // One database may not take the node's whole explorer capacity (other tenants share it).
+      if ((inFlight.get(row.id) ?? 0) >= maxPerDatabase) {
+        throw unavailable('Too many explorer queries are running on this database; retry shortly');
       }
-      if (outcome === 'aborted' || outcome === 'timeout' || 'died' in outcome || outcome.kind === 'schema') {
-        const reason =
-          typeof outcome === 'string' ? outcome : 'died' in outcome ? 'agent_failed' : 'bad_outcome';
-        settle('failure', { reason });
-        if (outcome === 'aborted' && stopping.signal.aborted)
-          throw unavailable('The server is shutting down');
-        if (outcome === 'aborted') throw new AppError('cancelled', 499 as number, 'The query was cancelled');
-        if (outcome === 'timeout')
-          throw new AppError('timeout', 504, 'The database node did not answer in time');
-        if (typeof outcome === 'object' && 'died' in outcome && outcome.died === 'busy')
-          throw unavailable('The database node is running too many explorer queries; retry shortly');
-        throw new AppError('unavailable', 503, 'The query could not be run on the database node');
+      inFlight.set(row.id, (inFlight.get(row.id) ?? 0) + 1);
+      try {
+        return await run(row, target, verdict.redacted, input, ctx);
+      } finally {
+        const n = (inFlight.get(row.id) ?? 1) - 1;
+        if (n > 0) inFlight.set(row.id, n);
+        else inFlight.delete(row.id);
       }
-      if (outcome.kind === 'error') {
-        const e = outcome.error;
-        settle(e.refused ? 'denied' : 'failure', {
-          sqlstate: e.sqlstate,
-          duration_ms: outcome.duration_ms,
-          row_count: 0,
-        });
-        throw new AppError(e.refused ? 'query_refused' : 'query_failed', 400, e.message, {
-          sqlstate: e.sqlstate,
-          position: e.position,
-        });
-      }
-      const o = outcome.output;
-      settle('success', { row_count: o.row_count, truncated: o.truncated, duration_ms: o.duration_ms });
-      return o;
     },
 
     async schema(

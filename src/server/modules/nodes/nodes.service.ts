@@ -35,6 +35,8 @@ export type NodesServiceDeps = {
   shutdown: AbortSignal;
   /** Called in the transaction that finishes a job (done or dead-lettered). */
   hooks?: JobHooks;
+  /** Called after a node's token was replaced (re-enrollment): its open channels must close. */
+  onTokenReplaced?: (nodeId: string) => void;
   /** Counts refused agent tokens (auth failures by kind/reason). */
   metrics?: Pick<ServerMetrics, 'authFailures'>;
 };
@@ -104,6 +106,7 @@ export function createNodesService(deps: NodesServiceDeps) {
         return { node, agentToken };
       });
       if (!out) throw await failed('unknown_or_expired_token');
+      deps.onTokenReplaced?.(out.node.id);
       return out;
     },
 
