@@ -7,16 +7,22 @@
  * 5 not authenticated or not allowed · 6 not found.
  */
 import { randomUUID } from 'node:crypto';
+import { terminalSafe } from './output.ts';
 
 export const EXIT = { ok: 0, error: 1, usage: 2, auth: 5, notFound: 6 } as const;
 
-/** An error the CLI reports in one line and turns into an exit code. */
+/**
+ * An error the CLI reports in one line and turns into an exit code. `context`: lines printed under
+ * that line in human output (e.g. the SQL with a caret under the position of the problem).
+ */
 export class CliError extends Error {
   readonly exitCode: number;
-  constructor(message: string, exitCode: number = EXIT.error) {
+  readonly context: string | undefined;
+  constructor(message: string, exitCode: number = EXIT.error, context?: string) {
     super(message);
     this.name = 'CliError';
     this.exitCode = exitCode;
+    this.context = context;
   }
 }
 
@@ -24,12 +30,20 @@ export class ApiError extends CliError {
   readonly status: number;
   readonly code: string;
   readonly requestId: string | undefined;
-  constructor(status: number, code: string, message: string, requestId?: string) {
-    super(message, exitCodeForStatus(status));
+  /** The error's `details` as the API sent them (e.g. `{sqlstate, position}`), unchecked. */
+  readonly details: unknown;
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    o: { requestId?: string | undefined; details?: unknown; context?: string | undefined } = {},
+  ) {
+    super(message, exitCodeForStatus(status), o.context);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
-    this.requestId = requestId;
+    this.requestId = o.requestId;
+    this.details = o.details;
   }
 }
 
@@ -40,14 +54,24 @@ export function exitCodeForStatus(status: number): number {
   return EXIT.error;
 }
 
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+/** `timeoutMs`: how long to wait for the answer (default: the client's, 30 s). */
+type RequestOptions = {
+  idempotencyKey?: string;
+  query?: Record<string, string | number | undefined>;
+  timeoutMs?: number;
+};
+
 export type ApiClient = {
   readonly url: string;
-  request<T = unknown>(
-    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+  request<T = unknown>(method: Method, path: string, body?: unknown, opts?: RequestOptions): Promise<T>;
+  /** The same, for an answer that is not JSON (e.g. CSV): the body as text, sent with `Accept: accept`. */
+  requestText(
+    method: Method,
     path: string,
-    body?: unknown,
-    opts?: { idempotencyKey?: string; query?: Record<string, string | number | undefined> },
-  ): Promise<T>;
+    body: unknown,
+    opts: RequestOptions & { accept: string },
+  ): Promise<string>;
 };
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
@@ -75,55 +99,66 @@ export function parseServerUrl(raw: string, allowInsecure = false): string {
 
 export function createApiClient(opts: { url: string; key: string; timeoutMs?: number }): ApiClient {
   const base = opts.url.replace(/\/+$/, '');
+  /** The body of a successful answer as text; an ApiError (with the API's code and details) otherwise. */
+  const send = async (
+    method: Method,
+    path: string,
+    body: unknown,
+    o: RequestOptions & { accept?: string },
+  ): Promise<string> => {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) qs.set(k, String(v));
+    const url = `${base}${path}${qs.size ? `?${qs}` : ''}`;
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${opts.key}`,
+      accept: o.accept ?? 'application/json',
+    };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (method === 'POST') headers['idempotency-key'] = o.idempotencyKey ?? randomUUID();
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(url, {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(o.timeoutMs ?? opts.timeoutMs ?? 30_000),
+        redirect: 'error',
+      });
+      text = await res.text();
+    } catch (err) {
+      throw new CliError(`cannot reach ${base}: ${(err as Error).message}`, EXIT.error);
+    }
+    if (!res.ok) {
+      const e = (
+        parseJson(text) as {
+          error?: { code?: unknown; message?: unknown; request_id?: unknown; details?: unknown };
+        } | null
+      )?.error;
+      throw new ApiError(
+        res.status,
+        typeof e?.code === 'string' ? e.code : `http_${res.status}`,
+        typeof e?.message === 'string' ? e.message : `HTTP ${res.status}`,
+        { requestId: typeof e?.request_id === 'string' ? e.request_id : undefined, details: e?.details },
+      );
+    }
+    return text;
+  };
   return {
     url: base,
-    async request<T>(
-      method: string,
-      path: string,
-      body?: unknown,
-      o: { idempotencyKey?: string; query?: Record<string, string | number | undefined> } = {},
-    ): Promise<T> {
-      const qs = new URLSearchParams();
-      for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) qs.set(k, String(v));
-      const url = `${base}${path}${qs.size ? `?${qs}` : ''}`;
-      const headers: Record<string, string> = {
-        authorization: `Bearer ${opts.key}`,
-        accept: 'application/json',
-      };
-      if (body !== undefined) headers['content-type'] = 'application/json';
-      if (method === 'POST') headers['idempotency-key'] = o.idempotencyKey ?? randomUUID();
-      let res: Response;
-      try {
-        res = await fetch(url, {
-          method,
-          headers,
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-          signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
-          redirect: 'error',
-        });
-      } catch (err) {
-        throw new CliError(`cannot reach ${base}: ${(err as Error).message}`, EXIT.error);
-      }
-      const text = await res.text();
-      let parsed: unknown = null;
-      try {
-        parsed = text ? JSON.parse(text) : null;
-      } catch {
-        parsed = null;
-      }
-      if (!res.ok) {
-        const e = (parsed as { error?: { code?: unknown; message?: unknown; request_id?: unknown } } | null)
-          ?.error;
-        throw new ApiError(
-          res.status,
-          typeof e?.code === 'string' ? e.code : `http_${res.status}`,
-          typeof e?.message === 'string' ? e.message : `HTTP ${res.status}`,
-          typeof e?.request_id === 'string' ? e.request_id : undefined,
-        );
-      }
-      return parsed as T;
+    async request<T>(method: Method, path: string, body?: unknown, o: RequestOptions = {}): Promise<T> {
+      return parseJson(await send(method, path, body, o)) as T;
     },
+    requestText: (method, path, body, o) => send(method, path, body, o),
   };
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -139,13 +174,24 @@ export async function runCommand(json: boolean | undefined, fn: () => Promise<vo
     if (json) {
       const out =
         e instanceof ApiError
-          ? { status: e.status, code: e.code, message: e.message, request_id: e.requestId }
+          ? {
+              status: e.status,
+              code: e.code,
+              message: e.message,
+              request_id: e.requestId,
+              ...(e.details === undefined ? {} : { details: e.details }),
+            }
           : { message: e.message };
       process.stderr.write(`${JSON.stringify({ error: out })}\n`);
     } else {
+      // Messages may quote what a user or a database wrote: no raw control characters to the terminal.
       const detail =
-        e instanceof ApiError ? ` (${e.code}${e.requestId ? `, request ${e.requestId}` : ''})` : '';
-      process.stderr.write(`error: ${e.message}${detail}\n`);
+        e instanceof ApiError
+          ? ` (${terminalSafe(e.code)}${e.requestId ? `, request ${terminalSafe(e.requestId)}` : ''})`
+          : '';
+      process.stderr.write(
+        `error: ${terminalSafe(e.message)}${detail}\n${e.context ? `${e.context}\n` : ''}`,
+      );
     }
     process.exit(e.exitCode);
   }

@@ -1,10 +1,28 @@
 import { InvalidArgumentError } from 'commander';
+import { NAME_PATTERN } from '../shared/identifiers.ts';
 
 export function portOption(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 65535)
     throw new InvalidArgumentError('must be a port number (1–65535)');
   return n;
+}
+
+/** A database name as the API takes it (checked before any request). */
+export function databaseNameArg(v: string): string {
+  if (!NAME_PATTERN.test(v)) {
+    throw new InvalidArgumentError('must be 1–63 characters a-z, 0-9 and _, starting with a letter');
+  }
+  return v;
+}
+
+/** An option parser for a whole number from `min` to `max` (`unit` names it in the message). */
+export function intInRange(min: number, max: number, unit: string): (v: string) => number {
+  return (v) => {
+    const n = /^\d{1,9}$/.test(v) ? Number(v) : Number.NaN;
+    if (!(n >= min && n <= max)) throw new InvalidArgumentError(`must be ${min}–${max} ${unit}`);
+    return n;
+  };
 }
 
 export function defaultDataDir(): string {

@@ -1,9 +1,10 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { parseCidr } from '../../agent/pgbouncer/pgbouncer.config.ts';
-import { NAME_PATTERN } from '../../shared/identifiers.ts';
 import { type ApiClient, ApiError, CliError, EXIT, runCommand } from '../api-client.ts';
 import { clientFromCredentials } from '../credentials.ts';
+import { databaseNameArg } from '../options.ts';
 import { formatTable } from '../output.ts';
+import { registerDbQuery } from './db-query.ts';
 
 type Database = {
   id: string;
@@ -34,13 +35,6 @@ const COLUMNS = [
   { key: 'failure_reason', title: 'problem' },
 ];
 const row = (d: Database) => ({ ...d, created: d.created_at.slice(0, 16).replace('T', ' ') });
-
-function nameArg(v: string): string {
-  if (!NAME_PATTERN.test(v)) {
-    throw new InvalidArgumentError('must be 1–63 characters a-z, 0-9 and _, starting with a letter');
-  }
-  return v;
-}
 
 function cidrArg(v: string): string {
   try {
@@ -92,7 +86,7 @@ export function registerDb(program: Command): void {
 
   db.command('create')
     .description('Create a database (placed on the node with the fewest databases unless --node)')
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .option('--node <node>', 'the node to place it on')
     .option('--wait', 'wait until it is ready')
     .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
@@ -134,7 +128,7 @@ export function registerDb(program: Command): void {
 
   db.command('show')
     .description('Show a database, where to connect and who may connect (no password)')
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .option('--json', 'machine-readable output')
     .action((name: string, o: { json?: boolean }) =>
       runCommand(o.json, async () => {
@@ -158,7 +152,7 @@ export function registerDb(program: Command): void {
 
   db.command('reveal')
     .description("Print the owner's password (needs write permission; audited)")
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .option('--json', 'machine-readable output')
     .action((name: string, o: { json?: boolean }) =>
       runCommand(o.json, async () => {
@@ -172,7 +166,7 @@ export function registerDb(program: Command): void {
 
   db.command('delete')
     .description('Delete a database and everything in it')
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .requiredOption('--confirm <name>', 'repeat the name to confirm')
     .option('--wait', 'wait until it is gone')
     .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
@@ -197,7 +191,7 @@ export function registerDb(program: Command): void {
 
   db.command('rotate')
     .description('Give the owner a new password; the old one and its sessions stop working')
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .option('--wait', 'wait until the new password is live')
     .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
     .option('--json', 'machine-readable output')
@@ -230,7 +224,7 @@ export function registerDb(program: Command): void {
 
   db.command('allow')
     .description('Let an address or network connect to a database (optionally for a while)')
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .argument('<cidr>', 'IP address or CIDR', cidrArg)
     .option('--for <duration>', 'expire after 30m, 2h, 7d …', durationArg)
     .option('--expires-in <duration>', 'the same as --for', durationArg)
@@ -260,7 +254,7 @@ export function registerDb(program: Command): void {
 
   db.command('deny')
     .description('Remove an address or network from a database allowlist')
-    .argument('<name>', 'database name', nameArg)
+    .argument('<name>', 'database name', databaseNameArg)
     .argument('<cidr>', 'IP address or CIDR', cidrArg)
     .option('--json', 'machine-readable output')
     .action((name: string, cidr: string, o: { json?: boolean }) =>
@@ -273,4 +267,6 @@ export function registerDb(program: Command): void {
         print(o.json, r, `${cidr} may no longer connect to ${name}`);
       }),
     );
+
+  registerDbQuery(db);
 }
