@@ -163,9 +163,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
   await app.register(jobRoutes({ db: deps.db }));
-  await app.register(
-    explorerRoutes({ explorer: deps.explorer, nodes: deps.nodes, channels: deps.explorerChannels }),
-  );
+  await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(auditRoutes({ audit: deps.audit, db: deps.db }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));

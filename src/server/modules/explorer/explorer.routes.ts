@@ -17,7 +17,6 @@ import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorBody, errorResponses } from '../../http/errors.ts';
 import { auditFromRequest } from '../audit/audit.service.ts';
-import type { NodesService } from '../nodes/nodes.service.ts';
 import type { ExplorerChannels } from './explorer.channel.ts';
 import { toCsv } from './explorer.csv.ts';
 import type { AuditBase, ExplorerService } from './explorer.service.ts';
@@ -49,7 +48,6 @@ const wantsCsv = (req: FastifyRequest, format: string | undefined) =>
 /** The SQL explorer: read-only queries and the public schema of a database, plus the agent's hand-over. */
 export function explorerRoutes(deps: {
   explorer: ExplorerService;
-  nodes: NodesService;
   channels: ExplorerChannels;
 }): FastifyPluginAsyncZod {
   const svc = deps.explorer;
