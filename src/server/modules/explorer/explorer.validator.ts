@@ -306,19 +306,13 @@ function precheck(sql: string): ExplorerVerdict | null {
 }
 
 /**
- * The last parse, reused when the same text is parsed again at once: the server validates a query
- * and then redacts the very same text for its audit event (one parse instead of two; read-only use).
+ * Whether the text validateExplorerSql parsed last was accepted by the parser: the server validates
+ * a query and then redacts the very same text for its audit event, which needs to know only that
+ * (one parse instead of two). Validation itself always parses.
  */
-let lastParse: { sql: string; result: { stmts: JsonObject[] } | ExplorerVerdict } | null = null;
+let lastParsed: { sql: string; parses: boolean } | null = null;
 
 function parseOrRefuse(sql: string): { stmts: JsonObject[] } | ExplorerVerdict {
-  if (lastParse?.sql === sql) return lastParse.result;
-  const result = parseUncached(sql);
-  lastParse = { sql, result };
-  return result;
-}
-
-function parseUncached(sql: string): { stmts: JsonObject[] } | ExplorerVerdict {
   try {
     const tree = parseSync(sql) as { stmts?: JsonObject[] };
     return { stmts: Array.isArray(tree.stmts) ? tree.stmts : [] };
@@ -336,6 +330,7 @@ export function validateExplorerSql(sql: string): ExplorerVerdict {
   const pre = precheck(sql);
   if (pre) return pre;
   const parsed = parseOrRefuse(sql);
+  lastParsed = { sql, parses: 'stmts' in parsed };
   if (!('stmts' in parsed)) return parsed;
   const { stmts } = parsed;
   if (stmts.length === 0) return refuse('empty', 'the query contains no statement', null);
@@ -368,7 +363,8 @@ export function validateExplorerSql(sql: string): ExplorerVerdict {
 export function redactSql(sql: string): string {
   assertLoaded();
   if (precheck(sql)) return UNPARSEABLE_SQL;
-  if (!('stmts' in parseOrRefuse(sql))) return UNPARSEABLE_SQL;
+  const parses = lastParsed?.sql === sql ? lastParsed.parses : 'stmts' in parseOrRefuse(sql);
+  if (!parses) return UNPARSEABLE_SQL;
   return redactTokens(sql) ?? UNPARSEABLE_SQL;
 }
 
