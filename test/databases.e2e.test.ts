@@ -19,6 +19,7 @@ before(async () => {
   s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable' });
   const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
   agent = await startTestAgent(s, url, { name: 'local', pooler });
+  await agent.explorerChannelOpen();
   key = await createTestKey(s, { account: 'e2e' });
 });
 after(async () => {
@@ -89,6 +90,20 @@ test('create → ready → connect through PgBouncer → rotate cuts the old pas
   const again = await connect({ user: conn.user, database: conn.database, password: fresh });
   assert.equal((await again.query('SELECT body FROM notes')).rows[0].body, 'hello', 'data survived');
   await again.end();
+
+  // The owner's table, read through the SQL explorer: down the agent's channel, no job queued.
+  const jobsBefore = (
+    await s.db.pool.query("SELECT count(*)::int AS n FROM jobs WHERE kind LIKE 'explorer.%'")
+  ).rows[0].n;
+  const explored = await api('POST', `/v1/databases/${name}/explorer/query`, {
+    sql: 'select id, body from notes',
+  });
+  assert.equal(explored.statusCode, 200, explored.body);
+  assert.deepEqual(explored.json().rows, [[1, 'hello']]);
+  const jobsAfter = (
+    await s.db.pool.query("SELECT count(*)::int AS n FROM jobs WHERE kind LIKE 'explorer.%'")
+  ).rows[0].n;
+  assert.equal(jobsAfter, jobsBefore, 'the explorer used the channel');
 
   const leaks = await s.db.pool.query(
     "SELECT count(*)::int AS n FROM jobs WHERE payload::text LIKE $1 OR payload::text LIKE $2 OR coalesce(result::text, '') LIKE $1 OR coalesce(result::text, '') LIKE $2",
