@@ -90,10 +90,15 @@ test('bulwark db: create, list, show, allow/deny, reveal, delete; bad input exit
 
   const deny = await cli(['db', 'deny', 'shop', '203.0.113.7/32']);
   assert.equal(deny.code, 0, deny.stderr);
-  const [net, both] = await Promise.all([
+  // Concurrent allows all survive (each is one atomic add on the server, not read-edit-write).
+  const [net, both, ...more] = await Promise.all([
     cli(['db', 'allow', 'shop', '198.51.100.0/24', '--expires-in', '30m', '--json']),
     cli(['db', 'allow', 'shop', '198.51.100.9', '--for', '1h', '--expires-in', '1h']),
+    cli(['db', 'allow', 'shop', '192.0.2.10']),
+    cli(['db', 'allow', 'shop', '192.0.2.11']),
+    cli(['db', 'allow', 'shop', '2001:DB8::7']),
   ]);
+  for (const r of more) assert.equal(r.code, 0, r.stderr);
   assert.equal(net.code, 0, net.stderr);
   const netEntry = (JSON.parse(net.stdout).entries as { cidr: string; expires_at: string | null }[]).find(
     (e) => e.cidr === '198.51.100.0/24',
@@ -102,12 +107,20 @@ test('bulwark db: create, list, show, allow/deny, reveal, delete; bad input exit
   assert.ok(left > 25 * 60_000 && left <= 30 * 60_000, '--expires-in 30m');
   assert.ok(!JSON.parse(net.stdout).entries.some((e: { cidr: string }) => e.cidr === '203.0.113.7/32'));
   assert.equal(both.code, 2, 'not both --for and --expires-in');
-  const [denyAgain, del, missing] = await Promise.all([
+  const shown = await cli(['db', 'show', 'shop', '--json']);
+  const cidrs = (JSON.parse(shown.stdout).allowlist as { cidr: string }[]).map((e) => e.cidr);
+  for (const c of ['198.51.100.0/24', '192.0.2.10/32', '192.0.2.11/32', '2001:db8::7/128'])
+    assert.ok(cidrs.includes(c), c);
+  const [denyAgain, denyV6, del, missing] = await Promise.all([
     cli(['db', 'deny', 'shop', '203.0.113.7']),
+    cli(['db', 'deny', 'shop', '2001:db8::7', '--json']),
     cli(['db', 'delete', 'blog', '--confirm', 'blog']),
     cli(['db', 'show', 'nothere']),
   ]);
   assert.equal(denyAgain.code, 6);
+  assert.match(denyAgain.stderr, /203\.0\.113\.7\/32 is not on the allowlist of shop/);
+  assert.equal(denyV6.code, 0, denyV6.stderr);
+  assert.ok(!JSON.parse(denyV6.stdout).entries.some((e: { cidr: string }) => e.cidr === '2001:db8::7/128'));
   assert.equal(del.code, 0, del.stderr);
   assert.match(del.stdout, /deleting/);
   assert.equal(missing.code, 6);

@@ -156,6 +156,8 @@ test('levels, scope and tenants: 403 for too little, 404 for what is not yours',
     ['GET', '/v1/databases/app_one/connection', undefined],
     ['GET', '/v1/databases/app_one/allowlist', undefined],
     ['PUT', '/v1/databases/app_one/allowlist', { entries: [] }],
+    ['POST', '/v1/databases/app_one/allowlist', { cidr: '203.0.113.7/32' }],
+    ['DELETE', '/v1/databases/app_one/allowlist/127.0.0.1%2F32', undefined],
     ['GET', '/v1/databases/app_one/limits', undefined],
     ['POST', '/v1/databases/app_one/credentials/reveal', undefined],
     ['POST', '/v1/databases/app_one/credentials/rotate', undefined],
@@ -235,6 +237,155 @@ test('allowlist over HTTP: shape, bounds and notes', async () => {
   ]) {
     assert.equal((await call('PUT', url, { key: admin, payload: { entries } })).statusCode, 400);
   }
+});
+
+const allowlistJobs = async (name: string) =>
+  (
+    await db.pool.query(
+      "SELECT count(*)::int AS n FROM jobs WHERE kind = 'database.allowlist' AND payload->>'name' = $1",
+      [name],
+    )
+  ).rows[0].n as number;
+const cidrsOf = async (url: string) =>
+  ((await call('GET', url, { key: admin })).json().entries as { cidr: string }[]).map((e) => e.cidr).sort();
+
+test('per-entry allowlist edits are atomic: concurrent adds and removes all survive, one job each', async () => {
+  const url = '/v1/databases/app_one/allowlist';
+  const kept = Array.from({ length: 5 }, (_, i) => `192.0.2.${i + 1}/32`);
+  const gone = Array.from({ length: 5 }, (_, i) => `192.0.2.${i + 101}/32`);
+  const added = Array.from({ length: 10 }, (_, i) => `198.51.100.${i + 1}/32`);
+  const put = await call('PUT', url, {
+    key: admin,
+    payload: { entries: [...kept, ...gone].map((cidr) => ({ cidr })) },
+  });
+  assert.equal(put.statusCode, 200, put.body);
+  const jobsBefore = await allowlistJobs('app_one');
+
+  // Every edit starts before any finishes. A read-modify-write (read the list, change it, write it
+  // back) loses most of them here: each writer overwrites the others' changes.
+  const results = await Promise.all([
+    ...added.map((cidr) => call('POST', url, { key: admin, payload: { cidr, note: 'ci runner' } })),
+    ...gone.map((cidr) => call('DELETE', `${url}/${encodeURIComponent(cidr)}`, { key: admin })),
+  ]);
+  for (const r of results) assert.equal(r.statusCode, 200, r.body);
+  assert.deepEqual(await cidrsOf(url), [...kept, ...added].sort());
+  assert.equal(await allowlistJobs('app_one'), jobsBefore + 15, 'one pooler job per change');
+  const last = await db.pool.query(
+    "SELECT payload FROM jobs WHERE kind = 'database.allowlist' AND payload->>'name' = 'app_one' ORDER BY id DESC LIMIT 1",
+  );
+  assert.deepEqual(
+    (last.rows[0].payload.allowlist as { cidr: string }[]).map((e) => e.cidr).sort(),
+    [...kept, ...added].sort(),
+    'the last job queued carries the final list',
+  );
+  const audited = await db.pool.query(
+    `SELECT details FROM audit_events WHERE action = 'database.allowlist_changed'
+        AND details->>'name' = 'app_one' AND (details ? 'added' OR details ? 'removed')`,
+  );
+  assert.equal(audited.rowCount, 15);
+
+  // The answer is the list, like the whole-list update's; adding the same entry again changes
+  // nothing (no job); a new expiry replaces the old one in place.
+  const one = await call('POST', url, {
+    key: admin,
+    payload: { cidr: '198.51.100.1/32', note: 'ci runner' },
+  });
+  assert.equal(one.statusCode, 200, one.body);
+  assert.deepEqual(
+    one.json().entries.find((e: { cidr: string }) => e.cidr === '198.51.100.1/32'),
+    {
+      cidr: '198.51.100.1/32',
+      expires_at: null,
+      note: 'ci runner',
+    },
+  );
+  assert.equal(await allowlistJobs('app_one'), jobsBefore + 15);
+  const expires = new Date(Date.now() + 3_600_000).toISOString();
+  const renewed = await call('POST', url, {
+    key: admin,
+    payload: { cidr: '198.51.100.1/32', expires_at: expires },
+  });
+  assert.equal(renewed.statusCode, 200, renewed.body);
+  assert.deepEqual(
+    renewed.json().entries.filter((e: { cidr: string }) => e.cidr === '198.51.100.1/32'),
+    [{ cidr: '198.51.100.1/32', expires_at: expires, note: null }],
+  );
+  assert.equal(await allowlistJobs('app_one'), jobsBefore + 16);
+
+  // A CIDR in the path is normalised like an entry's (IPv6 case, URL-encoded).
+  await call('POST', url, { key: admin, payload: { cidr: '2001:db8:a::/48' } });
+  const v6 = await call('DELETE', `${url}/${encodeURIComponent('2001:DB8:A::/48')}`, { key: admin });
+  assert.equal(v6.statusCode, 200, v6.body);
+  assert.ok(!(await cidrsOf(url)).includes('2001:db8:a::/48'));
+  assert.equal(await allowlistJobs('app_one'), jobsBefore + 18);
+});
+
+test('per-entry allowlist edits: 404 for a missing entry, 400 for bad input, scope and levels; nothing changes', async () => {
+  const url = '/v1/databases/app_one/allowlist';
+  const before = await cidrsOf(url);
+  const jobsBefore = await allowlistJobs('app_one');
+
+  const missing = await call('DELETE', `${url}/203.0.113.99%2F32`, { key: admin });
+  assert.equal(missing.statusCode, 404, missing.body);
+  assert.equal(missing.json().error.code, 'not_found');
+  assert.match(missing.json().error.message, /203\.0\.113\.99\/32 is not on the allowlist of app_one/);
+  assert.equal(
+    (await call('DELETE', '/v1/databases/no_such_db/allowlist/203.0.113.99%2F32', { key: admin })).statusCode,
+    404,
+  );
+
+  for (const payload of [
+    { cidr: 'not-a-cidr' },
+    { cidr: '10.0.0.1' },
+    { cidr: '10.0.0.0/33' },
+    { cidr: '300.1.1.1/32' },
+    { cidr: '203.0.113.7/32', note: 'x'.repeat(201) },
+    { cidr: '203.0.113.7/32', expires_at: 'tomorrow' },
+    { cidr: '203.0.113.7/32', expires_at: new Date(Date.now() - 1000).toISOString() },
+    { cidr: '203.0.113.7/32', expires_in: 3600 },
+    { cidr: '1'.repeat(65) },
+    { entries: [{ cidr: '203.0.113.7/32' }] },
+    {},
+  ]) {
+    const res = await call('POST', url, { key: admin, payload });
+    assert.equal(res.statusCode, 400, `${JSON.stringify(payload)}: ${res.body}`);
+  }
+  for (const cidr of ['nope', '10.0.0.1', '10.0.0.0%2F33']) {
+    const res = await call('DELETE', `${url}/${cidr}`, { key: admin });
+    assert.equal(res.statusCode, 400, `${cidr}: ${res.body}`);
+  }
+
+  // Levels and scope, as for the whole-list update: read is 403, out of scope or another tenant 404.
+  const add = { cidr: '203.0.113.50/32' };
+  assert.equal((await call('POST', url, { key: reader, payload: add })).statusCode, 403);
+  assert.equal((await call('DELETE', `${url}/192.0.2.1%2F32`, { key: reader })).statusCode, 403);
+  for (const key of [stranger, scoped]) {
+    const other = key === scoped ? '/v1/databases/app_two/allowlist' : url;
+    assert.equal((await call('POST', other, { key, payload: add })).statusCode, 404);
+    assert.equal((await call('DELETE', `${other}/192.0.2.1%2F32`, { key })).statusCode, 404);
+  }
+  assert.deepEqual(await cidrsOf(url), before, 'nothing changed');
+  assert.equal(await allowlistJobs('app_one'), jobsBefore, 'no job queued');
+
+  // At most 100 entries: a new CIDR on a full list is refused; replacing one of them is not.
+  const full = Array.from({ length: 100 }, (_, i) => ({ cidr: `10.1.${Math.floor(i / 250)}.${i % 250}/32` }));
+  assert.equal((await call('PUT', url, { key: admin, payload: { entries: full } })).statusCode, 200);
+  assert.equal((await call('POST', url, { key: admin, payload: add })).statusCode, 400);
+  const replace = await call('POST', url, { key: admin, payload: { cidr: '10.1.0.0/32', note: 'first' } });
+  assert.equal(replace.statusCode, 200, replace.body);
+  assert.equal(replace.json().entries.length, 100);
+
+  // A scoped key edits its own database; an Idempotency-Key retry replays and queues nothing more.
+  const jobs = await allowlistJobs('app_one');
+  const h = { 'idempotency-key': 'allow-app-one-1' };
+  const small = { key: scoped, headers: h, payload: { cidr: '10.1.0.1/32', note: 'retry' } };
+  const first = await call('POST', url, small);
+  const replay = await call('POST', url, small);
+  assert.equal(first.statusCode, 200, first.body);
+  assert.equal(replay.statusCode, 200);
+  assert.equal(replay.headers['idempotent-replayed'], 'true');
+  assert.deepEqual(replay.json(), first.json());
+  assert.equal(await allowlistJobs('app_one'), jobs + 1);
 });
 
 test('delete must repeat the name; rotation needs a ready database', async () => {

@@ -210,17 +210,9 @@ export function registerDb(program: Command): void {
       }),
     );
 
-  /** Read, edit, write back (the API replaces the whole list); `edit` throws to change nothing. */
-  const editAllowlist = async (name: string, edit: (entries: Entry[]) => Entry[]) => {
-    const client = clientFromCredentials();
-    const { entries } = await client.request<{ entries: Entry[] }>('GET', `/v1/databases/${name}/allowlist`);
-    const next = edit(entries).map((e) => ({
-      cidr: e.cidr,
-      ...(e.expires_at ? { expires_at: e.expires_at } : {}),
-      ...(e.note ? { note: e.note } : {}),
-    }));
-    return client.request<{ entries: Entry[] }>('PUT', `/v1/databases/${name}/allowlist`, { entries: next });
-  };
+  /** `/v1/databases/<name>/allowlist[/<cidr>]`: per-entry edits, atomic on the server. */
+  const allowlistPath = (name: string, cidr?: string) =>
+    `/v1/databases/${name}/allowlist${cidr === undefined ? '' : `/${encodeURIComponent(cidr)}`}`;
 
   db.command('allow')
     .description('Let an address or network connect to a database (optionally for a while)')
@@ -238,17 +230,13 @@ export function registerDb(program: Command): void {
           if (o.for !== undefined && o.expiresIn !== undefined)
             throw new CliError('give --for or --expires-in, not both', EXIT.usage);
           const ttl = o.for ?? o.expiresIn;
-          const entry: Entry = {
+          const expiresAt = ttl ? new Date(Date.now() + ttl).toISOString() : null;
+          const r = await clientFromCredentials().request<{ entries: Entry[] }>('POST', allowlistPath(name), {
             cidr,
-            expires_at: ttl ? new Date(Date.now() + ttl).toISOString() : null,
-            note: o.note ?? null,
-          };
-          const r = await editAllowlist(name, (es) => [...es.filter((e) => e.cidr !== cidr), entry]);
-          print(
-            o.json,
-            r,
-            `${cidr} may connect to ${name}${entry.expires_at ? ` until ${entry.expires_at}` : ''}`,
-          );
+            ...(expiresAt ? { expires_at: expiresAt } : {}),
+            ...(o.note ? { note: o.note } : {}),
+          });
+          print(o.json, r, `${cidr} may connect to ${name}${expiresAt ? ` until ${expiresAt}` : ''}`);
         }),
     );
 
@@ -259,11 +247,11 @@ export function registerDb(program: Command): void {
     .option('--json', 'machine-readable output')
     .action((name: string, cidr: string, o: { json?: boolean }) =>
       runCommand(o.json, async () => {
-        const r = await editAllowlist(name, (es) => {
-          if (!es.some((e) => e.cidr === cidr))
-            throw new CliError(`${cidr} is not on the allowlist of ${name}`, EXIT.notFound);
-          return es.filter((e) => e.cidr !== cidr);
-        });
+        // A missing entry is the API's 404 (`<cidr> is not on the allowlist of <name>`): exit 6.
+        const r = await clientFromCredentials().request<{ entries: Entry[] }>(
+          'DELETE',
+          allowlistPath(name, cidr),
+        );
         print(o.json, r, `${cidr} may no longer connect to ${name}`);
       }),
     );

@@ -5,6 +5,8 @@ import type { WithIdempotency } from '../../http/idempotency.ts';
 import { decodeCursor, pageQuery, pageSchema } from '../../http/pagination.ts';
 import {
   allowlistBody,
+  allowlistEntryBody,
+  allowlistEntryParams,
   allowlistResponse,
   connectionSchema,
   createBody,
@@ -130,6 +132,44 @@ export function databaseRoutes(deps: {
       },
       async (req) =>
         presentAllowlist(await svc.putAllowlist(requireCaller(req), req.params.name, req.body.entries)),
+    );
+
+    app.post(
+      '/v1/databases/:name/allowlist',
+      {
+        schema: {
+          tags,
+          security,
+          summary:
+            'Add one allowlist entry, or replace the entry of the same CIDR (atomic: concurrent edits are all kept)',
+          params: nameParams,
+          body: allowlistEntryBody,
+          response: { 200: allowlistResponse, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        const caller = requireCaller(req);
+        return deps.withIdempotency(req, reply, async () =>
+          presentAllowlist(await svc.addAllowlistEntry(caller, req.params.name, req.body)),
+        );
+      },
+    );
+
+    app.delete(
+      '/v1/databases/:name/allowlist/:cidr',
+      {
+        schema: {
+          tags,
+          security,
+          summary: 'Remove the allowlist entry of one CIDR (URL-encoded, e.g. 203.0.113.7%2F32; atomic)',
+          params: allowlistEntryParams,
+          response: { 200: allowlistResponse, ...errorResponses },
+        },
+      },
+      async (req) =>
+        presentAllowlist(
+          await svc.removeAllowlistEntry(requireCaller(req), req.params.name, req.params.cidr),
+        ),
     );
 
     app.get(

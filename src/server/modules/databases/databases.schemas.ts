@@ -56,6 +56,12 @@ const allowlistEntryIn = z
   })
   .strict();
 
+/** One entry, for the per-entry add: the same shape and bounds as an entry of the whole list. */
+export const allowlistEntryBody = allowlistEntryIn;
+
+/** A CIDR in the path (URL-encoded: `203.0.113.7%2F32`), validated like an entry's. */
+export const allowlistEntryParams = nameParams.extend({ cidr: cidrSchema });
+
 export const allowlistBody = z
   .object({ entries: z.array(allowlistEntryIn).max(MAX_ALLOWLIST_ENTRIES) })
   .strict();

@@ -230,6 +230,35 @@ test('allowlist: validated, de-duplicated, bounded, expiry in the future; expire
   );
 });
 
+test('per-entry allowlist edits: expired entries leave with the next edit, count as missing; only live databases', async () => {
+  const w = callerFor(acme);
+  await s.databases.create(w, { name: 'entry_db' });
+  await s.databases.putAllowlist(w, 'entry_db', [{ cidr: '203.0.113.1/32' }, { cidr: '203.0.113.2/32' }]);
+  await s.db.pool.query(
+    `UPDATE databases SET allowlist = jsonb_set(allowlist, '{0,expires_at}', to_jsonb((now() - interval '1 minute')::text))
+      WHERE name = 'entry_db'`,
+  );
+  assert.equal(await status(s.databases.removeAllowlistEntry(w, 'entry_db', '203.0.113.1/32')), 404);
+  const added = await s.databases.addAllowlistEntry(w, 'entry_db', { cidr: '2001:DB8::/32', note: 'v6' });
+  assert.deepEqual(added, [
+    { cidr: '203.0.113.2/32', expires_at: null, note: null },
+    { cidr: '2001:db8::/32', expires_at: null, note: 'v6' },
+  ]);
+  const stored = await s.db.pool.query("SELECT allowlist FROM databases WHERE name = 'entry_db'");
+  assert.deepEqual(stored.rows[0].allowlist, added, 'the expired entry is gone from the row too');
+  assert.equal(
+    await status(s.databases.addAllowlistEntry(callerFor(other), 'entry_db', { cidr: '10.0.0.0/8' })),
+    404,
+  );
+  assert.equal(
+    await status(s.databases.addAllowlistEntry(callerFor(acme, 'read'), 'entry_db', { cidr: '10.0.0.0/8' })),
+    403,
+  );
+  await s.databases.remove(w, 'entry_db', 'entry_db');
+  assert.equal(await status(s.databases.addAllowlistEntry(w, 'entry_db', { cidr: '10.0.0.0/8' })), 409);
+  assert.equal(await status(s.databases.removeAllowlistEntry(w, 'entry_db', '203.0.113.2/32')), 409);
+});
+
 test('delete needs the name repeated; a failed, then finished, delete frees the name', async () => {
   const w = callerFor(acme);
   const d = await s.databases.create(w, { name: 'gone_db', node: 'n2' });

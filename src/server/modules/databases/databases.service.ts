@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { DEFAULT_LIMITS, JOB_KINDS } from '../../../agent/jobs/contract.ts';
+import { DEFAULT_LIMITS, JOB_KINDS, MAX_ALLOWLIST_ENTRIES } from '../../../agent/jobs/contract.ts';
 import { parseCidr } from '../../../agent/pgbouncer/pgbouncer.config.ts';
-import { badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { AppError, badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
 import { isReservedDatabaseName, isValidName, roleNames } from '../../../shared/identifiers.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
@@ -12,6 +12,14 @@ import { assertDatabaseInScope, type Caller, requireAccountScope, requireLevel }
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { auditFromCaller, recordAudit } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
+import {
+  type AllowlistInput,
+  liveEntries,
+  normaliseAllowlist,
+  normaliseEntry,
+  sameAllowlist,
+  toPayloadAllowlist,
+} from './databases.allowlist.ts';
 import * as repo from './databases.repo.ts';
 
 type DatabasesConfig = Pick<
@@ -28,8 +36,6 @@ type DatabasesServiceDeps = {
   /** Told after an allowlist write (the expiry sweep re-plans for an earlier expiry). */
   onAllowlistChanged?: () => void;
 };
-
-type AllowlistInput = { cidr: string; expires_at?: string | undefined; note?: string | undefined };
 
 export const passwordContext = (databaseId: string) => `database:${databaseId}`;
 
@@ -48,43 +54,6 @@ export function checkDatabaseName(name: string): string {
 }
 
 const isUniqueViolation = (err: unknown) => (err as { code?: unknown })?.code === '23505';
-
-/** Entries that have not expired, for the API and for the agent (which also drops them itself). */
-function liveEntries(entries: repo.StoredAllowlistEntry[], now = Date.now()): repo.StoredAllowlistEntry[] {
-  return entries.filter((e) => e.expires_at === null || Date.parse(e.expires_at) > now);
-}
-
-const toPayloadAllowlist = (entries: repo.StoredAllowlistEntry[]) =>
-  liveEntries(entries).map((e) => ({ cidr: e.cidr, expires_at: e.expires_at }));
-
-/** Validates, normalises and de-duplicates (the longest-lived entry for a CIDR wins). */
-function normaliseAllowlist(input: AllowlistInput[], now = Date.now()): repo.StoredAllowlistEntry[] {
-  const byCidr = new Map<string, repo.StoredAllowlistEntry>();
-  for (const [i, e] of input.entries()) {
-    let cidr: string;
-    try {
-      cidr = parseCidr(e.cidr);
-    } catch {
-      throw badRequest(`entries[${i}].cidr is not an IPv4 or IPv6 CIDR`);
-    }
-    let expires: string | null = null;
-    if (e.expires_at !== undefined) {
-      const t = Date.parse(e.expires_at);
-      if (!Number.isFinite(t)) throw badRequest(`entries[${i}].expires_at is not a date`);
-      if (t <= now) throw badRequest(`entries[${i}].expires_at must be in the future`);
-      expires = new Date(t).toISOString();
-    }
-    const entry = { cidr, expires_at: expires, note: e.note ?? null };
-    const seen = byCidr.get(cidr);
-    if (
-      !seen ||
-      (seen.expires_at !== null && (expires === null || Date.parse(expires) > Date.parse(seen.expires_at)))
-    ) {
-      byCidr.set(cidr, entry);
-    }
-  }
-  return [...byCidr.values()];
-}
 
 export function createDatabasesService(deps: DatabasesServiceDeps) {
   const { db, config, log } = deps;
@@ -116,6 +85,65 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
   const newPassword = (box: SecretBox, databaseId: string) => {
     const password = generatePassword();
     return { sealed: box.seal(password, passwordContext(databaseId)), verifier: scramVerifier(password) };
+  };
+
+  /**
+   * Stores a new allowlist, queues the `database.allowlist` job that applies it on the node and
+   * records `database.allowlist_changed`, all in the caller's transaction (the row is locked).
+   */
+  const writeAllowlist = async (
+    tx: Tx,
+    caller: Caller,
+    row: repo.DatabaseRow,
+    entries: repo.StoredAllowlistEntry[],
+    change: Record<string, unknown>,
+  ) => {
+    await repo.setAllowlist(tx, row.id, entries);
+    await enqueueJob(tx, {
+      nodeId: row.node_id,
+      accountId: caller.accountId,
+      kind: JOB_KINDS.allowlist,
+      payload: { database_id: row.id, name: row.name, allowlist: toPayloadAllowlist(entries) },
+    });
+    await audit(tx, caller, 'database.allowlist_changed', row.id, {
+      name: row.name,
+      entries: entries.map((e) => ({ cidr: e.cidr, expires_at: e.expires_at })),
+      ...change,
+    });
+  };
+
+  /**
+   * One edit of one database's allowlist, safe against concurrent edits (no lost update).
+   *
+   * How: `find(…, tx)` reads the row with SELECT … FOR UPDATE inside the transaction, so edits
+   * of the same database queue on the row lock; one that waited reads the list as the previous
+   * edit committed it (READ COMMITTED re-reads a locked row once the lock is released), applies
+   * its change to that, and writes it back before releasing the lock. The job is queued under
+   * the same lock, so jobs are queued in commit order and the last one carries the final list.
+   * We lock and edit in TypeScript rather than write one `UPDATE … SET allowlist = <jsonb
+   * expression>` so that the rules (normalisation, the entry limit, replace-by-CIDR, a 404 for a
+   * missing entry, the status check) are the same code the whole-list update uses, and because
+   * the job needs the resulting list anyway.
+   *
+   * Expired entries not yet swept are dropped from the list written (the API never shows them).
+   * An edit that changes nothing (the same entry added again) writes, queues and records nothing.
+   */
+  const editAllowlist = async (
+    caller: Caller,
+    name: string,
+    edit: (current: repo.StoredAllowlistEntry[]) => repo.StoredAllowlistEntry[],
+    change: Record<string, unknown>,
+  ): Promise<repo.StoredAllowlistEntry[]> => {
+    const { entries, changed } = await withTx(db, async (tx) => {
+      const row = await find(caller, name, tx);
+      requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
+      const next = edit(liveEntries(row.allowlist));
+      if (sameAllowlist(next, row.allowlist)) return { entries: next, changed: false };
+      await writeAllowlist(tx, caller, row, next, change);
+      return { entries: next, changed: true };
+    });
+    if (changed) deps.onAllowlistChanged?.();
+    return entries;
   };
 
   return {
@@ -234,21 +262,60 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       const saved = await withTx(db, async (tx) => {
         const row = await find(caller, name, tx);
         requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
-        await repo.setAllowlist(tx, row.id, entries);
-        await enqueueJob(tx, {
-          nodeId: row.node_id,
-          accountId: caller.accountId,
-          kind: JOB_KINDS.allowlist,
-          payload: { database_id: row.id, name, allowlist: toPayloadAllowlist(entries) },
-        });
-        await audit(tx, caller, 'database.allowlist_changed', row.id, {
-          name,
-          entries: entries.map((e) => ({ cidr: e.cidr, expires_at: e.expires_at })),
-        });
+        await writeAllowlist(tx, caller, row, entries, {});
         return entries;
       });
       deps.onAllowlistChanged?.();
       return saved;
+    },
+
+    /**
+     * Adds one entry, or replaces the entry of the same CIDR (its expiry and note become the
+     * given ones). Atomic against concurrent edits: see editAllowlist.
+     */
+    async addAllowlistEntry(
+      caller: Caller,
+      name: string,
+      input: AllowlistInput,
+    ): Promise<repo.StoredAllowlistEntry[]> {
+      checkDatabaseName(name);
+      requireLevel(caller, 'write');
+      const entry = normaliseEntry(input, '', Date.now());
+      return editAllowlist(
+        caller,
+        name,
+        (current) => {
+          const i = current.findIndex((e) => e.cidr === entry.cidr);
+          if (i >= 0) return current.with(i, entry);
+          if (current.length >= MAX_ALLOWLIST_ENTRIES) {
+            throw badRequest(`The allowlist holds at most ${MAX_ALLOWLIST_ENTRIES} entries`);
+          }
+          return [...current, entry];
+        },
+        { added: { cidr: entry.cidr, expires_at: entry.expires_at } },
+      );
+    },
+
+    /** Removes the entry of one CIDR (normalised like any entry); a 404 when it is not there. */
+    async removeAllowlistEntry(
+      caller: Caller,
+      name: string,
+      rawCidr: string,
+    ): Promise<repo.StoredAllowlistEntry[]> {
+      checkDatabaseName(name);
+      requireLevel(caller, 'write');
+      const { cidr } = normaliseEntry({ cidr: rawCidr }, '', Date.now());
+      return editAllowlist(
+        caller,
+        name,
+        (current) => {
+          if (!current.some((e) => e.cidr === cidr)) {
+            throw new AppError('not_found', 404, `${cidr} is not on the allowlist of ${name}`);
+          }
+          return current.filter((e) => e.cidr !== cidr);
+        },
+        { removed: { cidr } },
+      );
     },
 
     async getLimits(caller: Caller, name: string): Promise<repo.StoredLimits> {
