@@ -5,8 +5,10 @@ import { after, before, test } from 'node:test';
 import { WebSocket } from 'ws';
 import { CHANNEL_PROTOCOL_VERSION, CHANNEL_VERSION_HEADER } from '../src/agent/explorer/explorer.contract.ts';
 import { channelUrl, startExplorerChannel } from '../src/agent/explorer/explorer-channel.ts';
+import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { explorerAudit, type Tenant } from './helpers/explorer.ts';
+import { createTenant, explorerAudit, type Tenant } from './helpers/explorer.ts';
 import {
   assertDisconnectCancels,
   type ExplorerStack,
@@ -32,6 +34,7 @@ before(async () => {
     account: 'channel',
     explorerChannel: true,
     tenantPrefix: 'ch',
+    server: { explorerMaxInFlight: 6 },
   });
   ({ s, url, t, key, stateDir, nodeId } = stack);
   await until('the channel on the server', () => s.explorerChannels.pick(nodeId) !== null);
@@ -117,6 +120,40 @@ test('concurrent queries run side by side, each answered with its own rows; past
   assert.match(refused[0]!.body, /Too many explorer queries/);
   assert.ok(refused[0]!.ms < 500, `refused after ${refused[0]!.ms} ms`);
   for (const r of slow.filter((x) => x.status !== 503)) assert.equal(r.status, 400, r.body); // statement timeout
+
+  // Across databases, the process holds at most `explorerMaxInFlight` (6 here): 4 on this database
+  // and 2 on another fill it; one more on the other database is refused.
+  const other = await createTenant(stack.admin, 'ch2');
+  try {
+    await databasesRepo.insertDatabase(s.db.pool, {
+      id: other.id,
+      accountId: key.accountId,
+      nodeId,
+      name: other.name,
+      passwordSealed: 'unused-in-this-test',
+      allowlist: [],
+      limits: { ...DEFAULT_LIMITS },
+    });
+    await databasesRepo.markReady(s.db.pool, other.id);
+    const on = (db: string) => async () => {
+      const r = await s.app.inject({
+        method: 'POST',
+        url: `/v1/databases/${db}/explorer/query`,
+        headers: key.headers,
+        payload: { sql: 'select count(*) from generate_series(1, 1e9)', timeout_ms: 1_000 },
+      });
+      return { status: r.statusCode, body: r.body };
+    };
+    const all = await Promise.all([
+      ...Array.from({ length: 4 }, on(t.name)),
+      ...Array.from({ length: 3 }, on(other.name)),
+    ]);
+    const busy = all.filter((r) => r.status === 503);
+    assert.equal(busy.length, 1, JSON.stringify(all));
+    assert.match(busy[0]!.body, /The server is running too many explorer queries/);
+  } finally {
+    await other.drop();
+  }
   assert.equal((await query({ sql: 'select 1 as one' })).statusCode, 200);
 });
 

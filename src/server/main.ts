@@ -93,7 +93,13 @@ export async function createServerContext(opts: {
     onTokenReplaced: (nodeId) => explorerChannels.closeNode(nodeId),
   });
   const explorerChannels = createExplorerChannels({ log, tokenCurrent: nodes.tokenCurrent });
-  const explorer = createExplorerService({ db, notifier, log, channels: explorerChannels });
+  const explorer = createExplorerService({
+    db,
+    notifier,
+    log,
+    channels: explorerChannels,
+    maxInProcess: config.explorerMaxInFlight,
+  });
   jobHooks.register('explorer.', explorer.onJobFinished);
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {

@@ -35,9 +35,10 @@ export async function startExplorerStack(opts: {
   account: string;
   explorerChannel: boolean;
   tenantPrefix?: string;
+  server?: Parameters<typeof createTestServer>[0];
 }): Promise<ExplorerStack> {
   const admin = adminPool();
-  const s = await createTestServer();
+  const s = await createTestServer(opts.server);
   const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
   const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-explorer-agent-'));
   const start = (explorerChannel: boolean) =>

@@ -40,6 +40,8 @@ export type ExplorerServiceDeps = {
   marginMs?: number;
   /** Explorer queries in flight per database on this replica (default 4). */
   maxPerDatabase?: number;
+  /** Explorer queries in flight in this process, all databases (default 32): each may bring back 10 MB. */
+  maxInProcess?: number;
   /** Sweep interval of uncollected results and left-over SQL (default 30 s). */
   sweepMs?: number;
 };
@@ -55,6 +57,8 @@ export type AuditBase = Pick<
 const SCHEMA_WAIT_MS = 15_000;
 /** Explorer queries in flight per database on this replica (its pool on the node holds 2). */
 const MAX_PER_DATABASE = 4;
+/** Bounds the result bytes a process holds at once (each result up to the 10 MB cap, in a few copies). */
+const MAX_IN_PROCESS = 32;
 
 /** What a request ends with, whichever path served it. */
 type Outcome = Exclude<ChannelOutcome, 'unsent'>;
@@ -63,7 +67,9 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
   const { db, notifier, log } = deps;
   const marginMs = deps.marginMs ?? 10_000;
   const maxPerDatabase = deps.maxPerDatabase ?? MAX_PER_DATABASE;
+  const maxInProcess = deps.maxInProcess ?? MAX_IN_PROCESS;
   const inFlight = new Map<string, number>();
+  let inProcess = 0;
   /** Aborted by close(): waiting requests end at once. */
   const stopping = new AbortController();
 
@@ -324,14 +330,20 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           position: verdict.position,
         });
       }
-      // One database may not take the node's whole explorer capacity (other tenants share it).
+      // In flight, bounded per process (result memory) and per database (one tenant may not take
+      // its node's whole explorer capacity; other tenants share it).
+      if (inProcess >= maxInProcess) {
+        throw unavailable('The server is running too many explorer queries; retry shortly');
+      }
       if ((inFlight.get(row.id) ?? 0) >= maxPerDatabase) {
         throw unavailable('Too many explorer queries are running on this database; retry shortly');
       }
       inFlight.set(row.id, (inFlight.get(row.id) ?? 0) + 1);
+      inProcess++;
       try {
         return await run(row, target, verdict.redacted, input, ctx);
       } finally {
+        inProcess--;
         const n = (inFlight.get(row.id) ?? 1) - 1;
         if (n > 0) inFlight.set(row.id, n);
         else inFlight.delete(row.id);
