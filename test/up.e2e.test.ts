@@ -103,6 +103,11 @@ test('bulwark up: start, ready, a job through the agent, Ctrl-C, no orphan, rest
     'SELECT rolsuper FROM pg_roles WHERE rolname = current_user',
   );
   assert.equal(roles.rows[0]?.rolsuper, false, 'the control DB role is not a superuser');
+  // Its own agent's enrollment is audited like an operator's (the system is the actor).
+  const enrolled = await db.query(
+    "SELECT actor_type, target_id FROM audit_events WHERE action = 'node.enrollment_created'",
+  );
+  assert.deepEqual(enrolled.rows, [{ actor_type: 'system', target_id: 'local' }]);
   const job = await db.query<{ id: number }>(
     "INSERT INTO jobs (node_id, kind) SELECT id, 'node.ping' FROM nodes WHERE name = 'local' RETURNING id",
   );

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createKeyringFile } from '../server/crypto/secret-box.ts';
-import { generateToken, hashToken } from '../shared/api-key.ts';
+import { storeEnrollment } from '../server/modules/nodes/nodes.service.ts';
+import { generateToken } from '../shared/api-key.ts';
 import { VERSION } from '../shared/version.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
 import { dataLayout } from './layout.ts';
@@ -184,10 +185,11 @@ export async function up(opts: UpOptions): Promise<number> {
       const db = new pg.Client({ connectionString: dataPlane.controlUrl });
       await db.connect();
       try {
-        await db.query(
-          "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'local', now() + interval '10 minutes')",
-          [hashToken(token)],
-        );
+        // Stored hashed and audited like an operator's enrollment (actor: the system).
+        await db.query('BEGIN');
+        const expiresAt = new Date(Date.now() + 10 * 60_000);
+        await storeEnrollment(db, { nodeName: 'local', token, expiresAt, actorType: 'system' });
+        await db.query('COMMIT');
       } finally {
         await db.end();
       }

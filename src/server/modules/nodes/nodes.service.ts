@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
 import { notFound, unauthorized } from '../../../shared/errors.ts';
-import { type Db, withTx } from '../../db/pool.ts';
+import { type Db, type Queryable, withTx } from '../../db/pool.ts';
 import { type AuditEventDraft, recordAudit, recordAuditNow } from '../audit/audit.service.ts';
 import type { JobHooks } from '../jobs/job-hooks.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
@@ -210,19 +210,28 @@ export function createNodesService(deps: NodesServiceDeps) {
     ): Promise<{ token: string; expiresAt: Date }> {
       const token = deps.generateToken('bwe_');
       const expiresAt = new Date(Date.now() + ttlMinutes * 60_000);
-      await withTx(db, async (tx) => {
-        await repo.insertEnrollment(tx, nodeName, hashToken(token), expiresAt);
-        await recordAudit(tx, {
-          action: 'node.enrollment_created',
-          actorType: 'operator',
-          targetType: 'node',
-          targetId: nodeName,
-          details: { node_name: nodeName, expires_at: expiresAt.toISOString() },
-        });
-      });
+      await withTx(db, (tx) => storeEnrollment(tx, { nodeName, token, expiresAt, actorType: 'operator' }));
       return { token, expiresAt };
     },
   };
 }
 
 export type NodesService = ReturnType<typeof createNodesService>;
+
+/**
+ * Stores a one-time enrollment token (only its SHA-256) and records `node.enrollment_created`, in
+ * the caller's transaction: an operator's command, or `bulwark up` enrolling its own agent.
+ */
+export async function storeEnrollment(
+  tx: Queryable,
+  e: { nodeName: string; token: string; expiresAt: Date; actorType: 'operator' | 'system' },
+): Promise<void> {
+  await repo.insertEnrollment(tx, e.nodeName, hashToken(e.token), e.expiresAt);
+  await recordAudit(tx, {
+    action: 'node.enrollment_created',
+    actorType: e.actorType,
+    targetType: 'node',
+    targetId: e.nodeName,
+    details: { node_name: e.nodeName, expires_at: e.expiresAt.toISOString() },
+  });
+}
