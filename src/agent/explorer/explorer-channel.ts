@@ -70,20 +70,23 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       return true;
     }
     // A waiter cancelled before its turn leaves the line (it must not take a freed slot's wake-up).
-    await new Promise<void>((resolve) => {
+    const woken = await new Promise<boolean>((resolve) => {
       const wake = () => {
         signal.removeEventListener('abort', leave);
-        resolve();
+        resolve(true);
       };
       const leave = () => {
         const i = waiting.indexOf(wake);
         if (i >= 0) waiting.splice(i, 1);
-        resolve();
+        resolve(false);
       };
       waiting.push(wake);
       signal.addEventListener('abort', leave, { once: true });
     });
-    if (signal.aborted) return false;
+    if (signal.aborted) {
+      if (woken) waiting.shift()?.(); // the freed slot goes to the next in line
+      return false;
+    }
     active++;
     return true;
   };
@@ -117,7 +120,12 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
         id,
         outcome: {
           kind: 'error',
-          error: { sqlstate: 'XX000', message: 'the node could not run the query', position: null },
+          error: {
+            sqlstate: 'XX000',
+            message: 'the node could not run the query',
+            position: null,
+            internal: true,
+          },
           duration_ms: 0,
         },
       });
@@ -142,7 +150,12 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
           id,
           outcome: {
             kind: 'error',
-            error: { sqlstate: '08P01', message: 'the node could not read this request', position: null },
+            error: {
+              sqlstate: '08P01',
+              message: 'the node could not read this request',
+              position: null,
+              internal: true,
+            },
             duration_ms: 0,
           },
         });

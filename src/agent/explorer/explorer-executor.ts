@@ -252,7 +252,13 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       };
       signal.addEventListener('abort', onAbort, { once: true });
       try {
-        if (signal.aborted) throw new Error('cancelled before the query started');
+        if (signal.aborted) {
+          return {
+            kind: 'error',
+            error: { sqlstate: '57014', message: 'cancelled before the query started', position: null },
+            duration_ms: elapsed(),
+          };
+        }
         let out: { rows: (string | null)[][]; fields: PgField[]; truncatedBy: 'rows' | 'bytes' | null };
         if (verdict.kind === 'explain') {
           // EXPLAIN runs outside a cursor, so it is sent only once the guarded transaction stands

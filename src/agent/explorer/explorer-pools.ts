@@ -153,7 +153,12 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
         // A connection whose statement was cancelled is never reused: a cancel still on its way
         // must not hit the next query. Waits (bounded) for the cancel, then closes the connection.
         discard: async (after) => {
-          await Promise.race([after, new Promise((res) => setTimeout(res, 5_000).unref())]).catch(() => {});
+          let timer: NodeJS.Timeout | undefined;
+          const bounded = new Promise((res) => {
+            timer = setTimeout(res, 5_000);
+          });
+          await Promise.race([after, bounded]).catch(() => {});
+          clearTimeout(timer);
           client.release(new Error('explorer connection cancelled'));
         },
       };

@@ -74,6 +74,8 @@ const queryErrorSchema = z.object({
   position: z.number().int().min(0).nullable(),
   /** Set when the agent refused the SQL itself (it re-validates everything it runs). */
   refused: z.boolean().optional(),
+  /** Set when the node failed, not the query (an unreadable request, an internal error): a 503. */
+  internal: z.boolean().optional(),
 });
 
 export const schemaOutputSchema = z.object({

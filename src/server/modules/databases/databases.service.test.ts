@@ -230,7 +230,7 @@ test('allowlist: validated, de-duplicated, bounded, expiry in the future; expire
   );
 });
 
-test('per-entry allowlist edits: expired entries leave with the next edit, count as missing; only live databases', async () => {
+test('per-entry allowlist edits: expired entries count as missing and are left to the sweeper; only live databases', async () => {
   const w = callerFor(acme);
   await s.databases.create(w, { name: 'entry_db' });
   await s.databases.putAllowlist(w, 'entry_db', [{ cidr: '203.0.113.1/32' }, { cidr: '203.0.113.2/32' }]);
@@ -245,7 +245,17 @@ test('per-entry allowlist edits: expired entries leave with the next edit, count
     { cidr: '2001:db8::/32', expires_at: null, note: 'v6' },
   ]);
   const stored = await s.db.pool.query("SELECT allowlist FROM databases WHERE name = 'entry_db'");
-  assert.deepEqual(stored.rows[0].allowlist, added, 'the expired entry is gone from the row too');
+  assert.deepEqual(
+    stored.rows[0].allowlist.map((e: { cidr: string }) => e.cidr),
+    ['203.0.113.2/32', '2001:db8::/32', '203.0.113.1/32'],
+    'the expired entry stays in the row for the sweeper, which records its expiry',
+  );
+  const jobs = async () =>
+    (await s.db.pool.query("SELECT count(*)::int AS n FROM jobs WHERE kind = 'database.allowlist'")).rows[0]
+      .n;
+  const before = await jobs();
+  await s.databases.addAllowlistEntry(w, 'entry_db', { cidr: '2001:0db8::/32', note: 'v6' });
+  assert.equal(await jobs(), before, 'the same entry (another spelling) added again changes nothing');
   assert.equal(
     await status(s.databases.addAllowlistEntry(callerFor(other), 'entry_db', { cidr: '10.0.0.0/8' })),
     404,

@@ -107,7 +107,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     });
     await audit(tx, caller, 'database.allowlist_changed', row.id, {
       name: row.name,
-      entries: entries.map((e) => ({ cidr: e.cidr, expires_at: e.expires_at })),
+      entries: liveEntries(entries).map((e) => ({ cidr: e.cidr, expires_at: e.expires_at })),
       ...change,
     });
   };
@@ -125,7 +125,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
    * missing entry, the status check) are the same code the whole-list update uses, and because
    * the job needs the resulting list anyway.
    *
-   * Expired entries not yet swept are dropped from the list written (the API never shows them).
+   * Expired entries not yet swept are kept in the row for the sweeper (the API never shows them).
    * An edit that changes nothing (the same entry added again) writes, queues and records nothing.
    */
   const editAllowlist = async (
@@ -137,9 +137,13 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     const { entries, changed } = await withTx(db, async (tx) => {
       const row = await find(caller, name, tx);
       requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
-      const next = edit(liveEntries(row.allowlist));
-      if (sameAllowlist(next, row.allowlist)) return { entries: next, changed: false };
-      await writeAllowlist(tx, caller, row, next, change);
+      const live = liveEntries(row.allowlist);
+      const next = edit(live);
+      if (sameAllowlist(next, live)) return { entries: next, changed: false };
+      // Expired entries the sweeper has not reached yet stay in the row: it removes them and
+      // records their expiry (`database.allowlist_expired`), as for any other edit.
+      const expired = row.allowlist.filter((e) => !live.includes(e));
+      await writeAllowlist(tx, caller, row, [...next, ...expired], change);
       return { entries: next, changed: true };
     });
     if (changed) deps.onAllowlistChanged?.();

@@ -188,7 +188,7 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
       const list = byNode.get(nodeId);
       return list?.[list.length - 1] ?? null;
     },
-    /** Closes a node's channels on this replica at once (its token was replaced or it was disabled). */
+    /** Closes a node's channels on this replica at once (its token was replaced). */
     closeNode(nodeId: string): void {
       for (const c of [...(byNode.get(nodeId) ?? [])])
         closers.get(c)?.(CHANNEL_CLOSE.tokenRevoked, 'agent token no longer valid');

@@ -26,6 +26,7 @@ import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import type { AgentIdentity } from '../nodes/nodes.service.ts';
+import { createExplorerAdmission } from './explorer.admission.ts';
 import type { ChannelOutcome, ExplorerChannels } from './explorer.channel.ts';
 import * as repo from './explorer.repo.ts';
 import { validateExplorerSql } from './explorer.validator.ts';
@@ -40,6 +41,8 @@ export type ExplorerServiceDeps = {
   marginMs?: number;
   /** Explorer queries in flight per database on this replica (default 4). */
   maxPerDatabase?: number;
+  /** Explorer requests in flight per account on this replica, all its databases (default 8). */
+  maxPerAccount?: number;
   /** Explorer queries in flight in this process, all databases (default 32): each may bring back 10 MB. */
   maxInProcess?: number;
   /** Sweep interval of uncollected results and left-over SQL (default 30 s). */
@@ -57,6 +60,8 @@ export type AuditBase = Pick<
 const SCHEMA_WAIT_MS = 15_000;
 /** Explorer queries in flight per database on this replica (its pool on the node holds 2). */
 const MAX_PER_DATABASE = 4;
+/** An account with many databases still gets a bounded share of a replica (and of its nodes). */
+const MAX_PER_ACCOUNT = 8;
 /** Bounds the result bytes a process holds at once (each result up to the 10 MB cap, in a few copies). */
 const MAX_IN_PROCESS = 32;
 
@@ -66,10 +71,11 @@ type Outcome = Exclude<ChannelOutcome, 'unsent'>;
 export function createExplorerService(deps: ExplorerServiceDeps) {
   const { db, notifier, log } = deps;
   const marginMs = deps.marginMs ?? 10_000;
-  const maxPerDatabase = deps.maxPerDatabase ?? MAX_PER_DATABASE;
-  const maxInProcess = deps.maxInProcess ?? MAX_IN_PROCESS;
-  const inFlight = new Map<string, number>();
-  let inProcess = 0;
+  const admit = createExplorerAdmission({
+    perDatabase: deps.maxPerDatabase ?? MAX_PER_DATABASE,
+    perAccount: deps.maxPerAccount ?? MAX_PER_ACCOUNT,
+    perProcess: deps.maxInProcess ?? MAX_IN_PROCESS,
+  });
   /** Aborted by close(): waiting requests end at once. */
   const stopping = new AbortController();
 
@@ -285,6 +291,11 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         settle('failure', { reason: 'busy' });
         throw unavailable(BUSY.message);
       }
+      if (e.internal) {
+        // The node failed (not the query): the caller's SQL is not at fault.
+        settle('failure', { reason: 'agent_failed', sqlstate: e.sqlstate });
+        throw unavailable('The query could not be run on the database node');
+      }
       settle(e.refused ? 'denied' : 'failure', {
         sqlstate: e.sqlstate,
         duration_ms: outcome.duration_ms,
@@ -330,23 +341,19 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           position: verdict.position,
         });
       }
-      // In flight, bounded per process (result memory) and per database (one tenant may not take
-      // its node's whole explorer capacity; other tenants share it).
-      if (inProcess >= maxInProcess) {
-        throw unavailable('The server is running too many explorer queries; retry shortly');
+      const slot = admit({ databaseId: row.id, accountId: row.account_id });
+      if ('refused' in slot) {
+        await audit(ctx.audit, {
+          ...target,
+          outcome: 'failure',
+          details: { database: name, sql: input.sql, reason: 'busy' },
+        });
+        throw unavailable(`${slot.refused}; retry shortly`);
       }
-      if ((inFlight.get(row.id) ?? 0) >= maxPerDatabase) {
-        throw unavailable('Too many explorer queries are running on this database; retry shortly');
-      }
-      inFlight.set(row.id, (inFlight.get(row.id) ?? 0) + 1);
-      inProcess++;
       try {
         return await run(row, target, verdict.redacted, input, ctx);
       } finally {
-        inProcess--;
-        const n = (inFlight.get(row.id) ?? 1) - 1;
-        if (n > 0) inFlight.set(row.id, n);
-        else inFlight.delete(row.id);
+        slot.release();
       }
     },
 
@@ -364,13 +371,15 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           details: { database: name, reason_code: 'not_permitted' },
         });
       const row = await findDatabase(caller, name, denied);
+      const slot = admit({ databaseId: row.id, accountId: row.account_id });
+      if ('refused' in slot) throw unavailable(`${slot.refused}; retry shortly`);
       const outcome = await dispatch(
         row,
         'schema',
         { database_id: row.id, name: row.name },
         SCHEMA_WAIT_MS,
         ctx.signal,
-      );
+      ).finally(() => slot.release());
       const ok = typeof outcome === 'object' && 'kind' in outcome && outcome.kind === 'schema';
       await audit(ctx.audit, {
         action: 'explorer.schema',

@@ -363,7 +363,10 @@ export function validateExplorerSql(sql: string): ExplorerVerdict {
 export function redactSql(sql: string): string {
   assertLoaded();
   if (precheck(sql)) return UNPARSEABLE_SQL;
-  const parses = lastParsed?.sql === sql ? lastParsed.parses : 'stmts' in parseOrRefuse(sql);
+  // One-shot: the raw SQL (literals and all) does not linger in memory past its audit event.
+  const known = lastParsed?.sql === sql ? lastParsed.parses : undefined;
+  lastParsed = null;
+  const parses = known ?? 'stmts' in parseOrRefuse(sql);
   if (!parses) return UNPARSEABLE_SQL;
   return redactTokens(sql) ?? UNPARSEABLE_SQL;
 }
