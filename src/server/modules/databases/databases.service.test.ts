@@ -256,6 +256,13 @@ test('per-entry allowlist edits: expired entries count as missing and are left t
   const before = await jobs();
   await s.databases.addAllowlistEntry(w, 'entry_db', { cidr: '2001:0db8::/32', note: 'v6' });
   assert.equal(await jobs(), before, 'the same entry (another spelling) added again changes nothing');
+  // An entry stored in an older, non-canonical spelling is still found by its canonical one.
+  await s.db.pool.query(
+    `UPDATE databases SET allowlist = allowlist || '[{"cidr": "10.0.0.1/8", "expires_at": null, "note": null}]'::jsonb
+      WHERE name = 'entry_db'`,
+  );
+  const left = await s.databases.removeAllowlistEntry(w, 'entry_db', '10.0.0.0/8');
+  assert.ok(!left.some((e) => e.cidr.startsWith('10.')), JSON.stringify(left));
   assert.equal(
     await status(s.databases.addAllowlistEntry(callerFor(other), 'entry_db', { cidr: '10.0.0.0/8' })),
     404,

@@ -53,6 +53,15 @@ export function checkDatabaseName(name: string): string {
   return name;
 }
 
+/** A stored CIDR in today's canonical spelling (left as stored if it no longer parses). */
+function canonicalCidr(cidr: string): string {
+  try {
+    return parseCidr(cidr);
+  } catch {
+    return cidr;
+  }
+}
+
 const isUniqueViolation = (err: unknown) => (err as { code?: unknown })?.code === '23505';
 
 export function createDatabasesService(deps: DatabasesServiceDeps) {
@@ -137,12 +146,14 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     const { entries, changed } = await withTx(db, async (tx) => {
       const row = await find(caller, name, tx);
       requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
-      const live = liveEntries(row.allowlist);
+      // Entries stored before CIDRs had one canonical spelling are matched in that spelling.
+      const live = liveEntries(row.allowlist).map((e) => ({ ...e, cidr: canonicalCidr(e.cidr) }));
       const next = edit(live);
       if (sameAllowlist(next, live)) return { entries: next, changed: false };
       // Expired entries the sweeper has not reached yet stay in the row: it removes them and
       // records their expiry (`database.allowlist_expired`), as for any other edit.
-      const expired = row.allowlist.filter((e) => !live.includes(e));
+      const alive = liveEntries(row.allowlist);
+      const expired = row.allowlist.filter((e) => !alive.includes(e));
       await writeAllowlist(tx, caller, row, [...next, ...expired], change);
       return { entries: next, changed: true };
     });
