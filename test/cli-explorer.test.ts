@@ -6,37 +6,31 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type pg from 'pg';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import type { RunningAgent } from '../src/agent/main.ts';
-import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
-import { startTestAgent } from './helpers/agent.ts';
-import { adminPool, createTenant, setupCanary, type Tenant } from './helpers/explorer.ts';
-import { createTestKey, type TestKey } from './helpers/keys.ts';
-import { createTestServer, type TestServer } from './helpers/server.ts';
+import type { Tenant } from './helpers/explorer.ts';
+import { type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
+import type { TestKey } from './helpers/keys.ts';
+import type { TestServer } from './helpers/server.ts';
 
 // `bulwark db query` and `bulwark db tables` as a user runs them: the real CLI in a child process,
 // against a listening server, a real agent (explorer channel) and a real tenant database.
 const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
 
+let stack: ExplorerStack;
 let s: TestServer;
 let url: string;
-let agent: RunningAgent;
-let admin: pg.Pool;
 let t: Tenant;
 let key: TestKey;
 let tmp: string;
 
 before(async () => {
-  admin = adminPool();
-  s = await createTestServer();
-  url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  stack = await startExplorerStack({
+    node: 'cli-node',
+    account: 'cli-explorer',
+    explorerChannel: true,
+    tenantPrefix: 'cx',
+  });
+  ({ s, url, t, key } = stack);
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-cli-explorer-'));
-  agent = await startTestAgent(s, url, { name: 'cli-node', stateDir: path.join(tmp, 'agent') });
-  await agent.explorerChannelOpen();
-  key = await createTestKey(s, { account: 'cli-explorer' });
-  t = await createTenant(admin, 'cx');
-  await setupCanary(t);
   await t.asOwner(`
     CREATE TABLE notes (id int PRIMARY KEY, body text, amount numeric(10, 2), flag boolean);
     INSERT INTO notes VALUES
@@ -45,30 +39,11 @@ before(async () => {
       (3, repeat('x', 200), 20.00, false);
     CREATE VIEW note_bodies AS SELECT id, body FROM notes;
   `);
-  const nodeId = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'cli-node'"))
-    .rows[0]!.id;
-  await databasesRepo.insertDatabase(s.db.pool, {
-    id: t.id,
-    accountId: key.accountId,
-    nodeId,
-    name: t.name,
-    passwordSealed: 'unused-in-this-test',
-    allowlist: [],
-    limits: { ...DEFAULT_LIMITS },
-  });
-  await databasesRepo.markReady(s.db.pool, t.id);
-  const end = Date.now() + 5_000;
-  while (s.explorerChannels.pick(nodeId) === null && Date.now() < end)
-    await new Promise((r) => setTimeout(r, 20));
-  assert.ok(s.explorerChannels.pick(nodeId), 'the agent holds its explorer channel');
 });
 
 after(async () => {
   s?.app.server.closeAllConnections();
-  await agent?.stop();
-  await s?.stop();
-  await t?.drop();
-  await admin?.end();
+  await stack?.stop();
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
 

@@ -9,12 +9,7 @@ import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { createTenant, explorerAudit, type Tenant } from './helpers/explorer.ts';
-import {
-  assertDisconnectCancels,
-  type ExplorerStack,
-  startExplorerStack,
-  until,
-} from './helpers/explorer-stack.ts';
+import { assertDisconnectCancels, type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
 import type { TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
@@ -37,7 +32,6 @@ before(async () => {
     server: { explorerMaxInFlight: 6 },
   });
   ({ s, url, t, key, stateDir, nodeId } = stack);
-  await until('the channel on the server', () => s.explorerChannels.pick(nodeId) !== null);
 });
 
 after(async () => {

@@ -60,6 +60,8 @@ export async function startExplorerStack(opts: {
     limits: { ...DEFAULT_LIMITS },
   });
   await databasesRepo.markReady(s.db.pool, t.id);
+  if (opts.explorerChannel)
+    await until('the channel on the server', () => s.explorerChannels.pick(nodeId) !== null);
   const stack: ExplorerStack = {
     s,
     url,

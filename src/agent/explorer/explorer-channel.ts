@@ -101,6 +101,18 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
   };
 
+  /** The node (not the query) failed: the server answers 503. */
+  const failed = (ws: WebSocket, id: string, sqlstate: string, message: string) =>
+    answer(ws, {
+      type: 'result',
+      id,
+      outcome: {
+        kind: 'error',
+        error: { sqlstate, message, position: null, internal: true },
+        duration_ms: 0,
+      },
+    });
+
   const run = async (ws: WebSocket, id: string, job: (signal: AbortSignal) => Promise<ExplorerOutcome>) => {
     const controller = new AbortController();
     running.set(id, controller);
@@ -115,20 +127,7 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       }
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'explorer request failed');
-      answer(ws, {
-        type: 'result',
-        id,
-        outcome: {
-          kind: 'error',
-          error: {
-            sqlstate: 'XX000',
-            message: 'the node could not run the query',
-            position: null,
-            internal: true,
-          },
-          duration_ms: 0,
-        },
-      });
+      failed(ws, id, 'XX000', 'the node could not run the query');
     } finally {
       running.delete(id);
     }
@@ -145,20 +144,7 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       // Answer a request we can name, so its caller fails at once instead of timing out.
       const id = (raw as { id?: unknown } | undefined)?.id;
       if (typeof id === 'string' && /^[0-9a-f-]{36}$/i.test(id)) {
-        answer(ws, {
-          type: 'result',
-          id,
-          outcome: {
-            kind: 'error',
-            error: {
-              sqlstate: '08P01',
-              message: 'the node could not read this request',
-              position: null,
-              internal: true,
-            },
-            duration_ms: 0,
-          },
-        });
+        failed(ws, id, '08P01', 'the node could not read this request');
       }
       return;
     }
