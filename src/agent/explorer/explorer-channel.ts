@@ -27,7 +27,7 @@ export type ExplorerChannelClientDeps = {
   token: () => string | null;
   executor: Pick<ExplorerExecutor, 'runQuery' | 'readSchema'>;
   log: Logger;
-  /** A channel that saw no ping from the server for this long is dropped and reopened (default 45 s). */
+  /** A channel that saw no ping from the server for this long is dropped and reopened (default 15 s: three pings). */
   silenceMs?: number;
   /** Requests run at once on this node; more wait their turn (default 16; the server admits 4 per database). */
   maxConcurrent?: number;
@@ -51,7 +51,7 @@ const REFUSED_STATUSES = new Set([401, 403, 426]);
 
 export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerChannelClient {
   const { log } = deps;
-  const silenceMs = deps.silenceMs ?? 45_000;
+  const silenceMs = deps.silenceMs ?? 15_000;
   const maxConcurrent = deps.maxConcurrent ?? 16;
   const stopping = new AbortController();
   const running = new Map<string, AbortController>();
