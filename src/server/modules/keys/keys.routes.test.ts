@@ -66,6 +66,19 @@ test('create shows the key once; only a hash is stored; list, show and revoke', 
   );
   const again = await call('DELETE', `/v1/keys/${made.id}`, admin);
   assert.equal(again.json().revoked_at, revoked.json().revoked_at, 'revoking twice keeps the first time');
+  // The revoked key's use is in the audit log (scanners' garbage is not).
+  assert.equal((await call('GET', '/v1/whoami', `bwk_${'A'.repeat(49)}`)).statusCode, 401);
+  const deadline = Date.now() + 2_000;
+  let refusals: { actor_id: string; details: Record<string, unknown> }[] = [];
+  while (refusals.length === 0 && Date.now() < deadline) {
+    refusals = (
+      await s.db.pool.query("SELECT actor_id, details FROM audit_events WHERE action = 'key.refused'")
+    ).rows;
+    if (refusals.length === 0) await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(refusals, [
+    { actor_id: made.id, details: { key_prefix: made.prefix, reason: 'revoked' } },
+  ]);
 });
 
 test('a key never exceeds its creator: level, scope, explorer, lifetime', async () => {

@@ -124,6 +124,32 @@ export function createKeysService(deps: KeysServiceDeps) {
   });
 
   /**
+   * A real key (its secret matched) presented after it stopped working — revoked, expired, its
+   * creator revoked, its account suspended: someone still holds it. Recorded as `key.refused` (the
+   * account's admins see it); scanners' garbage is not (it never matches a key). Bounded like every
+   * auth failure by the per-IP failure budget.
+   */
+  function onRealKeyRefused(e: {
+    keyId: string;
+    accountId: string;
+    prefix: string;
+    sourceIp: string;
+    reason: AuthFailure;
+  }): void {
+    recordAuditNow(db, {
+      action: 'key.refused',
+      outcome: 'denied',
+      actorType: 'key',
+      actorId: e.keyId,
+      accountId: e.accountId,
+      sourceIp: e.sourceIp,
+      targetType: 'key',
+      targetId: e.keyId,
+      details: { key_prefix: e.prefix, reason: e.reason },
+    }).catch((err: Error) => log.error({ err: { message: err.message } }, 'could not record a refused key'));
+  }
+
+  /**
    * A decoy key was presented with its correct secret: someone has our canary. Refused like
    * an unknown key; records the critical `key.decoy_used` audit event (outcome `denied`) and alerts.
    */
@@ -262,10 +288,19 @@ export function createKeysService(deps: KeysServiceDeps) {
         onDecoyKeyUsed({ keyId: row.id, accountId: row.account_id, prefix, sourceIp });
         return { ok: false, reason: 'decoy' };
       }
-      if (row.revoked_at) return { ok: false, reason: 'revoked' };
-      if (row.expires_at.getTime() <= now()) return { ok: false, reason: 'expired' };
-      if (row.creator_revoked) return { ok: false, reason: 'creator_revoked' };
-      if (row.account_status !== 'active') return { ok: false, reason: 'account_suspended' };
+      const refused = row.revoked_at
+        ? 'revoked'
+        : row.expires_at.getTime() <= now()
+          ? 'expired'
+          : row.creator_revoked
+            ? 'creator_revoked'
+            : row.account_status !== 'active'
+              ? 'account_suspended'
+              : null;
+      if (refused) {
+        onRealKeyRefused({ keyId: row.id, accountId: row.account_id, prefix, sourceIp, reason: refused });
+        return { ok: false, reason: refused };
+      }
       usage.note(row.id, sourceIp);
       return {
         ok: true,
