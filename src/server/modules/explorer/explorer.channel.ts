@@ -21,6 +21,8 @@ import {
 
 /** `unsent`: the channel closed before the request left (nothing ran; another path may serve it). */
 export type ChannelOutcome = ExplorerOutcome | 'timeout' | 'aborted' | 'unsent' | { died: string };
+/** What an explorer request ends with, whichever path (channel or job queue) served it. */
+export type RequestOutcome = Exclude<ChannelOutcome, 'unsent'>;
 
 type Pending = { resolve(outcome: ChannelOutcome): void };
 

@@ -11,24 +11,19 @@ import {
   BUSY,
   EXPLORER_JOB_KINDS,
   EXPLORER_LIMITS,
-  type ExplorerOutcome,
-  explorerResultBodySchema,
-  jobResultOf,
   type QueryOutput,
   type SchemaOutput,
 } from '../../../agent/explorer/explorer.contract.ts';
 import { AppError, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
-import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import type { Db } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
 import { type AuditEventDraft, recordAuditNow } from '../audit/audit.service.ts';
 import * as databasesRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
-import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
-import type { AgentIdentity } from '../nodes/nodes.service.ts';
 import { createExplorerAdmission } from './explorer.admission.ts';
-import type { ChannelOutcome, ExplorerChannels } from './explorer.channel.ts';
-import * as repo from './explorer.repo.ts';
+import type { ExplorerChannels, RequestOutcome as Outcome } from './explorer.channel.ts';
+import { createExplorerQueue } from './explorer.queue.ts';
 import { validateExplorerSql } from './explorer.validator.ts';
 
 export type ExplorerServiceDeps = {
@@ -65,9 +60,6 @@ const MAX_PER_ACCOUNT = 8;
 /** Bounds the result bytes a process holds at once (each result up to the 10 MB cap, in a few copies). */
 const MAX_IN_PROCESS = 32;
 
-/** What a request ends with, whichever path served it. */
-type Outcome = Exclude<ChannelOutcome, 'unsent'>;
-
 export function createExplorerService(deps: ExplorerServiceDeps) {
   const { db, notifier, log } = deps;
   const marginMs = deps.marginMs ?? 10_000;
@@ -78,6 +70,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
   });
   /** Aborted by close(): waiting requests end at once. */
   const stopping = new AbortController();
+  const queue = createExplorerQueue({ db, notifier, log, stopping: stopping.signal, sweepMs: deps.sweepMs });
 
   const audit = (base: AuditBase, event: AuditEventDraft) =>
     recordAuditNow(db, { ...base, ...event }).catch((err: Error) =>
@@ -105,75 +98,6 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     return row;
   };
 
-  /** Waits for the agent's hand-over; stops early when the job died without one. */
-  const waitForOutcome = async (jobId: number, deadline: number, signal: AbortSignal): Promise<Outcome> => {
-    const key = repo.resultKey(jobId);
-    for (let round = 0; round < 100_000; round++) {
-      const sub = notifier.subscribe(key);
-      const body = await repo.takeResult(db, jobId);
-      if (body) {
-        sub.cancel();
-        return explorerResultBodySchema.shape.outcome.parse(JSON.parse(body.toString('utf8')));
-      }
-      if (round > 0) {
-        const state = await repo.jobState(db, jobId);
-        if (state && state.status !== 'queued' && state.status !== 'running') {
-          sub.cancel();
-          if ((await repo.takeResult(db, jobId)) === null) return { died: state.last_error ?? 'unknown' };
-        }
-      }
-      const left = deadline - Date.now();
-      if (signal.aborted || left <= 0) {
-        sub.cancel();
-        return signal.aborted ? 'aborted' : 'timeout';
-      }
-      // Re-check at least every second: a lost NOTIFY costs a second, never the request.
-      if ((await sub.wait(Math.min(left, 1_000), signal)) === 'aborted') return 'aborted';
-    }
-    return 'timeout';
-  };
-
-  /** Queues the job, waits, and ends the job if the request gives up (client gone or too slow). */
-  const queueJob = async (
-    row: databasesRepo.DatabaseRow,
-    kind: string,
-    payload: Record<string, unknown>,
-    waitMs: number,
-    signal: AbortSignal,
-  ) => {
-    // An explorer job lost in a crash only fails its request: no need to wait for the WAL flush.
-    const job = await withTx(db, async (tx) => {
-      await tx.query("SET LOCAL synchronous_commit = 'off'");
-      return enqueueJob(tx, {
-        nodeId: row.node_id,
-        accountId: row.account_id,
-        kind,
-        payload,
-        maxAttempts: 1,
-      });
-    });
-    // Shutdown ends the wait too: a waiting request must not hold the server open.
-    const outcome = await waitForOutcome(
-      job.id,
-      Date.now() + waitMs,
-      AbortSignal.any([signal, stopping.signal]),
-    );
-    if (outcome === 'aborted' || outcome === 'timeout') {
-      const why =
-        outcome === 'timeout'
-          ? 'no result in time'
-          : stopping.signal.aborted
-            ? 'cancelled: the server is shutting down'
-            : 'cancelled: the client went away';
-      await withTx(db, async (tx) => {
-        const ended = await repo.endJob(tx, job.id, why);
-        if (ended) await repo.scrubJob(tx, ended.id);
-      });
-      await repo.takeResult(db, job.id); // a result that raced in is dropped, not kept
-    }
-    return outcome;
-  };
-
   /**
    * The node's channel when this replica holds one (two frames, nothing stored), else the queue.
    * Shutdown ends the wait too: a waiting request must not hold the server open.
@@ -195,20 +119,14 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       );
       if (outcome !== 'unsent') return outcome;
     }
-    return queueJob(row, EXPLORER_JOB_KINDS[kind], payload, waitMs, signal);
+    return queue.run(
+      row,
+      EXPLORER_JOB_KINDS[kind],
+      payload,
+      waitMs,
+      AbortSignal.any([signal, stopping.signal]),
+    );
   };
-
-  const sweep = async () => {
-    try {
-      const dropped = await repo.sweepResults(db);
-      const scrubbed = await repo.scrubFinished(db);
-      if (dropped || scrubbed) log.info({ dropped, scrubbed }, 'explorer sweep');
-    } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'explorer sweep failed');
-    }
-  };
-  const sweeper = setInterval(() => void sweep(), deps.sweepMs ?? 30_000);
-  sweeper.unref();
 
   /** Runs an accepted query on the node and audits it (see query()). */
   const run = async (
@@ -394,42 +312,16 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       throw new AppError('unavailable', 503, 'The schema could not be read on the database node');
     },
 
-    /** Agent → server: the rows of a job this agent holds the lease of. */
-    async receiveResult(agent: AgentIdentity, jobId: number, attempt: number, outcome: ExplorerOutcome) {
-      // Result and completion in one statement: the job row gets metadata only, its SQL goes.
-      // Not waiting for the WAL flush is safe here: a crash loses the waiting request anyway.
-      const body = Buffer.from(JSON.stringify(outcome), 'utf8');
-      const stored = await withTx(db, async (tx) => {
-        await tx.query("SET LOCAL synchronous_commit = 'off'");
-        return repo.completeWithResult(
-          tx,
-          { id: jobId, nodeId: agent.nodeId, attempt },
-          jobResultOf(outcome),
-          body,
-        );
-      });
-      if (!stored) throw notFound('Job lease');
-      notifier.wake(repo.resultKey(jobId)); // same replica: no need to wait for the NOTIFY
-      return { accepted: true };
-    },
-
-    /** Agent → server: does this agent still hold the job (false once the request gave up)? */
-    async leaseActive(agent: AgentIdentity, jobId: number, attempt: number) {
-      return { active: (await findLeasedJob(db, jobId, agent.nodeId, attempt)) !== null };
-    },
-
-    /** Registered for `explorer.` jobs: the SQL leaves the job row when the job finishes. */
-    async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
-      await repo.scrubJob(tx, job.id);
-    },
-
-    /** Drops uncollected results and SQL left in finished jobs (also runs every `sweepMs`). */
-    sweep,
+    /** The job queue's agent-facing half (results, lease checks, job hook, sweep). */
+    receiveResult: queue.receiveResult,
+    leaseActive: queue.leaseActive,
+    onJobFinished: queue.onJobFinished,
+    sweep: queue.sweep,
 
     /** Stops the sweeper and ends every waiting request (their jobs are ended too). */
     close() {
       stopping.abort();
-      clearInterval(sweeper);
+      queue.close();
     },
   };
 }
