@@ -123,21 +123,12 @@ export function createKeysService(deps: KeysServiceDeps) {
     now,
   });
 
-  /**
-   * A real key (its secret matched) presented after it stopped working — revoked, expired, its
-   * creator revoked, its account suspended: someone still holds it. Recorded as `key.refused` (the
-   * account's admins see it); scanners' garbage is not (it never matches a key). Bounded like every
-   * auth failure by the per-IP failure budget.
-   */
-  function onRealKeyRefused(e: {
-    keyId: string;
-    accountId: string;
-    prefix: string;
-    sourceIp: string;
-    reason: AuthFailure;
-  }): void {
+  type PresentedKey = { keyId: string; accountId: string; prefix: string; sourceIp: string };
+
+  /** A refusal of a real key (its secret matched), recorded as `action` with outcome `denied`. */
+  function recordKeyRefusal(action: string, e: PresentedKey, details: Record<string, unknown> = {}): void {
     recordAuditNow(db, {
-      action: 'key.refused',
+      action,
       outcome: 'denied',
       actorType: 'key',
       actorId: e.keyId,
@@ -145,28 +136,28 @@ export function createKeysService(deps: KeysServiceDeps) {
       sourceIp: e.sourceIp,
       targetType: 'key',
       targetId: e.keyId,
-      details: { key_prefix: e.prefix, reason: e.reason },
-    }).catch((err: Error) => log.error({ err: { message: err.message } }, 'could not record a refused key'));
+      details: { key_prefix: e.prefix, ...details },
+    }).catch((err: Error) =>
+      log.error({ err: { message: err.message }, action }, 'could not record a key refusal'),
+    );
+  }
+
+  /**
+   * A real key presented after it stopped working — revoked, expired, its creator revoked, its
+   * account suspended: someone still holds it. Recorded as `key.refused` (the account's admins see
+   * it); scanners' garbage is not (it never matches a key). Bounded like every auth failure by the
+   * per-IP failure budget.
+   */
+  function onRealKeyRefused(e: PresentedKey & { reason: AuthFailure }): void {
+    recordKeyRefusal('key.refused', e, { reason: e.reason });
   }
 
   /**
    * A decoy key was presented with its correct secret: someone has our canary. Refused like
    * an unknown key; records the critical `key.decoy_used` audit event (outcome `denied`) and alerts.
    */
-  function onDecoyKeyUsed(e: { keyId: string; accountId: string; prefix: string; sourceIp: string }): void {
-    recordAuditNow(db, {
-      action: 'key.decoy_used',
-      outcome: 'denied',
-      actorType: 'key',
-      actorId: e.keyId,
-      accountId: e.accountId,
-      sourceIp: e.sourceIp,
-      targetType: 'key',
-      targetId: e.keyId,
-      details: { key_prefix: e.prefix },
-    }).catch((err: Error) =>
-      log.error({ err: { message: err.message } }, 'could not record a decoy key use'),
-    );
+  function onDecoyKeyUsed(e: PresentedKey): void {
+    recordKeyRefusal('key.decoy_used', e);
     log.fatal(
       {
         event: 'key.decoy_used',
