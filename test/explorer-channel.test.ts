@@ -236,6 +236,11 @@ test('when the audit event cannot be recorded, the rows are withheld (fail close
     const r = await query({ sql: 'select secret from canary' });
     assert.equal(r.statusCode, 503);
     assert.ok(!r.body.includes('alpha'), r.body);
+    // A long query is not left running for rows nobody will get: it is cancelled at once.
+    const t0 = Date.now();
+    const slow = await query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
+    assert.equal(slow.statusCode, 503, slow.body);
+    assert.ok(Date.now() - t0 < 3_000, `answered after ${Date.now() - t0} ms`);
   } finally {
     await s.db.pool.query('ALTER TABLE audit_events DROP CONSTRAINT test_no_explorer');
   }

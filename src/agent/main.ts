@@ -17,6 +17,7 @@ import { defaultHandlers } from './jobs/registry.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
 import { createServerClient, type PolledJob, ServerError } from './server-client.ts';
+import { sleep } from './sleep.ts';
 
 export type RunningAgent = {
   nodeId: string;
@@ -26,19 +27,6 @@ export type RunningAgent = {
   done: Promise<void>;
   stop(): Promise<void>;
 };
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      { once: true },
-    );
-  });
 
 async function writeFileAtomic(file: string, data: string, mode: number): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;

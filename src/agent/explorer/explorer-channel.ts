@@ -10,6 +10,7 @@
  */
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
+import { sleep } from '../sleep.ts';
 import {
   CHANNEL_CLOSE,
   CHANNEL_MAX_REQUEST_BYTES,
@@ -227,17 +228,7 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       // A channel that stayed up a while reconnects at once; a failing one backs off (to 30 s, with
       // jitter so that a node fleet does not reconnect in step after a server restart).
       backoff = Date.now() - started > 10_000 ? 100 : Math.min(backoff * 2, 30_000);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, backoff * (0.8 + Math.random() * 0.4));
-        stopping.signal.addEventListener(
-          'abort',
-          () => {
-            clearTimeout(t);
-            resolve();
-          },
-          { once: true },
-        );
-      });
+      await sleep(backoff * (0.8 + Math.random() * 0.4), stopping.signal);
     }
     if (refused) log.error({ err: { message: refused.message } }, 'explorer channel stopped');
     const why = refused ?? new Error('the explorer channel stopped');

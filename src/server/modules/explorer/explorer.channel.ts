@@ -76,6 +76,7 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
     const channel: ExplorerChannel = {
       nodeId,
       request(kind, payload, waitMs, signal) {
+        if (signal.aborted) return Promise.resolve('aborted'); // nothing sent, nothing to cancel
         if (pending.size >= maxInFlight) return Promise.resolve({ died: 'busy' });
         const id = randomUUID();
         return new Promise<ChannelOutcome>((resolve) => {
@@ -94,12 +95,6 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
           const timer = setTimeout(() => finish('timeout'), waitMs);
           signal.addEventListener('abort', onAbort, { once: true });
           pending.set(id, { resolve: finish });
-          if (signal.aborted) {
-            settled = true; // nothing was sent: no cancel to send either
-            clearTimeout(timer);
-            pending.delete(id);
-            return resolve('aborted');
-          }
           const sent =
             kind === 'query'
               ? send({ type: 'query', id, payload: payload as QueryPayload })

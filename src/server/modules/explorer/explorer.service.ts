@@ -109,23 +109,18 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     waitMs: number,
     signal: AbortSignal,
   ): Promise<Outcome> => {
+    const until = AbortSignal.any([signal, stopping.signal]);
     const channel = deps.channels?.pick(row.node_id);
     if (channel) {
       const outcome = await channel.request(
         kind,
         payload as Parameters<typeof channel.request>[1],
         waitMs,
-        AbortSignal.any([signal, stopping.signal]),
+        until,
       );
       if (outcome !== 'unsent') return outcome;
     }
-    return queue.run(
-      row,
-      EXPLORER_JOB_KINDS[kind],
-      payload,
-      waitMs,
-      AbortSignal.any([signal, stopping.signal]),
-    );
+    return queue.run(row, EXPLORER_JOB_KINDS[kind], payload, waitMs, until);
   };
 
   /** Runs an accepted query on the node and audits it (see query()). */
@@ -143,6 +138,8 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     // Two events per query. The first (who, which database, the SQL redacted) is written while the
     // query runs and must be durable before any row is returned (fail closed): the response waits
     // for the slower of the two. The audit service redacts `sql` itself: it gets the SQL as written.
+    // A query whose event cannot be written is cancelled at once: its rows would be withheld anyway.
+    const unrecorded = new AbortController();
     const recorded = recordAuditNow(db, {
       ...ctx.audit,
       ...target,
@@ -154,6 +151,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           { err: { message: err.message } },
           'could not record an explorer query; withholding its result',
         );
+        unrecorded.abort();
         return false;
       },
     );
@@ -170,7 +168,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         statement_timeout_ms: timeoutMs,
       },
       timeoutMs + marginMs,
-      ctx.signal,
+      AbortSignal.any([ctx.signal, unrecorded.signal]),
     );
     // The second event is the outcome (rows, duration, SQLSTATE), linked by the request id. It
     // is written after the response is on its way: the first one already made the query durable.
