@@ -99,7 +99,11 @@ export async function insertKey(db: Queryable, k: InsertKey): Promise<KeyRow> {
   return r.rows[0]!;
 }
 
-/** One key by lookup prefix, with its hash, account and whether any creator up the chain is revoked. */
+/**
+ * One key by lookup prefix, with its hash, account and whether any creator up the chain is
+ * revoked. The walk up the chain has no depth limit (a chain deeper than any limit must still
+ * lose its rights when an ancestor is revoked); UNION, not UNION ALL, ends it even on a cycle.
+ */
 export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promise<KeyAuthRow | null> {
   const r = await db.query<KeyAuthRow>(
     `SELECT ${KEY_COLUMNS}, k.key_hash, a.name AS account_name, a.status AS account_status,
@@ -107,19 +111,34 @@ export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promi
        FROM api_keys k
        JOIN accounts a ON a.id = k.account_id
        LEFT JOIN LATERAL (
-         WITH RECURSIVE up (id, parent, revoked_at, depth) AS (
-           SELECT p.id, p.created_by_key_id, p.revoked_at, 1 FROM api_keys p WHERE p.id = k.created_by_key_id
-           UNION ALL
-           SELECT p.id, p.created_by_key_id, p.revoked_at, up.depth + 1
+         WITH RECURSIVE up (id, parent, revoked) AS (
+           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL FROM api_keys p WHERE p.id = k.created_by_key_id
+           UNION
+           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL
              FROM up JOIN api_keys p ON p.id = up.parent
-            WHERE up.depth < 64
          )
-         SELECT bool_or(up.revoked_at IS NOT NULL) AS revoked FROM up
+         SELECT bool_or(up.revoked) AS revoked FROM up
        ) chain ON true
       WHERE k.lookup_prefix = $1`,
     [lookupPrefix],
   );
   return r.rows[0] ?? null;
+}
+
+/**
+ * How many keys stand above this one in its created_by chain (an operator key: 0). Unbounded
+ * and cycle-safe like the authentication walk.
+ */
+export async function keyChainDepth(db: Queryable, id: string): Promise<number> {
+  const r = await db.query<{ depth: number }>(
+    `WITH RECURSIVE up (id, parent) AS (
+       SELECT id, created_by_key_id FROM api_keys WHERE id = $1
+       UNION
+       SELECT p.id, p.created_by_key_id FROM up JOIN api_keys p ON p.id = up.parent
+     ) SELECT (count(*) - 1)::int AS depth FROM up`,
+    [id],
+  );
+  return r.rows[0]?.depth ?? 0;
 }
 
 export type KeyFilter = {
@@ -172,15 +191,16 @@ export async function revokeKey(db: Queryable, f: KeyFilter, id: string): Promis
   return r.rows[0] ?? null;
 }
 
-/** Prefixes of a key and every key it created, transitively (for cache eviction). */
+/**
+ * Prefixes of a key and every key it created, transitively and however deep (for cache
+ * eviction: a descendant left cached would outlive its ancestor's revocation).
+ */
 export async function keyChainPrefixes(db: Queryable, id: string): Promise<string[]> {
   const r = await db.query<{ lookup_prefix: string }>(
-    `WITH RECURSIVE down (id, lookup_prefix, depth) AS (
-       SELECT id, lookup_prefix, 0 FROM api_keys WHERE id = $1
-       UNION ALL
-       SELECT c.id, c.lookup_prefix, down.depth + 1
-         FROM down JOIN api_keys c ON c.created_by_key_id = down.id
-        WHERE down.depth < 64
+    `WITH RECURSIVE down (id, lookup_prefix) AS (
+       SELECT id, lookup_prefix FROM api_keys WHERE id = $1
+       UNION
+       SELECT c.id, c.lookup_prefix FROM down JOIN api_keys c ON c.created_by_key_id = down.id
      ) SELECT lookup_prefix FROM down`,
     [id],
   );

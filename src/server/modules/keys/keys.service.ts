@@ -26,6 +26,13 @@ const DAY_MS = 86_400_000;
 const hashPresentedKey = (key: string): Buffer => hash('sha256', key, 'buffer');
 const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
 
+/**
+ * Keys minting keys: at most this many levels below an operator key. Revocation reaches every
+ * descendant however deep (chains made before this bound included); the bound keeps the chain
+ * walks short and delegation legible.
+ */
+export const MAX_KEY_CHAIN_DEPTH = 16;
+
 export type AuthFailure =
   | 'malformed'
   | 'checksum'
@@ -329,6 +336,12 @@ export function createKeysService(deps: KeysServiceDeps) {
         const account = await repo.findAccountById(tx, caller.accountId);
         const creator = await repo.getKey(tx, { accountId: caller.accountId }, caller.keyId);
         if (!account || !creator) throw notFound('Account');
+        const depth = (await repo.keyChainDepth(tx, creator.id)) + 1;
+        if (depth > MAX_KEY_CHAIN_DEPTH)
+          throw badRequest(
+            `A key cannot be created more than ${MAX_KEY_CHAIN_DEPTH} levels below an operator key; create it from a key higher in the chain`,
+            { max_chain_depth: MAX_KEY_CHAIN_DEPTH },
+          );
         const t = now();
         const limit = Math.min(t + account.max_key_lifetime_days * DAY_MS, creator.expires_at.getTime());
         let expiresAt = new Date(limit);
