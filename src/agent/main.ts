@@ -14,6 +14,7 @@ import { loadExplorerKey } from './explorer/explorer-role.ts';
 import type { DatabaseJobDeps } from './jobs/database-common.ts';
 import { JOB_REPORTED, type JobHandler, PermanentJobError } from './jobs/job-context.ts';
 import { defaultHandlers } from './jobs/registry.ts';
+import { POOLER_LIMITS } from './pgbouncer/pgbouncer.config.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
 import { createServerClient, type PolledJob, ServerError } from './server-client.ts';
@@ -216,7 +217,7 @@ async function startPooler(
       pgPort: Number(pgUrl.port || 5432),
       adminUser: POOLER_ADMIN,
       poolMode: 'session',
-      maxClientConn: 2000,
+      maxClientConn: POOLER_LIMITS.maxClientConn,
       defaultPoolSize: 20,
       tls: tls ? { certFile: tls.certFile, keyFile: tls.keyFile, sslmode: tls.sslmode } : null,
     },

@@ -1,13 +1,15 @@
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import { renderAuthFile, renderHba, renderIni } from '../agent/pgbouncer/pgbouncer.config.ts';
+import { POOLER_LIMITS, renderAuthFile, renderHba, renderIni } from '../agent/pgbouncer/pgbouncer.config.ts';
 import { scramVerifier } from '../shared/scram.ts';
 import { ADMIN_ROLE, CONTROL_DB, CONTROL_ROLE, type DataLayout, POOLER_ADMIN } from './layout.ts';
 import { type RunningPgbouncer, startPgbouncer } from './pgbouncer-process.ts';
 import {
   initCluster,
   isInitialised,
+  LOG_SETTINGS,
   type RunningPostgres,
   startPostgres,
   stopStalePostmaster,
@@ -25,8 +27,14 @@ export type DataPlaneOptions = {
 };
 
 export type DataPlane = {
-  postgres: RunningPostgres;
-  pgbouncer: RunningPgbouncer;
+  /** The PostgreSQL running now (replaced by restartPostgres). */
+  readonly postgres: RunningPostgres;
+  /** The PgBouncer running now (replaced by restartPgbouncer). */
+  readonly pgbouncer: RunningPgbouncer;
+  /** Starts PostgreSQL again after it died; resolves once it accepts logins. */
+  restartPostgres(onSpawn: (child: ChildProcess) => void): Promise<ChildProcess>;
+  /** Starts PgBouncer again after it died, on the config files as they are now. */
+  restartPgbouncer(onSpawn: (child: ChildProcess) => void): Promise<ChildProcess>;
   adminPassword: string;
   controlPassword: string;
   poolerAdminPassword: string;
@@ -61,11 +69,23 @@ async function mkdirs(layout: DataLayout, user: ServiceUser | null): Promise<voi
   }
 }
 
-/** Creates the control database and its least-privilege owner role; safe to run on every start. */
+/**
+ * Creates the control database and its least-privilege owner role, and re-applies the
+ * cluster-wide hardening; safe to run on every start.
+ */
 export async function ensureControlDatabase(adminUrl: string, controlPassword: string): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {
+    // Clusters made before these settings existed get them too (postgresql.auto.conf wins
+    // over the managed block of postgresql.conf). Constant names and values, no input.
+    for (const [name, value] of Object.entries(LOG_SETTINGS)) {
+      await client.query(`ALTER SYSTEM SET ${name} = '${value.replaceAll("'", '')}'`);
+    }
+    await client.query('SELECT pg_catalog.pg_reload_conf()');
+    // Only superusers (the agent's admin) need the maintenance databases: a tenant role is
+    // refused there (it would see every database's catalog-level names and settings).
+    await client.query('REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC');
     const role = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [CONTROL_ROLE]);
     // A SCRAM verifier, not the clear password, goes into the statement (and so into no log).
     const verifier = scramVerifier(controlPassword).replaceAll("'", "''");
@@ -120,7 +140,7 @@ async function writeInitialPoolerConfig(opts: DataPlaneOptions, poolerAdminPassw
     pidFile: files.pid,
     adminUser: POOLER_ADMIN,
     poolMode: 'session',
-    maxClientConn: 2000,
+    maxClientConn: POOLER_LIMITS.maxClientConn,
     defaultPoolSize: 20,
     tls: haveCert ? { certFile: cert, keyFile: key, sslmode: loopback ? 'prefer' : 'require' } : null,
   });
@@ -168,33 +188,50 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   } else if (await stopStalePostmaster(layout.pgData)) {
     opts.log('stopped a PostgreSQL server left running by an earlier, interrupted run');
   }
-  const postgres = await startPostgres({ ...cluster, adminPassword });
+  let postgres = await startPostgres({ ...cluster, adminPassword });
   const adminUrl = pgUrl(ADMIN_ROLE, adminPassword, opts.ports.postgres, 'postgres');
+  const files = poolerFiles(layout);
+  const pgbouncerOptions = {
+    iniFile: files.ini,
+    logFile: path.join(layout.logs, 'pgbouncer.log'),
+    user,
+    port: opts.ports.pooler,
+    adminUser: POOLER_ADMIN,
+    adminPassword: poolerAdminPassword,
+  };
   let pgbouncer: RunningPgbouncer;
   try {
     await ensureControlDatabase(adminUrl, controlPassword);
     await writeInitialPoolerConfig(opts, poolerAdminPassword);
-    pgbouncer = await startPgbouncer({
-      iniFile: poolerFiles(layout).ini,
-      logFile: path.join(layout.logs, 'pgbouncer.log'),
-      user,
-      port: opts.ports.pooler,
-      adminUser: POOLER_ADMIN,
-      adminPassword: poolerAdminPassword,
-    });
+    pgbouncer = await startPgbouncer({ ...pgbouncerOptions, log: opts.log });
   } catch (err) {
     await postgres.stop();
     throw err;
   }
   return {
-    postgres,
-    pgbouncer,
+    get postgres() {
+      return postgres;
+    },
+    get pgbouncer() {
+      return pgbouncer;
+    },
+    async restartPostgres(onSpawn) {
+      postgres = await startPostgres({ ...cluster, adminPassword, onSpawn });
+      return postgres.child;
+    },
+    async restartPgbouncer(onSpawn) {
+      // Our PgBouncer is known to have exited: its pidfile is stale (a reused pid could
+      // otherwise make the new one refuse to start). The config files are the agent's, as is.
+      await fs.rm(files.pid, { force: true });
+      pgbouncer = await startPgbouncer({ ...pgbouncerOptions, onSpawn, log: opts.log });
+      return pgbouncer.child;
+    },
     adminPassword,
     controlPassword,
     poolerAdminPassword,
     adminUrl,
     controlUrl: pgUrl(CONTROL_ROLE, controlPassword, opts.ports.postgres, CONTROL_DB),
-    poolerFiles: poolerFiles(layout),
+    poolerFiles: files,
     async stop() {
       await pgbouncer.stop();
       await postgres.stop();

@@ -40,6 +40,22 @@ export function clusterMajorVersion(pgData: string): number {
 }
 
 /**
+ * What the cluster logs. Tenants' statements and the messages of their errors stay out of
+ * postgres.log: an ERROR message quotes the offending literal (`invalid input syntax for
+ * type integer: "…"`, `syntax error at or near "…"`), and `log_min_error_statement` would
+ * add the whole statement. `log` keeps LOG, FATAL and PANIC lines (start-up, checkpoints,
+ * crashes, authentication failures) and drops WARNING and ERROR, whoever raised them; the
+ * server and the agent log their own failures in their own logs. All are superuser-only
+ * settings: a tenant cannot change them for its session, role or database.
+ */
+export const LOG_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
+  log_min_messages: 'log',
+  log_min_error_statement: 'panic',
+  log_statement: "'none'",
+  log_min_duration_statement: '-1',
+});
+
+/**
  * initdb with an admin role that is not `postgres`, SCRAM for every connection, TCP on
  * 127.0.0.1 only (no Unix socket), and our settings appended to postgresql.conf.
  */
@@ -80,7 +96,8 @@ export async function initCluster(opts: ClusterOptions & { adminPassword: string
     'max_connections = 300',
     'shared_buffers = 128MB',
     "log_line_prefix = '%m [%p] %q%u@%d '",
-    'log_min_messages = warning',
+    // No tenant SQL text or literal in the server log (see LOG_SETTINGS; re-applied at every start).
+    ...Object.entries(LOG_SETTINGS).map(([k, v]) => `${k} = ${v}`),
     ...(opts.unsafeFast ? ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off'] : []),
     '',
   ].join('\n');
@@ -138,7 +155,12 @@ export async function stopStalePostmaster(pgData: string, timeoutMs = 30_000): P
 
 /** Starts the postmaster as a direct child (so it is never orphaned) and waits until it accepts logins. */
 export async function startPostgres(
-  opts: ClusterOptions & { adminPassword: string; readyTimeoutMs?: number },
+  opts: ClusterOptions & {
+    adminPassword: string;
+    readyTimeoutMs?: number;
+    /** Called as soon as the postmaster is spawned (before it is ready). */
+    onSpawn?: (child: ChildProcess) => void;
+  },
 ): Promise<RunningPostgres> {
   const child = await spawnAs(
     path.join(pgBinDir(), 'postgres'),
@@ -146,6 +168,7 @@ export async function startPostgres(
     opts.user,
     opts.logFile,
   );
+  opts.onSpawn?.(child);
   const running: RunningPostgres = {
     child,
     // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
@@ -182,7 +205,8 @@ export async function waitForLogin(
   let delay = 20;
   let lastError = '';
   while (Date.now() < deadline) {
-    if (child && child.exitCode !== null) throw new Error(`process exited with code ${child.exitCode}`);
+    if (child && (child.exitCode !== null || child.signalCode !== null))
+      throw new Error(`process exited (${child.signalCode ?? `code ${child.exitCode}`})`);
     const client = new pg.Client({ ...cfg, connectionTimeoutMillis: 2_000 });
     client.on('error', () => {});
     try {

@@ -23,6 +23,8 @@ import {
 import { stopChild, tailFile } from './process.ts';
 import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
+import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
+import { createSupervisorAudit } from './supervisor-audit.ts';
 
 export type UpOptions = {
   dataDir: string;
@@ -64,7 +66,8 @@ async function waitFor(what: string, check: () => Promise<boolean>, child: Child
   const deadline = Date.now() + timeoutMs;
   let delay = 20;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with code ${child.exitCode}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${what} exited (${child.signalCode ?? `code ${child.exitCode}`})`);
     if (await check().catch(() => false)) return;
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 200);
@@ -75,6 +78,14 @@ async function waitFor(what: string, check: () => Promise<boolean>, child: Child
 /**
  * `bulwark up`: the whole stack on one machine under one data dir — PostgreSQL, PgBouncer,
  * the server and one agent, each a direct child, all stopped on Ctrl-C / SIGTERM.
+ *
+ * A child that dies is started again with backoff (supervisor.ts: 0.5 s doubling to 30 s,
+ * reset after 60 s of stable running), each crash and restart an audit event of the system.
+ * The server or the agent dying never stops PostgreSQL or PgBouncer: tenants keep their
+ * connections while the control plane comes back. After 10 crashes in 10 minutes the
+ * supervisor gives up on that child: a server or agent then stays down (the data plane keeps
+ * serving tenants; `up` says so and keeps running); PostgreSQL or PgBouncer given up on stops
+ * the whole stack with exit code 1, for the service manager to act on.
  * Resolves when everything has stopped; the number is the process exit code.
  */
 export async function up(opts: UpOptions): Promise<number> {
@@ -85,6 +96,10 @@ export async function up(opts: UpOptions): Promise<number> {
   const release = await acquireLock(layout);
   let dataPlane: DataPlane | undefined;
   const children: { name: string; child: ChildProcess }[] = [];
+  /** Supervisors, in start order: postgres, pgbouncer, server, agent. */
+  const supervised: { name: string; s: Supervised }[] = [];
+  let audit: ReturnType<typeof createSupervisorAudit> | undefined;
+  let writeUpInfo: () => Promise<void> = async () => {};
   let stopping = false;
   let resolveStopped: (code: number) => void = () => {};
   const stopped = new Promise<number>((r) => {
@@ -96,7 +111,11 @@ export async function up(opts: UpOptions): Promise<number> {
     stopping = true;
     const started = dataPlane !== undefined;
     if (started) opts.out('stopping Bulwark…');
+    // Control plane first, then PgBouncer, then PostgreSQL (each supervisor stops the child it
+    // has now, also one it is still starting); then whatever never came under supervision.
+    for (const { s } of [...supervised].reverse()) await s.stop();
     for (const { child } of [...children].reverse()) await stopChild(child, 'SIGTERM', 15_000);
+    await audit?.close();
     await dataPlane
       ?.stop()
       .catch((err: Error) => opts.out(`error while stopping the data plane: ${err.message}`));
@@ -113,6 +132,10 @@ export async function up(opts: UpOptions): Promise<number> {
     }
     opts.out('second signal: forcing every process down');
     for (const { child } of children) child.kill('SIGKILL');
+    for (const { name, s } of supervised) {
+      if (name === 'postgres') s.current()?.kill('SIGQUIT');
+      else s.current()?.kill('SIGKILL');
+    }
     dataPlane?.pgbouncer.child.kill('SIGKILL');
     dataPlane?.postgres.child.kill('SIGQUIT');
     void release().finally(() => process.exit(130));
@@ -150,26 +173,33 @@ export async function up(opts: UpOptions): Promise<number> {
     if (!existsSync(layout.masterKeyring)) createKeyringFile(layout.masterKeyring);
 
     const serverUrl = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
-    const server = await spawnNode(
-      ['server'],
-      {
-        BULWARK_HOST: opts.host,
-        BULWARK_PORT: String(opts.port),
-        BULWARK_DATABASE_URL_FILE: controlUrlFile,
-        BULWARK_SERVER_DATA_DIR: layout.server,
-        BULWARK_METRICS_TOKEN_FILE: metricsTokenFile,
-        BULWARK_POOLER_PORT: String(opts.poolerPort),
-        BULWARK_MASTER_KEY_FILE: layout.masterKeyring,
-      },
-      path.join(layout.logs, 'server.log'),
-    );
-    children.push({ name: 'server', child: server });
-    await waitFor(
-      'the server',
-      async () => (await fetch(`${serverUrl}/ready`, { signal: AbortSignal.timeout(2_000) })).ok,
-      server,
-      60_000,
-    );
+    const serverEnv: NodeJS.ProcessEnv = {
+      BULWARK_HOST: opts.host,
+      BULWARK_PORT: String(opts.port),
+      BULWARK_DATABASE_URL_FILE: controlUrlFile,
+      BULWARK_SERVER_DATA_DIR: layout.server,
+      BULWARK_METRICS_TOKEN_FILE: metricsTokenFile,
+      BULWARK_POOLER_PORT: String(opts.poolerPort),
+      BULWARK_MASTER_KEY_FILE: layout.masterKeyring,
+    };
+    // Counted as running only once /ready answers (its database and keyring are usable).
+    const startServer = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
+      const child = await spawnNode(['server'], serverEnv, path.join(layout.logs, 'server.log'));
+      track(child);
+      try {
+        await waitFor(
+          'the server',
+          async () => (await fetch(`${serverUrl}/ready`, { signal: AbortSignal.timeout(2_000) })).ok,
+          child,
+          60_000,
+        );
+      } catch (err) {
+        await stopChild(child, 'SIGTERM', 15_000);
+        throw err;
+      }
+      return child;
+    };
+    const server = await startServer((child) => children.push({ name: 'server', child }));
 
     // First start (or a lost agent token): a one-time enrollment token, stored only hashed.
     const agentEnv: NodeJS.ProcessEnv = {
@@ -195,53 +225,84 @@ export async function up(opts: UpOptions): Promise<number> {
       }
       agentEnv.BULWARK_ENROLLMENT_TOKEN = token;
     }
-    const agent = await spawnNode(['agent'], agentEnv, path.join(layout.logs, 'agent.log'));
-    children.push({ name: 'agent', child: agent });
-    await waitFor('the agent', async () => existsSync(path.join(layout.agent, 'ready')), agent, 60_000);
+    const readyFile = path.join(layout.agent, 'ready');
+    const startAgent = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
+      // Enrolled once: a restart reuses the stored agent token, never a second enrollment.
+      const env = { ...agentEnv };
+      if (existsSync(path.join(layout.agent, 'agent-token'))) delete env.BULWARK_ENROLLMENT_TOKEN;
+      // A killed agent leaves its ready file behind: only the new one's counts.
+      await fs.rm(readyFile, { force: true });
+      const child = await spawnNode(['agent'], env, path.join(layout.logs, 'agent.log'));
+      track(child);
+      try {
+        await waitFor('the agent', async () => existsSync(readyFile), child, 60_000);
+      } catch (err) {
+        await stopChild(child, 'SIGTERM', 15_000);
+        throw err;
+      }
+      return child;
+    };
+    const agent = await startAgent((child) => children.push({ name: 'agent', child }));
 
-    await fs.writeFile(
-      path.join(layout.root, 'up.json'),
-      `${JSON.stringify(
-        {
-          version: VERSION,
-          pid: process.pid,
-          started_at: new Date().toISOString(),
-          server_url: serverUrl,
-          ports: { server: opts.port, pooler: opts.poolerPort, postgres: opts.pgPort },
-          pids: {
-            server: server.pid,
-            agent: agent.pid,
-            postgres: dataPlane.postgres.child.pid,
-            pgbouncer: dataPlane.pgbouncer.child.pid,
-          },
-        },
-        null,
-        2,
-      )}\n`,
-      { mode: 0o600 },
+    // From here on every child is supervised (restarted with backoff, audited), never a
+    // reason to stop the others.
+    const dp = dataPlane;
+    audit = createSupervisorAudit(dataPlane.controlUrl, (msg) => opts.out(`supervisor: ${msg}`));
+    const onEvent = (e: SupervisorEvent) => {
+      opts.out(`supervisor: ${describe(e, layout.logs)}`);
+      void audit?.record(e).catch(() => {});
+      // Events that could not be written while PostgreSQL was down go in now.
+      if (e.kind === 'restarted' && e.name === 'postgres') void audit?.flush().catch(() => {});
+      if (e.kind === 'restarted') void writeUpInfo().catch(() => {});
+      if (e.kind === 'gave_up' && (e.name === 'postgres' || e.name === 'pgbouncer')) {
+        opts.out(`supervisor: without ${e.name} no tenant can be served; stopping Bulwark`);
+        void shutdown(EXIT.error);
+      }
+    };
+    const watch = (
+      name: string,
+      first: ChildProcess,
+      start: (track: (c: ChildProcess) => void) => Promise<ChildProcess>,
+      stop: (c: ChildProcess) => Promise<void>,
+    ) => {
+      supervised.push({
+        name,
+        s: supervise({ name, first, start, stopChild: stop, onEvent, policy: RESTART_POLICY }),
+      });
+    };
+    watch(
+      'postgres',
+      dp.postgres.child,
+      (track) => dp.restartPostgres(track),
+      (c) => stopChild(c, 'SIGINT', 30_000, 'SIGQUIT'),
     );
-
-    for (const { name, child } of children) {
-      child.once('exit', (code, signal) => {
-        if (stopping) return;
-        opts.out(
-          `${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(layout.logs, `${name}.log`)}`,
-        );
-        void shutdown(EXIT.error);
-      });
-    }
-    for (const [name, child] of [
-      ['postgres', dataPlane.postgres.child],
-      ['pgbouncer', dataPlane.pgbouncer.child],
-    ] as const) {
-      child.once('exit', (code, signal) => {
-        if (stopping) return;
-        opts.out(
-          `${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(layout.logs, `${name}.log`)}`,
-        );
-        void shutdown(EXIT.error);
-      });
-    }
+    watch(
+      'pgbouncer',
+      dp.pgbouncer.child,
+      (track) => dp.restartPgbouncer(track),
+      (c) => stopChild(c, 'SIGTERM', 10_000),
+    );
+    watch('server', server, startServer, (c) => stopChild(c, 'SIGTERM', 15_000));
+    watch('agent', agent, startAgent, (c) => stopChild(c, 'SIGTERM', 15_000));
+    children.length = 0;
+    // What `bulwark status` reads: rewritten with the new pid whenever a child is restarted.
+    const startedAt = new Date().toISOString();
+    writeUpInfo = async () => {
+      const pids: Record<string, number | undefined> = {};
+      for (const { name, s } of supervised) pids[name] = s.current()?.pid;
+      const info = {
+        version: VERSION,
+        pid: process.pid,
+        started_at: startedAt,
+        server_url: serverUrl,
+        ports: { server: opts.port, pooler: opts.poolerPort, postgres: opts.pgPort },
+        pids,
+      };
+      const file = path.join(layout.root, 'up.json');
+      await fs.writeFile(`${file}.tmp`, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
+      await fs.rename(`${file}.tmp`, file);
+    };
+    await writeUpInfo();
 
     const dd = opts.dataDir === '.bulwark' ? '' : ` --data-dir ${layout.root}`;
     opts.out('');
@@ -267,4 +328,18 @@ export async function up(opts: UpOptions): Promise<number> {
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   return code;
+}
+
+function describe(e: SupervisorEvent, logs: string): string {
+  const log = path.join(logs, `${e.name}.log`);
+  switch (e.kind) {
+    case 'crashed':
+      return `${e.name} exited unexpectedly (${e.exit.signal ?? `code ${e.exit.code}`}); restarting in ${e.restartInMs} ms; see ${log}`;
+    case 'restart_failed':
+      return `${e.name} did not start again (${e.error.split('\n')[0]}); retrying in ${e.restartInMs} ms; see ${log}`;
+    case 'restarted':
+      return `${e.name} is running again (pid ${e.pid}, down ${e.downMs} ms)`;
+    case 'gave_up':
+      return `${e.name} crashed ${e.crashesInWindow} times within ${e.windowMs / 60_000} min: not restarting it; see ${log}`;
+  }
 }

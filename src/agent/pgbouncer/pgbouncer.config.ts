@@ -27,6 +27,17 @@ export type PoolerSettings = {
   probeUser?: string | undefined;
 };
 
+/**
+ * What a connection that has not logged in can hold. PgBouncer counts a client against
+ * `max_client_conn` from the TCP accept, before hba or authentication, so strangers' idle
+ * sockets compete with tenants for those slots. Each is closed after `client_login_timeout`
+ * (PgBouncer's default: 60 s) unless it logs in, and the limit is far above what tenants use:
+ * a lock-out needs `maxClientConn` sockets held at once, each re-opened within the timeout.
+ * Every slot costs a file descriptor: PgBouncer's open-file limit is raised to match
+ * (src/embedded/pgbouncer-process.ts).
+ */
+export const POOLER_LIMITS = Object.freeze({ maxClientConn: 10_000, clientLoginTimeoutS: 10 });
+
 export type AuthEntry = { user: string; verifier: string };
 export type HbaRule = { database: string; user: string; cidr: string };
 
@@ -55,6 +66,7 @@ export function renderIni(s: PoolerSettings): string {
     `pidfile = ${s.pidFile}`,
     `pool_mode = ${s.poolMode}`,
     `max_client_conn = ${s.maxClientConn}`,
+    `client_login_timeout = ${POOLER_LIMITS.clientLoginTimeoutS}`,
     `default_pool_size = ${s.defaultPoolSize}`,
     'ignore_startup_parameters = extra_float_digits,options',
     'server_reset_query = DISCARD ALL',
