@@ -98,7 +98,7 @@ test('create killed at each step → rerun ends ready; or a delete leaves nothin
           [name],
         );
         assert.ok(!/(^|[{,])=/.test(acl.rows[0]!.acl), `no PUBLIC privileges after ${step}`);
-        const schema = await kit.deps.connectAdmin(name);
+        const schema = await kit.connectAdmin(name);
         const s = await schema.query<{ acl: string; owner: string }>(
           "SELECT nspacl::text AS acl, pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'public'",
         );

@@ -67,7 +67,7 @@ test('drift finds what we did not make, and the fix repairs only what is ours', 
   await kit.admin.query(`CREATE DATABASE ${unknown}`);
   await kit.admin.query(`GRANT CONNECT ON DATABASE ${name} TO PUBLIC`);
   await kit.admin.query(`GRANT CONNECT, TEMP ON DATABASE ${name} TO ${stray}`);
-  const c = await kit.deps.connectAdmin(name);
+  const c = await kit.connectAdmin(name);
   await c.query('GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC');
   await c.end();
 

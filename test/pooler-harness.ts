@@ -156,14 +156,16 @@ export function databaseJobKit(p: PrivatePooler, pooler: PoolerManager) {
     pooler,
     poolerHost: '127.0.0.1',
     poolerPort: p.port,
-    async connectAdmin(database: string) {
-      const u = new URL(env.adminUrl);
-      u.pathname = `/${database}`;
-      const c = new pg.Client({ connectionString: u.toString() });
-      c.on('error', () => {});
-      await c.connect();
-      return c;
-    },
+    cluster: { pgHost: '127.0.0.1', pgPort: env.pgPort, key: randomBytes(32) },
+  };
+  /** The test's own look inside a database, as the cluster admin (never the agent's way in). */
+  const connectAdmin = async (database: string) => {
+    const u = new URL(env.adminUrl);
+    u.pathname = `/${database}`;
+    const c = new pg.Client({ connectionString: u.toString() });
+    c.on('error', () => {});
+    await c.connect();
+    return c;
   };
   const ctx = (password?: string): JobContext => ({
     admin,
@@ -171,7 +173,7 @@ export function databaseJobKit(p: PrivatePooler, pooler: PoolerManager) {
     signal: new AbortController().signal,
     ...(password ? { secret: async () => password } : {}),
   });
-  return { admin, deps, ctx, close: () => admin.end() };
+  return { admin, deps, ctx, connectAdmin, close: () => admin.end() };
 }
 
 export function uniqueName(prefix: string): string {

@@ -17,6 +17,7 @@ import { defaultHandlers } from './jobs/registry.ts';
 import { POOLER_LIMITS } from './pgbouncer/pgbouncer.config.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
+import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
 import { createServerClient, type PolledJob, ServerError } from './server-client.ts';
 import { sleep } from './sleep.ts';
 
@@ -63,10 +64,13 @@ export async function startAgent(
     log.info({ node: enrolled.node_name }, 'agent enrolled');
   }
 
+  // The admin (a superuser) works on the maintenance database only, never inside a tenant
+  // database (postgres/steward.ts); its session settings are pinned at login all the same.
   const admin = new pg.Pool({
     connectionString: config.adminDatabaseUrl,
     max: 4,
     application_name: 'bulwark-agent',
+    options: pinnedOptions(),
     // No admin statement may hang a job forever (a lock wait, a wedged server): the job fails
     // and is retried instead. CREATE DATABASE on a loaded disk takes well under this.
     statement_timeout: 120_000,
@@ -77,12 +81,19 @@ export async function startAgent(
   admin.on('connect', (client) => {
     client.on('error', (err) => log.warn({ err: { message: err.message } }, 'admin connection lost'));
   });
+  await refuseMaintenanceLogins(admin, log);
+  const pgUrl = new URL(config.adminDatabaseUrl);
+  const cluster: ClusterAccess = {
+    pgHost: pgUrl.hostname || '127.0.0.1',
+    pgPort: Number(pgUrl.port || 5432),
+    key: await loadExplorerKey(config.stateDir),
+  };
   const managed = await startPooler(config, log);
   const pooler = managed?.pooler;
-  const explorer = await startExplorer(config, admin, log);
+  const explorer = await startExplorer(cluster, admin, log);
   const handlers =
     opts.handlers ??
-    defaultHandlers({ ...(managed ? { database: databaseDeps(config, managed) } : {}), explorer });
+    defaultHandlers({ ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}), explorer });
   const stopping = new AbortController();
 
   const heartbeat = async () => {
@@ -233,6 +244,7 @@ async function startPooler(
 
 function databaseDeps(
   config: AgentConfig,
+  cluster: ClusterAccess,
   { pooler, clientSsl }: { pooler: PoolerManager; clientSsl: pg.ClientConfig['ssl'] },
 ): DatabaseJobDeps {
   return {
@@ -241,30 +253,36 @@ function databaseDeps(
     poolerPort: config.poolerPort,
     poolerSsl: clientSsl,
     platform: { databases: [CONTROL_DB], roles: [CONTROL_ROLE] },
-    connectAdmin: (database: string) => connectAdmin(config, database),
+    cluster,
   };
 }
 
-/** A new admin connection to one database of the cluster (the caller ends it). */
-async function connectAdmin(config: AgentConfig, database: string): Promise<pg.Client> {
-  const u = new URL(config.adminDatabaseUrl);
-  u.pathname = `/${database}`;
-  const client = new pg.Client({ connectionString: u.toString(), application_name: 'bulwark-agent' });
-  client.on('error', () => {});
-  await client.connect();
-  return client;
+/**
+ * Tenant roles may not log in to the maintenance databases (idempotent, every start). The admin
+ * keeps its access as a superuser; the control role never needed it.
+ */
+async function refuseMaintenanceLogins(admin: pg.Pool, log: Logger): Promise<void> {
+  try {
+    await admin.query('REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC');
+  } catch (err) {
+    log.warn(
+      { err: { message: (err as Error).message } },
+      'could not revoke CONNECT on maintenance databases',
+    );
+  }
 }
 
-/** The SQL explorer's executor: the validator (WASM), the agent's explorer key, loopback PostgreSQL. */
-async function startExplorer(config: AgentConfig, admin: pg.Pool, log: Logger): Promise<ExplorerExecutor> {
+/** The SQL explorer's executor: the validator (WASM), the agent's key, loopback PostgreSQL. */
+async function startExplorer(cluster: ClusterAccess, admin: pg.Pool, log: Logger): Promise<ExplorerExecutor> {
   await loadExplorerParser();
-  const pgUrl = new URL(config.adminDatabaseUrl);
   return createExplorerExecutor({
     admin,
-    connectAdmin: (database) => connectAdmin(config, database),
-    pgHost: pgUrl.hostname || '127.0.0.1',
-    pgPort: Number(pgUrl.port || 5432),
-    key: await loadExplorerKey(config.stateDir),
+    // Nothing of the explorer connects into a tenant database as the admin any more: its role
+    // preparation logs in as the steward and its schema read as the explorer (cluster access).
+    connectAdmin: async (database) => {
+      throw new Error(`no admin connection into tenant database ${database}`);
+    },
+    ...cluster,
     log: log.child({ component: 'explorer' }),
   });
 }

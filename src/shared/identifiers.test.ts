@@ -140,6 +140,7 @@ describe('roleNames', () => {
       reader: 'shop_reader',
       migrator: 'shop_migrator',
       explorer: 'shop_explorer',
+      steward: 'shop_steward',
     });
   });
 
@@ -161,10 +162,17 @@ describe('roleNames', () => {
     }
     assert.equal(r.owner, `${'a'.repeat(40)}_${tag}_owner`);
     assert.equal(r.explorer, `${'a'.repeat(37)}_${tag}_explorer`);
+    assert.equal(r.steward, `${'a'.repeat(38)}_${tag}_steward`);
   });
 
   it('boundary: untruncated role names are at most 62 chars, truncated exactly 63', () => {
-    const suffixes = { owner: '_owner', reader: '_reader', migrator: '_migrator', explorer: '_explorer' };
+    const suffixes = {
+      owner: '_owner',
+      reader: '_reader',
+      migrator: '_migrator',
+      explorer: '_explorer',
+      steward: '_steward',
+    };
     for (let len = 1; len <= 63; len++) {
       const db = randomName('d', len);
       const r = roleNames(db);
@@ -209,6 +217,6 @@ describe('roleNames', () => {
         seen.set(role, db);
       }
     }
-    assert.equal(seen.size, dbs.size * 4);
+    assert.equal(seen.size, dbs.size * 5);
   });
 });

@@ -76,13 +76,21 @@ export function quoteLiteral(s: string): string {
   return `'${s.replaceAll("'", "''")}'`;
 }
 
-export type RoleNames = { owner: string; reader: string; migrator: string; explorer: string };
+export type RoleNames = {
+  owner: string;
+  reader: string;
+  migrator: string;
+  explorer: string;
+  /** The platform's own login into the database (owns it; never in PgBouncer's auth file). */
+  steward: string;
+};
 
 const ROLE_SUFFIXES: Readonly<RoleNames> = {
   owner: '_owner',
   reader: '_reader',
   migrator: '_migrator',
   explorer: '_explorer',
+  steward: '_steward',
 };
 
 /**
@@ -103,7 +111,8 @@ function deriveRoleName(db: string, suffix: string, tag: string): string {
 }
 
 /**
- * Role names for a database: `<db>_owner`, `<db>_reader`, `<db>_migrator`, `<db>_explorer`.
+ * Role names for a database: `<db>_owner`, `<db>_reader`, `<db>_migrator`, `<db>_explorer` and
+ * the platform's `<db>_steward`.
  * When that would not fit in 63 bytes (i.e. db.length + suffix.length >= 63) the db part is
  * truncated and followed by `_<first 16 hex of sha256(db)>`, e.g.
  * `<first 37..41 chars of db>_<16 hex>_owner`. Results always match NAME_PATTERN and are
@@ -123,5 +132,6 @@ export function roleNames(db: string): RoleNames {
     reader: deriveRoleName(db, ROLE_SUFFIXES.reader, tag),
     migrator: deriveRoleName(db, ROLE_SUFFIXES.migrator, tag),
     explorer: deriveRoleName(db, ROLE_SUFFIXES.explorer, tag),
+    steward: deriveRoleName(db, ROLE_SUFFIXES.steward, tag),
   };
 }

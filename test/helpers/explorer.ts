@@ -8,6 +8,7 @@ import {
   type ExplorerExecutorDeps,
 } from '../../src/agent/explorer/explorer-executor.ts';
 import { DEFAULT_LIMITS } from '../../src/agent/jobs/contract.ts';
+import { connectSteward } from '../../src/agent/postgres/steward.ts';
 import {
   dropDatabase,
   dropOurRoles,
@@ -46,9 +47,18 @@ export async function connectAdmin(database: string): Promise<pg.Client> {
   return c;
 }
 
+/** The agent key of the test agents built here (steward and explorer passwords derive from it). */
+export const TEST_AGENT_KEY = randomBytes(32);
+
+export function clusterAccess(key: Buffer = TEST_AGENT_KEY) {
+  const u = new URL(testEnv().adminUrl);
+  return { pgHost: u.hostname, pgPort: Number(u.port), key };
+}
+
 /**
- * A tenant database made with the databases agent's own SQL (tenant-sql.ts: four roles with
- * markers, REVOKE from PUBLIC, schema public owned by the owner) — no pooler needed.
+ * A tenant database made with the databases agent's own SQL (tenant-sql.ts: five roles with
+ * markers, the database owned by the steward, REVOKE from PUBLIC, schema public owned by the
+ * owner, set up in a steward session) — no pooler needed.
  */
 export async function createTenant(admin: pg.Pool, prefix = 'ex'): Promise<Tenant> {
   const name = `${prefix}_${randomBytes(5).toString('hex')}`;
@@ -59,10 +69,11 @@ export async function createTenant(admin: pg.Pool, prefix = 'ex'): Promise<Tenan
     roles,
     verifier: scramVerifier(randomBytes(16).toString('hex')),
     limits: DEFAULT_LIMITS,
+    key: TEST_AGENT_KEY,
   });
-  await ensureDatabase(admin, name, roles.owner);
+  await ensureDatabase(admin, name, roles, id);
   await grantDatabase(admin, name, roles);
-  const c = await connectAdmin(name);
+  const c = await connectSteward(clusterAccess(), { databaseId: id, name, roles });
   try {
     await setupSchema(c, roles);
   } finally {
@@ -91,7 +102,7 @@ export async function createTenant(admin: pg.Pool, prefix = 'ex'): Promise<Tenan
     async drop() {
       if (adminClient) await (await adminClient).end().catch(() => {});
       await terminateSessions(admin, { roles: Object.values(roles), database: name });
-      await dropDatabase(admin, name, roles.owner);
+      await dropDatabase(admin, name, roles, id);
       await dropOurRoles(admin, roles, id);
     },
   };
@@ -108,13 +119,10 @@ export function testExecutor(
   admin: pg.Pool,
   overrides: Partial<ExplorerExecutorDeps> = {},
 ): ExplorerExecutor {
-  const u = new URL(testEnv().adminUrl);
   return createExplorerExecutor({
     admin,
     connectAdmin,
-    pgHost: u.hostname,
-    pgPort: Number(u.port),
-    key: randomBytes(32),
+    ...clusterAccess(),
     log: createLogger('explorer-test', 'silent'),
     ...overrides,
   });

@@ -1,5 +1,9 @@
 import type pg from 'pg';
+import { roleNames } from '../../shared/identifiers.ts';
+import { connectPinned, isLoginRefused } from '../postgres/steward.ts';
+import { MARKER_PREFIX } from '../postgres/tenant-sql.ts';
 import { EXPLORER_LIMITS, type SchemaOutput } from './explorer.contract.ts';
+import { type ExplorerRoleDeps, explorerPassword, prepareExplorerRole } from './explorer-role.ts';
 
 const KINDS: Record<string, SchemaOutput['tables'][number]['kind']> = {
   r: 'table',
@@ -10,14 +14,35 @@ const KINDS: Record<string, SchemaOutput['tables'][number]['kind']> = {
 };
 
 /**
- * Tables, views and their columns in schema public of one database, read by the agent as the
- * admin (catalogs are refused to explorer queries; this is the dedicated way to list them).
+ * Tables, views and their columns in schema public of one database (catalogs are refused to
+ * explorer queries; this is the dedicated way to list them). Read on a short-lived connection as
+ * the database's explorer role — the least privilege that can see them — with the platform's
+ * settings pinned at login (search_path = pg_catalog, pg_temp), every catalog object qualified.
+ * The explorer role is prepared first when it cannot log in yet.
  */
-export async function readPublicSchema(
-  deps: { connectAdmin(database: string): Promise<pg.Client> },
-  database: string,
-): Promise<SchemaOutput> {
-  const c = await deps.connectAdmin(database);
+export async function readPublicSchema(deps: ExplorerRoleDeps, database: string): Promise<SchemaOutput> {
+  const roles = roleNames(database);
+  // The database id (the explorer's password is derived from it) is on our marker of its role.
+  const marked = await deps.admin.query<{ marker: string | null }>(
+    `SELECT pg_catalog.shobj_description(oid, 'pg_authid') AS marker
+       FROM pg_catalog.pg_roles WHERE rolname = $1::pg_catalog.text`,
+    [roles.explorer],
+  );
+  const marker = marked.rows[0]?.marker ?? '';
+  if (!marker.startsWith(MARKER_PREFIX)) throw new Error(`database ${database} is not ours`);
+  const databaseId = marker.slice(MARKER_PREFIX.length);
+  const password = explorerPassword(deps.key, databaseId, roles.explorer);
+  const login = { database, user: roles.explorer, password, applicationName: 'bulwark-explorer-schema' };
+  // The explorer's own session defaults (read only, 10 s) are pinned too, not left to role settings.
+  const pins = { default_transaction_read_only: 'on', statement_timeout: '10000' };
+  let c: pg.Client;
+  try {
+    c = await connectPinned(deps, login, pins);
+  } catch (err) {
+    if (!isLoginRefused(err)) throw err;
+    await prepareExplorerRole(deps, { databaseId, name: database, roles, password });
+    c = await connectPinned(deps, login, pins);
+  }
   try {
     const r = await c.query<{
       rel: string;
@@ -26,11 +51,12 @@ export async function readPublicSchema(
       type: string | null;
       nullable: boolean;
     }>(
-      `SELECT c.relname AS rel, c.relkind::text AS kind, a.attname AS col,
-              format_type(a.atttypid, a.atttypmod) AS type, NOT coalesce(a.attnotnull, false) AS nullable
-         FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      `SELECT c.relname AS rel, c.relkind::pg_catalog.text AS kind, a.attname AS col,
+              pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+              NOT coalesce(a.attnotnull, false) AS nullable
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
         WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
         ORDER BY c.relname, a.attnum
         LIMIT $1`,

@@ -3,6 +3,11 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): `node.drift` / `node.drift_fix` payloads carry optional `databases`
+ *     (id, name, limits of each known database: drift compares role settings with the limits
+ *     and derives the steward's login from the id); finding kinds `database_owner`,
+ *     `database_setting`, `role_setting`, `owner_password`, `shadow_routine`,
+ *     `catalog_visibility`, `steward_unreachable`. `known_databases` stays the list of names.
  *   - added (compatible): `database.create` results carry optional `steps_ms` (profiling);
  *     drift finding kind `missing_grant` (a privilege of one of our roles is gone).
  *   - added (compatible): `node.drift` / `node.drift_fix` schemas below; `node.drift_fix`
@@ -123,9 +128,19 @@ export const limitsResultSchema = z.object({ limits: limitsSchema });
 export const jobSecretRequestSchema = z.object({ attempt: z.number().int().min(1) });
 export const jobSecretResponseSchema = z.object({ password: z.string().min(1).max(256) });
 
+export const driftDatabaseSchema = z.object({
+  id: z.uuid(),
+  name: databaseNameSchema,
+  /** The limits the control plane set (null when its record holds none valid). */
+  limits: limitsSchema.nullable(),
+});
+export type DriftDatabase = z.infer<typeof driftDatabaseSchema>;
+
 export const driftPayloadSchema = z.object({
   /** Every tenant database the control plane places on this node. */
   known_databases: z.array(databaseNameSchema).max(100_000),
+  /** The same databases with their ids and limits (servers before this field send names only). */
+  databases: z.array(driftDatabaseSchema).max(100_000).optional(),
 });
 export const driftFindingSchema = z.object({
   kind: z.enum([
@@ -138,6 +153,13 @@ export const driftFindingSchema = z.object({
     'public_schema_privilege',
     'unexpected_grant',
     'missing_grant',
+    'database_owner',
+    'database_setting',
+    'role_setting',
+    'owner_password',
+    'shadow_routine',
+    'catalog_visibility',
+    'steward_unreachable',
   ]),
   object: z.string().max(200),
   detail: z.string().max(1000),

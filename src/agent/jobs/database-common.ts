@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { z } from 'zod';
 import { PoolerConfigError, type PoolerManager } from '../pgbouncer/pooler-manager.ts';
 import type { PlatformObjects } from '../postgres/drift.ts';
+import type { ClusterAccess } from '../postgres/steward.ts';
 import { NotOursError } from '../postgres/tenant-sql.ts';
 import { type JobContext, PermanentJobError } from './job-context.ts';
 
@@ -14,8 +15,11 @@ export type DatabaseJobDeps = {
   poolerPort: number;
   /** TLS options for the proving login when PgBouncer requires TLS (loopback, self-signed). */
   poolerSsl?: pg.ClientConfig['ssl'];
-  /** A new admin connection to one database of the cluster (caller ends it). */
-  connectAdmin(database: string): Promise<pg.Client>;
+  /**
+   * The cluster's loopback port and the agent's key: work inside a tenant database logs in there
+   * as its steward (postgres/steward.ts), never as the admin.
+   */
+  cluster: ClusterAccess;
   /** The platform's own databases and roles (control DB and its role), never drift. */
   platform?: PlatformObjects;
   /** Test hook called before each step; a throw here is an agent killed at that step. */

@@ -1,11 +1,13 @@
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
 import { normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
+import { connectSteward } from '../postgres/steward.ts';
 import {
   dropOurRoles,
   ensureDatabase,
   ensureRoles,
   grantDatabase,
   NotOursError,
+  resetSettings,
   setupSchema,
 } from '../postgres/tenant-sql.ts';
 import { type CreateResult, createPayloadSchema, JOB_KINDS } from './contract.ts';
@@ -23,12 +25,13 @@ import { type JobHandler, PermanentJobError } from './job-context.ts';
 export const CREATE_STEPS = ['roles', 'database', 'grants', 'schema', 'pooler', 'probe', 'done'] as const;
 
 /**
- * `database.create`: four roles, the database, its privileges, the pooler entry, then a login
- * through PgBouncer as the owner. Ready only when that login works. A name collision with
+ * `database.create`: five roles, the database (owned by the steward), its privileges, the pooler
+ * entry, then a login through PgBouncer as the owner. A rerun also puts back what the tenant may
+ * have changed: role- and database-level settings, a legacy database's ownership. Ready only when that login works. A name collision with
  * something that is not ours fails permanently and removes what this job made.
  *
  * Latency (issue 4, ≤ 1.5× the raw SQL): after the roles, independent branches run at once —
- * CREATE DATABASE, then its privileges (database grants, and the schema setup on an admin
+ * CREATE DATABASE, then its privileges (database grants, and the schema setup on a steward
  * connection opened meanwhile); the pooler apply (render, write, RELOAD, proof of the reload:
  * it needs only the owner's verifier, not the database); the owner's password fetch; and,
  * once the database exists and the reload is proven, the owner's login through PgBouncer.
@@ -64,16 +67,26 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     try {
       await step('roles');
       await timed('roles', () =>
-        ensureRoles(ctx.admin, { databaseId: p.database_id, roles, verifier: p.verifier, limits: p.limits }),
+        ensureRoles(ctx.admin, {
+          databaseId: p.database_id,
+          roles,
+          verifier: p.verifier,
+          limits: p.limits,
+          key: deps.cluster.key,
+        }),
       );
       const created = (async () => {
         await step('database');
-        await timed('database', () => ensureDatabase(ctx.admin, p.name, roles.owner));
+        const made = await timed('database', () => ensureDatabase(ctx.admin, p.name, roles, p.database_id));
+        // A rerun: per-database settings of any role (the tenant's `ALTER ROLE … IN DATABASE`).
+        if (made === 'exists') await timed('settings', () => resetSettings(ctx.admin, p.name, roles, null));
       })();
-      // Privileges as soon as the database exists: the admin connection into it opens while
+      // Privileges as soon as the database exists: the steward's connection into it opens while
       // the database grants run, then the schema setup runs on it.
       const privileges = created.then(async () => {
-        const conn = timed('schema_connect', () => deps.connectAdmin(p.name));
+        const conn = timed('schema_connect', () =>
+          connectSteward(deps.cluster, { databaseId: p.database_id, name: p.name, roles }),
+        );
         conn.catch(() => {});
         try {
           await step('grants');

@@ -1,6 +1,6 @@
 import { roleNames } from '../../shared/identifiers.ts';
 import {
-  databaseOwner,
+  databaseOwnership,
   dropDatabase,
   dropOurRoles,
   roleOwnership,
@@ -23,11 +23,11 @@ export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
     const p = parsePayload(deletePayloadSchema, payload);
     const roles = roleNames(p.name);
     try {
-      const found = await databaseOwner(ctx.admin, p.name);
+      const state = await databaseOwnership(ctx.admin, p.name, roles, p.database_id);
       // A database of that name that is not ours (e.g. the reason our create failed) is left
       // alone; what is ours (roles with our marker, our pooler entry) is still removed, so the
       // failed record can be deleted.
-      const owner = found === roles.owner ? found : null;
+      const owner = state === 'ours' || state === 'legacy';
       const owned = await roleOwnership(ctx.admin, Object.values(roles), p.database_id);
       const ours = [...owned].filter(([, s]) => s === 'ours').map(([n]) => n);
 
@@ -42,7 +42,7 @@ export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
       await step('terminate');
       await terminateSessions(ctx.admin, { roles: ours, ...(owner ? { database: p.name } : {}) });
       await step('database');
-      const dropped = owner ? await dropDatabase(ctx.admin, p.name, roles.owner) : false;
+      const dropped = owner ? await dropDatabase(ctx.admin, p.name, roles, p.database_id) : false;
       await step('roles');
       await dropOurRoles(ctx.admin, roles, p.database_id);
       return { dropped };

@@ -1,24 +1,42 @@
-import { findDrift, fixDrift, type PlatformObjects } from '../postgres/drift.ts';
+import { type DriftTarget, findDrift, fixDrift, type PlatformObjects } from '../postgres/drift.ts';
 import { driftPayloadSchema } from './contract.ts';
 import { type DatabaseJobDeps, parsePayload } from './database-common.ts';
-import type { JobHandler } from './job-context.ts';
+import type { JobContext, JobHandler } from './job-context.ts';
 
-type DriftDeps = Pick<DatabaseJobDeps, 'connectAdmin'> & { platform: PlatformObjects };
+type DriftJobDeps = Pick<DatabaseJobDeps, 'cluster' | 'pooler'> & { platform: PlatformObjects };
 
-/** `node.drift`: reports what in the cluster differs from what Bulwark made. Read-only. */
-export function nodeDrift(deps: DriftDeps): JobHandler {
-  return async (payload, ctx) => {
-    const p = parsePayload(driftPayloadSchema, payload);
-    return { findings: await findDrift(ctx.admin, deps.connectAdmin, p.known_databases, deps.platform) };
+/** The payload's databases: ids and limits when the server sent them, names only otherwise. */
+function targetsOf(payload: unknown): DriftTarget[] {
+  const p = parsePayload(driftPayloadSchema, payload);
+  const detailed = new Map((p.databases ?? []).map((d) => [d.name, d]));
+  return p.known_databases.map((name) => {
+    const d = detailed.get(name);
+    return { name, id: d?.id ?? null, limits: d?.limits ?? null };
+  });
+}
+
+function driftDeps(deps: DriftJobDeps, ctx: JobContext) {
+  return {
+    admin: ctx.admin,
+    cluster: deps.cluster,
+    ownerVerifier: (name: string) => deps.pooler.state().databases[name]?.verifier ?? null,
   };
 }
 
-/** `node.drift_fix`: re-applies our privileges on our databases, then reports what is left. */
-export function nodeDriftFix(deps: DriftDeps): JobHandler {
+/** `node.drift`: reports what in the cluster differs from what Bulwark made. Read-only. */
+export function nodeDrift(deps: DriftJobDeps): JobHandler {
   return async (payload, ctx) => {
-    const p = parsePayload(driftPayloadSchema, payload);
-    const fixed = await fixDrift(ctx.admin, deps.connectAdmin, p.known_databases);
-    const findings = await findDrift(ctx.admin, deps.connectAdmin, p.known_databases, deps.platform);
+    const targets = targetsOf(payload);
+    return { findings: await findDrift(driftDeps(deps, ctx), targets, deps.platform) };
+  };
+}
+
+/** `node.drift_fix`: re-applies what is ours on our databases, then reports what is left. */
+export function nodeDriftFix(deps: DriftJobDeps): JobHandler {
+  return async (payload, ctx) => {
+    const targets = targetsOf(payload);
+    const fixed = await fixDrift(driftDeps(deps, ctx), targets);
+    const findings = await findDrift(driftDeps(deps, ctx), targets, deps.platform);
     return { fixed, findings };
   };
 }

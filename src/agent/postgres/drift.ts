@@ -1,13 +1,37 @@
 /**
  * Drift between the cluster's catalog and what Bulwark made: unexpected roles and superusers,
- * PUBLIC privileges and grants we did not make on tenant databases, databases we do not know.
- * The repair touches only what is ours (a tenant database whose owner role carries our
- * marker): it revokes from PUBLIC and from roles that are not the database's own, and re-grants
- * our roles; everything else (foreign roles, superusers, unknown databases) is only reported.
+ * PUBLIC privileges and grants we did not make on tenant databases, databases we do not know,
+ * and what a tenant owner can change on its own: database- and role-level settings, its
+ * password outside rotation, functions and operators shadowing pg_catalog ones, a database still
+ * owned by `<db>_owner` (made before the steward existed).
+ *
+ * Who reads what: cluster-wide catalogs (roles, databases, pg_db_role_setting, pg_authid) are
+ * read by the admin on the maintenance database; everything inside a tenant database is read in
+ * a steward session (steward.ts) with its settings pinned at login. Every catalog object is
+ * `pg_catalog.`-qualified. The repair touches only what is ours (markers): it revokes from PUBLIC
+ * and from roles that are not the database's own, re-grants our roles, moves a legacy database
+ * to its steward, removes database-level and per-database settings, puts our roles' settings and
+ * the owner's password (the pooler's verifier) back, and drops exact-signature shadows of
+ * pg_catalog routines and operators (never CASCADE: one that something depends on is reported).
+ * Foreign roles, superusers and unknown databases are only reported.
  */
 import type pg from 'pg';
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
-import { grantDatabase, type Queryable, setupSchema } from './tenant-sql.ts';
+import type { DatabaseLimits } from '../jobs/contract.ts';
+import { type ClusterAccess, connectSteward, isLoginRefused } from './steward.ts';
+import {
+  databaseOwnership,
+  ensureDatabase,
+  ensureSteward,
+  expectedRoleSettings,
+  grantDatabase,
+  MARKER_PREFIX,
+  NotOursError,
+  type Queryable,
+  resetSettings,
+  setOwnerPassword,
+  setupSchema,
+} from './tenant-sql.ts';
 
 export type DriftFinding = {
   kind:
@@ -19,7 +43,14 @@ export type DriftFinding = {
     | 'public_database_privilege'
     | 'public_schema_privilege'
     | 'unexpected_grant'
-    | 'missing_grant';
+    | 'missing_grant'
+    | 'database_owner'
+    | 'database_setting'
+    | 'role_setting'
+    | 'owner_password'
+    | 'shadow_routine'
+    | 'catalog_visibility'
+    | 'steward_unreachable';
   object: string;
   detail: string;
 };
@@ -27,28 +58,75 @@ export type DriftFinding = {
 /** Databases and roles of the platform itself (never tenant objects). */
 export type PlatformObjects = { databases: string[]; roles: string[] };
 
-const SYSTEM_DATABASES = ['postgres', 'template0', 'template1'];
-const MARKER_PREFIX = 'bulwark:database:';
+/** One known tenant database: its id (null: taken from our marker) and limits (null: unknown). */
+export type DriftTarget = { name: string; id: string | null; limits: DatabaseLimits | null };
 
-/** A new admin connection into one database (caller ends it). */
-export type ConnectAdmin = (database: string) => Promise<pg.Client>;
+export type DriftDeps = {
+  /** The admin pool, on the maintenance database. */
+  admin: pg.Pool;
+  cluster: ClusterAccess;
+  /** The owner's verifier the pooler serves (the password the platform set), null if none. */
+  ownerVerifier(name: string): string | null;
+};
+
+const SYSTEM_DATABASES = ['postgres', 'template0', 'template1'];
+const SYSTEM_SCHEMAS = `('pg_catalog', 'information_schema', 'pg_toast')`;
+
+/** Catalog objects PUBLIC must not use in a tenant database (catalog-visibility.ts hides them). */
+export const HIDDEN_CATALOG = [
+  {
+    object: 'pg_catalog.pg_stat_activity',
+    check: `pg_catalog.has_table_privilege('public', 'pg_catalog.pg_stat_activity', 'SELECT')`,
+  },
+  {
+    object: 'pg_catalog.pg_db_role_setting',
+    check: `pg_catalog.has_table_privilege('public', 'pg_catalog.pg_db_role_setting', 'SELECT')`,
+  },
+  {
+    object: 'pg_catalog.pg_stat_get_activity(integer)',
+    check: `pg_catalog.has_function_privilege('public', 'pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE')`,
+  },
+] as const;
+
+type Shadow = { sig: string; owner: string; exact: boolean; kind: 'routine' | 'operator' };
+
+/** Known names with ids resolved from our markers where the payload had none. */
+async function resolveTargets(admin: Queryable, targets: DriftTarget[]): Promise<Map<string, DriftTarget>> {
+  const out = new Map<string, DriftTarget>(targets.map((t) => [t.name, t]));
+  const missing = targets.filter((t) => t.id === null).map((t) => roleNames(t.name).owner);
+  if (missing.length > 0) {
+    const r = await admin.query<{ rolname: string; marker: string | null }>(
+      `SELECT rolname::pg_catalog.text AS rolname, pg_catalog.shobj_description(oid, 'pg_authid') AS marker
+         FROM pg_catalog.pg_roles WHERE rolname = ANY($1::pg_catalog.text[])`,
+      [missing],
+    );
+    const ids = new Map(r.rows.map((row) => [row.rolname, row.marker]));
+    for (const t of targets) {
+      if (t.id !== null) continue;
+      const marker = ids.get(roleNames(t.name).owner) ?? null;
+      if (marker?.startsWith(MARKER_PREFIX))
+        out.set(t.name, { ...t, id: marker.slice(MARKER_PREFIX.length) });
+    }
+  }
+  return out;
+}
 
 export async function findDrift(
-  admin: pg.Pool,
-  connect: ConnectAdmin,
-  known: string[],
+  deps: DriftDeps,
+  targets: DriftTarget[],
   platform: PlatformObjects,
 ): Promise<DriftFinding[]> {
+  const { admin } = deps;
   const findings: DriftFinding[] = [];
-  const knownSet = new Set(known);
-  const ours = new Map<string, RoleNames>(known.map((d) => [d, roleNames(d)]));
+  const known = await resolveTargets(admin, targets);
+  const ours = new Map<string, RoleNames>([...known.keys()].map((d) => [d, roleNames(d)]));
   const tenantRoles = new Map<string, string>();
   for (const [db, r] of ours) for (const role of Object.values(r)) tenantRoles.set(role, db);
 
-  const me = (await admin.query<{ u: string }>('SELECT current_user AS u')).rows[0]!.u;
+  const me = (await admin.query<{ u: string }>('SELECT current_user::pg_catalog.text AS u')).rows[0]!.u;
   const roles = await admin.query<{ rolname: string; rolsuper: boolean; marker: string | null }>(
-    `SELECT rolname, rolsuper, shobj_description(oid, 'pg_authid') AS marker
-       FROM pg_roles WHERE rolname !~ '^pg_'`,
+    `SELECT rolname::pg_catalog.text AS rolname, rolsuper, pg_catalog.shobj_description(oid, 'pg_authid') AS marker
+       FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'`,
   );
   for (const r of roles.rows) {
     if (r.rolsuper && r.rolname !== me)
@@ -71,20 +149,35 @@ export async function findDrift(
   }
 
   const dbs = await admin.query<{ datname: string; owner: string; acl: string[] | null }>(
-    `SELECT datname, pg_get_userbyid(datdba) AS owner, datacl::text[] AS acl FROM pg_database`,
+    `SELECT datname::pg_catalog.text AS datname, pg_catalog.pg_get_userbyid(datdba)::pg_catalog.text AS owner,
+            datacl::pg_catalog.text[] AS acl
+       FROM pg_catalog.pg_database`,
   );
   const present = new Set(dbs.rows.map((d) => d.datname));
-  for (const name of known) {
+  for (const name of known.keys()) {
     if (!present.has(name))
       findings.push({ kind: 'missing_database', object: name, detail: 'known but absent' });
   }
+  const reachable: string[] = [];
   for (const d of dbs.rows) {
-    if (!knownSet.has(d.datname)) {
+    const target = known.get(d.datname);
+    if (!target) {
       if (!SYSTEM_DATABASES.includes(d.datname) && !platform.databases.includes(d.datname))
         findings.push({ kind: 'unknown_database', object: d.datname, detail: `owned by ${d.owner}` });
       continue;
     }
     const r = ours.get(d.datname)!;
+    const state = target.id ? await databaseOwnership(admin, d.datname, r, target.id) : 'foreign';
+    if (state === 'ours') reachable.push(d.datname);
+    else
+      findings.push({
+        kind: 'database_owner',
+        object: d.datname,
+        detail:
+          state === 'legacy'
+            ? `owned by ${d.owner} (the tenant), not ${r.steward}: the tenant can change its settings`
+            : `owned by ${d.owner}, not our ${r.steward}`,
+      });
     // A NULL ACL means the defaults: PUBLIC may CONNECT and create TEMP tables.
     if (d.acl === null) {
       findings.push({
@@ -95,9 +188,15 @@ export async function findDrift(
       continue;
     }
     const mine = new Set(Object.values(r));
-    for (const role of Object.values(r)) {
-      if (!hasPrivileges(d.acl, role, 'c'))
-        findings.push({ kind: 'missing_grant', object: d.datname, detail: `${role} lacks CONNECT` });
+    const wanted: [string, string][] = [
+      [r.owner, 'cCT'],
+      [r.reader, 'c'],
+      [r.migrator, 'c'],
+      [r.explorer, 'c'],
+    ];
+    for (const [role, privs] of wanted) {
+      if (!hasPrivileges(d.acl, role, privs))
+        findings.push({ kind: 'missing_grant', object: d.datname, detail: `${role} lacks ${privs}` });
     }
     for (const item of d.acl) {
       const grantee = item.slice(0, item.indexOf('='));
@@ -108,37 +207,36 @@ export async function findDrift(
     }
   }
 
-  for (const name of known) {
-    if (!present.has(name)) continue;
-    const c = await connect(name);
+  findings.push(...(await settingsDrift(admin, known, ours, present)));
+  findings.push(...(await passwordDrift(deps, known, present)));
+
+  for (const name of reachable) {
+    const target = known.get(name)!;
+    const r = ours.get(name)!;
+    let c: pg.Client;
     try {
-      const s = await c.query<{ acl: string[] | null; owner: string }>(
-        "SELECT nspacl::text[] AS acl, pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'public'",
-      );
-      const acl = s.rows[0]?.acl ?? null;
-      const pub = acl === null ? ['(default ACL)'] : acl.filter((i) => i.startsWith('='));
-      for (const item of pub)
-        findings.push({ kind: 'public_schema_privilege', object: `${name}.public`, detail: item });
-      const r = roleNames(name);
-      if (s.rows[0] && s.rows[0].owner !== r.owner)
+      c = await connectSteward(deps.cluster, { databaseId: target.id!, name, roles: r });
+    } catch (err) {
+      if (!isLoginRefused(err)) throw err;
+      findings.push({
+        kind: 'steward_unreachable',
+        object: name,
+        detail: `${r.steward} cannot log in (${(err as Error).message.slice(0, 200)}); in-database checks skipped`,
+      });
+      continue;
+    }
+    try {
+      findings.push(...(await schemaDrift(c, name, r)));
+      for (const s of await findShadows(c))
         findings.push({
-          kind: 'missing_grant',
-          object: `${name}.public`,
-          detail: `schema owned by ${s.rows[0].owner}, not ${r.owner}`,
+          kind: 'shadow_routine',
+          object: `${name}:${s.sig}`,
+          detail: s.exact
+            ? `${s.kind} with the exact signature of a pg_catalog one (owned by ${s.owner})`
+            : `${s.kind} named like a pg_catalog one (owned by ${s.owner}); not dropped by a repair`,
         });
-      const wanted: [string, string][] = [
-        [r.reader, 'U'],
-        [r.explorer, 'U'],
-        [r.migrator, 'UC'],
-      ];
-      for (const [role, privs] of wanted) {
-        if (acl !== null && !hasPrivileges(acl, role, privs))
-          findings.push({
-            kind: 'missing_grant',
-            object: `${name}.public`,
-            detail: `${role} lacks ${privs}`,
-          });
-      }
+      for (const h of await visibleCatalog(c))
+        findings.push({ kind: 'catalog_visibility', object: `${name}:${h}`, detail: 'usable by PUBLIC' });
     } finally {
       await c.end().catch(() => {});
     }
@@ -146,31 +244,251 @@ export async function findDrift(
   return findings;
 }
 
-/** Re-applies our privileges on the known databases that are ours; returns what was repaired. */
-export async function fixDrift(admin: pg.Pool, connect: ConnectAdmin, known: string[]): Promise<string[]> {
+/** Database-level and per-database settings on tenant databases; our roles' own settings. */
+async function settingsDrift(
+  admin: Queryable,
+  known: Map<string, DriftTarget>,
+  ours: Map<string, RoleNames>,
+  present: Set<string>,
+): Promise<DriftFinding[]> {
+  const findings: DriftFinding[] = [];
+  const names = [...known.keys()].filter((n) => present.has(n));
+  const roleList = names.flatMap((n) => Object.values(ours.get(n)!));
+  const r = await admin.query<{ datname: string | null; role: string | null; config: string[] }>(
+    `SELECT d.datname::pg_catalog.text AS datname,
+            CASE WHEN s.setrole = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(s.setrole)::pg_catalog.text END AS role,
+            s.setconfig AS config
+       FROM pg_catalog.pg_db_role_setting s
+       LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+      WHERE d.datname = ANY($1::pg_catalog.text[])
+         OR (s.setdatabase = 0 AND pg_catalog.pg_get_userbyid(s.setrole) = ANY($2::pg_catalog.text[]))`,
+    [names, roleList],
+  );
+  const roleSettings = new Map<string, string[]>();
+  for (const row of r.rows) {
+    if (row.datname !== null) {
+      findings.push({
+        kind: 'database_setting',
+        object: row.datname,
+        detail: `${row.role === null ? 'database-level' : `for ${row.role}`}: ${row.config.join(', ').slice(0, 800)}`,
+      });
+    } else if (row.role !== null) roleSettings.set(row.role, row.config);
+  }
+  for (const name of names) {
+    const target = known.get(name)!;
+    const roles = ours.get(name)!;
+    const expected = target.limits ? expectedRoleSettings(roles, target.limits) : null;
+    for (const role of Object.values(roles)) {
+      const have = [...(roleSettings.get(role) ?? [])].sort();
+      if (expected) {
+        const want = [...(expected.get(role) ?? [])].sort();
+        if (have.join('\n') !== want.join('\n'))
+          findings.push({
+            kind: 'role_setting',
+            object: role,
+            detail: `has {${have.join(', ')}}, expected {${want.join(', ')}}`.slice(0, 1000),
+          });
+      } else {
+        // Limits unknown: only settings we never make are drift.
+        const keys = new Set(
+          [...(expectedRoleSettings(roles, ZERO_LIMITS).get(role) ?? [])].map((s) => s.split('=')[0]),
+        );
+        const odd = have.filter((s) => !keys.has(s.split('=')[0]));
+        if (odd.length > 0)
+          findings.push({ kind: 'role_setting', object: role, detail: `unexpected {${odd.join(', ')}}` });
+      }
+    }
+  }
+  return findings;
+}
+
+const ZERO_LIMITS: DatabaseLimits = {
+  owner_connection_limit: 1,
+  reader_connection_limit: 1,
+  statement_timeout_ms: 0,
+  idle_in_transaction_timeout_ms: 0,
+};
+
+/** The owner's password in PostgreSQL against the verifier the pooler serves. */
+async function passwordDrift(
+  deps: DriftDeps,
+  known: Map<string, DriftTarget>,
+  present: Set<string>,
+): Promise<DriftFinding[]> {
+  const findings: DriftFinding[] = [];
+  const owners = new Map<string, string>();
+  for (const name of known.keys()) if (present.has(name)) owners.set(roleNames(name).owner, name);
+  if (owners.size === 0) return findings;
+  const r = await deps.admin.query<{ rolname: string; rolpassword: string | null }>(
+    `SELECT rolname::pg_catalog.text AS rolname, rolpassword FROM pg_catalog.pg_authid
+      WHERE rolname = ANY($1::pg_catalog.text[])`,
+    [[...owners.keys()]],
+  );
+  for (const row of r.rows) {
+    const name = owners.get(row.rolname)!;
+    const want = deps.ownerVerifier(name);
+    if (want !== null && row.rolpassword !== want)
+      findings.push({
+        kind: 'owner_password',
+        object: row.rolname,
+        detail: 'password differs from the one the platform set (changed outside rotation)',
+      });
+  }
+  return findings;
+}
+
+/** The public schema's owner and privileges, in a steward session. */
+async function schemaDrift(c: Queryable, name: string, r: RoleNames): Promise<DriftFinding[]> {
+  const findings: DriftFinding[] = [];
+  const s = await c.query<{ acl: string[] | null; owner: string }>(
+    `SELECT nspacl::pg_catalog.text[] AS acl, pg_catalog.pg_get_userbyid(nspowner)::pg_catalog.text AS owner
+       FROM pg_catalog.pg_namespace WHERE nspname = 'public'`,
+  );
+  const acl = s.rows[0]?.acl ?? null;
+  const pub = acl === null ? ['(default ACL)'] : acl.filter((i) => i.startsWith('='));
+  for (const item of pub)
+    findings.push({ kind: 'public_schema_privilege', object: `${name}.public`, detail: item });
+  if (s.rows[0] && s.rows[0].owner !== r.owner)
+    findings.push({
+      kind: 'missing_grant',
+      object: `${name}.public`,
+      detail: `schema owned by ${s.rows[0].owner}, not ${r.owner}`,
+    });
+  const wanted: [string, string][] = [
+    [r.reader, 'U'],
+    [r.explorer, 'U'],
+    [r.migrator, 'UC'],
+  ];
+  for (const [role, privs] of wanted) {
+    if (acl !== null && !hasPrivileges(acl, role, privs))
+      findings.push({ kind: 'missing_grant', object: `${name}.public`, detail: `${role} lacks ${privs}` });
+  }
+  return findings;
+}
+
+/**
+ * Routines named like a pg_catalog routine and operators with a pg_catalog operator's exact
+ * signature, in every schema but the system ones (members of extensions excepted: their code
+ * is installed by the cluster's superuser from trusted scripts).
+ */
+async function findShadows(c: Queryable): Promise<Shadow[]> {
+  const routines = await c.query<{ sig: string; owner: string; exact: boolean }>(
+    `SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname,
+                              pg_catalog.pg_get_function_identity_arguments(p.oid)) AS sig,
+            pg_catalog.pg_get_userbyid(p.proowner)::pg_catalog.text AS owner,
+            EXISTS (SELECT 1 FROM pg_catalog.pg_proc k
+                     WHERE k.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+                       AND k.proname = p.proname AND k.proargtypes = p.proargtypes) AS exact
+       FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ${SYSTEM_SCHEMAS} AND n.nspname !~ '^pg_(toast_)?temp_'
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc k
+                     WHERE k.pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND k.proname = p.proname)
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                           AND d.objid = p.oid AND d.deptype = 'e')
+      ORDER BY 1`,
+  );
+  const operators = await c.query<{ sig: string; owner: string }>(
+    `SELECT pg_catalog.format('%I.%s(%s, %s)', n.nspname, o.oprname,
+              CASE WHEN o.oprleft = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprleft, NULL) END,
+              CASE WHEN o.oprright = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprright, NULL) END) AS sig,
+            pg_catalog.pg_get_userbyid(o.oprowner)::pg_catalog.text AS owner
+       FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+      WHERE n.nspname NOT IN ${SYSTEM_SCHEMAS} AND n.nspname !~ '^pg_(toast_)?temp_'
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_operator k
+                     WHERE k.oprnamespace = 'pg_catalog'::pg_catalog.regnamespace AND k.oprname = o.oprname
+                       AND k.oprleft = o.oprleft AND k.oprright = o.oprright)
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                         WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+                           AND d.objid = o.oid AND d.deptype = 'e')
+      ORDER BY 1`,
+  );
+  return [
+    ...routines.rows.map((r) => ({ ...r, kind: 'routine' as const })),
+    ...operators.rows.map((r) => ({ ...r, exact: true, kind: 'operator' as const })),
+  ];
+}
+
+/** The hidden catalog objects PUBLIC can still use in this database. */
+async function visibleCatalog(c: Queryable): Promise<string[]> {
+  const r = await c.query<Record<string, boolean>>(
+    `SELECT ${HIDDEN_CATALOG.map((h, i) => `${h.check} AS v${i}`).join(', ')}`,
+  );
+  const row = r.rows[0] ?? {};
+  return HIDDEN_CATALOG.filter((_, i) => row[`v${i}`] === true).map((h) => h.object);
+}
+
+/** Re-applies what is ours on the known databases that are ours; returns what was repaired. */
+export async function fixDrift(deps: DriftDeps, targets: DriftTarget[]): Promise<string[]> {
+  const { admin } = deps;
   const fixed: string[] = [];
-  for (const name of known) {
+  const known = await resolveTargets(admin, targets);
+  for (const [name, target] of known) {
+    if (target.id === null) continue;
     const r = roleNames(name);
-    if (!(await ownedByUs(admin, name, r.owner))) continue;
+    const state = await databaseOwnership(admin, name, r, target.id);
+    if (state !== 'ours' && state !== 'legacy') continue;
+    try {
+      // The steward (made if missing, its password put back) owns the database, with our
+      // marker; database-level settings go with it (ensureDatabase).
+      await ensureSteward(admin, { databaseId: target.id, roles: r, key: deps.cluster.key });
+      await ensureDatabase(admin, name, r, target.id);
+    } catch (err) {
+      if (err instanceof NotOursError) continue;
+      throw err;
+    }
     // Grants on our database to roles that are not its own are revoked; PUBLIC too (below).
     const foreign = await admin.query<{ grantee: string }>(
-      `SELECT DISTINCT pg_get_userbyid(a.grantee) AS grantee
-         FROM pg_database d, aclexplode(d.datacl) a
-        WHERE d.datname = $1 AND a.grantee <> 0 AND NOT (pg_get_userbyid(a.grantee) = ANY($2))`,
+      `SELECT DISTINCT pg_catalog.pg_get_userbyid(a.grantee)::pg_catalog.text AS grantee
+         FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
+        WHERE d.datname = $1 AND a.grantee <> 0
+          AND NOT (pg_catalog.pg_get_userbyid(a.grantee) = ANY($2::pg_catalog.name[]))`,
       [name, Object.values(r)],
     );
     for (const g of foreign.rows)
       await admin.query(`REVOKE ALL ON DATABASE ${quoteIdent(name)} FROM ${quoteIdent(g.grantee)}`);
     await grantDatabase(admin, name, r);
-    const c = await connect(name);
+    await resetSettings(admin, name, r, target.limits);
+    const verifier = deps.ownerVerifier(name);
+    if (verifier !== null) await setOwnerPassword(admin, r.owner, verifier);
+    const c = await connectSteward(deps.cluster, { databaseId: target.id, name, roles: r });
     try {
       await setupSchema(c, r);
+      await dropShadows(c, r);
     } finally {
       await c.end().catch(() => {});
     }
     fixed.push(name);
   }
   return fixed;
+}
+
+const OPERATOR_NAME = /^[+\-*/<>=~!@#%^&|`?]{1,63}$/;
+
+/**
+ * Drops the exact-signature shadows owned by the owner or the migrator, each in its own
+ * transaction as its owner, never CASCADE; what cannot be dropped (a dependent object, another
+ * owner) stays and is reported by the next findDrift.
+ */
+async function dropShadows(c: Queryable, r: RoleNames): Promise<void> {
+  const actors = new Set([r.owner, r.migrator]);
+  for (const s of await findShadows(c)) {
+    if (!s.exact || !actors.has(s.owner)) continue;
+    let drop: string;
+    if (s.kind === 'routine') {
+      // `sig` is built by format('%I…') and pg_get_function_identity_arguments: quoted by PostgreSQL.
+      drop = `DROP ROUTINE ${s.sig}`;
+    } else {
+      const m = /^("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)\.(.+?)\((.*)\)$/.exec(s.sig);
+      if (!m || !OPERATOR_NAME.test(m[2]!)) continue;
+      drop = `DROP OPERATOR ${m[1]}.${m[2]} (${m[3]})`;
+    }
+    try {
+      await c.query(`BEGIN;\nSET LOCAL ROLE ${quoteIdent(s.owner)};\n${drop};\nCOMMIT`);
+    } catch {
+      await c.query('ROLLBACK').catch(() => {});
+    }
+  }
 }
 
 /** Whether the ACL grants `role` every privilege letter in `privs` (e.g. `c`, `UC`). */
@@ -180,14 +498,4 @@ function hasPrivileges(acl: string[], role: string, privs: string): boolean {
     .map((i) => i.slice(i.indexOf('=') + 1, i.indexOf('/')))
     .join('');
   return [...privs].every((p) => granted.includes(p));
-}
-
-async function ownedByUs(db: Queryable, name: string, owner: string): Promise<boolean> {
-  const r = await db.query<{ marker: string | null }>(
-    `SELECT shobj_description(a.oid, 'pg_authid') AS marker
-       FROM pg_database d JOIN pg_roles a ON a.oid = d.datdba
-      WHERE d.datname = $1 AND a.rolname = $2`,
-    [name, owner],
-  );
-  return r.rows[0]?.marker?.startsWith(MARKER_PREFIX) ?? false;
 }

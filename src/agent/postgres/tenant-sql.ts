@@ -1,27 +1,39 @@
 /**
- * The SQL that makes, changes and removes a tenant database and its four roles. Every
+ * The SQL that makes, changes and removes a tenant database and its five roles. Every
  * identifier goes through quoteIdent (names are validated by the job contract first); the
- * only literals (a SCRAM verifier, integer settings) go through quoteLiteral. Every function
- * is idempotent, so a job killed anywhere can simply run again.
+ * only literals (SCRAM verifiers, integer settings, our markers) go through quoteLiteral. Every
+ * function is idempotent, so a job killed anywhere can simply run again.
  *
  * Ownership: each role we create carries the comment `bulwark:database:<database id>`, set
- * in the same transaction as CREATE ROLE. A role or database without our marker is never
- * adopted, altered or dropped (a name collision is a clean, permanent failure).
+ * in the same transaction as CREATE ROLE, and so does the database. A role or database without
+ * our marker is never adopted, altered or dropped (a name collision is a clean, permanent
+ * failure). A database is ours when our marked steward owns it, or (created before the steward
+ * existed) our marked owner does; such a legacy database is moved to the steward.
+ *
+ * Who runs what (steward.ts): functions taking the admin pool run on the maintenance database
+ * (cluster-level statements only); setupSchema runs in a steward session inside the tenant
+ * database. Every catalog object is written `pg_catalog.`-qualified; the sessions also pin
+ * search_path = pg_catalog, pg_temp at login.
  */
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral, type RoleNames } from '../../shared/identifiers.ts';
+import { scramVerifier } from '../../shared/scram.ts';
 import type { DatabaseLimits } from '../jobs/contract.ts';
+import { stewardPassword } from './steward.ts';
 
 export class NotOursError extends Error {}
 
 export type Queryable = Pick<pg.ClientBase, 'query'>;
 
 export const roleMarker = (databaseId: string) => `bulwark:database:${databaseId}`;
+export const MARKER_PREFIX = 'bulwark:database:';
 
 /** Fixed settings of the roles the limits API does not cover (documented in docs). */
 export const FIXED_LIMITS = {
   migratorConnectionLimit: 5,
   explorerStatementTimeoutMs: 10_000,
+  /** The agent opens at most a few steward sessions per database at once. */
+  stewardConnectionLimit: 8,
 } as const;
 
 const q = quoteIdent;
@@ -51,7 +63,8 @@ export async function roleOwnership(
   databaseId: string,
 ): Promise<Map<string, RoleState>> {
   const r = await db.query<{ rolname: string; marker: string | null }>(
-    `SELECT rolname, shobj_description(oid, 'pg_authid') AS marker FROM pg_roles WHERE rolname = ANY($1)`,
+    `SELECT r.rolname::text AS rolname, pg_catalog.shobj_description(r.oid, 'pg_authid') AS marker
+       FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])`,
     [names],
   );
   const out = new Map<string, RoleState>(names.map((n) => [n, 'missing']));
@@ -59,13 +72,32 @@ export async function roleOwnership(
   return out;
 }
 
+const BASE_ATTRIBUTES = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS';
+
 /**
- * Creates the four roles (or finds them, ours, from an earlier attempt) and sets their
- * attributes, the owner's password (as the verifier) and the limits — in one transaction.
+ * The steward's attributes, password and memberships. INHERIT (not NOINHERIT): on PostgreSQL 15
+ * the database owner's right over the new database's `public` schema (owned by the implicit
+ * role pg_database_owner) is an inherited privilege, so a NOINHERIT steward could not hand the
+ * schema to `<db>_owner` (measured: "must be owner of schema public"). It inherits nothing else
+ * than what `SET ROLE <db>_owner` / `<db>_migrator` would give it anyway.
+ */
+function stewardStatements(roles: RoleNames, verifier: string): string[] {
+  const s = q(roles.steward);
+  return [
+    `ALTER ROLE ${s} LOGIN ${BASE_ATTRIBUTES} INHERIT CONNECTION LIMIT ${FIXED_LIMITS.stewardConnectionLimit} PASSWORD ${quoteLiteral(verifier)}`,
+    `ALTER ROLE ${s} RESET ALL`,
+    `GRANT ${q(roles.owner)}, ${q(roles.migrator)} TO ${s}`,
+  ];
+}
+
+/**
+ * Creates the five roles (or finds them, ours, from an earlier attempt) and sets their
+ * attributes, the owner's password (as the verifier), the steward's derived password and the
+ * limits — in one transaction. Role-level settings the tenant may have added are reset first.
  */
 export async function ensureRoles(
   pool: pg.Pool,
-  input: { databaseId: string; roles: RoleNames; verifier: string; limits: DatabaseLimits },
+  input: { databaseId: string; roles: RoleNames; verifier: string; limits: DatabaseLimits; key: Buffer },
 ): Promise<void> {
   const { roles } = input;
   await inTransaction(pool, async (c) => {
@@ -80,16 +112,42 @@ export async function ensureRoles(
         sql.push(`COMMENT ON ROLE ${q(name)} IS ${quoteLiteral(roleMarker(input.databaseId))}`);
       }
     }
-    const base = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT';
+    const base = `${BASE_ATTRIBUTES} INHERIT`;
     sql.push(`ALTER ROLE ${q(roles.owner)} LOGIN ${base} PASSWORD ${quoteLiteral(input.verifier)}`);
     sql.push(`ALTER ROLE ${q(roles.reader)} LOGIN ${base}`);
     sql.push(`ALTER ROLE ${q(roles.migrator)} LOGIN ${base}`);
     sql.push(`ALTER ROLE ${q(roles.explorer)} NOLOGIN ${base}`);
-    sql.push(`ALTER ROLE ${q(roles.explorer)} SET default_transaction_read_only = on`);
-    sql.push(
-      `ALTER ROLE ${q(roles.explorer)} SET statement_timeout = ${lit(FIXED_LIMITS.explorerStatementTimeoutMs)}`,
-    );
+    for (const role of [roles.owner, roles.reader, roles.migrator, roles.explorer])
+      sql.push(`ALTER ROLE ${q(role)} RESET ALL`);
+    sql.push(...explorerSettingStatements(roles));
     sql.push(...limitStatements(roles, input.limits));
+    sql.push(...stewardStatements(roles, scramVerifier(stewardPassword(input.key, input.databaseId, roles))));
+    await c.query(sql.join(';\n'));
+  });
+}
+
+/**
+ * The steward alone (for a database created before it existed, or whose steward lost its login):
+ * created with our marker if missing, then its attributes, derived password and memberships.
+ * The other roles must be ours already.
+ */
+export async function ensureSteward(
+  pool: pg.Pool,
+  input: { databaseId: string; roles: RoleNames; key: Buffer },
+): Promise<void> {
+  const { roles } = input;
+  await inTransaction(pool, async (c) => {
+    const owned = await roleOwnership(c, [roles.owner, roles.migrator, roles.steward], input.databaseId);
+    const sql: string[] = [];
+    for (const [name, state] of owned) {
+      if (state === 'foreign' || (state === 'missing' && name !== roles.steward))
+        throw new NotOursError(`role ${name} is ${state}, not this database's`);
+      if (state === 'missing') {
+        sql.push(`CREATE ROLE ${q(name)} NOLOGIN`);
+        sql.push(`COMMENT ON ROLE ${q(name)} IS ${quoteLiteral(roleMarker(input.databaseId))}`);
+      }
+    }
+    sql.push(...stewardStatements(roles, scramVerifier(stewardPassword(input.key, input.databaseId, roles))));
     await c.query(sql.join(';\n'));
   });
 }
@@ -97,6 +155,13 @@ export async function ensureRoles(
 /** Connection limits and timeouts of the login roles (see contract.ts for which role gets what). */
 export async function applyLimits(c: Queryable, roles: RoleNames, limits: DatabaseLimits): Promise<void> {
   await c.query(limitStatements(roles, limits).join(';\n'));
+}
+
+function explorerSettingStatements(roles: RoleNames): string[] {
+  return [
+    `ALTER ROLE ${q(roles.explorer)} SET default_transaction_read_only = on`,
+    `ALTER ROLE ${q(roles.explorer)} SET statement_timeout = ${lit(FIXED_LIMITS.explorerStatementTimeoutMs)}`,
+  ];
 }
 
 function limitStatements(roles: RoleNames, limits: DatabaseLimits): string[] {
@@ -114,59 +179,159 @@ function limitStatements(roles: RoleNames, limits: DatabaseLimits): string[] {
   ];
 }
 
-/** The owner of a database, or null when it does not exist. */
-export async function databaseOwner(db: Queryable, name: string): Promise<string | null> {
-  const r = await db.query<{ owner: string }>(
-    'SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1',
-    [name],
-  );
-  return r.rows[0]?.owner ?? null;
+/**
+ * The role-level settings (`ALTER ROLE … SET`, any database) we give each of a database's roles,
+ * as PostgreSQL lists them in pg_db_role_setting.setconfig. Anything else is drift.
+ */
+export function expectedRoleSettings(roles: RoleNames, limits: DatabaseLimits): Map<string, string[]> {
+  const stmt = String(Math.trunc(limits.statement_timeout_ms));
+  const idle = String(Math.trunc(limits.idle_in_transaction_timeout_ms));
+  return new Map([
+    [roles.owner, [`statement_timeout=${stmt}`, `idle_in_transaction_session_timeout=${idle}`]],
+    [roles.reader, [`statement_timeout=${stmt}`, `idle_in_transaction_session_timeout=${idle}`]],
+    [roles.migrator, ['statement_timeout=0', `idle_in_transaction_session_timeout=${idle}`]],
+    [
+      roles.explorer,
+      ['default_transaction_read_only=on', `statement_timeout=${FIXED_LIMITS.explorerStatementTimeoutMs}`],
+    ],
+    [roles.steward, []],
+  ]);
 }
 
-/** CREATE DATABASE (outside a transaction); an existing one is accepted only if our owner owns it. */
+/**
+ * Puts a database's settings back to ours (from the maintenance database, as the admin):
+ * no database-level settings, no per-database settings of any role in it, and the role-level
+ * settings of our roles exactly as expectedRoleSettings (when limits are known).
+ */
+export async function resetSettings(
+  pool: pg.Pool,
+  name: string,
+  roles: RoleNames,
+  limits: DatabaseLimits | null,
+): Promise<void> {
+  const perDb = await pool.query<{ role: string | null }>(
+    `SELECT CASE WHEN s.setrole OPERATOR(pg_catalog.=) 0 THEN NULL
+                 ELSE pg_catalog.pg_get_userbyid(s.setrole)::pg_catalog.text END AS role
+       FROM pg_catalog.pg_db_role_setting s
+       JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
+      WHERE d.datname OPERATOR(pg_catalog.=) $1`,
+    [name],
+  );
+  const sql: string[] = [];
+  for (const r of perDb.rows) {
+    if (r.role === null) sql.push(`ALTER DATABASE ${q(name)} RESET ALL`);
+    else sql.push(`ALTER ROLE ${q(r.role)} IN DATABASE ${q(name)} RESET ALL`);
+  }
+  if (limits) {
+    for (const role of Object.values(roles)) sql.push(`ALTER ROLE ${q(role)} RESET ALL`);
+    sql.push(...explorerSettingStatements(roles), ...limitStatements(roles, limits));
+  }
+  if (sql.length > 0) await pool.query(sql.join(';\n'));
+}
+
+export type DatabaseState = 'missing' | 'ours' | 'legacy' | 'foreign';
+
+/**
+ * Whether a database is ours: owned by our marked steward ('ours'), by our marked owner (a
+ * 'legacy' database from before the steward), by anything else ('foreign'), or absent.
+ */
+export async function databaseOwnership(
+  db: Queryable,
+  name: string,
+  roles: RoleNames,
+  databaseId: string,
+): Promise<DatabaseState> {
+  const r = await db.query<{ owner: string; marker: string | null }>(
+    `SELECT a.rolname::pg_catalog.text AS owner, pg_catalog.shobj_description(a.oid, 'pg_authid') AS marker
+       FROM pg_catalog.pg_database d JOIN pg_catalog.pg_roles a ON a.oid OPERATOR(pg_catalog.=) d.datdba
+      WHERE d.datname OPERATOR(pg_catalog.=) $1`,
+    [name],
+  );
+  const row = r.rows[0];
+  if (!row) {
+    const exists = await db.query(
+      'SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1',
+      [name],
+    );
+    return exists.rows.length > 0 ? 'foreign' : 'missing';
+  }
+  if (row.marker !== roleMarker(databaseId)) return 'foreign';
+  if (row.owner === roles.steward) return 'ours';
+  if (row.owner === roles.owner) return 'legacy';
+  return 'foreign';
+}
+
+/**
+ * CREATE DATABASE (outside a transaction) owned by the steward, with our marker; an existing
+ * one is accepted only if it is ours, and a legacy one (owned by `<db>_owner`) is moved to the
+ * steward. Database-level settings are reset either way.
+ */
 export async function ensureDatabase(
   pool: pg.Pool,
   name: string,
-  owner: string,
+  roles: RoleNames,
+  databaseId: string,
 ): Promise<'created' | 'exists'> {
-  const current = await databaseOwner(pool, name);
-  if (current === owner) return 'exists';
-  if (current !== null) throw new NotOursError(`database ${name} already exists and is not ours`);
-  await pool.query(`CREATE DATABASE ${q(name)} OWNER ${q(owner)} TEMPLATE template0 ENCODING 'UTF8'`);
-  return 'created';
+  const state = await databaseOwnership(pool, name, roles, databaseId);
+  if (state === 'foreign') throw new NotOursError(`database ${name} already exists and is not ours`);
+  if (state === 'missing')
+    await pool.query(
+      `CREATE DATABASE ${q(name)} OWNER ${q(roles.steward)} TEMPLATE template0 ENCODING 'UTF8'`,
+    );
+  const sql = [`COMMENT ON DATABASE ${q(name)} IS ${quoteLiteral(roleMarker(databaseId))}`];
+  if (state === 'legacy') sql.unshift(`ALTER DATABASE ${q(name)} OWNER TO ${q(roles.steward)}`);
+  if (state !== 'missing') sql.push(`ALTER DATABASE ${q(name)} RESET ALL`);
+  await pool.query(sql.join(';\n'));
+  return state === 'missing' ? 'created' : 'exists';
 }
 
-/** Database-level privileges: nothing for PUBLIC, CONNECT for our four roles. */
+/**
+ * Database-level privileges: nothing for PUBLIC; CONNECT, CREATE and TEMPORARY for the tenant's
+ * owner (what it had as the database's owner, minus changing the database itself); CONNECT for
+ * the reader, migrator and explorer. The steward has everything as the owner.
+ */
 export async function grantDatabase(pool: pg.Pool, name: string, roles: RoleNames): Promise<void> {
-  const all = [roles.owner, roles.reader, roles.migrator, roles.explorer].map(q).join(', ');
-  // Two statements in one simple-protocol message: one implicit transaction, one round trip.
+  const others = [roles.reader, roles.migrator, roles.explorer].map(q).join(', ');
+  // Three statements in one simple-protocol message: one implicit transaction, one round trip.
   await pool.query(
-    `REVOKE ALL ON DATABASE ${q(name)} FROM PUBLIC;\nGRANT CONNECT ON DATABASE ${q(name)} TO ${all}`,
+    [
+      `REVOKE ALL ON DATABASE ${q(name)} FROM PUBLIC`,
+      `GRANT CONNECT, CREATE, TEMPORARY ON DATABASE ${q(name)} TO ${q(roles.owner)}`,
+      `GRANT CONNECT ON DATABASE ${q(name)} TO ${others}`,
+    ].join(';\n'),
   );
 }
 
 /**
- * Inside the tenant database (a client connected to it as the admin): schema public belongs
- * to the owner and nobody else; the reader and explorer read, the migrator also creates, and
- * future tables of the owner and the migrator are readable by reader and explorer.
+ * Inside the tenant database, on a steward session: schema public belongs to the owner and
+ * nobody else; the reader and explorer read, the migrator also creates, and future tables of the
+ * owner and the migrator are readable by reader and explorer. The steward hands the schema to the
+ * owner (it may: it owns the database, and is a member of the owner), then acts as the owner.
  */
 export async function setupSchema(c: Queryable, roles: RoleNames): Promise<void> {
   const o = q(roles.owner);
   const r = q(roles.reader);
   const m = q(roles.migrator);
   const e = q(roles.explorer);
+  const current = await c.query<{ owner: string }>(
+    `SELECT pg_catalog.pg_get_userbyid(nspowner)::pg_catalog.text AS owner
+       FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) 'public'`,
+  );
+  const owner = current.rows[0]?.owner;
   const sql = [
     'BEGIN',
+    ...(owner === undefined ? [`CREATE SCHEMA public AUTHORIZATION ${o}`] : []),
+    ...(owner !== undefined && owner !== roles.owner ? [`ALTER SCHEMA public OWNER TO ${o}`] : []),
+    `SET LOCAL ROLE ${o}`,
     'REVOKE ALL ON SCHEMA public FROM PUBLIC',
-    `ALTER SCHEMA public OWNER TO ${o}`,
     `GRANT USAGE ON SCHEMA public TO ${r}, ${e}, ${m}`,
     `GRANT CREATE ON SCHEMA public TO ${m}`,
-    ...[o, m].map(
-      (creator) =>
-        `ALTER DEFAULT PRIVILEGES FOR ROLE ${creator} IN SCHEMA public GRANT SELECT ON TABLES TO ${r}, ${e}`,
-    ),
+    `ALTER DEFAULT PRIVILEGES FOR ROLE ${o} IN SCHEMA public GRANT SELECT ON TABLES TO ${r}, ${e}`,
+    `SET LOCAL ROLE ${m}`,
+    `ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT SELECT ON TABLES TO ${r}, ${e}`,
     `ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${o}`,
     `ALTER DEFAULT PRIVILEGES FOR ROLE ${m} IN SCHEMA public GRANT USAGE ON SEQUENCES TO ${o}`,
+    'RESET ROLE',
     'COMMIT',
   ];
   try {
@@ -188,18 +353,25 @@ export async function terminateSessions(
   opts: { roles: string[]; database?: string },
 ): Promise<number> {
   const r = await pool.query<{ n: number }>(
-    `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
-      WHERE pid <> pg_backend_pid() AND (usename = ANY($1) OR datname = $2)`,
+    `SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))::pg_catalog.int4 AS n
+       FROM pg_catalog.pg_stat_activity
+      WHERE pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+        AND (usename OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[]) OR datname OPERATOR(pg_catalog.=) $2)`,
     [opts.roles, opts.database ?? null],
   );
   return r.rows[0]?.n ?? 0;
 }
 
-/** Drops the database if our owner role owns it; false when there was nothing (of ours) to drop. */
-export async function dropDatabase(pool: pg.Pool, name: string, owner: string): Promise<boolean> {
-  const current = await databaseOwner(pool, name);
-  if (current === null) return false;
-  if (current !== owner) throw new NotOursError(`database ${name} is not owned by ${owner}; not dropped`);
+/** Drops the database if it is ours (or legacy ours); false when there was nothing to drop. */
+export async function dropDatabase(
+  pool: pg.Pool,
+  name: string,
+  roles: RoleNames,
+  databaseId: string,
+): Promise<boolean> {
+  const state = await databaseOwnership(pool, name, roles, databaseId);
+  if (state === 'missing') return false;
+  if (state === 'foreign') throw new NotOursError(`database ${name} is not ours; not dropped`);
   await pool.query(`DROP DATABASE IF EXISTS ${q(name)} WITH (FORCE)`);
   return true;
 }
@@ -209,6 +381,7 @@ export async function dropOurRoles(pool: pg.Pool, roles: RoleNames, databaseId: 
   const dropped: string[] = [];
   await inTransaction(pool, async (c) => {
     const owned = await roleOwnership(c, Object.values(roles), databaseId);
+    // The steward goes last: it may still hold the others (membership is dropped with it anyway).
     for (const [name, state] of owned) {
       if (state !== 'ours') continue;
       await c.query(`DROP ROLE ${q(name)}`);

@@ -19,12 +19,15 @@ export async function findNode(db: Queryable, ref: string): Promise<DriftNode | 
 }
 
 /** The tenant databases the control plane places on a node (every one not deleted). */
-export async function knownDatabases(db: Queryable, nodeId: string): Promise<string[]> {
-  const r = await db.query<{ name: string }>(
-    'SELECT name FROM databases WHERE node_id = $1 AND deleted_at IS NULL ORDER BY name',
+export type KnownDatabase = { id: string; name: string; limits: unknown };
+
+/** The same databases with their ids and limits (the drift payload's `databases`). */
+export async function knownDatabaseDetails(db: Queryable, nodeId: string): Promise<KnownDatabase[]> {
+  const r = await db.query<KnownDatabase>(
+    'SELECT id, name, limits FROM databases WHERE node_id = $1 AND deleted_at IS NULL ORDER BY name',
     [nodeId],
   );
-  return r.rows.map((row) => row.name);
+  return r.rows;
 }
 
 /** Ends a drift job nobody waits for any more, if no agent has claimed it yet. */

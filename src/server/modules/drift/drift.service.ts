@@ -1,13 +1,13 @@
 /**
  * Drift between a node's cluster and the desired state (issue 4): the server queues a
  * `node.drift` (or `node.drift_fix`) job carrying the node's known databases from the control
- * DB, and waits — bounded — for the agent's findings. An operator concern, never a tenant one:
+ * DB (names, and ids with limits), and waits — bounded — for the agent's findings. An operator concern, never a tenant one:
  * reached through `bulwark doctor` on the server host (straight through the control DB) or
  * `GET /v1/nodes/:id/drift` behind the server's operator token (see drift.routes.ts).
  */
 import type pg from 'pg';
 import { z } from 'zod';
-import { driftFindingSchema, JOB_KINDS } from '../../../agent/jobs/contract.ts';
+import { driftFindingSchema, JOB_KINDS, limitsSchema } from '../../../agent/jobs/contract.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import type { Db, Tx } from '../../db/pool.ts';
 import { enqueueJob, getJob, type JobRow } from '../jobs/jobs.repo.ts';
@@ -79,11 +79,17 @@ export function createDriftService(deps: { db: Db }) {
     async check(nodeRef: string, opts: { fix: boolean; timeoutMs: number }): Promise<DriftReport> {
       const node = await repo.findNode(db, nodeRef);
       if (!node) throw notFound('Node');
-      const known = await repo.knownDatabases(db, node.id);
+      const known = await repo.knownDatabaseDetails(db, node.id);
+      // Ids (the agent derives the steward's login from them) and limits (role settings are
+      // compared with them); a record whose limits do not parse is sent with null limits.
+      const databases = known.map((d) => {
+        const limits = limitsSchema.safeParse(d.limits);
+        return { id: d.id, name: d.name, limits: limits.success ? limits.data : null };
+      });
       const job = await enqueueJob(db, {
         nodeId: node.id,
         kind: opts.fix ? JOB_KINDS.driftFix : JOB_KINDS.drift,
-        payload: { known_databases: known },
+        payload: { known_databases: known.map((d) => d.name), databases },
         maxAttempts: 1,
       });
       const done = await waitForJob(db, job.id, Date.now() + opts.timeoutMs);
