@@ -258,7 +258,7 @@ test('a tenant owner’s shadows and settings never run as anyone but the tenant
   // Drift: the settings, password and ownership are repaired; exact shadows were dropped and the
   // re-planted ones are reported again; name-only shadows are reported, never dropped.
   const left = ofMine(afterFix.findings);
-  const leftKinds = kinds(afterFix.findings);
+  const leftKinds: string[] = kinds(afterFix.findings);
   for (const k of ['database_owner', 'database_setting', 'role_setting', 'owner_password'])
     assert.ok(!leftKinds.includes(k), `${k} left after the fix: ${JSON.stringify(left)}`);
   const shadows = left.filter((f) => f.kind === 'shadow_routine').map((f) => f.object);
