@@ -7,6 +7,7 @@ import pg from 'pg';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobHandler } from '../src/agent/jobs/job-context.ts';
+import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
 import { loadExplorerParser } from '../src/server/modules/explorer/explorer.validator.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
@@ -45,6 +46,9 @@ before(async () => {
   await pooler.start();
   kit = databaseJobKit(p, pooler);
   jobs = new Map(databaseHandlers(kit.deps));
+  // What the agent does at start: the tenant template and the maintenance databases closed.
+  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+  await refuseMaintenanceLogins(kit.admin);
 });
 after(async () => {
   await kit.admin.query(`DROP ROLE IF EXISTS ${PWN}`).catch(() => {});
@@ -275,6 +279,24 @@ test('a tenant owner’s shadows and settings never run as anyone but the tenant
     [name],
   );
   assert.equal(owner.rows[0]!.o, roles.steward);
+  assert.ok(!leftKinds.includes('catalog_visibility'), JSON.stringify(left));
+  // Catalog visibility: other tenants' sessions and settings hidden; pg_database/pg_roles kept;
+  // the maintenance databases refuse the tenant.
+  for (const sql of [
+    'SELECT count(*) FROM pg_catalog.pg_stat_activity',
+    'SELECT count(*) FROM pg_catalog.pg_stat_get_activity(NULL)',
+    'SELECT count(*) FROM pg_catalog.pg_db_role_setting',
+  ]) {
+    const r = await asUser(name, roles.owner, password, sql);
+    assert.ok(!r.ok && /permission denied/.test(r.message), `${sql}: ${JSON.stringify(r)}`);
+  }
+  assert.deepEqual(await asUser(name, roles.owner, password, 'SELECT count(*) FROM pg_database, pg_roles'), {
+    ok: true,
+  });
+  for (const db of ['postgres', 'template1']) {
+    const r = await asUser(db, roles.owner, password, 'SELECT 1');
+    assert.ok(!r.ok && /permission denied for database/.test(r.message), `${db}: ${JSON.stringify(r)}`);
+  }
   // The tenant cannot change the database any more.
   const again = await asUser(name, roles.owner, password, `ALTER DATABASE ${name} SET search_path = public`);
   assert.ok(!again.ok);

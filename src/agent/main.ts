@@ -17,6 +17,7 @@ import { defaultHandlers } from './jobs/registry.ts';
 import { POOLER_LIMITS } from './pgbouncer/pgbouncer.config.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
+import { ensureTenantTemplate, refuseMaintenanceLogins } from './postgres/catalog-visibility.ts';
 import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
 import { createServerClient, type PolledJob, ServerError } from './server-client.ts';
 import { sleep } from './sleep.ts';
@@ -81,7 +82,13 @@ export async function startAgent(
   admin.on('connect', (client) => {
     client.on('error', (err) => log.warn({ err: { message: err.message } }, 'admin connection lost'));
   });
-  await refuseMaintenanceLogins(admin, log);
+  await refuseMaintenanceLogins(admin).catch((err: Error) => {
+    log.warn({ err: { message: err.message } }, 'could not revoke CONNECT on the maintenance databases');
+  });
+  await ensureTenantTemplate(admin, (database) => connectAdminTo(config, database)).catch((err: Error) => {
+    // Tenant databases are then made from template0 (drift reports their catalog visibility).
+    log.warn({ err: { message: err.message } }, 'the tenant template could not be made');
+  });
   const pgUrl = new URL(config.adminDatabaseUrl);
   const cluster: ClusterAccess = {
     pgHost: pgUrl.hostname || '127.0.0.1',
@@ -98,7 +105,7 @@ export async function startAgent(
 
   const heartbeat = async () => {
     try {
-      const r = await admin.query<{ v: string }>('SELECT version() AS v');
+      const r = await admin.query<{ v: string }>('SELECT pg_catalog.version() AS v');
       await client.heartbeat({
         agent_version: VERSION,
         pg_version: r.rows[0]?.v ?? 'unknown',
@@ -258,18 +265,20 @@ function databaseDeps(
 }
 
 /**
- * Tenant roles may not log in to the maintenance databases (idempotent, every start). The admin
- * keeps its access as a superuser; the control role never needed it.
+ * An admin connection into one of the platform's own databases (the tenant template), never a
+ * tenant's; settings pinned at login.
  */
-async function refuseMaintenanceLogins(admin: pg.Pool, log: Logger): Promise<void> {
-  try {
-    await admin.query('REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC');
-  } catch (err) {
-    log.warn(
-      { err: { message: (err as Error).message } },
-      'could not revoke CONNECT on maintenance databases',
-    );
-  }
+async function connectAdminTo(config: AgentConfig, database: string): Promise<pg.Client> {
+  const u = new URL(config.adminDatabaseUrl);
+  u.pathname = `/${database}`;
+  const client = new pg.Client({
+    connectionString: u.toString(),
+    application_name: 'bulwark-agent',
+    options: pinnedOptions(),
+  });
+  client.on('error', () => {});
+  await client.connect();
+  return client;
 }
 
 /** The SQL explorer's executor: the validator (WASM), the agent's key, loopback PostgreSQL. */

@@ -86,7 +86,7 @@ export async function proveLogin(
   try {
     await client.connect();
     const r = await client.query<{ u: string; d: string }>(
-      'SELECT current_user AS u, current_database() AS d',
+      'SELECT current_user AS u, pg_catalog.current_database() AS d',
     );
     if (r.rows[0]?.u !== login.user || r.rows[0]?.d !== login.database)
       throw new Error('proving login landed in the wrong place');

@@ -18,6 +18,7 @@
 import type pg from 'pg';
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import type { DatabaseLimits } from '../jobs/contract.ts';
+import { TENANT_TEMPLATE } from './catalog-visibility.ts';
 import { type ClusterAccess, connectSteward, isLoginRefused } from './steward.ts';
 import {
   databaseOwnership,
@@ -69,7 +70,7 @@ export type DriftDeps = {
   ownerVerifier(name: string): string | null;
 };
 
-const SYSTEM_DATABASES = ['postgres', 'template0', 'template1'];
+const SYSTEM_DATABASES = ['postgres', 'template0', 'template1', TENANT_TEMPLATE];
 const SYSTEM_SCHEMAS = `('pg_catalog', 'information_schema', 'pg_toast')`;
 
 /** Catalog objects PUBLIC must not use in a tenant database (catalog-visibility.ts hides them). */

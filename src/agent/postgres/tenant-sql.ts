@@ -19,6 +19,7 @@ import type pg from 'pg';
 import { quoteIdent, quoteLiteral, type RoleNames } from '../../shared/identifiers.ts';
 import { scramVerifier } from '../../shared/scram.ts';
 import type { DatabaseLimits } from '../jobs/contract.ts';
+import { tenantTemplate } from './catalog-visibility.ts';
 import { stewardPassword } from './steward.ts';
 
 export class NotOursError extends Error {}
@@ -274,10 +275,13 @@ export async function ensureDatabase(
 ): Promise<'created' | 'exists'> {
   const state = await databaseOwnership(pool, name, roles, databaseId);
   if (state === 'foreign') throw new NotOursError(`database ${name} already exists and is not ours`);
-  if (state === 'missing')
+  if (state === 'missing') {
+    // Our template (catalog-visibility.ts) hides other tenants' sessions and settings.
+    const template = q(await tenantTemplate(pool));
     await pool.query(
-      `CREATE DATABASE ${q(name)} OWNER ${q(roles.steward)} TEMPLATE template0 ENCODING 'UTF8'`,
+      `CREATE DATABASE ${q(name)} OWNER ${q(roles.steward)} TEMPLATE ${template} ENCODING 'UTF8'`,
     );
+  }
   const sql = [`COMMENT ON DATABASE ${q(name)} IS ${quoteLiteral(roleMarker(databaseId))}`];
   if (state === 'legacy') sql.unshift(`ALTER DATABASE ${q(name)} OWNER TO ${q(roles.steward)}`);
   if (state !== 'missing') sql.push(`ALTER DATABASE ${q(name)} RESET ALL`);
