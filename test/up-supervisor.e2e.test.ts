@@ -52,7 +52,7 @@ async function queriesDuring(
   return { ok, failed };
 }
 
-test('a SIGKILLed agent and server are restarted (audited, token reused); tenant sessions never drop', async (t) => {
+test('a SIGKILLed agent and server are restarted (audited, token reused) while tenant sessions never drop; a dead PgBouncer is restarted too', async (t) => {
   const db = await stack.createDatabase('shop');
   const tenant = await stack.connectTenant(db);
   await tenant.query('CREATE TABLE notes (id int PRIMARY KEY, body text)');
@@ -90,6 +90,14 @@ test('a SIGKILLed agent and server are restarted (audited, token reused); tenant
   assert.equal((await tenant.query('SELECT body FROM notes')).rows[0].body, 'kept');
   await tenant.end();
 
+  // PgBouncer itself dies: its sessions go with it, but it is back at once on the agent's files.
+  process.kill(now.pgbouncer!, 'SIGKILL');
+  await stack.waitForOutput(/pgbouncer is running again/, 60_000);
+  const again = await stack.connectTenant(db);
+  assert.equal((await again.query('SELECT body FROM notes')).rows[0].body, 'kept');
+  await again.end();
+  assert.equal(stack.pids().postgres, before.postgres, 'PostgreSQL was not restarted for it');
+
   const control = await stack.control();
   try {
     const events = await control.query<{ action: string; target_id: string; actor_type: string }>(
@@ -103,6 +111,8 @@ test('a SIGKILLed agent and server are restarted (audited, token reused); tenant
         'system supervisor.process_restarted agent',
         'system supervisor.process_crashed server',
         'system supervisor.process_restarted server',
+        'system supervisor.process_crashed pgbouncer',
+        'system supervisor.process_restarted pgbouncer',
       ],
     );
     const crash = await control.query<{ details: Record<string, unknown> }>(
@@ -124,6 +134,7 @@ test('a SIGKILLed agent and server are restarted (audited, token reused); tenant
   for (const line of stack.output().match(/supervisor: .*/g) ?? []) t.diagnostic(line);
 
   // Ctrl-C still stops everything, the restarted children included.
+  const last = stack.pids();
   assert.equal(await stack.stop('SIGINT'), 0);
-  for (const [name, pid] of Object.entries(now)) assert.equal(alive(pid), false, `${name} (${pid}) is gone`);
+  for (const [name, pid] of Object.entries(last)) assert.equal(alive(pid), false, `${name} (${pid}) is gone`);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseCidr } from './pgbouncer.config.ts';
+import { POOLER_LIMITS, parseCidr, renderIni } from './pgbouncer.config.ts';
 
 test('one network has one spelling: IPv6 compressed and lower-case, host bits cleared', () => {
   const same: [string, string][] = [
@@ -31,4 +31,24 @@ test('what is not a CIDR is refused', () => {
   ]) {
     assert.throws(() => parseCidr(bad), Error, bad);
   }
+});
+
+test('every rendered ini bounds what a connection that never logs in can hold', () => {
+  const ini = renderIni({
+    listenAddr: '0.0.0.0',
+    listenPort: 6432,
+    pgHost: '127.0.0.1',
+    pgPort: 5432,
+    authFile: '/p/auth.txt',
+    hbaFile: '/p/hba.txt',
+    pidFile: '/p/pgbouncer.pid',
+    adminUser: 'bulwark_pooler_admin',
+    poolMode: 'session',
+    maxClientConn: POOLER_LIMITS.maxClientConn,
+    defaultPoolSize: 20,
+    tls: null,
+  });
+  // PgBouncer's default is 60 s; 2,000 slots were filled by idle sockets from a stranger.
+  assert.match(ini, /^client_login_timeout = 10$/m);
+  assert.match(ini, /^max_client_conn = 10000$/m);
 });
