@@ -37,8 +37,11 @@ const NOFILE_CEILING = 1_048_576;
  * its soft limit is raised to the hard limit (what an unprivileged process may do) by a fixed
  * `sh` script; the number and the program travel as arguments, never as shell text.
  */
-export function withRaisedNofile(cmd: string, args: string[]): { cmd: string; args: string[] } {
-  const limits = openFileLimits('self');
+export function withRaisedNofile(
+  cmd: string,
+  args: string[],
+  limits = openFileLimits('self'),
+): { cmd: string; args: string[] } {
   if (!limits) return { cmd, args };
   const target = Math.min(limits.hard, NOFILE_CEILING);
   if (!(target > limits.soft)) return { cmd, args };
