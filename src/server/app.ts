@@ -16,6 +16,7 @@ import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
 import { registerErrorHandling } from './http/errors.ts';
 import { createIdempotency } from './http/idempotency.ts';
+import { registerProxyCheck } from './http/proxy-check.ts';
 import { createMemoryRateLimitStore, createRateLimiter, type RateLimitStore } from './http/rate-limit.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import { auditRoutes } from './modules/audit/audit.routes.ts';
@@ -118,6 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.header('x-request-id', req.id);
   });
   registerSecurityHeaders(app);
+  registerProxyCheck(app, { trustProxy: deps.config.trustProxy, log: deps.log });
   // Route pattern (never the raw URL: unbounded label values); unmatched routes count as one.
   app.addHook('onResponse', async (req, reply) => {
     deps.metrics.httpRequests.inc({

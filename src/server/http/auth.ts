@@ -5,7 +5,8 @@
  *
  * Runs before the body is read. Order: per-IP failure budget → key format and checksum
  * (no I/O) → cached lookup + constant-time hash check → per-key rate limit. Every failure
- * is the same 401 body; the reason goes only to a fail2ban-friendly log line.
+ * is the same 401 body; the reason goes only to a fail2ban-friendly log line. Agent tokens
+ * have their own per-IP failure budget, consulted only after the token failed.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { unauthorized } from '../../shared/errors.ts';
@@ -42,7 +43,7 @@ export function registerAuth(
   app: FastifyInstance,
   deps: {
     keys: Pick<KeysService, 'authenticate'>;
-    /** Agent tokens: checked here too, before any body is read, under the same per-IP budgets. */
+    /** Agent tokens: checked here too, before any body is read, under their own per-IP failure budget. */
     nodes: Pick<NodesService, 'authenticateAgent'>;
     limiter: RateLimiter;
     metrics?: Pick<ServerMetrics, 'authFailures' | 'rateLimited'>;
@@ -65,23 +66,24 @@ export function registerAuth(
         limit(reply, await limiter.hitIp(ip), 'ip');
         return;
       }
-      const blockedAgent = await limiter.authFailuresExceeded(ip);
-      if (blockedAgent) {
-        req.log.warn(`bulwark auth failure ip=${ip} reason=too_many_failures`);
-        metrics?.authFailures.inc({ kind: 'agent_token', reason: 'too_many_failures' });
-        limit(reply, blockedAgent, 'auth_failures');
-      }
+      // The agent's own budget, and the token is checked first: a valid agent token is never
+      // refused for failures, not even bad agent tokens from its address (the embedded agent
+      // shares 127.0.0.1 with local clients; behind an untrusted proxy, everyone shares one IP).
+      // Past the budget a bad token costs one indexed lookup, is answered 429 and is not audited.
+      const blockedAgent = await limiter.authFailuresExceeded(ip, 'agent');
       const h = req.headers.authorization;
       try {
         req.agent = await deps.nodes.authenticateAgent(
           h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined,
-          {
-            sourceIp: ip,
-            requestId: String(req.id),
-          },
+          { sourceIp: ip, requestId: String(req.id), quiet: blockedAgent !== null },
         );
       } catch (err) {
-        await limiter.recordAuthFailure(ip);
+        if (blockedAgent) {
+          req.log.warn(`bulwark auth failure ip=${ip} reason=too_many_failures`);
+          metrics?.authFailures.inc({ kind: 'agent_token', reason: 'too_many_failures' });
+          limit(reply, blockedAgent, 'auth_failures');
+        }
+        await limiter.recordAuthFailure(ip, 'agent');
         throw err;
       }
       return;

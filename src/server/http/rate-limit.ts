@@ -29,6 +29,10 @@ export type RateLimitConfig = {
   authFailuresPerIp: RateLimitRule;
 };
 
+/** Whose credentials failed: API keys (clients) or agent tokens; each has its own per-IP budget. */
+export type AuthScope = 'key' | 'agent';
+const AUTH_FAILURE_PREFIX: Record<AuthScope, string> = { key: 'af:', agent: 'afa:' };
+
 export type RateLimitDecision = { allowed: boolean; limit: number; remaining: number; resetAt: number };
 
 /** Fixed-window counters in a Map, bounded in size, expired entries swept as they are met. */
@@ -96,14 +100,18 @@ export function createRateLimiter(
       const w = await store.increment(`ip:${ip}`, config.perIp.windowMs);
       return decide(config.perIp, w.count, w.resetAt);
     },
-    /** Has this IP used up its authentication-failure budget? (Does not count.) */
-    async authFailuresExceeded(ip: string): Promise<RateLimitDecision | null> {
-      const w = await store.peek(`af:${ip}`);
+    /**
+     * Has this IP used up its authentication-failure budget? (Does not count.) API keys and
+     * agent tokens have separate budgets: clients failing from an address (the agent's own
+     * loopback, or an untrusted proxy's) never spend the agent's.
+     */
+    async authFailuresExceeded(ip: string, scope: AuthScope = 'key'): Promise<RateLimitDecision | null> {
+      const w = await store.peek(`${AUTH_FAILURE_PREFIX[scope]}${ip}`);
       if (!w || w.count < config.authFailuresPerIp.limit) return null;
       return { allowed: false, limit: config.authFailuresPerIp.limit, remaining: 0, resetAt: w.resetAt };
     },
-    async recordAuthFailure(ip: string): Promise<void> {
-      await store.increment(`af:${ip}`, config.authFailuresPerIp.windowMs);
+    async recordAuthFailure(ip: string, scope: AuthScope = 'key'): Promise<void> {
+      await store.increment(`${AUTH_FAILURE_PREFIX[scope]}${ip}`, config.authFailuresPerIp.windowMs);
     },
     /** Sets `RateLimit-*` headers; throws the 429 (`rate_limited`, with `Retry-After`) when refused. */
     apply(reply: FastifyReply, d: RateLimitDecision): void {

@@ -23,7 +23,12 @@ export const ENROLLMENT_TOKEN_PATTERN = /^bwe_[A-Za-z0-9_-]{43}$/;
 export type AgentIdentity = { nodeId: string; nodeName: string };
 
 /** Where an agent request came from, for its audit events. */
-export type AgentRequestContext = { sourceIp: string | null; requestId: string | null };
+export type AgentRequestContext = {
+  sourceIp: string | null;
+  requestId: string | null;
+  /** The caller's address is past its failure budget: a refusal is neither audited nor counted here (the caller counts it). */
+  quiet?: boolean;
+};
 
 export type NodesServiceDeps = {
   db: Db;
@@ -60,6 +65,7 @@ export function createNodesService(deps: NodesServiceDeps) {
   });
   /** A refusal is recorded in its own transaction; failing to record it must not turn it into a 500. */
   const refused = async (ctx: AgentRequestContext | undefined, e: AuditEventDraft, kind: string) => {
+    if (ctx?.quiet) return;
     deps.metrics?.authFailures.inc({ kind, reason: String(e.details?.reason ?? 'invalid') });
     await recordAuditNow(db, event(ctx, e)).catch((err: Error) =>
       deps.log.error({ err: { message: err.message } }, 'could not record an agent refusal in the audit log'),
