@@ -17,7 +17,7 @@ import { startTestAgent } from './helpers/agent.ts';
 import { adminQuery } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
-import { platformSqlCatalog } from './helpers/platform-sql-catalog.ts';
+import { platformSqlCatalog, siteOf } from './helpers/platform-sql-catalog.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type Planted, plantShadows, SHADOW_MARK, shadowRuns } from './helpers/shadow-plant.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
@@ -40,6 +40,7 @@ let nodeId: string;
 let touchDir: string;
 let logFile: string;
 let logStart = 0;
+let tenant: string | undefined;
 const report = (line: string) => process.stdout.write(`[shadow] ${line}\n`);
 
 before(async () => {
@@ -65,6 +66,15 @@ after(async () => {
     "SELECT rolname FROM pg_roles WHERE rolname LIKE 'bulwark\\_pwned\\_%'",
   ).catch(() => []);
   for (const r of pwned) await adminQuery(`DROP ROLE IF EXISTS "${r.rolname}"`).catch(() => {});
+  // A run that failed before its delete leaves the tenant database and roles: they go too.
+  if (tenant) {
+    await adminQuery(`DROP DATABASE IF EXISTS "${tenant}" WITH (FORCE)`).catch(() => {});
+    const left = await adminQuery<{ rolname: string }>(
+      'SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)',
+      [`${tenant}_`],
+    ).catch(() => []);
+    for (const r of left) await adminQuery(`DROP ROLE IF EXISTS "${r.rolname}"`).catch(() => {});
+  }
   if (touchDir) await fs.rm(touchDir, { recursive: true, force: true });
 });
 
@@ -146,6 +156,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   // 2. A tenant database made through the platform, reached by its owner through PgBouncer.
   const name = `sh_${randomBytes(4).toString('hex')}`;
   const roles = roleNames(name);
+  tenant = name;
   assert.equal((await api('POST', '/v1/databases', { name })).statusCode, 202);
   await settle();
   const db = (await api('GET', `/v1/databases/${name}`)).json();
@@ -160,8 +171,19 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   let planted: Planted;
   let plantInput: Parameters<typeof plantShadows>[1] | undefined;
   try {
-    await owner.query('CREATE SCHEMA evil');
-    await owner.query('GRANT USAGE ON SCHEMA evil TO PUBLIC');
+    // A schema of its own, and schemas named like the platform's roles: `"$user"`, first in the
+    // default search_path, then finds them for a platform session that pins nothing.
+    const adminRole = decodeURIComponent(new URL(testEnv().adminUrl).username);
+    const schemas = ['public', 'evil', adminRole, `${name}_steward`];
+    for (const schema of schemas.slice(1)) {
+      const made = await owner.query(`CREATE SCHEMA "${schema}"`).then(
+        () => 'made',
+        (e: Error) => `refused (${e.message})`,
+      );
+      if (made === 'made') await owner.query(`GRANT USAGE ON SCHEMA "${schema}" TO PUBLIC`);
+      else schemas.splice(schemas.indexOf(schema), 1);
+      report(`schema ${schema}: ${made}`);
+    }
     // A table, so the schema read has columns to format.
     await owner.query(
       "CREATE TABLE public.canary (id int PRIMARY KEY, secret text); INSERT INTO canary VALUES (1, 'alpha')",
@@ -177,7 +199,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
       operators,
       types,
       arities,
-      schemas: ['public', 'evil'],
+      schemas,
       token: TOKEN,
       touchDir,
     };
@@ -341,14 +363,15 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   try {
     const left = await again.query(
       `SELECT count(*)::int AS n FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
-        WHERE n.nspname OPERATOR(pg_catalog.=) ANY (ARRAY['public', 'evil']::pg_catalog.name[])`,
+        WHERE n.nspname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.name[])`,
+      [plantInput?.schemas ?? []],
     );
     // The owner's own role-level search_path (public first) would turn `text` into its domain.
     await again.query('SET search_path = pg_catalog, pg_temp');
     assert.ok(plantInput);
     const replanted = await plantShadows(again, plantInput);
     report(
-      `after doctor --fix: ${left.rows[0].n} routines left in public/evil; planted again ${replanted.functions} functions, ${replanted.aggregates} aggregates, ${replanted.operators} operators, ${replanted.types} domains`,
+      `after doctor --fix: ${left.rows[0].n} routines left in the planted schemas; planted again ${replanted.functions} functions, ${replanted.aggregates} aggregates, ${replanted.operators} operators, ${replanted.types} domains`,
     );
   } finally {
     await again.end().catch(() => {});
@@ -377,7 +400,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   const foreign = runs.filter((r) => !ownRoles.has(r.current) || !ownRoles.has(r.session));
   const summary = new Map<string, number>();
   for (const r of runs) {
-    const k = `${r.current}/${r.session} ${r.shadow} ← ${r.query.slice(0, 240)}`;
+    const k = `${r.current}/${r.session} ${r.shadow} ← ${siteOf(cat, r.query) ?? '(site not found)'}: ${r.query.slice(0, 240)}`;
     summary.set(k, (summary.get(k) ?? 0) + 1);
   }
   for (const [k, n] of summary) report(`fired ${n}× ${k}`);
@@ -390,7 +413,13 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
 
   const missing = registryKinds().filter((k) => !ran.has(k));
   assert.deepEqual(
-    [...new Set(foreign.map((r) => `${r.current}/${r.session} ${r.shadow} ← ${r.query.slice(0, 160)}`))],
+    [
+      ...new Set(
+        foreign.map(
+          (r) => `${r.current}/${r.session} ${r.shadow} ← ${siteOf(cat, r.query) ?? r.query.slice(0, 160)}`,
+        ),
+      ),
+    ],
     [],
     `${SHADOW_MARK} as a role that is not the tenant's`,
   );

@@ -46,8 +46,25 @@ export type PlatformSqlCatalog = {
   /** How many SQL texts were parsed, and which could only be scanned with the regex. */
   parsed: number;
   unparsed: { file: string; line: number; text: string }[];
+  /** Every SQL text found, whitespace collapsed, `${…}` as `…` (to map a logged statement back). */
+  texts: { file: string; line: number; text: string }[];
   files: string[];
 };
+
+const collapse = (s: string) => s.replace(/\s+/g, ' ').trim();
+
+/** Where in the source a statement (as PostgreSQL logged it) was written: `file:line`, or null. */
+export function siteOf(cat: PlatformSqlCatalog, statement: string): string | null {
+  const logged = collapse(statement);
+  let best: { site: string; len: number } | null = null;
+  for (const t of cat.texts) {
+    // The longest literal run before the first interpolation must open the logged statement.
+    const head = t.text.split('…')[0]!.trim();
+    if (head.length >= 12 && logged.startsWith(head) && (!best || head.length > best.len))
+      best = { site: `${t.file}:${t.line}`, len: head.length };
+  }
+  return best?.site ?? null;
+}
 
 const SQL_START =
   /^\s*(SELECT|WITH|INSERT|UPDATE|DELETE|ALTER|CREATE|GRANT|REVOKE|DROP|COMMENT|BEGIN|SET|DECLARE|FETCH|DISCARD|ROLLBACK|COMMIT|COPY|REASSIGN|TRUNCATE|LISTEN|UNLISTEN|NOTIFY|VALUES|EXPLAIN|SHOW|RESET|LOCK|ANALYZE|VACUUM|CHECKPOINT)\b/i;
@@ -180,6 +197,7 @@ export async function platformSqlCatalog(root: string): Promise<PlatformSqlCatal
     types: new Map(),
     parsed: 0,
     unparsed: [],
+    texts: [],
     files: files.map((f) => path.relative(root, f)),
   };
   const add = (map: Map<string, Site[]>, name: string, site: Site) => {
@@ -218,6 +236,7 @@ export async function platformSqlCatalog(root: string): Promise<PlatformSqlCatal
   return out;
 
   function scan(file: string, line: number, segs: (string | null)[]): void {
+    out.texts.push({ file, line, text: collapse(segs.map((x) => x ?? '…').join('')) });
     for (const text of fillings(segs)) {
       let tree: Json;
       try {
