@@ -107,7 +107,7 @@ test('idle unauthenticated sockets beyond the old limit do not lock tenants out,
     const longest = Math.max(...lifetimes);
     t.diagnostic(`${held} idle sockets held; each closed ${shortest}–${longest} ms after it connected`);
     assert.ok(shortest >= timeoutMs - 1_000, `none closed before the timeout (${shortest} ms)`);
-    assert.ok(longest <= timeoutMs + 5_000, `each closed soon after the timeout (${longest} ms)`);
+    assert.ok(longest <= timeoutMs + 8_000, `each closed soon after the timeout (${longest} ms)`);
   } finally {
     for (const s of sockets) s.socket.destroy();
   }

@@ -47,6 +47,8 @@ export type SupervisorEvent =
 export type Supervised = {
   /** The child running now (or being started), if any. */
   current(): ChildProcess | null;
+  /** Restarts nothing from now on; the current child keeps running (first step of a shutdown). */
+  hold(): void;
   /** Stops supervising, then stops the current child (also one still starting). Idempotent. */
   stop(): Promise<void>;
   /** Settles when supervision ends: stopped, or given up. */
@@ -189,6 +191,9 @@ export function supervise(opts: SuperviseOptions): Supervised {
   return {
     current: () => current,
     done,
+    hold() {
+      stopping.abort();
+    },
     async stop() {
       stopping.abort();
       const c = current;

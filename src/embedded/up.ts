@@ -111,11 +111,14 @@ export async function up(opts: UpOptions): Promise<number> {
     stopping = true;
     const started = dataPlane !== undefined;
     if (started) opts.out('stopping Bulwark…');
+    // No restart from here on, whatever dies next.
+    for (const { s } of supervised) s.hold();
+    // Events still pending are written while PostgreSQL runs (bounded by its connect timeout).
+    await audit?.close();
     // Control plane first, then PgBouncer, then PostgreSQL (each supervisor stops the child it
     // has now, also one it is still starting); then whatever never came under supervision.
     for (const { s } of [...supervised].reverse()) await s.stop();
     for (const { child } of [...children].reverse()) await stopChild(child, 'SIGTERM', 15_000);
-    await audit?.close();
     await dataPlane
       ?.stop()
       .catch((err: Error) => opts.out(`error while stopping the data plane: ${err.message}`));
