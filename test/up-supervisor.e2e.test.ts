@@ -138,3 +138,21 @@ test('a SIGKILLed agent and server are restarted (audited, token reused) while t
   assert.equal(await stack.stop('SIGINT'), 0);
   for (const [name, pid] of Object.entries(last)) assert.equal(alive(pid), false, `${name} (${pid}) is gone`);
 });
+
+test('a second signal forces every process down, a restarted child included', async () => {
+  const other = await startUpStack();
+  try {
+    process.kill(other.pids().agent!, 'SIGKILL');
+    await other.waitForOutput(/agent is running again/, 90_000);
+    const pids = other.pids();
+    other.child.kill('SIGINT');
+    await sleep(50);
+    assert.equal(await other.stop('SIGINT'), 130);
+    const deadline = Date.now() + 15_000;
+    while (Object.values(pids).some(alive) && Date.now() < deadline) await sleep(50);
+    for (const [name, pid] of Object.entries(pids))
+      assert.equal(alive(pid), false, `${name} (${pid}) is gone`);
+  } finally {
+    await other.destroy();
+  }
+});
