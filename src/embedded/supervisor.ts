@@ -178,7 +178,8 @@ export function supervise(opts: SuperviseOptions): Supervised {
           opts.onEvent({
             kind: 'restart_failed',
             name: opts.name,
-            error: (err as Error).message.slice(0, 500),
+            // First line only: the rest may be a log tail, which has no place in the audit log.
+            error: ((err as Error).message.split('\n')[0] ?? '').slice(0, 300),
             crashesInWindow: next.inWindow,
             restartInMs: next.delay,
           });
