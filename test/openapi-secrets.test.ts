@@ -18,6 +18,7 @@ const ALLOWED = new Set([
   'post /v1/databases/{name}/credentials/reveal 200 password', // explicit, audited reveal
   'post /v1/agent/jobs/{id}/secret 200 password', // a job's secret, to the agent holding its lease
   'post /v1/audit/checkpoints 200 hash', // the audit chain head: a public digest, not a secret
+  'post /v1/audit/checkpoints 201 hash', // the same, signed by this call
 ]);
 
 /** Numbers, booleans and containers cannot carry a secret themselves (containers are walked). */

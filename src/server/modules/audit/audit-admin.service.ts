@@ -4,13 +4,14 @@
  * checkpoints on demand and the public keys that verify them.
  */
 import type { Logger } from 'pino';
-import { badRequest } from '../../../shared/errors.ts';
+import { AppError, badRequest } from '../../../shared/errors.ts';
 import type { Db } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import type { AuditChainer } from './audit.chainer.ts';
 import { type Checkpointer, keyMap } from './audit.checkpoints.ts';
 import { exportLines, verifyDatabase } from './audit.export.ts';
 import * as repo from './audit.repo.ts';
+import { auditFromCaller, recordAudit } from './audit.service.ts';
 import type { VerifyReport } from './audit.verify.ts';
 import type { AuditOutcome } from './audit-chain.ts';
 
@@ -58,12 +59,22 @@ function presentEvent(r: repo.AuditEventRow) {
 
 const VERIFY_REUSE_MS = 30_000;
 
+/** The audit record of an on-demand checkpoint (it does not itself make the head "move"). */
+const CHECKPOINT_CREATED = 'audit.checkpoint_created';
+/** One new on-demand checkpoint per account per minute (per replica); the same head is free. */
+const CHECKPOINT_INTERVAL_MS = 60_000;
+const CHECKPOINT_ACCOUNTS_TRACKED = 10_000;
+
 export function createAuditAdminService(deps: {
   db: Db;
   log: Logger;
-  chainer: Pick<AuditChainer, 'checkpointNow'>;
-  checkpointer: Pick<Checkpointer, 'publicKeys'>;
+  chainer: Pick<AuditChainer, 'chainPending'>;
+  checkpointer: Pick<Checkpointer, 'publicKeys' | 'onDemand'>;
+  now?: () => number;
 }) {
+  const now = deps.now ?? Date.now;
+  /** accountId → when it last created an on-demand checkpoint (bounded; oldest dropped first). */
+  const lastCreated = new Map<string, number>();
   let inFlight: Promise<VerifyReport> | null = null;
   let lastVerify: { at: number; report: VerifyReport } | null = null;
 
@@ -120,7 +131,44 @@ export function createAuditAdminService(deps: {
       return inFlight;
     },
 
-    checkpoint: () => deps.chainer.checkpointNow(),
+    /**
+     * A signed checkpoint of the current (global) chain head, for a tenant admin anchoring an
+     * export. Idempotent per head: when nothing but on-demand checkpoint records was chained
+     * since the newest checkpoint, that one is returned (`created: false`) and nothing is written.
+     * A new one is limited per account (429 with `retry_after_s`) and audited in its transaction.
+     */
+    async checkpoint(caller: Caller, requestId: string) {
+      await deps.chainer.chainPending();
+      return deps.checkpointer.onDemand(CHECKPOINT_CREATED, async (tx, cp) => {
+        const t = now();
+        const last = lastCreated.get(caller.accountId);
+        if (last !== undefined && t - last < CHECKPOINT_INTERVAL_MS) {
+          const retryAfterS = Math.max(1, Math.ceil((last + CHECKPOINT_INTERVAL_MS - t) / 1000));
+          throw new AppError('rate_limited', 429, 'A new checkpoint was created recently; retry later', {
+            retry_after_s: retryAfterS,
+          });
+        }
+        await recordAudit(
+          tx,
+          auditFromCaller(
+            caller,
+            {
+              action: CHECKPOINT_CREATED,
+              targetType: 'audit_checkpoint',
+              targetId: cp.seq,
+              details: { seq: cp.seq, hash: cp.hash, key_id: cp.keyId },
+            },
+            requestId,
+          ),
+        );
+        lastCreated.delete(caller.accountId);
+        if (lastCreated.size >= CHECKPOINT_ACCOUNTS_TRACKED) {
+          const oldest = lastCreated.keys().next();
+          if (!oldest.done) lastCreated.delete(oldest.value);
+        }
+        lastCreated.set(caller.accountId, t);
+      });
+    },
 
     publicKeys: () => deps.checkpointer.publicKeys(),
   };

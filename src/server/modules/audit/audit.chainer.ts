@@ -16,7 +16,7 @@ import type { Db, Queryable } from '../../db/pool.ts';
 import type { Checkpointer } from './audit.checkpoints.ts';
 import * as repo from './audit.repo.ts';
 import { AUDIT_CHANNEL, onAuditRecorded } from './audit.service.ts';
-import { type AuditCheckpoint, canonicalEncode, chainHash } from './audit-chain.ts';
+import { canonicalEncode, chainHash } from './audit-chain.ts';
 
 // Any constant works; it only elects one chainer per control database.
 const CHAINER_LOCK = 7_236_451_005;
@@ -130,8 +130,8 @@ export type AuditChainer = {
   isLeader(): boolean;
   /** Leader only: chains everything pending now (tests, shutdown). Returns rows chained. */
   flush(): Promise<number>;
-  /** Chains what is pending, then signs the head. Works on any replica (head lock serialises). */
-  checkpointNow(): Promise<AuditCheckpoint | null>;
+  /** Chains what is pending when this replica is the leader (before an on-demand checkpoint). */
+  chainPending(): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -285,7 +285,9 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
   return {
     isLeader: () => leader !== null,
     flush: () => exclusive((c) => chainAll(c, batch)),
-    checkpointNow: () => checkpoint(false),
+    async chainPending() {
+      if (leader) await exclusive((c) => chainAll(c, batch));
+    },
     async close() {
       closed = true;
       unsubscribe();

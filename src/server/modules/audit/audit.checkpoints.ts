@@ -6,7 +6,7 @@
 import { appendFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { loadOrCreateSigningKey, loadPublicKeys, type SigningKey } from '../../crypto/signing-key.ts';
-import type { Db, Queryable } from '../../db/pool.ts';
+import { type Db, type Queryable, withTx } from '../../db/pool.ts';
 import * as repo from './audit.repo.ts';
 import { type AuditCheckpoint, signCheckpoint } from './audit-chain.ts';
 
@@ -87,6 +87,47 @@ export function createCheckpointer(deps: CheckpointDeps) {
       });
       await ship('checkpoint', cp);
       return cp;
+    },
+
+    /**
+     * On demand (the API): the checkpoint of the current head. When the chain has not moved
+     * since the newest checkpoint — except by `ignoredAction` events, the audit records of
+     * on-demand checkpoints themselves, which would otherwise feed a new one each call — that
+     * checkpoint is returned (`created: false`): nothing is signed, stored or appended. Else
+     * `admit` runs (rate limit, audit event) in the transaction that stores the new one, under
+     * a lock that serialises on-demand checkpoints across replicas; the external file gets
+     * its line after commit.
+     */
+    async onDemand(
+      ignoredAction: string,
+      admit: (tx: Queryable, cp: AuditCheckpoint) => Promise<void>,
+    ): Promise<{ checkpoint: AuditCheckpoint; created: boolean } | null> {
+      const out = await withTx(deps.db, async (tx) => {
+        await repo.lockOnDemandCheckpoints(tx);
+        const head = await repo.readHead(tx);
+        if (head.seq === 0) return null;
+        const last = await repo.latestCheckpoint(tx);
+        if (
+          last &&
+          (Number(last.seq) >= head.seq ||
+            !(await repo.chainMovedBetween(tx, Number(last.seq), head.seq, ignoredAction)))
+        ) {
+          return { checkpoint: toAuditCheckpoint(last), created: false };
+        }
+        const cp = sign(head.seq, head.hash);
+        await admit(tx, cp);
+        await repo.insertCheckpoint(tx, {
+          kind: 'checkpoint',
+          seq: head.seq,
+          hash: head.hash,
+          at: cp.at,
+          key_id: cp.keyId,
+          signature: cp.signature,
+        });
+        return { checkpoint: cp, created: true };
+      });
+      if (out?.created) await ship('checkpoint', out.checkpoint);
+      return out;
     },
 
     /** Signs and stores an anchor (retention) inside the pruning transaction. */

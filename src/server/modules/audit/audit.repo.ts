@@ -197,6 +197,34 @@ export async function listCheckpoints(db: Queryable): Promise<CheckpointRow[]> {
   return r.rows;
 }
 
+/** The newest checkpoint (not anchor), or null. */
+export async function latestCheckpoint(db: Queryable): Promise<CheckpointRow | null> {
+  const r = await db.query<CheckpointRow>(
+    `SELECT id, kind, seq, hash, at, key_id, signature FROM audit_checkpoints
+      WHERE kind = 'checkpoint' ORDER BY seq DESC, id DESC LIMIT 1`,
+  );
+  return r.rows[0] ?? null;
+}
+
+/** Serialises on-demand checkpoints across replicas (one head → one checkpoint), until commit. */
+export async function lockOnDemandCheckpoints(tx: Queryable): Promise<void> {
+  await tx.query("SELECT pg_advisory_xact_lock(hashtext('bulwark.audit.checkpoint_on_demand'))");
+}
+
+/** Are there chained events in (`from`, `to`] other than `ignoredAction` ones? (Walks the seq index.) */
+export async function chainMovedBetween(
+  db: Queryable,
+  from: number,
+  to: number,
+  ignoredAction: string,
+): Promise<boolean> {
+  const r = await db.query<{ moved: boolean }>(
+    'SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq > $1 AND seq <= $2 AND action <> $3) AS moved',
+    [from, to, ignoredAction],
+  );
+  return r.rows[0]?.moved ?? true;
+}
+
 export async function lastCheckpointSeq(db: Queryable): Promise<number> {
   const r = await db.query<{ seq: number | null }>(
     "SELECT max(seq) AS seq FROM audit_checkpoints WHERE kind = 'checkpoint'",

@@ -84,7 +84,7 @@ test('events are account-scoped, filtered and paginated; admin keys only', async
 
 test('export, checkpoint, public key and verify over HTTP; the export verifies offline', async () => {
   const cpRes = await s.app.inject({ method: 'POST', url: '/v1/audit/checkpoints', headers: admin.headers });
-  assert.equal(cpRes.statusCode, 200);
+  assert.equal(cpRes.statusCode, 201);
   const cp = cpRes.json().checkpoint;
   const keys = (await s.app.inject({ url: '/v1/public-key' })).json().keys as {
     key_id: string;

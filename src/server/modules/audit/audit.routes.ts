@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { AppError } from '../../../shared/errors.ts';
 import type { Db } from '../../db/pool.ts';
 import { requireAccountScope, requireCaller, requireLevel } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
@@ -155,21 +156,30 @@ export function auditRoutes(deps: { audit: AuditAdminService; db: Db }): Fastify
       {
         schema: {
           tags: ['audit'],
-          summary: 'Sign the current chain head now',
+          summary:
+            'A signed checkpoint of the current chain head: 201 when signed now, 200 with the existing one when the head has not moved',
           security: [{ apiKey: [] }],
-          response: { 200: z.object({ checkpoint: checkpointSchema.nullable() }), ...errorResponses },
+          response: {
+            200: z.object({ checkpoint: checkpointSchema.nullable(), created: z.literal(false) }),
+            201: z.object({ checkpoint: checkpointSchema, created: z.literal(true) }),
+            ...errorResponses,
+          },
         },
       },
-      async (req) => {
+      async (req, reply) => {
         const caller = requireCaller(req);
         requireLevel(caller, 'admin');
         requireAccountScope(caller);
-        const cp = await deps.audit.checkpoint();
-        return {
-          checkpoint: cp
-            ? { seq: cp.seq, hash: cp.hash, at: cp.at, key_id: cp.keyId, signature: cp.signature }
-            : null,
-        };
+        const out = await deps.audit.checkpoint(caller, String(req.id)).catch((err: unknown) => {
+          const retry = err instanceof AppError ? err.details?.retry_after_s : undefined;
+          if (typeof retry === 'number') reply.header('retry-after', retry);
+          throw err;
+        });
+        if (!out) return { checkpoint: null, created: false as const };
+        const cp = out.checkpoint;
+        const body = { seq: cp.seq, hash: cp.hash, at: cp.at, key_id: cp.keyId, signature: cp.signature };
+        if (out.created) return reply.status(201).send({ checkpoint: body, created: true as const });
+        return { checkpoint: body, created: false as const };
       },
     );
 
