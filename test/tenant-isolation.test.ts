@@ -350,3 +350,20 @@ test('startup options outrank database-, role- and role-in-database settings', a
     await kit.admin.query(`DROP ROLE IF EXISTS ${role}`);
   }
 });
+
+test('thousands of planted shadows still fit the drift report (bounded per kind and database)', async () => {
+  const { boundFindings, MAX_FINDINGS_PER_GROUP } = await import('../src/agent/postgres/drift.ts');
+  const many: DriftFinding[] = Array.from({ length: 5_000 }, (_, i) => ({
+    kind: 'shadow_routine',
+    object: `db1:public.f${i}(${'integer, '.repeat(40)}integer)`,
+    detail: 'x'.repeat(2_000),
+  }));
+  const out = boundFindings([...many, { kind: 'unexpected_role', object: 'r', detail: 'd' }]);
+  const listed = out.filter((f) => f.object.startsWith('db1:')).length;
+  assert.ok(listed > 0 && listed <= MAX_FINDINGS_PER_GROUP, String(listed));
+  assert.match(out.at(-1)!.detail, /not listed \(report too large\)/);
+  assert.ok(out.some((f) => f.object === 'db1' && /4900 more/.test(f.detail)));
+  assert.ok(out.some((f) => f.kind === 'unexpected_role'));
+  assert.ok(out.every((f) => f.object.length <= 200 && f.detail.length <= 1000));
+  assert.ok(JSON.stringify(out).length < 64 * 1024);
+});

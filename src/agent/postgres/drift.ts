@@ -242,7 +242,70 @@ export async function findDrift(
       await c.end().catch(() => {});
     }
   }
-  return findings;
+  return boundFindings(findings);
+}
+
+/** Findings of one kind for one database (object prefix before `:`) beyond which only a count is kept. */
+export const MAX_FINDINGS_PER_GROUP = 100;
+/** The agent's job result is capped at 64 KiB by the server: the findings stay well below. */
+const MAX_FINDINGS_JSON = 48 * 1024;
+
+/**
+ * A tenant can plant thousands of shadows: the report must still fit the job result (or drift
+ * would go blind). Per kind and database at most MAX_FINDINGS_PER_GROUP, then one finding that
+ * counts the rest; fields clipped to the contract (object 200, detail 1000 characters); the
+ * whole list bounded in size with a last finding saying how many were left out.
+ */
+export function boundFindings(findings: DriftFinding[]): DriftFinding[] {
+  const groups = new Map<string, number>();
+  // Cluster-level findings first, then the counts, then per-object detail: what the size bound
+  // cuts (last) is detail whose count is already reported.
+  const head: DriftFinding[] = [];
+  const tail: DriftFinding[] = [];
+  const extra = new Map<string, { f: DriftFinding; n: number }>();
+  for (const f of findings) {
+    const i = f.object.indexOf(':');
+    const key = `${f.kind}\u0000${i >= 0 ? f.object.slice(0, i) : ''}`;
+    const n = (groups.get(key) ?? 0) + 1;
+    groups.set(key, n);
+    if (n <= MAX_FINDINGS_PER_GROUP) {
+      (i >= 0 ? tail : head).push({ ...f, object: clip(f.object, 200), detail: clip(f.detail, 1000) });
+      continue;
+    }
+    const e = extra.get(key);
+    if (e) e.n++;
+    else extra.set(key, { f, n: 1 });
+  }
+  for (const { f, n } of extra.values()) {
+    const i = f.object.indexOf(':');
+    head.push({
+      kind: f.kind,
+      object: clip(i >= 0 ? f.object.slice(0, i) : f.object, 200),
+      detail: `and ${n} more ${f.kind} finding(s) not listed`,
+    });
+  }
+  const out = [...head, ...tail];
+  let size = 2;
+  for (let k = 0; k < out.length; k++) {
+    size += JSON.stringify(out[k]).length + 1;
+    if (size > MAX_FINDINGS_JSON) {
+      const left = out.length - k;
+      const last = out[k]!;
+      return [
+        ...out.slice(0, k),
+        {
+          kind: last.kind,
+          object: '(report)',
+          detail: `${left} more finding(s) not listed (report too large)`,
+        },
+      ];
+    }
+  }
+  return out;
+}
+
+function clip(s: string, max: number): string {
+  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
 /** Database-level and per-database settings on tenant databases; our roles' own settings. */
