@@ -153,9 +153,13 @@ export async function ensureSteward(
   });
 }
 
-/** Connection limits and timeouts of the login roles (see contract.ts for which role gets what). */
+/**
+ * Connection limits and timeouts of the login roles (see contract.ts for which role gets what).
+ * Whatever else the tenant set on them (`ALTER ROLE self SET …`) goes first.
+ */
 export async function applyLimits(c: Queryable, roles: RoleNames, limits: DatabaseLimits): Promise<void> {
-  await c.query(limitStatements(roles, limits).join(';\n'));
+  const reset = [roles.owner, roles.reader, roles.migrator].map((r) => `ALTER ROLE ${q(r)} RESET ALL`);
+  await c.query([...reset, ...limitStatements(roles, limits)].join(';\n'));
 }
 
 function explorerSettingStatements(roles: RoleNames): string[] {
