@@ -14,7 +14,7 @@ import { EXPLORER_RESULT_MAX_BYTES } from '../agent/explorer/explorer.contract.t
 import type { ServerConfig } from './config.ts';
 import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
-import { registerErrorHandling } from './http/errors.ts';
+import { frameworkErrors, registerErrorHandling } from './http/errors.ts';
 import { createIdempotency } from './http/idempotency.ts';
 import { registerProxyCheck } from './http/proxy-check.ts';
 import { createMemoryRateLimitStore, createRateLimiter, type RateLimitStore } from './http/rate-limit.ts';
@@ -94,6 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     routerOptions: { maxParamLength: 200 },
+    frameworkErrors,
   }).withTypeProvider<ZodTypeProvider>();
 
   const routes: RouteInfo[] = [];
