@@ -57,7 +57,12 @@ export const serverConfigSchema = z
     /** Host clients use to reach PgBouncer (what goes into connection strings). */
     poolerPublicHost: z.string().min(1).max(255).default('127.0.0.1'),
     poolerPort: z.coerce.number().int().min(1).max(65535).default(6432),
-    poolerSslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
+    /**
+     * The sslmode put into connection strings. PgBouncer always serves TLS (the agent makes a
+     * self-signed certificate when none is given; TLS is required beyond loopback, offered on
+     * it), so `require` works everywhere; `verify-full` once clients trust the certificate.
+     */
+    poolerSslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('require'),
     /** Rate limits (fixed one-minute windows): per API key, per IP without a key, failed auths per IP. */
     rateLimitKeyPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(1200),
     rateLimitIpPerMinute: z.coerce.number().int().min(1).max(10_000_000).default(300),

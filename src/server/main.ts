@@ -64,6 +64,11 @@ export async function createServerContext(opts: {
   // Tenant database passwords are sealed with the master keyring (followed across rotations).
   const box = config.masterKeyFile ? createKeyringFileBox(config.masterKeyFile) : null;
   if (!box) log.warn('no master key file (BULWARK_MASTER_KEY_FILE): database routes answer 503');
+  if (config.poolerSslmode === 'disable' || config.poolerSslmode === 'prefer')
+    log.warn(
+      { sslmode: config.poolerSslmode },
+      'BULWARK_POOLER_SSLMODE lets clients connect without TLS; PgBouncer always serves TLS, so use require (the default)',
+    );
   const jobHooks = createJobHooks();
   // Expired allowlist entries leave the stored rows (and the nodes) at their expiry.
   const allowlistExpiry = createAllowlistExpiry({ db, log });

@@ -186,8 +186,8 @@ test('connection info names the pooler and the owner, never a password', async (
     port: 6432,
     user: 'conn_db_owner',
     database: 'conn_db',
-    sslmode: 'prefer',
-    uri: 'postgresql://conn_db_owner@127.0.0.1:6432/conn_db?sslmode=prefer',
+    sslmode: 'require',
+    uri: 'postgresql://conn_db_owner@127.0.0.1:6432/conn_db?sslmode=require',
   });
 });
 
