@@ -213,6 +213,7 @@ test('a tenant owner’s shadows and settings never run as anyone but the tenant
         `ALTER ROLE ${roles.owner} SET search_path = public, evil, pg_catalog`,
         `ALTER ROLE ${roles.owner} SET statement_timeout = 0`,
         `ALTER ROLE ${roles.owner} IN DATABASE ${name} SET search_path = evil, public, pg_catalog`,
+        `ALTER ROLE ${roles.owner} IN DATABASE postgres SET search_path = evil, public, pg_catalog`,
         `ALTER ROLE ${roles.owner} PASSWORD '${changed}'`,
       ].join(';\n'),
     ),
@@ -274,6 +275,11 @@ test('a tenant owner’s shadows and settings never run as anyone but the tenant
     [name],
   );
   assert.equal(settings.rowCount, 0, 'database-level settings left');
+  const ownerSettings = await kit.admin.query(
+    `SELECT s.setdatabase FROM pg_db_role_setting s WHERE s.setrole = $1::regrole AND s.setdatabase <> 0`,
+    [roles.owner],
+  );
+  assert.equal(ownerSettings.rowCount, 0, 'per-database settings of the owner left');
   const owner = await kit.admin.query(
     'SELECT pg_get_userbyid(datdba)::text AS o FROM pg_database WHERE datname = $1',
     [name],

@@ -325,12 +325,20 @@ async function settingsDrift(
        FROM pg_catalog.pg_db_role_setting s
        LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
       WHERE d.datname = ANY($1::pg_catalog.text[])
-         OR (s.setdatabase = 0 AND pg_catalog.pg_get_userbyid(s.setrole) = ANY($2::pg_catalog.text[]))`,
+         OR pg_catalog.pg_get_userbyid(s.setrole) = ANY($2::pg_catalog.text[])`,
     [names, roleList],
   );
   const roleSettings = new Map<string, string[]>();
+  const own = new Set(names);
   for (const row of r.rows) {
-    if (row.datname !== null) {
+    if (row.datname !== null && !own.has(row.datname)) {
+      // One of our roles with settings in some other database (`ALTER ROLE self IN DATABASE …`).
+      findings.push({
+        kind: 'role_setting',
+        object: row.role ?? '',
+        detail: `in database ${row.datname}: ${row.config.join(', ')}`.slice(0, 1000),
+      });
+    } else if (row.datname !== null) {
       findings.push({
         kind: 'database_setting',
         object: row.datname,

@@ -205,7 +205,8 @@ export function expectedRoleSettings(roles: RoleNames, limits: DatabaseLimits): 
 
 /**
  * Puts a database's settings back to ours (from the maintenance database, as the admin):
- * no database-level settings, no per-database settings of any role in it, and the role-level
+ * no database-level settings, no per-database settings of any role in it (nor of our roles in
+ * any other database), and the role-level
  * settings of our roles exactly as expectedRoleSettings (when limits are known).
  */
 export async function resetSettings(
@@ -214,18 +215,21 @@ export async function resetSettings(
   roles: RoleNames,
   limits: DatabaseLimits | null,
 ): Promise<void> {
-  const perDb = await pool.query<{ role: string | null }>(
-    `SELECT CASE WHEN s.setrole OPERATOR(pg_catalog.=) 0 THEN NULL
+  // Any role's settings in this database, and our roles' settings in any database.
+  const perDb = await pool.query<{ datname: string; role: string | null }>(
+    `SELECT d.datname::pg_catalog.text AS datname,
+            CASE WHEN s.setrole OPERATOR(pg_catalog.=) 0 THEN NULL
                  ELSE pg_catalog.pg_get_userbyid(s.setrole)::pg_catalog.text END AS role
        FROM pg_catalog.pg_db_role_setting s
        JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
-      WHERE d.datname OPERATOR(pg_catalog.=) $1`,
-    [name],
+      WHERE d.datname OPERATOR(pg_catalog.=) $1
+         OR pg_catalog.pg_get_userbyid(s.setrole) OPERATOR(pg_catalog.=) ANY($2::pg_catalog.text[])`,
+    [name, Object.values(roles)],
   );
   const sql: string[] = [];
   for (const r of perDb.rows) {
-    if (r.role === null) sql.push(`ALTER DATABASE ${q(name)} RESET ALL`);
-    else sql.push(`ALTER ROLE ${q(r.role)} IN DATABASE ${q(name)} RESET ALL`);
+    if (r.role === null) sql.push(`ALTER DATABASE ${q(r.datname)} RESET ALL`);
+    else sql.push(`ALTER ROLE ${q(r.role)} IN DATABASE ${q(r.datname)} RESET ALL`);
   }
   if (limits) {
     for (const role of Object.values(roles)) sql.push(`ALTER ROLE ${q(role)} RESET ALL`);
