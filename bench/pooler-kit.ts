@@ -3,6 +3,7 @@
  * free loopback ports), a PoolerManager on it as the agent builds one, and the database job
  * handlers with a fake secret source.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,13 +66,7 @@ export async function startPoolerBenchKit(): Promise<PoolerBenchKit> {
     pooler,
     poolerHost: '127.0.0.1',
     poolerPort: ports.pooler,
-    async connectAdmin(database) {
-      const u = new URL(dp.adminUrl);
-      u.pathname = `/${database}`;
-      const c = new pg.Client({ connectionString: u.toString() });
-      await c.connect();
-      return c;
-    },
+    cluster: { pgHost: '127.0.0.1', pgPort: ports.postgres, key: randomBytes(32) },
   };
   return {
     ports,
