@@ -115,7 +115,7 @@ test('50 rows come back with the right columns, types and values', async () => {
   await assertSessionClean(ex, t, '50 rows');
 });
 
-test('round trips: one for a short result, two when the first batch is full or for EXPLAIN, one for the reset', async () => {
+test('round trips: one for a result of any length, two for EXPLAIN, one for the reset', async () => {
   // Warm: the connection is logged in and the column types (int, text) are cached.
   await run(ex, 'select id, secret from canary order by id');
   await ex.settled();
@@ -132,11 +132,11 @@ test('round trips: one for a short result, two when the first batch is full or f
   const seven = await trips("select g, 'x' || g from generate_series(1, 7) g");
   assert.ok(seven.out.kind === 'rows' && seven.out.output.row_count === 7);
   assert.equal(seven.onPath, 1);
-  // A full first batch (8 rows) needs one more FETCH to see the end, whatever follows.
+  // No cursor: the whole result (up to the row cap + 1) comes back in the same round trip.
   const fifty = await trips("select g, 'x' || g from generate_series(1, 50) g");
   assert.ok(fifty.out.kind === 'rows' && fifty.out.output.row_count === 50);
-  assert.equal(fifty.onPath, 2);
-  // EXPLAIN runs without a cursor, so it is sent only once the guarded transaction stands.
+  assert.equal(fifty.onPath, 1);
+  // EXPLAIN cannot be wrapped, so it is sent only once the guarded transaction stands.
   const plan = await trips('explain select * from canary');
   assert.ok(plan.out.kind === 'rows' && plan.out.output.row_count >= 1, JSON.stringify(plan.out));
   assert.equal(plan.onPath, 2);

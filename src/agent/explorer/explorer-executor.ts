@@ -9,16 +9,21 @@
  * 4. One pipelined write: `BEGIN READ ONLY`, `set_config(…, true)` of the statement/lock/idle
  *    timeouts, `search_path = public` and standard_conforming_strings, a guard statement that
  *    raises inside PostgreSQL unless every rail holds (read only, UTF8, standard strings, current
- *    and session user = the explorer, search_path, timeouts), then DECLARE and the first FETCH.
+ *    and session user = the explorer, search_path, timeouts), then the user's SELECT wrapped as
+ *    `SELECT * FROM (<sql>) AS bulwark_q LIMIT <row cap + 1>`, executed with fetch count 0 (no
+ *    cursor, no portal suspension: PostgreSQL may plan it with parallel workers).
  *    A failed step aborts the transaction, so the user's statement is never even parsed.
- * 5. Rows are read through a NO SCROLL cursor in adaptive batches under a row cap and a byte
- *    cap (truncated, never an error); more batches only when the first one was full.
+ * 5. The row cap is the LIMIT; the byte cap is enforced on the wire by the connection's stream
+ *    filter (explorer-stream.ts) before node-postgres parses a row: rows past the budget are
+ *    skipped unread, so no value of any size is materialised (truncated, never an error).
  * 6. Always ROLLBACK, then DISCARD ALL and a check that no session state (prepared statements,
  *    advisory locks, LISTEN channels, temp tables, another role) survived — otherwise the
  *    connection is destroyed, not reused. Rollback and reset run after the result is handed
  *    back; the connection is not reused before they finish.
  * 7. Cancellation (client gone, agent stopping) → pg_cancel_backend on that backend.
  */
+
+import { parseSync } from 'libpg-query';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import {
@@ -31,6 +36,7 @@ import { BUSY, EXPLORER_LIMITS } from './explorer.contract.ts';
 import { createExplorerPools, type ExplorerPoolDeps } from './explorer-pools.ts';
 import { backendPid, extended, pipelined, type Step } from './explorer-protocol.ts';
 import { readPublicSchema } from './explorer-schema.ts';
+import { ExplorerStreamError, explorerSocket } from './explorer-stream.ts';
 
 export type ExplorerExecutorDeps = ExplorerPoolDeps & {
   log: Logger;
@@ -59,16 +65,44 @@ export type ExplorerExecutor = {
   close(): Promise<void>;
 };
 
-const CURSOR = 'bulwark_explorer';
-const DECLARE_PREFIX = `DECLARE ${CURSOR} NO SCROLL CURSOR FOR `;
-const MAX_BATCH = 1_000;
-/** Small on purpose: rows of unknown size (1 MB each?) must not blow the byte cap before it is measured. */
-const FIRST_BATCH = 8;
+/**
+ * The user's SELECT runs wrapped, so the row cap holds inside PostgreSQL without a cursor (a
+ * cursor, or an Execute with a fetch count, rules out parallel workers). The newline before the
+ * closing parenthesis ends a trailing `--` comment; error positions are shifted back by WRAP_HEAD.
+ */
+const WRAP_HEAD = 'SELECT * FROM (\n';
+const wrapSelect = (sql: string, limit: number) => `${WRAP_HEAD}${sql}\n) AS bulwark_q LIMIT ${limit}`;
+/** Statements of the prelude (BEGIN, limits, guard): the byte budget starts after their answers. */
+const PRELUDE_STEPS = 3;
+
+/**
+ * The wire budget for a byte cap. The cap is measured on text values as `rowBytes` does (JSON-ish:
+ * value + 3, NULL 5, row + 2); on the wire a DataRow costs 2 + Σ(4 + value), NULL 4 — at most 4/3
+ * of that (empty strings). With 4/3 the wire filter never drops a row the exact cap would keep.
+ */
+export const wireBudget = (byteLimit: number) => Math.ceil((byteLimit * 4) / 3) + 64;
+
+/**
+ * The statement without a trailing `;` (and whatever comment follows it): it must fit inside the
+ * wrapper's parentheses. libpg-query reports where the one statement ends (the validator parsed it).
+ */
+function statementText(sql: string): string {
+  try {
+    const first = (parseSync(sql) as { stmts?: { stmt_location?: number; stmt_len?: number }[] }).stmts?.[0];
+    const end = (first?.stmt_location ?? 0) + (first?.stmt_len ?? 0);
+    if (first?.stmt_len) return Buffer.from(sql, 'utf8').subarray(0, end).toString('utf8');
+    return sql;
+  } catch {
+    return sql.replace(/;\s*$/, '');
+  }
+}
 
 /** The transaction's limits: $1 statement, $2 lock, $3 idle-in-transaction timeout (ms). */
-const SET_LIMITS = `SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),
-  set_config('idle_in_transaction_session_timeout', $3, true),
-  set_config('search_path', 'public', true), set_config('standard_conforming_strings', 'on', true)`;
+const SET_LIMITS = `SELECT pg_catalog.set_config('statement_timeout', $1, true),
+  pg_catalog.set_config('lock_timeout', $2, true),
+  pg_catalog.set_config('idle_in_transaction_session_timeout', $3, true),
+  pg_catalog.set_config('search_path', 'public', true),
+  pg_catalog.set_config('standard_conforming_strings', 'on', true)`;
 
 /**
  * Fails inside PostgreSQL (22P02: the ELSE text is no integer) unless every guard rail holds;
@@ -76,15 +110,18 @@ const SET_LIMITS = `SELECT set_config('statement_timeout', $1, true), set_config
  * the planner cannot fold the CASE: it is evaluated when the statement runs, after SET_LIMITS.
  */
 export const GUARD_ASSERT = `SELECT pg_catalog.int4(CASE WHEN
-      pg_catalog.current_setting('transaction_read_only') = 'on'
-  AND pg_catalog.current_setting('client_encoding') = 'UTF8'
-  AND pg_catalog.current_setting('standard_conforming_strings') = 'on'
-  AND pg_catalog.current_setting('search_path') = 'public'
-  AND current_user = $1 AND session_user = $1
-  AND pg_catalog.current_setting('statement_timeout')::pg_catalog.interval = $2::int * interval '1 ms'
-  AND pg_catalog.current_setting('lock_timeout')::pg_catalog.interval = $3::int * interval '1 ms'
+      pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on'
+  AND pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) 'UTF8'
+  AND pg_catalog.current_setting('standard_conforming_strings') OPERATOR(pg_catalog.=) 'on'
+  AND pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) 'public'
+  AND current_user OPERATOR(pg_catalog.=) $1::pg_catalog.name
+  AND session_user OPERATOR(pg_catalog.=) $1::pg_catalog.name
+  AND pg_catalog.current_setting('statement_timeout')::pg_catalog.interval
+      OPERATOR(pg_catalog.=) ($2::pg_catalog.int4 OPERATOR(pg_catalog.*) '1 ms'::pg_catalog.interval)
+  AND pg_catalog.current_setting('lock_timeout')::pg_catalog.interval
+      OPERATOR(pg_catalog.=) ($3::pg_catalog.int4 OPERATOR(pg_catalog.*) '1 ms'::pg_catalog.interval)
   AND pg_catalog.current_setting('idle_in_transaction_session_timeout')::pg_catalog.interval
-      = $4::int * interval '1 ms'
+      OPERATOR(pg_catalog.=) ($4::pg_catalog.int4 OPERATOR(pg_catalog.*) '1 ms'::pg_catalog.interval)
   THEN '1' ELSE 'explorer guard rails did not hold' END)`;
 
 const GUARD_FAILED = 'explorer session guard rails did not hold; refusing to run the query';
@@ -156,7 +193,10 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
     if (missing.length) {
       const r = await extended<[string]>(
         c,
-        'SELECT format_type(o, m) FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i',
+        `SELECT pg_catalog.format_type(o, m)
+           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), pg_catalog.unnest($2::pg_catalog.int4[]))
+                WITH ORDINALITY AS u(o, m, i)
+          ORDER BY i`,
         [missing.map((f) => f.dataTypeID), missing.map((f) => f.dataTypeModifier)],
       );
       for (const [i, f] of missing.entries()) typeNames.set(keyOf(f), r.rows[i]?.[0] ?? 'unknown');
@@ -170,7 +210,13 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
    * prelude step throws (internal: the session is not what it must be); otherwise the first
    * failed statement's error is thrown, else their results are returned in order.
    */
-  const open = async (c: pg.ClientBase, roles: RoleNames, timeoutMs: number, statements: string[]) => {
+  const open = async (
+    c: pg.ClientBase,
+    roles: RoleNames,
+    timeoutMs: number,
+    statements: string[],
+    budget?: { bytes: number; onDrop: () => void },
+  ) => {
     const ms = [timeoutMs, Math.min(timeoutMs, 1_000), timeoutMs + 5_000].map(String);
     const steps: Step[] = [
       { text: 'BEGIN READ ONLY' },
@@ -178,6 +224,8 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       { text: GUARD_ASSERT, values: [roles.explorer, ...ms] },
       ...statements.map((text) => ({ text })),
     ];
+    // The rows of the first statement after the prelude are read under the byte budget.
+    if (budget) explorerSocket(c).limitRows(budget.bytes, PRELUDE_STEPS, budget.onDrop);
     const settled = await pipelined(c, steps);
     const prelude = settled.slice(0, 3);
     for (const r of prelude) {
@@ -194,21 +242,6 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       results.push(r.value as RawResult);
     }
     return results;
-  };
-
-  const fetchAll = async (c: pg.ClientBase, input: QueryPayload, first: RawResult, firstWant: number) => {
-    const out = collector(input);
-    let r = first;
-    let want = firstWant;
-    // Another batch only when the last one came back full (and no cap was hit).
-    while (out.add(r.rows) && r.rows.length >= want) {
-      // Next batch sized to what is left of the byte budget at the average row size so far.
-      const avg = Math.max(1, out.bytes / Math.max(1, out.rows.length));
-      const batch = Math.max(1, Math.min(MAX_BATCH, Math.floor((input.byte_limit - out.bytes) / avg)));
-      want = Math.max(1, Math.min(batch, input.row_limit + 1 - out.rows.length));
-      r = await extended<RawRow>(c, `FETCH FORWARD ${want} FROM ${CURSOR}`);
-    }
-    return { rows: out.rows, fields: first.fields as PgField[], truncatedBy: out.truncatedBy };
   };
 
   return {
@@ -244,11 +277,19 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       const c = lease.client;
       let running = true;
       let cancel: Promise<unknown> | null = null;
+      // Client gone, agent stopping, or the result already cut by the byte budget (the rest of
+      // its rows would only be skipped): cancel the statement on its backend. Never throws.
       const onAbort = () => {
-        if (!running) return;
-        cancel = deps.admin
-          .query('SELECT pg_cancel_backend($1)', [backendPid(c)])
-          .catch((err: Error) => deps.log.warn({ err: { message: err.message } }, 'explorer cancel failed'));
+        if (!running || cancel) return;
+        try {
+          cancel = deps.admin
+            .query('SELECT pg_catalog.pg_cancel_backend($1)', [backendPid(c)])
+            .catch((err: Error) =>
+              deps.log.warn({ err: { message: err.message } }, 'explorer cancel failed'),
+            );
+        } catch (err) {
+          deps.log.warn({ err: { message: (err as Error).message } }, 'explorer cancel failed');
+        }
       };
       signal.addEventListener('abort', onAbort, { once: true });
       try {
@@ -259,25 +300,40 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
             duration_ms: elapsed(),
           };
         }
-        let out: { rows: (string | null)[][]; fields: PgField[]; truncatedBy: 'rows' | 'bytes' | null };
+        const socket = explorerSocket(c);
+        let result: RawResult | undefined;
         if (verdict.kind === 'explain') {
-          // EXPLAIN runs outside a cursor, so it is sent only once the guarded transaction stands
+          // EXPLAIN cannot be wrapped, so it is sent only once the guarded transaction stands
           // (were BEGIN to fail, a pipelined EXPLAIN would run in an implicit transaction of its own).
           await open(c, roles, timeoutMs, []);
-          const plan = await extended<RawRow>(c, input.sql);
-          const kept = collector(input);
-          kept.add(plan?.rows ?? []);
-          out = { rows: kept.rows, fields: (plan?.fields ?? []) as PgField[], truncatedBy: kept.truncatedBy };
+          socket.limitRows(wireBudget(input.byte_limit), 0, onAbort);
+          result = await extended<RawRow>(c, input.sql);
         } else {
-          const want = Math.max(1, Math.min(FIRST_BATCH, input.row_limit + 1));
-          const [, first] = await open(c, roles, timeoutMs, [
-            DECLARE_PREFIX + input.sql,
-            `FETCH FORWARD ${want} FROM ${CURSOR}`,
-          ]);
-          if (!first) throw new Error('explorer pipeline lost the first batch');
-          out = await fetchAll(c, input, first, want);
+          [result] = await open(
+            c,
+            roles,
+            timeoutMs,
+            [wrapSelect(statementText(input.sql), input.row_limit + 1)],
+            { bytes: wireBudget(input.byte_limit), onDrop: onAbort },
+          );
+          if (!result) throw new Error('explorer pipeline lost the result');
         }
+        // Rows past the wire budget never reached pg; the exact caps apply to the rows that did.
+        const kept = collector(input);
+        kept.add(result.rows);
+        const out = {
+          rows: kept.rows,
+          fields: result.fields as PgField[],
+          truncatedBy: kept.truncatedBy ?? (socket.rowsDropped() ? ('bytes' as const) : null),
+        };
         running = false;
+        if (cancel) {
+          // Cancelled after its result was cut (the cancel's error ended the result): wait until the
+          // cancel has landed (one reaching an idle backend is ignored), then end the aborted
+          // transaction before asking for column types. The connection is closed afterwards.
+          await cancel;
+          await extended(c, 'ROLLBACK');
+        }
         const types = await columnTypes(c, input.database_id, out.fields);
         const ids = out.fields.map((f) => f.dataTypeID);
         return {
@@ -292,6 +348,14 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
           },
         };
       } catch (err) {
+        if (err instanceof ExplorerStreamError) {
+          // The server sent a message the agent refuses to hold: this connection is gone, not the node.
+          return {
+            kind: 'error',
+            error: { sqlstate: '54000', message: err.message.slice(0, 2_000), position: null },
+            duration_ms: elapsed(),
+          };
+        }
         if (!isPgError(err)) {
           // The backend went away under the query (e.g. it terminated itself): report, do not retry.
           if (!/connection|terminated/i.test((err as Error).message)) throw err;
@@ -302,8 +366,9 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
           };
         }
         const raw = err.position ? Number(err.position) - 1 : Number.NaN;
-        const offset = verdict.kind === 'explain' ? 0 : DECLARE_PREFIX.length;
-        const position = Number.isFinite(raw) && raw - offset >= 0 ? raw - offset : null;
+        const offset = verdict.kind === 'explain' ? 0 : WRAP_HEAD.length;
+        const position =
+          Number.isFinite(raw) && raw - offset >= 0 && raw - offset < input.sql.length ? raw - offset : null;
         return {
           kind: 'error',
           error: { sqlstate: err.code ?? 'XX000', message: err.message.slice(0, 2_000), position },
@@ -332,12 +397,17 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       try {
         const r = await extended<Record<string, string>>(
           lease.client,
-          `SELECT (SELECT count(*) FROM pg_prepared_statements) AS prepared,
-                  (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory') AS advisory,
-                  (SELECT count(*) FROM pg_listening_channels()) AS listening,
-                  (SELECT count(*) FROM pg_cursors WHERE name <> '') AS cursors,
-                  (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) AS temp,
-                  current_setting('default_transaction_read_only') AS ro, current_user::text AS who`,
+          `SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS prepared,
+                  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks
+                    WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+                      AND locktype OPERATOR(pg_catalog.=) 'advisory') AS advisory,
+                  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_listening_channels()) AS listening,
+                  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors
+                    WHERE name OPERATOR(pg_catalog.<>) '') AS cursors,
+                  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class
+                    WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) AS temp,
+                  pg_catalog.current_setting('default_transaction_read_only') AS ro,
+                  current_user::pg_catalog.text AS who`,
           [],
           'object',
         );

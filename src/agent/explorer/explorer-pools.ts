@@ -2,8 +2,9 @@
  * Connections of the explorer roles: one small pg.Pool per database, logging in directly on the
  * loopback PostgreSQL port as `<db>_explorer` (never through PgBouncer, never as the admin).
  *
- * Connections run in pg's pipeline mode (explorer-protocol.ts): the executor writes a query's
- * statements at once. A connection goes back to its pool only after ROLLBACK, DISCARD ALL and a
+ * Each connection reads through a filtered socket (explorer-stream.ts) that bounds what the
+ * server's messages can make the agent hold. Connections run in pg's pipeline mode
+ * (explorer-protocol.ts): the executor writes a query's statements at once. A connection goes back to its pool only after ROLLBACK, DISCARD ALL and a
  * check that nothing of the session survived, pipelined in one round trip (ROLLBACK also ends an
  * aborted transaction); anything odd (an error in any of the three, leftover state) destroys it.
  * Measured here: a pooled reset costs ~0.3 ms off the response path, while a fresh SCRAM login
@@ -14,6 +15,7 @@ import type { Logger } from 'pino';
 import { roleNames } from '../../shared/identifiers.ts';
 import { pipelined } from './explorer-protocol.ts';
 import { explorerPassword, prepareExplorerRole } from './explorer-role.ts';
+import { ExplorerSocket } from './explorer-stream.ts';
 
 export type ExplorerPoolDeps = {
   /** The agent's admin pool (role checks, pg_cancel_backend). */
@@ -45,12 +47,17 @@ type Entry = { pool: pg.Pool; preparedAt: number };
 const LOGIN_ERRORS = new Set(['28P01', '28000']);
 
 /** Session state that must not survive a query: counted after DISCARD ALL, must all be zero. */
-const LEFTOVERS = `SELECT (SELECT count(*) FROM pg_prepared_statements)
-     + (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')
-     + (SELECT count(*) FROM pg_listening_channels())
-     + (SELECT count(*) FROM pg_cursors WHERE name <> '')
-     + (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) AS leftovers,
-     current_user::text AS cur, session_user::text AS sess, pg_current_xact_id_if_assigned() IS NULL AS no_xact`;
+const LEFTOVERS = `SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements)
+     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks
+        WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+          AND locktype OPERATOR(pg_catalog.=) 'advisory')
+     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_listening_channels())
+     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors
+        WHERE name OPERATOR(pg_catalog.<>) '')
+     OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class
+        WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) AS leftovers,
+     current_user::pg_catalog.text AS cur, session_user::pg_catalog.text AS sess,
+     pg_catalog.pg_current_xact_id_if_assigned() IS NULL AS no_xact`;
 type Leftovers = { leftovers: string; cur: string; sess: string; no_xact: string };
 
 export function createExplorerPools(deps: ExplorerPoolDeps) {
@@ -77,6 +84,9 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
         pipeline: true,
         // Session defaults as well as the per-transaction SET LOCALs (belt and braces).
         options: '-c default_transaction_read_only=on -c search_path=public',
+        // Every byte from the server passes the result filter before pg parses it (explorer-stream.ts):
+        // no value larger than the byte cap is ever buffered or turned into a string.
+        stream: () => new ExplorerSocket(),
       });
       pool.on('error', (err) =>
         deps.log.warn({ err: { message: err.message } }, 'idle explorer connection lost'),
