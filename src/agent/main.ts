@@ -132,11 +132,17 @@ export async function startAgent(
     : null;
   await fs.writeFile(readyFile, `${new Date().toISOString()}\n`);
 
+  /**
+   * Runs one job; never throws. Whatever its handler does — reject, throw synchronously, throw a
+   * non-Error — fails that job only (reported to the server when possible), never the job loop.
+   */
   const runJob = async (job: PolledJob) => {
     const handler = handlers.get(job.kind);
     const started = Date.now();
     if (!handler) {
-      await client.fail(job, `this agent does not run jobs of kind ${job.kind}`, false);
+      await client
+        .fail(job, `this agent does not run jobs of kind ${job.kind}`, false)
+        .catch((e: Error) => log.warn({ err: { message: e.message } }, 'could not report a failure'));
       return;
     }
     try {
@@ -155,9 +161,10 @@ export async function startAgent(
       log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
     } catch (err) {
       const permanent = err instanceof PermanentJobError;
-      log.warn({ job: job.id, kind: job.kind, err: { message: (err as Error).message } }, 'job failed');
-      await client.fail(job, (err as Error).message.slice(0, 4000), !permanent).catch((e: Error) => {
-        log.warn({ err: { message: e.message } }, 'could not report a failure; the lease will expire');
+      const message = (err instanceof Error ? err.message : String(err)).slice(0, 4000) || 'the job failed';
+      log.warn({ job: job.id, kind: job.kind, err: { message } }, 'job failed');
+      await client.fail(job, message, !permanent).catch((e: Error) => {
+        log.warn({ err: { message: e?.message } }, 'could not report a failure; the lease will expire');
       });
     }
   };
@@ -168,7 +175,10 @@ export async function startAgent(
       try {
         const { job } = await client.poll(config.pollWaitMs, stopping.signal);
         backoff = 100;
-        if (job) await runJob(job);
+        if (job)
+          await runJob(job).catch((err: Error) =>
+            log.error({ err: { message: err?.message } }, 'job run failed'),
+          );
       } catch (err) {
         if (stopping.signal.aborted) break;
         if (err instanceof ServerError && err.status === 401) {

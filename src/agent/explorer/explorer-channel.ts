@@ -96,24 +96,35 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
     waiting.shift()?.();
   };
 
+  /** Sends one answer; throws only when the answer itself cannot be serialised (the caller fails the request). */
   const answer = (ws: WebSocket, msg: ChannelAgentMessage) => {
     // The request outlives no channel: a result for a closed channel is dropped (the server
     // already answered its client with an error).
-    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+    if (ws.readyState !== ws.OPEN) return;
+    const frame = JSON.stringify(msg);
+    ws.send(frame, (err) => {
+      if (err) log.debug({ err: { message: err.message } }, 'explorer channel: an answer was not sent');
+    });
   };
 
-  /** The node (not the query) failed: the server answers 503. */
-  const failed = (ws: WebSocket, id: string, sqlstate: string, message: string) =>
-    answer(ws, {
-      type: 'result',
-      id,
-      outcome: {
-        kind: 'error',
-        error: { sqlstate, message, position: null, internal: true },
-        duration_ms: 0,
-      },
-    });
+  /** The node (not the query) failed: the server answers 503. Never throws. */
+  const failed = (ws: WebSocket, id: string, sqlstate: string, message: string) => {
+    try {
+      answer(ws, {
+        type: 'result',
+        id,
+        outcome: {
+          kind: 'error',
+          error: { sqlstate, message, position: null, internal: true },
+          duration_ms: 0,
+        },
+      });
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'explorer channel: could not answer');
+    }
+  };
 
+  /** Runs one request; never rejects: whatever the request does fails that request only. */
   const run = async (ws: WebSocket, id: string, job: (signal: AbortSignal) => Promise<ExplorerOutcome>) => {
     const controller = new AbortController();
     running.set(id, controller);
@@ -127,7 +138,10 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
         release();
       }
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'explorer request failed');
+      log.warn(
+        { err: { message: err instanceof Error ? err.message : String(err) } },
+        'explorer request failed',
+      );
       failed(ws, id, 'XX000', 'the node could not run the query');
     } finally {
       running.delete(id);
@@ -162,7 +176,9 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
             kind: 'schema',
             output: await deps.executor.readSchema(msg.payload),
           });
-    const p = run(ws, msg.id, job).finally(() => work.delete(p));
+    const p = run(ws, msg.id, job)
+      .catch(() => {})
+      .finally(() => work.delete(p));
     work.add(p);
   };
 
@@ -196,7 +212,14 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
         log.info('explorer channel open');
       });
       ws.on('ping', heard);
-      ws.on('message', (data, isBinary) => onMessage(ws, data, isBinary));
+      ws.on('message', (data, isBinary) => {
+        // A request that makes the handler throw fails alone; the channel and the agent stay up.
+        try {
+          onMessage(ws, data, isBinary);
+        } catch (err) {
+          log.warn({ err: { message: (err as Error).message } }, 'explorer channel: a request failed');
+        }
+      });
       ws.on('unexpected-response', (_req, res) => {
         if (REFUSED_STATUSES.has(res.statusCode ?? 0)) {
           refused = new Error(`the server refused the explorer channel (${res.statusCode})`);

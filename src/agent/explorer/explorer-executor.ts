@@ -379,7 +379,9 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         signal.removeEventListener('abort', onAbort);
         // Rollback + reset run off the response path; the connection is reused only after them.
         // A cancelled one is closed instead (a late cancel must not reach the next query).
-        const done = (cancel ? lease.discard(cancel) : lease.reset()).finally(() => resets.delete(done));
+        const done = (cancel ? lease.discard(cancel) : lease.reset())
+          .catch(() => {})
+          .finally(() => resets.delete(done));
         resets.add(done);
       }
     },

@@ -15,13 +15,17 @@ async function whileLeased<T>(ctx: JobContext, work: (signal: AbortSignal) => Pr
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  // Never rejects (it runs from a timer: a rejection there would be unhandled and end the agent).
   const check = async () => {
     if (stopped) return;
-    const active = await ctx.leaseActive?.().catch(() => true);
+    let active: boolean | undefined = true;
+    try {
+      active = await ctx.leaseActive?.();
+    } catch {}
     if (active === false) controller.abort();
-    else if (!stopped) timer = setTimeout(() => void check(), LEASE_CHECK_MS);
+    else if (!stopped) timer = setTimeout(() => void check().catch(() => {}), LEASE_CHECK_MS);
   };
-  if (ctx.leaseActive) timer = setTimeout(() => void check(), LEASE_CHECK_MS);
+  if (ctx.leaseActive) timer = setTimeout(() => void check().catch(() => {}), LEASE_CHECK_MS);
   try {
     const out = await work(AbortSignal.any([ctx.signal, controller.signal]));
     if (controller.signal.aborted) throw new PermanentJobError('cancelled: the server ended this job');
