@@ -362,7 +362,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   );
   try {
     const left = await again.query(
-      `SELECT count(*)::int AS n FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+      `SELECT pg_catalog.count(*)::int AS n FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
         WHERE n.nspname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.name[])`,
       [plantInput?.schemas ?? []],
     );
@@ -375,6 +375,17 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     );
   } finally {
     await again.end().catch(() => {});
+  }
+  // Positive control: a shadow the tenant runs itself must show in the log, or detection is blind.
+  const control = await ownerClient(
+    name,
+    (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json().password,
+  );
+  try {
+    await control.query('SET search_path = public, pg_catalog');
+    await control.query('SELECT format_type(23, -1) AS bulwark_shadow_control');
+  } finally {
+    await control.end().catch(() => {});
   }
   // The tenant's own roles, as they are before the delete removes them.
   const ownRoles = new Set(
@@ -396,7 +407,12 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
 
   // 5. What ran, as whom.
   const log = (await fs.readFile(logFile)).subarray(logStart).toString('utf8');
-  const runs = shadowRuns(log, TOKEN);
+  const all = shadowRuns(log, TOKEN);
+  assert.ok(
+    all.some((r) => r.current === roles.owner && r.query.includes('bulwark_shadow_control')),
+    'the shadow the tenant ran itself is in postgres.log (otherwise this test cannot see anything)',
+  );
+  const runs = all.filter((r) => !r.query.includes('bulwark_shadow_control'));
   const foreign = runs.filter((r) => !ownRoles.has(r.current) || !ownRoles.has(r.session));
   const summary = new Map<string, number>();
   for (const r of runs) {

@@ -7,6 +7,9 @@
  * superuser role and to run an OS command (`COPY … TO PROGRAM 'touch …'`), each inside an
  * exception block, and then returns what the real `pg_catalog` function returns, so nothing else
  * breaks. Everything in the bodies is `pg_catalog.`-qualified: a shadow never calls a shadow.
+ *
+ * The line is raised at level LOG, not WARNING: the cluster keeps WARNING and ERROR out of
+ * postgres.log on purpose (they quote tenant literals), while LOG lines are always written.
  */
 import type pg from 'pg';
 
@@ -61,7 +64,7 @@ DECLARE
 BEGIN
   IF pg_catalog.current_setting(seen, true) IS NULL THEN
     PERFORM pg_catalog.set_config(seen, 'ran', false);
-    RAISE WARNING '${SHADOW_MARK} %/% ${token} #${n} ${what.replaceAll("'", "''")} q=%', current_user, session_user,
+    RAISE LOG '${SHADOW_MARK} %/% ${token} #${n} ${what.replaceAll("'", "''")} q=%', current_user, session_user,
       pg_catalog.regexp_replace(pg_catalog.substr(pg_catalog.current_query(), 1, 600), E'\\\\s+', ' ', 'g');
     BEGIN EXECUTE 'RESET ROLE'; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN EXECUTE ${quoteLit(`CREATE ROLE ${pwned} SUPERUSER`)}; EXCEPTION WHEN OTHERS THEN NULL; END;
@@ -281,7 +284,7 @@ export type ShadowRun = { current: string; session: string; shadow: string; quer
 /** The shadow runs (of this `token`) in a chunk of `postgres.log`. */
 export function shadowRuns(log: string, token: string): ShadowRun[] {
   const out: ShadowRun[] = [];
-  const re = new RegExp(`WARNING:\\s+${SHADOW_MARK} ([^/\\s]+)/(\\S+) ${token} #\\d+ (.*?) q=(.*)$`);
+  const re = new RegExp(`(?:LOG|WARNING):\\s+${SHADOW_MARK} ([^/\\s]+)/(\\S+) ${token} #\\d+ (.*?) q=(.*)$`);
   for (const line of log.split('\n')) {
     const m = re.exec(line);
     if (m) out.push({ current: m[1]!, session: m[2]!, shadow: m[3]!, query: m[4]!, line });
