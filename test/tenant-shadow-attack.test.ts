@@ -356,6 +356,13 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     if (f.object.startsWith(name)) findings.set(f.kind, (findings.get(f.kind) ?? 0) + 1);
   report(`doctor --fix findings on the tenant database: ${JSON.stringify(Object.fromEntries(findings))}`);
   await expectJob('node.drift_fix');
+  const settingsLeft = await adminQuery<{ who: string; config: string[] }>(
+    `SELECT coalesce(r.rolname, '(all roles)') || coalesce(' in ' || d.datname, '') AS who, s.setconfig AS config
+       FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase
+      WHERE starts_with(r.rolname, $1) OR d.datname = $2`,
+    [`${name}_`, name],
+  );
+  report(`settings left after doctor --fix: ${JSON.stringify(settingsLeft)}`);
   const again = await ownerClient(
     name,
     (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json().password,
