@@ -5,13 +5,18 @@
  *   plain_http  the same SELECT on that connection behind a route of the same server (same
  *               API key, auth hook and plugins), rows returned as JSON: "a plain SELECT plus HTTP"
  *   http_floor  an authenticated API call that reads one control-DB row (GET one database)
- *   executor    the agent's explorer executor (explorer login, READ ONLY, SET LOCALs, cursor,
- *               caps; ROLLBACK + DISCARD ALL off the response path)
+ *   executor    the agent's explorer executor (explorer login, READ ONLY, SET LOCALs, guard, the
+ *               wrapped SELECT with fetch count 0 under the wire byte budget; ROLLBACK + DISCARD
+ *               ALL off the response path)
  *   fresh       a new SCRAM login as the explorer per query (what pooling avoids)
  *   channel     POST /v1/databases/:name/explorer/query → validation → the agent's explorer
  *               channel → executor → outcome back → audit → response (the product path)
  *   queue       the same request with no channel on the server: a job, the agent's long-poll,
  *               rows handed back through the UNLOGGED table (the fallback path)
+ *
+ * It also prints the plan of the 200,000-row aggregate as the explorer runs it (EXPLAIN ANALYZE
+ * through the executor's guarded transaction, fetch count 0): `Workers Launched` shows whether
+ * PostgreSQL ran it in parallel.
  *
  *   node bench/explorer-e2e.bench.ts [runs=200]
  */
@@ -25,6 +30,7 @@ import pg from 'pg';
 import { createExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
 import { explorerPassword, loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import { connectSteward } from '../src/agent/postgres/steward.ts';
 import { ensureDatabase, ensureRoles, grantDatabase, setupSchema } from '../src/agent/postgres/tenant-sql.ts';
 import { startDataPlane } from '../src/embedded/data-plane.ts';
 import { dataLayout } from '../src/embedded/layout.ts';
@@ -112,29 +118,6 @@ const sample = async (fn: () => Promise<unknown>): Promise<number[]> => {
 
 try {
   await loadExplorerParser();
-  // A tenant database made by the databases agent's SQL, with a 100-row table.
-  const name = `bench_${randomBytes(4).toString('hex')}`;
-  const id = randomUUID();
-  const roles = roleNames(name);
-  await ensureRoles(admin, {
-    databaseId: id,
-    roles,
-    verifier: scramVerifier('x'.repeat(20)),
-    limits: DEFAULT_LIMITS,
-  });
-  await ensureDatabase(admin, name, roles.owner);
-  await grantDatabase(admin, name, roles);
-  const setup = await connectAdmin(name);
-  await setupSchema(setup, roles);
-  await setup.query(`SET ROLE ${roles.owner}`);
-  await setup.query(
-    "CREATE TABLE items (id int PRIMARY KEY, name text, amount numeric(10,2)); INSERT INTO items SELECT g, 'item ' || g, g * 1.25 FROM generate_series(1, 100) g",
-  );
-  await setup.query(
-    "CREATE TABLE events (id int PRIMARY KEY, kind text, amount numeric(10,2)); INSERT INTO events SELECT g, 'k' || (g % 5), g % 1000 FROM generate_series(1, 200000) g; ANALYZE events",
-  );
-  await setup.end();
-
   // The product path: a node with a real agent, the database row, an admin key.
   await control.query(
     "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'bench', now() + interval '1 hour')",
@@ -176,6 +159,40 @@ try {
     if (i > 1_000) throw new Error('the agent opened no explorer channel');
     await new Promise((r) => setTimeout(r, 10));
   }
+  // A tenant database made by the databases agent's SQL (roles keyed by the agent's key, schema set
+  // up in a steward session), with a 100-row and a 200,000-row table.
+  const key32 = await loadExplorerKey(agentDir);
+  const name = `bench_${randomBytes(4).toString('hex')}`;
+  const id = randomUUID();
+  const roles = roleNames(name);
+  await ensureRoles(admin, {
+    databaseId: id,
+    roles,
+    verifier: scramVerifier('x'.repeat(20)),
+    limits: DEFAULT_LIMITS,
+    key: key32,
+  });
+  await ensureDatabase(admin, name, roles, id);
+  await grantDatabase(admin, name, roles);
+  const steward = await connectSteward(
+    { pgHost: '127.0.0.1', pgPort, key: key32 },
+    { databaseId: id, name, roles },
+  );
+  try {
+    await setupSchema(steward, roles);
+  } finally {
+    await steward.end();
+  }
+  const setup = await connectAdmin(name);
+  await setup.query(`SET ROLE ${roles.owner}`);
+  await setup.query(
+    "CREATE TABLE items (id int PRIMARY KEY, name text, amount numeric(10,2)); INSERT INTO items SELECT g, 'item ' || g, g * 1.25 FROM generate_series(1, 100) g",
+  );
+  await setup.query(
+    "CREATE TABLE events (id int PRIMARY KEY, kind text, amount numeric(10,2)); INSERT INTO events SELECT g, 'k' || (g % 5), g % 1000 FROM generate_series(1, 200000) g; ANALYZE events",
+  );
+  await setup.end();
+
   const { key, account } = await createOperatorKey(control, { accountName: 'bench', level: 'admin' });
   await insertDatabase(control, {
     id,
@@ -189,8 +206,7 @@ try {
   await markReady(control, id);
 
   const plain = await connectAdmin(name);
-  // The agent's own explorer key, so both executors log in with the same derived password.
-  const key32 = await loadExplorerKey(path.join(dir, 'agent'));
+  // The agent's own explorer key (key32, above): both executors log in with the same derived password.
   const executor = createExplorerExecutor({
     admin,
     connectAdmin,
@@ -199,6 +215,34 @@ try {
     key: key32,
     log: silent,
   });
+  // The plan the explorer gets for the aggregate: EXPLAIN ANALYZE of the exact wrapped statement,
+  // in the executor's guarded transaction (the gate refuses ANALYZE; this bench-only executor
+  // skips the gate, nothing else).
+  const explain = createExplorerExecutor({
+    admin,
+    connectAdmin,
+    pgHost: '127.0.0.1',
+    pgPort,
+    key: key32,
+    log: silent,
+    validate: () => ({ ok: true, kind: 'explain', redacted: '' }),
+  });
+  const plan = await explain.runQuery(
+    {
+      database_id: id,
+      name,
+      sql: `explain (analyze, costs off, timing off) SELECT * FROM (\n${HEAVY}\n) AS bulwark_q LIMIT 1001`,
+      sql_redacted: '',
+      row_limit: 1_000,
+      byte_limit: 1024 * 1024,
+      statement_timeout_ms: 5_000,
+    },
+    new AbortController().signal,
+  );
+  await explain.close();
+  const planLines = plan.kind === 'rows' ? plan.output.rows.map((r) => String(r[0])) : [JSON.stringify(plan)];
+  const workers =
+    planLines.find((l) => /Workers Launched/.test(l))?.trim() ?? 'Workers Launched: none (not parallel)';
   const payload = {
     database_id: id,
     name,
@@ -298,6 +342,7 @@ try {
     `${(x.median / base.median).toFixed(2)}x ${what}`;
   // The issue's figure, read strictly: end to end ≤ 1.5 × the plain SELECT + an authenticated API call.
   const goal = (plain: { median: number }) => 1.5 * plain.median + hf!.median;
+  console.log(`explorer plan of the aggregate: ${workers}`);
   line('plain pg SELECT (50 rows)', p!);
   line('the same SELECT behind an API route', ph!);
   line('authenticated API call (one row read)', hf!);
@@ -334,6 +379,7 @@ try {
       queue_vs_plain_http: q.median / ph!.median,
       heavy_channel_vs_plain_http: chH!.median / phH!.median,
       heavy_channel_vs_goal: chH!.median / goal(pH!),
+      heavy_plan_workers: workers,
     }),
   );
 } catch (err) {
