@@ -20,7 +20,8 @@
  *    advisory locks, LISTEN channels, temp tables, another role) survived — otherwise the
  *    connection is destroyed, not reused. Rollback and reset run after the result is handed
  *    back; the connection is not reused before they finish.
- * 7. Cancellation (client gone, agent stopping) → pg_cancel_backend on that backend.
+ * 7. Cancellation (client gone, agent stopping, or the byte budget spent: the rest of the rows would
+ *    only be skipped) → pg_cancel_backend on that backend; the connection is closed afterwards.
  */
 
 import { parseSync } from 'libpg-query';
