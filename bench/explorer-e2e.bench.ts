@@ -290,6 +290,10 @@ try {
     },
     channel: http,
     plain_heavy: () => plain.query(HEAVY),
+    executor_heavy: async () => {
+      const out = await executor.runQuery({ ...payload, sql: HEAVY }, never);
+      if (out.kind !== 'rows' || out.output.row_count !== 5) throw new Error('executor failed');
+    },
     plain_http_heavy: () => post('/v1/bench/plain-select', HEAVY, 5),
     channel_heavy: () => post(explorerRoute, HEAVY, 5),
     http_floor: async () => {
@@ -332,6 +336,7 @@ try {
     'plain_http_heavy',
     'channel_heavy',
   ].map((k) => summarize(samples[k]!)) as ReturnType<typeof summarize>[];
+  const eH = summarize(samples.executor_heavy!);
   const f = summarize(freshMs);
   const q = summarize(queueMs);
   const fmt = (x: { median: number; p95: number }) =>
@@ -352,6 +357,7 @@ try {
   line('explorer end to end, job queue', q, vs(q, ph!, 'plain+HTTP'));
   line('plain pg aggregate (200k rows)', pH!);
   line('the same aggregate behind an API route', phH!);
+  line('agent executor, aggregate', eH, vs(eH, pH!, 'plain'));
   line(
     'explorer end to end, aggregate, channel',
     chH!,
@@ -369,6 +375,7 @@ try {
       executor: e,
       fresh_login: f,
       channel: ch,
+      executor_heavy: eH,
       queue: q,
       plain_heavy: pH,
       plain_http_heavy: phH,
