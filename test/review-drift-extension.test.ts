@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
+import type { JobHandler } from '../src/agent/jobs/job-context.ts';
+import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
+import type { DriftFinding } from '../src/agent/postgres/drift.ts';
+import { roleNames } from '../src/shared/identifiers.ts';
+import { scramVerifier } from '../src/shared/scram.ts';
+import { testEnv } from './helpers/env.ts';
+import {
+  databaseJobKit,
+  newPassword,
+  type PrivatePooler,
+  startPrivatePooler,
+  uniqueName,
+} from './pooler-harness.ts';
+
+// Outside review (second round), drift blind spots made with trusted extensions.
+//
+// Drift's shadow search skips every member of an extension (`pg_depend.deptype = 'e'`), on the
+// ground that extension code is installed by the superuser from trusted scripts. But the tenant
+// owns the extensions it creates, and the owner of an extension may `ALTER EXTENSION … ADD
+// FUNCTION` any routine it owns: an exact-signature shadow of `pg_catalog.format_type(oid, int)`
+// planted in public and added to the tenant's pgcrypto is neither reported by drift nor dropped by
+// `doctor --fix` (its twin outside the extension is reported). Membership must not be trusted
+// when the extension's owner is the tenant; or shadows owned by a tenant role are reported
+// whatever their extension.
+//
+// Also: `CREATE EXTENSION hstore SCHEMA pg_catalog` succeeds for the tenant owner (trusted
+// extension, no CREATE on pg_catalog needed), adding 100+ routines and operators to the
+// tenant database's pg_catalog, the schema every platform connection pins first on its
+// search_path. Drift looks at every schema but pg_catalog and says nothing.
+
+let p: PrivatePooler;
+let kit: ReturnType<typeof databaseJobKit>;
+let jobs: Map<string, JobHandler>;
+before(async () => {
+  p = await startPrivatePooler();
+  const pooler = p.manager();
+  await pooler.start();
+  kit = databaseJobKit(p, pooler);
+  jobs = new Map(databaseHandlers(kit.deps));
+  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+  await refuseMaintenanceLogins(kit.admin);
+});
+after(async () => {
+  await kit.close();
+  await p.stop();
+});
+
+async function asOwner(database: string, user: string, password: string, sql: string): Promise<void> {
+  const c = new pg.Client({ host: '127.0.0.1', port: testEnv().pgPort, database, user, password });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+test("a shadow hidden in the tenant's own extension is still reported and dropped by drift", async () => {
+  const name = uniqueName('extshadow');
+  const id = randomUUID();
+  const roles = roleNames(name);
+  const password = newPassword();
+  await jobs.get('database.create')!(
+    {
+      database_id: id,
+      name,
+      verifier: scramVerifier(password),
+      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
+      limits: DEFAULT_LIMITS,
+    },
+    kit.ctx(password),
+  );
+  await asOwner(
+    name,
+    roles.owner,
+    password,
+    [
+      'CREATE EXTENSION pgcrypto',
+      `CREATE FUNCTION public.format_type(oid, integer) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$`,
+      'ALTER EXTENSION pgcrypto ADD FUNCTION public.format_type(oid, integer)',
+      // The positive control: the same kind of shadow, outside any extension.
+      `CREATE FUNCTION public.pg_get_userbyid(oid) RETURNS name LANGUAGE sql AS $$ SELECT 'x'::name $$`,
+    ].join(';\n'),
+  );
+  const payload = { known_databases: [name], databases: [{ id, name, limits: DEFAULT_LIMITS }] };
+  const { findings } = (await jobs.get('node.drift')!(payload, kit.ctx())) as { findings: DriftFinding[] };
+  const shadows = findings.filter((f) => f.kind === 'shadow_routine' && f.object.startsWith(`${name}:`));
+  assert.ok(
+    shadows.some((f) => f.object.includes('pg_get_userbyid')),
+    `control: ${JSON.stringify(shadows)}`,
+  );
+  assert.ok(
+    shadows.some((f) => f.object.includes('format_type')),
+    `public.format_type(oid, integer), added to the tenant's extension, is not reported: ${JSON.stringify(shadows)}`,
+  );
+
+  await jobs.get('node.drift_fix')!(payload, kit.ctx());
+  const c = await kit.connectAdmin(name);
+  try {
+    const left = await c.query(
+      `SELECT p.oid::regprocedure::text AS f FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND p.proname IN ('format_type', 'pg_get_userbyid')`,
+    );
+    assert.deepEqual(left.rows, [], 'doctor --fix left the shadow that hides in an extension');
+  } finally {
+    await c.end();
+  }
+});
+
+test('an extension a tenant installs into pg_catalog is reported by drift', async () => {
+  const name = uniqueName('extcat');
+  const id = randomUUID();
+  const roles = roleNames(name);
+  const password = newPassword();
+  await jobs.get('database.create')!(
+    {
+      database_id: id,
+      name,
+      verifier: scramVerifier(password),
+      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
+      limits: DEFAULT_LIMITS,
+    },
+    kit.ctx(password),
+  );
+  await asOwner(name, roles.owner, password, 'CREATE EXTENSION hstore SCHEMA pg_catalog');
+  const c = await kit.connectAdmin(name);
+  try {
+    const n = await c.query(
+      `SELECT count(*)::int AS n FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+        WHERE e.extname = 'hstore' AND e.extnamespace = 'pg_catalog'::regnamespace AND d.deptype = 'e'`,
+    );
+    assert.ok(n.rows[0].n > 50, 'the tenant put hstore into pg_catalog (precondition)');
+  } finally {
+    await c.end();
+  }
+  const payload = { known_databases: [name], databases: [{ id, name, limits: DEFAULT_LIMITS }] };
+  const { findings } = (await jobs.get('node.drift')!(payload, kit.ctx())) as { findings: DriftFinding[] };
+  const mine = findings.filter(
+    (f) => f.object === name || f.object.startsWith(`${name}:`) || f.object.startsWith(`${name}.`),
+  );
+  assert.ok(
+    mine.some((f) => /hstore|pg_catalog|extension/i.test(`${f.object} ${f.detail}`)),
+    `a tenant extension in pg_catalog is not reported: ${JSON.stringify(mine)}`,
+  );
+});
