@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
+import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
+import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
+import { pinnedOptions } from '../src/agent/postgres/steward.ts';
+import { roleNames } from '../src/shared/identifiers.ts';
+import { scramVerifier } from '../src/shared/scram.ts';
+import { testEnv } from './helpers/env.ts';
+import {
+  databaseJobKit,
+  newPassword,
+  type PrivatePooler,
+  startPrivatePooler,
+  uniqueName,
+} from './pooler-harness.ts';
+
+// Outside review (second round): one tenant makes `doctor --fix` fail for every database.
+//
+// A tenant owner keeps its own pg_authid row locked (`BEGIN; ALTER ROLE <self> PASSWORD …`,
+// left open with idle_in_transaction_session_timeout = 0 in its session). `node.drift_fix`
+// walks the databases in one loop without a per-database catch: its `ALTER ROLE <owner> RESET
+// ALL` waits for the lock_timeout (60 s on the agent), throws, and the whole job fails — every
+// database after that one stays unrepaired (seen on a running stack: a planted
+// `public.pg_get_userbyid(oid)` shadow in another database was not dropped; the job retried,
+// blocking the agent's serial job loop for another 60 s each time). The agent's admin pool is
+// reproduced with its pinned options and a 2 s lock_timeout to keep the test short.
+
+let p: PrivatePooler;
+let kit: ReturnType<typeof databaseJobKit>;
+let jobs: Map<string, JobHandler>;
+let pinnedAdmin: pg.Pool;
+before(async () => {
+  p = await startPrivatePooler();
+  const pooler = p.manager();
+  await pooler.start();
+  kit = databaseJobKit(p, pooler);
+  jobs = new Map(databaseHandlers(kit.deps));
+  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+  await refuseMaintenanceLogins(kit.admin);
+  pinnedAdmin = new pg.Pool({
+    connectionString: testEnv().adminUrl,
+    max: 4,
+    options: pinnedOptions({ lock_timeout: '2000' }),
+  });
+  pinnedAdmin.on('error', () => {});
+});
+after(async () => {
+  await pinnedAdmin?.end();
+  await kit.close();
+  await p.stop();
+});
+
+async function create(prefix: string) {
+  const name = uniqueName(prefix);
+  const id = randomUUID();
+  const password = newPassword();
+  await jobs.get('database.create')!(
+    {
+      database_id: id,
+      name,
+      verifier: scramVerifier(password),
+      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
+      limits: DEFAULT_LIMITS,
+    },
+    kit.ctx(password),
+  );
+  return { name, id, user: roleNames(name).owner, password };
+}
+
+async function login(t: { name: string; user: string; password: string }): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port: testEnv().pgPort,
+    database: t.name,
+    user: t.user,
+    password: t.password,
+  });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
+test("a tenant's lock on its own role does not stop drift repair of the other databases", async () => {
+  const locker = await create('alock');
+  const other = await create('zfix');
+  const o = await login(other);
+  await o.query(
+    `CREATE FUNCTION public.pg_get_userbyid(oid) RETURNS name LANGUAGE sql AS $$ SELECT 'x'::name $$`,
+  );
+  await o.end();
+
+  const l = await login(locker);
+  try {
+    await l.query('SET idle_in_transaction_session_timeout = 0');
+    await l.query('BEGIN');
+    await l.query(`ALTER ROLE ${locker.user} PASSWORD 'tenant-chosen-password'`);
+
+    const ctx: JobContext = { ...kit.ctx(), admin: pinnedAdmin };
+    const payload = {
+      known_databases: [locker.name, other.name],
+      databases: [locker, other].map((d) => ({ id: d.id, name: d.name, limits: DEFAULT_LIMITS })),
+    };
+    let failure: string | null = null;
+    await jobs.get('node.drift_fix')!(payload, ctx).catch((err: Error) => {
+      failure = err.message;
+    });
+    const c = await kit.connectAdmin(other.name);
+    try {
+      const left = await c.query(
+        `SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'public' AND p.proname = 'pg_get_userbyid'`,
+      );
+      assert.equal(
+        left.rowCount,
+        0,
+        `the other database's shadow was not repaired (drift_fix: ${failure ?? 'no error'})`,
+      );
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await l.query('ROLLBACK').catch(() => {});
+    await l.end().catch(() => {});
+  }
+});
