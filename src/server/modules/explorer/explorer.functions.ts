@@ -106,11 +106,15 @@ export const ALLOWED_SQL_VALUE_FUNCTIONS: ReadonlySet<string> = new Set(
   `),
 );
 
-/** Types whose input function looks objects up in the catalogs (or parses XML); also any `pg_*` type. */
+/**
+ * Types whose input function looks objects up in the catalogs (or parses XML); also any `pg_*` type.
+ * `aclitem` reads role names from pg_authid, cluster-wide: a cast would tell whether another
+ * tenant's role (so its database) exists.
+ */
 export const DENIED_TYPES: ReadonlySet<string> = new Set(
   words(`
     regclass regproc regprocedure regoper regoperator regnamespace regrole regtype regconfig
-    regdictionary regcollation xml txid_snapshot
+    regdictionary regcollation xml txid_snapshot aclitem
   `),
 );
 
