@@ -3,6 +3,10 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): drift finding kinds `repair_failed` (`node.drift_fix`: one step of one
+ *     database's repair failed, e.g. behind a tenant's lock; the others were still repaired),
+ *     `extension_in_catalog` (a tenant's extension in pg_catalog or another system schema) and
+ *     `tenant_guard` (the template's event trigger that refuses those is missing).
  *   - added (compatible): `node.drift` / `node.drift_fix` payloads carry optional `databases`
  *     (id, name, limits of each known database: drift compares role settings with the limits
  *     and derives the steward's login from the id); finding kinds `database_owner`,
@@ -160,6 +164,9 @@ export const driftFindingSchema = z.object({
     'shadow_routine',
     'catalog_visibility',
     'steward_unreachable',
+    'repair_failed',
+    'extension_in_catalog',
+    'tenant_guard',
   ]),
   object: z.string().max(200),
   detail: z.string().max(1000),

@@ -1,4 +1,10 @@
-import { type DriftTarget, findDrift, fixDrift, type PlatformObjects } from '../postgres/drift.ts';
+import {
+  boundFindings,
+  type DriftTarget,
+  findDrift,
+  fixDrift,
+  type PlatformObjects,
+} from '../postgres/drift.ts';
 import { driftPayloadSchema } from './contract.ts';
 import { type DatabaseJobDeps, parsePayload } from './database-common.ts';
 import type { JobContext, JobHandler } from './job-context.ts';
@@ -35,8 +41,10 @@ export function nodeDrift(deps: DriftJobDeps): JobHandler {
 export function nodeDriftFix(deps: DriftJobDeps): JobHandler {
   return async (payload, ctx) => {
     const targets = targetsOf(payload);
-    const fixed = await fixDrift(driftDeps(deps, ctx), targets);
+    // Each database is repaired on its own: one that fails (a tenant holding a lock) is a
+    // `repair_failed` finding, the others are still repaired and the job still reports.
+    const { fixed, failed } = await fixDrift(driftDeps(deps, ctx), targets);
     const findings = await findDrift(driftDeps(deps, ctx), targets, deps.platform);
-    return { fixed, findings };
+    return { fixed, findings: boundFindings([...failed, ...findings]) };
   };
 }

@@ -1,7 +1,9 @@
 /**
  * What a tenant sees of the others through the catalogs. PostgreSQL lets us hide, per database,
- * `pg_stat_activity` (and the function under it, `pg_stat_get_activity(integer)`) and
- * `pg_db_role_setting`; `pg_database` and `pg_roles` stay readable (psql and pg_dump need them).
+ * other backends' sessions (`pg_stat_activity`, the per-backend accessors under it, the SSL,
+ * GSSAPI and progress views), other databases' activity counters (`pg_stat_database`,
+ * `pg_stat_get_db_*`) and `pg_db_role_setting` (HIDDEN_CATALOG_QUERY lists them);
+ * `pg_database` and `pg_roles` stay readable (psql and pg_dump need them).
  * Those catalog objects belong to the bootstrap superuser, so only a superuser can revoke from
  * PUBLIC on them — and no superuser connects into a tenant database (steward.ts). The revocations
  * are therefore made once, in a template database of ours that no tenant can reach,
@@ -14,15 +16,56 @@ import type pg from 'pg';
 import { quoteIdent, quoteLiteral } from '../../shared/identifiers.ts';
 
 export const TENANT_TEMPLATE = 'bulwark_tenant_template';
-/** Set last: the template is ready (and complete) only when it carries this comment. */
-const TEMPLATE_MARKER = 'bulwark:tenant-template:1';
+/**
+ * Set last: the template is ready (and complete) only when it carries this comment. The version
+ * changes whenever what the template hides changes; an older template is finished again at the
+ * next agent start (databases copied from it before keep what they had: drift reports them).
+ */
+const TEMPLATE_MARKER = 'bulwark:tenant-template:2';
 
-/** PUBLIC loses these in every tenant database (run inside the template). */
-export const HIDE_FROM_PUBLIC = [
-  'REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC',
-  'REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC',
-  'REVOKE SELECT ON pg_catalog.pg_db_role_setting FROM PUBLIC',
-] as const;
+/**
+ * The catalog objects PUBLIC loses in every tenant database, as a query (run in the template by
+ * the admin, and by drift in each tenant database): one row per object, `kind` 'function' or
+ * 'relation', its oid and its name as text (`regprocedure` / `regclass`). The list is made from
+ * the catalog by name, not by hand, so that every accessor of the family goes — including ones a
+ * later PostgreSQL adds:
+ *   - other backends' sessions: pg_stat_activity and the function under it
+ *     (pg_stat_get_activity), every per-backend accessor (pg_stat_get_backend_idset(),
+ *     pg_stat_get_backend_pid/_dbid/_userid/_activity/_client_addr/… ), pg_stat_ssl,
+ *     pg_stat_gssapi, the pg_stat_progress_* views and pg_stat_get_progress_info, the replication
+ *     and subscription views and their functions;
+ *   - other databases' activity counters: pg_stat_database, pg_stat_database_conflicts and every
+ *     pg_stat_get_db_* function;
+ *   - other tenants' settings: pg_db_role_setting.
+ * Kept (psql, pg_dump and the platform need them, or they show this session or this database
+ * only): pg_database, pg_roles, pg_locks, pg_prepared_statements, pg_cursors (the explorer's
+ * leftover check), pg_backend_pid(), pg_stat_user_tables and the per-table accessors.
+ */
+export const HIDDEN_CATALOG_QUERY = `
+SELECT 'function'::pg_catalog.text AS kind, p.oid, p.oid::pg_catalog.regprocedure::pg_catalog.text AS object
+  FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+   AND (p.proname OPERATOR(pg_catalog.~) '^pg_stat_get_(backend|db)_'
+        OR p.proname OPERATOR(pg_catalog.=) ANY ('{pg_stat_get_activity,pg_stat_get_progress_info,pg_stat_get_wal_senders,pg_stat_get_wal_receiver,pg_stat_get_subscription}'::pg_catalog.name[]))
+UNION ALL
+SELECT 'relation', c.oid, c.oid::pg_catalog.regclass::pg_catalog.text
+  FROM pg_catalog.pg_class c
+ WHERE c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+   AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,v}'::pg_catalog.char[])
+   AND (c.relname OPERATOR(pg_catalog.~) '^pg_stat_progress_'
+        OR c.relname OPERATOR(pg_catalog.=) ANY ('{pg_stat_activity,pg_stat_database,pg_stat_database_conflicts,pg_stat_ssl,pg_stat_gssapi,pg_stat_replication,pg_stat_wal_receiver,pg_stat_subscription,pg_db_role_setting}'::pg_catalog.name[]))
+ ORDER BY 1, 3`;
+
+export type HiddenObject = { kind: 'function' | 'relation'; object: string };
+
+/** The REVOKE statements for the hidden objects (names as PostgreSQL prints them, schema-qualified). */
+export function hideStatements(objects: readonly HiddenObject[]): string[] {
+  return objects.map((o) =>
+    o.kind === 'function'
+      ? `REVOKE EXECUTE ON FUNCTION pg_catalog.${o.object.replace(/^pg_catalog\./, '')} FROM PUBLIC`
+      : `REVOKE SELECT ON pg_catalog.${quoteIdent(o.object.replace(/^pg_catalog\./, ''))} FROM PUBLIC`,
+  );
+}
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
@@ -56,7 +99,8 @@ export async function ensureTenantTemplate(
     try {
       await admin.query(`CREATE DATABASE ${t} TEMPLATE template0 ENCODING 'UTF8'`);
     } catch (err) {
-      if ((err as { code?: string }).code !== '42P04') throw err;
+      // 42P04, or 23505 when two CREATE DATABASE race on pg_database's unique index.
+      if (!['42P04', '23505'].includes(String((err as { code?: string }).code))) throw err;
       // Another caller is making it: wait (bounded) for its marker.
       for (let i = 0; i < 100; i++) {
         if ((await tenantTemplate(admin)) === TENANT_TEMPLATE) return;
@@ -70,7 +114,8 @@ export async function ensureTenantTemplate(
   );
   const c = await connect(TENANT_TEMPLATE);
   try {
-    await c.query(HIDE_FROM_PUBLIC.join(';\n'));
+    const hidden = await c.query<HiddenObject>(HIDDEN_CATALOG_QUERY);
+    await c.query(hideStatements(hidden.rows).join(';\n'));
   } finally {
     await c.end().catch(() => {});
   }

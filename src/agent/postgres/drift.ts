@@ -18,8 +18,8 @@
 import type pg from 'pg';
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import type { DatabaseLimits } from '../jobs/contract.ts';
-import { TENANT_TEMPLATE } from './catalog-visibility.ts';
-import { type ClusterAccess, connectSteward, isLoginRefused } from './steward.ts';
+import { HIDDEN_CATALOG_QUERY, TENANT_TEMPLATE } from './catalog-visibility.ts';
+import { type ClusterAccess, connectSteward, isLockTimeout, isLoginRefused } from './steward.ts';
 import {
   databaseOwnership,
   ensureDatabase,
@@ -51,7 +51,10 @@ export type DriftFinding = {
     | 'owner_password'
     | 'shadow_routine'
     | 'catalog_visibility'
-    | 'steward_unreachable';
+    | 'steward_unreachable'
+    | 'repair_failed'
+    | 'extension_in_catalog'
+    | 'tenant_guard';
   object: string;
   detail: string;
 };
@@ -73,23 +76,24 @@ export type DriftDeps = {
 const SYSTEM_DATABASES = ['postgres', 'template0', 'template1', TENANT_TEMPLATE];
 const SYSTEM_SCHEMAS = `('pg_catalog', 'information_schema', 'pg_toast')`;
 
-/** Catalog objects PUBLIC must not use in a tenant database (catalog-visibility.ts hides them). */
-export const HIDDEN_CATALOG = [
-  {
-    object: 'pg_catalog.pg_stat_activity',
-    check: `pg_catalog.has_table_privilege('public', 'pg_catalog.pg_stat_activity', 'SELECT')`,
-  },
-  {
-    object: 'pg_catalog.pg_db_role_setting',
-    check: `pg_catalog.has_table_privilege('public', 'pg_catalog.pg_db_role_setting', 'SELECT')`,
-  },
-  {
-    object: 'pg_catalog.pg_stat_get_activity(integer)',
-    check: `pg_catalog.has_function_privilege('public', 'pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE')`,
-  },
-] as const;
+/**
+ * A shadow: `ext` is the extension it was made a member of (its name as an identifier, quoted
+ * by PostgreSQL), null if none.
+ */
+type Shadow = {
+  sig: string;
+  owner: string;
+  exact: boolean;
+  kind: 'routine' | 'operator';
+  ext: string | null;
+};
 
-type Shadow = { sig: string; owner: string; exact: boolean; kind: 'routine' | 'operator' };
+/** SQL: the extension (name, `%I`-quoted) an object of catalog `cat` with oid `oid` belongs to, or NULL. */
+const EXTENSION_OF = (cat: string, oid: string) =>
+  `(SELECT pg_catalog.format('%I', e.extname) FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+     WHERE d.classid = 'pg_catalog.${cat}'::pg_catalog.regclass AND d.objid = ${oid}
+       AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e' LIMIT 1)`;
 
 /** Known names with ids resolved from our markers where the payload had none. */
 async function resolveTargets(admin: Queryable, targets: DriftTarget[]): Promise<Map<string, DriftTarget>> {
@@ -218,11 +222,12 @@ export async function findDrift(
     try {
       c = await connectSteward(deps.cluster, { databaseId: target.id!, name, roles: r });
     } catch (err) {
-      if (!isLoginRefused(err)) throw err;
+      // One database's failure (refused login, no free connection slot) is that database's
+      // finding; the other databases are still checked.
       findings.push({
         kind: 'steward_unreachable',
         object: name,
-        detail: `${r.steward} cannot log in (${(err as Error).message.slice(0, 200)}); in-database checks skipped`,
+        detail: `${r.steward} ${isLoginRefused(err) ? 'cannot log in' : 'could not connect'} (${String((err as Error)?.message ?? err).slice(0, 200)}); in-database checks skipped`,
       });
       continue;
     }
@@ -236,8 +241,29 @@ export async function findDrift(
             ? `${s.kind} with the exact signature of a pg_catalog one (owned by ${s.owner})`
             : `${s.kind} named like a pg_catalog one (owned by ${s.owner}); not dropped by a repair`,
         });
-      for (const h of await visibleCatalog(c))
-        findings.push({ kind: 'catalog_visibility', object: `${name}:${h}`, detail: 'usable by PUBLIC' });
+      for (const e of await systemSchemaExtensions(c))
+        findings.push({
+          kind: 'extension_in_catalog',
+          object: `${name}:${e.ext}`,
+          detail: `extension ${e.ext} installed in schema ${e.schema} by ${e.owner} (the schema every platform connection searches first); drop it or move it out as a superuser`,
+        });
+      const visible = await visibleCatalog(c);
+      // One finding per database (a database made from an older template lacks dozens).
+      if (visible.length > 0)
+        findings.push({
+          kind: 'catalog_visibility',
+          object: `${name}:pg_catalog`,
+          detail: clip(
+            `${visible.length} catalog object(s) usable by PUBLIC (other tenants' sessions or counters; made before the current tenant template): ${visible.join(', ')}`,
+            1000,
+          ),
+        });
+    } catch (err) {
+      findings.push({
+        kind: 'steward_unreachable',
+        object: name,
+        detail: `in-database checks failed: ${String((err as Error)?.message ?? err).slice(0, 300)}`,
+      });
     } finally {
       await c.end().catch(() => {});
     }
@@ -440,14 +466,16 @@ async function schemaDrift(c: Queryable, name: string, r: RoleNames): Promise<Dr
 
 /**
  * Routines named like a pg_catalog routine and operators with a pg_catalog operator's exact
- * signature, in every schema but the system ones (members of extensions excepted: their code
- * is installed by the cluster's superuser from trusted scripts).
+ * signature, in every schema but the system ones. Members of extensions are skipped only when a
+ * superuser owns them (what an extension script makes, trusted extensions included): the tenant
+ * owns the extensions it creates and may `ALTER EXTENSION … ADD` a routine of its own to hide it.
  */
 async function findShadows(c: Queryable): Promise<Shadow[]> {
-  const routines = await c.query<{ sig: string; owner: string; exact: boolean }>(
+  const routines = await c.query<{ sig: string; owner: string; exact: boolean; ext: string | null }>(
     `SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname,
                               pg_catalog.pg_get_function_identity_arguments(p.oid)) AS sig,
             pg_catalog.pg_get_userbyid(p.proowner)::pg_catalog.text AS owner,
+            ${EXTENSION_OF('pg_proc', 'p.oid')} AS ext,
             EXISTS (SELECT 1 FROM pg_catalog.pg_proc k
                      WHERE k.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
                        AND k.proname = p.proname AND k.proargtypes = p.proargtypes) AS exact
@@ -455,24 +483,23 @@ async function findShadows(c: Queryable): Promise<Shadow[]> {
       WHERE n.nspname NOT IN ${SYSTEM_SCHEMAS} AND n.nspname !~ '^pg_(toast_)?temp_'
         AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc k
                      WHERE k.pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND k.proname = p.proname)
-        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-                           AND d.objid = p.oid AND d.deptype = 'e')
+        AND (${EXTENSION_OF('pg_proc', 'p.oid')} IS NULL
+             OR NOT (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid = p.proowner))
       ORDER BY 1`,
   );
-  const operators = await c.query<{ sig: string; owner: string }>(
+  const operators = await c.query<{ sig: string; owner: string; ext: string | null }>(
     `SELECT pg_catalog.format('%I.%s(%s, %s)', n.nspname, o.oprname,
               CASE WHEN o.oprleft = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprleft, NULL) END,
               CASE WHEN o.oprright = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprright, NULL) END) AS sig,
-            pg_catalog.pg_get_userbyid(o.oprowner)::pg_catalog.text AS owner
+            pg_catalog.pg_get_userbyid(o.oprowner)::pg_catalog.text AS owner,
+            ${EXTENSION_OF('pg_operator', 'o.oid')} AS ext
        FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
       WHERE n.nspname NOT IN ${SYSTEM_SCHEMAS} AND n.nspname !~ '^pg_(toast_)?temp_'
         AND EXISTS (SELECT 1 FROM pg_catalog.pg_operator k
                      WHERE k.oprnamespace = 'pg_catalog'::pg_catalog.regnamespace AND k.oprname = o.oprname
                        AND k.oprleft = o.oprleft AND k.oprright = o.oprright)
-        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                         WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
-                           AND d.objid = o.oid AND d.deptype = 'e')
+        AND (${EXTENSION_OF('pg_operator', 'o.oid')} IS NULL
+             OR NOT (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid = o.oprowner))
       ORDER BY 1`,
   );
   return [
@@ -481,58 +508,117 @@ async function findShadows(c: Queryable): Promise<Shadow[]> {
   ];
 }
 
-/** The hidden catalog objects PUBLIC can still use in this database. */
-async function visibleCatalog(c: Queryable): Promise<string[]> {
-  const r = await c.query<Record<string, boolean>>(
-    `SELECT ${HIDDEN_CATALOG.map((h, i) => `${h.check} AS v${i}`).join(', ')}`,
+/**
+ * Extensions in a system schema (pg_catalog, information_schema, pg_toast) that a role other than a
+ * superuser owns: a tenant's `CREATE EXTENSION hstore SCHEMA pg_catalog` (trusted, so allowed
+ * without CREATE on pg_catalog) adds routines and operators to the schema every platform
+ * connection searches first. plpgsql (the superuser's) is not reported.
+ */
+async function systemSchemaExtensions(
+  c: Queryable,
+): Promise<{ ext: string; schema: string; owner: string }[]> {
+  const r = await c.query<{ ext: string; schema: string; owner: string }>(
+    `SELECT e.extname::pg_catalog.text AS ext, n.nspname::pg_catalog.text AS schema,
+            pg_catalog.pg_get_userbyid(e.extowner)::pg_catalog.text AS owner
+       FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+      WHERE n.nspname IN ${SYSTEM_SCHEMAS}
+        AND NOT COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid = e.extowner), false)
+      ORDER BY 1`,
   );
-  const row = r.rows[0] ?? {};
-  return HIDDEN_CATALOG.filter((_, i) => row[`v${i}`] === true).map((h) => h.object);
+  return r.rows;
 }
 
-/** Re-applies what is ours on the known databases that are ours; returns what was repaired. */
-export async function fixDrift(deps: DriftDeps, targets: DriftTarget[]): Promise<string[]> {
+/**
+ * The catalog objects PUBLIC can still use in this database, of those the tenant template hides
+ * (the same generated list: HIDDEN_CATALOG_QUERY).
+ */
+async function visibleCatalog(c: Queryable): Promise<string[]> {
+  const r = await c.query<{ object: string }>(
+    `SELECT h.object FROM (${HIDDEN_CATALOG_QUERY}) h
+      WHERE CASE h.kind WHEN 'function' THEN pg_catalog.has_function_privilege('public', h.oid, 'EXECUTE')
+                        ELSE pg_catalog.has_table_privilege('public', h.oid, 'SELECT') END`,
+  );
+  return r.rows.map((row) => row.object);
+}
+
+/** What a repair did: the databases fully repaired, and a `repair_failed` finding per failed step. */
+export type DriftRepair = { fixed: string[]; failed: DriftFinding[] };
+
+/**
+ * Re-applies what is ours on the known databases that are ours. Each database is repaired on its
+ * own, and each step of it too: a step that fails (a tenant holding a lock on its own role makes
+ * `ALTER ROLE` time out after the pinned lock_timeout; its steward cannot log in) becomes a
+ * `repair_failed` finding with a bounded detail, and the other steps and databases still run.
+ * A database is listed as fixed only when every step succeeded.
+ */
+export async function fixDrift(deps: DriftDeps, targets: DriftTarget[]): Promise<DriftRepair> {
   const { admin } = deps;
   const fixed: string[] = [];
+  const failed: DriftFinding[] = [];
   const known = await resolveTargets(admin, targets);
   for (const [name, target] of known) {
     if (target.id === null) continue;
+    const id = target.id;
     const r = roleNames(name);
-    const state = await databaseOwnership(admin, name, r, target.id);
+    let ok = true;
+    const attempt = async (step: string, fn: () => Promise<void>): Promise<boolean> => {
+      try {
+        await fn();
+        return true;
+      } catch (err) {
+        ok = false;
+        if (err instanceof NotOursError) return false;
+        failed.push({
+          kind: 'repair_failed',
+          object: `${name}:${step}`,
+          detail: `${isLockTimeout(err) ? 'lock wait timed out (a session holds a lock on it): ' : ''}${clip(
+            String((err as Error)?.message ?? err),
+            300,
+          )}; retried by the next repair`,
+        });
+        return false;
+      }
+    };
+    let state = 'missing';
+    await attempt('ownership', async () => {
+      state = await databaseOwnership(admin, name, r, id);
+    });
     if (state !== 'ours' && state !== 'legacy') continue;
-    try {
-      // The steward (made if missing, its password put back) owns the database, with our
-      // marker; database-level settings go with it (ensureDatabase).
-      await ensureSteward(admin, { databaseId: target.id, roles: r, key: deps.cluster.key });
-      await ensureDatabase(admin, name, r, target.id);
-    } catch (err) {
-      if (err instanceof NotOursError) continue;
-      throw err;
-    }
-    // Grants on our database to roles that are not its own are revoked; PUBLIC too (below).
-    const foreign = await admin.query<{ grantee: string }>(
-      `SELECT DISTINCT pg_catalog.pg_get_userbyid(a.grantee)::pg_catalog.text AS grantee
-         FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
-        WHERE d.datname = $1 AND a.grantee <> 0
-          AND NOT (pg_catalog.pg_get_userbyid(a.grantee) = ANY($2::pg_catalog.name[]))`,
-      [name, Object.values(r)],
-    );
-    for (const g of foreign.rows)
-      await admin.query(`REVOKE ALL ON DATABASE ${quoteIdent(name)} FROM ${quoteIdent(g.grantee)}`);
-    await grantDatabase(admin, name, r);
-    await resetSettings(admin, name, r, target.limits);
+    // The steward (made if missing, its password put back) owns the database, with our
+    // marker; database-level settings go with it (ensureDatabase). Nothing else runs without it.
+    const base = await attempt('steward', async () => {
+      await ensureSteward(admin, { databaseId: id, roles: r, key: deps.cluster.key });
+      await ensureDatabase(admin, name, r, id);
+    });
+    if (!base) continue;
+    await attempt('grants', async () => {
+      // Grants on our database to roles that are not its own are revoked; PUBLIC too (below).
+      const foreign = await admin.query<{ grantee: string }>(
+        `SELECT DISTINCT pg_catalog.pg_get_userbyid(a.grantee)::pg_catalog.text AS grantee
+           FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
+          WHERE d.datname = $1 AND a.grantee <> 0
+            AND NOT (pg_catalog.pg_get_userbyid(a.grantee) = ANY($2::pg_catalog.name[]))`,
+        [name, Object.values(r)],
+      );
+      for (const g of foreign.rows)
+        await admin.query(`REVOKE ALL ON DATABASE ${quoteIdent(name)} FROM ${quoteIdent(g.grantee)}`);
+      await grantDatabase(admin, name, r);
+    });
+    await attempt('settings', () => resetSettings(admin, name, r, target.limits));
     const verifier = deps.ownerVerifier(name);
-    if (verifier !== null) await setOwnerPassword(admin, r.owner, verifier);
-    const c = await connectSteward(deps.cluster, { databaseId: target.id, name, roles: r });
-    try {
-      await setupSchema(c, r);
-      await dropShadows(c, r);
-    } finally {
-      await c.end().catch(() => {});
-    }
-    fixed.push(name);
+    if (verifier !== null) await attempt('owner_password', () => setOwnerPassword(admin, r.owner, verifier));
+    await attempt('schema', async () => {
+      const c = await connectSteward(deps.cluster, { databaseId: id, name, roles: r });
+      try {
+        await setupSchema(c, r);
+        await dropShadows(c, r);
+      } finally {
+        await c.end().catch(() => {});
+      }
+    });
+    if (ok) fixed.push(name);
   }
-  return fixed;
+  return { fixed, failed };
 }
 
 const OPERATOR_NAME = /^[+\-*/<>=~!@#%^&|`?]{1,63}$/;
@@ -547,14 +633,18 @@ async function dropShadows(c: Queryable, r: RoleNames): Promise<void> {
   for (const s of await findShadows(c)) {
     if (!s.exact || !actors.has(s.owner)) continue;
     let drop: string;
+    let object: string;
     if (s.kind === 'routine') {
       // `sig` is built by format('%I…') and pg_get_function_identity_arguments: quoted by PostgreSQL.
-      drop = `DROP ROUTINE ${s.sig}`;
+      object = `ROUTINE ${s.sig}`;
     } else {
       const m = /^("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)\.(.+?)\((.*)\)$/.exec(s.sig);
       if (!m || !OPERATOR_NAME.test(m[2]!)) continue;
-      drop = `DROP OPERATOR ${m[1]}.${m[2]} (${m[3]})`;
+      object = `OPERATOR ${m[1]}.${m[2]} (${m[3]})`;
     }
+    // A shadow the tenant added to its own extension leaves the extension first (as its owner:
+    // the tenant's extension; `ext` is quoted by PostgreSQL). Another owner's extension refuses.
+    drop = `${s.ext === null ? '' : `ALTER EXTENSION ${s.ext} DROP ${object};\n`}DROP ${object}`;
     try {
       await c.query(`BEGIN;\nSET LOCAL ROLE ${quoteIdent(s.owner)};\n${drop};\nCOMMIT`);
     } catch {

@@ -23,6 +23,17 @@ import { createHmac } from 'node:crypto';
 import pg from 'pg';
 import type { RoleNames } from '../../shared/identifiers.ts';
 
+/**
+ * How long any platform statement waits for a lock (ms). A tenant can hold locks the platform
+ * needs for as long as it likes — its own roles' pg_authid rows (`BEGIN; ALTER ROLE self …` left
+ * open with its idle timeout off), pg_db_role_setting rows, its schemas and functions — and the
+ * agent runs jobs one at a time: a long wait there stalls every other account. The platform's
+ * own statements take their locks for milliseconds, so a short wait costs nothing; a statement
+ * that times out (SQLSTATE 55P03) fails its job, which the queue retries later with backoff, and
+ * drift repair moves on to the next database (`repair_failed`).
+ */
+export const PLATFORM_LOCK_TIMEOUT_MS = 3_000;
+
 /** The settings every platform connection pins at login (name → value). */
 export const PINNED_SETTINGS: Readonly<Record<string, string>> = {
   search_path: 'pg_catalog,pg_temp',
@@ -31,7 +42,7 @@ export const PINNED_SETTINGS: Readonly<Record<string, string>> = {
   default_transaction_isolation: 'read committed',
   default_transaction_deferrable: 'off',
   statement_timeout: '120000',
-  lock_timeout: '60000',
+  lock_timeout: String(PLATFORM_LOCK_TIMEOUT_MS),
   idle_in_transaction_session_timeout: '0',
   idle_session_timeout: '0',
   check_function_bodies: 'on',
@@ -121,4 +132,9 @@ export const LOGIN_REFUSED = new Set(['28P01', '28000']);
 
 export function isLoginRefused(err: unknown): boolean {
   return LOGIN_REFUSED.has(String((err as { code?: unknown })?.code));
+}
+
+/** SQLSTATE 55P03 (lock_not_available): a lock_timeout expired, e.g. behind a tenant's lock. */
+export function isLockTimeout(err: unknown): boolean {
+  return String((err as { code?: unknown })?.code) === '55P03';
 }

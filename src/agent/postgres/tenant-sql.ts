@@ -374,6 +374,29 @@ export async function terminateSessions(
   return r.rows[0]?.n ?? 0;
 }
 
+/**
+ * Terminates the sessions of the given roles that may hold a lock on them: an open transaction
+ * that wrote something (a row lock on pg_authid or pg_db_role_setting needs a transaction id —
+ * `BEGIN; ALTER ROLE self …` left open) or a lock on one of the roles as a shared object. Waits
+ * (bounded) for each to be gone, so the caller's retry no longer queues behind it. Only for
+ * operations that cut those sessions anyway (rotation).
+ */
+export async function terminateLockHolders(pool: pg.Pool, roles: string[]): Promise<number> {
+  const r = await pool.query<{ n: number }>(
+    `SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(a.pid, 5000))::pg_catalog.int4 AS n
+       FROM pg_catalog.pg_stat_activity a
+      WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+        AND a.usename OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[])
+        AND (a.backend_xid IS NOT NULL
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_authid o ON o.oid OPERATOR(pg_catalog.=) l.objid
+                         WHERE l.pid OPERATOR(pg_catalog.=) a.pid AND l.locktype OPERATOR(pg_catalog.=) 'object'
+                           AND l.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass
+                           AND o.rolname OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[])))`,
+    [roles],
+  );
+  return r.rows[0]?.n ?? 0;
+}
+
 /** Drops the database if it is ours (or legacy ours); false when there was nothing to drop. */
 export async function dropDatabase(
   pool: pg.Pool,
