@@ -190,7 +190,7 @@ test('connection info, reveal and limits; the password reaches no log line', asy
   assert.ok(!conn.uri.includes(password));
 
   const limits = await call('GET', '/v1/databases/app_one/limits', { key: admin });
-  assert.equal(limits.json().owner_connection_limit, 50);
+  assert.equal(limits.json().owner_connection_limit, 20);
   const newLimits = {
     owner_connection_limit: 10,
     reader_connection_limit: 5,
@@ -205,6 +205,16 @@ test('connection info, reveal and limits; the password reaches no log line', asy
     payload: { ...newLimits, owner_connection_limit: 0 },
   });
   assert.equal(bad.statusCode, 400);
+  // Past the node's tenant connection budget: 409 with a stable code, and no node totals.
+  const full = await call('PUT', '/v1/databases/app_one/limits', {
+    key: admin,
+    payload: { ...newLimits, owner_connection_limit: 10_000 },
+  });
+  assert.equal(full.statusCode, 409, full.body);
+  assert.equal(full.json().error.code, 'capacity_exceeded');
+  // The cut to 10 + 5 keeps the default 20 + 2 committed until a rotation ends older sessions.
+  assert.deepEqual(full.json().error.details, { node: 'n1', requested: 10_000 + 5 - 22 });
+  assert.deepEqual((await call('GET', '/v1/databases/app_one/limits', { key: admin })).json(), newLimits);
 
   assert.ok(logText.length > 10, 'the server logged at trace level');
   assert.ok(!logText.join('').includes(password), 'no log line holds the password');

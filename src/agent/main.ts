@@ -105,11 +105,28 @@ export async function startAgent(
 
   const heartbeat = async () => {
     try {
-      const r = await admin.query<{ v: string }>('SELECT pg_catalog.version() AS v');
+      // The running values (a changed max_connections counts from the restart that applies it).
+      // reserved_connections exists from PostgreSQL 16 on (missing_ok: NULL before).
+      const r = await admin.query<{ v: string; max: number; su: number; rc: number }>(
+        `SELECT pg_catalog.version() AS v,
+                pg_catalog.current_setting('max_connections')::pg_catalog.int4 AS max,
+                pg_catalog.current_setting('superuser_reserved_connections')::pg_catalog.int4 AS su,
+                COALESCE(pg_catalog.current_setting('reserved_connections', true), '0')::pg_catalog.int4 AS rc`,
+      );
+      const row = r.rows[0];
       await client.heartbeat({
         agent_version: VERSION,
-        pg_version: r.rows[0]?.v ?? 'unknown',
+        pg_version: row?.v ?? 'unknown',
         capabilities: { jobs: [...handlers.keys()] },
+        ...(row
+          ? {
+              connections: {
+                max_connections: row.max,
+                superuser_reserved_connections: row.su,
+                reserved_connections: row.rc,
+              },
+            }
+          : {}),
       });
       const now = new Date();
       await fs.writeFile(aliveFile, `${now.toISOString()}\n`);

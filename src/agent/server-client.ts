@@ -79,6 +79,12 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
       agent_version: string;
       pg_version?: string;
       capabilities?: Record<string, unknown>;
+      /** The cluster's connection slots (the server derives the node's tenant budget). */
+      connections?: {
+        max_connections: number;
+        superuser_reserved_connections: number;
+        reserved_connections: number;
+      };
     }) => call<{ ok: true }>('/v1/agent/heartbeat', info),
   };
 }

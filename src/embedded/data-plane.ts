@@ -7,6 +7,7 @@ import { scramVerifier } from '../shared/scram.ts';
 import { ADMIN_ROLE, CONTROL_DB, CONTROL_ROLE, type DataLayout, POOLER_ADMIN } from './layout.ts';
 import { type RunningPgbouncer, startPgbouncer } from './pgbouncer-process.ts';
 import {
+  EMBEDDED_MAX_CONNECTIONS,
   initCluster,
   isInitialised,
   LOG_SETTINGS,
@@ -81,6 +82,17 @@ export async function ensureControlDatabase(adminUrl: string, controlPassword: s
     // over the managed block of postgresql.conf). Constant names and values, no input.
     for (const [name, value] of Object.entries(LOG_SETTINGS)) {
       await client.query(`ALTER SYSTEM SET ${name} = '${value.replaceAll("'", '')}'`);
+    }
+    // Raised, never lowered (an operator may have set more, maybe not applied yet: the files'
+    // last value counts too); it takes effect at the next restart.
+    const max = await client.query<{ n: number }>(
+      `SELECT GREATEST(pg_catalog.current_setting('max_connections')::pg_catalog.int4,
+                       COALESCE((SELECT f.setting::pg_catalog.int4 FROM pg_catalog.pg_file_settings f
+                                  WHERE f.name = 'max_connections' AND f.error IS NULL
+                                  ORDER BY f.seqno DESC LIMIT 1), 0)) AS n`,
+    );
+    if ((max.rows[0]?.n ?? 0) < EMBEDDED_MAX_CONNECTIONS) {
+      await client.query(`ALTER SYSTEM SET max_connections = ${Math.trunc(EMBEDDED_MAX_CONNECTIONS)}`);
     }
     await client.query('SELECT pg_catalog.pg_reload_conf()');
     // Only superusers (the agent's admin) need the maintenance databases: a tenant role is

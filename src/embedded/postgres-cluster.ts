@@ -48,6 +48,14 @@ export function clusterMajorVersion(pgData: string): number {
  * server and the agent log their own failures in their own logs. All are superuser-only
  * settings: a tenant cannot change them for its session, role or database.
  */
+/**
+ * The embedded cluster's max_connections: with 3 superuser slots and the server's default platform
+ * reserve of 100 (BULWARK_NODE_CONNECTION_RESERVE) it leaves 897 tenant connections — 40 databases
+ * at the default limits (owner 20 + reader 2). Clusters made with less get it at start
+ * (data-plane.ts, ALTER SYSTEM; it takes effect at the next restart).
+ */
+export const EMBEDDED_MAX_CONNECTIONS = 1000;
+
 export const LOG_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
   log_min_messages: 'log',
   log_min_error_statement: 'panic',
@@ -93,7 +101,7 @@ export async function initCluster(opts: ClusterOptions & { adminPassword: string
     `port = ${opts.port}`,
     "unix_socket_directories = ''",
     "password_encryption = 'scram-sha-256'",
-    'max_connections = 300',
+    `max_connections = ${EMBEDDED_MAX_CONNECTIONS}`,
     'shared_buffers = 128MB',
     "log_line_prefix = '%m [%p] %q%u@%d '",
     // No tenant SQL text or literal in the server log (see LOG_SETTINGS; re-applied at every start).

@@ -54,6 +54,14 @@ export const serverConfigSchema = z
       )
       .max(100)
       .default(['127.0.0.1/32', '::1/128']),
+    /**
+     * Connections of each node kept for the platform (agent admin pool, stewards, explorer pools,
+     * the control database's pools, PgBouncer probes): never promised to tenants. A node's tenant
+     * budget = max_connections − superuser/reserved slots − this.
+     */
+    nodeConnectionReserve: z.coerce.number().int().min(0).max(100_000).default(100),
+    /** The max_connections assumed for a node whose agent has not reported its own yet. */
+    nodeAssumedMaxConnections: z.coerce.number().int().min(1).max(262_143).default(300),
     /** Host clients use to reach PgBouncer (what goes into connection strings). */
     poolerPublicHost: z.string().min(1).max(255).default('127.0.0.1'),
     poolerPort: z.coerce.number().int().min(1).max(65535).default(6432),
@@ -110,6 +118,8 @@ export const serverEnv: Record<string, EnvBinding> = {
   redisUrl: { env: 'BULWARK_REDIS_URL', secret: true },
   masterKeyFile: { env: 'BULWARK_MASTER_KEY_FILE' },
   defaultAllowlist: { env: 'BULWARK_DEFAULT_ALLOWLIST', list: true },
+  nodeConnectionReserve: { env: 'BULWARK_NODE_CONNECTION_RESERVE' },
+  nodeAssumedMaxConnections: { env: 'BULWARK_NODE_ASSUMED_MAX_CONNECTIONS' },
   poolerPublicHost: { env: 'BULWARK_POOLER_PUBLIC_HOST' },
   poolerPort: { env: 'BULWARK_POOLER_PORT' },
   poolerSslmode: { env: 'BULWARK_POOLER_SSLMODE' },

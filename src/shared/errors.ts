@@ -55,6 +55,7 @@ export const ERROR_CODES = [
   'forbidden',
   'not_found',
   'conflict',
+  'capacity_exceeded',
   'payload_too_large',
   'rate_limited',
   'timeout',

@@ -78,10 +78,15 @@ export const limitsSchema = z.object({
 });
 export type DatabaseLimits = z.infer<typeof limitsSchema>;
 
-/** Sane defaults a server may use when the caller gives none. */
+/**
+ * Sane defaults a server may use when the caller gives none. Owner + reader (22) is what a new
+ * database commits against its node's tenant connection budget (server nodes.capacity.ts): the
+ * embedded node (max_connections 1000, 3 superuser slots, a platform reserve of 100) holds 40 of them.
+ * The owner's 20 equals PgBouncer's default_pool_size, so a full pool never meets the role's limit.
+ */
 export const DEFAULT_LIMITS: Readonly<DatabaseLimits> = {
-  owner_connection_limit: 50,
-  reader_connection_limit: 20,
+  owner_connection_limit: 20,
+  reader_connection_limit: 2,
   statement_timeout_ms: 60_000,
   idle_in_transaction_timeout_ms: 300_000,
 };

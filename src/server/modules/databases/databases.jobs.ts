@@ -106,8 +106,10 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
           else await repo.markFailed(tx, id, 'deleting', reason(job, 'deletion failed'));
           break;
         case JOB_KINDS.rotate:
-          if (ok) await repo.finishRotation(tx, id);
-          else await restoreAfterFailedRotation(tx, job, id);
+          if (ok) {
+            await repo.finishRotation(tx, id);
+            await repo.releaseHeldConnections(tx, id, job.id);
+          } else await restoreAfterFailedRotation(tx, job, id);
           break;
         case JOB_KINDS.allowlist:
           if (!ok) await repo.noteFailure(tx, id, reason(job, 'allowlist update failed'));

@@ -53,6 +53,61 @@ export async function pickNode(
   return r.rows[0] ?? null;
 }
 
+/**
+ * The tenant connections committed on a node: the owner and reader connection limits of every
+ * database whose roles may still exist there (all but deleted ones; see nodes.capacity.ts), or
+ * what a database still holds from before a cut of its limits, whichever is more.
+ */
+export async function committedConnections(db: Queryable, nodeId: string): Promise<number> {
+  const r = await db.query<{ n: string }>(
+    `SELECT coalesce(sum(greatest((limits->>'owner_connection_limit')::bigint
+                                  + (limits->>'reader_connection_limit')::bigint,
+                                  coalesce(connections_held, 0))), 0) AS n
+       FROM databases WHERE node_id = $1 AND deleted_at IS NULL`,
+    [nodeId],
+  );
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+/** Connections a database still holds from before a cut of its limits (null: none). */
+export async function connectionsHeld(db: Queryable, id: string): Promise<number | null> {
+  const r = await db.query<{ held: number | null }>(
+    'SELECT connections_held AS held FROM databases WHERE id = $1',
+    [id],
+  );
+  return r.rows[0]?.held ?? null;
+}
+
+/** Keeps `held` connections committed after a cut, until a rotation after `jobId` ends the sessions. */
+export async function holdConnections(
+  db: Queryable,
+  id: string,
+  held: number | null,
+  jobId: number | null,
+): Promise<void> {
+  await db.query('UPDATE databases SET connections_held = $2, connections_held_job = $3 WHERE id = $1', [
+    id,
+    held,
+    jobId,
+  ]);
+}
+
+/**
+ * A rotation finished: every session of the owner opened before it was terminated, so what an
+ * earlier cut held goes back to the node (only a cut queued before this rotation job).
+ */
+export async function releaseHeldConnections(
+  db: Queryable,
+  id: string,
+  rotationJobId: number,
+): Promise<void> {
+  await db.query(
+    `UPDATE databases SET connections_held = NULL, connections_held_job = NULL
+      WHERE id = $1 AND connections_held_job < $2`,
+    [id, rotationJobId],
+  );
+}
+
 export async function activeNodeExists(db: Queryable, nodeName: string | null): Promise<boolean> {
   const r = await db.query(
     "SELECT 1 FROM nodes WHERE status = 'active' AND ($1::text IS NULL OR name = $1) LIMIT 1",

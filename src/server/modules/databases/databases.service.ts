@@ -12,6 +12,7 @@ import { assertDatabaseInScope, type Caller, requireAccountScope, requireLevel }
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { auditFromCaller, recordAudit } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
+import { type CapacityConfig, reserveConnections, tenantConnections } from '../nodes/nodes.capacity.ts';
 import {
   type AllowlistInput,
   liveEntries,
@@ -25,7 +26,8 @@ import * as repo from './databases.repo.ts';
 type DatabasesConfig = Pick<
   ServerConfig,
   'defaultAllowlist' | 'poolerPublicHost' | 'poolerPort' | 'poolerSslmode'
->;
+> &
+  CapacityConfig;
 
 type DatabasesServiceDeps = {
   db: Db;
@@ -190,6 +192,15 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
             }
             throw conflict(`The database name "${name}" is taken; choose another`);
           }
+          // The node's row lock serialises this with every other reservation on the node.
+          await reserveConnections(tx, {
+            nodeId: node.id,
+            requested: tenantConnections(limits),
+            committed: repo.committedConnections,
+            config,
+            log,
+            accountId: caller.accountId,
+          });
           await repo.insertDatabase(tx, {
             id,
             accountId: caller.accountId,
@@ -345,13 +356,30 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       return withTx(db, async (tx) => {
         const row = await find(caller, name, tx);
         requireStatus(row, ['provisioning', 'ready'], 'change limits');
+        // A raise reserves the difference on the node; a cut is always allowed, but sessions
+        // opened under the old limit outlive it: the old total stays committed until a rotation
+        // queued after the cut has ended them (databases.jobs.ts).
+        const held = Math.max(tenantConnections(row.limits), (await repo.connectionsHeld(tx, row.id)) ?? 0);
+        const raise = tenantConnections(limits) - held;
+        if (raise > 0) {
+          await reserveConnections(tx, {
+            nodeId: row.node_id,
+            requested: raise,
+            committed: repo.committedConnections,
+            config,
+            log,
+            accountId: caller.accountId,
+          });
+        }
         await repo.setLimits(tx, row.id, limits);
-        await enqueueJob(tx, {
+        const job = await enqueueJob(tx, {
           nodeId: row.node_id,
           accountId: caller.accountId,
           kind: JOB_KINDS.limits,
           payload: { database_id: row.id, name, limits },
         });
+        if (raise < 0) await repo.holdConnections(tx, row.id, held, job.id);
+        else await repo.holdConnections(tx, row.id, null, null);
         await audit(tx, caller, 'database.limits_changed', row.id, { name, limits });
         return limits;
       });

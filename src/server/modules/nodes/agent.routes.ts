@@ -167,6 +167,18 @@ export function agentRoutes(deps: {
             agent_version: z.string().max(64).optional(),
             pg_version: z.string().max(256).optional(),
             capabilities: boundedRecord(16 * 1024).optional(),
+            /** The cluster's connection slots: the node's tenant connection budget is derived from them. */
+            connections: z
+              .object({
+                max_connections: z.number().int().min(1).max(262_143),
+                superuser_reserved_connections: z.number().int().min(0).max(262_143),
+                reserved_connections: z.number().int().min(0).max(262_143).default(0),
+              })
+              .refine(
+                (c) => c.superuser_reserved_connections + c.reserved_connections < c.max_connections,
+                'reserved slots must be fewer than max_connections',
+              )
+              .optional(),
           }),
           response: { 200: z.object({ ok: z.literal(true) }), ...errorResponses },
         },
@@ -177,6 +189,16 @@ export function agentRoutes(deps: {
           ...(req.body.agent_version ? { agentVersion: req.body.agent_version } : {}),
           ...(req.body.pg_version ? { pgVersion: req.body.pg_version } : {}),
           ...(req.body.capabilities ? { capabilities: req.body.capabilities } : {}),
+          ...(req.body.connections
+            ? {
+                connections: {
+                  maxConnections: req.body.connections.max_connections,
+                  reservedConnections:
+                    req.body.connections.superuser_reserved_connections +
+                    req.body.connections.reserved_connections,
+                },
+              }
+            : {}),
         });
         return { ok: true as const };
       },

@@ -80,6 +80,13 @@ export async function findNodeByTokenHash(
   return r.rows[0] ?? null;
 }
 
+/** What an agent reports about its cluster's connection slots (see nodes.capacity.ts). */
+export type NodeConnections = {
+  maxConnections: number;
+  /** superuser_reserved_connections + reserved_connections. */
+  reservedConnections: number;
+};
+
 export async function recordHeartbeat(
   db: Queryable,
   nodeId: string,
@@ -87,16 +94,45 @@ export async function recordHeartbeat(
     agentVersion?: string | undefined;
     pgVersion?: string | undefined;
     capabilities?: Record<string, unknown> | undefined;
+    connections?: NodeConnections | undefined;
   },
 ): Promise<void> {
   await db.query(
     `UPDATE nodes SET last_heartbeat_at = now(),
             agent_version = coalesce($2, agent_version),
             pg_version = coalesce($3, pg_version),
-            capabilities = coalesce($4, capabilities)
+            capabilities = coalesce($4, capabilities),
+            max_connections = coalesce($5, max_connections),
+            reserved_connections = coalesce($6, reserved_connections)
       WHERE id = $1`,
-    [nodeId, info.agentVersion ?? null, info.pgVersion ?? null, info.capabilities ?? null],
+    [
+      nodeId,
+      info.agentVersion ?? null,
+      info.pgVersion ?? null,
+      info.capabilities ?? null,
+      info.connections?.maxConnections ?? null,
+      info.connections?.reservedConnections ?? null,
+    ],
   );
+}
+
+/**
+ * Locks one node's row against every other capacity reservation on it (database creates and
+ * limit raises queue here) and returns what its agent reported; null when there is no such node.
+ * FOR NO KEY UPDATE: foreign-key checks of rows that refer to the node (jobs, databases) do not wait.
+ */
+export async function lockNodeConnections(
+  tx: Queryable,
+  nodeId: string,
+): Promise<{ name: string; max_connections: number | null; reserved_connections: number | null } | null> {
+  const r = await tx.query<{
+    name: string;
+    max_connections: number | null;
+    reserved_connections: number | null;
+  }>('SELECT name, max_connections, reserved_connections FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [
+    nodeId,
+  ]);
+  return r.rows[0] ?? null;
 }
 
 export async function listNodes(db: Queryable): Promise<NodeRow[]> {

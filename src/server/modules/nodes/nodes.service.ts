@@ -204,7 +204,12 @@ export function createNodesService(deps: NodesServiceDeps) {
 
     async heartbeat(
       agent: AgentIdentity,
-      info: { agentVersion?: string; pgVersion?: string; capabilities?: Record<string, unknown> },
+      info: {
+        agentVersion?: string;
+        pgVersion?: string;
+        capabilities?: Record<string, unknown>;
+        connections?: repo.NodeConnections;
+      },
     ) {
       await repo.recordHeartbeat(db, agent.nodeId, info);
     },
