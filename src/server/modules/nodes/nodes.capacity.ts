@@ -4,7 +4,12 @@
  *
  *   budget    = max_connections − (superuser_reserved_connections + reserved_connections) − reserve
  *   committed = Σ over the node's databases that still have roles (not deleted) of
- *               owner_connection_limit + reader_connection_limit
+ *               owner_connection_limit + reader_connection_limit, or what the database still
+ *               holds from before a cut of its limits (connections_held), whichever is more
+ *
+ * A cut holds the old total because PostgreSQL checks CONNECTION LIMIT at login only: sessions
+ * opened under the old limit survive it. A rotation queued after the cut terminates the owner's
+ * sessions and releases the hold (databases.jobs.ts); deletion ends them too.
  *
  * A change is refused (`409 capacity_exceeded`) when it would make committed exceed budget, so
  * the tenant login roles of a node can never hold every slot together: the platform's own
