@@ -313,3 +313,35 @@ test('a node that has not reported is held to the assumed max_connections (300)'
   }
   assert.equal(made, Math.floor(197 / PER_DB));
 });
+
+test('without a node named, a database goes where there is room', async () => {
+  const own = await createTestServer();
+  try {
+    const enroll = async (name: string, max: number) => {
+      const agent = await enrollFakeAgent(own, name);
+      const res = await own.app.inject({
+        method: 'POST',
+        url: '/v1/agent/heartbeat',
+        headers: { authorization: `Bearer ${agent.token}` },
+        payload: { connections: { max_connections: max, superuser_reserved_connections: 3 } },
+      });
+      assert.equal(res.statusCode, 200);
+    };
+    await enroll('p1', 200); // budget 97: four databases
+    await enroll('p2', 126); // budget 23: one
+    const account = await createAccount(own, 'placer');
+    const placed: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      try {
+        placed.push((await own.databases.create(callerFor(account), { name: `p_${i}` })).node_name);
+      } catch (err) {
+        assert.ok(err instanceof AppError && err.code === 'capacity_exceeded', String(err));
+        break;
+      }
+    }
+    // By free room, not by count: p2's one slot is not spent before p1 has less room than it.
+    assert.deepEqual(placed, ['p1', 'p1', 'p1', 'p1', 'p2']);
+  } finally {
+    await own.stop();
+  }
+});

@@ -12,7 +12,12 @@ import { assertDatabaseInScope, type Caller, requireAccountScope, requireLevel }
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { auditFromCaller, recordAudit } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
-import { type CapacityConfig, reserveConnections, tenantConnections } from '../nodes/nodes.capacity.ts';
+import {
+  ASSUMED_RESERVED_SLOTS,
+  type CapacityConfig,
+  reserveConnections,
+  tenantConnections,
+} from '../nodes/nodes.capacity.ts';
 import {
   type AllowlistInput,
   liveEntries,
@@ -185,7 +190,11 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         await withTx(db, async (tx) => {
           if (await repo.findByName(tx, caller.accountId, name))
             throw conflict(`Database "${name}" already exists`);
-          const node = await repo.pickNode(tx, name, nodeName);
+          const node = await repo.pickNode(tx, name, nodeName, {
+            reserve: config.nodeConnectionReserve,
+            assumedMaxConnections: config.nodeAssumedMaxConnections,
+            assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
+          });
           if (!node) {
             if (!(await repo.activeNodeExists(tx, nodeName))) {
               throw nodeName ? notFound('Node') : unavailable('No active node to place the database on');

@@ -29,7 +29,7 @@ import { lockNodeConnections } from './nodes.repo.ts';
 export type CapacityConfig = Pick<ServerConfig, 'nodeConnectionReserve' | 'nodeAssumedMaxConnections'>;
 
 /** PostgreSQL's own default superuser_reserved_connections: assumed until the agent reports. */
-const ASSUMED_RESERVED_SLOTS = 3;
+export const ASSUMED_RESERVED_SLOTS = 3;
 
 /** The tenant connections one database's limits commit on its node. */
 export const tenantConnections = (limits: {
