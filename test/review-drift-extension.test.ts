@@ -62,6 +62,32 @@ async function asOwner(database: string, user: string, password: string, sql: st
   }
 }
 
+/** The error of a statement the tenant owner runs (null when it succeeds). */
+async function refusal(
+  database: string,
+  user: string,
+  password: string,
+  sql: string,
+): Promise<string | null> {
+  return asOwner(database, user, password, sql).then(
+    () => null,
+    (err: Error) => err.message,
+  );
+}
+
+/**
+ * Makes a database look like one created before the extension guard (the tenant template's event
+ * trigger): a superuser drops the trigger, so the attacks below go through and drift must see them.
+ */
+async function withoutGuard(name: string): Promise<void> {
+  const c = await kit.connectAdmin(name);
+  try {
+    await c.query('DROP EVENT TRIGGER bulwark_extension_guard');
+  } finally {
+    await c.end();
+  }
+}
+
 test("a shadow hidden in the tenant's own extension is still reported and dropped by drift", async () => {
   const name = uniqueName('extshadow');
   const id = randomUUID();
@@ -77,6 +103,25 @@ test("a shadow hidden in the tenant's own extension is still reported and droppe
     },
     kit.ctx(password),
   );
+  // A database made from the current template refuses the hiding place outright.
+  await asOwner(name, roles.owner, password, 'CREATE EXTENSION pgcrypto');
+  const added = await refusal(
+    name,
+    roles.owner,
+    password,
+    [
+      `CREATE FUNCTION public.format_type(oid, integer) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$`,
+      'ALTER EXTENSION pgcrypto ADD FUNCTION public.format_type(oid, integer)',
+    ].join(';\n'),
+  );
+  assert.match(
+    added ?? 'accepted',
+    /may not be added to an extension/,
+    'the guard let ALTER EXTENSION … ADD through',
+  );
+  await asOwner(name, roles.owner, password, 'DROP EXTENSION pgcrypto');
+  // A database made before the guard: the tenant hides the shadow; drift must still see it.
+  await withoutGuard(name);
   await asOwner(
     name,
     roles.owner,
@@ -99,6 +144,10 @@ test("a shadow hidden in the tenant's own extension is still reported and droppe
   assert.ok(
     shadows.some((f) => f.object.includes('format_type')),
     `public.format_type(oid, integer), added to the tenant's extension, is not reported: ${JSON.stringify(shadows)}`,
+  );
+  assert.ok(
+    findings.some((f) => f.kind === 'tenant_guard' && f.object.startsWith(`${name}:`)),
+    `the missing extension guard is not reported: ${JSON.stringify(findings)}`,
   );
 
   await jobs.get('node.drift_fix')!(payload, kit.ctx());
@@ -129,6 +178,35 @@ test('an extension a tenant installs into pg_catalog is reported by drift', asyn
     },
     kit.ctx(password),
   );
+  // A database made from the current template refuses it, and moving one there.
+  const direct = await refusal(name, roles.owner, password, 'CREATE EXTENSION hstore SCHEMA pg_catalog');
+  assert.match(
+    direct ?? 'accepted',
+    /system schema/,
+    'the guard let CREATE EXTENSION … SCHEMA pg_catalog through',
+  );
+  const moved = await refusal(
+    name,
+    roles.owner,
+    password,
+    'CREATE EXTENSION hstore; ALTER EXTENSION hstore SET SCHEMA pg_catalog',
+  );
+  // (PostgreSQL refuses this one itself: SET SCHEMA needs CREATE on pg_catalog.)
+  assert.match(
+    moved ?? 'accepted',
+    /system schema|permission denied for schema pg_catalog/,
+    'the guard let ALTER EXTENSION … SET SCHEMA pg_catalog through',
+  );
+  // Guard-made databases report no guard finding; the rest of this test is a database made before it.
+  const clean = (await jobs.get('node.drift')!(
+    { known_databases: [name], databases: [{ id, name, limits: DEFAULT_LIMITS }] },
+    kit.ctx(),
+  )) as { findings: DriftFinding[] };
+  assert.ok(
+    !clean.findings.some((f) => f.kind === 'tenant_guard' || f.kind === 'extension_in_catalog'),
+    JSON.stringify(clean.findings),
+  );
+  await withoutGuard(name);
   await asOwner(name, roles.owner, password, 'CREATE EXTENSION hstore SCHEMA pg_catalog');
   const c = await kit.connectAdmin(name);
   try {

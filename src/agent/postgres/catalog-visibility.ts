@@ -21,7 +21,7 @@ export const TENANT_TEMPLATE = 'bulwark_tenant_template';
  * changes whenever what the template hides changes; an older template is finished again at the
  * next agent start (databases copied from it before keep what they had: drift reports them).
  */
-const TEMPLATE_MARKER = 'bulwark:tenant-template:2';
+const TEMPLATE_MARKER = 'bulwark:tenant-template:3';
 
 /**
  * The catalog objects PUBLIC loses in every tenant database, as a query (run in the template by
@@ -67,6 +67,75 @@ export function hideStatements(objects: readonly HiddenObject[]): string[] {
   );
 }
 
+/** The event trigger (made in the template, so in every tenant database) that guards extensions. */
+export const EXTENSION_GUARD = 'bulwark_extension_guard';
+
+/** Owner of an extension member, for the kinds of object a shadow or a hijack can be made of. */
+const MEMBER_OWNER = `CASE d.classid
+    WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN (SELECT x.proowner FROM pg_catalog.pg_proc x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN (SELECT x.oprowner FROM pg_catalog.pg_operator x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT x.typowner FROM pg_catalog.pg_type x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT x.relowner FROM pg_catalog.pg_class x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_collation'::pg_catalog.regclass THEN (SELECT x.collowner FROM pg_catalog.pg_collation x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_conversion'::pg_catalog.regclass THEN (SELECT x.conowner FROM pg_catalog.pg_conversion x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_opclass'::pg_catalog.regclass THEN (SELECT x.opcowner FROM pg_catalog.pg_opclass x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_opfamily'::pg_catalog.regclass THEN (SELECT x.opfowner FROM pg_catalog.pg_opfamily x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+    WHEN 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN (SELECT x.nspowner FROM pg_catalog.pg_namespace x WHERE x.oid OPERATOR(pg_catalog.=) d.objid)
+  END`;
+
+/**
+ * The extension guard, made by the admin (a superuser) in the template. A tenant owns the
+ * extensions it creates (trusted ones need no superuser) and could otherwise install one into
+ * pg_catalog — the schema every platform connection searches first — or move one there, or
+ * `ALTER EXTENSION … ADD` an object of its own to hide it among trusted extension code. At the
+ * end of every CREATE EXTENSION / ALTER EXTENSION by a session whose login is not a superuser,
+ * the guard refuses (rolling the statement back) if any extension sits in a system schema
+ * without a superuser owning it, or any extension member of the kinds above is owned by a role
+ * that is not a superuser (a trusted extension's script runs as the bootstrap superuser, so its
+ * own objects never are). The function and the trigger belong to the superuser in a schema of
+ * its own with no privileges for PUBLIC: no tenant role (nor the steward, which owns the
+ * database) can alter, replace, disable or drop them; search_path is pinned on the function.
+ * Drift reports a tenant database without it (`tenant_guard`: made before the guard).
+ */
+export const EXTENSION_GUARD_SQL = [
+  'CREATE SCHEMA IF NOT EXISTS bulwark_guard',
+  'REVOKE ALL ON SCHEMA bulwark_guard FROM PUBLIC',
+  `CREATE OR REPLACE FUNCTION bulwark_guard.extension_guard() RETURNS event_trigger
+     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $guard$
+BEGIN
+  IF COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.rolname OPERATOR(pg_catalog.=) session_user), false) THEN
+    RETURN;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+              WHERE n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema,pg_toast}'::pg_catalog.name[])
+                AND NOT COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) e.extowner), false)) THEN
+    RAISE EXCEPTION 'extensions may not be installed in a system schema (bulwark)' USING ERRCODE = '42501';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+              WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                AND d.deptype OPERATOR(pg_catalog.=) 'e'
+                AND NOT COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) ${MEMBER_OWNER}), true)) THEN
+    RAISE EXCEPTION 'objects may not be added to an extension (bulwark)' USING ERRCODE = '42501';
+  END IF;
+END
+$guard$`,
+  'REVOKE ALL ON FUNCTION bulwark_guard.extension_guard() FROM PUBLIC',
+  `DROP EVENT TRIGGER IF EXISTS ${EXTENSION_GUARD}`,
+  `CREATE EVENT TRIGGER ${EXTENSION_GUARD} ON ddl_command_end
+     WHEN TAG IN ('CREATE EXTENSION', 'ALTER EXTENSION') EXECUTE FUNCTION bulwark_guard.extension_guard()`,
+] as const;
+
+/** SQL (one boolean, `ok`): this database has the extension guard, enabled, as the template makes it. */
+export const EXTENSION_GUARD_CHECK = `SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_event_trigger t JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) t.evtfoid
+   WHERE t.evtname OPERATOR(pg_catalog.=) '${EXTENSION_GUARD}' AND t.evtenabled OPERATOR(pg_catalog.<>) 'D'
+     AND t.evtevent OPERATOR(pg_catalog.=) 'ddl_command_end'
+     AND f.proname OPERATOR(pg_catalog.=) 'extension_guard'
+     AND f.pronamespace OPERATOR(pg_catalog.=) (SELECT n.oid FROM pg_catalog.pg_namespace n
+                                                 WHERE n.nspname OPERATOR(pg_catalog.=) 'bulwark_guard')
+     AND (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) f.proowner)
+     AND (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) t.evtowner)) AS ok`;
+
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
 /** The template to copy tenant databases from: ours when ready, template0 otherwise. */
@@ -80,42 +149,62 @@ export async function tenantTemplate(admin: Queryable): Promise<string> {
   return r.rows[0]?.ok ? TENANT_TEMPLATE : 'template0';
 }
 
+/** Session advisory lock (on the maintenance database) held by whoever makes the template. */
+const TEMPLATE_LOCK = '7094232617468917249';
+
 /**
  * Makes the tenant template if it is not ready (idempotent; at agent start). `connect` opens an
  * admin connection into the template (the only database besides the maintenance one the admin
- * ever enters; no tenant role can connect to it). Concurrent callers: the one whose CREATE
- * DATABASE fails waits for the other's marker.
+ * ever enters; no tenant role can connect to it). Concurrent callers (agents, test files on one
+ * cluster) take turns on a session advisory lock, polled so the pinned lock_timeout never
+ * applies; a caller that finds the template ready once it has the lock (or while waiting) is done.
+ * A crashed maker's lock goes with its session.
  */
 export async function ensureTenantTemplate(
   admin: pg.Pool,
   connect: (database: string) => Promise<pg.Client>,
 ): Promise<void> {
   if ((await tenantTemplate(admin)) === TENANT_TEMPLATE) return;
+  const lock = await admin.connect();
+  try {
+    for (let i = 0; ; i++) {
+      const got = await lock.query<{ ok: boolean }>(
+        'SELECT pg_catalog.pg_try_advisory_lock($1::pg_catalog.int8) AS ok',
+        [TEMPLATE_LOCK],
+      );
+      if (got.rows[0]?.ok) break;
+      if ((await tenantTemplate(admin)) === TENANT_TEMPLATE) return;
+      if (i >= 600) throw new Error('timed out waiting for another maker of the tenant template');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    try {
+      if ((await tenantTemplate(admin)) === TENANT_TEMPLATE) return;
+      await makeTemplate(admin, connect);
+    } finally {
+      await lock.query('SELECT pg_catalog.pg_advisory_unlock($1::pg_catalog.int8)', [TEMPLATE_LOCK]);
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+async function makeTemplate(
+  admin: pg.Pool,
+  connect: (database: string) => Promise<pg.Client>,
+): Promise<void> {
   const t = quoteIdent(TENANT_TEMPLATE);
   const exists = await admin.query('SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1', [
     TENANT_TEMPLATE,
   ]);
-  if (exists.rows.length === 0) {
-    try {
-      await admin.query(`CREATE DATABASE ${t} TEMPLATE template0 ENCODING 'UTF8'`);
-    } catch (err) {
-      // 42P04, or 23505 when two CREATE DATABASE race on pg_database's unique index.
-      if (!['42P04', '23505'].includes(String((err as { code?: string }).code))) throw err;
-      // Another caller is making it: wait (bounded) for its marker.
-      for (let i = 0; i < 100; i++) {
-        if ((await tenantTemplate(admin)) === TENANT_TEMPLATE) return;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  }
-  // Unfinished (ours, from a crash or a timed-out peer): finish it. Re-running is harmless.
+  if (exists.rows.length === 0) await admin.query(`CREATE DATABASE ${t} TEMPLATE template0 ENCODING 'UTF8'`);
+  // Unfinished (ours, from a crash, or an older version's): finish it. Re-running is harmless.
   await admin.query(
     `ALTER DATABASE ${t} IS_TEMPLATE false ALLOW_CONNECTIONS true;\nREVOKE ALL ON DATABASE ${t} FROM PUBLIC`,
   );
   const c = await connect(TENANT_TEMPLATE);
   try {
     const hidden = await c.query<HiddenObject>(HIDDEN_CATALOG_QUERY);
-    await c.query(hideStatements(hidden.rows).join(';\n'));
+    await c.query([...hideStatements(hidden.rows), ...EXTENSION_GUARD_SQL].join(';\n'));
   } finally {
     await c.end().catch(() => {});
   }

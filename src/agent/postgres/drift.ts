@@ -18,7 +18,12 @@
 import type pg from 'pg';
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import type { DatabaseLimits } from '../jobs/contract.ts';
-import { HIDDEN_CATALOG_QUERY, TENANT_TEMPLATE } from './catalog-visibility.ts';
+import {
+  EXTENSION_GUARD,
+  EXTENSION_GUARD_CHECK,
+  HIDDEN_CATALOG_QUERY,
+  TENANT_TEMPLATE,
+} from './catalog-visibility.ts';
 import { type ClusterAccess, connectSteward, isLockTimeout, isLoginRefused } from './steward.ts';
 import {
   databaseOwnership,
@@ -240,6 +245,14 @@ export async function findDrift(
           detail: s.exact
             ? `${s.kind} with the exact signature of a pg_catalog one (owned by ${s.owner})`
             : `${s.kind} named like a pg_catalog one (owned by ${s.owner}); not dropped by a repair`,
+        });
+      const guard = await c.query<{ ok: boolean }>(EXTENSION_GUARD_CHECK);
+      if (guard.rows[0]?.ok !== true)
+        findings.push({
+          kind: 'tenant_guard',
+          object: `${name}:${EXTENSION_GUARD}`,
+          detail:
+            'the event trigger refusing tenant extensions in pg_catalog and ALTER EXTENSION … ADD is missing or disabled (database made before the current tenant template)',
         });
       for (const e of await systemSchemaExtensions(c))
         findings.push({
