@@ -18,6 +18,9 @@
  * through the executor's guarded transaction, fetch count 0): `Workers Launched` shows whether
  * PostgreSQL ran it in parallel.
  *
+ * Last, the CPU time per query of the whole process tree (server, agent, PostgreSQL) for the main
+ * variants, read from /proc (10 ms ticks, over 100 queries each).
+ *
  *   node bench/explorer-e2e.bench.ts [runs=200]
  */
 import { spawn } from 'node:child_process';
@@ -314,6 +317,64 @@ try {
       for (let i = 0; i < Math.ceil(N / ROUNDS); i++) samples[k]!.push(await time(fn));
     }
   }
+  // CPU per query of this process tree (the server in this process, the agent, PostgreSQL and its
+  // backends), from /proc: steadier than wall time on a shared host, and it shows what runs beside
+  // the query (audit writes, the chainer, the channel's frames) and competes for the same cores.
+  const treeCpu = async (): Promise<Record<'server' | 'agent' | 'pg', number>> => {
+    const procs: { pid: number; ppid: number; ms: number; comm: string }[] = [];
+    for (const d of await fs.readdir('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const t = await fs.readFile(`/proc/${d}/stat`, 'utf8');
+        const f = t.slice(t.lastIndexOf(')') + 2).split(' ');
+        const ms = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, USER_HZ = 100
+        procs.push({
+          pid: Number(d),
+          ppid: Number(f[1]),
+          ms,
+          comm: t.slice(t.indexOf('(') + 1, t.lastIndexOf(')')),
+        });
+      } catch {} // gone meanwhile
+    }
+    const tree = new Set([process.pid]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const p of procs)
+        if (!tree.has(p.pid) && tree.has(p.ppid)) {
+          tree.add(p.pid);
+          grew = true;
+        }
+    }
+    const out = { server: 0, agent: 0, pg: 0 };
+    for (const p of procs) {
+      if (!tree.has(p.pid)) continue;
+      if (p.pid === process.pid) out.server += p.ms;
+      else if (p.comm.startsWith('node') || p.comm === 'MainThread') out.agent += p.ms;
+      else out.pg += p.ms;
+    }
+    return out;
+  };
+  const CPU_RUNS = 100;
+  const cpu: Record<string, { total: number; server: number; agent: number; pg: number }> = {};
+  for (const k of [
+    'plain_http',
+    'executor',
+    'channel',
+    'plain_http_heavy',
+    'executor_heavy',
+    'channel_heavy',
+  ] as const) {
+    const before = await treeCpu();
+    for (let i = 0; i < CPU_RUNS; i++) await variants[k]();
+    const after = await treeCpu();
+    const per = (x: 'server' | 'agent' | 'pg') => (after[x] - before[x]) / CPU_RUNS;
+    cpu[k] = {
+      total: per('server') + per('agent') + per('pg'),
+      server: per('server'),
+      agent: per('agent'),
+      pg: per('pg'),
+    };
+  }
   await executor.close();
   await agent.stop();
   // Both executors above held explorer connections; the role's connection limit is 4.
@@ -363,9 +424,14 @@ try {
     chH!,
     `${vs(chH!, phH!, 'plain+HTTP')}; goal ${goal(pH!).toFixed(2)} ms`,
   );
+  for (const [k, c] of Object.entries(cpu))
+    console.log(
+      `CPU per query, ${k.padEnd(18)}${c.total.toFixed(2)} ms (server + bench client ${c.server.toFixed(2)}, agent ${c.agent.toFixed(2)}, PostgreSQL ${c.pg.toFixed(2)})`,
+    );
   console.log(
     JSON.stringify({
       bench: 'explorer-e2e',
+      cpu_per_query_ms: cpu,
       runs: N,
       sql: SQL,
       heavy_sql: HEAVY,

@@ -380,7 +380,11 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         signal.removeEventListener('abort', onAbort);
         // Rollback + reset run off the response path; the connection is reused only after them.
         // A cancelled one is closed instead (a late cancel must not reach the next query).
-        const done = (cancel ? lease.discard(cancel) : lease.reset())
+        // The reset starts on the next turn of the event loop, so the outcome is answered first
+        // (its frame leaves before the reset's statements are built and written).
+        const cancelled = cancel;
+        const done = new Promise<void>((r) => setImmediate(r))
+          .then(() => (cancelled ? lease.discard(cancelled) : lease.reset()))
           .catch(() => {})
           .finally(() => resets.delete(done));
         resets.add(done);

@@ -17,7 +17,7 @@ import {
 import { AppError, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
 import type { Db } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
-import { type AuditEventDraft, recordAuditNow } from '../audit/audit.service.ts';
+import { type AuditEventDraft, recordAuditNow, recordAuditSoon } from '../audit/audit.service.ts';
 import * as databasesRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
@@ -175,7 +175,11 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     const result = { ...target, action: 'explorer.query.result' };
     const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) => {
       const event = { ...result, outcome: outcomeOf, details: { database: name, ...details } };
-      setImmediate(() => void audit(ctx.audit, event));
+      setImmediate(() =>
+        recordAuditSoon(db, { ...ctx.audit, ...event }).catch((err: Error) =>
+          log.error({ err: { message: err.message } }, 'could not record an explorer event in the audit log'),
+        ),
+      );
     };
     let durable: boolean;
     let outcome: Outcome;
@@ -242,9 +246,13 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           outcome: 'denied',
           details: { database: name, sql: input.sql, reason_code: 'not_permitted' },
         });
-      const row = await findDatabase(caller, name, denied);
-      const target = { action: 'explorer.query', targetType: 'database', targetId: row.id };
+      // The database lookup (a control-DB round trip) and the parser gate (CPU) overlap; the
+      // lookup's answer (not found, out of scope, not permitted, not ready) still comes first.
+      const found = findDatabase(caller, name, denied);
+      found.catch(() => {}); // observed below; never an unhandled rejection if validation throws
       const verdict = validateExplorerSql(input.sql);
+      const row = await found;
+      const target = { action: 'explorer.query', targetType: 'database', targetId: row.id };
       if (!verdict.ok) {
         // `sql` is redacted by the audit service (unparseable SQL becomes a placeholder).
         await audit(ctx.audit, {
