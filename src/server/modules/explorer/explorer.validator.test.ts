@@ -300,6 +300,19 @@ describe('explorer validator', () => {
     assert.equal(validateExplorerSql(atLimit).ok, true);
   });
 
+  test('a deeply nested expression within the length bound is refused, never thrown (no 500)', () => {
+    const sql = `select 1${'+1'.repeat(9_000)}`;
+    assert.ok(sql.length <= EXPLORER_MAX_SQL_LENGTH);
+    assert.deepEqual(validateExplorerSql(sql), {
+      ok: false,
+      code: 'too_complex',
+      reason: 'the query is nested too deeply',
+      position: null,
+    });
+    // The audit redaction of the same text still works (it does not walk the tree).
+    assert.match(redactSql(sql), /^select \?\+\?/);
+  });
+
   test('position points at the refused function name', () => {
     const sql = 'select a,\n  lower(b), pg_sleep(1) from t';
     const v = validateExplorerSql(sql);

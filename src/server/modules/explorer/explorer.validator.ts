@@ -345,7 +345,17 @@ export function validateExplorerSql(sql: string): ExplorerVerdict {
     lastParsed = { sql, parses: hit.parses };
     return hit.verdict;
   }
-  const verdict = Object.freeze(judge(sql));
+  let judged: ExplorerVerdict;
+  try {
+    judged = judge(sql);
+  } catch (err) {
+    // A deeply nested expression within the length bound can exhaust the stack of the parser or of
+    // the walk: the query is refused, never a 500.
+    if (!(err instanceof RangeError)) throw err;
+    lastParsed = null;
+    judged = refuse('too_complex', 'the query is nested too deeply', null);
+  }
+  const verdict = Object.freeze(judged);
   if (verdicts.size >= VERDICT_CACHE_MAX) verdicts.delete(verdicts.keys().next().value as string);
   verdicts.set(key, { verdict, parses: lastParsed?.sql === sql && lastParsed.parses });
   return verdict;
