@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { sleep, startUpStack, type UpStack } from './helpers/up-stack.ts';
+import { accountApi, operatorKey, sleep, startUpStack, type UpStack } from './helpers/up-stack.ts';
 
 // Node connection capacity end to end on a real `bulwark up`: the agent reports the cluster's
 // max_connections (1000 for the embedded cluster), and the server holds every tenant's limits
@@ -15,37 +15,14 @@ const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
 const BUDGET = 897;
 
 let stack: UpStack;
-let key: string;
+let api: ReturnType<typeof accountApi>;
 before(async () => {
   stack = await startUpStack();
-  key = (
-    JSON.parse(
-      await new Promise<string>((resolve, reject) =>
-        execFile(
-          process.execPath,
-          [CLI, 'admin', 'create-key', '--account', 'cap', '--data-dir', stack.dir, '--json'],
-          { timeout: 30_000 },
-          (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
-        ),
-      ),
-    ) as { key: string }
-  ).key;
+  api = accountApi(stack, await operatorKey(stack, 'cap'), { json: 'strict' });
 });
 after(async () => {
   await stack?.destroy();
 });
-
-// biome-ignore lint/suspicious/noExplicitAny: API answers are read loosely
-async function api(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(`http://127.0.0.1:${stack.ports.server}${url}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  return { status: res.status, json: text ? JSON.parse(text) : null };
-}
 
 async function ready(name: string): Promise<void> {
   const deadline = Date.now() + 60_000;

@@ -1,21 +1,6 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import pg from 'pg';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
-import type { JobHandler } from '../src/agent/jobs/job-context.ts';
-import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
-import { roleNames } from '../src/shared/identifiers.ts';
-import { scramVerifier } from '../src/shared/scram.ts';
-import { testEnv } from './helpers/env.ts';
-import {
-  databaseJobKit,
-  newPassword,
-  type PrivatePooler,
-  startPrivatePooler,
-  uniqueName,
-} from './pooler-harness.ts';
+import { startTenantKit, type Tenant, type TenantKit } from './helpers/tenant-kit.ts';
 
 // Outside review (second round): the issue-10 fix "tenants saw each other" revoked PUBLIC's
 // pg_stat_activity, pg_stat_get_activity(integer) and pg_db_role_setting in the tenant template,
@@ -26,51 +11,16 @@ import {
 // fetched, live backends): a side channel on other tenants' business, readable through the
 // pooler by any tenant role.
 
-let p: PrivatePooler;
-let kit: ReturnType<typeof databaseJobKit>;
-let jobs: Map<string, JobHandler>;
+let tk: TenantKit;
 before(async () => {
-  p = await startPrivatePooler();
-  const pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  jobs = new Map(databaseHandlers(kit.deps));
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  await refuseMaintenanceLogins(kit.admin);
+  tk = await startTenantKit();
 });
 after(async () => {
-  await kit.close();
-  await p.stop();
+  await tk?.close();
 });
 
-async function create(): Promise<{ name: string; user: string; password: string }> {
-  const name = uniqueName('vis');
-  const password = newPassword();
-  await jobs.get('database.create')!(
-    {
-      database_id: randomUUID(),
-      name,
-      verifier: scramVerifier(password),
-      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
-      limits: DEFAULT_LIMITS,
-    },
-    kit.ctx(password),
-  );
-  return { name, user: roleNames(name).owner, password };
-}
-
-async function login(t: { name: string; user: string; password: string }): Promise<pg.Client> {
-  const c = new pg.Client({
-    host: '127.0.0.1',
-    port: testEnv().pgPort,
-    database: t.name,
-    user: t.user,
-    password: t.password,
-  });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-}
+const create = () => tk.create('vis');
+const login = (t: Tenant) => tk.loginOwner(t);
 
 test("a tenant cannot list another tenant's sessions or read its activity counters", async () => {
   const attacker = await create();

@@ -1,22 +1,8 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import pg from 'pg';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
-import type { JobHandler } from '../src/agent/jobs/job-context.ts';
-import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
-import { roleNames } from '../src/shared/identifiers.ts';
-import { scramVerifier } from '../src/shared/scram.ts';
-import { testEnv } from './helpers/env.ts';
-import {
-  databaseJobKit,
-  newPassword,
-  type PrivatePooler,
-  startPrivatePooler,
-  uniqueName,
-} from './pooler-harness.ts';
+import { startTenantKit, type TenantKit } from './helpers/tenant-kit.ts';
 
 // Outside review (second round), drift blind spots made with trusted extensions.
 //
@@ -34,27 +20,19 @@ import {
 // tenant database's pg_catalog, the schema every platform connection pins first on its
 // search_path. Drift looks at every schema but pg_catalog and says nothing.
 
-let p: PrivatePooler;
-let kit: ReturnType<typeof databaseJobKit>;
-let jobs: Map<string, JobHandler>;
+let tk: TenantKit;
+let kit: TenantKit['kit'];
+let jobs: TenantKit['jobs'];
 before(async () => {
-  p = await startPrivatePooler();
-  const pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  jobs = new Map(databaseHandlers(kit.deps));
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  await refuseMaintenanceLogins(kit.admin);
+  tk = await startTenantKit();
+  ({ kit, jobs } = tk);
 });
 after(async () => {
-  await kit.close();
-  await p.stop();
+  await tk?.close();
 });
 
 async function asOwner(database: string, user: string, password: string, sql: string): Promise<void> {
-  const c = new pg.Client({ host: '127.0.0.1', port: testEnv().pgPort, database, user, password });
-  c.on('error', () => {});
-  await c.connect();
+  const c = await tk.loginOwner({ name: database, user, password });
   try {
     await c.query(sql);
   } finally {
@@ -89,20 +67,7 @@ async function withoutGuard(name: string): Promise<void> {
 }
 
 test("a shadow hidden in the tenant's own extension is still reported and dropped by drift", async () => {
-  const name = uniqueName('extshadow');
-  const id = randomUUID();
-  const roles = roleNames(name);
-  const password = newPassword();
-  await jobs.get('database.create')!(
-    {
-      database_id: id,
-      name,
-      verifier: scramVerifier(password),
-      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
-      limits: DEFAULT_LIMITS,
-    },
-    kit.ctx(password),
-  );
+  const { name, id, roles, password } = await tk.create('extshadow');
   // A database made from the current template refuses the hiding place outright.
   await asOwner(name, roles.owner, password, 'CREATE EXTENSION pgcrypto');
   const added = await refusal(
@@ -164,20 +129,7 @@ test("a shadow hidden in the tenant's own extension is still reported and droppe
 });
 
 test('an extension a tenant installs into pg_catalog is reported by drift', async () => {
-  const name = uniqueName('extcat');
-  const id = randomUUID();
-  const roles = roleNames(name);
-  const password = newPassword();
-  await jobs.get('database.create')!(
-    {
-      database_id: id,
-      name,
-      verifier: scramVerifier(password),
-      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
-      limits: DEFAULT_LIMITS,
-    },
-    kit.ctx(password),
-  );
+  const { name, id, roles, password } = await tk.create('extcat');
   // A database made from the current template refuses it, and moving one there.
   const direct = await refusal(name, roles.owner, password, 'CREATE EXTENSION hstore SCHEMA pg_catalog');
   assert.match(

@@ -1,22 +1,11 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
-import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
-import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
+import type { JobContext } from '../src/agent/jobs/job-context.ts';
 import { pinnedOptions } from '../src/agent/postgres/steward.ts';
-import { roleNames } from '../src/shared/identifiers.ts';
-import { scramVerifier } from '../src/shared/scram.ts';
 import { testEnv } from './helpers/env.ts';
-import {
-  databaseJobKit,
-  newPassword,
-  type PrivatePooler,
-  startPrivatePooler,
-  uniqueName,
-} from './pooler-harness.ts';
+import { startTenantKit, type Tenant, type TenantKit } from './helpers/tenant-kit.ts';
 
 // Outside review (second round): one tenant makes `doctor --fix` fail for every database.
 //
@@ -29,18 +18,13 @@ import {
 // blocking the agent's serial job loop for another 60 s each time). The agent's admin pool is
 // reproduced with its pinned options and a 2 s lock_timeout to keep the test short.
 
-let p: PrivatePooler;
-let kit: ReturnType<typeof databaseJobKit>;
-let jobs: Map<string, JobHandler>;
+let tk: TenantKit;
+let kit: TenantKit['kit'];
+let jobs: TenantKit['jobs'];
 let pinnedAdmin: pg.Pool;
 before(async () => {
-  p = await startPrivatePooler();
-  const pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  jobs = new Map(databaseHandlers(kit.deps));
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  await refuseMaintenanceLogins(kit.admin);
+  tk = await startTenantKit();
+  ({ kit, jobs } = tk);
   pinnedAdmin = new pg.Pool({
     connectionString: testEnv().adminUrl,
     max: 4,
@@ -50,39 +34,11 @@ before(async () => {
 });
 after(async () => {
   await pinnedAdmin?.end();
-  await kit.close();
-  await p.stop();
+  await tk?.close();
 });
 
-async function create(prefix: string) {
-  const name = uniqueName(prefix);
-  const id = randomUUID();
-  const password = newPassword();
-  await jobs.get('database.create')!(
-    {
-      database_id: id,
-      name,
-      verifier: scramVerifier(password),
-      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
-      limits: DEFAULT_LIMITS,
-    },
-    kit.ctx(password),
-  );
-  return { name, id, user: roleNames(name).owner, password };
-}
-
-async function login(t: { name: string; user: string; password: string }): Promise<pg.Client> {
-  const c = new pg.Client({
-    host: '127.0.0.1',
-    port: testEnv().pgPort,
-    database: t.name,
-    user: t.user,
-    password: t.password,
-  });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-}
+const create = (prefix: string) => tk.create(prefix);
+const login = (t: Tenant) => tk.loginOwner(t);
 
 test("a tenant's lock on its own role does not stop drift repair of the other databases", async () => {
   const locker = await create('alock');

@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type pg from 'pg';
-import { sleep, startUpStack, type TenantDatabase, type UpStack } from './helpers/up-stack.ts';
+import {
+  accountApi,
+  operatorKey,
+  sleep,
+  startUpStack,
+  type TenantDatabase,
+  type UpStack,
+} from './helpers/up-stack.ts';
 
 // Outside review (second round): one tenant denies service to every other tenant, with nothing
 // but its own owner passwords and its own account's API.
@@ -20,49 +25,16 @@ import { sleep, startUpStack, type TenantDatabase, type UpStack } from './helper
 //    blocks the agent's `ALTER ROLE` for the whole lock_timeout (60 s), during which no other
 //    account's job runs; a create of another account took 58.5 s instead of < 1 s.
 
-const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
-
 let stack: UpStack;
-let otherKey: string;
+/** The API as the second account. */
+let otherApi: ReturnType<typeof accountApi>;
 before(async () => {
   stack = await startUpStack();
-  otherKey = (
-    JSON.parse(
-      await new Promise<string>((resolve, reject) =>
-        execFile(
-          process.execPath,
-          [CLI, 'admin', 'create-key', '--account', 'other', '--data-dir', stack.dir, '--json'],
-          { timeout: 30_000 },
-          (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
-        ),
-      ),
-    ) as { key: string }
-  ).key;
+  otherApi = accountApi(stack, await operatorKey(stack, 'other'));
 });
 after(async () => {
   await stack?.destroy();
 });
-
-/** The API as the second account. */
-async function otherApi(
-  method: 'GET' | 'POST',
-  url: string,
-  body?: unknown,
-  // biome-ignore lint/suspicious/noExplicitAny: API answers are read loosely
-): Promise<{ status: number; json: any }> {
-  const res = await fetch(`http://127.0.0.1:${stack.ports.server}${url}`, {
-    method,
-    headers: { authorization: `Bearer ${otherKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let json: unknown = text;
-  try {
-    json = JSON.parse(text);
-  } catch {}
-  return { status: res.status, json };
-}
 
 /** Creates a database of the second account; resolves with its final status and the time taken. */
 async function otherCreate(

@@ -5,22 +5,14 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
-import type { JobHandler } from '../src/agent/jobs/job-context.ts';
-import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
 import { loadExplorerParser } from '../src/server/modules/explorer/explorer.validator.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { testEnv } from './helpers/env.ts';
 import { queryPayload, testExecutor } from './helpers/explorer.ts';
-import {
-  databaseJobKit,
-  newPassword,
-  type PrivatePooler,
-  startPrivatePooler,
-  uniqueName,
-} from './pooler-harness.ts';
+import { startTenantKit, type TenantKit } from './helpers/tenant-kit.ts';
+import { newPassword, uniqueName } from './pooler-harness.ts';
 
 // Issue 10, critical (the focused regression; test/tenant-shadow-attack.test.ts is the broad,
 // generated one). A tenant owner plants catalog-named functions and operators in `public` and in
@@ -36,24 +28,18 @@ const MARK = `BULWARK-SHADOW-RAN-${TOKEN}`;
 const PWN = `pwn_${TOKEN}`;
 const LOG = path.join(testEnv().dataDir, 'logs', 'postgres.log');
 
-let p: PrivatePooler;
-let kit: ReturnType<typeof databaseJobKit>;
-let jobs: Map<string, JobHandler>;
+let tk: TenantKit;
+let kit: TenantKit['kit'];
+let jobs: TenantKit['jobs'];
 before(async () => {
   await loadExplorerParser();
-  p = await startPrivatePooler();
-  const pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  jobs = new Map(databaseHandlers(kit.deps));
   // What the agent does at start: the tenant template and the maintenance databases closed.
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  await refuseMaintenanceLogins(kit.admin);
+  tk = await startTenantKit();
+  ({ kit, jobs } = tk);
 });
 after(async () => {
   await kit.admin.query(`DROP ROLE IF EXISTS ${PWN}`).catch(() => {});
-  await kit.close();
-  await p.stop();
+  await tk.close();
 });
 
 /** The shadow body: says who runs it, then tries to make a superuser. */

@@ -1,72 +1,30 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import pg from 'pg';
 import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
-import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
-import type { JobHandler } from '../src/agent/jobs/job-context.ts';
-import { ensureTenantTemplate, refuseMaintenanceLogins } from '../src/agent/postgres/catalog-visibility.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
-import { roleNames } from '../src/shared/identifiers.ts';
-import { scramVerifier } from '../src/shared/scram.ts';
 import { testEnv } from './helpers/env.ts';
-import {
-  databaseJobKit,
-  newPassword,
-  type PrivatePooler,
-  startPrivatePooler,
-  uniqueName,
-} from './pooler-harness.ts';
+import { startTenantKit, type Tenant, type TenantKit } from './helpers/tenant-kit.ts';
 
 // What the tenant template adds to every tenant database (catalog-visibility.ts): the generated
 // list of hidden statistics accessors and the extension guard. Neither may break the tenant's own
 // tools (psql's catalog queries, pg_dump), nor be undone by the tenant.
 
-let p: PrivatePooler;
-let kit: ReturnType<typeof databaseJobKit>;
-let jobs: Map<string, JobHandler>;
+let tk: TenantKit;
+let kit: TenantKit['kit'];
+let jobs: TenantKit['jobs'];
 before(async () => {
-  p = await startPrivatePooler();
-  const pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  jobs = new Map(databaseHandlers(kit.deps));
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  await refuseMaintenanceLogins(kit.admin);
+  tk = await startTenantKit();
+  ({ kit, jobs } = tk);
 });
 after(async () => {
-  await kit.close();
-  await p.stop();
+  await tk?.close();
 });
 
-async function create() {
-  const name = uniqueName('tguard');
-  const id = randomUUID();
-  const password = newPassword();
-  await jobs.get('database.create')!(
-    {
-      database_id: id,
-      name,
-      verifier: scramVerifier(password),
-      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
-      limits: DEFAULT_LIMITS,
-    },
-    kit.ctx(password),
-  );
-  return { name, id, roles: roleNames(name), password };
-}
+const create = () => tk.create('tguard');
 
-async function asOwner(t: { name: string; roles: { owner: string }; password: string }, sql: string) {
-  const c = new pg.Client({
-    host: '127.0.0.1',
-    port: testEnv().pgPort,
-    database: t.name,
-    user: t.roles.owner,
-    password: t.password,
-  });
-  c.on('error', () => {});
-  await c.connect();
+async function asOwner(t: Tenant, sql: string) {
+  const c = await tk.loginOwner(t);
   try {
     return await c.query(sql);
   } finally {

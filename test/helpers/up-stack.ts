@@ -49,6 +49,47 @@ function exited(c: ChildProcess): Promise<number | null> {
   });
 }
 
+/** An API key for `account`, made by the operator's `bulwark admin create-key` on the stack's data dir. */
+export async function operatorKey(stack: { dir: string }, account: string): Promise<string> {
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile(
+      process.execPath,
+      [CLI, 'admin', 'create-key', '--account', account, '--data-dir', stack.dir, '--json'],
+      { timeout: 30_000 },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+    ),
+  );
+  return (JSON.parse(stdout) as { key: string }).key;
+}
+
+/**
+ * The stack's HTTP API as the account of `key`. An answer's body is parsed as JSON; `json:
+ * 'loose'` (the default) keeps a body that is not JSON as its text, `'strict'` throws on it (an
+ * empty body is null).
+ */
+export function accountApi(
+  stack: { ports: { server: number } },
+  key: string,
+  opts: { json?: 'loose' | 'strict' } = {},
+  // biome-ignore lint/suspicious/noExplicitAny: API answers are read as loosely as inject().json()
+): (method: string, url: string, body?: unknown) => Promise<{ status: number; json: any }> {
+  return async (method, url, body) => {
+    const res = await fetch(`http://127.0.0.1:${stack.ports.server}${url}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await res.text();
+    if (opts.json === 'strict') return { status: res.status, json: text ? JSON.parse(text) : null };
+    let json: unknown = text;
+    try {
+      json = JSON.parse(text);
+    } catch {}
+    return { status: res.status, json };
+  };
+}
+
 export async function startUpStack(): Promise<UpStack> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-up-stack-'));
   const ports = { server: await freePort(), pooler: await freePort(), pg: await freePort() };
@@ -89,32 +130,8 @@ export async function startUpStack(): Promise<UpStack> {
     throw err;
   }
 
-  const cli = (cliArgs: string[]) =>
-    new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [CLI, ...cliArgs], { timeout: 30_000 }, (err, stdout, stderr) =>
-        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
-      );
-    });
-  const key = (
-    JSON.parse(await cli(['admin', 'create-key', '--account', 'acme', '--data-dir', dir, '--json'])) as {
-      key: string;
-    }
-  ).key;
-
-  const api: UpStack['api'] = async (method, url, body) => {
-    const res = await fetch(`http://127.0.0.1:${ports.server}${url}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(30_000),
-    });
-    const text = await res.text();
-    let json: unknown = text;
-    try {
-      json = JSON.parse(text);
-    } catch {}
-    return { status: res.status, json };
-  };
+  const key = await operatorKey({ dir }, 'acme');
+  const api: UpStack['api'] = accountApi({ ports }, key);
 
   const connect = async (cfg: pg.ClientConfig) => {
     const c = new pg.Client({ host: '127.0.0.1', connectionTimeoutMillis: 5_000, ...cfg });
