@@ -79,6 +79,7 @@ test('the database API needs a key; create answers 202 provisioning with its nod
     'created_at',
     'failure_reason',
     'id',
+    'last_rotation',
     'name',
     'node',
     'password_version',

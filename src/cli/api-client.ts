@@ -4,12 +4,13 @@
  * that carries the HTTP status and the API's stable error code.
  *
  * Exit codes of API commands (see `bulwark --help`): 0 ok · 1 error · 2 bad usage or config ·
- * 5 not authenticated or not allowed · 6 not found.
+ * 5 not authenticated or not allowed · 6 not found · 7 a `--wait` ended in a final state where the
+ * change did not take effect (the reason on stderr) · 8 a `--wait` timed out before a final state.
  */
 import { randomUUID } from 'node:crypto';
 import { terminalSafe } from './output.ts';
 
-export const EXIT = { ok: 0, error: 1, usage: 2, auth: 5, notFound: 6 } as const;
+export const EXIT = { ok: 0, error: 1, usage: 2, auth: 5, notFound: 6, notApplied: 7, timeout: 8 } as const;
 
 /**
  * An error the CLI reports in one line and turns into an exit code. `context`: lines printed under

@@ -16,6 +16,12 @@ type Database = {
   rotation_pending: boolean;
   created_at: string;
   ready_at: string | null;
+  last_rotation: {
+    status: 'pending' | 'restoring' | 'succeeded' | 'failed_restored' | 'failed';
+    reason: string | null;
+    requested_at: string;
+    at: string;
+  } | null;
 };
 type Entry = { cidr: string; expires_at: string | null; note: string | null };
 type Connection = {
@@ -60,26 +66,72 @@ function secondsArg(v: string): number {
 const print = (json: boolean | undefined, value: unknown, human: string) =>
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${human}\n`);
 
-/** Follows a database until `done` says so (bounded); exits non-zero when it failed. */
+/** What a `--wait` step decides: keep waiting (undefined), done, or did not take effect (a reason). */
+type Settled = { done: Database } | { notApplied: string } | undefined;
+
+const WAIT_HELP =
+  'exit codes: 0 it took effect · 7 it did not (final state, reason on stderr) · 8 --timeout passed first';
+
+/**
+ * Follows a database until `settle` reaches a final state of the request (bounded). A final
+ * state where the change did not take effect exits 7 with the reason; a timeout exits 8.
+ */
 async function waitFor(
   client: ApiClient,
   name: string,
-  done: (d: Database) => boolean,
+  settle: (d: Database) => Settled,
   timeoutS: number,
 ): Promise<Database> {
   const deadline = Date.now() + timeoutS * 1000;
   let delay = 50;
   for (;;) {
     const d = await client.request<Database>('GET', `/v1/databases/${name}`);
-    if (d.status === 'failed')
-      throw new CliError(`database ${name} failed: ${d.failure_reason ?? 'unknown'}`);
-    if (done(d)) return d;
+    const s = settle(d);
+    if (s && 'done' in s) return s.done;
+    if (s) throw new CliError(s.notApplied, EXIT.notApplied);
     if (Date.now() > deadline)
-      throw new CliError(`database ${name} is still ${d.status} after ${timeoutS} s`);
+      throw new CliError(
+        `gave up waiting after ${timeoutS} s: database ${name} is still ${d.status}` +
+          `${d.rotation_pending ? ' (rotation pending)' : ''}; the request stays queued`,
+        EXIT.timeout,
+      );
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 1_000);
   }
 }
+
+/** The create of database `id` (not another one of the same name) is ready, or failed. */
+const created =
+  (id: string) =>
+  (d: Database): Settled => {
+    if (d.id !== id) return { notApplied: `database ${d.name} was replaced by another create while waiting` };
+    if (d.status === 'failed')
+      return { notApplied: `database ${d.name} was not created: ${d.failure_reason ?? 'unknown reason'}` };
+    return d.status === 'ready' ? { done: d } : undefined;
+  };
+
+/** The rotation requested at `requestedAt` reached a final state. */
+const rotated =
+  (requestedAt: string | undefined) =>
+  (d: Database): Settled => {
+    const r = d.last_rotation;
+    if (!r || r.requested_at !== requestedAt)
+      return { notApplied: `the rotation of ${d.name} was superseded by another request while waiting` };
+    switch (r.status) {
+      case 'succeeded':
+        return { done: d };
+      case 'failed_restored':
+        return {
+          notApplied: `the rotation of ${d.name} did not take effect: ${r.reason ?? 'it failed'}; the old password was restored and still works`,
+        };
+      case 'failed':
+        return {
+          notApplied: `the rotation of ${d.name} failed: ${r.reason ?? 'unknown reason'}; run \`bulwark db rotate ${d.name}\` again`,
+        };
+      default:
+        return undefined;
+    }
+  };
 
 export function registerDb(program: Command): void {
   const db = program.command('db').description('Create and manage databases');
@@ -88,7 +140,7 @@ export function registerDb(program: Command): void {
     .description('Create a database (placed on the node with the fewest databases unless --node)')
     .argument('<name>', 'database name', databaseNameArg)
     .option('--node <node>', 'the node to place it on')
-    .option('--wait', 'wait until it is ready')
+    .option('--wait', `wait until it is ready (${WAIT_HELP})`)
     .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
     .option('--json', 'machine-readable output')
     .action((name: string, o: { node?: string; wait?: boolean; timeout: number; json?: boolean }) =>
@@ -98,7 +150,7 @@ export function registerDb(program: Command): void {
           name,
           ...(o.node ? { node: o.node } : {}),
         });
-        if (o.wait) d = await waitFor(client, name, (x) => x.status === 'ready', o.timeout);
+        if (o.wait) d = await waitFor(client, name, created(d.id), o.timeout);
         print(o.json, d, `database ${d.name} is ${d.status} on node ${d.node}`);
       }),
     );
@@ -168,7 +220,7 @@ export function registerDb(program: Command): void {
     .description('Delete a database and everything in it')
     .argument('<name>', 'database name', databaseNameArg)
     .requiredOption('--confirm <name>', 'repeat the name to confirm')
-    .option('--wait', 'wait until it is gone')
+    .option('--wait', `wait until it is gone (${WAIT_HELP})`)
     .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
     .option('--json', 'machine-readable output')
     .action((name: string, o: { confirm: string; wait?: boolean; timeout: number; json?: boolean }) =>
@@ -178,7 +230,20 @@ export function registerDb(program: Command): void {
         const d = await client.request<Database>('DELETE', `/v1/databases/${name}`, { confirm: o.confirm });
         if (o.wait) {
           try {
-            await waitFor(client, name, () => false, o.timeout);
+            // Gone (404), or a new database of the same name already: this one was deleted.
+            await waitFor(
+              client,
+              name,
+              (x): Settled =>
+                x.id !== d.id
+                  ? { done: x }
+                  : x.status === 'failed'
+                    ? {
+                        notApplied: `database ${name} was not deleted: ${x.failure_reason ?? 'unknown reason'}`,
+                      }
+                    : undefined,
+              o.timeout,
+            );
           } catch (err) {
             if (!(err instanceof ApiError && err.status === 404)) throw err;
           }
@@ -192,14 +257,14 @@ export function registerDb(program: Command): void {
   db.command('rotate')
     .description('Give the owner a new password; the old one and its sessions stop working')
     .argument('<name>', 'database name', databaseNameArg)
-    .option('--wait', 'wait until the new password is live')
+    .option('--wait', `wait until the new password is live (${WAIT_HELP})`)
     .option('--timeout <seconds>', 'how long --wait waits', secondsArg, 120)
     .option('--json', 'machine-readable output')
     .action((name: string, o: { wait?: boolean; timeout: number; json?: boolean }) =>
       runCommand(o.json, async () => {
         const client = clientFromCredentials();
         let d = await client.request<Database>('POST', `/v1/databases/${name}/credentials/rotate`);
-        if (o.wait) d = await waitFor(client, name, (x) => !x.rotation_pending, o.timeout);
+        if (o.wait) d = await waitFor(client, name, rotated(d.last_rotation?.requested_at), o.timeout);
         print(
           o.json,
           d,

@@ -15,6 +15,12 @@ type UpInfo = {
   pids: Record<string, number | undefined>;
 };
 
+/** One line, control characters shown escaped, bounded. */
+const oneLine = (s: string) =>
+  s
+    .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .slice(0, 300);
+
 function alive(pid: number | undefined): boolean {
   if (!pid) return false;
   try {
@@ -28,7 +34,10 @@ function alive(pid: number | undefined): boolean {
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('What runs, versions, ports and the job queue, for a data dir on this host')
+    .description(
+      'What runs, versions, ports and the job queue, for a data dir on this host ' +
+        '(exit codes: 0 running · 1 stopped, or the job queue cannot be read)',
+    )
     .option('--data-dir <dir>', 'data dir of a `bulwark up` (env BULWARK_DATA_DIR)', defaultDataDir())
     .option('--json', 'machine-readable output')
     .action(async (o: { dataDir: string; json?: boolean }) => {
@@ -45,16 +54,19 @@ export function registerStatus(program: Command): void {
       );
       let ready: string = 'unreachable';
       let queue: { status: string; count: number }[] = [];
+      // Why the control database (job queue, nodes) could not be read; null when it was.
+      let unreadable: string | null = running ? null : 'the stack is not running';
       let nodes: { name: string; pg_version: string | null; heartbeat_age_s: number | null }[] = [];
       if (running) {
         try {
           const r = await fetch(`${info.server_url}/ready`, { signal: AbortSignal.timeout(3_000) });
           ready = r.ok ? 'ready' : `not ready (${r.status})`;
         } catch {}
-        const db = new pg.Client({
-          connectionString: readSecretFile(path.join(layout.secrets, 'control-database-url')),
-        });
+        let db: pg.Client | null = null;
         try {
+          db = new pg.Client({
+            connectionString: readSecretFile(path.join(layout.secrets, 'control-database-url')),
+          });
           await db.connect();
           queue = (
             await db.query('SELECT status, count(*)::int AS count FROM jobs GROUP BY status ORDER BY status')
@@ -65,9 +77,11 @@ export function registerStatus(program: Command): void {
                  FROM nodes ORDER BY name`,
             )
           ).rows;
-        } catch {
+        } catch (err) {
+          // pg's messages name the host, port, user or database at most, never a password.
+          unreadable = oneLine((err as Error)?.message || String(err));
         } finally {
-          await db.end().catch(() => {});
+          await db?.end().catch(() => {});
         }
       }
       const out = {
@@ -79,7 +93,9 @@ export function registerStatus(program: Command): void {
         ports: info.ports,
         processes,
         nodes,
-        jobs: Object.fromEntries(queue.map((q) => [q.status, q.count])),
+        // null (with jobs_error) when the queue could not be read: unknown, not empty.
+        jobs: unreadable ? null : Object.fromEntries(queue.map((q) => [q.status, q.count])),
+        jobs_error: unreadable,
       };
       if (o.json) {
         process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
@@ -95,10 +111,17 @@ export function registerStatus(program: Command): void {
             (n) =>
               `  node      ${n.name}  ${n.pg_version?.split(' on ')[0] ?? '?'}  heartbeat ${n.heartbeat_age_s ?? '?'} s ago`,
           ),
-          `  jobs      ${queue.length ? queue.map((q) => `${q.status} ${q.count}`).join(' · ') : 'none'}`,
+          `  jobs      ${
+            unreadable
+              ? `unknown: cannot read the job queue (${unreadable})`
+              : queue.length
+                ? queue.map((q) => `${q.status} ${q.count}`).join(' · ')
+                : 'none'
+          }`,
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
       }
-      process.exit(running ? 0 : 1);
+      // 0 running and the queue read · 1 stopped, or the job queue cannot be read (jobs_error).
+      process.exit(running && !unreadable ? 0 : 1);
     });
 }

@@ -109,6 +109,7 @@ test('rotation: the new password is pending until the agent reports it live', as
   const after = await s.databases.get(w(), 'rot_db');
   assert.equal(after.password_version, 2);
   assert.match(after.failure_reason ?? '', /credential rotation failed: pooler reload did not take/);
+  assert.equal(after.last_rotation_status, 'restoring');
   assert.equal((await s.databases.reveal(w(), 'rot_db')).password, newPassword);
   const repair = await nextJob(n2, 'database.rotate');
   assert.equal(
@@ -123,6 +124,17 @@ test('rotation: the new password is pending until the agent reports it live', as
   const repaired = await s.databases.get(w(), 'rot_db');
   assert.equal(repaired.rotation_pending, false);
   assert.equal((await s.databases.reveal(w(), 'rot_db')).password, newPassword);
+  // Not a completed rotation: its own state and audit event, the version and rotated_at kept.
+  assert.equal(repaired.last_rotation_status, 'failed_restored');
+  assert.equal(repaired.last_rotation_reason, 'credential rotation failed: pooler reload did not take');
+  assert.equal(repaired.password_version, 2);
+  assert.deepEqual(repaired.rotated_at, done.rotated_at);
+  assert.match(repaired.failure_reason ?? '', /did not take; the previous password was restored$/);
+  const restored = await s.db.pool.query(
+    "SELECT outcome FROM audit_events WHERE action = 'database.rotate_failed_restored' AND target_id = $1",
+    [repaired.id],
+  );
+  assert.deepEqual(restored.rows, [{ outcome: 'success' }]);
 
   // A repair that dies too is recorded and not retried forever.
   await s.databases.rotate(w(), 'rot_db');
@@ -130,7 +142,13 @@ test('rotation: the new password is pending until the agent reports it live', as
   await n2.fail(second.id, second.attempt, 'boom', false);
   const repair2 = await nextJob(n2, 'database.rotate');
   await n2.fail(repair2.id, repair2.attempt, 'boom again', false);
-  assert.equal((await s.databases.get(w(), 'rot_db')).rotation_pending, false);
+  const abandoned = await s.databases.get(w(), 'rot_db');
+  assert.equal(abandoned.rotation_pending, false);
+  assert.equal(abandoned.last_rotation_status, 'failed');
+  assert.equal(
+    abandoned.last_rotation_reason,
+    'credential rotation failed: boom; restoring the previous password failed: boom again',
+  );
   const pendingJobs = await s.db.pool.query("SELECT count(*)::int AS n FROM jobs WHERE status = 'queued'");
   assert.equal(pendingJobs.rows[0].n, 0);
 });

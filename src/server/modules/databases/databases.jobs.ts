@@ -19,6 +19,9 @@ const databaseIdOf = (job: JobRow): string | null => {
   return typeof id === 'string' && UUID.test(id) ? id : null;
 };
 
+/** A rotation queued by the server to put the previous password back after a failed one. */
+const isRepair = (job: JobRow) => job.payload.repair === true;
+
 const reason = (job: JobRow, what: string) => `${what}: ${job.last_error ?? 'the job failed'}`.slice(0, 1000);
 
 /** The agent side of databases: job secrets and what a finished job does to a database. */
@@ -27,21 +30,31 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
    * A rotation died. The agent may already have set the new verifier on PostgreSQL before it
    * failed, so dropping the pending password could leave nobody with a working one. Instead the
    * stored (previous) password is put back on the node by a repair rotation, queued behind
-   * nothing (jobs of one database run in order) and proven like any rotation. A repair that
-   * dies too is recorded and left for an operator (`bulwark db rotate` starts over).
+   * nothing (jobs of one database run in order) and proven like any rotation; the row says
+   * `restoring`, then `failed_restored` (rotation failed, old password restored). A repair that
+   * dies too is recorded as `failed` and left for an operator (`bulwark db rotate` starts over).
    */
   async function restoreAfterFailedRotation(tx: Tx, job: JobRow, id: string): Promise<void> {
+    if (isRepair(job)) {
+      const original = (await repo.lastRotationReason(tx, id)) ?? 'credential rotation failed';
+      await repo.abandonRotation(
+        tx,
+        id,
+        `${original}; ${reason(job, 'restoring the previous password failed')}`,
+      );
+      return;
+    }
     const why = reason(job, 'credential rotation failed');
     const sealed =
       job.account_id && deps.box
         ? await repo.findSealed(tx, { id, accountId: job.account_id, nodeId: job.node_id })
         : null;
-    if (job.payload.repair === true || !sealed?.password_sealed || !deps.box) {
-      await repo.abandonRotation(tx, id, why);
+    if (!sealed?.password_sealed || !deps.box) {
+      await repo.abandonRotation(tx, id, `${why}; the previous password could not be re-applied`);
       return;
     }
     const previous = deps.box.open(sealed.password_sealed, passwordContext(id));
-    await repo.restartRotationWithCurrentPassword(tx, id, `${why}; restoring the previous password`);
+    await repo.restartRotationWithCurrentPassword(tx, id, why);
     await enqueueJob(tx, {
       nodeId: job.node_id,
       accountId: job.account_id,
@@ -49,6 +62,18 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
       payload: { database_id: id, name: job.payload.name, verifier: scramVerifier(previous), repair: true },
     });
   }
+
+  /**
+   * The audit action of a finished job: `<kind>_done` / `<kind>_failed`, except a repair
+   * rotation's, which says what it means: the rotation failed and the old password was restored
+   * (or could not be).
+   */
+  const auditAction = (job: JobRow, ok: boolean): string => {
+    if (job.kind === JOB_KINDS.rotate && isRepair(job)) {
+      return ok ? 'database.rotate_failed_restored' : 'database.rotate_restore_failed';
+    }
+    return `${job.kind}_${ok ? 'done' : 'failed'}`;
+  };
 
   return {
     /**
@@ -79,8 +104,10 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
       const id = databaseIdOf(job);
       if (!id) return;
       const ok = job.status === 'succeeded';
+      const rotationReason =
+        job.kind === JOB_KINDS.rotate && isRepair(job) ? await repo.lastRotationReason(tx, id) : null;
       await recordAudit(tx, {
-        action: `${job.kind}_${ok ? 'done' : 'failed'}`,
+        action: auditAction(job, ok),
         actorType: 'agent',
         actorId: job.node_id,
         accountId: job.account_id,
@@ -92,6 +119,7 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
           job_id: job.id,
           attempts: job.attempts,
           ...(ok ? {} : { error: (job.last_error ?? '').slice(0, 500) }),
+          ...(rotationReason ? { rotation_failure: rotationReason.slice(0, 500) } : {}),
         },
       });
       // Whoever waits for this database (a CLI, a benchmark) wakes at the commit, without polling.
@@ -107,7 +135,9 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
           break;
         case JOB_KINDS.rotate:
           if (ok) {
-            await repo.finishRotation(tx, id);
+            if (isRepair(job)) await repo.finishRestore(tx, id);
+            else await repo.finishRotation(tx, id);
+            // Either way the agent ended the owner's sessions opened before this job.
             await repo.releaseHeldConnections(tx, id, job.id);
           } else await restoreAfterFailedRotation(tx, job, id);
           break;

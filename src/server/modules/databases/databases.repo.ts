@@ -2,6 +2,9 @@ import type { Queryable } from '../../db/pool.ts';
 
 export type DatabaseStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
 
+/** The outcome of the latest credentials rotation (migration 0010 says what each one means). */
+export type RotationStatus = 'pending' | 'restoring' | 'succeeded' | 'failed_restored' | 'failed';
+
 export type StoredAllowlistEntry = { cidr: string; expires_at: string | null; note: string | null };
 
 export type StoredLimits = {
@@ -28,11 +31,16 @@ export type DatabaseRow = {
   ready_at: Date | null;
   rotated_at: Date | null;
   updated_at: Date;
+  last_rotation_status: RotationStatus | null;
+  last_rotation_reason: string | null;
+  last_rotation_requested_at: Date | null;
+  last_rotation_at: Date | null;
 };
 
 const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.status, d.failure_reason,
   d.password_version, d.pending_password_sealed IS NOT NULL AS rotation_pending, d.allowlist, d.limits,
-  d.created_at, d.ready_at, d.rotated_at, d.updated_at`;
+  d.created_at, d.ready_at, d.rotated_at, d.updated_at, d.last_rotation_status, d.last_rotation_reason,
+  d.last_rotation_requested_at, d.last_rotation_at`;
 
 /** Where a new database goes: the named active node, or the active node with the fewest live databases. */
 /**
@@ -210,11 +218,15 @@ export async function markDeleting(db: Queryable, id: string): Promise<void> {
   await db.query("UPDATE databases SET status = 'deleting', updated_at = now() WHERE id = $1", [id]);
 }
 
+/** A rotation requested: the new password waits for the agent; the outcome starts as pending. */
 export async function setPendingPassword(db: Queryable, id: string, sealed: string): Promise<void> {
-  await db.query('UPDATE databases SET pending_password_sealed = $2, updated_at = now() WHERE id = $1', [
-    id,
-    sealed,
-  ]);
+  await db.query(
+    `UPDATE databases SET pending_password_sealed = $2, last_rotation_status = 'pending',
+            last_rotation_reason = NULL, last_rotation_requested_at = now(), last_rotation_at = now(),
+            updated_at = now()
+      WHERE id = $1`,
+    [id, sealed],
+  );
 }
 
 export async function setAllowlist(
@@ -272,31 +284,66 @@ export async function finishRotation(db: Queryable, id: string): Promise<void> {
   await db.query(
     `UPDATE databases SET password_sealed = pending_password_sealed, pending_password_sealed = NULL,
             password_version = password_version + 1, rotated_at = now(), failure_reason = NULL,
+            last_rotation_status = 'succeeded', last_rotation_reason = NULL, last_rotation_at = now(),
             updated_at = now()
       WHERE id = $1 AND pending_password_sealed IS NOT NULL`,
     [id],
   );
 }
 
+/**
+ * A repair rotation proved the previous password live again: the rotation did not take effect.
+ * The password, its version and rotated_at stay as they were; the rotation's failure reason
+ * (set by restartRotationWithCurrentPassword) stays on the row.
+ */
+export async function finishRestore(db: Queryable, id: string): Promise<void> {
+  await db.query(
+    `UPDATE databases SET pending_password_sealed = NULL,
+            failure_reason = left(coalesce(last_rotation_reason, 'credential rotation failed')
+                                  || '; the previous password was restored', 1000),
+            last_rotation_status = 'failed_restored', last_rotation_at = now(), updated_at = now()
+      WHERE id = $1`,
+    [id],
+  );
+}
+
+/** A rotation (or its repair) that failed with nothing more to try: left for an operator. */
 export async function abandonRotation(db: Queryable, id: string, reason: string): Promise<void> {
   await db.query(
-    `UPDATE databases SET pending_password_sealed = NULL, failure_reason = $2, updated_at = now()
+    `UPDATE databases SET pending_password_sealed = NULL, failure_reason = $2,
+            last_rotation_status = 'failed', last_rotation_reason = $2, last_rotation_at = now(),
+            updated_at = now()
       WHERE id = $1`,
     [id, reason.slice(0, 1000)],
   );
 }
 
-/** A repair rotation: the pending password becomes the stored one, to be re-applied on the node. */
+/**
+ * A rotation failed (`reason`): the pending password becomes the stored one, to be re-applied on
+ * the node by a repair rotation.
+ */
 export async function restartRotationWithCurrentPassword(
   db: Queryable,
   id: string,
   reason: string,
 ): Promise<void> {
   await db.query(
-    `UPDATE databases SET pending_password_sealed = password_sealed, failure_reason = $2, updated_at = now()
+    `UPDATE databases SET pending_password_sealed = password_sealed,
+            failure_reason = left($2 || '; restoring the previous password', 1000),
+            last_rotation_status = 'restoring', last_rotation_reason = $2, last_rotation_at = now(),
+            updated_at = now()
       WHERE id = $1`,
     [id, reason.slice(0, 1000)],
   );
+}
+
+/** The reason recorded for the latest rotation (the repair keeps it). */
+export async function lastRotationReason(db: Queryable, id: string): Promise<string | null> {
+  const r = await db.query<{ reason: string | null }>(
+    'SELECT last_rotation_reason AS reason FROM databases WHERE id = $1',
+    [id],
+  );
+  return r.rows[0]?.reason ?? null;
 }
 
 export async function noteFailure(db: Queryable, id: string, reason: string): Promise<void> {

@@ -18,6 +18,22 @@ export const createBody = z
 
 export const deleteBody = z.object({ confirm: z.string().max(200) }).strict();
 
+/**
+ * The outcome of the latest credentials rotation (null: never rotated). `pending` and `restoring`
+ * are on the way; `succeeded`, `failed_restored` (the rotation failed and the previous password
+ * was put back: it did not take effect) and `failed` (the previous password could not be
+ * re-applied either) are final. `requested_at` identifies the request; `at` is when the status
+ * last changed.
+ */
+export const lastRotationSchema = z
+  .object({
+    status: z.enum(['pending', 'restoring', 'succeeded', 'failed_restored', 'failed']),
+    reason: z.string().max(1000).nullable(),
+    requested_at: z.string().max(40),
+    at: z.string().max(40),
+  })
+  .nullable();
+
 export const databaseSchema = z.object({
   id: z.uuid(),
   name: z.string(),
@@ -30,6 +46,7 @@ export const databaseSchema = z.object({
   ready_at: z.string().nullable(),
   rotated_at: z.string().nullable(),
   updated_at: z.string(),
+  last_rotation: lastRotationSchema,
 });
 
 export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema> {
@@ -45,6 +62,15 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
     ready_at: row.ready_at?.toISOString() ?? null,
     rotated_at: row.rotated_at?.toISOString() ?? null,
     updated_at: row.updated_at.toISOString(),
+    last_rotation:
+      row.last_rotation_status && row.last_rotation_requested_at && row.last_rotation_at
+        ? {
+            status: row.last_rotation_status,
+            reason: row.last_rotation_reason,
+            requested_at: row.last_rotation_requested_at.toISOString(),
+            at: row.last_rotation_at.toISOString(),
+          }
+        : null,
   };
 }
 

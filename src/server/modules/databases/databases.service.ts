@@ -453,7 +453,8 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         });
         await audit(tx, caller, 'database.credentials_rotation_requested', row.id, { name });
         log.info({ database: name, database_id: row.id, key_id: caller.keyId }, 'credential rotation queued');
-        return { ...row, rotation_pending: true };
+        // Read back: the answer carries the request's `last_rotation` (what `--wait` follows).
+        return (await repo.findByName(tx, caller.accountId, name))!;
       });
     },
   };
