@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { agentConfigSchema } from '../src/agent/config.ts';
+import { JOB_KINDS } from '../src/agent/jobs/contract.ts';
 import type { JobHandler } from '../src/agent/jobs/job-context.ts';
+import { nodePing } from '../src/agent/jobs/node-ping.ts';
 import { startAgent } from '../src/agent/main.ts';
 import { enqueueJob, getJob } from '../src/server/modules/jobs/jobs.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
@@ -49,7 +51,7 @@ test('a job whose handler throws anything fails alone; the agent serves the next
     explorerChannel: false,
   });
   const handlers = new Map<string, JobHandler>([
-    ['test.ok', async () => ({ ok: true })],
+    [JOB_KINDS.ping, nodePing],
     [
       'test.throws_string',
       (() => {
@@ -68,9 +70,56 @@ test('a job whose handler throws anything fails alone; the agent serves the next
       const done = await finished(bad.id);
       assert.equal(done.status, 'dead', kind);
       assert.ok((done.last_error ?? '').length > 0, `${kind}: the failure is reported`);
-      const next = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'test.ok', maxAttempts: 1 });
+      const next = await enqueueJob(s.db.pool, { nodeId: node.id, kind: JOB_KINDS.ping, maxAttempts: 1 });
       assert.equal((await finished(next.id)).status, 'succeeded', `the agent serves the job after ${kind}`);
     }
+  } finally {
+    await agent.stop();
+  }
+});
+
+test("a handler's malformed result fails on the agent (same contract as the server), never retried or stored", async () => {
+  const { token } = await s.nodes.createEnrollment('malformed-results', 10);
+  const config = agentConfigSchema.parse({
+    serverUrl: url,
+    stateDir: await fs.mkdtemp(path.join(stateDir, 'malformed-')),
+    enrollmentToken: token,
+    adminDatabaseUrl: testEnv().adminUrl,
+    logLevel: 'silent',
+    pollWaitMs: 5_000,
+    explorerChannel: false,
+  });
+  const handlers = new Map<string, JobHandler>([
+    [JOB_KINDS.ping, nodePing],
+    // A bug: the finding kind is not in the contract.
+    [JOB_KINDS.drift, async () => ({ findings: [{ kind: 'invented', object: 'x', detail: 'y' }] })],
+    // A kind the contract has no result for.
+    ['test.ok', async () => ({ ok: true })],
+  ]);
+  const agent = await startAgent(config, { log: createLogger('agent', 'silent'), handlers });
+  try {
+    const node = (
+      await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'malformed-results'")
+    ).rows[0]!;
+    const bad = await enqueueJob(s.db.pool, { nodeId: node.id, kind: JOB_KINDS.drift, maxAttempts: 3 });
+    const done = await finished(bad.id);
+    assert.equal(done.status, 'dead', 'a malformed result is final');
+    assert.equal(done.attempts, 1, 'not retried');
+    assert.equal(done.result, null);
+    assert.match(done.last_error ?? '', /this agent produced a malformed result: the result of node\.drift/);
+    assert.match(done.last_error ?? '', /result\.findings\.0\.kind/);
+    const odd = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'test.ok', maxAttempts: 3 });
+    const oddDone = await finished(odd.id);
+    assert.equal(oddDone.status, 'dead');
+    assert.match(oddDone.last_error ?? '', /the job contract has no result for kind "test\.ok"/);
+    const ping = await enqueueJob(s.db.pool, { nodeId: node.id, kind: JOB_KINDS.ping, maxAttempts: 1 });
+    const pinged = await finished(ping.id);
+    assert.equal(pinged.status, 'succeeded', 'a real result passes both sides');
+    assert.deepEqual(Object.keys(pinged.result ?? {}).sort(), [
+      'checked_at',
+      'pg_version',
+      'server_version_num',
+    ]);
   } finally {
     await agent.stop();
   }

@@ -11,6 +11,7 @@ import type { AgentConfig } from './config.ts';
 import { startExplorerChannel } from './explorer/explorer-channel.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
 import { loadExplorerKey } from './explorer/explorer-role.ts';
+import { checkJobResult } from './jobs/contract.ts';
 import type { DatabaseJobDeps } from './jobs/database-common.ts';
 import { JOB_REPORTED, type JobHandler, PermanentJobError } from './jobs/job-context.ts';
 import { defaultHandlers } from './jobs/registry.ts';
@@ -174,12 +175,20 @@ export async function startAgent(
         leaseActive: async () => (await client.jobStatus(job)).active,
       });
       // Explorer jobs are completed by the server when it receives their result (one call).
-      if (result !== JOB_REPORTED) await client.complete(job, result);
+      if (result !== JOB_REPORTED) {
+        // The same check the server makes: a handler's malformed result fails here, visibly.
+        const checked = checkJobResult(job.kind, result);
+        if (!checked.ok)
+          throw new PermanentJobError(`this agent produced a malformed result: ${checked.reason}`);
+        await client.complete(job, checked.result);
+      }
       log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
     } catch (err) {
       const permanent = err instanceof PermanentJobError;
       const message = (err instanceof Error ? err.message : String(err)).slice(0, 4000) || 'the job failed';
       log.warn({ job: job.id, kind: job.kind, err: { message } }, 'job failed');
+      // The server refused the result and already failed the job: nothing left to report.
+      if (err instanceof ServerError && err.status === 422) return;
       await client.fail(job, message, !permanent).catch((e: Error) => {
         log.warn({ err: { message: e?.message } }, 'could not report a failure; the lease will expire');
       });

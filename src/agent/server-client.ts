@@ -1,3 +1,5 @@
+import { jobSecretResponseSchema } from './jobs/contract.ts';
+
 /** The agent's only channel to the control plane: outbound HTTPS (or loopback HTTP). */
 export type PolledJob = {
   id: number;
@@ -57,8 +59,10 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
     fail: (job: PolledJob, error: string, retryable: boolean) =>
       call<{ status: string }>(`/v1/agent/jobs/${job.id}/fail`, { attempt: job.attempt, error, retryable }),
     /** The job's secret (a clear password for a proving login); only for the lease holder. */
-    jobSecret: (job: PolledJob) =>
-      call<{ password: string }>(`/v1/agent/jobs/${job.id}/secret`, { attempt: job.attempt }),
+    jobSecret: async (job: PolledJob) =>
+      jobSecretResponseSchema.parse(
+        await call<unknown>(`/v1/agent/jobs/${job.id}/secret`, { attempt: job.attempt }),
+      ),
     /** Explorer rows/schema for the request waiting on the server (never stored in the job). */
     explorerResult: (job: PolledJob, outcome: unknown) =>
       call<{ accepted: boolean }>(

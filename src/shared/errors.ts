@@ -24,6 +24,9 @@ export const forbidden = (message = 'Not allowed') => new AppError('forbidden', 
 export const notFound = (what = 'Resource') => new AppError('not_found', 404, `${what} not found`);
 export const conflict = (message: string) => new AppError('conflict', 409, message);
 export const unavailable = (message: string) => new AppError('unavailable', 503, message);
+/** An agent completed a job with a result its kind's schema refuses: the job is failed, never stored. */
+export const invalidJobResult = (message: string, details?: Record<string, unknown>) =>
+  new AppError('invalid_job_result', 422, message, details);
 
 /** Postgres SQLSTATE → API error, in one place. Returns undefined for codes we do not map. */
 export function fromPgError(err: unknown): AppError | undefined {
@@ -56,6 +59,7 @@ export const ERROR_CODES = [
   'not_found',
   'conflict',
   'capacity_exceeded',
+  'invalid_job_result',
   'payload_too_large',
   'rate_limited',
   'timeout',

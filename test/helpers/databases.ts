@@ -27,6 +27,47 @@ export function callerFor(
   };
 }
 
+/**
+ * A well-formed result of each job kind, shaped like the real agent's (the server checks results
+ * against the job contract): what a fake agent reports when a test completes a job with `{}`.
+ */
+export function wellFormedResult(kind: string, payload: Record<string, unknown>): Record<string, unknown> {
+  const name = typeof payload.name === 'string' ? payload.name : 'x';
+  switch (kind) {
+    case 'node.ping':
+      return {
+        pg_version: 'PostgreSQL (fake agent)',
+        server_version_num: 170000,
+        checked_at: new Date().toISOString(),
+      };
+    case 'database.create':
+      return {
+        name,
+        roles: {
+          owner: `${name}_owner`,
+          reader: `${name}_reader`,
+          migrator: `${name}_migrator`,
+          explorer: `${name}_explorer`,
+        },
+        pooler_probe_ms: 1,
+      };
+    case 'database.delete':
+      return { dropped: true };
+    case 'database.rotate':
+      return { rotated_at: new Date().toISOString(), terminated_sessions: 0 };
+    case 'database.allowlist':
+      return { entries: payload.allowlist ?? [] };
+    case 'database.limits':
+      return { limits: payload.limits };
+    case 'node.drift':
+      return { findings: [] };
+    case 'node.drift_fix':
+      return { fixed: [], findings: [] };
+    default:
+      return {};
+  }
+}
+
 export type FakeAgent = {
   nodeId: string;
   token: string;
@@ -51,19 +92,25 @@ export async function enrollFakeAgent(s: TestServer, nodeName: string): Promise<
   const headers = { authorization: `Bearer ${token}` };
   const post = (url: string, payload: Record<string, unknown>) =>
     s.app.inject({ method: 'POST', url, payload, headers });
+  const polled = new Map<number, { kind: string; payload: Record<string, unknown> }>();
   return {
     nodeId,
     token,
     async poll() {
       const r = await post('/v1/agent/poll', { wait_ms: 0 });
-      return r.json().job;
+      const job = r.json().job;
+      if (job) polled.set(job.id, { kind: job.kind, payload: job.payload });
+      return job;
     },
     async secret(jobId, attempt) {
       const r = await post(`/v1/agent/jobs/${jobId}/secret`, { attempt });
       return { status: r.statusCode, ...(r.statusCode === 200 ? { password: r.json().password } : {}) };
     },
+    /** `{}` stands for a well-formed result of the polled job's kind (`wellFormedResult`). */
     async complete(jobId, attempt, result) {
-      return (await post(`/v1/agent/jobs/${jobId}/complete`, { attempt, result })).statusCode;
+      const job = polled.get(jobId);
+      const sent = Object.keys(result).length === 0 && job ? wellFormedResult(job.kind, job.payload) : result;
+      return (await post(`/v1/agent/jobs/${jobId}/complete`, { attempt, result: sent })).statusCode;
     },
     async fail(jobId, attempt, error, retryable) {
       return (await post(`/v1/agent/jobs/${jobId}/fail`, { attempt, error, retryable })).statusCode;

@@ -3,6 +3,11 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - changed (stricter): every job kind's result is checked against `jobResultSchemas` on both
+ *     sides — by the agent before it calls `complete`, and by the server, which refuses a result
+ *     that does not match (422 `invalid_job_result`) and fails the job for good. Unknown keys are
+ *     dropped, never stored; a kind with no result schema here (explorer jobs report on their own
+ *     route) cannot be completed. `node.ping` has a result schema (`pingResultSchema`).
  *   - added (compatible): drift finding kinds `repair_failed` (`node.drift_fix`: one step of one
  *     database's repair failed, e.g. behind a tenant's lock; the others were still repaired),
  *     `extension_in_catalog` (a tenant's extension in pg_catalog or another system schema) and
@@ -28,6 +33,7 @@ import { SCRAM_VERIFIER_PATTERN } from '../../shared/scram.ts';
 import { parseCidr } from '../pgbouncer/pgbouncer.config.ts';
 
 export const JOB_KINDS = {
+  ping: 'node.ping',
   create: 'database.create',
   delete: 'database.delete',
   rotate: 'database.rotate',
@@ -101,11 +107,12 @@ export const createPayloadSchema = z.object({
 });
 export type CreatePayload = z.infer<typeof createPayloadSchema>;
 
+const roleNameSchema = z.string().min(1).max(63);
 export const roleNamesSchema = z.object({
-  owner: z.string().max(63),
-  reader: z.string().max(63),
-  migrator: z.string().max(63),
-  explorer: z.string().max(63),
+  owner: roleNameSchema,
+  reader: roleNameSchema,
+  migrator: roleNameSchema,
+  explorer: roleNameSchema,
 });
 
 export const createResultSchema = z.object({
@@ -114,7 +121,10 @@ export const createResultSchema = z.object({
   /** Time of the proving login through PgBouncer as the owner. */
   pooler_probe_ms: z.number().min(0),
   /** Where the job's time went (ms per step; steps overlap, see database-create.ts). */
-  steps_ms: z.record(z.string().max(40), z.number()).optional(),
+  steps_ms: z
+    .record(z.string().max(40), z.number().min(0))
+    .refine((r) => Object.keys(r).length <= 64, 'at most 64 steps')
+    .optional(),
 });
 export type CreateResult = z.infer<typeof createResultSchema>;
 
@@ -134,7 +144,7 @@ export const allowlistResultSchema = z.object({ entries: allowlistSchema });
 export const limitsPayloadSchema = z.object({ ...ident, limits: limitsSchema });
 export const limitsResultSchema = z.object({ limits: limitsSchema });
 
-export const jobSecretRequestSchema = z.object({ attempt: z.number().int().min(1) });
+export const jobSecretRequestSchema = z.object({ attempt: z.number().int().min(1).max(1000) });
 export const jobSecretResponseSchema = z.object({ password: z.string().min(1).max(256) });
 
 export const driftDatabaseSchema = z.object({
@@ -176,8 +186,62 @@ export const driftFindingSchema = z.object({
   object: z.string().max(200),
   detail: z.string().max(1000),
 });
-export const driftResultSchema = z.object({ findings: z.array(driftFindingSchema) });
+/** The agent bounds its findings (per group and in size, drift.ts `boundFindings`); this is a backstop. */
+const driftFindingsSchema = z.array(driftFindingSchema).max(10_000);
+export const driftResultSchema = z.object({ findings: driftFindingsSchema });
 export const driftFixResultSchema = z.object({
-  fixed: z.array(databaseNameSchema),
-  findings: z.array(driftFindingSchema),
+  fixed: z.array(databaseNameSchema).max(100_000),
+  findings: driftFindingsSchema,
 });
+
+/** `node.ping`: the cluster's version and clock, proving the round trip. */
+export const pingResultSchema = z.object({
+  pg_version: z.string().min(1).max(1024),
+  server_version_num: z.number().int().min(0).max(9_999_999),
+  checked_at: z.iso.datetime({ offset: true }),
+});
+
+/**
+ * The result schema of every job kind an agent completes with `POST /v1/agent/jobs/:id/complete`.
+ * Explorer kinds are absent on purpose: their result goes to `/explorer-result` and the server
+ * completes those jobs itself.
+ */
+export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, unknown>>>> = Object.freeze({
+  [JOB_KINDS.ping]: pingResultSchema,
+  [JOB_KINDS.create]: createResultSchema,
+  [JOB_KINDS.delete]: deleteResultSchema,
+  [JOB_KINDS.rotate]: rotateResultSchema,
+  [JOB_KINDS.allowlist]: allowlistResultSchema,
+  [JOB_KINDS.limits]: limitsResultSchema,
+  [JOB_KINDS.drift]: driftResultSchema,
+  [JOB_KINDS.driftFix]: driftFixResultSchema,
+});
+
+export type JobResultCheck =
+  | { ok: true; result: Record<string, unknown> }
+  | { ok: false; reason: string; issues: { path: string; message: string }[] };
+
+/**
+ * Checks a job's result against its kind's schema; on success the parsed result (unknown keys
+ * dropped) is what may be sent and stored. The reason is safe to show and store (paths and
+ * zod messages only, never the offending values), bounded in length.
+ */
+export function checkJobResult(kind: string, result: unknown): JobResultCheck {
+  const schema = Object.hasOwn(jobResultSchemas, kind) ? jobResultSchemas[kind] : undefined;
+  if (!schema) {
+    const reason = `the job contract has no result for kind ${JSON.stringify(kind.slice(0, 100))}`;
+    return { ok: false, reason, issues: [] };
+  }
+  const parsed = schema.safeParse(result);
+  if (parsed.success) return { ok: true, result: parsed.data };
+  const issues = parsed.error.issues.slice(0, 20).map((i) => ({
+    path: ['result', ...i.path.map(String)].join('.').slice(0, 200),
+    message: i.message.slice(0, 200),
+  }));
+  const listed = issues.map((i) => `${i.path}: ${i.message}`).join('; ');
+  return {
+    ok: false,
+    reason: `the result of ${kind} does not match its schema (${listed})`.slice(0, 1000),
+    issues,
+  };
+}

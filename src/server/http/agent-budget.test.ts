@@ -63,7 +63,7 @@ test("other callers' failures from the agent's address never refuse the agent's 
     node_id: string;
     agent_token: string;
   };
-  const job = await enqueueJob(db.pool, { nodeId, kind: 'test.noop', payload: {} });
+  const job = await enqueueJob(db.pool, { nodeId, kind: 'node.ping', payload: {} });
 
   // 25 bad API keys from the agent's address: the clients' budget is spent (429 past 20)...
   const clients: number[] = [];
@@ -92,7 +92,7 @@ test("other callers' failures from the agent's address never refuse the agent's 
   assert.equal(leased?.id, job.id, 'the job is leased to the agent');
   const done = await agentCall(`/v1/agent/jobs/${job.id}/complete`, agentToken, {
     attempt: leased.attempt,
-    result: {},
+    result: { pg_version: 'PostgreSQL 17', server_version_num: 170000, checked_at: new Date().toISOString() },
   });
   assert.equal(done.statusCode, 200, done.body);
   assert.equal((done.json() as { status: string }).status, 'succeeded');

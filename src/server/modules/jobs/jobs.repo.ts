@@ -96,6 +96,20 @@ export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): 
   return r.rows[0] ?? null;
 }
 
+/** The kind of a running job this node holds at this attempt, locked until the transaction ends. */
+export async function lockRunningJobKind(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+): Promise<string | null> {
+  const r = await db.query<{ kind: string }>(
+    `SELECT kind FROM jobs WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' FOR UPDATE`,
+    [jobId, nodeId, attempt],
+  );
+  return r.rows[0]?.kind ?? null;
+}
+
 /** Records success; only the holder of the current lease (node + attempt) may do so. */
 export async function completeJob(
   db: Queryable,

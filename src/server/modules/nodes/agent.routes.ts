@@ -1,9 +1,10 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { jobSecretRequestSchema, jobSecretResponseSchema } from '../../../agent/jobs/contract.ts';
 import { notFound } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
-import { errorResponses } from '../../http/errors.ts';
+import { errorBody, errorResponses } from '../../http/errors.ts';
 import type { AgentIdentity, NodesService } from './nodes.service.ts';
 
 const jobSchema = z.object({
@@ -94,13 +95,15 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
-          summary: 'Report a job done',
+          summary: "Report a job done (its result is checked against the kind's schema)",
+          description:
+            "The result must match the job kind's result schema (src/agent/jobs/contract.ts). A result that does not is refused with 422 `invalid_job_result` and the job is failed for good (`dead`, reason in `last_error`); the result is never stored.",
           params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
           body: z.object({
             attempt: z.number().int().min(1).max(1000),
             result: boundedRecord(64 * 1024),
           }),
-          response: { 200: z.object({ status: z.string() }), ...errorResponses },
+          response: { 200: z.object({ status: z.string() }), ...errorResponses, 422: errorBody },
         },
       },
       async (req) => {
@@ -145,8 +148,8 @@ export function agentRoutes(deps: {
           tags: ['agent'],
           summary: 'The secret of a job this agent holds the lease of (create/rotate login probes)',
           params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
-          body: z.object({ attempt: z.number().int().min(1).max(1000) }),
-          response: { 200: z.object({ password: z.string() }), ...errorResponses },
+          body: jobSecretRequestSchema,
+          response: { 200: jobSecretResponseSchema, ...errorResponses },
         },
       },
       async (req, reply) => {

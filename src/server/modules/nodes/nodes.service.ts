@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
+import { checkJobResult } from '../../../agent/jobs/contract.ts';
 import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
-import { notFound, unauthorized } from '../../../shared/errors.ts';
+import { invalidJobResult, notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, type Queryable, withTx } from '../../db/pool.ts';
 import { type AuditEventDraft, recordAudit, recordAuditNow } from '../audit/audit.service.ts';
 import type { JobHooks } from '../jobs/job-hooks.ts';
@@ -11,6 +12,7 @@ import {
   deadLetterExpiredLeases,
   failJob,
   type JobRow,
+  lockRunningJobKind,
   nextWakeAt,
   releaseJob,
 } from '../jobs/jobs.repo.ts';
@@ -184,13 +186,33 @@ export function createNodesService(deps: NodesServiceDeps) {
       return null;
     },
 
+    /**
+     * Records a job's result after checking it against its kind's schema (the job contract). A
+     * result that does not match is never stored: the job is failed for good (a malformed result
+     * will not become well-formed on retry) with the reason in `last_error`, then refused (422).
+     */
     async complete(agent: AgentIdentity, jobId: number, attempt: number, result: Record<string, unknown>) {
-      return withTx(db, async (tx) => {
-        const job = await completeJob(tx, jobId, agent.nodeId, attempt, result);
+      const outcome = await withTx(db, async (tx) => {
+        const kind = await lockRunningJobKind(tx, jobId, agent.nodeId, attempt);
+        if (kind === null) throw notFound('Job lease');
+        const checked = checkJobResult(kind, result);
+        const job = checked.ok
+          ? await completeJob(tx, jobId, agent.nodeId, attempt, checked.result)
+          : await failJob(tx, jobId, agent.nodeId, attempt, `result refused: ${checked.reason}`, false);
         if (!job) throw notFound('Job lease');
         await hooks?.onJobFinished(tx, job);
-        return job;
+        return { job, checked };
       });
+      if (!outcome.checked.ok) {
+        deps.log.warn(
+          { job: jobId, kind: outcome.job.kind, node: agent.nodeId },
+          'job result refused; job failed',
+        );
+        throw invalidJobResult(`Job result refused, the job is failed: ${outcome.checked.reason}`, {
+          issues: outcome.checked.issues,
+        });
+      }
+      return outcome.job;
     },
 
     async fail(agent: AgentIdentity, jobId: number, attempt: number, error: string, retryable: boolean) {
