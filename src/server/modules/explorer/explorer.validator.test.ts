@@ -309,8 +309,12 @@ describe('explorer validator', () => {
       reason: 'the query is nested too deeply',
       position: null,
     });
-    // The audit redaction of the same text still works (it does not walk the tree).
-    assert.match(redactSql(sql), /^select \?\+\?/);
+    // The audit redaction of the same text never throws and never keeps a literal: redacted, or
+    // the unparseable placeholder when the parser itself runs out of stack (it depends on how
+    // much stack the JIT leaves; seen under load).
+    const redacted = redactSql(sql);
+    assert.ok(redacted === UNPARSEABLE_SQL || /^select \?\+\?/.test(redacted), redacted.slice(0, 40));
+    assert.doesNotMatch(redacted, /1/);
   });
 
   test('position points at the refused function name', () => {

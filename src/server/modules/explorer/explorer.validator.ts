@@ -318,6 +318,8 @@ function parseOrRefuse(sql: string): { stmts: JsonObject[] } | ExplorerVerdict {
     const tree = parseSync(sql) as { stmts?: JsonObject[] };
     return { stmts: Array.isArray(tree.stmts) ? tree.stmts : [] };
   } catch (err) {
+    // The parser can run out of stack on deep nesting (how deep depends on the JIT): refused alike.
+    if (err instanceof RangeError) return refuse('too_complex', 'the query is nested too deeply', null);
     const details = (err as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
     const cursor = typeof details?.cursorPosition === 'number' ? details.cursorPosition : null;
     const message = err instanceof Error ? err.message : 'parse error';
