@@ -34,8 +34,8 @@ import {
   recordAuditNow,
 } from '../src/server/modules/audit/audit.service.ts';
 import { nextEntry } from '../src/server/modules/audit/audit-chain.ts';
-import { loadExplorerParser } from '../src/server/modules/explorer/explorer.validator.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { summarize } from './stats.ts';
 

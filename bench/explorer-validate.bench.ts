@@ -4,10 +4,7 @@
  * Goal: median validateExplorerSql() < 0.2 ms for a ~200-character join query.
  */
 import { parseSync } from 'libpg-query';
-import {
-  loadExplorerParser,
-  validateExplorerSql,
-} from '../src/server/modules/explorer/explorer.validator.ts';
+import { loadExplorerParser, validateExplorerSql } from '../src/shared/sql/explorer-validator.ts';
 
 const SQL =
   'select o.id, c.name, sum(i.qty * i.price) as total from orders o ' +

@@ -12,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { median, round, startPoolerBenchKit } from './pooler-kit.ts';

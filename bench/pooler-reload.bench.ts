@@ -20,9 +20,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import pg from 'pg';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import type { PoolerDatabase } from '../src/agent/pgbouncer/pooler-state.ts';
 import { POOLER_ADMIN } from '../src/embedded/layout.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { median, round, startPoolerBenchKit } from './pooler-kit.ts';
 

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type pg from 'pg';
-import type { ExplorerOutcome, QueryPayload } from '../src/agent/explorer/explorer.contract.ts';
 import type { ExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
-import {
-  loadExplorerParser,
-  validateExplorerSql,
-} from '../src/server/modules/explorer/explorer.validator.ts';
+import type { ExplorerOutcome, QueryPayload } from '../src/shared/contracts/explorer-channel.ts';
+import { loadExplorerParser, validateExplorerSql } from '../src/shared/sql/explorer-validator.ts';
 import { ATTACKS, LEGIT } from './explorer-corpus.ts';
 import {
   adminPool,

@@ -3,10 +3,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { WebSocket } from 'ws';
-import { CHANNEL_PROTOCOL_VERSION, CHANNEL_VERSION_HEADER } from '../src/agent/explorer/explorer.contract.ts';
 import { channelUrl, startExplorerChannel } from '../src/agent/explorer/explorer-channel.ts';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
+import {
+  CHANNEL_PROTOCOL_VERSION,
+  CHANNEL_VERSION_HEADER,
+} from '../src/shared/contracts/explorer-channel.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { createTenant, explorerAudit, type Tenant } from './helpers/explorer.ts';
 import { assertDisconnectCancels, type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import type pg from 'pg';
-import type { ExplorerOutcome, QueryPayload } from '../src/agent/explorer/explorer.contract.ts';
 import { type ExplorerExecutor, GUARD_ASSERT } from '../src/agent/explorer/explorer-executor.ts';
-import { loadExplorerParser } from '../src/server/modules/explorer/explorer.validator.ts';
+import type { ExplorerOutcome, QueryPayload } from '../src/shared/contracts/explorer-channel.ts';
+import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { testEnv } from './helpers/env.ts';
 import {
   adminPool,

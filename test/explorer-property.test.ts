@@ -3,11 +3,8 @@ import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import type pg from 'pg';
 import type { ExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
-import { ALLOWED_FUNCTIONS } from '../src/server/modules/explorer/explorer.functions.ts';
-import {
-  loadExplorerParser,
-  validateExplorerSql,
-} from '../src/server/modules/explorer/explorer.validator.ts';
+import { ALLOWED_FUNCTIONS } from '../src/shared/sql/explorer-functions.ts';
+import { loadExplorerParser, validateExplorerSql } from '../src/shared/sql/explorer-validator.ts';
 import {
   adminPool,
   createTenant,

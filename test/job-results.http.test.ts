@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { checkJobResult, JOB_KINDS } from '../src/agent/jobs/contract.ts';
 import { enqueueJob } from '../src/server/modules/jobs/jobs.repo.ts';
+import { checkJobResult, JOB_KINDS } from '../src/shared/contracts/jobs.ts';
 import {
   callerFor,
   createAccount,

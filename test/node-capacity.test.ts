@@ -4,7 +4,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { accountApi, operatorKey, sleep, startUpStack, type UpStack } from './helpers/up-stack.ts';
 
 // Node connection capacity end to end on a real `bulwark up`: the agent reports the cluster's

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import { CREATE_STEPS } from '../src/agent/jobs/database-create.ts';
 import { DELETE_STEPS } from '../src/agent/jobs/database-delete.ts';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import { ROTATE_STEPS } from '../src/agent/jobs/database-rotate.ts';
 import type { JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import {

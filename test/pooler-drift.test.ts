@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import {
   databaseJobKit,

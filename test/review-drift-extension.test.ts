@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { startTenantKit, type TenantKit } from './helpers/tenant-kit.ts';
 
 // Outside review (second round), drift blind spots made with trusted extensions.

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import type { JobContext } from '../src/agent/jobs/job-context.ts';
 import { pinnedOptions } from '../src/agent/postgres/steward.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { testEnv } from './helpers/env.ts';
 import { startTenantKit, type Tenant, type TenantKit } from './helpers/tenant-kit.ts';
 

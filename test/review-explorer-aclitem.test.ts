@@ -1,9 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import {
-  loadExplorerParser,
-  validateExplorerSql,
-} from '../src/server/modules/explorer/explorer.validator.ts';
+import { loadExplorerParser, validateExplorerSql } from '../src/shared/sql/explorer-validator.ts';
 
 // Outside review (second round): the explorer's gate refuses types "whose input function looks
 // objects up in the catalogs" (reg*, xml, pg_*), but not `aclitem`, whose input function looks

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { DEFAULT_LIMITS } from '../src/agent/jobs/contract.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { testEnv } from './helpers/env.ts';
 import { startTenantKit, type Tenant, type TenantKit } from './helpers/tenant-kit.ts';
 

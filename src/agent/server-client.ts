@@ -1,4 +1,4 @@
-import { jobSecretResponseSchema } from './jobs/contract.ts';
+import { jobSecretResponseSchema } from '../shared/contracts/jobs.ts';
 
 /** The agent's only channel to the control plane: outbound HTTPS (or loopback HTTP). */
 export type PolledJob = {

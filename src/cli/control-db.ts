@@ -1,8 +1,31 @@
+/**
+ * The CLI's one door into the control plane's code. Operator commands run on the server host
+ * (`admin create-key`, `doctor`, `master-key`, `audit`) reach the control database and the
+ * server's key files directly, with the server's own services; they import them from here and
+ * nowhere else, so `test/import-rules.test.ts` can hold every other CLI file to the HTTP API.
+ */
 import path from 'node:path';
 import pg from 'pg';
 import { dataLayout } from '../embedded/layout.ts';
 import { readSecretFile } from '../embedded/secrets.ts';
 import { CliError, EXIT } from './api-client.ts';
+
+export { addKeyToKeyringFile, createSecretBox, loadKeyringFile } from '../server/crypto/secret-box.ts';
+export { keyIdOfPem } from '../server/crypto/signing-key.ts';
+export type { Db } from '../server/db/pool.ts';
+export type { Permission } from '../server/http/caller.ts';
+export { keyMap, parseCheckpointLines, publicKeysOf } from '../server/modules/audit/audit.checkpoints.ts';
+export {
+  ExportFormatError,
+  exportLines,
+  parseExport,
+  verifyDatabase,
+  verifyExport,
+} from '../server/modules/audit/audit.export.ts';
+export type { VerifyReport } from '../server/modules/audit/audit.verify.ts';
+export { resealPasswords } from '../server/modules/databases/databases.jobs.ts';
+export { createDriftService, type DriftReport } from '../server/modules/drift/drift.service.ts';
+export { createOperatorKey } from '../server/modules/keys/keys.service.ts';
 
 /**
  * The control DB URL for operator commands run on the server host: BULWARK_DATABASE_URL or

@@ -5,10 +5,7 @@ export const LAYOUT_VERSION = 1;
 
 export const DEFAULT_PORTS = { server: 8080, pooler: 6432, postgres: 5433, agentHealth: 8421 } as const;
 
-export const ADMIN_ROLE = 'bulwark_admin';
-export const CONTROL_ROLE = 'bulwark_server';
-export const CONTROL_DB = 'bulwark';
-export const POOLER_ADMIN = 'bulwark_pooler_admin';
+export { ADMIN_ROLE, CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names.ts';
 
 export function dataLayout(dataDir: string) {
   const root = path.resolve(dataDir);

@@ -1,40 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
+import { serviceEnv } from '../shared/child-process.ts';
 import type { ServiceUser } from './service-user.ts';
 
-/** Environment for a service process: no inherited secrets, a sane PATH and HOME. */
-function serviceEnv(user: ServiceUser | null): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
-    HOME: user?.home ?? process.env.HOME ?? '/',
-    LANG: 'C.UTF-8',
-    LC_ALL: 'C.UTF-8',
-  };
-}
-
-/** Runs a program to completion (argv, never a shell); rejects with its output on failure. */
-export function runChecked(cmd: string, args: string[], user: ServiceUser | null): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      env: serviceEnv(user),
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(user ? { uid: user.uid, gid: user.gid } : {}),
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(out);
-      else reject(new Error(`${cmd} exited with code ${code}: ${out.slice(-2000)}`));
-    });
-  });
-}
+export { runChecked } from '../shared/child-process.ts';
 
 /** Starts a long-running service as a direct child, its output appended to a log file. */
 export async function spawnAs(

@@ -10,7 +10,7 @@ import {
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
-import { EXPLORER_RESULT_MAX_BYTES } from '../agent/explorer/explorer.contract.ts';
+import { EXPLORER_RESULT_MAX_BYTES } from '../shared/contracts/explorer-channel.ts';
 import type { ServerConfig } from './config.ts';
 import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadAgentConfig } from '../agent/config.ts';
 import { loadServerConfig } from './config.ts';
 
 const good = {
@@ -75,33 +74,4 @@ test('unknown keys in a config file are refused, and the environment overrides t
   fs.writeFileSync(file, '{not json');
   assert.equal(loadServerConfig({ env: good, file }).ok, false);
   fs.rmSync(dir, { recursive: true });
-});
-
-test('the agent refuses plain http to a non-loopback server unless allowed', () => {
-  const base = {
-    BULWARK_AGENT_STATE_DIR: '/var/lib/bulwark/agent',
-    BULWARK_AGENT_ADMIN_DATABASE_URL: 'postgres://admin:Long-Admin-Secret@127.0.0.1:5433/postgres',
-  };
-  for (const url of [
-    'http://bulwark.example.com',
-    'http://10.0.0.5:8080',
-    'http://[2001:db8::1]:8080',
-    'ftp://x',
-  ]) {
-    assert.equal(loadAgentConfig({ env: { ...base, BULWARK_SERVER_URL: url } }).ok, false, url);
-  }
-  for (const url of [
-    'https://bulwark.example.com',
-    'http://127.0.0.1:8080',
-    'http://localhost:8080',
-    'http://[::1]:8080',
-  ]) {
-    assert.equal(loadAgentConfig({ env: { ...base, BULWARK_SERVER_URL: url } }).ok, true, url);
-  }
-  assert.equal(
-    loadAgentConfig({
-      env: { ...base, BULWARK_SERVER_URL: 'http://10.0.0.5:8080', BULWARK_AGENT_ALLOW_INSECURE: 'true' },
-    }).ok,
-    true,
-  );
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseCidr } from '../agent/pgbouncer/pgbouncer.config.ts';
+import { parseCidr } from '../shared/cidr.ts';
 import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
 
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
-import type { QueryPayload } from '../../src/agent/explorer/explorer.contract.ts';
 import {
   createExplorerExecutor,
   type ExplorerExecutor,
   type ExplorerExecutorDeps,
 } from '../../src/agent/explorer/explorer-executor.ts';
-import { DEFAULT_LIMITS } from '../../src/agent/jobs/contract.ts';
 import { connectSteward } from '../../src/agent/postgres/steward.ts';
 import {
   dropDatabase,
@@ -18,6 +16,8 @@ import {
   setupSchema,
   terminateSessions,
 } from '../../src/agent/postgres/tenant-sql.ts';
+import type { QueryPayload } from '../../src/shared/contracts/explorer-channel.ts';
+import { DEFAULT_LIMITS } from '../../src/shared/contracts/jobs.ts';
 import { type RoleNames, roleNames } from '../../src/shared/identifiers.ts';
 import { createLogger } from '../../src/shared/logger.ts';
 import { scramVerifier } from '../../src/shared/scram.ts';

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { DEFAULT_LIMITS } from '../../src/agent/jobs/contract.ts';
 import { databaseHandlers } from '../../src/agent/jobs/database-handlers.ts';
 import type { JobHandler } from '../../src/agent/jobs/job-context.ts';
 import {
   ensureTenantTemplate,
   refuseMaintenanceLogins,
 } from '../../src/agent/postgres/catalog-visibility.ts';
+import { DEFAULT_LIMITS } from '../../src/shared/contracts/jobs.ts';
 import { roleNames } from '../../src/shared/identifiers.ts';
 import { scramVerifier } from '../../src/shared/scram.ts';
 import {

@@ -3,12 +3,12 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { createLogger } from '../../shared/logger.ts';
 import {
   CHANNEL_PROTOCOL_VERSION,
   CHANNEL_VERSION_HEADER,
   type ExplorerOutcome,
-} from './explorer.contract.ts';
+} from '../../shared/contracts/explorer-channel.ts';
+import { createLogger } from '../../shared/logger.ts';
 import { startExplorerChannel } from './explorer-channel.ts';
 
 // The agent half of the explorer channel against a real WebSocket server played by the test.

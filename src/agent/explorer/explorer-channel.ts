@@ -10,7 +10,6 @@
  */
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
-import { sleep } from '../sleep.ts';
 import {
   CHANNEL_CLOSE,
   CHANNEL_MAX_REQUEST_BYTES,
@@ -20,7 +19,8 @@ import {
   channelServerMessageSchema,
   EXPLORER_CHANNEL_PATH,
   type ExplorerOutcome,
-} from './explorer.contract.ts';
+} from '../../shared/contracts/explorer-channel.ts';
+import { sleep } from '../sleep.ts';
 import type { ExplorerExecutor } from './explorer-executor.ts';
 
 export type ExplorerChannelClientDeps = {

@@ -27,13 +27,10 @@
 import { parseSync } from 'libpg-query';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import {
-  type ExplorerVerdict,
-  validateExplorerSql,
-} from '../../server/modules/explorer/explorer.validator.ts';
+import type { ExplorerOutcome, QueryPayload, SchemaOutput } from '../../shared/contracts/explorer-channel.ts';
+import { BUSY, EXPLORER_LIMITS } from '../../shared/contracts/explorer-channel.ts';
 import { type RoleNames, roleNames } from '../../shared/identifiers.ts';
-import type { ExplorerOutcome, QueryPayload, SchemaOutput } from './explorer.contract.ts';
-import { BUSY, EXPLORER_LIMITS } from './explorer.contract.ts';
+import { type ExplorerVerdict, validateExplorerSql } from '../../shared/sql/explorer-validator.ts';
 import { createExplorerPools, type ExplorerPoolDeps } from './explorer-pools.ts';
 import { backendPid, extended, pipelined, type Step } from './explorer-protocol.ts';
 import { readPublicSchema } from './explorer-schema.ts';

@@ -1,8 +1,8 @@
 import type pg from 'pg';
+import { EXPLORER_LIMITS, type SchemaOutput } from '../../shared/contracts/explorer-channel.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import { connectPinned, isLoginRefused } from '../postgres/steward.ts';
 import { MARKER_PREFIX } from '../postgres/tenant-sql.ts';
-import { EXPLORER_LIMITS, type SchemaOutput } from './explorer.contract.ts';
 import { type ExplorerRoleDeps, explorerPassword, prepareExplorerRole } from './explorer-role.ts';
 
 const KINDS: Record<string, SchemaOutput['tables'][number]['kind']> = {

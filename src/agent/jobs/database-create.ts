@@ -1,3 +1,4 @@
+import { type CreateResult, createPayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
 import { normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
 import { connectSteward } from '../postgres/steward.ts';
@@ -10,7 +11,6 @@ import {
   resetSettings,
   setupSchema,
 } from '../postgres/tenant-sql.ts';
-import { type CreateResult, createPayloadSchema, JOB_KINDS } from './contract.ts';
 import {
   classify,
   coversLoopback,

@@ -1,3 +1,4 @@
+import { deletePayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import {
   databaseOwnership,
@@ -6,7 +7,6 @@ import {
   roleOwnership,
   terminateSessions,
 } from '../postgres/tenant-sql.ts';
-import { deletePayloadSchema, JOB_KINDS } from './contract.ts';
 import { classify, type DatabaseJobDeps, parsePayload } from './database-common.ts';
 import type { JobHandler } from './job-context.ts';
 

@@ -1,3 +1,4 @@
+import { driftPayloadSchema } from '../../shared/contracts/jobs.ts';
 import {
   boundFindings,
   type DriftTarget,
@@ -5,7 +6,6 @@ import {
   fixDrift,
   type PlatformObjects,
 } from '../postgres/drift.ts';
-import { driftPayloadSchema } from './contract.ts';
 import { type DatabaseJobDeps, parsePayload } from './database-common.ts';
 import type { JobContext, JobHandler } from './job-context.ts';
 

@@ -1,4 +1,4 @@
-import { JOB_KINDS } from './contract.ts';
+import { JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import type { DatabaseJobDeps } from './database-common.ts';
 import { databaseCreate } from './database-create.ts';
 import { databaseDelete } from './database-delete.ts';

@@ -1,3 +1,4 @@
+import { JOB_KINDS, rotatePayloadSchema } from '../../shared/contracts/jobs.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import { isLockTimeout } from '../postgres/steward.ts';
 import {
@@ -7,7 +8,6 @@ import {
   terminateLockHolders,
   terminateSessions,
 } from '../postgres/tenant-sql.ts';
-import { JOB_KINDS, rotatePayloadSchema } from './contract.ts';
 import { classify, type DatabaseJobDeps, parsePayload, proveThroughPooler } from './database-common.ts';
 import type { JobHandler } from './job-context.ts';
 

@@ -1,7 +1,7 @@
+import { allowlistPayloadSchema, limitsPayloadSchema } from '../../shared/contracts/jobs.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import { normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
 import { applyLimits, inTransaction, NotOursError, roleOwnership } from '../postgres/tenant-sql.ts';
-import { allowlistPayloadSchema, limitsPayloadSchema } from './contract.ts';
 import { classify, type DatabaseJobDeps, parsePayload } from './database-common.ts';
 import type { JobHandler } from './job-context.ts';
 

@@ -2,7 +2,7 @@ import {
   EXPLORER_JOB_KINDS,
   queryPayloadSchema,
   schemaPayloadSchema,
-} from '../explorer/explorer.contract.ts';
+} from '../../shared/contracts/explorer-channel.ts';
 import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
 import { parsePayload } from './database-common.ts';
 import { JOB_REPORTED, type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { POOLER_LIMITS, parseCidr, renderIni } from './pgbouncer.config.ts';
+import { parseCidr } from '../../shared/cidr.ts';
+import { POOLER_LIMITS, renderIni } from './pgbouncer.config.ts';
 
 test('one network has one spelling: IPv6 compressed and lower-case, host bits cleared', () => {
   const same: [string, string][] = [

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import { z } from 'zod';
-import { allowlistEntrySchema, databaseNameSchema, verifierSchema } from '../jobs/contract.ts';
-import { parseCidr } from './pgbouncer.config.ts';
+import { parseCidr } from '../../shared/cidr.ts';
+import { allowlistEntrySchema, databaseNameSchema, verifierSchema } from '../../shared/contracts/jobs.ts';
 
 /**
  * The pooler's desired state, owned by the agent (`<stateDir>/pooler-state.json`): per tenant

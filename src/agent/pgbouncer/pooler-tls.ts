@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import type pg from 'pg';
-import { runChecked } from '../../embedded/process.ts';
+import { runChecked } from '../../shared/child-process.ts';
 
 export type PoolerTls = {
   certFile: string;

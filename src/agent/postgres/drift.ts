@@ -16,8 +16,8 @@
  * Foreign roles, superusers and unknown databases are only reported.
  */
 import type pg from 'pg';
+import type { DatabaseLimits } from '../../shared/contracts/jobs.ts';
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
-import type { DatabaseLimits } from '../jobs/contract.ts';
 import {
   EXTENSION_GUARD,
   EXTENSION_GUARD_CHECK,

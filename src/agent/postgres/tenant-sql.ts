@@ -16,9 +16,9 @@
  * search_path = pg_catalog, pg_temp at login.
  */
 import type pg from 'pg';
+import type { DatabaseLimits } from '../../shared/contracts/jobs.ts';
 import { quoteIdent, quoteLiteral, type RoleNames } from '../../shared/identifiers.ts';
 import { scramVerifier } from '../../shared/scram.ts';
-import type { DatabaseLimits } from '../jobs/contract.ts';
 import { tenantTemplate } from './catalog-visibility.ts';
 import { stewardPassword } from './steward.ts';
 
@@ -154,7 +154,7 @@ export async function ensureSteward(
 }
 
 /**
- * Connection limits and timeouts of the login roles (see contract.ts for which role gets what).
+ * Connection limits and timeouts of the login roles (see src/shared/contracts/jobs.ts for which role gets what).
  * Whatever else the tenant set on them (`ALTER ROLE self SET …`) goes first.
  */
 export async function applyLimits(c: Queryable, roles: RoleNames, limits: DatabaseLimits): Promise<void> {

@@ -1,8 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import type { Permission } from '../../server/http/caller.ts';
-import { createOperatorKey } from '../../server/modules/keys/keys.service.ts';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
-import { controlPool } from '../control-db.ts';
+import { controlPool, createOperatorKey, type Permission } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 const ACCOUNT_NAME = /^[a-z][a-z0-9_-]{0,62}$/;

@@ -6,16 +6,18 @@ import type { Command } from 'commander';
 import pg from 'pg';
 import { dataLayout } from '../../embedded/layout.ts';
 import { readSecretFile } from '../../embedded/secrets.ts';
-import { keyIdOfPem } from '../../server/crypto/signing-key.ts';
-import { keyMap, parseCheckpointLines, publicKeysOf } from '../../server/modules/audit/audit.checkpoints.ts';
 import {
   ExportFormatError,
   exportLines,
+  keyIdOfPem,
+  keyMap,
+  parseCheckpointLines,
   parseExport,
+  publicKeysOf,
+  type VerifyReport,
   verifyDatabase,
   verifyExport,
-} from '../../server/modules/audit/audit.export.ts';
-import type { VerifyReport } from '../../server/modules/audit/audit.verify.ts';
+} from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 type VerifyOpts = {

@@ -10,7 +10,7 @@ import {
   EXPLORER_LIMITS,
   type QueryOutput,
   type SchemaOutput,
-} from '../../agent/explorer/explorer.contract.ts';
+} from '../../shared/contracts/explorer-channel.ts';
 import { ApiError, CliError, EXIT, runCommand } from '../api-client.ts';
 import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg, intInRange } from '../options.ts';

@@ -1,5 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import { parseCidr } from '../../agent/pgbouncer/pgbouncer.config.ts';
+import { parseCidr } from '../../shared/cidr.ts';
 import { type ApiClient, ApiError, CliError, EXIT, runCommand } from '../api-client.ts';
 import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg } from '../options.ts';

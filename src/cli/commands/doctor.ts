@@ -1,8 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import type { Db } from '../../server/db/pool.ts';
-import { createDriftService, type DriftReport } from '../../server/modules/drift/drift.service.ts';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
-import { controlPool } from '../control-db.ts';
+import { controlPool, createDriftService, type Db, type DriftReport } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;

@@ -1,10 +1,14 @@
 import type { Command } from 'commander';
 import pg from 'pg';
 import { dataLayout } from '../../embedded/layout.ts';
-import { addKeyToKeyringFile, createSecretBox, loadKeyringFile } from '../../server/crypto/secret-box.ts';
-import { resealPasswords } from '../../server/modules/databases/databases.jobs.ts';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
-import { controlDatabaseUrl } from '../control-db.ts';
+import {
+  addKeyToKeyringFile,
+  controlDatabaseUrl,
+  createSecretBox,
+  loadKeyringFile,
+  resealPasswords,
+} from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 type Options = { dataDir: string; keyFile?: string; json?: boolean };

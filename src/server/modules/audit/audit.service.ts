@@ -15,9 +15,9 @@
  * Any `sql` string in details is redacted (literals → `?`) here, so raw SQL never reaches the log.
  */
 import type { FastifyRequest } from 'fastify';
+import { redactSql } from '../../../shared/sql/explorer-validator.ts';
 import type { Db, Queryable } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
-import { redactSql } from '../explorer/explorer.validator.ts';
 import {
   type AuditActorType,
   type AuditEventInput,

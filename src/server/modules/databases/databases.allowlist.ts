@@ -1,4 +1,4 @@
-import { parseCidr } from '../../../agent/pgbouncer/pgbouncer.config.ts';
+import { parseCidr } from '../../../shared/cidr.ts';
 import { badRequest } from '../../../shared/errors.ts';
 import type { StoredAllowlistEntry } from './databases.repo.ts';
 

@@ -7,7 +7,7 @@ import {
   type FakeAgent,
 } from '../../../../test/helpers/databases.ts';
 import { createTestServer, type TestServer } from '../../../../test/helpers/server.ts';
-import { DEFAULT_LIMITS } from '../../../agent/jobs/contract.ts';
+import { DEFAULT_LIMITS } from '../../../shared/contracts/jobs.ts';
 import { AppError } from '../../../shared/errors.ts';
 import { connectionBudget, tenantConnections } from '../nodes/nodes.capacity.ts';
 

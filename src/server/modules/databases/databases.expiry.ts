@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { JOB_KINDS } from '../../../agent/jobs/contract.ts';
+import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { type Db, withTx } from '../../db/pool.ts';
 import { recordAudit } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { JOB_KINDS } from '../../../agent/jobs/contract.ts';
+import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';

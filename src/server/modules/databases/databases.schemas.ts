@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../agent/jobs/contract.ts';
+import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
 import type { DatabaseRow, StoredAllowlistEntry } from './databases.repo.ts';
 
 /** Length-bounded only: the service checks the pattern first and answers with a clear 400. */

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { DEFAULT_LIMITS, JOB_KINDS, MAX_ALLOWLIST_ENTRIES } from '../../../agent/jobs/contract.ts';
-import { parseCidr } from '../../../agent/pgbouncer/pgbouncer.config.ts';
+import { parseCidr } from '../../../shared/cidr.ts';
+import { DEFAULT_LIMITS, JOB_KINDS, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
 import { AppError, badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
 import { isReservedDatabaseName, isValidName, roleNames } from '../../../shared/identifiers.ts';
 import { scramVerifier } from '../../../shared/scram.ts';

@@ -7,7 +7,7 @@
  */
 import type pg from 'pg';
 import { z } from 'zod';
-import { driftFindingSchema, JOB_KINDS, limitsSchema } from '../../../agent/jobs/contract.ts';
+import { driftFindingSchema, JOB_KINDS, limitsSchema } from '../../../shared/contracts/jobs.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import type { Db, Tx } from '../../db/pool.ts';
 import { enqueueJob, getJob, type JobRow } from '../jobs/jobs.repo.ts';

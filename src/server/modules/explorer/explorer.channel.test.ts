@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { CHANNEL_CLOSE } from '../../../agent/explorer/explorer.contract.ts';
+import { CHANNEL_CLOSE } from '../../../shared/contracts/explorer-channel.ts';
 import { createLogger } from '../../../shared/logger.ts';
 import { createExplorerChannels, type ExplorerChannels } from './explorer.channel.ts';
 

@@ -17,7 +17,7 @@ import {
   channelAgentMessageSchema,
   type ExplorerOutcome,
   type QueryPayload,
-} from '../../../agent/explorer/explorer.contract.ts';
+} from '../../../shared/contracts/explorer-channel.ts';
 
 /** `unsent`: the channel closed before the request left (nothing ran; another path may serve it). */
 export type ChannelOutcome = ExplorerOutcome | 'timeout' | 'aborted' | 'unsent' | { died: string };

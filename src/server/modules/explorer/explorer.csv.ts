@@ -1,4 +1,4 @@
-import type { QueryOutput } from '../../../agent/explorer/explorer.contract.ts';
+import type { QueryOutput } from '../../../shared/contracts/explorer-channel.ts';
 
 /** Text that a spreadsheet would run as a formula; numbers (a leading sign and a digit) excepted. */
 const FORMULA = /^[=+\-@\t\r]/;

@@ -10,7 +10,7 @@ import {
   type ExplorerOutcome,
   explorerResultBodySchema,
   jobResultOf,
-} from '../../../agent/explorer/explorer.contract.ts';
+} from '../../../shared/contracts/explorer-channel.ts';
 import { notFound } from '../../../shared/errors.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type * as databasesRepo from '../databases/databases.repo.ts';

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { hashToken } from '../../../shared/api-key.ts';
 import {
   CHANNEL_PROTOCOL_VERSION,
   CHANNEL_VERSION_HEADER,
@@ -10,8 +11,7 @@ import {
   explorerResultBodySchema,
   queryOutputSchema,
   schemaOutputSchema,
-} from '../../../agent/explorer/explorer.contract.ts';
-import { hashToken } from '../../../shared/api-key.ts';
+} from '../../../shared/contracts/explorer-channel.ts';
 import { AppError, forbidden } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';

@@ -3,7 +3,7 @@
  * database: it validates, checks the caller and hands the request to the database's node —
  * down the agent's explorer channel when this replica holds one (ADR 0009), else as an
  * `explorer.query` job whose rows come back through the UNLOGGED `explorer_results` table
- * (ADR 0008; contract in src/agent/explorer/explorer.contract.ts) — and waits, bounded.
+ * (ADR 0008; contract in src/shared/contracts/explorer-channel.ts) — and waits, bounded.
  * Every query — refused, failed or answered — is audited with its SQL redacted.
  */
 import type { Logger } from 'pino';
@@ -13,8 +13,9 @@ import {
   EXPLORER_LIMITS,
   type QueryOutput,
   type SchemaOutput,
-} from '../../../agent/explorer/explorer.contract.ts';
+} from '../../../shared/contracts/explorer-channel.ts';
 import { AppError, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
+import { validateExplorerSql } from '../../../shared/sql/explorer-validator.ts';
 import type { Db } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
 import { type AuditEventDraft, recordAuditNow, recordAuditSoon } from '../audit/audit.service.ts';
@@ -24,7 +25,6 @@ import type { JobNotifier } from '../jobs/job-notifier.ts';
 import { createExplorerAdmission } from './explorer.admission.ts';
 import type { ExplorerChannels, RequestOutcome as Outcome } from './explorer.channel.ts';
 import { createExplorerQueue } from './explorer.queue.ts';
-import { validateExplorerSql } from './explorer.validator.ts';
 
 export type ExplorerServiceDeps = {
   db: Db;

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { jobSecretRequestSchema, jobSecretResponseSchema } from '../../../agent/jobs/contract.ts';
+import { jobSecretRequestSchema, jobSecretResponseSchema } from '../../../shared/contracts/jobs.ts';
 import { notFound } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { errorBody, errorResponses } from '../../http/errors.ts';
@@ -97,7 +97,7 @@ export function agentRoutes(deps: {
           tags: ['agent'],
           summary: "Report a job done (its result is checked against the kind's schema)",
           description:
-            "The result must match the job kind's result schema (src/agent/jobs/contract.ts). A result that does not is refused with 422 `invalid_job_result` and the job is failed for good (`dead`, reason in `last_error`); the result is never stored.",
+            "The result must match the job kind's result schema (src/shared/contracts/jobs.ts). A result that does not is refused with 422 `invalid_job_result` and the job is failed for good (`dead`, reason in `last_error`); the result is never stored.",
           params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
           body: z.object({
             attempt: z.number().int().min(1).max(1000),

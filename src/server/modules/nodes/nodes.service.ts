@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import { checkJobResult } from '../../../agent/jobs/contract.ts';
 import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
+import { checkJobResult } from '../../../shared/contracts/jobs.ts';
 import { invalidJobResult, notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, type Queryable, withTx } from '../../db/pool.ts';
 import { type AuditEventDraft, recordAudit, recordAuditNow } from '../audit/audit.service.ts';

@@ -1,5 +1,5 @@
 /**
- * Allowlists used by the SQL explorer validator (explorer.validator.ts): functions, types, EXPLAIN
+ * Allowlists used by the SQL explorer validator (explorer-validator.ts): functions, types, EXPLAIN
  * options, TABLESAMPLE methods and parse-tree node types.
  *
  * Functions: only side-effect-free built-ins that do not read settings, system state or

@@ -22,7 +22,7 @@ import {
   DENIED_TYPES,
   LEAF_NODES,
   SPECIFIC_REFUSALS,
-} from './explorer.functions.ts';
+} from './explorer-functions.ts';
 
 export type ExplorerVerdict =
   | { ok: true; kind: 'select' | 'explain'; redacted: string }

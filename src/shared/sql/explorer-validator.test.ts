@@ -6,7 +6,7 @@ import {
   redactSql,
   UNPARSEABLE_SQL,
   validateExplorerSql,
-} from './explorer.validator.ts';
+} from './explorer-validator.ts';
 
 /** [sql, expected refusal code] */
 const REFUSED: ReadonlyArray<readonly [string, string]> = [

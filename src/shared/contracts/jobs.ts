@@ -28,9 +28,9 @@
  * which the server answers only for the agent that holds the job's current lease.
  */
 import { z } from 'zod';
-import { NAME_PATTERN } from '../../shared/identifiers.ts';
-import { SCRAM_VERIFIER_PATTERN } from '../../shared/scram.ts';
-import { parseCidr } from '../pgbouncer/pgbouncer.config.ts';
+import { parseCidr } from '../cidr.ts';
+import { NAME_PATTERN } from '../identifiers.ts';
+import { SCRAM_VERIFIER_PATTERN } from '../scram.ts';
 
 export const JOB_KINDS = {
   ping: 'node.ping',

@@ -14,7 +14,7 @@
  * client went away the server ends the job and the agent cancels the backend.
  */
 import { z } from 'zod';
-import { databaseNameSchema } from '../jobs/contract.ts';
+import { databaseNameSchema } from './jobs.ts';
 
 export const EXPLORER_JOB_KINDS = { query: 'explorer.query', schema: 'explorer.schema' } as const;
 
