@@ -14,6 +14,7 @@ import { CONTROL_ROLE, dataLayout } from '../src/embedded/layout.ts';
 import { resolveServiceUser } from '../src/embedded/service-user.ts';
 import { migrate } from '../src/server/db/migrate.ts';
 import { freePort } from '../test/helpers/ports.ts';
+import { listTests } from './test-files.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const bin = (name: string) => path.join(root, 'node_modules', '.bin', name);
@@ -23,21 +24,6 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env):
     const child = spawn(cmd, args, { cwd: root, stdio: 'inherit', env });
     child.on('close', (code) => resolve(code ?? 1));
   });
-}
-
-async function listTests(): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string) => {
-    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.name.endsWith('.test.ts')) out.push(path.relative(root, p));
-    }
-  };
-  await walk(path.join(root, 'src'));
-  await walk(path.join(root, 'test'));
-  const filter = process.env.BULWARK_TEST_FILTER;
-  return out.sort().filter((f) => !filter || f.includes(filter));
 }
 
 const started = Date.now();
