@@ -21,12 +21,12 @@ export function lookupUser(name: string): ServiceUser | null {
 }
 
 /** The user the data-plane services run as: null when we are not root (run as ourselves). */
-export function resolveServiceUser(): ServiceUser | null {
+export function resolveServiceUser(name = 'postgres'): ServiceUser | null {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return null;
-  const user = lookupUser(process.env.BULWARK_SERVICE_USER ?? 'postgres');
+  const user = lookupUser(name);
   if (!user) {
     throw new Error(
-      'running as root, but the system user "postgres" does not exist (it comes with the postgresql package)',
+      `running as root, but the system user "${name}" does not exist (postgres comes with the postgresql package; BULWARK_SERVICE_USER names another)`,
     );
   }
   return user;

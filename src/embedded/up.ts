@@ -4,6 +4,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { agentEnv as agentBindings } from '../agent/config.ts';
+import { serverEnv as serverBindings } from '../server/config.ts';
 import { createKeyringFile } from '../server/crypto/secret-box.ts';
 import { storeEnrollment } from '../server/modules/nodes/nodes.service.ts';
 import { generateToken } from '../shared/api-key.ts';
@@ -25,6 +27,14 @@ import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
 import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
 import { createSupervisorAudit } from './supervisor-audit.ts';
+import {
+  childEnvironment,
+  describeSources,
+  type UpConfig,
+  upEnv,
+  upOwnedAgentEnv,
+  upOwnedServerEnv,
+} from './up-config.ts';
 
 export type UpOptions = {
   dataDir: string;
@@ -34,8 +44,16 @@ export type UpOptions = {
   pgPort: number;
   /** Written to by the supervisor for humans; logs of each process go to files. */
   out: (line: string) => void;
-  /** Test clusters only: trades durability for speed. */
-  unsafeFast?: boolean;
+  /** `up`'s own settings (up-config.ts): test-only fsync switch, binaries, service user. */
+  config?: UpConfig;
+  /**
+   * The operator's environment: its `BULWARK_*` settings of the server and the agent are handed
+   * to those children (what `up` sets itself wins). Default: none.
+   */
+  env?: NodeJS.ProcessEnv;
+  /** JSON config files of the server and the agent (`--config` of `bulwark server` / `agent`). */
+  serverConfigFile?: string | undefined;
+  agentConfigFile?: string | undefined;
 };
 
 const CLI = fileURLToPath(new URL('../cli/index.ts', import.meta.url));
@@ -147,7 +165,15 @@ export async function up(opts: UpOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   try {
-    const user = resolveServiceUser();
+    const config = opts.config ?? { unsafeFast: false, serviceUser: 'postgres' };
+    const operatorEnv = opts.env ?? {};
+    reportSettings(opts, operatorEnv);
+    if (config.unsafeFast) {
+      opts.out(
+        'WARNING: BULWARK_UNSAFE_FAST=1 (test-only): PostgreSQL runs with fsync off; a crash loses data',
+      );
+    }
+    const user = resolveServiceUser(config.serviceUser);
     if (await stopStalePostmaster(layout.pgData))
       opts.out('stopped a PostgreSQL left running by an interrupted run');
     if (await stopStalePgbouncer(path.join(layout.pooler, 'pgbouncer.pid'))) {
@@ -162,7 +188,7 @@ export async function up(opts: UpOptions): Promise<number> {
       layout,
       ports: { postgres: opts.pgPort, pooler: opts.poolerPort },
       user,
-      unsafeFast: opts.unsafeFast ?? false,
+      unsafeFast: config.unsafeFast,
       log: opts.out,
     });
     const controlUrlFile = path.join(layout.secrets, 'control-database-url');
@@ -176,7 +202,7 @@ export async function up(opts: UpOptions): Promise<number> {
     if (!existsSync(layout.masterKeyring)) createKeyringFile(layout.masterKeyring);
 
     const serverUrl = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
-    const serverEnv: NodeJS.ProcessEnv = {
+    const serverOwn: NodeJS.ProcessEnv = {
       BULWARK_HOST: opts.host,
       BULWARK_PORT: String(opts.port),
       BULWARK_DATABASE_URL_FILE: controlUrlFile,
@@ -185,9 +211,11 @@ export async function up(opts: UpOptions): Promise<number> {
       BULWARK_POOLER_PORT: String(opts.poolerPort),
       BULWARK_MASTER_KEY_FILE: layout.masterKeyring,
     };
+    const serverEnv = childEnvironment(operatorEnv, serverBindings, serverOwn).env;
+    const serverArgs = opts.serverConfigFile ? ['server', '--config', opts.serverConfigFile] : ['server'];
     // Counted as running only once /ready answers (its database and keyring are usable).
     const startServer = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
-      const child = await spawnNode(['server'], serverEnv, path.join(layout.logs, 'server.log'));
+      const child = await spawnNode(serverArgs, serverEnv, path.join(layout.logs, 'server.log'));
       track(child);
       try {
         await waitFor(
@@ -205,7 +233,7 @@ export async function up(opts: UpOptions): Promise<number> {
     const server = await startServer((child) => children.push({ name: 'server', child }));
 
     // First start (or a lost agent token): a one-time enrollment token, stored only hashed.
-    const agentEnv: NodeJS.ProcessEnv = {
+    const agentOwn: NodeJS.ProcessEnv = {
       BULWARK_SERVER_URL: serverUrl,
       BULWARK_AGENT_STATE_DIR: layout.agent,
       BULWARK_AGENT_ADMIN_DATABASE_URL_FILE: adminUrlFile,
@@ -226,8 +254,13 @@ export async function up(opts: UpOptions): Promise<number> {
       } finally {
         await db.end();
       }
-      agentEnv.BULWARK_ENROLLMENT_TOKEN = token;
+      agentOwn.BULWARK_ENROLLMENT_TOKEN = token;
     }
+    const agentEnv = childEnvironment(operatorEnv, agentBindings, agentOwn).env;
+    // The enrollment is up's own: never the operator's token, also once enrolled.
+    delete agentEnv.BULWARK_ENROLLMENT_TOKEN_FILE;
+    if (agentOwn.BULWARK_ENROLLMENT_TOKEN === undefined) delete agentEnv.BULWARK_ENROLLMENT_TOKEN;
+    const agentArgs = opts.agentConfigFile ? ['agent', '--config', opts.agentConfigFile] : ['agent'];
     const readyFile = path.join(layout.agent, 'ready');
     const startAgent = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
       // Enrolled once: a restart reuses the stored agent token, never a second enrollment.
@@ -235,7 +268,7 @@ export async function up(opts: UpOptions): Promise<number> {
       if (existsSync(path.join(layout.agent, 'agent-token'))) delete env.BULWARK_ENROLLMENT_TOKEN;
       // A killed agent leaves its ready file behind: only the new one's counts.
       await fs.rm(readyFile, { force: true });
-      const child = await spawnNode(['agent'], env, path.join(layout.logs, 'agent.log'));
+      const child = await spawnNode(agentArgs, env, path.join(layout.logs, 'agent.log'));
       track(child);
       try {
         await waitFor('the agent', async () => existsSync(readyFile), child, 60_000);
@@ -331,6 +364,26 @@ export async function up(opts: UpOptions): Promise<number> {
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   return code;
+}
+
+/**
+ * Says at start where each setting that is not a default came from (env or file), never a
+ * secret's value, and which of the operator's variables `up` replaces with its own.
+ */
+function reportSettings(opts: UpOptions, env: NodeJS.ProcessEnv): void {
+  const parts: [string, ReturnType<typeof describeSources>][] = [
+    ['up', describeSources(upEnv, { env })],
+    ['server', describeSources(serverBindings, { env, file: opts.serverConfigFile }, upOwnedServerEnv)],
+    ['agent', describeSources(agentBindings, { env, file: opts.agentConfigFile }, upOwnedAgentEnv)],
+  ];
+  for (const [who, lines] of parts) for (const line of lines) opts.out(`setting (${who}): ${line}`);
+  const own = new Set([...upOwnedServerEnv, ...upOwnedAgentEnv].flatMap((n) => [n, `${n}_FILE`]));
+  for (const name of Object.keys(env).sort()) {
+    if (own.has(name))
+      opts.out(
+        `setting: ${name} from env is ignored: bulwark up sets it itself (ports, data dir files, enrollment)`,
+      );
+  }
 }
 
 function describe(e: SupervisorEvent, logs: string): string {

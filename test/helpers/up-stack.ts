@@ -90,13 +90,17 @@ export function accountApi(
   };
 }
 
-export async function startUpStack(): Promise<UpStack> {
+/** `env`: more variables for `bulwark up` (the operator's settings); `args`: more flags. */
+export async function startUpStack(
+  opts: { env?: NodeJS.ProcessEnv; args?: string[] } = {},
+): Promise<UpStack> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-up-stack-'));
   const ports = { server: await freePort(), pooler: await freePort(), pg: await freePort() };
   const args = ['--data-dir', dir, '--port', String(ports.server)];
   args.push('--pooler-port', String(ports.pooler), '--pg-port', String(ports.pg));
+  args.push(...(opts.args ?? []));
   const child = spawn(process.execPath, [CLI, 'up', ...args], {
-    env: { ...process.env, BULWARK_UNSAFE_FAST: '1' },
+    env: { ...process.env, BULWARK_UNSAFE_FAST: '1', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -13,8 +13,10 @@ export function registerServer(program: Command): void {
       const { startServer } = await import('../../server/main.ts');
       const result = loadServerConfig({ env: process.env, file: o.config });
       if (!result.ok) exitWithConfigErrors('bulwark server', result.errors);
-      const poolerPort = Number(process.env.BULWARK_POOLER_PORT) || null;
-      const running = await startServer(result.config, { poolerPort, migrate: o.migrate });
+      const running = await startServer(result.config, {
+        poolerPort: result.config.poolerPort,
+        migrate: o.migrate,
+      });
       running.app.log.info({ url: running.url }, 'server listening');
       onShutdown(() => running.close());
     });
