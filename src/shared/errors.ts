@@ -1,32 +1,83 @@
 /**
- * One error type with a stable code, an HTTP status and a message that is safe to show.
- * The global error handler maps these; anything else becomes a generic 500.
+ * The error catalog: every code the API returns, with its HTTP status, in one table. `AppError`
+ * is built only from a code (its status looked up here), the global error handler and the
+ * OpenAPI error responses read it, and `errors.test.ts` checks `docs/api.md`'s table against it.
+ *
+ * `status` is the code's status; `also` lists the other statuses the code is answered with today,
+ * where one meaning ("the request itself is unusable") comes with the status HTTP has for the
+ * particular case. Clients depend on code and status, so both are kept as they are.
  */
-export class AppError extends Error {
-  readonly code: string;
-  readonly status: number;
+export const ERROR_CATALOG = {
+  /** Also: 405 a method Fastify refuses, 412/416 a static file's failed precondition or range,
+   * 414 an over-long path parameter, 415 an unsupported content type. */
+  bad_request: { status: 400, also: [405, 412, 414, 415, 416] },
+  validation_failed: { status: 400 },
+  query_refused: { status: 400 },
+  query_failed: { status: 400 },
+  unauthorized: { status: 401 },
+  forbidden: { status: 403 },
+  not_found: { status: 404 },
+  conflict: { status: 409 },
+  capacity_exceeded: { status: 409 },
+  payload_too_large: { status: 413 },
+  invalid_job_result: { status: 422 },
+  upgrade_required: { status: 426 },
+  rate_limited: { status: 429 },
+  /** The client went away before its explorer query finished (nginx's "client closed request"). */
+  cancelled: { status: 499 },
+  internal: { status: 500 },
+  retry: { status: 503 },
+  unavailable: { status: 503 },
+  timeout: { status: 504 },
+} as const satisfies Record<string, { status: number; also?: readonly number[] }>;
+
+type Catalog = typeof ERROR_CATALOG;
+export type ErrorCode = keyof Catalog;
+/** The statuses a code may be answered with: its own, and the alternatives the catalog lists. */
+export type ErrorStatus<C extends ErrorCode> =
+  | Catalog[C]['status']
+  | (Catalog[C] extends { also: readonly (infer S)[] } ? S : never);
+
+/** The stable error codes the API can return (documented in docs/api.md). */
+export const ERROR_CODES = Object.keys(ERROR_CATALOG) as ErrorCode[];
+
+/** Every status a code may be answered with, its own first. */
+export function errorStatuses(code: ErrorCode): readonly number[] {
+  const entry: { status: number; also?: readonly number[] } = ERROR_CATALOG[code];
+  return [entry.status, ...(entry.also ?? [])];
+}
+
+/**
+ * One error type with a stable code, an HTTP status and a message that is safe to show.
+ * The global error handler maps these; anything else becomes a generic 500. The status is the
+ * code's own from the catalog, or (`status`) one of the alternatives the catalog lists for it.
+ */
+export class AppError<C extends ErrorCode = ErrorCode> extends Error {
+  readonly code: C;
+  readonly status: ErrorStatus<C>;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, status: number, message: string, details?: Record<string, unknown>) {
+  constructor(code: C, message: string, details?: Record<string, unknown>, status?: ErrorStatus<C> & number) {
     super(message);
+    if (status !== undefined && !errorStatuses(code).includes(status))
+      throw new Error(`${status} is not a status of error code ${code}`);
     this.name = 'AppError';
     this.code = code;
-    this.status = status;
+    this.status = status ?? (ERROR_CATALOG[code].status as ErrorStatus<C>);
     this.details = details;
   }
 }
 
 export const badRequest = (message: string, details?: Record<string, unknown>) =>
-  new AppError('bad_request', 400, message, details);
-export const unauthorized = (message = 'Authentication required') =>
-  new AppError('unauthorized', 401, message);
-export const forbidden = (message = 'Not allowed') => new AppError('forbidden', 403, message);
-export const notFound = (what = 'Resource') => new AppError('not_found', 404, `${what} not found`);
-export const conflict = (message: string) => new AppError('conflict', 409, message);
-export const unavailable = (message: string) => new AppError('unavailable', 503, message);
+  new AppError('bad_request', message, details);
+export const unauthorized = (message = 'Authentication required') => new AppError('unauthorized', message);
+export const forbidden = (message = 'Not allowed') => new AppError('forbidden', message);
+export const notFound = (what = 'Resource') => new AppError('not_found', `${what} not found`);
+export const conflict = (message: string) => new AppError('conflict', message);
+export const unavailable = (message: string) => new AppError('unavailable', message);
 /** An agent completed a job with a result its kind's schema refuses: the job is failed, never stored. */
 export const invalidJobResult = (message: string, details?: Record<string, unknown>) =>
-  new AppError('invalid_job_result', 422, message, details);
+  new AppError('invalid_job_result', message, details);
 
 /** Postgres SQLSTATE → API error, in one place. Returns undefined for codes we do not map. */
 export function fromPgError(err: unknown): AppError | undefined {
@@ -41,29 +92,11 @@ export function fromPgError(err: unknown): AppError | undefined {
     case '22001':
       return badRequest('Invalid value');
     case '57014':
-      return new AppError('timeout', 504, 'The operation timed out');
+      return new AppError('timeout', 'The operation timed out');
     case '40001':
     case '40P01':
-      return new AppError('retry', 503, 'Conflict with a concurrent change; retry');
+      return new AppError('retry', 'Conflict with a concurrent change; retry');
     default:
       return undefined;
   }
 }
-
-/** The stable error codes the API can return (documented in docs/api.md). */
-export const ERROR_CODES = [
-  'bad_request',
-  'validation_failed',
-  'unauthorized',
-  'forbidden',
-  'not_found',
-  'conflict',
-  'capacity_exceeded',
-  'invalid_job_result',
-  'payload_too_large',
-  'rate_limited',
-  'timeout',
-  'retry',
-  'unavailable',
-  'internal',
-] as const;

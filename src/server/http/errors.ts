@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AppError, fromPgError } from '../../shared/errors.ts';
+import { AppError, ERROR_CATALOG, type ErrorCode, errorStatuses, fromPgError } from '../../shared/errors.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 export const errorBody = z.object({
@@ -13,71 +13,102 @@ export const errorBody = z.object({
   }),
 });
 
+/** The codes any route may answer with; a route adds its own with `errorResponsesWith`. */
+const COMMON_CODES = [
+  'bad_request',
+  'validation_failed',
+  'unauthorized',
+  'forbidden',
+  'not_found',
+  'conflict',
+  'payload_too_large',
+  'rate_limited',
+  'internal',
+  'retry',
+  'unavailable',
+] as const satisfies readonly ErrorCode[];
+
+type ErrorResponses<C extends ErrorCode> = Record<(typeof ERROR_CATALOG)[C]['status'], typeof errorBody>;
+
+/**
+ * OpenAPI error responses, generated from the error catalog: one entry per status (each code's own;
+ * the rarer alternatives a code lists are in docs/api.md), described by the codes answered with it.
+ */
+export function errorResponsesWith<E extends ErrorCode>(
+  ...extra: E[]
+): ErrorResponses<(typeof COMMON_CODES)[number] | E> {
+  const codes = new Map<number, ErrorCode[]>();
+  for (const code of [...COMMON_CODES, ...extra]) {
+    const status = ERROR_CATALOG[code].status;
+    const list = codes.get(status) ?? [];
+    if (!list.includes(code)) list.push(code);
+    codes.set(status, list);
+  }
+  return Object.fromEntries(
+    [...codes]
+      .sort(([a], [b]) => a - b)
+      .map(([status, list]) => [status, errorBody.describe(`Error: ${list.join(', ')}`)]),
+  ) as ErrorResponses<(typeof COMMON_CODES)[number] | E>;
+}
+
 /** Error responses every route may return; spread into each route's `response`. */
-export const errorResponses = {
-  400: errorBody,
-  401: errorBody,
-  403: errorBody,
-  404: errorBody,
-  409: errorBody,
-  413: errorBody,
-  429: errorBody,
-  500: errorBody,
-  503: errorBody,
-};
+export const errorResponses = errorResponsesWith();
 
 /** One error shape everywhere: `{ error: { code, message, request_id } }`. */
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, req, reply) => {
-    const send = (status: number, code: string, message: string, details?: unknown) =>
-      reply.status(status).send({
+    /** The status is the catalog's for the code, or one of the alternatives it lists for it. */
+    const send = (code: ErrorCode, message: string, details?: unknown, status?: number) => {
+      const statuses = errorStatuses(code);
+      return reply.status(status !== undefined && statuses.includes(status) ? status : statuses[0]!).send({
         error: { code, message, request_id: String(req.id), ...(details === undefined ? {} : { details }) },
       });
+    };
 
-    if (err instanceof AppError) return send(err.status, err.code, err.message, err.details);
+    if (err instanceof AppError) return send(err.code, err.message, err.details, err.status);
     if (hasZodFastifySchemaValidationErrors(err)) {
       const issues = err.validation.map((v) => ({
         path: `${err.validationContext ?? 'body'}${v.instancePath.replaceAll('/', '.')}`,
         message: v.message,
       }));
-      return send(400, 'validation_failed', 'The request is not valid', issues);
+      return send('validation_failed', 'The request is not valid', issues);
     }
     if (isResponseSerializationError(err)) {
       req.log.error({ err: { message: err.message } }, 'response failed its schema');
-      return send(500, 'internal', 'Internal error');
+      return send('internal', 'Internal error');
     }
     const pgMapped = fromPgError(err);
-    if (pgMapped) return send(pgMapped.status, pgMapped.code, pgMapped.message);
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
-      return send(413, 'payload_too_large', 'Request body too large');
+    if (pgMapped) return send(pgMapped.code, pgMapped.message, undefined, pgMapped.status);
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send('payload_too_large', 'Request body too large');
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
-      return send(415 as number, 'bad_request', 'Unsupported content type');
+      return send('bad_request', 'Unsupported content type', undefined, 415);
     if (
       err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ||
       err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
       err.statusCode === 400
     ) {
-      return send(400, 'bad_request', 'Malformed request body');
+      return send('bad_request', 'Malformed request body');
     }
-    if (err.statusCode === 429) return send(429, 'rate_limited', 'Too many requests');
+    if (err.statusCode === 429) return send('rate_limited', 'Too many requests');
     // A path the static files refuse (`..`, NUL, a separator smuggled in encoded…) is simply
     // not there: the same 404 as any unknown route, never a 403 that confirms the attempt.
     if (typeof err.code === 'string' && err.code.startsWith('FST_STATIC_') && isClientStatus(err.statusCode))
-      return send(404, 'not_found', 'Route not found');
+      return send('not_found', 'Route not found');
     // Any other error a plugin or Fastify marked as the client's: its status, a generic message,
     // and no stack in the log (it is not our bug). Only the rest is an internal error.
     if (isClientStatus(err.statusCode)) {
       req.log.info({ err: { code: err.code, status: err.statusCode } }, 'request refused');
       const status = err.statusCode;
-      return send(status, CLIENT_CODES[status] ?? 'bad_request', CLIENT_MESSAGES[status] ?? 'Bad request');
+      const code = CLIENT_CODES[status] ?? 'bad_request';
+      return send(code, CLIENT_MESSAGES[status] ?? 'Bad request', undefined, status);
     }
     req.log.error({ err: { message: err.message, stack: err.stack, code: err.code } }, 'unhandled error');
-    return send(500, 'internal', 'Internal error');
+    return send('internal', 'Internal error');
   });
 
   app.setNotFoundHandler((req, reply) => {
     reply
-      .status(404)
+      .status(ERROR_CATALOG.not_found.status)
       .send({ error: { code: 'not_found', message: 'Route not found', request_id: String(req.id) } });
   });
 }
@@ -85,7 +116,11 @@ export function registerErrorHandling(app: FastifyInstance): void {
 const isClientStatus = (s: number | undefined): s is number =>
   typeof s === 'number' && Number.isInteger(s) && s >= 400 && s <= 499;
 
-const CLIENT_CODES: Record<number, string> = {
+/**
+ * The code for a client status Fastify or a plugin set; any other is `bad_request`, answered with
+ * that status when the catalog lists it among `bad_request`'s (405, 412, 414, 415, 416), else 400.
+ */
+const CLIENT_CODES: Record<number, ErrorCode> = {
   401: 'unauthorized',
   403: 'forbidden',
   404: 'not_found',
@@ -110,10 +145,16 @@ export function frameworkErrors(err: { code?: string }, req: FastifyRequest, rep
   for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
   reply.header('cache-control', 'no-store');
   reply.header('x-request-id', String(req.id));
-  void reply.status(tooLong ? 414 : 400).send({
+  const refusal = new AppError(
+    'bad_request',
+    tooLong ? 'Request URL too long' : 'Malformed URL',
+    undefined,
+    tooLong ? 414 : 400,
+  );
+  void reply.status(refusal.status).send({
     error: {
-      code: 'bad_request',
-      message: tooLong ? 'Request URL too long' : 'Malformed URL',
+      code: refusal.code,
+      message: refusal.message,
       request_id: String(req.id),
     },
   });

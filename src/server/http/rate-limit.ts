@@ -121,7 +121,7 @@ export function createRateLimiter(
       reply.header('ratelimit-reset', resetS);
       if (!d.allowed) {
         reply.header('retry-after', Math.max(1, resetS));
-        throw new AppError('rate_limited', 429, 'Too many requests; retry later');
+        throw new AppError('rate_limited', 'Too many requests; retry later');
       }
     },
   };

@@ -144,7 +144,7 @@ export function createAuditAdminService(deps: {
         const last = lastCreated.get(caller.accountId);
         if (last !== undefined && t - last < CHECKPOINT_INTERVAL_MS) {
           const retryAfterS = Math.max(1, Math.ceil((last + CHECKPOINT_INTERVAL_MS - t) / 1000));
-          throw new AppError('rate_limited', 429, 'A new checkpoint was created recently; retry later', {
+          throw new AppError('rate_limited', 'A new checkpoint was created recently; retry later', {
             retry_after_s: retryAfterS,
           });
         }

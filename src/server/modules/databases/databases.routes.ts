@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { requireCaller } from '../../http/caller.ts';
-import { errorResponses } from '../../http/errors.ts';
+import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import type { WithIdempotency } from '../../http/idempotency.ts';
 import { decodeCursor, pageQuery, pageSchema } from '../../http/pagination.ts';
 import {
@@ -38,7 +38,7 @@ export function databaseRoutes(deps: {
           security,
           summary: 'Create a database (provisioned by the agent of its node)',
           body: createBody,
-          response: { 202: databaseSchema, ...errorResponses },
+          response: { 202: databaseSchema, ...errorResponsesWith('capacity_exceeded') },
         },
       },
       async (req, reply) => {
@@ -195,7 +195,7 @@ export function databaseRoutes(deps: {
           summary: 'Replace the connection limits and timeouts',
           params: nameParams,
           body: limitsBody,
-          response: { 200: limitsBody, ...errorResponses },
+          response: { 200: limitsBody, ...errorResponsesWith('capacity_exceeded') },
         },
       },
       async (req) => svc.putLimits(requireCaller(req), req.params.name, req.body),

@@ -345,7 +345,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         name,
         (current) => {
           if (!current.some((e) => e.cidr === cidr)) {
-            throw new AppError('not_found', 404, `${cidr} is not on the allowlist of ${name}`);
+            throw new AppError('not_found', `${cidr} is not on the allowlist of ${name}`);
           }
           return current.filter((e) => e.cidr !== cidr);
         },

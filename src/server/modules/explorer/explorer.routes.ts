@@ -15,7 +15,7 @@ import {
 import { AppError, forbidden } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
-import { errorBody, errorResponses } from '../../http/errors.ts';
+import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import { auditFromRequest } from '../audit/audit.service.ts';
 import type { ExplorerChannels } from './explorer.channel.ts';
 import { toCsv } from './explorer.csv.ts';
@@ -74,7 +74,10 @@ export function explorerRoutes(deps: {
               timeout_ms: z.number().int().min(100).max(EXPLORER_LIMITS.maxStatementTimeoutMs).optional(),
             })
             .strict(),
-          response: { 200: queryOutputSchema, ...errorResponses, 504: errorBody },
+          response: {
+            200: queryOutputSchema,
+            ...errorResponsesWith('query_refused', 'query_failed', 'cancelled', 'timeout'),
+          },
         },
       },
       async (req, reply) => {
@@ -100,7 +103,7 @@ export function explorerRoutes(deps: {
           security,
           summary: 'Tables, views and columns (with types) of schema public',
           params: nameParams,
-          response: { 200: schemaOutputSchema, ...errorResponses, 504: errorBody },
+          response: { 200: schemaOutputSchema, ...errorResponsesWith('timeout') },
         },
       },
       async (req, reply) => {
@@ -131,7 +134,6 @@ export function explorerRoutes(deps: {
           if (req.headers[CHANNEL_VERSION_HEADER] !== CHANNEL_PROTOCOL_VERSION) {
             throw new AppError(
               'upgrade_required',
-              426,
               `The explorer channel speaks version ${CHANNEL_PROTOCOL_VERSION} (${CHANNEL_VERSION_HEADER})`,
             );
           }

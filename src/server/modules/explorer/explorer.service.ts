@@ -198,12 +198,11 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         typeof outcome === 'string' ? outcome : 'died' in outcome ? 'agent_failed' : 'bad_outcome';
       settle('failure', { reason });
       if (outcome === 'aborted' && stopping.signal.aborted) throw unavailable('The server is shutting down');
-      if (outcome === 'aborted') throw new AppError('cancelled', 499 as number, 'The query was cancelled');
-      if (outcome === 'timeout')
-        throw new AppError('timeout', 504, 'The database node did not answer in time');
+      if (outcome === 'aborted') throw new AppError('cancelled', 'The query was cancelled');
+      if (outcome === 'timeout') throw new AppError('timeout', 'The database node did not answer in time');
       if (typeof outcome === 'object' && 'died' in outcome && outcome.died === 'busy')
         throw unavailable('The database node is running too many explorer queries; retry shortly');
-      throw new AppError('unavailable', 503, 'The query could not be run on the database node');
+      throw new AppError('unavailable', 'The query could not be run on the database node');
     }
     if (outcome.kind === 'error') {
       const e = outcome.error;
@@ -221,7 +220,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         duration_ms: outcome.duration_ms,
         row_count: 0,
       });
-      throw new AppError(e.refused ? 'query_refused' : 'query_failed', 400, e.message, {
+      throw new AppError(e.refused ? 'query_refused' : 'query_failed', e.message, {
         sqlstate: e.sqlstate,
         position: e.position,
       });
@@ -260,7 +259,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
           outcome: 'denied',
           details: { database: name, sql: input.sql, reason_code: verdict.code, position: verdict.position },
         });
-        throw new AppError('query_refused', 400, verdict.reason, {
+        throw new AppError('query_refused', verdict.reason, {
           reason_code: verdict.code,
           position: verdict.position,
         });
@@ -313,9 +312,8 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
         details: { database: name },
       });
       if (ok) return outcome.output;
-      if (outcome === 'timeout')
-        throw new AppError('timeout', 504, 'The database node did not answer in time');
-      throw new AppError('unavailable', 503, 'The schema could not be read on the database node');
+      if (outcome === 'timeout') throw new AppError('timeout', 'The database node did not answer in time');
+      throw new AppError('unavailable', 'The schema could not be read on the database node');
     },
 
     /** The job queue's agent-facing half (results, lease checks, job hook, sweep). */

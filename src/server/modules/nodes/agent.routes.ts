@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { jobSecretRequestSchema, jobSecretResponseSchema } from '../../../shared/contracts/jobs.ts';
 import { notFound } from '../../../shared/errors.ts';
 import { requireAgent } from '../../http/auth.ts';
-import { errorBody, errorResponses } from '../../http/errors.ts';
+import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import type { AgentIdentity, NodesService } from './nodes.service.ts';
 
 const jobSchema = z.object({
@@ -103,7 +103,7 @@ export function agentRoutes(deps: {
             attempt: z.number().int().min(1).max(1000),
             result: boundedRecord(64 * 1024),
           }),
-          response: { 200: z.object({ status: z.string() }), ...errorResponses, 422: errorBody },
+          response: { 200: z.object({ status: z.string() }), ...errorResponsesWith('invalid_job_result') },
         },
       },
       async (req) => {

@@ -54,7 +54,6 @@ export function connectionBudget(
 export const capacityExceeded = (node: string, requested: number) =>
   new AppError(
     'capacity_exceeded',
-    409,
     `Node ${node} has no room for ${requested} more connections: lower owner_connection_limit / reader_connection_limit, or ask the operator for capacity`,
     { node, requested },
   );
@@ -76,7 +75,7 @@ export async function reserveConnections(
   },
 ): Promise<void> {
   const node = await lockNodeConnections(tx, input.nodeId);
-  if (!node) throw new AppError('not_found', 404, 'Node not found');
+  if (!node) throw new AppError('not_found', 'Node not found');
   if (input.requested <= 0) return;
   const budget = connectionBudget(node, input.config);
   const committed = await input.committed(tx, input.nodeId);
