@@ -115,6 +115,18 @@ export function supervise(opts: SuperviseOptions): Supervised {
     return { delay, inWindow: crashes.length };
   };
 
+  /** Too many crashes in the window: the child stays down, and that is said once. */
+  const giveUp = (): 'gave_up' => {
+    current = null;
+    opts.onEvent({
+      kind: 'gave_up',
+      name: opts.name,
+      crashesInWindow: crashes.length,
+      windowMs: policy.crashWindowMs,
+    });
+    return 'gave_up';
+  };
+
   const run = async (): Promise<'stopped' | 'gave_up'> => {
     for (;;) {
       const child: ChildProcess = current ?? opts.first;
@@ -122,16 +134,7 @@ export function supervise(opts: SuperviseOptions): Supervised {
       if (stopping.signal.aborted) return 'stopped';
       const downSince = now();
       let next = countCrash(downSince - readyAt);
-      if (!next) {
-        current = null;
-        opts.onEvent({
-          kind: 'gave_up',
-          name: opts.name,
-          crashesInWindow: crashes.length,
-          windowMs: policy.crashWindowMs,
-        });
-        return 'gave_up';
-      }
+      if (!next) return giveUp();
       opts.onEvent({
         kind: 'crashed',
         name: opts.name,
@@ -165,16 +168,7 @@ export function supervise(opts: SuperviseOptions): Supervised {
         } catch (err) {
           if (stopping.signal.aborted) return 'stopped';
           next = countCrash(0);
-          if (!next) {
-            current = null;
-            opts.onEvent({
-              kind: 'gave_up',
-              name: opts.name,
-              crashesInWindow: crashes.length,
-              windowMs: policy.crashWindowMs,
-            });
-            return 'gave_up';
-          }
+          if (!next) return giveUp();
           opts.onEvent({
             kind: 'restart_failed',
             name: opts.name,
