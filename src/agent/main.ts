@@ -3,7 +3,6 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { checkJobResult } from '../shared/contracts/jobs.ts';
 import { createLogger } from '../shared/logger.ts';
 import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names.ts';
 import { loadExplorerParser } from '../shared/sql/explorer-validator.ts';
@@ -12,15 +11,17 @@ import type { AgentConfig } from './config.ts';
 import { startExplorerChannel } from './explorer/explorer-channel.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
 import { loadExplorerKey } from './explorer/explorer-role.ts';
+import { createHeartbeat } from './heartbeat.ts';
 import type { DatabaseJobDeps } from './jobs/database-common.ts';
-import { JOB_REPORTED, type JobHandler, PermanentJobError } from './jobs/job-context.ts';
+import type { JobHandler } from './jobs/job-context.ts';
+import { createJobRunner } from './jobs/job-runner.ts';
 import { defaultHandlers } from './jobs/registry.ts';
 import { POOLER_LIMITS } from './pgbouncer/pgbouncer.config.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
 import { ensureTenantTemplate, refuseMaintenanceLogins } from './postgres/catalog-visibility.ts';
 import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
-import { createServerClient, type PolledJob, ServerError } from './server-client.ts';
+import { createServerClient } from './server-client.ts';
 import { sleep } from './sleep.ts';
 
 export type RunningAgent = {
@@ -39,9 +40,11 @@ async function writeFileAtomic(file: string, data: string, mode: number): Promis
 }
 
 /**
- * The data-plane agent: enrolls once, then long-polls the server for jobs and runs them
- * with the only admin connection to its cluster. Liveness and readiness are files in its
- * state dir (`alive` is touched on every heartbeat, `ready` exists while it serves).
+ * The data-plane agent's one wiring point: enrolls once, builds the admin pool, the pooler, the
+ * explorer and the job handlers, and hands them to the heartbeat and the job runner
+ * (`jobs/job-runner.ts`: long-poll, run, report), which hold no state of their own. Liveness and
+ * readiness are files in its state dir (`alive` is touched on every heartbeat, `ready` exists
+ * while it serves). `stop()` ends the runner and closes everything it built.
  */
 export async function startAgent(
   config: AgentConfig,
@@ -104,40 +107,14 @@ export async function startAgent(
     defaultHandlers({ ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}), explorer });
   const stopping = new AbortController();
 
-  const heartbeat = async () => {
-    try {
-      // The running values (a changed max_connections counts from the restart that applies it).
-      // reserved_connections exists from PostgreSQL 16 on (missing_ok: NULL before).
-      const r = await admin.query<{ v: string; max: number; su: number; rc: number }>(
-        `SELECT pg_catalog.version() AS v,
-                pg_catalog.current_setting('max_connections')::pg_catalog.int4 AS max,
-                pg_catalog.current_setting('superuser_reserved_connections')::pg_catalog.int4 AS su,
-                COALESCE(pg_catalog.current_setting('reserved_connections', true), '0')::pg_catalog.int4 AS rc`,
-      );
-      const row = r.rows[0];
-      await client.heartbeat({
-        agent_version: VERSION,
-        pg_version: row?.v ?? 'unknown',
-        capabilities: { jobs: [...handlers.keys()] },
-        ...(row
-          ? {
-              connections: {
-                max_connections: row.max,
-                superuser_reserved_connections: row.su,
-                reserved_connections: row.rc,
-              },
-            }
-          : {}),
-      });
-      const now = new Date();
-      await fs.writeFile(aliveFile, `${now.toISOString()}\n`);
-    } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'heartbeat failed');
-    }
-  };
-  try {
-    await heartbeat();
-  } catch {}
+  const heartbeat = createHeartbeat({
+    admin,
+    client,
+    jobKinds: [...handlers.keys()],
+    aliveFile,
+    log,
+  });
+  await heartbeat();
   const hbTimer = setInterval(() => void heartbeat(), config.heartbeatMs);
   // The explorer's fast path (ADR 0009); explorer jobs from the queue still run without it.
   const channel = config.explorerChannel
@@ -150,74 +127,8 @@ export async function startAgent(
     : null;
   await fs.writeFile(readyFile, `${new Date().toISOString()}\n`);
 
-  /**
-   * Runs one job; never throws. Whatever its handler does — reject, throw synchronously, throw a
-   * non-Error — fails that job only (reported to the server when possible), never the job loop.
-   */
-  const runJob = async (job: PolledJob) => {
-    const handler = handlers.get(job.kind);
-    const started = Date.now();
-    if (!handler) {
-      await client
-        .fail(job, `this agent does not run jobs of kind ${job.kind}`, false)
-        .catch((e: Error) => log.warn({ err: { message: e.message } }, 'could not report a failure'));
-      return;
-    }
-    try {
-      const result = await handler(job.payload, {
-        admin,
-        log: log.child({ job: job.id, kind: job.kind }),
-        signal: stopping.signal,
-        secret: async () => (await client.jobSecret(job)).password,
-        sendResult: async (outcome) => {
-          await client.explorerResult(job, outcome);
-        },
-        leaseActive: async () => (await client.jobStatus(job)).active,
-      });
-      // Explorer jobs are completed by the server when it receives their result (one call).
-      if (result !== JOB_REPORTED) {
-        // The same check the server makes: a handler's malformed result fails here, visibly.
-        const checked = checkJobResult(job.kind, result);
-        if (!checked.ok)
-          throw new PermanentJobError(`this agent produced a malformed result: ${checked.reason}`);
-        await client.complete(job, checked.result);
-      }
-      log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
-    } catch (err) {
-      const permanent = err instanceof PermanentJobError;
-      const message = (err instanceof Error ? err.message : String(err)).slice(0, 4000) || 'the job failed';
-      log.warn({ job: job.id, kind: job.kind, err: { message } }, 'job failed');
-      // The server refused the result and already failed the job: nothing left to report.
-      if (err instanceof ServerError && err.status === 422) return;
-      await client.fail(job, message, !permanent).catch((e: Error) => {
-        log.warn({ err: { message: e?.message } }, 'could not report a failure; the lease will expire');
-      });
-    }
-  };
-
-  const loop = async () => {
-    let backoff = 100;
-    while (!stopping.signal.aborted) {
-      try {
-        const { job } = await client.poll(config.pollWaitMs, stopping.signal);
-        backoff = 100;
-        if (job)
-          await runJob(job).catch((err: Error) =>
-            log.error({ err: { message: err?.message } }, 'job run failed'),
-          );
-      } catch (err) {
-        if (stopping.signal.aborted) break;
-        if (err instanceof ServerError && err.status === 401) {
-          log.error('the server refused this agent token (revoked or re-enrolled); stopping');
-          break;
-        }
-        log.warn({ err: { message: (err as Error).message } }, 'poll failed; retrying');
-        await sleep(backoff, stopping.signal);
-        backoff = Math.min(backoff * 2, 5_000);
-      }
-    }
-  };
-  const done = loop().finally(async () => {
+  const runner = createJobRunner({ client, handlers, admin, log, pollWaitMs: config.pollWaitMs, sleep });
+  const done = runner.run(stopping.signal).finally(async () => {
     clearInterval(hbTimer);
     pooler?.stop();
     await channel?.stop();

@@ -1,0 +1,110 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { checkJobResult } from '../../shared/contracts/jobs.ts';
+import { type PolledJob, type ServerClient, ServerError } from '../server-client.ts';
+import { JOB_REPORTED, type JobHandler, PermanentJobError } from './job-context.ts';
+
+/** What the job runner uses: only the server calls it makes, the handlers and the admin pool. */
+export type JobRunnerDeps = {
+  client: Pick<ServerClient, 'poll' | 'complete' | 'fail' | 'jobSecret' | 'explorerResult' | 'jobStatus'>;
+  handlers: ReadonlyMap<string, JobHandler>;
+  admin: pg.Pool;
+  log: Logger;
+  /** How long one long-poll may wait on the server for a job. */
+  pollWaitMs: number;
+  /** Waits between failed polls; resolves at once when the signal aborts (`sleep.ts`). */
+  sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Backoff after a failed poll: starts at `initialMs`, doubles up to `maxMs`. */
+  backoff?: { initialMs: number; maxMs: number };
+};
+
+export type JobRunner = {
+  /**
+   * Polls, runs and reports jobs until `signal` aborts or the server refuses the agent's token
+   * (then it resolves; the caller decides what that means). Never rejects.
+   */
+  run(signal: AbortSignal): Promise<void>;
+  /** Runs one job and reports its outcome; never throws. */
+  runJob(job: PolledJob, signal: AbortSignal): Promise<void>;
+};
+
+/**
+ * The agent's job loop: long-poll the server, claim a job, run its kind's handler, check the
+ * result against the kind's schema (the same check the server makes) and complete or fail it;
+ * back off while the server cannot be reached.
+ */
+export function createJobRunner(deps: JobRunnerDeps): JobRunner {
+  const { client, handlers, admin, log } = deps;
+  const initialBackoff = deps.backoff?.initialMs ?? 100;
+  const maxBackoff = deps.backoff?.maxMs ?? 5_000;
+
+  /**
+   * Whatever its handler does — reject, throw synchronously, throw a non-Error — fails that job
+   * only (reported to the server when possible), never the loop.
+   */
+  const runJob = async (job: PolledJob, signal: AbortSignal): Promise<void> => {
+    const handler = handlers.get(job.kind);
+    const started = Date.now();
+    if (!handler) {
+      await client
+        .fail(job, `this agent does not run jobs of kind ${job.kind}`, false)
+        .catch((e: Error) => log.warn({ err: { message: e?.message } }, 'could not report a failure'));
+      return;
+    }
+    try {
+      const result = await handler(job.payload, {
+        admin,
+        log: log.child({ job: job.id, kind: job.kind }),
+        signal,
+        secret: async () => (await client.jobSecret(job)).password,
+        sendResult: async (outcome) => {
+          await client.explorerResult(job, outcome);
+        },
+        leaseActive: async () => (await client.jobStatus(job)).active,
+      });
+      // Explorer jobs are completed by the server when it receives their result (one call).
+      if (result !== JOB_REPORTED) {
+        // The same check the server makes: a handler's malformed result fails here, visibly.
+        const checked = checkJobResult(job.kind, result);
+        if (!checked.ok)
+          throw new PermanentJobError(`this agent produced a malformed result: ${checked.reason}`);
+        await client.complete(job, checked.result);
+      }
+      log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
+    } catch (err) {
+      const permanent = err instanceof PermanentJobError;
+      const message = (err instanceof Error ? err.message : String(err)).slice(0, 4000) || 'the job failed';
+      log.warn({ job: job.id, kind: job.kind, err: { message } }, 'job failed');
+      // The server refused the result and already failed the job: nothing left to report.
+      if (err instanceof ServerError && err.status === 422) return;
+      await client.fail(job, message, !permanent).catch((e: Error) => {
+        log.warn({ err: { message: e?.message } }, 'could not report a failure; the lease will expire');
+      });
+    }
+  };
+
+  const run = async (signal: AbortSignal): Promise<void> => {
+    let backoff = initialBackoff;
+    while (!signal.aborted) {
+      try {
+        const { job } = await client.poll(deps.pollWaitMs, signal);
+        backoff = initialBackoff;
+        if (job)
+          await runJob(job, signal).catch((err: Error) =>
+            log.error({ err: { message: err?.message } }, 'job run failed'),
+          );
+      } catch (err) {
+        if (signal.aborted) break;
+        if (err instanceof ServerError && err.status === 401) {
+          log.error('the server refused this agent token (revoked or re-enrolled); stopping');
+          break;
+        }
+        log.warn({ err: { message: (err as Error)?.message } }, 'poll failed; retrying');
+        await deps.sleep(backoff, signal);
+        backoff = Math.min(backoff * 2, maxBackoff);
+      }
+    }
+  };
+
+  return { run, runJob };
+}
