@@ -63,20 +63,30 @@ export async function enqueueJob(db: Queryable, input: EnqueueInput): Promise<Jo
  * waits while an older one for the same database is queued (e.g. retrying with backoff) or
  * running, so a retried create can never overtake the delete queued after it, nor an old
  * allowlist a newer one.
+ *
+ * `now` (tests) stands in for the database clock when deciding what is due and when the new
+ * lease ends; production leaves it out and uses the transaction's `now()`.
  */
-export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): Promise<JobRow | null> {
+export async function claimJob(
+  db: Queryable,
+  nodeId: string,
+  leaseMs: number,
+  now?: Date,
+): Promise<JobRow | null> {
   await db.query(
     `UPDATE jobs SET status = 'dead', finished_at = now(), updated_at = now(),
             last_error = coalesce(last_error || '; ', '') || 'lease expired after the last attempt'
-      WHERE node_id = $1 AND status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts`,
-    [nodeId],
+      WHERE node_id = $1 AND status = 'running' AND lease_expires_at < coalesce($2::timestamptz, now())
+        AND attempts >= max_attempts`,
+    [nodeId, now ?? null],
   );
   const r = await db.query<JobRow>(
     `WITH next AS (
        SELECT id FROM jobs
         WHERE node_id = $1
-          AND ((status = 'queued' AND run_after <= now())
-               OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts))
+          AND ((status = 'queued' AND run_after <= coalesce($3::timestamptz, now()))
+               OR (status = 'running' AND lease_expires_at < coalesce($3::timestamptz, now())
+                   AND attempts < max_attempts))
           AND NOT (kind LIKE 'database.%' AND EXISTS (
                 SELECT 1 FROM jobs o
                  WHERE o.payload->>'database_id' = jobs.payload->>'database_id'
@@ -88,10 +98,10 @@ export async function claimJob(db: Queryable, nodeId: string, leaseMs: number): 
      )
      UPDATE jobs j
         SET status = 'running', attempts = j.attempts + 1, updated_at = now(), claimed_at = now(),
-            lease_expires_at = now() + make_interval(secs => $2::double precision / 1000)
+            lease_expires_at = coalesce($3::timestamptz, now()) + make_interval(secs => $2::double precision / 1000)
        FROM next WHERE j.id = next.id
      RETURNING j.*`,
-    [nodeId, leaseMs],
+    [nodeId, leaseMs, now ?? null],
   );
   return r.rows[0] ?? null;
 }
@@ -158,17 +168,21 @@ export async function failJob(
   return r.rows[0] ?? null;
 }
 
-/** When a node's next job becomes runnable (a retry's run_after or a lease expiry), if ever. */
-export async function nextWakeAt(db: Queryable, nodeId: string): Promise<Date | null> {
+/**
+ * When a node's next job becomes runnable (a retry's run_after or a lease expiry), if ever.
+ * `now` (tests) stands in for the database clock, as in `claimJob`.
+ */
+export async function nextWakeAt(db: Queryable, nodeId: string, now?: Date): Promise<Date | null> {
   const r = await db.query<{ at: Date | null }>(
-    `SELECT least(
-        (SELECT min(run_after) FROM jobs WHERE node_id = $1 AND status = 'queued' AND run_after > now()),
+    `WITH c AS (SELECT coalesce($2::timestamptz, now()) AS now)
+     SELECT least(
+        (SELECT min(run_after) FROM jobs, c WHERE node_id = $1 AND status = 'queued' AND run_after > c.now),
         (SELECT min(lease_expires_at) FROM jobs WHERE node_id = $1 AND status = 'running'),
         -- A due job that could not be claimed waits behind an older job of its database (or
         -- became due a moment ago): look again within a second rather than spin.
-        (SELECT now() + interval '1 second' FROM jobs
-          WHERE node_id = $1 AND status = 'queued' AND run_after <= now() LIMIT 1)) AS at`,
-    [nodeId],
+        (SELECT c.now + interval '1 second' FROM jobs, c
+          WHERE node_id = $1 AND status = 'queued' AND run_after <= c.now LIMIT 1)) AS at`,
+    [nodeId, now ?? null],
   );
   return r.rows[0]?.at ?? null;
 }
