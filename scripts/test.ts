@@ -11,7 +11,10 @@ import path from 'node:path';
 import pg from 'pg';
 import { startDataPlane } from '../src/embedded/data-plane.ts';
 import { CONTROL_ROLE, dataLayout } from '../src/embedded/layout.ts';
+import { pgbouncerBinary } from '../src/embedded/pgbouncer-process.ts';
+import { pgBinDir } from '../src/embedded/postgres-cluster.ts';
 import { resolveServiceUser } from '../src/embedded/service-user.ts';
+import { loadUpConfig } from '../src/embedded/up-config.ts';
 import { migrate } from '../src/server/db/migrate.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { listTests } from './test-files.ts';
@@ -32,6 +35,16 @@ const checks = only
   ? Promise.resolve([0, 0])
   : Promise.all([run(bin('tsc'), ['--noEmit', '-p', '.']), run(bin('biome'), ['check', '.'])]);
 
+// The binaries (BULWARK_PG_BIN, BULWARK_PGBOUNCER_BIN) are `up`'s settings, read through its schema.
+const upConfig = loadUpConfig({ env: process.env });
+if (!upConfig.ok) {
+  process.stderr.write(`invalid configuration\n${upConfig.errors.map((e) => `  - ${e}`).join('\n')}\n`);
+  process.exit(2);
+}
+const binaries = {
+  pgBin: pgBinDir(upConfig.config.pgBin),
+  pgbouncerBin: pgbouncerBinary(upConfig.config.pgbouncerBin),
+};
 const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-test-'));
 const layout = dataLayout(tmp);
 const ports = { postgres: await freePort(), pooler: await freePort() };
@@ -40,6 +53,7 @@ const dataPlane = await startDataPlane({
   ports,
   user: resolveServiceUser(),
   unsafeFast: true,
+  binaries,
   log: () => {},
 });
 let code = 1;
@@ -65,6 +79,9 @@ try {
       poolerDir: layout.pooler,
       poolerAdminPassword: dataPlane.poolerAdminPassword,
       template: 'bulwark_template',
+      // Where the tests find psql, pg_dump and pgbouncer (the same binaries as this cluster's).
+      pgBin: binaries.pgBin,
+      pgbouncerBin: binaries.pgbouncerBin,
     }),
   };
   const files = await listTests();

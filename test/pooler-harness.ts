@@ -82,6 +82,7 @@ export async function startPrivatePooler(): Promise<PrivatePooler> {
     port,
     adminUser: POOLER_ADMIN,
     adminPassword,
+    binary: testEnv().pgbouncerBin,
   });
   const managers: PoolerManager[] = [];
   return {

@@ -7,6 +7,7 @@ import { ensurePoolerTls } from '../src/agent/pgbouncer/pooler-tls.ts';
 import { POOLER_ADMIN } from '../src/embedded/layout.ts';
 import { pgBinDir } from '../src/embedded/postgres-cluster.ts';
 import { callerFor, enrollFakeAgent } from './helpers/databases.ts';
+import { testEnv } from './helpers/env.ts';
 import { createTestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
@@ -39,9 +40,13 @@ async function psqlLogin(uri: string): Promise<string> {
   const u = new URL(uri);
   u.username = POOLER_ADMIN;
   u.pathname = '/pgbouncer';
-  const { stdout } = await run(path.join(pgBinDir(), 'psql'), [u.toString(), '-XAt', '-c', 'SHOW VERSION'], {
-    env: { ...process.env, PGPASSWORD: p.adminPassword, PGCONNECT_TIMEOUT: '5' },
-  });
+  const { stdout } = await run(
+    path.join(pgBinDir(testEnv().pgBin), 'psql'),
+    [u.toString(), '-XAt', '-c', 'SHOW VERSION'],
+    {
+      env: { ...process.env, PGPASSWORD: p.adminPassword, PGCONNECT_TIMEOUT: '5' },
+    },
+  );
   return stdout;
 }
 

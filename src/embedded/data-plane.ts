@@ -24,6 +24,11 @@ export type DataPlaneOptions = {
   poolerListenAddr?: string;
   user: ServiceUser | null;
   unsafeFast?: boolean;
+  /**
+   * The PostgreSQL binaries' directory and the pgbouncer binary (`up`'s settings, up-config.ts);
+   * each found in the usual places when not given.
+   */
+  binaries?: { pgBin?: string | undefined; pgbouncerBin?: string | undefined };
   log: (msg: string) => void;
 };
 
@@ -193,11 +198,12 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
     user,
     adminUser: ADMIN_ROLE,
     unsafeFast: opts.unsafeFast ?? false,
+    binDir: opts.binaries?.pgBin,
   };
   if (!isInitialised(layout.pgData)) {
     opts.log('initialising the PostgreSQL cluster (first start)');
     await initCluster({ ...cluster, adminPassword });
-  } else if (await stopStalePostmaster(layout.pgData)) {
+  } else if (await stopStalePostmaster(layout.pgData, cluster.binDir)) {
     opts.log('stopped a PostgreSQL server left running by an earlier, interrupted run');
   }
   let postgres = await startPostgres({ ...cluster, adminPassword });
@@ -210,6 +216,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
     port: opts.ports.pooler,
     adminUser: POOLER_ADMIN,
     adminPassword: poolerAdminPassword,
+    binary: opts.binaries?.pgbouncerBin,
   };
   let pgbouncer: RunningPgbouncer;
   try {

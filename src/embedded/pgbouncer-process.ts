@@ -4,8 +4,12 @@ import { waitForLogin } from './postgres-cluster.ts';
 import { spawnAs, stopChild, tailFile } from './process.ts';
 import type { ServiceUser } from './service-user.ts';
 
-export function pgbouncerBinary(): string {
-  if (process.env.BULWARK_PGBOUNCER_BIN) return process.env.BULWARK_PGBOUNCER_BIN;
+/**
+ * The pgbouncer binary: the configured one (`up`'s `pgbouncerBin`, BULWARK_PGBOUNCER_BIN, parsed
+ * by up-config.ts and passed in), else the first found in the usual places.
+ */
+export function pgbouncerBinary(configured?: string): string {
+  if (configured) return configured;
   for (const p of ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer', '/usr/local/bin/pgbouncer']) {
     if (existsSync(p)) return p;
   }
@@ -74,11 +78,13 @@ export async function startPgbouncer(opts: {
   port: number;
   adminUser: string;
   adminPassword: string;
+  /** The pgbouncer binary (`up`'s setting); default: found by `pgbouncerBinary()`. */
+  binary?: string | undefined;
   /** Called as soon as PgBouncer is spawned (before it is ready). */
   onSpawn?: (child: ChildProcess) => void;
   log?: (msg: string) => void;
 }): Promise<RunningPgbouncer> {
-  const { cmd, args } = withRaisedNofile(pgbouncerBinary(), [opts.iniFile]);
+  const { cmd, args } = withRaisedNofile(pgbouncerBinary(opts.binary), [opts.iniFile]);
   const child = await spawnAs(cmd, args, opts.user, opts.logFile);
   opts.onSpawn?.(child);
   const running: RunningPgbouncer = { child, stop: () => stopChild(child, 'SIGTERM', 10_000) };

@@ -6,10 +6,13 @@ import pg from 'pg';
 import { runChecked, spawnAs, stopChild, tailFile } from './process.ts';
 import { chownToService, type ServiceUser } from './service-user.ts';
 
-/** Where the PostgreSQL server binaries are (Debian keeps them off PATH). */
-export function pgBinDir(): string {
-  const fromEnv = process.env.BULWARK_PG_BIN;
-  if (fromEnv) return fromEnv;
+/**
+ * Where the PostgreSQL server binaries are (Debian keeps them off PATH): the configured directory
+ * (`up`'s `pgBin`, BULWARK_PG_BIN, parsed by up-config.ts and passed in), else the newest
+ * installed `/usr/lib/postgresql/N/bin`.
+ */
+export function pgBinDir(configured?: string): string {
+  if (configured) return configured;
   const base = '/usr/lib/postgresql';
   const versions = existsSync(base)
     ? readdirSync(base)
@@ -27,6 +30,8 @@ export type ClusterOptions = {
   logFile: string;
   user: ServiceUser | null;
   adminUser: string;
+  /** The PostgreSQL binaries' directory (`up`'s setting); default: found by `pgBinDir()`. */
+  binDir?: string | undefined;
   /** Test clusters trade durability for speed; the product never sets this. */
   unsafeFast?: boolean;
 };
@@ -76,7 +81,7 @@ export async function initCluster(opts: ClusterOptions & { adminPassword: string
   await chownToService(pwFile, opts.user);
   try {
     await runChecked(
-      path.join(pgBinDir(), 'initdb'),
+      path.join(pgBinDir(opts.binDir), 'initdb'),
       [
         '-D',
         opts.pgData,
@@ -135,14 +140,18 @@ export function isProcessOf(pid: number, binary: string): boolean {
 }
 
 /** If a postmaster from an earlier, killed run still holds this data dir, stop it. */
-export async function stopStalePostmaster(pgData: string, timeoutMs = 30_000): Promise<boolean> {
+export async function stopStalePostmaster(
+  pgData: string,
+  binDir?: string,
+  timeoutMs = 30_000,
+): Promise<boolean> {
   const pidFile = path.join(pgData, 'postmaster.pid');
   if (!existsSync(pidFile)) return false;
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
   if (!Number.isInteger(pid) || pid <= 0) return false;
   // The pidfile is writable by the service user: signal the pid only if it really is a
   // postmaster from our binaries, not whatever process a pidfile names.
-  if (!isProcessOf(pid, path.join(pgBinDir(), 'postgres'))) return false;
+  if (!isProcessOf(pid, path.join(pgBinDir(binDir), 'postgres'))) return false;
   try {
     process.kill(pid, 'SIGINT');
   } catch {
@@ -171,7 +180,7 @@ export async function startPostgres(
   },
 ): Promise<RunningPostgres> {
   const child = await spawnAs(
-    path.join(pgBinDir(), 'postgres'),
+    path.join(pgBinDir(opts.binDir), 'postgres'),
     ['-D', opts.pgData],
     opts.user,
     opts.logFile,

@@ -17,7 +17,7 @@ export class PreflightError extends Error {
 export const EXIT = { error: 1, usage: 2, incompatible: 3, busy: 4 } as const;
 
 /** The data dir records the layout version; a dir written by an incompatible version is refused. */
-export async function checkLayout(layout: DataLayout): Promise<void> {
+export async function checkLayout(layout: DataLayout, pgBin?: string): Promise<void> {
   if (existsSync(layout.versionFile)) {
     const text = readFileSync(layout.versionFile, 'utf8');
     const m = /^bulwark-data-layout (\d+)$/m.exec(text);
@@ -31,7 +31,7 @@ export async function checkLayout(layout: DataLayout): Promise<void> {
   }
   if (isInitialised(layout.pgData)) {
     const clusterMajor = clusterMajorVersion(layout.pgData);
-    const binMajor = Number(/\/(\d+)\/bin$/.exec(pgBinDir())?.[1] ?? clusterMajor);
+    const binMajor = Number(/\/(\d+)\/bin$/.exec(pgBinDir(pgBin))?.[1] ?? clusterMajor);
     if (clusterMajor !== binMajor) {
       throw new PreflightError(
         `the PostgreSQL cluster in ${layout.pgData} is version ${clusterMajor}, but the installed server is ${binMajor}; upgrade it with pg_upgrade first`,
@@ -100,11 +100,11 @@ export async function assertPortFree(host: string, port: number, what: string, f
 }
 
 /** Stops a PgBouncer left running by an earlier, killed run (found by its pidfile). */
-export async function stopStalePgbouncer(pidFile: string): Promise<boolean> {
+export async function stopStalePgbouncer(pidFile: string, binary?: string): Promise<boolean> {
   if (!existsSync(pidFile)) return false;
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
   if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return false;
-  if (!isProcessOf(pid, pgbouncerBinary())) return false;
+  if (!isProcessOf(pid, pgbouncerBinary(binary))) return false;
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 200 && pidAlive(pid); i++) await new Promise((r) => setTimeout(r, 25));
   if (pidAlive(pid)) process.kill(pid, 'SIGKILL');

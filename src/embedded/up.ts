@@ -110,7 +110,8 @@ export async function up(opts: UpOptions): Promise<number> {
   const layout = dataLayout(opts.dataDir);
   // Traversable by the service user when we run as root (its files live below); never listable.
   await fs.mkdir(layout.root, { recursive: true, mode: process.getuid?.() === 0 ? 0o711 : 0o700 });
-  await checkLayout(layout);
+  const config = opts.config ?? { unsafeFast: false, serviceUser: 'postgres' };
+  await checkLayout(layout, config.pgBin);
   const release = await acquireLock(layout);
   let dataPlane: DataPlane | undefined;
   const children: { name: string; child: ChildProcess }[] = [];
@@ -165,7 +166,6 @@ export async function up(opts: UpOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   try {
-    const config = opts.config ?? { unsafeFast: false, serviceUser: 'postgres' };
     const operatorEnv = opts.env ?? {};
     reportSettings(opts, operatorEnv);
     if (config.unsafeFast) {
@@ -174,9 +174,9 @@ export async function up(opts: UpOptions): Promise<number> {
       );
     }
     const user = resolveServiceUser(config.serviceUser);
-    if (await stopStalePostmaster(layout.pgData))
+    if (await stopStalePostmaster(layout.pgData, config.pgBin))
       opts.out('stopped a PostgreSQL left running by an interrupted run');
-    if (await stopStalePgbouncer(path.join(layout.pooler, 'pgbouncer.pid'))) {
+    if (await stopStalePgbouncer(path.join(layout.pooler, 'pgbouncer.pid'), config.pgbouncerBin)) {
       opts.out('stopped a PgBouncer left running by an interrupted run');
     }
     await assertPortFree(opts.host, opts.port, 'server', '--port');
@@ -189,6 +189,7 @@ export async function up(opts: UpOptions): Promise<number> {
       ports: { postgres: opts.pgPort, pooler: opts.poolerPort },
       user,
       unsafeFast: config.unsafeFast,
+      binaries: { pgBin: config.pgBin, pgbouncerBin: config.pgbouncerBin },
       log: opts.out,
     });
     const controlUrlFile = path.join(layout.secrets, 'control-database-url');

@@ -9,6 +9,9 @@ export type TestEnv = {
   poolerDir: string;
   poolerAdminPassword: string;
   template: string;
+  /** The PostgreSQL binaries' directory and the pgbouncer binary the run's cluster uses. */
+  pgBin: string;
+  pgbouncerBin: string;
 };
 
 export function testEnv(): TestEnv {

@@ -12,7 +12,7 @@ function schemaDump(dbName: string): string {
   const env = testEnv();
   const u = new URL(env.adminUrl);
   return execFileSync(
-    path.join(pgBinDir(), 'pg_dump'),
+    path.join(pgBinDir(env.pgBin), 'pg_dump'),
     ['--schema-only', '--no-owner', '-h', '127.0.0.1', '-p', String(env.pgPort), '-U', u.username, dbName],
     { env: { PATH: process.env.PATH, PGPASSWORD: decodeURIComponent(u.password) }, encoding: 'utf8' },
   )
