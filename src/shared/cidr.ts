@@ -1,8 +1,27 @@
 import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 
-/** Parses and normalises an IPv4/IPv6 CIDR; throws on anything else. */
+/**
+ * Parses an IPv4/IPv6 CIDR and returns its one canonical spelling; throws on anything else.
+ * Used for allowlists (the server's database allowlists, trusted proxies) and for the lines of
+ * PgBouncer's hba file the agent writes, so what it accepts is deliberately narrow.
+ *
+ * The address math and the compressed IPv6 form are ipaddr.js's. What ipaddr.js would accept
+ * but we refuse is decided here first, by our own pattern and by `node:net`'s strict `isIP`:
+ * - IPv4 only as four decimal octets without leading zeros: no `010.0.0.1` (octal to some
+ *   parsers, `8.0.0.1` to ipaddr.js), no hex (`0x0a.0.0.1`), no short forms (`10.1`, `167772161`);
+ * - no IPv6 zone ids (`fe80::1%eth0`): an hba rule cannot hold one;
+ * - the prefix length in decimal without leading zeros, at most 32 (IPv4) or 128 (IPv6).
+ * An IPv6 address ending in a dotted IPv4 part is turned into hex groups before ipaddr.js sees
+ * it: ipaddr.js reads the deprecated IPv4-compatible spelling `::1.2.3.4` as the IPv4-mapped
+ * `::ffff:1.2.3.4`, a different address.
+ *
+ * Canonical: host bits cleared (the same set of clients, as an hba rule reads it); IPv6
+ * compressed and lower-case (RFC 5952), an IPv4-mapped address in hex (`::ffff:102:304`); so
+ * `2001:0DB8::1/32` and `2001:db8::/32` are one entry.
+ */
 export function parseCidr(raw: string): string {
-  const m = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(raw.trim());
+  const m = /^([0-9a-fA-F:.]+)\/(0|[1-9]\d{0,2})$/.exec(raw.trim());
   if (!m) throw new Error(`not a CIDR: ${raw}`);
   const addr = m[1] as string;
   const bits = Number(m[2]);
@@ -10,36 +29,17 @@ export function parseCidr(raw: string): string {
   if (family === 0) throw new Error(`not an IP address: ${addr}`);
   if ((family === 4 && bits > 32) || (family === 6 && bits > 128))
     throw new Error(`bad prefix length: ${raw}`);
-  return `${networkAddress(addr, family, bits)}/${bits}`;
+  const network =
+    family === 4
+      ? ipaddr.IPv4.networkAddressFromCIDR(`${addr}/${bits}`)
+      : ipaddr.IPv6.networkAddressFromCIDR(`${hexTail(addr)}/${bits}`);
+  return `${network.toString()}/${bits}`;
 }
 
-/**
- * The canonical network address of a prefix: host bits cleared (the same set of clients, as an
- * hba rule reads it) and IPv6 in its one compressed lower-case form, so that one network has one
- * spelling (`2001:0DB8::1/32` and `2001:db8::/32` are the same entry).
- */
-function networkAddress(addr: string, family: number, bits: number): string {
-  const bytes =
-    family === 4 ? addr.split('.').map(Number) : ipv6Bytes(new URL(`http://[${addr}]`).hostname.slice(1, -1));
-  for (let i = 0; i < bytes.length; i++) {
-    const keep = Math.max(0, Math.min(8, bits - i * 8));
-    bytes[i] = (bytes[i] ?? 0) & ((0xff << (8 - keep)) & 0xff);
-  }
-  if (family === 4) return bytes.join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16));
-  return new URL(`http://[${groups.join(':')}]`).hostname.slice(1, -1);
-}
-
-/** 16 bytes of a canonical (URL-normalised, hex-only) IPv6 address. */
-function ipv6Bytes(canonical: string): number[] {
-  const [head = '', tail] = canonical.split('::');
-  const part = (s: string) => (s === '' ? [] : s.split(':'));
-  const h = part(head);
-  const t = tail === undefined ? [] : part(tail);
-  const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return groups.flatMap((g) => {
-    const n = Number.parseInt(g, 16);
-    return [n >> 8, n & 0xff];
-  });
+/** `x:…:a.b.c.d` as `x:…:hhhh:hhhh` (the dotted part was already checked by `isIP`). */
+function hexTail(v6: string): string {
+  const m = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(v6);
+  if (!m) return v6;
+  const [a, b, c, d] = [m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number];
+  return `${m[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
 }
