@@ -1,6 +1,6 @@
 /**
  * The CLI's one door into the control plane's code. Operator commands run on the server host
- * (`admin create-key`, `doctor`, `master-key`, `audit`) reach the control database and the
+ * (`admin create-key`, `doctor`, `master-key`, `audit`, `status`) reach the control database and the
  * server's key files directly, with the server's own services; they import them from here and
  * nowhere else, so `test/import-rules.test.ts` can hold every other CLI file to the HTTP API.
  */
@@ -8,6 +8,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { dataLayout } from '../embedded/layout.ts';
 import { readSecretFile } from '../embedded/secrets.ts';
+import { queueStats } from '../server/modules/jobs/jobs.repo.ts';
+import { listNodes } from '../server/modules/nodes/nodes.repo.ts';
 import { CliError, EXIT } from './api-client.ts';
 
 export { addKeyToKeyringFile, createSecretBox, loadKeyringFile } from '../server/crypto/secret-box.ts';
@@ -39,6 +41,38 @@ export function controlDatabaseUrl(dataDir: string): string {
     return readSecretFile(file);
   } catch (err) {
     throw new CliError(`cannot read the control DB URL (${(err as Error).message})`, EXIT.usage);
+  }
+}
+
+/** What `bulwark status` shows of the control database: the job queue and the nodes. */
+export type StackState = {
+  queue: { status: string; count: number }[];
+  nodes: { name: string; pg_version: string | null; heartbeat_age_s: number | null }[];
+};
+
+/**
+ * Reads the job queue and the nodes of the stack in `dataDir` (its own control DB URL file), with
+ * the server's repositories; throws when the database cannot be read (pg's messages name the host,
+ * port, user or database at most, never a password).
+ */
+export async function readStackState(dataDir: string): Promise<StackState> {
+  const db = new pg.Client({
+    connectionString: readSecretFile(path.join(dataLayout(dataDir).secrets, 'control-database-url')),
+    application_name: 'bulwark-status',
+  });
+  db.on('error', () => {});
+  try {
+    await db.connect();
+    const queue = await queueStats(db);
+    const now = Date.now();
+    const nodes = (await listNodes(db)).map((n) => ({
+      name: n.name,
+      pg_version: n.pg_version,
+      heartbeat_age_s: n.last_heartbeat_at ? Math.round((now - n.last_heartbeat_at.getTime()) / 1000) : null,
+    }));
+    return { queue: queue.map(({ status, count }) => ({ status, count })), nodes };
+  } finally {
+    await db.end().catch(() => {});
   }
 }
 

@@ -3,14 +3,13 @@ import { createWriteStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { agentEnv as agentBindings } from '../agent/config.ts';
 import { serverEnv as serverBindings } from '../server/config.ts';
 import { createKeyringFile } from '../server/crypto/secret-box.ts';
-import { storeEnrollment } from '../server/modules/nodes/nodes.service.ts';
 import { generateToken } from '../shared/api-key.ts';
 import { VERSION } from '../shared/version.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
+import { enrollLocalAgent } from './enrollment.ts';
 import { dataLayout } from './layout.ts';
 import { stopStalePostmaster } from './postgres-cluster.ts';
 import {
@@ -244,17 +243,7 @@ export async function up(opts: UpOptions): Promise<number> {
     };
     if (!existsSync(path.join(layout.agent, 'agent-token'))) {
       const token = generateToken('bwe_');
-      const db = new pg.Client({ connectionString: dataPlane.controlUrl });
-      await db.connect();
-      try {
-        // Stored hashed and audited like an operator's enrollment (actor: the system).
-        await db.query('BEGIN');
-        const expiresAt = new Date(Date.now() + 10 * 60_000);
-        await storeEnrollment(db, { nodeName: 'local', token, expiresAt, actorType: 'system' });
-        await db.query('COMMIT');
-      } finally {
-        await db.end();
-      }
+      await enrollLocalAgent(dataPlane.controlUrl, { nodeName: 'local', token, ttlMs: 10 * 60_000 });
       agentOwn.BULWARK_ENROLLMENT_TOKEN = token;
     }
     const agentEnv = childEnvironment(operatorEnv, agentBindings, agentOwn).env;

@@ -1,9 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import pg from 'pg';
 import { dataLayout } from '../../embedded/layout.ts';
-import { readSecretFile } from '../../embedded/secrets.ts';
+import { readStackState, type StackState } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
 
 type UpInfo = {
@@ -53,35 +52,19 @@ export function registerStatus(program: Command): void {
         Object.entries(info.pids).map(([name, pid]) => [name, { pid, running: running && alive(pid) }]),
       );
       let ready: string = 'unreachable';
-      let queue: { status: string; count: number }[] = [];
+      let queue: StackState['queue'] = [];
       // Why the control database (job queue, nodes) could not be read; null when it was.
       let unreadable: string | null = running ? null : 'the stack is not running';
-      let nodes: { name: string; pg_version: string | null; heartbeat_age_s: number | null }[] = [];
+      let nodes: StackState['nodes'] = [];
       if (running) {
         try {
           const r = await fetch(`${info.server_url}/ready`, { signal: AbortSignal.timeout(3_000) });
           ready = r.ok ? 'ready' : `not ready (${r.status})`;
         } catch {}
-        let db: pg.Client | null = null;
         try {
-          db = new pg.Client({
-            connectionString: readSecretFile(path.join(layout.secrets, 'control-database-url')),
-          });
-          await db.connect();
-          queue = (
-            await db.query('SELECT status, count(*)::int AS count FROM jobs GROUP BY status ORDER BY status')
-          ).rows;
-          nodes = (
-            await db.query(
-              `SELECT name, pg_version, extract(epoch FROM now() - last_heartbeat_at)::int AS heartbeat_age_s
-                 FROM nodes ORDER BY name`,
-            )
-          ).rows;
+          ({ queue, nodes } = await readStackState(layout.root));
         } catch (err) {
-          // pg's messages name the host, port, user or database at most, never a password.
           unreadable = oneLine((err as Error)?.message || String(err));
-        } finally {
-          await db?.end().catch(() => {});
         }
       }
       const out = {
