@@ -8,7 +8,7 @@ import {
 } from '../../../../test/helpers/databases.ts';
 import { createTestServer, type TestServer } from '../../../../test/helpers/server.ts';
 import { createLogger } from '../../../shared/logger.ts';
-import { sweepExpiredAllowlists } from './databases.expiry.ts';
+import { createAllowlistExpiry, type ExpiryClock, sweepExpiredAllowlists } from './databases.expiry.ts';
 
 let s: TestServer;
 let agent: FakeAgent;
@@ -69,20 +69,96 @@ test('a sweep removes expired entries from the stored row, queues the node updat
   assert.equal(await sweepExpiredAllowlists(sweep, new Date(Date.now() + 61_000)), 0, 'idempotent');
 });
 
-test('the server removes an entry on its own at its expiry (scheduled, not a fixed poll)', async () => {
+/** A clock the test moves by hand: timers fire only when the test fires them. */
+function manualClock(start: number) {
+  const timers: { at: number; fn: () => void; cancelled: boolean }[] = [];
+  const clock: ExpiryClock & { t: number } = {
+    t: start,
+    now: () => clock.t,
+    schedule(fn, ms) {
+      const timer = { at: clock.t + ms, fn, cancelled: false };
+      timers.push(timer);
+      return () => {
+        timer.cancelled = true;
+      };
+    },
+  };
+  const pending = () => timers.filter((x) => !x.cancelled);
+  return { clock, pending };
+}
+
+test('the sweep is scheduled at the next expiry (not a fixed poll), re-planned on a write, and removes the entry', async () => {
+  const w = callerFor(acme);
+  await s.databases.create(w, { name: 'exp_c' });
+  const t0 = Date.now();
+  const { clock, pending } = manualClock(t0);
+  const expiry = createAllowlistExpiry({ ...sweep, clock, maxWaitMs: 3_600_000 });
+  try {
+    await s.databases.putAllowlist(w, 'exp_c', [
+      { cidr: '10.0.2.1/32' },
+      { cidr: '10.0.2.2/32', expires_at: new Date(t0 + 90_000).toISOString() },
+    ]);
+    await expiry.start();
+    assert.deepEqual(
+      pending().map((x) => x.at),
+      [t0 + 90_005],
+      'one timer, just after the expiry',
+    );
+    // An earlier expiry written meanwhile: the write re-plans, the later timer is cancelled.
+    await s.databases.putAllowlist(w, 'exp_c', [
+      { cidr: '10.0.2.1/32' },
+      { cidr: '10.0.2.2/32', expires_at: new Date(t0 + 90_000).toISOString() },
+      { cidr: '10.0.2.3/32', expires_at: new Date(t0 + 30_000).toISOString() },
+    ]);
+    expiry.poke();
+    await expiry.settled();
+    assert.deepEqual(
+      pending().map((x) => x.at),
+      [t0 + 30_005],
+    );
+    assert.deepEqual(
+      await stored('exp_c'),
+      ['10.0.2.1/32', '10.0.2.2/32', '10.0.2.3/32'],
+      'nothing before its time',
+    );
+    clock.t = t0 + 30_005;
+    pending()[0]!.fn();
+    await expiry.settled();
+    assert.deepEqual(await stored('exp_c'), ['10.0.2.1/32', '10.0.2.2/32'], 'the expired entry is gone');
+    assert.deepEqual(
+      pending().map((x) => x.at),
+      [t0 + 90_005],
+      'and the next expiry is planned',
+    );
+    clock.t = t0 + 90_005;
+    pending()[0]!.fn();
+    await expiry.settled();
+    assert.deepEqual(await stored('exp_c'), ['10.0.2.1/32']);
+    assert.deepEqual(
+      pending().map((x) => x.at),
+      [t0 + 90_005 + 3_600_000],
+      'with nothing left to expire, the next sweep is the periodic one',
+    );
+  } finally {
+    await expiry.stop();
+  }
+  assert.deepEqual(pending(), [], 'stop cancels the timer');
+});
+
+test('the running server removes an entry on its own at its expiry (its write re-plans the sweep)', async () => {
   const w = callerFor(acme);
   await s.databases.create(w, { name: 'exp_b' });
   const t0 = Date.now();
   await s.databases.putAllowlist(w, 'exp_b', [
     { cidr: '10.0.1.1/32' },
-    { cidr: '10.0.1.2/32', expires_at: new Date(t0 + 400).toISOString() },
+    { cidr: '10.0.1.2/32', expires_at: new Date(t0 + 200).toISOString() },
   ]);
   const deadline = t0 + 5_000;
   while ((await stored('exp_b')).length !== 1) {
     assert.ok(Date.now() < deadline, 'expired entry removed within 5 s');
     await new Promise((r) => setTimeout(r, 25));
   }
-  assert.ok(Date.now() - t0 >= 400, 'not before its expiry');
+  assert.ok(Date.now() - t0 >= 200, 'not before its expiry');
   assert.deepEqual(
     (await s.databases.getAllowlist(w, 'exp_b')).map((e) => e.cidr),
     ['10.0.1.1/32'],

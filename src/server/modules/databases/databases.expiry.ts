@@ -60,39 +60,56 @@ export async function sweepExpiredAllowlists(
   return changed;
 }
 
+/** What the expiry schedule reads the time from and sets its timer with (tests pass their own). */
+export type ExpiryClock = {
+  now(): number;
+  /** Calls `fn` after `ms`; returns a function that cancels it. */
+  schedule(fn: () => void, ms: number): () => void;
+};
+
+const systemClock: ExpiryClock = {
+  now: () => Date.now(),
+  schedule(fn, ms) {
+    const timer = setTimeout(fn, ms);
+    timer.unref();
+    return () => clearTimeout(timer);
+  },
+};
+
 /**
  * Runs the sweep at the next expiry (read from the control DB) and at least every `maxWaitMs`
  * (entries written by another replica); `poke()` after a write re-plans at once.
  */
-export function createAllowlistExpiry(deps: { db: Db; log: Logger; maxWaitMs?: number }) {
+export function createAllowlistExpiry(
+  deps: Parameters<typeof sweepExpiredAllowlists>[0] & { maxWaitMs?: number; clock?: ExpiryClock },
+) {
   const maxWait = deps.maxWaitMs ?? 60_000;
-  let timer: NodeJS.Timeout | undefined;
+  const clock = deps.clock ?? systemClock;
+  let cancel: () => void = () => {};
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
 
   const plan = async () => {
     if (stopped) return;
-    const now = new Date();
+    const now = new Date(clock.now());
     const next = await repo.nextAllowlistExpiry(deps.db, now);
     const wait = next === null ? maxWait : Math.max(0, Math.min(maxWait, next.getTime() - now.getTime() + 5));
-    clearTimeout(timer);
+    cancel();
     if (stopped) return;
-    timer = setTimeout(() => void run(), wait);
-    timer.unref();
+    cancel = clock.schedule(() => void run(), wait);
   };
   const run = () => {
     running = running
       .then(async () => {
         if (stopped) return;
-        await sweepExpiredAllowlists(deps);
+        await sweepExpiredAllowlists(deps, new Date(clock.now()));
         await plan();
       })
       .catch((err: Error) => {
         deps.log.warn({ err: { message: err.message } }, 'allowlist expiry sweep failed; will retry');
         if (!stopped) {
-          clearTimeout(timer);
-          timer = setTimeout(() => void run(), Math.min(maxWait, 5_000));
-          timer.unref();
+          cancel();
+          cancel = clock.schedule(() => void run(), Math.min(maxWait, 5_000));
         }
       });
     return running;
@@ -104,9 +121,11 @@ export function createAllowlistExpiry(deps: { db: Db; log: Logger; maxWaitMs?: n
     poke: () => {
       running = running.then(plan).catch(() => {});
     },
+    /** Resolves when the work started so far (a sweep, a re-plan) is done. */
+    settled: () => running,
     async stop() {
       stopped = true;
-      clearTimeout(timer);
+      cancel();
       await running;
     },
   };
