@@ -7,8 +7,10 @@ import { agentConfigSchema } from '../src/agent/config.ts';
 import { startAgent } from '../src/agent/main.ts';
 import { enqueueJob, getJob } from '../src/server/modules/jobs/jobs.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { type SentQuery, watchQueries } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { settles, waitFor } from './helpers/wait.ts';
 
 let s: TestServer;
 let url: string;
@@ -33,6 +35,17 @@ async function waitForJob(id: number, timeoutMs: number) {
   throw new Error(`job ${id} did not finish in ${timeoutMs} ms`);
 }
 
+/**
+ * Whether the node's long-poll on the server is parked in its wait: its last claim attempt
+ * (`claimJob`) came back empty and it then asked when to wake (`nextWakeAt`). Read from the
+ * statements the server sent on its pool; a job enqueued now can only be claimed after a wake-up.
+ */
+function parked(sent: readonly SentQuery[], nodeId: string): boolean {
+  const last = (re: RegExp) => sent.findLastIndex((q) => re.test(q.text) && q.values[0] === nodeId);
+  const wake = last(/SELECT least\(/);
+  return wake >= 0 && wake > last(/WITH next AS/);
+}
+
 test('an agent enrolls once, then wakes for a new job within 100 ms (LISTEN/NOTIFY, no sleep loop)', async () => {
   const { token } = await s.nodes.createEnrollment('edge1', 10);
   const config = agentConfigSchema.parse({
@@ -43,6 +56,7 @@ test('an agent enrolls once, then wakes for a new job within 100 ms (LISTEN/NOTI
     logLevel: 'silent',
     pollWaitMs: 20_000,
   });
+  const queries = watchQueries(s.db.pool);
   const agent = await startAgent(config, { log: createLogger('agent', 'silent') });
   try {
     const tokenFile = await fs.stat(path.join(stateDir, 'agent-token'));
@@ -55,11 +69,11 @@ test('an agent enrolls once, then wakes for a new job within 100 ms (LISTEN/NOTI
     const node = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'edge1'"))
       .rows[0]!;
 
-    // Give the agent time to be parked in its long-poll, then measure wake-up latencies:
-    // enqueue (created_at) → claimed by the agent (claimed_at), both on the database's clock.
+    // Once the agent's long-poll is parked on the server, measure wake-up latencies: enqueue
+    // (created_at) → claimed by the agent (claimed_at), both on the database's clock.
     const latencies: number[] = [];
     for (let i = 0; i < 5; i++) {
-      await new Promise((r) => setTimeout(r, 150));
+      await waitFor('the long-poll to park', () => parked(queries.sent, node.id), { timeoutMs: 5_000 });
       const job = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'node.ping' });
       const done = await waitForJob(job.id, 5_000);
       assert.equal(done.status, 'succeeded');
@@ -76,6 +90,7 @@ test('an agent enrolls once, then wakes for a new job within 100 ms (LISTEN/NOTI
     assert.equal(refused.status, 'dead');
     assert.match(refused.last_error ?? '', /does not run jobs of kind/);
   } finally {
+    queries.stop();
     await agent.stop();
   }
   await assert.rejects(fs.access(path.join(stateDir, 'ready')), 'ready file is removed on stop');
@@ -124,20 +139,36 @@ test('a long-poll whose agent went away does not swallow the next job', async ()
   });
   const agentToken = enrolled.json().agent_token as string;
   const node = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'edge4'")).rows[0]!;
-  const gone = new AbortController();
-  const poll = fetch(`${url}/v1/agent/poll`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${agentToken}` },
-    body: JSON.stringify({ wait_ms: 10_000 }),
-    signal: gone.signal,
-  }).catch(() => null);
-  await new Promise((r) => setTimeout(r, 200));
-  gone.abort();
-  await poll;
-  await new Promise((r) => setTimeout(r, 100));
-  const job = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'node.ping' });
-  await new Promise((r) => setTimeout(r, 200));
-  const row = await getJob(s.db.pool, job.id);
-  assert.equal(row?.status, 'queued', 'nobody holds a lease on it');
-  assert.equal(row?.attempts, 0);
+  // The server's side of each poll, watched: when it was asked, and what it returned.
+  const polls: Promise<unknown>[] = [];
+  const poll = s.nodes.poll;
+  s.nodes.poll = (...args) => {
+    const p = poll(...args);
+    polls.push(p);
+    return p;
+  };
+  const queries = watchQueries(s.db.pool);
+  try {
+    const gone = new AbortController();
+    const request = fetch(`${url}/v1/agent/poll`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${agentToken}` },
+      body: JSON.stringify({ wait_ms: 10_000 }),
+      signal: gone.signal,
+    }).catch(() => null);
+    await waitFor('the long-poll to park', () => polls.length === 1 && parked(queries.sent, node.id));
+    gone.abort();
+    await request;
+    const job = await enqueueJob(s.db.pool, { nodeId: node.id, kind: 'node.ping' });
+    // The server's poll has ended (whether it saw the abort or the job first): nothing can claim
+    // on its behalf any more.
+    const answered = await settles("the abandoned poll's end", polls[0]!, 5_000);
+    assert.equal(answered, null, 'the abandoned poll handed out no job');
+    const row = await getJob(s.db.pool, job.id);
+    assert.equal(row?.status, 'queued', 'nobody holds a lease on it');
+    assert.equal(row?.attempts, 0);
+  } finally {
+    queries.stop();
+    s.nodes.poll = poll;
+  }
 });

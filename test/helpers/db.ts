@@ -51,3 +51,44 @@ export async function adminQuery<T extends pg.QueryResultRow>(
     await a.end();
   }
 }
+
+export type SentQuery = { text: string; values: readonly unknown[] };
+
+/**
+ * Records every statement a pool sends (through `pool.query` and checked-out clients alike), as it
+ * is sent: the real pool, watched, for tests that must show a query ran or did not (a lookup that
+ * must not happen, a long-poll that reached its wait). `stop()` ends the recording.
+ */
+export function watchQueries(pool: pg.Pool) {
+  const sent: SentQuery[] = [];
+  let recording = true;
+  const seen = new WeakSet<object>();
+  const onAcquire = (client: pg.PoolClient) => {
+    if (seen.has(client)) return;
+    seen.add(client);
+    const original = client.query;
+    client.query = function (this: pg.PoolClient, ...args: unknown[]) {
+      const [q, v] = args as [string | { text?: string; values?: unknown[] }, unknown];
+      if (recording) {
+        const text = typeof q === 'string' ? q : (q?.text ?? '');
+        const values = Array.isArray(v)
+          ? v
+          : typeof q === 'object' && Array.isArray(q?.values)
+            ? q.values
+            : [];
+        sent.push({ text, values });
+      }
+      return (original as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof client.query;
+  };
+  pool.on('acquire', onAcquire);
+  return {
+    sent,
+    /** How many statements sent so far match. */
+    count: (match: (q: SentQuery) => boolean) => sent.filter(match).length,
+    stop() {
+      recording = false;
+      pool.off('acquire', onAcquire);
+    },
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * Waiting in tests: wait for the event itself, never for a fixed time. `waitFor` polls the exact
+ * condition until a deadline and fails with what it waited for; `settles` bounds a promise the
+ * code under test hands out (a job, a request, a sweep).
+ */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  opts: { timeoutMs?: number; everyMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== null && v !== false) return v;
+    if (Date.now() >= deadline)
+      throw new Error(`timed out after ${opts.timeoutMs ?? 10_000} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, opts.everyMs ?? 10));
+  }
+}
+
+/** `promise`, or a clear failure when it has not settled within `ms`. */
+export async function settles<T>(what: string, promise: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
