@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { watchQueries } from '../../test/helpers/db.ts';
 import { createTestServer, type TestServer } from '../../test/helpers/server.ts';
 import { registeredRoutes } from './app.ts';
 
@@ -86,21 +87,31 @@ test('every route is in the OpenAPI document', async () => {
   }
 });
 
-test('agent routes refuse a missing, malformed or unknown token without a lookup', async () => {
-  for (const auth of [
-    undefined,
-    'Bearer ',
-    'Bearer bwa_short',
-    `Bearer bwa_${'A'.repeat(43)}`,
-    'Basic abc',
-  ]) {
-    const res = await s.app.inject({
-      method: 'POST',
-      url: '/v1/agent/poll',
-      payload: { wait_ms: 0 },
-      headers: auth ? { authorization: auth } : {},
-    });
-    assert.equal(res.statusCode, 401, String(auth));
-    assert.equal(res.json().error.code, 'unauthorized');
+test('agent routes refuse a missing or malformed token without a lookup, and an unknown one after one', async () => {
+  const lookups = watchQueries(s.db.pool);
+  const tokenLookups = () => lookups.count((q) => /FROM nodes WHERE token_hash/.test(q.text));
+  try {
+    for (const [auth, expected] of [
+      [undefined, 0],
+      ['Bearer ', 0],
+      ['Bearer bwa_short', 0],
+      ['Basic abc', 0],
+      // Well-formed but unknown: the one case that must look the token up (the control that the
+      // count sees lookups at all).
+      [`Bearer bwa_${'A'.repeat(43)}`, 1],
+    ] as const) {
+      const before = tokenLookups();
+      const res = await s.app.inject({
+        method: 'POST',
+        url: '/v1/agent/poll',
+        payload: { wait_ms: 0 },
+        headers: auth ? { authorization: auth } : {},
+      });
+      assert.equal(res.statusCode, 401, String(auth));
+      assert.equal(res.json().error.code, 'unauthorized');
+      assert.equal(tokenLookups() - before, expected, `token lookups for ${String(auth)}`);
+    }
+  } finally {
+    lookups.stop();
   }
 });
