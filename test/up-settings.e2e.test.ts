@@ -16,10 +16,14 @@ after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
-test('bulwark up refuses an unknown BULWARK_* name with exit 2, before starting anything', async () => {
-  const dataDir = path.join(tmp, 'unknown');
-  const child = spawn(process.execPath, [CLI, 'up', '--data-dir', dataDir], {
-    env: { ...process.env, BULWARK_UNSAFE_FAST: '1', BULWARK_FOO: '1' },
+/** Runs `bulwark up` expected to refuse at once (bounded); its exit code and all it printed. */
+async function refusedUp(
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  args: string[] = [],
+): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, [CLI, 'up', '--data-dir', dataDir, ...args], {
+    env: { ...process.env, BULWARK_UNSAFE_FAST: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -29,11 +33,56 @@ test('bulwark up refuses an unknown BULWARK_* name with exit 2, before starting 
   child.stderr.on('data', (d: Buffer) => {
     out += d.toString();
   });
+  const timer = setTimeout(() => child.kill('SIGINT'), 20_000);
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(timer);
+  return { code, out };
+}
+
+test('bulwark up refuses an unknown BULWARK_* name with exit 2, before starting anything', async () => {
+  const dataDir = path.join(tmp, 'unknown');
+  const { code, out } = await refusedUp(dataDir, { BULWARK_FOO: '1' });
   assert.equal(code, 2, out);
   assert.match(out, /BULWARK_FOO: unknown setting/);
   assert.match(out, /known names: .*BULWARK_RATE_LIMIT_KEY_PER_MINUTE/);
   await assert.rejects(fs.stat(dataDir), 'nothing was created');
+});
+
+test("bulwark up checks the server's and the agent's settings before starting anything: exit 2, each named with its source, no secret shown", async () => {
+  const dataDir = path.join(tmp, 'invalid');
+  const redisSecret = `s3cret${randomBytes(12).toString('hex')}`;
+  const serverConfig = path.join(tmp, 'bad-server.json');
+  await fs.writeFile(serverConfig, JSON.stringify({ bodyLimitBytes: 5 }));
+  const { code, out } = await refusedUp(
+    dataDir,
+    {
+      BULWARK_RATE_LIMIT_KEY_PER_MINUTE: 'abc',
+      // A secret with a bad value: named, its value never printed.
+      BULWARK_REDIS_URL: `http://user:${redisSecret}@127.0.0.1:1`,
+      BULWARK_AGENT_POLL_WAIT_MS: '5',
+    },
+    ['--server-config', serverConfig],
+  );
+  assert.equal(code, 2, out);
+  assert.match(out, /nothing was started/);
+  assert.match(
+    out,
+    /server: rateLimitKeyPerMinute \(BULWARK_RATE_LIMIT_KEY_PER_MINUTE\): .*\[from env BULWARK_RATE_LIMIT_KEY_PER_MINUTE\]/,
+  );
+  assert.match(out, /server: redisUrl \(BULWARK_REDIS_URL\): .*\[from env BULWARK_REDIS_URL\]/);
+  assert.match(
+    out,
+    /agent: pollWaitMs \(BULWARK_AGENT_POLL_WAIT_MS\): .*\[from env BULWARK_AGENT_POLL_WAIT_MS\]/,
+  );
+  assert.match(
+    out,
+    new RegExp(
+      `server: bodyLimitBytes \\(BULWARK_BODY_LIMIT_BYTES\\): .*from the config file ${serverConfig}`,
+    ),
+  );
+  assert.ok(!out.includes(redisSecret), 'the secret is never printed');
+  assert.doesNotMatch(out, /initialising the PostgreSQL cluster|Bulwark is ready/);
+  await assert.rejects(fs.stat(dataDir), 'no data dir was created');
 });
 
 test('bulwark up hands the operator settings to its server and says where each came from, never a secret', async () => {

@@ -8,6 +8,17 @@ import { serverEnv as serverBindings } from '../server/config.ts';
 import { createKeyringFile } from '../server/crypto/secret-box.ts';
 import { generateToken } from '../shared/api-key.ts';
 import { VERSION } from '../shared/version.ts';
+import {
+  adminUrlFile,
+  agentEnvironment,
+  agentOwnEnv,
+  checkChildSettings,
+  controlUrlFile,
+  metricsTokenFile,
+  serverEnvironment,
+  serverOwnEnv,
+  serverUrlOf,
+} from './child-settings.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
 import { enrollLocalAgent } from './enrollment.ts';
 import { dataLayout } from './layout.ts';
@@ -26,14 +37,7 @@ import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
 import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
 import { createSupervisorAudit } from './supervisor-audit.ts';
-import {
-  childEnvironment,
-  describeSources,
-  type UpConfig,
-  upEnv,
-  upOwnedAgentEnv,
-  upOwnedServerEnv,
-} from './up-config.ts';
+import { describeSources, type UpConfig, upEnv, upOwnedAgentEnv, upOwnedServerEnv } from './up-config.ts';
 
 export type UpOptions = {
   dataDir: string;
@@ -107,9 +111,24 @@ async function waitFor(what: string, check: () => Promise<boolean>, child: Child
  */
 export async function up(opts: UpOptions): Promise<number> {
   const layout = dataLayout(opts.dataDir);
+  const config = opts.config ?? { unsafeFast: false, serviceUser: 'postgres' };
+  const operatorEnv = opts.env ?? {};
+  const placement = { layout, host: opts.host, port: opts.port, poolerPort: opts.poolerPort };
+  // The children's settings are checked first: a bad one stops `up` before anything is made.
+  const problems = checkChildSettings({
+    env: operatorEnv,
+    placement,
+    serverConfigFile: opts.serverConfigFile,
+    agentConfigFile: opts.agentConfigFile,
+  });
+  if (problems.length > 0) {
+    throw new PreflightError(
+      `invalid settings for the server or the agent; nothing was started\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+      EXIT.usage,
+    );
+  }
   // Traversable by the service user when we run as root (its files live below); never listable.
   await fs.mkdir(layout.root, { recursive: true, mode: process.getuid?.() === 0 ? 0o711 : 0o700 });
-  const config = opts.config ?? { unsafeFast: false, serviceUser: 'postgres' };
   await checkLayout(layout, config.pgBin);
   const release = await acquireLock(layout);
   let dataPlane: DataPlane | undefined;
@@ -165,7 +184,6 @@ export async function up(opts: UpOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   try {
-    const operatorEnv = opts.env ?? {};
     reportSettings(opts, operatorEnv);
     if (config.unsafeFast) {
       opts.out(
@@ -191,27 +209,15 @@ export async function up(opts: UpOptions): Promise<number> {
       binaries: { pgBin: config.pgBin, pgbouncerBin: config.pgbouncerBin },
       log: opts.out,
     });
-    const controlUrlFile = path.join(layout.secrets, 'control-database-url');
-    const adminUrlFile = path.join(layout.secrets, 'admin-database-url');
-    await writeSecretFile(controlUrlFile, dataPlane.controlUrl);
-    await writeSecretFile(adminUrlFile, dataPlane.adminUrl);
+    await writeSecretFile(controlUrlFile(layout), dataPlane.controlUrl);
+    await writeSecretFile(adminUrlFile(layout), dataPlane.adminUrl);
     // Bearer token of the server's /metrics (Prometheus scrapes with it); kept across restarts.
-    const metricsTokenFile = path.join(layout.secrets, 'metrics-token');
-    await readOrCreateSecret(metricsTokenFile);
+    await readOrCreateSecret(metricsTokenFile(layout));
     // Master keyring sealing tenant database passwords (0600; `bulwark master-key rotate`).
     if (!existsSync(layout.masterKeyring)) createKeyringFile(layout.masterKeyring);
 
-    const serverUrl = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
-    const serverOwn: NodeJS.ProcessEnv = {
-      BULWARK_HOST: opts.host,
-      BULWARK_PORT: String(opts.port),
-      BULWARK_DATABASE_URL_FILE: controlUrlFile,
-      BULWARK_SERVER_DATA_DIR: layout.server,
-      BULWARK_METRICS_TOKEN_FILE: metricsTokenFile,
-      BULWARK_POOLER_PORT: String(opts.poolerPort),
-      BULWARK_MASTER_KEY_FILE: layout.masterKeyring,
-    };
-    const serverEnv = childEnvironment(operatorEnv, serverBindings, serverOwn).env;
+    const serverUrl = serverUrlOf(placement);
+    const serverEnv = serverEnvironment(operatorEnv, serverOwnEnv(placement));
     const serverArgs = opts.serverConfigFile ? ['server', '--config', opts.serverConfigFile] : ['server'];
     // Counted as running only once /ready answers (its database and keyring are usable).
     const startServer = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
@@ -233,23 +239,13 @@ export async function up(opts: UpOptions): Promise<number> {
     const server = await startServer((child) => children.push({ name: 'server', child }));
 
     // First start (or a lost agent token): a one-time enrollment token, stored only hashed.
-    const agentOwn: NodeJS.ProcessEnv = {
-      BULWARK_SERVER_URL: serverUrl,
-      BULWARK_AGENT_STATE_DIR: layout.agent,
-      BULWARK_AGENT_ADMIN_DATABASE_URL_FILE: adminUrlFile,
-      BULWARK_POOLER_DIR: layout.pooler,
-      BULWARK_POOLER_PORT: String(opts.poolerPort),
-      BULWARK_POOLER_ADMIN_PASSWORD_FILE: layout.poolerAdminPassword,
-    };
+    const agentOwn = agentOwnEnv(placement);
     if (!existsSync(path.join(layout.agent, 'agent-token'))) {
       const token = generateToken('bwe_');
       await enrollLocalAgent(dataPlane.controlUrl, { nodeName: 'local', token, ttlMs: 10 * 60_000 });
       agentOwn.BULWARK_ENROLLMENT_TOKEN = token;
     }
-    const agentEnv = childEnvironment(operatorEnv, agentBindings, agentOwn).env;
-    // The enrollment is up's own: never the operator's token, also once enrolled.
-    delete agentEnv.BULWARK_ENROLLMENT_TOKEN_FILE;
-    if (agentOwn.BULWARK_ENROLLMENT_TOKEN === undefined) delete agentEnv.BULWARK_ENROLLMENT_TOKEN;
+    const agentEnv = agentEnvironment(operatorEnv, agentOwn);
     const agentArgs = opts.agentConfigFile ? ['agent', '--config', opts.agentConfigFile] : ['agent'];
     const readyFile = path.join(layout.agent, 'ready');
     const startAgent = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
