@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
@@ -39,14 +40,51 @@ test('bad agent tokens hit a per-IP failure budget: 401, then 429, and the audit
   assert.equal(other.statusCode, 401);
 });
 
-test('an agent route refuses a missing token before it reads a large body', async () => {
-  const res = await s.app.inject({
-    method: 'POST',
-    url: '/v1/agent/jobs/1/explorer-result',
-    headers: { 'content-type': 'application/json' },
-    payload: JSON.stringify({ attempt: 1, rows: 'x'.repeat(5_000_000) }),
-    remoteAddress: '127.0.0.11',
+/** A large JSON body, produced only as the server pulls it; `pulled` is how much it pulled. */
+function meteredBody(total: number) {
+  const meter = { pulled: 0 };
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  const head = Buffer.from('{"attempt":1,"outcome":"');
+  const stream = new Readable({
+    read() {
+      if (meter.pulled >= total) return void this.push(null);
+      const piece =
+        meter.pulled === 0 ? head : chunk.subarray(0, Math.min(chunk.length, total - meter.pulled));
+      meter.pulled += piece.length;
+      this.push(piece);
+    },
   });
-  assert.equal(res.statusCode, 401);
-  assert.equal(res.json().error.code, 'unauthorized');
+  return { stream, meter };
+}
+
+test('an agent route refuses a missing token before it reads a large body', async () => {
+  const total = 5_000_000;
+  const send = async (headers: Record<string, string>) => {
+    const body = meteredBody(total);
+    const res = await s.app.inject({
+      method: 'POST',
+      url: '/v1/agent/jobs/1/explorer-result',
+      headers: { 'content-type': 'application/json', 'content-length': String(total), ...headers },
+      payload: body.stream,
+      remoteAddress: '127.0.0.11',
+    });
+    return { res, pulled: body.meter.pulled };
+  };
+  const refused = await send({});
+  assert.equal(refused.res.statusCode, 401);
+  assert.equal(refused.res.json().error.code, 'unauthorized');
+  assert.ok(refused.pulled < 256 * 1024, `pulled ${refused.pulled} of ${total} bytes before refusing`);
+
+  // The control: with a valid agent token the same body is read (to its end, or to the limit).
+  const { token } = await s.nodes.createEnrollment('abuse-body', 10);
+  const enrolled = await s.app.inject({
+    method: 'POST',
+    url: '/v1/agent/enroll',
+    payload: { enrollment_token: token, agent_version: 't' },
+    remoteAddress: '127.0.0.12',
+  });
+  const agentToken = enrolled.json().agent_token as string;
+  const read = await send({ authorization: `Bearer ${agentToken}` });
+  assert.notEqual(read.res.statusCode, 401, read.res.body);
+  assert.ok(read.pulled >= 1_000_000, `the control pulled only ${read.pulled} bytes`);
 });
