@@ -26,13 +26,8 @@ import { withTx } from '../src/server/db/pool.ts';
 import { createAuditChainer } from '../src/server/modules/audit/audit.chainer.ts';
 import { createCheckpointer, keyMap } from '../src/server/modules/audit/audit.checkpoints.ts';
 import { verifyDatabase } from '../src/server/modules/audit/audit.export.ts';
-import {
-  AUDIT_INSERT_COLUMNS,
-  auditInsertParams,
-  normalizeAuditEvent,
-  recordAudit,
-  recordAuditNow,
-} from '../src/server/modules/audit/audit.service.ts';
+import { AUDIT_INSERT_COLUMNS, auditInsertParams } from '../src/server/modules/audit/audit.repo.ts';
+import { createAuditService, normalizeAuditEvent } from '../src/server/modules/audit/audit.service.ts';
 import { nextEntry } from '../src/server/modules/audit/audit-chain.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
@@ -88,10 +83,12 @@ async function drive(op: (w: number, i: number) => Promise<void>): Promise<{ n: 
 try {
   await migrate(db);
   const checkpointer = createCheckpointer({ db, log, dataDir: layout.server });
+  const audit = createAuditService({ db });
   const chainer = createAuditChainer({
     databaseUrl: dp.controlUrl,
     db,
     log,
+    audit,
     checkpointer,
     checkpointIntervalMs: 3_600_000,
     retentionDays: 365,
@@ -103,10 +100,10 @@ try {
                   CREATE TABLE IF NOT EXISTS bench_locked_head (id int PRIMARY KEY, seq bigint, hash bytea);
                   INSERT INTO bench_locked_head VALUES (1, 0, '\\x${'00'.repeat(32)}') ON CONFLICT DO NOTHING`);
   await db.query('CREATE TABLE IF NOT EXISTS bench_events (LIKE audit_events INCLUDING ALL)');
-  const append = () => drive(async (w, i) => withTx(db, (tx) => recordAudit(tx, event(w, i))));
+  const append = () => drive(async (w, i) => withTx(db, (tx) => audit.record(tx, event(w, i))));
   // Standalone events (refusals, reads, reveals): group-committed; each writer resumes only once
   // its own event is durable.
-  const groupedRun = () => drive(async (w, i) => recordAuditNow(db, event(w, i)));
+  const groupedRun = () => drive(async (w, i) => audit.recordNow(event(w, i)));
   // Baseline 1: the commit floor — one INSERT per transaction into an unchained, unindexed table.
   const floorRun = () =>
     drive(async (w, i) =>

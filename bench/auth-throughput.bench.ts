@@ -93,8 +93,8 @@ try {
     log: createLogger('bench', 'silent'),
   });
   const { key } = await createOperatorKey(cluster.db, { accountName: 'bench', level: 'admin' });
-  await ctx.keys.listenerReady();
-  const auth = await ctx.keys.authenticate(key, '127.0.0.1');
+  await ctx.keyAuth.listenerReady();
+  const auth = await ctx.keyAuth.authenticate(key, '127.0.0.1');
   if (!auth.ok) throw new Error(auth.reason);
   const fixed = auth.caller;
   // A ready database of this account to show (inserted directly: no agent in this bench).

@@ -1,5 +1,5 @@
 /**
- * API key validation latency (KeysService.authenticate: checksum, cache, constant-time hash
+ * API key validation latency (KeyAuthenticator.authenticate: checksum, cache, constant-time hash
  * comparison, state checks) on a cache hit and on a miss (row + creator chain from the control DB).
  * Goal: p99 < 1 ms on a hit.
  *
@@ -7,7 +7,9 @@
  *
  * Starts its own throwaway cluster; prints per-case figures and a final JSON line.
  */
-import { createKeysService, createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
+import { createAuditService } from '../src/server/modules/audit/audit.service.ts';
+import { createKeyAuthenticator } from '../src/server/modules/keys/keys.authenticator.ts';
+import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { startKeysBenchCluster } from './keys-kit.ts';
 import { summarize } from './stats.ts';
@@ -16,9 +18,10 @@ const HITS = Number(process.argv[2] ?? 200_000);
 const MISSES = Number(process.argv[3] ?? 3_000);
 const cluster = await startKeysBenchCluster();
 const log = createLogger('bench', 'silent');
-const base = { db: cluster.db, log, databaseUrl: cluster.controlUrl, idleSweepMs: 0, usageFlushMs: 60_000 };
-const cached = createKeysService(base);
-const uncached = createKeysService({ ...base, cacheTtlMs: 0 });
+const audit = createAuditService({ db: cluster.db });
+const base = { db: cluster.db, log, audit, databaseUrl: cluster.controlUrl, usageFlushMs: 60_000 };
+const cached = createKeyAuthenticator(base);
+const uncached = createKeyAuthenticator({ ...base, cacheTtlMs: 0 });
 try {
   await Promise.all([cached.listenerReady(), uncached.listenerReady()]);
   const { key } = await createOperatorKey(cluster.db, { accountName: 'bench', level: 'admin' });

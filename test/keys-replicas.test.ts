@@ -9,8 +9,8 @@ let b: TestServer;
 before(async () => {
   a = await createTestServer({ rateLimitKeyPerMinute: 1_000_000 });
   b = await createTestServer({ rateLimitKeyPerMinute: 1_000_000 }, { db: a.db });
-  assert.ok(await a.keys.listenerReady());
-  assert.ok(await b.keys.listenerReady());
+  assert.ok(await a.keyAuth.listenerReady());
+  assert.ok(await b.keyAuth.listenerReady());
 });
 after(async () => {
   await b.stop();
@@ -40,9 +40,9 @@ test('a key revoked through one replica is refused by the other within the bound
     const { id, key } = made.json() as { id: string; key: string };
     // Replica b has the key in its cache (a hit from here on).
     assert.equal((await whoami(b, key)).statusCode, 200);
-    const hits = b.keys.cacheStats.hits;
+    const hits = b.keyAuth.cacheStats.hits;
     assert.equal((await whoami(b, key)).statusCode, 200);
-    assert.equal(b.keys.cacheStats.hits, hits + 1, 'served from the cache');
+    assert.equal(b.keyAuth.cacheStats.hits, hits + 1, 'served from the cache');
 
     const revoked = await a.app.inject({ method: 'DELETE', url: `/v1/keys/${id}`, headers: admin.headers });
     assert.equal(revoked.statusCode, 200);
@@ -75,16 +75,16 @@ test('while its listener is down a replica does not trust its cache; on reconnec
   );
   assert.ok(killed.rowCount! >= 1);
   const lost = Date.now() + 2_000;
-  while (Date.now() < lost && b.keys.listenerConnected()) await new Promise((r) => setTimeout(r, 1));
+  while (Date.now() < lost && b.keyAuth.listenerConnected()) await new Promise((r) => setTimeout(r, 1));
   // Revoke behind everyone's back: no NOTIFY at all.
   await a.db.pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [k.id]);
   assert.equal((await whoami(b, k.key)).statusCode, 401, 'no stale cache hit while disconnected');
   // Both replicas reconnect (backoff starts at 100 ms) and keep working.
   const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline && !(b.keys.listenerConnected() && a.keys.listenerConnected())) {
+  while (Date.now() < deadline && !(b.keyAuth.listenerConnected() && a.keyAuth.listenerConnected())) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  assert.ok(b.keys.listenerConnected(), 'listener reconnected');
+  assert.ok(b.keyAuth.listenerConnected(), 'listener reconnected');
   const fresh = await createTestKey(a, { account: 'initech' });
   assert.equal((await whoami(b, fresh.key)).statusCode, 200);
   assert.equal((await whoami(b, k.key)).statusCode, 401);

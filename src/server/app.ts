@@ -31,6 +31,8 @@ import type { ExplorerService } from './modules/explorer/explorer.service.ts';
 import { healthRoutes } from './modules/health/health.routes.ts';
 import { homePage } from './modules/health/home.page.ts';
 import { jobRoutes } from './modules/jobs/jobs.routes.ts';
+import type { JobsService } from './modules/jobs/jobs.service.ts';
+import type { KeyAuthenticator } from './modules/keys/keys.authenticator.ts';
 import { keysRoutes } from './modules/keys/keys.routes.ts';
 import type { KeysService } from './modules/keys/keys.service.ts';
 import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
@@ -54,8 +56,12 @@ export type AppDeps = {
   version: string;
   poolerPort: number | null;
   nodes: NodesService;
-  /** API keys: authentication of every /v1 route (see http/auth.ts) and the /v1/keys routes. */
+  /** API key authentication of every /v1 route (see http/auth.ts). */
+  keyAuth: Pick<KeyAuthenticator, 'authenticate'>;
+  /** API key management: the /v1/keys routes. */
   keys: KeysService;
+  /** The account's view of the job queue (/v1/jobs). */
+  jobs: JobsService;
   /** Counters (auth failures, rate-limit hits…) and the scrape-time registry behind /metrics. */
   metrics: ServerMetrics;
   /** Bearer token of /metrics; null disables it (404). */
@@ -135,7 +141,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     perIp: { limit: deps.config.rateLimitIpPerMinute, windowMs: 60_000 },
     authFailuresPerIp: { limit: deps.config.rateLimitAuthFailuresPerMinute, windowMs: 60_000 },
   });
-  registerAuth(app, { keys: deps.keys, nodes: deps.nodes, limiter, metrics: deps.metrics });
+  registerAuth(app, { keys: deps.keyAuth, nodes: deps.nodes, limiter, metrics: deps.metrics });
   const withIdempotency = createIdempotency({ db: deps.db });
 
   await app.register(swagger, {
@@ -165,9 +171,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
-  await app.register(jobRoutes({ db: deps.db }));
+  await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
-  await app.register(auditRoutes({ audit: deps.audit, db: deps.db }));
+  await app.register(auditRoutes({ audit: deps.audit }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));
   return app;

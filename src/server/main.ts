@@ -11,6 +11,7 @@ import { migrate } from './db/migrate.ts';
 import { createPgListener } from './db/pg-listener.ts';
 import { createPool, type Db } from './db/pool.ts';
 import { createRedisRateLimitStore } from './http/rate-limit-redis.ts';
+import { type AuditService, createAuditService } from './modules/audit/audit.service.ts';
 import { createAuditStack } from './modules/audit/audit.stack.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
@@ -21,6 +22,8 @@ import { createExplorerChannels, type ExplorerChannels } from './modules/explore
 import { createExplorerService, type ExplorerService } from './modules/explorer/explorer.service.ts';
 import { createJobHooks } from './modules/jobs/job-hooks.ts';
 import { createJobNotifier } from './modules/jobs/job-notifier.ts';
+import { createJobsService } from './modules/jobs/jobs.service.ts';
+import { createKeyAuthenticator, type KeyAuthenticator } from './modules/keys/keys.authenticator.ts';
 import { createKeysService, type KeysService } from './modules/keys/keys.service.ts';
 import { registerCoreCollectors } from './modules/metrics/collectors.ts';
 import { readMetricsToken } from './modules/metrics/metrics-token.ts';
@@ -32,7 +35,12 @@ export type ServerContext = {
   app: FastifyInstance;
   nodes: NodesService;
   databases: DatabasesService;
+  /** API key authentication (the hot path: cache, revocation listener, usage). */
+  keyAuth: KeyAuthenticator;
+  /** API key management (create, revoke, the idle-key sweeper). */
   keys: KeysService;
+  /** This process's audit writer (tests record events with it). */
+  audit: AuditService;
   explorer: ExplorerService;
   /** Agents' explorer channels held by this process (tests, benches). */
   explorerChannels: ExplorerChannels;
@@ -55,7 +63,10 @@ export async function createServerContext(opts: {
   // One LISTEN connection per process, shared by the job wake-ups and key revocations.
   const listener = createPgListener(config.databaseUrl, log, 'server-listen');
   const notifier = createJobNotifier(listener, log);
-  const keys = createKeysService({ db, log, databaseUrl: config.databaseUrl, listener });
+  // The audit writer of this process: every module that records gets it from here.
+  const audit = createAuditService({ db });
+  const keyAuth = createKeyAuthenticator({ db, log, audit, databaseUrl: config.databaseUrl, listener });
+  const keys = createKeysService({ db, log, audit, authenticator: keyAuth });
   const metrics = createServerMetrics(createMetricsRegistry());
   registerCoreCollectors(metrics.registry, db);
   const metricsToken = readMetricsToken(config);
@@ -71,24 +82,26 @@ export async function createServerContext(opts: {
     );
   const jobHooks = createJobHooks();
   // Expired allowlist entries leave the stored rows (and the nodes) at their expiry.
-  const allowlistExpiry = createAllowlistExpiry({ db, log });
+  const allowlistExpiry = createAllowlistExpiry({ db, log, audit });
   const databases = createDatabasesService({
     db,
     box,
     config,
     log,
+    audit,
     onAllowlistChanged: () => allowlistExpiry.poke(),
   });
-  const databaseJobs = createDatabaseJobs({ db, box, log });
+  const databaseJobs = createDatabaseJobs({ db, box, log, audit });
   jobHooks.register('database.', databaseJobs.onJobFinished);
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });
   const operatorToken = readOperatorToken(config);
-  const audit = createAuditStack({ config, db, log });
+  const auditStack = createAuditStack({ config, db, log, audit });
   const nodes = createNodesService({
     db,
     notifier,
     log,
+    audit,
     leaseMs: config.jobLeaseMs,
     generateToken,
     shutdown: stopping.signal,
@@ -102,6 +115,7 @@ export async function createServerContext(opts: {
     db,
     notifier,
     log,
+    audit,
     channels: explorerChannels,
     maxInProcess: config.explorerMaxInFlight,
   });
@@ -116,10 +130,12 @@ export async function createServerContext(opts: {
       version: VERSION,
       poolerPort: opts.poolerPort ?? null,
       nodes,
+      keyAuth,
       keys,
+      jobs: createJobsService({ db }),
       metrics,
       metricsToken,
-      audit: audit.admin,
+      audit: auditStack.admin,
       databases,
       explorer,
       explorerChannels,
@@ -132,7 +148,9 @@ export async function createServerContext(opts: {
       app,
       nodes,
       databases,
+      keyAuth,
       keys,
+      audit,
       explorer,
       explorerChannels,
       async close() {
@@ -145,8 +163,9 @@ export async function createServerContext(opts: {
         await app.close();
         clearTimeout(force);
         await allowlistExpiry.stop();
-        await audit.close();
-        await keys.close();
+        await auditStack.close();
+        keys.close();
+        await keyAuth.close();
         await listener.close();
         await rateLimitStore?.close?.();
       },
@@ -154,8 +173,9 @@ export async function createServerContext(opts: {
   } catch (err) {
     explorer.close();
     await notifier.close();
-    await keys.close();
-    await audit.close();
+    keys.close();
+    await keyAuth.close();
+    await auditStack.close();
     await listener.close();
     await rateLimitStore?.close?.();
     throw err;

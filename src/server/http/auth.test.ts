@@ -37,7 +37,7 @@ before(async () => {
     rateLimitAuthFailuresPerMinute: 6,
   });
   ctx = await createServerContext({ config, db: db.pool, log: c.log });
-  await ctx.keys.listenerReady();
+  await ctx.keyAuth.listenerReady();
 });
 after(async () => {
   await ctx.close();
@@ -175,7 +175,7 @@ test('last use is recorded in batches, not per request, with the first use notic
   assert.equal((await whoami(k.headers.authorization, '10.0.4.2')).statusCode, 200);
   const before = await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [k.id]);
   assert.equal(before.rows[0].last_used_at, null, 'nothing written on the request path');
-  await ctx.keys.flushUsage();
+  await ctx.keyAuth.flushUsage();
   const row = (
     await db.pool.query('SELECT last_used_at, host(last_used_ip) AS ip FROM api_keys WHERE id = $1', [k.id])
   ).rows[0];

@@ -10,7 +10,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { unauthorized } from '../../shared/errors.ts';
-import type { AuthFailure, KeysService } from '../modules/keys/keys.service.ts';
+import type { AuthFailure, KeyAuthenticator } from '../modules/keys/keys.authenticator.ts';
 import type { ServerMetrics } from '../modules/metrics/server-metrics.ts';
 import type { AgentIdentity, NodesService } from '../modules/nodes/nodes.service.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
@@ -42,7 +42,7 @@ export function requireAgent(req: FastifyRequest): AgentIdentity {
 export function registerAuth(
   app: FastifyInstance,
   deps: {
-    keys: Pick<KeysService, 'authenticate'>;
+    keys: Pick<KeyAuthenticator, 'authenticate'>;
     /** Agent tokens: checked here too, before any body is read, under their own per-IP failure budget. */
     nodes: Pick<NodesService, 'authenticateAgent'>;
     limiter: RateLimiter;

@@ -21,7 +21,7 @@ before(async () => {
   // The server's real logger, at the level that logs every request.
   const config = serverConfigSchema.parse({ databaseUrl: db.url, dataDir: '/nonexistent', logLevel: 'info' });
   ctx = await createServerContext({ config, db: db.pool, log: createLogger('server', 'info', stream) });
-  await ctx.keys.listenerReady();
+  await ctx.keyAuth.listenerReady();
 });
 after(async () => {
   await ctx.close();

@@ -24,7 +24,7 @@ before(async () => {
     logLevel: 'debug',
   });
   ctx = await createServerContext({ config, db: db.pool, log: createLogger('server', 'debug', stream) });
-  await ctx.keys.listenerReady();
+  await ctx.keyAuth.listenerReady();
 });
 after(async () => {
   await ctx.close();

@@ -11,7 +11,7 @@ import type { AuditChainer } from './audit.chainer.ts';
 import { type Checkpointer, keyMap } from './audit.checkpoints.ts';
 import { exportLines, verifyDatabase } from './audit.export.ts';
 import * as repo from './audit.repo.ts';
-import { auditFromCaller, recordAudit } from './audit.service.ts';
+import { type AuditService, auditFromCaller } from './audit.service.ts';
 import type { VerifyReport } from './audit.verify.ts';
 import type { AuditOutcome } from './audit-chain.ts';
 
@@ -68,6 +68,7 @@ const CHECKPOINT_ACCOUNTS_TRACKED = 10_000;
 export function createAuditAdminService(deps: {
   db: Db;
   log: Logger;
+  audit: Pick<AuditService, 'record' | 'recordNow'>;
   chainer: Pick<AuditChainer, 'chainPending'>;
   checkpointer: Pick<Checkpointer, 'publicKeys' | 'onDemand'>;
   now?: () => number;
@@ -104,8 +105,18 @@ export function createAuditAdminService(deps: {
       };
     },
 
-    /** The caller's account's chained events as export lines. */
-    exportAccount(caller: Caller): AsyncGenerator<string> {
+    /**
+     * The caller's account's chained events as export lines. Taking a copy of the log is itself
+     * an event, durable before the first line (fail closed: no record, no export).
+     */
+    async exportAccount(caller: Caller, requestId: string): Promise<AsyncGenerator<string>> {
+      await deps.audit.recordNow(
+        auditFromCaller(
+          caller,
+          { action: 'audit.exported', targetType: 'account', targetId: caller.accountId },
+          requestId,
+        ),
+      );
       return exportLines(deps.db, {
         accountId: caller.accountId,
         publicKeys: deps.checkpointer.publicKeys(),
@@ -148,7 +159,7 @@ export function createAuditAdminService(deps: {
             retry_after_s: retryAfterS,
           });
         }
-        await recordAudit(
+        await deps.audit.record(
           tx,
           auditFromCaller(
             caller,

@@ -1,7 +1,7 @@
 /**
  * The chainer: one per cluster (a session advisory lock on a dedicated connection elects it; other
  * replicas stand by and retry). Woken when this process records an event (it then polls every few
- * ms until writes stop: the writer's commit follows its recordAudit), by a NOTIFY that other
+ * ms until writes stop: the writer's commit follows its `record`), by a NOTIFY that other
  * replicas send after recording (debounced, outside any transaction), and by a slow poll in case
  * a notification is lost. It assigns seq/prev_hash/hash/canonical to committed pending
  * rows in id order, in batches, advancing audit_head once per batch. It also signs periodic
@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { Db, Queryable } from '../../db/pool.ts';
 import type { Checkpointer } from './audit.checkpoints.ts';
 import * as repo from './audit.repo.ts';
-import { AUDIT_CHANNEL, onAuditRecorded } from './audit.service.ts';
+import { AUDIT_CHANNEL, type AuditService } from './audit.service.ts';
 import { canonicalEncode, chainHash } from './audit-chain.ts';
 
 // Any constant works; it only elects one chainer per control database.
@@ -158,6 +158,8 @@ export type ChainerDeps = {
   /** Used by a standby to NOTIFY the chainer (outside any writer transaction). */
   db: Db;
   log: Logger;
+  /** This process's audit writer: its writes wake the chainer. */
+  audit: Pick<AuditService, 'onRecorded'>;
   checkpointer: Checkpointer;
   checkpointIntervalMs: number;
   retentionDays: number;
@@ -171,7 +173,7 @@ export type ChainerDeps = {
   /** …until this long after the last one. */
   activeWindowMs?: number;
   /**
-   * An event that is already committed (group-committed recordAuditNow) is chained by one pass this
+   * An event that is already committed (group-committed `recordNow`) is chained by one pass this
    * long after the first of them, not by polling: a burst of events shares the pass, and the pass
    * does not compete for CPU with the request that wrote the event (default 50 ms).
    */
@@ -248,7 +250,7 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
     })();
   };
 
-  const unsubscribe = onAuditRecorded((committed) => {
+  const unsubscribe = deps.audit.onRecorded((committed) => {
     if (committed && leader) {
       // Already durable: one pass shortly, shared by every event committed meanwhile.
       if (committedTimer) return;
@@ -267,7 +269,7 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
     // Not the chainer: tell it (after the writer's commit, most likely), at most every 5 ms.
     notifyTimer ??= setTimeout(() => {
       notifyTimer = undefined;
-      deps.db.query(`NOTIFY ${AUDIT_CHANNEL}`).catch(() => {});
+      repo.notifyChainer(deps.db, AUDIT_CHANNEL).catch(() => {});
     }, 5);
   });
 
@@ -313,12 +315,11 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
     });
     try {
       await c.connect();
-      const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [CHAINER_LOCK]);
-      if (!r.rows[0]?.ok) {
+      if (!(await repo.tryLeaderLock(c, CHAINER_LOCK))) {
         await c.end();
         return false;
       }
-      await c.query(`LISTEN ${AUDIT_CHANNEL}`);
+      await repo.listen(c, AUDIT_CHANNEL);
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'audit chainer could not connect');
       await c.end().catch(() => {});

@@ -5,7 +5,6 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createTestKey, type TestKey } from '../../../../test/helpers/keys.ts';
 import { createTestServer, type TestServer } from '../../../../test/helpers/server.ts';
-import { recordAuditNow } from './audit.service.ts';
 
 let s: TestServer;
 let root: string;
@@ -28,7 +27,7 @@ before(async () => {
   s = await createTestServer({ dataDir: path.join(root, 'server'), auditCheckpointFile: file });
   acme = await createTestKey(s, { account: 'acme' });
   globex = await createTestKey(s, { account: 'globex' });
-  await recordAuditNow(s.db.pool, { action: 'test.seeded', accountId: acme.accountId });
+  await s.audit.recordNow({ action: 'test.seeded', accountId: acme.accountId });
   await waitChained();
 });
 after(async () => {
@@ -76,7 +75,7 @@ test('on-demand checkpoints: idempotent per head, audited, limited per account, 
   assert.equal(records.rowCount, 1, 'returning the existing checkpoint records nothing');
 
   // The head moves: a new one for another account, but not a second within the minute for acme.
-  await recordAuditNow(s.db.pool, { action: 'test.seeded', accountId: acme.accountId });
+  await s.audit.recordNow({ action: 'test.seeded', accountId: acme.accountId });
   await waitChained();
   const limited = await post(acme);
   assert.equal(limited.statusCode, 429, limited.body);

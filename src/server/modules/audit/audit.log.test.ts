@@ -11,17 +11,19 @@ import { withTx } from '../../db/pool.ts';
 import { chainAll, createAuditChainer, pruneBefore } from './audit.chainer.ts';
 import { type Checkpointer, createCheckpointer, keyMap } from './audit.checkpoints.ts';
 import { exportLines, parseExport, verifyDatabase, verifyExport } from './audit.export.ts';
-import { recordAudit, recordAuditNow } from './audit.service.ts';
+import { type AuditService, createAuditService } from './audit.service.ts';
 
 const log = createLogger('test', 'silent');
 let db: TestDb;
 let client: pg.PoolClient;
 let cp: Checkpointer;
 let keys: Map<string, string>;
+let audit: AuditService;
 
 beforeEach(async () => {
   await loadExplorerParser();
   db = await createTestDb();
+  audit = createAuditService({ db: db.pool });
   client = await db.pool.connect();
   cp = createCheckpointer({ db: db.pool, log, dataDir: mkdtempSync(path.join(tmpdir(), 'bulwark-audit-')) });
   keys = keyMap(cp.publicKeys());
@@ -35,7 +37,7 @@ const ACCOUNT = '00000000-0000-4000-8000-000000000001';
 
 async function seed(n: number, extra: { occurredAt?: string } = {}): Promise<void> {
   for (let i = 0; i < n; i++) {
-    await recordAuditNow(db.pool, {
+    await audit.recordNow({
       action: 'key.created',
       actorType: 'key',
       actorId: `k${i}`,
@@ -60,7 +62,7 @@ test('100 concurrent writers, chained while they write → one gap-free valid ch
   })();
   await Promise.all(
     Array.from({ length: 100 }, (_, i) =>
-      withTx(db.pool, (tx) => recordAudit(tx, { action: 'test.write', details: { writer: i } })),
+      withTx(db.pool, (tx) => audit.record(tx, { action: 'test.write', details: { writer: i } })),
     ),
   );
   await chaining;
@@ -141,7 +143,7 @@ test('fail closed: an event the database refuses rolls the whole change back', a
   await assert.rejects(
     withTx(db.pool, async (tx) => {
       await tx.query("INSERT INTO accounts (name) VALUES ('acme')");
-      await recordAudit(tx, { action: 'account.created', targetType: 'account', targetId: 'x'.repeat(201) });
+      await audit.record(tx, { action: 'account.created', targetType: 'account', targetId: 'x'.repeat(201) });
     }),
     (err: { code?: string }) => err.code === '23514',
   );
@@ -150,14 +152,14 @@ test('fail closed: an event the database refuses rolls the whole change back', a
   await assert.rejects(
     withTx(db.pool, async (tx) => {
       await tx.query("INSERT INTO accounts (name) VALUES ('acme')");
-      await recordAudit(tx, { action: 'account.created', details: { at: new Date() } });
+      await audit.record(tx, { action: 'account.created', details: { at: new Date() } });
     }),
     TypeError,
   );
   assert.equal(await count(), 0);
   assert.equal((await db.pool.query('SELECT 1 FROM audit_events')).rowCount, 0);
   // SQL in details is redacted before it is stored.
-  await recordAuditNow(db.pool, {
+  await audit.recordNow({
     action: 'explorer.query',
     details: { sql: "SELECT * FROM t WHERE pw = 'hunter2'" },
   });
@@ -166,12 +168,13 @@ test('fail closed: an event the database refuses rolls the whole change back', a
 });
 
 test('pending rows left by a dead chainer are chained by the next; one leader per cluster', async () => {
-  for (let i = 0; i < 5; i++) await recordAuditNow(db.pool, { action: 'test.pending' });
+  for (let i = 0; i < 5; i++) await audit.recordNow({ action: 'test.pending' });
   assert.equal((await verify()).pending, 5);
   const opts = {
     databaseUrl: db.url,
     db: db.pool,
     log,
+    audit,
     checkpointer: cp,
     checkpointIntervalMs: 3_600_000,
     retentionDays: 365,
@@ -184,7 +187,7 @@ test('pending rows left by a dead chainer are chained by the next; one leader pe
     while (Date.now() < deadline && (await verify()).pending > 0) await new Promise((r) => setTimeout(r, 10));
     assert.equal([a.isLeader(), b.isLeader()].filter(Boolean).length, 1);
     // New writes are chained within milliseconds (NOTIFY wake-up).
-    await recordAuditNow(db.pool, { action: 'test.after' });
+    await audit.recordNow({ action: 'test.after' });
     const t0 = Date.now();
     while (Date.now() - t0 < 3_000 && (await verify()).pending > 0)
       await new Promise((r) => setTimeout(r, 5));
@@ -248,6 +251,7 @@ test('verification while writers and the chainer run never reports a false break
     databaseUrl: db.url,
     db: db.pool,
     log,
+    audit,
     checkpointer: cp,
     checkpointIntervalMs: 3_600_000,
     retentionDays: 365,
@@ -256,7 +260,7 @@ test('verification while writers and the chainer run never reports a false break
     let writing = true;
     const writers = Array.from({ length: 4 }, async (_, w) => {
       for (let i = 0; writing && i < 500; i++)
-        await recordAuditNow(db.pool, { action: 'test.live', details: { w, i } });
+        await audit.recordNow({ action: 'test.live', details: { w, i } });
     });
     const reports = [];
     for (let i = 0; i < 8; i++) {
@@ -282,7 +286,7 @@ test('standalone events are group-committed: 300 concurrent callers, each resume
   );
   await Promise.all(
     Array.from({ length: 300 }, (_, i) =>
-      recordAuditNow(db.pool, {
+      audit.recordNow({
         action: 'explorer.query',
         actorType: 'key',
         actorId: `k${i}`,
@@ -304,5 +308,5 @@ test('standalone events are group-committed: 300 concurrent callers, each resume
   const v = await verify();
   assert.equal(v.ok, true);
   // An invalid event is refused before it joins a batch; the others are unaffected.
-  await assert.rejects(recordAuditNow(db.pool, { action: 'Not An Action' }), TypeError);
+  await assert.rejects(audit.recordNow({ action: 'Not An Action' }), TypeError);
 });

@@ -58,6 +58,62 @@ export function rowToEvent(r: AuditEventRow): AuditEventInput {
   };
 }
 
+/** The columns a writer fills (the chainer fills the rest), and their values for one event. */
+export const AUDIT_INSERT_COLUMNS = `occurred_at, actor_type, actor_id, action, target_type, target_id,
+                        account_id, source_ip, outcome, request_id, details`;
+
+export function auditInsertParams(e: AuditEventInput): unknown[] {
+  return [
+    e.occurredAt,
+    e.actorType,
+    e.actorId,
+    e.action,
+    e.targetType,
+    e.targetId,
+    e.accountId,
+    e.sourceIp,
+    e.outcome,
+    e.requestId,
+    JSON.stringify(e.details),
+  ];
+}
+
+/** One pending (unchained) event, in the caller's transaction. */
+export async function insertEvent(tx: Queryable, e: AuditEventInput): Promise<void> {
+  await tx.query(
+    `INSERT INTO audit_events (${AUDIT_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    auditInsertParams(e),
+  );
+}
+
+/** Many events in one statement: the batch travels as one JSON array, parsed once by PostgreSQL. */
+export async function insertEvents(db: Queryable, events: AuditEventInput[]): Promise<void> {
+  await db.query(
+    `INSERT INTO audit_events (${AUDIT_INSERT_COLUMNS})
+     SELECT "occurredAt", "actorType", "actorId", action, "targetType", "targetId",
+            "accountId", "sourceIp", outcome, "requestId", details
+       FROM jsonb_to_recordset($1::jsonb) AS e(
+              "occurredAt" timestamptz, "actorType" text, "actorId" text, action text, "targetType" text,
+              "targetId" text, "accountId" uuid, "sourceIp" text, outcome text, "requestId" text, details jsonb)`,
+    [JSON.stringify(events)],
+  );
+}
+
+/** Wakes the chainer (another replica's, most likely): sent outside any writer transaction. */
+export async function notifyChainer(db: Queryable, channel: string): Promise<void> {
+  await db.query(`NOTIFY ${channel}`);
+}
+
+/** A session advisory lock on the leader's own connection: true when this session now holds it. */
+export async function tryLeaderLock(client: Queryable, lock: number): Promise<boolean> {
+  const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [lock]);
+  return r.rows[0]?.ok === true;
+}
+
+export async function listen(client: Queryable, channel: string): Promise<void> {
+  await client.query(`LISTEN ${channel}`);
+}
+
 /** Locks the head for this transaction: the only serialisation point, taken once per batch. */
 export async function lockHead(tx: Queryable): Promise<HeadRow> {
   const r = await tx.query<HeadRow>('SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE');

@@ -10,7 +10,6 @@ import { createTestServer, type TestServer } from '../../../../test/helpers/serv
 import { generateToken, hashToken } from '../../../shared/api-key.ts';
 import { publicKeysOf } from './audit.checkpoints.ts';
 import { exportLines, parseExport, verifyExport } from './audit.export.ts';
-import { recordAuditNow } from './audit.service.ts';
 import { verifyCheckpoint } from './audit-chain.ts';
 
 const CLI = fileURLToPath(new URL('../../../cli/index.ts', import.meta.url));
@@ -44,9 +43,9 @@ before(async () => {
   admin = await createTestKey(s, { account: 'acme' });
   other = await createTestKey(s, { account: 'other' });
   for (let i = 0; i < 3; i++) {
-    await recordAuditNow(s.db.pool, { action: 'test.seeded', accountId: admin.accountId, targetId: `k${i}` });
+    await s.audit.recordNow({ action: 'test.seeded', accountId: admin.accountId, targetId: `k${i}` });
   }
-  await recordAuditNow(s.db.pool, {
+  await s.audit.recordNow({
     action: 'test.seeded',
     accountId: other.accountId,
     targetId: 'secret-of-other',
@@ -260,7 +259,7 @@ test('API keys: created, first used, revoked and decoy used are recorded', async
     (await s.app.inject({ url: '/v1/whoami', headers: { authorization: `Bearer ${decoy.key}` } })).statusCode,
     401,
   );
-  await s.keys.flushUsage();
+  await s.keyAuth.flushUsage();
   assert.equal(
     (await s.app.inject({ method: 'DELETE', url: `/v1/keys/${created.id}`, headers: admin.headers }))
       .statusCode,

@@ -2,10 +2,8 @@ import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../../shared/errors.ts';
-import type { Db } from '../../db/pool.ts';
 import { requireAccountScope, requireCaller, requireLevel } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
-import { auditFromRequest, recordAuditNow } from './audit.service.ts';
 import type { AuditAdminService } from './audit-admin.service.ts';
 
 const MAX_PAGE = 100;
@@ -42,7 +40,7 @@ const publicKeySchema = z.object({
 });
 
 /** Admin-level, account-scoped keys only: the audit log is the account's, not one database's. */
-export function auditRoutes(deps: { audit: AuditAdminService; db: Db }): FastifyPluginAsyncZod {
+export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       '/v1/audit/events',
@@ -89,16 +87,8 @@ export function auditRoutes(deps: { audit: AuditAdminService; db: Db }): Fastify
         const caller = requireCaller(req);
         requireLevel(caller, 'admin');
         requireAccountScope(caller);
-        // Taking a copy of the log is itself an event (fail closed: no record, no export).
-        await recordAuditNow(
-          deps.db,
-          auditFromRequest(req, {
-            action: 'audit.exported',
-            targetType: 'account',
-            targetId: caller.accountId,
-          }),
-        );
-        const lines = deps.audit.exportAccount(caller);
+        // Recorded (durable) before the first line: no record, no export.
+        const lines = await deps.audit.exportAccount(caller, String(req.id));
         const body = Readable.from(
           (async function* () {
             for await (const line of lines) yield `${line}\n`;

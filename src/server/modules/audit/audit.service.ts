@@ -1,23 +1,32 @@
 /**
- * The audit API every module calls to record a security-relevant event.
+ * The audit API every module uses to record a security-relevant event. The server builds one
+ * `AuditService` in its wiring point (main.ts) and passes it to the services that record:
  *
- *   await recordAudit(tx, auditFromRequest(req, { action: 'key.created', targetType: 'key', targetId: id }));
+ *   await audit.record(tx, auditFromCaller(caller, { action: 'key.created', targetType: 'key', targetId: id }));
  *
  * Fail closed: call it with the SAME transaction (`tx`) as the change it records. The row is part
  * of that transaction, so the action and its event commit together; if the insert fails (invalid
  * event, database error) it throws and the surrounding change rolls back. A failed or refused
- * action has nothing to roll back: record it with `recordAuditNow(db, …)` (its own transaction).
+ * action has nothing to roll back: record it with `audit.recordNow(…)` (its own transaction).
  *
  * The row is chained (seq, hash) a few milliseconds after commit by the chainer (audit.chainer.ts);
  * an event counts as durable when its transaction commits.
  *
  * Details: plain JSON only (no Date/Buffer: convert to strings). Never put a secret in details.
  * Any `sql` string in details is redacted (literals → `?`) here, so raw SQL never reaches the log.
+ *
+ * Whatever bytes a client sent, the event is written: PostgreSQL's text and jsonb cannot hold a
+ * NUL character or a lone UTF-16 surrogate, so every string of the event (details' keys and
+ * values at any depth included) has each of them replaced by U+FFFD, here, before the event is
+ * stored, so the chain is computed over what is stored. (Bytes that are not UTF-8 never get this
+ * far: Node decodes them to U+FFFD on the way in.) U+FFFD keeps a string's length, so a field
+ * that fitted its bound still does.
  */
 import type { FastifyRequest } from 'fastify';
 import { redactSql } from '../../../shared/sql/explorer-validator.ts';
 import type { Db, Queryable } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
+import * as repo from './audit.repo.ts';
 import {
   type AuditActorType,
   type AuditEventInput,
@@ -28,25 +37,11 @@ import {
 /**
  * NOTIFY channel that wakes the chainer. Writers do NOT notify inside their transaction: a
  * notifying transaction takes a cluster-wide lock held across its commit, which serialised
- * writers to ~460 events/s here (vs ~1,800/s without). Instead recordAudit signals this process
- * (onAuditRecorded); the local chainer polls briefly, and a replica that is not the chainer sends
- * one debounced NOTIFY outside any transaction.
+ * writers to ~460 events/s here (vs ~1,800/s without). Instead `AuditService.record` signals this
+ * process (`onRecorded`); the local chainer polls briefly, and a replica that is not the chainer
+ * sends one debounced NOTIFY outside any transaction.
  */
 export const AUDIT_CHANNEL = 'bulwark_audit';
-
-/**
- * `committed`: false after recordAudit (the caller's transaction commits later, so the chainer
- * polls briefly); true after a group-committed batch of recordAuditNow (already durable: one
- * chaining pass a little later finds it, no polling needed).
- */
-type RecordedListener = (committed: boolean) => void;
-const recordedListeners = new Set<RecordedListener>();
-
-/** Called after every recordAudit (before its commit) and every group commit. Returns an unsubscribe function. */
-export function onAuditRecorded(fn: RecordedListener): () => void {
-  recordedListeners.add(fn);
-  return () => recordedListeners.delete(fn);
-}
 
 /** Action names: dotted lower-case words, e.g. `key.created`, `database.credentials_revealed`. */
 export const AUDIT_ACTION_PATTERN = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,5}$/;
@@ -77,21 +72,59 @@ function redactDetails(details: Record<string, unknown>): Record<string, unknown
   return { ...details, sql: redactSql(details.sql) };
 }
 
+/** What PostgreSQL cannot store in text or jsonb: NUL, and UTF-16 surrogates not in a pair. */
+const NUL = /\u0000/g;
+
+/** `s` with every NUL and lone surrogate replaced by U+FFFD (the same string when there is none). */
+export function storableText(s: string): string {
+  if (s.isWellFormed() && !s.includes('\u0000')) return s;
+  return s.toWellFormed().replace(NUL, '\uFFFD');
+}
+
+/** A details value with every string (object keys included) storable; other values as they are. */
+function storableValue(v: unknown): unknown {
+  if (typeof v === 'string') return storableText(v);
+  if (v === null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) return v.map(storableValue);
+  const proto = Object.getPrototypeOf(v);
+  // Not plain JSON (Date, Buffer…): left for the canonical encoding to refuse, as before.
+  if (proto !== Object.prototype && proto !== null) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, val] of Object.entries(v)) {
+    let key = storableText(k);
+    // Two keys that differ only in an unstorable character stay two keys (nothing dropped).
+    while (Object.hasOwn(out, key)) key += '\uFFFD';
+    // defineProperty: a key named `__proto__` (JSON.parse makes one) stays a plain key.
+    Object.defineProperty(out, key, {
+      value: storableValue(val),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
+}
+
+const storableOrNull = (s: string | null | undefined): string | null =>
+  s === null || s === undefined ? null : storableText(s);
+
 /** Fills defaults and validates an event exactly as the chainer will encode it (throws TypeError). */
 export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
   const occurredAt = e.occurredAt === undefined ? new Date() : new Date(e.occurredAt);
   if (Number.isNaN(occurredAt.getTime())) throw new TypeError('audit event: occurredAt is not a valid time');
+  const details = e.details ?? {};
   const event: AuditEventInput = {
     actorType: e.actorType ?? 'system',
-    actorId: e.actorId ?? null,
+    actorId: storableOrNull(e.actorId),
     action: e.action,
-    targetType: e.targetType ?? null,
-    targetId: e.targetId ?? null,
+    targetType: storableOrNull(e.targetType),
+    targetId: storableOrNull(e.targetId),
     accountId: e.accountId ?? null,
-    sourceIp: e.sourceIp ?? null,
+    sourceIp: storableOrNull(e.sourceIp),
     outcome: e.outcome ?? 'success',
-    requestId: e.requestId ?? null,
-    details: redactDetails(e.details ?? {}),
+    requestId: storableOrNull(e.requestId),
+    // Made storable before the redaction: the SQL parser reads a C string (a NUL would end it).
+    details: redactDetails(storableValue(details) as Record<string, unknown>),
     // Millisecond UTC: what a timestamptz round-trips to, so the chainer re-encodes the same text.
     occurredAt: occurredAt.toISOString(),
   };
@@ -102,58 +135,27 @@ export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
     throw new TypeError('audit event: accountId must be a uuid');
   }
   // Refuses what the canonical encoding cannot represent (non-plain details, bad enums…).
-  // jsonb cannot hold \u0000; a text column cannot either. Refuse here, with a clear message.
-  // (The canonical text escapes every string of the event, so one search covers them all.)
-  if (canonicalEncode(1, event).includes('\\u0000')) throw new TypeError('audit event: NUL characters');
+  canonicalEncode(1, event);
   return event;
 }
 
-/** The columns a writer fills (the chainer fills the rest), and their values for one event. */
-export const AUDIT_INSERT_COLUMNS = `occurred_at, actor_type, actor_id, action, target_type, target_id,
-                        account_id, source_ip, outcome, request_id, details`;
-
-export function auditInsertParams(e: AuditEventInput): unknown[] {
-  return [
-    e.occurredAt,
-    e.actorType,
-    e.actorId,
-    e.action,
-    e.targetType,
-    e.targetId,
-    e.accountId,
-    e.sourceIp,
-    e.outcome,
-    e.requestId,
-    JSON.stringify(e.details),
-  ];
+/**
+ * Writes one event in `tx` and nothing else: for a process that runs no chainer (the CLI's
+ * operator commands, `bulwark up`'s supervisor and enrollment). The server's chainer finds the
+ * row by its safety poll. Inside the server, use `AuditService.record`, which also wakes the
+ * chainer of this process at once. Throws (and so fails the action) if the event is invalid or
+ * cannot be written.
+ */
+export async function recordAudit(tx: Queryable, event: AuditEventDraft): Promise<void> {
+  await repo.insertEvent(tx, normalizeAuditEvent(event));
 }
 
 /**
- * Records one event inside the caller's transaction. Throws (and so fails the action) if the
- * event is invalid or cannot be written. Cheap: one INSERT (no lock on a shared row).
+ * `committed`: false after `record` (the caller's transaction commits later, so the chainer
+ * polls briefly); true after a group-committed batch of `recordNow`/`recordSoon` (already
+ * durable: one chaining pass a little later finds it, no polling needed).
  */
-export async function recordAudit(tx: Queryable, event: AuditEventDraft): Promise<void> {
-  const e = normalizeAuditEvent(event);
-  await tx.query(
-    `INSERT INTO audit_events (${AUDIT_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-    auditInsertParams(e),
-  );
-  for (const fn of recordedListeners) fn(false);
-}
-
-/** Many events in one statement (column arrays through unnest). */
-/** Many events in one statement: the batch travels as one JSON array, parsed once by PostgreSQL. */
-async function insertMany(tx: Queryable, events: AuditEventInput[]): Promise<void> {
-  await tx.query(
-    `INSERT INTO audit_events (${AUDIT_INSERT_COLUMNS})
-     SELECT "occurredAt", "actorType", "actorId", action, "targetType", "targetId",
-            "accountId", "sourceIp", outcome, "requestId", details
-       FROM jsonb_to_recordset($1::jsonb) AS e(
-              "occurredAt" timestamptz, "actorType" text, "actorId" text, action text, "targetType" text,
-              "targetId" text, "accountId" uuid, "sourceIp" text, outcome text, "requestId" text, details jsonb)`,
-    [JSON.stringify(events)],
-  );
-}
+type RecordedListener = (committed: boolean) => void;
 
 type Pending = { event: AuditEventInput; resolve: () => void; reject: (err: unknown) => void };
 
@@ -163,12 +165,12 @@ type Pending = { event: AuditEventInput; resolve: () => void; reject: (err: unkn
  * flush makes many events durable. Each caller still resumes only once its own event has
  * committed; a failed batch fails every caller in it (fail closed).
  */
-function createGroupAppender(db: Db) {
+function createGroupAppender(db: Db, onCommitted: () => void) {
   const queue: Pending[] = [];
   let inFlight = 0;
   const MAX_IN_FLIGHT = 2;
   const MAX_BATCH = 500;
-  /** Flushes events nobody waits for (recordAuditSoon) when no awaited event took them along. */
+  /** Flushes events nobody waits for (recordSoon) when no awaited event took them along. */
   let lazyTimer: NodeJS.Timeout | undefined;
 
   const pump = () => {
@@ -180,12 +182,13 @@ function createGroupAppender(db: Db) {
       const batch = queue.splice(0, MAX_BATCH);
       inFlight++;
       // One statement is its own transaction: a single round trip makes the whole batch durable.
-      insertMany(
-        db,
-        batch.map((p) => p.event),
-      )
+      repo
+        .insertEvents(
+          db,
+          batch.map((p) => p.event),
+        )
         .then(() => {
-          for (const fn of recordedListeners) fn(true);
+          onCommitted();
           for (const p of batch) p.resolve();
         })
         .catch((err: unknown) => {
@@ -209,35 +212,48 @@ function createGroupAppender(db: Db) {
     });
 }
 
-const appenders = new WeakMap<Db, (e: AuditEventInput, soon?: number) => Promise<void>>();
+/** The audit writer of one server process (built once in main.ts, passed to every module). */
+export type AuditService = {
+  /**
+   * Records one event inside the caller's transaction (it commits with the change it records).
+   * Cheap: one INSERT (no lock on a shared row). Wakes this process's chainer.
+   */
+  record(tx: Queryable, event: AuditEventDraft): Promise<void>;
+  /**
+   * Records an event in its own transaction (refusals and failures, where nothing else commits),
+   * group-committed with other such events of this process. Resolves once the event is durable.
+   */
+  recordNow(event: AuditEventDraft): Promise<void>;
+  /**
+   * Like recordNow for an event nobody waits on before answering (e.g. the outcome of an explorer
+   * query whose first event is already durable): it joins the next group commit of this process,
+   * or is written on its own within `withinMs`. Saves an INSERT and a WAL flush per such event
+   * under load. Resolves once durable; rejects (the caller logs) if it cannot be written.
+   */
+  recordSoon(event: AuditEventDraft, withinMs?: number): Promise<void>;
+  /** Called after every `record` (before its commit) and every group commit. Returns an unsubscribe function. */
+  onRecorded(fn: RecordedListener): () => void;
+};
 
-function appenderOf(db: Db) {
-  let append = appenders.get(db);
-  if (!append) {
-    append = createGroupAppender(db);
-    appenders.set(db, append);
-  }
-  return append;
-}
-
-/**
- * Records an event in its own transaction (refusals and failures, where nothing else commits),
- * group-committed with other such events of this process. Resolves once the event is durable.
- */
-export async function recordAuditNow(db: Db, event: AuditEventDraft): Promise<void> {
-  const e = normalizeAuditEvent(event);
-  await appenderOf(db)(e);
-}
-
-/**
- * Like recordAuditNow for an event nobody waits on before answering (e.g. the outcome of an
- * explorer query whose first event is already durable): it joins the next group commit of this
- * process, or is written on its own within `withinMs`. Saves an INSERT and a WAL flush per such
- * event under load. Resolves once durable; rejects (the caller logs) if it cannot be written.
- */
-export async function recordAuditSoon(db: Db, event: AuditEventDraft, withinMs = 20): Promise<void> {
-  const e = normalizeAuditEvent(event);
-  await appenderOf(db)(e, withinMs);
+export function createAuditService(deps: { db: Db }): AuditService {
+  const listeners = new Set<RecordedListener>();
+  const emit = (committed: boolean) => {
+    for (const fn of listeners) fn(committed);
+  };
+  const append = createGroupAppender(deps.db, () => emit(true));
+  return {
+    async record(tx, event) {
+      await recordAudit(tx, event);
+      emit(false);
+    },
+    // async: an invalid event is a rejected promise, like a failed write (never a throw).
+    recordNow: async (event) => append(normalizeAuditEvent(event)),
+    recordSoon: async (event, withinMs = 20) => append(normalizeAuditEvent(event), withinMs),
+    onRecorded(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  };
 }
 
 /**

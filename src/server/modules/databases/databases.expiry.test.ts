@@ -16,7 +16,7 @@ let acme: string;
 let sweep: Parameters<typeof sweepExpiredAllowlists>[0];
 before(async () => {
   s = await createTestServer();
-  sweep = { db: s.db.pool, log: createLogger('test', 'silent') };
+  sweep = { db: s.db.pool, log: createLogger('test', 'silent'), audit: s.audit };
   agent = await enrollFakeAgent(s, 'n1');
   acme = await createAccount(s, 'acme');
 });

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { type Db, withTx } from '../../db/pool.ts';
-import { recordAudit } from '../audit/audit.service.ts';
+import type { AuditService } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import * as repo from './databases.repo.ts';
 
@@ -14,7 +14,7 @@ const BATCH = 200;
  * exact expiry), and records `database.allowlist_expired`. Returns how many databases changed.
  */
 export async function sweepExpiredAllowlists(
-  deps: { db: Db; log: Logger },
+  deps: { db: Db; log: Logger; audit: Pick<AuditService, 'record'> },
   now = new Date(),
 ): Promise<number> {
   let changed = 0;
@@ -39,7 +39,7 @@ export async function sweepExpiredAllowlists(
             allowlist: kept.map((e) => ({ cidr: e.cidr, expires_at: e.expires_at })),
           },
         });
-        await recordAudit(tx, {
+        await deps.audit.record(tx, {
           action: 'database.allowlist_expired',
           actorType: 'system',
           accountId: row.account_id,

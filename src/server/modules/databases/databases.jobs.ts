@@ -4,7 +4,7 @@ import { notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
-import { recordAudit } from '../audit/audit.service.ts';
+import type { AuditService } from '../audit/audit.service.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './databases.repo.ts';
 import { passwordContext } from './databases.service.ts';
@@ -25,7 +25,12 @@ const isRepair = (job: JobRow) => job.payload.repair === true;
 const reason = (job: JobRow, what: string) => `${what}: ${job.last_error ?? 'the job failed'}`.slice(0, 1000);
 
 /** The agent side of databases: job secrets and what a finished job does to a database. */
-export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: Logger }) {
+export function createDatabaseJobs(deps: {
+  db: Db;
+  box: SecretBox | null;
+  log: Logger;
+  audit: Pick<AuditService, 'record'>;
+}) {
   /**
    * A rotation died. The agent may already have set the new verifier on PostgreSQL before it
    * failed, so dropping the pending password could leave nobody with a working one. Instead the
@@ -106,7 +111,7 @@ export function createDatabaseJobs(deps: { db: Db; box: SecretBox | null; log: L
       const ok = job.status === 'succeeded';
       const rotationReason =
         job.kind === JOB_KINDS.rotate && isRepair(job) ? await repo.lastRotationReason(tx, id) : null;
-      await recordAudit(tx, {
+      await deps.audit.record(tx, {
         action: auditAction(job, ok),
         actorType: 'agent',
         actorId: job.node_id,

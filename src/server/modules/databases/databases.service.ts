@@ -10,7 +10,7 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller, requireAccountScope, requireLevel } from '../../http/caller.ts';
 import { type PageCursor, toPage } from '../../http/pagination.ts';
-import { auditFromCaller, recordAudit } from '../audit/audit.service.ts';
+import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import {
   ASSUMED_RESERVED_SLOTS,
@@ -40,6 +40,7 @@ type DatabasesServiceDeps = {
   box: SecretBox | null;
   config: DatabasesConfig;
   log: Logger;
+  audit: Pick<AuditService, 'record'>;
   /** Told after an allowlist write (the expiry sweep re-plans for an earlier expiry). */
   onAllowlistChanged?: () => void;
 };
@@ -96,7 +97,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
 
   /** One audit event per change, in the change's own transaction (fail closed). */
   const audit = (tx: Tx, caller: Caller, action: string, id: string, details: Record<string, unknown>) =>
-    recordAudit(tx, auditFromCaller(caller, { action, targetType: 'database', targetId: id, details }));
+    deps.audit.record(tx, auditFromCaller(caller, { action, targetType: 'database', targetId: id, details }));
 
   const newPassword = (box: SecretBox, databaseId: string) => {
     const password = generatePassword();

@@ -18,7 +18,7 @@ import { AppError, conflict, forbidden, notFound, unavailable } from '../../../s
 import { validateExplorerSql } from '../../../shared/sql/explorer-validator.ts';
 import type { Db } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
-import { type AuditEventDraft, recordAuditNow, recordAuditSoon } from '../audit/audit.service.ts';
+import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
 import * as databasesRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
@@ -30,6 +30,8 @@ export type ExplorerServiceDeps = {
   db: Db;
   notifier: Pick<JobNotifier, 'subscribe' | 'wake'>;
   log: Logger;
+  /** Explorer queries and their outcomes are recorded in their own (group-committed) transactions. */
+  audit: Pick<AuditService, 'recordNow' | 'recordSoon'>;
   /** Agents' explorer channels on this replica; without one for the node, the job queue is used. */
   channels?: Pick<ExplorerChannels, 'pick'>;
   /** How long a request waits beyond the statement timeout (queue + agent round trip). */
@@ -73,9 +75,11 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
   const queue = createExplorerQueue({ db, notifier, log, stopping: stopping.signal, sweepMs: deps.sweepMs });
 
   const audit = (base: AuditBase, event: AuditEventDraft) =>
-    recordAuditNow(db, { ...base, ...event }).catch((err: Error) =>
-      log.error({ err: { message: err.message } }, 'could not record an explorer event in the audit log'),
-    );
+    deps.audit
+      .recordNow({ ...base, ...event })
+      .catch((err: Error) =>
+        log.error({ err: { message: err.message } }, 'could not record an explorer event in the audit log'),
+      );
 
   /**
    * Admin keys and keys granted the explorer; the database in scope and ready. A caller without
@@ -140,21 +144,23 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     // for the slower of the two. The audit service redacts `sql` itself: it gets the SQL as written.
     // A query whose event cannot be written is cancelled at once: its rows would be withheld anyway.
     const unrecorded = new AbortController();
-    const recorded = recordAuditNow(db, {
-      ...ctx.audit,
-      ...target,
-      details: { database: name, sql: input.sql, row_limit: rowLimit, timeout_ms: timeoutMs },
-    }).then(
-      () => true,
-      (err: Error) => {
-        log.error(
-          { err: { message: err.message } },
-          'could not record an explorer query; withholding its result',
-        );
-        unrecorded.abort();
-        return false;
-      },
-    );
+    const recorded = deps.audit
+      .recordNow({
+        ...ctx.audit,
+        ...target,
+        details: { database: name, sql: input.sql, row_limit: rowLimit, timeout_ms: timeoutMs },
+      })
+      .then(
+        () => true,
+        (err: Error) => {
+          log.error(
+            { err: { message: err.message } },
+            'could not record an explorer query; withholding its result',
+          );
+          unrecorded.abort();
+          return false;
+        },
+      );
     const dispatched = dispatch(
       row,
       'query',
@@ -176,9 +182,14 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
     const settle = (outcomeOf: 'success' | 'failure' | 'denied', details: Record<string, unknown>) => {
       const event = { ...result, outcome: outcomeOf, details: { database: name, ...details } };
       setImmediate(() =>
-        recordAuditSoon(db, { ...ctx.audit, ...event }).catch((err: Error) =>
-          log.error({ err: { message: err.message } }, 'could not record an explorer event in the audit log'),
-        ),
+        deps.audit
+          .recordSoon({ ...ctx.audit, ...event })
+          .catch((err: Error) =>
+            log.error(
+              { err: { message: err.message } },
+              'could not record an explorer event in the audit log',
+            ),
+          ),
       );
     };
     let durable: boolean;

@@ -1,11 +1,10 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { notFound } from '../../../shared/errors.ts';
-import type { Db } from '../../db/pool.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
 import { decodeCursor, pageQuery, pageSchema, toPage } from '../../http/pagination.ts';
-import { type AccountJobRow, getAccountJob, listAccountJobs } from './jobs.repo.ts';
+import type { AccountJobRow } from './jobs.repo.ts';
+import type { JobsService } from './jobs.service.ts';
 
 const jobSchema = z.object({
   id: z.number().int(),
@@ -38,7 +37,7 @@ function present(row: AccountJobRow): z.infer<typeof jobSchema> {
 const security = [{ apiKey: [] }];
 
 /** Read-only view of the caller's jobs: what the platform is doing for this account. */
-export function jobRoutes(deps: { db: Db }): FastifyPluginAsyncZod {
+export function jobRoutes(deps: { jobs: JobsService }): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       '/v1/jobs',
@@ -53,7 +52,7 @@ export function jobRoutes(deps: { db: Db }): FastifyPluginAsyncZod {
       },
       async (req) => {
         const caller = requireCaller(req);
-        const rows = await listAccountJobs(deps.db, caller.accountId, caller.databases, {
+        const rows = await deps.jobs.list(caller, {
           limit: req.query.limit,
           after: decodeCursor(req.query.cursor),
         });
@@ -77,12 +76,7 @@ export function jobRoutes(deps: { db: Db }): FastifyPluginAsyncZod {
           response: { 200: jobSchema, ...errorResponses },
         },
       },
-      async (req) => {
-        const caller = requireCaller(req);
-        const row = await getAccountJob(deps.db, caller.accountId, caller.databases, req.params.id);
-        if (!row) throw notFound('Job');
-        return present(row);
-      },
+      async (req) => present(await deps.jobs.get(requireCaller(req), req.params.id)),
     );
   };
 }

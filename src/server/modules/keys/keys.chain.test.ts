@@ -10,7 +10,7 @@ let s: TestServer;
 let admin: TestKey;
 before(async () => {
   s = await createTestServer();
-  await s.keys.listenerReady();
+  await s.keyAuth.listenerReady();
   admin = await createTestKey(s, { account: 'acme' });
 });
 after(() => s.stop());

@@ -214,6 +214,11 @@ export async function notifyKeysChanged(db: Queryable, prefixes: readonly string
   }
 }
 
+/** Every replica drops every cached key of an account (after a suspension or a policy change). */
+export async function notifyAccountChanged(db: Queryable, accountId: string): Promise<void> {
+  await db.query('SELECT pg_notify($1, $2)', [KEYS_CHANNEL, `account:${accountId}`]);
+}
+
 /**
  * Batched last-use recording: one statement for many keys. Never moves last_used_at
  * backwards (another replica may have flushed a later use). Returns the keys used for the

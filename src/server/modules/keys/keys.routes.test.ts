@@ -8,7 +8,7 @@ let s: TestServer;
 let admin: TestKey;
 before(async () => {
   s = await createTestServer({ rateLimitKeyPerMinute: 100_000, rateLimitAuthFailuresPerMinute: 100_000 });
-  await s.keys.listenerReady();
+  await s.keyAuth.listenerReady();
   admin = await createTestKey(s, { account: 'acme' });
 });
 after(() => s.stop());

@@ -1,29 +1,27 @@
-import { hash } from 'node:crypto';
+/**
+ * Key management: create (shown once), list, show, revoke (with every key it created, on every
+ * replica at once) and the idle-key sweeper. Authentication — the hot path — is
+ * keys.authenticator.ts; this service only tells it which cached keys to drop.
+ */
 import type { Logger } from 'pino';
-import { generateApiKey, hashApiKey, keyHashesEqual, parseApiKey } from '../../../shared/api-key.ts';
+import { generateApiKey, hashApiKey } from '../../../shared/api-key.ts';
 import { badRequest, forbidden, notFound } from '../../../shared/errors.ts';
-import { createPgListener, type PgListener } from '../../db/pg-listener.ts';
 import { type Db, withTx } from '../../db/pool.ts';
 import { type Caller, type Permission, requireLevel } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import {
   type AuditEventDraft,
+  type AuditService,
   auditFromCaller,
   recordAudit,
-  recordAuditNow,
 } from '../audit/audit.service.ts';
-import { createKeyCache } from './key-cache.ts';
-import { listenForKeyChanges } from './key-listener.ts';
-import { createKeyUsageRecorder } from './key-usage.ts';
+import type { KeyAuthenticator } from './keys.authenticator.ts';
 import * as repo from './keys.repo.ts';
 
-/** `bwk_` + the 12-char lookup prefix: safe to show, log and store in clear. */
-export const displayPrefix = (lookupPrefix: string) => `bwk_${lookupPrefix}`;
+export { displayPrefix } from './keys.authenticator.ts';
 
 const DAY_MS = 86_400_000;
 
-/** Same bytes as hashApiKey (SHA-256 of the whole key), one-shot: about half the cost on the hot path. */
-const hashPresentedKey = (key: string): Buffer => hash('sha256', key, 'buffer');
 const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
 
 /**
@@ -32,18 +30,6 @@ const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
  * walks short and delegation legible.
  */
 export const MAX_KEY_CHAIN_DEPTH = 16;
-
-export type AuthFailure =
-  | 'malformed'
-  | 'checksum'
-  | 'unknown'
-  | 'decoy'
-  | 'revoked'
-  | 'expired'
-  | 'creator_revoked'
-  | 'account_suspended';
-
-export type AuthResult = { ok: true; caller: Caller } | { ok: false; reason: AuthFailure };
 
 export type CreateKeyInput = {
   name: string;
@@ -57,13 +43,9 @@ export type CreateKeyInput = {
 export type KeysServiceDeps = {
   db: Db;
   log: Logger;
-  /** Control DB URL for the revocation LISTEN connection (used when no shared listener is given). */
-  databaseUrl: string;
-  /** The process's shared LISTEN connection; without one the service opens (and closes) its own. */
-  listener?: PgListener;
-  cacheTtlMs?: number;
-  cacheMaxEntries?: number;
-  usageFlushMs?: number;
+  audit: Pick<AuditService, 'record'>;
+  /** This process's authenticator: a revoked key leaves its cache at once (other replicas: by NOTIFY). */
+  authenticator: Pick<KeyAuthenticator, 'evict'>;
   /** How often the `key_idle_revoke_days` policy runs (0: never; tests call revokeIdleKeys). */
   idleSweepMs?: number;
   now?: () => number;
@@ -113,97 +95,9 @@ export async function createOperatorKey(
 }
 
 export function createKeysService(deps: KeysServiceDeps) {
-  const { db, log } = deps;
+  const { db, log, audit } = deps;
   const now = deps.now ?? Date.now;
-
-  const ownListener = deps.listener ? null : createPgListener(deps.databaseUrl, log, 'keys');
-  const listener = deps.listener ?? ownListener!;
-  listenForKeyChanges(listener, {
-    evict: (p) => cache.evict(p),
-    evictAccount: (id) => cache.evictAccount(id),
-    clear: () => cache.clear(),
-  });
-  const cache = createKeyCache({
-    ttlMs: deps.cacheTtlMs ?? 30_000,
-    maxEntries: deps.cacheMaxEntries ?? 10_000,
-    trusted: listener.connected,
-    now,
-  });
-
-  type PresentedKey = { keyId: string; accountId: string; prefix: string; sourceIp: string };
-
-  /** A refusal of a real key (its secret matched), recorded as `action` with outcome `denied`. */
-  function recordKeyRefusal(action: string, e: PresentedKey, details: Record<string, unknown> = {}): void {
-    recordAuditNow(db, {
-      action,
-      outcome: 'denied',
-      actorType: 'key',
-      actorId: e.keyId,
-      accountId: e.accountId,
-      sourceIp: e.sourceIp,
-      targetType: 'key',
-      targetId: e.keyId,
-      details: { key_prefix: e.prefix, ...details },
-    }).catch((err: Error) =>
-      log.error({ err: { message: err.message }, action }, 'could not record a key refusal'),
-    );
-  }
-
-  /**
-   * A real key presented after it stopped working — revoked, expired, its creator revoked, its
-   * account suspended: someone still holds it. Recorded as `key.refused` (the account's admins see
-   * it); scanners' garbage is not (it never matches a key). Bounded like every auth failure by the
-   * per-IP failure budget.
-   */
-  function onRealKeyRefused(e: PresentedKey & { reason: AuthFailure }): void {
-    recordKeyRefusal('key.refused', e, { reason: e.reason });
-  }
-
-  /**
-   * A decoy key was presented with its correct secret: someone has our canary. Refused like
-   * an unknown key; records the critical `key.decoy_used` audit event (outcome `denied`) and alerts.
-   */
-  function onDecoyKeyUsed(e: PresentedKey): void {
-    recordKeyRefusal('key.decoy_used', e);
-    log.fatal(
-      {
-        event: 'key.decoy_used',
-        key_id: e.keyId,
-        account_id: e.accountId,
-        key_prefix: e.prefix,
-        ip: e.sourceIp,
-      },
-      'DECOY API KEY USED: credential leak suspected',
-    );
-  }
-
-  /** Keys used for the first time (from the batched last-use flush, which audits `key.first_used`). */
-  function onKeyFirstUsed(keyIds: string[]): void {
-    log.info({ event: 'key.first_use', key_ids: keyIds }, 'API keys used for the first time');
-  }
-
-  const usage = createKeyUsageRecorder({
-    // The first use is recorded in the audit log in the same transaction as the usage write.
-    write: (uses) =>
-      withTx(db, async (tx) => {
-        const first = await repo.recordKeyUse(tx, uses);
-        for (const k of await repo.keysForAudit(tx, first)) {
-          await recordAudit(tx, {
-            action: 'key.first_used',
-            actorType: 'key',
-            actorId: k.id,
-            accountId: k.account_id,
-            sourceIp: k.last_used_ip,
-            targetType: 'key',
-            targetId: k.id,
-          });
-        }
-        return first;
-      }),
-    onFirstUse: onKeyFirstUsed,
-    log,
-    intervalMs: deps.usageFlushMs ?? 5_000,
-  });
+  const evict = (prefix: string) => deps.authenticator.evict(prefix);
 
   /** Revokes, NOTIFYs every replica on commit, and evicts here at once (no wait for our own NOTIFY). */
   const revokeAndNotify = async (
@@ -213,12 +107,12 @@ export function createKeysService(deps: KeysServiceDeps) {
   ) => {
     const { row, prefixes } = await withTx(db, async (tx) => {
       const row = await repo.revokeKey(tx, filter, id);
-      if (row) await recordAudit(tx, event(row));
+      if (row) await audit.record(tx, event(row));
       const prefixes = row ? await repo.keyChainPrefixes(tx, row.id) : [];
       await repo.notifyKeysChanged(tx, prefixes);
       return { row, prefixes };
     });
-    for (const p of prefixes) cache.evict(p);
+    for (const p of prefixes) evict(p);
     return row;
   };
 
@@ -229,7 +123,7 @@ export function createKeysService(deps: KeysServiceDeps) {
       const prefixes: string[] = [];
       for (const k of revoked) {
         prefixes.push(...(await repo.keyChainPrefixes(tx, k.id)));
-        await recordAudit(tx, {
+        await audit.record(tx, {
           action: 'key.revoked',
           accountId: k.account_id,
           targetType: 'key',
@@ -243,7 +137,7 @@ export function createKeysService(deps: KeysServiceDeps) {
         log.info({ event: 'key.idle_revoked', key_ids: revoked.map((k) => k.id) }, 'idle keys revoked');
       return revoked.length;
     });
-    for (const p of evicted) cache.evict(p);
+    for (const p of evicted) evict(p);
     return n;
   }
 
@@ -266,58 +160,6 @@ export function createKeysService(deps: KeysServiceDeps) {
   };
 
   return {
-    cacheStats: cache.stats,
-    cacheSize: cache.size,
-    listenerReady: (timeoutMs?: number) => listener.ready(timeoutMs),
-    listenerConnected: () => listener.connected(),
-
-    /**
-     * Bearer key → caller. Format and checksum are checked before anything else (no I/O on
-     * garbage); then the cached row, the constant-time hash comparison, and the row's state.
-     */
-    async authenticate(raw: string, sourceIp: string): Promise<AuthResult> {
-      const parsed = parseApiKey(raw);
-      if (!parsed.ok) return { ok: false, reason: parsed.reason === 'format' ? 'malformed' : 'checksum' };
-      const row = await cache.get(parsed.lookupPrefix, (p) => repo.findKeyForAuth(db, p));
-      if (!row || !keyHashesEqual(hashPresentedKey(raw), row.key_hash))
-        return { ok: false, reason: 'unknown' };
-      const prefix = displayPrefix(row.lookup_prefix);
-      if (row.decoy) {
-        onDecoyKeyUsed({ keyId: row.id, accountId: row.account_id, prefix, sourceIp });
-        return { ok: false, reason: 'decoy' };
-      }
-      const refused = row.revoked_at
-        ? 'revoked'
-        : row.expires_at.getTime() <= now()
-          ? 'expired'
-          : row.creator_revoked
-            ? 'creator_revoked'
-            : row.account_status !== 'active'
-              ? 'account_suspended'
-              : null;
-      if (refused) {
-        onRealKeyRefused({ keyId: row.id, accountId: row.account_id, prefix, sourceIp, reason: refused });
-        return { ok: false, reason: refused };
-      }
-      usage.note(row.id, sourceIp);
-      return {
-        ok: true,
-        caller: {
-          kind: 'key',
-          accountId: row.account_id,
-          accountName: row.account_name,
-          keyId: row.id,
-          level: row.level,
-          databases: row.databases,
-          explorer: row.explorer,
-          sourceIp,
-          keyPrefix: prefix,
-          keyName: row.name,
-          expiresAt: row.expires_at,
-        },
-      };
-    },
-
     /** A new key, shown once. It can never exceed its creator's rights. */
     async create(caller: Caller, input: CreateKeyInput): Promise<{ key: string; row: repo.KeyRow }> {
       requireLevel(caller, 'admin');
@@ -369,7 +211,7 @@ export function createKeysService(deps: KeysServiceDeps) {
           createdByKeyId: caller.keyId,
           expiresAt,
         });
-        await recordAudit(
+        await audit.record(
           tx,
           auditFromCaller(caller, {
             action: 'key.created',
@@ -429,16 +271,13 @@ export function createKeysService(deps: KeysServiceDeps) {
 
     /** Tells every replica to drop every cached key of an account (call after suspending it). */
     async accountChanged(accountId: string): Promise<void> {
-      await db.query('SELECT pg_notify($1, $2)', [repo.KEYS_CHANNEL, `account:${accountId}`]);
+      await repo.notifyAccountChanged(db, accountId);
     },
 
     revokeIdleKeys,
-    flushUsage: () => usage.flush(),
 
-    async close(): Promise<void> {
+    close(): void {
       clearInterval(idleTimer);
-      await usage.close().catch(() => {});
-      await ownListener?.close();
     },
   };
 }

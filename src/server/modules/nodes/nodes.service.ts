@@ -3,7 +3,12 @@ import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
 import { checkJobResult } from '../../../shared/contracts/jobs.ts';
 import { invalidJobResult, notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, type Queryable, withTx } from '../../db/pool.ts';
-import { type AuditEventDraft, recordAudit, recordAuditNow } from '../audit/audit.service.ts';
+import {
+  type AuditEventDraft,
+  type AuditService,
+  recordAudit,
+  storableText,
+} from '../audit/audit.service.ts';
 import type { JobHooks } from '../jobs/job-hooks.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
 import {
@@ -36,6 +41,8 @@ export type NodesServiceDeps = {
   db: Db;
   notifier: JobNotifier;
   log: Logger;
+  /** Enrollments and agent refusals are audit events. */
+  audit: Pick<AuditService, 'record' | 'recordNow'>;
   leaseMs: number;
   generateToken: (prefix: string) => string;
   /** Aborted when the server shuts down: open long-polls return at once. */
@@ -49,7 +56,7 @@ export type NodesServiceDeps = {
 };
 
 export function createNodesService(deps: NodesServiceDeps) {
-  const { db, notifier, leaseMs, hooks } = deps;
+  const { db, notifier, leaseMs, hooks, audit } = deps;
 
   /** Dead-letters expired last attempts with their hooks, before claimJob would do it without. */
   const expireLeases = async (nodeId: string) => {
@@ -69,18 +76,25 @@ export function createNodesService(deps: NodesServiceDeps) {
   const refused = async (ctx: AgentRequestContext | undefined, e: AuditEventDraft, kind: string) => {
     if (ctx?.quiet) return;
     deps.metrics?.authFailures.inc({ kind, reason: String(e.details?.reason ?? 'invalid') });
-    await recordAuditNow(db, event(ctx, e)).catch((err: Error) =>
-      deps.log.error({ err: { message: err.message } }, 'could not record an agent refusal in the audit log'),
-    );
+    await audit
+      .recordNow(event(ctx, e))
+      .catch((err: Error) =>
+        deps.log.error(
+          { err: { message: err.message } },
+          'could not record an agent refusal in the audit log',
+        ),
+      );
   };
 
   return {
     /** Exchanges a one-time enrollment token for a long-lived agent token (shown once). */
     async enroll(
       enrollmentToken: string,
-      agentVersion: string,
+      presentedVersion: string,
       ctx?: AgentRequestContext,
     ): Promise<{ node: repo.NodeRow; agentToken: string }> {
+      // Stored and audited whatever the caller sent (a NUL cannot be stored: see storableText).
+      const agentVersion = storableText(presentedVersion);
       const failed = async (reason: string) => {
         await refused(
           ctx,
@@ -97,7 +111,7 @@ export function createNodesService(deps: NodesServiceDeps) {
         const replaced = await repo.nodeHasToken(tx, name);
         const node = await repo.upsertEnrolledNode(tx, name, hashToken(agentToken), agentVersion);
         const base = { actorId: node.id, targetType: 'node', targetId: node.id };
-        await recordAudit(
+        await audit.record(
           tx,
           event(ctx, {
             ...base,
@@ -106,7 +120,7 @@ export function createNodesService(deps: NodesServiceDeps) {
           }),
         );
         if (replaced) {
-          await recordAudit(
+          await audit.record(
             tx,
             event(ctx, { ...base, action: 'node.token_replaced', details: { node_name: name } }),
           );
@@ -217,7 +231,8 @@ export function createNodesService(deps: NodesServiceDeps) {
 
     async fail(agent: AgentIdentity, jobId: number, attempt: number, error: string, retryable: boolean) {
       return withTx(db, async (tx) => {
-        const job = await failJob(tx, jobId, agent.nodeId, attempt, error, retryable);
+        // Kept (and audited by the job's hook) whatever the agent sent: a NUL cannot be stored.
+        const job = await failJob(tx, jobId, agent.nodeId, attempt, storableText(error), retryable);
         if (!job) throw notFound('Job lease');
         await hooks?.onJobFinished(tx, job);
         return job;
@@ -243,7 +258,9 @@ export function createNodesService(deps: NodesServiceDeps) {
     ): Promise<{ token: string; expiresAt: Date }> {
       const token = deps.generateToken('bwe_');
       const expiresAt = new Date(Date.now() + ttlMinutes * 60_000);
-      await withTx(db, (tx) => storeEnrollment(tx, { nodeName, token, expiresAt, actorType: 'operator' }));
+      await withTx(db, (tx) =>
+        storeEnrollment(tx, { nodeName, token, expiresAt, actorType: 'operator' }, audit.record),
+      );
       return { token, expiresAt };
     },
   };
@@ -253,14 +270,16 @@ export type NodesService = ReturnType<typeof createNodesService>;
 
 /**
  * Stores a one-time enrollment token (only its SHA-256) and records `node.enrollment_created`, in
- * the caller's transaction: an operator's command, or `bulwark up` enrolling its own agent.
+ * the caller's transaction: an operator's command, or `bulwark up` enrolling its own agent. `record`
+ * is the server's audit writer when there is one (`bulwark up` runs none: the plain writer).
  */
 export async function storeEnrollment(
   tx: Queryable,
   e: { nodeName: string; token: string; expiresAt: Date; actorType: 'operator' | 'system' },
+  record: AuditService['record'] = recordAudit,
 ): Promise<void> {
   await repo.insertEnrollment(tx, e.nodeName, hashToken(e.token), e.expiresAt);
-  await recordAudit(tx, {
+  await record(tx, {
     action: 'node.enrollment_created',
     actorType: e.actorType,
     targetType: 'node',
