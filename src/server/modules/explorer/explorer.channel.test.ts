@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
+import { waitFor } from '../../../../test/helpers/wait.ts';
 import { CHANNEL_CLOSE } from '../../../shared/contracts/explorer-channel.ts';
 import { createLogger } from '../../../shared/logger.ts';
 import { createExplorerChannels, type ExplorerChannels } from './explorer.channel.ts';
@@ -150,9 +151,18 @@ test('a channel is bounded in requests in flight', async () => {
 
 test('a channel whose token is no longer current is closed; one that stops answering pings is cut', async () => {
   let current = true;
-  const channels = createExplorerChannels({ log, tokenCurrent: async () => current, pingMs: 50 });
+  let checks = 0;
+  const tokenCurrent = async () => {
+    checks++;
+    return current;
+  };
+  const channels = createExplorerChannels({ log, tokenCurrent, pingMs: 50 });
   const revoked = await pair(channels);
-  await new Promise((resolve) => setTimeout(resolve, 150));
+  let pings = 0;
+  revoked.agent.on('ping', () => pings++);
+  // A ping sent after a token check proves the check passed and the ping before it was answered
+  // (an unanswered ping is cut at the next tick instead).
+  await waitFor('a token check, then another ping', () => checks >= 1 && pings >= 4, { timeoutMs: 3_000 });
   assert.ok(channels.pick(revoked.nodeId), 'answers pings with a current token: stays open');
   current = false;
   assert.equal(await revoked.closed, CHANNEL_CLOSE.tokenRevoked);
