@@ -47,7 +47,7 @@ import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
-import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
+import { createExplorerValidator, loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { summarize } from './stats.ts';
 
@@ -217,6 +217,7 @@ try {
     pgPort,
     key: key32,
     log: silent,
+    validate: createExplorerValidator().validate,
   });
   // The plan the explorer gets for the aggregate: EXPLAIN ANALYZE of the exact wrapped statement,
   // in the executor's guarded transaction (the gate refuses ANALYZE; this bench-only executor

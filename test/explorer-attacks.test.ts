@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import type pg from 'pg';
 import type { ExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
 import type { ExplorerOutcome, QueryPayload } from '../src/shared/contracts/explorer-channel.ts';
-import { loadExplorerParser, validateExplorerSql } from '../src/shared/sql/explorer-validator.ts';
+import { createExplorerValidator, loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { ATTACKS, LEGIT } from './explorer-corpus.ts';
 import {
   adminPool,
@@ -26,9 +26,11 @@ let other: Tenant;
 let ex: ExplorerExecutor;
 let raw: ExplorerExecutor;
 let baseline: string;
+let validateExplorerSql: (sql: string) => { ok: boolean };
 
 before(async () => {
   await loadExplorerParser();
+  validateExplorerSql = createExplorerValidator({ cacheSize: 0 }).validate;
   admin = adminPool();
   [t, other] = await Promise.all([createTenant(admin), createTenant(admin, 'exo')]);
   await setupCanary(t);

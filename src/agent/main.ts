@@ -5,7 +5,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { createLogger } from '../shared/logger.ts';
 import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names.ts';
-import { loadExplorerParser } from '../shared/sql/explorer-validator.ts';
+import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
 import type { AgentConfig } from './config.ts';
 import { startExplorerChannel } from './explorer/explorer-channel.ts';
@@ -240,5 +240,7 @@ async function startExplorer(cluster: ClusterAccess, admin: pg.Pool, log: Logger
     },
     ...cluster,
     log: log.child({ component: 'explorer' }),
+    // This process's validator (its own verdict cache): the agent re-validates every query.
+    validate: createExplorerValidator().validate,
   });
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { generateToken } from '../shared/api-key.ts';
 import { createLogger } from '../shared/logger.ts';
-import { loadExplorerParser } from '../shared/sql/explorer-validator.ts';
+import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
 import { buildApp } from './app.ts';
 import type { ServerConfig } from './config.ts';
@@ -116,6 +116,8 @@ export async function createServerContext(opts: {
     notifier,
     log,
     audit,
+    // This process's SQL validator and its verdict cache (the parser was loaded above).
+    validator: createExplorerValidator(),
     channels: explorerChannels,
     maxInProcess: config.explorerMaxInFlight,
   });

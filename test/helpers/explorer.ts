@@ -7,6 +7,7 @@ import {
   type ExplorerExecutorDeps,
 } from '../../src/agent/explorer/explorer-executor.ts';
 import { connectSteward } from '../../src/agent/postgres/steward.ts';
+import { createExplorerValidator } from '../../src/shared/sql/explorer-validator.ts';
 import {
   dropDatabase,
   dropOurRoles,
@@ -124,6 +125,7 @@ export function testExecutor(
     connectAdmin,
     ...clusterAccess(),
     log: createLogger('explorer-test', 'silent'),
+    validate: createExplorerValidator().validate,
     ...overrides,
   });
 }

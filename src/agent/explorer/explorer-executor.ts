@@ -30,7 +30,7 @@ import type { Logger } from 'pino';
 import type { ExplorerOutcome, QueryPayload, SchemaOutput } from '../../shared/contracts/explorer-channel.ts';
 import { BUSY, EXPLORER_LIMITS } from '../../shared/contracts/explorer-channel.ts';
 import { type RoleNames, roleNames } from '../../shared/identifiers.ts';
-import { type ExplorerVerdict, validateExplorerSql } from '../../shared/sql/explorer-validator.ts';
+import type { ExplorerVerdict } from '../../shared/sql/explorer-validator.ts';
 import { createExplorerPools, type ExplorerPoolDeps } from './explorer-pools.ts';
 import { backendPid, extended, pipelined, type Step } from './explorer-protocol.ts';
 import { readPublicSchema } from './explorer-schema.ts';
@@ -38,8 +38,11 @@ import { ExplorerStreamError, explorerSocket } from './explorer-stream.ts';
 
 export type ExplorerExecutorDeps = ExplorerPoolDeps & {
   log: Logger;
-  /** The SQL gate (default: the explorer validator). Tests swap it to prove the run-time layers alone. */
-  validate?: (sql: string) => ExplorerVerdict;
+  /**
+   * The SQL gate: the process's explorer validator (`createExplorerValidator().validate`, built at the
+   * wiring point). Tests swap it to prove the run-time layers alone.
+   */
+  validate: (sql: string) => ExplorerVerdict;
 };
 
 /** Session state of an explorer connection as the next query would find it (diagnostics, tests). */
@@ -179,7 +182,7 @@ function collector(input: QueryPayload) {
 
 export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExecutor {
   const pools = createExplorerPools(deps);
-  const validate = deps.validate ?? validateExplorerSql;
+  const { validate } = deps;
   const resets = new Set<Promise<void>>();
   const typeNames = new Map<string, string>();
 

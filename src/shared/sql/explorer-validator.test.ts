@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
+import { DENIED_FUNCTIONS } from './explorer-function-policy.ts';
 import {
+  createExplorerValidator,
   EXPLORER_MAX_SQL_LENGTH,
+  type ExplorerValidator,
   loadExplorerParser,
   redactSql,
   UNPARSEABLE_SQL,
-  validateExplorerSql,
 } from './explorer-validator.ts';
+
+/** Built in before(): the parser must be loaded first. Cache off, so every case is really judged. */
+let validator: ExplorerValidator;
+const validateExplorerSql = (sql: string) => validator.validate(sql);
 
 /** [sql, expected refusal code] */
 const REFUSED: ReadonlyArray<readonly [string, string]> = [
@@ -109,7 +115,32 @@ const REFUSED: ReadonlyArray<readonly [string, string]> = [
   ['select pg_cancel_backend(1)', 'function_not_allowed'],
   ['select pg_reload_conf()', 'function_not_allowed'],
   ["select pg_logical_emit_message(true, 'p', 'x')", 'function_not_allowed'],
-  ['select version()', 'function_not_allowed'],
+  // stable or immutable, yet beyond the tenant's data (the deny list)
+  ['select * from pg_stat_get_activity(null)', 'function_not_allowed'],
+  ['select pg_stat_get_backend_activity(1)', 'function_not_allowed'],
+  ['select pg_backend_pid()', 'function_not_allowed'],
+  ["select pg_has_role('bulwark_other_owner', 'member')", 'function_not_allowed'],
+  ["select has_database_privilege('other_tenant', 'connect')", 'function_not_allowed'],
+  ['select txid_current_if_assigned()', 'function_not_allowed'],
+  ['select * from pg_cursor()', 'function_not_allowed'],
+  ['select * from pg_available_extensions()', 'function_not_allowed'],
+  ['select * from pg_config()', 'function_not_allowed'],
+  ['select * from pg_show_all_settings()', 'function_not_allowed'],
+  ['select "current_user"()', 'function_not_allowed'],
+  ['select session_user', 'function_not_allowed'],
+  ["select pg_get_serial_sequence('t', 'id')", 'function_not_allowed'],
+  ["select xml_is_well_formed('<a/>')", 'function_not_allowed'],
+  // volatile, or a catalog lookup: not of the safe kind
+  ["select ts_rewrite('a'::tsquery, 'select 1')", 'function_not_allowed'],
+  ["select pg_relation_size('t')", 'function_not_allowed'],
+  ["select to_regrole('bulwark_other_owner')", 'function_not_allowed'],
+  ['select pg_typeof(1)', 'function_not_allowed'],
+  ['select setseed(0.5)', 'function_not_allowed'],
+  ['select pg_notification_queue_usage()', 'function_not_allowed'],
+  ["select ts_lexize('english_stem', 'x')", 'function_not_allowed'],
+  ["select 'english_stem'::regdictionary", 'type_not_allowed'],
+  ['select pg_catalog.constructor()', 'function_not_allowed'],
+  ['select __proto__()', 'function_not_allowed'],
   ['select txid_current()', 'function_not_allowed'],
   ['select pg_current_xact_id()', 'function_not_allowed'],
   ["select query_to_xml('delete from t', true, true, '')", 'function_not_allowed'],
@@ -242,16 +273,25 @@ const ACCEPTED: readonly string[] = [
   // the comment hides nothing: this parses as `select 1 as delete from t`
   'select 1 -- c\r\ndelete from t',
   "select random(), gen_random_uuid(), md5(name), format('%s-%s', a, b) from t",
+  // harmless SQL the derived allowlist accepts (issue 19)
+  'select numeric_uminus(1.5), int4or(1, 2), int8and(6, 3), int4shl(1, 3), int2not(1::int2)',
+  "select int4range(1, 10), numrange(1.5, 2.5, '[]'), daterange(current_date, null), tstzrange(now(), null)",
+  'select int4multirange(int4range(1, 3), int4range(5, 7)), datemultirange()',
+  'select point(1, 2), box(point(0, 0), point(1, 1)), circle(point(0, 0), 2), lseg(point(0, 0), point(1, 1))',
+  "select bpchar('x'), 'x'::bpchar, length(bpchar('ab  '))",
+  'select current_database(), current_schema(), current_schema, current_catalog, version(), getdatabaseencoding()',
+  "select to_tsvector('english', body) @@ to_tsquery('english', 'cat & dog') from t",
+  "select 'simple'::regconfig, ts_rank(to_tsvector('simple', body), plainto_tsquery('simple', 'x')) from t",
+  "select quote_ident(name), quote_literal(name), quote_nullable(null), format('%I.%L', a, b) from t",
+  'select pg_catalog.pg_size_pretty(1024::bigint), pg_column_size(t.*) from t',
+  'select max(xmin::text), age(now()), text(1), int8(1), min(2) from t',
 ];
-
-test('throws when the parser is not loaded', () => {
-  assert.throws(() => validateExplorerSql('select 1'), /not loaded/);
-});
 
 describe('explorer validator', () => {
   before(async () => {
     await loadExplorerParser();
     await loadExplorerParser(); // idempotent
+    validator = createExplorerValidator({ cacheSize: 0 });
   });
 
   test('corpus sizes', () => {
@@ -384,6 +424,25 @@ describe('explorer validator', () => {
     assert.equal(redactSql("select 'secret"), UNPARSEABLE_SQL);
     assert.equal(redactSql("selec 'secret'"), UNPARSEABLE_SQL);
     assert.equal(redactSql('select 1' + ' '.repeat(EXPLORER_MAX_SQL_LENGTH)), UNPARSEABLE_SQL);
+  });
+
+  test('a deny-listed function is refused with its reason', () => {
+    const v = validateExplorerSql("select current_setting('data_directory')");
+    assert.equal(!v.ok && v.reason.endsWith(DENIED_FUNCTIONS['current_setting'] ?? '?'), true);
+  });
+
+  test('each validator keeps its own verdict cache, bounded; the verdict is the same with or without it', () => {
+    const a = createExplorerValidator({ cacheSize: 2 });
+    const b = createExplorerValidator({ cacheSize: 2 });
+    const first = a.validate('select 1');
+    assert.equal(a.validate('select 1'), first, 'a repeated query is served from the cache');
+    assert.notEqual(b.validate('select 1'), first, 'another validator does not share it');
+    assert.deepEqual(b.validate('select 1'), first);
+    a.validate('select 2');
+    a.validate('select 3'); // evicts 'select 1' (oldest first)
+    assert.notEqual(a.validate('select 1'), first);
+    assert.notEqual(validator.validate('select 1'), validator.validate('select 1'), 'cacheSize 0: no cache');
+    assert.throws(() => createExplorerValidator({ cacheSize: -1 }), RangeError);
   });
 
   test('accepted verdict carries the redacted SQL', () => {

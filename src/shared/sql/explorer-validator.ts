@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { loadModule, parseSync } from 'libpg-query';
+import { deniedReason } from './explorer-function-policy.ts';
 import {
   ALLOWED_EXPLAIN_OPTIONS,
   ALLOWED_FUNCTIONS,
@@ -34,19 +35,12 @@ export const UNPARSEABLE_SQL = '<unparseable sql>';
 type Json = null | boolean | number | string | Json[] | JsonObject;
 type JsonObject = { [key: string]: Json };
 
-let loading: Promise<void> | null = null;
-let loaded = false;
-
-/** Loads the WASM parser. Idempotent; call once at startup. */
+/**
+ * Loads the WASM parser (libpg-query keeps it; loading again is a no-op). Await it once at start-up,
+ * before createExplorerValidator() is used or redactSql() is called.
+ */
 export async function loadExplorerParser(): Promise<void> {
-  loading ??= loadModule().then(() => {
-    loaded = true;
-  });
-  await loading;
-}
-
-function assertLoaded(): void {
-  if (!loaded) throw new Error('explorer SQL parser not loaded: await loadExplorerParser() first');
+  await loadModule();
 }
 
 /** Internal: thrown by the walker, turned into a verdict. `loc` is a parser byte offset. */
@@ -89,7 +83,12 @@ function n1OrPgCatalog(n: string[]): boolean {
 
 function checkFunction(body: JsonObject, loc: number | null): void {
   const n = names(body['funcname']);
-  if (!n1OrPgCatalog(n) || !ALLOWED_FUNCTIONS.has(n[n.length - 1] ?? '')) {
+  const name = n[n.length - 1] ?? '';
+  const denied = n1OrPgCatalog(n) ? deniedReason(name) : null;
+  if (denied !== null) {
+    throw new Refusal('function_not_allowed', `function ${n.join('.')}() is not allowed: ${denied}`, loc);
+  }
+  if (!n1OrPgCatalog(n) || !ALLOWED_FUNCTIONS.has(name)) {
     throw new Refusal(
       'function_not_allowed',
       `function ${n.join('.')}() is not allowed in the explorer`,
@@ -169,7 +168,11 @@ function walkNode(type: string, body: JsonObject, parentType: string, inherited:
       break;
     case 'SQLValueFunction':
       if (!ALLOWED_SQL_VALUE_FUNCTIONS.has(String(body['op']))) {
-        throw new Refusal('function_not_allowed', 'only date/time SQL value functions are allowed', loc);
+        throw new Refusal(
+          'function_not_allowed',
+          'of the SQL value functions only the clock, CURRENT_SCHEMA and CURRENT_CATALOG are allowed',
+          loc,
+        );
       }
       break;
     case 'RangeTableSample': {
@@ -306,66 +309,75 @@ function precheck(sql: string): ExplorerVerdict | null {
   return null;
 }
 
-/**
- * Whether the text validateExplorerSql parsed last was accepted by the parser: the server validates
- * a query and then redacts the very same text for its audit event, which needs to know only that
- * (one parse instead of two). Validation itself always parses.
- */
-let lastParsed: { sql: string; parses: boolean } | null = null;
-
 function parseOrRefuse(sql: string): { stmts: JsonObject[] } | ExplorerVerdict {
+  let tree: { stmts?: JsonObject[] };
   try {
-    const tree = parseSync(sql) as { stmts?: JsonObject[] };
-    return { stmts: Array.isArray(tree.stmts) ? tree.stmts : [] };
+    tree = parseSync(sql) as { stmts?: JsonObject[] };
   } catch (err) {
     // The parser can run out of stack on deep nesting (how deep depends on the JIT): refused alike.
     if (err instanceof RangeError) return refuse('too_complex', 'the query is nested too deeply', null);
+    // Not a verdict on the SQL but a bug of the caller (libpg-query says so only in its message).
+    if (err instanceof Error && err.message.startsWith('WASM module not initialized')) throw err;
     const details = (err as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
     const cursor = typeof details?.cursorPosition === 'number' ? details.cursorPosition : null;
     const message = err instanceof Error ? err.message : 'parse error';
     return refuse('syntax_error', message, cursor === null ? null : codePointOffsetToIndex(sql, cursor));
   }
+  return { stmts: Array.isArray(tree.stmts) ? tree.stmts : [] };
 }
 
-/**
- * Verdicts by SHA-256 of the exact SQL text, per process (bounded, oldest out first). A verdict is
- * a pure function of the text (the allowlists are constants), so a repeated query skips the parse
- * and the walk: ~0.15–0.2 ms on the server and again on the agent. Only the digest and the
- * verdict (its SQL redacted) are kept, never the SQL itself.
- */
-const VERDICT_CACHE_MAX = 512;
-const verdicts = new Map<string, { verdict: ExplorerVerdict; parses: boolean }>();
+export type ExplorerValidatorOptions = {
+  /**
+   * Verdicts kept by SHA-256 of the exact SQL text (oldest out first); 0 turns the cache off.
+   * Default 512. Only the digest and the verdict (its SQL redacted) are kept, never the SQL itself.
+   */
+  cacheSize?: number;
+};
 
-/** Validates one explorer statement. Synchronous; throws if loadExplorerParser() has not completed. */
-export function validateExplorerSql(sql: string): ExplorerVerdict {
-  assertLoaded();
-  const pre = precheck(sql);
-  if (pre) return pre;
-  const key = createHash('sha256').update(sql).digest('base64');
-  const hit = verdicts.get(key);
-  if (hit) {
-    lastParsed = { sql, parses: hit.parses };
-    return hit.verdict;
-  }
-  let judged: ExplorerVerdict;
+export type ExplorerValidator = {
+  /** Validates one explorer statement. Synchronous; needs loadExplorerParser() to have completed. */
+  validate(sql: string): ExplorerVerdict;
+};
+
+/**
+ * A validator with its own verdict cache; built once at each process's wiring point and passed to
+ * what validates. A verdict is a pure function of the text (the allowlists are constants), so a
+ * repeated query skips the parse and the walk, on the server and again on the agent.
+ */
+export function createExplorerValidator(opts: ExplorerValidatorOptions = {}): ExplorerValidator {
+  const cacheSize = opts.cacheSize ?? 512;
+  if (!Number.isInteger(cacheSize) || cacheSize < 0)
+    throw new RangeError('cacheSize must be an integer >= 0');
+  const verdicts = new Map<string, ExplorerVerdict>();
+  return {
+    validate(sql: string): ExplorerVerdict {
+      const pre = precheck(sql);
+      if (pre) return pre;
+      if (cacheSize === 0) return judgeSafely(sql);
+      const key = createHash('sha256').update(sql).digest('base64');
+      const hit = verdicts.get(key);
+      if (hit) return hit;
+      const verdict = judgeSafely(sql);
+      if (verdicts.size >= cacheSize) verdicts.delete(verdicts.keys().next().value as string);
+      verdicts.set(key, verdict);
+      return verdict;
+    },
+  };
+}
+
+function judgeSafely(sql: string): ExplorerVerdict {
   try {
-    judged = judge(sql);
+    return Object.freeze(judge(sql));
   } catch (err) {
     // A deeply nested expression within the length bound can exhaust the stack of the parser or of
     // the walk: the query is refused, never a 500.
     if (!(err instanceof RangeError)) throw err;
-    lastParsed = null;
-    judged = refuse('too_complex', 'the query is nested too deeply', null);
+    return Object.freeze(refuse('too_complex', 'the query is nested too deeply', null));
   }
-  const verdict = Object.freeze(judged);
-  if (verdicts.size >= VERDICT_CACHE_MAX) verdicts.delete(verdicts.keys().next().value as string);
-  verdicts.set(key, { verdict, parses: lastParsed?.sql === sql && lastParsed.parses });
-  return verdict;
 }
 
 function judge(sql: string): ExplorerVerdict {
   const parsed = parseOrRefuse(sql);
-  lastParsed = { sql, parses: 'stmts' in parsed };
   if (!('stmts' in parsed)) return parsed;
   const { stmts } = parsed;
   if (stmts.length === 0) return refuse('empty', 'the query contains no statement', null);
@@ -393,15 +405,18 @@ function judge(sql: string): ExplorerVerdict {
 /**
  * Replaces every literal (strings of all kinds, numbers, bit strings) with `?` and every comment with a
  * space; identifiers, keywords, operators and `$n` parameters are kept. Returns UNPARSEABLE_SQL when the
- * input does not parse (or is empty/too long). Also used by the audit log. Throws if the parser is not loaded.
+ * input does not parse (or is empty/too long). Used by the audit log; keeps nothing. Throws if
+ * loadExplorerParser() has not completed.
  */
 export function redactSql(sql: string): string {
-  assertLoaded();
   if (precheck(sql)) return UNPARSEABLE_SQL;
-  // One-shot: the raw SQL (literals and all) does not linger in memory past its audit event.
-  const known = lastParsed?.sql === sql ? lastParsed.parses : undefined;
-  lastParsed = null;
-  const parses = known ?? 'stmts' in parseOrRefuse(sql);
+  let parses: boolean;
+  try {
+    parses = 'stmts' in parseOrRefuse(sql);
+  } catch (err) {
+    if (err instanceof RangeError) return UNPARSEABLE_SQL;
+    throw err;
+  }
   if (!parses) return UNPARSEABLE_SQL;
   return redactTokens(sql) ?? UNPARSEABLE_SQL;
 }

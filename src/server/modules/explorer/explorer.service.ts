@@ -15,7 +15,7 @@ import {
   type SchemaOutput,
 } from '../../../shared/contracts/explorer-channel.ts';
 import { AppError, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
-import { validateExplorerSql } from '../../../shared/sql/explorer-validator.ts';
+import type { ExplorerValidator } from '../../../shared/sql/explorer-validator.ts';
 import type { Db } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
@@ -32,6 +32,8 @@ export type ExplorerServiceDeps = {
   log: Logger;
   /** Explorer queries and their outcomes are recorded in their own (group-committed) transactions. */
   audit: Pick<AuditService, 'recordNow' | 'recordSoon'>;
+  /** The process's SQL validator (built at the wiring point, with its verdict cache). */
+  validator: Pick<ExplorerValidator, 'validate'>;
   /** Agents' explorer channels on this replica; without one for the node, the job queue is used. */
   channels?: Pick<ExplorerChannels, 'pick'>;
   /** How long a request waits beyond the statement timeout (queue + agent round trip). */
@@ -260,7 +262,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       // lookup's answer (not found, out of scope, not permitted, not ready) still comes first.
       const found = findDatabase(caller, name, denied);
       found.catch(() => {}); // observed below; never an unhandled rejection if validation throws
-      const verdict = validateExplorerSql(input.sql);
+      const verdict = deps.validator.validate(input.sql);
       const row = await found;
       const target = { action: 'explorer.query', targetType: 'database', targetId: row.id };
       if (!verdict.ok) {
