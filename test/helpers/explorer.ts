@@ -7,7 +7,6 @@ import {
   type ExplorerExecutorDeps,
 } from '../../src/agent/explorer/explorer-executor.ts';
 import { connectSteward } from '../../src/agent/postgres/steward.ts';
-import { createExplorerValidator } from '../../src/shared/sql/explorer-validator.ts';
 import {
   dropDatabase,
   dropOurRoles,
@@ -22,6 +21,7 @@ import { DEFAULT_LIMITS } from '../../src/shared/contracts/jobs.ts';
 import { type RoleNames, roleNames } from '../../src/shared/identifiers.ts';
 import { createLogger } from '../../src/shared/logger.ts';
 import { scramVerifier } from '../../src/shared/scram.ts';
+import { createExplorerValidator } from '../../src/shared/sql/explorer-validator.ts';
 import { testEnv } from './env.ts';
 
 export type Tenant = {
