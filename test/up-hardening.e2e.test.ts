@@ -23,6 +23,16 @@ after(async () => {
   await stack?.destroy();
 });
 
+/** Resolves once `file` holds `text`; fails after `timeoutMs`. */
+async function waitForText(file: string, text: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (readFileSync(file, 'utf8').includes(text)) return;
+    await sleep(50);
+  }
+  assert.fail(`${path.basename(file)} did not show ${text} within ${timeoutMs} ms`);
+}
+
 type IdleSocket = { socket: net.Socket; connectedAt: number; closedAt: number | null };
 
 /**
@@ -130,7 +140,19 @@ test('no tenant SQL text or literal reaches postgres.log, server.log or agent.lo
   await assert.rejects(tenant.query(`SELECT 1 FROM nowhere_${secrets[3]} WHERE x = '${secrets[3]}'`));
   await tenant.end();
 
-  await sleep(1_000); // the logging collector and the children's pipes
+  // Wait for the logs to catch up, on markers sent after the queries: a refused login (a FATAL
+  // line, which postgres.log keeps) through the logging collector, and a request with a known id
+  // through the server's pipe. The agent logs synchronously before it answers the server.
+  const marker = `logmark${randomBytes(6).toString('hex')}`;
+  await assert.rejects(
+    stack.connectTenant({ ...shop, user: marker, password: 'wrong-password' }, { port: stack.ports.pg }),
+  );
+  const ready = await fetch(`http://127.0.0.1:${stack.ports.server}/ready`, {
+    headers: { 'x-request-id': marker },
+  });
+  assert.equal(ready.status, 200);
+  await waitForText(path.join(stack.dir, 'logs', 'postgres.log'), `user "${marker}"`, 15_000);
+  await waitForText(path.join(stack.dir, 'logs', 'server.log'), marker, 15_000);
   const logs = ['postgres.log', 'server.log', 'agent.log', 'pgbouncer.log'];
   for (const name of logs) {
     const text = readFileSync(path.join(stack.dir, 'logs', name), 'utf8');

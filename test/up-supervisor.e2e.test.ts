@@ -146,7 +146,8 @@ test('a second signal forces every process down, a restarted child included', as
     await other.waitForOutput(/agent is running again/, 90_000);
     const pids = other.pids();
     other.child.kill('SIGINT');
-    await sleep(50);
+    // The second signal only once the first one is being handled (up says it is stopping).
+    await other.waitForOutput(/stopping Bulwark/, 15_000);
     assert.equal(await other.stop('SIGINT'), 130);
     const deadline = Date.now() + 15_000;
     while (Object.values(pids).some(alive) && Date.now() < deadline) await sleep(50);
