@@ -85,8 +85,12 @@ export type AppDeps = {
 const REQUEST_ID = /^[A-Za-z0-9._-]{8,64}$/;
 
 export type RouteInfo = { method: string; url: string; hidden: boolean };
-/** Every route each app registered (tests check each one against the OpenAPI document). */
-export const registeredRoutes = new WeakMap<FastifyInstance, RouteInfo[]>();
+const ROUTES = Symbol('bulwark.registeredRoutes');
+
+/** Every route this app registered (tests check each one against the OpenAPI document). */
+export function registeredRoutes(app: FastifyInstance): RouteInfo[] {
+  return (app as unknown as { [ROUTES]?: RouteInfo[] })[ROUTES] ?? [];
+}
 
 /** Builds the fully wired server without listening (tests call `inject()` on it). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -103,8 +107,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     frameworkErrors,
   }).withTypeProvider<ZodTypeProvider>();
 
+  // Kept on the app itself (no module state): read with registeredRoutes(app).
   const routes: RouteInfo[] = [];
-  registeredRoutes.set(app, routes);
+  app.decorate(ROUTES, routes);
   app.addHook('onRoute', (r) => {
     const methods = Array.isArray(r.method) ? r.method : [r.method];
     // WebSocket routes are not in OpenAPI (the plugin hides them; docs/api.md describes the channel).

@@ -12,6 +12,7 @@
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { listen, notify } from '../../db/notify.ts';
 import type { Db, Queryable } from '../../db/pool.ts';
 import type { Checkpointer } from './audit.checkpoints.ts';
 import * as repo from './audit.repo.ts';
@@ -269,7 +270,7 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
     // Not the chainer: tell it (after the writer's commit, most likely), at most every 5 ms.
     notifyTimer ??= setTimeout(() => {
       notifyTimer = undefined;
-      repo.notifyChainer(deps.db, AUDIT_CHANNEL).catch(() => {});
+      notify(deps.db, AUDIT_CHANNEL, '').catch(() => {});
     }, 5);
   });
 
@@ -319,7 +320,7 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
         await c.end();
         return false;
       }
-      await repo.listen(c, AUDIT_CHANNEL);
+      await listen(c, AUDIT_CHANNEL);
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'audit chainer could not connect');
       await c.end().catch(() => {});

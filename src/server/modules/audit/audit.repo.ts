@@ -99,19 +99,10 @@ export async function insertEvents(db: Queryable, events: AuditEventInput[]): Pr
   );
 }
 
-/** Wakes the chainer (another replica's, most likely): sent outside any writer transaction. */
-export async function notifyChainer(db: Queryable, channel: string): Promise<void> {
-  await db.query(`NOTIFY ${channel}`);
-}
-
 /** A session advisory lock on the leader's own connection: true when this session now holds it. */
 export async function tryLeaderLock(client: Queryable, lock: number): Promise<boolean> {
   const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [lock]);
   return r.rows[0]?.ok === true;
-}
-
-export async function listen(client: Queryable, channel: string): Promise<void> {
-  await client.query(`LISTEN ${channel}`);
 }
 
 /** Locks the head for this transaction: the only serialisation point, taken once per batch. */

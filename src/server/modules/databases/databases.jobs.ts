@@ -3,6 +3,7 @@ import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
+import { notify } from '../../db/notify.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
@@ -128,7 +129,7 @@ export function createDatabaseJobs(deps: {
         },
       });
       // Whoever waits for this database (a CLI, a benchmark) wakes at the commit, without polling.
-      await tx.query('SELECT pg_notify($1, $2)', [DATABASE_STATUS_CHANNEL, id]);
+      await notify(tx, DATABASE_STATUS_CHANNEL, id);
       switch (job.kind) {
         case JOB_KINDS.create:
           if (ok) await repo.markReady(tx, id);

@@ -9,6 +9,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { driftFindingSchema, JOB_KINDS, limitsSchema } from '../../../shared/contracts/jobs.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
+import { listen, notify, unlisten } from '../../db/notify.ts';
 import type { Db, Tx } from '../../db/pool.ts';
 import { enqueueJob, getJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './drift.repo.ts';
@@ -32,7 +33,7 @@ const resultSchema = z.object({
 
 /** Job hook for `node.`: wakes whoever waits for this job (in the finishing transaction). */
 export async function driftJobFinished(tx: Tx, job: JobRow): Promise<void> {
-  await tx.query('SELECT pg_notify($1, $2)', [JOB_DONE_CHANNEL, String(job.id)]);
+  await notify(tx, JOB_DONE_CHANNEL, String(job.id));
 }
 
 /**
@@ -47,7 +48,7 @@ export async function waitForJob(db: Db, jobId: number, deadline: number): Promi
   };
   client.on('notification', onNote);
   try {
-    await client.query(`LISTEN ${JOB_DONE_CHANNEL}`);
+    await listen(client, JOB_DONE_CHANNEL);
     for (;;) {
       const job = await getJob(client, jobId);
       if (job && (job.status === 'succeeded' || job.status === 'dead')) return job;
@@ -64,7 +65,7 @@ export async function waitForJob(db: Db, jobId: number, deadline: number): Promi
     }
   } finally {
     client.off('notification', onNote);
-    await client.query(`UNLISTEN ${JOB_DONE_CHANNEL}`).catch(() => {});
+    await unlisten(client, JOB_DONE_CHANNEL).catch(() => {});
     client.release();
   }
 }
