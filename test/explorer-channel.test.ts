@@ -11,6 +11,7 @@ import {
 } from '../src/shared/contracts/explorer-channel.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { waitForRunningStatement } from './helpers/db.ts';
 import { createTenant, explorerAudit, type Tenant } from './helpers/explorer.ts';
 import { assertDisconnectCancels, type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
 import type { TestKey } from './helpers/keys.ts';
@@ -252,7 +253,7 @@ test('when the audit event cannot be recorded, the rows are withheld (fail close
 
 test('without a channel the queue serves; when the channel dies mid-query the request fails at once', async () => {
   const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
-  await new Promise((res) => setTimeout(res, 300));
+  await waitForRunningStatement(t.name, { user: t.roles.explorer });
   const t0 = Date.now();
   await stack.agent.stop();
   const r = await pending;

@@ -5,6 +5,7 @@ import type pg from 'pg';
 import { type ExplorerExecutor, GUARD_ASSERT } from '../src/agent/explorer/explorer-executor.ts';
 import type { ExplorerOutcome, QueryPayload } from '../src/shared/contracts/explorer-channel.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
+import { waitForRunningStatement } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import {
   adminPool,
@@ -263,7 +264,8 @@ test('an abort cancels the running statement on the backend', async () => {
     payload('select count(*) from generate_series(1, 1e10)', { statement_timeout_ms: 10_000 }),
     controller.signal,
   );
-  setTimeout(() => controller.abort(), 200);
+  await waitForRunningStatement(t.name, { user: t.roles.explorer });
+  controller.abort();
   const out = await pending;
   assert.ok(out.kind === 'error' && out.error.sqlstate === '57014', JSON.stringify(out));
   assert.ok(performance.now() - t0 < 3_000);
@@ -289,7 +291,8 @@ test('a cancelled connection is closed, not reused: a late cancel cannot reach t
     payload('select count(*) from generate_series(1, 1e10)', { statement_timeout_ms: 10_000 }),
     controller.signal,
   );
-  setTimeout(() => controller.abort(), 200);
+  await waitForRunningStatement(t.name, { user: t.roles.explorer });
+  controller.abort();
   assert.ok((await pending).kind === 'error');
   await noGateExecutor.settled();
   const next = await pid();

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { testEnv } from './env.ts';
+import { waitFor } from './wait.ts';
 
 export type TestDb = { name: string; url: string; pool: pg.Pool; drop(): Promise<void> };
 
@@ -91,4 +92,27 @@ export function watchQueries(pool: pg.Pool) {
       pool.off('acquire', onAcquire);
     },
   };
+}
+
+/**
+ * Waits (bounded) until another session is running a statement in `database` (as `user`, when
+ * given): the moment to cancel it, stop its agent or shut its server down. Returns its pid.
+ */
+export async function waitForRunningStatement(
+  database: string,
+  opts: { user?: string; timeoutMs?: number } = {},
+): Promise<number> {
+  return waitFor(
+    `a running statement in ${database}`,
+    async () =>
+      (
+        await adminQuery<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity
+            WHERE datname = $1 AND ($2::text IS NULL OR usename = $2) AND state = 'active'
+              AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+          [database, opts.user ?? null],
+        )
+      )[0]?.pid,
+    { timeoutMs: opts.timeoutMs ?? 10_000, everyMs: 20 },
+  );
 }
