@@ -87,7 +87,21 @@ test("a tenant holding its own role's row lock does not stall other accounts' jo
     // The tenant's own API asks for a rotation: the agent's ALTER ROLE waits on the lock.
     const rot = await stack.api('POST', `/v1/databases/${db.name}/credentials/rotate`);
     assert.ok(rot.status < 300, `rotate: ${rot.status} ${JSON.stringify(rot.json)}`);
-    await sleep(1_500);
+    // Wait until the agent is stuck: a session waits on a lock (pg_locks spans the cluster).
+    const control = await stack.control();
+    try {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const r = await control.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')",
+        );
+        if (r.rows[0]!.n > 0) break;
+        assert.ok(Date.now() < deadline, "the agent's ALTER ROLE never waited on the tenant's lock");
+        await sleep(50);
+      }
+    } finally {
+      await control.end();
+    }
     // Another account's create must not wait for the tenant's lock (a create takes < 1 s here).
     const victim = await otherCreate('victim2', 40_000);
     assert.equal(
