@@ -1,7 +1,7 @@
 /**
  * What makes a built-in function safe for the SQL explorer: the rules from which
  * scripts/explorer-allowlist.ts derives explorer-functions.generated.ts out of a real PostgreSQL's
- * pg_proc (ADR 0011), and the reviewed exceptions to them. Nothing here is a list of names that are
+ * pg_proc (ADR 0012), and the reviewed exceptions to them. Nothing here is a list of names that are
  * allowed: a name is allowed when every function of that name in pg_catalog is of the safe kind
  * (the validator sees names, not argument types, so one risky overload refuses the name), and it is
  * not on the deny list below.

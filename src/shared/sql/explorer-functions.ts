@@ -3,7 +3,7 @@
  * options, TABLESAMPLE methods and parse-tree node types.
  *
  * Functions are not listed by hand: explorer-functions.generated.ts is derived from a real
- * PostgreSQL's pg_proc by the rules of explorer-function-policy.ts (ADR 0011), which also holds the
+ * PostgreSQL's pg_proc by the rules of explorer-function-policy.ts (ADR 0012), which also holds the
  * deny list of the exceptions the catalog cannot know. Names are the parser's (already case-folded)
  * spelling; a name may be written bare or as `pg_catalog.<name>`. Anything else is refused:
  * user-defined functions, other schemas, volatile functions (sequences, large objects, advisory
