@@ -49,10 +49,19 @@ fi
 
 # npm packages, including the `node` package (Node.js 24 inside the project).
 stamp=node_modules/.bulwark-lock
-if [ ! -x node_modules/.bin/node ] || [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
-  echo "bootstrap: installing npm packages (npm ci)" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
-  cp package-lock.json "$stamp"
+stale() { [ ! -x node_modules/.bin/node ] || [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; }
+if stale; then
+  # Two runs in one checkout must not run `npm ci` at once (it fails half-way, ENOTEMPTY): take
+  # turns on a lock held on the lockfile, and look again once it is ours.
+  if command -v flock >/dev/null 2>&1; then
+    exec 9<package-lock.json
+    flock 9
+  fi
+  if stale; then
+    echo "bootstrap: installing npm packages (npm ci)" >&2
+    npm ci --no-audit --no-fund --loglevel=error >&2
+    cp package-lock.json "$stamp"
+  fi
 fi
 major=$(node_modules/.bin/node -p 'process.versions.node.split(".")[0]')
 if [ "$major" != "24" ]; then
