@@ -76,6 +76,7 @@ test('while its listener is down a replica does not trust its cache; on reconnec
   assert.ok(killed.rowCount! >= 1);
   const lost = Date.now() + 2_000;
   while (Date.now() < lost && b.keyAuth.listenerConnected()) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(b.keyAuth.listenerConnected(), false, 'the listener noticed its connection was cut');
   // Revoke behind everyone's back: no NOTIFY at all.
   await a.db.pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [k.id]);
   assert.equal((await whoami(b, k.key)).statusCode, 401, 'no stale cache hit while disconnected');
