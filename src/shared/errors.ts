@@ -8,9 +8,10 @@
  * particular case. Clients depend on code and status, so both are kept as they are.
  */
 export const ERROR_CATALOG = {
-  /** Also: 405 a method Fastify refuses, 412/416 a static file's failed precondition or range,
-   * 414 an over-long path parameter, 415 an unsupported content type. */
-  bad_request: { status: 400, also: [405, 412, 414, 415, 416] },
+  /** Also: 405 a method Fastify refuses, 408 a request that took too long to arrive, 412/416 a static
+   * file's failed precondition or range, 414 an over-long path parameter, 415 an unsupported content
+   * type, 431 request headers over Node's size limit. */
+  bad_request: { status: 400, also: [405, 408, 412, 414, 415, 416, 431] },
   validation_failed: { status: 400 },
   query_refused: { status: 400 },
   query_failed: { status: 400 },

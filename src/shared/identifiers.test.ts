@@ -6,6 +6,7 @@ import {
   isReservedDatabaseName,
   isValidName,
   NAME_PATTERN,
+  NEW_DATABASE_NAME_PATTERN,
   quoteIdent,
   quoteLiteral,
   RESERVED_DATABASE_NAMES,
@@ -74,6 +75,33 @@ describe('names', () => {
     for (const n of ['pg_stat', 'pg_x', 'bulwark_audit', 'bulwark_']) assert.ok(isReservedDatabaseName(n), n);
     for (const n of ['shop', 'pgx', 'pg', 'bulwarkx', 'my_postgres', 'template2x']) {
       assert.equal(isReservedDatabaseName(n), false, n);
+    }
+  });
+  it('NEW_DATABASE_NAME_PATTERN (published in the API document) is a valid name that is not reserved', () => {
+    const samples = [
+      ...RESERVED_DATABASE_NAMES,
+      'pg_x',
+      'pg_',
+      'pg',
+      'pgbouncer2',
+      'bulwark_',
+      'bulwark_x',
+      'bulwark2',
+      'bulwarkx',
+      'postgres_app',
+      'template',
+      'template01',
+      'shop',
+      'A',
+      '',
+      'x'.repeat(63),
+      'x'.repeat(64),
+    ];
+    for (let i = 0; i < 2000; i++)
+      samples.push(randomName(['', 'pg', 'pg_', 'bulwark', 'bulwark_', 'p'][i % 6]!, 1 + (i % 70)));
+    for (const n of samples) {
+      const expected = isValidName(n) && !isReservedDatabaseName(n);
+      assert.equal(NEW_DATABASE_NAME_PATTERN.test(n), expected, n);
     }
   });
 });

@@ -48,6 +48,16 @@ export function isReservedDatabaseName(name: string): boolean {
 }
 
 /**
+ * A name a new database may take: NAME_PATTERN without the reserved names and prefixes, as one
+ * regular expression (negative lookahead), so the API document can publish the whole rule.
+ * Built from the two lists above; `identifiers.test.ts` checks it agrees with them.
+ */
+export const NEW_DATABASE_NAME_PATTERN = new RegExp(
+  `^(?!(?:${RESERVED_DATABASE_PREFIXES.join('|')})|(?:${[...RESERVED_DATABASE_NAMES].join('|')})$)` +
+    NAME_PATTERN.source.slice(1),
+);
+
+/**
  * Postgres identifier quoting (same as quote_ident / PQescapeIdentifier): wrap in double
  * quotes and double any embedded double quote. Refuses NUL (truncates the statement in the
  * wire protocol), empty names and names over 63 bytes (the server would silently truncate,

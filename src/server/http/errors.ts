@@ -1,7 +1,16 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AppError, ERROR_CATALOG, type ErrorCode, errorStatuses, fromPgError } from '../../shared/errors.ts';
+import {
+  AppError,
+  ERROR_CATALOG,
+  ERROR_CODES,
+  type ErrorCode,
+  errorStatuses,
+  fromPgError,
+} from '../../shared/errors.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
 
 export const errorBody = z.object({
@@ -54,8 +63,48 @@ export function errorResponsesWith<E extends ErrorCode>(
 /** Error responses every route may return; spread into each route's `response`. */
 export const errorResponses = errorResponsesWith();
 
+/** Methods whose request body Fastify reads (and so may refuse: 413, 415, a malformed body). */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+type RouteSchema = { response?: Record<string, unknown>; hide?: boolean };
+
+/**
+ * The error statuses Fastify itself may answer on a route, declared in its OpenAPI responses so the
+ * document lists every status: 414 (a path parameter over the router's limit) on routes with
+ * parameters, 415 (a content type no parser reads) on routes that read a body. Their bodies are the
+ * API's error shape, described by the code they carry (`bad_request`, which the catalog lists with
+ * both statuses).
+ */
+function declareFrameworkStatuses(app: FastifyInstance): void {
+  const describe = (status: number) => {
+    const codes = ERROR_CODES.filter((c) => errorStatuses(c).slice(1).includes(status));
+    return errorBody.describe(`Error: ${codes.join(', ')}`);
+  };
+  app.addHook('onRoute', (route) => {
+    const schema = route.schema as RouteSchema | undefined;
+    if (!schema?.response || schema.hide) return;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const response = { ...schema.response };
+    if (route.url.includes(':') && !('414' in response)) response['414'] = describe(414);
+    if (methods.some((m) => BODY_METHODS.has(m)) && !('415' in response)) response['415'] = describe(415);
+    schema.response = response;
+  });
+}
+
 /** One error shape everywhere: `{ error: { code, message, request_id } }`. */
 export function registerErrorHandling(app: FastifyInstance): void {
+  declareFrameworkStatuses(app);
+  // Shutting down: new requests are refused in our shape (Fastify's own 503 is turned off, see
+  // `frameworkOptions`), and the connection is closed so the client goes to another replica.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_req, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    throw new AppError('unavailable', 'The server is shutting down');
+  });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     /** The status is the catalog's for the code, or one of the alternatives it lists for it. */
     const send = (code: ErrorCode, message: string, details?: unknown, status?: number) => {
@@ -159,3 +208,43 @@ export function frameworkErrors(err: { code?: string }, req: FastifyRequest, rep
     },
   });
 }
+
+/**
+ * What Node's HTTP parser refuses before Fastify has a request (a malformed request line or header,
+ * headers over the size limit, a request that took too long to arrive): our error shape, written on
+ * the socket, which is then closed. Fastify's default writes its own `{error, message, statusCode}`.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Request timeout']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request headers too large']
+        : [400, 'Malformed request'];
+  const body = JSON.stringify({ error: { code: 'bad_request', message, request_id: randomUUID() } });
+  if (socket.writable) {
+    const reason =
+      status === 408 ? 'Request Timeout' : status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+    const headers = [
+      `HTTP/1.1 ${status} ${reason}`,
+      'content-type: application/json; charset=utf-8',
+      `content-length: ${Buffer.byteLength(body)}`,
+      'connection: close',
+      ...Object.entries(SECURITY_HEADERS).map(([k, v]) => `${k}: ${v}`),
+      'cache-control: no-store',
+    ];
+    socket.write(`${headers.join('\r\n')}\r\n\r\n${body}`);
+  }
+  socket.destroy(err);
+}
+
+/**
+ * Fastify options that keep every answer Fastify writes itself in the API's error shape: spread
+ * into `Fastify({...})`. Its built-in 503 while closing is replaced by `registerErrorHandling`'s.
+ */
+export const frameworkOptions = {
+  frameworkErrors,
+  clientErrorHandler,
+  return503OnClosing: false,
+} as const;

@@ -19,16 +19,47 @@ const BIGINT_ID = /^[1-9][0-9]{0,17}$/;
 
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 100;
+/** Longest cursor the server writes or reads (`decodeCursor` refuses longer ones). */
+export const MAX_CURSOR_LENGTH = 200;
 
 /** Query schema for list routes: `?limit=1..100` (default 50) and `?cursor=…`. Spread or extend it. */
 export const pageQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).default(DEFAULT_PAGE_SIZE),
-  cursor: z.string().min(1).max(200).optional(),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_PAGE_SIZE)
+    .default(DEFAULT_PAGE_SIZE)
+    .describe(`Items per page, 1-${MAX_PAGE_SIZE}`),
+  cursor: cursorSchema(MAX_CURSOR_LENGTH).optional(),
 });
+
+/**
+ * A cursor in a query string: opaque, the `next_cursor` of the previous page, never built by hand
+ * (any other value is a 400). The description starts with "Opaque" on purpose: clients and the
+ * OpenAPI fuzz read it as "do not invent one".
+ */
+export function cursorSchema(maxLength: number) {
+  return z
+    .string()
+    .min(1)
+    .max(maxLength)
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .describe(
+      `Opaque: the \`next_cursor\` of the previous page (base64url, at most ${maxLength} characters); any other value is a 400`,
+    );
+}
 
 /** Response schema of a list route. */
 export function pageSchema<T extends z.ZodType>(item: T) {
-  return z.object({ items: z.array(item), next_cursor: z.string().nullable() });
+  return z.object({
+    items: z.array(item).max(MAX_PAGE_SIZE),
+    next_cursor: z
+      .string()
+      .max(MAX_CURSOR_LENGTH)
+      .nullable()
+      .describe('Opaque; pass it as `cursor` for the next page; null on the last page'),
+  });
 }
 
 export function encodeCursor(c: PageCursor): string {
@@ -39,7 +70,7 @@ export function encodeCursor(c: PageCursor): string {
 export function decodeCursor(raw: string | undefined): PageCursor | null {
   if (raw === undefined) return null;
   const invalid = () => badRequest('Invalid cursor');
-  if (!/^[A-Za-z0-9_-]{1,200}$/.test(raw)) throw invalid();
+  if (raw.length > MAX_CURSOR_LENGTH || !/^[A-Za-z0-9_-]+$/.test(raw)) throw invalid();
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));

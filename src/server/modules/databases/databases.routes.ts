@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import type { WithIdempotency } from '../../http/idempotency.ts';
+import { idempotencyHeaders as headers } from '../../http/idempotency.schemas.ts';
 import { decodeCursor, pageQuery, pageSchema } from '../../http/pagination.ts';
 import {
   allowlistBody,
@@ -37,6 +38,7 @@ export function databaseRoutes(deps: {
           tags,
           security,
           summary: 'Create a database (provisioned by the agent of its node)',
+          headers,
           body: createBody,
           response: { 202: databaseSchema, ...errorResponsesWith('capacity_exceeded') },
         },
@@ -142,6 +144,7 @@ export function databaseRoutes(deps: {
           security,
           summary:
             'Add one allowlist entry, or replace the entry of the same CIDR (atomic: concurrent edits are all kept)',
+          headers,
           params: nameParams,
           body: allowlistEntryBody,
           response: { 200: allowlistResponse, ...errorResponses },
@@ -239,6 +242,7 @@ export function databaseRoutes(deps: {
           tags,
           security,
           summary: "Rotate the owner's password; old sessions are cut when it goes live",
+          headers,
           params: nameParams,
           response: { 202: databaseSchema, ...errorResponses },
         },

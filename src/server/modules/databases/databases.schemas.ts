@@ -1,22 +1,48 @@
 import { z } from 'zod';
+import { CIDR_PATTERN } from '../../../shared/cidr-pattern.ts';
 import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
+import { NAME_PATTERN, NEW_DATABASE_NAME_PATTERN } from '../../../shared/identifiers.ts';
 import type { DatabaseRow, StoredAllowlistEntry } from './databases.repo.ts';
 
-/** Length-bounded only: the service checks the pattern first and answers with a clear 400. */
-export const nameParams = z.object({ name: z.string().min(1).max(200) });
+/**
+ * A database name as the server checks it, published as is in the API document: 1–63 characters
+ * a-z, 0-9 and _, starting with a letter (`NAME_PATTERN`).
+ */
+export const databaseName = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(NAME_PATTERN, 'must be 1-63 characters a-z, 0-9 and _, starting with a letter (a-z)')
+  .describe('A database name: 1-63 characters a-z, 0-9 and _, starting with a letter');
+
+export const nameParams = z.object({ name: databaseName });
 
 export const createBody = z
   .object({
-    name: z.string().min(1).max(200),
+    name: z
+      .string()
+      .min(1)
+      .max(63)
+      .regex(
+        NEW_DATABASE_NAME_PATTERN,
+        'must be 1-63 characters a-z, 0-9 and _, starting with a letter (a-z), and not a reserved name',
+      )
+      .describe(
+        'A database name (1-63 characters a-z, 0-9 and _, starting with a letter) that is not reserved: ' +
+          'not postgres, template0, template1, pgbouncer, bulwark or bulwark_control, and not starting with pg_ or bulwark_',
+      ),
     node: z
       .string()
       .max(63)
       .regex(/^[a-z][a-z0-9_-]{0,62}$/)
-      .optional(),
+      .optional()
+      .describe('The node to place it on (default: the node with the most free tenant connections)'),
   })
   .strict();
 
-export const deleteBody = z.object({ confirm: z.string().max(200) }).strict();
+export const deleteBody = z
+  .object({ confirm: z.string().min(1).max(63).describe('The database name again (it must match)') })
+  .strict();
 
 /**
  * The outcome of the latest credentials rotation (null: never rotated). `pending` and `restoring`
@@ -36,16 +62,16 @@ export const lastRotationSchema = z
 
 export const databaseSchema = z.object({
   id: z.uuid(),
-  name: z.string(),
+  name: z.string().max(63),
   status: z.enum(['provisioning', 'ready', 'failed', 'deleting', 'deleted']),
-  node: z.string(),
-  failure_reason: z.string().nullable(),
+  node: z.string().max(63),
+  failure_reason: z.string().max(8000).nullable(),
   password_version: z.number().int(),
   rotation_pending: z.boolean(),
-  created_at: z.string(),
-  ready_at: z.string().nullable(),
-  rotated_at: z.string().nullable(),
-  updated_at: z.string(),
+  created_at: z.string().max(40),
+  ready_at: z.string().max(40).nullable(),
+  rotated_at: z.string().max(40).nullable(),
+  updated_at: z.string().max(40),
   last_rotation: lastRotationSchema,
 });
 
@@ -74,10 +100,18 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
   };
 }
 
+/** A CIDR as the server parses it, with its format in the document (`CIDR_PATTERN`). */
+export const cidrIn = cidrSchema
+  .regex(CIDR_PATTERN, 'must be an IPv4 or IPv6 CIDR such as 203.0.113.7/32')
+  .describe('An IPv4 or IPv6 CIDR such as 203.0.113.7/32 or 2001:db8::/32 (host bits are cleared)');
+
 const allowlistEntryIn = z
   .object({
-    cidr: cidrSchema,
-    expires_at: z.iso.datetime({ offset: true }).optional(),
+    cidr: cidrIn,
+    expires_at: z.iso.datetime({ offset: true }).max(40).optional().meta({
+      description: 'ISO 8601 with an offset; must be in the future (omitted: does not expire)',
+      'x-after-now': true,
+    }),
     note: z.string().max(200).optional(),
   })
   .strict();
@@ -86,7 +120,7 @@ const allowlistEntryIn = z
 export const allowlistEntryBody = allowlistEntryIn;
 
 /** A CIDR in the path (URL-encoded: `203.0.113.7%2F32`), validated like an entry's. */
-export const allowlistEntryParams = nameParams.extend({ cidr: cidrSchema });
+export const allowlistEntryParams = nameParams.extend({ cidr: cidrIn });
 
 export const allowlistBody = z
   .object({ entries: z.array(allowlistEntryIn).max(MAX_ALLOWLIST_ENTRIES) })
@@ -94,7 +128,11 @@ export const allowlistBody = z
 
 export const allowlistResponse = z.object({
   entries: z.array(
-    z.object({ cidr: z.string(), expires_at: z.string().nullable(), note: z.string().nullable() }),
+    z.object({
+      cidr: z.string().max(64),
+      expires_at: z.string().max(40).nullable(),
+      note: z.string().max(200).nullable(),
+    }),
   ),
 });
 
@@ -105,12 +143,12 @@ export const presentAllowlist = (entries: StoredAllowlistEntry[]) => ({
 export const limitsBody = limitsSchema.strict();
 
 export const connectionSchema = z.object({
-  host: z.string(),
+  host: z.string().max(255),
   port: z.number().int(),
-  user: z.string(),
-  database: z.string(),
-  sslmode: z.string(),
-  uri: z.string(),
+  user: z.string().max(63),
+  database: z.string().max(63),
+  sslmode: z.string().max(20),
+  uri: z.string().max(1024),
 });
 
-export const passwordSchema = z.object({ password: z.string() });
+export const passwordSchema = z.object({ password: z.string().max(256) });

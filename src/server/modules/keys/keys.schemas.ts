@@ -26,7 +26,13 @@ export const createKeyBody = z
       .datetime({ offset: true })
       .max(40)
       .optional()
-      .describe('Default and maximum: the account’s key lifetime, and never later than the creating key'),
+      .meta({
+        description:
+          'ISO 8601 with an offset, in the future. Default and latest: now + the account’s key lifetime ' +
+          '(1-3650 days, 90 unless the operator changed it), and never later than the creating key’s expiry; ' +
+          'a later time is a 400',
+        'x-after-now': true,
+      }),
     explorer: z.boolean().optional().describe('May use the SQL explorer (only if the creator may)'),
     decoy: z.boolean().optional().describe('A canary: any use is refused and raises a critical alert'),
   })
