@@ -152,7 +152,7 @@ async function hostile(sql: string) {
  * The agent's first few explorer requests make V8 tier the parser gate's WebAssembly (libpg-query)
  * up to TurboFan in the background, which costs ~500 MB of native memory for about a second, once
  * per process (measured: node --liftoff-only does not). That is not a result being held, so the
- * suite lets it happen first and measures afterwards.
+ * suite lets it happen first, waits until the agent's memory has settled, and measures afterwards.
  */
 async function warmUp() {
   for (let i = 0; i < 40; i++) {
@@ -160,7 +160,18 @@ async function warmUp() {
       `select id, secret, ${i} as n from canary where id > ${i % 3} and secret like 'a%' order by id limit 2`,
     );
   }
-  await new Promise((r) => setTimeout(r, 3_000));
+  // Settled: two 250 ms windows in a row in which the agent's RSS neither moved nor peaked above
+  // where it ended (the background compile's memory came and went). Bounded at 10 s.
+  const pid = agent!.pid!;
+  const deadline = Date.now() + 10_000;
+  for (let quiet = 0; quiet < 2; ) {
+    assert.ok(Date.now() < deadline, "the agent's memory did not settle after the warm-up");
+    const start = status(pid, 'VmRSS');
+    resetPeak(pid);
+    await new Promise((r) => setTimeout(r, 250));
+    const end = status(pid, 'VmRSS');
+    quiet = Math.abs(end - start) < 10 && status(pid, 'VmHWM') - end < 10 ? quiet + 1 : 0;
+  }
 }
 
 async function hostileSuite(path: string) {
