@@ -78,7 +78,7 @@ export type DerivedAllowlist = {
 
 type Overload = { name: string; signature: string; unsafe: string | null };
 
-export async function readOverloads(client: pg.ClientBase): Promise<Overload[]> {
+async function readOverloads(client: pg.ClientBase): Promise<Overload[]> {
   const r = await client.query<Overload>(OVERLOADS_SQL, [
     SAFE_PSEUDO_TYPES,
     Object.keys(CATALOG_TYPES),
