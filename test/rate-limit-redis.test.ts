@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { serverConfigSchema } from '../src/server/config.ts';
 import { createServerContext, type ServerContext } from '../src/server/main.ts';
 import { createLogger } from '../src/shared/logger.ts';
@@ -96,6 +97,25 @@ test('two replicas share one per-key budget through Redis', async () => {
   assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429], statuses.join(','));
   assert.deepEqual(remaining.slice(0, 5), ['4', '3', '2', '1', '0'], 'both replicas count into one window');
   assert.equal(logA.filter((l) => l.msg === UNREACHABLE).length, 0, 'no outage logged while Redis is up');
+});
+
+test('a counter that lost its expiry gets one again, so it cannot lock a key out for good', async () => {
+  const k = await createTestKey({ db }, { account: 'no-ttl' });
+  const client = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await client.connect();
+    const counter = `bulwark:rl:k:${k.id}`;
+    await client.set(counter, '2'); // no expiry
+    assert.equal(await client.pttl(counter), -1);
+    const res = await a.app.inject({ url: '/v1/whoami', headers: k.headers });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['ratelimit-remaining'], '2', 'counted on top of the stored 2');
+    const ttl = await client.pttl(counter);
+    assert.ok(ttl > 0 && ttl <= 60_000, `expiry set again: ${ttl} ms`);
+    assert.ok(Number(res.headers['ratelimit-reset']) >= 1, 'the reset header names the new window');
+  } finally {
+    client.disconnect();
+  }
 });
 
 test('when Redis is down the API keeps serving (counting fails open) and says so in the log, once', async () => {
