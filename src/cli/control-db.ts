@@ -11,6 +11,7 @@ import { readSecretFile } from '../embedded/secrets.ts';
 import { queueStats } from '../server/modules/jobs/jobs.repo.ts';
 import { listNodes } from '../server/modules/nodes/nodes.repo.ts';
 import { CliError, EXIT } from './api-client.ts';
+import { cliSetting } from './settings.ts';
 
 export { addKeyToKeyringFile, createSecretBox, loadKeyringFile } from '../server/crypto/secret-box.ts';
 export { keyIdOfPem } from '../server/crypto/signing-key.ts';
@@ -34,9 +35,10 @@ export { createOperatorKey } from '../server/modules/keys/keys.service.ts';
  * BULWARK_DATABASE_URL_FILE when set (a production server), else the data dir's secret file.
  */
 export function controlDatabaseUrl(dataDir: string): string {
-  if (process.env.BULWARK_DATABASE_URL) return process.env.BULWARK_DATABASE_URL;
+  const direct = cliSetting('databaseUrl');
+  if (direct) return direct;
   const file =
-    process.env.BULWARK_DATABASE_URL_FILE ?? path.join(dataLayout(dataDir).secrets, 'control-database-url');
+    cliSetting('databaseUrlFile') ?? path.join(dataLayout(dataDir).secrets, 'control-database-url');
   try {
     return readSecretFile(file);
   } catch (err) {

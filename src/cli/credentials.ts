@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, w
 import os from 'node:os';
 import path from 'node:path';
 import { type ApiClient, CliError, createApiClient, EXIT, parseServerUrl } from './api-client.ts';
+import { cliSetting } from './settings.ts';
 
 export type Credentials = { url: string; key: string };
 
@@ -38,8 +39,8 @@ function readStored(file: string): Partial<Credentials> {
 /** Environment first, then the stored file; null when there is no URL or no key. */
 export function loadCredentials(env: NodeJS.ProcessEnv = process.env): Credentials | null {
   const stored = readStored(credentialsPath(env));
-  const url = env.BULWARK_URL || stored.url;
-  const key = env.BULWARK_KEY || stored.key;
+  const url = cliSetting('url', env) || stored.url;
+  const key = cliSetting('key', env) || stored.key;
   return url && key ? { url, key } : null;
 }
 
@@ -64,5 +65,5 @@ export function clientFromCredentials(env: NodeJS.ProcessEnv = process.env): Api
       'not logged in: run `bulwark login --url URL --key KEY` or set BULWARK_URL and BULWARK_KEY',
       EXIT.auth,
     );
-  return createApiClient({ url: parseServerUrl(c.url, env.BULWARK_ALLOW_INSECURE === '1'), key: c.key });
+  return createApiClient({ url: parseServerUrl(c.url, cliSetting('allowInsecure', env)), key: c.key });
 }

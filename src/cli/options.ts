@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { NAME_PATTERN } from '../shared/identifiers.ts';
+import { cliSetting } from './settings.ts';
 
 export function portOption(value: string): number {
   const n = Number(value);
@@ -26,7 +27,7 @@ export function intInRange(min: number, max: number, unit: string): (v: string) 
 }
 
 export function defaultDataDir(): string {
-  return process.env.BULWARK_DATA_DIR || '.bulwark';
+  return cliSetting('dataDir');
 }
 
 /** Prints config problems, one per line, and exits 2. */

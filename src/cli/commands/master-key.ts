@@ -10,13 +10,14 @@ import {
   resealPasswords,
 } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
+import { cliSetting } from '../settings.ts';
 
 type Options = { dataDir: string; keyFile?: string; json?: boolean };
 
 /** Keyring: --key-file, else BULWARK_MASTER_KEY_FILE, else the data dir's. Control DB likewise. */
 function locate(o: Options): { keyFile: string; databaseUrl: string } {
   const layout = dataLayout(o.dataDir);
-  const keyFile = o.keyFile ?? process.env.BULWARK_MASTER_KEY_FILE ?? layout.masterKeyring;
+  const keyFile = o.keyFile ?? cliSetting('masterKeyFile') ?? layout.masterKeyring;
   const databaseUrl = controlDatabaseUrl(o.dataDir);
   return { keyFile, databaseUrl };
 }
