@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseCidr } from '../shared/cidr.ts';
 import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
+import { parseTrustedProxies } from './http/proxy-check.ts';
 
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -16,7 +17,18 @@ export const serverConfigSchema = z
     dataDir: z.string().min(1).max(4096),
     logLevel: logLevel.default('info'),
     trustProxy: z
-      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true'), z.string().max(1024)])
+      .union([z.boolean(), z.string().max(1024)])
+      // true/false, or addresses/CIDRs in our strict, canonical spellings (proxy-addr alone would
+      // read 010.0.0.5 as 8.0.0.5).
+      .transform((v, ctx) => {
+        if (typeof v === 'boolean' || v === 'true' || v === 'false') return v === true || v === 'true';
+        try {
+          return parseTrustedProxies(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      })
       .default(false),
     bodyLimitBytes: z.coerce
       .number()

@@ -8,7 +8,32 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { parseCidr } from '../../shared/cidr.ts';
 import type { ServerConfig } from '../config.ts';
+
+/** Named ranges Fastify's proxy-addr knows, passed through as they are. */
+const NAMED_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/**
+ * `BULWARK_TRUST_PROXY` as a list (`10.0.0.5`, `10.0.0.0/24,::1`): each entry an address, a CIDR
+ * or a named range, returned in our canonical CIDR spellings (`10.0.0.5/32,::1/128`); throws on
+ * anything else. Fastify hands the list to proxy-addr, which reads addresses with ipaddr.js's
+ * lenient parser (`010.0.0.5` would trust 8.0.0.5): `parseCidr`'s rules apply here too.
+ */
+export function parseTrustedProxies(raw: string): string {
+  return raw
+    .split(',')
+    .map((entry) => {
+      const e = entry.trim();
+      if (NAMED_RANGES.has(e)) return e;
+      try {
+        return parseCidr(e.includes('/') ? e : `${e}/${e.includes(':') ? 128 : 32}`);
+      } catch {
+        throw new Error(`not an address, a CIDR or ${[...NAMED_RANGES].join('/')}: "${e}"`);
+      }
+    })
+    .join(',');
+}
 
 /** Distinct untrusted peers remembered (each is warned about once); past it, no more warnings. */
 const MAX_PEERS_WARNED = 100;
