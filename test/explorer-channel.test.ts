@@ -11,7 +11,7 @@ import {
 } from '../src/shared/contracts/explorer-channel.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { waitForRunningStatement } from './helpers/db.ts';
+import { waitForNoRunningStatement, waitForRunningStatement } from './helpers/db.ts';
 import { createTenant, explorerAudit, type Tenant } from './helpers/explorer.ts';
 import { assertDisconnectCancels, type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
 import type { TestKey } from './helpers/keys.ts';
@@ -200,19 +200,33 @@ test('without a current agent token, an Origin header, or a valid token, the cha
 });
 
 test('an agent whose token is refused stops opening its channel (no reconnect storm)', async () => {
-  const client = startExplorerChannel({
-    serverUrl: url,
-    token: () => `bwa_${'Z'.repeat(43)}`,
-    executor: {
-      runQuery: () => Promise.reject(new Error('never called')),
-      readSchema: () => Promise.reject(new Error('never called')),
-    },
-    log: createLogger('test', 'silent'),
-  });
-  const t0 = Date.now();
-  await assert.rejects(client.opened(), /refused the explorer channel \(401\)/);
-  assert.ok(Date.now() - t0 < 2_000);
-  await client.stop();
+  const refusedToken = `bwa_${'Z'.repeat(43)}`;
+  // The server's side of each attempt: every upgrade request authenticates its token first.
+  let attempts = 0;
+  const authenticate = s.nodes.authenticateAgent;
+  s.nodes.authenticateAgent = (token, ctx) => {
+    if (token === refusedToken) attempts++;
+    return authenticate(token, ctx);
+  };
+  try {
+    const client = startExplorerChannel({
+      serverUrl: url,
+      token: () => refusedToken,
+      executor: {
+        runQuery: () => Promise.reject(new Error('never called')),
+        readSchema: () => Promise.reject(new Error('never called')),
+      },
+      log: createLogger('test', 'silent'),
+    });
+    const t0 = Date.now();
+    // opened() rejects once the client has stopped for good (its reconnect loop has ended).
+    await assert.rejects(client.opened(), /refused the explorer channel \(401\)/);
+    assert.ok(Date.now() - t0 < 2_000);
+    assert.equal(attempts, 1, 'one attempt, no reconnect');
+    await client.stop();
+  } finally {
+    s.nodes.authenticateAgent = authenticate;
+  }
 });
 
 test('a refused upgrade leaves nothing open: the server still shuts down at once', async () => {
@@ -252,6 +266,8 @@ test('when the audit event cannot be recorded, the rows are withheld (fail close
 });
 
 test('without a channel the queue serves; when the channel dies mid-query the request fails at once', async () => {
+  // A statement of an earlier test may still be ending: ours must be the one seen running.
+  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
   const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
   await waitForRunningStatement(t.name, { user: t.roles.explorer });
   const t0 = Date.now();

@@ -94,9 +94,14 @@ export function watchQueries(pool: pg.Pool) {
   };
 }
 
+const RUNNING = `SELECT pid FROM pg_stat_activity
+  WHERE datname = $1 AND ($2::text IS NULL OR usename = $2) AND state = 'active'
+    AND backend_type = 'client backend' AND pid <> pg_backend_pid()`;
+
 /**
  * Waits (bounded) until another session is running a statement in `database` (as `user`, when
- * given): the moment to cancel it, stop its agent or shut its server down. Returns its pid.
+ * given): the moment to cancel it, stop its agent or shut its server down. Returns its pid. Call
+ * `waitForNoRunningStatement` before starting the statement when an earlier one may still run.
  */
 export async function waitForRunningStatement(
   database: string,
@@ -104,15 +109,19 @@ export async function waitForRunningStatement(
 ): Promise<number> {
   return waitFor(
     `a running statement in ${database}`,
-    async () =>
-      (
-        await adminQuery<{ pid: number }>(
-          `SELECT pid FROM pg_stat_activity
-            WHERE datname = $1 AND ($2::text IS NULL OR usename = $2) AND state = 'active'
-              AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
-          [database, opts.user ?? null],
-        )
-      )[0]?.pid,
+    async () => (await adminQuery<{ pid: number }>(RUNNING, [database, opts.user ?? null]))[0]?.pid,
+    { timeoutMs: opts.timeoutMs ?? 10_000, everyMs: 20 },
+  );
+}
+
+/** Waits (bounded) until no other session runs a statement in `database` (as `user`, when given). */
+export async function waitForNoRunningStatement(
+  database: string,
+  opts: { user?: string; timeoutMs?: number } = {},
+): Promise<void> {
+  await waitFor(
+    `no running statement in ${database}`,
+    async () => (await adminQuery(RUNNING, [database, opts.user ?? null])).length === 0,
     { timeoutMs: opts.timeoutMs ?? 10_000, everyMs: 20 },
   );
 }
