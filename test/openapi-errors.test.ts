@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import type { InjectOptions } from 'fastify';
 import { ERROR_CODES, errorStatuses } from '../src/shared/errors.ts';
@@ -60,6 +61,30 @@ test('every error response in the OpenAPI document comes from the error catalog'
     doc.paths['/v1/databases']?.post?.responses?.['409']?.description ?? '',
     /conflict, capacity_exceeded/,
   );
+});
+
+test('the document declares what Fastify itself answers, every content type, and each security scheme', async () => {
+  const doc = (await s.app.inject({ url: '/v1/openapi.json' })).json() as Doc;
+  for (const name of ['apiKey', 'agentToken', 'operatorToken'])
+    assert.ok(doc.components.securitySchemes[name], `security scheme ${name}`);
+  let ops = 0;
+  for (const [path, methods] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(methods)) {
+      ops++;
+      const where = `${method.toUpperCase()} ${path}`;
+      const responses = op.responses ?? {};
+      if (path.includes('{')) assert.ok(responses['414'], `${where}: 414 for an over-long path parameter`);
+      if (method !== 'get') assert.ok(responses['415'], `${where}: 415 for an unsupported content type`);
+      if (path.startsWith('/v1/agent/') && path !== '/v1/agent/enroll')
+        assert.deepEqual(op.security, [{ agentToken: [] }], `${where}: the agent token`);
+      if (path.startsWith('/v1/nodes/')) assert.deepEqual(op.security, [{ operatorToken: [] }], where);
+    }
+  }
+  assert.ok(ops >= 30, `${ops} operations`);
+  const query = doc.paths['/v1/databases/{name}/explorer/query']?.post?.responses?.['200']?.content ?? {};
+  assert.deepEqual(Object.keys(query).sort(), ['application/json', 'text/csv']);
+  const exported = doc.paths['/v1/audit/export']?.get?.responses?.['200']?.content ?? {};
+  assert.deepEqual(Object.keys(exported), ['application/x-ndjson']);
 });
 
 const apiShape = (status: number, body: string, where: string) => {
@@ -126,5 +151,37 @@ test("every error Fastify raises is answered in the API's shape", async () => {
     assert.equal(res.statusCode, c.status, `${c.what}: ${res.body}`);
     assert.match(String(res.headers['content-type']), /^application\/json/, c.what);
     apiShape(res.statusCode, res.body, c.what);
+  }
+});
+
+/** A raw request on a fresh connection; resolves with what came back before the server closed it. */
+function raw(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(text));
+    const chunks: Buffer[] = [];
+    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer in 5 s')));
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    socket.on('error', reject);
+  });
+}
+
+test("what Node's HTTP parser refuses is answered in the API's shape too", async () => {
+  const url = new URL(await s.app.listen({ host: '127.0.0.1', port: 0 }));
+  const port = Number(url.port);
+  const cases = [
+    { what: 'malformed request line', status: 400, text: 'BLAH\r\n\r\n' },
+    {
+      what: 'headers over the limit',
+      status: 431,
+      text: `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`,
+    },
+  ];
+  for (const c of cases) {
+    const answer = await raw(port, c.text);
+    const [head = '', body = ''] = answer.split('\r\n\r\n');
+    assert.match(head, new RegExp(`^HTTP/1.1 ${c.status} `), `${c.what}: ${answer.slice(0, 200)}`);
+    assert.match(head, /content-type: application\/json/i, c.what);
+    apiShape(c.status, body, c.what);
   }
 });

@@ -14,11 +14,12 @@ import { EXPLORER_RESULT_MAX_BYTES } from '../shared/contracts/explorer-channel.
 import type { ServerConfig } from './config.ts';
 import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
-import { frameworkErrors, registerErrorHandling } from './http/errors.ts';
+import { frameworkOptions, registerErrorHandling } from './http/errors.ts';
 import { createIdempotency } from './http/idempotency.ts';
 import { registerProxyCheck } from './http/proxy-check.ts';
 import { createMemoryRateLimitStore, createRateLimiter, type RateLimitStore } from './http/rate-limit.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
+import { SECURITY_SCHEMES } from './http/security-schemes.ts';
 import { auditRoutes } from './modules/audit/audit.routes.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
 import { databaseRoutes } from './modules/databases/databases.routes.ts';
@@ -104,7 +105,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     routerOptions: { maxParamLength: 200 },
-    frameworkErrors,
+    // Every answer Fastify or Node writes itself is in the API's error shape too.
+    ...frameworkOptions,
   }).withTypeProvider<ZodTypeProvider>();
 
   // Kept on the app itself (no module state): read with registeredRoutes(app).
@@ -158,7 +160,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         description: 'Self-hosted, security-first PostgreSQL',
       },
       ...(deps.config.publicUrl ? { servers: [{ url: deps.config.publicUrl }] } : {}),
-      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', bearerFormat: 'bwk_…' } } },
+      components: { securitySchemes: SECURITY_SCHEMES },
     },
     transform: jsonSchemaTransform,
   });

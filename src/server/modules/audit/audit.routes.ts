@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { AppError } from '../../../shared/errors.ts';
 import { requireAccountScope, requireCaller, requireLevel } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
+import { cursorSchema } from '../../http/pagination.ts';
 import type { AuditAdminService } from './audit-admin.service.ts';
 
 const MAX_PAGE = 100;
@@ -51,7 +52,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
           security: [{ apiKey: [] }],
           querystring: z.object({
             limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(50),
-            cursor: z.string().min(1).max(100).optional(),
+            cursor: cursorSchema(100).optional(),
             action: z.string().min(1).max(100).optional(),
             actor: z.string().min(1).max(200).optional(),
             target: z.string().min(1).max(200).optional(),
@@ -80,7 +81,13 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
           tags: ['audit'],
           summary: "Export the account's chained events as JSON Lines (with checkpoints and public keys)",
           security: [{ apiKey: [] }],
-          response: { 200: z.string().max(2 ** 30), ...errorResponses },
+          response: {
+            200: {
+              description: 'JSON Lines: one event, checkpoint or public key per line',
+              content: { 'application/x-ndjson': { schema: z.string().max(2 ** 30) } },
+            },
+            ...errorResponses,
+          },
         },
       },
       async (req, reply) => {

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
-import type { WithIdempotency } from '../../http/idempotency.ts';
 import { idempotencyHeaders as headers } from '../../http/idempotency.schemas.ts';
+import type { WithIdempotency } from '../../http/idempotency.ts';
 import { decodeCursor, pageQuery, pageSchema } from '../../http/pagination.ts';
 import {
   allowlistBody,

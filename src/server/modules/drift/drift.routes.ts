@@ -46,6 +46,7 @@ export function driftRoutes(deps: {
         config: { public: true },
         schema: {
           tags: ['nodes'],
+          security: [{ operatorToken: [] }],
           summary: 'Drift between a node and the desired state (operator token)',
           description:
             'Bearer operator token (server config `operatorToken`), not an API key. Queues a ' +

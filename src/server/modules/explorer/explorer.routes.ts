@@ -17,13 +17,14 @@ import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import { auditFromRequest } from '../audit/audit.service.ts';
+import { nameParams } from '../databases/databases.schemas.ts';
 import type { ExplorerChannels } from './explorer.channel.ts';
 import { toCsv } from './explorer.csv.ts';
 import type { AuditBase, ExplorerService } from './explorer.service.ts';
 
 const tags = ['explorer'];
 const security = [{ apiKey: [] }];
-const nameParams = z.object({ name: z.string().min(1).max(200) });
+const agentSecurity = [{ agentToken: [] }];
 const jobParams = z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
 
 /** Aborted when the HTTP client goes away before the response is written. */
@@ -75,7 +76,18 @@ export function explorerRoutes(deps: {
             })
             .strict(),
           response: {
-            200: queryOutputSchema,
+            200: {
+              description: 'The rows (JSON), or the same as CSV with `?format=csv` or `Accept: text/csv`',
+              content: {
+                'application/json': { schema: queryOutputSchema },
+                'text/csv': {
+                  schema: z
+                    .string()
+                    .max(EXPLORER_RESULT_MAX_BYTES * 2)
+                    .describe('RFC 4180 CSV: a header line of column names, then one line per row'),
+                },
+              },
+            },
             ...errorResponsesWith('query_refused', 'query_failed', 'cancelled', 'timeout'),
           },
         },
@@ -152,6 +164,7 @@ export function explorerRoutes(deps: {
         bodyLimit: EXPLORER_RESULT_MAX_BYTES,
         schema: {
           tags: ['agent'],
+          security: agentSecurity,
           summary: 'Hand explorer rows to the waiting request (lease holder only; never stored in the job)',
           params: jobParams,
           body: explorerResultBodySchema,
@@ -169,6 +182,7 @@ export function explorerRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          security: agentSecurity,
           summary: 'Whether this agent still holds the job (false: the server ended it; cancel the work)',
           params: jobParams,
           body: z.object({ attempt: z.number().int().min(1).max(1000) }),

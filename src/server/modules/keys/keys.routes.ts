@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
+import { idempotencyHeaders } from '../../http/idempotency.schemas.ts';
 import type { WithIdempotency } from '../../http/idempotency.ts';
 import { decodeCursor, pageQuery, pageSchema, toPage } from '../../http/pagination.ts';
 import { createdKeySchema, createKeyBody, keySchema, presentKey, whoamiSchema } from './keys.schemas.ts';
@@ -25,8 +26,7 @@ export function keysRoutes(deps: {
           tags: ['keys'],
           summary: 'Create an API key (admin). The key is in this response only.',
           security,
-          // Loose: validation must not strip the other headers from the request.
-          headers: z.looseObject({ 'idempotency-key': z.string().max(255).optional() }),
+          headers: idempotencyHeaders,
           body: createKeyBody,
           response: { 201: createdKeySchema, ...errorResponses },
         },

@@ -9,11 +9,14 @@ import type { AgentIdentity, NodesService } from './nodes.service.ts';
 
 const jobSchema = z.object({
   id: z.number().int(),
-  kind: z.string(),
-  payload: z.record(z.string(), z.unknown()),
+  kind: z.string().max(64),
+  payload: z.record(z.string().max(100), z.unknown()),
   attempt: z.number().int(),
-  lease_expires_at: z.string().nullable(),
+  lease_expires_at: z.string().max(40).nullable(),
 });
+
+const jobParams = z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
+const jobStatus = z.object({ status: z.enum(['queued', 'running', 'succeeded', 'dead']) });
 
 /** A JSON object an agent reports, bounded in keys and serialised size (it is stored). */
 const boundedRecord = (maxBytes: number) =>
@@ -21,6 +24,9 @@ const boundedRecord = (maxBytes: number) =>
     .record(z.string().max(100), z.unknown())
     .refine((r) => Object.keys(r).length <= 200, 'too many keys')
     .refine((r) => JSON.stringify(r).length <= maxBytes, `larger than ${maxBytes} bytes`);
+
+/** The agent token (`bwa_…`), declared in the document as its own security scheme. */
+const security = [{ agentToken: [] }];
 
 /** The agent-facing API: enrollment, long-poll for jobs, results, heartbeats. */
 export function agentRoutes(deps: {
@@ -38,13 +44,18 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          // Public: the enrollment token in the body is the credential.
           summary: 'Exchange a one-time enrollment token for an agent token',
           body: z.object({
             enrollment_token: z.string().min(1).max(200),
             agent_version: z.string().min(1).max(64),
           }),
           response: {
-            200: z.object({ node_id: z.uuid(), node_name: z.string(), agent_token: z.string() }),
+            200: z.object({
+              node_id: z.uuid(),
+              node_name: z.string().max(63),
+              agent_token: z.string().max(128),
+            }),
             ...errorResponses,
           },
         },
@@ -64,6 +75,7 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          security,
           summary: 'Long-poll for the next job of this node',
           body: z.object({ wait_ms: z.number().int().min(0).max(120_000).default(25_000) }),
           response: { 200: z.object({ job: jobSchema.nullable() }), ...errorResponses },
@@ -95,15 +107,16 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          security,
           summary: "Report a job done (its result is checked against the kind's schema)",
           description:
             "The result must match the job kind's result schema (src/shared/contracts/jobs.ts). A result that does not is refused with 422 `invalid_job_result` and the job is failed for good (`dead`, reason in `last_error`); the result is never stored.",
-          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
+          params: jobParams,
           body: z.object({
             attempt: z.number().int().min(1).max(1000),
             result: boundedRecord(64 * 1024),
           }),
-          response: { 200: z.object({ status: z.string() }), ...errorResponsesWith('invalid_job_result') },
+          response: { 200: jobStatus, ...errorResponsesWith('invalid_job_result') },
         },
       },
       async (req) => {
@@ -118,14 +131,15 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          security,
           summary: 'Report a job failed (retried with backoff unless final)',
-          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
+          params: jobParams,
           body: z.object({
             attempt: z.number().int().min(1).max(1000),
             error: z.string().min(1).max(4000),
             retryable: z.boolean().default(true),
           }),
-          response: { 200: z.object({ status: z.string() }), ...errorResponses },
+          response: { 200: jobStatus, ...errorResponses },
         },
       },
       async (req) => {
@@ -146,8 +160,9 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          security,
           summary: 'The secret of a job this agent holds the lease of (create/rotate login probes)',
-          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
+          params: jobParams,
           body: jobSecretRequestSchema,
           response: { 200: jobSecretResponseSchema, ...errorResponses },
         },
@@ -165,6 +180,7 @@ export function agentRoutes(deps: {
       {
         schema: {
           tags: ['agent'],
+          security,
           summary: 'Agent liveness and facts about its node',
           body: z.object({
             agent_version: z.string().max(64).optional(),
@@ -181,7 +197,10 @@ export function agentRoutes(deps: {
                 (c) => c.superuser_reserved_connections + c.reserved_connections < c.max_connections,
                 'reserved slots must be fewer than max_connections',
               )
-              .optional(),
+              .optional()
+              .describe(
+                "The cluster's connection slots; superuser_reserved_connections + reserved_connections must be fewer than max_connections",
+              ),
           }),
           response: { 200: z.object({ ok: z.literal(true) }), ...errorResponses },
         },
