@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { type ExplorerExecutor, GUARD_ASSERT } from '../src/agent/explorer/explorer-executor.ts';
 import type { ExplorerOutcome, QueryPayload } from '../src/shared/contracts/explorer-channel.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
-import { waitForRunningStatement } from './helpers/db.ts';
+import { waitForNoRunningStatement, waitForRunningStatement } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import {
   adminPool,
@@ -258,6 +258,7 @@ test('user SQL errors keep their SQLSTATE and 0-based position, wherever they ha
 });
 
 test('an abort cancels the running statement on the backend', async () => {
+  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
   const controller = new AbortController();
   const t0 = performance.now();
   const pending = ex.runQuery(
@@ -286,6 +287,7 @@ test('a cancelled connection is closed, not reused: a late cancel cannot reach t
   await noGateExecutor.settled();
   assert.equal(await pid(), before, 'an uncancelled connection is reused');
   await noGateExecutor.settled();
+  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
   const controller = new AbortController();
   const pending = noGateExecutor.runQuery(
     payload('select count(*) from generate_series(1, 1e10)', { statement_timeout_ms: 10_000 }),
