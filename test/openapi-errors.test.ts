@@ -185,3 +185,60 @@ test("what Node's HTTP parser refuses is answered in the API's shape too", async
     apiShape(c.status, body, c.what);
   }
 });
+
+type Schema = {
+  type?: string | string[];
+  maxLength?: number;
+  pattern?: string;
+  enum?: unknown[];
+  const?: unknown;
+  format?: string;
+  properties?: Record<string, Schema>;
+  additionalProperties?: boolean | Schema;
+  propertyNames?: Schema;
+  items?: Schema;
+  anyOf?: Schema[];
+  oneOf?: Schema[];
+  allOf?: Schema[];
+};
+
+/** Where a string the client sends has no upper bound (enums, constants and UUIDs are bounded). */
+function unbounded(s: Schema | undefined, at: string, out: string[]): void {
+  if (!s || typeof s !== 'object') return;
+  const types = Array.isArray(s.type) ? s.type : [s.type];
+  // An anchored pattern without * or + (nor an open {n,}) bounds the length by itself.
+  const boundedPattern =
+    s.pattern !== undefined && /^\^[^*+]*\$$/.test(s.pattern) && !/\{\d+,\}/.test(s.pattern);
+  const bounded =
+    s.maxLength !== undefined || boundedPattern || s.enum || s.const !== undefined || s.format === 'uuid';
+  if (types.includes('string') && !bounded) out.push(at);
+  for (const [k, v] of Object.entries(s.properties ?? {})) unbounded(v, `${at}.${k}`, out);
+  if (typeof s.additionalProperties === 'object') unbounded(s.additionalProperties, `${at}.*`, out);
+  unbounded(s.propertyNames, `${at}{keys}`, out);
+  unbounded(s.items, `${at}[]`, out);
+  for (const alt of [...(s.anyOf ?? []), ...(s.oneOf ?? []), ...(s.allOf ?? [])]) unbounded(alt, at, out);
+}
+
+test('every string a client sends is bounded in the document (parameters, headers and bodies)', async () => {
+  const doc = (await s.app.inject({ url: '/v1/openapi.json' })).json() as {
+    paths: Record<
+      string,
+      Record<
+        string,
+        {
+          parameters?: { in: string; name: string; schema: Schema }[];
+          requestBody?: { content?: Record<string, { schema?: Schema }> };
+        }
+      >
+    >;
+  };
+  const found: string[] = [];
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      const where = `${method.toUpperCase()} ${path}`;
+      for (const p of op.parameters ?? []) unbounded(p.schema, `${where} ${p.in} ${p.name}`, found);
+      unbounded(op.requestBody?.content?.['application/json']?.schema, `${where} body`, found);
+    }
+  }
+  assert.deepEqual(found, []);
+});
