@@ -308,7 +308,13 @@ test('standalone events are group-committed: 300 concurrent callers, each resume
   const shared = await writers('k%');
   assert.ok(shared >= 1 && shared < 150, `300 events took ${shared} transactions`);
   // The control: events recorded one after another take one transaction each, and the count sees it.
-  for (const i of [0, 1, 2]) await audit.recordNow({ action: 'explorer.query', actorType: 'key', actorId: `c${i}`, accountId: ACCOUNT });
+  for (const i of [0, 1, 2])
+    await audit.recordNow({
+      action: 'explorer.query',
+      actorType: 'key',
+      actorId: `c${i}`,
+      accountId: ACCOUNT,
+    });
   assert.equal(await writers('c%'), 3);
   await chainAll(client);
   const v = await verify();
