@@ -12,6 +12,7 @@ import {
 import type { Logger } from 'pino';
 import { EXPLORER_RESULT_MAX_BYTES } from '../shared/contracts/explorer-channel.ts';
 import type { ServerConfig } from './config.ts';
+import { migrationsAtHead } from './db/migrate.ts';
 import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
 import { frameworkOptions, registerErrorHandling } from './http/errors.ts';
@@ -172,7 +173,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       .type('text/html; charset=utf-8')
       .send(homePage({ version: deps.version, poolerPort: deps.poolerPort })),
   );
-  await app.register(healthRoutes({ db: deps.db, version: deps.version }));
+  await app.register(
+    healthRoutes({ version: deps.version, migrationsAtHead: () => migrationsAtHead(deps.db) }),
+  );
   await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
   await app.register(
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),

@@ -1,9 +1,11 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { migrationsAtHead } from '../../db/migrate.ts';
-import type { Db } from '../../db/pool.ts';
 
-export function healthRoutes(deps: { db: Db; version: string }): FastifyPluginAsyncZod {
+export function healthRoutes(deps: {
+  version: string;
+  /** Whether the control DB answers with every migration applied (throws when unreachable). */
+  migrationsAtHead: () => Promise<boolean>;
+}): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       '/health',
@@ -31,7 +33,7 @@ export function healthRoutes(deps: { db: Db; version: string }): FastifyPluginAs
       },
       async (_req, reply) => {
         try {
-          if (!(await migrationsAtHead(deps.db))) {
+          if (!(await deps.migrationsAtHead())) {
             return reply.status(503).send({ status: 'unavailable' as const, reason: 'migrations pending' });
           }
           return { status: 'ready' as const };
