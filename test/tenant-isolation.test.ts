@@ -9,6 +9,7 @@ import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
+import { waitForLogFlush } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import { queryPayload, testExecutor } from './helpers/explorer.ts';
 import { startTenantKit, type TenantKit } from './helpers/tenant-kit.ts';
@@ -143,21 +144,6 @@ async function waitForRunner(user: string): Promise<void> {
   assert.fail(`the positive control did not reach ${LOG}`);
 }
 
-let barriers = 0;
-/**
- * Waits until everything logged so far is in the log file: the logging collector reads one pipe
- * in order, so once a line raised now is in the file, every line raised before it is too.
- */
-async function logFlushed(): Promise<void> {
-  const line = `BULWARK-LOG-BARRIER-${TOKEN}-${++barriers}`;
-  await kit.admin.query(`DO $$ BEGIN RAISE LOG '${line}'; END $$`);
-  const deadline = Date.now() + 10_000;
-  while (!(await fs.readFile(LOG, 'utf8').catch(() => '')).includes(line)) {
-    assert.ok(Date.now() < deadline, `${line} did not reach ${LOG}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 test('a tenant owner’s shadows and settings never run as anyone but the tenant', async () => {
   const name = uniqueName('iso');
   const id = randomUUID();
@@ -255,7 +241,7 @@ test('a tenant owner’s shadows and settings never run as anyone but the tenant
   const afterFix = await drift('node.drift');
 
   // Nothing planted ran as a platform role or a superuser.
-  await logFlushed();
+  await waitForLogFlush(LOG);
   const runners = [...(await shadowRunners(name))].filter((u) => !tenantRoles.has(u));
   assert.deepEqual(runners, [], 'shadows ran as a role that is not the tenant’s');
   const pwned = await kit.admin.query('SELECT rolname FROM pg_roles WHERE rolname = $1', [PWN]);

@@ -14,7 +14,7 @@ import { enqueueJob } from '../src/server/modules/jobs/jobs.repo.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { startTestAgent } from './helpers/agent.ts';
-import { adminQuery } from './helpers/db.ts';
+import { adminQuery, waitForLogFlush } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { platformSqlCatalog, siteOf } from './helpers/platform-sql-catalog.ts';
@@ -412,7 +412,8 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   await expectJob('database.delete');
   for (const o of outcomes) report(`ran ${o}`);
 
-  // 5. What ran, as whom.
+  // 5. What ran, as whom (once every line raised so far is in the file).
+  await waitForLogFlush(logFile);
   const log = (await fs.readFile(logFile)).subarray(logStart).toString('utf8');
   const all = shadowRuns(log, TOKEN);
   assert.ok(

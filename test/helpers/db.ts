@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
 import pg from 'pg';
 import { testEnv } from './env.ts';
 import { waitFor } from './wait.ts';
@@ -123,5 +124,20 @@ export async function waitForNoRunningStatement(
     `no running statement in ${database}`,
     async () => (await adminQuery(RUNNING, [database, opts.user ?? null])).length === 0,
     { timeoutMs: opts.timeoutMs ?? 10_000, everyMs: 20 },
+  );
+}
+
+/**
+ * Waits until everything the cluster logged so far is in `logFile`: raises a line of its own and
+ * waits for it. The logging collector reads one pipe in order, so every line raised before it is
+ * there too. Read the log after this, never after a fixed wait.
+ */
+export async function waitForLogFlush(logFile: string, timeoutMs = 10_000): Promise<void> {
+  const line = `BULWARK-LOG-BARRIER-${randomBytes(6).toString('hex')}`;
+  await adminQuery(`DO $$ BEGIN RAISE LOG '${line}'; END $$`);
+  await waitFor(
+    `${line} in ${logFile}`,
+    async () => (await fs.readFile(logFile, 'utf8').catch(() => '')).includes(line),
+    { timeoutMs, everyMs: 20 },
   );
 }
