@@ -173,7 +173,7 @@ test('a client that disconnects cancels its query on the database', async () => 
   assert.equal((await query({ sql: 'select 2 as two' })).json().rows[0][0], 2);
 });
 
-test('results nobody collected are swept after 60 s; SQL left in a finished job is removed', async () => {
+test('a sweep removes expired uncollected results and keeps live ones; SQL left in a finished job is removed', async () => {
   const node = await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'explorer-node'");
   const job = await s.db.pool.query<{ id: number }>(
     `INSERT INTO jobs (node_id, kind, payload, status, finished_at)
