@@ -214,7 +214,7 @@ test('limits are applied to the roles', async () => {
   assert.ok(r.rows[0]!.rolconfig.includes('statement_timeout=1234'), String(r.rows[0]!.rolconfig));
 });
 
-test('delete cuts access first, then drops the database and the roles', async () => {
+test('delete cuts open sessions and logins, drops the database and the roles; again, it drops nothing', async () => {
   const db = await createDb();
   const open = viaPooler(db.name, db.roles.owner, db.password);
   await open.connect();
