@@ -66,17 +66,24 @@ const ISO_ANY = fc
   .date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date('2099-12-31T23:59:59Z'), noInvalidDate: true })
   .map((d) => d.toISOString());
 
+/** A string's patterns: its own and those zod writes as `allOf: [{pattern}, …]` when there are several. */
+const patternsOf = (s: JsonSchema): string[] =>
+  [s.pattern, ...(s.allOf ?? []).map((a) => a.pattern)].filter((p): p is string => p !== undefined);
+
 function validString(s: JsonSchema): fc.Arbitrary<string> {
   const min = s.minLength ?? 0;
   const max = s.maxLength ?? Math.max(min, 40);
   const fits = (v: string) => codePoints(v) >= min && codePoints(v) <= max;
   if (s.format === 'date-time') return s['x-after-now'] ? ISO_NEAR_FUTURE : ISO_ANY;
   if (s.format === 'uuid') return fc.uuid();
-  if (s.pattern !== undefined) {
-    const whole = new RegExp(s.pattern, 'u');
+  const patterns = patternsOf(s);
+  if (patterns.length > 0) {
+    // Generated from the anchored pattern when there is one; every pattern must accept the value.
+    const lead = patterns.find((p) => p.startsWith('^')) ?? patterns[0]!;
+    const all = patterns.map((p) => new RegExp(p, 'u'));
     return fc
-      .stringMatching(new RegExp(withoutLookaheads(s.pattern)), { maxLength: max })
-      .filter((v) => whole.test(v) && fits(v));
+      .stringMatching(new RegExp(withoutLookaheads(lead), 'u'), { maxLength: max })
+      .filter((v) => all.every((re) => re.test(v)) && fits(v));
   }
   const unit = fc.constantFrom('a', 'Z', '0', '_', '-', ' ', 'é', '€', '😀', '"', '\\', '/', '%', '?', '#');
   return fc.string({
@@ -192,11 +199,12 @@ export function invalidFrom(s: JsonSchema, depth = 0): fc.Arbitrary<unknown> | n
   if (type?.includes('string')) {
     if (s.maxLength !== undefined) out.push(fc.constant('a'.repeat(s.maxLength + 1)));
     if (s.minLength !== undefined && s.minLength > 0) out.push(fc.constant(''));
-    if (s.pattern !== undefined || s.format !== undefined) {
-      const re = s.pattern ? new RegExp(s.pattern, 'u') : null;
+    const patterns = patternsOf(s).map((p) => new RegExp(p, 'u'));
+    if (patterns.length > 0 || s.format !== undefined) {
       out.push(
         GARBAGE.filter(
-          (v) => (re ? !re.test(v) : true) && (s.minLength === undefined || v.length >= s.minLength),
+          (v) =>
+            !patterns.every((re) => re.test(v)) && (s.minLength === undefined || v.length >= s.minLength),
         ),
       );
     }

@@ -7,6 +7,8 @@ export const level = z.enum(['read', 'write', 'admin']);
 
 const keyName = z
   .string()
+  // Checked before the trim, so the document says it too: blank is not a name.
+  .regex(/\S/, 'must not be blank')
   .trim()
   .min(1)
   .max(100)
