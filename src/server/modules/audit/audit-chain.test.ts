@@ -390,6 +390,24 @@ describe('verifyChain', () => {
     assert.equal(withCps.checkpointsChecked, 2);
   });
 
+  it('several checkpoints of the same head (signed again before the chain moved) all verify', () => {
+    const rows = buildChain(12);
+    const key = loadOrCreateSigningKey(keyDir());
+    const at = (seq: number, when: string) =>
+      signCheckpoint(key, { seq, hash: rows[seq - 1]!.hash, at: when });
+    const cps = [
+      at(5, '2025-01-01T00:00:00Z'),
+      at(5, '2025-01-01T00:01:00Z'),
+      at(12, '2025-01-01T00:02:00Z'),
+    ];
+    const r = verifyChain(rows, undefined, { checkpoints: [...cps, at(12, '2025-01-01T00:03:00Z')] });
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(r.checkpointsChecked, 4);
+    // …and a forged one beside a genuine one at the same seq is still caught.
+    const forged = { ...cps[0]!, hash: rows[3]!.hash };
+    assert.equal(verifyChain(rows, undefined, { checkpoints: [cps[0]!, forged] }).ok, false);
+  });
+
   it('reordering two events is detected', () => {
     const rows = buildChain(10);
     [rows[3], rows[4]] = [rows[4]!, rows[3]!]; // order 1,2,3,5,4,6…

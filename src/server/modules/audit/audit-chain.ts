@@ -458,7 +458,8 @@ export function verifyChain(
     }
     if (canonicalSeq(row.canonical) !== seq) return fail('seq_mismatch', seq, expected);
     if (!hasher.step(row.canonical, row.hash)) return fail('hash_mismatch', seq, expected);
-    if (seq === nextCpSeq) {
+    // Several checkpoints may sign the same head (signed again before the chain moved): check each.
+    while (seq === nextCpSeq) {
       if (!hasher.equals(cps[cpIdx]!.hash)) return fail('checkpoint_mismatch', seq, expected);
       checked++;
       cpIdx++;
