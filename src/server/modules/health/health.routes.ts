@@ -13,7 +13,7 @@ export function healthRoutes(deps: {
         schema: {
           tags: ['health'],
           summary: 'Liveness: the process is up',
-          response: { 200: z.object({ status: z.literal('ok'), version: z.string() }) },
+          response: { 200: z.object({ status: z.literal('ok'), version: z.string().max(64) }) },
         },
       },
       async () => ({ status: 'ok' as const, version: deps.version }),
@@ -27,7 +27,7 @@ export function healthRoutes(deps: {
           summary: 'Readiness: control DB reachable and migrations at head',
           response: {
             200: z.object({ status: z.literal('ready') }),
-            503: z.object({ status: z.literal('unavailable'), reason: z.string() }),
+            503: z.object({ status: z.literal('unavailable'), reason: z.string().max(200) }),
           },
         },
       },

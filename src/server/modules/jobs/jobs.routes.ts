@@ -8,15 +8,15 @@ import type { JobsService } from './jobs.service.ts';
 
 const jobSchema = z.object({
   id: z.number().int(),
-  kind: z.string(),
-  database: z.string().nullable(),
+  kind: z.string().max(64),
+  database: z.string().max(63).nullable(),
   status: z.enum(['queued', 'running', 'succeeded', 'dead']),
   attempts: z.number().int(),
   max_attempts: z.number().int(),
-  last_error: z.string().nullable(),
-  created_at: z.string(),
-  claimed_at: z.string().nullable(),
-  finished_at: z.string().nullable(),
+  last_error: z.string().max(500).nullable(),
+  created_at: z.string().max(40),
+  claimed_at: z.string().max(40).nullable(),
+  finished_at: z.string().max(40).nullable(),
 });
 
 function present(row: AccountJobRow): z.infer<typeof jobSchema> {

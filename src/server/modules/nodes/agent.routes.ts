@@ -23,7 +23,11 @@ const boundedRecord = (maxBytes: number) =>
   z
     .record(z.string().max(100), z.unknown())
     .refine((r) => Object.keys(r).length <= 200, 'too many keys')
-    .refine((r) => JSON.stringify(r).length <= maxBytes, `larger than ${maxBytes} bytes`);
+    .refine((r) => JSON.stringify(r).length <= maxBytes, `larger than ${maxBytes} bytes`)
+    .meta({
+      maxProperties: 200,
+      description: `A JSON object of at most 200 keys (each at most 100 characters), ${maxBytes} characters serialised`,
+    });
 
 /** The agent token (`bwa_…`), declared in the document as its own security scheme. */
 const security = [{ agentToken: [] }];
