@@ -154,14 +154,22 @@ test("every error Fastify raises is answered in the API's shape", async () => {
   }
 });
 
-/** A raw request on a fresh connection; resolves with what came back before the server closed it. */
-function raw(port: number, text: string): Promise<string> {
+/**
+ * A raw request on a fresh connection; resolves with what came back when the server closed it, or
+ * once `answers` responses (each a JSON body) have arrived.
+ */
+function raw(port: number, text: string, answers = Number.POSITIVE_INFINITY): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(text));
     const chunks: Buffer[] = [];
-    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer in 5 s')));
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    const got = () => Buffer.concat(chunks).toString('utf8');
+    socket.setTimeout(5_000, () => socket.destroy(new Error(`no answer in 5 s: ${got().slice(0, 300)}`)));
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c);
+      const text = got();
+      if (text.split('HTTP/1.1 ').length - 1 >= answers && text.endsWith('}')) socket.destroy();
+    });
+    socket.on('close', () => resolve(got()));
     socket.on('error', reject);
   });
 }
@@ -241,4 +249,46 @@ test('every string a client sends is bounded in the document (parameters, header
     }
   }
   assert.deepEqual(found, []);
+});
+
+test("a request that arrives while the server shuts down is refused in the API's shape (503 unavailable)", async () => {
+  const s2 = await createTestServer();
+  try {
+    const { token: enrollment } = await s2.nodes.createEnrollment('closing_node', 10);
+    const enrolled = await s2.app.inject({
+      method: 'POST',
+      url: '/v1/agent/enroll',
+      payload: { enrollment_token: enrollment, agent_version: 'test' },
+    });
+    const agentToken = (enrolled.json() as { agent_token: string }).agent_token;
+    const port = Number(new URL(await s2.app.listen({ host: '127.0.0.1', port: 0 })).port);
+    // A long-poll in flight keeps the connection open; a second request on it arrives after the
+    // close began.
+    const body = JSON.stringify({ wait_ms: 1500 });
+    const socket = net.connect({ host: '127.0.0.1', port });
+    await new Promise((r) => socket.once('connect', r));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    const ended = new Promise((r) => socket.once('close', r));
+    socket.write(
+      `POST /v1/agent/poll HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${agentToken}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const closed = s2.app.close();
+    await new Promise((r) => setTimeout(r, 100));
+    socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    const timer = setTimeout(() => socket.destroy(), 5_000);
+    await ended;
+    clearTimeout(timer);
+    await closed;
+    const out = Buffer.concat(chunks).toString('utf8');
+    const second = out.slice(out.indexOf('HTTP/1.1', 10));
+    assert.match(second, /^HTTP\/1.1 503 /, out.slice(0, 600));
+    const secondBody = second.slice(second.indexOf('\r\n\r\n') + 4);
+    apiShape(503, secondBody.slice(secondBody.indexOf('{'), secondBody.lastIndexOf('}') + 1), 'closing');
+    assert.match(secondBody, /"code":"unavailable"/);
+  } finally {
+    await s2.stop();
+  }
 });
