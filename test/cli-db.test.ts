@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -33,12 +34,15 @@ after(async () => {
 });
 
 type Run = { code: number; stdout: string; stderr: string };
-function cli(args: string[]): Promise<Run> {
+function cli(args: string[], over: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [CLI, ...args],
-      { env: { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: tmp, ...env }, timeout: 20_000 },
+      {
+        env: { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: tmp, ...env, ...over },
+        timeout: 20_000,
+      },
       (err, stdout, stderr) => {
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
       },
@@ -125,6 +129,30 @@ test('bulwark db: create, list, show, allow/deny, reveal, delete; bad input exit
   assert.equal(del.code, 0, del.stderr);
   assert.match(del.stdout, /deleting/);
   assert.equal(missing.code, 6);
+
+  // "Before any call": the same bad input, aimed at a listener that counts connections.
+  let calls = 0;
+  const trap = createServer((socket) => {
+    calls++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => trap.listen(0, '127.0.0.1', resolve));
+  const at = { BULWARK_URL: `http://127.0.0.1:${(trap.address() as AddressInfo).port}` };
+  try {
+    const bad = [
+      ['db', 'create', 'a;drop'],
+      ['db', 'delete', 'shop', '--confirm', 'shops'],
+      ['db', 'allow', 'shop', '198.51.100.9', '--for', '1h', '--expires-in', '1h'],
+    ];
+    const runs = await Promise.all(bad.map((args) => cli(args, at)));
+    for (const [i, r] of runs.entries()) assert.equal(r.code, 2, `${bad[i]!.join(' ')}: ${r.stderr}`);
+    assert.equal(calls, 0, 'bad input reached the server');
+    // The control: well-formed input does call it (and fails, since the trap answers nothing).
+    assert.notEqual((await cli(['db', 'show', 'shop'], at)).code, 0);
+    assert.ok(calls > 0, 'the trap sees calls');
+  } finally {
+    await new Promise((resolve) => trap.close(resolve));
+  }
 });
 
 test('bulwark master-key rotate adds a key and re-seals every password; the server keeps revealing', async () => {
