@@ -235,6 +235,25 @@ test('every field of an event and its details (keys too, at any depth) is stored
   }
 });
 
+test("an agent's heartbeat facts with NUL and lone surrogates are stored, never a 500", async () => {
+  const res = await s.app.inject({
+    method: 'POST',
+    url: '/v1/agent/heartbeat',
+    headers: { authorization: `Bearer ${agent.token}` },
+    payload: { agent_version: 'a\u0000b', pg_version: 'pg\ud800', capabilities: { 'k\u0000': ['v\udc00'] } },
+  });
+  assert.equal(res.statusCode, 200, res.body);
+  const r = await s.db.pool.query<{ agent_version: string; pg_version: string; capabilities: unknown }>(
+    'SELECT agent_version, pg_version, capabilities FROM nodes WHERE id = $1',
+    [agent.nodeId],
+  );
+  assert.deepEqual(r.rows[0], {
+    agent_version: `a${FFFD}b`,
+    pg_version: `pg${FFFD}`,
+    capabilities: { [`k${FFFD}`]: [`v${FFFD}`] },
+  });
+});
+
 // Last of the node tests: a new node would take the databases placed above.
 test('an enrollment whose agent version holds a NUL succeeds and is recorded', async () => {
   const { token } = await s.nodes.createEnrollment('n-nul', 10);

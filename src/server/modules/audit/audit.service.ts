@@ -25,6 +25,7 @@
 import type { FastifyRequest } from 'fastify';
 import { redactSql } from '../../../shared/sql/explorer-validator.ts';
 import type { Db, Queryable } from '../../db/pool.ts';
+import { storableJson, storableText } from '../../db/storable.ts';
 import type { Caller } from '../../http/caller.ts';
 import * as repo from './audit.repo.ts';
 import {
@@ -72,39 +73,6 @@ function redactDetails(details: Record<string, unknown>): Record<string, unknown
   return { ...details, sql: redactSql(details.sql) };
 }
 
-/** What PostgreSQL cannot store in text or jsonb: NUL, and UTF-16 surrogates not in a pair. */
-const NUL = /\u0000/g;
-
-/** `s` with every NUL and lone surrogate replaced by U+FFFD (the same string when there is none). */
-export function storableText(s: string): string {
-  if (s.isWellFormed() && !s.includes('\u0000')) return s;
-  return s.toWellFormed().replace(NUL, '\uFFFD');
-}
-
-/** A details value with every string (object keys included) storable; other values as they are. */
-function storableValue(v: unknown): unknown {
-  if (typeof v === 'string') return storableText(v);
-  if (v === null || typeof v !== 'object') return v;
-  if (Array.isArray(v)) return v.map(storableValue);
-  const proto = Object.getPrototypeOf(v);
-  // Not plain JSON (Date, Buffer…): left for the canonical encoding to refuse, as before.
-  if (proto !== Object.prototype && proto !== null) return v;
-  const out: Record<string, unknown> = {};
-  for (const [k, val] of Object.entries(v)) {
-    let key = storableText(k);
-    // Two keys that differ only in an unstorable character stay two keys (nothing dropped).
-    while (Object.hasOwn(out, key)) key += '\uFFFD';
-    // defineProperty: a key named `__proto__` (JSON.parse makes one) stays a plain key.
-    Object.defineProperty(out, key, {
-      value: storableValue(val),
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  }
-  return out;
-}
-
 const storableOrNull = (s: string | null | undefined): string | null =>
   s === null || s === undefined ? null : storableText(s);
 
@@ -124,7 +92,8 @@ export function normalizeAuditEvent(e: AuditEventDraft): AuditEventInput {
     outcome: e.outcome ?? 'success',
     requestId: storableOrNull(e.requestId),
     // Made storable before the redaction: the SQL parser reads a C string (a NUL would end it).
-    details: redactDetails(storableValue(details) as Record<string, unknown>),
+    // Non-plain details come back unchanged, for the canonical encoding below to refuse.
+    details: redactDetails(storableJson(details) as Record<string, unknown>),
     // Millisecond UTC: what a timestamptz round-trips to, so the chainer re-encodes the same text.
     occurredAt: occurredAt.toISOString(),
   };

@@ -3,12 +3,8 @@ import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
 import { checkJobResult } from '../../../shared/contracts/jobs.ts';
 import { invalidJobResult, notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, type Queryable, withTx } from '../../db/pool.ts';
-import {
-  type AuditEventDraft,
-  type AuditService,
-  recordAudit,
-  storableText,
-} from '../audit/audit.service.ts';
+import { storableJson, storableText } from '../../db/storable.ts';
+import { type AuditEventDraft, type AuditService, recordAudit } from '../audit/audit.service.ts';
 import type { JobHooks } from '../jobs/job-hooks.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
 import {
@@ -93,7 +89,7 @@ export function createNodesService(deps: NodesServiceDeps) {
       presentedVersion: string,
       ctx?: AgentRequestContext,
     ): Promise<{ node: repo.NodeRow; agentToken: string }> {
-      // Stored and audited whatever the caller sent (a NUL cannot be stored: see storableText).
+      // Stored and audited whatever the caller sent (a NUL cannot be stored: see storable.ts).
       const agentVersion = storableText(presentedVersion);
       const failed = async (reason: string) => {
         await refused(
@@ -248,7 +244,15 @@ export function createNodesService(deps: NodesServiceDeps) {
         connections?: repo.NodeConnections;
       },
     ) {
-      await repo.recordHeartbeat(db, agent.nodeId, info);
+      // Facts an agent reports are stored whatever they hold (a NUL cannot be: see storable.ts).
+      await repo.recordHeartbeat(db, agent.nodeId, {
+        ...info,
+        ...(info.agentVersion === undefined ? {} : { agentVersion: storableText(info.agentVersion) }),
+        ...(info.pgVersion === undefined ? {} : { pgVersion: storableText(info.pgVersion) }),
+        ...(info.capabilities === undefined
+          ? {}
+          : { capabilities: storableJson(info.capabilities) as Record<string, unknown> }),
+      });
     },
 
     /** Issues an enrollment token for a node name (operator action on the server host). */
