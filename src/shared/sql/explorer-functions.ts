@@ -31,7 +31,8 @@ export const ALLOWED_SQL_VALUE_FUNCTIONS: ReadonlySet<string> = new Set(
 
 /**
  * Types whose input function looks objects up in the catalogs (or parses XML): the policy's
- * CATALOG_TYPES, the same that refuse a function taking or returning one; also any `pg_*` type.
+ * CATALOG_TYPES, the same that refuse a function taking or returning one; also any `pg_*` type, and
+ * the array types of all of them by their underscore names (`_regrole`, `_aclitem`, `_xml`).
  * `aclitem` reads role names from pg_authid, cluster-wide: a cast would tell whether another
  * tenant's role (so its database) exists. `regconfig` is allowed: a text-search configuration of the
  * tenant's own database (`to_tsvector('english', body)`, `'simple'::regconfig`).

@@ -119,7 +119,9 @@ function checkRelation(body: JsonObject, loc: number | null): void {
 
 function checkType(body: JsonObject, loc: number | null): void {
   const n = names(body['names']);
-  const type = (n[n.length - 1] ?? '').toLowerCase();
+  // An array type is also named by its element type's name with a leading underscore
+  // (`_regrole` is `regrole[]`, whose input looks every element up): judged as its element type.
+  const type = (n[n.length - 1] ?? '').toLowerCase().replace(/^_+/, '');
   const schemaOk = n.length === 1 || (n.length === 2 && (n[0] === 'pg_catalog' || n[0] === 'public'));
   if (!schemaOk || DENIED_TYPES.has(type) || type.startsWith('pg_') || body['pct_type'] === true) {
     throw new Refusal('type_not_allowed', `type ${n.join('.')} is not allowed in the explorer`, loc);
