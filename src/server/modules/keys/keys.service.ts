@@ -53,7 +53,8 @@ export type KeysServiceDeps = {
 
 /**
  * Mints a key straight through the control DB for an account, creating the account if it
- * does not exist (`bulwark admin create-key`, test helpers). Expires per account policy.
+ * does not exist (`bulwark admin create-key`, test helpers). Expires per account policy. Its
+ * events go through the plain `recordAudit`: the CLI runs no chainer (the server's finds them).
  */
 export async function createOperatorKey(
   db: Db,
