@@ -157,3 +157,30 @@ test('one explorer query cannot fill the disk with temporary files (a sort over 
   assert.equal(out.kind, 'error', 'the sort should have been stopped by a temp-file limit');
   if (out.kind === 'error') assert.equal(out.error.sqlstate, '53400');
 });
+
+test("the explorer does not read the cluster's transaction counter through age(xid)", {
+  todo:
+    'age(xid) is STABLE and answers the cluster-wide next xid minus its argument: polled, it shows every ' +
+    "tenant's write activity — what mxid_age is denied for. The gate sees names, so closing it means " +
+    'denying `age` (also refusing age(timestamp), which users expect) or accepting and documenting it: a ' +
+    'policy decision for the allowlist owner (explorer-function-policy.ts)',
+}, async () => {
+  const other = await createTenant(admin, 'rvxid');
+  try {
+    const ask = async () => {
+      const out = await run("select age('3'::xid) as a");
+      return out.kind === 'rows' ? Number(out.output.rows[0]?.[0]) : null;
+    };
+    const before = await ask();
+    // Another account writes, in ten transactions of its own.
+    for (let i = 0; i < 10; i++)
+      await other.asOwner(`CREATE TABLE IF NOT EXISTS w (n int); INSERT INTO w VALUES (${i})`);
+    const after = await ask();
+    assert.ok(
+      before === null || after === null || after - before < 10,
+      `another account's ten transactions showed through age(xid): ${before} → ${after}`,
+    );
+  } finally {
+    await other.drop();
+  }
+});
