@@ -91,6 +91,8 @@ export function fromPgError(err: unknown): AppError | undefined {
     case '23514':
     case '22P02':
     case '22001':
+    case '22021': // a character the database encoding cannot hold (U+0000 in text)
+    case '22P05': // untranslatable character (U+0000 in jsonb)
       return badRequest('Invalid value');
     case '57014':
       return new AppError('timeout', 'The operation timed out');

@@ -5,6 +5,7 @@ import { AppError } from '../../../shared/errors.ts';
 import { requireAccountScope, requireCaller, requireLevel } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
 import { cursorSchema } from '../../http/pagination.ts';
+import { plainText } from '../../http/text.schemas.ts';
 import type { AuditAdminService } from './audit-admin.service.ts';
 
 const MAX_PAGE = 100;
@@ -53,9 +54,9 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
           querystring: z.object({
             limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(50),
             cursor: cursorSchema(100).optional(),
-            action: z.string().min(1).max(100).optional(),
-            actor: z.string().min(1).max(200).optional(),
-            target: z.string().min(1).max(200).optional(),
+            action: plainText(100).min(1).optional(),
+            actor: plainText(200).min(1).optional(),
+            target: plainText(200).min(1).optional(),
             outcome: z.enum(['success', 'failure', 'denied']).optional(),
             since: z.iso.datetime({ offset: true }).max(40).optional(),
             until: z.iso.datetime({ offset: true }).max(40).optional(),

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { CIDR_PATTERN } from '../../../shared/cidr-pattern.ts';
 import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
 import { NAME_PATTERN, NEW_DATABASE_NAME_PATTERN } from '../../../shared/identifiers.ts';
+import { plainText } from '../../http/text.schemas.ts';
 import type { DatabaseRow, StoredAllowlistEntry } from './databases.repo.ts';
 
 /**
@@ -112,7 +113,8 @@ const allowlistEntryIn = z
       description: 'ISO 8601 with an offset; must be in the future (omitted: does not expire)',
       'x-after-now': true,
     }),
-    note: z.string().max(200).optional(),
+    // PostgreSQL's jsonb holds neither U+0000 nor a lone UTF-16 surrogate: refused here, not there.
+    note: plainText(200).optional().describe('Free text, at most 200 characters, without control characters'),
   })
   .strict();
 

@@ -21,12 +21,21 @@ const jobStatus = z.object({ status: z.enum(['queued', 'running', 'succeeded', '
 /** A JSON object an agent reports, bounded in keys and serialised size (it is stored). */
 const boundedRecord = (maxBytes: number) =>
   z
-    .record(z.string().max(100), z.unknown())
+    // The JSON parser refuses `__proto__` and `constructor` keys (prototype poisoning): said here too.
+    .record(
+      z
+        .string()
+        .max(100)
+        .regex(/^(?!(?:__proto__|constructor)$)/),
+      z.unknown(),
+    )
     .refine((r) => Object.keys(r).length <= 200, 'too many keys')
     .refine((r) => JSON.stringify(r).length <= maxBytes, `larger than ${maxBytes} bytes`)
     .meta({
       maxProperties: 200,
-      description: `A JSON object of at most 200 keys (each at most 100 characters), ${maxBytes} characters serialised`,
+      description:
+        `A JSON object of at most 200 keys (each at most 100 characters), ${maxBytes} characters serialised; ` +
+        'no key named __proto__ or constructor at any depth',
     });
 
 /** The agent token (`bwa_…`), declared in the document as its own security scheme. */
