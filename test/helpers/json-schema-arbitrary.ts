@@ -37,7 +37,12 @@ export type JsonSchema = {
   'x-after-now'?: boolean;
 };
 
-/** A string's length in code points, as JSON Schema counts it. */
+/**
+ * A string's length as the server counts it: UTF-16 code units (JavaScript's `length`; zod's
+ * bounds), which docs/api.md states. JSON Schema counts code points, so a character outside the
+ * BMP (an emoji) counts one there and two here: generated values keep to the stricter count.
+ */
+const units = (s: string) => s.length;
 const codePoints = (s: string) => [...s].length;
 
 /** Lookaheads fast-check cannot generate from: generate from the rest, keep what the whole accepts. */
@@ -102,7 +107,7 @@ const patternsOf = (s: JsonSchema): string[] =>
 function validString(s: JsonSchema): fc.Arbitrary<string> {
   const min = s.minLength ?? 0;
   const max = s.maxLength ?? Math.max(min, 40);
-  const fits = (v: string) => codePoints(v) >= min && codePoints(v) <= max;
+  const fits = (v: string) => codePoints(v) >= min && units(v) <= max;
   if (s.format === 'date-time') return s['x-after-now'] ? ISO_NEAR_FUTURE : ISO_ANY;
   if (s.format === 'uuid') return fc.uuid();
   const patterns = patternsOf(s);
@@ -119,7 +124,7 @@ function validString(s: JsonSchema): fc.Arbitrary<string> {
       return freeText(min, max).filter((v) => all.every((re) => re.test(v)));
     }
   }
-  return freeText(min, max);
+  return freeText(min, max).filter(fits);
 }
 
 function validNumber(s: JsonSchema, integer: boolean): fc.Arbitrary<number> {
