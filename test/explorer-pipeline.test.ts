@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { type ExplorerExecutor, GUARD_ASSERT } from '../src/agent/explorer/explorer-executor.ts';
 import type { ExplorerOutcome, QueryPayload } from '../src/shared/contracts/explorer-channel.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
-import { waitForNoRunningStatement, waitForRunningStatement } from './helpers/db.ts';
+import { waitForRunningStatement } from './helpers/db.ts';
 import { testEnv } from './helpers/env.ts';
 import {
   adminPool,
@@ -258,14 +258,15 @@ test('user SQL errors keep their SQLSTATE and 0-based position, wherever they ha
 });
 
 test('an abort cancels the running statement on the backend', async () => {
-  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
   const controller = new AbortController();
   const t0 = performance.now();
   const pending = ex.runQuery(
-    payload('select count(*) from generate_series(1, 1e10)', { statement_timeout_ms: 10_000 }),
+    payload('select count(*) from generate_series(1, 1e10) as aborted_by_signal', {
+      statement_timeout_ms: 10_000,
+    }),
     controller.signal,
   );
-  await waitForRunningStatement(t.name, { user: t.roles.explorer });
+  await waitForRunningStatement(t.name, { user: t.roles.explorer, text: 'aborted_by_signal' });
   controller.abort();
   const out = await pending;
   assert.ok(out.kind === 'error' && out.error.sqlstate === '57014', JSON.stringify(out));
@@ -287,13 +288,14 @@ test('a cancelled connection is closed, not reused: a late cancel cannot reach t
   await noGateExecutor.settled();
   assert.equal(await pid(), before, 'an uncancelled connection is reused');
   await noGateExecutor.settled();
-  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
   const controller = new AbortController();
   const pending = noGateExecutor.runQuery(
-    payload('select count(*) from generate_series(1, 1e10)', { statement_timeout_ms: 10_000 }),
+    payload('select count(*) from generate_series(1, 1e10) as cancelled_then_closed', {
+      statement_timeout_ms: 10_000,
+    }),
     controller.signal,
   );
-  await waitForRunningStatement(t.name, { user: t.roles.explorer });
+  await waitForRunningStatement(t.name, { user: t.roles.explorer, text: 'cancelled_then_closed' });
   controller.abort();
   assert.ok((await pending).kind === 'error');
   await noGateExecutor.settled();

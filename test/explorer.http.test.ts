@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import * as databasesRepo from '../src/server/modules/databases/databases.repo.ts';
-import { waitForNoRunningStatement, waitForRunningStatement } from './helpers/db.ts';
+import { waitForRunningStatement } from './helpers/db.ts';
 import { explorerAudit, type Tenant } from './helpers/explorer.ts';
 import { assertDisconnectCancels, type ExplorerStack, startExplorerStack } from './helpers/explorer-stack.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
@@ -199,10 +199,11 @@ test('a sweep removes expired uncollected results and keeps live ones; SQL left 
 });
 
 test('shutdown ends a waiting request at once (last test: the explorer service is closed)', async () => {
-  // A statement of an earlier test may still be ending: ours must be the one seen running.
-  await waitForNoRunningStatement(t.name, { user: t.roles.explorer });
-  const pending = query({ sql: 'select count(*) from generate_series(1, 1e10)', timeout_ms: 30_000 });
-  await waitForRunningStatement(t.name, { user: t.roles.explorer });
+  const pending = query({
+    sql: 'select count(*) from generate_series(1, 1e10) as at_shutdown',
+    timeout_ms: 30_000,
+  });
+  await waitForRunningStatement(t.name, { user: t.roles.explorer, text: 'at_shutdown' });
   const t0 = Date.now();
   s.explorer.close();
   const r = await pending;

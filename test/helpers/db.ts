@@ -96,33 +96,35 @@ export function watchQueries(pool: pg.Pool) {
 }
 
 const RUNNING = `SELECT pid FROM pg_stat_activity
-  WHERE datname = $1 AND ($2::text IS NULL OR usename = $2) AND state = 'active'
-    AND backend_type = 'client backend' AND pid <> pg_backend_pid()`;
+  WHERE datname = $1 AND ($2::text IS NULL OR usename = $2) AND ($3::text IS NULL OR strpos(query, $3) > 0)
+    AND state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`;
+
+type StatementMatch = { user?: string; text?: string; timeoutMs?: number };
+const runningArgs = (database: string, opts: StatementMatch) => [
+  database,
+  opts.user ?? null,
+  opts.text ?? null,
+];
 
 /**
- * Waits (bounded) until another session is running a statement in `database` (as `user`, when
- * given): the moment to cancel it, stop its agent or shut its server down. Returns its pid. Call
- * `waitForNoRunningStatement` before starting the statement when an earlier one may still run.
+ * Waits (bounded) until another session is running a statement in `database` (as `user`, whose
+ * text holds `text`, when given): the moment to cancel it, stop its agent or shut its server down.
+ * Returns its pid. Give the statement a unique `text` (an alias will do) so that a statement of an
+ * earlier test, still ending, is not taken for it.
  */
-export async function waitForRunningStatement(
-  database: string,
-  opts: { user?: string; timeoutMs?: number } = {},
-): Promise<number> {
+export async function waitForRunningStatement(database: string, opts: StatementMatch = {}): Promise<number> {
   return waitFor(
-    `a running statement in ${database}`,
-    async () => (await adminQuery<{ pid: number }>(RUNNING, [database, opts.user ?? null]))[0]?.pid,
+    `a running statement in ${database}${opts.text ? ` like ${opts.text}` : ''}`,
+    async () => (await adminQuery<{ pid: number }>(RUNNING, runningArgs(database, opts)))[0]?.pid,
     { timeoutMs: opts.timeoutMs ?? 10_000, everyMs: 20 },
   );
 }
 
-/** Waits (bounded) until no other session runs a statement in `database` (as `user`, when given). */
-export async function waitForNoRunningStatement(
-  database: string,
-  opts: { user?: string; timeoutMs?: number } = {},
-): Promise<void> {
+/** Waits (bounded) until no other session runs such a statement (a cancel reached the backend). */
+export async function waitForNoRunningStatement(database: string, opts: StatementMatch = {}): Promise<void> {
   await waitFor(
-    `no running statement in ${database}`,
-    async () => (await adminQuery(RUNNING, [database, opts.user ?? null])).length === 0,
+    `no running statement in ${database}${opts.text ? ` like ${opts.text}` : ''}`,
+    async () => (await adminQuery(RUNNING, runningArgs(database, opts))).length === 0,
     { timeoutMs: opts.timeoutMs ?? 10_000, everyMs: 20 },
   );
 }
