@@ -54,6 +54,7 @@ const dataPlane = await startDataPlane({
   user: resolveServiceUser(),
   unsafeFast: true,
   binaries,
+  pgMemoryLimitBytes: upConfig.config.pgBackendMemoryMb * 1024 * 1024,
   log: () => {},
 });
 let code = 1;

@@ -180,3 +180,36 @@ test('an extension a tenant installs into pg_catalog is reported by drift', asyn
     `a tenant extension in pg_catalog is not reported: ${JSON.stringify(mine)}`,
   );
 });
+
+test("a range type calling the tenant's own subtype_diff is refused by the guard and reported by drift", async () => {
+  // The planner calls a range's subtype_diff through the type cache with no EXECUTE check when it
+  // estimates && or << on a column with statistics: the tenant's function would run in every
+  // session querying the column, the explorer's included, as that session's role.
+  const { name, id, roles, password } = await tk.create('rangediff');
+  const plant = `CREATE FUNCTION public.plant_diff(a int4, b int4) RETURNS float8 LANGUAGE plpgsql IMMUTABLE
+      AS $$ BEGIN RAISE NOTICE 'planted ran as %', current_user; RETURN b - a; END $$;
+    CREATE TYPE public.prange AS RANGE (subtype = int4, subtype_diff = public.plant_diff)`;
+  const refused = await refusal(name, roles.owner, password, plant);
+  assert.match(refused ?? 'accepted', /subtype_diff must be a built-in function/);
+  // A built-in subtype_diff stays allowed (what a tenant legitimately writes).
+  await asOwner(
+    name,
+    roles.owner,
+    password,
+    'CREATE TYPE public.okrange AS RANGE (subtype = int4, subtype_diff = pg_catalog.int4range_subdiff)',
+  );
+  const payload = { known_databases: [name], databases: [{ id, name, limits: DEFAULT_LIMITS }] };
+  const clean = (await jobs.get('node.drift')!(payload, kit.ctx())) as { findings: DriftFinding[] };
+  assert.ok(
+    !clean.findings.some((f) => f.kind === 'range_function' || f.kind === 'tenant_guard'),
+    JSON.stringify(clean.findings),
+  );
+  // A database made before the guard knew ranges: the plant goes through, drift must see it.
+  await withoutGuard(name);
+  await asOwner(name, roles.owner, password, plant);
+  const { findings } = (await jobs.get('node.drift')!(payload, kit.ctx())) as { findings: DriftFinding[] };
+  const range = findings.filter((f) => f.kind === 'range_function' && f.object.startsWith(`${name}:`));
+  assert.equal(range.length, 1, JSON.stringify(findings));
+  assert.match(range[0]!.detail, /plant_diff/);
+  assert.ok(findings.some((f) => f.kind === 'tenant_guard' && f.object.startsWith(`${name}:`)));
+});

@@ -29,6 +29,8 @@ export type DataPlaneOptions = {
    * each found in the usual places when not given.
    */
   binaries?: { pgBin?: string | undefined; pgbouncerBin?: string | undefined };
+  /** Private memory bound of each PostgreSQL process, in bytes (`up`'s pgBackendMemoryMb). */
+  pgMemoryLimitBytes?: number | undefined;
   log: (msg: string) => void;
 };
 
@@ -199,6 +201,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
     adminUser: ADMIN_ROLE,
     unsafeFast: opts.unsafeFast ?? false,
     binDir: opts.binaries?.pgBin,
+    memoryLimitBytes: opts.pgMemoryLimitBytes,
   };
   if (!isInitialised(layout.pgData)) {
     opts.log('initialising the PostgreSQL cluster (first start)');

@@ -34,7 +34,32 @@ export type ClusterOptions = {
   binDir?: string | undefined;
   /** Test clusters trade durability for speed; the product never sets this. */
   unsafeFast?: boolean;
+  /**
+   * Each PostgreSQL process's private memory bound in bytes (RLIMIT_DATA, set on the postmaster and
+   * inherited by every backend it forks; shared memory is not counted). One query that builds
+   * huge values then fails with "out of memory" (53200) alone, instead of growing until the
+   * kernel's OOM killer ends a backend and PostgreSQL restarts every tenant's sessions.
+   */
+  memoryLimitBytes?: number | undefined;
 };
+
+/** Where util-linux's prlimit is (it sets the limit, then execs PostgreSQL in the same process). */
+export function prlimitBinary(): string {
+  for (const p of ['/usr/bin/prlimit', '/bin/prlimit']) if (existsSync(p)) return p;
+  throw new Error('prlimit not found (util-linux): it bounds the memory of each PostgreSQL process');
+}
+
+/** The command that starts the postmaster: PostgreSQL itself, or prlimit exec'ing it under the bound. */
+export function postmasterCommand(opts: Pick<ClusterOptions, 'binDir' | 'pgData' | 'memoryLimitBytes'>): {
+  cmd: string;
+  args: string[];
+} {
+  const postgres = path.join(pgBinDir(opts.binDir), 'postgres');
+  const n = opts.memoryLimitBytes;
+  if (n === undefined) return { cmd: postgres, args: ['-D', opts.pgData] };
+  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`invalid memory limit: ${n}`);
+  return { cmd: prlimitBinary(), args: [`--data=${n}:${n}`, '--', postgres, '-D', opts.pgData] };
+}
 
 export function isInitialised(pgData: string): boolean {
   return existsSync(path.join(pgData, 'PG_VERSION'));
@@ -179,12 +204,8 @@ export async function startPostgres(
     onSpawn?: (child: ChildProcess) => void;
   },
 ): Promise<RunningPostgres> {
-  const child = await spawnAs(
-    path.join(pgBinDir(opts.binDir), 'postgres'),
-    ['-D', opts.pgData],
-    opts.user,
-    opts.logFile,
-  );
+  const { cmd, args } = postmasterCommand(opts);
+  const child = await spawnAs(cmd, args, opts.user, opts.logFile);
   opts.onSpawn?.(child);
   const running: RunningPostgres = {
     child,

@@ -23,6 +23,17 @@ export const upConfigSchema = z
     pgBin: z.string().min(1).max(4096).optional(),
     /** The pgbouncer binary (default: found in /usr/sbin, /usr/bin, /usr/local/bin). */
     pgbouncerBin: z.string().min(1).max(4096).optional(),
+    /**
+     * Private memory of each PostgreSQL process, in MiB (RLIMIT_DATA on the postmaster, inherited
+     * by every backend; shared_buffers is not counted). A query past it fails with "out of
+     * memory" on its own; without it one query can grow until the OOM killer restarts the cluster.
+     */
+    pgBackendMemoryMb: z
+      .string()
+      .regex(/^[0-9]{1,7}$/, { message: 'a whole number of MiB' })
+      .transform(Number)
+      .pipe(z.number().int().min(256, { message: 'at least 256 MiB' }).max(1_048_576))
+      .default(1024),
     /** When run as root: the system user PostgreSQL and PgBouncer run as. */
     serviceUser: z.string().min(1).max(64).default('postgres'),
   })
@@ -34,6 +45,7 @@ export const upEnv: Record<string, EnvBinding> = {
   unsafeFast: { env: 'BULWARK_UNSAFE_FAST' },
   pgBin: { env: 'BULWARK_PG_BIN' },
   pgbouncerBin: { env: 'BULWARK_PGBOUNCER_BIN' },
+  pgBackendMemoryMb: { env: 'BULWARK_PG_BACKEND_MEMORY_MB' },
   serviceUser: { env: 'BULWARK_SERVICE_USER' },
 };
 

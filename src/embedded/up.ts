@@ -37,7 +37,14 @@ import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
 import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
 import { createSupervisorAudit } from './supervisor-audit.ts';
-import { describeSources, type UpConfig, upEnv, upOwnedAgentEnv, upOwnedServerEnv } from './up-config.ts';
+import {
+  describeSources,
+  type UpConfig,
+  upConfigSchema,
+  upEnv,
+  upOwnedAgentEnv,
+  upOwnedServerEnv,
+} from './up-config.ts';
 
 export type UpOptions = {
   dataDir: string;
@@ -111,7 +118,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, child: Child
  */
 export async function up(opts: UpOptions): Promise<number> {
   const layout = dataLayout(opts.dataDir);
-  const config = opts.config ?? { unsafeFast: false, serviceUser: 'postgres' };
+  const config: UpConfig = opts.config ?? upConfigSchema.parse({});
   const operatorEnv = opts.env ?? {};
   const placement = { layout, host: opts.host, port: opts.port, poolerPort: opts.poolerPort };
   // The children's settings are checked first: a bad one stops `up` before anything is made.
@@ -207,6 +214,7 @@ export async function up(opts: UpOptions): Promise<number> {
       user,
       unsafeFast: config.unsafeFast,
       binaries: { pgBin: config.pgBin, pgbouncerBin: config.pgbouncerBin },
+      pgMemoryLimitBytes: config.pgBackendMemoryMb * 1024 * 1024,
       log: opts.out,
     });
     await writeSecretFile(controlUrlFile(layout), dataPlane.controlUrl);

@@ -21,7 +21,7 @@ export const TENANT_TEMPLATE = 'bulwark_tenant_template';
  * changes whenever what the template hides changes; an older template is finished again at the
  * next agent start (databases copied from it before keep what they had: drift reports them).
  */
-const TEMPLATE_MARKER = 'bulwark:tenant-template:3';
+const TEMPLATE_MARKER = 'bulwark:tenant-template:4';
 
 /**
  * The catalog objects PUBLIC loses in every tenant database, as a query (run in the template by
@@ -84,6 +84,21 @@ const MEMBER_OWNER = `CASE d.classid
   END`;
 
 /**
+ * Range types whose subtype_diff or canonical function a role that is not a superuser owns. The
+ * planner calls a range's subtype_diff through the type cache, with no EXECUTE check, when it
+ * estimates `&&` or `<<` on a column with statistics: a tenant's own function would then run in
+ * any session that queries the column — the explorer's included — with that session's rights.
+ * (A trusted extension's functions belong to the bootstrap superuser, so its ranges pass.)
+ * Columns: range type, function, its owner.
+ */
+export const TENANT_RANGE_FUNCTIONS = `SELECT r.rngtypid::pg_catalog.regtype::pg_catalog.text AS range,
+         p.oid::pg_catalog.regprocedure::pg_catalog.text AS func,
+         pg_catalog.pg_get_userbyid(p.proowner)::pg_catalog.text AS owner
+    FROM pg_catalog.pg_range r
+    JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[r.rngsubdiff, r.rngcanonical]::pg_catalog.oid[])
+   WHERE NOT COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) p.proowner), false)`;
+
+/**
  * The extension guard, made by the admin (a superuser) in the template. A tenant owns the
  * extensions it creates (trusted ones need no superuser) and could otherwise install one into
  * pg_catalog — the schema every platform connection searches first — or move one there, or
@@ -92,7 +107,8 @@ const MEMBER_OWNER = `CASE d.classid
  * the guard refuses (rolling the statement back) if any extension sits in a system schema
  * without a superuser owning it, or any extension member of the kinds above is owned by a role
  * that is not a superuser (a trusted extension's script runs as the bootstrap superuser, so its
- * own objects never are). The function and the trigger belong to the superuser in a schema of
+ * own objects never are); and, at the end of every CREATE TYPE, if a range type's subtype_diff
+ * or canonical function is the tenant's own (TENANT_RANGE_FUNCTIONS). The function and the trigger belong to the superuser in a schema of
  * its own with no privileges for PUBLIC: no tenant role (nor the steward, which owns the
  * database) can alter, replace, disable or drop them; search_path is pinned on the function.
  * Drift reports a tenant database without it (`tenant_guard`: made before the guard).
@@ -117,12 +133,15 @@ BEGIN
                 AND NOT COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) ${MEMBER_OWNER}), true)) THEN
     RAISE EXCEPTION 'objects may not be added to an extension (bulwark)' USING ERRCODE = '42501';
   END IF;
+  IF EXISTS (${TENANT_RANGE_FUNCTIONS}) THEN
+    RAISE EXCEPTION 'a range type''s subtype_diff must be a built-in function (bulwark)' USING ERRCODE = '42501';
+  END IF;
 END
 $guard$`,
   'REVOKE ALL ON FUNCTION bulwark_guard.extension_guard() FROM PUBLIC',
   `DROP EVENT TRIGGER IF EXISTS ${EXTENSION_GUARD}`,
   `CREATE EVENT TRIGGER ${EXTENSION_GUARD} ON ddl_command_end
-     WHEN TAG IN ('CREATE EXTENSION', 'ALTER EXTENSION') EXECUTE FUNCTION bulwark_guard.extension_guard()`,
+     WHEN TAG IN ('CREATE EXTENSION', 'ALTER EXTENSION', 'CREATE TYPE') EXECUTE FUNCTION bulwark_guard.extension_guard()`,
 ] as const;
 
 /** SQL (one boolean, `ok`): this database has the extension guard, enabled, as the template makes it. */
@@ -130,6 +149,7 @@ export const EXTENSION_GUARD_CHECK = `SELECT EXISTS (
   SELECT 1 FROM pg_catalog.pg_event_trigger t JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) t.evtfoid
    WHERE t.evtname OPERATOR(pg_catalog.=) '${EXTENSION_GUARD}' AND t.evtenabled OPERATOR(pg_catalog.<>) 'D'
      AND t.evtevent OPERATOR(pg_catalog.=) 'ddl_command_end'
+     AND 'CREATE TYPE' OPERATOR(pg_catalog.=) ANY (t.evttags)
      AND f.proname OPERATOR(pg_catalog.=) 'extension_guard'
      AND f.pronamespace OPERATOR(pg_catalog.=) (SELECT n.oid FROM pg_catalog.pg_namespace n
                                                  WHERE n.nspname OPERATOR(pg_catalog.=) 'bulwark_guard')

@@ -22,6 +22,7 @@ import {
   EXTENSION_GUARD,
   EXTENSION_GUARD_CHECK,
   HIDDEN_CATALOG_QUERY,
+  TENANT_RANGE_FUNCTIONS,
   TENANT_TEMPLATE,
 } from './catalog-visibility.ts';
 import { type ClusterAccess, connectSteward, isLockTimeout, isLoginRefused } from './steward.ts';
@@ -59,7 +60,8 @@ export type DriftFinding = {
     | 'steward_unreachable'
     | 'repair_failed'
     | 'extension_in_catalog'
-    | 'tenant_guard';
+    | 'tenant_guard'
+    | 'range_function';
   object: string;
   detail: string;
 };
@@ -253,6 +255,16 @@ export async function findDrift(
           object: `${name}:${EXTENSION_GUARD}`,
           detail:
             'the event trigger refusing tenant extensions in pg_catalog and ALTER EXTENSION … ADD is missing or disabled (database made before the current tenant template)',
+        });
+      const ranges = await c.query<{ range: string; func: string; owner: string }>(TENANT_RANGE_FUNCTIONS);
+      for (const r of ranges.rows)
+        findings.push({
+          kind: 'range_function',
+          object: clip(`${name}:${r.range}`, 200),
+          detail: clip(
+            `range type ${r.range} calls ${r.func}, owned by ${r.owner}: the planner runs it without an EXECUTE check in any session that queries the type (the explorer's included); not dropped by a repair`,
+            1000,
+          ),
         });
       for (const e of await systemSchemaExtensions(c))
         findings.push({

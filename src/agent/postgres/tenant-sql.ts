@@ -33,6 +33,12 @@ export const MARKER_PREFIX = 'bulwark:database:';
 export const FIXED_LIMITS = {
   migratorConnectionLimit: 5,
   explorerStatementTimeoutMs: 10_000,
+  /**
+   * temp_file_limit of the explorer role, in kB (512 MB): a sort or hash past it fails with 53400
+   * instead of writing gigabytes of temporary files. Superuser-only, so the explorer (and the
+   * tenant owner) cannot raise it.
+   */
+  explorerTempFileLimitKb: 524_288,
   /** The agent opens at most a few steward sessions per database at once. */
   stewardConnectionLimit: 8,
 } as const;
@@ -166,6 +172,7 @@ function explorerSettingStatements(roles: RoleNames): string[] {
   return [
     `ALTER ROLE ${q(roles.explorer)} SET default_transaction_read_only = on`,
     `ALTER ROLE ${q(roles.explorer)} SET statement_timeout = ${lit(FIXED_LIMITS.explorerStatementTimeoutMs)}`,
+    `ALTER ROLE ${q(roles.explorer)} SET temp_file_limit = ${lit(FIXED_LIMITS.explorerTempFileLimitKb)}`,
   ];
 }
 
@@ -197,7 +204,11 @@ export function expectedRoleSettings(roles: RoleNames, limits: DatabaseLimits): 
     [roles.migrator, ['statement_timeout=0', `idle_in_transaction_session_timeout=${idle}`]],
     [
       roles.explorer,
-      ['default_transaction_read_only=on', `statement_timeout=${FIXED_LIMITS.explorerStatementTimeoutMs}`],
+      [
+        'default_transaction_read_only=on',
+        `statement_timeout=${FIXED_LIMITS.explorerStatementTimeoutMs}`,
+        `temp_file_limit=${FIXED_LIMITS.explorerTempFileLimitKb}`,
+      ],
     ],
     [roles.steward, []],
   ]);

@@ -3,6 +3,8 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): drift finding kind `range_function` (a range type whose subtype_diff or
+ *     canonical function a tenant role owns: the planner calls it without an EXECUTE check).
  *   - changed (stricter): every job kind's result is checked against `jobResultSchemas` on both
  *     sides — by the agent before it calls `complete`, and by the server, which refuses a result
  *     that does not match (422 `invalid_job_result`) and fails the job for good. Unknown keys are
@@ -182,6 +184,7 @@ export const driftFindingSchema = z.object({
     'repair_failed',
     'extension_in_catalog',
     'tenant_guard',
+    'range_function',
   ]),
   object: z.string().max(200),
   detail: z.string().max(1000),
