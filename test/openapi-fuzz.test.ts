@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, test } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
@@ -124,6 +125,17 @@ const RELATIONS: Record<string, (i: Input) => void> = {
   },
 };
 
+/** A header value HTTP can carry (a client cannot send the others). */
+function sendableHeader(v: unknown): boolean {
+  if (typeof v !== 'string') return false;
+  try {
+    http.validateHeaderValue('x', v);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A path parameter drawn sometimes from the objects the fuzz created, so deletes and reads find them. */
 function pathArbitrary(op: Operation): fc.Arbitrary<Record<string, unknown>> {
   const props = op.pathSchema.properties ?? {};
@@ -190,6 +202,7 @@ function casesFor(op: Operation, seed: number): Case[] {
   const parts: [keyof Input, JsonSchema | null][] = [
     ['path', op.pathSchema],
     ['query', op.querySchema],
+    ['headers', op.headerSchema],
     ['body', op.bodySchema],
   ];
   type Breakable = { part: keyof Input; schema: JsonSchema; bad: fc.Arbitrary<unknown> };
@@ -206,7 +219,12 @@ function casesFor(op: Operation, seed: number): Case[] {
       return bad ? [bad.map((v) => ({ [name]: v }))] : [];
     });
     if (bads.length === 0) return [];
-    const valid = part === 'path' ? pathArbitrary(op) : queryArbitrary(op);
+    const valid =
+      part === 'path'
+        ? pathArbitrary(op)
+        : part === 'query'
+          ? queryArbitrary(op)
+          : (validFrom(schema) as fc.Arbitrary<Record<string, unknown>>);
     const bad = fc.tuple(valid, fc.oneof(...bads)).map(([v, b]) => ({ ...v, ...b }));
     return [{ part, schema, bad }];
   });
@@ -217,6 +235,7 @@ function casesFor(op: Operation, seed: number): Case[] {
         continue; // a path segment is always a non-empty string
       if (b.part === 'query' && Object.values(b.v as object).some((v) => typeof v === 'object' && v !== null))
         continue; // a query string cannot carry an object
+      if (b.part === 'headers' && !Object.values(b.v as object).every(sendableHeader)) continue;
       if (b.part === 'body' ? accepts(b.schema, b.v) : acceptsText(b.schema, b.v as Record<string, unknown>))
         continue;
       out.push({ kind: 'invalid', input: { ...input, [b.part]: b.v } });
