@@ -188,7 +188,7 @@ const CLIENT_MESSAGES: Record<number, string> = {
  * URLs Fastify cannot route (bad percent-encoding such as `%`, `%zz` or an invalid UTF-8
  * sequence; an over-long parameter): our error shape, without echoing the URL back.
  */
-export function frameworkErrors(err: { code?: string }, req: FastifyRequest, reply: FastifyReply): void {
+function frameworkErrors(err: { code?: string }, req: FastifyRequest, reply: FastifyReply): void {
   const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
   // No route, so no onRequest hooks ran: the headers every response carries are set here.
   for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
@@ -214,7 +214,7 @@ export function frameworkErrors(err: { code?: string }, req: FastifyRequest, rep
  * headers over the size limit, a request that took too long to arrive): our error shape, written on
  * the socket, which is then closed. Fastify's default writes its own `{error, message, statusCode}`.
  */
-export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, message] =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT'

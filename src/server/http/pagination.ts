@@ -20,7 +20,7 @@ const BIGINT_ID = /^[1-9][0-9]{0,17}$/;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 100;
 /** Longest cursor the server writes or reads (`decodeCursor` refuses longer ones). */
-export const MAX_CURSOR_LENGTH = 200;
+const MAX_CURSOR_LENGTH = 200;
 
 /** Query schema for list routes: `?limit=1..100` (default 50) and `?cursor=…`. Spread or extend it. */
 export const pageQuery = z.object({

@@ -5,7 +5,7 @@ import { z } from 'zod';
  * `text` or `jsonb` value cannot hold) and no lone UTF-16 surrogate (jsonb refuses it). Refused by
  * the schema, so the document says so, rather than by the database.
  */
-export const PLAIN_TEXT = /^[^\p{Cc}\p{Cs}]*$/u;
+const PLAIN_TEXT = /^[^\p{Cc}\p{Cs}]*$/u;
 
 export function plainText(maxLength: number) {
   return z

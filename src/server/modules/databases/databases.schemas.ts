@@ -9,7 +9,7 @@ import type { DatabaseRow, StoredAllowlistEntry } from './databases.repo.ts';
  * A database name as the server checks it, published as is in the API document: 1–63 characters
  * a-z, 0-9 and _, starting with a letter (`NAME_PATTERN`).
  */
-export const databaseName = z
+const databaseName = z
   .string()
   .min(1)
   .max(63)
@@ -102,7 +102,7 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
 }
 
 /** A CIDR as the server parses it, with its format in the document (`CIDR_PATTERN`). */
-export const cidrIn = cidrSchema
+const cidrIn = cidrSchema
   .regex(CIDR_PATTERN, 'must be an IPv4 or IPv6 CIDR such as 203.0.113.7/32')
   .describe('An IPv4 or IPv6 CIDR such as 203.0.113.7/32 or 2001:db8::/32 (host bits are cleared)');
 
