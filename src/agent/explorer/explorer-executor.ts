@@ -292,7 +292,20 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
           deps.log.warn({ err: { message: (err as Error).message } }, 'explorer cancel failed');
         }
       };
-      signal.addEventListener('abort', onAbort, { once: true });
+      // A cancel that reaches the backend between the pipelined BEGIN/SET and the statement (or
+      // before the statement starts) is ignored by PostgreSQL, and the statement would then run to
+      // its timeout with nobody waiting. When the request itself is given up, the cancel is sent
+      // again every 250 ms until the statement has ended.
+      let recancel: NodeJS.Timeout | null = null;
+      const onSignal = () => {
+        onAbort();
+        recancel ??= setInterval(() => {
+          if (!running) return;
+          deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [backendPid(c)]).catch(() => {});
+        }, 250);
+        recancel.unref();
+      };
+      signal.addEventListener('abort', onSignal, { once: true });
       try {
         if (signal.aborted) {
           return {
@@ -377,7 +390,8 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         };
       } finally {
         running = false;
-        signal.removeEventListener('abort', onAbort);
+        if (recancel) clearInterval(recancel);
+        signal.removeEventListener('abort', onSignal);
         // Rollback + reset run off the response path; the connection is reused only after them.
         // A cancelled one is closed instead (a late cancel must not reach the next query).
         // The reset starts on the next turn of the event loop, so the outcome is answered first
