@@ -176,20 +176,22 @@ async function warmUp() {
 
 async function hostileSuite(path: string) {
   await warmUp();
+  // 600 MB in one value: PostgreSQL's output copies pass its per-process memory bound
+  // (RLIMIT_DATA, 2 GiB by default), so the statement fails there, before a byte is sent.
   const huge = await hostile("select 'a' as before, repeat('x', 600000000) as big");
-  assert.equal(huge.status, 200, JSON.stringify(huge.body).slice(0, 500));
-  assert.equal(huge.body.truncated, true);
-  assert.equal(huge.body.truncated_by, 'bytes');
-  assert.equal(huge.body.row_count, 0);
-  assert.deepEqual(
-    (huge.body.columns as { name: string }[]).map((c) => c.name),
-    ['before', 'big'],
-  );
+  assert.equal(huge.status, 400, JSON.stringify(huge.body).slice(0, 500));
+  assert.equal((huge.body.error?.details as { sqlstate?: string } | undefined)?.sqlstate, '53200');
 
-  const large = await hostile("select repeat('x', 300000000) as big");
-  assert.equal(large.status, 200);
+  // 300 MB in one value is sent: the agent stops reading at its byte cap.
+  const large = await hostile("select 'a' as before, repeat('x', 300000000) as big");
+  assert.equal(large.status, 200, JSON.stringify(large.body).slice(0, 500));
+  assert.equal(large.body.truncated, true);
   assert.equal(large.body.truncated_by, 'bytes');
   assert.equal(large.body.row_count, 0);
+  assert.deepEqual(
+    (large.body.columns as { name: string }[]).map((c) => c.name),
+    ['before', 'big'],
+  );
 
   // An error that carries the value: PostgreSQL sends the whole 50 MB in the message.
   const failing = await hostile("select repeat('x', 50000000)::int");

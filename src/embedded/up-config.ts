@@ -33,7 +33,7 @@ export const upConfigSchema = z
       .regex(/^[0-9]{1,7}$/, { message: 'a whole number of MiB' })
       .transform(Number)
       .pipe(z.number().int().min(256, { message: 'at least 256 MiB' }).max(1_048_576))
-      .default(1024),
+      .default(2048),
     /** When run as root: the system user PostgreSQL and PgBouncer run as. */
     serviceUser: z.string().min(1).max(64).default('postgres'),
   })
