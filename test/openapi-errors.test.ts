@@ -265,6 +265,16 @@ test("a request that arrives while the server shuts down is refused in the API's
     // A long-poll in flight keeps the connection open; a second request on it arrives after the
     // close began.
     const body = JSON.stringify({ wait_ms: 1500 });
+    // The server has the long-poll in hand once its poll service is called.
+    let parked!: () => void;
+    const inFlight = new Promise<void>((r) => {
+      parked = r;
+    });
+    const poll = s2.nodes.poll;
+    s2.nodes.poll = (...args) => {
+      parked();
+      return poll(...args);
+    };
     const socket = net.connect({ host: '127.0.0.1', port });
     await new Promise((r) => socket.once('connect', r));
     const chunks: Buffer[] = [];
@@ -274,9 +284,14 @@ test("a request that arrives while the server shuts down is refused in the API's
       `POST /v1/agent/poll HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${agentToken}\r\n` +
         `content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
     );
-    await new Promise((r) => setTimeout(r, 300));
+    await inFlight;
     const closed = s2.app.close();
-    await new Promise((r) => setTimeout(r, 100));
+    // The close has begun once the listener refuses new connections (the open one stays).
+    const deadline = Date.now() + 5_000;
+    while (await accepts(port)) {
+      assert.ok(Date.now() < deadline, 'the server kept accepting connections after close()');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
     const timer = setTimeout(() => socket.destroy(), 5_000);
     await ended;
@@ -292,3 +307,15 @@ test("a request that arrives while the server shuts down is refused in the API's
     await s2.stop();
   }
 });
+
+/** Whether a new TCP connection to the port is accepted (closed again at once). */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
