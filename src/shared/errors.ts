@@ -16,6 +16,12 @@ export const ERROR_CATALOG = {
   query_refused: { status: 400 },
   query_failed: { status: 400 },
   unauthorized: { status: 401 },
+  /** Sign-in: unknown user, wrong password or code, or a suspended user — one answer for all. */
+  invalid_credentials: { status: 401 },
+  /** Sign-in: the password was right and the user has TOTP; send `totp_code`. */
+  totp_required: { status: 401 },
+  /** A new password the policy refuses (`details.reason`). */
+  weak_password: { status: 400 },
   forbidden: { status: 403 },
   not_found: { status: 404 },
   conflict: { status: 409 },

@@ -1,0 +1,55 @@
+/**
+ * Failed sign-ins slow down, per username and per source address, through the `login_throttle`
+ * table (so every server replica sees the same counts). A username counts after 5 failures, an
+ * address after 20 (several people may share one); from then on each failure pushes the next
+ * allowed attempt 1 s · 2^n later, up to 15 minutes. A success clears the username's count, not
+ * the address's (one good account must not unlock guessing at others from the same address).
+ *
+ * The username is stored and logged only as a keyed hash: what was typed into the username field
+ * is sometimes a password.
+ */
+import { createHmac } from 'node:crypto';
+import type { Queryable } from '../../db/pool.ts';
+import * as repo from './users.repo.ts';
+
+export const THROTTLE_POLICY = Object.freeze({
+  user: { free: 5, baseMs: 1_000, maxMs: 15 * 60_000 },
+  ip: { free: 20, baseMs: 1_000, maxMs: 15 * 60_000 },
+});
+
+export type ThrottleKey = { scope: repo.ThrottleScope; key: string };
+
+export type LoginThrottle = ReturnType<typeof createLoginThrottle>;
+
+export function createLoginThrottle(deps: { usernameKey: Buffer }) {
+  const tagOf = (username: string) =>
+    createHmac('sha256', deps.usernameKey).update(`login-username:${username}`).digest('base64url');
+
+  return {
+    /** A short keyed hash of what was typed as a username: for log lines (never the text itself). */
+    usernameTag: (username: string) => tagOf(username).slice(0, 12),
+
+    keysFor(username: string, sourceIp: string): { user: ThrottleKey; ip: ThrottleKey } {
+      return {
+        user: { scope: 'user', key: tagOf(username) },
+        ip: { scope: 'ip', key: sourceIp.slice(0, 200) },
+      };
+    },
+
+    /** Milliseconds until an attempt is allowed for these keys (0: allowed now). */
+    async waitMs(db: Queryable, keys: ThrottleKey[], now: Date): Promise<number> {
+      const rows = await repo.readThrottle(db, keys);
+      let wait = 0;
+      for (const r of rows) wait = Math.max(wait, r.next_allowed_at.getTime() - now.getTime());
+      return wait;
+    },
+
+    async fail(db: Queryable, keys: ThrottleKey[], now: Date): Promise<void> {
+      for (const k of keys) await repo.recordThrottleFailure(db, k, THROTTLE_POLICY[k.scope], now);
+    },
+
+    async succeed(db: Queryable, userKey: ThrottleKey): Promise<void> {
+      await repo.clearThrottle(db, userKey);
+    },
+  };
+}
