@@ -8,7 +8,8 @@
  * The username is stored and logged only as a keyed hash: what was typed into the username field
  * is sometimes a password.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import type { Keyring } from '../../crypto/secret-box.ts';
 import type { Queryable } from '../../db/pool.ts';
 import * as repo from './users.repo.ts';
 
@@ -16,6 +17,19 @@ export const THROTTLE_POLICY = Object.freeze({
   user: { free: 5, baseMs: 1_000, maxMs: 15 * 60_000 },
   ip: { free: 20, baseMs: 1_000, maxMs: 15 * 60_000 },
 });
+
+/**
+ * The key of the username hash: derived (HKDF-SHA256) from the master keyring's first key, so every
+ * replica of an install computes the same hash and it survives restarts; a rotation keeps that key
+ * until the operator drops it (the counts and log hashes then start afresh). Without a keyring: a
+ * random key of this process (counts per replica, hashes per run).
+ */
+export function usernameKeyFrom(keyring: Keyring | null): Buffer {
+  if (!keyring) return randomBytes(32);
+  const ids = [...keyring.keys.keys()].sort((a, b) => a.length - b.length || a.localeCompare(b));
+  const ikm = keyring.keys.get(ids[0]!)!;
+  return Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), 'bulwark login-throttle username v1', 32));
+}
 
 export type ThrottleKey = { scope: repo.ThrottleScope; key: string };
 

@@ -61,18 +61,6 @@ export async function findLoginByUsername(db: Queryable, username: string): Prom
   return r.rows[0] ?? null;
 }
 
-export async function setUserStatus(
-  db: Queryable,
-  id: string,
-  status: 'active' | 'suspended',
-): Promise<boolean> {
-  const r = await db.query(
-    `UPDATE users SET status = $2, suspended_at = CASE WHEN $2 = 'suspended' THEN now() END WHERE id = $1`,
-    [id, status],
-  );
-  return r.rowCount === 1;
-}
-
 // --- TOTP ------------------------------------------------------------------------------------
 
 export type TotpRow = { secret_sealed: string; confirmed_at: Date | null; last_used_step: number | null };
@@ -187,12 +175,4 @@ export async function recordThrottleFailure(
 
 export async function clearThrottle(db: Queryable, k: { scope: ThrottleScope; key: string }): Promise<void> {
   await db.query('DELETE FROM login_throttle WHERE scope = $1 AND key = $2', [k.scope, k.key]);
-}
-
-/** Rows idle for longer than the longest delay say nothing any more. */
-export async function pruneThrottle(db: Queryable, before: Date): Promise<number> {
-  const r = await db.query('DELETE FROM login_throttle WHERE updated_at < $1 AND next_allowed_at < $1', [
-    before,
-  ]);
-  return r.rowCount ?? 0;
 }

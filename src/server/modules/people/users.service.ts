@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { AppError, badRequest, conflict, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
-import { type Db, type Queryable, withTx } from '../../db/pool.ts';
+import { type Db, type Queryable, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
 import type { LoginThrottle } from './login-throttle.ts';
 import { checkPasswordPolicy, dummyHash, hashPassword, verifyPassword } from './passwords.ts';
@@ -65,8 +65,12 @@ export async function createLocalUser(tx: Queryable, input: NewLocalUser): Promi
 
 /** What a sign-in returns: the session issuer's tokens. */
 export type SessionTokens = { access_token: string; refresh_token: string; expires_in: number };
+/** The sessions module's `issue`: a session in the sign-in's transaction. */
 export type SessionIssuer = {
-  issue(input: { userId: string; sourceIp: string; userAgent: string | null }): Promise<SessionTokens>;
+  issue(
+    input: { userId: string; sourceIp: string; userAgent: string | null; requestId: string },
+    tx: Tx,
+  ): Promise<SessionTokens>;
 };
 
 export type LoginInput = {
@@ -192,15 +196,22 @@ export function createUsersService(deps: UsersServiceDeps) {
         if (!(await useSecondFactor(user.id, input.totpCode)))
           throw await refuse(input, user.id, 'wrong_totp', keys);
       }
-      await throttle.succeed(db, keys.user);
-      const tokens = await deps.sessions.issue({
-        userId: user.id,
-        sourceIp: input.sourceIp,
-        userAgent: input.userAgent,
+      const tokens = await withTx(db, async (tx) => {
+        await throttle.succeed(tx, keys.user);
+        await audit.record(
+          tx,
+          loginEvent(input, { actorId: user.id, details: { second_factor: user.totp_confirmed } }),
+        );
+        return deps.sessions.issue(
+          {
+            userId: user.id,
+            sourceIp: input.sourceIp,
+            userAgent: input.userAgent,
+            requestId: input.requestId,
+          },
+          tx,
+        );
       });
-      await audit.recordNow(
-        loginEvent(input, { actorId: user.id, details: { second_factor: user.totp_confirmed } }),
-      );
       return { ok: true, tokens };
     },
 
