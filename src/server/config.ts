@@ -2,6 +2,12 @@ import { z } from 'zod';
 import { parseCidr } from '../shared/cidr.ts';
 import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
 import { parseTrustedProxies } from './http/proxy-check.ts';
+import {
+  checkOidcSettings,
+  OIDC_URL_RULE,
+  parseOidcRoleMapping,
+  secureOrLoopback,
+} from './modules/oidc/oidc.config.ts';
 
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -105,8 +111,32 @@ export const serverConfigSchema = z
     /** Bearer token of operator routes (GET /v1/nodes/:id/drift); without one they are disabled (404). */
     operatorToken: z.string().min(32).max(512).optional(),
     operatorTokenFile: z.string().min(1).max(4096).optional(),
+    /** OIDC sign-in (see modules/oidc): the IdP's issuer URL; without it OIDC routes answer 404. */
+    oidcIssuer: z.url().max(2048).refine(secureOrLoopback, OIDC_URL_RULE).optional(),
+    oidcClientId: z.string().min(1).max(255).optional(),
+    oidcClientSecret: z.string().min(8).max(1024).optional(),
+    /** The callback registered at the IdP; default: publicUrl + /v1/auth/oidc/callback. */
+    oidcRedirectUrl: z.url().max(2048).refine(secureOrLoopback, OIDC_URL_RULE).optional(),
+    /** Scopes requested; `openid` always. email/profile only with oidcStoreProfile. */
+    oidcScopes: z
+      .array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/, 'must be a scope token'))
+      .max(20)
+      .default(['openid']),
+    /** The ID token claim whose values are mapped to roles (a string or an array of strings). */
+    oidcRoleClaim: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:/-]{1,100}$/)
+      .default('groups'),
+    /** `claim value=account:role` entries: a new identity with that value becomes a member. */
+    oidcRoleMap: z.array(z.string().max(400).transform(parseOidcRoleMapping)).max(100).default([]),
+    /** Opt in to requesting and storing the identity's email and name (not by default). */
+    oidcStoreProfile: z
+      .union([z.boolean(), z.enum(['true', 'false'])])
+      .transform((v) => v === true || v === 'true')
+      .default(false),
   })
-  .strict();
+  .strict()
+  .superRefine(checkOidcSettings);
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
 
@@ -140,6 +170,14 @@ export const serverEnv: Record<string, EnvBinding> = {
   auditRetentionDays: { env: 'BULWARK_AUDIT_RETENTION_DAYS' },
   metricsToken: { env: 'BULWARK_METRICS_TOKEN', secret: true },
   operatorToken: { env: 'BULWARK_OPERATOR_TOKEN', secret: true },
+  oidcIssuer: { env: 'BULWARK_OIDC_ISSUER' },
+  oidcClientId: { env: 'BULWARK_OIDC_CLIENT_ID' },
+  oidcClientSecret: { env: 'BULWARK_OIDC_CLIENT_SECRET', secret: true },
+  oidcRedirectUrl: { env: 'BULWARK_OIDC_REDIRECT_URL' },
+  oidcScopes: { env: 'BULWARK_OIDC_SCOPES', list: true },
+  oidcRoleClaim: { env: 'BULWARK_OIDC_ROLE_CLAIM' },
+  oidcRoleMap: { env: 'BULWARK_OIDC_ROLE_MAP', list: true },
+  oidcStoreProfile: { env: 'BULWARK_OIDC_STORE_PROFILE' },
 };
 
 export function loadServerConfig(sources: {

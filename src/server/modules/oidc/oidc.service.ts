@@ -1,0 +1,405 @@
+/**
+ * OIDC sign-in: the authorization code flow with PKCE (S256), state and nonce, through
+ * openid-client (discovery, the authorization URL, the code exchange and every ID token check:
+ * signature, iss, aud, exp, nonce).
+ *
+ * `start` makes a random state and stores only its SHA-256 (oidc_flows, 10 minutes); the PKCE
+ * verifier and the nonce are HMACs of the state under the install's key, so the database holds
+ * nothing usable without the state. The flow is also bound to the browser that started it: a
+ * random value in an HttpOnly cookie, whose SHA-256 the row keeps (login CSRF).
+ *
+ * `callback` takes the flow (deleted: a state works once, even when the sign-in then fails), then
+ * lets openid-client exchange the code and check the ID token. The identity is looked up by
+ * HMAC-SHA256(install key, issuer + "\n" + subject): the subject is never stored in clear. A new
+ * identity becomes a user only when its role claim maps to a role in an account (config) or its
+ * flow carries a valid invite; otherwise 403. No email, name or picture is requested or stored
+ * unless the operator opted in. Every sign-in and every refusal is an audit event (`auth.login`,
+ * method `oidc`, actor type 'user'), and each refusal is one greppable log line.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import * as client from 'openid-client';
+import type { Logger } from 'pino';
+import { AppError, forbidden, unauthorized, unavailable } from '../../../shared/errors.ts';
+import type { SecretBox } from '../../crypto/secret-box.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
+import { isLoopbackHttp, type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
+import * as repo from './oidc.repo.ts';
+
+export const OIDC_FLOW_TTL_MS = 10 * 60_000;
+export const SIGN_IN_FAILED = 'Sign-in failed';
+export const NO_ROLE_MESSAGE =
+  'This identity has no role here: ask an administrator for an invite, or for a group that maps to a role';
+const SUBJECT_KEY_NAME = 'oidc-subject-key';
+
+export type OidcSettings = {
+  publicUrl?: string | undefined;
+  oidcIssuer?: string | undefined;
+  oidcClientId?: string | undefined;
+  oidcClientSecret?: string | undefined;
+  oidcRedirectUrl?: string | undefined;
+  oidcScopes: string[];
+  oidcRoleClaim: string;
+  oidcRoleMap: OidcRoleMapping[];
+  oidcStoreProfile: boolean;
+};
+
+export type IssuedSession = { access_token: string; refresh_token: string; expires_in: number };
+
+/** What the sessions service offers a sign-in (sessions.service.ts `issue`). */
+export type SessionIssuer = {
+  issue(
+    input: { userId: string; sourceIp: string | null; userAgent?: string | null; requestId?: string | null },
+    tx?: Tx,
+  ): Promise<IssuedSession>;
+};
+
+export type OidcServiceDeps = {
+  db: Db;
+  log: Logger;
+  /** The master keyring: it seals the install's subject key; without it sign-in answers 503. */
+  box: SecretBox | null;
+  config: OidcSettings;
+  audit: Pick<AuditService, 'record' | 'recordNow'>;
+  sessions: SessionIssuer;
+  /** The clock (tests move it instead of waiting); ID token times are checked against it too. */
+  now?: () => number;
+};
+
+export type CallbackInput = {
+  code?: string | undefined;
+  state?: string | undefined;
+  iss?: string | undefined;
+  error?: string | undefined;
+  /** The value of the browser's flow cookie. */
+  binding?: string | undefined;
+};
+
+export type ClientInfo = { sourceIp: string; userAgent: string | null; requestId: string };
+
+export type SignedIn = IssuedSession & { user_id: string; created: boolean; redirect: string | null };
+
+type FailReason =
+  | 'missing_state'
+  | 'unknown_state'
+  | 'expired_state'
+  | 'browser_mismatch'
+  | 'idp_error'
+  | 'code_refused'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'wrong_nonce'
+  | 'id_token_expired'
+  | 'invalid_response'
+  | 'idp_unreachable'
+  | 'no_role'
+  | 'user_suspended';
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest();
+
+/** What openid-client's refusal says, as a reason for the audit event and the log line. */
+function classify(err: unknown, input: CallbackInput, expectedIssuer: string): FailReason {
+  const e = err as { name?: string; code?: string; cause?: { claim?: unknown; cause?: { claim?: unknown } } };
+  if (e?.name === 'ResponseBodyError') return 'code_refused';
+  if (e?.name === 'AuthorizationResponseError') return 'idp_error';
+  // openid-client wraps oauth4webapi's error (its `cause`), which names the claim in its own `cause`.
+  const claim = e?.cause?.claim ?? e?.cause?.cause?.claim;
+  if (e?.code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED') {
+    if (claim === 'iss') return 'wrong_issuer';
+    if (claim === 'nonce') return 'wrong_nonce';
+    if (claim === 'aud' || claim === 'azp') return 'wrong_audience';
+    return 'invalid_response';
+  }
+  if (e?.code === 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED')
+    return claim === 'exp' ? 'id_token_expired' : 'invalid_response';
+  if (e?.code === 'OAUTH_INVALID_RESPONSE' && input.iss !== undefined && input.iss !== expectedIssuer)
+    return 'wrong_issuer';
+  if (e?.name === 'TypeError' || e?.code === 'OAUTH_RESPONSE_IS_NOT_JSON') return 'idp_unreachable';
+  return 'invalid_response';
+}
+
+export function createOidcService(deps: OidcServiceDeps) {
+  const { db, log, audit, config } = deps;
+  const now = deps.now ?? Date.now;
+  const enabled = Boolean(config.oidcIssuer && config.oidcClientId && config.oidcClientSecret);
+  const redirectUri = enabled ? oidcRedirectUrl(config) : '';
+  const scope = [
+    ...new Set([...config.oidcScopes, ...(config.oidcStoreProfile ? ['email', 'profile'] : [])]),
+  ].join(' ');
+
+  let discovered: Promise<client.ServerMetadata> | null = null;
+  let configured: { skew: number; config: client.Configuration } | null = null;
+  let subjectKey: Promise<Buffer> | null = null;
+
+  function requireEnabled(): void {
+    if (!enabled) throw new AppError('not_found', 'OIDC sign-in is not configured');
+  }
+
+  /** Discovery once (retried after a failure); refuses an issuer the document does not name. */
+  async function serverMetadata(): Promise<client.ServerMetadata> {
+    discovered ??= (async () => {
+      const issuer = new URL(config.oidcIssuer!);
+      const insecure = isLoopbackHttp(issuer);
+      const c = await client.discovery(issuer, config.oidcClientId!, config.oidcClientSecret!, undefined, {
+        ...(insecure ? { execute: [client.allowInsecureRequests] } : {}),
+        timeout: 10,
+      });
+      return c.serverMetadata();
+    })();
+    try {
+      return await discovered;
+    } catch (err) {
+      discovered = null;
+      log.warn({ err: (err as Error).message, issuer: config.oidcIssuer }, 'OIDC discovery failed');
+      throw unavailable('The identity provider cannot be reached');
+    }
+  }
+
+  /** The client, its clock set to ours (one configuration while the clock agrees with Date.now). */
+  async function clientConfig(): Promise<client.Configuration> {
+    const metadata = await serverMetadata();
+    const skew = Math.round((now() - Date.now()) / 1000);
+    if (configured?.skew === skew) return configured.config;
+    const methods = metadata.token_endpoint_auth_methods_supported;
+    const auth =
+      methods && !methods.includes('client_secret_basic') && methods.includes('client_secret_post')
+        ? client.ClientSecretPost(config.oidcClientSecret!)
+        : client.ClientSecretBasic(config.oidcClientSecret!);
+    const c = new client.Configuration(metadata, config.oidcClientId!, { [client.clockSkew]: skew }, auth);
+    if (isLoopbackHttp(new URL(config.oidcIssuer!))) client.allowInsecureRequests(c);
+    c.timeout = 10;
+    configured = { skew, config: c };
+    return c;
+  }
+
+  /** The install's key for the subject HMAC and the flow secrets: made once, sealed, shared by replicas. */
+  async function key(): Promise<Buffer> {
+    const box = deps.box;
+    if (!box)
+      throw unavailable('Sign-in is unavailable: the server has no master key (BULWARK_MASTER_KEY_FILE)');
+    const context = `install-secret:${SUBJECT_KEY_NAME}`;
+    subjectKey ??= (async () => {
+      let sealed = await repo.findInstallSecret(db, SUBJECT_KEY_NAME);
+      sealed ??= await withTx(db, async (tx) => {
+        await repo.lockInstallSecrets(tx);
+        const existing = await repo.findInstallSecret(tx, SUBJECT_KEY_NAME);
+        if (existing) return existing;
+        const made = box.seal(randomBytes(32).toString('base64url'), context);
+        await repo.insertInstallSecret(tx, SUBJECT_KEY_NAME, made);
+        return made;
+      });
+      return Buffer.from(box.open(sealed, context), 'base64url');
+    })();
+    try {
+      return await subjectKey;
+    } catch (err) {
+      subjectKey = null;
+      throw err;
+    }
+  }
+
+  const derive = (k: Buffer, purpose: string, value: string) =>
+    createHmac('sha256', k).update(`${purpose}\n${value}`).digest('base64url');
+
+  /** One greppable line per refused sign-in (the same shape as the password login's). */
+  function logFailure(info: ClientInfo, reason: FailReason) {
+    log.warn(
+      { event: 'login_failed', method: 'oidc', source_ip: info.sourceIp, reason, request_id: info.requestId },
+      `login failed from ${info.sourceIp}: oidc ${reason}`,
+    );
+  }
+
+  const loginEvent = (
+    info: ClientInfo,
+    e: { outcome?: AuditEventDraft['outcome']; userId?: string | null; details: Record<string, unknown> },
+  ): AuditEventDraft => ({
+    action: 'auth.login',
+    actorType: 'user',
+    actorId: e.userId ?? null,
+    targetType: 'user',
+    targetId: e.userId ?? null,
+    outcome: e.outcome ?? 'success',
+    sourceIp: info.sourceIp,
+    requestId: info.requestId,
+    details: { method: 'oidc', ...e.details },
+  });
+
+  async function refuse(
+    info: ClientInfo,
+    reason: FailReason,
+    extra: { userId?: string | null; details?: Record<string, unknown> } = {},
+  ): Promise<never> {
+    const denied = reason === 'no_role' || reason === 'user_suspended';
+    logFailure(info, reason);
+    await audit.recordNow(
+      loginEvent(info, {
+        outcome: denied ? 'denied' : 'failure',
+        userId: extra.userId ?? null,
+        details: { reason, ...extra.details },
+      }),
+    );
+    if (reason === 'idp_unreachable') throw unavailable('The identity provider cannot be reached');
+    if (denied) throw forbidden(reason === 'no_role' ? NO_ROLE_MESSAGE : 'This user is suspended');
+    throw unauthorized(SIGN_IN_FAILED);
+  }
+
+  /** The role claim's values (a string or an array of strings; anything else is no value). */
+  function claimValues(claims: Record<string, unknown>): string[] {
+    const v = claims[config.oidcRoleClaim];
+    if (typeof v === 'string') return [v];
+    if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string');
+    return [];
+  }
+
+  function profile(claims: Record<string, unknown>): { email: string | null; displayName: string | null } {
+    if (!config.oidcStoreProfile) return { email: null, displayName: null };
+    const email = typeof claims.email === 'string' && claims.email.length <= 320 ? claims.email : null;
+    const name = typeof claims.name === 'string' ? claims.name.slice(0, 200) : null;
+    return { email, displayName: name };
+  }
+
+  return {
+    enabled,
+
+    /** A new flow: where to send the browser, and the value of its binding cookie. */
+    async start(input: { redirect?: string | undefined; invite?: string | undefined }): Promise<{
+      url: string;
+      binding: string;
+      secureCookie: boolean;
+    }> {
+      requireEnabled();
+      const c = await clientConfig();
+      const k = await key();
+      const state = client.randomState();
+      const binding = randomBytes(32).toString('base64url');
+      const at = now();
+      await repo.insertFlow(db, {
+        stateHash: sha256(state),
+        bindingHash: sha256(binding),
+        inviteHash: input.invite ? sha256(input.invite) : null,
+        redirect: input.redirect ?? null,
+        expiresAt: new Date(at + OIDC_FLOW_TTL_MS),
+        now: new Date(at),
+      });
+      const url = client.buildAuthorizationUrl(c, {
+        redirect_uri: redirectUri,
+        scope,
+        response_type: 'code',
+        code_challenge: await client.calculatePKCECodeChallenge(derive(k, 'pkce', state)),
+        code_challenge_method: 'S256',
+        state,
+        nonce: derive(k, 'nonce', state),
+      });
+      return { url: url.href, binding, secureCookie: redirectUri.startsWith('https:') };
+    },
+
+    /** The IdP's redirect back: the flow, the code exchange, the identity, a session. */
+    async callback(input: CallbackInput, info: ClientInfo): Promise<SignedIn> {
+      requireEnabled();
+      if (!input.state) return refuse(info, 'missing_state');
+      const flow = await repo.takeFlow(db, sha256(input.state));
+      if (!flow) return refuse(info, 'unknown_state');
+      if (flow.expires_at.getTime() <= now()) return refuse(info, 'expired_state');
+      if (!input.binding || !timingSafeEqual(sha256(input.binding), flow.binding_hash))
+        return refuse(info, 'browser_mismatch');
+      if (input.error !== undefined)
+        return refuse(info, 'idp_error', { details: { idp_error: input.error } });
+
+      const c = await clientConfig();
+      const k = await key();
+      const expectedIssuer = c.serverMetadata().issuer;
+      const current = new URL(redirectUri);
+      for (const [name, value] of Object.entries({ code: input.code, state: input.state, iss: input.iss }))
+        if (value !== undefined) current.searchParams.set(name, value);
+      let claims: Record<string, unknown>;
+      try {
+        const tokens = await client.authorizationCodeGrant(c, current, {
+          pkceCodeVerifier: derive(k, 'pkce', input.state),
+          expectedState: input.state,
+          expectedNonce: derive(k, 'nonce', input.state),
+        });
+        const idClaims = tokens.claims();
+        if (!idClaims) return refuse(info, 'invalid_response');
+        claims = idClaims as Record<string, unknown>;
+      } catch (err) {
+        if (err instanceof AppError) throw err;
+        const reason = classify(err, input, expectedIssuer);
+        log.debug({ err: (err as Error).message, reason }, 'OIDC code exchange refused');
+        return refuse(info, reason);
+      }
+
+      const issuer = String(claims.iss);
+      const subjectHmac = createHmac('sha256', k)
+        .update(`${issuer}\n${String(claims.sub)}`)
+        .digest();
+      const { email, displayName } = profile(claims);
+      const existing = await repo.findIdentityUser(db, issuer, subjectHmac);
+      if (existing) return signInExisting(existing, { issuer, subjectHmac, email, displayName }, flow, info);
+
+      // A new identity: the role map, or (later) an invite.
+      const values = new Set(claimValues(claims));
+      const mapped = config.oidcRoleMap.filter((m) => values.has(m.value));
+      const accounts = await repo.accountIdsByName(db, [...new Set(mapped.map((m) => m.account))]);
+      const memberships = mapped.flatMap((m) => {
+        const accountId = accounts.get(m.account);
+        if (!accountId)
+          log.warn({ account: m.account }, 'OIDC role map names an account that does not exist');
+        return accountId ? [{ accountId, account: m.account, role: m.role }] : [];
+      });
+      if (memberships.length === 0)
+        return refuse(info, 'no_role', { details: { invite: flow.invite_hash !== null } });
+
+      const created = await withTx(db, async (tx) => {
+        const userId = await repo.insertOidcUser(tx, {
+          issuer,
+          subjectHmac,
+          platformAdmin: false,
+          email,
+          displayName,
+        });
+        if (!userId) return null;
+        for (const m of memberships) await repo.insertMembership(tx, m.accountId, userId, m.role);
+        for (const m of memberships)
+          await audit.record(tx, {
+            action: 'user.created',
+            actorType: 'user',
+            actorId: userId,
+            accountId: m.accountId,
+            targetType: 'user',
+            targetId: userId,
+            sourceIp: info.sourceIp,
+            requestId: info.requestId,
+            details: { method: 'oidc', role: m.role, via: 'role_map' },
+          });
+        const session = await deps.sessions.issue({ userId, ...info }, tx);
+        await audit.record(tx, loginEvent(info, { userId, details: { new_user: true } }));
+        return { userId, session };
+      });
+      if (!created) {
+        // A concurrent first sign-in of the same identity made the user: sign that one in.
+        const raced = await repo.findIdentityUser(db, issuer, subjectHmac);
+        if (!raced) return refuse(info, 'invalid_response');
+        return signInExisting(raced, { issuer, subjectHmac, email, displayName }, flow, info);
+      }
+      return { ...created.session, user_id: created.userId, created: true, redirect: flow.redirect };
+    },
+  };
+
+  async function signInExisting(
+    user: repo.IdentityUser,
+    identity: { issuer: string; subjectHmac: Buffer; email: string | null; displayName: string | null },
+    flow: repo.FlowRow,
+    info: ClientInfo,
+  ): Promise<SignedIn> {
+    if (user.status !== 'active') return refuse(info, 'user_suspended', { userId: user.user_id });
+    if (config.oidcStoreProfile) await repo.updateIdentityProfile(db, identity);
+    const session = await withTx(db, async (tx) => {
+      const s = await deps.sessions.issue({ userId: user.user_id, ...info }, tx);
+      await audit.record(tx, loginEvent(info, { userId: user.user_id, details: { new_user: false } }));
+      return s;
+    });
+    return { ...session, user_id: user.user_id, created: false, redirect: flow.redirect };
+  }
+}
+
+export type OidcService = ReturnType<typeof createOidcService>;
