@@ -23,7 +23,9 @@ import { AppError, forbidden, unauthorized, unavailable } from '../../../shared/
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
-import { isLoopbackHttp, type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
+import { installSecret } from './install-secret.ts';
+import { classify, createOidcClient, type FailReason } from './oidc.client.ts';
+import { type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
 import * as repo from './oidc.repo.ts';
 
 export const OIDC_FLOW_TTL_MS = 10 * 60_000;
@@ -79,44 +81,7 @@ export type ClientInfo = { sourceIp: string; userAgent: string | null; requestId
 
 export type SignedIn = IssuedSession & { user_id: string; created: boolean; redirect: string | null };
 
-type FailReason =
-  | 'missing_state'
-  | 'unknown_state'
-  | 'expired_state'
-  | 'browser_mismatch'
-  | 'idp_error'
-  | 'code_refused'
-  | 'wrong_issuer'
-  | 'wrong_audience'
-  | 'wrong_nonce'
-  | 'id_token_expired'
-  | 'invalid_response'
-  | 'idp_unreachable'
-  | 'no_role'
-  | 'user_suspended';
-
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
-
-/** What openid-client's refusal says, as a reason for the audit event and the log line. */
-function classify(err: unknown, input: CallbackInput, expectedIssuer: string): FailReason {
-  const e = err as { name?: string; code?: string; cause?: { claim?: unknown; cause?: { claim?: unknown } } };
-  if (e?.name === 'ResponseBodyError') return 'code_refused';
-  if (e?.name === 'AuthorizationResponseError') return 'idp_error';
-  // openid-client wraps oauth4webapi's error (its `cause`), which names the claim in its own `cause`.
-  const claim = e?.cause?.claim ?? e?.cause?.cause?.claim;
-  if (e?.code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED') {
-    if (claim === 'iss') return 'wrong_issuer';
-    if (claim === 'nonce') return 'wrong_nonce';
-    if (claim === 'aud' || claim === 'azp') return 'wrong_audience';
-    return 'invalid_response';
-  }
-  if (e?.code === 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED')
-    return claim === 'exp' ? 'id_token_expired' : 'invalid_response';
-  if (e?.code === 'OAUTH_INVALID_RESPONSE' && input.iss !== undefined && input.iss !== expectedIssuer)
-    return 'wrong_issuer';
-  if (e?.name === 'TypeError' || e?.code === 'OAUTH_RESPONSE_IS_NOT_JSON') return 'idp_unreachable';
-  return 'invalid_response';
-}
 
 export function createOidcService(deps: OidcServiceDeps) {
   const { db, log, audit, config } = deps;
@@ -127,75 +92,12 @@ export function createOidcService(deps: OidcServiceDeps) {
     ...new Set([...config.oidcScopes, ...(config.oidcStoreProfile ? ['email', 'profile'] : [])]),
   ].join(' ');
 
-  let discovered: Promise<client.ServerMetadata> | null = null;
-  let configured: { skew: number; config: client.Configuration } | null = null;
-  let subjectKey: Promise<Buffer> | null = null;
+  const oidcClient = createOidcClient({ config, log, now });
+  const clientConfig = oidcClient.configuration;
+  const key = installSecret({ db, box: deps.box, name: SUBJECT_KEY_NAME });
 
   function requireEnabled(): void {
     if (!enabled) throw new AppError('not_found', 'OIDC sign-in is not configured');
-  }
-
-  /** Discovery once (retried after a failure); refuses an issuer the document does not name. */
-  async function serverMetadata(): Promise<client.ServerMetadata> {
-    discovered ??= (async () => {
-      const issuer = new URL(config.oidcIssuer!);
-      const insecure = isLoopbackHttp(issuer);
-      const c = await client.discovery(issuer, config.oidcClientId!, config.oidcClientSecret!, undefined, {
-        ...(insecure ? { execute: [client.allowInsecureRequests] } : {}),
-        timeout: 10,
-      });
-      return c.serverMetadata();
-    })();
-    try {
-      return await discovered;
-    } catch (err) {
-      discovered = null;
-      log.warn({ err: (err as Error).message, issuer: config.oidcIssuer }, 'OIDC discovery failed');
-      throw unavailable('The identity provider cannot be reached');
-    }
-  }
-
-  /** The client, its clock set to ours (one configuration while the clock agrees with Date.now). */
-  async function clientConfig(): Promise<client.Configuration> {
-    const metadata = await serverMetadata();
-    const skew = Math.round((now() - Date.now()) / 1000);
-    if (configured?.skew === skew) return configured.config;
-    const methods = metadata.token_endpoint_auth_methods_supported;
-    const auth =
-      methods && !methods.includes('client_secret_basic') && methods.includes('client_secret_post')
-        ? client.ClientSecretPost(config.oidcClientSecret!)
-        : client.ClientSecretBasic(config.oidcClientSecret!);
-    const c = new client.Configuration(metadata, config.oidcClientId!, { [client.clockSkew]: skew }, auth);
-    if (isLoopbackHttp(new URL(config.oidcIssuer!))) client.allowInsecureRequests(c);
-    c.timeout = 10;
-    configured = { skew, config: c };
-    return c;
-  }
-
-  /** The install's key for the subject HMAC and the flow secrets: made once, sealed, shared by replicas. */
-  async function key(): Promise<Buffer> {
-    const box = deps.box;
-    if (!box)
-      throw unavailable('Sign-in is unavailable: the server has no master key (BULWARK_MASTER_KEY_FILE)');
-    const context = `install-secret:${SUBJECT_KEY_NAME}`;
-    subjectKey ??= (async () => {
-      let sealed = await repo.findInstallSecret(db, SUBJECT_KEY_NAME);
-      sealed ??= await withTx(db, async (tx) => {
-        await repo.lockInstallSecrets(tx);
-        const existing = await repo.findInstallSecret(tx, SUBJECT_KEY_NAME);
-        if (existing) return existing;
-        const made = box.seal(randomBytes(32).toString('base64url'), context);
-        await repo.insertInstallSecret(tx, SUBJECT_KEY_NAME, made);
-        return made;
-      });
-      return Buffer.from(box.open(sealed, context), 'base64url');
-    })();
-    try {
-      return await subjectKey;
-    } catch (err) {
-      subjectKey = null;
-      throw err;
-    }
   }
 
   const derive = (k: Buffer, purpose: string, value: string) =>
@@ -205,7 +107,7 @@ export function createOidcService(deps: OidcServiceDeps) {
   function logFailure(info: ClientInfo, reason: FailReason) {
     log.warn(
       { event: 'login_failed', method: 'oidc', source_ip: info.sourceIp, reason, request_id: info.requestId },
-      `login failed from ${info.sourceIp}: oidc ${reason}`,
+      `login failed from ${info.sourceIp}: oidc_${reason}`,
     );
   }
 
