@@ -12,7 +12,8 @@
  * lets openid-client exchange the code and check the ID token. The identity is looked up by
  * HMAC-SHA256(install key, issuer + "\n" + subject): the subject is never stored in clear. A new
  * identity becomes a user only when its role claim maps to a role in an account (config) or its
- * flow carries a valid invite; otherwise 403. No email, name or picture is requested or stored
+ * flow carries a valid invite (taken in the transaction that creates the user: single use, and a
+ * used, expired or unknown invite get the same 403 as no role at all); otherwise 403. No email, name or picture is requested or stored
  * unless the operator opted in. Every sign-in and every refusal is an audit event (`auth.login`,
  * method `oidc`, actor type 'user'), and each refusal is one greppable log line.
  */
@@ -25,7 +26,7 @@ import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
 import { installSecret } from './install-secret.ts';
 import { classify, createOidcClient, type FailReason } from './oidc.client.ts';
-import { type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
+import { type OidcRole, type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
 import * as repo from './oidc.repo.ts';
 
 export const OIDC_FLOW_TTL_MS = 10 * 60_000;
@@ -64,9 +65,27 @@ export type OidcServiceDeps = {
   config: OidcSettings;
   audit: Pick<AuditService, 'record' | 'recordNow'>;
   sessions: SessionIssuer;
+  /** Invites: a new identity without a mapped role joins by the invite its flow carries. */
+  invites?: InviteTaker;
   /** The clock (tests move it instead of waiting); ID token times are checked against it too. */
   now?: () => number;
 };
+
+/** An invite taken (deleted) by its code's SHA-256 in the caller's transaction; null: used, expired or unknown. */
+export type InviteTaker = {
+  take(
+    tx: Tx,
+    codeHash: Buffer,
+  ): Promise<{
+    id: string;
+    account_id: string | null;
+    role: OidcRole | null;
+    platform_admin: boolean;
+  } | null>;
+};
+
+/** Thrown inside the sign-up transaction to roll it back (the invite put back) before a refusal. */
+class NoRole extends Error {}
 
 export type CallbackInput = {
   code?: string | undefined;
@@ -246,37 +265,69 @@ export function createOidcService(deps: OidcServiceDeps) {
         const accountId = accounts.get(m.account);
         if (!accountId)
           log.warn({ account: m.account }, 'OIDC role map names an account that does not exist');
-        return accountId ? [{ accountId, account: m.account, role: m.role }] : [];
+        return accountId ? [{ accountId, role: m.role, via: 'role_map' }] : [];
       });
-      if (memberships.length === 0)
+      const withInvite = flow.invite_hash !== null && deps.invites !== undefined;
+      if (memberships.length === 0 && !withInvite)
         return refuse(info, 'no_role', { details: { invite: flow.invite_hash !== null } });
 
-      const created = await withTx(db, async (tx) => {
-        const userId = await repo.insertOidcUser(tx, {
-          issuer,
-          subjectHmac,
-          platformAdmin: false,
-          email,
-          displayName,
-        });
-        if (!userId) return null;
-        for (const m of memberships) await repo.insertMembership(tx, m.accountId, userId, m.role);
-        for (const m of memberships)
-          await audit.record(tx, {
-            action: 'user.created',
-            actorType: 'user',
+      let created: { userId: string; session: IssuedSession } | null;
+      try {
+        created = await withTx(db, async (tx) => {
+          // The invite is taken (deleted) in this transaction: a failure below puts it back.
+          const invite = withInvite ? await deps.invites!.take(tx, flow.invite_hash!) : null;
+          const all = [...memberships];
+          if (invite?.account_id && invite.role && !all.some((m) => m.accountId === invite.account_id))
+            all.push({ accountId: invite.account_id, role: invite.role, via: 'invite' });
+          const platformAdmin = invite?.platform_admin ?? false;
+          if (all.length === 0 && !platformAdmin) throw new NoRole();
+          const userId = await repo.insertOidcUser(tx, {
+            issuer,
+            subjectHmac,
+            platformAdmin,
+            email,
+            displayName,
+          });
+          if (!userId) return null;
+          for (const m of all) await repo.insertMembership(tx, m.accountId, userId, m.role);
+          const event = {
+            actorType: 'user' as const,
             actorId: userId,
-            accountId: m.accountId,
-            targetType: 'user',
-            targetId: userId,
             sourceIp: info.sourceIp,
             requestId: info.requestId,
-            details: { method: 'oidc', role: m.role, via: 'role_map' },
-          });
-        const session = await deps.sessions.issue({ userId, ...info }, tx);
-        await audit.record(tx, loginEvent(info, { userId, details: { new_user: true } }));
-        return { userId, session };
-      });
+          };
+          if (invite)
+            await audit.record(tx, {
+              ...event,
+              action: 'invite.redeemed',
+              accountId: invite.account_id,
+              targetType: 'invite',
+              targetId: invite.id,
+              details: {
+                user_id: userId,
+                method: 'oidc',
+                role: invite.role,
+                platform_admin: invite.platform_admin,
+              },
+            });
+          for (const m of all)
+            await audit.record(tx, {
+              ...event,
+              action: 'user.created',
+              accountId: m.accountId,
+              targetType: 'user',
+              targetId: userId,
+              details: { method: 'oidc', role: m.role, via: m.via },
+            });
+          const session = await deps.sessions.issue({ userId, ...info }, tx);
+          await audit.record(tx, loginEvent(info, { userId, details: { new_user: true } }));
+          return { userId, session };
+        });
+      } catch (err) {
+        if (!(err instanceof NoRole)) throw err;
+        // The same answer for a used, an expired and an unknown invite: no oracle.
+        return refuse(info, 'no_role', { details: { invite: true } });
+      }
       if (!created) {
         // A concurrent first sign-in of the same identity made the user: sign that one in.
         const raced = await repo.findIdentityUser(db, issuer, subjectHmac);
