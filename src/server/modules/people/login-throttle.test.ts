@@ -77,3 +77,35 @@ test('the username is stored and logged only as a keyed hash, the same on every 
   const other = createLoginThrottle({ usernameKey: usernameKeyFrom(null) });
   assert.notEqual(other.usernameTag('alice'), a.usernameTag('alice'));
 });
+
+test('rows idle for a day are pruned as failures go on; recent ones stay', async () => {
+  const db = await createTestDb();
+  try {
+    const throttle = createLoginThrottle({ usernameKey: randomBytes(32) });
+    const now = new Date('2026-01-03T00:00:00Z');
+    await db.pool.query(
+      `INSERT INTO login_throttle (scope, key, failures, next_allowed_at, updated_at)
+       SELECT 'user', 'old-' || i, 3, $1, $1 FROM generate_series(1, 150) AS i`,
+      [new Date('2026-01-01T00:00:00Z')],
+    );
+    await db.pool.query(
+      `INSERT INTO login_throttle (scope, key, failures, next_allowed_at, updated_at) VALUES ('user', 'recent', 3, $1, $1)`,
+      [new Date('2026-01-02T12:00:00Z')],
+    );
+    for (let i = 0; i < 100; i++)
+      await throttle.fail(db.pool, [throttle.keysFor(`u${i}`, '192.0.2.1').user], now);
+    const left = await db.pool.query<{ key: string }>(
+      "SELECT key FROM login_throttle WHERE key LIKE 'old-%' OR key = 'recent'",
+    );
+    assert.deepEqual(
+      left.rows.map((r) => r.key),
+      ['recent'],
+    );
+    const fresh = await db.pool.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM login_throttle WHERE scope = 'user'",
+    );
+    assert.equal(fresh.rows[0]!.n, 101, 'the 100 new rows and the recent one');
+  } finally {
+    await db.drop();
+  }
+});

@@ -31,11 +31,16 @@ export function usernameKeyFrom(keyring: Keyring | null): Buffer {
   return Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), 'bulwark login-throttle username v1', 32));
 }
 
+const PRUNE_EVERY = 100;
+const PRUNE_AFTER_MS = 86_400_000;
+const PRUNE_BATCH = 1_000;
+
 export type ThrottleKey = { scope: repo.ThrottleScope; key: string };
 
 export type LoginThrottle = ReturnType<typeof createLoginThrottle>;
 
 export function createLoginThrottle(deps: { usernameKey: Buffer }) {
+  let failures = 0;
   const tagOf = (username: string) =>
     createHmac('sha256', deps.usernameKey).update(`login-username:${username}`).digest('base64url');
 
@@ -60,6 +65,9 @@ export function createLoginThrottle(deps: { usernameKey: Buffer }) {
 
     async fail(db: Queryable, keys: ThrottleKey[], now: Date): Promise<void> {
       for (const k of keys) await repo.recordThrottleFailure(db, k, THROTTLE_POLICY[k.scope], now);
+      // Every so many failures, rows idle for a day (all past their delay) are dropped.
+      if (++failures % PRUNE_EVERY === 0)
+        await repo.pruneThrottle(db, new Date(now.getTime() - PRUNE_AFTER_MS), PRUNE_BATCH);
     },
 
     async succeed(db: Queryable, userKey: ThrottleKey): Promise<void> {

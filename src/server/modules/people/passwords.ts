@@ -88,6 +88,12 @@ let dummy: Promise<string> | undefined;
  * (or has no local password), so that answer takes as long as a wrong password for a real user.
  */
 export function dummyHash(): Promise<string> {
-  dummy ??= hashPassword(`unknown-user-${crypto.randomUUID()}`);
+  if (!dummy) {
+    const made = hashPassword(`unknown-user-${crypto.randomUUID()}`);
+    dummy = made;
+    made.catch(() => {
+      if (dummy === made) dummy = undefined; // computed again on the next call
+    });
+  }
   return dummy;
 }

@@ -176,3 +176,16 @@ export async function recordThrottleFailure(
 export async function clearThrottle(db: Queryable, k: { scope: ThrottleScope; key: string }): Promise<void> {
   await db.query('DELETE FROM login_throttle WHERE scope = $1 AND key = $2', [k.scope, k.key]);
 }
+
+/**
+ * Deletes up to `limit` rows that no longer slow anyone (allowed again, untouched since `before`),
+ * so guessing at many usernames cannot grow the table without bound.
+ */
+export async function pruneThrottle(db: Queryable, before: Date, limit: number): Promise<number> {
+  const r = await db.query(
+    `DELETE FROM login_throttle WHERE ctid = ANY (ARRAY(
+       SELECT ctid FROM login_throttle WHERE updated_at < $1 AND next_allowed_at < $1 LIMIT $2))`,
+    [before, limit],
+  );
+  return r.rowCount ?? 0;
+}
