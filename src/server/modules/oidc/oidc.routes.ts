@@ -32,7 +32,7 @@ export function oidcRoutes(deps: { oidc: OidcService }): FastifyPluginAsyncZod {
         reply.header(
           'set-cookie',
           flowCookieHeader(started.binding, {
-            secure: started.secureCookie,
+            secure: oidc.secureCookie,
             maxAgeSeconds: OIDC_FLOW_TTL_MS / 1000,
           }),
         );
@@ -58,10 +58,10 @@ export function oidcRoutes(deps: { oidc: OidcService }): FastifyPluginAsyncZod {
       async (req, reply) => {
         const q = req.query;
         // The flow cookie has done its work, whatever the outcome.
-        reply.header('set-cookie', flowCookieHeader('', { secure: false, maxAgeSeconds: 0 }));
+        reply.header('set-cookie', flowCookieHeader('', { secure: oidc.secureCookie, maxAgeSeconds: 0 }));
         reply.header('cache-control', 'no-store');
         const ua = req.headers['user-agent'];
-        const signedIn = await oidc.callback(
+        return oidc.callback(
           {
             code: q.code,
             state: q.state,
@@ -75,7 +75,6 @@ export function oidcRoutes(deps: { oidc: OidcService }): FastifyPluginAsyncZod {
             requestId: String(req.id),
           },
         );
-        return { ...signedIn, token_type: 'Bearer' as const };
       },
     );
   };

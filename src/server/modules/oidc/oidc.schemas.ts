@@ -37,7 +37,6 @@ export const callbackQuery = z.object({
 export const signedInSchema = z.object({
   access_token: z.string().max(4096),
   refresh_token: z.string().max(200),
-  token_type: z.literal('Bearer'),
   expires_in: z.number().int().min(0).max(86_400).describe('Lifetime of the access token, in seconds'),
   user_id: z.uuid(),
   created: z.boolean().describe('true when this sign-in created the user'),

@@ -181,13 +181,14 @@ export function createOidcService(deps: OidcServiceDeps) {
 
   return {
     enabled,
+    /** The flow cookie is Secure when the IdP sends the browser back over https. */
+    secureCookie: redirectUri.startsWith('https:'),
 
     /** A new flow: where to send the browser, and the value of its binding cookie. */
-    async start(input: { redirect?: string | undefined; invite?: string | undefined }): Promise<{
-      url: string;
-      binding: string;
-      secureCookie: boolean;
-    }> {
+    async start(input: {
+      redirect?: string | undefined;
+      invite?: string | undefined;
+    }): Promise<{ url: string; binding: string }> {
       requireEnabled();
       const c = await clientConfig();
       const k = await key();
@@ -211,7 +212,7 @@ export function createOidcService(deps: OidcServiceDeps) {
         state,
         nonce: derive(k, 'nonce', state),
       });
-      return { url: url.href, binding, secureCookie: redirectUri.startsWith('https:') };
+      return { url: url.href, binding };
     },
 
     /** The IdP's redirect back: the flow, the code exchange, the identity, a session. */
