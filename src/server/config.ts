@@ -112,7 +112,7 @@ export const serverConfigSchema = z
     operatorToken: z.string().min(32).max(512).optional(),
     operatorTokenFile: z.string().min(1).max(4096).optional(),
     /** OIDC sign-in (see modules/oidc): the IdP's issuer URL; without it OIDC routes answer 404. */
-    oidcIssuer: z.url().max(2048).refine(secureOrLoopback, OIDC_URL_RULE).optional(),
+    oidcIssuer: z.url().max(500).refine(secureOrLoopback, OIDC_URL_RULE).optional(),
     oidcClientId: z.string().min(1).max(255).optional(),
     oidcClientSecret: z.string().min(8).max(1024).optional(),
     /** The callback registered at the IdP; default: publicUrl + /v1/auth/oidc/callback. */
