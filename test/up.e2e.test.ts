@@ -81,6 +81,24 @@ test('bulwark up: start, ready, a job through the agent, Ctrl-C, no orphan, rest
   assert.match(first.output(), /initialising the PostgreSQL cluster/);
   assert.match(first.output(), new RegExp(`http://127\\.0\\.0\\.1:${ports.server}`));
   assert.match(first.output(), /bulwark admin create-key/);
+  // An empty install: the one-time link of the first platform admin, the code in the URL fragment.
+  const link = new RegExp(
+    `first admin: open  http://127\\.0\\.0\\.1:${ports.server}/#invite=(bwi_[\\w-]{43})`,
+  );
+  const firstAdminCode = link.exec(first.output())?.[1];
+  assert.ok(firstAdminCode, first.output());
+  const redeemed = await fetch(`http://127.0.0.1:${ports.server}/v1/auth/invites/redeem`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      code: firstAdminCode,
+      username: 'first.admin',
+      password: 'a long enough passphrase',
+    }),
+  });
+  assert.equal(redeemed.status, 201);
+  assert.equal(((await redeemed.json()) as { user: { platform_admin: boolean } }).user.platform_admin, true);
+  assert.ok(!readFileSync(path.join(dir, 'logs', 'server.log'), 'utf8').includes(firstAdminCode));
 
   const ready = await fetch(`http://127.0.0.1:${ports.server}/ready`);
   assert.equal(ready.status, 200);
@@ -145,6 +163,7 @@ test('bulwark up: start, ready, a job through the agent, Ctrl-C, no orphan, rest
   const again = startUp();
   await again.ready;
   assert.doesNotMatch(again.output(), /initialising/);
+  assert.doesNotMatch(again.output(), /first admin|#invite=/, 'a user exists: no first-admin invite');
   again.child.kill('SIGTERM');
   assert.equal(await exited(again.child), 0);
 });

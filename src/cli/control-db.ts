@@ -28,6 +28,9 @@ export {
 export type { VerifyReport } from '../server/modules/audit/audit.verify.ts';
 export { resealPasswords } from '../server/modules/databases/databases.jobs.ts';
 export { createDriftService, type DriftReport } from '../server/modules/drift/drift.service.ts';
+export { inviteUrl } from '../server/modules/invites/invite-code.ts';
+export { createOperatorInvite } from '../server/modules/invites/invites.operator.ts';
+export type { InviteRole } from '../server/modules/invites/invites.repo.ts';
 export { createOperatorKey } from '../server/modules/keys/keys.service.ts';
 
 /**

@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../shared/version.ts';
 import { registerAdminCreateKey } from './commands/admin-create-key.ts';
+import { registerAdminInvite } from './commands/admin-invite.ts';
 import { registerAgent } from './commands/agent.ts';
 import { registerAudit } from './commands/audit.ts';
 import { registerDb } from './commands/db.ts';
@@ -35,6 +36,7 @@ registerServer(program);
 registerAgent(program);
 registerStatus(program);
 registerAdminCreateKey(program);
+registerAdminInvite(program);
 registerLogin(program);
 registerWhoami(program);
 registerKeys(program);

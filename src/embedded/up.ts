@@ -21,6 +21,7 @@ import {
 } from './child-settings.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
 import { enrollLocalAgent } from './enrollment.ts';
+import { firstAdminLines } from './first-admin.ts';
 import { dataLayout } from './layout.ts';
 import { stopStalePostmaster } from './postgres-cluster.ts';
 import {
@@ -335,6 +336,8 @@ export async function up(opts: UpOptions): Promise<number> {
     await writeUpInfo();
 
     const dd = opts.dataDir === '.bulwark' ? '' : ` --data-dir ${layout.root}`;
+    // An install without users: the one-time link of the first platform admin (printed once).
+    const firstAdmin = await firstAdminLines(dp.controlUrl, serverUrl, dd);
     opts.out('');
     opts.out(`Bulwark ${VERSION} is running`);
     opts.out(`  server     ${serverUrl}   (API reference: ${serverUrl}/docs)`);
@@ -342,6 +345,7 @@ export async function up(opts: UpOptions): Promise<number> {
     opts.out(`  postgres   127.0.0.1:${opts.pgPort} (loopback only; reached by the agent and PgBouncer)`);
     opts.out(`  data dir   ${layout.root}   (logs in ${layout.logs})`);
     opts.out(`  operator key: run  bulwark admin create-key --account NAME${dd}  on this host`);
+    for (const line of firstAdmin) opts.out(line);
     opts.out('Press Ctrl-C to stop.');
     opts.out('Bulwark is ready');
   } catch (err) {

@@ -32,6 +32,8 @@ import { explorerRoutes } from './modules/explorer/explorer.routes.ts';
 import type { ExplorerService } from './modules/explorer/explorer.service.ts';
 import { healthRoutes } from './modules/health/health.routes.ts';
 import { homePage } from './modules/health/home.page.ts';
+import { invitesRoutes } from './modules/invites/invites.routes.ts';
+import type { InvitesService } from './modules/invites/invites.service.ts';
 import { jobRoutes } from './modules/jobs/jobs.routes.ts';
 import type { JobsService } from './modules/jobs/jobs.service.ts';
 import type { KeyAuthenticator } from './modules/keys/keys.authenticator.ts';
@@ -71,6 +73,8 @@ export type AppDeps = {
   /** Audit log: listing, export, verification, checkpoints, public keys. */
   audit: AuditAdminService;
   databases: DatabasesService;
+  /** Invite-only sign-up: /v1/invites and the public redemption. */
+  invites: InvitesService;
   /** The SQL explorer (queries and schema through the agent; issue 6). */
   explorer: ExplorerService;
   /** Agents' explorer channels held by this replica (the explorer's fast path; ADR 0009). */
@@ -182,6 +186,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
+  await app.register(invitesRoutes({ invites: deps.invites }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(auditRoutes({ audit: deps.audit }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));

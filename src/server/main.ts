@@ -20,6 +20,7 @@ import { readOperatorToken } from './modules/drift/drift.routes.ts';
 import { createDriftService, driftJobFinished } from './modules/drift/drift.service.ts';
 import { createExplorerChannels, type ExplorerChannels } from './modules/explorer/explorer.channel.ts';
 import { createExplorerService, type ExplorerService } from './modules/explorer/explorer.service.ts';
+import { createInvitesService } from './modules/invites/invites.service.ts';
 import { createJobHooks } from './modules/jobs/job-hooks.ts';
 import { createJobNotifier } from './modules/jobs/job-notifier.ts';
 import { createJobsService } from './modules/jobs/jobs.service.ts';
@@ -30,6 +31,7 @@ import { readMetricsToken } from './modules/metrics/metrics-token.ts';
 import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
+import { createLocalUser } from './modules/people/users.service.ts';
 
 export type ServerContext = {
   app: FastifyInstance;
@@ -95,6 +97,8 @@ export async function createServerContext(opts: {
   jobHooks.register('database.', databaseJobs.onJobFinished);
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });
+  // Invite-only sign-up: redemption creates the user through the people module.
+  const invites = createInvitesService({ db, log, audit, people: { createLocalUser } });
   const operatorToken = readOperatorToken(config);
   const auditStack = createAuditStack({ config, db, log, audit });
   const nodes = createNodesService({
@@ -139,6 +143,7 @@ export async function createServerContext(opts: {
       metricsToken,
       audit: auditStack.admin,
       databases,
+      invites,
       explorer,
       explorerChannels,
       jobSecret: databaseJobs.jobSecret,

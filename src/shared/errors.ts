@@ -28,6 +28,8 @@ export const ERROR_CATALOG = {
   capacity_exceeded: { status: 409 },
   payload_too_large: { status: 413 },
   invalid_job_result: { status: 422 },
+  /** Redeeming an invite: the code is used, expired or unknown, or the username is taken — one answer for all. */
+  invalid_invite: { status: 400 },
   upgrade_required: { status: 426 },
   rate_limited: { status: 429 },
   /** The client went away before its explorer query finished (nginx's "client closed request"). */
