@@ -314,3 +314,23 @@ test('a refused redemption takes as long as one that creates a user (the same ar
   // Without the throwaway hash a refusal is a few milliseconds against tens: ratio ~0.1.
   assert.ok(ratio > 0.5 && ratio < 2, `refused/created = ${ratio.toFixed(2)}`);
 });
+
+test('redemption is rate limited per address like every route without a key', async () => {
+  const limited = await createTestServer({ rateLimitIpPerMinute: 3 });
+  try {
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await limited.app.inject({
+        method: 'POST',
+        url: '/v1/auth/invites/redeem',
+        payload: { code: `bwi_${randomUUID()}`, username: `limited${i}`, password: PASSWORD },
+        remoteAddress: '198.51.100.4',
+      });
+      statuses.push(res.statusCode);
+      if (res.statusCode === 429) assert.ok(Number(res.headers['retry-after']) >= 1);
+    }
+    assert.deepEqual(statuses, [400, 400, 400, 429]);
+  } finally {
+    await limited.stop();
+  }
+});
