@@ -334,3 +334,9 @@ test('redemption is rate limited per address like every route without a key', as
     await limited.stop();
   }
 });
+
+test('the page an invite link opens says how to redeem it', async () => {
+  const home = await s.app.inject({ url: '/' });
+  assert.equal(home.statusCode, 200);
+  assert.match(home.body, /#invite=.*POST \/v1\/auth\/invites\/redeem/s);
+});

@@ -12,6 +12,7 @@ export function homePage(info: { version: string; poolerPort: number | null }): 
 <li>Health: <a href="/health">/health</a>, readiness: <a href="/ready">/ready</a></li>
 ${pooler}
 <li>Operator key: <code>bulwark admin create-key --account NAME</code> on the server host</li>
+<li>Invited? The code is the part of this page's address after <code>#invite=</code>; sign up with <code>POST /v1/auth/invites/redeem {"code", "username", "password"}</code> (a password of 12 or more characters), then sign in</li>
 </ul>
 </body></html>`;
 }
