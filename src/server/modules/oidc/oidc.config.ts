@@ -10,7 +10,7 @@ export type OidcRole = 'owner' | 'admin' | 'member' | 'viewer';
 export type OidcRoleMapping = { value: string; account: string; role: OidcRole };
 
 export const OIDC_URL_RULE = 'must be an https:// URL (http:// only on a loopback address)';
-export const OIDC_CALLBACK_PATH = '/v1/auth/oidc/callback';
+const OIDC_CALLBACK_PATH = '/v1/auth/oidc/callback';
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 
 /** The flow cookie: binds a sign-in to the browser that started it (login CSRF). */
-export const FLOW_COOKIE = 'bulwark_oidc';
-export const FLOW_COOKIE_PATH = '/v1/auth/oidc';
+const FLOW_COOKIE = 'bulwark_oidc';
+const FLOW_COOKIE_PATH = '/v1/auth/oidc';
 
 const token = (max: number) =>
   z

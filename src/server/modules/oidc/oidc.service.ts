@@ -30,12 +30,12 @@ import { type OidcRole, type OidcRoleMapping, oidcRedirectUrl } from './oidc.con
 import * as repo from './oidc.repo.ts';
 
 export const OIDC_FLOW_TTL_MS = 10 * 60_000;
-export const SIGN_IN_FAILED = 'Sign-in failed';
-export const NO_ROLE_MESSAGE =
+const SIGN_IN_FAILED = 'Sign-in failed';
+const NO_ROLE_MESSAGE =
   'This identity has no role here: ask an administrator for an invite, or for a group that maps to a role';
 const SUBJECT_KEY_NAME = 'oidc-subject-key';
 
-export type OidcSettings = {
+type OidcSettings = {
   publicUrl?: string | undefined;
   oidcIssuer?: string | undefined;
   oidcClientId?: string | undefined;
@@ -47,17 +47,17 @@ export type OidcSettings = {
   oidcStoreProfile: boolean;
 };
 
-export type IssuedSession = { access_token: string; refresh_token: string; expires_in: number };
+type IssuedSession = { access_token: string; refresh_token: string; expires_in: number };
 
 /** What the sessions service offers a sign-in (sessions.service.ts `issue`). */
-export type SessionIssuer = {
+type SessionIssuer = {
   issue(
     input: { userId: string; sourceIp: string | null; userAgent?: string | null; requestId?: string | null },
     tx?: Tx,
   ): Promise<IssuedSession>;
 };
 
-export type OidcServiceDeps = {
+type OidcServiceDeps = {
   db: Db;
   log: Logger;
   /** The master keyring: it seals the install's subject key; without it sign-in answers 503. */
@@ -72,7 +72,7 @@ export type OidcServiceDeps = {
 };
 
 /** An invite taken (deleted) by its code's SHA-256 in the caller's transaction; null: used, expired or unknown. */
-export type InviteTaker = {
+type InviteTaker = {
   take(
     tx: Tx,
     codeHash: Buffer,
@@ -87,7 +87,7 @@ export type InviteTaker = {
 /** Thrown inside the sign-up transaction to roll it back (the invite put back) before a refusal. */
 class NoRole extends Error {}
 
-export type CallbackInput = {
+type CallbackInput = {
   code?: string | undefined;
   state?: string | undefined;
   iss?: string | undefined;
@@ -96,9 +96,9 @@ export type CallbackInput = {
   binding?: string | undefined;
 };
 
-export type ClientInfo = { sourceIp: string; userAgent: string | null; requestId: string };
+type ClientInfo = { sourceIp: string; userAgent: string | null; requestId: string };
 
-export type SignedIn = IssuedSession & { user_id: string; created: boolean; redirect: string | null };
+type SignedIn = IssuedSession & { user_id: string; created: boolean; redirect: string | null };
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
 
