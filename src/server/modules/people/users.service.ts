@@ -16,6 +16,7 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Queryable, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
 import type { LoginThrottle } from './login-throttle.ts';
+import { createPasswordGate, type PasswordGate } from './password-gate.ts';
 import { checkPasswordPolicy, dummyHash, hashPassword, verifyPassword } from './passwords.ts';
 import { base32Encode, matchTotp, newTotpSecret, otpauthUri } from './totp.ts';
 import * as repo from './users.repo.ts';
@@ -92,6 +93,8 @@ export type UsersServiceDeps = {
   box: SecretBox | null;
   throttle: LoginThrottle;
   sessions: SessionIssuer;
+  /** Bounds concurrent argon2 verifications (default: one core fewer than the host's). */
+  passwordGate?: PasswordGate;
   now?: () => number;
 };
 
@@ -111,6 +114,7 @@ type FailReason = 'unknown_user' | 'wrong_password' | 'no_password' | 'suspended
 export function createUsersService(deps: UsersServiceDeps) {
   const { db, log, audit, throttle } = deps;
   const now = deps.now ?? Date.now;
+  const gate = deps.passwordGate ?? createPasswordGate();
   // Made now, so the first unknown username does not pay for it (a timing difference).
   dummyHash().catch(() => {});
 
@@ -130,7 +134,7 @@ export function createUsersService(deps: UsersServiceDeps) {
   });
 
   /** One greppable line per refused sign-in (docs/operations.md has a fail2ban filter for it). */
-  const logFailure = (input: LoginInput, reason: FailReason | 'throttled') =>
+  const logFailure = (input: LoginInput, reason: FailReason | 'throttled' | 'busy') =>
     log.warn(
       {
         event: 'login_failed',
@@ -183,7 +187,12 @@ export function createUsersService(deps: UsersServiceDeps) {
       const user = USERNAME_PATTERN.test(username) ? await repo.findLoginByUsername(db, username) : null;
       // The same argon2 work whether or not the user exists or has a password.
       const hash = user?.password_hash ?? (await dummyHash());
-      const passwordOk = await verifyPassword(hash, input.password);
+      const passwordOk = await gate.run(() => verifyPassword(hash, input.password));
+      if (passwordOk === null) {
+        // Too many verifications waiting on this process: refused before the password is looked at.
+        logFailure(input, 'busy');
+        return { ok: false, retryAfterS: 1 };
+      }
       if (!user) throw await refuse(input, null, 'unknown_user', keys);
       if (!user.password_hash) throw await refuse(input, user.id, 'no_password', keys);
       if (!passwordOk) throw await refuse(input, user.id, 'wrong_password', keys);
