@@ -19,6 +19,8 @@ const ALLOWED = new Set([
   'post /v1/agent/jobs/{id}/secret 200 password', // a job's secret, to the agent holding its lease
   'post /v1/audit/checkpoints 200 hash', // the audit chain head: a public digest, not a secret
   'post /v1/audit/checkpoints 201 hash', // the same, signed by this call
+  'post /v1/auth/refresh 200 access_token', // a session's next tokens, to the holder of its refresh token
+  'post /v1/auth/refresh 200 refresh_token',
 ]);
 
 /** Numbers, booleans and containers cannot carry a secret themselves (containers are walked). */

@@ -43,6 +43,9 @@ import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
 import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
+import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
+import { sessionsRoutes } from './modules/sessions/sessions.routes.ts';
+import type { SessionsService } from './modules/sessions/sessions.service.ts';
 
 export type AppDeps = {
   config: Pick<
@@ -64,6 +67,10 @@ export type AppDeps = {
   keyAuth: Pick<KeyAuthenticator, 'authenticate'>;
   /** API key management: the /v1/keys routes. */
   keys: KeysService;
+  /** Signed-in users' access tokens, checked by the auth plugin next to API keys. */
+  sessionAuth: Pick<SessionAuthenticator, 'authenticate'>;
+  /** Sessions: refresh, logout, /v1/me, suspension (/v1/auth/*, /v1/users/*). */
+  sessions: SessionsService;
   /** The account's view of the job queue (/v1/jobs). */
   jobs: JobsService;
   /** Counters (auth failures, rate-limit hits…) and the scrape-time registry behind /metrics. */
@@ -153,7 +160,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     perIp: { limit: deps.config.rateLimitIpPerMinute, windowMs: 60_000 },
     authFailuresPerIp: { limit: deps.config.rateLimitAuthFailuresPerMinute, windowMs: 60_000 },
   });
-  registerAuth(app, { keys: deps.keyAuth, nodes: deps.nodes, limiter, metrics: deps.metrics });
+  registerAuth(app, {
+    keys: deps.keyAuth,
+    sessions: deps.sessionAuth,
+    nodes: deps.nodes,
+    limiter,
+    metrics: deps.metrics,
+  });
   const withIdempotency = createIdempotency({ db: deps.db });
 
   await app.register(swagger, {
@@ -181,6 +194,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     healthRoutes({ version: deps.version, migrationsAtHead: () => migrationsAtHead(deps.db) }),
   );
   await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
+  await app.register(sessionsRoutes({ sessions: deps.sessions }));
   await app.register(
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
   );

@@ -53,6 +53,18 @@ export const serverConfigSchema = z
       .min(1)
       .max(7 * 24 * 60)
       .default(60),
+    /** Signed-in users' access tokens (JWT): `iss` and `aud` written and required, and their lifetime. */
+    sessionIssuer: z
+      .string()
+      .regex(/^[A-Za-z0-9._:/-]{1,100}$/)
+      .default('bulwark'),
+    sessionAudience: z
+      .string()
+      .regex(/^[A-Za-z0-9._:/-]{1,100}$/)
+      .default('bulwark-api'),
+    sessionAccessTokenMinutes: z.coerce.number().int().min(1).max(60).default(15),
+    /** A session (its refresh-token family) ends this long after sign-in, whatever its use. */
+    sessionRefreshTokenDays: z.coerce.number().int().min(1).max(90).default(30),
     /** Keyring file (0600) sealing tenant database passwords at rest; see `bulwark master-key`. */
     masterKeyFile: z.string().min(1).max(4096).optional(),
     /** Allowlist of a new database (CIDRs). The embedded default is loopback only. */
@@ -154,6 +166,10 @@ export const serverEnv: Record<string, EnvBinding> = {
   jobLeaseMs: { env: 'BULWARK_JOB_LEASE_MS' },
   explorerMaxInFlight: { env: 'BULWARK_EXPLORER_MAX_IN_FLIGHT' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
+  sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },
+  sessionAudience: { env: 'BULWARK_SESSION_AUDIENCE' },
+  sessionAccessTokenMinutes: { env: 'BULWARK_SESSION_ACCESS_TOKEN_MINUTES' },
+  sessionRefreshTokenDays: { env: 'BULWARK_SESSION_REFRESH_TOKEN_DAYS' },
   rateLimitKeyPerMinute: { env: 'BULWARK_RATE_LIMIT_KEY_PER_MINUTE' },
   rateLimitIpPerMinute: { env: 'BULWARK_RATE_LIMIT_IP_PER_MINUTE' },
   rateLimitAuthFailuresPerMinute: { env: 'BULWARK_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE' },

@@ -32,6 +32,9 @@ import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
 import { createLocalUser } from './modules/people/users.service.ts';
+import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
+import { createSessionTokens } from './modules/sessions/session-tokens.ts';
+import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
 
 export type ServerContext = {
   app: FastifyInstance;
@@ -41,6 +44,10 @@ export type ServerContext = {
   keyAuth: KeyAuthenticator;
   /** API key management (create, revoke, the idle-key sweeper). */
   keys: KeysService;
+  /** Signed-in users' sessions: issue (sign-in), refresh, logout, suspension. */
+  sessions: SessionsService;
+  /** Access-token authentication (the session cache, evicted by the shared listener). */
+  sessionAuth: SessionAuthenticator;
   /** This process's audit writer (tests record events with it). */
   audit: AuditService;
   explorer: ExplorerService;
@@ -77,6 +84,24 @@ export async function createServerContext(opts: {
   // Tenant database passwords are sealed with the master keyring (followed across rotations).
   const box = config.masterKeyFile ? createKeyringFileBox(config.masterKeyFile) : null;
   if (!box) log.warn('no master key file (BULWARK_MASTER_KEY_FILE): database routes answer 503');
+  // Access tokens are signed with a key sealed by the master keyring, shared through the control DB.
+  const sessionTokens = createSessionTokens({
+    db,
+    box,
+    issuer: config.sessionIssuer,
+    audience: config.sessionAudience,
+    accessTokenTtlSeconds: config.sessionAccessTokenMinutes * 60,
+  });
+  const sessionAuth = createSessionAuthenticator({ db, log, tokens: sessionTokens, listener });
+  const sessions = createSessionsService({
+    db,
+    log,
+    audit,
+    tokens: sessionTokens,
+    auth: sessionAuth,
+    keys: keyAuth,
+    refreshTokenTtlDays: config.sessionRefreshTokenDays,
+  });
   if (config.poolerSslmode === 'disable' || config.poolerSslmode === 'prefer')
     log.warn(
       { sslmode: config.poolerSslmode },
@@ -138,6 +163,8 @@ export async function createServerContext(opts: {
       nodes,
       keyAuth,
       keys,
+      sessionAuth,
+      sessions,
       jobs: createJobsService({ db }),
       metrics,
       metricsToken,
@@ -157,6 +184,8 @@ export async function createServerContext(opts: {
       databases,
       keyAuth,
       keys,
+      sessions,
+      sessionAuth,
       audit,
       explorer,
       explorerChannels,

@@ -1,4 +1,4 @@
-import type { Caller, Permission } from '../../src/server/http/caller.ts';
+import type { KeyCaller, Permission } from '../../src/server/http/caller.ts';
 import type { TestServer } from './server.ts';
 
 /** An account row straight in the control DB; returns its id. */
@@ -14,7 +14,7 @@ export function callerFor(
   accountId: string,
   level: Permission = 'write',
   databases: string[] | null = null,
-): Caller {
+): KeyCaller {
   return {
     kind: 'key',
     accountId,

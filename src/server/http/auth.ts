@@ -1,7 +1,9 @@
 /**
  * Authentication for the public API: one app-level onRequest hook. Every route under /v1/
- * needs a `Bearer bwk_…` key except the agent API (/v1/agent/*, its own tokens), the
- * OpenAPI document and routes declared with `config: { public: true }`.
+ * needs a `Bearer bwk_…` key or a signed-in user's access token (`Bearer <JWT>`) except the agent
+ * API (/v1/agent/*, its own tokens), the OpenAPI document and routes declared with
+ * `config: { public: true }`. A user acts in the account named by `Bulwark-Account` (or their only
+ * one); without one, `req.user` is set but not `req.caller`, and account routes answer 403.
  *
  * Runs before the body is read. Order: per-IP failure budget → key format and checksum
  * (no I/O) → cached lookup + constant-time hash check → per-key rate limit. Every failure
@@ -9,10 +11,13 @@
  * have their own per-IP failure budget, consulted only after the token failed.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { unauthorized } from '../../shared/errors.ts';
+import { badRequest, unauthorized } from '../../shared/errors.ts';
 import type { AuthFailure, KeyAuthenticator } from '../modules/keys/keys.authenticator.ts';
 import type { ServerMetrics } from '../modules/metrics/server-metrics.ts';
 import type { AgentIdentity, NodesService } from '../modules/nodes/nodes.service.ts';
+import type { SessionAuthenticator, SessionAuthFailure } from '../modules/sessions/session-auth.ts';
+import { JWT_SHAPE } from '../modules/sessions/session-tokens.ts';
+import { callerActor } from './caller.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 
 declare module 'fastify' {
@@ -23,7 +28,11 @@ declare module 'fastify' {
 
 export const AUTH_FAILED_MESSAGE = 'Missing, invalid, expired or revoked API key';
 
-const BEARER = /^Bearer ([^\s]{1,200})$/;
+const BEARER = /^Bearer ([^\s]{1,2048})$/;
+export const SESSION_FAILED_MESSAGE = 'Missing, invalid, expired or revoked access token';
+/** The account a signed-in user acts in on this request (an account name). */
+const ACCOUNT_HEADER = 'bulwark-account';
+const ACCOUNT_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
 
 /** Routes under /v1 that need no API key (agents have their own tokens, checked below). */
 export function isUnauthenticatedRoute(routeUrl: string): boolean {
@@ -43,6 +52,8 @@ export function registerAuth(
   app: FastifyInstance,
   deps: {
     keys: Pick<KeyAuthenticator, 'authenticate'>;
+    /** Signed-in users' access tokens (absent: only keys are accepted). */
+    sessions?: Pick<SessionAuthenticator, 'authenticate'>;
     /** Agent tokens: checked here too, before any body is read, under their own per-IP failure budget. */
     nodes: Pick<NodesService, 'authenticateAgent'>;
     limiter: RateLimiter;
@@ -102,25 +113,39 @@ export function registerAuth(
     }
 
     const header = req.headers.authorization;
-    let reason: AuthFailure | 'missing';
+    let reason: AuthFailure | SessionAuthFailure | 'missing';
+    let kind = 'api_key';
     if (header === undefined || header === '') reason = 'missing';
     else {
       const m = BEARER.exec(header);
       if (!m) reason = 'malformed';
-      else {
+      else if (deps.sessions && !m[1]!.startsWith('bwk_') && JWT_SHAPE.test(m[1]!)) {
+        kind = 'session';
+        const account = req.headers[ACCOUNT_HEADER];
+        if (account !== undefined && (typeof account !== 'string' || !ACCOUNT_NAME.test(account)))
+          throw badRequest('Bulwark-Account must be an account name');
+        const result = await deps.sessions.authenticate(m[1]!, ip, account);
+        if (result.ok) {
+          req.user = result.user;
+          if (result.caller) req.caller = result.caller;
+          limit(reply, await limiter.hitKey(`user:${result.user.userId}`), 'key');
+          return;
+        }
+        reason = result.reason;
+      } else {
         const result = await keys.authenticate(m[1]!, ip);
         if (result.ok) {
           req.caller = result.caller;
-          limit(reply, await limiter.hitKey(result.caller.keyId), 'key');
+          limit(reply, await limiter.hitKey(callerActor(result.caller).id), 'key');
           return;
         }
         reason = result.reason;
       }
     }
     await limiter.recordAuthFailure(ip);
-    metrics?.authFailures.inc({ kind: 'api_key', reason });
+    metrics?.authFailures.inc({ kind, reason });
     req.log.warn(`bulwark auth failure ip=${ip} reason=${reason}`);
     reply.header('www-authenticate', 'Bearer');
-    throw unauthorized(AUTH_FAILED_MESSAGE);
+    throw unauthorized(kind === 'session' ? SESSION_FAILED_MESSAGE : AUTH_FAILED_MESSAGE);
   });
 }

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, conflict } from '../../shared/errors.ts';
 import type { Db } from '../db/pool.ts';
+import { callerActor } from './caller.ts';
 import * as repo from './idempotency.repo.ts';
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
@@ -55,7 +56,7 @@ export function createIdempotency(deps: { db: Db; ttlMs?: number }): WithIdempot
           req.routeOptions.url,
           req.params ?? null,
           req.body ?? null,
-          caller.keyId,
+          callerActor(caller).id,
         ]),
       )
       .digest();

@@ -3,6 +3,7 @@
  * - `apiKey`: an account's API key (`bwk_…`), every /v1 route of an account;
  * - `agentToken`: a node agent's token (`bwa_…`), the agent API under /v1/agent (its enrollment
  *   excepted: the one-time token is in the body);
+ * - `userSession`: a signed-in user's access token (a JWT of 15 minutes);
  * - `operatorToken`: the server's operator token, platform-wide operator routes (node drift).
  */
 export const SECURITY_SCHEMES = {
@@ -12,6 +13,13 @@ export const SECURITY_SCHEMES = {
     scheme: 'bearer',
     bearerFormat: 'bwa_…',
     description: "A node agent's token (from POST /v1/agent/enroll); only agents use these routes",
+  },
+  userSession: {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+    description:
+      "A signed-in user's access token (from POST /v1/auth/login or /v1/auth/refresh); header Bulwark-Account names the account acted in",
   },
   operatorToken: {
     type: 'http',

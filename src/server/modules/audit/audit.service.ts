@@ -26,7 +26,7 @@ import type { FastifyRequest } from 'fastify';
 import { redactSql } from '../../../shared/sql/explorer-validator.ts';
 import type { Db, Queryable } from '../../db/pool.ts';
 import { storableJson, storableText } from '../../db/storable.ts';
-import type { Caller } from '../../http/caller.ts';
+import { type Caller, callerActor } from '../../http/caller.ts';
 import * as repo from './audit.repo.ts';
 import {
   type AuditActorType,
@@ -227,7 +227,7 @@ export function createAuditService(deps: { db: Db }): AuditService {
 
 /**
  * The request's part of an event: actor from `req.caller` (an API key: actorType 'key', actorId
- * the key id, accountId its account), source IP and request id. Without a caller (e.g. a refused
+ * the key id; a signed-in user: 'user', the user id; accountId the account acted in), source IP and request id. Without a caller (e.g. a refused
  * sign-in) the actor is 'system'/null unless `partial` says otherwise. Fields in `partial` win.
  */
 export function auditFromRequest(
@@ -237,8 +237,8 @@ export function auditFromRequest(
   const c = req.caller;
   const base: AuditEventDraft = {
     action: partial.action,
-    actorType: c ? 'key' : 'system',
-    actorId: c ? c.keyId : null,
+    actorType: c ? callerActor(c).type : 'system',
+    actorId: c ? callerActor(c).id : null,
     accountId: c ? c.accountId : null,
     sourceIp: c?.sourceIp ?? req.ip ?? null,
     requestId: String(req.id),
@@ -252,15 +252,15 @@ export function auditFromRequest(
 
 /**
  * The same as auditFromRequest for a service that holds the Caller but not the request: actor
- * 'key' (the key id), its account and source IP; pass the request id when you have it.
+ * 'key' (the key id) or 'user' (the user id), its account and source IP; pass the request id when you have it.
  */
 export function auditFromCaller(
-  caller: Pick<Caller, 'keyId' | 'accountId' | 'sourceIp'>,
+  caller: Caller,
   partial: AuditEventDraft,
   requestId: string | null = null,
 ): AuditEventDraft {
   return auditFromRequest(
-    { caller: caller as Caller, ip: caller.sourceIp, id: requestId ?? '' },
+    { caller, ip: caller.sourceIp, id: requestId ?? '' },
     {
       ...(requestId === null ? { requestId: null } : {}),
       ...partial,

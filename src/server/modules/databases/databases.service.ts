@@ -8,7 +8,13 @@ import { scramVerifier } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
-import { assertDatabaseInScope, type Caller, requireAccountScope, requireLevel } from '../../http/caller.ts';
+import {
+  assertDatabaseInScope,
+  type Caller,
+  callerLogFields,
+  requireAccountScope,
+  requireLevel,
+} from '../../http/caller.ts';
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
@@ -232,7 +238,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         if (isUniqueViolation(err)) throw conflict(`The database name "${name}" is taken; choose another`);
         throw err;
       }
-      log.info({ database: name, database_id: id, key_id: caller.keyId }, 'database create queued');
+      log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
       return (await repo.findByName(db, caller.accountId, name))!;
     },
 
@@ -276,7 +282,10 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           payload: { database_id: row.id, name },
         });
         await audit(tx, caller, 'database.delete_requested', row.id, { name, node: row.node_name });
-        log.info({ database: name, database_id: row.id, key_id: caller.keyId }, 'database delete queued');
+        log.info(
+          { database: name, database_id: row.id, ...callerLogFields(caller) },
+          'database delete queued',
+        );
         return { ...row, status: 'deleting' as const };
       });
     },
@@ -431,7 +440,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         });
         return box.open(sealed.password_sealed, passwordContext(row.id));
       });
-      log.info({ database: name, key_id: caller.keyId }, 'database credentials revealed');
+      log.info({ database: name, ...callerLogFields(caller) }, 'database credentials revealed');
       return { password };
     },
 
@@ -453,7 +462,10 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           payload: { database_id: row.id, name, verifier },
         });
         await audit(tx, caller, 'database.credentials_rotation_requested', row.id, { name });
-        log.info({ database: name, database_id: row.id, key_id: caller.keyId }, 'credential rotation queued');
+        log.info(
+          { database: name, database_id: row.id, ...callerLogFields(caller) },
+          'credential rotation queued',
+        );
         // Read back: the answer carries the request's `last_rotation` (what `--wait` follows).
         return (await repo.findByName(tx, caller.accountId, name))!;
       });

@@ -101,21 +101,24 @@ export async function insertKey(db: Queryable, k: InsertKey): Promise<KeyRow> {
 
 /**
  * One key by lookup prefix, with its hash, account and whether any creator up the chain is
- * revoked. The walk up the chain has no depth limit (a chain deeper than any limit must still
+ * revoked or was made by a user now suspended. The walk up the chain has no depth limit (a chain deeper than any limit must still
  * lose its rights when an ancestor is revoked); UNION, not UNION ALL, ends it even on a cycle.
  */
 export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promise<KeyAuthRow | null> {
   const r = await db.query<KeyAuthRow>(
     `SELECT ${KEY_COLUMNS}, k.key_hash, a.name AS account_name, a.status AS account_status,
-            coalesce(chain.revoked, false) AS creator_revoked
+            (coalesce(chain.revoked, false) OR EXISTS (
+               SELECT 1 FROM users u WHERE u.id = k.created_by_user_id AND u.status <> 'active'
+             )) AS creator_revoked
        FROM api_keys k
        JOIN accounts a ON a.id = k.account_id
        LEFT JOIN LATERAL (
          WITH RECURSIVE up (id, parent, revoked) AS (
-           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL FROM api_keys p WHERE p.id = k.created_by_key_id
+           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL OR pu.status = 'suspended'
+             FROM api_keys p LEFT JOIN users pu ON pu.id = p.created_by_user_id WHERE p.id = k.created_by_key_id
            UNION
-           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL
-             FROM up JOIN api_keys p ON p.id = up.parent
+           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL OR pu.status = 'suspended'
+             FROM up JOIN api_keys p ON p.id = up.parent LEFT JOIN users pu ON pu.id = p.created_by_user_id
          )
          SELECT bool_or(up.revoked) AS revoked FROM up
        ) chain ON true

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { requireCaller } from '../../http/caller.ts';
+import { requireCaller, requireKeyCaller } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
 import { idempotencyHeaders } from '../../http/idempotency.schemas.ts';
 import type { WithIdempotency } from '../../http/idempotency.ts';
@@ -115,13 +115,13 @@ export function keysRoutes(deps: {
           response: { 200: whoamiSchema, ...errorResponses },
         },
       },
-      async (req) => whoami(requireCaller(req)),
+      async (req) => whoami(requireKeyCaller(req)),
     );
   };
 }
 
 /** Built from the authenticated caller alone (no I/O). */
-export function whoami(c: ReturnType<typeof requireCaller>): z.infer<typeof whoamiSchema> {
+export function whoami(c: ReturnType<typeof requireKeyCaller>): z.infer<typeof whoamiSchema> {
   return {
     account: { id: c.accountId, name: c.accountName },
     key: {

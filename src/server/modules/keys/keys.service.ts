@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { generateApiKey, hashApiKey } from '../../../shared/api-key.ts';
 import { badRequest, forbidden, notFound } from '../../../shared/errors.ts';
 import { type Db, withTx } from '../../db/pool.ts';
-import { type Caller, type Permission, requireLevel } from '../../http/caller.ts';
+import { type Caller, callerActor, type Permission, requireLevel } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import {
   type AuditEventDraft,
@@ -157,13 +157,19 @@ export function createKeysService(deps: KeysServiceDeps) {
   /** Key management scope: a database-scoped admin sees only the keys it created itself. */
   const manageFilter = (caller: Caller): repo.KeyFilter => {
     requireLevel(caller, 'admin');
-    return { accountId: caller.accountId, createdBy: caller.databases === null ? null : caller.keyId };
+    return {
+      accountId: caller.accountId,
+      createdBy: caller.databases === null ? null : callerActor(caller).id,
+    };
   };
 
   return {
     /** A new key, shown once. It can never exceed its creator's rights. */
     async create(caller: Caller, input: CreateKeyInput): Promise<{ key: string; row: repo.KeyRow }> {
       requireLevel(caller, 'admin');
+      // Keys created by users (bounded by their role, dying with their suspension) come with the policy table.
+      if (caller.kind !== 'key')
+        throw forbidden('Signed-in users cannot create API keys yet; use an API key');
       if (RANK[input.level] > RANK[caller.level])
         throw forbidden('A key cannot be given more than its creator has');
       if (input.explorer && !caller.explorer)
@@ -264,7 +270,7 @@ export function createKeysService(deps: KeysServiceDeps) {
       );
       if (!row) throw notFound('Key');
       log.info(
-        { event: 'key.revoked', key_id: row.id, account_id: row.account_id, by: caller.keyId },
+        { event: 'key.revoked', key_id: row.id, account_id: row.account_id, by: callerActor(caller).id },
         'API key revoked',
       );
       return row;

@@ -1,0 +1,259 @@
+/**
+ * Sessions of signed-in users: issued at sign-in (the login and OIDC flows call `issue`), rotated
+ * on every refresh, revoked by logout, by refresh-token reuse and by suspension. Revocations
+ * reach every replica's session cache through NOTIFY on commit (session-auth.ts).
+ *
+ * A refresh token is `bwr_` + 32 random bytes (base64url), stored only as its SHA-256. Rotation
+ * marks the presented token used and inserts its successor in one transaction, under a row lock
+ * on the session; presenting a used token revokes the whole session (someone else has it).
+ */
+import type { Logger } from 'pino';
+import { generateToken, hashToken } from '../../../shared/api-key.ts';
+import { forbidden, notFound, unauthorized } from '../../../shared/errors.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import type { UserPrincipal } from '../../http/caller.ts';
+import type { AuditService } from '../audit/audit.service.ts';
+import { notifyKeysChanged } from '../keys/keys.repo.ts';
+import type { SessionAuthenticator } from './session-auth.ts';
+import type { SessionTokens } from './session-tokens.ts';
+import * as repo from './sessions.repo.ts';
+
+export const REFRESH_TOKEN_PREFIX = 'bwr_';
+export const REFRESH_FAILED_MESSAGE = 'Invalid, expired or revoked refresh token';
+const USER_AGENT_MAX = 500;
+const DAY_MS = 86_400_000;
+
+export type IssuedTokens = { access_token: string; refresh_token: string; expires_in: number };
+
+export type SessionsServiceDeps = {
+  db: Db;
+  log: Logger;
+  audit: Pick<AuditService, 'record' | 'recordNow'>;
+  tokens: Pick<SessionTokens, 'sign'>;
+  /** This process's session cache: revocations drop from it at once (other replicas: NOTIFY). */
+  auth: Pick<SessionAuthenticator, 'evictSession' | 'evictUser'>;
+  /** This process's key cache: the keys of a suspended user drop from it at once. */
+  keys: { evict(lookupPrefix: string): void };
+  refreshTokenTtlDays: number;
+  now?: () => number;
+};
+
+type ClientInfo = { sourceIp: string | null; userAgent?: string | null; requestId?: string | null };
+
+const boundedAgent = (ua: string | null | undefined) =>
+  typeof ua === 'string' && ua.length > 0 ? ua.slice(0, USER_AGENT_MAX) : null;
+
+export function createSessionsService(deps: SessionsServiceDeps) {
+  const { db, log, audit } = deps;
+  const now = deps.now ?? Date.now;
+
+  async function newRefreshToken(tx: Tx, sessionId: string): Promise<string> {
+    const token = generateToken(REFRESH_TOKEN_PREFIX, 32);
+    await repo.insertRefreshToken(tx, sessionId, hashToken(token));
+    return token;
+  }
+
+  async function start(tx: Tx, input: { userId: string } & ClientInfo) {
+    const expiresAt = new Date(now() + deps.refreshTokenTtlDays * DAY_MS);
+    const session = await repo.insertSession(tx, {
+      userId: input.userId,
+      expiresAt,
+      sourceIp: input.sourceIp,
+      userAgent: boundedAgent(input.userAgent),
+    });
+    const refresh = await newRefreshToken(tx, session.id);
+    await audit.record(tx, {
+      action: 'session.issued',
+      actorType: 'user',
+      actorId: input.userId,
+      targetType: 'session',
+      targetId: session.id,
+      sourceIp: input.sourceIp,
+      requestId: input.requestId ?? null,
+      details: { expires_at: expiresAt.toISOString() },
+    });
+    return { sessionId: session.id, refresh };
+  }
+
+  /** Both revocation paths end the same way: the row, the audit event, the NOTIFY, the local cache. */
+  async function revokeInTx(
+    tx: Tx,
+    sessionId: string,
+    reason: repo.RevokeReason,
+    event: { action: string; outcome?: 'success' | 'denied'; actorId: string; sourceIp: string | null },
+    requestId: string | null,
+  ): Promise<boolean> {
+    const revoked = await repo.revokeSession(tx, sessionId, reason);
+    if (!revoked) return false;
+    await repo.notifySessionRevoked(tx, sessionId);
+    await audit.record(tx, {
+      action: event.action,
+      outcome: event.outcome ?? 'success',
+      actorType: 'user',
+      actorId: event.actorId,
+      targetType: 'session',
+      targetId: sessionId,
+      sourceIp: event.sourceIp,
+      requestId,
+      details: { reason },
+    });
+    return true;
+  }
+
+  return {
+    /**
+     * A new session for a user whose sign-in was just checked: a signed access token, an opaque
+     * refresh token (shown once) and the access token's lifetime in seconds. Pass `tx` to make the
+     * session part of the sign-in's transaction (the access token is signed after the insert).
+     */
+    async issue(input: { userId: string } & ClientInfo, tx?: Tx): Promise<IssuedTokens> {
+      const started = tx ? await start(tx, input) : await withTx(db, (t) => start(t, input));
+      const access = await deps.tokens.sign(input.userId, started.sessionId);
+      return { access_token: access.token, refresh_token: started.refresh, expires_in: access.expiresIn };
+    },
+
+    /**
+     * A used refresh token for a new pair. A token presented a second time revokes its session
+     * (committed before the refusal) and is audited as `session.refresh_reused`.
+     */
+    async refresh(refreshToken: string, client: ClientInfo): Promise<IssuedTokens> {
+      if (!refreshToken.startsWith(REFRESH_TOKEN_PREFIX) || refreshToken.length > 200)
+        throw unauthorized(REFRESH_FAILED_MESSAGE);
+      const outcome = await withTx(db, async (tx) => {
+        const row = await repo.findRefreshTokenForUpdate(tx, hashToken(refreshToken));
+        if (!row) return { ok: false as const };
+        if (row.used_at) {
+          const revoked = await revokeInTx(
+            tx,
+            row.session_id,
+            'refresh_reuse',
+            {
+              action: 'session.refresh_reused',
+              outcome: 'denied',
+              actorId: row.user_id,
+              sourceIp: client.sourceIp,
+            },
+            client.requestId ?? null,
+          );
+          return { ok: false as const, reused: { sessionId: row.session_id, userId: row.user_id, revoked } };
+        }
+        if (
+          row.session_revoked_at ||
+          row.session_expires_at.getTime() <= now() ||
+          row.user_status !== 'active'
+        )
+          return { ok: false as const };
+        await repo.markRefreshTokenUsed(tx, row.id);
+        await repo.touchSession(tx, row.session_id);
+        const refresh = await newRefreshToken(tx, row.session_id);
+        return { ok: true as const, refresh, sessionId: row.session_id, userId: row.user_id };
+      });
+      if (!outcome.ok) {
+        if (outcome.reused) {
+          deps.auth.evictSession(outcome.reused.sessionId);
+          log.warn(
+            {
+              event: 'session.refresh_reused',
+              session_id: outcome.reused.sessionId,
+              user_id: outcome.reused.userId,
+              ip: client.sourceIp,
+            },
+            'refresh token reused: session revoked',
+          );
+        }
+        throw unauthorized(REFRESH_FAILED_MESSAGE);
+      }
+      const access = await deps.tokens.sign(outcome.userId, outcome.sessionId);
+      return { access_token: access.token, refresh_token: outcome.refresh, expires_in: access.expiresIn };
+    },
+
+    /** Ends the caller's session: the very next request with its access or refresh token is refused. */
+    async logout(user: UserPrincipal, requestId: string | null): Promise<void> {
+      await withTx(db, (tx) =>
+        revokeInTx(
+          tx,
+          user.sessionId,
+          'logout',
+          { action: 'session.logout', actorId: user.userId, sourceIp: user.sourceIp },
+          requestId,
+        ),
+      );
+      deps.auth.evictSession(user.sessionId);
+    },
+
+    /** The signed-in user and their memberships. */
+    async me(user: UserPrincipal) {
+      const row = await repo.findUser(db, user.userId);
+      if (!row) throw unauthorized();
+      const memberships = await repo.listMemberships(db, user.userId);
+      return { user: row, memberships };
+    },
+
+    /**
+     * Suspends a user (platform admin; or an owner of an account the user is a member of): every
+     * session ends, and every key they created stops working, on the next request on every replica.
+     */
+    async setSuspended(
+      actor: UserPrincipal,
+      userId: string,
+      suspended: boolean,
+      requestId: string | null,
+    ): Promise<repo.UserRow> {
+      const target = await repo.findUser(db, userId);
+      const ownedOver = actor.platformAdmin ? [] : await repo.accountsOwnedOver(db, actor.userId, userId);
+      if (!target || (!actor.platformAdmin && ownedOver.length === 0)) throw notFound('User');
+      if (target.id === actor.userId) throw forbidden('You cannot suspend or reactivate yourself');
+      if (target.platform_admin && !actor.platformAdmin)
+        throw forbidden('Only a platform admin can suspend or reactivate a platform admin');
+      const status = suspended ? 'suspended' : 'active';
+      let keyPrefixes: string[] = [];
+      const sessions = await withTx(db, async (tx) => {
+        const changed = await repo.setUserStatus(tx, userId, status);
+        if (!changed) return null;
+        const ended = suspended ? await repo.revokeUserSessions(tx, userId, 'user_suspended') : [];
+        await repo.notifyUserChanged(tx, userId);
+        // The keys they created (and those keys' children) stop or resume with them.
+        keyPrefixes = await repo.keyPrefixesOfUser(tx, userId);
+        await notifyKeysChanged(tx, keyPrefixes);
+        await audit.record(tx, {
+          action: suspended ? 'user.suspended' : 'user.reactivated',
+          actorType: 'user',
+          actorId: actor.userId,
+          targetType: 'user',
+          targetId: userId,
+          accountId: ownedOver.length === 1 ? ownedOver[0]! : null,
+          sourceIp: actor.sourceIp,
+          requestId,
+          details: suspended ? { sessions_revoked: ended.length } : {},
+        });
+        for (const id of ended) {
+          await audit.record(tx, {
+            action: 'session.revoked',
+            actorType: 'user',
+            actorId: actor.userId,
+            targetType: 'session',
+            targetId: id,
+            sourceIp: actor.sourceIp,
+            requestId,
+            details: { reason: 'user_suspended', user_id: userId },
+          });
+        }
+        return ended;
+      });
+      deps.auth.evictUser(userId);
+      for (const p of keyPrefixes) deps.keys.evict(p);
+      if (sessions === null) {
+        const current = await repo.findUser(db, userId);
+        if (!current) throw notFound('User');
+        return current;
+      }
+      log.info(
+        { event: suspended ? 'user.suspended' : 'user.reactivated', user_id: userId, by: actor.userId },
+        suspended ? 'user suspended' : 'user reactivated',
+      );
+      return { ...target, status };
+    },
+  };
+}
+
+export type SessionsService = ReturnType<typeof createSessionsService>;
