@@ -2,6 +2,10 @@ import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { createOperatorInvite } from '../src/server/modules/invites/invites.operator.ts';
+import { createInvitesService } from '../src/server/modules/invites/invites.service.ts';
+import { createPasswordGate } from '../src/server/modules/people/password-gate.ts';
+import { createLocalUser } from '../src/server/modules/people/users.service.ts';
+import { createLogger } from '../src/shared/logger.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
@@ -339,4 +343,27 @@ test('the page an invite link opens says how to redeem it', async () => {
   const home = await s.app.inject({ url: '/' });
   assert.equal(home.statusCode, 200);
   assert.match(home.body, /#invite=.*POST \/v1\/auth\/invites\/redeem/s);
+});
+
+test('past the password gate’s queue a redemption is refused as busy before its code is read', async () => {
+  const gate = createPasswordGate({ concurrency: 1, maxWaiting: 0 });
+  const service = createInvitesService({
+    db: s.db.pool,
+    log: createLogger('test', 'silent'),
+    audit: s.audit,
+    people: { createLocalUser },
+    passwordGate: gate,
+  });
+  const [invite] = await codes(1);
+  let release = () => {};
+  const held = gate.run(() => new Promise<void>((r) => (release = r)));
+  const ctx = { sourceIp: '192.0.2.1', requestId: null };
+  const busy = await service.redeem({ code: invite!.code, username: 'busy.user', password: PASSWORD }, ctx);
+  assert.deepEqual(busy, { ok: false, retryAfterS: 1 });
+  const untouched = await s.db.pool.query('SELECT 1 FROM invites WHERE id = $1', [invite!.id]);
+  assert.equal(untouched.rowCount, 1, 'the code was not read');
+  release();
+  await held;
+  const done = await service.redeem({ code: invite!.code, username: 'busy.user', password: PASSWORD }, ctx);
+  assert.equal(done.ok, true);
 });

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { AppError } from '../../../shared/errors.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import { decodeCursor, pageQuery, pageSchema, toPage } from '../../http/pagination.ts';
@@ -114,8 +115,12 @@ export function invitesRoutes(deps: { invites: InvitesService }): FastifyPluginA
       },
       async (req, reply) => {
         const out = await invites.redeem(req.body, { sourceIp: req.ip, requestId: String(req.id) });
+        if (!out.ok) {
+          reply.header('retry-after', String(out.retryAfterS));
+          throw new AppError('rate_limited', 'Too many sign-ups at once; retry later');
+        }
         reply.status(201);
-        return out;
+        return out.redeemed;
       },
     );
   };

@@ -17,6 +17,7 @@ import { type Db, type Queryable, withTx } from '../../db/pool.ts';
 import { type Caller, requireAccountScope, requireLevel } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
+import { createPasswordGate, type PasswordGate } from '../people/password-gate.ts';
 import { checkPasswordPolicy, hashPassword } from '../people/passwords.ts';
 import { type NewLocalUser, USERNAME_PATTERN } from '../people/users.service.ts';
 import { generateInviteCode, hashInviteCode } from './invite-code.ts';
@@ -190,6 +191,8 @@ export type InvitesServiceDeps = {
   people: PeopleForInvites;
   /** The password hash a refused redemption computes and throws away (default: argon2id, as a user's). */
   hashPassword?: (password: string) => Promise<unknown>;
+  /** Bounds this process's concurrent argon2id work (share the sign-in's; default: a gate of its own). */
+  passwordGate?: PasswordGate;
   now?: () => number;
 };
 
@@ -199,12 +202,16 @@ export type Redeemed = {
   role: repo.InviteRole | null;
 };
 
+/** A redemption done, or refused as busy (too much argon2id work waiting in this process). */
+export type RedeemResult = { ok: true; redeemed: Redeemed } | { ok: false; retryAfterS: number };
+
 const isUsernameTaken = (err: unknown) => err instanceof AppError && err.code === 'conflict';
 
 export function createInvitesService(deps: InvitesServiceDeps) {
   const { db, log, audit, people } = deps;
   const now = deps.now ?? Date.now;
   const burnHash = deps.hashPassword ?? hashPassword;
+  const gate = deps.passwordGate ?? createPasswordGate();
   const record = (tx: Queryable, e: AuditEventDraft) => audit.record(tx, e);
 
   /** Whose invites a caller reaches: a platform admin every invite, anyone else their account's. */
@@ -276,65 +283,75 @@ export function createInvitesService(deps: InvitesServiceDeps) {
      * code is taken and the user created (argon2id hashing inside). A refusal after that point is
      * always `invalid_invite`, after the same argon2id work (a throwaway hash when the code was not
      * taken), so neither the answer nor its time tells a used, an expired and an unknown code apart.
+     * The argon2id work goes through the password gate: past its queue the answer is "busy" (429),
+     * decided before the code is read.
      */
     async redeem(
       input: { code: string; username: string; password: string },
       ctx: { sourceIp: string | null; requestId: string | null },
-    ): Promise<Redeemed> {
+    ): Promise<RedeemResult> {
       if (!USERNAME_PATTERN.test(input.username))
         throw badRequest(
           'A username is 2–63 characters: a lower-case letter, then a-z, 0-9, ".", "_" or "-"',
         );
       checkPasswordPolicy(input.password, input.username);
       const codeHash = hashInviteCode(input.code);
-      let reason: 'invalid_code' | 'username_taken' | null = null;
-      const out = await withTx(db, async (tx) => {
-        const invite = await repo.takeInvite(tx, codeHash);
-        if (!invite) {
-          reason = 'invalid_code';
-          return null;
-        }
-        let user: { id: string; platform_admin: boolean };
-        try {
-          user = await people.createLocalUser(tx, {
-            username: input.username,
-            password: input.password,
-            platformAdmin: invite.platform_admin,
-            membership:
-              invite.account_id !== null && invite.role !== null
-                ? { accountId: invite.account_id, role: invite.role }
-                : undefined,
+      const attempt = await gate.run(async () => {
+        let reason: 'invalid_code' | 'username_taken' | null = null;
+        const out = await withTx(db, async (tx) => {
+          const invite = await repo.takeInvite(tx, codeHash);
+          if (!invite) {
+            reason = 'invalid_code';
+            return null;
+          }
+          let user: { id: string; platform_admin: boolean };
+          try {
+            user = await people.createLocalUser(tx, {
+              username: input.username,
+              password: input.password,
+              platformAdmin: invite.platform_admin,
+              membership:
+                invite.account_id !== null && invite.role !== null
+                  ? { accountId: invite.account_id, role: invite.role }
+                  : undefined,
+            });
+          } catch (err) {
+            if (!isUsernameTaken(err)) throw err;
+            // Rolls back: the invite is back, unused.
+            reason = 'username_taken';
+            throw err;
+          }
+          await audit.record(tx, {
+            action: 'invite.redeemed',
+            actorType: 'user',
+            actorId: user.id,
+            accountId: invite.account_id,
+            targetType: 'invite',
+            targetId: invite.id,
+            sourceIp: ctx.sourceIp,
+            requestId: ctx.requestId,
+            details: {
+              user_id: user.id,
+              username: input.username,
+              role: invite.role,
+              platform_admin: invite.platform_admin,
+            },
           });
-        } catch (err) {
-          if (!isUsernameTaken(err)) throw err;
-          // Rolls back: the invite is back, unused.
-          reason = 'username_taken';
+          return { invite, user };
+        }).catch((err: unknown) => {
+          if (reason === 'username_taken') return null;
           throw err;
-        }
-        await audit.record(tx, {
-          action: 'invite.redeemed',
-          actorType: 'user',
-          actorId: user.id,
-          accountId: invite.account_id,
-          targetType: 'invite',
-          targetId: invite.id,
-          sourceIp: ctx.sourceIp,
-          requestId: ctx.requestId,
-          details: {
-            user_id: user.id,
-            username: input.username,
-            role: invite.role,
-            platform_admin: invite.platform_admin,
-          },
         });
-        return { invite, user };
-      }).catch((err: unknown) => {
-        if (reason === 'username_taken') return null;
-        throw err;
-      });
-      if (out === null) {
         // The argon2id work a taken code would have cost (a taken username has already paid it).
-        if (reason === 'invalid_code') await burnHash(input.password);
+        if (out === null && reason === 'invalid_code') await burnHash(input.password);
+        return { out, reason };
+      });
+      if (attempt === null) {
+        log.warn(`bulwark invite failure ip=${ctx.sourceIp ?? '-'} reason=busy`);
+        return { ok: false, retryAfterS: 1 };
+      }
+      const { out, reason } = attempt;
+      if (out === null) {
         // One greppable line (never the code or the password) for fail2ban, and the audit event.
         log.warn(`bulwark invite failure ip=${ctx.sourceIp ?? '-'} reason=${reason}`);
         await audit.recordNow({
@@ -352,12 +369,15 @@ export function createInvitesService(deps: InvitesServiceDeps) {
         'invite redeemed',
       );
       return {
-        user: { id: user.id, username: input.username, platform_admin: user.platform_admin },
-        account:
-          invite.account_id !== null && invite.account_name !== null
-            ? { id: invite.account_id, name: invite.account_name }
-            : null,
-        role: invite.role,
+        ok: true,
+        redeemed: {
+          user: { id: user.id, username: input.username, platform_admin: user.platform_admin },
+          account:
+            invite.account_id !== null && invite.account_name !== null
+              ? { id: invite.account_id, name: invite.account_name }
+              : null,
+          role: invite.role,
+        },
       };
     },
   };
