@@ -6,7 +6,7 @@
  */
 import { generateToken, hashToken } from '../../../shared/api-key.ts';
 
-export const INVITE_CODE_PREFIX = 'bwi_';
+const INVITE_CODE_PREFIX = 'bwi_';
 
 export function generateInviteCode(): string {
   return generateToken(INVITE_CODE_PREFIX, 32);

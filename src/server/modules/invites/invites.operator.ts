@@ -12,7 +12,7 @@ import { DEFAULT_INVITE_HOURS, issueInvites } from './invites.service.ts';
 
 const HOUR_MS = 3_600_000;
 
-export type OperatorInvite = {
+type OperatorInvite = {
   code: string;
   expiresAt: Date;
   /** The account the new user joins (created if it did not exist), or null. */
@@ -67,7 +67,7 @@ export async function createOperatorInvite(
   });
 }
 
-export type FirstAdminInvite =
+type FirstAdminInvite =
   | { state: 'issued'; code: string; expiresAt: Date }
   /** Someone already signed up: no first-admin invite is made. */
   | { state: 'users_exist' }

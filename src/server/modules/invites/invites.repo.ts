@@ -23,7 +23,7 @@ export type InviteRow = {
 const INVITE_COLUMNS = `i.id, i.account_id, a.name AS account_name, i.role, i.platform_admin, i.expires_at,
   i.created_by_user_id, i.created_at, (extract(epoch FROM i.created_at) * 1000000)::bigint AS created_us`;
 
-export type InsertInvites = {
+type InsertInvites = {
   /** Ids chosen by the caller, one per code hash (so each code is paired with its row). */
   ids: readonly string[];
   codeHashes: readonly Buffer[];

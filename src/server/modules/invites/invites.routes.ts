@@ -20,15 +20,12 @@ import {
   inviterOfPlatformAdmin,
 } from './invites.service.ts';
 
-const security = [{ apiKey: [] }];
+const security: Record<string, string[]>[] = [{ apiKey: [] }, { userSession: [] }];
 const idParams = z.object({ id: z.uuid() });
-
-/** The signed-in user of a request, when there is one (set by the auth hook). */
-type SignedIn = { user?: { userId: string; platformAdmin: boolean; sourceIp: string } };
 
 /** The caller as an inviter; a signed-in platform admin may act outside any account. */
 function inviterOf(req: FastifyRequest): Inviter {
-  const user = (req as FastifyRequest & SignedIn).user;
+  const user = req.user;
   if (!req.caller && user?.platformAdmin) return inviterOfPlatformAdmin(user, String(req.id));
   return inviterOfCaller(requireCaller(req), String(req.id));
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { InviteRow } from './invites.repo.ts';
 
-export const inviteRole = z.enum(['owner', 'admin', 'member', 'viewer']);
+const inviteRole = z.enum(['owner', 'admin', 'member', 'viewer']);
 
 /** An account's name, as the accounts table allows it. */
 const accountName = z

@@ -29,7 +29,7 @@ const HOUR_MS = 3_600_000;
 const RANK: Record<repo.InviteRole, number> = { viewer: 1, member: 2, admin: 3, owner: 4 };
 
 /** The one answer to every redemption that cannot go through, whatever the reason. */
-export const INVALID_INVITE_MESSAGE =
+const INVALID_INVITE_MESSAGE =
   'This invite cannot be redeemed: the code is used, expired or unknown, or the username is taken';
 const invalidInvite = () => new AppError('invalid_invite', INVALID_INVITE_MESSAGE);
 
@@ -47,9 +47,10 @@ export type Inviter = {
 /**
  * The caller as an inviter. An account-scoped admin API key stands for an account admin (it may
  * invite admins, members and viewers of its own account; never an owner, never a platform admin).
+ * A signed-in user invites with their role (`inviterOfUser`).
  */
 export function inviterOfCaller(caller: Caller, requestId: string | null = null): Inviter {
-  if (caller.kind !== 'key') throw forbidden('Only API keys can make invites here');
+  if (caller.kind === 'user') return inviterOfUser(caller, requestId);
   requireLevel(caller, 'admin');
   requireAccountScope(caller);
   return {
@@ -58,6 +59,37 @@ export function inviterOfCaller(caller: Caller, requestId: string | null = null)
     platformAdmin: false,
     userId: null,
     actor: { actorType: 'key', actorId: caller.keyId, sourceIp: caller.sourceIp, requestId },
+  };
+}
+
+/** What inviting needs of a signed-in user acting in an account. */
+type UserInInvites = {
+  accountId: string;
+  accountName: string;
+  userId: string;
+  role: repo.InviteRole;
+  platformAdmin: boolean;
+  /** null: the whole account (database grants make a user database-scoped). */
+  databases: readonly string[] | null;
+  sourceIp: string;
+};
+
+/**
+ * A signed-in user invites with their role in the account they act in (owners and admins only,
+ * the whole account), and a platform admin with their platform rights.
+ */
+function inviterOfUser(user: UserInInvites, requestId: string | null = null): Inviter {
+  if (!user.platformAdmin) {
+    if (user.role !== 'owner' && user.role !== 'admin')
+      throw forbidden('Only owners and admins of the account can invite');
+    if (user.databases !== null) throw forbidden('A user limited to some databases cannot invite');
+  }
+  return {
+    account: { id: user.accountId, name: user.accountName },
+    role: user.role,
+    platformAdmin: user.platformAdmin,
+    userId: user.userId,
+    actor: { actorType: 'user', actorId: user.userId, sourceIp: user.sourceIp, requestId },
   };
 }
 
@@ -75,7 +107,7 @@ export function inviterOfPlatformAdmin(
   };
 }
 
-export type CreateInvitesInput = {
+type CreateInvitesInput = {
   count: number;
   role: repo.InviteRole | null;
   /** Account name; default: the inviter's own account. */
@@ -84,7 +116,7 @@ export type CreateInvitesInput = {
   expiresInHours?: number | undefined;
 };
 
-export type IssuedInvite = { id: string; code: string; expiresAt: Date; row: repo.InviteRow };
+type IssuedInvite = { id: string; code: string; expiresAt: Date; row: repo.InviteRow };
 
 /**
  * Makes `count` invites in `tx`, each audited (`invite.created`, never the code). The rules are the
@@ -144,7 +176,7 @@ export async function issueInvites(
  * - anyone else only into their own account (another account is a 404, as if it did not exist),
  *   never a platform admin, never a role above their own.
  */
-export async function authorizeInvites(
+async function authorizeInvites(
   db: Queryable,
   inviter: Inviter,
   input: CreateInvitesInput,
@@ -176,7 +208,7 @@ export async function authorizeInvites(
 }
 
 /** What the invites service needs of the people module. */
-export type PeopleForInvites = {
+type PeopleForInvites = {
   /**
    * Checks the username and password policy, hashes the password (argon2id, off the event loop)
    * and inserts the user and membership in `tx`; a taken username is a `conflict`.
@@ -184,7 +216,7 @@ export type PeopleForInvites = {
   createLocalUser(tx: Queryable, u: NewLocalUser): Promise<{ id: string; platform_admin: boolean }>;
 };
 
-export type InvitesServiceDeps = {
+type InvitesServiceDeps = {
   db: Db;
   log: Logger;
   audit: Pick<AuditService, 'record' | 'recordNow'>;
@@ -196,14 +228,14 @@ export type InvitesServiceDeps = {
   now?: () => number;
 };
 
-export type Redeemed = {
+type Redeemed = {
   user: { id: string; username: string; platform_admin: boolean };
   account: { id: string; name: string } | null;
   role: repo.InviteRole | null;
 };
 
 /** A redemption done, or refused as busy (too much argon2id work waiting in this process). */
-export type RedeemResult = { ok: true; redeemed: Redeemed } | { ok: false; retryAfterS: number };
+type RedeemResult = { ok: true; redeemed: Redeemed } | { ok: false; retryAfterS: number };
 
 const isUsernameTaken = (err: unknown) => err instanceof AppError && err.code === 'conflict';
 
