@@ -4,6 +4,8 @@ import { after, before, test } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import fc from 'fast-check';
+import { withTx } from '../src/server/db/pool.ts';
+import { createLocalUser } from '../src/server/modules/people/users.service.ts';
 import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { invalidFrom, type JsonSchema, validFrom } from './helpers/json-schema-arbitrary.ts';
 import { createTestKey } from './helpers/keys.ts';
@@ -35,6 +37,9 @@ let s: TestServer;
 let base: URL;
 const adminKeys: string[] = [];
 let agentToken: string;
+/** Signed-in users' access tokens (userSession routes); logout has its own, since it ends them. */
+const userTokens: string[] = [];
+const logoutTokens: string[] = [];
 let fakeAgent: FakeAgent;
 let doc: OpenApiDoc;
 
@@ -52,6 +57,22 @@ before(async () => {
   // Several admin keys of one account, taken in turn: each key has its own budget (1,200 a minute).
   for (let i = 0; i < 4; i++)
     adminKeys.push((await createTestKey(s, { account: 'fuzz', explorer: true })).key);
+  const password = 'fuzz user password 0123';
+  await withTx(s.db.pool, (tx) =>
+    createLocalUser(tx, { username: 'fuzz-user', password, platformAdmin: false }),
+  );
+  for (let i = 0; i < 24; i++) {
+    const body = JSON.stringify({ username: 'fuzz-user', password });
+    const headers = { 'content-type': 'application/json' };
+    const r = await send(
+      base,
+      { method: 'POST', path: '/v1/auth/login', headers, body },
+      '127.0.0.1',
+      10_000,
+    );
+    assert.equal(r.status, 200, r.body);
+    (i < 4 ? userTokens : logoutTokens).push(JSON.parse(r.body).access_token);
+  }
   fakeAgent = await enrollFakeAgent(s, NODE);
   agentToken = fakeAgent.token;
   const res = await send(base, { method: 'GET', path: '/v1/openapi.json', headers: {} }, '127.0.0.1', 10_000);
@@ -257,6 +278,10 @@ function credentials(op: Operation, n: number): Record<string, string> {
   if (op.schemes.includes('agentToken')) return { authorization: `Bearer ${agentToken}` };
   if (op.schemes.includes('operatorToken')) return { authorization: `Bearer ${OPERATOR_TOKEN}` };
   if (op.schemes.includes('apiKey')) return { authorization: `Bearer ${adminKeys[n % adminKeys.length]}` };
+  if (op.schemes.includes('userSession')) {
+    const tokens = op.path === '/v1/auth/logout' ? logoutTokens : userTokens;
+    return { authorization: `Bearer ${tokens[n % tokens.length]}` };
+  }
   return {};
 }
 

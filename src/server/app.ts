@@ -43,6 +43,8 @@ import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
 import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
+import { peopleRoutes } from './modules/people/people.routes.ts';
+import type { UsersService } from './modules/people/users.service.ts';
 import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { sessionsRoutes } from './modules/sessions/sessions.routes.ts';
 import type { SessionsService } from './modules/sessions/sessions.service.ts';
@@ -71,6 +73,8 @@ export type AppDeps = {
   sessionAuth: Pick<SessionAuthenticator, 'authenticate'>;
   /** Sessions: refresh, logout, /v1/me, suspension (/v1/auth/*, /v1/users/*). */
   sessions: SessionsService;
+  /** Password sign-in (POST /v1/auth/login) and the signed-in user's TOTP enrolment (/v1/me/totp). */
+  users: UsersService;
   /** The account's view of the job queue (/v1/jobs). */
   jobs: JobsService;
   /** Counters (auth failures, rate-limit hits…) and the scrape-time registry behind /metrics. */
@@ -195,6 +199,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
   await app.register(sessionsRoutes({ sessions: deps.sessions }));
+  await app.register(peopleRoutes({ users: deps.users }));
   await app.register(
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
   );

@@ -7,6 +7,7 @@ import { VERSION } from '../shared/version.ts';
 import { buildApp } from './app.ts';
 import type { ServerConfig } from './config.ts';
 import { createKeyringFileBox } from './crypto/keyring-box.ts';
+import { loadKeyringFile } from './crypto/secret-box.ts';
 import { migrate } from './db/migrate.ts';
 import { createPgListener } from './db/pg-listener.ts';
 import { createPool, type Db } from './db/pool.ts';
@@ -31,7 +32,8 @@ import { readMetricsToken } from './modules/metrics/metrics-token.ts';
 import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
-import { createLocalUser } from './modules/people/users.service.ts';
+import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
+import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
 import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
 import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
@@ -102,6 +104,17 @@ export async function createServerContext(opts: {
     keys: keyAuth,
     refreshTokenTtlDays: config.sessionRefreshTokenDays,
   });
+  // Password sign-in of local users (throttled per username and address), TOTP enrolment.
+  const users = createUsersService({
+    db,
+    log,
+    audit,
+    box,
+    sessions,
+    throttle: createLoginThrottle({
+      usernameKey: usernameKeyFrom(config.masterKeyFile ? loadKeyringFile(config.masterKeyFile) : null),
+    }),
+  });
   if (config.poolerSslmode === 'disable' || config.poolerSslmode === 'prefer')
     log.warn(
       { sslmode: config.poolerSslmode },
@@ -165,6 +178,7 @@ export async function createServerContext(opts: {
       keys,
       sessionAuth,
       sessions,
+      users,
       jobs: createJobsService({ db }),
       metrics,
       metricsToken,

@@ -1,10 +1,22 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { AppError } from '../../../shared/errors.ts';
-import { errorResponsesWith } from '../../http/errors.ts';
-import { loginBody, loginResponse } from './people.schemas.ts';
+import { requireUser } from '../../http/caller.ts';
+import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
+import {
+  loginBody,
+  loginResponse,
+  totpConfirmBody,
+  totpConfirmResponse,
+  totpEnrolmentResponse,
+} from './people.schemas.ts';
 import type { UsersService } from './users.service.ts';
 
-/** Sign-in with a username and password (and a TOTP or recovery code when the user has one). */
+const userSession = [{ userSession: [] }];
+
+/**
+ * Sign-in with a username and password (and a TOTP or recovery code when the user has one), and
+ * the signed-in user's TOTP enrolment.
+ */
 export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZod {
   const { users } = deps;
   return async (app) => {
@@ -41,6 +53,40 @@ export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZ
           });
         }
         return result.tokens;
+      },
+    );
+    app.post(
+      '/v1/me/totp',
+      {
+        schema: {
+          tags: ['sessions'],
+          summary: 'Start TOTP enrolment: a new secret, shown this once (confirm it to turn TOTP on)',
+          security: userSession,
+          response: { 200: totpEnrolmentResponse, ...errorResponses },
+        },
+      },
+      async (req) => {
+        const user = requireUser(req);
+        return users.enrolTotp(user.userId, { sourceIp: req.ip, requestId: String(req.id) });
+      },
+    );
+
+    app.post(
+      '/v1/me/totp/confirm',
+      {
+        bodyLimit: 1024,
+        schema: {
+          tags: ['sessions'],
+          summary:
+            'Confirm TOTP enrolment with a current code: TOTP is on; ten recovery codes, shown this once',
+          security: userSession,
+          body: totpConfirmBody,
+          response: { 200: totpConfirmResponse, ...errorResponsesWith('invalid_credentials') },
+        },
+      },
+      async (req) => {
+        const user = requireUser(req);
+        return users.confirmTotp(user.userId, req.body.code, { sourceIp: req.ip, requestId: String(req.id) });
       },
     );
   };
