@@ -295,7 +295,7 @@ test('an operator invite makes a platform admin (without an account) or an owner
 });
 
 test('a refused redemption takes as long as one that creates a user (the same argon2id work)', async (t) => {
-  const n = 8;
+  const n = 10;
   const invites = await codes(n);
   const ok: number[] = [];
   const refused: number[] = [];
@@ -315,8 +315,9 @@ test('a refused redemption takes as long as one that creates a user (the same ar
   t.diagnostic(
     `median: created ${median(ok).toFixed(1)} ms, refused ${median(refused).toFixed(1)} ms, ratio ${ratio.toFixed(2)}`,
   );
-  // Without the throwaway hash a refusal is a few milliseconds against tens: ratio ~0.1.
-  assert.ok(ratio > 0.5 && ratio < 2, `refused/created = ${ratio.toFixed(2)}`);
+  // Without the throwaway hash a refusal is a few milliseconds against tens: ratio 0.16 here. The
+  // bounds leave room for a loaded machine (0.64 seen with the rest of the suite running).
+  assert.ok(ratio > 0.4 && ratio < 2.5, `refused/created = ${ratio.toFixed(2)}`);
 });
 
 test('redemption is rate limited per address like every route without a key', async () => {

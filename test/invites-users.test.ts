@@ -92,3 +92,26 @@ test('a platform admin without any membership invites anywhere, platform admins 
   });
   assert.equal(revoke.statusCode, 200);
 });
+
+test('the invites of a suspended user stop working (the same answer as an unknown code) until they are reactivated', async () => {
+  const owner = await as('suspended.owner', { memberships: [{ accountId: acmeId, role: 'owner' }] });
+  const made = await invite(owner.headers, { count: 1, role: 'member' });
+  assert.equal(made.statusCode, 201, made.body);
+  const code = made.json().invites[0].code as string;
+  const redeem = (username: string) =>
+    s.app.inject({
+      method: 'POST',
+      url: '/v1/auth/invites/redeem',
+      payload: { code, username, password: 'a long enough passphrase' },
+    });
+  await s.db.pool.query("UPDATE users SET status = 'suspended', suspended_at = now() WHERE id = $1", [
+    owner.user.id,
+  ]);
+  const refused = await redeem('joiner');
+  assert.equal(refused.statusCode, 400);
+  assert.equal(refused.json().error.code, 'invalid_invite');
+  await s.db.pool.query("UPDATE users SET status = 'active', suspended_at = NULL WHERE id = $1", [
+    owner.user.id,
+  ]);
+  assert.equal((await redeem('joiner')).statusCode, 201);
+});

@@ -85,13 +85,17 @@ export async function deleteInvite(db: Queryable, f: InviteFilter, id: string): 
 /**
  * Takes the invite of this code hash, if it is pending, by deleting it: concurrent redemptions of
  * one code queue on the row lock and all but the first find it gone. A used, an expired and a
- * never-issued code all give null, by the same statement. Call it in the transaction that creates
- * the user, so that a failure there puts the invite back.
+ * never-issued code all give null, by the same statement; so does the invite of a user who is now
+ * suspended (it stays, and works again if they are reactivated). Call it in the transaction that
+ * creates the user, so that a failure there puts the invite back.
  */
 export async function takeInvite(db: Queryable, codeHash: Buffer): Promise<InviteRow | null> {
   const r = await db.query<InviteRow>(
     `WITH i AS (
-       DELETE FROM invites WHERE code_hash = $1 AND expires_at > now() RETURNING *
+       DELETE FROM invites d
+        WHERE d.code_hash = $1 AND d.expires_at > now()
+          AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = d.created_by_user_id AND u.status <> 'active')
+        RETURNING d.*
      ) SELECT ${INVITE_COLUMNS} FROM i LEFT JOIN accounts a ON a.id = i.account_id`,
     [codeHash],
   );
