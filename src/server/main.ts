@@ -33,6 +33,7 @@ import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
 import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
+import { createPasswordGate } from './modules/people/password-gate.ts';
 import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
 import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
@@ -104,8 +105,11 @@ export async function createServerContext(opts: {
     keys: keyAuth,
     refreshTokenTtlDays: config.sessionRefreshTokenDays,
   });
+  // One bound on this process's argon2 work, shared by sign-in and invite redemption.
+  const passwordGate = createPasswordGate();
   // Password sign-in of local users (throttled per username and address), TOTP enrolment.
   const users = createUsersService({
+    passwordGate,
     db,
     log,
     audit,
@@ -136,7 +140,7 @@ export async function createServerContext(opts: {
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });
   // Invite-only sign-up: redemption creates the user through the people module.
-  const invites = createInvitesService({ db, log, audit, people: { createLocalUser } });
+  const invites = createInvitesService({ db, log, audit, people: { createLocalUser }, passwordGate });
   const operatorToken = readOperatorToken(config);
   const auditStack = createAuditStack({ config, db, log, audit });
   const nodes = createNodesService({
