@@ -84,6 +84,7 @@ test('unknown user, wrong password and suspended user: the same 401 and message'
   assert.equal((await loginEvents(carol.id, 'failure'))[0]?.details.reason, 'suspended');
   const unknown = await loginEvents(null, 'failure');
   assert.ok(unknown.some((e) => e.details.reason === 'unknown_user'));
+  for (const e of unknown) assert.match(String(e.details.username_tag), /^[A-Za-z0-9_-]{12}$/);
   assert.doesNotMatch(JSON.stringify(unknown), /nobody|correct horse|not the password/);
 });
 

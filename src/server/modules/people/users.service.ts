@@ -100,6 +100,7 @@ export type UsersServiceDeps = {
 
 export type UsersService = ReturnType<typeof createUsersService>;
 
+const normalizeUsername = (username: string) => username.normalize('NFKC').toLowerCase();
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
 const totpContext = (userId: string) => `user-totp:${userId}`;
 
@@ -118,6 +119,9 @@ export function createUsersService(deps: UsersServiceDeps) {
   // Made now, so the first unknown username does not pay for it (a timing difference).
   dummyHash().catch(() => {});
 
+  /** A short keyed hash of the username as typed (normalised): never the text, which may be a password. */
+  const usernameTag = (input: LoginInput) => throttle.usernameTag(normalizeUsername(input.username));
+
   const loginEvent = (
     input: LoginInput,
     e: Pick<AuditEventDraft, 'outcome' | 'actorId'> & { details: Record<string, unknown> },
@@ -130,7 +134,7 @@ export function createUsersService(deps: UsersServiceDeps) {
     outcome: e.outcome ?? 'success',
     sourceIp: input.sourceIp,
     requestId: input.requestId,
-    details: { method: 'password', ...e.details },
+    details: { method: 'password', username_tag: usernameTag(input), ...e.details },
   });
 
   /** One greppable line per refused sign-in (docs/operations.md has a fail2ban filter for it). */
@@ -140,7 +144,7 @@ export function createUsersService(deps: UsersServiceDeps) {
         event: 'login_failed',
         source_ip: input.sourceIp,
         reason,
-        username_tag: throttle.usernameTag(input.username),
+        username_tag: usernameTag(input),
         request_id: input.requestId,
       },
       `login failed from ${input.sourceIp}: ${reason}`,
@@ -176,7 +180,7 @@ export function createUsersService(deps: UsersServiceDeps) {
     createLocalUser: (tx: Queryable, input: NewLocalUser) => createLocalUser(tx, input),
 
     async login(input: LoginInput): Promise<LoginResult> {
-      const username = input.username.normalize('NFKC').toLowerCase();
+      const username = normalizeUsername(input.username);
       const keys = throttle.keysFor(username, input.sourceIp);
       const waitMs = await throttle.waitMs(db, [keys.user, keys.ip], new Date(now()));
       if (waitMs > 0) {
