@@ -19,6 +19,8 @@ const ALLOWED = new Set([
   'post /v1/agent/jobs/{id}/secret 200 password', // a job's secret, to the agent holding its lease
   'post /v1/audit/checkpoints 200 hash', // the audit chain head: a public digest, not a secret
   'post /v1/audit/checkpoints 201 hash', // the same, signed by this call
+  'get /v1/auth/oidc/callback 200 access_token', // a new session's tokens, to the browser that signed in at the IdP
+  'get /v1/auth/oidc/callback 200 refresh_token',
   'post /v1/auth/login 200 access_token', // a new session's tokens, to whoever proved the password
   'post /v1/auth/login 200 refresh_token',
   'post /v1/me/totp 200 secret', // the TOTP secret, shown once to the user enrolling it

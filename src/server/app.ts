@@ -43,6 +43,8 @@ import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
 import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
+import { oidcRoutes } from './modules/oidc/oidc.routes.ts';
+import type { OidcService } from './modules/oidc/oidc.service.ts';
 import { peopleRoutes } from './modules/people/people.routes.ts';
 import type { UsersService } from './modules/people/users.service.ts';
 import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
@@ -86,6 +88,8 @@ export type AppDeps = {
   databases: DatabasesService;
   /** Invite-only sign-up: /v1/invites and the public redemption. */
   invites: InvitesService;
+  /** OIDC sign-in: /v1/auth/oidc/start and /callback (404 when no issuer is configured). */
+  oidc: OidcService;
   /** The SQL explorer (queries and schema through the agent; issue 6). */
   explorer: ExplorerService;
   /** Agents' explorer channels held by this replica (the explorer's fast path; ADR 0009). */
@@ -206,6 +210,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(invitesRoutes({ invites: deps.invites }));
+  await app.register(oidcRoutes({ oidc: deps.oidc }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(auditRoutes({ audit: deps.audit }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));

@@ -21,6 +21,7 @@ import { readOperatorToken } from './modules/drift/drift.routes.ts';
 import { createDriftService, driftJobFinished } from './modules/drift/drift.service.ts';
 import { createExplorerChannels, type ExplorerChannels } from './modules/explorer/explorer.channel.ts';
 import { createExplorerService, type ExplorerService } from './modules/explorer/explorer.service.ts';
+import { takeInvite } from './modules/invites/invites.repo.ts';
 import { createInvitesService } from './modules/invites/invites.service.ts';
 import { createJobHooks } from './modules/jobs/job-hooks.ts';
 import { createJobNotifier } from './modules/jobs/job-notifier.ts';
@@ -32,6 +33,7 @@ import { readMetricsToken } from './modules/metrics/metrics-token.ts';
 import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
+import { createOidcService } from './modules/oidc/oidc.service.ts';
 import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
 import { createPasswordGate } from './modules/people/password-gate.ts';
 import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
@@ -119,6 +121,8 @@ export async function createServerContext(opts: {
       usernameKey: usernameKeyFrom(config.masterKeyFile ? loadKeyringFile(config.masterKeyFile) : null),
     }),
   });
+  // OIDC sign-in (its routes answer 404 unless an issuer is configured); sessions as for a login.
+  const oidc = createOidcService({ db, log, box, config, audit, sessions, invites: { take: takeInvite } });
   if (config.poolerSslmode === 'disable' || config.poolerSslmode === 'prefer')
     log.warn(
       { sslmode: config.poolerSslmode },
@@ -189,6 +193,7 @@ export async function createServerContext(opts: {
       audit: auditStack.admin,
       databases,
       invites,
+      oidc,
       explorer,
       explorerChannels,
       jobSecret: databaseJobs.jobSecret,
