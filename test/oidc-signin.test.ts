@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
 import type { ServerConfig } from '../src/server/config.ts';
 import { createKeyringFileBox } from '../src/server/crypto/keyring-box.ts';
 import { createOidcService } from '../src/server/modules/oidc/oidc.service.ts';
@@ -340,6 +341,35 @@ describe('OIDC sign-in against a real provider', () => {
 
     const bad = await s.app.inject({ method: 'GET', url: '/v1/auth/oidc/start?redirect=//evil.example/x' });
     assertError(bad, 400, 'validation_failed');
+  });
+
+  test('junk at the callback is a 400 or a 401 in the error shape, never a 500, and spends no real flow', async () => {
+    const pending = await start(s);
+    const text = fc.string({ maxLength: 80, unit: 'grapheme' });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record(
+          { code: text, state: text, iss: text, error: text, error_description: text, cookie: text },
+          { requiredKeys: [] },
+        ),
+        async (q) => {
+          const url = new URL(CALLBACK);
+          for (const [k, v] of Object.entries(q)) if (k !== 'cookie') url.searchParams.set(k, v);
+          const res = await s.app.inject({
+            method: 'GET',
+            url: `${url.pathname}${url.search}`,
+            headers: q.cookie === undefined ? {} : { cookie: `bulwark_oidc=${encodeURIComponent(q.cookie)}` },
+          });
+          assert.ok([400, 401].includes(res.statusCode), `${res.statusCode} ${res.body}`);
+          const body = JSON.parse(res.body) as { error?: { code?: string; request_id?: string } };
+          assert.ok(body.error?.code && body.error.request_id, res.body);
+        },
+      ),
+      { numRuns: 150, seed: 12_2026 },
+    );
+    // The flow started before the junk still signs in.
+    const res = await callback(s, await provider.authorize(pending.location.href, 'alice'), pending.cookie);
+    assert.equal(res.statusCode, 200, res.body);
   });
 
   test('an expired ID token is refused (the server clock moved past exp + tolerance)', async () => {
