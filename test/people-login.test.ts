@@ -141,6 +141,20 @@ test('per username: the 6th failure in a row is throttled (429, Retry-After), ev
   assert.ok(denied.rowCount! >= 1);
 });
 
+test('a burst of 30 parallel guesses at one username gets 5 password checks, like 5 in a row', async () => {
+  await newUser('ivan');
+  const answers = await Promise.all(
+    Array.from({ length: 30 }, (_, i) =>
+      login({ username: 'ivan', password: `guess number ${i}` }, freshIp()),
+    ),
+  );
+  const statuses = answers.map((r) => r.statusCode);
+  assert.equal(statuses.filter((s) => s === 401).length, 5, statuses.join(','));
+  assert.equal(statuses.filter((s) => s === 429).length, 25);
+  for (const r of answers.filter((a) => a.statusCode === 429))
+    assert.ok(Number(r.headers['retry-after']) >= 1);
+});
+
 test('per address: the 21st failed attempt in a row is throttled with Retry-After', async () => {
   const ip = freshIp();
   for (let i = 1; i <= 20; i++) {

@@ -40,7 +40,7 @@ export type ThrottleKey = { scope: repo.ThrottleScope; key: string };
 export type LoginThrottle = ReturnType<typeof createLoginThrottle>;
 
 export function createLoginThrottle(deps: { usernameKey: Buffer }) {
-  let failures = 0;
+  let attempts = 0;
   const tagOf = (username: string) =>
     createHmac('sha256', deps.usernameKey).update(`login-username:${username}`).digest('base64url');
 
@@ -55,23 +55,35 @@ export function createLoginThrottle(deps: { usernameKey: Buffer }) {
       };
     },
 
-    /** Milliseconds until an attempt is allowed for these keys (0: allowed now). */
-    async waitMs(db: Queryable, keys: ThrottleKey[], now: Date): Promise<number> {
-      const rows = await repo.readThrottle(db, keys);
-      let wait = 0;
-      for (const r of rows) wait = Math.max(wait, r.next_allowed_at.getTime() - now.getTime());
-      return wait;
-    },
-
-    async fail(db: Queryable, keys: ThrottleKey[], now: Date): Promise<void> {
-      for (const k of keys) await repo.recordThrottleFailure(db, k, THROTTLE_POLICY[k.scope], now);
-      // Every so many failures, rows idle for a day (all past their delay) are dropped.
-      if (++failures % PRUNE_EVERY === 0)
+    /**
+     * Takes an attempt on every key, counted as a failure until `refund` or `succeed`: 0 when
+     * taken, else the milliseconds until the busiest key allows one (nothing is then counted).
+     */
+    async take(db: Queryable, keys: ThrottleKey[], now: Date): Promise<number> {
+      const taken: ThrottleKey[] = [];
+      for (const k of keys) {
+        const next = await repo.takeThrottleAttempt(db, k, THROTTLE_POLICY[k.scope], now);
+        if (next) {
+          for (const t of taken) await repo.refundThrottleAttempt(db, t);
+          return Math.max(1, next.getTime() - now.getTime());
+        }
+        taken.push(k);
+      }
+      // Every so many attempts, rows idle for a day (all past their delay) are dropped.
+      if (++attempts % PRUNE_EVERY === 0)
         await repo.pruneThrottle(db, new Date(now.getTime() - PRUNE_AFTER_MS), PRUNE_BATCH);
+      return 0;
     },
 
-    async succeed(db: Queryable, userKey: ThrottleKey): Promise<void> {
-      await repo.clearThrottle(db, userKey);
+    /** Gives the attempts back: it was no failure (no password checked, or a code is asked for). */
+    async refund(db: Queryable, keys: ThrottleKey[]): Promise<void> {
+      for (const k of keys) await repo.refundThrottleAttempt(db, k);
+    },
+
+    /** A sign-in: the username's count starts afresh; the address's attempt is given back. */
+    async succeed(db: Queryable, keys: { user: ThrottleKey; ip: ThrottleKey }): Promise<void> {
+      await repo.clearThrottle(db, keys.user);
+      await repo.refundThrottleAttempt(db, keys.ip);
     },
   };
 }

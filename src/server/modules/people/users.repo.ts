@@ -133,44 +133,51 @@ export async function useRecoveryCode(db: Queryable, userId: string, hash: Buffe
 export type ThrottleScope = 'user' | 'ip';
 export type ThrottleRow = { scope: ThrottleScope; key: string; failures: number; next_allowed_at: Date };
 
-export async function readThrottle(
-  db: Queryable,
-  keys: { scope: ThrottleScope; key: string }[],
-): Promise<ThrottleRow[]> {
-  const r = await db.query<ThrottleRow>(
-    `SELECT t.scope, t.key, t.failures, t.next_allowed_at
-       FROM login_throttle t
-       JOIN unnest($1::text[], $2::text[]) AS k(scope, key) ON k.scope = t.scope AND k.key = t.key`,
-    [keys.map((k) => k.scope), keys.map((k) => k.key)],
-  );
-  return r.rows;
-}
-
 /**
- * Counts one failure for a (scope, key) and sets its next allowed attempt: free for the first
- * `free − 1` failures; from the `free`-th on, `baseMs · 2^(failures − free)`, capped at `maxMs`.
- * One statement, atomic under concurrent failures (ON CONFLICT increments the row in place).
- * `free` must be at least 2 (a first failure is never delayed).
+ * Takes one attempt for a (scope, key), counted as a failure until refunded: allowed only when the
+ * key's next allowed time has come, in the same statement that counts it (a row lock serialises
+ * concurrent attempts, so a burst of parallel guesses gets no more than one at a time would). From
+ * the `free`-th attempt on, the next one is allowed `baseMs · 2^(attempts − free)` later, capped at
+ * `maxMs`. Returns null when taken, else the time the key is next allowed.
  */
-export async function recordThrottleFailure(
+export async function takeThrottleAttempt(
   db: Queryable,
   k: { scope: ThrottleScope; key: string },
   policy: { free: number; baseMs: number; maxMs: number },
   now: Date,
-): Promise<ThrottleRow> {
-  const r = await db.query<ThrottleRow>(
+): Promise<Date | null> {
+  const r = await db.query(
     `INSERT INTO login_throttle AS t (scope, key, failures, next_allowed_at, updated_at)
-     VALUES ($1, $2, 1, $3, $3)
+     VALUES ($1, $2, 1, CASE WHEN 1 < $4::integer THEN $3::timestamptz
+                             ELSE $3::timestamptz + make_interval(secs => $5::float8 / 1000) END, $3)
      ON CONFLICT (scope, key) DO UPDATE SET
        failures = t.failures + 1,
        updated_at = $3,
        next_allowed_at = CASE WHEN t.failures + 1 < $4::integer THEN t.next_allowed_at
          ELSE $3::timestamptz + make_interval(secs => least(
            $5::float8 * power(2, least(t.failures + 1 - $4::integer, 30)), $6::float8) / 1000) END
-     RETURNING t.scope, t.key, t.failures, t.next_allowed_at`,
+     WHERE t.next_allowed_at <= $3`,
     [k.scope, k.key, now, policy.free, policy.baseMs, policy.maxMs],
   );
-  return r.rows[0]!;
+  if (r.rowCount === 1) return null;
+  // Refused. A new statement (a new snapshot): the row may have been made by a transaction that
+  // committed after this one's statement began.
+  const row = await db.query<{ next_allowed_at: Date }>(
+    'SELECT next_allowed_at FROM login_throttle WHERE scope = $1 AND key = $2',
+    [k.scope, k.key],
+  );
+  return row.rows[0]?.next_allowed_at ?? new Date(now.getTime() + policy.baseMs);
+}
+
+/** Gives back an attempt that turned out not to be a failure (no password checked, or a success). */
+export async function refundThrottleAttempt(
+  db: Queryable,
+  k: { scope: ThrottleScope; key: string },
+): Promise<void> {
+  await db.query(
+    'UPDATE login_throttle SET failures = greatest(failures - 1, 0) WHERE scope = $1 AND key = $2',
+    [k.scope, k.key],
+  );
 }
 
 export async function clearThrottle(db: Queryable, k: { scope: ThrottleScope; key: string }): Promise<void> {

@@ -150,13 +150,7 @@ export function createUsersService(deps: UsersServiceDeps) {
       `login failed from ${input.sourceIp}: ${reason}`,
     );
 
-  async function refuse(
-    input: LoginInput,
-    userId: string | null,
-    reason: FailReason,
-    keys: ReturnType<LoginThrottle['keysFor']>,
-  ) {
-    await throttle.fail(db, [keys.user, keys.ip], new Date(now()));
+  async function refuse(input: LoginInput, userId: string | null, reason: FailReason) {
     logFailure(input, reason);
     await audit.recordNow(loginEvent(input, { outcome: 'failure', actorId: userId, details: { reason } }));
     return new AppError('invalid_credentials', 'Invalid username, password or code');
@@ -182,7 +176,7 @@ export function createUsersService(deps: UsersServiceDeps) {
     async login(input: LoginInput): Promise<LoginResult> {
       const username = normalizeUsername(input.username);
       const keys = throttle.keysFor(username, input.sourceIp);
-      const waitMs = await throttle.waitMs(db, [keys.user, keys.ip], new Date(now()));
+      const waitMs = await throttle.take(db, [keys.user, keys.ip], new Date(now()));
       if (waitMs > 0) {
         logFailure(input, 'throttled');
         await audit.recordNow(loginEvent(input, { outcome: 'denied', details: { reason: 'throttled' } }));
@@ -194,25 +188,28 @@ export function createUsersService(deps: UsersServiceDeps) {
       const passwordOk = await gate.run(() => verifyPassword(hash, input.password));
       if (passwordOk === null) {
         // Too many verifications waiting on this process: refused before the password is looked at.
+        await throttle.refund(db, [keys.user, keys.ip]);
         logFailure(input, 'busy');
         return { ok: false, retryAfterS: 1 };
       }
-      if (!user) throw await refuse(input, null, 'unknown_user', keys);
-      if (!user.password_hash) throw await refuse(input, user.id, 'no_password', keys);
-      if (!passwordOk) throw await refuse(input, user.id, 'wrong_password', keys);
-      if (user.status !== 'active') throw await refuse(input, user.id, 'suspended', keys);
+      if (!user) throw await refuse(input, null, 'unknown_user');
+      if (!user.password_hash) throw await refuse(input, user.id, 'no_password');
+      if (!passwordOk) throw await refuse(input, user.id, 'wrong_password');
+      if (user.status !== 'active') throw await refuse(input, user.id, 'suspended');
       if (user.totp_confirmed) {
         if (!input.totpCode) {
+          // Not a failure: the client asks for the code and sends the request again.
+          await throttle.refund(db, [keys.user, keys.ip]);
           await audit.recordNow(
             loginEvent(input, { outcome: 'failure', actorId: user.id, details: { reason: 'totp_required' } }),
           );
           throw new AppError('totp_required', 'A TOTP or recovery code is required (totp_code)');
         }
         if (!(await useSecondFactor(user.id, input.totpCode)))
-          throw await refuse(input, user.id, 'wrong_totp', keys);
+          throw await refuse(input, user.id, 'wrong_totp');
       }
       const tokens = await withTx(db, async (tx) => {
-        await throttle.succeed(tx, keys.user);
+        await throttle.succeed(tx, keys);
         await audit.record(
           tx,
           loginEvent(input, { actorId: user.id, details: { second_factor: user.totp_confirmed } }),
