@@ -5,6 +5,7 @@ import { createHmac, createPrivateKey, generateKeyPairSync, type KeyObject, rand
 import { after, before, test } from 'node:test';
 import { SignJWT } from 'jose';
 import { createKeyringFileBox } from '../src/server/crypto/keyring-box.ts';
+import { deleteEndedSessions } from '../src/server/modules/sessions/sessions.repo.ts';
 import { createAccount } from './helpers/databases.ts';
 import { createTestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
@@ -266,9 +267,9 @@ test('suspension: platform admin or an owner; sessions end on the next request; 
   const v2 = await signIn(s, victim);
   assert.equal((await get('/v1/databases', v1.access_token)).statusCode, 200);
 
-  // A member cannot, an owner of another account cannot see them (404), nobody suspends themselves.
+  // A member cannot (the policy: 403), an owner of another account cannot see them (404), nobody suspends themselves.
   const m = await signIn(s, member);
-  assert.equal((await post(`/v1/users/${victim.id}/suspend`, m.access_token)).statusCode, 404);
+  assert.equal((await post(`/v1/users/${victim.id}/suspend`, m.access_token)).statusCode, 403);
   const st = await signIn(s, stranger);
   assert.equal((await post(`/v1/users/${victim.id}/suspend`, st.access_token)).statusCode, 404);
   const o = await signIn(s, owner);
@@ -318,4 +319,36 @@ test('a suspended user’s API keys stop on the next request', async () => {
   assertUnauthorized(await get('/v1/whoami', key.key), 'key of a suspended user');
   assert.equal((await post(`/v1/users/${creator.id}/reactivate`, a.access_token)).statusCode, 200);
   assert.equal((await get('/v1/whoami', key.key)).statusCode, 200, 'back with the user');
+});
+
+test('sessions that ended a day ago are pruned with their refresh tokens; live ones stay', async () => {
+  const u = await createTestUser(s, { username: 'pruned' });
+  const [expired, revoked, live, justEnded] = [
+    await signIn(s, u),
+    await signIn(s, u),
+    await signIn(s, u),
+    await signIn(s, u),
+  ].map((t) => jtiOf(t.access_token)) as [string, string, string, string];
+  await s.db.pool.query("UPDATE sessions SET expires_at = now() - interval '2 days' WHERE id = $1", [
+    expired,
+  ]);
+  await s.db.pool.query(
+    "UPDATE sessions SET revoked_at = now() - interval '2 days', revoked_reason = 'logout' WHERE id = $1",
+    [revoked],
+  );
+  await s.db.pool.query("UPDATE sessions SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1", [
+    justEnded,
+  ]);
+  assert.ok((await deleteEndedSessions(s.db.pool, 1_000)) >= 2);
+  const left = await s.db.pool.query(
+    `SELECT s.id, count(rt.id)::int AS tokens FROM sessions s LEFT JOIN refresh_tokens rt ON rt.session_id = s.id
+      WHERE s.user_id = $1 GROUP BY s.id`,
+    [u.id],
+  );
+  assert.deepEqual(new Set(left.rows.map((r) => r.id)), new Set([live, justEnded]));
+  const orphans = await s.db.pool.query(
+    'SELECT count(*)::int AS n FROM refresh_tokens WHERE session_id = ANY($1)',
+    [[expired, revoked]],
+  );
+  assert.equal(orphans.rows[0].n, 0);
 });

@@ -230,3 +230,18 @@ export async function keyPrefixesOfUser(db: Queryable, userId: string): Promise<
   );
   return r.rows.map((x) => x.lookup_prefix);
 }
+
+/**
+ * Deletes sessions (and, by cascade, their refresh tokens) that ended more than a day ago, at most
+ * `limit` at a time; returns how many went.
+ */
+export async function deleteEndedSessions(db: Queryable, limit: number): Promise<number> {
+  const r = await db.query(
+    `DELETE FROM sessions WHERE id IN (
+       SELECT id FROM sessions
+        WHERE expires_at < now() - interval '1 day' OR revoked_at < now() - interval '1 day'
+        LIMIT $1)`,
+    [limit],
+  );
+  return r.rowCount ?? 0;
+}

@@ -46,6 +46,16 @@ const boundedAgent = (ua: string | null | undefined) =>
 export function createSessionsService(deps: SessionsServiceDeps) {
   const { db, log, audit } = deps;
   const now = deps.now ?? Date.now;
+  // Sessions that ended a day ago are deleted opportunistically (at most every 10 minutes, 1,000
+  // at a time, off the request path), so sign-ins cannot grow the tables without bound.
+  let lastPrune = 0;
+  const maybePrune = () => {
+    if (now() - lastPrune < 600_000) return;
+    lastPrune = now();
+    void repo
+      .deleteEndedSessions(db, 1_000)
+      .catch((err: Error) => log.warn({ err: { message: err.message } }, 'session prune failed'));
+  };
 
   async function newRefreshToken(tx: Tx, sessionId: string): Promise<string> {
     const token = generateToken(REFRESH_TOKEN_PREFIX, 32);
@@ -107,6 +117,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
      * session part of the sign-in's transaction (the access token is signed after the insert).
      */
     async issue(input: { userId: string } & ClientInfo, tx?: Tx): Promise<IssuedTokens> {
+      maybePrune();
       const started = tx ? await start(tx, input) : await withTx(db, (t) => start(t, input));
       const access = await deps.tokens.sign(input.userId, started.sessionId);
       return { access_token: access.token, refresh_token: started.refresh, expires_in: access.expiresIn };
