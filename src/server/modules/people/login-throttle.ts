@@ -35,7 +35,7 @@ const PRUNE_EVERY = 100;
 const PRUNE_AFTER_MS = 86_400_000;
 const PRUNE_BATCH = 1_000;
 
-export type ThrottleKey = { scope: repo.ThrottleScope; key: string };
+type ThrottleKey = { scope: repo.ThrottleScope; key: string };
 
 export type LoginThrottle = ReturnType<typeof createLoginThrottle>;
 

@@ -23,8 +23,8 @@ export const ARGON2_PARAMS = Object.freeze({
   outputLen: 32,
 });
 
-export const PASSWORD_MIN_CHARS = 12;
-export const PASSWORD_MAX_CHARS = 256;
+const PASSWORD_MIN_CHARS = 12;
+const PASSWORD_MAX_CHARS = 256;
 
 let common: ReadonlySet<string> | undefined;
 
@@ -40,7 +40,7 @@ export function commonPasswords(): ReadonlySet<string> {
 const normalize = (password: string) => password.normalize('NFKC');
 const chars = (s: string) => [...s].length;
 
-export type PasswordProblem = 'too_short' | 'too_long' | 'common' | 'equals_username';
+type PasswordProblem = 'too_short' | 'too_long' | 'common' | 'equals_username';
 
 /** What is wrong with a new password, or null when it meets the policy. */
 export function passwordProblem(password: string, username: string | null): PasswordProblem | null {

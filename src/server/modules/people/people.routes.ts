@@ -58,6 +58,7 @@ export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZ
     app.post(
       '/v1/me/totp',
       {
+        config: { action: 'me.write' },
         schema: {
           tags: ['sessions'],
           summary: 'Start TOTP enrolment: a new secret, shown this once (confirm it to turn TOTP on)',
@@ -74,6 +75,7 @@ export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZ
     app.post(
       '/v1/me/totp/confirm',
       {
+        config: { action: 'me.write' },
         bodyLimit: 1024,
         schema: {
           tags: ['sessions'],

@@ -6,10 +6,10 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
-export const TOTP_STEP_SECONDS = 30;
-export const TOTP_DIGITS = 6;
+const TOTP_STEP_SECONDS = 30;
+const TOTP_DIGITS = 6;
 /** 160 bits, RFC 4226's recommended secret length. */
-export const TOTP_SECRET_BYTES = 20;
+const TOTP_SECRET_BYTES = 20;
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -67,7 +67,7 @@ export function hotp(
   return String(bin % 10 ** digits).padStart(digits, '0');
 }
 
-export function totpStep(unixMs: number): number {
+function totpStep(unixMs: number): number {
   return Math.floor(unixMs / 1000 / TOTP_STEP_SECONDS);
 }
 

@@ -17,7 +17,7 @@ export type UserRow = {
 };
 
 /** What a password sign-in needs: the user, the hash and whether a confirmed TOTP factor exists. */
-export type LoginRow = UserRow & { password_hash: string | null; totp_confirmed: boolean };
+type LoginRow = UserRow & { password_hash: string | null; totp_confirmed: boolean };
 
 const USER_COLUMNS = 'u.id, u.username, u.status, u.platform_admin, u.created_at, u.suspended_at';
 
@@ -63,7 +63,7 @@ export async function findLoginByUsername(db: Queryable, username: string): Prom
 
 // --- TOTP ------------------------------------------------------------------------------------
 
-export type TotpRow = { secret_sealed: string; confirmed_at: Date | null; last_used_step: number | null };
+type TotpRow = { secret_sealed: string; confirmed_at: Date | null; last_used_step: number | null };
 
 export async function findTotp(db: Queryable, userId: string): Promise<TotpRow | null> {
   const r = await db.query<TotpRow>(
@@ -131,7 +131,6 @@ export async function useRecoveryCode(db: Queryable, userId: string, hash: Buffe
 // --- login throttle --------------------------------------------------------------------------
 
 export type ThrottleScope = 'user' | 'ip';
-export type ThrottleRow = { scope: ThrottleScope; key: string; failures: number; next_allowed_at: Date };
 
 /**
  * Takes one attempt for a (scope, key), counted as a failure until refunded: allowed only when the

@@ -22,7 +22,7 @@ import { base32Encode, matchTotp, newTotpSecret, otpauthUri } from './totp.ts';
 import * as repo from './users.repo.ts';
 
 export const USERNAME_PATTERN = /^[a-z][a-z0-9._-]{1,62}$/;
-export const RECOVERY_CODE_COUNT = 10;
+const RECOVERY_CODE_COUNT = 10;
 const RECOVERY_CODE_PATTERN = /^[a-z2-7]{4}-?[a-z2-7]{4}-?[a-z2-7]{4}$/;
 const TOTP_ISSUER = 'Bulwark';
 
@@ -74,7 +74,7 @@ export type SessionIssuer = {
   ): Promise<SessionTokens>;
 };
 
-export type LoginInput = {
+type LoginInput = {
   username: string;
   password: string;
   totpCode?: string | undefined;
@@ -83,9 +83,9 @@ export type LoginInput = {
   requestId: string;
 };
 
-export type LoginResult = { ok: true; tokens: SessionTokens } | { ok: false; retryAfterS: number };
+type LoginResult = { ok: true; tokens: SessionTokens } | { ok: false; retryAfterS: number };
 
-export type UsersServiceDeps = {
+type UsersServiceDeps = {
   db: Db;
   log: Logger;
   audit: Pick<AuditService, 'record' | 'recordNow'>;
