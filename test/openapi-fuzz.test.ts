@@ -59,7 +59,8 @@ before(async () => {
     adminKeys.push((await createTestKey(s, { account: 'fuzz', explorer: true })).key);
   const password = 'fuzz user password 0123';
   await withTx(s.db.pool, (tx) =>
-    createLocalUser(tx, { username: 'fuzz-user', password, platformAdmin: false }),
+    // A platform admin: the policy lets it reach every userSession operation, so the inputs decide.
+    createLocalUser(tx, { username: 'fuzz-user', password, platformAdmin: true }),
   );
   for (let i = 0; i < 24; i++) {
     const body = JSON.stringify({ username: 'fuzz-user', password });

@@ -2,7 +2,7 @@
  * Authentication for the public API: one app-level onRequest hook. Every route under /v1/
  * needs a `Bearer bwk_…` key or a signed-in user's access token (`Bearer <JWT>`) except the agent
  * API (/v1/agent/*, its own tokens), the OpenAPI document and routes declared with
- * `config: { public: true }`. A user acts in the account named by `Bulwark-Account` (or their only
+ * `config: { public: true }` (or `operatorToken: true`). A user acts in the account named by `Bulwark-Account` (or their only
  * one); without one, `req.user` is set but not `req.caller`, and account routes answer 403.
  *
  * Runs before the body is read. Order: per-IP failure budget → key format and checksum
@@ -18,6 +18,7 @@ import type { AgentIdentity, NodesService } from '../modules/nodes/nodes.service
 import type { SessionAuthenticator, SessionAuthFailure } from '../modules/sessions/session-auth.ts';
 import { JWT_SHAPE } from '../modules/sessions/session-tokens.ts';
 import { callerActor } from './caller.ts';
+import { registerPolicy } from './policy.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 
 declare module 'fastify' {
@@ -100,7 +101,8 @@ export function registerAuth(
       return;
     }
     if (isUnauthenticatedRoute(route)) return;
-    if (req.routeOptions.config?.public) {
+    const config = req.routeOptions.config;
+    if (config?.public || config?.operatorToken) {
       limit(reply, await limiter.hitIp(ip), 'ip');
       return;
     }
@@ -148,4 +150,6 @@ export function registerAuth(
     reply.header('www-authenticate', 'Bearer');
     throw unauthorized(kind === 'session' ? SESSION_FAILED_MESSAGE : AUTH_FAILED_MESSAGE);
   });
+  // Then the policy table (after the hook above: it needs the caller).
+  registerPolicy(app);
 }

@@ -72,10 +72,6 @@ declare module 'fastify' {
     caller?: Caller;
     user?: UserPrincipal;
   }
-  interface FastifyContextConfig {
-    /** Routes under /v1 require a key unless marked public. */
-    public?: boolean;
-  }
 }
 
 const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };

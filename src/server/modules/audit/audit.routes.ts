@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../../shared/errors.ts';
-import { requireAccountScope, requireCaller, requireLevel } from '../../http/caller.ts';
+import { requireCaller } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
 import { cursorSchema } from '../../http/pagination.ts';
 import { plainText } from '../../http/text.schemas.ts';
@@ -47,6 +47,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
     app.get(
       '/v1/audit/events',
       {
+        config: { action: 'audit.read' },
         schema: {
           tags: ['audit'],
           summary: "The account's audit events, newest first",
@@ -69,8 +70,6 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
       },
       async (req) => {
         const caller = requireCaller(req);
-        requireLevel(caller, 'admin');
-        requireAccountScope(caller);
         return deps.audit.listEvents(caller, req.query);
       },
     );
@@ -78,6 +77,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
     app.get(
       '/v1/audit/export',
       {
+        config: { action: 'audit.export' },
         schema: {
           tags: ['audit'],
           summary: "Export the account's chained events as JSON Lines (with checkpoints and public keys)",
@@ -93,8 +93,6 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
       },
       async (req, reply) => {
         const caller = requireCaller(req);
-        requireLevel(caller, 'admin');
-        requireAccountScope(caller);
         // Recorded (durable) before the first line: no record, no export.
         const lines = await deps.audit.exportAccount(caller, String(req.id));
         const body = Readable.from(
@@ -115,6 +113,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
     app.get(
       '/v1/audit/verify',
       {
+        config: { action: 'audit.read' },
         schema: {
           tags: ['audit'],
           summary: 'Verify the whole (global) chain and its signed checkpoints: ok or the first broken seq',
@@ -134,10 +133,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
           },
         },
       },
-      async (req) => {
-        const caller = requireCaller(req);
-        requireLevel(caller, 'admin');
-        requireAccountScope(caller);
+      async () => {
         const r = await deps.audit.verify();
         return {
           ok: r.ok,
@@ -152,6 +148,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
     app.post(
       '/v1/audit/checkpoints',
       {
+        config: { action: 'audit.checkpoint' },
         schema: {
           tags: ['audit'],
           summary:
@@ -166,8 +163,6 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
       },
       async (req, reply) => {
         const caller = requireCaller(req);
-        requireLevel(caller, 'admin');
-        requireAccountScope(caller);
         const out = await deps.audit.checkpoint(caller, String(req.id)).catch((err: unknown) => {
           const retry = err instanceof AppError ? err.details?.retry_after_s : undefined;
           if (typeof retry === 'number') reply.header('retry-after', retry);

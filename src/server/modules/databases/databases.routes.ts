@@ -34,6 +34,7 @@ export function databaseRoutes(deps: {
     app.post(
       '/v1/databases',
       {
+        config: { action: 'databases.create' },
         schema: {
           tags,
           security,
@@ -57,6 +58,7 @@ export function databaseRoutes(deps: {
     app.get(
       '/v1/databases',
       {
+        config: { action: 'databases.list' },
         schema: {
           tags,
           security,
@@ -77,6 +79,7 @@ export function databaseRoutes(deps: {
     app.get(
       '/v1/databases/:name',
       {
+        config: { action: 'databases.read' },
         schema: {
           tags,
           security,
@@ -91,6 +94,7 @@ export function databaseRoutes(deps: {
     app.delete(
       '/v1/databases/:name',
       {
+        config: { action: 'databases.delete' },
         schema: {
           tags,
           security,
@@ -109,6 +113,7 @@ export function databaseRoutes(deps: {
     app.get(
       '/v1/databases/:name/allowlist',
       {
+        config: { action: 'databases.read' },
         schema: {
           tags,
           security,
@@ -123,6 +128,7 @@ export function databaseRoutes(deps: {
     app.put(
       '/v1/databases/:name/allowlist',
       {
+        config: { action: 'allowlist.write' },
         schema: {
           tags,
           security,
@@ -139,6 +145,7 @@ export function databaseRoutes(deps: {
     app.post(
       '/v1/databases/:name/allowlist',
       {
+        config: { action: 'allowlist.write' },
         schema: {
           tags,
           security,
@@ -161,6 +168,7 @@ export function databaseRoutes(deps: {
     app.delete(
       '/v1/databases/:name/allowlist/:cidr',
       {
+        config: { action: 'allowlist.write' },
         schema: {
           tags,
           security,
@@ -178,6 +186,7 @@ export function databaseRoutes(deps: {
     app.get(
       '/v1/databases/:name/limits',
       {
+        config: { action: 'databases.read' },
         schema: {
           tags,
           security,
@@ -192,6 +201,7 @@ export function databaseRoutes(deps: {
     app.put(
       '/v1/databases/:name/limits',
       {
+        config: { action: 'databases.limits' },
         schema: {
           tags,
           security,
@@ -207,6 +217,7 @@ export function databaseRoutes(deps: {
     app.get(
       '/v1/databases/:name/connection',
       {
+        config: { action: 'databases.read' },
         schema: {
           tags,
           security,
@@ -221,6 +232,7 @@ export function databaseRoutes(deps: {
     app.post(
       '/v1/databases/:name/credentials/reveal',
       {
+        config: { action: 'databases.reveal' },
         schema: {
           tags,
           security,
@@ -238,6 +250,7 @@ export function databaseRoutes(deps: {
     app.post(
       '/v1/databases/:name/credentials/rotate',
       {
+        config: { action: 'databases.rotate' },
         schema: {
           tags,
           security,

@@ -43,7 +43,7 @@ export function driftRoutes(deps: {
       '/v1/nodes/:id/drift',
       {
         // Not an API key route: keys belong to accounts, drift spans every tenant of a node.
-        config: { public: true },
+        config: { operatorToken: true },
         schema: {
           tags: ['nodes'],
           security: [{ operatorToken: [] }],

@@ -56,6 +56,7 @@ export function explorerRoutes(deps: {
     app.post(
       '/v1/databases/:name/explorer/query',
       {
+        config: { action: 'explorer.query' },
         schema: {
           tags,
           security,
@@ -110,6 +111,7 @@ export function explorerRoutes(deps: {
     app.get(
       '/v1/databases/:name/explorer/schema',
       {
+        config: { action: 'explorer.query' },
         schema: {
           tags,
           security,
@@ -135,6 +137,7 @@ export function explorerRoutes(deps: {
     app.get(
       EXPLORER_CHANNEL_PATH,
       {
+        config: { agentToken: true },
         websocket: true,
         schema: {
           tags: ['agent'],
@@ -161,6 +164,7 @@ export function explorerRoutes(deps: {
     app.post(
       '/v1/agent/jobs/:id/explorer-result',
       {
+        config: { agentToken: true },
         bodyLimit: EXPLORER_RESULT_MAX_BYTES,
         schema: {
           tags: ['agent'],
@@ -180,6 +184,7 @@ export function explorerRoutes(deps: {
     app.post(
       '/v1/agent/jobs/:id/status',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           security: agentSecurity,

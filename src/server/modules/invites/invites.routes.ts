@@ -37,6 +37,7 @@ export function invitesRoutes(deps: { invites: InvitesService }): FastifyPluginA
     app.post(
       '/v1/invites',
       {
+        config: { action: 'invites.create' },
         bodyLimit: 16 * 1024,
         schema: {
           tags: ['invites'],
@@ -66,6 +67,7 @@ export function invitesRoutes(deps: { invites: InvitesService }): FastifyPluginA
     app.get(
       '/v1/invites',
       {
+        config: { action: 'invites.read' },
         schema: {
           tags: ['invites'],
           summary: 'List the pending invites, newest first (admin); never their codes',
@@ -85,6 +87,7 @@ export function invitesRoutes(deps: { invites: InvitesService }): FastifyPluginA
     app.delete(
       '/v1/invites/:id',
       {
+        config: { action: 'invites.revoke' },
         schema: {
           tags: ['invites'],
           summary: 'Revoke an invite: its code stops working at once (admin)',

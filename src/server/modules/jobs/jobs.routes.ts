@@ -42,6 +42,7 @@ export function jobRoutes(deps: { jobs: JobsService }): FastifyPluginAsyncZod {
     app.get(
       '/v1/jobs',
       {
+        config: { action: 'jobs.read' },
         schema: {
           tags: ['jobs'],
           security,
@@ -68,6 +69,7 @@ export function jobRoutes(deps: { jobs: JobsService }): FastifyPluginAsyncZod {
     app.get(
       '/v1/jobs/:id',
       {
+        config: { action: 'jobs.read' },
         schema: {
           tags: ['jobs'],
           security,

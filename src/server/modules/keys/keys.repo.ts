@@ -73,6 +73,8 @@ export type InsertKey = {
   explorer: boolean;
   decoy: boolean;
   createdByKeyId: string | null;
+  /** The signed-in user who created it (it dies with their suspension). */
+  createdByUserId?: string | null;
   expiresAt: Date;
 };
 
@@ -80,8 +82,8 @@ export async function insertKey(db: Queryable, k: InsertKey): Promise<KeyRow> {
   const r = await db.query<KeyRow>(
     `WITH k AS (
        INSERT INTO api_keys (account_id, name, lookup_prefix, key_hash, level, databases, explorer, decoy,
-                             created_by_key_id, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *
+                             created_by_key_id, expires_at, created_by_user_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *
      ) SELECT ${KEY_COLUMNS} FROM k`,
     [
       k.accountId,
@@ -94,6 +96,7 @@ export async function insertKey(db: Queryable, k: InsertKey): Promise<KeyRow> {
       k.decoy,
       k.createdByKeyId,
       k.expiresAt,
+      k.createdByUserId ?? null,
     ],
   );
   return r.rows[0]!;

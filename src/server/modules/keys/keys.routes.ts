@@ -21,6 +21,7 @@ export function keysRoutes(deps: {
     app.post(
       '/v1/keys',
       {
+        config: { action: 'keys.create' },
         bodyLimit: 16 * 1024,
         schema: {
           tags: ['keys'],
@@ -56,6 +57,7 @@ export function keysRoutes(deps: {
     app.get(
       '/v1/keys',
       {
+        config: { action: 'keys.read' },
         schema: {
           tags: ['keys'],
           summary: 'List the account’s API keys, newest first (admin)',
@@ -80,6 +82,7 @@ export function keysRoutes(deps: {
     app.get(
       '/v1/keys/:id',
       {
+        config: { action: 'keys.read' },
         schema: {
           tags: ['keys'],
           summary: 'Show one API key (admin)',
@@ -94,6 +97,7 @@ export function keysRoutes(deps: {
     app.delete(
       '/v1/keys/:id',
       {
+        config: { action: 'keys.revoke' },
         schema: {
           tags: ['keys'],
           summary: 'Revoke an API key, and every key it created, on every server at once (admin)',
@@ -108,6 +112,7 @@ export function keysRoutes(deps: {
     app.get(
       '/v1/whoami',
       {
+        config: { action: 'keys.whoami' },
         schema: {
           tags: ['keys'],
           summary: 'The calling key: account, prefix, level, scope, expiry',

@@ -167,9 +167,7 @@ export function createKeysService(deps: KeysServiceDeps) {
     /** A new key, shown once. It can never exceed its creator's rights. */
     async create(caller: Caller, input: CreateKeyInput): Promise<{ key: string; row: repo.KeyRow }> {
       requireLevel(caller, 'admin');
-      // Keys created by users (bounded by their role, dying with their suspension) come with the policy table.
-      if (caller.kind !== 'key')
-        throw forbidden('Signed-in users cannot create API keys yet; use an API key');
+      // A signed-in user's level and explorer come from their role: a key never exceeds its creator's role.
       if (RANK[input.level] > RANK[caller.level])
         throw forbidden('A key cannot be given more than its creator has');
       if (input.explorer && !caller.explorer)
@@ -183,16 +181,22 @@ export function createKeysService(deps: KeysServiceDeps) {
       }
       return withTx(db, async (tx) => {
         const account = await repo.findAccountById(tx, caller.accountId);
-        const creator = await repo.getKey(tx, { accountId: caller.accountId }, caller.keyId);
-        if (!account || !creator) throw notFound('Account');
-        const depth = (await repo.keyChainDepth(tx, creator.id)) + 1;
-        if (depth > MAX_KEY_CHAIN_DEPTH)
-          throw badRequest(
-            `A key cannot be created more than ${MAX_KEY_CHAIN_DEPTH} levels below an operator key; create it from a key higher in the chain`,
-            { max_chain_depth: MAX_KEY_CHAIN_DEPTH },
-          );
+        if (!account) throw notFound('Account');
+        // A key's creator: another key (the chain is bounded, the expiry inherited) or a signed-in user.
+        const creator =
+          caller.kind === 'key' ? await repo.getKey(tx, { accountId: caller.accountId }, caller.keyId) : null;
+        if (caller.kind === 'key') {
+          if (!creator) throw notFound('Account');
+          const depth = (await repo.keyChainDepth(tx, creator.id)) + 1;
+          if (depth > MAX_KEY_CHAIN_DEPTH)
+            throw badRequest(
+              `A key cannot be created more than ${MAX_KEY_CHAIN_DEPTH} levels below an operator key; create it from a key higher in the chain`,
+              { max_chain_depth: MAX_KEY_CHAIN_DEPTH },
+            );
+        }
         const t = now();
-        const limit = Math.min(t + account.max_key_lifetime_days * DAY_MS, creator.expires_at.getTime());
+        const creatorExpiry = creator?.expires_at.getTime() ?? Number.POSITIVE_INFINITY;
+        const limit = Math.min(t + account.max_key_lifetime_days * DAY_MS, creatorExpiry);
         let expiresAt = new Date(limit);
         if (input.expiresAt) {
           const at = input.expiresAt.getTime();
@@ -201,7 +205,7 @@ export function createKeysService(deps: KeysServiceDeps) {
             throw badRequest(
               `expires_at is beyond the account's maximum key lifetime (${account.max_key_lifetime_days} days)`,
             );
-          if (at > creator.expires_at.getTime())
+          if (at > creatorExpiry)
             throw badRequest('expires_at must not be later than the expiry of the key creating it');
           expiresAt = input.expiresAt;
         }
@@ -215,7 +219,8 @@ export function createKeysService(deps: KeysServiceDeps) {
           databases,
           explorer: Boolean(input.explorer),
           decoy: Boolean(input.decoy),
-          createdByKeyId: caller.keyId,
+          createdByKeyId: caller.kind === 'key' ? caller.keyId : null,
+          createdByUserId: caller.kind === 'user' ? caller.userId : null,
           expiresAt,
         });
         await audit.record(
@@ -239,7 +244,7 @@ export function createKeysService(deps: KeysServiceDeps) {
             event: 'key.created',
             key_id: row.id,
             account_id: row.account_id,
-            by: caller.keyId,
+            by: callerActor(caller).id,
             decoy: row.decoy,
           },
           'API key created',

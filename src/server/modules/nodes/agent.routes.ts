@@ -55,6 +55,7 @@ export function agentRoutes(deps: {
     app.post(
       '/v1/agent/enroll',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           // Public: the enrollment token in the body is the credential.
@@ -86,6 +87,7 @@ export function agentRoutes(deps: {
     app.post(
       '/v1/agent/poll',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           security,
@@ -118,6 +120,7 @@ export function agentRoutes(deps: {
     app.post(
       '/v1/agent/jobs/:id/complete',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           security,
@@ -142,6 +145,7 @@ export function agentRoutes(deps: {
     app.post(
       '/v1/agent/jobs/:id/fail',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           security,
@@ -171,6 +175,7 @@ export function agentRoutes(deps: {
     app.post(
       '/v1/agent/jobs/:id/secret',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           security,
@@ -191,6 +196,7 @@ export function agentRoutes(deps: {
     app.post(
       '/v1/agent/heartbeat',
       {
+        config: { agentToken: true },
         schema: {
           tags: ['agent'],
           security,

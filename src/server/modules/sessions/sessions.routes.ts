@@ -54,6 +54,7 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
     app.post(
       '/v1/auth/logout',
       {
+        config: { action: 'me.write' },
         schema: {
           tags: ['sessions'],
           summary: 'End this session: its access and refresh tokens stop working at once, on every server',
@@ -70,6 +71,7 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
     app.get(
       '/v1/me',
       {
+        config: { action: 'me.read' },
         schema: {
           tags: ['sessions'],
           summary: 'The signed-in user, their memberships and roles',
@@ -94,6 +96,7 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
       app.post(
         `/v1/users/:id/${action}`,
         {
+          config: { action: 'users.suspend' },
           schema: {
             tags: ['users'],
             summary:

@@ -1,0 +1,167 @@
+/**
+ * Who may do what: one table, role × action, for signed-in users and API keys alike. Every /v1
+ * route declares what it is in its route config — `action: '<action>'`, `public: true`,
+ * `agentToken: true` (the agent API, its own tokens) or `operatorToken: true` (host operator
+ * routes) — and one hook of the auth plugin enforces the table after authentication, before the
+ * body is read (registerPolicy). A /v1 route without a declaration cannot be registered.
+ *
+ * What the table does not decide stays with the services: which objects the caller sees (another
+ * account's object, or a database outside a database-scoped caller's grants, is a 404), the
+ * explorer grant of a key (checked after the database is found, and audited), and rules about
+ * the object itself (whom an owner may suspend, which role an invite may carry).
+ */
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
+import { forbidden, unauthorized } from '../../shared/errors.ts';
+import type { Caller, MembershipRole, Permission } from './caller.ts';
+
+export type Rule = {
+  /** Account members with these roles may (acting in the account: `Bulwark-Account`). */
+  roles: readonly MembershipRole[];
+  /** The lowest API key level that may; null: no API key may. */
+  key: Permission | null;
+  /** A database-scoped caller (a key limited to some databases, a member with database grants) may. */
+  scoped: boolean;
+  /** A signed-in platform admin may, in any account or none. */
+  platform?: boolean;
+  /** Only this kind of caller, whatever its role: the signed-in user's own routes, or the calling key's. */
+  only?: 'user' | 'key';
+};
+
+const ALL: readonly MembershipRole[] = ['owner', 'admin', 'member', 'viewer'];
+const WRITERS: readonly MembershipRole[] = ['owner', 'admin', 'member'];
+const ADMINS: readonly MembershipRole[] = ['owner', 'admin'];
+
+/** The table. docs/api.md ("Authorization") shows it; test/authz-matrix.test.ts holds every route to it. */
+export const POLICY = {
+  'databases.list': { roles: ALL, key: 'read', scoped: true },
+  'databases.read': { roles: ALL, key: 'read', scoped: true },
+  'databases.create': { roles: WRITERS, key: 'write', scoped: false },
+  'databases.delete': { roles: WRITERS, key: 'write', scoped: true },
+  'databases.limits': { roles: WRITERS, key: 'write', scoped: true },
+  'databases.reveal': { roles: WRITERS, key: 'write', scoped: true },
+  'databases.rotate': { roles: WRITERS, key: 'write', scoped: true },
+  'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
+  // Keys below admin need the explorer grant as well (the service checks it once the database is found).
+  'explorer.query': { roles: ADMINS, key: 'read', scoped: true },
+  'jobs.read': { roles: ALL, key: 'read', scoped: true },
+  // A database-scoped admin key manages only the keys it created, within its databases.
+  'keys.create': { roles: ADMINS, key: 'admin', scoped: true },
+  'keys.read': { roles: ADMINS, key: 'admin', scoped: true },
+  'keys.revoke': { roles: ADMINS, key: 'admin', scoped: true },
+  'keys.whoami': { roles: [], key: 'read', scoped: true, only: 'key' },
+  'audit.read': { roles: ADMINS, key: 'admin', scoped: false },
+  'audit.export': { roles: ADMINS, key: 'admin', scoped: false },
+  'audit.checkpoint': { roles: ADMINS, key: 'admin', scoped: false },
+  'invites.create': { roles: ADMINS, key: 'admin', scoped: false, platform: true },
+  'invites.read': { roles: ADMINS, key: 'admin', scoped: false, platform: true },
+  'invites.revoke': { roles: ADMINS, key: 'admin', scoped: false, platform: true },
+  'users.read': { roles: ADMINS, key: null, scoped: false, platform: true },
+  'users.suspend': { roles: ['owner'], key: null, scoped: false, platform: true },
+  'sessions.read': { roles: ADMINS, key: null, scoped: false, platform: true },
+  'sessions.revoke': { roles: ADMINS, key: null, scoped: false, platform: true },
+  'me.read': { roles: [], key: null, scoped: true, only: 'user' },
+  'me.write': { roles: [], key: null, scoped: true, only: 'user' },
+} as const satisfies Record<string, Rule>;
+
+export type Action = keyof typeof POLICY;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** What the route does, as named in the policy table. */
+    action?: Action;
+    /** Open to anyone (rate limited per address). */
+    public?: boolean;
+    /** The agent API: agent tokens, checked by the auth plugin. */
+    agentToken?: boolean;
+    /** Host operator routes: the operator token, checked by the route. */
+    operatorToken?: boolean;
+  }
+}
+
+type RouteConfig = { action?: unknown; public?: unknown; agentToken?: unknown; operatorToken?: unknown };
+
+const isAction = (a: unknown): a is Action => typeof a === 'string' && Object.hasOwn(POLICY, a);
+
+/**
+ * Why a route's declaration is wrong, or null when it is right: exactly one of `action` (one of the
+ * table), `public`, `agentToken` (only and every /v1/agent/* route) or `operatorToken`.
+ */
+export function declarationProblem(url: string, config: RouteConfig | undefined): string | null {
+  if (!url.startsWith('/v1/') || url === '/v1/openapi.json') return null;
+  const c = config ?? {};
+  const declared = [
+    c.action !== undefined,
+    c.public === true,
+    c.agentToken === true,
+    c.operatorToken === true,
+  ];
+  const n = declared.filter(Boolean).length;
+  if (n !== 1)
+    return `${url}: declare exactly one of action, public, agentToken, operatorToken in the route config (found ${n})`;
+  if (c.action !== undefined && !isAction(c.action)) return `${url}: unknown action ${String(c.action)}`;
+  if ((c.agentToken === true) !== url.startsWith('/v1/agent/'))
+    return `${url}: agentToken routes are exactly the /v1/agent/ routes`;
+  return null;
+}
+
+const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
+
+/** May this caller (account caller, or a signed-in user acting in no account) do this? */
+export function allows(
+  rule: Rule,
+  who: { caller: Caller | null; user: { platformAdmin: boolean } | null },
+): boolean {
+  const { caller, user } = who;
+  if (rule.only === 'user') return user !== null;
+  if (rule.only === 'key') return caller?.kind === 'key';
+  if (rule.platform && user?.platformAdmin) return true;
+  if (!caller) return false;
+  if (caller.databases !== null && !rule.scoped) return false;
+  if (caller.kind === 'key') return rule.key !== null && RANK[caller.level] >= RANK[rule.key];
+  return rule.roles.includes(caller.role);
+}
+
+/** The OpenAPI security requirements of a rule: API keys first when they may, then signed-in users. */
+export function securityOf(rule: Rule): Record<string, string[]>[] {
+  const keys = rule.only === 'key' || (rule.only === undefined && rule.key !== null);
+  const users = rule.only === 'user' || (rule.only === undefined && (rule.roles.length > 0 || rule.platform));
+  return [...(keys ? [{ apiKey: [] }] : []), ...(users ? [{ userSession: [] }] : [])];
+}
+
+function enforce(req: FastifyRequest, action: Action): void {
+  const rule: Rule = POLICY[action];
+  const caller = req.caller ?? null;
+  const user = req.user ?? null;
+  if (!caller && !user) throw unauthorized();
+  if (allows(rule, { caller, user })) return;
+  if (rule.only === 'user') throw forbidden('This needs a signed-in user, not an API key');
+  if (rule.only === 'key') throw forbidden('This describes an API key; signed-in users use GET /v1/me');
+  if (!caller) throw forbidden(user?.accountProblem ?? 'You are not a member of this account');
+  if (caller.databases !== null && !rule.scoped) throw forbidden('A database-scoped caller cannot do this');
+  if (caller.kind === 'key')
+    throw forbidden(
+      rule.key === null
+        ? 'API keys cannot do this; sign in as a user'
+        : `This needs a key with ${rule.key} permission`,
+    );
+  throw forbidden(`Your role (${caller.role}) does not allow ${action}`);
+}
+
+/**
+ * Refuses a /v1 route without a declaration when it is registered (so the app does not start),
+ * and enforces the table after authentication — call right after the authentication hook, so
+ * that a refusal comes before the body is read or validated.
+ */
+export function registerPolicy(app: FastifyInstance): void {
+  app.addHook('onRoute', (r: RouteOptions) => {
+    const config = r.config as RouteConfig | undefined;
+    const problem = declarationProblem(r.url, config);
+    if (problem) throw new Error(`route without an authorization policy: ${problem}`);
+    // The API document names the credentials the table accepts (the OpenAPI plugin reads it later).
+    if (isAction(config?.action)) r.schema = { ...r.schema, security: securityOf(POLICY[config.action]) };
+  });
+  app.addHook('onRequest', async (req) => {
+    const action = req.routeOptions.config?.action;
+    if (action !== undefined) enforce(req, action);
+  });
+}
