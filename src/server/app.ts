@@ -50,6 +50,8 @@ import type { UsersService } from './modules/people/users.service.ts';
 import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { sessionsRoutes } from './modules/sessions/sessions.routes.ts';
 import type { SessionsService } from './modules/sessions/sessions.service.ts';
+import { usersAdminRoutes } from './modules/users-admin/users-admin.routes.ts';
+import type { UsersAdminService } from './modules/users-admin/users-admin.service.ts';
 
 export type AppDeps = {
   config: Pick<
@@ -77,6 +79,8 @@ export type AppDeps = {
   sessions: SessionsService;
   /** Password sign-in (POST /v1/auth/login) and the signed-in user's TOTP enrolment (/v1/me/totp). */
   users: UsersService;
+  /** The admin API over people: GET /v1/users, GET /v1/users/:id/sessions, DELETE /v1/sessions/:id. */
+  usersAdmin: UsersAdminService;
   /** The account's view of the job queue (/v1/jobs). */
   jobs: JobsService;
   /** Counters (auth failures, rate-limit hits…) and the scrape-time registry behind /metrics. */
@@ -204,6 +208,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
   await app.register(sessionsRoutes({ sessions: deps.sessions }));
   await app.register(peopleRoutes({ users: deps.users }));
+  await app.register(usersAdminRoutes({ usersAdmin: deps.usersAdmin }));
   await app.register(
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
   );

@@ -40,6 +40,7 @@ import { createLocalUser, createUsersService } from './modules/people/users.serv
 import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
 import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
+import { createUsersAdminService } from './modules/users-admin/users-admin.service.ts';
 
 export type ServerContext = {
   app: FastifyInstance;
@@ -187,6 +188,7 @@ export async function createServerContext(opts: {
       sessionAuth,
       sessions,
       users,
+      usersAdmin: createUsersAdminService({ db, log, audit, auth: sessionAuth }),
       jobs: createJobsService({ db }),
       metrics,
       metricsToken,

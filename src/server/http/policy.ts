@@ -23,6 +23,11 @@ export type Rule = {
   scoped: boolean;
   /** A signed-in platform admin may, in any account or none. */
   platform?: boolean;
+  /**
+   * A key below admin also needs this grant. The service checks it once the object is found (an
+   * out-of-scope database stays a 404, and the refusal is audited with what was tried).
+   */
+  keyGrant?: 'explorer';
   /** Only this kind of caller, whatever its role: the signed-in user's own routes, or the calling key's. */
   only?: 'user' | 'key';
 };
@@ -41,8 +46,7 @@ export const POLICY = {
   'databases.reveal': { roles: WRITERS, key: 'write', scoped: true },
   'databases.rotate': { roles: WRITERS, key: 'write', scoped: true },
   'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
-  // Keys below admin need the explorer grant as well (the service checks it once the database is found).
-  'explorer.query': { roles: ADMINS, key: 'read', scoped: true },
+  'explorer.query': { roles: ADMINS, key: 'read', scoped: true, keyGrant: 'explorer' },
   'jobs.read': { roles: ALL, key: 'read', scoped: true },
   // A database-scoped admin key manages only the keys it created, within its databases.
   'keys.create': { roles: ADMINS, key: 'admin', scoped: true },
@@ -61,6 +65,7 @@ export const POLICY = {
   'sessions.revoke': { roles: ADMINS, key: null, scoped: false, platform: true },
   'me.read': { roles: [], key: null, scoped: true, only: 'user' },
   'me.write': { roles: [], key: null, scoped: true, only: 'user' },
+  'me.logout': { roles: [], key: null, scoped: true, only: 'user' },
 } as const satisfies Record<string, Rule>;
 
 export type Action = keyof typeof POLICY;
@@ -102,6 +107,14 @@ export function declarationProblem(url: string, config: RouteConfig | undefined)
   if ((c.agentToken === true) !== url.startsWith('/v1/agent/'))
     return `${url}: agentToken routes are exactly the /v1/agent/ routes`;
   return null;
+}
+
+export type RouteAction = { method: string; url: string; action: Action };
+const ACTIONS = Symbol('bulwark.routeActions');
+
+/** The action of every route that declared one (tests hold each route to the table). */
+export function routeActions(app: FastifyInstance): RouteAction[] {
+  return (app as unknown as { [ACTIONS]?: RouteAction[] })[ACTIONS] ?? [];
 }
 
 const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
@@ -153,10 +166,15 @@ function enforce(req: FastifyRequest, action: Action): void {
  * that a refusal comes before the body is read or validated.
  */
 export function registerPolicy(app: FastifyInstance): void {
+  const declared: RouteAction[] = [];
+  app.decorate(ACTIONS, declared);
   app.addHook('onRoute', (r: RouteOptions) => {
     const config = r.config as RouteConfig | undefined;
     const problem = declarationProblem(r.url, config);
     if (problem) throw new Error(`route without an authorization policy: ${problem}`);
+    if (isAction(config?.action))
+      for (const method of [r.method].flat())
+        if (method !== 'HEAD') declared.push({ method, url: r.url, action: config.action });
     // The API document names the credentials the table accepts (the OpenAPI plugin reads it later).
     if (isAction(config?.action)) r.schema = { ...r.schema, security: securityOf(POLICY[config.action]) };
   });

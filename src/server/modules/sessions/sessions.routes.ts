@@ -54,7 +54,7 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
     app.post(
       '/v1/auth/logout',
       {
-        config: { action: 'me.write' },
+        config: { action: 'me.logout' },
         schema: {
           tags: ['sessions'],
           summary: 'End this session: its access and refresh tokens stop working at once, on every server',

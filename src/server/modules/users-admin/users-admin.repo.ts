@@ -1,0 +1,102 @@
+/**
+ * The admin view of people: users (all of them, or one account's members), a user's sessions,
+ * and revoking one session. `accountId` null means the platform-wide view (platform admins).
+ */
+import type { Queryable } from '../../db/pool.ts';
+import type { PageCursor } from '../../http/pagination.ts';
+
+export type AdminUserRow = {
+  id: string;
+  username: string | null;
+  status: 'active' | 'suspended';
+  platform_admin: boolean;
+  totp_enabled: boolean;
+  /** The role in the listed account; null in the platform-wide view. */
+  role: 'owner' | 'admin' | 'member' | 'viewer' | null;
+  created_at: Date;
+  created_us: number;
+};
+
+const CURSOR = `($3::bigint IS NULL
+  OR (u.created_at, u.id) < (timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::uuid))`;
+
+/** Users newest first: every user (accountId null) or the members of one account; `limit` rows. */
+export async function listUsers(
+  db: Queryable,
+  accountId: string | null,
+  page: { limit: number; after: PageCursor | null },
+): Promise<AdminUserRow[]> {
+  const r = await db.query<AdminUserRow>(
+    `SELECT u.id, u.username, u.status, u.platform_admin, m.role, u.created_at,
+            (extract(epoch FROM u.created_at) * 1000000)::bigint AS created_us,
+            EXISTS (SELECT 1 FROM user_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL) AS totp_enabled
+       FROM users u
+       LEFT JOIN memberships m ON m.user_id = u.id AND m.account_id = $1
+      WHERE ($1::uuid IS NULL OR m.account_id IS NOT NULL) AND ${CURSOR}
+      ORDER BY u.created_at DESC, u.id DESC
+      LIMIT $2`,
+    [accountId, page.limit, page.after?.ts ?? null, page.after?.id ?? null],
+  );
+  return r.rows;
+}
+
+/** Whether this user is visible in the view: any user (accountId null), or a member of the account. */
+export async function userVisible(db: Queryable, accountId: string | null, userId: string): Promise<boolean> {
+  const r = await db.query(
+    `SELECT 1 FROM users u
+      WHERE u.id = $2
+        AND ($1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.id AND m.account_id = $1))`,
+    [accountId, userId],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
+
+export type AdminSessionRow = {
+  id: string;
+  user_id: string;
+  created_at: Date;
+  last_used_at: Date;
+  expires_at: Date;
+  revoked_at: Date | null;
+  revoked_reason: string | null;
+  source_ip: string | null;
+  user_agent: string | null;
+  created_us: number;
+};
+
+const SESSION_COLUMNS = `s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at, s.revoked_reason,
+  host(s.source_ip) AS source_ip, s.user_agent, (extract(epoch FROM s.created_at) * 1000000)::bigint AS created_us`;
+
+/** A user's sessions, newest first (live and ended); `limit` rows. */
+export async function listSessions(
+  db: Queryable,
+  userId: string,
+  page: { limit: number; after: PageCursor | null },
+): Promise<AdminSessionRow[]> {
+  const r = await db.query<AdminSessionRow>(
+    `SELECT ${SESSION_COLUMNS} FROM sessions s
+      WHERE s.user_id = $1
+        AND ($3::bigint IS NULL
+             OR (s.created_at, s.id) < (timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::uuid))
+      ORDER BY s.created_at DESC, s.id DESC
+      LIMIT $2`,
+    [userId, page.limit, page.after?.ts ?? null, page.after?.id ?? null],
+  );
+  return r.rows;
+}
+
+/** One session, if its user is visible in the view (locked for the revocation when in a transaction). */
+export async function findVisibleSession(
+  db: Queryable,
+  accountId: string | null,
+  sessionId: string,
+): Promise<AdminSessionRow | null> {
+  const r = await db.query<AdminSessionRow>(
+    `SELECT ${SESSION_COLUMNS} FROM sessions s
+      WHERE s.id = $2
+        AND ($1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = s.user_id AND m.account_id = $1))
+      FOR UPDATE OF s`,
+    [accountId, sessionId],
+  );
+  return r.rows[0] ?? null;
+}

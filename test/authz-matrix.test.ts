@@ -1,0 +1,259 @@
+// The role × route matrix: every /v1 route of the fully wired app, taken from the app's own route
+// table, against every kind of caller, on the real control database. Each answer must be what the
+// policy table says: refused (403) when the role or key level may not, 401 without credentials or
+// for a suspended user, 404 for another account's object, and otherwise anything but 401/403.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import Fastify from 'fastify';
+import { registeredRoutes } from '../src/server/app.ts';
+import type { MembershipRole, Permission } from '../src/server/http/caller.ts';
+import {
+  POLICY,
+  type RouteAction,
+  type Rule,
+  registerPolicy,
+  routeActions,
+} from '../src/server/http/policy.ts';
+import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
+import { createTestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+import { createTestUser, signIn } from './helpers/session-users.ts';
+
+type Who =
+  | { kind: 'anonymous' | 'suspended' }
+  | { kind: 'user'; role: MembershipRole | null; platformAdmin: boolean; otherAccount: boolean }
+  | { kind: 'key'; level: Permission; scoped: boolean; explorer: boolean };
+type Caller = { name: string; who: Who; headers: Record<string, string> };
+
+let s: TestServer;
+const callers: Caller[] = [];
+/** What each path parameter names: an object of account acme (another account's, to `other`). */
+const params: Record<string, string> = {};
+const bodies: Record<string, object> = {};
+
+const DB = 'matrixdb';
+
+before(async () => {
+  s = await createTestServer();
+  const acme = await createAccount(s, 'acme');
+  const other = await createAccount(s, 'other');
+  await enrollFakeAgent(s, 'matrix-node');
+  const admin = await createTestKey(s, { account: 'acme' });
+  const created = await s.app.inject({
+    method: 'POST',
+    url: '/v1/databases',
+    headers: admin.headers,
+    payload: { name: DB },
+  });
+  assert.equal(created.statusCode, 202, created.body);
+  const limits = await s.app.inject({ url: `/v1/databases/${DB}/limits`, headers: admin.headers });
+  assert.equal(limits.statusCode, 200, limits.body);
+  const jobs = await s.app.inject({ url: '/v1/jobs', headers: admin.headers });
+  const victimKey = await createTestKey(s, { account: 'acme', level: 'read' });
+
+  const user = async (
+    name: string,
+    role: MembershipRole | null,
+    o: { platformAdmin?: boolean; account?: string } = {},
+  ) =>
+    createTestUser(s, {
+      username: name,
+      platformAdmin: o.platformAdmin ?? false,
+      memberships: role ? [{ accountId: o.account ?? acme, role }] : [],
+    });
+  const target = await user('target', 'member');
+  const targetSession = await signIn(s, target);
+  const targetSessionId = JSON.parse(
+    Buffer.from(targetSession.access_token.split('.')[1]!, 'base64url').toString(),
+  ).jti as string;
+  const owner = await user('owner', 'owner');
+  const invite = await s.app.inject({
+    method: 'POST',
+    url: '/v1/invites',
+    headers: (await signIn(s, owner)).headers,
+    payload: { count: 1, role: 'viewer' },
+  });
+  assert.equal(invite.statusCode, 201, invite.body);
+
+  Object.assign(params, {
+    name: DB,
+    cidr: '10.0.0.0%2F8',
+    jobId: String(jobs.json().items[0].id),
+    keyId: victimKey.id,
+    inviteId: invite.json().invites[0].id,
+    userId: target.id,
+    sessionId: targetSessionId,
+  });
+  Object.assign(bodies, {
+    [`DELETE /v1/databases/:name`]: { confirm: DB },
+    [`PUT /v1/databases/:name/allowlist`]: { entries: [] },
+    [`POST /v1/databases/:name/allowlist`]: { cidr: '10.0.0.0/8' },
+    [`PUT /v1/databases/:name/limits`]: limits.json(),
+    [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
+  });
+
+  const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
+  const add = async (name: string, who: Who, u?: { id: string }, token?: string) =>
+    callers.push({ name, who, headers: u ? (await signIn(s, u)).headers : token ? bearer(token) : {} });
+  const person = { platformAdmin: false, otherAccount: false };
+  await add('owner', { kind: 'user', role: 'owner', ...person }, owner);
+  for (const role of ['admin', 'member', 'viewer'] as const)
+    await add(role, { kind: 'user', role, ...person }, await user(`a-${role}`, role));
+  await add(
+    'platform admin',
+    { kind: 'user', role: null, platformAdmin: true, otherAccount: false },
+    await user('root', null, { platformAdmin: true }),
+  );
+  await add(
+    'other account owner',
+    { kind: 'user', role: 'owner', platformAdmin: false, otherAccount: true },
+    await user('stranger', 'owner', { account: other }),
+  );
+  const suspended = await user('gone', 'owner');
+  await add('suspended', { kind: 'suspended' }, suspended);
+  await s.db.pool.query(`UPDATE users SET status = 'suspended', suspended_at = now() WHERE id = $1`, [
+    suspended.id,
+  ]);
+  await add('anonymous', { kind: 'anonymous' });
+  for (const level of ['read', 'write', 'admin'] as const)
+    await add(
+      `${level} key`,
+      { kind: 'key', level, scoped: false, explorer: level === 'admin' },
+      undefined,
+      (await createTestKey(s, { account: 'acme', level })).key,
+    );
+  await add(
+    'read key with the explorer',
+    { kind: 'key', level: 'read', scoped: false, explorer: true },
+    undefined,
+    (await createTestKey(s, { account: 'acme', level: 'read', explorer: true })).key,
+  );
+  await add(
+    'database-scoped admin key',
+    { kind: 'key', level: 'admin', scoped: true, explorer: true },
+    undefined,
+    (await createTestKey(s, { account: 'acme', databases: [DB] })).key,
+  );
+});
+after(() => s?.stop());
+
+const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
+
+/** The table, read independently of the server's enforcement: may this caller do it? */
+function tableAllows(rule: Rule, who: Who): boolean {
+  if (who.kind === 'anonymous' || who.kind === 'suspended') return false;
+  if (rule.only) return rule.only === who.kind;
+  if (who.kind === 'key')
+    return (
+      rule.key !== null &&
+      RANK[who.level] >= RANK[rule.key] &&
+      (rule.scoped || !who.scoped) &&
+      (rule.keyGrant !== 'explorer' || who.level === 'admin' || who.explorer)
+    );
+  if (who.kind !== 'user') return false;
+  if (who.platformAdmin && rule.platform) return true;
+  return who.role !== null && rule.roles.includes(who.role);
+}
+
+/** The URL with each parameter replaced by an object of account acme. */
+function urlOf(r: RouteAction): string {
+  return r.url.replace(/:([a-z]+)/gi, (_m, p: string) => {
+    const key = p === 'id' ? idParam(r.url) : p;
+    const v = params[key];
+    assert.ok(v, `no fixture for :${p} of ${r.url}: add one to the matrix`);
+    return v;
+  });
+}
+function idParam(url: string): string {
+  if (url.startsWith('/v1/jobs/')) return 'jobId';
+  if (url.startsWith('/v1/keys/')) return 'keyId';
+  if (url.startsWith('/v1/invites/')) return 'inviteId';
+  if (url.startsWith('/v1/users/')) return 'userId';
+  if (url.startsWith('/v1/sessions/')) return 'sessionId';
+  return `id of ${url}`;
+}
+
+test('every /v1 route declares how it is authorized, and the table knows every action', () => {
+  const declared = new Set(routeActions(s.app).map((r) => `${r.method} ${r.url}`));
+  const undeclared = registeredRoutes(s.app).filter((r) => {
+    if (!r.url.startsWith('/v1/') || r.url === '/v1/openapi.json' || r.url.startsWith('/v1/agent/'))
+      return false;
+    return !declared.has(`${r.method} ${r.url}`);
+  });
+  // The rest are public or operator routes: few, and named here so that a new one is a decision.
+  assert.deepEqual(undeclared.map((r) => `${r.method} ${r.url}`).sort(), [
+    'GET /v1/auth/oidc/callback',
+    'GET /v1/auth/oidc/start',
+    'GET /v1/nodes/:id/drift',
+    'GET /v1/public-key',
+    'POST /v1/auth/invites/redeem',
+    'POST /v1/auth/login',
+    'POST /v1/auth/refresh',
+  ]);
+  for (const r of routeActions(s.app)) assert.ok(Object.hasOwn(POLICY, r.action), r.action);
+});
+
+test('a /v1 route without a declared action cannot be registered', () => {
+  const app = Fastify();
+  registerPolicy(app);
+  app.get('/v1/declared', { config: { action: 'databases.list' } }, async () => ({}));
+  app.get('/not-api', async () => ({}));
+  assert.throws(
+    () => app.get('/v1/forgotten', async () => ({})),
+    /route without an authorization policy: \/v1\/forgotten/,
+  );
+  assert.throws(
+    () => app.get('/v1/agent/x', { config: { public: true } }, async () => ({})),
+    /agentToken routes are exactly/,
+  );
+  assert.throws(
+    () => app.get('/v1/typo', { config: { action: 'databases.lsit' as 'databases.list' } }, async () => ({})),
+    /unknown action/,
+  );
+});
+
+test('role × route: every caller gets what the policy table says', async () => {
+  // Logout ends the caller's session: last.
+  const routes = routeActions(s.app).sort(
+    (a, b) => Number(a.action === 'me.logout') - Number(b.action === 'me.logout'),
+  );
+  assert.ok(routes.length >= 30, `only ${routes.length} routes with an action`);
+  const wrong: string[] = [];
+  let checked = 0;
+  for (const r of routes) {
+    const rule: Rule = POLICY[r.action];
+    const url = urlOf(r);
+    const hasObject = url !== r.url;
+    const body = bodies[`${r.method} ${r.url}`];
+    for (const c of callers) {
+      const res = await s.app.inject({
+        method: r.method as 'GET',
+        url,
+        headers: { ...c.headers, ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { payload: JSON.stringify(body) } : {}),
+      });
+      checked++;
+      const got = res.statusCode;
+      let expect: string;
+      let ok: boolean;
+      if (c.who.kind === 'anonymous' || c.who.kind === 'suspended') {
+        expect = '401';
+        ok = got === 401;
+      } else if (!tableAllows(rule, c.who)) {
+        expect = '403';
+        ok = got === 403;
+      } else if (c.who.kind === 'user' && c.who.otherAccount && hasObject && !rule.only) {
+        expect = '404';
+        ok = got === 404;
+      } else {
+        expect = 'not 401/403';
+        ok = got !== 401 && got !== 403 && got < 500;
+      }
+      if (!ok)
+        wrong.push(
+          `${r.method} ${r.url} [${r.action}] as ${c.name}: ${got}, expected ${expect}: ${res.body.slice(0, 160)}`,
+        );
+    }
+  }
+  assert.deepEqual(wrong, [], `${wrong.length} of ${checked} answers disagree with the table`);
+});
