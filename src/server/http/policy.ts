@@ -48,8 +48,9 @@ export const POLICY = {
   'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
   'explorer.query': { roles: ADMINS, key: 'read', scoped: true, keyGrant: 'explorer' },
   'jobs.read': { roles: ALL, key: 'read', scoped: true },
-  // A database-scoped admin key manages only the keys it created, within its databases.
-  'keys.create': { roles: ADMINS, key: 'admin', scoped: true },
+  // A database-scoped admin key manages only the keys it created, within its databases. A user of
+  // any role creates keys up to their own role (viewer: read, member: write, owner/admin: admin).
+  'keys.create': { roles: ALL, key: 'admin', scoped: true },
   'keys.read': { roles: ADMINS, key: 'admin', scoped: true },
   'keys.revoke': { roles: ADMINS, key: 'admin', scoped: true },
   'keys.whoami': { roles: [], key: 'read', scoped: true, only: 'key' },

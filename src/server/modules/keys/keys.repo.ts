@@ -104,7 +104,8 @@ export async function insertKey(db: Queryable, k: InsertKey): Promise<KeyRow> {
 
 /**
  * One key by lookup prefix, with its hash, account and whether any creator up the chain is
- * revoked or was made by a user now suspended. The walk up the chain has no depth limit (a chain deeper than any limit must still
+ * revoked or was made by a user now suspended (or, for the key a user made, no longer in the account
+ * with a role as high as the key). The walk up the chain has no depth limit (a chain deeper than any limit must still
  * lose its rights when an ancestor is revoked); UNION, not UNION ALL, ends it even on a cycle.
  */
 export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promise<KeyAuthRow | null> {
@@ -112,7 +113,14 @@ export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promi
     `SELECT ${KEY_COLUMNS}, k.key_hash, a.name AS account_name, a.status AS account_status,
             (coalesce(chain.revoked, false) OR EXISTS (
                SELECT 1 FROM users u WHERE u.id = k.created_by_user_id AND u.status <> 'active'
-             )) AS creator_revoked
+             ) OR (k.created_by_user_id IS NOT NULL AND NOT EXISTS (
+               -- A user's key never exceeds its creator's role: it stops when they leave the account or
+               -- their role drops below its level (owner/admin → admin, member → write, viewer → read).
+               SELECT 1 FROM memberships m
+                WHERE m.user_id = k.created_by_user_id AND m.account_id = k.account_id
+                  AND (CASE m.role WHEN 'viewer' THEN 1 WHEN 'member' THEN 2 ELSE 3 END)
+                      >= (CASE k.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END)
+             ))) AS creator_revoked
        FROM api_keys k
        JOIN accounts a ON a.id = k.account_id
        LEFT JOIN LATERAL (

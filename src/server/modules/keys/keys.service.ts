@@ -166,8 +166,9 @@ export function createKeysService(deps: KeysServiceDeps) {
   return {
     /** A new key, shown once. It can never exceed its creator's rights. */
     async create(caller: Caller, input: CreateKeyInput): Promise<{ key: string; row: repo.KeyRow }> {
-      requireLevel(caller, 'admin');
-      // A signed-in user's level and explorer come from their role: a key never exceeds its creator's role.
+      // Keys mint keys as admins; a signed-in user of any role mints keys up to their role (the
+      // level and explorer of a user come from the role): a key never exceeds its creator's role.
+      if (caller.kind === 'key') requireLevel(caller, 'admin');
       if (RANK[input.level] > RANK[caller.level])
         throw forbidden('A key cannot be given more than its creator has');
       if (input.explorer && !caller.explorer)
