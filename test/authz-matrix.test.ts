@@ -3,6 +3,7 @@
 // policy table says: refused (403) when the role or key level may not, 401 without credentials or
 // for a suspended user, 404 for another account's object, and otherwise anything but 401/403.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import Fastify from 'fastify';
 import { registeredRoutes } from '../src/server/app.ts';
@@ -256,4 +257,34 @@ test('role × route: every caller gets what the policy table says', async () => 
     }
   }
   assert.deepEqual(wrong, [], `${wrong.length} of ${checked} answers disagree with the table`);
+});
+
+/** The table as docs/api.md shows it, one row per action (the routes from the app itself). */
+function policyRows(routes: RouteAction[]): string[] {
+  const yes = (b: boolean | undefined) => (b ? '✓' : '–');
+  return Object.entries(POLICY as Record<string, Rule>).map(([action, rule]) => {
+    const on = routes.filter((r) => r.action === action).map((r) => `\`${r.method} ${r.url}\``);
+    const role = (x: MembershipRole) =>
+      rule.only === 'user' ? '✓' : rule.only ? '–' : yes(rule.roles.includes(x));
+    const key =
+      rule.only === 'user' || rule.key === null
+        ? '–'
+        : `${rule.key}${rule.key === 'admin' ? '' : '+'}${rule.keyGrant ? ` (${rule.keyGrant} grant below admin)` : ''}`;
+    const platform = rule.only === 'user' ? '✓' : rule.only ? '–' : yes(rule.platform);
+    const cells = [
+      `\`${action}\``,
+      on.join(', '),
+      role('owner'),
+      role('admin'),
+      role('member'),
+      role('viewer'),
+    ];
+    return `| ${[...cells, platform, key, yes(rule.scoped)].join(' | ')} |`;
+  });
+}
+
+test('docs/api.md shows the policy table as it is', () => {
+  const doc = readFileSync(new URL('../docs/api.md', import.meta.url), 'utf8');
+  const missing = policyRows(routeActions(s.app)).filter((row) => !doc.includes(row));
+  assert.deepEqual(missing, [], 'rows of docs/api.md "Authorization" to write (or rewrite) as shown');
 });

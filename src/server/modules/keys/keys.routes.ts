@@ -25,7 +25,8 @@ export function keysRoutes(deps: {
         bodyLimit: 16 * 1024,
         schema: {
           tags: ['keys'],
-          summary: 'Create an API key (admin). The key is in this response only.',
+          summary:
+            'Create an API key (admin keys; signed-in users up to their role). The key is in this response only.',
           security,
           headers: idempotencyHeaders,
           body: createKeyBody,
