@@ -88,7 +88,7 @@ test('unknown user, wrong password and suspended user: the same 401 and message'
   assert.doesNotMatch(JSON.stringify(unknown), /nobody|correct horse|not the password/);
 });
 
-test('timing: an unknown user takes as long as a known one with a wrong password (medians within 10 %)', async () => {
+test('timing: an unknown user takes as long as a known one with a wrong password (lower quartiles within 10 %)', async () => {
   await newUser('dave');
   const ms = async (username: string) => {
     await server.db.pool.query('DELETE FROM login_throttle');
@@ -99,14 +99,15 @@ test('timing: an unknown user takes as long as a known one with a wrong password
     return dt;
   };
   for (let i = 0; i < 3; i++) await ms(i % 2 ? 'dave' : 'nobody-here'); // warm up
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * q)]!;
+  const median = (xs: number[]) => quantile(xs, 0.5);
   // Pairs taken back to back, in alternating order, so a change in the machine's load (other
   // tests, other processes) falls on both sides; up to three measurements on a busy machine.
   let last = '';
   for (let attempt = 1; attempt <= 3; attempt++) {
     const known: number[] = [];
     const unknown: number[] = [];
-    for (let i = 0; i < 21; i++) {
+    for (let i = 0; i < 31; i++) {
       if (i % 2) {
         known.push(await ms('dave'));
         unknown.push(await ms(`nobody-${attempt}-${i}`));
@@ -115,14 +116,17 @@ test('timing: an unknown user takes as long as a known one with a wrong password
         known.push(await ms('dave'));
       }
     }
-    const [k, u] = [median(known), median(unknown)];
+    // Load from other processes only ever adds time, so the lower quartile tracks the work the
+    // server does (an argon2id verification either way) better than the median does on a busy
+    // machine. Without the dummy hash an unknown user answers in about a sixth of the time.
+    const [k, u] = [quantile(known, 0.25), quantile(unknown, 0.25)];
     const ratio = Math.abs(k - u) / Math.max(k, u);
     const paired = median(known.map((x, i) => unknown[i]! / x));
-    last = `known-user median ${k.toFixed(1)} ms, unknown ${u.toFixed(1)} ms, difference ${(ratio * 100).toFixed(1)} % (median of pair ratios ${paired.toFixed(3)})`;
+    last = `known-user lower quartile ${k.toFixed(1)} ms, unknown ${u.toFixed(1)} ms, difference ${(ratio * 100).toFixed(1)} % (medians ${median(known).toFixed(1)} / ${median(unknown).toFixed(1)} ms; median of pair ratios ${paired.toFixed(3)})`;
     console.log(`login timing (measurement ${attempt}): ${last}`);
     if (ratio < 0.1) return;
   }
-  assert.fail(`medians differ by 10 % or more: ${last}`);
+  assert.fail(`lower quartiles differ by 10 % or more: ${last}`);
 });
 
 test('per username: the 6th failure in a row is throttled (429, Retry-After), even with the right password', async () => {
