@@ -174,7 +174,7 @@ function idParam(url: string): string {
   return `id of ${url}`;
 }
 
-test('every /v1 route declares how it is authorized, and the table knows every action', () => {
+test('every /v1 route declares how it is authorized, and the table knows every action', async () => {
   const declared = new Set(routeActions(s.app).map((r) => `${r.method} ${r.url}`));
   const undeclared = registeredRoutes(s.app).filter((r) => {
     if (!r.url.startsWith('/v1/') || r.url === '/v1/openapi.json' || r.url.startsWith('/v1/agent/'))
@@ -192,6 +192,14 @@ test('every /v1 route declares how it is authorized, and the table knows every a
     'POST /v1/auth/refresh',
   ]);
   for (const r of routeActions(s.app)) assert.ok(Object.hasOwn(POLICY, r.action), r.action);
+  // The public ones are open to anyone; the operator route refuses anyone without its token.
+  for (const r of undeclared) {
+    const res = await s.app.inject({ method: r.method as 'GET', url: r.url.replace(':id', params.userId!) });
+    if (r.url === '/v1/nodes/:id/drift')
+      assert.ok([401, 404].includes(res.statusCode), `${r.url}: ${res.statusCode}`);
+    else
+      assert.ok(res.statusCode !== 401 && res.statusCode !== 403, `${r.method} ${r.url}: ${res.statusCode}`);
+  }
 });
 
 test('a /v1 route without a declared action cannot be registered', () => {

@@ -33,9 +33,9 @@ export type MembershipRole = 'owner' | 'admin' | 'member' | 'viewer';
 
 /**
  * A signed-in user (`Bearer <access token>`) acting in one account: the one named by the
- * `Bulwark-Account` header, or their only membership. Until the role × action policy table
- * exists, the role maps to a level: owner/admin → admin (with the explorer), member → write,
- * viewer → read; database grants make the caller database-scoped.
+ * `Bulwark-Account` header, or their only membership. The policy table (policy.ts) decides by the
+ * role; where a service needs a level, the role maps to one: owner/admin → admin (with the
+ * explorer), member → write, viewer → read; database grants make the caller database-scoped.
  */
 export type UserCaller = AccountCaller & {
   kind: 'user';
