@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { withTx } from '../src/server/db/pool.ts';
+import { createLocalUser } from '../src/server/modules/people/users.service.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+import { createTestUser, signIn } from './helpers/session-users.ts';
+
+// Review of issue 12 (people, sessions, invites, policy): attacks on a fully wired server and a
+// real control database.
+
+let s: TestServer;
+let keyA: TestKey;
+let keyB: TestKey;
+const PASSWORD = 'correct horse battery staple';
+
+before(async () => {
+  s = await createTestServer();
+  keyA = await createTestKey(s, { account: 'acct-a' });
+  keyB = await createTestKey(s, { account: 'acct-b' });
+});
+after(() => s?.stop());
+
+function login(username: string, password: string, ip: string) {
+  return s.app.inject({
+    method: 'POST',
+    url: '/v1/auth/login',
+    payload: { username, password },
+    remoteAddress: ip,
+  });
+}
+
+test('a password spray from one IPv6 /64 is throttled like one from a single address', {
+  todo: 'login-throttle keys the address by the full req.ip string: every address of an IPv6 /64 (a single host or customer gets 2^64 of them) and the ::ffff:-mapped spelling of an IPv4 address each get their own 20 free failures, so a spray of one wrong password per username over many usernames, and a flood that keeps the argon2 gate full ("busy" 429 for everyone), is never throttled per address. Fix: in createLoginThrottle.keysFor (and RateLimiter.hitIp / authFailures keys) canonicalise the address first: an IPv4-mapped IPv6 address to its IPv4 form, any other IPv6 address to its /64 network (e.g. ipaddr.js: parse, toNormalizedString of the first 4 hextets + "::/64"), IPv4 as is.',
+}, async () => {
+  for (let i = 0; i < 30; i++) {
+    await withTx(s.db.pool, (tx) =>
+      createLocalUser(tx, { username: `sprayed${i}`, password: PASSWORD, platformAdmin: false }),
+    );
+  }
+  // One wrong password per username, each from another address of the same /64.
+  const statuses: number[] = [];
+  for (let i = 0; i < 30; i++) {
+    statuses.push(
+      (await login(`sprayed${i}`, 'not the password at all', `2001:db8:1:2::${(i + 1).toString(16)}`))
+        .statusCode,
+    );
+  }
+  assert.ok(
+    statuses.slice(0, 20).every((c) => c === 401),
+    statuses.join(','),
+  );
+  assert.ok(
+    statuses.slice(21).every((c) => c === 429),
+    `past the per-address allowance every attempt from the /64 must be 429; got ${statuses.join(',')}`,
+  );
+  // The same IPv4 client in its two spellings shares one count.
+  const mapped: number[] = [];
+  for (let i = 0; i < 26; i++) {
+    mapped.push(
+      (await login(`sprayed${i}`, 'not the password at all', i % 2 ? '::ffff:198.51.100.7' : '198.51.100.7'))
+        .statusCode,
+    );
+  }
+  assert.equal(mapped.at(-1), 429, mapped.join(','));
+});
+
+test('the owner of one account cannot suspend (or end the sessions of) a user who also owns another account', {
+  todo: "sessions.service setSuspended (and the users-admin GET /v1/users/:id/sessions, DELETE /v1/sessions/:id checks) accept any owner of ANY account the target is a member of (repo.accountsOwnedOver), but suspension and sessions are global to the user: the owner of a small account A suspends a user who is merely a viewer in A and the owner of account B (OIDC role maps give such users), ending every B session and killing every key that user made in B. Fix: for a non-platform-admin actor, refuse (403, or 404 to hide the user) unless every membership of the target is in an account the actor owns: e.g. a repo.userOutsideOwnedAccounts(actor, target) = EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = $target AND NOT EXISTS (SELECT 1 FROM memberships o WHERE o.user_id = $actor AND o.account_id = m.account_id AND o.role = 'owner')); the same rule for listing and ending the target's sessions; a per-account remedy (remove or suspend the membership in A) for the rest.",
+}, async () => {
+  const ownerA = await createTestUser(s, {
+    username: 'x-owner-a',
+    memberships: [{ accountId: keyA.accountId, role: 'owner' }],
+  });
+  const dual = await createTestUser(s, {
+    username: 'x-dual',
+    memberships: [
+      { accountId: keyA.accountId, role: 'viewer' },
+      { accountId: keyB.accountId, role: 'owner' },
+    ],
+  });
+  const tOwnerA = await signIn(s, ownerA);
+  const tDual = await signIn(s, dual);
+  const inB = { ...tDual.headers, 'bulwark-account': 'acct-b' };
+  const made = await s.app.inject({
+    method: 'POST',
+    url: '/v1/keys',
+    headers: inB,
+    payload: { name: 'b-ops', level: 'admin' },
+  });
+  assert.equal(made.statusCode, 201, made.body);
+  const bKey = { authorization: `Bearer ${made.json().key}` };
+  assert.equal((await s.app.inject({ url: '/v1/keys', headers: bKey })).statusCode, 200);
+
+  const sus = await s.app.inject({
+    method: 'POST',
+    url: `/v1/users/${dual.id}/suspend`,
+    headers: tOwnerA.headers,
+  });
+  assert.ok(
+    [403, 404].includes(sus.statusCode),
+    `A's owner suspended B's owner: ${sus.statusCode} ${sus.body}`,
+  );
+  assert.equal(
+    (await s.app.inject({ url: '/v1/keys', headers: bKey })).statusCode,
+    200,
+    "B's key must live on",
+  );
+  assert.equal(
+    (await s.app.inject({ url: '/v1/me', headers: inB })).statusCode,
+    200,
+    "B's owner stays signed in",
+  );
+});
