@@ -111,3 +111,25 @@ test('a user’s key stops when its creator leaves the account or drops below it
   assert.equal((await whoami(keyB)).statusCode, 401, 'a write key of a viewer');
   assert.equal((await whoami(keyC)).statusCode, 200, 'a read key of a viewer');
 });
+
+test('the keys a user’s key made stop with it when the user drops below it', async () => {
+  const user = await createTestUser(s, {
+    username: 'chain',
+    memberships: [{ accountId: acme, role: 'admin' }],
+  });
+  const parent = (await createKey(user, { level: 'admin' })).json();
+  const child = await s.app.inject({
+    method: 'POST',
+    url: '/v1/keys',
+    headers: bearer(parent.key),
+    payload: { name: 'child', level: 'read' },
+  });
+  assert.equal(child.statusCode, 201, child.body);
+  assert.equal((await whoami(child.json().key)).statusCode, 200);
+  await s.db.pool.query(`UPDATE memberships SET role = 'member' WHERE user_id = $1`, [user.id]);
+  // No route changes roles yet; one that does must evict the user's keys as suspension does. Here the
+  // cache is emptied by hand, so the next lookup reads the database.
+  for (const k of [parent, child.json()]) s.keyAuth.evict(k.prefix.slice(4));
+  assert.equal((await whoami(parent.key)).statusCode, 401, 'an admin key of a member');
+  assert.equal((await whoami(child.json().key)).statusCode, 401, 'its child, though a read key');
+});

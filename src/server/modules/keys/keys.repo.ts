@@ -103,33 +103,35 @@ export async function insertKey(db: Queryable, k: InsertKey): Promise<KeyRow> {
 }
 
 /**
- * One key by lookup prefix, with its hash, account and whether any creator up the chain is
- * revoked or was made by a user now suspended (or, for the key a user made, no longer in the account
- * with a role as high as the key). The walk up the chain has no depth limit (a chain deeper than any limit must still
- * lose its rights when an ancestor is revoked); UNION, not UNION ALL, ends it even on a cycle.
+ * Whether the key `alias` was made by a signed-in user who can no longer stand behind it: suspended,
+ * gone from the key's account, or holding a role below the key's level (owner/admin → admin,
+ * member → write, viewer → read). A key never exceeds its creator's role.
+ */
+const userKeyDead = (alias: string) => `(${alias}.created_by_user_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = ${alias}.account_id
+     WHERE u.id = ${alias}.created_by_user_id AND u.status = 'active'
+       AND (CASE m.role WHEN 'viewer' THEN 1 WHEN 'member' THEN 2 ELSE 3 END)
+           >= (CASE ${alias}.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END)))`;
+
+/**
+ * One key by lookup prefix, with its hash, account and whether it or any creator up the chain is
+ * revoked or was made by a user who can no longer stand behind it (`userKeyDead`). The walk up the
+ * chain has no depth limit (a chain deeper than any limit must still lose its rights when an
+ * ancestor is revoked); UNION, not UNION ALL, ends it even on a cycle.
  */
 export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promise<KeyAuthRow | null> {
   const r = await db.query<KeyAuthRow>(
     `SELECT ${KEY_COLUMNS}, k.key_hash, a.name AS account_name, a.status AS account_status,
-            (coalesce(chain.revoked, false) OR EXISTS (
-               SELECT 1 FROM users u WHERE u.id = k.created_by_user_id AND u.status <> 'active'
-             ) OR (k.created_by_user_id IS NOT NULL AND NOT EXISTS (
-               -- A user's key never exceeds its creator's role: it stops when they leave the account or
-               -- their role drops below its level (owner/admin → admin, member → write, viewer → read).
-               SELECT 1 FROM memberships m
-                WHERE m.user_id = k.created_by_user_id AND m.account_id = k.account_id
-                  AND (CASE m.role WHEN 'viewer' THEN 1 WHEN 'member' THEN 2 ELSE 3 END)
-                      >= (CASE k.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END)
-             ))) AS creator_revoked
+            (coalesce(chain.revoked, false) OR ${userKeyDead('k')}) AS creator_revoked
        FROM api_keys k
        JOIN accounts a ON a.id = k.account_id
        LEFT JOIN LATERAL (
          WITH RECURSIVE up (id, parent, revoked) AS (
-           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL OR pu.status = 'suspended'
-             FROM api_keys p LEFT JOIN users pu ON pu.id = p.created_by_user_id WHERE p.id = k.created_by_key_id
+           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL OR ${userKeyDead('p')}
+             FROM api_keys p WHERE p.id = k.created_by_key_id
            UNION
-           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL OR pu.status = 'suspended'
-             FROM up JOIN api_keys p ON p.id = up.parent LEFT JOIN users pu ON pu.id = p.created_by_user_id
+           SELECT p.id, p.created_by_key_id, p.revoked_at IS NOT NULL OR ${userKeyDead('p')}
+             FROM up JOIN api_keys p ON p.id = up.parent
          )
          SELECT bool_or(up.revoked) AS revoked FROM up
        ) chain ON true
