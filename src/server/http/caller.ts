@@ -96,7 +96,7 @@ export function requireKeyCaller(req: FastifyRequest): KeyCaller {
   return c;
 }
 
-export function hasLevel(caller: Caller, level: Permission): boolean {
+function hasLevel(caller: Caller, level: Permission): boolean {
   return RANK[caller.level] >= RANK[level];
 }
 

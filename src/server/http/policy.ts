@@ -69,7 +69,7 @@ export const POLICY = {
   'me.logout': { roles: [], key: null, scoped: true, only: 'user' },
 } as const satisfies Record<string, Rule>;
 
-export type Action = keyof typeof POLICY;
+type Action = keyof typeof POLICY;
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -92,7 +92,7 @@ const isAction = (a: unknown): a is Action => typeof a === 'string' && Object.ha
  * Why a route's declaration is wrong, or null when it is right: exactly one of `action` (one of the
  * table), `public`, `agentToken` (only and every /v1/agent/* route) or `operatorToken`.
  */
-export function declarationProblem(url: string, config: RouteConfig | undefined): string | null {
+function declarationProblem(url: string, config: RouteConfig | undefined): string | null {
   if (!url.startsWith('/v1/') || url === '/v1/openapi.json') return null;
   const c = config ?? {};
   const declared = [
@@ -121,7 +121,7 @@ export function routeActions(app: FastifyInstance): RouteAction[] {
 const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
 
 /** May this caller (account caller, or a signed-in user acting in no account) do this? */
-export function allows(
+function allows(
   rule: Rule,
   who: { caller: Caller | null; user: { platformAdmin: boolean } | null },
 ): boolean {
@@ -136,7 +136,7 @@ export function allows(
 }
 
 /** The OpenAPI security requirements of a rule: API keys first when they may, then signed-in users. */
-export function securityOf(rule: Rule): Record<string, string[]>[] {
+function securityOf(rule: Rule): Record<string, string[]>[] {
   const keys = rule.only === 'key' || (rule.only === undefined && rule.key !== null);
   const users = rule.only === 'user' || (rule.only === undefined && (rule.roles.length > 0 || rule.platform));
   return [...(keys ? [{ apiKey: [] }] : []), ...(users ? [{ userSession: [] }] : [])];
