@@ -112,3 +112,48 @@ test('the owner of one account cannot suspend (or end the sessions of) a user wh
     "B's owner stays signed in",
   );
 });
+
+test("an account admin cannot list or end the sessions of the account's owner or of a platform admin", {
+  todo: "users-admin.service listSessions/revokeSession scope only by 'target is a member of the caller's account' (repo.userVisible / repo.findVisibleSession): an admin of A lists the owner's and a platform admin's sessions (source IPs, user agents) and signs them out at will (DELETE /v1/sessions/:id, 200), repeatedly — a lever above the admin's role that suspension (owners only, never a platform admin) and invites (never above one's own role) both refuse. Fix: in findVisibleSession/userVisible for a non-platform-admin caller also require the target not be a platform admin and, unless the caller is an owner, that the target's role in the caller's account rank at or below the caller's (e.g. AND NOT u.platform_admin AND m.role IN (roles ≤ caller.role)); answer 404 as for another account's session.",
+}, async () => {
+  const owner = await createTestUser(s, {
+    username: 'y-owner',
+    memberships: [{ accountId: keyA.accountId, role: 'owner' }],
+  });
+  const pa = await createTestUser(s, {
+    username: 'y-platform',
+    platformAdmin: true,
+    memberships: [{ accountId: keyA.accountId, role: 'viewer' }],
+  });
+  const admin = await createTestUser(s, {
+    username: 'y-admin',
+    memberships: [{ accountId: keyA.accountId, role: 'admin' }],
+  });
+  const tOwner = await signIn(s, owner);
+  const tPa = await signIn(s, pa);
+  const tAdmin = await signIn(s, admin);
+  const sessionOf = async (userId: string) =>
+    (await s.db.pool.query<{ id: string }>('SELECT id FROM sessions WHERE user_id = $1', [userId])).rows[0]!
+      .id;
+  for (const [who, u, t] of [
+    ['owner', owner, tOwner],
+    ['platform admin', pa, tPa],
+  ] as const) {
+    const list = await s.app.inject({ url: `/v1/users/${u.id}/sessions`, headers: tAdmin.headers });
+    assert.ok(
+      [403, 404].includes(list.statusCode),
+      `an admin listed the ${who}'s sessions: ${list.statusCode}`,
+    );
+    const end = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/sessions/${await sessionOf(u.id)}`,
+      headers: tAdmin.headers,
+    });
+    assert.ok([403, 404].includes(end.statusCode), `an admin ended the ${who}'s session: ${end.statusCode}`);
+    assert.equal(
+      (await s.app.inject({ url: '/v1/me', headers: t.headers })).statusCode,
+      200,
+      `${who} signed out`,
+    );
+  }
+});
