@@ -22,7 +22,13 @@ import { createTestUser, signIn } from './helpers/session-users.ts';
 
 type Who =
   | { kind: 'anonymous' | 'suspended' }
-  | { kind: 'user'; role: MembershipRole | null; platformAdmin: boolean; otherAccount: boolean }
+  | {
+      kind: 'user';
+      role: MembershipRole | null;
+      platformAdmin: boolean;
+      otherAccount: boolean;
+      scoped?: boolean;
+    }
   | { kind: 'key'; level: Permission; scoped: boolean; explorer: boolean };
 type Caller = { name: string; who: Who; headers: Record<string, string> };
 
@@ -100,6 +106,18 @@ before(async () => {
   await add('owner', { kind: 'user', role: 'owner', ...person }, owner);
   for (const role of ['admin', 'member', 'viewer'] as const)
     await add(role, { kind: 'user', role, ...person }, await user(`a-${role}`, role));
+  // A member with a database grant: database-scoped, like a key limited to some databases.
+  const granted = await user('granted', 'member');
+  await s.db.pool.query(
+    `INSERT INTO membership_databases (account_id, user_id, database_id)
+     SELECT account_id, $2, id FROM databases WHERE account_id = $1 AND name = $3`,
+    [acme, granted.id, DB],
+  );
+  await add(
+    'member with a database grant',
+    { kind: 'user', role: 'member', ...person, scoped: true },
+    granted,
+  );
   await add(
     'platform admin',
     { kind: 'user', role: null, platformAdmin: true, otherAccount: false },
@@ -153,6 +171,7 @@ function tableAllows(rule: Rule, who: Who): boolean {
     );
   if (who.kind !== 'user') return false;
   if (who.platformAdmin && rule.platform) return true;
+  if (who.scoped && !rule.scoped) return false;
   return who.role !== null && rule.roles.includes(who.role);
 }
 
