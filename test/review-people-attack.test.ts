@@ -157,3 +157,41 @@ test("an account admin cannot list or end the sessions of the account's owner or
     );
   }
 });
+
+test("an account's sign-ins, failed sign-ins and logouts are readable through GET /v1/audit/events", {
+  todo: "auth.login (success and failure), session.issued, session.refresh_reused, session.logout and a platform admin's user.suspended are recorded with account_id NULL, and GET /v1/audit/events (and /export) only answer the caller's account_id while the policy table denies audit.read to platform admins: no one can read who signed in, failed or signed out through the API (only with SQL on the control DB). Fix: in the audit query for an account also return account-less events whose actor or target is a user with a membership in it (account_id IS NULL AND ((actor_type = 'user' AND actor_id IN (SELECT user_id FROM memberships WHERE account_id = $1)) OR (target_type = 'user' AND target_id IN (…)))), or record these events with each of the user's account ids; and give platform admins audit.read on account-less events.",
+}, async () => {
+  const u = await withTx(s.db.pool, (tx) =>
+    createLocalUser(tx, { username: 'z-audited', password: PASSWORD, platformAdmin: false }),
+  );
+  await s.db.pool.query('INSERT INTO memberships (account_id, user_id, role) VALUES ($1, $2, $3)', [
+    keyA.accountId,
+    u.id,
+    'member',
+  ]);
+  assert.equal((await login('z-audited', 'not the password at all', '192.0.2.44')).statusCode, 401);
+  const ok = await login('z-audited', PASSWORD, '192.0.2.44');
+  assert.equal(ok.statusCode, 200, ok.body);
+  const bye = await s.app.inject({
+    method: 'POST',
+    url: '/v1/auth/logout',
+    headers: { authorization: `Bearer ${ok.json().access_token}` },
+  });
+  assert.equal(bye.statusCode, 200, bye.body);
+  const events = await s.app.inject({ url: '/v1/audit/events?limit=100', headers: keyA.headers });
+  assert.equal(events.statusCode, 200, events.body);
+  const mine = (events.json().items as { action: string }[]).filter((e) => JSON.stringify(e).includes(u.id));
+  const seen = mine.map((e) => e.action);
+  // Recorded they are (in the control DB), each with no account:
+  const recorded = await s.db.pool.query<{ action: string; account_id: string | null }>(
+    'SELECT action, account_id FROM audit_events WHERE actor_id = $1 ORDER BY id',
+    [u.id],
+  );
+  assert.ok(recorded.rows.filter((r) => r.action === 'auth.login').length >= 2);
+  assert.equal(
+    seen.filter((a) => a === 'auth.login').length,
+    2,
+    `the account's admin reads: ${seen.join(' ') || 'nothing'}`,
+  );
+  assert.ok(seen.includes('session.logout'), seen.join(' '));
+});
