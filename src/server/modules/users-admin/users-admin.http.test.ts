@@ -138,3 +138,35 @@ test('sessions: listed and ended by an owner or admin of the account; another ac
     404,
   );
 });
+
+test('an admin cannot list or end the sessions of an owner or a platform admin; an owner can end an admin’s', async () => {
+  const pa = await createTestUser(s, {
+    username: 'pat',
+    platformAdmin: true,
+    memberships: [{ accountId: acme, role: 'viewer' }],
+  });
+  const ownerSession = await signIn(s, owner);
+  const paSession = await signIn(s, pa);
+  const adminSession = await signIn(s, admin);
+  for (const [who, user, session] of [
+    ['owner', owner, ownerSession],
+    ['platform admin', pa, paSession],
+  ] as const) {
+    assert.equal((await call('GET', `/v1/users/${user.id}/sessions`, admin)).statusCode, 404, who);
+    assert.equal(
+      (await call('DELETE', `/v1/sessions/${jti(session.access_token)}`, admin)).statusCode,
+      404,
+      who,
+    );
+    assert.equal((await s.app.inject({ url: '/v1/me', headers: session.headers })).statusCode, 200, who);
+  }
+  assert.equal(
+    (await call('GET', `/v1/users/${pa.id}/sessions`, owner)).statusCode,
+    404,
+    'only a platform admin',
+  );
+  const byOwner = await call('DELETE', `/v1/sessions/${jti(adminSession.access_token)}`, owner);
+  assert.equal(byOwner.statusCode, 200, byOwner.body);
+  assert.equal((await s.app.inject({ url: '/v1/me', headers: adminSession.headers })).statusCode, 401);
+  assert.equal((await call('GET', `/v1/users/${pa.id}/sessions`, root)).statusCode, 200);
+});

@@ -40,14 +40,23 @@ export async function listUsers(
   return r.rows;
 }
 
-/** Whether this user is visible in the view: any user (accountId null), or a member of the account. */
-export async function userVisible(db: Queryable, accountId: string | null, userId: string): Promise<boolean> {
-  const r = await db.query(
-    `SELECT 1 FROM users u
-      WHERE u.id = $2
-        AND ($1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.id AND m.account_id = $1))`,
-    [accountId, userId],
-  );
+/**
+ * Whose sessions a caller manages: anyone (null: platform admins), or the members of one account
+ * whose role there is one of `roles` (at or below the caller's own) and who are not platform admins.
+ */
+export type SessionScope = { accountId: string; roles: readonly string[] } | null;
+
+const MANAGED = (user: string) => `($1::uuid IS NULL OR (
+    NOT EXISTS (SELECT 1 FROM users pa WHERE pa.id = ${user} AND pa.platform_admin)
+    AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = ${user} AND m.account_id = $1 AND m.role = ANY($3::text[]))))`;
+
+/** Whether the caller manages this user's sessions. */
+export async function userManaged(db: Queryable, scope: SessionScope, userId: string): Promise<boolean> {
+  const r = await db.query(`SELECT 1 FROM users u WHERE u.id = $2 AND ${MANAGED('u.id')}`, [
+    scope?.accountId ?? null,
+    userId,
+    scope?.roles ?? [],
+  ]);
   return (r.rowCount ?? 0) > 0;
 }
 
@@ -85,18 +94,17 @@ export async function listSessions(
   return r.rows;
 }
 
-/** One session, if its user is visible in the view (locked for the revocation when in a transaction). */
-export async function findVisibleSession(
+/** One session, if the caller manages its user (locked for the revocation when in a transaction). */
+export async function findManagedSession(
   db: Queryable,
-  accountId: string | null,
+  scope: SessionScope,
   sessionId: string,
 ): Promise<AdminSessionRow | null> {
   const r = await db.query<AdminSessionRow>(
     `SELECT ${SESSION_COLUMNS} FROM sessions s
-      WHERE s.id = $2
-        AND ($1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = s.user_id AND m.account_id = $1))
+      WHERE s.id = $2 AND ${MANAGED('s.user_id')}
       FOR UPDATE OF s`,
-    [accountId, sessionId],
+    [scope?.accountId ?? null, sessionId, scope?.roles ?? []],
   );
   return r.rows[0] ?? null;
 }

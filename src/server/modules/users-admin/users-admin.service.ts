@@ -1,7 +1,8 @@
 /**
  * The admin API over people: who the users are, their sessions, and ending one session. Platform
  * admins see everyone; an account's owners and admins see the members of the account they act in
- * (the policy table lets no one else here). Anyone else's user or session is a 404.
+ * (the policy table lets no one else here), and manage the sessions of those at or below their own
+ * role who are not platform admins. Anyone else's user or session is a 404.
  */
 import type { Logger } from 'pino';
 import { notFound } from '../../../shared/errors.ts';
@@ -34,6 +35,20 @@ function scopeOf(v: Viewer): string | null {
   return v.caller.accountId;
 }
 
+const RANKED = ['viewer', 'member', 'admin', 'owner'] as const;
+
+/**
+ * Whose sessions the viewer manages: everyone's (platform admins), or those of the account's
+ * members at or below the viewer's role who are not platform admins — an admin cannot sign out
+ * the owner, nobody but a platform admin signs out a platform admin.
+ */
+function sessionScopeOf(v: Viewer): repo.SessionScope {
+  const accountId = scopeOf(v);
+  if (accountId === null) return null;
+  const role = v.caller?.kind === 'user' ? v.caller.role : 'viewer';
+  return { accountId, roles: RANKED.slice(0, RANKED.indexOf(role) + 1) };
+}
+
 export function createUsersAdminService(deps: UsersAdminDeps) {
   const { db, log } = deps;
   return {
@@ -43,7 +58,7 @@ export function createUsersAdminService(deps: UsersAdminDeps) {
     },
 
     async listSessions(v: Viewer, userId: string, page: Page): Promise<repo.AdminSessionRow[]> {
-      if (!(await repo.userVisible(db, scopeOf(v), userId))) throw notFound('User');
+      if (!(await repo.userManaged(db, sessionScopeOf(v), userId))) throw notFound('User');
       return repo.listSessions(db, userId, { limit: page.limit + 1, after: page.after });
     },
 
@@ -53,9 +68,9 @@ export function createUsersAdminService(deps: UsersAdminDeps) {
       sessionId: string,
       requestId: string | null,
     ): Promise<repo.AdminSessionRow> {
-      const scope = scopeOf(v);
+      const scope = sessionScopeOf(v);
       const row = await withTx(db, async (tx) => {
-        const found = await repo.findVisibleSession(tx, scope, sessionId);
+        const found = await repo.findManagedSession(tx, scope, sessionId);
         if (!found) throw notFound('Session');
         if (found.revoked_at !== null) return found;
         await revokeSession(tx, sessionId, 'revoked');
@@ -66,12 +81,12 @@ export function createUsersAdminService(deps: UsersAdminDeps) {
           actorId: v.user.userId,
           targetType: 'session',
           targetId: sessionId,
-          accountId: scope,
+          accountId: scope?.accountId ?? null,
           sourceIp: v.user.sourceIp,
           requestId,
           details: { reason: 'revoked', user_id: found.user_id },
         });
-        return (await repo.findVisibleSession(tx, scope, sessionId)) ?? found;
+        return (await repo.findManagedSession(tx, scope, sessionId)) ?? found;
       });
       deps.auth.evictSession(sessionId);
       log.info(
