@@ -170,3 +170,18 @@ test('an admin cannot list or end the sessions of an owner or a platform admin; 
   assert.equal((await s.app.inject({ url: '/v1/me', headers: adminSession.headers })).statusCode, 401);
   assert.equal((await call('GET', `/v1/users/${pa.id}/sessions`, root)).statusCode, 200);
 });
+
+test('the sessions of a user who also belongs to another account are not an account admin’s to end', async () => {
+  const dual = await createTestUser(s, {
+    username: 'dual',
+    memberships: [
+      { accountId: acme, role: 'viewer' },
+      { accountId: other, role: 'owner' },
+    ],
+  });
+  const session = await signIn(s, dual);
+  assert.equal((await call('GET', `/v1/users/${dual.id}/sessions`, owner)).statusCode, 404);
+  assert.equal((await call('DELETE', `/v1/sessions/${jti(session.access_token)}`, owner)).statusCode, 404);
+  assert.equal((await s.app.inject({ url: '/v1/me', headers: session.headers })).statusCode, 200);
+  assert.equal((await call('DELETE', `/v1/sessions/${jti(session.access_token)}`, root)).statusCode, 200);
+});

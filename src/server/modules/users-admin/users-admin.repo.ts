@@ -42,13 +42,16 @@ export async function listUsers(
 
 /**
  * Whose sessions a caller manages: anyone (null: platform admins), or the members of one account
- * whose role there is one of `roles` (at or below the caller's own) and who are not platform admins.
+ * whose role there is one of `roles` (at or below the caller's own), who are not platform admins and
+ * belong to no other account (a session is the user's everywhere: ending it would reach accounts the
+ * caller has no say in).
  */
 export type SessionScope = { accountId: string; roles: readonly string[] } | null;
 
 const MANAGED = (user: string) => `($1::uuid IS NULL OR (
     NOT EXISTS (SELECT 1 FROM users pa WHERE pa.id = ${user} AND pa.platform_admin)
-    AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = ${user} AND m.account_id = $1 AND m.role = ANY($3::text[]))))`;
+    AND EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = ${user} AND m.account_id = $1 AND m.role = ANY($3::text[]))
+    AND NOT EXISTS (SELECT 1 FROM memberships o WHERE o.user_id = ${user} AND o.account_id <> $1)))`;
 
 /** Whether the caller manages this user's sessions. */
 export async function userManaged(db: Queryable, scope: SessionScope, userId: string): Promise<boolean> {
