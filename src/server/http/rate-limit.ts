@@ -9,6 +9,7 @@
  */
 import type { FastifyReply } from 'fastify';
 import { AppError } from '../../shared/errors.ts';
+import { clientNetworkKey } from './client-network.ts';
 
 export type RateLimitStore = {
   /** Adds `cost` to the counter of `key` in its current window; returns the new count and window end. */
@@ -97,7 +98,7 @@ export function createRateLimiter(
       return decide(config.perKey, w.count, w.resetAt);
     },
     async hitIp(ip: string): Promise<RateLimitDecision> {
-      const w = await store.increment(`ip:${ip}`, config.perIp.windowMs);
+      const w = await store.increment(`ip:${clientNetworkKey(ip)}`, config.perIp.windowMs);
       return decide(config.perIp, w.count, w.resetAt);
     },
     /**
@@ -106,12 +107,15 @@ export function createRateLimiter(
      * loopback, or an untrusted proxy's) never spend the agent's.
      */
     async authFailuresExceeded(ip: string, scope: AuthScope = 'key'): Promise<RateLimitDecision | null> {
-      const w = await store.peek(`${AUTH_FAILURE_PREFIX[scope]}${ip}`);
+      const w = await store.peek(`${AUTH_FAILURE_PREFIX[scope]}${clientNetworkKey(ip)}`);
       if (!w || w.count < config.authFailuresPerIp.limit) return null;
       return { allowed: false, limit: config.authFailuresPerIp.limit, remaining: 0, resetAt: w.resetAt };
     },
     async recordAuthFailure(ip: string, scope: AuthScope = 'key'): Promise<void> {
-      await store.increment(`${AUTH_FAILURE_PREFIX[scope]}${ip}`, config.authFailuresPerIp.windowMs);
+      await store.increment(
+        `${AUTH_FAILURE_PREFIX[scope]}${clientNetworkKey(ip)}`,
+        config.authFailuresPerIp.windowMs,
+      );
     },
     /** Sets `RateLimit-*` headers; throws the 429 (`rate_limited`, with `Retry-After`) when refused. */
     apply(reply: FastifyReply, d: RateLimitDecision): void {

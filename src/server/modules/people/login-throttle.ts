@@ -11,6 +11,7 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import type { Keyring } from '../../crypto/secret-box.ts';
 import type { Queryable } from '../../db/pool.ts';
+import { clientNetworkKey } from '../../http/client-network.ts';
 import * as repo from './users.repo.ts';
 
 export const THROTTLE_POLICY = Object.freeze({
@@ -51,7 +52,7 @@ export function createLoginThrottle(deps: { usernameKey: Buffer }) {
     keysFor(username: string, sourceIp: string): { user: ThrottleKey; ip: ThrottleKey } {
       return {
         user: { scope: 'user', key: tagOf(username) },
-        ip: { scope: 'ip', key: sourceIp.slice(0, 200) },
+        ip: { scope: 'ip', key: clientNetworkKey(sourceIp) },
       };
     },
 
