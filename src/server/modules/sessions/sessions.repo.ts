@@ -208,6 +208,23 @@ export async function accountsOwnedOver(db: Queryable, actorId: string, userId: 
   return r.rows.map((x) => x.account_id);
 }
 
+/**
+ * Does `userId` belong to an account in which `actorId` is not an owner? Suspension and sessions
+ * are the user's, across all their accounts: an owner of one account may not reach the others.
+ */
+export async function memberOutsideOwned(db: Queryable, actorId: string, userId: string): Promise<boolean> {
+  const r = await db.query<{ outside: boolean }>(
+    `SELECT EXISTS (
+       SELECT 1 FROM memberships m
+        WHERE m.user_id = $2
+          AND NOT EXISTS (SELECT 1 FROM memberships o
+                           WHERE o.user_id = $1 AND o.account_id = m.account_id AND o.role = 'owner')
+     ) AS outside`,
+    [actorId, userId],
+  );
+  return r.rows[0]?.outside === true;
+}
+
 /** Every replica drops this session from its cache (delivered on commit inside a transaction). */
 export async function notifySessionRevoked(db: Queryable, sessionId: string): Promise<void> {
   await db.query('SELECT pg_notify($1, $2)', [KEYS_CHANNEL, `session:${sessionId}`]);

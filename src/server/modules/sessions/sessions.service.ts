@@ -201,7 +201,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
     },
 
     /**
-     * Suspends a user (platform admin; or an owner of an account the user is a member of): every
+     * Suspends a user (platform admin; or an owner of every account the user is a member of): every
      * session ends, and every key they created stops working, on the next request on every replica.
      */
     async setSuspended(
@@ -216,6 +216,10 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       if (target.id === actor.userId) throw forbidden('You cannot suspend or reactivate yourself');
       if (target.platform_admin && !actor.platformAdmin)
         throw forbidden('Only a platform admin can suspend or reactivate a platform admin');
+      if (!actor.platformAdmin && (await repo.memberOutsideOwned(db, actor.userId, userId)))
+        throw forbidden(
+          'This user also belongs to an account you do not own: only a platform admin can suspend or reactivate them',
+        );
       const status = suspended ? 'suspended' : 'active';
       let keyPrefixes: string[] = [];
       const sessions = await withTx(db, async (tx) => {
