@@ -36,6 +36,19 @@ export const serverConfigSchema = z
         }
       })
       .default(false),
+    /**
+     * Usernames kept suspended whatever the API does (comma-separated in the environment, a list in
+     * a config file): suspended at every start, and their reactivation refused.
+     */
+    suspendedUsers: z
+      .union([z.array(z.string().max(100)).max(1000), z.string().max(20_000)])
+      .transform((v) =>
+        (typeof v === 'string' ? v.split(',') : v)
+          .map((u) => u.trim().normalize('NFKC').toLowerCase())
+          .filter(Boolean),
+      )
+      .pipe(z.array(z.string().regex(/^[a-z][a-z0-9._-]{1,62}$/, { message: 'not a username' })).max(1000))
+      .default([]),
     bodyLimitBytes: z.coerce
       .number()
       .int()
@@ -160,6 +173,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   dataDir: { env: 'BULWARK_SERVER_DATA_DIR' },
   logLevel: { env: 'BULWARK_LOG_LEVEL' },
   trustProxy: { env: 'BULWARK_TRUST_PROXY' },
+  suspendedUsers: { env: 'BULWARK_SUSPENDED_USERS' },
   bodyLimitBytes: { env: 'BULWARK_BODY_LIMIT_BYTES' },
   dbPoolMax: { env: 'BULWARK_DB_POOL_MAX' },
   agentPollMaxMs: { env: 'BULWARK_AGENT_POLL_MAX_MS' },

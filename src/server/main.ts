@@ -107,6 +107,7 @@ export async function createServerContext(opts: {
     auth: sessionAuth,
     keys: keyAuth,
     refreshTokenTtlDays: config.sessionRefreshTokenDays,
+    suspendedUsers: config.suspendedUsers,
   });
   // One bound on this process's argon2 work, shared by sign-in and invite redemption.
   const passwordGate = createPasswordGate();
@@ -188,7 +189,7 @@ export async function createServerContext(opts: {
       sessionAuth,
       sessions,
       users,
-      usersAdmin: createUsersAdminService({ db, log, audit, auth: sessionAuth }),
+      usersAdmin: createUsersAdminService({ db, log, audit, auth: sessionAuth, keys: keyAuth }),
       jobs: createJobsService({ db }),
       metrics,
       metricsToken,
@@ -203,6 +204,8 @@ export async function createServerContext(opts: {
       operatorToken,
     });
     void allowlistExpiry.start();
+    // Users the configuration keeps suspended are suspended again at every start.
+    await sessions.applyConfigSuspensions();
     return {
       app,
       nodes,

@@ -55,6 +55,18 @@ export async function findUser(db: Queryable, id: string): Promise<UserRow | nul
   return r.rows[0] ?? null;
 }
 
+/** Users named here (lower-case usernames) who are not suspended yet. */
+export async function findActiveUsersByUsername(
+  db: Queryable,
+  usernames: string[],
+): Promise<{ id: string; username: string }[]> {
+  const r = await db.query<{ id: string; username: string }>(
+    `SELECT id, username FROM users WHERE username = ANY($1::text[]) AND status <> 'suspended' ORDER BY username`,
+    [usernames],
+  );
+  return r.rows;
+}
+
 export type MembershipRow = {
   account_id: string;
   account_name: string;

@@ -9,7 +9,7 @@
  */
 import type { Logger } from 'pino';
 import { generateToken, hashToken } from '../../../shared/api-key.ts';
-import { forbidden, notFound, unauthorized } from '../../../shared/errors.ts';
+import { conflict, forbidden, notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { UserPrincipal } from '../../http/caller.ts';
 import type { AuditService } from '../audit/audit.service.ts';
@@ -35,6 +35,8 @@ export type SessionsServiceDeps = {
   /** This process's key cache: the keys of a suspended user drop from it at once. */
   keys: { evict(lookupPrefix: string): void };
   refreshTokenTtlDays: number;
+  /** Usernames the server's configuration keeps suspended (normalised; config `suspendedUsers`). */
+  suspendedUsers?: readonly string[];
   now?: () => number;
 };
 
@@ -56,6 +58,59 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       .deleteEndedSessions(db, 1_000)
       .catch((err: Error) => log.warn({ err: { message: err.message } }, 'session prune failed'));
   };
+
+  const configSuspended: ReadonlySet<string> = new Set(deps.suspendedUsers ?? []);
+
+  /**
+   * Sets a user's status; on suspension ends every session. Either way the user's keys (and their
+   * children) and sessions are dropped from every replica's caches on commit. Audited. False when
+   * the status was already that.
+   */
+  async function changeStatus(
+    userId: string,
+    suspended: boolean,
+    by: { actorType: 'user' | 'system'; actorId: string | null; sourceIp: string | null },
+    requestId: string | null,
+    accountId: string | null,
+  ): Promise<boolean> {
+    let keyPrefixes: string[] = [];
+    const ended = await withTx(db, async (tx) => {
+      const changed = await repo.setUserStatus(tx, userId, suspended ? 'suspended' : 'active');
+      if (!changed) return null;
+      const revoked = suspended ? await repo.revokeUserSessions(tx, userId, 'user_suspended') : [];
+      await repo.notifyUserChanged(tx, userId);
+      // The keys they created (and those keys' children) stop or resume with them.
+      keyPrefixes = await repo.keyPrefixesOfUser(tx, userId);
+      await notifyKeysChanged(tx, keyPrefixes);
+      const actor = { actorType: by.actorType, actorId: by.actorId, sourceIp: by.sourceIp, requestId };
+      await audit.record(tx, {
+        ...actor,
+        action: suspended ? 'user.suspended' : 'user.reactivated',
+        targetType: 'user',
+        targetId: userId,
+        accountId,
+        details: suspended
+          ? {
+              sessions_revoked: revoked.length,
+              ...(by.actorType === 'system' ? { by: 'configuration' } : {}),
+            }
+          : {},
+      });
+      for (const id of revoked) {
+        await audit.record(tx, {
+          ...actor,
+          action: 'session.revoked',
+          targetType: 'session',
+          targetId: id,
+          details: { reason: 'user_suspended', user_id: userId },
+        });
+      }
+      return revoked;
+    });
+    deps.auth.evictUser(userId);
+    for (const p of keyPrefixes) deps.keys.evict(p);
+    return ended !== null;
+  }
 
   async function newRefreshToken(tx: Tx, sessionId: string): Promise<string> {
     const token = generateToken(REFRESH_TOKEN_PREFIX, 32);
@@ -203,6 +258,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
     /**
      * Suspends a user (platform admin; or an owner of every account the user is a member of): every
      * session ends, and every key they created stops working, on the next request on every replica.
+     * A user the server's configuration keeps suspended (`suspendedUsers`) cannot be reactivated.
      */
     async setSuspended(
       actor: UserPrincipal,
@@ -220,44 +276,16 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         throw forbidden(
           'This user also belongs to an account you do not own: only a platform admin can suspend or reactivate them',
         );
-      const status = suspended ? 'suspended' : 'active';
-      let keyPrefixes: string[] = [];
-      const sessions = await withTx(db, async (tx) => {
-        const changed = await repo.setUserStatus(tx, userId, status);
-        if (!changed) return null;
-        const ended = suspended ? await repo.revokeUserSessions(tx, userId, 'user_suspended') : [];
-        await repo.notifyUserChanged(tx, userId);
-        // The keys they created (and those keys' children) stop or resume with them.
-        keyPrefixes = await repo.keyPrefixesOfUser(tx, userId);
-        await notifyKeysChanged(tx, keyPrefixes);
-        await audit.record(tx, {
-          action: suspended ? 'user.suspended' : 'user.reactivated',
-          actorType: 'user',
-          actorId: actor.userId,
-          targetType: 'user',
-          targetId: userId,
-          accountId: ownedOver.length === 1 ? ownedOver[0]! : null,
-          sourceIp: actor.sourceIp,
-          requestId,
-          details: suspended ? { sessions_revoked: ended.length } : {},
-        });
-        for (const id of ended) {
-          await audit.record(tx, {
-            action: 'session.revoked',
-            actorType: 'user',
-            actorId: actor.userId,
-            targetType: 'session',
-            targetId: id,
-            sourceIp: actor.sourceIp,
-            requestId,
-            details: { reason: 'user_suspended', user_id: userId },
-          });
-        }
-        return ended;
-      });
-      deps.auth.evictUser(userId);
-      for (const p of keyPrefixes) deps.keys.evict(p);
-      if (sessions === null) {
+      if (!suspended && target.username !== null && configSuspended.has(target.username))
+        throw conflict("This user is suspended by the server's configuration (suspendedUsers)");
+      const changed = await changeStatus(
+        userId,
+        suspended,
+        { actorType: 'user', actorId: actor.userId, sourceIp: actor.sourceIp },
+        requestId,
+        ownedOver.length === 1 ? ownedOver[0]! : null,
+      );
+      if (!changed) {
         const current = await repo.findUser(db, userId);
         if (!current) throw notFound('User');
         return current;
@@ -266,7 +294,26 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         { event: suspended ? 'user.suspended' : 'user.reactivated', user_id: userId, by: actor.userId },
         suspended ? 'user suspended' : 'user reactivated',
       );
-      return { ...target, status };
+      return { ...target, status: suspended ? 'suspended' : 'active' };
+    },
+
+    /**
+     * At start: the users the configuration names are suspended (their sessions and keys end), as
+     * if by a platform admin, whatever the API did since. Unknown names are skipped (a user made
+     * later is suspended at the next start). Returns the usernames it suspended now.
+     */
+    async applyConfigSuspensions(): Promise<string[]> {
+      if (configSuspended.size === 0) return [];
+      const done: string[] = [];
+      for (const u of await repo.findActiveUsersByUsername(db, [...configSuspended])) {
+        if (
+          await changeStatus(u.id, true, { actorType: 'system', actorId: null, sourceIp: null }, null, null)
+        )
+          done.push(u.username);
+      }
+      if (done.length > 0)
+        log.info({ event: 'user.suspended', users: done.length }, 'users suspended by the configuration');
+      return done;
     },
   };
 }
