@@ -62,6 +62,8 @@ export const POLICY = {
   'invites.revoke': { roles: ADMINS, key: 'admin', scoped: false, platform: true },
   'users.read': { roles: ADMINS, key: null, scoped: false, platform: true },
   'users.suspend': { roles: ['owner'], key: null, scoped: false, platform: true },
+  // Whom and to what role: the service (owners any member; admins members and viewers, up to admin).
+  'members.manage': { roles: ADMINS, key: null, scoped: false, platform: true },
   'sessions.read': { roles: ADMINS, key: null, scoped: false, platform: true },
   'sessions.revoke': { roles: ADMINS, key: null, scoped: false, platform: true },
   'me.read': { roles: [], key: null, scoped: true, only: 'user' },

@@ -111,3 +111,61 @@ export async function findManagedSession(
   );
   return r.rows[0] ?? null;
 }
+
+export type MemberRole = 'owner' | 'admin' | 'member' | 'viewer';
+
+/**
+ * The account's memberships, locked for a role change or a removal: two owners demoting each other
+ * at once wait for one another, and the second sees the first's change (the last owner stays).
+ */
+export async function lockMembers(
+  tx: Queryable,
+  accountId: string,
+): Promise<{ user_id: string; role: MemberRole }[]> {
+  const r = await tx.query<{ user_id: string; role: MemberRole }>(
+    `SELECT user_id, role FROM memberships WHERE account_id = $1 ORDER BY user_id FOR UPDATE`,
+    [accountId],
+  );
+  return r.rows;
+}
+
+export async function setMemberRole(
+  tx: Queryable,
+  accountId: string,
+  userId: string,
+  role: MemberRole,
+): Promise<void> {
+  await tx.query('UPDATE memberships SET role = $3 WHERE account_id = $1 AND user_id = $2', [
+    accountId,
+    userId,
+    role,
+  ]);
+}
+
+/** Removes a membership (its database grants go with it, by cascade). */
+export async function deleteMember(tx: Queryable, accountId: string, userId: string): Promise<void> {
+  await tx.query('DELETE FROM memberships WHERE account_id = $1 AND user_id = $2', [accountId, userId]);
+}
+
+/** One member of an account as the admin list shows it; null when not a member. */
+export async function findMember(
+  db: Queryable,
+  accountId: string,
+  userId: string,
+): Promise<AdminUserRow | null> {
+  const r = await db.query<AdminUserRow>(
+    `SELECT u.id, u.username, u.status, u.platform_admin, m.role, u.created_at,
+            (extract(epoch FROM u.created_at) * 1000000)::bigint AS created_us,
+            EXISTS (SELECT 1 FROM user_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL) AS totp_enabled
+       FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = $1
+      WHERE u.id = $2`,
+    [accountId, userId],
+  );
+  return r.rows[0] ?? null;
+}
+
+/** An account's id by its name; null when there is none. */
+export async function findAccountId(db: Queryable, name: string): Promise<string | null> {
+  const r = await db.query<{ id: string }>('SELECT id FROM accounts WHERE name = $1', [name]);
+  return r.rows[0]?.id ?? null;
+}

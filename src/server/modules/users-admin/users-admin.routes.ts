@@ -15,7 +15,14 @@ import type { UsersAdminService, Viewer } from './users-admin.service.ts';
 const tags = ['users'];
 const idParams = z.object({ id: z.uuid() });
 
-const viewerOf = (req: FastifyRequest): Viewer => ({ user: requireUser(req), caller: req.caller ?? null });
+const viewerOf = (req: FastifyRequest): Viewer => {
+  const named = req.headers['bulwark-account'];
+  return {
+    user: requireUser(req),
+    caller: req.caller ?? null,
+    accountName: typeof named === 'string' ? named : null,
+  };
+};
 
 /** The admin API over people: users, their sessions, ending one session. */
 export function usersAdminRoutes(deps: { usersAdmin: UsersAdminService }): FastifyPluginAsyncZod {
@@ -44,6 +51,41 @@ export function usersAdminRoutes(deps: { usersAdmin: UsersAdminService }): Fasti
           (r) => ({ ts: Number(r.created_us), id: r.id }),
           presentAdminUser,
         );
+      },
+    );
+
+    app.put(
+      '/v1/users/:id/role',
+      {
+        config: { action: 'members.manage' },
+        schema: {
+          tags,
+          summary:
+            "Change a member's role in the account (audited); their sessions and keys act with it from the next request on",
+          params: idParams,
+          body: z.object({ role: z.enum(['owner', 'admin', 'member', 'viewer']) }).strict(),
+          response: { 200: adminUserSchema, ...errorResponses },
+        },
+      },
+      async (req) =>
+        presentAdminUser(await svc.setRole(viewerOf(req), req.params.id, req.body.role, String(req.id))),
+    );
+
+    app.delete(
+      '/v1/users/:id/membership',
+      {
+        config: { action: 'members.manage' },
+        schema: {
+          tags,
+          summary:
+            'Remove a member from the account (audited); their access to it ends from the next request on',
+          params: idParams,
+          response: { 200: z.object({ removed: z.literal(true) }), ...errorResponses },
+        },
+      },
+      async (req) => {
+        await svc.removeMember(viewerOf(req), req.params.id, String(req.id));
+        return { removed: true as const };
       },
     );
 

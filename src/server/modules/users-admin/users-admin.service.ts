@@ -5,13 +5,19 @@
  * role who are not platform admins. Anyone else's user or session is a 404.
  */
 import type { Logger } from 'pino';
-import { notFound } from '../../../shared/errors.ts';
+import { conflict, forbidden, notFound } from '../../../shared/errors.ts';
 import { type Db, withTx } from '../../db/pool.ts';
 import type { Caller, UserPrincipal } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import type { AuditService } from '../audit/audit.service.ts';
+import { notifyKeysChanged } from '../keys/keys.repo.ts';
 import type { SessionAuthenticator } from '../sessions/session-auth.ts';
-import { notifySessionRevoked, revokeSession } from '../sessions/sessions.repo.ts';
+import {
+  keyPrefixesOfUser,
+  notifySessionRevoked,
+  notifyUserChanged,
+  revokeSession,
+} from '../sessions/sessions.repo.ts';
 import * as repo from './users-admin.repo.ts';
 
 export type UsersAdminDeps = {
@@ -19,11 +25,18 @@ export type UsersAdminDeps = {
   log: Logger;
   audit: Pick<AuditService, 'record'>;
   /** This process's session cache: a revoked session drops from it at once (other replicas: NOTIFY). */
-  auth: Pick<SessionAuthenticator, 'evictSession'>;
+  auth: Pick<SessionAuthenticator, 'evictSession' | 'evictUser'>;
+  /** This process's key cache: the keys of a demoted or removed member drop from it at once. */
+  keys: { evict(lookupPrefix: string): void };
 };
 
 /** Who asks: a signed-in user, and the account they act in (if any). */
-export type Viewer = { user: UserPrincipal; caller: Caller | null };
+export type Viewer = {
+  user: UserPrincipal;
+  caller: Caller | null;
+  /** The account named by Bulwark-Account (a platform admin need not be a member of it). */
+  accountName?: string | null;
+};
 
 type Page = { limit: number; after: PageCursor | null };
 
@@ -49,9 +62,118 @@ function sessionScopeOf(v: Viewer): repo.SessionScope {
   return { accountId, roles: RANKED.slice(0, RANKED.indexOf(role) + 1) };
 }
 
+/**
+ * The account whose members the viewer manages, and with what rights: a platform admin any member
+ * to any role; an owner any member; an admin members and viewers, to no role above admin.
+ */
+async function memberScopeOf(
+  db: Db,
+  v: Viewer,
+): Promise<{ accountId: string; role: repo.MemberRole | 'platform' }> {
+  if (!v.caller) {
+    // A platform admin names any account with Bulwark-Account; in no account, nobody is a member.
+    const accountId =
+      v.user.platformAdmin && v.accountName ? await repo.findAccountId(db, v.accountName) : null;
+    if (accountId === null) throw notFound('User');
+    return { accountId, role: 'platform' };
+  }
+  if (v.user.platformAdmin) return { accountId: v.caller.accountId, role: 'platform' };
+  return { accountId: v.caller.accountId, role: v.caller.kind === 'user' ? v.caller.role : 'viewer' };
+}
+
+function assertMayManage(
+  by: repo.MemberRole | 'platform',
+  target: repo.MemberRole,
+  to: repo.MemberRole | null,
+): void {
+  if (by === 'platform' || by === 'owner') return;
+  if (by !== 'admin') throw forbidden(`Your role (${by}) does not allow members.manage`);
+  if (target !== 'member' && target !== 'viewer')
+    throw forbidden(`An admin manages only members and viewers, not an ${target}`);
+  if (to === 'owner') throw forbidden('An admin cannot give a role above their own');
+}
+
 export function createUsersAdminService(deps: UsersAdminDeps) {
   const { db, log } = deps;
+
+  /**
+   * A role change (`to`) or a removal (`to` null) in the viewer's account, audited; every replica
+   * drops the user's cached sessions and their keys' cache entries on commit, so the next request
+   * acts with the new role (keys above it, or of a removed member, are refused).
+   */
+  async function changeMember(
+    v: Viewer,
+    userId: string,
+    to: repo.MemberRole | null,
+    requestId: string | null,
+  ): Promise<{ from: repo.MemberRole; changed: boolean; accountId: string }> {
+    const scope = await memberScopeOf(db, v);
+    let prefixes: string[] = [];
+    const out = await withTx(db, async (tx) => {
+      const members = await repo.lockMembers(tx, scope.accountId);
+      const target = members.find((m) => m.user_id === userId);
+      if (!target) throw notFound('User');
+      assertMayManage(scope.role, target.role, to);
+      if (to === target.role) return { from: target.role, changed: false };
+      if (target.role === 'owner' && members.filter((m) => m.role === 'owner').length === 1)
+        throw conflict(
+          `This is the account's last owner: make another member owner before ${to ? 'demoting' : 'removing'} them`,
+        );
+      if (to) await repo.setMemberRole(tx, scope.accountId, userId, to);
+      else await repo.deleteMember(tx, scope.accountId, userId);
+      await notifyUserChanged(tx, userId);
+      prefixes = await keyPrefixesOfUser(tx, userId);
+      await notifyKeysChanged(tx, prefixes);
+      await deps.audit.record(tx, {
+        action: to ? 'member.role_changed' : 'member.removed',
+        actorType: 'user',
+        actorId: v.user.userId,
+        targetType: 'user',
+        targetId: userId,
+        accountId: scope.accountId,
+        sourceIp: v.user.sourceIp,
+        requestId,
+        details: to ? { from: target.role, to } : { role: target.role },
+      });
+      return { from: target.role, changed: true };
+    });
+    if (out.changed) {
+      deps.auth.evictUser(userId);
+      for (const p of prefixes) deps.keys.evict(p);
+      log.info(
+        {
+          event: to ? 'member.role_changed' : 'member.removed',
+          account_id: scope.accountId,
+          user_id: userId,
+          from: out.from,
+          to,
+          by: v.user.userId,
+        },
+        to ? 'member role changed' : 'member removed',
+      );
+    }
+    return { ...out, accountId: scope.accountId };
+  }
+
   return {
+    /** Sets a member's role in the viewer's account; returns the member as the list shows them. */
+    async setRole(
+      v: Viewer,
+      userId: string,
+      role: repo.MemberRole,
+      requestId: string | null,
+    ): Promise<repo.AdminUserRow> {
+      const { accountId } = await changeMember(v, userId, role, requestId);
+      const row = await repo.findMember(db, accountId, userId);
+      if (!row) throw notFound('User');
+      return row;
+    },
+
+    /** Removes a member from the viewer's account. */
+    async removeMember(v: Viewer, userId: string, requestId: string | null): Promise<void> {
+      await changeMember(v, userId, null, requestId);
+    },
+
     /** `limit + 1` rows (the extra one says there is more). */
     listUsers(v: Viewer, page: Page): Promise<repo.AdminUserRow[]> {
       return repo.listUsers(db, scopeOf(v), { limit: page.limit + 1, after: page.after });
