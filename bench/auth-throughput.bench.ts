@@ -11,71 +11,18 @@
  * Starts its own throwaway cluster; autocannon runs in a child process on loopback; rounds
  * alternate between the two routes. Prints per-round figures, medians, the ratio and a JSON line.
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { serverConfigSchema } from '../src/server/config.ts';
 import { createServerContext } from '../src/server/main.ts';
 import { databaseSchema, presentDatabase } from '../src/server/modules/databases/databases.schemas.ts';
 import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { autocannon, median } from './autocannon-kit.ts';
 import { startKeysBenchCluster } from './keys-kit.ts';
 
 const SECONDS = Number(process.argv[2] ?? 5);
 const ROUNDS = Number(process.argv[3] ?? 5);
 const CONNECTIONS = Number(process.argv[4] ?? 50);
-const AUTOCANNON = path.resolve(import.meta.dirname, '../node_modules/.bin/autocannon');
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-type Run = { rps: number; non2xx: number; p99: number; cpuUsPerReq: number };
-
-/** One autocannon run; also the server's own CPU time per request (robust on a shared machine). */
-async function autocannon(url: string, headers: string[]): Promise<Run> {
-  const cpu0 = process.cpuUsage();
-  const r = await autocannonRun(url, headers);
-  const cpu = process.cpuUsage(cpu0);
-  return { ...r, cpuUsPerReq: (cpu.user + cpu.system) / Math.max(1, r.total) };
-}
-
-function autocannonRun(
-  url: string,
-  headers: string[],
-): Promise<{ rps: number; non2xx: number; p99: number; total: number }> {
-  return new Promise((resolve, reject) => {
-    const args = [
-      '-j',
-      '-c',
-      String(CONNECTIONS),
-      '-d',
-      String(SECONDS),
-      ...headers.flatMap((h) => ['-H', h]),
-      url,
-    ];
-    const child = spawn(AUTOCANNON, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.on('error', reject);
-    child.on('close', () => {
-      try {
-        const r = JSON.parse(out) as {
-          requests: { average: number; total: number };
-          non2xx: number;
-          latency: { p99: number };
-        };
-        resolve({ rps: r.requests.average, non2xx: r.non2xx, p99: r.latency.p99, total: r.requests.total });
-      } catch (err) {
-        reject(err);
-      }
-    });
-  });
-}
-
+const LOAD = { connections: CONNECTIONS, seconds: SECONDS };
 const config = (dataDir: string, databaseUrl: string) =>
   serverConfigSchema.parse({
     databaseUrl,
@@ -116,8 +63,8 @@ try {
   const base = await ctx.app.listen({ host: '127.0.0.1', port: 0 });
   const authed = { url: `${base}/v1/databases/bench_db`, headers: [`authorization=Bearer ${key}`] };
   const open = { url: `${base}/bench/databases/bench_db`, headers: [] as string[] };
-  await autocannon(authed.url, authed.headers); // warm-up
-  await autocannon(open.url, open.headers);
+  await autocannon(authed.url, authed.headers, LOAD); // warm-up
+  await autocannon(open.url, open.headers, LOAD);
   const a: number[] = [];
   const o: number[] = [];
   const ratios: number[] = [];
@@ -126,9 +73,9 @@ try {
   for (let i = 0; i < ROUNDS; i++) {
     // ABBA order: a drift in machine load does not favour one side.
     const first = i % 2 === 0;
-    const ra = first ? await autocannon(authed.url, authed.headers) : undefined;
-    const ro = await autocannon(open.url, open.headers);
-    const rb = ra ?? (await autocannon(authed.url, authed.headers));
+    const ra = first ? await autocannon(authed.url, authed.headers, LOAD) : undefined;
+    const ro = await autocannon(open.url, open.headers, LOAD);
+    const rb = ra ?? (await autocannon(authed.url, authed.headers, LOAD));
     if (rb.non2xx || ro.non2xx) throw new Error(`non-2xx responses: auth ${rb.non2xx}, open ${ro.non2xx}`);
     a.push(rb.rps);
     o.push(ro.rps);

@@ -10,7 +10,6 @@
  * Starts its own throwaway cluster; autocannon runs in a child process on loopback; rounds rotate
  * the order of the three. Prints per-round figures, medians, the ratios and a JSON line.
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { serverConfigSchema } from '../src/server/config.ts';
 import { createKeyringFile } from '../src/server/crypto/secret-box.ts';
@@ -18,64 +17,13 @@ import { createServerContext } from '../src/server/main.ts';
 import { databaseSchema, presentDatabase } from '../src/server/modules/databases/databases.schemas.ts';
 import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { autocannon, median, type Run } from './autocannon-kit.ts';
 import { startKeysBenchCluster } from './keys-kit.ts';
 
 const SECONDS = Number(process.argv[2] ?? 5);
 const ROUNDS = Number(process.argv[3] ?? 4);
 const CONNECTIONS = Number(process.argv[4] ?? 50);
-const AUTOCANNON = path.resolve(import.meta.dirname, '../node_modules/.bin/autocannon');
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-type Run = { rps: number; non2xx: number; p99: number; cpuUsPerReq: number };
-
-/** One autocannon run; also the server's own CPU time per request (robust on a shared machine). */
-async function autocannon(url: string, headers: string[]): Promise<Run> {
-  const cpu0 = process.cpuUsage();
-  const r = await autocannonRun(url, headers);
-  const cpu = process.cpuUsage(cpu0);
-  return { ...r, cpuUsPerReq: (cpu.user + cpu.system) / Math.max(1, r.total) };
-}
-
-function autocannonRun(
-  url: string,
-  headers: string[],
-): Promise<{ rps: number; non2xx: number; p99: number; total: number }> {
-  return new Promise((resolve, reject) => {
-    const args = [
-      '-j',
-      '-c',
-      String(CONNECTIONS),
-      '-d',
-      String(SECONDS),
-      ...headers.flatMap((h) => ['-H', h]),
-      url,
-    ];
-    const child = spawn(AUTOCANNON, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.on('error', reject);
-    child.on('close', () => {
-      try {
-        const r = JSON.parse(out) as {
-          requests: { average: number; total: number };
-          non2xx: number;
-          latency: { p99: number };
-        };
-        resolve({ rps: r.requests.average, non2xx: r.non2xx, p99: r.latency.p99, total: r.requests.total });
-      } catch (err) {
-        reject(err);
-      }
-    });
-  });
-}
-
+const LOAD = { connections: CONNECTIONS, seconds: SECONDS };
 const config = (dataDir: string, databaseUrl: string) =>
   serverConfigSchema.parse({
     databaseUrl,
@@ -132,7 +80,7 @@ try {
   };
   type Name = keyof typeof variants;
   const names: Name[] = ['jwt', 'key', 'open'];
-  for (const n of names) await autocannon(variants[n].url, variants[n].headers); // warm-up
+  for (const n of names) await autocannon(variants[n].url, variants[n].headers, LOAD); // warm-up
   const rps: Record<Name, number[]> = { jwt: [], key: [], open: [] };
   const cpu: Record<Name, number[]> = { jwt: [], key: [], open: [] };
   const jwtRatios: number[] = [];
@@ -142,7 +90,7 @@ try {
     const order = names.map((_, j) => names[(i + j) % names.length]!);
     const round = {} as Record<Name, Run>;
     for (const n of order) {
-      const r = await autocannon(variants[n].url, variants[n].headers);
+      const r = await autocannon(variants[n].url, variants[n].headers, LOAD);
       if (r.non2xx) throw new Error(`${n}: ${r.non2xx} non-2xx responses`);
       round[n] = r;
       rps[n].push(r.rps);
