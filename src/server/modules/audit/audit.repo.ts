@@ -204,9 +204,13 @@ export type EventFilter = {
   beforeId?: number | undefined;
 };
 
-/** One account's events, newest first (pending rows included: they are committed facts). */
+/**
+ * One account's events, newest first (pending rows included: they are committed facts), and the
+ * events about its members that belong to no account (sign-ins, failed sign-ins, sessions issued
+ * and ended, a platform admin's suspension): a person's sign-in concerns every account they are in.
+ */
 export async function listEvents(db: Queryable, f: EventFilter, limit: number): Promise<AuditEventRow[]> {
-  const where = ['account_id = $1'];
+  const where: string[] = [];
   const params: unknown[] = [f.accountId];
   const add = (sql: string, v: unknown) => {
     params.push(v);
@@ -220,9 +224,22 @@ export async function listEvents(db: Queryable, f: EventFilter, limit: number): 
   if (f.until !== undefined) add('occurred_at < ?', f.until);
   if (f.beforeId !== undefined) add('id < ?', f.beforeId);
   params.push(limit);
+  const and = where.map((w) => ` AND ${w}`).join('');
+  const lim = `$${params.length}`;
+  const members = 'SELECT m.user_id::text FROM memberships m WHERE m.account_id = $1';
   const r = await db.query<AuditEventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM audit_events WHERE ${where.join(' AND ')}
-      ORDER BY id DESC LIMIT $${params.length}`,
+    `SELECT * FROM (
+       (SELECT ${EVENT_COLUMNS} FROM audit_events WHERE account_id = $1${and} ORDER BY id DESC LIMIT ${lim})
+       UNION ALL
+       (SELECT ${EVENT_COLUMNS} FROM audit_events
+         WHERE account_id IS NULL AND actor_type = 'user' AND actor_id IN (${members})${and}
+         ORDER BY id DESC LIMIT ${lim})
+       UNION ALL
+       (SELECT ${EVENT_COLUMNS} FROM audit_events
+         WHERE account_id IS NULL AND target_type = 'user' AND target_id IN (${members})
+           AND NOT (actor_type = 'user' AND actor_id IN (${members}))${and}
+         ORDER BY id DESC LIMIT ${lim})
+     ) e ORDER BY id DESC LIMIT ${lim}`,
     params,
   );
   return r.rows;
