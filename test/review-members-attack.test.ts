@@ -2,7 +2,8 @@
 // attacks that found something, as todo tests against the real stack.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { createAccount } from './helpers/databases.ts';
+import { randomUUID } from 'node:crypto';
+import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
 
@@ -103,5 +104,56 @@ test(
       [],
       `third's owner reads events about a non-member: ${JSON.stringify(leaked)}`,
     );
+  },
+);
+
+test(
+  "a demoted admin's write key granted the explorer keeps the explorer (a member could never grant it)",
+  {
+    todo:
+      "keys.repo userKeyDead compares only the key's level with the creator's current role, never its explorer grant: an admin makes a " +
+      "write key with explorer:true (allowed: admins hold the explorer), is demoted to member, and the key still runs SQL through the " +
+      "explorer though a member 'creates write keys' and may not grant the explorer (docs/api.md keys). Fix: in userKeyDead also " +
+      "treat the key as dead (or strip the grant in key auth) when `explorer AND m.role NOT IN ('owner','admin')`, i.e. add " +
+      "`AND (NOT ${alias}.explorer OR m.role IN ('owner','admin'))` to the EXISTS, so demotion evicts the grant with the cache.",
+  },
+  async () => {
+    const owner = await createTestUser(s, { username: 'x-owner', memberships: [{ accountId: acme, role: 'owner' }] });
+    const admin = await createTestUser(s, { username: 'x-admin', memberships: [{ accountId: acme, role: 'admin' }] });
+    const agent = await enrollFakeAgent(s, 'node-x');
+    await s.db.pool.query(
+      `INSERT INTO databases (id, account_id, node_id, name, status, password_sealed, limits)
+       VALUES ($1, $2, $3, 'xdb', 'provisioning', 'sealed', '{}'::jsonb)`,
+      [randomUUID(), acme, agent.nodeId],
+    );
+    const made = await s.app.inject({
+      method: 'POST',
+      url: '/v1/keys',
+      headers: (await signIn(s, admin)).headers,
+      payload: { name: 'explorer write key', level: 'write', explorer: true },
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    const keyHeaders = { authorization: `Bearer ${made.json().key}` };
+    const explore = () =>
+      s.app.inject({
+        method: 'POST',
+        url: '/v1/databases/xdb/explorer/query',
+        headers: keyHeaders,
+        payload: { sql: 'select 1' },
+      });
+    // Granted: past the explorer check (409 = the database is not ready, not 403).
+    assert.equal((await explore()).statusCode, 409);
+    const demoted = await s.app.inject({
+      method: 'PUT',
+      url: `/v1/users/${admin.id}/role`,
+      headers: (await signIn(s, owner)).headers,
+      payload: { role: 'member' },
+    });
+    assert.equal(demoted.statusCode, 200, demoted.body);
+    // The key is still alive at write level (a member stands behind write keys)...
+    assert.equal((await s.app.inject({ url: '/v1/whoami', headers: keyHeaders })).statusCode, 200);
+    // ...but must no longer hold the explorer.
+    const after = await explore();
+    assert.equal(after.statusCode, 403, `the demoted member's key still reaches the explorer: ${after.statusCode} ${after.body}`);
   },
 );
