@@ -157,3 +157,49 @@ test(
     assert.equal(after.statusCode, 403, `the demoted member's key still reaches the explorer: ${after.statusCode} ${after.body}`);
   },
 );
+
+test(
+  "a removed (or demoted) admin's pending admin invite still admits a new admin to the account",
+  {
+    todo:
+      "invites.repo takeInvite refuses an invite only when its creator is suspended, never when the creator was removed from the account " +
+      "or demoted below the invite's role — now that DELETE /v1/users/:id/membership and PUT /v1/users/:id/role exist, an owner who " +
+      "removes a distrusted admin leaves that admin's pending invites (role admin) working: the ex-admin redeems one and is back as a " +
+      "new admin user. Fix: in takeInvite require, for invites with created_by_user_id, EXISTS a membership of the creator in " +
+      "d.account_id with a role ranked >= d.role (as keys.repo userKeyDead does), or delete the member's pending invites above their new " +
+      "role in changeMember's transaction (and on removal all of them), audited.",
+  },
+  async () => {
+    const owner = await createTestUser(s, { username: 'i-owner', memberships: [{ accountId: acme, role: 'owner' }] });
+    const admin = await createTestUser(s, { username: 'i-admin', memberships: [{ accountId: acme, role: 'admin' }] });
+    const made = await s.app.inject({
+      method: 'POST',
+      url: '/v1/invites',
+      headers: (await signIn(s, admin)).headers,
+      payload: { count: 1, role: 'admin' },
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    const code = made.json().invites[0].code as string;
+    const removed = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/users/${admin.id}/membership`,
+      headers: (await signIn(s, owner)).headers,
+    });
+    assert.equal(removed.statusCode, 200, removed.body);
+    const back = await s.app.inject({
+      method: 'POST',
+      url: '/v1/auth/invites/redeem',
+      payload: { code, username: 'i-admin-again', password: 'correct horse battery staple' },
+      remoteAddress: '203.0.113.9',
+    });
+    const role = await s.db.pool.query(
+      `SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = $1 WHERE u.username = 'i-admin-again'`,
+      [acme],
+    );
+    assert.deepEqual(
+      { status: back.statusCode, roles: role.rows.map((r) => r.role) },
+      { status: 400, roles: [] },
+      `the removed admin's invite made a new member: ${back.statusCode} ${back.body}`,
+    );
+  },
+);
