@@ -1,8 +1,8 @@
 // Review of the members / config-suspension / audit-union changes (acc9a07, 7bcce39, 0970996):
 // attacks that found something, as todo tests against the real stack.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
 import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
 import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
@@ -28,216 +28,200 @@ const listAudit = async (headers: Record<string, string>) => {
   return r.json().items as Ev[];
 };
 
-test(
-  "an account's audit listing shows a platform admin member's account-less actions on users of other accounts",
-  {
-    todo:
-      "audit.repo listEvents branch 2 takes EVERY account-less event whose actor is a member (actor_type='user' AND actor_id IN members), " +
-      "so a platform admin (or an owner of several accounts) who is a mere member of account A leaks into A's listing the user.suspended / " +
-      "session.revoked events about users of OTHER accounts (target ids, details.user_id). Fix: branch 2 must only take events about the actor " +
-      "themselves (auth.login / auth.login_failed / session.issued / session.logout / refresh reuse, i.e. an action allow-list, or " +
-      "target_type='user' AND target_id = actor_id / the actor's own session), never events whose target is someone else.",
-  },
-  async () => {
-    const owner = await createTestUser(s, { username: 'acme-owner', memberships: [{ accountId: acme, role: 'owner' }] });
-    // A platform admin who is also a viewer in acme.
-    const pa = await createTestUser(s, {
-      username: 'plat-admin',
-      platformAdmin: true,
-      memberships: [{ accountId: acme, role: 'viewer' }],
-    });
-    // A user of another account only.
-    const victim = await createTestUser(s, { username: 'other-user', memberships: [{ accountId: other, role: 'member' }] });
-    await signIn(s, victim); // a session, so the suspension also ends one (session.revoked, details.user_id)
-    const sus = await s.app.inject({
-      method: 'POST',
-      url: `/v1/users/${victim.id}/suspend`,
-      headers: (await signIn(s, pa)).headers,
-    });
-    assert.equal(sus.statusCode, 200, sus.body);
-    const items = await listAudit((await signIn(s, owner)).headers);
-    const leaked = items.filter((e) => JSON.stringify(e).includes(victim.id));
-    assert.deepEqual(
-      leaked.map((e) => e.action),
-      [],
-      `acme's owner reads events about a user of another account: ${JSON.stringify(leaked)}`,
-    );
-  },
-);
+test("an account's audit listing shows a platform admin member's account-less actions on users of other accounts", async () => {
+  const owner = await createTestUser(s, {
+    username: 'acme-owner',
+    memberships: [{ accountId: acme, role: 'owner' }],
+  });
+  // A platform admin who is also a viewer in acme.
+  const pa = await createTestUser(s, {
+    username: 'plat-admin',
+    platformAdmin: true,
+    memberships: [{ accountId: acme, role: 'viewer' }],
+  });
+  // A user of another account only.
+  const victim = await createTestUser(s, {
+    username: 'other-user',
+    memberships: [{ accountId: other, role: 'member' }],
+  });
+  await signIn(s, victim); // a session, so the suspension also ends one (session.revoked, details.user_id)
+  const sus = await s.app.inject({
+    method: 'POST',
+    url: `/v1/users/${victim.id}/suspend`,
+    headers: (await signIn(s, pa)).headers,
+  });
+  assert.equal(sus.statusCode, 200, sus.body);
+  const items = await listAudit((await signIn(s, owner)).headers);
+  const leaked = items.filter((e) => JSON.stringify(e).includes(victim.id));
+  assert.deepEqual(
+    leaked.map((e) => e.action),
+    [],
+    `acme's owner reads events about a user of another account: ${JSON.stringify(leaked)}`,
+  );
+});
 
-test(
-  "an owner of two accounts who is a viewer elsewhere leaks their suspension of a two-account user into the third account's listing",
-  {
-    todo:
-      'Same root cause as above, no platform admin needed: setSuspended records user.suspended with account_id NULL when the actor owns ' +
-      "the target in two accounts, and listEvents' branch 2 shows it (and the session.revoked rows) to every account the ACTOR is in. " +
-      'Fix: restrict branch 2 to events about the actor (action allow-list of sign-in/session events), and branch 3 already covers targets.',
-  },
-  async () => {
-    const boss = await createTestUser(s, {
-      username: 'boss',
-      memberships: [
-        { accountId: acme, role: 'owner' },
-        { accountId: other, role: 'owner' },
-        { accountId: third, role: 'viewer' },
-      ],
-    });
-    const thirdOwner = await createTestUser(s, { username: 'third-owner', memberships: [{ accountId: third, role: 'owner' }] });
-    const target = await createTestUser(s, {
-      username: 'two-account-user',
-      memberships: [
-        { accountId: acme, role: 'member' },
-        { accountId: other, role: 'member' },
-      ],
-    });
-    await signIn(s, target);
-    const sus = await s.app.inject({
-      method: 'POST',
-      url: `/v1/users/${target.id}/suspend`,
-      headers: { ...(await signIn(s, boss)).headers, 'bulwark-account': 'acme' },
-    });
-    assert.equal(sus.statusCode, 200, sus.body);
-    const items = await listAudit((await signIn(s, thirdOwner)).headers);
-    const leaked = items.filter((e) => JSON.stringify(e).includes(target.id));
-    assert.deepEqual(
-      leaked.map((e) => e.action),
-      [],
-      `third's owner reads events about a non-member: ${JSON.stringify(leaked)}`,
-    );
-  },
-);
+test("an owner of two accounts who is a viewer elsewhere leaks their suspension of a two-account user into the third account's listing", async () => {
+  const boss = await createTestUser(s, {
+    username: 'boss',
+    memberships: [
+      { accountId: acme, role: 'owner' },
+      { accountId: other, role: 'owner' },
+      { accountId: third, role: 'viewer' },
+    ],
+  });
+  const thirdOwner = await createTestUser(s, {
+    username: 'third-owner',
+    memberships: [{ accountId: third, role: 'owner' }],
+  });
+  const target = await createTestUser(s, {
+    username: 'two-account-user',
+    memberships: [
+      { accountId: acme, role: 'member' },
+      { accountId: other, role: 'member' },
+    ],
+  });
+  await signIn(s, target);
+  const sus = await s.app.inject({
+    method: 'POST',
+    url: `/v1/users/${target.id}/suspend`,
+    headers: { ...(await signIn(s, boss)).headers, 'bulwark-account': 'acme' },
+  });
+  assert.equal(sus.statusCode, 200, sus.body);
+  const items = await listAudit((await signIn(s, thirdOwner)).headers);
+  const leaked = items.filter((e) => JSON.stringify(e).includes(target.id));
+  assert.deepEqual(
+    leaked.map((e) => e.action),
+    [],
+    `third's owner reads events about a non-member: ${JSON.stringify(leaked)}`,
+  );
+});
 
-test(
-  "a demoted admin's write key granted the explorer keeps the explorer (a member could never grant it)",
-  {
-    todo:
-      "keys.repo userKeyDead compares only the key's level with the creator's current role, never its explorer grant: an admin makes a " +
-      "write key with explorer:true (allowed: admins hold the explorer), is demoted to member, and the key still runs SQL through the " +
-      "explorer though a member 'creates write keys' and may not grant the explorer (docs/api.md keys). Fix: in userKeyDead also " +
-      "treat the key as dead (or strip the grant in key auth) when `explorer AND m.role NOT IN ('owner','admin')`, i.e. add " +
-      "`AND (NOT ${alias}.explorer OR m.role IN ('owner','admin'))` to the EXISTS, so demotion evicts the grant with the cache.",
-  },
-  async () => {
-    const owner = await createTestUser(s, { username: 'x-owner', memberships: [{ accountId: acme, role: 'owner' }] });
-    const admin = await createTestUser(s, { username: 'x-admin', memberships: [{ accountId: acme, role: 'admin' }] });
-    const agent = await enrollFakeAgent(s, 'node-x');
-    await s.db.pool.query(
-      `INSERT INTO databases (id, account_id, node_id, name, status, password_sealed, limits)
+test("a demoted admin's write key granted the explorer stops (a member could never grant it)", async () => {
+  const owner = await createTestUser(s, {
+    username: 'x-owner',
+    memberships: [{ accountId: acme, role: 'owner' }],
+  });
+  const admin = await createTestUser(s, {
+    username: 'x-admin',
+    memberships: [{ accountId: acme, role: 'admin' }],
+  });
+  const agent = await enrollFakeAgent(s, 'node-x');
+  await s.db.pool.query(
+    `INSERT INTO databases (id, account_id, node_id, name, status, password_sealed, limits)
        VALUES ($1, $2, $3, 'xdb', 'provisioning', 'sealed', '{}'::jsonb)`,
-      [randomUUID(), acme, agent.nodeId],
-    );
-    const made = await s.app.inject({
+    [randomUUID(), acme, agent.nodeId],
+  );
+  const made = await s.app.inject({
+    method: 'POST',
+    url: '/v1/keys',
+    headers: (await signIn(s, admin)).headers,
+    payload: { name: 'explorer write key', level: 'write', explorer: true },
+  });
+  assert.equal(made.statusCode, 201, made.body);
+  const keyHeaders = { authorization: `Bearer ${made.json().key}` };
+  const explore = () =>
+    s.app.inject({
       method: 'POST',
-      url: '/v1/keys',
-      headers: (await signIn(s, admin)).headers,
-      payload: { name: 'explorer write key', level: 'write', explorer: true },
+      url: '/v1/databases/xdb/explorer/query',
+      headers: keyHeaders,
+      payload: { sql: 'select 1' },
     });
-    assert.equal(made.statusCode, 201, made.body);
-    const keyHeaders = { authorization: `Bearer ${made.json().key}` };
-    const explore = () =>
-      s.app.inject({
-        method: 'POST',
-        url: '/v1/databases/xdb/explorer/query',
-        headers: keyHeaders,
-        payload: { sql: 'select 1' },
-      });
-    // Granted: past the explorer check (409 = the database is not ready, not 403).
-    assert.equal((await explore()).statusCode, 409);
-    const demoted = await s.app.inject({
-      method: 'PUT',
-      url: `/v1/users/${admin.id}/role`,
-      headers: (await signIn(s, owner)).headers,
-      payload: { role: 'member' },
-    });
-    assert.equal(demoted.statusCode, 200, demoted.body);
-    // The key is still alive at write level (a member stands behind write keys)...
-    assert.equal((await s.app.inject({ url: '/v1/whoami', headers: keyHeaders })).statusCode, 200);
-    // ...but must no longer hold the explorer.
-    const after = await explore();
-    assert.equal(after.statusCode, 403, `the demoted member's key still reaches the explorer: ${after.statusCode} ${after.body}`);
-  },
-);
+  // Granted: past the explorer check (409 = the database is not ready, not 403).
+  assert.equal((await explore()).statusCode, 409);
+  const demoted = await s.app.inject({
+    method: 'PUT',
+    url: `/v1/users/${admin.id}/role`,
+    headers: (await signIn(s, owner)).headers,
+    payload: { role: 'member' },
+  });
+  assert.equal(demoted.statusCode, 200, demoted.body);
+  // A key whose grants its creator can no longer give stops, as one above the creator's level does
+  // (a member may not grant the explorer): refused outright, explorer included.
+  assert.equal((await s.app.inject({ url: '/v1/whoami', headers: keyHeaders })).statusCode, 401);
+  const after = await explore();
+  assert.ok(
+    [401, 403].includes(after.statusCode),
+    `the demoted member's key still reaches the explorer: ${after.statusCode} ${after.body}`,
+  );
+});
 
-test(
-  "a removed (or demoted) admin's pending admin invite still admits a new admin to the account",
-  {
-    todo:
-      "invites.repo takeInvite refuses an invite only when its creator is suspended, never when the creator was removed from the account " +
-      "or demoted below the invite's role — now that DELETE /v1/users/:id/membership and PUT /v1/users/:id/role exist, an owner who " +
-      "removes a distrusted admin leaves that admin's pending invites (role admin) working: the ex-admin redeems one and is back as a " +
-      "new admin user. Fix: in takeInvite require, for invites with created_by_user_id, EXISTS a membership of the creator in " +
-      "d.account_id with a role ranked >= d.role (as keys.repo userKeyDead does), or delete the member's pending invites above their new " +
-      "role in changeMember's transaction (and on removal all of them), audited.",
-  },
-  async () => {
-    const owner = await createTestUser(s, { username: 'i-owner', memberships: [{ accountId: acme, role: 'owner' }] });
-    const admin = await createTestUser(s, { username: 'i-admin', memberships: [{ accountId: acme, role: 'admin' }] });
-    const made = await s.app.inject({
+test("a removed (or demoted) admin's pending admin invite still admits a new admin to the account", async () => {
+  const owner = await createTestUser(s, {
+    username: 'i-owner',
+    memberships: [{ accountId: acme, role: 'owner' }],
+  });
+  const admin = await createTestUser(s, {
+    username: 'i-admin',
+    memberships: [{ accountId: acme, role: 'admin' }],
+  });
+  const made = await s.app.inject({
+    method: 'POST',
+    url: '/v1/invites',
+    headers: (await signIn(s, admin)).headers,
+    payload: { count: 1, role: 'admin' },
+  });
+  assert.equal(made.statusCode, 201, made.body);
+  const code = made.json().invites[0].code as string;
+  const removed = await s.app.inject({
+    method: 'DELETE',
+    url: `/v1/users/${admin.id}/membership`,
+    headers: (await signIn(s, owner)).headers,
+  });
+  assert.equal(removed.statusCode, 200, removed.body);
+  const back = await s.app.inject({
+    method: 'POST',
+    url: '/v1/auth/invites/redeem',
+    payload: { code, username: 'i-admin-again', password: 'correct horse battery staple' },
+    remoteAddress: '203.0.113.9',
+  });
+  const role = await s.db.pool.query(
+    `SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = $1 WHERE u.username = 'i-admin-again'`,
+    [acme],
+  );
+  assert.deepEqual(
+    { status: back.statusCode, roles: role.rows.map((r) => r.role) },
+    { status: 400, roles: [] },
+    `the removed admin's invite made a new member: ${back.statusCode} ${back.body}`,
+  );
+});
+
+test('a username the configuration keeps suspended can be taken through an invite and used, active, until the next restart', {
+  todo:
+    'suspendedUsers is enforced only at start (applyConfigSuspensions) and on reactivate; invite redemption (and OIDC provisioning) ' +
+    'creates an ACTIVE user under a listed name, who signs in and acts until the server restarts — though the setting promises ' +
+    "'kept suspended whatever the API does'. Fix: pass the normalised set to the invites/people service and refuse a listed username " +
+    "at redemption (400 invalid username, or create it with status 'suspended' and audit actor system), the same check in OIDC provisioning.",
+}, async () => {
+  const b = await createTestServer({ suspendedUsers: 'blocked-name' as never });
+  try {
+    const acct = await createAccount(b, 'blk');
+    const owner = await createTestUser(b, {
+      username: 'blk-owner',
+      memberships: [{ accountId: acct, role: 'owner' }],
+    });
+    const made = await b.app.inject({
       method: 'POST',
       url: '/v1/invites',
-      headers: (await signIn(s, admin)).headers,
-      payload: { count: 1, role: 'admin' },
+      headers: (await signIn(b, owner)).headers,
+      payload: { count: 1, role: 'member' },
     });
     assert.equal(made.statusCode, 201, made.body);
-    const code = made.json().invites[0].code as string;
-    const removed = await s.app.inject({
-      method: 'DELETE',
-      url: `/v1/users/${admin.id}/membership`,
-      headers: (await signIn(s, owner)).headers,
-    });
-    assert.equal(removed.statusCode, 200, removed.body);
-    const back = await s.app.inject({
+    const red = await b.app.inject({
       method: 'POST',
       url: '/v1/auth/invites/redeem',
-      payload: { code, username: 'i-admin-again', password: 'correct horse battery staple' },
-      remoteAddress: '203.0.113.9',
+      payload: {
+        code: made.json().invites[0].code,
+        username: 'blocked-name',
+        password: 'correct horse battery staple',
+      },
+      remoteAddress: '203.0.113.10',
     });
-    const role = await s.db.pool.query(
-      `SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = $1 WHERE u.username = 'i-admin-again'`,
-      [acme],
+    const row = await b.db.pool.query("SELECT status FROM users WHERE username = 'blocked-name'");
+    assert.ok(
+      red.statusCode !== 201 || row.rows[0]?.status === 'suspended',
+      `a listed username was created active: ${red.statusCode} ${JSON.stringify(row.rows)}`,
     );
-    assert.deepEqual(
-      { status: back.statusCode, roles: role.rows.map((r) => r.role) },
-      { status: 400, roles: [] },
-      `the removed admin's invite made a new member: ${back.statusCode} ${back.body}`,
-    );
-  },
-);
-
-test(
-  'a username the configuration keeps suspended can be taken through an invite and used, active, until the next restart',
-  {
-    todo:
-      "suspendedUsers is enforced only at start (applyConfigSuspensions) and on reactivate; invite redemption (and OIDC provisioning) " +
-      "creates an ACTIVE user under a listed name, who signs in and acts until the server restarts — though the setting promises " +
-      "'kept suspended whatever the API does'. Fix: pass the normalised set to the invites/people service and refuse a listed username " +
-      "at redemption (400 invalid username, or create it with status 'suspended' and audit actor system), the same check in OIDC provisioning.",
-  },
-  async () => {
-    const b = await createTestServer({ suspendedUsers: 'blocked-name' as never });
-    try {
-      const acct = await createAccount(b, 'blk');
-      const owner = await createTestUser(b, { username: 'blk-owner', memberships: [{ accountId: acct, role: 'owner' }] });
-      const made = await b.app.inject({
-        method: 'POST',
-        url: '/v1/invites',
-        headers: (await signIn(b, owner)).headers,
-        payload: { count: 1, role: 'member' },
-      });
-      assert.equal(made.statusCode, 201, made.body);
-      const red = await b.app.inject({
-        method: 'POST',
-        url: '/v1/auth/invites/redeem',
-        payload: { code: made.json().invites[0].code, username: 'blocked-name', password: 'correct horse battery staple' },
-        remoteAddress: '203.0.113.10',
-      });
-      const row = await b.db.pool.query("SELECT status FROM users WHERE username = 'blocked-name'");
-      assert.ok(
-        red.statusCode !== 201 || row.rows[0]?.status === 'suspended',
-        `a listed username was created active: ${red.statusCode} ${JSON.stringify(row.rows)}`,
-      );
-    } finally {
-      await b.stop();
-    }
-  },
-);
+  } finally {
+    await b.stop();
+  }
+});

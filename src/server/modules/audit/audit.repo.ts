@@ -205,6 +205,15 @@ export type EventFilter = {
 };
 
 /**
+ * Account-less events a member causes about themselves (their own sign-ins and sessions). What a
+ * member does to others outside the account (a platform admin's suspension of another account's
+ * user) is not the account's to see; events where the member is the target are.
+ */
+const SELF_EVENTS = ['auth.login', 'session.issued', 'session.logout', 'session.refresh_reused']
+  .map((a) => `'${a}'`)
+  .join(', ');
+
+/**
  * One account's events, newest first (pending rows included: they are committed facts), and the
  * events about its members that belong to no account (sign-ins, failed sign-ins, sessions issued
  * and ended, a platform admin's suspension): a person's sign-in concerns every account they are in.
@@ -232,7 +241,8 @@ export async function listEvents(db: Queryable, f: EventFilter, limit: number): 
        (SELECT ${EVENT_COLUMNS} FROM audit_events WHERE account_id = $1${and} ORDER BY id DESC LIMIT ${lim})
        UNION ALL
        (SELECT ${EVENT_COLUMNS} FROM audit_events
-         WHERE account_id IS NULL AND actor_type = 'user' AND actor_id IN (${members})${and}
+         WHERE account_id IS NULL AND actor_type = 'user' AND actor_id IN (${members})
+           AND action IN (${SELF_EVENTS})${and}
          ORDER BY id DESC LIMIT ${lim})
        UNION ALL
        (SELECT ${EVENT_COLUMNS} FROM audit_events

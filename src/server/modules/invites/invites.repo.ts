@@ -85,8 +85,9 @@ export async function deleteInvite(db: Queryable, f: InviteFilter, id: string): 
 /**
  * Takes the invite of this code hash, if it is pending, by deleting it: concurrent redemptions of
  * one code queue on the row lock and all but the first find it gone. A used, an expired and a
- * never-issued code all give null, by the same statement; so does the invite of a user who is now
- * suspended (it stays, and works again if they are reactivated). Call it in the transaction that
+ * never-issued code all give null, by the same statement; so does the invite of a user who can no
+ * longer stand behind it — suspended, removed from the invite's account, or now below the invite's
+ * role (it stays, and works again if they are restored). Call it in the transaction that
  * creates the user, so that a failure there puts the invite back.
  */
 export async function takeInvite(db: Queryable, codeHash: Buffer): Promise<InviteRow | null> {
@@ -94,7 +95,14 @@ export async function takeInvite(db: Queryable, codeHash: Buffer): Promise<Invit
     `WITH i AS (
        DELETE FROM invites d
         WHERE d.code_hash = $1 AND d.expires_at > now()
-          AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = d.created_by_user_id AND u.status <> 'active')
+          AND (d.created_by_user_id IS NULL OR EXISTS (
+                SELECT 1 FROM users u
+                 WHERE u.id = d.created_by_user_id AND u.status = 'active'
+                   AND (u.platform_admin OR EXISTS (
+                         SELECT 1 FROM memberships m
+                          WHERE m.user_id = u.id AND m.account_id = d.account_id
+                            AND (CASE m.role WHEN 'viewer' THEN 1 WHEN 'member' THEN 2 WHEN 'admin' THEN 3 ELSE 4 END)
+                                >= (CASE d.role WHEN 'viewer' THEN 1 WHEN 'member' THEN 2 WHEN 'admin' THEN 3 ELSE 4 END)))))
         RETURNING d.*
      ) SELECT ${INVITE_COLUMNS} FROM i LEFT JOIN accounts a ON a.id = i.account_id`,
     [codeHash],

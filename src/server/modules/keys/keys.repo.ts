@@ -111,7 +111,8 @@ const userKeyDead = (alias: string) => `(${alias}.created_by_user_id IS NOT NULL
     SELECT 1 FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = ${alias}.account_id
      WHERE u.id = ${alias}.created_by_user_id AND u.status = 'active'
        AND (CASE m.role WHEN 'viewer' THEN 1 WHEN 'member' THEN 2 ELSE 3 END)
-           >= (CASE ${alias}.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END)))`;
+           >= (CASE ${alias}.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END)
+       AND (NOT ${alias}.explorer OR m.role IN ('owner', 'admin'))))`;
 
 /**
  * One key by lookup prefix, with its hash, account and whether it or any creator up the chain is
