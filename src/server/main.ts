@@ -146,7 +146,14 @@ export async function createServerContext(opts: {
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });
   // Invite-only sign-up: redemption creates the user through the people module.
-  const invites = createInvitesService({ db, log, audit, people: { createLocalUser }, passwordGate });
+  const invites = createInvitesService({
+    db,
+    log,
+    audit,
+    people: { createLocalUser },
+    passwordGate,
+    suspendedUsernames: new Set(config.suspendedUsers),
+  });
   const operatorToken = readOperatorToken(config);
   const auditStack = createAuditStack({ config, db, log, audit });
   const nodes = createNodesService({

@@ -225,6 +225,11 @@ type InvitesServiceDeps = {
   hashPassword?: (password: string) => Promise<unknown>;
   /** Bounds this process's concurrent argon2id work (share the sign-in's; default: a gate of its own). */
   passwordGate?: PasswordGate;
+  /**
+   * Usernames the server's configuration keeps suspended (`suspendedUsers`): not taken through an
+   * invite (the same answer as a taken username), or the name would act until the next start.
+   */
+  suspendedUsernames?: ReadonlySet<string>;
   now?: () => number;
 };
 
@@ -335,6 +340,12 @@ export function createInvitesService(deps: InvitesServiceDeps) {
           if (!invite) {
             reason = 'invalid_code';
             return null;
+          }
+          if (deps.suspendedUsernames?.has(input.username)) {
+            // As a taken username: the invite is put back, and the argon2id work is done anyway.
+            reason = 'username_taken';
+            await burnHash(input.password);
+            throw new AppError('conflict', 'username kept suspended by the configuration');
           }
           let user: { id: string; platform_admin: boolean };
           try {
