@@ -41,7 +41,7 @@ function cli(args: string[], over: Record<string, string> = {}): Promise<Run> {
       [CLI, ...args],
       {
         env: { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: tmp, ...env, ...over },
-        timeout: 20_000,
+        timeout: 90_000,
       },
       (err, stdout, stderr) => {
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });

@@ -61,7 +61,7 @@ function cli(args: string[], opts: { input?: string; url?: string } = {}): Promi
           BULWARK_URL: opts.url ?? url,
           BULWARK_KEY: key.key,
         },
-        timeout: 30_000,
+        timeout: 90_000,
         maxBuffer: 64 * 1024 * 1024,
       },
       (err, stdout, stderr) => {

@@ -37,7 +37,7 @@ function cli(args: string[], env: Record<string, string> = {}, input?: string): 
       [CLI, ...args],
       {
         env: { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: configHome, ...env },
-        timeout: 20_000,
+        timeout: 90_000,
       },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;

@@ -47,7 +47,7 @@ function cli(args: string[], input?: string): Promise<Run> {
     const child = execFile(
       process.execPath,
       [CLI, ...args],
-      { env: { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: configHome }, timeout: 20_000 },
+      { env: { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: configHome }, timeout: 90_000 },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
         resolve({ code, stdout, stderr });

@@ -33,7 +33,7 @@ function cli(args: string[]): Promise<Run> {
     execFile(
       process.execPath,
       [CLI, 'admin', 'invite', '--data-dir', dataDir, ...args],
-      { env: { PATH: process.env.PATH ?? '', HOME: tmp }, timeout: 20_000 },
+      { env: { PATH: process.env.PATH ?? '', HOME: tmp }, timeout: 90_000 },
       (err, stdout, stderr) =>
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
     );
