@@ -209,20 +209,31 @@ export async function revokeKey(db: Queryable, f: KeyFilter, id: string): Promis
 }
 
 /**
- * Prefixes of a key and every key it created, transitively and however deep (for cache
- * eviction: a descendant left cached would outlive its ancestor's revocation).
+ * Prefixes of the keys the roots select and of every key those created, transitively and however
+ * deep (for cache eviction: a descendant left cached would outlive its ancestor's revocation).
  */
-export async function keyChainPrefixes(db: Queryable, id: string): Promise<string[]> {
+async function prefixesDown(
+  db: Queryable,
+  root: 'id' | 'created_by_user_id',
+  value: string,
+): Promise<string[]> {
   const r = await db.query<{ lookup_prefix: string }>(
     `WITH RECURSIVE down (id, lookup_prefix) AS (
-       SELECT id, lookup_prefix FROM api_keys WHERE id = $1
+       SELECT id, lookup_prefix FROM api_keys WHERE ${root} = $1
        UNION
        SELECT c.id, c.lookup_prefix FROM down JOIN api_keys c ON c.created_by_key_id = down.id
      ) SELECT lookup_prefix FROM down`,
-    [id],
+    [value],
   );
   return r.rows.map((x) => x.lookup_prefix);
 }
+
+/** A key and every key it created. */
+export const keyChainPrefixes = (db: Queryable, id: string) => prefixesDown(db, 'id', id);
+
+/** The keys a user created and every key those created. */
+export const keyPrefixesOfUser = (db: Queryable, userId: string) =>
+  prefixesDown(db, 'created_by_user_id', userId);
 
 /** Sends one NOTIFY per batch of prefixes (payloads stay far below the 8000-byte limit). */
 export async function notifyKeysChanged(db: Queryable, prefixes: readonly string[]): Promise<void> {

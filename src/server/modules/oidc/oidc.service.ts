@@ -23,7 +23,8 @@ import type { Logger } from 'pino';
 import { AppError, forbidden, unauthorized, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
-import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
+import type { AuditService } from '../audit/audit.service.ts';
+import { loginAuditEvent } from '../people/login-event.ts';
 import { installSecret } from './install-secret.ts';
 import { classify, createOidcClient, type FailReason } from './oidc.client.ts';
 import { type OidcRole, type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
@@ -130,20 +131,8 @@ export function createOidcService(deps: OidcServiceDeps) {
     );
   }
 
-  const loginEvent = (
-    info: ClientInfo,
-    e: { outcome?: AuditEventDraft['outcome']; userId?: string | null; details: Record<string, unknown> },
-  ): AuditEventDraft => ({
-    action: 'auth.login',
-    actorType: 'user',
-    actorId: e.userId ?? null,
-    targetType: 'user',
-    targetId: e.userId ?? null,
-    outcome: e.outcome ?? 'success',
-    sourceIp: info.sourceIp,
-    requestId: info.requestId,
-    details: { method: 'oidc', ...e.details },
-  });
+  const loginEvent = (info: ClientInfo, e: Parameters<typeof loginAuditEvent>[2]) =>
+    loginAuditEvent('oidc', info, e);
 
   async function refuse(
     info: ClientInfo,

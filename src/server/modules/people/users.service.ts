@@ -15,6 +15,7 @@ import { AppError, badRequest, conflict, unavailable } from '../../../shared/err
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Queryable, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
+import { loginAuditEvent } from './login-event.ts';
 import type { LoginThrottle } from './login-throttle.ts';
 import { createPasswordGate, type PasswordGate } from './password-gate.ts';
 import { checkPasswordPolicy, dummyHash, hashPassword, verifyPassword } from './passwords.ts';
@@ -125,17 +126,12 @@ export function createUsersService(deps: UsersServiceDeps) {
   const loginEvent = (
     input: LoginInput,
     e: Pick<AuditEventDraft, 'outcome' | 'actorId'> & { details: Record<string, unknown> },
-  ): AuditEventDraft => ({
-    action: 'auth.login',
-    actorType: 'user',
-    actorId: e.actorId ?? null,
-    targetType: 'user',
-    targetId: e.actorId ?? null,
-    outcome: e.outcome ?? 'success',
-    sourceIp: input.sourceIp,
-    requestId: input.requestId,
-    details: { method: 'password', username_tag: usernameTag(input), ...e.details },
-  });
+  ): AuditEventDraft =>
+    loginAuditEvent('password', input, {
+      outcome: e.outcome,
+      userId: e.actorId,
+      details: { username_tag: usernameTag(input), ...e.details },
+    });
 
   /** One greppable line per refused sign-in (docs/operations.md has a fail2ban filter for it). */
   const logFailure = (input: LoginInput, reason: FailReason | 'throttled' | 'busy') =>

@@ -247,19 +247,6 @@ export async function notifyUserChanged(db: Queryable, userId: string): Promise<
   await db.query('SELECT pg_notify($1, $2)', [KEYS_CHANNEL, `user:${userId}`]);
 }
 
-/** Lookup prefixes of the keys a user created and of every key those created, down the chain. */
-export async function keyPrefixesOfUser(db: Queryable, userId: string): Promise<string[]> {
-  const r = await db.query<{ lookup_prefix: string }>(
-    `WITH RECURSIVE down (id, lookup_prefix) AS (
-       SELECT id, lookup_prefix FROM api_keys WHERE created_by_user_id = $1
-       UNION
-       SELECT c.id, c.lookup_prefix FROM down JOIN api_keys c ON c.created_by_key_id = down.id
-     ) SELECT lookup_prefix FROM down`,
-    [userId],
-  );
-  return r.rows.map((x) => x.lookup_prefix);
-}
-
 /**
  * Deletes sessions (and, by cascade, their refresh tokens) that ended more than a day ago, at most
  * `limit` at a time; returns how many went.

@@ -13,7 +13,7 @@ import { conflict, forbidden, notFound, unauthorized } from '../../../shared/err
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { UserPrincipal } from '../../http/caller.ts';
 import type { AuditService } from '../audit/audit.service.ts';
-import { notifyKeysChanged } from '../keys/keys.repo.ts';
+import { keyPrefixesOfUser, notifyKeysChanged } from '../keys/keys.repo.ts';
 import type { SessionAuthenticator } from './session-auth.ts';
 import type { SessionTokens } from './session-tokens.ts';
 import * as repo from './sessions.repo.ts';
@@ -80,7 +80,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const revoked = suspended ? await repo.revokeUserSessions(tx, userId, 'user_suspended') : [];
       await repo.notifyUserChanged(tx, userId);
       // The keys they created (and those keys' children) stop or resume with them.
-      keyPrefixes = await repo.keyPrefixesOfUser(tx, userId);
+      keyPrefixes = await keyPrefixesOfUser(tx, userId);
       await notifyKeysChanged(tx, keyPrefixes);
       const actor = { actorType: by.actorType, actorId: by.actorId, sourceIp: by.sourceIp, requestId };
       await audit.record(tx, {

@@ -10,14 +10,9 @@ import { type Db, withTx } from '../../db/pool.ts';
 import type { Caller, UserPrincipal } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import type { AuditService } from '../audit/audit.service.ts';
-import { notifyKeysChanged } from '../keys/keys.repo.ts';
+import { keyPrefixesOfUser, notifyKeysChanged } from '../keys/keys.repo.ts';
 import type { SessionAuthenticator } from '../sessions/session-auth.ts';
-import {
-  keyPrefixesOfUser,
-  notifySessionRevoked,
-  notifyUserChanged,
-  revokeSession,
-} from '../sessions/sessions.repo.ts';
+import { notifySessionRevoked, notifyUserChanged, revokeSession } from '../sessions/sessions.repo.ts';
 import * as repo from './users-admin.repo.ts';
 
 export type UsersAdminDeps = {
