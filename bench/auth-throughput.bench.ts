@@ -13,11 +13,9 @@
  */
 import { serverConfigSchema } from '../src/server/config.ts';
 import { createServerContext } from '../src/server/main.ts';
-import { databaseSchema, presentDatabase } from '../src/server/modules/databases/databases.schemas.ts';
-import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { autocannon, median } from './autocannon-kit.ts';
-import { startKeysBenchCluster } from './keys-kit.ts';
+import { benchDatabaseRoute, startKeysBenchCluster } from './keys-kit.ts';
 
 const SECONDS = Number(process.argv[2] ?? 5);
 const ROUNDS = Number(process.argv[3] ?? 5);
@@ -39,27 +37,7 @@ try {
     db: cluster.db,
     log: createLogger('bench', 'silent'),
   });
-  const { key } = await createOperatorKey(cluster.db, { accountName: 'bench', level: 'admin' });
-  await ctx.keyAuth.listenerReady();
-  const auth = await ctx.keyAuth.authenticate(key, '127.0.0.1');
-  if (!auth.ok) throw new Error(auth.reason);
-  const fixed = auth.caller;
-  // A ready database of this account to show (inserted directly: no agent in this bench).
-  const node = await cluster.db.query<{ id: string }>(
-    "INSERT INTO nodes (name) VALUES ('bench') RETURNING id",
-  );
-  await cluster.db.query(
-    `INSERT INTO databases (id, account_id, node_id, name, password_sealed, allowlist, limits, status)
-     VALUES (gen_random_uuid(), $1, $2, 'bench_db', 'v1.x.x.x.x', '[]', '{}', 'ready')`,
-    [fixed.accountId, node.rows[0]!.id],
-  );
-  const svc = ctx.databases;
-  // Bench only: the same handler and schema, outside /v1 so the auth hook leaves it alone.
-  ctx.app.get(
-    '/bench/databases/:name',
-    { schema: { hide: true, response: { 200: databaseSchema } } },
-    async (req) => presentDatabase(await svc.get(fixed, (req.params as { name: string }).name)),
-  );
+  const { key } = await benchDatabaseRoute(ctx, cluster.db);
   const base = await ctx.app.listen({ host: '127.0.0.1', port: 0 });
   const authed = { url: `${base}/v1/databases/bench_db`, headers: [`authorization=Bearer ${key}`] };
   const open = { url: `${base}/bench/databases/bench_db`, headers: [] as string[] };
