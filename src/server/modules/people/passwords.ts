@@ -81,19 +81,21 @@ export async function verifyPassword(phc: string, password: string): Promise<boo
   }
 }
 
-let dummy: Promise<string> | undefined;
-
 /**
  * A hash of a random password with the same parameters, verified when the username is unknown
  * (or has no local password), so that answer takes as long as a wrong password for a real user.
+ * Made once per holder (the sign-in service, at its start); a failed hash is made again next time.
  */
-export function dummyHash(): Promise<string> {
-  if (!dummy) {
-    const made = hashPassword(`unknown-user-${crypto.randomUUID()}`);
-    dummy = made;
-    made.catch(() => {
-      if (dummy === made) dummy = undefined; // computed again on the next call
-    });
-  }
-  return dummy;
+export function createDummyHash(): () => Promise<string> {
+  let dummy: Promise<string> | undefined;
+  return () => {
+    if (!dummy) {
+      const made = hashPassword(`unknown-user-${crypto.randomUUID()}`);
+      dummy = made;
+      made.catch(() => {
+        if (dummy === made) dummy = undefined;
+      });
+    }
+    return dummy;
+  };
 }

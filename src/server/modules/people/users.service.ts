@@ -18,7 +18,7 @@ import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
 import { loginAuditEvent } from './login-event.ts';
 import type { LoginThrottle } from './login-throttle.ts';
 import { createPasswordGate, type PasswordGate } from './password-gate.ts';
-import { checkPasswordPolicy, dummyHash, hashPassword, verifyPassword } from './passwords.ts';
+import { checkPasswordPolicy, createDummyHash, hashPassword, verifyPassword } from './passwords.ts';
 import { base32Encode, matchTotp, newTotpSecret, otpauthUri } from './totp.ts';
 import * as repo from './users.repo.ts';
 
@@ -118,6 +118,7 @@ export function createUsersService(deps: UsersServiceDeps) {
   const now = deps.now ?? Date.now;
   const gate = deps.passwordGate ?? createPasswordGate();
   // Made now, so the first unknown username does not pay for it (a timing difference).
+  const dummyHash = createDummyHash();
   dummyHash().catch(() => {});
 
   /** A short keyed hash of the username as typed (normalised): never the text, which may be a password. */
