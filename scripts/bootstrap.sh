@@ -1,7 +1,7 @@
 #!/bin/sh
 # Idempotent bootstrap: system packages (PostgreSQL server, PgBouncer; with --test also
-# Redis), then npm packages (which bring the project's own Node.js 24). Fast when nothing
-# is missing.
+# Redis and Chromium), then npm packages (which bring the project's own Node.js 24). Fast
+# when nothing is missing.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,11 @@ command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"
 # The test suite also runs a real Redis (shared rate-limit counters across replicas).
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/redis-server ]; then
   need_apt="$need_apt redis-server"
+fi
+# The dashboard's browser tests drive Debian's Chromium through playwright-core (never a
+# browser download).
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
+  need_apt="$need_apt chromium"
 fi
 
 if [ -n "$need_apt" ]; then
