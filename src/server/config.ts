@@ -159,6 +159,15 @@ export const serverConfigSchema = z
       .union([z.boolean(), z.enum(['true', 'false'])])
       .transform((v) => v === true || v === 'true')
       .default(false),
+    /** The sign-in button's text for OIDC (GET /v1/auth/providers); default: the dashboard's own. */
+    oidcLabel: z
+      .string()
+      .min(1)
+      .max(60)
+      .regex(/^[^\x00-\x1f\x7f]+$/, 'must be printable text')
+      .optional(),
+    /** The built dashboard (index.html, assets/); default: web/dist of this installation. */
+    dashboardDir: z.string().min(1).max(4096).optional(),
   })
   .strict()
   .superRefine(checkOidcSettings);
@@ -208,6 +217,8 @@ export const serverEnv: Record<string, EnvBinding> = {
   oidcRoleClaim: { env: 'BULWARK_OIDC_ROLE_CLAIM' },
   oidcRoleMap: { env: 'BULWARK_OIDC_ROLE_MAP', list: true },
   oidcStoreProfile: { env: 'BULWARK_OIDC_STORE_PROFILE' },
+  oidcLabel: { env: 'BULWARK_OIDC_LABEL' },
+  dashboardDir: { env: 'BULWARK_DASHBOARD_DIR' },
 };
 
 export function loadServerConfig(sources: {
