@@ -23,6 +23,8 @@ export const ERROR_CATALOG = {
   /** A new password the policy refuses (`details.reason`). */
   weak_password: { status: 400 },
   forbidden: { status: 403 },
+  /** A write authenticated by the session cookie without the session's X-CSRF-Token, or from another site. */
+  csrf_failed: { status: 403 },
   not_found: { status: 404 },
   conflict: { status: 409 },
   capacity_exceeded: { status: 409 },

@@ -28,6 +28,7 @@ const COMMON_CODES = [
   'validation_failed',
   'unauthorized',
   'forbidden',
+  'csrf_failed',
   'not_found',
   'conflict',
   'payload_too_large',
