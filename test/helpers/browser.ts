@@ -70,8 +70,11 @@ export type GuardedPage = {
   context: BrowserContext;
   /** What went wrong so far (the test fails on any of it at `assertClean`). */
   problems(): Problem[];
-  /** Declare that a response (method + URL pattern + status) is part of the test, not a failure. */
-  expect(e: Expected): void;
+  /**
+   * Declare that a response (method + URL pattern + status) is part of the test, not a failure;
+   * returns the undo.
+   */
+  expect(e: Expected): () => void;
   /** Like `expect`, but only while `fn` runs. */
   expecting<T>(e: Expected, fn: () => Promise<T>): Promise<T>;
   /** Declare an aborted request (e.g. a navigation that became a download) part of the test. */
@@ -156,16 +159,22 @@ export async function guardedPage(
     page,
     context,
     problems: () => [...problems],
-    expect: (e) => expected.push(e),
-    async expecting(e, fn) {
+    expect(e) {
       expected.push(e);
+      return () => {
+        const i = expected.indexOf(e);
+        if (i >= 0) expected.splice(i, 1);
+      };
+    },
+    async expecting(e, fn) {
+      const undo = guard.expect(e);
       try {
         return await fn();
       } finally {
         // Late console lines about the same response arrive after the call: keep the
         // declaration a moment longer, then drop it.
         await new Promise((r) => setTimeout(r, 100));
-        expected.splice(expected.indexOf(e), 1);
+        undo();
       }
     },
     expectAbort: (url) => aborts.push(url),
