@@ -25,6 +25,8 @@ export const agentConfigSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     pollWaitMs: z.coerce.number().int().min(100).max(120_000).default(25_000),
     heartbeatMs: z.coerce.number().int().min(500).max(300_000).default(10_000),
+    /** How often the size and connections of each tenant database are sampled and reported. */
+    sampleIntervalMs: z.coerce.number().int().min(500).max(3_600_000).default(60_000),
     /** The explorer channel (a WebSocket to the server; ADR 0009). Off: explorer requests use the job queue. */
     explorerChannel: z
       .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
@@ -71,6 +73,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   logLevel: { env: 'BULWARK_LOG_LEVEL' },
   pollWaitMs: { env: 'BULWARK_AGENT_POLL_WAIT_MS' },
   heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
+  sampleIntervalMs: { env: 'BULWARK_AGENT_SAMPLE_INTERVAL_MS' },
   explorerChannel: { env: 'BULWARK_AGENT_EXPLORER_CHANNEL' },
 };
 

@@ -21,6 +21,7 @@ import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-mana
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
 import { ensureTenantTemplate, refuseMaintenanceLogins } from './postgres/catalog-visibility.ts';
 import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
+import { createDatabaseSampler } from './samples/database-sampler.ts';
 import { createServerClient } from './server-client.ts';
 import { sleep } from './sleep.ts';
 
@@ -116,6 +117,10 @@ export async function startAgent(
   });
   await heartbeat();
   const hbTimer = setInterval(() => void heartbeat(), config.heartbeatMs);
+  // Size and connections of each tenant database, for the dashboard (samples/database-sampler.ts).
+  const sample = createDatabaseSampler({ admin, client, log });
+  void sample();
+  const sampleTimer = setInterval(() => void sample(), config.sampleIntervalMs);
   // The explorer's fast path (ADR 0009); explorer jobs from the queue still run without it.
   const channel = config.explorerChannel
     ? startExplorerChannel({
@@ -130,6 +135,7 @@ export async function startAgent(
   const runner = createJobRunner({ client, handlers, admin, log, pollWaitMs: config.pollWaitMs, sleep });
   const done = runner.run(stopping.signal).finally(async () => {
     clearInterval(hbTimer);
+    clearInterval(sampleTimer);
     pooler?.stop();
     await channel?.stop();
     await explorer.close();

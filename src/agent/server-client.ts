@@ -79,6 +79,9 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
         undefined,
         5_000,
       ),
+    /** Size and tenant connections of this node's databases (at most 1000 per call). */
+    samples: (samples: { database_id: string; size_bytes: number; connections: number }[]) =>
+      call<{ accepted: number }>('/v1/agent/samples', { samples }),
     heartbeat: (info: {
       agent_version: string;
       pg_version?: string;

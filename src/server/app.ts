@@ -24,6 +24,8 @@ import { SECURITY_SCHEMES } from './http/security-schemes.ts';
 import { auditRoutes } from './modules/audit/audit.routes.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
 import { databaseRoutes } from './modules/databases/databases.routes.ts';
+import { sampleRoutes } from './modules/databases/databases.samples.routes.ts';
+import type { SamplesService } from './modules/databases/databases.samples.ts';
 import type { DatabasesService } from './modules/databases/databases.service.ts';
 import { driftRoutes } from './modules/drift/drift.routes.ts';
 import type { DriftService } from './modules/drift/drift.service.ts';
@@ -42,6 +44,8 @@ import type { KeysService } from './modules/keys/keys.service.ts';
 import { metricsRoutes } from './modules/metrics/metrics.routes.ts';
 import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
+import { nodesAdminRoutes } from './modules/nodes/nodes.admin.routes.ts';
+import type { NodesAdmin } from './modules/nodes/nodes.admin.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
 import { oidcRoutes } from './modules/oidc/oidc.routes.ts';
 import type { OidcService } from './modules/oidc/oidc.service.ts';
@@ -90,6 +94,10 @@ export type AppDeps = {
   /** Audit log: listing, export, verification, checkpoints, public keys. */
   audit: AuditAdminService;
   databases: DatabasesService;
+  /** Size/connection samples: the agents' reports and the charts' data. */
+  samples: SamplesService;
+  /** Nodes for signed-in platform admins: health and drift checks. */
+  nodesAdmin: NodesAdmin;
   /** Invite-only sign-up: /v1/invites and the public redemption. */
   invites: InvitesService;
   /** OIDC sign-in: /v1/auth/oidc/start and /callback (404 when no issuer is configured). */
@@ -213,6 +221,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
+  await app.register(sampleRoutes({ samples: deps.samples }));
+  await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(invitesRoutes({ invites: deps.invites }));
   await app.register(oidcRoutes({ oidc: deps.oidc }));

@@ -58,6 +58,8 @@ export const serverConfigSchema = z
     dbPoolMax: z.coerce.number().int().min(1).max(200).default(20),
     agentPollMaxMs: z.coerce.number().int().min(100).max(120_000).default(25_000),
     jobLeaseMs: z.coerce.number().int().min(1_000).max(3_600_000).default(120_000),
+    /** How long database size/connection samples are kept (older ones are pruned). */
+    sampleRetentionDays: z.coerce.number().int().min(1).max(90).default(7),
     /** Explorer queries in flight in one server process (each result up to 10 MB); past it: 503. */
     explorerMaxInFlight: z.coerce.number().int().min(1).max(1_024).default(32),
     enrollmentTtlMinutes: z.coerce
@@ -187,6 +189,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   dbPoolMax: { env: 'BULWARK_DB_POOL_MAX' },
   agentPollMaxMs: { env: 'BULWARK_AGENT_POLL_MAX_MS' },
   jobLeaseMs: { env: 'BULWARK_JOB_LEASE_MS' },
+  sampleRetentionDays: { env: 'BULWARK_SAMPLE_RETENTION_DAYS' },
   explorerMaxInFlight: { env: 'BULWARK_EXPLORER_MAX_IN_FLIGHT' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
   sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },

@@ -16,6 +16,8 @@ import { type AuditService, createAuditService } from './modules/audit/audit.ser
 import { createAuditStack } from './modules/audit/audit.stack.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
+import { createReauth } from './modules/databases/databases.reauth.ts';
+import { createSamplesService } from './modules/databases/databases.samples.ts';
 import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
 import { readOperatorToken } from './modules/drift/drift.routes.ts';
 import { createDriftService, driftJobFinished } from './modules/drift/drift.service.ts';
@@ -32,6 +34,7 @@ import { registerCoreCollectors } from './modules/metrics/collectors.ts';
 import { readMetricsToken } from './modules/metrics/metrics-token.ts';
 import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
+import { createNodesAdmin } from './modules/nodes/nodes.admin.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
 import { createOidcService } from './modules/oidc/oidc.service.ts';
 import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
@@ -112,17 +115,10 @@ export async function createServerContext(opts: {
   // One bound on this process's argon2 work, shared by sign-in and invite redemption.
   const passwordGate = createPasswordGate();
   // Password sign-in of local users (throttled per username and address), TOTP enrolment.
-  const users = createUsersService({
-    passwordGate,
-    db,
-    log,
-    audit,
-    box,
-    sessions,
-    throttle: createLoginThrottle({
-      usernameKey: usernameKeyFrom(config.masterKeyFile ? loadKeyringFile(config.masterKeyFile) : null),
-    }),
+  const loginThrottle = createLoginThrottle({
+    usernameKey: usernameKeyFrom(config.masterKeyFile ? loadKeyringFile(config.masterKeyFile) : null),
   });
+  const users = createUsersService({ passwordGate, db, log, audit, box, sessions, throttle: loginThrottle });
   // OIDC sign-in (its routes answer 404 unless an issuer is configured); sessions as for a login.
   const oidc = createOidcService({ db, log, box, config, audit, sessions, invites: { take: takeInvite } });
   if (config.poolerSslmode === 'disable' || config.poolerSslmode === 'prefer')
@@ -140,6 +136,14 @@ export async function createServerContext(opts: {
     log,
     audit,
     onAllowlistChanged: () => allowlistExpiry.poke(),
+    // A signed-in user re-authenticates before a reveal, under the sign-in throttle.
+    reauth: createReauth({ db, log, audit, box, throttle: loginThrottle, gate: passwordGate }),
+  });
+  const samples = createSamplesService({
+    db,
+    log,
+    databases,
+    retentionDays: config.sampleRetentionDays,
   });
   const databaseJobs = createDatabaseJobs({ db, box, log, audit });
   jobHooks.register('database.', databaseJobs.onJobFinished);
@@ -202,6 +206,8 @@ export async function createServerContext(opts: {
       metricsToken,
       audit: auditStack.admin,
       databases,
+      samples,
+      nodesAdmin: createNodesAdmin({ db, drift, audit }),
       invites,
       oidc,
       explorer,

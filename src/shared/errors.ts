@@ -23,6 +23,10 @@ export const ERROR_CATALOG = {
   /** A new password the policy refuses (`details.reason`). */
   weak_password: { status: 400 },
   forbidden: { status: 403 },
+  /** Revealing a password: a signed-in user must prove themselves again (`details.methods`). */
+  reauth_required: { status: 403 },
+  /** Revealing a password: the password or code given to re-authenticate is wrong (audited). */
+  reauth_failed: { status: 403 },
   /** A write authenticated by the session cookie without the session's X-CSRF-Token, or from another site. */
   csrf_failed: { status: 403 },
   not_found: { status: 404 },

@@ -66,6 +66,9 @@ export const POLICY = {
   'members.manage': { roles: ADMINS, key: null, scoped: false, platform: true },
   'sessions.read': { roles: ADMINS, key: null, scoped: false, platform: true },
   'sessions.revoke': { roles: ADMINS, key: null, scoped: false, platform: true },
+  // Nodes span every tenant on them: signed-in platform admins only, never an account's key.
+  'nodes.read': { roles: [], key: null, scoped: false, platform: true },
+  'nodes.drift': { roles: [], key: null, scoped: false, platform: true },
   'me.read': { roles: [], key: null, scoped: true, only: 'user' },
   'me.write': { roles: [], key: null, scoped: true, only: 'user' },
   'me.logout': { roles: [], key: null, scoped: true, only: 'user' },

@@ -179,27 +179,69 @@ export async function findByName(
   return r.rows[0] ?? null;
 }
 
+/** The latest size/connection sample of a database (null columns until the agent's first one). */
+export type SampleColumns = {
+  sample_size_bytes: string | null;
+  sample_connections: number | null;
+  sampled_at: Date | null;
+};
+
+/** A LIKE pattern that matches `text` literally anywhere (backslash, `%` and `_` escaped; ESCAPE '\\'). */
+const containsPattern = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+
 /**
  * Live databases of an account, newest first, after the keyset position `after` (see
- * http/pagination.ts); `names` limits a database-scoped caller to its databases.
+ * http/pagination.ts); `names` limits a database-scoped caller to its databases; `status` and
+ * `contains` (a literal, lower-cased substring of the name) filter. Read in the order of
+ * databases_account_created_idx (migration 0015): a page costs the rows it scans, the filters
+ * apply as they are read; each row's latest sample is one backward probe of the samples' key.
  */
 export async function listByAccount(
   db: Queryable,
   accountId: string,
-  opts: { after: { ts: number; id: string } | null; limit: number; names: readonly string[] | null },
-): Promise<(DatabaseRow & { created_us: number })[]> {
-  const r = await db.query<DatabaseRow & { created_us: number }>(
-    `SELECT ${COLUMNS}, (extract(epoch FROM d.created_at) * 1000000)::bigint AS created_us
+  opts: {
+    after: { ts: number; id: string } | null;
+    limit: number;
+    names: readonly string[] | null;
+    status?: DatabaseStatus | undefined;
+    contains?: string | undefined;
+  },
+): Promise<(DatabaseRow & SampleColumns & { created_us: number })[]> {
+  const r = await db.query<DatabaseRow & SampleColumns & { created_us: number }>(
+    `SELECT ${COLUMNS}, (extract(epoch FROM d.created_at) * 1000000)::bigint AS created_us,
+            s.size_bytes AS sample_size_bytes, s.connections AS sample_connections, s.at AS sampled_at
        FROM databases d JOIN nodes n ON n.id = d.node_id
+       LEFT JOIN LATERAL (SELECT ds.size_bytes, ds.connections, ds.at FROM database_samples ds
+                           WHERE ds.database_id = d.id ORDER BY ds.at DESC LIMIT 1) s ON true
       WHERE d.account_id = $1 AND d.deleted_at IS NULL
         AND ($2::bigint IS NULL
              OR (d.created_at, d.id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid))
         AND ($4::text[] IS NULL OR d.name = ANY ($4))
+        AND ($6::text IS NULL OR d.status = $6)
+        AND ($7::text IS NULL OR d.name LIKE $7 ESCAPE '\\')
       ORDER BY d.created_at DESC, d.id DESC
       LIMIT $5`,
-    [accountId, opts.after?.ts ?? null, opts.after?.id ?? null, opts.names, opts.limit],
+    [
+      accountId,
+      opts.after?.ts ?? null,
+      opts.after?.id ?? null,
+      opts.names,
+      opts.limit,
+      opts.status ?? null,
+      opts.contains === undefined ? null : containsPattern(opts.contains),
+    ],
   );
   return r.rows;
+}
+
+/** The latest sample of one database (the detail view's numbers). */
+export async function latestSample(db: Queryable, databaseId: string): Promise<SampleColumns> {
+  const r = await db.query<SampleColumns>(
+    `SELECT size_bytes AS sample_size_bytes, connections AS sample_connections, at AS sampled_at
+       FROM database_samples WHERE database_id = $1 ORDER BY at DESC LIMIT 1`,
+    [databaseId],
+  );
+  return r.rows[0] ?? { sample_size_bytes: null, sample_connections: null, sampled_at: null };
 }
 
 export async function findSealed(

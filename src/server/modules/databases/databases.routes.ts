@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { AppError } from '../../../shared/errors.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import { idempotencyHeaders as headers } from '../../http/idempotency.schemas.ts';
 import type { WithIdempotency } from '../../http/idempotency.ts';
-import { decodeCursor, pageQuery, pageSchema } from '../../http/pagination.ts';
+import { decodeCursor, pageSchema } from '../../http/pagination.ts';
 import {
   allowlistBody,
   allowlistEntryBody,
@@ -11,13 +12,17 @@ import {
   allowlistResponse,
   connectionSchema,
   createBody,
+  databaseItemSchema,
   databaseSchema,
   deleteBody,
   limitsBody,
+  listQuery,
   nameParams,
   passwordSchema,
   presentAllowlist,
   presentDatabase,
+  presentDatabaseItem,
+  revealBody,
 } from './databases.schemas.ts';
 import type { DatabasesService } from './databases.service.ts';
 
@@ -62,17 +67,22 @@ export function databaseRoutes(deps: {
         schema: {
           tags,
           security,
-          summary: 'List databases, newest first',
-          querystring: pageQuery,
-          response: { 200: pageSchema(databaseSchema), ...errorResponses },
+          summary: 'List databases, newest first (search by name, filter by status)',
+          description:
+            'Each item carries its latest size/connection sample (null until sampled) and its allowlist size. ' +
+            'Pass `next_cursor` with the same `q` and `status` for the next page.',
+          querystring: listQuery,
+          response: { 200: pageSchema(databaseItemSchema), ...errorResponses },
         },
       },
       async (req) => {
         const page = await svc.list(requireCaller(req), {
           after: decodeCursor(req.query.cursor),
           limit: req.query.limit,
+          ...(req.query.status ? { status: req.query.status } : {}),
+          ...(req.query.q ? { q: req.query.q } : {}),
         });
-        return { items: page.items.map(presentDatabase), next_cursor: page.next_cursor };
+        return { items: page.items.map(presentDatabaseItem), next_cursor: page.next_cursor };
       },
     );
 
@@ -83,12 +93,12 @@ export function databaseRoutes(deps: {
         schema: {
           tags,
           security,
-          summary: 'Show a database',
+          summary: 'Show a database (with its latest sample)',
           params: nameParams,
-          response: { 200: databaseSchema, ...errorResponses },
+          response: { 200: databaseItemSchema, ...errorResponses },
         },
       },
-      async (req) => presentDatabase(await svc.get(requireCaller(req), req.params.name)),
+      async (req) => presentDatabaseItem(await svc.detail(requireCaller(req), req.params.name)),
     );
 
     app.delete(
@@ -237,13 +247,25 @@ export function databaseRoutes(deps: {
           tags,
           security,
           summary: "Reveal the owner's password (write permission; audited)",
+          description:
+            'A signed-in user re-authenticates: a local user sends `password` (or `totp_code` when TOTP is on); ' +
+            'without it 403 `reauth_required` (`details.methods`), a wrong one 403 `reauth_failed` (audited), ' +
+            'repeated failures 429 with Retry-After. A user signed in through OIDC may within 10 minutes of ' +
+            'signing in. API keys send no body.',
           params: nameParams,
-          response: { 200: passwordSchema, ...errorResponses },
+          body: revealBody,
+          response: { 200: passwordSchema, ...errorResponsesWith('reauth_required', 'reauth_failed') },
         },
       },
       async (req, reply) => {
         reply.header('cache-control', 'no-store');
-        return svc.reveal(requireCaller(req), req.params.name);
+        try {
+          return await svc.reveal(requireCaller(req), req.params.name, req.body ?? {}, String(req.id));
+        } catch (err) {
+          const retry = err instanceof AppError ? err.details?.retry_after_s : undefined;
+          if (typeof retry === 'number') reply.header('retry-after', retry);
+          throw err;
+        }
       },
     );
 

@@ -2,8 +2,10 @@ import { z } from 'zod';
 import { CIDR_PATTERN } from '../../../shared/cidr-pattern.ts';
 import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
 import { NAME_PATTERN, NEW_DATABASE_NAME_PATTERN } from '../../../shared/identifiers.ts';
+import { pageQuery } from '../../http/pagination.ts';
 import { plainText } from '../../http/text.schemas.ts';
-import type { DatabaseRow, StoredAllowlistEntry } from './databases.repo.ts';
+import { liveEntries } from './databases.allowlist.ts';
+import type { DatabaseRow, SampleColumns, StoredAllowlistEntry } from './databases.repo.ts';
 
 /**
  * A database name as the server checks it, published as is in the API document: 1–63 characters
@@ -101,6 +103,48 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
   };
 }
 
+/** `GET /v1/databases`: paging, a name search and a status filter (the cursor keeps its filters). */
+export const listQuery = pageQuery.extend({
+  q: plainText(63)
+    .min(1)
+    .optional()
+    .describe(
+      'A part of the name, 1-63 characters, matched case-insensitively and literally (% _ and \\ are plain characters)',
+    ),
+  status: z
+    .enum(['provisioning', 'ready', 'failed', 'deleting'])
+    .optional()
+    .describe('Only databases in this status'),
+});
+
+/** A database with what the list and the detail view show beside it: its latest sample, its allowlist size. */
+export const databaseItemSchema = databaseSchema.extend({
+  size_bytes: z
+    .number()
+    .int()
+    .min(0)
+    .nullable()
+    .describe("pg_database_size at the latest sample (null until the node's agent has sampled it)"),
+  connections: z
+    .number()
+    .int()
+    .min(0)
+    .nullable()
+    .describe("The database's own connections at the latest sample (the platform's are not counted)"),
+  sampled_at: z.string().max(40).nullable().describe('When the latest sample was taken (null: never)'),
+  allowlist_count: z.number().int().min(0).describe('Allowlist entries in force (expired ones left out)'),
+});
+
+export function presentDatabaseItem(row: DatabaseRow & SampleColumns): z.infer<typeof databaseItemSchema> {
+  return {
+    ...presentDatabase(row),
+    size_bytes: row.sample_size_bytes === null ? null : Number(row.sample_size_bytes),
+    connections: row.sample_connections,
+    sampled_at: row.sampled_at?.toISOString() ?? null,
+    allowlist_count: liveEntries(row.allowlist).length,
+  };
+}
+
 /** A CIDR as the server parses it, with its format in the document (`CIDR_PATTERN`). */
 const cidrIn = cidrSchema
   .regex(CIDR_PATTERN, 'must be an IPv4 or IPv6 CIDR such as 203.0.113.7/32')
@@ -154,3 +198,20 @@ export const connectionSchema = z.object({
 });
 
 export const passwordSchema = z.object({ password: z.string().max(256) });
+
+/**
+ * What a signed-in user re-enters to reveal a password: their password, or a TOTP (or recovery)
+ * code when they have TOTP. API keys send nothing. The body may be absent.
+ */
+export const revealBody = z
+  .object({
+    password: z.string().min(1).max(1024).optional().describe("The signed-in local user's password"),
+    totp_code: z
+      .string()
+      .min(1)
+      .max(32)
+      .optional()
+      .describe('A current TOTP code or a recovery code (users with TOTP, instead of the password)'),
+  })
+  .strict()
+  .optional();

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parseCidr } from '../../../shared/cidr.ts';
 import { DEFAULT_LIMITS, JOB_KINDS, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
-import { AppError, badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { AppError, badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
 import { isReservedDatabaseName, isValidName, roleNames } from '../../../shared/identifiers.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
@@ -32,6 +32,7 @@ import {
   sameAllowlist,
   toPayloadAllowlist,
 } from './databases.allowlist.ts';
+import type { Reauth, ReauthProof } from './databases.reauth.ts';
 import * as repo from './databases.repo.ts';
 
 type DatabasesConfig = Pick<
@@ -49,6 +50,8 @@ type DatabasesServiceDeps = {
   audit: Pick<AuditService, 'record'>;
   /** Told after an allowlist write (the expiry sweep re-plans for an earlier expiry). */
   onAllowlistChanged?: () => void;
+  /** Signed-in users prove themselves again before a reveal (absent: they cannot reveal). */
+  reauth?: Pick<Reauth, 'check'>;
 };
 
 export const passwordContext = (databaseId: string) => `database:${databaseId}`;
@@ -242,16 +245,21 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       return (await repo.findByName(db, caller.accountId, name))!;
     },
 
-    /** One page, newest first (the route turns it into `{items, next_cursor}`). */
+    /**
+     * One page, newest first (the route turns it into `{items, next_cursor}`), optionally only one
+     * status and names containing `q` (case-insensitive, literal), each with its latest sample.
+     */
     async list(
       caller: Caller,
-      opts: { after: PageCursor | null; limit: number },
-    ): Promise<{ items: repo.DatabaseRow[]; next_cursor: string | null }> {
+      opts: { after: PageCursor | null; limit: number; status?: repo.DatabaseStatus; q?: string },
+    ): Promise<{ items: (repo.DatabaseRow & repo.SampleColumns)[]; next_cursor: string | null }> {
       requireLevel(caller, 'read');
       const rows = await repo.listByAccount(db, caller.accountId, {
         after: opts.after,
         limit: opts.limit + 1,
         names: caller.databases,
+        status: opts.status,
+        contains: opts.q?.toLowerCase(),
       });
       return toPage(
         rows,
@@ -265,6 +273,14 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       checkDatabaseName(name);
       requireLevel(caller, 'read');
       return find(caller, name);
+    },
+
+    /** The database with its latest sample (the detail view). */
+    async detail(caller: Caller, name: string): Promise<repo.DatabaseRow & repo.SampleColumns> {
+      checkDatabaseName(name);
+      requireLevel(caller, 'read');
+      const row = await find(caller, name);
+      return { ...row, ...(await repo.latestSample(db, row.id)) };
     },
 
     async remove(caller: Caller, name: string, confirm: string): Promise<repo.DatabaseRow> {
@@ -423,11 +439,30 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       };
     },
 
-    /** The owner's password, on explicit request only (write level). Logged without the value. */
-    async reveal(caller: Caller, name: string): Promise<{ password: string }> {
+    /**
+     * The owner's password, on explicit request only (write level). Logged without the value. A
+     * signed-in user proves themselves again first (databases.reauth.ts); API keys do not.
+     */
+    async reveal(
+      caller: Caller,
+      name: string,
+      proof: ReauthProof = {},
+      requestId = '',
+    ): Promise<{ password: string }> {
       checkDatabaseName(name);
       requireLevel(caller, 'write');
       const box = requireBox();
+      if (caller.kind === 'user') {
+        // Another account's database is a 404 before anything is asked of the user.
+        const found = await find(caller, name);
+        if (!deps.reauth) throw forbidden('Signed-in users cannot reveal passwords on this server');
+        await deps.reauth.check(
+          caller,
+          proof,
+          { action: 'database.reveal', targetType: 'database', targetId: found.id, name },
+          requestId,
+        );
+      }
       const password = await withTx(db, async (tx) => {
         const row = await find(caller, name, tx);
         requireStatus(row, ['provisioning', 'ready', 'failed'], 'reveal credentials');

@@ -31,6 +31,13 @@ const findingSchema = z.object({
   detail: z.string().max(1000),
 });
 
+/** A drift check's answer (the operator route here, the platform admins' drift-check route). */
+export const driftReportSchema = z.object({
+  node: z.object({ id: z.uuid(), name: z.string().max(200) }),
+  clean: z.boolean(),
+  findings: z.array(findingSchema).max(100_000),
+});
+
 /** GET /v1/nodes/:id/drift — read-only; the repair is `bulwark doctor --fix` on the server host. */
 export function driftRoutes(deps: {
   drift: DriftService;
@@ -52,14 +59,7 @@ export function driftRoutes(deps: {
             'Bearer operator token (server config `operatorToken`), not an API key. Queues a ' +
             '`node.drift` job on the node and waits up to 15 s for its findings (503 otherwise).',
           params: z.object({ id: z.uuid() }),
-          response: {
-            200: z.object({
-              node: z.object({ id: z.uuid(), name: z.string().max(200) }),
-              clean: z.boolean(),
-              findings: z.array(findingSchema).max(100_000),
-            }),
-            ...errorResponses,
-          },
+          response: { 200: driftReportSchema, ...errorResponses },
         },
       },
       async (req, reply) => {

@@ -139,3 +139,27 @@ export async function listNodes(db: Queryable): Promise<NodeRow[]> {
   const r = await db.query<NodeRow>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY name`);
   return r.rows;
 }
+
+/** A node as platform admins see it: health and how many live databases it holds. */
+export type NodeHealthRow = {
+  id: string;
+  name: string;
+  status: 'active' | 'disabled';
+  agent_version: string | null;
+  last_heartbeat_at: Date | null;
+  heartbeat_age_seconds: number | null;
+  database_count: number;
+};
+
+/** Every node by name (at most `limit`), with its heartbeat age by the control DB's clock. */
+export async function listNodeHealth(db: Queryable, limit: number): Promise<NodeHealthRow[]> {
+  const r = await db.query<NodeHealthRow>(
+    `SELECT n.id, n.name, n.status, n.agent_version, n.last_heartbeat_at,
+            floor(extract(epoch FROM now() - n.last_heartbeat_at))::int AS heartbeat_age_seconds,
+            (SELECT count(*)::int FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL)
+              AS database_count
+       FROM nodes n ORDER BY n.name LIMIT $1`,
+    [limit],
+  );
+  return r.rows;
+}
