@@ -5,6 +5,7 @@ import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg } from '../options.ts';
 import { formatTable } from '../output.ts';
 import { registerDbQuery } from './db-query.ts';
+import { revealPassword } from './db-reveal.ts';
 
 type Database = {
   id: string;
@@ -208,10 +209,7 @@ export function registerDb(program: Command): void {
     .option('--json', 'machine-readable output')
     .action((name: string, o: { json?: boolean }) =>
       runCommand(o.json, async () => {
-        const r = await clientFromCredentials().request<{ password: string }>(
-          'POST',
-          `/v1/databases/${name}/credentials/reveal`,
-        );
+        const r = await revealPassword(clientFromCredentials(), name);
         print(o.json, r, r.password);
       }),
     );
