@@ -214,4 +214,5 @@ export const revealBody = z
       .describe('A current TOTP code or a recovery code (users with TOTP, instead of the password)'),
   })
   .strict()
-  .optional();
+  // No body at all (API keys, the old clients) reaches the validator as null.
+  .nullish();
