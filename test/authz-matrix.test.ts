@@ -3,6 +3,7 @@
 // policy table says: refused (403) when the role or key level may not, 401 without credentials or
 // for a suspended user, 404 for another account's object, and otherwise anything but 401/403.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import Fastify from 'fastify';
@@ -90,6 +91,8 @@ before(async () => {
     inviteId: invite.json().invites[0].id,
     userId: target.id,
     sessionId: targetSessionId,
+    // No such node: the drift check answers 404 to whoever may ask (a real one waits on its agent).
+    nodeId: randomUUID(),
   });
   Object.assign(bodies, {
     [`DELETE /v1/databases/:name`]: { confirm: DB },
@@ -192,6 +195,7 @@ function idParam(url: string): string {
   if (url.startsWith('/v1/invites/')) return 'inviteId';
   if (url.startsWith('/v1/users/')) return 'userId';
   if (url.startsWith('/v1/sessions/')) return 'sessionId';
+  if (url.startsWith('/v1/nodes/')) return 'nodeId';
   return `id of ${url}`;
 }
 
@@ -206,6 +210,7 @@ test('every /v1 route declares how it is authorized, and the table knows every a
   assert.deepEqual(undeclared.map((r) => `${r.method} ${r.url}`).sort(), [
     'GET /v1/auth/oidc/callback',
     'GET /v1/auth/oidc/start',
+    'GET /v1/auth/providers',
     'GET /v1/nodes/:id/drift',
     'GET /v1/public-key',
     'POST /v1/auth/invites/redeem',
