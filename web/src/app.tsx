@@ -1,0 +1,74 @@
+import { lazy, Suspense } from 'react';
+import { Redirect, Route, Switch, useLocation } from 'wouter';
+import { Loading } from './components/page.tsx';
+import { Layout } from './layout.tsx';
+import { useSession } from './session.tsx';
+
+// Every page is its own chunk: the first load carries only the shell and the page it shows.
+const SignIn = lazy(() => import('./pages/sign-in.tsx'));
+const Invite = lazy(() => import('./pages/invite.tsx'));
+const Home = lazy(() => import('./pages/home.tsx'));
+const Security = lazy(() => import('./pages/account-security.tsx'));
+const Databases = lazy(() => import('./pages/databases/list.tsx'));
+const CreateDatabase = lazy(() => import('./pages/databases/create.tsx'));
+const DatabaseDetail = lazy(() => import('./pages/databases/detail.tsx'));
+const Keys = lazy(() => import('./pages/keys.tsx'));
+const Audit = lazy(() => import('./pages/audit.tsx'));
+const Admin = lazy(() => import('./pages/admin/admin.tsx'));
+const NotFound = lazy(() => import('./pages/not-found.tsx'));
+
+const PUBLIC = ['/sign-in', '/invite'];
+
+function safeNext(raw: string | null): string {
+  return raw && /^\/(?!\/)[\w\-./?=&%]*$/.test(raw) && !PUBLIC.includes(raw) ? raw : '/';
+}
+
+export function App() {
+  const { state } = useSession();
+  const [location] = useLocation();
+  if (state.status === 'loading') return <Loading what="Bulwark" />;
+  const isPublic = PUBLIC.includes(location);
+
+  if (state.status === 'signed-out') {
+    if (!isPublic) {
+      const next = location === '/' ? '' : `?next=${encodeURIComponent(location + window.location.search)}`;
+      return <Redirect to={`/sign-in${next}`} replace />;
+    }
+    return (
+      <main id="main" className="public">
+        <Suspense fallback={<Loading what="the page" />}>
+          <Switch>
+            <Route path="/sign-in">{() => <SignIn ended={state.reason === 'ended'} />}</Route>
+            <Route path="/invite" component={Invite} />
+          </Switch>
+        </Suspense>
+      </main>
+    );
+  }
+
+  if (location === '/sign-in')
+    return <Redirect to={safeNext(new URLSearchParams(window.location.search).get('next'))} replace />;
+  return (
+    <Layout>
+      <Suspense fallback={<Loading what="the page" />}>
+        <Switch>
+          <Route path="/" component={Home} />
+          <Route path="/invite" component={Invite} />
+          <Route path="/account/security" component={Security} />
+          <Route path="/databases" component={Databases} />
+          <Route path="/databases/new" component={CreateDatabase} />
+          <Route path="/databases/:name/:tab?">
+            {(p) => <DatabaseDetail name={p.name} tab={p.tab ?? 'connect'} />}
+          </Route>
+          <Route path="/keys" component={Keys} />
+          <Route path="/audit" component={Audit} />
+          <Route path="/admin">
+            <Redirect to="/admin/users" replace />
+          </Route>
+          <Route path="/admin/:section">{(p) => <Admin section={p.section} />}</Route>
+          <Route component={NotFound} />
+        </Switch>
+      </Suspense>
+    </Layout>
+  );
+}

@@ -1,0 +1,121 @@
+import { useState } from 'react';
+import { api, call } from '../../api/client.ts';
+import { ErrorNotice } from '../../components/error-notice.tsx';
+import { Empty, Loading } from '../../components/page.tsx';
+import { StatusBadge } from '../../components/status-badge.tsx';
+import { duration } from '../../lib/format.ts';
+import { useAction, useApi } from '../../lib/use-api.ts';
+import { useMe } from '../../session.tsx';
+
+type Drift = {
+  node: { id: string; name: string };
+  clean: boolean;
+  findings: { kind: string; object: string; detail: string }[];
+};
+const STALE_S = 120;
+
+export function NodesSection() {
+  const { me } = useMe();
+  const admin = me.user.platform_admin;
+  const nodes = useApi(
+    () => (admin ? call(api.GET('/v1/nodes')) : Promise.resolve({ items: [] })),
+    String(admin),
+  );
+  const [drift, setDrift] = useState<Drift | null>(null);
+  const check = useAction(async (id: string) => {
+    setDrift(null);
+    setDrift(await call(api.POST('/v1/nodes/{id}/drift-check', { params: { path: { id } } })));
+  });
+  if (!admin)
+    return (
+      <section aria-labelledby="section-h">
+        <h2 id="section-h">Nodes</h2>
+        <p>Only platform admins see the data-plane nodes.</p>
+      </section>
+    );
+  const items = nodes.data?.items ?? [];
+  return (
+    <section aria-labelledby="section-h">
+      <h2 id="section-h">Nodes</h2>
+      <ErrorNotice error={nodes.error} title="Could not list nodes" />
+      {!nodes.data && nodes.loading ? <Loading what="nodes" /> : null}
+      {nodes.data && items.length === 0 ? (
+        <Empty>
+          <p>
+            No nodes have enrolled. Start an agent on a database host (<code>bulwark up</code> starts one on
+            this machine).
+          </p>
+        </Empty>
+      ) : null}
+      {items.length > 0 ? (
+        <div className="table-wrap">
+          <table>
+            <caption className="sr-only">Nodes</caption>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Status</th>
+                <th scope="col">Last heartbeat</th>
+                <th scope="col" className="num">
+                  Databases
+                </th>
+                <th scope="col">Agent version</th>
+                <th scope="col">
+                  <span className="sr-only">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {items.map((n) => {
+                const age = n.heartbeat_age_seconds;
+                return (
+                  <tr key={n.id}>
+                    <th scope="row">{n.name}</th>
+                    <td>
+                      <StatusBadge status={n.status} />
+                    </td>
+                    <td className={age === null || age > STALE_S ? 'bad' : undefined}>
+                      {age === null ? 'never' : `${duration(age)} ago`}
+                      {age !== null && age > STALE_S ? ' (not responding)' : ''}
+                    </td>
+                    <td className="num">{n.database_count}</td>
+                    <td>{n.agent_version ?? '—'}</td>
+                    <td>
+                      <button
+                        type="button"
+                        className="secondary small"
+                        disabled={check.busy}
+                        onClick={() => void check.run(n.id)}
+                      >
+                        Check drift on {n.name}
+                      </button>
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        </div>
+      ) : null}
+      <div role="status">
+        {check.busy ? <p>Checking drift…</p> : null}
+        {drift?.clean ? (
+          <p className="ok">No drift on {drift.node.name}: the node matches the control plane.</p>
+        ) : null}
+      </div>
+      {drift && !drift.clean ? (
+        <section className="card" aria-labelledby="drift-h">
+          <h3 id="drift-h">Drift on {drift.node.name}</h3>
+          <ul>
+            {drift.findings.map((f) => (
+              <li key={`${f.kind}|${f.object}`}>
+                <strong>{f.kind}</strong> <code>{f.object}</code>: {f.detail}
+              </li>
+            ))}
+          </ul>
+        </section>
+      ) : null}
+      <ErrorNotice error={check.error} title="Drift check failed" />
+    </section>
+  );
+}

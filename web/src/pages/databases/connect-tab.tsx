@@ -1,0 +1,233 @@
+import { type FormEvent, useEffect, useState } from 'react';
+import { api, call } from '../../api/client.ts';
+import type { ApiError } from '../../api/errors.ts';
+import { CopyButton } from '../../components/copy-button.tsx';
+import { ConfirmDialog, Dialog } from '../../components/dialog.tsx';
+import { ErrorNotice } from '../../components/error-notice.tsx';
+import { Loading } from '../../components/page.tsx';
+import { dateTime } from '../../lib/format.ts';
+import { useAction, useApi } from '../../lib/use-api.ts';
+import type { TabProps } from './detail.tsx';
+
+/** The URI with the password in it (percent-encoded), for snippets after a reveal. */
+function withPassword(uri: string, password: string): string {
+  const at = uri.indexOf('@');
+  const scheme = uri.indexOf('://') + 3;
+  if (at < scheme || scheme < 3) return uri;
+  return `${uri.slice(0, at)}:${encodeURIComponent(password)}${uri.slice(at)}`;
+}
+
+function Snippet({ title, text }: { title: string; text: string }) {
+  return (
+    <div className="snippet">
+      <h3>{title}</h3>
+      <pre>
+        <code>{text}</code>
+      </pre>
+      <CopyButton text={text} label={`Copy ${title} snippet`} />
+    </div>
+  );
+}
+
+type ReauthMethods = ('password' | 'totp' | 'sign_in')[];
+
+function methodsOf(err: ApiError | null): ReauthMethods | null {
+  if (err?.code !== 'reauth_required') return null;
+  const m = (err.details as { methods?: unknown } | undefined)?.methods;
+  return Array.isArray(m) ? (m.filter((x) => typeof x === 'string') as ReauthMethods) : ['password'];
+}
+
+export function ConnectTab({ db, reload }: TabProps) {
+  const name = db.name;
+  const conn = useApi(
+    () => call(api.GET('/v1/databases/{name}/connection', { params: { path: { name } } })),
+    `${name}|${db.status}`,
+  );
+  const [password, setPassword] = useState<string | null>(null);
+  const [methods, setMethods] = useState<ReauthMethods | null>(null);
+  const [useTotp, setUseTotp] = useState(false);
+  const [secret, setSecret] = useState('');
+  const [confirmRotate, setConfirmRotate] = useState(false);
+  const [rotating, setRotating] = useState(false);
+
+  const reveal = useAction(async (body: { password?: string; totp_code?: string }) => {
+    const out = await call(
+      api.POST('/v1/databases/{name}/credentials/reveal', { params: { path: { name } }, body }),
+    );
+    setPassword(out.password);
+    setMethods(null);
+    setSecret('');
+  });
+  useEffect(() => {
+    const m = methodsOf(reveal.error);
+    if (m) {
+      setMethods(m);
+      setUseTotp(false);
+      reveal.clear();
+    }
+  }, [reveal.error, reveal.clear]);
+
+  const rotate = useAction(async () => {
+    await call(api.POST('/v1/databases/{name}/credentials/rotate', { params: { path: { name } } }));
+    setConfirmRotate(false);
+    setPassword(null);
+    setRotating(true);
+    reload();
+  });
+  // Follows the rotation until the database no longer says it is pending.
+  useEffect(() => {
+    if (!rotating) return;
+    if (!db.rotation_pending && db.last_rotation?.status !== 'pending') {
+      setRotating(false);
+      return;
+    }
+    const t = setTimeout(reload, 1000);
+    return () => clearTimeout(t);
+  }, [rotating, db, reload]);
+
+  const submitReauth = (e: FormEvent) => {
+    e.preventDefault();
+    void reveal.run(useTotp ? { totp_code: secret.trim() } : { password: secret });
+  };
+
+  if (db.status !== 'ready')
+    return (
+      <section aria-labelledby="tab-h">
+        <h2 id="tab-h">Connect</h2>
+        <p>The connection details appear once the database is ready (now: {db.status}).</p>
+      </section>
+    );
+  const uri = conn.data?.uri ?? '';
+  const full = password ? withPassword(uri, password) : uri;
+  const rotation = db.last_rotation;
+  return (
+    <section aria-labelledby="tab-h">
+      <h2 id="tab-h">Connect</h2>
+      <ErrorNotice error={conn.error} title="Could not read the connection details" />
+      {!conn.data && conn.loading ? <Loading what="connection details" /> : null}
+      {conn.data ? (
+        <>
+          <p>
+            Connect through the pooler (PgBouncer) on port {conn.data.port}. Only addresses on the Network
+            tab's allowlist get in.
+          </p>
+          <div className="field-row">
+            <label className="grow">
+              <span>Connection URI</span>
+              <input readOnly className="mono" value={uri} onFocus={(e) => e.target.select()} />
+            </label>
+            <CopyButton text={uri} label="Copy connection URI" />
+          </div>
+          <div className="card">
+            <h3>Password</h3>
+            {password ? (
+              <div className="field-row">
+                <label className="grow">
+                  <span>Database password</span>
+                  <input readOnly className="mono" value={password} onFocus={(e) => e.target.select()} />
+                </label>
+                <CopyButton text={password} label="Copy password" />
+                <button type="button" className="secondary" onClick={() => setPassword(null)}>
+                  Hide password
+                </button>
+              </div>
+            ) : (
+              <p className="muted">Hidden. Revealing it asks you to confirm it's you, and is audited.</p>
+            )}
+            <div className="actions">
+              {!password ? (
+                <button
+                  type="button"
+                  className="secondary"
+                  disabled={reveal.busy}
+                  onClick={() => void reveal.run({})}
+                >
+                  Reveal password
+                </button>
+              ) : null}
+              <button type="button" className="secondary" onClick={() => setConfirmRotate(true)}>
+                Rotate password
+              </button>
+            </div>
+            <div role="status">
+              {rotating || db.rotation_pending ? <p>Rotating the password…</p> : null}
+              {!rotating && rotation && rotation.status !== 'pending' ? (
+                <p className={rotation.status === 'succeeded' ? 'ok' : 'bad'}>
+                  {rotation.status === 'succeeded'
+                    ? `Password rotated ${dateTime(rotation.at)}.`
+                    : `Last rotation ${rotation.status.replace('_', ' ')}: ${rotation.reason ?? 'no reason given'}`}
+                </p>
+              ) : null}
+            </div>
+            <ErrorNotice error={reveal.error} />
+            <ErrorNotice error={rotate.error} />
+          </div>
+          <Snippet title="psql" text={`psql "${full}"`} />
+          <Snippet title="DATABASE_URL" text={`DATABASE_URL='${full}'`} />
+          <Snippet
+            title="node-postgres"
+            text={`import pg from 'pg';\n\nconst pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });\nconst { rows } = await pool.query('select now()');`}
+          />
+        </>
+      ) : null}
+      {methods ? (
+        <Dialog title="Confirm it's you" onClose={() => setMethods(null)}>
+          {methods.includes('sign_in') && !methods.includes('password') ? (
+            <>
+              <p>Your sign-in is too old to reveal a password. Sign out and sign in again, then retry.</p>
+              <div className="actions">
+                <button type="button" className="secondary" onClick={() => setMethods(null)}>
+                  Cancel
+                </button>
+              </div>
+            </>
+          ) : (
+            <form className="form" onSubmit={submitReauth}>
+              <label>
+                <span>{useTotp ? 'Authentication code' : 'Your password'}</span>
+                <input
+                  type={useTotp ? 'text' : 'password'}
+                  autoComplete={useTotp ? 'one-time-code' : 'current-password'}
+                  required
+                  maxLength={useTotp ? 32 : 1024}
+                  value={secret}
+                  onChange={(e) => setSecret(e.target.value)}
+                />
+              </label>
+              {methods.includes('totp') ? (
+                <button type="button" className="link" onClick={() => setUseTotp((v) => !v)}>
+                  {useTotp ? 'Use your password instead' : 'Use an authentication code instead'}
+                </button>
+              ) : null}
+              <ErrorNotice error={reveal.error} />
+              <div className="actions">
+                <button type="button" className="secondary" onClick={() => setMethods(null)}>
+                  Cancel
+                </button>
+                <button type="submit" className="primary" disabled={reveal.busy}>
+                  Reveal
+                </button>
+              </div>
+            </form>
+          )}
+        </Dialog>
+      ) : null}
+      {confirmRotate ? (
+        <ConfirmDialog
+          title="Rotate the password?"
+          action="Rotate"
+          danger
+          busy={rotate.busy}
+          onConfirm={() => void rotate.run()}
+          onClose={() => setConfirmRotate(false)}
+        >
+          <p>
+            A new password replaces the current one at once: connections using the old one are closed, and
+            every application must be given the new one.
+          </p>
+          <ErrorNotice error={rotate.error} />
+        </ConfirmDialog>
+      ) : null}
+    </section>
+  );
+}

@@ -1,0 +1,95 @@
+import { lazy, type ReactNode, Suspense } from 'react';
+import { Link } from 'wouter';
+import { api, call } from '../../api/client.ts';
+import { ErrorNotice } from '../../components/error-notice.tsx';
+import { Loading, Page } from '../../components/page.tsx';
+import { StatusBadge } from '../../components/status-badge.tsx';
+import { bytes } from '../../lib/format.ts';
+import { useApi } from '../../lib/use-api.ts';
+import { useMe } from '../../session.tsx';
+import { ConnectTab } from './connect-tab.tsx';
+import { NetworkTab } from './network-tab.tsx';
+import { SettingsTab } from './settings-tab.tsx';
+import type { Database } from './types.ts';
+
+// The two heavy tabs load their libraries (CodeMirror, uPlot) only when opened.
+const ExplorerTab = lazy(() => import('./explorer-tab.tsx'));
+const ChartsTab = lazy(() => import('./charts-tab.tsx'));
+
+const TABS = [
+  ['connect', 'Connect'],
+  ['network', 'Network'],
+  ['explorer', 'Explorer'],
+  ['charts', 'Charts'],
+  ['settings', 'Settings'],
+] as const;
+type Tab = (typeof TABS)[number][0];
+
+export default function DatabaseDetail({ name, tab }: { name: string; tab: string }) {
+  const { account } = useMe();
+  const db = useApi(
+    () => call(api.GET('/v1/databases/{name}', { params: { path: { name } } })) as Promise<Database>,
+    `${account}|${name}`,
+  );
+  const current = (TABS.find(([id]) => id === tab)?.[0] ?? null) as Tab | null;
+  const d = db.data;
+  let body: ReactNode = null;
+  if (d && current) {
+    const props = { db: d, reload: db.reload };
+    body = {
+      connect: <ConnectTab {...props} />,
+      network: <NetworkTab {...props} />,
+      explorer: <ExplorerTab {...props} />,
+      charts: <ChartsTab {...props} />,
+      settings: <SettingsTab {...props} />,
+    }[current];
+  }
+  return (
+    <Page title={name}>
+      {db.error ? (
+        <>
+          <ErrorNotice error={db.error} title="Could not open this database" />
+          <p>
+            <Link href="/databases">Back to databases</Link>
+          </p>
+        </>
+      ) : null}
+      {!d && db.loading ? <Loading what="the database" /> : null}
+      {d ? (
+        <>
+          <p className="facts">
+            <span>
+              Status: <StatusBadge status={d.status} />
+            </span>
+            <span>Node: {d.node}</span>
+            <span>Size: {bytes(d.size_bytes)}</span>
+            <span>Connections: {d.connections ?? '—'}</span>
+          </p>
+          {d.status === 'failed' && d.failure_reason ? (
+            <p className="notice notice-error">Provisioning failed: {d.failure_reason}</p>
+          ) : null}
+          <nav aria-label="Database sections" className="tabs">
+            {TABS.map(([id, label]) => (
+              <Link
+                key={id}
+                href={id === 'connect' ? `/databases/${name}` : `/databases/${name}/${id}`}
+                aria-current={id === current ? 'page' : undefined}
+              >
+                {label}
+              </Link>
+            ))}
+          </nav>
+          {current ? (
+            <Suspense fallback={<Loading what="the tab" />}>{body}</Suspense>
+          ) : (
+            <p>
+              No such section. Choose one above, or go back to <Link href="/databases">databases</Link>.
+            </p>
+          )}
+        </>
+      ) : null}
+    </Page>
+  );
+}
+
+export type TabProps = { db: Database; reload: () => void };
