@@ -13,7 +13,14 @@ import type { TestServer } from './server.ts';
 export async function startTestAgent(
   s: Pick<TestServer, 'nodes'>,
   url: string,
-  opts: { name: string; stateDir?: string; pooler?: PrivatePooler; explorerChannel?: boolean },
+  opts: {
+    name: string;
+    stateDir?: string;
+    pooler?: PrivatePooler;
+    explorerChannel?: boolean;
+    /** How often it samples its databases' size and connections (default: the agent's, 60 s). */
+    sampleIntervalMs?: number;
+  },
 ): Promise<RunningAgent> {
   const stateDir = opts.pooler?.stateDir ?? opts.stateDir;
   if (!stateDir) throw new Error('startTestAgent needs a stateDir or a pooler');
@@ -33,6 +40,7 @@ export async function startTestAgent(
     logLevel: 'silent',
     pollWaitMs: 20_000,
     explorerChannel: opts.explorerChannel ?? true,
+    ...(opts.sampleIntervalMs ? { sampleIntervalMs: opts.sampleIntervalMs } : {}),
   });
   return startAgent(config, { log: createLogger('agent', 'silent') });
 }
