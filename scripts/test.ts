@@ -17,6 +17,7 @@ import { resolveServiceUser } from '../src/embedded/service-user.ts';
 import { loadUpConfig } from '../src/embedded/up-config.ts';
 import { migrate } from '../src/server/db/migrate.ts';
 import { freePort } from '../test/helpers/ports.ts';
+import { buildWeb } from './build-web.ts';
 import { listTests } from './test-files.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -32,8 +33,21 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env):
 const started = Date.now();
 const only = process.env.BULWARK_TEST_FILTER;
 const checks = only
-  ? Promise.resolve([0, 0])
-  : Promise.all([run(bin('tsc'), ['--noEmit', '-p', '.']), run(bin('biome'), ['check', '.'])]);
+  ? Promise.resolve([0, 0, 0, 0])
+  : Promise.all([
+      run(bin('tsc'), ['--noEmit', '-p', '.']),
+      run(bin('biome'), ['check', '.']),
+      // The dashboard: its own type check, and its API types generated from the current routes.
+      run(bin('tsc'), ['--noEmit', '-p', 'web']),
+      run(process.execPath, [path.join(root, 'scripts', 'openapi-types.ts'), '--check']),
+    ]);
+// The browser tests serve web/dist: build it first (cached: nothing to do when no input changed).
+try {
+  await buildWeb({ log: (line) => process.stdout.write(`${line}\n`) });
+} catch (err) {
+  process.stderr.write(`dashboard build failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
 
 // The binaries (BULWARK_PG_BIN, BULWARK_PGBOUNCER_BIN) are `up`'s settings, read through its schema.
 const upConfig = loadUpConfig({ env: process.env });
@@ -91,10 +105,13 @@ try {
     ['--test', '--test-concurrency=4', '--test-timeout=180000', '--test-reporter=spec', ...files],
     env,
   );
-  const [tscCode, lintCode] = await checks;
+  const [tscCode, lintCode, webTscCode, schemaCode] = await checks;
   if (tscCode !== 0) process.stderr.write('type check failed\n');
   if (lintCode !== 0) process.stderr.write('lint/format check failed (npm run format fixes formatting)\n');
-  code = testCode || tscCode || lintCode || 0;
+  if (webTscCode !== 0) process.stderr.write('dashboard type check failed (tsc -p web)\n');
+  if (schemaCode !== 0)
+    process.stderr.write('dashboard API types are stale (node scripts/openapi-types.ts regenerates them)\n');
+  code = testCode || tscCode || lintCode || webTscCode || schemaCode || 0;
 } finally {
   await dataPlane.stop();
   await fs.rm(tmp, { recursive: true, force: true });
