@@ -28,7 +28,15 @@ test('made once on an empty install, pending on later starts, made again only af
     issued[0]![0]!,
     /^ {2}first admin: open {2}http:\/\/127\.0\.0\.1:8080\/#invite=bwi_[\w-]{43}$/,
   );
-  assert.match(issued[0]![1]!, /one-time platform-admin invite, expires .*; shown only now/);
+  assert.match(
+    issued[0]![1]!,
+    /one-time invite of a platform admin who owns account "default", expires .*; shown only now/,
+  );
+  // The first admin owns the install's first account (so creating a database works at once).
+  const invite = await db.pool.query(
+    "SELECT a.name, i.role FROM invites i JOIN accounts a ON a.id = i.account_id WHERE i.platform_admin",
+  );
+  assert.deepEqual(invite.rows, [{ name: 'default', role: 'owner' }]);
   for (const lines of starts.filter((l) => l !== issued[0]))
     assert.match(
       lines.join('\n'),

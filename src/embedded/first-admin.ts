@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { inviteUrl } from '../server/modules/invites/invite-code.ts';
-import { ensureFirstAdminInvite } from '../server/modules/invites/invites.operator.ts';
+import { ensureFirstAdminInvite, FIRST_ACCOUNT } from '../server/modules/invites/invites.operator.ts';
 
 /**
  * `bulwark up` on an install without users: one platform-admin invite, made and shown once, as a
@@ -25,7 +25,7 @@ export async function firstAdminLines(
       ];
     return [
       `  first admin: open  ${inviteUrl(serverUrl, r.code)}`,
-      `               (one-time platform-admin invite, expires ${r.expiresAt.toISOString()}; shown only now)`,
+      `               (one-time invite of a platform admin who owns account "${FIRST_ACCOUNT}", expires ${r.expiresAt.toISOString()}; shown only now)`,
     ];
   } finally {
     await pool.end();

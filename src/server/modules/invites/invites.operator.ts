@@ -12,6 +12,9 @@ import { DEFAULT_INVITE_HOURS, issueInvites } from './invites.service.ts';
 
 const HOUR_MS = 3_600_000;
 
+/** The account the first admin owns (created with their invite). */
+export const FIRST_ACCOUNT = 'default';
+
 type OperatorInvite = {
   code: string;
   expiresAt: Date;
@@ -75,8 +78,8 @@ type FirstAdminInvite =
   | { state: 'pending'; since: Date };
 
 /**
- * The first start of `bulwark up` on an install without users: one platform-admin invite, made
- * once. Later starts find users or the pending invite and make none; when the first invite
+ * The first start of `bulwark up` on an install without users: one platform-admin invite (also
+ * the owner of the first account, `default`), made once. Later starts find users or the pending invite and make none; when the first invite
  * expired unused and nobody signed up, the next start makes a new one. Serialised by an advisory
  * lock, so concurrent callers cannot both make one.
  */
@@ -89,13 +92,24 @@ export async function ensureFirstAdminInvite(
     const state = await repo.firstAdminState(tx);
     if (state.users > 0) return { state: 'users_exist' };
     if (state.pendingAdminInvite) return { state: 'pending', since: state.pendingAdminInvite };
+    // The first admin also owns the install's first account, so the dashboard's first steps
+    // (create a database, connect) work for them at once; more accounts come from their invites.
+    const account = await ensureAccount(tx, FIRST_ACCOUNT);
+    if (account.created)
+      await recordAudit(tx, {
+        actorType: 'system',
+        action: 'account.created',
+        accountId: account.id,
+        targetType: 'account',
+        targetId: account.id,
+      });
     const [issued] = await issueInvites(
       tx,
       (t, e) => recordAudit(t, { ...e, details: { ...e.details, first_admin: true } }),
       {
         count: 1,
-        accountId: null,
-        role: null,
+        accountId: account.id,
+        role: 'owner',
         platformAdmin: true,
         expiresAt: new Date(Date.now() + (opts.expiresInHours ?? DEFAULT_INVITE_HOURS) * HOUR_MS),
         createdByUserId: null,
