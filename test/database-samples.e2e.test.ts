@@ -98,7 +98,7 @@ function sampleAfter(name: string, since: number, ok: (i: Item) => boolean): Pro
 test("the agent samples each database's size and its own connections; the routes show them", async () => {
   const a = await createReady('sampled');
   const first = await sampleAfter(a.name, 0, () => true);
-  const [{ size }] = await adminQuery<{ size: string }>('SELECT pg_database_size($1) AS size', [a.name]);
+  const size = (await adminQuery<{ size: string }>('SELECT pg_database_size($1) AS size', [a.name]))[0]!.size;
   assert.ok(first.size_bytes !== null && first.size_bytes > 1_000_000, String(first.size_bytes));
   assert.ok(
     Math.abs(first.size_bytes - Number(size)) <= Number(size) * 0.05,

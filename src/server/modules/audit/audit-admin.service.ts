@@ -15,9 +15,8 @@ import { type AuditService, auditFromCaller } from './audit.service.ts';
 import type { VerifyReport } from './audit.verify.ts';
 import type { AuditOutcome } from './audit-chain.ts';
 
-export type EventQuery = {
-  limit: number;
-  cursor?: string | undefined;
+/** The filters of the listing and the export, as the routes take them. */
+export type EventFilterQuery = {
   action?: string | undefined;
   actor?: string | undefined;
   target?: string | undefined;
@@ -25,6 +24,15 @@ export type EventQuery = {
   since?: string | undefined;
   until?: string | undefined;
 };
+
+export type EventQuery = EventFilterQuery & { limit: number; cursor?: string | undefined };
+
+function eventMatch(q: EventFilterQuery): repo.EventMatch {
+  const since = q.since === undefined ? undefined : new Date(q.since);
+  const until = q.until === undefined ? undefined : new Date(q.until);
+  if (since && until && since.getTime() > until.getTime()) throw badRequest('`since` is after `until`');
+  return { action: q.action, actorId: q.actor, targetId: q.target, outcome: q.outcome, since, until };
+}
 
 function encodeCursor(id: number): string {
   return Buffer.from(`a:${id}`, 'utf8').toString('base64url');
@@ -81,20 +89,9 @@ export function createAuditAdminService(deps: {
 
   return {
     async listEvents(caller: Caller, q: EventQuery) {
-      const since = q.since === undefined ? undefined : new Date(q.since);
-      const until = q.until === undefined ? undefined : new Date(q.until);
       const rows = await repo.listEvents(
         deps.db,
-        {
-          accountId: caller.accountId,
-          action: q.action,
-          actorId: q.actor,
-          targetId: q.target,
-          outcome: q.outcome,
-          since,
-          until,
-          beforeId: decodeCursor(q.cursor),
-        },
+        { accountId: caller.accountId, ...eventMatch(q), beforeId: decodeCursor(q.cursor) },
         q.limit + 1,
       );
       const page = rows.slice(0, q.limit);
@@ -109,17 +106,29 @@ export function createAuditAdminService(deps: {
      * The caller's account's chained events as export lines. Taking a copy of the log is itself
      * an event, durable before the first line (fail closed: no record, no export).
      */
-    async exportAccount(caller: Caller, requestId: string): Promise<AsyncGenerator<string>> {
+    async exportAccount(
+      caller: Caller,
+      requestId: string,
+      filter: EventFilterQuery = {},
+    ): Promise<AsyncGenerator<string>> {
+      const match = eventMatch(filter);
+      const given = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined));
       await deps.audit.recordNow(
         auditFromCaller(
           caller,
-          { action: 'audit.exported', targetType: 'account', targetId: caller.accountId },
+          {
+            action: 'audit.exported',
+            targetType: 'account',
+            targetId: caller.accountId,
+            ...(Object.keys(given).length ? { details: { filter: given } } : {}),
+          },
           requestId,
         ),
       );
       return exportLines(deps.db, {
         accountId: caller.accountId,
         publicKeys: deps.checkpointer.publicKeys(),
+        match,
       });
     },
 

@@ -98,17 +98,18 @@ async function verifySnapshot(
  * Export lines (each without the newline). `accountId` null: the whole chain (operators);
  * otherwise that account's events only.
  */
-export function exportLines(
-  db: Queryable,
-  opts: { accountId: string | null; publicKeys: readonly PublicKeyInfo[] },
-): AsyncGenerator<string> {
+type ExportOptions = {
+  accountId: string | null;
+  publicKeys: readonly PublicKeyInfo[];
+  /** An account export may keep only the events that match (each one still verifies on its own). */
+  match?: repo.EventMatch;
+};
+
+export function exportLines(db: Queryable, opts: ExportOptions): AsyncGenerator<string> {
   return inSnapshot(db, (c) => exportSnapshot(c, opts));
 }
 
-async function* exportSnapshot(
-  db: Queryable,
-  opts: { accountId: string | null; publicKeys: readonly PublicKeyInfo[] },
-): AsyncGenerator<string> {
+async function* exportSnapshot(db: Queryable, opts: ExportOptions): AsyncGenerator<string> {
   const cps = await repo.listCheckpoints(db);
   const anchorSeq = cps.filter((c) => c.kind === 'anchor').reduce((m, c) => Math.max(m, c.seq), 0);
   const used = new Set(cps.map((c) => c.key_id));
@@ -119,6 +120,9 @@ async function* exportSnapshot(
     scope: opts.accountId === null ? 'full' : 'account',
     account_id: opts.accountId,
     exported_at: new Date().toISOString(),
+    ...(opts.match && Object.values(opts.match).some((v) => v !== undefined)
+      ? { filter: JSON.parse(JSON.stringify(opts.match)) }
+      : {}),
   });
   for (const k of opts.publicKeys) {
     if (k.active || used.has(k.keyId)) {
@@ -141,7 +145,7 @@ async function* exportSnapshot(
     const rows =
       opts.accountId === null
         ? await repo.chainedAfter(db, after, PAGE)
-        : await repo.chainedAfterForAccount(db, opts.accountId, after, PAGE);
+        : await repo.chainedAfterForAccount(db, opts.accountId, after, PAGE, opts.match);
     for (const r of rows) {
       count++;
       yield JSON.stringify({

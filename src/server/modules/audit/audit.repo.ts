@@ -178,28 +178,54 @@ export async function chainedAfter(db: Queryable, afterSeq: number, limit: numbe
   return r.rows;
 }
 
-export async function chainedAfterForAccount(
-  db: Queryable,
-  accountId: string,
-  afterSeq: number,
-  limit: number,
-): Promise<ChainedRow[]> {
-  const r = await db.query<ChainedRow>(
-    `SELECT ${CHAINED_COLUMNS} FROM audit_events
-      WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
-    [accountId, afterSeq, limit],
-  );
-  return r.rows;
-}
-
-export type EventFilter = {
-  accountId: string;
+/** The filters of an account's listing and export (each one optional; all must hold). */
+export type EventMatch = {
   action?: string | undefined;
   actorId?: string | undefined;
   targetId?: string | undefined;
   outcome?: AuditOutcome | undefined;
   since?: Date | undefined;
   until?: Date | undefined;
+};
+
+/** SQL conditions for an EventMatch, their values appended to `params` (placeholders numbered after them). */
+function matchConditions(f: EventMatch, params: unknown[]): string[] {
+  const where: string[] = [];
+  const add = (sql: string, v: unknown) => {
+    params.push(v);
+    where.push(sql.replace('?', `$${params.length}`));
+  };
+  if (f.action !== undefined) add('action = ?', f.action);
+  if (f.actorId !== undefined) add('actor_id = ?', f.actorId);
+  if (f.targetId !== undefined) add('target_id = ?', f.targetId);
+  if (f.outcome !== undefined) add('outcome = ?', f.outcome);
+  if (f.since !== undefined) add('occurred_at >= ?', f.since);
+  if (f.until !== undefined) add('occurred_at < ?', f.until);
+  return where;
+}
+
+export async function chainedAfterForAccount(
+  db: Queryable,
+  accountId: string,
+  afterSeq: number,
+  limit: number,
+  match: EventMatch = {},
+): Promise<ChainedRow[]> {
+  const params: unknown[] = [accountId, afterSeq];
+  const and = matchConditions(match, params)
+    .map((w) => ` AND ${w}`)
+    .join('');
+  params.push(limit);
+  const r = await db.query<ChainedRow>(
+    `SELECT ${CHAINED_COLUMNS} FROM audit_events
+      WHERE account_id = $1 AND seq > $2${and} ORDER BY seq LIMIT $${params.length}`,
+    params,
+  );
+  return r.rows;
+}
+
+export type EventFilter = EventMatch & {
+  accountId: string;
   /** Keyset: only rows with id < beforeId (newest first). */
   beforeId?: number | undefined;
 };
@@ -219,19 +245,12 @@ const SELF_EVENTS = ['auth.login', 'session.issued', 'session.logout', 'session.
  * and ended, a platform admin's suspension): a person's sign-in concerns every account they are in.
  */
 export async function listEvents(db: Queryable, f: EventFilter, limit: number): Promise<AuditEventRow[]> {
-  const where: string[] = [];
   const params: unknown[] = [f.accountId];
-  const add = (sql: string, v: unknown) => {
-    params.push(v);
-    where.push(sql.replace('?', `$${params.length}`));
-  };
-  if (f.action !== undefined) add('action = ?', f.action);
-  if (f.actorId !== undefined) add('actor_id = ?', f.actorId);
-  if (f.targetId !== undefined) add('target_id = ?', f.targetId);
-  if (f.outcome !== undefined) add('outcome = ?', f.outcome);
-  if (f.since !== undefined) add('occurred_at >= ?', f.since);
-  if (f.until !== undefined) add('occurred_at < ?', f.until);
-  if (f.beforeId !== undefined) add('id < ?', f.beforeId);
+  const where = matchConditions(f, params);
+  if (f.beforeId !== undefined) {
+    params.push(f.beforeId);
+    where.push(`id < $${params.length}`);
+  }
   params.push(limit);
   const and = where.map((w) => ` AND ${w}`).join('');
   const lim = `$${params.length}`;

@@ -27,6 +27,16 @@ const eventSchema = z.object({
   details: z.record(z.string(), z.unknown()),
 });
 
+/** The filters of the listing and the export: each optional, all must hold. */
+const eventFilters = z.object({
+  action: plainText(100).min(1).optional().describe('Exactly this action, e.g. database.created'),
+  actor: plainText(200).min(1).optional().describe("The actor's id (a user, key or node id; or system)"),
+  target: plainText(200).min(1).optional().describe("The target's id (e.g. a database id)"),
+  outcome: z.enum(['success', 'failure', 'denied']).optional(),
+  since: z.iso.datetime({ offset: true }).max(40).optional().describe('From this time (inclusive)'),
+  until: z.iso.datetime({ offset: true }).max(40).optional().describe('Before this time (exclusive)'),
+});
+
 const checkpointSchema = z.object({
   seq: z.string().max(20),
   hash: z.string().max(64),
@@ -52,15 +62,9 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
           tags: ['audit'],
           summary: "The account's audit events, newest first",
           security: [{ apiKey: [] }],
-          querystring: z.object({
+          querystring: eventFilters.extend({
             limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(50),
             cursor: cursorSchema(100).optional(),
-            action: plainText(100).min(1).optional(),
-            actor: plainText(200).min(1).optional(),
-            target: plainText(200).min(1).optional(),
-            outcome: z.enum(['success', 'failure', 'denied']).optional(),
-            since: z.iso.datetime({ offset: true }).max(40).optional(),
-            until: z.iso.datetime({ offset: true }).max(40).optional(),
           }),
           response: {
             200: z.object({ items: z.array(eventSchema), next_cursor: z.string().max(100).nullable() }),
@@ -81,7 +85,11 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
         schema: {
           tags: ['audit'],
           summary: "Export the account's chained events as JSON Lines (with checkpoints and public keys)",
+          description:
+            "Takes the listing's filters; a filtered export names them in its header (`filter`), and each " +
+            'event in it still verifies on its own.',
           security: [{ apiKey: [] }],
+          querystring: eventFilters,
           response: {
             200: {
               description: 'JSON Lines: one event, checkpoint or public key per line',
@@ -94,7 +102,7 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
       async (req, reply) => {
         const caller = requireCaller(req);
         // Recorded (durable) before the first line: no record, no export.
-        const lines = await deps.audit.exportAccount(caller, String(req.id));
+        const lines = await deps.audit.exportAccount(caller, String(req.id), req.query);
         const body = Readable.from(
           (async function* () {
             for await (const line of lines) yield `${line}\n`;
