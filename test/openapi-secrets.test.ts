@@ -26,6 +26,11 @@ const ALLOWED = new Set([
   'post /v1/me/totp 200 secret', // the TOTP secret, shown once to the user enrolling it
   'post /v1/auth/refresh 200 access_token', // a session's next tokens, to the holder of its refresh token
   'post /v1/auth/refresh 200 refresh_token',
+  // The dashboard's CSRF token: bound to the caller's own session, given to its own page (by cookie).
+  'post /v1/auth/login 200 csrf_token',
+  'post /v1/auth/refresh 200 csrf_token',
+  'post /v1/auth/invites/redeem 201 csrf_token',
+  'get /v1/me 200 csrf_token',
 ]);
 
 /** Numbers, booleans and containers cannot carry a secret themselves (containers are walked). */

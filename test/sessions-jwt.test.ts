@@ -95,6 +95,7 @@ test('a signed-in user: /v1/me, and the account routes at their role’s level',
   assert.equal(me.statusCode, 200, me.body);
   assert.deepEqual(me.json(), {
     user: { id: owner.id, username: 'olivia', platform_admin: false, status: 'active', totp_enabled: false },
+    client_ip: '127.0.0.1',
     memberships: [{ account: 'acme', role: 'owner', databases: null }],
   });
   assert.equal(t.expires_in, 900);

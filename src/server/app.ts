@@ -15,12 +15,15 @@ import type { ServerConfig } from './config.ts';
 import { migrationsAtHead } from './db/migrate.ts';
 import type { Db } from './db/pool.ts';
 import { registerAuth } from './http/auth.ts';
+import type { Csrf } from './http/csrf.ts';
+import { createDashboard } from './http/dashboard.ts';
 import { frameworkOptions, registerErrorHandling } from './http/errors.ts';
 import { createIdempotency } from './http/idempotency.ts';
 import { registerProxyCheck } from './http/proxy-check.ts';
 import { createMemoryRateLimitStore, createRateLimiter, type RateLimitStore } from './http/rate-limit.ts';
 import { registerSecurityHeaders } from './http/security-headers.ts';
 import { SECURITY_SCHEMES } from './http/security-schemes.ts';
+import { createBrowserSessions } from './http/session-cookies.ts';
 import { auditRoutes } from './modules/audit/audit.routes.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
 import { databaseRoutes } from './modules/databases/databases.routes.ts';
@@ -81,6 +84,10 @@ export type AppDeps = {
   sessionAuth: Pick<SessionAuthenticator, 'authenticate'>;
   /** Sessions: refresh, logout, /v1/me, suspension (/v1/auth/*, /v1/users/*). */
   sessions: SessionsService;
+  /** CSRF tokens and checks of the dashboard's cookie sessions (http/csrf.ts). */
+  csrf: Csrf;
+  /** The built dashboard served at / (http/dashboard.ts); null: a plain page says how to build it. */
+  dashboardDir: string | null;
   /** Password sign-in (POST /v1/auth/login) and the signed-in user's TOTP enrolment (/v1/me/totp). */
   users: UsersService;
   /** The admin API over people: GET /v1/users, GET /v1/users/:id/sessions, DELETE /v1/sessions/:id. */
@@ -174,7 +181,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       status: String(reply.statusCode),
     });
   });
-  registerErrorHandling(app);
+  const dashboard = createDashboard({
+    dir: deps.dashboardDir,
+    fallbackPage: () => homePage({ version: deps.version, poolerPort: deps.poolerPort }),
+  });
+  registerErrorHandling(app, { pages: dashboard.page });
   const limiter = createRateLimiter(deps.rateLimitStore ?? createMemoryRateLimitStore(), {
     perKey: { limit: deps.config.rateLimitKeyPerMinute, windowMs: 60_000 },
     perIp: { limit: deps.config.rateLimitIpPerMinute, windowMs: 60_000 },
@@ -186,7 +197,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     nodes: deps.nodes,
     limiter,
     metrics: deps.metrics,
+    browser: { csrf: deps.csrf },
   });
+  const browser = createBrowserSessions({ csrf: deps.csrf });
   const withIdempotency = createIdempotency({ db: deps.db });
 
   await app.register(swagger, {
@@ -205,17 +218,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: false });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  app.get('/', { schema: { hide: true } }, async (_req, reply) =>
-    reply
-      .type('text/html; charset=utf-8')
-      .send(homePage({ version: deps.version, poolerPort: deps.poolerPort })),
-  );
+  await app.register(dashboard.routes);
   await app.register(
     healthRoutes({ version: deps.version, migrationsAtHead: () => migrationsAtHead(deps.db) }),
   );
   await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
-  await app.register(sessionsRoutes({ sessions: deps.sessions }));
-  await app.register(peopleRoutes({ users: deps.users }));
+  await app.register(sessionsRoutes({ sessions: deps.sessions, browser }));
+  await app.register(peopleRoutes({ users: deps.users, browser }));
   await app.register(usersAdminRoutes({ usersAdmin: deps.usersAdmin }));
   await app.register(
     agentRoutes({ nodes: deps.nodes, pollMaxMs: deps.config.agentPollMaxMs, jobSecret: deps.jobSecret }),
@@ -224,8 +233,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(sampleRoutes({ samples: deps.samples }));
   await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
-  await app.register(invitesRoutes({ invites: deps.invites }));
-  await app.register(oidcRoutes({ oidc: deps.oidc }));
+  await app.register(invitesRoutes({ invites: deps.invites, browser }));
+  await app.register(oidcRoutes({ oidc: deps.oidc, browser }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(auditRoutes({ audit: deps.audit }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));

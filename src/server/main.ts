@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { generateToken } from '../shared/api-key.ts';
@@ -11,6 +12,7 @@ import { loadKeyringFile } from './crypto/secret-box.ts';
 import { migrate } from './db/migrate.ts';
 import { createPgListener } from './db/pg-listener.ts';
 import { createPool, type Db } from './db/pool.ts';
+import { createCsrf } from './http/csrf.ts';
 import { createRedisRateLimitStore } from './http/rate-limit-redis.ts';
 import { type AuditService, createAuditService } from './modules/audit/audit.service.ts';
 import { createAuditStack } from './modules/audit/audit.stack.ts';
@@ -36,6 +38,7 @@ import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesAdmin } from './modules/nodes/nodes.admin.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
+import { installSecret } from './modules/oidc/install-secret.ts';
 import { createOidcService } from './modules/oidc/oidc.service.ts';
 import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
 import { createPasswordGate } from './modules/people/password-gate.ts';
@@ -44,6 +47,9 @@ import { createSessionAuthenticator, type SessionAuthenticator } from './modules
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
 import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
 import { createUsersAdminService } from './modules/users-admin/users-admin.service.ts';
+
+/** The dashboard this installation builds (scripts/build-web.ts), unless dashboardDir says otherwise. */
+const DEFAULT_DASHBOARD_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
 
 export type ServerContext = {
   app: FastifyInstance;
@@ -121,6 +127,11 @@ export async function createServerContext(opts: {
   const users = createUsersService({ passwordGate, db, log, audit, box, sessions, throttle: loginThrottle });
   // OIDC sign-in (its routes answer 404 unless an issuer is configured); sessions as for a login.
   const oidc = createOidcService({ db, log, box, config, audit, sessions, invites: { take: takeInvite } });
+  // The dashboard's cookie sessions: CSRF tokens keyed by an install secret shared by every replica.
+  const csrf = createCsrf({
+    key: installSecret({ db, box, name: 'csrf-key' }),
+    publicUrl: config.publicUrl,
+  });
   if (config.poolerSslmode === 'disable' || config.poolerSslmode === 'prefer')
     log.warn(
       { sslmode: config.poolerSslmode },
@@ -157,6 +168,7 @@ export async function createServerContext(opts: {
     people: { createLocalUser },
     passwordGate,
     suspendedUsernames: new Set(config.suspendedUsers),
+    sessions,
   });
   const operatorToken = readOperatorToken(config);
   const auditStack = createAuditStack({ config, db, log, audit });
@@ -210,6 +222,8 @@ export async function createServerContext(opts: {
       nodesAdmin: createNodesAdmin({ db, drift, audit }),
       invites,
       oidc,
+      csrf,
+      dashboardDir: config.dashboardDir ?? DEFAULT_DASHBOARD_DIR,
       explorer,
       explorerChannels,
       jobSecret: databaseJobs.jobSecret,

@@ -32,6 +32,8 @@ export async function createTestServer(
     rateLimitKeyPerMinute: 1_000_000,
     rateLimitIpPerMinute: 1_000_000,
     rateLimitAuthFailuresPerMinute: 1_000_000,
+    // No dashboard build unless a test brings one (the plain page answers /).
+    dashboardDir: path.join(keyDir, 'no-dashboard'),
     ...overrides,
   });
   const ctx = await createServerContext({ config, db: db.pool, log: createLogger('test', config.logLevel) });

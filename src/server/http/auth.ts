@@ -1,6 +1,8 @@
 /**
  * Authentication for the public API: one app-level onRequest hook. Every route under /v1/
- * needs a `Bearer bwk_…` key or a signed-in user's access token (`Bearer <JWT>`) except the agent
+ * needs a `Bearer bwk_…` key or a signed-in user's access token (`Bearer <JWT>`, or the dashboard's
+ * `__Host-bulwark_session` cookie when no Authorization header is sent; a write by cookie must also
+ * pass the CSRF checks of csrf.ts) except the agent
  * API (/v1/agent/*, its own tokens), the OpenAPI document and routes declared with
  * `config: { public: true }` (or `operatorToken: true`). A user acts in the account named by `Bulwark-Account` (or their only
  * one); without one, `req.user` is set but not `req.caller`, and account routes answer 403.
@@ -18,8 +20,10 @@ import type { AgentIdentity, NodesService } from '../modules/nodes/nodes.service
 import type { SessionAuthenticator, SessionAuthFailure } from '../modules/sessions/session-auth.ts';
 import { JWT_SHAPE } from '../modules/sessions/session-tokens.ts';
 import { callerActor } from './caller.ts';
+import { type Csrf, SAFE_METHODS } from './csrf.ts';
 import { registerPolicy } from './policy.ts';
 import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
+import { ACCESS_COOKIE, readCookie } from './session-cookies.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -49,6 +53,23 @@ export function requireAgent(req: FastifyRequest): AgentIdentity {
   return req.agent;
 }
 
+/**
+ * The credential of a request: the Authorization header's bearer token when the header is sent (it
+ * always wins), else the session cookie (`cookieHeader` is passed only when cookie sessions are on).
+ */
+function presentedCredential(
+  header: string | undefined,
+  cookieHeader: string | false | undefined,
+): { from: 'header' | 'cookie'; token: string } | 'missing' | 'malformed' {
+  if (header === undefined) {
+    const cookie = cookieHeader ? readCookie(cookieHeader, ACCESS_COOKIE) : undefined;
+    return cookie === undefined ? 'missing' : { from: 'cookie', token: cookie };
+  }
+  if (header === '') return 'missing';
+  const m = BEARER.exec(header);
+  return m ? { from: 'header', token: m[1]! } : 'malformed';
+}
+
 export function registerAuth(
   app: FastifyInstance,
   deps: {
@@ -59,6 +80,8 @@ export function registerAuth(
     nodes: Pick<NodesService, 'authenticateAgent'>;
     limiter: RateLimiter;
     metrics?: Pick<ServerMetrics, 'authFailures' | 'rateLimited'>;
+    /** The dashboard's cookie sessions (absent: only Authorization headers are read). */
+    browser?: { csrf: Pick<Csrf, 'check'> };
   },
 ): void {
   const { keys, metrics } = deps;
@@ -114,35 +137,40 @@ export function registerAuth(
       limit(reply, blocked, 'auth_failures');
     }
 
-    const header = req.headers.authorization;
-    let reason: AuthFailure | SessionAuthFailure | 'missing';
+    const presented = presentedCredential(req.headers.authorization, deps.browser && req.headers.cookie);
+    let reason: AuthFailure | SessionAuthFailure | 'missing' | 'malformed';
     let kind = 'api_key';
-    if (header === undefined || header === '') reason = 'missing';
-    else {
-      const m = BEARER.exec(header);
-      if (!m) reason = 'malformed';
-      else if (deps.sessions && !m[1]!.startsWith('bwk_') && JWT_SHAPE.test(m[1]!)) {
-        kind = 'session';
-        const account = req.headers[ACCOUNT_HEADER];
-        if (account !== undefined && (typeof account !== 'string' || !ACCOUNT_NAME.test(account)))
-          throw badRequest('Bulwark-Account must be an account name');
-        const result = await deps.sessions.authenticate(m[1]!, ip, account);
-        if (result.ok) {
-          req.user = result.user;
-          if (result.caller) req.caller = result.caller;
-          limit(reply, await limiter.hitKey(`user:${result.user.userId}`), 'key');
-          return;
+    if (typeof presented === 'string') reason = presented;
+    else if (
+      deps.sessions &&
+      (presented.from === 'cookie' ||
+        (!presented.token.startsWith('bwk_') && JWT_SHAPE.test(presented.token)))
+    ) {
+      kind = 'session';
+      const account = req.headers[ACCOUNT_HEADER];
+      if (account !== undefined && (typeof account !== 'string' || !ACCOUNT_NAME.test(account)))
+        throw badRequest('Bulwark-Account must be an account name');
+      const result = await deps.sessions.authenticate(presented.token, ip, account);
+      if (result.ok) {
+        if (presented.from === 'cookie') {
+          req.viaCookie = true;
+          // The browser sends the cookie by itself: a write must prove it came from our own page.
+          if (!SAFE_METHODS.has(req.method)) await deps.browser!.csrf.check(req, result.user.sessionId);
         }
-        reason = result.reason;
-      } else {
-        const result = await keys.authenticate(m[1]!, ip);
-        if (result.ok) {
-          req.caller = result.caller;
-          limit(reply, await limiter.hitKey(callerActor(result.caller).id), 'key');
-          return;
-        }
-        reason = result.reason;
+        req.user = result.user;
+        if (result.caller) req.caller = result.caller;
+        limit(reply, await limiter.hitKey(`user:${result.user.userId}`), 'key');
+        return;
       }
+      reason = result.reason;
+    } else {
+      const result = await keys.authenticate(presented.token, ip);
+      if (result.ok) {
+        req.caller = result.caller;
+        limit(reply, await limiter.hitKey(callerActor(result.caller).id), 'key');
+        return;
+      }
+      reason = result.reason;
     }
     await limiter.recordAuthFailure(ip);
     metrics?.authFailures.inc({ kind, reason });

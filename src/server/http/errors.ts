@@ -92,8 +92,14 @@ function declareFrameworkStatuses(app: FastifyInstance): void {
   });
 }
 
-/** One error shape everywhere: `{ error: { code, message, request_id } }`. */
-export function registerErrorHandling(app: FastifyInstance): void {
+/**
+ * One error shape everywhere: `{ error: { code, message, request_id } }`. `pages` may answer a path
+ * no route matched before it becomes a 404 (the dashboard's own routes: http/dashboard.ts).
+ */
+export function registerErrorHandling(
+  app: FastifyInstance,
+  opts: { pages?: (req: FastifyRequest, reply: FastifyReply) => Promise<boolean> } = {},
+): void {
   declareFrameworkStatuses(app);
   // Shutting down: new requests are refused in our shape (Fastify's own 503 is turned off, see
   // `frameworkOptions`), and the connection is closed so the client goes to another replica.
@@ -156,8 +162,9 @@ export function registerErrorHandling(app: FastifyInstance): void {
     return send('internal', 'Internal error');
   });
 
-  app.setNotFoundHandler((req, reply) => {
-    reply
+  app.setNotFoundHandler(async (req, reply) => {
+    if (opts.pages && (await opts.pages(req, reply))) return reply;
+    return reply
       .status(ERROR_CATALOG.not_found.status)
       .send({ error: { code: 'not_found', message: 'Route not found', request_id: String(req.id) } });
   });

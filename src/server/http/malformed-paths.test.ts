@@ -43,8 +43,20 @@ test('encoded traversal, NUL, separators and bad percent-encoding: 404 or 400, n
     '/docs/static/index.css%00.html',
     '/docs/static/../../package.json',
     '/docs/%2e%2e/package.json',
-    '/%2e%2e/%2e%2e/etc/passwd',
   ];
+  // Outside the API a path is the dashboard's own route (its index.html, or the plain page without
+  // a build): never a file from elsewhere. (The injected URL's dot segments are resolved by the
+  // client; test/dashboard-serving.test.ts sends them raw.)
+  for (const url of [
+    '/%2e%2e/%2e%2e/etc/passwd',
+    '/..%2f..%2fetc%2fpasswd',
+    '/%2e%2e%5c%2e%2e%5cetc%5cpasswd',
+  ]) {
+    const res = await ctx.app.inject({ url });
+    assert.ok(res.statusCode === 404 || res.statusCode === 200, `${url}: ${res.statusCode}`);
+    assert.ok(!res.body.includes('root:'), url);
+    if (res.statusCode === 200) assert.match(String(res.headers['content-type']), /^text\/html/);
+  }
   const malformed = [
     '/docs/static/%',
     '/docs/static/%zz',

@@ -1,12 +1,15 @@
-/** The small page at `/` until the dashboard replaces it. No scripts, no external assets. */
+/**
+ * The plain page at `/` when the dashboard has not been built (web/dist missing). No scripts, no
+ * styles, no external assets: it is served under the strictest CSP.
+ */
 export function homePage(info: { version: string; poolerPort: number | null }): string {
   const pooler = info.poolerPort ? `<li>Databases: through PgBouncer on port ${info.poolerPort}</li>` : '';
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Bulwark</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}code{background:#f0f2f4;padding:.1em .3em;border-radius:3px}</style>
-</head><body>
+<html lang="en"><head><meta charset="utf-8"><title>Bulwark</title></head><body>
 <h1>Bulwark ${info.version}</h1>
-<p>Self-hosted, security-first PostgreSQL. This server is running.</p>
+<p>Self-hosted, security-first PostgreSQL. This server is running, but its dashboard has not been built.</p>
+<p>Build it with <code>npm run build:web</code> (or start with <code>npm start</code>, which builds it), then reload this page.
+The server serves the build from <code>web/dist</code> (or <code>BULWARK_DASHBOARD_DIR</code>).</p>
 <ul>
 <li>API reference: <a href="/docs">/docs</a> (OpenAPI document at <a href="/v1/openapi.json">/v1/openapi.json</a>)</li>
 <li>Health: <a href="/health">/health</a>, readiness: <a href="/ready">/ready</a></li>

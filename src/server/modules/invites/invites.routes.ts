@@ -1,10 +1,12 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AppError } from '../../../shared/errors.ts';
+import { AppError, unavailable } from '../../../shared/errors.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import { decodeCursor, pageQuery, pageSchema, toPage } from '../../http/pagination.ts';
+import type { BrowserSessions } from '../../http/session-cookies.ts';
+import { cookieSessionSchema } from '../sessions/sessions.schemas.ts';
 import {
   createdInvitesSchema,
   createInvitesBody,
@@ -31,8 +33,11 @@ function inviterOf(req: FastifyRequest): Inviter {
 }
 
 /** Invites: create a batch (codes shown once), list the pending ones, revoke; redeem (public). */
-export function invitesRoutes(deps: { invites: InvitesService }): FastifyPluginAsyncZod {
-  const { invites } = deps;
+export function invitesRoutes(deps: {
+  invites: InvitesService;
+  browser: BrowserSessions;
+}): FastifyPluginAsyncZod {
+  const { invites, browser } = deps;
   return async (app) => {
     app.post(
       '/v1/invites',
@@ -109,18 +114,33 @@ export function invitesRoutes(deps: { invites: InvitesService }): FastifyPluginA
           summary:
             'Sign up with an invite code: creates the local user and deletes the code. A used, expired or ' +
             'unknown code (or a taken username) is the same 400 invalid_invite',
+          description:
+            'With `session: "cookie"` (the dashboard) the new user is also signed in: the session is set as ' +
+            'HttpOnly cookies and the body adds `session` and `csrf_token` (never a token).',
           body: redeemInviteBody,
-          response: { 201: redeemedSchema, ...errorResponsesWith('invalid_invite', 'weak_password') },
+          response: {
+            201: z.union([redeemedSchema.extend(cookieSessionSchema.shape), redeemedSchema]),
+            ...errorResponsesWith('invalid_invite', 'weak_password', 'csrf_failed'),
+          },
         },
       },
       async (req, reply) => {
-        const out = await invites.redeem(req.body, { sourceIp: req.ip, requestId: String(req.id) });
+        const { session, ...input } = req.body;
+        if (session === 'cookie') browser.precheck(req);
+        const ua = req.headers['user-agent'];
+        const out = await invites.redeem(
+          input,
+          { sourceIp: req.ip, requestId: String(req.id) },
+          session === 'cookie' ? { userAgent: typeof ua === 'string' ? ua.slice(0, 500) : null } : undefined,
+        );
         if (!out.ok) {
           reply.header('retry-after', String(out.retryAfterS));
           throw new AppError('rate_limited', 'Too many sign-ups at once; retry later');
         }
         reply.status(201);
-        return out.redeemed;
+        if (session !== 'cookie') return out.redeemed;
+        if (!out.session) throw unavailable('Sign-in is unavailable');
+        return { ...out.redeemed, ...(await browser.answer(reply, out.session)) };
       },
     );
   };

@@ -71,6 +71,10 @@ export const redeemInviteBody = z
       .regex(/^[a-z][a-z0-9._-]{1,62}$/, 'must start with a-z and hold only a-z, 0-9, ".", "_" and "-"')
       .describe('2-63 characters: a-z first, then a-z, 0-9, ".", "_", "-"'),
     password: z.string().min(12).max(1024).describe('At least 12 characters, not a common password'),
+    session: z
+      .literal('cookie')
+      .optional()
+      .describe('`cookie`: also sign the new user in, as the dashboard’s HttpOnly session cookies'),
   })
   .strict();
 

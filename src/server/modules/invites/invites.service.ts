@@ -13,13 +13,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { AppError, badRequest, forbidden, notFound } from '../../../shared/errors.ts';
-import { type Db, type Queryable, withTx } from '../../db/pool.ts';
+import { type Db, type Queryable, type Tx, withTx } from '../../db/pool.ts';
 import { type Caller, requireAccountScope, requireLevel } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
 import { createPasswordGate, type PasswordGate } from '../people/password-gate.ts';
 import { checkPasswordPolicy, hashPassword } from '../people/passwords.ts';
 import { type NewLocalUser, USERNAME_PATTERN } from '../people/users.service.ts';
+import type { IssuedTokens } from '../sessions/sessions.service.ts';
 import { generateInviteCode, hashInviteCode } from './invite-code.ts';
 import * as repo from './invites.repo.ts';
 
@@ -230,7 +231,16 @@ type InvitesServiceDeps = {
    * invite (the same answer as a taken username), or the name would act until the next start.
    */
   suspendedUsernames?: ReadonlySet<string>;
+  /** Sessions: a redemption that asks to be signed in gets one in the user's transaction. */
+  sessions?: { issue(input: SessionStart, tx: Tx): Promise<IssuedTokens> };
   now?: () => number;
+};
+
+type SessionStart = {
+  userId: string;
+  sourceIp: string | null;
+  userAgent: string | null;
+  requestId: string | null;
 };
 
 type Redeemed = {
@@ -240,7 +250,9 @@ type Redeemed = {
 };
 
 /** A redemption done, or refused as busy (too much argon2id work waiting in this process). */
-type RedeemResult = { ok: true; redeemed: Redeemed } | { ok: false; retryAfterS: number };
+type RedeemResult =
+  | { ok: true; redeemed: Redeemed; session: IssuedTokens | null }
+  | { ok: false; retryAfterS: number };
 
 const isUsernameTaken = (err: unknown) => err instanceof AppError && err.code === 'conflict';
 
@@ -326,6 +338,8 @@ export function createInvitesService(deps: InvitesServiceDeps) {
     async redeem(
       input: { code: string; username: string; password: string },
       ctx: { sourceIp: string | null; requestId: string | null },
+      /** Sign the new user in (the dashboard): a session issued in the same transaction. */
+      signIn?: { userAgent: string | null },
     ): Promise<RedeemResult> {
       if (!USERNAME_PATTERN.test(input.username))
         throw badRequest(
@@ -380,7 +394,11 @@ export function createInvitesService(deps: InvitesServiceDeps) {
               platform_admin: invite.platform_admin,
             },
           });
-          return { invite, user };
+          const session =
+            signIn && deps.sessions
+              ? await deps.sessions.issue({ userId: user.id, ...ctx, userAgent: signIn.userAgent }, tx)
+              : null;
+          return { invite, user, session };
         }).catch((err: unknown) => {
           if (reason === 'username_taken') return null;
           throw err;
@@ -406,7 +424,7 @@ export function createInvitesService(deps: InvitesServiceDeps) {
         });
         throw invalidInvite();
       }
-      const { invite, user } = out;
+      const { invite, user, session } = out;
       log.info(
         { event: 'invite.redeemed', invite_id: invite.id, user_id: user.id, account_id: invite.account_id },
         'invite redeemed',
@@ -421,6 +439,7 @@ export function createInvitesService(deps: InvitesServiceDeps) {
               : null,
           role: invite.role,
         },
+        session,
       };
     },
   };

@@ -24,6 +24,10 @@ export const startQuery = z.object({
     .regex(/^[A-Za-z0-9_-]{1,100}$/, 'must be an invite code')
     .optional()
     .describe('An invite code: a new identity without a mapped role joins by it'),
+  session: z
+    .enum(['token', 'cookie'])
+    .optional()
+    .describe('`cookie`: the callback sets the dashboard’s session cookies and redirects into it'),
 });
 
 export const callbackQuery = z.object({
@@ -43,14 +47,22 @@ export const signedInSchema = z.object({
   redirect: z.string().max(512).nullable().describe('The `redirect` given to /start, if any'),
 });
 
-/** The value of the flow cookie in a Cookie header, if any. */
+export const providersSchema = z.object({
+  local: z.boolean().describe('Username and password sign-in (local users, made by invites)'),
+  oidc: z.object({
+    enabled: z.boolean().describe('Sign-in through the identity provider (GET /v1/auth/oidc/start)'),
+    label: z.string().max(60).nullable().describe('The button’s text, as configured (BULWARK_OIDC_LABEL)'),
+  }),
+});
+
+/** The value of the flow cookie in a Cookie header, if any (`c.` first: a flow for session cookies). */
 export function flowCookie(header: string | undefined): string | undefined {
   if (!header) return undefined;
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
     if (eq > 0 && part.slice(0, eq).trim() === FLOW_COOKIE) {
       const value = part.slice(eq + 1).trim();
-      return /^[A-Za-z0-9_-]{1,100}$/.test(value) ? value : undefined;
+      return /^(c\.)?[A-Za-z0-9_-]{1,100}$/.test(value) ? value : undefined;
     }
   }
   return undefined;

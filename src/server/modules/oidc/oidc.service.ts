@@ -25,12 +25,15 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import { loginAuditEvent } from '../people/login-event.ts';
+import type { IssuedTokens } from '../sessions/sessions.service.ts';
 import { installSecret } from './install-secret.ts';
 import { classify, createOidcClient, type FailReason } from './oidc.client.ts';
 import { type OidcRole, type OidcRoleMapping, oidcRedirectUrl } from './oidc.config.ts';
 import * as repo from './oidc.repo.ts';
 
 export const OIDC_FLOW_TTL_MS = 10 * 60_000;
+/** The binding of a flow that ends in session cookies starts with this. */
+export const COOKIE_FLOW_PREFIX = 'c.';
 const SIGN_IN_FAILED = 'Sign-in failed';
 const NO_ROLE_MESSAGE =
   'This identity has no role here: ask an administrator for an invite, or for a group that maps to a role';
@@ -46,9 +49,10 @@ type OidcSettings = {
   oidcRoleClaim: string;
   oidcRoleMap: OidcRoleMapping[];
   oidcStoreProfile: boolean;
+  oidcLabel?: string | undefined;
 };
 
-type IssuedSession = { access_token: string; refresh_token: string; expires_in: number };
+type IssuedSession = IssuedTokens;
 
 /** What the sessions service offers a sign-in (sessions.service.ts `issue`). */
 type SessionIssuer = {
@@ -170,19 +174,26 @@ export function createOidcService(deps: OidcServiceDeps) {
 
   return {
     enabled,
+    /** The sign-in button's text (config oidcLabel); null: the dashboard's default. */
+    label: enabled ? (config.oidcLabel ?? null) : null,
     /** The flow cookie is Secure when the IdP sends the browser back over https. */
     secureCookie: redirectUri.startsWith('https:'),
 
-    /** A new flow: where to send the browser, and the value of its binding cookie. */
+    /**
+     * A new flow: where to send the browser, and the value of its binding cookie. A flow that ends
+     * in the dashboard's session cookies has a binding that says so (`c.` + random): the flow keeps
+     * the SHA-256 of the whole value, so the mode cannot be changed without failing the binding.
+     */
     async start(input: {
       redirect?: string | undefined;
       invite?: string | undefined;
+      session?: 'token' | 'cookie' | undefined;
     }): Promise<{ url: string; binding: string }> {
       requireEnabled();
       const c = await clientConfig();
       const k = await key();
       const state = client.randomState();
-      const binding = randomBytes(32).toString('base64url');
+      const binding = `${input.session === 'cookie' ? COOKIE_FLOW_PREFIX : ''}${randomBytes(32).toString('base64url')}`;
       const at = now();
       await repo.insertFlow(db, {
         stateHash: sha256(state),

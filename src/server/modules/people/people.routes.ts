@@ -1,7 +1,11 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { AppError } from '../../../shared/errors.ts';
 import { requireUser } from '../../http/caller.ts';
 import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
+import type { BrowserSessions } from '../../http/session-cookies.ts';
+import { cookieSessionSchema } from '../sessions/sessions.schemas.ts';
+import { tokensBody } from '../sessions/sessions.service.ts';
 import {
   loginBody,
   loginResponse,
@@ -17,8 +21,8 @@ const userSession = [{ userSession: [] }];
  * Sign-in with a username and password (and a TOTP or recovery code when the user has one), and
  * the signed-in user's TOTP enrolment.
  */
-export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZod {
-  const { users } = deps;
+export function peopleRoutes(deps: { users: UsersService; browser: BrowserSessions }): FastifyPluginAsyncZod {
+  const { users, browser } = deps;
   return async (app) => {
     app.post(
       '/v1/auth/login',
@@ -31,13 +35,21 @@ export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZ
           description:
             'An unknown username, a wrong password or code and a suspended user all get the same 401 ' +
             '`invalid_credentials`. `totp_required` comes only after a right password, for a user with TOTP. ' +
-            'Repeated failures (per username, per address) are answered 429 with Retry-After.',
+            'Repeated failures (per username, per address) are answered 429 with Retry-After. ' +
+            'With `session: "cookie"` (the dashboard) the session is set as HttpOnly cookies and the body ' +
+            'carries only `csrf_token`; a request from another site is 403 `csrf_failed`.',
           security: [],
           body: loginBody,
-          response: { 200: loginResponse, ...errorResponsesWith('invalid_credentials', 'totp_required') },
+          response: {
+            200: z.union([loginResponse, cookieSessionSchema]),
+            ...errorResponsesWith('invalid_credentials', 'totp_required', 'csrf_failed'),
+          },
         },
       },
       async (req, reply) => {
+        const cookieMode = req.body.session === 'cookie';
+        // Before the password is looked at: a cookie session only where the browser keeps it, from our page.
+        if (cookieMode) browser.precheck(req);
         const result = await users.login({
           username: req.body.username,
           password: req.body.password,
@@ -52,7 +64,7 @@ export function peopleRoutes(deps: { users: UsersService }): FastifyPluginAsyncZ
             retry_after_s: result.retryAfterS,
           });
         }
-        return result.tokens;
+        return cookieMode ? browser.answer(reply, result.tokens) : tokensBody(result.tokens);
       },
     );
     app.post(

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { plainText } from '../../http/text.schemas.ts';
+import { sessionMode } from '../sessions/sessions.schemas.ts';
 
 export const loginBody = z.object({
   username: plainText(200).min(1).describe('The username (case-insensitive)'),
@@ -13,6 +14,7 @@ export const loginBody = z.object({
     .describe(
       'A 6-digit TOTP code, or one of the recovery codes (each works once); needed when the user has TOTP',
     ),
+  session: sessionMode.optional(),
 });
 
 export const loginResponse = z.object({

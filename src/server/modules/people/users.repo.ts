@@ -94,7 +94,7 @@ export async function upsertPendingTotp(
  * code is accepted once even when two requests race with it (the row update is atomic).
  * `confirm` also marks the factor confirmed (enrolment).
  */
-export async function useTotpStep(
+export async function takeTotpStep(
   db: Queryable,
   userId: string,
   step: number,
@@ -119,7 +119,7 @@ export async function replaceRecoveryCodes(db: Queryable, userId: string, hashes
 }
 
 /** Marks an unused recovery code used; true when it was there and unused (once only). */
-export async function useRecoveryCode(db: Queryable, userId: string, hash: Buffer): Promise<boolean> {
+export async function takeRecoveryCode(db: Queryable, userId: string, hash: Buffer): Promise<boolean> {
   const r = await db.query(
     `UPDATE user_recovery_codes SET used_at = now()
       WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL`,
@@ -195,3 +195,6 @@ export async function pruneThrottle(db: Queryable, before: Date, limit: number):
   );
   return r.rowCount ?? 0;
 }
+
+/** The former name of takeTotpStep (a `use…` name reads as a React hook to the linter). */
+export const useTotpStep = takeTotpStep;

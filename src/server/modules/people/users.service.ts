@@ -15,6 +15,7 @@ import { AppError, badRequest, conflict, unavailable } from '../../../shared/err
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Queryable, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditEventDraft, AuditService } from '../audit/audit.service.ts';
+import type { IssuedTokens } from '../sessions/sessions.service.ts';
 import { loginAuditEvent } from './login-event.ts';
 import type { LoginThrottle } from './login-throttle.ts';
 import { createPasswordGate, type PasswordGate } from './password-gate.ts';
@@ -65,8 +66,8 @@ export async function createLocalUser(tx: Queryable, input: NewLocalUser): Promi
   return user;
 }
 
-/** What a sign-in returns: the session issuer's tokens. */
-export type SessionTokens = { access_token: string; refresh_token: string; expires_in: number };
+/** What a sign-in returns: the session issuer's tokens (and the session they belong to). */
+export type SessionTokens = IssuedTokens;
 /** The sessions module's `issue`: a session in the sign-in's transaction. */
 export type SessionIssuer = {
   issue(
@@ -154,16 +155,16 @@ export function createUsersService(deps: UsersServiceDeps) {
   }
 
   /** Checks a TOTP or recovery code and uses it up; false when it is wrong or already used. */
-  async function useSecondFactor(userId: string, code: string): Promise<boolean> {
+  async function checkSecondFactor(userId: string, code: string): Promise<boolean> {
     const trimmed = code.trim().toLowerCase();
     if (/^\d{6}$/.test(trimmed)) {
       const totp = await repo.findTotp(db, userId);
       if (!totp?.confirmed_at || !deps.box) return false;
       const secret = Buffer.from(deps.box.open(totp.secret_sealed, totpContext(userId)), 'base64');
       const step = matchTotp(secret, trimmed, now());
-      return step !== null && (await repo.useTotpStep(db, userId, step, { confirm: false }));
+      return step !== null && (await repo.takeTotpStep(db, userId, step, { confirm: false }));
     }
-    if (RECOVERY_CODE_PATTERN.test(trimmed)) return repo.useRecoveryCode(db, userId, recoveryHash(trimmed));
+    if (RECOVERY_CODE_PATTERN.test(trimmed)) return repo.takeRecoveryCode(db, userId, recoveryHash(trimmed));
     return false;
   }
 
@@ -202,7 +203,7 @@ export function createUsersService(deps: UsersServiceDeps) {
           );
           throw new AppError('totp_required', 'A TOTP or recovery code is required (totp_code)');
         }
-        if (!(await useSecondFactor(user.id, input.totpCode)))
+        if (!(await checkSecondFactor(user.id, input.totpCode)))
           throw await refuse(input, user.id, 'wrong_totp');
       }
       const tokens = await withTx(db, async (tx) => {
@@ -268,7 +269,7 @@ export function createUsersService(deps: UsersServiceDeps) {
       const step = matchTotp(secret, code.trim(), now());
       const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
       const ok = await withTx(db, async (tx) => {
-        if (step === null || !(await repo.useTotpStep(tx, userId, step, { confirm: true }))) return false;
+        if (step === null || !(await repo.takeTotpStep(tx, userId, step, { confirm: true }))) return false;
         await repo.replaceRecoveryCodes(tx, userId, codes.map(recoveryHash));
         await audit.record(tx, {
           action: 'user.totp_confirmed',

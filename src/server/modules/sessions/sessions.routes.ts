@@ -1,8 +1,12 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError, unauthorized } from '../../../shared/errors.ts';
 import { requireUser } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
+import { type BrowserSessions, REFRESH_COOKIE, readCookie } from '../../http/session-cookies.ts';
 import type { UserRow } from './sessions.repo.ts';
 import {
+  cookieSessionSchema,
   issuedTokensSchema,
   loggedOutSchema,
   meSchema,
@@ -10,11 +14,14 @@ import {
   userIdParams,
   userSchema,
 } from './sessions.schemas.ts';
-import type { SessionsService } from './sessions.service.ts';
+import { REFRESH_FAILED_MESSAGE, type SessionsService, tokensBody } from './sessions.service.ts';
 
 // A signed-in user's routes. An API key is authenticated too, then refused (403): the fuzz of the
 // API document reaches these routes' validation with one.
 const security: Record<string, string[]>[] = [{ userSession: [] }, { apiKey: [] }];
+
+/** An IPv4 client on a dual-stack socket is shown as IPv4 (what an allowlist entry needs). */
+const clientAddress = (ip: string) => (ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip);
 
 const presentUser = (u: UserRow) => ({
   id: u.id,
@@ -25,8 +32,11 @@ const presentUser = (u: UserRow) => ({
 });
 
 /** Sessions of signed-in users: refresh, logout, who am I, suspension. */
-export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPluginAsyncZod {
-  const { sessions } = deps;
+export function sessionsRoutes(deps: {
+  sessions: SessionsService;
+  browser: BrowserSessions;
+}): FastifyPluginAsyncZod {
+  const { sessions, browser } = deps;
   return async (app) => {
     app.post(
       '/v1/auth/refresh',
@@ -37,18 +47,33 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
           tags: ['sessions'],
           summary: 'A refresh token for a new access and refresh token (each refresh token works once)',
           description:
-            'Presenting a refresh token that was already used ends its whole session (someone else has it).',
+            'Presenting a refresh token that was already used ends its whole session (someone else has it). ' +
+            'Without `refresh_token`, the dashboard session’s refresh cookie is used: both cookies are ' +
+            'rotated and the body carries only `csrf_token` (a failure clears them).',
           security: [],
-          body: refreshBody,
-          response: { 200: issuedTokensSchema, ...errorResponses },
+          body: refreshBody.optional(),
+          response: { 200: z.union([issuedTokensSchema, cookieSessionSchema]), ...errorResponses },
         },
       },
-      async (req) =>
-        sessions.refresh(req.body.refresh_token, {
+      async (req, reply) => {
+        const client = {
           sourceIp: req.ip,
           userAgent: req.headers['user-agent'] ?? null,
           requestId: String(req.id),
-        }),
+        };
+        const given = req.body?.refresh_token;
+        if (given !== undefined) return tokensBody(await sessions.refresh(given, client));
+        browser.precheck(req);
+        try {
+          const cookie = readCookie(req.headers.cookie, REFRESH_COOKIE);
+          if (cookie === undefined) throw unauthorized(REFRESH_FAILED_MESSAGE);
+          return await browser.answer(reply, await sessions.refresh(cookie, client));
+        } catch (err) {
+          // A refused refresh ends the browser's session: nothing left in it works.
+          if (err instanceof AppError && err.code === 'unauthorized') browser.clear(reply);
+          throw err;
+        }
+      },
     );
 
     app.post(
@@ -58,12 +83,14 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
         schema: {
           tags: ['sessions'],
           summary: 'End this session: its access and refresh tokens stop working at once, on every server',
+          description: 'By the dashboard’s session cookie: needs X-CSRF-Token, and clears both cookies.',
           security,
           response: { 200: loggedOutSchema, ...errorResponses },
         },
       },
-      async (req) => {
+      async (req, reply) => {
         await sessions.logout(requireUser(req), String(req.id));
+        if (req.viaCookie) browser.clear(reply);
         return { logged_out: true as const };
       },
     );
@@ -80,9 +107,13 @@ export function sessionsRoutes(deps: { sessions: SessionsService }): FastifyPlug
         },
       },
       async (req) => {
-        const me = await sessions.me(requireUser(req));
+        const user = requireUser(req);
+        const me = await sessions.me(user);
         return {
           user: presentUser(me.user),
+          client_ip: clientAddress(req.ip),
+          // A reloaded dashboard page gets its CSRF token back here (the cookie is not readable).
+          ...(req.viaCookie ? { csrf_token: await browser.csrfToken(user.sessionId) } : {}),
           memberships: me.memberships.map((m) => ({
             account: m.account_name,
             role: m.role,

@@ -10,7 +10,37 @@ export const issuedTokensSchema = z.object({
   expires_in: z.number().int().min(1).max(3600).describe('Seconds until the access token expires'),
 });
 
-export const refreshBody = z.object({ refresh_token: z.string().min(1).max(200) }).strict();
+/** The dashboard's answer to a sign-in or refresh: the session is in HttpOnly cookies, never in the body. */
+export const cookieSessionSchema = z.object({
+  session: z
+    .literal('cookie')
+    .describe('The session is in the __Host-bulwark_session and __Secure-bulwark_refresh cookies'),
+  csrf_token: z
+    .string()
+    .max(64)
+    .describe(
+      'Send as X-CSRF-Token on every state-changing request made with the cookie (the same for the whole session)',
+    ),
+  expires_in: z.number().int().min(0).max(86_400).describe('Seconds until the access cookie lapses'),
+});
+
+/** Sign-in routes' `session` choice: JSON tokens (the default; API and CLI clients) or cookies (the dashboard). */
+export const sessionMode = z
+  .enum(['token', 'cookie'])
+  .describe(
+    '`cookie`: the session is set as HttpOnly cookies and the body carries only csrf_token (the dashboard)',
+  );
+
+export const refreshBody = z
+  .object({
+    refresh_token: z
+      .string()
+      .min(1)
+      .max(200)
+      .optional()
+      .describe('Omitted: the refresh cookie of a dashboard session is used, and cookies are answered'),
+  })
+  .strict();
 
 export const loggedOutSchema = z.object({ logged_out: z.literal(true) });
 
@@ -27,6 +57,15 @@ export const userSchema = z.object({
 
 export const meSchema = z.object({
   user: userSchema,
+  client_ip: z
+    .string()
+    .max(64)
+    .describe('The address this request came from, as the server sees it (after trusted proxies)'),
+  csrf_token: z
+    .string()
+    .max(64)
+    .optional()
+    .describe("Only when this request came with the dashboard's session cookie: its X-CSRF-Token"),
   memberships: z
     .array(
       z.object({

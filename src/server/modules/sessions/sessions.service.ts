@@ -23,7 +23,23 @@ export const REFRESH_FAILED_MESSAGE = 'Invalid, expired or revoked refresh token
 const USER_AGENT_MAX = 500;
 const DAY_MS = 86_400_000;
 
-export type IssuedTokens = { access_token: string; refresh_token: string; expires_in: number };
+/**
+ * A session's tokens as sign-in hands them out, and (never sent as such) the session they belong
+ * to: the dashboard's cookies need its id (the CSRF token is bound to it) and its end.
+ */
+export type IssuedTokens = {
+  access_token: string;
+  refresh_token: string;
+  expires_in: number;
+  session: { id: string; expiresAt: Date };
+};
+
+/** The part of IssuedTokens an API client gets (the tokens and the access token's lifetime). */
+export const tokensBody = (t: Pick<IssuedTokens, 'access_token' | 'refresh_token' | 'expires_in'>) => ({
+  access_token: t.access_token,
+  refresh_token: t.refresh_token,
+  expires_in: t.expires_in,
+});
 
 export type SessionsServiceDeps = {
   db: Db;
@@ -137,7 +153,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       requestId: input.requestId ?? null,
       details: { expires_at: expiresAt.toISOString() },
     });
-    return { sessionId: session.id, refresh };
+    return { sessionId: session.id, refresh, expiresAt };
   }
 
   /** Both revocation paths end the same way: the row, the audit event, the NOTIFY, the local cache. */
@@ -175,7 +191,12 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       maybePrune();
       const started = tx ? await start(tx, input) : await withTx(db, (t) => start(t, input));
       const access = await deps.tokens.sign(input.userId, started.sessionId);
-      return { access_token: access.token, refresh_token: started.refresh, expires_in: access.expiresIn };
+      return {
+        access_token: access.token,
+        refresh_token: started.refresh,
+        expires_in: access.expiresIn,
+        session: { id: started.sessionId, expiresAt: started.expiresAt },
+      };
     },
 
     /**
@@ -212,7 +233,13 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         await repo.markRefreshTokenUsed(tx, row.id);
         await repo.touchSession(tx, row.session_id);
         const refresh = await newRefreshToken(tx, row.session_id);
-        return { ok: true as const, refresh, sessionId: row.session_id, userId: row.user_id };
+        return {
+          ok: true as const,
+          refresh,
+          sessionId: row.session_id,
+          userId: row.user_id,
+          expiresAt: row.session_expires_at,
+        };
       });
       if (!outcome.ok) {
         if (outcome.reused) {
@@ -230,7 +257,12 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         throw unauthorized(REFRESH_FAILED_MESSAGE);
       }
       const access = await deps.tokens.sign(outcome.userId, outcome.sessionId);
-      return { access_token: access.token, refresh_token: outcome.refresh, expires_in: access.expiresIn };
+      return {
+        access_token: access.token,
+        refresh_token: outcome.refresh,
+        expires_in: access.expiresIn,
+        session: { id: outcome.sessionId, expiresAt: outcome.expiresAt },
+      };
     },
 
     /** Ends the caller's session: the very next request with its access or refresh token is refused. */

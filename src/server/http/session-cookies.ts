@@ -1,0 +1,128 @@
+/**
+ * The dashboard's session as cookies: the same session a sign-in hands API clients as tokens,
+ * kept by the browser where page scripts cannot read it.
+ *
+ * - `__Host-bulwark_session`: the access token. `__Host-` makes the browser refuse it unless it is
+ *   Secure, has Path=/ and no Domain (no sibling host can set or shadow it). Max-Age is the access
+ *   token's lifetime: a lapsed cookie is simply not sent, and the next API call is a 401.
+ * - `__Secure-bulwark_refresh`: the refresh token, sent only to POST /v1/auth/refresh (Path).
+ *
+ * Both HttpOnly (no script, hence no XSS, reads them), Secure, SameSite=Strict (no other site's
+ * page sends them). Browsers drop Secure cookies from plain http except on loopback, so cookie
+ * sessions are refused on a plain-http, non-loopback origin rather than silently failing.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { badRequest } from '../../shared/errors.ts';
+import type { Csrf } from './csrf.ts';
+
+export const ACCESS_COOKIE = '__Host-bulwark_session';
+export const REFRESH_COOKIE = '__Secure-bulwark_refresh';
+export const REFRESH_COOKIE_PATH = '/v1/auth/refresh';
+
+/** What a session cookie's value may be (a JWT, a `bwr_` refresh token): anything else is ignored. */
+const COOKIE_VALUE = /^[A-Za-z0-9._-]{1,4096}$/;
+/** A Cookie header longer than this is not looked at (Node already caps all headers at 16 KiB). */
+const COOKIE_HEADER_MAX = 8192;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the auth hook when the session came by cookie (not an Authorization header). */
+    viaCookie?: true;
+  }
+}
+
+/** One cookie's value from a Cookie header; undefined when absent, repeated or malformed. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header || header.length > COOKIE_HEADER_MAX) return undefined;
+  let found: string | undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0 || part.slice(0, eq).trim() !== name) continue;
+    // The same name twice: someone planted a second one (a path- or domain-shadowing cookie).
+    if (found !== undefined) return undefined;
+    found = part.slice(eq + 1).trim();
+  }
+  return found !== undefined && COOKIE_VALUE.test(found) ? found : undefined;
+}
+
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+
+/**
+ * Refuses a cookie session where the browser would drop Secure cookies: plain http to a host that
+ * is not loopback (behind a TLS proxy, `trustProxy` lets X-Forwarded-Proto say https).
+ */
+export function requireCookieCapableOrigin(req: FastifyRequest): void {
+  if (req.protocol === 'https' || LOOPBACK_HOST.test(req.hostname)) return;
+  throw badRequest(
+    'The dashboard needs https (or a loopback address): browsers drop secure session cookies on plain http. ' +
+      'Put a TLS proxy in front (with BULWARK_TRUST_PROXY), or use a bearer token',
+  );
+}
+
+function cookie(name: string, value: string, path: string, maxAgeSeconds: number): string {
+  return `${name}=${value}; Path=${path}; Max-Age=${Math.max(0, Math.floor(maxAgeSeconds))}; HttpOnly; Secure; SameSite=Strict`;
+}
+
+export type CookieSession = {
+  accessToken: string;
+  accessMaxAgeSeconds: number;
+  refreshToken: string;
+  refreshMaxAgeSeconds: number;
+};
+
+/** Sets both cookies (replacing whatever the browser held: a planted cookie is never adopted). */
+export function setSessionCookies(reply: FastifyReply, s: CookieSession): void {
+  reply.header('set-cookie', cookie(ACCESS_COOKIE, s.accessToken, '/', s.accessMaxAgeSeconds));
+  reply.header(
+    'set-cookie',
+    cookie(REFRESH_COOKIE, s.refreshToken, REFRESH_COOKIE_PATH, s.refreshMaxAgeSeconds),
+  );
+  reply.header('cache-control', 'no-store');
+}
+
+/** Tells the browser to forget both cookies (Max-Age=0). */
+export function clearSessionCookies(reply: FastifyReply): void {
+  reply.header('set-cookie', cookie(ACCESS_COOKIE, '', '/', 0));
+  reply.header('set-cookie', cookie(REFRESH_COOKIE, '', REFRESH_COOKIE_PATH, 0));
+}
+
+/** What a cookie-mode sign-in or refresh answers instead of the tokens. */
+export type CookieSessionBody = { session: 'cookie'; csrf_token: string; expires_in: number };
+
+type IssuedSession = {
+  access_token: string;
+  refresh_token: string;
+  expires_in: number;
+  session: { id: string; expiresAt: Date };
+};
+
+/** The sign-in routes' side of cookie sessions (sign-in, redemption, OIDC, refresh). */
+export function createBrowserSessions(deps: {
+  csrf: Pick<Csrf, 'token' | 'requireSameSite'>;
+  now?: () => number;
+}) {
+  const now = deps.now ?? Date.now;
+  return {
+    /** Before a cookie-mode sign-in does any work: a transport that keeps the cookies, and our own page. */
+    precheck(req: FastifyRequest): void {
+      requireCookieCapableOrigin(req);
+      deps.csrf.requireSameSite(req);
+    },
+
+    /** Hands a new or refreshed session to the browser: both cookies set, the body without tokens. */
+    async answer(reply: FastifyReply, s: IssuedSession): Promise<CookieSessionBody> {
+      setSessionCookies(reply, {
+        accessToken: s.access_token,
+        accessMaxAgeSeconds: s.expires_in,
+        refreshToken: s.refresh_token,
+        refreshMaxAgeSeconds: (s.session.expiresAt.getTime() - now()) / 1000,
+      });
+      return { session: 'cookie', csrf_token: await deps.csrf.token(s.session.id), expires_in: s.expires_in };
+    },
+
+    clear: clearSessionCookies,
+    csrfToken: (sessionId: string) => deps.csrf.token(sessionId),
+  };
+}
+
+export type BrowserSessions = ReturnType<typeof createBrowserSessions>;
