@@ -79,6 +79,8 @@ test('the listing filters by actor, action, target, outcome and time, together',
     await list(`actor=${ALICE}&outcome=failure&target=db-1&since=${encodeURIComponent(middle)}`),
     ['f.deleted:alice:db-1:failure'],
   );
+  // An inverted range matches nothing.
+  assert.deepEqual(await list(`since=${encodeURIComponent(middle)}&until=2000-01-01T00:00:00Z`), []);
   // Another account's matching event never shows.
   assert.deepEqual(await list(`actor=${ALICE}&action=f.deleted`, other), ['f.deleted:alice:db-1:failure']);
   assert.deepEqual(await list('action=f.created', other), []);
@@ -93,7 +95,6 @@ test('filters are bounded and checked', async () => {
     'since=yesterday',
     `since=${'2026-01-01T00:00:00Z'.padEnd(41, '0')}`,
     'action=%0A',
-    'since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z',
   ]) {
     const r = await s.app.inject({ url: `/v1/audit/events?${qs}`, headers: admin.headers });
     assert.equal(r.statusCode, 400, `${qs.slice(0, 60)}: ${r.body.slice(0, 200)}`);
