@@ -46,7 +46,7 @@ test('encoded traversal, NUL, separators and bad percent-encoding: 404 or 400, n
   ];
   // Outside the API a path is the dashboard's own route (its index.html, or the plain page without
   // a build): never a file from elsewhere. (The injected URL's dot segments are resolved by the
-  // client; test/dashboard-serving.test.ts sends them raw.)
+  // client; test/spa-serving.test.ts sends them raw.)
   for (const url of [
     '/%2e%2e/%2e%2e/etc/passwd',
     '/..%2f..%2fetc%2fpasswd',
