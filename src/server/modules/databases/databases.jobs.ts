@@ -7,8 +7,8 @@ import { notify } from '../../db/notify.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
+import { passwordContext } from './databases.credentials.ts';
 import * as repo from './databases.repo.ts';
-import { passwordContext } from './databases.service.ts';
 
 /** NOTIFY channel: a database's job finished (payload: the database id); its row may have changed. */
 export const DATABASE_STATUS_CHANNEL = 'bulwark_database_status';

@@ -2,8 +2,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parseCidr } from '../../../shared/cidr.ts';
 import { DEFAULT_LIMITS, JOB_KINDS, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
-import { AppError, badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
-import { isReservedDatabaseName, isValidName, roleNames } from '../../../shared/identifiers.ts';
+import { AppError, badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { isReservedDatabaseName, isValidName } from '../../../shared/identifiers.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
@@ -32,7 +32,8 @@ import {
   sameAllowlist,
   toPayloadAllowlist,
 } from './databases.allowlist.ts';
-import type { Reauth, ReauthProof } from './databases.reauth.ts';
+import { createCredentialOps, passwordContext } from './databases.credentials.ts';
+import type { Reauth } from './databases.reauth.ts';
 import * as repo from './databases.repo.ts';
 
 type DatabasesConfig = Pick<
@@ -53,8 +54,6 @@ type DatabasesServiceDeps = {
   /** Signed-in users prove themselves again before a reveal (absent: they cannot reveal). */
   reauth?: Pick<Reauth, 'check'>;
 };
-
-export const passwordContext = (databaseId: string) => `database:${databaseId}`;
 
 /** 32 random bytes, URL-safe: the owner's password. */
 const generatePassword = () => randomBytes(32).toString('base64url');
@@ -420,91 +419,17 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       });
     },
 
-    /** Where to connect: everything but the password. */
-    async connection(caller: Caller, name: string) {
-      checkDatabaseName(name);
-      requireLevel(caller, 'read');
-      const row = await find(caller, name);
-      const user = roleNames(row.name).owner;
-      const host = config.poolerPublicHost.includes(':')
-        ? `[${config.poolerPublicHost}]`
-        : config.poolerPublicHost;
-      return {
-        host: config.poolerPublicHost,
-        port: config.poolerPort,
-        user,
-        database: row.name,
-        sslmode: config.poolerSslmode,
-        uri: `postgresql://${user}@${host}:${config.poolerPort}/${row.name}?sslmode=${config.poolerSslmode}`,
-      };
-    },
-
-    /**
-     * The owner's password, on explicit request only (write level). Logged without the value. A
-     * signed-in user proves themselves again first (databases.reauth.ts); API keys do not.
-     */
-    async reveal(
-      caller: Caller,
-      name: string,
-      proof: ReauthProof = {},
-      requestId = '',
-    ): Promise<{ password: string }> {
-      checkDatabaseName(name);
-      requireLevel(caller, 'write');
-      const box = requireBox();
-      if (caller.kind === 'user') {
-        // Another account's database is a 404 before anything is asked of the user.
-        const found = await find(caller, name);
-        if (!deps.reauth) throw forbidden('Signed-in users cannot reveal passwords on this server');
-        await deps.reauth.check(
-          caller,
-          proof,
-          { action: 'database.reveal', targetType: 'database', targetId: found.id, name },
-          requestId,
-        );
-      }
-      const password = await withTx(db, async (tx) => {
-        const row = await find(caller, name, tx);
-        requireStatus(row, ['provisioning', 'ready', 'failed'], 'reveal credentials');
-        const sealed = await repo.findSealed(tx, { id: row.id, accountId: caller.accountId });
-        if (!sealed?.password_sealed) throw notFound('Database');
-        // Recorded before the password leaves: no audit row, no password.
-        await audit(tx, caller, 'database.credentials_revealed', row.id, {
-          name,
-          password_version: row.password_version,
-        });
-        return box.open(sealed.password_sealed, passwordContext(row.id));
-      });
-      log.info({ database: name, ...callerLogFields(caller) }, 'database credentials revealed');
-      return { password };
-    },
-
-    /** A new password for the owner; it replaces the old one when the agent reports it live. */
-    async rotate(caller: Caller, name: string): Promise<repo.DatabaseRow> {
-      checkDatabaseName(name);
-      requireLevel(caller, 'write');
-      const box = requireBox();
-      return withTx(db, async (tx) => {
-        const row = await find(caller, name, tx);
-        requireStatus(row, ['ready'], 'rotate credentials');
-        if (row.rotation_pending) throw conflict('A credential rotation is already in progress');
-        const { sealed, verifier } = newPassword(box, row.id);
-        await repo.setPendingPassword(tx, row.id, sealed);
-        await enqueueJob(tx, {
-          nodeId: row.node_id,
-          accountId: caller.accountId,
-          kind: JOB_KINDS.rotate,
-          payload: { database_id: row.id, name, verifier },
-        });
-        await audit(tx, caller, 'database.credentials_rotation_requested', row.id, { name });
-        log.info(
-          { database: name, database_id: row.id, ...callerLogFields(caller) },
-          'credential rotation queued',
-        );
-        // Read back: the answer carries the request's `last_rotation` (what `--wait` follows).
-        return (await repo.findByName(tx, caller.accountId, name))!;
-      });
-    },
+    ...createCredentialOps({
+      db,
+      config,
+      log,
+      reauth: deps.reauth,
+      requireBox,
+      find,
+      requireStatus,
+      audit,
+      newPassword,
+    }),
   };
 }
 

@@ -1,0 +1,123 @@
+/**
+ * A database's credentials: where to connect, the owner's password on request (a signed-in user
+ * re-authenticates first: databases.reauth.ts), and its rotation. Built by the databases service
+ * with its own helpers (scope-checked lookup, status check, audit in the change's transaction).
+ */
+import type { Logger } from 'pino';
+import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
+import { conflict, forbidden, notFound } from '../../../shared/errors.ts';
+import { roleNames } from '../../../shared/identifiers.ts';
+import type { ServerConfig } from '../../config.ts';
+import type { SecretBox } from '../../crypto/secret-box.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import { type Caller, callerLogFields, requireLevel } from '../../http/caller.ts';
+import { enqueueJob } from '../jobs/jobs.repo.ts';
+import type { Reauth, ReauthProof } from './databases.reauth.ts';
+import * as repo from './databases.repo.ts';
+
+export const passwordContext = (databaseId: string) => `database:${databaseId}`;
+
+export function createCredentialOps(ctx: {
+  db: Db;
+  config: Pick<ServerConfig, 'poolerPublicHost' | 'poolerPort' | 'poolerSslmode'>;
+  log: Logger;
+  reauth: Pick<Reauth, 'check'> | undefined;
+  requireBox: () => SecretBox;
+  /** The caller's live database by name (404 otherwise), locked for update inside `tx`. */
+  find: (caller: Caller, name: string, tx?: Tx) => Promise<repo.DatabaseRow>;
+  requireStatus: (row: repo.DatabaseRow, allowed: repo.DatabaseStatus[], what: string) => void;
+  audit: (
+    tx: Tx,
+    caller: Caller,
+    action: string,
+    id: string,
+    details: Record<string, unknown>,
+  ) => Promise<unknown>;
+  newPassword: (box: SecretBox, databaseId: string) => { sealed: string; verifier: string };
+}) {
+  const { db, config, log, requireBox, find, requireStatus, audit, newPassword } = ctx;
+  return {
+    /** Where to connect: everything but the password. */
+    async connection(caller: Caller, name: string) {
+      requireLevel(caller, 'read');
+      const row = await find(caller, name);
+      const user = roleNames(row.name).owner;
+      const host = config.poolerPublicHost.includes(':')
+        ? `[${config.poolerPublicHost}]`
+        : config.poolerPublicHost;
+      return {
+        host: config.poolerPublicHost,
+        port: config.poolerPort,
+        user,
+        database: row.name,
+        sslmode: config.poolerSslmode,
+        uri: `postgresql://${user}@${host}:${config.poolerPort}/${row.name}?sslmode=${config.poolerSslmode}`,
+      };
+    },
+
+    /**
+     * The owner's password, on explicit request only (write level). Logged without the value. A
+     * signed-in user proves themselves again first (databases.reauth.ts); API keys do not.
+     */
+    async reveal(
+      caller: Caller,
+      name: string,
+      proof: ReauthProof = {},
+      requestId = '',
+    ): Promise<{ password: string }> {
+      requireLevel(caller, 'write');
+      const box = requireBox();
+      if (caller.kind === 'user') {
+        // Another account's database is a 404 before anything is asked of the user.
+        const found = await find(caller, name);
+        if (!ctx.reauth) throw forbidden('Signed-in users cannot reveal passwords on this server');
+        await ctx.reauth.check(
+          caller,
+          proof,
+          { action: 'database.reveal', targetType: 'database', targetId: found.id, name },
+          requestId,
+        );
+      }
+      const password = await withTx(db, async (tx) => {
+        const row = await find(caller, name, tx);
+        requireStatus(row, ['provisioning', 'ready', 'failed'], 'reveal credentials');
+        const sealed = await repo.findSealed(tx, { id: row.id, accountId: caller.accountId });
+        if (!sealed?.password_sealed) throw notFound('Database');
+        // Recorded before the password leaves: no audit row, no password.
+        await audit(tx, caller, 'database.credentials_revealed', row.id, {
+          name,
+          password_version: row.password_version,
+        });
+        return box.open(sealed.password_sealed, passwordContext(row.id));
+      });
+      log.info({ database: name, ...callerLogFields(caller) }, 'database credentials revealed');
+      return { password };
+    },
+
+    /** A new password for the owner; it replaces the old one when the agent reports it live. */
+    async rotate(caller: Caller, name: string): Promise<repo.DatabaseRow> {
+      requireLevel(caller, 'write');
+      const box = requireBox();
+      return withTx(db, async (tx) => {
+        const row = await find(caller, name, tx);
+        requireStatus(row, ['ready'], 'rotate credentials');
+        if (row.rotation_pending) throw conflict('A credential rotation is already in progress');
+        const { sealed, verifier } = newPassword(box, row.id);
+        await repo.setPendingPassword(tx, row.id, sealed);
+        await enqueueJob(tx, {
+          nodeId: row.node_id,
+          accountId: caller.accountId,
+          kind: JOB_KINDS.rotate,
+          payload: { database_id: row.id, name, verifier },
+        });
+        await audit(tx, caller, 'database.credentials_rotation_requested', row.id, { name });
+        log.info(
+          { database: name, database_id: row.id, ...callerLogFields(caller) },
+          'credential rotation queued',
+        );
+        // Read back: the answer carries the request's `last_rotation` (what `--wait` follows).
+        return (await repo.findByName(tx, caller.accountId, name))!;
+      });
+    },
+  };
+}
