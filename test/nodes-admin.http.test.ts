@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
+import { createDriftService } from '../src/server/modules/drift/drift.service.ts';
+import { createNodesAdmin } from '../src/server/modules/nodes/nodes.admin.ts';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
@@ -141,5 +143,37 @@ test('an unknown node is a 404; a malformed id a 400', async () => {
   assert.equal(unknown.statusCode, 404, unknown.body);
   const bad = await s.app.inject({ method: 'POST', url: '/v1/nodes/n1/drift-check', headers: root });
   assert.equal(bad.statusCode, 400, bad.body);
-  assert.ok(idle.nodeId);
+});
+
+test('a node that does not answer in time: 503, the failed check audited, the queued job abandoned', async () => {
+  // The same service the route uses, with a short wait (the route waits 15 s).
+  const admin = createNodesAdmin({
+    db: s.db.pool,
+    drift: createDriftService({ db: s.db.pool }),
+    audit: s.audit,
+    driftTimeoutMs: 300,
+  });
+  const user = {
+    userId: randomUUID(),
+    sessionId: randomUUID(),
+    platformAdmin: true,
+    sourceIp: '127.0.0.1',
+    accountProblem: null,
+  };
+  await assert.rejects(admin.driftCheck(user, idle.nodeId, 'req-1'), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'unavailable');
+    assert.match(err.message, /did not answer/);
+    return true;
+  });
+  const audited = await s.db.pool.query<{ outcome: string }>(
+    "SELECT outcome FROM audit_events WHERE action = 'node.drift_checked' AND target_id = $1",
+    [idle.nodeId],
+  );
+  assert.deepEqual(audited.rows, [{ outcome: 'failure' }]);
+  const job = await s.db.pool.query<{ status: string }>(
+    "SELECT status FROM jobs WHERE node_id = $1 AND kind = 'node.drift'",
+    [idle.nodeId],
+  );
+  assert.deepEqual(job.rows, [{ status: 'dead' }], 'never run later');
+  assert.equal(await idle.poll(), null);
 });
