@@ -27,9 +27,6 @@ import { matchTotp } from '../people/totp.ts';
 import * as people from '../people/users.repo.ts';
 import { sessionStartedAt } from './databases.reauth.repo.ts';
 
-/** The people module's single-use TOTP step (named so: it is no React hook). */
-const takeTotpStep = people.useTotpStep;
-
 /** How long after an OIDC sign-in a reveal needs no new sign-in. */
 export const OIDC_FRESH_MS = 10 * 60_000;
 
@@ -61,7 +58,7 @@ export function createReauth(deps: {
     // The people module's sealing context for TOTP secrets (users.service.ts totpContext).
     const secret = Buffer.from(deps.box.open(totp.secret_sealed, `user-totp:${userId}`), 'base64');
     const step = matchTotp(secret, trimmed, now());
-    return step !== null && (await takeTotpStep(db, userId, step, { confirm: false }));
+    return step !== null && (await people.takeTotpStep(db, userId, step, { confirm: false }));
   };
 
   return {
