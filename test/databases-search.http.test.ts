@@ -306,6 +306,29 @@ test('10,000 databases in one account: first page, search, status and a deep pag
     ['deep page', deep.median],
   ] as const)
     assert.ok(m < 250, `${what}: ${m.toFixed(1)} ms`);
+  // One sampling round of the node: 10 reports of 1000 samples (its agent's batch size).
+  const ids10k = (
+    await s.db.pool.query<{ id: string }>('SELECT id FROM databases WHERE account_id = $1', [account])
+  ).rows.map((r) => r.id);
+  const t0 = performance.now();
+  for (let i = 0; i < ids10k.length; i += 1000) {
+    const r = await report(
+      agent,
+      ids10k.slice(i, i + 1000).map((id) => ({ database_id: id, size_bytes: 7_000_000, connections: 1 })),
+    );
+    assert.equal(r.json().accepted, 1000, r.body);
+  }
+  const ingest = performance.now() - t0;
+  t.diagnostic(`one sampling round of 10 000 databases (10 reports of 1000): ${ingest.toFixed(0)} ms`);
+  assert.ok(ingest < 5_000, `${ingest.toFixed(0)} ms`);
+  assert.equal((await get('GET', '/v1/databases?limit=1', big)).json().items[0].size_bytes, 7_000_000);
+  const footprint = await s.db.pool.query<{ per_row: string; rows: string }>(
+    `SELECT (pg_total_relation_size('database_samples') / count(*))::text AS per_row, count(*)::text AS rows
+       FROM database_samples`,
+  );
+  t.diagnostic(
+    `database_samples: ${footprint.rows[0]!.per_row} bytes per row with its indexes (${footprint.rows[0]!.rows} rows)`,
+  );
   // The plan reads the account's rows in index order (no sort of 10 000 rows).
   const plan = await s.db.pool.query<{ 'QUERY PLAN': string }>(
     `EXPLAIN SELECT id FROM databases d WHERE d.account_id = $1 AND d.deleted_at IS NULL
