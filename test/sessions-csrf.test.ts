@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
+import type { InjectOptions } from 'fastify';
 import { serverConfigSchema } from '../src/server/config.ts';
 import { createKeyringFile } from '../src/server/crypto/secret-box.ts';
 import { withTx } from '../src/server/db/pool.ts';
@@ -314,7 +315,7 @@ test('no password, token or CSRF token reaches the log; a refused write is one g
     await withTx(db.pool, (tx) =>
       createLocalUser(tx, { username: 'walt', password: PASSWORD, platformAdmin: false }),
     );
-    const inject = (o: Parameters<typeof ctx.app.inject>[0]) => ctx.app.inject(o);
+    const inject = (o: InjectOptions) => ctx.app.inject(o);
     const login = await inject({
       method: 'POST',
       url: '/v1/auth/login',
