@@ -91,6 +91,25 @@ async function viteBuild(outDir: string): Promise<void> {
   });
 }
 
+/** Puts the new build at DIST in one rename (another build finishing at the same moment: last one wins). */
+function swapInto(tmp: string, old: string): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.renameSync(DIST, old);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    try {
+      fs.renameSync(tmp, DIST);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (attempt >= 3 || (code !== 'ENOTEMPTY' && code !== 'EEXIST')) throw err;
+      fs.rmSync(old, { recursive: true, force: true });
+    }
+  }
+}
+
 /** Builds when an input changed (or `force`); returns whether it built. */
 export async function buildWeb(
   opts: { force?: boolean; log?: (line: string) => void } = {},
@@ -105,8 +124,7 @@ export async function buildWeb(
   try {
     await viteBuild(tmp);
     const first = firstLoad(tmp);
-    if (fs.existsSync(DIST)) fs.renameSync(DIST, old);
-    fs.renameSync(tmp, DIST);
+    swapInto(tmp, old);
     const next: BuildStamp = {
       hash,
       built_at: new Date().toISOString(),

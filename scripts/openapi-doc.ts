@@ -33,6 +33,8 @@ export async function openApiDocument(): Promise<unknown> {
     poolerPort: null,
     metricsToken: null,
     operatorToken: null,
+    // No dashboard: the document does not describe it (and building it would need web/dist).
+    dashboardDir: null,
   } as Record<string, unknown>;
   const deps = new Proxy(real, {
     get: (t, key) => (typeof key === 'string' && key in t ? t[key] : inert(String(key))),

@@ -31,7 +31,9 @@ export function App() {
 
   if (state.status === 'signed-out') {
     if (!isPublic) {
-      const next = location === '/' ? '' : `?next=${encodeURIComponent(location + window.location.search)}`;
+      // After a session ended on its own, sign-in brings the person back where they were.
+      const keep = location !== '/' && state.reason !== 'signed-out';
+      const next = keep ? `?next=${encodeURIComponent(location + window.location.search)}` : '';
       return <Redirect to={`/sign-in${next}`} replace />;
     }
     return (

@@ -7,7 +7,7 @@ export type Role = 'owner' | 'admin' | 'member' | 'viewer';
 
 type State =
   | { status: 'loading' }
-  | { status: 'signed-out'; reason: 'none' | 'ended' }
+  | { status: 'signed-out'; reason: 'none' | 'ended' | 'signed-out' }
   | { status: 'signed-in'; me: Me; account: string | null };
 
 type SessionApi = {
@@ -64,7 +64,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
   const signOut = useCallback(async () => {
     await api.POST('/v1/auth/logout').catch(() => undefined);
     session.setCsrfToken(null);
-    setState({ status: 'signed-out', reason: 'none' });
+    setState({ status: 'signed-out', reason: 'signed-out' });
   }, []);
 
   const chooseAccount = useCallback((name: string) => {

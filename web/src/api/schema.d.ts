@@ -2361,14 +2361,19 @@ export interface paths {
     get: {
       parameters: {
         query?: {
+          /** @description Exactly this action, e.g. database.created */
           action?: string;
+          /** @description The actor's id (a user, key or node id; or system) */
           actor?: string;
           /** @description Opaque: the `next_cursor` of the previous page (base64url, at most 100 characters); any other value is a 400 */
           cursor?: string;
           limit?: number;
           outcome?: 'success' | 'failure' | 'denied';
+          /** @description From this time (inclusive) */
           since?: string;
+          /** @description The target's id (e.g. a database id) */
           target?: string;
+          /** @description Before this time (exclusive) */
           until?: string;
         };
         header?: never;
@@ -2569,10 +2574,25 @@ export interface paths {
       path?: never;
       cookie?: never;
     };
-    /** Export the account's chained events as JSON Lines (with checkpoints and public keys) */
+    /**
+     * Export the account's chained events as JSON Lines (with checkpoints and public keys)
+     * @description Takes the listing's filters; a filtered export names them in its header (`filter`), and each event in it still verifies on its own.
+     */
     get: {
       parameters: {
-        query?: never;
+        query?: {
+          /** @description Exactly this action, e.g. database.created */
+          action?: string;
+          /** @description The actor's id (a user, key or node id; or system) */
+          actor?: string;
+          outcome?: 'success' | 'failure' | 'denied';
+          /** @description From this time (inclusive) */
+          since?: string;
+          /** @description The target's id (e.g. a database id) */
+          target?: string;
+          /** @description Before this time (exclusive) */
+          until?: string;
+        };
         header?: never;
         path?: never;
         cookie?: never;
@@ -2940,7 +2960,10 @@ export interface paths {
     };
     get?: never;
     put?: never;
-    /** Sign up with an invite code: creates the local user and deletes the code. A used, expired or unknown code (or a taken username) is the same 400 invalid_invite */
+    /**
+     * Sign up with an invite code: creates the local user and deletes the code. A used, expired or unknown code (or a taken username) is the same 400 invalid_invite
+     * @description With `session: "cookie"` (the dashboard) the new user is also signed in: the session is set as HttpOnly cookies and the body adds `session` and `csrf_token` (never a token).
+     */
     post: {
       parameters: {
         query?: never;
@@ -2955,6 +2978,11 @@ export interface paths {
             code: string;
             /** @description At least 12 characters, not a common password */
             password: string;
+            /**
+             * @description `cookie`: also sign the new user in, as the dashboard’s HttpOnly session cookies
+             * @enum {string}
+             */
+            session?: 'cookie';
             /** @description 2-63 characters: a-z first, then a-z, 0-9, ".", "_", "-" */
             username: string;
           };
@@ -2967,20 +2995,44 @@ export interface paths {
             [name: string]: unknown;
           };
           content: {
-            'application/json': {
-              account: {
-                /** Format: uuid */
-                id: string;
-                name: string;
-              } | null;
-              role: ('owner' | 'admin' | 'member' | 'viewer') | null;
-              user: {
-                /** Format: uuid */
-                id: string;
-                platform_admin: boolean;
-                username: string;
-              };
-            };
+            'application/json':
+              | {
+                  account: {
+                    /** Format: uuid */
+                    id: string;
+                    name: string;
+                  } | null;
+                  /** @description Send as X-CSRF-Token on every state-changing request made with the cookie (the same for the whole session) */
+                  csrf_token: string;
+                  /** @description Seconds until the access cookie lapses */
+                  expires_in: number;
+                  role: ('owner' | 'admin' | 'member' | 'viewer') | null;
+                  /**
+                   * @description The session is in the __Host-bulwark_session and __Secure-bulwark_refresh cookies
+                   * @enum {string}
+                   */
+                  session: 'cookie';
+                  user: {
+                    /** Format: uuid */
+                    id: string;
+                    platform_admin: boolean;
+                    username: string;
+                  };
+                }
+              | {
+                  account: {
+                    /** Format: uuid */
+                    id: string;
+                    name: string;
+                  } | null;
+                  role: ('owner' | 'admin' | 'member' | 'viewer') | null;
+                  user: {
+                    /** Format: uuid */
+                    id: string;
+                    platform_admin: boolean;
+                    username: string;
+                  };
+                };
           };
         };
         /** @description Error: bad_request, validation_failed, invalid_invite, weak_password */
@@ -3162,7 +3214,7 @@ export interface paths {
     put?: never;
     /**
      * Sign in with a username and password: an access and a refresh token
-     * @description An unknown username, a wrong password or code and a suspended user all get the same 401 `invalid_credentials`. `totp_required` comes only after a right password, for a user with TOTP. Repeated failures (per username, per address) are answered 429 with Retry-After.
+     * @description An unknown username, a wrong password or code and a suspended user all get the same 401 `invalid_credentials`. `totp_required` comes only after a right password, for a user with TOTP. Repeated failures (per username, per address) are answered 429 with Retry-After. With `session: "cookie"` (the dashboard) the session is set as HttpOnly cookies and the body carries only `csrf_token`; a request from another site is 403 `csrf_failed`.
      */
     post: {
       parameters: {
@@ -3175,6 +3227,11 @@ export interface paths {
         content: {
           'application/json': {
             password: string;
+            /**
+             * @description `cookie`: the session is set as HttpOnly cookies and the body carries only csrf_token (the dashboard)
+             * @enum {string}
+             */
+            session?: 'token' | 'cookie';
             /** @description A 6-digit TOTP code, or one of the recovery codes (each works once); needed when the user has TOTP */
             totp_code?: string;
             /** @description The username (case-insensitive) */
@@ -3189,14 +3246,26 @@ export interface paths {
             [name: string]: unknown;
           };
           content: {
-            'application/json': {
-              /** @description A JWT of 15 minutes: `Authorization: Bearer <access_token>` */
-              access_token: string;
-              /** @description Seconds until the access token expires */
-              expires_in: number;
-              /** @description Works once, at POST /v1/auth/refresh; keep it secret */
-              refresh_token: string;
-            };
+            'application/json':
+              | {
+                  /** @description A JWT of 15 minutes: `Authorization: Bearer <access_token>` */
+                  access_token: string;
+                  /** @description Seconds until the access token expires */
+                  expires_in: number;
+                  /** @description Works once, at POST /v1/auth/refresh; keep it secret */
+                  refresh_token: string;
+                }
+              | {
+                  /** @description Send as X-CSRF-Token on every state-changing request made with the cookie (the same for the whole session) */
+                  csrf_token: string;
+                  /** @description Seconds until the access cookie lapses */
+                  expires_in: number;
+                  /**
+                   * @description The session is in the __Host-bulwark_session and __Secure-bulwark_refresh cookies
+                   * @enum {string}
+                   */
+                  session: 'cookie';
+                };
           };
         };
         /** @description Error: bad_request, validation_failed */
@@ -3576,7 +3645,10 @@ export interface paths {
       path?: never;
       cookie?: never;
     };
-    /** The identity provider’s redirect back: checks the state (once), exchanges the code, checks the ID token and answers a session. 401 for any failed check, 403 for an identity with no role */
+    /**
+     * The identity provider’s redirect back: checks the state (once), exchanges the code, checks the ID token and answers a session. 401 for any failed check, 403 for an identity with no role
+     * @description A flow started with `session=cookie` ends in the dashboard: the session cookies are set and the answer is a 302 to the `redirect` given to /start (default `/`); a failure is a 302 to `/#oidc_error=<error code>&request_id=<id>`.
+     */
     get: {
       parameters: {
         query?: {
@@ -3612,6 +3684,13 @@ export interface paths {
               user_id: string;
             };
           };
+        };
+        /** @description Dashboard flows: into the dashboard, signed in (or with #oidc_error=…) */
+        302: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
         };
         /** @description Error: bad_request, validation_failed */
         400: {
@@ -3782,6 +3861,8 @@ export interface paths {
           invite?: string;
           /** @description Where the dashboard goes after sign-in (a path on this site); answered back by the callback */
           redirect?: string;
+          /** @description `cookie`: the callback sets the dashboard’s session cookies and redirects into it */
+          session?: 'token' | 'cookie';
         };
         header?: never;
         path?: never;
@@ -3795,6 +3876,195 @@ export interface paths {
             [name: string]: unknown;
           };
           content?: never;
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/auth/providers': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The sign-in methods this server offers (for the sign-in page) */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @description Username and password sign-in (local users, made by invites) */
+              local: boolean;
+              oidc: {
+                /** @description Sign-in through the identity provider (GET /v1/auth/oidc/start) */
+                enabled: boolean;
+                /** @description The button’s text, as configured (BULWARK_OIDC_LABEL) */
+                label: string | null;
+              };
+            };
+          };
         };
         /** @description Error: bad_request, validation_failed */
         400: {
@@ -6175,7 +6445,7 @@ export interface paths {
             password?: string;
             /** @description A current TOTP code or a recovery code (users with TOTP, instead of the password) */
             totp_code?: string;
-          };
+          } | null;
         };
       };
       responses: {
@@ -9686,6 +9956,8 @@ export interface paths {
           };
           content: {
             'application/json': {
+              /** @description The address this request came from, as the server sees it (after trusted proxies) */
+              client_ip: string;
               /** @description Only when this request came with the dashboard's session cookie: its X-CSRF-Token */
               csrf_token?: string;
               memberships: {

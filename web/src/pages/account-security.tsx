@@ -95,10 +95,10 @@ export default function AccountSecurity() {
                 aria-describedby="secret-hint"
                 onFocus={(e) => e.target.select()}
               />
-              <span id="secret-hint" className="hint">
-                Can't scan? Type this key into the app instead.
-              </span>
             </label>
+            <span id="secret-hint" className="hint">
+              Can't scan? Type this key into the app instead.
+            </span>
             <label>
               <span>Authentication code</span>
               <input

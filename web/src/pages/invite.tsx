@@ -59,12 +59,12 @@ export default function Invite() {
               value={username}
               onChange={(e) => setUsername(e.target.value.toLowerCase())}
             />
-            <span id="username-hint" className="hint">
-              {username && !USERNAME.test(username)
-                ? 'Use 2–63 lowercase letters, digits, dots, dashes or underscores, starting with a letter.'
-                : 'Lowercase letters, digits, dots, dashes, underscores.'}
-            </span>
           </label>
+          <span id="username-hint" className="hint">
+            {username && !USERNAME.test(username)
+              ? 'Use 2–63 lowercase letters, digits, dots, dashes or underscores, starting with a letter.'
+              : 'Lowercase letters, digits, dots, dashes, underscores.'}
+          </span>
           <label>
             <span>Password</span>
             <input
@@ -78,10 +78,10 @@ export default function Invite() {
               value={password}
               onChange={(e) => setPassword(e.target.value)}
             />
-            <span id="password-hint" className={short ? 'hint hint-bad' : 'hint'}>
-              At least 12 characters; common passwords are refused.
-            </span>
           </label>
+          <span id="password-hint" className={short ? 'hint hint-bad' : 'hint'}>
+            At least 12 characters; common passwords are refused.
+          </span>
           <label>
             <span>Confirm password</span>
             <input
@@ -95,10 +95,10 @@ export default function Invite() {
               value={confirm}
               onChange={(e) => setConfirm(e.target.value)}
             />
-            <span id="confirm-hint" className={mismatch ? 'hint hint-bad' : 'hint'}>
-              {mismatch ? 'The passwords differ.' : 'Type it again.'}
-            </span>
           </label>
+          <span id="confirm-hint" className={mismatch ? 'hint hint-bad' : 'hint'}>
+            {mismatch ? 'The passwords differ.' : 'Type it again.'}
+          </span>
           <button type="submit" className="primary" disabled={redeem.busy || mismatch || short}>
             Create account
           </button>

@@ -87,21 +87,23 @@ function CreateKey({ onCreated }: { onCreated: () => void }) {
           <span>Some databases</span>
         </label>
         {scope === 'some' ? (
-          <label>
-            <span>Databases (comma-separated)</span>
-            <input
-              maxLength={6400}
-              aria-invalid={badNames.length > 0}
-              aria-describedby="dbs-hint"
-              value={dbs}
-              onChange={(e) => setDbs(e.target.value)}
-            />
+          <div className="field">
+            <label>
+              <span>Databases (comma-separated)</span>
+              <input
+                maxLength={6400}
+                aria-invalid={badNames.length > 0}
+                aria-describedby="dbs-hint"
+                value={dbs}
+                onChange={(e) => setDbs(e.target.value)}
+              />
+            </label>
             <span id="dbs-hint" className={badNames.length ? 'hint hint-bad' : 'hint'}>
               {badNames.length
                 ? `Not database names: ${badNames.join(', ')}`
                 : 'For example: shop, shop_staging'}
             </span>
-          </label>
+          </div>
         ) : null}
       </fieldset>
       <div className="grid2">

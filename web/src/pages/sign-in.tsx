@@ -78,7 +78,7 @@ export default function SignIn({ ended }: { ended: boolean }) {
           </p>
         ) : null}
         {providers.local ? (
-          <form className="card form" onSubmit={submit} aria-label="Sign in with a password">
+          <form className="card form" onSubmit={submit} aria-label="Local sign-in">
             {!needTotp ? (
               <>
                 <label>

@@ -7,6 +7,7 @@ import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Loading } from '../../components/page.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
+import { useMe } from '../../session.tsx';
 import type { TabProps } from './detail.tsx';
 
 /** The URI with the password in it (percent-encoded), for snippets after a reveal. */
@@ -39,6 +40,7 @@ function methodsOf(err: ApiError | null): ReauthMethods | null {
 
 export function ConnectTab({ db, reload }: TabProps) {
   const name = db.name;
+  const { me } = useMe();
   const conn = useApi(
     () => call(api.GET('/v1/databases/{name}/connection', { params: { path: { name } } })),
     `${name}|${db.status}`,
@@ -48,7 +50,8 @@ export function ConnectTab({ db, reload }: TabProps) {
   const [useTotp, setUseTotp] = useState(false);
   const [secret, setSecret] = useState('');
   const [confirmRotate, setConfirmRotate] = useState(false);
-  const [rotating, setRotating] = useState(false);
+  /** The rotation being followed: its request time as the server stamped it (null: not following). */
+  const [rotating, setRotating] = useState<{ requestedAt: string | null; until: number } | null>(null);
 
   const reveal = useAction(async (body: { password?: string; totp_code?: string }) => {
     const out = await call(
@@ -68,23 +71,36 @@ export function ConnectTab({ db, reload }: TabProps) {
   }, [reveal.error, reveal.clear]);
 
   const rotate = useAction(async () => {
-    await call(api.POST('/v1/databases/{name}/credentials/rotate', { params: { path: { name } } }));
+    const out = await call(
+      api.POST('/v1/databases/{name}/credentials/rotate', { params: { path: { name } } }),
+    );
     setConfirmRotate(false);
     setPassword(null);
-    setRotating(true);
+    setRotating({ requestedAt: out.last_rotation?.requested_at ?? null, until: Date.now() + 120_000 });
     reload();
   });
-  // Follows the rotation until the database no longer says it is pending.
+  // Follows the rotation (polling the database, at most two minutes) until this request has an outcome.
   useEffect(() => {
-    if (!rotating) return;
-    if (!db.rotation_pending && db.last_rotation?.status !== 'pending') {
-      setRotating(false);
+    if (!rotating && !db.rotation_pending) return;
+    const r = db.last_rotation;
+    const settled =
+      !db.rotation_pending &&
+      r !== null &&
+      r.status !== 'pending' &&
+      (rotating === null || rotating.requestedAt === null || r.requested_at === rotating.requestedAt);
+    if (settled || (rotating && Date.now() > rotating.until)) {
+      setRotating(null);
       return;
     }
     const t = setTimeout(reload, 1000);
     return () => clearTimeout(t);
   }, [rotating, db, reload]);
 
+  // A local user (one with a username) re-enters a secret; a single sign-on user's recent sign-in may do.
+  const startReveal = () => {
+    if (me.user.username === null) void reveal.run({});
+    else setMethods(me.user.totp_enabled ? ['password', 'totp'] : ['password']);
+  };
   const submitReauth = (e: FormEvent) => {
     e.preventDefault();
     void reveal.run(useTotp ? { totp_code: secret.trim() } : { password: secret });
@@ -136,12 +152,7 @@ export function ConnectTab({ db, reload }: TabProps) {
             )}
             <div className="actions">
               {!password ? (
-                <button
-                  type="button"
-                  className="secondary"
-                  disabled={reveal.busy}
-                  onClick={() => void reveal.run({})}
-                >
+                <button type="button" className="secondary" disabled={reveal.busy} onClick={startReveal}>
                   Reveal password
                 </button>
               ) : null}
@@ -159,8 +170,8 @@ export function ConnectTab({ db, reload }: TabProps) {
                 </p>
               ) : null}
             </div>
-            <ErrorNotice error={reveal.error} />
-            <ErrorNotice error={rotate.error} />
+            {methods ? null : <ErrorNotice error={reveal.error} />}
+            {confirmRotate ? null : <ErrorNotice error={rotate.error} />}
           </div>
           <Snippet title="psql" text={`psql "${full}"`} />
           <Snippet title="DATABASE_URL" text={`DATABASE_URL='${full}'`} />

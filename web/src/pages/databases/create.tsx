@@ -83,14 +83,14 @@ export default function CreateDatabase() {
               setTouched(true);
             }}
           />
-          <span id="name-hint" className={touched && problem ? 'hint hint-bad' : 'hint'} aria-live="polite">
-            {touched && problem
-              ? problem
-              : name
-                ? `"${name}" is a valid name.`
-                : 'Lowercase letters, digits and _, starting with a letter; at most 63 characters.'}
-          </span>
         </label>
+        <span id="name-hint" className={touched && problem ? 'hint hint-bad' : 'hint'} aria-live="polite">
+          {touched && problem
+            ? problem
+            : name
+              ? `"${name}" is a valid name.`
+              : 'Lowercase letters, digits and _, starting with a letter; at most 63 characters.'}
+        </span>
         <button type="submit" className="primary" disabled={create.busy || created !== null}>
           Create database
         </button>

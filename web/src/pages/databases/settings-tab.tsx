@@ -80,23 +80,25 @@ function LimitsForm({ name }: { name: string }) {
         <>
           <div className="grid2">
             {FIELDS.map((f) => (
-              <label key={f.key}>
-                <span>{f.label}</span>
-                <input
-                  type="number"
-                  inputMode="numeric"
-                  required
-                  min={f.min}
-                  max={f.max}
-                  step={1}
-                  aria-describedby={`${f.key}-hint`}
-                  value={draft[f.key]}
-                  onChange={(e) => setDraft({ ...draft, [f.key]: e.target.value })}
-                />
+              <div key={f.key} className="field">
+                <label>
+                  <span>{f.label}</span>
+                  <input
+                    type="number"
+                    inputMode="numeric"
+                    required
+                    min={f.min}
+                    max={f.max}
+                    step={1}
+                    aria-describedby={`${f.key}-hint`}
+                    value={draft[f.key]}
+                    onChange={(e) => setDraft({ ...draft, [f.key]: e.target.value })}
+                  />
+                </label>
                 <span id={`${f.key}-hint`} className="hint">
                   {f.hint}
                 </span>
-              </label>
+              </div>
             ))}
           </div>
           <button type="submit" className="primary" disabled={save.busy}>

@@ -18,6 +18,38 @@ type Props = {
   onRun: () => void;
 };
 
+/**
+ * The editor's own look. CodeMirror injects its styles at run time: into a document it would add a
+ * <style> element, which the CSP (style-src 'self') refuses; into a shadow root it uses a
+ * constructed stylesheet (adoptedStyleSheets), which the CSP allows. So the editor lives in an open
+ * shadow root (still reachable by assistive technology and by role-based test locators).
+ */
+const look = EditorView.theme({
+  '&': { minHeight: '8rem', maxHeight: '24rem', fontSize: '0.9rem', backgroundColor: 'var(--bg, #fff)' },
+  '&.cm-focused': { outline: '2px solid var(--focus, #f59e0b)', outlineOffset: '1px' },
+  '.cm-scroller': { fontFamily: 'var(--mono, ui-monospace, monospace)', minHeight: '8rem' },
+  '.cm-gutters': {
+    backgroundColor: 'var(--bg-soft, #f5f7fa)',
+    color: 'var(--muted, #5b6475)',
+    border: 'none',
+  },
+});
+
+/**
+ * Typing over a selection that spans lines lets Chromium's native editing merge the lines, and it
+ * marks the merged line with a style attribute, which the CSP refuses (a console error, no harm).
+ * The editor makes that replacement itself instead.
+ */
+const typeOverSelection = EditorView.domEventHandlers({
+  beforeinput(event, view) {
+    const sel = view.state.selection.main;
+    if (event.inputType !== 'insertText' || event.data === null || sel.empty || view.composing) return false;
+    event.preventDefault();
+    view.dispatch(view.state.replaceSelection(event.data), { userEvent: 'input.type', scrollIntoView: true });
+    return true;
+  },
+});
+
 /** CodeMirror 6 with PostgreSQL highlighting and completion; Ctrl/Cmd+Enter runs the query. */
 export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
   { initial, schema, onRun },
@@ -31,12 +63,19 @@ export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
 
   // biome-ignore lint/correctness/useExhaustiveDependencies: created once; schema updates go through the compartment
   useEffect(() => {
-    if (!host.current) return;
+    const el = host.current;
+    if (!el) return;
+    const shadow = el.shadowRoot ?? el.attachShadow({ mode: 'open' });
+    const parent = document.createElement('div');
+    shadow.replaceChildren(parent);
     const v = new EditorView({
-      parent: host.current,
+      parent,
+      root: shadow,
       doc: initial,
       extensions: [
         basicSetup,
+        look,
+        typeOverSelection,
         language.current.of(sql({ dialect: PostgreSQL, upperCaseKeywords: true })),
         Prec.highest(
           keymap.of([
@@ -56,6 +95,7 @@ export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
     view.current = v;
     return () => {
       v.destroy();
+      shadow.replaceChildren();
       view.current = null;
     };
   }, []);
