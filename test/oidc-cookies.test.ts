@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { ServerConfig } from '../src/server/config.ts';
-import { ACCESS, apiCookie, cookieValue, REFRESH, setCookies } from './helpers/cookie-jar.ts';
+import { ACCESS, apiCookie, cookieValue, REFRESH, SIGNED_IN, setCookies } from './helpers/cookie-jar.ts';
 import { startOidcProvider, type TestOidcProvider } from './helpers/oidc-provider.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 
@@ -56,7 +56,7 @@ test('session=cookie: the callback sets both session cookies and sends the brows
   assert.equal(res.headers['cache-control'], 'no-store');
   assert.doesNotMatch(res.body, /bwr_|eyJ|access_token/);
   const names = setCookies(res).map((c) => `${c.name}=${c.value === '' ? '' : '…'}`);
-  assert.deepEqual(names, ['bulwark_oidc=', `${ACCESS}=…`, `${REFRESH}=…`]);
+  assert.deepEqual(names, ['bulwark_oidc=', `${ACCESS}=…`, `${REFRESH}=…`, `${SIGNED_IN}=…`]);
   const access = cookieValue(res, ACCESS);
   const me = await s.app.inject({ method: 'GET', url: '/v1/me', headers: apiCookie({ access }) });
   assert.equal(me.statusCode, 200, me.body);

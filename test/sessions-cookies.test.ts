@@ -11,6 +11,7 @@ import {
   pageWrite,
   REFRESH,
   refreshCookie,
+  SIGNED_IN,
   sessionFrom,
   setCookies,
 } from './helpers/cookie-jar.ts';
@@ -58,13 +59,14 @@ const refresh = (headers: Record<string, string>) =>
     headers: { ...headers, origin: 'http://127.0.0.1', host: '127.0.0.1', 'sec-fetch-site': 'same-origin' },
   });
 
-/** Both cookies told to go away: empty, Max-Age=0, the same Path and attributes as when set. */
+/** The session's cookies told to go away: empty, Max-Age=0, the same Path and attributes as when set. */
 function assertCleared(res: { headers: Record<string, unknown> }) {
   assert.deepEqual(
     setCookies(res).map((c) => c.raw),
     [
       `${ACCESS}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict`,
       `${REFRESH}=; Path=/v1/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict`,
+      `${SIGNED_IN}=; Path=/; Max-Age=0; Secure; SameSite=Strict`,
     ],
   );
 }
@@ -97,8 +99,13 @@ test('password sign-in with session "cookie": the TOTP step, both cookies exactl
   assert.match(body.csrf_token, /^[A-Za-z0-9_-]{43}$/);
   assert.equal(res.headers['cache-control'], 'no-store');
 
-  const [access, refreshC, ...more] = setCookies(res);
+  const [access, refreshC, signedIn, ...more] = setCookies(res);
   assert.equal(more.length, 0);
+  // The page's hint that a session may be there: no secret, not HttpOnly, gone with the session.
+  assert.equal(
+    signedIn!.raw.replace(/Max-Age=\d+/, 'Max-Age=N'),
+    `${SIGNED_IN}=1; Path=/; Max-Age=N; Secure; SameSite=Strict`,
+  );
   assert.equal(access!.name, ACCESS);
   assert.match(access!.value, JWT);
   assert.deepEqual(access!.attributes, ['Path=/', 'Max-Age=900', 'HttpOnly', 'Secure', 'SameSite=Strict']);
@@ -278,7 +285,7 @@ test('behind a trusted TLS proxy (X-Forwarded-Proto: https) a remote host gets c
     assert.equal((await send('http')).statusCode, 400);
     const ok = await send('https');
     assert.equal(ok.statusCode, 200, ok.body);
-    assert.equal(setCookies(ok).length, 2);
+    assert.equal(setCookies(ok).length, 3);
   } finally {
     await proxied.stop();
   }

@@ -5,6 +5,8 @@
  */
 export const ACCESS = '__Host-bulwark_session';
 export const REFRESH = '__Secure-bulwark_refresh';
+/** Not a credential: tells the page a session may be there (readable by script). */
+export const SIGNED_IN = '__Host-bulwark_signed_in';
 
 export type SetCookie = { name: string; value: string; raw: string; attributes: string[] };
 

@@ -6,6 +6,7 @@
  *   Secure, has Path=/ and no Domain (no sibling host can set or shadow it). Max-Age is the access
  *   token's lifetime: a lapsed cookie is simply not sent, and the next API call is a 401.
  * - `__Secure-bulwark_refresh`: the refresh token, sent only to POST /v1/auth/refresh (Path).
+ * - `__Host-bulwark_signed_in=1`: no secret, readable by the page: "a session may be here".
  *
  * Both HttpOnly (no script, hence no XSS, reads them), Secure, SameSite=Strict (no other site's
  * page sends them). Browsers drop Secure cookies from plain http except on loopback, so cookie
@@ -18,6 +19,12 @@ import type { Csrf } from './csrf.ts';
 export const ACCESS_COOKIE = '__Host-bulwark_session';
 export const REFRESH_COOKIE = '__Secure-bulwark_refresh';
 export const REFRESH_COOKIE_PATH = '/v1/auth/refresh';
+/**
+ * Not a credential: `1` while the browser holds a session, readable by the page (not HttpOnly) so a
+ * signed-out visit shows the sign-in page without a 401 first. Forging it gains nothing (the next
+ * API call is a 401); `__Host-` keeps sibling hosts from setting it.
+ */
+export const SIGNED_IN_COOKIE = '__Host-bulwark_signed_in';
 
 /** What a session cookie's value may be (a JWT, a `bwr_` refresh token): anything else is ignored. */
 const COOKIE_VALUE = /^[A-Za-z0-9._-]{1,4096}$/;
@@ -59,8 +66,9 @@ export function requireCookieCapableOrigin(req: FastifyRequest): void {
   );
 }
 
-function cookie(name: string, value: string, path: string, maxAgeSeconds: number): string {
-  return `${name}=${value}; Path=${path}; Max-Age=${Math.max(0, Math.floor(maxAgeSeconds))}; HttpOnly; Secure; SameSite=Strict`;
+function cookie(name: string, value: string, path: string, maxAgeSeconds: number, httpOnly = true): string {
+  const maxAge = Math.max(0, Math.floor(maxAgeSeconds));
+  return `${name}=${value}; Path=${path}; Max-Age=${maxAge};${httpOnly ? ' HttpOnly;' : ''} Secure; SameSite=Strict`;
 }
 
 export type CookieSession = {
@@ -77,13 +85,15 @@ export function setSessionCookies(reply: FastifyReply, s: CookieSession): void {
     'set-cookie',
     cookie(REFRESH_COOKIE, s.refreshToken, REFRESH_COOKIE_PATH, s.refreshMaxAgeSeconds),
   );
+  reply.header('set-cookie', cookie(SIGNED_IN_COOKIE, '1', '/', s.refreshMaxAgeSeconds, false));
   reply.header('cache-control', 'no-store');
 }
 
-/** Tells the browser to forget both cookies (Max-Age=0). */
+/** Tells the browser to forget the session's cookies (Max-Age=0). */
 export function clearSessionCookies(reply: FastifyReply): void {
   reply.header('set-cookie', cookie(ACCESS_COOKIE, '', '/', 0));
   reply.header('set-cookie', cookie(REFRESH_COOKIE, '', REFRESH_COOKIE_PATH, 0));
+  reply.header('set-cookie', cookie(SIGNED_IN_COOKIE, '', '/', 0, false));
 }
 
 /** What a cookie-mode sign-in or refresh answers instead of the tokens. */

@@ -195,6 +195,3 @@ export async function pruneThrottle(db: Queryable, before: Date, limit: number):
   );
   return r.rowCount ?? 0;
 }
-
-/** The former name of takeTotpStep (a `use…` name reads as a React hook to the linter). */
-export const useTotpStep = takeTotpStep;
