@@ -296,3 +296,23 @@ test('GET /v1/auth/providers says which sign-in methods exist (public)', async (
   assert.equal(res.statusCode, 200, res.body);
   assert.deepEqual(res.json(), { local: true, oidc: { enabled: false, label: null } });
 });
+
+test('providers is rate limited per address like the other public routes', async () => {
+  const limited = await createTestServer({ rateLimitIpPerMinute: 3 });
+  try {
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++)
+      statuses.push((await limited.app.inject({ method: 'GET', url: '/v1/auth/providers' })).statusCode);
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+  } finally {
+    await limited.stop();
+  }
+});
+
+test('a cookie refresh may come without any body', async () => {
+  await newUser('omar');
+  const session = await cookieLogin('omar');
+  const res = await s.app.inject({ method: 'POST', url: '/v1/auth/refresh', headers: refreshCookie(session) });
+  assert.equal(res.statusCode, 200, res.body);
+  assert.equal(res.json().csrf_token, session.csrf);
+});

@@ -51,7 +51,7 @@ export function sessionsRoutes(deps: {
             'Without `refresh_token`, the dashboard session’s refresh cookie is used: both cookies are ' +
             'rotated and the body carries only `csrf_token` (a failure clears them).',
           security: [],
-          body: refreshBody.optional(),
+          body: refreshBody.nullish(),
           response: { 200: z.union([issuedTokensSchema, cookieSessionSchema]), ...errorResponses },
         },
       },
