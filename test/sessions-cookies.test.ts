@@ -312,7 +312,11 @@ test('providers is rate limited per address like the other public routes', async
 test('a cookie refresh may come without any body', async () => {
   await newUser('omar');
   const session = await cookieLogin('omar');
-  const res = await s.app.inject({ method: 'POST', url: '/v1/auth/refresh', headers: refreshCookie(session) });
+  const res = await s.app.inject({
+    method: 'POST',
+    url: '/v1/auth/refresh',
+    headers: refreshCookie(session),
+  });
   assert.equal(res.statusCode, 200, res.body);
   assert.equal(res.json().csrf_token, session.csrf);
 });
