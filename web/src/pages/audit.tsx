@@ -3,6 +3,7 @@ import { api, call, download } from '../api/client.ts';
 import { ErrorNotice } from '../components/error-notice.tsx';
 import { Empty, Loading, Page } from '../components/page.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
+import { TableWrap } from '../components/table-wrap.tsx';
 import { dateTime } from '../lib/format.ts';
 import { useAction, useApi } from '../lib/use-api.ts';
 import { useMe } from '../session.tsx';
@@ -180,7 +181,7 @@ export default function Audit() {
         </Empty>
       ) : null}
       {items.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Audit events">
           <table>
             <caption className="sr-only">Audit events</caption>
             <thead>
@@ -220,7 +221,7 @@ export default function Audit() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <div className="pager">
         <button

@@ -5,6 +5,7 @@ import { ConfirmDialog } from '../components/dialog.tsx';
 import { ErrorNotice } from '../components/error-notice.tsx';
 import { Empty, Loading, Page } from '../components/page.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
+import { TableWrap } from '../components/table-wrap.tsx';
 import { ago, dateTime } from '../lib/format.ts';
 import { useAction, useApi } from '../lib/use-api.ts';
 import { useMe } from '../session.tsx';
@@ -168,7 +169,7 @@ export default function Keys() {
         </Empty>
       ) : null}
       {items.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="API keys">
           <table>
             <caption className="sr-only">API keys</caption>
             <thead>
@@ -217,7 +218,7 @@ export default function Keys() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <div className="pager">
         <button

@@ -3,6 +3,7 @@ import { api, call } from '../../api/client.ts';
 import { CopyButton } from '../../components/copy-button.tsx';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading } from '../../components/page.tsx';
+import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
 import { type Role, useMe } from '../../session.tsx';
@@ -122,7 +123,7 @@ export function InvitesSection() {
         </Empty>
       ) : null}
       {items.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Pending invites">
           <table>
             <caption className="sr-only">Pending invites</caption>
             <thead>
@@ -160,7 +161,7 @@ export function InvitesSection() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
     </section>
   );

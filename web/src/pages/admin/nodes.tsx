@@ -3,6 +3,7 @@ import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading } from '../../components/page.tsx';
 import { StatusBadge } from '../../components/status-badge.tsx';
+import { TableWrap } from '../../components/table-wrap.tsx';
 import { duration } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
 import { useMe } from '../../session.tsx';
@@ -48,7 +49,7 @@ export function NodesSection() {
         </Empty>
       ) : null}
       {items.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Nodes">
           <table>
             <caption className="sr-only">Nodes</caption>
             <thead>
@@ -95,7 +96,7 @@ export function NodesSection() {
               })}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <div role="status">
         {check.busy ? <p>Checking drift…</p> : null}

@@ -3,6 +3,7 @@ import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading } from '../../components/page.tsx';
 import { StatusBadge } from '../../components/status-badge.tsx';
+import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
 import { type Role, useMe } from '../../session.tsx';
@@ -49,7 +50,7 @@ export function UsersSection() {
         </Empty>
       ) : null}
       {items.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Users">
           <table>
             <caption className="sr-only">Users</caption>
             <thead>
@@ -126,7 +127,7 @@ export function UsersSection() {
               })}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <div className="pager">
         <button

@@ -8,6 +8,7 @@ import type { TabProps } from './detail.tsx';
 import { SchemaBrowser } from './schema-browser.tsx';
 import { SqlEditor, type SqlEditorHandle } from './sql-editor.tsx';
 import './explorer.css';
+import { TableWrap } from '../../components/table-wrap.tsx';
 
 type Result = {
   columns: { name: string; type: string }[];
@@ -160,7 +161,7 @@ function Results({ result }: { result: Result }) {
           : ''}
       </p>
       {result.columns.length > 0 ? (
-        <div className="table-wrap results-wrap">
+        <TableWrap label="Query results" className="results-wrap">
           <table className="grid">
             <caption className="sr-only">Query results</caption>
             <thead>
@@ -187,7 +188,7 @@ function Results({ result }: { result: Result }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
     </div>
   );

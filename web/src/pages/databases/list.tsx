@@ -4,6 +4,7 @@ import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading, Page } from '../../components/page.tsx';
 import { StatusBadge } from '../../components/status-badge.tsx';
+import { TableWrap } from '../../components/table-wrap.tsx';
 import { bytes } from '../../lib/format.ts';
 import { useApi } from '../../lib/use-api.ts';
 import { useMe } from '../../session.tsx';
@@ -99,7 +100,7 @@ export default function DatabasesList() {
         </Empty>
       ) : null}
       {items.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Databases">
           <table aria-busy={list.loading}>
             <caption className="sr-only">Databases</caption>
             <thead>
@@ -133,7 +134,7 @@ export default function DatabasesList() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <div className="pager">
         <button

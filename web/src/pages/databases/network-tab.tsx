@@ -2,6 +2,7 @@ import { type FormEvent, useState } from 'react';
 import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading } from '../../components/page.tsx';
+import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime, duration } from '../../lib/format.ts';
 import { useAction, useApi, useNow } from '../../lib/use-api.ts';
 import { clientIp, useMe } from '../../session.tsx';
@@ -74,7 +75,7 @@ export function NetworkTab({ db, reload }: TabProps) {
         </Empty>
       ) : null}
       {entries.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Allowed addresses">
           <table>
             <caption className="sr-only">Allowed addresses</caption>
             <thead>
@@ -123,7 +124,7 @@ export function NetworkTab({ db, reload }: TabProps) {
               })}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <ErrorNotice error={remove.error} title="Could not remove the entry" />
       <form className="card form" onSubmit={submit} aria-label="Add an allowlist entry">
