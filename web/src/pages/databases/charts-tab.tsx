@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { api, call } from '../../api/client.ts';
@@ -17,7 +17,16 @@ const WINDOWS: [Window, string][] = [
 ];
 
 /** One series over time; the canvas is an img with a label, the latest value is text beside it. */
-function Chart(props: { label: string; xs: number[]; ys: number[]; format: (v: number) => string }) {
+function Chart(props: {
+  label: string;
+  xs: number[];
+  ys: number[];
+  /** The window shown, in seconds since the epoch (the x axis spans it even with few points). */
+  range: [number, number];
+  format: (v: number) => string;
+  /** Tick steps (counts: whole numbers only). */
+  incrs?: number[];
+}) {
   const host = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = host.current;
@@ -29,9 +38,28 @@ function Chart(props: { label: string; xs: number[]; ys: number[]; format: (v: n
         height: 220,
         legend: { show: false },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true } },
-        axes: [{}, { values: (_u, vals) => vals.map((v) => props.format(v)), size: 70 }],
-        series: [{}, { label: props.label, stroke: '#2563eb', fill: 'rgba(37, 99, 235, 0.12)', width: 2 }],
+        scales: {
+          x: { time: true, range: () => props.range },
+          y: { range: (_u, _min, max) => [0, Math.max(max * 1.15, props.incrs ? 2 : 1)] },
+        },
+        axes: [
+          {},
+          {
+            values: (_u, vals) => vals.map((v) => props.format(v)),
+            size: 70,
+            ...(props.incrs ? { incrs: props.incrs } : {}),
+          },
+        ],
+        series: [
+          {},
+          {
+            label: props.label,
+            stroke: '#2563eb',
+            fill: 'rgba(37, 99, 235, 0.12)',
+            width: 2,
+            points: { show: props.xs.length < 60 },
+          },
+        ],
       },
       [props.xs, props.ys],
       el,
@@ -42,7 +70,7 @@ function Chart(props: { label: string; xs: number[]; ys: number[]; format: (v: n
       window.removeEventListener('resize', resize);
       plot.destroy();
     };
-  }, [props.xs, props.ys, props.label, props.format]);
+  }, [props.xs, props.ys, props.label, props.format, props.range, props.incrs]);
   const last = props.ys[props.ys.length - 1];
   return (
     <figure className="chart">
@@ -56,6 +84,8 @@ function Chart(props: { label: string; xs: number[]; ys: number[]; format: (v: n
 }
 
 const count = (v: number) => String(Math.round(v));
+const COUNT_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
+const WINDOW_S: Record<Window, number> = { '1h': 3600, '24h': 86400, '7d': 604800 };
 
 export default function ChartsTab({ db }: TabProps) {
   const name = db.name;
@@ -66,7 +96,14 @@ export default function ChartsTab({ db }: TabProps) {
     `${name}|${win}`,
   );
   const points = samples.data?.points ?? [];
-  const xs = points.map((p) => Date.parse(p.at) / 1000);
+  const xs = useMemo(() => points.map((p) => Date.parse(p.at) / 1000), [points]);
+  const sizes = useMemo(() => points.map((p) => p.size_bytes), [points]);
+  const conns = useMemo(() => points.map((p) => p.connections), [points]);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the window ends when the samples were read
+  const range = useMemo<[number, number]>(() => {
+    const to = Date.now() / 1000;
+    return [to - WINDOW_S[win], to];
+  }, [win, samples.data]);
   return (
     <section aria-labelledby="tab-h">
       <h2 id="tab-h">Charts</h2>
@@ -92,8 +129,8 @@ export default function ChartsTab({ db }: TabProps) {
       ) : null}
       {points.length > 0 ? (
         <div className="charts">
-          <Chart label="Size" xs={xs} ys={points.map((p) => p.size_bytes)} format={bytes} />
-          <Chart label="Connections" xs={xs} ys={points.map((p) => p.connections)} format={count} />
+          <Chart label="Size" xs={xs} ys={sizes} range={range} format={bytes} />
+          <Chart label="Connections" xs={xs} ys={conns} range={range} format={count} incrs={COUNT_STEPS} />
         </div>
       ) : null}
     </section>

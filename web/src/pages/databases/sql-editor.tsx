@@ -1,3 +1,4 @@
+import { closeCompletion } from '@codemirror/autocomplete';
 import { PostgreSQL, sql } from '@codemirror/lang-sql';
 import { Compartment, Prec } from '@codemirror/state';
 import { keymap } from '@codemirror/view';
@@ -81,7 +82,8 @@ export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
           keymap.of([
             {
               key: 'Mod-Enter',
-              run: () => {
+              run: (v) => {
+                closeCompletion(v);
                 runRef.current();
                 return true;
               },
@@ -107,7 +109,10 @@ export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
   }, [schema]);
 
   useImperativeHandle(ref, () => ({
-    value: () => view.current?.state.doc.toString() ?? '',
+    value: () => {
+      if (view.current) closeCompletion(view.current);
+      return view.current?.state.doc.toString() ?? '';
+    },
     setValue: (text) => {
       const v = view.current;
       if (!v) return;
