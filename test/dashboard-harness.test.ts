@@ -68,7 +68,7 @@ test('a clean page under the strict CSP stays clean, axe included', async () => 
     assert.equal(await g.page.title(), 'clean');
     assert.deepEqual(await axeSerious(g.page), []);
     await settle();
-    g.assertClean('clean page');
+    await g.assertClean('clean page');
     assert.deepEqual(g.cspViolations(), []);
   } finally {
     await g.close();
@@ -89,7 +89,7 @@ test('an inline script and an inline style are CSP violations the harness report
         g.problems().some((p) => p.kind === 'csp-console'),
         JSON.stringify(g.problems()),
       );
-      assert.throws(() => g.assertClean(), /csp-violation/);
+      await assert.rejects(g.assertClean(), /csp-violation/);
       if (url === '/inline') assert.equal(await g.page.title(), 't', 'the inline script must not have run');
     } finally {
       await g.close();
@@ -127,7 +127,7 @@ test('an undeclared ≥ 400 response fails the page; a declared one does not', a
     await declared.page.goto(`${base}/fetch404`);
     await declared.page.waitForFunction('document.title === "done"');
     await settle();
-    declared.assertClean('declared 404');
+    await declared.assertClean('declared 404');
   } finally {
     await declared.close();
   }
@@ -140,7 +140,7 @@ test('axe finds the serious violations of an unlabelled control', async () => {
     const ids = (await axeSerious(g.page)).map((v) => v.id);
     assert.ok(ids.includes('label') && ids.includes('button-name'), ids.join());
     await settle();
-    g.assertClean('axe on an unlabelled page');
+    await g.assertClean('axe on an unlabelled page');
   } finally {
     await g.close();
   }

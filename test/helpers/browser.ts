@@ -63,7 +63,13 @@ export async function withBrowser<T>(fn: (browser: Browser) => Promise<T>): Prom
 }
 
 export type Problem = { kind: string; detail: string };
-export type Expected = { method?: string; url: RegExp; status: number | ((s: number) => boolean) };
+export type Expected = {
+  method?: string;
+  url: RegExp;
+  status: number | ((s: number) => boolean);
+  /** The API error code the body must carry (`{error: {code}}`); another code is a failure. */
+  code?: string;
+};
 
 export type GuardedPage = {
   page: Page;
@@ -79,8 +85,8 @@ export type GuardedPage = {
   expecting<T>(e: Expected, fn: () => Promise<T>): Promise<T>;
   /** Declare an aborted request (e.g. a navigation that became a download) part of the test. */
   expectAbort(url: RegExp): void;
-  /** Throws with every problem seen so far. */
-  assertClean(where?: string): void;
+  /** Rejects with every problem seen so far (once the declared error bodies are checked). */
+  assertClean(where?: string): Promise<void>;
   /** The CSP violations seen so far (also counted among the problems). */
   cspViolations(): string[];
   /** Every URL the page requested. */
@@ -95,8 +101,10 @@ const CSP_LISTENER = `(() => {
   const report = globalThis.__bulwarkCspViolation;
   if (typeof report !== 'function') return;
   document.addEventListener('securitypolicyviolation', (e) => {
+    const t = e.target;
+    const target = t && t.nodeType === 1 ? t.outerHTML.slice(0, 160) : String(t && t.nodeName);
     report(JSON.stringify({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile,
-      line: e.lineNumber, sample: e.sample }));
+      line: e.lineNumber, sample: e.sample, target }));
   });
 })();`;
 
@@ -113,7 +121,11 @@ export async function guardedPage(
   const requested: string[] = [];
   const expected: Expected[] = [];
   const aborts: RegExp[] = [];
-  const add = (kind: string, detail: string) => problems.push({ kind, detail: `${name}: ${detail}` });
+  /** Bodies of declared error responses still being read (their code checked). */
+  const pending: Promise<void>[] = [];
+  const add = (kind: string, detail: string) => {
+    problems.push({ kind, detail: `${name}: ${detail}` });
+  };
 
   await context.exposeBinding('__bulwarkCspViolation', (_source, json: string) => {
     csp.push(json);
@@ -151,8 +163,26 @@ export async function guardedPage(
     const status = res.status();
     if (status < 400) return;
     const method = res.request().method();
-    if (expected.some((e) => matches(e, method, res.url(), status))) return;
-    add('http-error', `${method} ${res.url()} → ${status}`);
+    const declared = expected.find((e) => matches(e, method, res.url(), status));
+    if (!declared) {
+      add('http-error', `${method} ${res.url()} → ${status}`);
+      return;
+    }
+    if (declared.code === undefined) return;
+    const want = declared.code;
+    pending.push(
+      res.text().then(
+        (text) => {
+          let code: string | undefined;
+          try {
+            code = (JSON.parse(text) as { error?: { code?: string } }).error?.code;
+          } catch {}
+          if (code !== want)
+            add('http-error', `${method} ${res.url()} → ${status} ${code}, expected ${want}`);
+        },
+        () => {},
+      ),
+    );
   });
 
   const guard: GuardedPage = {
@@ -178,7 +208,8 @@ export async function guardedPage(
       }
     },
     expectAbort: (url) => aborts.push(url),
-    assertClean(where) {
+    async assertClean(where) {
+      await Promise.all(pending);
       if (problems.length === 0) return;
       const list = problems.map((p) => `  - [${p.kind}] ${p.detail}`).join('\n');
       throw new Error(`the browser saw problems${where ? ` (${where})` : ''}:\n${list}`);
