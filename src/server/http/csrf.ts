@@ -86,9 +86,11 @@ export function createCsrf(deps: CsrfDeps) {
       if (problem) refuse(req, problem);
       const given = req.headers[CSRF_HEADER];
       if (typeof given !== 'string' || given === '') refuse(req, 'missing_token');
-      const want = await expected(sessionId);
-      // Fixed lengths on both sides: the shape is checked first, then 32 bytes against 32 bytes.
-      const got = TOKEN_SHAPE.test(given) ? Buffer.from(given, 'base64url') : null;
+      // The text as issued, compared as text: fixed lengths on both sides (the shape is checked
+      // first, 43 characters against 43), and no second spelling of the same bytes (base64url's last
+      // character has two spare bits a decoder would ignore).
+      const want = Buffer.from((await expected(sessionId)).toString('base64url'), 'ascii');
+      const got = TOKEN_SHAPE.test(given) ? Buffer.from(given, 'ascii') : null;
       if (got === null || got.length !== want.length || !timingSafeEqual(got, want))
         refuse(req, 'wrong_token');
     },
