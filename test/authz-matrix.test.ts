@@ -223,6 +223,9 @@ test('every /v1 route declares how it is authorized, and the table knows every a
     const res = await s.app.inject({ method: r.method as 'GET', url: r.url.replace(':id', params.userId!) });
     if (r.url === '/v1/nodes/:id/drift')
       assert.ok([401, 404].includes(res.statusCode), `${r.url}: ${res.statusCode}`);
+    // A refresh carries its own credential (the refresh token, in the body or the cookie): without one it is a 401.
+    else if (r.url === '/v1/auth/refresh')
+      assert.ok([400, 401].includes(res.statusCode), `${r.url}: ${res.statusCode}`);
     else
       assert.ok(res.statusCode !== 401 && res.statusCode !== 403, `${r.method} ${r.url}: ${res.statusCode}`);
   }
