@@ -200,8 +200,9 @@ export const connectionSchema = z.object({
 export const passwordSchema = z.object({ password: z.string().max(256) });
 
 /**
- * What a signed-in user re-enters to reveal a password: their password, or a TOTP (or recovery)
- * code when they have TOTP. API keys send nothing. The body may be absent.
+ * What a signed-in user re-enters to reveal a password: their password, or a TOTP code when they
+ * have TOTP (recovery codes are for signing in, not spent here). API keys send nothing; the body
+ * may be absent.
  */
 export const revealBody = z
   .object({
@@ -211,7 +212,7 @@ export const revealBody = z
       .min(1)
       .max(32)
       .optional()
-      .describe('A current TOTP code or a recovery code (users with TOTP, instead of the password)'),
+      .describe('A current 6-digit TOTP code (users with TOTP, instead of the password)'),
   })
   .strict()
   // No body at all (API keys, the old clients) reaches the validator as null.
