@@ -130,6 +130,10 @@ test('a write from another site is refused even with the right token (Origin, Se
   const withToken = { ...apiCookie(u), 'x-csrf-token': u.csrf, host: '127.0.0.1:8080' };
   const foreign: [string, Record<string, string>][] = [
     ['another site', { origin: 'https://evil.example' }],
+    [
+      'another site naming itself in X-Forwarded-Host (no trusted proxy)',
+      { origin: 'http://evil.example', 'x-forwarded-host': 'evil.example' },
+    ],
     ['a sandboxed frame (Origin: null)', { origin: 'null' }],
     ['the same host on another port', { origin: 'http://127.0.0.1:9999' }],
     ['a look-alike host', { origin: 'http://127.0.0.1:8080.evil.example' }],
@@ -368,5 +372,29 @@ test('no password, token or CSRF token reaches the log; a refused write is one g
     await ctx.close();
     await db.drop();
     fs.rmSync(keyDir, { recursive: true, force: true });
+  }
+});
+
+test('behind a trusted proxy that rewrites Host, X-Forwarded-Host names this server', async () => {
+  const proxied = await createTestServer({ trustProxy: true });
+  try {
+    const user = await createTestUser(proxied, { username: 'xena' });
+    const t = await signIn(proxied, user);
+    const cookie = apiCookie({ access: t.access_token });
+    const me = await proxied.app.inject({ method: 'GET', url: '/v1/me', headers: cookie });
+    const write = (headers: Record<string, string>) =>
+      proxied.app.inject({
+        method: 'POST',
+        url: '/v1/me/totp',
+        headers: { ...cookie, 'x-csrf-token': me.json().csrf_token, host: '127.0.0.1:8080', ...headers },
+      });
+    const ok = await write({ origin: 'https://db.example.com', 'x-forwarded-host': 'db.example.com' });
+    assert.equal(ok.statusCode, 200, ok.body);
+    assertCsrfRefused(
+      await write({ origin: 'https://db.example.com' }),
+      'Host rewritten, no X-Forwarded-Host',
+    );
+  } finally {
+    await proxied.stop();
   }
 });

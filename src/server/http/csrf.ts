@@ -26,7 +26,7 @@ type CsrfReason = 'cross_site' | 'foreign_origin' | 'missing_token' | 'wrong_tok
 export type CsrfDeps = {
   /** The install secret that keys the tokens (32 bytes, shared by every replica). */
   key: () => Promise<Buffer>;
-  /** BULWARK_PUBLIC_URL: its origin is this server's, whatever the Host header says. */
+  /** BULWARK_PUBLIC_URL: its origin is this server's, whatever the Host header says (behind a proxy). */
   publicUrl?: string | undefined;
 };
 
@@ -65,7 +65,8 @@ export function createCsrf(deps: CsrfDeps) {
     } catch {
       return 'foreign_origin'; // includes "null" (sandboxed frames, data: URLs)
     }
-    return host === req.headers.host ? null : 'foreign_origin';
+    // req.host: the Host header, or X-Forwarded-Host from a trusted proxy (BULWARK_TRUST_PROXY).
+    return host === req.host ? null : 'foreign_origin';
   }
 
   return {
