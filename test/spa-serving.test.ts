@@ -94,6 +94,16 @@ test('hashed assets: a year, immutable, their own types, gzip when accepted; unk
   assert.equal(gz.headers.vary, 'accept-encoding');
   assert.ok(gz.rawPayload.length < SCRIPT.length / 4);
   assert.equal(gunzipSync(gz.rawPayload).toString(), SCRIPT);
+  assert.notEqual(gz.headers.etag, js.headers.etag, 'one ETag per representation');
+  const notModified = await get('/assets/index-Ab12Cd34.js', {
+    'accept-encoding': 'gzip',
+    'if-none-match': String(gz.headers.etag),
+  });
+  assert.equal(notModified.statusCode, 304);
+  assert.equal(
+    (await get('/assets/index-Ab12Cd34.js', { 'if-none-match': String(gz.headers.etag) })).statusCode,
+    200,
+  );
   assert.equal((await get('/assets/index-Ef56Gh78.css')).headers['content-type'], 'text/css; charset=utf-8');
   assert.equal((await get('/assets/font-Ij90.woff2')).headers['content-type'], 'font/woff2');
   assert.equal((await get('/favicon.svg')).headers['content-type'], 'image/svg+xml');

@@ -102,15 +102,17 @@ export function createDashboard(deps: DashboardDeps) {
   }
 
   function send(req: FastifyRequest, reply: FastifyReply, f: Loaded, cacheControl: string) {
+    const gzip = f.gzip !== null && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+    // One ETag per representation: the gzip bytes are not the identity bytes.
+    const etag = gzip ? `${f.etag.slice(0, -1)}-gz"` : f.etag;
     reply
       .header('content-security-policy', DASHBOARD_CSP)
       .header('cache-control', cacheControl)
-      .header('etag', f.etag)
+      .header('etag', etag)
       .header('vary', 'accept-encoding')
       .type(f.type);
-    if (req.headers['if-none-match'] === f.etag) return reply.code(304).send();
-    const accepts = String(req.headers['accept-encoding'] ?? '');
-    if (f.gzip && /\bgzip\b/.test(accepts)) return reply.header('content-encoding', 'gzip').send(f.gzip);
+    if (req.headers['if-none-match'] === etag) return reply.code(304).send();
+    if (gzip) return reply.header('content-encoding', 'gzip').send(f.gzip);
     return reply.send(f.body);
   }
 
