@@ -9,7 +9,8 @@
  * violation; each main page is checked with axe and photographed (test-output/screenshots/).
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, type TestContext, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { base32Decode, totpAt } from '../src/server/modules/people/totp.ts';
@@ -18,6 +19,7 @@ import {
   type GuardedPage,
   guardedPage,
   launchChromium,
+  SCREENSHOT_DIR,
   screenshot,
 } from './helpers/browser.ts';
 import { type DashboardStack, startDashboardStack } from './helpers/dashboard-stack.ts';
@@ -37,6 +39,9 @@ let memberInviteLink = '';
 let api: ReturnType<typeof accountApi>;
 
 before(async () => {
+  // A failure's screenshots belong to this run only.
+  for (const who of ['admin', 'member'])
+    await rm(path.join(SCREENSHOT_DIR, `failed-${who}.png`), { force: true });
   stack = await startDashboardStack();
   browser = await launchChromium();
   api = accountApi(stack, await operatorKey(stack, 'default'));
