@@ -13,7 +13,7 @@ type State =
 type SessionApi = {
   state: State;
   /** After sign-in (or a change of the user): reads /v1/me again. */
-  reload: () => Promise<void>;
+  reload: (opts?: { afterSignIn?: boolean }) => Promise<void>;
   signOut: () => Promise<void>;
   chooseAccount: (name: string) => void;
 };
@@ -29,6 +29,17 @@ export function clientIp(me: Me): string | null {
   return typeof ip === 'string' && ip ? ip : null;
 }
 
+/**
+ * The server sets a non-secret marker cookie next to the (HttpOnly) session cookies and clears it
+ * with them: without it there is no session to ask about, and a signed-out visit makes no request
+ * that could only answer 401.
+ */
+const SIGNED_IN_MARKER = '__Host-bulwark_signed_in=';
+
+function mayBeSignedIn(): boolean {
+  return document.cookie.split(/;\s*/).some((c) => c.startsWith(SIGNED_IN_MARKER));
+}
+
 function pickAccount(me: Me): string | null {
   const names = me.memberships.map((m) => m.account);
   const saved = localStorage.getItem(ACCOUNT_KEY);
@@ -39,7 +50,12 @@ function pickAccount(me: Me): string | null {
 export function SessionProvider({ children }: { children: ReactNode }) {
   const [state, setState] = useState<State>({ status: 'loading' });
 
-  const reload = useCallback(async () => {
+  const reload = useCallback(async (opts?: { afterSignIn?: boolean }) => {
+    if (!opts?.afterSignIn && !mayBeSignedIn()) {
+      session.setCsrfToken(null);
+      setState({ status: 'signed-out', reason: 'none' });
+      return;
+    }
     try {
       const me = await call(api.GET('/v1/me'));
       const token = (me as MeExtras).csrf_token;

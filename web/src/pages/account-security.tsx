@@ -30,7 +30,7 @@ export default function AccountSecurity() {
     const out = await call(api.POST('/v1/me/totp/confirm', { body: { code: code.trim() } }));
     setRecovery(out.recovery_codes);
     setEnrolment(null);
-    await reload();
+    await reload({ afterSignIn: true });
   });
   const submit = (e: FormEvent) => {
     e.preventDefault();

@@ -23,7 +23,7 @@ export default function Invite() {
     const out = await call(api.POST('/v1/auth/invites/redeem', { body }));
     const token = (out as { csrf_token?: unknown }).csrf_token;
     if (typeof token === 'string') session.setCsrfToken(token);
-    await reload();
+    await reload({ afterSignIn: true });
     navigate('/account/security');
   });
   const submit = (e: FormEvent) => {

@@ -49,7 +49,7 @@ export default function SignIn({ ended }: { ended: boolean }) {
       }
       throw err;
     }
-    await reload();
+    await reload({ afterSignIn: true });
   });
   const submit = (e: FormEvent) => {
     e.preventDefault();
