@@ -35,6 +35,8 @@ let browser: Browser;
 let admin: GuardedPage;
 let member: GuardedPage;
 let memberInviteLink = '';
+/** The admin's TOTP secret, as the enrolment page showed it. */
+let totpSecret: Buffer;
 /** The API as an admin key of the admin's account, to check what the pages claim. */
 let api: ReturnType<typeof accountApi>;
 
@@ -130,13 +132,45 @@ test('the dashboard end to end in Chromium', { timeout: 170_000 }, async (t) => 
     await p.getByRole('img', { name: 'QR code for your authenticator app' }).waitFor();
     const secret = await field(p, 'Secret key').inputValue();
     assert.match(secret.replace(/\s/g, ''), /^[A-Z2-7]{32}$/);
-    await field(p, 'Authentication code').fill(totpAt(base32Decode(secret), Date.now()));
+    totpSecret = base32Decode(secret);
+    await field(p, 'Authentication code').fill(totpAt(totpSecret, Date.now()));
     await p.getByRole('button', { name: 'Confirm' }).click();
     await p.getByRole('status').filter({ hasText: 'Two-factor authentication is on' }).waitFor();
     await p.getByRole('heading', { name: 'Recovery codes' }).waitFor();
     assert.ok((await p.getByRole('listitem').count()) >= 5, 'recovery codes are listed');
     await checkPage(admin, 'Account security', 'totp-enrolled');
   });
+
+  await step(
+    t,
+    'the admin signs out, then signs in again by keyboard: password, then the TOTP step',
+    async () => {
+      const p = admin.page;
+      await p.getByRole('button', { name: 'Sign out' }).click();
+      await p.getByRole('heading', { name: 'Sign in', level: 1 }).waitFor();
+      const signedOut = expectSignedOut(admin);
+      const undoTotp = admin.expect({
+        method: 'POST',
+        url: /\/v1\/auth\/login$/,
+        status: 401,
+        code: 'totp_required',
+      });
+      await field(p, 'Username').focus();
+      await p.keyboard.type(ADMIN.username);
+      await p.keyboard.press('Tab');
+      await p.keyboard.type(ADMIN.password);
+      await p.keyboard.press('Enter');
+      // The code field takes the focus; the enrolment used this step's code, so the next one.
+      await field(p, 'Authentication code').waitFor();
+      assert.equal(await p.evaluate('document.activeElement?.name'), 'totp', 'focus moves to the code');
+      await p.keyboard.type(totpAt(totpSecret, Date.now() + 30_000));
+      await p.keyboard.press('Enter');
+      await p.getByRole('heading', { name: 'Welcome to Bulwark', level: 1 }).waitFor();
+      undoTotp();
+      signedOut();
+      await checkPage(admin, 'Welcome to Bulwark', 'home');
+    },
+  );
 
   await step(t, 'the admin creates a database and sees it become ready', async () => {
     const p = admin.page;
@@ -352,5 +386,22 @@ test('the dashboard end to end in Chromium', { timeout: 170_000 }, async (t) => 
     await p.getByRole('navigation', { name: 'Admin sections' }).getByRole('link', { name: 'Nodes' }).click();
     await p.getByRole('table', { name: 'Nodes' }).getByRole('row').nth(1).waitFor();
     await checkPage(admin, 'Nodes', 'admin-nodes', 2);
+  });
+
+  await step(t, 'a narrow window: the pages fit, tables scroll inside their own region', async () => {
+    const p = admin.page;
+    await p.setViewportSize({ width: 375, height: 800 });
+    const fits = async (where: string) => {
+      const over = await p.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+      assert.ok(Number(over) <= 0, `${where}: the page is ${over} px wider than the window`);
+    };
+    await p.goto(`${stack.url}/databases`);
+    await p.getByRole('table', { name: 'Databases' }).getByRole('link', { name: DB }).waitFor();
+    await fits('databases');
+    await checkPage(admin, 'Databases', 'narrow-databases');
+    await p.goto(`${stack.url}/databases/${DB}`);
+    await p.getByRole('heading', { name: 'Connect', level: 2 }).waitFor();
+    await fits('connect');
+    await checkPage(admin, 'Connect', 'narrow-database-connect', 2);
   });
 });
