@@ -123,6 +123,20 @@ test('the dashboard end to end in Chromium', { timeout: 170_000 }, async (t) => 
 
   await step(t, 'the first admin redeems the invite printed by bulwark up', async () => {
     await redeem(admin, stack.firstAdminLink, ADMIN);
+    // The session is in cookies the page's scripts cannot read, sent only to this origin.
+    const cookies = await admin.context.cookies(stack.url);
+    const session = cookies.find((c) => c.name === '__Host-bulwark_session');
+    assert.ok(session, `a session cookie: ${cookies.map((c) => c.name).join()}`);
+    assert.deepEqual(
+      [session.httpOnly, session.secure, session.sameSite, session.path],
+      [true, true, 'Strict', '/'],
+    );
+    const refresh = (await admin.context.cookies(`${stack.url}/v1/auth/refresh`)).find((c) =>
+      c.name.endsWith('bulwark_refresh'),
+    );
+    assert.deepEqual([refresh?.httpOnly, refresh?.secure, refresh?.path], [true, true, '/v1/auth/refresh']);
+    const visible = String(await admin.page.evaluate('document.cookie'));
+    assert.doesNotMatch(visible, /bulwark_session|bulwark_refresh/, 'no script reads the tokens');
     await checkPage(admin, 'Account security', 'account-security');
   });
 
