@@ -102,8 +102,13 @@ test('bulwark up: start, ready, a job through the agent, Ctrl-C, no orphan, rest
 
   const ready = await fetch(`http://127.0.0.1:${ports.server}/ready`);
   assert.equal(ready.status, 200);
-  const home = await (await fetch(`http://127.0.0.1:${ports.server}/`)).text();
-  assert.match(home, /\/docs/);
+  // The dashboard (web/dist, built by `npm test` and `npm start`), or without a build the plain
+  // page that says how to make one and where the API docs are.
+  const homeRes = await fetch(`http://127.0.0.1:${ports.server}/`);
+  const home = await homeRes.text();
+  assert.equal(homeRes.status, 200);
+  assert.match(home, /<div id="root">|npm run build:web[\s\S]*\/docs/);
+  assert.match(String(homeRes.headers.get('content-security-policy')), /^default-src 'none'/);
 
   // Secrets are private, and the cluster accepts only SCRAM over loopback.
   for (const f of ['postgres-admin-password', 'control-db-password', 'pooler-admin-password']) {
