@@ -210,6 +210,13 @@ test('a bearer header always wins over the cookie: API clients are unaffected, a
     headers: { ...apiCookie(a), ...key.headers },
   });
   assert.equal(whoami.statusCode, 200, whoami.body);
+  // Only an access token travels in the cookie: an API key put there is nobody.
+  const keyInCookie = await s.app.inject({
+    method: 'GET',
+    url: '/v1/whoami',
+    headers: { cookie: `${ACCESS}=${key.key}` },
+  });
+  assert.equal(keyInCookie.statusCode, 401, keyInCookie.body);
 });
 
 test('sign-in from another site is refused before the password is looked at (login CSRF)', async () => {

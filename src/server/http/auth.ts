@@ -137,7 +137,11 @@ export function registerAuth(
       limit(reply, blocked, 'auth_failures');
     }
 
-    const presented = presentedCredential(req.headers.authorization, deps.browser && req.headers.cookie);
+    const presented = presentedCredential(
+      req.headers.authorization,
+      // Only an access token travels in the cookie: never looked at without sessions (an API key there is no key).
+      deps.browser && deps.sessions && req.headers.cookie,
+    );
     let reason: AuthFailure | SessionAuthFailure | 'missing' | 'malformed';
     let kind = 'api_key';
     if (typeof presented === 'string') reason = presented;
