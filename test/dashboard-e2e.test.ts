@@ -28,7 +28,7 @@ import { accountApi, operatorKey } from './helpers/up-stack.ts';
 const ADMIN = { username: 'ada_admin', password: 'quiet-harbour-lantern-71' };
 const MEMBER = { username: 'max_member', password: 'amber-meadow-thistle-38' };
 const DB = 'shop';
-const STEP_MS = 20_000;
+const STEP_MS = 30_000;
 
 let stack: DashboardStack;
 let browser: Browser;

@@ -9,7 +9,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { Browser } from 'playwright-core';
-import { axeSerious, guardedPage, launchChromium } from './helpers/browser.ts';
+import { axeSerious, type GuardedPage, guardedPage, launchChromium } from './helpers/browser.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; " +
@@ -59,6 +60,12 @@ after(async () => {
   await new Promise((r) => server?.close(r));
 });
 
+/** The page's title becomes `title` (polled from the test: the CSP forbids eval in the page). */
+const titled = (g: GuardedPage, title: string) =>
+  waitFor(`the title ${title}`, async () => (await g.page.title()) === title, {
+    timeoutMs: 10_000,
+    everyMs: 50,
+  });
 const settle = () => new Promise((r) => setTimeout(r, 300));
 
 test('a clean page under the strict CSP stays clean, axe included', async () => {
@@ -115,7 +122,7 @@ test('an undeclared ≥ 400 response fails the page; a declared one does not', a
   const g = await guardedPage(browser);
   try {
     await g.page.goto(`${base}/fetch404`);
-    await g.page.waitForFunction('document.title === "done"');
+    await titled(g, 'done');
     await settle();
     assert.ok(g.problems().some((p) => p.kind === 'http-error' && p.detail.includes('/missing')));
   } finally {
@@ -125,7 +132,7 @@ test('an undeclared ≥ 400 response fails the page; a declared one does not', a
   try {
     declared.expect({ method: 'GET', url: /\/missing$/, status: 404 });
     await declared.page.goto(`${base}/fetch404`);
-    await declared.page.waitForFunction('document.title === "done"');
+    await titled(declared, 'done');
     await settle();
     await declared.assertClean('declared 404');
   } finally {

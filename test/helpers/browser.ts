@@ -27,7 +27,7 @@ export const SCREENSHOT_DIR = path.join(root, 'test-output', 'screenshots');
 const AXE_SOURCE_PATH = path.join(root, 'node_modules', 'axe-core', 'axe.min.js');
 
 /** Waits inside the browser are bounded: no action or assertion waits longer than this by default. */
-export const ACTION_TIMEOUT_MS = 10_000;
+export const ACTION_TIMEOUT_MS = 15_000;
 const NAVIGATION_TIMEOUT_MS = 20_000;
 
 /**
