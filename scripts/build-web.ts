@@ -49,6 +49,8 @@ export type BuildStamp = {
   /** Gzipped bytes of the JavaScript index.html loads (entry + modulepreloads). */
   first_load_js_gzip_bytes: number;
   first_load_js_files: string[];
+  /** The files this build made under assets/ (the next build keeps them for pages still open). */
+  assets?: string[];
 };
 
 export function readStamp(): BuildStamp | null {
@@ -91,6 +93,19 @@ async function viteBuild(outDir: string): Promise<void> {
   });
 }
 
+/**
+ * A page loaded before this build still imports the previous build's lazy chunks by their hashed
+ * names: the previous build's assets stay beside the new ones (one generation, never more).
+ */
+function keepPrevious(stamp: BuildStamp | null, tmp: string): void {
+  for (const name of stamp?.assets ?? []) {
+    if (name.includes('/') || name.startsWith('.')) continue;
+    const from = path.join(DIST, 'assets', name);
+    const to = path.join(tmp, 'assets', name);
+    if (fs.existsSync(from) && !fs.existsSync(to)) fs.copyFileSync(from, to);
+  }
+}
+
 /** Puts the new build at DIST in one rename (another build finishing at the same moment: last one wins). */
 function swapInto(tmp: string, old: string): void {
   for (let attempt = 0; ; attempt++) {
@@ -124,12 +139,15 @@ export async function buildWeb(
   try {
     await viteBuild(tmp);
     const first = firstLoad(tmp);
+    const assets = fs.readdirSync(path.join(tmp, 'assets')).sort();
+    keepPrevious(stamp, tmp);
     swapInto(tmp, old);
     const next: BuildStamp = {
       hash,
       built_at: new Date().toISOString(),
       first_load_js_gzip_bytes: first.bytes,
       first_load_js_files: first.files,
+      assets,
     };
     fs.writeFileSync(STAMP, `${JSON.stringify(next, null, 2)}\n`);
     log(
