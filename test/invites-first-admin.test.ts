@@ -34,7 +34,7 @@ test('made once on an empty install, pending on later starts, made again only af
   );
   // The first admin owns the install's first account (so creating a database works at once).
   const invite = await db.pool.query(
-    "SELECT a.name, i.role FROM invites i JOIN accounts a ON a.id = i.account_id WHERE i.platform_admin",
+    'SELECT a.name, i.role FROM invites i JOIN accounts a ON a.id = i.account_id WHERE i.platform_admin',
   );
   assert.deepEqual(invite.rows, [{ name: 'default', role: 'owner' }]);
   for (const lines of starts.filter((l) => l !== issued[0]))
