@@ -12,8 +12,8 @@ import { gzipSync } from 'node:zlib';
 
 const root = path.resolve(import.meta.dirname, '..');
 const web = path.join(root, 'web');
-export const DIST = path.join(web, 'dist');
-export const STAMP = path.join(web, '.build-stamp');
+const DIST = path.join(web, 'dist');
+const STAMP = path.join(web, '.build-stamp');
 const SKIP = new Set(['dist', 'node_modules', '.build-stamp']);
 
 /** Every input file, sorted: web/ (not its outputs), the lockfile, this script. */
@@ -32,7 +32,7 @@ function inputs(): string[] {
   return files.sort();
 }
 
-export function inputHash(): string {
+function inputHash(): string {
   const h = createHash('sha256');
   for (const f of inputs()) {
     h.update(path.relative(root, f));
@@ -43,7 +43,7 @@ export function inputHash(): string {
   return h.digest('hex');
 }
 
-export type BuildStamp = {
+type BuildStamp = {
   hash: string;
   built_at: string;
   /** Gzipped bytes of the JavaScript index.html loads (entry + modulepreloads). */
@@ -53,7 +53,7 @@ export type BuildStamp = {
   assets?: string[];
 };
 
-export function readStamp(): BuildStamp | null {
+function readStamp(): BuildStamp | null {
   try {
     return JSON.parse(fs.readFileSync(STAMP, 'utf8')) as BuildStamp;
   } catch {

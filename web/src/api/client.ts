@@ -5,7 +5,7 @@
  * request is retried once; if the refresh fails, the app goes to sign-in.
  */
 import createClient from 'openapi-fetch';
-import { ApiError, apiErrorFrom, asApiError } from './errors.ts';
+import { apiErrorFrom, asApiError } from './errors.ts';
 import type { paths } from './schema';
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -23,9 +23,6 @@ export const session = {
   },
   setAccount(name: string | null) {
     account = name;
-  },
-  get account() {
-    return account;
   },
   onEnded(fn: () => void) {
     onSessionEnded = fn;
@@ -60,7 +57,7 @@ function refreshSession(): Promise<boolean> {
   return refreshing;
 }
 
-export async function bulwarkFetch(req: Request): Promise<Response> {
+async function bulwarkFetch(req: Request): Promise<Response> {
   const path = new URL(req.url).pathname;
   const again = req.clone();
   const res = await fetch(decorate(req));
@@ -110,5 +107,3 @@ export async function download(url: string, init: RequestInit, fallbackName: str
   a.remove();
   setTimeout(() => URL.revokeObjectURL(href), 10_000);
 }
-
-export { ApiError };

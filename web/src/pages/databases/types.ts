@@ -9,10 +9,9 @@ export type Database = Base & {
   sampled_at?: string | null;
   allowlist_count?: number;
 };
-export type DatabaseStatus = Base['status'];
 
 /** The API's rule for names (and the SQL identifier rule): checked as the person types. */
-export const NAME_RULE = /^[a-z][a-z0-9_]{0,62}$/;
+const NAME_RULE = /^[a-z][a-z0-9_]{0,62}$/;
 
 export function nameProblem(name: string): string | null {
   if (name === '') return 'Start with a lowercase letter.';
