@@ -25,7 +25,7 @@ function rulesOf(doc: OpenAPI3): string {
   return (
     `${HEADER}\n` +
     '/** The pattern a new database name must match (POST /v1/databases, body `name`). */\n' +
-    `export const NEW_DATABASE_NAME_PATTERN = new RegExp(${JSON.stringify(name.pattern)});\n`
+    `export const NEW_DATABASE_NAME_PATTERN = /${name.pattern.replace(/(?<!\\)\//g, '\\/')}/;\n`
   );
 }
 

@@ -4245,7 +4245,7 @@ export interface paths {
           'application/json': {
             /** @description Omitted: the refresh cookie of a dashboard session is used, and cookies are answered */
             refresh_token?: string;
-          };
+          } | null;
         };
       };
       responses: {
@@ -6443,7 +6443,7 @@ export interface paths {
           'application/json': {
             /** @description The signed-in local user's password */
             password?: string;
-            /** @description A current TOTP code or a recovery code (users with TOTP, instead of the password) */
+            /** @description A current 6-digit TOTP code (users with TOTP, instead of the password) */
             totp_code?: string;
           } | null;
         };
