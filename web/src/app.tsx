@@ -37,14 +37,20 @@ export function App() {
       return <Redirect to={`/sign-in${next}`} replace />;
     }
     return (
-      <main id="main" className="public">
-        <Suspense fallback={<Loading what="the page" />}>
-          <Switch>
-            <Route path="/sign-in">{() => <SignIn ended={state.reason === 'ended'} />}</Route>
-            <Route path="/invite" component={Invite} />
-          </Switch>
-        </Suspense>
-      </main>
+      <>
+        <header className="top">
+          <span className="brand">Bulwark</span>
+          <span className="muted small">Self-hosted, security-first PostgreSQL</span>
+        </header>
+        <main id="main" className="public">
+          <Suspense fallback={<Loading what="the page" />}>
+            <Switch>
+              <Route path="/sign-in">{() => <SignIn ended={state.reason === 'ended'} />}</Route>
+              <Route path="/invite" component={Invite} />
+            </Switch>
+          </Suspense>
+        </main>
+      </>
     );
   }
 
