@@ -6,7 +6,8 @@ import { asApiError } from '../../api/errors.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Page } from '../../components/page.tsx';
 import { useAction } from '../../lib/use-api.ts';
-import { type Database, nameProblem } from './types.ts';
+import { nameProblem } from './name-rule.ts';
+import type { Database } from './types.ts';
 
 const POLL_MS = 1000;
 const POLL_LIMIT_MS = 10 * 60_000;
