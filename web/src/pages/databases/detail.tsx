@@ -1,4 +1,4 @@
-import { lazy, type ReactNode, Suspense } from 'react';
+import { lazy, type ReactNode, Suspense, useEffect } from 'react';
 import { Link } from 'wouter';
 import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
@@ -31,6 +31,13 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
     () => call(api.GET('/v1/databases/{name}', { params: { path: { name } } })) as Promise<Database>,
     `${account}|${name}`,
   );
+  // A database on its way (provisioning, deleting) is followed until it settles.
+  const settling = db.data?.status === 'provisioning' || db.data?.status === 'deleting';
+  useEffect(() => {
+    if (!settling) return;
+    const t = setTimeout(db.reload, 2000);
+    return () => clearTimeout(t);
+  }, [settling, db.data, db.reload]);
   const current = (TABS.find(([id]) => id === tab)?.[0] ?? null) as Tab | null;
   const d = db.data;
   let body: ReactNode = null;
