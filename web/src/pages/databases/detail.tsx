@@ -33,6 +33,7 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
   );
   // A database on its way (provisioning, deleting) is followed until it settles.
   const settling = db.data?.status === 'provisioning' || db.data?.status === 'deleting';
+  // biome-ignore lint/correctness/useExhaustiveDependencies: each new answer (db.data) schedules the next look
   useEffect(() => {
     if (!settling) return;
     const t = setTimeout(db.reload, 2000);
