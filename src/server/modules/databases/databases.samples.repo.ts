@@ -43,6 +43,40 @@ export async function pruneSamples(db: Queryable, before: Date, limit: number): 
   return r.rowCount ?? 0;
 }
 
+/**
+ * Merges at most `limit` rows taken before `before` and narrower than `spanSeconds` into one row per
+ * database and `spanSeconds`-aligned slot: its largest size and connection count, stamped at the
+ * slot's start. A slot cut by the limit is finished by the next pass (the merge keeps the larger
+ * values), and concurrent passes cannot count a row twice (each row is deleted once). Returns how
+ * many rows were merged.
+ */
+export async function rollUpSamples(
+  db: Queryable,
+  before: Date,
+  spanSeconds: number,
+  limit: number,
+): Promise<number> {
+  const r = await db.query<{ merged: number }>(
+    `WITH gone AS (
+       DELETE FROM database_samples
+        WHERE (database_id, at) IN (SELECT database_id, at FROM database_samples
+                                     WHERE at < $1 AND span_s < $2 ORDER BY at LIMIT $3)
+       RETURNING database_id, at, size_bytes, connections),
+     merged AS (
+       INSERT INTO database_samples AS d (database_id, at, size_bytes, connections, span_s)
+       SELECT database_id, to_timestamp(floor(extract(epoch FROM at) / $2) * $2),
+              max(size_bytes), max(connections), $2
+         FROM gone GROUP BY 1, 2
+       ON CONFLICT (database_id, at) DO UPDATE
+         SET size_bytes = greatest(d.size_bytes, excluded.size_bytes),
+             connections = greatest(d.connections, excluded.connections),
+             span_s = greatest(d.span_s, excluded.span_s))
+     SELECT count(*)::int AS merged FROM gone`,
+    [before, spanSeconds, limit],
+  );
+  return r.rows[0]?.merged ?? 0;
+}
+
 export type SamplePoint = { at: Date; size_bytes: string; connections: number };
 
 /**

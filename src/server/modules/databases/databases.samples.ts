@@ -19,6 +19,15 @@ export const MAX_SAMPLES_PER_REPORT = 1_000;
 /** Pruning: at most once a minute per process, this many rows at a time (the rest next time). */
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_BATCH = 20_000;
+/**
+ * Roll-ups (migration 0016): older than an hour → 5-minute maxima; older than a day → 30-minute
+ * maxima. The 24 h chart's buckets are 288 s and the 7 d chart's 2016 s wide, so they keep their
+ * shape; storage per database for a week falls from ~10,000 rows (60 s samples) to ~700.
+ */
+export const ROLLUPS = [
+  { afterSeconds: 3_600, spanSeconds: 300 },
+  { afterSeconds: 86_400, spanSeconds: 1_800 },
+] as const;
 
 export function createSamplesService(deps: {
   db: Db;
@@ -35,6 +44,15 @@ export function createSamplesService(deps: {
   const prune = async () => {
     if (now() - lastPrune < PRUNE_EVERY_MS) return;
     lastPrune = now();
+    for (const r of ROLLUPS) {
+      const merged = await repo.rollUpSamples(
+        db,
+        new Date(now() - r.afterSeconds * 1000),
+        r.spanSeconds,
+        PRUNE_BATCH,
+      );
+      if (merged > 0) deps.log.debug({ merged, span_s: r.spanSeconds }, 'database samples rolled up');
+    }
     const before = new Date(now() - deps.retentionDays * 86_400_000);
     const n = await repo.pruneSamples(db, before, PRUNE_BATCH);
     if (n > 0) deps.log.debug({ pruned: n }, 'old database samples pruned');
