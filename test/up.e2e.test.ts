@@ -14,7 +14,17 @@ const ports = { server: await freePort(), pooler: await freePort(), pg: await fr
 const started: ChildProcess[] = [];
 
 after(async () => {
-  for (const c of started) if (c.exitCode === null) c.kill('SIGKILL');
+  // Ctrl-C first: the supervisor stops its PostgreSQL and PgBouncer (a SIGKILL would orphan them
+  // when a test failed half-way); SIGKILL only for one that does not stop within 30 s.
+  await Promise.all(
+    started.map(async (c) => {
+      if (c.exitCode !== null || c.signalCode !== null) return;
+      c.kill('SIGINT');
+      const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
+      await exited(c);
+      clearTimeout(timer);
+    }),
+  );
   await fs.rm(dir, { recursive: true, force: true });
 });
 
@@ -62,7 +72,7 @@ function startUp(extra: string[] = []): { child: ChildProcess; output: () => str
 
 const exited = (c: ChildProcess) =>
   new Promise<number | null>((resolve) => {
-    if (c.exitCode !== null) resolve(c.exitCode);
+    if (c.exitCode !== null || c.signalCode !== null) resolve(c.exitCode);
     else c.once('exit', (code) => resolve(code));
   });
 
