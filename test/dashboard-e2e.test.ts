@@ -24,6 +24,7 @@ import {
 } from './helpers/browser.ts';
 import { type DashboardStack, startDashboardStack } from './helpers/dashboard-stack.ts';
 import { accountApi, operatorKey } from './helpers/up-stack.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const ADMIN = { username: 'ada_admin', password: 'quiet-harbour-lantern-71' };
 const MEMBER = { username: 'max_member', password: 'amber-meadow-thistle-38' };
@@ -319,7 +320,7 @@ test('the dashboard end to end in Chromium', { timeout: 240_000 }, async (t) => 
     await admin.assertClean('keys');
   });
 
-  await step(t, 'the admin verifies the audit chain', async () => {
+  await step(t, 'the admin verifies the audit chain and finds the reveals in the log', async () => {
     const p = admin.page;
     await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Audit log' }).click();
     await p.getByRole('table', { name: 'Audit events' }).getByRole('row').nth(1).waitFor();
@@ -328,6 +329,14 @@ test('the dashboard end to end in Chromium', { timeout: 240_000 }, async (t) => 
       .getByRole('status')
       .filter({ hasText: /^Chain verified: intact/ })
       .waitFor({ timeout: 15_000 });
+    // The reveals are in the log: filtered by action, only they are listed (the page's two, the API's one).
+    await field(p, 'Action').fill('database.credentials_revealed');
+    await p.getByRole('button', { name: 'Apply filters' }).click();
+    const rows = p.getByRole('table', { name: 'Audit events' }).getByRole('row');
+    await waitFor('only the reveals listed', async () => {
+      const texts = (await rows.allTextContents()).slice(1);
+      return texts.length >= 3 && texts.every((x) => x.includes('database.credentials_revealed'));
+    });
     await checkPage(admin, 'Audit log', 'audit-log');
     await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Databases' }).click();
     await p.getByRole('table', { name: 'Databases' }).getByRole('link', { name: DB }).waitFor();
