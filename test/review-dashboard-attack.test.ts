@@ -234,6 +234,46 @@ describe('cross-site requests with the cookie session', () => {
   });
 });
 
+describe('cookie tossing from a sibling host', () => {
+  // `__Secure-` (unlike `__Host-`) allows a Domain attribute: a page on any sibling host
+  // (evil.example.com next to bulwark.example.com) can set `__Secure-bulwark_refresh=<its own
+  // refresh token>; Domain=example.com; Path=/v1/auth/refresh; Secure`, which the browser then sends
+  // to this server's refresh route beside (or instead of) the victim's own.
+  const TOSSED = '__Secure-bulwark_refresh';
+  const refreshWith = (cookies: Record<string, string>, extra: string) =>
+    call(base, 'POST', '/v1/auth/refresh', {
+      headers: {
+        cookie: [...Object.entries(cookies).map(([k, v]) => `${k}=${v}`), extra].filter(Boolean).join('; '),
+        origin: base,
+        'sec-fetch-site': 'same-origin',
+      },
+    });
+  const whoAmI = async (r: Awaited<ReturnType<typeof call>>) => {
+    const access = r.cookies['__Host-bulwark_session'];
+    if (!access) return null;
+    return (await call(base, 'GET', '/v1/me', { headers: { cookie: `__Host-bulwark_session=${access}` } }))
+      .json.user?.username;
+  };
+
+  test('a tossed refresh cookie neither ends the victim’s session nor signs the browser in as someone else', {
+    todo: 'finding 5',
+  }, async () => {
+    const victim = await loginCookie(base, 'victor', VIEWER_PW);
+    const attacker = await loginCookie(base, 'root', ADMIN_PW);
+    const attackerRefresh = attacker.cookies[TOSSED]!;
+    // Beside the victim's own cookies: today the duplicate name makes the refresh a 401 (the victim is
+    // signed out at the access token's expiry, every time, until they clear their cookies).
+    const both = await refreshWith(victim.cookies, `${TOSSED}=${attackerRefresh}`);
+    const bothUser = await whoAmI(both);
+    // Alone (a signed-out victim): today the browser is signed in to the attacker's session.
+    const alone = await refreshWith({}, `${TOSSED}=${attackerRefresh}`);
+    const aloneUser = await whoAmI(alone);
+    const seen = `beside the victim's: ${both.status} ${bothUser}; alone: ${alone.status} ${aloneUser}`;
+    assert.equal(bothUser, 'victor', seen);
+    assert.notEqual(aloneUser, 'root', seen);
+  });
+});
+
 describe('static files', () => {
   test('held: no traversal, no source maps, no files outside web/dist, index.html only for app routes', async () => {
     for (const p of [

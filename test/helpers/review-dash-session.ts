@@ -49,6 +49,8 @@ export async function call(
 
 export type CookieClient = {
   access: string;
+  /** Every cookie the sign-in set, by name (the refresh cookie among them). */
+  cookies: Record<string, string>;
   csrf: string;
   /** A GET with the session cookie. */
   get(path: string, headers?: Record<string, string>): Promise<Answer>;
@@ -56,10 +58,12 @@ export type CookieClient = {
   write(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
 };
 
-function client(base: string, access: string, csrf: string): CookieClient {
+function client(base: string, cookies: Record<string, string>, csrf: string): CookieClient {
+  const access = cookies[ACCESS]!;
   const cookie = { cookie: `${ACCESS}=${access}` };
   return {
     access,
+    cookies,
     csrf,
     get: (path, headers = {}) => call(base, 'GET', path, { headers: { ...cookie, ...headers } }),
     write: (method, path, body, headers = {}) =>
@@ -83,7 +87,7 @@ export async function redeemCookie(base: string, code: string, username: string,
     headers: { origin: base },
   });
   if (r.status !== 201) throw new Error(`redeem ${username}: ${r.status} ${r.text}`);
-  return client(base, r.cookies[ACCESS]!, r.json.csrf_token);
+  return client(base, r.cookies, r.json.csrf_token);
 }
 
 /** A cookie sign-in with username and password. */
@@ -93,5 +97,5 @@ export async function loginCookie(base: string, username: string, password: stri
     headers: { origin: base },
   });
   if (r.status !== 200) throw new Error(`login ${username}: ${r.status} ${r.text}`);
-  return client(base, r.cookies[ACCESS]!, r.json.csrf_token);
+  return client(base, r.cookies, r.json.csrf_token);
 }
