@@ -68,6 +68,21 @@ function Verify() {
   );
 }
 
+/** An id in the table that narrows the listing to it. */
+function QuickFilter(props: { label: 'by' | 'on'; value: string; onPick: (v: string) => void }) {
+  return (
+    <button
+      type="button"
+      className="link mono small"
+      title={`Show only the events ${props.label} ${props.value}`}
+      aria-label={`Only events ${props.label} ${props.value}`}
+      onClick={() => props.onPick(props.value)}
+    >
+      {props.value}
+    </button>
+  );
+}
+
 export default function Audit() {
   const { account } = useMe();
   const [draft, setDraft] = useState<Filters>(NONE);
@@ -88,6 +103,13 @@ export default function Audit() {
   const apply = (e: FormEvent) => {
     e.preventDefault();
     setFilters(draft);
+    setCursors([null]);
+  };
+  /** Narrows the listing to one actor or target (a click on its id in the table). */
+  const narrow = (f: Partial<Filters>) => {
+    const next = { ...filters, ...f };
+    setDraft(next);
+    setFilters(next);
     setCursors([null]);
   };
   const set = (k: keyof Filters) => (e: { target: { value: string } }) =>
@@ -203,14 +225,24 @@ export default function Audit() {
                   </td>
                   <td>
                     {e.actor_type}
-                    {e.actor_id ? <span className="mono small"> {e.actor_id}</span> : null}
+                    {e.actor_id ? (
+                      <>
+                        {' '}
+                        <QuickFilter label="by" value={e.actor_id} onPick={(v) => narrow({ actor: v })} />
+                      </>
+                    ) : null}
                   </td>
                   <th scope="row" className="mono">
                     {e.action}
                   </th>
                   <td>
                     {e.target_type ?? '—'}
-                    {e.target_id ? <span className="mono small"> {e.target_id}</span> : null}
+                    {e.target_id ? (
+                      <>
+                        {' '}
+                        <QuickFilter label="on" value={e.target_id} onPick={(v) => narrow({ target: v })} />
+                      </>
+                    ) : null}
                   </td>
                   <td>
                     <StatusBadge status={e.outcome} />
