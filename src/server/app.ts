@@ -57,6 +57,7 @@ import type { UsersService } from './modules/people/users.service.ts';
 import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { sessionsRoutes } from './modules/sessions/sessions.routes.ts';
 import type { SessionsService } from './modules/sessions/sessions.service.ts';
+import type { StepUp } from './modules/sessions/step-up.ts';
 import { usersAdminRoutes } from './modules/users-admin/users-admin.routes.ts';
 import type { UsersAdminService } from './modules/users-admin/users-admin.service.ts';
 
@@ -84,6 +85,8 @@ export type AppDeps = {
   sessionAuth: Pick<SessionAuthenticator, 'authenticate'>;
   /** Sessions: refresh, logout, /v1/me, suspension (/v1/auth/*, /v1/users/*). */
   sessions: SessionsService;
+  /** Step-up re-authentication of a session (POST /v1/auth/reauth). */
+  stepUp: Pick<StepUp, 'open'>;
   /** CSRF tokens and checks of the dashboard's cookie sessions (http/csrf.ts). */
   csrf: Csrf;
   /** The built dashboard served at / (http/dashboard.ts); null: a plain page says how to build it. */
@@ -199,7 +202,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics: deps.metrics,
     browser: { csrf: deps.csrf },
   });
-  const browser = createBrowserSessions({ csrf: deps.csrf });
+  const browser = createBrowserSessions({
+    csrf: deps.csrf,
+    // A cookie sign-in ends the browser's previous session (named by its refresh cookie).
+    endSession: (token, client) => deps.sessions.endByRefreshToken(token, client),
+  });
   const withIdempotency = createIdempotency({ db: deps.db });
 
   await app.register(swagger, {
@@ -223,7 +230,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     healthRoutes({ version: deps.version, migrationsAtHead: () => migrationsAtHead(deps.db) }),
   );
   await app.register(keysRoutes({ keys: deps.keys, withIdempotency }));
-  await app.register(sessionsRoutes({ sessions: deps.sessions, browser }));
+  await app.register(sessionsRoutes({ sessions: deps.sessions, browser, stepUp: deps.stepUp }));
   await app.register(peopleRoutes({ users: deps.users, browser }));
   await app.register(usersAdminRoutes({ usersAdmin: deps.usersAdmin }));
   await app.register(

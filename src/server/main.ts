@@ -18,7 +18,6 @@ import { type AuditService, createAuditService } from './modules/audit/audit.ser
 import { createAuditStack } from './modules/audit/audit.stack.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
-import { createReauth } from './modules/databases/databases.reauth.ts';
 import { createSamplesService } from './modules/databases/databases.samples.ts';
 import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
 import { readOperatorToken } from './modules/drift/drift.routes.ts';
@@ -42,10 +41,12 @@ import { installSecret } from './modules/oidc/install-secret.ts';
 import { createOidcService } from './modules/oidc/oidc.service.ts';
 import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
 import { createPasswordGate } from './modules/people/password-gate.ts';
+import { createReauth } from './modules/people/reauth.ts';
 import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
 import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
 import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
+import { createStepUp } from './modules/sessions/step-up.ts';
 import { createUsersAdminService } from './modules/users-admin/users-admin.service.ts';
 
 /** The dashboard this installation builds (scripts/build-web.ts), unless dashboardDir says otherwise. */
@@ -90,7 +91,6 @@ export async function createServerContext(opts: {
   // The audit writer of this process: every module that records gets it from here.
   const audit = createAuditService({ db });
   const keyAuth = createKeyAuthenticator({ db, log, audit, databaseUrl: config.databaseUrl, listener });
-  const keys = createKeysService({ db, log, audit, authenticator: keyAuth });
   const metrics = createServerMetrics(createMetricsRegistry());
   registerCoreCollectors(metrics.registry, db);
   const metricsToken = readMetricsToken(config);
@@ -124,7 +124,22 @@ export async function createServerContext(opts: {
   const loginThrottle = createLoginThrottle({
     usernameKey: usernameKeyFrom(config.masterKeyFile ? loadKeyringFile(config.masterKeyFile) : null),
   });
-  const users = createUsersService({ passwordGate, db, log, audit, box, sessions, throttle: loginThrottle });
+  // Step-up re-authentication ("sudo mode"): the password or a TOTP code again, under the sign-in
+  // throttle, opens a 5-minute window on the session; minting keys and invites, starting TOTP
+  // enrolment and revealing a password need it when the caller is a signed-in user.
+  const reauth = createReauth({ db, log, audit, box, throttle: loginThrottle, gate: passwordGate });
+  const stepUp = createStepUp({ db, reauth, audit });
+  const keys = createKeysService({ db, log, audit, authenticator: keyAuth, stepUp: stepUp.require });
+  const users = createUsersService({
+    passwordGate,
+    db,
+    log,
+    audit,
+    box,
+    sessions,
+    throttle: loginThrottle,
+    stepUp: stepUp.require,
+  });
   // OIDC sign-in (its routes answer 404 unless an issuer is configured); sessions as for a login.
   const oidc = createOidcService({ db, log, box, config, audit, sessions, invites: { take: takeInvite } });
   // The dashboard's cookie sessions: CSRF tokens keyed by an install secret shared by every replica.
@@ -147,8 +162,8 @@ export async function createServerContext(opts: {
     log,
     audit,
     onAllowlistChanged: () => allowlistExpiry.poke(),
-    // A signed-in user re-authenticates before a reveal, under the sign-in throttle.
-    reauth: createReauth({ db, log, audit, box, throttle: loginThrottle, gate: passwordGate }),
+    // A signed-in user re-authenticates before a reveal (inline, or the session's window).
+    stepUp,
   });
   const samples = createSamplesService({
     db,
@@ -169,6 +184,7 @@ export async function createServerContext(opts: {
     passwordGate,
     suspendedUsernames: new Set(config.suspendedUsers),
     sessions,
+    stepUp: stepUp.require,
   });
   const operatorToken = readOperatorToken(config);
   const auditStack = createAuditStack({ config, db, log, audit });
@@ -211,6 +227,7 @@ export async function createServerContext(opts: {
       keys,
       sessionAuth,
       sessions,
+      stepUp,
       users,
       usersAdmin: createUsersAdminService({ db, log, audit, auth: sessionAuth, keys: keyAuth }),
       jobs: createJobsService({ db }),

@@ -5,10 +5,14 @@
  * - `__Host-bulwark_session`: the access token. `__Host-` makes the browser refuse it unless it is
  *   Secure, has Path=/ and no Domain (no sibling host can set or shadow it). Max-Age is the access
  *   token's lifetime: a lapsed cookie is simply not sent, and the next API call is a 401.
- * - `__Secure-bulwark_refresh`: the refresh token, sent only to POST /v1/auth/refresh (Path).
+ * - `__Host-bulwark_refresh`: the refresh token. `__Host-` too (so Path=/: the browser sends it
+ *   with every request, but the server reads it only on POST /v1/auth/refresh and on a cookie-mode
+ *   sign-in, where it names the browser's previous session, which is ended). A path-scoped
+ *   `__Secure-` cookie would let a sibling host set one with `Domain=` (cookie tossing: a refresh
+ *   that fails every time, or signs the browser in to the tosser's session).
  * - `__Host-bulwark_signed_in=1`: no secret, readable by the page: "a session may be here".
  *
- * Both HttpOnly (no script, hence no XSS, reads them), Secure, SameSite=Strict (no other site's
+ * The first two HttpOnly (no script, hence no XSS, reads them), Secure, SameSite=Strict (no other site's
  * page sends them). Browsers drop Secure cookies from plain http except on loopback, so cookie
  * sessions are refused on a plain-http, non-loopback origin rather than silently failing.
  */
@@ -17,8 +21,10 @@ import { badRequest } from '../../shared/errors.ts';
 import type { Csrf } from './csrf.ts';
 
 export const ACCESS_COOKIE = '__Host-bulwark_session';
-export const REFRESH_COOKIE = '__Secure-bulwark_refresh';
-export const REFRESH_COOKIE_PATH = '/v1/auth/refresh';
+export const REFRESH_COOKIE = '__Host-bulwark_refresh';
+/** The refresh cookie's name and path before it became `__Host-`: cleared on logout, never read. */
+const LEGACY_REFRESH_COOKIE = '__Secure-bulwark_refresh';
+const LEGACY_REFRESH_COOKIE_PATH = '/v1/auth/refresh';
 /**
  * Not a credential: `1` while the browser holds a session, readable by the page (not HttpOnly) so a
  * signed-out visit shows the sign-in page without a 401 first. Forging it gains nothing (the next
@@ -81,10 +87,7 @@ export type CookieSession = {
 /** Sets both cookies (replacing whatever the browser held: a planted cookie is never adopted). */
 export function setSessionCookies(reply: FastifyReply, s: CookieSession): void {
   reply.header('set-cookie', cookie(ACCESS_COOKIE, s.accessToken, '/', s.accessMaxAgeSeconds));
-  reply.header(
-    'set-cookie',
-    cookie(REFRESH_COOKIE, s.refreshToken, REFRESH_COOKIE_PATH, s.refreshMaxAgeSeconds),
-  );
+  reply.header('set-cookie', cookie(REFRESH_COOKIE, s.refreshToken, '/', s.refreshMaxAgeSeconds));
   reply.header('set-cookie', cookie(SIGNED_IN_COOKIE, '1', '/', s.refreshMaxAgeSeconds, false));
   reply.header('cache-control', 'no-store');
 }
@@ -92,8 +95,9 @@ export function setSessionCookies(reply: FastifyReply, s: CookieSession): void {
 /** Tells the browser to forget the session's cookies (Max-Age=0). */
 export function clearSessionCookies(reply: FastifyReply): void {
   reply.header('set-cookie', cookie(ACCESS_COOKIE, '', '/', 0));
-  reply.header('set-cookie', cookie(REFRESH_COOKIE, '', REFRESH_COOKIE_PATH, 0));
+  reply.header('set-cookie', cookie(REFRESH_COOKIE, '', '/', 0));
   reply.header('set-cookie', cookie(SIGNED_IN_COOKIE, '', '/', 0, false));
+  reply.header('set-cookie', cookie(LEGACY_REFRESH_COOKIE, '', LEGACY_REFRESH_COOKIE_PATH, 0));
 }
 
 /** What a cookie-mode sign-in or refresh answers instead of the tokens. */
@@ -106,12 +110,26 @@ type IssuedSession = {
   session: { id: string; expiresAt: Date };
 };
 
+/** What a sign-in knows of the request, for the audit of the previous session's end. */
+type Client = { sourceIp: string | null; requestId: string | null };
+
 /** The sign-in routes' side of cookie sessions (sign-in, redemption, OIDC, refresh). */
 export function createBrowserSessions(deps: {
   csrf: Pick<Csrf, 'token' | 'requireSameSite'>;
+  /** Ends the session a refresh token belongs to, if it is live (the sessions module). */
+  endSession?: (refreshToken: string, client: Client) => Promise<unknown>;
   now?: () => number;
 }) {
   const now = deps.now ?? Date.now;
+  const answer = async (reply: FastifyReply, s: IssuedSession): Promise<CookieSessionBody> => {
+    setSessionCookies(reply, {
+      accessToken: s.access_token,
+      accessMaxAgeSeconds: s.expires_in,
+      refreshToken: s.refresh_token,
+      refreshMaxAgeSeconds: (s.session.expiresAt.getTime() - now()) / 1000,
+    });
+    return { session: 'cookie', csrf_token: await deps.csrf.token(s.session.id), expires_in: s.expires_in };
+  };
   return {
     /** Before a cookie-mode sign-in does any work: a transport that keeps the cookies, and our own page. */
     precheck(req: FastifyRequest): void {
@@ -119,15 +137,19 @@ export function createBrowserSessions(deps: {
       deps.csrf.requireSameSite(req);
     },
 
-    /** Hands a new or refreshed session to the browser: both cookies set, the body without tokens. */
-    async answer(reply: FastifyReply, s: IssuedSession): Promise<CookieSessionBody> {
-      setSessionCookies(reply, {
-        accessToken: s.access_token,
-        accessMaxAgeSeconds: s.expires_in,
-        refreshToken: s.refresh_token,
-        refreshMaxAgeSeconds: (s.session.expiresAt.getTime() - now()) / 1000,
-      });
-      return { session: 'cookie', csrf_token: await deps.csrf.token(s.session.id), expires_in: s.expires_in };
+    /** Hands a refreshed session to the browser: the cookies set, the body without tokens. */
+    answer,
+
+    /**
+     * Hands a new session (sign-in, redemption, OIDC) to the browser. A valid refresh cookie that
+     * came along is the browser's previous session: it is ended (logged out) first, so a browser
+     * holds one session at a time and the replaced one cannot be used by whoever copied it.
+     */
+    async signIn(req: FastifyRequest, reply: FastifyReply, s: IssuedSession): Promise<CookieSessionBody> {
+      const previous = readCookie(req.headers.cookie, REFRESH_COOKIE);
+      if (previous !== undefined && deps.endSession)
+        await deps.endSession(previous, { sourceIp: req.ip, requestId: String(req.id) });
+      return answer(reply, s);
     },
 
     clear: clearSessionCookies,

@@ -1,6 +1,6 @@
 /**
  * A database's credentials: where to connect, the owner's password on request (a signed-in user
- * re-authenticates first: databases.reauth.ts), and its rotation. Built by the databases service
+ * re-authenticates first: sessions/step-up.ts), and its rotation. Built by the databases service
  * with its own helpers (scope-checked lookup, status check, audit in the change's transaction).
  */
 import type { Logger } from 'pino';
@@ -12,7 +12,8 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { type Caller, callerLogFields, requireLevel } from '../../http/caller.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
-import type { Reauth, ReauthProof } from './databases.reauth.ts';
+import type { ReauthProof } from '../people/reauth.ts';
+import type { StepUp } from '../sessions/step-up.ts';
 import * as repo from './databases.repo.ts';
 
 export const passwordContext = (databaseId: string) => `database:${databaseId}`;
@@ -21,7 +22,8 @@ export function createCredentialOps(ctx: {
   db: Db;
   config: Pick<ServerConfig, 'poolerPublicHost' | 'poolerPort' | 'poolerSslmode'>;
   log: Logger;
-  reauth: Pick<Reauth, 'check'> | undefined;
+  /** The sessions module's step-up check (undefined: signed-in users cannot reveal). */
+  stepUp: Pick<StepUp, 'requireOrVerify'> | undefined;
   requireBox: () => SecretBox;
   /** The caller's live database by name (404 otherwise), locked for update inside `tx`. */
   find: (caller: Caller, name: string, tx?: Tx) => Promise<repo.DatabaseRow>;
@@ -57,7 +59,8 @@ export function createCredentialOps(ctx: {
 
     /**
      * The owner's password, on explicit request only (write level). Logged without the value. A
-     * signed-in user proves themselves again first (databases.reauth.ts); API keys do not.
+     * signed-in user proves themselves again first — inline (`proof`) or by an open step-up window
+     * (sessions/step-up.ts); API keys do not.
      */
     async reveal(
       caller: Caller,
@@ -70,11 +73,12 @@ export function createCredentialOps(ctx: {
       if (caller.kind === 'user') {
         // Another account's database is a 404 before anything is asked of the user.
         const found = await find(caller, name);
-        if (!ctx.reauth) throw forbidden('Signed-in users cannot reveal passwords on this server');
-        await ctx.reauth.check(
+        if (!ctx.stepUp) throw forbidden('Signed-in users cannot reveal passwords on this server');
+        await ctx.stepUp.requireOrVerify(
           caller,
           proof,
           { action: 'database.reveal', targetType: 'database', targetId: found.id, name },
+          'reveal a password',
           requestId,
         );
       }

@@ -248,10 +248,10 @@ export function databaseRoutes(deps: {
           security,
           summary: "Reveal the owner's password (write permission; audited)",
           description:
-            'A signed-in user re-authenticates: a local user sends `password` (or `totp_code` when TOTP is on); ' +
-            'without it 403 `reauth_required` (`details.methods`), a wrong one 403 `reauth_failed` (audited), ' +
-            'repeated failures 429 with Retry-After. A user signed in through OIDC may within 10 minutes of ' +
-            'signing in. API keys send no body.',
+            'A signed-in user re-authenticates: a local user sends `password` (or `totp_code` when TOTP is on), ' +
+            'or sends `{}` within 5 minutes of `POST /v1/auth/reauth`; otherwise 403 `reauth_required` ' +
+            '(`details.methods`); a wrong one is 403 `reauth_failed` (audited), repeated failures 429 with ' +
+            'Retry-After. A user signed in through OIDC may within 10 minutes of signing in. API keys send no body.',
           params: nameParams,
           body: revealBody,
           response: { 200: passwordSchema, ...errorResponsesWith('reauth_required', 'reauth_failed') },

@@ -24,6 +24,7 @@ import {
   reserveConnections,
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
+import type { StepUp } from '../sessions/step-up.ts';
 import {
   type AllowlistInput,
   liveEntries,
@@ -33,7 +34,6 @@ import {
   toPayloadAllowlist,
 } from './databases.allowlist.ts';
 import { createCredentialOps, passwordContext } from './databases.credentials.ts';
-import type { Reauth } from './databases.reauth.ts';
 import * as repo from './databases.repo.ts';
 
 type DatabasesConfig = Pick<
@@ -52,7 +52,7 @@ type DatabasesServiceDeps = {
   /** Told after an allowlist write (the expiry sweep re-plans for an earlier expiry). */
   onAllowlistChanged?: () => void;
   /** Signed-in users prove themselves again before a reveal (absent: they cannot reveal). */
-  reauth?: Pick<Reauth, 'check'>;
+  stepUp?: Pick<StepUp, 'requireOrVerify'>;
 };
 
 /** 32 random bytes, URL-safe: the owner's password. */
@@ -423,7 +423,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       db,
       config,
       log,
-      reauth: deps.reauth,
+      stepUp: deps.stepUp,
       requireBox,
       find,
       requireStatus,

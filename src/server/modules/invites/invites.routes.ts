@@ -140,7 +140,7 @@ export function invitesRoutes(deps: {
         reply.status(201);
         if (session !== 'cookie') return out.redeemed;
         if (!out.session) throw unavailable('Sign-in is unavailable');
-        return { ...out.redeemed, ...(await browser.answer(reply, out.session)) };
+        return { ...out.redeemed, ...(await browser.signIn(req, reply, out.session)) };
       },
     );
   };

@@ -21,6 +21,7 @@ import { createPasswordGate, type PasswordGate } from '../people/password-gate.t
 import { checkPasswordPolicy, hashPassword } from '../people/passwords.ts';
 import { type NewLocalUser, USERNAME_PATTERN } from '../people/users.service.ts';
 import type { IssuedTokens } from '../sessions/sessions.service.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import { generateInviteCode, hashInviteCode } from './invite-code.ts';
 import * as repo from './invites.repo.ts';
 
@@ -41,6 +42,8 @@ export type Inviter = {
   role: repo.InviteRole | null;
   platformAdmin: boolean;
   userId: string | null;
+  /** The signed-in inviter's session (step-up re-authentication); null for keys, the operator, `up`. */
+  sessionId?: string | null;
   /** The actor part of the audit events. */
   actor: Pick<AuditEventDraft, 'actorType' | 'actorId' | 'sourceIp' | 'requestId'>;
 };
@@ -68,6 +71,7 @@ type UserInInvites = {
   accountId: string;
   accountName: string;
   userId: string;
+  sessionId: string;
   role: repo.InviteRole;
   platformAdmin: boolean;
   /** null: the whole account (database grants make a user database-scoped). */
@@ -90,13 +94,14 @@ function inviterOfUser(user: UserInInvites, requestId: string | null = null): In
     role: user.role,
     platformAdmin: user.platformAdmin,
     userId: user.userId,
+    sessionId: user.sessionId,
     actor: { actorType: 'user', actorId: user.userId, sourceIp: user.sourceIp, requestId },
   };
 }
 
 /** A signed-in platform admin who acts in no account (the first admin, before any membership). */
 export function inviterOfPlatformAdmin(
-  user: { userId: string; sourceIp: string },
+  user: { userId: string; sessionId?: string; sourceIp: string },
   requestId: string | null = null,
 ): Inviter {
   return {
@@ -104,6 +109,7 @@ export function inviterOfPlatformAdmin(
     role: null,
     platformAdmin: true,
     userId: user.userId,
+    sessionId: user.sessionId ?? null,
     actor: { actorType: 'user', actorId: user.userId, sourceIp: user.sourceIp, requestId },
   };
 }
@@ -233,6 +239,11 @@ type InvitesServiceDeps = {
   suspendedUsernames?: ReadonlySet<string>;
   /** Sessions: a redemption that asks to be signed in gets one in the user's transaction. */
   sessions?: { issue(input: SessionStart, tx: Tx): Promise<IssuedTokens> };
+  /**
+   * The sessions module's step-up check: a signed-in inviter creates invites only within minutes
+   * of re-authenticating (a stolen session must not mint itself a new account).
+   */
+  stepUp?: RequireStepUp;
   now?: () => number;
 };
 
@@ -274,6 +285,8 @@ export function createInvitesService(deps: InvitesServiceDeps) {
     /** `count` single-use codes, each shown once (in the answer) and stored only as its SHA-256. */
     async create(inviter: Inviter, input: CreateInvitesInput): Promise<IssuedInvite[]> {
       const target = await authorizeInvites(db, inviter, input);
+      if (inviter.sessionId && inviter.userId && deps.stepUp)
+        await deps.stepUp({ userId: inviter.userId, sessionId: inviter.sessionId }, 'create invites');
       const expiresAt = new Date(now() + (input.expiresInHours ?? DEFAULT_INVITE_HOURS) * HOUR_MS);
       const issued = await withTx(db, (tx) =>
         issueInvites(tx, record, {

@@ -15,6 +15,7 @@ import {
   auditFromCaller,
   recordAudit,
 } from '../audit/audit.service.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import type { KeyAuthenticator } from './keys.authenticator.ts';
 import * as repo from './keys.repo.ts';
 
@@ -48,6 +49,11 @@ export type KeysServiceDeps = {
   authenticator: Pick<KeyAuthenticator, 'evict'>;
   /** How often the `key_idle_revoke_days` policy runs (0: never; tests call revokeIdleKeys). */
   idleSweepMs?: number;
+  /**
+   * The sessions module's step-up check: a signed-in user mints a key only within minutes of
+   * re-authenticating (a stolen session must not turn itself into a lasting credential).
+   */
+  stepUp?: RequireStepUp;
   now?: () => number;
 };
 
@@ -180,6 +186,7 @@ export function createKeysService(deps: KeysServiceDeps) {
         else if (databases.some((d) => !caller.databases?.includes(d)))
           throw forbidden('A key cannot reach databases its creator cannot');
       }
+      if (caller.kind === 'user' && deps.stepUp) await deps.stepUp(caller, 'create an API key');
       return withTx(db, async (tx) => {
         const account = await repo.findAccountById(tx, caller.accountId);
         if (!account) throw notFound('Account');

@@ -117,7 +117,7 @@ export function oidcRoutes(deps: { oidc: OidcService; browser: BrowserSessions }
         try {
           requireCookieCapableOrigin(req);
           const signedIn = await callback();
-          await browser.answer(reply, signedIn);
+          await browser.signIn(req, reply, signedIn);
           return reply.redirect(signedIn.redirect ?? '/', 302);
         } catch (err) {
           // The person lands in the dashboard either way, which shows what went wrong.

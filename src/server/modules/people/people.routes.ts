@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../../shared/errors.ts';
 import { requireUser } from '../../http/caller.ts';
-import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
+import { errorResponsesWith } from '../../http/errors.ts';
 import type { BrowserSessions } from '../../http/session-cookies.ts';
 import { cookieSessionSchema } from '../sessions/sessions.schemas.ts';
 import { tokensBody } from '../sessions/sessions.service.ts';
@@ -64,7 +64,7 @@ export function peopleRoutes(deps: { users: UsersService; browser: BrowserSessio
             retry_after_s: result.retryAfterS,
           });
         }
-        return cookieMode ? browser.answer(reply, result.tokens) : tokensBody(result.tokens);
+        return cookieMode ? browser.signIn(req, reply, result.tokens) : tokensBody(result.tokens);
       },
     );
     app.post(
@@ -74,13 +74,20 @@ export function peopleRoutes(deps: { users: UsersService; browser: BrowserSessio
         schema: {
           tags: ['sessions'],
           summary: 'Start TOTP enrolment: a new secret, shown this once (confirm it to turn TOTP on)',
+          description:
+            'Needs a recent re-authentication of the session (`POST /v1/auth/reauth`, 5 minutes; a user ' +
+            'without a local password: a sign-in within 10 minutes), else 403 `reauth_required`.',
           security: userSession,
-          response: { 200: totpEnrolmentResponse, ...errorResponses },
+          response: { 200: totpEnrolmentResponse, ...errorResponsesWith('reauth_required') },
         },
       },
       async (req) => {
         const user = requireUser(req);
-        return users.enrolTotp(user.userId, { sourceIp: req.ip, requestId: String(req.id) });
+        return users.enrolTotp(user.userId, {
+          sessionId: user.sessionId,
+          sourceIp: req.ip,
+          requestId: String(req.id),
+        });
       },
     );
 

@@ -97,6 +97,11 @@ type UsersServiceDeps = {
   sessions: SessionIssuer;
   /** Bounds concurrent argon2 verifications (default: one core fewer than the host's). */
   passwordGate?: PasswordGate;
+  /**
+   * The sessions module's step-up check: TOTP enrolment starts only within minutes of
+   * re-authenticating (a stolen session must not enrol a factor of its own).
+   */
+  stepUp?: (session: { userId: string; sessionId: string }, doing: string) => Promise<void>;
   now?: () => number;
 };
 
@@ -225,15 +230,21 @@ export function createUsersService(deps: UsersServiceDeps) {
       return { ok: true, tokens };
     },
 
-    /** Starts TOTP enrolment: a new secret (replacing an unconfirmed one), shown once. */
+    /**
+     * Starts TOTP enrolment: a new secret (replacing an unconfirmed one), shown once. Needs the
+     * session's step-up window (`ctx.sessionId`): a factor is a lasting credential.
+     */
     async enrolTotp(
       userId: string,
-      ctx: { sourceIp: string; requestId: string },
+      ctx: { sessionId: string; sourceIp: string; requestId: string },
     ): Promise<{ secret: string; otpauth_uri: string }> {
       const box = deps.box;
       if (!box) throw unavailable('TOTP needs the master key (BULWARK_MASTER_KEY_FILE)');
       const user = await repo.findUserById(db, userId);
       if (!user) throw new AppError('unauthorized', 'Authentication required');
+      if ((await repo.findTotp(db, userId))?.confirmed_at)
+        throw conflict('A second factor is already confirmed for this user');
+      if (deps.stepUp) await deps.stepUp({ userId, sessionId: ctx.sessionId }, 'set up TOTP');
       const secret = newTotpSecret();
       const stored = await repo.upsertPendingTotp(
         db,

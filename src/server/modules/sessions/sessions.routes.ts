@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError, unauthorized } from '../../../shared/errors.ts';
 import { requireUser } from '../../http/caller.ts';
-import { errorResponses } from '../../http/errors.ts';
+import { errorResponses, errorResponsesWith } from '../../http/errors.ts';
 import { type BrowserSessions, REFRESH_COOKIE, readCookie } from '../../http/session-cookies.ts';
 import type { UserRow } from './sessions.repo.ts';
 import {
@@ -10,11 +10,14 @@ import {
   issuedTokensSchema,
   loggedOutSchema,
   meSchema,
+  reauthBody,
+  reauthenticatedSchema,
   refreshBody,
   userIdParams,
   userSchema,
 } from './sessions.schemas.ts';
 import { REFRESH_FAILED_MESSAGE, type SessionsService, tokensBody } from './sessions.service.ts';
+import type { StepUp } from './step-up.ts';
 
 // A signed-in user's routes. An API key is authenticated too, then refused (403): the fuzz of the
 // API document reaches these routes' validation with one.
@@ -31,13 +34,53 @@ const presentUser = (u: UserRow) => ({
   totp_enabled: u.totp_enabled,
 });
 
-/** Sessions of signed-in users: refresh, logout, who am I, suspension. */
+/** Sessions of signed-in users: refresh, logout, step-up re-authentication, who am I, suspension. */
 export function sessionsRoutes(deps: {
   sessions: SessionsService;
   browser: BrowserSessions;
+  stepUp: Pick<StepUp, 'open'>;
 }): FastifyPluginAsyncZod {
-  const { sessions, browser } = deps;
+  const { sessions, browser, stepUp } = deps;
   return async (app) => {
+    app.post(
+      '/v1/auth/reauth',
+      {
+        config: { action: 'me.write' },
+        bodyLimit: 4 * 1024,
+        schema: {
+          tags: ['sessions'],
+          summary: "Confirm it's you: re-enter the password (or a TOTP code) to open a 5-minute window",
+          description:
+            'For the session of a signed-in user (by cookie: needs X-CSRF-Token). Within the window, ' +
+            'creating an API key or invites, starting TOTP enrolment and revealing a password go through; ' +
+            'without it they answer 403 `reauth_required` (`details.methods`). Nothing sent: 403 ' +
+            '`reauth_required` with the methods; a user without a local password (OIDC): 403 ' +
+            '`reauth_required` with `methods: ["sign_in"]` (a sign-in within 10 minutes counts); a wrong ' +
+            'answer: 403 `reauth_failed` (audited); repeated failures (shared with sign-in): 429 with Retry-After.',
+          security,
+          body: reauthBody,
+          response: {
+            200: reauthenticatedSchema,
+            ...errorResponsesWith('reauth_required', 'reauth_failed', 'csrf_failed'),
+          },
+        },
+      },
+      async (req, reply) => {
+        const user = requireUser(req);
+        try {
+          return await stepUp.open(
+            { ...user, accountId: req.caller?.accountId ?? null },
+            req.body,
+            String(req.id),
+          );
+        } catch (err) {
+          const retry = err instanceof AppError ? err.details?.retry_after_s : undefined;
+          if (typeof retry === 'number') reply.header('retry-after', retry);
+          throw err;
+        }
+      },
+    );
+
     app.post(
       '/v1/auth/refresh',
       {

@@ -78,3 +78,21 @@ export const meSchema = z.object({
 });
 
 export const userIdParams = z.object({ id: z.uuid() });
+
+/** `POST /v1/auth/reauth`: the password, or a current TOTP code (users with TOTP). */
+export const reauthBody = z
+  .object({
+    password: z.string().min(1).max(1024).optional().describe("The signed-in local user's password"),
+    totp_code: z
+      .string()
+      .min(1)
+      .max(32)
+      .optional()
+      .describe('A current 6-digit TOTP code (users with TOTP, instead of the password)'),
+  })
+  .strict();
+
+export const reauthenticatedSchema = z.object({
+  reauthenticated_at: z.string().describe('When the session was re-authenticated (ISO 8601)'),
+  valid_until: z.string().describe('Until when the guarded actions go through without asking again'),
+});

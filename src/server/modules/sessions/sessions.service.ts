@@ -279,6 +279,23 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       deps.auth.evictSession(user.sessionId);
     },
 
+    /**
+     * Ends the live session a refresh token belongs to (a browser signing in again: its previous
+     * session is logged out). An unknown, used or already-ended token changes nothing.
+     */
+    async endByRefreshToken(refreshToken: string, client: ClientInfo): Promise<boolean> {
+      if (!refreshToken.startsWith(REFRESH_TOKEN_PREFIX) || refreshToken.length > 200) return false;
+      const ended = await withTx(db, async (tx) => {
+        const row = await repo.findRefreshTokenForUpdate(tx, hashToken(refreshToken));
+        if (!row || row.used_at || row.session_revoked_at) return null;
+        const event = { action: 'session.logout', actorId: row.user_id, sourceIp: client.sourceIp };
+        const revoked = await revokeInTx(tx, row.session_id, 'logout', event, client.requestId ?? null);
+        return revoked ? row.session_id : null;
+      });
+      if (ended) deps.auth.evictSession(ended);
+      return ended !== null;
+    },
+
     /** The signed-in user and their memberships. */
     async me(user: UserPrincipal) {
       const row = await repo.findUser(db, user.userId);
