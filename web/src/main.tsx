@@ -2,6 +2,7 @@ import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { App } from './app.tsx';
 import { takeInviteFragment, takeOidcFragment } from './lib/invite-fragment.ts';
+import { ReauthProvider } from './reauth.tsx';
 import { SessionProvider } from './session.tsx';
 import './styles/app.css';
 
@@ -12,7 +13,9 @@ if (root)
   createRoot(root).render(
     <StrictMode>
       <SessionProvider>
-        <App />
+        <ReauthProvider>
+          <App />
+        </ReauthProvider>
       </SessionProvider>
     </StrictMode>,
   );

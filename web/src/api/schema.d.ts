@@ -4220,6 +4220,219 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/auth/reauth': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Confirm it's you: re-enter the password (or a TOTP code) to open a 5-minute window
+     * @description For the session of a signed-in user (by cookie: needs X-CSRF-Token). Within the window, creating an API key or invites, starting TOTP enrolment and revealing a password go through; without it they answer 403 `reauth_required` (`details.methods`). Nothing sent: 403 `reauth_required` with the methods; a user without a local password (OIDC): 403 `reauth_required` with `methods: ["sign_in"]` (a sign-in within 10 minutes counts); a wrong answer: 403 `reauth_failed` (audited); repeated failures (shared with sign-in): 429 with Retry-After.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /** @description The signed-in local user's password */
+            password?: string;
+            /** @description A current 6-digit TOTP code (users with TOTP, instead of the password) */
+            totp_code?: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @description When the session was re-authenticated (ISO 8601) */
+              reauthenticated_at: string;
+              /** @description Until when the guarded actions go through without asking again */
+              valid_until: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, reauth_required, reauth_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/auth/refresh': {
     parameters: {
       query?: never;
@@ -6426,7 +6639,7 @@ export interface paths {
     put?: never;
     /**
      * Reveal the owner's password (write permission; audited)
-     * @description A signed-in user re-authenticates: a local user sends `password` (or `totp_code` when TOTP is on); without it 403 `reauth_required` (`details.methods`), a wrong one 403 `reauth_failed` (audited), repeated failures 429 with Retry-After. A user signed in through OIDC may within 10 minutes of signing in. API keys send no body.
+     * @description A signed-in user re-authenticates: a local user sends `password` (or `totp_code` when TOTP is on), or sends `{}` within 5 minutes of `POST /v1/auth/reauth`; otherwise 403 `reauth_required` (`details.methods`); a wrong one is 403 `reauth_failed` (audited), repeated failures 429 with Retry-After. A user signed in through OIDC may within 10 minutes of signing in. API keys send no body.
      */
     post: {
       parameters: {
@@ -10142,7 +10355,10 @@ export interface paths {
     };
     get?: never;
     put?: never;
-    /** Start TOTP enrolment: a new secret, shown this once (confirm it to turn TOTP on) */
+    /**
+     * Start TOTP enrolment: a new secret, shown this once (confirm it to turn TOTP on)
+     * @description Needs a recent re-authentication of the session (`POST /v1/auth/reauth`, 5 minutes; a user without a local password: a sign-in within 10 minutes), else 403 `reauth_required`.
+     */
     post: {
       parameters: {
         query?: never;
@@ -10198,7 +10414,7 @@ export interface paths {
             };
           };
         };
-        /** @description Error: forbidden, csrf_failed */
+        /** @description Error: forbidden, csrf_failed, reauth_required */
         403: {
           headers: {
             [name: string]: unknown;

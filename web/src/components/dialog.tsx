@@ -9,7 +9,7 @@ export function Dialog({
   onClose,
   children,
 }: {
-  title: string;
+  title: ReactNode;
   onClose: () => void;
   children: ReactNode;
 }) {
@@ -38,7 +38,7 @@ export function Dialog({
 
 /** A yes/no confirmation: the action button is named by `action`, the other one "Cancel". */
 export function ConfirmDialog(props: {
-  title: string;
+  title: ReactNode;
   action: string;
   danger?: boolean;
   busy?: boolean;

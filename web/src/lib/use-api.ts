@@ -62,7 +62,9 @@ export function useAction<A extends unknown[], T>(fn: (...args: A) => Promise<T>
     try {
       return await fnRef.current(...args);
     } catch (err) {
-      setError(asApiError(err));
+      const e = asApiError(err);
+      // The person cancelled "Confirm it's you": nothing to report.
+      setError(e.code === 'reauth_cancelled' ? null : e);
       return undefined;
     } finally {
       running.current = false;

@@ -6,6 +6,7 @@ import { CopyButton } from '../components/copy-button.tsx';
 import { ErrorNotice } from '../components/error-notice.tsx';
 import { Page } from '../components/page.tsx';
 import { useAction } from '../lib/use-api.ts';
+import { useReauth } from '../reauth.tsx';
 import { useMe, useSession } from '../session.tsx';
 
 type Enrolment = { secret: string; otpauth_uri: string };
@@ -25,7 +26,8 @@ export default function AccountSecurity() {
   const [enrolment, setEnrolment] = useState<Enrolment | null>(null);
   const [code, setCode] = useState('');
   const [recovery, setRecovery] = useState<string[] | null>(null);
-  const start = useAction(async () => setEnrolment(await call(api.POST('/v1/me/totp'))));
+  const withReauth = useReauth();
+  const start = useAction(async () => setEnrolment(await withReauth(() => call(api.POST('/v1/me/totp')))));
   const confirm = useAction(async () => {
     const out = await call(api.POST('/v1/me/totp/confirm', { body: { code: code.trim() } }));
     setRecovery(out.recovery_codes);

@@ -8,6 +8,7 @@ import { StatusBadge } from '../components/status-badge.tsx';
 import { TableWrap } from '../components/table-wrap.tsx';
 import { ago, dateTime } from '../lib/format.ts';
 import { useAction, useApi } from '../lib/use-api.ts';
+import { useReauth } from '../reauth.tsx';
 import { useMe } from '../session.tsx';
 
 type Level = 'read' | 'write' | 'admin';
@@ -15,6 +16,7 @@ const EXPIRY_DAYS = [7, 30, 90, 365] as const;
 const DB_NAME = /^[a-z][a-z0-9_]{0,62}$/;
 
 function CreateKey({ onCreated }: { onCreated: () => void }) {
+  const withReauth = useReauth();
   const [name, setName] = useState('');
   const [scope, setScope] = useState<'account' | 'some'>('account');
   const [dbs, setDbs] = useState('');
@@ -35,7 +37,7 @@ function CreateKey({ onCreated }: { onCreated: () => void }) {
       expires_at: new Date(Date.now() + days * 86_400_000).toISOString(),
       ...(scope === 'some' ? { databases: names } : {}),
     };
-    const out = await call(api.POST('/v1/keys', { body }));
+    const out = await withReauth(() => call(api.POST('/v1/keys', { body })));
     setSecret(out.key ?? null);
     setName('');
     onCreated();
@@ -210,7 +212,7 @@ export default function Keys() {
                         className="secondary small"
                         onClick={() => setRevoking({ id: k.id, name: k.name })}
                       >
-                        Revoke {k.name}
+                        Revoke <bdi>{k.name}</bdi>
                       </button>
                     ) : null}
                   </td>
@@ -243,7 +245,11 @@ export default function Keys() {
       </div>
       {revoking ? (
         <ConfirmDialog
-          title={`Revoke key ${revoking.name}?`}
+          title={
+            <>
+              Revoke key <bdi>{revoking.name}</bdi>?
+            </>
+          }
           action="Revoke"
           danger
           busy={revoke.busy}

@@ -6,6 +6,7 @@ import { Empty, Loading } from '../../components/page.tsx';
 import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
+import { useReauth } from '../../reauth.tsx';
 import { type Role, useMe } from '../../session.tsx';
 
 /** The link carries the code in the fragment, which browsers never send to a server. */
@@ -15,6 +16,7 @@ function inviteLink(code: string): string {
 
 export function InvitesSection() {
   const { me, account } = useMe();
+  const withReauth = useReauth();
   const [count, setCount] = useState('1');
   const [role, setRole] = useState<Role>('member');
   const [platformAdmin, setPlatformAdmin] = useState(false);
@@ -32,7 +34,7 @@ export function InvitesSection() {
       ...(platformAdmin ? { platform_admin: true } : {}),
       ...(account ? { account } : {}),
     };
-    const out = await call(api.POST('/v1/invites', { body }));
+    const out = await withReauth(() => call(api.POST('/v1/invites', { body })));
     setLinks(out.invites.map((i) => ({ link: inviteLink(i.code), expires_at: i.expires_at })));
     pending.reload();
   });

@@ -72,7 +72,7 @@ export function UsersSection() {
                 return (
                   <tr key={u.id}>
                     <th scope="row">
-                      {label}
+                      <bdi>{label}</bdi>
                       {u.platform_admin ? <span className="muted small"> (platform admin)</span> : null}
                       {self ? <span className="muted small"> (you)</span> : null}
                     </th>

@@ -1,13 +1,12 @@
-import { type FormEvent, useEffect, useState } from 'react';
+import { useEffect, useState } from 'react';
 import { api, call } from '../../api/client.ts';
-import type { ApiError } from '../../api/errors.ts';
 import { CopyButton } from '../../components/copy-button.tsx';
-import { ConfirmDialog, Dialog } from '../../components/dialog.tsx';
+import { ConfirmDialog } from '../../components/dialog.tsx';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Loading } from '../../components/page.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
-import { useMe } from '../../session.tsx';
+import { useReauth } from '../../reauth.tsx';
 import type { TabProps } from './detail.tsx';
 
 /** The URI with the password in it (percent-encoded), for snippets after a reveal. */
@@ -30,45 +29,25 @@ function Snippet({ title, text }: { title: string; text: string }) {
   );
 }
 
-type ReauthMethods = ('password' | 'totp' | 'sign_in')[];
-
-function methodsOf(err: ApiError | null): ReauthMethods | null {
-  if (err?.code !== 'reauth_required') return null;
-  const m = (err.details as { methods?: unknown } | undefined)?.methods;
-  return Array.isArray(m) ? (m.filter((x) => typeof x === 'string') as ReauthMethods) : ['password'];
-}
-
 export function ConnectTab({ db, reload }: TabProps) {
   const name = db.name;
-  const { me } = useMe();
+  const withReauth = useReauth();
   const conn = useApi(
     () => call(api.GET('/v1/databases/{name}/connection', { params: { path: { name } } })),
     `${name}|${db.status}`,
   );
   const [password, setPassword] = useState<string | null>(null);
-  const [methods, setMethods] = useState<ReauthMethods | null>(null);
-  const [useTotp, setUseTotp] = useState(false);
-  const [secret, setSecret] = useState('');
   const [confirmRotate, setConfirmRotate] = useState(false);
   /** The rotation being followed: its request time as the server stamped it (null: not following). */
   const [rotating, setRotating] = useState<{ requestedAt: string | null; until: number } | null>(null);
 
-  const reveal = useAction(async (body: { password?: string; totp_code?: string }) => {
-    const out = await call(
-      api.POST('/v1/databases/{name}/credentials/reveal', { params: { path: { name } }, body }),
+  // Revealing needs a recent re-authentication: "Confirm it's you" asks for it when the API does.
+  const reveal = useAction(async () => {
+    const out = await withReauth(() =>
+      call(api.POST('/v1/databases/{name}/credentials/reveal', { params: { path: { name } }, body: {} })),
     );
     setPassword(out.password);
-    setMethods(null);
-    setSecret('');
   });
-  useEffect(() => {
-    const m = methodsOf(reveal.error);
-    if (m) {
-      setMethods(m);
-      setUseTotp(false);
-      reveal.clear();
-    }
-  }, [reveal.error, reveal.clear]);
 
   const rotate = useAction(async () => {
     const out = await call(
@@ -95,16 +74,6 @@ export function ConnectTab({ db, reload }: TabProps) {
     const t = setTimeout(reload, 1000);
     return () => clearTimeout(t);
   }, [rotating, db, reload]);
-
-  // A local user (one with a username) re-enters a secret; a single sign-on user's recent sign-in may do.
-  const startReveal = () => {
-    if (me.user.username === null) void reveal.run({});
-    else setMethods(me.user.totp_enabled ? ['password', 'totp'] : ['password']);
-  };
-  const submitReauth = (e: FormEvent) => {
-    e.preventDefault();
-    void reveal.run(useTotp ? { totp_code: secret.trim() } : { password: secret });
-  };
 
   if (db.status !== 'ready')
     return (
@@ -152,7 +121,12 @@ export function ConnectTab({ db, reload }: TabProps) {
             )}
             <div className="actions">
               {!password ? (
-                <button type="button" className="secondary" disabled={reveal.busy} onClick={startReveal}>
+                <button
+                  type="button"
+                  className="secondary"
+                  disabled={reveal.busy}
+                  onClick={() => void reveal.run()}
+                >
                   Reveal password
                 </button>
               ) : null}
@@ -170,7 +144,7 @@ export function ConnectTab({ db, reload }: TabProps) {
                 </p>
               ) : null}
             </div>
-            {methods ? null : <ErrorNotice error={reveal.error} />}
+            <ErrorNotice error={reveal.error} />
             {confirmRotate ? null : <ErrorNotice error={rotate.error} />}
           </div>
           <Snippet title="psql" text={`psql "${full}"`} />
@@ -180,48 +154,6 @@ export function ConnectTab({ db, reload }: TabProps) {
             text={`import pg from 'pg';\n\nconst pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });\nconst { rows } = await pool.query('select now()');`}
           />
         </>
-      ) : null}
-      {methods ? (
-        <Dialog title="Confirm it's you" onClose={() => setMethods(null)}>
-          {methods.includes('sign_in') && !methods.includes('password') ? (
-            <>
-              <p>Your sign-in is too old to reveal a password. Sign out and sign in again, then retry.</p>
-              <div className="actions">
-                <button type="button" className="secondary" onClick={() => setMethods(null)}>
-                  Cancel
-                </button>
-              </div>
-            </>
-          ) : (
-            <form className="form" onSubmit={submitReauth}>
-              <label>
-                <span>{useTotp ? 'Authentication code' : 'Your password'}</span>
-                <input
-                  type={useTotp ? 'text' : 'password'}
-                  autoComplete={useTotp ? 'one-time-code' : 'current-password'}
-                  required
-                  maxLength={useTotp ? 32 : 1024}
-                  value={secret}
-                  onChange={(e) => setSecret(e.target.value)}
-                />
-              </label>
-              {methods.includes('totp') ? (
-                <button type="button" className="link" onClick={() => setUseTotp((v) => !v)}>
-                  {useTotp ? 'Use your password instead' : 'Use an authentication code instead'}
-                </button>
-              ) : null}
-              <ErrorNotice error={reveal.error} />
-              <div className="actions">
-                <button type="button" className="secondary" onClick={() => setMethods(null)}>
-                  Cancel
-                </button>
-                <button type="submit" className="primary" disabled={reveal.busy}>
-                  Reveal
-                </button>
-              </div>
-            </form>
-          )}
-        </Dialog>
       ) : null}
       {confirmRotate ? (
         <ConfirmDialog

@@ -109,8 +109,11 @@ export default function CreateDatabase() {
             ) : null}
             {status === 'ready' ? (
               <p className="ok">
-                Ready. <Link href={`/databases/${created}`}>Open {created}</Link> to allow your address and
-                connect.
+                Ready.{' '}
+                <Link href={`/databases/${created}`}>
+                  Open <bdi>{created}</bdi>
+                </Link>{' '}
+                to allow your address and connect.
               </p>
             ) : null}
             {status === 'failed' ? (

@@ -169,7 +169,7 @@ function Results({ result }: { result: Result }) {
                 {result.columns.map((c, i) => (
                   // biome-ignore lint/suspicious/noArrayIndexKey: columns may share a name
                   <th scope="col" key={i}>
-                    {c.name} <span className="type">{c.type}</span>
+                    <bdi>{c.name}</bdi> <span className="type">{c.type}</span>
                   </th>
                 ))}
               </tr>

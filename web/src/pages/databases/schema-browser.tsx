@@ -41,7 +41,7 @@ export function SchemaBrowser(props: {
               aria-expanded={open.has(t.name)}
               onClick={() => toggle(t.name)}
             >
-              {t.name}
+              <bdi>{t.name}</bdi>
             </button>
             {t.kind !== 'table' ? <span className="muted small"> {t.kind.replace('_', ' ')}</span> : null}
             {open.has(t.name) ? (
@@ -55,7 +55,7 @@ export function SchemaBrowser(props: {
                   ))}
                 </ul>
                 <button type="button" className="secondary small" onClick={() => props.onQuery(t.name)}>
-                  Query {t.name}
+                  Query <bdi>{t.name}</bdi>
                 </button>
               </>
             ) : null}
