@@ -28,8 +28,13 @@ export function Layout({ children }: { children: ReactNode }) {
         <nav aria-label="Main" className="nav">
           <NavLink href="/databases">Databases</NavLink>
           <NavLink href="/keys">API keys</NavLink>
-          <NavLink href="/audit">Audit log</NavLink>
-          {canAdminister(me, role) ? <NavLink href="/admin">Admin</NavLink> : null}
+          {/* Reading the audit log and managing people are for owners and admins (the API's policy). */}
+          {canAdminister(me, role) ? (
+            <>
+              <NavLink href="/audit">Audit log</NavLink>
+              <NavLink href="/admin">Admin</NavLink>
+            </>
+          ) : null}
           <NavLink href="/account/security">Account security</NavLink>
         </nav>
         <div className="who">
