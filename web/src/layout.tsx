@@ -28,13 +28,10 @@ export function Layout({ children }: { children: ReactNode }) {
         <nav aria-label="Main" className="nav">
           <NavLink href="/databases">Databases</NavLink>
           <NavLink href="/keys">API keys</NavLink>
-          {/* Reading the audit log and managing people are for owners and admins (the API's policy). */}
-          {canAdminister(me, role) ? (
-            <>
-              <NavLink href="/audit">Audit log</NavLink>
-              <NavLink href="/admin">Admin</NavLink>
-            </>
-          ) : null}
+          {/* As the API's policy: the audit log is read by owners and admins of the account; people and
+              invites are managed by them and by platform admins. */}
+          {role === 'owner' || role === 'admin' ? <NavLink href="/audit">Audit log</NavLink> : null}
+          {canAdminister(me, role) ? <NavLink href="/admin">Admin</NavLink> : null}
           <NavLink href="/account/security">Account security</NavLink>
         </nav>
         <div className="who">
