@@ -193,8 +193,8 @@ test('guessing the password is throttled like sign-in (Retry-After), even the ri
   assert.equal(login.statusCode, 429, login.body);
 });
 
-test('the CLI, signed in as a user, prompts for the password when the server asks', async () => {
-  await localUser('carol', 'owner');
+test('the CLI, signed in as a user, prompts for the password when the server asks (once per window)', async () => {
+  const carol = await localUser('carol', 'owner');
   const url = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-reveal-'));
   const env = { PATH: process.env.PATH ?? '', HOME: tmp, XDG_CONFIG_HOME: path.join(tmp, 'config') };
@@ -215,6 +215,15 @@ test('the CLI, signed in as a user, prompts for the password when the server ask
     const r = await cli(['db', 'reveal', DB, '--json'], `${PASSWORD}\n`);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).password, truth);
+    // The prompt opened the session's window: within it, a key is minted without asking again.
+    const k = await cli(['keys', 'create', '--name', 'from-cli', '--level', 'read', '--json'], '');
+    assert.equal(k.code, 0, k.stderr);
+    assert.match(JSON.parse(k.stdout).key, /^bwk_/);
+    // The window closed (5 minutes later): asked again; a wrong answer is refused.
+    await s.db.pool.query(
+      "UPDATE sessions SET reauthenticated_at = now() - interval '6 minutes' WHERE user_id = $1",
+      [carol.id],
+    );
     const wrong = await cli(['db', 'reveal', DB], 'not the password at all\n');
     assert.equal(wrong.code, 5, wrong.stderr);
     assert.match(wrong.stderr, /reauth_failed/);

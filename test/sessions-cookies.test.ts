@@ -65,8 +65,10 @@ function assertCleared(res: { headers: Record<string, unknown> }) {
     setCookies(res).map((c) => c.raw),
     [
       `${ACCESS}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict`,
-      `${REFRESH}=; Path=/v1/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict`,
+      `${REFRESH}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict`,
       `${SIGNED_IN}=; Path=/; Max-Age=0; Secure; SameSite=Strict`,
+      // The refresh cookie's earlier name and path, so an upgraded browser holds no stale one.
+      '__Secure-bulwark_refresh=; Path=/v1/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict',
     ],
   );
 }
@@ -112,7 +114,8 @@ test('password sign-in with session "cookie": the TOTP step, both cookies exactl
   assert.equal(refreshC!.name, REFRESH);
   assert.match(refreshC!.value, /^bwr_[A-Za-z0-9_-]{43}$/);
   const [path, maxAge, ...rest] = refreshC!.attributes;
-  assert.equal(path, 'Path=/v1/auth/refresh');
+  // `__Host-`: Path=/ and no Domain, so no sibling host can set or shadow it.
+  assert.equal(path, 'Path=/');
   // The session's own end (30 days from sign-in), not a fresh 30 days at every refresh.
   assert.ok(Math.abs(Number(maxAge!.slice('Max-Age='.length)) - 30 * 86_400) <= 2, maxAge);
   assert.deepEqual(rest, ['HttpOnly', 'Secure', 'SameSite=Strict']);

@@ -266,9 +266,10 @@ test('session fixation: a session cookie planted before sign-in is never adopted
   assert.notEqual(victim.csrf, attacker.csrf);
   const asVictim = await s.app.inject({ method: 'GET', url: '/v1/me', headers: apiCookie(victim) });
   assert.equal(asVictim.json().user.username, 'tess');
-  // The planted session is still only the attacker's: nothing of the victim's sign-in reached it.
+  // The planted session was this browser's previous one: the sign-in ended it (logged out), and
+  // nothing of the victim's sign-in reached it.
   const asPlanted = await s.app.inject({ method: 'GET', url: '/v1/me', headers: apiCookie(attacker) });
-  assert.equal(asPlanted.json().user.username, 'mallory');
+  assert.equal(asPlanted.statusCode, 401, asPlanted.body);
   const sessions = await s.db.pool.query<{ user_id: string }>(
     'SELECT DISTINCT user_id FROM sessions WHERE id = $1',
     [JSON.parse(Buffer.from(victim.access.split('.')[1]!, 'base64url').toString()).jti],
@@ -346,8 +347,18 @@ test('no password, token or CSRF token reaches the log; a refused write is one g
       headers: { ...apiCookie(first), 'x-csrf-token': `${first.csrf.slice(0, 40)}abc` },
     });
     assert.equal(forged.statusCode, 403);
+    // What a browser sends now: both cookies (Path=/) with every request.
+    const browserWrite = { ...pageWrite(first), cookie: refreshCookie(first).cookie };
+    // Enrolment needs the session re-authenticated first (the password again: never logged either).
+    const reauth = await inject({
+      method: 'POST',
+      url: '/v1/auth/reauth',
+      payload: { password: PASSWORD },
+      headers: browserWrite,
+    });
+    assert.equal(reauth.statusCode, 200, reauth.body);
     assert.equal(
-      (await inject({ method: 'POST', url: '/v1/me/totp', headers: pageWrite(first) })).statusCode,
+      (await inject({ method: 'POST', url: '/v1/me/totp', headers: browserWrite })).statusCode,
       200,
     );
     const rotated = await inject({

@@ -25,6 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { type ApiClient, ApiError, CliError, createApiClient, EXIT, parseServerUrl } from './api-client.ts';
 import { cliSetting } from './settings.ts';
+import { withStepUp } from './step-up.ts';
 
 export type Credentials = { url: string; key: string };
 
@@ -223,11 +224,14 @@ async function freshSession(
   });
 }
 
-/** An API client that sends the session's access token, refreshing it when needed (once on a 401). */
+/**
+ * An API client that sends the session's access token, refreshing it when needed (once on a 401),
+ * and re-authenticating the session when the server asks (`reauth_required`: step-up.ts), once.
+ */
 function sessionClient(first: SessionCredentials, env: NodeJS.ProcessEnv): ApiClient {
   let session = first;
   const url = parseServerUrl(session.url, cliSetting('allowInsecure', env));
-  async function call<T>(send: (c: ApiClient) => Promise<T>): Promise<T> {
+  async function attempt<T>(send: (c: ApiClient) => Promise<T>): Promise<T> {
     session = await freshSession(session, env, false);
     try {
       return await send(createApiClient({ url, key: session.access_token }));
@@ -237,6 +241,10 @@ function sessionClient(first: SessionCredentials, env: NodeJS.ProcessEnv): ApiCl
       return send(createApiClient({ url, key: session.access_token }));
     }
   }
+  const plain: Pick<ApiClient, 'request'> = {
+    request: (method, p, body, o) => attempt((c) => c.request(method, p, body, o)),
+  };
+  const call = <T>(send: (c: ApiClient) => Promise<T>) => withStepUp(plain, () => attempt(send));
   return {
     url,
     request: (method, p, body, o) => call((c) => c.request(method, p, body, o)),

@@ -4,7 +4,7 @@
  * the tests assert) and writes the Cookie header a browser would send back.
  */
 export const ACCESS = '__Host-bulwark_session';
-export const REFRESH = '__Secure-bulwark_refresh';
+export const REFRESH = '__Host-bulwark_refresh';
 /** Not a credential: tells the page a session may be there (readable by script). */
 export const SIGNED_IN = '__Host-bulwark_signed_in';
 
@@ -28,7 +28,7 @@ export function cookieValue(res: { headers: Record<string, unknown> }, name: str
   return found[0]!.value;
 }
 
-/** A browser's session as two cookie values (each sent only where its Path reaches). */
+/** A browser's session as two cookie values (both Path=/; the server reads the refresh one only to refresh or sign in). */
 export type CookieSession = { access: string; refresh: string; csrf: string };
 
 export function sessionFrom(res: { headers: Record<string, unknown>; json(): unknown }): CookieSession {
@@ -39,7 +39,7 @@ export function sessionFrom(res: { headers: Record<string, unknown>; json(): unk
   };
 }
 
-/** What the browser sends to any API path (the refresh cookie's Path is /v1/auth/refresh only). */
+/** The session cookie alone (a browser sends the refresh cookie too; the API routes ignore it). */
 export const apiCookie = (s: Pick<CookieSession, 'access'>) => ({ cookie: `${ACCESS}=${s.access}` });
 /** What the browser sends to POST /v1/auth/refresh. */
 export const refreshCookie = (s: Pick<CookieSession, 'access' | 'refresh'>) => ({
