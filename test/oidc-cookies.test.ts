@@ -121,3 +121,32 @@ test('providers: OIDC enabled with its configured label; a cookie flow from a pl
   });
   assert.equal(remote.statusCode, 400, remote.body);
 });
+
+test('an OIDC cookie sign-in ends the browser’s previous session; the fresh one counts as re-authenticated', async () => {
+  const signInOnce = async (cookie = '') => {
+    const { location, flow } = await start('?session=cookie');
+    const back = await provider.authorize(location, 'alice');
+    const res = await s.app.inject({
+      method: 'GET',
+      url: `${back.pathname}${back.search}`,
+      headers: { cookie: `bulwark_oidc=${flow}${cookie}`, 'user-agent': 'oidc-cookie-test' },
+    });
+    assert.equal(res.statusCode, 302, res.body);
+    return { access: cookieValue(res, ACCESS), refresh: cookieValue(res, REFRESH) };
+  };
+  const first = await signInOnce();
+  const second = await signInOnce(`; ${ACCESS}=${first.access}; ${REFRESH}=${first.refresh}`);
+  const asFirst = await s.app.inject({ method: 'GET', url: '/v1/me', headers: apiCookie(first) });
+  assert.equal(asFirst.statusCode, 401, 'the previous session was ended');
+  const me = await s.app.inject({ method: 'GET', url: '/v1/me', headers: apiCookie(second) });
+  assert.equal(me.statusCode, 200, me.body);
+  // No local password: a session started within 10 minutes may mint a key without re-entering anything.
+  const page = { origin: 'http://127.0.0.1', host: '127.0.0.1', 'sec-fetch-site': 'same-origin' };
+  const key = await s.app.inject({
+    method: 'POST',
+    url: '/v1/keys',
+    payload: { name: 'from-oidc', level: 'read' },
+    headers: { ...apiCookie(second), ...page, 'x-csrf-token': me.json().csrf_token },
+  });
+  assert.equal(key.statusCode, 201, key.body);
+});

@@ -212,6 +212,18 @@ test('TOTP enrolment through /v1/me/totp: confirm turns it on; recovery codes wo
   const auth = { authorization: `Bearer ${first.json().access_token}` };
   const anonymous = await server.app.inject({ method: 'POST', url: '/v1/me/totp' });
   assert.equal(anonymous.statusCode, 401);
+  // Signing in is not enough to add a factor: the session re-authenticates first (step-up).
+  const unproven = await server.app.inject({ method: 'POST', url: '/v1/me/totp', headers: auth });
+  assert.equal(unproven.statusCode, 403, unproven.body);
+  assert.equal(unproven.json().error.code, 'reauth_required');
+  const reauth = await server.app.inject({
+    method: 'POST',
+    url: '/v1/auth/reauth',
+    headers: auth,
+    payload: { password: PASSWORD },
+    remoteAddress: freshIp(),
+  });
+  assert.equal(reauth.statusCode, 200, reauth.body);
   const enrol = await server.app.inject({ method: 'POST', url: '/v1/me/totp', headers: auth });
   assert.equal(enrol.statusCode, 200, enrol.body);
   const { secret, otpauth_uri } = enrol.json();

@@ -40,6 +40,14 @@ test('a cookie session from one replica works on the other, CSRF token included;
     const onB = await b.app.inject({ method: 'GET', url: '/v1/me', headers: apiCookie(session) });
     assert.equal(onB.statusCode, 200, onB.body);
     assert.equal(onB.json().csrf_token, session.csrf);
+    // Re-authenticated on a, the session's step-up window holds on b too (it is on the session row).
+    const reauth = await a.app.inject({
+      method: 'POST',
+      url: '/v1/auth/reauth',
+      payload: { password: PASSWORD },
+      headers: pageWrite(session),
+    });
+    assert.equal(reauth.statusCode, 200, reauth.body);
     const write = await b.app.inject({ method: 'POST', url: '/v1/me/totp', headers: pageWrite(session) });
     assert.equal(write.statusCode, 200, write.body);
 
