@@ -228,6 +228,14 @@ test('the CLI, signed in as a user, prompts for the password when the server ask
     assert.equal(wrong.code, 5, wrong.stderr);
     assert.match(wrong.stderr, /reauth_failed/);
     assert.doesNotMatch(wrong.stdout, new RegExp(truth));
+    // Creating a key outside the window: the same prompt, once, then the key.
+    const asked = await cli(['keys', 'create', '--name', 'after-prompt', '--json'], `${PASSWORD}\n`);
+    assert.equal(asked.code, 0, asked.stderr);
+    assert.match(JSON.parse(asked.stdout).key, /^bwk_/);
+    // No answer on stdin: a usage error, no key.
+    await s.db.pool.query('UPDATE sessions SET reauthenticated_at = NULL WHERE user_id = $1', [carol.id]);
+    const silent = await cli(['keys', 'create', '--name', 'no-answer', '--json'], '');
+    assert.equal(silent.code, 2, silent.stderr);
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
