@@ -278,3 +278,24 @@ test('by cookie: reauth needs the CSRF token like any write; with it the window 
   const enrol = await post('/v1/me/totp', { ...page, 'x-csrf-token': csrf });
   assert.equal(enrol.statusCode, 200, enrol.body);
 });
+
+test('the window survives a refresh (the same session) and ends with the session', async () => {
+  const u = await createLocalUser(s.db.pool, { username: 'uma', password: PASSWORD, platformAdmin: false });
+  await s.db.pool.query('INSERT INTO memberships (account_id, user_id, role) VALUES ($1, $2, $3)', [
+    acme,
+    u.id,
+    'owner',
+  ]);
+  const t = await signIn(s, u);
+  assert.equal((await reauth(t.headers, { password: PASSWORD })).statusCode, 200);
+  const refreshed = await s.app.inject({
+    method: 'POST',
+    url: '/v1/auth/refresh',
+    payload: { refresh_token: t.refresh_token },
+  });
+  assert.equal(refreshed.statusCode, 200, refreshed.body);
+  const next = { authorization: `Bearer ${refreshed.json().access_token}` };
+  assert.equal((await guarded(next).key()).statusCode, 201, 'a refresh keeps the window');
+  assert.equal((await post('/v1/auth/logout', next)).statusCode, 200);
+  assert.equal((await guarded(next).key()).statusCode, 401, 'a logged-out session has no window');
+});
