@@ -91,7 +91,8 @@ test('Chromium on http://127.0.0.1 keeps the session cookies from a script’s r
     });
     const landing = await page.goto(`${origin}/sign-in`);
     assert.equal(landing?.status(), 200);
-    await page.waitForFunction('document.body.dataset.ready === "1"', null, { timeout: 10_000 });
+    // A locator, not a string predicate: waitForFunction('…') is eval inside the page, which its CSP forbids.
+    await page.locator('body[data-ready="1"]').waitFor({ state: 'attached', timeout: 10_000 });
 
     const login = await call(page, 'POST', '/v1/auth/login', {
       body: { username: 'petra', password: PASSWORD, session: 'cookie' },
