@@ -22,6 +22,7 @@ import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.t
 import { ensureTenantTemplate, refuseMaintenanceLogins } from './postgres/catalog-visibility.ts';
 import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
 import { createDatabaseSampler } from './samples/database-sampler.ts';
+import { createSampleSchedule, sampleAfterCreate } from './samples/sample-schedule.ts';
 import { createServerClient } from './server-client.ts';
 import { sleep } from './sleep.ts';
 
@@ -103,9 +104,17 @@ export async function startAgent(
   const managed = await startPooler(config, log);
   const pooler = managed?.pooler;
   const explorer = await startExplorer(cluster, admin, log);
-  const handlers =
+  // Size and connections of each tenant database, for the dashboard (samples/database-sampler.ts):
+  // every interval, and soon after a database is made here.
+  const samples = createSampleSchedule({
+    sample: createDatabaseSampler({ admin, client, log }),
+    intervalMs: config.sampleIntervalMs,
+  });
+  const handlers = sampleAfterCreate(
     opts.handlers ??
-    defaultHandlers({ ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}), explorer });
+      defaultHandlers({ ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}), explorer }),
+    samples.soon,
+  );
   const stopping = new AbortController();
 
   const heartbeat = createHeartbeat({
@@ -117,10 +126,7 @@ export async function startAgent(
   });
   await heartbeat();
   const hbTimer = setInterval(() => void heartbeat(), config.heartbeatMs);
-  // Size and connections of each tenant database, for the dashboard (samples/database-sampler.ts).
-  const sample = createDatabaseSampler({ admin, client, log });
-  void sample();
-  const sampleTimer = setInterval(() => void sample(), config.sampleIntervalMs);
+  samples.start();
   // The explorer's fast path (ADR 0009); explorer jobs from the queue still run without it.
   const channel = config.explorerChannel
     ? startExplorerChannel({
@@ -135,7 +141,7 @@ export async function startAgent(
   const runner = createJobRunner({ client, handlers, admin, log, pollWaitMs: config.pollWaitMs, sleep });
   const done = runner.run(stopping.signal).finally(async () => {
     clearInterval(hbTimer);
-    clearInterval(sampleTimer);
+    samples.stop();
     pooler?.stop();
     await channel?.stop();
     await explorer.close();
