@@ -1,0 +1,127 @@
+/**
+ * The server's execution-token signing keys (issue 14; ADR 0019). A key of its own, apart from
+ * the audit checkpoint key (signing-key.ts): a checkpoint signature can never pass for a token.
+ *
+ * Files in the server data dir, both 0600 (refused otherwise), written atomically:
+ *   execution-key.pem            the active Ed25519 private key (PKCS#8 PEM)
+ *   execution-keys-retired.json  {"<kid>": {"x": "<b64url public key>", "retiredAt": <epoch s>}}
+ *
+ * kid = the RFC 7638 JWK thumbprint of the public key. `rotate()` replaces the private key (the
+ * old one can sign no more) and keeps the old public key published by `jwks()` until every
+ * token it signed has expired: retiredAt + token lifetime + the agents' allowed skew.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  EXECUTION_TOKEN_TTL_SECONDS,
+  type ExecutionClaims,
+  type ExecutionSigner,
+  jwkThumbprint,
+  signExecutionToken,
+} from '../../shared/execution-token.ts';
+import { readPrivateFile, writeFileAtomic0600 } from './secret-box.ts';
+
+export const EXECUTION_KEY_FILE = 'execution-key.pem';
+export const EXECUTION_RETIRED_FILE = 'execution-keys-retired.json';
+
+export type ExecutionJwk = { kty: 'OKP'; crv: 'Ed25519'; x: string; kid: string; use: 'sig'; alg: 'EdDSA' };
+
+export type ExecutionKeyRingOptions = {
+  dir: string;
+  /** Epoch milliseconds. */
+  now?: () => number;
+  /** The agents' allowed clock skew: how long past a token's exp its key stays published. */
+  skewSeconds?: number;
+};
+
+type Retired = Record<string, { x: string; retiredAt: number }>;
+
+export function createExecutionKeyRing(opts: ExecutionKeyRingOptions) {
+  const now = opts.now ?? Date.now;
+  const keep = EXECUTION_TOKEN_TTL_SECONDS + (opts.skewSeconds ?? 30);
+  const keyPath = join(opts.dir, EXECUTION_KEY_FILE);
+  const retiredPath = join(opts.dir, EXECUTION_RETIRED_FILE);
+  if (!existsSync(opts.dir)) mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+  if (!existsSync(keyPath)) writeFileAtomic0600(keyPath, newPrivateKeyPem());
+  let signer = readSigner(keyPath);
+
+  const nowS = () => Math.floor(now() / 1000);
+  const readRetired = (): Retired => {
+    if (!existsSync(retiredPath)) return {};
+    let json: unknown;
+    try {
+      json = JSON.parse(readPrivateFile(retiredPath, 'retired execution keys file').toString('utf8'));
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new Error(`${retiredPath} is not valid JSON`);
+      throw err;
+    }
+    if (!json || typeof json !== 'object' || Array.isArray(json))
+      throw new Error(`${retiredPath}: not an object`);
+    const out: Retired = {};
+    for (const [kid, e] of Object.entries(json as Record<string, { x?: unknown; retiredAt?: unknown }>)) {
+      if (typeof e?.x !== 'string' || !Number.isSafeInteger(e.retiredAt) || jwkThumbprint(e.x) !== kid)
+        throw new Error(`${retiredPath}: entry ${kid} is malformed or does not match its key`);
+      out[kid] = { x: e.x, retiredAt: e.retiredAt as number };
+    }
+    return out;
+  };
+
+  return {
+    get kid(): string {
+      return signer.kid;
+    },
+    /** Signs with the active key. */
+    sign(claims: ExecutionClaims): string {
+      return signExecutionToken(signer, claims);
+    },
+    /** A new active key; the old public key stays in jwks() until its tokens expired. */
+    rotate(): string {
+      const retired = readRetired();
+      const t = nowS();
+      for (const [kid, e] of Object.entries(retired)) if (e.retiredAt + keep < t) delete retired[kid];
+      retired[signer.kid] = { x: signer.x, retiredAt: t };
+      // Old public key recorded first: a crash between the writes leaves it both active and retired.
+      writeFileAtomic0600(retiredPath, `${JSON.stringify(retired, null, 2)}\n`);
+      writeFileAtomic0600(keyPath, newPrivateKeyPem());
+      signer = readSigner(keyPath);
+      return signer.kid;
+    },
+    /** The active public key and every retired one that may still have unexpired tokens. */
+    jwks(): { keys: ExecutionJwk[] } {
+      const t = nowS();
+      const jwk = (kid: string, x: string): ExecutionJwk => ({
+        kty: 'OKP',
+        crv: 'Ed25519',
+        x,
+        kid,
+        use: 'sig',
+        alg: 'EdDSA',
+      });
+      const keys = [jwk(signer.kid, signer.x)];
+      for (const [kid, e] of Object.entries(readRetired()))
+        if (kid !== signer.kid && e.retiredAt + keep >= t) keys.push(jwk(kid, e.x));
+      return { keys };
+    },
+  };
+}
+
+export type ExecutionKeyRing = ReturnType<typeof createExecutionKeyRing>;
+
+function newPrivateKeyPem(): string {
+  return generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+}
+
+function readSigner(path: string): ExecutionSigner & { x: string } {
+  const pem = readPrivateFile(path, 'execution signing key file');
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey({ key: pem, format: 'pem' });
+  } catch {
+    throw new Error(`execution signing key file ${path} is not a valid PEM private key`);
+  }
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`${path} does not hold an Ed25519 key`);
+  const x = createPublicKey(privateKey).export({ format: 'jwk' }).x;
+  if (typeof x !== 'string') throw new Error(`${path}: no public key`);
+  return { kid: jwkThumbprint(x), privateKey, x };
+}
