@@ -169,6 +169,12 @@ describe('execution tokens', () => {
     assert.equal(reason(token(), opts({ now: T0 - 31_000 })), 'not_yet_valid');
   });
 
+  it('throws (never accepts) on a NaN clock or an unbounded skew', () => {
+    const token = signExecutionToken(server, claims());
+    assert.throws(() => verifyExecutionToken(token, opts({ now: Number.NaN })));
+    assert.throws(() => verifyExecutionToken(token, opts({ maxSkewSeconds: Number.POSITIVE_INFINITY })));
+  });
+
   it('refuses another database and another node', () => {
     assert.equal(reason(signExecutionToken(server, claims({ database: 'billing' }))), 'wrong_database');
     assert.equal(reason(signExecutionToken(server, claims({ node: 'node-b' }))), 'wrong_node');

@@ -143,6 +143,9 @@ export function verifyExecutionToken(token: string, opts: VerifyOptions): Verify
   const claims = parseJson(p);
   if (!claimsValid(claims)) return refuse('malformed');
   const skew = opts.maxSkewSeconds ?? DEFAULT_SKEW;
+  // A NaN clock would pass every time comparison below: a caller's bug, refused loudly.
+  if (!Number.isFinite(opts.now) || !Number.isFinite(skew) || skew < 0 || skew > 300)
+    throw new Error('verifyExecutionToken: now and maxSkewSeconds (0–300) must be finite numbers');
   const nowS = opts.now / 1000;
   if (nowS > claims.exp + skew) return refuse('expired');
   if (claims.iat > nowS + skew) return refuse('not_yet_valid');

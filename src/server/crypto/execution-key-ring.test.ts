@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -35,6 +35,7 @@ describe('execution key ring', () => {
     assert.deepEqual(Object.keys(keys[0]!).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x']);
     assert.equal(keys[0]!.kid, ring.kid);
     assert.equal(createExecutionKeyRing({ dir }).kid, ring.kid);
+    assert.deepEqual(readdirSync(dir).sort(), [EXECUTION_KEY_FILE]); // no temp file left behind
     chmodSync(join(dir, EXECUTION_KEY_FILE), 0o640);
     assert.throws(() => createExecutionKeyRing({ dir }), /group\/others/);
   });

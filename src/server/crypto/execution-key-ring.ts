@@ -10,9 +10,24 @@
  * old one can sign no more) and keeps the old public key published by `jwks()` until every
  * token it signed has expired: retiredAt + token lifetime + the agents' allowed skew.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  randomBytes,
+} from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import {
   EXECUTION_TOKEN_TTL_SECONDS,
   type ExecutionClaims,
@@ -43,7 +58,7 @@ export function createExecutionKeyRing(opts: ExecutionKeyRingOptions) {
   const keyPath = join(opts.dir, EXECUTION_KEY_FILE);
   const retiredPath = join(opts.dir, EXECUTION_RETIRED_FILE);
   if (!existsSync(opts.dir)) mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-  if (!existsSync(keyPath)) writeFileAtomic0600(keyPath, newPrivateKeyPem());
+  if (!existsSync(keyPath)) createOnce(keyPath, newPrivateKeyPem());
   let signer = readSigner(keyPath);
 
   const nowS = () => Math.floor(now() / 1000);
@@ -107,6 +122,25 @@ export function createExecutionKeyRing(opts: ExecutionKeyRingOptions) {
 }
 
 export type ExecutionKeyRing = ReturnType<typeof createExecutionKeyRing>;
+
+/** Writes a complete file at `path` unless one exists (another process's key wins: never overwritten). */
+function createOnce(path: string, data: string): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(tmp, path); // atomic, and fails with EEXIST instead of replacing
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    unlinkSync(tmp);
+  }
+}
 
 function newPrivateKeyPem(): string {
   return generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
