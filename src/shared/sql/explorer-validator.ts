@@ -271,8 +271,8 @@ function checkTopLevel(stmt: JsonObject, stmtLoc: number): 'select' | 'explain' 
   throw new Refusal('not_select', `only SELECT queries are allowed (got ${type || 'unknown'})`, stmtLoc);
 }
 
-/** Converts a UTF-8 byte offset (parser node locations) to a JS string index. */
-function byteOffsetToIndex(sql: string, byteOffset: number): number {
+/** Converts a UTF-8 byte offset (parser node locations) to a JS string index. Also used by sql-classifier.ts. */
+export function byteOffsetToIndex(sql: string, byteOffset: number): number {
   let bytes = 0;
   let i = 0;
   while (i < sql.length && bytes < byteOffset) {
@@ -311,7 +311,8 @@ function precheck(sql: string): ExplorerVerdict | null {
   return null;
 }
 
-function parseOrRefuse(sql: string): { stmts: JsonObject[] } | ExplorerVerdict {
+/** Parses with the PostgreSQL 15 grammar; a refusal carries the error position. Also used by sql-classifier.ts. */
+export function parseOrRefuse(sql: string): { stmts: JsonObject[] } | ExplorerVerdict {
   let tree: { stmts?: JsonObject[] };
   try {
     tree = parseSync(sql) as { stmts?: JsonObject[] };
