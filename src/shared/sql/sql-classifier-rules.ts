@@ -315,7 +315,7 @@ export function judgeNode(type: string, body: JsonObject): NodeVerdict {
     case 'AlterTableStmt':
       return { judgement: judgeAlterTable(body), descend: true };
     case 'CreateFunctionStmt': {
-      const lang = languageOf(body).toLowerCase();
+      const lang = languageOf(body); // exact: a quoted "SQL" is another language
       if (!TRUSTED_LANGUAGES.has(lang))
         return refused(`language ${lang} is not trusted (runs outside SQL's rules)`);
       return is('ddl', 'CREATE FUNCTION/PROCEDURE changes the schema', false);
@@ -330,13 +330,9 @@ export function judgeNode(type: string, body: JsonObject): NodeVerdict {
   return { judgement: null, descend: true };
 }
 
-/** Statements that change the schema, for the mixed-DDL-and-DML finding. */
+/** Statements that change the schema, for the mixed-DDL-and-DML finding (TRUNCATE counts as DML). */
 export function isSchemaChange(type: string): boolean {
-  return (
-    DDL_STMTS.has(type) ||
-    DDL_STORED_BODY.has(type) ||
-    ['DropStmt', 'TruncateStmt', 'AlterTableStmt'].includes(type)
-  );
+  return DDL_STMTS.has(type) || DDL_STORED_BODY.has(type) || ['DropStmt', 'AlterTableStmt'].includes(type);
 }
 
 function isNodeKey(key: string): boolean {

@@ -128,6 +128,17 @@ describe('sql classifier details', () => {
       const deep = `select ${'('.repeat(depth)}1${')'.repeat(depth)}`;
       assert.ok(['read', 'refused'].includes(classifySql(deep).class));
     }
+    for (const n of [1000, 10_000, 50_000]) {
+      const r = classifySql(`select ${'1+'.repeat(n)}1`);
+      assert.ok(
+        n > 1000 ? r.class === 'refused' || r.class === 'read' : r.class === 'read',
+        `${n}: ${r.class}`,
+      );
+    }
+    assert.deepEqual(
+      classifySql('truncate t; insert into t values (1)').findings.map((f) => f.code),
+      [],
+    );
   });
 
   test('refusals name their reason', () => {

@@ -125,15 +125,21 @@ export function classifySql(sql: string, opts: ClassifyOptions = {}): SqlClassif
   }
   const cls = statements.reduce<SqlClass>((acc, s) => worseClass(acc, s.class), 'read');
   const toIndex = (byteOffset: number) => byteOffsetToIndex(sql, byteOffset);
-  const findings = reviewRequest(
-    trees.map((t) => ({
-      type: t.type,
-      body: t.body,
-      index: t.offset,
-      class: statements[t.offset]?.class ?? 'refused',
-    })),
-    toIndex,
-    opts,
-  );
+  let findings: SqlFinding[];
+  try {
+    findings = reviewRequest(
+      trees.map((t) => ({
+        type: t.type,
+        body: t.body,
+        index: t.offset,
+        class: statements[t.offset]?.class ?? 'refused',
+      })),
+      toIndex,
+      opts,
+    );
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    return { ...refusedParse('the SQL is nested too deeply', null), statements };
+  }
   return { class: cls, statements, findings };
 }

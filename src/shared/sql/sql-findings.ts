@@ -92,6 +92,24 @@ function isLiteral(v: unknown): boolean {
   return cast !== null && asObject(cast['arg'])?.['A_Const'] !== undefined;
 }
 
+/**
+ * CONCURRENTLY forms that PostgreSQL refuses inside a transaction block: CREATE/DROP INDEX, REINDEX,
+ * DETACH PARTITION (REFRESH MATERIALIZED VIEW CONCURRENTLY may run in one).
+ */
+function runsOutsideTransaction(s: ReviewedStatement): boolean {
+  if (s.type === 'RefreshMatViewStmt') return false;
+  if (s.type === 'ReindexStmt') {
+    const params = Array.isArray(s.body['params']) ? s.body['params'] : [];
+    return params.some((p) => asObject(asObject(p)?.['DefElem'])?.['defname'] === 'concurrently');
+  }
+  let found = false;
+  walkTree({ [s.type]: s.body }, (_type, body) => {
+    if (body['concurrent'] === true) found = true;
+    return !found;
+  });
+  return found || s.body['concurrent'] === true;
+}
+
 /** Findings of one request, its statements in order. `toIndex` maps parser byte offsets to JS indices. */
 export function reviewRequest(
   statements: ReviewedStatement[],
@@ -137,7 +155,7 @@ export function reviewRequest(
         null,
       );
     }
-    if (statements.length > 1 && s.body['concurrent'] === true) {
+    if (statements.length > 1 && runsOutsideTransaction(s)) {
       add(
         'concurrently_in_transaction',
         'CONCURRENTLY cannot run inside the request\u2019s transaction: send it alone',
