@@ -13,7 +13,12 @@ export type JsonObject = { [key: string]: Json };
 
 /** What one node says: a class and why (null: no opinion), and whether its children are judged too. */
 export type Judgement = { cls: SqlClass; reason: string } | null;
-export type NodeVerdict = { judgement: Judgement; descend: boolean };
+/**
+ * `descend`: judge the children too; `'refusals'`: a stored body (view, rule, policy, function): its
+ * children do not run now, so only what would be refused anywhere counts (a view calling
+ * pg_read_file is still refused).
+ */
+export type NodeVerdict = { judgement: Judgement; descend: boolean | 'refusals' };
 
 const words = (s: string): string[] => s.trim().split(/\s+/);
 
@@ -264,7 +269,7 @@ const LABELS: Readonly<Record<string, string>> = {
 const label = (type: string): string => LABELS[type] ?? type.replace(/Stmt$/, '');
 
 const refused = (reason: string): NodeVerdict => ({ judgement: { cls: 'refused', reason }, descend: false });
-const is = (cls: SqlClass, reason: string, descend = true): NodeVerdict => ({
+const is = (cls: SqlClass, reason: string, descend: boolean | 'refusals' = true): NodeVerdict => ({
   judgement: { cls, reason },
   descend,
 });
@@ -318,14 +323,14 @@ export function judgeNode(type: string, body: JsonObject): NodeVerdict {
       const lang = languageOf(body); // exact: a quoted "SQL" is another language
       if (!TRUSTED_LANGUAGES.has(lang))
         return refused(`language ${lang} is not trusted (runs outside SQL's rules)`);
-      return is('ddl', 'CREATE FUNCTION/PROCEDURE changes the schema', false);
+      return is('ddl', 'CREATE FUNCTION/PROCEDURE changes the schema', 'refusals');
     }
     case 'CreateSchemaStmt':
       if (asObject(body['authrole'])) return refused(REFUSED_STMTS['AlterOwnerStmt'] ?? '');
       return is('ddl', 'CREATE SCHEMA changes the schema');
   }
   if (DDL_STMTS.has(type)) return is('ddl', `${label(type)} changes the schema`);
-  if (DDL_STORED_BODY.has(type)) return is('ddl', `${label(type)} changes the schema`, false);
+  if (DDL_STORED_BODY.has(type)) return is('ddl', `${label(type)} changes the schema`, 'refusals');
   if (type.endsWith('Stmt')) return refused(`${type} is not known to the classifier`);
   return { judgement: null, descend: true };
 }

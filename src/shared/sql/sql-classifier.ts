@@ -51,18 +51,24 @@ function classifyStatement(type: string, body: JsonObject): { cls: SqlClass; rea
   let cls: SqlClass = 'read';
   const reasons: string[] = [];
   let judged = false;
-  walkTree({ [type]: body }, (t, b) => {
-    const { judgement, descend } = judgeNode(t, b);
-    if (judgement) {
-      judged = true;
-      const before = cls;
-      cls = worseClass(cls, judgement.cls);
-      // Keep the reasons of the class that decides (and of equals), in tree order.
-      if (cls !== before) reasons.length = 0;
-      if (judgement.cls === cls && !reasons.includes(judgement.reason)) reasons.push(judgement.reason);
-    }
-    return descend;
-  });
+  const judgeTree = (root: unknown, refusalsOnly: boolean): void =>
+    walkTree(root, (t, b) => {
+      const { judgement, descend } = judgeNode(t, b);
+      if (judgement && (!refusalsOnly || judgement.cls === 'refused')) {
+        judged = true;
+        const before = cls;
+        cls = worseClass(cls, judgement.cls);
+        // Keep the reasons of the class that decides (and of equals), in tree order.
+        if (cls !== before) reasons.length = 0;
+        if (judgement.cls === cls && !reasons.includes(judgement.reason)) reasons.push(judgement.reason);
+      }
+      if (descend === 'refusals' && !refusalsOnly) {
+        for (const k in b) judgeTree(b[k], true);
+        return false;
+      }
+      return refusalsOnly || descend === true;
+    });
+  judgeTree({ [type]: body }, false);
   if (!judged) return { cls: 'refused', reasons: [`${type} is not known to the classifier`] };
   return { cls, reasons };
 }
