@@ -51,7 +51,7 @@ const DDL_STORED_BODY: ReadonlySet<string> = new Set(
 );
 
 /** Statements never run through a request, each with the reason. */
-export const REFUSED_STMTS: Readonly<Record<string, string>> = {
+const REFUSED_STMTS: Readonly<Record<string, string>> = {
   CreateRoleStmt: 'roles are managed by the platform',
   AlterRoleStmt: 'roles are managed by the platform',
   AlterRoleSetStmt: 'roles are managed by the platform (a role setting applies to every later session)',

@@ -36,6 +36,12 @@ export const CORPUS: readonly CorpusCase[] = [
   ['copy (select * from orders) to stdout with (format csv)', 'read'],
   ['copy (delete from t where a = 1 returning *) to stdout', 'write'],
   ["select 1 union all select nextval('s')", 'write'],
+  [
+    `select * from t where id in (${Array.from({ length: 1500 }, (_, i) => i).join(',')})`,
+    'read',
+    ['huge_in_list'],
+  ],
+  [`delete from t where id = any(array[${'1,'.repeat(1200)}2])`, 'write', ['huge_in_list']],
   ['select * from t where x = (select max(y) from u for update)', 'write'],
   ['refresh materialized view concurrently mv; select 1', 'write'],
   ['-- a comment\nselect 1', 'read'],

@@ -3,6 +3,7 @@ import { before, describe, test } from 'node:test';
 import { loadExplorerParser, redactSql } from './explorer-validator.ts';
 import { CORPUS } from './sql-classifier.corpus.ts';
 import { CLASS_ORDER, classifySql, type SqlClass } from './sql-classifier.ts';
+import { DEFAULT_SEVERITIES } from './sql-findings.ts';
 
 before(async () => {
   await loadExplorerParser();
@@ -150,6 +151,12 @@ describe('sql classifier details', () => {
 
 describe('sql review findings', () => {
   const codes = (sql: string, opts = {}) => classifySql(sql, opts).findings.map((f) => f.code);
+
+  test('every finding code of the corpus has a default severity', () => {
+    const seen = new Set(CORPUS.flatMap(([sql]) => classifySql(sql).findings.map((f) => f.code)));
+    for (const code of seen) assert.ok(Object.hasOwn(DEFAULT_SEVERITIES, code), code);
+    assert.deepEqual([...seen].sort(), Object.keys(DEFAULT_SEVERITIES).sort());
+  });
 
   test('severities have defaults and can be changed or turned off', () => {
     const sql = 'delete from t';

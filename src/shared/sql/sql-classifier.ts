@@ -43,7 +43,7 @@ export type { FindingCode };
 export const CLASS_ORDER: readonly SqlClass[] = ['read', 'write', 'ddl', 'destructive', 'refused'];
 
 /** The worse of two classes. */
-export function worseClass(a: SqlClass, b: SqlClass): SqlClass {
+function worseClass(a: SqlClass, b: SqlClass): SqlClass {
   return CLASS_ORDER.indexOf(a) >= CLASS_ORDER.indexOf(b) ? a : b;
 }
 

@@ -55,7 +55,7 @@ export const DEFAULT_SEVERITIES: Readonly<Record<FindingCode, Severity>> = {
   concurrently_in_transaction: 'block',
 };
 
-export type ReviewedStatement = { type: string; body: JsonObject; index: number; class: SqlClass };
+type ReviewedStatement = { type: string; body: JsonObject; index: number; class: SqlClass };
 
 type Relation = { schema: string; table: string; loc: number | null };
 
