@@ -35,7 +35,7 @@ const WRITE_STMTS: Readonly<Record<string, string>> = {
 /** Schema changes. Their children are judged too (a default or a CTAS query runs at once)... */
 const DDL_STMTS: ReadonlySet<string> = new Set(
   words(`
-    CreateStmt CreateTableAsStmt AlterTableStmt IndexStmt CreateSeqStmt AlterSeqStmt AlterFunctionStmt
+    CreateStmt CreateTableAsStmt AlterTableStmt IndexStmt CreateSeqStmt AlterSeqStmt
     CreateDomainStmt AlterDomainStmt CompositeTypeStmt CreateEnumStmt AlterEnumStmt CreateRangeStmt
     CommentStmt RenameStmt AlterObjectSchemaStmt DefineStmt CreateCastStmt CreateOpClassStmt
     CreateOpFamilyStmt AlterOpFamilyStmt CreateConversionStmt CreateStatsStmt AlterStatsStmt
@@ -45,9 +45,14 @@ const DDL_STMTS: ReadonlySet<string> = new Set(
   `),
 );
 
-/** ...except these, whose bodies are stored, not run (a view's query, a rule's actions, a policy). */
+/**
+ * ...except these, whose bodies are stored, not run (a view's query, a rule's actions, a policy, a
+ * function's body and its `SET search_path = …` clause).
+ */
 const DDL_STORED_BODY: ReadonlySet<string> = new Set(
-  words('ViewStmt RuleStmt CreateTrigStmt CreatePolicyStmt AlterPolicyStmt CreateFunctionStmt'),
+  words(
+    'ViewStmt RuleStmt CreateTrigStmt CreatePolicyStmt AlterPolicyStmt CreateFunctionStmt AlterFunctionStmt',
+  ),
 );
 
 /** Statements never run through a request, each with the reason. */

@@ -54,7 +54,9 @@ function classifyStatement(type: string, body: JsonObject): { cls: SqlClass; rea
   const judgeTree = (root: unknown, refusalsOnly: boolean): void =>
     walkTree(root, (t, b) => {
       const { judgement, descend } = judgeNode(t, b);
-      if (judgement && (!refusalsOnly || judgement.cls === 'refused')) {
+      // A stored SET clause (`CREATE FUNCTION … SET search_path = …`) does not change this session.
+      const stored = refusalsOnly && (judgement?.cls !== 'refused' || t === 'VariableSetStmt');
+      if (judgement && !stored) {
         judged = true;
         const before = cls;
         cls = worseClass(cls, judgement.cls);
