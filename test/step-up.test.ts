@@ -299,3 +299,38 @@ test('the window survives a refresh (the same session) and ends with the session
   assert.equal((await post('/v1/auth/logout', next)).statusCode, 200);
   assert.equal((await guarded(next).key()).statusCode, 401, 'a logged-out session has no window');
 });
+
+test('a promotion needs the window (a stolen owner session cannot raise an accomplice); a demotion never does', async () => {
+  const o = await owner('promoter');
+  const member = await createTestUser(s, {
+    username: 'accomplice',
+    memberships: [{ accountId: acme, role: 'member' }],
+  });
+  const roleOf = async () =>
+    (
+      await s.db.pool.query('SELECT role FROM memberships WHERE account_id = $1 AND user_id = $2', [
+        acme,
+        member.id,
+      ])
+    ).rows[0]?.role;
+  const setRole = (headers: Record<string, string>, role: string) =>
+    s.app.inject({ method: 'PUT', url: `/v1/users/${member.id}/role`, headers, payload: { role } });
+
+  const refused = await setRole(o.headers, 'owner');
+  assert.equal(refused.statusCode, 403, refused.body);
+  assert.equal(refused.json().error.code, 'reauth_required');
+  assert.equal(await roleOf(), 'member', 'nothing changed');
+
+  assert.equal((await reauth(o.headers, { password: PASSWORD })).statusCode, 200);
+  const promoted = await setRole(o.headers, 'admin');
+  assert.equal(promoted.statusCode, 200, promoted.body);
+  assert.equal(await roleOf(), 'admin');
+
+  // Another session of the same owner, with no window: a demotion goes through at once.
+  const fresh = await signIn(s, { id: o.id });
+  const demoted = await setRole(fresh.headers, 'viewer');
+  assert.equal(demoted.statusCode, 200, demoted.body);
+  assert.equal(await roleOf(), 'viewer');
+  // …and promoting back from that session is asked again.
+  assert.equal((await setRole(fresh.headers, 'member')).json().error.code, 'reauth_required');
+});

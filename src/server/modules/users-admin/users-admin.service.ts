@@ -13,6 +13,7 @@ import type { AuditService } from '../audit/audit.service.ts';
 import { keyPrefixesOfUser, notifyKeysChanged } from '../keys/keys.repo.ts';
 import type { SessionAuthenticator } from '../sessions/session-auth.ts';
 import { notifySessionRevoked, notifyUserChanged, revokeSession } from '../sessions/sessions.repo.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import * as repo from './users-admin.repo.ts';
 
 export type UsersAdminDeps = {
@@ -23,6 +24,12 @@ export type UsersAdminDeps = {
   auth: Pick<SessionAuthenticator, 'evictSession' | 'evictUser'>;
   /** This process's key cache: the keys of a demoted or removed member drop from it at once. */
   keys: { evict(lookupPrefix: string): void };
+  /**
+   * Step-up (sessions/step-up.ts): a promotion raises what another person's session and keys may
+   * do, so a stolen session must not be able to make one; demotions and removals (what an
+   * incident calls for) are never asked.
+   */
+  stepUp?: RequireStepUp;
 };
 
 /** Who asks: a signed-in user, and the account they act in (if any). */
@@ -103,6 +110,17 @@ export function createUsersAdminService(deps: UsersAdminDeps) {
     requestId: string | null,
   ): Promise<{ from: repo.MemberRole; changed: boolean; accountId: string }> {
     const scope = await memberScopeOf(db, v);
+    // A promotion asks for the step-up window before anything is locked (the check reads the
+    // session row); the transaction refuses one that became a promotion meanwhile.
+    const current = to ? (await repo.findMember(db, scope.accountId, userId))?.role : null;
+    const promoting = to !== null && current != null && RANKED.indexOf(to) > RANKED.indexOf(current);
+    if (promoting && current) {
+      assertMayManage(scope.role, current, to);
+      await deps.stepUp?.(
+        { userId: v.user.userId, sessionId: v.user.sessionId },
+        'give a member a higher role',
+      );
+    }
     let prefixes: string[] = [];
     const out = await withTx(db, async (tx) => {
       const members = await repo.lockMembers(tx, scope.accountId);
@@ -110,6 +128,8 @@ export function createUsersAdminService(deps: UsersAdminDeps) {
       if (!target) throw notFound('User');
       assertMayManage(scope.role, target.role, to);
       if (to === target.role) return { from: target.role, changed: false };
+      if (to && !promoting && RANKED.indexOf(to) > RANKED.indexOf(target.role))
+        throw conflict('The member’s role changed meanwhile: try again');
       if (target.role === 'owner' && members.filter((m) => m.role === 'owner').length === 1)
         throw conflict(
           `This is the account's last owner: make another member owner before ${to ? 'demoting' : 'removing'} them`,

@@ -6,6 +6,7 @@ import { StatusBadge } from '../../components/status-badge.tsx';
 import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
+import { useReauth } from '../../reauth.tsx';
 import { type Role, useMe } from '../../session.tsx';
 
 const ROLES: Role[] = ['owner', 'admin', 'member', 'viewer'];
@@ -19,10 +20,14 @@ export function UsersSection() {
     `${account}|${cursor}`,
   );
   const [done, setDone] = useState('');
+  // A promotion asks "Confirm it's you" (step-up); a demotion or a suspension never does.
+  const withReauth = useReauth();
   const act = useAction(
     async (kind: 'suspend' | 'reactivate' | 'role', id: string, label: string, role?: Role) => {
       if (kind === 'role' && role) {
-        await call(api.PUT('/v1/users/{id}/role', { params: { path: { id } }, body: { role } }));
+        await withReauth(() =>
+          call(api.PUT('/v1/users/{id}/role', { params: { path: { id } }, body: { role } })),
+        );
         setDone(`${label} is now ${role}.`);
       } else if (kind === 'suspend') {
         await call(api.POST('/v1/users/{id}/suspend', { params: { path: { id } } }));
