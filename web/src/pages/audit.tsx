@@ -2,6 +2,7 @@ import { type FormEvent, useState } from 'react';
 import { api, call, download } from '../api/client.ts';
 import { ErrorNotice } from '../components/error-notice.tsx';
 import { Empty, Loading, Page } from '../components/page.tsx';
+import { Pager, useCursorPages } from '../components/pager.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
 import { TableWrap } from '../components/table-wrap.tsx';
 import { dateTime } from '../lib/format.ts';
@@ -87,8 +88,8 @@ export default function Audit() {
   const { account } = useMe();
   const [draft, setDraft] = useState<Filters>(NONE);
   const [filters, setFilters] = useState<Filters>(NONE);
-  const [cursors, setCursors] = useState<(string | null)[]>([null]);
-  const cursor = cursors[cursors.length - 1] ?? null;
+  const pages = useCursorPages();
+  const { cursor } = pages;
   const events = useApi(
     () => {
       const query = { ...toQuery(filters), limit: 50, ...(cursor ? { cursor } : {}) };
@@ -103,14 +104,14 @@ export default function Audit() {
   const apply = (e: FormEvent) => {
     e.preventDefault();
     setFilters(draft);
-    setCursors([null]);
+    pages.reset();
   };
   /** Narrows the listing to one actor or target (a click on its id in the table). */
   const narrow = (f: Partial<Filters>) => {
     const next = { ...filters, ...f };
     setDraft(next);
     setFilters(next);
-    setCursors([null]);
+    pages.reset();
   };
   const set = (k: keyof Filters) => (e: { target: { value: string } }) =>
     setDraft({ ...draft, [k]: e.target.value });
@@ -184,7 +185,7 @@ export default function Audit() {
             onClick={() => {
               setDraft(NONE);
               setFilters(NONE);
-              setCursors([null]);
+              pages.reset();
             }}
           >
             Clear filters
@@ -255,27 +256,7 @@ export default function Audit() {
           </table>
         </TableWrap>
       ) : null}
-      <div className="pager">
-        <button
-          type="button"
-          className="secondary"
-          disabled={cursors.length < 2}
-          onClick={() => setCursors((c) => c.slice(0, -1))}
-        >
-          Previous page
-        </button>
-        <button
-          type="button"
-          className="secondary"
-          disabled={!events.data?.next_cursor}
-          onClick={() => {
-            const n = events.data?.next_cursor;
-            if (n) setCursors((c) => [...c, n]);
-          }}
-        >
-          Next page
-        </button>
-      </div>
+      <Pager pages={pages} next={events.data?.next_cursor} />
     </Page>
   );
 }

@@ -4,6 +4,7 @@ import { CopyButton } from '../components/copy-button.tsx';
 import { ConfirmDialog } from '../components/dialog.tsx';
 import { ErrorNotice } from '../components/error-notice.tsx';
 import { Empty, Loading, Page } from '../components/page.tsx';
+import { Pager, useCursorPages } from '../components/pager.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
 import { TableWrap } from '../components/table-wrap.tsx';
 import { ago, dateTime } from '../lib/format.ts';
@@ -143,8 +144,8 @@ function CreateKey({ onCreated }: { onCreated: () => void }) {
 
 export default function Keys() {
   const { account } = useMe();
-  const [cursors, setCursors] = useState<(string | null)[]>([null]);
-  const cursor = cursors[cursors.length - 1] ?? null;
+  const pages = useCursorPages();
+  const { cursor } = pages;
   const keys = useApi(
     () => call(api.GET('/v1/keys', { params: { query: { limit: 50, ...(cursor ? { cursor } : {}) } } })),
     `${account}|${cursor}`,
@@ -222,27 +223,7 @@ export default function Keys() {
           </table>
         </TableWrap>
       ) : null}
-      <div className="pager">
-        <button
-          type="button"
-          className="secondary"
-          disabled={cursors.length < 2}
-          onClick={() => setCursors((c) => c.slice(0, -1))}
-        >
-          Previous page
-        </button>
-        <button
-          type="button"
-          className="secondary"
-          disabled={!keys.data?.next_cursor}
-          onClick={() => {
-            const n = keys.data?.next_cursor;
-            if (n) setCursors((c) => [...c, n]);
-          }}
-        >
-          Next page
-        </button>
-      </div>
+      <Pager pages={pages} next={keys.data?.next_cursor} />
       {revoking ? (
         <ConfirmDialog
           title={

@@ -2,6 +2,7 @@ import { useState } from 'react';
 import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading } from '../../components/page.tsx';
+import { Pager, useCursorPages } from '../../components/pager.tsx';
 import { StatusBadge } from '../../components/status-badge.tsx';
 import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime } from '../../lib/format.ts';
@@ -13,8 +14,8 @@ const ROLES: Role[] = ['owner', 'admin', 'member', 'viewer'];
 
 export function UsersSection() {
   const { me, account } = useMe();
-  const [cursors, setCursors] = useState<(string | null)[]>([null]);
-  const cursor = cursors[cursors.length - 1] ?? null;
+  const pages = useCursorPages();
+  const { cursor } = pages;
   const users = useApi(
     () => call(api.GET('/v1/users', { params: { query: { limit: 50, ...(cursor ? { cursor } : {}) } } })),
     `${account}|${cursor}`,
@@ -134,27 +135,7 @@ export function UsersSection() {
           </table>
         </TableWrap>
       ) : null}
-      <div className="pager">
-        <button
-          type="button"
-          className="secondary"
-          disabled={cursors.length < 2}
-          onClick={() => setCursors((c) => c.slice(0, -1))}
-        >
-          Previous page
-        </button>
-        <button
-          type="button"
-          className="secondary"
-          disabled={!users.data?.next_cursor}
-          onClick={() => {
-            const n = users.data?.next_cursor;
-            if (n) setCursors((c) => [...c, n]);
-          }}
-        >
-          Next page
-        </button>
-      </div>
+      <Pager pages={pages} next={users.data?.next_cursor} />
     </section>
   );
 }

@@ -3,6 +3,7 @@ import { Link } from 'wouter';
 import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Empty, Loading, Page } from '../../components/page.tsx';
+import { Pager, useCursorPages } from '../../components/pager.tsx';
 import { StatusBadge } from '../../components/status-badge.tsx';
 import { TableWrap } from '../../components/table-wrap.tsx';
 import { bytes } from '../../lib/format.ts';
@@ -25,16 +26,16 @@ export default function DatabasesList() {
   const [input, setInput] = useState('');
   const [q, setQ] = useState('');
   const [status, setStatus] = useState<StatusFilter>('');
-  const [cursors, setCursors] = useState<(string | null)[]>([null]);
-  const cursor = cursors[cursors.length - 1] ?? null;
+  const pages = useCursorPages();
+  const { cursor, reset } = pages;
 
   useEffect(() => {
     const t = setTimeout(() => {
       setQ(input.trim());
-      setCursors([null]);
+      reset();
     }, 250);
     return () => clearTimeout(t);
-  }, [input]);
+  }, [input, reset]);
 
   const list = useApi(() => {
     const query = {
@@ -74,7 +75,7 @@ export default function DatabasesList() {
             value={status}
             onChange={(e) => {
               setStatus(e.target.value as StatusFilter);
-              setCursors([null]);
+              pages.reset();
             }}
           >
             <option value="">Any</option>
@@ -136,28 +137,7 @@ export default function DatabasesList() {
           </table>
         </TableWrap>
       ) : null}
-      <div className="pager">
-        <button
-          type="button"
-          className="secondary"
-          disabled={cursors.length < 2 || list.loading}
-          onClick={() => setCursors((c) => c.slice(0, -1))}
-        >
-          Previous page
-        </button>
-        <span className="muted small">Page {cursors.length}</span>
-        <button
-          type="button"
-          className="secondary"
-          disabled={!list.data?.next_cursor || list.loading}
-          onClick={() => {
-            const next = list.data?.next_cursor;
-            if (next) setCursors((c) => [...c, next]);
-          }}
-        >
-          Next page
-        </button>
-      </div>
+      <Pager pages={pages} next={list.data?.next_cursor} busy={list.loading} showPage />
     </Page>
   );
 }
