@@ -9,6 +9,7 @@ import { ROLLUPS } from '../src/server/modules/databases/databases.samples.ts';
 import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { waitFor } from './helpers/wait.ts';
 
 let s: TestServer;
 let admin: TestKey;
@@ -171,6 +172,11 @@ test("the server rolls samples up when its node's agent reports", async () => {
       payload: { samples: [{ database_id: id, size_bytes: 1000, connections: 2 }] },
     });
     assert.equal(r.statusCode, 200, r.body);
+    // The roll-ups run beside the report (not in its way): wait for them.
+    await waitFor('the roll-up', async () => (await rows(id)).every((x) => x.span_s !== 0 || x.n === 1), {
+      timeoutMs: 15_000,
+      everyMs: 50,
+    });
   } finally {
     await replica.stop();
   }

@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { waitFor } from './helpers/wait.ts';
 
 let s: TestServer;
 let admin: TestKey;
@@ -229,6 +230,18 @@ test('samples older than the retention are pruned when reports come in', async (
       payload: { samples: [{ database_id: id, size_bytes: 3, connections: 0 }] },
     });
     assert.equal(r.statusCode, 200, r.body);
+    // The prune runs beside the report (not in its way): wait for it.
+    await waitFor(
+      'the prune',
+      async () =>
+        (
+          await s.db.pool.query(
+            "SELECT 1 FROM database_samples WHERE database_id = $1 AND at < now() - interval '7 days'",
+            [id],
+          )
+        ).rowCount === 0,
+      { timeoutMs: 15_000, everyMs: 50 },
+    );
   } finally {
     await replica.stop();
   }

@@ -84,7 +84,11 @@ export function createDashboard(deps: DashboardDeps) {
     if (hit && hit.mtimeMs === stat.mtimeMs) return hit;
     const body = await fs.readFile(real);
     const ext = path.extname(name).toLowerCase();
-    const gz = COMPRESSIBLE.has(ext) && body.length > 1024 ? gzipSync(body) : null;
+    // Compressed once, for the cache only: a file the cache has no room for is sent as it is (no
+    // gzip on the event loop per request).
+    const room =
+      cachedBytes - (hit ? hit.body.length + (hit.gzip?.length ?? 0) : 0) + body.length <= CACHE_MAX_BYTES;
+    const gz = room && COMPRESSIBLE.has(ext) && body.length > 1024 ? gzipSync(body) : null;
     const loaded: Loaded = {
       body,
       gzip: gz && gz.length < body.length ? gz : null,

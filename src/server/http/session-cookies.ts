@@ -147,8 +147,14 @@ export function createBrowserSessions(deps: {
      */
     async signIn(req: FastifyRequest, reply: FastifyReply, s: IssuedSession): Promise<CookieSessionBody> {
       const previous = readCookie(req.headers.cookie, REFRESH_COOKIE);
+      // Best effort: the new session is already issued, and the browser must get its cookies
+      // whatever happens to the old one (it stays revocable from the sessions list).
       if (previous !== undefined && deps.endSession)
-        await deps.endSession(previous, { sourceIp: req.ip, requestId: String(req.id) });
+        await deps
+          .endSession(previous, { sourceIp: req.ip, requestId: String(req.id) })
+          .catch((err: Error) =>
+            req.log.warn({ err: { message: err.message } }, 'could not end the browser’s previous session'),
+          );
       return answer(reply, s);
     },
 

@@ -62,7 +62,8 @@ export function createSamplesService(deps: {
     /** One report of a node's agent; samples of databases not on that node are ignored. */
     async record(nodeId: string, samples: readonly repo.ReportedSample[]): Promise<number> {
       const stored = samples.length ? await repo.insertSamples(db, nodeId, samples) : 0;
-      await prune().catch((err: Error) =>
+      // Roll-ups and the prune run beside the report, never in its way (at most once a minute).
+      void prune().catch((err: Error) =>
         deps.log.warn({ err: { message: err.message } }, 'could not prune old database samples'),
       );
       return stored;

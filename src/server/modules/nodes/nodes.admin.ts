@@ -34,16 +34,12 @@ export function createNodesAdmin(deps: {
         sourceIp: user.sourceIp,
         requestId,
       };
+      let r: Awaited<ReturnType<typeof deps.drift.check>>;
       try {
-        const r = await deps.drift.check(nodeId, {
+        r = await deps.drift.check(nodeId, {
           fix: false,
           timeoutMs: deps.driftTimeoutMs ?? DRIFT_TIMEOUT_MS,
         });
-        await deps.audit.recordNow({
-          ...base,
-          details: { node_name: r.node.name, clean: r.findings.length === 0, findings: r.findings.length },
-        });
-        return { node: r.node, clean: r.findings.length === 0, findings: r.findings };
       } catch (err) {
         if (node)
           await deps.audit.recordNow({
@@ -53,6 +49,12 @@ export function createNodesAdmin(deps: {
           });
         throw err;
       }
+      // Audited once the check answered (a failing audit write is not a failed check).
+      await deps.audit.recordNow({
+        ...base,
+        details: { node_name: r.node.name, clean: r.findings.length === 0, findings: r.findings.length },
+      });
+      return { node: r.node, clean: r.findings.length === 0, findings: r.findings };
     },
   };
 }

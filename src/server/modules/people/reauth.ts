@@ -95,6 +95,11 @@ export function createReauth(deps: {
       }
       let ok: boolean;
       if (useTotp) {
+        // Without the master key no TOTP secret can be opened: not the person's mistake.
+        if (!deps.box) {
+          await throttle.refund(db, [keys.user, keys.ip]);
+          throw unavailable('TOTP codes cannot be checked on this server (no master key): use the password');
+        }
         ok = await totpOk(user.id, proof.totp_code ?? '');
       } else {
         const verified = await deps.gate.run(() =>

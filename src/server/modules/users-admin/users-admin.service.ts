@@ -29,7 +29,7 @@ export type UsersAdminDeps = {
    * do, so a stolen session must not be able to make one; demotions and removals (what an
    * incident calls for) are never asked.
    */
-  stepUp?: RequireStepUp;
+  stepUp: RequireStepUp;
 };
 
 /** Who asks: a signed-in user, and the account they act in (if any). */
@@ -116,7 +116,7 @@ export function createUsersAdminService(deps: UsersAdminDeps) {
     const promoting = to !== null && current != null && RANKED.indexOf(to) > RANKED.indexOf(current);
     if (promoting && current) {
       assertMayManage(scope.role, current, to);
-      await deps.stepUp?.(
+      await deps.stepUp(
         { userId: v.user.userId, sessionId: v.user.sessionId },
         'give a member a higher role',
       );
