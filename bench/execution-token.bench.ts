@@ -47,6 +47,7 @@ const claims = (): ExecutionClaims => {
     database: 'shop',
     node: 'node-a',
     capability: 'migrator',
+    mode: 'execute',
     sql_sha256: sqlSha256(SQL),
     approved_rows: 1,
     jti: randomUUID(),
@@ -68,7 +69,7 @@ const verifyOpts = (replay: ReplayGuard) => ({
   keys,
   now: Date.now(),
   maxSkewSeconds: 30,
-  expect: { database: 'shop', node: 'node-a', sqlSha256: sqlSha256(SQL) },
+  expect: { database: 'shop', node: 'node-a', mode: 'execute' as const, sqlSha256: sqlSha256(SQL) },
   allowedCapabilities: ['reader', 'migrator'] as const,
   replay,
 });

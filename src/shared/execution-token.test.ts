@@ -32,6 +32,7 @@ function claims(over: Partial<ExecutionClaims> = {}): ExecutionClaims {
     database: 'shop',
     node: 'node-a',
     capability: 'migrator',
+    mode: 'execute',
     sql_sha256: sqlSha256(SQL),
     approved_rows: 1,
     jti: randomUUID(),
@@ -57,7 +58,7 @@ function opts(over: Partial<VerifyOptions> = {}): VerifyOptions {
     keys,
     now: T0,
     maxSkewSeconds: 30,
-    expect: { database: 'shop', node: 'node-a', sql: SQL },
+    expect: { database: 'shop', node: 'node-a', mode: 'execute', sql: SQL },
     allowedCapabilities: ['reader', 'migrator'],
     replay: memoryReplay(),
     ...over,
@@ -102,11 +103,19 @@ describe('execution tokens', () => {
   it('refuses tampered SQL (the agent holds other text than the token binds)', () => {
     const token = signExecutionToken(server, claims());
     assert.equal(
-      reason(token, opts({ expect: { database: 'shop', node: 'node-a', sql: `${SQL} OR true` } })),
+      reason(
+        token,
+        opts({ expect: { database: 'shop', node: 'node-a', mode: 'execute', sql: `${SQL} OR true` } }),
+      ),
       'sql_mismatch',
     );
     assert.equal(
-      reason(token, opts({ expect: { database: 'shop', node: 'node-a', sqlSha256: sqlSha256(`${SQL} `) } })),
+      reason(
+        token,
+        opts({
+          expect: { database: 'shop', node: 'node-a', mode: 'execute', sqlSha256: sqlSha256(`${SQL} `) },
+        }),
+      ),
       'sql_mismatch',
     );
   });
@@ -178,6 +187,9 @@ describe('execution tokens', () => {
   it('refuses another database and another node', () => {
     assert.equal(reason(signExecutionToken(server, claims({ database: 'billing' }))), 'wrong_database');
     assert.equal(reason(signExecutionToken(server, claims({ node: 'node-b' }))), 'wrong_node');
+    // A dry-run token cannot commit, and an execute token cannot be spent as a grant of access.
+    assert.equal(reason(signExecutionToken(server, claims({ mode: 'dry_run' }))), 'wrong_mode');
+    assert.equal(reason(signExecutionToken(server, claims({ mode: 'access' }))), 'wrong_mode');
   });
 
   it('refuses a capability the local config forbids, whatever the server signed', () => {

@@ -10,7 +10,7 @@
  * and the key comes only from the agent's pinned map by `kid`; the header never names a key.
  *
  * Verification order: shape → header (alg, typ, kid) → signature → claims shape → time →
- * database, node, SQL hash, capability → replay cache. Nothing in the payload is read before
+ * database, node, mode, SQL hash, capability → replay cache. Nothing in the payload is read before
  * the signature holds, and the jti is recorded only once every other check passed.
  */
 import { createHash, createPublicKey, type KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
@@ -19,12 +19,20 @@ export const EXECUTION_TOKEN_TYPE = 'bulwark-exec+jwt';
 export const EXECUTION_TOKEN_TTL_SECONDS = 300;
 export const EXECUTION_CAPABILITIES = ['reader', 'migrator'] as const;
 export type ExecutionCapability = (typeof EXECUTION_CAPABILITIES)[number];
+/**
+ * What the token lets the agent do: run the SQL and commit (`execute`), run it and always roll
+ * back (`dry_run`: a preflight's row count and plan), or create a time-boxed login
+ * (`access`: just-in-time credentials; the hash is then of the grant's canonical text).
+ */
+export const EXECUTION_MODES = ['execute', 'dry_run', 'access'] as const;
+export type ExecutionMode = (typeof EXECUTION_MODES)[number];
 
 export type ExecutionClaims = {
   request_id: string;
   database: string;
   node: string;
   capability: ExecutionCapability;
+  mode: ExecutionMode;
   /** Lower-case hex SHA-256 of the exact SQL text (UTF-8). */
   sql_sha256: string;
   /** The row count the dry run recorded and the approval binds; null when none applies. */
@@ -43,6 +51,7 @@ export type RefusalReason =
   | 'not_yet_valid'
   | 'wrong_database'
   | 'wrong_node'
+  | 'wrong_mode'
   | 'sql_mismatch'
   | 'capability_forbidden'
   | 'replayed'
@@ -64,7 +73,7 @@ export type VerifyOptions = {
   /** Epoch milliseconds. */
   now: number;
   maxSkewSeconds?: number;
-  expect: { database: string; node: string } & ({ sqlSha256: string } | { sql: string });
+  expect: { database: string; node: string; mode: ExecutionMode } & ({ sqlSha256: string } | { sql: string });
   allowedCapabilities: ReadonlySet<ExecutionCapability> | readonly ExecutionCapability[];
   /** Omit only where the caller records the jti itself (the benchmark's no-I/O variant). */
   replay: ReplayGuard | null;
@@ -96,6 +105,7 @@ export function signExecutionToken(signer: ExecutionSigner, claims: ExecutionCla
     database: claims.database,
     node: claims.node,
     capability: claims.capability,
+    mode: claims.mode,
     sql_sha256: claims.sql_sha256,
     approved_rows: claims.approved_rows,
     jti: claims.jti,
@@ -150,6 +160,7 @@ export function verifyExecutionToken(token: string, opts: VerifyOptions): Verify
   if (claims.iat > nowS + skew) return refuse('not_yet_valid');
   if (claims.database !== opts.expect.database) return refuse('wrong_database');
   if (claims.node !== opts.expect.node) return refuse('wrong_node');
+  if (claims.mode !== opts.expect.mode) return refuse('wrong_mode');
   const want = 'sql' in opts.expect ? sqlSha256(opts.expect.sql) : opts.expect.sqlSha256;
   if (!HEX64.test(want)) throw new Error('verifyExecutionToken: expect.sqlSha256 is not a hex SHA-256');
   if (!timingSafeEqual(Buffer.from(claims.sql_sha256, 'hex'), Buffer.from(want, 'hex')))
@@ -201,11 +212,9 @@ export function jwkThumbprint(x: string): string {
 
 function claimsValid(c: unknown): c is ExecutionClaims {
   if (!isPlainObject(c)) return false;
-  if (Object.keys(c).length !== 9) return false;
-  const { request_id, database, node, capability, sql_sha256, approved_rows, jti, iat, exp } = c as Record<
-    string,
-    unknown
-  >;
+  if (Object.keys(c).length !== 10) return false;
+  const { request_id, database, node, capability, mode, sql_sha256, approved_rows, jti, iat, exp } =
+    c as Record<string, unknown>;
   return (
     typeof request_id === 'string' &&
     ID.test(request_id) &&
@@ -214,6 +223,7 @@ function claimsValid(c: unknown): c is ExecutionClaims {
     typeof node === 'string' &&
     NODE.test(node) &&
     (capability === 'reader' || capability === 'migrator') &&
+    (mode === 'execute' || mode === 'dry_run' || mode === 'access') &&
     typeof sql_sha256 === 'string' &&
     HEX64.test(sql_sha256) &&
     (approved_rows === null ||

@@ -47,6 +47,7 @@ describe('replay cache', () => {
       database: 'shop',
       node: 'n1',
       capability: 'reader',
+      mode: 'execute',
       sql_sha256: sqlSha256('SELECT 1'),
       approved_rows: null,
       jti: randomUUID(),
@@ -59,7 +60,7 @@ describe('replay cache', () => {
       verifyExecutionToken(token, {
         keys: new Map([[kid, publicKey]]),
         now: T0,
-        expect: { database: 'shop', node: 'n1', sql: 'SELECT 1' },
+        expect: { database: 'shop', node: 'n1', mode: 'execute', sql: 'SELECT 1' },
         allowedCapabilities: ['reader'],
         replay,
       });

@@ -18,6 +18,7 @@ const claims = (now: number): ExecutionClaims => ({
   database: 'shop',
   node: 'n1',
   capability: 'reader',
+  mode: 'execute',
   sql_sha256: sqlSha256('SELECT 1'),
   approved_rows: null,
   jti: `j${n++}`,
@@ -54,7 +55,7 @@ describe('execution key ring', () => {
       verifyExecutionToken(token, {
         keys,
         now: at,
-        expect: { database: 'shop', node: 'n1', sql: 'SELECT 1' },
+        expect: { database: 'shop', node: 'n1', mode: 'execute', sql: 'SELECT 1' },
         allowedCapabilities: ['reader'],
         replay: null,
       });

@@ -14,6 +14,7 @@
  * client went away the server ends the job and the agent cancels the backend.
  */
 import { z } from 'zod';
+import { executePayloadSchema, executionOutcomeSchema } from './execution.ts';
 import { databaseNameSchema } from './jobs.ts';
 
 export const EXPLORER_JOB_KINDS = { query: 'explorer.query', schema: 'explorer.schema' } as const;
@@ -117,7 +118,7 @@ export const EXPLORER_CHANNEL_PATH = '/v1/agent/explorer/channel';
  * The server refuses another version (426), so a mismatched pair falls back to the job queue
  * instead of dropping each other's frames.
  */
-export const CHANNEL_PROTOCOL_VERSION = '1';
+export const CHANNEL_PROTOCOL_VERSION = '2';
 export const CHANNEL_VERSION_HEADER = 'x-bulwark-channel-version';
 
 /** Close codes (4000–4999 are the application's). */
@@ -130,24 +131,31 @@ export const CHANNEL_CLOSE = {
   replaced: 4003,
 } as const;
 
-/** What the server may send: a query, a schema read, or the cancel of a request still running. */
+/**
+ * What the server may send: a query, a schema read, a governed execution (version 2: contracts/
+ * execution.ts), or the cancel of a request still running.
+ */
 export const channelServerMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('query'), id: z.uuid(), payload: queryPayloadSchema }).strict(),
+  z.object({ type: z.literal('execute'), id: z.uuid(), payload: executePayloadSchema }).strict(),
   z.object({ type: z.literal('schema'), id: z.uuid(), payload: schemaPayloadSchema }).strict(),
   z.object({ type: z.literal('cancel'), id: z.uuid() }).strict(),
 ]);
 export type ChannelServerMessage = z.infer<typeof channelServerMessageSchema>;
 
-/** What the agent may send: the outcome of one request. */
-export const channelAgentMessageSchema = z
-  .object({ type: z.literal('result'), id: z.uuid(), outcome: explorerResultBodySchema.shape.outcome })
-  .strict();
+/** What the agent may send: the outcome of one request (an explorer request, or an execution). */
+export const channelAgentMessageSchema = z.discriminatedUnion('type', [
+  z
+    .object({ type: z.literal('result'), id: z.uuid(), outcome: explorerResultBodySchema.shape.outcome })
+    .strict(),
+  z.object({ type: z.literal('execution'), id: z.uuid(), outcome: executionOutcomeSchema }).strict(),
+]);
 export type ChannelAgentMessage = z.infer<typeof channelAgentMessageSchema>;
 
 /** The largest result the server accepts (HTTP body or channel frame): rows up to the byte cap, JSON-escaped (~6x), plus framing. */
 export const EXPLORER_RESULT_MAX_BYTES = EXPLORER_LIMITS.maxBytes * 6 + 1024 * 1024;
-/** Requests carry at most 20k characters of SQL (up to 4 bytes each, escaped) plus fields. */
-export const CHANNEL_MAX_REQUEST_BYTES = 512 * 1024;
+/** Requests carry at most 200k characters of SQL (an execution; up to 4 bytes each, escaped) plus fields. */
+export const CHANNEL_MAX_REQUEST_BYTES = 2 * 1024 * 1024;
 
 /** What the job row keeps: metadata, never rows. */
 const queryJobResultSchema = z.object({
