@@ -32,6 +32,14 @@ export const ERROR_CATALOG = {
   not_found: { status: 404 },
   conflict: { status: 409 },
   capacity_exceeded: { status: 409 },
+  /** A governed request in a state that does not allow this (already decided, expired, not approved…: `details.status`). */
+  invalid_state: { status: 409 },
+  /** Governed requests: the policy does not allow this requester, class or approver (`details.rule`, `details.why`). */
+  policy_denied: { status: 403 },
+  /** A policy file that does not validate (`details.errors`: line, column, field, message). */
+  policy_invalid: { status: 400 },
+  /** The agent refused to run a request (`details.reason`: a token or local-config refusal); nothing ran. */
+  execution_refused: { status: 502 },
   payload_too_large: { status: 413 },
   invalid_job_result: { status: 422 },
   /** Redeeming an invite: the code is used, expired or unknown, or the username is taken — one answer for all. */
