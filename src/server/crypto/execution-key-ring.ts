@@ -9,6 +9,12 @@
  * kid = the RFC 7638 JWK thumbprint of the public key. `rotate()` replaces the private key (the
  * old one can sign no more) and keeps the old public key published by `jwks()` until every
  * token it signed has expired: retiredAt + token lifetime + the agents' allowed skew.
+ *
+ * Endorsements (ADR 0021): before the old private key is replaced it signs the new key's kid
+ * (`bulwark-execution-key-endorsement:<kid>`), kept in execution-keys-endorsements.json (0600):
+ * an agent that pinned the old key accepts the new one only through that chain, never because
+ * the server says so. The chain is kept whole (one entry per rotation), so an agent that missed
+ * several rotations still reaches the active key.
  */
 import {
   createPrivateKey,
@@ -16,6 +22,7 @@ import {
   generateKeyPairSync,
   type KeyObject,
   randomBytes,
+  sign,
 } from 'node:crypto';
 import {
   closeSync,
@@ -39,6 +46,13 @@ import { readPrivateFile, writeFileAtomic0600 } from './secret-box.ts';
 
 export const EXECUTION_KEY_FILE = 'execution-key.pem';
 export const EXECUTION_RETIRED_FILE = 'execution-keys-retired.json';
+export const EXECUTION_ENDORSEMENTS_FILE = 'execution-keys-endorsements.json';
+
+/** What an endorsement signs (the agent checks the same text: src/agent/execution/execution-keys.ts). */
+const endorsementText = (kid: string) => `bulwark-execution-key-endorsement:${kid}`;
+
+/** `by` (a kid) vouches for `kid` (the thumbprint of `x`): Ed25519 over endorsementText(kid). */
+export type ExecutionKeyEndorsement = { kid: string; x: string; by: string; sig: string };
 
 export type ExecutionJwk = { kty: 'OKP'; crv: 'Ed25519'; x: string; kid: string; use: 'sig'; alg: 'EdDSA' };
 
@@ -57,6 +71,25 @@ export function createExecutionKeyRing(opts: ExecutionKeyRingOptions) {
   const keep = EXECUTION_TOKEN_TTL_SECONDS + (opts.skewSeconds ?? 30);
   const keyPath = join(opts.dir, EXECUTION_KEY_FILE);
   const retiredPath = join(opts.dir, EXECUTION_RETIRED_FILE);
+  const endorsementsPath = join(opts.dir, EXECUTION_ENDORSEMENTS_FILE);
+  const readEndorsements = (): ExecutionKeyEndorsement[] => {
+    if (!existsSync(endorsementsPath)) return [];
+    const json: unknown = JSON.parse(
+      readPrivateFile(endorsementsPath, 'execution key endorsements file').toString('utf8'),
+    );
+    if (!Array.isArray(json)) throw new Error(`${endorsementsPath}: not an array`);
+    return json.map((e: Partial<ExecutionKeyEndorsement>) => {
+      if (
+        typeof e?.kid !== 'string' ||
+        typeof e.x !== 'string' ||
+        typeof e.by !== 'string' ||
+        typeof e.sig !== 'string' ||
+        jwkThumbprint(e.x) !== e.kid
+      )
+        throw new Error(`${endorsementsPath}: a malformed endorsement`);
+      return { kid: e.kid, x: e.x, by: e.by, sig: e.sig };
+    });
+  };
   if (!existsSync(opts.dir)) mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   if (!existsSync(keyPath)) createOnce(keyPath, newPrivateKeyPem());
   let signer = readSigner(keyPath);
@@ -96,11 +129,29 @@ export function createExecutionKeyRing(opts: ExecutionKeyRingOptions) {
       const t = nowS();
       for (const [kid, e] of Object.entries(retired)) if (e.retiredAt + keep < t) delete retired[kid];
       retired[signer.kid] = { x: signer.x, retiredAt: t };
-      // Old public key recorded first: a crash between the writes leaves it both active and retired.
+      const nextPem = newPrivateKeyPem();
+      const next = signerOf(createPrivateKey({ key: nextPem, format: 'pem' }), keyPath);
+      // The old key vouches for the new one before it can sign no more (kept: the whole chain).
+      const endorsements = readEndorsements().filter((e) => e.kid !== next.kid);
+      endorsements.push({
+        kid: next.kid,
+        x: next.x,
+        by: signer.kid,
+        sig: sign(null, Buffer.from(endorsementText(next.kid), 'utf8'), signer.privateKey).toString(
+          'base64url',
+        ),
+      });
+      // Old public key and the endorsement recorded first: a crash between the writes leaves the
+      // old key both active and retired, and an endorsement of a key never used (harmless).
       writeFileAtomic0600(retiredPath, `${JSON.stringify(retired, null, 2)}\n`);
-      writeFileAtomic0600(keyPath, newPrivateKeyPem());
+      writeFileAtomic0600(endorsementsPath, `${JSON.stringify(endorsements, null, 2)}\n`);
+      writeFileAtomic0600(keyPath, nextPem);
       signer = readSigner(keyPath);
       return signer.kid;
+    },
+    /** Every rotation's endorsement of its new key by the old one, oldest first. */
+    endorsements(): ExecutionKeyEndorsement[] {
+      return readEndorsements();
     },
     /** The active public key and every retired one that may still have unexpired tokens. */
     jwks(): { keys: ExecutionJwk[] } {
@@ -154,6 +205,10 @@ function readSigner(path: string): ExecutionSigner & { x: string } {
   } catch {
     throw new Error(`execution signing key file ${path} is not a valid PEM private key`);
   }
+  return signerOf(privateKey, path);
+}
+
+function signerOf(privateKey: KeyObject, path: string): ExecutionSigner & { x: string } {
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`${path} does not hold an Ed25519 key`);
   const x = createPublicKey(privateKey).export({ format: 'jwk' }).x;
   if (typeof x !== 'string') throw new Error(`${path}: no public key`);
