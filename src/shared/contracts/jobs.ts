@@ -3,6 +3,9 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): backup kinds `backup.create|restore|drill|delete` (payloads in
+ *     `backups.ts`, results in `backup-results.ts`) and their data keys via
+ *     `POST /v1/agent/jobs/:id/backup-key` (`backupKeyResponseSchema`).
  *   - added (compatible): drift finding kind `range_function` (a range type whose subtype_diff or
  *     canonical function a tenant role owns: the planner calls it without an EXECUTE check).
  *   - changed (stricter): every job kind's result is checked against `jobResultSchemas` on both
@@ -33,6 +36,13 @@ import { z } from 'zod';
 import { parseCidr } from '../cidr.ts';
 import { NAME_PATTERN } from '../identifiers.ts';
 import { SCRAM_VERIFIER_PATTERN } from '../scram.ts';
+import {
+  BACKUP_JOB_KINDS,
+  backupCreateResultSchema,
+  backupDeleteResultSchema,
+  backupDrillResultSchema,
+  backupRestoreResultSchema,
+} from './backup-results.ts';
 
 export const JOB_KINDS = {
   ping: 'node.ping',
@@ -218,6 +228,10 @@ export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, 
   [JOB_KINDS.limits]: limitsResultSchema,
   [JOB_KINDS.drift]: driftResultSchema,
   [JOB_KINDS.driftFix]: driftFixResultSchema,
+  [BACKUP_JOB_KINDS.create]: backupCreateResultSchema,
+  [BACKUP_JOB_KINDS.restore]: backupRestoreResultSchema,
+  [BACKUP_JOB_KINDS.drill]: backupDrillResultSchema,
+  [BACKUP_JOB_KINDS.delete]: backupDeleteResultSchema,
 });
 
 export type JobResultCheck =
