@@ -98,7 +98,8 @@ export type Decision = {
   rules: RuleSet;
 };
 
-function merge(base: RuleSet, patch: RuleSetPatch | undefined): RuleSet {
+/** `patch` over `base`, field by field (a class rule field by field too). */
+export function mergeRules(base: RuleSet, patch: RuleSetPatch | undefined): RuleSet {
   if (!patch) return base;
   const classes = { ...base.classes };
   for (const [cls, rule] of Object.entries(patch.classes ?? {}) as [PolicyClass, Partial<ClassRule>][])
@@ -135,7 +136,7 @@ export function rulesFor(
   ];
   for (const [name, patch] of levels) {
     if (!patch) continue;
-    rules = merge(rules, patch);
+    rules = mergeRules(rules, patch);
     for (const cls of Object.keys(patch.classes ?? {}) as PolicyClass[]) origin[cls] = name;
   }
   return { rules, environment, origin };
