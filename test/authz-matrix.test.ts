@@ -100,6 +100,8 @@ before(async () => {
     [`POST /v1/databases/:name/allowlist`]: { cidr: '10.0.0.0/8' },
     [`PUT /v1/databases/:name/limits`]: limits.json(),
     [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
+    // A file that does not validate: the allowed callers get 400 policy_invalid and nothing is applied.
+    [`PUT /v1/policy`]: { source: 'version: 2\n' },
     // The target is a member already: the allowed callers change nothing.
     [`PUT /v1/users/:id/role`]: { role: 'member' },
   });

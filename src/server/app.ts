@@ -54,6 +54,8 @@ import { oidcRoutes } from './modules/oidc/oidc.routes.ts';
 import type { OidcService } from './modules/oidc/oidc.service.ts';
 import { peopleRoutes } from './modules/people/people.routes.ts';
 import type { UsersService } from './modules/people/users.service.ts';
+import { policyRoutes } from './modules/policies/policies.routes.ts';
+import type { PoliciesService } from './modules/policies/policies.service.ts';
 import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { sessionsRoutes } from './modules/sessions/sessions.routes.ts';
 import type { SessionsService } from './modules/sessions/sessions.service.ts';
@@ -112,6 +114,8 @@ export type AppDeps = {
   invites: InvitesService;
   /** OIDC sign-in: /v1/auth/oidc/start and /callback (404 when no issuer is configured). */
   oidc: OidcService;
+  /** The account's governance policy as code: /v1/policy (issue 14). */
+  policies: PoliciesService;
   /** The SQL explorer (queries and schema through the agent; issue 6). */
   explorer: ExplorerService;
   /** Agents' explorer channels held by this replica (the explorer's fast path; ADR 0009). */
@@ -242,6 +246,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(invitesRoutes({ invites: deps.invites, browser }));
   await app.register(oidcRoutes({ oidc: deps.oidc, browser }));
+  await app.register(policyRoutes({ policies: deps.policies }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(auditRoutes({ audit: deps.audit }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));

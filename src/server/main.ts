@@ -43,6 +43,7 @@ import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-thr
 import { createPasswordGate } from './modules/people/password-gate.ts';
 import { createReauth } from './modules/people/reauth.ts';
 import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
+import { createPoliciesService } from './modules/policies/policies.service.ts';
 import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
 import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
@@ -246,6 +247,7 @@ export async function createServerContext(opts: {
       nodesAdmin: createNodesAdmin({ db, drift, audit }),
       invites,
       oidc,
+      policies: createPoliciesService({ db, audit, stepUp: stepUp.require }),
       csrf,
       dashboardDir: config.dashboardDir ?? DEFAULT_DASHBOARD_DIR,
       explorer,

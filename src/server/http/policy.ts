@@ -57,6 +57,10 @@ export const POLICY = {
   'audit.read': { roles: ADMINS, key: 'admin', scoped: false },
   'audit.export': { roles: ADMINS, key: 'admin', scoped: false },
   'audit.checkpoint': { roles: ADMINS, key: 'admin', scoped: false },
+  // The account's governance policy: anyone may read it (a database-scoped caller only its part);
+  // applying one is account-wide, by owners, admins and admin keys of the whole account.
+  'policy.read': { roles: ALL, key: 'read', scoped: true },
+  'policy.write': { roles: ADMINS, key: 'admin', scoped: false },
   'invites.create': { roles: ADMINS, key: 'admin', scoped: false, platform: true },
   'invites.read': { roles: ADMINS, key: 'admin', scoped: false, platform: true },
   'invites.revoke': { roles: ADMINS, key: 'admin', scoped: false, platform: true },

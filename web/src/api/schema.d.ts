@@ -11392,6 +11392,722 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/policy': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The active governance policy: the file as applied and its validated rules (version 0: none; the built-in rules decide). A database-scoped caller sees only its databases’ part, without the file. */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              applied_at: string | null;
+              /** @description Who applied it (null: removed since, or not shown to this caller) */
+              applied_by: {
+                /** Format: uuid */
+                id: string;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              } | null;
+              policy: {
+                databases?: {
+                  [key: string]: {
+                    approval_lifetime_s?: number;
+                    break_glass?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                    classes?: {
+                      [key: string]: {
+                        admin_approvals?: number;
+                        approvals?: number;
+                        requesters?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                      };
+                    };
+                    environment?: string;
+                    findings?: {
+                      [key: string]: 'warn' | 'block' | 'off';
+                    };
+                    max_access_s?: number;
+                    max_executions?: number;
+                    request_lifetime_s?: number;
+                  };
+                };
+                defaults?: {
+                  approval_lifetime_s?: number;
+                  break_glass?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                  classes?: {
+                    [key: string]: {
+                      admin_approvals?: number;
+                      approvals?: number;
+                      requesters?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                    };
+                  };
+                  findings?: {
+                    [key: string]: 'warn' | 'block' | 'off';
+                  };
+                  max_access_s?: number;
+                  max_executions?: number;
+                  request_lifetime_s?: number;
+                };
+                environments?: {
+                  [key: string]: {
+                    approval_lifetime_s?: number;
+                    break_glass?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                    classes?: {
+                      [key: string]: {
+                        admin_approvals?: number;
+                        approvals?: number;
+                        requesters?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                      };
+                    };
+                    findings?: {
+                      [key: string]: 'warn' | 'block' | 'off';
+                    };
+                    max_access_s?: number;
+                    max_executions?: number;
+                    request_lifetime_s?: number;
+                  };
+                };
+                /** @enum {number} */
+                version: 1;
+              } | null;
+              /** @description The YAML file as applied (null: none, or a database-scoped caller) */
+              source: string | null;
+              source_sha256: string | null;
+              /** @description 0: no policy applied; the built-in rules decide */
+              version: number;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    /** Apply a governance policy file (YAML) as the next version (owners, admins, admin keys of the whole account; signed-in users need step-up). A file that does not validate is a 400 policy_invalid with details.errors [{line, column, field, message}]; nothing is stored. */
+    put: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /** @description The policy file (YAML, at most 262144 bytes); see docs/examples/policy.yaml */
+            source: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              applied_at: string | null;
+              /** @description Who applied it (null: removed since, or not shown to this caller) */
+              applied_by: {
+                /** Format: uuid */
+                id: string;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              } | null;
+              policy: {
+                databases?: {
+                  [key: string]: {
+                    approval_lifetime_s?: number;
+                    break_glass?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                    classes?: {
+                      [key: string]: {
+                        admin_approvals?: number;
+                        approvals?: number;
+                        requesters?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                      };
+                    };
+                    environment?: string;
+                    findings?: {
+                      [key: string]: 'warn' | 'block' | 'off';
+                    };
+                    max_access_s?: number;
+                    max_executions?: number;
+                    request_lifetime_s?: number;
+                  };
+                };
+                defaults?: {
+                  approval_lifetime_s?: number;
+                  break_glass?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                  classes?: {
+                    [key: string]: {
+                      admin_approvals?: number;
+                      approvals?: number;
+                      requesters?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                    };
+                  };
+                  findings?: {
+                    [key: string]: 'warn' | 'block' | 'off';
+                  };
+                  max_access_s?: number;
+                  max_executions?: number;
+                  request_lifetime_s?: number;
+                };
+                environments?: {
+                  [key: string]: {
+                    approval_lifetime_s?: number;
+                    break_glass?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                    classes?: {
+                      [key: string]: {
+                        admin_approvals?: number;
+                        approvals?: number;
+                        requesters?: ('owner' | 'admin' | 'member' | 'viewer')[];
+                      };
+                    };
+                    findings?: {
+                      [key: string]: 'warn' | 'block' | 'off';
+                    };
+                    max_access_s?: number;
+                    max_executions?: number;
+                    request_lifetime_s?: number;
+                  };
+                };
+                /** @enum {number} */
+                version: 1;
+              } | null;
+              /** @description The YAML file as applied (null: none, or a database-scoped caller) */
+              source: string | null;
+              source_sha256: string | null;
+              /** @description 0: no policy applied; the built-in rules decide */
+              version: number;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed, policy_invalid */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, reauth_required */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/policy/versions': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Applied policy versions, newest first (at most 100 per call; `before` pages back) */
+    get: {
+      parameters: {
+        query?: {
+          /** @description Versions older than this one */
+          before?: number;
+          /** @description At most 100 */
+          limit?: number;
+        };
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              items: {
+                applied_at: string;
+                /** @description Who applied it (null: removed since, or not shown to this caller) */
+                applied_by: {
+                  /** Format: uuid */
+                  id: string;
+                  /** @enum {string} */
+                  kind: 'user' | 'key';
+                  name: string;
+                } | null;
+                source_sha256: string;
+                version: number;
+              }[];
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/public-key': {
     parameters: {
       query?: never;

@@ -16,12 +16,14 @@ export type PolicyVersionRow = {
   applied_by: PolicyAuthor;
 };
 
-const COLUMNS = `p.version, p.source, p.source_sha256, p.compiled, p.created_at,
+const AUTHOR_COLUMNS = `p.version, p.source_sha256, p.created_at,
   CASE WHEN p.created_by_user_id IS NOT NULL THEN
          json_build_object('kind', 'user', 'id', p.created_by_user_id, 'name', coalesce(u.username, 'user'))
        WHEN p.created_by_key_id IS NOT NULL THEN
          json_build_object('kind', 'key', 'id', p.created_by_key_id, 'name', k.name)
   END AS applied_by`;
+
+const COLUMNS = `${AUTHOR_COLUMNS}, p.source, p.compiled`;
 
 const FROM = `governance_policies p
   LEFT JOIN users u ON u.id = p.created_by_user_id
@@ -41,30 +43,33 @@ export async function activePolicy(
   return row ? { version: row.version, policy: row.compiled } : { version: 0, policy: null };
 }
 
-/** The active version with its source and author; null when none. */
-export async function currentPolicyRow(db: Queryable, accountId: string): Promise<PolicyVersionRow | null> {
+/** The active version (or the one named) with its source and author; null when none. */
+export async function policyRow(
+  db: Queryable,
+  accountId: string,
+  version: number | null = null,
+): Promise<PolicyVersionRow | null> {
   const r = await db.query<PolicyVersionRow>(
-    `SELECT ${COLUMNS} FROM ${FROM} WHERE p.account_id = $1 ORDER BY p.version DESC LIMIT 1`,
-    [accountId],
+    `SELECT ${COLUMNS} FROM ${FROM}
+      WHERE p.account_id = $1 AND ($2::integer IS NULL OR p.version = $2)
+      ORDER BY p.version DESC LIMIT 1`,
+    [accountId, version],
   );
   return r.rows[0] ?? null;
 }
 
-/** Newest first, at most `limit` (no source text: the list is a history, not a download). */
+/** Newest first, older than `before` when given, at most `limit` (no source: a history, not a download). */
 export async function listPolicyVersions(
   db: Queryable,
   accountId: string,
   limit: number,
+  before: number | null,
 ): Promise<Omit<PolicyVersionRow, 'source' | 'compiled'>[]> {
   const r = await db.query<Omit<PolicyVersionRow, 'source' | 'compiled'>>(
-    `SELECT p.version, p.source_sha256, p.created_at,
-       CASE WHEN p.created_by_user_id IS NOT NULL THEN
-              json_build_object('kind', 'user', 'id', p.created_by_user_id, 'name', coalesce(u.username, 'user'))
-            WHEN p.created_by_key_id IS NOT NULL THEN
-              json_build_object('kind', 'key', 'id', p.created_by_key_id, 'name', k.name)
-       END AS applied_by
-       FROM ${FROM} WHERE p.account_id = $1 ORDER BY p.version DESC LIMIT $2`,
-    [accountId, limit],
+    `SELECT ${AUTHOR_COLUMNS} FROM ${FROM}
+      WHERE p.account_id = $1 AND ($3::integer IS NULL OR p.version < $3)
+      ORDER BY p.version DESC LIMIT $2`,
+    [accountId, limit, before],
   );
   return r.rows;
 }
