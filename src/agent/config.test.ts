@@ -30,3 +30,24 @@ test('the agent refuses plain http to a non-loopback server unless allowed', () 
     true,
   );
 });
+
+test('execution capabilities: reader,migrator by default; an operator narrows them to reader or none', () => {
+  const env = {
+    BULWARK_SERVER_URL: 'https://bulwark.example.com',
+    BULWARK_AGENT_STATE_DIR: '/var/lib/bulwark/agent',
+    BULWARK_AGENT_ADMIN_DATABASE_URL: 'postgres://admin:Long-Admin-Secret@127.0.0.1:5433/postgres',
+  };
+  const caps = (v?: string) => {
+    const r = loadAgentConfig({
+      env: v === undefined ? env : { ...env, BULWARK_AGENT_EXECUTION_CAPABILITIES: v },
+    });
+    return r.ok ? r.config.executionCapabilities : null;
+  };
+  assert.deepEqual(caps(), ['reader', 'migrator']);
+  assert.deepEqual(caps('reader'), ['reader']);
+  assert.deepEqual(caps(' migrator , reader,reader'), ['migrator', 'reader']);
+  assert.deepEqual(caps('none'), []);
+  assert.equal(caps('admin'), null);
+  assert.equal(caps('reader,none'), null);
+  assert.equal(caps(','), null);
+});

@@ -1,6 +1,44 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
+import { EXECUTION_CAPABILITIES, type ExecutionCapability } from '../shared/execution-token.ts';
+
+/**
+ * The capabilities governed SQL may use on this node, whatever the server signs: `reader,migrator`
+ * (default), `reader` (no writes or DDL here), or `none` (no governed SQL at all). A list or a
+ * comma-separated string.
+ */
+const executionCapabilitiesSchema = z
+  .union([
+    z.array(z.enum(EXECUTION_CAPABILITIES)).max(2),
+    z
+      .string()
+      .max(64)
+      .transform((v, ctx): ExecutionCapability[] => {
+        const items = v
+          .split(',')
+          .map((x) => x.trim())
+          .filter((x) => x !== '');
+        if (items.length === 1 && items[0] === 'none') return [];
+        const out: ExecutionCapability[] = [];
+        for (const item of items) {
+          if (item !== 'reader' && item !== 'migrator') {
+            ctx.addIssue({
+              code: 'custom',
+              message: `unknown capability ${JSON.stringify(item.slice(0, 20))} (reader, migrator or none)`,
+            });
+            return z.NEVER;
+          }
+          if (!out.includes(item)) out.push(item);
+        }
+        if (out.length === 0) {
+          ctx.addIssue({ code: 'custom', message: 'name reader, migrator, or none' });
+          return z.NEVER;
+        }
+        return out;
+      }),
+  ])
+  .default(['reader', 'migrator']);
 
 export const agentConfigSchema = z
   .object({
@@ -31,6 +69,12 @@ export const agentConfigSchema = z
     explorerChannel: z
       .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
       .default(true),
+    /**
+     * Governed SQL (ADR 0021): the capabilities this node allows. The execution keys it trusts are
+     * pinned in `<stateDir>/execution-keys.json` (written by `bulwark up`, else trust on first use
+     * of the authenticated agent API; later keys only when endorsed by a pinned one).
+     */
+    executionCapabilities: executionCapabilitiesSchema,
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -75,6 +119,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
   sampleIntervalMs: { env: 'BULWARK_AGENT_SAMPLE_INTERVAL_MS' },
   explorerChannel: { env: 'BULWARK_AGENT_EXPLORER_CHANNEL' },
+  executionCapabilities: { env: 'BULWARK_AGENT_EXECUTION_CAPABILITIES' },
 };
 
 export function loadAgentConfig(sources: {

@@ -8,6 +8,7 @@ import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
 import type { AgentConfig } from './config.ts';
+import { saveNodeId, startExecution } from './execution/execution-setup.ts';
 import { startExplorerChannel } from './explorer/explorer-channel.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
 import { loadExplorerKey } from './explorer/explorer-role.ts';
@@ -68,6 +69,7 @@ export async function startAgent(
     token = enrolled.agent_token;
     nodeId = enrolled.node_id;
     await writeFileAtomic(tokenFile, `${token}\n`, 0o600);
+    await saveNodeId(config.stateDir, nodeId);
     log.info({ node: enrolled.node_name }, 'agent enrolled');
   }
 
@@ -104,6 +106,18 @@ export async function startAgent(
   const managed = await startPooler(config, log);
   const pooler = managed?.pooler;
   const explorer = await startExplorer(cluster, admin, log);
+  // Governed SQL (ADR 0021): pinned keys, the replay cache, the executor (channel and job).
+  const execution = await startExecution({
+    stateDir: config.stateDir,
+    serverUrl: config.serverUrl,
+    token: () => token,
+    nodeId,
+    capabilities: config.executionCapabilities,
+    admin,
+    cluster,
+    log,
+  });
+  nodeId = execution.nodeId;
   // Size and connections of each tenant database, for the dashboard (samples/database-sampler.ts):
   // every interval, and soon after a database is made here.
   const samples = createSampleSchedule({
@@ -112,7 +126,11 @@ export async function startAgent(
   });
   const handlers = sampleAfterCreate(
     opts.handlers ??
-      defaultHandlers({ ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}), explorer }),
+      defaultHandlers({
+        ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}),
+        explorer,
+        execution: execution.executor,
+      }),
     samples.soon,
   );
   const stopping = new AbortController();
@@ -133,6 +151,7 @@ export async function startAgent(
         serverUrl: config.serverUrl,
         token: () => token,
         executor: explorer,
+        execution: execution.executor,
         log: log.child({ component: 'explorer-channel' }),
       })
     : null;
@@ -145,6 +164,7 @@ export async function startAgent(
     pooler?.stop();
     await channel?.stop();
     await explorer.close();
+    execution.close();
     await fs.rm(readyFile, { force: true });
     await admin.end().catch(() => {});
   });

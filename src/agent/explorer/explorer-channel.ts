@@ -5,11 +5,17 @@
  * and its outcome goes back up the same connection. Every request is validated against the
  * contract, and the executor re-validates the SQL itself: the channel adds no authority.
  *
+ * Governed executions (`execute` frames, protocol version 2) run on the execution executor
+ * (src/agent/execution/executor.ts), which verifies their signed token before anything touches a
+ * database; they have a small concurrency of their own, so that they never wait behind explorer
+ * queries (nor these behind them). An agent without an executor answers them `refused`.
+ *
  * Reconnects with backoff; stops for good when the server refuses the token (401/403), speaks
  * another version of the contract (426), or closes the channel because the token was revoked.
  */
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
+import type { ExecutePayload, ExecutionOutcome } from '../../shared/contracts/execution.ts';
 import {
   CHANNEL_CLOSE,
   CHANNEL_MAX_REQUEST_BYTES,
@@ -32,7 +38,49 @@ export type ExplorerChannelClientDeps = {
   silenceMs?: number;
   /** Requests run at once on this node; more wait their turn (default 16; the server admits 4 per database). */
   maxConcurrent?: number;
+  /** Governed executions (execute frames); absent: they are refused. */
+  execution?: { execute(payload: ExecutePayload, signal: AbortSignal): Promise<ExecutionOutcome> };
+  /** Executions run at once on this node, apart from the explorer's slots (default 4). */
+  maxExecutions?: number;
 };
+
+/** A FIFO of slots: `take` resolves false when the request was cancelled before its turn. */
+function createSlots(max: number) {
+  const waiting: (() => void)[] = [];
+  let active = 0;
+  return {
+    async take(signal: AbortSignal): Promise<boolean> {
+      if (active < max) {
+        active++;
+        return true;
+      }
+      // A waiter cancelled before its turn leaves the line (it must not take a freed slot's wake-up).
+      const woken = await new Promise<boolean>((resolve) => {
+        const wake = () => {
+          signal.removeEventListener('abort', leave);
+          resolve(true);
+        };
+        const leave = () => {
+          const i = waiting.indexOf(wake);
+          if (i >= 0) waiting.splice(i, 1);
+          resolve(false);
+        };
+        waiting.push(wake);
+        signal.addEventListener('abort', leave, { once: true });
+      });
+      if (signal.aborted) {
+        if (woken) waiting.shift()?.(); // the freed slot goes to the next in line
+        return false;
+      }
+      active++;
+      return true;
+    },
+    release() {
+      active--;
+      waiting.shift()?.();
+    },
+  };
+}
 
 export type ExplorerChannelClient = {
   /** Resolves once the channel is open (tests, benches); rejects when the client stopped for good. */
@@ -57,44 +105,13 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
   const stopping = new AbortController();
   const running = new Map<string, AbortController>();
   const work = new Set<Promise<void>>();
-  const waiting: (() => void)[] = [];
-  let active = 0;
   let socket: WebSocket | null = null;
   let openWaiters: { resolve(): void; reject(err: Error): void }[] = [];
   let isOpen = false;
   let refused: Error | null = null;
 
-  /** A slot on the node's explorer concurrency; resolves false when the request was cancelled first. */
-  const slot = async (signal: AbortSignal): Promise<boolean> => {
-    if (active < maxConcurrent) {
-      active++;
-      return true;
-    }
-    // A waiter cancelled before its turn leaves the line (it must not take a freed slot's wake-up).
-    const woken = await new Promise<boolean>((resolve) => {
-      const wake = () => {
-        signal.removeEventListener('abort', leave);
-        resolve(true);
-      };
-      const leave = () => {
-        const i = waiting.indexOf(wake);
-        if (i >= 0) waiting.splice(i, 1);
-        resolve(false);
-      };
-      waiting.push(wake);
-      signal.addEventListener('abort', leave, { once: true });
-    });
-    if (signal.aborted) {
-      if (woken) waiting.shift()?.(); // the freed slot goes to the next in line
-      return false;
-    }
-    active++;
-    return true;
-  };
-  const release = () => {
-    active--;
-    waiting.shift()?.();
-  };
+  const slots = createSlots(maxConcurrent);
+  const executionSlots = createSlots(deps.maxExecutions ?? 4);
 
   /** Sends one answer; throws only when the answer itself cannot be serialised (the caller fails the request). */
   const answer = (ws: WebSocket, msg: ChannelAgentMessage) => {
@@ -130,12 +147,12 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
     running.set(id, controller);
     const signal = AbortSignal.any([controller.signal, stopping.signal]);
     try {
-      if (!(await slot(signal))) return;
+      if (!(await slots.take(signal))) return;
       try {
         const outcome = await job(signal);
         if (!signal.aborted) answer(ws, { type: 'result', id, outcome });
       } finally {
-        release();
+        slots.release();
       }
     } catch (err) {
       log.warn(
@@ -143,6 +160,41 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
         'explorer request failed',
       );
       failed(ws, id, 'XX000', 'the node could not run the query');
+    } finally {
+      running.delete(id);
+    }
+  };
+
+  /**
+   * Runs one execution on its own slots; never rejects. Its outcome is answered even when it was
+   * cancelled (a cancelled execution reports what happened: rolled back, or refused before it ran).
+   */
+  const runExecution = async (ws: WebSocket, id: string, payload: ExecutePayload) => {
+    const controller = new AbortController();
+    running.set(id, controller);
+    const signal = AbortSignal.any([controller.signal, stopping.signal]);
+    try {
+      let outcome: ExecutionOutcome;
+      if (!deps.execution) {
+        outcome = {
+          kind: 'refused',
+          refusal: { reason: 'config', message: 'this agent does not run governed SQL' },
+        };
+      } else if (!(await executionSlots.take(signal))) {
+        outcome = {
+          kind: 'refused',
+          refusal: { reason: 'cancelled', message: 'the execution was cancelled before it started' },
+        };
+      } else {
+        try {
+          outcome = await deps.execution.execute(payload, signal);
+        } finally {
+          executionSlots.release();
+        }
+      }
+      answer(ws, { type: 'execution', id, outcome });
+    } catch (err) {
+      log.warn({ err: { message: err instanceof Error ? err.message : String(err) } }, 'execution failed');
     } finally {
       running.delete(id);
     }
@@ -169,6 +221,13 @@ export function startExplorerChannel(deps: ExplorerChannelClientDeps): ExplorerC
       return;
     }
     if (running.has(msg.id)) return; // an id runs once
+    if (msg.type === 'execute') {
+      const e = runExecution(ws, msg.id, msg.payload)
+        .catch(() => {})
+        .finally(() => work.delete(e));
+      work.add(e);
+      return;
+    }
     const job =
       msg.type === 'query'
         ? (signal: AbortSignal) => deps.executor.runQuery(msg.payload, signal)

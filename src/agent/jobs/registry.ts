@@ -1,9 +1,11 @@
+import type { ExecutionExecutor } from '../execution/executor.ts';
 import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
 import type { DatabaseJobDeps } from './database-common.ts';
 import { databaseHandlers } from './database-handlers.ts';
 import { explorerHandlers } from './explorer-query.ts';
 import type { JobHandler } from './job-context.ts';
 import { nodePing } from './node-ping.ts';
+import { requestExecuteHandlers } from './request-execute.ts';
 
 /**
  * Job kinds this agent can run. The agent refuses any kind not listed here. The database
@@ -11,11 +13,12 @@ import { nodePing } from './node-ping.ts';
  * explorer executor.
  */
 export function defaultHandlers(
-  deps: { database?: DatabaseJobDeps; explorer?: ExplorerExecutor } = {},
+  deps: { database?: DatabaseJobDeps; explorer?: ExplorerExecutor; execution?: ExecutionExecutor } = {},
 ): Map<string, JobHandler> {
   return new Map<string, JobHandler>([
     ['node.ping', nodePing],
     ...(deps.database ? databaseHandlers(deps.database) : []),
     ...(deps.explorer ? explorerHandlers({ executor: deps.explorer }) : []),
+    ...(deps.execution ? requestExecuteHandlers({ executor: deps.execution }) : []),
   ]);
 }

@@ -129,6 +129,9 @@ export async function ensureRoles(
     sql.push(...explorerSettingStatements(roles));
     sql.push(...limitStatements(roles, input.limits));
     sql.push(...stewardStatements(roles, scramVerifier(stewardPassword(input.key, input.databaseId, roles))));
+    // Governed migrations run as the migrator and must change the tables the tenant created as
+    // the owner (ADR 0021); the execution executor grants the same to older databases lazily.
+    sql.push(`GRANT ${q(roles.owner)} TO ${q(roles.migrator)}`);
     await c.query(sql.join(';\n'));
   });
 }

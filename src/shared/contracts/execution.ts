@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { EXECUTION_CAPABILITIES } from '../execution-token.ts';
 // explorer-channel.ts imports this file (its frames carry executions): only a lazy reference back.
 import * as explorer from './explorer-channel.ts';
-import { databaseNameSchema } from './jobs.ts';
+import { databaseNameSchema, registerExecutionOutcomeSchema } from './jobs.ts';
 
 export const EXECUTION_LIMITS = {
   /** A governed request's SQL (a migration may be long; the classifier's own bound is 1,000,000). */
@@ -117,6 +117,8 @@ export const executionOutcomeSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('refused'), refusal: executionRefusalSchema }),
 ]);
 export type ExecutionOutcome = z.infer<typeof executionOutcomeSchema>;
+// The `request.execute` job completes with an outcome (jobs.ts lists it without importing this file).
+registerExecutionOutcomeSchema(executionOutcomeSchema);
 
 /** SQLSTATE of a row-count mismatch at execution (class P0: our own, never PostgreSQL's). */
 export const ROW_COUNT_MISMATCH_SQLSTATE = 'P0M01';

@@ -219,6 +219,15 @@ export const pingResultSchema = z.object({
  * Explorer kinds are absent on purpose: their result goes to `/explorer-result` and the server
  * completes those jobs itself.
  */
+/**
+ * Result schemas defined by contract modules that import this one (execution.ts): they register
+ * here when they load, so this file imports none of them (no import cycle).
+ */
+const lateResultSchemas: { executionOutcome?: z.ZodType<Record<string, unknown>> } = {};
+export function registerExecutionOutcomeSchema(schema: z.ZodType<Record<string, unknown>>): void {
+  lateResultSchemas.executionOutcome = schema;
+}
+
 export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, unknown>>>> = Object.freeze({
   [JOB_KINDS.ping]: pingResultSchema,
   [JOB_KINDS.create]: createResultSchema,
@@ -232,6 +241,9 @@ export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, 
   [BACKUP_JOB_KINDS.restore]: backupRestoreResultSchema,
   [BACKUP_JOB_KINDS.drill]: backupDrillResultSchema,
   [BACKUP_JOB_KINDS.delete]: backupDeleteResultSchema,
+  // Fallback delivery of a governed execution: the job completes with the ExecutionOutcome
+  // (registered by execution.ts, which imports this file; until then no result passes).
+  'request.execute': z.lazy(() => lateResultSchemas.executionOutcome ?? z.never()),
 });
 
 export type JobResultCheck =
