@@ -93,6 +93,8 @@ before(async () => {
     sessionId: targetSessionId,
     // No such node: the drift check answers 404 to whoever may ask (a real one waits on its agent).
     nodeId: randomUUID(),
+    // No such request: the allowed callers get a 404 (the table is enforced before the lookup).
+    requestId: randomUUID(),
   });
   Object.assign(bodies, {
     [`DELETE /v1/databases/:name`]: { confirm: DB },
@@ -100,6 +102,10 @@ before(async () => {
     [`POST /v1/databases/:name/allowlist`]: { cidr: '10.0.0.0/8' },
     [`PUT /v1/databases/:name/limits`]: limits.json(),
     [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
+    [`POST /v1/databases/:name/requests`]: { sql: 'CREATE TABLE matrix_t (i int)', reason: 'matrix' },
+    [`POST /v1/databases/:name/requests/preflight`]: { sql: 'SELECT 1' },
+    [`PUT /v1/databases/:name/requests/:id`]: { sql: 'CREATE TABLE matrix_u (i int)' },
+    [`POST /v1/databases/:name/requests/:id/reject`]: { comment: 'no' },
     // A file that does not validate: the allowed callers get 400 policy_invalid and nothing is applied.
     [`PUT /v1/policy`]: { source: 'version: 2\n' },
     // The target is a member already: the allowed callers change nothing.
@@ -198,6 +204,7 @@ function idParam(url: string): string {
   if (url.startsWith('/v1/users/')) return 'userId';
   if (url.startsWith('/v1/sessions/')) return 'sessionId';
   if (url.startsWith('/v1/nodes/')) return 'nodeId';
+  if (url.includes('/requests/')) return 'requestId';
   return `id of ${url}`;
 }
 

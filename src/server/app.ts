@@ -53,6 +53,9 @@ import type { NodesService } from './modules/nodes/nodes.service.ts';
 import { oidcRoutes } from './modules/oidc/oidc.routes.ts';
 import type { OidcService } from './modules/oidc/oidc.service.ts';
 import { peopleRoutes } from './modules/people/people.routes.ts';
+import { type ExecutionKeysSource, requestsAgentRoutes } from './modules/requests/requests.agent.routes.ts';
+import { requestsRoutes } from './modules/requests/requests.routes.ts';
+import type { RequestsService } from './modules/requests/requests.service.ts';
 import type { UsersService } from './modules/people/users.service.ts';
 import { policyRoutes } from './modules/policies/policies.routes.ts';
 import type { PoliciesService } from './modules/policies/policies.service.ts';
@@ -120,6 +123,10 @@ export type AppDeps = {
   explorer: ExplorerService;
   /** Agents' explorer channels held by this replica (the explorer's fast path; ADR 0009). */
   explorerChannels: ExplorerChannels;
+  /** Governed SQL requests: approvals, signed execution, results (issue 14). */
+  requests: RequestsService;
+  /** The execution-token keys: GET /v1/public-key (JWKS) and GET /v1/agent/execution-keys (agents pin them). */
+  executionKeys: () => ExecutionKeysSource;
   /** Node drift (operator routes); `operatorToken` null disables them (404). */
   drift: DriftService;
   operatorToken: string | null;
@@ -248,7 +255,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(oidcRoutes({ oidc: deps.oidc, browser }));
   await app.register(policyRoutes({ policies: deps.policies }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
-  await app.register(auditRoutes({ audit: deps.audit }));
+  await app.register(requestsRoutes({ requests: deps.requests }));
+  await app.register(requestsAgentRoutes({ keys: deps.executionKeys }));
+  await app.register(auditRoutes({ audit: deps.audit, executionJwks: () => deps.executionKeys().jwks() }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));
   return app;

@@ -7,6 +7,7 @@ import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explo
 import { VERSION } from '../shared/version.ts';
 import { buildApp } from './app.ts';
 import type { ServerConfig } from './config.ts';
+import { createExecutionKeyRing, type ExecutionKeyRing } from './crypto/execution-key-ring.ts';
 import { createKeyringFileBox } from './crypto/keyring-box.ts';
 import { loadKeyringFile } from './crypto/secret-box.ts';
 import { migrate } from './db/migrate.ts';
@@ -42,6 +43,12 @@ import { createOidcService } from './modules/oidc/oidc.service.ts';
 import { createLoginThrottle, usernameKeyFrom } from './modules/people/login-throttle.ts';
 import { createPasswordGate } from './modules/people/password-gate.ts';
 import { createReauth } from './modules/people/reauth.ts';
+import { createDispatch } from './modules/requests/requests.dispatch.ts';
+import { createOutcomeApplier } from './modules/requests/requests.outcome.ts';
+import { activePolicyOf } from './modules/requests/requests.policy.ts';
+import { createResultStore } from './modules/requests/requests.results.ts';
+import { createRequestsService, type RequestsService } from './modules/requests/requests.service.ts';
+import { createRequestSweeper } from './modules/requests/requests.sweeper.ts';
 import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
 import { createPoliciesService } from './modules/policies/policies.service.ts';
 import { createSessionAuthenticator, type SessionAuthenticator } from './modules/sessions/session-auth.ts';
@@ -70,6 +77,11 @@ export type ServerContext = {
   explorer: ExplorerService;
   /** Agents' explorer channels held by this process (tests, benches). */
   explorerChannels: ExplorerChannels;
+  /** Governed requests (tests drive the expiry sweeper and read the key ring through it). */
+  requests: RequestsService;
+  requestSweeper: ReturnType<typeof createRequestSweeper>;
+  /** The execution-token key ring (in the data dir; made at its first use). */
+  executionKeys: () => ExecutionKeyRing;
   /** Stops background work (listeners, long-polls) and closes the app; the pool is the caller's. */
   close(): Promise<void>;
 };
@@ -214,6 +226,35 @@ export async function createServerContext(opts: {
     maxInProcess: config.explorerMaxInFlight,
   });
   jobHooks.register('explorer.', explorer.onJobFinished);
+  // Governed requests (issue 14): execution tokens are signed with a key of their own in the data
+  // dir (created at its first use, 0600), delivered down the agent channel or as jobs.
+  let keyRing: ExecutionKeyRing | null = null;
+  const executionKeys = () => {
+    keyRing ??= createExecutionKeyRing({ dir: config.dataDir });
+    return keyRing;
+  };
+  const results = createResultStore({ db, box, log });
+  const applier = createOutcomeApplier({ audit, results });
+  const dispatch = createDispatch({
+    db,
+    notifier,
+    log,
+    signer: { sign: (claims) => executionKeys().sign(claims) },
+    channels: explorerChannels,
+    applier,
+    stopping: stopping.signal,
+  });
+  jobHooks.register('request.', dispatch.onJobFinished);
+  const requests = createRequestsService({
+    db,
+    log,
+    audit,
+    dispatch,
+    results,
+    stepUp: stepUp.require,
+    policyOf: activePolicyOf,
+  });
+  const requestSweeper = createRequestSweeper({ db, log, audit });
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {
     const app = await buildApp({
@@ -252,11 +293,14 @@ export async function createServerContext(opts: {
       dashboardDir: config.dashboardDir ?? DEFAULT_DASHBOARD_DIR,
       explorer,
       explorerChannels,
+      requests,
+      executionKeys,
       jobSecret: databaseJobs.jobSecret,
       drift,
       operatorToken,
     });
     void allowlistExpiry.start();
+    requestSweeper.start();
     // Users the configuration keeps suspended are suspended again at every start.
     await sessions.applyConfigSuspensions();
     return {
@@ -270,9 +314,14 @@ export async function createServerContext(opts: {
       audit,
       explorer,
       explorerChannels,
+      requests,
+      requestSweeper,
+      executionKeys,
       async close() {
         stopping.abort();
         explorer.close();
+        results.close();
+        await requestSweeper.stop();
         await notifier.close();
         // Graceful, but bounded: requests in flight get a few seconds, then every
         // connection is cut (a client that vanished mid-request must not hold shutdown).
@@ -289,6 +338,7 @@ export async function createServerContext(opts: {
     };
   } catch (err) {
     explorer.close();
+    results.close();
     await notifier.close();
     keys.close();
     await keyAuth.close();

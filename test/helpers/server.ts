@@ -24,7 +24,8 @@ export async function createTestServer(
   createKeyringFile(masterKeyFile);
   const config = serverConfigSchema.parse({
     databaseUrl: db.url,
-    dataDir: '/nonexistent',
+    // Its own data dir (the execution-token key is made there at its first use).
+    dataDir: path.join(keyDir, 'data'),
     port: 0,
     logLevel: 'silent',
     masterKeyFile,

@@ -48,6 +48,13 @@ export const POLICY = {
   'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
   'explorer.query': { roles: ADMINS, key: 'read', scoped: true, keyGrant: 'explorer' },
   'jobs.read': { roles: ALL, key: 'read', scoped: true },
+  // Governed requests: who may ask for which class, approve, or break glass is the governance
+  // policy's (the service); the table only keeps API keys to their level and out of approvals.
+  'requests.create': { roles: ALL, key: 'write', scoped: true },
+  'requests.read': { roles: ALL, key: 'read', scoped: true },
+  'requests.approve': { roles: ALL, key: null, scoped: true },
+  'requests.execute': { roles: ALL, key: 'write', scoped: true },
+  'requests.cancel': { roles: ALL, key: 'write', scoped: true },
   // A database-scoped admin key manages only the keys it created, within its databases. A user of
   // any role creates keys up to their own role (viewer: read, member: write, owner/admin: admin).
   'keys.create': { roles: ALL, key: 'admin', scoped: true },

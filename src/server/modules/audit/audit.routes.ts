@@ -52,7 +52,21 @@ const publicKeySchema = z.object({
 });
 
 /** Admin-level, account-scoped keys only: the audit log is the account's, not one database's. */
-export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAsyncZod {
+/** An Ed25519 public JWK of the execution-token keys (issue 14). */
+const executionJwkSchema = z.object({
+  kty: z.literal('OKP'),
+  crv: z.literal('Ed25519'),
+  x: z.string().max(64),
+  kid: z.string().max(64),
+  use: z.literal('sig'),
+  alg: z.literal('EdDSA'),
+});
+
+export function auditRoutes(deps: {
+  audit: AuditAdminService;
+  /** The execution-token public keys (JWKS) agents pin; absent: none published. */
+  executionJwks?: () => { keys: z.infer<typeof executionJwkSchema>[] };
+}): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       '/v1/audit/events',
@@ -190,14 +204,26 @@ export function auditRoutes(deps: { audit: AuditAdminService }): FastifyPluginAs
         config: { public: true },
         schema: {
           tags: ['audit'],
-          summary: 'The Ed25519 public keys that verify checkpoints (active first, then retired)',
-          response: { 200: z.object({ keys: z.array(publicKeySchema) }), ...errorResponses },
+          summary:
+            'The Ed25519 public keys that verify checkpoints (active first, then retired), and the execution-token JWKS',
+          description:
+            '`keys`: the audit checkpoint keys. `execution_jwks`: the public keys (JWKS, `kid` = RFC 7638 ' +
+            'thumbprint) that verify the execution tokens of governed requests — the active key, and retired ' +
+            'ones until their last token expired. Agents pin these.',
+          response: {
+            200: z.object({
+              keys: z.array(publicKeySchema),
+              execution_jwks: z.object({ keys: z.array(executionJwkSchema).max(50) }),
+            }),
+            ...errorResponses,
+          },
         },
       },
       async () => ({
         keys: deps.audit
           .publicKeys()
           .map((k) => ({ key_id: k.keyId, public_key_pem: k.publicKeyPem, active: k.active })),
+        execution_jwks: deps.executionJwks?.() ?? { keys: [] },
       }),
     );
   };

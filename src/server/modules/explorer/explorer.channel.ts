@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
+import type { ExecutePayload, ExecutionOutcome } from '../../../shared/contracts/execution.ts';
 import {
   CHANNEL_CLOSE,
   type ChannelServerMessage,
@@ -24,7 +25,15 @@ export type ChannelOutcome = ExplorerOutcome | 'timeout' | 'aborted' | 'unsent' 
 /** What an explorer request ends with, whichever path (channel or job queue) served it. */
 export type RequestOutcome = Exclude<ChannelOutcome, 'unsent'>;
 
-type Pending = { resolve(outcome: ChannelOutcome): void };
+/**
+ * What a governed execution (contracts/execution.ts) ends with on the channel: the agent's outcome,
+ * or no answer. `unsent`: nothing left this server (the caller may use the job queue); `timeout`
+ * and `died` after sending: the outcome is unknown (the agent may have run it).
+ */
+export type ChannelExecutionOutcome = ExecutionOutcome | 'timeout' | 'aborted' | 'unsent' | { died: string };
+
+/** A request waiting for its answer: explorer requests take `result` frames, executions `execution` frames. */
+type Pending = { answer: 'result' | 'execution'; resolve(outcome: unknown): void };
 
 export type ExplorerChannel = {
   readonly nodeId: string;
@@ -35,6 +44,12 @@ export type ExplorerChannel = {
     waitMs: number,
     signal: AbortSignal,
   ): Promise<ChannelOutcome>;
+  /**
+   * Sends one governed execution (or dry run) and waits (bounded) for its outcome. A dry run given
+   * up on is cancelled on the agent; an execution is not (it may be committing: its outcome is
+   * then unknown to this wait, never guessed).
+   */
+  execute(payload: ExecutePayload, waitMs: number, signal: AbortSignal): Promise<ChannelExecutionOutcome>;
 };
 
 export type ExplorerChannelsDeps = {
@@ -94,13 +109,36 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
           const onAbort = () => finish('aborted');
           const timer = setTimeout(() => finish('timeout'), waitMs);
           signal.addEventListener('abort', onAbort, { once: true });
-          pending.set(id, { resolve: finish });
+          pending.set(id, { answer: 'result', resolve: (o) => finish(o as ChannelOutcome) });
           const sent =
             kind === 'query'
               ? send({ type: 'query', id, payload: payload as QueryPayload })
               : send({ type: 'schema', id, payload });
           // Never sent: nothing ran, so the caller may take another path (the job queue).
           if (!sent) finish('unsent');
+        });
+      },
+      execute(payload, waitMs, signal) {
+        if (signal.aborted) return Promise.resolve('aborted');
+        if (pending.size >= maxInFlight) return Promise.resolve('unsent');
+        const id = randomUUID();
+        return new Promise<ChannelExecutionOutcome>((resolve) => {
+          let settled = false;
+          const finish = (outcome: ChannelExecutionOutcome) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            signal.removeEventListener('abort', onAbort);
+            pending.delete(id);
+            const givenUp = outcome === 'timeout' || outcome === 'aborted';
+            if (givenUp && payload.mode === 'dry_run') send({ type: 'cancel', id });
+            resolve(outcome);
+          };
+          const onAbort = () => finish('aborted');
+          const timer = setTimeout(() => finish('timeout'), waitMs);
+          signal.addEventListener('abort', onAbort, { once: true });
+          pending.set(id, { answer: 'execution', resolve: (o) => finish(o as ChannelExecutionOutcome) });
+          if (!send({ type: 'execute', id, payload })) finish('unsent');
         });
       },
     };
@@ -130,7 +168,16 @@ export function createExplorerChannels(deps: ExplorerChannelsDeps) {
         return;
       }
       // An answer to a request given up on already (timeout, client gone) is dropped.
-      pending.get(parsed.data.id)?.resolve(parsed.data.outcome);
+      const waiting = pending.get(parsed.data.id);
+      if (!waiting) return;
+      if (waiting.answer !== parsed.data.type) {
+        // An execution answered as a query (or the reverse) breaks the contract: end the channel.
+        log.warn({ node: nodeId }, 'explorer channel: an answer of the wrong type from the agent; closing');
+        socket.close(CHANNEL_CLOSE.protocol, 'wrong answer type');
+        detach('the node channel broke the protocol');
+        return;
+      }
+      waiting.resolve(parsed.data.outcome);
     });
     socket.on('pong', () => {
       alive = true;

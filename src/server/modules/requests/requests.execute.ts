@@ -1,0 +1,159 @@
+/**
+ * Executing a request (issue 14): everything is checked again at execution time — approved and not
+ * expired, executions left, the approvals still counting with every approver's current role and
+ * status — then the request moves to `executing` under its row lock (two concurrent executes run
+ * it once), a signed token goes to the node (requests.dispatch.ts) and the outcome settles it.
+ *
+ * Break-glass: a signed-in owner/admin (the roles of the rule set's `break_glass`), inside their
+ * step-up window, with a reason, runs a pending request without approvals. Never an API key.
+ * Flagged on the request, audited `request.break_glass`, and an `event_outbox` row is written
+ * with a NOTIFY on `bulwark_events` in the same transaction (notifications deliver it).
+ */
+import { AppError } from '../../../shared/errors.ts';
+import { rulesFor } from '../../../shared/policy/governance.ts';
+import { redactSql } from '../../../shared/sql/explorer-validator.ts';
+import { withTx } from '../../db/pool.ts';
+import type { Caller } from '../../http/caller.ts';
+import { isDml } from './requests.classify.ts';
+import { invalidState, isRequester, type RequestsContext } from './requests.context.ts';
+import * as repo from './requests.repo.ts';
+import type { RequestView } from './requests.schemas.ts';
+import { approvalCounts } from './requests.view.ts';
+
+const policyDenied = (message: string, details?: Record<string, unknown>) =>
+  new AppError('policy_denied', message, details);
+
+export function createExecution(ctx: RequestsContext) {
+  const { db, deps } = ctx;
+
+  /** Who may run an approved request: its requester, an owner/admin, or an admin key. */
+  const mayExecute = (caller: Caller, row: repo.RequestRow) =>
+    isRequester(caller, row) ||
+    (caller.kind === 'user' ? caller.role === 'owner' || caller.role === 'admin' : caller.level === 'admin');
+
+  return {
+    async execute(
+      caller: Caller,
+      name: string,
+      id: string,
+      body: { break_glass?: { reason: string } | undefined },
+      requestId: string,
+    ): Promise<RequestView> {
+      const breakGlass = body.break_glass;
+      const { database, row: seen } = await ctx.findRequest(caller, name, id);
+      if (breakGlass) {
+        if (caller.kind !== 'user')
+          throw policyDenied('Break-glass needs a signed-in person, never an API key');
+        const active = await deps.policyOf(db, caller.accountId);
+        const { rules } = rulesFor(active.policy, name);
+        if (!rules.break_glass.includes(caller.role))
+          throw policyDenied(
+            `Break-glass is for ${rules.break_glass.join(', ') || 'nobody'} on this database`,
+            {
+              roles: rules.break_glass,
+            },
+          );
+        await deps.stepUp({ userId: caller.userId, sessionId: caller.sessionId }, 'break glass');
+      } else if (!mayExecute(caller, seen)) {
+        throw policyDenied('Only the requester, an owner or admin, or an admin key can execute a request');
+      }
+      ctx.requireReady(database);
+      if (seen.kind === 'access') throw invalidState('access grants are not available yet', seen.status);
+
+      const delivery = await withTx(db, async (tx) => {
+        const { row } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
+        const now = Date.now();
+        if (breakGlass) {
+          if (row.status !== 'pending' && row.status !== 'approved')
+            throw invalidState(`A ${row.status} request cannot be executed`, row.status);
+        } else if (row.status !== 'approved') {
+          throw invalidState(`The request is ${row.status}, not approved`, row.status);
+        }
+        if (row.status === 'pending' && row.expires_at.getTime() <= now)
+          throw invalidState('The request has expired', 'expired');
+        if (
+          row.status === 'approved' &&
+          row.approval_expires_at !== null &&
+          row.approval_expires_at.getTime() <= now
+        )
+          throw invalidState('The approval has expired', 'expired');
+        if (row.executions >= row.max_executions)
+          throw invalidState(
+            `The request ran ${row.executions} of ${row.max_executions} times already`,
+            row.status,
+          );
+        if (!breakGlass) {
+          // Approvals are counted now, with each approver's current role and status.
+          const counts = approvalCounts(row, await repo.approvalsOf(tx, caller.accountId, [id]));
+          if (!counts.enough)
+            throw new AppError(
+              'invalid_state',
+              'The approvals no longer count (an approver was suspended, removed or demoted)',
+              {
+                status: row.status,
+                approvals_counted: counts.counted,
+                admin_approvals_counted: counts.adminCounted,
+              },
+            );
+          if (row.kind === 'sql' && isDml(row.class) && row.approved_rows === null)
+            throw invalidState(
+              'dry run first: a write runs against the row count its dry run recorded',
+              row.status,
+            );
+        }
+        const flag = breakGlass
+          ? {
+              user_id: (caller as { userId: string }).userId,
+              name: await repo.userName(tx, (caller as { userId: string }).userId),
+              reason: breakGlass.reason,
+              at: new Date(now).toISOString(),
+            }
+          : null;
+        await repo.patchRequest(tx, id, {
+          status: 'executing',
+          executions: row.executions + 1,
+          ...(flag ? { break_glass: flag } : {}),
+        });
+        if (flag) {
+          await ctx.audit(tx, caller, requestId, 'request.break_glass', row, {
+            sql: row.sql ?? undefined,
+            reason: flag.reason,
+            was: row.status,
+          });
+          await repo.insertOutboxEvent(tx, {
+            accountId: row.account_id,
+            kind: 'request.break_glass',
+            payload: {
+              request_id: row.id,
+              database: row.database,
+              user_id: flag.user_id,
+              name: flag.name,
+              reason: flag.reason,
+              sql: row.sql === null ? null : redactSql(row.sql),
+              at: flag.at,
+            },
+          });
+        }
+        const executing = await ctx.reload(tx, row);
+        return ctx.startDelivery(tx, caller, executing, 'execute', row.status);
+      });
+
+      await deps.dispatch.deliver(delivery);
+      const after = await ctx.reload(db, seen);
+      const outcome = await repo.executionOutcome(db, delivery.executionId);
+      if (outcome?.status === 'refused') {
+        const refusal = (outcome.outcome as { refusal?: { reason?: string; message?: string } } | null)
+          ?.refusal;
+        throw new AppError(
+          'execution_refused',
+          `The node refused to run the request: ${refusal?.message ?? 'refused'}`,
+          {
+            reason: refusal?.reason ?? 'unknown',
+            request: await ctx.view(db, after),
+          },
+        );
+      }
+      return ctx.view(db, after);
+    },
+  };
+}

@@ -1,0 +1,353 @@
+/**
+ * Governed SQL requests (issue 14, "Requests"): a caller asks to run SQL (or for time-boxed
+ * access) on a database; the SQL is classified with the real parser and reviewed, the account's
+ * policy decides who may ask and how many approvals it needs, DML is dry-run at once (the count
+ * approvals bind), and the request then waits for approvals (requests.approvals.ts) and execution
+ * (requests.execute.ts). Every transition is audited with the SQL redacted.
+ */
+import { badRequest, forbidden, notFound } from '../../../shared/errors.ts';
+import { decide, type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts';
+import { withTx } from '../../db/pool.ts';
+import type { Caller } from '../../http/caller.ts';
+import { decodeCursor, toPage } from '../../http/pagination.ts';
+import { createApprovals } from './requests.approvals.ts';
+import {
+  assertApprovable,
+  decideOrDeny,
+  isDml,
+  judgeSql,
+  policyView,
+  requesterRole,
+} from './requests.classify.ts';
+import { createRequestsContext, invalidState, isRequester, type RequestsDeps } from './requests.context.ts';
+import { createExecution } from './requests.execute.ts';
+import * as repo from './requests.repo.ts';
+import type { CreateRequestBody, RequestResult, RequestStatus, RequestView } from './requests.schemas.ts';
+
+const DRY_RUN_TIMEOUT_MS = 10_000;
+const DRY_RUN_WAIT_MS = 15_000;
+
+export function createRequestsService(deps: RequestsDeps) {
+  const ctx = createRequestsContext(deps);
+  const { db } = ctx;
+
+  /** Classifies, reviews and decides for a caller; throws what may never be requested. */
+  const judge = async (caller: Caller, database: string, sql: string, capability?: 'reader' | 'migrator') => {
+    const active = await deps.policyOf(db, caller.accountId);
+    const { rules } = rulesFor(active.policy, database);
+    const judged = judgeSql(sql, rules.findings);
+    assertApprovable(judged);
+    const cls = judged.cls as PolicyClass;
+    const decision = decideOrDeny(active.policy, { database, cls, caller });
+    const cap = capability ?? (cls === 'read' ? 'reader' : 'migrator');
+    if (cap === 'reader' && cls !== 'read')
+      throw badRequest(`A ${cls} request needs the migrator capability (reader runs reads only)`);
+    return { active, judged, cls, decision, capability: cap };
+  };
+
+  /** Dry-runs a request's DML (bounded wait) and returns it as it then stands. */
+  const dryRun = async (caller: Caller | null, row: repo.RequestRow): Promise<repo.RequestRow> => {
+    const delivery = await withTx(db, (tx) => ctx.startDelivery(tx, caller, row, 'dry_run', row.status));
+    await deps.dispatch.deliver(delivery, {
+      statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
+      waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
+    });
+    return ctx.reload(db, row);
+  };
+
+  const requesterName = async (caller: Caller) =>
+    caller.kind === 'user'
+      ? repo.userName(db, caller.userId)
+      : (caller.keyName ?? (await repo.keyName(db, caller.keyId)));
+
+  const list = async (
+    caller: Caller,
+    filter: Omit<repo.ListFilter, 'accountId' | 'cursor' | 'limit' | 'databaseNames'>,
+    page: { cursor?: string | undefined; limit: number },
+  ) => {
+    const rows = await repo.listRequests(db, {
+      ...filter,
+      accountId: caller.accountId,
+      databaseNames: caller.databases,
+      cursor: decodeCursor(page.cursor),
+      limit: page.limit,
+    });
+    const views = await ctx.views(db, caller.accountId, rows.slice(0, page.limit));
+    const byId = new Map(views.map((v) => [v.id, v]));
+    return toPage(
+      rows,
+      page.limit,
+      (r) => ({ ts: Number(r.created_us), id: r.id }),
+      (r) => byId.get(r.id)!,
+    );
+  };
+
+  return {
+    ...createApprovals(ctx),
+    ...createExecution(ctx),
+
+    async create(
+      caller: Caller,
+      name: string,
+      body: CreateRequestBody,
+      requestId: string,
+    ): Promise<RequestView> {
+      if ((body.sql === undefined) === (body.access === undefined))
+        throw badRequest('Give exactly one of sql (run SQL) or access (time-boxed credentials)');
+      const database = await ctx.findDatabase(caller, name);
+      ctx.requireReady(database);
+      let fields: Pick<
+        repo.NewRequest,
+        'kind' | 'sql' | 'sqlSha256' | 'capability' | 'access' | 'cls' | 'classification' | 'findings'
+      >;
+      let decision: ReturnType<typeof decideOrDeny>;
+      let version: number;
+      if (body.sql !== undefined) {
+        const j = await judge(caller, name, body.sql, body.capability);
+        decision = j.decision;
+        version = j.active.version;
+        fields = {
+          kind: 'sql',
+          sql: body.sql,
+          sqlSha256: deps.dispatch.sqlSha256(body.sql),
+          capability: j.capability,
+          access: null,
+          cls: j.cls,
+          classification: j.judged.classification,
+          findings: j.judged.findings,
+        };
+      } else {
+        const access = body.access!;
+        const active = await deps.policyOf(db, caller.accountId);
+        const cls: PolicyClass = access.role === 'reader' ? 'access_read' : 'access_write';
+        decision = decideOrDeny(active.policy, { database: name, cls, caller });
+        if (access.duration_s > decision.rules.max_access_s)
+          throw badRequest(`Access lasts at most ${decision.rules.max_access_s} seconds on this database`);
+        version = active.version;
+        fields = {
+          kind: 'access',
+          sql: null,
+          sqlSha256: null,
+          capability: access.role,
+          access,
+          cls,
+          classification: { class: 'read', statements: [], reasons: [], parse_error: null },
+          findings: [],
+        };
+      }
+      const noApprovals = decision.approvals === 0 && decision.admin_approvals === 0;
+      // DML waits for its dry run before it can be approved (even with no approvals needed).
+      const openAtOnce = noApprovals && !isDml(fields.cls);
+      const row = await withTx(db, async (tx) => {
+        const id = await repo.insertRequest(tx, {
+          ...fields,
+          accountId: caller.accountId,
+          databaseId: database.id,
+          status: openAtOnce ? 'approved' : 'pending',
+          reason: body.reason,
+          requesterUserId: caller.kind === 'user' ? caller.userId : null,
+          requesterKeyId: caller.kind === 'key' ? caller.keyId : null,
+          requesterName: await requesterName(caller),
+          policy: policyView(version, decision),
+          maxExecutions: decision.rules.max_executions,
+          approvalLifetimeS: decision.rules.approval_lifetime_s,
+          requestLifetimeS: decision.rules.request_lifetime_s,
+        });
+        if (openAtOnce)
+          await repo.patchRequest(tx, id, {
+            approval_expires_at: { inSeconds: decision.rules.approval_lifetime_s },
+          });
+        const created = (await repo.findRequest(tx, { accountId: caller.accountId, id }))!;
+        await ctx.audit(tx, caller, requestId, 'request.created', created, {
+          sql: fields.sql ?? undefined,
+          kind: fields.kind,
+          class: fields.cls,
+          capability: fields.capability,
+          approvals_required: decision.approvals,
+          status: created.status,
+        });
+        return created;
+      });
+      const settled = row.kind === 'sql' && isDml(row.class) ? await dryRun(caller, row) : row;
+      return ctx.view(db, settled);
+    },
+
+    /** The requester changes the SQL: approvals cleared, classified again, a new dry run, pending. */
+    async edit(
+      caller: Caller,
+      name: string,
+      id: string,
+      body: { sql: string; reason?: string | undefined },
+      requestId: string,
+    ): Promise<RequestView> {
+      const { row: current } = await ctx.findRequest(caller, name, id);
+      if (current.kind !== 'sql') throw invalidState('Only SQL requests can be edited', current.status);
+      if (!isRequester(caller, current)) throw forbidden('Only the requester can edit a request');
+      const j = await judge(
+        caller,
+        name,
+        body.sql,
+        current.capability === 'reader' ? undefined : current.capability,
+      );
+      const row = await withTx(db, async (tx) => {
+        const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
+        if (!['pending', 'approved', 'rejected'].includes(locked.status))
+          throw invalidState(`A ${locked.status} request cannot be edited`, locked.status);
+        await repo.deleteApprovals(tx, id);
+        await repo.patchRequest(tx, id, {
+          status: 'pending',
+          sql: body.sql,
+          sql_sha256: deps.dispatch.sqlSha256(body.sql),
+          ...(body.reason !== undefined ? { reason: body.reason } : {}),
+          class: j.cls,
+          classification: j.judged.classification,
+          findings: j.judged.findings,
+          policy: policyView(j.active.version, j.decision),
+          max_executions: j.decision.rules.max_executions,
+          approval_lifetime_s: j.decision.rules.approval_lifetime_s,
+          dry_run: null,
+          dry_run_error: null,
+          approved_rows: null,
+          rejection: null,
+          approval_expires_at: null,
+        });
+        const edited = await ctx.reload(tx, locked);
+        await ctx.audit(tx, caller, requestId, 'request.edited', edited, {
+          sql: body.sql,
+          class: j.cls,
+          was: locked.status,
+        });
+        return edited;
+      });
+      const settled = isDml(row.class) ? await dryRun(caller, row) : row;
+      return ctx.view(db, settled);
+    },
+
+    /** Runs the dry run again (pending requests): the count approvals bind. */
+    async dryRun(caller: Caller, name: string, id: string): Promise<RequestView> {
+      const { database, row } = await ctx.findRequest(caller, name, id);
+      ctx.requireReady(database);
+      if (row.kind !== 'sql') throw invalidState('Only SQL requests have a dry run', row.status);
+      if (row.status !== 'pending')
+        throw invalidState(`A ${row.status} request is not dry-run again`, row.status);
+      return ctx.view(db, await dryRun(caller, row));
+    },
+
+    /** Classification, findings and the policy's answer for SQL, without a request. */
+    async preflight(
+      caller: Caller,
+      name: string,
+      body: { sql: string; capability?: 'reader' | 'migrator' | undefined },
+    ) {
+      await ctx.findDatabase(caller, name);
+      const active = await deps.policyOf(db, caller.accountId);
+      const { rules } = rulesFor(active.policy, name);
+      const judged = judgeSql(body.sql, rules.findings);
+      const cls: PolicyClass = judged.cls === 'refused' ? 'destructive' : (judged.cls as PolicyClass);
+      const d = decide(active.policy, { database: name, cls, role: requesterRole(caller) });
+      return {
+        classification: judged.classification,
+        findings: judged.findings,
+        policy: { ...policyView(active.version, d), allowed: d.allowed && judged.cls !== 'refused' },
+        dry_run: null,
+        dry_run_error: isDml(judged.cls)
+          ? {
+              sqlstate: '0A000',
+              message:
+                'create the request to dry-run it: its dry run is recorded and is the count approvals bind',
+            }
+          : null,
+      };
+    },
+
+    async get(caller: Caller, name: string, id: string): Promise<RequestView> {
+      const { row } = await ctx.findRequest(caller, name, id);
+      return ctx.view(db, row);
+    },
+
+    async listForDatabase(
+      caller: Caller,
+      name: string,
+      q: {
+        status?: RequestStatus | undefined;
+        requester?: string | undefined;
+        cursor?: string | undefined;
+        limit: number;
+      },
+    ) {
+      const database = await ctx.findDatabase(caller, name);
+      const who = q.requester;
+      const requester =
+        who === 'me'
+          ? caller.kind === 'user'
+            ? { requesterUserId: caller.userId }
+            : { requesterKeyId: caller.keyId }
+          : who?.startsWith('user:')
+            ? { requesterUserId: who.slice(5) }
+            : who?.startsWith('key:')
+              ? { requesterKeyId: who.slice(4) }
+              : {};
+      return list(
+        caller,
+        { databaseId: database.id, ...(q.status ? { status: q.status } : {}), ...requester },
+        q,
+      );
+    },
+
+    /** Account-wide (the approvals inbox with awaiting=me). */
+    async listForAccount(
+      caller: Caller,
+      q: {
+        status?: RequestStatus | undefined;
+        awaiting?: 'me' | undefined;
+        cursor?: string | undefined;
+        limit: number;
+      },
+    ) {
+      if (q.awaiting === 'me' && caller.kind !== 'user')
+        throw badRequest('awaiting=me is for signed-in users');
+      return list(
+        caller,
+        {
+          ...(q.status ? { status: q.status } : {}),
+          ...(q.awaiting === 'me' && caller.kind === 'user' ? { awaitingUserId: caller.userId } : {}),
+        },
+        q,
+      );
+    },
+
+    /** The last execution's result: the requester (same user or key) and the approvers only; others 404. */
+    async result(caller: Caller, name: string, id: string): Promise<RequestResult> {
+      const { row } = await ctx.findRequest(caller, name, id);
+      let allowed = isRequester(caller, row);
+      if (!allowed && caller.kind === 'user') {
+        const approvals = await repo.approvalsOf(db, caller.accountId, [row.id]);
+        allowed = approvals.some((a) => a.user_id === caller.userId);
+      }
+      if (!allowed) throw notFound('Result');
+      const result = await deps.results.get(db, row.id);
+      if (!result) throw notFound('Result');
+      return result;
+    },
+
+    async cancel(caller: Caller, name: string, id: string, requestId: string): Promise<RequestView> {
+      const row = await withTx(db, async (tx) => {
+        const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
+        const admin =
+          caller.kind === 'user'
+            ? caller.role === 'owner' || caller.role === 'admin'
+            : caller.level === 'admin';
+        if (!isRequester(caller, locked) && !admin)
+          throw forbidden('Only the requester (or an owner or admin) can cancel a request');
+        if (locked.status !== 'pending' && locked.status !== 'approved')
+          throw invalidState(`A ${locked.status} request cannot be cancelled`, locked.status);
+        await repo.patchRequest(tx, id, { status: 'cancelled' });
+        await ctx.audit(tx, caller, requestId, 'request.cancelled', locked, { was: locked.status });
+        return ctx.reload(tx, locked);
+      });
+      return ctx.view(db, row);
+    },
+  };
+}
+
+export type RequestsService = ReturnType<typeof createRequestsService>;
