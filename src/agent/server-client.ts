@@ -1,3 +1,4 @@
+import { backupKeyResponseSchema } from '../shared/contracts/backups.ts';
 import { jobSecretResponseSchema } from '../shared/contracts/jobs.ts';
 
 /** The agent's only channel to the control plane: outbound HTTPS (or loopback HTTP). */
@@ -62,6 +63,11 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
     jobSecret: async (job: PolledJob) =>
       jobSecretResponseSchema.parse(
         await call<unknown>(`/v1/agent/jobs/${job.id}/secret`, { attempt: job.attempt }),
+      ),
+    /** The data key of the backup a `backup.*` job names; only for the lease holder. */
+    backupKey: async (job: PolledJob) =>
+      backupKeyResponseSchema.parse(
+        await call<unknown>(`/v1/agent/jobs/${job.id}/backup-key`, { attempt: job.attempt }),
       ),
     /** Explorer rows/schema for the request waiting on the server (never stored in the job). */
     explorerResult: (job: PolledJob, outcome: unknown) =>

@@ -12,6 +12,11 @@ export type JobContext = {
    */
   secret?: () => Promise<string>;
   /**
+   * Fetches the data key (32 bytes) of the backup the job names, from the server, which hands it
+   * only to the current lease holder (`backup.*` jobs; contracts/backups.ts). Never logged or stored.
+   */
+  backupKey?: () => Promise<Buffer>;
+  /**
    * Hands an ephemeral result (explorer rows) to the server outside the job row, for the
    * current lease holder only; the server never stores it in the job (issue 6).
    */

@@ -32,6 +32,9 @@ function scripted(polls: (() => Promise<{ job: PolledJob | null }>)[], reported:
     jobSecret: async () => {
       throw new Error('no secret in this test');
     },
+    backupKey: async () => {
+      throw new Error('no backup key in this test');
+    },
     explorerResult: async () => ({ accepted: true }),
     jobStatus: async () => ({ active: true }),
   };

@@ -6,7 +6,10 @@ import { JOB_REPORTED, type JobHandler, PermanentJobError } from './job-context.
 
 /** What the job runner uses: only the server calls it makes, the handlers and the admin pool. */
 export type JobRunnerDeps = {
-  client: Pick<ServerClient, 'poll' | 'complete' | 'fail' | 'jobSecret' | 'explorerResult' | 'jobStatus'>;
+  client: Pick<
+    ServerClient,
+    'poll' | 'complete' | 'fail' | 'jobSecret' | 'backupKey' | 'explorerResult' | 'jobStatus'
+  >;
   handlers: ReadonlyMap<string, JobHandler>;
   admin: pg.Pool;
   log: Logger;
@@ -57,6 +60,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
         log: log.child({ job: job.id, kind: job.kind }),
         signal,
         secret: async () => (await client.jobSecret(job)).password,
+        backupKey: async () => Buffer.from((await client.backupKey(job)).data_key, 'base64url'),
         sendResult: async (outcome) => {
           await client.explorerResult(job, outcome);
         },

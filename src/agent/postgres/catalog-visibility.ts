@@ -21,7 +21,7 @@ export const TENANT_TEMPLATE = 'bulwark_tenant_template';
  * changes whenever what the template hides changes; an older template is finished again at the
  * next agent start (databases copied from it before keep what they had: drift reports them).
  */
-const TEMPLATE_MARKER = 'bulwark:tenant-template:4';
+const TEMPLATE_MARKER = 'bulwark:tenant-template:5';
 
 /**
  * The catalog objects PUBLIC loses in every tenant database, as a query (run in the template by
@@ -158,6 +158,16 @@ export const EXTENSION_GUARD_CHECK = `SELECT EXISTS (
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
+/**
+ * pg_dump in an archive format always reads the database's own settings from pg_db_role_setting
+ * (hidden from PUBLIC above). The database's owner — the steward (ADR 0010), never a tenant role —
+ * may read it, through the predefined `pg_database_owner` (whose only member in each database is
+ * that database's owner): the steward can then dump its database, and no tenant role gains
+ * anything. A database made from an older template lacks it (its backups fail with "permission
+ * denied for table pg_db_role_setting" until a superuser runs this statement in it once).
+ */
+export const BACKUP_READS_SETTINGS = 'GRANT SELECT ON pg_catalog.pg_db_role_setting TO pg_database_owner';
+
 /** The template to copy tenant databases from: ours when ready, template0 otherwise. */
 export async function tenantTemplate(admin: Queryable): Promise<string> {
   const r = await admin.query<{ ok: boolean }>(
@@ -224,7 +234,9 @@ async function makeTemplate(
   const c = await connect(TENANT_TEMPLATE);
   try {
     const hidden = await c.query<HiddenObject>(HIDDEN_CATALOG_QUERY);
-    await c.query([...hideStatements(hidden.rows), ...EXTENSION_GUARD_SQL].join(';\n'));
+    await c.query(
+      [...hideStatements(hidden.rows), ...EXTENSION_GUARD_SQL, BACKUP_READS_SETTINGS].join(';\n'),
+    );
   } finally {
     await c.end().catch(() => {});
   }

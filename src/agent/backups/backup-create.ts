@@ -1,0 +1,169 @@
+/**
+ * `backup.create`: pg_dump → SHA-256 → zstd → chunked AES-256-GCM → `<id>.partial` → fsync →
+ * rename → fsync dir; then the whole archive is read back and verified before success.
+ *
+ * Who dumps: the database's steward (ADR 0010), logged in on the loopback port with the
+ * platform's settings pinned in PGOPTIONS. It is no superuser; as a member (INHERIT) of
+ * `<db>_owner` and `<db>_migrator` it holds their privileges, and those two are the only roles
+ * that can own anything in a tenant database — so it can read every table, sequence and large
+ * object the tenant made. An object the tenant locked even from itself (`REVOKE SELECT … FROM
+ * <own role>`, FORCE ROW LEVEL SECURITY) makes the dump fail with PostgreSQL's reason rather than
+ * be skipped. Only the tenant's schemas are named for the dump (`dumpSelection`): the template's
+ * `bulwark_guard` is ours and in every new database already. pg_dump gets `-Fc -Z0` (zstd here is faster and smaller), `--snapshot` of
+ * a REPEATABLE READ transaction the steward opened, in which the object counts and exact row
+ * counts are read at the same time: the record describes exactly what the archive holds.
+ */
+import { performance } from 'node:perf_hooks';
+import { pipeline } from 'node:stream/promises';
+import { createZstdCompress, constants as zlib } from 'node:zlib';
+import { createArchiveEncryptor, FORMAT_VERSION } from '../../shared/backup-archive.ts';
+import {
+  BACKUP_JOB_KINDS,
+  type BackupCreateResult,
+  backupCreatePayloadSchema,
+} from '../../shared/contracts/backups.ts';
+import { roleNames } from '../../shared/identifiers.ts';
+import { parsePayload } from '../jobs/database-common.ts';
+import type { JobHandler } from '../jobs/job-context.ts';
+import { BACKUP_READS_SETTINGS } from '../postgres/catalog-visibility.ts';
+import { hashingTap, verifyArchive } from './archive-io.ts';
+import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
+import { countObjects, countRows, listSchemas, listTables } from './backup-manifest.ts';
+import type { PendingArchive } from './backup-storage.ts';
+import { startTool } from './pg-tools.ts';
+
+/** How long pg_dump waits for a table lock a tenant holds before the backup fails (and is retried). */
+const LOCK_WAIT_MS = 60_000;
+/** zstd level 3 (its default): fast, and smaller than pg_dump's gzip. */
+const ZSTD_LEVEL = 3;
+
+export function backupCreate(deps: BackupJobDeps): JobHandler {
+  const step = (name: string) => deps.onStep?.(BACKUP_JOB_KINDS.create, name);
+  return async (payload, ctx) => {
+    const p = parsePayload(backupCreatePayloadSchema, payload);
+    const roles = roleNames(p.name);
+    const ref = { databaseId: p.database_id, backupId: p.backup_id };
+    const t0 = performance.now();
+    const key = await getBackupKey(ctx);
+    // A retry after an attempt that wrote its archive but could not report: that archive was
+    // never recorded as good; it is made again from a fresh snapshot.
+    await deps.storage.remove(ref);
+
+    const login = stewardLogin(deps.cluster, { databaseId: p.database_id, steward: roles.steward }, p.name);
+    const steward = await connectForTools(deps.cluster, login);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(ctx.signal.reason);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    let pending: PendingArchive | null = null;
+    try {
+      await step('snapshot');
+      await steward.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      const snap = await steward.query<{ s: string; v: string; n: string }>(
+        `SELECT pg_catalog.pg_export_snapshot() AS s, pg_catalog.current_setting('server_version') AS v,
+                pg_catalog.current_setting('server_version_num') AS n`,
+      );
+      const { s: snapshot, v: pgVersion, n: versionNum } = snap.rows[0]!;
+      const schemas = await listSchemas(steward);
+      const listed = await listTables(steward);
+      const objects = await countObjects(steward);
+
+      await step('dump');
+      pending = await deps.storage.create(ref);
+      const dump = startTool(
+        deps.pgBin,
+        'pg_dump',
+        [
+          '--format=custom',
+          '--compress=0',
+          '--no-password',
+          `--snapshot=${snapshot}`,
+          `--lock-wait-timeout=${LOCK_WAIT_MS}`,
+          ...dumpSelection(schemas),
+        ],
+        login,
+        { signal: stop.signal },
+      );
+      deps.onTool?.('pg_dump', dump.child);
+      const hash = hashingTap();
+      const written = pipeline(
+        dump.child.stdout!,
+        hash.tap,
+        createZstdCompress({ params: { [zlib.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
+        createArchiveEncryptor(key, ref, deps.chunkSize ? { chunkSize: deps.chunkSize } : {}),
+        pending.stream,
+        { signal: stop.signal },
+      );
+      // Exact rows, in the dump's snapshot, while pg_dump reads.
+      const counted = countRows(steward, listed.tables, stop.signal);
+      const all = Promise.all([written, dump.exited, counted]);
+      // The first failure (pg_dump's exit, a write error such as ENOSPC, a count) ends the rest.
+      all.catch((err) => stop.abort(err));
+      const [, , tables] = await all;
+      await steward.query('COMMIT');
+
+      await step('commit');
+      const { sizeBytes } = await pending.commit();
+      pending = null;
+
+      await step('verify');
+      const verified = await verifyArchive(deps.storage, ref, key, { expectedSha256: hash.digest() });
+      if (verified.dumpBytes !== hash.bytes())
+        throw new Error('the archive read back does not hold what pg_dump wrote');
+      const result: BackupCreateResult = {
+        backup_id: p.backup_id,
+        sha256: verified.sha256,
+        size_bytes: sizeBytes,
+        dump_bytes: hash.bytes(),
+        duration_ms: Math.round((performance.now() - t0) * 100) / 100,
+        pg_version: pgVersion.slice(0, 200),
+        server_version_num: Number(versionNum),
+        format_version: FORMAT_VERSION,
+        tables,
+        tables_total: listed.total,
+        objects,
+        verified: true,
+      };
+      return result;
+    } catch (err) {
+      stop.abort(err);
+      await pending?.abort();
+      // A verified-then-failed archive (e.g. a read-back mismatch) is not left behind either.
+      if (!pending) await deps.storage.remove(ref).catch(() => {});
+      throw describe(err);
+    } finally {
+      ctx.signal.removeEventListener('abort', onAbort);
+      await steward.end().catch(() => {});
+    }
+  };
+}
+
+/** The failure reason a backup reports: the cause, with the errno code when there is one. */
+function describe(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ABORT_ERR' && e.cause) return describe(e.cause);
+  if (e instanceof Error && /permission denied for table pg_db_role_setting/.test(e.message))
+    return new Error(
+      `${e.message} — this database was made from an older tenant template; a superuser must run ` +
+        `"${BACKUP_READS_SETTINGS}" in it once`,
+    );
+  return err;
+}
+
+/**
+ * What pg_dump selects: every tenant schema by name (a pattern in double quotes matches that
+ * name literally), every extension (the template's, owned by a superuser, are skipped at restore)
+ * and the large objects. Naming the schemas keeps pg_dump from reading the database-level
+ * settings (pg_db_role_setting is closed to tenants and stewards, ADR 0010) and from event
+ * triggers, casts and publications, which it dumps only for a whole-database dump: a cast or
+ * publication the tenant made is not in a backup (ADR 0022).
+ */
+export function dumpSelection(schemas: readonly string[]): string[] {
+  const named = schemas.map((s) => `--schema="${s.replaceAll('"', '""')}"`);
+  return [
+    // An empty list would mean "everything": a name that is always excluded keeps the selection.
+    ...(named.length > 0 ? named : ['--schema=bulwark_guard']),
+    '--exclude-schema=bulwark_guard',
+    '--extension=*',
+    '--blobs',
+  ];
+}

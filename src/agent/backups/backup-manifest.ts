@@ -1,0 +1,143 @@
+/**
+ * What a backup records of its database and what a restore is checked against: object counts,
+ * and exact row counts per table — both read on a steward session (pinned settings, row security
+ * off so a policy cannot hide rows) in one snapshot: at backup time the very snapshot pg_dump
+ * reads (`--snapshot`), so the counts describe exactly what the archive holds.
+ *
+ * System schemas (pg_catalog, information_schema, pg_toast…, pg_temp…) and the template's guard
+ * schema are left out: they are not the tenant's and are not restored.
+ */
+import type pg from 'pg';
+import {
+  type BackupObjects,
+  type BackupTable,
+  MAX_BACKUP_TABLES,
+  type RestoreCheck,
+} from '../../shared/contracts/backups.ts';
+import { quoteIdent } from '../../shared/identifiers.ts';
+
+type Queryable = Pick<pg.ClientBase, 'query'>;
+
+/** Schemas that are never the tenant's (SQL predicate on a `pg_namespace` alias `n`). */
+const TENANT_SCHEMA = `n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema', 'bulwark_guard']::pg_catalog.name[])
+  AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_toast%'
+  AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_temp\\_%'`;
+
+/** The tenant's schemas (a bounded number: each is one pg_dump argument). */
+export async function listSchemas(c: Queryable): Promise<string[]> {
+  const r = await c.query<{ name: string }>(
+    `SELECT n.nspname::pg_catalog.text AS name FROM pg_catalog.pg_namespace n WHERE ${TENANT_SCHEMA} ORDER BY 1 LIMIT 10001`,
+  );
+  if (r.rows.length > 10_000) throw new Error('more than 10000 schemas: too many to back up by name');
+  return r.rows.map((x) => x.name);
+}
+
+export async function countObjects(c: Queryable): Promise<BackupObjects> {
+  const r = await c.query<Record<keyof BackupObjects, string>>(
+    `SELECT
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace n WHERE ${TENANT_SCHEMA}) AS schemas,
+       (SELECT pg_catalog.count(*) FILTER (WHERE k.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog."char"[])) FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace WHERE ${TENANT_SCHEMA}) AS tables,
+       (SELECT pg_catalog.count(*) FILTER (WHERE k.relkind OPERATOR(pg_catalog.=) 'v') FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace WHERE ${TENANT_SCHEMA}) AS views,
+       (SELECT pg_catalog.count(*) FILTER (WHERE k.relkind OPERATOR(pg_catalog.=) 'm') FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace WHERE ${TENANT_SCHEMA}) AS materialized_views,
+       (SELECT pg_catalog.count(*) FILTER (WHERE k.relkind OPERATOR(pg_catalog.=) 'S') FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace WHERE ${TENANT_SCHEMA}) AS sequences,
+       (SELECT pg_catalog.count(*) FILTER (WHERE k.relkind OPERATOR(pg_catalog.=) ANY ('{i,I}'::pg_catalog."char"[])) FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace WHERE ${TENANT_SCHEMA}) AS indexes,
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace WHERE ${TENANT_SCHEMA}) AS functions,
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_largeobject_metadata) AS large_objects`,
+  );
+  const row = r.rows[0]!;
+  const out = {} as BackupObjects;
+  for (const k of Object.keys(row) as (keyof BackupObjects)[]) out[k] = Number(row[k]);
+  return out;
+}
+
+/**
+ * Every ordinary and partitioned-leaf table of the tenant, largest first (by pages), with the
+ * planner's estimate; the first MAX_BACKUP_TABLES are then counted exactly.
+ */
+export async function listTables(
+  c: Queryable,
+): Promise<{ tables: { schema: string; name: string; estimate: number | null }[]; total: number }> {
+  const r = await c.query<{ schema: string; name: string; estimate: string; total: string }>(
+    `SELECT n.nspname::pg_catalog.text AS schema, k.relname::pg_catalog.text AS name,
+            k.reltuples::pg_catalog.int8::pg_catalog.text AS estimate,
+            pg_catalog.count(*) OVER ()::pg_catalog.text AS total
+       FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+      WHERE k.relkind OPERATOR(pg_catalog.=) 'r' AND ${TENANT_SCHEMA}
+      ORDER BY k.relpages DESC, n.nspname, k.relname
+      LIMIT $1`,
+    [MAX_BACKUP_TABLES],
+  );
+  const total = Number(r.rows[0]?.total ?? 0);
+  return {
+    total,
+    tables: r.rows.map((t) => {
+      const e = Number(t.estimate);
+      return { schema: t.schema, name: t.name, estimate: e < 0 ? null : e };
+    }),
+  };
+}
+
+/** Exact rows of each table (one statement per table, on the caller's snapshot). */
+export async function countRows(
+  c: Queryable,
+  tables: readonly { schema: string; name: string; estimate?: number | null }[],
+  signal?: AbortSignal,
+): Promise<BackupTable[]> {
+  const out: BackupTable[] = [];
+  for (const t of tables) {
+    signal?.throwIfAborted();
+    // ONLY: a parent's rows are its own (a partition's rows are counted as that partition).
+    const r = await c.query<{ n: string }>(
+      `SELECT pg_catalog.count(*)::pg_catalog.text AS n FROM ONLY ${quoteIdent(t.schema)}.${quoteIdent(t.name)}`,
+    );
+    out.push({
+      schema: t.schema,
+      name: t.name,
+      rows: Number(r.rows[0]?.n ?? 0),
+      rows_estimate: t.estimate ?? null,
+    });
+  }
+  return out;
+}
+
+/**
+ * Compares a restored database with the backup's record: every object count equal, every
+ * recorded table present with exactly its recorded rows. Throws with the first differences.
+ */
+export async function checkRestored(
+  c: Queryable,
+  expected: { tables: readonly BackupTable[]; tables_total: number; objects: BackupObjects },
+  signal?: AbortSignal,
+): Promise<RestoreCheck> {
+  const objects = await countObjects(c);
+  const problems: string[] = [];
+  for (const k of Object.keys(expected.objects) as (keyof BackupObjects)[]) {
+    if (objects[k] !== expected.objects[k])
+      problems.push(`${k}: ${objects[k]} restored, ${expected.objects[k]} backed up`);
+  }
+  let rows = 0;
+  let checked = 0;
+  for (const t of expected.tables) {
+    signal?.throwIfAborted();
+    const exists = await c.query(
+      `SELECT 1 FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.relnamespace
+        WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND k.relname OPERATOR(pg_catalog.=) $2`,
+      [t.schema, t.name],
+    );
+    if (exists.rows.length === 0) {
+      problems.push(`table ${t.schema}.${t.name} missing`);
+      continue;
+    }
+    const [got] = await countRows(c, [t]);
+    checked += 1;
+    rows += got!.rows;
+    if (got!.rows !== t.rows)
+      problems.push(`table ${t.schema}.${t.name}: ${got!.rows} rows restored, ${t.rows} backed up`);
+    if (problems.length >= 10) break;
+  }
+  if (problems.length > 0)
+    throw new Error(
+      `the restored database does not match the backup: ${problems.slice(0, 10).join('; ')}`.slice(0, 2000),
+    );
+  return { tables_checked: checked, rows_checked: rows, objects };
+}

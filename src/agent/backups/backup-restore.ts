@@ -1,0 +1,281 @@
+/**
+ * `backup.restore` and `backup.drill`. Every one starts by reading the whole archive and
+ * checking it against the backup's record (`verifyArchive`) — nothing is created, paused or
+ * dropped for an archive that is altered, truncated, of another backup, or under a wrong key.
+ *
+ * - new: the target is created exactly as `database.create` makes a database (that handler
+ *   runs first, idempotent: roles, database, grants, schema, pooler entry, the owner's proving
+ *   login), then restored into as the target's steward with `--role=<target>_owner` and without
+ *   the backup's GRANTs (they name the source's roles; the target's standard grants apply).
+ * - in place: restored into a scratch database `bulwark_restore_<hex>` owned by the same steward
+ *   with the same roles (GRANTs kept), checked; only then are the database's sessions cut
+ *   (PgBouncer `KILL` holds new clients until `RESUME`; every backend terminated) and the two
+ *   databases swapped by name in one transaction; the old one is dropped. A failure before the
+ *   swap leaves the database as it was. (The server has made a safety backup before.)
+ * - drill: like in place without the swap; the scratch database `bulwark_drill_<hex>` is dropped
+ *   whatever happens, and `verified_at` reported.
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type pg from 'pg';
+import { ArchiveError } from '../../shared/backup-archive.ts';
+import {
+  type BackupDrillResult,
+  type BackupManifest,
+  type BackupRestoreResult,
+  backupDrillPayloadSchema,
+  backupRestorePayloadSchema,
+  type RestoreCheck,
+} from '../../shared/contracts/backups.ts';
+import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
+import { parsePayload } from '../jobs/database-common.ts';
+import { databaseCreate } from '../jobs/database-create.ts';
+import { type JobContext, type JobHandler, PermanentJobError } from '../jobs/job-context.ts';
+import { ensureDatabase, grantDatabase, setupSchema, terminateSessions } from '../postgres/tenant-sql.ts';
+import { verifyArchive } from './archive-io.ts';
+import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
+import { checkRestored } from './backup-manifest.ts';
+import type { ArchiveRef } from './backup-storage.ts';
+import { runRestore } from './restore-pipeline.ts';
+
+export const SCRATCH_PREFIXES = ['bulwark_restore_', 'bulwark_drill_'] as const;
+
+const scratchName = (prefix: (typeof SCRATCH_PREFIXES)[number]) =>
+  `${prefix}${randomBytes(8).toString('hex')}`;
+
+/** An archive problem is final: reading the same bytes again will not fix them. */
+function archiveFailure(err: unknown): unknown {
+  if (err instanceof ArchiveError) return new PermanentJobError(`backup archive refused: ${err.message}`);
+  return err;
+}
+
+type Restorable = { ref: ArchiveRef; key: Buffer; expected: BackupManifest; source: RoleNames };
+
+/** Verifies, then restores into `database` (which the caller made) and checks it. */
+async function restoreInto(
+  deps: BackupJobDeps,
+  ctx: JobContext,
+  r: Restorable,
+  target: { database: string; databaseId: string; roles: RoleNames; noPrivileges: boolean },
+): Promise<RestoreCheck> {
+  const opened = await deps.storage.open(r.ref);
+  try {
+    const login = stewardLogin(
+      deps.cluster,
+      { databaseId: target.databaseId, steward: target.roles.steward },
+      target.database,
+    );
+    const { dropped } = await runRestore(deps, opened.stream, r.key, r.ref, {
+      login,
+      role: target.roles.owner,
+      tenantRoles: new Set([r.source.owner, r.source.migrator]),
+      noPrivileges: target.noPrivileges,
+      signal: ctx.signal,
+    });
+    if (dropped.length > 0)
+      ctx.log.info({ skipped: dropped.length }, 'archive entries not restored (platform objects)');
+    const c = await connectForTools(deps.cluster, login);
+    try {
+      return await checkRestored(c, r.expected, ctx.signal);
+    } finally {
+      await c.end().catch(() => {});
+    }
+  } finally {
+    await opened.close().catch(() => {});
+  }
+}
+
+/**
+ * A scratch database owned by the source's steward, with the source's roles: the same as the
+ * database itself but for its name (the reserved `bulwark_` prefix, so no tenant can hold it).
+ * No role may connect to it (the owner only gets CREATE, for the restore's schemas) until it is
+ * swapped in.
+ */
+async function makeScratch(
+  deps: BackupJobDeps,
+  ctx: JobContext,
+  name: string,
+  databaseId: string,
+  roles: RoleNames,
+): Promise<void> {
+  await ensureDatabase(ctx.admin, name, roles, databaseId);
+  // The owner may create schemas (the restore runs as the owner), but nobody may log in to it.
+  await ctx.admin.query(
+    `REVOKE ALL ON DATABASE ${quoteIdent(name)} FROM PUBLIC; GRANT CREATE ON DATABASE ${quoteIdent(name)} TO ${quoteIdent(roles.owner)}`,
+  );
+  const c = await connectForTools(
+    deps.cluster,
+    stewardLogin(deps.cluster, { databaseId, steward: roles.steward }, name),
+  );
+  try {
+    await setupSchema(c, roles);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+async function dropScratch(admin: pg.Pool, name: string): Promise<void> {
+  if (!SCRATCH_PREFIXES.some((p) => name.startsWith(p))) throw new Error('not a scratch database');
+  await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+}
+
+/** Drops scratch databases a crashed agent left behind (start-up). */
+export async function sweepScratchDatabases(admin: pg.Pool): Promise<string[]> {
+  const r = await admin.query<{ name: string }>(
+    `SELECT datname::pg_catalog.text AS name FROM pg_catalog.pg_database
+      WHERE datname::pg_catalog.text LIKE 'bulwark\\_restore\\_%' OR datname::pg_catalog.text LIKE 'bulwark\\_drill\\_%'`,
+  );
+  for (const { name } of r.rows) await dropScratch(admin, name);
+  return r.rows.map((x) => x.name);
+}
+
+/** Runs a PgBouncer console command; a database it has no pool for is not an error. */
+async function poolerCommand(
+  deps: BackupJobDeps,
+  command: 'KILL' | 'RESUME',
+  database: string,
+): Promise<void> {
+  try {
+    await deps.pooler.admin(`${command} ${database}`);
+  } catch (err) {
+    if (/no such database|is not paused/i.test((err as Error).message)) return;
+    throw err;
+  }
+}
+
+/** Swaps the restored scratch database in under `name`; the old one is dropped afterwards. */
+async function swapIn(
+  deps: BackupJobDeps,
+  ctx: JobContext,
+  name: string,
+  scratch: string,
+  roles: RoleNames,
+): Promise<void> {
+  const old = `bulwark_restore_${randomBytes(8).toString('hex')}`;
+  // The database's own privileges, as database.create grants them.
+  await grantDatabase(ctx.admin, scratch, roles);
+  await poolerCommand(deps, 'KILL', name);
+  try {
+    let lastErr: unknown = null;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await terminateSessions(ctx.admin, { roles: [], database: name });
+      try {
+        // Two statements in one simple-protocol message: one implicit transaction, both or neither.
+        await ctx.admin.query(
+          `ALTER DATABASE ${quoteIdent(name)} RENAME TO ${quoteIdent(old)}; ` +
+            `ALTER DATABASE ${quoteIdent(scratch)} RENAME TO ${quoteIdent(name)}`,
+        );
+        lastErr = null;
+        break;
+      } catch (err) {
+        lastErr = err;
+        // 55006: another session is still using the database (a new login raced the terminate).
+        if ((err as { code?: string }).code !== '55006') throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    if (lastErr) throw lastErr;
+  } finally {
+    await poolerCommand(deps, 'RESUME', name);
+  }
+  await dropScratch(ctx.admin, old).catch((err: Error) =>
+    ctx.log.warn({ err: { message: err.message } }, 'the replaced database could not be dropped yet'),
+  );
+}
+
+export function backupRestore(deps: BackupJobDeps): JobHandler {
+  const create = databaseCreate(deps);
+  return async (payload, ctx) => {
+    const p = parsePayload(backupRestorePayloadSchema, payload);
+    const t0 = performance.now();
+    const ref = { databaseId: p.source.database_id, backupId: p.backup_id };
+    const key = await getBackupKey(ctx);
+    const r: Restorable = { ref, key, expected: p.expected, source: roleNames(p.source.name) };
+    // Authenticity first: nothing is touched for an archive that does not verify.
+    await verifyArchive(deps.storage, ref, key, {
+      expectedSha256: p.expected.sha256,
+      signal: ctx.signal,
+    }).catch((err) => {
+      throw archiveFailure(err);
+    });
+    const roles = roleNames(p.name);
+    let check: RestoreCheck;
+    if (p.mode === 'new') {
+      await create(p.create!, ctx);
+      check = await restoreInto(deps, ctx, r, {
+        database: p.name,
+        databaseId: p.database_id,
+        roles,
+        noPrivileges: true,
+      });
+    } else {
+      const scratch = scratchName('bulwark_restore_');
+      let swapped = false;
+      try {
+        await makeScratch(deps, ctx, scratch, p.database_id, roles);
+        check = await restoreInto(deps, ctx, r, {
+          database: scratch,
+          databaseId: p.database_id,
+          roles,
+          noPrivileges: false,
+        });
+        await swapIn(deps, ctx, p.name, scratch, roles);
+        swapped = true;
+      } finally {
+        if (!swapped) await dropScratch(ctx.admin, scratch).catch(() => {});
+      }
+    }
+    const result: BackupRestoreResult = {
+      backup_id: p.backup_id,
+      database_id: p.database_id,
+      name: p.name,
+      mode: p.mode,
+      duration_ms: Math.round((performance.now() - t0) * 100) / 100,
+      ...check,
+      verified: true,
+    };
+    return result;
+  };
+}
+
+export function backupDrill(deps: BackupJobDeps): JobHandler {
+  return async (payload, ctx) => {
+    const p = parsePayload(backupDrillPayloadSchema, payload);
+    const t0 = performance.now();
+    const ref = { databaseId: p.database_id, backupId: p.backup_id };
+    const key = await getBackupKey(ctx);
+    const roles = roleNames(p.name);
+    await verifyArchive(deps.storage, ref, key, {
+      expectedSha256: p.expected.sha256,
+      signal: ctx.signal,
+    }).catch((err) => {
+      throw archiveFailure(err);
+    });
+    const scratch = scratchName('bulwark_drill_');
+    let check: RestoreCheck;
+    try {
+      await makeScratch(deps, ctx, scratch, p.database_id, roles);
+      check = await restoreInto(
+        deps,
+        ctx,
+        { ref, key, expected: p.expected, source: roles },
+        { database: scratch, databaseId: p.database_id, roles, noPrivileges: false },
+      );
+    } finally {
+      await dropScratch(ctx.admin, scratch).catch((err: Error) =>
+        ctx.log.warn(
+          { err: { message: err.message } },
+          'drill database not dropped; the next start-up sweeps it',
+        ),
+      );
+    }
+    const result: BackupDrillResult = {
+      backup_id: p.backup_id,
+      verified_at: new Date().toISOString(),
+      duration_ms: Math.round((performance.now() - t0) * 100) / 100,
+      ...check,
+      verified: true,
+    };
+    return result;
+  };
+}
