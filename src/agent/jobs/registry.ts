@@ -1,5 +1,6 @@
 import type { ExecutionExecutor } from '../execution/executor.ts';
 import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
+import { type AccessGrantDeps, accessHandlers } from './access-grant.ts';
 import type { DatabaseJobDeps } from './database-common.ts';
 import { databaseHandlers } from './database-handlers.ts';
 import { explorerHandlers } from './explorer-query.ts';
@@ -10,15 +11,22 @@ import { requestExecuteHandlers } from './request-execute.ts';
 /**
  * Job kinds this agent can run. The agent refuses any kind not listed here. The database
  * jobs are offered only by an agent that manages a pooler; the explorer jobs by one given an
- * explorer executor.
+ * explorer executor; the just-in-time credential jobs by one that manages a pooler and verifies
+ * execution tokens.
  */
 export function defaultHandlers(
-  deps: { database?: DatabaseJobDeps; explorer?: ExplorerExecutor; execution?: ExecutionExecutor } = {},
+  deps: {
+    database?: DatabaseJobDeps;
+    explorer?: ExplorerExecutor;
+    execution?: ExecutionExecutor;
+    access?: AccessGrantDeps;
+  } = {},
 ): Map<string, JobHandler> {
   return new Map<string, JobHandler>([
     ['node.ping', nodePing],
     ...(deps.database ? databaseHandlers(deps.database) : []),
     ...(deps.explorer ? explorerHandlers({ executor: deps.explorer }) : []),
     ...(deps.execution ? requestExecuteHandlers({ executor: deps.execution }) : []),
+    ...(deps.access ? accessHandlers(deps.access) : []),
   ]);
 }

@@ -36,14 +36,19 @@ export function createPoolerRenderer(opts: {
    * Render caches. Entries are immutable (a change replaces the entry object), so identity
    * tells what changed: per database its validated lines; for the whole tenant section the
    * bytes of the last render, reused while the `databases` object is the same and no
-   * allowlist entry has expired since.
+   * allowlist entry or just-in-time login has expired since.
    */
   type Bytes = Buffer<ArrayBufferLike>;
+  type Timed = { line: Bytes; exp: number };
   type EntryLines = {
     db: PoolerDatabase;
+    /** Pooler users of the entry: the owner, then its live just-in-time logins. */
+    users: string[];
     auth: Bytes;
     hba: Bytes;
-    rules: { line: Bytes; exp: number }[];
+    /** Every line with the instant it stops being rendered (Infinity: never). */
+    authLines: Timed[];
+    rules: Timed[];
     minExp: number;
   };
   const entryCache = new Map<string, EntryLines>();
@@ -58,16 +63,36 @@ export function createPoolerRenderer(opts: {
     const cached = entryCache.get(key);
     if (cached?.db === db) return cached;
     if (key !== db.name) throw new Error(`state key ${key} does not match ${db.name}`);
-    const rules = db.allowlist.map((e) => ({
-      line: bytes(hbaRuleLine({ database: db.name, user: db.owner, cidr: e.cidr })),
+    const allow = db.allowlist.map((e) => ({
+      cidr: e.cidr,
       exp: e.expires_at === null ? Number.POSITIVE_INFINITY : Date.parse(e.expires_at),
     }));
+    const authLines: Timed[] = [
+      { line: bytes(authLine({ user: db.owner, verifier: db.verifier })), exp: Number.POSITIVE_INFINITY },
+    ];
+    const rules: Timed[] = allow.map((e) => ({
+      line: bytes(hbaRuleLine({ database: db.name, user: db.owner, cidr: e.cidr })),
+      exp: e.exp,
+    }));
+    // Just-in-time logins: the owner's allowlist, each rule ending at the earlier of the two expiries.
+    for (const l of db.access ?? []) {
+      const until = Date.parse(l.valid_until);
+      if (!Number.isFinite(until)) throw new Error(`login ${l.login} has no valid expiry`);
+      authLines.push({ line: bytes(authLine({ user: l.login, verifier: l.verifier })), exp: until });
+      for (const e of allow)
+        rules.push({
+          line: bytes(hbaRuleLine({ database: db.name, user: l.login, cidr: e.cidr })),
+          exp: Math.min(e.exp, until),
+        });
+    }
     const l = {
       db,
-      auth: bytes(authLine({ user: db.owner, verifier: db.verifier })),
+      users: [db.owner, ...(db.access ?? []).map((a) => a.login)],
+      auth: Buffer.concat(authLines.map((a) => a.line)),
       hba: Buffer.concat(rules.map((r) => r.line)),
+      authLines,
       rules,
-      minExp: Math.min(Number.POSITIVE_INFINITY, ...rules.map((r) => r.exp)),
+      minExp: Math.min(Number.POSITIVE_INFINITY, ...rules.map((r) => r.exp), ...authLines.map((a) => a.exp)),
     };
     entryCache.set(key, l);
     return l;
@@ -80,24 +105,29 @@ export function createPoolerRenderer(opts: {
     const users = new Set([opts.settings.adminUser]);
     let validUntil = Number.POSITIVE_INFINITY;
     let count = 0;
+    const live = (lines: Timed[], out: Bytes[]) => {
+      for (const r of lines) {
+        if (r.exp > t) {
+          out.push(r.line);
+          if (r.exp < validUntil) validUntil = r.exp;
+        }
+      }
+    };
     for (const key in s.databases) {
       const l = linesOf(key, s.databases[key]!);
       count++;
-      if (users.has(l.db.owner) || l.db.owner.startsWith(PROBE_PREFIX))
-        throw new Error(`duplicate or reserved pooler user ${l.db.owner}`);
-      users.add(l.db.owner);
-      auth.push(l.auth);
+      for (const user of l.users) {
+        if (users.has(user) || user.startsWith(PROBE_PREFIX))
+          throw new Error(`duplicate or reserved pooler user ${user}`);
+        users.add(user);
+      }
       if (l.minExp > t) {
+        auth.push(l.auth);
         hba.push(l.hba);
         if (l.minExp < validUntil) validUntil = l.minExp;
       } else {
-        for (let i = 0; i < l.rules.length; i++) {
-          const r = l.rules[i]!;
-          if (r.exp > t) {
-            hba.push(r.line);
-            if (r.exp < validUntil) validUntil = r.exp;
-          }
-        }
+        live(l.authLines, auth);
+        live(l.rules, hba);
       }
     }
     if (entryCache.size > count)

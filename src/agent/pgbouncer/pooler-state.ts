@@ -4,8 +4,24 @@ import { parseCidr } from '../../shared/cidr.ts';
 import { allowlistEntrySchema, databaseNameSchema, verifierSchema } from '../../shared/contracts/jobs.ts';
 
 /**
+ * A just-in-time login of the database (issue 14): in PgBouncer's auth file with its verifier and
+ * in the hba file under the database's allowlist, until `valid_until` (dropped at that instant).
+ */
+const accessLoginSchema = z.object({
+  login: databaseNameSchema,
+  verifier: verifierSchema,
+  valid_until: z.iso.datetime({ offset: true }),
+  grant_id: z.uuid(),
+});
+export type PoolerAccessLogin = z.infer<typeof accessLoginSchema>;
+
+/** At most this many live just-in-time logins per database. */
+export const MAX_ACCESS_LOGINS = 50;
+
+/**
  * The pooler's desired state, owned by the agent (`<stateDir>/pooler-state.json`): per tenant
- * database its owner role, the owner's SCRAM verifier and the CIDR allowlist. The agent renders
+ * database its owner role, the owner's SCRAM verifier, the CIDR allowlist and the live
+ * just-in-time logins (absent in states written before they existed). The agent renders
  * PgBouncer's files from this and nothing else.
  */
 const databaseSchema = z.object({
@@ -13,6 +29,7 @@ const databaseSchema = z.object({
   owner: databaseNameSchema,
   verifier: verifierSchema,
   allowlist: z.array(allowlistEntrySchema).max(100),
+  access: z.array(accessLoginSchema).max(MAX_ACCESS_LOGINS).optional(),
 });
 export const poolerStateSchema = z.object({
   version: z.literal(1),
@@ -60,34 +77,47 @@ export function normaliseAllowlist(
   return [...byCidr.values()];
 }
 
-/** The state without expired allowlist entries (same object when nothing expired). */
+const loginExpiry = (l: { valid_until: string }) => Date.parse(l.valid_until);
+
+/**
+ * The state without expired allowlist entries and just-in-time logins (same object when nothing
+ * expired).
+ */
 export function pruneExpired(state: PoolerState, now: number): PoolerState {
   let any = false;
   for (const key in state.databases) {
-    for (const e of state.databases[key]!.allowlist) {
+    const db = state.databases[key]!;
+    for (const e of db.allowlist) {
       if (e.expires_at !== null && Date.parse(e.expires_at) <= now) any = true;
     }
+    for (const l of db.access ?? []) if (!(loginExpiry(l) > now)) any = true;
   }
   if (!any) return state;
   let changed = false;
   const databases: Record<string, PoolerDatabase> = {};
   for (const [name, db] of Object.entries(state.databases)) {
     const kept = db.allowlist.filter((e) => expiry(e) > now);
-    if (kept.length !== db.allowlist.length) changed = true;
-    databases[name] = kept.length === db.allowlist.length ? db : { ...db, allowlist: kept };
+    const logins = db.access?.filter((l) => loginExpiry(l) > now);
+    const sameLogins = logins === undefined || logins.length === db.access?.length;
+    if (kept.length !== db.allowlist.length || !sameLogins) changed = true;
+    databases[name] =
+      kept.length === db.allowlist.length && sameLogins
+        ? db
+        : { ...db, allowlist: kept, ...(logins ? { access: logins } : {}) };
   }
   return changed ? { version: 1, databases } : state;
 }
 
-/** The earliest future expiry in the state, or null. */
+/** The earliest future expiry (allowlist entry or just-in-time login) in the state, or null. */
 export function nextExpiry(state: PoolerState, now: number): number | null {
   let next: number | null = null;
+  const consider = (t: number) => {
+    if (t > now && Number.isFinite(t) && (next === null || t < next)) next = t;
+  };
   for (const key in state.databases) {
-    for (const e of state.databases[key]!.allowlist) {
-      if (e.expires_at === null) continue;
-      const t = expiry(e);
-      if (t > now && Number.isFinite(t) && (next === null || t < next)) next = t;
-    }
+    const db = state.databases[key]!;
+    for (const e of db.allowlist) if (e.expires_at !== null) consider(expiry(e));
+    for (const l of db.access ?? []) consider(loginExpiry(l));
   }
   return next;
 }

@@ -18,6 +18,7 @@
 import type pg from 'pg';
 import type { DatabaseLimits } from '../../shared/contracts/jobs.ts';
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
+import { parseAccessMarker } from './access-sql.ts';
 import {
   EXTENSION_GUARD,
   EXTENSION_GUARD_CHECK,
@@ -136,8 +137,15 @@ export async function findDrift(
   for (const [db, r] of ours) for (const role of Object.values(r)) tenantRoles.set(role, db);
 
   const me = (await admin.query<{ u: string }>('SELECT current_user::pg_catalog.text AS u')).rows[0]!.u;
-  const roles = await admin.query<{ rolname: string; rolsuper: boolean; marker: string | null }>(
-    `SELECT rolname::pg_catalog.text AS rolname, rolsuper, pg_catalog.shobj_description(oid, 'pg_authid') AS marker
+  const roles = await admin.query<{
+    rolname: string;
+    rolsuper: boolean;
+    marker: string | null;
+    can_login: boolean;
+    expired: boolean;
+  }>(
+    `SELECT rolname::pg_catalog.text AS rolname, rolsuper, pg_catalog.shobj_description(oid, 'pg_authid') AS marker,
+            rolcanlogin AS can_login, (rolvaliduntil IS NULL OR rolvaliduntil <= pg_catalog.now()) AS expired
        FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'`,
   );
   for (const r of roles.rows) {
@@ -154,6 +162,16 @@ export async function findDrift(
           kind: 'foreign_role',
           object: r.rolname,
           detail: `named like a role of ${db} but not made by us`,
+        });
+    } else if (parseAccessMarker(r.marker) !== null) {
+      // A just-in-time login (access-sql.ts): expected until its VALID UNTIL, then revoked.
+      if (r.expired)
+        findings.push({
+          kind: 'unexpected_role',
+          object: r.rolname,
+          detail: r.can_login
+            ? 'just-in-time login past its VALID UNTIL still present (the agent revokes it at expiry)'
+            : 'just-in-time login ended but not dropped (NOLOGIN; it owns objects or holds privileges)',
         });
     } else if (r.rolname !== me && !platform.roles.includes(r.rolname)) {
       findings.push({ kind: 'unexpected_role', object: r.rolname, detail: 'role not made by Bulwark' });

@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { EXECUTION_CAPABILITIES } from '../execution-token.ts';
+import { accessLoginSchema } from './access-results.ts';
 // explorer-channel.ts imports this file (its frames carry executions): only a lazy reference back.
 import * as explorer from './explorer-channel.ts';
 import { databaseNameSchema, registerExecutionOutcomeSchema } from './jobs.ts';
@@ -126,7 +127,7 @@ export const ROW_COUNT_MISMATCH_SQLSTATE = 'P0M01';
 // --- Just-in-time credentials (jobs) ------------------------------------------------------------
 
 /** A JIT login's name: `<db>_jit_<8 hex>` shape is chosen by the server; validated as an identifier. */
-const loginSchema = z.string().regex(/^[a-z][a-z0-9_]{0,62}$/);
+const loginSchema = accessLoginSchema;
 
 export const grantAccessPayloadSchema = z
   .object({
@@ -144,18 +145,11 @@ export const grantAccessPayloadSchema = z
   .strict();
 export type GrantAccessPayload = z.infer<typeof grantAccessPayloadSchema>;
 
-export const grantAccessResultSchema = z.object({
-  login: loginSchema,
-  valid_until: z.iso.datetime({ offset: true }),
-});
+export { grantAccessResultSchema, revokeAccessResultSchema } from './access-results.ts';
 
 export const revokeAccessPayloadSchema = z
   .object({ database_id: z.uuid(), name: databaseNameSchema, grant_id: z.uuid(), login: loginSchema })
   .strict();
-export const revokeAccessResultSchema = z.object({
-  dropped: z.boolean(),
-  terminated_sessions: z.number().int().min(0),
-});
 
 /**
  * The canonical text an access token's `sql_sha256` binds: the agent recomputes it from the job's

@@ -14,6 +14,8 @@
  * client went away the server ends the job and the agent cancels the backend.
  */
 import { z } from 'zod';
+// execution.ts imports this file (its outcome carries query output): lazy references back, so
+// either file may be loaded first.
 import { executePayloadSchema, executionOutcomeSchema } from './execution.ts';
 import { databaseNameSchema } from './jobs.ts';
 
@@ -137,7 +139,9 @@ export const CHANNEL_CLOSE = {
  */
 export const channelServerMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('query'), id: z.uuid(), payload: queryPayloadSchema }).strict(),
-  z.object({ type: z.literal('execute'), id: z.uuid(), payload: executePayloadSchema }).strict(),
+  z
+    .object({ type: z.literal('execute'), id: z.uuid(), payload: z.lazy(() => executePayloadSchema) })
+    .strict(),
   z.object({ type: z.literal('schema'), id: z.uuid(), payload: schemaPayloadSchema }).strict(),
   z.object({ type: z.literal('cancel'), id: z.uuid() }).strict(),
 ]);
@@ -148,7 +152,9 @@ export const channelAgentMessageSchema = z.discriminatedUnion('type', [
   z
     .object({ type: z.literal('result'), id: z.uuid(), outcome: explorerResultBodySchema.shape.outcome })
     .strict(),
-  z.object({ type: z.literal('execution'), id: z.uuid(), outcome: executionOutcomeSchema }).strict(),
+  z
+    .object({ type: z.literal('execution'), id: z.uuid(), outcome: z.lazy(() => executionOutcomeSchema) })
+    .strict(),
 ]);
 export type ChannelAgentMessage = z.infer<typeof channelAgentMessageSchema>;
 

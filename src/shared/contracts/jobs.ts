@@ -3,6 +3,8 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): results of `access.grant` / `access.revoke` (just-in-time credentials;
+ *     payloads in `execution.ts`, results in `access-results.ts`).
  *   - added (compatible): backup kinds `backup.create|restore|drill|delete` (payloads in
  *     `backups.ts`, results in `backup-results.ts`) and their data keys via
  *     `POST /v1/agent/jobs/:id/backup-key` (`backupKeyResponseSchema`).
@@ -36,6 +38,7 @@ import { z } from 'zod';
 import { parseCidr } from '../cidr.ts';
 import { NAME_PATTERN } from '../identifiers.ts';
 import { SCRAM_VERIFIER_PATTERN } from '../scram.ts';
+import { grantAccessResultSchema, revokeAccessResultSchema } from './access-results.ts';
 import {
   BACKUP_JOB_KINDS,
   backupCreateResultSchema,
@@ -244,6 +247,9 @@ export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, 
   // Fallback delivery of a governed execution: the job completes with the ExecutionOutcome
   // (registered by execution.ts, which imports this file; until then no result passes).
   'request.execute': z.lazy(() => lateResultSchemas.executionOutcome ?? z.never()),
+  // Just-in-time credentials (EXECUTION_JOB_KINDS in execution.ts, which imports this file).
+  'access.grant': grantAccessResultSchema,
+  'access.revoke': revokeAccessResultSchema,
 });
 
 export type JobResultCheck =
