@@ -11,6 +11,7 @@ import {
   readPinFile,
   writePinFile,
 } from '../src/agent/execution/execution-keys.ts';
+import { pinServerExecutionKeys } from '../src/embedded/execution-pins.ts';
 import { createExecutionKeyRing } from '../src/server/crypto/execution-key-ring.ts';
 import { jwkThumbprint } from '../src/shared/execution-token.ts';
 import { createLogger } from '../src/shared/logger.ts';
@@ -91,5 +92,20 @@ describe('pinned execution keys', () => {
     });
     assert.equal(await pins.refresh(), false);
     assert.deepEqual([...pins.keys().keys()], [ring.kid]); // kept, never emptied
+  });
+});
+
+describe('embedded stack pinning', () => {
+  it('up writes the server key ring into the agent pin file, again after a rotation', async () => {
+    const root = tmp();
+    const layout = { server: join(root, 'server'), agent: join(root, 'agent') };
+    const [kid] = pinServerExecutionKeys(layout);
+    const pins = await openPinnedKeys({ stateDir: layout.agent, fetchKeys: null, log });
+    assert.deepEqual([...pins.keys().keys()], [kid]);
+    const ring = createExecutionKeyRing({ dir: layout.server });
+    assert.equal(ring.kid, kid); // the server reads the key up made
+    const next = ring.rotate();
+    assert.deepEqual(pinServerExecutionKeys(layout).sort(), [kid, next].sort());
+    assert.equal(statSync(join(layout.agent, EXECUTION_KEYS_FILE)).mode & 0o777, 0o600);
   });
 });

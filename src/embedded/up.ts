@@ -21,6 +21,7 @@ import {
 } from './child-settings.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
 import { enrollLocalAgent } from './enrollment.ts';
+import { pinServerExecutionKeys } from './execution-pins.ts';
 import { firstAdminLines } from './first-admin.ts';
 import { dataLayout } from './layout.ts';
 import { stopStalePostmaster } from './postgres-cluster.ts';
@@ -261,6 +262,8 @@ export async function up(opts: UpOptions): Promise<number> {
       // Enrolled once: a restart reuses the stored agent token, never a second enrollment.
       const env = { ...agentEnv };
       if (existsSync(path.join(layout.agent, 'agent-token'))) delete env.BULWARK_ENROLLMENT_TOKEN;
+      // The agent verifies execution tokens only against keys pinned here, from the server's own files.
+      pinServerExecutionKeys(layout);
       // A killed agent leaves its ready file behind: only the new one's counts.
       await fs.rm(readyFile, { force: true });
       const child = await spawnNode(agentArgs, env, path.join(layout.logs, 'agent.log'));
