@@ -8,6 +8,7 @@ import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
 import type { AgentConfig } from './config.ts';
+import { createAccessExpiry } from './execution/access-expiry.ts';
 import { saveNodeId, startExecution } from './execution/execution-setup.ts';
 import { startExplorerChannel } from './explorer/explorer-channel.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
@@ -118,6 +119,10 @@ export async function startAgent(
     log,
   });
   nodeId = execution.nodeId;
+  // Just-in-time logins end at their VALID UNTIL on the agent's own clock, server or no server.
+  const accessExpiry = pooler
+    ? createAccessExpiry({ pooler, admin, log: log.child({ component: 'access-expiry' }) })
+    : null;
   // Size and connections of each tenant database, for the dashboard (samples/database-sampler.ts):
   // every interval, and soon after a database is made here.
   const samples = createSampleSchedule({
@@ -130,6 +135,15 @@ export async function startAgent(
         ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}),
         explorer,
         execution: execution.executor,
+        ...(pooler && accessExpiry
+          ? {
+              access: {
+                pooler,
+                verify: (token, expect) => execution.verifier.verify(token, expect),
+                onGranted: () => accessExpiry.poke(),
+              },
+            }
+          : {}),
       }),
     samples.soon,
   );
@@ -143,6 +157,7 @@ export async function startAgent(
     log,
   });
   await heartbeat();
+  await accessExpiry?.start();
   const hbTimer = setInterval(() => void heartbeat(), config.heartbeatMs);
   samples.start();
   // The explorer's fast path (ADR 0009); explorer jobs from the queue still run without it.
@@ -161,6 +176,7 @@ export async function startAgent(
   const done = runner.run(stopping.signal).finally(async () => {
     clearInterval(hbTimer);
     samples.stop();
+    await accessExpiry?.stop();
     pooler?.stop();
     await channel?.stop();
     await explorer.close();
