@@ -123,6 +123,11 @@ test('backup → restore into a new database: the same rows, large object, seque
       `SELECT DISTINCT grantee FROM information_schema.role_table_grants WHERE table_schema IN ('public', 'sales')`,
     );
     assert.ok(!grants.rows.some((g) => g.grantee.startsWith(source.name)), 'no grant names the source roles');
+    // The template lets only the database's owner (the steward) read pg_db_role_setting, for pg_dump.
+    const hidden = await o.query<{ ok: boolean }>(
+      "SELECT has_table_privilege('pg_catalog.pg_db_role_setting', 'SELECT') AS ok",
+    );
+    assert.equal(hidden.rows[0]!.ok, false);
     // The sequence continues where the source's was at backup time.
     const next = await o.query<{ n: string }>("SELECT nextval('public.customers_id_seq')::text AS n");
     assert.equal(next.rows[0]!.n, '501');

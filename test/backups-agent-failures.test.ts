@@ -1,0 +1,285 @@
+/**
+ * The agent's backup jobs when things go wrong, against real PostgreSQL, pg_dump and pg_restore:
+ * a tampered or truncated archive is refused before pg_restore starts and before anything is
+ * created; pg_dump killed mid-backup and a full disk fail the backup and leave no partial file
+ * (and the retry succeeds); the start-up sweep removes partial files.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { createLocalStorage } from '../src/agent/backups/backup-storage.ts';
+import { HEADER_BYTES } from '../src/shared/backup-archive.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
+import { scramVerifier } from '../src/shared/scram.ts';
+import { type BackupKit, startBackupKit } from './helpers/backup-kit.ts';
+import type { Tenant } from './helpers/tenant-kit.ts';
+import { newPassword, uniqueName } from './pooler-harness.ts';
+
+let kit: BackupKit;
+before(async () => {
+  kit = await startBackupKit();
+});
+after(async () => {
+  await kit?.close();
+});
+
+/** `mb` MiB of rows that compress poorly (md5 text), in one table. */
+async function fillBulk(t: Tenant, mb: number): Promise<void> {
+  const c = await kit.tenants.loginOwner(t);
+  try {
+    await c.query('CREATE TABLE public.bulk (id int PRIMARY KEY, v text)');
+    await c.query(
+      `INSERT INTO public.bulk SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text)
+         FROM generate_series(1, $1) g`,
+      [Math.round((mb * 1024 * 1024) / 110)],
+    );
+  } finally {
+    await c.end();
+  }
+}
+
+const partials = async (dir: string): Promise<string[]> => {
+  const out: string[] = [];
+  for (const d of await fs.readdir(dir).catch(() => [] as string[]))
+    for (const f of await fs.readdir(path.join(dir, d)).catch(() => [] as string[]))
+      if (f.endsWith('.partial')) out.push(f);
+  return out;
+};
+
+/** The frames of an archive: [start, end) of each chunk after the header. */
+function frames(archive: Buffer): [number, number][] {
+  const list: [number, number][] = [];
+  let at = HEADER_BYTES;
+  while (at < archive.length) {
+    const len = archive.readUInt32BE(at + 1);
+    list.push([at, at + 5 + len + 16]);
+    at += 5 + len + 16;
+  }
+  return list;
+}
+
+test('a flipped byte, a dropped, reordered or truncated chunk: refused before pg_restore starts or anything is made', async () => {
+  const source = await kit.tenants.create('tp');
+  await fillBulk(source, 1);
+  const tools: string[] = [];
+  const b = await kit.backup(source, { deps: { chunkSize: 16 * 1024 } });
+  const file = kit.deps.storage.pathOf({ databaseId: source.id, backupId: b.id });
+  const good = await fs.readFile(file);
+  const f = frames(good);
+  assert.ok(f.length >= 6, `several chunks (${f.length})`);
+  const flipped = Buffer.from(good);
+  flipped[f[2]![0] + 100]! ^= 0x40;
+  const dropped = Buffer.concat([good.subarray(0, f[1]![0]), good.subarray(f[1]![1])]);
+  const reordered = Buffer.concat([
+    good.subarray(0, f[1]![0]),
+    good.subarray(f[2]![0], f[2]![1]),
+    good.subarray(f[1]![0], f[1]![1]),
+    good.subarray(f[2]![1]),
+  ]);
+  const truncated = good.subarray(0, f.at(-1)![0]);
+  const watching = new Map(
+    [
+      ...(await import('../src/agent/backups/backup-handlers.ts')).backupHandlers({
+        ...kit.deps,
+        onTool: (tool) => tools.push(tool),
+      }),
+    ].map(([k, h]) => [k, h]),
+  );
+  const expected = {
+    sha256: b.result.sha256,
+    tables: b.result.tables,
+    tables_total: b.result.tables_total,
+    objects: b.result.objects,
+  };
+  for (const [what, bytes, reason] of [
+    ['flipped byte', flipped, /chunk 2 failed authentication/],
+    ['dropped chunk', dropped, /chunk 1 failed authentication/],
+    ['reordered chunks', reordered, /chunk 1 failed authentication/],
+    ['truncated archive', truncated, /truncated/],
+  ] as const) {
+    await fs.writeFile(file, bytes);
+    const name = uniqueName('tn');
+    const id = randomUUID();
+    const password = newPassword();
+    const restore = watching.get('backup.restore')!(
+      {
+        backup_id: b.id,
+        database_id: id,
+        name,
+        mode: 'new',
+        source: { database_id: source.id, name: source.name },
+        expected,
+        create: {
+          database_id: id,
+          name,
+          verifier: scramVerifier(password),
+          allowlist: [],
+          limits: DEFAULT_LIMITS,
+        },
+      },
+      kit.ctx(b.key, password),
+    );
+    await assert.rejects(restore, (err: Error) => {
+      assert.match(err.message, /backup archive refused/, what);
+      assert.match(err.message, reason, what);
+      assert.equal(err.constructor.name, 'PermanentJobError', `${what}: not retried`);
+      return true;
+    });
+    const inPlace = watching.get('backup.restore')!(
+      {
+        backup_id: b.id,
+        database_id: source.id,
+        name: source.name,
+        mode: 'in_place',
+        source: { database_id: source.id, name: source.name },
+        expected,
+      },
+      kit.ctx(b.key),
+    );
+    await assert.rejects(inPlace, /backup archive refused/);
+    const drill = watching.get('backup.drill')!(
+      { backup_id: b.id, database_id: source.id, name: source.name, expected },
+      kit.ctx(b.key),
+    );
+    await assert.rejects(drill, /backup archive refused/);
+    assert.deepEqual(tools, [], `${what}: pg_restore never started`);
+    const made = await kit.tenants.kit.admin.query(
+      "SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE 'bulwark\\_restore\\_%' OR datname LIKE 'bulwark\\_drill\\_%'",
+      [name],
+    );
+    assert.deepEqual(made.rows, [], `${what}: no database made`);
+    const roles = await kit.tenants.kit.admin.query('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [
+      `${name}%`,
+    ]);
+    assert.deepEqual(roles.rows, [], `${what}: no role made`);
+  }
+  // A different record (another sha256) is refused too, even for an intact archive.
+  await fs.writeFile(file, good);
+  await assert.rejects(
+    watching.get('backup.drill')!(
+      {
+        backup_id: b.id,
+        database_id: source.id,
+        name: source.name,
+        expected: { ...expected, sha256: 'a'.repeat(64) },
+      },
+      kit.ctx(b.key),
+    ),
+    /checksum does not match/,
+  );
+  // The source was never touched, and the intact archive still restores.
+  const o = await kit.tenants.loginOwner(source);
+  assert.equal(
+    (await o.query('SELECT count(*)::int AS n FROM public.bulk')).rows[0].n,
+    b.result.tables[0]!.rows,
+  );
+  await o.end();
+  const ok = await watching.get('backup.drill')!(
+    { backup_id: b.id, database_id: source.id, name: source.name, expected },
+    kit.ctx(b.key),
+  );
+  assert.equal(ok.verified, true);
+  assert.ok(tools.includes('pg_restore'));
+});
+
+test('pg_dump killed (SIGKILL) mid-backup: the backup fails, no partial file; the retry succeeds', async () => {
+  const source = await kit.tenants.create('kl');
+  await fillBulk(source, 8);
+  const id = randomUUID();
+  const { randomBytes } = await import('node:crypto');
+  const key = randomBytes(32);
+  const handlers = new Map(
+    (await import('../src/agent/backups/backup-handlers.ts')).backupHandlers({
+      ...kit.deps,
+      onTool: (tool, child) => {
+        if (tool === 'pg_dump') child.stdout!.once('data', () => child.kill('SIGKILL'));
+      },
+    }),
+  );
+  await assert.rejects(
+    handlers.get('backup.create')!(
+      { backup_id: id, database_id: source.id, name: source.name },
+      kit.ctx(key),
+    ),
+    /pg_dump was killed \(SIGKILL\)/,
+  );
+  assert.deepEqual(await partials(kit.dir), []);
+  assert.equal(await kit.deps.storage.exists({ databaseId: source.id, backupId: id }), false);
+  // The queue's retry: same backup id, same key.
+  const r = await kit.jobs.get('backup.create')!(
+    { backup_id: id, database_id: source.id, name: source.name },
+    kit.ctx(key),
+  );
+  assert.equal(r.verified, true);
+  assert.deepEqual(await partials(kit.dir), []);
+});
+
+test('disk full (a 1 MiB tmpfs): the backup fails with ENOSPC and leaves no partial file', async (t) => {
+  const mnt = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-full-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], { stdio: 'ignore' });
+  } catch {
+    await fs.rm(mnt, { recursive: true, force: true });
+    t.skip('cannot mount a tmpfs here (needs root)');
+    return;
+  }
+  try {
+    const source = await kit.tenants.create('fu');
+    await fillBulk(source, 4);
+    const storage = createLocalStorage(mnt);
+    const handlers = new Map(
+      (await import('../src/agent/backups/backup-handlers.ts')).backupHandlers({ ...kit.deps, storage }),
+    );
+    const id = randomUUID();
+    await assert.rejects(
+      handlers.get('backup.create')!(
+        { backup_id: id, database_id: source.id, name: source.name },
+        kit.ctx((await import('node:crypto')).randomBytes(32)),
+      ),
+      /ENOSPC/,
+    );
+    assert.deepEqual(await partials(mnt), []);
+    assert.equal(await storage.exists({ databaseId: source.id, backupId: id }), false);
+    // Nothing of the pg_dump is left running (its backend ends once it sees the client gone).
+    let left = -1;
+    for (let i = 0; i < 50 && left !== 0; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 100));
+      const dumps = await kit.tenants.kit.admin.query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'bulwark-pg-dump'",
+        [source.name],
+      );
+      left = dumps.rows.length;
+    }
+    assert.equal(left, 0);
+  } finally {
+    execFileSync('umount', [mnt], { stdio: 'ignore' });
+    await fs.rm(mnt, { recursive: true, force: true });
+  }
+});
+
+test('start-up sweep: stale partial files are removed, finished archives kept', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-sweep-'));
+  try {
+    const storage = createLocalStorage(dir);
+    const ref = { databaseId: randomUUID(), backupId: randomUUID() };
+    const pending = await storage.create(ref);
+    await new Promise((r) => pending.stream.write(Buffer.from('half an archive'), r));
+    // The agent dies here: the partial stays until the next start.
+    const other = { databaseId: ref.databaseId, backupId: randomUUID() };
+    const done = await storage.create(other);
+    done.stream.end(Buffer.from('whole'));
+    await new Promise((r) => done.stream.once('finish', r));
+    await done.commit();
+    assert.equal((await partials(dir)).length, 1);
+    assert.equal(await storage.sweepPartials(), 1);
+    assert.deepEqual(await partials(dir), []);
+    assert.equal(await storage.exists(other), true);
+    await pending.abort();
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
