@@ -6,9 +6,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type pg from 'pg';
 import type { ExecutionExecutor } from '../src/agent/execution/executor.ts';
+import { defaultHandlers } from '../src/agent/jobs/registry.ts';
 import { createExecutionKeyRing } from '../src/server/crypto/execution-key-ring.ts';
 import type { ExecutionOutcome } from '../src/shared/contracts/execution.ts';
 import { executionOutcomeSchema, ROW_COUNT_MISMATCH_SQLSTATE } from '../src/shared/contracts/execution.ts';
+import { checkJobResult } from '../src/shared/contracts/jobs.ts';
+import { createLogger } from '../src/shared/logger.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { createExecutionHarness, type RequestSpec, signedRequest } from './helpers/execution-agent.ts';
 import { adminPool, createTenant, type Tenant } from './helpers/explorer.ts';
@@ -260,6 +263,27 @@ describe('runs', () => {
     if (c.kind === 'failed') assert.equal(c.error.sqlstate, '57014');
     assert.ok(Date.now() - t1 < 4_000);
     assert.equal(await contents(), before);
+  });
+
+  test('the request.execute job (fallback delivery) runs the same executor; its result is the outcome', async () => {
+    const handler = defaultHandlers({ execution: ex }).get('request.execute');
+    assert.ok(handler);
+    const payload = signedRequest(h.ring, t, {
+      sql: 'UPDATE items SET qty = 42 WHERE id = 9',
+      approvedRows: 1,
+    });
+    const ctx = { admin, log: createLogger('job', 'silent'), signal: new AbortController().signal };
+    const result = await handler(payload, ctx);
+    assert.equal(result.kind, 'executed', JSON.stringify(result));
+    assert.equal(checkJobResult('request.execute', result).ok, true);
+    // A re-leased job (the agent died before completing it) meets the replay cache: run once.
+    const again = await handler(payload, ctx);
+    assert.deepEqual(again.kind === 'refused' && again.refusal, {
+      reason: 'replayed',
+      message: 'the execution token was already used',
+    });
+    const r = await t.asAdmin('SELECT qty FROM items WHERE id = 9');
+    assert.equal(r.rows[0].qty, 42);
   });
 
   test('no session of the execution roles survives an execution', async () => {
