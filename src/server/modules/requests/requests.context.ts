@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { AppError, conflict, notFound } from '../../../shared/errors.ts';
-import type { Db, Queryable } from '../../db/pool.ts';
+import type { Db, Queryable, Tx } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller } from '../../http/caller.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import * as databasesRepo from '../databases/databases.repo.ts';
@@ -18,6 +18,20 @@ import type { ResultStore } from './requests.results.ts';
 import type { RequestView } from './requests.schemas.ts';
 import { toView } from './requests.view.ts';
 
+/** Just-in-time credentials (access.service.ts): the grant an executed access request makes. */
+export type AccessGrants = {
+  grantAccess(input: {
+    accountId: string;
+    requestId: string;
+    databaseId: string;
+    capability: 'reader' | 'migrator';
+    durationS: number;
+    actor: { type: 'user' | 'key' | 'system'; id: string | null };
+  }): Promise<{ login: string; password: string; connection_string: string; valid_until: string }>;
+  /** Ends the live grants of a request, in the caller's transaction. */
+  revokeForRequest(tx: Tx, requestId: string): Promise<number>;
+};
+
 export type RequestsDeps = {
   db: Db;
   log: Logger;
@@ -28,6 +42,8 @@ export type RequestsDeps = {
   stepUp: RequireStepUp;
   /** The account's active policy (version 0 / null: built-in rules). */
   policyOf: (db: Queryable, accountId: string) => Promise<ActivePolicy>;
+  /** Access requests' grants; absent: executing one answers 409 (not available). */
+  access?: AccessGrants;
   /** Dry runs at creation and edit: how long the statement may run, and how long the API waits. */
   dryRunTimeoutMs?: number;
   dryRunWaitMs?: number;

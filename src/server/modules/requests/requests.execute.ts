@@ -15,10 +15,13 @@ import { redactSql } from '../../../shared/sql/explorer-validator.ts';
 import { withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import { isDml } from './requests.classify.ts';
-import { invalidState, isRequester, type RequestsContext } from './requests.context.ts';
+import { type AccessGrants, invalidState, isRequester, type RequestsContext } from './requests.context.ts';
+import { NO_ANSWER_SQLSTATE, REFUSED_SQLSTATE } from './requests.outcome.ts';
 import * as repo from './requests.repo.ts';
 import type { RequestView } from './requests.schemas.ts';
 import { approvalCounts } from './requests.view.ts';
+
+type AccessCredentials = Awaited<ReturnType<AccessGrants['grantAccess']>>;
 
 const policyDenied = (message: string, details?: Record<string, unknown>) =>
   new AppError('policy_denied', message, details);
@@ -31,6 +34,67 @@ export function createExecution(ctx: RequestsContext) {
     isRequester(caller, row) ||
     (caller.kind === 'user' ? caller.role === 'owner' || caller.role === 'admin' : caller.level === 'admin');
 
+  /** An access request's execution: the grant (a time-boxed login), its credentials shown once. */
+  const grant = async (
+    caller: Caller,
+    row: repo.RequestRow,
+    requestId: string,
+  ): Promise<RequestView & { credentials?: AccessCredentials }> => {
+    const at = () => new Date().toISOString();
+    try {
+      const credentials = await deps.access!.grantAccess({
+        accountId: row.account_id,
+        requestId: row.id,
+        databaseId: row.database_id,
+        capability: row.capability,
+        durationS: row.access_duration_s ?? 0,
+        actor: { type: caller.kind, id: caller.kind === 'user' ? caller.userId : caller.keyId },
+      });
+      const after = await withTx(db, async (tx) => {
+        const { row: locked } = await ctx.findRequest(caller, row.database, row.id, tx, { forUpdate: true });
+        const more = locked.executions < locked.max_executions && locked.break_glass === null;
+        await repo.patchRequest(tx, row.id, {
+          status: more ? 'approved' : 'executed',
+          last_execution: { status: 'executed', affected_rows: null, error: null, mismatch: null, at: at() },
+        });
+        await ctx.audit(tx, caller, requestId, 'request.executed', locked, {
+          kind: 'access',
+          login: credentials.login,
+          valid_until: credentials.valid_until,
+        });
+        return ctx.reload(tx, locked);
+      });
+      return { ...(await ctx.view(db, after)), credentials };
+    } catch (err) {
+      const refused = err instanceof AppError && err.code === 'execution_refused';
+      await withTx(db, async (tx) => {
+        const { row: locked } = await ctx.findRequest(caller, row.database, row.id, tx, { forUpdate: true });
+        if (locked.status !== 'executing') return;
+        const message = (err instanceof AppError ? err.message : 'the grant failed').slice(0, 2000);
+        await repo.patchRequest(tx, row.id, {
+          status: 'failed',
+          last_execution: {
+            status: refused ? 'refused' : 'failed',
+            affected_rows: null,
+            error: { sqlstate: refused ? REFUSED_SQLSTATE : NO_ANSWER_SQLSTATE, message },
+            mismatch: null,
+            at: at(),
+          },
+        });
+        await ctx.audit(
+          tx,
+          caller,
+          requestId,
+          refused ? 'request.refused' : 'request.failed',
+          locked,
+          { kind: 'access', message },
+          refused ? 'denied' : 'failure',
+        );
+      });
+      throw err;
+    }
+  };
+
   return {
     async execute(
       caller: Caller,
@@ -38,7 +102,7 @@ export function createExecution(ctx: RequestsContext) {
       id: string,
       body: { break_glass?: { reason: string } | undefined },
       requestId: string,
-    ): Promise<RequestView> {
+    ): Promise<RequestView & { credentials?: AccessCredentials }> {
       const breakGlass = body.break_glass;
       const { database, row: seen } = await ctx.findRequest(caller, name, id);
       if (breakGlass) {
@@ -58,7 +122,8 @@ export function createExecution(ctx: RequestsContext) {
         throw policyDenied('Only the requester, an owner or admin, or an admin key can execute a request');
       }
       ctx.requireReady(database);
-      if (seen.kind === 'access') throw invalidState('access grants are not available yet', seen.status);
+      if (seen.kind === 'access' && !deps.access)
+        throw invalidState('access grants are not available yet', seen.status);
 
       const delivery = await withTx(db, async (tx) => {
         const { row } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
@@ -135,9 +200,11 @@ export function createExecution(ctx: RequestsContext) {
           });
         }
         const executing = await ctx.reload(tx, row);
+        if (row.kind === 'access') return { access: executing };
         return ctx.startDelivery(tx, caller, executing, 'execute', row.status);
       });
 
+      if ('access' in delivery) return grant(caller, delivery.access, requestId);
       await deps.dispatch.deliver(delivery);
       const after = await ctx.reload(db, seen);
       const outcome = await repo.executionOutcome(db, delivery.executionId);

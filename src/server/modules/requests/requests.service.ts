@@ -342,6 +342,8 @@ export function createRequestsService(deps: RequestsDeps) {
         if (locked.status !== 'pending' && locked.status !== 'approved')
           throw invalidState(`A ${locked.status} request cannot be cancelled`, locked.status);
         await repo.patchRequest(tx, id, { status: 'cancelled' });
+        // An access request's live logins end with it.
+        if (locked.kind === 'access') await deps.access?.revokeForRequest(tx, id);
         await ctx.audit(tx, caller, requestId, 'request.cancelled', locked, { was: locked.status });
         return ctx.reload(tx, locked);
       });
