@@ -300,6 +300,207 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/agent/execution-keys': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The execution-token public keys (JWKS) and their rotation endorsements, with this node id */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              endorsements: {
+                by: string;
+                kid: string;
+                sig: string;
+                x: string;
+              }[];
+              keys: {
+                /** @enum {string} */
+                alg: 'EdDSA';
+                /** @enum {string} */
+                crv: 'Ed25519';
+                kid: string;
+                /** @enum {string} */
+                kty: 'OKP';
+                /** @enum {string} */
+                use: 'sig';
+                x: string;
+              }[];
+              /** Format: uuid */
+              node_id: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/agent/heartbeat': {
     parameters: {
       query?: never;
@@ -8011,6 +8212,3578 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/databases/{name}/requests': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** A database's requests, newest first */
+    get: {
+      parameters: {
+        query?: {
+          /** @description Opaque: the `next_cursor` of the previous page (base64url, at most 200 characters); any other value is a 400 */
+          cursor?: string;
+          /** @description Items per page, 1-100 */
+          limit?: number;
+          /** @description `me`, `user:<id>` or `key:<id>` */
+          requester?: string;
+          status?:
+            | 'pending'
+            | 'approved'
+            | 'rejected'
+            | 'cancelled'
+            | 'expired'
+            | 'executing'
+            | 'executed'
+            | 'failed';
+        };
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              items: {
+                access: {
+                  duration_s: number;
+                  /** @enum {string} */
+                  role: 'reader' | 'migrator';
+                } | null;
+                admin_approvals_counted: number;
+                approval_expires_at: string | null;
+                approvals: {
+                  comment: string | null;
+                  counts: boolean;
+                  created_at: string;
+                  name: string;
+                  role: string | null;
+                  /** Format: uuid */
+                  user_id: string;
+                }[];
+                approvals_counted: number;
+                approved_rows: number | null;
+                break_glass: {
+                  at: string;
+                  name: string;
+                  reason: string;
+                  user_id: string;
+                } | null;
+                /** @enum {string} */
+                capability: 'reader' | 'migrator';
+                classification: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  parse_error: {
+                    message: string;
+                    position: number | null;
+                  } | null;
+                  reasons: string[];
+                  statements: {
+                    /** @enum {string} */
+                    class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                    command?: string;
+                    reasons: string[];
+                  }[];
+                };
+                created_at: string;
+                database: string;
+                dry_run: {
+                  affected_rows: number;
+                  ran_at: string;
+                  statements: {
+                    command: string;
+                    plan: string | null;
+                    row_count: number | null;
+                  }[];
+                } | null;
+                dry_run_error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                executions: {
+                  count: number;
+                  max: number;
+                };
+                expires_at: string;
+                findings: {
+                  code: string;
+                  message: string;
+                  /** @enum {string} */
+                  severity: 'warn' | 'block';
+                  statement_index: number;
+                }[];
+                /** Format: uuid */
+                id: string;
+                /** @enum {string} */
+                kind: 'sql' | 'access';
+                last_execution: {
+                  affected_rows: number | null;
+                  at: string;
+                  error: {
+                    message: string;
+                    sqlstate: string;
+                  } | null;
+                  mismatch: {
+                    affected_rows: number;
+                    approved_rows: number;
+                  } | null;
+                  /** @enum {string} */
+                  status: 'executed' | 'failed' | 'refused';
+                } | null;
+                policy: {
+                  admin_approvals_required: number;
+                  approvals_required: number;
+                  environment: string | null;
+                  rule: string;
+                  version: number;
+                  why: string;
+                };
+                reason: string;
+                rejection: {
+                  comment: string;
+                  created_at: string;
+                  name: string;
+                  user_id: string;
+                } | null;
+                requester: {
+                  id: string | null;
+                  /** @enum {string} */
+                  kind: 'user' | 'key';
+                  name: string;
+                };
+                result_available: boolean;
+                result_expires_at: string | null;
+                sql: string | null;
+                sql_sha256: string | null;
+                /** @enum {string} */
+                status:
+                  | 'pending'
+                  | 'approved'
+                  | 'rejected'
+                  | 'cancelled'
+                  | 'expired'
+                  | 'executing'
+                  | 'executed'
+                  | 'failed';
+                updated_at: string;
+              }[];
+              /** @description Opaque; pass it as `cursor` for the next page; null on the last page */
+              next_cursor: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    /**
+     * Ask to run SQL (or for time-boxed access) on a database
+     * @description Exactly one of `sql` or `access`. The SQL is classified with the PostgreSQL parser (refused or unparseable SQL, or a review finding of severity block: 400) and the account policy decides who may ask and how many approvals it needs (403 policy_denied). A write is dry-run at once: its affected-row count is what approvals bind. A request that needs no approval is approved at once.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /** @description Just-in-time access instead of SQL: a temporary login with this role for duration_s seconds */
+            access?: {
+              duration_s: number;
+              /** @enum {string} */
+              role: 'reader' | 'migrator';
+            };
+            /**
+             * @description The database role it runs as: reader, or migrator (default: reader for reads, migrator otherwise)
+             * @enum {string}
+             */
+            capability?: 'reader' | 'migrator';
+            /** @description Why: shown to approvers, kept in the audit log */
+            reason: string;
+            /** @description The SQL to run (one or more statements, run in one transaction), at most 200000 characters */
+            sql?: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        201: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** One request */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    /** The requester edits the SQL: approvals are cleared, it is classified and dry-run again, pending */
+    put: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            reason?: string;
+            /** @description The SQL to run (one or more statements, run in one transaction), at most 200000 characters */
+            sql: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}/approve': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Approve (signed-in people only; never your own request; one person counts once) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            comment?: string;
+          } | null;
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}/cancel': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Cancel (the requester, or an owner or admin) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}/dry-run': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Run the dry run again (pending requests) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}/execute': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Execute an approved request (or break glass) and wait for its outcome
+     * @description Checked again now: approved and not expired, executions left, approvals still counting with each approver's current role and status (409 invalid_state otherwise). The node verifies a signed token before it touches the database; a refusal is 502 execution_refused. `break_glass` runs a pending request without approvals: signed-in owners/admins inside their re-authentication window only, with a reason; flagged, audited and notified.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            break_glass?: {
+              /** @description Why approval is skipped (10-2000 characters): audited and notified */
+              reason: string;
+            };
+          } | null;
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              /** @description Access requests only, shown once */
+              credentials?: {
+                connection_string: string;
+                login: string;
+                password: string;
+                valid_until: string;
+              };
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied, reauth_required */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: execution_refused */
+        502: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}/reject': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Reject, with a comment (ends the request) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            comment: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              access: {
+                duration_s: number;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+              } | null;
+              admin_approvals_counted: number;
+              approval_expires_at: string | null;
+              approvals: {
+                comment: string | null;
+                counts: boolean;
+                created_at: string;
+                name: string;
+                role: string | null;
+                /** Format: uuid */
+                user_id: string;
+              }[];
+              approvals_counted: number;
+              approved_rows: number | null;
+              break_glass: {
+                at: string;
+                name: string;
+                reason: string;
+                user_id: string;
+              } | null;
+              /** @enum {string} */
+              capability: 'reader' | 'migrator';
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              created_at: string;
+              database: string;
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              executions: {
+                count: number;
+                max: number;
+              };
+              expires_at: string;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              /** Format: uuid */
+              id: string;
+              /** @enum {string} */
+              kind: 'sql' | 'access';
+              last_execution: {
+                affected_rows: number | null;
+                at: string;
+                error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                mismatch: {
+                  affected_rows: number;
+                  approved_rows: number;
+                } | null;
+                /** @enum {string} */
+                status: 'executed' | 'failed' | 'refused';
+              } | null;
+              policy: {
+                admin_approvals_required: number;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+              reason: string;
+              rejection: {
+                comment: string;
+                created_at: string;
+                name: string;
+                user_id: string;
+              } | null;
+              requester: {
+                id: string | null;
+                /** @enum {string} */
+                kind: 'user' | 'key';
+                name: string;
+              };
+              result_available: boolean;
+              result_expires_at: string | null;
+              sql: string | null;
+              sql_sha256: string | null;
+              /** @enum {string} */
+              status:
+                | 'pending'
+                | 'approved'
+                | 'rejected'
+                | 'cancelled'
+                | 'expired'
+                | 'executing'
+                | 'executed'
+                | 'failed';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/{id}/result': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The last execution's rows (the requester and the approvers only; kept 24 h) */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              affected_rows: number;
+              columns: {
+                name: string;
+                type: string;
+              }[];
+              executed_at: string;
+              expires_at: string;
+              row_count: number;
+              rows: (string | number | boolean | null)[][];
+              statements: {
+                command: string;
+                plan: string | null;
+                row_count: number | null;
+              }[];
+              truncated: boolean;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/requests/preflight': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Classification, review findings and the policy decision for SQL, without a request */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /**
+             * @description The database role it runs as: reader, or migrator (default: reader for reads, migrator otherwise)
+             * @enum {string}
+             */
+            capability?: 'reader' | 'migrator';
+            dry_run?: boolean;
+            /** @description The SQL to run (one or more statements, run in one transaction), at most 200000 characters */
+            sql: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              classification: {
+                /** @enum {string} */
+                class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                parse_error: {
+                  message: string;
+                  position: number | null;
+                } | null;
+                reasons: string[];
+                statements: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  command?: string;
+                  reasons: string[];
+                }[];
+              };
+              dry_run: {
+                affected_rows: number;
+                ran_at: string;
+                statements: {
+                  command: string;
+                  plan: string | null;
+                  row_count: number | null;
+                }[];
+              } | null;
+              dry_run_error: {
+                message: string;
+                sqlstate: string;
+              } | null;
+              findings: {
+                code: string;
+                message: string;
+                /** @enum {string} */
+                severity: 'warn' | 'block';
+                statement_index: number;
+              }[];
+              policy: {
+                admin_approvals_required: number;
+                allowed: boolean;
+                approvals_required: number;
+                environment: string | null;
+                rule: string;
+                version: number;
+                why: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/databases/{name}/samples': {
     parameters: {
       query?: never;
@@ -12115,7 +15888,10 @@ export interface paths {
       path?: never;
       cookie?: never;
     };
-    /** The Ed25519 public keys that verify checkpoints (active first, then retired) */
+    /**
+     * The Ed25519 public keys that verify checkpoints (active first, then retired), and the execution-token JWKS
+     * @description `keys`: the audit checkpoint keys. `execution_jwks`: the public keys (JWKS, `kid` = RFC 7638 thumbprint) that verify the execution tokens of governed requests — the active key, and retired ones until their last token expired. Agents pin these.
+     */
     get: {
       parameters: {
         query?: never;
@@ -12132,6 +15908,20 @@ export interface paths {
           };
           content: {
             'application/json': {
+              execution_jwks: {
+                keys: {
+                  /** @enum {string} */
+                  alg: 'EdDSA';
+                  /** @enum {string} */
+                  crv: 'Ed25519';
+                  kid: string;
+                  /** @enum {string} */
+                  kty: 'OKP';
+                  /** @enum {string} */
+                  use: 'sig';
+                  x: string;
+                }[];
+              };
               keys: {
                 active: boolean;
                 key_id: string;
@@ -12205,6 +15995,329 @@ export interface paths {
           };
         };
         /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/requests': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The account's requests, newest first (awaiting=me: the approvals inbox) */
+    get: {
+      parameters: {
+        query?: {
+          /** @description `me`: pending requests you may still approve */
+          awaiting?: 'me';
+          /** @description Opaque: the `next_cursor` of the previous page (base64url, at most 200 characters); any other value is a 400 */
+          cursor?: string;
+          /** @description Items per page, 1-100 */
+          limit?: number;
+          status?:
+            | 'pending'
+            | 'approved'
+            | 'rejected'
+            | 'cancelled'
+            | 'expired'
+            | 'executing'
+            | 'executed'
+            | 'failed';
+        };
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              items: {
+                access: {
+                  duration_s: number;
+                  /** @enum {string} */
+                  role: 'reader' | 'migrator';
+                } | null;
+                admin_approvals_counted: number;
+                approval_expires_at: string | null;
+                approvals: {
+                  comment: string | null;
+                  counts: boolean;
+                  created_at: string;
+                  name: string;
+                  role: string | null;
+                  /** Format: uuid */
+                  user_id: string;
+                }[];
+                approvals_counted: number;
+                approved_rows: number | null;
+                break_glass: {
+                  at: string;
+                  name: string;
+                  reason: string;
+                  user_id: string;
+                } | null;
+                /** @enum {string} */
+                capability: 'reader' | 'migrator';
+                classification: {
+                  /** @enum {string} */
+                  class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                  parse_error: {
+                    message: string;
+                    position: number | null;
+                  } | null;
+                  reasons: string[];
+                  statements: {
+                    /** @enum {string} */
+                    class: 'read' | 'write' | 'ddl' | 'destructive' | 'refused';
+                    command?: string;
+                    reasons: string[];
+                  }[];
+                };
+                created_at: string;
+                database: string;
+                dry_run: {
+                  affected_rows: number;
+                  ran_at: string;
+                  statements: {
+                    command: string;
+                    plan: string | null;
+                    row_count: number | null;
+                  }[];
+                } | null;
+                dry_run_error: {
+                  message: string;
+                  sqlstate: string;
+                } | null;
+                executions: {
+                  count: number;
+                  max: number;
+                };
+                expires_at: string;
+                findings: {
+                  code: string;
+                  message: string;
+                  /** @enum {string} */
+                  severity: 'warn' | 'block';
+                  statement_index: number;
+                }[];
+                /** Format: uuid */
+                id: string;
+                /** @enum {string} */
+                kind: 'sql' | 'access';
+                last_execution: {
+                  affected_rows: number | null;
+                  at: string;
+                  error: {
+                    message: string;
+                    sqlstate: string;
+                  } | null;
+                  mismatch: {
+                    affected_rows: number;
+                    approved_rows: number;
+                  } | null;
+                  /** @enum {string} */
+                  status: 'executed' | 'failed' | 'refused';
+                } | null;
+                policy: {
+                  admin_approvals_required: number;
+                  approvals_required: number;
+                  environment: string | null;
+                  rule: string;
+                  version: number;
+                  why: string;
+                };
+                reason: string;
+                rejection: {
+                  comment: string;
+                  created_at: string;
+                  name: string;
+                  user_id: string;
+                } | null;
+                requester: {
+                  id: string | null;
+                  /** @enum {string} */
+                  kind: 'user' | 'key';
+                  name: string;
+                };
+                result_available: boolean;
+                result_expires_at: string | null;
+                sql: string | null;
+                sql_sha256: string | null;
+                /** @enum {string} */
+                status:
+                  | 'pending'
+                  | 'approved'
+                  | 'rejected'
+                  | 'cancelled'
+                  | 'expired'
+                  | 'executing'
+                  | 'executed'
+                  | 'failed';
+                updated_at: string;
+              }[];
+              /** @description Opaque; pass it as `cursor` for the next page; null on the last page */
+              next_cursor: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed, policy_denied */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, invalid_state */
         409: {
           headers: {
             [name: string]: unknown;
