@@ -267,12 +267,12 @@ test('start-up sweep: stale partial files are removed, finished archives kept', 
     const storage = createLocalStorage(dir);
     const ref = { databaseId: randomUUID(), backupId: randomUUID() };
     const pending = await storage.create(ref);
-    await new Promise((r) => pending.stream.write(Buffer.from('half an archive'), r));
+    await new Promise<void>((r) => pending.stream.write(Buffer.from('half an archive'), () => r()));
     // The agent dies here: the partial stays until the next start.
     const other = { databaseId: ref.databaseId, backupId: randomUUID() };
     const done = await storage.create(other);
     done.stream.end(Buffer.from('whole'));
-    await new Promise((r) => done.stream.once('finish', r));
+    await new Promise<void>((r) => done.stream.once('finish', () => r()));
     await done.commit();
     assert.equal((await partials(dir)).length, 1);
     assert.equal(await storage.sweepPartials(), 1);

@@ -75,6 +75,13 @@ export const agentConfigSchema = z
      * of the authenticated agent API; later keys only when endorsed by a pinned one).
      */
     executionCapabilities: executionCapabilitiesSchema,
+    /**
+     * Where backup archives are kept (issue 15; `<dir>/<database id>/<backup id>.bulwark-backup`,
+     * 0700/0600). Default: `<stateDir>/backups`; `bulwark up` puts it under the data dir.
+     */
+    backupDir: z.string().min(1).max(4096).optional(),
+    /** The directory of pg_dump and pg_restore (default: the newest /usr/lib/postgresql/N/bin). */
+    pgBinDir: z.string().min(1).max(4096).optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -119,6 +126,8 @@ export const agentEnv: Record<string, EnvBinding> = {
   heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
   sampleIntervalMs: { env: 'BULWARK_AGENT_SAMPLE_INTERVAL_MS' },
   explorerChannel: { env: 'BULWARK_AGENT_EXPLORER_CHANNEL' },
+  backupDir: { env: 'BULWARK_BACKUP_DIR' },
+  pgBinDir: { env: 'BULWARK_AGENT_PG_BIN' },
   executionCapabilities: { env: 'BULWARK_AGENT_EXECUTION_CAPABILITIES' },
 };
 

@@ -7,6 +7,7 @@ import { createLogger } from '../shared/logger.ts';
 import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names.ts';
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
+import { startBackups } from './backups/backup-startup.ts';
 import type { AgentConfig } from './config.ts';
 import { createAccessExpiry } from './execution/access-expiry.ts';
 import { saveNodeId, startExecution } from './execution/execution-setup.ts';
@@ -129,10 +130,23 @@ export async function startAgent(
     sample: createDatabaseSampler({ admin, client, log }),
     intervalMs: config.sampleIntervalMs,
   });
+  const database = managed ? databaseDeps(config, cluster, managed) : null;
+  // Backups (issue 15): the backup dir, pg_dump/pg_restore, and the sweep of an interrupted run.
+  const backup = database
+    ? await startBackups({
+        database,
+        admin,
+        stateDir: config.stateDir,
+        backupDir: config.backupDir,
+        pgBinDir: config.pgBinDir,
+        log,
+      })
+    : null;
   const handlers = sampleAfterCreate(
     opts.handlers ??
       defaultHandlers({
-        ...(managed ? { database: databaseDeps(config, cluster, managed) } : {}),
+        ...(database ? { database } : {}),
+        ...(backup ? { backup } : {}),
         explorer,
         execution: execution.executor,
         ...(pooler && accessExpiry

@@ -44,6 +44,7 @@ export function agentOwnEnv(p: ChildPlacement): NodeJS.ProcessEnv {
     BULWARK_POOLER_DIR: p.layout.pooler,
     BULWARK_POOLER_PORT: String(p.poolerPort),
     BULWARK_POOLER_ADMIN_PASSWORD_FILE: p.layout.poolerAdminPassword,
+    BULWARK_BACKUP_DIR: p.layout.backups,
   };
 }
 

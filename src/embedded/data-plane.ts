@@ -68,7 +68,7 @@ export function pgUrl(user: string, password: string, port: number, database: st
 async function mkdirs(layout: DataLayout, user: ServiceUser | null): Promise<void> {
   // The root is traversable (not listable) by the service user; secrets stay 0700.
   await fs.mkdir(layout.root, { recursive: true, mode: user ? 0o711 : 0o700 });
-  for (const dir of [layout.secrets, layout.server, layout.agent, layout.logs]) {
+  for (const dir of [layout.secrets, layout.server, layout.agent, layout.backups, layout.logs]) {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   }
   for (const dir of [layout.pgParent, layout.pooler]) {

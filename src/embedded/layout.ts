@@ -23,6 +23,8 @@ export function dataLayout(dataDir: string) {
     pooler: path.join(root, 'pgbouncer'),
     server: path.join(root, 'server'),
     agent: path.join(root, 'agent'),
+    /** Backup archives (issue 15), the agent's: `<database id>/<backup id>.bulwark-backup`. */
+    backups: path.join(root, 'backups'),
     logs: path.join(root, 'logs'),
   };
 }

@@ -84,6 +84,7 @@ export const upOwnedAgentEnv = [
   'BULWARK_POOLER_PORT',
   'BULWARK_POOLER_ADMIN_PASSWORD',
   'BULWARK_ENROLLMENT_TOKEN',
+  'BULWARK_BACKUP_DIR',
 ];
 
 function namesOf(bindings: Record<string, EnvBinding>): string[] {

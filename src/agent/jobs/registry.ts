@@ -1,3 +1,5 @@
+import type { BackupJobDeps } from '../backups/backup-deps.ts';
+import { backupHandlers } from '../backups/backup-handlers.ts';
 import type { ExecutionExecutor } from '../execution/executor.ts';
 import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
 import { type AccessGrantDeps, accessHandlers } from './access-grant.ts';
@@ -12,7 +14,7 @@ import { requestExecuteHandlers } from './request-execute.ts';
  * Job kinds this agent can run. The agent refuses any kind not listed here. The database
  * jobs are offered only by an agent that manages a pooler; the explorer jobs by one given an
  * explorer executor; the just-in-time credential jobs by one that manages a pooler and verifies
- * execution tokens.
+ * execution tokens; the backup jobs by one that manages a pooler and has pg_dump/pg_restore.
  */
 export function defaultHandlers(
   deps: {
@@ -20,6 +22,7 @@ export function defaultHandlers(
     explorer?: ExplorerExecutor;
     execution?: ExecutionExecutor;
     access?: AccessGrantDeps;
+    backup?: BackupJobDeps;
   } = {},
 ): Map<string, JobHandler> {
   return new Map<string, JobHandler>([
@@ -28,5 +31,6 @@ export function defaultHandlers(
     ...(deps.explorer ? explorerHandlers({ executor: deps.explorer }) : []),
     ...(deps.execution ? requestExecuteHandlers({ executor: deps.execution }) : []),
     ...(deps.access ? accessHandlers(deps.access) : []),
+    ...(deps.backup ? backupHandlers(deps.backup) : []),
   ]);
 }

@@ -1,0 +1,50 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { DatabaseJobDeps } from '../jobs/database-common.ts';
+import type { BackupJobDeps } from './backup-deps.ts';
+import { sweepScratchDatabases } from './backup-restore.ts';
+import { createLocalStorage } from './backup-storage.ts';
+import { findPgBin } from './pg-tools.ts';
+
+/**
+ * The backup jobs' dependencies at agent start: the backup dir (made 0700), the PostgreSQL
+ * client tools, and the sweep of what a crashed agent left — `.partial` files and scratch
+ * databases of restores and drills. Null (no backup jobs offered) when pg_dump is not found or
+ * the backup dir cannot be made.
+ */
+export async function startBackups(opts: {
+  database: DatabaseJobDeps;
+  admin: pg.Pool;
+  stateDir: string;
+  backupDir?: string | undefined;
+  pgBinDir?: string | undefined;
+  log: Logger;
+}): Promise<BackupJobDeps | null> {
+  const pgBin = findPgBin(opts.pgBinDir);
+  if (!pgBin) {
+    opts.log.warn('pg_dump not found (set BULWARK_AGENT_PG_BIN): this agent offers no backup jobs');
+    return null;
+  }
+  const dir = path.resolve(opts.backupDir ?? path.join(opts.stateDir, 'backups'));
+  try {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    await fs.chmod(dir, 0o700);
+  } catch (err) {
+    opts.log.error(
+      { err: { message: (err as Error).message } },
+      'backup dir unusable: this agent offers no backup jobs',
+    );
+    return null;
+  }
+  const storage = createLocalStorage(dir);
+  const partials = await storage.sweepPartials();
+  const scratch = await sweepScratchDatabases(opts.admin).catch((err: Error) => {
+    opts.log.warn({ err: { message: err.message } }, 'scratch databases of earlier restores not swept');
+    return [] as string[];
+  });
+  if (partials > 0 || scratch.length > 0)
+    opts.log.info({ partials, scratch: scratch.length }, 'swept what an interrupted backup or restore left');
+  return { ...opts.database, storage, pgBin };
+}
