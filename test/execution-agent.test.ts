@@ -14,7 +14,7 @@ import { checkJobResult } from '../src/shared/contracts/jobs.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { createExecutionHarness, type RequestSpec, signedRequest } from './helpers/execution-agent.ts';
-import { adminPool, createTenant, type Tenant } from './helpers/explorer.ts';
+import { adminPool, connectAdmin, createTenant, type Tenant } from './helpers/explorer.ts';
 
 // The agent's executor of governed SQL against the real cluster: tokens signed by a key ring
 // whose public key the agent pinned; every refusal leaves the database untouched.
@@ -203,6 +203,29 @@ describe('runs', () => {
     assert.equal(o.error.statement_index, 1);
     assert.equal(o.rolled_back, true);
     assert.equal(await contents(), before);
+  });
+
+  test("an error's position is in the request's text; the lock timeout is honoured", async () => {
+    const sql = 'UPDATE items SET qty = 1 WHERE id = 1;\nSELECT nope FROM items';
+    const o = await run({ sql, approvedRows: 1 });
+    if (o.kind !== 'failed') assert.fail(JSON.stringify(o));
+    assert.equal(o.error.sqlstate, '42703');
+    assert.equal(o.error.statement_index, 1);
+    assert.equal(o.error.position, sql.indexOf('nope'));
+    // A row held by another session: the update waits lock_timeout (2 s here), then fails.
+    const holder = await connectAdmin(t.name);
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT * FROM items WHERE id = 2 FOR UPDATE');
+      const t0 = Date.now();
+      const locked = await run({ sql: 'UPDATE items SET qty = 3 WHERE id = 2', approvedRows: 1 });
+      if (locked.kind !== 'failed') assert.fail(JSON.stringify(locked));
+      assert.equal(locked.error.sqlstate, '55P03');
+      assert.ok(Date.now() - t0 < 6_000);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => {});
+      await holder.end();
+    }
   });
 
   test('CONCURRENTLY alone runs outside a transaction', async () => {
