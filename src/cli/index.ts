@@ -10,6 +10,8 @@ import { registerDoctor } from './commands/doctor.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerLogin } from './commands/login.ts';
 import { registerMasterKey } from './commands/master-key.ts';
+import { registerPolicy } from './commands/policy.ts';
+import { registerRequest } from './commands/request.ts';
 import { registerServer } from './commands/server.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerUp } from './commands/up.ts';
@@ -42,6 +44,8 @@ registerWhoami(program);
 registerKeys(program);
 registerAudit(program);
 registerDb(program);
+registerRequest(program);
+registerPolicy(program);
 registerDoctor(program);
 registerMasterKey(program);
 
