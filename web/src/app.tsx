@@ -14,6 +14,9 @@ const CreateDatabase = lazy(() => import('./pages/databases/create.tsx'));
 const DatabaseDetail = lazy(() => import('./pages/databases/detail.tsx'));
 const Keys = lazy(() => import('./pages/keys.tsx'));
 const Audit = lazy(() => import('./pages/audit.tsx'));
+const RequestDetail = lazy(() => import('./pages/requests/detail.tsx'));
+const Approvals = lazy(() => import('./pages/requests/inbox.tsx'));
+const Policy = lazy(() => import('./pages/requests/policy.tsx'));
 const Admin = lazy(() => import('./pages/admin/admin.tsx'));
 const NotFound = lazy(() => import('./pages/not-found.tsx'));
 
@@ -65,9 +68,14 @@ export function App() {
           <Route path="/account/security" component={Security} />
           <Route path="/databases" component={Databases} />
           <Route path="/databases/new" component={CreateDatabase} />
+          <Route path="/databases/:name/requests/:id">
+            {(p) => <RequestDetail name={p.name} id={p.id} />}
+          </Route>
           <Route path="/databases/:name/:tab?">
             {(p) => <DatabaseDetail name={p.name} tab={p.tab ?? 'connect'} />}
           </Route>
+          <Route path="/requests" component={Approvals} />
+          <Route path="/policy" component={Policy} />
           <Route path="/keys" component={Keys} />
           <Route path="/audit" component={Audit} />
           <Route path="/admin">

@@ -1,6 +1,38 @@
-import type { ReactNode } from 'react';
+import { type ReactNode, useEffect, useState } from 'react';
 import { Link, useLocation } from 'wouter';
+import { api } from './api/client.ts';
 import { canAdminister, useMe, useSession } from './session.tsx';
+
+const PENDING_POLL_MS = 30_000;
+
+/**
+ * How many pending requests await the signed-in person's approval (the nav's badge): read on
+ * every page change and every 30 s; "100+" past one page. A failed look keeps the last count.
+ */
+function usePendingApprovals(account: string | null): string | null {
+  const [location] = useLocation();
+  const [count, setCount] = useState<string | null>(null);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: a page change is a reason to look again
+  useEffect(() => {
+    let live = true;
+    const look = () =>
+      api
+        .GET('/v1/requests', { params: { query: { awaiting: 'me', status: 'pending', limit: 100 } } })
+        .then((r) => {
+          if (!live || !r.data) return;
+          const n = r.data.items.length;
+          setCount(n === 0 ? null : r.data.next_cursor ? '100+' : String(n));
+        })
+        .catch(() => {});
+    void look();
+    const t = setInterval(look, PENDING_POLL_MS);
+    return () => {
+      live = false;
+      clearInterval(t);
+    };
+  }, [account, location]);
+  return count;
+}
 
 function NavLink({ href, children }: { href: string; children: ReactNode }) {
   const [location] = useLocation();
@@ -16,6 +48,7 @@ export function Layout({ children }: { children: ReactNode }) {
   const { signOut, chooseAccount } = useSession();
   const { me, account, role } = useMe();
   const [, navigate] = useLocation();
+  const pending = usePendingApprovals(account);
   return (
     <>
       <a className="skip" href="#main">
@@ -27,6 +60,16 @@ export function Layout({ children }: { children: ReactNode }) {
         </Link>
         <nav aria-label="Main" className="nav">
           <NavLink href="/databases">Databases</NavLink>
+          <NavLink href="/requests">
+            Approvals
+            {pending ? (
+              <span className="nav-count">
+                {pending}
+                <span className="sr-only"> awaiting your approval</span>
+              </span>
+            ) : null}
+          </NavLink>
+          <NavLink href="/policy">Policy</NavLink>
           <NavLink href="/keys">API keys</NavLink>
           {/* As the API's policy: the audit log is read by owners and admins of the account; people and
               invites are managed by them and by platform admins. */}

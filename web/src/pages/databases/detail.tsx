@@ -15,11 +15,13 @@ import type { Database } from './types.ts';
 // The two heavy tabs load their libraries (CodeMirror, uPlot) only when opened.
 const ExplorerTab = lazy(() => import('./explorer-tab.tsx'));
 const ChartsTab = lazy(() => import('./charts-tab.tsx'));
+const RequestsTab = lazy(() => import('./requests-tab.tsx'));
 
 const TABS = [
   ['connect', 'Connect'],
   ['network', 'Network'],
   ['explorer', 'Explorer'],
+  ['requests', 'Requests'],
   ['charts', 'Charts'],
   ['settings', 'Settings'],
 ] as const;
@@ -48,6 +50,7 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
       connect: <ConnectTab {...props} />,
       network: <NetworkTab {...props} />,
       explorer: <ExplorerTab {...props} />,
+      requests: <RequestsTab {...props} />,
       charts: <ChartsTab {...props} />,
       settings: <SettingsTab {...props} />,
     }[current];

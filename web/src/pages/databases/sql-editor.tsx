@@ -1,6 +1,6 @@
 import { closeCompletion } from '@codemirror/autocomplete';
 import { PostgreSQL, sql } from '@codemirror/lang-sql';
-import { Compartment, Prec } from '@codemirror/state';
+import { Compartment, EditorState, Prec } from '@codemirror/state';
 import { keymap } from '@codemirror/view';
 import { basicSetup, EditorView } from 'codemirror';
 import { forwardRef, useEffect, useImperativeHandle, useRef } from 'react';
@@ -17,6 +17,10 @@ type Props = {
   /** Table → columns, for completion. */
   schema: Record<string, string[]>;
   onRun: () => void;
+  /** The editor's accessible name (default "SQL query"). */
+  label?: string;
+  /** Shown, selectable, not editable (a request's SQL under review). */
+  readOnly?: boolean;
 };
 
 /**
@@ -53,7 +57,7 @@ const typeOverSelection = EditorView.domEventHandlers({
 
 /** CodeMirror 6 with PostgreSQL highlighting and completion; Ctrl/Cmd+Enter runs the query. */
 export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
-  { initial, schema, onRun },
+  { initial, schema, onRun, label = 'SQL query', readOnly = false },
   ref,
 ) {
   const host = useRef<HTMLDivElement>(null);
@@ -91,7 +95,12 @@ export const SqlEditor = forwardRef<SqlEditorHandle, Props>(function SqlEditor(
           ]),
         ),
         EditorView.lineWrapping,
-        EditorView.contentAttributes.of({ 'aria-label': 'SQL query', 'aria-multiline': 'true' }),
+        EditorView.contentAttributes.of({
+          'aria-label': label,
+          'aria-multiline': 'true',
+          ...(readOnly ? { 'aria-readonly': 'true' } : {}),
+        }),
+        ...(readOnly ? [EditorState.readOnly.of(true), EditorView.editable.of(false)] : []),
       ],
     });
     view.current = v;

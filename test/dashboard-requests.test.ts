@@ -1,0 +1,319 @@
+/**
+ * Governed SQL in the dashboard (issue 14), in Debian's headless Chromium against a real
+ * `bulwark up`: a member writes an UPDATE … WHERE … RETURNING in a database's Requests tab, sees
+ * the preflight's class, dry-run count and deciding policy rule, and submits it; the page offers
+ * them no way to approve it themselves. An admin, in a second browser context, sees the request in
+ * the Approvals inbox (the nav's badge counts it) and approves it; the member executes it and sees
+ * the returned rows (checked against PostgreSQL). The admin breaks glass on another request with a
+ * reason, through "Confirm it's you". The policy page, the 375 px layout and axe on every page.
+ * Each page fails the test on a console error, a failed or undeclared ≥ 400 response or a CSP
+ * violation (test/helpers/browser.ts).
+ */
+import assert from 'node:assert/strict';
+import { after, before, type TestContext, test } from 'node:test';
+import pg from 'pg';
+import type { Browser, Locator, Page } from 'playwright-core';
+import {
+  assertAccessible,
+  type GuardedPage,
+  guardedPage,
+  launchChromium,
+  screenshot,
+} from './helpers/browser.ts';
+import { type DashboardStack, startDashboardStack } from './helpers/dashboard-stack.ts';
+import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
+
+const ADMIN = { username: 'bea_admin', password: 'copper-lantern-orchard-52' };
+const MEMBER = { username: 'ari_member', password: 'willow-granite-pepper-17' };
+const DB = 'orders';
+const STEP_MS = 45_000;
+const UPDATE_SQL = 'UPDATE items SET price = price + 1 WHERE id <= 3 RETURNING id, price';
+
+let stack: DashboardStack;
+let browser: Browser;
+let admin: GuardedPage;
+let member: GuardedPage;
+/** The account's API as an admin key (the operator's), to set up and to check what pages claim. */
+let api: ReturnType<typeof accountApi>;
+let tenant: pg.Client;
+let requestUrl = '';
+
+before(async () => {
+  stack = await startDashboardStack();
+  browser = await launchChromium();
+  api = accountApi(stack, await operatorKey(stack, 'default'));
+});
+
+after(async () => {
+  await tenant?.end().catch(() => {});
+  await admin?.close();
+  await member?.close();
+  await browser?.close().catch(() => {});
+  await stack?.destroy();
+});
+
+/** A database with a small table, made through the API and filled as its owner through the pooler. */
+async function seedDatabase(): Promise<void> {
+  const created = await api('POST', '/v1/databases', { name: DB });
+  assert.equal(created.status, 202, JSON.stringify(created.json));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const d = (await api('GET', `/v1/databases/${DB}`)).json;
+    if (d.status === 'ready') break;
+    assert.notEqual(d.status, 'failed', `create ${DB} failed: ${d.failure_reason}`);
+    assert.ok(Date.now() < deadline, `${DB} not ready in 60 s (${d.status})`);
+    await sleep(100);
+  }
+  const conn = (await api('GET', `/v1/databases/${DB}/connection`)).json;
+  const { password } = (await api('POST', `/v1/databases/${DB}/credentials/reveal`)).json;
+  tenant = new pg.Client({
+    host: '127.0.0.1',
+    port: stack.ports.pooler,
+    user: conn.user,
+    database: conn.database,
+    password,
+    connectionTimeoutMillis: 5_000,
+  });
+  tenant.on('error', () => {});
+  await tenant.connect();
+  await tenant.query(
+    'CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL); INSERT INTO items SELECT g, 10 * g FROM generate_series(1, 6) g',
+  );
+}
+
+const named = (label: string) => new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`);
+
+async function redeem(g: GuardedPage, link: string, who: { username: string; password: string }) {
+  const undo = g.expect({ method: 'GET', url: /\/v1\/me$/, status: 401 });
+  await g.page.goto(link);
+  await g.page.getByRole('heading', { name: 'Redeem your invite', level: 1 }).waitFor();
+  await g.page.getByRole('textbox', { name: named('Username') }).fill(who.username);
+  await g.page.getByLabel(named('Password')).fill(who.password);
+  await g.page.getByLabel(named('Confirm password')).fill(who.password);
+  await g.page.getByRole('button', { name: 'Create account' }).click();
+  await g.page.getByRole('heading', { name: 'Account security', level: 1 }).waitFor();
+  undo();
+}
+
+/** A page's heading shown, nothing broken so far, no serious axe finding, a screenshot. */
+async function checkPage(g: GuardedPage, heading: string | RegExp, shot: string, level = 1) {
+  await g.page.getByRole('heading', { name: heading, level }).first().waitFor();
+  await assertAccessible(g.page, shot);
+  await screenshot(g.page, shot);
+  await g.assertClean(shot);
+}
+
+const status = (p: Page, word: string): Locator =>
+  p.locator('.facts').getByText(word, { exact: true }).first();
+
+let broken = '';
+function step(t: TestContext, name: string, fn: () => Promise<void>): Promise<void> {
+  const skip = broken ? `an earlier step failed: ${broken}` : false;
+  return t.test(name, { timeout: STEP_MS, skip }, async () => {
+    try {
+      await fn();
+    } catch (err) {
+      broken = name;
+      const seen: string[] = [];
+      for (const [who, g] of [
+        ['admin', admin],
+        ['member', member],
+      ] as const) {
+        if (!g) continue;
+        await screenshot(g.page, `failed-requests-${who}`).catch(() => {});
+        seen.push(...g.problems().map((x) => `  - [${x.kind}] ${x.detail}`));
+      }
+      if (seen.length && err instanceof Error) err.message += `\nthe browsers also saw:\n${seen.join('\n')}`;
+      throw err;
+    }
+  });
+}
+
+test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
+  await step(t, 'an admin and a member sign up; a database with rows', async () => {
+    admin = await guardedPage(browser, { name: 'admin' });
+    await redeem(admin, stack.firstAdminLink, ADMIN);
+    const made = await api('POST', '/v1/invites', { count: 1, role: 'member' });
+    assert.equal(made.status, 201, JSON.stringify(made.json));
+    member = await guardedPage(browser, { name: 'member' });
+    await redeem(member, `${stack.url}/#invite=${made.json.invites[0].code}`, MEMBER);
+    await seedDatabase();
+  });
+
+  await step(t, 'the member preflights an UPDATE, sees the dry run and the policy, submits it', async () => {
+    const p = member.page;
+    await p.goto(`${stack.url}/databases/${DB}/requests`);
+    await p.getByRole('heading', { name: 'Requests', level: 2 }).waitFor();
+    await p.getByText(/^No requests on this database/).waitFor();
+    await p.getByRole('button', { name: 'New request' }).click();
+    const editor = p.getByRole('textbox', { name: 'Request SQL' });
+    await editor.click();
+    await editor.fill(UPDATE_SQL);
+    await p.getByRole('textbox', { name: named('Reason') }).fill('Prices of the first three items rise by 1');
+    await p.getByRole('button', { name: 'Preflight' }).click();
+    const preflight = p.getByRole('region', { name: /^Preflight/ });
+    await preflight.getByText('1 approval', { exact: true }).waitFor();
+    const shown = await preflight.innerText();
+    assert.match(shown, /write/);
+    assert.match(shown, /builtin/, 'the deciding rule: the built-in defaults');
+    assert.match(shown, /No review findings/);
+    await checkPage(member, 'Requests', 'request-new', 2);
+    await p.getByRole('button', { name: 'Submit for approval' }).click();
+    await p.getByRole('heading', { name: /^Request [0-9a-f]{8}$/, level: 1 }).waitFor();
+    requestUrl = p.url();
+    await status(p, 'Pending').waitFor();
+    // The request's dry run (rolled back) counted the rows the approval binds; its plan is collapsed.
+    await p
+      .getByRole('status')
+      .filter({ hasText: /^Dry run: 3 rows would be affected/ })
+      .waitFor();
+    await p.getByText(/^Statement 1: UPDATE/).click();
+    await p.locator('details.plan pre').first().waitFor();
+    // No way to approve one's own request: no Approve, no Reject, and the page says why.
+    assert.equal(await p.getByRole('button', { name: 'Approve' }).count(), 0);
+    assert.equal(await p.getByRole('button', { name: 'Reject' }).count(), 0);
+    await p.getByText('Waiting for approval: you cannot approve your own request.').first().waitFor();
+    const id = /\/requests\/([0-9a-f-]{36})$/.exec(requestUrl)?.[1];
+    const server = await api('GET', `/v1/databases/${DB}/requests/${id}`);
+    assert.equal(server.json.status, 'pending');
+    assert.equal(server.json.dry_run.affected_rows, 3);
+    assert.equal(server.json.requester.name, MEMBER.username);
+    await checkPage(member, /^Request /, 'request-pending');
+  });
+
+  await step(t, 'the admin sees it in the Approvals inbox with a badge, and approves it', async () => {
+    const p = admin.page;
+    await p.goto(`${stack.url}/databases`);
+    const nav = p.getByRole('navigation', { name: 'Main' });
+    const approvals = nav.getByRole('link', { name: /^Approvals\s*1 awaiting your approval$/ });
+    await approvals.waitFor();
+    await approvals.click();
+    const inbox = p.getByRole('table', { name: 'Awaiting your approval' });
+    await inbox.getByRole('row').nth(1).waitFor();
+    assert.equal(await inbox.getByRole('row').count(), 2, 'one request awaits the admin');
+    await checkPage(admin, 'Approvals', 'approvals-inbox');
+    await inbox.getByRole('link', { name: /^UPDATE items/ }).click();
+    await status(p, 'Pending').waitFor();
+    await p.getByRole('button', { name: 'Approve' }).click();
+    const dialog = p.getByRole('dialog', { name: 'Approve this request?' });
+    await dialog.getByRole('textbox', { name: named('Comment') }).fill('Checked the three rows');
+    await dialog.getByRole('button', { name: 'Approve' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await status(p, 'Approved').waitFor();
+    const row = p.getByRole('table', { name: 'Approvals' }).getByRole('row').nth(1);
+    assert.match(
+      await row.innerText(),
+      new RegExp(`${ADMIN.username}[\\s\\S]*Checked the three rows[\\s\\S]*Yes`),
+    );
+    // Focus is not lost when the dialog closes: it lands on the request's status line.
+    assert.equal(await p.evaluate('document.activeElement?.classList.contains("facts")'), true);
+    // The badge is gone once nothing awaits the admin.
+    await p.goto(`${stack.url}/requests`);
+    await p.getByText('Nothing awaits your approval.').waitFor();
+    await nav.getByRole('link', { name: 'Approvals', exact: true }).waitFor();
+    await admin.assertClean('approve');
+  });
+
+  await step(t, 'the member executes it and sees the returned rows', async () => {
+    const p = member.page;
+    await p.goto(requestUrl);
+    await status(p, 'Approved').waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Approve' }).count(), 0);
+    await p.getByRole('button', { name: 'Execute' }).click();
+    await p
+      .getByRole('dialog', { name: 'Execute this request?' })
+      .getByRole('button', { name: 'Execute now' })
+      .click();
+    await status(p, 'Executed').waitFor({ timeout: 30_000 });
+    const grid = p.getByRole('table', { name: 'Execution results' });
+    await grid.getByRole('row').nth(3).waitFor();
+    const rows = (await grid.getByRole('row').allInnerTexts()).slice(1).map((r) => r.split(/\s+/).join(' '));
+    assert.deepEqual(rows.sort(), ['1 11', '2 21', '3 31']);
+    const db = await tenant.query('SELECT id, price FROM items ORDER BY id');
+    assert.deepEqual(
+      db.rows.map((r) => [r.id, r.price]),
+      [
+        [1, 11],
+        [2, 21],
+        [3, 31],
+        [4, 40],
+        [5, 50],
+        [6, 60],
+      ],
+      'the UPDATE ran once, on the three rows',
+    );
+    await p
+      .getByText(/kept until/)
+      .first()
+      .waitFor();
+    await assertAccessible(p, 'request-executed');
+    await screenshot(p, 'request-detail');
+    await member.assertClean('execute');
+  });
+
+  await step(
+    t,
+    'the admin breaks glass on a pending request, with a reason, confirming it is them',
+    async () => {
+      const made = await api('POST', `/v1/databases/${DB}/requests`, {
+        sql: 'DELETE FROM items WHERE id = 6',
+        reason: 'Remove the discontinued item',
+      });
+      assert.equal(made.status, 201, JSON.stringify(made.json));
+      assert.equal(made.json.status, 'pending');
+      const p = admin.page;
+      await p.goto(`${stack.url}/databases/${DB}/requests/${made.json.id}`);
+      await status(p, 'Pending').waitFor();
+      await p.getByRole('button', { name: 'Break glass' }).click();
+      const dialog = p.getByRole('dialog', { name: 'Break glass?' });
+      await dialog
+        .getByRole('textbox', { name: named('Reason') })
+        .fill('Incident 42: the item is sold in error');
+      const reauth = p.getByRole('dialog', { name: "Confirm it's you" });
+      await admin.expecting(
+        { method: 'POST', url: /\/execute$/, status: 403, code: 'reauth_required' },
+        async () => {
+          await dialog.getByRole('button', { name: 'Break glass and execute' }).click();
+          await reauth.waitFor();
+        },
+      );
+      await reauth.getByLabel('Your password').fill(ADMIN.password);
+      await reauth.getByRole('button', { name: 'Confirm' }).click();
+      await status(p, 'Executed').waitFor({ timeout: 30_000 });
+      await p
+        .getByRole('note')
+        .filter({ hasText: /^Break glass by bea_admin/ })
+        .waitFor();
+      assert.match(await p.getByRole('note').innerText(), /Incident 42/);
+      const left = await tenant.query('SELECT count(*)::int AS n FROM items WHERE id = 6');
+      assert.equal(left.rows[0].n, 0, 'the DELETE ran');
+      const server = (await api('GET', `/v1/databases/${DB}/requests/${made.json.id}`)).json;
+      assert.equal(server.break_glass.reason, 'Incident 42: the item is sold in error');
+      await checkPage(admin, /^Request /, 'request-break-glass');
+    },
+  );
+
+  await step(t, 'the policy page shows the built-in rules; a narrow window fits', async () => {
+    const p = member.page;
+    await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Policy' }).click();
+    await p.getByText(/^0 \(none applied/).waitFor();
+    const rules = p.getByRole('table', { name: 'Rules: built-in defaults' });
+    assert.match(
+      await rules
+        .getByRole('row')
+        .filter({ hasText: /^write/ })
+        .innerText(),
+      /\b1\b/,
+    );
+    await checkPage(member, 'Policy', 'policy');
+    await p.setViewportSize({ width: 375, height: 800 });
+    for (const url of [requestUrl, `${stack.url}/databases/${DB}/requests`, `${stack.url}/requests`]) {
+      await p.goto(url);
+      await p.getByRole('heading', { level: 1 }).waitFor();
+      await p.getByRole('table').first().waitFor();
+      const over = await p.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+      assert.ok(Number(over) <= 0, `${url}: the page is ${over} px wider than the window`);
+    }
+    await checkPage(member, 'Approvals', 'narrow-approvals');
+  });
+});
