@@ -21,6 +21,9 @@ import { databaseOwnership, roleOwnership } from '../postgres/tenant-sql.ts';
 /** A database or role is not ours (or missing): the execution is refused, nothing runs. */
 export class NotPreparedError extends Error {}
 
+/** The login's attributes: never more than a plain role; INHERIT, so the migrator acts as the owner. */
+const ATTRIBUTES = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT';
+
 export function executionPassword(key: Buffer, databaseId: string, role: string): string {
   return createHmac('sha256', key).update(`bulwark-execution:${databaseId}:${role}`).digest('base64url');
 }
@@ -57,7 +60,10 @@ export function createExecutionRoles(deps: {
       const db = await databaseOwnership(deps.admin, t.name, t.roles, t.databaseId);
       if (db !== 'ours' && db !== 'legacy')
         throw new NotPreparedError(`database ${t.name} does not exist or is not ours`);
-      const sql = [`ALTER ROLE ${q(user)} PASSWORD ${quoteLiteral(scramVerifier(password))}`];
+      // The attributes are ours to hold (ensureRoles sets them; a tenant cannot change them): said again.
+      const sql = [
+        `ALTER ROLE ${q(user)} LOGIN ${ATTRIBUTES} PASSWORD ${quoteLiteral(scramVerifier(password))}`,
+      ];
       if (t.capability === 'migrator') sql.push(`GRANT ${q(t.roles.owner)} TO ${q(t.roles.migrator)}`);
       // Simple protocol, one implicit transaction; a GRANT already held is a notice, not an error.
       await deps.admin.query(sql.join(';\n'));
