@@ -2,7 +2,7 @@
  * The agent's backup jobs when things go wrong, against real PostgreSQL, pg_dump and pg_restore:
  * a tampered or truncated archive is refused before pg_restore starts and before anything is
  * created; pg_dump killed mid-backup and a full disk fail the backup and leave no partial file
- * (and the retry succeeds); the start-up sweep removes partial files.
+ * (and the retry succeeds); the start-up sweep removes partial files and its scratch databases.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,6 +11,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { sweepScratchDatabases } from '../src/agent/backups/backup-restore.ts';
 import { createLocalStorage } from '../src/agent/backups/backup-storage.ts';
 import { HEADER_BYTES } from '../src/shared/backup-archive.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
@@ -148,8 +149,8 @@ test('a flipped byte, a dropped, reordered or truncated chunk: refused before pg
     await assert.rejects(drill, /backup archive refused/);
     assert.deepEqual(tools, [], `${what}: pg_restore never started`);
     const made = await kit.tenants.kit.admin.query(
-      "SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE 'bulwark\\_restore\\_%' OR datname LIKE 'bulwark\\_drill\\_%'",
-      [name],
+      'SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE ANY ($2)',
+      [name, [`bulwark\\_restore\\_${kit.deps.storage.tag}%`, `bulwark\\_drill\\_${kit.deps.storage.tag}%`]],
     );
     assert.deepEqual(made.rows, [], `${what}: no database made`);
     const roles = await kit.tenants.kit.admin.query('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [
@@ -261,7 +262,7 @@ test('disk full (a 1 MiB tmpfs): the backup fails with ENOSPC and leaves no part
   }
 });
 
-test('start-up sweep: stale partial files are removed, finished archives kept', async () => {
+test('start-up sweep: stale partial files and this storage’s scratch databases are removed, the rest kept', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-sweep-'));
   try {
     const storage = createLocalStorage(dir);
@@ -279,6 +280,21 @@ test('start-up sweep: stale partial files are removed, finished archives kept', 
     assert.deepEqual(await partials(dir), []);
     assert.equal(await storage.exists(other), true);
     await pending.abort();
+
+    // Scratch databases of restores and drills: only this storage's (its tag) are swept.
+    const mine = `bulwark_drill_${storage.tag}_0123456789abcdef`;
+    const theirs = `bulwark_drill_${storage.tag === 'ffffffff' ? 'eeeeeeee' : 'ffffffff'}_0123456789abcdef`;
+    const admin = kit.tenants.kit.admin;
+    for (const d of [mine, theirs]) await admin.query(`CREATE DATABASE ${d}`);
+    try {
+      assert.deepEqual(await sweepScratchDatabases(admin, storage.tag), [mine]);
+      const left = await admin.query('SELECT datname FROM pg_database WHERE datname = ANY($1)', [
+        [mine, theirs],
+      ]);
+      assert.deepEqual(left.rows, [{ datname: theirs }]);
+    } finally {
+      for (const d of [mine, theirs]) await admin.query(`DROP DATABASE IF EXISTS ${d}`);
+    }
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

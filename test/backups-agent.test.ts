@@ -154,7 +154,8 @@ test('a drill restores into a scratch database, checks it, drops it; in place sw
   assert.equal(drill.verified, true);
   assert.equal(drill.rows_checked, 2790);
   const scratch = await kit.tenants.kit.admin.query(
-    "SELECT datname FROM pg_database WHERE datname LIKE 'bulwark\\_drill\\_%' OR datname LIKE 'bulwark\\_restore\\_%'",
+    'SELECT datname FROM pg_database WHERE datname LIKE ANY ($1)',
+    [[`bulwark\\_drill\\_${kit.deps.storage.tag}%`, `bulwark\\_restore\\_${kit.deps.storage.tag}%`]],
   );
   assert.equal(scratch.rows.length, 0);
 

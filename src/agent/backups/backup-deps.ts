@@ -1,9 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
-import type pg from 'pg';
+import pg from 'pg';
 import type { DatabaseJobDeps } from '../jobs/database-common.ts';
 import { type JobContext, PermanentJobError } from '../jobs/job-context.ts';
 import type { ClusterAccess } from '../postgres/steward.ts';
-import { connectPinned, stewardPassword } from '../postgres/steward.ts';
+import { pinnedOptions, stewardPassword } from '../postgres/steward.ts';
 import type { BackupStorage } from './backup-storage.ts';
 import { type PgLogin, TOOL_SETTINGS } from './pg-tools.ts';
 
@@ -42,16 +42,28 @@ export function stewardLogin(
   };
 }
 
-/** A steward session with the tools' settings (no statement timeout, row security off). */
-export function connectForTools(cluster: ClusterAccess, login: PgLogin): Promise<pg.Client> {
-  return connectPinned(
-    cluster,
-    {
-      database: login.database,
-      user: login.user,
-      password: login.password,
-      applicationName: 'bulwark-backup',
-    },
-    TOOL_SETTINGS,
-  );
+/**
+ * A steward session with the tools' settings (pinned at login; no statement timeout, row
+ * security off) and no client-side query timeout: counting a large table's rows takes as long
+ * as it takes, and the job's signal ends it.
+ */
+export async function connectForTools(cluster: ClusterAccess, login: PgLogin): Promise<pg.Client> {
+  const client = new pg.Client({
+    host: cluster.pgHost,
+    port: cluster.pgPort,
+    database: login.database,
+    user: login.user,
+    password: login.password,
+    application_name: 'bulwark-backup',
+    connectionTimeoutMillis: 10_000,
+    options: pinnedOptions(TOOL_SETTINGS),
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw err;
+  }
+  return client;
 }

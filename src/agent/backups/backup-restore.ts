@@ -40,8 +40,9 @@ import { runRestore } from './restore-pipeline.ts';
 
 export const SCRATCH_PREFIXES = ['bulwark_restore_', 'bulwark_drill_'] as const;
 
-const scratchName = (prefix: (typeof SCRATCH_PREFIXES)[number]) =>
-  `${prefix}${randomBytes(8).toString('hex')}`;
+/** `<prefix><storage tag>_<random>`: made here, swept only by an agent with the same backup dir. */
+const scratchName = (prefix: (typeof SCRATCH_PREFIXES)[number], tag: string) =>
+  `${prefix}${tag}_${randomBytes(8).toString('hex')}`;
 
 /** An archive problem is final: reading the same bytes again will not fix them. */
 function archiveFailure(err: unknown): unknown {
@@ -119,11 +120,13 @@ async function dropScratch(admin: pg.Pool, name: string): Promise<void> {
   await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
 }
 
-/** Drops scratch databases a crashed agent left behind (start-up). */
-export async function sweepScratchDatabases(admin: pg.Pool): Promise<string[]> {
+/** Drops the scratch databases a crashed agent with this storage (`tag`) left behind (start-up). */
+export async function sweepScratchDatabases(admin: pg.Pool, tag: string): Promise<string[]> {
+  if (!/^[0-9a-f]{8}$/.test(tag)) throw new Error('invalid storage tag');
   const r = await admin.query<{ name: string }>(
     `SELECT datname::pg_catalog.text AS name FROM pg_catalog.pg_database
-      WHERE datname::pg_catalog.text LIKE 'bulwark\\_restore\\_%' OR datname::pg_catalog.text LIKE 'bulwark\\_drill\\_%'`,
+      WHERE datname::pg_catalog.text LIKE ANY (ARRAY['bulwark\\_restore\\_' || $1 || '\\_%', 'bulwark\\_drill\\_' || $1 || '\\_%'])`,
+    [tag],
   );
   for (const { name } of r.rows) await dropScratch(admin, name);
   return r.rows.map((x) => x.name);
@@ -151,7 +154,7 @@ async function swapIn(
   scratch: string,
   roles: RoleNames,
 ): Promise<void> {
-  const old = `bulwark_restore_${randomBytes(8).toString('hex')}`;
+  const old = scratchName('bulwark_restore_', deps.storage.tag);
   // The database's own privileges, as database.create grants them.
   await grantDatabase(ctx.admin, scratch, roles);
   await poolerCommand(deps, 'KILL', name);
@@ -209,7 +212,7 @@ export function backupRestore(deps: BackupJobDeps): JobHandler {
         noPrivileges: true,
       });
     } else {
-      const scratch = scratchName('bulwark_restore_');
+      const scratch = scratchName('bulwark_restore_', deps.storage.tag);
       let swapped = false;
       try {
         await makeScratch(deps, ctx, scratch, p.database_id, roles);
@@ -251,7 +254,7 @@ export function backupDrill(deps: BackupJobDeps): JobHandler {
     }).catch((err) => {
       throw archiveFailure(err);
     });
-    const scratch = scratchName('bulwark_drill_');
+    const scratch = scratchName('bulwark_drill_', deps.storage.tag);
     let check: RestoreCheck;
     try {
       await makeScratch(deps, ctx, scratch, p.database_id, roles);

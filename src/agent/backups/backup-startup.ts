@@ -40,7 +40,7 @@ export async function startBackups(opts: {
   }
   const storage = createLocalStorage(dir);
   const partials = await storage.sweepPartials();
-  const scratch = await sweepScratchDatabases(opts.admin).catch((err: Error) => {
+  const scratch = await sweepScratchDatabases(opts.admin, storage.tag).catch((err: Error) => {
     opts.log.warn({ err: { message: err.message } }, 'scratch databases of earlier restores not swept');
     return [] as string[];
   });

@@ -8,6 +8,7 @@
  * fsynced, renamed over nothing, and its directory fsynced: a crash leaves either no archive or a
  * whole one, plus at most a `.partial` that the start-up sweep (and any failure) removes.
  */
+import { createHash } from 'node:crypto';
 import { constants, createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -25,6 +26,11 @@ export type PendingArchive = {
 };
 
 export type BackupStorage = {
+  /**
+   * A short tag of this storage (8 hex of the backup dir's SHA-256): scratch databases carry it,
+   * so an agent's start-up sweep drops only its own (several agents may share a cluster in tests).
+   */
+  tag: string;
   /** Starts a new archive (fails if one is already there: a backup id is written once). */
   create(ref: ArchiveRef): Promise<PendingArchive>;
   /** Opens a finished archive for reading; `size` in bytes. */
@@ -72,6 +78,7 @@ export function createLocalStorage(root: string): BackupStorage {
   };
 
   return {
+    tag: createHash('sha256').update(base).digest('hex').slice(0, 8),
     pathOf,
     async create(ref) {
       const file = pathOf(ref);

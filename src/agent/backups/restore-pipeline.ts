@@ -14,7 +14,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { ArchiveError } from '../../shared/backup-archive.ts';
 import { plainStream } from './archive-io.ts';
 import type { BackupJobDeps } from './backup-deps.ts';
 import type { ArchiveRef } from './backup-storage.ts';
@@ -63,9 +65,12 @@ export function filterToc(
   return { list: out.join('\n'), dropped };
 }
 
-/** Feeds the plain dump to a started tool's stdin; the tool's exit decides. */
+/**
+ * Feeds the plain dump to a started tool's stdin. An archive error (the file changed since it was
+ * verified) is reported as such; otherwise the tool's own failure (its stderr) is the reason.
+ */
 async function feed(
-  source: () => import('node:stream').Readable,
+  source: () => Readable,
   key: Buffer,
   ref: ArchiveRef,
   tool: ReturnType<typeof startTool>,
@@ -74,18 +79,21 @@ async function feed(
   const stdin = tool.child.stdin!;
   stdin.on('error', () => {});
   const fed = pipeline(plainStream(source(), key, ref), stdin, { signal: opts.signal }).catch((err) => {
+    const code = (err as NodeJS.ErrnoException).code;
     // pg_restore --list stops reading once it has the table of contents.
-    if (opts.stopEarlyOk && (err as NodeJS.ErrnoException).code === 'EPIPE') return;
-    if (opts.stopEarlyOk && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+    if (opts.stopEarlyOk && (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE')) return;
     tool.child.kill('SIGKILL');
     throw err;
   });
-  await Promise.all([fed, tool.exited]);
+  const [f, t] = await Promise.allSettled([fed, tool.exited]);
+  if (f.status === 'rejected' && f.reason instanceof ArchiveError) throw f.reason;
+  if (t.status === 'rejected') throw t.reason;
+  if (f.status === 'rejected') throw f.reason;
 }
 
 export async function readToc(
   deps: BackupJobDeps,
-  source: () => import('node:stream').Readable,
+  source: () => Readable,
   key: Buffer,
   ref: ArchiveRef,
   login: PgLogin,
@@ -108,7 +116,7 @@ export async function readToc(
 /** Restores a verified archive into `login.database` as `role`, in one transaction. */
 export async function runRestore(
   deps: BackupJobDeps,
-  source: () => import('node:stream').Readable,
+  source: () => Readable,
   key: Buffer,
   ref: ArchiveRef,
   opts: {
