@@ -57,6 +57,23 @@ before(async () => {
   const limits = await s.app.inject({ url: `/v1/databases/${DB}/limits`, headers: admin.headers });
   assert.equal(limits.statusCode, 200, limits.body);
   const jobs = await s.app.inject({ url: '/v1/jobs', headers: admin.headers });
+  // A completed backup of the database and a restore of it (no agent runs here): the objects of
+  // the backup routes' :id.
+  const backupId = randomUUID();
+  const restoreId = randomUUID();
+  await s.db.pool.query(
+    `INSERT INTO backups (id, account_id, database_id, node_id, database_name, status, trigger, size_bytes,
+                          sha256, wrapped_key, storage_key, manifest, completed_at)
+     SELECT $1::uuid, account_id, id, node_id, name, 'completed', 'manual', 1, repeat('a', 64), 'sealed',
+            id::text || '/' || $1::text || '.bulwark-backup', $3, now()
+       FROM databases WHERE name = $2`,
+    [backupId, DB, { tables: [], tables_total: 0, objects: {} }],
+  );
+  await s.db.pool.query(
+    `INSERT INTO restores (id, account_id, backup_id, source_database_id, target_database_id, target, status)
+     SELECT $1, account_id, id, database_id, database_id, 'in_place', 'completed' FROM backups WHERE id = $2`,
+    [restoreId, backupId],
+  );
   const victimKey = await createTestKey(s, { account: 'acme', level: 'read' });
 
   const user = async (
@@ -93,6 +110,8 @@ before(async () => {
     sessionId: targetSessionId,
     // No such node: the drift check answers 404 to whoever may ask (a real one waits on its agent).
     nodeId: randomUUID(),
+    backupId,
+    restoreId,
     // No such request: the allowed callers get a 404 (the table is enforced before the lookup).
     requestId: randomUUID(),
   });
@@ -102,6 +121,10 @@ before(async () => {
     [`POST /v1/databases/:name/allowlist`]: { cidr: '10.0.0.0/8' },
     [`PUT /v1/databases/:name/limits`]: limits.json(),
     [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
+    // In place: a safety backup is queued first (nothing runs here); the callers after it get 409.
+    [`POST /v1/databases/:name/restore`]: { backup_id: backupId, target: 'in_place' },
+    [`PUT /v1/backup-settings`]: {},
+    [`PUT /v1/databases/:name/backup-settings`]: {},
     [`POST /v1/databases/:name/requests`]: { sql: 'CREATE TABLE matrix_t (i int)', reason: 'matrix' },
     [`POST /v1/databases/:name/requests/preflight`]: { sql: 'SELECT 1' },
     [`PUT /v1/databases/:name/requests/:id`]: { sql: 'CREATE TABLE matrix_u (i int)' },
@@ -204,6 +227,8 @@ function idParam(url: string): string {
   if (url.startsWith('/v1/users/')) return 'userId';
   if (url.startsWith('/v1/sessions/')) return 'sessionId';
   if (url.startsWith('/v1/nodes/')) return 'nodeId';
+  if (url.startsWith('/v1/databases/:name/backups/')) return 'backupId';
+  if (url.startsWith('/v1/databases/:name/restores/')) return 'restoreId';
   if (url.includes('/requests/')) return 'requestId';
   return `id of ${url}`;
 }

@@ -25,7 +25,14 @@ import { registerSecurityHeaders } from './http/security-headers.ts';
 import { SECURITY_SCHEMES } from './http/security-schemes.ts';
 import { createBrowserSessions } from './http/session-cookies.ts';
 import { auditRoutes } from './modules/audit/audit.routes.ts';
+import type { AuditService } from './modules/audit/audit.service.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
+import { backupAgentRoutes } from './modules/backups/backups.agent.routes.ts';
+import type { BackupDownloads } from './modules/backups/backups.download.ts';
+import type { BackupJobs } from './modules/backups/backups.jobs.ts';
+import { backupRoutes } from './modules/backups/backups.routes.ts';
+import type { BackupsService } from './modules/backups/backups.service.ts';
+import type { RestoresService } from './modules/backups/restores.service.ts';
 import { databaseRoutes } from './modules/databases/databases.routes.ts';
 import { sampleRoutes } from './modules/databases/databases.samples.routes.ts';
 import type { SamplesService } from './modules/databases/databases.samples.ts';
@@ -130,6 +137,13 @@ export type AppDeps = {
   /** Node drift (operator routes); `operatorToken` null disables them (404). */
   drift: DriftService;
   operatorToken: string | null;
+  /** Backups and restores (issue 15): the API, signed downloads, the agents' data keys. */
+  backups: BackupsService;
+  restores: RestoresService;
+  backupDownloads: BackupDownloads;
+  backupJobs: Pick<BackupJobs, 'backupKey'>;
+  /** Records events nobody else commits (a download link). */
+  auditWriter: Pick<AuditService, 'recordNow'>;
   /** Hands a leased job its secret (databases: the owner password for the login probe). */
   jobSecret: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
   /** Shared counters (Redis) when several replicas run; in-memory when absent. */
@@ -249,6 +263,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
   await app.register(sampleRoutes({ samples: deps.samples }));
+  await app.register(
+    backupRoutes({
+      backups: deps.backups,
+      restores: deps.restores,
+      downloads: deps.backupDownloads,
+      audit: deps.auditWriter,
+      withIdempotency,
+    }),
+  );
+  await app.register(backupAgentRoutes({ jobs: deps.backupJobs }));
   await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(invitesRoutes({ invites: deps.invites, browser }));

@@ -60,6 +60,22 @@ export const serverConfigSchema = z
     jobLeaseMs: z.coerce.number().int().min(1_000).max(3_600_000).default(120_000),
     /** How long database size/connection samples are kept (older ones are pruned). */
     sampleRetentionDays: z.coerce.number().int().min(1).max(90).default(7),
+    /** Backups (issue 15): the daily backup's time (HH:MM UTC), unless an account or database sets its own. */
+    backupScheduleTime: z
+      .string()
+      .regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, 'must be HH:MM (UTC)')
+      .default('02:00'),
+    /** How long a backup is kept (days), unless an account or database sets its own. */
+    backupRetentionDays: z.coerce.number().int().min(1).max(3650).default(30),
+    /** A database whose last good backup is older than this (hours) raises `backup.stale`. */
+    backupRpoHours: z.coerce.number().int().min(1).max(8760).default(26),
+    /** Restore drills: each database's latest backup is restored into a scratch database this often (days). */
+    backupDrillIntervalDays: z.coerce.number().int().min(1).max(365).default(7),
+    /**
+     * The agents' backup directory, when this server shares the host (the embedded stack): backup
+     * downloads are read from it and decrypted here (ADR 0023). Without it, downloads answer 503.
+     */
+    backupDir: z.string().min(1).max(4096).optional(),
     /** Explorer queries in flight in one server process (each result up to 10 MB); past it: 503. */
     explorerMaxInFlight: z.coerce.number().int().min(1).max(1_024).default(32),
     enrollmentTtlMinutes: z.coerce
@@ -191,6 +207,11 @@ export const serverEnv: Record<string, EnvBinding> = {
   jobLeaseMs: { env: 'BULWARK_JOB_LEASE_MS' },
   sampleRetentionDays: { env: 'BULWARK_SAMPLE_RETENTION_DAYS' },
   explorerMaxInFlight: { env: 'BULWARK_EXPLORER_MAX_IN_FLIGHT' },
+  backupScheduleTime: { env: 'BULWARK_BACKUP_SCHEDULE_TIME' },
+  backupRetentionDays: { env: 'BULWARK_BACKUP_RETENTION_DAYS' },
+  backupRpoHours: { env: 'BULWARK_BACKUP_RPO_HOURS' },
+  backupDrillIntervalDays: { env: 'BULWARK_BACKUP_DRILL_INTERVAL_DAYS' },
+  backupDir: { env: 'BULWARK_BACKUP_DIR' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
   sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },
   sessionAudience: { env: 'BULWARK_SESSION_AUDIENCE' },

@@ -17,6 +17,12 @@ import { createCsrf } from './http/csrf.ts';
 import { createRedisRateLimitStore } from './http/rate-limit-redis.ts';
 import { type AuditService, createAuditService } from './modules/audit/audit.service.ts';
 import { createAuditStack } from './modules/audit/audit.stack.ts';
+import { createBackupDownloads } from './modules/backups/backups.download.ts';
+import { createBackupJobs } from './modules/backups/backups.jobs.ts';
+import { registerBackupCollectors } from './modules/backups/backups.metrics.ts';
+import { createBackupScheduler } from './modules/backups/backups.scheduler.ts';
+import { createBackupsService, minuteOf } from './modules/backups/backups.service.ts';
+import { createRestoresService } from './modules/backups/restores.service.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
 import { createSamplesService } from './modules/databases/databases.samples.ts';
@@ -168,6 +174,28 @@ export async function createServerContext(opts: {
   const jobHooks = createJobHooks();
   // Expired allowlist entries leave the stored rows (and the nodes) at their expiry.
   const allowlistExpiry = createAllowlistExpiry({ db, log, audit });
+  // Backups (issue 15): records and keys here, archives on the nodes; a minute clock for the
+  // daily backups, drills, retention and freshness alerts.
+  const backupDefaults = {
+    enabled: true,
+    schedule_minute: minuteOf(config.backupScheduleTime),
+    retention_days: config.backupRetentionDays,
+    rpo_hours: config.backupRpoHours,
+    drill_interval_days: config.backupDrillIntervalDays,
+  };
+  const backups = createBackupsService({ db, box, log, audit, defaults: backupDefaults });
+  const restores = createRestoresService({ db, box, log, audit, config, defaults: backupDefaults, backups });
+  const backupJobs = createBackupJobs({ db, box, log, audit });
+  jobHooks.register('backup.', backupJobs.onJobFinished);
+  const backupDownloads = createBackupDownloads({
+    db,
+    box,
+    log,
+    linkKey: installSecret({ db, box, name: 'backup-download-key' }),
+    backupDir: config.backupDir ?? null,
+  });
+  const backupScheduler = createBackupScheduler({ db, box, log, audit, defaults: backupDefaults });
+  registerBackupCollectors(metrics.registry, db);
   const databases = createDatabasesService({
     db,
     box,
@@ -177,6 +205,7 @@ export async function createServerContext(opts: {
     onAllowlistChanged: () => allowlistExpiry.poke(),
     // A signed-in user re-authenticates before a reveal (inline, or the session's window).
     stepUp,
+    backupFreshness: (id) => backups.freshness(id),
   });
   const samples = createSamplesService({
     db,
@@ -296,10 +325,16 @@ export async function createServerContext(opts: {
       requests,
       executionKeys,
       jobSecret: databaseJobs.jobSecret,
+      backups,
+      restores,
+      backupDownloads,
+      backupJobs,
+      auditWriter: audit,
       drift,
       operatorToken,
     });
     void allowlistExpiry.start();
+    backupScheduler.start();
     requestSweeper.start();
     // Users the configuration keeps suspended are suspended again at every start.
     await sessions.applyConfigSuspensions();
@@ -329,6 +364,7 @@ export async function createServerContext(opts: {
         await app.close();
         clearTimeout(force);
         await allowlistExpiry.stop();
+        await backupScheduler.stop();
         await auditStack.close();
         keys.close();
         await keyAuth.close();

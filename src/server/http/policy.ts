@@ -48,6 +48,15 @@ export const POLICY = {
   'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
   'explorer.query': { roles: ADMINS, key: 'read', scoped: true, keyGrant: 'explorer' },
   'jobs.read': { roles: ALL, key: 'read', scoped: true },
+  // Backups (issue 15): anyone in the account sees them; writers take, restore and delete them. A
+  // download is the whole database's data: writers, as for revealing the owner's password.
+  'backups.read': { roles: ALL, key: 'read', scoped: true },
+  'backups.create': { roles: WRITERS, key: 'write', scoped: true },
+  'backups.delete': { roles: WRITERS, key: 'write', scoped: true },
+  'backups.restore': { roles: WRITERS, key: 'write', scoped: true },
+  'backups.download': { roles: WRITERS, key: 'write', scoped: true },
+  'backups.settings': { roles: WRITERS, key: 'write', scoped: true },
+  'backups.account_settings': { roles: ADMINS, key: 'admin', scoped: false },
   // Governed requests: who may ask for which class, approve, or break glass is the governance
   // policy's (the service); the table only keeps API keys to their level and out of approvals.
   'requests.create': { roles: ALL, key: 'write', scoped: true },

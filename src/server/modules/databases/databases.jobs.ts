@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { BACKUP_JOB_KINDS } from '../../../shared/contracts/backup-results.ts';
 import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
@@ -19,6 +20,10 @@ const databaseIdOf = (job: JobRow): string | null => {
   const id = job.payload.database_id;
   return typeof id === 'string' && UUID.test(id) ? id : null;
 };
+
+/** `backup.restore` (src/shared/contracts/backup-results.ts): into a new database, it creates one. */
+const RESTORE_KIND = BACKUP_JOB_KINDS.restore;
+const isRecord = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A rotation queued by the server to put the previous password back after a failed one. */
 const isRepair = (job: JobRow) => job.payload.repair === true;
@@ -89,16 +94,14 @@ export function createDatabaseJobs(deps: {
     async jobSecret(nodeId: string, jobId: number, attempt: number): Promise<string> {
       const job = await findLeasedJob(deps.db, jobId, nodeId, attempt);
       const id = job ? databaseIdOf(job) : null;
-      if (
-        !job ||
-        !id ||
-        !job.account_id ||
-        (job.kind !== JOB_KINDS.create && job.kind !== JOB_KINDS.rotate)
-      ) {
+      // A restore into a new database creates it as a create does (its payload's `create`).
+      const creates =
+        job?.kind === JOB_KINDS.create || (job?.kind === RESTORE_KIND && isRecord(job.payload.create));
+      if (!job || !id || !job.account_id || (!creates && job.kind !== JOB_KINDS.rotate)) {
         throw notFound('Job lease');
       }
       const sealed = await repo.findSealed(deps.db, { id, accountId: job.account_id, nodeId });
-      const value = job.kind === JOB_KINDS.create ? sealed?.password_sealed : sealed?.pending_password_sealed;
+      const value = creates ? sealed?.password_sealed : sealed?.pending_password_sealed;
       if (!value) throw notFound('Job lease');
       if (!deps.box) throw unavailable('The server has no master key configured');
       deps.log.info({ job: jobId, kind: job.kind, database_id: id }, 'job secret handed to its agent');

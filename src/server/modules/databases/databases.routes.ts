@@ -12,6 +12,7 @@ import {
   allowlistResponse,
   connectionSchema,
   createBody,
+  databaseDetailSchema,
   databaseItemSchema,
   databaseSchema,
   deleteBody,
@@ -21,6 +22,7 @@ import {
   passwordSchema,
   presentAllowlist,
   presentDatabase,
+  presentDatabaseDetail,
   presentDatabaseItem,
   revealBody,
 } from './databases.schemas.ts';
@@ -93,12 +95,12 @@ export function databaseRoutes(deps: {
         schema: {
           tags,
           security,
-          summary: 'Show a database (with its latest sample)',
+          summary: 'Show a database (with its latest sample and its last good backup)',
           params: nameParams,
-          response: { 200: databaseItemSchema, ...errorResponses },
+          response: { 200: databaseDetailSchema, ...errorResponses },
         },
       },
-      async (req) => presentDatabaseItem(await svc.detail(requireCaller(req), req.params.name)),
+      async (req) => presentDatabaseDetail(await svc.detail(requireCaller(req), req.params.name)),
     );
 
     app.delete(

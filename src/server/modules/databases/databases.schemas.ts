@@ -4,6 +4,8 @@ import { cidrSchema, limitsSchema, MAX_ALLOWLIST_ENTRIES } from '../../../shared
 import { NAME_PATTERN, NEW_DATABASE_NAME_PATTERN } from '../../../shared/identifiers.ts';
 import { pageQuery } from '../../http/pagination.ts';
 import { plainText } from '../../http/text.schemas.ts';
+import { freshnessSchema, presentFreshness } from '../backups/backups.schemas.ts';
+import type { Freshness } from '../backups/backups.service.ts';
 import { liveEntries } from './databases.allowlist.ts';
 import type { DatabaseRow, SampleColumns, StoredAllowlistEntry } from './databases.repo.ts';
 
@@ -143,6 +145,15 @@ export function presentDatabaseItem(row: DatabaseRow & SampleColumns): z.infer<t
     sampled_at: row.sampled_at?.toISOString() ?? null,
     allowlist_count: liveEntries(row.allowlist).length,
   };
+}
+
+/** The detail view: the list's item and the database's last good backup (null: not known here). */
+export const databaseDetailSchema = databaseItemSchema.extend({ backup: freshnessSchema.nullable() });
+
+export function presentDatabaseDetail(
+  row: DatabaseRow & SampleColumns & { backup: Freshness | null },
+): z.infer<typeof databaseDetailSchema> {
+  return { ...presentDatabaseItem(row), backup: row.backup ? presentFreshness(row.backup) : null };
 }
 
 /** A CIDR as the server parses it, with its format in the document (`CIDR_PATTERN`). */

@@ -17,6 +17,7 @@ import {
 } from '../../http/caller.ts';
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
+import type { Freshness } from '../backups/backups.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import {
   ASSUMED_RESERVED_SLOTS,
@@ -53,6 +54,8 @@ type DatabasesServiceDeps = {
   onAllowlistChanged?: () => void;
   /** Signed-in users prove themselves again before a reveal (absent: they cannot reveal). */
   stepUp?: Pick<StepUp, 'requireOrVerify'>;
+  /** The last good backup of a database, for its detail view (absent: not shown). */
+  backupFreshness?: (databaseId: string) => Promise<Freshness>;
 };
 
 /** 32 random bytes, URL-safe: the owner's password. */
@@ -274,12 +277,19 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       return find(caller, name);
     },
 
-    /** The database with its latest sample (the detail view). */
-    async detail(caller: Caller, name: string): Promise<repo.DatabaseRow & repo.SampleColumns> {
+    /** The database with its latest sample and its last good backup (the detail view). */
+    async detail(
+      caller: Caller,
+      name: string,
+    ): Promise<repo.DatabaseRow & repo.SampleColumns & { backup: Freshness | null }> {
       checkDatabaseName(name);
       requireLevel(caller, 'read');
       const row = await find(caller, name);
-      return { ...row, ...(await repo.latestSample(db, row.id)) };
+      const [sample, backup] = await Promise.all([
+        repo.latestSample(db, row.id),
+        deps.backupFreshness ? deps.backupFreshness(row.id) : null,
+      ]);
+      return { ...row, ...sample, backup };
     },
 
     async remove(caller: Caller, name: string, confirm: string): Promise<repo.DatabaseRow> {

@@ -1,8 +1,8 @@
 /**
  * Scrape-time series read from the control database. Only series whose data exists are emitted.
- * Later features plug in here (do not emit placeholders or fake zeros before they exist):
+ * Last good backup age per database is in modules/backups/backups.metrics.ts. Later features plug
+ * in here (do not emit placeholders or fake zeros before they exist):
  *   - pending approvals (requests awaiting approval) — with the approvals feature;
- *   - last good backup age per database — with backups;
  *   - webhook delivery failures — with webhooks (a counter in server-metrics.ts).
  */
 import type { Queryable } from '../../db/pool.ts';
