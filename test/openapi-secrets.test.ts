@@ -16,6 +16,8 @@ const ALLOWED = new Set([
   'post /v1/keys 201 key', // the new API key, on its creation response only
   'post /v1/agent/enroll 200 agent_token', // the agent's token, on enrollment only
   'post /v1/databases/{name}/credentials/reveal 200 password', // explicit, audited reveal
+  // Just-in-time credentials: the temporary login's password, once, to whoever executed the access request.
+  'post /v1/databases/{name}/requests/{id}/execute 200 password',
   'post /v1/agent/jobs/{id}/secret 200 password', // a job's secret, to the agent holding its lease
   'post /v1/audit/checkpoints 200 hash', // the audit chain head: a public digest, not a secret
   'post /v1/audit/checkpoints 201 hash', // the same, signed by this call

@@ -58,10 +58,11 @@ export const POLICY = {
   'backups.settings': { roles: WRITERS, key: 'write', scoped: true },
   'backups.account_settings': { roles: ADMINS, key: 'admin', scoped: false },
   // Governed requests: who may ask for which class, approve, or break glass is the governance
-  // policy's (the service); the table only keeps API keys to their level and out of approvals.
+  // policy's (the service). Approvals are people's only: the service refuses an API key with 403
+  // policy_denied once the request is found (an unknown or another account's request is a 404).
   'requests.create': { roles: ALL, key: 'write', scoped: true },
   'requests.read': { roles: ALL, key: 'read', scoped: true },
-  'requests.approve': { roles: ALL, key: null, scoped: true },
+  'requests.approve': { roles: ALL, key: 'read', scoped: true },
   'requests.execute': { roles: ALL, key: 'write', scoped: true },
   'requests.cancel': { roles: ALL, key: 'write', scoped: true },
   // A database-scoped admin key manages only the keys it created, within its databases. A user of

@@ -37,9 +37,10 @@ export function createApprovals(ctx: RequestsContext) {
       comment: string | undefined,
       requestId: string,
     ): Promise<RequestView> {
-      const user = requireUser(caller);
       const row = await withTx(db, async (tx) => {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
+        // Another account's or an unknown request is a 404 first; then only people approve.
+        const user = requireUser(caller);
         if (isRequester(user, locked)) throw policyDenied('A request cannot be approved by its requester');
         assertPendingNow(locked);
         if (locked.kind === 'sql' && isDml(locked.class) && locked.dry_run === null)
@@ -74,9 +75,10 @@ export function createApprovals(ctx: RequestsContext) {
       comment: string,
       requestId: string,
     ): Promise<RequestView> {
-      const user = requireUser(caller);
       const row = await withTx(db, async (tx) => {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
+        // Another account's or an unknown request is a 404 first; then only people approve.
+        const user = requireUser(caller);
         if (isRequester(user, locked))
           throw policyDenied('A requester does not reject their own request: cancel it instead');
         if (locked.status !== 'pending' && locked.status !== 'approved')

@@ -4,7 +4,7 @@
  * decision. Refused SQL, unparseable SQL and a finding of severity `block` never become a request.
  */
 import { EXECUTION_LIMITS } from '../../../shared/contracts/execution.ts';
-import { AppError, badRequest } from '../../../shared/errors.ts';
+import { AppError } from '../../../shared/errors.ts';
 import {
   type Decision,
   decide,
@@ -61,13 +61,14 @@ export function assertApprovable(j: Judged): void {
     const why = j.classification.parse_error
       ? `the SQL could not be parsed: ${j.classification.parse_error.message}`
       : j.classification.reasons.join('; ');
-    throw badRequest(`This SQL cannot be requested: ${why}`.slice(0, 1000), {
+    throw new AppError('query_refused', `This SQL cannot be requested: ${why}`.slice(0, 1000), {
       classification: j.classification,
     });
   }
   const blocking = j.findings.filter((f) => f.severity === 'block');
   if (blocking.length > 0)
-    throw badRequest(
+    throw new AppError(
+      'query_refused',
       `Blocked by review: ${blocking.map((f) => `${f.code} (${f.message})`).join('; ')}`.slice(0, 1000),
       { findings: blocking },
     );

@@ -47,24 +47,29 @@ const capability = z
 
 export const requestParams = nameParams.extend({ id: z.uuid() });
 
-export const createRequestBody = z
-  .object({
-    sql: sqlText.optional(),
-    reason: prose(1, 2000).describe('Why: shown to approvers, kept in the audit log'),
-    capability: capability.optional(),
-    access: z
-      .object({
-        role: z.enum(EXECUTION_CAPABILITIES),
-        duration_s: z.number().int().min(60).max(31_536_000),
-      })
-      .strict()
-      .optional()
-      .describe(
-        'Just-in-time access instead of SQL: a temporary login with this role for duration_s seconds',
-      ),
-  })
-  .strict();
-export type CreateRequestBody = z.infer<typeof createRequestBody>;
+const reasonField = prose(1, 2000).describe('Why: shown to approvers, kept in the audit log');
+/** Run SQL, or (`access`) be given a time-boxed login: exactly one of the two. */
+export const createRequestBody = z.union([
+  z.object({ sql: sqlText, reason: reasonField, capability: capability.optional() }).strict(),
+  z
+    .object({
+      access: z
+        .object({
+          role: z.enum(EXECUTION_CAPABILITIES),
+          duration_s: z.number().int().min(60).max(31_536_000),
+        })
+        .strict()
+        .describe('Just-in-time access: a temporary login with this role for duration_s seconds'),
+      reason: reasonField,
+    })
+    .strict(),
+]);
+export type CreateRequestBody = {
+  sql?: string | undefined;
+  reason: string;
+  capability?: 'reader' | 'migrator' | undefined;
+  access?: { role: 'reader' | 'migrator'; duration_s: number } | undefined;
+};
 
 export const editRequestBody = z.object({ sql: sqlText, reason: prose(1, 2000).optional() }).strict();
 
@@ -92,7 +97,7 @@ export const listQuery = pageQuery.extend({
   requester: z
     .string()
     .max(100)
-    .regex(/^(me|user:[0-9a-f-]{36}|key:[0-9a-f-]{36})$/)
+    .regex(/^(me|(user|key):[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/)
     .optional()
     .describe('`me`, `user:<id>` or `key:<id>`'),
 });

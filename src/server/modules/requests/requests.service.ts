@@ -5,7 +5,7 @@
  * approvals bind), and the request then waits for approvals (requests.approvals.ts) and execution
  * (requests.execute.ts). Every transition is audited with the SQL redacted.
  */
-import { badRequest, forbidden, notFound } from '../../../shared/errors.ts';
+import { AppError, badRequest, forbidden, notFound } from '../../../shared/errors.ts';
 import { decide, type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts';
 import { withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
@@ -41,7 +41,10 @@ export function createRequestsService(deps: RequestsDeps) {
     const decision = decideOrDeny(active.policy, { database, cls, caller });
     const cap = capability ?? (cls === 'read' ? 'reader' : 'migrator');
     if (cap === 'reader' && cls !== 'read')
-      throw badRequest(`A ${cls} request needs the migrator capability (reader runs reads only)`);
+      throw new AppError(
+        'query_refused',
+        `A ${cls} request needs the migrator capability (reader runs reads only)`,
+      );
     return { active, judged, cls, decision, capability: cap };
   };
 
@@ -122,7 +125,13 @@ export function createRequestsService(deps: RequestsDeps) {
         const cls: PolicyClass = access.role === 'reader' ? 'access_read' : 'access_write';
         decision = decideOrDeny(active.policy, { database: name, cls, caller });
         if (access.duration_s > decision.rules.max_access_s)
-          throw badRequest(`Access lasts at most ${decision.rules.max_access_s} seconds on this database`);
+          throw new AppError(
+            'policy_denied',
+            `Access lasts at most ${decision.rules.max_access_s} seconds here`,
+            {
+              max_access_s: decision.rules.max_access_s,
+            },
+          );
         version = active.version;
         fields = {
           kind: 'access',
@@ -304,8 +313,8 @@ export function createRequestsService(deps: RequestsDeps) {
         limit: number;
       },
     ) {
-      if (q.awaiting === 'me' && caller.kind !== 'user')
-        throw badRequest('awaiting=me is for signed-in users');
+      // A key approves nothing: its inbox is empty.
+      if (q.awaiting === 'me' && caller.kind !== 'user') return { items: [], next_cursor: null };
       return list(
         caller,
         {
