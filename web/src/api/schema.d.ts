@@ -11000,23 +11000,28 @@ export interface paths {
       };
       requestBody: {
         content: {
-          'application/json': {
-            /** @description Just-in-time access instead of SQL: a temporary login with this role for duration_s seconds */
-            access?: {
-              duration_s: number;
-              /** @enum {string} */
-              role: 'reader' | 'migrator';
-            };
-            /**
-             * @description The database role it runs as: reader, or migrator (default: reader for reads, migrator otherwise)
-             * @enum {string}
-             */
-            capability?: 'reader' | 'migrator';
-            /** @description Why: shown to approvers, kept in the audit log */
-            reason: string;
-            /** @description The SQL to run (one or more statements, run in one transaction), at most 200000 characters */
-            sql?: string;
-          };
+          'application/json':
+            | {
+                /**
+                 * @description The database role it runs as: reader, or migrator (default: reader for reads, migrator otherwise)
+                 * @enum {string}
+                 */
+                capability?: 'reader' | 'migrator';
+                /** @description Why: shown to approvers, kept in the audit log */
+                reason: string;
+                /** @description The SQL to run (one or more statements, run in one transaction), at most 200000 characters */
+                sql: string;
+              }
+            | {
+                /** @description Just-in-time access: a temporary login with this role for duration_s seconds */
+                access: {
+                  duration_s: number;
+                  /** @enum {string} */
+                  role: 'reader' | 'migrator';
+                };
+                /** @description Why: shown to approvers, kept in the audit log */
+                reason: string;
+              };
         };
       };
       responses: {
