@@ -37,6 +37,14 @@ async function fill(t: Tenant): Promise<void> {
       INSERT INTO sales.events SELECT now() - g * interval '1 minute', decode(md5(g::text), 'hex') FROM generate_series(1, 300) g;
       SELECT nextval('sales.invoice_no') FROM generate_series(1, 5);
       UPDATE public.orders SET doc = lo_from_bytea(0, convert_to('the contract, signed', 'UTF8')) WHERE id = 1;
+      CREATE EXTENSION pgcrypto;
+      CREATE TABLE sales.signed (id int PRIMARY KEY, digest bytea GENERATED ALWAYS AS (public.digest(id::text, 'sha256')) STORED);
+      INSERT INTO sales.signed (id) SELECT generate_series(1, 10);
+      CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy');
+      CREATE FUNCTION public.mood_rank(public.mood) RETURNS int LANGUAGE sql IMMUTABLE
+        AS $$ SELECT array_position(enum_range(NULL::public.mood), $1) $$;
+      CREATE CAST (public.mood AS int) WITH FUNCTION public.mood_rank(public.mood);
+      CREATE PUBLICATION orders_pub FOR TABLE public.orders;
     `);
   } finally {
     await c.end();
@@ -53,6 +61,10 @@ const SNAPSHOT_QUERIES = [
   'SELECT last_value, is_called FROM public.orders_id_seq',
   'SELECT last_value, is_called FROM public.customers_id_seq',
   "SELECT indexdef FROM pg_indexes WHERE schemaname IN ('public', 'sales') ORDER BY indexname",
+  "SELECT 'happy'::public.mood::int AS rank",
+  'SELECT pubname, puballtables FROM pg_publication ORDER BY 1',
+  'SELECT * FROM sales.signed ORDER BY id',
+  "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'",
 ];
 
 async function snapshot(t: Tenant): Promise<string[]> {
@@ -77,8 +89,13 @@ test('backup → restore into a new database: the same rows, large object, seque
   assert.ok(b.result.size_bytes > 0 && b.result.dump_bytes > 0);
   assert.match(b.result.pg_version, /^\d+/);
   const rows = Object.fromEntries(b.result.tables.map((t) => [`${t.schema}.${t.name}`, t.rows]));
-  assert.deepEqual(rows, { 'public.customers': 500, 'public.orders': 1990, 'sales.events': 300 });
-  assert.equal(b.result.tables_total, 3);
+  assert.deepEqual(rows, {
+    'public.customers': 500,
+    'public.orders': 1990,
+    'sales.events': 300,
+    'sales.signed': 10,
+  });
+  assert.equal(b.result.tables_total, 4);
   assert.equal(b.result.objects.views, 1);
   assert.equal(b.result.objects.large_objects, 1);
   assert.equal(b.result.objects.sequences, 3);
@@ -104,8 +121,8 @@ test('backup → restore into a new database: the same rows, large object, seque
   const target = await kit.restoreNew(source, b);
   assert.equal(target.result.verified, true);
   assert.equal(target.result.mode, 'new');
-  assert.equal(target.result.tables_checked, 3);
-  assert.equal(target.result.rows_checked, 500 + 1990 + 300);
+  assert.equal(target.result.tables_checked, 4);
+  assert.equal(target.result.rows_checked, 500 + 1990 + 300 + 10);
   assert.deepEqual(await snapshot(target), before);
 
   // Everything belongs to the new database's owner; its reader reads public tables (standard grants).
@@ -152,7 +169,7 @@ test('a drill restores into a scratch database, checks it, drops it; in place sw
     kit.ctx(b.key),
   );
   assert.equal(drill.verified, true);
-  assert.equal(drill.rows_checked, 2790);
+  assert.equal(drill.rows_checked, 2800);
   const scratch = await kit.tenants.kit.admin.query(
     'SELECT datname FROM pg_database WHERE datname LIKE ANY ($1)',
     [[`bulwark\\_drill\\_${kit.deps.storage.tag}%`, `bulwark\\_restore\\_${kit.deps.storage.tag}%`]],

@@ -8,8 +8,7 @@
  * that can own anything in a tenant database — so it can read every table, sequence and large
  * object the tenant made. An object the tenant locked even from itself (`REVOKE SELECT … FROM
  * <own role>`, FORCE ROW LEVEL SECURITY) makes the dump fail with PostgreSQL's reason rather than
- * be skipped. Only the tenant's schemas are named for the dump (`dumpSelection`): the template's
- * `bulwark_guard` is ours and in every new database already. pg_dump gets `-Fc -Z0` (zstd here is faster and smaller), `--snapshot` of
+ * be skipped. The template's `bulwark_guard` schema is not dumped (`DUMP_SELECTION`). pg_dump gets `-Fc -Z0` (zstd here is faster and smaller), `--snapshot` of
  * a REPEATABLE READ transaction the steward opened, in which the object counts and exact row
  * counts are read at the same time: the record describes exactly what the archive holds.
  */
@@ -28,7 +27,7 @@ import type { JobHandler } from '../jobs/job-context.ts';
 import { BACKUP_READS_SETTINGS } from '../postgres/catalog-visibility.ts';
 import { hashingTap, verifyArchive } from './archive-io.ts';
 import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
-import { countObjects, countRows, listSchemas, listTables } from './backup-manifest.ts';
+import { countObjects, countRows, listTables } from './backup-manifest.ts';
 import type { PendingArchive } from './backup-storage.ts';
 import { startTool } from './pg-tools.ts';
 
@@ -63,7 +62,6 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
                 pg_catalog.current_setting('server_version_num') AS n`,
       );
       const { s: snapshot, v: pgVersion, n: versionNum } = snap.rows[0]!;
-      const schemas = await listSchemas(steward);
       const listed = await listTables(steward);
       const objects = await countObjects(steward);
 
@@ -78,7 +76,7 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
           '--no-password',
           `--snapshot=${snapshot}`,
           `--lock-wait-timeout=${LOCK_WAIT_MS}`,
-          ...dumpSelection(schemas),
+          ...DUMP_SELECTION,
         ],
         login,
         { signal: stop.signal },
@@ -150,20 +148,10 @@ function describe(err: unknown): unknown {
 }
 
 /**
- * What pg_dump selects: every tenant schema by name (a pattern in double quotes matches that
- * name literally), every extension (the template's, owned by a superuser, are skipped at restore)
- * and the large objects. Naming the schemas keeps pg_dump from reading the database-level
- * settings (pg_db_role_setting is closed to tenants and stewards, ADR 0010) and from event
- * triggers, casts and publications, which it dumps only for a whole-database dump: a cast or
- * publication the tenant made is not in a backup (ADR 0022).
+ * What pg_dump selects: the whole database (so casts, publications and database-wide default
+ * privileges the tenant made are in it) except the template's `bulwark_guard` schema, which is
+ * ours and in every new database already; subscriptions need a superuser and are never a
+ * tenant's. What else a whole-database dump holds that is not the tenant's (the event trigger,
+ * plpgsql) is left out at restore by owner (restore-pipeline.ts `filterToc`).
  */
-export function dumpSelection(schemas: readonly string[]): string[] {
-  const named = schemas.map((s) => `--schema="${s.replaceAll('"', '""')}"`);
-  return [
-    // An empty list would mean "everything": a name that is always excluded keeps the selection.
-    ...(named.length > 0 ? named : ['--schema=bulwark_guard']),
-    '--exclude-schema=bulwark_guard',
-    '--extension=*',
-    '--blobs',
-  ];
-}
+export const DUMP_SELECTION: readonly string[] = ['--exclude-schema=bulwark_guard', '--no-subscriptions'];

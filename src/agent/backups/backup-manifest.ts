@@ -23,15 +23,6 @@ const TENANT_SCHEMA = `n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog'
   AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_toast%'
   AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_temp\\_%'`;
 
-/** The tenant's schemas (a bounded number: each is one pg_dump argument). */
-export async function listSchemas(c: Queryable): Promise<string[]> {
-  const r = await c.query<{ name: string }>(
-    `SELECT n.nspname::pg_catalog.text AS name FROM pg_catalog.pg_namespace n WHERE ${TENANT_SCHEMA} ORDER BY 1 LIMIT 10001`,
-  );
-  if (r.rows.length > 10_000) throw new Error('more than 10000 schemas: too many to back up by name');
-  return r.rows.map((x) => x.name);
-}
-
 export async function countObjects(c: Queryable): Promise<BackupObjects> {
   const r = await c.query<Record<keyof BackupObjects, string>>(
     `SELECT

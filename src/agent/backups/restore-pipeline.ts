@@ -53,8 +53,9 @@ export function filterToc(
     }
     const rest = m[4]!;
     const type = [...SKIPPED_TYPES, 'DEFAULT ACL'].find((t) => rest.startsWith(`${t} `));
-    const owner = rest.trim().split(' ').at(-1) ?? '';
-    const ownedByOther = owner !== '-' && /^[a-z][a-z0-9_]*$/.test(owner) && !opts.tenantRoles.has(owner);
+    // The owner is the last field, empty for objects without one (an extension: its line ends in a space).
+    const owner = rest.slice(rest.lastIndexOf(' ') + 1);
+    const ownedByOther = owner !== '' && !opts.tenantRoles.has(owner);
     if (type && SKIPPED_TYPES.has(type)) dropped.push(line.slice(0, 200));
     // Schema public is made (and handed to the owner) with every database; its comment stays.
     else if (/^SCHEMA - public \S+$/.test(rest)) dropped.push(line.slice(0, 200));
