@@ -1,13 +1,14 @@
 /**
  * The agent's own end of just-in-time logins: at start, and at the exact instant the earliest
- * live login's VALID UNTIL passes, every just-in-time login (found by its marker in PostgreSQL,
- * the source of truth) whose time is up is revoked — NOLOGIN, out of PgBouncer, sessions
+ * live login's VALID UNTIL passes, every just-in-time login of its databases (found by its marker
+ * in PostgreSQL, the source of truth) whose time is up is revoked — NOLOGIN, out of PgBouncer, sessions
  * terminated, dropped (jobs/access-revoke.ts). It needs nothing from the server, so credentials
  * end on time while the control plane is down. The server's own sweeper later queues an
  * `access.revoke` for the same login, which then finds nothing left to do.
  */
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { isJitLoginOf } from '../../shared/access-login.ts';
 import { type AccessRevokeDeps, revokeAccessLogin } from '../jobs/access-revoke.ts';
 import { nextExpiry } from '../pgbouncer/pooler-state.ts';
 import { listAccessRoles } from '../postgres/access-sql.ts';
@@ -52,10 +53,21 @@ export function createAccessExpiry(
     timer.unref();
   };
 
+  /**
+   * The just-in-time logins of this agent's databases (those in its pooler state). A login of a
+   * database no longer here (deleted: nothing left to connect to) is left to the server's
+   * `access.revoke`, and a cluster shared with another agent keeps each agent to its own.
+   */
+  const ownRoles = async () => {
+    const names = Object.keys(deps.pooler.state().databases);
+    const roles = await listAccessRoles(deps.admin);
+    return roles.filter((r) => names.some((n) => isJitLoginOf(n, r.login)));
+  };
+
   /** Revokes what is due; returns the next expiry still ahead (PostgreSQL or pooler state). */
   const sweepOnce = async (): Promise<{ revoked: string[]; next: number | null }> => {
     const t = now();
-    const roles = await listAccessRoles(deps.admin);
+    const roles = await ownRoles();
     const revoked: string[] = [];
     let next = nextExpiry(deps.pooler.state(), t);
     let failure: Error | null = null;
@@ -105,7 +117,7 @@ export function createAccessExpiry(
       void serial(async () => {
         if (stopped) return;
         const t = now();
-        const roles = await listAccessRoles(deps.admin).catch(() => []);
+        const roles = await ownRoles().catch(() => []);
         let next = nextExpiry(deps.pooler.state(), t);
         for (const r of roles) {
           const until = r.validUntil?.getTime() ?? t;
