@@ -4,6 +4,7 @@ import { chmodSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { createAgentVerifier } from '../src/agent/execution/agent-verifier.ts';
 import {
   EXECUTION_KEYS_FILE,
   type ExecutionKeysAnswer,
@@ -11,9 +12,10 @@ import {
   readPinFile,
   writePinFile,
 } from '../src/agent/execution/execution-keys.ts';
+import { createReplayCache } from '../src/agent/execution/replay-cache.ts';
 import { pinServerExecutionKeys } from '../src/embedded/execution-pins.ts';
 import { createExecutionKeyRing } from '../src/server/crypto/execution-key-ring.ts';
-import { jwkThumbprint } from '../src/shared/execution-token.ts';
+import { jwkThumbprint, sqlSha256 } from '../src/shared/execution-token.ts';
 import { createLogger } from '../src/shared/logger.ts';
 
 const log = createLogger('test', 'silent');
@@ -107,5 +109,51 @@ describe('embedded stack pinning', () => {
     const next = ring.rotate();
     assert.deepEqual(pinServerExecutionKeys(layout).sort(), [kid, next].sort());
     assert.equal(statSync(join(layout.agent, EXECUTION_KEYS_FILE)).mode & 0o777, 0o600);
+  });
+});
+
+describe('the agent verifier', () => {
+  it('an unknown kid triggers one refresh: an endorsed rotated key verifies, a rogue one stays unknown', async () => {
+    const ring = createExecutionKeyRing({ dir: tmp() });
+    const stateDir = tmp();
+    writePinFile(join(stateDir, EXECUTION_KEYS_FILE), new Map([[ring.kid, ring.jwks().keys[0]!.x]]));
+    let fetches = 0;
+    const keys = await openPinnedKeys({
+      stateDir,
+      fetchKeys: async () => {
+        fetches++;
+        return answerOf(ring);
+      },
+      log,
+      minRefreshMs: 0,
+    });
+    const replay = createReplayCache({ file: join(stateDir, 'replay.log'), maxEntries: 100 });
+    const verifier = createAgentVerifier({ keys, nodeId: 'n1', capabilities: ['reader'], replay });
+    const now = Math.floor(Date.now() / 1000);
+    const claims = (jti: string) => ({
+      request_id: 'r1',
+      database: 'shop',
+      node: 'n1',
+      capability: 'reader' as const,
+      mode: 'execute' as const,
+      sql_sha256: sqlSha256('SELECT 1'),
+      approved_rows: null,
+      jti,
+      iat: now,
+      exp: now + 300,
+    });
+    const expect = { database: 'shop', mode: 'execute' as const, sql: 'SELECT 1' };
+    ring.rotate();
+    const r = await verifier.verify(ring.sign(claims('j1')), expect);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(fetches, 1);
+    // A key of another ring: refreshed again (rate limit 0 here), still not pinned.
+    const rogue = createExecutionKeyRing({ dir: tmp() });
+    const bad = await verifier.verify(rogue.sign(claims('j2')), expect);
+    assert.deepEqual(bad, { ok: false, reason: 'unknown_kid' });
+    assert.equal(fetches, 2);
+    // The refused token consumed no replay slot; the accepted one did.
+    assert.equal(replay.size(), 1);
+    replay.close();
   });
 });
