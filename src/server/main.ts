@@ -51,6 +51,8 @@ import { createPasswordGate } from './modules/people/password-gate.ts';
 import { createReauth } from './modules/people/reauth.ts';
 import { createLocalUser, createUsersService } from './modules/people/users.service.ts';
 import { createPoliciesService } from './modules/policies/policies.service.ts';
+import { createAccessExpiry } from './modules/requests/access.expiry.ts';
+import { type AccessService, createAccessService } from './modules/requests/access.service.ts';
 import { createDispatch } from './modules/requests/requests.dispatch.ts';
 import { createOutcomeApplier } from './modules/requests/requests.outcome.ts';
 import { activePolicyOf } from './modules/requests/requests.policy.ts';
@@ -86,6 +88,8 @@ export type ServerContext = {
   /** Governed requests (tests drive the expiry sweeper and read the key ring through it). */
   requests: RequestsService;
   requestSweeper: ReturnType<typeof createRequestSweeper>;
+  /** Just-in-time credentials (tests grant and sweep through it). */
+  access: AccessService;
   /** The execution-token key ring (in the data dir; made at its first use). */
   executionKeys: () => ExecutionKeyRing;
   /** Stops background work (listeners, long-polls) and closes the app; the pool is the caller's. */
@@ -274,6 +278,19 @@ export async function createServerContext(opts: {
     stopping: stopping.signal,
   });
   jobHooks.register('request.', dispatch.onJobFinished);
+  // Just-in-time credentials: logins made by the nodes under access tokens, ended at their expiry
+  // (the nodes end them on their own clock too), with their request, or with their database.
+  const access = createAccessService({
+    db,
+    log,
+    audit,
+    signer: { sign: (claims) => executionKeys().sign(claims) },
+    config,
+    onChanged: () => accessExpiry.poke(),
+  });
+  const accessExpiry = createAccessExpiry({ access, log });
+  jobHooks.register('access.', access.onJobFinished);
+  jobHooks.register('database.delete', access.onDatabaseJobFinished);
   const requests = createRequestsService({
     db,
     log,
@@ -282,6 +299,7 @@ export async function createServerContext(opts: {
     results,
     stepUp: stepUp.require,
     policyOf: activePolicyOf,
+    access,
   });
   const requestSweeper = createRequestSweeper({ db, log, audit });
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
@@ -336,6 +354,7 @@ export async function createServerContext(opts: {
     void allowlistExpiry.start();
     backupScheduler.start();
     requestSweeper.start();
+    void accessExpiry.start();
     // Users the configuration keeps suspended are suspended again at every start.
     await sessions.applyConfigSuspensions();
     return {
@@ -351,12 +370,14 @@ export async function createServerContext(opts: {
       explorerChannels,
       requests,
       requestSweeper,
+      access,
       executionKeys,
       async close() {
         stopping.abort();
         explorer.close();
         results.close();
         await requestSweeper.stop();
+        await accessExpiry.stop();
         await notifier.close();
         // Graceful, but bounded: requests in flight get a few seconds, then every
         // connection is cut (a client that vanished mid-request must not hold shutdown).
