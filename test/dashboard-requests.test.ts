@@ -26,7 +26,7 @@ import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
 const ADMIN = { username: 'bea_admin', password: 'copper-lantern-orchard-52' };
 const MEMBER = { username: 'ari_member', password: 'willow-granite-pepper-17' };
 const DB = 'orders';
-const STEP_MS = 45_000;
+const STEP_MS = 60_000;
 const UPDATE_SQL = 'UPDATE items SET price = price + 1 WHERE id <= 3 RETURNING id, price';
 
 let stack: DashboardStack;

@@ -3,19 +3,21 @@ import { Link, useLocation } from 'wouter';
 import { api } from './api/client.ts';
 import { canAdminister, useMe, useSession } from './session.tsx';
 
-const PENDING_POLL_MS = 30_000;
-
 /**
  * How many pending requests await the signed-in person's approval (the nav's badge): read on
- * every page change and every 30 s; "100+" past one page. A failed look keeps the last count.
+ * every page change, when a page changed a request, and when the tab becomes visible again (no timer: an idle page asks nothing);
+ * "100+" past one page. A failed look keeps the last count.
  */
 function usePendingApprovals(account: string | null): string | null {
   const [location] = useLocation();
   const [count, setCount] = useState<string | null>(null);
   // biome-ignore lint/correctness/useExhaustiveDependencies: a page change is a reason to look again
   useEffect(() => {
+    // A platform admin outside any account has no requests to approve (and nothing to ask).
+    if (!account) return;
     let live = true;
-    const look = () =>
+    const look = () => {
+      if (document.visibilityState === 'hidden') return;
       api
         .GET('/v1/requests', { params: { query: { awaiting: 'me', status: 'pending', limit: 100 } } })
         .then((r) => {
@@ -24,11 +26,15 @@ function usePendingApprovals(account: string | null): string | null {
           setCount(n === 0 ? null : r.data.next_cursor ? '100+' : String(n));
         })
         .catch(() => {});
-    void look();
-    const t = setInterval(look, PENDING_POLL_MS);
+    };
+    look();
+    document.addEventListener('visibilitychange', look);
+    // A page that approved, rejected or ran a request says so (pages/requests/types.ts).
+    window.addEventListener('bulwark:requests-changed', look);
     return () => {
       live = false;
-      clearInterval(t);
+      document.removeEventListener('visibilitychange', look);
+      window.removeEventListener('bulwark:requests-changed', look);
     };
   }, [account, location]);
   return count;

@@ -12,7 +12,7 @@ import { useAction } from '../../lib/use-api.ts';
 import { useReauth } from '../../reauth.tsx';
 import { useMe } from '../../session.tsx';
 import { SqlEditor, type SqlEditorHandle } from '../databases/sql-editor.tsx';
-import type { Executed, Request } from './types.ts';
+import { type Executed, REQUESTS_CHANGED, type Request } from './types.ts';
 
 type Open = 'approve' | 'reject' | 'cancel' | 'edit' | 'execute' | 'break-glass' | null;
 const NO_SCHEMA: Record<string, string[]> = {};
@@ -128,6 +128,7 @@ export function RequestActions({
     }
     setOpen(null);
     onChanged(out);
+    window.dispatchEvent(new Event(REQUESTS_CHANGED));
   });
   const open_ = r.status === 'pending' || r.status === 'approved';
   const mayReview = !mine && open_;

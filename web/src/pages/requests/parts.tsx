@@ -59,7 +59,7 @@ export function ClassificationNotes({ classification }: { classification: Reques
   const { parse_error, reasons } = classification;
   if (!parse_error && reasons.length === 0) return null;
   return (
-    <div className="notice">
+    <div className="class-notes">
       {parse_error ? (
         <p>
           The SQL does not parse: {parse_error.message}
@@ -67,7 +67,7 @@ export function ClassificationNotes({ classification }: { classification: Reques
         </p>
       ) : null}
       {reasons.length > 0 ? (
-        <ul>
+        <ul aria-label="Why this class">
           {reasons.map((r, i) => (
             // biome-ignore lint/suspicious/noArrayIndexKey: reasons are positional
             <li key={i}>{r}</li>

@@ -3,16 +3,27 @@ import type { Request } from './types.ts';
 
 type Event = { at: string; text: string };
 
+const EXECUTION = {
+  executed: 'Executed',
+  failed: 'Execution failed',
+  refused: 'Execution refused by the node',
+};
+const rows = (n: number) => `${n} ${n === 1 ? 'row' : 'rows'}`;
+
 /** What happened to a request, oldest first, from the fields the API keeps. */
 function eventsOf(r: Request): Event[] {
   const events: Event[] = [{ at: r.created_at, text: `Requested by ${r.requester.name}` }];
-  if (r.dry_run) events.push({ at: r.dry_run.ran_at, text: `Dry run: ${r.dry_run.affected_rows} rows` });
+  if (r.dry_run) events.push({ at: r.dry_run.ran_at, text: `Dry run: ${rows(r.dry_run.affected_rows)}` });
   for (const a of r.approvals)
     events.push({ at: a.created_at, text: `Approved by ${a.name}${a.counts ? '' : ' (does not count)'}` });
   if (r.rejection) events.push({ at: r.rejection.created_at, text: `Rejected by ${r.rejection.name}` });
   if (r.break_glass) events.push({ at: r.break_glass.at, text: `Break glass by ${r.break_glass.name}` });
-  if (r.last_execution)
-    events.push({ at: r.last_execution.at, text: `Execution ${r.last_execution.status}` });
+  const e = r.last_execution;
+  if (e)
+    events.push({
+      at: e.at,
+      text: `${EXECUTION[e.status]}${e.affected_rows !== null ? `: ${rows(e.affected_rows)} affected` : ''}`,
+    });
   if (r.status === 'cancelled' || r.status === 'expired')
     events.push({ at: r.updated_at, text: r.status === 'cancelled' ? 'Cancelled' : 'Expired' });
   return events.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));

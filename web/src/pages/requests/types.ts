@@ -29,3 +29,6 @@ export const REQUEST_STATUSES: RequestStatus[] = [
 export function requestHref(r: { database: string; id: string }): string {
   return `/databases/${encodeURIComponent(r.database)}/requests/${r.id}`;
 }
+
+/** The event a page sends when it changed a request (the nav's pending count looks again). */
+export const REQUESTS_CHANGED = 'bulwark:requests-changed';
