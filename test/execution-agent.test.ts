@@ -7,14 +7,23 @@ import { after, before, describe, test } from 'node:test';
 import type pg from 'pg';
 import type { ExecutionExecutor } from '../src/agent/execution/executor.ts';
 import { defaultHandlers } from '../src/agent/jobs/registry.ts';
+import { findDrift } from '../src/agent/postgres/drift.ts';
 import { createExecutionKeyRing } from '../src/server/crypto/execution-key-ring.ts';
 import type { ExecutionOutcome } from '../src/shared/contracts/execution.ts';
 import { executionOutcomeSchema, ROW_COUNT_MISMATCH_SQLSTATE } from '../src/shared/contracts/execution.ts';
-import { checkJobResult } from '../src/shared/contracts/jobs.ts';
+import { checkJobResult, DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { createLogger } from '../src/shared/logger.ts';
+import { CONTROL_DB, CONTROL_ROLE } from '../src/shared/platform-names.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { createExecutionHarness, type RequestSpec, signedRequest } from './helpers/execution-agent.ts';
-import { adminPool, connectAdmin, createTenant, type Tenant } from './helpers/explorer.ts';
+import {
+  adminPool,
+  clusterAccess,
+  connectAdmin,
+  createTenant,
+  TEST_AGENT_KEY,
+  type Tenant,
+} from './helpers/explorer.ts';
 
 // The agent's executor of governed SQL against the real cluster: tokens signed by a key ring
 // whose public key the agent pinned; every refusal leaves the database untouched.
@@ -307,6 +316,18 @@ describe('runs', () => {
     });
     const r = await t.asAdmin('SELECT qty FROM items WHERE id = 9');
     assert.equal(r.rows[0].qty, 42);
+  });
+
+  test('drift finds nothing in a database whose reader and migrator ran governed SQL', async () => {
+    const findings = await findDrift(
+      { admin, cluster: clusterAccess(TEST_AGENT_KEY), ownerVerifier: () => null },
+      [{ name: t.name, id: t.id, limits: DEFAULT_LIMITS }],
+      { databases: [CONTROL_DB], roles: [CONTROL_ROLE] },
+    );
+    // This test's tenant is made without the cluster's tenant template (its two findings are about that).
+    const template = new Set(['tenant_guard', 'catalog_visibility']);
+    const mine = findings.filter((f) => `${f.object} ${f.detail}`.includes(t.name) && !template.has(f.kind));
+    assert.deepEqual(mine, []);
   });
 
   test('no session of the execution roles survives an execution', async () => {
