@@ -1,0 +1,475 @@
+/**
+ * The control plane of backups on a fully wired server and its real control database, with the
+ * agent API driven by hand (a fake agent: the test decides when a job succeeds or fails): on-demand
+ * backups and their jobs, results recorded, another account's backup a 404, download links bound
+ * to their backup, caller and expiry, retention pruning exactly the expired ones, the schedule and
+ * the freshness alert, the data key handed only to the lease holder.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { after, before, test } from 'node:test';
+import { createZstdCompress } from 'node:zlib';
+import { signLink, verifyLink } from '../src/server/modules/backups/backups.download.ts';
+import {
+  checkFreshness,
+  runScheduledBackups,
+  sweepExpiredBackups,
+} from '../src/server/modules/backups/backups.scheduler.ts';
+import { createArchiveEncryptor } from '../src/shared/backup-archive.ts';
+import { backupStorageKey } from '../src/shared/contracts/backups.ts';
+import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+
+let s: TestServer;
+let agent: FakeAgent;
+let acme: TestKey;
+let reader: TestKey;
+let writer2: TestKey;
+let other: TestKey;
+let backupDir: string;
+const DB = 'shop';
+
+const defaults = {
+  enabled: true,
+  schedule_minute: 120,
+  retention_days: 30,
+  rpo_hours: 26,
+  drill_interval_days: 7,
+};
+const schedulerDeps = () => ({ db: s.db.pool, box: null, log: s.app.log as never, audit: s.audit, defaults });
+
+/** Polls until the fake agent gets a job of this kind (others are completed as they come). */
+async function nextJob(kind: string) {
+  for (let i = 0; i < 50; i++) {
+    const job = await agent.poll();
+    if (!job) continue;
+    if (job.kind === kind) return job;
+    assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
+  }
+  throw new Error(`no ${kind} job`);
+}
+
+function createResult(backupId: string, sha256: string, size = 1234) {
+  return {
+    backup_id: backupId,
+    sha256,
+    tables: [{ schema: 'public', name: 't', rows: 3, rows_estimate: 3 }],
+    tables_total: 1,
+    objects: {
+      schemas: 1,
+      tables: 1,
+      views: 0,
+      materialized_views: 0,
+      sequences: 0,
+      indexes: 0,
+      functions: 0,
+      large_objects: 0,
+    },
+    size_bytes: size,
+    dump_bytes: size,
+    duration_ms: 12,
+    pg_version: '15.0',
+    server_version_num: 150000,
+    format_version: 1,
+    verified: true,
+  };
+}
+
+const api = (key: TestKey, method: string, url: string, payload?: object) =>
+  s.app.inject({
+    method: method as 'GET',
+    url,
+    headers: key.headers,
+    ...(payload ? { payload } : {}),
+  });
+
+before(async () => {
+  backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bulwark-backups-'));
+  s = await createTestServer({ backupDir });
+  await createAccount(s, 'acme');
+  await createAccount(s, 'other');
+  agent = await enrollFakeAgent(s, 'backup-node');
+  acme = await createTestKey(s, { account: 'acme' });
+  reader = await createTestKey(s, { account: 'acme', level: 'read' });
+  writer2 = await createTestKey(s, { account: 'acme', level: 'write' });
+  other = await createTestKey(s, { account: 'other' });
+  // Both accounts have a database named shop (on two nodes: names are per cluster).
+  const second = await enrollFakeAgent(s, 'backup-node-b');
+  for (const [key, node, a] of [
+    [acme, 'backup-node', agent],
+    [other, 'backup-node-b', second],
+  ] as const) {
+    const r = await api(key, 'POST', '/v1/databases', { name: DB, node });
+    assert.equal(r.statusCode, 202, r.body);
+    const job = await a.poll();
+    assert.equal(job?.kind, 'database.create');
+    assert.equal(await a.complete(job!.id, job!.attempt, {}), 200);
+  }
+});
+after(async () => {
+  await s?.stop();
+  fs.rmSync(backupDir, { recursive: true, force: true });
+});
+
+test('an on-demand backup is queued as a job, and its result shows in GET (size, sha256, times)', async () => {
+  const created = await api(acme, 'POST', `/v1/databases/${DB}/backups`);
+  assert.equal(created.statusCode, 202, created.body);
+  const b = created.json();
+  assert.equal(b.status, 'pending');
+  assert.equal(b.trigger, 'manual');
+  assert.equal(b.sha256, null);
+
+  const job = await nextJob('backup.create');
+  assert.deepEqual(Object.keys(job.payload).sort(), ['backup_id', 'database_id', 'name']);
+  assert.equal(job.payload.backup_id, b.id);
+  assert.equal(job.payload.name, DB);
+  const running = (await api(reader, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.equal(running.status, 'running');
+  assert.ok(running.started_at);
+
+  // Not completed yet: no download, no delete.
+  assert.equal(
+    (await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).statusCode,
+    409,
+  );
+  assert.equal((await api(acme, 'DELETE', `/v1/databases/${DB}/backups/${b.id}`)).statusCode, 409);
+
+  const sha = 'ab'.repeat(32);
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, sha, 4321)), 200);
+  const done = (await api(reader, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.equal(done.status, 'completed');
+  assert.equal(done.size_bytes, 4321);
+  assert.equal(done.sha256, sha);
+  assert.equal(done.pg_version, '15.0');
+  assert.equal(done.tables_total, 1);
+  assert.ok(Date.parse(done.completed_at) >= Date.parse(done.started_at));
+  assert.ok(Date.parse(done.expires_at) > Date.now() + 29 * 86_400_000);
+
+  const list = (await api(reader, 'GET', `/v1/databases/${DB}/backups?status=completed`)).json();
+  assert.ok(list.items.some((i: { id: string }) => i.id === b.id));
+  // The database's detail shows its last good backup.
+  const detail = (await api(reader, 'GET', `/v1/databases/${DB}`)).json();
+  assert.equal(detail.backup.last_good_at, done.completed_at);
+  assert.equal(detail.backup.stale, false);
+  assert.ok(detail.backup.age_seconds >= 0 && detail.backup.age_seconds < 60);
+
+  const events = await s.db.pool.query<{ action: string }>(
+    `SELECT action FROM audit_events WHERE target_id = $1 ORDER BY id`,
+    [b.id],
+  );
+  assert.deepEqual(
+    events.rows.map((e) => e.action),
+    ['backup.created', 'backup.completed'],
+  );
+});
+
+test('a failed backup job is retried, and marked failed with the reason only when the queue gives up', async () => {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  let job = await nextJob('backup.create');
+  assert.equal(await agent.fail(job.id, job.attempt, 'pg_dump: error: connection refused', true), 200);
+  const retrying = (await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.equal(retrying.status, 'pending');
+  // The last attempt: no retry left.
+  await s.db.pool.query('UPDATE jobs SET run_after = now(), max_attempts = attempts + 1 WHERE id = $1', [
+    job.id,
+  ]);
+  job = await nextJob('backup.create');
+  assert.equal(await agent.fail(job.id, job.attempt, 'write: ENOSPC: no space left on device', true), 200);
+  const failed = (await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.equal(failed.status, 'failed');
+  assert.match(failed.failure_reason, /ENOSPC/);
+  assert.equal(failed.sha256, null);
+});
+
+test("another account's backup is a 404 to every backup route", async () => {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, 'cd'.repeat(32))), 200);
+  // `other` has a database of the same name: the backup id alone never reaches across.
+  for (const [method, url, body] of [
+    ['GET', `/v1/databases/${DB}/backups/${b.id}`],
+    ['DELETE', `/v1/databases/${DB}/backups/${b.id}`],
+    ['POST', `/v1/databases/${DB}/backups/${b.id}/download-link`],
+    ['GET', `/v1/databases/${DB}/backups/${b.id}/download?expires=1&sig=x`],
+    ['POST', `/v1/databases/${DB}/restore`, { backup_id: b.id, target: 'in_place' }],
+    ['POST', `/v1/databases/${DB}/restore`, { backup_id: b.id, new_name: 'stolen' }],
+  ] as const) {
+    const r = await api(other, method, url, body);
+    assert.equal(r.statusCode, 404, `${method} ${url}: ${r.body}`);
+  }
+  const list = (await api(other, 'GET', `/v1/databases/${DB}/backups`)).json();
+  assert.ok(!list.items.some((i: { id: string }) => i.id === b.id));
+  // A key scoped to another database of the same account does not see it either.
+  const scoped = await createTestKey(s, { account: 'acme', databases: ['elsewhere'] });
+  assert.equal((await api(scoped, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).statusCode, 404);
+});
+
+/** A completed backup whose archive really exists in the backup dir (the agent's format). */
+async function archivedBackup(plain: Buffer): Promise<{ id: string; sha256: string }> {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  const keyRes = await s.app.inject({
+    method: 'POST',
+    url: `/v1/agent/jobs/${job.id}/backup-key`,
+    headers: { authorization: `Bearer ${agent.token}` },
+    payload: { attempt: job.attempt },
+  });
+  assert.equal(keyRes.statusCode, 200, keyRes.body);
+  assert.equal(keyRes.headers['cache-control'], 'no-store');
+  const key = Buffer.from(keyRes.json().data_key, 'base64url');
+  const file = path.join(backupDir, backupStorageKey(String(job.payload.database_id), b.id));
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  await pipeline(
+    Readable.from([plain]),
+    createZstdCompress(),
+    createArchiveEncryptor(
+      key,
+      { backupId: b.id, databaseId: String(job.payload.database_id) },
+      { chunkSize: 4096 },
+    ),
+    fs.createWriteStream(file),
+  );
+  const sha256 = createHash('sha256').update(plain).digest('hex');
+  assert.equal(
+    await agent.complete(job.id, job.attempt, createResult(b.id, sha256, fs.statSync(file).size)),
+    200,
+  );
+  return { id: b.id, sha256 };
+}
+
+test('a download link streams the plain archive, for its backup and its caller only, and expires', async () => {
+  const plain = randomBytes(100_000);
+  const b = await archivedBackup(plain);
+  const link = await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`);
+  assert.equal(link.statusCode, 200, link.body);
+  const { url, expires_at } = link.json();
+  const ttl = Date.parse(expires_at) - Date.now();
+  assert.ok(ttl > 590_000 && ttl <= 600_000, `ttl ${ttl}`);
+  assert.match(url, new RegExp(`^/v1/databases/${DB}/backups/${b.id}/download\\?expires=\\d+&sig=v1\\.`));
+
+  const got = await api(acme, 'GET', url);
+  assert.equal(got.statusCode, 200, got.body.slice(0, 200));
+  assert.equal(got.headers['content-type'], 'application/octet-stream');
+  assert.equal(got.headers['x-backup-sha256'], b.sha256);
+  assert.ok(got.rawPayload.equals(plain), 'the plain archive, byte for byte');
+
+  // Another caller of the same account (even a writer), a tampered signature, another backup's id,
+  // a later expiry: all 403.
+  assert.equal((await api(writer2, 'GET', url)).statusCode, 403);
+  const u = new URL(url, 'http://x');
+  const sig = u.searchParams.get('sig')!;
+  const flipped = sig.slice(0, -2) + (sig.at(-2) === 'A' ? 'B' : 'A') + sig.at(-1);
+  u.searchParams.set('sig', flipped);
+  assert.equal((await api(acme, 'GET', u.pathname + u.search)).statusCode, 403);
+  const later = new URL(url, 'http://x');
+  later.searchParams.set('expires', String(Number(later.searchParams.get('expires')) + 60));
+  assert.equal((await api(acme, 'GET', later.pathname + later.search)).statusCode, 403);
+  const second = await archivedBackup(randomBytes(10));
+  const moved = url.replace(b.id, second.id);
+  assert.equal((await api(acme, 'GET', moved)).statusCode, 403);
+  assert.equal((await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}/download`)).statusCode, 403);
+  // A read key may not download at all.
+  assert.equal(
+    (await api(reader, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).statusCode,
+    403,
+  );
+
+  // Expiry, by the verifier's clock: valid until its second, refused after; never more than 10 minutes ahead.
+  const key = Buffer.alloc(32, 7);
+  const claims = { backupId: b.id, accountId: acme.accountId, caller: 'key:x', expires: 1_000_600 };
+  const good = signLink(key, claims);
+  assert.equal(verifyLink(key, claims, good, 1_000_000), true);
+  assert.equal(verifyLink(key, claims, good, 1_000_600), true);
+  assert.equal(verifyLink(key, claims, good, 1_000_601), false);
+  assert.equal(
+    verifyLink(
+      key,
+      { ...claims, expires: 1_000_601 },
+      signLink(key, { ...claims, expires: 1_000_601 }),
+      1_000_000,
+    ),
+    false,
+  );
+  assert.equal(verifyLink(key, { ...claims, caller: 'key:y' }, good, 1_000_000), false);
+  assert.equal(verifyLink(key, { ...claims, accountId: randomUUID() }, good, 1_000_000), false);
+  assert.equal(verifyLink(key, claims, `${good}.x`, 1_000_000), false);
+
+  const audited = await s.db.pool.query(
+    `SELECT 1 FROM audit_events WHERE action = 'backup.download_link' AND target_id = $1`,
+    [b.id],
+  );
+  assert.equal(audited.rowCount, 1);
+});
+
+test('a damaged archive never downloads whole: the transfer is cut', async () => {
+  const plain = randomBytes(50_000);
+  const b = await archivedBackup(plain);
+  const dbId = (
+    await s.db.pool.query<{ database_id: string }>('SELECT database_id FROM backups WHERE id = $1', [b.id])
+  ).rows[0]!.database_id;
+  const file = path.join(backupDir, backupStorageKey(dbId, b.id));
+  const bytes = fs.readFileSync(file);
+  bytes.writeUInt8(bytes.readUInt8(bytes.length - 40) ^ 1, bytes.length - 40);
+  fs.writeFileSync(file, bytes);
+  const { url } = (await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).json();
+  let complete = false;
+  try {
+    const r = await api(acme, 'GET', url);
+    complete = r.statusCode === 200 && r.rawPayload.equals(plain);
+  } catch {
+    // The stream was destroyed: inject rejects.
+  }
+  assert.equal(complete, false);
+});
+
+test('the data key goes only to the agent holding a backup job of that backup', async () => {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  const ask = (id: number, attempt: number, token = agent.token) =>
+    s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${id}/backup-key`,
+      headers: { authorization: `Bearer ${token}` },
+      payload: { attempt },
+    });
+  assert.equal((await ask(job.id, job.attempt)).statusCode, 200);
+  assert.equal((await ask(job.id, job.attempt + 1)).statusCode, 404);
+  const stranger = await enrollFakeAgent(s, 'stranger-node');
+  assert.equal((await ask(job.id, job.attempt, stranger.token)).statusCode, 404);
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, 'ef'.repeat(32))), 200);
+  // Finished: no lease, no key.
+  assert.equal((await ask(job.id, job.attempt)).statusCode, 404);
+  // A database job never gets one.
+  await api(acme, 'PUT', `/v1/databases/${DB}/allowlist`, { entries: [] });
+  const dbJob = await nextJob('database.allowlist');
+  assert.equal((await ask(dbJob.id, dbJob.attempt)).statusCode, 404);
+  assert.equal(await agent.complete(dbJob.id, dbJob.attempt, {}), 200);
+});
+
+test('retention deletes exactly the expired backups, never the newest good one nor one a restore reads', async () => {
+  const dbId = (
+    await s.db.pool.query<{ id: string; account_id: string; node_id: string }>(
+      `SELECT id, account_id, node_id FROM databases WHERE name = $1 AND account_id = $2`,
+      [DB, acme.accountId],
+    )
+  ).rows[0]!;
+  // Older rows, straight in the table: dates decide, not the API.
+  const insert = async (o: { status: string; completedDaysAgo: number | null; expiresDaysAgo: number }) => {
+    const id = randomUUID();
+    await s.db.pool.query(
+      `INSERT INTO backups (id, account_id, database_id, node_id, database_name, status, trigger, size_bytes, sha256,
+                            wrapped_key, storage_key, manifest, created_at, completed_at, expires_at)
+       VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6, 'manual', 1, repeat('a', 64), 'sealed', $3::text || '/' || $1::text || '.bulwark-backup',
+               '{"tables":[],"tables_total":0,"objects":{}}', now() - interval '40 days',
+               CASE WHEN $7::int IS NULL THEN NULL ELSE now() - make_interval(days => $7::int) END,
+               now() - make_interval(days => $8::int))`,
+      [id, dbId.account_id, dbId.id, dbId.node_id, DB, o.status, o.completedDaysAgo, o.expiresDaysAgo],
+    );
+    return id;
+  };
+  const expiredOld = await insert({ status: 'completed', completedDaysAgo: 35, expiresDaysAgo: 5 });
+  const expiredFailed = await insert({ status: 'failed', completedDaysAgo: null, expiresDaysAgo: 2 });
+  const readByRestore = await insert({ status: 'completed', completedDaysAgo: 34, expiresDaysAgo: 4 });
+  const notYet = await insert({ status: 'completed', completedDaysAgo: 3, expiresDaysAgo: -27 });
+  await s.db.pool.query(
+    `INSERT INTO restores (id, account_id, backup_id, source_database_id, target, status)
+     VALUES ($1, $2, $3, $4, 'drill', 'running')`,
+    [randomUUID(), dbId.account_id, readByRestore, dbId.id],
+  );
+  // Another database whose only good backup expired long ago: kept (its newest good one).
+  const otherDb = (
+    await s.db.pool.query<{ id: string; account_id: string; node_id: string }>(
+      `SELECT id, account_id, node_id FROM databases WHERE account_id = $1`,
+      [other.accountId],
+    )
+  ).rows[0]!;
+  const lonely = randomUUID();
+  await s.db.pool.query(
+    `INSERT INTO backups (id, account_id, database_id, node_id, database_name, status, trigger, size_bytes, sha256,
+                          wrapped_key, storage_key, manifest, completed_at, expires_at)
+     VALUES ($1::uuid, $2, $3::uuid, $4, $5, 'completed', 'manual', 1, repeat('b', 64), 'sealed', $3::text || '/' || $1::text,
+             '{"tables":[],"tables_total":0,"objects":{}}', now() - interval '60 days', now() - interval '30 days')`,
+    [lonely, otherDb.account_id, otherDb.id, otherDb.node_id, DB],
+  );
+
+  const queued = await sweepExpiredBackups(schedulerDeps());
+  assert.equal(queued, 2);
+  const hidden = await s.db.pool.query<{ id: string }>(
+    `SELECT id FROM backups WHERE deleted_at IS NOT NULL ORDER BY id`,
+  );
+  assert.deepEqual(hidden.rows.map((r) => r.id).sort(), [expiredOld, expiredFailed].sort());
+  for (const id of [readByRestore, notYet, lonely]) {
+    const r = await s.db.pool.query('SELECT 1 FROM backups WHERE id = $1 AND deleted_at IS NULL', [id]);
+    assert.equal(r.rowCount, 1, id);
+  }
+  // Hidden from the API at once; a second sweep queues nothing more.
+  assert.equal((await api(acme, 'GET', `/v1/databases/${DB}/backups/${expiredOld}`)).statusCode, 404);
+  assert.equal(await sweepExpiredBackups(schedulerDeps()), 0);
+  // The agent removes the files; then the rows go.
+  for (let i = 0; i < 2; i++) {
+    const job = await nextJob('backup.delete');
+    assert.deepEqual(Object.keys(job.payload).sort(), ['backup_id', 'database_id']);
+    assert.equal(await agent.complete(job.id, job.attempt, { deleted: true }), 200);
+  }
+  const left = await s.db.pool.query('SELECT 1 FROM backups WHERE id = ANY($1::uuid[])', [
+    [expiredOld, expiredFailed],
+  ]);
+  assert.equal(left.rowCount, 0);
+  const pruned = await s.db.pool.query(
+    `SELECT count(*)::int AS n FROM audit_events WHERE action = 'backup.deleted' AND details->>'reason' = 'retention'`,
+  );
+  assert.equal(pruned.rows[0].n, 2);
+});
+
+test('the daily schedule queues one backup per database and slot; a stale database raises one alert', async () => {
+  const { createKeyringFileBox } = await import('../src/server/crypto/keyring-box.ts');
+  const deps = { ...schedulerDeps(), box: createKeyringFileBox(s.config.masterKeyFile!) };
+  // Today's slot is a minute or two ahead of the databases' ready time, and has passed at `now`.
+  const now = new Date(Date.now() + 120_000);
+  const slotMinute = now.getUTCHours() * 60 + now.getUTCMinutes();
+  const ready = await s.db.pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM databases WHERE status = 'ready'`,
+  );
+  const first = await runScheduledBackups(
+    { ...deps, defaults: { ...defaults, schedule_minute: slotMinute } },
+    now,
+  );
+  assert.equal(first, ready.rows[0]!.n);
+  assert.equal(
+    await runScheduledBackups({ ...deps, defaults: { ...defaults, schedule_minute: slotMinute } }, now),
+    0,
+  );
+  // A database that turns its schedule off is skipped.
+  const off = await api(acme, 'PUT', `/v1/databases/${DB}/backup-settings`, {
+    enabled: false,
+    schedule_time: '03:30',
+  });
+  assert.equal(off.statusCode, 200, off.body);
+  assert.equal(off.json().effective.enabled, false);
+  assert.equal(off.json().effective.schedule_time, '03:30');
+  assert.equal(off.json().effective.retention_days, 30);
+  const later = new Date(now.getTime() + 86_400_000);
+  assert.equal(
+    await runScheduledBackups({ ...deps, defaults: { ...defaults, schedule_minute: slotMinute } }, later),
+    ready.rows[0]!.n - 1,
+  );
+  await api(acme, 'PUT', `/v1/databases/${DB}/backup-settings`, {});
+  const scheduled = await s.db.pool.query(
+    `SELECT 1 FROM backups WHERE trigger = 'scheduled' AND scheduled_for IS NOT NULL`,
+  );
+  assert.ok((scheduled.rowCount ?? 0) >= ready.rows[0]!.n);
+
+  // Freshness: 30 hours on, with no newer good backup, every ready database is stale — once.
+  const future = new Date(Date.now() + 30 * 3_600_000);
+  const alerts = await checkFreshness(schedulerDeps(), future);
+  assert.ok(alerts >= 1);
+  assert.equal(await checkFreshness(schedulerDeps(), future), 0);
+  const stale = await s.db.pool.query(`SELECT details FROM audit_events WHERE action = 'backup.stale'`);
+  assert.equal(stale.rowCount, alerts);
+});
