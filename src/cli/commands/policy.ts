@@ -12,12 +12,7 @@
  */
 import type { Command } from 'commander';
 import { EXECUTION_LIMITS } from '../../shared/contracts/execution.ts';
-import {
-  formatPolicyErrors,
-  MAX_POLICY_BYTES,
-  type PolicyFileError,
-  parsePolicyFile,
-} from '../../shared/policy/policy-file.ts';
+import type { PolicyFileError } from '../../shared/policy/policy-file.ts';
 import { ApiError, CliError, EXIT, runCommand } from '../api-client.ts';
 import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg } from '../options.ts';
@@ -43,8 +38,12 @@ const print = (json: boolean | undefined, value: unknown, human: string) =>
 const author = (a: Author) => (a ? `${a.name} (${a.kind})` : '-');
 const when = (t: string | null) => (t ? t.slice(0, 19).replace('T', ' ') : '-');
 
+/** The policy parser, loaded when a command needs it (it costs every other command nothing). */
+const policyFile = () => import('../../shared/policy/policy-file.ts');
+
 /** Validation errors as `file:line:column field: message` lines, terminal-safe. */
-function invalid(file: string, errors: readonly PolicyFileError[]): CliError {
+async function invalid(file: string, errors: readonly PolicyFileError[]): Promise<CliError> {
+  const { formatPolicyErrors } = await policyFile();
   const n = errors.length;
   return new CliError(
     `${file} is not a valid policy (${n} error${n === 1 ? '' : 's'})`,
@@ -54,10 +53,11 @@ function invalid(file: string, errors: readonly PolicyFileError[]): CliError {
 }
 
 async function readPolicy(file: string) {
+  const { MAX_POLICY_BYTES, parsePolicyFile } = await policyFile();
   const source = await readBoundedText(file, MAX_POLICY_BYTES, file === '-' ? 'the policy' : file);
   const name = file === '-' ? '<stdin>' : file;
   const parsed = parsePolicyFile(source);
-  if (!parsed.ok) throw invalid(name, parsed.errors);
+  if (!parsed.ok) throw await invalid(name, parsed.errors);
   return { source, name, policy: parsed.policy };
 }
 
@@ -101,7 +101,7 @@ export function registerPolicy(program: Command): void {
           // A server of another version may judge the file differently: its errors, the same way.
           const errors = (err as ApiError).details as { errors?: PolicyFileError[] } | undefined;
           if (err instanceof ApiError && err.code === 'policy_invalid' && Array.isArray(errors?.errors))
-            throw invalid(name, errors.errors);
+            throw await invalid(name, errors.errors);
           throw err;
         }
         print(

@@ -2,9 +2,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { DEFAULT_SEVERITIES } from '../sql/sql-findings.ts';
 import { decide } from './governance.ts';
 import { formatDuration, parseDuration } from './policy-duration.ts';
-import { formatPolicyErrors, MAX_POLICY_BYTES, MAX_POLICY_ERRORS, parsePolicyFile } from './policy-file.ts';
+import {
+  FINDING_CODES,
+  formatPolicyErrors,
+  MAX_POLICY_BYTES,
+  MAX_POLICY_ERRORS,
+  parsePolicyFile,
+} from './policy-file.ts';
 
 const EXAMPLE = path.resolve(import.meta.dirname, '../../../docs/examples/policy.yaml');
 
@@ -307,6 +314,10 @@ describe('policy file', () => {
       errors.every((e) => !/unknown key|must be a whole/.test(e.message)),
       JSON.stringify(errors),
     );
+  });
+
+  test('a policy may set every finding the classifier has, and no other', () => {
+    assert.deepEqual([...FINDING_CODES].sort(), Object.keys(DEFAULT_SEVERITIES).sort());
   });
 
   test('durations', () => {

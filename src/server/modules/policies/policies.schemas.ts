@@ -4,12 +4,10 @@
  */
 import { z } from 'zod';
 import { POLICY_CLASSES } from '../../../shared/policy/governance.ts';
-import { MAX_POLICY_BYTES } from '../../../shared/policy/policy-file.ts';
-import { DEFAULT_SEVERITIES, type FindingCode } from '../../../shared/sql/sql-findings.ts';
+import { FINDING_CODES, MAX_POLICY_BYTES } from '../../../shared/policy/policy-file.ts';
 
 const role = z.enum(['owner', 'admin', 'member', 'viewer']);
 const roles = z.array(role).max(4);
-const FINDING_CODES = Object.keys(DEFAULT_SEVERITIES) as [FindingCode, ...FindingCode[]];
 
 const classRule = z.object({
   requesters: roles.optional(),
