@@ -5,7 +5,9 @@
  * them no way to approve it themselves. An admin, in a second browser context, sees the request in
  * the Approvals inbox (the nav's badge counts it) and approves it; the member executes it and sees
  * the returned rows (checked against PostgreSQL). The admin breaks glass on another request with a
- * reason, through "Confirm it's you". The policy page, the 375 px layout and axe on every page.
+ * reason, through "Confirm it's you". The member's access request: approved and executed, its
+ * temporary login is shown once and works (read only) through the pooler. An applied policy on the
+ * policy page; the 375 px layout and axe on every page.
  * Each page fails the test on a console error, a failed or undeclared ≥ 400 response or a CSP
  * violation (test/helpers/browser.ts).
  */
@@ -293,10 +295,117 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
     },
   );
 
-  await step(t, 'the policy page shows the built-in rules; a narrow window fits', async () => {
+  await step(
+    t,
+    'the member asks for reader access; approved and executed, the login shows once and works',
+    async () => {
+      const p = member.page;
+      await p.goto(`${stack.url}/databases/${DB}/requests`);
+      await p.getByRole('button', { name: 'Request access' }).click();
+      const form = p.getByRole('form', { name: 'Request access' });
+      await form.getByRole('combobox', { name: 'Role' }).selectOption('reader');
+      await form.getByRole('combobox', { name: 'For' }).selectOption('3600');
+      await form.getByRole('textbox', { name: named('Reason') }).fill('Look into a price report');
+      await form.getByRole('button', { name: 'Submit access request' }).click();
+      await status(p, 'Pending').waitFor();
+      const url = p.url();
+      const a = admin.page;
+      await a.goto(url);
+      await status(a, 'Pending').waitFor();
+      await a.getByRole('button', { name: 'Approve' }).click();
+      await a
+        .getByRole('dialog', { name: 'Approve this request?' })
+        .getByRole('button', { name: 'Approve' })
+        .click();
+      await status(a, 'Approved').waitFor();
+      await p.reload();
+      await status(p, 'Approved').waitFor();
+      await p.getByRole('button', { name: 'Execute' }).click();
+      await p
+        .getByRole('dialog', { name: 'Execute this request?' })
+        .getByRole('button', { name: 'Execute now' })
+        .click();
+      const once = p.getByRole('region', { name: 'Your temporary login' });
+      await once.waitFor({ timeout: 30_000 });
+      await once.getByText('you will not see this again').waitFor();
+      const login = await once.getByRole('textbox', { name: 'Login' }).inputValue();
+      const password = await once.getByRole('textbox', { name: 'Password' }).inputValue();
+      const cs = new URL(await once.getByRole('textbox', { name: 'Connection string' }).inputValue());
+      assert.equal(decodeURIComponent(cs.username), login);
+      assert.equal(cs.password, '', 'the connection string carries no password');
+      const client = new pg.Client({
+        host: '127.0.0.1',
+        port: stack.ports.pooler,
+        user: login,
+        password,
+        database: decodeURIComponent(cs.pathname.slice(1)),
+        connectionTimeoutMillis: 5_000,
+      });
+      client.on('error', () => {});
+      await client.connect();
+      try {
+        const n = await client.query('SELECT count(*)::int AS n FROM items');
+        assert.equal(n.rows[0].n, 5, 'the temporary login reads the table');
+        await assert.rejects(client.query('DELETE FROM items'), /permission denied|read-only/);
+      } finally {
+        await client.end().catch(() => {});
+      }
+      await checkPage(member, /^Request /, 'request-access-once');
+      // Shown once: the page read again has no password on it.
+      await p.reload();
+      await status(p, 'Executed').waitFor();
+      assert.equal(await p.getByRole('region', { name: 'Your temporary login' }).count(), 0);
+      await member.assertClean('access');
+    },
+  );
+
+  await step(
+    t,
+    'an applied policy shows on the policy page: its source, version and effective rules',
+    async () => {
+      const source = [
+        'version: 1',
+        'environments:',
+        '  production:',
+        '    classes:',
+        '      write: { approvals: 2, admin_approvals: 1 }',
+        'databases:',
+        `  ${DB}:`,
+        '    environment: production',
+        '',
+      ].join('\n');
+      const applied = await api('PUT', '/v1/policy', { source });
+      assert.equal(applied.status, 200, JSON.stringify(applied.json));
+      const p = admin.page;
+      await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Policy' }).click();
+      await p.getByText('bulwark policy apply').waitFor();
+      assert.equal(await p.locator('dl.kv dd').first().innerText(), '1', 'version 1');
+      assert.match(await p.locator('dl.kv dd').nth(1).innerText(), /\(API key\)$/, 'applied by the key');
+      const rules = p.getByRole('table', { name: `Rules: databases.${DB} (production)` });
+      assert.match(
+        await rules
+          .getByRole('row')
+          .filter({ hasText: /^write/ })
+          .innerText(),
+        /2 \(1 owner\/admin\)/,
+      );
+      const defaults = p.getByRole('table', { name: 'Rules: built-in defaults' });
+      assert.match(
+        await defaults
+          .getByRole('row')
+          .filter({ hasText: /^write/ })
+          .innerText(),
+        /\t1$/,
+      );
+      assert.match(await p.locator('pre.policy-source').innerText(), /environment: production/);
+      await checkPage(admin, 'Policy', 'policy-applied');
+    },
+  );
+
+  await step(t, 'a member reads the policy; a narrow window fits', async () => {
     const p = member.page;
     await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Policy' }).click();
-    await p.getByText(/^0 \(none applied/).waitFor();
+    await p.getByText('Owners and admins change it.', { exact: false }).waitFor();
     const rules = p.getByRole('table', { name: 'Rules: built-in defaults' });
     assert.match(
       await rules

@@ -188,7 +188,7 @@ export function RequestAccess({ database, onClose }: { database: string; onClose
       </label>
       <div className="actions">
         <button type="submit" className="primary" disabled={create.busy}>
-          Request access
+          Submit access request
         </button>
         <button type="button" className="link" onClick={onClose}>
           Close
