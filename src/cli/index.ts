@@ -26,7 +26,8 @@ const program = new Command()
     'after',
     '\nExit codes: 0 ok · 1 error · 2 bad usage or config · 3 incompatible data dir · 4 already running or port in use' +
       ' · 5 not authenticated or not allowed · 6 not found' +
-      ' · 7 --wait: the change did not take effect (reason on stderr) · 8 --wait: timed out',
+      ' · 7 --wait: the change did not take effect (reason on stderr) · 8 --wait: timed out' +
+      '\n`bulwark request` has its own: 0 approved/executed · 2 pending · 3 rejected, cancelled, expired or failed · 1 other errors',
   );
 // Before any subcommand is added, so that they inherit it: usage errors exit 2 everywhere.
 program.exitOverride((err) => {
