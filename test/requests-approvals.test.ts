@@ -5,9 +5,11 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
+import { createLocalUser } from '../src/server/modules/people/users.service.ts';
 import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { signIn } from './helpers/session-users.ts';
 import { api, auditOf, expectStatus, type Person, person, readyDatabase } from './requests-helpers.ts';
 
 const DB = 'ledger';
@@ -187,6 +189,28 @@ test('break-glass is never an API key, nor a member', async () => {
   assert.equal(r.status, 'pending');
   assert.equal(r.break_glass, null);
   assert.equal((await s.db.pool.query('SELECT count(*)::int AS n FROM event_outbox')).rows[0].n, 0);
+});
+
+test('break-glass needs the step-up window of a user with a password', async () => {
+  const id = await ddlRequest();
+  const u = await createLocalUser(s.db.pool, {
+    username: `bg-owner-${process.pid}`,
+    password: 'correct horse battery staple 42',
+    platformAdmin: false,
+  });
+  await s.db.pool.query('INSERT INTO memberships (account_id, user_id, role) VALUES ($1, $2, $3)', [
+    acme,
+    u.id,
+    'owner',
+  ]);
+  const session = await signIn(s, u);
+  const res = await http.act(DB, id, 'execute', session.headers, {
+    break_glass: { reason: 'production is down, fixing' },
+  });
+  expectStatus(res, 403, 'reauth_required');
+  const r = expectStatus(await http.get(DB, id, requester.headers), 200);
+  assert.equal(r.status, 'pending');
+  assert.equal((await auditOf(s, 'request.break_glass', id)).length, 0);
 });
 
 test('refused, unparseable and blocked SQL never becomes a request; the policy decides who asks', async () => {

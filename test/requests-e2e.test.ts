@@ -5,6 +5,7 @@
 // break-glass is audited and lands in the event outbox.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { deleteExpiredResults } from '../src/server/modules/requests/requests.deliveries.repo.ts';
 import { createAccount } from './helpers/databases.ts';
 import { type ExplorerStack, startExplorerStack, until } from './helpers/explorer-stack.ts';
 import { api, auditOf, expectStatus, type Person, person } from './requests-helpers.ts';
@@ -173,6 +174,73 @@ describe('through the agent channel', () => {
   });
 });
 
+describe('preflight, concurrency, result lifetime (channel)', () => {
+  test('a preflight dry-runs a write and stores nothing', async () => {
+    const before = await stack.s.db.pool.query('SELECT count(*)::int AS n FROM governed_requests');
+    const pre = expectStatus(
+      await http.call('POST', `/v1/databases/${DB}/requests/preflight`, requester.headers, {
+        sql: 'UPDATE items SET qty = qty WHERE id <= 4',
+      }),
+      200,
+    );
+    assert.equal((pre.classification as { class: string }).class, 'write');
+    assert.equal((pre.policy as { allowed: boolean; approvals_required: number }).allowed, true);
+    const dry = pre.dry_run as { affected_rows: number; statements: { plan: string | null }[] };
+    assert.equal(dry.affected_rows, 4, JSON.stringify(pre));
+    assert.ok(dry.statements[0]?.plan?.includes('Update'), 'the plan of the UPDATE');
+    const noDry = expectStatus(
+      await http.call('POST', `/v1/databases/${DB}/requests/preflight`, requester.headers, {
+        sql: 'UPDATE items SET qty = qty WHERE id <= 4',
+        dry_run: false,
+      }),
+      200,
+    );
+    assert.equal(noDry.dry_run, null);
+    const after = await stack.s.db.pool.query('SELECT count(*)::int AS n FROM governed_requests');
+    assert.equal(after.rows[0].n, before.rows[0].n);
+  });
+
+  test('two concurrent executes run a request once', async () => {
+    const id = await writeRequest('UPDATE items SET qty = qty + 1000 WHERE id = 4', 1);
+    expectStatus(await http.act(DB, id, 'approve', approver.headers), 200);
+    const answers = await Promise.all([
+      http.act(DB, id, 'execute', requester.headers),
+      http.act(DB, id, 'execute', admin.headers),
+    ]);
+    assert.deepEqual(
+      answers.map((a) => a.statusCode).sort(),
+      [200, 409],
+      answers.map((a) => a.body).join('\n'),
+    );
+    const qty = (await stack.t.asAdmin('SELECT qty FROM items WHERE id = 4')).rows[0].qty;
+    assert.ok(qty >= 1000 && qty < 2000, `ran once: ${qty}`);
+    const runs = await stack.s.db.pool.query(
+      "SELECT count(*)::int AS n FROM request_executions WHERE request_id = $1 AND mode = 'execute'",
+      [id],
+    );
+    assert.equal(runs.rows[0].n, 1);
+  });
+
+  test('a result past its lifetime is gone', async () => {
+    const created = expectStatus(
+      await http.create(DB, requester.headers, { sql: 'SELECT 1 AS one', reason: 'short-lived' }),
+      201,
+    );
+    const id = created.id as string;
+    expectStatus(await http.act(DB, id, 'execute', requester.headers), 200);
+    expectStatus(await http.result(DB, id, requester.headers), 200);
+    await stack.s.db.pool.query(
+      "UPDATE request_results SET expires_at = now() - interval '1 second' WHERE request_id = $1",
+      [id],
+    );
+    expectStatus(await http.result(DB, id, requester.headers), 404);
+    assert.equal(expectStatus(await http.get(DB, id, requester.headers), 200).result_available, false);
+    assert.ok((await deleteExpiredResults(stack.s.db.pool, 100)) >= 1);
+    const left = await stack.s.db.pool.query('SELECT 1 FROM request_results WHERE request_id = $1', [id]);
+    assert.equal(left.rows.length, 0);
+  });
+});
+
 describe('through the job queue (agent channel off)', () => {
   test('a write is dry-run, approved and executed through request.execute jobs', async () => {
     await stack.restartAgent({ explorerChannel: false });
@@ -200,5 +268,21 @@ describe('through the job queue (agent channel off)', () => {
     assert.equal(job.rows[0].payload.token, undefined);
     assert.equal(job.rows[0].result?.result, undefined);
     expectStatus(await http.result(DB, id, approver.headers), 200);
+  });
+
+  test('a preflight dry run through the queue; its job keeps no SQL, token, rows or plans', async () => {
+    const pre = expectStatus(
+      await http.call('POST', `/v1/databases/${DB}/requests/preflight`, requester.headers, {
+        sql: 'DELETE FROM items WHERE id > 100',
+      }),
+      200,
+    );
+    assert.equal((pre.dry_run as { affected_rows: number }).affected_rows, 0, JSON.stringify(pre));
+    const job = await stack.s.db.pool.query(
+      "SELECT payload, result FROM jobs WHERE kind = 'request.execute' ORDER BY id DESC LIMIT 1",
+    );
+    assert.equal(job.rows[0].payload.sql, undefined);
+    assert.equal(job.rows[0].payload.token, undefined);
+    assert.equal(job.rows[0].result, null);
   });
 });

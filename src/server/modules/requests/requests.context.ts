@@ -11,6 +11,7 @@ import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import * as databasesRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { RequireStepUp } from '../sessions/step-up.ts';
+import * as deliveries from './requests.deliveries.repo.ts';
 import type { Delivery, Dispatch } from './requests.dispatch.ts';
 import type { ActivePolicy } from './requests.policy.ts';
 import * as repo from './requests.repo.ts';
@@ -36,7 +37,7 @@ export type RequestsDeps = {
   db: Db;
   log: Logger;
   audit: Pick<AuditService, 'record' | 'recordNow'>;
-  dispatch: Pick<Dispatch, 'deliver' | 'newJti' | 'sqlSha256'>;
+  dispatch: Pick<Dispatch, 'deliver' | 'preflightDryRun' | 'newJti' | 'sqlSha256'>;
   results: ResultStore;
   /** The step-up window a signed-in user needs to break glass (sessions/step-up.ts). */
   stepUp: RequireStepUp;
@@ -141,7 +142,7 @@ export function createRequestsContext(deps: RequestsDeps) {
     priorStatus: string,
   ): Promise<Delivery> => {
     const jti = deps.dispatch.newJti();
-    const executionId = await repo.insertExecution(tx, {
+    const executionId = await deliveries.insertExecution(tx, {
       requestId: row.id,
       mode,
       jti,

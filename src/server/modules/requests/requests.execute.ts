@@ -16,6 +16,7 @@ import { withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import { isDml } from './requests.classify.ts';
 import { type AccessGrants, invalidState, isRequester, type RequestsContext } from './requests.context.ts';
+import * as deliveries from './requests.deliveries.repo.ts';
 import { NO_ANSWER_SQLSTATE, REFUSED_SQLSTATE } from './requests.outcome.ts';
 import * as repo from './requests.repo.ts';
 import type { RequestView } from './requests.schemas.ts';
@@ -185,7 +186,7 @@ export function createExecution(ctx: RequestsContext) {
             reason: flag.reason,
             was: row.status,
           });
-          await repo.insertOutboxEvent(tx, {
+          await deliveries.insertOutboxEvent(tx, {
             accountId: row.account_id,
             kind: 'request.break_glass',
             payload: {
@@ -207,7 +208,7 @@ export function createExecution(ctx: RequestsContext) {
       if ('access' in delivery) return grant(caller, delivery.access, requestId);
       await deps.dispatch.deliver(delivery);
       const after = await ctx.reload(db, seen);
-      const outcome = await repo.executionOutcome(db, delivery.executionId);
+      const outcome = await deliveries.executionOutcome(db, delivery.executionId);
       if (outcome?.status === 'refused') {
         const refusal = (outcome.outcome as { refusal?: { reason?: string; message?: string } } | null)
           ?.refusal;

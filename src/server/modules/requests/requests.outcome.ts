@@ -7,6 +7,7 @@
 import { type ExecutionOutcome, ROW_COUNT_MISMATCH_SQLSTATE } from '../../../shared/contracts/execution.ts';
 import type { Queryable } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
+import * as deliveries from './requests.deliveries.repo.ts';
 import * as repo from './requests.repo.ts';
 import type { ResultStore } from './requests.results.ts';
 
@@ -21,13 +22,53 @@ export const NO_ANSWER_SQLSTATE = '58000';
 /** SQLSTATE shown for an agent refusal (nothing ran): insufficient_privilege. */
 export const REFUSED_SQLSTATE = '42501';
 
+/** A dry run's outcome as a request shows it: the counts and plans, or the error. */
+export function dryRunView(s: Settlement): {
+  dry_run: {
+    affected_rows: number;
+    statements: { command: string; row_count: number | null; plan: string | null }[];
+    ran_at: string;
+  } | null;
+  dry_run_error: { sqlstate: string; message: string } | null;
+} {
+  if (s.kind === 'executed')
+    return {
+      dry_run: {
+        affected_rows: s.affected_rows,
+        statements: s.statements.map((st) => ({
+          command: st.command,
+          row_count: st.row_count,
+          plan: st.plan,
+        })),
+        ran_at: new Date().toISOString(),
+      },
+      dry_run_error: null,
+    };
+  const error =
+    s.kind === 'failed'
+      ? { sqlstate: s.error.sqlstate, message: s.error.message }
+      : s.kind === 'refused'
+        ? {
+            sqlstate: REFUSED_SQLSTATE,
+            message: `the node refused the dry run (${s.refusal.reason}): ${s.refusal.message}`.slice(
+              0,
+              2000,
+            ),
+          }
+        : {
+            sqlstate: NO_ANSWER_SQLSTATE,
+            message: `no dry-run outcome from the node: ${s.why}`.slice(0, 2000),
+          };
+  return { dry_run: null, dry_run_error: error };
+}
+
 export function createOutcomeApplier(deps: {
   audit: Pick<AuditService, 'record'>;
   results: Pick<ResultStore, 'put'>;
 }) {
   const event = (
     row: repo.RequestRow,
-    exec: repo.ExecutionRow,
+    exec: deliveries.ExecutionRow,
     action: string,
     outcome: 'success' | 'failure' | 'denied',
     details: Record<string, unknown>,
@@ -49,16 +90,11 @@ export function createOutcomeApplier(deps: {
   const settleDryRun = async (
     tx: Queryable,
     row: repo.RequestRow,
-    exec: repo.ExecutionRow,
+    exec: deliveries.ExecutionRow,
     s: Settlement,
   ) => {
-    const at = new Date().toISOString();
-    if (s.kind === 'executed') {
-      const statements = s.statements.map((st) => ({
-        command: st.command,
-        row_count: st.row_count,
-        plan: st.plan,
-      }));
+    const view = dryRunView(s);
+    if (s.kind === 'executed' && view.dry_run) {
       const changed = row.approved_rows !== null && Number(row.approved_rows) !== s.affected_rows;
       if (changed) await repo.deleteApprovals(tx, row.id);
       const openNow =
@@ -66,7 +102,7 @@ export function createOutcomeApplier(deps: {
         row.policy.approvals_required === 0 &&
         row.policy.admin_approvals_required === 0;
       await repo.patchRequest(tx, row.id, {
-        dry_run: { affected_rows: s.affected_rows, statements, ran_at: at },
+        dry_run: view.dry_run,
         dry_run_error: null,
         approved_rows: s.affected_rows,
         ...(openNow
@@ -82,15 +118,7 @@ export function createOutcomeApplier(deps: {
       );
       return;
     }
-    const error =
-      s.kind === 'failed'
-        ? { sqlstate: s.error.sqlstate, message: s.error.message }
-        : s.kind === 'refused'
-          ? {
-              sqlstate: REFUSED_SQLSTATE,
-              message: `the node refused the dry run (${s.refusal.reason}): ${s.refusal.message}`,
-            }
-          : { sqlstate: NO_ANSWER_SQLSTATE, message: `no dry-run outcome from the node: ${s.why}` };
+    const error = view.dry_run_error!;
     await repo.patchRequest(tx, row.id, { dry_run: null, dry_run_error: error, approved_rows: null });
     await deps.audit.record(
       tx,
@@ -104,7 +132,7 @@ export function createOutcomeApplier(deps: {
   const settleExecution = async (
     tx: Queryable,
     row: repo.RequestRow,
-    exec: repo.ExecutionRow,
+    exec: deliveries.ExecutionRow,
     s: Settlement,
   ) => {
     const at = new Date().toISOString();
@@ -216,8 +244,8 @@ export function createOutcomeApplier(deps: {
       tx: Queryable,
       where: { id: string } | { jobId: number },
       s: Settlement,
-    ): Promise<repo.ExecutionRow | null> {
-      const exec = await repo.lockRunningExecution(tx, where);
+    ): Promise<deliveries.ExecutionRow | null> {
+      const exec = await deliveries.lockRunningExecution(tx, where);
       if (!exec) return null;
       const status = s.kind === 'executed' ? 'executed' : s.kind === 'refused' ? 'refused' : 'failed';
       // Rows never go to the delivery row: counts, errors and the refusal only.
@@ -225,7 +253,7 @@ export function createOutcomeApplier(deps: {
         s.kind === 'executed'
           ? { ...s, result: null, statements: s.statements.map((st) => ({ ...st, plan: null })) }
           : s;
-      await repo.finishExecution(tx, exec.id, status, kept);
+      await deliveries.finishExecution(tx, exec.id, status, kept);
       const row = await findLocked(tx, exec.request_id);
       if (!row) return exec;
       if (exec.mode === 'dry_run') {

@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { Db, Queryable } from '../../db/pool.ts';
-import * as repo from './requests.repo.ts';
+import * as deliveries from './requests.deliveries.repo.ts';
 import type { RequestResult } from './requests.schemas.ts';
 
 export const DEFAULT_RESULT_LIFETIME_S = 24 * 3600;
@@ -36,7 +36,7 @@ export function createResultStore(deps: {
     const now = Date.now();
     for (const [id, r] of memory) if (r.expiresAt.getTime() <= now) memory.delete(id);
     try {
-      for (let i = 0; i < 10; i++) if ((await repo.deleteExpiredResults(deps.db, 500)) < 500) break;
+      for (let i = 0; i < 10; i++) if ((await deliveries.deleteExpiredResults(deps.db, 500)) < 500) break;
     } catch (err) {
       deps.log.warn({ err: { message: (err as Error).message } }, 'request results sweep failed');
     }
@@ -53,7 +53,7 @@ export function createResultStore(deps: {
         return expiresAt;
       }
       const sealed = deps.box.seal(JSON.stringify(value), resultContext(requestId));
-      return repo.putResult(tx, requestId, sealed, executedAt, lifetimeS);
+      return deliveries.putResult(tx, requestId, sealed, executedAt, lifetimeS);
     },
 
     async get(q: Queryable, requestId: string): Promise<RequestResult | null> {
@@ -62,7 +62,7 @@ export function createResultStore(deps: {
         if (!m || m.expiresAt.getTime() <= Date.now()) return null;
         return { ...m.value, executed_at: m.executedAt.toISOString(), expires_at: m.expiresAt.toISOString() };
       }
-      const row = await repo.findResult(q, requestId);
+      const row = await deliveries.findResult(q, requestId);
       if (!row) return null;
       const value = JSON.parse(deps.box.open(row.sealed, resultContext(requestId))) as Stored;
       return {

@@ -21,6 +21,7 @@ import {
 } from './requests.classify.ts';
 import { createRequestsContext, invalidState, isRequester, type RequestsDeps } from './requests.context.ts';
 import { createExecution } from './requests.execute.ts';
+import { dryRunView } from './requests.outcome.ts';
 import * as repo from './requests.repo.ts';
 import type { CreateRequestBody, RequestResult, RequestStatus, RequestView } from './requests.schemas.ts';
 
@@ -243,29 +244,56 @@ export function createRequestsService(deps: RequestsDeps) {
     },
 
     /** Classification, findings and the policy's answer for SQL, without a request. */
+    /**
+     * Classification, findings and the policy's answer for SQL, without a request; a write that
+     * could be requested is dry-run too (unless `dry_run: false`): counts and plans, rolled back,
+     * nothing stored (the count approvals bind is the request's own dry run).
+     */
     async preflight(
       caller: Caller,
       name: string,
-      body: { sql: string; capability?: 'reader' | 'migrator' | undefined },
+      body: { sql: string; capability?: 'reader' | 'migrator' | undefined; dry_run?: boolean | undefined },
     ) {
-      await ctx.findDatabase(caller, name);
+      const database = await ctx.findDatabase(caller, name);
       const active = await deps.policyOf(db, caller.accountId);
       const { rules } = rulesFor(active.policy, name);
       const judged = judgeSql(body.sql, rules.findings);
-      const cls: PolicyClass = judged.cls === 'refused' ? 'destructive' : (judged.cls as PolicyClass);
+      const refused = judged.cls === 'refused';
+      const blocked = judged.findings.some((f) => f.severity === 'block');
+      const cls: PolicyClass = refused ? 'destructive' : (judged.cls as PolicyClass);
       const d = decide(active.policy, { database: name, cls, role: requesterRole(caller) });
+      const allowed = d.allowed && !refused && !blocked;
+      const wantsDryRun = body.dry_run !== false && isDml(judged.cls) && allowed;
+      let dry: ReturnType<typeof dryRunView> = { dry_run: null, dry_run_error: null };
+      if (wantsDryRun) {
+        ctx.requireReady(database);
+        if (body.capability === 'reader')
+          throw new AppError(
+            'query_refused',
+            `A ${cls} request needs the migrator capability (reader runs reads only)`,
+          );
+        dry = dryRunView(
+          await deps.dispatch.preflightDryRun(
+            {
+              databaseId: database.id,
+              database: name,
+              nodeId: database.node_id,
+              accountId: caller.accountId,
+            },
+            body.sql,
+            'migrator',
+            {
+              statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
+              waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
+            },
+          ),
+        );
+      }
       return {
         classification: judged.classification,
         findings: judged.findings,
-        policy: { ...policyView(active.version, d), allowed: d.allowed && judged.cls !== 'refused' },
-        dry_run: null,
-        dry_run_error: isDml(judged.cls)
-          ? {
-              sqlstate: '0A000',
-              message:
-                'create the request to dry-run it: its dry run is recorded and is the count approvals bind',
-            }
-          : null,
+        policy: { ...policyView(active.version, d), allowed },
+        ...dry,
       };
     },
 
