@@ -17,6 +17,8 @@ import { accessHandlers } from '../src/agent/jobs/access-grant.ts';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import { type JobHandler, PermanentJobError } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
+import { createPoolerRenderer } from '../src/agent/pgbouncer/pooler-render.ts';
+import { nextExpiry, type PoolerState, pruneExpired } from '../src/agent/pgbouncer/pooler-state.ts';
 import type { DriftFinding } from '../src/agent/postgres/drift.ts';
 import { jitLoginName } from '../src/shared/access-login.ts';
 import { accessGrantText, type GrantAccessPayload } from '../src/shared/contracts/execution.ts';
@@ -314,6 +316,47 @@ test('a migrator grant acts as the migrator, so what it creates outlives the dro
   });
   assert.equal(out.dropped, true);
   assert.equal(await roleExists(g.payload.login), false);
+  const kept = await kit.connectAdmin(db.name);
+  try {
+    assert.equal(
+      (await kept.query("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_jit'")).rows[0]
+        .tableowner,
+      roleNames(db.name).migrator,
+    );
+  } finally {
+    await kept.end();
+  }
+
+  // One that steps out of the migrator role and owns something is left NOLOGIN, not dropped.
+  const g2 = makeGrant(db, { capability: 'migrator' });
+  await run('access.grant', g2.payload);
+  const c2 = viaPooler(g2);
+  await c2.connect();
+  // RESET ROLE goes back to the migrator (the login's default); naming itself does not.
+  await c2.query(`SET ROLE ${g2.payload.login}`);
+  await c2.query('CREATE TABLE own_table (x int)');
+  await c2.end();
+  const revoke2 = {
+    database_id: db.id,
+    name: db.name,
+    grant_id: g2.payload.grant_id,
+    login: g2.payload.login,
+  };
+  const out2 = await run('access.revoke', revoke2);
+  assert.equal(out2.dropped, false);
+  assert.equal(out2.owns_objects, true);
+  const left = await kit.admin.query('SELECT rolcanlogin FROM pg_roles WHERE rolname = $1', [
+    g2.payload.login,
+  ]);
+  assert.deepEqual(left.rows, [{ rolcanlogin: false }]);
+  assert.notEqual(await tryLogin(viaPooler(g2)), null);
+  const inside = await kit.connectAdmin(db.name);
+  try {
+    await inside.query('DROP TABLE own_table');
+  } finally {
+    await inside.end();
+  }
+  assert.equal((await run('access.revoke', revoke2)).dropped, true, 'dropped once it owns nothing');
 });
 
 test('drift knows live logins, and the agent ends an expired one at start even with no server', async () => {
@@ -341,7 +384,7 @@ test('drift knows live logins, and the agent ends an expired one at start even w
   assert.equal(inPooler(g.payload.login), false);
 });
 
-test('the pooler state keeps logins across a restart and drops them at their expiry', async () => {
+test('the pooler state keeps logins across an agent restart', async () => {
   const db = await createDb();
   const g = makeGrant(db);
   await run('access.grant', g.payload);
@@ -364,4 +407,82 @@ test('the pooler state keeps logins across a restart and drops them at their exp
     grant_id: g.payload.grant_id,
     login: g.payload.login,
   });
+});
+
+test('rendering: a login is in the auth and hba files under every allowlist entry until its expiry, then gone', () => {
+  let t = Date.parse('2030-01-01T00:00:00Z');
+  const renderer = createPoolerRenderer({
+    settings: {
+      listenAddr: '127.0.0.1',
+      listenPort: 6432,
+      pgHost: '127.0.0.1',
+      pgPort: 5432,
+      adminUser: 'pgbouncer_admin',
+      poolMode: 'session',
+      maxClientConn: 100,
+      defaultPoolSize: 20,
+      tls: null,
+    },
+    files: { auth: '/x/auth.txt', hba: '/x/hba.txt', pid: '/x/pid' },
+    adminPassword: 'admin password for the render test',
+    now: () => t,
+  });
+  const at = (s: number) => new Date(t + s * 1000).toISOString();
+  const login = (name: string, seconds: number) => ({
+    login: name,
+    verifier: scramVerifier('pw', 1),
+    valid_until: at(seconds),
+    grant_id: randomUUID(),
+  });
+  const state: PoolerState = {
+    version: 1,
+    databases: {
+      shop: {
+        name: 'shop',
+        owner: 'shop_owner',
+        verifier: scramVerifier('owner', 1),
+        allowlist: [
+          { cidr: '10.0.0.0/8', expires_at: null },
+          { cidr: '192.0.2.7/32', expires_at: at(30) },
+        ],
+        access: [login('shop_jit_0000000a', 60), login('shop_jit_0000000b', 120)],
+      },
+    },
+  };
+  const probe = { user: 'bulwark_probe_test', password: 'probe' };
+  const lines = (b: Buffer, user: string) =>
+    b
+      .toString()
+      .split('\n')
+      .filter((l) => l.includes(`"${user}"`) || l.includes(` ${user} `));
+  let r = renderer.render(state, probe, []);
+  assert.equal(lines(r.auth, 'shop_jit_0000000a').length, 1);
+  assert.deepEqual(lines(r.hba, 'shop_jit_0000000a'), [
+    'host shop shop_jit_0000000a 10.0.0.0/8 scram-sha-256',
+    'host shop shop_jit_0000000a 192.0.2.7/32 scram-sha-256',
+  ]);
+  assert.equal(nextExpiry(state, t), t + 30_000);
+  t += 61_000; // past the allowlist entry and the first login, not the second
+  r = renderer.render(state, probe, []);
+  assert.deepEqual(lines(r.auth, 'shop_jit_0000000a'), [], 'the expired login left the auth file');
+  assert.deepEqual(lines(r.hba, 'shop_jit_0000000a'), []);
+  assert.deepEqual(lines(r.hba, 'shop_jit_0000000b'), [
+    'host shop shop_jit_0000000b 10.0.0.0/8 scram-sha-256',
+  ]);
+  const pruned = pruneExpired(state, t);
+  assert.deepEqual(
+    pruned.databases.shop?.access?.map((l) => l.login),
+    ['shop_jit_0000000b'],
+  );
+  assert.equal(nextExpiry(pruned, t), Date.parse(state.databases.shop!.access![1]!.valid_until));
+  // A login named like another pooler user is refused before anything is written.
+  assert.throws(
+    () =>
+      renderer.render(
+        { version: 1, databases: { shop: { ...state.databases.shop!, access: [login('shop_owner', 600)] } } },
+        probe,
+        [],
+      ),
+    /duplicate or reserved pooler user/,
+  );
 });
