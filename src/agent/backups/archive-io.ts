@@ -26,12 +26,36 @@ export function hashingTap(): { tap: Transform; digest: () => string; bytes: () 
   return { tap, digest: () => (hex ??= h.digest('hex')), bytes: () => n };
 }
 
+/**
+ * Gathers small writes (a pipe delivers 64 KiB at a time) into pieces of at least `size` bytes:
+ * each zstd call is a round trip to the thread pool, so fewer, larger calls are much faster.
+ */
+export function coalesce(size = 1024 * 1024): Transform {
+  let parts: Buffer[] = [];
+  let held = 0;
+  return new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      parts.push(chunk);
+      held += chunk.length;
+      if (held >= size) {
+        const out = Buffer.concat(parts, held);
+        parts = [];
+        held = 0;
+        cb(null, out);
+      } else cb();
+    },
+    flush(cb) {
+      cb(null, held > 0 ? Buffer.concat(parts, held) : undefined);
+    },
+  });
+}
+
 export type Verified = { sha256: string; dumpBytes: number; sizeBytes: number; chunks: number };
 
 /** The plain dump of an opened archive (decrypted chunk by chunk, decompressed). */
 export function plainStream(source: Readable, key: Buffer, ref: ArchiveRef, stats?: DecryptStats): Readable {
   const decrypt = createArchiveDecryptor(key, { backupId: ref.backupId, databaseId: ref.databaseId }, stats);
-  const unzstd = createZstdDecompress();
+  const unzstd = createZstdDecompress({ chunkSize: 1024 * 1024 });
   source.on('error', (e) => decrypt.destroy(e));
   decrypt.on('error', (e) => unzstd.destroy(e));
   return source.pipe(decrypt).pipe(unzstd);
@@ -57,7 +81,7 @@ export async function verifyArchive(
       await pipeline(
         opened.stream(),
         createArchiveDecryptor(key, { backupId: ref.backupId, databaseId: ref.databaseId }, stats),
-        createZstdDecompress(),
+        createZstdDecompress({ chunkSize: 1024 * 1024 }),
         hash.tap,
         sink,
         ...(opts.signal ? [{ signal: opts.signal }] : []),

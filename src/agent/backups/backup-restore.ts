@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { ArchiveError } from '../../shared/backup-archive.ts';
 import {
+  BACKUP_JOB_KINDS,
   type BackupDrillResult,
   type BackupManifest,
   type BackupRestoreResult,
@@ -50,7 +51,13 @@ function archiveFailure(err: unknown): unknown {
   return err;
 }
 
-type Restorable = { ref: ArchiveRef; key: Buffer; expected: BackupManifest; source: RoleNames };
+type Restorable = {
+  kind: string;
+  ref: ArchiveRef;
+  key: Buffer;
+  expected: BackupManifest;
+  source: RoleNames;
+};
 
 /** Verifies, then restores into `database` (which the caller made) and checks it. */
 async function restoreInto(
@@ -66,6 +73,7 @@ async function restoreInto(
       { databaseId: target.databaseId, steward: target.roles.steward },
       target.database,
     );
+    await deps.onStep?.(r.kind, 'restore');
     const { dropped } = await runRestore(deps, opened.stream, r.key, r.ref, {
       login,
       role: target.roles.owner,
@@ -75,6 +83,7 @@ async function restoreInto(
     });
     if (dropped.length > 0)
       ctx.log.info({ skipped: dropped.length }, 'archive entries not restored (platform objects)');
+    await deps.onStep?.(r.kind, 'check');
     const c = await connectForTools(deps.cluster, login);
     try {
       return await checkRestored(c, r.expected, ctx.signal);
@@ -193,8 +202,10 @@ export function backupRestore(deps: BackupJobDeps): JobHandler {
     const t0 = performance.now();
     const ref = { databaseId: p.source.database_id, backupId: p.backup_id };
     const key = await getBackupKey(ctx);
-    const r: Restorable = { ref, key, expected: p.expected, source: roleNames(p.source.name) };
+    const kind = BACKUP_JOB_KINDS.restore;
+    const r: Restorable = { kind, ref, key, expected: p.expected, source: roleNames(p.source.name) };
     // Authenticity first: nothing is touched for an archive that does not verify.
+    await deps.onStep?.(kind, 'verify');
     await verifyArchive(deps.storage, ref, key, {
       expectedSha256: p.expected.sha256,
       signal: ctx.signal,
@@ -203,6 +214,7 @@ export function backupRestore(deps: BackupJobDeps): JobHandler {
     });
     const roles = roleNames(p.name);
     let check: RestoreCheck;
+    await deps.onStep?.(kind, 'target');
     if (p.mode === 'new') {
       await create(p.create!, ctx);
       check = await restoreInto(deps, ctx, r, {
@@ -222,6 +234,7 @@ export function backupRestore(deps: BackupJobDeps): JobHandler {
           roles,
           noPrivileges: false,
         });
+        await deps.onStep?.(kind, 'swap');
         await swapIn(deps, ctx, p.name, scratch, roles);
         swapped = true;
       } finally {
@@ -248,6 +261,8 @@ export function backupDrill(deps: BackupJobDeps): JobHandler {
     const ref = { databaseId: p.database_id, backupId: p.backup_id };
     const key = await getBackupKey(ctx);
     const roles = roleNames(p.name);
+    const kind = BACKUP_JOB_KINDS.drill;
+    await deps.onStep?.(kind, 'verify');
     await verifyArchive(deps.storage, ref, key, {
       expectedSha256: p.expected.sha256,
       signal: ctx.signal,
@@ -257,14 +272,16 @@ export function backupDrill(deps: BackupJobDeps): JobHandler {
     const scratch = scratchName('bulwark_drill_', deps.storage.tag);
     let check: RestoreCheck;
     try {
+      await deps.onStep?.(kind, 'target');
       await makeScratch(deps, ctx, scratch, p.database_id, roles);
       check = await restoreInto(
         deps,
         ctx,
-        { ref, key, expected: p.expected, source: roles },
+        { kind, ref, key, expected: p.expected, source: roles },
         { database: scratch, databaseId: p.database_id, roles, noPrivileges: false },
       );
     } finally {
+      await deps.onStep?.(kind, 'drop');
       await dropScratch(ctx.admin, scratch).catch((err: Error) =>
         ctx.log.warn(
           { err: { message: err.message } },
