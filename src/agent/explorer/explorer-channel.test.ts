@@ -137,3 +137,55 @@ test('a server that speaks another contract version (426) stops the agent from r
     await new Promise((resolve) => wss.close(resolve));
   }
 });
+
+test('an execute frame to an agent without an executor is answered refused, at once', async () => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise((resolve) => wss.once('listening', resolve));
+  const url = `http://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+  const connected = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
+  const client = startExplorerChannel({
+    serverUrl: url,
+    token: () => 'bwa_test',
+    log: createLogger('test', 'silent'),
+    executor: { runQuery: async () => rows(1), readSchema: async () => ({ tables: [], truncated: false }) },
+  });
+  try {
+    await client.opened();
+    const socket = await connected;
+    const id = randomUUID();
+    const answer = new Promise<unknown>((resolve) =>
+      socket.once('message', (d) => resolve(JSON.parse(d.toString()))),
+    );
+    socket.send(
+      JSON.stringify({
+        type: 'execute',
+        id,
+        payload: {
+          database_id: randomUUID(),
+          name: 'shop',
+          request_id: randomUUID(),
+          token: 'x.y.z',
+          sql: 'UPDATE t SET a = 1 WHERE id = 1',
+          mode: 'execute',
+          capability: 'migrator',
+          statement_timeout_ms: 1_000,
+          lock_timeout_ms: 1_000,
+          row_limit: 10,
+          byte_limit: 4096,
+          explain: false,
+        },
+      }),
+    );
+    assert.deepEqual(await answer, {
+      type: 'execution',
+      id,
+      outcome: {
+        kind: 'refused',
+        refusal: { reason: 'config', message: 'this agent does not run governed SQL' },
+      },
+    });
+  } finally {
+    await client.stop();
+    await new Promise((resolve) => wss.close(resolve));
+  }
+});
