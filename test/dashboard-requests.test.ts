@@ -297,6 +297,59 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
 
   await step(
     t,
+    'the member edits a request (it starts over), the admin rejects it with a comment',
+    async () => {
+      const p = member.page;
+      await p.goto(`${stack.url}/databases/${DB}/requests`);
+      await p.getByRole('button', { name: 'New request' }).click();
+      const editor = p.getByRole('textbox', { name: 'Request SQL' });
+      await editor.click();
+      await editor.fill('UPDATE items SET price = 0 WHERE id = 4');
+      await p.getByRole('textbox', { name: named('Reason') }).fill('Free sample');
+      await p.getByRole('button', { name: 'Submit for approval' }).click();
+      await status(p, 'Pending').waitFor();
+      await p.getByRole('button', { name: 'Edit SQL' }).click();
+      const dialog = p.getByRole('dialog', { name: 'Edit the SQL' });
+      await dialog.getByText(/^Editing starts over: every approval is cleared/).waitFor();
+      const next = dialog.getByRole('textbox', { name: 'New SQL' });
+      await next.click();
+      await p.keyboard.press('ControlOrMeta+a');
+      await next.fill('UPDATE items SET price = 0 WHERE id IN (4, 5)');
+      await dialog.getByRole('button', { name: 'Save and start over' }).click();
+      await dialog.waitFor({ state: 'detached' });
+      await p
+        .getByRole('status')
+        .filter({ hasText: /^Dry run: 2 rows would be affected/ })
+        .waitFor();
+      assert.match(
+        await p.getByRole('textbox', { name: 'Request SQL (read-only)' }).innerText(),
+        /IN \(4, 5\)/,
+      );
+      const a = admin.page;
+      await a.goto(p.url());
+      await status(a, 'Pending').waitFor();
+      await a.getByRole('button', { name: 'Reject' }).click();
+      const reject = a.getByRole('dialog', { name: 'Reject this request?' });
+      const why = reject.getByRole('textbox', { name: named('Why') });
+      // A rejection needs its reason: the empty form is not sent.
+      await reject.getByRole('button', { name: 'Reject' }).click();
+      assert.equal(await why.evaluate((e) => (e as HTMLTextAreaElement).validity.valueMissing), true);
+      await why.fill('Samples are not free this month');
+      await reject.getByRole('button', { name: 'Reject' }).click();
+      await status(a, 'Rejected').waitFor();
+      await a.getByText(/^Rejected by bea_admin .*Samples are not free this month$/).waitFor();
+      await p.reload();
+      await status(p, 'Rejected').waitFor();
+      assert.equal(await p.getByRole('button', { name: 'Execute' }).count(), 0);
+      const rows = await tenant.query('SELECT count(*)::int AS n FROM items WHERE price = 0');
+      assert.equal(rows.rows[0].n, 0, 'nothing ran');
+      await admin.assertClean('reject');
+      await member.assertClean('edit');
+    },
+  );
+
+  await step(
+    t,
     'the member asks for reader access; approved and executed, the login shows once and works',
     async () => {
       const p = member.page;
