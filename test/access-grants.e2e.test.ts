@@ -218,3 +218,33 @@ test('deleting the database ends its grants', async () => {
   const role = await s.db.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.login]);
   assert.equal(role.rows.length, 0, 'the login is dropped');
 });
+
+test('cancelling an access request that may run again ends its live login at once', async () => {
+  // Two executions per approved request on this account (the built-in rules allow one).
+  const applied = await s.app.inject({
+    method: 'PUT',
+    url: '/v1/policy',
+    headers: key.headers,
+    payload: { source: 'version: 1\ndefaults:\n  max_executions: 2\n' },
+  });
+  assert.equal(applied.statusCode, 200, applied.body);
+  const db = await readyDatabase();
+  const { id, done, credentials } = await accessRequest(db.name, 'reader', 3600);
+  assert.equal(done.status, 'approved', 'it may run once more');
+  const open = client(credentials);
+  await open.connect();
+  await open.query('SELECT 1');
+  expectStatus(await http.act(db.name, id, 'cancel', requester.headers), 200);
+  const row = await waitFor('the grant revoked', async () => {
+    const r = await s.db.pool.query(
+      'SELECT status, end_reason, revoke_outcome FROM access_grants WHERE login = $1',
+      [credentials.login],
+    );
+    return r.rows[0]?.status === 'revoked' && r.rows[0].revoke_outcome ? r.rows[0] : undefined;
+  });
+  assert.equal(row.end_reason, 'cancelled');
+  assert.equal(row.revoke_outcome.dropped, true);
+  await assert.rejects(open.query('SELECT 1'), 'the open session is cut');
+  await open.end().catch(() => {});
+  assert.notEqual(await tryLogin(client(credentials)), null);
+});

@@ -56,13 +56,13 @@ export function accessGrant(deps: AccessGrantDeps): JobHandler {
       const left = validUntil.getTime() - now();
       if (!(left > 0)) throw new PermanentJobError('the grant is already past its valid_until');
       if (left > MAX_ACCESS_VALIDITY_MS) throw new PermanentJobError('the grant is valid for too long');
-      await step('verify');
-      await verifyGrant(deps, ctx.admin, p);
-
+      // Local checks first: a refusal here leaves the token's jti unspent.
       const entry = deps.pooler.state().databases[p.name];
       if (!entry) throw new NotOursError(`database ${p.name} is not on this node's pooler`);
       if (!entry.access?.some((l) => l.login === p.login) && (entry.access?.length ?? 0) >= MAX_ACCESS_LOGINS)
         throw new PermanentJobError(`database ${p.name} already has ${MAX_ACCESS_LOGINS} live logins`);
+      await step('verify');
+      await verifyGrant(deps, ctx.admin, p);
 
       await step('role');
       await ensureAccessRole(ctx.admin, {
