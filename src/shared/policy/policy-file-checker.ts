@@ -31,7 +31,9 @@ export class Checker {
   fail(at: number, field: string, message: string): void {
     if (this.errors.length >= MAX_POLICY_ERRORS) return;
     const { line, col } = this.lines.linePos(at);
-    this.errors.push({ line, column: col, field, message });
+    // A key may be long: the report stays readable and bounded.
+    const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+    this.errors.push({ line, column: col, field: cut(field, 200), message: cut(message, 400) });
   }
 
   /** An alias is read as what it names; a null scalar (`key:` with nothing after it) is null. */
@@ -140,4 +142,42 @@ export class Checker {
     }
     return v as T;
   }
+}
+
+/** Deeper than any policy needs, far below where the YAML parser's recursion gives out. */
+const MAX_FLOW_DEPTH = 64;
+const MAX_INDENT = 128;
+
+/**
+ * A file nested absurdly deep (`[[[[…`, `- - - …`, thousands of indented levels), refused before it
+ * is parsed: the parser would recurse until the stack gives out, spending seconds on the way.
+ * Counts brackets everywhere (quotes and comments included: a false alarm needs 64 unclosed
+ * brackets, which no policy has) and the leading run of indentation and indicators of each line.
+ */
+export function nestingProblem(source: string): PolicyFileError | null {
+  let depth = 0;
+  let line = 1;
+  let column = 0;
+  let leading = true;
+  let indent = 0;
+  const problem = (message: string): PolicyFileError => ({ line, column, field: '', message });
+  for (const ch of source) {
+    column++;
+    if (ch === '\n') {
+      line++;
+      column = 0;
+      leading = true;
+      indent = 0;
+      continue;
+    }
+    if (leading && (ch === ' ' || ch === '\t' || ch === '-' || ch === '?' || ch === ':')) {
+      if (++indent > MAX_INDENT) return problem(`indented more than ${MAX_INDENT} columns deep`);
+      continue;
+    }
+    leading = false;
+    if (ch === '[' || ch === '{') {
+      if (++depth > MAX_FLOW_DEPTH) return problem(`brackets nested more than ${MAX_FLOW_DEPTH} deep`);
+    } else if ((ch === ']' || ch === '}') && depth > 0) depth--;
+  }
+  return null;
 }

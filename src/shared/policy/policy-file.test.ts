@@ -302,6 +302,35 @@ describe('policy file', () => {
     assert.match(errors[0]?.message ?? '', /at most 262144/);
   });
 
+  test('a file nested absurdly deep is refused before parsing, quickly', () => {
+    for (const [source, message] of [
+      [`version: 1\ndefaults: ${'['.repeat(100_000)}`, /brackets nested more than 64 deep/],
+      [`version: 1\ndefaults: ${'{a: '.repeat(60_000)}`, /brackets nested more than 64 deep/],
+      [`version: 1\n${'- '.repeat(60_000)}x\n`, /indented more than 128 columns deep/],
+      [
+        `version: 1\n${Array.from({ length: 200 }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n')}\n`,
+        /indented/,
+      ],
+    ] as const) {
+      const started = performance.now();
+      const errors = errorsOf(source);
+      assert.ok(performance.now() - started < 500, 'no deep recursion');
+      assert.equal(errors.length, 1);
+      assert.match(errors[0]?.message ?? '', message);
+    }
+    // Balanced brackets and ordinary indentation are not counted against a file.
+    assert.ok(parsePolicyFile(`version: 1\n${'# [ ] { }\n'.repeat(1000)}`).ok);
+  });
+
+  test('a huge unknown key is reported, cut short', () => {
+    const [e] = errorsOf(`version: 1\n${'k'.repeat(1000)}: 1\n`);
+    assert.ok(
+      (e?.field.length ?? 0) <= 200 && (e?.message.length ?? 0) <= 400,
+      JSON.stringify(e).slice(0, 300),
+    );
+    assert.match(e?.message ?? '', /^unknown key "kkk/);
+  });
+
   test('errors are capped', () => {
     const lines = Array.from({ length: 200 }, (_, i) => `  bad_${i}: 1`).join('\n');
     assert.equal(errorsOf(`version: 1\ndefaults:\n${lines}\n`).length, MAX_POLICY_ERRORS);

@@ -35,7 +35,7 @@ import {
   type RuleSet,
   type RuleSetPatch,
 } from './governance.ts';
-import { Checker, MAX_POLICY_ERRORS, type PolicyFileError } from './policy-file-checker.ts';
+import { Checker, MAX_POLICY_ERRORS, nestingProblem, type PolicyFileError } from './policy-file-checker.ts';
 
 export { MAX_POLICY_ERRORS, type PolicyFileError };
 
@@ -195,6 +195,8 @@ export function parsePolicyFile(source: string): PolicyParseResult {
         { line: 1, column: 1, field: '', message: `the file is ${bytes} bytes; at most ${MAX_POLICY_BYTES}` },
       ],
     };
+  const deep = nestingProblem(source);
+  if (deep) return { ok: false, errors: [deep] };
   const lines = new LineCounter();
   const doc = parseDocument(source, {
     lineCounter: lines,
