@@ -333,7 +333,12 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
       const why = reject.getByRole('textbox', { name: named('Why') });
       // A rejection needs its reason: the empty form is not sent.
       await reject.getByRole('button', { name: 'Reject' }).click();
-      assert.equal(await why.evaluate((e) => (e as HTMLTextAreaElement).validity.valueMissing), true);
+      assert.equal(
+        await why.evaluate(
+          (e) => (e as unknown as { validity: { valueMissing: boolean } }).validity.valueMissing,
+        ),
+        true,
+      );
       await why.fill('Samples are not free this month');
       await reject.getByRole('button', { name: 'Reject' }).click();
       await status(a, 'Rejected').waitFor();
