@@ -262,8 +262,9 @@ export function createRequestsService(deps: RequestsDeps) {
       const blocked = judged.findings.some((f) => f.severity === 'block');
       const cls: PolicyClass = refused ? 'destructive' : (judged.cls as PolicyClass);
       const d = decide(active.policy, { database: name, cls, role: requesterRole(caller) });
-      const allowed = d.allowed && !refused && !blocked;
-      const wantsDryRun = body.dry_run !== false && isDml(judged.cls) && allowed;
+      // The policy's answer (a blocking finding is reported in `findings`, not here).
+      const allowed = d.allowed && !refused;
+      const wantsDryRun = body.dry_run !== false && isDml(judged.cls) && allowed && !blocked;
       let dry: ReturnType<typeof dryRunView> = { dry_run: null, dry_run_error: null };
       if (wantsDryRun) {
         ctx.requireReady(database);
