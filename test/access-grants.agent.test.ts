@@ -345,6 +345,8 @@ test('a migrator grant acts as the migrator, so what it creates outlives the dro
   const out2 = await run('access.revoke', revoke2);
   assert.equal(out2.dropped, false);
   assert.equal(out2.owns_objects, true);
+  // The grant job sent again (same token) does not bring the revoked login back.
+  await assert.rejects(run('access.grant', g2.payload), /replayed/);
   const left = await kit.admin.query('SELECT rolcanlogin FROM pg_roles WHERE rolname = $1', [
     g2.payload.login,
   ]);

@@ -111,8 +111,11 @@ async function verifyGrant(
   if (verdict.ok) return;
   if (verdict.reason === 'replayed') {
     const role = await findAccessRole(admin, p.login);
+    // Still able to log in: a login already revoked (NOLOGIN, left because it owns something) is
+    // never brought back by a replay.
     if (
       role?.marker === accessMarker(p.database_id, p.grant_id) &&
+      role.canLogin &&
       (await storedVerifier(admin, p.login)) === p.verifier
     )
       return;
