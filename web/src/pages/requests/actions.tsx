@@ -14,7 +14,7 @@ import { useMe } from '../../session.tsx';
 import { SqlEditor, type SqlEditorHandle } from '../databases/sql-editor.tsx';
 import { type Executed, REQUESTS_CHANGED, type Request } from './types.ts';
 
-type Open = 'approve' | 'reject' | 'cancel' | 'edit' | 'execute' | 'break-glass' | null;
+type Open = 'approve' | 'reject' | 'cancel' | 'edit' | 'execute' | 'break-glass' | 'dry-run' | null;
 const NO_SCHEMA: Record<string, string[]> = {};
 
 /** Who the signed-in person is to this request. */
@@ -107,6 +107,8 @@ export function RequestActions({
           body: { comment: text ?? '' },
         }),
       );
+    else if (kind === 'dry-run')
+      out = await call(api.POST('/v1/databases/{name}/requests/{id}/dry-run', { params: { path } }));
     else if (kind === 'cancel')
       out = await call(api.POST('/v1/databases/{name}/requests/{id}/cancel', { params: { path } }));
     else if (kind === 'edit') {
@@ -131,6 +133,7 @@ export function RequestActions({
     window.dispatchEvent(new Event(REQUESTS_CHANGED));
   });
   const open_ = r.status === 'pending' || r.status === 'approved';
+  const isDml = r.classification.class === 'write' || r.classification.class === 'destructive';
   const mayReview = !mine && open_;
   const mayExecute = r.status === 'approved' && (mine || admin);
   const mayBreakGlass = admin && open_ && r.kind === 'sql' && r.status === 'pending';
@@ -151,6 +154,19 @@ export function RequestActions({
     buttons.push(
       <button key="execute" type="button" className="primary" onClick={() => setOpen('execute')}>
         Execute
+      </button>,
+    );
+  // A write is approved for its dry run's count: without one (it failed, or the node was away) it runs again.
+  if (r.status === 'pending' && r.kind === 'sql' && (r.dry_run === null || r.dry_run_error !== null) && isDml)
+    buttons.push(
+      <button
+        key="dry"
+        type="button"
+        className="secondary"
+        disabled={act.busy}
+        onClick={() => void act.run('dry-run')}
+      >
+        Run the dry run again
       </button>,
     );
   if (mine && r.kind === 'sql' && (open_ || r.status === 'rejected'))
@@ -184,6 +200,7 @@ export function RequestActions({
             : 'Nothing for you to do on this request now.'}
         </p>
       )}
+      {open === null ? <ErrorNotice error={act.error} /> : null}
       {mine && r.status === 'pending' && buttons.length > 0 ? (
         <p className="muted small">Waiting for approval: you cannot approve your own request.</p>
       ) : null}

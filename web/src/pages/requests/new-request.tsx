@@ -123,11 +123,13 @@ export function NewSqlRequest({ database, onClose }: { database: string; onClose
   );
 }
 
+/** Up to the built-in limit (8 h); a policy may allow less (the server says so). */
 const DURATIONS: [number, string][] = [
+  [1800, '30 minutes'],
   [3600, '1 hour'],
+  [2 * 3600, '2 hours'],
   [4 * 3600, '4 hours'],
   [8 * 3600, '8 hours'],
-  [24 * 3600, '24 hours'],
 ];
 
 /** Just-in-time access: a temporary login with the reader or migrator role, after approval. */
