@@ -118,7 +118,21 @@ describe('refusals: nothing is executed', () => {
     const first = await ex.execute(p, new AbortController().signal);
     assert.equal(first.kind, 'executed', JSON.stringify(first));
     const once = await contents();
-    refusedWith(await ex.execute(p, new AbortController().signal), 'replayed');
+    // Another token with the same jti (signed again): refused.
+    const jti = JSON.parse(Buffer.from(p.token.split('.')[1]!, 'base64url').toString()).jti as string;
+    const now = Math.floor(Date.now() / 1000);
+    const resigned = signedRequest(h.ring, t, {
+      sql: p.sql,
+      approvedRows: 1,
+      claims: { jti, request_id: p.request_id, iat: now - 7, exp: now + 200 },
+    });
+    assert.notEqual(resigned.token, p.token);
+    refusedWith(
+      await ex.execute({ ...resigned, request_id: p.request_id }, new AbortController().signal),
+      'replayed',
+    );
+    // The very same token again in this process (a retried delivery): what happened, run once.
+    assert.deepEqual(await ex.execute(p, new AbortController().signal), first);
     ex = await h.executor(); // a new process: its replay cache is read back from the file
     refusedWith(await ex.execute(p, new AbortController().signal), 'replayed');
     assert.equal(await contents(), once);
@@ -308,8 +322,12 @@ describe('runs', () => {
     const result = await handler(payload, ctx);
     assert.equal(result.kind, 'executed', JSON.stringify(result));
     assert.equal(checkJobResult('request.execute', result).ok, true);
-    // A re-leased job (the agent died before completing it) meets the replay cache: run once.
-    const again = await handler(payload, ctx);
+    // The job retried (its `complete` call failed): answered with what happened, not run again.
+    assert.deepEqual(await handler(payload, ctx), result);
+    // Re-leased after the agent died (a new process): the replay cache refuses it: run once.
+    ex = await h.executor();
+    const restarted = defaultHandlers({ execution: ex }).get('request.execute')!;
+    const again = await restarted(payload, ctx);
     assert.deepEqual(again.kind === 'refused' && again.refusal, {
       reason: 'replayed',
       message: 'the execution token was already used',

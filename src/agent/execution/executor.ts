@@ -27,7 +27,7 @@ import type { QueryOutput } from '../../shared/contracts/explorer-channel.ts';
 import type { RefusalReason } from '../../shared/execution-token.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import { isLoginRefused } from '../postgres/steward.ts';
-import type { AgentVerifier } from './agent-verifier.ts';
+import { type AgentVerifier, EXECUTION_SKEW_SECONDS } from './agent-verifier.ts';
 import { planExecution } from './execution-plan.ts';
 import { type ExecutionRoles, NotPreparedError } from './execution-role.ts';
 import {
@@ -36,6 +36,7 @@ import {
   type RawRow,
   type StatementResult,
 } from './execution-session.ts';
+import { createOutcomeMemo } from './outcome-memo.ts';
 
 export type ExecutionExecutor = {
   execute(payload: ExecutePayload, signal: AbortSignal): Promise<ExecutionOutcome>;
@@ -113,6 +114,7 @@ class StatementError extends Error {
 
 export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
   const { log } = deps;
+  const answered = createOutcomeMemo();
 
   const refuse = (p: ExecutePayload, reason: string, message: string): ExecutionOutcome => {
     // Never the SQL or the token: what was refused and why.
@@ -155,7 +157,15 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
       try {
         if (signal.aborted) return refuse(p, 'cancelled', 'the execution was cancelled before it started');
         const v = await deps.verifier.verify(p.token, { database: p.name, mode: p.mode, sql: p.sql });
-        if (!v.ok) return refuse(p, v.reason, REFUSAL_MESSAGES[v.reason]);
+        if (!v.ok) {
+          // The same token delivered again (a retried job, a resent frame): what happened, not `replayed`.
+          const earlier = v.reason === 'replayed' ? answered.recall(p.token) : null;
+          if (earlier) {
+            log.info({ request_id: p.request_id, database: p.name }, 'execution answered again (same token)');
+            return earlier;
+          }
+          return refuse(p, v.reason, REFUSAL_MESSAGES[v.reason]);
+        }
         if (v.claims.capability !== p.capability)
           return refuse(p, 'capability_mismatch', 'the request names another capability than its token');
         if (v.claims.mode !== p.mode) return refuse(p, 'wrong_mode', REFUSAL_MESSAGES.wrong_mode);
@@ -171,7 +181,10 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
           if (err instanceof NotPreparedError) return refuse(p, 'database', err.message);
           throw err;
         }
-        return await run(p, plan, v.claims.approved_rows, session, signal, elapsed);
+        const outcome = await run(p, plan, v.claims.approved_rows, session, signal, elapsed);
+        const size = outcome.kind === 'executed' && outcome.result ? p.byte_limit * 2 : 4096;
+        answered.remember(p.token, v.claims.exp + EXECUTION_SKEW_SECONDS, outcome, size);
+        return outcome;
       } catch (err) {
         // Not the SQL's error (that is `failed` from run()): the node could not run it.
         const message = err instanceof Error ? err.message : String(err);
