@@ -166,6 +166,31 @@ test('a suspended approver no longer counts: approved, suspended, execute refuse
   assert.equal(jobs.rows[0].n, 0);
 });
 
+test('a delivery the server lost is settled as without outcome by the sweeper', async () => {
+  const read = expectStatus(
+    await http.create(DB, requester.headers, { sql: 'SELECT 1', reason: 'lost' }),
+    201,
+  );
+  const id = read.id as string;
+  // As if a server had sent it down a channel three hours ago and stopped before the answer.
+  await s.db.pool.query("UPDATE governed_requests SET status = 'executing', executions = 1 WHERE id = $1", [
+    id,
+  ]);
+  await s.db.pool.query(
+    `INSERT INTO request_executions (request_id, mode, jti, sql_sha256, prior_status, delivery, started_at)
+     SELECT id, 'execute', gen_random_uuid(), sql_sha256, 'approved', 'channel', now() - interval '3 hours'
+       FROM governed_requests WHERE id = $1`,
+    [id],
+  );
+  await s.requestSweeper.sweep();
+  const r = expectStatus(await http.get(DB, id, requester.headers), 200);
+  assert.equal(r.status, 'failed');
+  const last = r.last_execution as { error: { sqlstate: string; message: string } };
+  assert.equal(last.error.sqlstate, '58000');
+  assert.match(last.error.message, /may have run/);
+  assert.equal((await auditOf(s, 'request.failed', id)).length, 1);
+});
+
 test('break-glass is never an API key, nor a member', async () => {
   const id = await ddlRequest();
   const keyed = expectStatus(

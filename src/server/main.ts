@@ -301,7 +301,7 @@ export async function createServerContext(opts: {
     policyOf: activePolicyOf,
     access,
   });
-  const requestSweeper = createRequestSweeper({ db, log, audit });
+  const requestSweeper = createRequestSweeper({ db, log, audit, applier });
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {
     const app = await buildApp({

@@ -80,6 +80,22 @@ export async function executionOutcome(
   return r.rows[0] ?? null;
 }
 
+/** Channel deliveries still running long after they were sent (their server stopped waiting). */
+export async function lostDeliveries(
+  q: Queryable,
+  olderThanS: number,
+  limit: number,
+): Promise<{ id: string; mode: 'execute' | 'dry_run' }[]> {
+  const r = await q.query<{ id: string; mode: 'execute' | 'dry_run' }>(
+    `SELECT id, mode FROM request_executions
+      WHERE status = 'running' AND delivery IS DISTINCT FROM 'queue'
+        AND started_at < now() - $1 * interval '1 second'
+      ORDER BY started_at LIMIT $2`,
+    [olderThanS, limit],
+  );
+  return r.rows;
+}
+
 export async function finishExecution(
   tx: Queryable,
   id: string,
