@@ -12,7 +12,7 @@
  * violation (test/helpers/browser.ts).
  */
 import assert from 'node:assert/strict';
-import { after, before, type TestContext, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import pg from 'pg';
 import type { Browser, Locator, Page } from 'playwright-core';
 import {
@@ -23,7 +23,8 @@ import {
   screenshot,
 } from './helpers/browser.ts';
 import { type DashboardStack, startDashboardStack } from './helpers/dashboard-stack.ts';
-import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
+import { checkPage, databaseWithTable, named, redeem, walkthrough } from './helpers/dashboard-steps.ts';
+import { accountApi, operatorKey } from './helpers/up-stack.ts';
 
 const ADMIN = { username: 'bea_admin', password: 'copper-lantern-orchard-52' };
 const MEMBER = { username: 'ari_member', password: 'willow-granite-pepper-17' };
@@ -54,82 +55,13 @@ after(async () => {
   await stack?.destroy();
 });
 
-/** A database with a small table, made through the API and filled as its owner through the pooler. */
-async function seedDatabase(): Promise<void> {
-  const created = await api('POST', '/v1/databases', { name: DB });
-  assert.equal(created.status, 202, JSON.stringify(created.json));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const d = (await api('GET', `/v1/databases/${DB}`)).json;
-    if (d.status === 'ready') break;
-    assert.notEqual(d.status, 'failed', `create ${DB} failed: ${d.failure_reason}`);
-    assert.ok(Date.now() < deadline, `${DB} not ready in 60 s (${d.status})`);
-    await sleep(100);
-  }
-  const conn = (await api('GET', `/v1/databases/${DB}/connection`)).json;
-  const { password } = (await api('POST', `/v1/databases/${DB}/credentials/reveal`)).json;
-  tenant = new pg.Client({
-    host: '127.0.0.1',
-    port: stack.ports.pooler,
-    user: conn.user,
-    database: conn.database,
-    password,
-    connectionTimeoutMillis: 5_000,
-  });
-  tenant.on('error', () => {});
-  await tenant.connect();
-  await tenant.query(
-    'CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL); INSERT INTO items SELECT g, 10 * g FROM generate_series(1, 6) g',
-  );
-}
-
-const named = (label: string) => new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`);
-
-async function redeem(g: GuardedPage, link: string, who: { username: string; password: string }) {
-  const undo = g.expect({ method: 'GET', url: /\/v1\/me$/, status: 401 });
-  await g.page.goto(link);
-  await g.page.getByRole('heading', { name: 'Redeem your invite', level: 1 }).waitFor();
-  await g.page.getByRole('textbox', { name: named('Username') }).fill(who.username);
-  await g.page.getByLabel(named('Password')).fill(who.password);
-  await g.page.getByLabel(named('Confirm password')).fill(who.password);
-  await g.page.getByRole('button', { name: 'Create account' }).click();
-  await g.page.getByRole('heading', { name: 'Account security', level: 1 }).waitFor();
-  undo();
-}
-
-/** A page's heading shown, nothing broken so far, no serious axe finding, a screenshot. */
-async function checkPage(g: GuardedPage, heading: string | RegExp, shot: string, level = 1) {
-  await g.page.getByRole('heading', { name: heading, level }).first().waitFor();
-  await assertAccessible(g.page, shot);
-  await screenshot(g.page, shot);
-  await g.assertClean(shot);
-}
-
 const status = (p: Page, word: string): Locator =>
   p.locator('.facts').getByText(word, { exact: true }).first();
 
-let broken = '';
-function step(t: TestContext, name: string, fn: () => Promise<void>): Promise<void> {
-  const skip = broken ? `an earlier step failed: ${broken}` : false;
-  return t.test(name, { timeout: STEP_MS, skip }, async () => {
-    try {
-      await fn();
-    } catch (err) {
-      broken = name;
-      const seen: string[] = [];
-      for (const [who, g] of [
-        ['admin', admin],
-        ['member', member],
-      ] as const) {
-        if (!g) continue;
-        await screenshot(g.page, `failed-requests-${who}`).catch(() => {});
-        seen.push(...g.problems().map((x) => `  - [${x.kind}] ${x.detail}`));
-      }
-      if (seen.length && err instanceof Error) err.message += `\nthe browsers also saw:\n${seen.join('\n')}`;
-      throw err;
-    }
-  });
-}
+const step = walkthrough('requests', STEP_MS, () => [
+  ['admin', admin],
+  ['member', member],
+]);
 
 test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
   await step(t, 'an admin and a member sign up; a database with rows', async () => {
@@ -139,7 +71,12 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
     assert.equal(made.status, 201, JSON.stringify(made.json));
     member = await guardedPage(browser, { name: 'member' });
     await redeem(member, `${stack.url}/#invite=${made.json.invites[0].code}`, MEMBER);
-    await seedDatabase();
+    tenant = await databaseWithTable(
+      api,
+      stack.ports.pooler,
+      DB,
+      'CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL); INSERT INTO items SELECT g, 10 * g FROM generate_series(1, 6) g',
+    );
   });
 
   await step(t, 'the member preflights an UPDATE, sees the dry run and the policy, submits it', async () => {
