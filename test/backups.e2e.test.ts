@@ -5,7 +5,10 @@
  * restores into a new database that becomes ready and holds the same data.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
@@ -15,7 +18,10 @@ import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
 
+const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
+
 let pooler: PrivatePooler;
+let serverUrl: string;
 let s: TestServer;
 let agent: RunningAgent;
 let key: TestKey;
@@ -28,6 +34,7 @@ before(async () => {
     backupDir: path.join(pooler.stateDir, 'backups'),
   });
   const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  serverUrl = url.replace('localhost', '127.0.0.1');
   agent = await startTestAgent(s, url, { name: 'local', pooler, explorerChannel: false });
   key = await createTestKey(s, { account: 'backups-e2e' });
 });
@@ -188,5 +195,90 @@ test('restore in place: a safety backup first, then the database holds the backu
     assert.equal((await after.query(`SELECT to_regclass('public.oops') AS t`)).rows[0].t, null);
   } finally {
     await after.end();
+  }
+});
+
+type Run = { code: number; stdout: string; stderr: string };
+function cli(args: string[], home: string): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      {
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: home,
+          XDG_CONFIG_HOME: home,
+          BULWARK_URL: serverUrl,
+          BULWARK_KEY: key.key,
+        },
+        timeout: 120_000,
+      },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+test('bulwark backup: create --wait, list, show, download (checked, never overwriting), restore --wait; bad input exits 2', async () => {
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-cli-backup-'));
+  try {
+    const name = `bk_${randomBytes(4).toString('hex')}`;
+    assert.equal((await api('POST', '/v1/databases', { name })).statusCode, 202);
+    await ready(name);
+    const app = await login(name);
+    await app.query(`CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 1000);`);
+    await app.end();
+
+    const created = await cli(['backup', 'create', name, '--wait', '--json'], home);
+    assert.equal(created.code, 0, created.stderr);
+    const b = JSON.parse(created.stdout);
+    assert.equal(b.status, 'completed');
+    const listed = await cli(['backup', 'list', name, '--json'], home);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(
+      JSON.parse(listed.stdout).items.map((i: { id: string }) => i.id),
+      [b.id],
+    );
+    const shown = await cli(['backup', 'show', name, b.id], home);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, new RegExp(`sha256\\s+${b.sha256}`));
+
+    const file = path.join(home, 'shop.dump');
+    const got = await cli(['backup', 'download', name, b.id, '-o', file, '--json'], home);
+    assert.equal(got.code, 0, got.stderr);
+    assert.equal(JSON.parse(got.stdout).sha256, b.sha256);
+    const bytes = await fs.readFile(file);
+    assert.equal(createHash('sha256').update(bytes).digest('hex'), b.sha256);
+    assert.equal(bytes.subarray(0, 5).toString('latin1'), 'PGDMP');
+    // Never over an existing file, and nothing left behind.
+    const again = await cli(['backup', 'download', name, b.id, '-o', file], home);
+    assert.equal(again.code, 1, again.stdout);
+    assert.deepEqual(
+      (await fs.readdir(home)).filter((f) => f.endsWith('.partial')),
+      [],
+    );
+
+    const target = `${name}_c`;
+    const restored = await cli(
+      ['backup', 'restore', name, b.id, '--new-name', target, '--wait', '--json'],
+      home,
+    );
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.equal(JSON.parse(restored.stdout).status, 'completed');
+    const copy = await login(target);
+    assert.equal((await copy.query('SELECT count(*)::int AS n FROM t')).rows[0].n, 1000);
+    await copy.end();
+
+    for (const bad of [
+      ['backup', 'show', name, 'not-a-uuid'],
+      ['backup', 'create', 'Bad;Name'],
+      ['backup', 'restore', name, b.id, '--in-place', '--new-name', 'x'],
+    ]) {
+      const r = await cli(bad, home);
+      assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
+    }
+  } finally {
+    await fs.rm(home, { recursive: true, force: true });
   }
 });

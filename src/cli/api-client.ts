@@ -73,6 +73,11 @@ export type ApiClient = {
     body: unknown,
     opts: RequestOptions & { accept: string },
   ): Promise<string>;
+  /**
+   * A GET whose answer is streamed (a backup download): the successful response, its body unread;
+   * an ApiError otherwise. `signal` bounds it (no timeout of its own: large bodies take long).
+   */
+  download(path: string, opts: { signal?: AbortSignal }): Promise<Response>;
 };
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
@@ -151,6 +156,26 @@ export function createApiClient(opts: { url: string; key: string; timeoutMs?: nu
       return parseJson(await send(method, path, body, o)) as T;
     },
     requestText: (method, path, body, o) => send(method, path, body, o),
+    async download(path, o) {
+      let res: Response;
+      try {
+        res = await fetch(`${base}${path}`, {
+          headers: { authorization: `Bearer ${opts.key}`, accept: 'application/octet-stream' },
+          redirect: 'error',
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+      } catch (err) {
+        throw new CliError(`cannot reach ${base}: ${(err as Error).message}`, EXIT.error);
+      }
+      if (res.ok) return res;
+      const e = (parseJson(await res.text()) as { error?: { code?: unknown; message?: unknown } } | null)
+        ?.error;
+      throw new ApiError(
+        res.status,
+        typeof e?.code === 'string' ? e.code : `http_${res.status}`,
+        typeof e?.message === 'string' ? e.message : `HTTP ${res.status}`,
+      );
+    },
   };
 }
 

@@ -249,6 +249,7 @@ function sessionClient(first: SessionCredentials, env: NodeJS.ProcessEnv): ApiCl
     url,
     request: (method, p, body, o) => call((c) => c.request(method, p, body, o)),
     requestText: (method, p, body, o) => call((c) => c.requestText(method, p, body, o)),
+    download: (p, o) => attempt((c) => c.download(p, o)),
   };
 }
 
