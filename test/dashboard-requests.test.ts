@@ -133,10 +133,17 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
     await checkPage(admin, 'Approvals', 'approvals-inbox');
     await inbox.getByRole('link', { name: /^UPDATE items/ }).click();
     await status(p, 'Pending').waitFor();
-    await p.getByRole('button', { name: 'Approve' }).click();
+    // By keyboard: the dialog takes the focus (its comment field), Tab reaches its buttons.
+    await p.getByRole('button', { name: 'Approve' }).focus();
+    await p.keyboard.press('Enter');
     const dialog = p.getByRole('dialog', { name: 'Approve this request?' });
-    await dialog.getByRole('textbox', { name: named('Comment') }).fill('Checked the three rows');
-    await dialog.getByRole('button', { name: 'Approve' }).click();
+    await dialog.waitFor();
+    assert.equal(await p.evaluate('document.activeElement?.tagName'), 'TEXTAREA', 'focus in the dialog');
+    await p.keyboard.type('Checked the three rows');
+    await p.keyboard.press('Tab');
+    await p.keyboard.press('Tab');
+    assert.equal(await p.evaluate('document.activeElement?.textContent'), 'Approve');
+    await p.keyboard.press('Enter');
     await dialog.waitFor({ state: 'detached' });
     await status(p, 'Approved').waitFor();
     const row = p.getByRole('table', { name: 'Approvals' }).getByRole('row').nth(1);
