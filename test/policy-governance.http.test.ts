@@ -1,15 +1,17 @@
 // The governance policy as code over HTTP (issue 14): PUT /v1/policy validates with the shared
 // parser and stores a new version (audited), GET /v1/policy and /v1/policy/versions read them back,
-// owners/admins/admin keys only, never a database-scoped caller; what a scoped caller may read.
+// owners/admins/admin keys only, never a database-scoped caller; what a scoped caller may read;
+// and preflight answers with the applied policy's deciding rule.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { activePolicy } from '../src/server/modules/policies/policies.repo.ts';
-import { createAccount } from './helpers/databases.ts';
+import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
+import { type Person, person, readyDatabase } from './requests-helpers.ts';
 
 const EXAMPLE = readFileSync(new URL('../docs/examples/policy.yaml', import.meta.url), 'utf8');
 
@@ -186,4 +188,71 @@ test('a database-scoped caller reads only its part of the policy, without the fi
   const versions = await get(scoped.headers, '/v1/policy/versions');
   assert.equal(versions.statusCode, 200);
   assert.ok(versions.json().items.every((v: { applied_by: unknown }) => v.applied_by === null));
+});
+
+test('preflight answers with the applied policy: the deciding rule, its approvals, who may ask', async () => {
+  const agent = await enrollFakeAgent(s, 'policy-node');
+  await readyDatabase(s, { id: randomUUID(), accountId: acme, nodeId: agent.nodeId, name: 'ledger' });
+  const member = await person(s, acme, 'member', 'pf');
+  const viewer = await person(s, acme, 'viewer', 'pf');
+  const preflight = async (who: Person, sql: string) => {
+    const res = await s.app.inject({
+      method: 'POST',
+      url: '/v1/databases/ledger/requests/preflight',
+      headers: who.headers,
+      payload: { sql, dry_run: false },
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    return res.json().policy;
+  };
+  const write = 'UPDATE accounts SET balance = 0 WHERE id = 1';
+  // The example names no "ledger": the defaults' write rule decides (1 approval).
+  const active = (await activePolicy(s.db.pool, acme)).version;
+  assert.deepEqual(await preflight(member, write), {
+    version: active,
+    rule: 'defaults.classes.write',
+    why: "policy defaults: write requests need 1 approval (never the requester's own)",
+    environment: null,
+    approvals_required: 1,
+    admin_approvals_required: 0,
+    allowed: true,
+  });
+  const applied = await put(
+    admin.headers,
+    [
+      'version: 1',
+      'environments:',
+      '  finance:',
+      '    classes:',
+      '      write: { requesters: [owner, admin, member], approvals: 3, admin_approvals: 2 }',
+      '      read: { requesters: [owner, admin] }',
+      'databases:',
+      '  ledger:',
+      '    environment: finance',
+      '',
+    ].join('\n'),
+  );
+  assert.equal(applied.statusCode, 200, applied.body);
+  const after = await preflight(member, write);
+  assert.deepEqual(after, {
+    version: active + 1,
+    rule: 'environments.finance.classes.write',
+    why: "policy environments.finance: write requests need 3 approvals, 2 of them by an owner or admin (never the requester's own)",
+    environment: 'finance',
+    approvals_required: 3,
+    admin_approvals_required: 2,
+    allowed: true,
+  });
+  const read = await preflight(viewer, 'SELECT 1');
+  assert.equal(read.allowed, false);
+  assert.match(read.why, /read requests may be made by owner, admin, not by a viewer/);
+  // The request itself is refused the same way.
+  const refused = await s.app.inject({
+    method: 'POST',
+    url: '/v1/databases/ledger/requests',
+    headers: viewer.headers,
+    payload: { sql: 'SELECT 1', reason: 'look' },
+  });
+  assert.equal(refused.statusCode, 403, refused.body);
+  assert.equal(refused.json().error.code, 'policy_denied');
 });

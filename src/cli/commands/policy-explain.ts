@@ -31,9 +31,29 @@ export type Preflight = {
 
 const t = terminalSafe;
 
+const NODE_NAMES: Readonly<Record<string, string>> = {
+  CreateStmt: 'CREATE TABLE',
+  IndexStmt: 'CREATE INDEX',
+  ViewStmt: 'CREATE VIEW',
+  VariableSetStmt: 'SET',
+};
+
+/** A statement's parse-tree node as SQL words: `UpdateStmt` → `UPDATE`, `AlterTableStmt` → `ALTER TABLE`. */
+export function commandName(node: string): string {
+  return (
+    NODE_NAMES[node] ??
+    node
+      .replace(/Stmt$/, '')
+      .replace(/([a-z])([A-Z])/g, '$1 $2')
+      .toUpperCase()
+  );
+}
+
 /** `write (UPDATE)`, `ddl (CREATE TABLE, ALTER TABLE)`. */
 export function classLine(c: Classification): string {
-  const commands = [...new Set(c.statements.map((s) => s.command).filter((x): x is string => !!x))];
+  const commands = [
+    ...new Set(c.statements.map((s) => (s.command ? commandName(s.command) : '')).filter((x) => x !== '')),
+  ];
   return `${t(c.class)}${commands.length ? ` (${commands.map(t).join(', ')})` : ''}`;
 }
 
