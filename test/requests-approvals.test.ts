@@ -271,6 +271,16 @@ test('refused, unparseable and blocked SQL never becomes a request; the policy d
   assert.equal(none.rows[0].n, 0);
 });
 
+test('a create retried with the same Idempotency-Key answers the first request', async () => {
+  const headers = { ...requester.headers, 'idempotency-key': `retry-${process.pid}` };
+  const body = { sql: 'CREATE TABLE retried (id int)', reason: 'retry' };
+  const first = expectStatus(await http.create(DB, headers, body), 201);
+  const again = expectStatus(await http.create(DB, headers, body), 201);
+  assert.equal(again.id, first.id);
+  const n = await s.db.pool.query("SELECT count(*)::int AS n FROM governed_requests WHERE reason = 'retry'");
+  assert.equal(n.rows[0].n, 1);
+});
+
 test('reject ends a request; cancel is for the requester; an edit starts over', async () => {
   const id = await ddlRequest();
   const admin = await person(s, acme, 'admin');

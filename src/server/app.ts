@@ -279,7 +279,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(oidcRoutes({ oidc: deps.oidc, browser }));
   await app.register(policyRoutes({ policies: deps.policies }));
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
-  await app.register(requestsRoutes({ requests: deps.requests }));
+  await app.register(requestsRoutes({ requests: deps.requests, withIdempotency }));
   await app.register(requestsAgentRoutes({ keys: deps.executionKeys }));
   await app.register(auditRoutes({ audit: deps.audit, executionJwks: () => deps.executionKeys().jwks() }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));

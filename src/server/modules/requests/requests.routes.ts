@@ -1,6 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponsesWith } from '../../http/errors.ts';
+import { idempotencyHeaders } from '../../http/idempotency.schemas.ts';
+import type { WithIdempotency } from '../../http/idempotency.ts';
 import { pageSchema } from '../../http/pagination.ts';
 import { nameParams } from '../databases/databases.schemas.ts';
 import {
@@ -24,7 +26,11 @@ const tags = ['requests'];
 const errors = errorResponsesWith('invalid_state', 'policy_denied');
 
 /** Governed SQL requests (issue 14): create, review, approve, execute, read the result. */
-export function requestsRoutes(deps: { requests: RequestsService }): FastifyPluginAsyncZod {
+export function requestsRoutes(deps: {
+  requests: RequestsService;
+  /** A retried create (same Idempotency-Key) answers the first request instead of a second one. */
+  withIdempotency: WithIdempotency;
+}): FastifyPluginAsyncZod {
   const svc = deps.requests;
   return async (app) => {
     app.post(
@@ -38,15 +44,22 @@ export function requestsRoutes(deps: { requests: RequestsService }): FastifyPlug
             'Exactly one of `sql` or `access`. The SQL is classified with the PostgreSQL parser (refused or ' +
             'unparseable SQL, or a review finding of severity block: 400) and the account policy decides who may ' +
             'ask and how many approvals it needs (403 policy_denied). A write is dry-run at once: its affected-row ' +
-            'count is what approvals bind. A request that needs no approval is approved at once.',
+            'count is what approvals bind. A request that needs no approval is approved at once. ' +
+            '`Idempotency-Key` honoured: a retry answers the first request.',
           params: nameParams,
+          headers: idempotencyHeaders,
           body: createRequestBody,
           response: { 201: requestSchema, ...errors },
         },
       },
       async (req, reply) => {
-        const out = await svc.create(requireCaller(req), req.params.name, req.body, String(req.id));
-        return reply.status(201).send(out);
+        const caller = requireCaller(req);
+        return deps.withIdempotency(
+          req,
+          reply,
+          () => svc.create(caller, req.params.name, req.body, String(req.id)),
+          { status: 201 },
+        );
       },
     );
 
