@@ -120,6 +120,15 @@ test('backup → restore into a new database: the same rows, large object, seque
 
   const target = await kit.restoreNew(source, b);
   assert.equal(target.result.verified, true);
+  // The queue's retry of that restore (its success was not reported): checked, not restored again.
+  const again = await kit.restoreNew(source, b, target);
+  assert.equal(again.result.rows_checked, target.result.rows_checked);
+  // A target that holds something else is never restored over.
+  const other = await kit.tenants.create('ot');
+  const oc = await kit.tenants.loginOwner(other);
+  await oc.query('CREATE TABLE public.mine (x int)');
+  await oc.end();
+  await assert.rejects(kit.restoreNew(source, b, other), /not empty and does not match the backup/);
   assert.equal(target.result.mode, 'new');
   assert.equal(target.result.tables_checked, 4);
   assert.equal(target.result.rows_checked, 500 + 1990 + 300 + 10);

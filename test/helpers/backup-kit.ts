@@ -30,6 +30,8 @@ export type BackupKit = {
   restoreNew(
     source: Tenant,
     b: { id: string; key: Buffer; result: BackupCreateResult },
+    /** An existing target (a retried restore), else a fresh name and id. */
+    into?: Pick<Tenant, 'name' | 'id' | 'password'>,
   ): Promise<Tenant & { result: Record<string, unknown> }>;
   close(): Promise<void>;
 };
@@ -59,10 +61,10 @@ export async function startBackupKit(opts: { chunkSize?: number } = {}): Promise
     )) as BackupCreateResult;
     return { id, key, result };
   };
-  const restoreNew: BackupKit['restoreNew'] = async (source, b) => {
-    const name = uniqueName('rn');
-    const id = randomUUID();
-    const password = newPassword();
+  const restoreNew: BackupKit['restoreNew'] = async (source, b, into) => {
+    const name = into?.name ?? uniqueName('rn');
+    const id = into?.id ?? randomUUID();
+    const password = into?.password ?? newPassword();
     const create = {
       database_id: id,
       name,

@@ -35,7 +35,7 @@ import { type JobContext, type JobHandler, PermanentJobError } from '../jobs/job
 import { ensureDatabase, grantDatabase, setupSchema, terminateSessions } from '../postgres/tenant-sql.ts';
 import { verifyArchive } from './archive-io.ts';
 import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
-import { checkRestored } from './backup-manifest.ts';
+import { checkRestored, countObjects } from './backup-manifest.ts';
 import type { ArchiveRef } from './backup-storage.ts';
 import { runRestore } from './restore-pipeline.ts';
 
@@ -59,12 +59,44 @@ type Restorable = {
   source: RoleNames;
 };
 
+/**
+ * A new database that is no longer empty: a retry of a restore whose success was not reported
+ * (the restore is one transaction, so a failed one leaves it empty). It passes the checks, or
+ * the job fails for good: nothing is restored over a tenant's objects.
+ */
+async function alreadyRestored(
+  deps: BackupJobDeps,
+  login: ReturnType<typeof stewardLogin>,
+  expected: BackupManifest,
+): Promise<RestoreCheck | null> {
+  const c = await connectForTools(deps.cluster, login);
+  try {
+    const now = await countObjects(c);
+    const empty = Object.entries(now).every(([k, v]) => (k === 'schemas' ? v <= 1 : v === 0));
+    if (empty) return null;
+    return await checkRestored(c, expected).catch((err: Error) => {
+      throw new PermanentJobError(
+        `the target database is not empty and does not match the backup: ${err.message}`,
+      );
+    });
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
 /** Verifies, then restores into `database` (which the caller made) and checks it. */
 async function restoreInto(
   deps: BackupJobDeps,
   ctx: JobContext,
   r: Restorable,
-  target: { database: string; databaseId: string; roles: RoleNames; noPrivileges: boolean },
+  target: {
+    database: string;
+    databaseId: string;
+    roles: RoleNames;
+    noPrivileges: boolean;
+    /** The target may hold this restore's result already (a retry after an unreported success). */
+    resume?: boolean;
+  },
 ): Promise<RestoreCheck> {
   const opened = await deps.storage.open(r.ref);
   try {
@@ -73,6 +105,13 @@ async function restoreInto(
       { databaseId: target.databaseId, steward: target.roles.steward },
       target.database,
     );
+    if (target.resume) {
+      const done = await alreadyRestored(deps, login, r.expected);
+      if (done) {
+        ctx.log.info('the target already holds this backup (a retried restore): checked, not restored again');
+        return done;
+      }
+    }
     await deps.onStep?.(r.kind, 'restore');
     const { dropped } = await runRestore(deps, opened.stream, r.key, r.ref, {
       login,
@@ -222,6 +261,7 @@ export function backupRestore(deps: BackupJobDeps): JobHandler {
         databaseId: p.database_id,
         roles,
         noPrivileges: true,
+        resume: true,
       });
     } else {
       const scratch = scratchName('bulwark_restore_', deps.storage.tag);
