@@ -10986,12 +10986,15 @@ export interface paths {
     put?: never;
     /**
      * Ask to run SQL (or for time-boxed access) on a database
-     * @description Exactly one of `sql` or `access`. The SQL is classified with the PostgreSQL parser (refused or unparseable SQL, or a review finding of severity block: 400) and the account policy decides who may ask and how many approvals it needs (403 policy_denied). A write is dry-run at once: its affected-row count is what approvals bind. A request that needs no approval is approved at once.
+     * @description Exactly one of `sql` or `access`. The SQL is classified with the PostgreSQL parser (refused or unparseable SQL, or a review finding of severity block: 400) and the account policy decides who may ask and how many approvals it needs (403 policy_denied). A write is dry-run at once: its affected-row count is what approvals bind. A request that needs no approval is approved at once. `Idempotency-Key` honoured: a retry answers the first request.
      */
     post: {
       parameters: {
         query?: never;
-        header?: never;
+        header?: {
+          /** @description 1-255 printable ASCII characters; a retry with the same key and request is answered once */
+          'idempotency-key'?: string;
+        };
         path: {
           /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
           name: string;
