@@ -200,6 +200,34 @@ describe('preflight, concurrency, result lifetime (channel)', () => {
     assert.equal(after.rows[0].n, before.rows[0].n);
   });
 
+  test('a write whose dry run failed cannot be approved until a dry run succeeds', async () => {
+    const created = expectStatus(
+      await http.create(DB, requester.headers, {
+        sql: 'UPDATE items SET qty = qty / 0 WHERE id = 1',
+        reason: 'oops',
+      }),
+      201,
+    );
+    assert.equal(created.dry_run, null);
+    assert.equal((created.dry_run_error as { sqlstate: string }).sqlstate, '22012');
+    assert.equal(created.approved_rows, null);
+    const refused = expectStatus(
+      await http.act(DB, created.id as string, 'approve', approver.headers),
+      409,
+      'invalid_state',
+    );
+    assert.match((refused.error as { message: string }).message, /dry run first/);
+    // The requester fixes the SQL: a new dry run, then it can be approved.
+    const edited = expectStatus(
+      await http.call('PUT', `/v1/databases/${DB}/requests/${created.id}`, requester.headers, {
+        sql: 'UPDATE items SET qty = qty WHERE id = 1',
+      }),
+      200,
+    );
+    assert.equal((edited.dry_run as { affected_rows: number }).affected_rows, 1);
+    expectStatus(await http.act(DB, created.id as string, 'approve', approver.headers), 200);
+  });
+
   test('two concurrent executes run a request once', async () => {
     const id = await writeRequest('UPDATE items SET qty = qty + 1000 WHERE id = 4', 1);
     expectStatus(await http.act(DB, id, 'approve', approver.headers), 200);
