@@ -83,6 +83,17 @@ test('a bad file: every error as file:line:column field, exit 1, nothing applied
   const checked = await cli(['policy', 'check', file, '--json'], { BULWARK_URL: 'http://127.0.0.1:1' });
   assert.equal(checked.code, 1);
   assert.match(JSON.parse(checked.stderr).error.message, /3 errors/);
+  assert.deepEqual(
+    JSON.parse(checked.stderr).error.details.errors.map((e: { line: number; field: string }) => [
+      e.line,
+      e.field,
+    ]),
+    [
+      [4, 'defaults.classes.write.approvals'],
+      [7, 'databases.shop.environment'],
+      [8, 'databases.shop.max_access'],
+    ],
+  );
   const missing = await cli(['policy', 'apply', path.join(tmp, 'nope.yaml')]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /cannot read .*nope\.yaml: ENOENT/);

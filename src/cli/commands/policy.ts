@@ -41,14 +41,26 @@ const when = (t: string | null) => (t ? t.slice(0, 19).replace('T', ' ') : '-');
 /** The policy parser, loaded when a command needs it (it costs every other command nothing). */
 const policyFile = () => import('../../shared/policy/policy-file.ts');
 
-/** Validation errors as `file:line:column field: message` lines, terminal-safe. */
+/**
+ * A policy file that does not validate: `file:line:column field: message` lines under the error
+ * (terminal-safe); with --json, the errors themselves in `details.errors`, as the API gives them.
+ * Exit 1 (a 400 would be 2: this is not a usage error).
+ */
+class PolicyInvalid extends ApiError {
+  override readonly exitCode: number = EXIT.error;
+}
+
 async function invalid(file: string, errors: readonly PolicyFileError[]): Promise<CliError> {
   const { formatPolicyErrors } = await policyFile();
   const n = errors.length;
-  return new CliError(
+  return new PolicyInvalid(
+    400,
+    'policy_invalid',
     `${file} is not a valid policy (${n} error${n === 1 ? '' : 's'})`,
-    EXIT.error,
-    formatPolicyErrors(file, errors).split('\n').map(terminalSafe).join('\n'),
+    {
+      details: { errors },
+      context: formatPolicyErrors(file, errors).split('\n').map(terminalSafe).join('\n'),
+    },
   );
 }
 

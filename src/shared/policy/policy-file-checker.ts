@@ -68,11 +68,13 @@ export class Checker {
       const key = keyNode.value;
       const path = field ? `${field}.${key}` : key;
       const problem =
-        typeof keys === 'function'
-          ? keys(key)
-          : keys.includes(key)
-            ? null
-            : `unknown key "${key}"; expected one of: ${keys.join(', ')}`;
+        key === '<<'
+          ? 'merge keys (<<) are not supported: repeat the fields, or use an alias (*name) for the whole value'
+          : typeof keys === 'function'
+            ? keys(key)
+            : keys.includes(key)
+              ? null
+              : `unknown key "${key}"; expected one of: ${keys.join(', ')}`;
       if (problem) {
         this.fail(keyAt, path, problem);
         continue;

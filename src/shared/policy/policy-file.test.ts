@@ -231,6 +231,13 @@ const BAD: [name: string, source: string, line: number, field: string, message: 
     /unknown key "environment"/,
   ],
   ['defaults not a mapping', 'version: 1\ndefaults: strict\n', 2, 'defaults', /mapping/],
+  [
+    'merge key',
+    'version: 1\nenvironments:\n  base: &b\n    max_executions: 2\ndatabases:\n  shop:\n    <<: *b\n',
+    7,
+    'databases.shop.<<',
+    /merge keys \(<<\) are not supported/,
+  ],
   ['numeric key', 'version: 1\ndatabases:\n  1: {}\n', 3, 'databases', /plain names/],
 ];
 
