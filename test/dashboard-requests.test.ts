@@ -107,7 +107,13 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
       .filter({ hasText: /^Dry run: 3 rows would be affected/ })
       .waitFor();
     await p.getByText(/^Statement 1: UPDATE/).click();
-    await p.locator('details.plan pre').first().waitFor();
+    const plan = p.locator('details.plan pre').first();
+    await plan.waitFor();
+    // The plan reads as psql shows it: a line per node, the scan under the update.
+    assert.match(
+      await plan.innerText(),
+      /^Update on items {2}\(cost=[\d.]+\.\.[\d.]+ rows=\d+ width=\d+\)\n\s+->\s+\w/,
+    );
     // No way to approve one's own request: no Approve, no Reject, and the page says why.
     assert.equal(await p.getByRole('button', { name: 'Approve' }).count(), 0);
     assert.equal(await p.getByRole('button', { name: 'Reject' }).count(), 0);

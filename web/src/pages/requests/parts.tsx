@@ -1,6 +1,7 @@
 /** Pieces the request pages share: status and class badges, findings, the policy's decision, the dry run. */
 import { TableWrap } from '../../components/table-wrap.tsx';
 import { dateTime } from '../../lib/format.ts';
+import { planText } from './plan-text.ts';
 import type { DryRun, Finding, Request, RequestResult, RequestStatus } from './types.ts';
 
 const STATUS_LABELS: Record<RequestStatus, string> = {
@@ -136,7 +137,7 @@ export function DryRunBox({
             Statement {i + 1}: {s.command}
             {s.row_count !== null ? `, ${s.row_count} ${s.row_count === 1 ? 'row' : 'rows'}` : ''} — plan
           </summary>
-          <pre>{s.plan ?? 'No plan recorded.'}</pre>
+          <pre>{s.plan ? planText(s.plan) : 'No plan recorded.'}</pre>
         </details>
       ))}
     </div>
