@@ -397,13 +397,29 @@ test('retention deletes exactly the expired backups, never the newest good one n
              '{"tables":[],"tables_total":0,"objects":{}}', now() - interval '60 days', now() - interval '30 days')`,
     [lonely, otherDb.account_id, otherDb.id, otherDb.node_id, DB],
   );
+  // A deleted database's backups simply expire, its newest good one too.
+  const goneDb = randomUUID();
+  await s.db.pool.query(
+    `INSERT INTO databases (id, account_id, node_id, name, status, deleted_at, limits)
+     VALUES ($1, $2, $3, 'gone', 'deleted', now() - interval '10 days', '{}')`,
+    [goneDb, dbId.account_id, dbId.node_id],
+  );
+  const gone = randomUUID();
+  await s.db.pool.query(
+    `INSERT INTO backups (id, account_id, database_id, node_id, database_name, status, trigger, size_bytes, sha256,
+                          wrapped_key, storage_key, manifest, completed_at, expires_at)
+     VALUES ($1::uuid, $2, $3::uuid, $4, 'gone', 'completed', 'manual', 1, repeat('c', 64), 'sealed',
+             $3::text || '/' || $1::text, '{"tables":[],"tables_total":0,"objects":{}}', now() - interval '40 days',
+             now() - interval '10 days')`,
+    [gone, dbId.account_id, goneDb, dbId.node_id],
+  );
 
   const queued = await sweepExpiredBackups(schedulerDeps());
-  assert.equal(queued, 2);
+  assert.equal(queued, 3);
   const hidden = await s.db.pool.query<{ id: string }>(
     `SELECT id FROM backups WHERE deleted_at IS NOT NULL ORDER BY id`,
   );
-  assert.deepEqual(hidden.rows.map((r) => r.id).sort(), [expiredOld, expiredFailed].sort());
+  assert.deepEqual(hidden.rows.map((r) => r.id).sort(), [expiredOld, expiredFailed, gone].sort());
   for (const id of [readByRestore, notYet, lonely]) {
     const r = await s.db.pool.query('SELECT 1 FROM backups WHERE id = $1 AND deleted_at IS NULL', [id]);
     assert.equal(r.rowCount, 1, id);
@@ -412,19 +428,19 @@ test('retention deletes exactly the expired backups, never the newest good one n
   assert.equal((await api(acme, 'GET', `/v1/databases/${DB}/backups/${expiredOld}`)).statusCode, 404);
   assert.equal(await sweepExpiredBackups(schedulerDeps()), 0);
   // The agent removes the files; then the rows go.
-  for (let i = 0; i < 2; i++) {
+  for (let i = 0; i < 3; i++) {
     const job = await nextJob('backup.delete');
     assert.deepEqual(Object.keys(job.payload).sort(), ['backup_id', 'database_id']);
     assert.equal(await agent.complete(job.id, job.attempt, { deleted: true }), 200);
   }
   const left = await s.db.pool.query('SELECT 1 FROM backups WHERE id = ANY($1::uuid[])', [
-    [expiredOld, expiredFailed],
+    [expiredOld, expiredFailed, gone],
   ]);
   assert.equal(left.rowCount, 0);
   const pruned = await s.db.pool.query(
     `SELECT count(*)::int AS n FROM audit_events WHERE action = 'backup.deleted' AND details->>'reason' = 'retention'`,
   );
-  assert.equal(pruned.rows[0].n, 2);
+  assert.equal(pruned.rows[0].n, 3);
 });
 
 test('the daily schedule queues one backup per database and slot; a stale database raises one alert', async () => {

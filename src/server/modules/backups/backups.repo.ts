@@ -221,8 +221,9 @@ export type ExpiredBackup = {
 
 /**
  * Backups past their expiry that no restore in progress needs, locked for the sweeper (other
- * replicas skip them), oldest first. A database's newest completed backup is never among them:
- * retention never leaves a database with no good backup at all.
+ * replicas skip them), oldest first. A live database's newest completed backup is never among
+ * them: retention never leaves a database with no good backup at all (a deleted database's
+ * backups simply expire).
  */
 export async function lockExpired(db: Queryable, now: Date, limit: number): Promise<ExpiredBackup[]> {
   const r = await db.query<ExpiredBackup>(
@@ -233,10 +234,11 @@ export async function lockExpired(db: Queryable, now: Date, limit: number): Prom
         AND NOT EXISTS (SELECT 1 FROM restores r
                          WHERE (r.backup_id = b.id OR r.safety_backup_id = b.id)
                            AND r.status IN ('pending', 'running'))
-        AND b.id IS DISTINCT FROM (SELECT g.id FROM backups g
-                                    WHERE g.database_id = b.database_id AND g.status = 'completed'
-                                      AND g.deleted_at IS NULL
-                                    ORDER BY g.completed_at DESC, g.id DESC LIMIT 1)
+        AND (b.id IS DISTINCT FROM (SELECT g.id FROM backups g
+                                     WHERE g.database_id = b.database_id AND g.status = 'completed'
+                                       AND g.deleted_at IS NULL
+                                     ORDER BY g.completed_at DESC, g.id DESC LIMIT 1)
+             OR EXISTS (SELECT 1 FROM databases d WHERE d.id = b.database_id AND d.status = 'deleted'))
       ORDER BY b.expires_at, b.id
       LIMIT $2
       FOR UPDATE OF b SKIP LOCKED`,
