@@ -299,3 +299,36 @@ test('start-up sweep: stale partial files and this storage’s scratch databases
     await fs.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('tenant code run by a restore cannot reset its role to more than the owner', async () => {
+  const source = await kit.tenants.create('rr');
+  const c = await kit.tenants.loginOwner(source);
+  // A CHECK constraint's function runs during the restore's COPY; it tries to leave the owner's
+  // role and act as the database's owner (which the steward is).
+  await c.query(`
+    CREATE FUNCTION public.escape(int) RETURNS boolean LANGUAGE plpgsql AS $$
+    BEGIN
+      BEGIN
+        RESET ROLE;
+        EXECUTE format('ALTER DATABASE %I SET work_mem = %L', current_database(), '64kB');
+      EXCEPTION WHEN others THEN NULL;
+      END;
+      RETURN true;
+    END $$;
+    CREATE TABLE public.t (x int CHECK (public.escape(x)));
+    INSERT INTO public.t SELECT generate_series(1, 3);`);
+  await c.end();
+  const b = await kit.backup(source);
+  const target = await kit.restoreNew(source, b);
+  assert.equal(target.result.rows_checked, 3);
+  const settings = await kit.tenants.kit.admin.query(
+    `SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+      WHERE d.datname = $1 AND s.setrole = 0`,
+    [target.name],
+  );
+  assert.deepEqual(settings.rows, [], 'the restore session never acted as the database owner');
+  const logins = await kit.tenants.kit.admin.query('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [
+    `bulwark\\_rs\\_${kit.deps.storage.tag}%`,
+  ]);
+  assert.deepEqual(logins.rows, [], 'the restore login is gone');
+});

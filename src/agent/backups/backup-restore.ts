@@ -37,6 +37,7 @@ import { verifyArchive } from './archive-io.ts';
 import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
 import { checkRestored, countObjects } from './backup-manifest.ts';
 import type { ArchiveRef } from './backup-storage.ts';
+import { withRestoreLogin } from './restore-login.ts';
 import { runRestore } from './restore-pipeline.ts';
 
 export const SCRATCH_PREFIXES = ['bulwark_restore_', 'bulwark_drill_'] as const;
@@ -113,13 +114,25 @@ async function restoreInto(
       }
     }
     await deps.onStep?.(r.kind, 'restore');
-    const { dropped } = await runRestore(deps, opened.stream, r.key, r.ref, {
-      login,
-      role: target.roles.owner,
-      tenantRoles: new Set([r.source.owner, r.source.migrator]),
-      noPrivileges: target.noPrivileges,
-      signal: ctx.signal,
-    });
+    // pg_restore logs in as a one-off member of the owner, never the steward (restore-login.ts).
+    const { dropped } = await withRestoreLogin(
+      ctx.admin,
+      deps.cluster,
+      {
+        database: target.database,
+        databaseId: target.databaseId,
+        owner: target.roles.owner,
+        tag: deps.storage.tag,
+      },
+      (restoreLogin) =>
+        runRestore(deps, opened.stream, r.key, r.ref, {
+          login: restoreLogin,
+          role: target.roles.owner,
+          tenantRoles: new Set([r.source.owner, r.source.migrator]),
+          noPrivileges: target.noPrivileges,
+          signal: ctx.signal,
+        }),
+    );
     if (dropped.length > 0)
       ctx.log.info({ skipped: dropped.length }, 'archive entries not restored (platform objects)');
     await deps.onStep?.(r.kind, 'check');

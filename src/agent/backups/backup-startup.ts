@@ -7,6 +7,7 @@ import type { BackupJobDeps } from './backup-deps.ts';
 import { sweepScratchDatabases } from './backup-restore.ts';
 import { createLocalStorage } from './backup-storage.ts';
 import { findPgBin } from './pg-tools.ts';
+import { sweepRestoreLogins } from './restore-login.ts';
 
 /**
  * The backup jobs' dependencies at agent start: the backup dir (made 0700), the PostgreSQL
@@ -44,7 +45,14 @@ export async function startBackups(opts: {
     opts.log.warn({ err: { message: err.message } }, 'scratch databases of earlier restores not swept');
     return [] as string[];
   });
-  if (partials > 0 || scratch.length > 0)
-    opts.log.info({ partials, scratch: scratch.length }, 'swept what an interrupted backup or restore left');
+  const logins = await sweepRestoreLogins(opts.admin, storage.tag).catch((err: Error) => {
+    opts.log.warn({ err: { message: err.message } }, 'restore logins of earlier restores not swept');
+    return 0;
+  });
+  if (partials > 0 || scratch.length > 0 || logins > 0)
+    opts.log.info(
+      { partials, scratch: scratch.length, logins },
+      'swept what an interrupted backup or restore left',
+    );
   return { ...opts.database, storage, pgBin };
 }
