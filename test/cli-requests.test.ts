@@ -208,3 +208,47 @@ test('policy explain, and an applied policy that lets writes here run without ap
   assert.match(created.stdout, /: APPROVED/);
   assert.match(created.stdout, /policy: {5}version 1 · environments\.sandbox\.classes\.write/);
 });
+
+test('break glass: an admin runs a pending DDL request with a reason; an API key may not', async () => {
+  const admin = await person(stack.s, stack.key.accountId, 'admin', 'cli-bg');
+  const created = await cli(requester, [
+    'request',
+    'create',
+    DB,
+    '--reason',
+    'a table for the incident',
+    '--sql',
+    'CREATE TABLE incident_notes (id int PRIMARY KEY, note text)',
+    '--json',
+  ]);
+  assert.equal(created.code, 2, created.stderr);
+  const { id } = JSON.parse(created.stdout);
+  const short = await cli(admin, ['request', 'execute', DB, id, '--break-glass', 'now']);
+  assert.equal(short.code, 1, 'a reason under 10 characters is refused before any call');
+  const byKey = await cli(stack.key, [
+    'request',
+    'execute',
+    DB,
+    id,
+    '--break-glass',
+    'incident 7: we need it now',
+  ]);
+  assert.equal(byKey.code, 5, byKey.stderr);
+  assert.equal((await stack.t.asAdmin("SELECT to_regclass('public.incident_notes') AS t")).rows[0].t, null);
+
+  const glass = await cli(admin, [
+    'request',
+    'execute',
+    DB,
+    id,
+    '--break-glass',
+    'incident 7: we need it now',
+  ]);
+  assert.equal(glass.code, 0, glass.stderr);
+  assert.match(glass.stdout, /: EXECUTED/);
+  assert.match(glass.stdout, /BREAK GLASS by cli-bg-admin-\S+ .*: incident 7: we need it now/);
+  assert.equal(
+    (await stack.t.asAdmin("SELECT to_regclass('public.incident_notes')::text AS t")).rows[0].t,
+    'incident_notes',
+  );
+});
