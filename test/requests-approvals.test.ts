@@ -295,6 +295,15 @@ test('reject ends a request; cancel is for the requester; an edit starts over', 
   assert.equal(edited.status, 'pending');
   assert.deepEqual(edited.approvals, []);
   assert.ok((edited.findings as { code: string }[]).some((f) => f.code === 'index_not_concurrent'));
+  // A read edited from DDL runs as the reader.
+  const readId = await ddlRequest();
+  const asRead = expectStatus(
+    await http.call('PUT', `/v1/databases/${DB}/requests/${readId}`, requester.headers, { sql: 'SELECT 1' }),
+    200,
+  );
+  assert.equal(asRead.capability, 'reader');
+  assert.equal(asRead.status, 'approved');
+  assert.equal((asRead.classification as { class: string }).class, 'read');
   const other = await person(s, acme, 'member');
   expectStatus(await http.act(DB, id, 'cancel', other.headers), 403);
   const rejected = expectStatus(await http.act(DB, id, 'reject', admin.headers, { comment: 'not now' }), 200);

@@ -225,6 +225,7 @@ describe('preflight, concurrency, result lifetime (channel)', () => {
       200,
     );
     assert.equal((edited.dry_run as { affected_rows: number }).affected_rows, 1);
+    assert.equal(edited.capability, 'migrator');
     expectStatus(await http.act(DB, created.id as string, 'approve', approver.headers), 200);
   });
 

@@ -133,6 +133,7 @@ const PATCHABLE = [
   'sql',
   'sql_sha256',
   'reason',
+  'capability',
   'class',
   'classification',
   'findings',

@@ -182,7 +182,10 @@ export function createRequestsService(deps: RequestsDeps) {
       return ctx.view(db, settled);
     },
 
-    /** The requester changes the SQL: approvals cleared, classified again, a new dry run, pending. */
+    /**
+     * The requester changes the SQL: approvals cleared, classified again, a new dry run, pending
+     * (approved at once when the new SQL needs no approval, as at creation).
+     */
     async edit(
       caller: Caller,
       name: string,
@@ -193,22 +196,21 @@ export function createRequestsService(deps: RequestsDeps) {
       const { row: current } = await ctx.findRequest(caller, name, id);
       if (current.kind !== 'sql') throw invalidState('Only SQL requests can be edited', current.status);
       if (!isRequester(caller, current)) throw forbidden('Only the requester can edit a request');
-      const j = await judge(
-        caller,
-        name,
-        body.sql,
-        current.capability === 'reader' ? undefined : current.capability,
-      );
+      // The capability follows the new SQL's class (reader for a read, migrator otherwise).
+      const j = await judge(caller, name, body.sql);
       const row = await withTx(db, async (tx) => {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
         if (!['pending', 'approved', 'rejected'].includes(locked.status))
           throw invalidState(`A ${locked.status} request cannot be edited`, locked.status);
         await repo.deleteApprovals(tx, id);
+        // As at creation: what needs no approval (and no dry run) is approved at once.
+        const openAtOnce = j.decision.approvals === 0 && j.decision.admin_approvals === 0 && !isDml(j.cls);
         await repo.patchRequest(tx, id, {
-          status: 'pending',
+          status: openAtOnce ? 'approved' : 'pending',
           sql: body.sql,
           sql_sha256: deps.dispatch.sqlSha256(body.sql),
           ...(body.reason !== undefined ? { reason: body.reason } : {}),
+          capability: j.capability,
           class: j.cls,
           classification: j.judged.classification,
           findings: j.judged.findings,
@@ -219,7 +221,7 @@ export function createRequestsService(deps: RequestsDeps) {
           dry_run_error: null,
           approved_rows: null,
           rejection: null,
-          approval_expires_at: null,
+          approval_expires_at: openAtOnce ? { inSeconds: j.decision.rules.approval_lifetime_s } : null,
         });
         const edited = await ctx.reload(tx, locked);
         await ctx.audit(tx, caller, requestId, 'request.edited', edited, {
