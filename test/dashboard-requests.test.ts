@@ -86,11 +86,24 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
     await p.getByText(/^No requests on this database/).waitFor();
     await p.getByRole('button', { name: 'New request' }).click();
     const editor = p.getByRole('textbox', { name: 'Request SQL' });
+    const preflight = p.getByRole('region', { name: /^Preflight/ });
+    // A DELETE without WHERE: the review blocks it, and the page will not submit it.
     await editor.click();
+    await editor.fill('DELETE FROM items');
+    await p.getByRole('button', { name: 'Preflight' }).click();
+    await preflight
+      .getByRole('listitem')
+      .filter({ hasText: 'missing_where' })
+      .filter({ hasText: 'Blocks' })
+      .waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Submit for approval' }).isDisabled(), true);
+    await editor.click();
+    await p.keyboard.press('ControlOrMeta+a');
     await editor.fill(UPDATE_SQL);
     await p.getByRole('textbox', { name: named('Reason') }).fill('Prices of the first three items rise by 1');
     await p.getByRole('button', { name: 'Preflight' }).click();
-    const preflight = p.getByRole('region', { name: /^Preflight/ });
+    await preflight.getByText('No review findings.').waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Submit for approval' }).isDisabled(), false);
     await preflight.getByText('1 approval', { exact: true }).waitFor();
     const shown = await preflight.innerText();
     assert.match(shown, /write/);

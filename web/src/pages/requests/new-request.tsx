@@ -55,8 +55,12 @@ export function NewSqlRequest({ database, onClose }: { database: string; onClose
     void submit.run();
   };
   const p = preflight?.out;
+  // What the server would refuse anyway: refused SQL, a blocking finding, a requester the policy does
+  // not allow (as of the last preflight: after a fix, the next preflight lifts it).
   const blocked = p
-    ? p.classification.class === 'refused' || p.findings.some((f) => f.severity === 'block')
+    ? p.classification.class === 'refused' ||
+      p.findings.some((f) => f.severity === 'block') ||
+      !p.policy.allowed
     : false;
   return (
     <form className="card form" onSubmit={onSubmit} aria-labelledby="new-req-h">
@@ -116,7 +120,13 @@ export function NewSqlRequest({ database, onClose }: { database: string; onClose
           <Findings findings={p.findings} />
           <PolicyBox policy={p.policy} />
           <DryRunBox dryRun={p.dry_run} error={p.dry_run_error} />
-          {blocked ? <p className="bad">This SQL cannot be submitted: fix what blocks it above.</p> : null}
+          {blocked ? (
+            <p className="bad">
+              {p.policy.allowed
+                ? 'This SQL cannot be submitted: fix what blocks it above, then run the preflight again.'
+                : 'The policy does not let you make this request.'}
+            </p>
+          ) : null}
         </section>
       ) : null}
     </form>
