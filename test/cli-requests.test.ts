@@ -159,6 +159,23 @@ test('a rejected request exits 3; --wait gives up while pending with 2; SQL from
   assert.equal(execute.code, 3, execute.stderr);
   assert.equal(noComment.code, 1);
   assert.match(noComment.stderr, /reject needs --comment/);
+
+  const other = await cli(requester, [
+    'request',
+    'create',
+    DB,
+    '--reason',
+    'changed my mind',
+    '--sql',
+    'UPDATE items SET qty = 3 WHERE id = 8',
+    '--json',
+  ]);
+  assert.equal(other.code, 2, other.stderr);
+  const otherId = JSON.parse(other.stdout).id;
+  const cancelled = await cli(requester, ['request', 'cancel', DB, otherId]);
+  assert.equal(cancelled.code, 0, cancelled.stderr);
+  assert.match(cancelled.stdout, /: CANCELLED/);
+  assert.equal((await cli(requester, ['request', 'show', DB, otherId])).code, 3);
 });
 
 test('policy explain, and an applied policy that lets writes here run without approval', async () => {
