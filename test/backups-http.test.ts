@@ -169,6 +169,37 @@ test('an on-demand backup is queued as a job, and its result shows in GET (size,
   );
 });
 
+test('DELETE hides a finished backup at once; its row goes when the agent has removed the file', async () => {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, '12'.repeat(32))), 200);
+  // A reader may not; a restore reading it holds it.
+  assert.equal((await api(reader, 'DELETE', `/v1/databases/${DB}/backups/${b.id}`)).statusCode, 403);
+  const restoreId = randomUUID();
+  await s.db.pool.query(
+    `INSERT INTO restores (id, account_id, backup_id, source_database_id, target, status)
+     SELECT $1, account_id, id, database_id, 'drill', 'running' FROM backups WHERE id = $2`,
+    [restoreId, b.id],
+  );
+  assert.equal((await api(acme, 'DELETE', `/v1/databases/${DB}/backups/${b.id}`)).statusCode, 409);
+  await s.db.pool.query(`UPDATE restores SET status = 'completed' WHERE id = $1`, [restoreId]);
+  const del = await api(acme, 'DELETE', `/v1/databases/${DB}/backups/${b.id}`);
+  assert.equal(del.statusCode, 202, del.body);
+  assert.deepEqual(del.json(), { id: b.id, deleted: true });
+  assert.equal((await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).statusCode, 404);
+  assert.equal((await api(acme, 'DELETE', `/v1/databases/${DB}/backups/${b.id}`)).statusCode, 404);
+  const delJob = await nextJob('backup.delete');
+  assert.deepEqual(delJob.payload, { backup_id: b.id, database_id: job.payload.database_id });
+  assert.equal((await s.db.pool.query('SELECT 1 FROM backups WHERE id = $1', [b.id])).rowCount, 1);
+  assert.equal(await agent.complete(delJob.id, delJob.attempt, { deleted: true }), 200);
+  assert.equal((await s.db.pool.query('SELECT 1 FROM backups WHERE id = $1', [b.id])).rowCount, 0);
+  const audited = await s.db.pool.query(
+    `SELECT actor_type FROM audit_events WHERE action = 'backup.deleted' AND target_id = $1`,
+    [b.id],
+  );
+  assert.deepEqual(audited.rows, [{ actor_type: 'key' }]);
+});
+
 test('a failed backup job is retried, and marked failed with the reason only when the queue gives up', async () => {
   const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
   let job = await nextJob('backup.create');

@@ -10,6 +10,7 @@ import { checkDatabaseName } from '../databases/databases.service.ts';
 import { queueBackup, queueBackupDeletion } from './backups.records.ts';
 import * as repo from './backups.repo.ts';
 import * as settingsRepo from './backups.settings.repo.ts';
+import * as restoresRepo from './restores.repo.ts';
 
 export type BackupDefaults = settingsRepo.EffectiveSettings;
 
@@ -164,6 +165,8 @@ export function createBackupsService(deps: BackupsServiceDeps) {
         const { database, backup } = await findBackup(caller, name, id, tx);
         if (backup.status === 'pending' || backup.status === 'running')
           throw conflict(`Cannot delete a backup while it is ${backup.status}`);
+        if (await restoresRepo.backupInUse(tx, backup.id))
+          throw conflict('Cannot delete a backup while a restore reads it');
         await queueBackupDeletion(tx, backup);
         await audit(tx, caller, 'backup.deleted', id, { database: database.name, trigger: backup.trigger });
       });

@@ -177,3 +177,12 @@ export async function restoreInFlight(db: Queryable, databaseId: string): Promis
   );
   return (r.rowCount ?? 0) > 0;
 }
+
+/** A restore in flight that reads this backup (as its source or as its safety backup). */
+export async function backupInUse(db: Queryable, backupId: string): Promise<boolean> {
+  const r = await db.query(
+    `SELECT 1 FROM restores WHERE (backup_id = $1 OR safety_backup_id = $1) AND status IN ('pending', 'running') LIMIT 1`,
+    [backupId],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
