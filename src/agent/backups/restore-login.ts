@@ -6,10 +6,11 @@
  * default or a generated column calls the tenant's functions during COPY), and a function that
  * says `RESET ROLE` returns to the session's login — the steward would then act as the database's
  * owner, read pg_db_role_setting, change database-level settings (tested by
- * test/backups-agent-failures.test.ts). With this login, `RESET ROLE` leads to a role that holds
- * exactly the owner's privileges: the tenant gains nothing.
+ * test/backups-agent-failures.test.ts). This login is a NOINHERIT member of the owner: pg_restore's
+ * `--role` (SET ROLE) works, and `RESET ROLE` leads to a role with no privileges of its own beyond
+ * CONNECT — less than the owner, never more.
  *
- * The role: `bulwark_rs_<storage tag>_<16 hex>`, LOGIN with a random password (only its SCRAM verifier reaches
+ * The role: `bulwark_rs_<storage tag>_<16 hex>`, LOGIN NOINHERIT with a random password (only its SCRAM verifier reaches
  * PostgreSQL), no attributes, CONNECTION LIMIT 4, VALID UNTIL a day, CONNECT on the target only,
  * marked `bulwark:restore:<database id>`. If tenant code made objects as it, the role cannot be
  * dropped: it is made NOLOGIN and the restore fails; the start-up sweep drops such roles once
@@ -38,7 +39,7 @@ export async function withRestoreLogin<T>(
   const until = new Date(Date.now() + 86_400_000).toISOString();
   await admin.query(
     [
-      `CREATE ROLE ${r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT ` +
+      `CREATE ROLE ${r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT ` +
         `CONNECTION LIMIT 4 VALID UNTIL ${quoteLiteral(until)} PASSWORD ${quoteLiteral(scramVerifier(password))} ` +
         `IN ROLE ${quoteIdent(target.owner)}`,
       `COMMENT ON ROLE ${r} IS ${quoteLiteral(`${MARKER}${target.databaseId}`)}`,
