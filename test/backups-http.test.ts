@@ -520,3 +520,26 @@ test('the daily schedule queues one backup per database and slot; a stale databa
   const stale = await s.db.pool.query(`SELECT details FROM audit_events WHERE action = 'backup.stale'`);
   assert.equal(stale.rowCount, alerts);
 });
+
+test("one database's scheduling failure does not stop the others; it is due again at the next tick", async () => {
+  const { createKeyringFileBox } = await import('../src/server/crypto/keyring-box.ts');
+  const real = createKeyringFileBox(s.config.masterKeyFile!);
+  let failures = 1;
+  const flaky = {
+    ...real,
+    seal(plaintext: string, context: string) {
+      if (failures-- > 0) throw new Error('the keyring file is unreadable (simulated)');
+      return real.seal(plaintext, context);
+    },
+  };
+  const now = new Date(Date.now() + 3 * 86_400_000);
+  const minute = now.getUTCHours() * 60 + now.getUTCMinutes();
+  const deps = { ...schedulerDeps(), box: flaky, defaults: { ...defaults, schedule_minute: minute } };
+  const ready = (
+    await s.db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM databases WHERE status = 'ready'`)
+  ).rows[0]!.n;
+  assert.ok(ready >= 2);
+  assert.equal(await runScheduledBackups(deps, now), ready - 1);
+  assert.equal(await runScheduledBackups(deps, now), 1);
+  assert.equal(await runScheduledBackups(deps, now), 0);
+});
