@@ -17,6 +17,7 @@ import { createZstdCompress } from 'node:zlib';
 import { signLink, verifyLink } from '../src/server/modules/backups/backups.download.ts';
 import {
   checkFreshness,
+  runDrills,
   runScheduledBackups,
   sweepExpiredBackups,
 } from '../src/server/modules/backups/backups.scheduler.ts';
@@ -50,7 +51,12 @@ async function nextJob(kind: string) {
     const job = await agent.poll();
     if (!job) continue;
     if (job.kind === kind) return job;
-    assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
+    // Others are done as a well-behaved agent would (a backup with a result of its own).
+    const result =
+      job.kind === 'backup.create'
+        ? createResult(String(job.payload.backup_id), randomBytes(32).toString('hex'))
+        : {};
+    assert.equal(await agent.complete(job.id, job.attempt, result), 200);
   }
   throw new Error(`no ${kind} job`);
 }
@@ -542,4 +548,68 @@ test("one database's scheduling failure does not stop the others; it is due agai
   assert.equal(await runScheduledBackups(deps, now), ready - 1);
   assert.equal(await runScheduledBackups(deps, now), 1);
   assert.equal(await runScheduledBackups(deps, now), 0);
+});
+
+test('a restore drill restores the latest good backup: verified_at on success; on failure an alert', async () => {
+  // What earlier tests left queued (scheduled backups) is done first, as an agent would.
+  await assert.rejects(nextJob('none.such'));
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, '34'.repeat(32))), 200);
+  const objects = createResult(b.id, '').objects;
+  // A period far from the others' (each period's drill is due once per database).
+  const now = new Date(Date.now() + 400 * 86_400_000);
+  assert.ok((await runDrills(schedulerDeps(), now)) >= 1);
+  assert.equal(await runDrills(schedulerDeps(), now), 0);
+  const drill = await nextJob('backup.drill');
+  assert.equal(drill.payload.backup_id, b.id);
+  assert.deepEqual((drill.payload.expected as { sha256: string }).sha256, '34'.repeat(32));
+  const verifiedAt = new Date().toISOString();
+  const ok = {
+    backup_id: b.id,
+    verified_at: verifiedAt,
+    duration_ms: 5,
+    verified: true,
+    tables_checked: 1,
+    rows_checked: 3,
+    objects,
+  };
+  const completed = await s.app.inject({
+    method: 'POST',
+    url: `/v1/agent/jobs/${drill.id}/complete`,
+    headers: { authorization: `Bearer ${agent.token}` },
+    payload: { attempt: drill.attempt, result: ok },
+  });
+  assert.equal(completed.statusCode, 200, completed.body);
+  const shown = (await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.ok(shown.verified_at);
+  assert.equal(shown.verify_failure, null);
+  const drills = (await api(acme, 'GET', `/v1/databases/${DB}/restores`)).json();
+  const d = drills.items.find(
+    (r: { backup_id: string; target: string }) => r.backup_id === b.id && r.target === 'drill',
+  );
+  assert.equal(d.status, 'completed');
+  assert.equal(d.rows_checked, 3);
+
+  // The next period's drill fails for good: the backup says so, and an alert is raised.
+  const next = new Date(now.getTime() + 8 * 86_400_000);
+  assert.ok((await runDrills(schedulerDeps(), next)) >= 1);
+  const failing = await nextJob('backup.drill');
+  await s.db.pool.query('UPDATE jobs SET max_attempts = attempts WHERE id = $1', [failing.id]);
+  assert.equal(
+    await agent.fail(
+      failing.id,
+      failing.attempt,
+      'backup archive refused: chunk 3 failed authentication',
+      false,
+    ),
+    200,
+  );
+  const after = (await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.match(after.verify_failure, /chunk 3 failed authentication/);
+  const alert = await s.db.pool.query(
+    `SELECT outcome FROM audit_events WHERE action = 'backup.drill_failed' AND target_id = $1`,
+    [b.id],
+  );
+  assert.deepEqual(alert.rows, [{ outcome: 'failure' }]);
 });
