@@ -171,6 +171,14 @@ describe('through the agent channel', () => {
     assert.equal(outbox.rows.length, 1);
     assert.equal(outbox.rows[0].payload.request_id, id);
     assert.equal(outbox.rows[0].payload.reason, 'the site is down, fixing now');
+    // The admin who broke glass sees what ran; a member who neither asked nor approved does not.
+    expectStatus(await http.result(DB, id, admin.headers), 200);
+    expectStatus(await http.result(DB, id, approver.headers), 404, 'not_found');
+    // The account-wide list filters by requester too (the dashboard's "my requests").
+    const mine = expectStatus(await http.call('GET', '/v1/requests?requester=me', requester.headers), 200);
+    assert.ok((mine.items as { id: string }[]).some((r) => r.id === id));
+    const theirs = expectStatus(await http.call('GET', '/v1/requests?requester=me', approver.headers), 200);
+    assert.ok(!(theirs.items as { id: string }[]).some((r) => r.id === id));
   });
 });
 

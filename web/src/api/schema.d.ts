@@ -19272,6 +19272,8 @@ export interface paths {
           cursor?: string;
           /** @description Items per page, 1-100 */
           limit?: number;
+          /** @description `me`, `user:<id>` or `key:<id>` */
+          requester?: string;
           status?:
             | 'pending'
             | 'approved'

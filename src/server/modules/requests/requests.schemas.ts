@@ -92,18 +92,20 @@ export const preflightBody = z
   .object({ sql: sqlText, capability: capability.optional(), dry_run: z.boolean().optional() })
   .strict();
 
+const requesterFilter = z
+  .string()
+  .max(100)
+  .regex(/^(me|(user|key):[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/)
+  .optional()
+  .describe('`me`, `user:<id>` or `key:<id>`');
 export const listQuery = pageQuery.extend({
   status: z.enum(REQUEST_STATUSES).optional(),
-  requester: z
-    .string()
-    .max(100)
-    .regex(/^(me|(user|key):[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/)
-    .optional()
-    .describe('`me`, `user:<id>` or `key:<id>`'),
+  requester: requesterFilter,
 });
 export const inboxQuery = pageQuery.extend({
   status: z.enum(REQUEST_STATUSES).optional(),
   awaiting: z.literal('me').optional().describe('`me`: pending requests you may still approve'),
+  requester: requesterFilter,
 });
 
 const sqlstate = z.string().max(5);

@@ -316,20 +316,13 @@ export function createRequestsService(deps: RequestsDeps) {
       },
     ) {
       const database = await ctx.findDatabase(caller, name);
-      const who = q.requester;
-      const requester =
-        who === 'me'
-          ? caller.kind === 'user'
-            ? { requesterUserId: caller.userId }
-            : { requesterKeyId: caller.keyId }
-          : who?.startsWith('user:')
-            ? { requesterUserId: who.slice(5) }
-            : who?.startsWith('key:')
-              ? { requesterKeyId: who.slice(4) }
-              : {};
       return list(
         caller,
-        { databaseId: database.id, ...(q.status ? { status: q.status } : {}), ...requester },
+        {
+          databaseId: database.id,
+          ...(q.status ? { status: q.status } : {}),
+          ...requesterOf(caller, q.requester),
+        },
         q,
       );
     },
@@ -340,6 +333,7 @@ export function createRequestsService(deps: RequestsDeps) {
       q: {
         status?: RequestStatus | undefined;
         awaiting?: 'me' | undefined;
+        requester?: string | undefined;
         cursor?: string | undefined;
         limit: number;
       },
@@ -351,15 +345,20 @@ export function createRequestsService(deps: RequestsDeps) {
         {
           ...(q.status ? { status: q.status } : {}),
           ...(q.awaiting === 'me' && caller.kind === 'user' ? { awaitingUserId: caller.userId } : {}),
+          ...requesterOf(caller, q.requester),
         },
         q,
       );
     },
 
-    /** The last execution's result: the requester (same user or key) and the approvers only; others 404. */
+    /**
+     * The last execution's result: the requester (same user or key), the approvers and whoever broke
+     * glass to run it; others 404.
+     */
     async result(caller: Caller, name: string, id: string): Promise<RequestResult> {
       const { row } = await ctx.findRequest(caller, name, id);
-      let allowed = isRequester(caller, row);
+      let allowed =
+        isRequester(caller, row) || (caller.kind === 'user' && row.break_glass?.user_id === caller.userId);
       if (!allowed && caller.kind === 'user') {
         const approvals = await repo.approvalsOf(db, caller.accountId, [row.id]);
         allowed = approvals.some((a) => a.user_id === caller.userId);
@@ -393,3 +392,15 @@ export function createRequestsService(deps: RequestsDeps) {
 }
 
 export type RequestsService = ReturnType<typeof createRequestsService>;
+
+/** The list filter of `requester`: `me` (this user or key), `user:<id>` or `key:<id>`. */
+function requesterOf(
+  caller: Caller,
+  who: string | undefined,
+): { requesterUserId?: string; requesterKeyId?: string } {
+  if (who === 'me')
+    return caller.kind === 'user' ? { requesterUserId: caller.userId } : { requesterKeyId: caller.keyId };
+  if (who?.startsWith('user:')) return { requesterUserId: who.slice(5) };
+  if (who?.startsWith('key:')) return { requesterKeyId: who.slice(4) };
+  return {};
+}
