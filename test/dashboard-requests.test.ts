@@ -150,6 +150,13 @@ test('governed requests in the dashboard', { timeout: 300_000 }, async (t) => {
     await inbox.getByRole('row').nth(1).waitFor();
     assert.equal(await inbox.getByRole('row').count(), 2, 'one request awaits the admin');
     await checkPage(admin, 'Approvals', 'approvals-inbox');
+    // "Only my requests" (GET /v1/requests?requester=me): the admin has made none yet.
+    const all = p.getByRole('table', { name: 'All requests' });
+    await all.getByRole('link', { name: /^UPDATE items/ }).waitFor();
+    await p.getByRole('checkbox', { name: 'Only my requests' }).check();
+    await p.getByText('No requests. Make one').waitFor();
+    await p.getByRole('checkbox', { name: 'Only my requests' }).uncheck();
+    await all.getByRole('link', { name: /^UPDATE items/ }).waitFor();
     await inbox.getByRole('link', { name: /^UPDATE items/ }).click();
     await status(p, 'Pending').waitFor();
     // By keyboard: the dialog takes the focus (its comment field), Tab reaches its buttons.

@@ -44,16 +44,24 @@ function Awaiting() {
 function AllRequests() {
   const { account } = useMe();
   const [status, setStatus] = useState<RequestStatus | ''>('');
+  const [mine, setMine] = useState(false);
   const pages = useCursorPages();
   const { cursor } = pages;
   const list = useApi(
     () =>
       call(
         api.GET('/v1/requests', {
-          params: { query: { limit: 25, ...(status ? { status } : {}), ...(cursor ? { cursor } : {}) } },
+          params: {
+            query: {
+              limit: 25,
+              ...(status ? { status } : {}),
+              ...(mine ? { requester: 'me' } : {}),
+              ...(cursor ? { cursor } : {}),
+            },
+          },
         }),
       ),
-    `${account}|${status}|${cursor}`,
+    `${account}|${status}|${mine}|${cursor}`,
   );
   const items = list.data?.items ?? [];
   return (
@@ -67,6 +75,17 @@ function AllRequests() {
             pages.reset();
           }}
         />
+        <label className="inline">
+          <input
+            type="checkbox"
+            checked={mine}
+            onChange={(e) => {
+              setMine(e.currentTarget.checked);
+              pages.reset();
+            }}
+          />{' '}
+          Only my requests
+        </label>
       </div>
       <ErrorNotice error={list.error} title="Could not list requests" />
       {!list.data && list.loading ? <Loading what="requests" /> : null}
