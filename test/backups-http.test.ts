@@ -613,3 +613,64 @@ test('a restore drill restores the latest good backup: verified_at on success; o
   );
   assert.deepEqual(alert.rows, [{ outcome: 'failure' }]);
 });
+
+test('restores through the agent API: the new target gets its owner password for the job; failures are recorded', async () => {
+  await assert.rejects(nextJob('none.such'));
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, '56'.repeat(32))), 200);
+
+  // Into a new database: listed at once, provisioning; the job carries its create payload.
+  const r = await api(acme, 'POST', `/v1/databases/${DB}/restore`, {
+    backup_id: b.id,
+    new_name: 'shop_copy',
+  });
+  assert.equal(r.statusCode, 202, r.body);
+  assert.equal((await api(acme, 'GET', '/v1/databases/shop_copy')).json().status, 'provisioning');
+  const restoreJob = await nextJob('backup.restore');
+  assert.equal(restoreJob.payload.mode, 'new');
+  assert.equal(restoreJob.payload.name, 'shop_copy');
+  assert.deepEqual(restoreJob.payload.source, { database_id: job.payload.database_id, name: DB });
+  assert.equal((restoreJob.payload.expected as { sha256: string }).sha256, '56'.repeat(32));
+  const secret = await agent.secret(restoreJob.id, restoreJob.attempt);
+  assert.equal(secret.status, 200);
+  assert.ok(secret.password && secret.password.length >= 32);
+  // A second restore of the database waits for this one.
+  assert.equal(
+    (await api(acme, 'POST', `/v1/databases/${DB}/restore`, { backup_id: b.id, new_name: 'shop_copy2' }))
+      .statusCode,
+    409,
+  );
+  await s.db.pool.query('UPDATE jobs SET max_attempts = attempts WHERE id = $1', [restoreJob.id]);
+  assert.equal(
+    await agent.fail(restoreJob.id, restoreJob.attempt, 'pg_restore: error: out of memory', true),
+    200,
+  );
+  const failed = (await api(acme, 'GET', `/v1/databases/${DB}/restores/${r.json().id}`)).json();
+  assert.equal(failed.status, 'failed');
+  assert.match(failed.failure_reason, /out of memory/);
+  const target = (await api(acme, 'GET', '/v1/databases/shop_copy')).json();
+  assert.equal(target.status, 'failed');
+  assert.match(target.failure_reason, /out of memory/);
+
+  // In place: the safety backup fails, so nothing is restored (no restore job is ever queued).
+  const inPlace = await api(acme, 'POST', `/v1/databases/${DB}/restore`, {
+    backup_id: b.id,
+    target: 'in_place',
+  });
+  assert.equal(inPlace.statusCode, 202, inPlace.body);
+  const safety = await nextJob('backup.create');
+  assert.equal(safety.payload.backup_id, inPlace.json().safety_backup_id);
+  await s.db.pool.query('UPDATE jobs SET max_attempts = attempts WHERE id = $1', [safety.id]);
+  assert.equal(
+    await agent.fail(safety.id, safety.attempt, 'write: ENOSPC: no space left on device', true),
+    200,
+  );
+  const stopped = (await api(acme, 'GET', `/v1/databases/${DB}/restores/${inPlace.json().id}`)).json();
+  assert.equal(stopped.status, 'failed');
+  assert.match(stopped.failure_reason, /safety backup failed.*ENOSPC/);
+  const queued = await s.db.pool.query(
+    `SELECT 1 FROM jobs WHERE kind = 'backup.restore' AND status = 'queued'`,
+  );
+  assert.equal(queued.rowCount, 0);
+});
