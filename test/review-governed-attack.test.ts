@@ -387,6 +387,39 @@ describe('bounds', () => {
   });
 });
 
+describe('load a member can put on the node', () => {
+  test('a huge result is cut to the byte limit', async () => {
+    const done = await createAndRun(member, { sql: "SELECT repeat('x', 40000000) AS big", reason: 'big' });
+    assert.ok(done, 'created');
+    const res = await http.result(DB, done.id as string, member.headers);
+    assert.ok(res.body.length < 20_000_000, `result of ${res.body.length} bytes`);
+  });
+
+  test('concurrent long preflight dry runs are bounded per database', async () => {
+    const slow =
+      'UPDATE customers SET name = name WHERE id = (SELECT count(*) FROM generate_series(1, 200000000))::int';
+    let peak = 0;
+    let done = false;
+    const sampler = (async () => {
+      while (!done) {
+        const r = await stack.t.asAdmin(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bulwark-execution' AND state = 'active'",
+        );
+        peak = Math.max(peak, r.rows[0].n);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    await Promise.all(
+      Array.from({ length: 8 }, () =>
+        http.call('POST', `/v1/databases/${DB}/requests/preflight`, member.headers, { sql: slow }),
+      ),
+    );
+    done = true;
+    await sampler;
+    assert.ok(peak <= 4, `${peak} dry runs ran at once`);
+  });
+});
+
 describe('the tenant owner and the platform logins', () => {
   test('the owner cannot read the verifiers of reader, migrator or any login', async () => {
     const r = await stack.t.asOwner(
