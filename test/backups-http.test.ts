@@ -35,6 +35,7 @@ let writer2: TestKey;
 let other: TestKey;
 let backupDir: string;
 const DB = 'shop';
+const METRICS_TOKEN = 'm'.repeat(40);
 
 const defaults = {
   enabled: true,
@@ -97,7 +98,7 @@ const api = (key: TestKey, method: string, url: string, payload?: object) =>
 
 before(async () => {
   backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bulwark-backups-'));
-  s = await createTestServer({ backupDir });
+  s = await createTestServer({ backupDir, metricsToken: METRICS_TOKEN });
   await createAccount(s, 'acme');
   await createAccount(s, 'other');
   agent = await enrollFakeAgent(s, 'backup-node');
@@ -164,6 +165,19 @@ test('an on-demand backup is queued as a job, and its result shows in GET (size,
   assert.equal(detail.backup.last_good_at, done.completed_at);
   assert.equal(detail.backup.stale, false);
   assert.ok(detail.backup.age_seconds >= 0 && detail.backup.age_seconds < 60);
+
+  // And in the metrics: its age, labelled by the database id.
+  const metrics = await s.app.inject({
+    url: '/metrics',
+    headers: { authorization: `Bearer ${METRICS_TOKEN}` },
+  });
+  assert.equal(metrics.statusCode, 200);
+  const age = new RegExp(
+    `^bulwark_backup_last_good_age_seconds\\{database_id="${job.payload.database_id}"\\} ([0-9.e+-]+)$`,
+    'm',
+  ).exec(metrics.body);
+  assert.ok(age && Number(age[1]) >= 0 && Number(age[1]) < 60, metrics.body.slice(0, 2000));
+  assert.match(metrics.body, /^bulwark_backups\{status="completed"\} 1$/m);
 
   const events = await s.db.pool.query<{ action: string }>(
     `SELECT action FROM audit_events WHERE target_id = $1 ORDER BY id`,
