@@ -26,6 +26,7 @@ import { backupStorageKey } from '../src/shared/contracts/backups.ts';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { createTestUser, signIn } from './helpers/session-users.ts';
 
 let s: TestServer;
 let agent: FakeAgent;
@@ -687,4 +688,42 @@ test('restores through the agent API: the new target gets its owner password for
     `SELECT 1 FROM jobs WHERE kind = 'backup.restore' AND status = 'queued'`,
   );
   assert.equal(queued.rowCount, 0);
+});
+
+test('an in-place restore is for owners and admins (admin keys), re-authenticated; a download link asks a signed-in user to re-authenticate', async () => {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, 'ef'.repeat(32))), 200);
+  const inPlace = { backup_id: b.id, target: 'in_place' };
+  // A write key may restore into a new database, never over the existing one.
+  const byWriter = await api(writer2, 'POST', `/v1/databases/${DB}/restore`, inPlace);
+  assert.equal(byWriter.statusCode, 403, byWriter.body);
+  const people = async (role: 'member' | 'admin') => {
+    const u = await createTestUser(s, {
+      username: `bk-${role}-${randomUUID().slice(0, 8)}`,
+      memberships: [{ accountId: acme.accountId, role }],
+    });
+    const t = await signIn(s, u);
+    return { headers: t.headers, sessionId: t.session.id } as unknown as TestKey & { sessionId: string };
+  };
+  const member = await people('member');
+  const byMember = await api(member, 'POST', `/v1/databases/${DB}/restore`, inPlace);
+  assert.equal(byMember.statusCode, 403, byMember.body);
+  assert.equal(byMember.json().error.code, 'forbidden');
+  // An admin whose sign-in is no longer fresh must prove it is them first (nothing is queued).
+  const admin = await people('admin');
+  await s.db.pool.query("UPDATE sessions SET created_at = now() - interval '1 hour' WHERE id = $1", [
+    admin.sessionId,
+  ]);
+  const stale = await api(admin, 'POST', `/v1/databases/${DB}/restore`, inPlace);
+  assert.equal(stale.statusCode, 403, stale.body);
+  assert.equal(stale.json().error.code, 'reauth_required');
+  const link = await api(admin, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`);
+  assert.equal(link.statusCode, 403, link.body);
+  assert.equal(link.json().error.code, 'reauth_required');
+  // A member fresh from signing in gets a link (a download is a writer's, like a reveal).
+  assert.equal(
+    (await api(member, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).statusCode,
+    200,
+  );
 });

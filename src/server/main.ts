@@ -188,7 +188,16 @@ export async function createServerContext(opts: {
     drill_interval_days: config.backupDrillIntervalDays,
   };
   const backups = createBackupsService({ db, box, log, audit, defaults: backupDefaults });
-  const restores = createRestoresService({ db, box, log, audit, config, defaults: backupDefaults, backups });
+  const restores = createRestoresService({
+    db,
+    box,
+    log,
+    audit,
+    config,
+    defaults: backupDefaults,
+    backups,
+    stepUp: stepUp.require,
+  });
   const backupJobs = createBackupJobs({ db, box, log, audit });
   jobHooks.register('backup.', backupJobs.onJobFinished);
   const backupDownloads = createBackupDownloads({
@@ -197,6 +206,7 @@ export async function createServerContext(opts: {
     log,
     linkKey: installSecret({ db, box, name: 'backup-download-key' }),
     backupDir: config.backupDir ?? null,
+    stepUp: stepUp.require,
   });
   const backupScheduler = createBackupScheduler({ db, box, log, audit, defaults: backupDefaults });
   registerBackupCollectors(metrics.registry, db);

@@ -24,6 +24,7 @@ import { AppError, forbidden, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { Db } from '../../db/pool.ts';
 import { type Caller, callerActor } from '../../http/caller.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import * as repo from './backups.repo.ts';
 
 export const DOWNLOAD_LINK_TTL_S = 600;
@@ -119,9 +120,18 @@ export function createBackupDownloads(deps: {
   log: Logger;
   linkKey: () => Promise<Buffer>;
   backupDir: string | null;
+  /**
+   * A download is the whole database in the clear, like revealing its password: a signed-in user
+   * needs the re-authentication window (a stolen session cannot walk away with the data).
+   */
+  stepUp?: RequireStepUp;
 }) {
   return {
     async sign(caller: Caller, backupId: string, nowS = Math.floor(Date.now() / 1000)) {
+      if (caller.kind === 'user') {
+        if (!deps.stepUp) throw forbidden('Signed-in users cannot download backups on this server');
+        await deps.stepUp({ userId: caller.userId, sessionId: caller.sessionId }, 'downloading a backup');
+      }
       const claims = {
         backupId,
         accountId: caller.accountId,

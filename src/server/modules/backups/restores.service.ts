@@ -7,7 +7,7 @@ import {
   type BackupRestorePayload,
 } from '../../../shared/contracts/backups.ts';
 import { DEFAULT_LIMITS } from '../../../shared/contracts/jobs.ts';
-import { badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
@@ -17,6 +17,7 @@ import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import { toPayloadAllowlist } from '../databases/databases.allowlist.ts';
 import { passwordContext } from '../databases/databases.credentials.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import * as dbRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
@@ -79,6 +80,8 @@ export function createRestoresService(deps: {
   config: RestoresConfig;
   defaults: BackupDefaults;
   backups: Pick<BackupsService, 'findDatabase'>;
+  /** In place replaces the database's data: owners and admins (admin keys), re-authenticated. */
+  stepUp?: RequireStepUp;
 }) {
   const { db, log, config } = deps;
 
@@ -175,8 +178,18 @@ export function createRestoresService(deps: {
         requireAccountScope(caller);
         input.new_name ??= defaultRestoreName(name);
         checkDatabaseName(input.new_name);
-      } else if (body.new_name !== undefined) {
-        throw badRequest('new_name is only for target "new"');
+      } else {
+        if (body.new_name !== undefined) throw badRequest('new_name is only for target "new"');
+        // Replacing a database's data is destructive: what a DROP needs (ADR 0023).
+        if (caller.kind === 'user') {
+          if (caller.role !== 'owner' && caller.role !== 'admin')
+            throw forbidden('An in-place restore needs an owner or admin of the account');
+          if (!deps.stepUp) throw forbidden('Signed-in users cannot restore in place on this server');
+          await deps.stepUp(
+            { userId: caller.userId, sessionId: caller.sessionId },
+            'restoring a database in place',
+          );
+        } else requireLevel(caller, 'admin');
       }
       const restoreId = randomUUID();
       let sourceId = '';
