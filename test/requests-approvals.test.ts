@@ -324,3 +324,143 @@ test('reject ends a request; cancel is for the requester; an edit starts over', 
   );
   assert.ok((mine.items as { id: string }[]).every((x) => x.id !== id2));
 });
+
+test('the person who created the requesting API key (up its chain) never approves it, and may cancel it', async () => {
+  const boss = await person(s, acme, 'admin', 'keyboss');
+  const own = expectStatus(
+    await http.call('POST', '/v1/keys', boss.headers, { name: 'boss-admin-key', level: 'admin' }),
+    201,
+  );
+  const ownHeaders = { authorization: `Bearer ${own.key as string}` };
+  // A key created by that key: the person behind it is still the boss.
+  const child = expectStatus(
+    await http.call('POST', '/v1/keys', ownHeaders, { name: 'boss-child-key', level: 'write' }),
+    201,
+  );
+  const childHeaders = { authorization: `Bearer ${child.key as string}` };
+  for (const h of [ownHeaders, childHeaders]) {
+    const req = expectStatus(await http.create(DB, h, { sql: DDL, reason: 'through my key' }), 201);
+    const id = req.id as string;
+    assert.equal((req.requester as { kind: string }).kind, 'key');
+    const denied = expectStatus(await http.act(DB, id, 'approve', boss.headers), 403, 'policy_denied');
+    assert.match((denied.error as { message: string }).message, /created that key/);
+    expectStatus(await http.act(DB, id, 'reject', boss.headers, { comment: 'mine' }), 403, 'policy_denied');
+    // Not in the boss's inbox; another admin's approval counts.
+    const inbox = expectStatus(await http.call('GET', '/v1/requests?awaiting=me', boss.headers), 200);
+    assert.ok(!(inbox.items as { id: string }[]).some((x) => x.id === id));
+    const other = await person(s, acme, 'admin', 'keyother');
+    assert.equal(expectStatus(await http.act(DB, id, 'approve', other.headers), 200).approvals_counted, 1);
+    // An approval row of the boss that got in anyway never counts.
+    await s.db.pool.query('INSERT INTO request_approvals (request_id, user_id) VALUES ($1, $2)', [
+      id,
+      boss.id,
+    ]);
+    const seen = expectStatus(await http.get(DB, id, requester.headers), 200);
+    assert.equal(seen.approvals_counted, 1);
+    assert.equal(seen.status, 'pending');
+    const bossRow = (seen.approvals as { user_id: string; counts: boolean }[]).find(
+      (a) => a.user_id === boss.id,
+    );
+    assert.equal(bossRow?.counts, false);
+    // The person behind the key may cancel what it asked for.
+    assert.equal(expectStatus(await http.act(DB, id, 'cancel', boss.headers), 200).status, 'cancelled');
+  }
+});
+
+test('a read as the migrator is decided as a write: no viewers, one approval, and policy.why says so', async () => {
+  const viewer = await person(s, acme, 'viewer', 'migread');
+  const denied = expectStatus(
+    await http.create(DB, viewer.headers, { sql: 'SELECT 1', reason: 'x', capability: 'migrator' }),
+    403,
+    'policy_denied',
+  );
+  assert.match((denied.error as { message: string }).message, /decided as a write/);
+  const req = expectStatus(
+    await http.create(DB, requester.headers, {
+      sql: 'SELECT 1',
+      reason: 'as migrator',
+      capability: 'migrator',
+    }),
+    201,
+  );
+  assert.equal(req.status, 'pending');
+  assert.equal(req.capability, 'migrator');
+  assert.equal((req.classification as { class: string }).class, 'read');
+  const policy = req.policy as { approvals_required: number; why: string };
+  assert.equal(policy.approvals_required, 1);
+  assert.match(policy.why, /decided as a write/);
+  // Not runnable before its approval.
+  expectStatus(await http.act(DB, req.id as string, 'execute', requester.headers), 409, 'invalid_state');
+  // Preflight answers the same.
+  const pre = expectStatus(
+    await http.call('POST', `/v1/databases/${DB}/requests/preflight`, viewer.headers, {
+      sql: 'SELECT 1',
+      capability: 'migrator',
+    }),
+    200,
+  );
+  assert.equal((pre.policy as { allowed: boolean }).allowed, false);
+  const asReader = expectStatus(
+    await http.call('POST', `/v1/databases/${DB}/requests/preflight`, viewer.headers, { sql: 'SELECT 1' }),
+    200,
+  );
+  assert.equal((asReader.policy as { allowed: boolean; approvals_required: number }).allowed, true);
+  assert.equal((asReader.policy as { approvals_required: number }).approvals_required, 0);
+});
+
+test('a requester demoted, or whose key is revoked, after approval no longer executes (403)', async () => {
+  const approveTwice = async (id: string) => {
+    expectStatus(await http.act(DB, id, 'approve', (await person(s, acme, 'admin', 'dem')).headers), 200);
+    const done = expectStatus(
+      await http.act(DB, id, 'approve', (await person(s, acme, 'member', 'dem')).headers),
+      200,
+    );
+    assert.equal(done.status, 'approved');
+  };
+  const m = await person(s, acme, 'member', 'demoted');
+  const req = expectStatus(await http.create(DB, m.headers, { sql: DDL, reason: 'demote me' }), 201);
+  await approveTwice(req.id as string);
+  await s.db.pool.query("UPDATE memberships SET role = 'viewer' WHERE user_id = $1 AND account_id = $2", [
+    m.id,
+    acme,
+  ]);
+  // Executed by the requester or by an owner: the requester's current role decides.
+  const owner = await person(s, acme, 'owner', 'dem');
+  for (const h of [m.headers, owner.headers]) {
+    const res = expectStatus(await http.act(DB, req.id as string, 'execute', h), 403, 'policy_denied');
+    assert.match((res.error as { message: string }).message, /no longer/);
+  }
+  const still = expectStatus(await http.get(DB, req.id as string, owner.headers), 200);
+  assert.equal(still.status, 'approved');
+  assert.equal((still.executions as { count: number }).count, 0);
+  // A key revoked after approval: an owner executing it is refused too.
+  const k = await createTestKey(s, { account: 'acme', level: 'write' });
+  const byKey = expectStatus(await http.create(DB, k.headers, { sql: DDL, reason: 'key then revoked' }), 201);
+  await approveTwice(byKey.id as string);
+  await s.db.pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [k.id]);
+  expectStatus(await http.act(DB, byKey.id as string, 'execute', owner.headers), 403, 'policy_denied');
+});
+
+test("only the requester executes an access request: an owner, admin or admin key is refused (its credentials are the requester's)", async () => {
+  const m = await person(s, acme, 'member', 'acc');
+  const req = expectStatus(
+    await http.create(DB, m.headers, { access: { role: 'reader', duration_s: 600 }, reason: 'look' }),
+    201,
+  );
+  const id = req.id as string;
+  expectStatus(await http.act(DB, id, 'approve', (await person(s, acme, 'member', 'acc')).headers), 200);
+  const admin = await person(s, acme, 'admin', 'acc');
+  for (const h of [admin.headers, (await person(s, acme, 'owner', 'acc')).headers, key.headers]) {
+    const res = expectStatus(await http.act(DB, id, 'execute', h), 403, 'policy_denied');
+    assert.equal((res as { credentials?: unknown }).credentials, undefined);
+  }
+  // Break-glass does not hand them over either.
+  expectStatus(
+    await http.act(DB, id, 'execute', admin.headers, { break_glass: { reason: 'I need their login now' } }),
+    403,
+    'policy_denied',
+  );
+  const after = expectStatus(await http.get(DB, id, m.headers), 200);
+  assert.equal(after.status, 'approved');
+  assert.equal((after.executions as { count: number }).count, 0);
+});

@@ -63,9 +63,7 @@ describe('a read request cannot run tenant code with write rights', () => {
     assert.equal(await pwned(), before, JSON.stringify(done?.last_execution));
   });
 
-  test('a viewer read with capability migrator does not commit what a planted view writes', {
-    todo: 'finding: a read-class request may name capability migrator and then runs in a read-write transaction with 0 approvals',
-  }, async () => {
+  test('a viewer read with capability migrator does not commit what a planted view writes', async () => {
     const before = await pwned();
     const done = await createAndRun(viewer, {
       sql: 'SELECT id, e FROM v_evil',
@@ -75,9 +73,7 @@ describe('a read request cannot run tenant code with write rights', () => {
     assert.equal(await pwned(), before, `planted writes committed: ${JSON.stringify(done?.last_execution)}`);
   });
 
-  test('a viewer read with capability migrator through a user operator writes nothing', {
-    todo: 'finding: a user operator in a read-class request runs read-write as the migrator with 0 approvals',
-  }, async () => {
+  test('a viewer read with capability migrator through a user operator writes nothing', async () => {
     const before = await pwned();
     const done = await createAndRun(viewer, {
       sql: 'SELECT 1 === 1 AS x',
@@ -96,9 +92,7 @@ describe('a read request cannot run tenant code with write rights', () => {
     });
     assert.equal(await pwned(), before, `planted writes committed: ${JSON.stringify(done)}`);
   });
-  test('a viewer read with capability migrator cannot read what the reader is not granted', {
-    todo: 'finding: capability migrator on a read request reads tables the tenant withheld from <db>_reader, with 0 approvals',
-  }, async () => {
+  test('a viewer read with capability migrator cannot read what the reader is not granted', async () => {
     await stack.t.asOwner(
       `CREATE TABLE IF NOT EXISTS rga_withheld (s text); INSERT INTO rga_withheld VALUES ('withheld-secret');
          REVOKE ALL ON rga_withheld FROM ${stack.t.roles.reader}`,
@@ -166,9 +160,7 @@ describe('dry runs leave nothing behind', () => {
 describe('approvals', () => {
   const writeSql = 'UPDATE customers SET name = name WHERE id = 1';
 
-  test('a member cannot approve a request made with an API key they created themselves', {
-    todo: 'finding: self-approval through an own API key (requester is the key; the key creator approves and counts)',
-  }, async () => {
+  test('a member cannot approve a request made with an API key they created themselves', async () => {
     const created = expectStatus(
       await http.call('POST', '/v1/keys', member.headers, { name: 'rga-own-key', level: 'write' }),
       201,
@@ -225,9 +217,7 @@ describe('approvals', () => {
     }
   });
 
-  test('a requester demoted to viewer after approval cannot execute the write', {
-    todo: "finding (low): the requester's role is checked at creation only; a requester demoted to viewer still executes the approved write",
-  }, async () => {
+  test('a requester demoted to viewer after approval cannot execute the write', async () => {
     const m2 = await person(stack.s, stack.key.accountId, 'member', 'rga-demoted');
     const req = expectStatus(
       await http.create(DB, m2.headers, {
@@ -547,9 +537,7 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
     })) as Credentials;
   };
 
-  test("an admin executing another person's approved access request does not receive that person's login", {
-    todo: 'finding: mayExecute lets any owner/admin (or admin key) execute an approved access request, and the credentials go to the executor',
-  }, async () => {
+  test("an admin executing another person's approved access request does not receive that person's login", async () => {
     const db = await readyDatabase();
     const requester = await person(s, key.accountId, 'member', 'rga-acc-req');
     const approverP = await person(s, key.accountId, 'member', 'rga-acc-appr');

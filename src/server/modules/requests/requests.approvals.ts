@@ -1,5 +1,6 @@
 /**
- * Approving and rejecting requests (issue 14): signed-in users only, never the requester, one
+ * Approving and rejecting requests (issue 14): signed-in users only, never the requester (nor the
+ * person who created the requesting API key), one
  * person counts once (primary key (request, user)), and concurrent approvals are consistent: each
  * runs in one transaction holding the request's row lock, counts the approvals with every
  * approver's current role and status, and at most one of them moves the request to `approved`.
@@ -8,7 +9,7 @@ import { AppError } from '../../../shared/errors.ts';
 import { withTx } from '../../db/pool.ts';
 import type { Caller, UserCaller } from '../../http/caller.ts';
 import { isDml } from './requests.classify.ts';
-import { invalidState, isRequester, type RequestsContext } from './requests.context.ts';
+import { invalidState, isRequesterPerson, type RequestsContext } from './requests.context.ts';
 import * as repo from './requests.repo.ts';
 import type { RequestView } from './requests.schemas.ts';
 import { approvalCounts } from './requests.view.ts';
@@ -41,7 +42,13 @@ export function createApprovals(ctx: RequestsContext) {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
         // Another account's or an unknown request is a 404 first; then only people approve.
         const user = requireUser(caller);
-        if (isRequester(user, locked)) throw policyDenied('A request cannot be approved by its requester');
+        // Never self-approval: neither the requester nor the person whose API key made the request.
+        if (isRequesterPerson(user, locked))
+          throw policyDenied(
+            locked.requester_key_id !== null
+              ? 'A request made with an API key cannot be approved by the person who created that key'
+              : 'A request cannot be approved by its requester',
+          );
         assertPendingNow(locked);
         if (locked.kind === 'sql' && isDml(locked.class) && locked.dry_run === null)
           throw invalidState(
@@ -79,7 +86,7 @@ export function createApprovals(ctx: RequestsContext) {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
         // Another account's or an unknown request is a 404 first; then only people approve.
         const user = requireUser(caller);
-        if (isRequester(user, locked))
+        if (isRequesterPerson(user, locked))
           throw policyDenied('A requester does not reject their own request: cancel it instead');
         if (locked.status !== 'pending' && locked.status !== 'approved')
           throw invalidState(`The request is ${locked.status}`, locked.status);

@@ -85,12 +85,41 @@ export function policyView(version: number, d: Decision): PolicyView {
   };
 }
 
+/**
+ * The policy class of SQL run with a capability: a read run as the migrator is decided as a write
+ * (it runs in a read-write transaction with the migrator's rights: tenant views, functions and
+ * operators it calls may write, and tables withheld from the reader are readable), so it needs the
+ * write rule's approvals and requesters. Only a read as the reader is policy class `read`.
+ */
+export function policyClassOf(cls: PolicyClass, capability: 'reader' | 'migrator'): PolicyClass {
+  return cls === 'read' && capability === 'migrator' ? 'write' : cls;
+}
+
+/** `decide()` for SQL of class `cls` run with `capability`; its `why` says when a read is decided as a write. */
+export function decideFor(
+  policy: GovernancePolicy | null,
+  input: { database: string; cls: PolicyClass; capability: 'reader' | 'migrator'; role: MemberRole },
+): Decision {
+  const asCls = policyClassOf(input.cls, input.capability);
+  const d = decide(policy, { database: input.database, cls: asCls, role: input.role });
+  if (asCls === input.cls) return d;
+  return {
+    ...d,
+    why: `a read run as the migrator is decided as a write (read-write, with the migrator's rights); ${d.why}`,
+  };
+}
+
 /** The decision for a caller, or 403 policy_denied. */
 export function decideOrDeny(
   policy: GovernancePolicy | null,
-  input: { database: string; cls: PolicyClass; caller: Caller },
+  input: { database: string; cls: PolicyClass; caller: Caller; capability?: 'reader' | 'migrator' },
 ): Decision {
-  const d = decide(policy, { database: input.database, cls: input.cls, role: requesterRole(input.caller) });
+  const d = decideFor(policy, {
+    database: input.database,
+    cls: input.cls,
+    capability: input.capability ?? 'reader',
+    role: requesterRole(input.caller),
+  });
   if (!d.allowed) throw new AppError('policy_denied', d.why, { rule: d.rule, why: d.why });
   return d;
 }

@@ -13,6 +13,7 @@ import { checkDatabaseName } from '../databases/databases.service.ts';
 import type { RequireStepUp } from '../sessions/step-up.ts';
 import * as deliveries from './requests.deliveries.repo.ts';
 import type { Delivery, Dispatch } from './requests.dispatch.ts';
+import type { DryRunSlots } from './requests.dry-run-slots.ts';
 import type { ActivePolicy } from './requests.policy.ts';
 import * as repo from './requests.repo.ts';
 import type { ResultStore } from './requests.results.ts';
@@ -45,6 +46,8 @@ export type RequestsDeps = {
   policyOf: (db: Queryable, accountId: string) => Promise<ActivePolicy>;
   /** Access requests' grants; absent: executing one answers 409 (not available). */
   access?: AccessGrants;
+  /** Dry runs in flight per database (this process); default: requests.dry-run-slots.ts. */
+  dryRunSlots?: DryRunSlots;
   /** Dry runs at creation and edit: how long the statement may run, and how long the API waits. */
   dryRunTimeoutMs?: number;
   dryRunWaitMs?: number;
@@ -57,6 +60,18 @@ export const isRequester = (
   row: Pick<repo.RequestRow, 'requester_user_id' | 'requester_key_id'>,
 ) =>
   caller.kind === 'user' ? row.requester_user_id === caller.userId : row.requester_key_id === caller.keyId;
+
+/**
+ * The caller is the person behind the request: its requester user, or the user who created the
+ * requesting API key (up the key's created_by chain, `requester_person_id`). Such a person never
+ * approves or rejects it and may cancel it; editing and executing stay with the requester itself.
+ */
+export const isRequesterPerson = (
+  caller: Caller,
+  row: Pick<repo.RequestRow, 'requester_user_id' | 'requester_person_id'>,
+) =>
+  caller.kind === 'user' &&
+  (row.requester_user_id === caller.userId || row.requester_person_id === caller.userId);
 
 export const invalidState = (message: string, status: string) =>
   new AppError('invalid_state', message, { status });

@@ -10,11 +10,11 @@
  * with a NOTIFY on `bulwark_events` in the same transaction (notifications deliver it).
  */
 import { AppError } from '../../../shared/errors.ts';
-import { rulesFor } from '../../../shared/policy/governance.ts';
+import { type MemberRole, type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts';
 import { redactSql } from '../../../shared/sql/explorer-validator.ts';
-import { withTx } from '../../db/pool.ts';
+import { type Queryable, withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
-import { isDml } from './requests.classify.ts';
+import { decideFor, isDml } from './requests.classify.ts';
 import { type AccessGrants, invalidState, isRequester, type RequestsContext } from './requests.context.ts';
 import * as deliveries from './requests.deliveries.repo.ts';
 import { NO_ANSWER_SQLSTATE, REFUSED_SQLSTATE } from './requests.outcome.ts';
@@ -30,10 +30,42 @@ const policyDenied = (message: string, details?: Record<string, unknown>) =>
 export function createExecution(ctx: RequestsContext) {
   const { db, deps } = ctx;
 
-  /** Who may run an approved request: its requester, an owner/admin, or an admin key. */
+  /**
+   * Who may run an approved request: its requester, an owner/admin, or an admin key. An access
+   * request only its requester (same user or same key): its execution hands out the credentials.
+   */
   const mayExecute = (caller: Caller, row: repo.RequestRow) =>
     isRequester(caller, row) ||
-    (caller.kind === 'user' ? caller.role === 'owner' || caller.role === 'admin' : caller.level === 'admin');
+    (row.kind !== 'access' &&
+      (caller.kind === 'user'
+        ? caller.role === 'owner' || caller.role === 'admin'
+        : caller.level === 'admin'));
+
+  /**
+   * The policy asked again for the requester as they are NOW (role and status; a key still valid):
+   * a requester demoted, suspended or removed since, or a key revoked or expired, no longer runs
+   * what they could not ask for today (403 policy_denied).
+   */
+  const assertRequesterStillAllowed = async (tx: Queryable, row: repo.RequestRow) => {
+    const now = await repo.requesterNow(tx, row);
+    if (!now)
+      throw policyDenied(
+        'The requester can no longer run this request (suspended, removed, or the key revoked or expired)',
+      );
+    const role: MemberRole =
+      now.kind === 'user'
+        ? (now.role as MemberRole)
+        : now.level === 'admin'
+          ? 'admin'
+          : now.level === 'write'
+            ? 'member'
+            : 'viewer';
+    const active = await deps.policyOf(tx, row.account_id);
+    const cls = row.class as PolicyClass;
+    const d = decideFor(active.policy, { database: row.database, cls, capability: row.capability, role });
+    if (!d.allowed)
+      throw policyDenied(`The requester may no longer ask for this: ${d.why}`, { rule: d.rule, why: d.why });
+  };
 
   /** An access request's execution: the grant (a time-boxed login), its credentials shown once. */
   const grant = async (
@@ -106,6 +138,9 @@ export function createExecution(ctx: RequestsContext) {
     ): Promise<RequestView & { credentials?: AccessCredentials }> {
       const breakGlass = body.break_glass;
       const { database, row: seen } = await ctx.findRequest(caller, name, id);
+      // An access request's credentials go to whoever executes it: only its requester, break-glass or not.
+      if (seen.kind === 'access' && !isRequester(caller, seen))
+        throw policyDenied('Only the requester can execute an access request (its credentials are theirs)');
       if (breakGlass) {
         if (caller.kind !== 'user')
           throw policyDenied('Break-glass needs a signed-in person, never an API key');
@@ -120,7 +155,11 @@ export function createExecution(ctx: RequestsContext) {
           );
         await deps.stepUp({ userId: caller.userId, sessionId: caller.sessionId }, 'break glass');
       } else if (!mayExecute(caller, seen)) {
-        throw policyDenied('Only the requester, an owner or admin, or an admin key can execute a request');
+        throw policyDenied(
+          seen.kind === 'access'
+            ? 'Only the requester can execute an access request (its credentials are theirs)'
+            : 'Only the requester, an owner or admin, or an admin key can execute a request',
+        );
       }
       ctx.requireReady(database);
       if (seen.kind === 'access' && !deps.access)
@@ -166,6 +205,8 @@ export function createExecution(ctx: RequestsContext) {
               'dry run first: a write runs against the row count its dry run recorded',
               row.status,
             );
+          // The requester as they are now may still ask for this (break-glass: the breaker answers for it).
+          await assertRequesterStillAllowed(tx, row);
         }
         const flag = breakGlass
           ? {

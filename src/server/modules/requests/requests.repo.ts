@@ -4,6 +4,7 @@
  */
 import type { Queryable } from '../../db/pool.ts';
 import type { PageCursor } from '../../http/pagination.ts';
+import { findKeyForAuth } from '../keys/keys.repo.ts';
 import type { RequestStatus } from './requests.schemas.ts';
 
 export type RequestRow = {
@@ -25,6 +26,8 @@ export type RequestRow = {
   findings: Record<string, unknown>[];
   requester_user_id: string | null;
   requester_key_id: string | null;
+  /** The person behind the request: the user, or the user up a key's created_by chain (migration 0023). */
+  requester_person_id: string | null;
   requester_name: string;
   policy: {
     version: number;
@@ -71,6 +74,7 @@ export type NewRequest = {
   findings: unknown;
   requesterUserId: string | null;
   requesterKeyId: string | null;
+  requesterPersonId: string | null;
   requesterName: string;
   policy: unknown;
   maxExecutions: number;
@@ -82,9 +86,9 @@ export async function insertRequest(tx: Queryable, r: NewRequest): Promise<strin
   const out = await tx.query<{ id: string }>(
     `INSERT INTO governed_requests (account_id, database_id, status, kind, sql, sql_sha256, reason, capability,
         access_role, access_duration_s, class, classification, findings, requester_user_id, requester_key_id,
-        requester_name, policy, max_executions, approval_lifetime_s, expires_at)
+        requester_name, policy, max_executions, approval_lifetime_s, expires_at, requester_person_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-             now() + $20 * interval '1 second')
+             now() + $20 * interval '1 second', $21)
      RETURNING id`,
     [
       r.accountId,
@@ -107,6 +111,7 @@ export async function insertRequest(tx: Queryable, r: NewRequest): Promise<strin
       r.maxExecutions,
       r.approvalLifetimeS,
       r.requestLifetimeS,
+      r.requesterPersonId,
     ],
   );
   return out.rows[0]!.id;
@@ -211,6 +216,7 @@ export async function listRequests(q: Queryable, f: ListFilter): Promise<Request
         AND ($5::uuid IS NULL OR r.requester_user_id = $5)
         AND ($6::uuid IS NULL OR r.requester_key_id = $6)
         AND ($7::uuid IS NULL OR (r.status = 'pending' AND r.requester_user_id IS DISTINCT FROM $7
+             AND r.requester_person_id IS DISTINCT FROM $7
              AND NOT EXISTS (SELECT 1 FROM request_approvals a WHERE a.request_id = r.id AND a.user_id = $7)))
         AND ($8::bigint IS NULL OR (r.created_at, r.id) <
              (timestamptz 'epoch' + $8::bigint * interval '1 microsecond', $9::uuid))
@@ -288,6 +294,70 @@ export async function userName(q: Queryable, userId: string): Promise<string> {
     [userId],
   );
   return r.rows[0]?.name ?? 'unknown user';
+}
+
+/**
+ * The person behind an API key: the signed-in user who created it, or (a key created by a key) the
+ * user at the top of its created_by chain, walked a bounded number of levels (key chains are
+ * limited far below it); null when an operator key stands at the top.
+ */
+export async function keyPerson(q: Queryable, keyId: string): Promise<string | null> {
+  const r = await q.query<{ person: string | null }>(
+    `WITH RECURSIVE up (id, parent, person, depth) AS (
+       SELECT k.id, k.created_by_key_id, k.created_by_user_id, 0 FROM api_keys k WHERE k.id = $1
+       UNION ALL
+       SELECT p.id, p.created_by_key_id, p.created_by_user_id, up.depth + 1
+         FROM up JOIN api_keys p ON p.id = up.parent
+        WHERE up.person IS NULL AND up.depth < 32
+     ) SELECT person FROM up WHERE person IS NOT NULL ORDER BY depth LIMIT 1`,
+    [keyId],
+  );
+  return r.rows[0]?.person ?? null;
+}
+
+/**
+ * What the requester is NOW, for the check at execution: a user's membership role in the account
+ * while active (null: suspended or no longer a member); a key's level while it and every key up its
+ * chain are unrevoked and unexpired and its creators still stand behind it (null otherwise).
+ */
+export async function requesterNow(
+  q: Queryable,
+  row: Pick<RequestRow, 'account_id' | 'requester_user_id' | 'requester_key_id'>,
+): Promise<{ kind: 'user'; role: string } | { kind: 'key'; level: string } | null> {
+  if (row.requester_user_id !== null) {
+    const r = await q.query<{ role: string }>(
+      `SELECT m.role FROM users u JOIN memberships m ON m.user_id = u.id AND m.account_id = $2
+        WHERE u.id = $1 AND u.status = 'active'`,
+      [row.requester_user_id, row.account_id],
+    );
+    return r.rows[0] ? { kind: 'user', role: r.rows[0].role } : null;
+  }
+  if (row.requester_key_id !== null) {
+    const r = await q.query<{ lookup_prefix: string }>(
+      'SELECT lookup_prefix FROM api_keys WHERE id = $1 AND account_id = $2',
+      [row.requester_key_id, row.account_id],
+    );
+    const prefix = r.rows[0]?.lookup_prefix;
+    if (!prefix) return null;
+    const k = await findKeyForAuth(q, prefix);
+    if (!k || k.revoked_at !== null || k.creator_revoked || k.expires_at.getTime() <= Date.now()) return null;
+    return { kind: 'key', level: k.level };
+  }
+  return null;
+}
+
+/** Records that a request's dry run did not run (no slot), unless its SQL changed or a dry run landed since. */
+export async function markDryRunSkipped(
+  q: Queryable,
+  id: string,
+  sqlSha256: string,
+  error: { sqlstate: string; message: string },
+): Promise<void> {
+  await q.query(
+    `UPDATE governed_requests SET dry_run_error = $3, updated_at = now()
+      WHERE id = $1 AND sql_sha256 = $2 AND dry_run IS NULL`,
+    [id, sqlSha256, JSON.stringify(error)],
+  );
 }
 
 export async function keyName(q: Queryable, keyId: string): Promise<string> {

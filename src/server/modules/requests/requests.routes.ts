@@ -1,4 +1,6 @@
+import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { AppError } from '../../../shared/errors.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponsesWith } from '../../http/errors.ts';
 import { idempotencyHeaders } from '../../http/idempotency.schemas.ts';
@@ -23,6 +25,17 @@ import {
 import type { RequestsService } from './requests.service.ts';
 
 const tags = ['requests'];
+
+/** A 503 `retry` that says how long to wait (details.retry_after_s) gets the Retry-After header. */
+async function withRetryAfter<T>(reply: FastifyReply, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    const after = err instanceof AppError && err.code === 'retry' ? err.details?.retry_after_s : undefined;
+    if (typeof after === 'number') reply.header('retry-after', String(after));
+    throw err;
+  }
+}
 const errors = errorResponsesWith('invalid_state', 'policy_denied');
 
 /** Governed SQL requests (issue 14): create, review, approve, execute, read the result. */
@@ -75,7 +88,8 @@ export function requestsRoutes(deps: {
           response: { 200: preflightResponseSchema, ...errors },
         },
       },
-      async (req) => svc.preflight(requireCaller(req), req.params.name, req.body),
+      async (req, reply) =>
+        withRetryAfter(reply, () => svc.preflight(requireCaller(req), req.params.name, req.body)),
     );
 
     app.get(
@@ -194,7 +208,8 @@ export function requestsRoutes(deps: {
           response: { 200: requestSchema, ...errors },
         },
       },
-      async (req) => svc.dryRun(requireCaller(req), req.params.name, req.params.id),
+      async (req, reply) =>
+        withRetryAfter(reply, () => svc.dryRun(requireCaller(req), req.params.name, req.params.id)),
     );
 
     app.post(

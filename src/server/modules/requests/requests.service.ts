@@ -6,20 +6,28 @@
  * (requests.execute.ts). Every transition is audited with the SQL redacted.
  */
 import { AppError, badRequest, forbidden, notFound } from '../../../shared/errors.ts';
-import { decide, type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts';
+import { type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts';
 import { withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import { decodeCursor, toPage } from '../../http/pagination.ts';
 import { createApprovals } from './requests.approvals.ts';
 import {
   assertApprovable,
+  decideFor,
   decideOrDeny,
   isDml,
   judgeSql,
   policyView,
   requesterRole,
 } from './requests.classify.ts';
-import { createRequestsContext, invalidState, isRequester, type RequestsDeps } from './requests.context.ts';
+import {
+  createRequestsContext,
+  invalidState,
+  isRequester,
+  isRequesterPerson,
+  type RequestsDeps,
+} from './requests.context.ts';
+import { createDryRunSlots, DRY_RUN_BUSY_ERROR, dryRunsBusy } from './requests.dry-run-slots.ts';
 import { createExecution } from './requests.execute.ts';
 import { dryRunView } from './requests.outcome.ts';
 import * as repo from './requests.repo.ts';
@@ -39,23 +47,44 @@ export function createRequestsService(deps: RequestsDeps) {
     const judged = judgeSql(sql, rules.findings);
     assertApprovable(judged);
     const cls = judged.cls as PolicyClass;
-    const decision = decideOrDeny(active.policy, { database, cls, caller });
     const cap = capability ?? (cls === 'read' ? 'reader' : 'migrator');
     if (cap === 'reader' && cls !== 'read')
       throw new AppError(
         'query_refused',
         `A ${cls} request needs the migrator capability (reader runs reads only)`,
       );
+    // A read as the migrator is decided as a write (requests.classify.ts policyClassOf).
+    const decision = decideOrDeny(active.policy, { database, cls, caller, capability: cap });
     return { active, judged, cls, decision, capability: cap };
   };
 
-  /** Dry-runs a request's DML (bounded wait) and returns it as it then stands. */
-  const dryRun = async (caller: Caller | null, row: repo.RequestRow): Promise<repo.RequestRow> => {
-    const delivery = await withTx(db, (tx) => ctx.startDelivery(tx, caller, row, 'dry_run', row.status));
-    await deps.dispatch.deliver(delivery, {
-      statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
-      waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
-    });
+  const slots = deps.dryRunSlots ?? createDryRunSlots();
+
+  /**
+   * Dry-runs a request's DML (bounded wait) and returns it as it then stands. With no free dry-run
+   * slot for the database: `busy: 'throw'` is a 503 retry; `'record'` (creation, edit) leaves the
+   * request without a dry run and says so in dry_run_error.
+   */
+  const dryRun = async (
+    caller: Caller | null,
+    row: repo.RequestRow,
+    busy: 'throw' | 'record',
+  ): Promise<repo.RequestRow> => {
+    const release = slots.tryAcquire(row.database_id);
+    if (!release) {
+      if (busy === 'throw') throw dryRunsBusy();
+      await repo.markDryRunSkipped(db, row.id, row.sql_sha256 ?? '', DRY_RUN_BUSY_ERROR);
+      return ctx.reload(db, row);
+    }
+    try {
+      const delivery = await withTx(db, (tx) => ctx.startDelivery(tx, caller, row, 'dry_run', row.status));
+      await deps.dispatch.deliver(delivery, {
+        statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
+        waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
+      });
+    } finally {
+      release();
+    }
     return ctx.reload(db, row);
   };
 
@@ -157,6 +186,7 @@ export function createRequestsService(deps: RequestsDeps) {
           reason: body.reason,
           requesterUserId: caller.kind === 'user' ? caller.userId : null,
           requesterKeyId: caller.kind === 'key' ? caller.keyId : null,
+          requesterPersonId: caller.kind === 'user' ? caller.userId : await repo.keyPerson(tx, caller.keyId),
           requesterName: await requesterName(caller),
           policy: policyView(version, decision),
           maxExecutions: decision.rules.max_executions,
@@ -178,7 +208,7 @@ export function createRequestsService(deps: RequestsDeps) {
         });
         return created;
       });
-      const settled = row.kind === 'sql' && isDml(row.class) ? await dryRun(caller, row) : row;
+      const settled = row.kind === 'sql' && isDml(row.class) ? await dryRun(caller, row, 'record') : row;
       return ctx.view(db, settled);
     },
 
@@ -231,7 +261,7 @@ export function createRequestsService(deps: RequestsDeps) {
         });
         return edited;
       });
-      const settled = isDml(row.class) ? await dryRun(caller, row) : row;
+      const settled = isDml(row.class) ? await dryRun(caller, row, 'record') : row;
       return ctx.view(db, settled);
     },
 
@@ -242,7 +272,7 @@ export function createRequestsService(deps: RequestsDeps) {
       if (row.kind !== 'sql') throw invalidState('Only SQL requests have a dry run', row.status);
       if (row.status !== 'pending')
         throw invalidState(`A ${row.status} request is not dry-run again`, row.status);
-      return ctx.view(db, await dryRun(caller, row));
+      return ctx.view(db, await dryRun(caller, row, 'throw'));
     },
 
     /** Classification, findings and the policy's answer for SQL, without a request. */
@@ -263,7 +293,9 @@ export function createRequestsService(deps: RequestsDeps) {
       const refused = judged.cls === 'refused';
       const blocked = judged.findings.some((f) => f.severity === 'block');
       const cls: PolicyClass = refused ? 'destructive' : (judged.cls as PolicyClass);
-      const d = decide(active.policy, { database: name, cls, role: requesterRole(caller) });
+      // As at creation: a read with capability migrator is decided as a write.
+      const capability = body.capability ?? (cls === 'read' ? 'reader' : 'migrator');
+      const d = decideFor(active.policy, { database: name, cls, capability, role: requesterRole(caller) });
       // The policy's answer (a blocking finding is reported in `findings`, not here).
       const allowed = d.allowed && !refused;
       const wantsDryRun = body.dry_run !== false && isDml(judged.cls) && allowed && !blocked;
@@ -275,22 +307,28 @@ export function createRequestsService(deps: RequestsDeps) {
             'query_refused',
             `A ${cls} request needs the migrator capability (reader runs reads only)`,
           );
-        dry = dryRunView(
-          await deps.dispatch.preflightDryRun(
-            {
-              databaseId: database.id,
-              database: name,
-              nodeId: database.node_id,
-              accountId: caller.accountId,
-            },
-            body.sql,
-            'migrator',
-            {
-              statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
-              waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
-            },
-          ),
-        );
+        const release = slots.tryAcquire(database.id);
+        if (!release) throw dryRunsBusy();
+        try {
+          dry = dryRunView(
+            await deps.dispatch.preflightDryRun(
+              {
+                databaseId: database.id,
+                database: name,
+                nodeId: database.node_id,
+                accountId: caller.accountId,
+              },
+              body.sql,
+              'migrator',
+              {
+                statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
+                waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
+              },
+            ),
+          );
+        } finally {
+          release();
+        }
       }
       return {
         classification: judged.classification,
@@ -376,7 +414,8 @@ export function createRequestsService(deps: RequestsDeps) {
           caller.kind === 'user'
             ? caller.role === 'owner' || caller.role === 'admin'
             : caller.level === 'admin';
-        if (!isRequester(caller, locked) && !admin)
+        // The person who created the requesting API key may cancel what it asked for too.
+        if (!isRequester(caller, locked) && !isRequesterPerson(caller, locked) && !admin)
           throw forbidden('Only the requester (or an owner or admin) can cancel a request');
         if (locked.status !== 'pending' && locked.status !== 'approved')
           throw invalidState(`A ${locked.status} request cannot be cancelled`, locked.status);

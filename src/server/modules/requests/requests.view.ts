@@ -1,6 +1,7 @@
 /**
  * A stored request as the API shows it, and the approval count rules (issue 14): an approval
- * counts while its approver is an active member of the account, never the requester's own; an
+ * counts while its approver is an active member of the account, never the requester's own (nor
+ * that of the person behind the requesting API key); an
  * admin approval is one whose approver is an owner or admin NOW (roles and suspensions are read
  * at the time of asking, so a suspended or demoted approver stops counting at once).
  */
@@ -17,14 +18,18 @@ export type ApprovalCount = {
 const ADMIN_ROLES = new Set(['owner', 'admin']);
 
 export function approvalCounts(
-  row: Pick<RequestRow, 'policy' | 'requester_user_id'>,
+  row: Pick<RequestRow, 'policy' | 'requester_user_id' | 'requester_person_id'>,
   approvals: ApprovalRow[],
 ): ApprovalCount & { counts: Map<string, boolean> } {
   const counts = new Map<string, boolean>();
   let counted = 0;
   let adminCounted = 0;
   for (const a of approvals) {
-    const ok = a.active && a.role !== null && a.user_id !== row.requester_user_id;
+    const ok =
+      a.active &&
+      a.role !== null &&
+      a.user_id !== row.requester_user_id &&
+      a.user_id !== row.requester_person_id;
     counts.set(a.user_id, ok);
     if (!ok) continue;
     counted++;
