@@ -16,12 +16,14 @@ import type { Database } from './types.ts';
 const ExplorerTab = lazy(() => import('./explorer-tab.tsx'));
 const ChartsTab = lazy(() => import('./charts-tab.tsx'));
 const RequestsTab = lazy(() => import('./requests-tab.tsx'));
+const BackupsTab = lazy(() => import('./backups-tab.tsx'));
 
 const TABS = [
   ['connect', 'Connect'],
   ['network', 'Network'],
   ['explorer', 'Explorer'],
   ['requests', 'Requests'],
+  ['backups', 'Backups'],
   ['charts', 'Charts'],
   ['settings', 'Settings'],
 ] as const;
@@ -51,6 +53,7 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
       network: <NetworkTab {...props} />,
       explorer: <ExplorerTab {...props} />,
       requests: <RequestsTab {...props} />,
+      backups: <BackupsTab {...props} />,
       charts: <ChartsTab {...props} />,
       settings: <SettingsTab {...props} />,
     }[current];
