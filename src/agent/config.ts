@@ -2,6 +2,10 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type ConfigResult, type EnvBinding, loadConfig } from '../shared/config-loader.ts';
 import { EXECUTION_CAPABILITIES, type ExecutionCapability } from '../shared/execution-token.ts';
+import type { S3StorageOptions } from './backups/s3-storage.ts';
+
+/** Object-key prefixes of off-site copies: path characters only, no `..`, no leading `/`. */
+export const S3_PREFIX_PATTERN = /^(?!\/)(?!.*\.\.)[A-Za-z0-9._\-/]{0,200}$/;
 
 /**
  * The capabilities governed SQL may use on this node, whatever the server signs: `reader,migrator`
@@ -82,9 +86,49 @@ export const agentConfigSchema = z
     backupDir: z.string().min(1).max(4096).optional(),
     /** The directory of pg_dump and pg_restore (default: the newest /usr/lib/postgresql/N/bin). */
     pgBinDir: z.string().min(1).max(4096).optional(),
+    /**
+     * Off-site copies (ADR 0022): every backup is also uploaded to this S3 bucket, and counts as
+     * done only once it is there. Set the bucket and both keys (the endpoint for a non-AWS store).
+     */
+    backupS3Endpoint: z.url().max(2048).optional(),
+    backupS3Bucket: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name')
+      .optional(),
+    backupS3Region: z
+      .string()
+      .regex(/^[a-z0-9-]{1,50}$/)
+      .default('us-east-1'),
+    backupS3Prefix: z
+      .string()
+      .max(200)
+      .regex(S3_PREFIX_PATTERN, 'letters, digits, . _ - / only; no "..", no leading /')
+      .optional(),
+    backupS3ForcePathStyle: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .default(true),
+    backupS3AccessKeyId: z.string().min(1).max(256).optional(),
+    backupS3SecretAccessKey: z.string().min(1).max(256).optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
+    const s3 = [c.backupS3Bucket, c.backupS3AccessKeyId, c.backupS3SecretAccessKey];
+    const anyS3 = s3.some((v) => v !== undefined) || c.backupS3Endpoint || c.backupS3Prefix;
+    if (anyS3 && s3.some((v) => v === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['backupS3Bucket'],
+        message:
+          'off-site copies need the bucket, the access key id and the secret access key (BULWARK_BACKUP_S3_BUCKET, _ACCESS_KEY_ID, _SECRET_ACCESS_KEY)',
+      });
+    }
+    if (c.backupS3Endpoint && !c.allowInsecure && !isSecureServerUrl(c.backupS3Endpoint)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['backupS3Endpoint'],
+        message: 'plain http:// is refused for a non-loopback S3 endpoint; use https://',
+      });
+    }
     if (!c.allowInsecure && !isSecureServerUrl(c.serverUrl)) {
       ctx.addIssue({
         code: 'custom',
@@ -128,6 +172,13 @@ export const agentEnv: Record<string, EnvBinding> = {
   explorerChannel: { env: 'BULWARK_AGENT_EXPLORER_CHANNEL' },
   backupDir: { env: 'BULWARK_BACKUP_DIR' },
   pgBinDir: { env: 'BULWARK_AGENT_PG_BIN' },
+  backupS3Endpoint: { env: 'BULWARK_BACKUP_S3_ENDPOINT' },
+  backupS3Bucket: { env: 'BULWARK_BACKUP_S3_BUCKET' },
+  backupS3Region: { env: 'BULWARK_BACKUP_S3_REGION' },
+  backupS3Prefix: { env: 'BULWARK_BACKUP_S3_PREFIX' },
+  backupS3ForcePathStyle: { env: 'BULWARK_BACKUP_S3_FORCE_PATH_STYLE' },
+  backupS3AccessKeyId: { env: 'BULWARK_BACKUP_S3_ACCESS_KEY_ID', secret: true },
+  backupS3SecretAccessKey: { env: 'BULWARK_BACKUP_S3_SECRET_ACCESS_KEY', secret: true },
   executionCapabilities: { env: 'BULWARK_AGENT_EXECUTION_CAPABILITIES' },
 };
 
@@ -137,4 +188,17 @@ export function loadAgentConfig(sources: {
   overrides?: Record<string, unknown>;
 }): ConfigResult<AgentConfig> {
   return loadConfig(agentConfigSchema, agentEnv, sources);
+}
+
+/** The off-site storage options of a parsed config, or undefined when none is configured. */
+export function backupS3Options(c: AgentConfig): S3StorageOptions | undefined {
+  if (!c.backupS3Bucket || !c.backupS3AccessKeyId || !c.backupS3SecretAccessKey) return undefined;
+  return {
+    endpoint: c.backupS3Endpoint,
+    region: c.backupS3Region,
+    bucket: c.backupS3Bucket,
+    prefix: c.backupS3Prefix,
+    forcePathStyle: c.backupS3ForcePathStyle,
+    credentials: { accessKeyId: c.backupS3AccessKeyId, secretAccessKey: c.backupS3SecretAccessKey },
+  };
 }

@@ -8,7 +8,7 @@ import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
 import { startBackups } from './backups/backup-startup.ts';
-import type { AgentConfig } from './config.ts';
+import { type AgentConfig, backupS3Options } from './config.ts';
 import { createAccessExpiry } from './execution/access-expiry.ts';
 import { saveNodeId, startExecution } from './execution/execution-setup.ts';
 import { startExplorerChannel } from './explorer/explorer-channel.ts';
@@ -139,6 +139,7 @@ export async function startAgent(
         stateDir: config.stateDir,
         backupDir: config.backupDir,
         pgBinDir: config.pgBinDir,
+        offsite: backupS3Options(config),
         log,
       })
     : null;

@@ -115,6 +115,14 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
       const verified = await verifyArchive(deps.storage, ref, key, { expectedSha256: hash.digest() });
       if (verified.dumpBytes !== hash.bytes())
         throw new Error('the archive read back does not hold what pg_dump wrote');
+      // Off-site copy (when configured): part of the backup; a failed copy fails it (both removed).
+      let offsite: { key: string } | null = null;
+      if (deps.storage.copyOffsite) {
+        await step('offsite');
+        offsite = await deps.storage.copyOffsite(ref).catch((err: Error) => {
+          throw new Error(`off-site copy failed: ${err.message}`, { cause: err });
+        });
+      }
       const result: BackupCreateResult = {
         backup_id: p.backup_id,
         sha256: verified.sha256,
@@ -128,6 +136,7 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
         tables_total: listed.total,
         objects,
         verified: true,
+        ...(offsite ? { offsite_key: offsite.key } : {}),
       };
       return result;
     } catch (err) {

@@ -322,6 +322,21 @@ export function backupDrill(deps: BackupJobDeps): JobHandler {
     }).catch((err) => {
       throw archiveFailure(err);
     });
+    // The off-site copy is proven too (read whole, checked against the record) before the restore.
+    let offsiteVerified: boolean | undefined;
+    if (deps.storage.offsite) {
+      await deps.onStep?.(kind, 'verify_offsite');
+      offsiteVerified = await deps.storage.offsite.exists(ref);
+      if (offsiteVerified)
+        await verifyArchive(deps.storage.offsite, ref, key, {
+          expectedSha256: p.expected.sha256,
+          signal: ctx.signal,
+        }).catch((err) => {
+          if (err instanceof ArchiveError)
+            throw new PermanentJobError(`off-site copy refused: ${err.message}`);
+          throw err;
+        });
+    }
     const scratch = scratchName('bulwark_drill_', deps.storage.tag);
     let check: RestoreCheck;
     try {
@@ -348,6 +363,7 @@ export function backupDrill(deps: BackupJobDeps): JobHandler {
       duration_ms: Math.round((performance.now() - t0) * 100) / 100,
       ...check,
       verified: true,
+      ...(offsiteVerified === undefined ? {} : { offsite_verified: offsiteVerified }),
     };
     return result;
   };

@@ -5,9 +5,10 @@ import type { Logger } from 'pino';
 import type { DatabaseJobDeps } from '../jobs/database-common.ts';
 import type { BackupJobDeps } from './backup-deps.ts';
 import { sweepScratchDatabases } from './backup-restore.ts';
-import { createLocalStorage } from './backup-storage.ts';
+import { type BackupStorage, createLocalStorage } from './backup-storage.ts';
 import { findPgBin } from './pg-tools.ts';
 import { sweepRestoreLogins } from './restore-login.ts';
+import type { S3StorageOptions } from './s3-storage.ts';
 
 /**
  * The backup jobs' dependencies at agent start: the backup dir (made 0700), the PostgreSQL
@@ -21,6 +22,8 @@ export async function startBackups(opts: {
   stateDir: string;
   backupDir?: string | undefined;
   pgBinDir?: string | undefined;
+  /** Off-site copies in S3 (ADR 0022): every backup is uploaded there too. */
+  offsite?: S3StorageOptions | undefined;
   log: Logger;
 }): Promise<BackupJobDeps | null> {
   const pgBin = findPgBin(opts.pgBinDir);
@@ -39,7 +42,18 @@ export async function startBackups(opts: {
     );
     return null;
   }
-  const storage = createLocalStorage(dir);
+  const local = createLocalStorage(dir);
+  let storage: BackupStorage = local;
+  if (opts.offsite) {
+    // Loaded only when configured (the S3 client is large).
+    const { createS3Storage } = await import('./s3-storage.ts');
+    const { withOffsiteCopy } = await import('./offsite-storage.ts');
+    storage = withOffsiteCopy(local, createS3Storage(opts.offsite));
+    opts.log.info(
+      { bucket: opts.offsite.bucket, prefix: opts.offsite.prefix ?? '' },
+      'backups are copied off-site (S3)',
+    );
+  }
   const partials = await storage.sweepPartials();
   const scratch = await sweepScratchDatabases(opts.admin, storage.tag).catch((err: Error) => {
     opts.log.warn({ err: { message: err.message } }, 'scratch databases of earlier restores not swept');

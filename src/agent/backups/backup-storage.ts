@@ -1,6 +1,7 @@
 /**
- * Where archives live. The local directory is the one implementation today; an object store
- * would implement the same interface with the same keys (`backupStorageKey`: ids only).
+ * Where archives live: the local directory (here) and S3-compatible object storage
+ * (`s3-storage.ts`), both with the same keys (`backupStorageKey`: ids only). With off-site copies
+ * configured the agent uses `withOffsiteCopy` (`offsite-storage.ts`): local first, S3 besides.
  *
  * Paths are built from the two uuids only (validated again here), resolved, and checked to lie
  * inside the backup dir before anything is opened; the directory tree is 0700 and files 0600.
@@ -9,9 +10,10 @@
  * whole one, plus at most a `.partial` that the start-up sweep (and any failure) removes.
  */
 import { createHash } from 'node:crypto';
-import { constants, createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { backupStorageKey } from '../../shared/contracts/backups.ts';
 
 const PARTIAL = '.partial';
@@ -20,7 +22,7 @@ export type ArchiveRef = { databaseId: string; backupId: string };
 
 /** A write in progress: write to `stream`, then `commit()` or `abort()` (exactly one). */
 export type PendingArchive = {
-  stream: WriteStream;
+  stream: Writable;
   commit(): Promise<{ sizeBytes: number }>;
   abort(): Promise<void>;
 };
@@ -36,7 +38,7 @@ export type BackupStorage = {
   /** Opens a finished archive for reading; `size` in bytes. */
   open(
     ref: ArchiveRef,
-  ): Promise<{ stream: (start?: number) => ReadStream; size: number; close(): Promise<void> }>;
+  ): Promise<{ stream: (start?: number) => Readable; size: number; close(): Promise<void> }>;
   exists(ref: ArchiveRef): Promise<boolean>;
   /** Removes the archive and any `.partial` of it; false when there was nothing. */
   remove(ref: ArchiveRef): Promise<boolean>;
@@ -44,6 +46,13 @@ export type BackupStorage = {
   sweepPartials(): Promise<number>;
   /** The absolute path of an archive (for diagnostics and tests). */
   pathOf(ref: ArchiveRef): string;
+  /**
+   * Present when off-site copies are configured: uploads the finished (verified) archive and
+   * returns the object key; throws, leaving no object, when the copy cannot be made whole.
+   */
+  copyOffsite?(ref: ArchiveRef): Promise<{ key: string; sizeBytes: number }>;
+  /** The off-site store alone (drills verify its copy too). */
+  offsite?: BackupStorage;
 };
 
 /** Resolves `key` under `root` and refuses anything that would land outside it. */

@@ -69,6 +69,16 @@ export const backupCreateResultSchema = backupManifestSchema.extend({
   format_version: z.number().int().min(1).max(255),
   /** Always true: a backup whose read-back failed is a failed job, not a result. */
   verified: z.literal(true),
+  /**
+   * The object key of the off-site copy (S3; prefix + `<database id>/<backup id>.bulwark-backup`),
+   * present when the agent has off-site copies configured: the copy was uploaded whole.
+   */
+  offsite_key: z
+    .string()
+    .min(1)
+    .max(1100)
+    .regex(/^[A-Za-z0-9._\-/]+$/)
+    .optional(),
 });
 export type BackupCreateResult = z.infer<typeof backupCreateResultSchema>;
 
@@ -96,6 +106,11 @@ export const backupDrillResultSchema = restoreCheckSchema.extend({
   verified_at: z.iso.datetime({ offset: true }),
   duration_ms: z.number().min(0).max(1e9),
   verified: z.literal(true),
+  /**
+   * With off-site copies configured: true when the object was read whole and verified against
+   * the record too, false when the bucket has no copy of this backup (made before S3 was set).
+   */
+  offsite_verified: z.boolean().optional(),
 });
 export type BackupDrillResult = z.infer<typeof backupDrillResultSchema>;
 
