@@ -258,6 +258,59 @@ describe('preflight, concurrency, result lifetime (channel)', () => {
     assert.equal(runs.rows[0].n, 1);
   });
 
+  test('at most 2 dry runs of a database at once: beyond, 503 retry with Retry-After; executions still run', async () => {
+    const url = `/v1/databases/${DB}/requests/preflight`;
+    // An approved write, ready to execute while the dry runs hold their slots.
+    const ready = await writeRequest('UPDATE items SET qty = qty + 7 WHERE id = 9', 1);
+    expectStatus(await http.act(DB, ready, 'approve', approver.headers), 200);
+    const slow = 'UPDATE items SET qty = qty WHERE id = (SELECT 1 FROM pg_sleep(4))';
+    const two = [slow, slow].map((sql) => http.call('POST', url, requester.headers, { sql }));
+    let sleeping = 0;
+    for (let i = 0; i < 60 && sleeping < 2; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      sleeping = (
+        await stack.t.asAdmin(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+      ).rows[0].n;
+    }
+    assert.equal(sleeping, 2, 'both slow dry runs are running');
+    const third = await http.call('POST', url, requester.headers, {
+      sql: 'UPDATE items SET qty = qty WHERE id = 1',
+    });
+    expectStatus(third, 503, 'retry');
+    assert.equal(third.headers['retry-after'], '5');
+    // A request created now is not dry-run, and says so; its re-run dry run is a 503 too.
+    const created = expectStatus(
+      await http.create(DB, requester.headers, {
+        sql: 'UPDATE items SET qty = qty WHERE id = 2',
+        reason: 'busy',
+      }),
+      201,
+    );
+    assert.equal(created.dry_run, null);
+    assert.equal((created.dry_run_error as { sqlstate: string }).sqlstate, '53300');
+    const busy = await http.act(DB, created.id as string, 'dry-run', requester.headers);
+    expectStatus(busy, 503, 'retry');
+    assert.equal(busy.headers['retry-after'], '5');
+    // Executions are not held back: the approved write runs meanwhile.
+    const ran = expectStatus(await http.act(DB, ready, 'execute', requester.headers), 200);
+    assert.equal((ran.last_execution as { status: string }).status, 'executed', JSON.stringify(ran));
+    // …while both dry runs were still running (the execution did not wait for them).
+    const still = await stack.t.asAdmin(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()",
+    );
+    assert.equal(still.rows[0].n, 2, 'the dry runs were still running');
+    for (const res of await Promise.all(two)) {
+      const body = expectStatus(res, 200);
+      assert.equal((body.dry_run as { affected_rows: number } | null)?.affected_rows, 1, res.body);
+    }
+    // Slots freed: the dry run runs again.
+    const again = expectStatus(await http.act(DB, created.id as string, 'dry-run', requester.headers), 200);
+    assert.equal((again.dry_run as { affected_rows: number }).affected_rows, 1);
+    assert.equal(again.dry_run_error, null);
+  });
+
   test('a result past its lifetime is gone', async () => {
     const created = expectStatus(
       await http.create(DB, requester.headers, { sql: 'SELECT 1 AS one', reason: 'short-lived' }),
