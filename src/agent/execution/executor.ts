@@ -10,8 +10,10 @@
  *
  * Run: one transaction (`BEGIN READ ONLY` for the reader), each statement sent alone; a dry run
  * (with `explain`, an EXPLAIN (FORMAT JSON) before each explainable statement) always rolls back;
- * an execution whose INSERT/UPDATE/DELETE/MERGE row counts differ from the approved count rolls
- * back and fails with both numbers; any error rolls back. A CONCURRENTLY statement (alone) runs
+ * `affected_rows` is every row the transaction inserted, updated or deleted in user tables
+ * (changed-rows.ts: CTE DML, EXPLAIN ANALYZE of a write and triggers included), read before
+ * COMMIT/ROLLBACK; an execution whose count differs from the approved count rolls back and fails
+ * with both numbers; any error rolls back. A CONCURRENTLY statement (alone) runs
  * outside a transaction. A cancel (signal) reaches the backend through pg_cancel_backend.
  */
 import type pg from 'pg';
@@ -28,6 +30,7 @@ import type { RefusalReason } from '../../shared/execution-token.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import { isLoginRefused } from '../postgres/steward.ts';
 import { type AgentVerifier, EXECUTION_SKEW_SECONDS } from './agent-verifier.ts';
+import { CHANGED_ROWS_SQL, parseChangedRows } from './changed-rows.ts';
 import { planExecution } from './execution-plan.ts';
 import { type ExecutionRoles, NotPreparedError } from './execution-role.ts';
 import {
@@ -237,10 +240,23 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
     let affected = 0;
     let inTransaction = false;
     let index: number | null = null;
+    // The transaction's changed rows: PostgreSQL's counters after BEGIN, then before its end.
+    const changedRows = async () => {
+      const r = await session.run(CHANGED_ROWS_SQL, wire).catch((err: unknown) => {
+        throw statementError(err, null, null);
+      });
+      try {
+        return parseChangedRows(r.rows[0]);
+      } catch (err) {
+        throw new StatementError('55000', (err as Error).message, null, null);
+      }
+    };
+    let baseline = 0;
     try {
       if (!plan.outsideTransaction) {
         await session.run(p.capability === 'reader' ? 'BEGIN READ ONLY' : 'BEGIN', wire);
         inTransaction = true;
+        baseline = await changedRows();
       }
       for (const [i, s] of plan.statements.entries()) {
         index = i;
@@ -264,6 +280,8 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
         if (r.fields.length > 0) last = r;
       }
       index = null;
+      // In a transaction, the rows it changed (not the tags: a CTE's DELETE is a SELECT's tag).
+      if (inTransaction) affected = (await changedRows()) - baseline;
       const mismatch =
         p.mode === 'execute' && approvedRows !== null && affected !== approvedRows && !plan.outsideTransaction
           ? { approved_rows: approvedRows, affected_rows: affected }
