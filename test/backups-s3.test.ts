@@ -19,9 +19,11 @@ import {
   HeadObjectCommand,
   PutObjectCommand,
 } from '@aws-sdk/client-s3';
+import { pino } from 'pino';
 import S3rver from 's3rver';
 import type { BackupJobDeps } from '../src/agent/backups/backup-deps.ts';
 import { backupHandlers } from '../src/agent/backups/backup-handlers.ts';
+import { startBackups } from '../src/agent/backups/backup-startup.ts';
 import { withOffsiteCopy } from '../src/agent/backups/offsite-storage.ts';
 import {
   createS3Client,
@@ -35,6 +37,7 @@ import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { type BackupKit, rowsOf, startBackupKit } from './helpers/backup-kit.ts';
+import { testEnv } from './helpers/env.ts';
 import type { Tenant } from './helpers/tenant-kit.ts';
 import { newPassword, uniqueName } from './pooler-harness.ts';
 
@@ -380,6 +383,8 @@ test('a failed upload fails the backup and leaves no object and no file', async 
     });
   });
   const down = offsiteJobs(`http://127.0.0.1:${closed}`);
+  await assert.rejects(down.s3.check(), /ECONNREFUSED/);
+  await offsiteJobs().s3.check();
   const b1 = randomUUID();
   await assert.rejects(
     down.jobs.get('backup.create')!(
@@ -468,6 +473,18 @@ test('config: the off-site settings, secrets from _FILE, incomplete or plain-htt
         secretAccessKey: 'a-real-looking-secret-key-0123456789',
       },
     });
+    const aws = loadAgentConfig({
+      env: {
+        ...base,
+        BULWARK_BACKUP_S3_BUCKET: 'my-backups',
+        BULWARK_BACKUP_S3_REGION: 'eu-west-1',
+        BULWARK_BACKUP_S3_ACCESS_KEY_ID: 'AKIAEXAMPLE0001',
+        BULWARK_BACKUP_S3_SECRET_ACCESS_KEY: 'a-real-looking-secret-key-0123456789',
+      },
+    });
+    assert.ok(aws.ok);
+    assert.equal(backupS3Options(aws.config)?.forcePathStyle, false, 'AWS: virtual-hosted URLs');
+    assert.equal(backupS3Options(aws.config)?.region, 'eu-west-1');
     const none = loadAgentConfig({ env: base });
     assert.ok(none.ok);
     assert.equal(backupS3Options(none.config), undefined);
@@ -497,6 +514,39 @@ test('config: the off-site settings, secrets from _FILE, incomplete or plain-htt
       }),
       /placeholder/,
     );
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the agent wiring: with S3 options, the backup jobs copy off-site and an unreachable store is logged', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-s3wire-'));
+  try {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const wired = await startBackups({
+      database: kit.tenants.kit.deps,
+      admin: kit.tenants.kit.admin,
+      stateDir: dir,
+      backupDir: path.join(dir, 'backups'),
+      pgBinDir: testEnv().pgBin,
+      offsite: s3opts('http://127.0.0.1:1'),
+      log,
+    });
+    assert.ok(wired?.storage.copyOffsite && wired.storage.offsite, 'off-site copies wired');
+    const plain = await startBackups({
+      database: kit.tenants.kit.deps,
+      admin: kit.tenants.kit.admin,
+      stateDir: dir,
+      backupDir: path.join(dir, 'backups'),
+      pgBinDir: testEnv().pgBin,
+      log,
+    });
+    assert.equal(plain?.storage.copyOffsite, undefined);
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('off-site storage not reachable')); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.ok(lines.some((l) => l.includes('off-site storage not reachable')));
+    assert.ok(!lines.some((l) => l.includes('S3RVER')), 'no credential in the log');
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

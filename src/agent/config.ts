@@ -104,9 +104,10 @@ export const agentConfigSchema = z
       .max(200)
       .regex(S3_PREFIX_PATTERN, 'letters, digits, . _ - / only; no "..", no leading /')
       .optional(),
+    /** Path-style URLs; default: on with an endpoint (S3-compatible stores), off for AWS. */
     backupS3ForcePathStyle: z
       .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
-      .default(true),
+      .optional(),
     backupS3AccessKeyId: z.string().min(1).max(256).optional(),
     backupS3SecretAccessKey: z.string().min(1).max(256).optional(),
   })
@@ -198,7 +199,7 @@ export function backupS3Options(c: AgentConfig): S3StorageOptions | undefined {
     region: c.backupS3Region,
     bucket: c.backupS3Bucket,
     prefix: c.backupS3Prefix,
-    forcePathStyle: c.backupS3ForcePathStyle,
+    forcePathStyle: c.backupS3ForcePathStyle ?? c.backupS3Endpoint !== undefined,
     credentials: { accessKeyId: c.backupS3AccessKeyId, secretAccessKey: c.backupS3SecretAccessKey },
   };
 }

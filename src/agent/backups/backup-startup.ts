@@ -48,10 +48,16 @@ export async function startBackups(opts: {
     // Loaded only when configured (the S3 client is large).
     const { createS3Storage } = await import('./s3-storage.ts');
     const { withOffsiteCopy } = await import('./offsite-storage.ts');
-    storage = withOffsiteCopy(local, createS3Storage(opts.offsite));
-    opts.log.info(
-      { bucket: opts.offsite.bucket, prefix: opts.offsite.prefix ?? '' },
-      'backups are copied off-site (S3)',
+    const s3 = createS3Storage(opts.offsite);
+    storage = withOffsiteCopy(local, s3);
+    const where = { bucket: opts.offsite.bucket, prefix: opts.offsite.prefix ?? '' };
+    opts.log.info(where, 'backups are copied off-site (S3)');
+    // Not awaited: an unreachable store must not hold up the agent; its backups fail meanwhile.
+    s3.check().catch((err: Error) =>
+      opts.log.warn(
+        { ...where, err: { name: err.name, message: err.message } },
+        'off-site storage not reachable: backups fail until it is',
+      ),
     );
   }
   const partials = await storage.sweepPartials();

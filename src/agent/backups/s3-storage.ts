@@ -15,6 +15,7 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
@@ -40,6 +41,8 @@ export type S3StorageOptions = {
 export type S3Storage = BackupStorage & {
   /** The object key of an archive (prefix + storage key). */
   keyOf(ref: ArchiveRef): string;
+  /** Reaches the bucket (HeadBucket); throws with the store's reason. */
+  check(): Promise<void>;
   /** Closes the client's sockets. */
   destroy(): void;
 };
@@ -88,6 +91,9 @@ export function createS3Storage(opts: S3StorageOptions, client = createS3Client(
     keyOf,
     pathOf: (ref) => `s3://${Bucket}/${keyOf(ref)}`,
     destroy: () => client.destroy(),
+    async check() {
+      await client.send(new HeadBucketCommand({ Bucket }));
+    },
 
     async create(ref): Promise<PendingArchive> {
       const Key = keyOf(ref);
