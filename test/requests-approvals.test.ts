@@ -391,6 +391,18 @@ test('a read as the migrator is decided as a write: no viewers, one approval, an
   assert.match(policy.why, /decided as a write/);
   // Not runnable before its approval.
   expectStatus(await http.act(DB, req.id as string, 'execute', requester.headers), 409, 'invalid_state');
+  // One decided as a read before (0 approvals, approved at once) does not run either.
+  await s.db.pool.query(
+    `UPDATE governed_requests SET status = 'approved', approval_expires_at = now() + interval '1 hour',
+            policy = jsonb_set(policy, '{approvals_required}', '0') WHERE id = $1`,
+    [req.id],
+  );
+  const legacy = expectStatus(
+    await http.act(DB, req.id as string, 'execute', requester.headers),
+    403,
+    'policy_denied',
+  );
+  assert.match((legacy.error as { message: string }).message, /needs the approvals of a write/);
   // Preflight answers the same.
   const pre = expectStatus(
     await http.call('POST', `/v1/databases/${DB}/requests/preflight`, viewer.headers, {

@@ -14,7 +14,7 @@ import { type MemberRole, type PolicyClass, rulesFor } from '../../../shared/pol
 import { redactSql } from '../../../shared/sql/explorer-validator.ts';
 import { type Queryable, withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
-import { decideFor, isDml } from './requests.classify.ts';
+import { decideFor, isDml, policyClassOf } from './requests.classify.ts';
 import { type AccessGrants, invalidState, isRequester, type RequestsContext } from './requests.context.ts';
 import * as deliveries from './requests.deliveries.repo.ts';
 import { NO_ANSWER_SQLSTATE, REFUSED_SQLSTATE } from './requests.outcome.ts';
@@ -65,6 +65,16 @@ export function createExecution(ctx: RequestsContext) {
     const d = decideFor(active.policy, { database: row.database, cls, capability: row.capability, role });
     if (!d.allowed)
       throw policyDenied(`The requester may no longer ask for this: ${d.why}`, { rule: d.rule, why: d.why });
+    // A read as the migrator decided under the read rule (before such reads were decided as writes)
+    // does not run on approvals the write rule would not accept.
+    if (
+      policyClassOf(cls, row.capability) !== cls &&
+      (row.policy.approvals_required < d.approvals || row.policy.admin_approvals_required < d.admin_approvals)
+    )
+      throw policyDenied(
+        'A read run as the migrator needs the approvals of a write; this request was decided as a read: create it again',
+        { rule: d.rule, why: d.why },
+      );
   };
 
   /** An access request's execution: the grant (a time-boxed login), its credentials shown once. */
