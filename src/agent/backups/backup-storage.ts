@@ -33,8 +33,11 @@ export type BackupStorage = {
    * so an agent's start-up sweep drops only its own (several agents may share a cluster in tests).
    */
   tag: string;
-  /** Starts a new archive (fails if one is already there: a backup id is written once). */
-  create(ref: ArchiveRef): Promise<PendingArchive>;
+  /**
+   * Starts a new archive (fails if one is already there: a backup id is written once).
+   * `expectedBytes`, when known (a copy), lets an object store size its upload parts.
+   */
+  create(ref: ArchiveRef, expectedBytes?: number): Promise<PendingArchive>;
   /** Opens a finished archive for reading; `size` in bytes. */
   open(
     ref: ArchiveRef,

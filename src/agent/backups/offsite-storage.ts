@@ -39,7 +39,7 @@ export function withOffsiteCopy(local: BackupStorage, offsite: S3Storage): Backu
       try {
         // A copy of an earlier attempt of this backup id (never reported) goes first.
         await offsite.remove(ref);
-        const pending = await offsite.create(ref);
+        const pending = await offsite.create(ref, src.size);
         try {
           await pipeline(src.stream(), pending.stream);
         } catch (err) {

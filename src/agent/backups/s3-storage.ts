@@ -95,14 +95,15 @@ export function createS3Storage(opts: S3StorageOptions, client = createS3Client(
       await client.send(new HeadBucketCommand({ Bucket }));
     },
 
-    async create(ref): Promise<PendingArchive> {
+    async create(ref, expectedBytes): Promise<PendingArchive> {
       const Key = keyOf(ref);
       if (await head(Key)) throw new Error('an archive of this backup already exists off-site');
       const body = new PassThrough({ highWaterMark: 1024 * 1024 });
       const upload = new Upload({
         client,
         params: { Bucket, Key, Body: body, ContentType: 'application/octet-stream' },
-        partSize: opts.partSize ?? PART_SIZE,
+        // S3 allows 10,000 parts: a large archive gets larger parts (8 MiB covers 80 GB).
+        partSize: Math.max(opts.partSize ?? PART_SIZE, Math.ceil((expectedBytes ?? 0) / 9_000)),
         queueSize: 2,
         leavePartsOnError: false,
       });
