@@ -441,6 +441,28 @@ test('a failed upload fails the backup and leaves no object and no file', async 
   assert.equal(await headStatus(key), 404);
 });
 
+test('an upload abandoned after some parts went up leaves no object; a committed one is whole', async () => {
+  const s3 = createS3Storage(s3opts(`http://127.0.0.1:${port}`));
+  opened.push(s3);
+  const ref = { databaseId: randomUUID(), backupId: randomUUID() };
+  const data = randomBytes(2 * PART + 12345);
+  const pending = await s3.create(ref, data.length);
+  pending.stream.write(data.subarray(0, 2 * PART + 1));
+  // Parts are on their way (the upload reads as it comes); then the writer gives up.
+  await new Promise((r) => setTimeout(r, 300));
+  await pending.abort();
+  assert.equal(await headStatus(s3.keyOf(ref)), 404);
+  assert.equal(await s3.exists(ref), false);
+
+  const again = await s3.create(ref, data.length);
+  again.stream.end(data);
+  assert.deepEqual(await again.commit(), { sizeBytes: data.length });
+  assert.ok((await objectBytes(s3.keyOf(ref)))?.equals(data));
+  await assert.rejects(s3.create(ref), /already exists/);
+  assert.equal(await s3.remove(ref), true);
+  assert.equal(await s3.remove(ref), false);
+});
+
 test('config: the off-site settings, secrets from _FILE, incomplete or plain-http settings refused', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-s3cfg-'));
   try {
