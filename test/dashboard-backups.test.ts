@@ -5,7 +5,8 @@
  * file's SHA-256 is the one listed), restores it into a new database through the Restore dialog
  * and follows the restore to its end; the new database is ready with the same rows (checked in
  * PostgreSQL through the pooler). The in-place choice warns about the safety backup and the cut
- * connections. Deleting asks first. The tab fits a 375 px window.
+ * connections, and only an owner or admin may choose it: an admin, after "Confirm it's you",
+ * restores in place; the database is back to the backup's rows and the safety backup is listed. Deleting asks first. The tab fits a 375 px window.
  * Each page fails the test on a console error, a failed or undeclared ≥ 400 response or a CSP
  * violation, and on serious axe findings (test/helpers/browser.ts).
  */
@@ -20,6 +21,7 @@ import { type DashboardStack, startDashboardStack } from './helpers/dashboard-st
 import { checkPage, databaseWithTable, named, redeem, walkthrough } from './helpers/dashboard-steps.ts';
 import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
 
+const ADMIN = { username: 'ida_admin', password: 'marble-cobalt-meadow-64' };
 const MEMBER = { username: 'noa_member', password: 'harbor-thistle-copper-38' };
 const DB = 'ledger';
 const COPY = 'ledger_copy';
@@ -28,6 +30,7 @@ const STEP_MS = 150_000;
 
 let stack: DashboardStack;
 let browser: Browser;
+let admin: GuardedPage;
 let member: GuardedPage;
 let api: ReturnType<typeof accountApi>;
 let tenant: pg.Client;
@@ -43,17 +46,42 @@ before(async () => {
 after(async () => {
   await tenant?.end().catch(() => {});
   await copyClient?.end().catch(() => {});
+  await admin?.close();
   await member?.close();
   await browser?.close().catch(() => {});
   await stack?.destroy();
 });
 
-const step = walkthrough('backups', STEP_MS, () => [['member', member]]);
+/** A client of a database's owner through the pooler (its password revealed by the admin key). */
+async function ownerClient(name: string): Promise<pg.Client> {
+  const conn = (await api('GET', `/v1/databases/${name}/connection`)).json;
+  const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json;
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: stack.ports.pooler,
+    user: conn.user,
+    database: conn.database,
+    password,
+    connectionTimeoutMillis: 5_000,
+  });
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+const COUNT_SQL = 'SELECT count(*)::int AS n, sum(id)::int AS s FROM entries';
+
+const step = walkthrough('backups', STEP_MS, () => [
+  ['admin', admin],
+  ['member', member],
+]);
 
 test('backups in the dashboard', { timeout: 600_000 }, async (t) => {
-  await step(t, 'a member signs up; a database with a table', async () => {
+  await step(t, 'an admin and a member sign up; a database with a table', async () => {
     const made = await api('POST', '/v1/invites', { count: 1, role: 'member' });
     assert.equal(made.status, 201, JSON.stringify(made.json));
+    admin = await guardedPage(browser, { name: 'admin' });
+    await redeem(admin, stack.firstAdminLink, ADMIN);
     member = await guardedPage(browser, { name: 'member' });
     await redeem(member, `${stack.url}/#invite=${made.json.invites[0].code}`, MEMBER);
     tenant = await databaseWithTable(
@@ -134,12 +162,10 @@ test('backups in the dashboard', { timeout: 600_000 }, async (t) => {
       const row = p.getByRole('table', { name: 'Backups' }).getByRole('row').nth(1);
       await row.getByRole('button', { name: 'Restore…' }).click();
       const dialog = p.getByRole('dialog', { name: 'Restore a backup' });
-      // In place: the warning names the safety backup and the cut connections.
-      await dialog.getByRole('radio', { name: `This database (${DB}), in place` }).check();
-      const warning = await dialog.getByRole('alert').innerText();
-      assert.match(warning, /safety backup/);
-      assert.match(warning, /every connection to ledger is cut/);
-      await dialog.getByRole('button', { name: `Replace ${DB}` }).waitFor();
+      // In place is for owners and admins: a member's choice is disabled, and says why.
+      const inPlace = dialog.getByRole('radio', { name: `This database (${DB}), in place` });
+      assert.equal(await inPlace.isDisabled(), true);
+      await dialog.getByText('Only an owner or admin of the account restores in place.').waitFor();
       await dialog.getByRole('radio', { name: 'A new database' }).check();
       const nameBox = dialog.getByRole('textbox', { name: named('New database name') });
       await nameBox.fill('Bad-Name');
@@ -157,20 +183,9 @@ test('backups in the dashboard', { timeout: 600_000 }, async (t) => {
       // The new database, ready, with the same rows (through the pooler, as its owner).
       const copy = (await api('GET', `/v1/databases/${COPY}`)).json;
       assert.equal(copy.status, 'ready');
-      const conn = (await api('GET', `/v1/databases/${COPY}/connection`)).json;
-      const { password } = (await api('POST', `/v1/databases/${COPY}/credentials/reveal`)).json;
-      copyClient = new pg.Client({
-        host: '127.0.0.1',
-        port: stack.ports.pooler,
-        user: conn.user,
-        database: conn.database,
-        password,
-        connectionTimeoutMillis: 5_000,
-      });
-      copyClient.on('error', () => {});
-      await copyClient.connect();
-      const counted = await copyClient.query('SELECT count(*)::int AS n, sum(id)::int AS s FROM entries');
-      const original = await tenant.query('SELECT count(*)::int AS n, sum(id)::int AS s FROM entries');
+      copyClient = await ownerClient(COPY);
+      const counted = await copyClient.query(COUNT_SQL);
+      const original = await tenant.query(COUNT_SQL);
       assert.deepEqual(counted.rows[0], original.rows[0]);
       assert.equal(counted.rows[0].n, ROWS);
       // The dialog's link opens the new database: ready.
@@ -181,12 +196,60 @@ test('backups in the dashboard', { timeout: 600_000 }, async (t) => {
     },
   );
 
+  await step(
+    t,
+    'an admin restores it in place: a safety backup first, then the data of the backup',
+    async () => {
+      const p = admin.page;
+      // A row written after the backup: the in-place restore takes it away (the safety backup keeps it).
+      await tenant.query("INSERT INTO entries VALUES (9999, 'after the backup')");
+      await p.goto(`${stack.url}/databases/${DB}/backups`);
+      const table = p.getByRole('table', { name: 'Backups' });
+      await table.getByRole('row').nth(1).getByRole('button', { name: 'Restore…' }).click();
+      const dialog = p.getByRole('dialog', { name: 'Restore a backup' });
+      await dialog.getByRole('radio', { name: `This database (${DB}), in place` }).check();
+      // The warning names the safety backup and the cut connections.
+      const warning = await dialog.getByRole('alert').innerText();
+      assert.match(warning, /safety backup/);
+      assert.match(warning, /every connection to ledger is cut/);
+      await checkPage(admin, 'Restore a backup', 'database-restore-in-place', 2);
+      // Destructive: the server asks for a recent "Confirm it's you".
+      const reauth = p.getByRole('dialog', { name: "Confirm it's you" });
+      await admin.expecting(
+        { method: 'POST', url: /\/restore$/, status: 403, code: 'reauth_required' },
+        async () => {
+          await dialog.getByRole('button', { name: `Replace ${DB}` }).click();
+          await reauth.waitFor();
+        },
+      );
+      await reauth.getByLabel('Your password').fill(ADMIN.password);
+      await reauth.getByRole('button', { name: 'Confirm' }).click();
+      const progress = dialog.getByRole('status');
+      await progress.filter({ hasText: /^Restore Completed into ledger/ }).waitFor({ timeout: 120_000 });
+      await dialog.getByText(/^Safety backup taken first: [0-9a-f]{8}$/).waitFor();
+      await dialog.getByRole('button', { name: 'Close' }).click();
+      // The safety backup is listed, newest, completed.
+      const newest = table.getByRole('row').nth(1);
+      await newest.getByText('Safety', { exact: true }).waitFor();
+      await newest.getByText('Completed', { exact: true }).waitFor();
+      assert.equal(await table.getByRole('row').count(), 3);
+      // Its connections were cut: a new one reads the backup's rows, without the later one.
+      await tenant.end().catch(() => {});
+      tenant = await ownerClient(DB);
+      const now = await tenant.query(COUNT_SQL);
+      assert.equal(now.rows[0].n, ROWS);
+      await admin.assertClean('restored in place');
+    },
+  );
+
   await step(t, 'deleting asks first; the tab fits a 375 px window', async () => {
     const p = member.page;
     await p.setViewportSize({ width: 375, height: 800 });
     await p.goto(`${stack.url}/databases/${DB}/backups`);
-    const row = p.getByRole('table', { name: 'Backups' }).getByRole('row').nth(1);
-    await row.getByText('Completed', { exact: true }).waitFor();
+    const table = p.getByRole('table', { name: 'Backups' });
+    // The manual backup, below the newer safety backup.
+    const row = table.getByRole('row').nth(2);
+    await row.getByText('Manual', { exact: true }).waitFor();
     const over = await p.evaluate('document.documentElement.scrollWidth - window.innerWidth');
     assert.ok(Number(over) <= 0, `the Backups tab is ${over} px wider than the window`);
     await checkPage(member, 'Backups', 'narrow-database-backups', 2);
@@ -196,7 +259,8 @@ test('backups in the dashboard', { timeout: 600_000 }, async (t) => {
     assert.equal((await api('GET', `/v1/databases/${DB}/backups/${backupId}`)).status, 200);
     await row.getByRole('button', { name: 'Delete' }).click();
     await confirm.getByRole('button', { name: 'Delete backup' }).click();
-    await p.getByText('No backups of this database yet.').waitFor();
+    await table.getByRole('row').getByText('Manual', { exact: true }).waitFor({ state: 'detached' });
+    assert.equal(await table.getByRole('row').count(), 2);
     // Hidden at once; the agent removes the file, then the record goes.
     const deadline = Date.now() + 30_000;
     while ((await api('GET', `/v1/databases/${DB}/backups/${backupId}`)).status !== 404) {

@@ -6,6 +6,8 @@ import { Dialog } from '../../components/dialog.tsx';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { ago, dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
+import { useReauth } from '../../reauth.tsx';
+import { useMe } from '../../session.tsx';
 import type { Backup } from './backups-tab.tsx';
 import { nameProblem } from './name-rule.ts';
 
@@ -37,13 +39,17 @@ export function RestoreDialog({
   const [newName, setNewName] = useState('');
   const [restoreId, setRestoreId] = useState<string | null>(null);
   const problem = newName === '' ? null : nameProblem(newName);
+  // Replacing a database's data is what a DROP needs: an owner or admin, recently confirmed.
+  const { role } = useMe();
+  const mayReplace = role === 'owner' || role === 'admin';
+  const withReauth = useReauth();
   const start = useAction(async () => {
     const body =
       target === 'in_place'
         ? { backup_id: backup.id, target: 'in_place' as const }
         : { backup_id: backup.id, target: 'new' as const, ...(newName ? { new_name: newName } : {}) };
-    const r = await call(
-      api.POST('/v1/databases/{name}/restore', { params: { path: { name: database } }, body }),
+    const r = await withReauth(() =>
+      call(api.POST('/v1/databases/{name}/restore', { params: { path: { name: database } }, body })),
     );
     setRestoreId(r.id);
   });
@@ -78,10 +84,17 @@ export function RestoreDialog({
                 type="radio"
                 name="target"
                 checked={target === 'in_place'}
+                disabled={!mayReplace}
+                aria-describedby={mayReplace ? undefined : 'restore-in-place-hint'}
                 onChange={() => setTarget('in_place')}
               />
               <span>This database ({database}), in place</span>
             </label>
+            {mayReplace ? null : (
+              <span id="restore-in-place-hint" className="hint">
+                Only an owner or admin of the account restores in place.
+              </span>
+            )}
           </fieldset>
           {target === 'new' ? (
             <div className="field">
