@@ -351,6 +351,12 @@ test('a migrator grant acts as the migrator, so what it creates outlives the dro
     g2.payload.login,
   ]);
   assert.deepEqual(left.rows, [{ rolcanlogin: false }]);
+  // …and a member of nothing, nor anything a member of it: what it owns has PUBLIC's rights only.
+  const edges = await kit.admin.query(
+    'SELECT count(*)::int AS n FROM pg_auth_members a JOIN pg_roles r ON r.oid IN (a.member, a.roleid) WHERE r.rolname = $1',
+    [g2.payload.login],
+  );
+  assert.equal(edges.rows[0].n, 0);
   assert.notEqual(await tryLogin(viaPooler(g2)), null);
   const inside = await kit.connectAdmin(db.name);
   try {

@@ -573,20 +573,28 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
     }
   });
 
-  test('a migrator JIT login leaves no SECURITY DEFINER door that runs with its rights after it ends', {
-    todo: 'finding: a revoked JIT login that owns objects stays NOLOGIN but keeps its membership (migrator → owner); its SECURITY DEFINER function lets a later reader login write',
-  }, async () => {
+  /** The `orders` rows a reader login writes through `jit_door()` after the migrator login ended. */
+  const doorAfterEnd = async (asItself: boolean) => {
     const db = await readyDatabase();
     const w = await grant(db, 'migrator', 5);
     const c = await login(w);
+    // Stepping out of the migrator role (the login's default) makes the function the login's own.
+    if (asItself) await c.query(`SET ROLE ${w.login}`);
     await c.query(
       `CREATE FUNCTION public.jit_door() RETURNS int LANGUAGE sql SECURITY DEFINER
            AS $$ INSERT INTO public.orders VALUES (99, 0) RETURNING 1 $$`,
     );
+    const owner = (
+      await c.query("SELECT proowner::regrole::text AS o FROM pg_proc WHERE proname = 'jit_door'")
+    ).rows[0].o;
     await c.end().catch(() => {});
-    await waitFor('the migrator login ended', async () => {
-      const r = await cluster.query('SELECT rolcanlogin FROM pg_roles WHERE rolname = $1', [w.login]);
-      return r.rows.length === 0 || r.rows[0].rolcanlogin === false ? true : undefined;
+    await waitFor('the migrator login ended (no login, no membership)', async () => {
+      const r = await cluster.query(
+        `SELECT rolcanlogin AS l, (SELECT count(*)::int FROM pg_auth_members WHERE member = a.oid OR roleid = a.oid) AS m
+           FROM pg_roles a WHERE rolname = $1`,
+        [w.login],
+      );
+      return r.rows.length === 0 || (r.rows[0].l === false && r.rows[0].m === 0) ? true : undefined;
     });
     const r = await grant(db, 'reader', 600);
     const reader = await login(r);
@@ -596,9 +604,23 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
         .then(() => null)
         .catch((err: Error) => err.message);
       const rows = (await reader.query('SELECT count(*)::int AS n FROM orders WHERE id = 99')).rows[0].n;
-      assert.equal(rows, 0, `a reader login wrote through the ended login's function (${denied})`);
+      return { rows, denied, owner, login: w.login };
     } finally {
       await reader.end().catch(() => {});
     }
+  };
+
+  test("a SECURITY DEFINER function a JIT login owns runs with no more than PUBLIC's rights after it ends", async () => {
+    const door = await doorAfterEnd(true);
+    assert.equal(door.owner, door.login, 'the login owns its function (so it is left NOLOGIN, not dropped)');
+    assert.equal(door.rows, 0, `a reader login wrote through the ended login's function (${door.denied})`);
+    assert.match(door.denied ?? '', /permission denied/);
+  });
+
+  test('a migrator JIT login leaves no SECURITY DEFINER door that runs with its rights after it ends', {
+    todo: "accepted (ADR 0024): a function a migrator login creates as <db>_migrator is the migrator's, like a migration's, and outlives the login with the migrator's rights; the migrator grant is the review",
+  }, async () => {
+    const door = await doorAfterEnd(false);
+    assert.equal(door.rows, 0, `a reader login wrote through the ${door.owner} function (${door.denied})`);
   });
 });
