@@ -9,6 +9,9 @@
 import { AppError } from '../../../shared/errors.ts';
 
 export const DRY_RUNS_PER_DATABASE = 2;
+/** A dry run's statement timeout, and how long the API waits for its answer. */
+export const DRY_RUN_TIMEOUT_MS = 10_000;
+export const DRY_RUN_WAIT_MS = 15_000;
 /** Seconds a refused dry run is told to wait (Retry-After). */
 export const DRY_RUN_RETRY_AFTER_S = 5;
 

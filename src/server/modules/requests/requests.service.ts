@@ -11,15 +11,7 @@ import { withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import { decodeCursor, toPage } from '../../http/pagination.ts';
 import { createApprovals } from './requests.approvals.ts';
-import {
-  assertApprovable,
-  decideFor,
-  decideOrDeny,
-  isDml,
-  judgeSql,
-  policyView,
-  requesterRole,
-} from './requests.classify.ts';
+import { assertApprovable, decideOrDeny, isDml, judgeSql, policyView } from './requests.classify.ts';
 import {
   createRequestsContext,
   invalidState,
@@ -27,14 +19,17 @@ import {
   isRequesterPerson,
   type RequestsDeps,
 } from './requests.context.ts';
-import { createDryRunSlots, DRY_RUN_BUSY_ERROR, dryRunsBusy } from './requests.dry-run-slots.ts';
+import {
+  createDryRunSlots,
+  DRY_RUN_BUSY_ERROR,
+  DRY_RUN_TIMEOUT_MS,
+  DRY_RUN_WAIT_MS,
+  dryRunsBusy,
+} from './requests.dry-run-slots.ts';
 import { createExecution } from './requests.execute.ts';
-import { dryRunView } from './requests.outcome.ts';
+import { createPreflight } from './requests.preflight.ts';
 import * as repo from './requests.repo.ts';
 import type { CreateRequestBody, RequestResult, RequestStatus, RequestView } from './requests.schemas.ts';
-
-const DRY_RUN_TIMEOUT_MS = 10_000;
-const DRY_RUN_WAIT_MS = 15_000;
 
 export function createRequestsService(deps: RequestsDeps) {
   const ctx = createRequestsContext(deps);
@@ -118,6 +113,7 @@ export function createRequestsService(deps: RequestsDeps) {
   return {
     ...createApprovals(ctx),
     ...createExecution(ctx),
+    ...createPreflight(ctx, slots),
 
     async create(
       caller: Caller,
@@ -273,69 +269,6 @@ export function createRequestsService(deps: RequestsDeps) {
       if (row.status !== 'pending')
         throw invalidState(`A ${row.status} request is not dry-run again`, row.status);
       return ctx.view(db, await dryRun(caller, row, 'throw'));
-    },
-
-    /** Classification, findings and the policy's answer for SQL, without a request. */
-    /**
-     * Classification, findings and the policy's answer for SQL, without a request; a write that
-     * could be requested is dry-run too (unless `dry_run: false`): counts and plans, rolled back,
-     * nothing stored (the count approvals bind is the request's own dry run).
-     */
-    async preflight(
-      caller: Caller,
-      name: string,
-      body: { sql: string; capability?: 'reader' | 'migrator' | undefined; dry_run?: boolean | undefined },
-    ) {
-      const database = await ctx.findDatabase(caller, name);
-      const active = await deps.policyOf(db, caller.accountId);
-      const { rules } = rulesFor(active.policy, name);
-      const judged = judgeSql(body.sql, rules.findings);
-      const refused = judged.cls === 'refused';
-      const blocked = judged.findings.some((f) => f.severity === 'block');
-      const cls: PolicyClass = refused ? 'destructive' : (judged.cls as PolicyClass);
-      // As at creation: a read with capability migrator is decided as a write.
-      const capability = body.capability ?? (cls === 'read' ? 'reader' : 'migrator');
-      const d = decideFor(active.policy, { database: name, cls, capability, role: requesterRole(caller) });
-      // The policy's answer (a blocking finding is reported in `findings`, not here).
-      const allowed = d.allowed && !refused;
-      const wantsDryRun = body.dry_run !== false && isDml(judged.cls) && allowed && !blocked;
-      let dry: ReturnType<typeof dryRunView> = { dry_run: null, dry_run_error: null };
-      if (wantsDryRun) {
-        ctx.requireReady(database);
-        if (body.capability === 'reader')
-          throw new AppError(
-            'query_refused',
-            `A ${cls} request needs the migrator capability (reader runs reads only)`,
-          );
-        const release = slots.tryAcquire(database.id);
-        if (!release) throw dryRunsBusy();
-        try {
-          dry = dryRunView(
-            await deps.dispatch.preflightDryRun(
-              {
-                databaseId: database.id,
-                database: name,
-                nodeId: database.node_id,
-                accountId: caller.accountId,
-              },
-              body.sql,
-              'migrator',
-              {
-                statementTimeoutMs: deps.dryRunTimeoutMs ?? DRY_RUN_TIMEOUT_MS,
-                waitMs: deps.dryRunWaitMs ?? DRY_RUN_WAIT_MS,
-              },
-            ),
-          );
-        } finally {
-          release();
-        }
-      }
-      return {
-        classification: judged.classification,
-        findings: judged.findings,
-        policy: { ...policyView(active.version, d), allowed },
-        ...dry,
-      };
     },
 
     async get(caller: Caller, name: string, id: string): Promise<RequestView> {
