@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import { api, call } from '../../api/client.ts';
 import type { paths } from '../../api/schema';
 import { ConfirmDialog } from '../../components/dialog.tsx';
@@ -7,7 +7,7 @@ import { Empty, Loading } from '../../components/page.tsx';
 import { Pager, useCursorPages } from '../../components/pager.tsx';
 import { TableWrap } from '../../components/table-wrap.tsx';
 import { ago, bytes, dateTime, duration } from '../../lib/format.ts';
-import { useAction, useApi } from '../../lib/use-api.ts';
+import { useAction, useApi, useNow } from '../../lib/use-api.ts';
 import { useReauth } from '../../reauth.tsx';
 import type { TabProps } from './detail.tsx';
 import { RestoreDialog } from './restore-dialog.tsx';
@@ -38,16 +38,24 @@ export function BackupStatusBadge({ status }: { status: Backup['status'] }) {
 
 /** The last good backup's age against the RPO; a stale database is said so in words, not colour alone. */
 export function Freshness({ backup }: { backup: TabProps['db']['backup'] }) {
+  // The server's age when it answered, aged on this page's clock until the next answer.
+  // biome-ignore lint/correctness/useExhaustiveDependencies: a new answer (backup) restarts the count
+  const answeredAt = useMemo(() => Date.now(), [backup]);
+  const now = useNow(15_000);
   if (!backup) return null;
-  const age =
-    backup.last_good_at && backup.age_seconds !== null ? `${duration(backup.age_seconds)} ago` : 'none yet';
+  const seconds =
+    backup.last_good_at && backup.age_seconds !== null
+      ? backup.age_seconds + Math.max(0, now - answeredAt) / 1000
+      : null;
+  const age = seconds === null ? 'none yet' : `${duration(seconds)} ago`;
+  const stale = backup.stale || (seconds !== null && seconds > backup.rpo_hours * 3600);
   return (
-    <p className={backup.stale ? 'notice freshness freshness-stale' : 'notice freshness'} role="status">
+    <p className={stale ? 'notice freshness freshness-stale' : 'notice freshness'} role="status">
       <span>
         Last good backup: <strong>{age}</strong>
       </span>
       <span className="muted"> (RPO {backup.rpo_hours} h)</span>
-      {backup.stale ? (
+      {stale ? (
         <>
           {' '}
           <span className="badge badge-stale">Stale</span>{' '}
