@@ -25,20 +25,15 @@ import {
   ROW_COUNT_MISMATCH_SQLSTATE,
   type StatementOutcome,
 } from '../../shared/contracts/execution.ts';
-import type { QueryOutput } from '../../shared/contracts/explorer-channel.ts';
 import type { RefusalReason } from '../../shared/execution-token.ts';
 import { roleNames } from '../../shared/identifiers.ts';
 import { isLoginRefused } from '../postgres/steward.ts';
 import { type AgentVerifier, EXECUTION_SKEW_SECONDS } from './agent-verifier.ts';
 import { CHANGED_ROWS_SQL, parseChangedRows } from './changed-rows.ts';
 import { planExecution } from './execution-plan.ts';
+import { resultOf, wireBudget } from './execution-result.ts';
 import { type ExecutionRoles, NotPreparedError } from './execution-role.ts';
-import {
-  type ExecutionSession,
-  openExecutionSession,
-  type RawRow,
-  type StatementResult,
-} from './execution-session.ts';
+import { type ExecutionSession, openExecutionSession, type StatementResult } from './execution-session.ts';
 import { createOutcomeMemo } from './outcome-memo.ts';
 
 export type ExecutionExecutor = {
@@ -72,28 +67,6 @@ const REFUSAL_MESSAGES: Record<RefusalReason, string> = {
 };
 
 const DML = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
-const INT_TYPES = new Set([20, 21, 23, 26]);
-const FLOAT_TYPES = new Set([700, 701]);
-
-/** The wire budget for a byte cap (as the explorer's: a DataRow costs at most 4/3 of rowBytes). */
-const wireBudget = (byteLimit: number) => Math.ceil((byteLimit * 4) / 3) + 64;
-
-function rowBytes(row: (string | null)[]): number {
-  let n = 2;
-  for (const v of row) n += v === null ? 5 : Buffer.byteLength(v, 'utf8') + 3;
-  return n;
-}
-
-function toCell(v: string | null, typeId: number): string | number | boolean | null {
-  if (v === null) return null;
-  if (typeId === 16) return v === 't';
-  if (INT_TYPES.has(typeId) || FLOAT_TYPES.has(typeId)) {
-    const n = Number(v);
-    if (Number.isFinite(n) && (!INT_TYPES.has(typeId) || Number.isSafeInteger(n))) return n;
-  }
-  return v;
-}
-
 type PgErrorLike = { code: string; message: string; position?: string };
 const isPgError = (err: unknown): err is PgErrorLike =>
   typeof err === 'object' &&
@@ -376,38 +349,5 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
       ? '54000'
       : '08006';
     return new StatementError(sqlstate, message, index, null);
-  }
-
-  async function resultOf(
-    p: ExecutePayload,
-    session: ExecutionSession,
-    r: StatementResult,
-    elapsed: () => number,
-  ): Promise<QueryOutput> {
-    const rows: RawRow[] = [];
-    let bytes = 0;
-    let truncatedBy: 'rows' | 'bytes' | null = null;
-    for (const row of r.rows) {
-      const size = rowBytes(row);
-      if (rows.length >= p.row_limit) truncatedBy = 'rows';
-      else if (bytes + size > p.byte_limit) truncatedBy = 'bytes';
-      if (truncatedBy) break;
-      rows.push(row);
-      bytes += size;
-    }
-    if (!truncatedBy && r.cut) truncatedBy = 'bytes';
-    const types = await session.columnTypes(r.fields);
-    const ids = r.fields.map((f) => f.dataTypeID);
-    return {
-      columns: r.fields.map((f, i) => ({
-        name: f.name.slice(0, 128),
-        type: (types[i] ?? 'unknown').slice(0, 256),
-      })),
-      rows: rows.map((row) => row.map((v, i) => toCell(v, ids[i] ?? 0))),
-      row_count: rows.length,
-      truncated: truncatedBy !== null,
-      truncated_by: truncatedBy,
-      duration_ms: elapsed(),
-    };
   }
 }
