@@ -129,6 +129,8 @@ export default function BackupsTab({ db, reload }: TabProps) {
     await call(api.DELETE('/v1/databases/{name}/backups/{id}', { params: { path: { name, id: b.id } } }));
     setDeleting(null);
     list.reload();
+    // The newest good backup may have gone: the freshness line is read again.
+    reload();
   });
   const [restoring, setRestoring] = useState<Backup | null>(null);
 
