@@ -130,7 +130,7 @@ export function createBackupDownloads(deps: {
     async sign(caller: Caller, backupId: string, nowS = Math.floor(Date.now() / 1000)) {
       if (caller.kind === 'user') {
         if (!deps.stepUp) throw forbidden('Signed-in users cannot download backups on this server');
-        await deps.stepUp({ userId: caller.userId, sessionId: caller.sessionId }, 'downloading a backup');
+        await deps.stepUp({ userId: caller.userId, sessionId: caller.sessionId }, 'download a backup');
       }
       const claims = {
         backupId,

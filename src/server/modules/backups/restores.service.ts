@@ -187,7 +187,7 @@ export function createRestoresService(deps: {
           if (!deps.stepUp) throw forbidden('Signed-in users cannot restore in place on this server');
           await deps.stepUp(
             { userId: caller.userId, sessionId: caller.sessionId },
-            'restoring a database in place',
+            'restore a database in place',
           );
         } else requireLevel(caller, 'admin');
       }

@@ -109,7 +109,7 @@ export function createPoliciesService(deps: PoliciesDeps) {
       if (caller.kind === 'user')
         await deps.stepUp(
           { userId: caller.userId, sessionId: caller.sessionId },
-          'applying a governance policy',
+          'apply a governance policy',
         );
       const sha = createHash('sha256').update(source, 'utf8').digest();
       const version = await withTx(db, async (tx) => {
