@@ -148,6 +148,7 @@ export async function findDrift(
             rolcanlogin AS can_login, (rolvaliduntil IS NULL OR rolvaliduntil <= pg_catalog.now()) AS expired
        FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'`,
   );
+  const leftovers: DriftFinding[] = [];
   for (const r of roles.rows) {
     if (r.rolsuper && r.rolname !== me)
       findings.push({
@@ -166,7 +167,7 @@ export async function findDrift(
     } else if (parseAccessMarker(r.marker) !== null) {
       // A just-in-time login (access-sql.ts): expected until its VALID UNTIL, then revoked.
       if (r.expired)
-        findings.push({
+        leftovers.push({
           kind: 'unexpected_role',
           object: r.rolname,
           detail: r.can_login
@@ -174,9 +175,18 @@ export async function findDrift(
             : 'just-in-time login ended but not dropped (NOLOGIN; it owns objects or holds privileges)',
         });
     } else if (r.rolname !== me && !platform.roles.includes(r.rolname)) {
-      findings.push({ kind: 'unexpected_role', object: r.rolname, detail: 'role not made by Bulwark' });
+      if (r.marker?.startsWith('bulwark:'))
+        leftovers.push({
+          kind: 'unexpected_role',
+          object: r.rolname,
+          detail: 'made by Bulwark for a database or grant this node no longer has',
+        });
+      else findings.push({ kind: 'unexpected_role', object: r.rolname, detail: 'role not made by Bulwark' });
     }
   }
+  // Roles nobody here made are listed before our own leftovers: when the report is capped
+  // (boundFindings), what is cut is the less alarming kind.
+  findings.push(...leftovers);
 
   const dbs = await admin.query<{ datname: string; owner: string; acl: string[] | null }>(
     `SELECT datname::pg_catalog.text AS datname, pg_catalog.pg_get_userbyid(datdba)::pg_catalog.text AS owner,

@@ -17,7 +17,6 @@ import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import { toPayloadAllowlist } from '../databases/databases.allowlist.ts';
 import { passwordContext } from '../databases/databases.credentials.ts';
-import type { RequireStepUp } from '../sessions/step-up.ts';
 import * as dbRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
@@ -27,6 +26,7 @@ import {
   reserveConnections,
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import { BACKUP_MAX_ATTEMPTS, queueBackup } from './backups.records.ts';
 import * as repo from './backups.repo.ts';
 import type { BackupDefaults, BackupsService } from './backups.service.ts';
