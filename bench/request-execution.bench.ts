@@ -9,7 +9,9 @@
  *   governed  POST …/approve (a member's session) → POST …/execute (the requester's API key: the
  *             server signs a token, the agent's channel carries it, the agent verifies it, runs the
  *             UPDATE as the migrator in a transaction, checks the approved row count, commits, the
- *             result is sealed) → GET …/result: three HTTP calls, timed together
+ *             result is sealed) → GET …/result: three HTTP calls, timed together; under `execute`,
+ *             the agent's own time (its outcome's duration_ms: verify, login, transaction) and the
+ *             delivery as the server recorded it (execution row written → outcome settled)
  *
  * Each governed sample's request is created (with its dry run) before the clock starts. A real
  * `bulwark up` stack: its server, agent (explorer channel on), PostgreSQL and PgBouncer.
@@ -107,6 +109,18 @@ try {
     }
   }
   await owner.end();
+  // Where the execute call's time goes: the agent's own time (verify, login, the transaction) as it
+  // reported it, and the delivery as the server recorded it (row written → outcome settled).
+  const control = await stack.control();
+  const times = await control.query<{ agent: number; delivery: number }>(
+    `SELECT (outcome->>'duration_ms')::float8 AS agent,
+            extract(epoch FROM finished_at - started_at) * 1000 AS delivery
+       FROM request_executions WHERE mode = 'execute' AND status = 'executed' ORDER BY started_at DESC LIMIT $1`,
+    [RUNS],
+  );
+  await control.end();
+  const agentMs = summarize(times.rows.map((r) => Number(r.agent)));
+  const deliveryMs = summarize(times.rows.map((r) => Number(r.delivery)));
 
   const rows = {
     plain: summarize(plain),
@@ -115,6 +129,8 @@ try {
     ' approve': summarize(steps.approve),
     ' execute': summarize(steps.execute),
     ' result': summarize(steps.result),
+    '  agent': agentMs,
+    '  deliv.': deliveryMs,
   };
   const fmt = (n: number) => n.toFixed(2);
   process.stdout.write(`approval → executed → result visible, ${RUNS} runs (ms)\n`);
