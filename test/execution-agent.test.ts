@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createPrivateKey, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -348,12 +348,46 @@ describe('runs', () => {
     assert.deepEqual(mine, []);
   });
 
-  test('no session of the execution roles survives an execution', async () => {
+  test('a kept execution login carries nothing of what ran on it; at most two per role, idle', async () => {
+    // The tenant plants a function that leaves session state behind when the migrator runs it.
+    await t.asOwner(`CREATE OR REPLACE FUNCTION public.leave_state() RETURNS int LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_catalog.set_config('search_path', 'pg_temp, public', false);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', false);
+        PERFORM pg_catalog.pg_advisory_lock(4242);
+        CREATE TEMP TABLE IF NOT EXISTS stash (v int);
+        RETURN pg_catalog.pg_backend_pid();
+      END $$`);
+    const planted = await run({ sql: 'SELECT public.leave_state()', approvedRows: 0 });
+    assert.equal(planted.kind, 'executed', JSON.stringify(planted));
+    // The next execution of the same role gets the kept login (same backend), reset.
+    await new Promise((r) => setTimeout(r, 200)); // the reset runs after the answer
+    const seen = await run({
+      sql: `SELECT pg_catalog.pg_backend_pid() AS pid, pg_catalog.current_setting('search_path') AS sp,
+                   pg_catalog.current_setting('statement_timeout') AS st,
+                   (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks
+                     WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) AS locks,
+                   pg_catalog.to_regclass('pg_temp.stash') IS NULL AS no_temp`,
+      approvedRows: 0,
+      statementTimeoutMs: 7000,
+    });
+    assert.equal(seen.kind, 'executed', JSON.stringify(seen));
+    const row = seen.kind === 'executed' ? seen.result?.rows[0] : undefined;
+    assert.ok(row, JSON.stringify(seen));
+    const [pid, searchPath, timeout, locks, noTemp] = row;
+    const firstPid = planted.kind === 'executed' ? planted.result?.rows[0]?.[0] : undefined;
+    assert.equal(String(pid), String(firstPid), 'the second execution ran on the kept login');
+    assert.equal(searchPath, 'public', 'the pinned search_path, not what the tenant set');
+    assert.equal(timeout, '7s', "this request's statement timeout");
+    assert.equal(String(locks), '0', 'no advisory lock survived');
+    assert.equal(noTemp, true, 'no temporary table survived');
+    // What stays is idle, outside any transaction, and bounded (two per database and role).
     const r = await admin.query(
-      'SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()',
+      `SELECT count(*)::int AS n, count(*) FILTER (WHERE state <> 'idle' OR backend_xid IS NOT NULL)::int AS busy
+         FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()`,
       [[t.roles.reader, t.roles.migrator]],
     );
-    assert.equal(r.rows[0].n, 0);
-    assert.ok(randomUUID());
+    assert.ok(r.rows[0].n <= 4, `kept logins: ${r.rows[0].n}`);
+    assert.equal(r.rows[0].busy, 0);
   });
 });

@@ -95,5 +95,13 @@ export async function startExecution(deps: {
     pgPort: deps.cluster.pgPort,
     log: log.child({ component: 'execution' }),
   });
-  return { executor, verifier, nodeId, close: () => replay?.close() };
+  return {
+    executor,
+    verifier,
+    nodeId,
+    close: () => {
+      void executor.close();
+      replay?.close();
+    },
+  };
 }

@@ -31,6 +31,7 @@ import { isLoginRefused } from '../postgres/steward.ts';
 import { type AgentVerifier, EXECUTION_SKEW_SECONDS } from './agent-verifier.ts';
 import { CHANGED_ROWS_SQL, parseChangedRows } from './changed-rows.ts';
 import { planExecution } from './execution-plan.ts';
+import { createExecutionPool } from './execution-pool.ts';
 import { resultOf, wireBudget } from './execution-result.ts';
 import { type ExecutionRoles, NotPreparedError } from './execution-role.ts';
 import { type ExecutionSession, openExecutionSession, type StatementResult } from './execution-session.ts';
@@ -38,6 +39,8 @@ import { createOutcomeMemo } from './outcome-memo.ts';
 
 export type ExecutionExecutor = {
   execute(payload: ExecutePayload, signal: AbortSignal): Promise<ExecutionOutcome>;
+  /** Closes the kept logins (agent shutdown). */
+  close(): Promise<void>;
 };
 
 export type ExecutorDeps = {
@@ -88,8 +91,11 @@ class StatementError extends Error {
   }
 }
 
+type Leased = { session: ExecutionSession; key: string; user: string };
+
 export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
   const { log } = deps;
+  const pool = createExecutionPool(log);
   const answered = createOutcomeMemo();
 
   const refuse = (p: ExecutePayload, reason: string, message: string): ExecutionOutcome => {
@@ -98,7 +104,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
     return { kind: 'refused', refusal: { reason, message: message.slice(0, 1_000) } };
   };
 
-  const connect = async (p: ExecutePayload): Promise<ExecutionSession> => {
+  const connect = async (p: ExecutePayload): Promise<Leased> => {
     const target = {
       databaseId: p.database_id,
       name: p.name,
@@ -107,7 +113,13 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
     };
     const login = async (force: boolean) => {
       const { user, password } = await deps.roles.prepare(target, force);
-      return openExecutionSession({
+      const key = `${p.database_id}:${user}`;
+      // A kept login of this database and role (execution-pool.ts) saves the SCRAM handshake.
+      const kept = force
+        ? null
+        : await pool.take(key, { statementMs: p.statement_timeout_ms, lockMs: p.lock_timeout_ms });
+      if (kept) return { session: kept, key, user };
+      const session = await openExecutionSession({
         host: deps.pgHost,
         port: deps.pgPort,
         database: p.name,
@@ -116,6 +128,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
         statementTimeoutMs: p.statement_timeout_ms,
         lockTimeoutMs: p.lock_timeout_ms,
       });
+      return { session, key, user };
     };
     try {
       return await login(false);
@@ -127,6 +140,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
   };
 
   return {
+    close: () => pool.close(),
     async execute(p, signal) {
       const started = performance.now();
       const elapsed = () => Math.round((performance.now() - started) * 100) / 100;
@@ -150,14 +164,14 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
         const plan = planExecution(p.sql, p.mode);
         if (!plan.ok) return refuse(p, 'sql', plan.message);
 
-        let session: ExecutionSession;
+        let leased: Leased;
         try {
-          session = await connect(p);
+          leased = await connect(p);
         } catch (err) {
           if (err instanceof NotPreparedError) return refuse(p, 'database', err.message);
           throw err;
         }
-        const outcome = await run(p, plan, v.claims.approved_rows, session, signal, elapsed);
+        const outcome = await run(p, plan, v.claims.approved_rows, leased, signal, elapsed);
         const size = outcome.kind === 'executed' && outcome.result ? p.byte_limit * 2 : 4096;
         answered.remember(p.token, v.claims.exp + EXECUTION_SKEW_SECONDS, outcome, size);
         return outcome;
@@ -188,14 +202,19 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
     p: ExecutePayload,
     plan: Extract<ReturnType<typeof planExecution>, { ok: true }>,
     approvedRows: number | null,
-    session: ExecutionSession,
+    leased: Leased,
     signal: AbortSignal,
     elapsed: () => number,
   ): Promise<ExecutionOutcome> {
+    const { session } = leased;
+    // Kept for the next execution only when it ended as planned: no error, no cancel (execution-pool.ts).
+    let clean = false;
+    let cancelled = false;
     let running = true;
     let recancel: NodeJS.Timeout | null = null;
     const cancel = () => {
       if (!running) return;
+      cancelled = true;
       deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [session.pid]).catch((err: Error) => {
         log.warn({ err: { message: err.message } }, 'execution cancel failed');
       });
@@ -288,6 +307,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
         };
       }
       const result = last ? await resultOf(p, session, last, elapsed) : null;
+      clean = !cancelled && !signal.aborted;
       return {
         kind: 'executed',
         committed,
@@ -332,7 +352,8 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
       running = false;
       if (recancel) clearInterval(recancel);
       signal.removeEventListener('abort', onAbort);
-      await session.close();
+      // Off the answer's path: the reset (or the close) runs after the outcome is returned.
+      void pool.give(leased.key, leased.user, session, clean && !cancelled);
     }
   }
 

@@ -46,8 +46,8 @@ type Entry = { pool: pg.Pool; preparedAt: number };
 
 const LOGIN_ERRORS = new Set(['28P01', '28000']);
 
-/** Session state that must not survive a query: counted after DISCARD ALL, must all be zero. */
-const LEFTOVERS = `SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements)
+/** Session state that must not survive a query: counted after DISCARD ALL, must all be zero (the executor's kept logins too). */
+export const LEFTOVERS = `SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements)
      OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks
         WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
           AND locktype OPERATOR(pg_catalog.=) 'advisory')
@@ -58,7 +58,7 @@ const LEFTOVERS = `SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepare
         WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) AS leftovers,
      current_user::pg_catalog.text AS cur, session_user::pg_catalog.text AS sess,
      pg_catalog.pg_current_xact_id_if_assigned() IS NULL AS no_xact`;
-type Leftovers = { leftovers: string; cur: string; sess: string; no_xact: string };
+export type Leftovers = { leftovers: string; cur: string; sess: string; no_xact: string };
 
 export function createExplorerPools(deps: ExplorerPoolDeps) {
   const entries = new Map<string, Entry>();
