@@ -1,7 +1,8 @@
 /**
  * One execution's connection (ADR 0021): a new login as `<db>_reader` or `<db>_migrator` on the
  * loopback PostgreSQL port (never PgBouncer, never a superuser or the steward), closed after the
- * execution — nothing of the session survives it. Settings are pinned at login
+ * execution or, when it ended cleanly, kept after a reset that leaves nothing of it (execution-pool.ts).
+ * Settings are pinned at login
  * (postgres/steward.ts PINNED_SETTINGS) with the request's statement and lock timeouts and the
  * tenant's search_path (`public`; pg_catalog is still searched first, so a tenant function cannot
  * shadow a catalog one).
