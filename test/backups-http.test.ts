@@ -570,7 +570,19 @@ test('a restore drill restores the latest good backup: verified_at on success; o
   await assert.rejects(nextJob('none.such'));
   const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
   const job = await nextJob('backup.create');
-  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, '34'.repeat(32))), 200);
+  // With an off-site copy: the server records that it exists (never its key in the API).
+  const offsiteKey = `offsite/${b.id}.bulwark-backup`;
+  assert.equal(
+    await agent.complete(job.id, job.attempt, {
+      ...createResult(b.id, '34'.repeat(32)),
+      offsite_key: offsiteKey,
+    }),
+    200,
+  );
+  const copied = (await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
+  assert.equal(copied.offsite_copy, true);
+  assert.equal(copied.offsite_verified_at, null);
+  assert.ok(!JSON.stringify(copied).includes(offsiteKey));
   const objects = createResult(b.id, '').objects;
   // A period far from the others' (each period's drill is due once per database).
   const now = new Date(Date.now() + 400 * 86_400_000);
@@ -588,6 +600,7 @@ test('a restore drill restores the latest good backup: verified_at on success; o
     tables_checked: 1,
     rows_checked: 3,
     objects,
+    offsite_verified: true,
   };
   const completed = await s.app.inject({
     method: 'POST',
@@ -598,6 +611,7 @@ test('a restore drill restores the latest good backup: verified_at on success; o
   assert.equal(completed.statusCode, 200, completed.body);
   const shown = (await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
   assert.ok(shown.verified_at);
+  assert.ok(shown.offsite_verified_at, 'the drill read the off-site copy too');
   assert.equal(shown.verify_failure, null);
   const drills = (await api(acme, 'GET', `/v1/databases/${DB}/restores`)).json();
   const d = drills.items.find(

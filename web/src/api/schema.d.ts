@@ -7756,6 +7756,10 @@ export interface paths {
                 failure_reason: string | null;
                 /** Format: uuid */
                 id: string;
+                /** @description An off-site copy (S3-compatible storage) was made of this archive */
+                offsite_copy: boolean;
+                /** @description When a restore drill last read the off-site copy whole and verified it */
+                offsite_verified_at: string | null;
                 pg_version: string | null;
                 /** @description SHA-256 (hex) of the plain pg_dump archive inside: what a download yields */
                 sha256: string | null;
@@ -7982,6 +7986,10 @@ export interface paths {
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /** @description An off-site copy (S3-compatible storage) was made of this archive */
+              offsite_copy: boolean;
+              /** @description When a restore drill last read the off-site copy whole and verified it */
+              offsite_verified_at: string | null;
               pg_version: string | null;
               /** @description SHA-256 (hex) of the plain pg_dump archive inside: what a download yields */
               sha256: string | null;
@@ -8229,6 +8237,10 @@ export interface paths {
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /** @description An off-site copy (S3-compatible storage) was made of this archive */
+              offsite_copy: boolean;
+              /** @description When a restore drill last read the off-site copy whole and verified it */
+              offsite_verified_at: string | null;
               pg_version: string | null;
               /** @description SHA-256 (hex) of the plain pg_dump archive inside: what a download yields */
               sha256: string | null;

@@ -7,6 +7,7 @@ import {
   BACKUP_JOB_KINDS,
   BACKUP_KEY_KINDS,
   backupCreateResultSchema,
+  backupDrillResultSchema,
   backupKeyContext,
 } from '../../../shared/contracts/backups.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
@@ -94,6 +95,7 @@ export function createBackupJobs(deps: {
         durationMs: r.duration_ms,
         manifest: { tables: r.tables, tables_total: r.tables_total, objects: r.objects },
         startedAt: job.claimed_at,
+        offsiteKey: r.offsite_key ?? null,
       });
       await agentEvent(tx, job, 'backup.completed', { type: 'backup', id: backupId }, true, {
         database: backup.database_name,
@@ -164,7 +166,10 @@ export function createBackupJobs(deps: {
       return;
     }
     await restoresRepo.markRestoreCompleted(tx, restore.id, job.result ?? {}, job.claimed_at);
-    if (job.kind === BACKUP_JOB_KINDS.drill) await repo.markVerified(tx, restore.backup_id);
+    if (job.kind === BACKUP_JOB_KINDS.drill) {
+      const drill = backupDrillResultSchema.safeParse(job.result);
+      await repo.markVerified(tx, restore.backup_id, drill.success && drill.data.offsite_verified === true);
+    }
     if (restore.target === 'new' && restore.target_database_id) {
       await dbRepo.markReady(tx, restore.target_database_id);
       await notify(tx, DATABASE_STATUS_CHANNEL, restore.target_database_id);

@@ -34,6 +34,9 @@ export type BackupRow = {
   verify_failure: string | null;
   expires_at: Date | null;
   attempts: number | null;
+  /** The off-site copy's object key (null: none was made). */
+  offsite_key: string | null;
+  offsite_verified_at: Date | null;
   created_us: string;
 };
 
@@ -45,6 +48,7 @@ const COLUMNS = `b.id, b.account_id, b.database_id, b.node_id, b.database_name,
   b.failure_reason, b.created_at,
   coalesce(b.started_at, CASE WHEN b.status IN ('pending', 'running') THEN j.claimed_at END) AS started_at,
   b.completed_at, b.verified_at, b.verify_failure, b.expires_at, j.attempts,
+  b.offsite_key, b.offsite_verified_at,
   (extract(epoch FROM b.created_at) * 1000000)::bigint::text AS created_us`;
 
 const FROM = 'backups b LEFT JOIN jobs j ON j.id = b.job_id';
@@ -162,15 +166,25 @@ export type BackupOutcome = {
   durationMs: number | null;
   manifest: StoredManifest;
   startedAt: Date | null;
+  offsiteKey?: string | null;
 };
 
 export async function markCompleted(db: Queryable, id: string, o: BackupOutcome): Promise<void> {
   await db.query(
     `UPDATE backups SET status = 'completed', size_bytes = $2, sha256 = $3, pg_version = $4, duration_ms = $5,
             manifest = $6, started_at = coalesce($7, started_at, now()), completed_at = now(),
-            failure_reason = NULL, updated_at = now()
+            failure_reason = NULL, offsite_key = $8, updated_at = now()
       WHERE id = $1`,
-    [id, o.sizeBytes, o.sha256, o.pgVersion, Math.round(o.durationMs ?? 0), o.manifest, o.startedAt],
+    [
+      id,
+      o.sizeBytes,
+      o.sha256,
+      o.pgVersion,
+      Math.round(o.durationMs ?? 0),
+      o.manifest,
+      o.startedAt,
+      o.offsiteKey ?? null,
+    ],
   );
 }
 
@@ -182,10 +196,13 @@ export async function markFailed(db: Queryable, id: string, reason: string): Pro
   );
 }
 
-export async function markVerified(db: Queryable, id: string): Promise<void> {
+/** A drill restored and checked the backup; `offsiteVerified`: it also read the off-site copy whole. */
+export async function markVerified(db: Queryable, id: string, offsiteVerified = false): Promise<void> {
   await db.query(
-    'UPDATE backups SET verified_at = now(), verify_failure = NULL, updated_at = now() WHERE id = $1',
-    [id],
+    `UPDATE backups SET verified_at = now(), verify_failure = NULL,
+            offsite_verified_at = CASE WHEN $2 THEN now() ELSE offsite_verified_at END, updated_at = now()
+      WHERE id = $1`,
+    [id, offsiteVerified],
   );
 }
 

@@ -47,6 +47,10 @@ export const backupSchema = z.object({
   duration_ms: z.number().int().min(0).nullable(),
   attempts: z.number().int().min(0).nullable().describe('Attempts of its job so far (failures are retried)'),
   tables_total: z.number().int().min(0).nullable().describe('Tables in the dump'),
+  offsite_copy: z.boolean().describe('An off-site copy (S3-compatible storage) was made of this archive'),
+  offsite_verified_at: iso
+    .nullable()
+    .describe('When a restore drill last read the off-site copy whole and verified it'),
 });
 
 const num = (v: string | null) => (v === null ? null : Number(v));
@@ -70,6 +74,8 @@ export function presentBackup(b: BackupRow): z.infer<typeof backupSchema> {
     duration_ms: num(b.duration_ms),
     attempts: b.attempts,
     tables_total: b.manifest?.tables_total ?? null,
+    offsite_copy: b.offsite_key !== null,
+    offsite_verified_at: b.offsite_verified_at?.toISOString() ?? null,
   };
 }
 
