@@ -44,9 +44,7 @@ function firstRow(o: ExecutionOutcome): (string | null | boolean | number)[] {
 }
 
 describe('review: kept execution logins', () => {
-  test('the PRNG seed a function set (setseed) does not reach the next execution', {
-    todo: 'finding: DISCARD ALL does not reset the backend PRNG; setseed() (or observed random() output) in one execution makes random() of the next execution on the kept login predictable',
-  }, async () => {
+  test('the PRNG seed a function set (setseed) does not reach the next execution', async () => {
     // What random() answers right after setseed(0.42), on a backend of our own.
     const c = await admin.connect();
     let expected: string;
@@ -178,9 +176,7 @@ describe('review: kept execution logins', () => {
     assert.notEqual(String(next), String(pid), 'the cancelled backend was reused');
   });
 
-  test('closing the executor while a reset is in flight leaves no login open', {
-    todo: 'finding: give() checks `closed` before its DISCARD ALL round trips and pushes into the idle map after them; a close() in between leaves the login open (up to 30 s, in a closed pool)',
-  }, async () => {
+  test('closing the executor while a reset is in flight leaves no login open', async () => {
     await settle(); // the previous test's last reset
     await ex.close();
     const e2 = await h.executor(); // a new replay cache: `ex` is replaced after this test

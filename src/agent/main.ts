@@ -195,7 +195,7 @@ export async function startAgent(
     pooler?.stop();
     await channel?.stop();
     await explorer.close();
-    execution.close();
+    await execution.close();
     await fs.rm(readyFile, { force: true });
     await admin.end().catch(() => {});
   });

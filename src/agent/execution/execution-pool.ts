@@ -11,6 +11,7 @@
  * by DISCARD ALL: settings (`set_config(…, false)` included) return to the values pinned at login,
  * the role to the login's own.
  */
+import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { LEFTOVERS } from '../explorer/explorer-pools.ts';
 import type { ExecutionSession } from './execution-session.ts';
@@ -24,13 +25,15 @@ type Idle = { session: ExecutionSession; timer: NodeJS.Timeout };
 export type ExecutionPool = {
   /** A kept session of this database and role, with this request's timeouts set; null when none. */
   take(key: string, timeouts: { statementMs: number; lockMs: number }): Promise<ExecutionSession | null>;
-  /** Resets and keeps the session (or closes it when it is not clean). Never rejects. */
+  /** Resets and keeps the session (or closes it when it is not clean or the pool closed). Never rejects. */
   give(key: string, role: string, session: ExecutionSession, clean: boolean): Promise<void>;
   close(): Promise<void>;
 };
 
 export function createExecutionPool(log: Logger): ExecutionPool {
   const idle = new Map<string, Idle[]>();
+  /** Resets running now: close() waits for them (a reset finishing after it must not keep a login). */
+  const resetting = new Set<Promise<void>>();
   let closed = false;
 
   const drop = (key: string, entry: Idle) => {
@@ -38,6 +41,42 @@ export function createExecutionPool(log: Logger): ExecutionPool {
     const i = list?.indexOf(entry) ?? -1;
     if (list && i >= 0) list.splice(i, 1);
     if (list?.length === 0) idle.delete(key);
+  };
+
+  /** Into the idle list, or closed (the pool closed meanwhile, or the list is full). */
+  const keep = async (key: string, session: ExecutionSession): Promise<void> => {
+    const list = idle.get(key) ?? [];
+    if (closed || list.length >= MAX_IDLE_PER_KEY) return session.close();
+    const entry: Idle = {
+      session,
+      timer: setTimeout(() => {
+        drop(key, entry);
+        void session.close();
+      }, IDLE_MS),
+    };
+    entry.timer.unref();
+    list.push(entry);
+    idle.set(key, list);
+  };
+
+  const reset = async (key: string, role: string, session: ExecutionSession, clean: boolean) => {
+    if (!clean || closed) return session.close();
+    try {
+      await session.run('DISCARD ALL', WIRE);
+      // DISCARD ALL leaves random()'s generator as the last execution left it (setseed): a secret
+      // seed, so what one execution seeded cannot be predicted by the next.
+      const seed = (randomInt(0, 2 ** 47) / 2 ** 46 - 1).toFixed(15);
+      await session.run(`SELECT pg_catalog.setseed(${seed})`, WIRE);
+      const check = await session.run(LEFTOVERS, WIRE);
+      const [leftovers, cur, sess, noXact] = (check.rows[0] ?? []) as unknown[];
+      if (String(leftovers) !== '0' || cur !== role || sess !== role || !/^(t|true)$/.test(String(noXact))) {
+        log.warn({ role }, 'execution session state survived DISCARD ALL; connection closed');
+        return session.close();
+      }
+    } catch {
+      return session.close();
+    }
+    return keep(key, session);
   };
 
   return {
@@ -67,40 +106,15 @@ export function createExecutionPool(log: Logger): ExecutionPool {
       }
     },
 
-    async give(key, role, session, clean) {
-      if (!clean || closed) return session.close();
-      try {
-        await session.run('DISCARD ALL', WIRE);
-        const check = await session.run(LEFTOVERS, WIRE);
-        const [leftovers, cur, sess, noXact] = (check.rows[0] ?? []) as unknown[];
-        if (
-          String(leftovers) !== '0' ||
-          cur !== role ||
-          sess !== role ||
-          !/^(t|true)$/.test(String(noXact))
-        ) {
-          log.warn({ role }, 'execution session state survived DISCARD ALL; connection closed');
-          return session.close();
-        }
-      } catch {
-        return session.close();
-      }
-      const list = idle.get(key) ?? [];
-      if (list.length >= MAX_IDLE_PER_KEY) return session.close();
-      const entry: Idle = {
-        session,
-        timer: setTimeout(() => {
-          drop(key, entry);
-          void session.close();
-        }, IDLE_MS),
-      };
-      entry.timer.unref();
-      list.push(entry);
-      idle.set(key, list);
+    give(key, role, session, clean) {
+      const running = reset(key, role, session, clean).catch(() => session.close());
+      resetting.add(running);
+      return running.finally(() => resetting.delete(running));
     },
 
     async close() {
       closed = true;
+      await Promise.allSettled([...resetting]);
       const all = [...idle.values()].flat();
       idle.clear();
       for (const e of all) clearTimeout(e.timer);

@@ -52,7 +52,12 @@ export async function startExecution(deps: {
   admin: pg.Pool;
   cluster: ClusterAccess;
   log: Logger;
-}): Promise<{ executor: ExecutionExecutor; verifier: AgentVerifier; nodeId: string; close(): void }> {
+}): Promise<{
+  executor: ExecutionExecutor;
+  verifier: AgentVerifier;
+  nodeId: string;
+  close(): Promise<void>;
+}> {
   const { log } = deps;
   const fetchKeys = executionKeysFetcher(deps.serverUrl, deps.token);
   let nodeId = deps.nodeId;
@@ -99,8 +104,8 @@ export async function startExecution(deps: {
     executor,
     verifier,
     nodeId,
-    close: () => {
-      void executor.close();
+    close: async () => {
+      await executor.close();
       replay?.close();
     },
   };
