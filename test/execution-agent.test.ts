@@ -361,7 +361,16 @@ describe('runs', () => {
     const planted = await run({ sql: 'SELECT public.leave_state()', approvedRows: 0 });
     assert.equal(planted.kind, 'executed', JSON.stringify(planted));
     // The next execution of the same role gets the kept login (same backend), reset.
-    await new Promise((r) => setTimeout(r, 200)); // the reset runs after the answer
+    // The reset runs after the answer: wait (bounded) until the kept login's last statement is its check.
+    for (let i = 0; i < 400; i++) {
+      const busy = await admin.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1
+            AND (state <> 'idle' OR query NOT LIKE '%pg_prepared_statements%')`,
+        [Number(planted.kind === 'executed' ? planted.result?.rows[0]?.[0] : 0)],
+      );
+      if (busy.rows[0].n === 0) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
     const seen = await run({
       sql: `SELECT pg_catalog.pg_backend_pid() AS pid, pg_catalog.current_setting('search_path') AS sp,
                    pg_catalog.current_setting('statement_timeout') AS st,

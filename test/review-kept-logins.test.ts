@@ -34,7 +34,24 @@ const run = (spec: RequestSpec, over: { lockMs?: number } = {}, signal = new Abo
   if (over.lockMs !== undefined) p.lock_timeout_ms = over.lockMs;
   return ex.execute(p, signal);
 };
-const settle = () => new Promise((r) => setTimeout(r, 250)); // the reset runs after the answer
+/**
+ * The reset runs after the answer: wait (bounded) until every login of the tenant's execution roles
+ * is idle with the reset's last check as its last statement, so the one given back last is the one
+ * taken next — however loaded the machine.
+ */
+async function settle(): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 25));
+    const r = await admin.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE usename = ANY($1) AND pid <> pg_backend_pid()
+          AND (state <> 'idle' OR query NOT LIKE '%pg_prepared_statements%')`,
+      [[t.roles.reader, t.roles.migrator]],
+    );
+    if (r.rows[0].n === 0 || Date.now() > deadline) return;
+  }
+}
 
 function firstRow(o: ExecutionOutcome): (string | null | boolean | number)[] {
   assert.equal(o.kind, 'executed', JSON.stringify(o));
