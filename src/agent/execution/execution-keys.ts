@@ -15,21 +15,12 @@
  *   cannot add a key of its own; it can only withhold keys (a denial of service it has anyway).
  *   Pinned keys the server stopped publishing are dropped, never the last one.
  */
-import { createPublicKey, type KeyObject, randomBytes, verify } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { writeFileAtomic0600 } from '../../shared/atomic-file.ts';
 import { jwkThumbprint, pinnedKeysFromJwks } from '../../shared/execution-token.ts';
 
 export const EXECUTION_KEYS_FILE = 'execution-keys.json';
@@ -119,24 +110,7 @@ export function readPinFile(file: string): Map<string, string> | null {
 export function writePinFile(file: string, keys: ReadonlyMap<string, string>): void {
   const jwks = { keys: [...keys].map(([kid, x]) => toJwk(kid, x)) };
   pinnedKeysFromJwks(jwks); // never write what we could not read back
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify(jwks, null, 2)}\n`);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(tmp, file);
-  const dfd = openSync(path.dirname(file), 'r');
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
+  writeFileAtomic0600(file, `${JSON.stringify(jwks, null, 2)}\n`);
 }
 
 /**

@@ -13,19 +13,8 @@
  * than an unexpired jti forgotten.
  */
 
-import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, constants, fstatSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { writeFileAtomic0600 } from '../../shared/atomic-file.ts';
 import type { ReplayGuard } from '../../shared/execution-token.ts';
 
 export class ReplayCacheError extends Error {}
@@ -136,23 +125,5 @@ function readLog(file: string): Array<[string, number]> {
 function compact(file: string, seen: ReadonlyMap<string, number>): void {
   let data = '';
   for (const [jti, exp] of seen) data += `${jti} ${exp}\n`;
-  const dir = dirname(file);
-  const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(tmp, file);
-  const dfd = openSync(dir, 'r');
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
+  writeFileAtomic0600(file, data);
 }

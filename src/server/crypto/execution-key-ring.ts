@@ -35,6 +35,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { writeFileAtomic0600 } from '../../shared/atomic-file.ts';
 import {
   EXECUTION_TOKEN_TTL_SECONDS,
   type ExecutionClaims,
@@ -42,7 +43,7 @@ import {
   jwkThumbprint,
   signExecutionToken,
 } from '../../shared/execution-token.ts';
-import { readPrivateFile, writeFileAtomic0600 } from './secret-box.ts';
+import { readPrivateFile } from './secret-box.ts';
 
 export const EXECUTION_KEY_FILE = 'execution-key.pem';
 export const EXECUTION_RETIRED_FILE = 'execution-keys-retired.json';

@@ -13,18 +13,8 @@
  * Errors never contain key material, plaintext or the sealed value.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, constants, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic0600 } from '../../shared/atomic-file.ts';
 
 export const SECRET_BOX_VERSION = 'v1';
 export const KEY_ID_PATTERN = /^[a-z0-9-]{1,32}$/;
@@ -260,41 +250,6 @@ export function createKeyringFile(path: string): Keyring {
   const keyring: Keyring = { activeKeyId: 'k1', keys: new Map([['k1', randomBytes(KEY_BYTES)]]) };
   writeFileSync(path, serializeKeyring(keyring), { mode: 0o600, flag: 'wx' });
   return keyring;
-}
-
-/**
- * Writes `data` to `path` atomically: a 0600 temp file in the same directory, fsync, rename
- * over the target, fsync the directory. Readers see either the old or the new file.
- */
-export function writeFileAtomic0600(path: string, data: string): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw err;
-  }
-  closeSync(fd);
-  try {
-    renameSync(tmp, path);
-  } catch (err) {
-    unlinkSync(tmp);
-    throw err;
-  }
-  try {
-    const dfd = openSync(dir, 'r');
-    try {
-      fsyncSync(dfd);
-    } finally {
-      closeSync(dfd);
-    }
-  } catch {
-    // Directory fsync is best effort (not supported everywhere).
-  }
 }
 
 /**

@@ -20,7 +20,8 @@ import {
 } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readPrivateFile, writeFileAtomic0600 } from './secret-box.ts';
+import { writeFileAtomic0600 } from '../../shared/atomic-file.ts';
+import { readPrivateFile } from './secret-box.ts';
 
 export const SIGNING_KEY_FILE = 'signing-key.pem';
 export const RETIRED_KEYS_FILE = 'signing-keys-retired.json';
