@@ -8,7 +8,7 @@ import type { TabProps } from './detail.tsx';
 import { SchemaBrowser } from './schema-browser.tsx';
 import { SqlEditor, type SqlEditorHandle } from './sql-editor.tsx';
 import './explorer.css';
-import { TableWrap } from '../../components/table-wrap.tsx';
+import { RowsTable } from '../../components/rows-table.tsx';
 
 type Result = {
   columns: { name: string; type: string }[];
@@ -34,10 +34,6 @@ function positionOf(err: ApiError | null): number | null {
   if (!err || (err.code !== 'query_refused' && err.code !== 'query_failed')) return null;
   const p = (err.details as { position?: unknown } | undefined)?.position;
   return typeof p === 'number' && Number.isInteger(p) && p >= 0 ? p : null;
-}
-
-function cell(v: string | number | boolean | null): string {
-  return v === null ? 'NULL' : String(v);
 }
 
 export default function ExplorerTab({ db }: TabProps) {
@@ -161,34 +157,7 @@ function Results({ result }: { result: Result }) {
           : ''}
       </p>
       {result.columns.length > 0 ? (
-        <TableWrap label="Query results" className="results-wrap">
-          <table className="grid">
-            <caption className="sr-only">Query results</caption>
-            <thead>
-              <tr>
-                {result.columns.map((c, i) => (
-                  // biome-ignore lint/suspicious/noArrayIndexKey: columns may share a name
-                  <th scope="col" key={i}>
-                    <bdi>{c.name}</bdi> <span className="type">{c.type}</span>
-                  </th>
-                ))}
-              </tr>
-            </thead>
-            <tbody>
-              {result.rows.map((r, i) => (
-                // biome-ignore lint/suspicious/noArrayIndexKey: rows have no identity
-                <tr key={i}>
-                  {r.map((v, j) => (
-                    // biome-ignore lint/suspicious/noArrayIndexKey: positional cells
-                    <td key={j} className={v === null ? 'null' : typeof v === 'number' ? 'num' : undefined}>
-                      {cell(v)}
-                    </td>
-                  ))}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <RowsTable label="Query results" columns={result.columns} rows={result.rows} />
       ) : null}
     </div>
   );

@@ -1,5 +1,5 @@
 /** Pieces the request pages share: status and class badges, findings, the policy's decision, the dry run. */
-import { TableWrap } from '../../components/table-wrap.tsx';
+import { RowsTable } from '../../components/rows-table.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { planText } from './plan-text.ts';
 import type { DryRun, Finding, Request, RequestResult, RequestStatus } from './types.ts';
@@ -144,10 +144,6 @@ export function DryRunBox({
   );
 }
 
-function cell(v: string | number | boolean | null): string {
-  return v === null ? 'NULL' : String(v);
-}
-
 /** An execution's rows, in the explorer's grid, with how long the server keeps them. */
 export function ResultGrid({ result }: { result: RequestResult }) {
   return (
@@ -159,34 +155,7 @@ export function ResultGrid({ result }: { result: RequestResult }) {
         {dateTime(result.expires_at)}.
       </p>
       {result.columns.length > 0 ? (
-        <TableWrap label="Execution results" className="results-wrap">
-          <table className="grid">
-            <caption className="sr-only">Execution results</caption>
-            <thead>
-              <tr>
-                {result.columns.map((c, i) => (
-                  // biome-ignore lint/suspicious/noArrayIndexKey: columns may share a name
-                  <th scope="col" key={i}>
-                    <bdi>{c.name}</bdi> <span className="type">{c.type}</span>
-                  </th>
-                ))}
-              </tr>
-            </thead>
-            <tbody>
-              {result.rows.map((r, i) => (
-                // biome-ignore lint/suspicious/noArrayIndexKey: rows have no identity
-                <tr key={i}>
-                  {r.map((v, j) => (
-                    // biome-ignore lint/suspicious/noArrayIndexKey: positional cells
-                    <td key={j} className={v === null ? 'null' : typeof v === 'number' ? 'num' : undefined}>
-                      {cell(v)}
-                    </td>
-                  ))}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <RowsTable label="Execution results" columns={result.columns} rows={result.rows} />
       ) : null}
     </div>
   );
