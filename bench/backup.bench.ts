@@ -11,14 +11,16 @@
  *
  *   node bench/backup.bench.ts [size_mb=300] [runs=3]
  */
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, openSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { stewardLogin } from '../src/agent/backups/backup-deps.ts';
+import { connectForTools, stewardLogin } from '../src/agent/backups/backup-deps.ts';
 import { backupHandlers } from '../src/agent/backups/backup-handlers.ts';
+import { countRows } from '../src/agent/backups/backup-manifest.ts';
 import { createLocalStorage } from '../src/agent/backups/backup-storage.ts';
 import { findPgBin, startTool } from '../src/agent/backups/pg-tools.ts';
 import type { BackupCreateResult } from '../src/shared/contracts/backups.ts';
@@ -32,6 +34,12 @@ const RUNS = Number(process.argv[3] ?? 3);
 const pgBin = findPgBin(process.env.BULWARK_AGENT_PG_BIN);
 if (!pgBin) throw new Error('pg_dump not found');
 
+const load = () =>
+  os
+    .loadavg()
+    .map((x) => round(x, 2))
+    .join(' ');
+const loadAtStart = load();
 const kit = await startPoolerBenchKit();
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-backup-'));
 try {
@@ -143,6 +151,35 @@ try {
     await Promise.all([pipeline(dump.child.stdout!, createWriteStream(plainFile)), dump.exited]);
     return { ms: performance.now() - t, bytes: (await fs.stat(plainFile)).size };
   };
+  // The floor of any single-stream pipeline: pg_dump -Fc -Z0 itself, its output thrown away
+  // (no pipe to read), then through the zstd program at level 1 (when installed).
+  const zstdBin = ['/usr/bin/zstd', '/usr/local/bin/zstd'].find((f) => existsSync(f));
+  const floorDump = async (viaZstd: boolean) => {
+    const t = performance.now();
+    const devnull = openSync('/dev/null', 'w');
+    try {
+      const args = [
+        '--format=custom',
+        '--compress=0',
+        '--exclude-schema=bulwark_guard',
+        '--no-subscriptions',
+      ];
+      if (!viaZstd) {
+        const dump = startTool(pgBin, 'pg_dump', [...args, '--no-sync', '--file=/dev/null'], login);
+        await dump.exited;
+      } else {
+        const dump = startTool(pgBin, 'pg_dump', args, login);
+        const z = spawn(zstdBin!, ['-1', '-q', '-c'], { stdio: ['pipe', devnull, 'ignore'] });
+        dump.child.stdout!.pipe(z.stdin!);
+        await Promise.all([dump.exited, new Promise((r) => z.once('close', r))]);
+      }
+    } finally {
+      closeSync(devnull);
+    }
+    return performance.now() - t;
+  };
+  const floor: number[] = [];
+  const floorZstd: number[] = [];
   const ours: { ms: number; bytes: number; result: BackupCreateResult; id: string; key: Buffer }[] = [];
   const theirs: { ms: number; bytes: number }[] = [];
   for (let i = 0; i < RUNS; i++) {
@@ -157,11 +194,14 @@ try {
     ours.push({ ms: performance.now() - t, bytes: result.size_bytes, result, id: bid, key });
     record(phases, performance.now());
     theirs.push(await theirsDump());
+    floor.push(await floorDump(false));
+    if (zstdBin) floorZstd.push(await floorDump(true));
   }
 
   // Restores: ours (drill) against pg_restore of the -Fc file into an empty database.
   const oursRestore: number[] = [];
   const theirsRestore: number[] = [];
+  const plainAlone: number[] = [];
   const last = ours.at(-1)!;
   const expected = {
     sha256: last.result.sha256,
@@ -179,12 +219,15 @@ try {
     oursRestore.push(performance.now() - t);
     record(restorePhases, performance.now());
 
+    // Plain: what a restore with the stock tools needs too — an empty database made, pg_restore,
+    // the same exact row counts of the same tables (ours checks them), the database dropped.
     const target = `bench_plain_${i}`;
+    const t2 = performance.now();
     // Owned by the tenant's owner (schema public is then its to create in), from template0.
     await kit.admin.query(
       `CREATE DATABASE ${quoteIdent(target)} OWNER ${quoteIdent(roles.owner)} TEMPLATE template0`,
     );
-    const t2 = performance.now();
+    const t3 = performance.now();
     const restore = startTool(
       pgBin,
       'pg_restore',
@@ -201,31 +244,43 @@ try {
       { ...login, database: target },
     );
     await restore.exited.catch((err: Error) => process.stdout.write(`plain pg_restore: ${err.message}\n`));
-    theirsRestore.push(performance.now() - t2);
+    plainAlone.push(performance.now() - t3);
+    const counter = await connectForTools(deps.cluster, { ...login, database: target });
+    await countRows(counter, expected.tables);
+    await counter.end();
     await kit.admin.query(`DROP DATABASE ${quoteIdent(target)} WITH (FORCE)`);
+    theirsRestore.push(performance.now() - t2);
   }
 
   const mbps = (ms: number) => round(size / 1048576 / (ms / 1000));
   const oMs = median(ours.map((o) => o.ms));
   const tMs = median(theirs.map((o) => o.ms));
+  const fMs = median(floor);
+  const steps = (p: Record<string, number[]>) =>
+    Object.entries(p)
+      .map(([k, v]) => `${k} ${round(median(v))}`)
+      .join(', ');
+  const oR = median(oursRestore);
+  const tR = median(theirsRestore);
   process.stdout.write(
     [
+      `load average (1, 5, 15 min) at start ${loadAtStart}, at end ${load()}`,
       `backup, ${RUNS} runs each (median):`,
-      `  ours (dump, zstd, encrypt, checksum, fsync, read-back, exact counts): ${round(oMs / 1000, 2)} s = ${mbps(oMs)} MB/s, archive ${round(ours.at(-1)!.bytes / 1048576)} MB`,
+      `  ours (dump, SHA-256, zstd, encrypt, fsync, read-back authenticated): ${round(oMs / 1000, 2)} s = ${mbps(oMs)} MB/s, archive ${round(ours.at(-1)!.bytes / 1048576)} MB`,
       `  pg_dump -Fc (default compression):                                   ${round(tMs / 1000, 2)} s = ${mbps(tMs)} MB/s, archive ${round(theirs.at(-1)!.bytes / 1048576)} MB`,
-      `  throughput ratio ours/pg_dump -Fc: ${round(tMs / oMs, 2)}×; size ratio: ${round(ours.at(-1)!.bytes / theirs.at(-1)!.bytes, 2)}`,
-      `  our steps (median ms): ${Object.entries(phases)
-        .map(([k, v]) => `${k} ${round(median(v))}`)
-        .join(', ')}`,
+      `  floor: pg_dump -Fc -Z0 > /dev/null ${round(fMs / 1000, 2)} s = ${mbps(fMs)} MB/s` +
+        (floorZstd.length
+          ? `; pg_dump -Fc -Z0 | zstd -1 > /dev/null ${round(median(floorZstd) / 1000, 2)} s = ${mbps(median(floorZstd))} MB/s`
+          : '; (no zstd program)'),
+      `  throughput ratio ours/pg_dump -Fc: ${round(tMs / oMs, 2)}× (the floor's: ${round(tMs / fMs, 2)}×); size ratio: ${round(ours.at(-1)!.bytes / theirs.at(-1)!.bytes, 2)}`,
+      `  our steps (median ms): ${steps(phases)}`,
       `restore, ${RUNS} runs each (median):`,
-      `  ours (verify, list, decrypt+zstd+pg_restore, checks, drop): ${round(median(oursRestore) / 1000, 2)} s`,
-      `  plain pg_restore of the -Fc file:                            ${round(median(theirsRestore) / 1000, 2)} s`,
-      `  ratio ours/plain: ${round(median(oursRestore) / median(theirsRestore), 2)}×`,
-      `  our steps (median ms): ${Object.entries(restorePhases)
-        .map(([k, v]) => `${k} ${round(median(v))}`)
-        .join(', ')}`,
-      `  the restore step alone (list, decrypt+zstd+pg_restore) / plain: ${round(median(restorePhases.restore ?? []) / median(theirsRestore), 2)}×`,
-      `  all runs (s): ours backup ${ours.map((o) => round(o.ms / 1000, 2)).join(', ')}; pg_dump ${theirs.map((o) => round(o.ms / 1000, 2)).join(', ')}; ours restore ${oursRestore.map((x) => round(x / 1000, 2)).join(', ')}; plain ${theirsRestore.map((x) => round(x / 1000, 2)).join(', ')}`,
+      `  ours (drill: authenticate, target made meanwhile, list, decrypt+zstd+pg_restore, checks, drop): ${round(oR / 1000, 2)} s`,
+      `  plain (CREATE DATABASE, pg_restore of the -Fc file, exact row counts, DROP):           ${round(tR / 1000, 2)} s (pg_restore alone ${round(median(plainAlone) / 1000, 2)} s)`,
+      `  ratio ours/plain: ${round(oR / tR, 2)}×`,
+      `  our steps (median ms): ${steps(restorePhases)}`,
+      `  the restore steps alone (list + decrypt+zstd+pg_restore) / pg_restore alone: ${round((median(restorePhases.list ?? [0]) + median(restorePhases.restore ?? [])) / median(plainAlone), 2)}×`,
+      `  all runs (s): ours backup ${ours.map((o) => round(o.ms / 1000, 2)).join(', ')}; pg_dump ${theirs.map((o) => round(o.ms / 1000, 2)).join(', ')}; floor ${floor.map((x) => round(x / 1000, 2)).join(', ')}; ours restore ${oursRestore.map((x) => round(x / 1000, 2)).join(', ')}; plain ${theirsRestore.map((x) => round(x / 1000, 2)).join(', ')}`,
       '',
     ].join('\n'),
   );

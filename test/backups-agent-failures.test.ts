@@ -158,7 +158,9 @@ test('a flipped byte, a dropped, reordered or truncated chunk: refused before pg
     ]);
     assert.deepEqual(roles.rows, [], `${what}: no role made`);
   }
-  // A different record (another sha256) is refused too, even for an intact archive.
+  // A different record (another sha256) is refused too, even for an intact, authentic archive
+  // (an earlier attempt's): pg_restore gets all but the dump's last piece, which is held back
+  // until the dump hashed to the record, so it never finishes and nothing is committed.
   await fs.writeFile(file, good);
   await assert.rejects(
     watching.get('backup.drill')!(
@@ -170,8 +172,47 @@ test('a flipped byte, a dropped, reordered or truncated chunk: refused before pg
       },
       kit.ctx(b.key),
     ),
+    (err: Error) => {
+      assert.match(err.message, /backup archive refused: the archive's checksum does not match/);
+      assert.equal(err.constructor.name, 'PermanentJobError');
+      return true;
+    },
+  );
+  const other = uniqueName('tn');
+  const otherId = randomUUID();
+  const otherPassword = newPassword();
+  await assert.rejects(
+    watching.get('backup.restore')!(
+      {
+        backup_id: b.id,
+        database_id: otherId,
+        name: other,
+        mode: 'new',
+        source: { database_id: source.id, name: source.name },
+        expected: { ...expected, sha256: 'b'.repeat(64) },
+        create: {
+          database_id: otherId,
+          name: other,
+          verifier: scramVerifier(otherPassword),
+          allowlist: [],
+          limits: DEFAULT_LIMITS,
+        },
+      },
+      kit.ctx(b.key, otherPassword),
+    ),
     /checksum does not match/,
   );
+  assert.ok(tools.includes('pg_restore'), 'pg_restore ran, and was stopped before the end');
+  const target = await kit.tenants.kit.connectAdmin(other);
+  try {
+    const tables = await target.query(
+      "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+    );
+    assert.deepEqual(tables.rows, [], 'nothing of the dump was committed');
+  } finally {
+    await target.end();
+  }
+  tools.length = 0;
   // The source was never touched, and the intact archive still restores.
   const o = await kit.tenants.loginOwner(source);
   assert.equal(
@@ -185,6 +226,53 @@ test('a flipped byte, a dropped, reordered or truncated chunk: refused before pg
   );
   assert.equal(ok.verified, true);
   assert.ok(tools.includes('pg_restore'));
+});
+
+test("the restore's check: a lost table or lost rows against the backup's record fail the drill", async () => {
+  const source = await kit.tenants.create('tc');
+  const c = await kit.tenants.loginOwner(source);
+  try {
+    await c.query(`CREATE TABLE public.a (id int PRIMARY KEY); INSERT INTO public.a SELECT generate_series(1, 500);
+                   CREATE TABLE public.b (id int); INSERT INTO public.b SELECT generate_series(1, 7)`);
+  } finally {
+    await c.end();
+  }
+  const b = await kit.backup(source);
+  const expected = {
+    sha256: b.result.sha256,
+    tables: b.result.tables,
+    tables_total: b.result.tables_total,
+    objects: b.result.objects,
+  };
+  assert.deepEqual(
+    b.result.tables.map((t) => [t.name, t.rows]),
+    [
+      ['a', 500],
+      ['b', 7],
+    ],
+  );
+  const drill = (e: typeof expected) =>
+    kit.jobs.get('backup.drill')!(
+      { backup_id: b.id, database_id: source.id, name: source.name, expected: e },
+      kit.ctx(b.key),
+    );
+  // The record names a table the archive does not restore (as if pg_restore had lost it).
+  await assert.rejects(
+    drill({
+      ...expected,
+      tables: [...expected.tables, { schema: 'public', name: 'c', rows: 3, rows_estimate: null }],
+      objects: { ...expected.objects, tables: expected.objects.tables + 1 },
+    }),
+    /does not match the backup: tables: 2 restored, 3 backed up; table public\.c missing/,
+  );
+  // The record holds more rows than come back (as if rows had been lost).
+  await assert.rejects(
+    drill({ ...expected, tables: expected.tables.map((t) => (t.name === 'b' ? { ...t, rows: 8 } : t)) }),
+    /table public\.b: 7 rows restored, 8 backed up/,
+  );
+  const ok = await drill(expected);
+  assert.equal(ok.tables_checked, 2);
+  assert.equal(ok.rows_checked, 507);
 });
 
 test('pg_dump killed (SIGKILL) mid-backup: the backup fails, no partial file; the retry succeeds', async () => {

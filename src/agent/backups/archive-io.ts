@@ -1,8 +1,12 @@
 /**
- * Reading an archive back: decrypt (every chunk's tag, the final marker), decompress (zstd) and
- * hash the plain `pg_dump -Fc` stream. `verifyArchive` reads all of it and returns its SHA-256,
- * so nothing downstream (pg_restore) ever sees a byte of an archive that is not whole and
- * authentic; `plainStream` is the second read that feeds the consumer.
+ * Reading an archive back (ADR 0022).
+ * - `authenticateArchive`: reads every stored byte — the header against the expected ids, every
+ *   chunk's GCM tag under its index, exactly one final chunk and nothing after it — and hashes the
+ *   stored bytes; no decompression. The backup's read-back and the first pass of every restore.
+ * - `verifyArchive`: all that, plus zstd to the end and the plain dump's SHA-256 against the
+ *   record (the off-site copy's check in a drill).
+ * - `plainStream` feeds a consumer; `heldUntilChecked` keeps the last piece of the plain dump from
+ *   pg_restore until the whole dump hashed to the backup's record.
  */
 import { createHash } from 'node:crypto';
 import { type Readable, Transform, Writable } from 'node:stream';
@@ -50,6 +54,95 @@ export function coalesce(size = 1024 * 1024): Transform {
   });
 }
 
+export type Authenticated = {
+  /** SHA-256 of the stored (encrypted) bytes. */
+  archiveSha256: string;
+  sizeBytes: number;
+  /** Bytes of the compressed stream the chunks carry. */
+  compressedBytes: number;
+  chunks: number;
+};
+
+/** Maps a failure of a read pass: archive errors as they are, a damaged zstd frame as `tampered`. */
+function archiveReadError(err: unknown): unknown {
+  if (err instanceof ArchiveError) return err;
+  if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_ZSTD') || /zstd|decompress/i.test(String(err)))
+    return new ArchiveError(
+      'tampered',
+      `the archive's compressed stream is damaged: ${(err as Error).message}`,
+    );
+  return err;
+}
+
+/**
+ * Reads the whole archive and authenticates it without decompressing: header, every chunk's tag
+ * (with its index), the final marker, no trailing byte, the size unchanged while read. With
+ * `expectedArchiveSha256` the stored bytes must hash to it (the backup's read-back: the file on
+ * disk is byte for byte what was written). Throws an ArchiveError for anything wrong.
+ */
+export async function authenticateArchive(
+  storage: BackupStorage,
+  ref: ArchiveRef,
+  key: Buffer,
+  opts: { expectedArchiveSha256?: string; signal?: AbortSignal } = {},
+): Promise<Authenticated> {
+  const opened = await storage.open(ref);
+  try {
+    const stats: DecryptStats = { chunks: 0, plainBytes: 0, archiveBytes: 0 };
+    const hash = hashingTap();
+    const sink = new Writable({ write: (_c, _e, cb) => cb() });
+    try {
+      await pipeline(
+        opened.stream(),
+        hash.tap,
+        createArchiveDecryptor(key, { backupId: ref.backupId, databaseId: ref.databaseId }, stats),
+        sink,
+        ...(opts.signal ? [{ signal: opts.signal }] : []),
+      );
+    } catch (err) {
+      throw archiveReadError(err);
+    }
+    if (stats.archiveBytes !== opened.size)
+      throw new ArchiveError('truncated', 'the archive changed while it was read');
+    const archiveSha256 = hash.digest();
+    if (opts.expectedArchiveSha256 && archiveSha256 !== opts.expectedArchiveSha256)
+      throw new ArchiveError('wrong_archive', 'the archive read back differs from the archive written');
+    return { archiveSha256, sizeBytes: opened.size, compressedBytes: stats.plainBytes, chunks: stats.chunks };
+  } finally {
+    await opened.close().catch(() => {});
+  }
+}
+
+/**
+ * Passes the plain dump through, hashing it, but holds back the last piece it received until
+ * the stream ended and the whole dump hashed to `expectedSha256`; otherwise it fails with an
+ * ArchiveError and the held piece never leaves. pg_restore cannot finish — let alone commit its
+ * single transaction — without the archive's last bytes (the end of its last block), so an
+ * authentic archive that is not the recorded one (an earlier attempt's) is never restored.
+ */
+export function heldUntilChecked(expectedSha256: string): Transform {
+  const h = createHash('sha256');
+  let held: Buffer | null = null;
+  return new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      h.update(chunk);
+      const out = held;
+      held = chunk;
+      cb(null, out ?? undefined);
+    },
+    flush(cb) {
+      if (h.digest('hex') !== expectedSha256)
+        return cb(
+          new ArchiveError(
+            'wrong_archive',
+            "the archive's checksum does not match the backup's record (the dump's SHA-256)",
+          ),
+        );
+      cb(null, held ?? undefined);
+    },
+  });
+}
+
 export type Verified = { sha256: string; dumpBytes: number; sizeBytes: number; chunks: number };
 
 /** The plain dump of an opened archive (decrypted chunk by chunk, decompressed). */
@@ -87,13 +180,7 @@ export async function verifyArchive(
         ...(opts.signal ? [{ signal: opts.signal }] : []),
       );
     } catch (err) {
-      if (err instanceof ArchiveError) throw err;
-      if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_ZSTD') || /zstd|decompress/i.test(String(err)))
-        throw new ArchiveError(
-          'tampered',
-          `the archive's compressed stream is damaged: ${(err as Error).message}`,
-        );
-      throw err;
+      throw archiveReadError(err);
     }
     if (stats.archiveBytes !== opened.size)
       throw new ArchiveError('truncated', 'the archive changed while it was read');

@@ -1,6 +1,8 @@
 /**
- * `backup.create`: pg_dump → SHA-256 → zstd → chunked AES-256-GCM → `<id>.partial` → fsync →
- * rename → fsync dir; then the whole archive is read back and verified before success.
+ * `backup.create`: pg_dump → SHA-256 → zstd → chunked AES-256-GCM → SHA-256 of the stored bytes →
+ * `<id>.partial` → fsync → rename → fsync dir; then the whole archive is read back and
+ * authenticated (every chunk's tag with its index, the final marker, the stored bytes hashing to
+ * what was written — ADR 0022 says what that proves) before success.
  *
  * Who dumps: the database's steward (ADR 0010), logged in on the loopback port with the
  * platform's settings pinned in PGOPTIONS. It is no superuser; as a member (INHERIT) of
@@ -25,7 +27,7 @@ import { roleNames } from '../../shared/identifiers.ts';
 import { parsePayload } from '../jobs/database-common.ts';
 import type { JobHandler } from '../jobs/job-context.ts';
 import { BACKUP_READS_SETTINGS } from '../postgres/catalog-visibility.ts';
-import { coalesce, hashingTap, verifyArchive } from './archive-io.ts';
+import { authenticateArchive, coalesce, hashingTap } from './archive-io.ts';
 import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
 import { countObjects, countRows, listTables } from './backup-manifest.ts';
 import type { PendingArchive } from './backup-storage.ts';
@@ -87,6 +89,7 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
       );
       deps.onTool?.('pg_dump', dump.child);
       const hash = hashingTap();
+      const stored = hashingTap();
       const written = pipeline(
         dump.child.stdout!,
         coalesce(),
@@ -96,6 +99,7 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
           params: { [zlib.ZSTD_c_compressionLevel]: ZSTD_LEVEL },
         }),
         createArchiveEncryptor(key, ref, deps.chunkSize ? { chunkSize: deps.chunkSize } : {}),
+        stored.tap,
         pending.stream,
         { signal: stop.signal },
       );
@@ -112,9 +116,14 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
       pending = null;
 
       await step('verify');
-      const verified = await verifyArchive(deps.storage, ref, key, { expectedSha256: hash.digest() });
-      if (verified.dumpBytes !== hash.bytes())
-        throw new Error('the archive read back does not hold what pg_dump wrote');
+      // Every stored byte read back and authenticated, and equal to what was written; the plain
+      // dump's SHA-256 (the record's) was taken as pg_dump wrote it.
+      const readBack = await authenticateArchive(deps.storage, ref, key, {
+        expectedArchiveSha256: stored.digest(),
+        signal: ctx.signal,
+      });
+      if (readBack.sizeBytes !== stored.bytes() || sizeBytes !== stored.bytes())
+        throw new Error('the archive read back is not the size written');
       // Off-site copy (when configured): part of the backup; a failed copy fails it (both removed).
       let offsite: { key: string } | null = null;
       if (deps.storage.copyOffsite) {
@@ -125,7 +134,7 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
       }
       const result: BackupCreateResult = {
         backup_id: p.backup_id,
-        sha256: verified.sha256,
+        sha256: hash.digest(),
         size_bytes: sizeBytes,
         dump_bytes: hash.bytes(),
         duration_ms: Math.round((performance.now() - t0) * 100) / 100,

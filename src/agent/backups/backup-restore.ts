@@ -1,7 +1,10 @@
 /**
  * `backup.restore` and `backup.drill`. Every one starts by reading the whole archive and
- * checking it against the backup's record (`verifyArchive`) — nothing is created, paused or
- * dropped for an archive that is altered, truncated, of another backup, or under a wrong key.
+ * authenticating it (`authenticateArchive`: every chunk's tag with its index, the final marker) —
+ * nothing is restored, paused or dropped for an archive that is altered, truncated, of another
+ * backup, or under a wrong key (a drill makes its scratch database meanwhile, and drops it). The
+ * dump's SHA-256 is compared with the backup's record during the restore, before pg_restore gets
+ * the dump's last piece (restore-pipeline.ts).
  *
  * - new: the target is created exactly as `database.create` makes a database (that handler
  *   runs first, idempotent: roles, database, grants, schema, pooler entry, the owner's proving
@@ -33,12 +36,12 @@ import { parsePayload } from '../jobs/database-common.ts';
 import { databaseCreate } from '../jobs/database-create.ts';
 import { type JobContext, type JobHandler, PermanentJobError } from '../jobs/job-context.ts';
 import { ensureDatabase, grantDatabase, setupSchema, terminateSessions } from '../postgres/tenant-sql.ts';
-import { verifyArchive } from './archive-io.ts';
+import { authenticateArchive, verifyArchive } from './archive-io.ts';
 import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
 import { checkRestored, countObjects } from './backup-manifest.ts';
 import type { ArchiveRef } from './backup-storage.ts';
 import { withRestoreLogin } from './restore-login.ts';
-import { runRestore } from './restore-pipeline.ts';
+import { readToc, runRestore } from './restore-pipeline.ts';
 
 export const SCRATCH_PREFIXES = ['bulwark_restore_', 'bulwark_drill_'] as const;
 
@@ -97,6 +100,8 @@ async function restoreInto(
     noPrivileges: boolean;
     /** The target may hold this restore's result already (a retry after an unreported success). */
     resume?: boolean;
+    /** The target is still being made: the table of contents is read meanwhile. */
+    ready?: Promise<void>;
   },
 ): Promise<RestoreCheck> {
   const opened = await deps.storage.open(r.ref);
@@ -113,6 +118,10 @@ async function restoreInto(
         return done;
       }
     }
+    await deps.onStep?.(r.kind, 'list');
+    // `pg_restore --list` touches no database: it runs while the target is being made.
+    const toc = await readToc(deps, opened.stream, r.key, r.ref, login, ctx.signal);
+    await target.ready;
     await deps.onStep?.(r.kind, 'restore');
     // pg_restore logs in as a one-off member of the owner, never the steward (restore-login.ts).
     const { dropped } = await withRestoreLogin(
@@ -130,9 +139,13 @@ async function restoreInto(
           role: target.roles.owner,
           tenantRoles: new Set([r.source.owner, r.source.migrator]),
           noPrivileges: target.noPrivileges,
+          expectedSha256: r.expected.sha256,
+          toc,
           signal: ctx.signal,
         }),
-    );
+    ).catch((err) => {
+      throw archiveFailure(err);
+    });
     if (dropped.length > 0)
       ctx.log.info({ skipped: dropped.length }, 'archive entries not restored (platform objects)');
     await deps.onStep?.(r.kind, 'check');
@@ -258,10 +271,7 @@ export function backupRestore(deps: BackupJobDeps): JobHandler {
     const r: Restorable = { kind, ref, key, expected: p.expected, source: roleNames(p.source.name) };
     // Authenticity first: nothing is touched for an archive that does not verify.
     await deps.onStep?.(kind, 'verify');
-    await verifyArchive(deps.storage, ref, key, {
-      expectedSha256: p.expected.sha256,
-      signal: ctx.signal,
-    }).catch((err) => {
+    await authenticateArchive(deps.storage, ref, key, { signal: ctx.signal }).catch((err) => {
       throw archiveFailure(err);
     });
     const roles = roleNames(p.name);
@@ -315,40 +325,40 @@ export function backupDrill(deps: BackupJobDeps): JobHandler {
     const key = await getBackupKey(ctx);
     const roles = roleNames(p.name);
     const kind = BACKUP_JOB_KINDS.drill;
-    await deps.onStep?.(kind, 'verify');
-    await verifyArchive(deps.storage, ref, key, {
-      expectedSha256: p.expected.sha256,
-      signal: ctx.signal,
-    }).catch((err) => {
-      throw archiveFailure(err);
-    });
-    // The off-site copy is proven too (read whole, checked against the record) before the restore.
-    let offsiteVerified: boolean | undefined;
-    if (deps.storage.offsite) {
-      await deps.onStep?.(kind, 'verify_offsite');
-      offsiteVerified = await deps.storage.offsite.exists(ref);
-      if (offsiteVerified)
-        await verifyArchive(deps.storage.offsite, ref, key, {
-          expectedSha256: p.expected.sha256,
-          signal: ctx.signal,
-        }).catch((err) => {
-          if (err instanceof ArchiveError)
-            throw new PermanentJobError(`off-site copy refused: ${err.message}`);
-          throw err;
-        });
-    }
+    // The scratch database (nobody can log in to it) is made while the archive is authenticated;
+    // nothing is restored into it before that passed, and it is dropped whatever happens.
     const scratch = scratchName('bulwark_drill_', deps.storage.tag);
+    const made = makeScratch(deps, ctx, scratch, p.database_id, roles);
+    made.catch(() => {});
     let check: RestoreCheck;
+    let offsiteVerified: boolean | undefined;
     try {
-      await deps.onStep?.(kind, 'target');
-      await makeScratch(deps, ctx, scratch, p.database_id, roles);
+      await deps.onStep?.(kind, 'verify');
+      await authenticateArchive(deps.storage, ref, key, { signal: ctx.signal }).catch((err) => {
+        throw archiveFailure(err);
+      });
+      // The off-site copy is proven too (read whole, checked against the record) before the restore.
+      if (deps.storage.offsite) {
+        await deps.onStep?.(kind, 'verify_offsite');
+        offsiteVerified = await deps.storage.offsite.exists(ref);
+        if (offsiteVerified)
+          await verifyArchive(deps.storage.offsite, ref, key, {
+            expectedSha256: p.expected.sha256,
+            signal: ctx.signal,
+          }).catch((err) => {
+            if (err instanceof ArchiveError)
+              throw new PermanentJobError(`off-site copy refused: ${err.message}`);
+            throw err;
+          });
+      }
       check = await restoreInto(
         deps,
         ctx,
         { kind, ref, key, expected: p.expected, source: roles },
-        { database: scratch, databaseId: p.database_id, roles, noPrivileges: false },
+        { database: scratch, databaseId: p.database_id, roles, noPrivileges: false, ready: made },
       );
     } finally {
+      await made.catch(() => {});
       await deps.onStep?.(kind, 'drop');
       await dropScratch(ctx.admin, scratch).catch((err: Error) =>
         ctx.log.warn(

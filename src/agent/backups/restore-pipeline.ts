@@ -1,11 +1,13 @@
 /**
  * Feeding a verified archive to pg_restore.
  *
- * Order (ADR 0022): the caller has read the whole archive first (`verifyArchive`: every tag, the
- * final marker, the dump's SHA-256 against the backup's record), so pg_restore never receives a
- * byte of an archive that is altered or cut short. Then two more reads of the same open file:
+ * Order (ADR 0022): the caller has read the whole archive first (`authenticateArchive`: every
+ * tag with its index, the final marker, nothing after it), so pg_restore never receives a byte of
+ * an archive that is altered or cut short. Then two more reads of the same open file:
  * `pg_restore --list` for the table of contents, filtered to what the tenant's own roles can
- * and may restore; then the restore itself, in one transaction (`--single-transaction`), logged
+ * and may restore; then the restore itself, the dump's SHA-256 compared with the backup's record
+ * before pg_restore gets the dump's last piece (`heldUntilChecked`: it cannot finish, let alone
+ * commit, without it); in one transaction (`--single-transaction`), logged
  * in as the target's steward with `--role=<owner>` — so any tenant code the restore runs (index
  * expressions, check constraints) runs as the tenant's owner — and `--no-owner`: every object
  * belongs to the owner afterwards.
@@ -17,7 +19,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ArchiveError } from '../../shared/backup-archive.ts';
-import { plainStream } from './archive-io.ts';
+import { heldUntilChecked, plainStream } from './archive-io.ts';
 import type { BackupJobDeps } from './backup-deps.ts';
 import type { ArchiveRef } from './backup-storage.ts';
 import { type PgLogin, startTool } from './pg-tools.ts';
@@ -75,11 +77,16 @@ async function feed(
   key: Buffer,
   ref: ArchiveRef,
   tool: ReturnType<typeof startTool>,
-  opts: { stopEarlyOk: boolean; signal: AbortSignal },
+  opts: { stopEarlyOk: boolean; signal: AbortSignal; expectedSha256?: string },
 ): Promise<void> {
   const stdin = tool.child.stdin!;
   stdin.on('error', () => {});
-  const fed = pipeline(plainStream(source(), key, ref), stdin, { signal: opts.signal }).catch((err) => {
+  const plain = plainStream(source(), key, ref);
+  const fed = (
+    opts.expectedSha256
+      ? pipeline(plain, heldUntilChecked(opts.expectedSha256), stdin, { signal: opts.signal })
+      : pipeline(plain, stdin, { signal: opts.signal })
+  ).catch((err) => {
     const code = (err as NodeJS.ErrnoException).code;
     // pg_restore --list stops reading once it has the table of contents.
     if (opts.stopEarlyOk && (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE')) return;
@@ -114,7 +121,10 @@ export async function readToc(
   return Buffer.concat(parts).toString('utf8');
 }
 
-/** Restores a verified archive into `login.database` as `role`, in one transaction. */
+/**
+ * Restores an authenticated archive into `login.database` as `role`, in one transaction; the
+ * table of contents is `toc` when the caller read it already (`readToc`).
+ */
 export async function runRestore(
   deps: BackupJobDeps,
   source: () => Readable,
@@ -126,10 +136,13 @@ export async function runRestore(
     tenantRoles: ReadonlySet<string>;
     /** Drop GRANTs (the backup's roles are not the target's). */
     noPrivileges: boolean;
+    /** The plain dump's SHA-256 in the backup's record: checked before pg_restore gets its end. */
+    expectedSha256: string;
+    toc?: string;
     signal: AbortSignal;
   },
 ): Promise<{ dropped: string[] }> {
-  const toc = await readToc(deps, source, key, ref, opts.login, opts.signal);
+  const toc = opts.toc ?? (await readToc(deps, source, key, ref, opts.login, opts.signal));
   const { list, dropped } = filterToc(toc, { tenantRoles: opts.tenantRoles, restoringRole: opts.role });
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-restore-'));
   const listFile = path.join(dir, `${randomBytes(6).toString('hex')}.list`);
@@ -152,7 +165,11 @@ export async function runRestore(
       { signal: opts.signal, stdin: 'pipe' },
     );
     deps.onTool?.('pg_restore', tool.child);
-    await feed(source, key, ref, tool, { stopEarlyOk: false, signal: opts.signal });
+    await feed(source, key, ref, tool, {
+      stopEarlyOk: false,
+      signal: opts.signal,
+      expectedSha256: opts.expectedSha256,
+    });
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
