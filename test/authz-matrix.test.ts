@@ -250,6 +250,8 @@ test('every /v1 route declares how it is authorized, and the table knows every a
     'POST /v1/auth/invites/redeem',
     'POST /v1/auth/login',
     'POST /v1/auth/refresh',
+    'POST /v1/integrations/slack/commands',
+    'POST /v1/integrations/slack/interactions',
   ]);
   for (const r of routeActions(s.app)) assert.ok(Object.hasOwn(POLICY, r.action), r.action);
   // The public ones are open to anyone; the operator route refuses anyone without its token.
@@ -260,6 +262,9 @@ test('every /v1 route declares how it is authorized, and the table knows every a
     // A refresh carries its own credential (the refresh token, in the body or the cookie): without one it is a 401.
     else if (r.url === '/v1/auth/refresh')
       assert.ok([400, 401].includes(res.statusCode), `${r.url}: ${res.statusCode}`);
+    // Slack's requests carry their own credential (the signature): unsigned, a 401.
+    else if (r.url.startsWith('/v1/integrations/slack/'))
+      assert.equal(res.statusCode, 401, `${r.url}: ${res.statusCode}`);
     else
       assert.ok(res.statusCode !== 401 && res.statusCode !== 403, `${r.method} ${r.url}: ${res.statusCode}`);
   }

@@ -70,6 +70,9 @@ import type { SessionAuthenticator } from './modules/sessions/session-auth.ts';
 import { sessionsRoutes } from './modules/sessions/sessions.routes.ts';
 import type { SessionsService } from './modules/sessions/sessions.service.ts';
 import type { StepUp } from './modules/sessions/step-up.ts';
+import type { SlackInteractions } from './modules/slack/slack.interactions.ts';
+import { slackRoutes } from './modules/slack/slack.routes.ts';
+import type { SlackService } from './modules/slack/slack.service.ts';
 import { usersAdminRoutes } from './modules/users-admin/users-admin.routes.ts';
 import type { UsersAdminService } from './modules/users-admin/users-admin.service.ts';
 
@@ -146,6 +149,9 @@ export type AppDeps = {
   auditWriter: Pick<AuditService, 'recordNow'>;
   /** Hands a leased job its secret (databases: the owner password for the login probe). */
   jobSecret: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
+  /** Slack approvals (issue 18): the account's Slack app, people's links, Slack's signed requests. */
+  slack: SlackService;
+  slackInteractions: SlackInteractions;
   /** Shared counters (Redis) when several replicas run; in-memory when absent. */
   rateLimitStore?: RateLimitStore;
 };
@@ -281,6 +287,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(requestsRoutes({ requests: deps.requests, withIdempotency }));
   await app.register(requestsAgentRoutes({ keys: deps.executionKeys }));
+  await app.register(slackRoutes({ slack: deps.slack, interactions: deps.slackInteractions }));
   await app.register(auditRoutes({ audit: deps.audit, executionJwks: () => deps.executionKeys().jwks() }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));

@@ -184,6 +184,8 @@ export const serverConfigSchema = z
       .max(60)
       .regex(/^[^\x00-\x1f\x7f]+$/, 'must be printable text')
       .optional(),
+    /** Slack's Web API base URL (chat.postMessage…); an operator setting (tests point it at a local receiver). */
+    slackApiUrl: z.url().max(2048).refine(secureOrLoopback, OIDC_URL_RULE).default('https://slack.com/api'),
     /** The built dashboard (index.html, assets/); default: web/dist of this installation. */
     dashboardDir: z.string().min(1).max(4096).optional(),
   })
@@ -243,6 +245,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   oidcStoreProfile: { env: 'BULWARK_OIDC_STORE_PROFILE' },
   oidcLabel: { env: 'BULWARK_OIDC_LABEL' },
   dashboardDir: { env: 'BULWARK_DASHBOARD_DIR' },
+  slackApiUrl: { env: 'BULWARK_SLACK_API_URL' },
 };
 
 export function loadServerConfig(sources: {

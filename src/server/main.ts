@@ -63,6 +63,9 @@ import { createSessionAuthenticator, type SessionAuthenticator } from './modules
 import { createSessionTokens } from './modules/sessions/session-tokens.ts';
 import { createSessionsService, type SessionsService } from './modules/sessions/sessions.service.ts';
 import { createStepUp } from './modules/sessions/step-up.ts';
+import { createSlackInteractions } from './modules/slack/slack.interactions.ts';
+import { createSlackOutbox, type SlackOutbox } from './modules/slack/slack.outbox.ts';
+import { createSlackService } from './modules/slack/slack.service.ts';
 import { createUsersAdminService } from './modules/users-admin/users-admin.service.ts';
 
 /** The dashboard this installation builds (scripts/build-web.ts), unless dashboardDir says otherwise. */
@@ -88,6 +91,8 @@ export type ServerContext = {
   /** Governed requests (tests drive the expiry sweeper and read the key ring through it). */
   requests: RequestsService;
   requestSweeper: ReturnType<typeof createRequestSweeper>;
+  /** Slack's message outbox (tests wait for it to drain). */
+  slackOutbox: SlackOutbox;
   /** Just-in-time credentials (tests grant and sweep through it). */
   access: AccessService;
   /** The execution-token key ring (in the data dir; made at its first use). */
@@ -301,6 +306,10 @@ export async function createServerContext(opts: {
   const accessExpiry = createAccessExpiry({ access, log });
   jobHooks.register('access.', access.onJobFinished);
   jobHooks.register('database.delete', access.onDatabaseJobFinished);
+  // Slack approvals (issue 18): requests queue their messages in their own transaction; the
+  // outbox sends them after commit.
+  const slack = createSlackService({ db, log, audit, box });
+  const slackOutbox = createSlackOutbox({ db, log, listener, apiUrl: config.slackApiUrl, api: slack });
   const requests = createRequestsService({
     db,
     log,
@@ -310,7 +319,9 @@ export async function createServerContext(opts: {
     stepUp: stepUp.require,
     policyOf: activePolicyOf,
     access,
+    onChange: slack.onRequestChange,
   });
+  const slackInteractions = createSlackInteractions({ db, log, audit, box, requests });
   const requestSweeper = createRequestSweeper({ db, log, audit, applier });
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {
@@ -358,12 +369,15 @@ export async function createServerContext(opts: {
       backupDownloads,
       backupJobs,
       auditWriter: audit,
+      slack,
+      slackInteractions,
       drift,
       operatorToken,
     });
     void allowlistExpiry.start();
     backupScheduler.start();
     requestSweeper.start();
+    slackOutbox.start();
     void accessExpiry.start();
     // Users the configuration keeps suspended are suspended again at every start.
     await sessions.applyConfigSuspensions();
@@ -380,6 +394,7 @@ export async function createServerContext(opts: {
       explorerChannels,
       requests,
       requestSweeper,
+      slackOutbox,
       access,
       executionKeys,
       async close() {
@@ -387,6 +402,7 @@ export async function createServerContext(opts: {
         explorer.close();
         results.close();
         await requestSweeper.stop();
+        await slackOutbox.stop();
         await accessExpiry.stop();
         await notifier.close();
         // Graceful, but bounded: requests in flight get a few seconds, then every

@@ -90,6 +90,8 @@ export const POLICY = {
   // Nodes span every tenant on them: signed-in platform admins only, never an account's key.
   'nodes.read': { roles: [], key: null, scoped: false, platform: true },
   'nodes.drift': { roles: [], key: null, scoped: false, platform: true },
+  // Slack approvals (issue 18): the account's Slack app, by owners, admins and admin keys of the whole account.
+  'slack.manage': { roles: ADMINS, key: 'admin', scoped: false },
   'me.read': { roles: [], key: null, scoped: true, only: 'user' },
   'me.write': { roles: [], key: null, scoped: true, only: 'user' },
   'me.logout': { roles: [], key: null, scoped: true, only: 'user' },

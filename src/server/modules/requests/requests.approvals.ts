@@ -37,6 +37,7 @@ export function createApprovals(ctx: RequestsContext) {
       id: string,
       comment: string | undefined,
       requestId: string,
+      via?: 'slack',
     ): Promise<RequestView> {
       const row = await withTx(db, async (tx) => {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
@@ -58,17 +59,19 @@ export function createApprovals(ctx: RequestsContext) {
         const added = await repo.insertApproval(tx, id, user.userId, comment ?? null);
         if (!added) return locked; // one person counts once: a second approval changes nothing
         const counts = approvalCounts(locked, await repo.approvalsOf(tx, caller.accountId, [id]));
-        if (counts.enough)
+        if (counts.enough) {
           await repo.patchRequest(tx, id, {
             status: 'approved',
             approval_expires_at: { inSeconds: locked.approval_lifetime_s },
           });
-        else await repo.patchRequest(tx, id, {});
+          await ctx.deps.onChange?.(tx, locked, 'decided');
+        } else await repo.patchRequest(tx, id, {});
         await ctx.audit(tx, caller, requestId, 'request.approved', locked, {
           approvals_counted: counts.counted,
           admin_approvals_counted: counts.adminCounted,
           approved: counts.enough,
           approved_rows: locked.approved_rows === null ? null : Number(locked.approved_rows),
+          ...(via ? { via } : {}),
         });
         return ctx.reload(tx, locked);
       });
@@ -81,6 +84,7 @@ export function createApprovals(ctx: RequestsContext) {
       id: string,
       comment: string,
       requestId: string,
+      via?: 'slack',
     ): Promise<RequestView> {
       const row = await withTx(db, async (tx) => {
         const { row: locked } = await ctx.findRequest(caller, name, id, tx, { forUpdate: true });
@@ -99,7 +103,11 @@ export function createApprovals(ctx: RequestsContext) {
             created_at: new Date().toISOString(),
           },
         });
-        await ctx.audit(tx, caller, requestId, 'request.rejected', locked, { was: locked.status });
+        await ctx.deps.onChange?.(tx, locked, 'decided');
+        await ctx.audit(tx, caller, requestId, 'request.rejected', locked, {
+          was: locked.status,
+          ...(via ? { via } : {}),
+        });
         return ctx.reload(tx, locked);
       });
       return ctx.view(db, row);

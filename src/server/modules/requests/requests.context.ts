@@ -51,6 +51,15 @@ export type RequestsDeps = {
   /** Dry runs at creation and edit: how long the statement may run, and how long the API waits. */
   dryRunTimeoutMs?: number;
   dryRunWaitMs?: number;
+  /**
+   * Called in the transaction that made a request pending (created, or edited back to pending) or
+   * decided it (approved, rejected, cancelled): the Slack outbox queues its message there (issue 18).
+   */
+  onChange?: (
+    tx: Tx,
+    row: Pick<repo.RequestRow, 'id' | 'account_id'>,
+    change: 'pending' | 'decided',
+  ) => Promise<void>;
 };
 
 export type RequestsContext = ReturnType<typeof createRequestsContext>;

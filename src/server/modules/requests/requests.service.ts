@@ -194,6 +194,7 @@ export function createRequestsService(deps: RequestsDeps) {
             approval_expires_at: { inSeconds: decision.rules.approval_lifetime_s },
           });
         const created = (await repo.findRequest(tx, { accountId: caller.accountId, id }))!;
+        if (created.status === 'pending') await deps.onChange?.(tx, created, 'pending');
         await ctx.audit(tx, caller, requestId, 'request.created', created, {
           sql: fields.sql ?? undefined,
           kind: fields.kind,
@@ -250,6 +251,7 @@ export function createRequestsService(deps: RequestsDeps) {
           approval_expires_at: openAtOnce ? { inSeconds: j.decision.rules.approval_lifetime_s } : null,
         });
         const edited = await ctx.reload(tx, locked);
+        if (edited.status === 'pending') await deps.onChange?.(tx, edited, 'pending');
         await ctx.audit(tx, caller, requestId, 'request.edited', edited, {
           sql: body.sql,
           class: j.cls,
@@ -355,6 +357,7 @@ export function createRequestsService(deps: RequestsDeps) {
         await repo.patchRequest(tx, id, { status: 'cancelled' });
         // An access request's live logins end with it.
         if (locked.kind === 'access') await deps.access?.revokeForRequest(tx, id);
+        await deps.onChange?.(tx, locked, 'decided');
         await ctx.audit(tx, caller, requestId, 'request.cancelled', locked, { was: locked.status });
         return ctx.reload(tx, locked);
       });
