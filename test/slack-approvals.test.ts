@@ -407,3 +407,51 @@ test('link codes: single use, expire after 10 minutes, only for members of the w
     ['slack.linked', 'slack.unlinked'],
   );
 });
+
+test('the outbox retries what failed, gives up on what cannot succeed, and posts an edited request again', async () => {
+  const row = async (id: string) =>
+    (
+      await s.db.pool.query(
+        "SELECT status, attempts, last_error FROM slack_messages WHERE request_id = $1 AND kind = 'post' ORDER BY id",
+        [id],
+      )
+    ).rows;
+  // Slack down twice, then up: sent on the third attempt (each retry made due at once here).
+  slack.failNext([503, 500]);
+  const id = await newRequest();
+  await waitFor(
+    'three attempts',
+    async () => {
+      const [m] = await row(id);
+      if (m?.status === 'sent') return m;
+      await s.db.pool.query(
+        "UPDATE slack_messages SET next_attempt_at = now() WHERE request_id = $1 AND status = 'pending'",
+        [id],
+      );
+      s.slackOutbox.poke();
+      return null;
+    },
+    { everyMs: 50 },
+  );
+  const [sent] = await row(id);
+  assert.deepEqual([sent.status, sent.attempts], ['sent', 3]);
+  // A channel Slack does not know: no retry can fix it.
+  slack.failNext(['channel_not_found']);
+  const lost = await newRequest();
+  const dead = await waitFor('a dead message', async () =>
+    (await row(lost)).find((m) => m.status === 'dead'),
+  );
+  assert.deepEqual([dead.attempts, dead.last_error], [1, 'chat.postMessage: channel_not_found']);
+  // The requester edits a request back to pending: it is posted again.
+  const before = callsFor('chat.postMessage', (c) => JSON.stringify(c.body).includes(id)).length;
+  expectStatus(
+    await http.call('PUT', `/v1/databases/${DB}/requests/${id}`, requester.headers, {
+      sql: 'CREATE TABLE audit_copy2 (id bigint)',
+    }),
+    200,
+  );
+  await waitFor(
+    'the edited request posted',
+    () => callsFor('chat.postMessage', (c) => JSON.stringify(c.body).includes(id)).length > before,
+  );
+});

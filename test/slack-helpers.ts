@@ -14,9 +14,12 @@ export type SlackCall = { method: string; authorization: string | undefined; bod
 export async function startSlackReceiver(): Promise<{
   url: string;
   calls: SlackCall[];
+  /** The next answers: an HTTP status, or Slack's `{ok: false, error}`. */
+  failNext(answers: (number | string)[]): void;
   close(): Promise<void>;
 }> {
   const calls: SlackCall[] = [];
+  const failures: (number | string)[] = [];
   let seq = 0;
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -32,6 +35,12 @@ export async function startSlackReceiver(): Promise<{
         body,
       });
       res.setHeader('content-type', 'application/json');
+      const fail = failures.shift();
+      if (typeof fail === 'number') {
+        res.statusCode = fail;
+        return res.end('{}');
+      }
+      if (typeof fail === 'string') return res.end(JSON.stringify({ ok: false, error: fail }));
       res.end(
         JSON.stringify({
           ok: true,
@@ -46,6 +55,7 @@ export async function startSlackReceiver(): Promise<{
   return {
     url: `http://127.0.0.1:${port}/api`,
     calls,
+    failNext: (answers) => failures.push(...answers),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
