@@ -120,6 +120,8 @@ before(async () => {
     [`PUT /v1/databases/:name/allowlist`]: { entries: [] },
     [`POST /v1/databases/:name/allowlist`]: { cidr: '10.0.0.0/8' },
     [`PUT /v1/databases/:name/limits`]: limits.json(),
+    // No such node: the allowed callers get 404 (or 409: the database is still provisioning here).
+    [`POST /v1/databases/:name/move`]: { node: 'no-such-node' },
     [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
     // In place: a safety backup is queued first (nothing runs here); the callers after it get 409.
     [`POST /v1/databases/:name/restore`]: { backup_id: backupId, target: 'in_place' },

@@ -56,6 +56,8 @@ import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import { nodesAdminRoutes } from './modules/nodes/nodes.admin.routes.ts';
 import type { NodesAdmin } from './modules/nodes/nodes.admin.ts';
+import { moveRoutes } from './modules/nodes/nodes.move.routes.ts';
+import type { Moves } from './modules/nodes/nodes.move.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
 import { oidcRoutes } from './modules/oidc/oidc.routes.ts';
 import type { OidcService } from './modules/oidc/oidc.service.ts';
@@ -149,6 +151,8 @@ export type AppDeps = {
   auditWriter: Pick<AuditService, 'recordNow'>;
   /** Hands a leased job its secret (databases: the owner password for the login probe). */
   jobSecret: (nodeId: string, jobId: number, attempt: number) => Promise<string>;
+  /** Moving databases between nodes and draining nodes (ADR 0031). */
+  moves: Moves;
   /** Slack approvals (issue 18): the account's Slack app, people's links, Slack's signed requests. */
   slack: SlackService;
   slackInteractions: SlackInteractions;
@@ -280,6 +284,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(backupAgentRoutes({ jobs: deps.backupJobs }));
   await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin }));
+  await app.register(moveRoutes({ moves: deps.moves }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(invitesRoutes({ invites: deps.invites, browser }));
   await app.register(oidcRoutes({ oidc: deps.oidc, browser }));

@@ -43,6 +43,7 @@ import { readMetricsToken } from './modules/metrics/metrics-token.ts';
 import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesAdmin } from './modules/nodes/nodes.admin.ts';
+import { createMoves } from './modules/nodes/nodes.move.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
 import { installSecret } from './modules/oidc/install-secret.ts';
 import { createOidcService } from './modules/oidc/oidc.service.ts';
@@ -234,6 +235,9 @@ export async function createServerContext(opts: {
   });
   const databaseJobs = createDatabaseJobs({ db, box, log, audit });
   jobHooks.register('database.', databaseJobs.onJobFinished);
+  // Moves between nodes (ADR 0031): their own secrets and archive keys, and what each step drives.
+  const moves = createMoves({ db, box, log, audit, config });
+  jobHooks.register('database.move_', moves.onJobFinished);
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });
   // Invite-only sign-up: redemption creates the user through the people module.
@@ -363,11 +367,17 @@ export async function createServerContext(opts: {
       explorerChannels,
       requests,
       executionKeys,
-      jobSecret: databaseJobs.jobSecret,
+      jobSecret: async (nodeId, jobId, attempt) =>
+        (await moves.jobSecret(nodeId, jobId, attempt)) ?? databaseJobs.jobSecret(nodeId, jobId, attempt),
+      moves,
       backups,
       restores,
       backupDownloads,
-      backupJobs,
+      backupJobs: {
+        ...backupJobs,
+        backupKey: async (nodeId: string, jobId: number, attempt: number) =>
+          (await moves.moveKey(nodeId, jobId, attempt)) ?? backupJobs.backupKey(nodeId, jobId, attempt),
+      },
       auditWriter: audit,
       slack,
       slackInteractions,

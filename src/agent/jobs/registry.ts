@@ -5,6 +5,7 @@ import type { ExplorerExecutor } from '../explorer/explorer-executor.ts';
 import { type AccessGrantDeps, accessHandlers } from './access-grant.ts';
 import type { DatabaseJobDeps } from './database-common.ts';
 import { databaseHandlers } from './database-handlers.ts';
+import { moveHandlers } from './database-move.ts';
 import { explorerHandlers } from './explorer-query.ts';
 import type { JobHandler } from './job-context.ts';
 import { nodePing } from './node-ping.ts';
@@ -32,5 +33,7 @@ export function defaultHandlers(
     ...(deps.execution ? requestExecuteHandlers({ executor: deps.execution }) : []),
     ...(deps.access ? accessHandlers(deps.access) : []),
     ...(deps.backup ? backupHandlers(deps.backup) : []),
+    // Moves between nodes reuse the backup pipeline (ADR 0031).
+    ...(deps.backup ? moveHandlers(deps.backup) : []),
   ]);
 }

@@ -45,6 +45,8 @@ export const POLICY = {
   'databases.limits': { roles: WRITERS, key: 'write', scoped: true },
   'databases.reveal': { roles: WRITERS, key: 'write', scoped: true },
   'databases.rotate': { roles: WRITERS, key: 'write', scoped: true },
+  // A move changes where the database lives and freezes its writes meanwhile (ADR 0031).
+  'databases.move': { roles: ADMINS, key: 'admin', scoped: false },
   'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
   'explorer.query': { roles: ADMINS, key: 'read', scoped: true, keyGrant: 'explorer' },
   'jobs.read': { roles: ALL, key: 'read', scoped: true },
@@ -90,6 +92,7 @@ export const POLICY = {
   // Nodes span every tenant on them: signed-in platform admins only, never an account's key.
   'nodes.read': { roles: [], key: null, scoped: false, platform: true },
   'nodes.drift': { roles: [], key: null, scoped: false, platform: true },
+  'nodes.drain': { roles: [], key: null, scoped: false, platform: true },
   // Slack approvals (issue 18): the account's Slack app, by owners, admins and admin keys of the whole account.
   'slack.manage': { roles: ADMINS, key: 'admin', scoped: false },
   'me.read': { roles: [], key: null, scoped: true, only: 'user' },

@@ -3,6 +3,8 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): move kinds `database.move_out|move_in|move_thaw|move_cleanup` (payloads
+ *     in `moves.ts`, results in `move-results.ts`); they fetch keys and secrets like backup jobs.
  *   - added (compatible): results of `access.grant` / `access.revoke` (just-in-time credentials;
  *     payloads in `execution.ts`, results in `access-results.ts`).
  *   - added (compatible): backup kinds `backup.create|restore|drill|delete` (payloads in
@@ -46,6 +48,13 @@ import {
   backupDrillResultSchema,
   backupRestoreResultSchema,
 } from './backup-results.ts';
+import {
+  MOVE_JOB_KINDS,
+  moveCleanupResultSchema,
+  moveInResultSchema,
+  moveOutResultSchema,
+  moveThawResultSchema,
+} from './move-results.ts';
 
 export const JOB_KINDS = {
   ping: 'node.ping',
@@ -244,6 +253,11 @@ export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, 
   [BACKUP_JOB_KINDS.restore]: backupRestoreResultSchema,
   [BACKUP_JOB_KINDS.drill]: backupDrillResultSchema,
   [BACKUP_JOB_KINDS.delete]: backupDeleteResultSchema,
+  // Moving a database between nodes (moves.ts, ADR 0031).
+  [MOVE_JOB_KINDS.out]: moveOutResultSchema,
+  [MOVE_JOB_KINDS.in]: moveInResultSchema,
+  [MOVE_JOB_KINDS.thaw]: moveThawResultSchema,
+  [MOVE_JOB_KINDS.cleanup]: moveCleanupResultSchema,
   // Fallback delivery of a governed execution: the job completes with the ExecutionOutcome
   // (registered by execution.ts, which imports this file; until then no result passes).
   'request.execute': z.lazy(() => lateResultSchemas.executionOutcome ?? z.never()),

@@ -5511,7 +5511,7 @@ export interface paths {
           /** @description A part of the name, 1-63 characters, matched case-insensitively and literally (% _ and \ are plain characters) */
           q?: string;
           /** @description Only databases in this status */
-          status?: 'provisioning' | 'ready' | 'failed' | 'deleting';
+          status?: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'moving';
         };
         header?: never;
         path?: never;
@@ -5553,7 +5553,7 @@ export interface paths {
                 /** @description pg_database_size at the latest sample (null until the node's agent has sampled it) */
                 size_bytes: number | null;
                 /** @enum {string} */
-                status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+                status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
                 updated_at: string;
               }[];
               /** @description Opaque; pass it as `cursor` for the next page; null on the last page */
@@ -5755,7 +5755,7 @@ export interface paths {
               rotated_at: string | null;
               rotation_pending: boolean;
               /** @enum {string} */
-              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
               updated_at: string;
             };
           };
@@ -5989,7 +5989,7 @@ export interface paths {
               /** @description pg_database_size at the latest sample (null until the node's agent has sampled it) */
               size_bytes: number | null;
               /** @enum {string} */
-              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
               updated_at: string;
             };
           };
@@ -6203,7 +6203,7 @@ export interface paths {
               rotated_at: string | null;
               rotation_pending: boolean;
               /** @enum {string} */
-              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
               updated_at: string;
             };
           };
@@ -9557,7 +9557,7 @@ export interface paths {
               rotated_at: string | null;
               rotation_pending: boolean;
               /** @enum {string} */
-              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
               updated_at: string;
             };
           };
@@ -10655,6 +10655,449 @@ export interface paths {
       };
     };
     post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/move': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The latest move of a database and where it is */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              created_at: string;
+              database: string;
+              duration_ms: number | null;
+              error: string | null;
+              finished_at: string | null;
+              /** @description How long writes were refused: from the freeze at the source to the switch (or failure) */
+              freeze_ms: number | null;
+              from_node: string;
+              frozen_at: string | null;
+              /** Format: uuid */
+              id: string;
+              size_bytes: number | null;
+              /**
+               * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+               * @enum {string}
+               */
+              status: 'copying' | 'restoring' | 'switched' | 'failed';
+              to_node: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    /** Move a database to another node (writes frozen during the copy; same credentials) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /** @description The target node’s name */
+            node: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        202: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              created_at: string;
+              database: string;
+              duration_ms: number | null;
+              error: string | null;
+              finished_at: string | null;
+              /** @description How long writes were refused: from the freeze at the source to the switch (or failure) */
+              freeze_ms: number | null;
+              from_node: string;
+              frozen_at: string | null;
+              /** Format: uuid */
+              id: string;
+              size_bytes: number | null;
+              /**
+               * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+               * @enum {string}
+               */
+              status: 'copying' | 'restoring' | 'switched' | 'failed';
+              to_node: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, capacity_exceeded */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
     delete?: never;
     options?: never;
     head?: never;
@@ -15184,6 +15627,974 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/integrations/slack': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The account's Slack app settings (the bot token and signing secret are never shown) */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              bot_token_set: boolean;
+              channel_id: string | null;
+              enabled: boolean;
+              signing_secret_set: boolean;
+              team_id: string | null;
+              updated_at: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    /** Set the Slack app: workspace (team id), channel, bot token and signing secret (write-only, sealed at rest); fields left out keep their value. Audited without the secrets. */
+    put: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            bot_token?: string;
+            channel_id?: string | null;
+            enabled?: boolean;
+            signing_secret?: string;
+            team_id?: string | null;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              bot_token_set: boolean;
+              channel_id: string | null;
+              enabled: boolean;
+              signing_secret_set: boolean;
+              team_id: string | null;
+              updated_at: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    post?: never;
+    /** Remove the account's Slack app settings (nothing more is posted; linked people stay linked) */
+    delete: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description No content */
+        204: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/integrations/slack/commands': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Slack slash commands (`/bulwark link <code>`), verified by signature
+     * @description Called by Slack, not by API clients: application/x-www-form-urlencoded, signed with the app's signing secret (`X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:<ts>:<raw body>")>`, `X-Slack-Request-Timestamp` within 5 minutes); anything else is a 401. At most 64 KB.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @enum {string} */
+              response_type: 'ephemeral';
+              text: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/integrations/slack/interactions': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Slack interactions (Approve / Reject buttons), verified by signature
+     * @description Called by Slack, not by API clients: application/x-www-form-urlencoded, signed with the app's signing secret (`X-Slack-Signature: v0=<hex HMAC-SHA256(secret, "v0:<ts>:<raw body>")>`, `X-Slack-Request-Timestamp` within 5 minutes); anything else is a 401. At most 64 KB.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @enum {string} */
+              response_type: 'ephemeral';
+              text: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/invites': {
     parameters: {
       query?: never;
@@ -17302,6 +18713,551 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/me/slack-link': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Whether your Slack identity is linked, and to which Slack user */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              linked: boolean;
+              slack_user_id: string | null;
+              team_id: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    /** A single-use code (10 minutes) to link your Slack identity: send `/bulwark link <code>` in Slack */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              code: string;
+              expires_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    /** Unlink your Slack identity (audited) */
+    delete: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description No content */
+        204: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/me/totp': {
     parameters: {
       query?: never;
@@ -17900,6 +19856,458 @@ export interface paths {
     };
     put?: never;
     post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/nodes/{id}/drain': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The latest drain of a node and its moves (platform admins) */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              created_at: string;
+              error: string | null;
+              finished_at: string | null;
+              /** Format: uuid */
+              id: string;
+              moves: {
+                created_at: string;
+                database: string;
+                duration_ms: number | null;
+                error: string | null;
+                finished_at: string | null;
+                /** @description How long writes were refused: from the freeze at the source to the switch (or failure) */
+                freeze_ms: number | null;
+                from_node: string;
+                frozen_at: string | null;
+                /** Format: uuid */
+                id: string;
+                size_bytes: number | null;
+                /**
+                 * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+                 * @enum {string}
+                 */
+                status: 'copying' | 'restoring' | 'switched' | 'failed';
+                to_node: string;
+              }[];
+              /** @enum {string} */
+              status: 'running' | 'completed' | 'failed';
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    /** Move every ready database off a node, one at a time (platform admins; audited) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        202: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              created_at: string;
+              error: string | null;
+              finished_at: string | null;
+              /** Format: uuid */
+              id: string;
+              moves: {
+                created_at: string;
+                database: string;
+                duration_ms: number | null;
+                error: string | null;
+                finished_at: string | null;
+                /** @description How long writes were refused: from the freeze at the source to the switch (or failure) */
+                freeze_ms: number | null;
+                from_node: string;
+                frozen_at: string | null;
+                /** Format: uuid */
+                id: string;
+                size_bytes: number | null;
+                /**
+                 * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+                 * @enum {string}
+                 */
+                status: 'copying' | 'restoring' | 'switched' | 'failed';
+                to_node: string;
+              }[];
+              /** @enum {string} */
+              status: 'running' | 'completed' | 'failed';
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict, capacity_exceeded */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
     delete?: never;
     options?: never;
     head?: never;

@@ -1,6 +1,6 @@
 import type { Queryable } from '../../db/pool.ts';
 
-export type DatabaseStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted';
+export type DatabaseStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
 
 /** The outcome of the latest credentials rotation (migration 0010 says what each one means). */
 export type RotationStatus = 'pending' | 'restoring' | 'succeeded' | 'failed_restored' | 'failed';

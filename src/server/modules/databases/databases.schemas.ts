@@ -68,7 +68,7 @@ export const lastRotationSchema = z
 export const databaseSchema = z.object({
   id: z.uuid(),
   name: z.string().max(63),
-  status: z.enum(['provisioning', 'ready', 'failed', 'deleting', 'deleted']),
+  status: z.enum(['provisioning', 'ready', 'failed', 'deleting', 'deleted', 'moving']),
   node: z.string().max(63),
   failure_reason: z.string().max(8000).nullable(),
   password_version: z.number().int(),
@@ -114,7 +114,7 @@ export const listQuery = pageQuery.extend({
       'A part of the name, 1-63 characters, matched case-insensitively and literally (% _ and \\ are plain characters)',
     ),
   status: z
-    .enum(['provisioning', 'ready', 'failed', 'deleting'])
+    .enum(['provisioning', 'ready', 'failed', 'deleting', 'moving'])
     .optional()
     .describe('Only databases in this status'),
 });

@@ -1,0 +1,446 @@
+/**
+ * Moving a database to another node, and draining a node (issue 17, ADR 0031).
+ *
+ * A move is four `database.*` jobs (contracts/moves.ts), driven from the transaction that
+ * finishes each one (job hooks), so every transition commits with the job that caused it:
+ *
+ *   request ─▶ move_out@source (freeze, dump) ─ok─▶ move_in@target (create, restore, proving login)
+ *                    │ dead                                │ ok: switch node_id, audit database.moved,
+ *                    ▼                                     │     cleanup@source (drop the old copy)
+ *               thaw@source                                │ dead: thaw@source, cleanup@target
+ *
+ * Until the switch commits, the source holds the database (frozen) and the database record
+ * names it; any failure before it gives the source its access back and drops what the target
+ * made. The owner's password is the same on the target (its verifier is derived from the sealed
+ * password, as for a create), so applications reconnect with the same credentials.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { backupManifestSchema } from '../../../shared/contracts/backup-results.ts';
+import { MOVE_JOB_KINDS, moveOutResultSchema } from '../../../shared/contracts/moves.ts';
+import { conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { scramVerifier } from '../../../shared/scram.ts';
+import type { SecretBox } from '../../crypto/secret-box.ts';
+import { notify } from '../../db/notify.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import { assertDatabaseInScope, type Caller, requireLevel, type UserPrincipal } from '../../http/caller.ts';
+import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
+import { toPayloadAllowlist } from '../databases/databases.allowlist.ts';
+import { passwordContext } from '../databases/databases.credentials.ts';
+import { DATABASE_STATUS_CHANNEL } from '../databases/databases.jobs.ts';
+import * as dbRepo from '../databases/databases.repo.ts';
+import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
+import {
+  ASSUMED_RESERVED_SLOTS,
+  type CapacityConfig,
+  reserveConnections,
+  tenantConnections,
+} from './nodes.capacity.ts';
+import * as repo from './nodes.move.repo.ts';
+
+export const moveKeyContext = (moveId: string) => `move-key:${moveId.toLowerCase()}`;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const moveIdOf = (job: JobRow): string | null => {
+  const v = job.payload.move_id;
+  return typeof v === 'string' && UUID.test(v) ? v : null;
+};
+const isMoveKind = (kind: string) => (Object.values(MOVE_JOB_KINDS) as string[]).includes(kind);
+const reasonOf = (job: JobRow, what: string) =>
+  `${what}: ${job.last_error ?? 'the job failed'}`.slice(0, 1000);
+
+/** What the API shows of a move. */
+export function presentMove(m: repo.MoveRow) {
+  return {
+    id: m.id,
+    database: m.database_name,
+    from_node: m.source_node,
+    to_node: m.target_node,
+    status: m.status,
+    error: m.error,
+    size_bytes: m.size_bytes === null ? null : Number(m.size_bytes),
+    freeze_ms: m.freeze_ms === null ? null : Number(m.freeze_ms),
+    duration_ms: m.duration_ms === null ? null : Number(m.duration_ms),
+    frozen_at: m.frozen_at?.toISOString() ?? null,
+    created_at: m.created_at.toISOString(),
+    finished_at: m.finished_at?.toISOString() ?? null,
+  };
+}
+export type MoveView = ReturnType<typeof presentMove>;
+
+export function createMoves(deps: {
+  db: Db;
+  box: SecretBox | null;
+  log: Logger;
+  audit: Pick<AuditService, 'record'>;
+  config: CapacityConfig;
+}) {
+  const { db, log } = deps;
+  const requireBox = (): SecretBox => {
+    if (!deps.box) throw unavailable('Moves are unavailable: the server has no master key configured');
+    return deps.box;
+  };
+
+  const capacity = () => ({
+    reserve: deps.config.nodeConnectionReserve,
+    assumedMaxConnections: deps.config.nodeAssumedMaxConnections,
+    assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
+  });
+
+  /**
+   * Starts a move of a ready database to `target` (checked: active, not the source, the name free
+   * there, room for its connections): the move's row, `moving`, and the source's `move_out`.
+   */
+  async function begin(
+    tx: Tx,
+    d: { id: string; account_id: string; name: string; node_id: string; limits: dbRepo.StoredLimits },
+    target: { id: string; name: string; status: string },
+    drainId: string | null,
+  ): Promise<string> {
+    const box = requireBox();
+    if (target.status !== 'active') throw conflict(`Node "${target.name}" is not active`);
+    if (target.id === d.node_id) throw conflict(`Database "${d.name}" is already on node "${target.name}"`);
+    if (await repo.nameTakenOn(tx, target.id, d.name, d.id))
+      throw conflict(`Node "${target.name}" already holds a database named "${d.name}"`);
+    await reserveConnections(tx, {
+      nodeId: target.id,
+      requested: tenantConnections(d.limits),
+      committed: dbRepo.committedConnections,
+      config: deps.config,
+      log,
+      accountId: d.account_id,
+    });
+    const id = randomUUID();
+    const wrappedKey = box.seal(randomBytes(32).toString('base64url'), moveKeyContext(id));
+    await repo.insertMove(tx, {
+      id,
+      accountId: d.account_id,
+      databaseId: d.id,
+      sourceNodeId: d.node_id,
+      targetNodeId: target.id,
+      drainId,
+      wrappedKey,
+    });
+    await repo.setMoving(tx, d.id, true);
+    await enqueueJob(tx, {
+      nodeId: d.node_id,
+      accountId: d.account_id,
+      kind: MOVE_JOB_KINDS.out,
+      payload: { move_id: id, database_id: d.id, name: d.name },
+    });
+    await notify(tx, DATABASE_STATUS_CHANNEL, d.id);
+    return id;
+  }
+
+  /** The next database of a running drain, or the drain's end. */
+  async function continueDrain(tx: Tx, drainId: string): Promise<void> {
+    const drain = await repo.lockDrain(tx, drainId);
+    if (drain?.status !== 'running') return;
+    const next = await repo.nextDrainDatabase(tx, drain.node_id);
+    if (!next) {
+      const left = await repo.countUnmovable(tx, drain.node_id);
+      await repo.finishDrain(
+        tx,
+        drain.id,
+        left === 0 ? 'completed' : 'failed',
+        left === 0 ? null : `${left} database(s) not ready were left on the node`,
+      );
+      await deps.audit.record(tx, {
+        action: left === 0 ? 'node.drained' : 'node.drain_failed',
+        outcome: left === 0 ? 'success' : 'failure',
+        targetType: 'node',
+        targetId: drain.node_id,
+        details: { drain_id: drain.id, left },
+      });
+      return;
+    }
+    const row = await dbRepo.findByName(tx, next.account_id, next.name, { forUpdate: true });
+    const target = row ? await dbRepo.pickNode(tx, row.name, null, capacity()) : null;
+    if (!row || !target) {
+      await repo.finishDrain(tx, drain.id, 'failed', `no node can take database ${next.name}`);
+      await deps.audit.record(tx, {
+        action: 'node.drain_failed',
+        outcome: 'failure',
+        targetType: 'node',
+        targetId: drain.node_id,
+        details: { drain_id: drain.id, database: next.name, reason: 'no node can take it' },
+      });
+      return;
+    }
+    const moveId = await begin(tx, row, { ...target, status: 'active' }, drain.id);
+    await deps.audit.record(tx, {
+      action: 'database.move_requested',
+      accountId: row.account_id,
+      targetType: 'database',
+      targetId: row.id,
+      details: { name: row.name, move_id: moveId, from: row.node_name, to: target.name, drain_id: drain.id },
+    });
+  }
+
+  /** A move that cannot go on: the source serves again, the target's copy (if any) goes. */
+  async function fail(tx: Tx, job: JobRow, move: repo.MoveRow, reason: string, targetTouched: boolean) {
+    await repo.finishMove(tx, move.id, 'failed', reason);
+    await repo.setMoving(tx, move.database_id, false);
+    const payload = { move_id: move.id, database_id: move.database_id, name: move.database_name };
+    // Jobs of one database run in order: the source is thawed before the target is cleaned.
+    await enqueueJob(tx, {
+      nodeId: move.source_node_id,
+      accountId: move.account_id,
+      kind: MOVE_JOB_KINDS.thaw,
+      payload,
+    });
+    if (targetTouched)
+      await enqueueJob(tx, {
+        nodeId: move.target_node_id,
+        accountId: move.account_id,
+        kind: MOVE_JOB_KINDS.cleanup,
+        payload,
+      });
+    await deps.audit.record(tx, {
+      action: 'database.move_failed',
+      outcome: 'failure',
+      actorType: 'agent',
+      actorId: job.node_id,
+      accountId: move.account_id,
+      targetType: 'database',
+      targetId: move.database_id,
+      details: {
+        name: move.database_name,
+        move_id: move.id,
+        from: move.source_node,
+        to: move.target_node,
+        reason: reason.slice(0, 500),
+      },
+    });
+    await notify(tx, DATABASE_STATUS_CHANNEL, move.database_id);
+    if (move.drain_id) {
+      await repo.finishDrain(tx, move.drain_id, 'failed', `moving ${move.database_name} failed: ${reason}`);
+      await deps.audit.record(tx, {
+        action: 'node.drain_failed',
+        outcome: 'failure',
+        targetType: 'node',
+        targetId: move.source_node_id,
+        details: { drain_id: move.drain_id, database: move.database_name },
+      });
+    }
+  }
+
+  async function copied(tx: Tx, job: JobRow, move: repo.MoveRow) {
+    const parsed = moveOutResultSchema.safeParse(job.result);
+    if (!parsed.success || parsed.data.backup_id !== move.id) {
+      await fail(tx, job, move, 'the source reported a result that does not match the move', false);
+      return;
+    }
+    const r = parsed.data;
+    const box = deps.box;
+    const d = await repo.databaseById(tx, move.database_id);
+    const sealed = await repo.sealedPassword(tx, move.database_id);
+    if (!box || !d || !sealed) {
+      await fail(tx, job, move, 'the database or its password is no longer available', false);
+      return;
+    }
+    const manifest = backupManifestSchema.parse(r);
+    await repo.markRestoring(tx, move.id, { manifest, sizeBytes: r.size_bytes, frozenAt: r.frozen_at });
+    // The same password: a new SCRAM verifier (new salt) of the stored one, as a create makes.
+    const verifier = scramVerifier(box.open(sealed, passwordContext(move.database_id)));
+    await enqueueJob(tx, {
+      nodeId: move.target_node_id,
+      accountId: move.account_id,
+      kind: MOVE_JOB_KINDS.in,
+      payload: {
+        move_id: move.id,
+        database_id: move.database_id,
+        name: move.database_name,
+        expected: manifest,
+        create: {
+          database_id: move.database_id,
+          name: move.database_name,
+          verifier,
+          allowlist: toPayloadAllowlist(d.allowlist),
+          limits: d.limits,
+        },
+      },
+    });
+  }
+
+  async function restored(tx: Tx, job: JobRow, move: repo.MoveRow) {
+    if (await repo.nameTakenOn(tx, move.target_node_id, move.database_name, move.database_id)) {
+      await fail(tx, job, move, 'the name was taken on the target during the move', true);
+      return;
+    }
+    await repo.switchNode(tx, move.database_id, move.target_node_id);
+    await repo.finishMove(tx, move.id, 'switched', null);
+    await enqueueJob(tx, {
+      nodeId: move.source_node_id,
+      accountId: move.account_id,
+      kind: MOVE_JOB_KINDS.cleanup,
+      payload: { move_id: move.id, database_id: move.database_id, name: move.database_name },
+    });
+    const done = await repo.findMove(tx, move.id);
+    await deps.audit.record(tx, {
+      action: 'database.moved',
+      actorType: 'agent',
+      actorId: job.node_id,
+      accountId: move.account_id,
+      targetType: 'database',
+      targetId: move.database_id,
+      details: {
+        name: move.database_name,
+        move_id: move.id,
+        from: move.source_node,
+        to: move.target_node,
+        freeze_ms: done?.freeze_ms === null || !done ? null : Number(done.freeze_ms),
+        size_bytes: done?.size_bytes === null || !done ? null : Number(done.size_bytes),
+      },
+    });
+    await notify(tx, DATABASE_STATUS_CHANNEL, move.database_id);
+    log.info({ database_id: move.database_id, move_id: move.id, to: move.target_node }, 'database moved');
+    if (move.drain_id) await continueDrain(tx, move.drain_id);
+  }
+
+  /** The move a leased move job belongs to, for the node that holds the lease (else null). */
+  async function leasedMove(nodeId: string, jobId: number, attempt: number) {
+    const job = await findLeasedJob(db, jobId, nodeId, attempt);
+    if (!job || !isMoveKind(job.kind)) return null;
+    const moveId = moveIdOf(job);
+    const move = moveId ? await repo.findMove(db, moveId) : null;
+    if (!move || move.account_id !== job.account_id) return { job, move: null };
+    return { job, move };
+  }
+
+  return {
+    /** `POST /v1/databases/:name/move`: 202 with the move to follow. */
+    async move(caller: Caller, name: string, nodeName: string): Promise<MoveView> {
+      requireLevel(caller, 'admin');
+      assertDatabaseInScope(caller, name);
+      const id = await withTx(db, async (tx) => {
+        const row = await dbRepo.findByName(tx, caller.accountId, name, { forUpdate: true });
+        if (!row) throw notFound('Database');
+        if (row.status !== 'ready') throw conflict(`Cannot move the database while it is ${row.status}`);
+        if (row.rotation_pending) throw conflict('Cannot move the database during a credential rotation');
+        const target = await repo.findNode(tx, { name: nodeName });
+        if (!target) throw notFound('Node');
+        const moveId = await begin(tx, row, target, null);
+        await deps.audit.record(
+          tx,
+          auditFromCaller(caller, {
+            action: 'database.move_requested',
+            targetType: 'database',
+            targetId: row.id,
+            details: { name, move_id: moveId, from: row.node_name, to: target.name },
+          }),
+        );
+        return moveId;
+      });
+      log.info({ database: name, move_id: id }, 'database move queued');
+      return presentMove((await repo.findMove(db, id))!);
+    },
+
+    /** `GET /v1/databases/:name/move`: the latest move of the database. */
+    async status(caller: Caller, name: string): Promise<MoveView> {
+      requireLevel(caller, 'read');
+      assertDatabaseInScope(caller, name);
+      const row = await dbRepo.findByName(db, caller.accountId, name);
+      if (!row) throw notFound('Database');
+      const m = await repo.latestMove(db, row.id);
+      if (!m) throw notFound('Move');
+      return presentMove(m);
+    },
+
+    /** `POST /v1/nodes/:id/drain` (platform admins): moves every ready database off the node, one at a time. */
+    async drain(user: UserPrincipal, nodeId: string) {
+      const drainId = randomUUID();
+      await withTx(db, async (tx) => {
+        const node = await repo.findNode(tx, { id: nodeId });
+        if (!node) throw notFound('Node');
+        if ((await repo.latestDrain(tx, nodeId))?.status === 'running')
+          throw conflict(`Node "${node.name}" is already being drained`);
+        await repo.insertDrain(tx, drainId, nodeId);
+        await deps.audit.record(tx, {
+          action: 'node.drain_requested',
+          actorType: 'user',
+          actorId: user.userId,
+          sourceIp: user.sourceIp,
+          targetType: 'node',
+          targetId: nodeId,
+          details: { drain_id: drainId, node: node.name },
+        });
+        await continueDrain(tx, drainId);
+      });
+      return this.drainStatus(nodeId);
+    },
+
+    /** `GET /v1/nodes/:id/drain`: the node's latest drain and its moves. */
+    async drainStatus(nodeId: string) {
+      const drain = await repo.latestDrain(db, nodeId);
+      if (!drain) throw notFound('Drain');
+      const moves = await repo.movesOfDrain(db, drain.id);
+      return {
+        id: drain.id,
+        status: drain.status,
+        error: drain.error,
+        created_at: drain.created_at.toISOString(),
+        finished_at: drain.finished_at?.toISOString() ?? null,
+        moves: moves.map(presentMove),
+      };
+    },
+
+    /** Registered for `database.move_` jobs: runs in the transaction that finished the job. */
+    async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
+      const moveId = moveIdOf(job);
+      if (!moveId) return;
+      const move = await repo.findMove(tx, moveId, { forUpdate: true });
+      if (!move || move.account_id !== job.account_id) return;
+      const ok = job.status === 'succeeded';
+      switch (job.kind) {
+        case MOVE_JOB_KINDS.out:
+          if (move.status !== 'copying' || job.node_id !== move.source_node_id) return;
+          if (ok) await copied(tx, job, move);
+          else await fail(tx, job, move, reasonOf(job, 'the copy at the source failed'), false);
+          break;
+        case MOVE_JOB_KINDS.in:
+          if (move.status !== 'restoring' || job.node_id !== move.target_node_id) return;
+          if (ok) await restored(tx, job, move);
+          else await fail(tx, job, move, reasonOf(job, 'the restore at the target failed'), true);
+          break;
+        default:
+          // thaw / cleanup: their outcome is audited by the database jobs' hook (`<kind>_done|failed`).
+          if (!ok) log.warn({ move_id: move.id, kind: job.kind, job: job.id }, 'a move clean-up step failed');
+          break;
+      }
+    },
+
+    /** The move archive's data key, for the node that holds a move_out / move_in lease; else null. */
+    async moveKey(nodeId: string, jobId: number, attempt: number): Promise<string | null> {
+      const leased = await leasedMove(nodeId, jobId, attempt);
+      if (!leased) return null;
+      const { job, move } = leased;
+      const node = job.kind === MOVE_JOB_KINDS.out ? move?.source_node_id : move?.target_node_id;
+      if (!move || (job.kind !== MOVE_JOB_KINDS.out && job.kind !== MOVE_JOB_KINDS.in) || node !== nodeId)
+        throw notFound('Job lease');
+      const box = requireBox();
+      log.info({ job: jobId, kind: job.kind, move_id: move.id }, 'move key handed to its agent');
+      return box.open(move.wrapped_key, moveKeyContext(move.id));
+    },
+
+    /** The owner's password for the target's proving login (move_in only); else null. */
+    async jobSecret(nodeId: string, jobId: number, attempt: number): Promise<string | null> {
+      const leased = await leasedMove(nodeId, jobId, attempt);
+      if (!leased) return null;
+      const { job, move } = leased;
+      if (
+        !move ||
+        job.kind !== MOVE_JOB_KINDS.in ||
+        move.target_node_id !== nodeId ||
+        move.status !== 'restoring'
+      )
+        throw notFound('Job lease');
+      const sealed = await repo.sealedPassword(db, move.database_id);
+      if (!sealed) throw notFound('Job lease');
+      log.info({ job: jobId, kind: job.kind, move_id: move.id }, 'job secret handed to its agent');
+      return requireBox().open(sealed, passwordContext(move.database_id));
+    },
+  };
+}
+
+export type Moves = ReturnType<typeof createMoves>;

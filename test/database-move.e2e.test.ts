@@ -1,0 +1,303 @@
+/**
+ * Moving a database between two nodes, with real processes: the test server, node A (the run's
+ * PostgreSQL with a private PgBouncer and its agent) and node B (a second PostgreSQL cluster and
+ * PgBouncer started here on other ports, with its own agent). Both agents share one backup
+ * directory (ADR 0031: a move needs a backup store both nodes read).
+ *
+ * - a database with data moves A → B: every row, its sequences and its allowlist are on B, the
+ *   owner logs in through B's PgBouncer with the same password, the old login and the database
+ *   are gone from A, and `database.moved` is audited;
+ * - a move B refuses (a database of that name already on B, not ours) fails, and A serves again
+ *   (reads and writes) with nothing of ours left on B.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { agentConfigSchema } from '../src/agent/config.ts';
+import { type RunningAgent, startAgent } from '../src/agent/main.ts';
+import { type DataPlane, startDataPlane } from '../src/embedded/data-plane.ts';
+import { dataLayout } from '../src/embedded/layout.ts';
+import { resolveServiceUser } from '../src/embedded/service-user.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { testEnv } from './helpers/env.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { freePort } from './helpers/ports.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
+
+let s: TestServer;
+let key: TestKey;
+let poolerA: PrivatePooler;
+let planeB: DataPlane;
+let rootB: string;
+let portB: number;
+let backupDir: string;
+const agents: RunningAgent[] = [];
+
+async function agent(
+  url: string,
+  name: string,
+  node: {
+    stateDir: string;
+    adminUrl: string;
+    poolerDir: string;
+    poolerPort: number;
+    poolerAdminPassword: string;
+  },
+) {
+  const { token } = await s.nodes.createEnrollment(name, 10);
+  const config = agentConfigSchema.parse({
+    serverUrl: url,
+    stateDir: node.stateDir,
+    enrollmentToken: token,
+    adminDatabaseUrl: node.adminUrl,
+    poolerDir: node.poolerDir,
+    poolerPort: node.poolerPort,
+    poolerAdminPassword: node.poolerAdminPassword,
+    backupDir,
+    logLevel: 'silent',
+    pollWaitMs: 20_000,
+    explorerChannel: false,
+  });
+  const a = await startAgent(config, { log: createLogger('agent', 'silent') });
+  agents.push(a);
+  return a;
+}
+
+before(async () => {
+  const env = testEnv();
+  poolerA = await startPrivatePooler();
+  rootB = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-node-b-'));
+  await fs.chmod(rootB, 0o711);
+  const layout = dataLayout(path.join(rootB, 'data'));
+  portB = await freePort();
+  planeB = await startDataPlane({
+    layout,
+    ports: { postgres: await freePort(), pooler: portB },
+    user: resolveServiceUser(),
+    unsafeFast: true,
+    binaries: { pgBin: env.pgBin, pgbouncerBin: env.pgbouncerBin },
+    log: () => {},
+  });
+  backupDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-move-backups-'));
+  s = await createTestServer({ poolerPort: poolerA.port, poolerSslmode: 'disable' });
+  const url = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
+  await agent(url, 'move-a', {
+    stateDir: poolerA.stateDir,
+    adminUrl: env.adminUrl,
+    poolerDir: poolerA.dir,
+    poolerPort: poolerA.port,
+    poolerAdminPassword: poolerA.adminPassword,
+  });
+  const stateB = path.join(rootB, 'agent');
+  await fs.mkdir(stateB, { mode: 0o700 });
+  await agent(url, 'move-b', {
+    stateDir: stateB,
+    adminUrl: planeB.adminUrl,
+    poolerDir: layout.pooler,
+    poolerPort: portB,
+    poolerAdminPassword: planeB.poolerAdminPassword,
+  });
+  key = await createTestKey(s, { account: 'moves-e2e' });
+});
+
+after(async () => {
+  for (const a of agents) await a.stop().catch(() => {});
+  s?.app.server.closeAllConnections();
+  await s?.stop();
+  await poolerA?.stop();
+  await planeB?.stop();
+  if (rootB) await fs.rm(rootB, { recursive: true, force: true });
+  if (backupDir) await fs.rm(backupDir, { recursive: true, force: true });
+});
+
+const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
+  s.app.inject({ method, url, headers: key.headers, ...(payload ? { payload } : {}) });
+
+async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function createOn(node: string): Promise<{ name: string; password: string }> {
+  const name = `mv_${randomBytes(4).toString('hex')}`;
+  const r = await api('POST', '/v1/databases', { name, node });
+  assert.equal(r.statusCode, 202, r.body);
+  await waitUntil(`${name} ready`, async () => {
+    const d = (await api('GET', `/v1/databases/${name}`)).json();
+    assert.notEqual(d.status, 'failed', d.failure_reason);
+    return d.status === 'ready' ? d : undefined;
+  });
+  const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
+  return { name, password };
+}
+
+async function login(port: number, db: { name: string; password: string }): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: `${db.name}_owner`,
+    database: db.name,
+    password: db.password,
+    connectionTimeoutMillis: 5_000,
+  });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
+async function moveAndWait(name: string, node: string) {
+  const r = await api('POST', `/v1/databases/${name}/move`, { node });
+  assert.equal(r.statusCode, 202, r.body);
+  assert.equal(r.json().status, 'copying');
+  return waitUntil(`move of ${name}`, async () => {
+    const m = (await api('GET', `/v1/databases/${name}/move`)).json();
+    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
+  });
+}
+
+const snapshot = async (c: pg.Client) => ({
+  orders: (await c.query('SELECT * FROM orders ORDER BY id')).rows,
+  events: (await c.query('SELECT count(*)::int AS n, sum(length(payload))::int AS len FROM events')).rows[0],
+  orderSeq: (await c.query('SELECT last_value::int, is_called FROM orders_id_seq')).rows[0],
+  invoiceSeq: (await c.query('SELECT last_value::int, is_called FROM invoice_no')).rows[0],
+  view: (await c.query('SELECT * FROM big_orders ORDER BY id')).rows,
+});
+
+async function clusterHas(adminUrl: string, name: string) {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    const dbs = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    const roles = await c.query('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${name}\\_%`]);
+    return { database: (dbs.rowCount ?? 0) > 0, roles: roles.rows.map((r) => r.rolname as string) };
+  } finally {
+    await c.end();
+  }
+}
+
+test('a database with data moves to node B: rows, sequences, allowlist and login there; gone from A', async () => {
+  const db = await createOn('move-a');
+  const allow = await api('POST', `/v1/databases/${db.name}/allowlist`, { cidr: '198.51.100.0/24' });
+  assert.equal(allow.statusCode, 200, allow.body);
+  const app = await login(poolerA.port, db);
+  await app.query(`
+    CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, total numeric(12,2), note jsonb);
+    INSERT INTO orders (customer, total, note)
+      SELECT 'c' || g, g * 1.25, jsonb_build_object('g', g) FROM generate_series(1, 3000) g;
+    DELETE FROM orders WHERE id % 7 = 0;
+    CREATE SEQUENCE invoice_no START 1000 INCREMENT 7;
+    SELECT nextval('invoice_no') FROM generate_series(1, 5);
+    CREATE TABLE events (at timestamptz NOT NULL DEFAULT now(), payload bytea);
+    INSERT INTO events (payload) SELECT decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;
+    CREATE VIEW big_orders AS SELECT id, customer, total FROM orders WHERE total > 3700;`);
+  const before = await snapshot(app);
+  await app.end();
+
+  const move = await moveAndWait(db.name, 'move-b');
+  assert.equal(move.status, 'switched', move.error);
+  assert.equal(move.from_node, 'move-a');
+  assert.equal(move.to_node, 'move-b');
+  assert.ok(move.freeze_ms !== null && move.freeze_ms >= 0 && move.freeze_ms <= move.duration_ms);
+  const d = (await api('GET', `/v1/databases/${db.name}`)).json();
+  assert.equal(d.status, 'ready');
+  assert.equal(d.node, 'move-b');
+
+  // Every row and both sequences on B, through B's PgBouncer, with the same password.
+  const moved = await login(portB, db);
+  try {
+    assert.deepEqual(await snapshot(moved), before);
+    const next = await moved.query("SELECT nextval('invoice_no')::int AS v");
+    assert.equal(next.rows[0].v, before.invoiceSeq.last_value + 7);
+    const ins = await moved.query("INSERT INTO orders (customer) VALUES ('after') RETURNING id");
+    assert.equal(ins.rows[0].id, before.orderSeq.last_value + 1);
+  } finally {
+    await moved.end();
+  }
+  // The allowlist: kept by the control plane and applied by B's pooler.
+  const list = (await api('GET', `/v1/databases/${db.name}/allowlist`)).json();
+  assert.ok(list.entries.some((e: { cidr: string }) => e.cidr === '198.51.100.0/24'));
+  const hba = await fs.readFile(path.join(rootB, 'data', 'pooler', 'hba.txt'), 'utf8').catch(() => '');
+  if (hba) assert.match(hba, /198\.51\.100\.0\/24/);
+
+  // The old login and the database are gone from A (the clean-up runs after the switch).
+  await waitUntil('source dropped', async () => {
+    const a = await clusterHas(testEnv().adminUrl, db.name);
+    return !a.database && a.roles.length === 0 ? true : undefined;
+  });
+  await assert.rejects(login(poolerA.port, db));
+  const b = await clusterHas(planeB.adminUrl, db.name);
+  assert.equal(b.database, true);
+
+  const audit = await s.db.pool.query<{ action: string; details: Record<string, unknown> }>(
+    `SELECT action, details FROM audit_events WHERE target_id = $1 AND action LIKE 'database.move%' ORDER BY id`,
+    [d.id],
+  );
+  const actions = audit.rows.map((r) => r.action);
+  assert.ok(actions.includes('database.move_requested'), actions.join());
+  const movedEvent = audit.rows.find((r) => r.action === 'database.moved');
+  assert.ok(movedEvent, actions.join());
+  assert.equal(movedEvent.details.from, 'move-a');
+  assert.equal(movedEvent.details.to, 'move-b');
+  assert.ok(!JSON.stringify(audit.rows).includes(db.password));
+
+  // While it is on B, a move to where it is is refused; so is a move of a database being moved.
+  assert.equal((await api('POST', `/v1/databases/${db.name}/move`, { node: 'move-b' })).statusCode, 409);
+  assert.equal((await api('POST', `/v1/databases/${db.name}/move`, { node: 'nope' })).statusCode, 404);
+});
+
+test('a move the target refuses fails, and the source serves again with nothing of ours left on B', async () => {
+  const db = await createOn('move-a');
+  const app = await login(poolerA.port, db);
+  await app.query(`CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept SELECT generate_series(1, 100);`);
+  await app.end();
+  // Node B already holds a database of that name that Bulwark did not make.
+  const adminB = new pg.Client({ connectionString: planeB.adminUrl });
+  await adminB.connect();
+  await adminB.query(`CREATE DATABASE ${db.name}`);
+  await adminB.end();
+
+  const move = await moveAndWait(db.name, 'move-b');
+  assert.equal(move.status, 'failed');
+  assert.match(move.error ?? '', /restore at the target failed/);
+  const d = (await api('GET', `/v1/databases/${db.name}`)).json();
+  assert.equal(d.status, 'ready');
+  assert.equal(d.node, 'move-a');
+  // Writes work at the source again once the thaw ran (queued right after the failure).
+  await waitUntil(
+    'source serves writes',
+    async () => {
+      const c = await login(poolerA.port, db).catch(() => null);
+      if (!c) return undefined;
+      try {
+        await c.query('INSERT INTO kept VALUES (101)');
+        const n = await c.query('SELECT count(*)::int AS n FROM kept');
+        return n.rows[0].n === 101 ? true : undefined;
+      } catch {
+        return undefined;
+      } finally {
+        await c.end().catch(() => {});
+      }
+    },
+    60_000,
+  );
+  // B: the foreign database stays, none of our roles remain.
+  await waitUntil('target cleaned', async () => {
+    const b = await clusterHas(planeB.adminUrl, db.name);
+    return b.database && b.roles.length === 0 ? true : undefined;
+  });
+  const failed = await s.db.pool.query(
+    `SELECT 1 FROM audit_events WHERE target_id = $1 AND action = 'database.move_failed'`,
+    [d.id],
+  );
+  assert.equal(failed.rowCount, 1);
+});
