@@ -123,6 +123,8 @@ before(async () => {
     // No such node: the allowed callers get 404 (or 409: the database is still provisioning here).
     [`POST /v1/databases/:name/move`]: { node: 'no-such-node' },
     [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
+    // A new node's enrollment token: the platform admin gets one (201), nothing else happens.
+    [`POST /v1/nodes/enrollments`]: { name: 'matrix-node' },
     // In place: a safety backup is queued first (nothing runs here); the callers after it get 409.
     [`POST /v1/databases/:name/restore`]: { backup_id: backupId, target: 'in_place' },
     [`PUT /v1/backup-settings`]: {},

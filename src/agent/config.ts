@@ -60,6 +60,19 @@ export const agentConfigSchema = z
     poolerPort: z.coerce.number().int().min(1).max(65535).default(6432),
     /** PgBouncer's listen_addr as the agent renders it (the console is reached on 127.0.0.1). */
     poolerListenAddr: z.string().min(1).max(255).default('127.0.0.1'),
+    /**
+     * Where tenants reach this node's PgBouncer (a host name or address; issue 17): reported to the
+     * server at enrollment and on every heartbeat, and named in the connection info of the node's
+     * databases. Unset: the server's own `poolerPublicHost` is used.
+     */
+    poolerPublicHost: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[A-Za-z0-9.:_-]+$/, 'a host name or an IP address')
+      .optional(),
+    /** The port tenants use for it (default: poolerPort). */
+    poolerPublicPort: z.coerce.number().int().min(1).max(65535).optional(),
     /** The operator's own TLS certificate and key for PgBouncer (else a self-signed one is made). */
     poolerTlsCertFile: z.string().min(1).max(4096).optional(),
     poolerTlsKeyFile: z.string().min(1).max(4096).optional(),
@@ -163,6 +176,8 @@ export const agentEnv: Record<string, EnvBinding> = {
   poolerDir: { env: 'BULWARK_POOLER_DIR' },
   poolerPort: { env: 'BULWARK_POOLER_PORT' },
   poolerListenAddr: { env: 'BULWARK_POOLER_LISTEN_ADDR' },
+  poolerPublicHost: { env: 'BULWARK_POOLER_PUBLIC_HOST' },
+  poolerPublicPort: { env: 'BULWARK_POOLER_PUBLIC_PORT' },
   poolerTlsCertFile: { env: 'BULWARK_POOLER_TLS_CERT_FILE' },
   poolerTlsKeyFile: { env: 'BULWARK_POOLER_TLS_KEY_FILE' },
   poolerAdminPassword: { env: 'BULWARK_POOLER_ADMIN_PASSWORD', secret: true },

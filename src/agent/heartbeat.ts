@@ -27,6 +27,8 @@ export function createHeartbeat(deps: {
   jobKinds: readonly string[];
   aliveFile: string;
   log: Logger;
+  /** Where tenants reach this node's PgBouncer, when the operator said (`poolerPublicHost`). */
+  pooler?: { host: string; port: number } | undefined;
 }): () => Promise<void> {
   return async () => {
     try {
@@ -35,6 +37,7 @@ export function createHeartbeat(deps: {
         agent_version: VERSION,
         pg_version: row?.v ?? 'unknown',
         capabilities: { jobs: [...deps.jobKinds] },
+        ...(deps.pooler ? { pooler: deps.pooler } : {}),
         ...(row
           ? {
               connections: {

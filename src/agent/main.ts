@@ -38,6 +38,10 @@ export type RunningAgent = {
   stop(): Promise<void>;
 };
 
+/** Where tenants reach this node's PgBouncer: reported only when the operator named a public host. */
+const poolerAddress = (c: AgentConfig) =>
+  c.poolerPublicHost ? { host: c.poolerPublicHost, port: c.poolerPublicPort ?? c.poolerPort } : undefined;
+
 async function writeFileAtomic(file: string, data: string, mode: number): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   await fs.writeFile(tmp, data, { mode });
@@ -67,7 +71,7 @@ export async function startAgent(
   let nodeId = '';
   if (!token) {
     if (!config.enrollmentToken) throw new Error('agent is not enrolled: set BULWARK_ENROLLMENT_TOKEN');
-    const enrolled = await client.enroll(config.enrollmentToken, VERSION);
+    const enrolled = await client.enroll(config.enrollmentToken, VERSION, poolerAddress(config));
     token = enrolled.agent_token;
     nodeId = enrolled.node_id;
     await writeFileAtomic(tokenFile, `${token}\n`, 0o600);
@@ -170,6 +174,7 @@ export async function startAgent(
     jobKinds: [...handlers.keys()],
     aliveFile,
     log,
+    pooler: poolerAddress(config),
   });
   await heartbeat();
   await accessExpiry?.start();

@@ -48,10 +48,11 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
   };
 
   return {
-    enroll: (enrollmentToken: string, agentVersion: string) =>
+    enroll: (enrollmentToken: string, agentVersion: string, pooler?: { host: string; port: number }) =>
       call<{ node_id: string; node_name: string; agent_token: string }>('/v1/agent/enroll', {
         enrollment_token: enrollmentToken,
         agent_version: agentVersion,
+        ...(pooler ? { pooler } : {}),
       }),
     poll: (waitMs: number, signal: AbortSignal) =>
       call<{ job: PolledJob | null }>('/v1/agent/poll', { wait_ms: waitMs }, signal, waitMs + 15_000),
@@ -98,6 +99,8 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
         superuser_reserved_connections: number;
         reserved_connections: number;
       };
+      /** Where tenants reach this node's PgBouncer (connection info names it). */
+      pooler?: { host: string; port: number };
     }) => call<{ ok: true }>('/v1/agent/heartbeat', info),
   };
 }

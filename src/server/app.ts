@@ -56,6 +56,7 @@ import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import { nodesAdminRoutes } from './modules/nodes/nodes.admin.routes.ts';
 import type { NodesAdmin } from './modules/nodes/nodes.admin.ts';
+import type { NodesFleet } from './modules/nodes/nodes.fleet.ts';
 import { moveRoutes } from './modules/nodes/nodes.move.routes.ts';
 import type { Moves } from './modules/nodes/nodes.move.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
@@ -125,6 +126,8 @@ export type AppDeps = {
   samples: SamplesService;
   /** Nodes for signed-in platform admins: health and drift checks. */
   nodesAdmin: NodesAdmin;
+  /** Platform admins' node operations: enrollment tokens, cordons, decommission. */
+  nodesFleet: NodesFleet;
   /** Invite-only sign-up: /v1/invites and the public redemption. */
   invites: InvitesService;
   /** OIDC sign-in: /v1/auth/oidc/start and /callback (404 when no issuer is configured). */
@@ -283,7 +286,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }),
   );
   await app.register(backupAgentRoutes({ jobs: deps.backupJobs }));
-  await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin }));
+  await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin, fleet: deps.nodesFleet }));
   await app.register(moveRoutes({ moves: deps.moves }));
   await app.register(jobRoutes({ jobs: deps.jobs }));
   await app.register(invitesRoutes({ invites: deps.invites, browser }));

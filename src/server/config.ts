@@ -84,6 +84,8 @@ export const serverConfigSchema = z
       .min(1)
       .max(7 * 24 * 60)
       .default(60),
+    /** A node whose heartbeat is older than this is marked unhealthy (alert `node.unhealthy`). */
+    nodeUnhealthyAfterSeconds: z.coerce.number().int().min(3).max(86_400).default(60),
     /** Signed-in users' access tokens (JWT): `iss` and `aud` written and required, and their lifetime. */
     sessionIssuer: z
       .string()
@@ -215,6 +217,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   backupDrillIntervalDays: { env: 'BULWARK_BACKUP_DRILL_INTERVAL_DAYS' },
   backupDir: { env: 'BULWARK_BACKUP_DIR' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
+  nodeUnhealthyAfterSeconds: { env: 'BULWARK_NODE_UNHEALTHY_AFTER_SECONDS' },
   sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },
   sessionAudience: { env: 'BULWARK_SESSION_AUDIENCE' },
   sessionAccessTokenMinutes: { env: 'BULWARK_SESSION_ACCESS_TOKEN_MINUTES' },

@@ -44,6 +44,8 @@ import { createMetricsRegistry } from './modules/metrics/registry.ts';
 import { createServerMetrics } from './modules/metrics/server-metrics.ts';
 import { createNodesAdmin } from './modules/nodes/nodes.admin.ts';
 import { createMoves } from './modules/nodes/nodes.move.ts';
+import { createNodesFleet } from './modules/nodes/nodes.fleet.ts';
+import { createNodesHealth, type NodesHealth } from './modules/nodes/nodes.health.ts';
 import { createNodesService, type NodesService } from './modules/nodes/nodes.service.ts';
 import { installSecret } from './modules/oidc/install-secret.ts';
 import { createOidcService } from './modules/oidc/oidc.service.ts';
@@ -92,6 +94,8 @@ export type ServerContext = {
   /** Governed requests (tests drive the expiry sweeper and read the key ring through it). */
   requests: RequestsService;
   requestSweeper: ReturnType<typeof createRequestSweeper>;
+  /** Enrollment expiry and node health (tests drive a sweep). */
+  nodesHealth: NodesHealth;
   /** Slack's message outbox (tests wait for it to drain). */
   slackOutbox: SlackOutbox;
   /** Just-in-time credentials (tests grant and sweep through it). */
@@ -267,6 +271,21 @@ export async function createServerContext(opts: {
     onTokenReplaced: (nodeId) => explorerChannels.closeNode(nodeId),
   });
   const explorerChannels = createExplorerChannels({ log, tokenCurrent: nodes.tokenCurrent });
+  // Issue 17: platform admins' node operations, and the sweep of enrollments and node health.
+  const nodesFleet = createNodesFleet({
+    db,
+    audit,
+    generateToken,
+    enrollmentTtlMinutes: config.enrollmentTtlMinutes,
+    capacity: config,
+    onRevoked: (nodeId) => explorerChannels.closeNode(nodeId),
+  });
+  const nodesHealth = createNodesHealth({
+    db,
+    log,
+    audit,
+    unhealthyAfterSeconds: config.nodeUnhealthyAfterSeconds,
+  });
   const explorer = createExplorerService({
     db,
     notifier,
@@ -358,6 +377,7 @@ export async function createServerContext(opts: {
       databases,
       samples,
       nodesAdmin: createNodesAdmin({ db, drift, audit }),
+      nodesFleet,
       invites,
       oidc,
       policies: createPoliciesService({ db, audit, stepUp: stepUp.require }),
@@ -387,6 +407,7 @@ export async function createServerContext(opts: {
     void allowlistExpiry.start();
     backupScheduler.start();
     requestSweeper.start();
+    nodesHealth.start();
     slackOutbox.start();
     void accessExpiry.start();
     // Users the configuration keeps suspended are suspended again at every start.
@@ -404,6 +425,7 @@ export async function createServerContext(opts: {
       explorerChannels,
       requests,
       requestSweeper,
+      nodesHealth,
       slackOutbox,
       access,
       executionKeys,
@@ -412,6 +434,7 @@ export async function createServerContext(opts: {
         explorer.close();
         results.close();
         await requestSweeper.stop();
+        await nodesHealth.stop();
         await slackOutbox.stop();
         await accessExpiry.stop();
         await notifier.close();

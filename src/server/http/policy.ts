@@ -92,6 +92,9 @@ export const POLICY = {
   // Nodes span every tenant on them: signed-in platform admins only, never an account's key.
   'nodes.read': { roles: [], key: null, scoped: false, platform: true },
   'nodes.drift': { roles: [], key: null, scoped: false, platform: true },
+  'nodes.enroll': { roles: [], key: null, scoped: false, platform: true },
+  'nodes.cordon': { roles: [], key: null, scoped: false, platform: true },
+  'nodes.decommission': { roles: [], key: null, scoped: false, platform: true },
   'nodes.drain': { roles: [], key: null, scoped: false, platform: true },
   // Slack approvals (issue 18): the account's Slack app, by owners, admins and admin keys of the whole account.
   'slack.manage': { roles: ADMINS, key: 'admin', scoped: false },

@@ -44,16 +44,18 @@ export function createCredentialOps(ctx: {
       requireLevel(caller, 'read');
       const row = await find(caller, name);
       const user = roleNames(row.name).owner;
-      const host = config.poolerPublicHost.includes(':')
-        ? `[${config.poolerPublicHost}]`
-        : config.poolerPublicHost;
+      // The node's own PgBouncer when its agent reported where it is (issue 17), else the server's setting.
+      const own = row.node_pooler_host !== null && row.node_pooler_port !== null;
+      const hostName = own ? row.node_pooler_host! : config.poolerPublicHost;
+      const port = own ? row.node_pooler_port! : config.poolerPort;
+      const host = hostName.includes(':') ? `[${hostName}]` : hostName;
       return {
-        host: config.poolerPublicHost,
-        port: config.poolerPort,
+        host: hostName,
+        port,
         user,
         database: row.name,
         sslmode: config.poolerSslmode,
-        uri: `postgresql://${user}@${host}:${config.poolerPort}/${row.name}?sslmode=${config.poolerSslmode}`,
+        uri: `postgresql://${user}@${host}:${port}/${row.name}?sslmode=${config.poolerSslmode}`,
       };
     },
 

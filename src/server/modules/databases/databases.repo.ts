@@ -35,12 +35,20 @@ export type DatabaseRow = {
   last_rotation_reason: string | null;
   last_rotation_requested_at: Date | null;
   last_rotation_at: Date | null;
+  /** The node's health (issue 17): unhealthy while it does not report, disabled once decommissioned. */
+  node_status: 'healthy' | 'unhealthy' | 'disabled';
+  /** Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's setting). */
+  node_pooler_host: string | null;
+  node_pooler_port: number | null;
 };
 
 const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.status, d.failure_reason,
   d.password_version, d.pending_password_sealed IS NOT NULL AS rotation_pending, d.allowlist, d.limits,
   d.created_at, d.ready_at, d.rotated_at, d.updated_at, d.last_rotation_status, d.last_rotation_reason,
-  d.last_rotation_requested_at, d.last_rotation_at`;
+  d.last_rotation_requested_at, d.last_rotation_at,
+  CASE WHEN n.status <> 'active' THEN 'disabled' WHEN n.unhealthy_since IS NOT NULL THEN 'unhealthy'
+       ELSE 'healthy' END AS node_status,
+  n.pooler_host AS node_pooler_host, n.pooler_port AS node_pooler_port`;
 
 /** Where a new database goes: the named active node, or the active node with the fewest live databases. */
 /**

@@ -39,9 +39,12 @@ export const createBody = z
     node: z
       .string()
       .max(63)
-      .regex(/^[a-z][a-z0-9_-]{0,62}$/)
+      .regex(/^(?:[a-z][a-z0-9_-]{0,62}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/)
       .optional()
-      .describe('The node to place it on (default: the node with the most free tenant connections)'),
+      .describe(
+        'The node to place it on, by name or id (404 unknown; 409 cordoned, unhealthy or disabled). ' +
+          'Default: among healthy, uncordoned nodes, the one with the most free tenant connections',
+      ),
   })
   .strict();
 
@@ -70,6 +73,9 @@ export const databaseSchema = z.object({
   name: z.string().max(63),
   status: z.enum(['provisioning', 'ready', 'failed', 'deleting', 'deleted', 'moving']),
   node: z.string().max(63),
+  node_status: z
+    .enum(['healthy', 'unhealthy', 'disabled'])
+    .describe("The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)"),
   failure_reason: z.string().max(8000).nullable(),
   password_version: z.number().int(),
   rotation_pending: z.boolean(),
@@ -86,6 +92,7 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
     name: row.name,
     status: row.status,
     node: row.node_name,
+    node_status: row.node_status,
     failure_reason: row.failure_reason,
     password_version: row.password_version,
     rotation_pending: row.rotation_pending,

@@ -25,6 +25,7 @@ import {
   reserveConnections,
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
+import { placeDatabase } from '../nodes/nodes.placement.ts';
 import type { StepUp } from '../sessions/step-up.ts';
 import {
   type AllowlistInput,
@@ -202,17 +203,12 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         await withTx(db, async (tx) => {
           if (await repo.findByName(tx, caller.accountId, name))
             throw conflict(`Database "${name}" already exists`);
-          const node = await repo.pickNode(tx, name, nodeName, {
+          // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
+          const node = await placeDatabase(tx, name, nodeName, {
             reserve: config.nodeConnectionReserve,
             assumedMaxConnections: config.nodeAssumedMaxConnections,
             assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
           });
-          if (!node) {
-            if (!(await repo.activeNodeExists(tx, nodeName))) {
-              throw nodeName ? notFound('Node') : unavailable('No active node to place the database on');
-            }
-            throw conflict(`The database name "${name}" is taken; choose another`);
-          }
           // The node's row lock serialises this with every other reservation on the node.
           await reserveConnections(tx, {
             nodeId: node.id,

@@ -38,6 +38,19 @@ const boundedRecord = (maxBytes: number) =>
         'no key named __proto__ or constructor at any depth',
     });
 
+/** Where tenants reach a node's PgBouncer, as its agent reports it (connection info names it). */
+const poolerAddressSchema = z
+  .object({
+    host: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[A-Za-z0-9.:_-]+$/, 'a host name or an IP address'),
+    port: z.number().int().min(1).max(65535),
+  })
+  .strict()
+  .describe("Where tenants reach this node's PgBouncer (host name or address, and port)");
+
 /** The agent token (`bwa_…`), declared in the document as its own security scheme. */
 const security = [{ agentToken: [] }];
 
@@ -63,6 +76,7 @@ export function agentRoutes(deps: {
           body: z.object({
             enrollment_token: z.string().min(1).max(200),
             agent_version: z.string().min(1).max(64),
+            pooler: poolerAddressSchema.optional(),
           }),
           response: {
             200: z.object({
@@ -79,6 +93,7 @@ export function agentRoutes(deps: {
           req.body.enrollment_token,
           req.body.agent_version,
           { sourceIp: req.ip, requestId: String(req.id) },
+          req.body.pooler ?? null,
         );
         return { node_id: node.id, node_name: node.name, agent_token: agentToken };
       },
@@ -220,6 +235,7 @@ export function agentRoutes(deps: {
               .describe(
                 "The cluster's connection slots; superuser_reserved_connections + reserved_connections must be fewer than max_connections",
               ),
+            pooler: poolerAddressSchema.optional(),
           }),
           response: { 200: z.object({ ok: z.literal(true) }), ...errorResponses },
         },
@@ -230,6 +246,7 @@ export function agentRoutes(deps: {
           ...(req.body.agent_version ? { agentVersion: req.body.agent_version } : {}),
           ...(req.body.pg_version ? { pgVersion: req.body.pg_version } : {}),
           ...(req.body.capabilities ? { capabilities: req.body.capabilities } : {}),
+          ...(req.body.pooler ? { pooler: req.body.pooler } : {}),
           ...(req.body.connections
             ? {
                 connections: {

@@ -3,15 +3,25 @@ import { z } from 'zod';
 import { requireUser } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
 import { driftReportSchema } from '../drift/drift.routes.ts';
-import { MAX_NODES_LISTED, type NodesAdmin } from './nodes.admin.ts';
+import { MAX_NODES_LISTED, type NodesAdmin, presentNode } from './nodes.admin.ts';
+import type { NodesFleet } from './nodes.fleet.ts';
 
 const tags = ['nodes'];
 
-const nodeSchema = z.object({
+const isoTime = z.string().max(40);
+
+export const nodeSchema = z.object({
   id: z.uuid(),
   name: z.string().max(63),
   status: z.enum(['active', 'disabled']),
-  last_heartbeat_at: z.string().max(40).nullable(),
+  health: z
+    .enum(['healthy', 'unhealthy', 'disabled'])
+    .describe('unhealthy: no heartbeat within the server threshold (alerted as node.unhealthy)'),
+  cordoned: z.boolean().describe('No new database is placed on a cordoned node'),
+  cordoned_at: isoTime.nullable(),
+  unhealthy_since: isoTime.nullable(),
+  decommissioned_at: isoTime.nullable(),
+  last_heartbeat_at: isoTime.nullable(),
   heartbeat_age_seconds: z
     .number()
     .int()
@@ -19,10 +29,40 @@ const nodeSchema = z.object({
     .describe('Seconds since the last heartbeat, by the server clock (null: none yet)'),
   database_count: z.number().int().min(0).describe('Databases on the node (deleted ones left out)'),
   agent_version: z.string().max(64).nullable(),
+  pg_version: z.string().max(256).nullable(),
+  pooler: z
+    .object({ host: z.string().max(255), port: z.number().int().min(1).max(65535) })
+    .nullable()
+    .describe(
+      "Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's own setting)",
+    ),
+  capacity: z.object({
+    max_connections: z.number().int().nullable().describe('As the agent reported it (null: not yet)'),
+    budget: z.number().int().min(0).describe('Tenant connections the node can give'),
+    committed: z.number().int().min(0).describe("Committed by its databases' connection limits"),
+    free: z.number().int().min(0),
+  }),
+  drift: z
+    .object({ checked_at: isoTime, findings: z.number().int().min(0) })
+    .nullable()
+    .describe('The latest drift check that answered (null: none yet)'),
 });
 
-/** The nodes admin page: signed-in platform admins only (policy actions nodes.read, nodes.drift). */
-export function nodesAdminRoutes(deps: { nodesAdmin: NodesAdmin }): FastifyPluginAsyncZod {
+/** A node by id, or by name (platform admins know their nodes by name). */
+const nodeParams = z.object({
+  id: z
+    .string()
+    .max(63)
+    .regex(/^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-z][a-z0-9_-]{0,62})$/i)
+    .describe("The node's id or name"),
+});
+
+/**
+ * Nodes for signed-in platform admins only (policy actions nodes.read, nodes.drift, nodes.enroll,
+ * nodes.cordon, nodes.decommission): list, detail, enrollment tokens, cordons, decommission, drift.
+ */
+export function nodesAdminRoutes(deps: { nodesAdmin: NodesAdmin; fleet: NodesFleet }): FastifyPluginAsyncZod {
+  const present = (n: Parameters<typeof presentNode>[0]) => presentNode(n, deps.fleet.capacity);
   return async (app) => {
     app.get(
       '/v1/nodes',
@@ -30,27 +70,113 @@ export function nodesAdminRoutes(deps: { nodesAdmin: NodesAdmin }): FastifyPlugi
         config: { action: 'nodes.read' },
         schema: {
           tags,
-          summary: 'Every node with its heartbeat age and database count (platform admins)',
+          summary: 'Every node with its health, capacity, cordon and database count (platform admins)',
           response: {
             200: z.object({ items: z.array(nodeSchema).max(MAX_NODES_LISTED) }),
             ...errorResponses,
           },
         },
       },
-      async () => {
-        const rows = await deps.nodesAdmin.list();
-        return {
-          items: rows.map((n) => ({
-            id: n.id,
-            name: n.name,
-            status: n.status,
-            last_heartbeat_at: n.last_heartbeat_at?.toISOString() ?? null,
-            heartbeat_age_seconds:
-              n.heartbeat_age_seconds === null ? null : Math.max(0, n.heartbeat_age_seconds),
-            database_count: n.database_count,
-            agent_version: n.agent_version === null ? null : n.agent_version.slice(0, 64),
-          })),
-        };
+      async () => ({ items: (await deps.nodesAdmin.list()).map(present) }),
+    );
+
+    app.get(
+      '/v1/nodes/:id',
+      {
+        config: { action: 'nodes.read' },
+        schema: {
+          tags,
+          summary: 'One node (platform admins)',
+          params: nodeParams,
+          response: { 200: nodeSchema, ...errorResponses },
+        },
+      },
+      async (req) => present(await deps.fleet.find(req.params.id)),
+    );
+
+    app.post(
+      '/v1/nodes/enrollments',
+      {
+        config: { action: 'nodes.enroll' },
+        schema: {
+          tags,
+          summary: 'A one-time enrollment token for a new node (platform admins; audited)',
+          description:
+            'Shown once; only its SHA-256 is stored. Single use, valid for the server setting ' +
+            '`enrollmentTtlMinutes` (default 60); expired ones are swept and audited. Give it to ' +
+            '`bulwark node up --token` on the new machine. Enrolling an existing name replaces that ' +
+            "node's credentials once the token is used.",
+          body: z
+            .object({
+              name: z
+                .string()
+                .min(1)
+                .max(63)
+                .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'a-z, 0-9, _ and -, starting with a letter')
+                .describe("The node's name"),
+            })
+            .strict(),
+          response: {
+            201: z.object({ node_name: z.string().max(63), token: z.string().max(128), expires_at: isoTime }),
+            ...errorResponses,
+          },
+        },
+      },
+      async (req, reply) => {
+        const e = await deps.fleet.createEnrollment(requireUser(req), req.body.name, String(req.id));
+        reply.code(201).header('cache-control', 'no-store');
+        return { node_name: req.body.name, token: e.token, expires_at: e.expiresAt.toISOString() };
+      },
+    );
+
+    for (const [verb, action] of [
+      ['cordon', 'cordoned: no new database is placed on it'],
+      ['uncordon', 'uncordoned: placement may choose it again'],
+    ] as const) {
+      app.post(
+        `/v1/nodes/:id/${verb}`,
+        {
+          config: { action: 'nodes.cordon' },
+          schema: {
+            tags,
+            summary: `Mark a node ${action} (platform admins; audited)`,
+            description: 'Idempotent. Databases already on the node stay and keep working.',
+            params: nodeParams,
+            response: { 200: nodeSchema, ...errorResponses },
+          },
+        },
+        async (req) => {
+          const user = requireUser(req);
+          const node =
+            verb === 'cordon'
+              ? await deps.fleet.cordon(user, req.params.id, String(req.id))
+              : await deps.fleet.uncordon(user, req.params.id, String(req.id));
+          return present(node);
+        },
+      );
+    }
+
+    app.post(
+      '/v1/nodes/:id/decommission',
+      {
+        config: { action: 'nodes.decommission' },
+        schema: {
+          tags,
+          summary: 'Retire a node that holds no databases (platform admins; audited)',
+          description:
+            'Refused with 409 `conflict` (`details.databases`: how many) while databases remain. ' +
+            'Otherwise the node is disabled and cordoned, its agent token revoked (the agent is ' +
+            'refused from now on), its pending enrollments deleted and its waiting jobs ended.',
+          params: nodeParams,
+          response: {
+            200: nodeSchema.extend({ jobs_ended: z.number().int().min(0) }),
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        const r = await deps.fleet.decommission(requireUser(req), req.params.id, String(req.id));
+        return { ...present(r.node), jobs_ended: r.jobsEnded };
       },
     );
 

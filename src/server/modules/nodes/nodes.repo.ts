@@ -10,10 +10,16 @@ export type NodeRow = {
   last_heartbeat_at: Date | null;
   enrolled_at: Date | null;
   created_at: Date;
+  /** Where tenants reach the node's PgBouncer, as its agent reports it (null: not reported yet). */
+  pooler_host: string | null;
+  pooler_port: number | null;
+  cordoned_at: Date | null;
+  unhealthy_since: Date | null;
+  decommissioned_at: Date | null;
 };
 
-const NODE_COLUMNS =
-  'id, name, status, agent_version, pg_version, capabilities, last_heartbeat_at, enrolled_at, created_at';
+const NODE_COLUMNS = `id, name, status, agent_version, pg_version, capabilities, last_heartbeat_at, enrolled_at,
+  created_at, pooler_host, pooler_port, cordoned_at, unhealthy_since, decommissioned_at`;
 
 export async function insertEnrollment(
   db: Queryable,
@@ -50,21 +56,30 @@ export async function nodeHasToken(db: Queryable, name: string): Promise<boolean
   return (r.rowCount ?? 0) > 0;
 }
 
-/** Enrolling a name again replaces that node's token: the old one stops working at once. */
+/**
+ * Enrolling a name again replaces that node's token: the old one stops working at once. A
+ * decommissioned node of that name comes back (a platform admin issued the enrollment for it); a
+ * node disabled otherwise stays disabled. The pooler address is what the agent said, if anything.
+ */
 export async function upsertEnrolledNode(
   db: Queryable,
   name: string,
   tokenHash: Buffer,
   agentVersion: string,
+  pooler: PoolerAddress | null = null,
 ): Promise<NodeRow> {
   const r = await db.query<NodeRow>(
-    `INSERT INTO nodes (name, token_hash, agent_version, enrolled_at, last_heartbeat_at)
-     VALUES ($1, $2, $3, now(), now())
+    `INSERT INTO nodes (name, token_hash, agent_version, enrolled_at, last_heartbeat_at, pooler_host, pooler_port)
+     VALUES ($1, $2, $3, now(), now(), $4, $5)
      ON CONFLICT (name) DO UPDATE
        SET token_hash = EXCLUDED.token_hash, agent_version = EXCLUDED.agent_version,
-           enrolled_at = now(), last_heartbeat_at = now()
+           enrolled_at = now(), last_heartbeat_at = now(),
+           pooler_host = coalesce(EXCLUDED.pooler_host, nodes.pooler_host),
+           pooler_port = coalesce(EXCLUDED.pooler_port, nodes.pooler_port),
+           status = CASE WHEN nodes.decommissioned_at IS NOT NULL THEN 'active' ELSE nodes.status END,
+           decommissioned_at = NULL
      RETURNING ${NODE_COLUMNS}`,
-    [name, tokenHash, agentVersion],
+    [name, tokenHash, agentVersion, pooler?.host ?? null, pooler?.port ?? null],
   );
   return r.rows[0]!;
 }
@@ -79,6 +94,9 @@ export async function findNodeByTokenHash(
   );
   return r.rows[0] ?? null;
 }
+
+/** Where tenants reach a node's PgBouncer (host name or address, and port), as its agent reports it. */
+export type PoolerAddress = { host: string; port: number };
 
 /** What an agent reports about its cluster's connection slots (see nodes.capacity.ts). */
 export type NodeConnections = {
@@ -95,6 +113,7 @@ export async function recordHeartbeat(
     pgVersion?: string | undefined;
     capabilities?: Record<string, unknown> | undefined;
     connections?: NodeConnections | undefined;
+    pooler?: PoolerAddress | undefined;
   },
 ): Promise<void> {
   await db.query(
@@ -103,7 +122,9 @@ export async function recordHeartbeat(
             pg_version = coalesce($3, pg_version),
             capabilities = coalesce($4, capabilities),
             max_connections = coalesce($5, max_connections),
-            reserved_connections = coalesce($6, reserved_connections)
+            reserved_connections = coalesce($6, reserved_connections),
+            pooler_host = coalesce($7, pooler_host),
+            pooler_port = coalesce($8, pooler_port)
       WHERE id = $1`,
     [
       nodeId,
@@ -112,6 +133,8 @@ export async function recordHeartbeat(
       info.capabilities ?? null,
       info.connections?.maxConnections ?? null,
       info.connections?.reservedConnections ?? null,
+      info.pooler?.host ?? null,
+      info.pooler?.port ?? null,
     ],
   );
 }
@@ -140,26 +163,60 @@ export async function listNodes(db: Queryable): Promise<NodeRow[]> {
   return r.rows;
 }
 
-/** A node as platform admins see it: health and how many live databases it holds. */
+/** A node as platform admins see it: health, capacity facts, and how many live databases it holds. */
 export type NodeHealthRow = {
   id: string;
   name: string;
   status: 'active' | 'disabled';
   agent_version: string | null;
+  pg_version: string | null;
   last_heartbeat_at: Date | null;
   heartbeat_age_seconds: number | null;
   database_count: number;
+  pooler_host: string | null;
+  pooler_port: number | null;
+  cordoned_at: Date | null;
+  unhealthy_since: Date | null;
+  decommissioned_at: Date | null;
+  max_connections: number | null;
+  reserved_connections: number | null;
+  /** Tenant connections committed on the node (as nodes.capacity.ts counts them). */
+  committed_connections: number;
+  /** The latest drift check that answered: when, and how many findings. */
+  drift_checked_at: Date | null;
+  drift_findings: number | null;
 };
+
+const HEALTH_SELECT = `SELECT n.id, n.name, n.status, n.agent_version, n.pg_version, n.last_heartbeat_at,
+    floor(extract(epoch FROM now() - n.last_heartbeat_at))::int AS heartbeat_age_seconds,
+    (SELECT count(*)::int FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL)
+      AS database_count,
+    n.pooler_host, n.pooler_port, n.cordoned_at, n.unhealthy_since, n.decommissioned_at,
+    n.max_connections, n.reserved_connections,
+    (SELECT coalesce(sum(greatest((d.limits->>'owner_connection_limit')::bigint
+                                  + (d.limits->>'reader_connection_limit')::bigint,
+                                  coalesce(d.connections_held, 0))), 0)::int
+       FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL) AS committed_connections,
+    dj.finished_at AS drift_checked_at,
+    CASE WHEN jsonb_typeof(dj.result->'findings') = 'array'
+         THEN jsonb_array_length(dj.result->'findings') END AS drift_findings
+  FROM nodes n
+  LEFT JOIN LATERAL (SELECT j.finished_at, j.result FROM jobs j
+                      WHERE j.node_id = n.id AND j.kind = 'node.drift' AND j.status = 'succeeded'
+                      ORDER BY j.id DESC LIMIT 1) dj ON true`;
 
 /** Every node by name (at most `limit`), with its heartbeat age by the control DB's clock. */
 export async function listNodeHealth(db: Queryable, limit: number): Promise<NodeHealthRow[]> {
-  const r = await db.query<NodeHealthRow>(
-    `SELECT n.id, n.name, n.status, n.agent_version, n.last_heartbeat_at,
-            floor(extract(epoch FROM now() - n.last_heartbeat_at))::int AS heartbeat_age_seconds,
-            (SELECT count(*)::int FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL)
-              AS database_count
-       FROM nodes n ORDER BY n.name LIMIT $1`,
-    [limit],
-  );
+  const r = await db.query<NodeHealthRow>(`${HEALTH_SELECT} ORDER BY n.name LIMIT $1`, [limit]);
   return r.rows;
+}
+
+/** One node by id or name, as listNodeHealth shows it; null when there is none. */
+export async function findNodeHealth(db: Queryable, ref: string): Promise<NodeHealthRow | null> {
+  const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(ref);
+  const r = await db.query<NodeHealthRow>(
+    `${HEALTH_SELECT} WHERE ${isUuid ? 'n.id = $1::uuid' : 'n.name = $1'}`,
+    [ref],
+  );
+  return r.rows[0] ?? null;
 }

@@ -88,6 +88,7 @@ export function createNodesService(deps: NodesServiceDeps) {
       enrollmentToken: string,
       presentedVersion: string,
       ctx?: AgentRequestContext,
+      pooler: repo.PoolerAddress | null = null,
     ): Promise<{ node: repo.NodeRow; agentToken: string }> {
       // Stored and audited whatever the caller sent (a NUL cannot be stored: see storable.ts).
       const agentVersion = storableText(presentedVersion);
@@ -105,7 +106,7 @@ export function createNodesService(deps: NodesServiceDeps) {
         const name = await repo.redeemEnrollment(tx, hashToken(enrollmentToken));
         if (!name) return null;
         const replaced = await repo.nodeHasToken(tx, name);
-        const node = await repo.upsertEnrolledNode(tx, name, hashToken(agentToken), agentVersion);
+        const node = await repo.upsertEnrolledNode(tx, name, hashToken(agentToken), agentVersion, pooler);
         const base = { actorId: node.id, targetType: 'node', targetId: node.id };
         await audit.record(
           tx,
@@ -242,6 +243,7 @@ export function createNodesService(deps: NodesServiceDeps) {
         pgVersion?: string;
         capabilities?: Record<string, unknown>;
         connections?: repo.NodeConnections;
+        pooler?: repo.PoolerAddress;
       },
     ) {
       // Facts an agent reports are stored whatever they hold (a NUL cannot be: see storable.ts).
@@ -279,13 +281,25 @@ export type NodesService = ReturnType<typeof createNodesService>;
  */
 export async function storeEnrollment(
   tx: Queryable,
-  e: { nodeName: string; token: string; expiresAt: Date; actorType: 'operator' | 'system' },
+  e: {
+    nodeName: string;
+    token: string;
+    expiresAt: Date;
+    actorType: 'operator' | 'system' | 'user';
+    /** A platform admin's enrollment (POST /v1/nodes/enrollments): who, from where. */
+    actorId?: string;
+    sourceIp?: string | null;
+    requestId?: string | null;
+  },
   record: AuditService['record'] = recordAudit,
 ): Promise<void> {
   await repo.insertEnrollment(tx, e.nodeName, hashToken(e.token), e.expiresAt);
   await record(tx, {
     action: 'node.enrollment_created',
     actorType: e.actorType,
+    ...(e.actorId ? { actorId: e.actorId } : {}),
+    ...(e.sourceIp ? { sourceIp: e.sourceIp } : {}),
+    ...(e.requestId ? { requestId: e.requestId } : {}),
     targetType: 'node',
     targetId: e.nodeName,
     details: { node_name: e.nodeName, expires_at: e.expiresAt.toISOString() },
