@@ -36,11 +36,11 @@ export async function startSlackReceiver(): Promise<{
       });
       res.setHeader('content-type', 'application/json');
       const fail = failures.shift();
-      if (typeof fail === 'number') {
-        res.statusCode = fail;
-        return res.end('{}');
+      if (typeof fail === 'number') res.statusCode = fail;
+      if (fail !== undefined) {
+        res.end(typeof fail === 'number' ? '{}' : JSON.stringify({ ok: false, error: fail }));
+        return;
       }
-      if (typeof fail === 'string') return res.end(JSON.stringify({ ok: false, error: fail }));
       res.end(
         JSON.stringify({
           ok: true,
