@@ -18,6 +18,9 @@ const RequestDetail = lazy(() => import('./pages/requests/detail.tsx'));
 const Approvals = lazy(() => import('./pages/requests/inbox.tsx'));
 const Policy = lazy(() => import('./pages/requests/policy.tsx'));
 const Admin = lazy(() => import('./pages/admin/admin.tsx'));
+const Webhooks = lazy(() => import('./pages/webhooks/list.tsx'));
+const WebhookDetail = lazy(() => import('./pages/webhooks/detail.tsx'));
+const SlackSettings = lazy(() => import('./pages/integrations/slack.tsx'));
 const NotFound = lazy(() => import('./pages/not-found.tsx'));
 
 const PUBLIC = ['/sign-in', '/invite'];
@@ -78,6 +81,9 @@ export function App() {
           <Route path="/policy" component={Policy} />
           <Route path="/keys" component={Keys} />
           <Route path="/audit" component={Audit} />
+          <Route path="/webhooks" component={Webhooks} />
+          <Route path="/webhooks/:id">{(p) => <WebhookDetail id={p.id} />}</Route>
+          <Route path="/integrations/slack" component={SlackSettings} />
           <Route path="/admin">
             <Redirect to="/admin/users" replace />
           </Route>

@@ -80,6 +80,9 @@ export function Layout({ children }: { children: ReactNode }) {
           {/* As the API's policy: the audit log is read by owners and admins of the account; people and
               invites are managed by them and by platform admins. */}
           {role === 'owner' || role === 'admin' ? <NavLink href="/audit">Audit log</NavLink> : null}
+          {/* Webhooks are read by members too (their URLs may carry tokens: not viewers); Slack is set up by owners and admins. */}
+          {role && role !== 'viewer' ? <NavLink href="/webhooks">Webhooks</NavLink> : null}
+          {role === 'owner' || role === 'admin' ? <NavLink href="/integrations/slack">Slack</NavLink> : null}
           {canAdminister(me, role) ? <NavLink href="/admin">Admin</NavLink> : null}
           <NavLink href="/account/security">Account security</NavLink>
         </nav>

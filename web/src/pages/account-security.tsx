@@ -5,6 +5,7 @@ import { api, call } from '../api/client.ts';
 import { CopyButton } from '../components/copy-button.tsx';
 import { ErrorNotice } from '../components/error-notice.tsx';
 import { Page } from '../components/page.tsx';
+import { SlackLink } from '../components/slack-link.tsx';
 import { useAction } from '../lib/use-api.ts';
 import { useReauth } from '../reauth.tsx';
 import { useMe, useSession } from '../session.tsx';
@@ -120,6 +121,7 @@ export default function AccountSecurity() {
         ) : null}
         <ErrorNotice error={start.error ?? confirm.error} />
       </section>
+      <SlackLink />
     </Page>
   );
 }
