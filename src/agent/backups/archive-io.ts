@@ -15,13 +15,18 @@ import { createZstdDecompress } from 'node:zlib';
 import { ArchiveError, createArchiveDecryptor, type DecryptStats } from '../../shared/backup-archive.ts';
 import type { ArchiveRef, BackupStorage } from './backup-storage.ts';
 
-/** Counts and hashes what passes through. */
-export function hashingTap(): { tap: Transform; digest: () => string; bytes: () => number } {
+/** Counts and hashes what passes through (and shows every piece to `also`, in order). */
+export function hashingTap(also?: (chunk: Buffer) => void): {
+  tap: Transform;
+  digest: () => string;
+  bytes: () => number;
+} {
   const h = createHash('sha256');
   let n = 0;
   const tap = new Transform({
     transform(chunk: Buffer, _e, cb) {
       h.update(chunk);
+      also?.(chunk);
       n += chunk.length;
       cb(null, chunk);
     },

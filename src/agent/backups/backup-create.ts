@@ -29,8 +29,9 @@ import type { JobHandler } from '../jobs/job-context.ts';
 import { BACKUP_READS_SETTINGS } from '../postgres/catalog-visibility.ts';
 import { authenticateArchive, coalesce, hashingTap } from './archive-io.ts';
 import { type BackupJobDeps, connectForTools, getBackupKey, stewardLogin } from './backup-deps.ts';
-import { countObjects, countRows, listTables } from './backup-manifest.ts';
+import { countObjects, listTables, tableRows } from './backup-manifest.ts';
 import type { PendingArchive } from './backup-storage.ts';
+import { DumpRowCounter } from './dump-rows.ts';
 import { startTool } from './pg-tools.ts';
 
 /** How long pg_dump waits for a table lock a tenant holds before the backup fails (and is retried). */
@@ -88,7 +89,9 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
         { signal: stop.signal },
       );
       deps.onTool?.('pg_dump', dump.child);
-      const hash = hashingTap();
+      // The plain dump's SHA-256 and its exact rows per table, read from the stream as it passes.
+      const rowCounter = new DumpRowCounter();
+      const hash = hashingTap((chunk) => rowCounter.push(chunk));
       const stored = hashingTap();
       const written = pipeline(
         dump.child.stdout!,
@@ -103,12 +106,14 @@ export function backupCreate(deps: BackupJobDeps): JobHandler {
         pending.stream,
         { signal: stop.signal },
       );
-      // Exact rows, in the dump's snapshot, while pg_dump reads.
-      const counted = countRows(steward, listed.tables, stop.signal);
-      const all = Promise.all([written, dump.exited, counted]);
-      // The first failure (pg_dump's exit, a write error such as ENOSPC, a count) ends the rest.
+      const all = Promise.all([written, dump.exited]);
+      // The first failure (pg_dump's exit, a write error such as ENOSPC) ends the rest.
       all.catch((err) => stop.abort(err));
-      const [, , tables] = await all;
+      await all;
+      // Still in the dump's snapshot: SQL counts only for what the stream did not give.
+      const tables = await tableRows(steward, listed.tables, rowCounter.result(), stop.signal, (why) =>
+        ctx.log.warn({ reason: why }, 'rows counted with SQL: the dump stream could not be read'),
+      );
       await steward.query('COMMIT');
 
       await step('commit');

@@ -1,8 +1,10 @@
 /**
  * What a backup records of its database and what a restore is checked against: object counts,
- * and exact row counts per table — both read on a steward session (pinned settings, row security
- * off so a policy cannot hide rows) in one snapshot: at backup time the very snapshot pg_dump
- * reads (`--snapshot`), so the counts describe exactly what the archive holds.
+ * the planner's row estimate and the exact row count per table. At backup the objects are
+ * counted on a steward session (pinned settings, row security off so a policy cannot hide rows)
+ * in the very snapshot pg_dump reads (`--snapshot`), and the exact rows are read from the dump
+ * stream itself (dump-rows.ts; `count(*)` in that snapshot where it cannot): the record describes
+ * exactly what the archive holds. After a restore, both are counted in the restored database.
  *
  * System schemas (pg_catalog, information_schema, pg_toast…, pg_temp…) and the template's guard
  * schema are left out: they are not the tenant's and are not restored.
@@ -15,6 +17,7 @@ import {
   type RestoreCheck,
 } from '../../shared/contracts/backups.ts';
 import { quoteIdent } from '../../shared/identifiers.ts';
+import { tableKey } from './dump-rows.ts';
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
@@ -89,6 +92,38 @@ export async function countRows(
     });
   }
   return out;
+}
+
+/**
+ * The record's rows per listed table at backup: from the dump stream (`DumpRowCounter`) where it
+ * holds the table's data, else (a table whose data pg_dump leaves out, such as an extension's
+ * own, or a stream this reader does not know) `count(*)` on `c`, which is still in the dump's
+ * snapshot.
+ */
+export async function tableRows(
+  c: Queryable,
+  tables: readonly { schema: string; name: string; estimate: number | null }[],
+  fromDump: { rows: Map<string, number> } | { unsupported: string },
+  signal?: AbortSignal,
+  onUnsupported?: (reason: string) => void,
+): Promise<BackupTable[]> {
+  if ('unsupported' in fromDump) {
+    onUnsupported?.(fromDump.unsupported);
+    return countRows(c, tables, signal);
+  }
+  const missing = tables.filter((t) => !fromDump.rows.has(tableKey(t.schema, t.name)));
+  const counted = new Map(
+    (await countRows(c, missing, signal)).map((t) => [tableKey(t.schema, t.name), t.rows]),
+  );
+  return tables.map((t) => {
+    const k = tableKey(t.schema, t.name);
+    return {
+      schema: t.schema,
+      name: t.name,
+      rows: fromDump.rows.get(k) ?? counted.get(k)!,
+      rows_estimate: t.estimate,
+    };
+  });
 }
 
 /**
