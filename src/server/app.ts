@@ -56,6 +56,8 @@ import type { ServerMetrics } from './modules/metrics/server-metrics.ts';
 import { agentRoutes } from './modules/nodes/agent.routes.ts';
 import { nodesAdminRoutes } from './modules/nodes/nodes.admin.routes.ts';
 import type { NodesAdmin } from './modules/nodes/nodes.admin.ts';
+import { moveRoutes } from './modules/nodes/nodes.move.routes.ts';
+import type { Moves } from './modules/nodes/nodes.move.ts';
 import type { NodesFleet } from './modules/nodes/nodes.fleet.ts';
 import { moveRoutes } from './modules/nodes/nodes.move.routes.ts';
 import type { Moves } from './modules/nodes/nodes.move.ts';
