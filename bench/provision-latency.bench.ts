@@ -1,11 +1,14 @@
 /**
- * Provisioning latency: `POST /v1/databases` over HTTP with a real key → the agent creates the
- * roles, the database, grants, schema setup, the pooler entry and proves a login → `ready` →
- * a client connects through PgBouncer with the revealed password and runs `SELECT 1`. Median
- * and p95 over N databases, against the floor measured on the same cluster in the same run:
- * the raw SQL of CREATE ROLE + CREATE DATABASE (template0) + the GRANTs, issued directly,
- * interleaved with the API runs so that both see the same load on a shared host. Also prints
- * where the agent's time went (`steps_ms` of each create job, medians).
+ * Provisioning latency: `POST /v1/databases` over HTTP with a real key → the agent makes the
+ * database → `ready` → a client connects through PgBouncer with the revealed password and runs
+ * `SELECT 1`. Two paths, N databases each (ADR 0028):
+ *   - warm: the agent's warm pool (3 spares) hands one out; each run starts with the pool full
+ *     again (the refill is background work, never part of a create);
+ *   - cold: the pool off (0): roles, CREATE DATABASE, grants, schema setup.
+ * Median and p95 of each, against the floor measured on the same cluster in the same run: the
+ * raw SQL of CREATE ROLE + CREATE DATABASE (template0) + the GRANTs, issued directly, interleaved
+ * with the API runs so that both see the same load on a shared host. Also prints where the
+ * agent's time went (`steps_ms` of each create job, medians) and the load average.
  *
  *   node bench/provision-latency.bench.ts [databases=30]
  */
@@ -54,25 +57,30 @@ const server = await startServer(
 const db = new pg.Pool({ connectionString: dp.controlUrl, max: 2 });
 db.on('error', () => {});
 let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+const POOL = 3;
 try {
   const enrollment = generateToken('bwe_');
   await db.query(
     "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'bench', now() + interval '1 hour')",
     [hashToken(enrollment)],
   );
-  agent = await startAgent(
-    agentConfigSchema.parse({
-      serverUrl: server.url,
-      stateDir: layout.agent,
-      enrollmentToken: enrollment,
-      adminDatabaseUrl: dp.adminUrl,
-      poolerDir: layout.pooler,
-      poolerPort: ports.pooler,
-      poolerAdminPassword: dp.poolerAdminPassword,
-      logLevel: 'silent',
-    }),
-    { log: silent },
-  );
+  /** The agent with a warm pool of `size` (a restart on the same state dir keeps its enrollment). */
+  const startBenchAgent = (size: number) =>
+    startAgent(
+      agentConfigSchema.parse({
+        serverUrl: server.url,
+        stateDir: layout.agent,
+        enrollmentToken: enrollment,
+        adminDatabaseUrl: dp.adminUrl,
+        poolerDir: layout.pooler,
+        poolerPort: ports.pooler,
+        poolerAdminPassword: dp.poolerAdminPassword,
+        logLevel: 'silent',
+        warmPoolSize: size,
+      }),
+      { log: silent },
+    );
+  agent = await startBenchAgent(POOL);
   const { key } = await createOperatorKey(db, { accountName: 'bench', level: 'admin' });
   const api = async <T>(method: string, url: string, body?: unknown): Promise<T> => {
     const res = await fetch(`${server.url}${url}`, {
@@ -139,64 +147,95 @@ try {
     await admin.query(`GRANT CONNECT, TEMPORARY ON DATABASE ${quoteIdent(name)} TO ${role}`);
     return { ms: performance.now() - t0, createDb };
   };
-  // Interleaved (API, floor, API, floor …): on a shared, loaded host both see the same load.
-  for (let i = 0; i < WARMUP; i++) {
-    await provision(`warm_${i}`);
-    await floor(`floor_warm_${i}`);
-  }
-  const apiMs: number[] = [];
-  const floorMs: number[] = [];
-  const floorCreateDbMs: number[] = [];
-  for (let i = 0; i < N; i++) {
-    apiMs.push(await provision(`bench_${i}`));
-    const f = await floor(`floor_${i}`);
-    floorMs.push(f.ms);
-    floorCreateDbMs.push(f.createDb);
-  }
+  /** Ready spares of the warm pool, as the catalog holds them. */
+  const readySpares = async () =>
+    Number(
+      (
+        await admin.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_database
+            WHERE datname LIKE 'bulwark\\_spare\\_%' AND shobj_description(oid, 'pg_database') LIKE 'bulwark:spare:ready:%'`,
+        )
+      ).rows[0]!.n,
+    );
+  /** Waits (bounded) until the pool is full again: a create never competes with its refill. */
+  const poolFull = async (want: number) => {
+    for (let i = 0; i < 600 && (await readySpares()) < want; i++) await new Promise((r) => setTimeout(r, 50));
+    // The refill's last statements (its steward session ending) settle.
+    await new Promise((r) => setTimeout(r, 100));
+  };
+  /** One phase: N databases through the API, each followed by the floor (interleaved). */
+  const phase = async (label: string, pool: number) => {
+    for (let i = 0; i < WARMUP; i++) {
+      if (pool > 0) await poolFull(pool);
+      await provision(`${label}_warmup_${i}`);
+      await floor(`floor_${label}_warmup_${i}`);
+    }
+    const apiMs: number[] = [];
+    const floorMs: number[] = [];
+    const floorCreateDbMs: number[] = [];
+    for (let i = 0; i < N; i++) {
+      if (pool > 0) await poolFull(pool);
+      apiMs.push(await provision(`${label}_${i}`));
+      const f = await floor(`floor_${label}_${i}`);
+      floorMs.push(f.ms);
+      floorCreateDbMs.push(f.createDb);
+    }
+    const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
+      `SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms, (result->>'pooler_probe_ms')::float AS probe,
+              result->'steps_ms' AS steps
+         FROM jobs WHERE kind = 'database.create' AND payload->>'name' ~ $1`,
+      [`^${label}_[0-9]+$`],
+    );
+    // Where the agent's time went, per step (medians; steps overlap, see database-create.ts).
+    const stepNames = [...new Set(jobs.rows.flatMap((r) => Object.keys(r.steps ?? {})))];
+    const steps = Object.fromEntries(
+      stepNames.map((k) => [
+        k,
+        Math.round(summarize(jobs.rows.map((r) => r.steps?.[k] ?? 0)).median * 100) / 100,
+      ]),
+    );
+    const a = summarize(apiMs);
+    const f = summarize(floorMs);
+    const jobMs = summarize(jobs.rows.map((r) => Number(r.ms)));
+    const probeMs = summarize(jobs.rows.map((r) => Number(r.probe)));
+    console.log(
+      `\n${label} path (warm pool ${pool}), ${N} databases; load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
+    console.log(`  agent steps (median ms): ${JSON.stringify(steps)}`);
+    console.log(
+      `  API → ready → connected through PgBouncer: median ${a.median.toFixed(1)} ms, p95 ${a.p95.toFixed(1)} ms`,
+    );
+    console.log(
+      `  SQL floor (CREATE ROLE + CREATE DATABASE + GRANTs), same phase: median ${f.median.toFixed(1)} ms, p95 ${f.p95.toFixed(1)} ms (its CREATE DATABASE: median ${summarize(floorCreateDbMs).median.toFixed(1)} ms)`,
+    );
+    console.log(
+      `  create job (queued → agent done): median ${jobMs.median.toFixed(1)} ms; its PgBouncer proving login: median ${probeMs.median.toFixed(1)} ms`,
+    );
+    console.log(
+      `  ratio: median ${(a.median / f.median).toFixed(2)}x, p95 ${(a.p95 / f.p95).toFixed(2)}x (goal ≤ ${pool > 0 ? '1.0' : '1.5'}x)`,
+    );
+    return { api: a, floor: f, job: jobMs, probe: probeMs, steps, ratio: a.median / f.median };
+  };
+  const loadBefore = os.loadavg();
+  const warm = await phase('warm', POOL);
+  // The cold path: the same agent restarted with the pool off (it removes its spares first).
+  await agent.stop();
+  agent = await startBenchAgent(0);
+  for (let i = 0; i < 600 && (await readySpares()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  const cold = await phase('cold', 0);
   await admin.end();
   await listener.end();
-
-  const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
-    `SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms, (result->>'pooler_probe_ms')::float AS probe,
-            result->'steps_ms' AS steps
-       FROM jobs WHERE kind = 'database.create' AND payload->>'name' LIKE 'bench%'`,
-  );
-  // Where the agent's time went, per step (medians; steps overlap, see database-create.ts).
-  const stepNames = [...new Set(jobs.rows.flatMap((r) => Object.keys(r.steps ?? {})))];
-  const steps = Object.fromEntries(
-    stepNames.map((k) => [
-      k,
-      Math.round(summarize(jobs.rows.map((r) => r.steps?.[k] ?? 0)).median * 100) / 100,
-    ]),
-  );
-  console.log(`agent steps (median ms): ${JSON.stringify(steps)}`);
-  const jobMs = summarize(jobs.rows.map((r) => Number(r.ms)));
-  const probeMs = summarize(jobs.rows.map((r) => Number(r.probe)));
-  const a = summarize(apiMs);
-  const f = summarize(floorMs);
-  console.log(
-    `API → ready → connected through PgBouncer, ${N} databases: median ${a.median.toFixed(1)} ms, p95 ${a.p95.toFixed(1)} ms`,
-  );
-  console.log(
-    `SQL floor (CREATE ROLE + CREATE DATABASE + GRANTs): median ${f.median.toFixed(1)} ms, p95 ${f.p95.toFixed(1)} ms`,
-  );
-  console.log(
-    `of which the create job (queued → agent done): median ${jobMs.median.toFixed(1)} ms; its PgBouncer proving login: median ${probeMs.median.toFixed(1)} ms`,
-  );
-  console.log(
-    `of which the floor's CREATE DATABASE: median ${summarize(floorCreateDbMs).median.toFixed(1)} ms`,
-  );
-  console.log(`ratio (median): ${(a.median / f.median).toFixed(2)}x (goal ≤ 1.5x)`);
   console.log(
     JSON.stringify({
       bench: 'provision-latency',
       databases: N,
-      api: a,
-      job: jobMs,
-      probe: probeMs,
-      steps,
-      floor: f,
-      ratio: a.median / f.median,
+      load_before: loadBefore,
+      load_after: os.loadavg(),
+      warm,
+      cold,
     }),
   );
 } catch (err) {

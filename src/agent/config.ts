@@ -82,6 +82,11 @@ export const agentConfigSchema = z
     heartbeatMs: z.coerce.number().int().min(500).max(300_000).default(10_000),
     /** How often the size and connections of each tenant database are sampled and reported. */
     sampleIntervalMs: z.coerce.number().int().min(500).max(3_600_000).default(60_000),
+    /**
+     * Spare databases kept ready on this node (the warm pool, ADR 0028): a create takes one and
+     * is ready without waiting for CREATE DATABASE. 0 turns the pool off (its spares are removed).
+     */
+    warmPoolSize: z.coerce.number().int().min(0).max(50).default(3),
     /** The explorer channel (a WebSocket to the server; ADR 0009). Off: explorer requests use the job queue. */
     explorerChannel: z
       .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
@@ -185,6 +190,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   pollWaitMs: { env: 'BULWARK_AGENT_POLL_WAIT_MS' },
   heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
   sampleIntervalMs: { env: 'BULWARK_AGENT_SAMPLE_INTERVAL_MS' },
+  warmPoolSize: { env: 'BULWARK_WARM_POOL_SIZE' },
   explorerChannel: { env: 'BULWARK_AGENT_EXPLORER_CHANNEL' },
   backupDir: { env: 'BULWARK_BACKUP_DIR' },
   pgBinDir: { env: 'BULWARK_AGENT_PG_BIN' },

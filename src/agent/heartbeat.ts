@@ -27,6 +27,8 @@ export function createHeartbeat(deps: {
   jobKinds: readonly string[];
   aliveFile: string;
   log: Logger;
+  /** More to report among the capabilities (the warm pool's size and ready spares). */
+  capabilities?: () => Record<string, unknown>;
   /** Where tenants reach this node's PgBouncer, when the operator said (`poolerPublicHost`). */
   pooler?: { host: string; port: number } | undefined;
 }): () => Promise<void> {
@@ -36,7 +38,7 @@ export function createHeartbeat(deps: {
       await deps.client.heartbeat({
         agent_version: VERSION,
         pg_version: row?.v ?? 'unknown',
-        capabilities: { jobs: [...deps.jobKinds] },
+        capabilities: { jobs: [...deps.jobKinds], ...deps.capabilities?.() },
         ...(deps.pooler ? { pooler: deps.pooler } : {}),
         ...(row
           ? {

@@ -22,6 +22,7 @@ import { defaultHandlers } from './jobs/registry.ts';
 import { POOLER_LIMITS } from './pgbouncer/pgbouncer.config.ts';
 import { createPoolerManager, type PoolerManager } from './pgbouncer/pooler-manager.ts';
 import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.ts';
+import { createWarmPool, type WarmPool } from './pool/warm-pool.ts';
 import { ensureTenantTemplate, refuseMaintenanceLogins } from './postgres/catalog-visibility.ts';
 import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
 import { createDatabaseSampler } from './samples/database-sampler.ts';
@@ -84,6 +85,9 @@ export async function startAgent(
   const admin = new pg.Pool({
     connectionString: config.adminDatabaseUrl,
     max: 4,
+    // Kept open (ADR 0028): a job's statements never wait for a new SCRAM login.
+    min: 2,
+    idleTimeoutMillis: 60_000,
     application_name: 'bulwark-agent',
     options: pinnedOptions(),
     // No admin statement may hang a job forever (a lock wait, a wedged server): the job fails
@@ -134,7 +138,16 @@ export async function startAgent(
     sample: createDatabaseSampler({ admin, client, log }),
     intervalMs: config.sampleIntervalMs,
   });
-  const database = managed ? databaseDeps(config, cluster, managed) : null;
+  // Spare databases made ahead of time (ADR 0028); refilled in the background.
+  const warmPool = managed
+    ? createWarmPool({
+        admin,
+        cluster,
+        size: config.warmPoolSize,
+        log: log.child({ component: 'warm-pool' }),
+      })
+    : null;
+  const database = managed ? databaseDeps(config, cluster, managed, warmPool) : null;
   // Backups (issue 15): the backup dir, pg_dump/pg_restore, and the sweep of an interrupted run.
   const backup = database
     ? await startBackups({
@@ -174,10 +187,12 @@ export async function startAgent(
     jobKinds: [...handlers.keys()],
     aliveFile,
     log,
+    ...(warmPool ? { capabilities: () => ({ warm_pool: warmPool.stats() }) } : {}),
     pooler: poolerAddress(config),
   });
   await heartbeat();
   await accessExpiry?.start();
+  warmPool?.start();
   const hbTimer = setInterval(() => void heartbeat(), config.heartbeatMs);
   samples.start();
   // The explorer's fast path (ADR 0009); explorer jobs from the queue still run without it.
@@ -196,6 +211,7 @@ export async function startAgent(
   const done = runner.run(stopping.signal).finally(async () => {
     clearInterval(hbTimer);
     samples.stop();
+    await warmPool?.stop();
     await accessExpiry?.stop();
     pooler?.stop();
     await channel?.stop();
@@ -268,6 +284,7 @@ function databaseDeps(
   config: AgentConfig,
   cluster: ClusterAccess,
   { pooler, clientSsl }: { pooler: PoolerManager; clientSsl: pg.ClientConfig['ssl'] },
+  warmPool: WarmPool | null,
 ): DatabaseJobDeps {
   return {
     pooler,
@@ -276,6 +293,7 @@ function databaseDeps(
     poolerSsl: clientSsl,
     platform: { databases: [CONTROL_DB], roles: [CONTROL_ROLE] },
     cluster,
+    ...(warmPool ? { warmPool } : {}),
   };
 }
 

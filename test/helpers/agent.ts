@@ -20,6 +20,8 @@ export async function startTestAgent(
     explorerChannel?: boolean;
     /** How often it samples its databases' size and connections (default: the agent's, 60 s). */
     sampleIntervalMs?: number;
+    /** Spare databases it keeps (default 0 here: tests share one cluster; the agent's own default is 3). */
+    warmPoolSize?: number;
   },
 ): Promise<RunningAgent> {
   const stateDir = opts.pooler?.stateDir ?? opts.stateDir;
@@ -41,6 +43,7 @@ export async function startTestAgent(
     pollWaitMs: 20_000,
     explorerChannel: opts.explorerChannel ?? true,
     ...(opts.sampleIntervalMs ? { sampleIntervalMs: opts.sampleIntervalMs } : {}),
+    warmPoolSize: opts.warmPoolSize ?? 0,
   });
   return startAgent(config, { log: createLogger('agent', 'silent') });
 }

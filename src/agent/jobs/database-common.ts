@@ -2,6 +2,7 @@ import { isIPv4 } from 'node:net';
 import pg from 'pg';
 import type { z } from 'zod';
 import { PoolerConfigError, type PoolerManager } from '../pgbouncer/pooler-manager.ts';
+import type { WarmPool } from '../pool/warm-pool.ts';
 import type { PlatformObjects } from '../postgres/drift.ts';
 import type { ClusterAccess } from '../postgres/steward.ts';
 import { NotOursError } from '../postgres/tenant-sql.ts';
@@ -22,6 +23,8 @@ export type DatabaseJobDeps = {
   cluster: ClusterAccess;
   /** The platform's own databases and roles (control DB and its role), never drift. */
   platform?: PlatformObjects;
+  /** The node's spare databases (ADR 0028); absent or size 0: every create is a cold one. */
+  warmPool?: WarmPool;
   /** Test hook called before each step; a throw here is an agent killed at that step. */
   onStep?: (kind: string, step: string) => void | Promise<void>;
   now?: () => number;

@@ -1,7 +1,8 @@
 import { type CreateResult, createPayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
 import { normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
-import { connectSteward } from '../postgres/steward.ts';
+import { scramVerifierAsync } from '../postgres/spare-sql.ts';
+import { connectSteward, stewardPassword } from '../postgres/steward.ts';
 import {
   dropOurRoles,
   ensureDatabase,
@@ -9,6 +10,7 @@ import {
   grantDatabase,
   NotOursError,
   resetSettings,
+  setOwnerPassword,
   setupSchema,
 } from '../postgres/tenant-sql.ts';
 import {
@@ -23,6 +25,12 @@ import { type JobHandler, PermanentJobError } from './job-context.ts';
 
 /** The steps of `database.create`, in order; each is idempotent, so a rerun resumes anywhere. */
 export const CREATE_STEPS = ['roles', 'database', 'grants', 'schema', 'pooler', 'probe', 'done'] as const;
+/**
+ * The warm path's own steps (ADR 0028): before the claim of a spare, and right after its commit
+ * (the database is then the tenant's; a rerun finishes it on the cold path's idempotent steps).
+ */
+export const WARM_STEPS = ['claim', 'claimed'] as const;
+type Step = (typeof CREATE_STEPS)[number] | (typeof WARM_STEPS)[number];
 
 /**
  * `database.create`: five roles, the database (owned by the steward), its privileges, the pooler
@@ -37,9 +45,15 @@ export const CREATE_STEPS = ['roles', 'database', 'grants', 'schema', 'pooler', 
  * once the database exists and the reload is proven, the owner's login through PgBouncer.
  * The job succeeds only when every branch has, so `ready` still means: every privilege set
  * and a real owner login through the pooler worked.
+ *
+ * Warm path (ADR 0028): with a ready spare in the node's warm pool, the claim (one transaction on
+ * a kept admin connection: check, renames, markers, logins, limits) replaces the roles, the
+ * database, the grants and the schema setup; the pooler apply overlaps it, the steward's new
+ * password (PBKDF2 off the event loop) overlaps the proving login. An empty pool, a name that is
+ * taken or a tampered spare: the cold path below, unchanged.
  */
 export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
-  const step = (name: (typeof CREATE_STEPS)[number]) => deps.onStep?.(JOB_KINDS.create, name);
+  const step = (name: Step) => deps.onStep?.(JOB_KINDS.create, name);
   return async (payload, ctx) => {
     const p = parsePayload(createPayloadSchema, payload);
     if (isReservedDatabaseName(p.name)) throw new PermanentJobError(`database name ${p.name} is reserved`);
@@ -61,44 +75,19 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     const loopback = !coversLoopback(allowlist.map((e) => e.cidr));
     let probeMs = 0;
     let poolerTouched = false;
+    let warm = false;
+    // The warm pool refills only once this job has been reported (never competing with it).
+    const release = deps.warmPool?.hold();
+    if (release) {
+      if (ctx.afterReport) ctx.afterReport(release);
+      else queueMicrotask(release);
+    }
     // The secret round trip to the server overlaps the work below (nothing waits on it until the probe).
     const secret = timed('secret', () => getSecret(ctx));
     secret.catch(() => {});
-    try {
-      await step('roles');
-      await timed('roles', () =>
-        ensureRoles(ctx.admin, {
-          databaseId: p.database_id,
-          roles,
-          verifier: p.verifier,
-          limits: p.limits,
-          key: deps.cluster.key,
-        }),
-      );
-      const created = (async () => {
-        await step('database');
-        const made = await timed('database', () => ensureDatabase(ctx.admin, p.name, roles, p.database_id));
-        // A rerun: per-database settings of any role (the tenant's `ALTER ROLE … IN DATABASE`).
-        if (made === 'exists') await timed('settings', () => resetSettings(ctx.admin, p.name, roles, null));
-      })();
-      // Privileges as soon as the database exists: the steward's connection into it opens while
-      // the database grants run, then the schema setup runs on it.
-      const privileges = created.then(async () => {
-        const conn = timed('schema_connect', () =>
-          connectSteward(deps.cluster, { databaseId: p.database_id, name: p.name, roles }),
-        );
-        conn.catch(() => {});
-        try {
-          await step('grants');
-          await timed('grants', () => grantDatabase(ctx.admin, p.name, roles));
-          await step('schema');
-          const c = await conn;
-          await timed('schema', () => setupSchema(c, roles));
-        } finally {
-          await conn.then((c) => c.end()).catch(() => {});
-        }
-      });
-      const pooled = (async () => {
+    let pooledRun: Promise<void> | null = null;
+    const pooled = () =>
+      (pooledRun ??= (async () => {
         await step('pooler');
         poolerTouched = true;
         const applied = await deps.pooler.update(
@@ -113,17 +102,81 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
         );
         steps.pooler = Math.round(applied.ms * 100) / 100;
         for (const [k, v] of Object.entries(applied.phases)) steps[`pooler_${k}`] = Math.round(v * 100) / 100;
-      })();
-      // The owner (who owns the database, so needs no grant) logs in through PgBouncer once the
-      // database exists and the reload is proven; the job ends only when every branch is done.
-      const proved = Promise.all([created, pooled]).then(async () => {
-        await step('probe');
-        const password = await secret;
-        probeMs = await timed('probe', () => proveLogin(deps, { ...login, password }));
-      });
-      const results = await Promise.allSettled([created, pooled, privileges, proved]);
+      })());
+    // The owner (who owns the database, so needs no grant) logs in through PgBouncer once the
+    // database exists and the reload is proven.
+    const prove = async () => {
+      await step('probe');
+      const password = await secret;
+      probeMs = await timed('probe', () => proveLogin(deps, { ...login, password }));
+    };
+    const settle = async (branches: Promise<unknown>[]) => {
+      const results = await Promise.allSettled(branches);
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
+    };
+    try {
+      const pool = deps.warmPool;
+      if (pool && pool.stats().ready > 0) {
+        await step('claim');
+        const pooler = pooled();
+        pooler.catch(() => {});
+        const outcome = await timed('claim', () =>
+          pool.claim({ databaseId: p.database_id, name: p.name, verifier: p.verifier, limits: p.limits }),
+        );
+        if (outcome.claimed) {
+          warm = true;
+          await step('claimed');
+          // The steward's password for this id and name (derived): overlaps the proving login.
+          const steward = timed('steward', async () => {
+            const v = await scramVerifierAsync(stewardPassword(deps.cluster.key, p.database_id, roles));
+            await setOwnerPassword(ctx.admin, roles.steward, v);
+          });
+          await settle([pooler, steward, pooler.then(prove)]);
+        } else {
+          ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
+          await pooler;
+        }
+      }
+      if (!warm) {
+        await step('roles');
+        await timed('roles', () =>
+          ensureRoles(ctx.admin, {
+            databaseId: p.database_id,
+            roles,
+            verifier: p.verifier,
+            limits: p.limits,
+            key: deps.cluster.key,
+          }),
+        );
+        const created = (async () => {
+          await step('database');
+          const made = await timed('database', () => ensureDatabase(ctx.admin, p.name, roles, p.database_id));
+          // A rerun: per-database settings of any role (the tenant's `ALTER ROLE … IN DATABASE`).
+          if (made === 'exists') await timed('settings', () => resetSettings(ctx.admin, p.name, roles, null));
+        })();
+        // Privileges as soon as the database exists: the steward's connection into it opens while
+        // the database grants run, then the schema setup runs on it.
+        const privileges = created.then(async () => {
+          const conn = timed('schema_connect', () =>
+            connectSteward(deps.cluster, { databaseId: p.database_id, name: p.name, roles }),
+          );
+          conn.catch(() => {});
+          try {
+            await step('grants');
+            await timed('grants', () => grantDatabase(ctx.admin, p.name, roles));
+            await step('schema');
+            const c = await conn;
+            await timed('schema', () => setupSchema(c, roles));
+          } finally {
+            await conn.then((c) => c.end()).catch(() => {});
+          }
+        });
+        const pooler = pooled();
+        // The job ends only when every branch is done.
+        const proved = Promise.all([created, pooler]).then(prove);
+        await settle([created, pooler, privileges, proved]);
+      }
     } catch (err) {
       if (err instanceof NotOursError) {
         // Clean failure: nothing of ours stays behind (the database, if any, is not ours).
@@ -144,6 +197,7 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     }
     await step('done');
     steps.total = Math.round((performance.now() - t0) * 100) / 100;
+    steps.warm = warm ? 1 : 0;
     const result: CreateResult = {
       name: p.name,
       roles,

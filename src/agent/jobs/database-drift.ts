@@ -1,6 +1,7 @@
 import { driftPayloadSchema } from '../../shared/contracts/jobs.ts';
 import {
   boundFindings,
+  type DriftFinding,
   type DriftTarget,
   findDrift,
   fixDrift,
@@ -9,7 +10,7 @@ import {
 import { type DatabaseJobDeps, parsePayload } from './database-common.ts';
 import type { JobContext, JobHandler } from './job-context.ts';
 
-type DriftJobDeps = Pick<DatabaseJobDeps, 'cluster' | 'pooler'> & { platform: PlatformObjects };
+type DriftJobDeps = Pick<DatabaseJobDeps, 'cluster' | 'pooler' | 'warmPool'> & { platform: PlatformObjects };
 
 /** The payload's databases: ids and limits when the server sent them, names only otherwise. */
 function targetsOf(payload: unknown): DriftTarget[] {
@@ -29,11 +30,21 @@ function driftDeps(deps: DriftJobDeps, ctx: JobContext) {
   };
 }
 
-/** `node.drift`: reports what in the cluster differs from what Bulwark made. Read-only. */
+/**
+ * The warm pool's spares, checked inside (ADR 0028): a tampered one is reported here and is
+ * never handed out — the pool destroys and replaces it (the one change a drift job makes).
+ */
+async function spareFindings(deps: DriftJobDeps): Promise<DriftFinding[]> {
+  return deps.warmPool ? deps.warmPool.audit() : [];
+}
+
+/** `node.drift`: reports what in the cluster differs from what Bulwark made. Read-only for tenants. */
 export function nodeDrift(deps: DriftJobDeps): JobHandler {
   return async (payload, ctx) => {
     const targets = targetsOf(payload);
-    return { findings: await findDrift(driftDeps(deps, ctx), targets, deps.platform) };
+    const spares = await spareFindings(deps);
+    const findings = await findDrift(driftDeps(deps, ctx), targets, deps.platform);
+    return { findings: boundFindings([...spares, ...findings]) };
   };
 }
 
@@ -44,7 +55,8 @@ export function nodeDriftFix(deps: DriftJobDeps): JobHandler {
     // Each database is repaired on its own: one that fails (a tenant holding a lock) is a
     // `repair_failed` finding, the others are still repaired and the job still reports.
     const { fixed, failed } = await fixDrift(driftDeps(deps, ctx), targets);
+    const spares = await spareFindings(deps);
     const findings = await findDrift(driftDeps(deps, ctx), targets, deps.platform);
-    return { fixed, findings: boundFindings([...failed, ...findings]) };
+    return { fixed, findings: boundFindings([...failed, ...spares, ...findings]) };
   };
 }

@@ -23,6 +23,11 @@ export type JobContext = {
   sendResult?: (outcome: unknown) => Promise<void>;
   /** Whether this agent still holds the job's lease (false once the server ended the job). */
   leaseActive?: () => Promise<boolean>;
+  /**
+   * Runs `fn` once the job's outcome has been reported (or could not be): background work the
+   * job caused (the warm pool's refill) never delays its report.
+   */
+  afterReport?: (fn: () => void) => void;
 };
 
 /**

@@ -54,6 +54,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
         .catch((e: Error) => log.warn({ err: { message: e?.message } }, 'could not report a failure'));
       return;
     }
+    const after: (() => void)[] = [];
     try {
       const result = await handler(job.payload, {
         admin,
@@ -65,6 +66,9 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
           await client.explorerResult(job, outcome);
         },
         leaseActive: async () => (await client.jobStatus(job)).active,
+        afterReport: (fn) => {
+          after.push(fn);
+        },
       });
       // Explorer jobs are completed by the server when it receives their result (one call).
       if (result !== JOB_REPORTED) {
@@ -84,6 +88,14 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
       await client.fail(job, message, !permanent).catch((e: Error) => {
         log.warn({ err: { message: e?.message } }, 'could not report a failure; the lease will expire');
       });
+    } finally {
+      for (const fn of after) {
+        try {
+          fn();
+        } catch (e) {
+          log.warn({ err: { message: (e as Error)?.message } }, 'after-report hook failed');
+        }
+      }
     }
   };
 

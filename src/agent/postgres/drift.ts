@@ -26,6 +26,7 @@ import {
   TENANT_RANGE_FUNCTIONS,
   TENANT_TEMPLATE,
 } from './catalog-visibility.ts';
+import { isSpareName, SPARE_MARKER } from './spare-sql.ts';
 import { type ClusterAccess, connectSteward, isLockTimeout, isLoginRefused } from './steward.ts';
 import {
   databaseOwnership,
@@ -62,7 +63,8 @@ export type DriftFinding = {
     | 'repair_failed'
     | 'extension_in_catalog'
     | 'tenant_guard'
-    | 'range_function';
+    | 'range_function'
+    | 'spare_tampered';
   object: string;
   detail: string;
 };
@@ -150,6 +152,8 @@ export async function findDrift(
   );
   const leftovers: DriftFinding[] = [];
   for (const r of roles.rows) {
+    // A warm-pool spare's role (spare-sql.ts): the pool checks its spares (`spare_tampered`).
+    if (isSpareName(r.rolname) && r.marker === SPARE_MARKER && !r.rolsuper) continue;
     if (r.rolsuper && r.rolname !== me)
       findings.push({
         kind: 'unexpected_superuser',
@@ -188,9 +192,14 @@ export async function findDrift(
   // (boundFindings), what is cut is the less alarming kind.
   findings.push(...leftovers);
 
-  const dbs = await admin.query<{ datname: string; owner: string; acl: string[] | null }>(
+  const dbs = await admin.query<{
+    datname: string;
+    owner: string;
+    acl: string[] | null;
+    marker: string | null;
+  }>(
     `SELECT datname::pg_catalog.text AS datname, pg_catalog.pg_get_userbyid(datdba)::pg_catalog.text AS owner,
-            datacl::pg_catalog.text[] AS acl
+            datacl::pg_catalog.text[] AS acl, pg_catalog.shobj_description(oid, 'pg_database') AS marker
        FROM pg_catalog.pg_database`,
   );
   const present = new Set(dbs.rows.map((d) => d.datname));
@@ -202,7 +211,8 @@ export async function findDrift(
   for (const d of dbs.rows) {
     const target = known.get(d.datname);
     if (!target) {
-      if (!SYSTEM_DATABASES.includes(d.datname) && !platform.databases.includes(d.datname))
+      const spare = isSpareName(d.datname) && d.marker?.startsWith(SPARE_MARKER);
+      if (!spare && !SYSTEM_DATABASES.includes(d.datname) && !platform.databases.includes(d.datname))
         findings.push({ kind: 'unknown_database', object: d.datname, detail: `owned by ${d.owner}` });
       continue;
     }

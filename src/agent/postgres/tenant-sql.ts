@@ -79,7 +79,7 @@ export async function roleOwnership(
   return out;
 }
 
-const BASE_ATTRIBUTES = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS';
+export const BASE_ATTRIBUTES = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS';
 
 /**
  * The steward's attributes, password and memberships. INHERIT (not NOINHERIT): on PostgreSQL 15
@@ -88,7 +88,7 @@ const BASE_ATTRIBUTES = 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYP
  * schema to `<db>_owner` (measured: "must be owner of schema public"). It inherits nothing else
  * than what `SET ROLE <db>_owner` / `<db>_migrator` would give it anyway.
  */
-function stewardStatements(roles: RoleNames, verifier: string): string[] {
+export function stewardStatements(roles: RoleNames, verifier: string): string[] {
   const s = q(roles.steward);
   return [
     `ALTER ROLE ${s} LOGIN ${BASE_ATTRIBUTES} INHERIT CONNECTION LIMIT ${FIXED_LIMITS.stewardConnectionLimit} PASSWORD ${quoteLiteral(verifier)}`,
@@ -171,7 +171,7 @@ export async function applyLimits(c: Queryable, roles: RoleNames, limits: Databa
   await c.query([...reset, ...limitStatements(roles, limits)].join(';\n'));
 }
 
-function explorerSettingStatements(roles: RoleNames): string[] {
+export function explorerSettingStatements(roles: RoleNames): string[] {
   return [
     `ALTER ROLE ${q(roles.explorer)} SET default_transaction_read_only = on`,
     `ALTER ROLE ${q(roles.explorer)} SET statement_timeout = ${lit(FIXED_LIMITS.explorerStatementTimeoutMs)}`,
@@ -179,7 +179,7 @@ function explorerSettingStatements(roles: RoleNames): string[] {
   ];
 }
 
-function limitStatements(roles: RoleNames, limits: DatabaseLimits): string[] {
+export function limitStatements(roles: RoleNames, limits: DatabaseLimits): string[] {
   const stmt = lit(limits.statement_timeout_ms);
   const idle = lit(limits.idle_in_transaction_timeout_ms);
   return [

@@ -3,6 +3,8 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): drift finding kind `spare_tampered` (a warm-pool spare changed since the
+ *     agent made it; it is not handed out but destroyed and replaced, ADR 0028).
  *   - added (compatible): move kinds `database.move_out|move_in|move_thaw|move_cleanup` (payloads
  *     in `moves.ts`, results in `move-results.ts`); they fetch keys and secrets like backup jobs.
  *   - added (compatible): results of `access.grant` / `access.revoke` (just-in-time credentials;
@@ -207,6 +209,7 @@ export const driftFindingSchema = z.object({
     'extension_in_catalog',
     'tenant_guard',
     'range_function',
+    'spare_tampered',
   ]),
   object: z.string().max(200),
   detail: z.string().max(1000),

@@ -43,6 +43,25 @@ export function registerCoreCollectors(registry: MetricsRegistry, db: Queryable)
   ]);
 
   registry.collect(async (): Promise<GaugeFamily[]> => {
+    const pools = await repo.warmPools(db);
+    if (pools.length === 0) return [];
+    return [
+      {
+        name: 'bulwark_node_warm_pool_spares',
+        help: "Spare databases ready in each node's warm pool (as its agent last reported)",
+        type: 'gauge',
+        samples: pools.map((n) => ({ labels: { node: n.name }, value: n.ready })),
+      },
+      {
+        name: 'bulwark_node_warm_pool_size',
+        help: "Spare databases each node's warm pool keeps (0: off)",
+        type: 'gauge',
+        samples: pools.map((n) => ({ labels: { node: n.name }, value: n.size })),
+      },
+    ];
+  });
+
+  registry.collect(async (): Promise<GaugeFamily[]> => {
     const a = await repo.auditChainStats(db);
     const out: GaugeFamily[] = [
       {

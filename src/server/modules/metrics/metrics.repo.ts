@@ -19,6 +19,24 @@ export async function heartbeatAges(db: Queryable): Promise<{ name: string; age_
   return r.rows;
 }
 
+/**
+ * Each active node's warm pool as its agent last reported it in the heartbeat's capabilities
+ * (`warm_pool: {size, ready}`, ADR 0028). Agent-supplied numbers: only numbers, clamped.
+ */
+export async function warmPools(db: Queryable): Promise<{ name: string; size: number; ready: number }[]> {
+  const num = (k: string) =>
+    `LEAST(GREATEST((capabilities->'warm_pool'->>'${k}')::numeric, 0), 1000000)::float8`;
+  const r = await db.query<{ name: string; size: number; ready: number }>(
+    `SELECT name, ${num('size')} AS size, ${num('ready')} AS ready
+       FROM nodes
+      WHERE status = 'active'
+        AND jsonb_typeof(capabilities->'warm_pool'->'size') = 'number'
+        AND jsonb_typeof(capabilities->'warm_pool'->'ready') = 'number'
+      ORDER BY name LIMIT 1000`,
+  );
+  return r.rows;
+}
+
 export async function auditChainStats(
   db: Queryable,
 ): Promise<{ head_seq: number; pending: number; oldest_pending_age_s: number | null }> {

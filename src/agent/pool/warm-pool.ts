@@ -1,0 +1,275 @@
+/**
+ * The warm pool (ADR 0028): N spare databases per node, made ahead of time so that a
+ * `database.create` only renames one (postgres/spare-sql.ts) instead of waiting for CREATE
+ * DATABASE, the grants and a login into the new database for the schema setup.
+ *
+ * - Claim is atomic twice over: in this process a spare leaves the `ready` list synchronously
+ *   before anything awaits (two jobs can never take the same one), and in the cluster the claim
+ *   is one transaction that renames the spare (a second rename of the same spare fails: the name
+ *   is gone). An error leaves the spare where the transaction left it: the pool re-lists its
+ *   spares from the catalog before the next refill, so one is never lost nor counted twice.
+ * - Refill runs in the background, one spare at a time, never while a create is running: a
+ *   create holds the pool (`hold`) until its job has been reported.
+ * - Checks: the cluster-level check runs inside every claim; the in-database fingerprint (a
+ *   digest of everything made inside the spare) is taken when the spare is made and compared
+ *   at start-up, on every drift job and every `auditMs`. A spare that fails either is never
+ *   handed out: it is reported, destroyed and replaced.
+ */
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { DriftFinding } from '../postgres/drift.ts';
+import {
+  buildSpare,
+  type ClaimTarget,
+  claimSpareSql,
+  connectSpare,
+  destroySpare,
+  dropSpareRoles,
+  listSpares,
+  newSpareName,
+  spareFingerprint,
+  spareProblems,
+  spareTag,
+  waitForNoSessions,
+} from '../postgres/spare-sql.ts';
+import type { ClusterAccess } from '../postgres/steward.ts';
+
+export type WarmPoolOptions = {
+  admin: pg.Pool;
+  cluster: ClusterAccess;
+  /** How many spares to keep (0: the pool is off). */
+  size: number;
+  log: Logger;
+  /** Between two in-database checks of every spare (default 10 min; 0: only at start-up and on drift). */
+  auditMs?: number;
+};
+
+export type WarmPoolStats = { size: number; ready: number };
+
+/** A claim: `claimed`, or why the cold path runs instead. */
+export type ClaimOutcome =
+  | { claimed: true; spare: string }
+  | { claimed: false; reason: 'empty' | 'name_taken' | 'tampered' | 'error' };
+
+const isTamper = (err: unknown) => /^spare \S+ tampered:/.test(String((err as Error)?.message));
+/** duplicate_database, duplicate_object: the tenant's name (or a role of it) exists already. */
+const isNameTaken = (err: unknown) => ['42P04', '42710'].includes(String((err as { code?: unknown })?.code));
+
+export function createWarmPool(opts: WarmPoolOptions) {
+  const { admin, cluster, log } = opts;
+  const tag = spareTag(cluster.key);
+  /** Ready spares, oldest first; a spare under an in-database check is out of this list. */
+  let ready: { name: string; fingerprint: string }[] = [];
+  /** Creates running now (refill waits for them). */
+  let holds = 0;
+  let releaseWaiters: (() => void)[] = [];
+  let filling: Promise<void> | null = null;
+  /** Set when the catalog must be re-read before trusting `ready` (after an unclear claim). */
+  let relist = true;
+  let stopped = false;
+  let auditTimer: NodeJS.Timeout | undefined;
+  /** Tampered spares found by a check, reported by the next drift job. */
+  let pendingFindings: DriftFinding[] = [];
+
+  const tampered = (spare: string, detail: string): DriftFinding => ({
+    kind: 'spare_tampered',
+    object: spare,
+    detail: `warm-pool spare changed since it was made (${detail.slice(0, 800)}); not handed out, destroyed and replaced`,
+  });
+
+  const destroy = async (spare: string) => {
+    await destroySpare(admin, spare).catch((err: Error) =>
+      log.warn({ spare, err: { message: err.message } }, 'could not destroy a spare'),
+    );
+  };
+
+  /** The in-database fingerprint and the cluster-level check of one spare (out of `ready` meanwhile). */
+  const check = async (spare: { name: string; fingerprint: string }): Promise<string | null> => {
+    const problems = await spareProblems(admin, spare.name);
+    if (problems.length > 0) return problems.join('; ');
+    const c = await connectSpare(cluster, spare.name).catch((err: Error) => err);
+    if (c instanceof Error) return `its steward could not log in: ${c.message}`;
+    try {
+      const fp = await spareFingerprint(c);
+      return fp === spare.fingerprint ? null : 'objects inside it were added or changed';
+    } finally {
+      await c.end().catch(() => {});
+      await waitForNoSessions(admin, spare.name).catch(() => {});
+    }
+  };
+
+  /** Re-reads this agent's spares from the catalog: unfinished ones and orphan roles go. */
+  const reconcile = async () => {
+    const { spares, orphanRoles } = await listSpares(admin, tag);
+    const known = new Set(ready.map((s) => s.name));
+    const next: { name: string; fingerprint: string }[] = [];
+    for (const s of spares) {
+      if (s.fingerprint === null) await destroy(s.name);
+      else if (known.has(s.name)) next.push({ name: s.name, fingerprint: s.fingerprint });
+      else {
+        const problem = await check({ name: s.name, fingerprint: s.fingerprint });
+        if (problem === null) next.push({ name: s.name, fingerprint: s.fingerprint });
+        else {
+          pendingFindings.push(tampered(s.name, problem));
+          log.warn({ spare: s.name, problem }, 'tampered spare destroyed');
+          await destroy(s.name);
+        }
+      }
+    }
+    if (orphanRoles.length > 0) await dropSpareRoles(admin, orphanRoles).catch(() => {});
+    // Claims may have happened meanwhile: keep only spares still in the list or found new.
+    const claimedMeanwhile = new Set([...known].filter((n) => !ready.some((s) => s.name === n)));
+    ready = next.filter((s) => !claimedMeanwhile.has(s.name));
+    relist = false;
+  };
+
+  const idleOfCreates = () =>
+    holds === 0 ? Promise.resolve() : new Promise<void>((res) => releaseWaiters.push(res));
+
+  const fill = async () => {
+    for (let failures = 0; !stopped && failures < 3; ) {
+      await idleOfCreates();
+      if (stopped) return;
+      if (relist) await reconcile();
+      if (ready.length >= opts.size) return;
+      const name = newSpareName(tag);
+      try {
+        await buildSpare(admin, cluster, name);
+        const fp = (await listSpares(admin, tag)).spares.find((s) => s.name === name)?.fingerprint;
+        if (fp) ready.push({ name, fingerprint: fp });
+        failures = 0;
+      } catch (err) {
+        failures++;
+        log.warn({ spare: name, err: { message: (err as Error).message } }, 'could not make a spare');
+        await destroy(name);
+      }
+    }
+  };
+
+  /** Starts a refill unless one runs (it re-checks the count before each spare). */
+  const refill = (): Promise<void> => {
+    if (opts.size <= 0 || stopped) return Promise.resolve();
+    filling ??= fill()
+      .catch((err: Error) => log.warn({ err: { message: err.message } }, 'warm pool refill failed'))
+      .finally(() => {
+        filling = null;
+      });
+    return filling;
+  };
+
+  /** Checks every ready spare inside; tampered ones are reported, destroyed and replaced. */
+  const audit = async (): Promise<DriftFinding[]> => {
+    const findings = pendingFindings;
+    pendingFindings = [];
+    for (const spare of [...ready]) {
+      const at = ready.indexOf(spare);
+      if (at < 0) continue; // claimed meanwhile
+      ready.splice(at, 1);
+      const problem = await check(spare).catch((err: Error) => `check failed: ${err.message}`);
+      if (problem === null) ready.push(spare);
+      else {
+        findings.push(tampered(spare.name, problem));
+        log.warn({ spare: spare.name, problem }, 'tampered spare destroyed');
+        await destroy(spare.name);
+      }
+    }
+    void refill();
+    return findings;
+  };
+
+  return {
+    size: opts.size,
+    tag,
+    stats: (): WarmPoolStats => ({ size: opts.size, ready: ready.length }),
+    /** Lists, checks and refills in the background (never throws). */
+    start(): void {
+      if (opts.size <= 0) {
+        // Turned off: spares left from when it was on are removed.
+        void this.drain().catch((err: Error) =>
+          log.warn({ err: { message: err.message } }, 'could not remove the warm pool'),
+        );
+        return;
+      }
+      stopped = false;
+      void refill();
+      const every = opts.auditMs ?? 600_000;
+      if (every > 0) {
+        auditTimer = setInterval(() => {
+          if (holds === 0 && !filling) void audit().catch(() => {});
+        }, every);
+        auditTimer.unref();
+      }
+    },
+    /** Waits for a running refill to finish its current spare, then stops. */
+    async stop(): Promise<void> {
+      stopped = true;
+      clearInterval(auditTimer);
+      for (const w of releaseWaiters) w();
+      releaseWaiters = [];
+      await filling;
+    },
+    /**
+     * Marks a create as running (refill waits until every hold is released). Release after the
+     * job has been reported; the refill starts then.
+     */
+    hold(): () => void {
+      holds++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        holds--;
+        if (holds === 0) {
+          const waiters = releaseWaiters;
+          releaseWaiters = [];
+          for (const w of waiters) w();
+          void refill();
+        }
+      };
+    },
+    /**
+     * Hands a spare out as `target` (one transaction), or says why not: the caller then makes the
+     * database the cold way. `onClaimed` runs between the commit and the return (test hook).
+     */
+    async claim(target: ClaimTarget): Promise<ClaimOutcome> {
+      const spare = ready.shift();
+      if (!spare) return { claimed: false, reason: 'empty' };
+      try {
+        await admin.query(claimSpareSql(spare.name, target));
+        return { claimed: true, spare: spare.name };
+      } catch (err) {
+        if (isNameTaken(err)) {
+          ready.unshift(spare); // rolled back: the spare is as it was
+          return { claimed: false, reason: 'name_taken' };
+        }
+        if (isTamper(err)) {
+          const detail = (err as Error).message.replace(/^spare \S+ tampered: /, '');
+          pendingFindings.push(tampered(spare.name, detail));
+          log.warn({ spare: spare.name, problem: detail }, 'tampered spare not handed out; destroyed');
+          await destroy(spare.name);
+          return { claimed: false, reason: 'tampered' };
+        }
+        // Unclear (connection lost around COMMIT): the catalog says whether it was renamed.
+        relist = true;
+        log.warn({ spare: spare.name, err: { message: (err as Error).message } }, 'spare claim failed');
+        return { claimed: false, reason: 'error' };
+      }
+    },
+    /** Resolves when no refill is running (tests, benchmarks). */
+    settled: async (): Promise<void> => {
+      while (filling) await filling;
+    },
+    refill,
+    audit,
+    /** Destroys every spare of this agent (tests, and an operator turning the pool off). */
+    async drain(): Promise<void> {
+      await this.stop();
+      const { spares, orphanRoles } = await listSpares(admin, tag);
+      ready = [];
+      for (const s of spares) await destroy(s.name);
+      if (orphanRoles.length > 0) await dropSpareRoles(admin, orphanRoles).catch(() => {});
+    },
+  };
+}
+
+export type WarmPool = ReturnType<typeof createWarmPool>;

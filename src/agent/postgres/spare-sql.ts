@@ -1,0 +1,368 @@
+/**
+ * The SQL of the warm pool's spare databases (ADR 0028): made ahead of time, checked, handed
+ * out by renaming, destroyed.
+ *
+ * A spare is a tenant database without a tenant: `bulwark_spare_<tag>_<hex>` (the `bulwark_`
+ * prefix is reserved, so no tenant can ever ask for such a name, nor for its roles), made from
+ * the tenant template with the five roles of tenant-sql.ts, the database grants and the schema
+ * setup already done. Its roles and database carry the comment `bulwark:spare`; the database's
+ * comment becomes `bulwark:spare:ready:<fingerprint>` only once everything is in place, so a
+ * spare interrupted while being made is never taken for a ready one. The owner, reader, migrator
+ * and explorer have no LOGIN and no password; only its steward logs in (the platform's own
+ * loopback login with a password derived from the agent key, never in PgBouncer's auth file),
+ * to make and check it. `<tag>` is derived from the agent key: an agent only ever touches the
+ * spares it made.
+ *
+ * Handing one out (`claimSpareSql`) is ONE transaction sent as one message: a check that the
+ * spare is still as we made it (raises otherwise), the renames of the database and its five
+ * roles to the tenant's names, our ownership markers for the database id, the owner's verifier,
+ * LOGIN for the owner, reader and migrator, and the limits. It commits or leaves the spare untouched: a spare is never half handed out.
+ */
+import { createHash, createHmac, pbkdf2, randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import type pg from 'pg';
+import type { DatabaseLimits } from '../../shared/contracts/jobs.ts';
+import { quoteIdent, quoteLiteral, type RoleNames, roleNames } from '../../shared/identifiers.ts';
+import { tenantTemplate } from './catalog-visibility.ts';
+import { type ClusterAccess, connectPinned, derivedRolePassword } from './steward.ts';
+import {
+  BASE_ATTRIBUTES,
+  explorerSettingStatements,
+  FIXED_LIMITS,
+  grantDatabase,
+  limitStatements,
+  type Queryable,
+  roleMarker,
+  setupSchema,
+  stewardStatements,
+} from './tenant-sql.ts';
+
+export const SPARE_PREFIX = 'bulwark_spare_';
+export const SPARE_MARKER = 'bulwark:spare';
+const READY_PREFIX = `${SPARE_MARKER}:ready:`;
+const q = quoteIdent;
+const lit = quoteLiteral;
+
+/** This agent's spare tag (6 hex of a hash of its key): spares of another agent are never touched. */
+export function spareTag(key: Buffer): string {
+  return createHash('sha256').update('bulwark-spare-tag:').update(key).digest('hex').slice(0, 6);
+}
+
+export function newSpareName(tag: string): string {
+  return `${SPARE_PREFIX}${tag}_${randomBytes(5).toString('hex')}`;
+}
+
+/** A name the warm pool uses (any agent's); drift leaves such objects to the pool's own check. */
+export function isSpareName(name: string): boolean {
+  return name.startsWith(SPARE_PREFIX);
+}
+
+/** Password of a spare's steward (derived, never stored): keyed with the spare's own name. */
+function spareStewardPassword(key: Buffer, roles: RoleNames): string {
+  return derivedRolePassword(key, 'steward', `spare:${roles.steward}`, roles.steward);
+}
+
+const pbkdf2Async = promisify(pbkdf2);
+
+/**
+ * A SCRAM-SHA-256 verifier computed off the event loop (the format of shared/scram.ts): the
+ * claim needs the steward's new one, and 4096 PBKDF2 rounds must not hold up the job's other
+ * branches while they wait on the network.
+ */
+export async function scramVerifierAsync(password: string, iterations = 4096): Promise<string> {
+  const salt = randomBytes(16);
+  const salted = await pbkdf2Async(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/** The database privileges every spare (and tenant database) has, as `grantee:privilege` (sorted, C order). */
+function expectedDatabaseAcl(r: RoleNames): string[] {
+  const all = ['CONNECT', 'CREATE', 'TEMPORARY'];
+  return [
+    ...all.map((p) => `${r.steward}:${p}`),
+    ...all.map((p) => `${r.owner}:${p}`),
+    ...[r.reader, r.migrator, r.explorer].map((role) => `${role}:CONNECT`),
+  ].sort();
+}
+
+const textArray = (xs: string[]) => `ARRAY[${xs.map(lit).join(', ')}]::pg_catalog.text[]`;
+
+/**
+ * SQL listing what is wrong with a spare at the cluster level (one text row per problem, none
+ * when it is as we made it): its database (ready marker, owner, privileges, no settings) and its
+ * five roles (marker, no LOGIN but the steward's, no password, no attribute, connection limits,
+ * settings, no membership we did not make). Literals only (it also runs inside a DO block).
+ */
+export function spareProblemsSql(spare: string): string {
+  const r = roleNames(spare);
+  const kinds = Object.entries(r)
+    .map(([k, n]) => `(${lit(k)}, ${lit(n)})`)
+    .join(', ');
+  const explorerSettings = textArray(
+    [
+      'default_transaction_read_only=on',
+      `statement_timeout=${FIXED_LIMITS.explorerStatementTimeoutMs}`,
+      `temp_file_limit=${FIXED_LIMITS.explorerTempFileLimitKb}`,
+    ].sort(),
+  );
+  const memberships = [
+    [r.owner, r.steward],
+    [r.migrator, r.steward],
+    [r.owner, r.migrator],
+  ]
+    .map(([g, m]) => lit(`${g}>${m}`))
+    .join(', ');
+  return `WITH r(kind, name) AS (VALUES ${kinds}),
+  a AS (SELECT r.kind, r.name, o.oid, o.rolsuper, o.rolcanlogin, o.rolcreatedb, o.rolcreaterole, o.rolreplication,
+               o.rolbypassrls, o.rolpassword, o.rolvaliduntil, o.rolconnlimit,
+               pg_catalog.shobj_description(o.oid, 'pg_authid') AS marker
+          FROM r LEFT JOIN pg_catalog.pg_authid o ON o.rolname OPERATOR(pg_catalog.=) r.name),
+  d AS (SELECT oid, datdba, datacl, pg_catalog.shobj_description(oid, 'pg_database') AS marker
+          FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) ${lit(spare)})
+SELECT 'database missing' AS problem WHERE NOT EXISTS (SELECT 1 FROM d)
+UNION ALL SELECT 'database not marked ready' FROM d
+ WHERE d.marker IS NULL OR NOT pg_catalog.starts_with(d.marker, ${lit(READY_PREFIX)})
+UNION ALL SELECT 'database owner changed to ' || pg_catalog.pg_get_userbyid(d.datdba) FROM d
+ WHERE d.datdba IS DISTINCT FROM (SELECT oid FROM a WHERE kind OPERATOR(pg_catalog.=) 'steward')
+UNION ALL SELECT 'database privileges changed' FROM d
+ WHERE d.datacl IS NULL OR (SELECT pg_catalog.array_agg(pg_catalog.pg_get_userbyid(x.grantee)::pg_catalog.text || ':' || x.privilege_type
+                                     || CASE WHEN x.is_grantable THEN '*' ELSE '' END
+                                     ORDER BY pg_catalog.pg_get_userbyid(x.grantee)::pg_catalog.text || ':' || x.privilege_type COLLATE "C")
+                              FROM pg_catalog.aclexplode(d.datacl) x)
+        IS DISTINCT FROM ${textArray(expectedDatabaseAcl(r))}
+UNION ALL SELECT 'setting in the database: ' || s.setconfig::pg_catalog.text
+  FROM pg_catalog.pg_db_role_setting s JOIN d ON s.setdatabase OPERATOR(pg_catalog.=) d.oid
+UNION ALL SELECT a.name || ' missing or not a spare role' FROM a
+ WHERE a.oid IS NULL OR a.marker IS DISTINCT FROM ${lit(SPARE_MARKER)}
+UNION ALL SELECT a.name || CASE WHEN a.rolcanlogin THEN ' has LOGIN' ELSE ' lost LOGIN' END FROM a
+ WHERE a.oid IS NOT NULL AND a.rolcanlogin IS DISTINCT FROM (a.kind OPERATOR(pg_catalog.=) 'steward')
+UNION ALL SELECT a.name || ' has a password' FROM a
+ WHERE a.rolpassword IS NOT NULL AND a.kind OPERATOR(pg_catalog.<>) 'steward'
+UNION ALL SELECT a.name || ' has a role attribute' FROM a
+ WHERE a.rolsuper OR a.rolcreatedb OR a.rolcreaterole OR a.rolreplication OR a.rolbypassrls OR a.rolvaliduntil IS NOT NULL
+UNION ALL SELECT a.name || ' connection limit changed' FROM a
+ WHERE a.oid IS NOT NULL
+   AND a.rolconnlimit OPERATOR(pg_catalog.<>) CASE a.kind WHEN 'steward' THEN ${FIXED_LIMITS.stewardConnectionLimit} ELSE -1 END
+UNION ALL SELECT a.name || ' has setting ' || s.setconfig::pg_catalog.text
+  FROM pg_catalog.pg_db_role_setting s JOIN a ON a.oid OPERATOR(pg_catalog.=) s.setrole
+ WHERE NOT (a.kind OPERATOR(pg_catalog.=) 'explorer' AND s.setdatabase OPERATOR(pg_catalog.=) 0
+            AND (SELECT pg_catalog.array_agg(x ORDER BY x COLLATE "C") FROM pg_catalog.unnest(s.setconfig) x)
+                OPERATOR(pg_catalog.=) ${explorerSettings})
+UNION ALL SELECT 'membership ' || pg_catalog.pg_get_userbyid(m.roleid) || ' of ' || pg_catalog.pg_get_userbyid(m.member)
+  FROM pg_catalog.pg_auth_members m
+ WHERE (m.roleid IN (SELECT oid FROM a) OR m.member IN (SELECT oid FROM a))
+   AND (pg_catalog.pg_get_userbyid(m.roleid)::pg_catalog.text || '>' || pg_catalog.pg_get_userbyid(m.member)::pg_catalog.text)
+       OPERATOR(pg_catalog.<>) ALL (ARRAY[${memberships}]::pg_catalog.text[])`;
+}
+
+/** What is wrong with a spare at the cluster level (empty: nothing). */
+export async function spareProblems(admin: Queryable, spare: string): Promise<string[]> {
+  const r = await admin.query<{ problem: string }>(spareProblemsSql(spare));
+  return r.rows.map((row) => row.problem);
+}
+
+/**
+ * Inside a spare (steward session): a digest of everything a user made there — every catalog
+ * row with an OID past the bootstrap range (tables, routines, types, operators, triggers, rules,
+ * casts, languages, policies, event triggers, extensions, default privileges…) and every schema
+ * with its owner and privileges. Equal digests: nothing was planted or changed since it was made.
+ */
+const FINGERPRINT_SQL = `SELECT pg_catalog.md5(pg_catalog.string_agg(x, E'\n' ORDER BY x COLLATE "C")) AS fp FROM (
+  SELECT 'n:' || oid || ':' || nspname || ':' || nspowner || ':' || COALESCE(nspacl::pg_catalog.text, '') FROM pg_catalog.pg_namespace
+  UNION ALL SELECT 'c:' || oid || ':' || relname || ':' || relnamespace || ':' || relowner || ':' || relkind::pg_catalog.text || ':' || COALESCE(relacl::pg_catalog.text, '') FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'p:' || oid || ':' || proname || ':' || pronamespace || ':' || proowner || ':' || pg_catalog.md5(COALESCE(prosrc, '') || COALESCE(probin, '')) || ':' || COALESCE(proacl::pg_catalog.text, '') || ':' || prosecdef FROM pg_catalog.pg_proc WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 't:' || oid || ':' || typname || ':' || typnamespace || ':' || typowner FROM pg_catalog.pg_type WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'o:' || oid || ':' || oprname || ':' || oprnamespace || ':' || oprcode::pg_catalog.oid FROM pg_catalog.pg_operator WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'tg:' || oid || ':' || tgname || ':' || tgenabled::pg_catalog.text FROM pg_catalog.pg_trigger WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'rw:' || oid || ':' || rulename FROM pg_catalog.pg_rewrite WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'ca:' || oid || ':' || castfunc::pg_catalog.oid FROM pg_catalog.pg_cast WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'l:' || oid || ':' || lanname FROM pg_catalog.pg_language WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'pol:' || oid || ':' || polname FROM pg_catalog.pg_policy
+  UNION ALL SELECT 'ev:' || oid || ':' || evtname || ':' || evtenabled::pg_catalog.text || ':' || evtfoid::pg_catalog.oid FROM pg_catalog.pg_event_trigger
+  UNION ALL SELECT 'x:' || oid || ':' || extname || ':' || extversion || ':' || extnamespace FROM pg_catalog.pg_extension
+  UNION ALL SELECT 'da:' || oid || ':' || defaclrole || ':' || defaclnamespace || ':' || defaclobjtype::pg_catalog.text || ':' || defaclacl::pg_catalog.text FROM pg_catalog.pg_default_acl
+  UNION ALL SELECT 'co:' || oid || ':' || conname FROM pg_catalog.pg_constraint WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'opc:' || oid || ':' || opcname FROM pg_catalog.pg_opclass WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'cv:' || oid || ':' || conname FROM pg_catalog.pg_conversion WHERE oid OPERATOR(pg_catalog.>=) 16384
+  UNION ALL SELECT 'lo:' || oid FROM pg_catalog.pg_largeobject_metadata
+) s(x)`;
+
+/** A steward session inside a spare (caller ends it). */
+export function connectSpare(cluster: ClusterAccess, spare: string): Promise<pg.Client> {
+  const roles = roleNames(spare);
+  return connectPinned(cluster, {
+    database: spare,
+    user: roles.steward,
+    password: spareStewardPassword(cluster.key, roles),
+    applicationName: 'bulwark-steward',
+  });
+}
+
+export async function spareFingerprint(c: Queryable): Promise<string> {
+  const r = await c.query<{ fp: string }>(FINGERPRINT_SQL);
+  return r.rows[0]!.fp;
+}
+
+/** The fingerprint a ready spare's marker records (null: not ready). */
+export function readyFingerprint(marker: string | null): string | null {
+  return marker?.startsWith(READY_PREFIX) ? marker.slice(READY_PREFIX.length) : null;
+}
+
+/**
+ * Makes one spare: roles (one transaction), the database from the tenant template, its grants,
+ * the schema setup in a steward session, then the ready marker with the fingerprint. Anything
+ * interrupted leaves a spare without its ready marker, which `listSpares` reports as unfinished.
+ */
+export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: string): Promise<void> {
+  const r = roleNames(spare);
+  const verifier = await scramVerifierAsync(spareStewardPassword(cluster.key, r));
+  const sql = ['BEGIN'];
+  for (const name of Object.values(r)) {
+    sql.push(`CREATE ROLE ${q(name)} NOLOGIN`, `COMMENT ON ROLE ${q(name)} IS ${lit(SPARE_MARKER)}`);
+  }
+  for (const name of [r.owner, r.reader, r.migrator, r.explorer])
+    sql.push(`ALTER ROLE ${q(name)} NOLOGIN ${BASE_ATTRIBUTES} INHERIT`);
+  sql.push(...explorerSettingStatements(r), ...stewardStatements(r, verifier));
+  sql.push(`GRANT ${q(r.owner)} TO ${q(r.migrator)}`, 'COMMIT');
+  await admin.query(sql.join(';\n'));
+  const template = q(await tenantTemplate(admin));
+  await admin.query(`CREATE DATABASE ${q(spare)} OWNER ${q(r.steward)} TEMPLATE ${template} ENCODING 'UTF8'`);
+  await admin.query(`COMMENT ON DATABASE ${q(spare)} IS ${lit(SPARE_MARKER)}`);
+  await grantDatabase(admin, spare, r);
+  const c = await connectSpare(cluster, spare);
+  let fp: string;
+  try {
+    await setupSchema(c, r);
+    fp = await spareFingerprint(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+  await waitForNoSessions(admin, spare);
+  await admin.query(`COMMENT ON DATABASE ${q(spare)} IS ${lit(READY_PREFIX + fp)}`);
+}
+
+/**
+ * Waits (bounded, 2 s) until no session is left in the spare: a session that was just ended may
+ * still be exiting, and ALTER DATABASE … RENAME would wait for it in steps of 100 ms.
+ */
+export async function waitForNoSessions(admin: Queryable, spare: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await admin.query<{ n: number }>(
+      `SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM pg_catalog.pg_stat_activity
+        WHERE datname OPERATOR(pg_catalog.=) $1`,
+      [spare],
+    );
+    if ((r.rows[0]?.n ?? 0) === 0) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}
+
+export type ListedSpare = { name: string; fingerprint: string | null };
+
+/**
+ * This agent's spares in the cluster: ready ones (with their fingerprint), unfinished ones
+ * (fingerprint null), and spare roles whose database is gone (`orphanRoles`).
+ */
+export async function listSpares(
+  admin: Queryable,
+  tag: string,
+): Promise<{ spares: ListedSpare[]; orphanRoles: string[] }> {
+  const prefix = `${SPARE_PREFIX}${tag}_`;
+  const dbs = await admin.query<{ name: string; marker: string | null }>(
+    `SELECT datname::pg_catalog.text AS name, pg_catalog.shobj_description(oid, 'pg_database') AS marker
+       FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname::pg_catalog.text, $1)`,
+    [prefix],
+  );
+  const spares = dbs.rows
+    .filter((d) => d.marker?.startsWith(SPARE_MARKER))
+    .map((d) => ({ name: d.name, fingerprint: readyFingerprint(d.marker) }));
+  const names = new Set(spares.map((s) => s.name));
+  const roles = await admin.query<{ name: string }>(
+    `SELECT rolname::pg_catalog.text AS name FROM pg_catalog.pg_roles
+      WHERE pg_catalog.starts_with(rolname::pg_catalog.text, $1)
+        AND pg_catalog.shobj_description(oid, 'pg_authid') OPERATOR(pg_catalog.=) $2`,
+    [prefix, SPARE_MARKER],
+  );
+  const owned = new Set([...names].flatMap((n) => Object.values(roleNames(n))));
+  return { spares, orphanRoles: roles.rows.map((x) => x.name).filter((n) => !owned.has(n)) };
+}
+
+/**
+ * Destroys a spare: its database (if still marked as a spare) and those of its roles that still
+ * carry the spare marker. A claimed spare carries the tenant's markers and is never touched.
+ */
+export async function destroySpare(admin: pg.Pool, spare: string): Promise<void> {
+  const marker = await admin.query<{ m: string | null }>(
+    `SELECT pg_catalog.shobj_description(oid, 'pg_database') AS m FROM pg_catalog.pg_database
+      WHERE datname OPERATOR(pg_catalog.=) $1`,
+    [spare],
+  );
+  const m = marker.rows[0]?.m;
+  if (marker.rows.length > 0 && m?.startsWith(SPARE_MARKER))
+    await admin.query(`DROP DATABASE IF EXISTS ${q(spare)} WITH (FORCE)`);
+  await dropSpareRoles(admin, Object.values(roleNames(spare)));
+}
+
+export async function dropSpareRoles(admin: pg.Pool, names: string[]): Promise<void> {
+  const r = await admin.query<{ name: string }>(
+    `SELECT rolname::pg_catalog.text AS name FROM pg_catalog.pg_roles
+      WHERE rolname OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])
+        AND pg_catalog.shobj_description(oid, 'pg_authid') OPERATOR(pg_catalog.=) $2`,
+    [names, SPARE_MARKER],
+  );
+  const mine = new Set(r.rows.map((x) => x.name));
+  // The steward last: the others are its memberships.
+  const ordered = names
+    .filter((n) => mine.has(n))
+    .sort((a, b) => Number(a.endsWith('_steward')) - Number(b.endsWith('_steward')));
+  if (ordered.length > 0)
+    await admin.query(['BEGIN', ...ordered.map((n) => `DROP ROLE ${q(n)}`), 'COMMIT'].join(';\n'));
+}
+
+/** What the claim makes of a spare: the tenant's database, id, owner verifier and limits. */
+export type ClaimTarget = {
+  databaseId: string;
+  name: string;
+  verifier: string;
+  limits: DatabaseLimits;
+};
+
+/**
+ * The claim, as one message (simple protocol: one implicit round trip): BEGIN, the cluster-level
+ * check (raises `spare <name> tampered: …`), the renames, our markers, the logins, the limits,
+ * COMMIT (the steward's new derived password follows, off the critical path). A rename onto an
+ * existing name fails the whole transaction.
+ */
+export function claimSpareSql(spare: string, t: ClaimTarget): string {
+  const from = roleNames(spare);
+  const to = roleNames(t.name);
+  const marker = lit(roleMarker(t.databaseId));
+  const check = `DO $bulwark_claim$ DECLARE p pg_catalog.text; BEGIN
+  SELECT pg_catalog.string_agg(problem, '; ') INTO p FROM (${spareProblemsSql(spare)}) s;
+  IF p IS NOT NULL THEN RAISE EXCEPTION 'spare % tampered: %', ${lit(spare)}, p USING ERRCODE = 'P0001'; END IF;
+END $bulwark_claim$`;
+  const base = `${BASE_ATTRIBUTES} INHERIT`;
+  // The commit does not wait for its WAL flush: the job's next transaction (the steward's
+  // password, a synchronous commit) flushes it, and the job is ready only after that one.
+  const sql = [
+    'BEGIN',
+    'SET LOCAL synchronous_commit = off',
+    check,
+    `ALTER DATABASE ${q(spare)} RENAME TO ${q(t.name)}`,
+  ];
+  for (const k of Object.keys(to) as (keyof RoleNames)[])
+    sql.push(`ALTER ROLE ${q(from[k])} RENAME TO ${q(to[k])}`);
+  sql.push(`COMMENT ON DATABASE ${q(t.name)} IS ${marker}`);
+  for (const name of Object.values(to)) sql.push(`COMMENT ON ROLE ${q(name)} IS ${marker}`);
+  sql.push(
+    `ALTER ROLE ${q(to.owner)} LOGIN ${base} PASSWORD ${lit(t.verifier)}`,
+    `ALTER ROLE ${q(to.reader)} LOGIN ${base}`,
+    `ALTER ROLE ${q(to.migrator)} LOGIN ${base}`,
+    ...limitStatements(to, t.limits),
+    'COMMIT',
+  );
+  return sql.join(';\n');
+}

@@ -1,0 +1,290 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { after, before, test } from 'node:test';
+import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
+import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
+import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
+import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
+import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
+import { SPARE_MARKER } from '../src/agent/postgres/spare-sql.ts';
+import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
+import { roleNames } from '../src/shared/identifiers.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { scramVerifier } from '../src/shared/scram.ts';
+import {
+  clientFrom,
+  databaseJobKit,
+  newPassword,
+  type PrivatePooler,
+  startPrivatePooler,
+  tryLogin,
+  uniqueName,
+} from './pooler-harness.ts';
+
+/**
+ * The warm pool (ADR 0028) on a real cluster and PgBouncer: it fills to N, a create takes a spare
+ * and is ready (owner login through PgBouncer), the pool refills after the job is reported,
+ * concurrent creates beyond N all succeed, a crash right before or right after the claim leaves
+ * the spare in the pool or handed out (never lost, never twice), a tampered spare is reported
+ * and never handed out, and spares are nowhere a tenant could reach them.
+ */
+const SIZE = 2;
+let p: PrivatePooler;
+let pooler: PoolerManager;
+let kit: ReturnType<typeof databaseJobKit>;
+const pools: WarmPool[] = [];
+let crashAt: string | null = null;
+class Killed extends Error {}
+
+before(async () => {
+  p = await startPrivatePooler();
+  pooler = p.manager();
+  await pooler.start();
+  kit = databaseJobKit(p, pooler);
+  // Spares and tenant databases are made from the tenant template, as on a real node.
+  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+});
+after(async () => {
+  for (const pool of pools) await pool.drain().catch(() => {});
+  await kit.close();
+  await p.stop();
+});
+
+/** A warm pool as the agent builds it (a new one on the same key = an agent restart). */
+async function startPool(size = SIZE): Promise<WarmPool> {
+  const pool = createWarmPool({
+    admin: kit.admin,
+    cluster: kit.deps.cluster,
+    size,
+    log: createLogger('warm-pool', (process.env.WP_LOG ?? 'silent') as 'silent'),
+    auditMs: 0,
+  });
+  pools.push(pool);
+  pool.start();
+  await pool.settled();
+  return pool;
+}
+
+function handlers(pool: WarmPool): Map<string, JobHandler> {
+  return new Map(
+    databaseHandlers({
+      ...kit.deps,
+      warmPool: pool,
+      platform: { databases: ['bulwark'], roles: [] },
+      onStep: (kind: string, step: string) => {
+        if (crashAt === `${kind}/${step}`) {
+          crashAt = null;
+          throw new Killed(`killed at ${step}`);
+        }
+      },
+    }),
+  );
+}
+
+/** A job context whose after-report hooks run when `report()` is called (the runner's order). */
+function jobCtx(password: string): JobContext & { report(): void } {
+  const after: (() => void)[] = [];
+  return {
+    ...kit.ctx(password),
+    afterReport: (fn) => after.push(fn),
+    report: () => {
+      for (const fn of after.splice(0)) fn();
+    },
+  };
+}
+
+function createPayload(name: string, password: string) {
+  return {
+    database_id: randomUUID(),
+    name,
+    verifier: scramVerifier(password),
+    allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
+    limits: DEFAULT_LIMITS,
+  };
+}
+
+/** This pool's spares as the catalog holds them (database names, sorted). */
+async function sparesInCatalog(pool: WarmPool): Promise<string[]> {
+  const r = await kit.admin.query<{ n: string }>(
+    `SELECT datname::text AS n FROM pg_database
+      WHERE starts_with(datname::text, $1) AND shobj_description(oid, 'pg_database') LIKE 'bulwark:spare:ready:%'
+      ORDER BY 1`,
+    [`bulwark_spare_${pool.tag}_`],
+  );
+  return r.rows.map((x) => x.n);
+}
+
+const ownerLogin = (name: string, password: string) =>
+  tryLogin(clientFrom('127.0.0.1', { port: p.port, user: roleNames(name).owner, password, database: name }));
+
+async function create(pool: WarmPool, name: string, password: string) {
+  const ctx = jobCtx(password);
+  const payload = createPayload(name, password);
+  const r = await handlers(pool).get('database.create')!(payload, ctx);
+  ctx.report();
+  return { result: r as { steps_ms: Record<string, number> }, payload };
+}
+
+test('the pool fills to N; spares have no tenant login and are absent from PgBouncer', async () => {
+  const pool = await startPool();
+  const spares = await sparesInCatalog(pool);
+  assert.equal(spares.length, SIZE);
+  assert.equal(pool.stats().ready, SIZE);
+  // Not in the pooler's state nor among PgBouncer's databases (checked before any login attempt:
+  // the wildcard entry makes a pool for whatever name a client asks for, ADR 0004).
+  const shown = await pooler.admin('SHOW DATABASES');
+  assert.ok(!shown.rows.some((row) => String(row.name).startsWith('bulwark_spare_')));
+  const auth = await fs.readFile(pooler.files.auth, 'utf8');
+  assert.ok(!auth.includes('bulwark_spare_'), 'no spare role in the auth file');
+  for (const spare of spares) {
+    const r = roleNames(spare);
+    const roles = await kit.admin.query<{ rolname: string; rolcanlogin: boolean; marker: string | null }>(
+      `SELECT rolname, rolcanlogin, shobj_description(oid, 'pg_authid') AS marker FROM pg_roles
+        WHERE rolname = ANY($1) ORDER BY rolname`,
+      [Object.values(r)],
+    );
+    assert.equal(roles.rows.length, 5, spare);
+    for (const role of roles.rows) {
+      assert.equal(role.marker, SPARE_MARKER);
+      assert.equal(role.rolcanlogin, role.rolname === r.steward, `${role.rolname} login`);
+    }
+    // No login through PgBouncer.
+    assert.equal(pooler.state().databases[spare], undefined);
+    assert.notEqual(await ownerLogin(spare, 'anything'), null);
+    // The schema setup is done: public belongs to the spare's owner.
+    const c = await kit.connectAdmin(spare);
+    const s = await c.query<{ owner: string }>(
+      "SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = 'public'",
+    );
+    await c.end();
+    assert.equal(s.rows[0]!.owner, r.owner);
+  }
+  // The drift job does not call spares unknown databases or unexpected roles.
+  const drift = (await handlers(pool).get('node.drift')!({ known_databases: [] }, kit.ctx())) as {
+    findings: { kind: string; object: string }[];
+  };
+  assert.ok(
+    !drift.findings.some((f) => f.object.startsWith('bulwark_spare_')),
+    JSON.stringify(drift.findings),
+  );
+});
+
+test('a create takes a spare (warm), is ready through PgBouncer, and the pool refills to N', async () => {
+  const pool = await startPool();
+  const before = await sparesInCatalog(pool);
+  const name = uniqueName('wp');
+  const password = newPassword();
+  const { result, payload } = await create(pool, name, password);
+  assert.equal(result.steps_ms.warm, 1, JSON.stringify(result.steps_ms));
+  assert.equal(await ownerLogin(name, password), null);
+  // The tenant's names and markers, nothing of the spare left on it.
+  const marker = await kit.admin.query<{ m: string }>(
+    "SELECT shobj_description(oid, 'pg_database') AS m FROM pg_database WHERE datname = $1",
+    [name],
+  );
+  assert.equal(marker.rows[0]!.m, `bulwark:database:${payload.database_id}`);
+  const steward = await kit.admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [
+    roleNames(name).steward,
+  ]);
+  assert.equal(steward.rowCount, 1);
+  // The drift job sees a sound database (the steward's derived password for the real id works).
+  const drift = (await handlers(pool).get('node.drift')!(
+    { known_databases: [name], databases: [{ id: payload.database_id, name, limits: DEFAULT_LIMITS }] },
+    kit.ctx(),
+  )) as { findings: { kind: string; object: string }[] };
+  const mine = drift.findings.filter((f) => f.object === name || f.object.startsWith(`${name}:`));
+  assert.deepEqual(mine, []);
+  await pool.settled();
+  const afterRefill = await sparesInCatalog(pool);
+  assert.equal(afterRefill.length, SIZE);
+  assert.equal(before.filter((s) => afterRefill.includes(s)).length, SIZE - 1, 'one spare taken, one made');
+});
+
+test('concurrent creates beyond the pool size all succeed, each spare handed out once', async () => {
+  const pool = await startPool();
+  const spares = await sparesInCatalog(pool);
+  const jobs = Array.from({ length: SIZE + 2 }, () => ({ name: uniqueName('wc'), password: newPassword() }));
+  const results = await Promise.all(jobs.map((j) => create(pool, j.name, j.password)));
+  assert.equal(results.filter((r) => r.result.steps_ms.warm === 1).length, SIZE);
+  for (const j of jobs) assert.equal(await ownerLogin(j.name, j.password), null, j.name);
+  await pool.settled();
+  const now = await sparesInCatalog(pool);
+  assert.equal(now.length, SIZE);
+  assert.deepEqual(
+    now.filter((s) => spares.includes(s)),
+    [],
+    'every spare there before was handed out exactly once',
+  );
+});
+
+test('killed right before the claim: the spare stays; right after: it is handed out; a rerun ends ready', async () => {
+  const pool = await startPool();
+  // Before the claim: nothing changed, the rerun takes a spare.
+  const spares = await sparesInCatalog(pool);
+  const a = { name: uniqueName('wk'), password: newPassword() };
+  const payloadA = createPayload(a.name, a.password);
+  crashAt = 'database.create/claim';
+  await assert.rejects(handlers(pool).get('database.create')!(payloadA, jobCtx(a.password)), Killed);
+  assert.deepEqual(await sparesInCatalog(pool), spares, 'the spare is still in the pool');
+
+  // After the commit: the spare is the tenant's; a restarted agent's pool does not list it.
+  crashAt = 'database.create/claimed';
+  await assert.rejects(handlers(pool).get('database.create')!(payloadA, jobCtx(a.password)), Killed);
+  const left = await sparesInCatalog(pool);
+  assert.equal(left.length, SIZE - 1);
+  assert.ok(left.every((s) => spares.includes(s)));
+  const restarted = await startPool();
+  assert.equal(restarted.tag, pool.tag);
+  await restarted.settled();
+  const refilled = await sparesInCatalog(restarted);
+  assert.equal(refilled.length, SIZE, 'refilled to N, the handed-out spare not counted');
+  // The rerun (cold path, the database is ours already) ends ready and takes no spare.
+  const r = await handlers(restarted).get('database.create')!(payloadA, jobCtx(a.password));
+  assert.equal((r as { steps_ms: Record<string, number> }).steps_ms.warm, 0);
+  assert.equal(await ownerLogin(a.name, a.password), null);
+  assert.deepEqual(await sparesInCatalog(restarted), refilled, 'no spare lost or taken twice');
+  await pool.stop();
+});
+
+type Drift = { findings: { kind: string; object: string; detail: string }[] };
+
+test('a tampered spare is reported by drift, destroyed and replaced', async () => {
+  const pool = await startPool();
+  const [planted, setting] = await sparesInCatalog(pool);
+  // A function planted inside one spare; a database-level setting on the other.
+  const c = await kit.connectAdmin(planted!);
+  await c.query('CREATE FUNCTION public.now() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$');
+  await c.end();
+  await kit.admin.query(`ALTER DATABASE "${setting}" SET work_mem = '64kB'`);
+  const drift = (await handlers(pool).get('node.drift')!({ known_databases: [] }, kit.ctx())) as Drift;
+  const tampered = drift.findings.filter((f) => f.kind === 'spare_tampered');
+  assert.deepEqual(
+    tampered.map((f) => f.object).sort(),
+    [planted, setting].sort(),
+    JSON.stringify(drift.findings),
+  );
+  assert.match(tampered.find((f) => f.object === setting)!.detail, /work_mem/);
+  await pool.settled();
+  const now = await sparesInCatalog(pool);
+  assert.ok(!now.includes(planted!) && !now.includes(setting!), 'tampered spares destroyed');
+  assert.equal(now.length, SIZE, 'and replaced');
+});
+
+test('a spare whose role was given LOGIN is refused by the claim itself; the create goes cold', async () => {
+  const pool = await startPool();
+  const spares = await sparesInCatalog(pool);
+  for (const spare of spares) await kit.admin.query(`ALTER ROLE "${roleNames(spare).owner}" LOGIN`);
+  const name = uniqueName('wt');
+  const password = newPassword();
+  const { result } = await create(pool, name, password);
+  assert.equal(result.steps_ms.warm, 0, 'not handed out');
+  assert.equal(await ownerLogin(name, password), null);
+  const drift = (await handlers(pool).get('node.drift')!({ known_databases: [name] }, kit.ctx())) as Drift;
+  const tampered = drift.findings.filter((f) => f.kind === 'spare_tampered').map((f) => f.object);
+  assert.deepEqual(tampered.sort(), [...spares].sort(), JSON.stringify(drift.findings));
+  await pool.settled();
+  const now = await sparesInCatalog(pool);
+  assert.equal(now.length, SIZE);
+  assert.ok(now.every((s) => !spares.includes(s)));
+});
