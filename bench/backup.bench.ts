@@ -1,13 +1,17 @@
 /**
  * Backup and restore throughput (issue 15), on one database of realistic rows, in one run:
- *   - our whole backup pipeline (`backup.create`: pg_dump -Fc -Z0 as the steward, SHA-256, zstd,
- *     AES-256-GCM chunks, fsync and rename, the full read-back, exact row counts) against
- *     `pg_dump -Fc` with its default compression to a file — throughput (database bytes / s) and
- *     archive size;
- *   - restore (`backup.drill`: verify the whole archive, table of contents, decrypt + zstd +
- *     `pg_restore --single-transaction` into a scratch database, the checks, drop) against plain
- *     `pg_restore --single-transaction` of the -Fc file into an empty database.
- * Runs alternate (ours, theirs, ours, …) so that both see the same load on a shared host.
+ *   - our whole backup pipeline (`backup.create`: pg_dump -Fc -Z0 as the steward, SHA-256 and
+ *     exact rows per table read from the stream, zstd, AES-256-GCM chunks, fsync and rename, the
+ *     full read-back authenticated) against `pg_dump -Fc` with its default compression to a file —
+ *     throughput (database bytes / s) and archive size; and the floor of any single-stream
+ *     pipeline: `pg_dump -Fc -Z0` to /dev/null, and through the zstd program;
+ *   - restore (`backup.drill`: authenticate the whole archive while the scratch database is made,
+ *     table of contents, decrypt + zstd + `pg_restore --single-transaction` with the checksum
+ *     checked before the last piece, the checks, drop) against what the stock tools need for the
+ *     same: CREATE DATABASE, `pg_restore --single-transaction` of the -Fc file, the same exact row
+ *     counts, DROP DATABASE.
+ * Runs alternate (ours, theirs, ours, …) so that both see the same load on a shared host; the
+ * load average is printed at start and end.
  *
  *   node bench/backup.bench.ts [size_mb=300] [runs=3]
  */
@@ -40,6 +44,8 @@ const load = () =>
     .map((x) => round(x, 2))
     .join(' ');
 const loadAtStart = load();
+/** The agent's own CPU (this process: hashing, zstd in the thread pool, AES, parsing), in ms. */
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 const kit = await startPoolerBenchKit();
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-backup-'));
 try {
@@ -181,17 +187,20 @@ try {
   const floor: number[] = [];
   const floorZstd: number[] = [];
   const ours: { ms: number; bytes: number; result: BackupCreateResult; id: string; key: Buffer }[] = [];
+  const oursCpu: number[] = [];
   const theirs: { ms: number; bytes: number }[] = [];
   for (let i = 0; i < RUNS; i++) {
     const bid = randomUUID();
     const key = randomBytes(32);
     marks.length = 0;
     const t = performance.now();
+    const cpu = process.cpuUsage();
     const result = (await jobs.get('backup.create')!(
       { backup_id: bid, database_id: id, name },
       { ...kit.ctx(), backupKey: async () => key },
     )) as BackupCreateResult;
     ours.push({ ms: performance.now() - t, bytes: result.size_bytes, result, id: bid, key });
+    oursCpu.push(cpuMs(process.cpuUsage(cpu)));
     record(phases, performance.now());
     theirs.push(await theirsDump());
     floor.push(await floorDump(false));
@@ -200,6 +209,7 @@ try {
 
   // Restores: ours (drill) against pg_restore of the -Fc file into an empty database.
   const oursRestore: number[] = [];
+  const oursRestoreCpu: number[] = [];
   const theirsRestore: number[] = [];
   const plainAlone: number[] = [];
   const last = ours.at(-1)!;
@@ -212,11 +222,13 @@ try {
   for (let i = 0; i < RUNS; i++) {
     marks.length = 0;
     const t = performance.now();
+    const cpu = process.cpuUsage();
     await jobs.get('backup.drill')!(
       { backup_id: last.id, database_id: id, name, expected },
       { ...kit.ctx(), backupKey: async () => last.key },
     );
     oursRestore.push(performance.now() - t);
+    oursRestoreCpu.push(cpuMs(process.cpuUsage(cpu)));
     record(restorePhases, performance.now());
 
     // Plain: what a restore with the stock tools needs too — an empty database made, pg_restore,
@@ -266,19 +278,19 @@ try {
     [
       `load average (1, 5, 15 min) at start ${loadAtStart}, at end ${load()}`,
       `backup, ${RUNS} runs each (median):`,
-      `  ours (dump, SHA-256, zstd, encrypt, fsync, read-back authenticated): ${round(oMs / 1000, 2)} s = ${mbps(oMs)} MB/s, archive ${round(ours.at(-1)!.bytes / 1048576)} MB`,
+      `  ours (dump, SHA-256 + rows from the stream, zstd, encrypt, fsync, read-back authenticated): ${round(oMs / 1000, 2)} s = ${mbps(oMs)} MB/s, archive ${round(ours.at(-1)!.bytes / 1048576)} MB`,
       `  pg_dump -Fc (default compression):                                   ${round(tMs / 1000, 2)} s = ${mbps(tMs)} MB/s, archive ${round(theirs.at(-1)!.bytes / 1048576)} MB`,
       `  floor: pg_dump -Fc -Z0 > /dev/null ${round(fMs / 1000, 2)} s = ${mbps(fMs)} MB/s` +
         (floorZstd.length
           ? `; pg_dump -Fc -Z0 | zstd -1 > /dev/null ${round(median(floorZstd) / 1000, 2)} s = ${mbps(median(floorZstd))} MB/s`
           : '; (no zstd program)'),
       `  throughput ratio ours/pg_dump -Fc: ${round(tMs / oMs, 2)}× (the floor's: ${round(tMs / fMs, 2)}×); size ratio: ${round(ours.at(-1)!.bytes / theirs.at(-1)!.bytes, 2)}`,
-      `  our steps (median ms): ${steps(phases)}`,
+      `  our steps (median ms): ${steps(phases)}; the agent's own CPU ${round(median(oursCpu))} ms`,
       `restore, ${RUNS} runs each (median):`,
       `  ours (drill: authenticate, target made meanwhile, list, decrypt+zstd+pg_restore, checks, drop): ${round(oR / 1000, 2)} s`,
       `  plain (CREATE DATABASE, pg_restore of the -Fc file, exact row counts, DROP):           ${round(tR / 1000, 2)} s (pg_restore alone ${round(median(plainAlone) / 1000, 2)} s)`,
       `  ratio ours/plain: ${round(oR / tR, 2)}×`,
-      `  our steps (median ms): ${steps(restorePhases)}`,
+      `  our steps (median ms): ${steps(restorePhases)}; the agent's own CPU ${round(median(oursRestoreCpu))} ms`,
       `  the restore steps alone (list + decrypt+zstd+pg_restore) / pg_restore alone: ${round((median(restorePhases.list ?? [0]) + median(restorePhases.restore ?? [])) / median(plainAlone), 2)}×`,
       `  all runs (s): ours backup ${ours.map((o) => round(o.ms / 1000, 2)).join(', ')}; pg_dump ${theirs.map((o) => round(o.ms / 1000, 2)).join(', ')}; floor ${floor.map((x) => round(x / 1000, 2)).join(', ')}; ours restore ${oursRestore.map((x) => round(x / 1000, 2)).join(', ')}; plain ${theirsRestore.map((x) => round(x / 1000, 2)).join(', ')}`,
       '',

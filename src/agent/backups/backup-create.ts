@@ -10,9 +10,11 @@
  * that can own anything in a tenant database — so it can read every table, sequence and large
  * object the tenant made. An object the tenant locked even from itself (`REVOKE SELECT … FROM
  * <own role>`, FORCE ROW LEVEL SECURITY) makes the dump fail with PostgreSQL's reason rather than
- * be skipped. The template's `bulwark_guard` schema is not dumped (`DUMP_SELECTION`). pg_dump gets `-Fc -Z0` (zstd here is faster and smaller), `--snapshot` of
- * a REPEATABLE READ transaction the steward opened, in which the object counts and exact row
- * counts are read at the same time: the record describes exactly what the archive holds.
+ * be skipped. The template's `bulwark_guard` schema is not dumped (`DUMP_SELECTION`). pg_dump
+ * gets `-Fc -Z0` (zstd here is faster and smaller) and `--snapshot` of a REPEATABLE READ
+ * transaction the steward opened, in which the objects are counted and the tables listed; the
+ * exact rows are read from the dump stream itself (dump-rows.ts): the record describes exactly
+ * what the archive holds.
  */
 import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
