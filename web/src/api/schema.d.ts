@@ -114,6 +114,11 @@ export interface paths {
           'application/json': {
             agent_version: string;
             enrollment_token: string;
+            /** @description Where tenants reach this node's PgBouncer (host name or address, and port) */
+            pooler?: {
+              host: string;
+              port: number;
+            };
           };
         };
       };
@@ -534,6 +539,11 @@ export interface paths {
               superuser_reserved_connections: number;
             };
             pg_version?: string;
+            /** @description Where tenants reach this node's PgBouncer (host name or address, and port) */
+            pooler?: {
+              host: string;
+              port: number;
+            };
           };
         };
       };
@@ -5544,6 +5554,11 @@ export interface paths {
                 } | null;
                 name: string;
                 node: string;
+                /**
+                 * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+                 * @enum {string}
+                 */
+                node_status: 'healthy' | 'unhealthy' | 'disabled';
                 password_version: number;
                 ready_at: string | null;
                 rotated_at: string | null;
@@ -5724,7 +5739,7 @@ export interface paths {
           'application/json': {
             /** @description A database name (1-63 characters a-z, 0-9 and _, starting with a letter) that is not reserved: not postgres, template0, template1, pgbouncer, bulwark or bulwark_control, and not starting with pg_ or bulwark_ */
             name: string;
-            /** @description The node to place it on (default: the node with the most free tenant connections) */
+            /** @description The node to place it on, by name or id (404 unknown; 409 cordoned, unhealthy or disabled). Default: among healthy, uncordoned nodes, the one with the most free tenant connections */
             node?: string;
           };
         };
@@ -5750,6 +5765,11 @@ export interface paths {
               } | null;
               name: string;
               node: string;
+              /**
+               * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              node_status: 'healthy' | 'unhealthy' | 'disabled';
               password_version: number;
               ready_at: string | null;
               rotated_at: string | null;
@@ -5980,6 +6000,11 @@ export interface paths {
               } | null;
               name: string;
               node: string;
+              /**
+               * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              node_status: 'healthy' | 'unhealthy' | 'disabled';
               password_version: number;
               ready_at: string | null;
               rotated_at: string | null;
@@ -6198,6 +6223,11 @@ export interface paths {
               } | null;
               name: string;
               node: string;
+              /**
+               * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              node_status: 'healthy' | 'unhealthy' | 'disabled';
               password_version: number;
               ready_at: string | null;
               rotated_at: string | null;
@@ -9552,6 +9582,11 @@ export interface paths {
               } | null;
               name: string;
               node: string;
+              /**
+               * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              node_status: 'healthy' | 'unhealthy' | 'disabled';
               password_version: number;
               ready_at: string | null;
               rotated_at: string | null;
@@ -19675,7 +19710,7 @@ export interface paths {
       path?: never;
       cookie?: never;
     };
-    /** Every node with its heartbeat age and database count (platform admins) */
+    /** Every node with its health, capacity, cordon and database count (platform admins) */
     get: {
       parameters: {
         query?: never;
@@ -19694,16 +19729,46 @@ export interface paths {
             'application/json': {
               items: {
                 agent_version: string | null;
+                capacity: {
+                  /** @description Tenant connections the node can give */
+                  budget: number;
+                  /** @description Committed by its databases' connection limits */
+                  committed: number;
+                  free: number;
+                  /** @description As the agent reported it (null: not yet) */
+                  max_connections: number | null;
+                };
+                /** @description No new database is placed on a cordoned node */
+                cordoned: boolean;
+                cordoned_at: string | null;
                 /** @description Databases on the node (deleted ones left out) */
                 database_count: number;
+                decommissioned_at: string | null;
+                /** @description The latest drift check that answered (null: none yet) */
+                drift: {
+                  checked_at: string;
+                  findings: number;
+                } | null;
+                /**
+                 * @description unhealthy: no heartbeat within the server threshold (alerted as node.unhealthy)
+                 * @enum {string}
+                 */
+                health: 'healthy' | 'unhealthy' | 'disabled';
                 /** @description Seconds since the last heartbeat, by the server clock (null: none yet) */
                 heartbeat_age_seconds: number | null;
                 /** Format: uuid */
                 id: string;
                 last_heartbeat_at: string | null;
                 name: string;
+                pg_version: string | null;
+                /** @description Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's own setting) */
+                pooler: {
+                  host: string;
+                  port: number;
+                } | null;
                 /** @enum {string} */
                 status: 'active' | 'disabled';
+                unhealthy_since: string | null;
               }[];
             };
           };
@@ -19856,6 +19921,768 @@ export interface paths {
     };
     put?: never;
     post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/nodes/{id}': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** One node (platform admins) */
+    get: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description The node's id or name */
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              agent_version: string | null;
+              capacity: {
+                /** @description Tenant connections the node can give */
+                budget: number;
+                /** @description Committed by its databases' connection limits */
+                committed: number;
+                free: number;
+                /** @description As the agent reported it (null: not yet) */
+                max_connections: number | null;
+              };
+              /** @description No new database is placed on a cordoned node */
+              cordoned: boolean;
+              cordoned_at: string | null;
+              /** @description Databases on the node (deleted ones left out) */
+              database_count: number;
+              decommissioned_at: string | null;
+              /** @description The latest drift check that answered (null: none yet) */
+              drift: {
+                checked_at: string;
+                findings: number;
+              } | null;
+              /**
+               * @description unhealthy: no heartbeat within the server threshold (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              health: 'healthy' | 'unhealthy' | 'disabled';
+              /** @description Seconds since the last heartbeat, by the server clock (null: none yet) */
+              heartbeat_age_seconds: number | null;
+              /** Format: uuid */
+              id: string;
+              last_heartbeat_at: string | null;
+              name: string;
+              pg_version: string | null;
+              /** @description Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's own setting) */
+              pooler: {
+                host: string;
+                port: number;
+              } | null;
+              /** @enum {string} */
+              status: 'active' | 'disabled';
+              unhealthy_since: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/nodes/{id}/cordon': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Mark a node cordoned: no new database is placed on it (platform admins; audited)
+     * @description Idempotent. Databases already on the node stay and keep working.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description The node's id or name */
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              agent_version: string | null;
+              capacity: {
+                /** @description Tenant connections the node can give */
+                budget: number;
+                /** @description Committed by its databases' connection limits */
+                committed: number;
+                free: number;
+                /** @description As the agent reported it (null: not yet) */
+                max_connections: number | null;
+              };
+              /** @description No new database is placed on a cordoned node */
+              cordoned: boolean;
+              cordoned_at: string | null;
+              /** @description Databases on the node (deleted ones left out) */
+              database_count: number;
+              decommissioned_at: string | null;
+              /** @description The latest drift check that answered (null: none yet) */
+              drift: {
+                checked_at: string;
+                findings: number;
+              } | null;
+              /**
+               * @description unhealthy: no heartbeat within the server threshold (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              health: 'healthy' | 'unhealthy' | 'disabled';
+              /** @description Seconds since the last heartbeat, by the server clock (null: none yet) */
+              heartbeat_age_seconds: number | null;
+              /** Format: uuid */
+              id: string;
+              last_heartbeat_at: string | null;
+              name: string;
+              pg_version: string | null;
+              /** @description Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's own setting) */
+              pooler: {
+                host: string;
+                port: number;
+              } | null;
+              /** @enum {string} */
+              status: 'active' | 'disabled';
+              unhealthy_since: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/nodes/{id}/decommission': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Retire a node that holds no databases (platform admins; audited)
+     * @description Refused with 409 `conflict` (`details.databases`: how many) while databases remain. Otherwise the node is disabled and cordoned, its agent token revoked (the agent is refused from now on), its pending enrollments deleted and its waiting jobs ended.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description The node's id or name */
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              agent_version: string | null;
+              capacity: {
+                /** @description Tenant connections the node can give */
+                budget: number;
+                /** @description Committed by its databases' connection limits */
+                committed: number;
+                free: number;
+                /** @description As the agent reported it (null: not yet) */
+                max_connections: number | null;
+              };
+              /** @description No new database is placed on a cordoned node */
+              cordoned: boolean;
+              cordoned_at: string | null;
+              /** @description Databases on the node (deleted ones left out) */
+              database_count: number;
+              decommissioned_at: string | null;
+              /** @description The latest drift check that answered (null: none yet) */
+              drift: {
+                checked_at: string;
+                findings: number;
+              } | null;
+              /**
+               * @description unhealthy: no heartbeat within the server threshold (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              health: 'healthy' | 'unhealthy' | 'disabled';
+              /** @description Seconds since the last heartbeat, by the server clock (null: none yet) */
+              heartbeat_age_seconds: number | null;
+              /** Format: uuid */
+              id: string;
+              jobs_ended: number;
+              last_heartbeat_at: string | null;
+              name: string;
+              pg_version: string | null;
+              /** @description Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's own setting) */
+              pooler: {
+                host: string;
+                port: number;
+              } | null;
+              /** @enum {string} */
+              status: 'active' | 'disabled';
+              unhealthy_since: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
     delete?: never;
     options?: never;
     head?: never;
@@ -20670,6 +21497,476 @@ export interface paths {
         };
         /** @description Error: bad_request */
         414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/nodes/{id}/uncordon': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Mark a node uncordoned: placement may choose it again (platform admins; audited)
+     * @description Idempotent. Databases already on the node stay and keep working.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description The node's id or name */
+          id: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              agent_version: string | null;
+              capacity: {
+                /** @description Tenant connections the node can give */
+                budget: number;
+                /** @description Committed by its databases' connection limits */
+                committed: number;
+                free: number;
+                /** @description As the agent reported it (null: not yet) */
+                max_connections: number | null;
+              };
+              /** @description No new database is placed on a cordoned node */
+              cordoned: boolean;
+              cordoned_at: string | null;
+              /** @description Databases on the node (deleted ones left out) */
+              database_count: number;
+              decommissioned_at: string | null;
+              /** @description The latest drift check that answered (null: none yet) */
+              drift: {
+                checked_at: string;
+                findings: number;
+              } | null;
+              /**
+               * @description unhealthy: no heartbeat within the server threshold (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              health: 'healthy' | 'unhealthy' | 'disabled';
+              /** @description Seconds since the last heartbeat, by the server clock (null: none yet) */
+              heartbeat_age_seconds: number | null;
+              /** Format: uuid */
+              id: string;
+              last_heartbeat_at: string | null;
+              name: string;
+              pg_version: string | null;
+              /** @description Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's own setting) */
+              pooler: {
+                host: string;
+                port: number;
+              } | null;
+              /** @enum {string} */
+              status: 'active' | 'disabled';
+              unhealthy_since: string | null;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/nodes/enrollments': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * A one-time enrollment token for a new node (platform admins; audited)
+     * @description Shown once; only its SHA-256 is stored. Single use, valid for the server setting `enrollmentTtlMinutes` (default 60); expired ones are swept and audited. Give it to `bulwark node up --token` on the new machine. Enrolling an existing name replaces that node's credentials once the token is used.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /** @description The node's name */
+            name: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        201: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              expires_at: string;
+              node_name: string;
+              token: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
           headers: {
             [name: string]: unknown;
           };
