@@ -59,8 +59,6 @@ import type { NodesAdmin } from './modules/nodes/nodes.admin.ts';
 import { moveRoutes } from './modules/nodes/nodes.move.routes.ts';
 import type { Moves } from './modules/nodes/nodes.move.ts';
 import type { NodesFleet } from './modules/nodes/nodes.fleet.ts';
-import { moveRoutes } from './modules/nodes/nodes.move.routes.ts';
-import type { Moves } from './modules/nodes/nodes.move.ts';
 import type { NodesService } from './modules/nodes/nodes.service.ts';
 import { oidcRoutes } from './modules/oidc/oidc.routes.ts';
 import type { OidcService } from './modules/oidc/oidc.service.ts';
