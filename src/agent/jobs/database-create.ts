@@ -85,6 +85,9 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     // The secret round trip to the server overlaps the work below (nothing waits on it until the probe).
     const secret = timed('secret', () => getSecret(ctx));
     secret.catch(() => {});
+    // The steward's verifier (4096 PBKDF2 rounds) off the event loop, while the job starts.
+    const stewardVerifier = scramVerifierAsync(stewardPassword(deps.cluster.key, p.database_id, roles));
+    stewardVerifier.catch(() => {});
     let pooledRun: Promise<void> | null = null;
     const pooled = () =>
       (pooledRun ??= (async () => {
@@ -128,10 +131,9 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
           warm = true;
           await step('claimed');
           // The steward's password for this id and name (derived): overlaps the proving login.
-          const steward = timed('steward', async () => {
-            const v = await scramVerifierAsync(stewardPassword(deps.cluster.key, p.database_id, roles));
-            await setOwnerPassword(ctx.admin, roles.steward, v);
-          });
+          const steward = timed('steward', async () =>
+            setOwnerPassword(ctx.admin, roles.steward, await stewardVerifier),
+          );
           await settle([pooler, steward, pooler.then(prove)]);
         } else {
           ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
@@ -140,13 +142,17 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
       }
       if (!warm) {
         await step('roles');
-        await timed('roles', () =>
+        // The pooler apply (it needs only the owner's verifier) overlaps the roles as well.
+        const pooler = pooled();
+        pooler.catch(() => {});
+        await timed('roles', async () =>
           ensureRoles(ctx.admin, {
             databaseId: p.database_id,
             roles,
             verifier: p.verifier,
             limits: p.limits,
             key: deps.cluster.key,
+            stewardVerifier: await stewardVerifier,
           }),
         );
         const created = (async () => {
@@ -172,7 +178,6 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
             await conn.then((c) => c.end()).catch(() => {});
           }
         });
-        const pooler = pooled();
         // The job ends only when every branch is done.
         const proved = Promise.all([created, pooler]).then(prove);
         await settle([created, pooler, privileges, proved]);
@@ -180,7 +185,9 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     } catch (err) {
       if (err instanceof NotOursError) {
         // Clean failure: nothing of ours stays behind (the database, if any, is not ours).
-        // The pooler entry (added while CREATE DATABASE ran) goes too; the roles go regardless.
+        // The pooler entry (added while the roles and CREATE DATABASE ran) goes too, once its
+        // apply is over; the roles go regardless.
+        await (pooledRun as Promise<void> | null)?.catch(() => {});
         if (poolerTouched && deps.pooler.state().databases[p.name]) {
           await deps.pooler
             .update((s) => {

@@ -104,7 +104,15 @@ export function stewardStatements(roles: RoleNames, verifier: string): string[] 
  */
 export async function ensureRoles(
   pool: pg.Pool,
-  input: { databaseId: string; roles: RoleNames; verifier: string; limits: DatabaseLimits; key: Buffer },
+  input: {
+    databaseId: string;
+    roles: RoleNames;
+    verifier: string;
+    limits: DatabaseLimits;
+    key: Buffer;
+    /** The steward's verifier when the caller computed it already (off the event loop). */
+    stewardVerifier?: string;
+  },
 ): Promise<void> {
   const { roles } = input;
   await inTransaction(pool, async (c) => {
@@ -128,7 +136,9 @@ export async function ensureRoles(
       sql.push(`ALTER ROLE ${q(role)} RESET ALL`);
     sql.push(...explorerSettingStatements(roles));
     sql.push(...limitStatements(roles, input.limits));
-    sql.push(...stewardStatements(roles, scramVerifier(stewardPassword(input.key, input.databaseId, roles))));
+    const steward =
+      input.stewardVerifier ?? scramVerifier(stewardPassword(input.key, input.databaseId, roles));
+    sql.push(...stewardStatements(roles, steward));
     // Governed migrations run as the migrator and must change the tables the tenant created as
     // the owner (ADR 0021); the execution executor grants the same to older databases lazily.
     sql.push(`GRANT ${q(roles.owner)} TO ${q(roles.migrator)}`);
