@@ -7,6 +7,7 @@
  * refused with the finding.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -183,4 +184,43 @@ test('a superuser, the owner, or a reader that can write is refused with the fin
   const wrong = await checkAttached({ ...(await loaded('wrong', 'app_reader', 'app_migrator')), port: 1 });
   assert.equal(wrong.ok, false);
   assert.ok(wrong.findings.every((f) => f.kind === 'login_failed'));
+});
+
+test('bulwark doctor --attached reports what it could check, per entry, without a password', async () => {
+  const file = await writeConfig([
+    entry('good', 'app_reader', 'app_migrator'),
+    entry('sloppy', 'app_sloppy', 'app_migrator'),
+    {
+      ...entry('gone', 'app_reader', 'app_migrator'),
+      reader: { user: 'x', password_file: '/nonexistent/pw' },
+    },
+  ]);
+  const cli = path.resolve(import.meta.dirname, '../src/cli/index.ts');
+  const run = (args: string[]) =>
+    new Promise<{ code: number; out: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [cli, 'doctor', '--attached', file, ...args],
+        { timeout: 60_000 },
+        (err, out) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out }),
+      );
+    });
+  const json = await run(['--json']);
+  assert.equal(json.code, 1);
+  const d = JSON.parse(json.out);
+  assert.deepEqual(
+    d.checks.map((c: { name: string; ok: boolean }) => [c.name, c.ok]),
+    [
+      ['good', true],
+      ['sloppy', false],
+    ],
+  );
+  assert.match(d.refused[0].reason, /does not exist/);
+  const human = await run([]);
+  assert.equal(human.code, 1);
+  assert.match(human.out, /attached good: ok/);
+  assert.match(human.out, /attached sloppy: REFUSED/);
+  assert.match(human.out, /table_write\s+public\.items/);
+  assert.match(human.out, /attached gone: NOT LOADED/);
+  for (const p of Object.values(pw)) assert.ok(!json.out.includes(p) && !human.out.includes(p));
 });

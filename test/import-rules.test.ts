@@ -57,6 +57,16 @@ export const EXCEPTIONS: readonly { from: string; to: string; reason: string }[]
     to: 'src/agent/main.ts',
     reason: '`bulwark agent` is the agent process entry point: it starts it',
   },
+  {
+    from: 'src/cli/commands/doctor-attached.ts',
+    to: 'src/agent/attached/attached-check.ts',
+    reason: "`bulwark doctor --attached` runs the agent's checks on the agent host, with its file",
+  },
+  {
+    from: 'src/cli/commands/doctor-attached.ts',
+    to: 'src/agent/attached/attached-config.ts',
+    reason: "`bulwark doctor --attached` reads the agent's attached-databases file the agent way",
+  },
 ];
 
 export type Arrow = { from: string; to: string; line: number };

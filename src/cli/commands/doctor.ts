@@ -2,6 +2,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { CliError, EXIT, runCommand } from '../api-client.ts';
 import { controlPool, createDriftService, type Db, type DriftReport } from '../control-db.ts';
 import { defaultDataDir } from '../options.ts';
+import { attachedTable, doctorAttached } from './doctor-attached.ts';
 
 const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
@@ -76,26 +77,48 @@ export function registerDoctor(program: Command): void {
     .option('--timeout <seconds>', 'how long to wait for each node', secondsOption, 30)
     .option('--data-dir <dir>', 'data dir of a `bulwark up` (env BULWARK_DATA_DIR)', defaultDataDir())
     .option('--json', 'machine-readable output: {"nodes":[{node,fix,fixed,findings}],"errors":[…]}')
+    .option(
+      '--attached <file>',
+      "check the attached databases of this agent file instead (run on the agent's host; ADR 0031)",
+    )
     .addHelpText(
       'after',
       '\nExit codes: 0 clean · 1 findings or a node not checked · 2 bad usage · 6 no such node',
     )
-    .action((o: { node?: string; fix?: boolean; timeout: number; dataDir: string; json?: boolean }) =>
-      runCommand(o.json, async () => {
-        const pool = controlPool(o.dataDir, 'bulwark-doctor', 2);
-        let outcome: DoctorOutcome;
-        try {
-          outcome = await runDoctor(pool, { node: o.node, fix: Boolean(o.fix), timeoutMs: o.timeout * 1000 });
-        } finally {
-          await pool.end().catch(() => {});
-        }
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify({ nodes: outcome.reports, errors: outcome.errors })}\n`);
-        } else {
-          process.stdout.write(table(outcome));
-        }
-        const dirty = outcome.errors.length > 0 || outcome.reports.some((r) => r.findings.length > 0);
-        if (dirty) process.exit(EXIT.error);
-      }),
+    .action(
+      (o: {
+        node?: string;
+        fix?: boolean;
+        timeout: number;
+        dataDir: string;
+        json?: boolean;
+        attached?: string;
+      }) =>
+        runCommand(o.json, async () => {
+          if (o.attached !== undefined) {
+            const d = await doctorAttached(o.attached);
+            process.stdout.write(o.json ? `${JSON.stringify(d)}\n` : attachedTable(d));
+            if (d.refused.length > 0 || d.checks.some((c) => !c.ok)) process.exit(EXIT.error);
+            return;
+          }
+          const pool = controlPool(o.dataDir, 'bulwark-doctor', 2);
+          let outcome: DoctorOutcome;
+          try {
+            outcome = await runDoctor(pool, {
+              node: o.node,
+              fix: Boolean(o.fix),
+              timeoutMs: o.timeout * 1000,
+            });
+          } finally {
+            await pool.end().catch(() => {});
+          }
+          if (o.json) {
+            process.stdout.write(`${JSON.stringify({ nodes: outcome.reports, errors: outcome.errors })}\n`);
+          } else {
+            process.stdout.write(table(outcome));
+          }
+          const dirty = outcome.errors.length > 0 || outcome.reports.some((r) => r.findings.length > 0);
+          if (dirty) process.exit(EXIT.error);
+        }),
     );
 }
