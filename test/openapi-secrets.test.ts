@@ -15,6 +15,7 @@ const SECRET_NAME = /hash|secret|passw|token|private|^key$|credential_value/i;
 const ALLOWED = new Set([
   'post /v1/keys 201 key', // the new API key, on its creation response only
   'post /v1/agent/enroll 200 agent_token', // the agent's token, on enrollment only
+  'post /v1/nodes/enrollments 201 token', // a new node's one-time enrollment token, to the platform admin who asked
   'post /v1/databases/{name}/credentials/reveal 200 password', // explicit, audited reveal
   // Just-in-time credentials: the temporary login's password, once, to whoever executed the access request.
   'post /v1/databases/{name}/requests/{id}/execute 200 password',

@@ -15,7 +15,7 @@ import { cliSetting } from './settings.ts';
 
 export { addKeyToKeyringFile, createSecretBox, loadKeyringFile } from '../server/crypto/secret-box.ts';
 export { keyIdOfPem } from '../server/crypto/signing-key.ts';
-export type { Db } from '../server/db/pool.ts';
+export { type Db, withTx } from '../server/db/pool.ts';
 export type { Permission } from '../server/http/caller.ts';
 export { keyMap, parseCheckpointLines, publicKeysOf } from '../server/modules/audit/audit.checkpoints.ts';
 export {
@@ -32,6 +32,7 @@ export { inviteUrl } from '../server/modules/invites/invite-code.ts';
 export { createOperatorInvite } from '../server/modules/invites/invites.operator.ts';
 export type { InviteRole } from '../server/modules/invites/invites.repo.ts';
 export { createOperatorKey } from '../server/modules/keys/keys.service.ts';
+export { storeEnrollment } from '../server/modules/nodes/nodes.service.ts';
 
 /**
  * The control DB URL for operator commands run on the server host: BULWARK_DATABASE_URL or

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { POOLER_LIMITS, renderAuthFile, renderHba, renderIni } from '../agent/pgbouncer/pgbouncer.config.ts';
+import { listensOnLoopbackOnly } from '../agent/pgbouncer/pooler-tls.ts';
 import { scramVerifier } from '../shared/scram.ts';
 import { ADMIN_ROLE, CONTROL_DB, CONTROL_ROLE, type DataLayout, POOLER_ADMIN } from './layout.ts';
 import { type RunningPgbouncer, startPgbouncer } from './pgbouncer-process.ts';
@@ -22,6 +23,8 @@ export type DataPlaneOptions = {
   layout: DataLayout;
   ports: { postgres: number; pooler: number };
   poolerListenAddr?: string;
+  /** Whether this cluster holds the control database (`bulwark up`); `bulwark node up`'s does not. */
+  controlDatabase?: boolean;
   user: ServiceUser | null;
   unsafeFast?: boolean;
   /**
@@ -81,7 +84,11 @@ async function mkdirs(layout: DataLayout, user: ServiceUser | null): Promise<voi
  * Creates the control database and its least-privilege owner role, and re-applies the
  * cluster-wide hardening; safe to run on every start.
  */
-export async function ensureControlDatabase(adminUrl: string, controlPassword: string): Promise<void> {
+export async function ensureControlDatabase(
+  adminUrl: string,
+  controlPassword: string,
+  withControlDatabase = true,
+): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {
@@ -105,6 +112,8 @@ export async function ensureControlDatabase(adminUrl: string, controlPassword: s
     // Only superusers (the agent's admin) need the maintenance databases: a tenant role is
     // refused there (it would see every database's catalog-level names and settings).
     await client.query('REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC');
+    // A data-plane node alone (`bulwark node up`): the hardening above, no control database.
+    if (!withControlDatabase) return;
     const role = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [CONTROL_ROLE]);
     // A SCRAM verifier, not the clear password, goes into the statement (and so into no log).
     const verifier = scramVerifier(controlPassword).replaceAll("'", "''");
@@ -126,6 +135,7 @@ export async function ensureControlDatabase(adminUrl: string, controlPassword: s
   } finally {
     await client.end();
   }
+  if (!withControlDatabase) return;
   const inDb = new pg.Client({ connectionString: adminUrl.replace(/\/[^/]*$/, `/${CONTROL_DB}`) });
   await inDb.connect();
   try {
@@ -148,7 +158,7 @@ async function writeInitialPoolerConfig(opts: DataPlaneOptions, poolerAdminPassw
     () => true,
     () => false,
   );
-  const loopback = listenAddr === '127.0.0.1' || listenAddr === '::1' || listenAddr === 'localhost';
+  const loopback = listensOnLoopbackOnly(listenAddr);
   const ini = renderIni({
     listenAddr,
     listenPort: opts.ports.pooler,
@@ -223,7 +233,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   };
   let pgbouncer: RunningPgbouncer;
   try {
-    await ensureControlDatabase(adminUrl, controlPassword);
+    await ensureControlDatabase(adminUrl, controlPassword, opts.controlDatabase ?? true);
     await writeInitialPoolerConfig(opts, poolerAdminPassword);
     pgbouncer = await startPgbouncer({ ...pgbouncerOptions, log: opts.log });
   } catch (err) {

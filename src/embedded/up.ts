@@ -70,13 +70,17 @@ export type UpOptions = {
 
 const CLI = fileURLToPath(new URL('../cli/index.ts', import.meta.url));
 
-async function writeSecretFile(file: string, value: string): Promise<void> {
+export async function writeSecretFile(file: string, value: string): Promise<void> {
   const tmp = `${file}.tmp`;
   await fs.writeFile(tmp, `${value}\n`, { mode: 0o600 });
   await fs.rename(tmp, file);
 }
 
-async function spawnNode(args: string[], env: NodeJS.ProcessEnv, logFile: string): Promise<ChildProcess> {
+export async function spawnNode(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  logFile: string,
+): Promise<ChildProcess> {
   const log = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, LANG: process.env.LANG, ...env },
@@ -92,7 +96,12 @@ async function spawnNode(args: string[], env: NodeJS.ProcessEnv, logFile: string
   return child;
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, child: ChildProcess, timeoutMs: number) {
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  child: ChildProcess,
+  timeoutMs: number,
+) {
   const deadline = Date.now() + timeoutMs;
   let delay = 20;
   while (Date.now() < deadline) {
@@ -387,7 +396,7 @@ function reportSettings(opts: UpOptions, env: NodeJS.ProcessEnv): void {
   }
 }
 
-function describe(e: SupervisorEvent, logs: string): string {
+export function describe(e: SupervisorEvent, logs: string): string {
   const log = path.join(logs, `${e.name}.log`);
   switch (e.kind) {
     case 'crashed':

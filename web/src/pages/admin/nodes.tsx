@@ -23,6 +23,11 @@ export function NodesSection() {
     String(admin),
   );
   const [drift, setDrift] = useState<Drift | null>(null);
+  const cordon = useAction(async (id: string, on: boolean) => {
+    const path = on ? '/v1/nodes/{id}/cordon' : '/v1/nodes/{id}/uncordon';
+    await call(api.POST(path, { params: { path: { id } } }));
+    nodes.reload();
+  });
   const check = useAction(async (id: string) => {
     setDrift(null);
     setDrift(await call(api.POST('/v1/nodes/{id}/drift-check', { params: { path: { id } } })));
@@ -56,10 +61,13 @@ export function NodesSection() {
               <tr>
                 <th scope="col">Name</th>
                 <th scope="col">Status</th>
+                <th scope="col">Health</th>
+                <th scope="col">Placement</th>
                 <th scope="col">Last heartbeat</th>
                 <th scope="col" className="num">
                   Databases
                 </th>
+                <th scope="col">Pooler</th>
                 <th scope="col">Agent version</th>
                 <th scope="col">
                   <span className="sr-only">Actions</span>
@@ -75,13 +83,34 @@ export function NodesSection() {
                     <td>
                       <StatusBadge status={n.status} />
                     </td>
+                    <td className={n.health === 'unhealthy' ? 'bad' : undefined}>
+                      {n.health === 'healthy'
+                        ? 'Healthy'
+                        : n.health === 'unhealthy'
+                          ? 'Unhealthy'
+                          : 'Disabled'}
+                    </td>
+                    <td>{n.cordoned ? 'Cordoned: no new databases' : 'Open'}</td>
                     <td className={age === null || age > STALE_S ? 'bad' : undefined}>
                       {age === null ? 'never' : `${duration(age)} ago`}
                       {age !== null && age > STALE_S ? ' (not responding)' : ''}
                     </td>
                     <td className="num">{n.database_count}</td>
+                    <td>
+                      {n.pooler ? <code>{`${n.pooler.host}:${n.pooler.port}`}</code> : 'server default'}
+                    </td>
                     <td>{n.agent_version ?? '—'}</td>
                     <td>
+                      {n.status === 'active' ? (
+                        <button
+                          type="button"
+                          className="secondary small"
+                          disabled={cordon.busy}
+                          onClick={() => void cordon.run(n.id, !n.cordoned)}
+                        >
+                          {n.cordoned ? 'Uncordon' : 'Cordon'} {n.name}
+                        </button>
+                      ) : null}{' '}
                       <button
                         type="button"
                         className="secondary small"
@@ -117,6 +146,7 @@ export function NodesSection() {
         </section>
       ) : null}
       <ErrorNotice error={check.error} title="Drift check failed" />
+      <ErrorNotice error={cordon.error} title="Could not change the cordon" />
     </section>
   );
 }
