@@ -27,6 +27,7 @@ import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { freePort } from './helpers/ports.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { createTestUser, signIn } from './helpers/session-users.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
 
 let s: TestServer;
@@ -300,4 +301,64 @@ test('a move the target refuses fails, and the source serves again with nothing 
     [d.id],
   );
   assert.equal(failed.rowCount, 1);
+  // The foreign database goes: the drain below moves this one to B.
+  const dropB = new pg.Client({ connectionString: planeB.adminUrl });
+  await dropB.connect();
+  await dropB.query(`DROP DATABASE ${db.name}`);
+  await dropB.end();
+});
+
+test('draining node A moves every ready database to B, one at a time, and says so', async () => {
+  const extra = [await createOn('move-a'), await createOn('move-a')];
+  const nodeA = (await s.db.pool.query<{ id: string }>("SELECT id FROM nodes WHERE name = 'move-a'")).rows[0]!
+    .id;
+  const onA = async () =>
+    (
+      await s.db.pool.query<{ name: string }>(
+        "SELECT name FROM databases WHERE node_id = $1 AND deleted_at IS NULL AND status = 'ready' ORDER BY name",
+        [nodeA],
+      )
+    ).rows.map((r) => r.name);
+  const before = await onA();
+  assert.ok(before.length >= 3, before.join());
+  // Platform admins only: the account's admin key is refused.
+  assert.equal((await api('POST', `/v1/nodes/${nodeA}/drain`)).statusCode, 403);
+  const admin = await signIn(s, await createTestUser(s, { username: 'drainer', platformAdmin: true }));
+  const started = await s.app.inject({
+    method: 'POST',
+    url: `/v1/nodes/${nodeA}/drain`,
+    headers: admin.headers,
+  });
+  assert.equal(started.statusCode, 202, started.body);
+  assert.equal(started.json().status, 'running');
+  const again = await s.app.inject({
+    method: 'POST',
+    url: `/v1/nodes/${nodeA}/drain`,
+    headers: admin.headers,
+  });
+  assert.equal(again.statusCode, 409);
+  const done = await waitUntil(
+    'drain finished',
+    async () => {
+      const d = (await s.app.inject({ url: `/v1/nodes/${nodeA}/drain`, headers: admin.headers })).json();
+      return d.status === 'running' ? undefined : d;
+    },
+    180_000,
+  );
+  assert.equal(done.status, 'completed', done.error);
+  assert.deepEqual(done.moves.map((m: { database: string }) => m.database).sort(), before);
+  assert.ok(
+    done.moves.every(
+      (m: { status: string; to_node: string }) => m.status === 'switched' && m.to_node === 'move-b',
+    ),
+  );
+  // One at a time: each move starts when the previous one switched.
+  const moves = [...done.moves].sort((x, y) => x.created_at.localeCompare(y.created_at));
+  for (let i = 1; i < moves.length; i++) assert.ok(moves[i].created_at >= moves[i - 1].finished_at);
+  assert.deepEqual(await onA(), []);
+  // Each one serves on B with its own password.
+  for (const db of extra) {
+    const c = await login(portB, db);
+    await c.end();
+  }
 });
