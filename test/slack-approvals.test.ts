@@ -163,6 +163,8 @@ test('settings: secrets are write-only and sealed at rest; members cannot read o
     [acme],
   );
   assert.ok(!JSON.stringify(row.rows).includes(BOT) && !JSON.stringify(row.rows).includes(SECRET));
+  // One account per Slack workspace: another account cannot claim this team.
+  expectStatus(await http.call('PUT', '/v1/integrations/slack', otherOwner.headers, { team_id: TEAM }), 409);
   expectStatus(await http.call('GET', '/v1/integrations/slack', member.headers), 403);
   expectStatus(await http.call('PUT', '/v1/integrations/slack', member.headers, { enabled: false }), 403);
   const audit = await s.db.pool.query(

@@ -35,6 +35,8 @@ export async function createTestServer(
     rateLimitAuthFailuresPerMinute: 1_000_000,
     // No dashboard build unless a test brings one (the plain page answers /).
     dashboardDir: path.join(keyDir, 'no-dashboard'),
+    // Never Slack itself: a test that posts to Slack brings its own receiver (test/slack-helpers.ts).
+    slackApiUrl: 'http://127.0.0.1:9/api',
     ...overrides,
   });
   const ctx = await createServerContext({ config, db: db.pool, log: createLogger('test', config.logLevel) });

@@ -17,7 +17,7 @@ import * as repo from './slack.repo.ts';
 export const MAX_ATTEMPTS = 8;
 const BATCH = 20;
 const LEASE_S = 60;
-const SEND_TIMEOUT_MS = 10_000;
+const SEND_TIMEOUT_MS = 5_000;
 const POLL_MS = 5_000;
 /** Slack errors no retry can fix. */
 const FINAL_ERRORS = new Set([
@@ -66,6 +66,8 @@ export function createSlackOutbox(deps: {
   const { db, log } = deps;
   const base = deps.apiUrl.replace(/\/+$/, '');
   let stopped = false;
+  // Stopping aborts the calls in flight (shutdown never waits on Slack).
+  const stopping = new AbortController();
   let running: Promise<void> | null = null;
   let again = false;
   let timer: NodeJS.Timeout | undefined;
@@ -82,7 +84,7 @@ export function createSlackOutbox(deps: {
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json; charset=utf-8' },
         body: JSON.stringify(body),
         redirect: 'error',
-        signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
+        signal: AbortSignal.any([stopping.signal, AbortSignal.timeout(SEND_TIMEOUT_MS)]),
       });
     } catch (err) {
       throw new SlackCallError(`${method}: ${(err as Error).name}`, false);
@@ -201,6 +203,7 @@ export function createSlackOutbox(deps: {
     },
     async stop(): Promise<void> {
       stopped = true;
+      stopping.abort();
       clearTimeout(timer);
       while (running) await running;
     },
