@@ -33,6 +33,8 @@ export async function createTestServer(
     rateLimitKeyPerMinute: 1_000_000,
     rateLimitIpPerMinute: 1_000_000,
     rateLimitAuthFailuresPerMinute: 1_000_000,
+    // Nodes driven by hand heartbeat only when a test polls: none is marked unhealthy unless a test asks.
+    nodeUnhealthyAfterSeconds: 86_400,
     // No dashboard build unless a test brings one (the plain page answers /).
     dashboardDir: path.join(keyDir, 'no-dashboard'),
     // Never Slack itself: a test that posts to Slack brings its own receiver (test/slack-helpers.ts).
