@@ -14,8 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
+import pino from 'pino';
 import { checkAttached, connectAttached } from '../src/agent/attached/attached-check.ts';
 import { type AttachedDatabase, loadAttachedConfig } from '../src/agent/attached/attached-config.ts';
+import { startAttached } from '../src/agent/attached/attached-startup.ts';
 import { type DataPlane, startDataPlane } from '../src/embedded/data-plane.ts';
 import { dataLayout } from '../src/embedded/layout.ts';
 import { resolveServiceUser } from '../src/embedded/service-user.ts';
@@ -223,4 +225,26 @@ test('bulwark doctor --attached reports what it could check, per entry, without 
   assert.match(human.out, /table_write\s+public\.items/);
   assert.match(human.out, /attached gone: NOT LOADED/);
   for (const p of Object.values(pw)) assert.ok(!json.out.includes(p) && !human.out.includes(p));
+});
+
+test('at start the agent keeps the entries that pass and logs the others, without a password', async () => {
+  const lines: string[] = [];
+  const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+  const file = await writeConfig([
+    entry('good', 'app_reader', 'app_migrator'),
+    entry('su', 'app_super', 'app_migrator'),
+  ]);
+  const started = await startAttached(file, log);
+  assert.deepEqual(
+    started.databases.map((d) => d.name),
+    ['good'],
+  );
+  const text = lines.join('');
+  assert.match(text, /"attached":"su".*attached database refused by its checks/);
+  assert.match(text, /"kind":"superuser"/);
+  for (const p of Object.values(pw)) assert.ok(!text.includes(p));
+  // A file that is not private: nothing attached, the agent goes on.
+  const loose = await writeConfig([entry('good', 'app_reader', 'app_migrator')], 0o644);
+  assert.deepEqual((await startAttached(loose, log)).databases, []);
+  assert.match(lines.join(''), /attached databases file refused/);
 });

@@ -128,6 +128,16 @@ export const agentConfigSchema = z
       .optional(),
     backupS3AccessKeyId: z.string().min(1).max(256).optional(),
     backupS3SecretAccessKey: z.string().min(1).max(256).optional(),
+    /**
+     * Attached databases (ADR 0031): an absolute path to this agent's JSON file of existing
+     * PostgreSQL databases (mode 0600, the agent's user; src/agent/attached/attached-config.ts).
+     */
+    attachedConfig: z
+      .string()
+      .min(1)
+      .max(4096)
+      .refine((v) => v.startsWith('/'), 'must be an absolute path')
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -202,6 +212,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   backupS3AccessKeyId: { env: 'BULWARK_BACKUP_S3_ACCESS_KEY_ID', secret: true },
   backupS3SecretAccessKey: { env: 'BULWARK_BACKUP_S3_SECRET_ACCESS_KEY', secret: true },
   executionCapabilities: { env: 'BULWARK_AGENT_EXECUTION_CAPABILITIES' },
+  attachedConfig: { env: 'BULWARK_AGENT_ATTACHED_CONFIG' },
 };
 
 export function loadAgentConfig(sources: {

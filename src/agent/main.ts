@@ -7,6 +7,7 @@ import { createLogger } from '../shared/logger.ts';
 import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names.ts';
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
+import { startAttached } from './attached/attached-startup.ts';
 import { startBackups } from './backups/backup-startup.ts';
 import { type AgentConfig, backupS3Options } from './config.ts';
 import { createAccessExpiry } from './execution/access-expiry.ts';
@@ -148,6 +149,8 @@ export async function startAgent(
       })
     : null;
   const database = managed ? databaseDeps(config, cluster, managed, warmPool) : null;
+  // Attached databases (ADR 0031): loaded and their roles checked at start; what is refused is logged.
+  if (config.attachedConfig) await startAttached(config.attachedConfig, log);
   // Backups (issue 15): the backup dir, pg_dump/pg_restore, and the sweep of an interrupted run.
   const backup = database
     ? await startBackups({
