@@ -68,6 +68,8 @@ export function createWarmPool(opts: WarmPoolOptions) {
   let relist = true;
   let stopped = false;
   let auditTimer: NodeJS.Timeout | undefined;
+  /** Spares out of `ready` while an in-database check runs (a re-listing leaves them alone). */
+  const checking = new Set<string>();
   /** Tampered spares found by a check, reported by the next drift job. */
   let pendingFindings: DriftFinding[] = [];
 
@@ -104,6 +106,7 @@ export function createWarmPool(opts: WarmPoolOptions) {
     const known = new Set(ready.map((s) => s.name));
     const next: { name: string; fingerprint: string }[] = [];
     for (const s of spares) {
+      if (checking.has(s.name)) continue;
       if (s.fingerprint === null) await destroy(s.name);
       else if (known.has(s.name)) next.push({ name: s.name, fingerprint: s.fingerprint });
       else {
@@ -134,9 +137,8 @@ export function createWarmPool(opts: WarmPoolOptions) {
       if (ready.length >= opts.size) return;
       const name = newSpareName(tag);
       try {
-        await buildSpare(admin, cluster, name);
-        const fp = (await listSpares(admin, tag)).spares.find((s) => s.name === name)?.fingerprint;
-        if (fp) ready.push({ name, fingerprint: fp });
+        const fingerprint = await buildSpare(admin, cluster, name);
+        ready.push({ name, fingerprint });
         failures = 0;
       } catch (err) {
         failures++;
@@ -165,9 +167,16 @@ export function createWarmPool(opts: WarmPoolOptions) {
       const at = ready.indexOf(spare);
       if (at < 0) continue; // claimed meanwhile
       ready.splice(at, 1);
-      const problem = await check(spare).catch((err: Error) => `check failed: ${err.message}`);
-      if (problem === null) ready.push(spare);
-      else {
+      checking.add(spare.name);
+      // A check that fails to run (a lost connection) proves nothing: the spare stays.
+      const problem = await check(spare).catch((err: Error) => {
+        log.warn({ spare: spare.name, err: { message: err.message } }, 'spare check failed; kept');
+        return null;
+      });
+      checking.delete(spare.name);
+      if (problem === null) {
+        if (!ready.some((s) => s.name === spare.name)) ready.push(spare);
+      } else {
         findings.push(tampered(spare.name, problem));
         log.warn({ spare: spare.name, problem }, 'tampered spare destroyed');
         await destroy(spare.name);

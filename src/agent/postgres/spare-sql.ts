@@ -215,8 +215,9 @@ export function readyFingerprint(marker: string | null): string | null {
  * Makes one spare: roles (one transaction), the database from the tenant template, its grants,
  * the schema setup in a steward session, then the ready marker with the fingerprint. Anything
  * interrupted leaves a spare without its ready marker, which `listSpares` reports as unfinished.
+ * Returns the fingerprint.
  */
-export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: string): Promise<void> {
+export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: string): Promise<string> {
   const r = roleNames(spare);
   const verifier = await scramVerifierAsync(spareStewardPassword(cluster.key, r));
   const sql = ['BEGIN'];
@@ -242,6 +243,7 @@ export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: 
   }
   await waitForNoSessions(admin, spare);
   await admin.query(`COMMENT ON DATABASE ${q(spare)} IS ${lit(READY_PREFIX + fp)}`);
+  return fp;
 }
 
 /**
