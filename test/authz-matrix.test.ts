@@ -75,6 +75,19 @@ before(async () => {
     [restoreId, backupId],
   );
   const victimKey = await createTestKey(s, { account: 'acme', level: 'read' });
+  // A webhook of acme (to a refused address: nothing is ever sent) and a dead delivery of it.
+  const webhookId = randomUUID();
+  const deliveryId = randomUUID();
+  await s.db.pool.query(
+    `INSERT INTO webhooks (id, account_id, url, events, secret_sealed, secret_hint)
+     SELECT $1, id, 'http://192.0.2.1/', '{*}', 'sealed', 'abcd' FROM accounts WHERE name = 'acme'`,
+    [webhookId],
+  );
+  await s.db.pool.query(
+    `INSERT INTO webhook_deliveries (id, webhook_id, account_id, event_id, event_type, payload, status, attempts, max_attempts)
+     SELECT $1, id, account_id, 'evt_t1', 'webhook.test', '{}', 'dead', 1, 1 FROM webhooks WHERE id = $2`,
+    [deliveryId, webhookId],
+  );
 
   const user = async (
     name: string,
@@ -114,6 +127,8 @@ before(async () => {
     restoreId,
     // No such request: the allowed callers get a 404 (the table is enforced before the lookup).
     requestId: randomUUID(),
+    webhookId,
+    deliveryId,
   });
   Object.assign(bodies, {
     [`DELETE /v1/databases/:name`]: { confirm: DB },
@@ -135,6 +150,10 @@ before(async () => {
     [`POST /v1/databases/:name/requests/:id/reject`]: { comment: 'no' },
     // A file that does not validate: the allowed callers get 400 policy_invalid and nothing is applied.
     [`PUT /v1/policy`]: { source: 'version: 2\n' },
+    // Refused by the SSRF rules: the allowed callers get 400 and nothing is created.
+    [`POST /v1/webhooks`]: { url: 'http://127.0.0.1/', events: ['*'] },
+    [`PATCH /v1/webhooks/:id`]: { description: 'matrix' },
+    [`POST /v1/webhooks/:id/rotate-secret`]: { overlap_s: 0 },
     // The target is a member already: the allowed callers change nothing.
     [`PUT /v1/users/:id/role`]: { role: 'member' },
   });
@@ -233,6 +252,7 @@ function idParam(url: string): string {
   if (url.startsWith('/v1/nodes/')) return 'nodeId';
   if (url.startsWith('/v1/databases/:name/backups/')) return 'backupId';
   if (url.startsWith('/v1/databases/:name/restores/')) return 'restoreId';
+  if (url.startsWith('/v1/webhooks/')) return 'webhookId';
   if (url.includes('/requests/')) return 'requestId';
   return `id of ${url}`;
 }

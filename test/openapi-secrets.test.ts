@@ -34,6 +34,20 @@ const ALLOWED = new Set([
   'post /v1/auth/refresh 200 csrf_token',
   'post /v1/auth/invites/redeem 201 csrf_token',
   'get /v1/me 200 csrf_token',
+  // A webhook's signing secret, once, on creation and on rotation (docs/api.md "Webhooks").
+  'post /v1/webhooks 201 secret',
+  'post /v1/webhooks/{id}/rotate-secret 200 secret',
+  // About a webhook's secret, not the secret: its last 4 characters, when it was rotated, when the
+  // previous one stops signing.
+  ...[
+    'post /v1/webhooks 201',
+    'get /v1/webhooks 200',
+    'get /v1/webhooks/{id} 200',
+    'patch /v1/webhooks/{id} 200',
+    'post /v1/webhooks/{id}/rotate-secret 200',
+  ].flatMap((at) =>
+    ['secret_hint', 'secret_rotated_at', 'previous_secret_expires_at'].map((p) => `${at} ${p}`),
+  ),
 ]);
 
 /** Numbers, booleans and containers cannot carry a secret themselves (containers are walked). */

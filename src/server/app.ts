@@ -78,6 +78,8 @@ import { slackRoutes } from './modules/slack/slack.routes.ts';
 import type { SlackService } from './modules/slack/slack.service.ts';
 import { usersAdminRoutes } from './modules/users-admin/users-admin.routes.ts';
 import type { UsersAdminService } from './modules/users-admin/users-admin.service.ts';
+import { webhooksRoutes } from './modules/webhooks/webhooks.routes.ts';
+import type { WebhooksService } from './modules/webhooks/webhooks.service.ts';
 
 export type AppDeps = {
   config: Pick<
@@ -159,6 +161,8 @@ export type AppDeps = {
   /** Slack approvals (issue 18): the account's Slack app, people's links, Slack's signed requests. */
   slack: SlackService;
   slackInteractions: SlackInteractions;
+  /** Signed webhooks (issue 18): subscriptions, secrets, the delivery log. */
+  webhooks: WebhooksService;
   /** Shared counters (Redis) when several replicas run; in-memory when absent. */
   rateLimitStore?: RateLimitStore;
 };
@@ -296,6 +300,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(requestsRoutes({ requests: deps.requests, withIdempotency }));
   await app.register(requestsAgentRoutes({ keys: deps.executionKeys }));
   await app.register(slackRoutes({ slack: deps.slack, interactions: deps.slackInteractions }));
+  await app.register(webhooksRoutes({ webhooks: deps.webhooks }));
   await app.register(auditRoutes({ audit: deps.audit, executionJwks: () => deps.executionKeys().jwks() }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));
   await app.register(driftRoutes({ drift: deps.drift, token: deps.operatorToken }));

@@ -8,6 +8,7 @@ import {
   parseOidcRoleMapping,
   secureOrLoopback,
 } from './modules/oidc/oidc.config.ts';
+import { isAllowedEntry } from './modules/webhooks/ssrf.ts';
 
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -190,6 +191,39 @@ export const serverConfigSchema = z
     slackApiUrl: z.url().max(2048).refine(secureOrLoopback, OIDC_URL_RULE).default('https://slack.com/api'),
     /** The built dashboard (index.html, assets/); default: web/dist of this installation. */
     dashboardDir: z.string().min(1).max(4096).optional(),
+    /**
+     * Webhooks (issue 18): destinations allowed despite the SSRF rules — host names (exact) or
+     * CIDRs (comma-separated in the environment); an allowed destination may use any port.
+     */
+    webhookAllowedHosts: z
+      .array(z.string().max(300).refine(isAllowedEntry, 'must be a host name, an IP address or a CIDR'))
+      .max(100)
+      .default([]),
+    /** Ports a webhook URL may use (unless its destination is allowed above). */
+    webhookAllowedPorts: z
+      .array(z.coerce.number().int().min(1).max(65535))
+      .min(1)
+      .max(100)
+      .default([80, 443, 8080, 8443]),
+    /** One delivery attempt's deadline (connect, send, answer). */
+    webhookTimeoutMs: z.coerce.number().int().min(100).max(60_000).default(5_000),
+    /** Attempts of a delivery before it is dead. */
+    webhookMaxAttempts: z.coerce.number().int().min(1).max(50).default(8),
+    /** Retries: a random wait up to min(max, base·2^(attempt-1)) (exponential backoff, full jitter). */
+    webhookRetryBaseMs: z.coerce.number().int().min(10).max(3_600_000).default(60_000),
+    webhookRetryMaxMs: z.coerce.number().int().min(10).max(86_400_000).default(21_600_000),
+    /** A webhook whose deliveries all failed for this long is disabled (audited `webhook.disabled`). */
+    webhookDisableAfterSeconds: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(90 * 86_400)
+      .default(3 * 86_400),
+    webhookMaxPerAccount: z.coerce.number().int().min(1).max(1_000).default(25),
+    /** The dispatcher's and worker's safety poll (NOTIFY and in-process wake-ups are the fast path). */
+    webhookPollMs: z.coerce.number().int().min(50).max(60_000).default(1_000),
+    /** Deliveries in flight in one server process. */
+    webhookConcurrency: z.coerce.number().int().min(1).max(256).default(16),
   })
   .strict()
   .superRefine(checkOidcSettings);
@@ -248,6 +282,16 @@ export const serverEnv: Record<string, EnvBinding> = {
   oidcStoreProfile: { env: 'BULWARK_OIDC_STORE_PROFILE' },
   oidcLabel: { env: 'BULWARK_OIDC_LABEL' },
   dashboardDir: { env: 'BULWARK_DASHBOARD_DIR' },
+  webhookAllowedHosts: { env: 'BULWARK_WEBHOOK_ALLOWED_HOSTS', list: true },
+  webhookAllowedPorts: { env: 'BULWARK_WEBHOOK_ALLOWED_PORTS', list: true },
+  webhookTimeoutMs: { env: 'BULWARK_WEBHOOK_TIMEOUT_MS' },
+  webhookMaxAttempts: { env: 'BULWARK_WEBHOOK_MAX_ATTEMPTS' },
+  webhookRetryBaseMs: { env: 'BULWARK_WEBHOOK_RETRY_BASE_MS' },
+  webhookRetryMaxMs: { env: 'BULWARK_WEBHOOK_RETRY_MAX_MS' },
+  webhookDisableAfterSeconds: { env: 'BULWARK_WEBHOOK_DISABLE_AFTER_SECONDS' },
+  webhookMaxPerAccount: { env: 'BULWARK_WEBHOOK_MAX_PER_ACCOUNT' },
+  webhookPollMs: { env: 'BULWARK_WEBHOOK_POLL_MS' },
+  webhookConcurrency: { env: 'BULWARK_WEBHOOK_CONCURRENCY' },
   slackApiUrl: { env: 'BULWARK_SLACK_API_URL' },
 };
 

@@ -70,6 +70,8 @@ import { createSlackInteractions } from './modules/slack/slack.interactions.ts';
 import { createSlackOutbox, type SlackOutbox } from './modules/slack/slack.outbox.ts';
 import { createSlackService } from './modules/slack/slack.service.ts';
 import { createUsersAdminService } from './modules/users-admin/users-admin.service.ts';
+import type { Resolver } from './modules/webhooks/ssrf.ts';
+import { createWebhooksStack, type WebhooksStack } from './modules/webhooks/webhooks.stack.ts';
 
 /** The dashboard this installation builds (scripts/build-web.ts), unless dashboardDir says otherwise. */
 const DEFAULT_DASHBOARD_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
@@ -100,6 +102,8 @@ export type ServerContext = {
   slackOutbox: SlackOutbox;
   /** Just-in-time credentials (tests grant and sweep through it). */
   access: AccessService;
+  /** Webhooks: the service, the dispatcher and the delivery worker (tests flush them). */
+  webhooks: WebhooksStack;
   /** The execution-token key ring (in the data dir; made at its first use). */
   executionKeys: () => ExecutionKeyRing;
   /** Stops background work (listeners, long-polls) and closes the app; the pool is the caller's. */
@@ -115,6 +119,8 @@ export async function createServerContext(opts: {
   db: Db;
   log: Logger;
   poolerPort?: number | null;
+  /** Webhook destinations' DNS answers (tests); default: dns.lookup. */
+  webhookResolver?: Resolver;
 }): Promise<ServerContext> {
   const { config, db, log } = opts;
   const stopping = new AbortController();
@@ -346,6 +352,17 @@ export async function createServerContext(opts: {
   });
   const slackInteractions = createSlackInteractions({ db, log, audit, box, requests });
   const requestSweeper = createRequestSweeper({ db, log, audit, applier });
+  // Webhooks (issue 18): committed events (the chained audit log, the event outbox) → deliveries.
+  const webhooks = createWebhooksStack({
+    config,
+    db,
+    box,
+    log,
+    audit,
+    chainer: auditStack.chainer,
+    listener,
+    ...(opts.webhookResolver ? { resolver: opts.webhookResolver } : {}),
+  });
   const rateLimitStore = config.redisUrl ? createRedisRateLimitStore(config.redisUrl, log) : undefined;
   try {
     const app = await buildApp({
@@ -399,6 +416,7 @@ export async function createServerContext(opts: {
           (await moves.moveKey(nodeId, jobId, attempt)) ?? backupJobs.backupKey(nodeId, jobId, attempt),
       },
       auditWriter: audit,
+      webhooks: webhooks.service,
       slack,
       slackInteractions,
       drift,
@@ -407,6 +425,7 @@ export async function createServerContext(opts: {
     void allowlistExpiry.start();
     backupScheduler.start();
     requestSweeper.start();
+    webhooks.start();
     nodesHealth.start();
     slackOutbox.start();
     void accessExpiry.start();
@@ -429,8 +448,10 @@ export async function createServerContext(opts: {
       slackOutbox,
       access,
       executionKeys,
+      webhooks,
       async close() {
         stopping.abort();
+        await webhooks.close();
         explorer.close();
         results.close();
         await requestSweeper.stop();

@@ -14,6 +14,8 @@ export const ERROR_CATALOG = {
   bad_request: { status: 400, also: [405, 408, 412, 414, 415, 416, 431] },
   validation_failed: { status: 400 },
   query_refused: { status: 400 },
+  /** A webhook URL the SSRF rules refuse (`details.reason`): a scheme, user-info, a port, or an address it resolves to. */
+  destination_refused: { status: 400 },
   query_failed: { status: 400 },
   unauthorized: { status: 401 },
   /** Sign-in: unknown user, wrong password or code, or a suspended user — one answer for all. */

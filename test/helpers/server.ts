@@ -4,6 +4,7 @@ import path from 'node:path';
 import { type ServerConfig, serverConfigSchema } from '../../src/server/config.ts';
 import { createKeyringFile } from '../../src/server/crypto/secret-box.ts';
 import { createServerContext, type ServerContext } from '../../src/server/main.ts';
+import type { Resolver } from '../../src/server/modules/webhooks/ssrf.ts';
 import { createLogger } from '../../src/shared/logger.ts';
 import { createTestDb, type TestDb } from './db.ts';
 
@@ -15,7 +16,7 @@ export type TestServer = ServerContext & { db: TestDb; config: ServerConfig; sto
  */
 export async function createTestServer(
   overrides: Partial<ServerConfig> = {},
-  opts: { db?: TestDb } = {},
+  opts: { db?: TestDb; webhookResolver?: Resolver } = {},
 ): Promise<TestServer> {
   const db = opts.db ?? (await createTestDb());
   // A fresh master keyring per server (tenant database passwords are sealed with it).
@@ -41,7 +42,12 @@ export async function createTestServer(
     slackApiUrl: 'http://127.0.0.1:9/api',
     ...overrides,
   });
-  const ctx = await createServerContext({ config, db: db.pool, log: createLogger('test', config.logLevel) });
+  const ctx = await createServerContext({
+    config,
+    db: db.pool,
+    log: createLogger('test', config.logLevel),
+    ...(opts.webhookResolver ? { webhookResolver: opts.webhookResolver } : {}),
+  });
   return {
     ...ctx,
     db,

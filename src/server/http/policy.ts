@@ -98,6 +98,11 @@ export const POLICY = {
   'nodes.drain': { roles: [], key: null, scoped: false, platform: true },
   // Slack approvals (issue 18): the account's Slack app, by owners, admins and admin keys of the whole account.
   'slack.manage': { roles: ADMINS, key: 'admin', scoped: false },
+  // Webhooks (issue 18) are account-wide (every database's events): read by owners, admins and
+  // members (their URLs may carry tokens, so not viewers) and write keys; managed by owners, admins
+  // and admin keys of the whole account.
+  'webhooks.read': { roles: WRITERS, key: 'write', scoped: false },
+  'webhooks.manage': { roles: ADMINS, key: 'admin', scoped: false },
   'me.read': { roles: [], key: null, scoped: true, only: 'user' },
   'me.write': { roles: [], key: null, scoped: true, only: 'user' },
   'me.logout': { roles: [], key: null, scoped: true, only: 'user' },

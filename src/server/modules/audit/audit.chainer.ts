@@ -188,6 +188,11 @@ export type AuditChainer = {
   flush(): Promise<number>;
   /** Chains what is pending when this replica is the leader (before an on-demand checkpoint). */
   chainPending(): Promise<void>;
+  /**
+   * Called after this replica chained events (they are committed and have their seq): readers of
+   * the chain in seq order (the webhook dispatcher) look now. Returns an unsubscribe function.
+   */
+  onChained(fn: () => void): () => void;
   close(): Promise<void>;
 };
 
@@ -207,6 +212,11 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
   const timers: NodeJS.Timeout[] = [];
   let sleepTimer: NodeJS.Timeout | undefined;
   let wakeSleep: (() => void) | null = null;
+  const chainedListeners = new Set<() => void>();
+  const chained = (n: number) => {
+    if (n > 0) for (const fn of chainedListeners) fn();
+    return n;
+  };
 
   /** Serialises all work on the leader connection (one transaction at a time). */
   const exclusive = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
@@ -230,7 +240,7 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
       try {
         while (leader && !closed) {
           rerun = false;
-          const n = await exclusive((c) => chainAll(c, batch));
+          const n = chained(await exclusive((c) => chainAll(c, batch)));
           // Under a steady trickle, let a few more commits gather: fewer, larger batches.
           if (n >= GATHER_MIN) continue;
           const left = activeUntil - Date.now();
@@ -359,9 +369,13 @@ export function createAuditChainer(deps: ChainerDeps): AuditChainer {
 
   return {
     isLeader: () => leader !== null,
-    flush: () => exclusive((c) => chainAll(c, batch)),
+    flush: () => exclusive((c) => chainAll(c, batch)).then(chained),
     async chainPending() {
-      if (leader) await exclusive((c) => chainAll(c, batch));
+      if (leader) chained(await exclusive((c) => chainAll(c, batch)));
+    },
+    onChained(fn) {
+      chainedListeners.add(fn);
+      return () => chainedListeners.delete(fn);
     },
     async close() {
       closed = true;

@@ -1,0 +1,141 @@
+/**
+ * The dispatcher: turns committed events into deliveries, never inside the request that caused
+ * them. Its source is the chained audit log, read after a durable cursor (`webhook_dispatch`, the
+ * last audit seq dispatched: seq is given only to committed events, in increasing order, so
+ * nothing committed late is skipped), and the `event_outbox` rows not yet taken. One pass is one
+ * transaction: it locks the cursor row (replicas take turns), maps events to types, matches the
+ * account's enabled subscriptions, inserts one delivery per (webhook, event) and moves the cursor.
+ *
+ * Woken when this process's audit chainer chains events, on NOTIFY `bulwark_events` (outbox rows),
+ * and by a poll (the other replicas' events, a lost notification).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { type Db, withTx } from '../../db/pool.ts';
+import { eventFromAudit, eventFromOutbox, subscribed, type WebhookEvent } from './webhooks.events.ts';
+import * as repo from './webhooks.repo.ts';
+
+const BATCH = 500;
+/** The largest body sent; bigger event data is replaced by a note (the audit log has it all). */
+export const MAX_PAYLOAD_BYTES = 60_000;
+
+export function payloadOf(event: WebhookEvent): string {
+  const body = JSON.stringify(event);
+  if (Buffer.byteLength(body) <= MAX_PAYLOAD_BYTES) return body;
+  return JSON.stringify({ ...event, data: { truncated: true, note: 'too large; see the audit log' } });
+}
+
+export type Dispatcher = {
+  kick(): void;
+  /** Dispatches everything available now (tests, benches). Returns deliveries queued. */
+  flush(): Promise<number>;
+  start(): void;
+  stop(): Promise<void>;
+};
+
+export function createDispatcher(deps: {
+  db: Db;
+  log: Logger;
+  maxAttempts: number;
+  pollMs: number;
+  /** Called after a pass queued deliveries (wakes the delivery worker). */
+  onQueued: () => void;
+}): Dispatcher {
+  let running: Promise<number> | null = null;
+  let rerun = false;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = true;
+
+  /** One pass: returns [queued, more waiting]. */
+  const pass = () =>
+    withTx(deps.db, async (tx) => {
+      const cursor = await repo.lockCursor(tx);
+      const audit = await repo.chainedAfter(tx, cursor, BATCH);
+      const outbox = await repo.lockOutbox(tx, BATCH);
+      const events: WebhookEvent[] = [];
+      for (const row of audit) {
+        const e = eventFromAudit(row);
+        if (e) events.push(e);
+      }
+      for (const row of outbox) {
+        const e = eventFromOutbox(row);
+        if (e) events.push(e);
+      }
+      let queued = 0;
+      if (events.length) {
+        const accounts = [...new Set(events.map((e) => e.account_id))];
+        const subs = await repo.subscribersOf(tx, accounts);
+        const rows: repo.NewDelivery[] = [];
+        for (const e of events) {
+          let payload: string | null = null;
+          for (const w of subs) {
+            if (w.account_id !== e.account_id || !subscribed(w.events, e.type)) continue;
+            payload ??= payloadOf(e);
+            rows.push({
+              id: randomUUID(),
+              webhookId: w.id,
+              accountId: e.account_id,
+              eventId: e.id,
+              eventType: e.type,
+              payload,
+              maxAttempts: deps.maxAttempts,
+            });
+          }
+        }
+        queued = await repo.insertDeliveries(tx, rows);
+      }
+      const last = audit.at(-1);
+      if (last) await repo.advanceCursor(tx, Number(last.seq));
+      await repo.markOutboxTaken(
+        tx,
+        outbox.map((o) => o.id),
+      );
+      return [queued, audit.length === BATCH || outbox.length === BATCH] as const;
+    });
+
+  const drain = async (): Promise<number> => {
+    let total = 0;
+    for (;;) {
+      rerun = false;
+      const [queued, more] = await pass();
+      total += queued;
+      if (queued > 0) deps.onQueued();
+      if (!more && !rerun) return total;
+    }
+  };
+
+  const run = (): Promise<number> => {
+    if (running) {
+      rerun = true;
+      return running;
+    }
+    running = drain().finally(() => {
+      running = null;
+    });
+    return running;
+  };
+
+  const kick = () => {
+    if (stopped) return;
+    run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'webhook dispatch failed'));
+  };
+
+  return {
+    kick,
+    async flush() {
+      if (running) await running.catch(() => 0);
+      return run();
+    },
+    start() {
+      stopped = false;
+      timer = setInterval(kick, deps.pollMs);
+      timer.unref();
+      kick();
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running?.catch(() => 0);
+    },
+  };
+}

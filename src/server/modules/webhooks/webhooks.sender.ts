@@ -1,0 +1,107 @@
+/**
+ * One delivery attempt over HTTP(S): signed, sent to the address checked by ssrf.ts (the client's
+ * `lookup` answers with it, so the host name is never resolved a second time), redirects never
+ * followed (a 3xx is a failure), a total deadline, the first 1 KB of the answer kept.
+ */
+import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import type { LookupFunction } from 'node:net';
+import { VERSION } from '../../../shared/version.ts';
+import type { Destination } from './ssrf.ts';
+
+/** `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, one v1 per secret (two during a rotation). */
+export function signatureHeader(secrets: readonly string[], body: string, unixSeconds: number): string {
+  const signed = `${unixSeconds}.${body}`;
+  const v1 = secrets.map((s) => `v1=${createHmac('sha256', s).update(signed).digest('hex')}`);
+  return [`t=${unixSeconds}`, ...v1].join(',');
+}
+
+export type AttemptResult = {
+  ok: boolean;
+  statusCode: number | null;
+  error: string | null;
+  durationMs: number;
+  responseBody: string | null;
+};
+
+const RESPONSE_KEEP = 1024;
+
+/** A `lookup` that answers every question with the pre-checked address. */
+function pinnedLookup(address: string, family: 4 | 6): LookupFunction {
+  return ((_host: string, options: { all?: boolean }, cb: (...args: unknown[]) => void) => {
+    if (options?.all) cb(null, [{ address, family }]);
+    else cb(null, address, family);
+  }) as unknown as LookupFunction;
+}
+
+export function sendDelivery(opts: {
+  destination: Destination;
+  body: string;
+  headers: Record<string, string>;
+  timeoutMs: number;
+}): Promise<AttemptResult> {
+  const { destination: d } = opts;
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (r: Omit<AttemptResult, 'durationMs'>) => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      resolve({ ...r, durationMs: elapsed() });
+    };
+    const client = d.url.protocol === 'https:' ? https : http;
+    const req = client.request({
+      protocol: d.url.protocol,
+      // The name stays in the URL (Host header, TLS SNI and certificate check); the address is ours.
+      hostname: d.host,
+      port: d.port,
+      path: `${d.url.pathname}${d.url.search}`,
+      method: 'POST',
+      headers: {
+        ...opts.headers,
+        'content-type': 'application/json',
+        'content-length': String(Buffer.byteLength(opts.body)),
+        'user-agent': `Bulwark-Webhooks/${VERSION}`,
+      },
+      lookup: pinnedLookup(d.address, d.family),
+      family: d.family,
+      agent: false,
+      ...(d.url.protocol === 'https:' && !/^[0-9.]+$|:/.test(d.host) ? { servername: d.host } : {}),
+    });
+    const deadline = setTimeout(() => {
+      req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`));
+    }, opts.timeoutMs);
+    req.on('error', (err) =>
+      finish({ ok: false, statusCode: null, error: err.message.slice(0, 500), responseBody: null }),
+    );
+    req.on('response', (res) => {
+      const code = res.statusCode ?? 0;
+      let kept = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        if (kept.length < RESPONSE_KEEP) kept += chunk.slice(0, RESPONSE_KEEP - kept.length);
+        if (kept.length >= RESPONSE_KEEP) res.destroy();
+      });
+      const settle = () => {
+        const ok = code >= 200 && code < 300;
+        finish({
+          ok,
+          statusCode: code,
+          error: ok
+            ? null
+            : code >= 300 && code < 400
+              ? `redirect (${code}) not followed`
+              : `answered ${code}`,
+          responseBody: kept,
+        });
+      };
+      res.on('end', settle);
+      res.on('close', settle);
+      res.on('error', settle);
+    });
+    req.end(opts.body);
+  });
+}
