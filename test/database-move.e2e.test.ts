@@ -59,6 +59,8 @@ async function agent(
     poolerDir: node.poolerDir,
     poolerPort: node.poolerPort,
     poolerAdminPassword: node.poolerAdminPassword,
+    // Reported to the server: each node's connection info names its own PgBouncer.
+    poolerPublicHost: '127.0.0.1',
     backupDir,
     logLevel: 'silent',
     pollWaitMs: 20_000,
@@ -203,6 +205,8 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
     CREATE VIEW big_orders AS SELECT id, customer, total FROM orders WHERE total > 3700;`);
   const before = await snapshot(app);
   await app.end();
+  const connBefore = (await api('GET', `/v1/databases/${db.name}/connection`)).json();
+  assert.equal(connBefore.port, poolerA.port);
 
   const move = await moveAndWait(db.name, 'move-b');
   assert.equal(move.status, 'switched', move.error);
@@ -212,6 +216,10 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   const d = (await api('GET', `/v1/databases/${db.name}`)).json();
   assert.equal(d.status, 'ready');
   assert.equal(d.node, 'move-b');
+  // The connection info now names B's PgBouncer; the password is the same.
+  const connAfter = (await api('GET', `/v1/databases/${db.name}/connection`)).json();
+  assert.equal(connAfter.port, portB);
+  assert.equal(connAfter.user, connBefore.user);
 
   // Every row and both sequences on B, through B's PgBouncer, with the same password.
   const moved = await login(portB, db);
