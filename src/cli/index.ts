@@ -18,6 +18,7 @@ import { registerRequest } from './commands/request.ts';
 import { registerServer } from './commands/server.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerUp } from './commands/up.ts';
+import { registerWebhook } from './commands/webhook.ts';
 import { registerWhoami } from './commands/whoami.ts';
 
 const program = new Command()
@@ -53,6 +54,7 @@ registerDb(program);
 registerBackup(program);
 registerRequest(program);
 registerPolicy(program);
+registerWebhook(program);
 registerDoctor(program);
 registerMasterKey(program);
 
