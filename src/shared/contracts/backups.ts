@@ -30,9 +30,10 @@
  * (dropping the tenant's objects first), resumes.
  *
  * Checks. `expected` is the backup's recorded manifest (the `backup.create` result's `sha256`,
- * `tables`, `tables_total`, `objects`); the agent refuses an archive whose decrypted dump does not
- * hash to `sha256` before pg_restore gets a byte, and after the restore compares object counts and
- * exact row counts with it.
+ * `tables`, `tables_total`, `objects`); the agent authenticates the whole archive before pg_restore
+ * gets a byte, refuses one whose decrypted dump does not hash to `sha256` before pg_restore gets
+ * the dump's end (so nothing is committed), and after the restore compares object counts and exact
+ * row counts with it.
  */
 import { z } from 'zod';
 import { BACKUP_JOB_KINDS, backupManifestSchema } from './backup-results.ts';
