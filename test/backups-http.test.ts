@@ -99,7 +99,7 @@ const api = (key: TestKey, method: string, url: string, payload?: object) =>
 
 before(async () => {
   backupDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bulwark-backups-'));
-  s = await createTestServer({ backupDir, metricsToken: METRICS_TOKEN });
+  s = await createTestServer({ metricsToken: METRICS_TOKEN, backupDownloadWaitMs: 5_000 });
   await createAccount(s, 'acme');
   await createAccount(s, 'other');
   agent = await enrollFakeAgent(s, 'backup-node');
@@ -295,7 +295,43 @@ async function archivedBackup(plain: Buffer): Promise<{ id: string; sha256: stri
   return { id: b.id, sha256 };
 }
 
-test('a download link streams the plain archive, for its backup and its caller only, and expires', async () => {
+/** The archive file the fake agent holds for a backup (the server never reads it: ADR 0023). */
+async function archiveFile(backupId: string): Promise<string> {
+  const dbId = (
+    await s.db.pool.query<{ database_id: string }>('SELECT database_id FROM backups WHERE id = $1', [
+      backupId,
+    ])
+  ).rows[0]!.database_id;
+  return path.join(backupDir, backupStorageKey(dbId, backupId));
+}
+
+/** The fake agent's half of a download: takes the `backup.download` job and posts `bytes` with its token. */
+async function agentSends(bytes: Buffer, opts: { token?: (t: string) => string } = {}) {
+  const job = await nextJob('backup.download');
+  assert.deepEqual(Object.keys(job.payload).sort(), ['backup_id', 'database_id', 'stream_token']);
+  const token = String(job.payload.stream_token);
+  const res = await s.app.inject({
+    method: 'POST',
+    url: `/v1/agent/jobs/${job.id}/archive?attempt=${job.attempt}`,
+    headers: {
+      authorization: `Bearer ${agent.token}`,
+      'content-type': 'application/octet-stream',
+      'x-bulwark-stream-token': opts.token ? opts.token(token) : token,
+    },
+    payload: bytes,
+  });
+  return { job, token, res };
+}
+
+const jobRow = async (id: number) =>
+  (
+    await s.db.pool.query<{ status: string; payload: Record<string, unknown> }>(
+      'SELECT status, payload FROM jobs WHERE id = $1',
+      [id],
+    )
+  ).rows[0]!;
+
+test('a download link streams the plain archive (sent by the agent, decrypted here), for its backup and its caller only, and expires', async () => {
   const plain = randomBytes(100_000);
   const b = await archivedBackup(plain);
   const link = await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`);
@@ -305,14 +341,36 @@ test('a download link streams the plain archive, for its backup and its caller o
   assert.ok(ttl > 590_000 && ttl <= 600_000, `ttl ${ttl}`);
   assert.match(url, new RegExp(`^/v1/databases/${DB}/backups/${b.id}/download\\?expires=\\d+&sig=v1\\.`));
 
-  const got = await api(acme, 'GET', url);
+  const pending = api(acme, 'GET', url);
+  const sent = await agentSends(fs.readFileSync(await archiveFile(b.id)));
+  const got = await pending;
   assert.equal(got.statusCode, 200, got.body.slice(0, 200));
   assert.equal(got.headers['content-type'], 'application/octet-stream');
   assert.equal(got.headers['x-backup-sha256'], b.sha256);
   assert.ok(got.rawPayload.equals(plain), 'the plain archive, byte for byte');
+  assert.equal(sent.res.statusCode, 200, sent.res.body);
+  assert.equal(sent.res.json().bytes, fs.statSync(await archiveFile(b.id)).size);
+  // The job is done, and its token is gone from the row; the token opens nothing any more.
+  const row = await jobRow(sent.job.id);
+  assert.equal(row.status, 'succeeded');
+  assert.equal(row.payload.stream_token, undefined);
+  const replay = await s.app.inject({
+    method: 'POST',
+    url: `/v1/agent/jobs/${sent.job.id}/archive?attempt=${sent.job.attempt}`,
+    headers: {
+      authorization: `Bearer ${agent.token}`,
+      'content-type': 'application/octet-stream',
+      'x-bulwark-stream-token': sent.token,
+    },
+    payload: Buffer.from('x'),
+  });
+  assert.equal(replay.statusCode, 404);
 
   // Another caller of the same account (even a writer), a tampered signature, another backup's id,
-  // a later expiry: all 403.
+  // a later expiry: all 403, before any job is queued.
+  const jobsBefore = (
+    await s.db.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE kind = 'backup.download'`)
+  ).rows[0].n;
   assert.equal((await api(writer2, 'GET', url)).statusCode, 403);
   const u = new URL(url, 'http://x');
   const sig = u.searchParams.get('sig')!;
@@ -326,6 +384,13 @@ test('a download link streams the plain archive, for its backup and its caller o
   const moved = url.replace(b.id, second.id);
   assert.equal((await api(acme, 'GET', moved)).statusCode, 403);
   assert.equal((await api(acme, 'GET', `/v1/databases/${DB}/backups/${b.id}/download`)).statusCode, 403);
+  // Another account's key with the link: its backup is a 404.
+  assert.equal((await api(other, 'GET', url)).statusCode, 404);
+  assert.equal(
+    (await s.db.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE kind = 'backup.download'`)).rows[0].n,
+    jobsBefore,
+    'a refused link queues nothing',
+  );
   // A read key may not download at all.
   assert.equal(
     (await api(reader, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).statusCode,
@@ -359,25 +424,87 @@ test('a download link streams the plain archive, for its backup and its caller o
   assert.equal(audited.rowCount, 1);
 });
 
-test('a damaged archive never downloads whole: the transfer is cut', async () => {
+test('the stream token: a wrong one, or another node, opens nothing; the download then ends with 503 in bounded time', async () => {
+  const b = await archivedBackup(randomBytes(20_000));
+  const { url } = (await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).json();
+  const started = Date.now();
+  const pending = api(acme, 'GET', url);
+  // Another node with the right token: no lease of that job, nothing opened (and nothing used up).
+  const stranger = await enrollFakeAgent(s, 'stream-stranger');
+  const sneak = async (jobId: number, attempt: number, token: string) =>
+    s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${jobId}/archive?attempt=${attempt}`,
+      headers: {
+        authorization: `Bearer ${stranger.token}`,
+        'content-type': 'application/octet-stream',
+        'x-bulwark-stream-token': token,
+      },
+      payload: Buffer.from('not an archive'),
+    });
+  const wrong = await agentSends(fs.readFileSync(await archiveFile(b.id)), {
+    token: (t) => (t[0] === 'A' ? 'B' : 'A') + t.slice(1),
+  });
+  assert.equal(wrong.res.statusCode, 404, wrong.res.body);
+  assert.equal((await sneak(wrong.job.id, wrong.job.attempt, wrong.token)).statusCode, 404);
+  const got = await pending;
+  assert.equal(got.statusCode, 503, got.body);
+  assert.match(got.json().error.message, /did not start sending/);
+  assert.ok(Date.now() - started < 15_000, 'bounded by the wait (5 s here)');
+  assert.equal((await jobRow(wrong.job.id)).status, 'dead');
+  assert.equal((await jobRow(wrong.job.id)).payload.stream_token, undefined);
+});
+
+test('an agent that cannot send (the archive is not on its node) ends the download at once with 503', async () => {
+  const b = await archivedBackup(randomBytes(1_000));
+  const { url } = (await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).json();
+  const started = Date.now();
+  const pending = api(acme, 'GET', url);
+  const job = await nextJob('backup.download');
+  assert.equal(
+    await agent.fail(job.id, job.attempt, 'the archive of this backup is not on its node', false),
+    200,
+  );
+  const got = await pending;
+  assert.equal(got.statusCode, 503, got.body);
+  assert.match(got.json().error.message, /not on its node/);
+  assert.ok(
+    Date.now() - started < 4_000,
+    `answered before the 5 s wait ran out (${Date.now() - started} ms)`,
+  );
+});
+
+test('a damaged archive never downloads whole: a bad first chunk is a 409 before any byte, a later one cuts the transfer', async () => {
   const plain = randomBytes(50_000);
   const b = await archivedBackup(plain);
-  const dbId = (
-    await s.db.pool.query<{ database_id: string }>('SELECT database_id FROM backups WHERE id = $1', [b.id])
-  ).rows[0]!.database_id;
-  const file = path.join(backupDir, backupStorageKey(dbId, b.id));
-  const bytes = fs.readFileSync(file);
-  bytes.writeUInt8(bytes.readUInt8(bytes.length - 40) ^ 1, bytes.length - 40);
-  fs.writeFileSync(file, bytes);
+  const bytes = fs.readFileSync(await archiveFile(b.id));
   const { url } = (await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).json();
+
+  // A flipped byte in the last chunk: the first chunks go out, then the transfer is cut.
+  const late = Buffer.from(bytes);
+  late.writeUInt8(late.readUInt8(late.length - 40) ^ 1, late.length - 40);
   let complete = false;
-  try {
-    const r = await api(acme, 'GET', url);
-    complete = r.statusCode === 200 && r.rawPayload.equals(plain);
-  } catch {
-    // The stream was destroyed: inject rejects.
-  }
+  const pending = api(acme, 'GET', url).then(
+    (r) => {
+      complete = r.statusCode === 200 && r.rawPayload.equals(plain);
+    },
+    () => {},
+  );
+  const sent = await agentSends(late);
+  await pending;
   assert.equal(complete, false);
+  assert.equal(sent.res.statusCode, 409, sent.res.body);
+  assert.equal((await jobRow(sent.job.id)).status, 'dead');
+
+  // A flipped byte in the first chunk: nothing was sent yet, so the answer is a clean 409.
+  const early = Buffer.from(bytes);
+  early.writeUInt8(early.readUInt8(100) ^ 1, 100);
+  const pendingEarly = api(acme, 'GET', url);
+  const sentEarly = await agentSends(early);
+  const got = await pendingEarly;
+  assert.equal(got.statusCode, 409, got.body);
+  assert.match(got.json().error.message, /authenticity/);
+  assert.equal(sentEarly.res.statusCode, 409);
 });
 
 test('the data key goes only to the agent holding a backup job of that backup', async () => {

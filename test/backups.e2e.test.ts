@@ -14,6 +14,7 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import type { RunningAgent } from '../src/agent/main.ts';
 import { startTestAgent } from './helpers/agent.ts';
+import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
@@ -27,12 +28,8 @@ let agent: RunningAgent;
 let key: TestKey;
 before(async () => {
   pooler = await startPrivatePooler();
-  // The server reads the agent's backup dir (one host), as under `bulwark up`.
-  s = await createTestServer({
-    poolerPort: pooler.port,
-    poolerSslmode: 'disable',
-    backupDir: path.join(pooler.stateDir, 'backups'),
-  });
+  // The server has no path to the agent's backup dir: downloads come through the agent (ADR 0023).
+  s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable' });
   const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
   serverUrl = url.replace('localhost', '127.0.0.1');
   agent = await startTestAgent(s, url, { name: 'local', pooler, explorerChannel: false });
@@ -128,6 +125,7 @@ test('backup → GET shows size and sha256 → download is the plain archive →
   assert.equal(file.statusCode, 200, file.body.slice(0, 300));
   assert.equal(file.rawPayload.subarray(0, 5).toString('latin1'), 'PGDMP');
   assert.equal(createHash('sha256').update(file.rawPayload).digest('hex'), done.sha256);
+  await restoresWithPgRestore(file.rawPayload, before);
 
   // Restore into a new database: listed at once, ready once restored and checked, equal data.
   const target = `${name}_r`;
@@ -197,6 +195,56 @@ test('restore in place: a safety backup first, then the database holds the backu
     await after.end();
   }
 });
+
+/**
+ * The downloaded bytes are a plain archive: `pg_restore --list` reads it, and `pg_restore` into a
+ * fresh database (made here, outside Bulwark) gives the same data.
+ */
+async function restoresWithPgRestore(archive: Buffer, expected: Awaited<ReturnType<typeof snapshot>>) {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-dl-'));
+  const fresh = `dl_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: testEnv().adminUrl });
+  await admin.connect();
+  try {
+    const file = path.join(dir, 'backup.dump');
+    await fs.writeFile(file, archive);
+    const list = await run(path.join(testEnv().pgBin, 'pg_restore'), ['--list', file]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /TABLE public notes/);
+    await admin.query(`CREATE DATABASE ${fresh}`);
+    const url = new URL(testEnv().adminUrl);
+    url.pathname = `/${fresh}`;
+    const restored = await run(path.join(testEnv().pgBin, 'pg_restore'), [
+      '--no-owner',
+      '--no-privileges',
+      '--exit-on-error',
+      // The tenant's own schema (the platform's guard objects belong to the database it came from).
+      '--schema=public',
+      `--dbname=${url.toString()}`,
+      file,
+    ]);
+    assert.equal(restored.code, 0, restored.stderr);
+    const c = new pg.Client({ connectionString: url.toString() });
+    await c.connect();
+    try {
+      assert.deepEqual(await snapshot(c), expected);
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${fresh} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+function run(bin: string, args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(bin, args, { timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 type Run = { code: number; stdout: string; stderr: string };
 function cli(args: string[], home: string): Promise<Run> {

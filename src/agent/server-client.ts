@@ -1,4 +1,10 @@
-import { backupKeyResponseSchema } from '../shared/contracts/backups.ts';
+import { Readable } from 'node:stream';
+import {
+  archiveStreamPath,
+  type BackupProgress,
+  backupKeyResponseSchema,
+  STREAM_TOKEN_HEADER,
+} from '../shared/contracts/backups.ts';
 import { jobSecretResponseSchema } from '../shared/contracts/jobs.ts';
 
 /** The agent's only channel to the control plane: outbound HTTPS (or loopback HTTP). */
@@ -86,6 +92,44 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
         undefined,
         5_000,
       ),
+    /** Extends the lease of a job this agent runs; a 404 (ServerError) when the lease is lost. */
+    renewLease: (job: PolledJob) =>
+      call<{ lease_expires_at: string; lease_ms: number }>(
+        `/v1/agent/jobs/${job.id}/lease`,
+        { attempt: job.attempt },
+        undefined,
+        10_000,
+      ),
+    /** How far a backup / restore / drill is (phase and bytes); shown by the API while it runs. */
+    backupProgress: (job: PolledJob, p: Omit<BackupProgress, 'attempt'>) =>
+      call<{ recorded: true }>(
+        `/v1/agent/jobs/${job.id}/progress`,
+        { attempt: job.attempt, ...p },
+        undefined,
+        10_000,
+      ),
+    /**
+     * Streams an archive (as stored) to the download waiting on the server (ADR 0023); resolves
+     * with the bytes the server relayed once the download ended whole. No overall timeout: the
+     * transfer takes as long as the client reads; `signal` ends it.
+     */
+    streamArchive: async (job: PolledJob, token: string, body: Readable, signal: AbortSignal) => {
+      const auth = getToken();
+      const res = await fetch(new URL(archiveStreamPath(job.id, job.attempt), baseUrl), {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/octet-stream',
+          [STREAM_TOKEN_HEADER]: token,
+          ...(auth ? { authorization: `Bearer ${auth}` } : {}),
+        },
+        body: Readable.toWeb(body) as ReadableStream<Uint8Array>,
+        duplex: 'half',
+        signal,
+      } as RequestInit);
+      const text = await res.text();
+      if (!res.ok) throw new ServerError(res.status, `archive stream: ${res.status} ${text.slice(0, 300)}`);
+      return (JSON.parse(text) as { bytes: number }).bytes;
+    },
     /** Size and tenant connections of this node's databases (at most 1000 per call). */
     samples: (samples: { database_id: string; size_bytes: number; connections: number }[]) =>
       call<{ accepted: number }>('/v1/agent/samples', { samples }),

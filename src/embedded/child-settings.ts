@@ -32,8 +32,6 @@ export function serverOwnEnv(p: ChildPlacement): NodeJS.ProcessEnv {
     BULWARK_METRICS_TOKEN_FILE: metricsTokenFile(p.layout),
     BULWARK_POOLER_PORT: String(p.poolerPort),
     BULWARK_MASTER_KEY_FILE: p.layout.masterKeyring,
-    // The agent's backup dir, on the same host: downloads are read from it (ADR 0023).
-    BULWARK_BACKUP_DIR: p.layout.backups,
   };
 }
 

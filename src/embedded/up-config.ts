@@ -75,7 +75,6 @@ export const upOwnedServerEnv = [
   'BULWARK_METRICS_TOKEN',
   'BULWARK_POOLER_PORT',
   'BULWARK_MASTER_KEY_FILE',
-  'BULWARK_BACKUP_DIR',
 ];
 export const upOwnedAgentEnv = [
   'BULWARK_SERVER_URL',

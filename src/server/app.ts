@@ -289,7 +289,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       withIdempotency,
     }),
   );
-  await app.register(backupAgentRoutes({ jobs: deps.backupJobs }));
+  await app.register(
+    backupAgentRoutes({ db: deps.db, jobs: deps.backupJobs, downloads: deps.backupDownloads }),
+  );
   await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin, fleet: deps.nodesFleet }));
   await app.register(moveRoutes({ moves: deps.moves }));
   await app.register(jobRoutes({ jobs: deps.jobs }));

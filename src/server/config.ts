@@ -73,10 +73,10 @@ export const serverConfigSchema = z
     /** Restore drills: each database's latest backup is restored into a scratch database this often (days). */
     backupDrillIntervalDays: z.coerce.number().int().min(1).max(365).default(7),
     /**
-     * The agents' backup directory, when this server shares the host (the embedded stack): backup
-     * downloads are read from it and decrypted here (ADR 0023). Without it, downloads answer 503.
+     * How long a backup download waits for the backup's agent to start sending the archive (ms);
+     * the agent sends it, this server decrypts it on the fly (ADR 0023). Past it: 503.
      */
-    backupDir: z.string().min(1).max(4096).optional(),
+    backupDownloadWaitMs: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
     /** Explorer queries in flight in one server process (each result up to 10 MB); past it: 503. */
     explorerMaxInFlight: z.coerce.number().int().min(1).max(1_024).default(32),
     enrollmentTtlMinutes: z.coerce
@@ -249,7 +249,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   backupRetentionDays: { env: 'BULWARK_BACKUP_RETENTION_DAYS' },
   backupRpoHours: { env: 'BULWARK_BACKUP_RPO_HOURS' },
   backupDrillIntervalDays: { env: 'BULWARK_BACKUP_DRILL_INTERVAL_DAYS' },
-  backupDir: { env: 'BULWARK_BACKUP_DIR' },
+  backupDownloadWaitMs: { env: 'BULWARK_BACKUP_DOWNLOAD_WAIT_MS' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
   nodeUnhealthyAfterSeconds: { env: 'BULWARK_NODE_UNHEALTHY_AFTER_SECONDS' },
   sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { generateToken } from '../shared/api-key.ts';
+import { BACKUP_JOB_KINDS } from '../shared/contracts/backups.ts';
 import { createLogger } from '../shared/logger.ts';
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
@@ -20,6 +21,7 @@ import { createAuditStack } from './modules/audit/audit.stack.ts';
 import { createBackupDownloads } from './modules/backups/backups.download.ts';
 import { createBackupJobs } from './modules/backups/backups.jobs.ts';
 import { registerBackupCollectors } from './modules/backups/backups.metrics.ts';
+import { createDownloadRelay } from './modules/backups/backups.relay.ts';
 import { createBackupScheduler } from './modules/backups/backups.scheduler.ts';
 import { createBackupsService, minuteOf } from './modules/backups/backups.service.ts';
 import { createRestoresService } from './modules/backups/restores.service.ts';
@@ -221,9 +223,13 @@ export async function createServerContext(opts: {
     box,
     log,
     linkKey: installSecret({ db, box, name: 'backup-download-key' }),
-    backupDir: config.backupDir ?? null,
+    // The backup's agent sends the archive; this process decrypts it (ADR 0023).
+    relay: createDownloadRelay(),
+    connectTimeoutMs: config.backupDownloadWaitMs,
     stepUp: stepUp.require,
   });
+  // A download job its agent failed (the archive missing there…): its waiting download ends now.
+  jobHooks.register(BACKUP_JOB_KINDS.download, backupDownloads.onJobFinished);
   const backupScheduler = createBackupScheduler({ db, box, log, audit, defaults: backupDefaults });
   registerBackupCollectors(metrics.registry, db);
   const databases = createDatabasesService({
@@ -387,7 +393,7 @@ export async function createServerContext(opts: {
         keys: keyAuth,
         stepUp: stepUp.require,
       }),
-      jobs: createJobsService({ db }),
+      jobs: createJobsService({ db, leaseMs: config.jobLeaseMs }),
       metrics,
       metricsToken,
       audit: auditStack.admin,

@@ -1,5 +1,7 @@
+import type { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import type { BackupProgress } from '../../shared/contracts/backups.ts';
 
 /** What a job handler may use. The admin pool is the only admin connection to the cluster. */
 export type JobContext = {
@@ -28,6 +30,10 @@ export type JobContext = {
    * job caused (the warm pool's refill) never delays its report.
    */
   afterReport?: (fn: () => void) => void;
+  /** Reports how far a backup / restore / drill is (best effort: a failed report is only logged). */
+  progress?: (p: Omit<BackupProgress, 'attempt'>) => Promise<void>;
+  /** Streams an archive to the download waiting on the server (`backup.download`, ADR 0023). */
+  streamArchive?: (token: string, body: Readable) => Promise<number>;
 };
 
 /**

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { checkJobResult } from '../../shared/contracts/jobs.ts';
@@ -9,7 +10,8 @@ export type JobRunnerDeps = {
   client: Pick<
     ServerClient,
     'poll' | 'complete' | 'fail' | 'jobSecret' | 'backupKey' | 'explorerResult' | 'jobStatus'
-  >;
+  > &
+    Partial<Pick<ServerClient, 'renewLease' | 'backupProgress' | 'streamArchive'>>;
   handlers: ReadonlyMap<string, JobHandler>;
   admin: pg.Pool;
   log: Logger;
@@ -30,6 +32,53 @@ export type JobRunner = {
   /** Runs one job and reports its outcome; never throws. */
   runJob(job: PolledJob, signal: AbortSignal): Promise<void>;
 };
+
+const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
+
+/**
+ * Keeps a running job's lease: renews it every third of the lease (the first time after a third
+ * of what the poll said was left, at most 10 s), so a job longer than the lease — a 20-minute
+ * backup — is never reclaimed and run twice. A lease the server says is lost aborts the job's
+ * signal (someone else may run it now); a renewal that fails otherwise is tried again at the next
+ * tick, while a third of the lease is still ahead.
+ */
+function keepLease(
+  client: JobRunnerDeps['client'],
+  job: PolledJob,
+  parent: AbortSignal,
+  log: Logger,
+): { signal: AbortSignal; stop(): void } {
+  const lost = new AbortController();
+  const signal = AbortSignal.any([parent, lost.signal]);
+  const renew = client.renewLease;
+  if (!renew) return { signal, stop: () => {} };
+  const left = job.lease_expires_at ? Date.parse(job.lease_expires_at) - Date.now() : 30_000;
+  let every = clamp(Number.isFinite(left) ? left / 3 : 10_000, 250, 10_000);
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const tick = async () => {
+    try {
+      const r = await renew(job);
+      every = clamp(r.lease_ms / 3, 250, 60_000);
+    } catch (err) {
+      if (err instanceof ServerError && err.status === 404 && /Job lease/.test(err.message)) {
+        log.warn({ job: job.id, kind: job.kind }, 'the job lease was lost; stopping the job');
+        lost.abort(new Error('the job lease was lost (the server may give the job to another run)'));
+        return;
+      }
+      log.warn({ job: job.id, err: { message: (err as Error)?.message } }, 'lease renewal failed; retrying');
+    }
+    if (!stopped) timer = setTimeout(tick, every);
+  };
+  timer = setTimeout(tick, every);
+  return {
+    signal,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
 
 /**
  * The agent's job loop: long-poll the server, claim a job, run its kind's handler, check the
@@ -54,12 +103,13 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
         .catch((e: Error) => log.warn({ err: { message: e?.message } }, 'could not report a failure'));
       return;
     }
+    const lease = keepLease(client, job, signal, log);
     const after: (() => void)[] = [];
     try {
       const result = await handler(job.payload, {
         admin,
         log: log.child({ job: job.id, kind: job.kind }),
-        signal,
+        signal: lease.signal,
         secret: async () => (await client.jobSecret(job)).password,
         backupKey: async () => Buffer.from((await client.backupKey(job)).data_key, 'base64url'),
         sendResult: async (outcome) => {
@@ -69,7 +119,25 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
         afterReport: (fn) => {
           after.push(fn);
         },
+        ...(client.backupProgress
+          ? {
+              progress: async (p) => {
+                await client
+                  .backupProgress?.(job, p)
+                  .catch((e: Error) =>
+                    log.debug({ job: job.id, err: { message: e?.message } }, 'progress not recorded'),
+                  );
+              },
+            }
+          : {}),
+        ...(client.streamArchive
+          ? {
+              streamArchive: (token: string, body: Readable) =>
+                client.streamArchive!(job, token, body, lease.signal),
+            }
+          : {}),
       });
+      lease.stop();
       // Explorer jobs are completed by the server when it receives their result (one call).
       if (result !== JOB_REPORTED) {
         // The same check the server makes: a handler's malformed result fails here, visibly.
@@ -80,6 +148,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
       }
       log.info({ job: job.id, kind: job.kind, ms: Date.now() - started }, 'job done');
     } catch (err) {
+      lease.stop();
       const permanent = err instanceof PermanentJobError;
       const message = (err instanceof Error ? err.message : String(err)).slice(0, 4000) || 'the job failed';
       log.warn({ job: job.id, kind: job.kind, err: { message } }, 'job failed');

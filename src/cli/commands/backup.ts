@@ -4,14 +4,15 @@
  * progress line (bytes and rate) on a terminal, checks it against the backup's sha256, and only
  * then renames it into place; a failed or mismatched download leaves nothing behind.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, rm, stat } from 'node:fs/promises';
+import { link, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type Command, InvalidArgumentError } from 'commander';
 import { type ApiClient, CliError, EXIT, runCommand } from '../api-client.ts';
+import { formatBytes, type JobProgress, jobMeter, transferMeter } from '../backup-progress.ts';
 import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg } from '../options.ts';
 import { formatTable, terminalSafe } from '../output.ts';
@@ -29,6 +30,7 @@ type Backup = {
   failure_reason: string | null;
   created_at: string;
   expires_at: string | null;
+  progress?: JobProgress;
 };
 type Restore = {
   id: string;
@@ -38,6 +40,7 @@ type Restore = {
   database: string | null;
   safety_backup_id: string | null;
   failure_reason: string | null;
+  progress?: JobProgress;
 };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -53,18 +56,6 @@ function secondsArg(v: string): number {
 
 const print = (json: boolean | undefined, value: unknown, human: string) =>
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${human}\n`);
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
-}
 
 const when = (iso: string | null) => (iso ? iso.slice(0, 19).replace('T', ' ') : null);
 const COLUMNS = [
@@ -86,70 +77,62 @@ const row = (b: Backup) => ({
   problem: b.failure_reason ? terminalSafe(b.failure_reason).slice(0, 80) : null,
 });
 
-/** Follows a backup or restore until it is completed (exit 7 when it failed, 8 on timeout). */
-async function follow<T extends { status: string; failure_reason: string | null }>(
+/**
+ * Follows a backup or restore until it is completed (exit 7 when it failed, 8 on timeout); on a
+ * terminal, a line shows its phase, bytes and rate as its agent reports them.
+ */
+async function follow<T extends { status: string; failure_reason: string | null; progress?: JobProgress }>(
   get: () => Promise<T>,
   what: string,
   timeoutS: number,
+  showProgress: boolean,
 ): Promise<T> {
   const deadline = Date.now() + timeoutS * 1000;
+  const line = jobMeter(showProgress);
   let delay = 100;
-  for (;;) {
-    const x = await get();
-    if (x.status === 'completed') return x;
-    if (x.status === 'failed')
-      throw new CliError(`${what} failed: ${x.failure_reason ?? 'unknown reason'}`, EXIT.notApplied);
-    if (Date.now() > deadline)
-      throw new CliError(`gave up waiting after ${timeoutS} s: ${what} is still ${x.status}`, EXIT.timeout);
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 2_000);
+  try {
+    for (;;) {
+      const x = await get();
+      if (x.status === 'completed') return x;
+      if (x.status === 'failed')
+        throw new CliError(`${what} failed: ${x.failure_reason ?? 'unknown reason'}`, EXIT.notApplied);
+      if (Date.now() > deadline)
+        throw new CliError(`gave up waiting after ${timeoutS} s: ${what} is still ${x.status}`, EXIT.timeout);
+      line.update(x.status, x.progress ?? null);
+      await new Promise((r) => setTimeout(r, delay));
+      // Progress is reported about once a second: follow it that often while it runs.
+      delay = Math.min(delay * 2, x.status === 'running' ? 1_000 : 2_000);
+    }
+  } finally {
+    line.end();
   }
 }
 
-/** A progress line on stderr (a terminal only): bytes so far and the rate, at most 10 times a second. */
-function progress(enabled: boolean) {
-  const started = Date.now();
-  let bytes = 0;
-  let last = 0;
-  const draw = (final: boolean) => {
-    const s = Math.max((Date.now() - started) / 1000, 0.001);
-    process.stderr.write(
-      `\r${formatBytes(bytes).padStart(10)}  ${formatBytes(bytes / s)}/s   ${final ? '\n' : ''}`,
-    );
-  };
-  return {
-    meter: new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        bytes += chunk.length;
-        if (enabled && Date.now() - last > 100) {
-          last = Date.now();
-          draw(false);
-        }
-        cb(null, chunk);
-      },
-    }),
-    done() {
-      if (enabled) draw(true);
-      return { bytes, seconds: (Date.now() - started) / 1000 };
-    },
-  };
-}
+const interactive = (json: boolean | undefined) => !json && process.stderr.isTTY === true;
 
-/** Downloads a completed backup into `file` (through `.partial`), checked against its sha256. */
+/**
+ * Downloads a completed backup into `file` (or stdout: `-`), checked against its sha256. A file is
+ * written as a fresh 0600 temp file beside it and moved into place only when whole and matching:
+ * never over an existing file unless `force` (then renamed over it, atomically). On stdout the
+ * bytes flow as they come; a mismatch or a cut transfer is still an error exit.
+ */
 export async function downloadBackup(
   client: ApiClient,
   name: string,
   id: string,
   file: string,
-  opts: { progress: boolean },
+  opts: { progress: boolean; force?: boolean },
 ): Promise<{ file: string; bytes: number; sha256: string; seconds: number }> {
+  const toStdout = file === '-';
   if (
-    await stat(file).then(
+    !toStdout &&
+    !opts.force &&
+    (await stat(file).then(
       () => true,
       () => false,
-    )
+    ))
   )
-    throw new CliError(`${file} exists: not overwritten`);
+    throw new CliError(`${file} exists: not overwritten (--force replaces it)`);
   const b = await client.request<Backup>('GET', `/v1/databases/${name}/backups/${id}`);
   if (b.status !== 'completed' || !b.sha256)
     throw new CliError(
@@ -162,9 +145,30 @@ export async function downloadBackup(
   );
   const res = await client.download(signed.url, {});
   if (!res.body) throw new CliError('the server sent no archive');
-  const partial = `${file}.partial`;
+  const partial = `${file}.${randomBytes(6).toString('hex')}.partial`;
   const hash = createHash('sha256');
-  const meter = progress(opts.progress);
+  const meter = transferMeter(opts.progress);
+  if (toStdout) {
+    await pipeline(
+      Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
+      meter.meter,
+      new Transform({
+        transform(chunk: Buffer, _e, cb) {
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      }),
+      process.stdout,
+      { end: false },
+    ).catch((err: Error) => {
+      throw new CliError(`download failed (what was written to stdout is incomplete): ${err.message}`);
+    });
+    const { bytes, seconds } = meter.done();
+    const sha256 = hash.digest('hex');
+    if (sha256 !== b.sha256)
+      throw new CliError(`the download does not match the backup (sha256 ${sha256}, expected ${b.sha256})`);
+    return { file: '-', bytes, sha256, seconds };
+  }
   try {
     await pipeline(
       Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
@@ -181,11 +185,17 @@ export async function downloadBackup(
     const sha256 = hash.digest('hex');
     if (sha256 !== b.sha256)
       throw new CliError(`the download does not match the backup (sha256 ${sha256}, expected ${b.sha256})`);
-    // link(2) refuses an existing name (a rename would replace it): the file appears whole or not at all.
-    await link(partial, file).catch((err: NodeJS.ErrnoException) => {
-      throw err.code === 'EEXIST' ? new CliError(`${file} exists: not overwritten`) : err;
-    });
-    await rm(partial, { force: true });
+    // link(2) refuses an existing name (a rename would replace it): the file appears whole or not
+    // at all; --force renames over it (atomic too).
+    if (opts.force) await rename(partial, file);
+    else {
+      await link(partial, file).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === 'EEXIST'
+          ? new CliError(`${file} exists: not overwritten (--force replaces it)`)
+          : err;
+      });
+      await rm(partial, { force: true });
+    }
     return { file, bytes, sha256, seconds };
   } catch (err) {
     await rm(partial, { force: true });
@@ -219,6 +229,7 @@ export function registerBackup(program: Command): void {
             () => client.request<Backup>('GET', `/v1/databases/${name}/backups/${b.id}`),
             `backup ${b.id}`,
             o.timeout,
+            interactive(o.json),
           );
         print(
           o.json,
@@ -275,6 +286,13 @@ export function registerBackup(program: Command): void {
           `started    ${when(b.started_at) ?? '-'}`,
           `completed  ${when(b.completed_at) ?? '-'}`,
           `expires    ${when(b.expires_at) ?? '-'}`,
+          ...(b.progress
+            ? [
+                `progress   ${b.progress.phase}: ${formatBytes(b.progress.done_bytes)}${
+                  b.progress.total_bytes === null ? '' : ` of ${formatBytes(b.progress.total_bytes)}`
+                }`,
+              ]
+            : []),
         ].join('\n');
         print(o.json, b, human);
       }),
@@ -287,20 +305,23 @@ export function registerBackup(program: Command): void {
     .argument('<backup-id>', 'backup id', backupIdArg)
     .option(
       '-o, --output <file>',
-      'where to write it (default: <database>-<backup id>.dump); an existing file is never overwritten',
+      'where to write it (default: <database>-<backup id>.dump; - for stdout); an existing file is kept unless --force',
     )
+    .option('--force', 'replace an existing file (atomically, once the download is whole and checked)')
     .option('--json', 'machine-readable output')
-    .action((name: string, id: string, o: { output?: string; json?: boolean }) =>
+    .action((name: string, id: string, o: { output?: string; force?: boolean; json?: boolean }) =>
       runCommand(o.json, async () => {
-        const file = path.resolve(o.output ?? `${name}-${id}.dump`);
+        const toStdout = o.output === '-';
+        if (toStdout && o.json)
+          throw new CliError('--json and -o - both want stdout: choose one', EXIT.usage);
+        const file = toStdout ? '-' : path.resolve(o.output ?? `${name}-${id}.dump`);
         const r = await downloadBackup(clientFromCredentials(), name, id, file, {
-          progress: !o.json && process.stderr.isTTY === true,
+          progress: interactive(o.json),
+          force: o.force === true,
         });
-        print(
-          o.json,
-          r,
-          `wrote ${r.file} (${formatBytes(r.bytes)} in ${r.seconds.toFixed(1)} s, sha256 ${r.sha256}); restore with pg_restore`,
-        );
+        const human = `${toStdout ? 'wrote stdout' : `wrote ${r.file}`} (${formatBytes(r.bytes)} in ${r.seconds.toFixed(1)} s, sha256 ${r.sha256}); restore with pg_restore`;
+        if (toStdout) process.stderr.write(`${human}\n`);
+        else print(o.json, r, human);
       }),
     );
 
@@ -336,6 +357,7 @@ export function registerBackup(program: Command): void {
               () => client.request<Restore>('GET', `/v1/databases/${name}/restores/${r.id}`),
               `restore ${r.id}`,
               o.timeout,
+              interactive(o.json),
             );
           const into = r.target === 'in_place' ? `${name} (in place)` : (r.database ?? 'a new database');
           print(o.json, r, `restore ${r.id} of backup ${id} into ${into} is ${r.status}`);

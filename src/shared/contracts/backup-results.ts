@@ -10,6 +10,8 @@ export const BACKUP_JOB_KINDS = {
   restore: 'backup.restore',
   drill: 'backup.drill',
   delete: 'backup.delete',
+  /** Sends the (still encrypted) archive to the server for a waiting download (ADR 0023). */
+  download: 'backup.download',
 } as const;
 
 /** At most this many tables are listed in a backup's record (largest first); the rest are counted. */
@@ -118,3 +120,7 @@ export const backupDeleteResultSchema = z.object({
   /** False when there was no file (already gone): deletion is idempotent. */
   deleted: z.boolean(),
 });
+
+/** `backup.download`: completed by the server when the archive it relayed ended whole. */
+export const backupDownloadResultSchema = z.object({ bytes: countSchema });
+export type BackupDownloadResult = z.infer<typeof backupDownloadResultSchema>;

@@ -119,3 +119,44 @@ export const BACKUP_KEY_KINDS: ReadonlySet<string> = new Set([
   BACKUP_JOB_KINDS.restore,
   BACKUP_JOB_KINDS.drill,
 ]);
+
+/**
+ * `backup.download` (ADR 0023): stream the archive of `backup_id` as stored (encrypted) to
+ *   POST /v1/agent/jobs/:id/archive?attempt=<n>   header `x-bulwark-stream-token: <stream_token>`
+ * where a download waits for it. The token is single-use and short-lived: it opens the one waiting
+ * download of this server process, and only together with the node's agent token and the lease.
+ */
+export const backupDownloadPayloadSchema = z.object({
+  backup_id: z.uuid(),
+  database_id: z.uuid(),
+  stream_token: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+});
+export type BackupDownloadPayload = z.infer<typeof backupDownloadPayloadSchema>;
+
+export const STREAM_TOKEN_HEADER = 'x-bulwark-stream-token';
+export const archiveStreamPath = (jobId: number, attempt: number) =>
+  `/v1/agent/jobs/${jobId}/archive?attempt=${attempt}`;
+
+/** Where a running backup, restore or drill is (`POST /v1/agent/jobs/:id/progress`). */
+export const BACKUP_PHASES = [
+  'snapshot',
+  'dump',
+  'commit',
+  'verify',
+  'offsite',
+  'verify_offsite',
+  'target',
+  'restore',
+  'check',
+  'swap',
+  'drop',
+] as const;
+export const backupProgressSchema = z.object({
+  attempt: z.number().int().min(1).max(1000),
+  phase: z.enum(BACKUP_PHASES),
+  /** Bytes of the archive written (dump) or read (verify, restore) so far in this phase. */
+  done_bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** The archive's size when known (every phase but the dump). */
+  total_bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable(),
+});
+export type BackupProgress = z.infer<typeof backupProgressSchema>;

@@ -47,6 +47,7 @@ import {
   BACKUP_JOB_KINDS,
   backupCreateResultSchema,
   backupDeleteResultSchema,
+  backupDownloadResultSchema,
   backupDrillResultSchema,
   backupRestoreResultSchema,
 } from './backup-results.ts';
@@ -256,6 +257,7 @@ export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, 
   [BACKUP_JOB_KINDS.restore]: backupRestoreResultSchema,
   [BACKUP_JOB_KINDS.drill]: backupDrillResultSchema,
   [BACKUP_JOB_KINDS.delete]: backupDeleteResultSchema,
+  [BACKUP_JOB_KINDS.download]: backupDownloadResultSchema,
   // Moving a database between nodes (moves.ts, ADR 0031).
   [MOVE_JOB_KINDS.out]: moveOutResultSchema,
   [MOVE_JOB_KINDS.in]: moveInResultSchema,

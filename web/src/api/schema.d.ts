@@ -728,6 +728,229 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/agent/jobs/{id}/archive': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * The archive of a leased backup.download job, streamed to the download waiting for it
+     * @description The body is the archive as stored (encrypted), `application/octet-stream`; the header `x-bulwark-stream-token` carries the job payload's single-use token. Answered when the download ended: 200 when the archive went through whole and authentic (the job is then completed), 404 for a wrong, used or expired token or no lease, 409 when the download failed (the client left, or the archive failed its authenticity check; the job is then dead).
+     */
+    post: {
+      parameters: {
+        query: {
+          attempt: number;
+        };
+        header: {
+          'x-bulwark-stream-token': string;
+        };
+        path: {
+          id: number;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              bytes: number;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/agent/jobs/{id}/backup-key': {
     parameters: {
       query?: never;
@@ -1502,6 +1725,470 @@ export interface paths {
             'application/json': {
               /** @enum {string} */
               status: 'queued' | 'running' | 'succeeded' | 'dead';
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/agent/jobs/{id}/lease': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Renew the lease of a job this agent runs (long jobs renew it while they work)
+     * @description Extends the lease to the server's lease length from now; 404 when the lease is lost (expired, reclaimed, finished, or another node's): the agent then stops the job.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: number;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            attempt: number;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              lease_expires_at: string;
+              lease_ms: number;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/agent/jobs/{id}/progress': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** How far a leased backup.create / restore / drill job is (phase and bytes) */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          id: number;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            attempt: number;
+            done_bytes: number;
+            /** @enum {string} */
+            phase:
+              | 'snapshot'
+              | 'dump'
+              | 'commit'
+              | 'verify'
+              | 'offsite'
+              | 'verify_offsite'
+              | 'target'
+              | 'restore'
+              | 'check'
+              | 'swap'
+              | 'drop';
+            total_bytes: number | null;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @enum {boolean} */
+              recorded: true;
             };
           };
         };
@@ -7791,6 +8478,27 @@ export interface paths {
                 /** @description When a restore drill last read the off-site copy whole and verified it */
                 offsite_verified_at: string | null;
                 pg_version: string | null;
+                /** @description While running: the phase and bytes its agent last reported (about once a second) */
+                progress: {
+                  /** @description Archive bytes written (dump) or read (verify, restore) in this phase */
+                  done_bytes: number;
+                  /** @enum {string} */
+                  phase:
+                    | 'snapshot'
+                    | 'dump'
+                    | 'commit'
+                    | 'verify'
+                    | 'offsite'
+                    | 'verify_offsite'
+                    | 'target'
+                    | 'restore'
+                    | 'check'
+                    | 'swap'
+                    | 'drop';
+                  /** @description The archive's size (null while it is being written) */
+                  total_bytes: number | null;
+                  updated_at: string;
+                } | null;
                 /** @description SHA-256 (hex) of the plain pg_dump archive inside: what a download yields */
                 sha256: string | null;
                 /** @description Size of the stored, encrypted archive */
@@ -8021,6 +8729,27 @@ export interface paths {
               /** @description When a restore drill last read the off-site copy whole and verified it */
               offsite_verified_at: string | null;
               pg_version: string | null;
+              /** @description While running: the phase and bytes its agent last reported (about once a second) */
+              progress: {
+                /** @description Archive bytes written (dump) or read (verify, restore) in this phase */
+                done_bytes: number;
+                /** @enum {string} */
+                phase:
+                  | 'snapshot'
+                  | 'dump'
+                  | 'commit'
+                  | 'verify'
+                  | 'offsite'
+                  | 'verify_offsite'
+                  | 'target'
+                  | 'restore'
+                  | 'check'
+                  | 'swap'
+                  | 'drop';
+                /** @description The archive's size (null while it is being written) */
+                total_bytes: number | null;
+                updated_at: string;
+              } | null;
               /** @description SHA-256 (hex) of the plain pg_dump archive inside: what a download yields */
               sha256: string | null;
               /** @description Size of the stored, encrypted archive */
@@ -8272,6 +9001,27 @@ export interface paths {
               /** @description When a restore drill last read the off-site copy whole and verified it */
               offsite_verified_at: string | null;
               pg_version: string | null;
+              /** @description While running: the phase and bytes its agent last reported (about once a second) */
+              progress: {
+                /** @description Archive bytes written (dump) or read (verify, restore) in this phase */
+                done_bytes: number;
+                /** @enum {string} */
+                phase:
+                  | 'snapshot'
+                  | 'dump'
+                  | 'commit'
+                  | 'verify'
+                  | 'offsite'
+                  | 'verify_offsite'
+                  | 'target'
+                  | 'restore'
+                  | 'check'
+                  | 'swap'
+                  | 'drop';
+                /** @description The archive's size (null while it is being written) */
+                total_bytes: number | null;
+                updated_at: string;
+              } | null;
               /** @description SHA-256 (hex) of the plain pg_dump archive inside: what a download yields */
               sha256: string | null;
               /** @description Size of the stored, encrypted archive */
@@ -8678,7 +9428,7 @@ export interface paths {
     };
     /**
      * Download a backup through its signed link (the plain pg_dump archive)
-     * @description Only with the link from `POST …/download-link`, before it expires, by the caller it was made for; anything else is 403. A damaged archive cuts the transfer: it never completes.
+     * @description Only with the link from `POST …/download-link`, before it expires, by the caller it was made for; anything else is 403. The backup's agent sends the archive (ADR 0023): 503 when it does not start within 30 s, 409 when the archive fails its authenticity check before a byte was sent. A damaged archive (or the agent lost) later cuts the transfer: it never completes, so check it against `sha256`.
      */
     get: {
       parameters: {
@@ -14793,6 +15543,27 @@ export interface paths {
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /** @description While running: the phase and bytes its agent last reported (about once a second) */
+              progress: {
+                /** @description Archive bytes written (dump) or read (verify, restore) in this phase */
+                done_bytes: number;
+                /** @enum {string} */
+                phase:
+                  | 'snapshot'
+                  | 'dump'
+                  | 'commit'
+                  | 'verify'
+                  | 'offsite'
+                  | 'verify_offsite'
+                  | 'target'
+                  | 'restore'
+                  | 'check'
+                  | 'swap'
+                  | 'drop';
+                /** @description The archive's size (null while it is being written) */
+                total_bytes: number | null;
+                updated_at: string;
+              } | null;
               rows_checked: number | null;
               /** @description In place: the backup taken first */
               safety_backup_id: string | null;
@@ -15034,6 +15805,27 @@ export interface paths {
                 failure_reason: string | null;
                 /** Format: uuid */
                 id: string;
+                /** @description While running: the phase and bytes its agent last reported (about once a second) */
+                progress: {
+                  /** @description Archive bytes written (dump) or read (verify, restore) in this phase */
+                  done_bytes: number;
+                  /** @enum {string} */
+                  phase:
+                    | 'snapshot'
+                    | 'dump'
+                    | 'commit'
+                    | 'verify'
+                    | 'offsite'
+                    | 'verify_offsite'
+                    | 'target'
+                    | 'restore'
+                    | 'check'
+                    | 'swap'
+                    | 'drop';
+                  /** @description The archive's size (null while it is being written) */
+                  total_bytes: number | null;
+                  updated_at: string;
+                } | null;
                 rows_checked: number | null;
                 /** @description In place: the backup taken first */
                 safety_backup_id: string | null;
@@ -15260,6 +16052,27 @@ export interface paths {
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /** @description While running: the phase and bytes its agent last reported (about once a second) */
+              progress: {
+                /** @description Archive bytes written (dump) or read (verify, restore) in this phase */
+                done_bytes: number;
+                /** @enum {string} */
+                phase:
+                  | 'snapshot'
+                  | 'dump'
+                  | 'commit'
+                  | 'verify'
+                  | 'offsite'
+                  | 'verify_offsite'
+                  | 'target'
+                  | 'restore'
+                  | 'check'
+                  | 'swap'
+                  | 'drop';
+                /** @description The archive's size (null while it is being written) */
+                total_bytes: number | null;
+                updated_at: string;
+              } | null;
               rows_checked: number | null;
               /** @description In place: the backup taken first */
               safety_backup_id: string | null;

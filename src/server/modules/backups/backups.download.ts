@@ -1,30 +1,29 @@
 /**
  * Backup downloads (ADR 0023). `POST …/backups/:id/download-link` signs a link valid 10 minutes
  * for that one backup, that account and that caller; the GET of the link (the same caller,
- * authenticated as on any route) streams the plain `pg_dump -Fc` archive, decrypted and
- * decompressed on the fly from the backup directory this server shares with its node's agent.
+ * authenticated as on any route) streams the plain `pg_dump -Fc` archive: the backup's agent
+ * sends the archive as stored (encrypted) through a single-use stream (`backups.relay.ts`), and
+ * this process decrypts and decompresses it on the fly. The server never reads the agent's files.
  *
  * The signature is HMAC-SHA256 under an install secret (`backup-download-key`, shared by the
  * replicas, sealed by the master keyring) over the version, backup id, account id, caller and
- * expiry; it is compared in constant time. The file read is `<backup dir>/<storage key>` from
- * the backup's row — built from two uuids by the server, resolved and checked to lie inside the
- * directory; nothing the client sends reaches a path.
+ * expiry; it is compared in constant time. The agent opens `<backup dir>/<storage key>` built
+ * from the two uuids of the job's payload; nothing the client sends reaches a path.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { realpath, stat } from 'node:fs/promises';
-import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdDecompress } from 'node:zlib';
 import type { Logger } from 'pino';
-import { createArchiveDecryptor } from '../../../shared/backup-archive.ts';
-import { backupKeyContext, backupStorageKey } from '../../../shared/contracts/backups.ts';
-import { AppError, forbidden, unavailable } from '../../../shared/errors.ts';
+import { ArchiveError, createArchiveDecryptor } from '../../../shared/backup-archive.ts';
+import { BACKUP_JOB_KINDS, backupKeyContext } from '../../../shared/contracts/backups.ts';
+import { AppError, conflict, forbidden, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
-import type { Db } from '../../db/pool.ts';
+import type { Db, Tx } from '../../db/pool.ts';
 import { type Caller, callerActor } from '../../http/caller.ts';
+import { enqueueJob, type JobRow } from '../jobs/jobs.repo.ts';
 import type { RequireStepUp } from '../sessions/step-up.ts';
+import type { DownloadRelay } from './backups.relay.ts';
 import * as repo from './backups.repo.ts';
 
 export const DOWNLOAD_LINK_TTL_S = 600;
@@ -69,48 +68,85 @@ export function verifyLink(
   return timingSafeEqual(given, mac(key, c));
 }
 
-/** The archive's path inside the backup dir, checked to lie inside it (ids only; symlinks resolved). */
-export async function archivePath(backupDir: string, databaseId: string, backupId: string): Promise<string> {
-  const root = await realpath(backupDir);
-  const rel = backupStorageKey(databaseId, backupId);
-  const candidate = path.resolve(root, rel);
-  if (!candidate.startsWith(root + path.sep)) throw forbidden('Invalid backup path');
-  let real: string;
-  try {
-    real = await realpath(candidate);
-  } catch {
-    throw new AppError('not_found', 'The backup file is not on this server');
-  }
-  if (!real.startsWith(root + path.sep)) throw forbidden('Invalid backup path');
-  const s = await stat(real);
-  if (!s.isFile()) throw new AppError('not_found', 'The backup file is not on this server');
-  return real;
+/** Fails a stream that carries more than `max` bytes (the archive's recorded size). */
+function byteLimit(max: number, counted: { bytes: number }): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      counted.bytes += chunk.length;
+      if (counted.bytes > max) cb(new Error('the agent sent more than the archive holds'));
+      else cb(null, chunk);
+    },
+  });
 }
 
 /**
- * A stream of the plain archive: file → authenticated decryption → zstd → out. A tampered,
- * truncated or foreign archive fails mid-stream (the response is cut, never completed), and the
- * caller checks the result against the backup's sha256.
+ * The plain archive from the archive's bytes as stored: authenticated decryption (each chunk
+ * emitted only after its tag verified, the final marker required) → zstd → out. Resolves once
+ * the first plain byte is ready (so a damaged archive's first chunk is still a clean error
+ * answer), and calls `ended` once when the whole pipeline ended (`null`: whole and authentic).
  */
-export function openPlainArchive(
-  file: string,
+export async function openPlainArchive(
+  source: Readable,
   dataKey: Buffer,
   ids: { backupId: string; databaseId: string },
+  sizeBytes: number,
   log: Logger,
-): Readable {
+  ended: (err: Error | null, bytes: number) => void = () => {},
+): Promise<Readable> {
   const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-  pipeline(
-    createReadStream(file, { highWaterMark: 1024 * 1024 }),
-    createArchiveDecryptor(dataKey, ids),
-    createZstdDecompress(),
-    out,
-  ).catch((err: unknown) => {
-    log.warn(
-      { backup_id: ids.backupId, err: { message: (err as Error)?.message } },
-      'backup download stopped',
-    );
-    out.destroy(err as Error);
+  const counted = { bytes: 0 };
+  let first!: () => void;
+  let firstFailed!: (e: Error) => void;
+  const firstByte = new Promise<void>((res, rej) => {
+    first = res;
+    firstFailed = rej;
   });
+  let seen = false;
+  const gate = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      if (!seen) {
+        seen = true;
+        first();
+      }
+      cb(null, chunk);
+    },
+  });
+  pipeline(
+    source,
+    byteLimit(sizeBytes, counted),
+    createArchiveDecryptor(dataKey, ids),
+    createZstdDecompress({ chunkSize: 1024 * 1024 }),
+    gate,
+    out,
+  ).then(
+    () => {
+      // Whole and authentic (the final chunk verified); a size unlike the record is only odd.
+      if (counted.bytes !== sizeBytes)
+        log.warn(
+          { backup_id: ids.backupId, bytes: counted.bytes, recorded: sizeBytes },
+          'archive size differs',
+        );
+      ended(null, counted.bytes);
+    },
+    (err: unknown) => {
+      log.warn(
+        { backup_id: ids.backupId, bytes: counted.bytes, err: { message: (err as Error)?.message } },
+        'backup download stopped',
+      );
+      firstFailed(err as Error);
+      out.destroy(err as Error);
+      ended(err as Error, counted.bytes);
+    },
+  );
+  try {
+    await firstByte;
+  } catch (err) {
+    if (err instanceof ArchiveError)
+      throw conflict(
+        "This backup's archive failed its authenticity check; nothing was sent (run a restore drill to confirm)",
+      );
+    throw new AppError('unavailable', 'The archive could not be read from its agent; try again');
+  }
   return out;
 }
 
@@ -119,13 +155,33 @@ export function createBackupDownloads(deps: {
   box: SecretBox | null;
   log: Logger;
   linkKey: () => Promise<Buffer>;
-  backupDir: string | null;
+  /** Where downloads meet the agents that send their archives (one per server process). */
+  relay: DownloadRelay;
+  /** How long a download waits for its agent to start sending (default 30 s). */
+  connectTimeoutMs?: number;
   /**
    * A download is the whole database in the clear, like revealing its password: a signed-in user
    * needs the re-authentication window (a stolen session cannot walk away with the data).
    */
   stepUp?: RequireStepUp;
 }) {
+  const { db, log, relay } = deps;
+  const connectTimeoutMs = deps.connectTimeoutMs ?? 30_000;
+
+  /** A download job that will not run (or finish) any more: dead, its token gone from the row. */
+  const endJob = async (jobId: number, reason: string) => {
+    await db
+      .query(
+        `UPDATE jobs SET status = 'dead', last_error = $2, lease_expires_at = NULL,
+                finished_at = now(), updated_at = now(), payload = payload - 'stream_token'
+          WHERE id = $1 AND status IN ('queued', 'running')`,
+        [jobId, reason.slice(0, 1000)],
+      )
+      .catch((err: Error) =>
+        log.warn({ job: jobId, err: { message: err.message } }, 'download job not ended'),
+      );
+  };
+
   return {
     async sign(caller: Caller, backupId: string, nowS = Math.floor(Date.now() / 1000)) {
       if (caller.kind === 'user') {
@@ -146,20 +202,60 @@ export function createBackupDownloads(deps: {
       return verifyLink(await deps.linkKey(), claims, sig);
     },
 
-    /** Opens the plain archive of a completed backup (already found in the caller's account). */
-    async open(backup: repo.BackupRow): Promise<Readable> {
-      if (!deps.backupDir)
-        throw unavailable(
-          'Downloads need the backup directory on this server (BULWARK_BACKUP_DIR; ADR 0023)',
-        );
+    /**
+     * Opens the plain archive of a completed backup (already found in the caller's account): a
+     * `backup.download` job asks the backup's agent to send the stored (encrypted) archive here,
+     * and this process decrypts it as it forwards it. Resolves with the first authentic plain
+     * bytes ready; `signal` is the client's (gone: the agent's transfer ends too).
+     */
+    async open(backup: repo.BackupRow, signal: AbortSignal): Promise<Readable> {
       if (!deps.box) throw unavailable('The server has no master key configured');
-      const sealed = await repo.findWrappedKey(deps.db, backup.id);
+      const sealed = await repo.findWrappedKey(db, backup.id);
       if (!sealed || sealed.account_id !== backup.account_id)
         throw new AppError('not_found', 'Backup not found');
-      const file = await archivePath(deps.backupDir, backup.database_id, backup.id);
       const key = Buffer.from(deps.box.open(sealed.wrapped_key, backupKeyContext(backup.id)), 'base64url');
-      return openPlainArchive(file, key, { backupId: backup.id, databaseId: backup.database_id }, deps.log);
+      const slot = relay.open();
+      let jobId: number | null = null;
+      try {
+        const job = await enqueueJob(db, {
+          nodeId: backup.node_id,
+          accountId: backup.account_id,
+          kind: BACKUP_JOB_KINDS.download,
+          payload: { backup_id: backup.id, database_id: backup.database_id, stream_token: slot.token },
+          // The client waits for this one run; a retry after it gave up would send to nobody.
+          maxAttempts: 1,
+        });
+        jobId = job.id;
+        slot.bindJob(job.id);
+        const incoming = await slot.connected(connectTimeoutMs, signal);
+        return await openPlainArchive(
+          incoming.source,
+          key,
+          { backupId: backup.id, databaseId: backup.database_id },
+          Number(backup.size_bytes ?? 0),
+          log,
+          incoming.finish,
+        );
+      } catch (err) {
+        slot.close();
+        if (jobId !== null) await endJob(jobId, `download ended: ${(err as Error).message}`);
+        throw err;
+      }
     },
+
+    /**
+     * Registered for `backup.download`: a job that finished without its archive going through (the
+     * agent failed it: the archive is not on that node…) ends its waiting download at once, and
+     * its stream token leaves the row.
+     */
+    async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
+      await tx.query(`UPDATE jobs SET payload = payload - 'stream_token' WHERE id = $1`, [job.id]);
+      if (job.status === 'dead') relay.fail(job.id, (job.last_error ?? 'the job failed').slice(0, 300));
+    },
+
+    relay,
+
+    endJob,
   };
 }
 

@@ -37,6 +37,8 @@ export type BackupRow = {
   /** The off-site copy's object key (null: none was made). */
   offsite_key: string | null;
   offsite_verified_at: Date | null;
+  /** What its running job last reported (phase, bytes; `jobs.progress`). */
+  progress: Record<string, unknown> | null;
   created_us: string;
 };
 
@@ -48,7 +50,7 @@ const COLUMNS = `b.id, b.account_id, b.database_id, b.node_id, b.database_name,
   b.failure_reason, b.created_at,
   coalesce(b.started_at, CASE WHEN b.status IN ('pending', 'running') THEN j.claimed_at END) AS started_at,
   b.completed_at, b.verified_at, b.verify_failure, b.expires_at, j.attempts,
-  b.offsite_key, b.offsite_verified_at,
+  b.offsite_key, b.offsite_verified_at, CASE WHEN j.status = 'running' THEN j.progress END AS progress,
   (extract(epoch FROM b.created_at) * 1000000)::bigint::text AS created_us`;
 
 const FROM = 'backups b LEFT JOIN jobs j ON j.id = b.job_id';

@@ -176,7 +176,9 @@ export function backupRoutes(deps: {
           summary: 'Download a backup through its signed link (the plain pg_dump archive)',
           description:
             'Only with the link from `POST …/download-link`, before it expires, by the caller it was made for; ' +
-            'anything else is 403. A damaged archive cuts the transfer: it never completes.',
+            "anything else is 403. The backup's agent sends the archive (ADR 0023): 503 when it does not start " +
+            'within 30 s, 409 when the archive fails its authenticity check before a byte was sent. A damaged ' +
+            'archive (or the agent lost) later cuts the transfer: it never completes, so check it against `sha256`.',
           params: backupParams,
           querystring: downloadQuery,
           response: {
@@ -200,7 +202,12 @@ export function backupRoutes(deps: {
         )
           throw forbidden('This download link is invalid, expired, or not yours');
         if (backup.status !== 'completed') throw conflict('Only a completed backup can be downloaded');
-        const body = await deps.downloads.open(backup);
+        // The client leaving while its agent is awaited ends the wait (and the job).
+        const gone = new AbortController();
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableEnded) gone.abort();
+        });
+        const body = await deps.downloads.open(backup, gone.signal);
         return (
           reply
             .type('application/octet-stream')

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BACKUP_PHASES } from '../../../shared/contracts/backups.ts';
 import { NAME_PATTERN, NEW_DATABASE_NAME_PATTERN } from '../../../shared/identifiers.ts';
 import { pageQuery } from '../../http/pagination.ts';
 import type { BackupRow } from './backups.repo.ts';
@@ -24,6 +25,26 @@ const iso = z.string().max(40);
 export const backupListQuery = pageQuery.extend({
   status: status.optional().describe('Only backups in this status'),
 });
+
+/** How far a running backup, restore or drill is, as its agent last reported (null: not running). */
+export const progressSchema = z
+  .object({
+    phase: z.enum(BACKUP_PHASES),
+    done_bytes: z
+      .number()
+      .int()
+      .min(0)
+      .describe('Archive bytes written (dump) or read (verify, restore) in this phase'),
+    total_bytes: z
+      .number()
+      .int()
+      .min(0)
+      .nullable()
+      .describe("The archive's size (null while it is being written)"),
+    updated_at: iso,
+  })
+  .nullable()
+  .describe('While running: the phase and bytes its agent last reported (about once a second)');
 
 export const backupSchema = z.object({
   id: z.uuid(),
@@ -51,9 +72,20 @@ export const backupSchema = z.object({
   offsite_verified_at: iso
     .nullable()
     .describe('When a restore drill last read the off-site copy whole and verified it'),
+  progress: progressSchema,
 });
 
 const num = (v: string | null) => (v === null ? null : Number(v));
+
+/** The stored progress of a running job, shown only when it is well formed. */
+export function presentProgress(p: Record<string, unknown> | null): z.infer<typeof progressSchema> {
+  if (!p) return null;
+  const bytes = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
+  const phase = BACKUP_PHASES.find((x) => x === p.phase);
+  const done = bytes(p.done_bytes);
+  if (!phase || done === null || typeof p.at !== 'string') return null;
+  return { phase, done_bytes: done, total_bytes: bytes(p.total_bytes), updated_at: p.at.slice(0, 40) };
+}
 
 export function presentBackup(b: BackupRow): z.infer<typeof backupSchema> {
   return {
@@ -76,6 +108,7 @@ export function presentBackup(b: BackupRow): z.infer<typeof backupSchema> {
     tables_total: b.manifest?.tables_total ?? null,
     offsite_copy: b.offsite_key !== null,
     offsite_verified_at: b.offsite_verified_at?.toISOString() ?? null,
+    progress: b.status === 'running' ? presentProgress(b.progress) : null,
   };
 }
 
@@ -124,6 +157,7 @@ export const restoreSchema = z.object({
   completed_at: iso.nullable(),
   tables_checked: z.number().int().min(0).nullable(),
   rows_checked: z.number().int().min(0).nullable(),
+  progress: progressSchema,
 });
 
 export function presentRestore(r: RestoreRow): z.infer<typeof restoreSchema> {
@@ -144,6 +178,7 @@ export function presentRestore(r: RestoreRow): z.infer<typeof restoreSchema> {
     completed_at: r.completed_at?.toISOString() ?? null,
     tables_checked: count('tables_checked'),
     rows_checked: count('rows_checked'),
+    progress: r.status === 'running' ? presentProgress(r.progress) : null,
   };
 }
 

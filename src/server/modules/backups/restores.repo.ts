@@ -21,6 +21,8 @@ export type RestoreRow = {
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
+  /** What its running job last reported (phase, bytes; `jobs.progress`). */
+  progress: Record<string, unknown> | null;
   created_us: string;
 };
 
@@ -29,7 +31,7 @@ const COLUMNS = `r.id, r.account_id, r.backup_id, r.source_database_id, r.target
   CASE WHEN r.status = 'pending' AND j.status = 'running' THEN 'running' ELSE r.status END AS status,
   r.safety_backup_id, r.job_id::text AS job_id, r.scheduled_for, r.failure_reason, r.result, r.created_at,
   coalesce(r.started_at, CASE WHEN r.status IN ('pending', 'running') THEN j.claimed_at END) AS started_at,
-  r.completed_at, (extract(epoch FROM r.created_at) * 1000000)::bigint::text AS created_us`;
+  r.completed_at, CASE WHEN j.status = 'running' THEN j.progress END AS progress, (extract(epoch FROM r.created_at) * 1000000)::bigint::text AS created_us`;
 
 const FROM =
   'restores r LEFT JOIN jobs j ON j.id = r.job_id LEFT JOIN databases t ON t.id = r.target_database_id';

@@ -59,10 +59,11 @@ export async function enqueueJob(db: Queryable, input: EnqueueInput): Promise<Jo
  * one whose lease expired (its agent died). SKIP LOCKED lets concurrent claimers pass each
  * other; a job whose lease expired after its last allowed attempt is dead-lettered.
  *
- * Jobs that change one database (`database.*`) run in the order they were queued: a job
- * waits while an older one for the same database is queued (e.g. retrying with backoff) or
- * running, so a retried create can never overtake the delete queued after it, nor an old
- * allowlist a newer one.
+ * Jobs that change or read one database (`database.*`, and the backup jobs that use it:
+ * `ORDERED_BACKUP_KINDS`) run in the order they were queued: a job waits while an older one for
+ * the same database is queued (e.g. retrying with backoff) or running, so a retried create can
+ * never overtake the delete queued after it, nor an old allowlist a newer one, nor a backup run
+ * while its database is deleted or its password rotated (migration 0026).
  *
  * `now` (tests) stands in for the database clock when deciding what is due and when the new
  * lease ends; production leaves it out and uses the transaction's `now()`.
@@ -87,10 +88,12 @@ export async function claimJob(
           AND ((status = 'queued' AND run_after <= coalesce($3::timestamptz, now()))
                OR (status = 'running' AND lease_expires_at < coalesce($3::timestamptz, now())
                    AND attempts < max_attempts))
-          AND NOT (kind LIKE 'database.%' AND EXISTS (
+          AND NOT ((kind LIKE 'database.%' OR kind IN ('backup.create', 'backup.restore', 'backup.drill'))
+               AND EXISTS (
                 SELECT 1 FROM jobs o
                  WHERE o.payload->>'database_id' = jobs.payload->>'database_id'
-                   AND o.id < jobs.id AND o.kind LIKE 'database.%'
+                   AND o.id < jobs.id
+                   AND (o.kind LIKE 'database.%' OR o.kind IN ('backup.create', 'backup.restore', 'backup.drill'))
                    AND o.status IN ('queued', 'running')))
         ORDER BY run_after, id
         LIMIT 1
@@ -136,6 +139,49 @@ export async function completeJob(
     [jobId, nodeId, attempt, result],
   );
   return r.rows[0] ?? null;
+}
+
+/**
+ * The backup kinds that take their place in a database's job order (with `database.*`): they
+ * read or replace the database. `backup.delete` and `backup.download` touch only the archive.
+ */
+export const ORDERED_BACKUP_KINDS = ['backup.create', 'backup.restore', 'backup.drill'] as const;
+
+/**
+ * Extends the lease of a job this node holds (running, this attempt, lease not yet expired) to
+ * `leaseMs` from now; null when the lease is lost (expired, reclaimed, finished, or not this node's).
+ */
+export async function renewLease(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+  leaseMs: number,
+): Promise<Date | null> {
+  const r = await db.query<{ lease_expires_at: Date }>(
+    `UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4::double precision / 1000),
+            updated_at = now()
+      WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' AND lease_expires_at > now()
+     RETURNING lease_expires_at`,
+    [jobId, nodeId, attempt, leaseMs],
+  );
+  return r.rows[0]?.lease_expires_at ?? null;
+}
+
+/** Records how far a job this node holds is (`progress`, a small object); false when not leased. */
+export async function recordProgress(
+  db: Queryable,
+  jobId: number,
+  nodeId: string,
+  attempt: number,
+  progress: Record<string, unknown>,
+): Promise<boolean> {
+  const r = await db.query(
+    `UPDATE jobs SET progress = $4
+      WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' AND lease_expires_at > now()`,
+    [jobId, nodeId, attempt, progress],
+  );
+  return (r.rowCount ?? 0) > 0;
 }
 
 /** Backoff before retry n (1-based): 1 s, 2 s, 4 s … capped at 5 minutes, with ±20 % jitter. */

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { requireAgent } from '../../http/auth.ts';
 import { requireCaller } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
 import { decodeCursor, pageQuery, pageSchema, toPage } from '../../http/pagination.ts';
@@ -79,6 +80,31 @@ export function jobRoutes(deps: { jobs: JobsService }): FastifyPluginAsyncZod {
         },
       },
       async (req) => present(await deps.jobs.get(requireCaller(req), req.params.id)),
+    );
+
+    app.post(
+      '/v1/agent/jobs/:id/lease',
+      {
+        config: { agentToken: true },
+        schema: {
+          tags: ['agent'],
+          security: [{ agentToken: [] }],
+          summary: 'Renew the lease of a job this agent runs (long jobs renew it while they work)',
+          description:
+            "Extends the lease to the server's lease length from now; 404 when the lease is lost (expired, " +
+            "reclaimed, finished, or another node's): the agent then stops the job.",
+          params: z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) }),
+          body: z.object({ attempt: z.number().int().min(1).max(1000) }),
+          response: {
+            200: z.object({ lease_expires_at: z.string().max(40), lease_ms: z.number().int() }),
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        const agent = requireAgent(req);
+        return deps.jobs.renewLease(agent.nodeId, req.params.id, req.body.attempt);
+      },
     );
   };
 }

@@ -6,11 +6,22 @@ import { notFound } from '../../../shared/errors.ts';
 import type { Db } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import type { PageCursor } from '../../http/pagination.ts';
-import { type AccountJobRow, getAccountJob, listAccountJobs } from './jobs.repo.ts';
+import { type AccountJobRow, getAccountJob, listAccountJobs, renewLease } from './jobs.repo.ts';
 
-export function createJobsService(deps: { db: Db }) {
+export function createJobsService(deps: { db: Db; leaseMs?: number }) {
   const { db } = deps;
+  const leaseMs = deps.leaseMs ?? 120_000;
   return {
+    /**
+     * Agent → server: extends the lease of a job this node runs (a long backup renews it while it
+     * works, so it is never reclaimed and run twice); a lost lease is a 404.
+     */
+    async renewLease(nodeId: string, jobId: number, attempt: number) {
+      const until = await renewLease(db, jobId, nodeId, attempt, leaseMs);
+      if (!until) throw notFound('Job lease');
+      return { lease_expires_at: until.toISOString(), lease_ms: leaseMs };
+    },
+
     /** The caller's jobs, newest first: `limit + 1` rows (the extra one says there is more). */
     list(caller: Caller, page: { limit: number; after: PageCursor | null }): Promise<AccountJobRow[]> {
       return listAccountJobs(db, caller.accountId, caller.databases, page);

@@ -10,6 +10,7 @@ import { ago, bytes, dateTime, duration } from '../../lib/format.ts';
 import { useAction, useApi, useNow } from '../../lib/use-api.ts';
 import { useReauth } from '../../reauth.tsx';
 import type { TabProps } from './detail.tsx';
+import { JobProgressLine } from './job-progress.tsx';
 import { RestoreDialog } from './restore-dialog.tsx';
 
 export type Backup =
@@ -195,6 +196,7 @@ export default function BackupsTab({ db, reload }: TabProps) {
                   </th>
                   <td>
                     <BackupStatusBadge status={b.status} />
+                    <JobProgressLine progress={b.progress} />
                     {b.failure_reason ? <div className="small bad">{b.failure_reason}</div> : null}
                   </td>
                   <td>{TRIGGER_LABELS[b.trigger] ?? b.trigger}</td>

@@ -9,6 +9,7 @@ import { useAction, useApi } from '../../lib/use-api.ts';
 import { useReauth } from '../../reauth.tsx';
 import { useMe } from '../../session.tsx';
 import type { Backup } from './backups-tab.tsx';
+import { JobProgressLine } from './job-progress.tsx';
 import { nameProblem } from './name-rule.ts';
 
 type Restore =
@@ -184,6 +185,7 @@ function RestoreProgress({ database, id, onClose }: { database: string; id: stri
           ) : null}
         </p>
       ) : null}
+      {d?.status === 'running' ? <JobProgressLine progress={d.progress} /> : null}
       {d?.safety_backup_id ? (
         <p className="small muted">
           Safety backup taken first: <code>{d.safety_backup_id.slice(0, 8)}</code>
