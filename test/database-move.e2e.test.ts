@@ -17,109 +17,32 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { agentConfigSchema } from '../src/agent/config.ts';
-import { type RunningAgent, startAgent } from '../src/agent/main.ts';
-import { type DataPlane, startDataPlane } from '../src/embedded/data-plane.ts';
-import { dataLayout } from '../src/embedded/layout.ts';
-import { resolveServiceUser } from '../src/embedded/service-user.ts';
-import { createLogger } from '../src/shared/logger.ts';
 import { testEnv } from './helpers/env.ts';
-import { createTestKey, type TestKey } from './helpers/keys.ts';
-import { freePort } from './helpers/ports.ts';
-import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
-import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
+import { startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
 
-let s: TestServer;
-let key: TestKey;
-let poolerA: PrivatePooler;
-let planeB: DataPlane;
+let nodes: TwoNodes;
+let s: TwoNodes['s'];
+let poolerA: TwoNodes['poolerA'];
+let planeB: TwoNodes['planeB'];
 let rootB: string;
 let portB: number;
 let backupDir: string;
-const agents: RunningAgent[] = [];
-
-async function agent(
-  url: string,
-  name: string,
-  node: {
-    stateDir: string;
-    adminUrl: string;
-    poolerDir: string;
-    poolerPort: number;
-    poolerAdminPassword: string;
-  },
-) {
-  const { token } = await s.nodes.createEnrollment(name, 10);
-  const config = agentConfigSchema.parse({
-    serverUrl: url,
-    stateDir: node.stateDir,
-    enrollmentToken: token,
-    adminDatabaseUrl: node.adminUrl,
-    poolerDir: node.poolerDir,
-    poolerPort: node.poolerPort,
-    poolerAdminPassword: node.poolerAdminPassword,
-    // Reported to the server: each node's connection info names its own PgBouncer.
-    poolerPublicHost: '127.0.0.1',
-    backupDir,
-    logLevel: 'silent',
-    pollWaitMs: 20_000,
-    explorerChannel: false,
-  });
-  const a = await startAgent(config, { log: createLogger('agent', 'silent') });
-  agents.push(a);
-  return a;
-}
 
 before(async () => {
-  const env = testEnv();
-  poolerA = await startPrivatePooler();
-  rootB = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-node-b-'));
-  await fs.chmod(rootB, 0o711);
-  const layout = dataLayout(path.join(rootB, 'data'));
-  portB = await freePort();
-  planeB = await startDataPlane({
-    layout,
-    ports: { postgres: await freePort(), pooler: portB },
-    user: resolveServiceUser(),
-    unsafeFast: true,
-    binaries: { pgBin: env.pgBin, pgbouncerBin: env.pgbouncerBin },
-    log: () => {},
-  });
+  // One backup directory for both agents: the move's archive is on a store both nodes read.
   backupDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-move-backups-'));
-  s = await createTestServer({ poolerPort: poolerA.port, poolerSslmode: 'disable' });
-  const url = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
-  await agent(url, 'move-a', {
-    stateDir: poolerA.stateDir,
-    adminUrl: env.adminUrl,
-    poolerDir: poolerA.dir,
-    poolerPort: poolerA.port,
-    poolerAdminPassword: poolerA.adminPassword,
-  });
-  const stateB = path.join(rootB, 'agent');
-  await fs.mkdir(stateB, { mode: 0o700 });
-  await agent(url, 'move-b', {
-    stateDir: stateB,
-    adminUrl: planeB.adminUrl,
-    poolerDir: layout.pooler,
-    poolerPort: portB,
-    poolerAdminPassword: planeB.poolerAdminPassword,
-  });
-  key = await createTestKey(s, { account: 'moves-e2e' });
+  nodes = await startTwoNodes({ account: 'moves-e2e', backup: () => ({ backupDir }) });
+  ({ s, poolerA, planeB, rootB, portB } = nodes);
 });
 
 after(async () => {
-  for (const a of agents) await a.stop().catch(() => {});
-  s?.app.server.closeAllConnections();
-  await s?.stop();
-  await poolerA?.stop();
-  await planeB?.stop();
-  if (rootB) await fs.rm(rootB, { recursive: true, force: true });
+  await nodes?.stop();
   if (backupDir) await fs.rm(backupDir, { recursive: true, force: true });
 });
 
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
-  s.app.inject({ method, url, headers: key.headers, ...(payload ? { payload } : {}) });
+  nodes.api(method, url, payload);
 
 async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -1,0 +1,122 @@
+/**
+ * Two data-plane nodes on one machine, with real processes, for moves (ADR 0031): the test
+ * server; node `move-a` (the run's PostgreSQL with a private PgBouncer and its agent) and node
+ * `move-b` (a second PostgreSQL cluster and PgBouncer started here on other ports, with its own
+ * agent). Each agent reports its PgBouncer address, so connection info names the node's own.
+ * `backup` gives each agent its backup settings (a shared directory, or an S3 bucket).
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { LightMyRequestResponse } from 'fastify';
+import { agentConfigSchema } from '../../src/agent/config.ts';
+import { type RunningAgent, startAgent } from '../../src/agent/main.ts';
+import { type DataPlane, startDataPlane } from '../../src/embedded/data-plane.ts';
+import { dataLayout } from '../../src/embedded/layout.ts';
+import { resolveServiceUser } from '../../src/embedded/service-user.ts';
+import { createLogger } from '../../src/shared/logger.ts';
+import { type PrivatePooler, startPrivatePooler } from '../pooler-harness.ts';
+import { testEnv } from './env.ts';
+import { createTestKey, type TestKey } from './keys.ts';
+import { freePort } from './ports.ts';
+import { createTestServer, type TestServer } from './server.ts';
+
+export type TwoNodes = {
+  s: TestServer;
+  key: TestKey;
+  poolerA: PrivatePooler;
+  planeB: DataPlane;
+  rootB: string;
+  portB: number;
+  api(
+    method: 'GET' | 'POST',
+    url: string,
+    payload?: Record<string, unknown>,
+  ): Promise<LightMyRequestResponse>;
+  stop(): Promise<void>;
+};
+
+export async function startTwoNodes(opts: {
+  account: string;
+  backup: (node: 'move-a' | 'move-b') => Record<string, unknown>;
+}): Promise<TwoNodes> {
+  const env = testEnv();
+  const agents: RunningAgent[] = [];
+  const poolerA = await startPrivatePooler();
+  const rootB = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-node-b-'));
+  await fs.chmod(rootB, 0o711);
+  const layout = dataLayout(path.join(rootB, 'data'));
+  const portB = await freePort();
+  const planeB = await startDataPlane({
+    layout,
+    ports: { postgres: await freePort(), pooler: portB },
+    user: resolveServiceUser(),
+    unsafeFast: true,
+    binaries: { pgBin: env.pgBin, pgbouncerBin: env.pgbouncerBin },
+    log: () => {},
+  });
+  const s = await createTestServer({ poolerPort: poolerA.port, poolerSslmode: 'disable' });
+  const url = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
+  const agent = async (
+    name: 'move-a' | 'move-b',
+    node: {
+      stateDir: string;
+      adminUrl: string;
+      poolerDir: string;
+      poolerPort: number;
+      poolerAdminPassword: string;
+    },
+  ) => {
+    const { token } = await s.nodes.createEnrollment(name, 10);
+    const config = agentConfigSchema.parse({
+      serverUrl: url,
+      stateDir: node.stateDir,
+      enrollmentToken: token,
+      adminDatabaseUrl: node.adminUrl,
+      poolerDir: node.poolerDir,
+      poolerPort: node.poolerPort,
+      poolerAdminPassword: node.poolerAdminPassword,
+      poolerPublicHost: '127.0.0.1',
+      logLevel: 'silent',
+      pollWaitMs: 20_000,
+      explorerChannel: false,
+      ...opts.backup(name),
+    });
+    agents.push(await startAgent(config, { log: createLogger('agent', 'silent') }));
+  };
+  await agent('move-a', {
+    stateDir: poolerA.stateDir,
+    adminUrl: env.adminUrl,
+    poolerDir: poolerA.dir,
+    poolerPort: poolerA.port,
+    poolerAdminPassword: poolerA.adminPassword,
+  });
+  const stateB = path.join(rootB, 'agent');
+  await fs.mkdir(stateB, { mode: 0o700 });
+  await agent('move-b', {
+    stateDir: stateB,
+    adminUrl: planeB.adminUrl,
+    poolerDir: layout.pooler,
+    poolerPort: portB,
+    poolerAdminPassword: planeB.poolerAdminPassword,
+  });
+  const key = await createTestKey(s, { account: opts.account });
+  return {
+    s,
+    key,
+    poolerA,
+    planeB,
+    rootB,
+    portB,
+    api: (method, u, payload) =>
+      s.app.inject({ method, url: u, headers: key.headers, ...(payload ? { payload } : {}) }),
+    async stop() {
+      for (const a of agents) await a.stop().catch(() => {});
+      s.app.server.closeAllConnections();
+      await s.stop();
+      await poolerA.stop();
+      await planeB.stop();
+      await fs.rm(rootB, { recursive: true, force: true });
+    },
+  };
+}
