@@ -1,83 +1,45 @@
 /**
- * The webhooks API as the dashboard uses it, typed from the contract (docs/api.md, "Webhooks").
- * The calls go through the same client (session, CSRF, account) as every other page.
+ * The webhooks API as the dashboard uses it (docs/api.md, "Webhooks"), typed from the server's
+ * OpenAPI document like every other call: a changed route breaks the dashboard's type check.
  */
 import { api, call } from '../../api/client.ts';
+import type { paths } from '../../api/schema';
 
-export type LastDelivery = { status: string; status_code: number | null; at: string };
+type Json<P extends keyof paths, M extends 'get' | 'post' | 'patch', S extends number> = paths[P][M] extends {
+  responses: { [K in S]: { content: { 'application/json': infer T } } };
+}
+  ? T
+  : never;
 
-export type Webhook = {
-  id: string;
-  url: string;
-  events: string[];
-  description: string | null;
-  enabled: boolean;
-  disabled_reason: string | null;
-  created_at: string;
-  updated_at: string;
-  secret_hint: string;
-  secret_rotated_at: string | null;
-  previous_secret_expires_at: string | null;
-  consecutive_failures: number;
-  last_delivery: LastDelivery | null;
-};
-
-export type EventType = { type: string; area: string; description: string };
-
-export type DeliveryStatus = 'pending' | 'succeeded' | 'failed' | 'dead';
-
-export type Delivery = {
-  id: string;
-  webhook_id: string;
-  event_id: string;
-  event_type: string;
-  status: DeliveryStatus;
-  attempts: number;
-  max_attempts: number;
-  next_attempt_at: string | null;
-  last_status_code: number | null;
-  last_error: string | null;
-  duration_ms: number | null;
-  response_body: string | null;
-  created_at: string;
-  delivered_at: string | null;
-};
-
-type Init = { params?: { path?: Record<string, string>; query?: Record<string, unknown> }; body?: unknown };
-type Result = Promise<{ data?: unknown; error?: unknown; response: Response }>;
-/** The client without its path types (the webhooks routes are typed here, from the contract). */
-const raw = api as unknown as Record<
-  'GET' | 'POST' | 'PATCH' | 'DELETE',
-  (path: string, init?: Init) => Result
->;
+export type Webhook = Json<'/v1/webhooks/{id}', 'get', 200>;
+export type EventType = Json<'/v1/webhooks/event-types', 'get', 200>['items'][number];
+export type Delivery = Json<'/v1/webhooks/{id}/deliveries', 'get', 200>['items'][number];
+export type DeliveryStatus = Delivery['status'];
+/** An event type, "area.*" or "*" (the picker offers only what GET /v1/webhooks/event-types lists). */
+type Subscription = NonNullable<
+  paths['/v1/webhooks']['post']['requestBody']
+>['content']['application/json']['events'][number];
+const subscriptions = (events: string[]) => events as Subscription[];
 
 const byId = (id: string) => ({ params: { path: { id } } });
 
 export const webhooksApi = {
-  list: () => call(raw.GET('/v1/webhooks')) as Promise<{ items: Webhook[] }>,
-  eventTypes: () => call(raw.GET('/v1/webhooks/event-types')) as Promise<{ items: EventType[] }>,
-  get: (id: string) => call(raw.GET('/v1/webhooks/{id}', byId(id))) as Promise<Webhook>,
+  list: () => call(api.GET('/v1/webhooks')),
+  eventTypes: () => call(api.GET('/v1/webhooks/event-types')),
+  get: (id: string) => call(api.GET('/v1/webhooks/{id}', byId(id))),
   create: (body: { url: string; events: string[]; description?: string }) =>
-    call(raw.POST('/v1/webhooks', { body })) as Promise<Webhook & { secret: string }>,
-  patch: (id: string, body: { url?: string; events?: string[]; description?: string; enabled?: boolean }) =>
-    call(raw.PATCH('/v1/webhooks/{id}', { ...byId(id), body })) as Promise<Webhook>,
-  remove: (id: string) => call(raw.DELETE('/v1/webhooks/{id}', byId(id))),
-  rotate: (id: string) =>
-    call(raw.POST('/v1/webhooks/{id}/rotate-secret', { ...byId(id), body: {} })) as Promise<
-      Webhook & { secret: string }
-    >,
-  test: (id: string) =>
-    call(raw.POST('/v1/webhooks/{id}/test', { ...byId(id), body: {} })) as Promise<{ delivery_id: string }>,
+    call(api.POST('/v1/webhooks', { body: { ...body, events: subscriptions(body.events) } })),
+  patch: (id: string, body: { url?: string; description?: string; enabled?: boolean }) =>
+    call(api.PATCH('/v1/webhooks/{id}', { ...byId(id), body })),
+  remove: (id: string) => call(api.DELETE('/v1/webhooks/{id}', byId(id))),
+  rotate: (id: string) => call(api.POST('/v1/webhooks/{id}/rotate-secret', { ...byId(id), body: {} })),
+  test: (id: string) => call(api.POST('/v1/webhooks/{id}/test', byId(id))),
   deliveries: (id: string, q: { status?: DeliveryStatus; cursor?: string; limit: number }) =>
-    call(raw.GET('/v1/webhooks/{id}/deliveries', { params: { path: { id }, query: q } })) as Promise<{
-      items: Delivery[];
-      next_cursor: string | null;
-    }>,
+    call(api.GET('/v1/webhooks/{id}/deliveries', { params: { path: { id }, query: q } })),
   redeliver: (id: string, deliveryId: string) =>
     call(
-      raw.POST('/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver', {
-        params: { path: { id, delivery_id: deliveryId } },
-        body: {},
+      api.POST('/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver', {
+        params: { path: { id, deliveryId } },
       }),
-    ) as Promise<{ delivery_id: string }>,
+    ),
 };
