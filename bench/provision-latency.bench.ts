@@ -143,7 +143,7 @@ try {
     await c.end();
     // Outside the measured time: the database goes again (its job finished before the next
     // measurement), so the node's connection budget holds every database of the run.
-    await api('DELETE', `/v1/databases/${name}`);
+    await api('DELETE', `/v1/databases/${name}`, { confirm: name });
     await jobsDone();
     return ms;
   };
