@@ -55,11 +55,11 @@ const round = (v: number) => Math.round(v * 100) / 100;
 
 try {
   const { key } = await createOperatorKey(db, { accountName: 'bench', level: 'admin' });
-  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+  const auth = { authorization: `Bearer ${key}` };
   const call = async (method: string, url: string, body?: object) => {
     const r = await fetch(`${server.url}${url}`, {
       method,
-      headers,
+      headers: body ? { ...auth, 'content-type': 'application/json' } : auth,
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
     const text = await r.text();

@@ -98,6 +98,9 @@ export function createDeliveryWorker(deps: {
     }
     const dead = !result.ok && d.attempts >= d.max_attempts;
     await withTx(deps.db, async (tx) => {
+      // The webhook's row first, then the delivery's: the order a DELETE of the webhook (its
+      // cascade) takes them in, so the two never deadlock.
+      const w = await repo.noteOutcome(tx, d.webhook_id, result.ok);
       await repo.recordAttempt(tx, d.id, {
         status: result.ok ? 'succeeded' : dead ? 'dead' : 'failed',
         nextAttemptInMs: result.ok || dead ? null : backoffMs(d.attempts, cfg.retryBaseMs, cfg.retryMaxMs),
@@ -106,7 +109,6 @@ export function createDeliveryWorker(deps: {
         durationMs: result.durationMs,
         responseBody: result.responseBody,
       });
-      const w = await repo.noteOutcome(tx, d.webhook_id, result.ok);
       if (!w || result.ok || !w.enabled || !w.failing_since) return;
       if (Date.now() - w.failing_since.getTime() < cfg.disableAfterMs) return;
       const reason =
