@@ -53,7 +53,10 @@ const nodeParams = z.object({
   id: z
     .string()
     .max(63)
-    .regex(/^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-z][a-z0-9_-]{0,62})$/i)
+    // No regex flags: the OpenAPI pattern carries none, and must say exactly what is accepted.
+    .regex(
+      /^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[a-z][a-z0-9_-]{0,62})$/,
+    )
     .describe("The node's id or name"),
 });
 
