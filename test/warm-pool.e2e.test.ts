@@ -6,6 +6,7 @@ import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
 import type { RunningAgent } from '../src/agent/main.ts';
 import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
 import { spareTag } from '../src/agent/postgres/spare-sql.ts';
+import { warmPools } from '../src/server/modules/metrics/metrics.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { startTestAgent } from './helpers/agent.ts';
 import { testEnv } from './helpers/env.ts';
@@ -125,4 +126,9 @@ test('a create through the API takes a spare; spares are in no tenant API and no
   }
   // The pool refills to 2 after the create was reported.
   await waitFor('refilled', async () => ((await spares()).length === 2 ? true : undefined));
+  // The heartbeat reported the pool (its first beat, at start-up); the metrics read it from there.
+  const pools = await warmPools(s.db.pool);
+  const mine = pools.find((n) => n.name === 'warm');
+  assert.equal(mine?.size, 2, JSON.stringify(pools));
+  assert.ok(mine.ready >= 0 && mine.ready <= 2);
 });
