@@ -411,3 +411,31 @@ test('at most the configured number of webhooks per account', async () => {
   const r = await call('POST', '/v1/webhooks', key.headers, { url: receiver.url('/n25'), events: ['*'] });
   assert.equal(r.statusCode, 409, r.body);
 });
+
+test('deleting webhooks while their deliveries are being recorded never deadlocks', async () => {
+  const failing = await startReceiver('127.0.0.2');
+  try {
+    failing.answerWith(() => 500);
+    for (let round = 0; round < 3; round++) {
+      const hooks = await Promise.all(
+        Array.from({ length: 4 }, (_, i) =>
+          createHook({ url: failing.url(`/gone${round}-${i}`), events: ['webhook.test'] }),
+        ),
+      );
+      for (const h of hooks)
+        for (let i = 0; i < 3; i++) await call('POST', `/v1/webhooks/${h.id}/test`, admin.headers);
+      // Attempts are in flight (or being recorded) now: delete them all at once.
+      await waitFor('attempts under way', () => failing.received.length > round * 12);
+      const deleted = await Promise.all(
+        hooks.map((h) => call('DELETE', `/v1/webhooks/${h.id}`, admin.headers)),
+      );
+      assert.deepEqual(
+        deleted.map((r) => r.statusCode),
+        [204, 204, 204, 204],
+        deleted.map((r) => r.body).join(' '),
+      );
+    }
+  } finally {
+    await failing.close();
+  }
+});
