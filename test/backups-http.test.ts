@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -121,6 +122,7 @@ before(async () => {
   }
 });
 after(async () => {
+  s?.app.server.closeAllConnections();
   await s?.stop();
   fs.rmSync(backupDir, { recursive: true, force: true });
 });
@@ -505,6 +507,73 @@ test('a damaged archive never downloads whole: a bad first chunk is a 409 before
   assert.equal(got.statusCode, 409, got.body);
   assert.match(got.json().error.message, /authenticity/);
   assert.equal(sentEarly.res.statusCode, 409);
+});
+
+test('the agent lost mid-stream (its connection cut): the client download fails, bounded, never completes', async () => {
+  const plain = randomBytes(400_000);
+  const b = await archivedBackup(plain);
+  const bytes = fs.readFileSync(await archiveFile(b.id));
+  const base = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
+  const { url } = (await api(acme, 'POST', `/v1/databases/${DB}/backups/${b.id}/download-link`)).json();
+  const started = Date.now();
+  const download = fetch(base + url, { headers: acme.headers }).then(async (r) => ({
+    status: r.status,
+    body: Buffer.from(await r.arrayBuffer()),
+  }));
+  download.catch(() => {});
+  const job = await nextJob('backup.download');
+  // The agent: half the archive over a real connection, then the connection is gone (as on kill -9).
+  const req = http.request(`${base}/v1/agent/jobs/${job.id}/archive?attempt=${job.attempt}`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${agent.token}`,
+      'content-type': 'application/octet-stream',
+      'x-bulwark-stream-token': String(job.payload.stream_token),
+    },
+  });
+  req.on('error', () => {});
+  req.write(bytes.subarray(0, Math.floor(bytes.length / 2)));
+  await new Promise((r) => setTimeout(r, 300));
+  req.destroy();
+  await assert.rejects(download, 'the transfer is cut, not completed');
+  assert.ok(Date.now() - started < 15_000, `no hang (${Date.now() - started} ms)`);
+  for (let i = 0; i < 50 && (await jobRow(job.id)).status !== 'dead'; i++)
+    await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await jobRow(job.id)).status, 'dead');
+});
+
+test('progress: what the agent reports shows on the running backup, moving, and only while it runs', async () => {
+  const b = (await api(acme, 'POST', `/v1/databases/${DB}/backups`)).json();
+  const job = await nextJob('backup.create');
+  const report = (body: Record<string, unknown>, token = agent.token, id = job.id) =>
+    s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${id}/progress`,
+      headers: { authorization: `Bearer ${token}` },
+      payload: { attempt: job.attempt, ...body },
+    });
+  const seen = async () => (await api(reader, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json().progress;
+  assert.equal(await seen(), null, 'nothing reported yet');
+  assert.equal((await report({ phase: 'dump', done_bytes: 1000, total_bytes: null })).statusCode, 200);
+  const first = await seen();
+  assert.equal(first.phase, 'dump');
+  assert.equal(first.done_bytes, 1000);
+  assert.equal(first.total_bytes, null);
+  assert.equal((await report({ phase: 'verify', done_bytes: 700, total_bytes: 2000 })).statusCode, 200);
+  const second = await seen();
+  assert.deepEqual([second.phase, second.done_bytes, second.total_bytes], ['verify', 700, 2000]);
+  assert.ok(Date.parse(second.updated_at) >= Date.parse(first.updated_at));
+  // Bounded input; only the lease holder; only backup/restore/drill jobs.
+  assert.equal((await report({ phase: 'nonsense', done_bytes: 1, total_bytes: null })).statusCode, 400);
+  assert.equal((await report({ phase: 'dump', done_bytes: -1, total_bytes: null })).statusCode, 400);
+  const stranger = await enrollFakeAgent(s, 'progress-stranger');
+  assert.equal(
+    (await report({ phase: 'dump', done_bytes: 5, total_bytes: null }, stranger.token)).statusCode,
+    404,
+  );
+  assert.equal(await agent.complete(job.id, job.attempt, createResult(b.id, 'ab'.repeat(32))), 200);
+  assert.equal(await seen(), null, 'a finished backup shows no progress');
+  assert.equal((await report({ phase: 'dump', done_bytes: 5, total_bytes: null })).statusCode, 404);
 });
 
 test('the data key goes only to the agent holding a backup job of that backup', async () => {

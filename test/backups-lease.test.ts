@@ -86,10 +86,16 @@ async function longJob(opts: { renew: boolean; watchMs: number; steal?: boolean 
   let reclaimed: PolledJob | null = null;
   const until = Date.now() + opts.watchMs;
   for (let i = 0; i < 200 && Date.now() < until && !reclaimed && !aborted; i++) {
-    if (opts.steal && i === 2)
-      await s.db.pool.query(`UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [
-        queued.id,
-      ]);
+    if (opts.steal && i === 2) {
+      // Another run claims it (what claimJob does after an expiry), in one statement.
+      const taken = await s.db.pool.query<{ attempts: number }>(
+        `UPDATE jobs SET attempts = attempts + 1, lease_expires_at = now() + interval '1 minute'
+          WHERE id = $1 AND status = 'running' RETURNING attempts`,
+        [queued.id],
+      );
+      reclaimed = { ...(job as PolledJob), attempt: taken.rows[0]!.attempts };
+      break;
+    }
     reclaimed = (await client.poll(0, AbortSignal.timeout(10_000))).job;
     if (!reclaimed) await sleep(200, new AbortController().signal);
   }
@@ -123,4 +129,27 @@ test('a lease the server gave to another run stops the job on its next renewal',
   assert.equal(r.reclaimed?.id, r.id, 'the forced expiry handed the job out again');
   assert.equal(r.aborted, true, "the first run's handler was stopped");
   await s.db.pool.query(`UPDATE jobs SET status = 'dead', finished_at = now() WHERE id = $1`, [r.id]);
+});
+
+test('backup jobs take their place in their database order: a backup waits for an older rotate, a delete for an older backup', async () => {
+  const node = await enrollFakeAgent(s, 'order-node');
+  const dbId = randomUUID();
+  const q = (kind: string, payload: Record<string, unknown>) =>
+    enqueueJob(s.db.pool, { nodeId: node.nodeId, kind, payload: { database_id: dbId, ...payload } });
+  const finish = (id: number) =>
+    s.db.pool.query(`UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = $1`, [id]);
+  const rotate = await q('database.rotate', { name: 'ordered' });
+  const backup = await q('backup.create', { backup_id: randomUUID(), name: 'ordered' });
+  const del = await q('database.delete', { name: 'ordered' });
+  // A download of another backup of the same database does not wait (it only reads the archive).
+  const download = await q('backup.download', { backup_id: randomUUID(), stream_token: 'x'.repeat(43) });
+  assert.equal((await node.poll())?.id, rotate.id);
+  assert.equal((await node.poll())?.id, download.id, 'the download passes; the backup waits for the rotate');
+  assert.equal(await node.poll(), null);
+  await finish(rotate.id);
+  assert.equal((await node.poll())?.id, backup.id);
+  assert.equal(await node.poll(), null, 'the delete waits for the running backup');
+  await finish(backup.id);
+  assert.equal((await node.poll())?.id, del.id);
+  for (const id of [del.id, download.id]) await finish(id);
 });

@@ -146,6 +146,18 @@ test('backup → GET shows size and sha256 → download is the plain archive →
   });
   assert.equal(r.database, target);
   assert.ok(r.rows_checked >= 5050);
+  // The agent reported its progress on the way (the API shows it only while running).
+  assert.equal(r.progress, null);
+  const reported = (
+    await s.db.pool.query<{ progress: { phase: string; done_bytes: number } | null }>(
+      'SELECT j.progress FROM jobs j JOIN restores r ON r.job_id = j.id WHERE r.id = $1',
+      [r.id],
+    )
+  ).rows[0]?.progress;
+  assert.ok(
+    reported && ['restore', 'check', 'target', 'verify'].includes(reported.phase),
+    JSON.stringify(reported),
+  );
   const copy = await login(target);
   try {
     assert.deepEqual(await snapshot(copy), before);
