@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { insertOutboxEvent } from '../src/server/modules/requests/requests.deliveries.repo.ts';
 import { backoffMs } from '../src/server/modules/webhooks/webhooks.worker.ts';
 import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
@@ -438,4 +439,34 @@ test('deleting webhooks while their deliveries are being recorded never deadlock
   } finally {
     await failing.close();
   }
+});
+
+test('an event_outbox alert is delivered once with a stable id, and the row is marked taken', async () => {
+  const hook = await createHook({ url: receiver.url('/outbox'), events: ['backup.*', 'break_glass.used'] });
+  const id = await insertOutboxEvent(s.db.pool, {
+    accountId: admin.accountId,
+    kind: 'request.break_glass',
+    payload: { request_id: 'r1', reason: 'outage', sql: "DELETE FROM t WHERE note = 'private-literal'" },
+  });
+  const got = await waitFor('the break_glass.used delivery', () =>
+    receiver.received.find((r) => r.headers['bulwark-event'] === 'break_glass.used'),
+  );
+  const body = JSON.parse(got.body);
+  assert.equal(body.id, `evt_o${id}`);
+  assert.equal(body.data.reason, 'outage');
+  assert.ok(!got.body.includes('private-literal'), 'SQL in an outbox payload is redacted too');
+  const row = await s.db.pool.query('SELECT delivered_at FROM event_outbox WHERE id = $1', [id]);
+  assert.ok(row.rows[0].delivered_at, 'the outbox row is marked taken');
+  // Another account's alert never reaches this account's webhook.
+  const other = await createTestKey(s, { account: 'outbox-other' });
+  await insertOutboxEvent(s.db.pool, {
+    accountId: other.accountId,
+    kind: 'backup.stale',
+    payload: { database: 'x' },
+  });
+  await s.webhooks.dispatcher.flush();
+  await s.webhooks.worker.runOnce();
+  assert.equal(receiver.received.filter((r) => r.headers['bulwark-event'] === 'backup.stale').length, 0);
+  assert.equal(receiver.received.filter((r) => r.headers['bulwark-event'] === 'break_glass.used').length, 1);
+  await call('DELETE', `/v1/webhooks/${hook.id}`, admin.headers);
 });
