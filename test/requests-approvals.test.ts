@@ -166,6 +166,28 @@ test('a suspended approver no longer counts: approved, suspended, execute refuse
   assert.equal(jobs.rows[0].n, 0);
 });
 
+test('viewers neither approve nor reject, and an approver demoted to viewer stops counting', async () => {
+  const id = await ddlRequest();
+  const viewer = await person(s, acme, 'viewer', 'noapprove');
+  expectStatus(await http.act(DB, id, 'approve', viewer.headers), 403);
+  expectStatus(await http.act(DB, id, 'reject', viewer.headers, { comment: 'no' }), 403);
+  const pending = expectStatus(await http.get(DB, id, requester.headers), 200);
+  assert.equal(pending.status, 'pending');
+  assert.equal((pending.approvals as unknown[]).length, 0);
+  const admin = await person(s, acme, 'admin', 'demview');
+  const member = await person(s, acme, 'member', 'demview');
+  expectStatus(await http.act(DB, id, 'approve', admin.headers), 200);
+  const approved = expectStatus(await http.act(DB, id, 'approve', member.headers), 200);
+  assert.equal(approved.status, 'approved');
+  await s.db.pool.query("UPDATE memberships SET role = 'viewer' WHERE user_id = $1 AND account_id = $2", [
+    member.id,
+    acme,
+  ]);
+  const view = expectStatus(await http.get(DB, id, requester.headers), 200);
+  assert.equal(view.approvals_counted, 1);
+  expectStatus(await http.act(DB, id, 'execute', requester.headers), 409, 'invalid_state');
+});
+
 test('a delivery the server lost is settled as without outcome by the sweeper', async () => {
   const read = expectStatus(
     await http.create(DB, requester.headers, { sql: 'SELECT 1', reason: 'lost' }),

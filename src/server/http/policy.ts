@@ -64,7 +64,8 @@ export const POLICY = {
   // policy_denied once the request is found (an unknown or another account's request is a 404).
   'requests.create': { roles: ALL, key: 'write', scoped: true },
   'requests.read': { roles: ALL, key: 'read', scoped: true },
-  'requests.approve': { roles: ALL, key: 'read', scoped: true },
+  // Approving or rejecting authorises a change: viewers (read-only people) neither approve nor veto.
+  'requests.approve': { roles: WRITERS, key: 'read', scoped: true },
   'requests.execute': { roles: ALL, key: 'write', scoped: true },
   'requests.cancel': { roles: ALL, key: 'write', scoped: true },
   // A database-scoped admin key manages only the keys it created, within its databases. A user of

@@ -28,6 +28,7 @@ export function approvalCounts(
     const ok =
       a.active &&
       a.role !== null &&
+      a.role !== 'viewer' && // demoted to read-only since approving: no longer an approver
       a.user_id !== row.requester_user_id &&
       a.user_id !== row.requester_person_id;
     counts.set(a.user_id, ok);
