@@ -1,0 +1,194 @@
+/**
+ * Security review (issues 15, 16, 17): attacks on moves, placement, node administration and the
+ * agent API as a second (compromised) node, on a fully wired server with its real control
+ * database and agents driven by hand. Each test asserts the SAFE behaviour; a test marked
+ * `todo: 'finding: …'` shows a weakness that is reported, not yet fixed.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+import { createTestUser, signIn } from './helpers/session-users.ts';
+
+let s: TestServer;
+let nodeA: FakeAgent;
+let nodeB: FakeAgent;
+let acmeAdmin: TestKey;
+let acmeWrite: TestKey;
+let acmeScoped: TestKey;
+let otherAdmin: TestKey;
+let root: Record<string, string>;
+
+const api = (headers: Record<string, string>, method: string, url: string, payload?: object) =>
+  s.app.inject({ method: method as 'GET', url, headers, ...(payload ? { payload } : {}) });
+
+/** Polls node A until a job of this kind comes (others completed as a well-behaved agent would). */
+async function nextJob(agent: FakeAgent, kind: string) {
+  for (let i = 0; i < 30; i++) {
+    const job = await agent.poll();
+    if (!job) continue;
+    if (job.kind === kind) return job;
+    assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
+  }
+  throw new Error(`no ${kind} job`);
+}
+
+async function createOnA(name: string) {
+  const r = await api(acmeAdmin.headers, 'POST', '/v1/databases', { name, node: 'rv5-node-a' });
+  assert.equal(r.statusCode, 202, r.body);
+  const job = await nextJob(nodeA, 'database.create');
+  assert.equal(await nodeA.complete(job.id, job.attempt, {}), 200);
+}
+
+before(async () => {
+  s = await createTestServer();
+  await createAccount(s, 'acme');
+  await createAccount(s, 'other');
+  nodeA = await enrollFakeAgent(s, 'rv5-node-a');
+  nodeB = await enrollFakeAgent(s, 'rv5-node-b');
+  acmeAdmin = await createTestKey(s, { account: 'acme' });
+  acmeWrite = await createTestKey(s, { account: 'acme', level: 'write' });
+  acmeScoped = await createTestKey(s, { account: 'acme', databases: ['elsewhere'] });
+  otherAdmin = await createTestKey(s, { account: 'other' });
+  root = (await signIn(s, await createTestUser(s, { username: 'rv5root', platformAdmin: true }))).headers;
+  for (const name of ['shop', 'shop2', 'shop3']) await createOnA(name);
+});
+after(() => s?.stop());
+
+test('node administration is refused to every account key, even an account admin', async () => {
+  const routes: [string, string, object?][] = [
+    ['GET', '/v1/nodes'],
+    ['GET', `/v1/nodes/${nodeB.nodeId}`],
+    ['POST', '/v1/nodes/enrollments', { name: 'rv5-evil' }],
+    ['POST', `/v1/nodes/${nodeB.nodeId}/cordon`],
+    ['POST', `/v1/nodes/${nodeB.nodeId}/uncordon`],
+    ['POST', `/v1/nodes/${nodeB.nodeId}/decommission`],
+    ['POST', `/v1/nodes/${nodeA.nodeId}/drain`],
+    ['GET', `/v1/nodes/${nodeA.nodeId}/drain`],
+    ['POST', `/v1/nodes/${nodeA.nodeId}/drift-check`],
+  ];
+  for (const key of [acmeAdmin, acmeWrite, otherAdmin])
+    for (const [method, url, body] of routes) {
+      const r = await api(key.headers, method, url, body);
+      assert.equal(r.statusCode, 403, `${method} ${url}: ${r.statusCode} ${r.body}`);
+    }
+  // An agent token is not a caller of the admin API either.
+  const agentHeaders = { authorization: `Bearer ${nodeB.token}` };
+  for (const [method, url, body] of routes) {
+    const r = await api(agentHeaders, method, url, body);
+    assert.ok(r.statusCode === 401 || r.statusCode === 403, `${method} ${url} as agent: ${r.statusCode}`);
+  }
+  const state = await s.db.pool.query<{ n: string }>(
+    "SELECT count(*)::text AS n FROM nodes WHERE cordoned_at IS NOT NULL OR status <> 'active'",
+  );
+  assert.equal(state.rows[0]?.n, '0');
+});
+
+test('a move needs an admin key in the database’s own account and scope', async () => {
+  for (const [key, expected] of [
+    [acmeWrite, 403],
+    [acmeScoped, 404],
+    [otherAdmin, 404],
+  ] as const) {
+    const r = await api(key.headers, 'POST', '/v1/databases/shop/move', { node: 'rv5-node-b' });
+    assert.ok(r.statusCode === expected || r.statusCode === 403, `${r.statusCode} ${r.body}`);
+    assert.notEqual(r.statusCode, 202);
+  }
+  const moves = await s.db.pool.query('SELECT 1 FROM database_moves');
+  assert.equal(moves.rowCount, 0);
+});
+
+test('a second node’s agent never reaches node A’s leased jobs, secrets, keys, progress or leases', async () => {
+  // A backup job on node A, leased by A (attempt 1).
+  const r = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop/backups');
+  assert.equal(r.statusCode, 202, r.body);
+  const job = await nextJob(nodeA, 'backup.create');
+  // B polls: never A's work.
+  for (let i = 0; i < 3; i++) assert.equal(await nodeB.poll(), null);
+  const headers = { authorization: `Bearer ${nodeB.token}` };
+  const attempt = job.attempt as number;
+  const probes: [string, object][] = [
+    [`/v1/agent/jobs/${job.id}/secret`, { attempt }],
+    [`/v1/agent/jobs/${job.id}/backup-key`, { attempt }],
+    [`/v1/agent/jobs/${job.id}/progress`, { attempt, phase: 'dump', done_bytes: 1, total_bytes: 2 }],
+    [`/v1/agent/jobs/${job.id}/lease`, { attempt }],
+    [`/v1/agent/jobs/${job.id}/fail`, { attempt, error: 'x', retryable: false }],
+    [`/v1/agent/jobs/${job.id}/complete`, { attempt, result: {} }],
+  ];
+  for (const [url, payload] of probes) {
+    const res = await api(headers, 'POST', url, payload);
+    assert.ok(res.statusCode === 404 || res.statusCode === 400, `${url}: ${res.statusCode} ${res.body}`);
+    assert.doesNotMatch(res.body, /data_key|password/);
+  }
+  const row = await s.db.pool.query<{ status: string; node_id: string; progress: unknown }>(
+    'SELECT status, node_id, progress FROM jobs WHERE id = $1',
+    [job.id],
+  );
+  assert.equal(row.rows[0]?.status, 'running');
+  assert.equal(row.rows[0]?.node_id, nodeA.nodeId);
+  assert.equal(row.rows[0]?.progress, null);
+  // A finishes its own job normally.
+  assert.equal(await nodeA.fail(job.id, attempt, 'review: not made', false), 200);
+});
+
+test('an enrollment token enrolls one node once; a decommissioned node’s token is refused', async () => {
+  const { token } = await s.nodes.createEnrollment('rv5-node-c', 10);
+  const enroll = () =>
+    s.app.inject({
+      method: 'POST',
+      url: '/v1/agent/enroll',
+      payload: { enrollment_token: token, agent_version: 'test' },
+    });
+  const first = await enroll();
+  assert.equal(first.statusCode, 200, first.body);
+  const second = await enroll();
+  assert.ok(second.statusCode >= 400 && second.statusCode < 500, `${second.statusCode}`);
+  assert.doesNotMatch(second.body, /agent_token/);
+  const { node_id: nodeC, agent_token: cToken } = first.json() as { node_id: string; agent_token: string };
+  const d = await api(root, 'POST', `/v1/nodes/${nodeC}/decommission`);
+  assert.equal(d.statusCode, 200, d.body);
+  const poll = await api({ authorization: `Bearer ${cToken}` }, 'POST', '/v1/agent/poll', { wait_ms: 0 });
+  assert.equal(poll.statusCode, 401, poll.body);
+  // A move onto the decommissioned node is refused.
+  const m = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop3/move', { node: 'rv5-node-c' });
+  assert.equal(m.statusCode, 409, m.body);
+});
+
+test('a tenant admin cannot move a database onto a cordoned node', {
+  todo: 'finding: moves.move → begin() checks only status = active, never cordoned_at (placement refuses a cordoned node, a move does not)',
+}, async () => {
+  const c = await api(root, 'POST', `/v1/nodes/${nodeB.nodeId}/cordon`);
+  assert.equal(c.statusCode, 200, c.body);
+  try {
+    const r = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop/move', { node: 'rv5-node-b' });
+    assert.equal(r.statusCode, 409, `${r.statusCode} ${r.body}`);
+  } finally {
+    await api(root, 'POST', `/v1/nodes/${nodeB.nodeId}/uncordon`);
+  }
+});
+
+test('a tenant admin cannot move a database onto an unhealthy node', {
+  todo: 'finding: moves.move → begin() never checks unhealthy_since (placement refuses an unhealthy node, a move does not)',
+}, async () => {
+  await s.db.pool.query('UPDATE nodes SET unhealthy_since = now() WHERE id = $1', [nodeB.nodeId]);
+  try {
+    const r = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop2/move', { node: 'rv5-node-b' });
+    assert.equal(r.statusCode, 409, `${r.statusCode} ${r.body}`);
+  } finally {
+    await s.db.pool.query('UPDATE nodes SET unhealthy_since = NULL WHERE id = $1', [nodeB.nodeId]);
+  }
+});
+
+test('a tenant admin cannot learn which node names exist (an unknown and a refused node answer alike)', {
+  todo: 'finding (low): POST …/move answers 404 Node for an unknown name and 409 naming the node for an existing one: node names (platform-admin data) are enumerable by any account admin key',
+}, async () => {
+  await s.db.pool.query("UPDATE nodes SET status = 'disabled' WHERE id = $1", [nodeB.nodeId]);
+  try {
+    const unknown = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop3/move', { node: 'rv5-nope' });
+    const known = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop3/move', { node: 'rv5-node-b' });
+    assert.equal(known.statusCode, unknown.statusCode, `${known.body} vs ${unknown.body}`);
+  } finally {
+    await s.db.pool.query("UPDATE nodes SET status = 'active' WHERE id = $1", [nodeB.nodeId]);
+  }
+});
