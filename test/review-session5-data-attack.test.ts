@@ -5,11 +5,16 @@
  * `todo: 'finding: …'` shows a weakness that is reported, not yet fixed.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { startTestAgent } from './helpers/agent.ts';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
+import { startPrivatePooler } from './pooler-harness.ts';
 
 let s: TestServer;
 let nodeA: FakeAgent;
@@ -191,4 +196,129 @@ test('a tenant admin cannot learn which node names exist (an unknown and a refus
   } finally {
     await s.db.pool.query("UPDATE nodes SET status = 'active' WHERE id = $1", [nodeB.nodeId]);
   }
+});
+
+/**
+ * The agent runs one job at a time, and a `backup.download` job lasts as long as its client reads:
+ * the agent's archive upload is answered only when the download ended. A writer of one database
+ * that opens a download and never reads it holds its node's only job runner, so every other
+ * tenant's jobs on that node (creates, rotations, access revokes, governed SQL) wait behind it.
+ */
+test("a download nobody reads does not stall another tenant's jobs on the same node", {
+  todo: "finding: backup.download holds the agent's single serial job runner for as long as the client takes to read (no read deadline, no separate lane): another tenant's database.create waits behind it",
+}, async () => {
+  const pooler = await startPrivatePooler();
+  const s2 = await createTestServer({
+    poolerPort: pooler.port,
+    poolerSslmode: 'disable',
+    backupDownloadWaitMs: 20_000,
+  });
+  const url = (await s2.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
+  const agent = await startTestAgent(s2, url, { name: 'rv5-dl', pooler, explorerChannel: false });
+  let held: http.ClientRequest | undefined;
+  try {
+    const attackerAdmin = await createTestKey(s2, { account: 'rv5-dl-attacker' });
+    const attacker = await createTestKey(s2, { account: 'rv5-dl-attacker', level: 'write' });
+    const victim = await createTestKey(s2, { account: 'rv5-dl-victim' });
+    const call = (k: TestKey, method: string, u: string, payload?: object) =>
+      s2.app.inject({ method: method as 'GET', url: u, headers: k.headers, ...(payload ? { payload } : {}) });
+    const waitReady = async (k: TestKey, name: string, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const d = (await call(k, 'GET', `/v1/databases/${name}`)).json();
+        assert.notEqual(d.status, 'failed', d.failure_reason);
+        if (d.status === 'ready') return true;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return false;
+    };
+    const name = `rv5dl_${randomBytes(3).toString('hex')}`;
+    assert.equal((await call(attackerAdmin, 'POST', '/v1/databases', { name })).statusCode, 202);
+    assert.ok(await waitReady(attackerAdmin, name, 60_000), 'attacker database ready');
+    const conn = (await call(attackerAdmin, 'GET', `/v1/databases/${name}/connection`)).json();
+    const { password } = (
+      await call(attackerAdmin, 'POST', `/v1/databases/${name}/credentials/reveal`)
+    ).json();
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: pooler.port,
+      user: conn.user,
+      database: name,
+      password,
+    });
+    c.on('error', () => {});
+    await c.connect();
+    // ~60 MB of hex text: more than every buffer between the agent and a client that never reads.
+    await c.query(`CREATE TABLE big AS
+        SELECT g, (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 64) i) AS v
+          FROM generate_series(1, 30000) g`);
+    await c.end();
+    const b = await call(attacker, 'POST', `/v1/databases/${name}/backups`);
+    assert.equal(b.statusCode, 202, b.body);
+    const backupId = b.json().id as string;
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const st = (await call(attacker, 'GET', `/v1/databases/${name}/backups/${backupId}`)).json();
+      assert.notEqual(st.status, 'failed', st.failure_reason);
+      if (st.status === 'completed') break;
+      assert.ok(Date.now() < deadline, 'backup completed in time');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const link = (
+      await call(attacker, 'POST', `/v1/databases/${name}/backups/${backupId}/download-link`)
+    ).json();
+    // The download starts (headers and first bytes come), and then nobody reads.
+    const started = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      held = http.get(`${url}${link.url}`, { headers: attacker.headers }, (res) => {
+        res.pause();
+        resolve(res);
+      });
+      held.on('error', reject);
+    });
+    assert.equal(started.statusCode, 200);
+    await new Promise((r) => setTimeout(r, 2_000));
+    // Another tenant's create on the same node.
+    const other = `rv5v_${randomBytes(3).toString('hex')}`;
+    assert.equal((await call(victim, 'POST', '/v1/databases', { name: other })).statusCode, 202);
+    const readyWhileHeld = await waitReady(victim, other, 30_000);
+    // Control: once the download's client goes, the create goes through.
+    held?.destroy();
+    const t0 = Date.now();
+    assert.ok(await waitReady(victim, other, 60_000), 'the create never became ready (control)');
+    const afterMs = Date.now() - t0;
+    assert.ok(
+      readyWhileHeld,
+      `the other tenant's create waited 30 s behind the download, and was ready ${afterMs} ms after it ended`,
+    );
+  } finally {
+    held?.destroy();
+    await agent.stop();
+    s2.app.server.closeAllConnections();
+    await s2.stop();
+    await pooler.stop();
+  }
+});
+
+test('a restore cannot name its new database like a warm-pool spare, nor can a database-scoped key restore into a new one', async () => {
+  for (const new_name of [
+    'bulwark_spare_abcdef_0123456789',
+    'BULWARK_SPARE_abcdef_01',
+    'bulwark_tenant_template',
+  ]) {
+    const r = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop3/restore', {
+      backup_id: '00000000-0000-4000-8000-000000000001',
+      new_name,
+    });
+    assert.equal(r.statusCode, 400, `${new_name}: ${r.statusCode} ${r.body}`);
+  }
+  const scoped = await createTestKey(s, { account: 'acme', databases: ['shop3'] });
+  const r = await api(scoped.headers, 'POST', '/v1/databases/shop3/restore', {
+    backup_id: '00000000-0000-4000-8000-000000000001',
+    new_name: 'rv5_restored',
+  });
+  assert.ok(r.statusCode === 403 || r.statusCode === 404, `${r.statusCode} ${r.body}`);
+  const made = await s.db.pool.query(
+    "SELECT 1 FROM databases WHERE name LIKE 'bulwark%' OR name = 'rv5_restored'",
+  );
+  assert.equal(made.rowCount, 0);
 });
