@@ -11,6 +11,7 @@ export async function startReceiver(host = '127.0.0.1') {
   const received: Received[] = [];
   let connections = 0;
   let answer: (r: Received) => number = () => 200;
+  const listeners = new Set<(r: Received, path: string) => void>();
   const server = http.createServer((req, res) => {
     let body = '';
     req.setEncoding('utf8');
@@ -20,6 +21,7 @@ export async function startReceiver(host = '127.0.0.1') {
     req.on('end', () => {
       const r = { headers: req.headers, body, at: Date.now() };
       received.push(r);
+      for (const fn of listeners) fn(r, req.url ?? '');
       const code = answer(r);
       res.writeHead(code, code >= 300 && code < 400 ? { location: 'http://127.0.0.1/' } : {});
       res.end(code >= 200 && code < 300 ? 'ok' : 'x'.repeat(3000));
@@ -38,6 +40,11 @@ export async function startReceiver(host = '127.0.0.1') {
     connections: () => connections,
     answerWith(fn: (r: Received) => number) {
       answer = fn;
+    },
+    /** Calls `fn` at every request received (with its path); returns the unsubscribe. */
+    onReceived(fn: (r: Received, path: string) => void) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
     },
     close: () =>
       new Promise<void>((resolve) => {

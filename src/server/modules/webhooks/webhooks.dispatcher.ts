@@ -3,16 +3,16 @@
  * them. Its source is the chained audit log, read after a durable cursor (`webhook_dispatch`, the
  * last audit seq dispatched: seq is given only to committed events, in increasing order, so
  * nothing committed late is skipped), and the `event_outbox` rows not yet taken. One pass is one
- * transaction: it locks the cursor row (replicas take turns), maps events to types, matches the
- * account's enabled subscriptions, inserts one delivery per (webhook, event) and moves the cursor.
+ * transaction: it locks the cursor row (replicas take turns), maps events to types, inserts one
+ * delivery per (subscribed enabled webhook, event) in one statement and moves the cursor.
  *
  * Woken when this process's audit chainer chains events, on NOTIFY `bulwark_events` (outbox rows),
  * and by a poll (the other replicas' events, a lost notification).
  */
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Db, withTx } from '../../db/pool.ts';
-import { eventFromAudit, eventFromOutbox, subscribed, type WebhookEvent } from './webhooks.events.ts';
+import { eventFromAudit, eventFromOutbox, type WebhookEvent } from './webhooks.events.ts';
+import * as queue from './webhooks.queue.ts';
 import * as repo from './webhooks.repo.ts';
 
 const BATCH = 500;
@@ -61,29 +61,13 @@ export function createDispatcher(deps: {
         const e = eventFromOutbox(row);
         if (e) events.push(e);
       }
-      let queued = 0;
-      if (events.length) {
-        const accounts = [...new Set(events.map((e) => e.account_id))];
-        const subs = await repo.subscribersOf(tx, accounts);
-        const rows: repo.NewDelivery[] = [];
-        for (const e of events) {
-          let payload: string | null = null;
-          for (const w of subs) {
-            if (w.account_id !== e.account_id || !subscribed(w.events, e.type)) continue;
-            payload ??= payloadOf(e);
-            rows.push({
-              id: randomUUID(),
-              webhookId: w.id,
-              accountId: e.account_id,
-              eventId: e.id,
-              eventType: e.type,
-              payload,
-              maxAttempts: deps.maxAttempts,
-            });
-          }
-        }
-        queued = await repo.insertDeliveries(tx, rows);
-      }
+      // One INSERT…SELECT for the whole pass: the subscriptions are matched in the database, and
+      // each payload is sent once, whatever the number of webhooks.
+      const queued = await queue.queueEvents(
+        tx,
+        events.map((e) => ({ accountId: e.account_id, eventId: e.id, type: e.type, payload: payloadOf(e) })),
+        deps.maxAttempts,
+      );
       const last = audit.at(-1);
       if (last) await repo.advanceCursor(tx, Number(last.seq));
       await repo.markOutboxTaken(

@@ -229,97 +229,6 @@ export async function findDelivery(
   return r.rows[0] ?? null;
 }
 
-/** A claimed delivery with what sending it needs. */
-export type ClaimedDelivery = DeliveryRow & {
-  url: string;
-  secret_sealed: string;
-  previous_secret_sealed: string | null;
-  previous_secret_expires_at: Date | null;
-};
-
-/**
- * Claims up to `limit` due deliveries of enabled webhooks: counts the attempt and pushes the next
- * attempt `leaseMs` away (the lease: a worker that dies mid-attempt leaves the row to be claimed
- * again after it). One short transaction; the HTTP request happens after its commit.
- */
-export async function claimDue(db: Queryable, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
-  const r = await db.query<ClaimedDelivery>(
-    `WITH due AS (
-       SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-        WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now() AND w.enabled
-        ORDER BY d.next_attempt_at LIMIT $1
-        FOR UPDATE OF d SKIP LOCKED)
-     UPDATE webhook_deliveries d
-        SET attempts = d.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
-       FROM due, webhooks w
-      WHERE d.id = due.id AND w.id = d.webhook_id
-      RETURNING d.id, d.webhook_id, d.account_id, d.event_id, d.event_type, d.payload, d.status, d.attempts,
-                d.max_attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.duration_ms,
-                d.response_body, d.created_at, d.delivered_at, '0' AS created_us,
-                w.url, w.secret_sealed, w.previous_secret_sealed, w.previous_secret_expires_at`,
-    [limit, leaseMs],
-  );
-  return r.rows;
-}
-
-/** When the next due delivery is (for the worker's sleep), or null when none waits. */
-export async function nextDueAt(db: Queryable): Promise<Date | null> {
-  const r = await db.query<{ at: Date | null }>(
-    `SELECT min(d.next_attempt_at) AS at FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-      WHERE d.status IN ('pending', 'failed') AND w.enabled`,
-  );
-  return r.rows[0]?.at ?? null;
-}
-
-export async function recordAttempt(
-  db: Queryable,
-  id: string,
-  a: {
-    status: 'succeeded' | 'failed' | 'dead';
-    nextAttemptInMs: number | null;
-    statusCode: number | null;
-    error: string | null;
-    durationMs: number;
-    responseBody: string | null;
-  },
-): Promise<void> {
-  await db.query(
-    `UPDATE webhook_deliveries
-        SET status = $2,
-            next_attempt_at = CASE WHEN $3::int IS NULL THEN NULL ELSE now() + $3::int * interval '1 millisecond' END,
-            last_status_code = $4, last_error = $5, duration_ms = $6, response_body = $7,
-            delivered_at = CASE WHEN $2 = 'succeeded' THEN now() ELSE delivered_at END
-      WHERE id = $1`,
-    [id, a.status, a.nextAttemptInMs, a.statusCode, a.error, a.durationMs, a.responseBody],
-  );
-}
-
-/**
- * The webhook's failure streak after an attempt: reset on success; on failure counted, with the
- * time it began. Returns the row as updated (locked in `tx` by the update).
- */
-export async function noteOutcome(
-  db: Queryable,
-  webhookId: string,
-  ok: boolean,
-): Promise<{
-  account_id: string;
-  enabled: boolean;
-  consecutive_failures: number;
-  failing_since: Date | null;
-} | null> {
-  const r = await db.query(
-    ok
-      ? `UPDATE webhooks SET consecutive_failures = 0, failing_since = NULL WHERE id = $1
-         RETURNING account_id, enabled, consecutive_failures, failing_since`
-      : `UPDATE webhooks SET consecutive_failures = consecutive_failures + 1,
-                             failing_since = COALESCE(failing_since, now())
-          WHERE id = $1 RETURNING account_id, enabled, consecutive_failures, failing_since`,
-    [webhookId],
-  );
-  return r.rows[0] ?? null;
-}
-
 export async function disableWebhook(db: Queryable, id: string, reason: string): Promise<void> {
   await db.query(
     'UPDATE webhooks SET enabled = false, disabled_reason = $2, updated_at = now() WHERE id = $1',
@@ -381,12 +290,4 @@ export async function lockOutbox(db: Queryable, limit: number) {
 export async function markOutboxTaken(db: Queryable, ids: readonly string[]): Promise<void> {
   if (ids.length)
     await db.query('UPDATE event_outbox SET delivered_at = now() WHERE id = ANY($1::bigint[])', [ids]);
-}
-
-export async function subscribersOf(db: Queryable, accountIds: readonly string[]) {
-  const r = await db.query<{ id: string; account_id: string; events: string[] }>(
-    'SELECT id, account_id, events FROM webhooks WHERE enabled AND account_id = ANY($1::uuid[])',
-    [accountIds],
-  );
-  return r.rows;
 }

@@ -2,6 +2,11 @@
  * One delivery attempt over HTTP(S): signed, sent to the address checked by ssrf.ts (the client's
  * `lookup` answers with it, so the host name is never resolved a second time), redirects never
  * followed (a 3xx is a failure), a total deadline, the first 1 KB of the answer kept.
+ *
+ * Connections are kept alive in a pool per (account, scheme, checked address, port, host name):
+ * a socket in a pool was opened to that one checked address, so reusing it still reaches the
+ * checked address (a name that now resolves elsewhere is checked again and gets another pool), the
+ * TLS name is the one the socket's certificate was checked for, and no two accounts share a socket.
  */
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
@@ -35,11 +40,58 @@ function pinnedLookup(address: string, family: 4 | 6): LookupFunction {
   }) as unknown as LookupFunction;
 }
 
+const POOL_IDLE_MS = 30_000;
+const POOL_MAX = 512;
+
+/** Keep-alive agents, one per (account, scheme, checked address, port, host name). */
+export class ConnectionPools {
+  private readonly pools = new Map<string, { agent: http.Agent; usedAt: number }>();
+
+  agentFor(accountId: string, d: Destination): http.Agent {
+    const key = `${accountId}|${d.url.protocol}|${d.address}|${d.port}|${d.host}`;
+    const now = Date.now();
+    let p = this.pools.get(key);
+    if (!p) {
+      this.sweep(now);
+      const options = {
+        keepAlive: true,
+        maxSockets: 16,
+        maxFreeSockets: 4,
+        timeout: 15_000,
+        scheduling: 'lifo' as const,
+      };
+      p = {
+        agent: d.url.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options),
+        usedAt: now,
+      };
+      this.pools.set(key, p);
+    }
+    p.usedAt = now;
+    return p.agent;
+  }
+
+  /** Closes pools idle for a while (and the oldest when there are too many). */
+  private sweep(now: number) {
+    for (const [key, p] of this.pools)
+      if (now - p.usedAt > POOL_IDLE_MS || this.pools.size >= POOL_MAX) {
+        p.agent.destroy();
+        this.pools.delete(key);
+      }
+  }
+
+  close() {
+    for (const p of this.pools.values()) p.agent.destroy();
+    this.pools.clear();
+  }
+}
+
 export function sendDelivery(opts: {
   destination: Destination;
   body: string;
   headers: Record<string, string>;
   timeoutMs: number;
+  /** A keep-alive agent for this destination (ConnectionPools); none: a fresh connection. */
+  agent?: http.Agent;
 }): Promise<AttemptResult> {
   const { destination: d } = opts;
   const started = performance.now();
@@ -68,7 +120,7 @@ export function sendDelivery(opts: {
       },
       lookup: pinnedLookup(d.address, d.family),
       family: d.family,
-      agent: false,
+      agent: opts.agent ?? false,
       ...(d.url.protocol === 'https:' && !/^[0-9.]+$|:/.test(d.host) ? { servername: d.host } : {}),
     });
     const deadline = setTimeout(() => {

@@ -6,14 +6,21 @@
  * worker that dies mid-attempt leaves the row to be claimed again once the lease ends. A webhook
  * whose deliveries have failed continuously for `disableAfterMs` is disabled, with an audit
  * event `webhook.disabled`.
+ *
+ * Cost per delivery (ADR 0032): claims are one statement per batch; outcomes are gathered and
+ * recorded one transaction per batch (not one per delivery); the destination check is shared by
+ * the deliveries of one claimed batch with the same URL (made when the batch is sent, so still at
+ * every attempt); connections are kept alive per checked address (webhooks.sender.ts); opened
+ * secrets are cached by their sealed value (a rotation seals a new value: the cache follows).
  */
 import type { Logger } from 'pino';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
-import { checkDestination, type DestinationPolicy, DestinationRefused } from './ssrf.ts';
+import { checkDestination, type Destination, type DestinationPolicy, DestinationRefused } from './ssrf.ts';
+import * as queue from './webhooks.queue.ts';
 import * as repo from './webhooks.repo.ts';
-import { type AttemptResult, sendDelivery, signatureHeader } from './webhooks.sender.ts';
+import { type AttemptResult, ConnectionPools, sendDelivery, signatureHeader } from './webhooks.sender.ts';
 
 export const secretContext = (webhookId: string) => `webhook-secret:${webhookId}`;
 
@@ -30,6 +37,15 @@ export type WorkerSettings = {
 export function backoffMs(attempt: number, base: number, cap: number, random = Math.random): number {
   const ceiling = Math.min(cap, base * 2 ** Math.min(attempt - 1, 30));
   return Math.floor(random() * ceiling);
+}
+
+/** `p`, or a rejection when it takes longer than `ms` (the work itself may go on, unheeded). */
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms (resolving the destination)`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 export type DeliveryWorker = {
@@ -55,28 +71,110 @@ export function createDeliveryWorker(deps: {
   let timer: NodeJS.Timeout | undefined;
   let claiming = false;
   let again = false;
+  const pools = new ConnectionPools();
 
-  const secretsOf = (d: repo.ClaimedDelivery): string[] => {
+  // Opened secrets by (webhook, sealed value): a rotation or a new webhook brings a new sealed
+  // value, so the cache never serves a replaced secret. Bounded; cleared when full.
+  const opened = new Map<string, string>();
+  const open = (webhookId: string, sealed: string): string => {
     if (!deps.box) throw new Error('no master key: webhook secrets cannot be opened');
-    const out = [deps.box.open(d.secret_sealed, secretContext(d.webhook_id))];
+    const key = `${webhookId}:${sealed}`;
+    let secret = opened.get(key);
+    if (secret === undefined) {
+      secret = deps.box.open(sealed, secretContext(webhookId));
+      if (opened.size >= 1_000) opened.clear();
+      opened.set(key, secret);
+    }
+    return secret;
+  };
+  const secretsOf = (d: queue.ClaimedDelivery): string[] => {
+    const out = [open(d.webhook_id, d.secret_sealed)];
     if (
       d.previous_secret_sealed &&
       d.previous_secret_expires_at &&
       d.previous_secret_expires_at.getTime() > Date.now()
     )
-      out.push(deps.box.open(d.previous_secret_sealed, secretContext(d.webhook_id)));
+      out.push(open(d.webhook_id, d.previous_secret_sealed));
     return out;
   };
 
-  const attempt = async (d: repo.ClaimedDelivery): Promise<void> => {
+  // --- Outcomes: gathered, recorded one transaction per batch -----------------------------------
+  let outcomes: queue.Outcome[] = [];
+  let recording: Promise<void> | null = null;
+
+  const recordBatch = async (batch: queue.Outcome[]) => {
+    const lastError = new Map<string, string | null>();
+    for (const o of batch) if (!o.ok) lastError.set(o.webhookId, o.error);
+    await withTx(deps.db, async (tx) => {
+      // The webhooks' rows first (in id order), then the deliveries': the order a DELETE of a
+      // webhook (its cascade) takes them in, so the two never deadlock.
+      const failing = await queue.noteStreaks(tx, batch);
+      await queue.recordOutcomes(tx, batch);
+      for (const w of failing) {
+        if (!w.enabled || !w.failing_since) continue;
+        if (Date.now() - w.failing_since.getTime() < cfg.disableAfterMs) continue;
+        const reason =
+          `Every delivery failed since ${w.failing_since.toISOString()} (${w.consecutive_failures} in a row); last: ${lastError.get(w.id) ?? 'failure'}`.slice(
+            0,
+            500,
+          );
+        await repo.disableWebhook(tx, w.id, reason);
+        await deps.audit.record(tx, {
+          action: 'webhook.disabled',
+          actorType: 'system',
+          accountId: w.account_id,
+          outcome: 'failure',
+          targetType: 'webhook',
+          targetId: w.id,
+          details: {
+            consecutive_failures: w.consecutive_failures,
+            failing_since: w.failing_since.toISOString(),
+          },
+        });
+        log.warn({ webhook_id: w.id }, 'webhook disabled after failing continuously');
+      }
+    });
+  };
+
+  /** Records every gathered outcome (one batch at a time); resolves when none is left. */
+  const record = (): Promise<void> => {
+    if (recording) return recording;
+    recording = (async () => {
+      let failures = 0;
+      while (outcomes.length) {
+        const batch = outcomes;
+        outcomes = [];
+        try {
+          await recordBatch(batch);
+          failures = 0;
+        } catch (err) {
+          // Kept for the next try; if this process dies meanwhile, the lease ends and the
+          // deliveries are sent again (at least once).
+          outcomes = batch.concat(outcomes);
+          log.error({ err: { message: (err as Error).message } }, 'webhook outcomes not recorded; retrying');
+          if (++failures >= 3) break;
+          await new Promise((r) => setTimeout(r, 100 * failures));
+        }
+      }
+    })().finally(() => {
+      recording = null;
+      if (!stopped) kick();
+    });
+    return recording;
+  };
+
+  const attempt = async (d: queue.ClaimedDelivery, destination: Promise<Destination>): Promise<void> => {
     let result: AttemptResult;
+    const started = Date.now();
     try {
-      const destination = await checkDestination(d.url, deps.policy());
+      // The deadline covers the destination check (a slow DNS answer) and the request together.
+      const dest = await withDeadline(destination, cfg.timeoutMs);
       const t = Math.floor(Date.now() / 1000);
       result = await sendDelivery({
-        destination,
+        destination: dest,
+        agent: pools.agentFor(d.account_id, dest),
         body: d.payload,
-        timeoutMs: cfg.timeoutMs,
+        timeoutMs: Math.max(1, cfg.timeoutMs - (Date.now() - started)),
         headers: {
           'bulwark-signature': signatureHeader(secretsOf(d), d.payload, t),
           'bulwark-delivery': d.id,
@@ -97,52 +195,30 @@ export function createDeliveryWorker(deps: {
       };
     }
     const dead = !result.ok && d.attempts >= d.max_attempts;
-    await withTx(deps.db, async (tx) => {
-      // The webhook's row first, then the delivery's: the order a DELETE of the webhook (its
-      // cascade) takes them in, so the two never deadlock.
-      const w = await repo.noteOutcome(tx, d.webhook_id, result.ok);
-      await repo.recordAttempt(tx, d.id, {
-        status: result.ok ? 'succeeded' : dead ? 'dead' : 'failed',
-        nextAttemptInMs: result.ok || dead ? null : backoffMs(d.attempts, cfg.retryBaseMs, cfg.retryMaxMs),
-        statusCode: result.statusCode,
-        error: result.error,
-        durationMs: result.durationMs,
-        responseBody: result.responseBody,
-      });
-      if (!w || result.ok || !w.enabled || !w.failing_since) return;
-      if (Date.now() - w.failing_since.getTime() < cfg.disableAfterMs) return;
-      const reason =
-        `Every delivery failed since ${w.failing_since.toISOString()} (${w.consecutive_failures} in a row); last: ${result.error ?? 'failure'}`.slice(
-          0,
-          500,
-        );
-      await repo.disableWebhook(tx, d.webhook_id, reason);
-      await deps.audit.record(tx, {
-        action: 'webhook.disabled',
-        actorType: 'system',
-        accountId: w.account_id,
-        outcome: 'failure',
-        targetType: 'webhook',
-        targetId: d.webhook_id,
-        details: {
-          consecutive_failures: w.consecutive_failures,
-          failing_since: w.failing_since.toISOString(),
-        },
-      });
-      log.warn({ webhook_id: d.webhook_id }, 'webhook disabled after failing continuously');
+    outcomes.push({
+      deliveryId: d.id,
+      webhookId: d.webhook_id,
+      ok: result.ok,
+      status: result.ok ? 'succeeded' : dead ? 'dead' : 'failed',
+      nextAttemptInMs: result.ok || dead ? null : backoffMs(d.attempts, cfg.retryBaseMs, cfg.retryMaxMs),
+      statusCode: result.statusCode,
+      error: result.error,
+      durationMs: result.durationMs,
+      responseBody: result.responseBody,
     });
   };
 
-  const launch = (d: repo.ClaimedDelivery) => {
+  const launch = (d: queue.ClaimedDelivery, destination: Promise<Destination>) => {
     inFlight++;
-    const p = attempt(d)
+    const p = attempt(d, destination)
       .catch((err: Error) =>
         log.error({ err: { message: err.message }, delivery_id: d.id }, 'webhook attempt failed'),
       )
       .finally(() => {
         inFlight--;
         attempts.delete(p);
-        if (!stopped) kick();
+        // Whatever finished in this turn of the loop is recorded together.
+        setImmediate(() => void record());
       });
     attempts.add(p);
   };
@@ -151,8 +227,18 @@ export function createDeliveryWorker(deps: {
   const claimRound = async (): Promise<number> => {
     const room = cfg.concurrency - inFlight;
     if (room <= 0) return 0;
-    const claimed = await repo.claimDue(deps.db, room, cfg.timeoutMs + 30_000);
-    for (const d of claimed) launch(d);
+    const claimed = await queue.claimDue(deps.db, room, cfg.timeoutMs + 30_000);
+    // One check per URL per batch, made now: every attempt is still checked when it is sent.
+    const checks = new Map<string, Promise<Destination>>();
+    for (const d of claimed) {
+      let check = checks.get(d.url);
+      if (!check) {
+        check = checkDestination(d.url, deps.policy());
+        check.catch(() => {});
+        checks.set(d.url, check);
+      }
+      launch(d, check);
+    }
     return claimed.length;
   };
 
@@ -160,7 +246,8 @@ export function createDeliveryWorker(deps: {
   const schedule = async () => {
     clearTimeout(timer);
     if (stopped) return;
-    const next = await repo.nextDueAt(deps.db).catch(() => null);
+    // Attempts in flight kick again when their outcomes are recorded.
+    const next = inFlight > 0 ? null : await queue.nextDueAt(deps.db).catch(() => null);
     const wait = next ? Math.max(0, Math.min(cfg.pollMs, next.getTime() - Date.now())) : cfg.pollMs;
     clearTimeout(timer);
     if (stopped) return;
@@ -179,8 +266,10 @@ export function createDeliveryWorker(deps: {
       try {
         do {
           again = false;
+          const room = cfg.concurrency - inFlight;
           const n = await claimRound();
-          if (n > 0 && inFlight < cfg.concurrency) again = true;
+          // A full batch: more may be waiting (as soon as there is room).
+          if (n > 0 && n === room && inFlight < cfg.concurrency) again = true;
         } while (again && !stopped);
         await schedule();
       } catch (err) {
@@ -193,6 +282,11 @@ export function createDeliveryWorker(deps: {
     })();
   }
 
+  const settle = async () => {
+    await Promise.allSettled([...attempts]);
+    await record();
+  };
+
   return {
     kick,
     start() {
@@ -202,11 +296,12 @@ export function createDeliveryWorker(deps: {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      await Promise.allSettled([...attempts]);
+      await settle();
+      pools.close();
     },
     async runOnce() {
       const n = await claimRound();
-      await Promise.allSettled([...attempts]);
+      await settle();
       return n;
     },
   };

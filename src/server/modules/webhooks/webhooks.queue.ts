@@ -1,0 +1,163 @@
+/**
+ * SQL of the delivery queue (migration 0030), written for batches: one statement queues every
+ * delivery of a dispatcher pass, one claims a batch, and one transaction records a batch of
+ * outcomes (ADR 0032, "Cost per event").
+ */
+import type { Queryable } from '../../db/pool.ts';
+import type { DeliveryRow } from './webhooks.repo.ts';
+
+export type QueuedEvent = { accountId: string; eventId: string; type: string; payload: string };
+
+/**
+ * Queues one delivery per (enabled webhook of the event's account subscribed to its type, event):
+ * a single INSERT…SELECT for the whole pass, each payload sent once whatever the number of
+ * webhooks. The subscription test is `subscribed()` of webhooks.events.ts: `*`, the type, or its
+ * area's `<area>.*`. A (webhook, event) pair already queued is skipped. Returns how many.
+ */
+export async function queueEvents(
+  db: Queryable,
+  events: readonly QueuedEvent[],
+  maxAttempts: number,
+): Promise<number> {
+  if (events.length === 0) return 0;
+  const r = await db.query(
+    `INSERT INTO webhook_deliveries
+       (id, webhook_id, account_id, event_id, event_type, payload, max_attempts, next_attempt_at)
+     SELECT gen_random_uuid(), w.id, e.account_id, e.event_id, e.type, e.payload, $5, now()
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+            WITH ORDINALITY AS e(account_id, event_id, type, payload, ord)
+       JOIN webhooks w ON w.account_id = e.account_id AND w.enabled
+                      AND w.events && ARRAY['*', e.type, split_part(e.type, '.', 1) || '.*']
+      ORDER BY e.ord, w.id
+     ON CONFLICT (webhook_id, event_id) WHERE redelivery_of IS NULL DO NOTHING`,
+    [
+      events.map((e) => e.accountId),
+      events.map((e) => e.eventId),
+      events.map((e) => e.type),
+      events.map((e) => e.payload),
+      maxAttempts,
+    ],
+  );
+  return r.rowCount ?? 0;
+}
+
+/** A claimed delivery with what sending it needs. */
+export type ClaimedDelivery = DeliveryRow & {
+  url: string;
+  secret_sealed: string;
+  previous_secret_sealed: string | null;
+  previous_secret_expires_at: Date | null;
+};
+
+/**
+ * Claims up to `limit` due deliveries of enabled webhooks: counts the attempt and pushes the next
+ * attempt `leaseMs` away (the lease: a worker that dies mid-attempt leaves the row to be claimed
+ * again after it). One statement; the HTTP requests happen after its commit.
+ */
+export async function claimDue(db: Queryable, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
+  const r = await db.query<ClaimedDelivery>(
+    `WITH due AS (
+       SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+        WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now() AND w.enabled
+        ORDER BY d.next_attempt_at LIMIT $1
+        FOR UPDATE OF d SKIP LOCKED)
+     UPDATE webhook_deliveries d
+        SET attempts = d.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
+       FROM due, webhooks w
+      WHERE d.id = due.id AND w.id = d.webhook_id
+      RETURNING d.id, d.webhook_id, d.account_id, d.event_id, d.event_type, d.payload, d.status, d.attempts,
+                d.max_attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.duration_ms,
+                d.response_body, d.created_at, d.delivered_at, '0' AS created_us,
+                w.url, w.secret_sealed, w.previous_secret_sealed, w.previous_secret_expires_at`,
+    [limit, leaseMs],
+  );
+  return r.rows;
+}
+
+/** When the next due delivery is (for the worker's sleep), or null when none waits. */
+export async function nextDueAt(db: Queryable): Promise<Date | null> {
+  const r = await db.query<{ at: Date | null }>(
+    `SELECT min(d.next_attempt_at) AS at FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+      WHERE d.status IN ('pending', 'failed') AND w.enabled`,
+  );
+  return r.rows[0]?.at ?? null;
+}
+
+export type Outcome = {
+  deliveryId: string;
+  webhookId: string;
+  ok: boolean;
+  status: 'succeeded' | 'failed' | 'dead';
+  nextAttemptInMs: number | null;
+  statusCode: number | null;
+  error: string | null;
+  durationMs: number;
+  responseBody: string | null;
+};
+
+export type Streak = {
+  id: string;
+  account_id: string;
+  enabled: boolean;
+  consecutive_failures: number;
+  failing_since: Date | null;
+};
+
+/**
+ * The webhooks' failure streaks after a batch of outcomes (in the order they happened): a success
+ * ends a streak, the failures after the last success extend or begin one. Rows whose streak does
+ * not change (a success with no streak: the common case) are neither written nor locked; the rest
+ * are locked in id order (two workers never deadlock). Returns the failing webhooks as updated.
+ */
+export async function noteStreaks(db: Queryable, outcomes: readonly Outcome[]): Promise<Streak[]> {
+  const by = new Map<string, { reset: boolean; add: number }>();
+  for (const o of outcomes) {
+    const s = by.get(o.webhookId) ?? { reset: false, add: 0 };
+    if (o.ok) by.set(o.webhookId, { reset: true, add: 0 });
+    else by.set(o.webhookId, { reset: s.reset, add: s.add + 1 });
+  }
+  const ids = [...by.keys()].sort();
+  const r = await db.query<Streak>(
+    `WITH u AS (SELECT * FROM unnest($1::uuid[], $2::bool[], $3::int[]) AS u(id, reset, add)),
+          locked AS (
+       SELECT w.id FROM webhooks w JOIN u ON u.id = w.id
+        WHERE u.add > 0 OR w.consecutive_failures <> 0 OR w.failing_since IS NOT NULL
+        ORDER BY w.id FOR UPDATE OF w)
+     UPDATE webhooks w
+        SET consecutive_failures = CASE WHEN u.reset THEN u.add ELSE w.consecutive_failures + u.add END,
+            failing_since = CASE WHEN u.add = 0 THEN NULL
+                                 WHEN u.reset THEN now()
+                                 ELSE COALESCE(w.failing_since, now()) END
+       FROM locked, u
+      WHERE w.id = locked.id AND u.id = w.id
+      RETURNING w.id, w.account_id, w.enabled, w.consecutive_failures, w.failing_since`,
+    [ids, ids.map((id) => by.get(id)?.reset ?? false), ids.map((id) => by.get(id)?.add ?? 0)],
+  );
+  return r.rows.filter((w) => w.consecutive_failures > 0);
+}
+
+/** Records a batch of attempts' outcomes: one statement. */
+export async function recordOutcomes(db: Queryable, outcomes: readonly Outcome[]): Promise<void> {
+  if (outcomes.length === 0) return;
+  await db.query(
+    `UPDATE webhook_deliveries d
+        SET status = u.status,
+            next_attempt_at = CASE WHEN u.next_ms IS NULL THEN NULL
+                                   ELSE now() + u.next_ms * interval '1 millisecond' END,
+            last_status_code = u.code, last_error = u.error, duration_ms = u.duration,
+            response_body = u.body,
+            delivered_at = CASE WHEN u.status = 'succeeded' THEN now() ELSE d.delivered_at END
+       FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::int[], $7::text[])
+            AS u(id, status, next_ms, code, error, duration, body)
+      WHERE d.id = u.id`,
+    [
+      outcomes.map((o) => o.deliveryId),
+      outcomes.map((o) => o.status),
+      outcomes.map((o) => o.nextAttemptInMs),
+      outcomes.map((o) => o.statusCode),
+      outcomes.map((o) => o.error),
+      outcomes.map((o) => o.durationMs),
+      outcomes.map((o) => o.responseBody),
+    ],
+  );
+}
