@@ -49,6 +49,7 @@ export function createDispatcher(deps: {
   /** One pass: returns [queued, more waiting]. */
   const pass = () =>
     withTx(deps.db, async (tx) => {
+      await queue.asyncCommit(tx);
       const cursor = await repo.lockCursor(tx);
       const audit = await repo.chainedAfter(tx, cursor, BATCH);
       const outbox = await repo.lockOutbox(tx, BATCH);

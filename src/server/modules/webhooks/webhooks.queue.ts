@@ -6,6 +6,17 @@
 import type { Queryable } from '../../db/pool.ts';
 import type { DeliveryRow } from './webhooks.repo.ts';
 
+/**
+ * The queue's own transactions commit without waiting for the WAL flush (as the audit chainer's
+ * do): a crash can lose only their last few commits, and each loss is undone safely — a lost
+ * dispatcher pass leaves its cursor and outbox rows where they were (the pass is redone, the
+ * unique index makes it harmless), a lost claim or outcome leaves the delivery due again (sent
+ * again: delivery is at least once, and `bulwark-delivery` lets a receiver drop a repeat).
+ */
+export async function asyncCommit(tx: Queryable): Promise<void> {
+  await tx.query("SET LOCAL synchronous_commit = 'off'");
+}
+
 export type QueuedEvent = { accountId: string; eventId: string; type: string; payload: string };
 
 /**
@@ -52,12 +63,14 @@ export type ClaimedDelivery = DeliveryRow & {
 /**
  * Claims up to `limit` due deliveries of enabled webhooks: counts the attempt and pushes the next
  * attempt `leaseMs` away (the lease: a worker that dies mid-attempt leaves the row to be claimed
- * again after it). One statement; the HTTP requests happen after its commit.
+ * again after it). One statement; the HTTP requests happen after its commit. Its commit does not
+ * wait for the WAL flush (ASYNC_COMMIT).
  */
 export async function claimDue(db: Queryable, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
   const r = await db.query<ClaimedDelivery>(
-    `WITH due AS (
-       SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+    `WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+          due AS (
+       SELECT d.id FROM async, webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
         WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now() AND w.enabled
         ORDER BY d.next_attempt_at LIMIT $1
         FOR UPDATE OF d SKIP LOCKED)

@@ -56,7 +56,7 @@ export class ConnectionPools {
       const options = {
         keepAlive: true,
         maxSockets: 16,
-        maxFreeSockets: 4,
+        maxFreeSockets: 16,
         timeout: 15_000,
         scheduling: 'lifo' as const,
       };

@@ -106,6 +106,7 @@ export function createDeliveryWorker(deps: {
     const lastError = new Map<string, string | null>();
     for (const o of batch) if (!o.ok) lastError.set(o.webhookId, o.error);
     await withTx(deps.db, async (tx) => {
+      await queue.asyncCommit(tx);
       // The webhooks' rows first (in id order), then the deliveries': the order a DELETE of a
       // webhook (its cascade) takes them in, so the two never deadlock.
       const failing = await queue.noteStreaks(tx, batch);
