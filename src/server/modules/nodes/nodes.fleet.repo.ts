@@ -35,6 +35,16 @@ export async function liveDatabaseCount(tx: Queryable, nodeId: string): Promise<
   return r.rows[0]?.n ?? 0;
 }
 
+/** Moves still copying or restoring from or to a node (ADR 0031): its jobs must not be ended under them. */
+export async function movesInFlight(tx: Queryable, nodeId: string): Promise<number> {
+  const r = await tx.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM database_moves
+      WHERE (source_node_id = $1 OR target_node_id = $1) AND status IN ('copying', 'restoring')`,
+    [nodeId],
+  );
+  return r.rows[0]?.n ?? 0;
+}
+
 /**
  * Disables a node for good: its token is gone (the agent is refused from now on), it is cordoned,
  * its pending enrollments are deleted, and the jobs still waiting for it are dead-lettered.

@@ -90,6 +90,14 @@ export function createNodesFleet(deps: {
             `Node ${locked.name} still holds ${remaining} database(s): move or delete them first`,
             { databases: remaining },
           );
+        // A move to or from it in flight would be left waiting on a disabled node (its source frozen).
+        const moves = await fleet.movesInFlight(tx, node.id);
+        if (moves > 0)
+          throw new AppError(
+            'conflict',
+            `Node ${locked.name} is the source or target of ${moves} move(s) in flight: wait for them to end`,
+            { moves },
+          );
         const ended = await fleet.decommissionNode(tx, locked);
         await deps.audit.record(tx, {
           ...actor(user, requestId),
