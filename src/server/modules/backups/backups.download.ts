@@ -250,7 +250,8 @@ export function createBackupDownloads(deps: {
      */
     async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
       await tx.query(`UPDATE jobs SET payload = payload - 'stream_token' WHERE id = $1`, [job.id]);
-      if (job.status === 'dead') relay.fail(job.id, (job.last_error ?? 'the job failed').slice(0, 300));
+      // Finished without its archive going through this server (a slot still waiting): end the wait.
+      relay.fail(job.id, (job.last_error ?? 'the job ended without sending the archive').slice(0, 300));
     },
 
     relay,
