@@ -605,3 +605,43 @@ test("keep-alive: no socket carries two accounts' deliveries to the same receive
     await shared.close();
   }
 });
+
+test('request events carry the SQL redacted: no literal of any quoting style, no comment, no number', async () => {
+  const p = await slackSetup();
+  const hook = await createHook(adminA, fast.url('/sql'), ['request.*']);
+  try {
+    const sql =
+      "CREATE TABLE rv5_secret (a text DEFAULT 'hunter2-sq', b text DEFAULT $tag$hunter2-dollar$tag$, " +
+      "c text DEFAULT E'hunter2-e\\'x', d text DEFAULT U&'hunter2\\0041', e int DEFAULT 987654321) /* hunter2-c */ -- hunter2-l";
+    const made = await api(s).create(DB, p.requester.headers, { sql, reason: 'hunter2-reason is free text' });
+    assert.equal(made.statusCode, 201, made.body);
+    const id = made.json().id as string;
+    const payload = await waitFor('the request.pending delivery', async () => {
+      const page = (await inject('GET', `/v1/webhooks/${hook.id}/deliveries`, adminA.headers)).json();
+      for (const d of page.items as { id: string; event_type: string }[]) {
+        if (d.event_type !== 'request.pending') continue;
+        const full = (
+          await inject('GET', `/v1/webhooks/${hook.id}/deliveries/${d.id}`, adminA.headers)
+        ).json();
+        if ((full.payload as string).includes(id)) return full.payload as string;
+      }
+      return null;
+    });
+    const body = JSON.parse(payload) as { data: { details: { sql?: string } } };
+    assert.ok(body.data.details.sql, payload);
+    assert.ok(!/hunter2-(sq|dollar|e|c|l)|hunter2\\\\0041|987654321/.test(payload), payload);
+  } finally {
+    await inject('DELETE', `/v1/webhooks/${hook.id}`, adminA.headers);
+  }
+});
+
+test("Slack: a workspace another account holds cannot be claimed (409), and its signed requests stay that account's", async () => {
+  const p = await slackSetup();
+  const r = await api(s).call('PUT', '/v1/integrations/slack', p.bOwner.headers, { team_id: TEAM_A });
+  assert.equal(r.statusCode, 409, r.body);
+  const b = expectStatus(await api(s).call('GET', '/v1/integrations/slack', p.bOwner.headers), 200);
+  assert.equal(b.team_id, TEAM_B);
+  // B's secret over A's team id: refused.
+  const id = await pendingRequest();
+  assert.equal((await press('U0RV5APP', 'bulwark_approve', id, SECRET_B, TEAM_A)).statusCode, 401);
+});
