@@ -645,3 +645,48 @@ test("Slack: a workspace another account holds cannot be claimed (409), and its 
   const id = await pendingRequest();
   assert.equal((await press('U0RV5APP', 'bulwark_approve', id, SECRET_B, TEAM_A)).statusCode, 401);
 });
+
+test('after a rotation, the old secret stops signing when its overlap ends (no cached secret keeps signing)', async () => {
+  const { createHmac } = await import('node:crypto');
+  const hook = await createHook(adminA, fast.url('/rot'));
+  try {
+    const rot = (
+      await inject('POST', `/v1/webhooks/${hook.id}/rotate-secret`, adminA.headers, { overlap_s: 1 })
+    ).json();
+    const sigOf = async () => {
+      const before = fast.received.length;
+      const d = await settled(adminA, hook.id, await sendTest(adminA, hook.id));
+      assert.equal(d.status, 'succeeded');
+      const got = fast.received.slice(before).find((x) => x.headers['bulwark-delivery'] === d.id)!;
+      const header = String(got.headers['bulwark-signature']);
+      const t = /t=(\d+)/.exec(header)![1];
+      const v1 = [...header.matchAll(/v1=([0-9a-f]{64})/g)].map((m) => m[1]);
+      const mac = (secret: string) => createHmac('sha256', secret).update(`${t}.${got.body}`).digest('hex');
+      return { v1, old: v1.includes(mac(hook.secret)), now: v1.includes(mac(rot.secret as string)) };
+    };
+    const during = await sigOf();
+    assert.ok(during.now && during.old, JSON.stringify(during));
+    await new Promise((r) => setTimeout(r, 1_500));
+    const afterOverlap = await sigOf();
+    assert.ok(afterOverlap.now, 'signed with the new secret');
+    assert.ok(!afterOverlap.old, 'the old secret no longer signs');
+    assert.equal(afterOverlap.v1.length, 1);
+    // A second rotation with no overlap: only the newest secret signs at once.
+    const rot2 = (
+      await inject('POST', `/v1/webhooks/${hook.id}/rotate-secret`, adminA.headers, { overlap_s: 0 })
+    ).json();
+    const before = fast.received.length;
+    const d = await settled(adminA, hook.id, await sendTest(adminA, hook.id));
+    const got = fast.received.slice(before).find((x) => x.headers['bulwark-delivery'] === d.id)!;
+    const header = String(got.headers['bulwark-signature']);
+    const t = /t=(\d+)/.exec(header)![1];
+    const v1 = [...header.matchAll(/v1=([0-9a-f]{64})/g)].map((m) => m[1]);
+    assert.deepEqual(v1, [
+      createHmac('sha256', rot2.secret as string)
+        .update(`${t}.${got.body}`)
+        .digest('hex'),
+    ]);
+  } finally {
+    await inject('DELETE', `/v1/webhooks/${hook.id}`, adminA.headers);
+  }
+});
