@@ -8,7 +8,9 @@
  *
  * As in a deployment, the receivers and the measuring client run in a separate Node process (this
  * file, forked with `--client`); this process holds PostgreSQL, PgBouncer and the server with its
- * dispatcher and delivery worker. The load average is printed at the start and at the end.
+ * dispatcher and delivery worker. The load average is printed at the start and at the end, and
+ * for each mode the server's event-loop utilisation and delay during its blocks (is the API's
+ * loop what the deliveries contend for?).
  *
  *   node bench/webhooks.bench.ts [events=100] [requests-per-mode=200]
  *   node --cpu-prof --cpu-prof-dir=/tmp/prof bench/webhooks.bench.ts …   (profiles the server side)
@@ -17,6 +19,7 @@ import { fork } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { type EventLoopUtilization, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { startReceiver } from '../test/helpers/webhook-receiver.ts';
 import { summarize } from './stats.ts';
@@ -25,8 +28,10 @@ const round = (v: number) => Math.round(v * 100) / 100;
 const loadavg = () => os.loadavg().map(round);
 
 type Plan = { url: string; key: string; events: number; perMode: number };
+type Mode = 'none' | 'twenty';
 type FromClient =
   | { op: 'enable'; on: boolean; seq: number }
+  | { op: 'block'; mode: Mode; phase: 'start' | 'end' }
   | { op: 'done'; latencies: number[]; none: number[]; twenty: number[] }
   | { op: 'error'; message: string };
 
@@ -81,12 +86,29 @@ async function main() {
   const child = fork(import.meta.filename, ['--client'], { execPath: process.execPath, execArgv: [] });
   try {
     const { key } = await createOperatorKey(db, { accountName: 'bench', level: 'admin' });
+    // The server's event loop during each mode's blocks: utilisation and delay.
+    const loop = {
+      none: { active: 0, idle: 0, delay: monitorEventLoopDelay({ resolution: 1 }) },
+      twenty: { active: 0, idle: 0, delay: monitorEventLoopDelay({ resolution: 1 }) },
+    };
+    let blockStart: EventLoopUtilization | null = null;
     const result = await new Promise<Extract<FromClient, { op: 'done' }>>((resolve, reject) => {
       child.on('exit', (code) => reject(new Error(`bench client exited (${code})`)));
       child.on('message', (m: FromClient) => {
         if (m.op === 'done') resolve(m);
         else if (m.op === 'error') reject(new Error(m.message));
-        else
+        else if (m.op === 'block') {
+          const l = loop[m.mode];
+          if (m.phase === 'start') {
+            blockStart = performance.eventLoopUtilization();
+            l.delay.enable();
+          } else if (blockStart) {
+            l.delay.disable();
+            const d = performance.eventLoopUtilization(blockStart);
+            l.active += d.active;
+            l.idle += d.idle;
+          }
+        } else
           db.query('UPDATE webhooks SET enabled = $1', [m.on]).then(
             () => child.send({ op: 'enabled', seq: m.seq }),
             reject,
@@ -117,6 +139,20 @@ async function main() {
             median_ratio: round(twenty.median / none.median),
             p95_ratio: round(twenty.p95 / none.p95),
           },
+          server_event_loop: Object.fromEntries(
+            (['none', 'twenty'] as const).map((mode) => {
+              const l = loop[mode];
+              const busy = l.active / (l.active + l.idle);
+              return [
+                mode === 'none' ? 'none' : 'twenty_webhooks',
+                {
+                  utilization: round(busy),
+                  delay_p50_ms: round(l.delay.percentile(50) / 1e6),
+                  delay_p99_ms: round(l.delay.percentile(99) / 1e6),
+                },
+              ];
+            }),
+          ),
           deliveries_succeeded: delivered.rows[0]?.n,
           processes: 'server+dispatcher+worker | receivers+client (forked)',
           loadavg_start: loadStart,
@@ -219,6 +255,7 @@ async function client() {
       const order = round % 2 === 0 ? (['none', 'twenty'] as const) : (['twenty', 'none'] as const);
       for (const mode of order) {
         await setEnabled(mode === 'twenty');
+        send({ op: 'block', mode, phase: 'start' });
         for (let i = 0; i < BLOCK; i++) {
           const t0 = performance.now();
           await createKey();
@@ -226,6 +263,7 @@ async function client() {
           if (mode === 'twenty') expected += 20;
         }
         await drained();
+        send({ op: 'block', mode, phase: 'end' });
       }
     }
     send({ op: 'done', latencies, none: samples.none, twenty: samples.twenty });

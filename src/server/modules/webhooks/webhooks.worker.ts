@@ -164,6 +164,23 @@ export function createDeliveryWorker(deps: {
     return recording;
   };
 
+  // A burst's outcomes are recorded together: at once when nothing else is in flight, else after
+  // a short gathering window (the outcome is not on the delivery's path: the receiver has it).
+  let recordTimer: NodeJS.Timeout | undefined;
+  const scheduleRecord = () => {
+    if (inFlight === 0) {
+      clearTimeout(recordTimer);
+      recordTimer = undefined;
+      setImmediate(() => void record());
+    } else if (!recordTimer) {
+      recordTimer = setTimeout(() => {
+        recordTimer = undefined;
+        void record();
+      }, 20);
+      recordTimer.unref();
+    }
+  };
+
   const attempt = async (d: queue.ClaimedDelivery, destination: Promise<Destination>): Promise<void> => {
     let result: AttemptResult;
     const started = Date.now();
@@ -218,8 +235,7 @@ export function createDeliveryWorker(deps: {
       .finally(() => {
         inFlight--;
         attempts.delete(p);
-        // Whatever finished in this turn of the loop is recorded together.
-        setImmediate(() => void record());
+        scheduleRecord();
       });
     attempts.add(p);
   };
@@ -298,6 +314,7 @@ export function createDeliveryWorker(deps: {
       stopped = true;
       clearTimeout(timer);
       await settle();
+      clearTimeout(recordTimer);
       pools.close();
     },
     async runOnce() {
