@@ -388,3 +388,20 @@ test('decommissioning the target of a move in flight never leaves the source fro
   assert.equal(thaw.rowCount, 1, 'the source is thawed');
   assert.equal(state.rows[0]?.status, 'failed');
 });
+
+test("another account, or an agent token, sees nothing of a database's moves and jobs", async () => {
+  const mine = await api(acmeAdmin.headers, 'GET', '/v1/databases/shop4/move');
+  assert.equal(mine.statusCode, 200, mine.body);
+  const theirs = await api(otherAdmin.headers, 'GET', '/v1/databases/shop4/move');
+  assert.equal(theirs.statusCode, 404, theirs.body);
+  const jobs = await api(otherAdmin.headers, 'GET', '/v1/jobs?limit=100');
+  assert.equal(jobs.statusCode, 200, jobs.body);
+  assert.doesNotMatch(jobs.body, /shop|move|stream_token/);
+  const acmeJobs = await api(acmeAdmin.headers, 'GET', '/v1/jobs?limit=100');
+  assert.doesNotMatch(acmeJobs.body, /stream_token|payload|data_key|verifier/);
+  const anyJob = (acmeJobs.json().items as { id: number }[])[0]!;
+  for (const headers of [otherAdmin.headers, { authorization: `Bearer ${nodeB.token}` }]) {
+    const r = await api(headers, 'GET', `/v1/jobs/${anyJob.id}`);
+    assert.ok([401, 403, 404].includes(r.statusCode), `${r.statusCode} ${r.body}`);
+  }
+});
