@@ -120,7 +120,9 @@ export type Streak = {
  * The webhooks' failure streaks after a batch of outcomes (in the order they happened): a success
  * ends a streak, the failures after the last success extend or begin one. Rows whose streak does
  * not change (a success with no streak: the common case) are neither written nor locked; the rest
- * are locked in id order (two workers never deadlock). Returns the failing webhooks as updated.
+ * are locked in id order (two workers never deadlock), at the strength an UPDATE takes (a delivery
+ * being queued for the webhook, its foreign key check, is not held up). Returns the failing
+ * webhooks as updated.
  */
 export async function noteStreaks(db: Queryable, outcomes: readonly Outcome[]): Promise<Streak[]> {
   const by = new Map<string, { reset: boolean; add: number }>();
@@ -135,7 +137,7 @@ export async function noteStreaks(db: Queryable, outcomes: readonly Outcome[]): 
           locked AS (
        SELECT w.id FROM webhooks w JOIN u ON u.id = w.id
         WHERE u.add > 0 OR w.consecutive_failures <> 0 OR w.failing_since IS NOT NULL
-        ORDER BY w.id FOR UPDATE OF w)
+        ORDER BY w.id FOR NO KEY UPDATE OF w)
      UPDATE webhooks w
         SET consecutive_failures = CASE WHEN u.reset THEN u.add ELSE w.consecutive_failures + u.add END,
             failing_since = CASE WHEN u.add = 0 THEN NULL
