@@ -690,3 +690,40 @@ test('after a rotation, the old secret stops signing when its overlap ends (no c
     await inject('DELETE', `/v1/webhooks/${hook.id}`, adminA.headers);
   }
 });
+
+// Last on purpose: when it finds what it looks for, the server's delivery outcomes stay unrecorded.
+test("a receiver answering with a NUL byte does not stop other accounts' delivery outcomes from being recorded", {
+  todo: 'finding (high): response_body keeps the NUL; recordOutcomes writes a whole batch in one UPDATE, PostgreSQL refuses text with 0x00, record() keeps the failed batch at the head of `outcomes`: from then on no outcome of any account is recorded (until restart), every claimed delivery is sent again at each lease end without end, and `outcomes` grows',
+}, async () => {
+  const nul = await rawServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('ok\u0000poison');
+  });
+  const attacker = await createHook(adminA, nul.url);
+  const victim = await createHook(adminB, fast.url('/after-nul'));
+  try {
+    const first = await settled(adminA, attacker.id, await sendTest(adminA, attacker.id), 5_000).catch(
+      () => null,
+    );
+    const before = fast.received.length;
+    const id = await sendTest(adminB, victim.id);
+    await waitFor('the victim receiver got the delivery', () => fast.received.length > before);
+    const d = await settled(adminB, victim.id, id, 5_000).catch(() => null);
+    // Unrecorded, the delivery is claimed again when its lease (timeout + 30 s) ends: sent twice.
+    const copies = () => fast.received.filter((x) => x.headers['bulwark-delivery'] === id).length;
+    if (!(d && d.status === 'succeeded'))
+      await waitFor('the unrecorded delivery sent again', () => copies() > 1, {
+        timeoutMs: TIMEOUT_MS + 40_000,
+        everyMs: 200,
+      }).catch(() => null);
+    assert.ok(
+      d && d.status === 'succeeded',
+      `the victim’s delivery was received ${copies()} time(s) and never recorded as delivered`,
+    );
+    assert.ok(first, "the NUL answer's own outcome was recorded");
+  } finally {
+    await inject('DELETE', `/v1/webhooks/${attacker.id}`, adminA.headers);
+    await inject('DELETE', `/v1/webhooks/${victim.id}`, adminB.headers);
+    await nul.close();
+  }
+});
