@@ -727,3 +727,19 @@ test("a receiver answering with a NUL byte does not stop other accounts' deliver
     await nul.close();
   }
 });
+
+test('a URL or description carrying a NUL byte is a 400, never a 500', async () => {
+  dns.set('public-nul.example', [{ address: '93.184.216.34', family: 4 }]);
+  for (const body of [
+    { url: 'http://public-nul.example/a\u0000b', events: ['webhook.test'] },
+    { url: 'http://public-nul.example/?q=\u0000', events: ['webhook.test'] },
+    { url: 'http://public-nul.example/', events: ['webhook.test'], description: 'x\u0000y' },
+  ]) {
+    const r = await inject('POST', '/v1/webhooks', adminA.headers, body);
+    assert.ok(
+      r.statusCode === 400 || r.statusCode === 201,
+      `${JSON.stringify(body)}: ${r.statusCode} ${r.body}`,
+    );
+    if (r.statusCode === 201) await inject('DELETE', `/v1/webhooks/${r.json().id}`, adminA.headers);
+  }
+});
