@@ -57,7 +57,9 @@ export class ConnectionPools {
         keepAlive: true,
         maxSockets: 16,
         maxFreeSockets: 16,
-        timeout: 15_000,
+        // An idle socket is closed after 4 s: before most servers' keep-alive timeout (5 s in
+        // Node's), so a kept socket is rarely one the receiver is closing.
+        timeout: 4_000,
         scheduling: 'lifo' as const,
       };
       p = {
@@ -105,31 +107,43 @@ export function sendDelivery(opts: {
       resolve({ ...r, durationMs: elapsed() });
     };
     const client = d.url.protocol === 'https:' ? https : http;
-    const req = client.request({
-      protocol: d.url.protocol,
-      // The name stays in the URL (Host header, TLS SNI and certificate check); the address is ours.
-      hostname: d.host,
-      port: d.port,
-      path: `${d.url.pathname}${d.url.search}`,
-      method: 'POST',
-      headers: {
-        ...opts.headers,
-        'content-type': 'application/json',
-        'content-length': String(Buffer.byteLength(opts.body)),
-        'user-agent': `Bulwark-Webhooks/${VERSION}`,
-      },
-      lookup: pinnedLookup(d.address, d.family),
-      family: d.family,
-      agent: opts.agent ?? false,
-      ...(d.url.protocol === 'https:' && !/^[0-9.]+$|:/.test(d.host) ? { servername: d.host } : {}),
-    });
+    let req: http.ClientRequest;
+    const send = (agent: http.Agent | false) => {
+      req = client.request({
+        protocol: d.url.protocol,
+        // The name stays in the URL (Host header, TLS SNI and certificate check); the address is ours.
+        hostname: d.host,
+        port: d.port,
+        path: `${d.url.pathname}${d.url.search}`,
+        method: 'POST',
+        headers: {
+          ...opts.headers,
+          'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(opts.body)),
+          'user-agent': `Bulwark-Webhooks/${VERSION}`,
+        },
+        lookup: pinnedLookup(d.address, d.family),
+        family: d.family,
+        agent,
+        ...(d.url.protocol === 'https:' && !/^[0-9.]+$|:/.test(d.host) ? { servername: d.host } : {}),
+      });
+      const sent = req;
+      sent.on('error', (err: NodeJS.ErrnoException) => {
+        // A kept-alive socket the receiver closed while idle fails before any answer: send once
+        // more on a new connection (to the same checked address), within the same deadline.
+        if (!done && agent && sent.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+          send(false);
+          return;
+        }
+        finish({ ok: false, statusCode: null, error: err.message.slice(0, 500), responseBody: null });
+      });
+      sent.on('response', onResponse);
+      sent.end(opts.body);
+    };
     const deadline = setTimeout(() => {
       req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`));
     }, opts.timeoutMs);
-    req.on('error', (err) =>
-      finish({ ok: false, statusCode: null, error: err.message.slice(0, 500), responseBody: null }),
-    );
-    req.on('response', (res) => {
+    const onResponse = (res: http.IncomingMessage) => {
       const code = res.statusCode ?? 0;
       let kept = '';
       res.setEncoding('utf8');
@@ -153,7 +167,7 @@ export function sendDelivery(opts: {
       res.on('end', settle);
       res.on('close', settle);
       res.on('error', settle);
-    });
-    req.end(opts.body);
+    };
+    send(opts.agent ?? false);
   });
 }
