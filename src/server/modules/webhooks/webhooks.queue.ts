@@ -151,6 +151,10 @@ export async function noteStreaks(db: Queryable, outcomes: readonly Outcome[]): 
   return r.rows.filter((w) => w.consecutive_failures > 0);
 }
 
+/** PostgreSQL text cannot hold U+0000: a receiver's answer (or an error quoting it) may. */
+export const pgText = (v: string | null): string | null =>
+  v === null ? null : v.replaceAll('\u0000', '\uFFFD');
+
 /** Records a batch of attempts' outcomes: one statement. */
 export async function recordOutcomes(db: Queryable, outcomes: readonly Outcome[]): Promise<void> {
   if (outcomes.length === 0) return;
@@ -170,9 +174,9 @@ export async function recordOutcomes(db: Queryable, outcomes: readonly Outcome[]
       outcomes.map((o) => o.status),
       outcomes.map((o) => o.nextAttemptInMs),
       outcomes.map((o) => o.statusCode),
-      outcomes.map((o) => o.error),
+      outcomes.map((o) => pgText(o.error)),
       outcomes.map((o) => o.durationMs),
-      outcomes.map((o) => o.responseBody),
+      outcomes.map((o) => pgText(o.responseBody)),
     ],
   );
 }

@@ -119,7 +119,7 @@ export function createDeliveryWorker(deps: {
             0,
             500,
           );
-        await repo.disableWebhook(tx, w.id, reason);
+        await repo.disableWebhook(tx, w.id, queue.pgText(reason) ?? '');
         await deps.audit.record(tx, {
           action: 'webhook.disabled',
           actorType: 'system',
@@ -137,24 +137,47 @@ export function createDeliveryWorker(deps: {
     });
   };
 
-  /** Records every gathered outcome (one batch at a time); resolves when none is left. */
+  /**
+   * Records one batch; when the batch is refused, each outcome alone, so one outcome the database
+   * will not take never holds back the others (of any account). An outcome refused alone is
+   * dropped and logged: its delivery is due again when its lease ends. Throws only for a batch of
+   * one.
+   */
+  const recordIsolated = async (batch: queue.Outcome[]) => {
+    try {
+      await recordBatch(batch);
+      return;
+    } catch (err) {
+      if (batch.length === 1) throw err;
+    }
+    for (const o of batch)
+      await recordBatch([o]).catch((err: Error) =>
+        log.error(
+          { err: { message: err.message }, delivery_id: o.deliveryId },
+          'webhook outcome not recorded; the delivery is due again after its lease',
+        ),
+      );
+  };
+
+  /** Records every gathered outcome, a batch at a time (bounded retries); resolves when done. */
   const record = (): Promise<void> => {
     if (recording) return recording;
     recording = (async () => {
-      let failures = 0;
       while (outcomes.length) {
         const batch = outcomes;
         outcomes = [];
-        try {
-          await recordBatch(batch);
-          failures = 0;
-        } catch (err) {
-          // Kept for the next try; if this process dies meanwhile, the lease ends and the
-          // deliveries are sent again (at least once).
-          outcomes = batch.concat(outcomes);
-          log.error({ err: { message: (err as Error).message } }, 'webhook outcomes not recorded; retrying');
-          if (++failures >= 3) break;
-          await new Promise((r) => setTimeout(r, 100 * failures));
+        for (let tries = 1; ; tries++) {
+          try {
+            await recordIsolated(batch);
+            break;
+          } catch (err) {
+            log.error(
+              { err: { message: (err as Error).message }, tries },
+              'webhook outcome not recorded; the delivery is due again after its lease',
+            );
+            if (tries >= 3) break;
+            await new Promise((r) => setTimeout(r, 100 * tries));
+          }
         }
       }
     })().finally(() => {
