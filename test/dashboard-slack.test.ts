@@ -72,13 +72,32 @@ test('Slack in the dashboard', { timeout: 600_000 }, async (t) => {
     await p.getByRole('textbox', { name: named('Workspace (team) ID') }).fill(TEAM);
     await p.getByLabel(named('Bot token')).fill(BOT);
     await p.getByLabel(named('Signing secret')).fill(SECRET);
-    await p.getByRole('button', { name: 'Save Slack settings' }).click();
-    await p.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
-    const got = (await api('GET', '/v1/integrations/slack')).json;
-    assert.deepEqual(
-      [got.enabled, got.team_id, got.channel_id, got.bot_token_set, got.signing_secret_set],
-      [true, TEAM, CHANNEL, true, true],
+    // Whoever holds the signing secret can approve as anyone linked: "Confirm it's you" first.
+    const reauth = p.getByRole('dialog', { name: "Confirm it's you" });
+    await admin.expecting(
+      { method: 'PUT', url: /\/v1\/integrations\/slack$/, status: 403, code: 'reauth_required' },
+      async () => {
+        await p.getByRole('button', { name: 'Save Slack settings' }).click();
+        await reauth.waitFor();
+      },
     );
+    await reauth.getByLabel('Your password').fill(ADMIN.password);
+    await reauth.getByRole('button', { name: 'Confirm' }).click();
+    await p.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    // No API key may read or change the Slack app, not even an admin key.
+    assert.equal((await api('GET', '/v1/integrations/slack')).status, 403);
+    assert.equal((await api('PUT', '/v1/integrations/slack', { enabled: false })).status, 403);
+    await p.reload();
+    await p.getByRole('heading', { name: 'Slack', level: 1 }).waitFor();
+    await p.getByText('Last changed', { exact: false }).waitFor();
+    assert.equal(
+      await p
+        .getByRole('checkbox', { name: 'Post requests to Slack and accept approvals from it' })
+        .isChecked(),
+      true,
+    );
+    assert.equal(await p.getByRole('textbox', { name: named('Workspace (team) ID') }).inputValue(), TEAM);
+    assert.equal(await p.getByRole('textbox', { name: named('Channel ID') }).inputValue(), CHANNEL);
     // Set, and shown as set: the page holds neither secret any more.
     await p.getByText('Bot token (set: leave empty to keep it)').waitFor();
     await p.getByText('Signing secret (set: leave empty to keep it)').waitFor();

@@ -469,9 +469,8 @@ test('Slack: replaying a signed Approve counts once; viewers, crafted actions an
   assert.equal(view.status, 'pending');
 });
 
-test('Slack: a signed slash command cannot link a person to a Slack user of ANOTHER workspace (duplicated team_id field)', {
-  todo: 'finding: command() verifies with the FIRST team_id of the form (teamOf: URLSearchParams.get) but links with the LAST (Object.fromEntries): any account admin holding their own signing secret can link to, and unlink, any (team, Slack user) of another workspace',
-}, async () => {
+// Was a finding: command() verified with the FIRST team_id of the form but linked with the LAST.
+test('Slack: a signed slash command cannot link a person to a Slack user of ANOTHER workspace (duplicated team_id field)', async () => {
   const p = await slackSetup();
   const h = api(s);
   const victim = await person(s, accountA, 'member', 'rv5-victim');
@@ -488,6 +487,19 @@ test('Slack: a signed slash command cannot link a person to a Slack user of ANOT
   const raw = `${new URLSearchParams(slashCommand({ team: TEAM_B, user: 'U0RV5VICTIM', text: `link ${code}` })).toString()}&team_id=${TEAM_A}`;
   const r = await postSigned(s, 'commands', {}, { secret: SECRET_B, raw });
   assert.equal(r.statusCode, 200, r.body);
+  assert.match(r.json().text, /could not read/, r.body);
+  // The same trick in a button press: a second payload naming A's workspace does nothing either.
+  const id = await pendingRequest();
+  const pressB = new URLSearchParams(
+    buttonPress({ team: TEAM_B, user: 'U0RV5APP', action: 'bulwark_approve', value: id }),
+  ).toString();
+  const pressA = new URLSearchParams(
+    buttonPress({ team: TEAM_A, user: 'U0RV5APP', action: 'bulwark_approve', value: id }),
+  ).toString();
+  const dupPress = await postSigned(s, 'interactions', {}, { secret: SECRET_B, raw: `${pressB}&${pressA}` });
+  assert.equal(dupPress.statusCode, 200, dupPress.body);
+  assert.match(dupPress.json().text, /could not read/, dupPress.body);
+  assert.equal(expectStatus(await h.get(DB, id, p.requester.headers), 200).approvals_counted, 0);
   const link = expectStatus(await h.call('GET', '/v1/me/slack-link', p.bOwner.headers), 200);
   assert.notEqual(link.team_id, TEAM_A, `B's owner is now linked as ${TEAM_A}/${link.slack_user_id}`);
   // A's person is still linked (their link was not replaced from another account).
@@ -495,22 +507,55 @@ test('Slack: a signed slash command cannot link a person to a Slack user of ANOT
   assert.equal(still.slack_user_id, 'U0RV5VICTIM', JSON.stringify(still));
 });
 
-test('Slack: a new signing secret set by an admin API key does not let it forge approvals attributed to people linked before', {
-  todo: 'finding: slack.manage admits admin API keys; a key sets a signing secret it knows, then signs button presses as any linked person: approvals (or rejections) recorded as theirs via slack, two-person rule met by one key holder; links survive a secret or workspace change',
-}, async () => {
+// Was a finding: slack.manage admitted admin API keys, and links survived a new signing secret.
+test('Slack: a new signing secret set by an admin API key does not let it forge approvals attributed to people linked before', async () => {
   const p = await slackSetup();
   // Restore afterwards: other tests use SECRET_A.
   const keySecret = 'keyholderchosensecret0123456789a';
+  // An API key cannot touch the Slack app at all (nor read it).
   const r = await inject('PUT', '/v1/integrations/slack', adminA.headers, { signing_secret: keySecret });
-  assert.equal(r.statusCode, 200, r.body);
+  assert.equal(r.statusCode, 403, r.body);
+  assert.equal((await inject('GET', '/v1/integrations/slack', adminA.headers)).statusCode, 403);
+  const h = api(s);
   try {
     const id = await pendingRequest();
     await press('U0RV5APP', 'bulwark_approve', id, keySecret);
     await press('U0RV5APP2', 'bulwark_approve', id, keySecret);
+    // The secret set by a person (fresh from signing in): the links made under the old one are gone.
+    expectStatus(
+      await h.call('PUT', '/v1/integrations/slack', p.approver.headers, { signing_secret: keySecret }),
+      200,
+    );
+    assert.equal(
+      expectStatus(await h.call('GET', '/v1/me/slack-link', p.approver2.headers), 200).linked,
+      false,
+    );
+    assert.match((await press('U0RV5APP2', 'bulwark_approve', id, keySecret)).json().text, /not linked/);
     const view = expectStatus(await api(s).get(DB, id, p.requester.headers), 200);
     assert.equal(view.approvals_counted, 0, `approved as ${JSON.stringify(view.approvals)}`);
   } finally {
-    await inject('PUT', '/v1/integrations/slack', adminA.headers, { signing_secret: SECRET_A });
+    expectStatus(
+      await h.call('PUT', '/v1/integrations/slack', p.approver.headers, { signing_secret: SECRET_A }),
+      200,
+    );
+    // Link the people again (the new secret unlinked them): the tests below press as them.
+    for (const [who, u] of [
+      [p.requester, 'U0RV5REQ'],
+      [p.approver, 'U0RV5APP'],
+      [p.approver2, 'U0RV5APP2'],
+      [p.viewer, 'U0RV5VIEW'],
+    ] as const) {
+      const code = expectStatus(await h.call('POST', '/v1/me/slack-link', who.headers), 200).code as string;
+      const linked = await postSigned(
+        s,
+        'commands',
+        slashCommand({ team: TEAM_A, user: u, text: `link ${code}` }),
+        {
+          secret: SECRET_A,
+        },
+      );
+      assert.match(linked.json().text, /^Linked/, linked.body);
+    }
   }
 });
 

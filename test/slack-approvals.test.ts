@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { slackSignature } from '../src/server/modules/slack/slack.signature.ts';
 import { createAccount, enrollFakeAgent } from './helpers/databases.ts';
+import { createTestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { waitFor } from './helpers/wait.ts';
 import { api, auditOf, expectStatus, type Person, person, readyDatabase } from './requests-helpers.ts';
@@ -456,4 +457,125 @@ test('the outbox retries what failed, gives up on what cannot succeed, and posts
     'the edited request posted',
     () => callsFor('chat.postMessage', (c) => JSON.stringify(c.body).includes(id)).length > before,
   );
+});
+
+test('the Slack app is changed by people only; a new secret, token or workspace needs a step-up and unlinks everyone', async () => {
+  const third = await createAccount(s, 'third');
+  const key = await createTestKey(s, { account: 'third', level: 'admin' });
+  const boss = await person(s, third, 'owner', 'sl-third');
+  const mate = await person(s, third, 'member', 'sl-third');
+  const put = (body: object) => http.call('PUT', '/v1/integrations/slack', boss.headers, body);
+  const stale = (fresh: boolean) =>
+    s.db.pool.query(
+      `UPDATE sessions SET created_at = now() - ${fresh ? "interval '0 s'" : "interval '1 hour'"} WHERE id = $1`,
+      [boss.sessionId],
+    );
+  // No API key, not even an admin one (whoever sets the signing secret can press as anyone linked).
+  for (const [method, body] of [
+    ['GET', undefined],
+    ['PUT', { signing_secret: 'keysigningsecret0123456789abcdef' }],
+    ['DELETE', undefined],
+  ] as const) {
+    const r = await s.app.inject({
+      method,
+      url: '/v1/integrations/slack',
+      headers: { ...key.headers, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { payload: JSON.stringify(body) } : {}),
+    });
+    assert.equal(r.statusCode, 403, `${method}: ${r.body}`);
+  }
+  const secret = 'thirdsigningsecret0123456789abcd';
+  expectStatus(await put({ enabled: true, team_id: 'T0THIRD', signing_secret: secret }), 200);
+  const linkMate = async (team: string, sec: string) => {
+    const code = expectStatus(await http.call('POST', '/v1/me/slack-link', mate.headers), 200).code as string;
+    const r = await postSigned(s, 'commands', slashCommand({ team, user: 'U0MATE', text: `link ${code}` }), {
+      secret: sec,
+    });
+    assert.match(r.json().text, /^Linked/, r.body);
+  };
+  const mateLink = async () => expectStatus(await http.call('GET', '/v1/me/slack-link', mate.headers), 200);
+  await linkMate('T0THIRD', secret);
+
+  // A session no longer fresh: the secret, the token and the workspace need "Confirm it's you".
+  await stale(false);
+  for (const body of [
+    { signing_secret: 'staleseTsigningsecret0123456789a' },
+    { bot_token: 'xoxb-third-stale-token' },
+    { team_id: 'T0ELSEWHERE' },
+    { team_id: null },
+  ]) {
+    const r = await put(body);
+    assert.equal(r.statusCode, 403, `${JSON.stringify(body)}: ${r.body}`);
+    assert.equal(r.json().error.code, 'reauth_required');
+  }
+  // The rest does not (the dashboard sends the unchanged team id with every save).
+  expectStatus(await put({ enabled: true, team_id: 'T0THIRD', channel_id: 'C0THIRD' }), 200);
+  assert.equal((await mateLink()).team_id, 'T0THIRD', 'nothing sensitive changed: still linked');
+
+  // Confirmed: a new signing secret unlinks the workspace's people in the same transaction.
+  await stale(true);
+  const secret2 = 'thirdsigningsecretTWO0123456789a';
+  expectStatus(await put({ signing_secret: secret2 }), 200);
+  assert.equal((await mateLink()).linked, false);
+  const changed = await s.db.pool.query(
+    `SELECT details FROM audit_events WHERE action = 'slack.settings_changed' AND account_id = $1
+      ORDER BY id DESC LIMIT 1`,
+    [third],
+  );
+  assert.equal(changed.rows[0].details.links_removed, 1);
+  assert.equal(changed.rows[0].details.signing_secret_changed, true);
+  assert.ok(!JSON.stringify(changed.rows).includes(secret2));
+  // A new bot token alone keeps the links; a different workspace ends them.
+  await linkMate('T0THIRD', secret2);
+  expectStatus(await put({ bot_token: 'xoxb-third-new-token' }), 200);
+  assert.equal((await mateLink()).linked, true);
+  expectStatus(await put({ team_id: 'T0THIRDNEW' }), 200);
+  assert.equal((await mateLink()).linked, false);
+  // The old workspace is nobody's now: its signed requests are refused.
+  const old = await postSigned(
+    s,
+    'commands',
+    slashCommand({ team: 'T0THIRD', user: 'U0MATE', text: 'link x' }),
+    {
+      secret: secret2,
+    },
+  );
+  assert.equal(old.statusCode, 401, old.body);
+});
+
+test('a verified form whose fields repeat is refused, and a link is made to the verified workspace only', async () => {
+  const p = await person(s, acme, 'member', 'sl-dup');
+  const code = expectStatus(await http.call('POST', '/v1/me/slack-link', p.headers), 200).code as string;
+  const form = new URLSearchParams(
+    slashCommand({ team: TEAM, user: 'U0DUPA', text: `link ${code}` }),
+  ).toString();
+  for (const extra of ['team_id=T0OTHER', 'user_id=U0DUPB', `text=link%20${code}`]) {
+    const r = await postSigned(s, 'commands', {}, { secret: SECRET, raw: `${form}&${extra}` });
+    assert.equal(r.statusCode, 200, r.body);
+    assert.match(r.json().text, /could not read/, `${extra}: ${r.body}`);
+  }
+  assert.equal(expectStatus(await http.call('GET', '/v1/me/slack-link', p.headers), 200).linked, false);
+  // The code was not spent by the refused forms: the plain one links, to this workspace.
+  const ok = await postSigned(
+    s,
+    'commands',
+    slashCommand({ team: TEAM, user: 'U0DUPA', text: `link ${code}` }),
+    {
+      secret: SECRET,
+    },
+  );
+  assert.match(ok.json().text, /^Linked/, ok.body);
+  assert.deepEqual(expectStatus(await http.call('GET', '/v1/me/slack-link', p.headers), 200), {
+    linked: true,
+    slack_user_id: 'U0DUPA',
+    team_id: TEAM,
+  });
+  // A press with two payloads (the first verified, the second another's): nothing.
+  const id = await newRequest();
+  const one = new URLSearchParams(
+    buttonPress({ team: TEAM, user: 'U0ADMIN', action: 'bulwark_approve', value: id }),
+  );
+  const r = await postSigned(s, 'interactions', {}, { secret: SECRET, raw: `${one}&${one}` });
+  assert.match(r.json().text, /could not read/, r.body);
+  assert.equal(expectStatus(await http.get(DB, id, requester.headers), 200).approvals_counted, 0);
 });

@@ -106,7 +106,7 @@ export type AppDeps = {
   /** Sessions: refresh, logout, /v1/me, suspension (/v1/auth/*, /v1/users/*). */
   sessions: SessionsService;
   /** Step-up re-authentication of a session (POST /v1/auth/reauth). */
-  stepUp: Pick<StepUp, 'open'>;
+  stepUp: Pick<StepUp, 'open' | 'require'>;
   /** CSRF tokens and checks of the dashboard's cookie sessions (http/csrf.ts). */
   csrf: Csrf;
   /** The built dashboard served at / (http/dashboard.ts); null: a plain page says how to build it. */
@@ -301,7 +301,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(explorerRoutes({ explorer: deps.explorer, channels: deps.explorerChannels }));
   await app.register(requestsRoutes({ requests: deps.requests, withIdempotency }));
   await app.register(requestsAgentRoutes({ keys: deps.executionKeys }));
-  await app.register(slackRoutes({ slack: deps.slack, interactions: deps.slackInteractions }));
+  await app.register(
+    slackRoutes({ slack: deps.slack, interactions: deps.slackInteractions, stepUp: deps.stepUp.require }),
+  );
   await app.register(webhooksRoutes({ webhooks: deps.webhooks }));
   await app.register(auditRoutes({ audit: deps.audit, executionJwks: () => deps.executionKeys().jwks() }));
   await app.register(metricsRoutes({ metrics: deps.metrics, token: deps.metricsToken }));

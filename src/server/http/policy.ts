@@ -98,7 +98,7 @@ export const POLICY = {
   'nodes.decommission': { roles: [], key: null, scoped: false, platform: true },
   'nodes.drain': { roles: [], key: null, scoped: false, platform: true },
   // Slack approvals (issue 18): the account's Slack app, by owners, admins and admin keys of the whole account.
-  'slack.manage': { roles: ADMINS, key: 'admin', scoped: false },
+  'slack.manage': { roles: ADMINS, key: null, scoped: false },
   // Webhooks (issue 18) are account-wide (every database's events): read by owners, admins and
   // members (their URLs may carry tokens, so not viewers) and write keys; managed by owners, admins
   // and admin keys of the whole account.

@@ -16654,7 +16654,10 @@ export interface paths {
         };
       };
     };
-    /** Set the Slack app: workspace (team id), channel, bot token and signing secret (write-only, sealed at rest); fields left out keep their value. Audited without the secrets. */
+    /**
+     * Set the Slack app: workspace (team id), channel, bot token and signing secret (write-only, sealed at rest); fields left out keep their value. Audited without the secrets.
+     * @description People only (no API key). A new signing secret, bot token or workspace needs a recent re-authentication of the session (`POST /v1/auth/reauth`), else 403 `reauth_required`; a new signing secret or workspace unlinks every Slack identity linked to the old and the new workspace (people link again).
+     */
     put: {
       parameters: {
         query?: never;

@@ -38,9 +38,21 @@ const reply = (text: string): SlackReply => ({ response_type: 'ephemeral', text:
 export const NOT_LINKED_TEXT =
   'Your Slack account is not linked to Bulwark: in Bulwark, open your settings, choose "Link Slack" and send `/bulwark link <code>` here. Nothing was approved.';
 
+/**
+ * The form's fields when none appears twice; null otherwise. Slack never repeats a field; a form
+ * that does could be read one way to verify (the first value) and another to act (the last).
+ */
+function singleFields(form: URLSearchParams): Record<string, string> | null {
+  const out: Record<string, string> = {};
+  for (const [k, v] of form) {
+    if (Object.hasOwn(out, k)) return null;
+    out[k] = v;
+  }
+  return out;
+}
+
 /** The team id of a form Slack posted (the only thing read before the signature is checked). */
-function teamOf(raw: Buffer, kind: 'interaction' | 'command'): string | null {
-  const form = new URLSearchParams(raw.toString('utf8'));
+function teamOf(form: URLSearchParams, kind: 'interaction' | 'command'): string | null {
   if (kind === 'command') return form.get('team_id');
   try {
     const p = JSON.parse(form.get('payload') ?? '') as { team?: { id?: unknown } };
@@ -68,7 +80,8 @@ export function createSlackInteractions(deps: {
   ): Promise<{ settings: repo.SlackSettingsRow; form: URLSearchParams }> {
     if (!Buffer.isBuffer(raw) || headers.signature === undefined || headers.timestamp === undefined)
       throw unauthorized('Not a signed request from Slack');
-    const team = teamOf(raw, kind);
+    const form = new URLSearchParams(raw.toString('utf8'));
+    const team = teamOf(form, kind);
     const settings = team && /^[A-Z0-9]{1,32}$/.test(team) ? await repo.findSettingsByTeam(db, team) : null;
     let ok = false;
     if (settings?.enabled && settings.signing_secret_sealed && deps.box) {
@@ -79,7 +92,7 @@ export function createSlackInteractions(deps: {
       log.warn({ slack_team: team?.slice(0, 32) ?? null, kind }, 'slack request refused: not verified');
       throw unauthorized('Not a signed request from Slack');
     }
-    return { settings, form: new URLSearchParams(raw.toString('utf8')) };
+    return { settings, form };
   }
 
   /** The person behind a Slack user of the account's workspace, as an account caller; or why not. */
@@ -153,12 +166,17 @@ export function createSlackInteractions(deps: {
   return {
     async interaction(raw: unknown, headers: SignatureHeaders, sourceIp: string, requestId: string) {
       const { settings, form } = await verify(raw, headers, 'interaction');
+      // One reading of the form and of its payload, the one verified: a repeated field is refused.
+      const fields = singleFields(form);
       let payload: ReturnType<typeof interactionPayload.parse>;
       try {
-        payload = interactionPayload.parse(JSON.parse(form.get('payload') ?? ''));
+        if (!fields) throw new Error('a repeated field');
+        payload = interactionPayload.parse(JSON.parse(fields.payload ?? ''));
       } catch {
         return reply('Bulwark could not read this interaction. Nothing was done.');
       }
+      if (payload.team.id !== settings.team_id)
+        return reply('Bulwark could not read this interaction. Nothing was done.');
       const action = payload.actions?.[0];
       if (payload.type !== 'block_actions' || !action) return reply('Nothing to do.');
       const slackTeam = (payload.user as { team_id?: unknown }).team_id ?? payload.team.id;
@@ -173,14 +191,19 @@ export function createSlackInteractions(deps: {
 
     async command(raw: unknown, headers: SignatureHeaders, requestId: string) {
       const { settings, form } = await verify(raw, headers, 'command');
-      const parsed = commandForm.safeParse(Object.fromEntries(form));
-      if (!parsed.success) return reply('Bulwark could not read this command.');
+      // One reading of the form, the one verified: a repeated field (a second team_id…) is refused.
+      const fields = singleFields(form);
+      const parsed = fields ? commandForm.safeParse(fields) : null;
+      if (!parsed?.success || parsed.data.team_id !== settings.team_id || !settings.team_id)
+        return reply('Bulwark could not read this command. Nothing was linked.');
       const words = parsed.data.text.trim().split(/\s+/);
       if (words[0] !== 'link' || words.length !== 2)
         return reply('Usage: `/bulwark link <code>` (the code from "Link Slack" in your Bulwark settings).');
       const hash = linkCodeHash(words[1]!);
       if (!hash) return reply('That is not a link code. Nothing was linked.');
-      const { team_id: team, user_id: slackUser } = parsed.data;
+      // The workspace is the verified one (the settings' team), never a field read again.
+      const team = settings.team_id;
+      const slackUser = parsed.data.user_id;
       const outcome = await withTx(db, async (tx) => {
         const userId = await repo.takeLinkCode(tx, hash);
         if (!userId) return 'invalid' as const;

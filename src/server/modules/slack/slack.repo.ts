@@ -26,6 +26,14 @@ export async function findSettingsByTeam(q: Queryable, teamId: string): Promise<
   return r.rows[0] ?? null;
 }
 
+/** The account's settings, locked until the transaction ends (a change compares against them). */
+export async function lockSettings(q: Queryable, accountId: string): Promise<SlackSettingsRow | null> {
+  const r = await q.query<SlackSettingsRow>('SELECT * FROM slack_settings WHERE account_id = $1 FOR UPDATE', [
+    accountId,
+  ]);
+  return r.rows[0] ?? null;
+}
+
 export type SettingsPatch = {
   enabled?: boolean;
   team_id?: string | null;
@@ -81,6 +89,13 @@ export async function findLink(q: Queryable, userId: string): Promise<SlackLinkR
 export async function deleteLink(q: Queryable, userId: string): Promise<boolean> {
   const r = await q.query('DELETE FROM slack_links WHERE user_id = $1', [userId]);
   return (r.rowCount ?? 0) > 0;
+}
+
+/** Removes every link to these workspaces (a new signing secret or workspace starts from none). */
+export async function deleteLinksOfTeams(q: Queryable, teamIds: string[]): Promise<number> {
+  if (teamIds.length === 0) return 0;
+  const r = await q.query('DELETE FROM slack_links WHERE team_id = ANY($1::text[])', [teamIds]);
+  return r.rowCount ?? 0;
 }
 
 /** The person linked to this Slack user, with their state and role in the account. */

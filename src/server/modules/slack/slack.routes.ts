@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { requireCaller, requireUser } from '../../http/caller.ts';
 import { errorResponses } from '../../http/errors.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import type { SlackInteractions } from './slack.interactions.ts';
 import {
   putSlackSettingsBody,
@@ -23,6 +24,8 @@ const headerOf = (v: string | string[] | undefined) => (typeof v === 'string' ? 
 export function slackRoutes(deps: {
   slack: SlackService;
   interactions: SlackInteractions;
+  /** A new signing secret, bot token or workspace needs a recent step-up of the session. */
+  stepUp: RequireStepUp;
 }): FastifyPluginAsyncZod {
   const svc = deps.slack;
   return async (app) => {
@@ -48,11 +51,13 @@ export function slackRoutes(deps: {
           tags,
           summary:
             'Set the Slack app: workspace (team id), channel, bot token and signing secret (write-only, sealed at rest); fields left out keep their value. Audited without the secrets.',
+          description:
+            'People only (no API key). A new signing secret, bot token or workspace needs a recent re-authentication of the session (`POST /v1/auth/reauth`), else 403 `reauth_required`; a new signing secret or workspace unlinks every Slack identity linked to the old and the new workspace (people link again).',
           body: putSlackSettingsBody,
           response: { 200: slackSettingsSchema, ...errorResponses },
         },
       },
-      async (req) => svc.putSettings(requireCaller(req), req.body, String(req.id)),
+      async (req) => svc.putSettings(requireCaller(req), req.body, String(req.id), deps.stepUp),
     );
 
     app.delete(

@@ -6,11 +6,12 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { unavailable } from '../../../shared/errors.ts';
+import { conflict, forbidden, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { Caller, UserPrincipal } from '../../http/caller.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
+import type { RequireStepUp } from '../sessions/step-up.ts';
 import * as repo from './slack.repo.ts';
 import type { PutSlackSettings, SlackSettingsView } from './slack.schemas.ts';
 
@@ -62,9 +63,33 @@ export function createSlackService(deps: SlackDeps) {
       return view(await repo.findSettings(db, caller.accountId));
     },
 
-    async putSettings(caller: Caller, body: PutSlackSettings, requestId: string): Promise<SlackSettingsView> {
+    /**
+     * Changes the settings. A new signing secret, bot token or workspace needs a recent step-up of
+     * the person's session (whoever holds the signing secret can press buttons as any linked
+     * person), and a new signing secret or workspace removes the links to the old and the new
+     * workspace in the same transaction: people link again, proving it with their own session.
+     */
+    async putSettings(
+      caller: Caller,
+      body: PutSlackSettings,
+      requestId: string,
+      stepUp: RequireStepUp,
+    ): Promise<SlackSettingsView> {
       const box = body.bot_token !== undefined || body.signing_secret !== undefined ? requireBox() : null;
+      const current = await repo.findSettings(db, caller.accountId);
+      const teamChanges = body.team_id !== undefined && body.team_id !== (current?.team_id ?? null);
+      const sensitive = teamChanges || body.bot_token !== undefined || body.signing_secret !== undefined;
+      if (sensitive) {
+        // slack.manage admits no API key (policy.ts); a caller without a session is refused here too.
+        if (caller.kind !== 'user' || !caller.sessionId)
+          throw forbidden('Only a signed-in person may change the Slack app');
+        await stepUp({ userId: caller.userId, sessionId: caller.sessionId }, 'change the Slack app');
+      }
       return withTx(db, async (tx) => {
+        const before = await repo.lockSettings(tx, caller.accountId);
+        // The workspace changed since it was compared (a concurrent change): decide again.
+        if (!sensitive && body.team_id !== undefined && body.team_id !== (before?.team_id ?? null))
+          throw conflict('The Slack settings changed meanwhile; send the change again');
         await repo.upsertSettings(tx, caller.accountId, {
           ...(body.enabled !== undefined ? { enabled: body.enabled } : {}),
           ...(body.team_id !== undefined ? { team_id: body.team_id } : {}),
@@ -79,6 +104,13 @@ export function createSlackService(deps: SlackDeps) {
             : {}),
         });
         const row = await repo.findSettings(tx, caller.accountId);
+        const oldTeam = before?.team_id ?? null;
+        const newTeam = row?.team_id ?? null;
+        const unlinkTeams =
+          body.signing_secret !== undefined || oldTeam !== newTeam
+            ? [...new Set([oldTeam, newTeam])].filter((x): x is string => x !== null)
+            : [];
+        const linksRemoved = await repo.deleteLinksOfTeams(tx, unlinkTeams);
         await deps.audit.record(
           tx,
           auditFromCaller(
@@ -90,10 +122,12 @@ export function createSlackService(deps: SlackDeps) {
               // What changed, never a secret.
               details: {
                 enabled: row?.enabled ?? false,
-                team_id: row?.team_id ?? null,
+                team_id: newTeam,
+                previous_team_id: oldTeam,
                 channel_id: row?.channel_id ?? null,
                 bot_token_changed: body.bot_token !== undefined,
                 signing_secret_changed: body.signing_secret !== undefined,
+                links_removed: linksRemoved,
               },
             },
             requestId,

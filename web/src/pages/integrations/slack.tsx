@@ -5,6 +5,7 @@ import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Loading, Page } from '../../components/page.tsx';
 import { dateTime } from '../../lib/format.ts';
 import { useAction, useApi } from '../../lib/use-api.ts';
+import { useReauth } from '../../reauth.tsx';
 import { useMe } from '../../session.tsx';
 
 const SLACK_ID = /^[A-Z0-9]{1,32}$/;
@@ -12,10 +13,12 @@ const SLACK_ID = /^[A-Z0-9]{1,32}$/;
 /**
  * The account's Slack app (owners and admins): the workspace, the channel new requests are posted
  * to, and the bot token and signing secret — write-only: the page says whether each is set, never
- * what it is.
+ * what it is. A new secret, token or workspace needs "Confirm it's you" (whoever holds the signing
+ * secret can approve as anyone linked), and a new secret or workspace unlinks everyone.
  */
 export default function SlackSettings() {
   const { account, role } = useMe();
+  const withReauth = useReauth();
   const admin = role === 'owner' || role === 'admin';
   const settings = useApi(
     () => (admin ? call(api.GET('/v1/integrations/slack')) : Promise.resolve(undefined)),
@@ -43,7 +46,7 @@ export default function SlackSettings() {
       ...(token.trim() ? { bot_token: token.trim() } : {}),
       ...(secret.trim() ? { signing_secret: secret.trim() } : {}),
     };
-    settings.setData(await call(api.PUT('/v1/integrations/slack', { body })));
+    settings.setData(await withReauth(() => call(api.PUT('/v1/integrations/slack', { body }))));
     setToken('');
     setSecret('');
     setSaved(true);
@@ -153,6 +156,11 @@ export default function SlackSettings() {
               />
             </label>
           </div>
+          <p className="muted small">
+            Whoever holds the signing secret can approve as anyone linked: a new signing secret, bot token or
+            workspace asks you to confirm it's you, and a new signing secret or workspace unlinks everyone
+            (people link again from Account security).
+          </p>
           <div className="actions">
             <button type="submit" className="primary" disabled={save.busy}>
               Save Slack settings
