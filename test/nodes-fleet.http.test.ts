@@ -15,6 +15,8 @@ import { createTestUser, signIn } from './helpers/session-users.ts';
 let s: TestServer;
 let root: { authorization: string };
 let owner: { authorization: string };
+/** A platform admin who is also an admin of acme: learns why a named node was refused. */
+let opsAdmin: { authorization: string };
 let key: TestKey;
 let n1: FakeAgent;
 let n2: FakeAgent;
@@ -31,8 +33,21 @@ before(async () => {
       await createTestUser(s, { username: 'boss', memberships: [{ accountId: acme, role: 'owner' }] }),
     )
   ).headers;
+  opsAdmin = (
+    await signIn(
+      s,
+      await createTestUser(s, {
+        username: 'ops',
+        platformAdmin: true,
+        memberships: [{ accountId: acme, role: 'admin' }],
+      }),
+    )
+  ).headers;
   n1 = await enrollFakeAgent(s, 'n1');
 });
+
+/** The one answer an account caller gets for a named node that cannot take the database. */
+const UNAVAILABLE = /^The node named is unknown or cannot take this database now$/;
 after(() => s?.stop());
 
 const api = (method: 'GET' | 'POST', url: string, headers: Record<string, string>, payload?: object) =>
@@ -158,7 +173,12 @@ test('placement: an explicit node by name or id, cordoned avoided (409 when name
   const conn1 = await api('GET', '/v1/databases/on_n1/connection', key.headers);
   assert.equal(conn1.json().host, s.config.poolerPublicHost);
   assert.equal(conn1.json().port, s.config.poolerPort);
-  assert.equal((await create('nowhere', 'ghost')).statusCode, 404);
+  // An unknown node: the one answer for an account key; a platform admin learns it is unknown.
+  const ghost = await create('nowhere', 'ghost');
+  assert.equal(ghost.statusCode, 409);
+  assert.match(ghost.json().error.message, UNAVAILABLE);
+  const ghostAdmin = await api('POST', '/v1/databases', opsAdmin, { name: 'nowhere', node: 'ghost' });
+  assert.equal(ghostAdmin.statusCode, 404, ghostAdmin.body);
 
   // Cordon n1: idempotent, audited once; placement goes to n2 every time; naming n1 is a 409.
   for (let i = 0; i < 2; i++) {
@@ -175,7 +195,11 @@ test('placement: an explicit node by name or id, cordoned avoided (409 when name
   }
   const named = await create('forced', 'n1');
   assert.equal(named.statusCode, 409);
-  assert.match(named.json().error.message, /cordoned/);
+  assert.match(named.json().error.message, UNAVAILABLE);
+  assert.doesNotMatch(named.body, /n1/);
+  const namedAdmin = await api('POST', '/v1/databases', opsAdmin, { name: 'forced', node: 'n1' });
+  assert.equal(namedAdmin.statusCode, 409);
+  assert.match(namedAdmin.json().error.message, /Node n1 is cordoned/);
   // Both cordoned: no room anywhere, said so.
   await api('POST', '/v1/nodes/n2/cordon', root);
   const none = await create('homeless');
@@ -239,7 +263,10 @@ test('a node that stops reporting is marked unhealthy (audit, event_outbox, node
   assert.equal(auto.json().node, 'n1');
   const named = await api('POST', '/v1/databases', key.headers, { name: 'to_down', node: 'n2' });
   assert.equal(named.statusCode, 409);
-  assert.match(named.json().error.message, /unhealthy/);
+  assert.match(named.json().error.message, UNAVAILABLE);
+  const namedAdmin = await api('POST', '/v1/databases', opsAdmin, { name: 'to_down', node: 'n2' });
+  assert.equal(namedAdmin.statusCode, 409);
+  assert.match(namedAdmin.json().error.message, /unhealthy/);
 
   // It reports again: cleared, with its own event.
   const hb = await s.app.inject({

@@ -20,12 +20,8 @@ import { passwordContext } from '../databases/databases.credentials.ts';
 import * as dbRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
-import {
-  ASSUMED_RESERVED_SLOTS,
-  type CapacityConfig,
-  reserveConnections,
-  tenantConnections,
-} from '../nodes/nodes.capacity.ts';
+import { type CapacityConfig, reserveConnections, tenantConnections } from '../nodes/nodes.capacity.ts';
+import { lockNodeState, nameTaken, refusal } from '../nodes/nodes.placement.ts';
 import type { RequireStepUp } from '../sessions/step-up.ts';
 import { BACKUP_MAX_ATTEMPTS, queueBackup } from './backups.records.ts';
 import * as repo from './backups.repo.ts';
@@ -110,21 +106,14 @@ export function createRestoresService(deps: {
     const limits = { ...DEFAULT_LIMITS };
     if (await dbRepo.findByName(tx, caller.accountId, name))
       throw conflict(`Database "${name}" already exists`);
-    const nodeName = (
-      await tx.query<{ name: string }>('SELECT name FROM nodes WHERE id = $1', [backup.node_id])
-    ).rows[0]?.name;
-    const node = nodeName
-      ? await dbRepo.pickNode(tx, name, nodeName, {
-          reserve: config.nodeConnectionReserve,
-          assumedMaxConnections: config.nodeAssumedMaxConnections,
-          assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
-        })
-      : null;
-    if (!node) {
-      if (!nodeName || !(await dbRepo.activeNodeExists(tx, nodeName)))
-        throw unavailable("The backup's node is not active: it cannot be restored now");
+    // The backup's node (its archive is there), if placement would take a new database there:
+    // active, uncordoned, healthy (checked under its row lock, as a create's placement).
+    const node = await lockNodeState(tx, backup.node_id);
+    const why = node ? refusal(node) : 'its node is gone';
+    if (!node || why)
+      throw unavailable(`The backup's node cannot take a new database now (${why}): restore later`);
+    if (await nameTaken(tx, node.id, name))
       throw conflict(`The database name "${name}" is taken; choose another`);
-    }
     await reserveConnections(tx, {
       nodeId: node.id,
       requested: tenantConnections(limits),

@@ -42,7 +42,8 @@ export const createBody = z
       .regex(/^(?:[a-z][a-z0-9_-]{0,62}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/)
       .optional()
       .describe(
-        'The node to place it on, by name or id (404 unknown; 409 cordoned, unhealthy or disabled). ' +
+        'The node to place it on, by name or id. A node that cannot take it (unknown, disabled, cordoned, ' +
+          'unhealthy, the name taken, no room) is one 409 answer; platform admins get 404 unknown or 409 why. ' +
           'Default: among healthy, uncordoned nodes, the one with the most free tenant connections',
       ),
   })

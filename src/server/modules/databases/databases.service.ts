@@ -25,7 +25,7 @@ import {
   reserveConnections,
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
-import { placeDatabase } from '../nodes/nodes.placement.ts';
+import { hideNodeRefusal, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
 import type { StepUp } from '../sessions/step-up.ts';
 import {
   type AllowlistInput,
@@ -204,11 +204,19 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           if (await repo.findByName(tx, caller.accountId, name))
             throw conflict(`Database "${name}" already exists`);
           // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
-          const node = await placeDatabase(tx, name, nodeName, {
-            reserve: config.nodeConnectionReserve,
-            assumedMaxConnections: config.nodeAssumedMaxConnections,
-            assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
-          });
+          // A named node's refusals are one answer unless the caller is a platform admin.
+          const detailed = nodeName === null || seesNodeDetail(caller);
+          const node = await placeDatabase(
+            tx,
+            name,
+            nodeName,
+            {
+              reserve: config.nodeConnectionReserve,
+              assumedMaxConnections: config.nodeAssumedMaxConnections,
+              assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
+            },
+            { detailed },
+          );
           // The node's row lock serialises this with every other reservation on the node.
           await reserveConnections(tx, {
             nodeId: node.id,
@@ -217,6 +225,8 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
             config,
             log,
             accountId: caller.accountId,
+          }).catch((err: unknown) => {
+            throw hideNodeRefusal(err, detailed);
           });
           await repo.insertDatabase(tx, {
             id,

@@ -9,6 +9,10 @@
  *   account with databases on the node, naming them. Its databases show `node_status: unhealthy`
  *   and placement avoids it. A node that reports again is cleared the same way (`node.recovered`).
  *
+ * - A move whose step is past its deadline (its node never took it, or its lease lapsed, for
+ *   `moveDeadlines.startMinutes`; or not finished `stepMinutes` after it was queued) fails, and
+ *   its source is thawed (nodes.move.fail.ts, ADR 0031).
+ *
  * Each change is written with its audit event and its outbox rows in one transaction. Several
  * servers may sweep at once: the UPDATE … RETURNING settles who reports a change (once).
  */
@@ -16,6 +20,7 @@ import type { Logger } from 'pino';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import * as fleet from './nodes.fleet.repo.ts';
+import { DEFAULT_MOVE_DEADLINES, failOverdueMoves, type MoveDeadlines } from './nodes.move.fail.ts';
 
 const BATCH = 500;
 
@@ -27,6 +32,8 @@ export function createNodesHealth(deps: {
   unhealthyAfterSeconds: number;
   /** Default: a third of the threshold, at most 15 s. */
   intervalMs?: number;
+  /** The deadlines of a move's steps (default DEFAULT_MOVE_DEADLINES). */
+  moveDeadlines?: MoveDeadlines;
 }) {
   const { db, log } = deps;
   const intervalMs =
@@ -86,11 +93,17 @@ export function createNodesHealth(deps: {
       for (const n of rows) await announce(tx, 'node.recovered', n);
       return rows;
     });
+    const movesFailed = await failOverdueMoves(db, deps, deps.moveDeadlines ?? DEFAULT_MOVE_DEADLINES);
     if (expired) log.info({ expired }, 'expired node enrollments swept');
     for (const n of unhealthy)
       log.warn({ event: 'node.unhealthy', node: n.name }, 'node stopped reporting: marked unhealthy');
     for (const n of recovered) log.info({ event: 'node.recovered', node: n.name }, 'node reports again');
-    return { expired, unhealthy: unhealthy.map((n) => n.name), recovered: recovered.map((n) => n.name) };
+    return {
+      expired,
+      unhealthy: unhealthy.map((n) => n.name),
+      recovered: recovered.map((n) => n.name),
+      movesFailed,
+    };
   };
 
   const tick = () => {

@@ -1,5 +1,6 @@
 /** Moves and drains (migration 0029): the rows and their transitions. */
 import type { Queryable } from '../../db/pool.ts';
+import type { NodeState } from './nodes.placement.ts';
 
 export type MoveStatus = 'copying' | 'restoring' | 'switched' | 'failed';
 
@@ -167,9 +168,11 @@ export async function countUnmovable(db: Queryable, nodeId: string): Promise<num
   return r.rows[0]?.n ?? 0;
 }
 
+/** A node by id or name, with what placement checks (nodes.placement.ts `refusal`). */
 export async function findNode(db: Queryable, by: { id?: string; name?: string }) {
-  const r = await db.query<{ id: string; name: string; status: string }>(
-    'SELECT id, name, status FROM nodes WHERE ($1::uuid IS NULL OR id = $1) AND ($2::text IS NULL OR name = $2) LIMIT 1',
+  const r = await db.query<NodeState>(
+    `SELECT id, name, status, cordoned_at, unhealthy_since FROM nodes
+      WHERE ($1::uuid IS NULL OR id = $1) AND ($2::text IS NULL OR name = $2) LIMIT 1`,
     [by.id ?? null, by.name ?? null],
   );
   return r.rows[0] ?? null;

@@ -18,7 +18,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { backupManifestSchema } from '../../../shared/contracts/backup-results.ts';
 import { MOVE_JOB_KINDS, moveOutResultSchema } from '../../../shared/contracts/moves.ts';
-import { conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { AppError, conflict, notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { notify } from '../../db/notify.ts';
@@ -36,7 +36,10 @@ import {
   reserveConnections,
   tenantConnections,
 } from './nodes.capacity.ts';
+import * as fleet from './nodes.fleet.repo.ts';
+import { failMove } from './nodes.move.fail.ts';
 import * as repo from './nodes.move.repo.ts';
+import { bestNode, hideNodeRefusal, lockNodeState, refusal, seesNodeDetail } from './nodes.placement.ts';
 
 export const moveKeyContext = (moveId: string) => `move-key:${moveId.toLowerCase()}`;
 
@@ -88,28 +91,44 @@ export function createMoves(deps: {
   });
 
   /**
-   * Starts a move of a ready database to `target` (checked: active, not the source, the name free
-   * there, room for its connections): the move's row, `moving`, and the source's `move_out`.
+   * Starts a move of a ready database to the node `targetId`, checked under its row lock (FOR NO
+   * KEY UPDATE, as placement: a cordon or decommission committed meanwhile is seen) as placement
+   * checks a named node: active, uncordoned, healthy (`refusal`), not the source, the name free
+   * there, room for its connections. Then the move's row, `moving`, and the source's `move_out`.
+   * `detailed`: the caller may learn why the node was refused (platform admins, drains); others
+   * get one answer for every refusal about the node (nodes.placement.ts `nodeUnavailable`).
    */
   async function begin(
     tx: Tx,
     d: { id: string; account_id: string; name: string; node_id: string; limits: dbRepo.StoredLimits },
-    target: { id: string; name: string; status: string },
+    targetId: string,
     drainId: string | null,
-  ): Promise<string> {
+    detailed: boolean,
+  ): Promise<{ id: string; target: string }> {
     const box = requireBox();
-    if (target.status !== 'active') throw conflict(`Node "${target.name}" is not active`);
+    const target = await lockNodeState(tx, targetId);
+    if (!target) throw hideNodeRefusal(notFound('Node'), detailed);
+    // The caller sees its database's node: naming it is no news.
     if (target.id === d.node_id) throw conflict(`Database "${d.name}" is already on node "${target.name}"`);
+    const why = refusal(target);
+    if (why) throw hideNodeRefusal(new AppError('conflict', why, { node: target.name }), detailed);
     if (await repo.nameTakenOn(tx, target.id, d.name, d.id))
-      throw conflict(`Node "${target.name}" already holds a database named "${d.name}"`);
-    await reserveConnections(tx, {
-      nodeId: target.id,
-      requested: tenantConnections(d.limits),
-      committed: dbRepo.committedConnections,
-      config: deps.config,
-      log,
-      accountId: d.account_id,
-    });
+      throw hideNodeRefusal(
+        conflict(`Node "${target.name}" already holds a database named "${d.name}"`),
+        detailed,
+      );
+    try {
+      await reserveConnections(tx, {
+        nodeId: target.id,
+        requested: tenantConnections(d.limits),
+        committed: dbRepo.committedConnections,
+        config: deps.config,
+        log,
+        accountId: d.account_id,
+      });
+    } catch (err) {
+      throw hideNodeRefusal(err, detailed);
+    }
     const id = randomUUID();
     const wrappedKey = box.seal(randomBytes(32).toString('base64url'), moveKeyContext(id));
     await repo.insertMove(tx, {
@@ -129,7 +148,7 @@ export function createMoves(deps: {
       payload: { move_id: id, database_id: d.id, name: d.name },
     });
     await notify(tx, DATABASE_STATUS_CHANNEL, d.id);
-    return id;
+    return { id, target: target.name };
   }
 
   /** The next database of a running drain, or the drain's end. */
@@ -155,75 +174,48 @@ export function createMoves(deps: {
       return;
     }
     const row = await dbRepo.findByName(tx, next.account_id, next.name, { forUpdate: true });
-    const target = row ? await dbRepo.pickNode(tx, row.name, null, capacity()) : null;
-    if (!row || !target) {
-      await repo.finishDrain(tx, drain.id, 'failed', `no node can take database ${next.name}`);
+    // Placement's choice: active, uncordoned, healthy, the name free there (so never the drained node).
+    const target = row ? await bestNode(tx, row.name, capacity()) : null;
+    let started: { id: string; target: string } | null = null;
+    let reason = 'no node can take it';
+    if (row && target) {
+      try {
+        // Every check comes before the first write: a refusal leaves the transaction clean.
+        started = await begin(tx, row, target.id, drain.id, true);
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err;
+        reason = err.message;
+      }
+    }
+    if (!row || !started) {
+      await repo.finishDrain(tx, drain.id, 'failed', `no node can take database ${next.name}: ${reason}`);
       await deps.audit.record(tx, {
         action: 'node.drain_failed',
         outcome: 'failure',
         targetType: 'node',
         targetId: drain.node_id,
-        details: { drain_id: drain.id, database: next.name, reason: 'no node can take it' },
+        details: { drain_id: drain.id, database: next.name, reason: reason.slice(0, 300) },
       });
       return;
     }
-    const moveId = await begin(tx, row, { ...target, status: 'active' }, drain.id);
     await deps.audit.record(tx, {
       action: 'database.move_requested',
       accountId: row.account_id,
       targetType: 'database',
       targetId: row.id,
-      details: { name: row.name, move_id: moveId, from: row.node_name, to: target.name, drain_id: drain.id },
+      details: {
+        name: row.name,
+        move_id: started.id,
+        from: row.node_name,
+        to: started.target,
+        drain_id: drain.id,
+      },
     });
   }
 
-  /** A move that cannot go on: the source serves again, the target's copy (if any) goes. */
-  async function fail(tx: Tx, job: JobRow, move: repo.MoveRow, reason: string, targetTouched: boolean) {
-    await repo.finishMove(tx, move.id, 'failed', reason);
-    await repo.setMoving(tx, move.database_id, false);
-    const payload = { move_id: move.id, database_id: move.database_id, name: move.database_name };
-    // Jobs of one database run in order: the source is thawed before the target is cleaned.
-    await enqueueJob(tx, {
-      nodeId: move.source_node_id,
-      accountId: move.account_id,
-      kind: MOVE_JOB_KINDS.thaw,
-      payload,
-    });
-    if (targetTouched)
-      await enqueueJob(tx, {
-        nodeId: move.target_node_id,
-        accountId: move.account_id,
-        kind: MOVE_JOB_KINDS.cleanup,
-        payload,
-      });
-    await deps.audit.record(tx, {
-      action: 'database.move_failed',
-      outcome: 'failure',
-      actorType: 'agent',
-      actorId: job.node_id,
-      accountId: move.account_id,
-      targetType: 'database',
-      targetId: move.database_id,
-      details: {
-        name: move.database_name,
-        move_id: move.id,
-        from: move.source_node,
-        to: move.target_node,
-        reason: reason.slice(0, 500),
-      },
-    });
-    await notify(tx, DATABASE_STATUS_CHANNEL, move.database_id);
-    if (move.drain_id) {
-      await repo.finishDrain(tx, move.drain_id, 'failed', `moving ${move.database_name} failed: ${reason}`);
-      await deps.audit.record(tx, {
-        action: 'node.drain_failed',
-        outcome: 'failure',
-        targetType: 'node',
-        targetId: move.source_node_id,
-        details: { drain_id: move.drain_id, database: move.database_name },
-      });
-    }
-  }
+  /** A move that cannot go on (nodes.move.fail.ts), failed by the agent that ran the step. */
+  const fail = (tx: Tx, job: JobRow, move: repo.MoveRow, reason: string, targetTouched: boolean) =>
+    failMove(tx, deps.audit, { actorType: 'agent', actorId: job.node_id }, move, reason, targetTouched);
 
   async function copied(tx: Tx, job: JobRow, move: repo.MoveRow) {
     const parsed = moveOutResultSchema.safeParse(job.result);
@@ -318,9 +310,13 @@ export function createMoves(deps: {
         if (!row) throw notFound('Database');
         if (row.status !== 'ready') throw conflict(`Cannot move the database while it is ${row.status}`);
         if (row.rotation_pending) throw conflict('Cannot move the database during a credential rotation');
+        const detailed = seesNodeDetail(caller);
         const target = await repo.findNode(tx, { name: nodeName });
-        if (!target) throw notFound('Node');
-        const moveId = await begin(tx, row, target, null);
+        if (!target) throw hideNodeRefusal(notFound('Node'), detailed);
+        // Checked here, and again under the node's lock in begin().
+        const why = target.id === row.node_id ? null : refusal(target);
+        if (why) throw hideNodeRefusal(new AppError('conflict', why, { node: target.name }), detailed);
+        const { id: moveId } = await begin(tx, row, target.id, null, detailed);
         await deps.audit.record(
           tx,
           auditFromCaller(caller, {
@@ -350,6 +346,22 @@ export function createMoves(deps: {
     /** `POST /v1/nodes/:id/drain` (platform admins): moves every ready database off the node, one at a time. */
     async drain(user: UserPrincipal, nodeId: string) {
       const drainId = randomUUID();
+      // Cordoned first, in its own transaction: nothing new is placed on the node while it drains
+      // (and its lock is not held while the drain locks its first target). It stays cordoned after.
+      await withTx(db, async (tx) => {
+        const node = await fleet.lockNode(tx, nodeId);
+        if (!node) throw notFound('Node');
+        if (!(await fleet.setCordon(tx, nodeId, true))) return;
+        await deps.audit.record(tx, {
+          action: 'node.cordoned',
+          actorType: 'user',
+          actorId: user.userId,
+          sourceIp: user.sourceIp,
+          targetType: 'node',
+          targetId: nodeId,
+          details: { node_name: node.name, reason: 'drain' },
+        });
+      });
       await withTx(db, async (tx) => {
         const node = await repo.findNode(tx, { id: nodeId });
         if (!node) throw notFound('Node');

@@ -1,0 +1,184 @@
+/**
+ * A move that cannot go on (ADR 0031): the failure path, and the deadline of each step.
+ *
+ * The failure path: the move `failed`, the database `ready` on its source, `move_thaw` queued on
+ * the source (it gets its access back), `move_cleanup` queued on the target when the target may
+ * have made something, audit `database.move_failed`, and the move's drain (if any) failed.
+ *
+ * Deadlines: a move step (`move_out` at the source, `move_in` at the target) whose node never
+ * takes it, or stops renewing its lease, for `startMinutes`, or that has not finished
+ * `stepMinutes` after it was queued, fails the move by the same path: its job is dead-lettered
+ * (jobs of one database run in queue order, so the thaw queued after it could not run otherwise)
+ * and the source is thawed. Without a deadline a move to a node that died froze its source for good.
+ * A target that never took `move_in` made nothing: no cleanup is queued on it.
+ */
+import type { Logger } from 'pino';
+import { MOVE_JOB_KINDS } from '../../../shared/contracts/moves.ts';
+import { notify } from '../../db/notify.ts';
+import { type Db, type Tx, withTx } from '../../db/pool.ts';
+import type { AuditService } from '../audit/audit.service.ts';
+import { DATABASE_STATUS_CHANNEL } from '../databases/databases.jobs.ts';
+import { enqueueJob } from '../jobs/jobs.repo.ts';
+import * as repo from './nodes.move.repo.ts';
+
+export type MoveDeadlines = {
+  /** A step whose job no node has taken (or whose lease lapsed) for this long fails the move. */
+  startMinutes: number;
+  /** A step not finished this long after it was queued fails the move. */
+  stepMinutes: number;
+};
+
+/** Defaults: a node that takes no job for 15 minutes is gone; a step of 6 hours is a stuck one. */
+export const DEFAULT_MOVE_DEADLINES: MoveDeadlines = { startMinutes: 15, stepMinutes: 360 };
+
+/** Moves failed by one deadline pass at most (the next pass takes the rest). */
+const BATCH = 100;
+
+type Actor = { actorType: 'agent' | 'system'; actorId?: string };
+
+/** A move that cannot go on: the source serves again, the target's copy (if any) goes. */
+export async function failMove(
+  tx: Tx,
+  audit: Pick<AuditService, 'record'>,
+  actor: Actor,
+  move: repo.MoveRow,
+  reason: string,
+  targetTouched: boolean,
+): Promise<void> {
+  await repo.finishMove(tx, move.id, 'failed', reason);
+  await repo.setMoving(tx, move.database_id, false);
+  const payload = { move_id: move.id, database_id: move.database_id, name: move.database_name };
+  // Jobs of one database run in order: the source is thawed before the target is cleaned.
+  await enqueueJob(tx, {
+    nodeId: move.source_node_id,
+    accountId: move.account_id,
+    kind: MOVE_JOB_KINDS.thaw,
+    payload,
+  });
+  if (targetTouched)
+    await enqueueJob(tx, {
+      nodeId: move.target_node_id,
+      accountId: move.account_id,
+      kind: MOVE_JOB_KINDS.cleanup,
+      payload,
+    });
+  await audit.record(tx, {
+    action: 'database.move_failed',
+    outcome: 'failure',
+    ...actor,
+    accountId: move.account_id,
+    targetType: 'database',
+    targetId: move.database_id,
+    details: {
+      name: move.database_name,
+      move_id: move.id,
+      from: move.source_node,
+      to: move.target_node,
+      reason: reason.slice(0, 500),
+    },
+  });
+  await notify(tx, DATABASE_STATUS_CHANNEL, move.database_id);
+  if (move.drain_id) {
+    await repo.finishDrain(tx, move.drain_id, 'failed', `moving ${move.database_name} failed: ${reason}`);
+    await audit.record(tx, {
+      action: 'node.drain_failed',
+      outcome: 'failure',
+      targetType: 'node',
+      targetId: move.source_node_id,
+      details: { drain_id: move.drain_id, database: move.database_name },
+    });
+  }
+}
+
+type Overdue = {
+  move_id: string;
+  job_id: string;
+  job_status: 'queued' | 'running' | 'dead';
+  claimed: boolean;
+  stalled: boolean;
+};
+
+/**
+ * One deadline pass: fails the moves whose current step is past its deadline (or whose step job
+ * ended without its hook failing the move), each in its own transaction. Returns their ids.
+ */
+export async function failOverdueMoves(
+  db: Db,
+  deps: { audit: Pick<AuditService, 'record'>; log: Logger },
+  deadlines: MoveDeadlines,
+): Promise<string[]> {
+  // The rows are locked SKIP LOCKED: a step finishing right now (its hook locks both) is left alone.
+  const candidates = await db.query<{ move_id: string }>(
+    `SELECT m.id AS move_id FROM database_moves m
+       JOIN jobs j ON j.payload->>'move_id' = m.id::text
+                  AND j.kind = CASE m.status WHEN 'copying' THEN $1 ELSE $2 END
+      WHERE m.status IN ('copying', 'restoring')
+        AND (j.status = 'dead'
+             OR (j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $3))
+             OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $3))
+             OR (j.status IN ('queued', 'running') AND j.created_at < now() - make_interval(mins => $4)))
+      ORDER BY m.created_at LIMIT $5`,
+    [MOVE_JOB_KINDS.out, MOVE_JOB_KINDS.in, deadlines.startMinutes, deadlines.stepMinutes, BATCH],
+  );
+  const failed: string[] = [];
+  for (const { move_id } of candidates.rows) {
+    const done = await withTx(db, async (tx) => {
+      const move = await tx.query<{ id: string }>(
+        `SELECT id FROM database_moves WHERE id = $1 AND status IN ('copying', 'restoring') FOR UPDATE SKIP LOCKED`,
+        [move_id],
+      );
+      if (!move.rowCount) return false;
+      const m = (await repo.findMove(tx, move_id))!;
+      const kind = m.status === 'copying' ? MOVE_JOB_KINDS.out : MOVE_JOB_KINDS.in;
+      const r = await tx.query<Overdue>(
+        `SELECT j.id::text AS job_id, j.status AS job_status, j.claimed_at IS NOT NULL AS claimed,
+                ((j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $3))
+                 OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $3))) AS stalled
+           FROM jobs j
+          WHERE j.payload->>'move_id' = $1 AND j.kind = $2
+            AND (j.status = 'dead'
+                 OR (j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $3))
+                 OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $3))
+                 OR (j.status IN ('queued', 'running') AND j.created_at < now() - make_interval(mins => $4)))
+          ORDER BY j.id DESC LIMIT 1
+          FOR UPDATE OF j SKIP LOCKED`,
+        [move_id, kind, deadlines.startMinutes, deadlines.stepMinutes],
+      );
+      const job = r.rows[0];
+      if (!job) return false;
+      const step = m.status === 'copying' ? 'the copy at the source' : 'the restore at the target';
+      const node = m.status === 'copying' ? m.source_node : m.target_node;
+      const reason =
+        job.job_status === 'dead'
+          ? `${step} ended without an outcome`
+          : job.stalled
+            ? `${step} was not taken up by node ${node} within ${deadlines.startMinutes} minutes`
+            : `${step} did not finish within ${deadlines.stepMinutes} minutes`;
+      if (job.job_status !== 'dead')
+        await tx.query(
+          `UPDATE jobs SET status = 'dead', lease_expires_at = NULL, finished_at = now(), updated_at = now(),
+                  last_error = left(coalesce(last_error || '; ', '') || $2, 4000)
+            WHERE id = $1 AND status IN ('queued', 'running')`,
+          [job.job_id, `move deadline: ${reason}`],
+        );
+      // A target that never took move_in made nothing there.
+      await failMove(
+        tx,
+        deps.audit,
+        { actorType: 'system' },
+        m,
+        reason,
+        m.status === 'restoring' && job.claimed,
+      );
+      return true;
+    });
+    if (done) {
+      failed.push(move_id);
+      deps.log.warn(
+        { event: 'database.move_failed', move_id },
+        'move past its step deadline: failed, source thawed',
+      );
+    }
+  }
+  return failed;
+}
