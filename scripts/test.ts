@@ -102,7 +102,15 @@ try {
   const files = await listTests();
   const testCode = await run(
     process.execPath,
-    ['--test', '--test-concurrency=4', '--test-timeout=180000', '--test-reporter=spec', ...files],
+    [
+      // Extra runtime flags for a diagnosis (e.g. `--test-isolation=none --inspect=127.0.0.1:9230`).
+      ...(process.env.BULWARK_TEST_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+      '--test',
+      '--test-concurrency=4',
+      '--test-timeout=180000',
+      '--test-reporter=spec',
+      ...files,
+    ],
     env,
   );
   const [tscCode, lintCode, webTscCode, schemaCode] = await checks;

@@ -115,10 +115,18 @@ function validString(s: JsonSchema): fc.Arbitrary<string> {
     // Generated from the anchored pattern when there is one; every pattern must accept the value.
     const lead = patterns.find((p) => p.startsWith('^')) ?? patterns[0]!;
     const all = patterns.map((p) => new RegExp(p, 'u'));
+    // The pattern bounds the length when the schema does not: a 40-character default would make a
+    // pattern of fixed, longer length (`^[A-Za-z0-9_-]{43}$`) unsatisfiable and the filter spin.
+    const patternMax = s.maxLength;
+    const fitsPattern = (v: string) =>
+      codePoints(v) >= min && (patternMax === undefined || units(v) <= patternMax);
     try {
       return fc
-        .stringMatching(new RegExp(withoutLookaheads(lead), 'u'), { maxLength: max })
-        .filter((v) => all.every((re) => re.test(v)) && fits(v));
+        .stringMatching(
+          new RegExp(withoutLookaheads(lead), 'u'),
+          patternMax === undefined ? {} : { maxLength: patternMax },
+        )
+        .filter((v) => all.every((re) => re.test(v)) && fitsPattern(v));
     } catch {
       // A class fast-check cannot enumerate (e.g. a negated Unicode property): free text, filtered.
       return freeText(min, max).filter((v) => all.every((re) => re.test(v)));

@@ -97,7 +97,9 @@ export function backupAgentRoutes(deps: {
             'archive failed its authenticity check; the job is then dead).',
           params: jobParams,
           querystring: z.object({ attempt: z.coerce.number().int().min(1).max(1000) }),
-          headers: z.object({ [STREAM_TOKEN_HEADER]: z.string().min(1).max(64) }),
+          headers: z.object({
+            [STREAM_TOKEN_HEADER]: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'base64url, 32 bytes'),
+          }),
           response: { 200: z.object({ bytes: z.number().int().min(0) }), ...errorResponses },
         },
       },
