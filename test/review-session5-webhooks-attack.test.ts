@@ -94,6 +94,7 @@ before(async () => {
     {
       webhookAllowedHosts: ['127.0.0.2/32'],
       webhookConcurrency: CONCURRENCY,
+      webhookConcurrencyPerAccount: CONCURRENCY / 2,
       webhookTimeoutMs: TIMEOUT_MS,
       webhookMaxAttempts: 1,
       webhookRetryBaseMs: 20,
@@ -169,9 +170,8 @@ test('SSRF: PATCH to a refused URL is refused and the stored URL is unchanged', 
   await inject('DELETE', `/v1/webhooks/${hook.id}`, adminA.headers);
 });
 
-test('SSRF: the refusal does not tell a tenant what an internal host name resolves to', {
-  todo: 'finding: the 400 (and a delivery\'s last_error) names the resolved internal address, e.g. "resolves to a private address (10.20.30.40)": a resolution oracle for internal DNS',
-}, async () => {
+// Was a finding: the 400 (and a delivery's last_error) named the resolved internal address.
+test('SSRF: the refusal does not tell a tenant what an internal host name resolves to', async () => {
   dns.set('db.internal.corp', [{ address: '10.20.30.40', family: 4 }]);
   const r = await inject('POST', '/v1/webhooks', adminA.headers, {
     url: 'http://db.internal.corp/',
@@ -179,6 +179,13 @@ test('SSRF: the refusal does not tell a tenant what an internal host name resolv
   });
   assert.equal(r.statusCode, 400);
   assert.ok(!r.body.includes('10.20.30.40'), r.body);
+  assert.match(r.json().error.message, /refused address \(private\)/, r.body);
+  // RFC 2765 IPv4-translated addresses are refused like mapped ones.
+  for (const url of ['http://[::ffff:0:a9fe:a9fe]/', `http://[::ffff:0:7f00:1]:${forbidden.port}/`]) {
+    const t = await inject('POST', '/v1/webhooks', adminA.headers, { url, events: ['*'] });
+    assert.equal(t.statusCode, 400, `${url}: ${t.body}`);
+  }
+  assert.equal(forbidden.connections(), 0);
 });
 
 // --- Cross-account and authorization ----------------------------------------------------------
@@ -343,9 +350,10 @@ test('a delivery attempt whose DNS answer is slow is still bounded by the delive
   }
 });
 
-test("one tenant queuing many deliveries to a hanging receiver does not hold another tenant's delivery back", {
-  todo: "finding: the queue is one FIFO (ORDER BY next_attempt_at) shared by every account with a global concurrency; test/redeliver are unbounded: one account filling it with deliveries to a receiver that never answers delays every other account's events (break_glass.used alerts included) by (queued ÷ concurrency) × timeout",
-}, async () => {
+// Was a finding: one FIFO shared by every account with a global concurrency, and test/redeliver
+// unbounded. Now claims are spread across accounts, an account has at most
+// webhookConcurrencyPerAccount in flight, and a webhook at most 20 waiting tests/redeliveries.
+test("one tenant queuing many deliveries to a hanging receiver does not hold another tenant's delivery back", async () => {
   const hang = await rawServer(() => {});
   const hooks: string[] = [];
   const hooksB: string[] = [];
@@ -353,8 +361,22 @@ test("one tenant queuing many deliveries to a hanging receiver does not hold ano
     // The attacker's account: a webhook whose receiver accepts and never answers, 40 tests queued.
     const attackerHook = await createHook(adminA, hang.url);
     hooks.push(attackerHook.id);
-    const queued = await Promise.all(Array.from({ length: 40 }, () => sendTest(adminA, attackerHook.id)));
-    assert.equal(queued.length, 40, 'nothing bounds the queue a tenant can fill');
+    const tries = await Promise.all(
+      Array.from({ length: 40 }, () =>
+        inject('POST', `/v1/webhooks/${attackerHook.id}/test`, adminA.headers),
+      ),
+    );
+    const queued = tries.filter((r) => r.statusCode === 202);
+    assert.ok(queued.length >= 20 && queued.length < 40, `${queued.length} queued`);
+    for (const r of tries.filter((x) => x.statusCode !== 202)) {
+      assert.equal(r.statusCode, 429, r.body);
+      assert.equal(r.json().error.code, 'rate_limited');
+    }
+    const waiting = await s.db.pool.query(
+      "SELECT count(*)::int AS n FROM webhook_deliveries WHERE webhook_id = $1 AND status IN ('pending', 'failed')",
+      [attackerHook.id],
+    );
+    assert.ok(waiting.rows[0].n <= 20, `${waiting.rows[0].n} waiting`);
     // Another account's delivery to a fast receiver, queued just after.
     const victimHook = await createHook(adminB, fast.url('/victim'));
     const started = Date.now();
@@ -559,9 +581,9 @@ test('Slack: a new signing secret set by an admin API key does not let it forge 
   }
 });
 
-test('webhook delivery logs do not show callers without audit.read what the audit log hides from them (a decoy key is told apart)', {
-  todo: 'finding: webhooks.read admits members and write keys, and GET …/deliveries/:id returns the payload: the audit data of key.created (decoy: true, name, id), key.decoy_used, member.*, credentials.revealed reaches callers that audit.read and keys.read refuse',
-}, async () => {
+// Was a finding: GET …/deliveries/:id gave any webhooks.read caller (members, write keys) the
+// payload (audit data), and key events said which key is a decoy.
+test('webhook delivery logs do not show callers without audit.read what the audit log hides from them (a decoy key is told apart)', async () => {
   const hook = await createHook(adminA, fast.url('/keys'), ['key.*']);
   const write = await createTestKey(s, { account: 'attack-a', level: 'write' });
   try {
@@ -591,6 +613,14 @@ test('webhook delivery logs do not show callers without audit.read what the audi
     const r = await inject('GET', `/v1/webhooks/${hook.id}/deliveries/${delivery.id}`, write.headers);
     const leaked = r.statusCode === 200 && /"decoy":true/.test(r.json().payload as string);
     assert.ok(!leaked, `a write key reads: ${r.statusCode === 200 ? r.json().payload : r.statusCode}`);
+    assert.equal(r.statusCode, 200, r.body);
+    assert.equal(r.json().payload, undefined, 'no payload below admin');
+    assert.equal(r.json().event_type, 'key.created');
+    // Not even an admin (nor the receiver) can tell the decoy from another key by its events.
+    const full = (
+      await inject('GET', `/v1/webhooks/${hook.id}/deliveries/${delivery.id}`, adminA.headers)
+    ).json();
+    assert.ok(!/"decoy"/.test(full.payload as string), full.payload);
   } finally {
     await inject('DELETE', `/v1/webhooks/${hook.id}`, adminA.headers);
   }
@@ -736,10 +766,35 @@ test('after a rotation, the old secret stops signing when its overlap ends (no c
   }
 });
 
-// Last on purpose: when it finds what it looks for, the server's delivery outcomes stay unrecorded.
-test("a receiver answering with a NUL byte does not stop other accounts' delivery outcomes from being recorded", {
-  todo: 'finding (high): response_body keeps the NUL; recordOutcomes writes a whole batch in one UPDATE, PostgreSQL refuses text with 0x00, record() keeps the failed batch at the head of `outcomes`: from then on no outcome of any account is recorded (until restart), every claimed delivery is sent again at each lease end without end, and `outcomes` grows',
-}, async () => {
+test('a delivery whose last attempt left no outcome (its lease ended) is marked dead, never sent again', async () => {
+  const hook = await createHook(adminA, fast.url('/lapsed'));
+  try {
+    const id = await sendTest(adminA, hook.id);
+    assert.equal((await settled(adminA, hook.id, id)).status, 'succeeded');
+    const copies = () => fast.received.filter((x) => x.headers['bulwark-delivery'] === id).length;
+    assert.equal(copies(), 1);
+    // As if the worker died after claiming the last attempt: attempts spent, still pending, lease over.
+    await s.db.pool.query(
+      `UPDATE webhook_deliveries SET status = 'pending', attempts = max_attempts, next_attempt_at = now(),
+              delivered_at = NULL, last_error = NULL WHERE id = $1`,
+      [id],
+    );
+    const d = await settled(adminA, hook.id, id, 5_000);
+    assert.equal(d.status, 'dead', JSON.stringify(d));
+    assert.equal(d.attempts, 1, 'no attempt beyond max_attempts');
+    assert.match(d.last_error, /no outcome was recorded/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(copies(), 1, 'not sent again');
+    const row = await s.db.pool.query('SELECT next_attempt_at FROM webhook_deliveries WHERE id = $1', [id]);
+    assert.equal(row.rows[0].next_attempt_at, null);
+  } finally {
+    await inject('DELETE', `/v1/webhooks/${hook.id}`, adminA.headers);
+  }
+});
+
+// Was a finding (high): a NUL in an answer made PostgreSQL refuse the outcome batch, which then
+// blocked every account's outcomes. Last on purpose: were it to come back, outcomes stay unrecorded.
+test("a receiver answering with a NUL byte does not stop other accounts' delivery outcomes from being recorded", async () => {
   const nul = await rawServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end('ok\u0000poison');

@@ -102,6 +102,10 @@ test('address classification: every special-purpose range is refused, public add
     'fec0::1',
     'ff02::1',
     '100::1',
+    // IPv4-translated (RFC 2765, ::ffff:0:a.b.c.d), like the mapped ones.
+    '::ffff:0:7f00:1',
+    '::ffff:0:a9fe:a9fe',
+    '::ffff:0:808:808',
   ];
   for (const a of refused) assert.ok(refusedAddressReason(a), `${a} must be refused`);
   for (const a of [
@@ -277,6 +281,11 @@ test('checked again at delivery: a name that now resolves to a refused address g
   const second = await hook.send();
   assert.equal(second.status, 'dead');
   assert.match(second.last_error, /destination refused/);
+  assert.match(second.last_error, /refused address \(loopback\)/);
+  assert.ok(
+    !second.last_error.includes('127.0.0.1'),
+    `the address stays in the server log: ${second.last_error}`,
+  );
   assert.equal(forbidden.connections(), 0, 'no connection to the refused address');
 });
 

@@ -223,7 +223,14 @@ export const serverConfigSchema = z
     /** The dispatcher's and worker's safety poll (NOTIFY and in-process wake-ups are the fast path). */
     webhookPollMs: z.coerce.number().int().min(50).max(60_000).default(1_000),
     /** Deliveries in flight in one server process. */
-    webhookConcurrency: z.coerce.number().int().min(1).max(256).default(16),
+    webhookConcurrency: z.coerce.number().int().min(1).max(256).default(32),
+    /**
+     * Deliveries of one account in flight in one server process (the rest of the concurrency stays
+     * free for other accounts; ADR 0032). At least one event's burst to 20 webhooks.
+     */
+    webhookConcurrencyPerAccount: z.coerce.number().int().min(1).max(256).default(20),
+    /** Deliveries waiting per webhook past which a test or redelivery is refused (429). */
+    webhookPendingPerWebhook: z.coerce.number().int().min(1).max(10_000).default(20),
   })
   .strict()
   .superRefine(checkOidcSettings);
@@ -292,6 +299,8 @@ export const serverEnv: Record<string, EnvBinding> = {
   webhookMaxPerAccount: { env: 'BULWARK_WEBHOOK_MAX_PER_ACCOUNT' },
   webhookPollMs: { env: 'BULWARK_WEBHOOK_POLL_MS' },
   webhookConcurrency: { env: 'BULWARK_WEBHOOK_CONCURRENCY' },
+  webhookConcurrencyPerAccount: { env: 'BULWARK_WEBHOOK_CONCURRENCY_PER_ACCOUNT' },
+  webhookPendingPerWebhook: { env: 'BULWARK_WEBHOOK_PENDING_PER_WEBHOOK' },
   slackApiUrl: { env: 'BULWARK_SLACK_API_URL' },
 };
 

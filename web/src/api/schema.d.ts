@@ -27055,7 +27055,7 @@ export interface paths {
       path?: never;
       cookie?: never;
     };
-    /** One delivery, with the body sent */
+    /** One delivery, with the body sent (to owners, admins and admin keys) */
     get: {
       parameters: {
         query?: never;
@@ -27087,8 +27087,8 @@ export interface paths {
               last_status_code: number | null;
               max_attempts: number;
               next_attempt_at: string | null;
-              /** @description The JSON body sent */
-              payload: string;
+              /** @description The JSON body sent (an audit event): only to owners, admins and admin API keys */
+              payload?: string;
               /** @description The first 1 KB of the last answer */
               response_body: string | null;
               /** @enum {string} */

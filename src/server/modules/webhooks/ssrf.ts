@@ -31,8 +31,18 @@ export const defaultResolver: Resolver = async (hostname) => {
 
 export const DEFAULT_WEBHOOK_PORTS: readonly number[] = [80, 443, 8080, 8443];
 
+/**
+ * A refused destination. `message` is what the tenant sees (the API's 400, a delivery's
+ * last_error): it never names an address a host name resolved to (that would let a tenant read
+ * the internal DNS). `address` is that address, for the server's log only.
+ */
 export class DestinationRefused extends Error {
   override name = 'DestinationRefused';
+  readonly address: string | null;
+  constructor(message: string, address: string | null = null) {
+    super(message);
+    this.address = address;
+  }
 }
 
 /** A checked destination: the URL as parsed, and the one address to connect to. */
@@ -81,6 +91,7 @@ const V6_REFUSED: Range[] = [
   v6('::/128', 'unspecified'),
   v6('::1/128', 'loopback'),
   v6('::ffff:0:0/96', 'IPv4-mapped'),
+  v6('::ffff:0:0:0/96', 'IPv4-translated'),
   v6('::/96', 'IPv4-compatible'),
   v6('64:ff9b::/96', 'NAT64'),
   v6('64:ff9b:1::/48', 'NAT64 (local use)'),
@@ -214,7 +225,7 @@ export async function checkDestination(raw: string, policy: DestinationPolicy): 
       continue;
     }
     const why = refusedAddressReason(a.address);
-    if (why) throw new DestinationRefused(`${host} resolves to a ${why} address (${a.address})`);
+    if (why) throw new DestinationRefused(`${host} resolves to a refused address (${why})`, a.address);
     // A public address on a port outside the list (allowed above only for allowed CIDRs).
     if (!policy.ports.includes(port))
       throw new DestinationRefused(`port ${port} is not allowed (allowed: ${policy.ports.join(', ')})`);

@@ -274,6 +274,16 @@ export type AuditEventRow = {
   occurred_at: Date;
 };
 
+/**
+ * A key's events leave the platform without `decoy`: a decoy (canary) key must look like any other
+ * key to every consumer (its use is the `key.decoy_used` alert). The audit log keeps it.
+ */
+function outgoingDetails(action: string, details: Record<string, unknown>): Record<string, unknown> {
+  if (!action.startsWith('key.') || !('decoy' in details)) return details;
+  const { decoy: _decoy, ...rest } = details;
+  return rest;
+}
+
 export function eventFromAudit(row: AuditEventRow): WebhookEvent | null {
   if (!row.account_id) return null;
   const type = typeOfAudit(row.action, row.outcome, row.details ?? {});
@@ -289,7 +299,7 @@ export function eventFromAudit(row: AuditEventRow): WebhookEvent | null {
       actor: { type: row.actor_type, id: row.actor_id },
       target: row.target_type ? { type: row.target_type, id: row.target_id } : null,
       request_id: row.request_id,
-      details: scrub(row.details ?? {}),
+      details: scrub(outgoingDetails(row.action, row.details ?? {})),
     },
   };
 }

@@ -60,29 +60,59 @@ export type ClaimedDelivery = DeliveryRow & {
   previous_secret_expires_at: Date | null;
 };
 
+/** What a claim may take per account: `cap` in flight each, `busy` already in flight here. */
+export type AccountShare = { cap: number; busy: ReadonlyMap<string, number> };
+
 /**
  * Claims up to `limit` due deliveries of enabled webhooks: counts the attempt and pushes the next
  * attempt `leaseMs` away (the lease: a worker that dies mid-attempt leaves the row to be claimed
  * again after it). One statement; the HTTP requests happen after its commit. Its commit does not
  * wait for the WAL flush (ASYNC_COMMIT).
+ *
+ * Fair between accounts: due rows are ranked within their account (oldest first) and an account
+ * gets at most `share.cap` minus what it already has in flight in this worker, so one account's
+ * backlog (to a receiver that never answers, say) cannot take every slot (ADR 0032).
+ *
+ * A due row whose attempts are already spent (its last attempt's outcome was never recorded: the
+ * lease lapsed) is not sent again: the same statement marks it dead and returns it with status
+ * `dead` (the caller launches nothing for it).
  */
-export async function claimDue(db: Queryable, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
+export async function claimDue(
+  db: Queryable,
+  limit: number,
+  leaseMs: number,
+  share: AccountShare,
+): Promise<ClaimedDelivery[]> {
   const r = await db.query<ClaimedDelivery>(
     `WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+          busy AS (SELECT * FROM unnest($3::uuid[], $4::int[]) AS b(account_id, n)),
+          ranked AS (
+       SELECT d.id, d.next_attempt_at,
+              row_number() OVER (PARTITION BY d.account_id ORDER BY d.next_attempt_at, d.id)
+                + COALESCE(b.n, 0) AS place
+         FROM async, webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         LEFT JOIN busy b ON b.account_id = d.account_id
+        WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now() AND w.enabled),
           due AS (
-       SELECT d.id FROM async, webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-        WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now() AND w.enabled
-        ORDER BY d.next_attempt_at LIMIT $1
+       SELECT d.id FROM ranked r JOIN webhook_deliveries d ON d.id = r.id
+        WHERE r.place <= $5 AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
+        ORDER BY r.next_attempt_at LIMIT $1
         FOR UPDATE OF d SKIP LOCKED)
      UPDATE webhook_deliveries d
-        SET attempts = d.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
+        SET attempts = CASE WHEN d.attempts >= d.max_attempts THEN d.attempts ELSE d.attempts + 1 END,
+            status = CASE WHEN d.attempts >= d.max_attempts THEN 'dead' ELSE d.status END,
+            next_attempt_at = CASE WHEN d.attempts >= d.max_attempts THEN NULL
+                                   ELSE now() + $2::int * interval '1 millisecond' END,
+            last_error = CASE WHEN d.attempts >= d.max_attempts
+                              THEN 'no outcome was recorded for the last attempt (its lease ended)'
+                              ELSE d.last_error END
        FROM due, webhooks w
       WHERE d.id = due.id AND w.id = d.webhook_id
       RETURNING d.id, d.webhook_id, d.account_id, d.event_id, d.event_type, d.payload, d.status, d.attempts,
                 d.max_attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.duration_ms,
                 d.response_body, d.created_at, d.delivered_at, '0' AS created_us,
                 w.url, w.secret_sealed, w.previous_secret_sealed, w.previous_secret_expires_at`,
-    [limit, leaseMs],
+    [limit, leaseMs, [...share.busy.keys()], [...share.busy.values()], share.cap],
   );
   return r.rows;
 }

@@ -196,6 +196,16 @@ export async function insertDeliveries(db: Queryable, rows: readonly NewDelivery
   return r.rowCount ?? 0;
 }
 
+/** Deliveries of a webhook waiting to be sent (pending, or failed and to be retried). */
+export async function countWaiting(db: Queryable, webhookId: string): Promise<number> {
+  const r = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM webhook_deliveries
+      WHERE webhook_id = $1 AND status IN ('pending', 'failed')`,
+    [webhookId],
+  );
+  return r.rows[0]?.n ?? 0;
+}
+
 export async function listDeliveries(
   db: Queryable,
   q: { webhookId: string; status?: string; limit: number; after: PageCursor | null },

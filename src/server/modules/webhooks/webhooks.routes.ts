@@ -191,14 +191,16 @@ export function webhooksRoutes(deps: { webhooks: WebhooksService }): FastifyPlug
         config: { action: 'webhooks.read' },
         schema: {
           tags,
-          summary: 'One delivery, with the body sent',
+          summary: 'One delivery, with the body sent (to owners, admins and admin keys)',
           params: deliveryParams,
           response: { 200: deliveryWithPayloadSchema, ...errorResponses },
         },
       },
       async (req) => {
-        const d = await webhooks.delivery(requireCaller(req), req.params.id, req.params.deliveryId);
-        return { ...presentDelivery(d), payload: d.payload };
+        const caller = requireCaller(req);
+        const d = await webhooks.delivery(caller, req.params.id, req.params.deliveryId);
+        // The body is an audit event's details: only for callers at the level that reads the audit log.
+        return caller.level === 'admin' ? { ...presentDelivery(d), payload: d.payload } : presentDelivery(d);
       },
     );
 

@@ -103,7 +103,11 @@ export const deliverySchema = z.object({
 });
 
 export const deliveryWithPayloadSchema = deliverySchema.extend({
-  payload: z.string().max(65_536).describe('The JSON body sent'),
+  payload: z
+    .string()
+    .max(65_536)
+    .optional()
+    .describe('The JSON body sent (an audit event): only to owners, admins and admin API keys'),
 });
 
 export const eventTypesSchema = z.object({

@@ -5,6 +5,7 @@
  * save; deliveries check it again.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
 import { AppError, badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, withTx } from '../../db/pool.ts';
@@ -33,6 +34,9 @@ export function createWebhooksService(deps: {
   policy: () => DestinationPolicy;
   maxPerAccount: number;
   maxAttempts: number;
+  /** Deliveries waiting per webhook past which a test or redelivery is refused (429). */
+  pendingPerWebhook: number;
+  log: Pick<Logger, 'info'>;
   /** A delivery was queued (wakes the worker). */
   onQueued: () => void;
 }) {
@@ -48,10 +52,13 @@ export function createWebhooksService(deps: {
     try {
       await checkDestination(url, deps.policy());
     } catch (err) {
-      if (err instanceof DestinationRefused)
+      if (err instanceof DestinationRefused) {
+        // The address a name resolved to stays in the server's log (the tenant gets the reason).
+        if (err.address) deps.log.info({ address: err.address }, 'webhook URL refused');
         throw new AppError('destination_refused', `Webhook URL refused: ${err.message}`, {
           reason: err.message,
         });
+      }
       throw err;
     }
   };
@@ -63,6 +70,20 @@ export function createWebhooksService(deps: {
     const w = await repo.findWebhook(db, caller.accountId, id);
     if (!w) throw notFound('Webhook');
     return w;
+  };
+
+  /**
+   * Tests and redeliveries are the deliveries a caller queues at will: past `pendingPerWebhook`
+   * waiting (pending or to be retried), a 429. Serialised per webhook so the bound holds under
+   * concurrency.
+   */
+  const boundWaiting = async (tx: Parameters<AuditService['record']>[0], webhookId: string) => {
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`webhook-deliveries:${webhookId}`]);
+    if ((await repo.countWaiting(tx, webhookId)) >= deps.pendingPerWebhook)
+      throw new AppError(
+        'rate_limited',
+        `This webhook already has ${deps.pendingPerWebhook} deliveries waiting; try again when they are sent`,
+      );
   };
 
   const record = (
@@ -151,15 +172,18 @@ export function createWebhooksService(deps: {
     async sendTest(caller: Caller, id: string) {
       const w = await load(caller, id);
       const deliveryId = randomUUID();
-      await repo.insertDeliveries(db, [
-        {
-          id: deliveryId,
-          webhookId: w.id,
-          accountId: w.account_id,
-          ...eventFields(testEvent(w.account_id, w.id)),
-          maxAttempts: deps.maxAttempts,
-        },
-      ]);
+      await withTx(db, async (tx) => {
+        await boundWaiting(tx, w.id);
+        await repo.insertDeliveries(tx, [
+          {
+            id: deliveryId,
+            webhookId: w.id,
+            accountId: w.account_id,
+            ...eventFields(testEvent(w.account_id, w.id)),
+            maxAttempts: deps.maxAttempts,
+          },
+        ]);
+      });
       deps.onQueued();
       return deliveryId;
     },
@@ -188,6 +212,7 @@ export function createWebhooksService(deps: {
         const d = await repo.findDelivery(tx, id, deliveryId);
         if (!d) throw notFound('Delivery');
         if (d.status === 'pending') throw badRequest('This delivery is still pending');
+        await boundWaiting(tx, id);
         await repo.insertDeliveries(tx, [
           {
             id: newId,

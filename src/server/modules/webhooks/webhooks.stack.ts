@@ -27,6 +27,8 @@ export type WebhookConfig = Pick<
   | 'webhookMaxPerAccount'
   | 'webhookPollMs'
   | 'webhookConcurrency'
+  | 'webhookConcurrencyPerAccount'
+  | 'webhookPendingPerWebhook'
 >;
 
 export type WebhooksStack = {
@@ -67,6 +69,7 @@ export function createWebhooksStack(deps: {
       retryMaxMs: config.webhookRetryMaxMs,
       disableAfterMs: config.webhookDisableAfterSeconds * 1000,
       concurrency: config.webhookConcurrency,
+      perAccount: config.webhookConcurrencyPerAccount,
       pollMs: config.webhookPollMs,
     },
   });
@@ -84,6 +87,8 @@ export function createWebhooksStack(deps: {
     policy: () => policy,
     maxPerAccount: config.webhookMaxPerAccount,
     maxAttempts: config.webhookMaxAttempts,
+    pendingPerWebhook: config.webhookPendingPerWebhook,
+    log: deps.log,
     onQueued: () => worker.kick(),
   });
   const unsubscribe = deps.chainer.onChained(() => dispatcher.kick());

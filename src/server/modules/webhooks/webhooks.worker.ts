@@ -30,6 +30,8 @@ export type WorkerSettings = {
   retryMaxMs: number;
   disableAfterMs: number;
   concurrency: number;
+  /** Deliveries of one account in flight at most (the rest stay free for other accounts). */
+  perAccount: number;
   pollMs: number;
 };
 
@@ -66,6 +68,7 @@ export function createDeliveryWorker(deps: {
 }): DeliveryWorker {
   const { settings: cfg, log } = deps;
   let inFlight = 0;
+  const inFlightOf = new Map<string, number>();
   const attempts = new Set<Promise<void>>();
   let stopped = true;
   let timer: NodeJS.Timeout | undefined;
@@ -224,6 +227,11 @@ export function createDeliveryWorker(deps: {
       });
     } catch (err) {
       const refused = err instanceof DestinationRefused;
+      if (refused && err.address)
+        log.info(
+          { delivery_id: d.id, webhook_id: d.webhook_id, address: err.address },
+          'webhook destination refused',
+        );
       result = {
         ok: false,
         statusCode: null,
@@ -251,12 +259,16 @@ export function createDeliveryWorker(deps: {
 
   const launch = (d: queue.ClaimedDelivery, destination: Promise<Destination>) => {
     inFlight++;
+    inFlightOf.set(d.account_id, (inFlightOf.get(d.account_id) ?? 0) + 1);
     const p = attempt(d, destination)
       .catch((err: Error) =>
         log.error({ err: { message: err.message }, delivery_id: d.id }, 'webhook attempt failed'),
       )
       .finally(() => {
         inFlight--;
+        const n = (inFlightOf.get(d.account_id) ?? 1) - 1;
+        if (n > 0) inFlightOf.set(d.account_id, n);
+        else inFlightOf.delete(d.account_id);
         attempts.delete(p);
         scheduleRecord();
       });
@@ -267,10 +279,17 @@ export function createDeliveryWorker(deps: {
   const claimRound = async (): Promise<number> => {
     const room = cfg.concurrency - inFlight;
     if (room <= 0) return 0;
-    const claimed = await queue.claimDue(deps.db, room, cfg.timeoutMs + 30_000);
+    const claimed = await queue.claimDue(deps.db, room, cfg.timeoutMs + 30_000, {
+      cap: Math.min(cfg.perAccount, cfg.concurrency),
+      busy: inFlightOf,
+    });
     // One check per URL per batch, made now: every attempt is still checked when it is sent.
     const checks = new Map<string, Promise<Destination>>();
     for (const d of claimed) {
+      if (d.status === 'dead') {
+        log.warn({ delivery_id: d.id }, 'webhook delivery dead: its last attempt left no outcome');
+        continue;
+      }
       let check = checks.get(d.url);
       if (!check) {
         check = checkDestination(d.url, deps.policy());
