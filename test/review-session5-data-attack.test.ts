@@ -201,23 +201,27 @@ test('a tenant admin cannot learn which node names exist (an unknown and a refus
 });
 
 /**
- * The agent runs one job at a time, and a `backup.download` job lasts as long as its client reads:
+ * The agent ran one job at a time, and a `backup.download` job lasts as long as its client reads:
  * the agent's archive upload is answered only when the download ended. A writer of one database
- * that opens a download and never reads it holds its node's only job runner, so every other
- * tenant's jobs on that node (creates, rotations, access revokes, governed SQL) wait behind it.
+ * that opens a download and never reads it held its node's only job runner, so every other
+ * tenant's jobs on that node (creates, rotations, access revokes, governed SQL) waited behind it.
+ * Fixed (ADR 0023): downloads run in their own lane on the agent (2 at a time), the server cuts a
+ * transfer with no byte moved for the idle deadline, and caps open downloads per account and link.
  */
-test("a download nobody reads does not stall another tenant's jobs on the same node", {
-  todo: "finding: backup.download holds the agent's single serial job runner for as long as the client takes to read (no read deadline, no separate lane): another tenant's database.create waits behind it",
-}, async () => {
+test("a download nobody reads does not stall another tenant's jobs on the same node", async () => {
   const pooler = await startPrivatePooler();
+  // The idle cut is shortened (30 s in production), yet long enough that the create below can
+  // only be ready in time thanks to the lane.
+  const idleMs = 15_000;
   const s2 = await createTestServer({
     poolerPort: pooler.port,
     poolerSslmode: 'disable',
     backupDownloadWaitMs: 20_000,
+    backupDownloadIdleMs: idleMs,
   });
   const url = (await s2.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
   const agent = await startTestAgent(s2, url, { name: 'rv5-dl', pooler, explorerChannel: false });
-  let held: http.ClientRequest | undefined;
+  const heldAll: http.ClientRequest[] = [];
   try {
     const attackerAdmin = await createTestKey(s2, { account: 'rv5-dl-attacker' });
     const attacker = await createTestKey(s2, { account: 'rv5-dl-attacker', level: 'write' });
@@ -266,34 +270,103 @@ test("a download nobody reads does not stall another tenant's jobs on the same n
       assert.ok(Date.now() < deadline, 'backup completed in time');
       await new Promise((r) => setTimeout(r, 200));
     }
-    const link = (
-      await call(attacker, 'POST', `/v1/databases/${name}/backups/${backupId}/download-link`)
-    ).json();
-    // The download starts (headers and first bytes come), and then nobody reads.
-    const started = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      held = http.get(`${url}${link.url}`, { headers: attacker.headers }, (res) => {
-        res.pause();
-        resolve(res);
+    // A link is its caller, backup and expiry second: two links made in one second are the same.
+    const newLink = async () => {
+      await new Promise((r) => setTimeout(r, 1_100));
+      return (await call(attacker, 'POST', `/v1/databases/${name}/backups/${backupId}/download-link`)).json()
+        .url as string;
+    };
+    /**
+     * GETs a link and stops reading once the headers came. `outcome`: how the body ends once read
+     * again ('end': whole; 'cut': the server destroyed the connection before the end).
+     */
+    const hold = (link: string) =>
+      new Promise<{ res: http.IncomingMessage; outcome: Promise<string> }>((resolve, reject) => {
+        const req = http.get(`${url}${link}`, { headers: attacker.headers }, (res) => {
+          res.pause();
+          const outcome = new Promise<string>((done) => {
+            res.once('end', () => done('end'));
+            res.once('aborted', () => done('cut'));
+            res.once('error', () => done('cut'));
+            res.once('close', () => done(res.complete ? 'end' : 'cut'));
+          });
+          resolve({ res, outcome });
+        });
+        heldAll.push(req);
+        req.on('error', reject);
       });
-      held.on('error', reject);
-    });
-    assert.equal(started.statusCode, 200);
+    // The download starts (headers and first bytes come), and then nobody reads.
+    const link1 = await newLink();
+    const started = await hold(link1);
+    assert.equal(started.res.statusCode, 200);
+    // The same link again while its download runs: refused.
+    const again = await call(attacker, 'GET', link1);
+    assert.equal(again.statusCode, 409, again.body);
+    // A second download of the account (the agent's lane holds two): it starts, nobody reads it.
+    const second = await hold(await newLink());
+    assert.equal(second.res.statusCode, 200);
+    // A third while two are open: the account's cap.
+    const third = await call(attacker, 'GET', await newLink());
+    assert.equal(third.statusCode, 429, third.body);
+    assert.equal(third.json().error.code, 'rate_limited');
     await new Promise((r) => setTimeout(r, 2_000));
-    // Another tenant's create on the same node.
+    // Another tenant's create on the same node, while both downloads hold the agent's lane.
     const other = `rv5v_${randomBytes(3).toString('hex')}`;
     assert.equal((await call(victim, 'POST', '/v1/databases', { name: other })).statusCode, 202);
     const readyWhileHeld = await waitReady(victim, other, 30_000);
-    // Control: once the download's client goes, the create goes through.
-    held?.destroy();
+    const readyAt = Date.now();
+    assert.ok(readyWhileHeld, "the other tenant's create waited 30 s behind the downloads");
+
+    // The idle deadline: both held downloads are cut, their jobs dead for that reason (bounded wait).
+    const downloadJobs = () =>
+      s2.db.pool.query<{ status: string; last_error: string; has_token: boolean; finished_ms: number }>(
+        `SELECT status, last_error, payload ? 'stream_token' AS has_token,
+                (extract(epoch FROM finished_at) * 1000)::float8 AS finished_ms
+           FROM jobs WHERE kind = 'backup.download' AND payload->>'backup_id' = $1 ORDER BY id`,
+        [backupId],
+      );
+    const cutBy = Date.now() + idleMs + 30_000;
+    let jobs = await downloadJobs();
+    while (jobs.rows.some((j) => j.status !== 'dead') && Date.now() < cutBy) {
+      await new Promise((r) => setTimeout(r, 250));
+      jobs = await downloadJobs();
+    }
+    assert.equal(jobs.rows.length, 2, JSON.stringify(jobs.rows));
+    for (const j of jobs.rows) {
+      assert.equal(j.status, 'dead', JSON.stringify(j));
+      assert.match(j.last_error, /no byte moved/);
+      assert.equal(j.has_token, false);
+      // The create was ready while the downloads still held the lane: the lane, not the cut, let it through.
+      assert.ok(
+        j.finished_ms > readyAt,
+        `the download was cut ${readyAt - j.finished_ms} ms before the create was ready`,
+      );
+    }
+    // Their clients' connections were destroyed: read again, the bodies end cut, never whole.
+    for (const h of [started, second]) {
+      h.res.resume();
+      const how = await Promise.race([
+        h.outcome,
+        new Promise<string>((r) => setTimeout(() => r('hung'), 60_000)),
+      ]);
+      assert.equal(how, 'cut');
+    }
+    // Their places are given back: the account can download again (and this one is read).
+    const fresh = await hold(await newLink());
+    assert.equal(fresh.res.statusCode, 200);
+    fresh.res.resume();
+    const end = await Promise.race([
+      fresh.outcome,
+      new Promise<string>((r) => setTimeout(() => r('timeout'), 90_000)),
+    ]);
+    assert.equal(end, 'end', 'a download that is read goes through whole');
+    // Control: the held requests are gone, and a create still goes through.
+    for (const h of heldAll) h.destroy();
     const t0 = Date.now();
     assert.ok(await waitReady(victim, other, 60_000), 'the create never became ready (control)');
-    const afterMs = Date.now() - t0;
-    assert.ok(
-      readyWhileHeld,
-      `the other tenant's create waited 30 s behind the download, and was ready ${afterMs} ms after it ended`,
-    );
+    assert.ok(Date.now() - t0 < 60_000);
   } finally {
-    held?.destroy();
+    for (const h of heldAll) h.destroy();
     await agent.stop();
     s2.app.server.closeAllConnections();
     await s2.stop();

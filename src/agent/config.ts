@@ -79,6 +79,8 @@ export const agentConfigSchema = z
     poolerAdminPassword: z.string().min(16).max(512).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     pollWaitMs: z.coerce.number().int().min(100).max(120_000).default(25_000),
+    /** `backup.download` jobs run at once beside the main job loop (ADR 0023); one more is refused. */
+    downloadLaneMax: z.coerce.number().int().min(1).max(16).default(2),
     heartbeatMs: z.coerce.number().int().min(500).max(300_000).default(10_000),
     /** How often the size and connections of each tenant database are sampled and reported. */
     sampleIntervalMs: z.coerce.number().int().min(500).max(3_600_000).default(60_000),
@@ -198,6 +200,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   poolerAdminPassword: { env: 'BULWARK_POOLER_ADMIN_PASSWORD', secret: true },
   logLevel: { env: 'BULWARK_LOG_LEVEL' },
   pollWaitMs: { env: 'BULWARK_AGENT_POLL_WAIT_MS' },
+  downloadLaneMax: { env: 'BULWARK_AGENT_DOWNLOAD_LANE_MAX' },
   heartbeatMs: { env: 'BULWARK_AGENT_HEARTBEAT_MS' },
   sampleIntervalMs: { env: 'BULWARK_AGENT_SAMPLE_INTERVAL_MS' },
   warmPoolSize: { env: 'BULWARK_WARM_POOL_SIZE' },

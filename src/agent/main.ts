@@ -210,7 +210,15 @@ export async function startAgent(
     : null;
   await fs.writeFile(readyFile, `${new Date().toISOString()}\n`);
 
-  const runner = createJobRunner({ client, handlers, admin, log, pollWaitMs: config.pollWaitMs, sleep });
+  const runner = createJobRunner({
+    client,
+    handlers,
+    admin,
+    log,
+    pollWaitMs: config.pollWaitMs,
+    sleep,
+    downloadLaneMax: config.downloadLaneMax,
+  });
   const done = runner.run(stopping.signal).finally(async () => {
     clearInterval(hbTimer);
     samples.stop();

@@ -77,6 +77,12 @@ export const serverConfigSchema = z
      * the agent sends it, this server decrypts it on the fly (ADR 0023). Past it: 503.
      */
     backupDownloadWaitMs: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
+    /** A download with no byte moved for this long (ms; a client that stopped reading) is cut (ADR 0023). */
+    backupDownloadIdleMs: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
+    /** A download lasting longer than this (ms) is cut. */
+    backupDownloadMaxMs: z.coerce.number().int().min(10_000).max(86_400_000).default(1_800_000),
+    /** Backup downloads one account may have open at once in one server process; past it: 429. */
+    backupDownloadsPerAccount: z.coerce.number().int().min(1).max(100).default(2),
     /** Explorer queries in flight in one server process (each result up to 10 MB); past it: 503. */
     explorerMaxInFlight: z.coerce.number().int().min(1).max(1_024).default(32),
     enrollmentTtlMinutes: z.coerce
@@ -257,6 +263,9 @@ export const serverEnv: Record<string, EnvBinding> = {
   backupRpoHours: { env: 'BULWARK_BACKUP_RPO_HOURS' },
   backupDrillIntervalDays: { env: 'BULWARK_BACKUP_DRILL_INTERVAL_DAYS' },
   backupDownloadWaitMs: { env: 'BULWARK_BACKUP_DOWNLOAD_WAIT_MS' },
+  backupDownloadIdleMs: { env: 'BULWARK_BACKUP_DOWNLOAD_IDLE_MS' },
+  backupDownloadMaxMs: { env: 'BULWARK_BACKUP_DOWNLOAD_MAX_MS' },
+  backupDownloadsPerAccount: { env: 'BULWARK_BACKUP_DOWNLOADS_PER_ACCOUNT' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
   nodeUnhealthyAfterSeconds: { env: 'BULWARK_NODE_UNHEALTHY_AFTER_SECONDS' },
   sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },

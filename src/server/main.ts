@@ -226,6 +226,8 @@ export async function createServerContext(opts: {
     // The backup's agent sends the archive; this process decrypts it (ADR 0023).
     relay: createDownloadRelay(),
     connectTimeoutMs: config.backupDownloadWaitMs,
+    deadlines: { idleMs: config.backupDownloadIdleMs, maxMs: config.backupDownloadMaxMs },
+    perAccount: config.backupDownloadsPerAccount,
     stepUp: stepUp.require,
   });
   // A download job its agent failed (the archive missing there…): its waiting download ends now.

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type pg from 'pg';
+import { BACKUP_JOB_KINDS } from '../../shared/contracts/backups.ts';
 import { JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { type PolledJob, ServerError } from '../server-client.ts';
-import type { JobHandler } from './job-context.ts';
+import { JOB_REPORTED, type JobHandler } from './job-context.ts';
 import { createJobRunner, type JobRunnerDeps } from './job-runner.ts';
 
 // The job loop alone, with its dependencies passed in: the server's answers are scripted, the
@@ -104,4 +105,62 @@ test('a kind the agent does not run is failed for good (not retried)', async () 
   assert.deepEqual(reported.fail, [
     { error: 'this agent does not run jobs of kind node.unknown', retryable: false },
   ]);
+});
+
+test('backup downloads run in their own lane (2 at a time): the loop never waits for one, a third is refused, stopping ends them', async () => {
+  const reported: Reported = { complete: [], fail: [] };
+  const events: string[] = [];
+  let started = 0;
+  // A download whose client never reads: it holds on until its signal aborts (the runner stopping).
+  const download: JobHandler = async (_p, ctx) => {
+    started++;
+    await new Promise<void>((resolve) => {
+      if (ctx.signal.aborted) resolve();
+      ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    events.push('download ended');
+    return JOB_REPORTED;
+  };
+  const ping: JobHandler = async () => {
+    events.push(`ping ran while ${runner.laneRunning()} downloads held`);
+    return { pg_version: 'PostgreSQL 15', server_version_num: 150000, checked_at: new Date().toISOString() };
+  };
+  const polled = (id: number, kind: string) => () =>
+    Promise.resolve({ job: { id, kind, payload: {}, attempt: 1, lease_expires_at: null } });
+  const runner = createJobRunner({
+    client: scripted(
+      [
+        polled(1, BACKUP_JOB_KINDS.download),
+        polled(2, BACKUP_JOB_KINDS.download),
+        polled(3, BACKUP_JOB_KINDS.download),
+        polled(4, JOB_KINDS.ping),
+      ],
+      reported,
+    ),
+    handlers: new Map([
+      [BACKUP_JOB_KINDS.download, download],
+      [JOB_KINDS.ping, ping],
+    ]),
+    admin,
+    log,
+    pollWaitMs: 1_000,
+    sleep: async () => {},
+  });
+  // The script ends with a 401: the loop stops, and the lane's downloads are ended and awaited.
+  const run = runner.run(new AbortController().signal);
+  const bounded = await Promise.race([
+    run.then(() => 'ended'),
+    new Promise((r) => setTimeout(() => r('hung'), 5_000)),
+  ]);
+  assert.equal(bounded, 'ended', 'run() waits for its lane and then ends');
+  assert.equal(started, 2, 'two downloads ran at once, the third was not started');
+  assert.deepEqual(reported.fail, [
+    {
+      error: `this node is already running 2 ${BACKUP_JOB_KINDS.download} jobs; try again shortly`,
+      retryable: false,
+    },
+  ]);
+  assert.deepEqual(events, ['ping ran while 2 downloads held', 'download ended', 'download ended']);
+  assert.equal(reported.complete.length, 1, 'the ping completed');
+  assert.equal(runner.laneRunning(), 0);
 });

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { checkJobResult } from '../../shared/contracts/jobs.ts';
 import { type PolledJob, type ServerClient, ServerError } from '../server-client.ts';
 import { JOB_REPORTED, type JobHandler, PermanentJobError } from './job-context.ts';
+import { createJobLane, DOWNLOAD_LANE_KINDS, DOWNLOAD_LANE_MAX } from './job-lane.ts';
 
 /** What the job runner uses: only the server calls it makes, the handlers and the admin pool. */
 export type JobRunnerDeps = {
@@ -21,6 +22,8 @@ export type JobRunnerDeps = {
   sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Backoff after a failed poll: starts at `initialMs`, doubles up to `maxMs`. */
   backoff?: { initialMs: number; maxMs: number };
+  /** `backup.download` jobs running at once in their own lane, beside the main loop (default 2). */
+  downloadLaneMax?: number;
 };
 
 export type JobRunner = {
@@ -31,6 +34,8 @@ export type JobRunner = {
   run(signal: AbortSignal): Promise<void>;
   /** Runs one job and reports its outcome; never throws. */
   runJob(job: PolledJob, signal: AbortSignal): Promise<void>;
+  /** `backup.download` jobs running in their lane now. */
+  laneRunning(): number;
 };
 
 const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
@@ -168,13 +173,38 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     }
   };
 
+  /**
+   * Downloads last as long as their client reads (ADR 0023): they run in their own lane, so the
+   * loop below never waits for one (another tenant's create is not held up by a slow reader).
+   */
+  const lane = createJobLane({
+    kinds: DOWNLOAD_LANE_KINDS,
+    max: Math.max(1, deps.downloadLaneMax ?? DOWNLOAD_LANE_MAX),
+    runJob,
+    fail: (job, message, retry) => client.fail(job, message, retry),
+    log,
+  });
+
   const run = async (signal: AbortSignal): Promise<void> => {
+    const ended = new AbortController();
+    const both = AbortSignal.any([signal, ended.signal]);
+    try {
+      await loop(both);
+    } finally {
+      // Stopping (or the token refused): the lane's jobs end too; wait for them to report.
+      ended.abort(new Error('the job runner stopped'));
+      await lane.drain();
+    }
+  };
+
+  const loop = async (signal: AbortSignal): Promise<void> => {
     let backoff = initialBackoff;
     while (!signal.aborted) {
       try {
         const { job } = await client.poll(deps.pollWaitMs, signal);
         backoff = initialBackoff;
-        if (job)
+        if (job && lane.has(job.kind)) await lane.offer(job, signal);
+        else if (job)
           await runJob(job, signal).catch((err: Error) =>
             log.error({ err: { message: err?.message } }, 'job run failed'),
           );
@@ -191,5 +221,5 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     }
   };
 
-  return { run, runJob };
+  return { run, runJob, laneRunning: lane.running };
 }

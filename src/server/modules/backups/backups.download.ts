@@ -10,7 +10,7 @@
  * expiry; it is compared in constant time. The agent opens `<backup dir>/<storage key>` built
  * from the two uuids of the job's payload; nothing the client sends reaches a path.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { PassThrough, type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdDecompress } from 'node:zlib';
@@ -79,6 +79,52 @@ function byteLimit(max: number, counted: { bytes: number }): Transform {
   });
 }
 
+/** How long a transfer may go without a byte from its agent, and how long it may last in all (ms). */
+export type DownloadDeadlines = { idleMs?: number; maxMs?: number };
+
+export const DOWNLOAD_IDLE_MS = 30_000;
+export const DOWNLOAD_MAX_MS = 30 * 60_000;
+
+/**
+ * Cuts a transfer that stalls (no byte from the agent for `idleMs`: a client that stopped reading
+ * holds every buffer full, so the agent can send nothing) or lasts longer than `maxMs` in all: the
+ * download's output is destroyed with the reason, which fails the pipeline, so the client's
+ * connection is destroyed and the agent's upload answered 409 (`ended`). Returns the function that stops watching.
+ */
+function watchTransfer(
+  out: Readable,
+  counted: { bytes: number; plain: number },
+  d: DownloadDeadlines,
+): () => void {
+  const idleMs = d.idleMs ?? DOWNLOAD_IDLE_MS;
+  const maxMs = d.maxMs ?? DOWNLOAD_MAX_MS;
+  const started = Date.now();
+  let seen = -1;
+  let movedAt = started;
+  // The last stream of the pipeline: destroying it fails the whole pipeline, whatever stage it is
+  // stuck at (the agent may have sent everything already, into buffers nobody drains).
+  const cut = (why: string) => out.destroy(new Error(why));
+  const tick = setInterval(
+    () => {
+      const now = Date.now();
+      const moved = counted.bytes + counted.plain;
+      if (moved !== seen) {
+        seen = moved;
+        movedAt = now;
+      }
+      if (now - started >= maxMs)
+        cut(`the download lasted longer than ${Math.round(maxMs / 1000)} s and was cut`);
+      else if (now - movedAt >= idleMs)
+        cut(
+          `no byte moved for ${Math.round(idleMs / 1000)} s (the client stopped reading); the download was cut`,
+        );
+    },
+    Math.max(50, Math.min(1_000, Math.floor(idleMs / 4))),
+  );
+  tick.unref();
+  return () => clearInterval(tick);
+}
+
 /**
  * The plain archive from the archive's bytes as stored: authenticated decryption (each chunk
  * emitted only after its tag verified, the final marker required) → zstd → out. Resolves once
@@ -92,9 +138,11 @@ export async function openPlainArchive(
   sizeBytes: number,
   log: Logger,
   ended: (err: Error | null, bytes: number) => void = () => {},
+  deadlines: DownloadDeadlines = {},
 ): Promise<Readable> {
   const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-  const counted = { bytes: 0 };
+  const counted = { bytes: 0, plain: 0 };
+  const stopWatch = watchTransfer(out, counted, deadlines);
   let first!: () => void;
   let firstFailed!: (e: Error) => void;
   const firstByte = new Promise<void>((res, rej) => {
@@ -108,6 +156,7 @@ export async function openPlainArchive(
         seen = true;
         first();
       }
+      counted.plain += chunk.length;
       cb(null, chunk);
     },
   });
@@ -120,6 +169,7 @@ export async function openPlainArchive(
     out,
   ).then(
     () => {
+      stopWatch();
       // Whole and authentic (the final chunk verified); a size unlike the record is only odd.
       if (counted.bytes !== sizeBytes)
         log.warn(
@@ -129,6 +179,7 @@ export async function openPlainArchive(
       ended(null, counted.bytes);
     },
     (err: unknown) => {
+      stopWatch();
       log.warn(
         { backup_id: ids.backupId, bytes: counted.bytes, err: { message: (err as Error)?.message } },
         'backup download stopped',
@@ -159,6 +210,10 @@ export function createBackupDownloads(deps: {
   relay: DownloadRelay;
   /** How long a download waits for its agent to start sending (default 30 s). */
   connectTimeoutMs?: number;
+  /** Cut a transfer with no byte moved for `idleMs` (default 30 s) or longer than `maxMs` (default 30 min). */
+  deadlines?: DownloadDeadlines;
+  /** Downloads open at once for one account in this process (default 2); past it: 429. */
+  perAccount?: number;
   /**
    * A download is the whole database in the clear, like revealing its password: a signed-in user
    * needs the re-authentication window (a stolen session cannot walk away with the data).
@@ -167,6 +222,37 @@ export function createBackupDownloads(deps: {
 }) {
   const { db, log, relay } = deps;
   const connectTimeoutMs = deps.connectTimeoutMs ?? 30_000;
+  const perAccount = deps.perAccount ?? 2;
+  /** Open downloads per account, and the links whose download is still open (this process). */
+  const openByAccount = new Map<string, number>();
+  const openLinks = new Set<string>();
+
+  /**
+   * Takes a place for a download (429 past the account's cap, 409 for a link whose previous
+   * download is still open); the returned function gives it back (idempotent).
+   */
+  const admit = (accountId: string, link: string | undefined): (() => void) => {
+    const linkKey = link === undefined ? undefined : createHash('sha256').update(link).digest('hex');
+    if (linkKey !== undefined && openLinks.has(linkKey))
+      throw conflict('A download through this link is still running; wait for it to end');
+    const n = openByAccount.get(accountId) ?? 0;
+    if (n >= perAccount)
+      throw new AppError(
+        'rate_limited',
+        `This account already has ${perAccount} backup downloads running; wait for one to end`,
+      );
+    openByAccount.set(accountId, n + 1);
+    if (linkKey !== undefined) openLinks.add(linkKey);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (openByAccount.get(accountId) ?? 1) - 1;
+      if (left > 0) openByAccount.set(accountId, left);
+      else openByAccount.delete(accountId);
+      if (linkKey !== undefined) openLinks.delete(linkKey);
+    };
+  };
 
   /** A download job that will not run (or finish) any more: dead, its token gone from the row. */
   const endJob = async (jobId: number, reason: string) => {
@@ -206,14 +292,16 @@ export function createBackupDownloads(deps: {
      * Opens the plain archive of a completed backup (already found in the caller's account): a
      * `backup.download` job asks the backup's agent to send the stored (encrypted) archive here,
      * and this process decrypts it as it forwards it. Resolves with the first authentic plain
-     * bytes ready; `signal` is the client's (gone: the agent's transfer ends too).
+     * bytes ready; `signal` is the client's (gone: the agent's transfer ends too). `link` (the
+     * link's signature) is open once at a time; an account has at most `perAccount` open.
      */
-    async open(backup: repo.BackupRow, signal: AbortSignal): Promise<Readable> {
+    async open(backup: repo.BackupRow, signal: AbortSignal, link?: string): Promise<Readable> {
       if (!deps.box) throw unavailable('The server has no master key configured');
       const sealed = await repo.findWrappedKey(db, backup.id);
       if (!sealed || sealed.account_id !== backup.account_id)
         throw new AppError('not_found', 'Backup not found');
       const key = Buffer.from(deps.box.open(sealed.wrapped_key, backupKeyContext(backup.id)), 'base64url');
+      const release = admit(backup.account_id, link);
       const slot = relay.open();
       let jobId: number | null = null;
       try {
@@ -234,9 +322,14 @@ export function createBackupDownloads(deps: {
           { backupId: backup.id, databaseId: backup.database_id },
           Number(backup.size_bytes ?? 0),
           log,
-          incoming.finish,
+          (err, bytes) => {
+            release();
+            incoming.finish(err, bytes);
+          },
+          deps.deadlines,
         );
       } catch (err) {
+        release();
         slot.close();
         if (jobId !== null) await endJob(jobId, `download ended: ${(err as Error).message}`);
         throw err;
@@ -257,6 +350,9 @@ export function createBackupDownloads(deps: {
     relay,
 
     endJob,
+
+    /** Downloads open now in this process (tests, metrics). */
+    openCount: () => [...openByAccount.values()].reduce((a, b) => a + b, 0),
   };
 }
 

@@ -177,7 +177,9 @@ export function backupRoutes(deps: {
           description:
             'Only with the link from `POST …/download-link`, before it expires, by the caller it was made for; ' +
             "anything else is 403. The backup's agent sends the archive (ADR 0023): 503 when it does not start " +
-            'within 30 s, 409 when the archive fails its authenticity check before a byte was sent. A damaged ' +
+            'within 30 s, 409 when the archive fails its authenticity check before a byte was sent, or while an ' +
+            'earlier download through the same link still runs; 429 when the account already has 2 downloads running. ' +
+            'A transfer with no byte moved for 30 s (a client that stopped reading) or longer than 30 min is cut. A damaged ' +
             'archive (or the agent lost) later cuts the transfer: it never completes, so check it against `sha256`.',
           params: backupParams,
           querystring: downloadQuery,
@@ -207,7 +209,7 @@ export function backupRoutes(deps: {
         reply.raw.once('close', () => {
           if (!reply.raw.writableEnded) gone.abort();
         });
-        const body = await deps.downloads.open(backup, gone.signal);
+        const body = await deps.downloads.open(backup, gone.signal, sig);
         return (
           reply
             .type('application/octet-stream')
