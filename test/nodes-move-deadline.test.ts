@@ -203,6 +203,29 @@ test('a move_out the source never takes fails at the deadline and thaws the sour
   assert.equal((await api(key.headers, 'GET', '/v1/databases/dl3')).json().status, 'ready');
 });
 
+test('a move whose step job ended without its hook (dead-lettered at a lease expiry) fails at the next pass', async () => {
+  await createOn(a, 'dl-a', 'dl4');
+  const m = await api(key.headers, 'POST', '/v1/databases/dl4/move', { node: 'dl-b' });
+  assert.equal(m.statusCode, 202, m.body);
+  const moveId = m.json().id as string;
+  // As claimJob dead-letters a job whose lease expired after its last attempt: no hook runs.
+  await s.db.pool.query(
+    "UPDATE jobs SET status = 'dead', finished_at = now() WHERE payload->>'move_id' = $1 AND kind = 'database.move_out'",
+    [moveId],
+  );
+  await s.nodesHealth.sweep();
+  const st = (await api(key.headers, 'GET', '/v1/databases/dl4/move')).json();
+  assert.equal(st.status, 'failed');
+  assert.match(st.error, /copy at the source ended without an outcome/);
+  assert.deepEqual(
+    (await jobsOf(moveId)).map((j) => [j.kind, j.status]),
+    [
+      ['database.move_out', 'dead'],
+      ['database.move_thaw', 'queued'],
+    ],
+  );
+});
+
 test('a platform admin learns why a named node was refused; an account key gets one answer', async () => {
   assert.equal((await api(root, 'POST', `/v1/nodes/${b.nodeId}/cordon`)).statusCode, 200);
   try {

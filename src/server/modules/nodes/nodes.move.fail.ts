@@ -90,95 +90,112 @@ export async function failMove(
   }
 }
 
-type Overdue = {
-  move_id: string;
-  job_id: string;
-  job_status: 'queued' | 'running' | 'dead';
-  claimed: boolean;
-  stalled: boolean;
-};
+/** A live step job (queued or running) of a move; the predicates match jobs_database_order_v2_idx. */
+const LIVE_STEP = `j.payload->>'database_id' = $1 AND j.payload->>'move_id' = $2 AND j.kind = $3
+  AND j.status IN ('queued', 'running')
+  AND (j.kind LIKE 'database.%' OR j.kind IN ('backup.create', 'backup.restore', 'backup.drill'))`;
+/** Not taken up (queued, or its lease lapsed) for `startMinutes` ($4). */
+const STALLED = `((j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $4))
+  OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $4)))`;
+/** Not finished `stepMinutes` ($5) after it was queued. */
+const OVERDUE = `j.created_at < now() - make_interval(mins => $5)`;
+
+const stepKind = (status: string) => (status === 'copying' ? MOVE_JOB_KINDS.out : MOVE_JOB_KINDS.in);
 
 /**
- * One deadline pass: fails the moves whose current step is past its deadline (or whose step job
- * ended without its hook failing the move), each in its own transaction. Returns their ids.
+ * One deadline pass: fails the moves whose current step is past its deadline, or has no live job
+ * (it ended without its hook failing the move), each in its own transaction. Returns their ids.
  */
 export async function failOverdueMoves(
   db: Db,
   deps: { audit: Pick<AuditService, 'record'>; log: Logger },
   deadlines: MoveDeadlines,
 ): Promise<string[]> {
-  // The rows are locked SKIP LOCKED: a step finishing right now (its hook locks both) is left alone.
-  const candidates = await db.query<{ move_id: string }>(
-    `SELECT m.id AS move_id FROM database_moves m
-       JOIN jobs j ON j.payload->>'move_id' = m.id::text
-                  AND j.kind = CASE m.status WHEN 'copying' THEN $1 ELSE $2 END
+  // Candidates: moves in flight without a live step job within its deadlines.
+  const candidates = await db.query<{ move_id: string; database_id: string }>(
+    `SELECT m.id AS move_id, m.database_id FROM database_moves m
       WHERE m.status IN ('copying', 'restoring')
-        AND (j.status = 'dead'
-             OR (j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $3))
-             OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $3))
-             OR (j.status IN ('queued', 'running') AND j.created_at < now() - make_interval(mins => $4)))
+        AND NOT EXISTS (
+          SELECT 1 FROM jobs j
+           WHERE j.payload->>'database_id' = m.database_id::text AND j.payload->>'move_id' = m.id::text
+             AND j.kind = CASE m.status WHEN 'copying' THEN $1 ELSE $2 END
+             AND j.status IN ('queued', 'running')
+             AND (j.kind LIKE 'database.%' OR j.kind IN ('backup.create', 'backup.restore', 'backup.drill'))
+             AND NOT (${STALLED.replaceAll('$4', '$3')} OR ${OVERDUE.replaceAll('$5', '$4')}))
       ORDER BY m.created_at LIMIT $5`,
     [MOVE_JOB_KINDS.out, MOVE_JOB_KINDS.in, deadlines.startMinutes, deadlines.stepMinutes, BATCH],
   );
   const failed: string[] = [];
-  for (const { move_id } of candidates.rows) {
-    const done = await withTx(db, async (tx) => {
-      const move = await tx.query<{ id: string }>(
-        `SELECT id FROM database_moves WHERE id = $1 AND status IN ('copying', 'restoring') FOR UPDATE SKIP LOCKED`,
-        [move_id],
-      );
-      if (!move.rowCount) return false;
-      const m = (await repo.findMove(tx, move_id))!;
-      const kind = m.status === 'copying' ? MOVE_JOB_KINDS.out : MOVE_JOB_KINDS.in;
-      const r = await tx.query<Overdue>(
-        `SELECT j.id::text AS job_id, j.status AS job_status, j.claimed_at IS NOT NULL AS claimed,
-                ((j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $3))
-                 OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $3))) AS stalled
-           FROM jobs j
-          WHERE j.payload->>'move_id' = $1 AND j.kind = $2
-            AND (j.status = 'dead'
-                 OR (j.status = 'queued' AND greatest(j.run_after, j.updated_at) < now() - make_interval(mins => $3))
-                 OR (j.status = 'running' AND j.lease_expires_at < now() - make_interval(mins => $3))
-                 OR (j.status IN ('queued', 'running') AND j.created_at < now() - make_interval(mins => $4)))
-          ORDER BY j.id DESC LIMIT 1
-          FOR UPDATE OF j SKIP LOCKED`,
-        [move_id, kind, deadlines.startMinutes, deadlines.stepMinutes],
-      );
-      const job = r.rows[0];
-      if (!job) return false;
-      const step = m.status === 'copying' ? 'the copy at the source' : 'the restore at the target';
-      const node = m.status === 'copying' ? m.source_node : m.target_node;
-      const reason =
-        job.job_status === 'dead'
-          ? `${step} ended without an outcome`
-          : job.stalled
-            ? `${step} was not taken up by node ${node} within ${deadlines.startMinutes} minutes`
-            : `${step} did not finish within ${deadlines.stepMinutes} minutes`;
-      if (job.job_status !== 'dead')
-        await tx.query(
-          `UPDATE jobs SET status = 'dead', lease_expires_at = NULL, finished_at = now(), updated_at = now(),
-                  last_error = left(coalesce(last_error || '; ', '') || $2, 4000)
-            WHERE id = $1 AND status IN ('queued', 'running')`,
-          [job.job_id, `move deadline: ${reason}`],
+  for (const c of candidates.rows) {
+    try {
+      if (await failOne(db, deps, deadlines, c.move_id, c.database_id)) {
+        failed.push(c.move_id);
+        deps.log.warn(
+          { event: 'database.move_failed', move_id: c.move_id },
+          'move past its step deadline: failed, source thawed',
         );
-      // A target that never took move_in made nothing there.
-      await failMove(
-        tx,
-        deps.audit,
-        { actorType: 'system' },
-        m,
-        reason,
-        m.status === 'restoring' && job.claimed,
-      );
-      return true;
-    });
-    if (done) {
-      failed.push(move_id);
+      }
+    } catch (err) {
       deps.log.warn(
-        { event: 'database.move_failed', move_id },
-        'move past its step deadline: failed, source thawed',
+        { move_id: c.move_id, err: { message: (err as Error).message } },
+        'move deadline check failed',
       );
     }
   }
   return failed;
+}
+
+/**
+ * Fails one move if it is still past its deadline. Locks as a step's completion does — the job,
+ * then the move — so a completion in progress is waited for and then seen, never overridden.
+ */
+async function failOne(
+  db: Db,
+  deps: { audit: Pick<AuditService, 'record'> },
+  deadlines: MoveDeadlines,
+  moveId: string,
+  databaseId: string,
+): Promise<boolean> {
+  return withTx(db, async (tx) => {
+    const before = await repo.findMove(tx, moveId);
+    if (!before || (before.status !== 'copying' && before.status !== 'restoring')) return false;
+    const kind = stepKind(before.status);
+    const live = await tx.query<{ id: string; claimed: boolean; stalled: boolean; overdue: boolean }>(
+      `SELECT j.id::text AS id, j.claimed_at IS NOT NULL AS claimed, ${STALLED} AS stalled, ${OVERDUE} AS overdue
+         FROM jobs j WHERE ${LIVE_STEP} ORDER BY j.id DESC LIMIT 1 FOR UPDATE OF j`,
+      [databaseId, moveId, kind, deadlines.startMinutes, deadlines.stepMinutes],
+    );
+    const job = live.rows[0] ?? null;
+    const move = await repo.findMove(tx, moveId, { forUpdate: true });
+    // Moved on meanwhile (its step completed, or another server failed it): the next pass decides.
+    if (!move || move.status !== before.status) return false;
+    if (job && !job.stalled && !job.overdue) return false;
+    const step = move.status === 'copying' ? 'the copy at the source' : 'the restore at the target';
+    const node = move.status === 'copying' ? move.source_node : move.target_node;
+    const reason = !job
+      ? `${step} ended without an outcome`
+      : job.stalled
+        ? `${step} was not taken up by node ${node} within ${deadlines.startMinutes} minutes`
+        : `${step} did not finish within ${deadlines.stepMinutes} minutes`;
+    if (job)
+      await tx.query(
+        `UPDATE jobs SET status = 'dead', lease_expires_at = NULL, finished_at = now(), updated_at = now(),
+                last_error = left(coalesce(last_error || '; ', '') || $2, 4000)
+          WHERE id = $1 AND status IN ('queued', 'running')`,
+        [job.id, `move deadline: ${reason}`],
+      );
+    // A target that never took move_in made nothing there.
+    let touched = false;
+    if (move.status === 'restoring')
+      touched = job
+        ? job.claimed
+        : ((
+            await tx.query(
+              `SELECT 1 FROM jobs WHERE payload->>'move_id' = $1 AND kind = $2 AND claimed_at IS NOT NULL LIMIT 1`,
+              [moveId, MOVE_JOB_KINDS.in],
+            )
+          ).rowCount ?? 0) > 0;
+    await failMove(tx, deps.audit, { actorType: 'system' }, move, reason, touched);
+    return true;
+  });
 }
