@@ -6426,7 +6426,7 @@ export interface paths {
           'application/json': {
             /** @description A database name (1-63 characters a-z, 0-9 and _, starting with a letter) that is not reserved: not postgres, template0, template1, pgbouncer, bulwark or bulwark_control, and not starting with pg_ or bulwark_ */
             name: string;
-            /** @description The node to place it on, by name or id (404 unknown; 409 cordoned, unhealthy or disabled). Default: among healthy, uncordoned nodes, the one with the most free tenant connections */
+            /** @description The node to place it on, by name or id. A node that cannot take it (unknown, disabled, cordoned, unhealthy, the name taken, no room) is one 409 answer; platform admins get 404 unknown or 409 why. Default: among healthy, uncordoned nodes, the one with the most free tenant connections */
             node?: string;
           };
         };
