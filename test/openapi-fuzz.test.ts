@@ -29,6 +29,7 @@ import { createTestServer, type TestServer } from './helpers/server.ts';
 const SEED = Number(process.env.BULWARK_FUZZ_SEED ?? 19_2026);
 const RUNS = Number(process.env.BULWARK_FUZZ_RUNS ?? 14);
 const CONCURRENCY = 6;
+const BUDGET_MS = 150_000;
 const REQUEST_TIMEOUT_MS = 15_000;
 const OPERATOR_TOKEN = 'fuzz-operator-token-0123456789abcdef0123';
 const NODE = 'fuzz_node';
@@ -58,10 +59,17 @@ before(async () => {
   for (let i = 0; i < 4; i++)
     adminKeys.push((await createTestKey(s, { account: 'fuzz', explorer: true })).key);
   const password = 'fuzz user password 0123';
-  await withTx(s.db.pool, (tx) =>
-    // A platform admin: the policy lets it reach every userSession operation, so the inputs decide.
+  // A platform admin and the owner of the keys' account: the policy lets it reach every userSession
+  // operation (platform-wide ones and people-only ones of an account, e.g. the Slack settings), so
+  // the inputs decide.
+  const fuzzUser = await withTx(s.db.pool, (tx) =>
     createLocalUser(tx, { username: 'fuzz-user', password, platformAdmin: true }),
   );
+  const account = await s.db.pool.query<{ id: string }>('SELECT id FROM accounts WHERE name = $1', ['fuzz']);
+  await s.db.pool.query("INSERT INTO memberships (account_id, user_id, role) VALUES ($1, $2, 'owner')", [
+    account.rows[0]!.id,
+    fuzzUser.id,
+  ]);
   for (let i = 0; i < 24; i++) {
     const body = JSON.stringify({ username: 'fuzz-user', password });
     const headers = { 'content-type': 'application/json' };
@@ -395,7 +403,7 @@ async function settle(): Promise<number> {
 }
 
 test('every operation of the OpenAPI document answers only what the document declares', {
-  timeout: 60_000,
+  timeout: 170_000,
 }, async (t) => {
   const started = Date.now();
   t.diagnostic(`seed ${SEED} (BULWARK_FUZZ_SEED), ${RUNS} runs per operation and kind (BULWARK_FUZZ_RUNS)`);
@@ -448,7 +456,9 @@ test('every operation of the OpenAPI document answers only what the document dec
         }),
       );
     }
-    assert.ok(Date.now() - started < 50_000, `over 50 s after ${sent} requests`);
+    // Bounded in time: the document has grown to well over a hundred operations, and CI runs this
+    // beside three other test files on two cores.
+    assert.ok(Date.now() - started < BUDGET_MS, `over ${BUDGET_MS / 1000} s after ${sent} requests`);
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   t.diagnostic(
