@@ -162,9 +162,7 @@ test('an enrollment token enrolls one node once; a decommissioned node’s token
   assert.equal(m.statusCode, 409, m.body);
 });
 
-test('a tenant admin cannot move a database onto a cordoned node', {
-  todo: 'finding: moves.move → begin() checks only status = active, never cordoned_at (placement refuses a cordoned node, a move does not)',
-}, async () => {
+test('a tenant admin cannot move a database onto a cordoned node', async () => {
   const c = await api(root, 'POST', `/v1/nodes/${nodeB.nodeId}/cordon`);
   assert.equal(c.statusCode, 200, c.body);
   try {
@@ -175,9 +173,7 @@ test('a tenant admin cannot move a database onto a cordoned node', {
   }
 });
 
-test('a tenant admin cannot move a database onto an unhealthy node', {
-  todo: 'finding: moves.move → begin() never checks unhealthy_since (placement refuses an unhealthy node, a move does not)',
-}, async () => {
+test('a tenant admin cannot move a database onto an unhealthy node', async () => {
   await s.db.pool.query('UPDATE nodes SET unhealthy_since = now() WHERE id = $1', [nodeB.nodeId]);
   try {
     const r = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop2/move', { node: 'rv5-node-b' });
@@ -187,14 +183,30 @@ test('a tenant admin cannot move a database onto an unhealthy node', {
   }
 });
 
-test('a tenant admin cannot learn which node names exist (an unknown and a refused node answer alike)', {
-  todo: 'finding (low): POST …/move answers 404 Node for an unknown name and 409 naming the node for an existing one: node names (platform-admin data) are enumerable by any account admin key',
-}, async () => {
+test('a tenant admin cannot learn which node names exist (an unknown and a refused node answer alike)', async () => {
   await s.db.pool.query("UPDATE nodes SET status = 'disabled' WHERE id = $1", [nodeB.nodeId]);
   try {
     const unknown = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop3/move', { node: 'rv5-nope' });
     const known = await api(acmeAdmin.headers, 'POST', '/v1/databases/shop3/move', { node: 'rv5-node-b' });
     assert.equal(known.statusCode, unknown.statusCode, `${known.body} vs ${unknown.body}`);
+    assert.equal(known.json().error.message, unknown.json().error.message);
+    assert.doesNotMatch(known.body, /rv5-node-b/);
+    // A create naming the node answers alike too.
+    const createUnknown = await api(acmeAdmin.headers, 'POST', '/v1/databases', {
+      name: 'rv5_x',
+      node: 'rv5-nope',
+    });
+    const createKnown = await api(acmeAdmin.headers, 'POST', '/v1/databases', {
+      name: 'rv5_x',
+      node: 'rv5-node-b',
+    });
+    assert.equal(
+      createKnown.statusCode,
+      createUnknown.statusCode,
+      `${createKnown.body} vs ${createUnknown.body}`,
+    );
+    assert.equal(createKnown.json().error.message, createUnknown.json().error.message);
+    assert.doesNotMatch(createKnown.body, /rv5-node-b/);
   } finally {
     await s.db.pool.query("UPDATE nodes SET status = 'active' WHERE id = $1", [nodeB.nodeId]);
   }

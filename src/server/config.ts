@@ -93,6 +93,15 @@ export const serverConfigSchema = z
       .default(60),
     /** A node whose heartbeat is older than this is marked unhealthy (alert `node.unhealthy`). */
     nodeUnhealthyAfterSeconds: z.coerce.number().int().min(3).max(86_400).default(60),
+    /** A move step its node has not taken up (or whose lease lapsed) for this long fails the move (ADR 0031). */
+    moveStartTimeoutMinutes: z.coerce.number().int().min(1).max(1_440).default(15),
+    /** A move step not finished this long after it was queued fails the move (ADR 0031). */
+    moveStepTimeoutMinutes: z.coerce
+      .number()
+      .int()
+      .min(5)
+      .max(7 * 24 * 60)
+      .default(360),
     /** Signed-in users' access tokens (JWT): `iss` and `aud` written and required, and their lifetime. */
     sessionIssuer: z
       .string()
@@ -268,6 +277,8 @@ export const serverEnv: Record<string, EnvBinding> = {
   backupDownloadsPerAccount: { env: 'BULWARK_BACKUP_DOWNLOADS_PER_ACCOUNT' },
   enrollmentTtlMinutes: { env: 'BULWARK_ENROLLMENT_TTL_MINUTES' },
   nodeUnhealthyAfterSeconds: { env: 'BULWARK_NODE_UNHEALTHY_AFTER_SECONDS' },
+  moveStartTimeoutMinutes: { env: 'BULWARK_MOVE_START_TIMEOUT_MINUTES' },
+  moveStepTimeoutMinutes: { env: 'BULWARK_MOVE_STEP_TIMEOUT_MINUTES' },
   sessionIssuer: { env: 'BULWARK_SESSION_ISSUER' },
   sessionAudience: { env: 'BULWARK_SESSION_AUDIENCE' },
   sessionAccessTokenMinutes: { env: 'BULWARK_SESSION_ACCESS_TOKEN_MINUTES' },
