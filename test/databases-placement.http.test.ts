@@ -18,7 +18,7 @@ after(() => s.stop());
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   s.app.inject({ method, url, headers: key.headers, ...(payload ? { payload } : {}) });
 
-test('placement over HTTP: the emptier node, or the named one; unknown node 404', async () => {
+test('placement over HTTP: the emptier node, or the named one; an unknown node is the one 409 for an account key', async () => {
   const first = await api('POST', '/v1/databases', { name: 'place_a' });
   assert.equal(first.statusCode, 202, first.body);
   const second = await api('POST', '/v1/databases', { name: 'place_b' });
@@ -36,7 +36,9 @@ test('placement over HTTP: the emptier node, or the named one; unknown node 404'
   assert.equal(listed.find((d) => d.name === 'place_d')?.node, 'n2');
 
   const unknown = await api('POST', '/v1/databases', { name: 'place_e', node: 'nope' });
-  assert.equal(unknown.statusCode, 404, unknown.body);
+  // Node names are platform-admin data: unknown or unable to take it, one answer (ADR 0030).
+  assert.equal(unknown.statusCode, 409, unknown.body);
+  assert.equal(unknown.json().error.message, 'The node named is unknown or cannot take this database now');
   const jobs = await s.db.pool.query(
     "SELECT n.name, count(*)::int AS c FROM jobs j JOIN nodes n ON n.id = j.node_id WHERE kind = 'database.create' GROUP BY n.name ORDER BY n.name",
   );
