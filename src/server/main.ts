@@ -299,6 +299,10 @@ export async function createServerContext(opts: {
     log,
     audit,
     unhealthyAfterSeconds: config.nodeUnhealthyAfterSeconds,
+    moveDeadlines: {
+      startMinutes: config.moveStartTimeoutMinutes,
+      stepMinutes: config.moveStepTimeoutMinutes,
+    },
   });
   const explorer = createExplorerService({
     db,
