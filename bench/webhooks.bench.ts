@@ -32,7 +32,14 @@ type Mode = 'none' | 'twenty';
 type FromClient =
   | { op: 'enable'; on: boolean; seq: number }
   | { op: 'block'; mode: Mode; phase: 'start' | 'end' }
-  | { op: 'done'; latencies: number[]; none: number[]; twenty: number[] }
+  | {
+      op: 'done';
+      latencies: number[];
+      none: number[];
+      twenty: number[];
+      pacedNone: number[];
+      pacedTwenty: number[];
+    }
   | { op: 'error'; message: string };
 
 if (process.argv[2] === '--client') await client();
@@ -122,6 +129,8 @@ async function main() {
     const e2e = summarize(result.latencies);
     const none = summarize(result.none);
     const twenty = summarize(result.twenty);
+    const pacedNone = summarize(result.pacedNone);
+    const pacedTwenty = summarize(result.pacedTwenty);
     const stats = (s: ReturnType<typeof summarize>) => ({
       n: s.n,
       median: round(s.median),
@@ -138,6 +147,12 @@ async function main() {
             twenty_webhooks: stats(twenty),
             median_ratio: round(twenty.median / none.median),
             p95_ratio: round(twenty.p95 / none.p95),
+          },
+          route_post_keys_paced_ms: {
+            none: stats(pacedNone),
+            twenty_webhooks: stats(pacedTwenty),
+            median_ratio: round(pacedTwenty.median / pacedNone.median),
+            p95_ratio: round(pacedTwenty.p95 / pacedNone.p95),
           },
           server_event_loop: Object.fromEntries(
             (['none', 'twenty'] as const).map((mode) => {
@@ -266,7 +281,32 @@ async function client() {
         send({ op: 'block', mode, phase: 'end' });
       }
     }
-    send({ op: 'done', latencies, none: samples.none, twenty: samples.twenty });
+    // (3) The same route paced: one request, then its deliveries drained (and a short pause in both
+    // modes) before the next — what the request that caused the events pays itself, without the
+    // previous requests' deliveries competing for the same two cores.
+    const paced = { none: [] as number[], twenty: [] as number[] };
+    const PACED = Math.min(plan.perMode, 100);
+    for (let i = 0; paced.none.length < PACED; i++) {
+      for (const mode of i % 2 === 0 ? (['none', 'twenty'] as const) : (['twenty', 'none'] as const)) {
+        await setEnabled(mode === 'twenty');
+        for (let j = 0; j < 5; j++) {
+          const t0 = performance.now();
+          await createKey();
+          paced[mode].push(performance.now() - t0);
+          if (mode === 'twenty') expected += 20;
+          await drained();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    }
+    send({
+      op: 'done',
+      latencies,
+      none: samples.none,
+      twenty: samples.twenty,
+      pacedNone: paced.none,
+      pacedTwenty: paced.twenty,
+    });
   } catch (err) {
     send({ op: 'error', message: (err as Error).message });
   } finally {
