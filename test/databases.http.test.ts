@@ -82,6 +82,7 @@ test('the database API needs a key; create answers 202 provisioning with its nod
     'last_rotation',
     'name',
     'node',
+    'node_status',
     'password_version',
     'ready_at',
     'rotated_at',

@@ -9,6 +9,7 @@ import {
 import { createTestServer, type TestServer } from '../../../../test/helpers/server.ts';
 import { DEFAULT_LIMITS } from '../../../shared/contracts/jobs.ts';
 import { AppError } from '../../../shared/errors.ts';
+import type { Caller } from '../../http/caller.ts';
 import { connectionBudget, tenantConnections } from '../nodes/nodes.capacity.ts';
 
 // Node connection capacity: the owner and reader connection limits of a node's databases never
@@ -42,6 +43,16 @@ async function reportingNode(
   return { agent, status: res.statusCode };
 }
 
+// The budget is an operator's concern: a platform admin naming a node gets the detailed refusal
+// (a key naming one gets one answer for every refusal, room included: nodes.placement.ts).
+const operatorFor = (accountId: string): Caller => ({
+  ...callerFor(accountId, 'admin'),
+  kind: 'user',
+  userId: '00000000-0000-4000-8000-00000000000a',
+  sessionId: '00000000-0000-4000-8000-00000000000b',
+  role: 'owner',
+  platformAdmin: true,
+});
 const committedOn = async (node: string) =>
   Number(
     (
@@ -127,8 +138,8 @@ test('a create past the node budget is 409 capacity_exceeded; nothing is stored,
   const budget = 197;
   const fits = Math.floor(budget / PER_DB);
   for (let i = 0; i < fits; i++)
-    await s.databases.create(callerFor(acme), { name: `small_${i}`, node: 'small' });
-  const err = await refusal(s.databases.create(callerFor(acme), { name: 'small_x', node: 'small' }));
+    await s.databases.create(operatorFor(acme), { name: `small_${i}`, node: 'small' });
+  const err = await refusal(s.databases.create(operatorFor(acme), { name: 'small_x', node: 'small' }));
   assert.equal(err.status, 409);
   assert.equal(err.code, 'capacity_exceeded');
   assert.deepEqual(err.details, { node: 'small', requested: PER_DB });
@@ -138,7 +149,7 @@ test('a create past the node budget is 409 capacity_exceeded; nothing is stored,
     'no node totals in the message',
   );
   // Another account meets the same full node (and learns no more).
-  const err2 = await refusal(s.databases.create(callerFor(other), { name: 'small_y', node: 'small' }));
+  const err2 = await refusal(s.databases.create(operatorFor(other), { name: 'small_y', node: 'small' }));
   assert.equal(err2.code, 'capacity_exceeded');
   const stored = await s.db.pool.query("SELECT 1 FROM databases WHERE name IN ('small_x', 'small_y')");
   assert.equal(stored.rowCount, 0);
@@ -154,7 +165,7 @@ test('a limits raise past the budget is refused; a cut is allowed, its room retu
     superuser_reserved_connections: 3,
     reserved_connections: 0,
   });
-  const w = callerFor(acme);
+  const w = operatorFor(acme);
   await s.databases.create(w, { name: 'lim_a', node: 'lim' });
   await s.databases.create(w, { name: 'lim_b', node: 'lim' });
   const free = 97 - 2 * PER_DB; // 53
@@ -210,7 +221,7 @@ test('a rotation queued before a cut does not release it', async () => {
     superuser_reserved_connections: 3,
     reserved_connections: 0,
   });
-  const w = callerFor(other);
+  const w = operatorFor(other);
   await s.databases.create(w, { name: 'hold_a', node: 'hold' });
   await drain(agent);
   await s.databases.putLimits(w, 'hold_a', { ...DEFAULT_LIMITS, owner_connection_limit: 90 });
@@ -232,7 +243,7 @@ test('concurrent creates on one node cannot overshoot its budget', async () => {
   });
   const results = await Promise.allSettled(
     Array.from({ length: 10 }, (_, i) =>
-      s.databases.create(callerFor(i % 2 ? acme : other), { name: `race_${i}`, node: 'race' }),
+      s.databases.create(operatorFor(i % 2 ? acme : other), { name: `race_${i}`, node: 'race' }),
     ),
   );
   const ok = results.filter((r) => r.status === 'fulfilled').length;
@@ -254,7 +265,7 @@ test('concurrent raises and creates on one node cannot overshoot either', async 
     superuser_reserved_connections: 3,
     reserved_connections: 0,
   });
-  const w = callerFor(acme);
+  const w = operatorFor(acme);
   for (const n of ['r2_a', 'r2_b']) await s.databases.create(w, { name: n, node: 'race2' });
   // 97 − 44 = 53 free: each raise wants 30, each create 22; at most one raise + one create fit.
   await Promise.allSettled([
@@ -274,7 +285,7 @@ test('one account cannot commit the embedded node past its budget (max_connectio
   });
   const budget = connectionBudget({ max_connections: 1000, reserved_connections: 3 }, s.config);
   assert.equal(budget, 897);
-  const w = callerFor(acme);
+  const w = operatorFor(acme);
   let made = 0;
   for (;;) {
     try {
@@ -305,7 +316,7 @@ test('a node that has not reported is held to the assumed max_connections (300)'
   let made = 0;
   for (; made < 20; made++) {
     try {
-      await s.databases.create(callerFor(other), { name: `silent_${made}`, node: 'silent' });
+      await s.databases.create(operatorFor(other), { name: `silent_${made}`, node: 'silent' });
     } catch (err) {
       assert.ok(err instanceof AppError && err.code === 'capacity_exceeded', String(err));
       break;

@@ -114,7 +114,7 @@ test('a taken name is 409; a name taken on one node by another tenant is placed 
   assert.equal(await status(s.databases.create(o, { name: 'dup', node: 'n1' })), 409);
   const elsewhere = await s.databases.create(o, { name: 'dup' });
   assert.equal(elsewhere.node_name, 'n2');
-  assert.equal(await status(s.databases.create(o, { name: 'nope', node: 'n9' })), 404);
+  assert.equal(await status(s.databases.create(o, { name: 'nope', node: 'n9' })), 409); // unknown node: the one answer a key gets
 });
 
 test('levels and scope: read cannot write, scoped keys cannot create and see only theirs, tenants are 404 to each other', async () => {
