@@ -9,6 +9,7 @@ import {
   checkDestination,
   DEFAULT_WEBHOOK_PORTS,
   type DestinationPolicy,
+  isAllowedEntry,
   parseAllowedDestinations,
   type ResolvedAddress,
   refusedAddressReason,
@@ -118,6 +119,31 @@ test('address classification: every special-purpose range is refused, public add
     '2002:808:808::1',
   ])
     assert.equal(refusedAddressReason(a), null, `${a} is public`);
+});
+
+test('allowed-destination entries are read as the operator wrote them (the shared CIDR rules)', async () => {
+  for (const e of ['hooks.internal.example', '10.20.0.0/24', '10.20.0.5', '2001:db8::/32', '::1.2.3.4'])
+    assert.equal(isAllowedEntry(e), true, `${e} is an entry`);
+  // ipaddr.js alone reads 010.x as octal (8.x) and 0x0a as 10: another network than the one written.
+  for (const e of [
+    '010.0.0.0/8',
+    '010.0.0.1',
+    '0x0a.0.0.1/32',
+    '10.1/16',
+    '10.0.0.0/33',
+    'fe80::1%eth0',
+    '1.2.3',
+  ])
+    assert.equal(isAllowedEntry(e), false, `${e} is refused`);
+  // `::1.2.3.4` is the IPv4-compatible ::102:304, not the IPv4-mapped ::ffff:1.2.3.4.
+  const p = {
+    allowed: parseAllowedDestinations(['::1.2.3.4', '10.20.0.9/24']),
+    ports: [443],
+    resolver: async () => [],
+  };
+  await assert.rejects(checkDestination('https://[::ffff:1.2.3.4]/', p), /refused address/);
+  assert.equal((await checkDestination('https://10.20.0.200:9/', p)).address, '10.20.0.200');
+  await assert.rejects(checkDestination('https://10.20.1.1/', p), /refused address/);
 });
 
 test('URL forms are refused before any resolution or connection', async () => {

@@ -19,6 +19,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
+import { parseCidr } from '../../../shared/cidr.ts';
 
 export type ResolvedAddress = { address: string; family: 4 | 6 };
 /** Resolves a host name to every address it has (tests inject their own answers). */
@@ -137,24 +138,40 @@ export function refusedAddressReason(address: string): string | null {
 /** A parsed `BULWARK_WEBHOOK_ALLOWED_HOSTS` entry list. */
 export type AllowedDestinations = { hosts: Set<string>; cidrs: [ipaddr.IPv4 | ipaddr.IPv6, number][] };
 
+/**
+ * An address or CIDR entry read by the shared `parseCidr` (the trusted proxies' and allowlists'
+ * rules): ipaddr.js alone would read `010.0.0.5` as 8.0.0.5 and `::1.2.3.4` as `::ffff:1.2.3.4`,
+ * allowing another network than the one the operator wrote. Throws on anything else.
+ */
+const addressEntry = (e: string): string =>
+  parseCidr(e.includes('/') ? e : `${e}/${e.includes(':') ? 128 : 32}`);
+
 export function parseAllowedDestinations(entries: readonly string[]): AllowedDestinations {
   const hosts = new Set<string>();
   const cidrs: [ipaddr.IPv4 | ipaddr.IPv6, number][] = [];
   for (const raw of entries) {
     const e = raw.trim().toLowerCase();
     if (!e) continue;
-    if (e.includes('/')) cidrs.push(ipaddr.parseCIDR(e));
-    else if (isIP(e)) cidrs.push(ipaddr.parseCIDR(`${e}/${isIP(e) === 4 ? 32 : 128}`));
+    if (e.includes('/') || isIP(e)) cidrs.push(ipaddr.parseCIDR(addressEntry(e)));
     else hosts.add(e.replace(/\.$/, ''));
   }
   return { hosts, cidrs };
 }
 
-/** A valid allowed-hosts entry: a host name, an IP address or a CIDR. */
+/** A valid allowed-hosts entry: a host name, an IP address or a CIDR (as `parseCidr` reads them). */
 export function isAllowedEntry(raw: string): boolean {
   const e = raw.trim();
-  if (e.includes('/')) return ipaddr.isValidCIDR(e);
-  if (isIP(e)) return true;
+  if (e.includes('/') || isIP(e)) {
+    try {
+      addressEntry(e);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  // A name ending in a number is an IPv4 address to the URL parser (`010.0.0.1` is 8.0.0.1 there),
+  // never a host name a URL could match: refused, as the address forms `parseCidr` refuses are.
+  if (/(^|\.)(\d+|0x[0-9a-f]*)\.?$/i.test(e)) return false;
   return /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.?$/i.test(
     e,
   );
