@@ -19,8 +19,9 @@ import {
 } from './preflight.ts';
 import { stopChild, tailFile } from './process.ts';
 import { resolveServiceUser } from './service-user.ts';
-import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
-import { describe, spawnNode, waitFor, writeSecretFile } from './up.ts';
+import { superviseStack } from './supervise-stack.ts';
+import type { Supervised } from './supervisor.ts';
+import { spawnNode, waitFor, writeSecretFile } from './up.ts';
 import { type UpConfig, upConfigSchema } from './up-config.ts';
 
 export type NodeUpOptions = {
@@ -192,37 +193,16 @@ export async function nodeUp(opts: NodeUpOptions): Promise<number> {
       firstAgent = child;
     });
 
-    const dp = dataPlane;
-    const onEvent = (e: SupervisorEvent) => {
-      opts.out(`supervisor: ${describe(e, layout.logs)}`);
-      if (e.kind === 'gave_up' && (e.name === 'postgres' || e.name === 'pgbouncer')) {
-        opts.out(`supervisor: without ${e.name} no tenant can be served; stopping the node`);
-        void shutdown(EXIT.error);
-      }
-    };
-    const watch = (
-      name: string,
-      first: ChildProcess,
-      start: (track: (c: ChildProcess) => void) => Promise<ChildProcess>,
-      stop: (c: ChildProcess) => Promise<void>,
-    ) =>
-      supervised.push({
-        name,
-        s: supervise({ name, first, start, stopChild: stop, onEvent, policy: RESTART_POLICY }),
-      });
-    watch(
-      'postgres',
-      dp.postgres.child,
-      (track) => dp.restartPostgres(track),
-      (c) => stopChild(c, 'SIGINT', 30_000, 'SIGQUIT'),
+    supervised.push(
+      ...superviseStack({
+        dataPlane,
+        children: [{ name: 'agent', first: agent, start: startAgent }],
+        logs: layout.logs,
+        what: 'the node',
+        out: opts.out,
+        shutdown: () => void shutdown(EXIT.error),
+      }),
     );
-    watch(
-      'pgbouncer',
-      dp.pgbouncer.child,
-      (track) => dp.restartPgbouncer(track),
-      (c) => stopChild(c, 'SIGTERM', 10_000),
-    );
-    watch('agent', agent, startAgent, (c) => stopChild(c, 'SIGTERM', 15_000));
 
     const pids: Record<string, number | undefined> = {};
     for (const { name, s } of supervised) pids[name] = s.current()?.pid;

@@ -37,7 +37,8 @@ import {
 import { stopChild, tailFile } from './process.ts';
 import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
-import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
+import { superviseStack } from './supervise-stack.ts';
+import type { Supervised } from './supervisor.ts';
 import { createSupervisorAudit } from './supervisor-audit.ts';
 import {
   describeSources,
@@ -291,42 +292,25 @@ export async function up(opts: UpOptions): Promise<number> {
     // reason to stop the others.
     const dp = dataPlane;
     audit = createSupervisorAudit(dataPlane.controlUrl, (msg) => opts.out(`supervisor: ${msg}`));
-    const onEvent = (e: SupervisorEvent) => {
-      opts.out(`supervisor: ${describe(e, layout.logs)}`);
-      void audit?.record(e).catch(() => {});
-      // Events that could not be written while PostgreSQL was down go in now.
-      if (e.kind === 'restarted' && e.name === 'postgres') void audit?.flush().catch(() => {});
-      if (e.kind === 'restarted') void writeUpInfo().catch(() => {});
-      if (e.kind === 'gave_up' && (e.name === 'postgres' || e.name === 'pgbouncer')) {
-        opts.out(`supervisor: without ${e.name} no tenant can be served; stopping Bulwark`);
-        void shutdown(EXIT.error);
-      }
-    };
-    const watch = (
-      name: string,
-      first: ChildProcess,
-      start: (track: (c: ChildProcess) => void) => Promise<ChildProcess>,
-      stop: (c: ChildProcess) => Promise<void>,
-    ) => {
-      supervised.push({
-        name,
-        s: supervise({ name, first, start, stopChild: stop, onEvent, policy: RESTART_POLICY }),
-      });
-    };
-    watch(
-      'postgres',
-      dp.postgres.child,
-      (track) => dp.restartPostgres(track),
-      (c) => stopChild(c, 'SIGINT', 30_000, 'SIGQUIT'),
+    supervised.push(
+      ...superviseStack({
+        dataPlane,
+        children: [
+          { name: 'server', first: server, start: startServer },
+          { name: 'agent', first: agent, start: startAgent },
+        ],
+        logs: layout.logs,
+        what: 'Bulwark',
+        out: opts.out,
+        shutdown: () => void shutdown(EXIT.error),
+        onEvent: (e) => {
+          void audit?.record(e).catch(() => {});
+          // Events that could not be written while PostgreSQL was down go in now.
+          if (e.kind === 'restarted' && e.name === 'postgres') void audit?.flush().catch(() => {});
+          if (e.kind === 'restarted') void writeUpInfo().catch(() => {});
+        },
+      }),
     );
-    watch(
-      'pgbouncer',
-      dp.pgbouncer.child,
-      (track) => dp.restartPgbouncer(track),
-      (c) => stopChild(c, 'SIGTERM', 10_000),
-    );
-    watch('server', server, startServer, (c) => stopChild(c, 'SIGTERM', 15_000));
-    watch('agent', agent, startAgent, (c) => stopChild(c, 'SIGTERM', 15_000));
     children.length = 0;
     // What `bulwark status` reads: rewritten with the new pid whenever a child is restarted.
     const startedAt = new Date().toISOString();
@@ -393,19 +377,5 @@ function reportSettings(opts: UpOptions, env: NodeJS.ProcessEnv): void {
       opts.out(
         `setting: ${name} from env is ignored: bulwark up sets it itself (ports, data dir files, enrollment)`,
       );
-  }
-}
-
-export function describe(e: SupervisorEvent, logs: string): string {
-  const log = path.join(logs, `${e.name}.log`);
-  switch (e.kind) {
-    case 'crashed':
-      return `${e.name} exited unexpectedly (${e.exit.signal ?? `code ${e.exit.code}`}); restarting in ${e.restartInMs} ms; see ${log}`;
-    case 'restart_failed':
-      return `${e.name} did not start again (${e.error.split('\n')[0]}); retrying in ${e.restartInMs} ms; see ${log}`;
-    case 'restarted':
-      return `${e.name} is running again (pid ${e.pid}, down ${e.downMs} ms)`;
-    case 'gave_up':
-      return `${e.name} crashed ${e.crashesInWindow} times within ${e.windowMs / 60_000} min: not restarting it; see ${log}`;
   }
 }
