@@ -142,7 +142,7 @@ test('a proper read-only role passes the checks and is proven unable to write', 
     check.findings.filter((f) => f.severity === 'refuse'),
     [],
   );
-  const c = await connectAttached(db, 'reader');
+  const c = await connectAttached(db, 'reader', { settings: { search_path: 'public' } });
   try {
     assert.equal((await c.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 10);
     for (const sql of [
@@ -159,7 +159,7 @@ test('a proper read-only role passes the checks and is proven unable to write', 
     await c.end();
   }
   // The migration role writes (governed execution uses it).
-  const m = await connectAttached(db, 'migrator');
+  const m = await connectAttached(db, 'migrator', { settings: { search_path: 'public' } });
   try {
     await m.query("INSERT INTO items (label) VALUES ('by the migrator')");
   } finally {
@@ -186,6 +186,53 @@ test('a superuser, the owner, or a reader that can write is refused with the fin
   const wrong = await checkAttached({ ...(await loaded('wrong', 'app_reader', 'app_migrator')), port: 1 });
   assert.equal(wrong.ok, false);
   assert.ok(wrong.findings.every((f) => f.kind === 'login_failed'));
+});
+
+test('settings the owner can set, and a role the reader can SET ROLE to, do not fool the checks', async () => {
+  // The database's owner sets a `role` for the database: a "reader" that is a member of the
+  // owner would log in as app_reader and every check would look at app_reader instead.
+  pw.app_sneaky = randomBytes(18).toString('base64url');
+  pw.app_setter = randomBytes(18).toString('base64url');
+  await asAdmin(
+    'postgres',
+    `CREATE ROLE app_sneaky LOGIN PASSWORD '${pw.app_sneaky}' IN ROLE app_owner, app_reader;
+     CREATE ROLE app_setter LOGIN NOINHERIT PASSWORD '${pw.app_setter}' IN ROLE app_sloppy;
+     ALTER ROLE app_sneaky IN DATABASE app SET role = 'app_reader';`,
+  );
+  for (const r of ['app_sneaky', 'app_setter'])
+    await fs.writeFile(path.join(root, `${r}.pw`), `${pw[r]}\n`, { mode: 0o600 });
+  try {
+    const sneaky = await checkAttached(await loaded('sneaky', 'app_sneaky', 'app_migrator'));
+    assert.equal(sneaky.ok, false);
+    assert.ok(
+      sneaky.findings.some(
+        (f) => f.role === 'reader' && f.kind === 'database_owner' && f.object === 'app_sneaky',
+      ),
+      JSON.stringify(sneaky.findings),
+    );
+
+    // NOINHERIT: app_setter's own privileges show no write, but SET ROLE app_sloppy writes.
+    const db = await loaded('setter', 'app_setter', 'app_migrator');
+    const setter = await checkAttached(db);
+    assert.equal(setter.ok, false);
+    assert.deepEqual(
+      setter.findings.filter((f) => f.severity === 'refuse').map((f) => [f.kind, f.object]),
+      [['set_role', 'app_sloppy']],
+    );
+    const c = await connectAttached(db, 'reader', { settings: { search_path: 'public' } });
+    try {
+      await c.query('SET ROLE app_sloppy');
+      await c.query("INSERT INTO items (id, label) VALUES (100000, 'through SET ROLE')");
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await asAdmin('app', "DELETE FROM items WHERE label = 'through SET ROLE'");
+    await asAdmin(
+      'postgres',
+      'ALTER ROLE app_sneaky IN DATABASE app RESET ALL; DROP ROLE app_sneaky; DROP ROLE app_setter;',
+    );
+  }
 });
 
 test('bulwark doctor --attached reports what it could check, per entry, without a password', async () => {

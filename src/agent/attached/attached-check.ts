@@ -8,6 +8,7 @@
  * test proves the reader's refusal with real writes.
  */
 import pg from 'pg';
+import { pinnedOptions } from '../postgres/steward.ts';
 import type { AttachedDatabase } from './attached-config.ts';
 
 export type AttachedFinding = {
@@ -28,11 +29,20 @@ export type AttachedCheck = {
 
 const SYSTEM_SCHEMAS = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
 
-/** Connects as one of the entry's roles (short timeouts; the caller ends it). */
+/**
+ * Connects as one of the entry's roles (short timeouts; the caller ends it). The platform's pinned
+ * settings (steward.ts) go in the startup packet: the database's owner can `ALTER DATABASE … SET`
+ * a search_path that puts its own operators before pg_catalog's, or a `role` that makes the
+ * checks below look at another role than the one that logs in; startup options outrank both.
+ * A session that runs the tenant's SQL overrides search_path, as execution-session.ts does.
+ */
 export async function connectAttached(
   db: AttachedDatabase,
   role: 'reader' | 'migrator',
-  opts: { applicationName?: string } = {},
+  opts: {
+    applicationName?: string /** Pinned settings to change (e.g. a tenant's search_path). */;
+    settings?: Record<string, string>;
+  } = {},
 ): Promise<pg.Client> {
   const c = new pg.Client({
     host: db.host,
@@ -43,6 +53,7 @@ export async function connectAttached(
     connectionTimeoutMillis: 5_000,
     query_timeout: 15_000,
     application_name: opts.applicationName ?? 'bulwark-attached-check',
+    options: pinnedOptions(opts.settings),
     ...(db.sslmode === 'disable'
       ? {}
       : { ssl: db.sslmode === 'verify-full' ? { rejectUnauthorized: true } : { rejectUnauthorized: false } }),
@@ -69,15 +80,21 @@ async function roleFindings(c: pg.Client, role: 'reader' | 'migrator'): Promise<
     dbowner: string;
     write_all: boolean;
     server_files: boolean;
+    set_roles: string[];
   }>(
     `SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolbypassrls, r.rolreplication,
             pg_catalog.pg_has_role(current_user, d.datdba, 'MEMBER') AS owner,
             pg_catalog.pg_get_userbyid(d.datdba) AS dbowner,
             EXISTS (SELECT 1 FROM pg_catalog.pg_roles w WHERE w.rolname = 'pg_write_all_data'
-                     AND pg_catalog.pg_has_role(current_user, w.oid, 'USAGE')) AS write_all,
+                     AND pg_catalog.pg_has_role(current_user, w.oid, 'MEMBER')) AS write_all,
             EXISTS (SELECT 1 FROM pg_catalog.pg_roles w
                      WHERE w.rolname IN ('pg_write_server_files', 'pg_execute_server_program')
-                       AND pg_catalog.pg_has_role(current_user, w.oid, 'USAGE')) AS server_files
+                       AND pg_catalog.pg_has_role(current_user, w.oid, 'MEMBER')) AS server_files,
+            ARRAY(SELECT m.rolname::pg_catalog.text FROM pg_catalog.pg_roles m
+                   WHERE m.rolname <> current_user
+                     AND pg_catalog.pg_has_role(current_user, m.oid, 'MEMBER')
+                     AND NOT pg_catalog.pg_has_role(current_user, m.oid, 'USAGE')
+                   ORDER BY 1 LIMIT 20) AS set_roles
        FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
       WHERE r.rolname = current_user AND d.datname = pg_catalog.current_database()`,
   );
@@ -102,6 +119,10 @@ async function roleFindings(c: pg.Client, role: 'reader' | 'migrator'): Promise<
   if (role === 'reader') {
     if (r.rolbypassrls) refuse('bypassrls', r.rolname, 'the read-only role must not bypass row security');
     if (r.write_all) refuse('write_all_data', r.rolname, 'member of pg_write_all_data');
+    // A membership without INHERIT: the privilege checks below do not see that role's rights,
+    // but `SET ROLE` would take them.
+    for (const m of r.set_roles)
+      refuse('set_role', m, 'the read-only role can SET ROLE to it, whose rights are not checked here');
   }
   return out;
 }
