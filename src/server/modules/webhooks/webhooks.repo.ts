@@ -1,6 +1,7 @@
 /** SQL of webhooks and their deliveries (migration 0030). */
 import type { Queryable } from '../../db/pool.ts';
 import type { PageCursor } from '../../http/pagination.ts';
+import type { AuditEventRow, OutboxRow } from './webhooks.events.ts';
 
 export type WebhookRow = {
   id: string;
@@ -260,20 +261,7 @@ export async function advanceCursor(db: Queryable, seq: number): Promise<void> {
 }
 
 export async function chainedAfter(db: Queryable, seq: number, limit: number) {
-  const r = await db.query<{
-    id: string;
-    seq: string;
-    action: string;
-    outcome: string;
-    actor_type: string;
-    actor_id: string | null;
-    target_type: string | null;
-    target_id: string | null;
-    account_id: string | null;
-    request_id: string | null;
-    details: Record<string, unknown>;
-    occurred_at: Date;
-  }>(
+  const r = await db.query<AuditEventRow & { seq: string }>(
     `SELECT id, seq, action, outcome, actor_type, actor_id, target_type, target_id, account_id, request_id,
             details, occurred_at
        FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`,
@@ -283,13 +271,7 @@ export async function chainedAfter(db: Queryable, seq: number, limit: number) {
 }
 
 export async function lockOutbox(db: Queryable, limit: number) {
-  const r = await db.query<{
-    id: string;
-    account_id: string | null;
-    kind: string;
-    payload: Record<string, unknown>;
-    created_at: Date;
-  }>(
+  const r = await db.query<OutboxRow>(
     `SELECT id, account_id, kind, payload, created_at FROM event_outbox
       WHERE delivered_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
     [limit],
