@@ -50,37 +50,6 @@ const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.s
        ELSE 'healthy' END AS node_status,
   n.pooler_host AS node_pooler_host, n.pooler_port AS node_pooler_port`;
 
-/** Where a new database goes: the named active node, or the active node with the fewest live databases. */
-/**
- * The node a new database goes on: the named one, or the active node with the most free tenant
- * connections (its budget as in nodes.capacity.ts `connectionBudget`, minus what is committed),
- * then the fewest databases. Only an ordering: the create still reserves its room under the
- * node's lock.
- */
-export async function pickNode(
-  db: Queryable,
-  databaseName: string,
-  nodeName: string | null,
-  capacity: { reserve: number; assumedMaxConnections: number; assumedReservedSlots: number },
-): Promise<{ id: string; name: string } | null> {
-  const r = await db.query<{ id: string; name: string }>(
-    `SELECT n.id, n.name
-       FROM nodes n
-      WHERE n.status = 'active' AND ($2::text IS NULL OR n.name = $2)
-        AND NOT EXISTS (SELECT 1 FROM databases d
-                         WHERE d.node_id = n.id AND d.name = $1 AND d.deleted_at IS NULL)
-      ORDER BY coalesce(n.max_connections, $4) - coalesce(n.reserved_connections, $5) - $3
-               - (SELECT coalesce(sum(greatest((d.limits->>'owner_connection_limit')::bigint
-                                               + (d.limits->>'reader_connection_limit')::bigint,
-                                               coalesce(d.connections_held, 0))), 0)
-                    FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL) DESC,
-               (SELECT count(*) FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL), n.name
-      LIMIT 1`,
-    [databaseName, nodeName, capacity.reserve, capacity.assumedMaxConnections, capacity.assumedReservedSlots],
-  );
-  return r.rows[0] ?? null;
-}
-
 /**
  * The tenant connections committed on a node: the owner and reader connection limits of every
  * database whose roles may still exist there (all but deleted ones; see nodes.capacity.ts), or
