@@ -84,26 +84,41 @@ export async function sweepExpiredEnrollments(
 
 export type HealthChange = { id: string; name: string; last_heartbeat_at: Date | null };
 
-/** Marks active nodes whose heartbeat is older than `afterSeconds` unhealthy (those not marked yet). */
-export async function markUnhealthy(tx: Queryable, afterSeconds: number): Promise<HealthChange[]> {
+/**
+ * Marks at most `limit` active nodes whose heartbeat is older than `afterSeconds` unhealthy (those
+ * not marked yet; the next pass takes the rest).
+ */
+export async function markUnhealthy(
+  tx: Queryable,
+  afterSeconds: number,
+  limit: number,
+): Promise<HealthChange[]> {
   const r = await tx.query<HealthChange>(
     `UPDATE nodes SET unhealthy_since = now()
-      WHERE status = 'active' AND unhealthy_since IS NULL
-        AND (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - make_interval(secs => $1))
+      WHERE id IN (SELECT id FROM nodes
+                    WHERE status = 'active' AND unhealthy_since IS NULL
+                      AND (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - make_interval(secs => $1))
+                    ORDER BY name LIMIT $2 FOR UPDATE SKIP LOCKED)
       RETURNING id, name, last_heartbeat_at`,
-    [afterSeconds],
+    [afterSeconds, limit],
   );
   return r.rows;
 }
 
-/** Clears the mark of active nodes that reported again within `afterSeconds`. */
-export async function markRecovered(tx: Queryable, afterSeconds: number): Promise<HealthChange[]> {
+/** Clears the mark of at most `limit` active nodes that reported again within `afterSeconds`. */
+export async function markRecovered(
+  tx: Queryable,
+  afterSeconds: number,
+  limit: number,
+): Promise<HealthChange[]> {
   const r = await tx.query<HealthChange>(
     `UPDATE nodes SET unhealthy_since = NULL
-      WHERE status = 'active' AND unhealthy_since IS NOT NULL
-        AND last_heartbeat_at >= now() - make_interval(secs => $1)
+      WHERE id IN (SELECT id FROM nodes
+                    WHERE status = 'active' AND unhealthy_since IS NOT NULL
+                      AND last_heartbeat_at >= now() - make_interval(secs => $1)
+                    ORDER BY name LIMIT $2 FOR UPDATE SKIP LOCKED)
       RETURNING id, name, last_heartbeat_at`,
-    [afterSeconds],
+    [afterSeconds, limit],
   );
   return r.rows;
 }

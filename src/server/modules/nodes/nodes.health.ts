@@ -22,7 +22,13 @@ import type { AuditService } from '../audit/audit.service.ts';
 import * as fleet from './nodes.fleet.repo.ts';
 import { DEFAULT_MOVE_DEADLINES, failOverdueMoves, type MoveDeadlines } from './nodes.move.fail.ts';
 
+/** Enrollments swept per pass. */
 const BATCH = 500;
+/**
+ * Nodes marked (or cleared) per pass: each alerts every account on it in the same transaction,
+ * so a mass outage is announced over a few passes, never in one unbounded transaction.
+ */
+const NODE_BATCH = 20;
 
 export function createNodesHealth(deps: {
   db: Db;
@@ -84,12 +90,12 @@ export function createNodesHealth(deps: {
       return rows.length;
     });
     const unhealthy = await withTx(db, async (tx) => {
-      const rows = await fleet.markUnhealthy(tx, deps.unhealthyAfterSeconds);
+      const rows = await fleet.markUnhealthy(tx, deps.unhealthyAfterSeconds, NODE_BATCH);
       for (const n of rows) await announce(tx, 'node.unhealthy', n);
       return rows;
     });
     const recovered = await withTx(db, async (tx) => {
-      const rows = await fleet.markRecovered(tx, deps.unhealthyAfterSeconds);
+      const rows = await fleet.markRecovered(tx, deps.unhealthyAfterSeconds, NODE_BATCH);
       for (const n of rows) await announce(tx, 'node.recovered', n);
       return rows;
     });
