@@ -80,6 +80,46 @@ function archiveReadError(err: unknown): unknown {
 }
 
 /**
+ * One read pass over the whole stored archive: decrypts every chunk (header, tags with their
+ * index, the final marker, no trailing byte), decompresses when `plain`, and hashes the stored
+ * bytes (`plain` false) or the plain dump (`plain` true). The size must not change while read.
+ */
+async function readWhole(
+  storage: BackupStorage,
+  ref: ArchiveRef,
+  key: Buffer,
+  plain: boolean,
+  signal: AbortSignal | undefined,
+): Promise<{ sha256: string; hashedBytes: number; sizeBytes: number; stats: DecryptStats }> {
+  const opened = await storage.open(ref);
+  try {
+    const stats: DecryptStats = { chunks: 0, plainBytes: 0, archiveBytes: 0 };
+    const hash = hashingTap();
+    const decrypt = createArchiveDecryptor(
+      key,
+      { backupId: ref.backupId, databaseId: ref.databaseId },
+      stats,
+    );
+    const stages = plain
+      ? [decrypt, createZstdDecompress({ chunkSize: 1024 * 1024 }), hash.tap]
+      : [hash.tap, decrypt];
+    try {
+      await pipeline(
+        [opened.stream(), ...stages, new Writable({ write: (_c, _e, cb) => cb() })],
+        signal ? { signal } : {},
+      );
+    } catch (err) {
+      throw archiveReadError(err);
+    }
+    if (stats.archiveBytes !== opened.size)
+      throw new ArchiveError('truncated', 'the archive changed while it was read');
+    return { sha256: hash.digest(), hashedBytes: hash.bytes(), sizeBytes: opened.size, stats };
+  } finally {
+    await opened.close().catch(() => {});
+  }
+}
+
+/**
  * Reads the whole archive and authenticates it without decompressing: header, every chunk's tag
  * (with its index), the final marker, no trailing byte, the size unchanged while read. With
  * `expectedArchiveSha256` the stored bytes must hash to it (the backup's read-back: the file on
@@ -91,31 +131,15 @@ export async function authenticateArchive(
   key: Buffer,
   opts: { expectedArchiveSha256?: string; signal?: AbortSignal } = {},
 ): Promise<Authenticated> {
-  const opened = await storage.open(ref);
-  try {
-    const stats: DecryptStats = { chunks: 0, plainBytes: 0, archiveBytes: 0 };
-    const hash = hashingTap();
-    const sink = new Writable({ write: (_c, _e, cb) => cb() });
-    try {
-      await pipeline(
-        opened.stream(),
-        hash.tap,
-        createArchiveDecryptor(key, { backupId: ref.backupId, databaseId: ref.databaseId }, stats),
-        sink,
-        ...(opts.signal ? [{ signal: opts.signal }] : []),
-      );
-    } catch (err) {
-      throw archiveReadError(err);
-    }
-    if (stats.archiveBytes !== opened.size)
-      throw new ArchiveError('truncated', 'the archive changed while it was read');
-    const archiveSha256 = hash.digest();
-    if (opts.expectedArchiveSha256 && archiveSha256 !== opts.expectedArchiveSha256)
-      throw new ArchiveError('wrong_archive', 'the archive read back differs from the archive written');
-    return { archiveSha256, sizeBytes: opened.size, compressedBytes: stats.plainBytes, chunks: stats.chunks };
-  } finally {
-    await opened.close().catch(() => {});
-  }
+  const read = await readWhole(storage, ref, key, false, opts.signal);
+  if (opts.expectedArchiveSha256 && read.sha256 !== opts.expectedArchiveSha256)
+    throw new ArchiveError('wrong_archive', 'the archive read back differs from the archive written');
+  return {
+    archiveSha256: read.sha256,
+    sizeBytes: read.sizeBytes,
+    compressedBytes: read.stats.plainBytes,
+    chunks: read.stats.chunks,
+  };
 }
 
 /**
@@ -170,30 +194,13 @@ export async function verifyArchive(
   key: Buffer,
   opts: { expectedSha256?: string; signal?: AbortSignal } = {},
 ): Promise<Verified> {
-  const opened = await storage.open(ref);
-  try {
-    const stats: DecryptStats = { chunks: 0, plainBytes: 0, archiveBytes: 0 };
-    const hash = hashingTap();
-    const sink = new Writable({ write: (_c, _e, cb) => cb() });
-    try {
-      await pipeline(
-        opened.stream(),
-        createArchiveDecryptor(key, { backupId: ref.backupId, databaseId: ref.databaseId }, stats),
-        createZstdDecompress({ chunkSize: 1024 * 1024 }),
-        hash.tap,
-        sink,
-        ...(opts.signal ? [{ signal: opts.signal }] : []),
-      );
-    } catch (err) {
-      throw archiveReadError(err);
-    }
-    if (stats.archiveBytes !== opened.size)
-      throw new ArchiveError('truncated', 'the archive changed while it was read');
-    const sha256 = hash.digest();
-    if (opts.expectedSha256 && sha256 !== opts.expectedSha256)
-      throw new ArchiveError('wrong_archive', "the archive's checksum does not match the backup's record");
-    return { sha256, dumpBytes: hash.bytes(), sizeBytes: opened.size, chunks: stats.chunks };
-  } finally {
-    await opened.close().catch(() => {});
-  }
+  const read = await readWhole(storage, ref, key, true, opts.signal);
+  if (opts.expectedSha256 && read.sha256 !== opts.expectedSha256)
+    throw new ArchiveError('wrong_archive', "the archive's checksum does not match the backup's record");
+  return {
+    sha256: read.sha256,
+    dumpBytes: read.hashedBytes,
+    sizeBytes: read.sizeBytes,
+    chunks: read.stats.chunks,
+  };
 }
