@@ -1,7 +1,7 @@
 import { type CreateResult, createPayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
+import { scramVerifierAsync } from '../../shared/scram.ts';
 import { normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
-import { scramVerifierAsync } from '../postgres/spare-sql.ts';
 import { connectSteward, stewardPassword } from '../postgres/steward.ts';
 import {
   dropOurRoles,

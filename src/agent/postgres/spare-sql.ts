@@ -18,11 +18,11 @@
  * roles to the tenant's names, our ownership markers for the database id, the owner's verifier,
  * LOGIN for the owner, reader and migrator, and the limits. It commits or leaves the spare untouched: a spare is never half handed out.
  */
-import { createHash, createHmac, pbkdf2, randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
+import { createHash, randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { DatabaseLimits } from '../../shared/contracts/jobs.ts';
 import { quoteIdent, quoteLiteral, type RoleNames, roleNames } from '../../shared/identifiers.ts';
+import { scramVerifierAsync } from '../../shared/scram.ts';
 import { tenantTemplate } from './catalog-visibility.ts';
 import { type ClusterAccess, connectPinned, derivedRolePassword } from './steward.ts';
 import {
@@ -60,22 +60,6 @@ export function isSpareName(name: string): boolean {
 /** Password of a spare's steward (derived, never stored): keyed with the spare's own name. */
 function spareStewardPassword(key: Buffer, roles: RoleNames): string {
   return derivedRolePassword(key, 'steward', `spare:${roles.steward}`, roles.steward);
-}
-
-const pbkdf2Async = promisify(pbkdf2);
-
-/**
- * A SCRAM-SHA-256 verifier computed off the event loop (the format of shared/scram.ts): the
- * claim needs the steward's new one, and 4096 PBKDF2 rounds must not hold up the job's other
- * branches while they wait on the network.
- */
-export async function scramVerifierAsync(password: string, iterations = 4096): Promise<string> {
-  const salt = randomBytes(16);
-  const salted = await pbkdf2Async(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
-  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
-  const storedKey = createHash('sha256').update(clientKey).digest();
-  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
-  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
 
 /** The database privileges every spare (and tenant database) has, as `grantee:privilege` (sorted, C order). */
