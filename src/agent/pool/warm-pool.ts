@@ -120,9 +120,12 @@ export function createWarmPool(opts: WarmPoolOptions) {
       }
     }
     if (orphanRoles.length > 0) await dropSpareRoles(admin, orphanRoles).catch(() => {});
-    // Claims may have happened meanwhile: keep only spares still in the list or found new.
+    // Claims may have happened meanwhile: keep only spares still in the list or found new. An
+    // audit may have put back a spare it was checking while this ran (skipped above): kept too.
     const claimedMeanwhile = new Set([...known].filter((n) => !ready.some((s) => s.name === n)));
-    ready = next.filter((s) => !claimedMeanwhile.has(s.name));
+    const listed = new Set(next.map((s) => s.name));
+    const putBack = ready.filter((s) => !known.has(s.name) && !listed.has(s.name));
+    ready = [...next.filter((s) => !claimedMeanwhile.has(s.name)), ...putBack];
     relist = false;
   };
 
