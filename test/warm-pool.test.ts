@@ -288,3 +288,12 @@ test('a spare whose role was given LOGIN is refused by the claim itself; the cre
   assert.equal(now.length, SIZE);
   assert.ok(now.every((s) => !spares.includes(s)));
 });
+
+test('an agent restarted with a smaller pool size destroys the extra spares', async () => {
+  const big = await startPool(SIZE);
+  assert.equal((await sparesInCatalog(big)).length, SIZE);
+  await big.stop();
+  const small = await startPool(1);
+  assert.equal(small.stats().ready, 1);
+  assert.equal((await sparesInCatalog(small)).length, 1);
+});

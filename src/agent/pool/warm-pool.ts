@@ -127,6 +127,8 @@ export function createWarmPool(opts: WarmPoolOptions) {
     const putBack = ready.filter((s) => !known.has(s.name) && !listed.has(s.name));
     ready = [...next.filter((s) => !claimedMeanwhile.has(s.name)), ...putBack];
     relist = false;
+    // More spares than the size (an operator lowered it): the newest extra ones go.
+    for (const extra of ready.splice(Math.max(opts.size, 0))) await destroy(extra.name);
   };
 
   const idleOfCreates = () =>
