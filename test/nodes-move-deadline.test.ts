@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
+import { moveOutResult } from './helpers/dump-result.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
@@ -39,32 +40,6 @@ async function createOn(agent: FakeAgent, node: string, name: string) {
   const job = await nextJob(agent, 'database.create');
   assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
 }
-
-/** A well-formed move_out result (the source froze and dumped the database). */
-const moveOutResult = (moveId: string) => ({
-  backup_id: moveId,
-  sha256: 'a'.repeat(64),
-  tables: [{ schema: 'public', name: 't', rows: 1, rows_estimate: 1 }],
-  tables_total: 1,
-  objects: {
-    schemas: 1,
-    tables: 1,
-    views: 0,
-    materialized_views: 0,
-    sequences: 0,
-    indexes: 0,
-    functions: 0,
-    large_objects: 0,
-  },
-  size_bytes: 100,
-  dump_bytes: 100,
-  duration_ms: 1,
-  pg_version: '17.0',
-  server_version_num: 170000,
-  format_version: 1,
-  verified: true,
-  frozen_at: new Date().toISOString(),
-});
 
 /** Starts a move of `name` (on A) to B and lets A finish its copy: the move is `restoring`. */
 async function moveToBCopied(name: string): Promise<string> {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
+import { dumpResult } from './helpers/dump-result.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
@@ -29,30 +30,6 @@ async function nextJob(kind: string) {
   throw new Error(`no ${kind} job`);
 }
 
-const backupResult = (id: string) => ({
-  backup_id: id,
-  sha256: 'b'.repeat(64),
-  tables: [{ schema: 'public', name: 't', rows: 3, rows_estimate: 3 }],
-  tables_total: 1,
-  objects: {
-    schemas: 1,
-    tables: 1,
-    views: 0,
-    materialized_views: 0,
-    sequences: 0,
-    indexes: 0,
-    functions: 0,
-    large_objects: 0,
-  },
-  size_bytes: 100,
-  dump_bytes: 100,
-  duration_ms: 1,
-  pg_version: '17.0',
-  server_version_num: 170000,
-  format_version: 1,
-  verified: true,
-});
-
 before(async () => {
   s = await createTestServer({ nodeUnhealthyAfterSeconds: 3600 });
   await createAccount(s, 'acme');
@@ -67,7 +44,7 @@ before(async () => {
   assert.equal(b.statusCode, 202, b.body);
   backupId = b.json().id;
   const job = await nextJob('backup.create');
-  assert.equal(await agent.complete(job.id, job.attempt, backupResult(backupId)), 200);
+  assert.equal(await agent.complete(job.id, job.attempt, dumpResult(backupId)), 200);
   const done = await api(key.headers, 'GET', `/v1/databases/rp/backups/${backupId}`);
   assert.equal(done.json().status, 'completed', done.body);
 });

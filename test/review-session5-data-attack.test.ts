@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { startTestAgent } from './helpers/agent.ts';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
+import { moveOutResult } from './helpers/dump-result.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
@@ -408,32 +409,6 @@ test('a restore cannot name its new database like a warm-pool spare, nor can a d
     "SELECT 1 FROM databases WHERE name LIKE 'bulwark%' OR name = 'rv5_restored'",
   );
   assert.equal(made.rowCount, 0);
-});
-
-/** A well-formed move_out result (the source froze and dumped the database). */
-const moveOutResult = (moveId: string) => ({
-  backup_id: moveId,
-  sha256: 'a'.repeat(64),
-  tables: [{ schema: 'public', name: 't', rows: 1, rows_estimate: 1 }],
-  tables_total: 1,
-  objects: {
-    schemas: 1,
-    tables: 1,
-    views: 0,
-    materialized_views: 0,
-    sequences: 0,
-    indexes: 0,
-    functions: 0,
-    large_objects: 0,
-  },
-  size_bytes: 100,
-  dump_bytes: 100,
-  duration_ms: 1,
-  pg_version: '17.0',
-  server_version_num: 170000,
-  format_version: 1,
-  verified: true,
-  frozen_at: new Date().toISOString(),
 });
 
 test('decommissioning the target of a move in flight never leaves the source frozen: refused, or the move fails and the source thaws', async () => {
