@@ -44,18 +44,23 @@ class HeadReader {
     this.at += n;
   }
   int(): number {
-    const sign = this.byte();
+    const end = this.at + 1 + this.intSize;
+    if (end > this.b.length) throw new NeedMore();
     let v = 0;
-    for (let i = 0; i < this.intSize; i++) v += this.byte() * 2 ** (8 * i);
-    return sign ? -v : v;
+    for (let i = end - 1; i > this.at; i--) v = v * 256 + this.b[i]!;
+    const negative = this.b[this.at] !== 0;
+    this.at = end;
+    return negative ? -v : v;
   }
   str(): string | null {
+    const n = this.skipStr();
+    return n < 0 ? null : this.b.toString('utf8', this.at - n, this.at);
+  }
+  /** Steps over a string without decoding it; its length (−1 = null). */
+  skipStr(): number {
     const n = this.int();
-    if (n < 0) return null;
-    if (this.at + n > this.b.length) throw new NeedMore();
-    const s = this.b.toString('utf8', this.at, this.at + n);
-    this.at += n;
-    return s;
+    if (n > 0) this.skip(n);
+    return n;
   }
 }
 
@@ -80,30 +85,30 @@ function parseHead(b: Buffer): Parsed {
     if (r.byte() !== 0) throw new Unsupported('a compressed archive');
   } else if (r.int() !== 0) throw new Unsupported('a compressed archive');
   for (let i = 0; i < 7; i++) r.int(); // creation time
-  r.str(); // database name
-  r.str(); // server version
-  r.str(); // pg_dump version
+  r.skipStr(); // database name
+  r.skipStr(); // server version
+  r.skipStr(); // pg_dump version
   const count = r.int();
   if (count < 0) throw new Unsupported('negative TOC size');
   const tables = new Map<number, string>();
   for (let i = 0; i < count; i++) {
     const dumpId = r.int();
     r.int(); // had a data dumper
-    r.str(); // table oid
-    r.str(); // oid
+    r.skipStr(); // table oid
+    r.skipStr(); // oid
     const tag = r.str();
     const desc = r.str();
     r.int(); // section
-    r.str(); // definition
-    r.str(); // drop statement
-    r.str(); // copy statement
+    r.skipStr(); // definition
+    r.skipStr(); // drop statement
+    r.skipStr(); // copy statement
     const schema = r.str();
-    r.str(); // tablespace
-    if (version >= 114) r.str(); // table access method
+    r.skipStr(); // tablespace
+    if (version >= 114) r.skipStr(); // table access method
     if (version >= 116) r.int(); // relkind
-    r.str(); // owner
-    r.str(); // "false" (with oids)
-    while (r.str() !== null) {} // dependencies
+    r.skipStr(); // owner
+    r.skipStr(); // "false" (with oids)
+    while (r.skipStr() >= 0) {} // dependencies
     r.skip(1 + offSize); // the custom format's data offset (flag, offset)
     if (desc === 'TABLE DATA' && tag !== null && schema !== null) tables.set(dumpId, `${schema}\u0000${tag}`);
   }
@@ -115,6 +120,8 @@ type State = 'type' | 'id' | 'blobOid' | 'len' | 'data';
 export class DumpRowCounter {
   private head: Buffer[] = [];
   private headLength = 0;
+  /** The head is parsed again only once it doubled since the last try (linear, not quadratic). */
+  private nextTry = 0;
   private parsed: Parsed | null = null;
   private failure: string | null = null;
   private state: State = 'type';
@@ -131,26 +138,41 @@ export class DumpRowCounter {
   /** Feeds the next bytes of the dump (in order). Never throws. */
   push(chunk: Buffer): void {
     if (this.failure !== null) return;
+    if (this.parsed) {
+      this.guarded(() => this.data(chunk, 0));
+      return;
+    }
+    this.head.push(chunk);
+    this.headLength += chunk.length;
+    if (this.headLength >= this.nextTry) this.guarded(() => this.readHead(false));
+  }
+
+  /** Parses the held head; once it is whole, reads the data bytes held after it. */
+  private readHead(ended: boolean): void {
+    const all = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head, this.headLength);
+    this.head = [all];
     try {
-      if (!this.parsed) {
-        this.head.push(chunk);
-        this.headLength += chunk.length;
-        const all = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head, this.headLength);
-        this.head = [all];
-        try {
-          this.parsed = parseHead(all);
-        } catch (err) {
-          if (!(err instanceof NeedMore)) throw err;
-          if (this.headLength > MAX_TOC_BYTES) throw new Unsupported('table of contents too large');
-          return;
-        }
-        this.head = [];
-        this.data(all, this.parsed.dataStart);
-        return;
-      }
-      this.data(chunk, 0);
+      this.parsed = parseHead(all);
     } catch (err) {
-      this.failure = err instanceof Unsupported ? err.message : `unreadable dump: ${(err as Error).message}`;
+      if (!(err instanceof NeedMore) || ended) throw err;
+      if (this.headLength > MAX_TOC_BYTES) throw new Unsupported('table of contents too large');
+      this.nextTry = Math.min(2 * this.headLength, MAX_TOC_BYTES + 1);
+      return;
+    }
+    this.head = [];
+    this.data(all, this.parsed.dataStart);
+  }
+
+  private guarded(read: () => void): void {
+    try {
+      read();
+    } catch (err) {
+      this.failure =
+        err instanceof NeedMore
+          ? 'the dump ended inside its table of contents'
+          : err instanceof Unsupported
+            ? err.message
+            : `unreadable dump: ${(err as Error).message}`;
       this.head = [];
     }
   }
@@ -228,6 +250,7 @@ export class DumpRowCounter {
    * the reason it could not be read.
    */
   result(): { rows: Map<string, number> } | { unsupported: string } {
+    if (!this.parsed && this.failure === null) this.guarded(() => this.readHead(true));
     if (this.failure !== null) return { unsupported: this.failure };
     if (!this.parsed) return { unsupported: 'the dump ended inside its table of contents' };
     if (this.state !== 'type' || this.field.length > 0)
