@@ -63,7 +63,9 @@ before(async () => {
   );
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-rv5t-'));
 });
+const made: { database_id: string; name: string }[] = [];
 after(async () => {
+  for (const t of made) await jobs?.get('database.delete')!(t, kit.ctx()).catch(() => {});
   await pool?.drain().catch(() => {});
   await kit?.close();
   await p?.stop();
@@ -94,6 +96,7 @@ async function createTenant(prefix: string): Promise<Tenant> {
     { ...kit.ctx(password), afterReport: (fn: () => void) => after.push(fn) },
   )) as { steps_ms: Record<string, number> };
   for (const fn of after.splice(0)) fn();
+  made.push({ database_id: id, name });
   return { name, id, password, roles: roleNames(name), warm: r.steps_ms.warm ?? 0 };
 }
 
