@@ -271,6 +271,32 @@ test('a tampered spare is reported by drift, destroyed and replaced', async () =
   assert.equal(now.length, SIZE, 'and replaced');
 });
 
+test('an object planted in any catalog of a spare is found (a publication, a text search configuration)', async () => {
+  const pool = await startPool();
+  const [published, searched] = await sparesInCatalog(pool);
+  // A publication FOR ALL TABLES would publish every table the tenant makes; neither object is
+  // among the catalogs the fingerprint lists by name.
+  let c = await kit.connectAdmin(published!);
+  await c.query('CREATE PUBLICATION planted FOR ALL TABLES');
+  await c.end();
+  c = await kit.connectAdmin(searched!);
+  await c.query('CREATE TEXT SEARCH CONFIGURATION public.planted (COPY = pg_catalog.simple)');
+  await c.end();
+  const findings = await pool.audit();
+  assert.deepEqual(
+    findings
+      .filter((f) => f.kind === 'spare_tampered')
+      .map((f) => f.object)
+      .sort(),
+    [published, searched].sort(),
+    JSON.stringify(findings),
+  );
+  await pool.settled();
+  const now = await sparesInCatalog(pool);
+  assert.ok(!now.includes(published!) && !now.includes(searched!), 'tampered spares destroyed');
+  assert.equal(now.length, SIZE, 'and replaced');
+});
+
 test('a spare whose role was given LOGIN is refused by the claim itself; the create goes cold', async () => {
   const pool = await startPool();
   const spares = await sparesInCatalog(pool);

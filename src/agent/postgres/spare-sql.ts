@@ -149,10 +149,14 @@ export async function spareProblems(admin: Queryable, spare: string): Promise<st
 }
 
 /**
- * Inside a spare (steward session): a digest of everything a user made there — every catalog
- * row with an OID past the bootstrap range (tables, routines, types, operators, triggers, rules,
- * casts, languages, policies, event triggers, extensions, default privileges…) and every schema
- * with its owner and privileges. Equal digests: nothing was planted or changed since it was made.
+ * Inside a spare (steward session): a digest of everything a user made there — the rows of the
+ * catalogs a planted object would change (tables, routines, types, operators, triggers, rules,
+ * casts, languages, policies, event triggers, extensions, default privileges…) with their owners,
+ * privileges and bodies, every schema with its owner and privileges, and the OIDs past the
+ * bootstrap range of every other per-database catalog with an `oid` column the steward can read
+ * (publications, text search objects, foreign servers, collations, statistics…: found from
+ * pg_class, so a catalog of a later PostgreSQL is covered too). Equal digests: nothing was planted
+ * or changed since it was made.
  */
 const FINGERPRINT_SQL = `SELECT pg_catalog.md5(pg_catalog.string_agg(x, E'\n' ORDER BY x COLLATE "C")) AS fp FROM (
   SELECT 'n:' || oid || ':' || nspname || ':' || nspowner || ':' || COALESCE(nspacl::pg_catalog.text, '') FROM pg_catalog.pg_namespace
@@ -172,6 +176,14 @@ const FINGERPRINT_SQL = `SELECT pg_catalog.md5(pg_catalog.string_agg(x, E'\n' OR
   UNION ALL SELECT 'opc:' || oid || ':' || opcname FROM pg_catalog.pg_opclass WHERE oid OPERATOR(pg_catalog.>=) 16384
   UNION ALL SELECT 'cv:' || oid || ':' || conname FROM pg_catalog.pg_conversion WHERE oid OPERATOR(pg_catalog.>=) 16384
   UNION ALL SELECT 'lo:' || oid FROM pg_catalog.pg_largeobject_metadata
+  UNION ALL SELECT 'oids:' || c.relname || ':' || pg_catalog.md5(pg_catalog.query_to_xml(pg_catalog.format(
+      'SELECT oid FROM pg_catalog.%I WHERE oid OPERATOR(pg_catalog.>=) 16384 ORDER BY oid', c.relname), false, false, '')::pg_catalog.text)
+    FROM pg_catalog.pg_class c
+   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+     AND c.relkind OPERATOR(pg_catalog.=) 'r' AND NOT c.relisshared
+     AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
+     AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
+                    AND a.attname OPERATOR(pg_catalog.=) 'oid' AND NOT a.attisdropped)
 ) s(x)`;
 
 /** A steward session inside a spare (caller ends it). */
