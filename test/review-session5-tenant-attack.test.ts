@@ -65,7 +65,8 @@ before(async () => {
 });
 const made: { database_id: string; name: string }[] = [];
 after(async () => {
-  for (const t of made) await jobs?.get('database.delete')!(t, kit.ctx()).catch(() => {});
+  const del = jobs?.get('database.delete');
+  for (const t of made) await del?.(t, kit.ctx()).catch(() => {});
   await pool?.drain().catch(() => {});
   await kit?.close();
   await p?.stop();
