@@ -441,6 +441,48 @@ test('deleting webhooks while their deliveries are being recorded never deadlock
   }
 });
 
+test('finished deliveries past the retention are pruned; pending ones, recent ones and redelivered originals stay', async () => {
+  const hook = await createHook({ url: receiver.url('/retention'), events: ['webhook.test'] });
+  const send = async () =>
+    (await call('POST', `/v1/webhooks/${hook.id}/test`, admin.headers)).json().delivery_id;
+  const [old, original, recent] = [await send(), await send(), await send()];
+  for (const id of [old, original, recent]) await waitDelivery(hook.id, id, 'succeeded');
+  const again = await call('POST', `/v1/webhooks/${hook.id}/deliveries/${original}/redeliver`, admin.headers);
+  assert.equal(again.statusCode, 202, again.body);
+  const redelivered = again.json().delivery_id;
+  await waitDelivery(hook.id, redelivered, 'succeeded');
+  // Made pending again after its attempt (due in an hour: the worker leaves it alone).
+  const pending = await send();
+  await waitDelivery(hook.id, pending, 'succeeded');
+  const age = (ids: string[], days: number) =>
+    s.db.pool.query(
+      `UPDATE webhook_deliveries SET created_at = now() - $2::int * interval '1 day',
+              status = CASE WHEN id = $3 THEN 'pending' ELSE status END,
+              next_attempt_at = CASE WHEN id = $3 THEN now() + interval '1 hour' ELSE next_attempt_at END
+        WHERE id = ANY($1::uuid[])`,
+      [ids, days, pending],
+    );
+  await age([old, original, pending], s.config.webhookDeliveryRetentionDays + 1);
+  await age([recent, redelivered], s.config.webhookDeliveryRetentionDays - 1);
+  assert.equal(await s.webhooks.prune(), 1, 'only the old finished delivery nothing refers to');
+  assert.equal(
+    (await call('GET', `/v1/webhooks/${hook.id}/deliveries/${old}`, admin.headers)).statusCode,
+    404,
+  );
+  for (const id of [original, recent, redelivered, pending]) await getDelivery(hook.id, id);
+  // Once its redelivery is past the retention too, both go (the redelivery first, then the original).
+  await age([redelivered], s.config.webhookDeliveryRetentionDays + 1);
+  assert.equal(await s.webhooks.prune(), 1);
+  assert.equal(await s.webhooks.prune(), 1);
+  for (const id of [original, redelivered])
+    assert.equal(
+      (await call('GET', `/v1/webhooks/${hook.id}/deliveries/${id}`, admin.headers)).statusCode,
+      404,
+    );
+  for (const id of [recent, pending]) await getDelivery(hook.id, id);
+  await call('DELETE', `/v1/webhooks/${hook.id}`, admin.headers);
+});
+
 test('an event_outbox alert is delivered once with a stable id, and the row is marked taken', async () => {
   const hook = await createHook({ url: receiver.url('/outbox'), events: ['backup.*', 'break_glass.used'] });
   const id = await insertOutboxEvent(s.db.pool, {

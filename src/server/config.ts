@@ -246,6 +246,8 @@ export const serverConfigSchema = z
     webhookConcurrencyPerAccount: z.coerce.number().int().min(1).max(256).default(20),
     /** Deliveries waiting per webhook past which a test or redelivery is refused (429). */
     webhookPendingPerWebhook: z.coerce.number().int().min(1).max(10_000).default(20),
+    /** Finished deliveries (succeeded or dead) older than this are deleted from the delivery log. */
+    webhookDeliveryRetentionDays: z.coerce.number().int().min(1).max(3_650).default(30),
   })
   .strict()
   .superRefine(checkOidcSettings);
@@ -321,6 +323,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   webhookConcurrency: { env: 'BULWARK_WEBHOOK_CONCURRENCY' },
   webhookConcurrencyPerAccount: { env: 'BULWARK_WEBHOOK_CONCURRENCY_PER_ACCOUNT' },
   webhookPendingPerWebhook: { env: 'BULWARK_WEBHOOK_PENDING_PER_WEBHOOK' },
+  webhookDeliveryRetentionDays: { env: 'BULWARK_WEBHOOK_DELIVERY_RETENTION_DAYS' },
   slackApiUrl: { env: 'BULWARK_SLACK_API_URL' },
 };
 

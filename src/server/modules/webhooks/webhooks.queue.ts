@@ -210,3 +210,26 @@ export async function recordOutcomes(db: Queryable, outcomes: readonly Outcome[]
     ],
   );
 }
+
+/**
+ * Deletes up to `limit` finished deliveries (succeeded or dead) created more than `days` days
+ * ago, oldest first per webhook (the log index); returns how many. A delivery another one is a
+ * redelivery of is kept until that one goes: deleting it would clear the redelivery's
+ * `redelivery_of`, and two cleared redeliveries of one event would collide in the unique index.
+ */
+export async function pruneFinished(db: Queryable, days: number, limit: number): Promise<number> {
+  const r = await db.query(
+    `DELETE FROM webhook_deliveries x
+      WHERE x.id IN (
+        SELECT d.id FROM webhooks w
+         CROSS JOIN LATERAL (
+           SELECT d.id FROM webhook_deliveries d
+            WHERE d.webhook_id = w.id AND d.created_at < now() - $1::int * interval '1 day'
+              AND d.status IN ('succeeded', 'dead')
+              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries r WHERE r.redelivery_of = d.id)
+            ORDER BY d.created_at, d.id LIMIT $2) d
+         LIMIT $2)`,
+    [days, limit],
+  );
+  return r.rowCount ?? 0;
+}

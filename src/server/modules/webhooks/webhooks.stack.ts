@@ -12,6 +12,7 @@ import type { AuditService } from '../audit/audit.service.ts';
 import { EVENTS_CHANNEL } from '../requests/requests.deliveries.repo.ts';
 import { type DestinationPolicy, defaultResolver, parseAllowedDestinations, type Resolver } from './ssrf.ts';
 import { createDispatcher, type Dispatcher } from './webhooks.dispatcher.ts';
+import { pruneFinished } from './webhooks.queue.ts';
 import { createWebhooksService, type WebhooksService } from './webhooks.service.ts';
 import { createDeliveryWorker, type DeliveryWorker } from './webhooks.worker.ts';
 
@@ -29,12 +30,20 @@ export type WebhookConfig = Pick<
   | 'webhookConcurrency'
   | 'webhookConcurrencyPerAccount'
   | 'webhookPendingPerWebhook'
+  | 'webhookDeliveryRetentionDays'
 >;
+
+/** How often finished deliveries past the retention are pruned, and how many at most per run. */
+const PRUNE_EVERY_MS = 60 * 60 * 1000;
+const PRUNE_BATCH = 1_000;
+const PRUNE_MAX_PER_RUN = 50_000;
 
 export type WebhooksStack = {
   service: WebhooksService;
   dispatcher: Dispatcher;
   worker: DeliveryWorker;
+  /** Deletes finished deliveries past the retention (hourly; tests call it). Returns how many. */
+  prune(): Promise<number>;
   start(): void;
   close(): Promise<void>;
 };
@@ -93,15 +102,46 @@ export function createWebhooksStack(deps: {
   });
   const unsubscribe = deps.chainer.onChained(() => dispatcher.kick());
   deps.listener.on(EVENTS_CHANNEL, () => dispatcher.kick());
+
+  // The delivery log is bounded in time: a batch at a time (short transactions), a bounded run.
+  let pruneTimer: NodeJS.Timeout | undefined;
+  let pruning: Promise<number> | null = null;
+  const prune = (): Promise<number> => {
+    pruning ??= (async () => {
+      let total = 0;
+      for (;;) {
+        const n = await pruneFinished(deps.db, config.webhookDeliveryRetentionDays, PRUNE_BATCH);
+        total += n;
+        if (n < PRUNE_BATCH || total >= PRUNE_MAX_PER_RUN) break;
+      }
+      if (total > 0) deps.log.info({ deleted: total }, 'webhook deliveries past their retention deleted');
+      return total;
+    })().finally(() => {
+      pruning = null;
+    });
+    return pruning;
+  };
+
   return {
     service,
     dispatcher,
     worker,
+    prune,
     start() {
       dispatcher.start();
       worker.start();
+      pruneTimer = setInterval(
+        () =>
+          void prune().catch((err: Error) =>
+            deps.log.error({ err: { message: err.message } }, 'webhook delivery pruning failed'),
+          ),
+        PRUNE_EVERY_MS,
+      );
+      pruneTimer.unref();
     },
     async close() {
+      clearInterval(pruneTimer);
+      await pruning?.catch(() => 0);
       unsubscribe();
       await dispatcher.stop();
       await worker.stop();
