@@ -7,7 +7,8 @@ import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
 import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
 import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
-import { SPARE_MARKER } from '../src/agent/postgres/spare-sql.ts';
+import { connectSpare, SPARE_MARKER } from '../src/agent/postgres/spare-sql.ts';
+import { FIXED_LIMITS } from '../src/agent/postgres/tenant-sql.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { createLogger } from '../src/shared/logger.ts';
@@ -295,6 +296,33 @@ test('an object planted in any catalog of a spare is found (a publication, a tex
   const now = await sparesInCatalog(pool);
   assert.ok(!now.includes(published!) && !now.includes(searched!), 'tampered spares destroyed');
   assert.equal(now.length, SIZE, 'and replaced');
+});
+
+test('a spare its steward cannot reach for want of connections is kept; one closed to connections is tampered', async () => {
+  const pool = await startPool();
+  const [busy, closed] = await sparesInCatalog(pool);
+  // The steward's own connection limit used up: the check cannot run, which proves nothing.
+  const held = [];
+  for (let i = 0; i < FIXED_LIMITS.stewardConnectionLimit; i++)
+    held.push(await connectSpare(kit.deps.cluster, busy!));
+  await kit.admin.query(`ALTER DATABASE "${closed}" ALLOW_CONNECTIONS false`);
+  try {
+    const findings = await pool.audit();
+    assert.deepEqual(
+      findings.map((f) => [f.kind, f.object]),
+      [['spare_tampered', closed]],
+      JSON.stringify(findings),
+    );
+    assert.match(findings[0]!.detail, /database connection settings changed/);
+  } finally {
+    for (const c of held) await c.end();
+  }
+  await pool.settled();
+  const now = await sparesInCatalog(pool);
+  assert.ok(now.includes(busy!), 'kept');
+  assert.ok(!now.includes(closed!), 'destroyed');
+  assert.equal(now.length, SIZE, 'and replaced');
+  assert.deepEqual(await pool.audit(), []);
 });
 
 test('a spare whose role was given LOGIN is refused by the claim itself; the create goes cold', async () => {

@@ -32,7 +32,7 @@ import {
   spareTag,
   waitForNoSessions,
 } from '../postgres/spare-sql.ts';
-import type { ClusterAccess } from '../postgres/steward.ts';
+import { type ClusterAccess, isLoginRefused } from '../postgres/steward.ts';
 
 export type WarmPoolOptions = {
   admin: pg.Pool;
@@ -90,7 +90,12 @@ export function createWarmPool(opts: WarmPoolOptions) {
     const problems = await spareProblems(admin, spare.name);
     if (problems.length > 0) return problems.join('; ');
     const c = await connectSpare(cluster, spare.name).catch((err: Error) => err);
-    if (c instanceof Error) return `its steward could not log in: ${c.message}`;
+    // A refused login is a changed password or LOGIN; anything else (the cluster out of
+    // connection slots, a restart) proves nothing and is thrown: the caller keeps the spare.
+    if (c instanceof Error) {
+      if (isLoginRefused(c)) return `its steward could not log in: ${c.message}`;
+      throw c;
+    }
     try {
       const fp = await spareFingerprint(c);
       return fp === spare.fingerprint ? null : 'objects inside it were added or changed';

@@ -76,7 +76,8 @@ const textArray = (xs: string[]) => `ARRAY[${xs.map(lit).join(', ')}]::pg_catalo
 
 /**
  * SQL listing what is wrong with a spare at the cluster level (one text row per problem, none
- * when it is as we made it): its database (ready marker, owner, privileges, no settings) and its
+ * when it is as we made it): its database (ready marker, owner, privileges, connections allowed
+ * without a limit, not a template, no settings) and its
  * five roles (marker, no LOGIN but the steward's, no password, no attribute, connection limits,
  * settings, no membership we did not make). Literals only (it also runs inside a DO block).
  */
@@ -104,7 +105,8 @@ export function spareProblemsSql(spare: string): string {
                o.rolbypassrls, o.rolpassword, o.rolvaliduntil, o.rolconnlimit,
                pg_catalog.shobj_description(o.oid, 'pg_authid') AS marker
           FROM r LEFT JOIN pg_catalog.pg_authid o ON o.rolname OPERATOR(pg_catalog.=) r.name),
-  d AS (SELECT oid, datdba, datacl, pg_catalog.shobj_description(oid, 'pg_database') AS marker
+  d AS (SELECT oid, datdba, datacl, datallowconn, datconnlimit, datistemplate,
+               pg_catalog.shobj_description(oid, 'pg_database') AS marker
           FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) ${lit(spare)})
 SELECT 'database missing' AS problem WHERE NOT EXISTS (SELECT 1 FROM d)
 UNION ALL SELECT 'database not marked ready' FROM d
@@ -117,6 +119,8 @@ UNION ALL SELECT 'database privileges changed' FROM d
                                      ORDER BY pg_catalog.pg_get_userbyid(x.grantee)::pg_catalog.text || ':' || x.privilege_type COLLATE "C")
                               FROM pg_catalog.aclexplode(d.datacl) x)
         IS DISTINCT FROM ${textArray(expectedDatabaseAcl(r))}
+UNION ALL SELECT 'database connection settings changed' FROM d
+ WHERE NOT d.datallowconn OR d.datistemplate OR d.datconnlimit OPERATOR(pg_catalog.<>) -1
 UNION ALL SELECT 'setting in the database: ' || s.setconfig::pg_catalog.text
   FROM pg_catalog.pg_db_role_setting s JOIN d ON s.setdatabase OPERATOR(pg_catalog.=) d.oid
 UNION ALL SELECT a.name || ' missing or not a spare role' FROM a
