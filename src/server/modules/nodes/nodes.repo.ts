@@ -187,6 +187,11 @@ export type NodeHealthRow = {
   drift_findings: number | null;
 };
 
+/**
+ * The drift checks in one pass joined by node, never a scan of the jobs per node: they are
+ * platform jobs (account_id NULL), which jobs_account_idx finds among every account's jobs. The
+ * database counts are per node through databases_node_idx.
+ */
 const HEALTH_SELECT = `SELECT n.id, n.name, n.status, n.agent_version, n.pg_version, n.last_heartbeat_at,
     floor(extract(epoch FROM now() - n.last_heartbeat_at))::int AS heartbeat_age_seconds,
     (SELECT count(*)::int FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL)
@@ -201,9 +206,9 @@ const HEALTH_SELECT = `SELECT n.id, n.name, n.status, n.agent_version, n.pg_vers
     CASE WHEN jsonb_typeof(dj.result->'findings') = 'array'
          THEN jsonb_array_length(dj.result->'findings') END AS drift_findings
   FROM nodes n
-  LEFT JOIN LATERAL (SELECT j.finished_at, j.result FROM jobs j
-                      WHERE j.node_id = n.id AND j.kind = 'node.drift' AND j.status = 'succeeded'
-                      ORDER BY j.id DESC LIMIT 1) dj ON true`;
+  LEFT JOIN (SELECT DISTINCT ON (j.node_id) j.node_id, j.finished_at, j.result FROM jobs j
+              WHERE j.account_id IS NULL AND j.kind = 'node.drift' AND j.status = 'succeeded'
+              ORDER BY j.node_id, j.id DESC) dj ON dj.node_id = n.id`;
 
 /** Every node by name (at most `limit`), with its heartbeat age by the control DB's clock. */
 export async function listNodeHealth(db: Queryable, limit: number): Promise<NodeHealthRow[]> {
