@@ -43,15 +43,31 @@ function pinnedLookup(address: string, family: 4 | 6): LookupFunction {
 const POOL_IDLE_MS = 30_000;
 const POOL_MAX = 512;
 
-/** Keep-alive agents, one per (account, scheme, checked address, port, host name). */
+/**
+ * Keep-alive agents, one per (account, scheme, checked address, port, host name). At most `max`
+ * are kept: a new one first closes those idle for a while, then the least recently used idle ones
+ * while there are too many. A pool with a request in flight is never closed (that would fail
+ * another account's delivery); those are at most the worker's concurrency, below the bound.
+ */
 export class ConnectionPools {
   private readonly pools = new Map<string, { agent: http.Agent; usedAt: number }>();
+  private readonly max: number;
+
+  constructor(max = POOL_MAX) {
+    this.max = max;
+  }
+
+  get size(): number {
+    return this.pools.size;
+  }
 
   agentFor(accountId: string, d: Destination): http.Agent {
     const key = `${accountId}|${d.url.protocol}|${d.address}|${d.port}|${d.host}`;
     const now = Date.now();
     let p = this.pools.get(key);
-    if (!p) {
+    if (p)
+      this.pools.delete(key); // re-inserted below: the map stays in least recently used order
+    else {
       this.sweep(now);
       const options = {
         keepAlive: true,
@@ -66,19 +82,22 @@ export class ConnectionPools {
         agent: d.url.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options),
         usedAt: now,
       };
-      this.pools.set(key, p);
     }
     p.usedAt = now;
+    this.pools.set(key, p);
     return p.agent;
   }
 
-  /** Closes pools idle for a while (and the oldest when there are too many). */
+  /** Closes idle pools unused for a while, and the least recently used idle ones past the bound. */
   private sweep(now: number) {
-    for (const [key, p] of this.pools)
-      if (now - p.usedAt > POOL_IDLE_MS || this.pools.size >= POOL_MAX) {
+    for (const [key, p] of this.pools) {
+      const busy = Object.keys(p.agent.sockets).length > 0 || Object.keys(p.agent.requests).length > 0;
+      if (busy) continue;
+      if (now - p.usedAt > POOL_IDLE_MS || this.pools.size >= this.max) {
         p.agent.destroy();
         this.pools.delete(key);
       }
+    }
   }
 
   close() {
