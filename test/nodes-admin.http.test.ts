@@ -132,6 +132,16 @@ test('POST /v1/nodes/:id/drift-check: the drift job and its findings, audited', 
     { clean: audited.rows[0]!.details.clean, findings: audited.rows[0]!.details.findings },
     { clean: false, findings: 1 },
   );
+  // The node's own view and the list show that latest check (another node's stays without one).
+  const shown = await s.app.inject({ method: 'GET', url: `/v1/nodes/${agent.nodeId}`, headers: root });
+  assert.equal(shown.statusCode, 200, shown.body);
+  assert.equal(shown.json().drift?.findings, 1);
+  const listed = await s.app.inject({ method: 'GET', url: '/v1/nodes', headers: root });
+  const drift = new Map(
+    (listed.json().items as { id: string; drift: { findings: number } | null }[]).map((n) => [n.id, n.drift]),
+  );
+  assert.equal(drift.get(agent.nodeId)?.findings, 1);
+  assert.equal(drift.get(idle.nodeId), null);
 });
 
 test('an unknown node is a 404; a malformed id a 400', async () => {
