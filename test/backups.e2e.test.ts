@@ -259,12 +259,15 @@ function run(bin: string, args: string[]): Promise<Run> {
 }
 
 type Run = { code: number; stdout: string; stderr: string };
-function cli(args: string[], home: string): Promise<Run> {
+/** `binary`: stdout as latin1 (every byte kept: `Buffer.from(stdout, 'latin1')`). */
+function cli(args: string[], home: string, binary = false): Promise<Run> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [CLI, ...args],
       {
+        encoding: binary ? 'latin1' : 'utf8',
+        maxBuffer: 64 * 1024 * 1024,
         env: {
           PATH: process.env.PATH ?? '',
           HOME: home,
@@ -314,6 +317,14 @@ test('bulwark backup: create --wait, list, show, download (checked, never overwr
     // Never over an existing file, and nothing left behind.
     const again = await cli(['backup', 'download', name, b.id, '-o', file], home);
     assert.equal(again.code, 1, again.stdout);
+    // --force replaces it (once whole and checked); `-o -` writes the same bytes to stdout.
+    await fs.writeFile(file, 'stale');
+    const forced = await cli(['backup', 'download', name, b.id, '-o', file, '--force', '--json'], home);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.deepEqual(await fs.readFile(file), bytes);
+    const piped = await cli(['backup', 'download', name, b.id, '-o', '-'], home, true);
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.deepEqual(Buffer.from(piped.stdout, 'latin1'), bytes);
     assert.deepEqual(
       (await fs.readdir(home)).filter((f) => f.endsWith('.partial')),
       [],

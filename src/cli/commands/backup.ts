@@ -1,8 +1,9 @@
 /**
  * `bulwark backup create|list|show|download|restore|delete`: a database's backups through the API.
- * `download` streams the plain pg_dump archive from a signed link into `<file>.partial` with a
- * progress line (bytes and rate) on a terminal, checks it against the backup's sha256, and only
- * then renames it into place; a failed or mismatched download leaves nothing behind.
+ * `download` streams the plain pg_dump archive from a signed link into a fresh `<file>.<hex>.partial`
+ * (or to stdout) with a progress line (bytes and rate) on a terminal, checks it against the
+ * backup's sha256, and only then moves it into place; a failed or mismatched download leaves
+ * nothing behind.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -145,30 +146,9 @@ export async function downloadBackup(
   );
   const res = await client.download(signed.url, {});
   if (!res.body) throw new CliError('the server sent no archive');
-  const partial = `${file}.${randomBytes(6).toString('hex')}.partial`;
+  const partial = toStdout ? null : `${file}.${randomBytes(6).toString('hex')}.partial`;
   const hash = createHash('sha256');
   const meter = transferMeter(opts.progress);
-  if (toStdout) {
-    await pipeline(
-      Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
-      meter.meter,
-      new Transform({
-        transform(chunk: Buffer, _e, cb) {
-          hash.update(chunk);
-          cb(null, chunk);
-        },
-      }),
-      process.stdout,
-      { end: false },
-    ).catch((err: Error) => {
-      throw new CliError(`download failed (what was written to stdout is incomplete): ${err.message}`);
-    });
-    const { bytes, seconds } = meter.done();
-    const sha256 = hash.digest('hex');
-    if (sha256 !== b.sha256)
-      throw new CliError(`the download does not match the backup (sha256 ${sha256}, expected ${b.sha256})`);
-    return { file: '-', bytes, sha256, seconds };
-  }
   try {
     await pipeline(
       Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
@@ -179,12 +159,15 @@ export async function downloadBackup(
           cb(null, chunk);
         },
       }),
-      createWriteStream(partial, { flags: 'wx', mode: 0o600 }),
+      // On stdout the bytes flow as they come (and stdout stays open).
+      partial === null ? process.stdout : createWriteStream(partial, { flags: 'wx', mode: 0o600 }),
+      { end: partial !== null },
     );
     const { bytes, seconds } = meter.done();
     const sha256 = hash.digest('hex');
     if (sha256 !== b.sha256)
       throw new CliError(`the download does not match the backup (sha256 ${sha256}, expected ${b.sha256})`);
+    if (partial === null) return { file: '-', bytes, sha256, seconds };
     // link(2) refuses an existing name (a rename would replace it): the file appears whole or not
     // at all; --force renames over it (atomic too).
     if (opts.force) await rename(partial, file);
@@ -198,9 +181,13 @@ export async function downloadBackup(
     }
     return { file, bytes, sha256, seconds };
   } catch (err) {
-    await rm(partial, { force: true });
+    if (partial !== null) await rm(partial, { force: true });
     if (err instanceof CliError) throw err;
-    throw new CliError(`download failed, nothing kept: ${(err as Error).message}`);
+    throw new CliError(
+      partial === null
+        ? `download failed (what was written to stdout is incomplete): ${(err as Error).message}`
+        : `download failed, nothing kept: ${(err as Error).message}`,
+    );
   }
 }
 
