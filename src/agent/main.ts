@@ -149,8 +149,13 @@ export async function startAgent(
       })
     : null;
   const database = managed ? databaseDeps(config, cluster, managed, warmPool) : null;
-  // Attached databases (ADR 0031): loaded and their roles checked at start; what is refused is logged.
-  if (config.attachedConfig) await startAttached(config.attachedConfig, log);
+  // Attached databases (ADR 0031): loaded and their roles checked at start, in the background (an
+  // unreachable host costs up to its timeouts per role and must not hold up the node's heartbeat
+  // and jobs); what is refused is logged.
+  if (config.attachedConfig)
+    void startAttached(config.attachedConfig, log).catch((err: Error) =>
+      log.error({ err: { message: err.message } }, 'attached databases not checked'),
+    );
   // Backups (issue 15): the backup dir, pg_dump/pg_restore, and the sweep of an interrupted run.
   const backup = database
     ? await startBackups({
