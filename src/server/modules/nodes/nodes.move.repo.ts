@@ -178,14 +178,6 @@ export async function findNode(db: Queryable, by: { id?: string; name?: string }
   return r.rows[0] ?? null;
 }
 
-export async function nameTakenOn(db: Queryable, nodeId: string, name: string, except: string) {
-  const r = await db.query(
-    'SELECT 1 FROM databases WHERE node_id = $1 AND name = $2 AND deleted_at IS NULL AND id <> $3',
-    [nodeId, name, except],
-  );
-  return (r.rowCount ?? 0) > 0;
-}
-
 /** The switch: the database is on the target from this commit on. */
 export async function switchNode(db: Queryable, databaseId: string, targetNodeId: string): Promise<void> {
   await db.query(

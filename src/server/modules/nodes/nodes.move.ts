@@ -39,7 +39,14 @@ import {
 import * as fleet from './nodes.fleet.repo.ts';
 import { failMove } from './nodes.move.fail.ts';
 import * as repo from './nodes.move.repo.ts';
-import { bestNode, hideNodeRefusal, lockNodeState, refusal, seesNodeDetail } from './nodes.placement.ts';
+import {
+  bestNode,
+  hideNodeRefusal,
+  lockNodeState,
+  nameTaken,
+  refusal,
+  seesNodeDetail,
+} from './nodes.placement.ts';
 
 export const moveKeyContext = (moveId: string) => `move-key:${moveId.toLowerCase()}`;
 
@@ -112,7 +119,7 @@ export function createMoves(deps: {
     if (target.id === d.node_id) throw conflict(`Database "${d.name}" is already on node "${target.name}"`);
     const why = refusal(target);
     if (why) throw hideNodeRefusal(new AppError('conflict', why, { node: target.name }), detailed);
-    if (await repo.nameTakenOn(tx, target.id, d.name, d.id))
+    if (await nameTaken(tx, target.id, d.name))
       throw hideNodeRefusal(
         conflict(`Node "${target.name}" already holds a database named "${d.name}"`),
         detailed,
@@ -256,7 +263,7 @@ export function createMoves(deps: {
   }
 
   async function restored(tx: Tx, job: JobRow, move: repo.MoveRow) {
-    if (await repo.nameTakenOn(tx, move.target_node_id, move.database_name, move.database_id)) {
+    if (await nameTaken(tx, move.target_node_id, move.database_name)) {
       await fail(tx, job, move, 'the name was taken on the target during the move', true);
       return;
     }
