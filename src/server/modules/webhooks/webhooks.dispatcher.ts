@@ -3,15 +3,16 @@
  * them. Its source is the chained audit log, read after a durable cursor (`webhook_dispatch`, the
  * last audit seq dispatched: seq is given only to committed events, in increasing order, so
  * nothing committed late is skipped), and the `event_outbox` rows not yet taken. One pass is one
- * transaction: it locks the cursor row (replicas take turns), maps events to types, inserts one
- * delivery per (subscribed enabled webhook, event) in one statement and moves the cursor.
+ * transaction: it locks the cursor row (replicas take turns), maps events to types, builds the
+ * payloads of those an enabled webhook subscribes to, inserts one delivery per (subscribed enabled
+ * webhook, event) in one statement and moves the cursor.
  *
  * Woken when this process's audit chainer chains events, on NOTIFY `bulwark_events` (outbox rows),
  * and by a poll (the other replicas' events, a lost notification).
  */
 import type { Logger } from 'pino';
 import { type Db, withTx } from '../../db/pool.ts';
-import { eventFromAudit, eventFromOutbox, type WebhookEvent } from './webhooks.events.ts';
+import { eventFromAudit, eventFromOutbox, subscribed, type WebhookEvent } from './webhooks.events.ts';
 import * as queue from './webhooks.queue.ts';
 import * as repo from './webhooks.repo.ts';
 
@@ -53,13 +54,20 @@ export function createDispatcher(deps: {
       const cursor = await repo.lockCursor(tx);
       const audit = await repo.chainedAfter(tx, cursor, BATCH);
       const outbox = await repo.lockOutbox(tx, BATCH);
+      // Only events some enabled webhook subscribes to are built (scrubbed, SQL redacted,
+      // serialised): most accounts have no webhook. The INSERT below still decides who gets what.
+      const accounts = new Set<string>();
+      for (const row of [...audit, ...outbox]) if (row.account_id) accounts.add(row.account_id);
+      const subs = await repo.subscriptionsOf(tx, [...accounts]);
+      const wanted = (accountId: string, type: string) =>
+        subs.get(accountId)?.some((events) => subscribed(events, type)) ?? false;
       const events: WebhookEvent[] = [];
       for (const row of audit) {
-        const e = eventFromAudit(row);
+        const e = eventFromAudit(row, wanted);
         if (e) events.push(e);
       }
       for (const row of outbox) {
-        const e = eventFromOutbox(row);
+        const e = eventFromOutbox(row, wanted);
         if (e) events.push(e);
       }
       // One INSERT…SELECT for the whole pass: the subscriptions are matched in the database, and

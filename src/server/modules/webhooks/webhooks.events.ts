@@ -284,10 +284,13 @@ function outgoingDetails(action: string, details: Record<string, unknown>): Reco
   return rest;
 }
 
-export function eventFromAudit(row: AuditEventRow): WebhookEvent | null {
+/** Whether an account has a webhook subscribed to a type (an event nobody wants is not built). */
+export type Wanted = (accountId: string, type: string) => boolean;
+
+export function eventFromAudit(row: AuditEventRow, wanted: Wanted = () => true): WebhookEvent | null {
   if (!row.account_id) return null;
   const type = typeOfAudit(row.action, row.outcome, row.details ?? {});
-  if (!type) return null;
+  if (!type || !wanted(row.account_id, type)) return null;
   return {
     id: `evt_a${row.id}`,
     type,
@@ -312,10 +315,10 @@ export type OutboxRow = {
   created_at: Date;
 };
 
-export function eventFromOutbox(row: OutboxRow): WebhookEvent | null {
+export function eventFromOutbox(row: OutboxRow, wanted: Wanted = () => true): WebhookEvent | null {
   if (!row.account_id) return null;
   const type = typeOfOutbox(row.kind);
-  if (!type) return null;
+  if (!type || !wanted(row.account_id, type)) return null;
   return {
     id: `evt_o${row.id}`,
     type,

@@ -270,6 +270,18 @@ export async function chainedAfter(db: Queryable, seq: number, limit: number) {
   return r.rows;
 }
 
+/** The event lists of the enabled webhooks of these accounts, by account. */
+export async function subscriptionsOf(db: Queryable, accountIds: readonly string[]) {
+  const out = new Map<string, string[][]>();
+  if (accountIds.length === 0) return out;
+  const r = await db.query<{ account_id: string; events: string[] }>(
+    'SELECT account_id, events FROM webhooks WHERE enabled AND account_id = ANY($1::uuid[])',
+    [accountIds],
+  );
+  for (const w of r.rows) out.set(w.account_id, [...(out.get(w.account_id) ?? []), w.events]);
+  return out;
+}
+
 export async function lockOutbox(db: Queryable, limit: number) {
   const r = await db.query<OutboxRow>(
     `SELECT id, account_id, kind, payload, created_at FROM event_outbox
