@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
@@ -350,4 +350,36 @@ test('an agent restarted with a smaller pool size destroys the extra spares', as
   const small = await startPool(1);
   assert.equal(small.stats().ready, 1);
   assert.equal((await sparesInCatalog(small)).length, 1);
+});
+
+test("another agent key's spares (an agent enrolled again) are reported by drift, not hidden", async () => {
+  const other = createWarmPool({
+    admin: kit.admin,
+    cluster: { ...kit.deps.cluster, key: randomBytes(32) },
+    size: 1,
+    log: createLogger('warm-pool', 'silent'),
+    auditMs: 0,
+  });
+  pools.push(other);
+  other.start();
+  await other.settled();
+  const [foreign] = await sparesInCatalog(other);
+  assert.ok(foreign);
+  const mine = await startPool();
+  const drift = (await handlers(mine).get('node.drift')!({ known_databases: [] }, kit.ctx())) as Drift;
+  const about = drift.findings.filter((f) => f.object.startsWith('bulwark_spare_'));
+  assert.deepEqual(
+    about.map((f) => [f.kind, f.object]).sort(),
+    [
+      ['unexpected_role', roleNames(foreign).explorer],
+      ['unexpected_role', roleNames(foreign).migrator],
+      ['unexpected_role', roleNames(foreign).owner],
+      ['unexpected_role', roleNames(foreign).reader],
+      ['unexpected_role', roleNames(foreign).steward],
+      ['unknown_database', foreign],
+    ].sort(),
+    JSON.stringify(drift.findings),
+  );
+  assert.match(about.find((f) => f.kind === 'unknown_database')!.detail, /another agent key/);
+  await other.drain();
 });

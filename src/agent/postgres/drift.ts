@@ -26,7 +26,7 @@ import {
   TENANT_RANGE_FUNCTIONS,
   TENANT_TEMPLATE,
 } from './catalog-visibility.ts';
-import { isSpareName, SPARE_MARKER } from './spare-sql.ts';
+import { isSpareName, SPARE_MARKER, SPARE_PREFIX, spareTag } from './spare-sql.ts';
 import { type ClusterAccess, connectSteward, isLockTimeout, isLoginRefused } from './steward.ts';
 import {
   databaseOwnership,
@@ -150,10 +150,13 @@ export async function findDrift(
             rolcanlogin AS can_login, (rolvaliduntil IS NULL OR rolvaliduntil <= pg_catalog.now()) AS expired
        FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'`,
   );
+  const sparePrefix = `${SPARE_PREFIX}${spareTag(deps.cluster.key)}_`;
+  const mySpare = (name: string) => name.startsWith(sparePrefix);
   const leftovers: DriftFinding[] = [];
   for (const r of roles.rows) {
-    // A warm-pool spare's role (spare-sql.ts): the pool checks its spares (`spare_tampered`).
-    if (isSpareName(r.rolname) && r.marker === SPARE_MARKER && !r.rolsuper) continue;
+    // A spare's role of this agent's warm pool (spare-sql.ts): the pool checks its spares
+    // (`spare_tampered`). Another key's spares (an agent enrolled again) are nobody's: reported.
+    if (mySpare(r.rolname) && r.marker === SPARE_MARKER && !r.rolsuper) continue;
     if (r.rolsuper && r.rolname !== me)
       findings.push({
         kind: 'unexpected_superuser',
@@ -212,7 +215,13 @@ export async function findDrift(
     const target = known.get(d.datname);
     if (!target) {
       const spare = isSpareName(d.datname) && d.marker?.startsWith(SPARE_MARKER);
-      if (!spare && !SYSTEM_DATABASES.includes(d.datname) && !platform.databases.includes(d.datname))
+      if (spare && !mySpare(d.datname))
+        findings.push({
+          kind: 'unknown_database',
+          object: d.datname,
+          detail: `a warm-pool spare made under another agent key (owned by ${d.owner}): no agent removes it`,
+        });
+      else if (!spare && !SYSTEM_DATABASES.includes(d.datname) && !platform.databases.includes(d.datname))
         findings.push({ kind: 'unknown_database', object: d.datname, detail: `owned by ${d.owner}` });
       continue;
     }
