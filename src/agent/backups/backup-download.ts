@@ -4,7 +4,6 @@
  * This agent needs no key for it, and the server never reads this node's files. The archive is
  * read from the local backup dir (or, when only the off-site copy is left, from there).
  */
-import { Transform } from 'node:stream';
 import { backupDownloadPayloadSchema } from '../../shared/contracts/backups.ts';
 import { parsePayload } from '../jobs/database-common.ts';
 import { JOB_REPORTED, type JobHandler, PermanentJobError } from '../jobs/job-context.ts';
@@ -23,17 +22,8 @@ export function backupDownload(deps: Pick<BackupJobDeps, 'storage'>): JobHandler
     }
     const opened = await store.open(ref);
     try {
-      let sent = 0;
-      const counter = new Transform({
-        transform(chunk: Buffer, _e, cb) {
-          sent += chunk.length;
-          cb(null, chunk);
-        },
-      });
-      const source = opened.stream();
-      source.on('error', (e) => counter.destroy(e));
-      const relayed = await ctx.streamArchive(p.stream_token, source.pipe(counter));
-      ctx.log.info({ backup_id: p.backup_id, bytes: relayed, read: sent }, 'archive sent to its download');
+      const relayed = await ctx.streamArchive(p.stream_token, opened.stream());
+      ctx.log.info({ backup_id: p.backup_id, bytes: relayed }, 'archive sent to its download');
     } catch (err) {
       // The download ended (client gone, archive refused, server gone): never retried.
       throw new PermanentJobError(`the archive was not delivered: ${(err as Error).message}`.slice(0, 500));
