@@ -19,9 +19,9 @@ import {
 } from './preflight.ts';
 import { stopChild, tailFile } from './process.ts';
 import { resolveServiceUser } from './service-user.ts';
-import { superviseStack } from './supervise-stack.ts';
+import { agentStarter, superviseStack } from './supervise-stack.ts';
 import type { Supervised } from './supervisor.ts';
-import { spawnNode, waitFor, writeSecretFile } from './up.ts';
+import { writeSecretFile } from './up.ts';
 import { type UpConfig, upConfigSchema } from './up-config.ts';
 
 export type NodeUpOptions = {
@@ -173,22 +173,7 @@ export async function nodeUp(opts: NodeUpOptions): Promise<number> {
     if (!enrolled && opts.token) own.BULWARK_ENROLLMENT_TOKEN = opts.token;
     const agentEnv = agentEnvironment(operatorEnv, own);
     const agentArgs = opts.agentConfigFile ? ['agent', '--config', opts.agentConfigFile] : ['agent'];
-    const readyFile = path.join(layout.agent, 'ready');
-    const startAgent = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
-      // Enrolled once: a restart reuses the stored agent token, never the enrollment token again.
-      const env = { ...agentEnv };
-      if (existsSync(agentTokenFile(opts.dataDir))) delete env.BULWARK_ENROLLMENT_TOKEN;
-      await fs.rm(readyFile, { force: true });
-      const child = await spawnNode(agentArgs, env, path.join(layout.logs, 'agent.log'));
-      track(child);
-      try {
-        await waitFor('the agent', async () => existsSync(readyFile), child, 60_000);
-      } catch (err) {
-        await stopChild(child, 'SIGTERM', 15_000);
-        throw err;
-      }
-      return child;
-    };
+    const startAgent = agentStarter({ layout, args: agentArgs, env: agentEnv });
     const agent = await startAgent((child) => {
       firstAgent = child;
     });

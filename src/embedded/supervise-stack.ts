@@ -1,8 +1,54 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { DataPlane } from './data-plane.ts';
+import type { DataLayout } from './layout.ts';
 import { stopChild } from './process.ts';
 import { RESTART_POLICY, type Supervised, type SupervisorEvent, supervise } from './supervisor.ts';
+
+const CLI = fileURLToPath(new URL('../cli/index.ts', import.meta.url));
+
+/** Starts `bulwark <args>` with only the environment given (and PATH, HOME, LANG); output to `logFile`. */
+export async function spawnNode(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  logFile: string,
+): Promise<ChildProcess> {
+  const log = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, LANG: process.env.LANG, ...env },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.once('close', () => log.end());
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', () => resolve());
+    child.once('error', reject);
+  });
+  return child;
+}
+
+/** Waits until `check` holds; fails when the child exits first or at the timeout. */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  child: ChildProcess,
+  timeoutMs: number,
+) {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 20;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${what} exited (${child.signalCode ?? `code ${child.exitCode}`})`);
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 200);
+  }
+  throw new Error(`${what} did not become ready within ${timeoutMs / 1000} s`);
+}
 
 /** A Node child (server, agent) to supervise: the one running now and how to start another. */
 export type NodeChild = {
@@ -10,6 +56,36 @@ export type NodeChild = {
   first: ChildProcess;
   start: (track: (c: ChildProcess) => void) => Promise<ChildProcess>;
 };
+
+/**
+ * How the stack starts its agent (the first time and on each restart): counted as running once it
+ * wrote its ready file. Enrolled once (its token file exists), a restart reuses the stored agent
+ * token, never the enrollment token again. `beforeStart` runs before each start.
+ */
+export function agentStarter(opts: {
+  layout: Pick<DataLayout, 'agent' | 'logs'>;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  beforeStart?: () => void;
+}): NodeChild['start'] {
+  const readyFile = path.join(opts.layout.agent, 'ready');
+  return async (track) => {
+    const env = { ...opts.env };
+    if (existsSync(path.join(opts.layout.agent, 'agent-token'))) delete env.BULWARK_ENROLLMENT_TOKEN;
+    opts.beforeStart?.();
+    // A killed agent leaves its ready file behind: only the new one's counts.
+    await fs.rm(readyFile, { force: true });
+    const child = await spawnNode(opts.args, env, path.join(opts.layout.logs, 'agent.log'));
+    track(child);
+    try {
+      await waitFor('the agent', async () => existsSync(readyFile), child, 60_000);
+    } catch (err) {
+      await stopChild(child, 'SIGTERM', 15_000);
+      throw err;
+    }
+    return child;
+  };
+}
 
 /**
  * Puts a started stack under supervision (supervisor.ts), in start order: PostgreSQL, PgBouncer,

@@ -1,8 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, existsSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { agentEnv as agentBindings } from '../agent/config.ts';
 import { serverEnv as serverBindings } from '../server/config.ts';
 import { createKeyringFile } from '../server/crypto/secret-box.ts';
@@ -37,7 +36,7 @@ import {
 import { stopChild, tailFile } from './process.ts';
 import { readOrCreateSecret } from './secrets.ts';
 import { resolveServiceUser } from './service-user.ts';
-import { superviseStack } from './supervise-stack.ts';
+import { agentStarter, spawnNode, superviseStack, waitFor } from './supervise-stack.ts';
 import type { Supervised } from './supervisor.ts';
 import { createSupervisorAudit } from './supervisor-audit.ts';
 import {
@@ -69,50 +68,10 @@ export type UpOptions = {
   agentConfigFile?: string | undefined;
 };
 
-const CLI = fileURLToPath(new URL('../cli/index.ts', import.meta.url));
-
 export async function writeSecretFile(file: string, value: string): Promise<void> {
   const tmp = `${file}.tmp`;
   await fs.writeFile(tmp, `${value}\n`, { mode: 0o600 });
   await fs.rename(tmp, file);
-}
-
-export async function spawnNode(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  logFile: string,
-): Promise<ChildProcess> {
-  const log = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
-  const child = spawn(process.execPath, [CLI, ...args], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, LANG: process.env.LANG, ...env },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  });
-  child.stdout?.pipe(log, { end: false });
-  child.stderr?.pipe(log, { end: false });
-  child.once('close', () => log.end());
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', () => resolve());
-    child.once('error', reject);
-  });
-  return child;
-}
-
-export async function waitFor(
-  what: string,
-  check: () => Promise<boolean>,
-  child: ChildProcess,
-  timeoutMs: number,
-) {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 20;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null)
-      throw new Error(`${what} exited (${child.signalCode ?? `code ${child.exitCode}`})`);
-    if (await check().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 200);
-  }
-  throw new Error(`${what} did not become ready within ${timeoutMs / 1000} s`);
 }
 
 /**
@@ -267,25 +226,13 @@ export async function up(opts: UpOptions): Promise<number> {
     }
     const agentEnv = agentEnvironment(operatorEnv, agentOwn);
     const agentArgs = opts.agentConfigFile ? ['agent', '--config', opts.agentConfigFile] : ['agent'];
-    const readyFile = path.join(layout.agent, 'ready');
-    const startAgent = async (track: (c: ChildProcess) => void): Promise<ChildProcess> => {
-      // Enrolled once: a restart reuses the stored agent token, never a second enrollment.
-      const env = { ...agentEnv };
-      if (existsSync(path.join(layout.agent, 'agent-token'))) delete env.BULWARK_ENROLLMENT_TOKEN;
+    const startAgent = agentStarter({
+      layout,
+      args: agentArgs,
+      env: agentEnv,
       // The agent verifies execution tokens only against keys pinned here, from the server's own files.
-      pinServerExecutionKeys(layout);
-      // A killed agent leaves its ready file behind: only the new one's counts.
-      await fs.rm(readyFile, { force: true });
-      const child = await spawnNode(agentArgs, env, path.join(layout.logs, 'agent.log'));
-      track(child);
-      try {
-        await waitFor('the agent', async () => existsSync(readyFile), child, 60_000);
-      } catch (err) {
-        await stopChild(child, 'SIGTERM', 15_000);
-        throw err;
-      }
-      return child;
-    };
+      beforeStart: () => pinServerExecutionKeys(layout),
+    });
     const agent = await startAgent((child) => children.push({ name: 'agent', child }));
 
     // From here on every child is supervised (restarted with backoff, audited), never a
