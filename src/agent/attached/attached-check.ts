@@ -81,6 +81,13 @@ async function roleFindings(c: pg.Client, role: 'reader' | 'migrator'): Promise<
     write_all: boolean;
     server_files: boolean;
     set_roles: string[];
+    escalations: {
+      role: string;
+      super: boolean;
+      createrole: boolean;
+      replication: boolean;
+      bypassrls: boolean;
+    }[];
   }>(
     `SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolbypassrls, r.rolreplication,
             pg_catalog.pg_has_role(current_user, d.datdba, 'MEMBER') AS owner,
@@ -94,7 +101,17 @@ async function roleFindings(c: pg.Client, role: 'reader' | 'migrator'): Promise<
                    WHERE m.rolname <> current_user
                      AND pg_catalog.pg_has_role(current_user, m.oid, 'MEMBER')
                      AND NOT pg_catalog.pg_has_role(current_user, m.oid, 'USAGE')
-                   ORDER BY 1 LIMIT 20) AS set_roles
+                   ORDER BY 1 LIMIT 20) AS set_roles,
+            -- Roles it is a member of (INHERIT or not: SET ROLE takes them) with a power refused
+            -- on the login role itself.
+            COALESCE((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+                        'role', m.rolname, 'super', m.rolsuper, 'createrole', m.rolcreaterole,
+                        'replication', m.rolreplication, 'bypassrls', m.rolbypassrls) ORDER BY m.rolname)
+                        FROM (SELECT * FROM pg_catalog.pg_roles m
+                               WHERE m.rolname <> current_user
+                                 AND (m.rolsuper OR m.rolcreaterole OR m.rolreplication OR m.rolbypassrls)
+                                 AND pg_catalog.pg_has_role(current_user, m.oid, 'MEMBER')
+                               ORDER BY m.rolname LIMIT 20) m), '[]'::pg_catalog.json) AS escalations
        FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
       WHERE r.rolname = current_user AND d.datname = pg_catalog.current_database()`,
   );
@@ -116,6 +133,14 @@ async function roleFindings(c: pg.Client, role: 'reader' | 'migrator'): Promise<
   if (r.rolreplication) refuse('replication', r.rolname, 'REPLICATION is not needed: refused');
   if (r.server_files)
     refuse('server_files', r.rolname, 'member of pg_write_server_files / pg_execute_server_program');
+  for (const m of r.escalations) {
+    const via = `the role is a member of ${m.role}, which SET ROLE makes it`;
+    if (m.super) refuse('superuser', m.role, `${via}: a superuser`);
+    if (m.createrole) refuse('createrole', m.role, `${via}: CREATEROLE can make and grant roles`);
+    if (m.replication) refuse('replication', m.role, `${via}: REPLICATION is not needed`);
+    if (m.bypassrls && role === 'reader')
+      refuse('bypassrls', m.role, `${via}: the read-only role must not bypass row security`);
+  }
   if (role === 'reader') {
     if (r.rolbypassrls) refuse('bypassrls', r.rolname, 'the read-only role must not bypass row security');
     if (r.write_all) refuse('write_all_data', r.rolname, 'member of pg_write_all_data');

@@ -8,6 +8,7 @@
  * must be a regular file of mode 0600 (no group or other bit) owned by the agent's user, or the
  * entry is refused. Nothing here is ever sent to the server.
  */
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
@@ -51,22 +52,52 @@ export type AttachedRefusal = { name: string; reason: string };
 
 const MAX_SECRET_BYTES = 1024;
 
-/** A file only the agent's user may read: regular, mode 0600 (or stricter), owned by us. */
-export async function checkPrivateFile(file: string): Promise<void> {
+/**
+ * Reads a file only the agent's user may read: an absolute path with no link anywhere on it (the
+ * resolved path must be the path written), a regular file, mode 0600 (or stricter), owned by us.
+ * The checks are made on the open file (O_NOFOLLOW, fstat), so a swap between check and read is
+ * refused too.
+ */
+export async function readPrivateFile(file: string, maxBytes: number): Promise<string> {
   if (!path.isAbsolute(file)) throw new Error(`${file} is not an absolute path`);
-  const st = await fs.lstat(file).catch(() => null);
-  if (!st) throw new Error(`${file} does not exist`);
-  if (!st.isFile()) throw new Error(`${file} is not a regular file (links are refused)`);
-  if ((st.mode & 0o077) !== 0)
-    throw new Error(`${file} has mode ${(st.mode & 0o777).toString(8)}; it must be 0600 (chmod 600)`);
-  const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) throw new Error(`${file} is not owned by the agent's user`);
+  const real = await fs.realpath(file).catch(() => null);
+  if (real === null) throw new Error(`${file} does not exist`);
+  if (real !== path.normalize(file))
+    throw new Error(
+      `${file} is not a regular file (links are refused, on the path as well: it resolves to ${real})`,
+    );
+  const handle = await fs
+    .open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
+    .catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ELOOP') throw new Error(`${file} is not a regular file (links are refused)`);
+      throw new Error(`${file} cannot be opened (${err.code ?? err.message})`);
+    });
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new Error(`${file} is not a regular file (links are refused)`);
+    if ((st.mode & 0o077) !== 0)
+      throw new Error(`${file} has mode ${(st.mode & 0o777).toString(8)}; it must be 0600 (chmod 600)`);
+    const uid = process.getuid?.();
+    if (uid !== undefined && st.uid !== uid) throw new Error(`${file} is not owned by the agent's user`);
+    if (st.size > maxBytes) throw new Error(`${file} is larger than ${maxBytes} bytes`);
+    const buf = Buffer.alloc(maxBytes + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const { bytesRead } = await handle.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    if (n > maxBytes) throw new Error(`${file} is larger than ${maxBytes} bytes`);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    await handle.close();
+  }
 }
 
 async function readSecret(file: string): Promise<string> {
-  await checkPrivateFile(file);
-  const raw = await fs.readFile(file, 'utf8');
-  if (Buffer.byteLength(raw) > MAX_SECRET_BYTES) throw new Error(`${file} is too large for a password`);
+  const raw = await readPrivateFile(file, MAX_SECRET_BYTES).catch((err: Error) => {
+    throw /larger than/.test(err.message) ? new Error(`${file} is too large for a password`) : err;
+  });
   const password = raw.replace(/\r?\n$/, '');
   if (password === '' || /[\r\n]/.test(password))
     throw new Error(`${file} must hold one password on one line`);
@@ -81,9 +112,9 @@ async function readSecret(file: string): Promise<string> {
 export async function loadAttachedConfig(
   file: string,
 ): Promise<{ databases: AttachedDatabase[]; refused: AttachedRefusal[] }> {
-  await checkPrivateFile(file);
-  const raw = await fs.readFile(file, 'utf8');
-  if (raw.length > 256 * 1024) throw new Error(`${file} is larger than 256 KiB`);
+  const raw = await readPrivateFile(file, 256 * 1024).catch((err: Error) => {
+    throw /larger than/.test(err.message) ? new Error(`${file} is larger than 256 KiB`) : err;
+  });
   const top = attachedFileSchema.safeParse(JSON.parse(raw));
   if (!top.success) throw new Error(`${file}: expected {"databases": [...]} (at most 100)`);
   const databases: AttachedDatabase[] = [];

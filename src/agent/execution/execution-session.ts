@@ -67,6 +67,8 @@ export async function openExecutionSession(login: {
     connectionTimeoutMillis: 10_000,
     options: pinnedOptions({
       search_path: 'public',
+      // The tenant's approved SQL keeps the tenant's row security (platform logins pin it off).
+      row_security: 'on',
       statement_timeout: String(login.statementTimeoutMs),
       lock_timeout: String(login.lockTimeoutMs),
     }),

@@ -48,7 +48,7 @@ export const PINNED_SETTINGS: Readonly<Record<string, string>> = {
   check_function_bodies: 'on',
   standard_conforming_strings: 'on',
   transform_null_equals: 'off',
-  row_security: 'on',
+  row_security: 'off',
   default_tablespace: '',
   temp_tablespaces: '',
   local_preload_libraries: '',
