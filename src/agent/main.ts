@@ -7,6 +7,8 @@ import { createLogger } from '../shared/logger.ts';
 import { CONTROL_DB, CONTROL_ROLE, POOLER_ADMIN } from '../shared/platform-names.ts';
 import { createExplorerValidator, loadExplorerParser } from '../shared/sql/explorer-validator.ts';
 import { VERSION } from '../shared/version.ts';
+import { type AttachedRegistry, createAttachedRegistry } from './attached/attached-registry.ts';
+import { reportAttached } from './attached/attached-report.ts';
 import { startAttached } from './attached/attached-startup.ts';
 import { startBackups } from './backups/backup-startup.ts';
 import { type AgentConfig, backupS3Options } from './config.ts';
@@ -116,7 +118,9 @@ export async function startAgent(
   };
   const managed = await startPooler(config, log);
   const pooler = managed?.pooler;
-  const explorer = await startExplorer(cluster, admin, log);
+  // Attached databases the server registered (filled by the report below): explorer and execution.
+  const attached = createAttachedRegistry();
+  const explorer = await startExplorer(cluster, admin, log, attached);
   // Governed SQL (ADR 0021): pinned keys, the replay cache, the executor (channel and job).
   const execution = await startExecution({
     stateDir: config.stateDir,
@@ -127,6 +131,7 @@ export async function startAgent(
     admin,
     cluster,
     log,
+    attached,
   });
   nodeId = execution.nodeId;
   // Just-in-time logins end at their VALID UNTIL on the agent's own clock, server or no server.
@@ -151,11 +156,20 @@ export async function startAgent(
   const database = managed ? databaseDeps(config, cluster, managed, warmPool) : null;
   // Attached databases (ADR 0031): loaded and their roles checked at start, in the background (an
   // unreachable host costs up to its timeouts per role and must not hold up the node's heartbeat
-  // and jobs); what is refused is logged.
+  // and jobs); what is refused is logged. Then every loaded entry is reported to the server
+  // (retried until it answers); the ids it gives make them reachable by explorer and execution.
+  const attachedReporting = new AbortController();
   if (config.attachedConfig)
-    void startAttached(config.attachedConfig, log).catch((err: Error) =>
-      log.error({ err: { message: err.message } }, 'attached databases not checked'),
-    );
+    void startAttached(config.attachedConfig, log)
+      .then((start) =>
+        reportAttached(start, {
+          send: (report, signal) => client.attached(report, signal),
+          registry: attached,
+          log: log.child({ component: 'attached' }),
+          signal: attachedReporting.signal,
+        }),
+      )
+      .catch((err: Error) => log.error({ err: { message: err.message } }, 'attached databases not checked'));
   // Backups (issue 15): the backup dir, pg_dump/pg_restore, and the sweep of an interrupted run.
   const backup = database
     ? await startBackups({
@@ -225,6 +239,7 @@ export async function startAgent(
     downloadLaneMax: config.downloadLaneMax,
   });
   const done = runner.run(stopping.signal).finally(async () => {
+    attachedReporting.abort();
     clearInterval(hbTimer);
     samples.stop();
     await warmPool?.stop();
@@ -331,7 +346,12 @@ async function connectAdminTo(config: AgentConfig, database: string): Promise<pg
 }
 
 /** The SQL explorer's executor: the validator (WASM), the agent's key, loopback PostgreSQL. */
-async function startExplorer(cluster: ClusterAccess, admin: pg.Pool, log: Logger): Promise<ExplorerExecutor> {
+async function startExplorer(
+  cluster: ClusterAccess,
+  admin: pg.Pool,
+  log: Logger,
+  attached: AttachedRegistry,
+): Promise<ExplorerExecutor> {
   await loadExplorerParser();
   return createExplorerExecutor({
     admin,
@@ -344,5 +364,6 @@ async function startExplorer(cluster: ClusterAccess, admin: pg.Pool, log: Logger
     log: log.child({ component: 'explorer' }),
     // This process's validator (its own verdict cache): the agent re-validates every query.
     validate: createExplorerValidator().validate,
+    attached,
   });
 }

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { ATTACHED_REPORT_PATH, type AttachedReport } from '../shared/contracts/attached.ts';
 import {
   archiveStreamPath,
   type BackupProgress,
@@ -133,6 +134,9 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
     /** Size and tenant connections of this node's databases (at most 1000 per call). */
     samples: (samples: { database_id: string; size_bytes: number; connections: number }[]) =>
       call<{ accepted: number }>('/v1/agent/samples', { samples }),
+    /** Every attached database this agent's config loaded, with its checks (the answer: ids). */
+    attached: (report: AttachedReport, signal?: AbortSignal) =>
+      call<unknown>(ATTACHED_REPORT_PATH, report, signal, 30_000),
     heartbeat: (info: {
       agent_version: string;
       pg_version?: string;

@@ -10,6 +10,7 @@
 import pg from 'pg';
 import { pinnedOptions } from '../postgres/steward.ts';
 import type { AttachedDatabase } from './attached-config.ts';
+import { attachedSsl } from './attached-connect.ts';
 
 export type AttachedFinding = {
   role: 'reader' | 'migrator';
@@ -54,9 +55,7 @@ export async function connectAttached(
     query_timeout: 15_000,
     application_name: opts.applicationName ?? 'bulwark-attached-check',
     options: pinnedOptions(opts.settings),
-    ...(db.sslmode === 'disable'
-      ? {}
-      : { ssl: db.sslmode === 'verify-full' ? { rejectUnauthorized: true } : { rejectUnauthorized: false } }),
+    ssl: attachedSsl(db),
   });
   c.on('error', () => {});
   try {

@@ -8,7 +8,14 @@ import type { Logger } from 'pino';
 import { type AttachedCheck, checkAttached } from './attached-check.ts';
 import { type AttachedDatabase, loadAttachedConfig } from './attached-config.ts';
 
-export type AttachedStart = { databases: AttachedDatabase[]; checks: AttachedCheck[] };
+export type AttachedStart = {
+  /** The entries whose checks passed (the only ones ever queried). */
+  databases: AttachedDatabase[];
+  /** Every loaded entry's check, in file order (reported to the server, passed or not). */
+  checks: AttachedCheck[];
+  /** Every loaded entry (the config loader's refusals excluded), in the order of `checks`. */
+  entries: AttachedDatabase[];
+};
 
 export async function startAttached(file: string, log: Logger): Promise<AttachedStart> {
   let loaded: Awaited<ReturnType<typeof loadAttachedConfig>>;
@@ -16,7 +23,7 @@ export async function startAttached(file: string, log: Logger): Promise<Attached
     loaded = await loadAttachedConfig(file);
   } catch (err) {
     log.error({ err: { message: (err as Error).message } }, 'attached databases file refused; none attached');
-    return { databases: [], checks: [] };
+    return { databases: [], checks: [], entries: [] };
   }
   for (const r of loaded.refused)
     log.error({ attached: r.name, reason: r.reason }, 'attached database refused');
@@ -41,5 +48,5 @@ export async function startAttached(file: string, log: Logger): Promise<Attached
       );
     }
   }
-  return { databases, checks };
+  return { databases, checks, entries: loaded.databases };
 }

@@ -34,6 +34,8 @@ export type StatementResult = {
 
 export type ExecutionSession = {
   pid: number;
+  /** The backend's cancel key (a CancelRequest to a server other than the agent's own). */
+  secretKey: number;
   run(text: string, wireBytes: number): Promise<StatementResult>;
   /** format_type() of each column (outside the transaction). */
   columnTypes(fields: PgField[]): Promise<string[]>;
@@ -56,6 +58,8 @@ export async function openExecutionSession(login: {
   password: string;
   statementTimeoutMs: number;
   lockTimeoutMs: number;
+  /** TLS to an attached database's server (attached-connect.ts); none on the loopback port. */
+  ssl?: pg.ClientConfig['ssl'];
 }): Promise<ExecutionSession> {
   const client = new pg.Client({
     host: login.host,
@@ -73,6 +77,7 @@ export async function openExecutionSession(login: {
       lock_timeout: String(login.lockTimeoutMs),
     }),
     stream: () => new ExplorerSocket(),
+    ...(login.ssl ? { ssl: login.ssl } : {}),
   });
   client.on('error', () => {});
   try {
@@ -91,6 +96,7 @@ export async function openExecutionSession(login: {
   const socket = explorerSocket(client);
   return {
     pid: (client as unknown as { processID: number }).processID,
+    secretKey: (client as unknown as { secretKey: number }).secretKey,
     async run(text, wireBytes) {
       lastTag = '';
       socket.limitRows(wireBytes, 0);

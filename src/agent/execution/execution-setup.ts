@@ -8,6 +8,7 @@ import path from 'node:path';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { ExecutionCapability } from '../../shared/execution-token.ts';
+import type { AttachedRegistry } from '../attached/attached-registry.ts';
 import type { ClusterAccess } from '../postgres/steward.ts';
 import { type AgentVerifier, createAgentVerifier } from './agent-verifier.ts';
 import { type ExecutionKeysAnswer, executionKeysAnswerSchema, openPinnedKeys } from './execution-keys.ts';
@@ -52,6 +53,8 @@ export async function startExecution(deps: {
   admin: pg.Pool;
   cluster: ClusterAccess;
   log: Logger;
+  /** Attached databases the server registered (ADR 0031): run as their own roles. */
+  attached?: Pick<AttachedRegistry, 'get'>;
 }): Promise<{
   executor: ExecutionExecutor;
   verifier: AgentVerifier;
@@ -99,6 +102,7 @@ export async function startExecution(deps: {
     pgHost: deps.cluster.pgHost,
     pgPort: deps.cluster.pgPort,
     log: log.child({ component: 'execution' }),
+    ...(deps.attached ? { attached: deps.attached } : {}),
   });
   return {
     executor,

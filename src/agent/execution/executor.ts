@@ -27,6 +27,9 @@ import {
 } from '../../shared/contracts/execution.ts';
 import type { RefusalReason } from '../../shared/execution-token.ts';
 import { roleNames } from '../../shared/identifiers.ts';
+import type { AttachedDatabase } from '../attached/attached-config.ts';
+import { attachedSsl, cancelAttachedBackend } from '../attached/attached-connect.ts';
+import type { AttachedRegistry } from '../attached/attached-registry.ts';
 import { isLoginRefused } from '../postgres/steward.ts';
 import { type AgentVerifier, EXECUTION_SKEW_SECONDS } from './agent-verifier.ts';
 import { CHANGED_ROWS_SQL, parseChangedRows } from './changed-rows.ts';
@@ -51,6 +54,11 @@ export type ExecutorDeps = {
   pgHost: string;
   pgPort: number;
   log: Logger;
+  /**
+   * Attached databases (ADR 0031): an id found here runs as the entry's own reader or migrator
+   * at the entry's host; nothing is prepared there.
+   */
+  attached?: Pick<AttachedRegistry, 'get'>;
 };
 
 const REFUSAL_MESSAGES: Record<RefusalReason, string> = {
@@ -91,7 +99,13 @@ class StatementError extends Error {
   }
 }
 
-type Leased = { session: ExecutionSession; key: string; user: string };
+type Leased = {
+  session: ExecutionSession;
+  key: string;
+  user: string;
+  /** Asks the session's server to cancel its statement. May reject. */
+  cancel(): Promise<unknown>;
+};
 
 export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
   const { log } = deps;
@@ -104,7 +118,46 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
     return { kind: 'refused', refusal: { reason, message: message.slice(0, 1_000) } };
   };
 
+  /** The admin pool's pg_cancel_backend: the session is on the agent's own cluster. */
+  const cancelHosted = (session: ExecutionSession) => () =>
+    deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [session.pid]);
+
+  /**
+   * An attached database: the entry's reader or migrator (by the token's capability) at the
+   * entry's host and database. Its credentials are the operator's: a refused login is refused,
+   * never repaired. The kept-login key is the same shape as a hosted one's.
+   */
+  const connectAttached = async (p: ExecutePayload, db: AttachedDatabase): Promise<Leased> => {
+    const { user, password } = db[p.capability];
+    const key = `${p.database_id}:${user}`;
+    const cancelOf = (session: ExecutionSession) => () =>
+      cancelAttachedBackend(db, session.pid, session.secretKey);
+    const kept = await pool.take(key, { statementMs: p.statement_timeout_ms, lockMs: p.lock_timeout_ms });
+    if (kept) return { session: kept, key, user, cancel: cancelOf(kept) };
+    const ssl = attachedSsl(db);
+    try {
+      const session = await openExecutionSession({
+        host: db.host,
+        port: db.port,
+        database: db.database,
+        user,
+        password,
+        statementTimeoutMs: p.statement_timeout_ms,
+        lockTimeoutMs: p.lock_timeout_ms,
+        ...(ssl ? { ssl } : {}),
+      });
+      return { session, key, user, cancel: cancelOf(session) };
+    } catch (err) {
+      if (!isLoginRefused(err)) throw err;
+      throw new NotPreparedError(
+        `attached database ${p.name}: its ${p.capability} role ${user} could not log in at ${db.host}:${db.port}/${db.database} (${(err as Error).message.slice(0, 300)})`,
+      );
+    }
+  };
+
   const connect = async (p: ExecutePayload): Promise<Leased> => {
+    const attached = deps.attached?.get(p.database_id);
+    if (attached) return connectAttached(p, attached);
     const target = {
       databaseId: p.database_id,
       name: p.name,
@@ -118,7 +171,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
       const kept = force
         ? null
         : await pool.take(key, { statementMs: p.statement_timeout_ms, lockMs: p.lock_timeout_ms });
-      if (kept) return { session: kept, key, user };
+      if (kept) return { session: kept, key, user, cancel: cancelHosted(kept) };
       const session = await openExecutionSession({
         host: deps.pgHost,
         port: deps.pgPort,
@@ -128,7 +181,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
         statementTimeoutMs: p.statement_timeout_ms,
         lockTimeoutMs: p.lock_timeout_ms,
       });
-      return { session, key, user };
+      return { session, key, user, cancel: cancelHosted(session) };
     };
     try {
       return await login(false);
@@ -215,7 +268,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
     const cancel = () => {
       if (!running) return;
       cancelled = true;
-      deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [session.pid]).catch((err: Error) => {
+      leased.cancel().catch((err: Error) => {
         log.warn({ err: { message: err.message } }, 'execution cancel failed');
       });
     };

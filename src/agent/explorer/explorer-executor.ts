@@ -4,7 +4,9 @@
  * 1. The agent re-validates the SQL with the same parser gate as the server (a compromised
  *    server cannot make it run anything else).
  * 2. The connection logs in directly on the loopback PostgreSQL port AS `<db>_explorer`
- *    (SELECT on public only, no EXECUTE on user routines, default read-only).
+ *    (SELECT on public only, no EXECUTE on user routines, default read-only). An attached
+ *    database (ADR 0031) is read as its configured read-only role at its own host instead, with
+ *    every rail below the same; its cancel goes to that server (attached/attached-connect.ts).
  * 3. Extended query protocol only (one statement per message: `COMMIT; …` cannot escape).
  * 4. One pipelined write: `BEGIN READ ONLY`, `set_config(…, true)` of the statement/lock/idle
  *    timeouts, `search_path = public` and standard_conforming_strings, a guard statement that
@@ -29,11 +31,10 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { ExplorerOutcome, QueryPayload, SchemaOutput } from '../../shared/contracts/explorer-channel.ts';
 import { BUSY, EXPLORER_LIMITS } from '../../shared/contracts/explorer-channel.ts';
-import { type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import type { ExplorerVerdict } from '../../shared/sql/explorer-validator.ts';
 import { createExplorerPools, type ExplorerPoolDeps } from './explorer-pools.ts';
-import { backendPid, extended, pipelined, type Step } from './explorer-protocol.ts';
-import { readPublicSchema } from './explorer-schema.ts';
+import { extended, pipelined, type Step } from './explorer-protocol.ts';
+import { readAttachedSchema, readPublicSchema } from './explorer-schema.ts';
 import { ExplorerStreamError, explorerSocket } from './explorer-stream.ts';
 
 export type ExplorerExecutorDeps = ExplorerPoolDeps & {
@@ -213,7 +214,8 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
    */
   const open = async (
     c: pg.ClientBase,
-    roles: RoleNames,
+    /** The login the session must be: the explorer role, or an attached database's reader. */
+    user: string,
     timeoutMs: number,
     statements: string[],
     budget?: { bytes: number; onDrop: () => void },
@@ -222,7 +224,7 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
     const steps: Step[] = [
       { text: 'BEGIN READ ONLY' },
       { text: SET_LIMITS, values: ms },
-      { text: GUARD_ASSERT, values: [roles.explorer, ...ms] },
+      { text: GUARD_ASSERT, values: [user, ...ms] },
       ...statements.map((text) => ({ text })),
     ];
     // The rows of the first statement after the prelude are read under the byte budget.
@@ -263,7 +265,6 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
           duration_ms: elapsed(),
         };
       }
-      const roles = roleNames(input.name);
       const timeoutMs = Math.min(input.statement_timeout_ms, EXPLORER_LIMITS.maxStatementTimeoutMs);
       let lease: Awaited<ReturnType<typeof pools.acquire>>;
       try {
@@ -283,8 +284,8 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       const onAbort = () => {
         if (!running || cancel) return;
         try {
-          cancel = deps.admin
-            .query('SELECT pg_catalog.pg_cancel_backend($1)', [backendPid(c)])
+          cancel = lease
+            .cancel()
             .catch((err: Error) =>
               deps.log.warn({ err: { message: err.message } }, 'explorer cancel failed'),
             );
@@ -301,7 +302,7 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         onAbort();
         recancel ??= setInterval(() => {
           if (!running) return;
-          deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [backendPid(c)]).catch(() => {});
+          lease.cancel().catch(() => {});
         }, 250);
         recancel.unref();
       };
@@ -319,13 +320,13 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
         if (verdict.kind === 'explain') {
           // EXPLAIN cannot be wrapped, so it is sent only once the guarded transaction stands
           // (were BEGIN to fail, a pipelined EXPLAIN would run in an implicit transaction of its own).
-          await open(c, roles, timeoutMs, []);
+          await open(c, lease.role, timeoutMs, []);
           socket.limitRows(wireBudget(input.byte_limit), 0, onAbort);
           result = await extended<RawRow>(c, input.sql);
         } else {
           [result] = await open(
             c,
-            roles,
+            lease.role,
             timeoutMs,
             [wrapSelect(statementText(input.sql), input.row_limit + 1)],
             { bytes: wireBudget(input.byte_limit), onDrop: onAbort },
@@ -406,6 +407,9 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
     },
 
     async readSchema(input) {
+      const attached = deps.attached?.get(input.database_id);
+      // An attached database: its own reader at its own host (the payload's name is Bulwark's).
+      if (attached) return readAttachedSchema(attached);
       return readPublicSchema(deps, input.name);
     },
 

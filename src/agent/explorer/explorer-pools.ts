@@ -13,7 +13,10 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { roleNames } from '../../shared/identifiers.ts';
-import { pipelined } from './explorer-protocol.ts';
+import type { AttachedDatabase } from '../attached/attached-config.ts';
+import { attachedSsl, cancelAttachedBackend } from '../attached/attached-connect.ts';
+import type { AttachedRegistry } from '../attached/attached-registry.ts';
+import { backendPid, pipelined } from './explorer-protocol.ts';
 import { explorerPassword, prepareExplorerRole } from './explorer-role.ts';
 import { ExplorerSocket } from './explorer-stream.ts';
 
@@ -32,17 +35,26 @@ export type ExplorerPoolDeps = {
   maxConnections?: number;
   /** Re-apply login + EXECUTE revocations when older than this (default 5 min). */
   reprepareMs?: number;
+  /**
+   * Attached databases (ADR 0031): an id found here is read as the entry's own reader at the
+   * entry's host, with nothing prepared (Bulwark owns nothing there).
+   */
+  attached?: Pick<AttachedRegistry, 'get'>;
 };
 
 type ExplorerLease = {
   client: pg.PoolClient;
+  /** The login the session must be (the guard's and the reset's expected user). */
+  role: string;
+  /** Asks the connection's server to cancel its running statement. May reject. */
+  cancel(): Promise<unknown>;
   /** ROLLBACK, DISCARD ALL, verify, release (or destroy). Never rejects. */
   reset(): Promise<void>;
   /** Destroys the connection once `after` (a cancel in flight) settled. Never rejects. */
   discard(after: Promise<unknown>): Promise<void>;
 };
 
-type Entry = { pool: pg.Pool; preparedAt: number };
+type Entry = { pool: pg.Pool; preparedAt: number; attached?: AttachedDatabase };
 
 const LOGIN_ERRORS = new Set(['28P01', '28000']);
 
@@ -64,42 +76,59 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
   const entries = new Map<string, Entry>();
   const reprepareMs = deps.reprepareMs ?? 300_000;
 
+  /** The explorer's pool for one login (the same settings for hosted and attached databases). */
+  const newPool = (login: {
+    host: string;
+    port: number;
+    database: string;
+    user: string;
+    password: string;
+    ssl?: pg.PoolConfig['ssl'];
+  }): pg.Pool => {
+    const pool = new pg.Pool({
+      ...login,
+      max: deps.maxConnections ?? 2,
+      idleTimeoutMillis: 30_000,
+      connectionTimeoutMillis: 5_000,
+      application_name: 'bulwark-explorer',
+      // Statements are written without waiting for the previous answer (each with its own Sync).
+      pipeline: true,
+      // Session defaults as well as the per-transaction SET LOCALs (belt and braces).
+      options: '-c default_transaction_read_only=on -c search_path=public',
+      // Every byte from the server passes the result filter before pg parses it (explorer-stream.ts):
+      // no value larger than the byte cap is ever buffered or turned into a string.
+      stream: () => new ExplorerSocket(),
+    });
+    pool.on('error', (err) =>
+      deps.log.warn({ err: { message: err.message } }, 'idle explorer connection lost'),
+    );
+    pool.on('connect', (client) => {
+      client.on('error', (err) =>
+        deps.log.warn({ err: { message: err.message } }, 'explorer connection lost'),
+      );
+    });
+    // A checked-out client whose backend dies (terminated, cancelled login) emits 'error': the
+    // query promise already reports it; without a listener it would crash the agent.
+    pool.on('connect', (client) => client.on('error', () => {}));
+    return pool;
+  };
+
   const prepare = async (databaseId: string, name: string): Promise<Entry> => {
     const roles = roleNames(name);
     const password = explorerPassword(deps.key, databaseId, roles.explorer);
     await prepareExplorerRole(deps, { databaseId, name, roles, password });
     let entry = entries.get(databaseId);
     if (!entry) {
-      const pool = new pg.Pool({
-        host: deps.pgHost,
-        port: deps.pgPort,
-        database: name,
-        user: roles.explorer,
-        password,
-        max: deps.maxConnections ?? 2,
-        idleTimeoutMillis: 30_000,
-        connectionTimeoutMillis: 5_000,
-        application_name: 'bulwark-explorer',
-        // Statements are written without waiting for the previous answer (each with its own Sync).
-        pipeline: true,
-        // Session defaults as well as the per-transaction SET LOCALs (belt and braces).
-        options: '-c default_transaction_read_only=on -c search_path=public',
-        // Every byte from the server passes the result filter before pg parses it (explorer-stream.ts):
-        // no value larger than the byte cap is ever buffered or turned into a string.
-        stream: () => new ExplorerSocket(),
-      });
-      pool.on('error', (err) =>
-        deps.log.warn({ err: { message: err.message } }, 'idle explorer connection lost'),
-      );
-      pool.on('connect', (client) => {
-        client.on('error', (err) =>
-          deps.log.warn({ err: { message: err.message } }, 'explorer connection lost'),
-        );
-      });
-      // A checked-out client whose backend dies (terminated, cancelled login) emits 'error': the
-      // query promise already reports it; without a listener it would crash the agent.
-      pool.on('connect', (client) => client.on('error', () => {}));
-      entry = { pool, preparedAt: 0 };
+      entry = {
+        pool: newPool({
+          host: deps.pgHost,
+          port: deps.pgPort,
+          database: name,
+          user: roles.explorer,
+          password,
+        }),
+        preparedAt: 0,
+      };
       entries.set(databaseId, entry);
     }
     entry.preparedAt = Date.now();
@@ -143,10 +172,69 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
     return p;
   };
 
+  const lease = (client: pg.PoolClient, role: string, cancel: () => Promise<unknown>): ExplorerLease => ({
+    client,
+    role,
+    cancel,
+    reset: () => reset(client, role),
+    // A connection whose statement was cancelled is never reused: a cancel still on its way
+    // must not hit the next query. Waits (bounded) for the cancel, then closes the connection.
+    discard: async (after) => {
+      let timer: NodeJS.Timeout | undefined;
+      const bounded = new Promise((res) => {
+        timer = setTimeout(res, 5_000);
+      });
+      await Promise.race([after, bounded]).catch(() => {});
+      clearTimeout(timer);
+      client.release(new Error('explorer connection cancelled'));
+    },
+  });
+
+  /**
+   * An attached database's connection: the entry's reader at the entry's host, nothing prepared;
+   * a refused login is an error (the operator's credentials, not ours to repair). The cancel goes
+   * to the entry's server (attached-connect.ts), never through the agent's admin pool.
+   */
+  const acquireAttached = async (databaseId: string, db: AttachedDatabase): Promise<ExplorerLease> => {
+    let entry = entries.get(databaseId);
+    if (entry && entry.attached !== db) {
+      entries.delete(databaseId);
+      void entry.pool.end().catch(() => {});
+      entry = undefined;
+    }
+    if (!entry) {
+      const ssl = attachedSsl(db);
+      entry = {
+        pool: newPool({
+          host: db.host,
+          port: db.port,
+          database: db.database,
+          user: db.reader.user,
+          password: db.reader.password,
+          ...(ssl ? { ssl } : {}),
+        }),
+        preparedAt: 0,
+        attached: db,
+      };
+      entries.set(databaseId, entry);
+    }
+    const client = await entry.pool.connect();
+    const secret = (client as unknown as { secretKey: number }).secretKey;
+    return lease(client, db.reader.user, () => cancelAttachedBackend(db, backendPid(client), secret));
+  };
+
   return {
     async acquire(databaseId: string, name: string): Promise<ExplorerLease> {
+      const attached = deps.attached?.get(databaseId) ?? null;
+      if (attached) return acquireAttached(databaseId, attached);
       const role = roleNames(name).explorer;
       let entry = entries.get(databaseId);
+      if (entry?.attached) {
+        // No longer attached under this id: its reader's pool is never used for a hosted database.
+        entries.delete(databaseId);
+        void entry.pool.end().catch(() => {});
+        entry = undefined;
+      }
       if (!entry || Date.now() - entry.preparedAt > reprepareMs) entry = await prepareOnce(databaseId, name);
       let client: pg.PoolClient;
       try {
@@ -157,21 +245,9 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
         entry = await prepareOnce(databaseId, name);
         client = await entry.pool.connect();
       }
-      return {
-        client,
-        reset: () => reset(client, role),
-        // A connection whose statement was cancelled is never reused: a cancel still on its way
-        // must not hit the next query. Waits (bounded) for the cancel, then closes the connection.
-        discard: async (after) => {
-          let timer: NodeJS.Timeout | undefined;
-          const bounded = new Promise((res) => {
-            timer = setTimeout(res, 5_000);
-          });
-          await Promise.race([after, bounded]).catch(() => {});
-          clearTimeout(timer);
-          client.release(new Error('explorer connection cancelled'));
-        },
-      };
+      return lease(client, role, () =>
+        deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [backendPid(client)]),
+      );
     },
 
     async close(): Promise<void> {

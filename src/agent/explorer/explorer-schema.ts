@@ -1,6 +1,8 @@
 import type pg from 'pg';
 import { EXPLORER_LIMITS, type SchemaOutput } from '../../shared/contracts/explorer-channel.ts';
 import { roleNames } from '../../shared/identifiers.ts';
+import { connectAttached } from '../attached/attached-check.ts';
+import type { AttachedDatabase } from '../attached/attached-config.ts';
 import { connectPinned, isLoginRefused } from '../postgres/steward.ts';
 import { MARKER_PREFIX } from '../postgres/tenant-sql.ts';
 import { type ExplorerRoleDeps, explorerPassword, prepareExplorerRole } from './explorer-role.ts';
@@ -44,37 +46,59 @@ export async function readPublicSchema(deps: ExplorerRoleDeps, database: string)
     c = await connectPinned(deps, login, pins);
   }
   try {
-    const r = await c.query<{
-      rel: string;
-      kind: string;
-      col: string | null;
-      type: string | null;
-      nullable: boolean;
-    }>(
-      `SELECT c.relname AS rel, c.relkind::pg_catalog.text AS kind, a.attname AS col,
-              pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
-              NOT coalesce(a.attnotnull, false) AS nullable
-         FROM pg_catalog.pg_class c
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
-        ORDER BY c.relname, a.attnum
-        LIMIT $1`,
-      [EXPLORER_LIMITS.maxSchemaColumns + 1],
-    );
-    const truncated = r.rows.length > EXPLORER_LIMITS.maxSchemaColumns;
-    const tables: SchemaOutput['tables'] = [];
-    for (const row of r.rows.slice(0, EXPLORER_LIMITS.maxSchemaColumns)) {
-      let t = tables.at(-1);
-      if (!t || t.name !== row.rel) {
-        t = { name: row.rel, kind: KINDS[row.kind] ?? 'table', columns: [] };
-        tables.push(t);
-      }
-      if (row.col !== null)
-        t.columns.push({ name: row.col, type: row.type ?? 'unknown', nullable: row.nullable });
-    }
-    return { tables, truncated };
+    return await schemaOf(c);
   } finally {
     await c.end().catch(() => {});
   }
+}
+
+/**
+ * The same listing for an attached database (ADR 0031), read as the entry's own read-only role
+ * at its host, with the platform's settings pinned at login (attached-check.ts connectAttached).
+ * Nothing is prepared: Bulwark owns nothing there; a refused login is an error.
+ */
+export async function readAttachedSchema(db: AttachedDatabase): Promise<SchemaOutput> {
+  const c = await connectAttached(db, 'reader', {
+    applicationName: 'bulwark-explorer-schema',
+    settings: { default_transaction_read_only: 'on', statement_timeout: '10000' },
+  });
+  try {
+    return await schemaOf(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** Tables, views and columns of schema public (at most maxSchemaColumns, then `truncated`). */
+async function schemaOf(c: pg.Client): Promise<SchemaOutput> {
+  const r = await c.query<{
+    rel: string;
+    kind: string;
+    col: string | null;
+    type: string | null;
+    nullable: boolean;
+  }>(
+    `SELECT c.relname AS rel, c.relkind::pg_catalog.text AS kind, a.attname AS col,
+            pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+            NOT coalesce(a.attnotnull, false) AS nullable
+       FROM pg_catalog.pg_class c
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+      ORDER BY c.relname, a.attnum
+      LIMIT $1`,
+    [EXPLORER_LIMITS.maxSchemaColumns + 1],
+  );
+  const truncated = r.rows.length > EXPLORER_LIMITS.maxSchemaColumns;
+  const tables: SchemaOutput['tables'] = [];
+  for (const row of r.rows.slice(0, EXPLORER_LIMITS.maxSchemaColumns)) {
+    let t = tables.at(-1);
+    if (!t || t.name !== row.rel) {
+      t = { name: row.rel, kind: KINDS[row.kind] ?? 'table', columns: [] };
+      tables.push(t);
+    }
+    if (row.col !== null)
+      t.columns.push({ name: row.col, type: row.type ?? 'unknown', nullable: row.nullable });
+  }
+  return { tables, truncated };
 }
