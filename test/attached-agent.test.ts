@@ -16,6 +16,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import type { AttachedDatabase } from '../src/agent/attached/attached-config.ts';
+import { cancelAttachedBackend } from '../src/agent/attached/attached-connect.ts';
 import { type AttachedRegistry, createAttachedRegistry } from '../src/agent/attached/attached-registry.ts';
 import { buildAttachedReport, reportAttached } from '../src/agent/attached/attached-report.ts';
 import { type AttachedStart, startAttached } from '../src/agent/attached/attached-startup.ts';
@@ -41,6 +42,7 @@ import {
   type Tenant,
   testExecutor,
 } from './helpers/explorer.ts';
+import { freePort } from './helpers/ports.ts';
 
 const tag = `aa_${randomBytes(4).toString('hex')}`;
 const R = { owner: `${tag}_owner`, reader: `${tag}_reader`, migrator: `${tag}_migrator` };
@@ -323,6 +325,43 @@ describe('explorer on the attached database', () => {
   });
 });
 
+test('a refused reader login is an error naming the attached database, never the password', async () => {
+  const db = registry.get(SHOP_ID) as AttachedDatabase;
+  const wrong = `not-the-password-${randomBytes(6).toString('hex')}`;
+  const broken: AttachedDatabase = { ...db, reader: { user: R.reader, password: wrong } };
+  const e = testExecutor(admin, { attached: { get: (id) => (id === SHOP_ID ? broken : null) } });
+  try {
+    const says = (err: unknown) => {
+      const message = (err as Error).message;
+      assert.match(
+        message,
+        new RegExp(`attached database ${SHOP}: its read-only role ${R.reader} could not log in`),
+      );
+      assert.ok(!message.includes(wrong) && !message.includes(pw.reader), message);
+      return true;
+    };
+    await assert.rejects(
+      e.runQuery(queryPayload({ id: SHOP_ID, name: SHOP }, 'SELECT 1'), new AbortController().signal),
+      says,
+    );
+    await assert.rejects(e.readSchema({ database_id: SHOP_ID, name: SHOP }), says);
+  } finally {
+    await e.close();
+  }
+});
+
+test('a cancel to an attached server is never sent in clear text when TLS is asked for', async () => {
+  const ssl = (await asAdmin('postgres', 'SHOW ssl')).rows[0]?.ssl;
+  const target = { host: '127.0.0.1', port: testEnv().pgPort, sslmode: 'require' as const };
+  if (ssl === 'off')
+    await assert.rejects(cancelAttachedBackend(target, 1, 1), /refused TLS: cancel not sent/);
+  else await cancelAttachedBackend(target, 1, 1);
+  // Nothing listens: an error, not a hang.
+  await assert.rejects(
+    cancelAttachedBackend({ ...target, port: await freePort(), sslmode: 'disable' }, 1, 1),
+  );
+});
+
 describe('governed execution on the attached database', () => {
   let ex: ExecutionExecutor;
   const executor = async (attached: Pick<AttachedRegistry, 'get'>): Promise<ExecutionExecutor> => {
@@ -382,9 +421,28 @@ describe('governed execution on the attached database', () => {
     await ex.close();
   });
 
+  test('a cancel stops an attached execution on its own server', async () => {
+    ex = await executor(registry);
+    const ac = new AbortController();
+    const started = Date.now();
+    setTimeout(() => ac.abort(), 300);
+    const o = await ex.execute(
+      signedRequest(h.ring, shop, {
+        sql: 'SELECT pg_sleep(20)',
+        capability: 'reader',
+        statementTimeoutMs: 30_000,
+      }),
+      ac.signal,
+    );
+    assert.equal(o.kind, 'failed', JSON.stringify(o));
+    if (o.kind === 'failed') assert.equal(o.error.sqlstate, '57014');
+    assert.ok(Date.now() - started < 15_000, 'the statement ran to its end: the cancel never reached it');
+    await ex.close();
+  });
+
   test('a refused login on an attached database is a `database` refusal naming no password', async () => {
     const db = registry.get(SHOP_ID) as AttachedDatabase;
-    const wrong = 'not-the-password-' + randomBytes(6).toString('hex');
+    const wrong = `not-the-password-${randomBytes(6).toString('hex')}`;
     const broken: AttachedDatabase = { ...db, migrator: { user: R.migrator, password: wrong } };
     ex = await executor({ get: (id) => (id === SHOP_ID ? broken : null) });
     const before = await contents();

@@ -72,6 +72,16 @@ export const LEFTOVERS = `SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_
      pg_catalog.pg_current_xact_id_if_assigned() IS NULL AS no_xact`;
 export type Leftovers = { leftovers: string; cur: string; sess: string; no_xact: string };
 
+/** A refused login of an attached database's reader: the operator's to fix (no password in it). */
+export function attachedLoginError(db: AttachedDatabase, err: unknown): Error {
+  return Object.assign(
+    new Error(
+      `attached database ${db.name}: its read-only role ${db.reader.user} could not log in at ${db.host}:${db.port}/${db.database} (${(err as Error).message.slice(0, 300)})`,
+    ),
+    { code: String((err as { code?: unknown }).code) },
+  );
+}
+
 export function createExplorerPools(deps: ExplorerPoolDeps) {
   const entries = new Map<string, Entry>();
   const reprepareMs = deps.reprepareMs ?? 300_000;
@@ -218,7 +228,13 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
       };
       entries.set(databaseId, entry);
     }
-    const client = await entry.pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await entry.pool.connect();
+    } catch (err) {
+      if (!LOGIN_ERRORS.has(String((err as { code?: unknown }).code))) throw err;
+      throw attachedLoginError(db, err);
+    }
     const secret = (client as unknown as { secretKey: number }).secretKey;
     return lease(client, db.reader.user, () => cancelAttachedBackend(db, backendPid(client), secret));
   };

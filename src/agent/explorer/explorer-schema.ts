@@ -5,6 +5,7 @@ import { connectAttached } from '../attached/attached-check.ts';
 import type { AttachedDatabase } from '../attached/attached-config.ts';
 import { connectPinned, isLoginRefused } from '../postgres/steward.ts';
 import { MARKER_PREFIX } from '../postgres/tenant-sql.ts';
+import { attachedLoginError } from './explorer-pools.ts';
 import { type ExplorerRoleDeps, explorerPassword, prepareExplorerRole } from './explorer-role.ts';
 
 const KINDS: Record<string, SchemaOutput['tables'][number]['kind']> = {
@@ -61,6 +62,8 @@ export async function readAttachedSchema(db: AttachedDatabase): Promise<SchemaOu
   const c = await connectAttached(db, 'reader', {
     applicationName: 'bulwark-explorer-schema',
     settings: { default_transaction_read_only: 'on', statement_timeout: '10000' },
+  }).catch((err: unknown) => {
+    throw isLoginRefused(err) ? attachedLoginError(db, err) : err;
   });
   try {
     return await schemaOf(c);
