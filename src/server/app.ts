@@ -33,6 +33,8 @@ import type { BackupJobs } from './modules/backups/backups.jobs.ts';
 import { backupRoutes } from './modules/backups/backups.routes.ts';
 import type { BackupsService } from './modules/backups/backups.service.ts';
 import type { RestoresService } from './modules/backups/restores.service.ts';
+import { attachedRoutes } from './modules/databases/databases.attached.routes.ts';
+import type { AttachedService } from './modules/databases/databases.attached.ts';
 import { databaseRoutes } from './modules/databases/databases.routes.ts';
 import { sampleRoutes } from './modules/databases/databases.samples.routes.ts';
 import type { SamplesService } from './modules/databases/databases.samples.ts';
@@ -126,6 +128,8 @@ export type AppDeps = {
   databases: DatabasesService;
   /** Size/connection samples: the agents' reports and the charts' data. */
   samples: SamplesService;
+  /** Attached databases: each agent's report of what its own config file attaches. */
+  attached: AttachedService;
   /** Nodes for signed-in platform admins: health and drift checks. */
   nodesAdmin: NodesAdmin;
   /** Platform admins' node operations: enrollment tokens, cordons, decommission. */
@@ -280,6 +284,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(databaseRoutes({ databases: deps.databases, withIdempotency }));
   await app.register(sampleRoutes({ samples: deps.samples }));
+  await app.register(
+    attachedRoutes({
+      attached: deps.attached,
+    }),
+  );
   await app.register(
     backupRoutes({
       backups: deps.backups,

@@ -25,6 +25,7 @@ import { createDownloadRelay } from './modules/backups/backups.relay.ts';
 import { createBackupScheduler } from './modules/backups/backups.scheduler.ts';
 import { createBackupsService, minuteOf } from './modules/backups/backups.service.ts';
 import { createRestoresService } from './modules/backups/restores.service.ts';
+import { createAttachedService } from './modules/databases/databases.attached.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
 import { createSamplesService } from './modules/databases/databases.samples.ts';
@@ -251,6 +252,7 @@ export async function createServerContext(opts: {
     databases,
     retentionDays: config.sampleRetentionDays,
   });
+  const attached = createAttachedService({ db, audit, log });
   const databaseJobs = createDatabaseJobs({ db, box, log, audit });
   jobHooks.register('database.', databaseJobs.onJobFinished);
   // Moves between nodes (ADR 0031): their own secrets and archive keys, and what each step drives.
@@ -405,6 +407,7 @@ export async function createServerContext(opts: {
       audit: auditStack.admin,
       databases,
       samples,
+      attached,
       nodesAdmin: createNodesAdmin({ db, drift, audit }),
       nodesFleet,
       invites,

@@ -92,6 +92,236 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/v1/agent/attached': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Report the attached databases of this agent's config file (the whole list)
+     * @description Each entry becomes or stays a database of kind `attached` on the agent's node (`ready` when its role checks passed, `failed` otherwise); one the node listed before and no longer does is detached. A name taken in the account or on the node, or an unknown account, is refused for that entry. No credential is ever sent.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path?: never;
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            databases: {
+              /** Format: uuid */
+              account_id: string;
+              findings: {
+                detail: string;
+                kind: string;
+                object: string;
+                /** @enum {string} */
+                role: 'reader' | 'migrator';
+                /** @enum {string} */
+                severity: 'refuse' | 'warn';
+              }[];
+              name: string;
+              ok: boolean;
+              server_version: string | null;
+            }[];
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              databases: {
+                /** Format: uuid */
+                account_id: string;
+                database_id: string | null;
+                name: string;
+                reason: string | null;
+                /** @enum {string} */
+                status: 'attached' | 'refused';
+              }[];
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/v1/agent/enroll': {
     parameters: {
       query?: never;
@@ -6226,12 +6456,29 @@ export interface paths {
               items: {
                 /** @description Allowlist entries in force (expired ones left out) */
                 allowlist_count: number;
+                /** @description An attached database's last role check by its agent (null when hosted) */
+                attached: {
+                  checked_at: string;
+                  findings: {
+                    detail: string;
+                    kind: string;
+                    object: string;
+                    role: string;
+                    severity: string;
+                  }[];
+                  server_version: string | null;
+                } | null;
                 /** @description The database's own connections at the latest sample (the platform's are not counted) */
                 connections: number | null;
                 created_at: string;
                 failure_reason: string | null;
                 /** Format: uuid */
                 id: string;
+                /**
+                 * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+                 * @enum {string}
+                 */
+                kind: 'hosted' | 'attached';
                 last_rotation: {
                   at: string;
                   reason: string | null;
@@ -6439,10 +6686,27 @@ export interface paths {
           };
           content: {
             'application/json': {
+              /** @description An attached database's last role check by its agent (null when hosted) */
+              attached: {
+                checked_at: string;
+                findings: {
+                  detail: string;
+                  kind: string;
+                  object: string;
+                  role: string;
+                  severity: string;
+                }[];
+                server_version: string | null;
+              } | null;
               created_at: string;
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /**
+               * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+               * @enum {string}
+               */
+              kind: 'hosted' | 'attached';
               last_rotation: {
                 at: string;
                 reason: string | null;
@@ -6664,6 +6928,18 @@ export interface paths {
             'application/json': {
               /** @description Allowlist entries in force (expired ones left out) */
               allowlist_count: number;
+              /** @description An attached database's last role check by its agent (null when hosted) */
+              attached: {
+                checked_at: string;
+                findings: {
+                  detail: string;
+                  kind: string;
+                  object: string;
+                  role: string;
+                  severity: string;
+                }[];
+                server_version: string | null;
+              } | null;
               backup: {
                 age_seconds: number | null;
                 /** @description When the latest completed backup finished (null: none) */
@@ -6678,6 +6954,11 @@ export interface paths {
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /**
+               * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+               * @enum {string}
+               */
+              kind: 'hosted' | 'attached';
               last_rotation: {
                 at: string;
                 reason: string | null;
@@ -6897,10 +7178,27 @@ export interface paths {
           };
           content: {
             'application/json': {
+              /** @description An attached database's last role check by its agent (null when hosted) */
+              attached: {
+                checked_at: string;
+                findings: {
+                  detail: string;
+                  kind: string;
+                  object: string;
+                  role: string;
+                  severity: string;
+                }[];
+                server_version: string | null;
+              } | null;
               created_at: string;
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /**
+               * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+               * @enum {string}
+               */
+              kind: 'hosted' | 'attached';
               last_rotation: {
                 at: string;
                 reason: string | null;
@@ -10319,10 +10617,27 @@ export interface paths {
           };
           content: {
             'application/json': {
+              /** @description An attached database's last role check by its agent (null when hosted) */
+              attached: {
+                checked_at: string;
+                findings: {
+                  detail: string;
+                  kind: string;
+                  object: string;
+                  role: string;
+                  severity: string;
+                }[];
+                server_version: string | null;
+              } | null;
               created_at: string;
               failure_reason: string | null;
               /** Format: uuid */
               id: string;
+              /**
+               * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+               * @enum {string}
+               */
+              kind: 'hosted' | 'attached';
               last_rotation: {
                 at: string;
                 reason: string | null;

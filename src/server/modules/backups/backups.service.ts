@@ -5,6 +5,7 @@ import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { assertDatabaseInScope, type Caller, callerLogFields, requireLevel } from '../../http/caller.ts';
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
+import { requireHosted } from '../databases/databases.kind.ts';
 import * as dbRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import { queueBackup, queueBackupDeletion } from './backups.records.ts';
@@ -58,6 +59,7 @@ export function createBackupsService(deps: BackupsServiceDeps) {
     assertDatabaseInScope(caller, name);
     const row = await dbRepo.findByName(tx ?? db, caller.accountId, name, { forUpdate: Boolean(tx) });
     if (!row) throw notFound('Database');
+    requireHosted(row, 'back up or restore');
     return row;
   };
 

@@ -14,6 +14,7 @@ import { type Caller, callerLogFields, requireLevel } from '../../http/caller.ts
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import type { ReauthProof } from '../people/reauth.ts';
 import type { StepUp } from '../sessions/step-up.ts';
+import { requireHosted } from './databases.kind.ts';
 import * as repo from './databases.repo.ts';
 
 export const passwordContext = (databaseId: string) => `database:${databaseId}`;
@@ -37,7 +38,13 @@ export function createCredentialOps(ctx: {
   ) => Promise<unknown>;
   newPassword: (box: SecretBox, databaseId: string) => { sealed: string; verifier: string };
 }) {
-  const { db, config, log, requireBox, find, requireStatus, audit, newPassword } = ctx;
+  const { db, config, log, requireBox, requireStatus, audit, newPassword } = ctx;
+  // Bulwark holds no credential of an attached database (its agent's host does): 409.
+  const find = async (caller: Caller, name: string, tx?: Tx) => {
+    const row = await ctx.find(caller, name, tx);
+    requireHosted(row, 'hold credentials or connection details for');
+    return row;
+  };
   return {
     /** Where to connect: everything but the password. */
     async connection(caller: Caller, name: string) {

@@ -40,6 +40,17 @@ export type DatabaseRow = {
   /** Where tenants reach the node's PgBouncer, as its agent reports it (null: the server's setting). */
   node_pooler_host: string | null;
   node_pooler_port: number | null;
+  /** Hosted (made and managed by Bulwark) or attached (listed by its agent's config; migration 0033). */
+  kind: 'hosted' | 'attached';
+  /** An attached database's last role check, as its agent reported it (null when hosted). */
+  attached: AttachedState | null;
+};
+
+/** What the agent's last check of an attached database found (migration 0033). */
+export type AttachedState = {
+  checked_at: string;
+  server_version: string | null;
+  findings: { role: string; severity: string; kind: string; object: string; detail: string }[];
 };
 
 const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.status, d.failure_reason,
@@ -48,7 +59,7 @@ const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.s
   d.last_rotation_requested_at, d.last_rotation_at,
   CASE WHEN n.status <> 'active' THEN 'disabled' WHEN n.unhealthy_since IS NOT NULL THEN 'unhealthy'
        ELSE 'healthy' END AS node_status,
-  n.pooler_host AS node_pooler_host, n.pooler_port AS node_pooler_port`;
+  n.pooler_host AS node_pooler_host, n.pooler_port AS node_pooler_port, d.kind, d.attached`;
 
 /**
  * The tenant connections committed on a node: the owner and reader connection limits of every
@@ -60,7 +71,7 @@ export async function committedConnections(db: Queryable, nodeId: string): Promi
     `SELECT coalesce(sum(greatest((limits->>'owner_connection_limit')::bigint
                                   + (limits->>'reader_connection_limit')::bigint,
                                   coalesce(connections_held, 0))), 0) AS n
-       FROM databases WHERE node_id = $1 AND deleted_at IS NULL`,
+       FROM databases WHERE node_id = $1 AND deleted_at IS NULL AND kind = 'hosted'`,
     [nodeId],
   );
   return Number(r.rows[0]?.n ?? 0);

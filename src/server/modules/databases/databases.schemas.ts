@@ -85,6 +85,29 @@ export const databaseSchema = z.object({
   rotated_at: z.string().max(40).nullable(),
   updated_at: z.string().max(40),
   last_rotation: lastRotationSchema,
+  kind: z
+    .enum(['hosted', 'attached'])
+    .describe(
+      "hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)",
+    ),
+  attached: z
+    .object({
+      checked_at: z.string().max(40),
+      server_version: z.string().max(256).nullable(),
+      findings: z
+        .array(
+          z.object({
+            role: z.string().max(16),
+            severity: z.string().max(16),
+            kind: z.string().max(64),
+            object: z.string().max(200),
+            detail: z.string().max(1000),
+          }),
+        )
+        .max(200),
+    })
+    .nullable()
+    .describe("An attached database's last role check by its agent (null when hosted)"),
 });
 
 export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema> {
@@ -110,6 +133,8 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
             at: row.last_rotation_at.toISOString(),
           }
         : null,
+    kind: row.kind,
+    attached: row.attached,
   };
 }
 

@@ -36,6 +36,7 @@ import {
   toPayloadAllowlist,
 } from './databases.allowlist.ts';
 import { createCredentialOps, passwordContext } from './databases.credentials.ts';
+import { requireHosted } from './databases.kind.ts';
 import * as repo from './databases.repo.ts';
 
 type DatabasesConfig = Pick<
@@ -98,6 +99,13 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     assertDatabaseInScope(caller, name);
     const row = await repo.findByName(tx ?? db, caller.accountId, name, { forUpdate: Boolean(tx) });
     if (!row) throw notFound('Database');
+    return row;
+  };
+
+  /** `find`, refusing an attached database (409): `what` completes "Bulwark does not …". */
+  const findHosted = async (caller: Caller, name: string, what: string, tx?: Tx) => {
+    const row = await find(caller, name, tx);
+    requireHosted(row, what);
     return row;
   };
 
@@ -164,7 +172,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     change: Record<string, unknown>,
   ): Promise<repo.StoredAllowlistEntry[]> => {
     const { entries, changed } = await withTx(db, async (tx) => {
-      const row = await find(caller, name, tx);
+      const row = await findHosted(caller, name, 'keep an allowlist for', tx);
       requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
       // Entries stored before CIDRs had one canonical spelling are matched in that spelling.
       const live = liveEntries(row.allowlist).map((e) => ({ ...e, cidr: canonicalCidr(e.cidr) }));
@@ -303,7 +311,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       requireLevel(caller, 'write');
       if (confirm !== name) throw badRequest('To delete a database, repeat its name in "confirm"');
       return withTx(db, async (tx) => {
-        const row = await find(caller, name, tx);
+        const row = await findHosted(caller, name, 'delete', tx);
         if (row.status === 'deleting') return row;
         await repo.markDeleting(tx, row.id);
         await enqueueJob(tx, {
@@ -324,7 +332,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     async getAllowlist(caller: Caller, name: string): Promise<repo.StoredAllowlistEntry[]> {
       checkDatabaseName(name);
       requireLevel(caller, 'read');
-      return liveEntries((await find(caller, name)).allowlist);
+      return liveEntries((await findHosted(caller, name, 'keep an allowlist for')).allowlist);
     },
 
     async putAllowlist(
@@ -336,7 +344,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       requireLevel(caller, 'write');
       const entries = normaliseAllowlist(input);
       const saved = await withTx(db, async (tx) => {
-        const row = await find(caller, name, tx);
+        const row = await findHosted(caller, name, 'keep an allowlist for', tx);
         requireStatus(row, ['provisioning', 'ready'], 'change the allowlist');
         await writeAllowlist(tx, caller, row, entries, {});
         return entries;
@@ -397,14 +405,14 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     async getLimits(caller: Caller, name: string): Promise<repo.StoredLimits> {
       checkDatabaseName(name);
       requireLevel(caller, 'read');
-      return (await find(caller, name)).limits;
+      return (await findHosted(caller, name, 'set limits on')).limits;
     },
 
     async putLimits(caller: Caller, name: string, limits: repo.StoredLimits): Promise<repo.StoredLimits> {
       checkDatabaseName(name);
       requireLevel(caller, 'write');
       return withTx(db, async (tx) => {
-        const row = await find(caller, name, tx);
+        const row = await findHosted(caller, name, 'set limits on', tx);
         requireStatus(row, ['provisioning', 'ready'], 'change limits');
         // A raise reserves the difference on the node; a cut is always allowed, but sessions
         // opened under the old limit outlive it: the old total stays committed until a rotation

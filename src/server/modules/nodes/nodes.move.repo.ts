@@ -151,18 +151,18 @@ export async function nextDrainDatabase(
 ): Promise<{ id: string; account_id: string; name: string } | null> {
   const r = await db.query<{ id: string; account_id: string; name: string }>(
     `SELECT id, account_id, name FROM databases
-      WHERE node_id = $1 AND status = 'ready' AND deleted_at IS NULL
+      WHERE node_id = $1 AND status = 'ready' AND kind = 'hosted' AND deleted_at IS NULL
       ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`,
     [nodeId],
   );
   return r.rows[0] ?? null;
 }
 
-/** Databases left on a node that a drain does not move (not ready: provisioning, failed …). */
+/** Databases left on a node that a drain does not move (not ready: provisioning, failed …; attached ones). */
 export async function countUnmovable(db: Queryable, nodeId: string): Promise<number> {
   const r = await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM databases
-      WHERE node_id = $1 AND deleted_at IS NULL AND status NOT IN ('ready', 'moving')`,
+      WHERE node_id = $1 AND deleted_at IS NULL AND (status NOT IN ('ready', 'moving') OR kind = 'attached')`,
     [nodeId],
   );
   return r.rows[0]?.n ?? 0;

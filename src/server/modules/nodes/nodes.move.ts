@@ -28,6 +28,7 @@ import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import { toPayloadAllowlist } from '../databases/databases.allowlist.ts';
 import { passwordContext } from '../databases/databases.credentials.ts';
 import { DATABASE_STATUS_CHANNEL } from '../databases/databases.jobs.ts';
+import { requireHosted } from '../databases/databases.kind.ts';
 import * as dbRepo from '../databases/databases.repo.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import {
@@ -315,6 +316,7 @@ export function createMoves(deps: {
       const id = await withTx(db, async (tx) => {
         const row = await dbRepo.findByName(tx, caller.accountId, name, { forUpdate: true });
         if (!row) throw notFound('Database');
+        requireHosted(row, 'move');
         if (row.status !== 'ready') throw conflict(`Cannot move the database while it is ${row.status}`);
         if (row.rotation_pending) throw conflict('Cannot move the database during a credential rotation');
         const detailed = seesNodeDetail(caller);

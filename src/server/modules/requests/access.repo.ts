@@ -3,7 +3,9 @@
  * password is never stored; the row is the login's life (granting → active → expired | revoked,
  * or failed) and the jobs that made and ended it.
  */
+
 import type { Queryable } from '../../db/pool.ts';
+import type { DatabaseKind } from '../databases/databases.kind.ts';
 
 export type GrantStatus = 'granting' | 'active' | 'expired' | 'revoked' | 'failed';
 export type EndReason = 'expired' | 'cancelled' | 'database_deleted' | 'grant_timeout' | 'revoked';
@@ -166,9 +168,9 @@ export async function findDatabase(
   db: Queryable,
   accountId: string,
   databaseId: string,
-): Promise<{ id: string; name: string; node_id: string; status: string } | null> {
-  const r = await db.query<{ id: string; name: string; node_id: string; status: string }>(
-    'SELECT id, name, node_id, status FROM databases WHERE id = $1 AND account_id = $2',
+): Promise<{ id: string; name: string; node_id: string; status: string; kind: DatabaseKind } | null> {
+  const r = await db.query<{ id: string; name: string; node_id: string; status: string; kind: DatabaseKind }>(
+    'SELECT id, name, node_id, status, kind FROM databases WHERE id = $1 AND account_id = $2',
     [databaseId, accountId],
   );
   return r.rows[0] ?? null;

@@ -31,6 +31,7 @@ import type { ServerConfig } from '../../config.ts';
 import { notify } from '../../db/notify.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
+import { requireHosted } from '../databases/databases.kind.ts';
 import { JOB_DONE_CHANNEL, waitForJob } from '../drift/drift.service.ts';
 import { enqueueJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './access.repo.ts';
@@ -115,6 +116,7 @@ export function createAccessService(deps: AccessServiceDeps) {
       const { job, payload } = await withTx(db, async (tx) => {
         const database = await repo.findDatabase(tx, input.accountId, input.databaseId);
         if (!database) throw notFound('Database');
+        requireHosted(database, 'make just-in-time logins on');
         if (database.status !== 'ready')
           throw conflict(`Access needs a ready database (it is ${database.status})`);
         const grantId = randomUUID();

@@ -10,6 +10,7 @@ import { type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts
 import { withTx } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 import { decodeCursor, toPage } from '../../http/pagination.ts';
+import { requireHosted } from '../databases/databases.kind.ts';
 import { createApprovals } from './requests.approvals.ts';
 import { assertApprovable, decideOrDeny, isDml, judgeSql, policyView } from './requests.classify.ts';
 import {
@@ -125,6 +126,9 @@ export function createRequestsService(deps: RequestsDeps) {
         throw badRequest('Give exactly one of sql (run SQL) or access (time-boxed credentials)');
       const database = await ctx.findDatabase(caller, name);
       ctx.requireReady(database);
+      // Governed SQL runs on attached databases as on hosted ones; a just-in-time login cannot be
+      // made where Bulwark owns no role.
+      if (body.access !== undefined) requireHosted(database, 'make just-in-time logins on');
       let fields: Pick<
         repo.NewRequest,
         'kind' | 'sql' | 'sqlSha256' | 'capability' | 'access' | 'cls' | 'classification' | 'findings'
