@@ -37,6 +37,7 @@ import { createExecutionHarness, signedRequest, TEST_NODE } from './helpers/exec
 import {
   adminPool,
   clusterAccess,
+  createTenant,
   queryPayload,
   TEST_AGENT_KEY,
   type Tenant,
@@ -347,6 +348,35 @@ test('a refused reader login is an error naming the attached database, never the
     await assert.rejects(e.readSchema({ database_id: SHOP_ID, name: SHOP }), says);
   } finally {
     await e.close();
+  }
+});
+
+test('an id the registry does not hold is never served under a hosted database of the same name', async () => {
+  // An attached database's Bulwark name may be a hosted database's name on this node; asked before
+  // the server's answer registered it, neither its schema nor a query reaches the hosted one.
+  const t = await createTenant(admin, 'aa');
+  try {
+    await t.asOwner('CREATE TABLE private_stuff (x int)');
+    const stranger = randomUUID();
+    await assert.rejects(explorer.readSchema({ database_id: stranger, name: t.name }), /is not ours/);
+    await assert.rejects(
+      explorer.runQuery(
+        queryPayload({ id: stranger, name: t.name }, 'SELECT 1'),
+        new AbortController().signal,
+      ),
+      /not this database's|is not ours/,
+    );
+    // Its own id still reads it (the hosted path is unchanged).
+    const own = await explorer.readSchema({ database_id: t.id, name: t.name });
+    assert.deepEqual(
+      own.tables.map((x) => x.name),
+      ['private_stuff'],
+    );
+    await explorer.settled();
+  } finally {
+    await explorer.close();
+    explorer = testExecutor(admin, { attached: registry });
+    await t.drop();
   }
 });
 

@@ -410,7 +410,7 @@ export function createExplorerExecutor(deps: ExplorerExecutorDeps): ExplorerExec
       const attached = deps.attached?.get(input.database_id);
       // An attached database: its own reader at its own host (the payload's name is Bulwark's).
       if (attached) return readAttachedSchema(attached);
-      return readPublicSchema(deps, input.name);
+      return readPublicSchema(deps, input.name, input.database_id);
     },
 
     async settled() {

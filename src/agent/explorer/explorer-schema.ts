@@ -23,7 +23,16 @@ const KINDS: Record<string, SchemaOutput['tables'][number]['kind']> = {
  * settings pinned at login (search_path = pg_catalog, pg_temp), every catalog object qualified.
  * The explorer role is prepared first when it cannot log in yet.
  */
-export async function readPublicSchema(deps: ExplorerRoleDeps, database: string): Promise<SchemaOutput> {
+export async function readPublicSchema(
+  deps: ExplorerRoleDeps,
+  database: string,
+  /**
+   * The id the request names: the database's marker must carry it. A name can be another
+   * database's (an attached database's Bulwark name equal to a hosted one's here, asked before
+   * the server's answer registered it): never read under an id that is not its own.
+   */
+  databaseId: string,
+): Promise<SchemaOutput> {
   const roles = roleNames(database);
   // The database id (the explorer's password is derived from it) is on our marker of its role.
   const marked = await deps.admin.query<{ marker: string | null }>(
@@ -32,8 +41,8 @@ export async function readPublicSchema(deps: ExplorerRoleDeps, database: string)
     [roles.explorer],
   );
   const marker = marked.rows[0]?.marker ?? '';
-  if (!marker.startsWith(MARKER_PREFIX)) throw new Error(`database ${database} is not ours`);
-  const databaseId = marker.slice(MARKER_PREFIX.length);
+  if (!marker.startsWith(MARKER_PREFIX) || marker.slice(MARKER_PREFIX.length) !== databaseId)
+    throw new Error(`database ${database} is not ours`);
   const password = explorerPassword(deps.key, databaseId, roles.explorer);
   const login = { database, user: roles.explorer, password, applicationName: 'bulwark-explorer-schema' };
   // The explorer's own session defaults (read only, 10 s) are pinned too, not left to role settings.
