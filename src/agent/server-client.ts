@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { ATTACHED_REPORT_PATH, type AttachedReport } from '../shared/contracts/attached.ts';
 import {
   archiveStreamPath,
@@ -7,6 +8,7 @@ import {
   STREAM_TOKEN_HEADER,
 } from '../shared/contracts/backups.ts';
 import { jobSecretResponseSchema } from '../shared/contracts/jobs.ts';
+import { moveArchivePath } from '../shared/contracts/moves.ts';
 
 /** The agent's only channel to the control plane: outbound HTTPS (or loopback HTTP). */
 export type PolledJob = {
@@ -130,6 +132,24 @@ export function createServerClient(baseUrl: string, getToken: () => string | nul
       const text = await res.text();
       if (!res.ok) throw new ServerError(res.status, `archive stream: ${res.status} ${text.slice(0, 300)}`);
       return (JSON.parse(text) as { bytes: number }).bytes;
+    },
+    /**
+     * The archive of the `database.move_in` this agent holds, relayed by the server from the move's
+     * source node (ADR 0031): the response body as it arrives. No overall timeout (the server cuts
+     * an idle transfer); `signal` (the lease) ends it.
+     */
+    fetchMoveArchive: async (job: PolledJob, signal: AbortSignal): Promise<Readable> => {
+      const auth = getToken();
+      const res = await fetch(new URL(moveArchivePath(job.id, job.attempt), baseUrl), {
+        headers: auth ? { authorization: `Bearer ${auth}` } : {},
+        redirect: 'error',
+        signal,
+      });
+      if (!res.ok || !res.body) {
+        const text = await res.text().catch(() => '');
+        throw new ServerError(res.status, `move archive: ${res.status} ${text.slice(0, 300)}`);
+      }
+      return Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
     },
     /** Size and tenant connections of this node's databases (at most 1000 per call). */
     samples: (samples: { database_id: string; size_bytes: number; connections: number }[]) =>

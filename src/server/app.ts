@@ -28,6 +28,7 @@ import { auditRoutes } from './modules/audit/audit.routes.ts';
 import type { AuditService } from './modules/audit/audit.service.ts';
 import type { AuditAdminService } from './modules/audit/audit-admin.service.ts';
 import { backupAgentRoutes } from './modules/backups/backups.agent.routes.ts';
+import { moveRelayRoutes } from './modules/nodes/nodes.move.relay.ts';
 import type { BackupDownloads } from './modules/backups/backups.download.ts';
 import type { BackupJobs } from './modules/backups/backups.jobs.ts';
 import { backupRoutes } from './modules/backups/backups.routes.ts';
@@ -301,6 +302,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(
     backupAgentRoutes({ db: deps.db, jobs: deps.backupJobs, downloads: deps.backupDownloads }),
   );
+  await app.register(moveRelayRoutes({ db: deps.db, downloads: deps.backupDownloads }));
   await app.register(nodesAdminRoutes({ nodesAdmin: deps.nodesAdmin, fleet: deps.nodesFleet }));
   await app.register(moveRoutes({ moves: deps.moves }));
   await app.register(jobRoutes({ jobs: deps.jobs }));

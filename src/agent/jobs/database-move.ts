@@ -19,6 +19,7 @@
  * backup directory on one host). The target reports a missing archive as a failed move.
  */
 
+import { pipeline } from 'node:stream/promises';
 import {
   MOVE_JOB_KINDS,
   type MoveInResult,
@@ -95,14 +96,42 @@ export function moveOut(deps: BackupJobDeps): JobHandler {
   };
 }
 
+/**
+ * Copies the archive the server relays from the source into this node's store (as stored: the
+ * restore authenticates it under the move key, so a cut or altered transfer is refused there). A
+ * failed copy leaves no archive behind.
+ */
+async function fetchArchive(
+  deps: BackupJobDeps,
+  ctx: JobContext,
+  p: { database_id: string; move_id: string },
+) {
+  const source = await ctx.fetchMoveArchive!();
+  const pending = await deps.storage.create(archiveOf(p));
+  try {
+    await pipeline(source, pending.stream);
+    const { sizeBytes } = await pending.commit();
+    ctx.log.info({ move_id: p.move_id, bytes: sizeBytes }, 'move archive fetched from the source node');
+  } catch (err) {
+    source.destroy();
+    await pending.abort().catch(() => {});
+    throw new Error(`the move archive could not be fetched: ${(err as Error).message}`.slice(0, 500));
+  }
+}
+
 export function moveIn(deps: BackupJobDeps): JobHandler {
   const restore = backupRestore(deps);
   return async (payload, ctx) => {
     const p = parsePayload(moveInPayloadSchema, payload);
-    if (!(await deps.storage.exists(archiveOf(p))))
-      throw new PermanentJobError(
-        'this node cannot read the move archive: the source and the target need the same backup store (ADR 0031)',
-      );
+    if (!(await deps.storage.exists(archiveOf(p)))) {
+      // Nodes with stores of their own: the server relays the source's archive into this one.
+      if (!ctx.fetchMoveArchive)
+        throw new PermanentJobError(
+          'this node cannot read the move archive: the source and the target need the same backup store (ADR 0031)',
+        );
+      await deps.onStep?.(MOVE_JOB_KINDS.in, 'fetch');
+      await fetchArchive(deps, ctx, p);
+    }
     await deps.onStep?.(MOVE_JOB_KINDS.in, 'restore');
     // The restore into a new database runs database.create first: the owner's login through this
     // node's PgBouncer with the source's password is part of it (it fails the job otherwise).

@@ -34,6 +34,11 @@ export type JobContext = {
   progress?: (p: Omit<BackupProgress, 'attempt'>) => Promise<void>;
   /** Streams an archive to the download waiting on the server (`backup.download`, ADR 0023). */
   streamArchive?: (token: string, body: Readable) => Promise<number>;
+  /**
+   * A `database.move_in`'s archive relayed by the server from the move's source node (when this
+   * node's store does not hold it): the bytes as stored, still encrypted under the move key.
+   */
+  fetchMoveArchive?: () => Promise<Readable>;
 };
 
 /**

@@ -12,7 +12,7 @@ export type JobRunnerDeps = {
     ServerClient,
     'poll' | 'complete' | 'fail' | 'jobSecret' | 'backupKey' | 'explorerResult' | 'jobStatus'
   > &
-    Partial<Pick<ServerClient, 'renewLease' | 'backupProgress' | 'streamArchive'>>;
+    Partial<Pick<ServerClient, 'renewLease' | 'backupProgress' | 'streamArchive' | 'fetchMoveArchive'>>;
   handlers: ReadonlyMap<string, JobHandler>;
   admin: pg.Pool;
   log: Logger;
@@ -140,6 +140,9 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
               streamArchive: (token: string, body: Readable) =>
                 client.streamArchive!(job, token, body, lease.signal),
             }
+          : {}),
+        ...(client.fetchMoveArchive
+          ? { fetchMoveArchive: () => client.fetchMoveArchive!(job, lease.signal) }
           : {}),
       });
       lease.stop();

@@ -34,3 +34,12 @@ export type MoveInPayload = z.infer<typeof moveInPayloadSchema>;
 
 export const moveThawPayloadSchema = z.object(ident);
 export const moveCleanupPayloadSchema = z.object(ident);
+
+/**
+ * Where a move's target fetches the archive when its own backup store does not hold it (nodes on
+ * different hosts, each with its own store): the server asks the source's agent to send the
+ * archive as stored (a `backup.download` job) and relays the bytes, still encrypted under the
+ * move's key, to the target — `GET` with the agent token, for the holder of the `move_in` lease.
+ */
+export const moveArchivePath = (jobId: number, attempt: number) =>
+  `/v1/agent/jobs/${jobId}/move-archive?attempt=${attempt}`;

@@ -1,0 +1,183 @@
+/**
+ * A move between two nodes that share no backup store (ADR 0031): each agent has its own backup
+ * directory, so the target fetches the archive through the server, which has the source's agent
+ * send it (a `backup.download` job) and relays the bytes unchanged. Real processes: the test
+ * server, node A (the run's PostgreSQL, a private PgBouncer, its agent) and node B (a second
+ * cluster and PgBouncer, its own agent).
+ *
+ * - a database with data moves A → B: every row and sequence on B through B's PgBouncer with the
+ *   same password; the relay ran as a backup.download job on A; neither directory keeps the
+ *   archive afterwards; A's copy is dropped;
+ * - the relay route answers only the agent holding the move_in lease (no token, an API key, a
+ *   job that is not a move_in: refused).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { enrollFakeAgent } from './helpers/databases.ts';
+import { testEnv } from './helpers/env.ts';
+import { startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+
+let nodes: TwoNodes;
+const dirs: Record<'move-a' | 'move-b', string> = { 'move-a': '', 'move-b': '' };
+
+before(async () => {
+  dirs['move-a'] = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-relay-a-'));
+  dirs['move-b'] = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-relay-b-'));
+  nodes = await startTwoNodes({ account: 'moves-relay', backup: (node) => ({ backupDir: dirs[node] }) });
+});
+
+after(async () => {
+  await nodes?.stop();
+  for (const d of Object.values(dirs)) if (d) await fs.rm(d, { recursive: true, force: true });
+});
+
+const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
+  nodes.api(method, url, payload);
+
+async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function login(port: number, db: { name: string; password: string }): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: `${db.name}_owner`,
+    database: db.name,
+    password: db.password,
+    connectionTimeoutMillis: 5_000,
+  });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
+/** Every file under `dir` (archives and partials), relative. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await fs.readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.push(path.relative(dir, p));
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+test('a move between nodes with stores of their own: the server relays the archive; data, login and clean-up as usual', async () => {
+  const name = `rl_${randomBytes(4).toString('hex')}`;
+  const created = await api('POST', '/v1/databases', { name, node: 'move-a' });
+  assert.equal(created.statusCode, 202, created.body);
+  await waitUntil(`${name} ready`, async () => {
+    const d = (await api('GET', `/v1/databases/${name}`)).json();
+    assert.notEqual(d.status, 'failed', d.failure_reason);
+    return d.status === 'ready' ? d : undefined;
+  });
+  const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
+  const db = { name, password };
+  const app = await login(nodes.poolerA.port, db);
+  await app.query(`
+    CREATE TABLE items (id bigserial PRIMARY KEY, label text NOT NULL, blob bytea);
+    INSERT INTO items (label, blob) SELECT 'i' || g, decode(repeat(md5(g::text), 8), 'hex') FROM generate_series(1, 5000) g;
+    CREATE SEQUENCE ticket START 500 INCREMENT 3;
+    SELECT nextval('ticket') FROM generate_series(1, 4);`);
+  const before = (await app.query('SELECT count(*)::int AS n, sum(length(blob))::bigint AS len FROM items'))
+    .rows[0];
+  await app.end();
+
+  const r = await api('POST', `/v1/databases/${name}/move`, { node: 'move-b' });
+  assert.equal(r.statusCode, 202, r.body);
+  const move = await waitUntil(`move of ${name}`, async () => {
+    const m = (await api('GET', `/v1/databases/${name}/move`)).json();
+    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
+  });
+  assert.equal(move.status, 'switched', move.error);
+
+  // On B with every row and the sequence, through B's PgBouncer, with the same password.
+  const moved = await login(nodes.portB, db);
+  try {
+    const after = (
+      await moved.query('SELECT count(*)::int AS n, sum(length(blob))::bigint AS len FROM items')
+    ).rows[0];
+    assert.deepEqual(after, before);
+    const next = await moved.query("SELECT nextval('ticket')::int AS v");
+    assert.equal(next.rows[0].v, 500 + 4 * 3);
+  } finally {
+    await moved.end();
+  }
+
+  // The archive went through the server: one backup.download job on A for the move, succeeded.
+  const relay = await nodes.s.db.pool.query<{ status: string; node: string }>(
+    `SELECT j.status, n.name AS node FROM jobs j JOIN nodes n ON n.id = j.node_id
+      WHERE j.kind = 'backup.download' AND j.payload->>'backup_id' = $1`,
+    [move.id],
+  );
+  assert.deepEqual(relay.rows, [{ status: 'succeeded', node: 'move-a' }]);
+  // The stream token left the job row once used.
+  const token = await nodes.s.db.pool.query(
+    `SELECT 1 FROM jobs WHERE kind = 'backup.download' AND payload->>'backup_id' = $1 AND payload ? 'stream_token'`,
+    [move.id],
+  );
+  assert.equal(token.rowCount, 0);
+
+  // A's copy is dropped; neither store keeps the move's archive.
+  await waitUntil('source dropped and archives removed', async () => {
+    const c = new pg.Client({ connectionString: testEnv().adminUrl });
+    await c.connect();
+    try {
+      const left = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      if ((left.rowCount ?? 0) > 0) return undefined;
+    } finally {
+      await c.end();
+    }
+    const files = [...(await filesUnder(dirs['move-a'])), ...(await filesUnder(dirs['move-b']))];
+    return files.some((f) => f.includes(move.id)) ? undefined : true;
+  });
+});
+
+test('the relay route answers only the holder of a move_in lease', async () => {
+  const noToken = await nodes.s.app.inject({ method: 'GET', url: '/v1/agent/jobs/1/move-archive?attempt=1' });
+  assert.equal(noToken.statusCode, 401);
+  const withKey = await nodes.s.app.inject({
+    method: 'GET',
+    url: '/v1/agent/jobs/1/move-archive?attempt=1',
+    headers: nodes.key.headers,
+  });
+  assert.ok([401, 403].includes(withKey.statusCode), withKey.body);
+  for (const url of ['/v1/agent/jobs/0/move-archive?attempt=1', '/v1/agent/jobs/1/move-archive?attempt=0']) {
+    const bad = await nodes.s.app.inject({ method: 'GET', url, headers: nodes.key.headers });
+    assert.ok([400, 401, 403].includes(bad.statusCode), `${url}: ${bad.statusCode}`);
+  }
+  // Another node's agent, asking for a real move_in job (not its lease): 404, nothing queued.
+  const stranger = await enrollFakeAgent(nodes.s, 'relay-x');
+  const moveIn = await nodes.s.db.pool.query<{ id: string; attempts: number }>(
+    `SELECT id, attempts FROM jobs WHERE kind = 'database.move_in' ORDER BY id DESC LIMIT 1`,
+  );
+  const job = moveIn.rows[0]!;
+  const before = await nodes.s.db.pool.query(
+    `SELECT count(*)::int AS n FROM jobs WHERE kind = 'backup.download'`,
+  );
+  const asked = await nodes.s.app.inject({
+    method: 'GET',
+    url: `/v1/agent/jobs/${job.id}/move-archive?attempt=${job.attempts}`,
+    headers: { authorization: `Bearer ${stranger.token}` },
+  });
+  assert.equal(asked.statusCode, 404, asked.body);
+  const afterCount = await nodes.s.db.pool.query(
+    `SELECT count(*)::int AS n FROM jobs WHERE kind = 'backup.download'`,
+  );
+  assert.equal(afterCount.rows[0].n, before.rows[0].n);
+});
