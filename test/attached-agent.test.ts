@@ -386,6 +386,21 @@ test('a cancel to an attached server is never sent in clear text when TLS is ask
   if (ssl === 'off')
     await assert.rejects(cancelAttachedBackend(target, 1, 1), /refused TLS: cancel not sent/);
   else await cancelAttachedBackend(target, 1, 1);
+  // Nor a login: a server without TLS gets no startup packet when TLS is asked for.
+  if (ssl === 'off') {
+    const db = registry.get(SHOP_ID) as AttachedDatabase;
+    const e = testExecutor(admin, {
+      attached: { get: (id) => (id === SHOP_ID ? { ...db, sslmode: 'require' } : null) },
+    });
+    try {
+      await assert.rejects(
+        e.runQuery(queryPayload({ id: SHOP_ID, name: SHOP }, 'SELECT 1'), new AbortController().signal),
+        /does not offer TLS/,
+      );
+    } finally {
+      await e.close();
+    }
+  }
   // Nothing listens: an error, not a hang.
   await assert.rejects(
     cancelAttachedBackend({ ...target, port: await freePort(), sslmode: 'disable' }, 1, 1),

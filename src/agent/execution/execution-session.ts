@@ -16,6 +16,7 @@
 import pg from 'pg';
 import { extended } from '../explorer/explorer-protocol.ts';
 import { ExplorerSocket, explorerSocket } from '../explorer/explorer-stream.ts';
+import { type ExplorerTlsOptions, ExplorerTlsSocket } from '../explorer/explorer-tls-socket.ts';
 import { pinnedOptions } from '../postgres/steward.ts';
 
 export type RawRow = (string | null)[] & pg.QueryResultRow;
@@ -58,8 +59,11 @@ export async function openExecutionSession(login: {
   password: string;
   statementTimeoutMs: number;
   lockTimeoutMs: number;
-  /** TLS to an attached database's server (attached-connect.ts); none on the loopback port. */
-  ssl?: pg.ClientConfig['ssl'];
+  /**
+   * TLS to an attached database's server (attached-connect.ts), negotiated under the framing
+   * filter (explorer-tls-socket.ts); none on the loopback port.
+   */
+  tls?: ExplorerTlsOptions;
 }): Promise<ExecutionSession> {
   const client = new pg.Client({
     host: login.host,
@@ -76,8 +80,7 @@ export async function openExecutionSession(login: {
       statement_timeout: String(login.statementTimeoutMs),
       lock_timeout: String(login.lockTimeoutMs),
     }),
-    stream: () => new ExplorerSocket(),
-    ...(login.ssl ? { ssl: login.ssl } : {}),
+    stream: () => (login.tls ? new ExplorerTlsSocket(login.tls) : new ExplorerSocket()),
   });
   client.on('error', () => {});
   try {

@@ -144,7 +144,7 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
         password,
         statementTimeoutMs: p.statement_timeout_ms,
         lockTimeoutMs: p.lock_timeout_ms,
-        ...(ssl ? { ssl } : {}),
+        ...(ssl ? { tls: ssl } : {}),
       });
       return { session, key, user, cancel: cancelOf(session) };
     } catch (err) {

@@ -19,6 +19,7 @@ import type { AttachedRegistry } from '../attached/attached-registry.ts';
 import { backendPid, pipelined } from './explorer-protocol.ts';
 import { explorerPassword, prepareExplorerRole } from './explorer-role.ts';
 import { ExplorerSocket } from './explorer-stream.ts';
+import { type ExplorerTlsOptions, ExplorerTlsSocket } from './explorer-tls-socket.ts';
 
 export type ExplorerPoolDeps = {
   /** The agent's admin pool (role checks, pg_cancel_backend). */
@@ -93,10 +94,12 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
     database: string;
     user: string;
     password: string;
-    ssl?: pg.PoolConfig['ssl'];
+    /** TLS (attached databases): negotiated under the filter (explorer-tls-socket.ts), not by pg. */
+    tls?: ExplorerTlsOptions;
   }): pg.Pool => {
+    const { tls, ...plain } = login;
     const pool = new pg.Pool({
-      ...login,
+      ...plain,
       max: deps.maxConnections ?? 2,
       idleTimeoutMillis: 30_000,
       connectionTimeoutMillis: 5_000,
@@ -107,7 +110,7 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
       options: '-c default_transaction_read_only=on -c search_path=public',
       // Every byte from the server passes the result filter before pg parses it (explorer-stream.ts):
       // no value larger than the byte cap is ever buffered or turned into a string.
-      stream: () => new ExplorerSocket(),
+      stream: () => (tls ? new ExplorerTlsSocket(tls) : new ExplorerSocket()),
     });
     pool.on('error', (err) =>
       deps.log.warn({ err: { message: err.message } }, 'idle explorer connection lost'),
@@ -221,7 +224,7 @@ export function createExplorerPools(deps: ExplorerPoolDeps) {
           database: db.database,
           user: db.reader.user,
           password: db.reader.password,
-          ...(ssl ? { ssl } : {}),
+          ...(ssl ? { tls: ssl } : {}),
         }),
         preparedAt: 0,
         attached: db,
