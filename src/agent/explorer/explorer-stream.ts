@@ -23,7 +23,8 @@
  * 600 MB value allocates nothing. Anything thrown while delivering bytes to pg (a filter error, or
  * pg's own parser) destroys this connection — its queries fail with the error — and never
  * reaches the process.
- * Plain TCP only: under TLS the filter would see ciphertext (the explorer connects on loopback).
+ * Plain TCP only: under pg's own TLS the filter would see ciphertext. Hosted databases are reached
+ * on loopback; an attached database's TLS is negotiated below the filter (explorer-tls-socket.ts).
  */
 import net from 'node:net';
 
