@@ -1,5 +1,5 @@
 import { lazy, type ReactNode, Suspense, useEffect } from 'react';
-import { Link } from 'wouter';
+import { Link, useRoute } from 'wouter';
 import { api, call } from '../../api/client.ts';
 import { ErrorNotice } from '../../components/error-notice.tsx';
 import { Loading, Page } from '../../components/page.tsx';
@@ -7,6 +7,7 @@ import { StatusBadge } from '../../components/status-badge.tsx';
 import { bytes } from '../../lib/format.ts';
 import { useApi } from '../../lib/use-api.ts';
 import { useMe } from '../../session.tsx';
+import { AttachedCheck, AttachedNote, KindBadge } from './attached.tsx';
 import { ConnectTab } from './connect-tab.tsx';
 import { NetworkTab } from './network-tab.tsx';
 import { SettingsTab } from './settings-tab.tsx';
@@ -29,6 +30,19 @@ const TABS = [
 ] as const;
 type Tab = (typeof TABS)[number][0];
 
+/**
+ * An attached database (its agent's own file lists it) shows only what works on it: the agent's
+ * last check, the explorer and governed requests. Connect, network, backups, charts (samples are
+ * taken of hosted databases only) and settings would each ask a route that answers 409, so they
+ * are not offered, and their paths say so without asking anything.
+ */
+const ATTACHED_TABS = [
+  ['check', 'Agent check'],
+  ['explorer', 'Explorer'],
+  ['requests', 'Requests'],
+] as const;
+type AttachedTab = (typeof ATTACHED_TABS)[number][0];
+
 export default function DatabaseDetail({ name, tab }: { name: string; tab: string }) {
   const { account } = useMe();
   const db = useApi(
@@ -43,12 +57,29 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
     const t = setTimeout(db.reload, 2000);
     return () => clearTimeout(t);
   }, [settling, db.data, db.reload]);
-  const current = (TABS.find(([id]) => id === tab)?.[0] ?? null) as Tab | null;
   const d = db.data;
+  const attached = d?.kind === 'attached';
+  // The route's default section is 'connect'; an attached database's default is its agent check
+  // (an explicit /connect is a hosted-only section).
+  const [explicit] = useRoute('/databases/:name/:tab');
+  const wanted = attached && !explicit ? 'check' : tab;
+  // A refused attached database is not queried by its agent: no explorer until its checks pass.
+  const tabs: readonly (readonly [Tab | AttachedTab, string])[] = attached
+    ? ATTACHED_TABS.filter(([id]) => id !== 'explorer' || d?.status === 'ready')
+    : TABS;
+  const current = (tabs.find(([id]) => id === wanted)?.[0] ?? null) as Tab | AttachedTab | null;
+  const hostedOnly =
+    attached &&
+    current === null &&
+    TABS.some(([id]) => id === wanted) &&
+    !ATTACHED_TABS.some(([id]) => id === wanted);
+  const refusedExplorer = attached && current === null && wanted === 'explorer';
+  const home = attached ? 'check' : 'connect';
   let body: ReactNode = null;
   if (d && current) {
     const props = { db: d, reload: db.reload };
     body = {
+      check: <AttachedCheck db={d} />,
       connect: <ConnectTab {...props} />,
       network: <NetworkTab {...props} />,
       explorer: <ExplorerTab {...props} />,
@@ -71,22 +102,34 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
       {!d && db.loading ? <Loading what="the database" /> : null}
       {d ? (
         <>
+          {attached ? <AttachedNote db={d} /> : null}
           <p className="facts">
             <span>
               Status: <StatusBadge status={d.status} />
             </span>
+            {attached ? (
+              <span>
+                Kind: <KindBadge kind={d.kind} />
+              </span>
+            ) : null}
             <span>Node: {d.node}</span>
-            <span>Size: {bytes(d.size_bytes)}</span>
-            <span>Connections: {d.connections ?? '—'}</span>
+            {attached ? null : (
+              <>
+                <span>Size: {bytes(d.size_bytes)}</span>
+                <span>Connections: {d.connections ?? '—'}</span>
+              </>
+            )}
           </p>
           {d.status === 'failed' && d.failure_reason ? (
-            <p className="notice notice-error">Provisioning failed: {d.failure_reason}</p>
+            <p className="notice notice-error">
+              {attached ? "Refused by the agent's checks" : 'Provisioning failed'}: {d.failure_reason}
+            </p>
           ) : null}
           <nav aria-label="Database sections" className="tabs">
-            {TABS.map(([id, label]) => (
+            {tabs.map(([id, label]) => (
               <Link
                 key={id}
-                href={id === 'connect' ? `/databases/${name}` : `/databases/${name}/${id}`}
+                href={id === home ? `/databases/${name}` : `/databases/${name}/${id}`}
                 aria-current={id === current ? 'page' : undefined}
               >
                 {label}
@@ -95,6 +138,10 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
           </nav>
           {current ? (
             <Suspense fallback={<Loading what="the tab" />}>{body}</Suspense>
+          ) : refusedExplorer ? (
+            <p>Not available: the agent's checks refused this database, so nothing queries it.</p>
+          ) : hostedOnly ? (
+            <p>Not available here: Bulwark does not manage an attached database. Choose a section above.</p>
           ) : (
             <p>
               No such section. Choose one above, or go back to <Link href="/databases">databases</Link>.

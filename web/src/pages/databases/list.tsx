@@ -9,12 +9,16 @@ import { TableWrap } from '../../components/table-wrap.tsx';
 import { bytes } from '../../lib/format.ts';
 import { useApi } from '../../lib/use-api.ts';
 import { useMe } from '../../session.tsx';
+import { KindBadge } from './attached.tsx';
 import type { Database } from './types.ts';
 
 const PAGE = 50;
 type StatusFilter = '' | 'provisioning' | 'ready' | 'failed' | 'deleting';
 
-function allowlistSummary(n: number | undefined): string {
+function allowlistSummary(d: Database): string {
+  // An attached database's network access is its own server's business, not an allowlist here.
+  if (d.kind === 'attached') return 'Not managed';
+  const n = d.allowlist_count;
   if (n === undefined) return '—';
   if (n === 0) return 'None (closed)';
   return n === 1 ? '1 entry' : `${n} entries`;
@@ -122,7 +126,10 @@ export default function DatabasesList() {
               {items.map((d) => (
                 <tr key={d.id}>
                   <th scope="row">
-                    <Link href={`/databases/${d.name}`}>{d.name}</Link>
+                    <span className="name-cell">
+                      <Link href={`/databases/${d.name}`}>{d.name}</Link>
+                      {d.kind === 'attached' ? <KindBadge kind={d.kind} /> : null}
+                    </span>
                   </th>
                   <td>
                     <StatusBadge status={d.status} />
@@ -130,7 +137,7 @@ export default function DatabasesList() {
                   <td>{d.node}</td>
                   <td className="num">{bytes(d.size_bytes)}</td>
                   <td className="num">{d.connections ?? '—'}</td>
-                  <td>{allowlistSummary(d.allowlist_count)}</td>
+                  <td>{allowlistSummary(d)}</td>
                 </tr>
               ))}
             </tbody>

@@ -13,6 +13,8 @@ import '../requests/requests.css';
 /** A database's governed requests: the list (filtered, paged), a new SQL request, a request for access. */
 export default function RequestsTab({ db }: TabProps) {
   const name = db.name;
+  // Just-in-time access makes a login on the database: only on hosted ones (an attached one is 409).
+  const attached = db.kind === 'attached';
   const [status, setStatus] = useState<RequestStatus | ''>('');
   const [open, setOpen] = useState<'sql' | 'access' | null>(null);
   const pages = useCursorPages();
@@ -46,20 +48,29 @@ export default function RequestsTab({ db }: TabProps) {
         >
           New request
         </button>
-        <button
-          type="button"
-          className="secondary"
-          aria-expanded={open === 'access'}
-          onClick={() => setOpen(open === 'access' ? null : 'access')}
-        >
-          Request access
-        </button>
+        {attached ? null : (
+          <button
+            type="button"
+            className="secondary"
+            aria-expanded={open === 'access'}
+            onClick={() => setOpen(open === 'access' ? null : 'access')}
+          >
+            Request access
+          </button>
+        )}
       </div>
+      {attached ? (
+        <p className="muted">
+          Temporary access is not granted on an attached database: Bulwark holds none of its logins.
+        </p>
+      ) : null}
       {db.status !== 'ready' && open ? (
         <p className="notice">Requests run once the database is ready (now: {db.status}).</p>
       ) : null}
       {open === 'sql' ? <NewSqlRequest database={name} onClose={() => setOpen(null)} /> : null}
-      {open === 'access' ? <RequestAccess database={name} onClose={() => setOpen(null)} /> : null}
+      {open === 'access' && !attached ? (
+        <RequestAccess database={name} onClose={() => setOpen(null)} />
+      ) : null}
       <div className="toolbar">
         <StatusFilter
           value={status}

@@ -1,0 +1,273 @@
+/**
+ * Attached databases in the dashboard (issue 17), in Debian's headless Chromium against a real
+ * `bulwark up`: one hosted database made through the API, and two attached ones reported by a
+ * second node's agent (enrolled with `bulwark admin enroll-node`, reporting over the real agent
+ * API): `billing`, whose checks passed with a warning, and `archive`, refused by its checks. The
+ * list marks the attached ones; an attached database's page says what Bulwark does with it, shows
+ * the agent's last check (findings by severity, the refusal's reason) and only the sections that
+ * work on it (the agent check, the explorer while it is ready, governed requests without
+ * "Request access"); a hosted-only section's path says so. Every request the page makes is
+ * recorded: none goes to a route that answers 409 for an attached database. The hosted one keeps
+ * all its sections. Each page fails the test on a console error, a failed or undeclared ≥ 400
+ * response or a CSP violation, and on serious axe findings (test/helpers/browser.ts).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { type GuardedPage, guardedPage, launchChromium } from './helpers/browser.ts';
+import { type DashboardStack, startDashboardStack } from './helpers/dashboard-stack.ts';
+import { checkPage, redeem, walkthrough } from './helpers/dashboard-steps.ts';
+import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
+
+const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
+const ADMIN = { username: 'ada_admin', password: 'lantern-quartz-willow-27' };
+const HOSTED = 'shop';
+const ATTACHED = 'billing';
+const REFUSED = 'archive';
+const NODE = 'legacy';
+const STEP_MS = 120_000;
+
+/** Paths under /v1/databases/<attached> that answer 409 for an attached database (and samples: hosted only). */
+const MANAGING =
+  /\/v1\/databases\/(billing|archive)\/(connection|credentials|allowlist|limits|backups|restore|restores|move|samples|access)(\/|\?|$)/;
+
+let stack: DashboardStack;
+let browser: Browser;
+let admin: GuardedPage;
+let api: ReturnType<typeof accountApi>;
+/** Every request the admin's page made: method and URL. */
+const seen: { method: string; url: string }[] = [];
+
+before(async () => {
+  stack = await startDashboardStack();
+  browser = await launchChromium();
+  api = accountApi(stack, await operatorKey(stack, 'default'));
+});
+
+after(async () => {
+  await admin?.close();
+  await browser?.close().catch(() => {});
+  await stack?.destroy();
+});
+
+function enrollmentToken(): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      process.execPath,
+      [CLI, 'admin', 'enroll-node', '--name', NODE, '--data-dir', stack.dir, '--json'],
+      { timeout: 30_000 },
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout).token as string),
+    ),
+  );
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: API answers are read as loosely as inject().json()
+async function post(url: string, body: unknown, token?: string): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${stack.url}${url}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  return { status: res.status, json: await res.json() };
+}
+
+const WARN = {
+  role: 'reader',
+  severity: 'warn',
+  kind: 'security_definer',
+  object: 'public.refresh_totals()',
+  detail: 'the reader may call a SECURITY DEFINER function',
+};
+const REFUSE = {
+  role: 'reader',
+  severity: 'refuse',
+  kind: 'table_write',
+  object: 'public.invoices',
+  detail: 'the reader may INSERT into public.invoices',
+};
+
+/** The labels of the database page's section links. */
+async function sections(g: GuardedPage): Promise<string[]> {
+  const nav = g.page.getByRole('navigation', { name: 'Database sections' });
+  await nav.waitFor();
+  return nav.getByRole('link').allInnerTexts();
+}
+
+const step = walkthrough('attached', STEP_MS, () => [['admin', admin]]);
+
+test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
+  await step(t, 'a hosted database, and two attached ones reported by a second node', async () => {
+    admin = await guardedPage(browser, { name: 'admin' });
+    admin.page.on('request', (r) => seen.push({ method: r.method(), url: r.url() }));
+    await redeem(admin, stack.firstAdminLink, ADMIN);
+    // Hosted first, so it is placed on the stack's own node (the second one never runs jobs).
+    const made = await api('POST', '/v1/databases', { name: HOSTED });
+    assert.equal(made.status, 202, JSON.stringify(made.json));
+    const deadline = Date.now() + 60_000;
+    while ((await api('GET', `/v1/databases/${HOSTED}`)).json.status !== 'ready') {
+      assert.ok(Date.now() < deadline, `${HOSTED} not ready in 60 s`);
+      await sleep(100);
+    }
+    const enrolled = await post('/v1/agent/enroll', {
+      enrollment_token: await enrollmentToken(),
+      agent_version: 'test',
+    });
+    assert.equal(enrolled.status, 200, JSON.stringify(enrolled.json));
+    const control = await stack.control();
+    const account = await control.query("SELECT id FROM accounts WHERE name = 'default'");
+    await control.end();
+    const accountId = account.rows[0].id as string;
+    const reported = await post(
+      '/v1/agent/attached',
+      {
+        databases: [
+          { name: ATTACHED, account_id: accountId, ok: true, server_version: '16.4', findings: [WARN] },
+          { name: REFUSED, account_id: accountId, ok: false, server_version: '15.7', findings: [REFUSE] },
+        ],
+      },
+      enrolled.json.agent_token,
+    );
+    assert.equal(reported.status, 200, JSON.stringify(reported.json));
+    assert.deepEqual(
+      reported.json.databases.map((d: { status: string }) => d.status),
+      ['attached', 'attached'],
+    );
+  });
+
+  await step(t, 'the list marks the attached databases', async () => {
+    const p = admin.page;
+    await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Databases' }).click();
+    const table = p.getByRole('table', { name: 'Databases' });
+    await table.getByRole('link', { name: ATTACHED }).waitFor();
+    const rowOf = (name: string) =>
+      table.getByRole('row').filter({ has: p.getByRole('link', { name, exact: true }) });
+    for (const name of [ATTACHED, REFUSED]) {
+      const row = rowOf(name);
+      assert.equal(await row.locator('.badge-attached').innerText(), 'Attached');
+      assert.match(await row.innerText(), /Not managed/);
+    }
+    const hosted = rowOf(HOSTED);
+    assert.equal(await hosted.locator('.badge-attached').count(), 0);
+    assert.doesNotMatch(await hosted.innerText(), /Attached|Not managed/);
+    // The link's name is the database's name alone (the badge sits beside it).
+    assert.equal(await table.getByRole('link', { name: ATTACHED, exact: true }).count(), 1);
+    await checkPage(admin, 'Databases', 'attached-databases-list');
+  });
+
+  await step(
+    t,
+    "an attached database's page: the note, the agent's check, the sections that work",
+    async () => {
+      const p = admin.page;
+      const from = seen.length;
+      await p
+        .getByRole('table', { name: 'Databases' })
+        .getByRole('link', { name: ATTACHED, exact: true })
+        .click();
+      await p.getByRole('heading', { name: ATTACHED, level: 1 }).waitFor();
+      const note = await p.locator('.attached-note').innerText();
+      assert.equal(
+        note.replace(/\s+/g, ' ').trim(),
+        `Attached: an existing database listed by node ${NODE}'s agent. Bulwark explores it and governs ` +
+          'SQL on it; it does not manage, back up or move it.',
+      );
+      assert.match(await p.locator('.facts').first().innerText(), /Kind:\s*Attached/);
+      assert.deepEqual(await sections(admin), ['Agent check', 'Explorer', 'Requests']);
+      await p.getByRole('heading', { name: 'Agent check', level: 2 }).waitFor();
+      const check = await p.locator('section[aria-labelledby="tab-h"] .facts').innerText();
+      assert.match(check, /Checked: \S+/);
+      assert.match(check, /PostgreSQL: 16\.4/);
+      const findings = p.getByRole('table', { name: 'Findings' });
+      assert.deepEqual(await findings.getByRole('row').nth(1).getByRole('cell').allInnerTexts(), [
+        'Warning',
+        WARN.role,
+        WARN.kind,
+        WARN.object,
+        WARN.detail,
+      ]);
+      assert.equal(await findings.getByRole('row').count(), 2);
+      await checkPage(admin, ATTACHED, 'attached-database-check');
+
+      // Governed requests work; temporary access is not offered (it would be 409).
+      await p
+        .getByRole('navigation', { name: 'Database sections' })
+        .getByRole('link', { name: 'Requests' })
+        .click();
+      await p.getByRole('heading', { name: 'Requests', level: 2 }).waitFor();
+      await p.getByText('No requests on this database.').waitFor();
+      await p.getByRole('button', { name: 'New request' }).waitFor();
+      assert.equal(await p.getByRole('button', { name: 'Request access' }).count(), 0);
+      await p.getByText(/Temporary access is not granted on an attached database/).waitFor();
+      await checkPage(admin, 'Requests', 'attached-database-requests', 2);
+
+      // A hosted-only section's path says so, and asks nothing.
+      for (const tab of ['connect', 'network', 'backups', 'charts', 'settings']) {
+        await p.goto(`${stack.url}/databases/${ATTACHED}/${tab}`);
+        await p.getByText(/^Not available here: Bulwark does not manage an attached database/).waitFor();
+        assert.deepEqual(await sections(admin), ['Agent check', 'Explorer', 'Requests']);
+      }
+      await admin.assertClean('hosted-only paths');
+
+      const asked = seen.slice(from);
+      assert.ok(
+        asked.some((r) => r.method === 'GET' && new RegExp(`/v1/databases/${ATTACHED}$`).test(r.url)),
+        `the page read the database: ${asked.map((r) => r.url).join('\n')}`,
+      );
+      assert.ok(asked.some((r) => new RegExp(`/v1/databases/${ATTACHED}/requests\\?`).test(r.url)));
+      const managing = asked.filter(
+        (r) => MANAGING.test(r.url) || (r.method === 'DELETE' && /\/v1\/databases\//.test(r.url)),
+      );
+      assert.deepEqual(managing, [], 'no request to a route that answers 409 for an attached database');
+    },
+  );
+
+  await step(t, 'a refused attached database: the reason, its findings, no explorer', async () => {
+    const p = admin.page;
+    const from = seen.length;
+    await p.goto(`${stack.url}/databases/${REFUSED}`);
+    await p.getByRole('heading', { name: REFUSED, level: 1 }).waitFor();
+    await p.locator('.facts').first().getByText('Failed', { exact: true }).waitFor();
+    const reason = await p.locator('.notice-error').innerText();
+    assert.match(reason, /^Refused by the agent's checks: \S/);
+    assert.deepEqual(await sections(admin), ['Agent check', 'Requests']);
+    const findings = p.getByRole('table', { name: 'Findings' });
+    const cells = await findings.getByRole('row').nth(1).getByRole('cell').allInnerTexts();
+    assert.deepEqual(cells, ['Refuse', REFUSE.role, REFUSE.kind, REFUSE.object, REFUSE.detail]);
+    assert.match(await p.locator('section[aria-labelledby="tab-h"] .facts').innerText(), /PostgreSQL: 15\.7/);
+    await checkPage(admin, REFUSED, 'attached-database-refused');
+    await p.goto(`${stack.url}/databases/${REFUSED}/explorer`);
+    await p.getByText(/^Not available: the agent's checks refused this database/).waitFor();
+    await admin.assertClean('refused explorer path');
+    const managing = seen.slice(from).filter((r) => MANAGING.test(r.url) || /\/explorer\//.test(r.url));
+    assert.deepEqual(managing, []);
+  });
+
+  await step(t, 'the hosted database keeps every section and its connection', async () => {
+    const p = admin.page;
+    const from = seen.length;
+    await p.goto(`${stack.url}/databases/${HOSTED}`);
+    await p.getByRole('heading', { name: HOSTED, level: 1 }).waitFor();
+    assert.deepEqual(await sections(admin), [
+      'Connect',
+      'Network',
+      'Explorer',
+      'Requests',
+      'Backups',
+      'Charts',
+      'Settings',
+    ]);
+    assert.equal(await p.locator('.attached-note').count(), 0);
+    await p.getByRole('heading', { name: 'Connect', level: 2 }).waitFor();
+    // The recording sees managing requests when they are made: the hosted page asks its connection.
+    const deadline = Date.now() + 15_000;
+    while (!seen.slice(from).some((r) => new RegExp(`/v1/databases/${HOSTED}/connection$`).test(r.url))) {
+      assert.ok(Date.now() < deadline, 'the hosted Connect tab did not ask its connection');
+      await sleep(100);
+    }
+    await checkPage(admin, 'Connect', 'hosted-database-connect', 2);
+  });
+});
