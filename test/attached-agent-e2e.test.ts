@@ -20,6 +20,7 @@ import { testEnv } from './helpers/env.ts';
 import { until } from './helpers/explorer-stack.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { api, expectStatus, person } from './requests-helpers.ts';
 
 const tag = `ae_${randomBytes(4).toString('hex')}`;
 const R = { owner: `${tag}_owner`, reader: `${tag}_reader`, migrator: `${tag}_migrator` };
@@ -116,7 +117,7 @@ after(async () => {
   if (root) await fs.rm(root, { recursive: true, force: true });
 });
 
-const api = (method: 'GET' | 'POST', route: string, payload?: object) =>
+const call = (method: 'GET' | 'POST', route: string, payload?: object) =>
   s.app.inject({
     method,
     url: route,
@@ -128,7 +129,7 @@ const ledger = async () => JSON.stringify((await asAdmin(DB, 'SELECT * FROM ledg
 
 async function explorerWorks(): Promise<void> {
   const before = await ledger();
-  const r = await api('POST', `/v1/databases/${NAME}/explorer/query`, {
+  const r = await call('POST', `/v1/databases/${NAME}/explorer/query`, {
     sql: 'select id, amount from ledger order by id',
   });
   assert.equal(r.statusCode, 200, r.body);
@@ -137,17 +138,17 @@ async function explorerWorks(): Promise<void> {
     [2, '20.00'],
     [3, '7.25'],
   ]);
-  const schema = await api('GET', `/v1/databases/${NAME}/explorer/schema`);
+  const schema = await call('GET', `/v1/databases/${NAME}/explorer/schema`);
   assert.equal(schema.statusCode, 200, schema.body);
   assert.deepEqual(
     (schema.json().tables as { name: string }[]).map((t) => t.name),
     ['ledger'],
   );
-  const write = await api('POST', `/v1/databases/${NAME}/explorer/query`, {
+  const write = await call('POST', `/v1/databases/${NAME}/explorer/query`, {
     sql: 'update ledger set amount = 0',
   });
   assert.equal(write.statusCode, 400, write.body);
-  const locked = await api('POST', `/v1/databases/${NAME}/explorer/query`, {
+  const locked = await call('POST', `/v1/databases/${NAME}/explorer/query`, {
     sql: 'select * from ledger for update',
   });
   assert.equal(locked.statusCode, 400, locked.body);
@@ -159,12 +160,12 @@ test('a real agent reports its attached database; the server registers it on the
   await until(
     'the attached database registered and ready',
     async () => {
-      const r = await api('GET', `/v1/databases/${NAME}`);
+      const r = await call('GET', `/v1/databases/${NAME}`);
       return r.statusCode === 200 && r.json().kind === 'attached' && r.json().status === 'ready';
     },
     30_000,
   );
-  const one = (await api('GET', `/v1/databases/${NAME}`)).json();
+  const one = (await call('GET', `/v1/databases/${NAME}`)).json();
   assert.equal(one.node, NODE);
   assert.ok(
     !JSON.stringify(one).includes(pw.reader) && !JSON.stringify(one).includes(root),
@@ -174,7 +175,7 @@ test('a real agent reports its attached database; the server registers it on the
 });
 
 test('after an agent restart (the report again, same id), through the job queue', async () => {
-  const id = (await api('GET', `/v1/databases/${NAME}`)).json().id as string;
+  const id = (await call('GET', `/v1/databases/${NAME}`)).json().id as string;
   await agent?.stop();
   agent = null;
   // Same node name, a new enrollment is a new node: the restart keeps the state dir instead.
@@ -182,12 +183,12 @@ test('after an agent restart (the report again, same id), through the job queue'
   await until(
     'the attached database served again',
     async () => {
-      const r = await api('POST', `/v1/databases/${NAME}/explorer/query`, { sql: 'select 1 as one' });
+      const r = await call('POST', `/v1/databases/${NAME}/explorer/query`, { sql: 'select 1 as one' });
       return r.statusCode === 200;
     },
     30_000,
   );
-  assert.equal((await api('GET', `/v1/databases/${NAME}`)).json().id, id);
+  assert.equal((await call('GET', `/v1/databases/${NAME}`)).json().id, id);
   await explorerWorks();
 });
 
@@ -209,3 +210,41 @@ async function startAttachedAgentAgain(explorerChannel: boolean): Promise<Runnin
     { log: createLogger('agent', 'silent') },
   );
 }
+
+test('governed SQL on the attached database: dry run and execution as its migrator, reads as its reader', async () => {
+  const http = api(s);
+  const requester = await person(s, key.accountId, 'member', `${tag}-req`);
+  const approver = await person(s, key.accountId, 'member', `${tag}-appr`);
+  const before = await ledger();
+  const created = expectStatus(
+    await http.create(NAME, requester.headers, {
+      sql: 'UPDATE ledger SET amount = amount + 1 WHERE id <= 2',
+      reason: 'correction',
+    }),
+    201,
+  );
+  assert.equal(created.dry_run_error, null, JSON.stringify(created.dry_run_error));
+  assert.equal((created.dry_run as { affected_rows: number }).affected_rows, 2);
+  assert.equal(await ledger(), before, 'the dry run changed nothing');
+  const id = created.id as string;
+  expectStatus(await http.act(NAME, id, 'approve', approver.headers, { comment: 'ok' }), 200);
+  const done = expectStatus(await http.act(NAME, id, 'execute', requester.headers), 200);
+  assert.equal(done.status, 'executed', JSON.stringify(done.last_execution));
+  assert.deepEqual((await asAdmin(DB, 'SELECT amount FROM ledger ORDER BY id')).rows, [
+    { amount: '11.50' },
+    { amount: '21.00' },
+    { amount: '7.25' },
+  ]);
+  // A read runs as the reader (its session is read only, and it is that role).
+  const read = expectStatus(
+    await http.create(NAME, requester.headers, { sql: 'SELECT current_user::text AS who', reason: 'look' }),
+    201,
+  );
+  const ran =
+    read.status === 'executed'
+      ? read
+      : expectStatus(await http.act(NAME, read.id as string, 'execute', requester.headers), 200);
+  assert.equal(ran.status, 'executed', JSON.stringify(ran));
+  const result = expectStatus(await http.result(NAME, read.id as string, requester.headers), 200);
+  assert.deepEqual(result.rows, [[R.reader]]);
+});
