@@ -4,6 +4,7 @@ import { type ApiClient, ApiError, CliError, EXIT, runCommand } from '../api-cli
 import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg } from '../options.ts';
 import { formatTable } from '../output.ts';
+import { type AttachedCheck, attachedLines } from './db-attached.ts';
 import { registerDbQuery } from './db-query.ts';
 import { revealPassword } from './db-reveal.ts';
 
@@ -12,6 +13,9 @@ type Database = {
   name: string;
   status: string;
   node: string;
+  /** hosted: made and managed by Bulwark; attached: listed by its agent's own file (not managed). */
+  kind: 'hosted' | 'attached';
+  attached: AttachedCheck | null;
   failure_reason: string | null;
   password_version: number;
   rotation_pending: boolean;
@@ -39,6 +43,7 @@ const COLUMNS = [
   { key: 'status', title: 'status' },
   { key: 'node', title: 'node' },
   { key: 'created', title: 'created' },
+  { key: 'kind', title: 'kind' },
   { key: 'failure_reason', title: 'problem' },
 ];
 const row = (d: Database) => ({ ...d, created: d.created_at.slice(0, 16).replace('T', ' ') });
@@ -180,13 +185,20 @@ export function registerDb(program: Command): void {
     );
 
   db.command('show')
-    .description('Show a database, where to connect and who may connect (no password)')
+    .description(
+      'Show a database, where to connect and who may connect (no password); an attached one: its agent check',
+    )
     .argument('<name>', 'database name', databaseNameArg)
     .option('--json', 'machine-readable output')
     .action((name: string, o: { json?: boolean }) =>
       runCommand(o.json, async () => {
         const client = clientFromCredentials();
         const d = await client.request<Database>('GET', `/v1/databases/${name}`);
+        // An attached database has no connection or allowlist here (both answer 409): its check instead.
+        if (d.kind === 'attached') {
+          print(o.json, d, [formatTable([row(d)], COLUMNS), '', ...attachedLines(d)].join('\n'));
+          return;
+        }
         const conn = await client.request<Connection>('GET', `/v1/databases/${name}/connection`);
         const { entries } = await client.request<{ entries: Entry[] }>(
           'GET',
