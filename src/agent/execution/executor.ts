@@ -27,12 +27,11 @@ import {
 } from '../../shared/contracts/execution.ts';
 import type { RefusalReason } from '../../shared/execution-token.ts';
 import { roleNames } from '../../shared/identifiers.ts';
-import type { AttachedDatabase } from '../attached/attached-config.ts';
-import { attachedSsl, cancelAttachedBackend } from '../attached/attached-connect.ts';
 import type { AttachedRegistry } from '../attached/attached-registry.ts';
 import { isLoginRefused } from '../postgres/steward.ts';
 import { type AgentVerifier, EXECUTION_SKEW_SECONDS } from './agent-verifier.ts';
 import { CHANGED_ROWS_SQL, parseChangedRows } from './changed-rows.ts';
+import { connectAttached, type Leased } from './execution-attached.ts';
 import { planExecution } from './execution-plan.ts';
 import { createExecutionPool } from './execution-pool.ts';
 import { resultOf, wireBudget } from './execution-result.ts';
@@ -99,14 +98,6 @@ class StatementError extends Error {
   }
 }
 
-type Leased = {
-  session: ExecutionSession;
-  key: string;
-  user: string;
-  /** Asks the session's server to cancel its statement. May reject. */
-  cancel(): Promise<unknown>;
-};
-
 export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
   const { log } = deps;
   const pool = createExecutionPool(log);
@@ -122,42 +113,9 @@ export function createExecutionExecutor(deps: ExecutorDeps): ExecutionExecutor {
   const cancelHosted = (session: ExecutionSession) => () =>
     deps.admin.query('SELECT pg_catalog.pg_cancel_backend($1)', [session.pid]);
 
-  /**
-   * An attached database: the entry's reader or migrator (by the token's capability) at the
-   * entry's host and database. Its credentials are the operator's: a refused login is refused,
-   * never repaired. The kept-login key is the same shape as a hosted one's.
-   */
-  const connectAttached = async (p: ExecutePayload, db: AttachedDatabase): Promise<Leased> => {
-    const { user, password } = db[p.capability];
-    const key = `${p.database_id}:${user}`;
-    const cancelOf = (session: ExecutionSession) => () =>
-      cancelAttachedBackend(db, session.pid, session.secretKey);
-    const kept = await pool.take(key, { statementMs: p.statement_timeout_ms, lockMs: p.lock_timeout_ms });
-    if (kept) return { session: kept, key, user, cancel: cancelOf(kept) };
-    const ssl = attachedSsl(db);
-    try {
-      const session = await openExecutionSession({
-        host: db.host,
-        port: db.port,
-        database: db.database,
-        user,
-        password,
-        statementTimeoutMs: p.statement_timeout_ms,
-        lockTimeoutMs: p.lock_timeout_ms,
-        ...(ssl ? { tls: ssl } : {}),
-      });
-      return { session, key, user, cancel: cancelOf(session) };
-    } catch (err) {
-      if (!isLoginRefused(err)) throw err;
-      throw new NotPreparedError(
-        `attached database ${p.name}: its ${p.capability} role ${user} could not log in at ${db.host}:${db.port}/${db.database} (${(err as Error).message.slice(0, 300)})`,
-      );
-    }
-  };
-
   const connect = async (p: ExecutePayload): Promise<Leased> => {
     const attached = deps.attached?.get(p.database_id);
-    if (attached) return connectAttached(p, attached);
+    if (attached) return connectAttached(pool, p, attached);
     const target = {
       databaseId: p.database_id,
       name: p.name,
