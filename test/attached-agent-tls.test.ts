@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -235,4 +236,31 @@ test('sslmode verify-full refuses a certificate no CA vouches for: no login, no 
   );
   // `require` takes it (encryption without verification), the cancel is sent.
   await cancelAttachedBackend({ host: '127.0.0.1', port: pgPort, sslmode: 'require' }, 1, 1);
+});
+
+test('bytes sent after the TLS answer, before any encryption, fail the connection and the cancel', async () => {
+  // A man in the middle answering 'S' with a startup reply of its own in the same segment.
+  const server = net.createServer((socket) => {
+    socket.once('data', () => socket.write(Buffer.from('SR\0\0\0\x08\0\0\0\0', 'latin1')));
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  try {
+    const e = testExecutor(admin, { attached: only({ ...entry('require'), port }) });
+    try {
+      await assert.rejects(
+        e.runQuery(queryPayload({ id: ID, name: 'vault' }, 'SELECT 1'), new AbortController().signal),
+        /unencrypted bytes followed the TLS answer/,
+      );
+    } finally {
+      await e.close();
+    }
+    await assert.rejects(
+      cancelAttachedBackend({ host: '127.0.0.1', port, sslmode: 'require' }, 1, 1),
+      /unencrypted bytes followed the TLS answer/,
+    );
+  } finally {
+    server.close();
+  }
 });

@@ -72,6 +72,8 @@ export function cancelAttachedBackend(
       raw.write(head);
       raw.once('data', (answer) => {
         if (answer[0] !== 0x53) return finish(new Error('the attached server refused TLS: cancel not sent'));
+        if (answer.length !== 1)
+          return finish(new Error('unencrypted bytes followed the TLS answer: cancel not sent'));
         const secure = tls.connect({ socket: raw, host: db.host, ...ssl });
         socket = secure;
         secure.on('error', (err) => finish(err));

@@ -77,8 +77,13 @@ export class ExplorerTlsSocket extends ExplorerSocket {
     raw.once('connect', () => {
       raw.write(SSL_REQUEST);
       raw.once('data', (answer: Buffer) => {
-        if (answer[0] !== 0x53 || answer.length !== 1) {
+        if (answer[0] !== 0x53) {
           this.destroy(new Error('the server does not offer TLS; the connection is refused'));
+          return;
+        }
+        // Bytes after the 'S' were sent before any encryption (a man in the middle's, CVE-2021-23222).
+        if (answer.length !== 1) {
+          this.destroy(new Error('unencrypted bytes followed the TLS answer; the connection is refused'));
           return;
         }
         const secure = tls.connect({ socket: raw, host, ...opts });
