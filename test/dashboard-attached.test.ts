@@ -7,18 +7,28 @@
  * the agent's last check (findings by severity, the refusal's reason) and only the sections that
  * work on it (the agent check, the explorer while it is ready, governed requests without
  * "Request access"); a hosted-only section's path says so. Every request the page makes is
- * recorded: none goes to a route that answers 409 for an attached database. The hosted one keeps
+ * recorded: none goes to a route that answers 409 for an attached database. A third attached
+ * database is served by a real agent (its own node, an attached-databases file naming a database on
+ * the tests' cluster): the explorer queries it in the browser. The hosted one keeps
  * all its sections. Each page fails the test on a console error, a failed or undeclared ≥ 400
  * response or a CSP violation, and on serious axe findings (test/helpers/browser.ts).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import pg from 'pg';
 import type { Browser } from 'playwright-core';
+import { agentConfigSchema } from '../src/agent/config.ts';
+import { type RunningAgent, startAgent } from '../src/agent/main.ts';
+import { createLogger } from '../src/shared/logger.ts';
 import { type GuardedPage, guardedPage, launchChromium } from './helpers/browser.ts';
 import { type DashboardStack, startDashboardStack } from './helpers/dashboard-stack.ts';
 import { checkPage, redeem, walkthrough } from './helpers/dashboard-steps.ts';
+import { testEnv } from './helpers/env.ts';
 import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
 
 const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
@@ -27,6 +37,13 @@ const HOSTED = 'shop';
 const ATTACHED = 'billing';
 const REFUSED = 'archive';
 const NODE = 'legacy';
+/** An attached database served by a real agent (its own node) on the tests' PostgreSQL cluster. */
+const SERVED = 'ledger_app';
+const SERVED_NODE = 'pgbox';
+const tag = `da_${randomBytes(4).toString('hex')}`;
+const R = { owner: `${tag}_owner`, reader: `${tag}_reader`, migrator: `${tag}_migrator` };
+const PGDB = `${tag}_pgdb`;
+const pw = { reader: randomBytes(18).toString('base64url'), migrator: randomBytes(18).toString('base64url') };
 const STEP_MS = 120_000;
 
 /** Paths under /v1/databases/<attached> that answer 409 for an attached database (and samples: hosted only). */
@@ -37,6 +54,9 @@ let stack: DashboardStack;
 let browser: Browser;
 let admin: GuardedPage;
 let api: ReturnType<typeof accountApi>;
+let accountId = '';
+let agent: RunningAgent | undefined;
+let root = '';
 /** Every request the admin's page made: method and URL. */
 const seen: { method: string; url: string }[] = [];
 
@@ -49,14 +69,87 @@ before(async () => {
 after(async () => {
   await admin?.close();
   await browser?.close().catch(() => {});
+  await agent?.stop().catch(() => {});
   await stack?.destroy();
+  await asAdmin('postgres', `DROP DATABASE IF EXISTS "${PGDB}" WITH (FORCE)`).catch(() => {});
+  for (const r of Object.values(R)) await asAdmin('postgres', `DROP ROLE IF EXISTS "${r}"`).catch(() => {});
+  if (root) await fs.rm(root, { recursive: true, force: true });
 });
 
-function enrollmentToken(): Promise<string> {
+async function asAdmin(database: string, sql: string): Promise<pg.QueryResult> {
+  const u = new URL(testEnv().adminUrl);
+  u.pathname = `/${database}`;
+  const c = new pg.Client({ connectionString: u.toString() });
+  await c.connect();
+  try {
+    return await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * A database Bulwark did not make (its owner, a read-only and a migration role, a table), and a
+ * real agent enrolled as node SERVED_NODE whose attached-databases file lists it.
+ */
+async function startServingAgent(): Promise<RunningAgent> {
+  await asAdmin(
+    'postgres',
+    `CREATE ROLE "${R.owner}" NOLOGIN;
+     CREATE ROLE "${R.reader}" LOGIN PASSWORD '${pw.reader}';
+     CREATE ROLE "${R.migrator}" LOGIN PASSWORD '${pw.migrator}';`,
+  );
+  await asAdmin('postgres', `CREATE DATABASE "${PGDB}" OWNER "${R.owner}"`);
+  await asAdmin(
+    PGDB,
+    `REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+     CREATE TABLE invoices (id int PRIMARY KEY, amount numeric(10, 2) NOT NULL);
+     INSERT INTO invoices VALUES (1, 10.50), (2, 20.00), (3, 7.25);
+     ALTER TABLE invoices OWNER TO "${R.owner}";
+     GRANT USAGE ON SCHEMA public TO "${R.reader}", "${R.migrator}";
+     GRANT SELECT ON invoices TO "${R.reader}";
+     GRANT SELECT, INSERT, UPDATE ON invoices TO "${R.migrator}";`,
+  );
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-dashboard-attached-'));
+  const pwFile = async (role: 'reader' | 'migrator') => {
+    const file = path.join(root, `${role}.pw`);
+    await fs.writeFile(file, `${pw[role]}\n`, { mode: 0o600 });
+    return file;
+  };
+  const config = path.join(root, 'attached.json');
+  const entry = {
+    name: SERVED,
+    account_id: accountId,
+    host: '127.0.0.1',
+    port: testEnv().pgPort,
+    database: PGDB,
+    reader: { user: R.reader, password_file: await pwFile('reader') },
+    migrator: { user: R.migrator, password_file: await pwFile('migrator') },
+  };
+  await fs.writeFile(config, JSON.stringify({ databases: [entry] }), { mode: 0o600 });
+  const started = await startAgent(
+    agentConfigSchema.parse({
+      serverUrl: stack.url,
+      stateDir: await fs.mkdtemp(path.join(root, 'agent-')),
+      enrollmentToken: await enrollmentToken(SERVED_NODE),
+      adminDatabaseUrl: testEnv().adminUrl,
+      logLevel: 'silent',
+      pollWaitMs: 20_000,
+      explorerChannel: true,
+      warmPoolSize: 0,
+      attachedConfig: config,
+    }),
+    { log: createLogger('agent', 'silent') },
+  );
+  await started.explorerChannelOpen();
+  return started;
+}
+
+function enrollmentToken(node = NODE): Promise<string> {
   return new Promise((resolve, reject) =>
     execFile(
       process.execPath,
-      [CLI, 'admin', 'enroll-node', '--name', NODE, '--data-dir', stack.dir, '--json'],
+      [CLI, 'admin', 'enroll-node', '--name', node, '--data-dir', stack.dir, '--json'],
       { timeout: 30_000 },
       (err, stdout, stderr) =>
         err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout).token as string),
@@ -120,7 +213,7 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     const control = await stack.control();
     const account = await control.query("SELECT id FROM accounts WHERE name = 'default'");
     await control.end();
-    const accountId = account.rows[0].id as string;
+    accountId = account.rows[0].id as string;
     const reported = await post(
       '/v1/agent/attached',
       {
@@ -243,6 +336,51 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     await p.getByText(/^Not available: the agent's checks refused this database/).waitFor();
     await admin.assertClean('refused explorer path');
     const managing = seen.slice(from).filter((r) => MANAGING.test(r.url) || /\/explorer\//.test(r.url));
+    assert.deepEqual(managing, []);
+  });
+
+  await step(t, "a real agent's attached database: the explorer queries it in the browser", async () => {
+    agent = await startServingAgent();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const d = (await api('GET', `/v1/databases/${SERVED}`)).json;
+      if (d.status === 'ready') {
+        assert.equal(d.kind, 'attached');
+        assert.equal(d.node, SERVED_NODE);
+        break;
+      }
+      assert.ok(Date.now() < deadline, `${SERVED} not registered ready in 60 s: ${JSON.stringify(d)}`);
+      await sleep(200);
+    }
+    const p = admin.page;
+    const from = seen.length;
+    await p.goto(`${stack.url}/databases/${SERVED}`);
+    await p.getByRole('heading', { name: 'Agent check', level: 2 }).waitFor();
+    await p.getByText('No findings: the configured roles passed every check.').waitFor();
+    await p
+      .getByRole('navigation', { name: 'Database sections' })
+      .getByRole('link', { name: 'Explorer' })
+      .click();
+    const editor = p.getByRole('textbox', { name: 'SQL query' });
+    await editor.click();
+    await p.keyboard.press('ControlOrMeta+a');
+    await editor.fill('SELECT id, amount FROM invoices ORDER BY id');
+    await p.getByRole('button', { name: 'Run query' }).click();
+    const results = p.getByRole('table', { name: 'Query results' });
+    await results.getByRole('row').nth(3).waitFor();
+    assert.equal(await results.getByRole('row').count(), 4, 'a header row and three rows');
+    assert.deepEqual(await results.getByRole('row').nth(3).getByRole('cell').allInnerTexts(), ['3', '7.25']);
+    await checkPage(admin, 'Explorer', 'attached-database-explorer', 2);
+    const asked = seen.slice(from);
+    assert.ok(
+      asked.some((r) => r.method === 'POST' && r.url.endsWith(`/v1/databases/${SERVED}/explorer/query`)),
+    );
+    const managing = asked.filter(
+      (r) =>
+        new RegExp(
+          `/v1/databases/${SERVED}/(connection|credentials|allowlist|limits|backups|restore|move|samples)`,
+        ).test(r.url) || r.method === 'DELETE',
+    );
     assert.deepEqual(managing, []);
   });
 
