@@ -1,0 +1,785 @@
+/**
+ * Review, session 6: attacks on attached databases (issue 17, ADR 0031: POST /v1/agent/attached,
+ * the 409s of the managing routes, what background work picks) and on the move archive relay
+ * (GET /v1/agent/jobs/:id/move-archive). A fully wired server on its own control database, agents
+ * driven by hand through the real agent API (a compromised node is exactly that: its token and
+ * whatever it chooses to send). Each test asserts the SAFE behaviour; one that shows a real
+ * weakness is marked `todo: 'finding: …'` so the suite stays green.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { type AttachedRegistry, createAttachedRegistry } from '../src/agent/attached/attached-registry.ts';
+import { startAttached } from '../src/agent/attached/attached-startup.ts';
+import type { ExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
+import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
+import { dumpResult, moveOutResult } from './helpers/dump-result.ts';
+import { testEnv } from './helpers/env.ts';
+import { adminPool, queryPayload, testExecutor } from './helpers/explorer.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+import { createTestUser, signIn } from './helpers/session-users.ts';
+
+let s: TestServer;
+/** Node n1 hosts databases of acme; n2 is another node (the compromised one in most probes). */
+let n1: FakeAgent;
+let n2: FakeAgent;
+let acme: TestKey;
+let victim: TestKey;
+let root: Record<string, string>;
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+const api = (headers: Record<string, string>, method: Method, url: string, payload?: object) =>
+  s.app.inject({ method, url, headers, ...(payload ? { payload } : {}) });
+
+const entry = (name: string, accountId: string, ok = true) => ({
+  name,
+  account_id: accountId,
+  ok,
+  server_version: ok ? '16.4' : null,
+  findings: [],
+});
+
+const report = (a: { token: string }, databases: object[]) =>
+  s.app.inject({
+    method: 'POST',
+    url: '/v1/agent/attached',
+    headers: { authorization: `Bearer ${a.token}` },
+    payload: { databases },
+  });
+
+/** Polls until a job of this kind comes; others are completed (or failed) as a fake agent can. */
+async function nextJob(agent: FakeAgent, kind: string) {
+  for (let i = 0; i < 40; i++) {
+    const job = await agent.poll();
+    if (!job) continue;
+    if (job.kind === kind) return job;
+    if ((await agent.complete(job.id, job.attempt, {})) !== 200)
+      await agent.fail(job.id, job.attempt, 'test: not run', false);
+  }
+  throw new Error(`no ${kind} job`);
+}
+
+async function createOn(agent: FakeAgent, key: TestKey, node: string, name: string) {
+  const r = await api(key.headers, 'POST', '/v1/databases', { name, node });
+  assert.equal(r.statusCode, 202, r.body);
+  const job = await nextJob(agent, 'database.create');
+  assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
+}
+
+const uniq = (p: string) => `${p}_${randomBytes(3).toString('hex')}`;
+
+before(async () => {
+  s = await createTestServer({ nodeUnhealthyAfterSeconds: 3600 });
+  n1 = await enrollFakeAgent(s, 's6-n1');
+  n2 = await enrollFakeAgent(s, 's6-n2');
+  acme = await createTestKey(s, { account: 's6_acme' });
+  victim = await createTestKey(s, { account: 's6_victim' });
+  root = (await signIn(s, await createTestUser(s, { username: 's6root', platformAdmin: true }))).headers;
+});
+after(() => s?.stop());
+
+describe('attached databases: what a node agent can report', () => {
+  test('a node cannot place attached databases into an account that has nothing to do with it', {
+    todo:
+      "finding: POST /v1/agent/attached takes account_id from the agent's report unchecked; any node " +
+      '(its token) registers databases in any account (here one with no database on that node), squats ' +
+      "names the account then cannot create, and receives that account's explorer queries and approved SQL",
+  }, async () => {
+    const rogue = await enrollFakeAgent(s, uniq('s6-rogue'));
+    const name = uniq('payroll');
+    const r = await report(rogue, [entry(name, victim.accountId)]);
+    assert.equal(r.statusCode, 200, r.body);
+    // The victim account never had a database on the rogue node: its agent has no say there.
+    const listed = (await api(victim.headers, 'GET', '/v1/databases')).json().items as { name: string }[];
+    const planted = listed.some((i) => i.name === name);
+    // The name is then squatted for a hosted database of the victim.
+    const create = await api(victim.headers, 'POST', '/v1/databases', { name, node: 's6-n1' });
+    if (create.statusCode === 202) {
+      const job = await nextJob(n1, 'database.create');
+      await n1.complete(job.id, job.attempt, {});
+    }
+    assert.equal(r.json().databases[0].status, 'refused', 'the report must not register it');
+    assert.equal(planted, false, 'the victim account lists a database a foreign node planted');
+    assert.equal(create.statusCode, 202, `the victim cannot create ${name}: ${create.body}`);
+  });
+
+  test('a node cannot make itself impossible to decommission (its token unrevocable) by listing attached databases', {
+    todo:
+      'finding: decommission counts attached rows (liveDatabaseCount) and no route detaches one (DELETE is ' +
+      '409 for attached); a compromised node that reports one attached database keeps its agent token for ' +
+      'good, and a dead node with attached databases can never be decommissioned',
+  }, async () => {
+    const name = uniq('s6-bad');
+    const bad = await enrollFakeAgent(s, name);
+    const r = await report(bad, [entry(uniq('keepme'), victim.accountId)]);
+    assert.equal(r.statusCode, 200, r.body);
+    const id = bad.nodeId;
+    const d = await api(root, 'POST', `/v1/nodes/${id}/decommission`);
+    // Whatever remains, the platform admin must be able to revoke this node's token.
+    let revoked = d.statusCode === 200;
+    if (!revoked) {
+      // Is there any way for the admin to get rid of the attached row? Delete is refused (409).
+      const dbName = r.json().databases[0].name as string;
+      const del = await api(victim.headers, 'DELETE', `/v1/databases/${dbName}`, { confirm: dbName });
+      assert.equal(del.statusCode, 409, del.body);
+      const again = await api(root, 'POST', `/v1/nodes/${id}/decommission`);
+      revoked = again.statusCode === 200;
+    }
+    const poll = await s.app.inject({
+      method: 'POST',
+      url: '/v1/agent/poll',
+      headers: { authorization: `Bearer ${bad.token}` },
+      payload: { wait_ms: 0 },
+    });
+    assert.ok(revoked, `decommission refused: ${d.body}`);
+    assert.equal(poll.statusCode, 401, 'the node token still works');
+  });
+
+  test('a report never takes over, detaches or renames what another node or the account holds', async () => {
+    await createOn(n1, acme, 's6-n1', 'acme_main');
+    const mine = uniq('n1att');
+    assert.equal((await report(n1, [entry(mine, acme.accountId)])).json().databases[0].status, 'attached');
+    // n2 lists n1's hosted name, n1's attached name, in the same account and in another one.
+    const r = await report(n2, [entry('acme_main', acme.accountId), entry(mine, acme.accountId)]);
+    assert.deepEqual(
+      (r.json().databases as { status: string }[]).map((d) => d.status),
+      ['refused', 'refused'],
+    );
+    // n2's empty list detaches nothing of n1's.
+    assert.equal((await report(n2, [])).statusCode, 200);
+    const hosted = (await api(acme.headers, 'GET', '/v1/databases/acme_main')).json();
+    assert.equal(hosted.kind, 'hosted');
+    assert.equal(hosted.node, 's6-n1');
+    const att = (await api(acme.headers, 'GET', `/v1/databases/${mine}`)).json();
+    assert.equal(att.kind, 'attached');
+    assert.equal(att.node, 's6-n1');
+    // The hosted row was not touched: still its sealed password, kind hosted.
+    const row = await s.db.pool.query(
+      "SELECT kind, password_sealed IS NOT NULL AS sealed, attached FROM databases WHERE name = 'acme_main' AND deleted_at IS NULL",
+    );
+    assert.deepEqual(row.rows, [{ kind: 'hosted', sealed: true, attached: null }]);
+  });
+
+  test('two nodes reporting the same new name at once: never a 5xx, and the retry settles on one owner', async () => {
+    // Each report is one transaction: a unique-index race on a new name fails the losing report as
+    // a whole (409, retried by the agent), it never lets both register nor answers a 5xx.
+    for (let i = 0; i < 6; i++) {
+      const name = uniq('race');
+      const [a, b] = await Promise.all([
+        report(n1, [entry(name, acme.accountId)]),
+        report(n2, [entry(name, acme.accountId)]),
+      ]);
+      for (const r of [a, b]) assert.ok([200, 409].includes(r.statusCode), `${r.statusCode} ${r.body}`);
+      const again = await Promise.all([
+        report(n1, [entry(name, acme.accountId)]),
+        report(n2, [entry(name, acme.accountId)]),
+      ]);
+      const owners = again.filter((r) => r.json().databases[0].status === 'attached');
+      assert.equal(owners.length, 1, again.map((r) => r.body).join(' | '));
+      const rows = await s.db.pool.query(
+        'SELECT node_id FROM databases WHERE name = $1 AND deleted_at IS NULL',
+        [name],
+      );
+      assert.equal(rows.rowCount, 1);
+      await Promise.all([report(n1, []), report(n2, [])]);
+    }
+  });
+
+  test('a name attached on a node: another account cannot get a hosted database of that name placed there (409, not a 500)', async () => {
+    const other = await createTestKey(s, { account: 's6_other' });
+    const name = uniq('shared');
+    assert.equal((await report(n2, [entry(name, acme.accountId)])).json().databases[0].status, 'attached');
+    const r = await api(other.headers, 'POST', '/v1/databases', { name, node: 's6-n2' });
+    assert.ok([409, 202].includes(r.statusCode), `${r.statusCode} ${r.body}`);
+    assert.notEqual(r.statusCode, 202, 'placed on a node where the name is taken');
+    // A move of that account's hosted database of the same name onto n2: refused, not a 500.
+    await createOn(n1, other, 's6-n1', name);
+    const m = await api(other.headers, 'POST', `/v1/databases/${name}/move`, { node: 's6-n2' });
+    assert.equal(m.statusCode, 409, m.body);
+    await report(n2, []);
+  });
+
+  test('oversize and odd reports are refused whole; a report never carries or stores a credential', async () => {
+    const name = uniq('odd');
+    const finding = {
+      role: 'reader',
+      severity: 'refuse',
+      kind: 'table_write',
+      object: 'public.t',
+      detail: 'x'.repeat(1000),
+    };
+    const big = await report(n2, [
+      { ...entry(name, acme.accountId, false), findings: Array.from({ length: 200 }, () => finding) },
+    ]);
+    // Accepted within the bounds; the stored reason stays bounded.
+    assert.equal(big.statusCode, 200, big.body);
+    const row = (await api(acme.headers, 'GET', `/v1/databases/${name}`)).json();
+    assert.ok(String(row.failure_reason).length <= 1000);
+    for (const bad of [
+      { ...entry(uniq('x'), acme.accountId), host: '10.0.0.1' },
+      { ...entry(uniq('x'), acme.accountId), reader: { user: 'r', password: 'p' } },
+      { ...entry(uniq('x'), acme.accountId), findings: [{ ...finding, password: 'p' }] },
+      { ...entry(uniq('x'), acme.accountId), findings: [{ ...finding, role: 'owner' }] },
+      { ...entry(uniq('x'), acme.accountId), server_version: 'v'.repeat(257) },
+      { ...entry(`a${'b'.repeat(63)}`, acme.accountId) },
+    ]) {
+      const r = await report(n2, [bad]);
+      assert.equal(r.statusCode, 400, JSON.stringify(bad).slice(0, 120));
+    }
+    // The 400s changed nothing: the earlier entry is still attached.
+    assert.equal((await api(acme.headers, 'GET', `/v1/databases/${name}`)).statusCode, 200);
+    await report(n2, []);
+  });
+});
+
+describe('attached databases: every route on one', () => {
+  let att: string;
+  let scoped: TestKey;
+  let readKey: TestKey;
+  before(async () => {
+    att = uniq('legacy');
+    assert.equal((await report(n2, [entry(att, acme.accountId)])).json().databases[0].status, 'attached');
+    scoped = await createTestKey(s, { account: 's6_acme', databases: ['acme_main'], explorer: true });
+    readKey = await createTestKey(s, { account: 's6_acme', level: 'read' });
+  });
+
+  test('routes the attached-databases test did not list: 409 or harmless, never a job on the node', async () => {
+    const jobsBefore = await s.db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM jobs WHERE node_id = $1',
+      [n2.nodeId],
+    );
+    const id = randomUUID();
+    const probes: [Method, string, object | undefined][] = [
+      ['GET', `/v1/databases/${att}/backup-settings`, undefined],
+      ['PUT', `/v1/databases/${att}/backup-settings`, { enabled: true }],
+      ['GET', `/v1/databases/${att}/backups/${id}`, undefined],
+      ['POST', `/v1/databases/${att}/backups/${id}/download-link`, {}],
+      ['GET', `/v1/databases/${att}/backups/${id}/download`, undefined],
+      ['GET', `/v1/databases/${att}/restores`, undefined],
+      ['GET', `/v1/databases/${att}/restores/${id}`, undefined],
+      ['PUT', `/v1/databases/${att}/limits`, { owner_connection_limit: 5, reader_connection_limit: 5 }],
+      ['DELETE', `/v1/databases/${att}/allowlist/10.0.0.0%2F8`, undefined],
+      ['GET', `/v1/databases/${att}/move`, undefined],
+    ];
+    for (const [method, url, body] of probes) {
+      const r = await api(acme.headers, method, url, body);
+      assert.ok(
+        [404, 409, 400].includes(r.statusCode),
+        `${method} ${url}: ${r.statusCode} ${r.body.slice(0, 200)}`,
+      );
+    }
+    // Samples are a read (empty for an attached database), harmless.
+    const samples = await api(acme.headers, 'GET', `/v1/databases/${att}/samples`);
+    assert.equal(samples.statusCode, 200, samples.body);
+    // A restore of a hosted backup into a new database named like the attached one: refused.
+    const b = await api(acme.headers, 'POST', '/v1/databases/acme_main/backups', {});
+    assert.equal(b.statusCode, 202, b.body);
+    const bj = await nextJob(n1, 'backup.create');
+    const backupId = String(bj.payload.backup_id);
+    const done = await s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${bj.id}/complete`,
+      headers: { authorization: `Bearer ${n1.token}` },
+      payload: { attempt: bj.attempt, result: dumpResult(backupId) },
+    });
+    assert.equal(done.statusCode, 200, done.body);
+    const restore = await api(acme.headers, 'POST', '/v1/databases/acme_main/restore', {
+      backup_id: backupId,
+      new_name: att,
+    });
+    assert.equal(restore.statusCode, 409, restore.body);
+    const jobsAfter = await s.db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM jobs WHERE node_id = $1',
+      [n2.nodeId],
+    );
+    assert.equal(jobsAfter.rows[0]!.n, jobsBefore.rows[0]!.n, 'a route queued a job on the attached node');
+  });
+
+  test('the database view of an attached one carries no connection details or credential', async () => {
+    const v = await api(acme.headers, 'GET', `/v1/databases/${att}`);
+    assert.equal(v.statusCode, 200, v.body);
+    const text = v.body;
+    for (const forbidden of [
+      '"password"',
+      'password_file',
+      'reader_user',
+      'migrator',
+      '"host"',
+      '"port"',
+      'connection_string',
+      '_owner',
+    ])
+      assert.ok(!text.includes(forbidden), `${forbidden} in ${text.slice(0, 400)}`);
+  });
+
+  test('low-level keys: a key scoped to another database, a read key, another account', async () => {
+    const urls: [Method, string, object | undefined][] = [
+      ['GET', `/v1/databases/${att}`, undefined],
+      ['GET', `/v1/databases/${att}/explorer/schema`, undefined],
+      ['POST', `/v1/databases/${att}/explorer/query`, { sql: 'SELECT 1' }],
+      ['GET', `/v1/databases/${att}/requests`, undefined],
+      ['POST', `/v1/databases/${att}/requests`, { sql: 'SELECT 1', reason: 'x' }],
+      ['GET', `/v1/databases/${att}/samples`, undefined],
+    ];
+    for (const [method, url, body] of urls) {
+      const r = await api(scoped.headers, method, url, body);
+      assert.ok([403, 404].includes(r.statusCode), `scoped ${method} ${url}: ${r.statusCode}`);
+      const v = await api(victim.headers, method, url, body);
+      assert.equal(v.statusCode, 404, `other account ${method} ${url}: ${v.statusCode}`);
+    }
+    // A read key cannot make a governed request nor run the explorer without the explorer grant.
+    const q = await api(readKey.headers, 'POST', `/v1/databases/${att}/explorer/query`, { sql: 'SELECT 1' });
+    assert.ok([403].includes(q.statusCode), `read key explorer: ${q.statusCode} ${q.body}`);
+    const rq = await api(readKey.headers, 'POST', `/v1/databases/${att}/requests`, {
+      sql: 'SELECT 1',
+      reason: 'x',
+    });
+    assert.equal(rq.statusCode, 403, rq.body);
+  });
+
+  test('a governed request on an attached database that the node detaches is never run on a later database of that name', async () => {
+    const name = uniq('swap');
+    assert.equal((await report(n2, [entry(name, acme.accountId)])).json().databases[0].status, 'attached');
+    const made = await api(acme.headers, 'POST', `/v1/databases/${name}/requests`, {
+      sql: 'UPDATE t SET v = 1 WHERE id = 1',
+      reason: 'fix',
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    const reqId = made.json().id as string;
+    // The node stops listing it; a hosted database of the same name is made on n1.
+    await report(n2, [entry(att, acme.accountId)]);
+    await createOn(n1, acme, 's6-n1', name);
+    const r = await api(acme.headers, 'GET', `/v1/databases/${name}/requests/${reqId}`);
+    assert.equal(r.statusCode, 404, 'the old request follows the name to the hosted database');
+    for (const verb of ['approve', 'execute']) {
+      const x = await api(acme.headers, 'POST', `/v1/databases/${name}/requests/${reqId}/${verb}`, {});
+      assert.equal(x.statusCode, 404, `${verb}: ${x.body}`);
+    }
+  });
+});
+
+describe('the move archive relay', () => {
+  let base: string;
+  let moveId: string;
+  let moveIn: { id: number; attempt: number };
+  let moveOut: { id: number; attempt: number };
+  const relayDb = uniq('relay');
+  const bearer = (a: { token: string }) => ({ authorization: `Bearer ${a.token}` });
+  const archiveUrl = (id: number, attempt: number) =>
+    `${base}/v1/agent/jobs/${id}/move-archive?attempt=${attempt}`;
+  const downloadsOfMove = async () =>
+    (
+      await s.db.pool.query<{ id: number; status: string; node_id: string }>(
+        "SELECT id, status, node_id FROM jobs WHERE kind = 'backup.download' AND payload->>'backup_id' = $1 ORDER BY id",
+        [moveId],
+      )
+    ).rows;
+
+  before(async () => {
+    base = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
+    await createOn(n1, acme, 's6-n1', relayDb);
+    const m = await api(acme.headers, 'POST', `/v1/databases/${relayDb}/move`, { node: 's6-n2' });
+    assert.equal(m.statusCode, 202, m.body);
+    moveId = m.json().id as string;
+    const out = await nextJob(n1, 'database.move_out');
+    moveOut = out;
+    const done = await s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${out.id}/complete`,
+      headers: bearer(n1),
+      payload: { attempt: out.attempt, result: moveOutResult(moveId) },
+    });
+    assert.equal(done.statusCode, 200, done.body);
+    assert.equal(
+      (await api(acme.headers, 'GET', `/v1/databases/${relayDb}/move`)).json().status,
+      'restoring',
+    );
+    moveIn = await nextJob(n2, 'database.move_in');
+  });
+
+  test('only the move_in lease holder gets anything: not the source, not another node, not an API key', async () => {
+    const third = await enrollFakeAgent(s, uniq('s6-third'));
+    const asks: [string, Record<string, string>, string][] = [
+      ['the source, with the move_in job', bearer(n1), archiveUrl(moveIn.id, moveIn.attempt)],
+      ['the source, with its move_out job', bearer(n1), archiveUrl(moveOut.id, moveOut.attempt)],
+      ['a third node', bearer(third), archiveUrl(moveIn.id, moveIn.attempt)],
+      ['the target, a wrong attempt', bearer(n2), archiveUrl(moveIn.id, moveIn.attempt + 1)],
+      ['an account admin key', acme.headers, archiveUrl(moveIn.id, moveIn.attempt)],
+      ['nobody', {}, archiveUrl(moveIn.id, moveIn.attempt)],
+    ];
+    for (const [who, headers, url] of asks) {
+      const r = await fetch(url, { headers, signal: AbortSignal.timeout(20_000) });
+      await r.arrayBuffer();
+      assert.ok([401, 403, 404].includes(r.status), `${who}: ${r.status}`);
+    }
+    assert.deepEqual(await downloadsOfMove(), [], 'a refused caller queued a backup.download on the source');
+  });
+
+  test('the lease holder cannot make the server queue download jobs on the source without bound', {
+    todo:
+      'finding: every GET …/move-archive by the move_in holder queues one more backup.download on the ' +
+      "source and opens one more relay slot (no per-move or per-node cap, unlike downloads' perAccount 2): " +
+      'a compromised target makes the source read and send the archive N times at once',
+  }, async () => {
+    const N = 6;
+    const ctl = new AbortController();
+    const asks = Array.from({ length: N }, () =>
+      fetch(archiveUrl(moveIn.id, moveIn.attempt), { headers: bearer(n2), signal: ctl.signal })
+        .then(async (r) => {
+          await r.arrayBuffer().catch(() => {});
+          return r.status;
+        })
+        .catch(() => 0),
+    );
+    // Let every request reach the server and queue (bounded wait).
+    let queued: { id: number; status: string; node_id: string }[] = [];
+    for (let i = 0; i < 50; i++) {
+      queued = await downloadsOfMove();
+      if (queued.length >= N) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The source (n1) fails every one: the waiting relays end at once.
+    for (let i = 0; i < N + 5; i++) {
+      const j = await n1.poll();
+      if (!j) break;
+      await n1.fail(j.id, j.attempt, 'test: not sent', false);
+    }
+    ctl.abort();
+    await Promise.all(asks);
+    assert.ok(
+      queued.every((q) => q.node_id === n1.nodeId),
+      'a download queued on another node',
+    );
+    assert.ok(queued.length <= 1, `${queued.length} backup.download jobs queued on the source for one move`);
+  });
+
+  test('the relay forwards no more than the archive the source recorded (a compromised source cannot fill the target)', {
+    todo:
+      'finding: the relay (nodes.move.relay.ts) and the target (database-move.ts fetchArchive) take whatever ' +
+      "size the source sends — the move's recorded size_bytes is never applied and the relay has no total " +
+      'deadline; the target writes all of it to its backup store before authenticating',
+  }, async () => {
+    const SENT = 8 * 1024 * 1024; // the move recorded 100 bytes
+    const target = fetch(archiveUrl(moveIn.id, moveIn.attempt), {
+      headers: bearer(n2),
+      signal: AbortSignal.timeout(60_000),
+    }).then(async (r) => ({ status: r.status, bytes: r.ok ? (await r.arrayBuffer()).byteLength : 0 }));
+    let job: Awaited<ReturnType<FakeAgent['poll']>> = null;
+    for (let i = 0; i < 100 && !job; i++) {
+      job = await n1.poll();
+      if (job && job.kind !== 'backup.download') {
+        await n1.fail(job.id, job.attempt, 'test: not run', false);
+        job = null;
+      }
+      if (!job) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(job, 'no backup.download on the source');
+    assert.equal(job.payload.backup_id, moveId);
+    const garbage = randomBytes(SENT);
+    const sent = await fetch(`${base}/v1/agent/jobs/${job.id}/archive?attempt=${job.attempt}`, {
+      method: 'POST',
+      headers: {
+        ...bearer(n1),
+        'content-type': 'application/octet-stream',
+        'x-bulwark-stream-token': String(job.payload.stream_token),
+      },
+      body: garbage,
+      signal: AbortSignal.timeout(60_000),
+    });
+    const got = await target;
+    await sent.arrayBuffer();
+    assert.ok(
+      got.bytes <= 100 * 2 || got.status !== 200,
+      `the target received ${got.bytes} bytes for a ${100}-byte archive (relay answered ${got.status}, source ${sent.status})`,
+    );
+  });
+
+  test('after the move left restoring, the holder gets nothing any more', async () => {
+    assert.equal(await n2.fail(moveIn.id, moveIn.attempt, 'test: refused the archive', false), 200);
+    const m = (await api(acme.headers, 'GET', `/v1/databases/${relayDb}/move`)).json();
+    assert.equal(m.status, 'failed');
+    const before = (await downloadsOfMove()).length;
+    const r = await fetch(archiveUrl(moveIn.id, moveIn.attempt), {
+      headers: bearer(n2),
+      signal: AbortSignal.timeout(20_000),
+    });
+    await r.arrayBuffer();
+    assert.equal(r.status, 404);
+    assert.equal((await downloadsOfMove()).length, before);
+  });
+});
+
+/**
+ * The owner of an attached database (a role that owns it on a cluster Bulwark did not make; here a
+ * database of the test cluster made by this test) plants settings, functions and views, then the
+ * explorer reads it as the entry's reader, exactly as the agent does (startAttached, the registry
+ * filled from a server answer, the agent's explorer executor).
+ */
+describe('attached databases: the owner plants, the explorer reads', () => {
+  const tag = `s6a_${randomBytes(4).toString('hex')}`;
+  const R = { owner: `${tag}_owner`, reader: `${tag}_reader`, migrator: `${tag}_migrator` };
+  const DB = `${tag}_pgdb`;
+  const pw = {
+    owner: randomBytes(18).toString('base64url'),
+    reader: randomBytes(18).toString('base64url'),
+    migrator: randomBytes(18).toString('base64url'),
+  };
+  const ID = randomUUID();
+  const ACCOUNT = randomUUID();
+  const NAME = 'planted';
+  const target = { id: ID, name: NAME };
+  let admin: pg.Pool;
+  let explorer: ExplorerExecutor;
+  let registry: AttachedRegistry;
+  let root: string;
+
+  const urlFor = (database: string, user?: string, password?: string) => {
+    const u = new URL(testEnv().adminUrl);
+    u.pathname = `/${database}`;
+    if (user) {
+      u.username = user;
+      u.password = password ?? '';
+    }
+    return u.toString();
+  };
+  async function run(sql: string, database = DB, user?: keyof typeof R) {
+    const c = new pg.Client({ connectionString: urlFor(database, user && R[user], user && pw[user]) });
+    await c.connect();
+    try {
+      return await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  }
+  const items = async () => JSON.stringify((await run('SELECT id, qty FROM items ORDER BY id')).rows);
+
+  before(async () => {
+    await loadExplorerParser();
+    admin = adminPool();
+    await run(
+      `CREATE ROLE "${R.owner}" LOGIN PASSWORD '${pw.owner}';
+       CREATE ROLE "${R.reader}" LOGIN PASSWORD '${pw.reader}';
+       CREATE ROLE "${R.migrator}" LOGIN PASSWORD '${pw.migrator}';`,
+      'postgres',
+    );
+    await run(`CREATE DATABASE "${DB}" OWNER "${R.owner}"`, 'postgres');
+    await run(`REVOKE CREATE ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO "${R.owner}";`);
+    await run(
+      `CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL);
+       INSERT INTO items SELECT g, 0 FROM generate_series(1, 5) g;
+       GRANT USAGE ON SCHEMA public TO "${R.reader}", "${R.migrator}";
+       GRANT SELECT ON items TO "${R.reader}";
+       GRANT SELECT, INSERT, UPDATE ON items TO "${R.migrator}";`,
+      DB,
+      'owner',
+    );
+    root = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-s6-attached-'));
+    const pwFile = async (role: 'reader' | 'migrator') => {
+      const file = path.join(root, `${role}.pw`);
+      await fs.writeFile(file, `${pw[role]}\n`, { mode: 0o600 });
+      return file;
+    };
+    const config = path.join(root, 'attached.json');
+    await fs.writeFile(
+      config,
+      JSON.stringify({
+        databases: [
+          {
+            name: NAME,
+            account_id: ACCOUNT,
+            host: '127.0.0.1',
+            port: testEnv().pgPort,
+            database: DB,
+            reader: { user: R.reader, password_file: await pwFile('reader') },
+            migrator: { user: R.migrator, password_file: await pwFile('migrator') },
+          },
+        ],
+      }),
+      { mode: 0o600 },
+    );
+    const start = await startAttached(config, createLogger('s6-attached', 'silent'));
+    registry = createAttachedRegistry();
+    registry.apply(start.databases, {
+      databases: [{ name: NAME, account_id: ACCOUNT, database_id: ID, status: 'attached', reason: null }],
+    });
+    assert.equal(registry.size(), 1, 'the clean entry passed its checks');
+    explorer = testExecutor(admin, { attached: registry });
+  });
+
+  after(async () => {
+    await explorer?.close();
+    await admin?.end();
+    await run(`DROP DATABASE IF EXISTS "${DB}" WITH (FORCE)`, 'postgres').catch(() => {});
+    for (const r of Object.values(R)) await run(`DROP ROLE IF EXISTS "${r}"`, 'postgres').catch(() => {});
+    if (root) await fs.rm(root, { recursive: true, force: true });
+  });
+
+  test('settings the owner plants on the database and on the reader do not loosen the rails', async () => {
+    // The owner may set its database's defaults; a CREATEROLE owner (common: it made these roles)
+    // may set the reader's too — done here by the cluster's admin on its behalf.
+    await run(
+      `ALTER DATABASE "${DB}" SET default_transaction_read_only = off;
+       ALTER DATABASE "${DB}" SET statement_timeout = 0;
+       ALTER DATABASE "${DB}" SET search_path = evil, public;`,
+      DB,
+      'owner',
+    );
+    await run(
+      `ALTER ROLE "${R.reader}" SET default_transaction_read_only = off;
+       ALTER ROLE "${R.reader}" IN DATABASE "${DB}" SET lock_timeout = 0;
+       ALTER ROLE "${R.reader}" SET idle_in_transaction_session_timeout = 0;
+       ALTER ROLE "${R.reader}" SET standard_conforming_strings = off;`,
+      'postgres',
+    );
+    const before = await items();
+    const ok = await explorer.runQuery(
+      queryPayload(target, 'SELECT count(*) AS n FROM items'),
+      new AbortController().signal,
+    );
+    assert.equal(ok.kind, 'rows', JSON.stringify(ok));
+    await explorer.settled();
+    const probe = await explorer.probeSession({ database_id: ID, name: NAME });
+    assert.equal(probe.readOnlyDefault, 'on');
+    assert.equal(probe.user, R.reader);
+    // A write by a view's side effect: the owner's function writes as its caller (the reader).
+    await run(
+      `CREATE FUNCTION public.bump() RETURNS int LANGUAGE sql VOLATILE AS 'UPDATE public.items SET qty = qty + 1 RETURNING 1';
+       CREATE VIEW public.innocent AS SELECT id FROM public.items;
+       GRANT SELECT ON public.innocent TO "${R.reader}";
+       GRANT UPDATE ON public.items TO "${R.reader}";
+       CREATE OR REPLACE VIEW public.innocent AS SELECT id, public.bump() AS b FROM public.items;`,
+      DB,
+      'owner',
+    );
+    const w = await explorer.runQuery(
+      queryPayload(target, 'SELECT * FROM innocent'),
+      new AbortController().signal,
+    );
+    assert.equal(w.kind, 'error', JSON.stringify(w));
+    if (w.kind === 'error') assert.equal(w.error.sqlstate, '25006', JSON.stringify(w.error));
+    assert.equal(await items(), before, 'the reader wrote through the explorer');
+    await run(
+      `ALTER DATABASE "${DB}" RESET ALL; REVOKE UPDATE ON public.items FROM "${R.reader}";`,
+      DB,
+      'owner',
+    );
+    await run(
+      `ALTER ROLE "${R.reader}" RESET ALL; ALTER ROLE "${R.reader}" IN DATABASE "${DB}" RESET ALL;`,
+      'postgres',
+    );
+  });
+
+  test('a view whose function leaves session state behind: the kept connection is never reused dirty', async () => {
+    await run(
+      `CREATE FUNCTION public.litter() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+       BEGIN
+         PERFORM pg_catalog.set_config('search_path', 'evil', false);
+         PERFORM pg_catalog.set_config('statement_timeout', '0', false);
+         PERFORM pg_catalog.set_config('default_transaction_read_only', 'off', false);
+         PERFORM pg_catalog.pg_advisory_lock(4242);
+         BEGIN EXECUTE 'LISTEN s6_litter'; EXCEPTION WHEN OTHERS THEN NULL; END;
+         BEGIN EXECUTE 'CREATE TEMP TABLE s6_left (x int)'; EXCEPTION WHEN OTHERS THEN NULL; END;
+         RETURN 1;
+       END $f$;
+       CREATE VIEW public.litterbox AS SELECT public.litter() AS x;
+       GRANT SELECT ON public.litterbox TO "${R.reader}";`,
+      DB,
+      'owner',
+    );
+    const o = await explorer.runQuery(
+      queryPayload(target, 'SELECT * FROM litterbox'),
+      new AbortController().signal,
+    );
+    assert.equal(o.kind, 'rows', JSON.stringify(o));
+    await explorer.settled();
+    // The next queries run under the rails (the guard refuses a session whose search_path, timeouts
+    // or read-only mode are not the explorer's, so a dirty connection reused would fail here).
+    for (let i = 0; i < 3; i++) {
+      const next = await explorer.runQuery(
+        queryPayload(target, 'SELECT count(*) AS n FROM items'),
+        new AbortController().signal,
+      );
+      assert.equal(next.kind, 'rows', JSON.stringify(next));
+      await explorer.settled();
+    }
+    await explorer.settled();
+    const probe = await explorer.probeSession({ database_id: ID, name: NAME });
+    assert.deepEqual(
+      [probe.advisory, probe.listening, probe.temp, probe.prepared, probe.cursors, probe.readOnlyDefault],
+      [0, 0, 0, 0, 0, 'on'],
+    );
+    // No backend of the reader holds the advisory lock any more.
+    const held = await admin.query(
+      `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.objid = 4242 AND a.usename = $1`,
+      [R.reader],
+    );
+    assert.equal(held.rowCount, 0, 'a dirty explorer connection was kept');
+  });
+
+  test("a view that switches the statement timeout off mid-transaction still ends at the explorer's timeout", async () => {
+    await run(
+      `CREATE FUNCTION public.slow() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+       BEGIN
+         PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+         PERFORM pg_catalog.set_config('statement_timeout', '0', false);
+         PERFORM pg_catalog.pg_sleep(8);
+         RETURN 1;
+       END $f$;
+       CREATE VIEW public.sleepy AS SELECT public.slow() AS x;
+       GRANT SELECT ON public.sleepy TO "${R.reader}";`,
+      DB,
+      'owner',
+    );
+    const started = Date.now();
+    const o = await explorer.runQuery(
+      queryPayload(target, 'SELECT * FROM sleepy', { statement_timeout_ms: 1_000 }),
+      new AbortController().signal,
+    );
+    assert.equal(o.kind, 'error', JSON.stringify(o));
+    if (o.kind === 'error') assert.equal(o.error.sqlstate, '57014');
+    assert.ok(Date.now() - started < 6_000, `ran ${Date.now() - started} ms`);
+    await explorer.settled();
+  });
+
+  test('rights the owner grants the reader after the agent checked it never let the explorer write', async () => {
+    // The checks ran once, at start; the owner now gives the reader write rights and a table.
+    await run(
+      `GRANT INSERT, UPDATE, DELETE, TRUNCATE ON public.items TO "${R.reader}"; GRANT CREATE ON SCHEMA public TO "${R.reader}";`,
+      DB,
+      'owner',
+    );
+    const before = await items();
+    const open = testExecutor(admin, {
+      attached: registry,
+      validate: () => ({ ok: true as const, kind: 'select' as const, redacted: '' }),
+    });
+    try {
+      // The explorer sends only a query (a cursor): a write can only ride in a function or a lock.
+      for (const sql of [
+        'SELECT public.bump()',
+        'SELECT * FROM innocent',
+        'SELECT * FROM items FOR UPDATE',
+      ]) {
+        const o = await open.runQuery(queryPayload(target, sql), new AbortController().signal);
+        assert.equal(o.kind, 'error', `${sql}: ${JSON.stringify(o)}`);
+        if (o.kind === 'error') assert.equal(o.error.sqlstate, '25006', `${sql}: ${JSON.stringify(o.error)}`);
+      }
+    } finally {
+      await open.close();
+    }
+    assert.equal(await items(), before);
+    await run(
+      `REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.items FROM "${R.reader}"; REVOKE CREATE ON SCHEMA public FROM "${R.reader}";`,
+      DB,
+      'owner',
+    );
+  });
+});
