@@ -339,6 +339,20 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     assert.deepEqual(managing, []);
   });
 
+  await step(t, "an attached database's page fits a 375 px window", async () => {
+    const p = admin.page;
+    await p.setViewportSize({ width: 375, height: 800 });
+    try {
+      await p.goto(`${stack.url}/databases/${ATTACHED}`);
+      await p.getByRole('table', { name: 'Findings' }).waitFor();
+      const over = await p.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+      assert.ok(Number(over) <= 0, `the page is ${over} px wider than the window`);
+      await checkPage(admin, 'Agent check', 'narrow-attached-database', 2);
+    } finally {
+      await p.setViewportSize({ width: 1280, height: 720 });
+    }
+  });
+
   await step(t, "a real agent's attached database: the explorer queries it in the browser", async () => {
     agent = await startServingAgent();
     const deadline = Date.now() + 60_000;
