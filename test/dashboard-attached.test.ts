@@ -325,7 +325,7 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     await p.getByRole('heading', { name: REFUSED, level: 1 }).waitFor();
     await p.locator('.facts').first().getByText('Failed', { exact: true }).waitFor();
     const reason = await p.locator('.notice-error').innerText();
-    assert.match(reason, /^Refused by the agent's checks: \S/);
+    assert.match(reason, /^Failed: refused by the agent's role checks: .*table_write/);
     assert.deepEqual(await sections(admin), ['Agent check', 'Requests']);
     const findings = p.getByRole('table', { name: 'Findings' });
     const cells = await findings.getByRole('row').nth(1).getByRole('cell').allInnerTexts();

@@ -122,7 +122,7 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
           </p>
           {d.status === 'failed' && d.failure_reason ? (
             <p className="notice notice-error">
-              {attached ? "Refused by the agent's checks" : 'Provisioning failed'}: {d.failure_reason}
+              {attached ? 'Failed' : 'Provisioning failed'}: {d.failure_reason}
             </p>
           ) : null}
           <nav aria-label="Database sections" className="tabs">
