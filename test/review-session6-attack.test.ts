@@ -15,7 +15,13 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { type AttachedRegistry, createAttachedRegistry } from '../src/agent/attached/attached-registry.ts';
 import { startAttached } from '../src/agent/attached/attached-startup.ts';
+import { agentConfigSchema } from '../src/agent/config.ts';
 import type { ExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
+import { type RunningAgent, startAgent } from '../src/agent/main.ts';
+import { type DataPlane, startDataPlane } from '../src/embedded/data-plane.ts';
+import { dataLayout } from '../src/embedded/layout.ts';
+import { resolveServiceUser } from '../src/embedded/service-user.ts';
+import { createArchiveEncryptor } from '../src/shared/backup-archive.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
@@ -23,6 +29,7 @@ import { dumpResult, moveOutResult } from './helpers/dump-result.ts';
 import { testEnv } from './helpers/env.ts';
 import { adminPool, queryPayload, testExecutor } from './helpers/explorer.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { freePort } from './helpers/ports.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
 
@@ -74,6 +81,13 @@ async function createOn(agent: FakeAgent, key: TestKey, node: string, name: stri
 }
 
 const uniq = (p: string) => `${p}_${randomBytes(3).toString('hex')}`;
+
+/** The server's loopback URL (listening once for every section that needs real HTTP). */
+let listened: Promise<string> | null = null;
+const listening = () => {
+  listened ??= s.app.listen({ host: '127.0.0.1', port: 0 }).then((u) => u.replace('localhost', '127.0.0.1'));
+  return listened;
+};
 
 before(async () => {
   s = await createTestServer({ nodeUnhealthyAfterSeconds: 3600 });
@@ -383,7 +397,7 @@ describe('the move archive relay', () => {
     ).rows;
 
   before(async () => {
-    base = (await s.app.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
+    base = await listening();
     await createOn(n1, acme, 's6-n1', relayDb);
     const m = await api(acme.headers, 'POST', `/v1/databases/${relayDb}/move`, { node: 's6-n2' });
     assert.equal(m.statusCode, 202, m.body);
@@ -782,4 +796,187 @@ describe('attached databases: the owner plants, the explorer reads', () => {
       'owner',
     );
   });
+});
+
+/**
+ * A real target: node B is a second PostgreSQL cluster and PgBouncer with a real agent and a backup
+ * directory of its own; the source is a node driven by hand (a compromised one). It holds the move
+ * key (its move_out lease gives it) and makes an archive of the move under it, then alters it
+ * before sending: the target must refuse it before it makes anything.
+ */
+describe('the move archive relay: a compromised source against a real target', () => {
+  let planeB: DataPlane;
+  let rootB: string;
+  let agentB: RunningAgent | null = null;
+  let src: FakeAgent;
+  let dirB: string;
+
+  before(async () => {
+    const env = testEnv();
+    const base = await listening();
+    rootB = await fs.mkdtemp(path.join(os.tmpdir(), 'bulwark-s6-node-b-'));
+    await fs.chmod(rootB, 0o711);
+    const layout = dataLayout(path.join(rootB, 'data'));
+    const portB = await freePort();
+    planeB = await startDataPlane({
+      layout,
+      ports: { postgres: await freePort(), pooler: portB },
+      user: resolveServiceUser(),
+      unsafeFast: true,
+      binaries: { pgBin: env.pgBin, pgbouncerBin: env.pgbouncerBin },
+      log: () => {},
+    });
+    dirB = path.join(rootB, 'backups');
+    await fs.mkdir(dirB, { mode: 0o700 });
+    const stateB = path.join(rootB, 'agent');
+    await fs.mkdir(stateB, { mode: 0o700 });
+    const { token } = await s.nodes.createEnrollment('s6-real-b', 10);
+    agentB = await startAgent(
+      agentConfigSchema.parse({
+        serverUrl: base,
+        stateDir: stateB,
+        enrollmentToken: token,
+        adminDatabaseUrl: planeB.adminUrl,
+        poolerDir: layout.pooler,
+        poolerPort: portB,
+        poolerAdminPassword: planeB.poolerAdminPassword,
+        poolerPublicHost: '127.0.0.1',
+        logLevel: 'silent',
+        pollWaitMs: 20_000,
+        explorerChannel: false,
+        warmPoolSize: 0,
+        backupDir: dirB,
+      }),
+      { log: createLogger('agent-b', 'silent') },
+    );
+    src = await enrollFakeAgent(s, 's6-evil-src');
+  });
+
+  after(async () => {
+    await agentB?.stop().catch(() => {});
+    await planeB?.stop().catch(() => {});
+    if (rootB) await fs.rm(rootB, { recursive: true, force: true });
+  });
+
+  /** Every file under `dir`, relative. */
+  async function filesUnder(dir: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (d: string) => {
+      for (const e of await fs.readdir(d, { withFileTypes: true }).catch(() => [])) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) await walk(p);
+        else out.push(path.relative(dir, p));
+      }
+    };
+    await walk(dir);
+    return out;
+  }
+
+  for (const [label, alter] of [
+    [
+      'one byte flipped in the middle',
+      (a: Buffer) => {
+        const b = Buffer.from(a);
+        const i = Math.floor(b.length / 2);
+        b[i] = (b[i] ?? 0) ^ 0x01;
+        return b;
+      },
+    ],
+    ['cut before its final chunk', (a: Buffer) => a.subarray(0, a.length - 200)],
+  ] as const) {
+    test(`an archive ${label} is refused by the target before it makes anything`, async () => {
+      const name = uniq('evil');
+      await createOn(src, acme, 's6-evil-src', name);
+      const dbId = (await api(acme.headers, 'GET', `/v1/databases/${name}`)).json().id as string;
+      const m = await api(acme.headers, 'POST', `/v1/databases/${name}/move`, { node: 's6-real-b' });
+      assert.equal(m.statusCode, 202, m.body);
+      const moveId = m.json().id as string;
+      const out = await nextJob(src, 'database.move_out');
+      // The source's lease hands it the move key: it can make a genuine archive of the move.
+      const k = await s.app.inject({
+        method: 'POST',
+        url: `/v1/agent/jobs/${out.id}/backup-key`,
+        headers: { authorization: `Bearer ${src.token}` },
+        payload: { attempt: out.attempt },
+      });
+      assert.equal(k.statusCode, 200, k.body);
+      const key = Buffer.from(k.json().data_key as string, 'base64url');
+      const plain = randomBytes(300_000);
+      const enc = createArchiveEncryptor(
+        key,
+        { backupId: moveId, databaseId: dbId },
+        { chunkSize: 64 * 1024 },
+      );
+      const parts: Buffer[] = [];
+      enc.on('data', (c: Buffer) => parts.push(c));
+      const ended = new Promise((r) => enc.once('end', r));
+      enc.end(plain);
+      await ended;
+      const archive = alter(Buffer.concat(parts));
+      const done = await s.app.inject({
+        method: 'POST',
+        url: `/v1/agent/jobs/${out.id}/complete`,
+        headers: { authorization: `Bearer ${src.token}` },
+        payload: { attempt: out.attempt, result: moveOutResult(moveId) },
+      });
+      assert.equal(done.statusCode, 200, done.body);
+      // The target takes move_in and asks for the archive: the source sends the altered one.
+      const dl = await (async () => {
+        for (let i = 0; i < 300; i++) {
+          const j = await src.poll();
+          if (j?.kind === 'backup.download') return j;
+          if (j) await src.fail(j.id, j.attempt, 'test: not run', false);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        throw new Error('the target never asked for the archive');
+      })();
+      const sent = await fetch(`${await listening()}/v1/agent/jobs/${dl.id}/archive?attempt=${dl.attempt}`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${src.token}`,
+          'content-type': 'application/octet-stream',
+          'x-bulwark-stream-token': String(dl.payload.stream_token),
+        },
+        body: archive,
+        signal: AbortSignal.timeout(60_000),
+      });
+      await sent.arrayBuffer();
+      // The move fails at the target (the source's thaw and clean-up jobs are this fake's to fail).
+      let move: { status: string; error?: string } = { status: '' };
+      for (let i = 0; i < 600 && move.status !== 'failed' && move.status !== 'switched'; i++) {
+        const j = await src.poll();
+        if (j) await src.fail(j.id, j.attempt, 'test: not run', false);
+        move = (await api(acme.headers, 'GET', `/v1/databases/${name}/move`)).json();
+        if (move.status !== 'failed' && move.status !== 'switched')
+          await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(move.status, 'failed', JSON.stringify(move));
+      assert.match(
+        String(move.error),
+        /backup archive refused: .*(authentication|truncated)/,
+        String(move.error),
+      );
+      // Nothing was made on B: no database, no role of that name.
+      const c = new pg.Client({ connectionString: planeB.adminUrl });
+      await c.connect();
+      try {
+        const dbs = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+        assert.equal(dbs.rowCount, 0, 'the target made the database');
+        const roles = await c.query('SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${name}%`]);
+        assert.deepEqual(roles.rows, [], 'the target made roles');
+      } finally {
+        await c.end();
+      }
+      // The altered archive does not stay in the target's store (bounded wait for its clean-up).
+      let left: string[] = [];
+      for (let i = 0; i < 100; i++) {
+        left = (await filesUnder(dirB)).filter((f) => f.includes(moveId));
+        if (left.length === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.deepEqual(left, [], 'the altered archive stays in the target store');
+      // The database is back on its source.
+      assert.equal((await api(acme.headers, 'GET', `/v1/databases/${name}`)).json().node, 's6-evil-src');
+    });
+  }
 });
