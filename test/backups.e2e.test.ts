@@ -17,6 +17,7 @@ import { startTestAgent } from './helpers/agent.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { waitUntil } from './helpers/wait.ts';
 import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
 
 const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
@@ -44,16 +45,6 @@ after(async () => {
 
 const api = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: Record<string, unknown>) =>
   s.app.inject({ method, url, headers: key.headers, ...(payload ? { payload } : {}) });
-
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 async function ready(name: string) {
   return waitUntil(`${name} ready`, async () => {

@@ -20,7 +20,8 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { enrollFakeAgent } from './helpers/databases.ts';
 import { testEnv } from './helpers/env.ts';
-import { startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import { ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 let nodes: TwoNodes;
 const dirs: Record<'move-a' | 'move-b', string> = { 'move-a': '', 'move-b': '' };
@@ -38,30 +39,6 @@ after(async () => {
 
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   nodes.api(method, url, payload);
-
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function login(port: number, db: { name: string; password: string }): Promise<pg.Client> {
-  const c = new pg.Client({
-    host: '127.0.0.1',
-    port,
-    user: `${db.name}_owner`,
-    database: db.name,
-    password: db.password,
-    connectionTimeoutMillis: 5_000,
-  });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-}
 
 /** Every file under `dir` (archives and partials), relative. */
 async function filesUnder(dir: string): Promise<string[]> {
@@ -88,7 +65,7 @@ test('a move between nodes with stores of their own: the server relays the archi
   });
   const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
   const db = { name, password };
-  const app = await login(nodes.poolerA.port, db);
+  const app = await ownerLogin(nodes.poolerA.port, db);
   await app.query(`
     CREATE TABLE items (id bigserial PRIMARY KEY, label text NOT NULL, blob bytea);
     INSERT INTO items (label, blob) SELECT 'i' || g, decode(repeat(md5(g::text), 8), 'hex') FROM generate_series(1, 5000) g;
@@ -107,7 +84,7 @@ test('a move between nodes with stores of their own: the server relays the archi
   assert.equal(move.status, 'switched', move.error);
 
   // On B with every row and the sequence, through B's PgBouncer, with the same password.
-  const moved = await login(nodes.portB, db);
+  const moved = await ownerLogin(nodes.portB, db);
   try {
     const after = (
       await moved.query('SELECT count(*)::int AS n, sum(length(blob))::bigint AS len FROM items')

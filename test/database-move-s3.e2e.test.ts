@@ -14,6 +14,7 @@ import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/cl
 import pg from 'pg';
 import S3rver from 's3rver';
 import { startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const BUCKET = 'bulwark-moves';
 let nodes: TwoNodes;
@@ -59,16 +60,6 @@ after(async () => {
   await s3?.close();
   for (const d of [s3dir, ...dirs]) if (d) await fs.rm(d, { recursive: true, force: true });
 });
-
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 test('a database moves to a node that shares only the S3 bucket with its source', async () => {
   const { api, poolerA, portB } = nodes;

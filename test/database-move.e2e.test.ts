@@ -19,7 +19,8 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { testEnv } from './helpers/env.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
-import { startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import { ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 let nodes: TwoNodes;
 let s: TwoNodes['s'];
@@ -44,16 +45,6 @@ after(async () => {
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   nodes.api(method, url, payload);
 
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 async function createOn(node: string): Promise<{ name: string; password: string }> {
   const name = `mv_${randomBytes(4).toString('hex')}`;
   const r = await api('POST', '/v1/databases', { name, node });
@@ -65,20 +56,6 @@ async function createOn(node: string): Promise<{ name: string; password: string 
   });
   const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
   return { name, password };
-}
-
-async function login(port: number, db: { name: string; password: string }): Promise<pg.Client> {
-  const c = new pg.Client({
-    host: '127.0.0.1',
-    port,
-    user: `${db.name}_owner`,
-    database: db.name,
-    password: db.password,
-    connectionTimeoutMillis: 5_000,
-  });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
 }
 
 async function moveAndWait(name: string, node: string) {
@@ -115,7 +92,7 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   const db = await createOn('move-a');
   const allow = await api('POST', `/v1/databases/${db.name}/allowlist`, { cidr: '198.51.100.0/24' });
   assert.equal(allow.statusCode, 200, allow.body);
-  const app = await login(poolerA.port, db);
+  const app = await ownerLogin(poolerA.port, db);
   await app.query(`
     CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, total numeric(12,2), note jsonb);
     INSERT INTO orders (customer, total, note)
@@ -145,7 +122,7 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   assert.equal(connAfter.user, connBefore.user);
 
   // Every row and both sequences on B, through B's PgBouncer, with the same password.
-  const moved = await login(portB, db);
+  const moved = await ownerLogin(portB, db);
   try {
     assert.deepEqual(await snapshot(moved), before);
     const next = await moved.query("SELECT nextval('invoice_no')::int AS v");
@@ -166,7 +143,7 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
     const a = await clusterHas(testEnv().adminUrl, db.name);
     return !a.database && a.roles.length === 0 ? true : undefined;
   });
-  await assert.rejects(login(poolerA.port, db));
+  await assert.rejects(ownerLogin(poolerA.port, db));
   const b = await clusterHas(planeB.adminUrl, db.name);
   assert.equal(b.database, true);
 
@@ -192,7 +169,7 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
 
 test('a move the target refuses fails, and the source serves again with nothing of ours left on B', async () => {
   const db = await createOn('move-a');
-  const app = await login(poolerA.port, db);
+  const app = await ownerLogin(poolerA.port, db);
   await app.query(`CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept SELECT generate_series(1, 100);`);
   await app.end();
   // Node B already holds a database of that name that Bulwark did not make.
@@ -211,7 +188,7 @@ test('a move the target refuses fails, and the source serves again with nothing 
   await waitUntil(
     'source serves writes',
     async () => {
-      const c = await login(poolerA.port, db).catch(() => null);
+      const c = await ownerLogin(poolerA.port, db).catch(() => null);
       if (!c) return undefined;
       try {
         await c.query('INSERT INTO kept VALUES (101)');
@@ -292,7 +269,7 @@ test('draining node A moves every ready database to B, one at a time, and says s
   assert.deepEqual(await onA(), []);
   // Each one serves on B with its own password.
   for (const db of extra) {
-    const c = await login(portB, db);
+    const c = await ownerLogin(portB, db);
     await c.end();
   }
 });

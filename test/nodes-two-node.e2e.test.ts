@@ -14,7 +14,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { freePort } from './helpers/ports.ts';
-import { sleep, startUpStack, type UpStack } from './helpers/up-stack.ts';
+import { startUpStack, type UpStack } from './helpers/up-stack.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
 const FAST = { BULWARK_UNSAFE_FAST: '1', BULWARK_AGENT_HEARTBEAT_MS: '1000' };
@@ -44,16 +45,6 @@ function cli(args: string[]): Promise<string> {
       err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
     ),
   );
-}
-
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
-    await sleep(250);
-  }
 }
 
 /** `bulwark node up` for the second node; resolves once it says it is ready. */

@@ -9,6 +9,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { LightMyRequestResponse } from 'fastify';
+import pg from 'pg';
 import { agentConfigSchema } from '../../src/agent/config.ts';
 import { type RunningAgent, startAgent } from '../../src/agent/main.ts';
 import { type DataPlane, startDataPlane } from '../../src/embedded/data-plane.ts';
@@ -119,4 +120,19 @@ export async function startTwoNodes(opts: {
       await fs.rm(rootB, { recursive: true, force: true });
     },
   };
+}
+
+/** The owner of a tenant database logging in through the PgBouncer on `port` (the caller ends it). */
+export async function ownerLogin(port: number, db: { name: string; password: string }): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    user: `${db.name}_owner`,
+    database: db.name,
+    password: db.password,
+    connectionTimeoutMillis: 5_000,
+  });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
 }

@@ -30,3 +30,24 @@ export async function settles<T>(what: string, promise: Promise<T>, ms = 10_000)
     clearTimeout(timer);
   }
 }
+
+/**
+ * `waitFor` for slow end-to-end steps (a move, a restore, a node starting): polls `fn` every
+ * `everyMs` (default 100) until it returns something other than `undefined`, for at most
+ * `timeoutMs` (default 90 s).
+ */
+export function waitUntil<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 90_000,
+  everyMs = 100,
+): Promise<T> {
+  return waitFor(
+    what,
+    async () => {
+      const v = await fn();
+      return v === undefined ? undefined : { v };
+    },
+    { timeoutMs, everyMs },
+  ).then((box) => box.v);
+}

@@ -23,7 +23,7 @@ import type { Db, Tx } from '../../db/pool.ts';
 import { type Caller, callerActor } from '../../http/caller.ts';
 import { enqueueJob, type JobRow } from '../jobs/jobs.repo.ts';
 import type { RequireStepUp } from '../sessions/step-up.ts';
-import type { DownloadRelay } from './backups.relay.ts';
+import type { DownloadRelay, Incoming } from './backups.relay.ts';
 import * as repo from './backups.repo.ts';
 
 export const DOWNLOAD_LINK_TTL_S = 600;
@@ -268,6 +268,38 @@ export function createBackupDownloads(deps: {
       );
   };
 
+  /**
+   * Has the agent of `nodeId` send the archive stored under (databaseId, backupId) as stored: a
+   * `backup.download` job carrying a fresh single-use stream token, and the wait (bounded by the
+   * connect timeout and `signal`) for that agent to connect. The caller reads `incoming.source`
+   * and calls `incoming.finish` once; on a failure after this resolved it ends the job
+   * (`endJob`). Downloads use it, and a move between nodes without a shared store (ADR 0031).
+   */
+  async function sendFromNode(
+    archive: { nodeId: string; accountId: string; backupId: string; databaseId: string },
+    signal: AbortSignal,
+  ): Promise<{ incoming: Incoming; jobId: number }> {
+    const slot = relay.open();
+    let jobId: number | null = null;
+    try {
+      const job = await enqueueJob(db, {
+        nodeId: archive.nodeId,
+        accountId: archive.accountId,
+        kind: BACKUP_JOB_KINDS.download,
+        payload: { backup_id: archive.backupId, database_id: archive.databaseId, stream_token: slot.token },
+        // The receiver waits for this one run; a retry after it gave up would send to nobody.
+        maxAttempts: 1,
+      });
+      jobId = job.id;
+      slot.bindJob(job.id);
+      return { incoming: await slot.connected(connectTimeoutMs, signal), jobId: job.id };
+    } catch (err) {
+      slot.close();
+      if (jobId !== null) await endJob(jobId, `archive transfer ended: ${(err as Error).message}`);
+      throw err;
+    }
+  }
+
   return {
     async sign(caller: Caller, backupId: string, nowS = Math.floor(Date.now() / 1000)) {
       if (caller.kind === 'user') {
@@ -302,20 +334,18 @@ export function createBackupDownloads(deps: {
         throw new AppError('not_found', 'Backup not found');
       const key = Buffer.from(deps.box.open(sealed.wrapped_key, backupKeyContext(backup.id)), 'base64url');
       const release = admit(backup.account_id, link);
-      const slot = relay.open();
-      let jobId: number | null = null;
+      let sent: { incoming: Incoming; jobId: number } | null = null;
       try {
-        const job = await enqueueJob(db, {
-          nodeId: backup.node_id,
-          accountId: backup.account_id,
-          kind: BACKUP_JOB_KINDS.download,
-          payload: { backup_id: backup.id, database_id: backup.database_id, stream_token: slot.token },
-          // The client waits for this one run; a retry after it gave up would send to nobody.
-          maxAttempts: 1,
-        });
-        jobId = job.id;
-        slot.bindJob(job.id);
-        const incoming = await slot.connected(connectTimeoutMs, signal);
+        sent = await sendFromNode(
+          {
+            nodeId: backup.node_id,
+            accountId: backup.account_id,
+            backupId: backup.id,
+            databaseId: backup.database_id,
+          },
+          signal,
+        );
+        const { incoming } = sent;
         return await openPlainArchive(
           incoming.source,
           key,
@@ -330,11 +360,12 @@ export function createBackupDownloads(deps: {
         );
       } catch (err) {
         release();
-        slot.close();
-        if (jobId !== null) await endJob(jobId, `download ended: ${(err as Error).message}`);
+        if (sent) await endJob(sent.jobId, `download ended: ${(err as Error).message}`);
         throw err;
       }
     },
+
+    sendFromNode,
 
     /**
      * Registered for `backup.download`: a job that finished without its archive going through (the

@@ -13,28 +13,23 @@
 import { PassThrough, Transform } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { BACKUP_JOB_KINDS } from '../../../shared/contracts/backups.ts';
 import { MOVE_JOB_KINDS, moveInPayloadSchema } from '../../../shared/contracts/moves.ts';
 import { AppError, notFound } from '../../../shared/errors.ts';
 import type { Db } from '../../db/pool.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { errorResponses } from '../../http/errors.ts';
 import type { BackupDownloads } from '../backups/backups.download.ts';
-import { enqueueJob, findLeasedJob } from '../jobs/jobs.repo.ts';
+import { findLeasedJob } from '../jobs/jobs.repo.ts';
 import { findMove } from './nodes.move.repo.ts';
 
 /** No byte moved for this long: the relay is cut (both agents' requests end). */
 const RELAY_IDLE_MS = 60_000;
-/** How long the target waits for the source's agent to start sending. */
-const CONNECT_TIMEOUT_MS = 60_000;
 
 export function moveRelayRoutes(deps: {
   db: Db;
-  downloads: Pick<BackupDownloads, 'relay' | 'endJob'>;
-  connectTimeoutMs?: number;
+  downloads: Pick<BackupDownloads, 'sendFromNode'>;
   idleMs?: number;
 }): FastifyPluginAsyncZod {
-  const connectTimeoutMs = deps.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
   const idleMs = deps.idleMs ?? RELAY_IDLE_MS;
   return async (app) => {
     app.get(
@@ -49,7 +44,7 @@ export function moveRelayRoutes(deps: {
             'For the agent holding the lease of a `database.move_in` job while its move is `restoring`: the ' +
             "server asks the source's agent to send the archive as stored (a `backup.download` job) and streams " +
             'the bytes through unchanged (`application/octet-stream`, still encrypted under the move key). 404 ' +
-            'without the lease, 503 when the source did not start sending in time; a transfer idle for 60 s is cut.',
+            'without the lease, 503 when the source does not start sending within 30 s; a transfer idle for 60 s is cut.',
           params: z.object({ id: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER) }),
           querystring: z.object({ attempt: z.coerce.number().int().min(1).max(1000) }),
           response: {
@@ -77,28 +72,18 @@ export function moveRelayRoutes(deps: {
           throw notFound('Move');
         // The target's request going away ends the wait (and the transfer).
         const gone = new AbortController();
-        req.raw.once('close', () => gone.abort());
-        const slot = deps.downloads.relay.open();
-        let jobId: number | null = null;
-        let incoming: Awaited<ReturnType<typeof slot.connected>>;
-        try {
-          const send = await enqueueJob(deps.db, {
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableFinished) gone.abort();
+        });
+        const { incoming } = await deps.downloads.sendFromNode(
+          {
             nodeId: move.source_node_id,
             accountId: move.account_id,
-            kind: BACKUP_JOB_KINDS.download,
-            payload: { backup_id: move.id, database_id: move.database_id, stream_token: slot.token },
-            // The target waits for this one run; a retry after it gave up would send to nobody.
-            maxAttempts: 1,
-          });
-          jobId = send.id;
-          slot.bindJob(send.id);
-          incoming = await slot.connected(connectTimeoutMs, gone.signal);
-        } catch (err) {
-          slot.close();
-          if (jobId !== null)
-            await deps.downloads.endJob(jobId, `move relay ended: ${(err as Error).message}`);
-          throw err;
-        }
+            backupId: move.id,
+            databaseId: move.database_id,
+          },
+          gone.signal,
+        );
         req.log.info({ move_id: move.id, source: move.source_node }, 'move archive relay started');
         let bytes = 0;
         let settled = false;
