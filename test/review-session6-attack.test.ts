@@ -16,6 +16,12 @@ import pg from 'pg';
 import { type AttachedRegistry, createAttachedRegistry } from '../src/agent/attached/attached-registry.ts';
 import { startAttached } from '../src/agent/attached/attached-startup.ts';
 import { agentConfigSchema } from '../src/agent/config.ts';
+import { createAgentVerifier } from '../src/agent/execution/agent-verifier.ts';
+import { openPinnedKeys } from '../src/agent/execution/execution-keys.ts';
+import { createExecutionRoles } from '../src/agent/execution/execution-role.ts';
+import { REPLAY_CACHE_FILE } from '../src/agent/execution/execution-setup.ts';
+import { createExecutionExecutor } from '../src/agent/execution/executor.ts';
+import { createReplayCache } from '../src/agent/execution/replay-cache.ts';
 import type { ExplorerExecutor } from '../src/agent/explorer/explorer-executor.ts';
 import { type RunningAgent, startAgent } from '../src/agent/main.ts';
 import { type DataPlane, startDataPlane } from '../src/embedded/data-plane.ts';
@@ -27,7 +33,15 @@ import { loadExplorerParser } from '../src/shared/sql/explorer-validator.ts';
 import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { dumpResult, moveOutResult } from './helpers/dump-result.ts';
 import { testEnv } from './helpers/env.ts';
-import { adminPool, queryPayload, testExecutor } from './helpers/explorer.ts';
+import { createExecutionHarness, signedRequest, TEST_NODE } from './helpers/execution-agent.ts';
+import {
+  adminPool,
+  clusterAccess,
+  queryPayload,
+  TEST_AGENT_KEY,
+  type Tenant,
+  testExecutor,
+} from './helpers/explorer.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { freePort } from './helpers/ports.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
@@ -218,6 +232,60 @@ describe('attached databases: what a node agent can report', () => {
     const m = await api(other.headers, 'POST', `/v1/databases/${name}/move`, { node: 's6-n2' });
     assert.equal(m.statusCode, 409, m.body);
     await report(n2, []);
+  });
+
+  test('an attached name reported on the target of a move in flight: the switch fails cleanly, the source serves', async () => {
+    const name = uniq('inflight');
+    await createOn(n1, acme, 's6-n1', name);
+    const dbId = (await api(acme.headers, 'GET', `/v1/databases/${name}`)).json().id as string;
+    const m = await api(acme.headers, 'POST', `/v1/databases/${name}/move`, { node: 's6-n2' });
+    assert.equal(m.statusCode, 202, m.body);
+    const moveId = m.json().id as string;
+    const out = await nextJob(n1, 'database.move_out');
+    const copied = await s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${out.id}/complete`,
+      headers: { authorization: `Bearer ${n1.token}` },
+      payload: { attempt: out.attempt, result: moveOutResult(moveId) },
+    });
+    assert.equal(copied.statusCode, 200, copied.body);
+    // While the target restores, a node (the target itself here) lists that name for another account.
+    const rep = await report(n2, [entry(name, victim.accountId)]);
+    const moveIn = await nextJob(n2, 'database.move_in');
+    const dump = dumpResult(moveId);
+    const done = await s.app.inject({
+      method: 'POST',
+      url: `/v1/agent/jobs/${moveIn.id}/complete`,
+      headers: { authorization: `Bearer ${n2.token}` },
+      payload: {
+        attempt: moveIn.attempt,
+        result: {
+          tables_checked: 1,
+          rows_checked: 1,
+          objects: dump.objects,
+          backup_id: moveId,
+          database_id: dbId,
+          name,
+          mode: 'new',
+          duration_ms: 1,
+          verified: true,
+          login_proved: true,
+        },
+      },
+    });
+    const move = (await api(acme.headers, 'GET', `/v1/databases/${name}/move`)).json();
+    const d = (await api(acme.headers, 'GET', `/v1/databases/${name}`)).json();
+    await report(n2, []);
+    // Only the target's own agent can list a name on the target, and it could fail move_in anyway:
+    // what matters is that the switch never breaks — the move fails cleanly, the source serves.
+    assert.equal(done.statusCode, 200, `move_in completion: ${done.statusCode} ${done.body}`);
+    assert.ok(['switched', 'failed'].includes(move.status), JSON.stringify(move));
+    if (rep.json().databases[0].status === 'attached') {
+      assert.equal(move.status, 'failed');
+      assert.match(String(move.error), /taken on the target/);
+      assert.equal(d.status, 'ready');
+      assert.equal(d.node, 's6-n1');
+    }
   });
 
   test('oversize and odd reports are refused whole; a report never carries or stores a credential', async () => {
@@ -761,6 +829,83 @@ describe('attached databases: the owner plants, the explorer reads', () => {
     if (o.kind === 'error') assert.equal(o.error.sqlstate, '57014');
     assert.ok(Date.now() - started < 6_000, `ran ${Date.now() - started} ms`);
     await explorer.settled();
+  });
+
+  test('a trigger the owner plants for the migrator leaves nothing in the kept execution login; its rows are counted', async () => {
+    const h = await createExecutionHarness(admin);
+    const replay = createReplayCache({ file: path.join(h.stateDir, REPLAY_CACHE_FILE), maxEntries: 1_000 });
+    const access = clusterAccess(TEST_AGENT_KEY);
+    const log = createLogger('s6-exec', 'silent');
+    const ex = createExecutionExecutor({
+      verifier: createAgentVerifier({
+        keys: await openPinnedKeys({ stateDir: h.stateDir, fetchKeys: null, log }),
+        nodeId: TEST_NODE,
+        capabilities: ['reader', 'migrator'],
+        replay,
+      }),
+      roles: createExecutionRoles({ admin, key: TEST_AGENT_KEY }),
+      admin,
+      pgHost: access.pgHost,
+      pgPort: access.pgPort,
+      log,
+      attached: registry,
+    });
+    const shop = { id: ID, name: NAME } as Tenant;
+    try {
+      await run(
+        `CREATE TABLE public.shadow (id int, qty int);
+         GRANT INSERT ON public.shadow TO "${R.migrator}";
+         CREATE FUNCTION public.plant() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+           PERFORM pg_catalog.set_config('search_path', 'evil', false);
+           PERFORM pg_catalog.set_config('statement_timeout', '0', false);
+           PERFORM pg_catalog.set_config('row_security', 'off', false);
+           PERFORM pg_catalog.pg_advisory_lock(7777);
+           INSERT INTO public.shadow SELECT g, g FROM pg_catalog.generate_series(1, 50) g;
+           RETURN NULL;
+         END $f$;
+         CREATE TRIGGER plant AFTER UPDATE ON public.items FOR EACH STATEMENT EXECUTE FUNCTION public.plant();`,
+        DB,
+        'owner',
+      );
+      const before = await items();
+      // Approved for 1 row: the trigger's 50 more must be counted and refuse the commit.
+      const o = await ex.execute(
+        signedRequest(h.ring, shop, { sql: 'UPDATE items SET qty = qty + 1 WHERE id = 1', approvedRows: 1 }),
+        new AbortController().signal,
+      );
+      assert.notEqual(o.kind === 'executed' && o.committed, true, JSON.stringify(o));
+      assert.equal(await items(), before);
+      // Approved for what it really changes (51 rows): committed; then the kept login is reused.
+      const ok = await ex.execute(
+        signedRequest(h.ring, shop, { sql: 'UPDATE items SET qty = qty + 1 WHERE id = 1', approvedRows: 51 }),
+        new AbortController().signal,
+      );
+      assert.equal(ok.kind, 'executed', JSON.stringify(ok));
+      for (let i = 0; i < 2; i++) {
+        const who = await ex.execute(
+          signedRequest(h.ring, shop, {
+            sql: "SELECT current_setting('search_path') AS sp, current_setting('statement_timeout') AS st, current_setting('row_security') AS rs, (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks",
+            capability: 'migrator',
+            statementTimeoutMs: 5_000,
+          }),
+          new AbortController().signal,
+        );
+        assert.equal(who.kind, 'executed', JSON.stringify(who));
+        if (who.kind === 'executed') assert.deepEqual(who.result?.rows, [['public', '5s', 'on', 0]]);
+      }
+      const held = await admin.query(
+        `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.objid = 7777 AND a.usename = $1`,
+        [R.migrator],
+      );
+      assert.equal(held.rowCount, 0, 'a kept execution login still holds the planted lock');
+    } finally {
+      await run('DROP TRIGGER IF EXISTS plant ON public.items', DB, 'owner').catch(() => {});
+      await ex.close();
+      replay.close();
+      await h.close();
+    }
   });
 
   test('rights the owner grants the reader after the agent checked it never let the explorer write', async () => {
