@@ -22,6 +22,7 @@ import { enrollFakeAgent } from './helpers/databases.ts';
 import { testEnv } from './helpers/env.ts';
 import { ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
 import { waitUntil } from './helpers/wait.ts';
+import { expectStatus, person, api as requestsApi } from './requests-helpers.ts';
 
 let nodes: TwoNodes;
 const dirs: Record<'move-a' | 'move-b', string> = { 'move-a': '', 'move-b': '' };
@@ -123,6 +124,82 @@ test('a move between nodes with stores of their own: the server relays the archi
     const files = [...(await filesUnder(dirs['move-a'])), ...(await filesUnder(dirs['move-b']))];
     return files.some((f) => f.includes(move.id)) ? undefined : true;
   });
+});
+
+test("a move ends the database's just-in-time logins: revoked on the source before the copy, never on the target", async () => {
+  const name = `rj_${randomBytes(4).toString('hex')}`;
+  assert.equal((await api('POST', '/v1/databases', { name, node: 'move-a' })).statusCode, 202);
+  await waitUntil(`${name} ready`, async () => {
+    const d = (await api('GET', `/v1/databases/${name}`)).json();
+    assert.notEqual(d.status, 'failed', d.failure_reason);
+    return d.status === 'ready' ? d : undefined;
+  });
+  const http = requestsApi(nodes.s);
+  const requester = await person(nodes.s, nodes.key.accountId, 'member', 'rj-req');
+  const approver = await person(nodes.s, nodes.key.accountId, 'member', 'rj-appr');
+  const created = expectStatus(
+    await http.create(name, requester.headers, {
+      access: { role: 'reader', duration_s: 3600 },
+      reason: 'look',
+    }),
+    201,
+  );
+  const id = created.id as string;
+  if (created.status === 'pending') expectStatus(await http.act(name, id, 'approve', approver.headers), 200);
+  const done = expectStatus(await http.act(name, id, 'execute', requester.headers), 200);
+  const creds = done.credentials as { login: string; password: string };
+  const jit = () =>
+    new pg.Client({
+      host: '127.0.0.1',
+      port: nodes.poolerA.port,
+      user: creds.login,
+      password: creds.password,
+      database: name,
+      connectionTimeoutMillis: 5_000,
+    });
+  const live = jit();
+  live.on('error', () => {});
+  await live.connect();
+  await live.end();
+
+  const r = await api('POST', `/v1/databases/${name}/move`, { node: 'move-b' });
+  assert.equal(r.statusCode, 202, r.body);
+  const grant = await nodes.s.db.pool.query<{ status: string; end_reason: string }>(
+    'SELECT status, end_reason FROM access_grants WHERE request_id = $1',
+    [id],
+  );
+  assert.deepEqual(grant.rows, [{ status: 'revoked', end_reason: 'moved' }]);
+  const move = await waitUntil(`move of ${name}`, async () => {
+    const m = (await api('GET', `/v1/databases/${name}/move`)).json();
+    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
+  });
+  assert.equal(move.status, 'switched', move.error);
+  // The login is gone from the source (its revocation ran before the move_out) and never on B.
+  for (const adminUrl of [testEnv().adminUrl, nodes.planeB.adminUrl]) {
+    const c = new pg.Client({ connectionString: adminUrl });
+    await c.connect();
+    try {
+      const roles = await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [creds.login]);
+      assert.equal(roles.rowCount, 0, adminUrl);
+    } finally {
+      await c.end();
+    }
+  }
+  const revokeJob = await nodes.s.db.pool.query<{ id: string; status: string }>(
+    `SELECT id, status FROM jobs WHERE kind = 'access.revoke' AND payload->>'login' = $1`,
+    [creds.login],
+  );
+  const moveOut = await nodes.s.db.pool.query<{ id: string }>(
+    `SELECT id FROM jobs WHERE kind = 'database.move_out' AND payload->>'move_id' = $1`,
+    [move.id],
+  );
+  assert.equal(revokeJob.rows[0]?.status, 'succeeded');
+  assert.ok(Number(revokeJob.rows[0]!.id) < Number(moveOut.rows[0]!.id), 'queued before the move_out');
+  const audit = await nodes.s.db.pool.query(
+    `SELECT 1 FROM audit_events WHERE action LIKE 'access.%' AND details->>'reason' = 'moved' AND details->>'login' = $1`,
+    [creds.login],
+  );
+  assert.ok((audit.rowCount ?? 0) >= 1);
 });
 
 test('the relay route answers only the holder of a move_in lease', async () => {

@@ -256,7 +256,15 @@ export async function createServerContext(opts: {
   const databaseJobs = createDatabaseJobs({ db, box, log, audit });
   jobHooks.register('database.', databaseJobs.onJobFinished);
   // Moves between nodes (ADR 0031): their own secrets and archive keys, and what each step drives.
-  const moves = createMoves({ db, box, log, audit, config });
+  const moves = createMoves({
+    db,
+    box,
+    log,
+    audit,
+    config,
+    // A move ends the database's just-in-time logins (they exist only on the source).
+    endAccess: (tx, id) => access.revokeForDatabase(tx, id, 'moved'),
+  });
   jobHooks.register('database.move_', moves.onJobFinished);
   jobHooks.register('node.', driftJobFinished);
   const drift = createDriftService({ db });

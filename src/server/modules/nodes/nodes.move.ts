@@ -85,6 +85,11 @@ export function createMoves(deps: {
   log: Logger;
   audit: Pick<AuditService, 'record'>;
   config: CapacityConfig;
+  /**
+   * Ends the database's live just-in-time logins (their revocations queued on its node) in the
+   * caller's transaction; returns how many. A login made on the source exists only there.
+   */
+  endAccess?: (tx: Tx, databaseId: string) => Promise<number>;
 }) {
   const { db, log } = deps;
   const requireBox = (): SecretBox => {
@@ -149,6 +154,10 @@ export function createMoves(deps: {
       wrappedKey,
     });
     await repo.setMoving(tx, d.id, true);
+    // A just-in-time login is a role on the source with CONNECT of its own: the freeze would not
+    // stop it, and the target will not have it. It ends now (audited as ended by the move); its
+    // revocation is queued before the move_out, so the source runs it first.
+    await deps.endAccess?.(tx, d.id);
     await enqueueJob(tx, {
       nodeId: d.node_id,
       accountId: d.account_id,

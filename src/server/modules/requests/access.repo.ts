@@ -8,7 +8,7 @@ import type { Queryable } from '../../db/pool.ts';
 import type { DatabaseKind } from '../databases/databases.kind.ts';
 
 export type GrantStatus = 'granting' | 'active' | 'expired' | 'revoked' | 'failed';
-export type EndReason = 'expired' | 'cancelled' | 'database_deleted' | 'grant_timeout' | 'revoked';
+export type EndReason = 'expired' | 'cancelled' | 'database_deleted' | 'grant_timeout' | 'revoked' | 'moved';
 
 export type GrantRow = {
   id: string;

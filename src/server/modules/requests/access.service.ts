@@ -218,13 +218,13 @@ export function createAccessService(deps: AccessServiceDeps) {
       return n;
     },
 
-    /** Ends the live grants on a database (it is being deleted); in the caller's transaction. */
-    async revokeForDatabase(tx: Tx, databaseId: string): Promise<number> {
-      const n = await endGrants(
-        tx,
-        await repo.lockLiveOfDatabase(tx, databaseId, 10_000),
-        'database_deleted',
-      );
+    /** Ends the live grants on a database (it is being deleted, or moved); in the caller's transaction. */
+    async revokeForDatabase(
+      tx: Tx,
+      databaseId: string,
+      reason: Extract<repo.EndReason, 'database_deleted' | 'moved'> = 'database_deleted',
+    ): Promise<number> {
+      const n = await endGrants(tx, await repo.lockLiveOfDatabase(tx, databaseId, 10_000), reason);
       if (n) deps.onChanged?.();
       return n;
     },
