@@ -384,6 +384,34 @@ describe('attached databases: every route on one', () => {
     assert.equal(jobsAfter.rows[0]!.n, jobsBefore.rows[0]!.n, 'a route queued a job on the attached node');
   });
 
+  test('an attached database its checks refused is never queried: explorer, schema and requests refused, nothing queued', async () => {
+    const bad = uniq('refusedchk');
+    const r = await report(n2, [entry(att, acme.accountId), entry(bad, acme.accountId, false)]);
+    assert.equal(r.json().databases[1].status, 'attached', r.body);
+    assert.equal((await api(acme.headers, 'GET', `/v1/databases/${bad}`)).json().status, 'failed');
+    const before = await s.db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM jobs WHERE node_id = $1',
+      [n2.nodeId],
+    );
+    for (const [method, url, body] of [
+      ['POST', `/v1/databases/${bad}/explorer/query`, { sql: 'SELECT 1' }],
+      ['GET', `/v1/databases/${bad}/explorer/schema`, undefined],
+      ['POST', `/v1/databases/${bad}/requests`, { sql: 'UPDATE t SET v = 1 WHERE id = 1', reason: 'x' }],
+    ] as [Method, string, object | undefined][]) {
+      const x = await api(acme.headers, method, url, body);
+      assert.ok(
+        [409, 503].includes(x.statusCode),
+        `${method} ${url}: ${x.statusCode} ${x.body.slice(0, 200)}`,
+      );
+    }
+    const afterJobs = await s.db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM jobs WHERE node_id = $1',
+      [n2.nodeId],
+    );
+    assert.equal(afterJobs.rows[0]!.n, before.rows[0]!.n);
+    await report(n2, [entry(att, acme.accountId)]);
+  });
+
   test('the database view of an attached one carries no connection details or credential', async () => {
     const v = await api(acme.headers, 'GET', `/v1/databases/${att}`);
     assert.equal(v.statusCode, 200, v.body);
@@ -1114,9 +1142,12 @@ describe('the move archive relay: a compromised source against a real target', (
       }
       // The altered archive does not stay in the target's store (bounded wait for its clean-up).
       let left: string[] = [];
-      for (let i = 0; i < 100; i++) {
+      for (let i = 0; i < 200; i++) {
         left = (await filesUnder(dirB)).filter((f) => f.includes(moveId));
         if (left.length === 0) break;
+        // The target's clean-up runs after the source's thaw (one database's jobs run in order).
+        const j = await src.poll();
+        if (j) await src.fail(j.id, j.attempt, 'test: not run', false);
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.deepEqual(left, [], 'the altered archive stays in the target store');
