@@ -6,8 +6,10 @@
  *   - our move: POST /v1/databases/:name/move → `switched` (freeze, dump + archive + read-back,
  *     create + restore + checks + proving login on B, switch), and its write freeze (`freeze_ms`).
  * Goals: move ≤ 1.3× the plain copy; freeze < 2 s for 100 MB. Each measured once per run.
+ * `--relay`: each agent has a backup directory of its own, so the target gets the archive relayed
+ * through the server (the source's agent sends it; ADR 0031) instead of reading a shared store.
  *
- *   node bench/move.bench.ts [size_mb=100]
+ *   node bench/move.bench.ts [size_mb=100] [--relay]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -28,7 +30,8 @@ import { hashToken } from '../src/shared/api-key.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { freePort } from '../test/helpers/ports.ts';
 
-const SIZE_MB = Number(process.argv[2] ?? 100);
+const SIZE_MB = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 100);
+const RELAY = process.argv.includes('--relay');
 const pgBin = findPgBin(process.env.BULWARK_AGENT_PG_BIN);
 if (!pgBin) throw new Error('pg_dump not found');
 const load = () =>
@@ -90,7 +93,7 @@ try {
           poolerDir: node.layout.pooler,
           poolerPort: node.ports.pooler,
           poolerAdminPassword: node.dp.poolerAdminPassword,
-          backupDir,
+          backupDir: RELAY ? path.join(root, `backups-${name}`) : backupDir,
           logLevel: 'silent',
           explorerChannel: false,
         }),
@@ -162,7 +165,9 @@ try {
   console.log(
     `database ${round(size / 1048576)} MB on disk (filled in ${round((performance.now() - t0) / 1000)} s)`,
   );
-  console.log(`load average at start: ${load()}`);
+  console.log(
+    `load average at start: ${load()}; archive ${RELAY ? 'relayed through the server' : 'in a shared store'}`,
+  );
 
   // The plain copy: pg_dump -Fc from A piped into pg_restore into an empty database on B.
   const adminB = new pg.Client({ connectionString: b.dp.adminUrl });
