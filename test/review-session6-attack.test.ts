@@ -611,6 +611,61 @@ describe('the move archive relay', () => {
     );
   });
 
+  test("a target that goes away mid-transfer ends the source's send at once (no relay left holding it)", async () => {
+    const ctl = new AbortController();
+    const target = fetch(archiveUrl(moveIn.id, moveIn.attempt), {
+      headers: bearer(n2),
+      signal: ctl.signal,
+    }).then(async (r) => {
+      const reader = r.body!.getReader();
+      await reader.read(); // the first bytes arrived: the target leaves
+      ctl.abort();
+      return r.status;
+    });
+    let job: Awaited<ReturnType<FakeAgent['poll']>> = null;
+    for (let i = 0; i < 100 && !job; i++) {
+      job = await n1.poll();
+      if (job && job.kind !== 'backup.download') {
+        await n1.fail(job.id, job.attempt, 'test: not run', false);
+        job = null;
+      }
+      if (!job) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(job, 'no backup.download on the source');
+    // The source sends 64 KiB, then keeps its request open without sending more.
+    let pulls = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        pulls++;
+        if (pulls === 1) c.enqueue(randomBytes(64 * 1024));
+        else await new Promise((r) => setTimeout(r, 30_000));
+      },
+    });
+    const started = Date.now();
+    const sent = fetch(`${base}/v1/agent/jobs/${job.id}/archive?attempt=${job.attempt}`, {
+      method: 'POST',
+      headers: {
+        ...bearer(n1),
+        'content-type': 'application/octet-stream',
+        'x-bulwark-stream-token': String(job.payload.stream_token),
+      },
+      body,
+      duplex: 'half',
+      signal: AbortSignal.timeout(40_000),
+    } as RequestInit)
+      .then((r) => r.status)
+      .catch((e: Error) => `error: ${e.message}`);
+    assert.equal(await target.catch(() => 200), 200);
+    const answer = await sent;
+    const took = Date.now() - started;
+    assert.ok(
+      took < 15_000,
+      `the source's send was held ${took} ms after the target left (answer ${answer})`,
+    );
+    const row = await s.db.pool.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [job.id]);
+    assert.notEqual(row.rows[0]?.status, 'running', 'the download job still runs');
+  });
+
   test('after the move left restoring, the holder gets nothing any more', async () => {
     assert.equal(await n2.fail(moveIn.id, moveIn.attempt, 'test: refused the archive', false), 200);
     const m = (await api(acme.headers, 'GET', `/v1/databases/${relayDb}/move`)).json();
