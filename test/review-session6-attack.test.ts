@@ -133,8 +133,24 @@ describe('attached databases: what a node agent can report', () => {
       const job = await nextJob(n1, 'database.create');
       await n1.complete(job.id, job.attempt, {});
     }
+    // A victim user who queries it sends the SQL to the rogue node (which may answer anything).
+    const SQL = 'SELECT salary FROM staff WHERE name = 42';
+    const asked = planted
+      ? api(victim.headers, 'POST', `/v1/databases/${name}/explorer/query`, { sql: SQL })
+      : Promise.resolve(null);
+    let seenSql: unknown = null;
+    for (let i = 0; i < 50 && planted && seenSql === null; i++) {
+      const j = await rogue.poll();
+      if (j?.kind === 'explorer.query') {
+        seenSql = j.payload.sql;
+        await rogue.fail(j.id, j.attempt, 'test: not answered', false);
+      } else if (j) await rogue.fail(j.id, j.attempt, 'test: not run', false);
+      else await new Promise((res) => setTimeout(res, 100));
+    }
+    await asked;
     assert.equal(r.json().databases[0].status, 'refused', 'the report must not register it');
     assert.equal(planted, false, 'the victim account lists a database a foreign node planted');
+    assert.equal(seenSql, null, `the rogue node received the victim's SQL: ${String(seenSql)}`);
     assert.equal(create.statusCode, 202, `the victim cannot create ${name}: ${create.body}`);
   });
 
