@@ -75,10 +75,14 @@ test('the database API needs a key; create answers 202 provisioning with its nod
   const body = res.json();
   assert.equal(body.status, 'provisioning');
   assert.equal(body.node, 'n1');
+  assert.equal(body.kind, 'hosted');
+  assert.equal(body.attached, null);
   assert.deepEqual(Object.keys(body).sort(), [
+    'attached',
     'created_at',
     'failure_reason',
     'id',
+    'kind',
     'last_rotation',
     'name',
     'node',

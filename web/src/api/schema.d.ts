@@ -2377,7 +2377,7 @@ export interface paths {
     };
     /**
      * A move's archive, relayed from its source node to the target holding move_in
-     * @description For the agent holding the lease of a `database.move_in` job while its move is `restoring`: the server asks the source's agent to send the archive as stored (a `backup.download` job) and streams the bytes through unchanged (`application/octet-stream`, still encrypted under the move key). 404 without the lease, 503 when the source did not start sending in time; a transfer idle for 60 s is cut.
+     * @description For the agent holding the lease of a `database.move_in` job while its move is `restoring`: the server asks the source's agent to send the archive as stored (a `backup.download` job) and streams the bytes through unchanged (`application/octet-stream`, still encrypted under the move key). 404 without the lease, 503 when the source does not start sending within 30 s; a transfer idle for 60 s is cut.
      */
     get: {
       parameters: {
