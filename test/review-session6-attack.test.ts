@@ -186,6 +186,32 @@ describe('attached databases: what a node agent can report', () => {
     assert.equal(poll.statusCode, 401, 'the node token still works');
   });
 
+  test('a node that holds a hosted database and ignores its jobs can still have its token revoked', {
+    todo:
+      'finding (root cause of the one above): decommission is the only way to revoke a node token and it ' +
+      'refuses while any database row remains; a compromised node that fails its delete and move_out jobs ' +
+      'keeps every hosted database there, so its token can never be revoked',
+  }, async () => {
+    const nodeName = uniq('s6-stuck');
+    const stuck = await enrollFakeAgent(s, nodeName);
+    const name = uniq('held');
+    await createOn(stuck, acme, nodeName, name);
+    // The operator deletes it; the node fails the delete (as a compromised one would).
+    const del = await api(acme.headers, 'DELETE', `/v1/databases/${name}`, { confirm: name });
+    assert.ok([200, 202].includes(del.statusCode), del.body);
+    const job = await nextJob(stuck, 'database.delete');
+    await stuck.fail(job.id, job.attempt, 'test: refused', false);
+    const d = await api(root, 'POST', `/v1/nodes/${stuck.nodeId}/decommission`);
+    const poll = await s.app.inject({
+      method: 'POST',
+      url: '/v1/agent/poll',
+      headers: { authorization: `Bearer ${stuck.token}` },
+      payload: { wait_ms: 0 },
+    });
+    assert.equal(d.statusCode, 200, `decommission refused: ${d.body}`);
+    assert.equal(poll.statusCode, 401, 'the node token still works');
+  });
+
   test('a report never takes over, detaches or renames what another node or the account holds', async () => {
     await createOn(n1, acme, 's6-n1', 'acme_main');
     const mine = uniq('n1att');
@@ -678,8 +704,20 @@ describe('the move archive relay', () => {
       took < 15_000,
       `the source's send was held ${took} ms after the target left (answer ${answer})`,
     );
-    const row = await s.db.pool.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [job.id]);
-    assert.notEqual(row.rows[0]?.status, 'running', 'the download job still runs');
+    // The download job ends too (bounded wait: the row is updated as the relay winds down).
+    let status = 'running';
+    for (let i = 0; i < 100 && status === 'running'; i++) {
+      const row = await s.db.pool.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [
+        job.id,
+      ]);
+      status = row.rows[0]?.status ?? 'gone';
+      if (status === 'running') await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.notEqual(
+      status,
+      'running',
+      `the download job still runs 10 s after the target left (answer ${answer})`,
+    );
   });
 
   test('after the move left restoring, the holder gets nothing any more', async () => {
