@@ -87,6 +87,21 @@ test('a report registers attached databases: ready or failed by the checks, refu
   assert.match(answer[3]!.reason!, /no such account/);
   assert.match(answer[4]!.reason!, /twice/);
 
+  // A node offers; the account decides: nothing is ready (nor explorable) before an admin accepts.
+  const waiting = (await call('GET', '/v1/databases/legacy_app', admin)).json();
+  assert.equal(waiting.status, 'provisioning');
+  assert.equal(waiting.attached.accepted_at, null);
+  const early = await call('POST', '/v1/databases/legacy_app/explorer/query', admin, { sql: 'SELECT 1' });
+  assert.equal(early.statusCode, 409, early.body);
+  // Only an admin of the account accepts (a read key: 403; another account: 404).
+  assert.equal((await call('POST', '/v1/databases/legacy_app/attachment/accept', reader)).statusCode, 403);
+  assert.equal((await call('POST', '/v1/databases/legacy_app/attachment/accept', stranger)).statusCode, 404);
+  assert.equal((await call('POST', '/v1/databases/hosted_one/attachment/accept', admin)).statusCode, 409);
+  for (const n of ['legacy_app', 'legacy_bad']) {
+    const acc = await call('POST', `/v1/databases/${n}/attachment/accept`, admin);
+    assert.equal(acc.statusCode, 200, acc.body);
+    assert.ok(acc.json().attached.accepted_at);
+  }
   const list = await call('GET', '/v1/databases', admin);
   const items = list.json().items as {
     name: string;
@@ -104,7 +119,7 @@ test('a report registers attached databases: ready or failed by the checks, refu
   assert.equal(failed.status, 'failed');
   assert.equal(items.find((i) => i.name === 'hosted_one')!.kind, 'hosted');
   const one = await call('GET', '/v1/databases/legacy_bad', admin);
-  assert.match(one.json().failure_reason, /table_write \(public\.t\)/);
+  assert.match(one.json().failure_reason, /refused by the agent's role checks/);
   // Another account does not see them (404), a read key does.
   assert.equal((await call('GET', '/v1/databases/legacy_app', stranger)).statusCode, 404);
   assert.equal((await call('GET', '/v1/databases/legacy_app', reader)).statusCode, 200);
@@ -210,6 +225,44 @@ test('a later report updates the checks and detaches what the node no longer lis
   // The name is free again for a hosted database once detached.
   const again = await call('POST', '/v1/databases', admin, { name: 'legacy_app', node: 'at1' });
   assert.equal(again.statusCode, 202, again.body);
+});
+
+test('a rejected offer is gone and never offered again by its node; an unaccepted one yields its name to a create', async () => {
+  const offers = [entry('legacy_bad', admin.accountId, true), entry('offer_x', admin.accountId)];
+  assert.equal((await report(agent, offers)).statusCode, 200);
+  assert.equal((await call('GET', '/v1/databases/offer_x', admin)).json().status, 'provisioning');
+  const noConfirm = await call('POST', '/v1/databases/offer_x/attachment/reject', admin, { confirm: 'nope' });
+  assert.equal(noConfirm.statusCode, 400);
+  const rej = await call('POST', '/v1/databases/offer_x/attachment/reject', admin, { confirm: 'offer_x' });
+  assert.equal(rej.statusCode, 204, rej.body);
+  assert.equal((await call('GET', '/v1/databases/offer_x', admin)).statusCode, 404);
+  const again = await report(agent, offers);
+  const answers = again.json().databases as { name: string; status: string; reason: string }[];
+  const x = answers.find((d) => d.name === 'offer_x')!;
+  assert.equal(x.status, 'refused');
+  assert.match(x.reason, /rejected/);
+  // Rejecting an accepted one drops it too (the database itself is untouched: nothing is queued).
+  const count = async () =>
+    (await s.db.pool.query('SELECT count(*)::int AS n FROM jobs WHERE node_id = $1', [agent.nodeId])).rows[0]
+      .n;
+  const jobsBefore = await count();
+  const drop = await call('POST', '/v1/databases/legacy_bad/attachment/reject', admin, {
+    confirm: 'legacy_bad',
+  });
+  assert.equal(drop.statusCode, 204, drop.body);
+  assert.equal(await count(), jobsBefore);
+  // An offer the account never accepted does not keep the account from using the name.
+  assert.equal(
+    (await report(otherAgent, [entry('wanted', admin.accountId)])).json().databases[0].status,
+    'attached',
+  );
+  const created = await call('POST', '/v1/databases', admin, { name: 'wanted', node: 'at1' });
+  assert.equal(created.statusCode, 202, created.body);
+  assert.equal((await call('GET', '/v1/databases/wanted', admin)).json().kind, 'hosted');
+  const withdrawn = await s.db.pool.query(
+    `SELECT 1 FROM audit_events WHERE action = 'database.detached' AND details->>'reason' = 'offer_withdrawn_by_create'`,
+  );
+  assert.equal(withdrawn.rowCount, 1);
 });
 
 test('the report route: agent token only, bounded, strict', async () => {

@@ -137,6 +137,8 @@ before(async () => {
     [`PUT /v1/databases/:name/limits`]: limits.json(),
     // No such node: the allowed callers get 404 (or 409: the database is still provisioning here).
     [`POST /v1/databases/:name/move`]: { node: 'no-such-node' },
+    // The matrix's database is hosted: the allowed callers get 409 (nothing to accept or reject).
+    [`POST /v1/databases/:name/attachment/reject`]: { confirm: DB },
     [`POST /v1/databases/:name/explorer/query`]: { sql: 'SELECT 1' },
     // A new node's enrollment token: the platform admin gets one (201), nothing else happens.
     [`POST /v1/nodes/enrollments`]: { name: 'matrix-node' },

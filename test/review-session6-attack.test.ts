@@ -97,6 +97,14 @@ async function createOn(agent: FakeAgent, key: TestKey, node: string, name: stri
 const uniq = (p: string) => `${p}_${randomBytes(3).toString('hex')}`;
 
 /** The server's loopback URL (listening once for every section that needs real HTTP). */
+/** An admin of the account accepts the attached database its node offered (migration 0034). */
+const accept = async (headers: Record<string, string>, name: string) => {
+  const r = await api(headers, 'POST', `/v1/databases/${name}/attachment/accept`);
+  assert.equal(r.statusCode, 200, r.body);
+};
+
+/** The archive size the relay suite's source records for its move. */
+const RECORDED = 1024 * 1024;
 let listened: Promise<string> | null = null;
 const listening = () => {
   listened ??= s.app.listen({ host: '127.0.0.1', port: 0 }).then((u) => u.replace('localhost', '127.0.0.1'));
@@ -114,52 +122,43 @@ before(async () => {
 after(() => s?.stop());
 
 describe('attached databases: what a node agent can report', () => {
-  test('a node cannot place attached databases into an account that has nothing to do with it', {
-    todo:
-      "finding: POST /v1/agent/attached takes account_id from the agent's report unchecked; any node " +
-      '(its token) registers databases in any account (here one with no database on that node), squats ' +
-      "names the account then cannot create, and receives that account's explorer queries and approved SQL",
-  }, async () => {
+  test('a node can only offer an attached database to an account: nothing runs on it, and no name is held, before the account accepts', async () => {
+    // Finding at e53a482 (fixed): the report registered it ready in any account; the account's explorer
+    // SQL then went to the rogue node, and the name was squatted.
     const rogue = await enrollFakeAgent(s, uniq('s6-rogue'));
     const name = uniq('payroll');
     const r = await report(rogue, [entry(name, victim.accountId)]);
     assert.equal(r.statusCode, 200, r.body);
-    // The victim account never had a database on the rogue node: its agent has no say there.
-    const listed = (await api(victim.headers, 'GET', '/v1/databases')).json().items as { name: string }[];
-    const planted = listed.some((i) => i.name === name);
-    // The name is then squatted for a hosted database of the victim.
-    const create = await api(victim.headers, 'POST', '/v1/databases', { name, node: 's6-n1' });
-    if (create.statusCode === 202) {
-      const job = await nextJob(n1, 'database.create');
-      await n1.complete(job.id, job.attempt, {});
-    }
-    // A victim user who queries it sends the SQL to the rogue node (which may answer anything).
+    // Listed to the victim as an offer it may accept or reject: waiting, never accepted.
+    const offer = (await api(victim.headers, 'GET', `/v1/databases/${name}`)).json();
+    assert.equal(offer.status, 'provisioning');
+    assert.equal(offer.attached.accepted_at, null);
+    // A victim user who queries it is refused here: no SQL reaches the rogue node.
     const SQL = 'SELECT salary FROM staff WHERE name = 42';
-    const asked = planted
-      ? api(victim.headers, 'POST', `/v1/databases/${name}/explorer/query`, { sql: SQL })
-      : Promise.resolve(null);
+    const asked = await api(victim.headers, 'POST', `/v1/databases/${name}/explorer/query`, { sql: SQL });
+    assert.equal(asked.statusCode, 409, asked.body);
+    const req = await api(victim.headers, 'POST', `/v1/databases/${name}/requests`, {
+      sql: 'UPDATE t SET a = 1',
+      reason: 'x',
+    });
+    assert.equal(req.statusCode, 409, req.body);
     let seenSql: unknown = null;
-    for (let i = 0; i < 50 && planted && seenSql === null; i++) {
+    for (let i = 0; i < 10 && seenSql === null; i++) {
       const j = await rogue.poll();
-      if (j?.kind === 'explorer.query') {
-        seenSql = j.payload.sql;
-        await rogue.fail(j.id, j.attempt, 'test: not answered', false);
-      } else if (j) await rogue.fail(j.id, j.attempt, 'test: not run', false);
-      else await new Promise((res) => setTimeout(res, 100));
+      if (j?.kind === 'explorer.query' || j?.kind === 'request.execute') seenSql = j.payload.sql;
+      else if (j) await rogue.fail(j.id, j.attempt, 'test: not run', false);
+      else await new Promise((res) => setTimeout(res, 50));
     }
-    await asked;
-    assert.equal(r.json().databases[0].status, 'refused', 'the report must not register it');
-    assert.equal(planted, false, 'the victim account lists a database a foreign node planted');
     assert.equal(seenSql, null, `the rogue node received the victim's SQL: ${String(seenSql)}`);
+    // The name is not squatted: the victim's create takes it (the offer is withdrawn).
+    const create = await api(victim.headers, 'POST', '/v1/databases', { name, node: 's6-n1' });
     assert.equal(create.statusCode, 202, `the victim cannot create ${name}: ${create.body}`);
+    const job = await nextJob(n1, 'database.create');
+    await n1.complete(job.id, job.attempt, {});
   });
 
-  test('a node cannot make itself impossible to decommission (its token unrevocable) by listing attached databases', {
-    todo:
-      'finding: decommission counts attached rows (liveDatabaseCount) and no route detaches one (DELETE is ' +
-      '409 for attached); a compromised node that reports one attached database keeps its agent token for ' +
-      'good, and a dead node with attached databases can never be decommissioned',
-  }, async () => {
+  test('a node cannot make itself impossible to decommission (its token unrevocable) by listing attached databases', async () => {
+    // Finding at e53a482 (fixed): decommission counted attached rows; it now detaches them.
     const name = uniq('s6-bad');
     const bad = await enrollFakeAgent(s, name);
     const r = await report(bad, [entry(uniq('keepme'), victim.accountId)]);
@@ -186,12 +185,8 @@ describe('attached databases: what a node agent can report', () => {
     assert.equal(poll.statusCode, 401, 'the node token still works');
   });
 
-  test('a node that holds a hosted database and ignores its jobs can still have its token revoked', {
-    todo:
-      'finding (root cause of the one above): decommission is the only way to revoke a node token and it ' +
-      'refuses while any database row remains; a compromised node that fails its delete and move_out jobs ' +
-      'keeps every hosted database there, so its token can never be revoked',
-  }, async () => {
+  test('a node that holds a hosted database and ignores its jobs can still have its token revoked', async () => {
+    // Finding at e53a482 (fixed): decommission refused while any database remained; `force` revokes a lost node.
     const nodeName = uniq('s6-stuck');
     const stuck = await enrollFakeAgent(s, nodeName);
     const name = uniq('held');
@@ -201,7 +196,9 @@ describe('attached databases: what a node agent can report', () => {
     assert.ok([200, 202].includes(del.statusCode), del.body);
     const job = await nextJob(stuck, 'database.delete');
     await stuck.fail(job.id, job.attempt, 'test: refused', false);
-    const d = await api(root, 'POST', `/v1/nodes/${stuck.nodeId}/decommission`);
+    const plain = await api(root, 'POST', `/v1/nodes/${stuck.nodeId}/decommission`);
+    assert.equal(plain.statusCode, 409, plain.body);
+    const d = await api(root, 'POST', `/v1/nodes/${stuck.nodeId}/decommission`, { force: true });
     const poll = await s.app.inject({
       method: 'POST',
       url: '/v1/agent/poll',
@@ -370,6 +367,7 @@ describe('attached databases: every route on one', () => {
   before(async () => {
     att = uniq('legacy');
     assert.equal((await report(n2, [entry(att, acme.accountId)])).json().databases[0].status, 'attached');
+    await accept(acme.headers, att);
     scoped = await createTestKey(s, { account: 's6_acme', databases: ['acme_main'], explorer: true });
     readKey = await createTestKey(s, { account: 's6_acme', level: 'read' });
   });
@@ -430,6 +428,8 @@ describe('attached databases: every route on one', () => {
     const bad = uniq('refusedchk');
     const r = await report(n2, [entry(att, acme.accountId), entry(bad, acme.accountId, false)]);
     assert.equal(r.json().databases[1].status, 'attached', r.body);
+    assert.equal((await api(acme.headers, 'GET', `/v1/databases/${bad}`)).json().status, 'provisioning');
+    await accept(acme.headers, bad);
     assert.equal((await api(acme.headers, 'GET', `/v1/databases/${bad}`)).json().status, 'failed');
     const before = await s.db.pool.query<{ n: number }>(
       'SELECT count(*)::int AS n FROM jobs WHERE node_id = $1',
@@ -499,6 +499,7 @@ describe('attached databases: every route on one', () => {
   test('a governed request on an attached database that the node detaches is never run on a later database of that name', async () => {
     const name = uniq('swap');
     assert.equal((await report(n2, [entry(name, acme.accountId)])).json().databases[0].status, 'attached');
+    await accept(acme.headers, name);
     const made = await api(acme.headers, 'POST', `/v1/databases/${name}/requests`, {
       sql: 'UPDATE t SET v = 1 WHERE id = 1',
       reason: 'fix',
@@ -542,11 +543,12 @@ describe('the move archive relay', () => {
     moveId = m.json().id as string;
     const out = await nextJob(n1, 'database.move_out');
     moveOut = out;
+    // The archive the source says it made: 1 MiB (the relay forwards no more than that).
     const done = await s.app.inject({
       method: 'POST',
       url: `/v1/agent/jobs/${out.id}/complete`,
       headers: bearer(n1),
-      payload: { attempt: out.attempt, result: moveOutResult(moveId) },
+      payload: { attempt: out.attempt, result: { ...moveOutResult(moveId), size_bytes: RECORDED } },
     });
     assert.equal(done.statusCode, 200, done.body);
     assert.equal(
@@ -574,12 +576,8 @@ describe('the move archive relay', () => {
     assert.deepEqual(await downloadsOfMove(), [], 'a refused caller queued a backup.download on the source');
   });
 
-  test('the lease holder cannot make the server queue download jobs on the source without bound', {
-    todo:
-      'finding: every GET …/move-archive by the move_in holder queues one more backup.download on the ' +
-      "source and opens one more relay slot (no per-move or per-node cap, unlike downloads' perAccount 2): " +
-      'a compromised target makes the source read and send the archive N times at once',
-  }, async () => {
+  test('the lease holder cannot make the server queue download jobs on the source without bound', async () => {
+    // Finding at e53a482 (fixed in nodes.move.relay.ts).
     const N = 6;
     const ctl = new AbortController();
     const asks = Array.from({ length: N }, () =>
@@ -612,17 +610,26 @@ describe('the move archive relay', () => {
     assert.ok(queued.length <= 1, `${queued.length} backup.download jobs queued on the source for one move`);
   });
 
-  test('the relay forwards no more than the archive the source recorded (a compromised source cannot fill the target)', {
-    todo:
-      'finding: the relay (nodes.move.relay.ts) and the target (database-move.ts fetchArchive) take whatever ' +
-      "size the source sends — the move's recorded size_bytes is never applied and the relay has no total " +
-      'deadline; the target writes all of it to its backup store before authenticating',
-  }, async () => {
-    const SENT = 8 * 1024 * 1024; // the move recorded 100 bytes
+  test('the relay forwards no more than the archive the source recorded (a compromised source cannot fill the target)', async () => {
+    // Finding at e53a482 (fixed in nodes.move.relay.ts).
+    const SENT = 8 * RECORDED; // the move recorded RECORDED bytes
+    // What reaches the target: counted as it arrives (a cut transfer rejects the body, not the count).
+    let received = 0;
     const target = fetch(archiveUrl(moveIn.id, moveIn.attempt), {
       headers: bearer(n2),
       signal: AbortSignal.timeout(60_000),
-    }).then(async (r) => ({ status: r.status, bytes: r.ok ? (await r.arrayBuffer()).byteLength : 0 }));
+    }).then(async (r) => {
+      const reader = r.body!.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return { status: r.status, cut: false };
+          received += value.byteLength;
+        }
+      } catch {
+        return { status: r.status, cut: true };
+      }
+    });
     let job: Awaited<ReturnType<FakeAgent['poll']>> = null;
     for (let i = 0; i < 100 && !job; i++) {
       job = await n1.poll();
@@ -635,6 +642,7 @@ describe('the move archive relay', () => {
     assert.ok(job, 'no backup.download on the source');
     assert.equal(job.payload.backup_id, moveId);
     const garbage = randomBytes(SENT);
+    // The source's upload is cut when the relay refuses it: a reset is an expected answer.
     const sent = await fetch(`${base}/v1/agent/jobs/${job.id}/archive?attempt=${job.attempt}`, {
       method: 'POST',
       headers: {
@@ -644,13 +652,16 @@ describe('the move archive relay', () => {
       },
       body: garbage,
       signal: AbortSignal.timeout(60_000),
-    });
+    })
+      .then(async (r) => {
+        await r.arrayBuffer().catch(() => {});
+        return r.status;
+      })
+      .catch(() => 0);
     const got = await target;
-    await sent.arrayBuffer();
-    assert.ok(
-      got.bytes <= 100 * 2 || got.status !== 200,
-      `the target received ${got.bytes} bytes for a ${100}-byte archive (relay answered ${got.status}, source ${sent.status})`,
-    );
+    assert.notEqual(sent, 200, 'the oversize upload was accepted whole');
+    assert.ok(got.cut, `the target's transfer was not cut (status ${got.status})`);
+    assert.ok(received <= RECORDED, `the target received ${received} bytes for a ${RECORDED}-byte archive`);
   });
 
   test("a target that goes away mid-transfer ends the source's send at once (no relay left holding it)", async () => {
@@ -1194,12 +1205,13 @@ describe('the move archive relay: a compromised source against a real target', (
       const ended = new Promise((r) => enc.once('end', r));
       enc.end(plain);
       await ended;
-      const archive = alter(Buffer.concat(parts));
+      const whole = Buffer.concat(parts);
+      const archive = alter(whole);
       const done = await s.app.inject({
         method: 'POST',
         url: `/v1/agent/jobs/${out.id}/complete`,
         headers: { authorization: `Bearer ${src.token}` },
-        payload: { attempt: out.attempt, result: moveOutResult(moveId) },
+        payload: { attempt: out.attempt, result: { ...moveOutResult(moveId), size_bytes: whole.length } },
       });
       assert.equal(done.statusCode, 200, done.body);
       // The target takes move_in and asks for the archive: the source sends the altered one.

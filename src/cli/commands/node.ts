@@ -159,19 +159,25 @@ export function registerNode(program: Command): void {
     ['uncordon', 'Placement may choose the node again'],
     ['decommission', 'Retire a node without databases: disabled, its agent credentials revoked'],
   ] as const) {
-    node
+    const cmd = node
       .command(`${verb} <node>`)
       .description(`${what} (platform admins; audited)`)
-      .option('--json', 'machine-readable output')
-      .action((ref: string, o: { json?: boolean }) =>
-        runCommand(o.json, async () => {
-          const n = await clientFromCredentials().request<Node>(
-            'POST',
-            `/v1/nodes/${encodeURIComponent(nodeRef(ref))}/${verb}`,
-          );
-          print([n], o.json);
-        }),
+      .option('--json', 'machine-readable output');
+    if (verb === 'decommission')
+      cmd.option(
+        '--force',
+        'revoke a lost or untrusted node even though hosted databases remain on it (they stay there, on a disabled node)',
       );
+    cmd.action((ref: string, o: { json?: boolean; force?: boolean }) =>
+      runCommand(o.json, async () => {
+        const n = await clientFromCredentials().request<Node>(
+          'POST',
+          `/v1/nodes/${encodeURIComponent(nodeRef(ref))}/${verb}`,
+          ...(o.force ? [{ force: true }] : []),
+        );
+        print([n], o.json);
+      }),
+    );
   }
 
   node

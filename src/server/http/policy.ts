@@ -47,6 +47,8 @@ export const POLICY = {
   'databases.rotate': { roles: WRITERS, key: 'write', scoped: true },
   // A move changes where the database lives and freezes its writes meanwhile (ADR 0031).
   'databases.move': { roles: ADMINS, key: 'admin', scoped: false },
+  // Whether the account takes an attached database a node offered (ADR 0031): an account decision.
+  'databases.attach': { roles: ADMINS, key: 'admin', scoped: false },
   'allowlist.write': { roles: WRITERS, key: 'write', scoped: true },
   'explorer.query': { roles: ADMINS, key: 'read', scoped: true, keyGrant: 'explorer' },
   'jobs.read': { roles: ALL, key: 'read', scoped: true },

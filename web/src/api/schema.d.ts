@@ -6661,6 +6661,8 @@ export interface paths {
                 allowlist_count: number;
                 /** @description An attached database's last role check by its agent (null when hosted) */
                 attached: {
+                  /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                  accepted_at: string | null;
                   checked_at: string;
                   findings: {
                     detail: string;
@@ -6891,6 +6893,8 @@ export interface paths {
             'application/json': {
               /** @description An attached database's last role check by its agent (null when hosted) */
               attached: {
+                /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                accepted_at: string | null;
                 checked_at: string;
                 findings: {
                   detail: string;
@@ -7133,6 +7137,8 @@ export interface paths {
               allowlist_count: number;
               /** @description An attached database's last role check by its agent (null when hosted) */
               attached: {
+                /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                accepted_at: string | null;
                 checked_at: string;
                 findings: {
                   detail: string;
@@ -7383,6 +7389,8 @@ export interface paths {
             'application/json': {
               /** @description An attached database's last role check by its agent (null when hosted) */
               attached: {
+                /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                accepted_at: string | null;
                 checked_at: string;
                 findings: {
                   detail: string;
@@ -8475,6 +8483,492 @@ export interface paths {
         };
       };
     };
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/attachment/accept': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Accept an attached database its node offered to this account
+     * @description Until accepted, an attached database waits (`provisioning`, `attached.accepted_at` null): the explorer and governed SQL do not run on it. Accepted, it is `ready` (or `failed` when its agent's checks refused it). 409 for a hosted database. Audited `database.attach_accepted`.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody?: never;
+      responses: {
+        /** @description Default Response */
+        200: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @description An attached database's last role check by its agent (null when hosted) */
+              attached: {
+                /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                accepted_at: string | null;
+                checked_at: string;
+                findings: {
+                  detail: string;
+                  kind: string;
+                  object: string;
+                  role: string;
+                  severity: string;
+                }[];
+                server_version: string | null;
+              } | null;
+              created_at: string;
+              failure_reason: string | null;
+              /** Format: uuid */
+              id: string;
+              /**
+               * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+               * @enum {string}
+               */
+              kind: 'hosted' | 'attached';
+              last_rotation: {
+                at: string;
+                reason: string | null;
+                requested_at: string;
+                /** @enum {string} */
+                status: 'pending' | 'restoring' | 'succeeded' | 'failed_restored' | 'failed';
+              } | null;
+              name: string;
+              node: string;
+              /**
+               * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              node_status: 'healthy' | 'unhealthy' | 'disabled';
+              password_version: number;
+              ready_at: string | null;
+              rotated_at: string | null;
+              rotation_pending: boolean;
+              /** @enum {string} */
+              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
+              updated_at: string;
+            };
+          };
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/v1/databases/{name}/attachment/reject': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Reject (or drop) an attached database: gone from the account, never offered again by its node
+     * @description The database itself is not touched. Its node may not offer that name to this account again. 409 for a hosted database. Audited `database.attach_rejected`.
+     */
+    post: {
+      parameters: {
+        query?: never;
+        header?: never;
+        path: {
+          /** @description A database name: 1-63 characters a-z, 0-9 and _, starting with a letter */
+          name: string;
+        };
+        cookie?: never;
+      };
+      requestBody: {
+        content: {
+          'application/json': {
+            /** @description The database name, repeated */
+            confirm: string;
+          };
+        };
+      };
+      responses: {
+        /** @description Default Response */
+        204: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content?: never;
+        };
+        /** @description Error: bad_request, validation_failed */
+        400: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: unauthorized */
+        401: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: forbidden, csrf_failed */
+        403: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: not_found */
+        404: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: conflict */
+        409: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: payload_too_large */
+        413: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        414: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: bad_request */
+        415: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: rate_limited */
+        429: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: internal */
+        500: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+        /** @description Error: retry, unavailable */
+        503: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              error: {
+                code: string;
+                details?: unknown;
+                message: string;
+                request_id: string;
+              };
+            };
+          };
+        };
+      };
+    };
+    delete?: never;
     options?: never;
     head?: never;
     patch?: never;
@@ -10822,6 +11316,8 @@ export interface paths {
             'application/json': {
               /** @description An attached database's last role check by its agent (null when hosted) */
               attached: {
+                /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                accepted_at: string | null;
                 checked_at: string;
                 findings: {
                   detail: string;
@@ -21772,8 +22268,8 @@ export interface paths {
     get?: never;
     put?: never;
     /**
-     * Retire a node that holds no databases (platform admins; audited)
-     * @description Refused with 409 `conflict` (`details.databases`: how many) while databases remain. Otherwise the node is disabled and cordoned, its agent token revoked (the agent is refused from now on), its pending enrollments deleted and its waiting jobs ended.
+     * Retire a node that holds no databases, or revoke a lost one (platform admins; audited)
+     * @description Refused with 409 `conflict` (`details.databases`: how many) while hosted databases remain, unless `force` is true: a node that is lost or not trusted any more (it does not run its delete or move jobs) is revoked anyway, its hosted databases left on it, shown with `node_status: disabled` (their data is only on that host). Either way the node is disabled and cordoned, its agent token revoked (the agent is refused from now on), its pending enrollments deleted, its waiting jobs ended and its attached databases detached. Refused (409) while a move from or to it is in flight.
      */
     post: {
       parameters: {
@@ -21785,7 +22281,17 @@ export interface paths {
         };
         cookie?: never;
       };
-      requestBody?: never;
+      requestBody: {
+        content: {
+          'application/json': {
+            /**
+             * @description Revoke the node even though hosted databases remain on it (a lost or untrusted node)
+             * @default false
+             */
+            force?: boolean;
+          } | null;
+        };
+      };
       responses: {
         /** @description Default Response */
         200: {

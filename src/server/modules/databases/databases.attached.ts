@@ -6,6 +6,11 @@
  * database. An attached database the node no longer lists is detached (deleted). The report holds
  * no secret: Bulwark never has an attached database's credentials.
  *
+ * A node offers; the account decides. A newly registered attached database waits (`provisioning`,
+ * `attached.accepted_at` null) until an admin of its account accepts it — the explorer and governed
+ * SQL need `ready`, so nothing of the account's reaches that node's agent for it before — or
+ * rejects it (deleted, and that node may not offer that name to that account again).
+ *
  * A name already taken in the account (by a hosted database, or by an attached one of another
  * node) or on the node is refused for that entry, never taken over; an unknown account likewise.
  */
@@ -16,12 +21,22 @@ import type {
   AttachedReportAnswer,
   AttachedReportEntry,
 } from '../../../shared/contracts/attached.ts';
+import { badRequest, conflict, notFound } from '../../../shared/errors.ts';
 import { notify } from '../../db/notify.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
-import type { AuditService } from '../audit/audit.service.ts';
+import { assertDatabaseInScope, type Caller, callerActor, requireLevel } from '../../http/caller.ts';
+import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import { DATABASE_STATUS_CHANNEL } from './databases.jobs.ts';
+import * as repo from './databases.repo.ts';
+import { checkDatabaseName } from './databases.service.ts';
 
-type Row = { id: string; account_id: string; name: string; status: string; attached: unknown };
+type Row = {
+  id: string;
+  account_id: string;
+  name: string;
+  status: string;
+  attached_accepted_at: Date | null;
+};
 
 /** The failure reason shown for an entry whose checks refused it (the findings say the rest). */
 function failureReason(e: AttachedReportEntry): string | null {
@@ -40,6 +55,28 @@ function failureReason(e: AttachedReportEntry): string | null {
 
 export function createAttachedService(deps: { db: Db; audit: Pick<AuditService, 'record'>; log: Logger }) {
   const { db, log } = deps;
+
+  /** The caller's attached database by name, locked (another account's, or a hosted one: 404 / 409). */
+  const findAttached = async (tx: Tx, caller: Caller, name: string) => {
+    checkDatabaseName(name);
+    assertDatabaseInScope(caller, name);
+    const row = await repo.findByName(tx, caller.accountId, name, { forUpdate: true });
+    if (!row) throw notFound('Database');
+    if (row.kind !== 'attached')
+      throw conflict(`${name} is a hosted database: there is nothing to accept or reject`);
+    return row;
+  };
+
+  const decided = (tx: Tx, caller: Caller, action: string, row: repo.DatabaseRow) =>
+    deps.audit.record(
+      tx,
+      auditFromCaller(caller, {
+        action,
+        targetType: 'database',
+        targetId: row.id,
+        details: { name: row.name, node: row.node_name },
+      }),
+    );
 
   const event = (
     tx: Tx,
@@ -61,12 +98,63 @@ export function createAttachedService(deps: { db: Db; audit: Pick<AuditService, 
     });
 
   return {
+    /**
+     * An admin of the account accepts an attached database its node offered: from now on it is
+     * `ready` (or `failed`, when the agent's checks refused it) and the explorer and governed SQL
+     * run on it. Accepting an accepted one changes nothing.
+     */
+    async accept(caller: Caller, name: string): Promise<repo.DatabaseRow> {
+      requireLevel(caller, 'admin');
+      const id = await withTx(db, async (tx) => {
+        const row = await findAttached(tx, caller, name);
+        if (row.attached_accepted_at) return row.name;
+        const ok = row.attached?.ok === true;
+        await tx.query(
+          `UPDATE databases SET attached_accepted_at = now(), attached_accepted_by = $2, status = $3,
+                  failure_reason = CASE WHEN $3 = 'failed' THEN coalesce(failure_reason, $4) END,
+                  ready_at = CASE WHEN $3 = 'ready' THEN now() END, updated_at = now()
+            WHERE id = $1`,
+          [
+            row.id,
+            callerActor(caller).id,
+            ok ? 'ready' : 'failed',
+            "refused by the agent's role checks (see attached.findings)",
+          ],
+        );
+        await decided(tx, caller, 'database.attach_accepted', row);
+        await notify(tx, DATABASE_STATUS_CHANNEL, row.id);
+        return row.name;
+      });
+      return (await repo.findByName(db, caller.accountId, id))!;
+    },
+
+    /**
+     * An admin of the account rejects (or, once accepted, drops) an attached database: it is
+     * deleted here, and its node may not offer that name to the account again. Nothing is done to
+     * the database itself.
+     */
+    async reject(caller: Caller, name: string, confirm: string): Promise<void> {
+      requireLevel(caller, 'admin');
+      if (confirm !== name) throw badRequest('To reject an attached database, repeat its name in "confirm"');
+      await withTx(db, async (tx) => {
+        const row = await findAttached(tx, caller, name);
+        await tx.query(
+          `UPDATE databases SET status = 'deleted', deleted_at = now(), attached_rejected_at = now(),
+                  updated_at = now()
+            WHERE id = $1`,
+          [row.id],
+        );
+        await decided(tx, caller, 'database.attach_rejected', row);
+        await notify(tx, DATABASE_STATUS_CHANNEL, row.id);
+      });
+    },
+
     /** Applies one node's report as a whole; answers per entry. */
     async report(nodeId: string, report: AttachedReport): Promise<AttachedReportAnswer> {
       const answer = await withTx(db, async (tx) => {
         // The node's attached rows, locked: two reports of one node apply one after the other.
         const mine = await tx.query<Row>(
-          `SELECT id, account_id, name, status, attached FROM databases
+          `SELECT id, account_id, name, status, attached_accepted_at FROM databases
             WHERE node_id = $1 AND kind = 'attached' AND deleted_at IS NULL
             ORDER BY id FOR UPDATE`,
           [nodeId],
@@ -83,13 +171,16 @@ export function createAttachedService(deps: { db: Db; audit: Pick<AuditService, 
             continue;
           }
           const state = {
+            ok: e.ok,
             checked_at: new Date().toISOString(),
             server_version: e.server_version,
             findings: e.findings,
           };
-          const status = e.ok ? 'ready' : 'failed';
-          const reason = failureReason(e);
           const existing = byKey.get(key);
+          // Until its account accepted it, an attached database waits whatever its checks say.
+          const accepted = existing?.attached_accepted_at != null;
+          const status = !accepted ? 'provisioning' : e.ok ? 'ready' : 'failed';
+          const reason = accepted ? failureReason(e) : null;
           if (existing) {
             kept.add(key);
             await tx.query(
@@ -117,6 +208,16 @@ export function createAttachedService(deps: { db: Db; audit: Pick<AuditService, 
             refuse(e, 'no such account');
             continue;
           }
+          // Rejected by the account: this node may not offer that name to it again.
+          const rejected = await tx.query(
+            `SELECT 1 FROM databases WHERE account_id = $1 AND name = $2 AND node_id = $3
+                AND kind = 'attached' AND attached_rejected_at IS NOT NULL LIMIT 1`,
+            [e.account_id, e.name, nodeId],
+          );
+          if ((rejected.rowCount ?? 0) > 0) {
+            refuse(e, 'the account rejected this database from this node');
+            continue;
+          }
           // The name is a label unique in the account and on the node (databases_*_name_key).
           const taken = await tx.query(
             `SELECT 1 FROM databases WHERE deleted_at IS NULL
@@ -131,13 +232,19 @@ export function createAttachedService(deps: { db: Db; audit: Pick<AuditService, 
           await tx.query(
             `INSERT INTO databases (id, account_id, node_id, name, status, failure_reason, kind, attached,
                                     limits, ready_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'attached', $7, '{}'::jsonb,
-                     CASE WHEN $5 = 'ready' THEN now() END)`,
+             VALUES ($1, $2, $3, $4, $5, $6, 'attached', $7, '{}'::jsonb, NULL)`,
             [id, e.account_id, nodeId, e.name, status, reason, JSON.stringify(state)],
           );
           kept.add(key);
           const row = { id, account_id: e.account_id, name: e.name };
-          await event(tx, nodeId, 'database.attached', row, { status, reason }, e.ok);
+          await event(
+            tx,
+            nodeId,
+            'database.attached',
+            row,
+            { status, checks_passed: e.ok, awaiting: 'acceptance' },
+            e.ok,
+          );
           out.push({
             name: e.name,
             account_id: e.account_id,

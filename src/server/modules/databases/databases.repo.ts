@@ -44,10 +44,14 @@ export type DatabaseRow = {
   kind: 'hosted' | 'attached';
   /** An attached database's last role check, as its agent reported it (null when hosted). */
   attached: AttachedState | null;
+  /** When an admin of the account accepted the attached database (null: it waits; hosted: null). */
+  attached_accepted_at: Date | null;
 };
 
 /** What the agent's last check of an attached database found (migration 0033). */
 export type AttachedState = {
+  /** The agent's checks passed (the status it gets once accepted). */
+  ok?: boolean;
   checked_at: string;
   server_version: string | null;
   findings: { role: string; severity: string; kind: string; object: string; detail: string }[];
@@ -59,7 +63,8 @@ const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.s
   d.last_rotation_requested_at, d.last_rotation_at,
   CASE WHEN n.status <> 'active' THEN 'disabled' WHEN n.unhealthy_since IS NOT NULL THEN 'unhealthy'
        ELSE 'healthy' END AS node_status,
-  n.pooler_host AS node_pooler_host, n.pooler_port AS node_pooler_port, d.kind, d.attached`;
+  n.pooler_host AS node_pooler_host, n.pooler_port AS node_pooler_port, d.kind, d.attached,
+  d.attached_accepted_at`;
 
 /**
  * The tenant connections committed on a node: the owner and reader connection limits of every
@@ -165,6 +170,25 @@ export async function findByName(
     [accountId, name],
   );
   return r.rows[0] ?? null;
+}
+
+/**
+ * Deletes the account's offers of that name: attached databases a node registered that the account
+ * never accepted (databases.attached.ts). Returns what was withdrawn.
+ */
+export async function withdrawOffers(
+  db: Queryable,
+  accountId: string,
+  name: string,
+): Promise<{ id: string; node_id: string }[]> {
+  const r = await db.query<{ id: string; node_id: string }>(
+    `UPDATE databases SET status = 'deleted', deleted_at = now(), updated_at = now()
+      WHERE account_id = $1 AND name = $2 AND kind = 'attached' AND deleted_at IS NULL
+        AND attached_accepted_at IS NULL
+      RETURNING id, node_id`,
+    [accountId, name],
+  );
+  return r.rows;
 }
 
 /** The latest size/connection sample of a database (null columns until the agent's first one). */

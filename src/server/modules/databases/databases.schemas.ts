@@ -92,6 +92,13 @@ export const databaseSchema = z.object({
     ),
   attached: z
     .object({
+      accepted_at: z
+        .string()
+        .max(40)
+        .nullable()
+        .describe(
+          'When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it',
+        ),
       checked_at: z.string().max(40),
       server_version: z.string().max(256).nullable(),
       findings: z
@@ -134,7 +141,14 @@ export function presentDatabase(row: DatabaseRow): z.infer<typeof databaseSchema
           }
         : null,
     kind: row.kind,
-    attached: row.attached,
+    attached: row.attached
+      ? {
+          accepted_at: row.attached_accepted_at?.toISOString() ?? null,
+          checked_at: row.attached.checked_at,
+          server_version: row.attached.server_version,
+          findings: row.attached.findings,
+        }
+      : null,
   };
 }
 

@@ -209,6 +209,14 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       const nodeName = input.node ?? null;
       try {
         await withTx(db, async (tx) => {
+          // An attached database a node offered and the account never accepted holds no name the
+          // account wants: the create takes it (the offer is withdrawn, audited).
+          for (const offer of await repo.withdrawOffers(tx, caller.accountId, name))
+            await audit(tx, caller, 'database.detached', offer.id, {
+              name,
+              reason: 'offer_withdrawn_by_create',
+              node_id: offer.node_id,
+            });
           if (await repo.findByName(tx, caller.accountId, name))
             throw conflict(`Database "${name}" already exists`);
           // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).

@@ -165,12 +165,26 @@ export function nodesAdminRoutes(deps: { nodesAdmin: NodesAdmin; fleet: NodesFle
         config: { action: 'nodes.decommission' },
         schema: {
           tags,
-          summary: 'Retire a node that holds no databases (platform admins; audited)',
+          summary: 'Retire a node that holds no databases, or revoke a lost one (platform admins; audited)',
           description:
-            'Refused with 409 `conflict` (`details.databases`: how many) while databases remain. ' +
-            'Otherwise the node is disabled and cordoned, its agent token revoked (the agent is ' +
-            'refused from now on), its pending enrollments deleted and its waiting jobs ended.',
+            'Refused with 409 `conflict` (`details.databases`: how many) while hosted databases remain, ' +
+            'unless `force` is true: a node that is lost or not trusted any more (it does not run its delete ' +
+            'or move jobs) is revoked anyway, its hosted databases left on it, shown with `node_status: ' +
+            'disabled` (their data is only on that host). Either way the node is disabled and cordoned, its ' +
+            'agent token revoked (the agent is refused from now on), its pending enrollments deleted, its ' +
+            'waiting jobs ended and its attached databases detached. Refused (409) while a move from or to it is in flight.',
           params: nodeParams,
+          body: z
+            .object({
+              force: z
+                .boolean()
+                .default(false)
+                .describe(
+                  'Revoke the node even though hosted databases remain on it (a lost or untrusted node)',
+                ),
+            })
+            .strict()
+            .nullish(),
           response: {
             200: nodeSchema.extend({ jobs_ended: z.number().int().min(0) }),
             ...errorResponses,
@@ -178,7 +192,9 @@ export function nodesAdminRoutes(deps: { nodesAdmin: NodesAdmin; fleet: NodesFle
         },
       },
       async (req) => {
-        const r = await deps.fleet.decommission(requireUser(req), req.params.id, String(req.id));
+        const r = await deps.fleet.decommission(requireUser(req), req.params.id, String(req.id), {
+          force: req.body?.force ?? false,
+        });
         return { ...present(r.node), jobs_ended: r.jobsEnded };
       },
     );

@@ -26,13 +26,27 @@ export async function setCordon(tx: Queryable, id: string, cordoned: boolean): P
   return (r.rowCount ?? 0) > 0;
 }
 
-/** Live (not deleted) databases on a node, whatever their status. */
+/** Live (not deleted) hosted databases on a node, whatever their status (attached ones go with the node). */
 export async function liveDatabaseCount(tx: Queryable, nodeId: string): Promise<number> {
   const r = await tx.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM databases WHERE node_id = $1 AND deleted_at IS NULL',
+    "SELECT count(*)::int AS n FROM databases WHERE node_id = $1 AND deleted_at IS NULL AND kind = 'hosted'",
     [nodeId],
   );
   return r.rows[0]?.n ?? 0;
+}
+
+/** Detaches a node's attached databases (it is decommissioned): deleted, returned for the audit. */
+export async function detachAll(
+  tx: Queryable,
+  nodeId: string,
+): Promise<{ id: string; account_id: string; name: string }[]> {
+  const r = await tx.query<{ id: string; account_id: string; name: string }>(
+    `UPDATE databases SET status = 'deleted', deleted_at = now(), updated_at = now()
+      WHERE node_id = $1 AND kind = 'attached' AND deleted_at IS NULL
+      RETURNING id, account_id, name`,
+    [nodeId],
+  );
+  return r.rows;
 }
 
 /** Moves still copying or restoring from or to a node (ADR 0031): its jobs must not be ended under them. */

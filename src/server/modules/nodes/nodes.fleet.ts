@@ -77,14 +77,16 @@ export function createNodesFleet(deps: {
      * Disables a node that holds no databases and revokes its credentials (its agent is refused
      * from now on). Refused (409 `conflict`, `details.databases`: the count) while databases remain.
      */
-    async decommission(user: UserPrincipal, ref: string, requestId: string) {
+    async decommission(user: UserPrincipal, ref: string, requestId: string, opts: { force?: boolean } = {}) {
       const node = await find(ref);
       const jobs = await withTx(db, async (tx) => {
         const locked = await fleet.lockNode(tx, node.id);
         if (!locked) throw notFound('Node');
         if (locked.status !== 'active') throw conflict(`Node ${locked.name} is already ${locked.status}`);
         const remaining = await fleet.liveDatabaseCount(tx, node.id);
-        if (remaining > 0)
+        // Forced: the node is lost or not trusted (it would never run its delete or move jobs), and
+        // its token must go now; its hosted databases stay on it, shown on a disabled node.
+        if (remaining > 0 && !opts.force)
           throw new AppError(
             'conflict',
             `Node ${locked.name} still holds ${remaining} database(s): move or delete them first`,
@@ -99,12 +101,29 @@ export function createNodesFleet(deps: {
             { moves },
           );
         const ended = await fleet.decommissionNode(tx, locked);
+        // Attached databases are the node's agent's own list: they leave with it (never a reason
+        // to keep a node, and so its token, alive).
+        const detached = await fleet.detachAll(tx, node.id);
+        for (const d of detached)
+          await deps.audit.record(tx, {
+            ...actor(user, requestId),
+            action: 'database.detached',
+            accountId: d.account_id,
+            targetType: 'database',
+            targetId: d.id,
+            details: { name: d.name, reason: 'node_decommissioned', node_name: node.name },
+          });
         await deps.audit.record(tx, {
           ...actor(user, requestId),
           action: 'node.decommissioned',
           targetType: 'node',
           targetId: node.id,
-          details: { node_name: node.name, jobs_ended: ended },
+          details: {
+            node_name: node.name,
+            jobs_ended: ended,
+            attached_detached: detached.length,
+            ...(opts.force ? { forced: true, hosted_databases_left: remaining } : {}),
+          },
         });
         return ended;
       });

@@ -13,8 +13,9 @@
 import { PassThrough, Transform } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { BACKUP_JOB_KINDS } from '../../../shared/contracts/backups.ts';
 import { MOVE_JOB_KINDS, moveInPayloadSchema } from '../../../shared/contracts/moves.ts';
-import { AppError, notFound } from '../../../shared/errors.ts';
+import { AppError, conflict, notFound } from '../../../shared/errors.ts';
 import type { Db } from '../../db/pool.ts';
 import { requireAgent } from '../../http/auth.ts';
 import { errorResponses } from '../../http/errors.ts';
@@ -31,6 +32,8 @@ export function moveRelayRoutes(deps: {
   idleMs?: number;
 }): FastifyPluginAsyncZod {
   const idleMs = deps.idleMs ?? RELAY_IDLE_MS;
+  /** Moves whose archive is being relayed by this process: one transfer per move at a time. */
+  const open = new Set<string>();
   return async (app) => {
     app.get(
       '/v1/agent/jobs/:id/move-archive',
@@ -70,6 +73,19 @@ export function moveRelayRoutes(deps: {
           move.status !== 'restoring'
         )
           throw notFound('Move');
+        // One transfer per move: the move_in holder cannot have the source read and send its
+        // archive many times at once (here, or through another replica: a transfer job in flight).
+        const inFlight = await deps.db.query(
+          `SELECT 1 FROM jobs WHERE kind = $1 AND payload->>'backup_id' = $2
+              AND status IN ('queued', 'running') LIMIT 1`,
+          [BACKUP_JOB_KINDS.download, move.id],
+        );
+        if (open.has(move.id) || (inFlight.rowCount ?? 0) > 0)
+          throw conflict('The archive of this move is already being sent; wait for that transfer to end');
+        // What the source recorded when it dumped: the relay forwards no more than that.
+        const limit = move.size_bytes === null ? null : Number(move.size_bytes);
+        open.add(move.id);
+        reply.raw.once('close', () => open.delete(move.id));
         // The target's request going away ends the wait (and the transfer).
         const gone = new AbortController();
         reply.raw.once('close', () => {
@@ -111,6 +127,10 @@ export function moveRelayRoutes(deps: {
         const counter = new Transform({
           transform(chunk: Buffer, _enc, cb) {
             bytes += chunk.length;
+            if (limit !== null && bytes > limit) {
+              cb(new AppError('conflict', `the source sent more than the ${limit} bytes it recorded`));
+              return;
+            }
             touch();
             cb(null, chunk);
           },
