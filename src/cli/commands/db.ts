@@ -4,7 +4,7 @@ import { type ApiClient, ApiError, CliError, EXIT, runCommand } from '../api-cli
 import { clientFromCredentials } from '../credentials.ts';
 import { databaseNameArg } from '../options.ts';
 import { formatTable } from '../output.ts';
-import { type AttachedCheck, attachedLines } from './db-attached.ts';
+import { type AttachedCheck, attachedLines, registerDbAttached } from './db-attached.ts';
 import { registerDbQuery } from './db-query.ts';
 import { revealPassword } from './db-reveal.ts';
 
@@ -331,5 +331,6 @@ export function registerDb(program: Command): void {
       }),
     );
 
+  registerDbAttached(db);
   registerDbQuery(db);
 }
