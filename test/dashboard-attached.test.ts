@@ -2,7 +2,11 @@
  * Attached databases in the dashboard (issue 17), in Debian's headless Chromium against a real
  * `bulwark up`: one hosted database made through the API, and two attached ones reported by a
  * second node's agent (enrolled with `bulwark admin enroll-node`, reporting over the real agent
- * API): `billing`, whose checks passed with a warning, and `archive`, refused by its checks. The
+ * API): `billing`, whose checks passed with a warning, `archive`, refused by its checks, and
+ * `stale`. A node offers, the account decides: each waits ("Offered by node legacy: waiting for your
+ * acceptance", only its check, no explorer) until the admin accepts it in the page (billing: ready,
+ * the Explorer appears) or rejects it (stale: the name typed to confirm; gone, and the node may not
+ * offer it again); an accepted one is dropped the same way (archive, at the end). The
  * list marks the attached ones; an attached database's page says what Bulwark does with it, shows
  * the agent's last check (findings by severity, the refusal's reason) and only the sections that
  * work on it (the agent check, the explorer while it is ready, governed requests without
@@ -36,6 +40,8 @@ const ADMIN = { username: 'ada_admin', password: 'lantern-quartz-willow-27' };
 const HOSTED = 'shop';
 const ATTACHED = 'billing';
 const REFUSED = 'archive';
+/** An offer the admin rejects. */
+const SPARE = 'stale';
 const NODE = 'legacy';
 /** An attached database served by a real agent (its own node) on the tests' PostgreSQL cluster. */
 const SERVED = 'ledger_app';
@@ -55,6 +61,8 @@ let browser: Browser;
 let admin: GuardedPage;
 let api: ReturnType<typeof accountApi>;
 let accountId = '';
+/** The second node's agent token (it reports over the real agent API). */
+let agentToken = '';
 let agent: RunningAgent | undefined;
 let root = '';
 /** Every request the admin's page made: method and URL. */
@@ -220,6 +228,7 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
         databases: [
           { name: ATTACHED, account_id: accountId, ok: true, server_version: '16.4', findings: [WARN] },
           { name: REFUSED, account_id: accountId, ok: false, server_version: '15.7', findings: [REFUSE] },
+          { name: SPARE, account_id: accountId, ok: true, server_version: '16.4', findings: [] },
         ],
       },
       enrolled.json.agent_token,
@@ -227,8 +236,15 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     assert.equal(reported.status, 200, JSON.stringify(reported.json));
     assert.deepEqual(
       reported.json.databases.map((d: { status: string }) => d.status),
-      ['attached', 'attached'],
+      ['attached', 'attached', 'attached'],
     );
+    agentToken = enrolled.json.agent_token;
+    // Offered, not accepted: each waits, whatever its checks said.
+    for (const name of [ATTACHED, REFUSED, SPARE]) {
+      const d = (await api('GET', `/v1/databases/${name}`)).json;
+      assert.equal(d.status, 'provisioning', name);
+      assert.equal(d.attached.accepted_at, null, name);
+    }
   });
 
   await step(t, 'the list marks the attached databases', async () => {
@@ -238,9 +254,9 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     await table.getByRole('link', { name: ATTACHED }).waitFor();
     const rowOf = (name: string) =>
       table.getByRole('row').filter({ has: p.getByRole('link', { name, exact: true }) });
-    for (const name of [ATTACHED, REFUSED]) {
+    for (const name of [ATTACHED, REFUSED, SPARE]) {
       const row = rowOf(name);
-      assert.equal(await row.locator('.badge-attached').innerText(), 'Attached');
+      assert.equal(await row.locator('.badge-attached').innerText(), 'Attached · awaiting acceptance');
       assert.match(await row.innerText(), /Not managed/);
     }
     const hosted = rowOf(HOSTED);
@@ -250,6 +266,106 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     assert.equal(await table.getByRole('link', { name: ATTACHED, exact: true }).count(), 1);
     await checkPage(admin, 'Databases', 'attached-databases-list');
   });
+
+  await step(t, 'an offer waits for acceptance; Accept makes it ready and the Explorer appears', async () => {
+    const p = admin.page;
+    const from = seen.length;
+    await p
+      .getByRole('table', { name: 'Databases' })
+      .getByRole('link', { name: ATTACHED, exact: true })
+      .click();
+    const offer = p.getByRole('region', { name: `Offered by node ${NODE}: waiting for your acceptance` });
+    await offer.waitFor();
+    assert.match(await offer.innerText(), /nothing runs on it: no explorer query, no governed SQL/);
+    assert.match(await p.locator('.facts').first().innerText(), /Kind:\s*Attached · awaiting acceptance/);
+    assert.match(await p.locator('.facts').first().innerText(), /Status:\s*Provisioning/i);
+    // Nothing runs on it yet: its check only, and the explorer's path says why.
+    assert.deepEqual(await sections(admin), ['Agent check']);
+    await p.getByRole('table', { name: 'Findings' }).waitFor();
+    await checkPage(admin, ATTACHED, 'attached-database-offer');
+    await p.goto(`${stack.url}/databases/${ATTACHED}/explorer`);
+    await p
+      .getByText(/^Not available yet: nothing runs on this database until the account accepts it/)
+      .waitFor();
+    assert.equal(await p.getByRole('textbox', { name: 'SQL query' }).count(), 0);
+    // Accepted from its check (node legacy runs no agent here: its explorer is not opened).
+    await p.goto(`${stack.url}/databases/${ATTACHED}`);
+    await offer.getByRole('button', { name: 'Accept' }).click();
+    await p.locator('.facts').first().getByText('Ready', { exact: true }).waitFor();
+    assert.equal(await offer.count(), 0, 'the offer is gone once accepted');
+    assert.deepEqual(await sections(admin), ['Agent check', 'Explorer', 'Requests']);
+    assert.match(await p.locator('.facts').first().innerText(), /Kind:\s*Attached(?! ·)/);
+    const d = (await api('GET', `/v1/databases/${ATTACHED}`)).json;
+    assert.equal(d.status, 'ready');
+    assert.ok(d.attached.accepted_at, 'accepted, with its time');
+    await admin.assertClean('accepted');
+    const asked = seen.slice(from);
+    assert.equal(
+      asked.filter(
+        (r) => r.method === 'POST' && r.url.endsWith(`/v1/databases/${ATTACHED}/attachment/accept`),
+      ).length,
+      1,
+    );
+    assert.deepEqual(
+      asked.filter((r) => /\/explorer\//.test(r.url) || MANAGING.test(r.url)),
+      [],
+    );
+    // The refused one, accepted through the API: failed by its checks (the next steps show it).
+    const refused = await api('POST', `/v1/databases/${REFUSED}/attachment/accept`);
+    assert.equal(refused.status, 200, JSON.stringify(refused.json));
+    assert.equal(refused.json.status, 'failed');
+  });
+
+  await step(
+    t,
+    'Reject (the name typed to confirm) removes an offer; its node may not offer it again',
+    async () => {
+      const p = admin.page;
+      await p.goto(`${stack.url}/databases/${SPARE}`);
+      const offer = p.getByRole('region', { name: `Offered by node ${NODE}: waiting for your acceptance` });
+      await offer.getByRole('button', { name: 'Reject' }).click();
+      const dialog = p.getByRole('dialog', { name: `Reject ${SPARE}?` });
+      await dialog.waitFor();
+      const confirm = dialog.getByRole('button', { name: 'Reject database' });
+      assert.equal(await confirm.isDisabled(), true, 'disabled until the name is typed');
+      await dialog.getByLabel('Type the database name to confirm').fill('stal');
+      assert.equal(await confirm.isDisabled(), true);
+      await checkPage(admin, `Reject ${SPARE}?`, 'attached-database-reject', 2);
+      await dialog.getByLabel('Type the database name to confirm').fill(SPARE);
+      await confirm.click();
+      await p.getByRole('heading', { name: 'Databases', level: 1 }).waitFor();
+      const table = p.getByRole('table', { name: 'Databases' });
+      await table.getByRole('link', { name: ATTACHED, exact: true }).waitFor();
+      assert.equal(await table.getByRole('link', { name: SPARE, exact: true }).count(), 0);
+      assert.equal(
+        await table
+          .getByRole('row')
+          .filter({ has: p.getByRole('link', { name: ATTACHED, exact: true }) })
+          .locator('.badge-attached')
+          .innerText(),
+        'Attached',
+      );
+      assert.equal((await api('GET', `/v1/databases/${SPARE}`)).status, 404);
+      await admin.assertClean('rejected');
+      const again = await post(
+        '/v1/agent/attached',
+        {
+          databases: [
+            { name: ATTACHED, account_id: accountId, ok: true, server_version: '16.4', findings: [WARN] },
+            { name: REFUSED, account_id: accountId, ok: false, server_version: '15.7', findings: [REFUSE] },
+            { name: SPARE, account_id: accountId, ok: true, server_version: '16.4', findings: [] },
+          ],
+        },
+        agentToken,
+      );
+      assert.equal(again.status, 200, JSON.stringify(again.json));
+      assert.deepEqual(
+        again.json.databases.map((d: { status: string }) => d.status),
+        ['attached', 'attached', 'refused'],
+      );
+      assert.equal((await api('GET', `/v1/databases/${SPARE}`)).status, 404);
+    },
+  );
 
   await step(
     t,
@@ -262,6 +378,8 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
         .getByRole('link', { name: ATTACHED, exact: true })
         .click();
       await p.getByRole('heading', { name: ATTACHED, level: 1 }).waitFor();
+      assert.equal(await p.locator('.attachment-offer').count(), 0, 'accepted: no offer');
+      await p.getByRole('region', { name: 'Drop from this account' }).waitFor();
       const note = await p.locator('.attached-note').innerText();
       assert.equal(
         note.replace(/\s+/g, ' ').trim(),
@@ -357,19 +475,27 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     agent = await startServingAgent();
     const deadline = Date.now() + 60_000;
     for (;;) {
-      const d = (await api('GET', `/v1/databases/${SERVED}`)).json;
-      if (d.status === 'ready') {
-        assert.equal(d.kind, 'attached');
-        assert.equal(d.node, SERVED_NODE);
+      const r = await api('GET', `/v1/databases/${SERVED}`);
+      if (r.status === 200) {
+        // Offered by the agent's report: it waits for the account.
+        assert.equal(r.json.kind, 'attached');
+        assert.equal(r.json.node, SERVED_NODE);
+        assert.equal(r.json.status, 'provisioning');
+        assert.equal(r.json.attached.accepted_at, null);
         break;
       }
-      assert.ok(Date.now() < deadline, `${SERVED} not registered ready in 60 s: ${JSON.stringify(d)}`);
+      assert.ok(Date.now() < deadline, `${SERVED} not offered in 60 s: ${JSON.stringify(r.json)}`);
       await sleep(200);
     }
     const p = admin.page;
     const from = seen.length;
     await p.goto(`${stack.url}/databases/${SERVED}`);
     await p.getByRole('heading', { name: 'Agent check', level: 2 }).waitFor();
+    const offer = p.getByRole('region', {
+      name: `Offered by node ${SERVED_NODE}: waiting for your acceptance`,
+    });
+    await offer.getByRole('button', { name: 'Accept' }).click();
+    await p.locator('.facts').first().getByText('Ready', { exact: true }).waitFor();
     await p.getByText('No findings: the configured roles passed every check.').waitFor();
     await p
       .getByRole('navigation', { name: 'Database sections' })
@@ -422,4 +548,36 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     }
     await checkPage(admin, 'Connect', 'hosted-database-connect', 2);
   });
+
+  await step(
+    t,
+    'an accepted attached database is dropped from the account (the name typed to confirm)',
+    async () => {
+      const p = admin.page;
+      const from = seen.length;
+      await p.goto(`${stack.url}/databases/${REFUSED}`);
+      const drop = p.getByRole('region', { name: 'Drop from this account' });
+      await drop.getByRole('button', { name: 'Drop from this account' }).click();
+      const dialog = p.getByRole('dialog', { name: `Drop ${REFUSED} from this account?` });
+      await dialog.getByLabel('Type the database name to confirm').fill(REFUSED);
+      await dialog.getByRole('button', { name: 'Drop database' }).click();
+      await p.getByRole('heading', { name: 'Databases', level: 1 }).waitFor();
+      const table = p.getByRole('table', { name: 'Databases' });
+      await table.getByRole('link', { name: HOSTED, exact: true }).waitFor();
+      assert.equal(await table.getByRole('link', { name: REFUSED, exact: true }).count(), 0);
+      assert.equal((await api('GET', `/v1/databases/${REFUSED}`)).status, 404);
+      await admin.assertClean('dropped');
+      const asked = seen.slice(from);
+      assert.ok(
+        asked.some(
+          (r) => r.method === 'POST' && r.url.endsWith(`/v1/databases/${REFUSED}/attachment/reject`),
+        ),
+      );
+      assert.deepEqual(
+        asked.filter((r) => r.method === 'DELETE'),
+        [],
+        'no delete: Bulwark does not manage it',
+      );
+    },
+  );
 });

@@ -7,7 +7,14 @@ import { StatusBadge } from '../../components/status-badge.tsx';
 import { bytes } from '../../lib/format.ts';
 import { useApi } from '../../lib/use-api.ts';
 import { useMe } from '../../session.tsx';
-import { AttachedCheck, AttachedNote, KindBadge } from './attached.tsx';
+import {
+  AttachedCheck,
+  AttachedNote,
+  AttachmentOffer,
+  awaitingAcceptance,
+  DropAttached,
+  KindBadge,
+} from './attached.tsx';
 import { ConnectTab } from './connect-tab.tsx';
 import { NetworkTab } from './network-tab.tsx';
 import { SettingsTab } from './settings-tab.tsx';
@@ -34,7 +41,8 @@ type Tab = (typeof TABS)[number][0];
  * An attached database (its agent's own file lists it) shows only what works on it: the agent's
  * last check, the explorer and governed requests. Connect, network, backups, charts (samples are
  * taken of hosted databases only) and settings would each ask a route that answers 409, so they
- * are not offered, and their paths say so without asking anything.
+ * are not offered, and their paths say so without asking anything. One its node offered that the
+ * account has not accepted yet shows only its check, with the offer to accept or reject.
  */
 const ATTACHED_TABS = [
   ['check', 'Agent check'],
@@ -49,8 +57,10 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
     () => call(api.GET('/v1/databases/{name}', { params: { path: { name } } })) as Promise<Database>,
     `${account}|${name}`,
   );
-  // A database on its way (provisioning, deleting) is followed until it settles.
-  const settling = db.data?.status === 'provisioning' || db.data?.status === 'deleting';
+  // A database on its way (provisioning, deleting) is followed until it settles; an attached one
+  // awaiting acceptance waits for a person, not for a job, so it is not followed.
+  const awaiting = db.data ? awaitingAcceptance(db.data) : false;
+  const settling = !awaiting && (db.data?.status === 'provisioning' || db.data?.status === 'deleting');
   // biome-ignore lint/correctness/useExhaustiveDependencies: each new answer (db.data) schedules the next look
   useEffect(() => {
     if (!settling) return;
@@ -64,22 +74,31 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
   const [explicit] = useRoute('/databases/:name/:tab');
   const wanted = attached && !explicit ? 'check' : tab;
   // A refused attached database is not queried by its agent: no explorer until its checks pass.
-  const tabs: readonly (readonly [Tab | AttachedTab, string])[] = attached
-    ? ATTACHED_TABS.filter(([id]) => id !== 'explorer' || d?.status === 'ready')
-    : TABS;
+  // Nothing runs on one awaiting acceptance: its check only.
+  const tabs: readonly (readonly [Tab | AttachedTab, string])[] = !attached
+    ? TABS
+    : awaiting
+      ? ATTACHED_TABS.filter(([id]) => id === 'check')
+      : ATTACHED_TABS.filter(([id]) => id !== 'explorer' || d?.status === 'ready');
   const current = (tabs.find(([id]) => id === wanted)?.[0] ?? null) as Tab | AttachedTab | null;
   const hostedOnly =
     attached &&
     current === null &&
     TABS.some(([id]) => id === wanted) &&
     !ATTACHED_TABS.some(([id]) => id === wanted);
-  const refusedExplorer = attached && current === null && wanted === 'explorer';
+  const notYet = awaiting && current === null && ATTACHED_TABS.some(([id]) => id === wanted);
+  const refusedExplorer = attached && !awaiting && current === null && wanted === 'explorer';
   const home = attached ? 'check' : 'connect';
   let body: ReactNode = null;
   if (d && current) {
     const props = { db: d, reload: db.reload };
     body = {
-      check: <AttachedCheck db={d} />,
+      check: (
+        <>
+          <AttachedCheck db={d} />
+          {awaiting ? null : <DropAttached db={d} />}
+        </>
+      ),
       connect: <ConnectTab {...props} />,
       network: <NetworkTab {...props} />,
       explorer: <ExplorerTab {...props} />,
@@ -103,13 +122,14 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
       {d ? (
         <>
           {attached ? <AttachedNote db={d} /> : null}
+          {awaiting ? <AttachmentOffer db={d} onAccepted={db.setData} /> : null}
           <p className="facts">
             <span>
               Status: <StatusBadge status={d.status} />
             </span>
             {attached ? (
               <span>
-                Kind: <KindBadge kind={d.kind} />
+                Kind: <KindBadge kind={d.kind} awaiting={awaiting} />
               </span>
             ) : null}
             <span>Node: {d.node}</span>
@@ -138,6 +158,8 @@ export default function DatabaseDetail({ name, tab }: { name: string; tab: strin
           </nav>
           {current ? (
             <Suspense fallback={<Loading what="the tab" />}>{body}</Suspense>
+          ) : notYet ? (
+            <p>Not available yet: nothing runs on this database until the account accepts it.</p>
           ) : refusedExplorer ? (
             <p>Not available: the agent's checks refused this database, so nothing queries it.</p>
           ) : hostedOnly ? (

@@ -9,7 +9,7 @@ import { TableWrap } from '../../components/table-wrap.tsx';
 import { bytes } from '../../lib/format.ts';
 import { useApi } from '../../lib/use-api.ts';
 import { useMe } from '../../session.tsx';
-import { KindBadge } from './attached.tsx';
+import { awaitingAcceptance, KindBadge } from './attached.tsx';
 import type { Database } from './types.ts';
 
 const PAGE = 50;
@@ -128,7 +128,9 @@ export default function DatabasesList() {
                   <th scope="row">
                     <span className="name-cell">
                       <Link href={`/databases/${d.name}`}>{d.name}</Link>
-                      {d.kind === 'attached' ? <KindBadge kind={d.kind} /> : null}
+                      {d.kind === 'attached' ? (
+                        <KindBadge kind={d.kind} awaiting={awaitingAcceptance(d)} />
+                      ) : null}
                     </span>
                   </th>
                   <td>
