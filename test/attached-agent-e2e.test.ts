@@ -2,7 +2,9 @@
  * Attached databases end to end (issue 17, ADR 0031): a listening test server and a real agent
  * started with an attached-databases file (BULWARK_AGENT_ATTACHED_CONFIG's setting) naming a
  * database on the test cluster that Bulwark did not make. The agent checks the roles, reports,
- * the server registers it as `attached` on the agent's node, and the explorer queries it through
+ * the server registers it as `attached` on the agent's node, where it waits (`provisioning`,
+ * `attached.accepted_at` null; the explorer answers 409) until an admin key of the account accepts
+ * it (`ready`); then the explorer queries it through
  * the API (the explorer channel and the job queue) as its read-only role: rows come back, the
  * schema lists its table, a write is refused and the table is unchanged.
  */
@@ -158,14 +160,25 @@ async function explorerWorks(): Promise<void> {
 test('a real agent reports its attached database; the server registers it on the node; the explorer queries it', async () => {
   agent = await startAttachedAgent(true);
   await until(
-    'the attached database registered and ready',
+    'the attached database offered',
     async () => {
       const r = await call('GET', `/v1/databases/${NAME}`);
-      return r.statusCode === 200 && r.json().kind === 'attached' && r.json().status === 'ready';
+      return r.statusCode === 200 && r.json().kind === 'attached';
     },
     30_000,
   );
+  // A node offers, the account decides: it waits, and nothing reaches the node meanwhile.
+  const waiting = (await call('GET', `/v1/databases/${NAME}`)).json();
+  assert.equal(waiting.status, 'provisioning');
+  assert.equal(waiting.attached.accepted_at, null);
+  const early = await call('POST', `/v1/databases/${NAME}/explorer/query`, { sql: 'select 1 as one' });
+  assert.equal(early.statusCode, 409, early.body);
+  const accepted = await call('POST', `/v1/databases/${NAME}/attachment/accept`);
+  assert.equal(accepted.statusCode, 200, accepted.body);
+  assert.equal(accepted.json().status, 'ready', 'its checks passed');
+  assert.ok(accepted.json().attached.accepted_at);
   const one = (await call('GET', `/v1/databases/${NAME}`)).json();
+  assert.equal(one.status, 'ready');
   assert.equal(one.node, NODE);
   assert.ok(
     !JSON.stringify(one).includes(pw.reader) && !JSON.stringify(one).includes(root),
