@@ -1,11 +1,11 @@
 /**
  * Attached databases in the dashboard (issue 17), in Debian's headless Chromium against a real
- * `bulwark up`: one hosted database made through the API, and two attached ones reported by a
+ * `bulwark up`: one hosted database made through the API, and three attached ones reported by a
  * second node's agent (enrolled with `bulwark admin enroll-node`, reporting over the real agent
  * API): `billing`, whose checks passed with a warning, `archive`, refused by its checks, and
  * `stale`. A node offers, the account decides: each waits ("Offered by node legacy: waiting for your
- * acceptance", only its check, no explorer) until the admin accepts it in the page (billing: ready,
- * the Explorer appears) or rejects it (stale: the name typed to confirm; gone, and the node may not
+ * acceptance", only its check, no explorer; a member sees it without the buttons) until the admin
+ * accepts it in the page (billing: ready, the Explorer appears) or rejects it (stale: the name typed to confirm; gone, and the node may not
  * offer it again); an accepted one is dropped the same way (archive, at the end). The
  * list marks the attached ones; an attached database's page says what Bulwark does with it, shows
  * the agent's last check (findings by severity, the refusal's reason) and only the sections that
@@ -37,6 +37,7 @@ import { accountApi, operatorKey, sleep } from './helpers/up-stack.ts';
 
 const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
 const ADMIN = { username: 'ada_admin', password: 'lantern-quartz-willow-27' };
+const MEMBER = { username: 'max_member', password: 'harbor-pebble-violet-41' };
 const HOSTED = 'shop';
 const ATTACHED = 'billing';
 const REFUSED = 'archive';
@@ -59,6 +60,8 @@ const MANAGING =
 let stack: DashboardStack;
 let browser: Browser;
 let admin: GuardedPage;
+/** A member sees an offer but may not decide on it (databases.attach: owners and admins). */
+let member: GuardedPage | undefined;
 let api: ReturnType<typeof accountApi>;
 let accountId = '';
 /** The second node's agent token (it reports over the real agent API). */
@@ -76,6 +79,7 @@ before(async () => {
 
 after(async () => {
   await admin?.close();
+  await member?.close();
   await browser?.close().catch(() => {});
   await agent?.stop().catch(() => {});
   await stack?.destroy();
@@ -198,13 +202,20 @@ async function sections(g: GuardedPage): Promise<string[]> {
   return nav.getByRole('link').allInnerTexts();
 }
 
-const step = walkthrough('attached', STEP_MS, () => [['admin', admin]]);
+const step = walkthrough('attached', STEP_MS, () => [
+  ['admin', admin],
+  ['member', member],
+]);
 
 test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
   await step(t, 'a hosted database, and two attached ones reported by a second node', async () => {
     admin = await guardedPage(browser, { name: 'admin' });
     admin.page.on('request', (r) => seen.push({ method: r.method(), url: r.url() }));
     await redeem(admin, stack.firstAdminLink, ADMIN);
+    const invited = await api('POST', '/v1/invites', { count: 1, role: 'member' });
+    assert.equal(invited.status, 201, JSON.stringify(invited.json));
+    member = await guardedPage(browser, { name: 'member' });
+    await redeem(member, `${stack.url}/#invite=${invited.json.invites[0].code}`, MEMBER);
     // Hosted first, so it is placed on the stack's own node (the second one never runs jobs).
     const made = await api('POST', '/v1/databases', { name: HOSTED });
     assert.equal(made.status, 202, JSON.stringify(made.json));
@@ -283,6 +294,15 @@ test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
     assert.deepEqual(await sections(admin), ['Agent check']);
     await p.getByRole('table', { name: 'Findings' }).waitFor();
     await checkPage(admin, ATTACHED, 'attached-database-offer');
+    // A member sees the offer, without the buttons.
+    const m = member!.page;
+    await m.goto(`${stack.url}/databases/${ATTACHED}`);
+    const seenByMember = m.getByRole('region', {
+      name: `Offered by node ${NODE}: waiting for your acceptance`,
+    });
+    await seenByMember.getByText('Only an owner or admin of the account can accept or reject it.').waitFor();
+    assert.equal(await seenByMember.getByRole('button').count(), 0);
+    await checkPage(member!, ATTACHED, 'attached-database-offer-member');
     await p.goto(`${stack.url}/databases/${ATTACHED}/explorer`);
     await p
       .getByText(/^Not available yet: nothing runs on this database until the account accepts it/)
