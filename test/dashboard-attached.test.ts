@@ -5,9 +5,9 @@
  * API): `billing`, whose checks passed with a warning, `archive`, refused by its checks, and
  * `stale`. A node offers, the account decides: each waits ("Offered by node legacy: waiting for your
  * acceptance", only its check, no explorer; a member sees it without the buttons) until the admin
- * accepts it in the page (billing: ready, the Explorer appears) or rejects it (stale: the name typed to confirm; gone, and the node may not
- * offer it again); an accepted one is dropped the same way (archive, at the end). The
- * list marks the attached ones; an attached database's page says what Bulwark does with it, shows
+ * accepts it in the page (billing: ready, the Explorer appears) or rejects it (stale: the name
+ * typed to confirm; gone, and the node may not offer it again); an accepted one is dropped the same
+ * way (archive, at the end). The list marks the attached ones; an attached database's page says what Bulwark does with it, shows
  * the agent's last check (findings by severity, the refusal's reason) and only the sections that
  * work on it (the agent check, the explorer while it is ready, governed requests without
  * "Request access"); a hosted-only section's path says so. Every request the page makes is
@@ -208,7 +208,7 @@ const step = walkthrough('attached', STEP_MS, () => [
 ]);
 
 test('attached databases in the dashboard', { timeout: 600_000 }, async (t) => {
-  await step(t, 'a hosted database, and two attached ones reported by a second node', async () => {
+  await step(t, 'a hosted database, and three attached ones offered by a second node', async () => {
     admin = await guardedPage(browser, { name: 'admin' });
     admin.page.on('request', (r) => seen.push({ method: r.method(), url: r.url() }));
     await redeem(admin, stack.firstAdminLink, ADMIN);
