@@ -138,6 +138,10 @@ const RELATIONS: Record<string, (i: Input) => void> = {
   'DELETE /v1/databases/{name}': (i) => {
     (i.body as Record<string, unknown>).confirm = i.path.name;
   },
+  // "Reject …" an attached database: repeat its name in `confirm`, as for a delete.
+  'POST /v1/databases/{name}/attachment/reject': (i) => {
+    (i.body as Record<string, unknown>).confirm = i.path.name;
+  },
   // Not a rule: half of the databases go on the node the fuzz enrolled (an unknown node is a 404).
   'POST /v1/databases': (i) => {
     const b = i.body as { name: string; node?: string };

@@ -12685,7 +12685,7 @@ export interface paths {
       requestBody: {
         content: {
           'application/json': {
-            /** @description The target node’s name */
+            /** @description The target node’s name (a-z, 0-9, _ and -, starting with a letter) */
             node: string;
           };
         };

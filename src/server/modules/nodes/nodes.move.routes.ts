@@ -53,7 +53,13 @@ export function moveRoutes(deps: { moves: Moves }): FastifyPluginAsyncZod {
           security: [{ apiKey: [] }],
           summary: 'Move a database to another node (writes frozen during the copy; same credentials)',
           params: nameParams,
-          body: z.object({ node: z.string().min(1).max(63).describe('The target node’s name') }),
+          body: z.object({
+            node: z
+              .string()
+              .max(63)
+              .regex(/^[a-z][a-z0-9_-]{0,62}$/)
+              .describe('The target node’s name (a-z, 0-9, _ and -, starting with a letter)'),
+          }),
           response: { 202: moveSchema, ...errorResponsesWith('capacity_exceeded') },
         },
       },
