@@ -206,7 +206,10 @@ test('after an agent restart (the report again, same id), through the job queue'
 });
 
 let firstStateDir: string | null = null;
-async function startAttachedAgentAgain(explorerChannel: boolean): Promise<RunningAgent> {
+async function startAttachedAgentAgain(
+  explorerChannel: boolean,
+  recheckSeconds?: number,
+): Promise<RunningAgent> {
   firstStateDir ??= (await fs.readdir(root)).find((d) => d.startsWith('agent-')) ?? null;
   assert.ok(firstStateDir);
   return startAgent(
@@ -219,6 +222,7 @@ async function startAttachedAgentAgain(explorerChannel: boolean): Promise<Runnin
       explorerChannel,
       warmPoolSize: 0,
       attachedConfig: config,
+      ...(recheckSeconds ? { attachedRecheckSeconds: recheckSeconds } : {}),
     }),
     { log: createLogger('agent', 'silent') },
   );
@@ -260,4 +264,36 @@ test('governed SQL on the attached database: dry run and execution as its migrat
   assert.equal(ran.status, 'executed', JSON.stringify(ran));
   const result = expectStatus(await http.result(NAME, read.id as string, requester.headers), 200);
   assert.deepEqual(result.rows, [[R.reader]]);
+});
+
+test('the roles are checked again while the agent runs: a write granted to the reader later fails the database, revoking it brings it back', async () => {
+  await agent?.stop();
+  agent = null;
+  agent = await startAttachedAgentAgain(false, 1);
+  const status = async () => (await call('GET', `/v1/databases/${NAME}`)).json().status as string;
+  await until('served again', async () => (await status()) === 'ready', 30_000);
+  // Another administrator of that database grants the read-only role a write, after the start.
+  await asAdmin(DB, `GRANT UPDATE ON ledger TO "${R.reader}"`);
+  try {
+    await until('failed by the next check', async () => (await status()) === 'failed', 30_000);
+    const one = (await call('GET', `/v1/databases/${NAME}`)).json();
+    assert.ok(
+      (one.attached.findings as { kind: string; severity: string }[]).some(
+        (f) => f.kind === 'table_write' && f.severity === 'refuse',
+      ),
+      JSON.stringify(one.attached.findings),
+    );
+    const q = await call('POST', `/v1/databases/${NAME}/explorer/query`, { sql: 'select 1 as one' });
+    assert.equal(q.statusCode, 409, q.body);
+  } finally {
+    await asAdmin(DB, `REVOKE UPDATE ON ledger FROM "${R.reader}"`);
+  }
+  await until('ready again after the revoke', async () => (await status()) === 'ready', 30_000);
+  await until(
+    'served again',
+    async () =>
+      (await call('POST', `/v1/databases/${NAME}/explorer/query`, { sql: 'select 1 as one' })).statusCode ===
+      200,
+    30_000,
+  );
 });

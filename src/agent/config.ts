@@ -140,6 +140,11 @@ export const agentConfigSchema = z
       .max(4096)
       .refine((v) => v.startsWith('/'), 'must be an absolute path')
       .optional(),
+    /**
+     * How often the attached-databases file is read again, its roles checked again and the result
+     * reported (seconds): a privilege granted later, or a changed file, is seen within this time.
+     */
+    attachedRecheckSeconds: z.coerce.number().int().min(1).max(86_400).default(600),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -216,6 +221,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   backupS3SecretAccessKey: { env: 'BULWARK_BACKUP_S3_SECRET_ACCESS_KEY', secret: true },
   executionCapabilities: { env: 'BULWARK_AGENT_EXECUTION_CAPABILITIES' },
   attachedConfig: { env: 'BULWARK_AGENT_ATTACHED_CONFIG' },
+  attachedRecheckSeconds: { env: 'BULWARK_AGENT_ATTACHED_RECHECK_SECONDS' },
 };
 
 export function loadAgentConfig(sources: {

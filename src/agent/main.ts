@@ -158,18 +158,38 @@ export async function startAgent(
   // unreachable host costs up to its timeouts per role and must not hold up the node's heartbeat
   // and jobs); what is refused is logged. Then every loaded entry is reported to the server
   // (retried until it answers); the ids it gives make them reachable by explorer and execution.
+  // The file is read and the roles checked again every attachedRecheckSeconds, and reported again:
+  // a privilege granted to the reader later, or a changed file, takes effect then (the registry is
+  // replaced by each answer: an entry that fails its checks stops being served).
   const attachedReporting = new AbortController();
-  if (config.attachedConfig)
-    void startAttached(config.attachedConfig, log)
-      .then((start) =>
-        reportAttached(start, {
-          send: (report, signal) => client.attached(report, signal),
-          registry: attached,
-          log: log.child({ component: 'attached' }),
-          signal: attachedReporting.signal,
-        }),
-      )
-      .catch((err: Error) => log.error({ err: { message: err.message } }, 'attached databases not checked'));
+  const attachedFile = config.attachedConfig;
+  if (attachedFile)
+    void (async () => {
+      const signal = attachedReporting.signal;
+      while (!signal.aborted) {
+        try {
+          const start = await startAttached(attachedFile, log);
+          if (signal.aborted) break;
+          await reportAttached(start, {
+            send: (report, s) => client.attached(report, s),
+            registry: attached,
+            log: log.child({ component: 'attached' }),
+            signal,
+          });
+        } catch (err) {
+          log.error({ err: { message: (err as Error).message } }, 'attached databases not checked');
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, config.attachedRecheckSeconds * 1000);
+          function done() {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', done);
+            resolve();
+          }
+          signal.addEventListener('abort', done, { once: true });
+        });
+      }
+    })();
   // Backups (issue 15): the backup dir, pg_dump/pg_restore, and the sweep of an interrupted run.
   const backup = database
     ? await startBackups({

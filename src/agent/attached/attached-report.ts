@@ -5,7 +5,7 @@
  * answers which it registered (with an id) and which it refused; the registered ones that passed
  * their checks go into the registry, where the explorer and governed execution find them.
  *
- * Sent once per agent start, after the checks, and retried with bounded backoff (1 s doubling to
+ * Sent after each round of checks (at start, then every BULWARK_AGENT_ATTACHED_RECHECK_SECONDS), and retried with bounded backoff (1 s doubling to
  * 60 s) until the server answers 2xx or the agent stops. A 404 is an older server without the
  * route: reported once as a warning, not retried (the attached databases are then not served).
  */
