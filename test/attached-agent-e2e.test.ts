@@ -289,6 +289,17 @@ test('the roles are checked again while the agent runs: a write granted to the r
     await asAdmin(DB, `REVOKE UPDATE ON ledger FROM "${R.reader}"`);
   }
   await until('ready again after the revoke', async () => (await status()) === 'ready', 30_000);
+  // A file refused as a whole (here: readable by others) says nothing about its entries: the next
+  // checks report nothing, and the accepted database is neither detached nor offered again.
+  await fs.chmod(config, 0o644);
+  try {
+    await new Promise((r) => setTimeout(r, 3_000)); // at least two recheck rounds of 1 s
+    const one = (await call('GET', `/v1/databases/${NAME}`)).json();
+    assert.equal(one.status, 'ready', JSON.stringify(one));
+    assert.ok(one.attached.accepted_at, 'still the accepted database');
+  } finally {
+    await fs.chmod(config, 0o600);
+  }
   await until(
     'served again',
     async () =>

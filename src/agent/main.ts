@@ -170,12 +170,14 @@ export async function startAgent(
         try {
           const start = await startAttached(attachedFile, log);
           if (signal.aborted) break;
-          await reportAttached(start, {
-            send: (report, s) => client.attached(report, s),
-            registry: attached,
-            log: log.child({ component: 'attached' }),
-            signal,
-          });
+          // A refused file says nothing about its entries: the last report (and what is served) stands.
+          if (!start.fileRefused)
+            await reportAttached(start, {
+              send: (report, s) => client.attached(report, s),
+              registry: attached,
+              log: log.child({ component: 'attached' }),
+              signal,
+            });
         } catch (err) {
           log.error({ err: { message: (err as Error).message } }, 'attached databases not checked');
         }

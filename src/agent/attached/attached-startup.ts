@@ -15,6 +15,12 @@ export type AttachedStart = {
   checks: AttachedCheck[];
   /** Every loaded entry (the config loader's refusals excluded), in the order of `checks`. */
   entries: AttachedDatabase[];
+  /**
+   * The file itself was refused (unreadable, not 0600, not JSON…): nothing is known about its
+   * entries, which is not the same as an empty list — it must not be reported (that would detach
+   * every accepted database of the node until the file is mended and they are accepted again).
+   */
+  fileRefused?: true;
 };
 
 export async function startAttached(file: string, log: Logger): Promise<AttachedStart> {
@@ -23,7 +29,7 @@ export async function startAttached(file: string, log: Logger): Promise<Attached
     loaded = await loadAttachedConfig(file);
   } catch (err) {
     log.error({ err: { message: (err as Error).message } }, 'attached databases file refused; none attached');
-    return { databases: [], checks: [], entries: [] };
+    return { databases: [], checks: [], entries: [], fileRefused: true };
   }
   for (const r of loaded.refused)
     log.error({ attached: r.name, reason: r.reason }, 'attached database refused');
