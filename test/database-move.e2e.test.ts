@@ -113,6 +113,17 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   assert.equal(move.from_node, 'move-a');
   assert.equal(move.to_node, 'move-b');
   assert.ok(move.freeze_ms !== null && move.freeze_ms >= 0 && move.freeze_ms <= move.duration_ms);
+  // Copied while it served, then frozen only to find it unchanged: one copy, and the freeze began
+  // after the copy was made (PgBouncer's idle connection to it, which had just written, was closed
+  // before the fingerprint, so its counts were in).
+  assert.equal(move.copies, 1);
+  const madeAt = await s.db.pool.query<{ frozen_after_copy: boolean }>(
+    `SELECT m.frozen_at > max(j.finished_at) AS frozen_after_copy FROM database_moves m
+       JOIN jobs j ON j.payload->>'move_id' = m.id::text AND j.kind = 'database.move_in'
+      WHERE m.id = $1 GROUP BY m.frozen_at`,
+    [move.id],
+  );
+  assert.equal(madeAt.rows[0]?.frozen_after_copy, true);
   const d = (await api('GET', `/v1/databases/${db.name}`)).json();
   assert.equal(d.status, 'ready');
   assert.equal(d.node, 'move-b');
@@ -165,6 +176,62 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   const unknown = await api('POST', `/v1/databases/${db.name}/move`, { node: 'nope' });
   assert.equal(unknown.statusCode, 409);
   assert.match(unknown.json().error.message, /unknown or cannot take this database/);
+});
+
+test('a database written after its pre-copy was dumped is copied again, frozen: nothing is lost', async () => {
+  const db = await createOn('move-a');
+  const app = await ownerLogin(poolerA.port, db);
+  await app.query(`
+    CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, pad text);
+    INSERT INTO ledger (note, pad) SELECT 'n' || g, repeat('x', 200) FROM generate_series(1, 20000) g;`);
+  // A transaction open before the move: the pre-copy's snapshot cannot see what it writes.
+  const writer = await ownerLogin(poolerA.port, db);
+  await writer.query('BEGIN');
+  await writer.query("INSERT INTO ledger (note) VALUES ('late')");
+  await app.end();
+
+  const r = await api('POST', `/v1/databases/${db.name}/move`, { node: 'move-b' });
+  assert.equal(r.statusCode, 202, r.body);
+  const moveId = r.json().id as string;
+  // Committed once the pre-copy is made (the target restores it), before the source freezes.
+  await waitUntil(
+    'pre-copy made',
+    async () => {
+      const m = await s.db.pool.query<{ status: string }>('SELECT status FROM database_moves WHERE id = $1', [
+        moveId,
+      ]);
+      assert.notEqual(m.rows[0]?.status, 'freezing', 'the freeze came before the write could commit');
+      return m.rows[0]?.status === 'restoring' ? true : undefined;
+    },
+    60_000,
+    5,
+  );
+  await writer.query('COMMIT');
+  await writer.end();
+
+  const move = await waitUntil(`move of ${db.name}`, async () => {
+    const m = (await api('GET', `/v1/databases/${db.name}/move`)).json();
+    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
+  });
+  assert.equal(move.status, 'switched', move.error);
+  assert.equal(move.copies, 2, 'the fingerprint saw the write: a second, frozen copy');
+  const moved = await ownerLogin(portB, db);
+  try {
+    const late = await moved.query("SELECT count(*)::int AS n FROM ledger WHERE note = 'late'");
+    assert.equal(late.rows[0].n, 1);
+    assert.equal((await moved.query('SELECT count(*)::int AS n FROM ledger')).rows[0].n, 20001);
+  } finally {
+    await moved.end();
+  }
+  // The first copy on B was dropped before the second was made: B holds one database of the name.
+  const b = await clusterHas(planeB.adminUrl, db.name);
+  assert.equal(b.database, true);
+  const moved2 = await s.db.pool.query<{ details: Record<string, unknown> }>(
+    `SELECT details FROM audit_events WHERE target_id = (SELECT id::text FROM databases WHERE name = $1)
+        AND action = 'database.moved'`,
+    [db.name],
+  );
+  assert.equal(moved2.rows[0]?.details.copies, 2);
 });
 
 test('a move the target refuses fails, and the source serves again with nothing of ours left on B', async () => {

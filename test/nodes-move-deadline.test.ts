@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createAccount, enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
-import { moveOutResult } from './helpers/dump-result.ts';
+import { dumpResult, moveOutResult } from './helpers/dump-result.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
@@ -243,4 +243,156 @@ test('a drain cordons its node first and moves only to a healthy, uncordoned nod
   } finally {
     await s.db.pool.query('UPDATE nodes SET unhealthy_since = NULL WHERE id = $1', [b.nodeId]);
   }
+});
+
+// Pre-copies (migration 0035): a source whose agent offers `database.move_freeze` is copied while it
+// serves, then frozen and fingerprinted again. Agents driven by hand, nodes of their own.
+const restoreResult = (moveId: string, databaseId: string, name: string) => ({
+  ...dumpResult(moveId),
+  tables_checked: 1,
+  rows_checked: 1,
+  backup_id: moveId,
+  database_id: databaseId,
+  name,
+  mode: 'new',
+  duration_ms: 1,
+  verified: true,
+  login_proved: true,
+});
+const FINGERPRINT = 'c'.repeat(64);
+
+async function precopyRestored(p: FakeAgent, q: FakeAgent, name: string) {
+  const m = await api(key.headers, 'POST', `/v1/databases/${name}/move`, { node: 'dl-q' });
+  assert.equal(m.statusCode, 202, m.body);
+  const moveId = m.json().id as string;
+  const out = await nextJob(p, 'database.move_out');
+  assert.equal(out.payload.precopy, true, 'the source offers move_freeze: a pre-copy');
+  // A pre-copy that reports a freeze instead of a fingerprint would be refused; this one is right.
+  assert.equal(
+    await p.complete(out.id, out.attempt, { ...dumpResult(moveId), fingerprint: FINGERPRINT }),
+    200,
+  );
+  const inJob = await nextJob(q, 'database.move_in');
+  const databaseId = inJob.payload.database_id as string;
+  assert.equal(await q.complete(inJob.id, inJob.attempt, restoreResult(moveId, databaseId, name)), 200);
+  const st = (await api(key.headers, 'GET', `/v1/databases/${name}/move`)).json();
+  assert.equal(st.status, 'freezing');
+  assert.equal(st.frozen_at, null, 'nothing was frozen for the copy');
+  return moveId;
+}
+
+test('a pre-copy: unchanged at the freeze switches at once; changed, the target copy is dropped and the frozen source copied again', async () => {
+  const p = await enrollFakeAgent(s, 'dl-p');
+  const q = await enrollFakeAgent(s, 'dl-q');
+  await s.db.pool.query(
+    `UPDATE nodes SET capabilities = '{"jobs": ["database.move_freeze"]}' WHERE id = $1`,
+    [p.nodeId],
+  );
+  await createOn(p, 'dl-p', 'dl5');
+  await createOn(p, 'dl-p', 'dl6');
+
+  // Unchanged: the switch, one copy, the freeze counted from the freeze step.
+  const same = await precopyRestored(p, q, 'dl5');
+  const fz = await nextJob(p, 'database.move_freeze');
+  const frozenAt = new Date().toISOString();
+  assert.equal(
+    await p.complete(fz.id, fz.attempt, { frozen_at: frozenAt, fingerprint: FINGERPRINT, quiet: true }),
+    200,
+  );
+  const done = (await api(key.headers, 'GET', '/v1/databases/dl5/move')).json();
+  assert.equal(done.status, 'switched');
+  assert.equal(done.copies, 1);
+  assert.equal(new Date(done.frozen_at).getTime(), new Date(frozenAt).getTime());
+  assert.ok(done.freeze_ms < done.duration_ms);
+  assert.equal((await api(key.headers, 'GET', '/v1/databases/dl5')).json().node, 'dl-q');
+  assert.deepEqual(
+    (await jobsOf(same)).map((j) => [j.kind, j.node_id === p.nodeId ? 'P' : 'Q']),
+    [
+      ['database.move_out', 'P'],
+      ['database.move_in', 'Q'],
+      ['database.move_freeze', 'P'],
+      ['database.move_cleanup', 'P'],
+    ],
+  );
+
+  // Changed (or not quiet): the first copy on Q dropped, then a frozen copy (no pre-copy) and its restore.
+  const changed = await precopyRestored(p, q, 'dl6');
+  const fz2 = await nextJob(p, 'database.move_freeze');
+  const firstFreeze = new Date(Date.now() - 1000).toISOString();
+  assert.equal(
+    await p.complete(fz2.id, fz2.attempt, {
+      frozen_at: firstFreeze,
+      fingerprint: 'd'.repeat(64),
+      quiet: true,
+    }),
+    200,
+  );
+  let st = (await api(key.headers, 'GET', '/v1/databases/dl6/move')).json();
+  assert.equal(st.status, 'copying');
+  assert.equal(st.copies, 2);
+  const cleanup = await nextJob(q, 'database.move_cleanup');
+  assert.equal(await q.complete(cleanup.id, cleanup.attempt, { dropped: true }), 200);
+  const out2 = await nextJob(p, 'database.move_out');
+  assert.equal(out2.payload.precopy, undefined, 'the second copy is made frozen');
+  assert.equal(await p.complete(out2.id, out2.attempt, moveOutResult(changed)), 200);
+  const in2 = await nextJob(q, 'database.move_in');
+  assert.equal(
+    await q.complete(in2.id, in2.attempt, restoreResult(changed, in2.payload.database_id as string, 'dl6')),
+    200,
+  );
+  st = (await api(key.headers, 'GET', '/v1/databases/dl6/move')).json();
+  assert.equal(st.status, 'switched');
+  assert.equal(st.copies, 2);
+  // The freeze is counted from its first start, not from the second copy's.
+  assert.equal(new Date(st.frozen_at).getTime(), new Date(firstFreeze).getTime());
+});
+
+test('a pre-copy answered as a frozen copy fails the move; a freeze past its deadline fails it and cleans the target', async () => {
+  const agentP = await enrollFakeAgent(s, 'dl-p2');
+  const q = await enrollFakeAgent(s, 'dl-q2');
+  await s.db.pool.query(
+    `UPDATE nodes SET capabilities = '{"jobs": ["database.move_freeze"]}' WHERE id = $1`,
+    [agentP.nodeId],
+  );
+  await createOn(agentP, 'dl-p2', 'dl7');
+  await createOn(agentP, 'dl-p2', 'dl8');
+
+  const m = await api(key.headers, 'POST', '/v1/databases/dl7/move', { node: 'dl-q2' });
+  const moveId = m.json().id as string;
+  const out = await nextJob(agentP, 'database.move_out');
+  assert.equal(out.payload.precopy, true);
+  assert.equal(await agentP.complete(out.id, out.attempt, moveOutResult(moveId)), 200);
+  const st = (await api(key.headers, 'GET', '/v1/databases/dl7/move')).json();
+  assert.equal(st.status, 'failed');
+  assert.match(st.error, /does not match the move/);
+
+  const m2 = await api(key.headers, 'POST', '/v1/databases/dl8/move', { node: 'dl-q2' });
+  const moveId2 = m2.json().id as string;
+  const out2 = await nextJob(agentP, 'database.move_out');
+  assert.equal(
+    await agentP.complete(out2.id, out2.attempt, { ...dumpResult(moveId2), fingerprint: FINGERPRINT }),
+    200,
+  );
+  const in2 = await nextJob(q, 'database.move_in');
+  assert.equal(
+    await q.complete(in2.id, in2.attempt, restoreResult(moveId2, in2.payload.database_id as string, 'dl8')),
+    200,
+  );
+  await age(moveId2, 'database.move_freeze', 16);
+  await s.nodesHealth.sweep();
+  const failed = (await api(key.headers, 'GET', '/v1/databases/dl8/move')).json();
+  assert.equal(failed.status, 'failed');
+  assert.match(failed.error, /freeze at the source was not taken up by node dl-p2/);
+  assert.deepEqual(
+    (await jobsOf(moveId2)).map((j) => [j.kind, j.node_id === agentP.nodeId ? 'P' : 'Q', j.status]),
+    [
+      ['database.move_out', 'P', 'succeeded'],
+      ['database.move_in', 'Q', 'succeeded'],
+      ['database.move_freeze', 'P', 'dead'],
+      ['database.move_thaw', 'P', 'queued'],
+      ['database.move_cleanup', 'Q', 'queued'],
+    ],
+    'the target restored the pre-copy: it is cleaned',
+  );
+  assert.equal((await api(key.headers, 'GET', '/v1/databases/dl8')).json().node, 'dl-p2');
 });

@@ -2,10 +2,16 @@
  * Moving a database between nodes (issue 17, ADR 0031): the agent's four steps. The server
  * orchestrates them (one job each, queued in order: jobs of one database never overlap).
  *
- * - `database.move_out` (source): freezes writes — PgBouncer `KILL` (clients cut, new ones held
- *   until `RESUME`), `CONNECT` revoked from the database's roles, and every session of it
- *   terminated — then dumps it into the move's archive exactly as `backup.create` does (same
- *   archive format, the move's own data key, read back and verified before it reports).
+ * - `database.move_out` (source): dumps the database into the move's archive exactly as
+ *   `backup.create` does (same archive format, the move's own data key, read back and verified
+ *   before it reports). A pre-copy (`precopy`) dumps while the database still serves and reports
+ *   its change fingerprint taken before the dump's snapshot (move-fingerprint.ts); otherwise it
+ *   freezes writes first — PgBouncer `KILL` (clients cut, new ones held until `RESUME`), `CONNECT`
+ *   revoked from the database's roles, every session of it terminated and waited for.
+ * - `database.move_freeze` (source, after the target restored a pre-copy): the same freeze, then
+ *   the fingerprint again. The server switches when it is unchanged, and otherwise asks for a
+ *   frozen second copy (the target's first one dropped) — so writes stop only for this check
+ *   unless the database changed during the copy.
  * - `database.move_in` (target): restores that archive into a new database exactly as a
  *   `backup.restore` into a new database does — which first runs `database.create` with the
  *   source's id, name, owner verifier, allowlist and limits (same roles, same password) and ends
@@ -22,9 +28,11 @@
 import { pipeline } from 'node:stream/promises';
 import {
   MOVE_JOB_KINDS,
+  type MoveFreezeResult,
   type MoveInResult,
   type MoveOutResult,
   moveCleanupPayloadSchema,
+  moveFreezePayloadSchema,
   moveInPayloadSchema,
   moveOutPayloadSchema,
   moveThawPayloadSchema,
@@ -32,16 +40,19 @@ import {
 import { quoteIdent, type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import { backupCreate } from '../backups/backup-create.ts';
 import type { BackupJobDeps } from '../backups/backup-deps.ts';
+import { connectForTools, stewardLogin } from '../backups/backup-deps.ts';
 import { backupRestore } from '../backups/backup-restore.ts';
-import { grantDatabase, terminateSessions } from '../postgres/tenant-sql.ts';
+import { grantDatabase } from '../postgres/tenant-sql.ts';
+import { sleep } from '../sleep.ts';
 import { parsePayload } from './database-common.ts';
 import { databaseDelete } from './database-delete.ts';
 import { type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';
+import { databaseFingerprint, otherSessions, waitForSettledCounts } from './move-fingerprint.ts';
 
 const tenantRoles = (roles: RoleNames) => [roles.owner, roles.reader, roles.migrator, roles.explorer];
 
 /** A PgBouncer console command; a database PgBouncer has no pool for (or is not paused) is fine. */
-async function poolerCommand(deps: BackupJobDeps, command: 'KILL' | 'RESUME', name: string) {
+async function poolerCommand(deps: BackupJobDeps, command: 'KILL' | 'RESUME' | 'RECONNECT', name: string) {
   try {
     await deps.pooler.admin(`${command} ${name}`);
   } catch (err) {
@@ -56,9 +67,14 @@ async function exists(ctx: JobContext, name: string): Promise<boolean> {
   return (r.rowCount ?? 0) > 0;
 }
 
+/** How long the freeze waits for each terminated session to be gone. */
+const TERMINATE_WAIT_MS = 5_000;
+
 /**
  * Writes stop: clients through PgBouncer are cut and new ones held; nobody but the steward (who
- * owns the database) may connect directly; every open session is ended. Idempotent.
+ * owns the database) may connect directly; every open session of the database or of its roles is
+ * ended, and waited for (bounded) until it left — its statistics flushed as it went, which the
+ * change fingerprint relies on. Idempotent.
  */
 export async function freezeDatabase(deps: BackupJobDeps, ctx: JobContext, name: string): Promise<void> {
   const roles = roleNames(name);
@@ -66,7 +82,49 @@ export async function freezeDatabase(deps: BackupJobDeps, ctx: JobContext, name:
   await ctx.admin.query(
     `REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(name)} FROM ${tenantRoles(roles).map(quoteIdent).join(', ')}`,
   );
-  await terminateSessions(ctx.admin, { roles: tenantRoles(roles), database: name });
+  await ctx.admin.query(
+    `SELECT pg_catalog.pg_terminate_backend(pid, $3) FROM pg_catalog.pg_stat_activity
+      WHERE pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+        AND backend_type OPERATOR(pg_catalog.=) 'client backend'
+        AND (usename OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[]) OR datname OPERATOR(pg_catalog.=) $2)`,
+    [tenantRoles(roles), name, TERMINATE_WAIT_MS],
+  );
+}
+
+/**
+ * A pre-copy waits (at most 3 s) until the database's sessions left after PgBouncer's `RECONNECT`
+ * were idle for 10.1 s — their counts flushed (move-fingerprint.ts).
+ */
+const SETTLE = { settledMs: 10_100, maxMs: 3_000 };
+
+/** The change fingerprint of database `name`, read by its steward (and whether it was alone). */
+async function fingerprintOf(
+  deps: BackupJobDeps,
+  ctx: JobContext,
+  p: { database_id: string; name: string },
+  opts: { settle?: boolean } = {},
+) {
+  const steward = roleNames(p.name).steward;
+  const login = stewardLogin(deps.cluster, { databaseId: p.database_id, steward }, p.name);
+  const client = await connectForTools(deps.cluster, login);
+  try {
+    if (opts.settle) {
+      await poolerCommand(deps, 'RECONNECT', p.name);
+      const waited = await waitForSettledCounts(ctx.admin, p.name, steward, {
+        ...SETTLE,
+        sleep: (ms) => sleep(ms, ctx.signal),
+      });
+      if (waited > 1)
+        ctx.log.info(
+          { move_id: (p as { move_id?: string }).move_id, waited_ms: Math.round(waited) },
+          'pre-copy waited for settled counters',
+        );
+    }
+    const fingerprint = await databaseFingerprint(ctx.admin, client, p.name);
+    return { fingerprint, others: await otherSessions(ctx.admin, p.name, steward) };
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 /** Writes resume: the database's grants as `database.create` makes them, and PgBouncer's `RESUME`. */
@@ -86,6 +144,14 @@ export function moveOut(deps: BackupJobDeps): JobHandler {
     const p = parsePayload(moveOutPayloadSchema, payload);
     if (!(await exists(ctx, p.name)))
       throw new PermanentJobError(`database ${p.name} is not on this node; nothing to move`);
+    if (p.precopy) {
+      // Before the dump's snapshot: whatever changes after it changes the fingerprint.
+      const { fingerprint } = await fingerprintOf(deps, ctx, p, { settle: true });
+      await deps.onStep?.(MOVE_JOB_KINDS.out, 'dump');
+      const made = await dump({ backup_id: p.move_id, database_id: p.database_id, name: p.name }, ctx);
+      const result: MoveOutResult = { ...(made as Omit<MoveOutResult, 'fingerprint'>), fingerprint };
+      return result;
+    }
     await deps.onStep?.(MOVE_JOB_KINDS.out, 'freeze');
     await freezeDatabase(deps, ctx, p.name);
     const frozenAt = new Date().toISOString();
@@ -155,6 +221,22 @@ export function moveIn(deps: BackupJobDeps): JobHandler {
   };
 }
 
+export function moveFreeze(deps: BackupJobDeps): JobHandler {
+  return async (payload, ctx) => {
+    const p = parsePayload(moveFreezePayloadSchema, payload);
+    if (!(await exists(ctx, p.name)))
+      throw new PermanentJobError(`database ${p.name} is not on this node; nothing to freeze`);
+    await deps.onStep?.(MOVE_JOB_KINDS.freeze, 'freeze');
+    const frozenAt = new Date().toISOString();
+    await freezeDatabase(deps, ctx, p.name);
+    await deps.onStep?.(MOVE_JOB_KINDS.freeze, 'fingerprint');
+    const { fingerprint, others } = await fingerprintOf(deps, ctx, p);
+    if (others > 0) ctx.log.warn({ move_id: p.move_id, sessions: others }, 'sessions left after the freeze');
+    const result: MoveFreezeResult = { frozen_at: frozenAt, fingerprint, quiet: others === 0 };
+    return result;
+  };
+}
+
 export function moveThaw(deps: BackupJobDeps): JobHandler {
   return async (payload, ctx) => {
     const p = parsePayload(moveThawPayloadSchema, payload);
@@ -181,6 +263,7 @@ export function moveHandlers(deps: BackupJobDeps): [string, JobHandler][] {
   return [
     [MOVE_JOB_KINDS.out, moveOut(deps)],
     [MOVE_JOB_KINDS.in, moveIn(deps)],
+    [MOVE_JOB_KINDS.freeze, moveFreeze(deps)],
     [MOVE_JOB_KINDS.thaw, moveThaw(deps)],
     [MOVE_JOB_KINDS.cleanup, moveCleanup(deps)],
   ];

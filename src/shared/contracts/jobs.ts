@@ -3,6 +3,9 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): move kind `database.move_freeze` (`moveFreezeResultSchema`); `move_out`
+ *     takes `precopy` (dump while serving, report `fingerprint` instead of `frozen_at`). A server
+ *     asks for a pre-copy only from a source that offers `database.move_freeze`.
  *   - added (compatible): drift finding kind `spare_tampered` (a warm-pool spare changed since the
  *     agent made it; it is not handed out but destroyed and replaced, ADR 0028).
  *   - added (compatible): move kinds `database.move_out|move_in|move_thaw|move_cleanup` (payloads
@@ -54,6 +57,7 @@ import {
 import {
   MOVE_JOB_KINDS,
   moveCleanupResultSchema,
+  moveFreezeResultSchema,
   moveInResultSchema,
   moveOutResultSchema,
   moveThawResultSchema,
@@ -261,6 +265,7 @@ export const jobResultSchemas: Readonly<Record<string, z.ZodType<Record<string, 
   // Moving a database between nodes (moves.ts, ADR 0031).
   [MOVE_JOB_KINDS.out]: moveOutResultSchema,
   [MOVE_JOB_KINDS.in]: moveInResultSchema,
+  [MOVE_JOB_KINDS.freeze]: moveFreezeResultSchema,
   [MOVE_JOB_KINDS.thaw]: moveThawResultSchema,
   [MOVE_JOB_KINDS.cleanup]: moveCleanupResultSchema,
   // Fallback delivery of a governed execution: the job completes with the ExecutionOutcome

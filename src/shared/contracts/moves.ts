@@ -15,7 +15,11 @@ export * from './move-results.ts';
 
 const ident = { move_id: z.uuid(), database_id: z.uuid(), name: databaseNameSchema };
 
-export const moveOutPayloadSchema = z.object(ident);
+export const moveOutPayloadSchema = z.object({
+  ...ident,
+  /** Dump without freezing, and report the change fingerprint (the freeze comes later). */
+  precopy: z.boolean().optional(),
+});
 export type MoveOutPayload = z.infer<typeof moveOutPayloadSchema>;
 
 export const moveInPayloadSchema = z
@@ -32,6 +36,7 @@ export const moveInPayloadSchema = z
   });
 export type MoveInPayload = z.infer<typeof moveInPayloadSchema>;
 
+export const moveFreezePayloadSchema = z.object(ident);
 export const moveThawPayloadSchema = z.object(ident);
 export const moveCleanupPayloadSchema = z.object(ident);
 

@@ -12487,6 +12487,8 @@ export interface paths {
           };
           content: {
             'application/json': {
+              /** @description How many times the data was copied: 2 when it changed during the first (unfrozen) copy */
+              copies: number;
               created_at: string;
               database: string;
               duration_ms: number | null;
@@ -12500,10 +12502,10 @@ export interface paths {
               id: string;
               size_bytes: number | null;
               /**
-               * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+               * @description copying: the source is dumped (while it serves, or frozen for a second copy); restoring: the target restores and proves a login; freezing: writes stopped at the source, which is checked for changes since the copy; switched: the database is on the target; failed: the source serves again
                * @enum {string}
                */
-              status: 'copying' | 'restoring' | 'switched' | 'failed';
+              status: 'copying' | 'restoring' | 'freezing' | 'switched' | 'failed';
               to_node: string;
             };
           };
@@ -12698,6 +12700,8 @@ export interface paths {
           };
           content: {
             'application/json': {
+              /** @description How many times the data was copied: 2 when it changed during the first (unfrozen) copy */
+              copies: number;
               created_at: string;
               database: string;
               duration_ms: number | null;
@@ -12711,10 +12715,10 @@ export interface paths {
               id: string;
               size_bytes: number | null;
               /**
-               * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+               * @description copying: the source is dumped (while it serves, or frozen for a second copy); restoring: the target restores and proves a login; freezing: writes stopped at the source, which is checked for changes since the copy; switched: the database is on the target; failed: the source serves again
                * @enum {string}
                */
-              status: 'copying' | 'restoring' | 'switched' | 'failed';
+              status: 'copying' | 'restoring' | 'freezing' | 'switched' | 'failed';
               to_node: string;
             };
           };
@@ -22561,6 +22565,8 @@ export interface paths {
               /** Format: uuid */
               id: string;
               moves: {
+                /** @description How many times the data was copied: 2 when it changed during the first (unfrozen) copy */
+                copies: number;
                 created_at: string;
                 database: string;
                 duration_ms: number | null;
@@ -22574,10 +22580,10 @@ export interface paths {
                 id: string;
                 size_bytes: number | null;
                 /**
-                 * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+                 * @description copying: the source is dumped (while it serves, or frozen for a second copy); restoring: the target restores and proves a login; freezing: writes stopped at the source, which is checked for changes since the copy; switched: the database is on the target; failed: the source serves again
                  * @enum {string}
                  */
-                status: 'copying' | 'restoring' | 'switched' | 'failed';
+                status: 'copying' | 'restoring' | 'freezing' | 'switched' | 'failed';
                 to_node: string;
               }[];
               /** @enum {string} */
@@ -22773,6 +22779,8 @@ export interface paths {
               /** Format: uuid */
               id: string;
               moves: {
+                /** @description How many times the data was copied: 2 when it changed during the first (unfrozen) copy */
+                copies: number;
                 created_at: string;
                 database: string;
                 duration_ms: number | null;
@@ -22786,10 +22794,10 @@ export interface paths {
                 id: string;
                 size_bytes: number | null;
                 /**
-                 * @description copying: the source froze writes and dumps; restoring: the target restores and proves a login; switched: the database is on the target; failed: the source serves again
+                 * @description copying: the source is dumped (while it serves, or frozen for a second copy); restoring: the target restores and proves a login; freezing: writes stopped at the source, which is checked for changes since the copy; switched: the database is on the target; failed: the source serves again
                  * @enum {string}
                  */
-                status: 'copying' | 'restoring' | 'switched' | 'failed';
+                status: 'copying' | 'restoring' | 'freezing' | 'switched' | 'failed';
                 to_node: string;
               }[];
               /** @enum {string} */

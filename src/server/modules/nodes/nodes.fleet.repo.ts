@@ -3,6 +3,7 @@
  * Each runs in the caller's transaction; the caller records the audit events.
  */
 import type { Queryable } from '../../db/pool.ts';
+import { ACTIVE_MOVE_STATUSES } from './nodes.move.repo.ts';
 
 export type NodeRef = { id: string; name: string; status: 'active' | 'disabled'; cordoned_at: Date | null };
 
@@ -53,7 +54,7 @@ export async function detachAll(
 export async function movesInFlight(tx: Queryable, nodeId: string): Promise<number> {
   const r = await tx.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM database_moves
-      WHERE (source_node_id = $1 OR target_node_id = $1) AND status IN ('copying', 'restoring')`,
+      WHERE (source_node_id = $1 OR target_node_id = $1) AND status IN ${ACTIVE_MOVE_STATUSES}`,
     [nodeId],
   );
   return r.rows[0]?.n ?? 0;

@@ -5,12 +5,14 @@
  * the source (it gets its access back), `move_cleanup` queued on the target when the target may
  * have made something, audit `database.move_failed`, and the move's drain (if any) failed.
  *
- * Deadlines: a move step (`move_out` at the source, `move_in` at the target) whose node never
+ * Deadlines: a move step (`move_out` at the source, `move_in` at the target, `move_freeze` at the
+ * source) whose node never
  * takes it, or stops renewing its lease, for `startMinutes`, or that has not finished
  * `stepMinutes` after it was queued, fails the move by the same path: its job is dead-lettered
  * (jobs of one database run in queue order, so the thaw queued after it could not run otherwise)
  * and the source is thawed. Without a deadline a move to a node that died froze its source for good.
- * A target that never took `move_in` made nothing: no cleanup is queued on it.
+ * A target that never took `move_in` made nothing: no cleanup is queued on it; once a pre-copy is
+ * restored there (`freezing`), it did.
  */
 import type { Logger } from 'pino';
 import { MOVE_JOB_KINDS } from '../../../shared/contracts/moves.ts';
@@ -20,6 +22,7 @@ import type { AuditService } from '../audit/audit.service.ts';
 import { DATABASE_STATUS_CHANNEL } from '../databases/databases.jobs.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import * as repo from './nodes.move.repo.ts';
+import { ACTIVE_MOVE_STATUSES } from './nodes.move.repo.ts';
 
 export type MoveDeadlines = {
   /** A step whose job no node has taken (or whose lease lapsed) for this long fails the move. */
@@ -100,7 +103,13 @@ const STALLED = `((j.status = 'queued' AND greatest(j.run_after, j.updated_at) <
 /** Not finished `stepMinutes` ($5) after it was queued. */
 const OVERDUE = `j.created_at < now() - make_interval(mins => $5)`;
 
-const stepKind = (status: string) => (status === 'copying' ? MOVE_JOB_KINDS.out : MOVE_JOB_KINDS.in);
+const STEPS = {
+  copying: { kind: MOVE_JOB_KINDS.out, what: 'the copy at the source', at: 'source' },
+  restoring: { kind: MOVE_JOB_KINDS.in, what: 'the restore at the target', at: 'target' },
+  freezing: { kind: MOVE_JOB_KINDS.freeze, what: 'the freeze at the source', at: 'source' },
+} as const;
+type StepStatus = keyof typeof STEPS;
+const isStep = (status: string): status is StepStatus => Object.hasOwn(STEPS, status);
 
 /**
  * One deadline pass: fails the moves whose current step is past its deadline, or has no live job
@@ -114,16 +123,23 @@ export async function failOverdueMoves(
   // Candidates: moves in flight without a live step job within its deadlines.
   const candidates = await db.query<{ move_id: string; database_id: string }>(
     `SELECT m.id AS move_id, m.database_id FROM database_moves m
-      WHERE m.status IN ('copying', 'restoring')
+      WHERE m.status IN ${ACTIVE_MOVE_STATUSES}
         AND NOT EXISTS (
           SELECT 1 FROM jobs j
            WHERE j.payload->>'database_id' = m.database_id::text AND j.payload->>'move_id' = m.id::text
-             AND j.kind = CASE m.status WHEN 'copying' THEN $1 ELSE $2 END
+             AND j.kind = CASE m.status WHEN 'copying' THEN $1 WHEN 'restoring' THEN $2 ELSE $6 END
              AND j.status IN ('queued', 'running')
              AND (j.kind LIKE 'database.%' OR j.kind IN ('backup.create', 'backup.restore', 'backup.drill'))
              AND NOT (${STALLED.replaceAll('$4', '$3')} OR ${OVERDUE.replaceAll('$5', '$4')}))
       ORDER BY m.created_at LIMIT $5`,
-    [MOVE_JOB_KINDS.out, MOVE_JOB_KINDS.in, deadlines.startMinutes, deadlines.stepMinutes, BATCH],
+    [
+      MOVE_JOB_KINDS.out,
+      MOVE_JOB_KINDS.in,
+      deadlines.startMinutes,
+      deadlines.stepMinutes,
+      BATCH,
+      MOVE_JOB_KINDS.freeze,
+    ],
   );
   const failed: string[] = [];
   for (const c of candidates.rows) {
@@ -158,8 +174,8 @@ async function failOne(
 ): Promise<boolean> {
   return withTx(db, async (tx) => {
     const before = await repo.findMove(tx, moveId);
-    if (!before || (before.status !== 'copying' && before.status !== 'restoring')) return false;
-    const kind = stepKind(before.status);
+    if (!before || !isStep(before.status)) return false;
+    const kind = STEPS[before.status].kind;
     const live = await tx.query<{ id: string; claimed: boolean; stalled: boolean; overdue: boolean }>(
       `SELECT j.id::text AS id, j.claimed_at IS NOT NULL AS claimed, ${STALLED} AS stalled, ${OVERDUE} AS overdue
          FROM jobs j WHERE ${LIVE_STEP} ORDER BY j.id DESC LIMIT 1 FOR UPDATE OF j`,
@@ -170,8 +186,8 @@ async function failOne(
     // Moved on meanwhile (its step completed, or another server failed it): the next pass decides.
     if (!move || move.status !== before.status) return false;
     if (job && !job.stalled && !job.overdue) return false;
-    const step = move.status === 'copying' ? 'the copy at the source' : 'the restore at the target';
-    const node = move.status === 'copying' ? move.source_node : move.target_node;
+    const step = STEPS[before.status].what;
+    const node = STEPS[before.status].at === 'source' ? move.source_node : move.target_node;
     const reason = !job
       ? `${step} ended without an outcome`
       : job.stalled
@@ -184,8 +200,8 @@ async function failOne(
           WHERE id = $1 AND status IN ('queued', 'running')`,
         [job.id, `move deadline: ${reason}`],
       );
-    // A target that never took move_in made nothing there.
-    let touched = false;
+    // A target that never took move_in made nothing there; one that restored a pre-copy did.
+    let touched = move.status === 'freezing';
     if (move.status === 'restoring')
       touched = job
         ? job.claimed

@@ -2,7 +2,9 @@
 import type { Queryable } from '../../db/pool.ts';
 import type { NodeState } from './nodes.placement.ts';
 
-export type MoveStatus = 'copying' | 'restoring' | 'switched' | 'failed';
+export type MoveStatus = 'copying' | 'restoring' | 'freezing' | 'switched' | 'failed';
+/** A move still under way (migration 0035): one per database at a time. */
+export const ACTIVE_MOVE_STATUSES = `('copying', 'restoring', 'freezing')`;
 
 export type MoveRow = {
   id: string;
@@ -20,6 +22,10 @@ export type MoveRow = {
   size_bytes: string | null;
   error: string | null;
   frozen_at: Date | null;
+  /** The source's change fingerprint before a pre-copy's dump (null: the copy was made frozen). */
+  precopy_fingerprint: string | null;
+  /** How many times the data was copied: 2 when the database changed during the pre-copy. */
+  copies: number;
   freeze_ms: string | null;
   duration_ms: string | null;
   created_at: Date;
@@ -28,7 +34,7 @@ export type MoveRow = {
 
 const MOVE_COLUMNS = `m.id, m.account_id, m.database_id, d.name AS database_name, m.source_node_id,
   s.name AS source_node, m.target_node_id, t.name AS target_node, m.drain_id, m.status, m.wrapped_key,
-  m.manifest, m.size_bytes, m.error, m.frozen_at, m.freeze_ms, m.duration_ms, m.created_at, m.finished_at`;
+  m.manifest, m.size_bytes, m.error, m.frozen_at, m.precopy_fingerprint, m.copies, m.freeze_ms, m.duration_ms, m.created_at, m.finished_at`;
 const MOVE_FROM = `database_moves m JOIN databases d ON d.id = m.database_id
   JOIN nodes s ON s.id = m.source_node_id JOIN nodes t ON t.id = m.target_node_id`;
 
@@ -76,16 +82,58 @@ export async function movesOfDrain(db: Queryable, drainId: string): Promise<Move
   return r.rows;
 }
 
+/**
+ * The source's copy is made: the target restores it next. A frozen copy sets `frozen_at` unless
+ * the move froze earlier (a second copy keeps the first freeze's start); a pre-copy keeps its
+ * fingerprint for the freeze to compare.
+ */
 export async function markRestoring(
   db: Queryable,
   id: string,
-  r: { manifest: Record<string, unknown>; sizeBytes: number; frozenAt: string },
+  r: {
+    manifest: Record<string, unknown>;
+    sizeBytes: number;
+    frozenAt: string | null;
+    fingerprint: string | null;
+  },
 ): Promise<void> {
   await db.query(
-    `UPDATE database_moves SET status = 'restoring', manifest = $2, size_bytes = $3, frozen_at = $4
+    `UPDATE database_moves SET status = 'restoring', manifest = $2, size_bytes = $3,
+            frozen_at = coalesce(frozen_at, $4), precopy_fingerprint = $5
       WHERE id = $1 AND status = 'copying'`,
-    [id, JSON.stringify(r.manifest), r.sizeBytes, r.frozenAt],
+    [id, JSON.stringify(r.manifest), r.sizeBytes, r.frozenAt, r.fingerprint],
   );
+}
+
+/** The target restored a pre-copy: the source freezes and is fingerprinted again. */
+export async function markFreezing(db: Queryable, id: string): Promise<void> {
+  await db.query(`UPDATE database_moves SET status = 'freezing' WHERE id = $1 AND status = 'restoring'`, [id]);
+}
+
+/** The source froze after a pre-copy and is unchanged: the freeze began at `frozenAt`. */
+export async function markFrozen(db: Queryable, id: string, frozenAt: string): Promise<void> {
+  await db.query(
+    `UPDATE database_moves SET frozen_at = coalesce(frozen_at, $2) WHERE id = $1 AND status = 'freezing'`,
+    [id, frozenAt],
+  );
+}
+
+/** The source changed during the pre-copy: it is frozen (since `frozenAt`) and copied again. */
+export async function markSecondCopy(db: Queryable, id: string, frozenAt: string): Promise<void> {
+  await db.query(
+    `UPDATE database_moves SET status = 'copying', copies = 2, frozen_at = $2, precopy_fingerprint = NULL
+      WHERE id = $1 AND status = 'freezing'`,
+    [id, frozenAt],
+  );
+}
+
+/** Does the node's agent offer this job kind (its last heartbeat's capabilities)? */
+export async function nodeOffers(db: Queryable, nodeId: string, kind: string): Promise<boolean> {
+  const r = await db.query<{ offers: boolean }>(
+    `SELECT coalesce(capabilities->'jobs' ? $2, false) AS offers FROM nodes WHERE id = $1`,
+    [nodeId, kind],
+  );
+  return r.rows[0]?.offers ?? false;
 }
 
 /** The move ends: switched or failed; the freeze's length and the whole duration by the server's clock. */
@@ -101,7 +149,7 @@ export async function finishMove(
             freeze_ms = CASE WHEN frozen_at IS NULL THEN NULL
                              ELSE greatest(0, (extract(epoch FROM now() - frozen_at) * 1000)::bigint) END,
             duration_ms = greatest(0, (extract(epoch FROM now() - created_at) * 1000)::bigint)
-      WHERE id = $1 AND status IN ('copying', 'restoring')`,
+      WHERE id = $1 AND status IN ${ACTIVE_MOVE_STATUSES}`,
     [id, status, error === null ? null : error.slice(0, 1000)],
   );
 }

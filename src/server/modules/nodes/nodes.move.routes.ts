@@ -11,12 +11,19 @@ const moveSchema = z.object({
   from_node: z.string().max(63),
   to_node: z.string().max(63),
   status: z
-    .enum(['copying', 'restoring', 'switched', 'failed'])
+    .enum(['copying', 'restoring', 'freezing', 'switched', 'failed'])
     .describe(
-      'copying: the source froze writes and dumps; restoring: the target restores and proves a login; ' +
-        'switched: the database is on the target; failed: the source serves again',
+      'copying: the source is dumped (while it serves, or frozen for a second copy); restoring: the ' +
+        'target restores and proves a login; freezing: writes stopped at the source, which is checked ' +
+        'for changes since the copy; switched: the database is on the target; failed: the source serves again',
     ),
   error: z.string().max(1000).nullable(),
+  copies: z
+    .number()
+    .int()
+    .min(1)
+    .max(2)
+    .describe('How many times the data was copied: 2 when it changed during the first (unfrozen) copy'),
   size_bytes: z.number().int().min(0).nullable(),
   freeze_ms: z
     .number()

@@ -1,23 +1,33 @@
 /**
  * Moving a database to another node, and draining a node (issue 17, ADR 0031).
  *
- * A move is four `database.*` jobs (contracts/moves.ts), driven from the transaction that
- * finishes each one (job hooks), so every transition commits with the job that caused it:
+ * A move is `database.*` jobs (contracts/moves.ts), driven from the transaction that finishes
+ * each one (job hooks), so every transition commits with the job that caused it:
  *
- *   request ─▶ move_out@source (freeze, dump) ─ok─▶ move_in@target (create, restore, proving login)
- *                    │ dead                                │ ok: switch node_id, audit database.moved,
- *                    ▼                                     │     cleanup@source (drop the old copy)
- *               thaw@source                                │ dead: thaw@source, cleanup@target
+ *   request ─▶ move_out@source (pre-copy: dump while serving, fingerprint before the snapshot)
+ *          ─ok─▶ move_in@target (create, restore, proving login)
+ *          ─ok─▶ move_freeze@source (writes stop, every session ended, fingerprint again)
+ *                  │ unchanged: switch node_id, audit database.moved, cleanup@source
+ *                  │ changed:   cleanup@target, move_out@source (frozen) ─▶ move_in ─▶ switch
+ *   any step dead: thaw@source (and cleanup@target once the target made something)
  *
- * Until the switch commits, the source holds the database (frozen) and the database record
- * names it; any failure before it gives the source its access back and drops what the target
- * made. The owner's password is the same on the target (its verifier is derived from the sealed
- * password, as for a create), so applications reconnect with the same credentials.
+ * Writes stop at the freeze, so they are refused only for the check and the switch — unless the
+ * database changed while it was copied, when the second, frozen copy is what they wait for (as
+ * every move did before pre-copies). A source whose agent does not offer `move_freeze` is frozen
+ * before its only copy. Until the switch commits, the source holds the database and the database
+ * record names it; any failure before it gives the source its access back and drops what the
+ * target made. The owner's password is the same on the target (its verifier is derived from the
+ * sealed password, as for a create), so applications reconnect with the same credentials.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { backupManifestSchema } from '../../../shared/contracts/backup-results.ts';
-import { MOVE_JOB_KINDS, moveOutResultSchema } from '../../../shared/contracts/moves.ts';
+import {
+  MOVE_JOB_KINDS,
+  moveFreezeResultSchema,
+  moveOutPayloadSchema,
+  moveOutResultSchema,
+} from '../../../shared/contracts/moves.ts';
 import { AppError, conflict, notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
@@ -69,6 +79,7 @@ export function presentMove(m: repo.MoveRow) {
     to_node: m.target_node,
     status: m.status,
     error: m.error,
+    copies: m.copies,
     size_bytes: m.size_bytes === null ? null : Number(m.size_bytes),
     freeze_ms: m.freeze_ms === null ? null : Number(m.freeze_ms),
     duration_ms: m.duration_ms === null ? null : Number(m.duration_ms),
@@ -158,11 +169,13 @@ export function createMoves(deps: {
     // stop it, and the target will not have it. It ends now (audited as ended by the move); its
     // revocation is queued before the move_out, so the source runs it first.
     await deps.endAccess?.(tx, d.id);
+    // A pre-copy when the source can freeze and fingerprint afterwards; else frozen from the start.
+    const precopy = await repo.nodeOffers(tx, d.node_id, MOVE_JOB_KINDS.freeze);
     await enqueueJob(tx, {
       nodeId: d.node_id,
       accountId: d.account_id,
       kind: MOVE_JOB_KINDS.out,
-      payload: { move_id: id, database_id: d.id, name: d.name },
+      payload: { move_id: id, database_id: d.id, name: d.name, ...(precopy ? { precopy: true } : {}) },
     });
     await notify(tx, DATABASE_STATUS_CHANNEL, d.id);
     return { id, target: target.name };
@@ -236,7 +249,14 @@ export function createMoves(deps: {
 
   async function copied(tx: Tx, job: JobRow, move: repo.MoveRow) {
     const parsed = moveOutResultSchema.safeParse(job.result);
-    if (!parsed.success || parsed.data.backup_id !== move.id) {
+    const asked = moveOutPayloadSchema.safeParse(job.payload);
+    // A pre-copy reports a fingerprint, a frozen copy when it froze: never the other one.
+    if (
+      !parsed.success ||
+      !asked.success ||
+      parsed.data.backup_id !== move.id ||
+      (asked.data.precopy === true) !== (parsed.data.fingerprint !== undefined)
+    ) {
       await fail(tx, job, move, 'the source reported a result that does not match the move', false);
       return;
     }
@@ -249,7 +269,12 @@ export function createMoves(deps: {
       return;
     }
     const manifest = backupManifestSchema.parse(r);
-    await repo.markRestoring(tx, move.id, { manifest, sizeBytes: r.size_bytes, frozenAt: r.frozen_at });
+    await repo.markRestoring(tx, move.id, {
+      manifest,
+      sizeBytes: r.size_bytes,
+      frozenAt: r.frozen_at ?? null,
+      fingerprint: r.fingerprint ?? null,
+    });
     // The same password: a new SCRAM verifier (new salt) of the stored one, as a create makes.
     const verifier = scramVerifier(box.open(sealed, passwordContext(move.database_id)));
     await enqueueJob(tx, {
@@ -273,6 +298,58 @@ export function createMoves(deps: {
   }
 
   async function restored(tx: Tx, job: JobRow, move: repo.MoveRow) {
+    if (move.frozen_at === null) {
+      // A pre-copy is on the target: the source stops writes now and shows whether it changed.
+      await repo.markFreezing(tx, move.id);
+      await enqueueJob(tx, {
+        nodeId: move.source_node_id,
+        accountId: move.account_id,
+        kind: MOVE_JOB_KINDS.freeze,
+        payload: { move_id: move.id, database_id: move.database_id, name: move.database_name },
+      });
+      return;
+    }
+    await switchOver(tx, job, move);
+  }
+
+  /**
+   * The source froze after a pre-copy: unchanged since the copy, the switch; changed (or a
+   * session it could not end), the target's copy is dropped and the frozen source copied again.
+   */
+  async function frozen(tx: Tx, job: JobRow, move: repo.MoveRow) {
+    const parsed = moveFreezeResultSchema.safeParse(job.result);
+    if (!parsed.success) {
+      await fail(tx, job, move, 'the source reported a freeze that does not match the move', true);
+      return;
+    }
+    const r = parsed.data;
+    if (r.quiet && move.precopy_fingerprint !== null && r.fingerprint === move.precopy_fingerprint) {
+      await repo.markFrozen(tx, move.id, r.frozen_at);
+      await switchOver(tx, job, (await repo.findMove(tx, move.id))!);
+      return;
+    }
+    log.info(
+      { move_id: move.id, database_id: move.database_id, quiet: r.quiet },
+      'the database changed during its pre-copy: copying it again, frozen',
+    );
+    await repo.markSecondCopy(tx, move.id, r.frozen_at);
+    const payload = { move_id: move.id, database_id: move.database_id, name: move.database_name };
+    // Jobs of one database run in queue order: the first copy is gone before the second comes.
+    await enqueueJob(tx, {
+      nodeId: move.target_node_id,
+      accountId: move.account_id,
+      kind: MOVE_JOB_KINDS.cleanup,
+      payload,
+    });
+    await enqueueJob(tx, {
+      nodeId: move.source_node_id,
+      accountId: move.account_id,
+      kind: MOVE_JOB_KINDS.out,
+      payload,
+    });
+  }
+
+  async function switchOver(tx: Tx, job: JobRow, move: repo.MoveRow) {
     if (await nameTaken(tx, move.target_node_id, move.database_name)) {
       await fail(tx, job, move, 'the name was taken on the target during the move', true);
       return;
@@ -298,6 +375,7 @@ export function createMoves(deps: {
         move_id: move.id,
         from: move.source_node,
         to: move.target_node,
+        copies: move.copies,
         freeze_ms: done?.freeze_ms === null || !done ? null : Number(done.freeze_ms),
         size_bytes: done?.size_bytes === null || !done ? null : Number(done.size_bytes),
       },
@@ -432,6 +510,11 @@ export function createMoves(deps: {
           if (move.status !== 'restoring' || job.node_id !== move.target_node_id) return;
           if (ok) await restored(tx, job, move);
           else await fail(tx, job, move, reasonOf(job, 'the restore at the target failed'), true);
+          break;
+        case MOVE_JOB_KINDS.freeze:
+          if (move.status !== 'freezing' || job.node_id !== move.source_node_id) return;
+          if (ok) await frozen(tx, job, move);
+          else await fail(tx, job, move, reasonOf(job, 'the freeze at the source failed'), true);
           break;
         default:
           // thaw / cleanup: their outcome is audited by the database jobs' hook (`<kind>_done|failed`).
