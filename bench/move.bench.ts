@@ -8,8 +8,12 @@
  * Goals: move ≤ 1.3× the plain copy; freeze < 2 s for 100 MB. Each measured once per run.
  * `--relay`: each agent has a backup directory of its own, so the target gets the archive relayed
  * through the server (the source's agent sends it; ADR 0031) instead of reading a shared store.
+ * `--writes`: an application inserts a row through A's PgBouncer every 50 ms while the move runs
+ * (until its first refused write): the database changes during the pre-copy, so the move makes a
+ * second, frozen copy (`copies` 2) and the freeze is that copy's length — the case the pre-copy
+ * does not shorten.
  *
- *   node bench/move.bench.ts [size_mb=100] [--relay]
+ *   node bench/move.bench.ts [size_mb=100] [--relay] [--writes]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -32,6 +36,7 @@ import { freePort } from '../test/helpers/ports.ts';
 
 const SIZE_MB = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 100);
 const RELAY = process.argv.includes('--relay');
+const WRITES = process.argv.includes('--writes');
 const pgBin = findPgBin(process.env.BULWARK_AGENT_PG_BIN);
 if (!pgBin) throw new Error('pg_dump not found');
 const load = () =>
@@ -199,17 +204,50 @@ try {
   const plainMs = performance.now() - tPlain;
   console.log(`plain pg_dump | pg_restore: ${round(plainMs / 1000)} s`);
 
+  // --writes: the application keeps writing until a write is refused (the freeze cut it).
+  let writes = 0;
+  let writing: Promise<void> = Promise.resolve();
+  const writer = WRITES
+    ? new pg.Client({
+        host: '127.0.0.1',
+        port: a.ports.pooler,
+        user: `${name}_owner`,
+        database: name,
+        password,
+      })
+    : null;
+  if (writer) {
+    writer.on('error', () => {});
+    await writer.connect();
+    await writer.query('CREATE TABLE app_log (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())');
+  }
   const tMove = performance.now();
   await api('POST', `/v1/databases/${name}/move`, { node: 'b' });
+  if (writer)
+    writing = (async () => {
+      for (;;) {
+        try {
+          await writer.query('INSERT INTO app_log DEFAULT VALUES');
+          writes++;
+        } catch {
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
   const move = await until('switched', async () => {
     const m = await api('GET', `/v1/databases/${name}/move`);
     if (m.status === 'failed') throw new Error(`move failed: ${m.error}`);
     return m.status === 'switched' ? m : undefined;
   });
   const moveMs = performance.now() - tMove;
+  await writing;
+  await writer?.end().catch(() => {});
+  if (writer) console.log(`application writes during the move: ${writes} (until the freeze cut them)`);
   console.log(
     `move: ${round(moveMs / 1000)} s (server's duration ${round(Number(move.duration_ms) / 1000)} s), ` +
-      `write freeze ${round(Number(move.freeze_ms) / 1000)} s, archive ${round(Number(move.size_bytes) / 1048576)} MB`,
+      `write freeze ${round(Number(move.freeze_ms) / 1000)} s, copies ${move.copies}, ` +
+      `archive ${round(Number(move.size_bytes) / 1048576)} MB`,
   );
   console.log(
     `ratio move / plain: ${(moveMs / plainMs).toFixed(2)}x (goal ≤ 1.3x); load average at end: ${load()}`,
@@ -221,6 +259,8 @@ try {
       plain_ms: Math.round(plainMs),
       move_ms: Math.round(moveMs),
       freeze_ms: move.freeze_ms,
+      copies: move.copies,
+      writes: WRITES,
       ratio: moveMs / plainMs,
     }),
   );

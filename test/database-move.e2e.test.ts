@@ -178,22 +178,21 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   assert.match(unknown.json().error.message, /unknown or cannot take this database/);
 });
 
-test('a database written after its pre-copy was dumped is copied again, frozen: nothing is lost', async () => {
+test('a database written after its pre-copy was dumped is copied again, frozen: nothing is lost; one at work is copied frozen at once', async () => {
   const db = await createOn('move-a');
   const app = await ownerLogin(poolerA.port, db);
   await app.query(`
     CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, pad text);
     INSERT INTO ledger (note, pad) SELECT 'n' || g, repeat('x', 200) FROM generate_series(1, 20000) g;`);
-  // A transaction open before the move: the pre-copy's snapshot cannot see what it writes.
+  // The application's session, connected and idle before the move (a session at work would have
+  // the source copied frozen from the start); it writes once the pre-copy has been dumped.
   const writer = await ownerLogin(poolerA.port, db);
-  await writer.query('BEGIN');
-  await writer.query("INSERT INTO ledger (note) VALUES ('late')");
   await app.end();
 
   const r = await api('POST', `/v1/databases/${db.name}/move`, { node: 'move-b' });
   assert.equal(r.statusCode, 202, r.body);
   const moveId = r.json().id as string;
-  // Committed once the pre-copy is made (the target restores it), before the source freezes.
+  // Written once the pre-copy is made (the target restores it), before the source freezes.
   await waitUntil(
     'pre-copy made',
     async () => {
@@ -206,7 +205,7 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
     60_000,
     5,
   );
-  await writer.query('COMMIT');
+  await writer.query("INSERT INTO ledger (note) VALUES ('late')");
   await writer.end();
 
   const move = await waitUntil(`move of ${db.name}`, async () => {
@@ -232,6 +231,25 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
     [db.name],
   );
   assert.equal(moved2.rows[0]?.details.copies, 2);
+
+  // A database whose session is at work (here: in a transaction) is not pre-copied: it is frozen
+  // first and copied once — no freeze step, the freeze counted from before the copy.
+  const busy = await createOn('move-a');
+  const holder = await ownerLogin(poolerA.port, busy);
+  await holder.query('BEGIN');
+  await holder.query('SELECT 1');
+  const atWork = await moveAndWait(busy.name, 'move-b');
+  await holder.end().catch(() => {});
+  assert.equal(atWork.status, 'switched', atWork.error);
+  assert.equal(atWork.copies, 1);
+  const kinds = await s.db.pool.query<{ kind: string }>(
+    "SELECT kind FROM jobs WHERE payload->>'move_id' = $1 AND kind <> 'database.move_cleanup' ORDER BY id",
+    [atWork.id],
+  );
+  assert.deepEqual(
+    kinds.rows.map((k) => k.kind),
+    ['database.move_out', 'database.move_in'],
+  );
 });
 
 test('a move the target refuses fails, and the source serves again with nothing of ours left on B', async () => {

@@ -347,7 +347,7 @@ test('a pre-copy: unchanged at the freeze switches at once; changed, the target 
   assert.equal(new Date(st.frozen_at).getTime(), new Date(firstFreeze).getTime());
 });
 
-test('a pre-copy answered as a frozen copy fails the move; a freeze past its deadline fails it and cleans the target', async () => {
+test('a pre-copy may come back frozen (its database was at work); a fingerprint nobody asked for fails the move; a freeze past its deadline fails it and cleans the target', async () => {
   const agentP = await enrollFakeAgent(s, 'dl-p2');
   const q = await enrollFakeAgent(s, 'dl-q2');
   await s.db.pool.query(
@@ -357,14 +357,41 @@ test('a pre-copy answered as a frozen copy fails the move; a freeze past its dea
   await createOn(agentP, 'dl-p2', 'dl7');
   await createOn(agentP, 'dl-p2', 'dl8');
 
+  // Asked for a pre-copy, the source froze and copied (its sessions were at work): no freeze step.
   const m = await api(key.headers, 'POST', '/v1/databases/dl7/move', { node: 'dl-q2' });
   const moveId = m.json().id as string;
   const out = await nextJob(agentP, 'database.move_out');
   assert.equal(out.payload.precopy, true);
   assert.equal(await agentP.complete(out.id, out.attempt, moveOutResult(moveId)), 200);
+  const inJob = await nextJob(q, 'database.move_in');
+  assert.equal(
+    await q.complete(
+      inJob.id,
+      inJob.attempt,
+      restoreResult(moveId, inJob.payload.database_id as string, 'dl7'),
+    ),
+    200,
+  );
   const st = (await api(key.headers, 'GET', '/v1/databases/dl7/move')).json();
-  assert.equal(st.status, 'failed');
-  assert.match(st.error, /does not match the move/);
+  assert.equal(st.status, 'switched');
+  assert.deepEqual(
+    (await jobsOf(moveId)).map((j) => j.kind),
+    ['database.move_out', 'database.move_in', 'database.move_cleanup'],
+  );
+  // Back from dl-q2, which offers no freeze: a frozen copy is asked for; a fingerprint is refused.
+  const back = await api(key.headers, 'POST', '/v1/databases/dl7/move', { node: 'dl-p2' });
+  const backId = back.json().id as string;
+  const cleanupP = await nextJob(agentP, 'database.move_cleanup');
+  assert.equal(await agentP.complete(cleanupP.id, cleanupP.attempt, { dropped: true }), 200);
+  const outQ = await nextJob(q, 'database.move_out');
+  assert.equal(outQ.payload.precopy, undefined);
+  assert.equal(
+    await q.complete(outQ.id, outQ.attempt, { ...dumpResult(backId), fingerprint: FINGERPRINT }),
+    200,
+  );
+  const refused = (await api(key.headers, 'GET', '/v1/databases/dl7/move')).json();
+  assert.equal(refused.status, 'failed');
+  assert.match(refused.error, /does not match the move/);
 
   const m2 = await api(key.headers, 'POST', '/v1/databases/dl8/move', { node: 'dl-q2' });
   const moveId2 = m2.json().id as string;

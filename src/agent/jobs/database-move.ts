@@ -5,7 +5,8 @@
  * - `database.move_out` (source): dumps the database into the move's archive exactly as
  *   `backup.create` does (same archive format, the move's own data key, read back and verified
  *   before it reports). A pre-copy (`precopy`) dumps while the database still serves and reports
- *   its change fingerprint taken before the dump's snapshot (move-fingerprint.ts); otherwise it
+ *   its change fingerprint taken before the dump's snapshot (move-fingerprint.ts) — unless its
+ *   sessions are at work (it would change during the copy): then, as without `precopy`, it
  *   freezes writes first — PgBouncer `KILL` (clients cut, new ones held until `RESUME`), `CONNECT`
  *   revoked from the database's roles, every session of it terminated and waited for.
  * - `database.move_freeze` (source, after the target restored a pre-copy): the same freeze, then
@@ -47,7 +48,12 @@ import { sleep } from '../sleep.ts';
 import { parsePayload } from './database-common.ts';
 import { databaseDelete } from './database-delete.ts';
 import { type JobContext, type JobHandler, PermanentJobError } from './job-context.ts';
-import { databaseFingerprint, otherSessions, waitForSettledCounts } from './move-fingerprint.ts';
+import {
+  databaseFingerprint,
+  otherSessions,
+  sessionsAtWork,
+  waitForSettledCounts,
+} from './move-fingerprint.ts';
 
 const tenantRoles = (roles: RoleNames) => [roles.owner, roles.reader, roles.migrator, roles.explorer];
 
@@ -92,34 +98,53 @@ export async function freezeDatabase(deps: BackupJobDeps, ctx: JobContext, name:
 }
 
 /**
- * A pre-copy waits (at most 3 s) until the database's sessions left after PgBouncer's `RECONNECT`
- * were idle for 10.1 s — their counts flushed (move-fingerprint.ts).
+ * A pre-copy first has PgBouncer close the database's idle server connections (`RECONNECT`:
+ * clients keep theirs) and watches the sessions left for `watchMs`: one that does anything
+ * meanwhile is an application at work, and a database at work would change during the copy and
+ * need a second, frozen one — so it is copied frozen at once (as a move without pre-copy). A quiet
+ * one waits (at most `maxMs`) until its sessions were idle for `settledMs`, their counts flushed
+ * (move-fingerprint.ts), and is fingerprinted.
  */
-const SETTLE = { settledMs: 10_100, maxMs: 3_000 };
+const PRECOPY = { watchMs: 400, settledMs: 10_100, maxMs: 3_000 };
 
-/** The change fingerprint of database `name`, read by its steward (and whether it was alone). */
-async function fingerprintOf(
+/**
+ * A pre-copy's fingerprint, or null when the database is at work (it is then copied frozen).
+ * `fingerprintOf` reads a fingerprint without either (the freeze's own).
+ */
+async function precopyFingerprint(
   deps: BackupJobDeps,
   ctx: JobContext,
-  p: { database_id: string; name: string },
-  opts: { settle?: boolean } = {},
-) {
+  p: { move_id: string; database_id: string; name: string },
+): Promise<string | null> {
+  const steward = roleNames(p.name).steward;
+  await poolerCommand(deps, 'RECONNECT', p.name);
+  if (
+    await sessionsAtWork(ctx.admin, p.name, steward, {
+      watchMs: PRECOPY.watchMs,
+      sleep: (ms) => sleep(ms, ctx.signal),
+    })
+  ) {
+    ctx.log.info({ move_id: p.move_id }, 'the database is at work: copied frozen, without a pre-copy');
+    return null;
+  }
+  const waited = await waitForSettledCounts(ctx.admin, p.name, steward, {
+    ...PRECOPY,
+    sleep: (ms) => sleep(ms, ctx.signal),
+  });
+  if (waited > 1)
+    ctx.log.info(
+      { move_id: p.move_id, waited_ms: Math.round(waited) },
+      'pre-copy waited for settled counters',
+    );
+  return (await fingerprintOf(deps, ctx, p)).fingerprint;
+}
+
+/** The change fingerprint of database `name`, read by its steward (and whether it was alone). */
+async function fingerprintOf(deps: BackupJobDeps, ctx: JobContext, p: { database_id: string; name: string }) {
   const steward = roleNames(p.name).steward;
   const login = stewardLogin(deps.cluster, { databaseId: p.database_id, steward }, p.name);
   const client = await connectForTools(deps.cluster, login);
   try {
-    if (opts.settle) {
-      await poolerCommand(deps, 'RECONNECT', p.name);
-      const waited = await waitForSettledCounts(ctx.admin, p.name, steward, {
-        ...SETTLE,
-        sleep: (ms) => sleep(ms, ctx.signal),
-      });
-      if (waited > 1)
-        ctx.log.info(
-          { move_id: (p as { move_id?: string }).move_id, waited_ms: Math.round(waited) },
-          'pre-copy waited for settled counters',
-        );
-    }
     const fingerprint = await databaseFingerprint(ctx.admin, client, p.name);
     return { fingerprint, others: await otherSessions(ctx.admin, p.name, steward) };
   } finally {
@@ -144,9 +169,9 @@ export function moveOut(deps: BackupJobDeps): JobHandler {
     const p = parsePayload(moveOutPayloadSchema, payload);
     if (!(await exists(ctx, p.name)))
       throw new PermanentJobError(`database ${p.name} is not on this node; nothing to move`);
-    if (p.precopy) {
-      // Before the dump's snapshot: whatever changes after it changes the fingerprint.
-      const { fingerprint } = await fingerprintOf(deps, ctx, p, { settle: true });
+    // Before the dump's snapshot: whatever changes after it changes the fingerprint.
+    const fingerprint = p.precopy ? await precopyFingerprint(deps, ctx, p) : null;
+    if (fingerprint !== null) {
       await deps.onStep?.(MOVE_JOB_KINDS.out, 'dump');
       const made = await dump({ backup_id: p.move_id, database_id: p.database_id, name: p.name }, ctx);
       const result: MoveOutResult = { ...(made as Omit<MoveOutResult, 'fingerprint'>), fingerprint };

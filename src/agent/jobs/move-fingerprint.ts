@@ -131,3 +131,28 @@ export async function waitForSettledCounts(
     await opts.sleep(Math.min(left, 50));
   }
 }
+
+/**
+ * Does any session of database `name` (not its steward's) do anything within `watchMs`: still in
+ * a statement or a transaction at the end, or active at some point since the watch began?
+ */
+export async function sessionsAtWork(
+  admin: Queryable,
+  name: string,
+  steward: string,
+  opts: { watchMs: number; sleep: (ms: number) => Promise<void> },
+): Promise<boolean> {
+  const begun = await admin.query<{ t: string }>('SELECT pg_catalog.clock_timestamp()::pg_catalog.text AS t');
+  await opts.sleep(opts.watchMs);
+  const r = await admin.query<{ busy: boolean | null }>(
+    `SELECT pg_catalog.bool_or(a.state OPERATOR(pg_catalog.<>) 'idle'
+              OR a.state_change OPERATOR(pg_catalog.>) $3::pg_catalog.timestamptz) AS busy
+       FROM pg_catalog.pg_stat_activity a
+      WHERE a.datname OPERATOR(pg_catalog.=) $1
+        AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+        AND a.backend_type OPERATOR(pg_catalog.=) 'client backend'
+        AND a.usename OPERATOR(pg_catalog.<>) $2`,
+    [name, steward, begun.rows[0]!.t],
+  );
+  return r.rows[0]?.busy === true;
+}

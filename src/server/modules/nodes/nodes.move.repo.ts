@@ -107,7 +107,9 @@ export async function markRestoring(
 
 /** The target restored a pre-copy: the source freezes and is fingerprinted again. */
 export async function markFreezing(db: Queryable, id: string): Promise<void> {
-  await db.query(`UPDATE database_moves SET status = 'freezing' WHERE id = $1 AND status = 'restoring'`, [id]);
+  await db.query(`UPDATE database_moves SET status = 'freezing' WHERE id = $1 AND status = 'restoring'`, [
+    id,
+  ]);
 }
 
 /** The source froze after a pre-copy and is unchanged: the freeze began at `frozenAt`. */

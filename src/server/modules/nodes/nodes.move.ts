@@ -250,12 +250,13 @@ export function createMoves(deps: {
   async function copied(tx: Tx, job: JobRow, move: repo.MoveRow) {
     const parsed = moveOutResultSchema.safeParse(job.result);
     const asked = moveOutPayloadSchema.safeParse(job.payload);
-    // A pre-copy reports a fingerprint, a frozen copy when it froze: never the other one.
+    // A frozen copy reports when it froze (a pre-copy may be made frozen: its database was at
+    // work); only a pre-copy may report a fingerprint, and never after the move froze.
     if (
       !parsed.success ||
       !asked.success ||
       parsed.data.backup_id !== move.id ||
-      (asked.data.precopy === true) !== (parsed.data.fingerprint !== undefined)
+      (parsed.data.fingerprint !== undefined && (asked.data.precopy !== true || move.frozen_at !== null))
     ) {
       await fail(tx, job, move, 'the source reported a result that does not match the move', false);
       return;
