@@ -13,7 +13,8 @@
  *   neither) and the shared catalogs (every database's roles and settings change them);
  * - the settings made for this database (`ALTER DATABASE … SET`, `ALTER ROLE … IN DATABASE …
  *   SET`: its rows of pg_db_role_setting themselves);
- * - every sequence's last value (nextval counts no row);
+ * - every sequence's whole state, `(last_value, is_called)`, read from the sequence (nextval and
+ *   setval count no row; pg_sequences hides the value of a sequence not yet called);
  * - what would make the counters unreliable: the postmaster's start (a crash discards them), the
  *   database's stats reset, `track_counts`, and prepared transactions of the database (they
  *   commit without a session).
@@ -30,6 +31,7 @@
  */
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { quoteIdent } from '../../shared/identifiers.ts';
 
 type Queryable = { query<R extends object>(sql: string, values?: unknown[]): Promise<{ rows: R[] }> };
 
@@ -44,10 +46,40 @@ SELECT pg_catalog.json_build_object(
               WHERE s.relid OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog.pg_statistic'::pg_catalog.regclass,
                                                 'pg_catalog.pg_statistic_ext_data'::pg_catalog.regclass]::pg_catalog.oid[])
                 AND NOT c.relisshared),
-  'sequences', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(q.schemaname, q.sequencename, q.last_value)
-                  ORDER BY q.schemaname, q.sequencename)
-                  FROM pg_catalog.pg_sequences q)
+  'sequences', (SELECT pg_catalog.json_agg(c.oid::pg_catalog.int8 ORDER BY c.oid) FROM pg_catalog.pg_class c
+                 WHERE c.relkind OPERATOR(pg_catalog.=) 'S')
 )::pg_catalog.text AS f`;
+
+/** Sequences read per statement (one UNION ALL each). */
+const SEQUENCE_BATCH = 200;
+
+/**
+ * Every sequence's whole state, `(last_value, is_called)`, read from the sequence itself: pg_sequences
+ * shows no last value when `is_called` is false, so a `setval(s, n, false)` of a fresh or restarted
+ * sequence would not show there. A sequence the steward may not read fails the fingerprint (its
+ * dump would fail too); nothing unreadable passes as "unchanged".
+ */
+async function sequenceStates(inside: Queryable): Promise<string> {
+  const list = await inside.query<{ oid: string; nspname: string; relname: string }>(
+    `SELECT c.oid::pg_catalog.int8::pg_catalog.text AS oid, n.nspname, c.relname
+       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+      WHERE c.relkind OPERATOR(pg_catalog.=) 'S' ORDER BY c.oid`,
+  );
+  const states: string[] = [];
+  for (let i = 0; i < list.rows.length; i += SEQUENCE_BATCH) {
+    const batch = list.rows.slice(i, i + SEQUENCE_BATCH);
+    const sql = batch
+      .map(
+        (q, j) =>
+          `SELECT ${j}::pg_catalog.int4 AS i, s.last_value::pg_catalog.text AS v, s.is_called AS c FROM ${quoteIdent(q.nspname)}.${quoteIdent(q.relname)} s`,
+      )
+      .join(' UNION ALL ');
+    const r = await inside.query<{ i: number; v: string; c: boolean }>(sql);
+    for (const row of r.rows.sort((a, b) => a.i - b.i))
+      states.push(`${batch[row.i]!.oid}:${row.v}:${row.c ? 't' : 'f'}`);
+  }
+  return states.join(',');
+}
 
 /**
  * Read by the admin on the maintenance database (a tenant database hides these from everyone in
@@ -64,15 +96,36 @@ SELECT pg_catalog.json_build_object(
                 WHERE d.datname OPERATOR(pg_catalog.=) $1)
 )::pg_catalog.text AS f`;
 
-/** The change fingerprint of database `name` (`inside`: its steward's session in it), hex SHA-256. */
+/**
+ * The change fingerprint of database `name` (`inside`: its steward's session in it), hex SHA-256.
+ * Read in one READ ONLY transaction whose waits are bounded: reading a sequence takes a lock a
+ * tenant can hold (`BEGIN; ALTER SEQUENCE …` and sleep), so a lock not granted within
+ * `lockTimeoutMs` fails the fingerprint instead of hanging the node's job (the pre-copy then copies
+ * frozen: the freeze ends the session holding it).
+ */
 export async function databaseFingerprint(
   admin: Queryable,
   inside: Queryable,
   name: string,
+  opts: { lockTimeoutMs?: number; statementTimeoutMs?: number } = {},
 ): Promise<string> {
   const cluster = await admin.query<{ f: string }>(CLUSTER_SQL, [name]);
-  const database = await inside.query<{ f: string }>(DATABASE_SQL);
-  return createHash('sha256').update(`${cluster.rows[0]!.f}\n${database.rows[0]!.f}`).digest('hex');
+  await inside.query('BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY');
+  try {
+    await inside.query(
+      `SELECT pg_catalog.set_config('lock_timeout', $1, true), pg_catalog.set_config('statement_timeout', $2, true)`,
+      [`${opts.lockTimeoutMs ?? 5_000}ms`, `${opts.statementTimeoutMs ?? 60_000}ms`],
+    );
+    const database = await inside.query<{ f: string }>(DATABASE_SQL);
+    const sequences = await sequenceStates(inside);
+    await inside.query('COMMIT');
+    return createHash('sha256')
+      .update(`${cluster.rows[0]!.f}\n${database.rows[0]!.f}\n${sequences}`)
+      .digest('hex');
+  } catch (err) {
+    await inside.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
 }
 
 /**
