@@ -20,7 +20,7 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { enrollFakeAgent } from './helpers/databases.ts';
 import { testEnv } from './helpers/env.ts';
-import { ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import { endOwnerSessions, ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
 import { waitUntil } from './helpers/wait.ts';
 import { expectStatus, person, api as requestsApi } from './requests-helpers.ts';
 
@@ -75,6 +75,8 @@ test('a move between nodes with stores of their own: the server relays the archi
   const before = (await app.query('SELECT count(*)::int AS n, sum(length(blob))::bigint AS len FROM items'))
     .rows[0];
   await app.end();
+  // Gone with its pooled server connection: one copy (so one transfer), whatever the load.
+  await endOwnerSessions(testEnv().adminUrl, name);
 
   const r = await api('POST', `/v1/databases/${name}/move`, { node: 'move-b' });
   assert.equal(r.statusCode, 202, r.body);

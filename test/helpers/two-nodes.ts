@@ -136,3 +136,22 @@ export async function ownerLogin(port: number, db: { name: string; password: str
   await c.connect();
   return c;
 }
+
+/**
+ * Ends the owner's sessions of a database on a node's cluster (its pooled server connections
+ * too), as an application that has gone: their counts are flushed, so a move's pre-copy
+ * fingerprint is final at once whatever the load on the host (else a write made just before the
+ * move may be counted only after it, and cost a second copy).
+ */
+export async function endOwnerSessions(adminUrl: string, name: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(
+      'SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND usename = $2',
+      [name, `${name}_owner`],
+    );
+  } finally {
+    await admin.end();
+  }
+}

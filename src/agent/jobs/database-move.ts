@@ -105,7 +105,7 @@ export async function freezeDatabase(deps: BackupJobDeps, ctx: JobContext, name:
  * one waits (at most `maxMs`) until its sessions were idle for `settledMs`, their counts flushed
  * (move-fingerprint.ts), and is fingerprinted.
  */
-const PRECOPY = { watchMs: 400, settledMs: 10_100, maxMs: 3_000 };
+const PRECOPY = { watchMs: 400, settledMs: 10_100, maxMs: 1_500 };
 
 /**
  * A pre-copy's fingerprint, or null when the database is at work (it is then copied frozen).
