@@ -56,6 +56,8 @@ before(async () => {
     CREATE TABLE loose (v int);
     INSERT INTO items (label) SELECT 'i' || g FROM generate_series(1, 100) g;
     INSERT INTO loose SELECT g FROM generate_series(1, 10) g;
+    CREATE TABLE wide (t text);
+    INSERT INTO wide SELECT repeat(md5(g::text), 28) FROM generate_series(1, 2000) g;
     CREATE SEQUENCE ticket;
     CREATE MATERIALIZED VIEW counts AS SELECT count(*) AS n FROM items;`);
   await setup.end();
@@ -76,6 +78,18 @@ test('reads, ANALYZE and other databases leave the fingerprint as it was', async
   await inSessionThenTerminated(
     'SELECT count(*) FROM items; SELECT * FROM loose; ANALYZE items; ANALYZE loose',
   );
+  // Statistics wide enough to be TOASTed (histograms of 900-byte values): autovacuum writes
+  // pg_statistic's TOAST table at any time, and it must not count.
+  const toastBefore = await inside.query<{ n: string }>(
+    `SELECT n_tup_ins::text AS n FROM pg_stat_all_tables
+      WHERE relid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'pg_statistic'::regclass)`,
+  );
+  await inSessionThenTerminated('ANALYZE wide');
+  const toastAfter = await inside.query<{ n: string }>(
+    `SELECT n_tup_ins::text AS n FROM pg_stat_all_tables
+      WHERE relid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'pg_statistic'::regclass)`,
+  );
+  assert.notEqual(toastAfter.rows[0]!.n, toastBefore.rows[0]!.n, 'the ANALYZE wrote TOASTed statistics');
   await inSessionThenTerminated(
     `CREATE TABLE elsewhere (x int); INSERT INTO elsewhere VALUES (1); ALTER DATABASE ${other} SET work_mem = 1024`,
     other,

@@ -9,8 +9,8 @@
  *   user tables, TOAST tables, materialized views and this database's own catalogs — so DDL,
  *   grants, comments and large objects count too) and its file node (TRUNCATE, VACUUM FULL,
  *   CLUSTER and REFRESH change it without counting a row). Left out: the planner's statistics
- *   (pg_statistic, pg_statistic_ext_data: autovacuum's ANALYZE writes them; the dump holds
- *   neither) and the shared catalogs (every database's roles and settings change them);
+ *   (pg_statistic, pg_statistic_ext_data and their TOAST tables: autovacuum's ANALYZE writes
+ *   them — wide histograms go to TOAST; the dump holds none of it) and the shared catalogs (every database's roles and settings change them);
  * - the settings made for this database (`ALTER DATABASE … SET`, `ALTER ROLE … IN DATABASE …
  *   SET`: its rows of pg_db_role_setting themselves);
  * - every sequence's whole state, `(last_value, is_called)`, read from the sequence (nextval and
@@ -43,8 +43,14 @@ SELECT pg_catalog.json_build_object(
                       s.relid::pg_catalog.int8, pg_catalog.pg_relation_filenode(s.relid),
                       s.n_tup_ins, s.n_tup_upd, s.n_tup_del) ORDER BY s.relid)
                FROM pg_catalog.pg_stat_all_tables s JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid
-              WHERE s.relid OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog.pg_statistic'::pg_catalog.regclass,
-                                                'pg_catalog.pg_statistic_ext_data'::pg_catalog.regclass]::pg_catalog.oid[])
+              WHERE s.relid OPERATOR(pg_catalog.<>) ALL (ARRAY(
+                      SELECT x.oid FROM pg_catalog.pg_class x
+                       WHERE x.oid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.pg_statistic'::pg_catalog.regclass,
+                                       'pg_catalog.pg_statistic_ext_data'::pg_catalog.regclass]::pg_catalog.oid[])
+                      UNION ALL
+                      SELECT x.reltoastrelid FROM pg_catalog.pg_class x
+                       WHERE x.oid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.pg_statistic'::pg_catalog.regclass,
+                                       'pg_catalog.pg_statistic_ext_data'::pg_catalog.regclass]::pg_catalog.oid[])))
                 AND NOT c.relisshared),
   'sequences', (SELECT pg_catalog.json_agg(c.oid::pg_catalog.int8 ORDER BY c.oid) FROM pg_catalog.pg_class c
                  WHERE c.relkind OPERATOR(pg_catalog.=) 'S')
