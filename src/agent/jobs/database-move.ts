@@ -43,7 +43,7 @@ import { backupCreate } from '../backups/backup-create.ts';
 import type { BackupJobDeps } from '../backups/backup-deps.ts';
 import { connectForTools, stewardLogin } from '../backups/backup-deps.ts';
 import { backupRestore } from '../backups/backup-restore.ts';
-import { grantDatabase } from '../postgres/tenant-sql.ts';
+import { grantDatabase, terminateSessions } from '../postgres/tenant-sql.ts';
 import { sleep } from '../sleep.ts';
 import { parsePayload } from './database-common.ts';
 import { databaseDelete } from './database-delete.ts';
@@ -88,13 +88,11 @@ export async function freezeDatabase(deps: BackupJobDeps, ctx: JobContext, name:
   await ctx.admin.query(
     `REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(name)} FROM ${tenantRoles(roles).map(quoteIdent).join(', ')}`,
   );
-  await ctx.admin.query(
-    `SELECT pg_catalog.pg_terminate_backend(pid, $3) FROM pg_catalog.pg_stat_activity
-      WHERE pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
-        AND backend_type OPERATOR(pg_catalog.=) 'client backend'
-        AND (usename OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[]) OR datname OPERATOR(pg_catalog.=) $2)`,
-    [tenantRoles(roles), name, TERMINATE_WAIT_MS],
-  );
+  await terminateSessions(ctx.admin, {
+    roles: tenantRoles(roles),
+    database: name,
+    waitMs: TERMINATE_WAIT_MS,
+  });
 }
 
 /**

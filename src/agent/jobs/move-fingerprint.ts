@@ -56,6 +56,16 @@ SELECT pg_catalog.json_build_object(
                  WHERE c.relkind OPERATOR(pg_catalog.=) 'S')
 )::pg_catalog.text AS f`;
 
+/**
+ * The client sessions of database $1 other than ours and its steward's ($2): the tenant's (and
+ * the platform's tenant roles'). Shared by the freeze check and the pre-copy's watch and wait.
+ */
+const TENANT_SESSIONS = `FROM pg_catalog.pg_stat_activity a
+  WHERE a.datname OPERATOR(pg_catalog.=) $1
+    AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+    AND a.backend_type OPERATOR(pg_catalog.=) 'client backend'
+    AND a.usename OPERATOR(pg_catalog.<>) $2`;
+
 /** Sequences read per statement (one UNION ALL each). */
 const SEQUENCE_BATCH = 200;
 
@@ -140,11 +150,7 @@ export async function databaseFingerprint(
  */
 export async function otherSessions(admin: Queryable, name: string, steward: string): Promise<number> {
   const r = await admin.query<{ n: number }>(
-    `SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM pg_catalog.pg_stat_activity a
-      WHERE a.datname OPERATOR(pg_catalog.=) $1
-        AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
-        AND a.backend_type OPERATOR(pg_catalog.=) 'client backend'
-        AND a.usename OPERATOR(pg_catalog.<>) $2`,
+    `SELECT pg_catalog.count(*)::pg_catalog.int4 AS n ${TENANT_SESSIONS}`,
     [name, steward],
   );
   return r.rows[0]?.n ?? 0;
@@ -173,11 +179,7 @@ export async function waitForSettledCounts(
       `SELECT pg_catalog.bool_or(a.state OPERATOR(pg_catalog.<>) 'idle') AS busy,
               pg_catalog.min(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) a.state_change)
                 OPERATOR(pg_catalog.*) 1000)::pg_catalog.float8 AS idle_ms
-         FROM pg_catalog.pg_stat_activity a
-        WHERE a.datname OPERATOR(pg_catalog.=) $1
-          AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
-          AND a.backend_type OPERATOR(pg_catalog.=) 'client backend'
-          AND a.usename OPERATOR(pg_catalog.<>) $2`,
+         ${TENANT_SESSIONS}`,
       [name, steward],
     );
     const { busy, idle_ms: idleMs } = r.rows[0] ?? { busy: null, idle_ms: null };
@@ -206,11 +208,7 @@ export async function sessionsAtWork(
   const r = await admin.query<{ busy: boolean | null }>(
     `SELECT pg_catalog.bool_or(a.state OPERATOR(pg_catalog.<>) 'idle'
               OR a.state_change OPERATOR(pg_catalog.>) $3::pg_catalog.timestamptz) AS busy
-       FROM pg_catalog.pg_stat_activity a
-      WHERE a.datname OPERATOR(pg_catalog.=) $1
-        AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
-        AND a.backend_type OPERATOR(pg_catalog.=) 'client backend'
-        AND a.usename OPERATOR(pg_catalog.<>) $2`,
+       ${TENANT_SESSIONS}`,
     [name, steward, begun.rows[0]!.t],
   );
   return r.rows[0]?.busy === true;

@@ -383,17 +383,21 @@ export async function setOwnerPassword(pool: pg.Pool, owner: string, verifier: s
   await pool.query(`ALTER ROLE ${q(owner)} PASSWORD ${quoteLiteral(verifier)}`);
 }
 
-/** Terminates every backend of the given roles (and, if named, of the database). */
+/**
+ * Terminates every backend of the given roles (and, if named, of the database). `waitMs`: wait up
+ * to that long for each to be gone (it has flushed its statistics and released its locks by then);
+ * without it, the signal is sent and not waited for.
+ */
 export async function terminateSessions(
   pool: pg.Pool,
-  opts: { roles: string[]; database?: string },
+  opts: { roles: string[]; database?: string; waitMs?: number },
 ): Promise<number> {
   const r = await pool.query<{ n: number }>(
-    `SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))::pg_catalog.int4 AS n
+    `SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, $3))::pg_catalog.int4 AS n
        FROM pg_catalog.pg_stat_activity
       WHERE pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
         AND (usename OPERATOR(pg_catalog.=) ANY($1::pg_catalog.name[]) OR datname OPERATOR(pg_catalog.=) $2)`,
-    [opts.roles, opts.database ?? null],
+    [opts.roles, opts.database ?? null, opts.waitMs ?? 0],
   );
   return r.rows[0]?.n ?? 0;
 }
