@@ -20,7 +20,14 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { enrollFakeAgent } from './helpers/databases.ts';
 import { testEnv } from './helpers/env.ts';
-import { endOwnerSessions, ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import {
+  createReadyOn,
+  endOwnerSessions,
+  moveEnded,
+  ownerLogin,
+  startTwoNodes,
+  type TwoNodes,
+} from './helpers/two-nodes.ts';
 import { waitUntil } from './helpers/wait.ts';
 import { expectStatus, person, api as requestsApi } from './requests-helpers.ts';
 
@@ -56,16 +63,8 @@ async function filesUnder(dir: string): Promise<string[]> {
 }
 
 test('a move between nodes with stores of their own: the server relays the archive; data, login and clean-up as usual', async () => {
-  const name = `rl_${randomBytes(4).toString('hex')}`;
-  const created = await api('POST', '/v1/databases', { name, node: 'move-a' });
-  assert.equal(created.statusCode, 202, created.body);
-  await waitUntil(`${name} ready`, async () => {
-    const d = (await api('GET', `/v1/databases/${name}`)).json();
-    assert.notEqual(d.status, 'failed', d.failure_reason);
-    return d.status === 'ready' ? d : undefined;
-  });
-  const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
-  const db = { name, password };
+  const db = await createReadyOn(nodes, 'move-a', 'rl');
+  const { name } = db;
   const app = await ownerLogin(nodes.poolerA.port, db);
   await app.query(`
     CREATE TABLE items (id bigserial PRIMARY KEY, label text NOT NULL, blob bytea);
@@ -80,10 +79,7 @@ test('a move between nodes with stores of their own: the server relays the archi
 
   const r = await api('POST', `/v1/databases/${name}/move`, { node: 'move-b' });
   assert.equal(r.statusCode, 202, r.body);
-  const move = await waitUntil(`move of ${name}`, async () => {
-    const m = (await api('GET', `/v1/databases/${name}/move`)).json();
-    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
-  });
+  const move = await moveEnded(nodes, name);
   assert.equal(move.status, 'switched', move.error);
 
   // On B with every row and the sequence, through B's PgBouncer, with the same password.
@@ -171,10 +167,7 @@ test("a move ends the database's just-in-time logins: revoked on the source befo
     [id],
   );
   assert.deepEqual(grant.rows, [{ status: 'revoked', end_reason: 'moved' }]);
-  const move = await waitUntil(`move of ${name}`, async () => {
-    const m = (await api('GET', `/v1/databases/${name}/move`)).json();
-    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
-  });
+  const move = await moveEnded(nodes, name);
   assert.equal(move.status, 'switched', move.error);
   // The login is gone from the source (its revocation ran before the move_out) and never on B.
   for (const adminUrl of [testEnv().adminUrl, nodes.planeB.adminUrl]) {

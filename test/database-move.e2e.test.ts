@@ -11,7 +11,6 @@
  *   (reads and writes) with nothing of ours left on B.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +18,15 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { testEnv } from './helpers/env.ts';
 import { createTestUser, signIn } from './helpers/session-users.ts';
-import { endOwnerSessions, ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import {
+  createReadyOn,
+  endOwnerSessions,
+  moveEnded,
+  ownerLogin,
+  precopyMade,
+  startTwoNodes,
+  type TwoNodes,
+} from './helpers/two-nodes.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 let nodes: TwoNodes;
@@ -45,27 +52,13 @@ after(async () => {
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   nodes.api(method, url, payload);
 
-async function createOn(node: string): Promise<{ name: string; password: string }> {
-  const name = `mv_${randomBytes(4).toString('hex')}`;
-  const r = await api('POST', '/v1/databases', { name, node });
-  assert.equal(r.statusCode, 202, r.body);
-  await waitUntil(`${name} ready`, async () => {
-    const d = (await api('GET', `/v1/databases/${name}`)).json();
-    assert.notEqual(d.status, 'failed', d.failure_reason);
-    return d.status === 'ready' ? d : undefined;
-  });
-  const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
-  return { name, password };
-}
+const createOn = (node: string) => createReadyOn(nodes, node, 'mv');
 
 async function moveAndWait(name: string, node: string) {
   const r = await api('POST', `/v1/databases/${name}/move`, { node });
   assert.equal(r.statusCode, 202, r.body);
   assert.equal(r.json().status, 'copying');
-  return waitUntil(`move of ${name}`, async () => {
-    const m = (await api('GET', `/v1/databases/${name}/move`)).json();
-    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
-  });
+  return moveEnded(nodes, name);
 }
 
 const snapshot = async (c: pg.Client) => ({
@@ -194,25 +187,11 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
   assert.equal(r.statusCode, 202, r.body);
   const moveId = r.json().id as string;
   // Written once the pre-copy is made (the target restores it), before the source freezes.
-  await waitUntil(
-    'pre-copy made',
-    async () => {
-      const m = await s.db.pool.query<{ status: string }>('SELECT status FROM database_moves WHERE id = $1', [
-        moveId,
-      ]);
-      assert.notEqual(m.rows[0]?.status, 'freezing', 'the freeze came before the write could commit');
-      return m.rows[0]?.status === 'restoring' ? true : undefined;
-    },
-    60_000,
-    5,
-  );
+  await precopyMade(nodes, db.name, moveId);
   await writer.query("INSERT INTO ledger (note) VALUES ('late')");
   await writer.end();
 
-  const move = await waitUntil(`move of ${db.name}`, async () => {
-    const m = (await api('GET', `/v1/databases/${db.name}/move`)).json();
-    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
-  });
+  const move = await moveEnded(nodes, db.name);
   assert.equal(move.status, 'switched', move.error);
   assert.equal(move.copies, 2, 'the fingerprint saw the write: a second, frozen copy');
   const moved = await ownerLogin(portB, db);

@@ -14,7 +14,14 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ownerLogin, startTwoNodes, type TwoNodes } from './helpers/two-nodes.ts';
+import {
+  createReadyOn,
+  moveEnded,
+  ownerLogin,
+  precopyMade,
+  startTwoNodes,
+  type TwoNodes,
+} from './helpers/two-nodes.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 let nodes: TwoNodes;
@@ -36,18 +43,7 @@ after(async () => {
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   nodes.api(method, url, payload);
 
-async function createOn(node: string): Promise<{ name: string; password: string }> {
-  const name = `pa_${randomBytes(4).toString('hex')}`;
-  const r = await api('POST', '/v1/databases', { name, node });
-  assert.equal(r.statusCode, 202, r.body);
-  await waitUntil(`${name} ready`, async () => {
-    const d = (await api('GET', `/v1/databases/${name}`)).json();
-    assert.notEqual(d.status, 'failed', d.failure_reason);
-    return d.status === 'ready' ? d : undefined;
-  });
-  const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
-  return { name, password };
-}
+const createOn = (node: string) => createReadyOn(nodes, node, 'pa');
 
 test('a setval(..., false) committed after the pre-copy snapshot is not lost by the move', async () => {
   const db = await createOn('move-a');
@@ -62,26 +58,12 @@ test('a setval(..., false) committed after the pre-copy snapshot is not lost by 
   const r = await api('POST', `/v1/databases/${db.name}/move`, { node: 'move-b' });
   assert.equal(r.statusCode, 202, r.body);
   const moveId = r.json().id as string;
-  await waitUntil(
-    'pre-copy made',
-    async () => {
-      // What any key that may read the database sees (databases.read): GET /v1/databases/:name/move.
-      const m = (await api('GET', `/v1/databases/${db.name}/move`)).json();
-      assert.equal(m.id, moveId);
-      assert.notEqual(m.status, 'freezing', 'the freeze came before the write could commit');
-      return m.status === 'restoring' ? true : undefined;
-    },
-    60_000,
-    5,
-  );
+  await precopyMade(nodes, db.name, moveId);
   // After the snapshot (the target is restoring it), before the freeze: the invoice numbering starts at 5000.
   await writer.query(`SELECT setval('invoice_no', 5000, false)`);
   await writer.end();
 
-  const move = await waitUntil(`move of ${db.name}`, async () => {
-    const m = (await api('GET', `/v1/databases/${db.name}/move`)).json();
-    return m.status === 'switched' || m.status === 'failed' ? m : undefined;
-  });
+  const move = await moveEnded(nodes, db.name);
   assert.equal(move.status, 'switched', move.error);
   const moved = await ownerLogin(portB, db);
   try {
@@ -129,14 +111,7 @@ test('a lock taken after the pre-copy watch neither wedges the move nor the node
     // (the freeze ends the holder). On a slow host the lock may come after the fingerprint: then
     // pg_dump waits for it (60 s at most), the attempt fails and the retry finds the holder at work.
     // Either way the move ends and the node goes on: nothing waits without a bound.
-    const move = await waitUntil(
-      `move of ${db.name}`,
-      async () => {
-        const m = (await api('GET', `/v1/databases/${db.name}/move`)).json();
-        return m.status === 'switched' || m.status === 'failed' ? m : undefined;
-      },
-      150_000,
-    );
+    const move = await moveEnded(nodes, db.name, 150_000);
     assert.equal(move.status, 'switched', move.error);
     assert.equal(move.copies, 1, 'copied frozen once: the fingerprint was not taken');
     await waitUntil(

@@ -5,6 +5,8 @@
  * agent). Each agent reports its PgBouncer address, so connection info names the node's own.
  * `backup` gives each agent its backup settings (a shared directory, or an S3 bucket).
  */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +23,7 @@ import { testEnv } from './env.ts';
 import { createTestKey, type TestKey } from './keys.ts';
 import { freePort } from './ports.ts';
 import { createTestServer, type TestServer } from './server.ts';
+import { waitUntil } from './wait.ts';
 
 export type TwoNodes = {
   s: TestServer;
@@ -154,4 +157,53 @@ export async function endOwnerSessions(adminUrl: string, name: string): Promise<
   } finally {
     await admin.end();
   }
+}
+
+/** A database made on `node` through the API, waited for until `ready`, with the owner's password. */
+export async function createReadyOn(
+  nodes: TwoNodes,
+  node: string,
+  prefix: string,
+): Promise<{ name: string; password: string }> {
+  const name = `${prefix}_${randomBytes(4).toString('hex')}`;
+  const r = await nodes.api('POST', '/v1/databases', { name, node });
+  assert.equal(r.statusCode, 202, r.body);
+  await waitUntil(`${name} ready`, async () => {
+    const d = (await nodes.api('GET', `/v1/databases/${name}`)).json();
+    assert.notEqual(d.status, 'failed', d.failure_reason);
+    return d.status === 'ready' ? d : undefined;
+  });
+  const { password } = (await nodes.api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
+  return { name, password };
+}
+
+/** The latest move of `name` once it ended (`switched` or `failed`), as the API shows it. */
+export function moveEnded(nodes: TwoNodes, name: string, timeoutMs?: number) {
+  return waitUntil(
+    `move of ${name}`,
+    async () => {
+      const m = (await nodes.api('GET', `/v1/databases/${name}/move`)).json();
+      return m.status === 'switched' || m.status === 'failed' ? m : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/**
+ * Until the pre-copy of move `moveId` of `name` is made (the target restores it: `restoring`),
+ * failing if the source froze first — the moment a test writes "after the snapshot, before the
+ * freeze". Read as any key that may read the database does (GET …/move).
+ */
+export function precopyMade(nodes: TwoNodes, name: string, moveId: string) {
+  return waitUntil(
+    'pre-copy made',
+    async () => {
+      const m = (await nodes.api('GET', `/v1/databases/${name}/move`)).json();
+      assert.equal(m.id, moveId);
+      assert.notEqual(m.status, 'freezing', 'the freeze came before the write could commit');
+      return m.status === 'restoring' ? true : undefined;
+    },
+    60_000,
+    5,
+  );
 }
