@@ -1,7 +1,8 @@
 /**
- * Provisioning latency: `POST /v1/databases` over HTTP with a real key → the agent makes the
- * database → `ready` → a client connects through PgBouncer with the revealed password and runs
- * `SELECT 1`. Two paths, N databases each (ADR 0028):
+ * Provisioning latency: `POST /v1/databases` over HTTP with a real key, waiting for `ready` and
+ * answered with the credentials (`wait_ms`, `reveal`: ADR 0034) → a client connects through
+ * PgBouncer with them and runs `SELECT 1`. Also, alternating with it, the way without a wait
+ * (create, wait on the row, reveal and connection info). Two paths, N databases each (ADR 0028, ADR 0034):
  *   - warm: the agent's warm pool (3 spares) hands one out; each run starts with the pool full
  *     again (the refill is background work, never part of a create);
  *   - cold: the pool off (0): roles, CREATE DATABASE, grants, schema setup.
@@ -18,6 +19,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { agentConfigSchema } from '../src/agent/config.ts';
 import { startAgent } from '../src/agent/main.ts';
+import { SPARE_PREFIX } from '../src/agent/postgres/spare-sql.ts';
 import { startDataPlane } from '../src/embedded/data-plane.ts';
 import { dataLayout } from '../src/embedded/layout.ts';
 import { resolveServiceUser } from '../src/embedded/service-user.ts';
@@ -34,7 +36,7 @@ import { freePort } from '../test/helpers/ports.ts';
 import { summarize } from './stats.ts';
 
 const N = Number(process.argv[2] ?? 30);
-const WARMUP = 3;
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-provision-'));
 const layout = dataLayout(dir);
 const ports = { postgres: await freePort(), pooler: await freePort() };
@@ -109,8 +111,44 @@ try {
       await new Promise((res) => setTimeout(res, 20));
     }
   };
-  /** One database from the API call to a working query through PgBouncer, in ms. */
+  type Credentials = { password: string; connection: { user: string; database: string } };
+  /**
+   * One database from the API call to a working query through PgBouncer, in ms: one
+   * `POST /v1/databases` that waits for `ready` and answers with the credentials (`wait_ms`,
+   * `reveal`), then the client's login through PgBouncer with them and `SELECT 1`.
+   */
   const provision = async (name: string): Promise<number> => {
+    const t0 = performance.now();
+    const d = await api<{ status: string; failure_reason?: string; credentials?: Credentials }>(
+      'POST',
+      '/v1/databases',
+      { name, wait_ms: 30_000, reveal: true },
+    );
+    if (d.status !== 'ready' || !d.credentials) throw new Error(`${name}: ${d.status} ${d.failure_reason}`);
+    const { password, connection } = d.credentials;
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: ports.pooler,
+      user: connection.user,
+      password,
+      database: connection.database,
+    });
+    await c.connect();
+    await c.query('SELECT 1');
+    const ms = performance.now() - t0;
+    await c.end();
+    // Outside the measured time: the database goes again (its job finished before the next
+    // measurement), so the node's connection budget holds every database of the run.
+    await api('DELETE', `/v1/databases/${name}`, { confirm: name });
+    await jobsDone();
+    return ms;
+  };
+  /**
+   * The same the way a client without `wait_ms` does it: the create (answered at once), a wait on
+   * the row (woken by the job's NOTIFY), then the reveal and the connection info at once.
+   * Reported beside the above.
+   */
+  const provisionPolled = async (name: string): Promise<number> => {
     const t0 = performance.now();
     const { id } = await api<{ id: string }>('POST', '/v1/databases', { name });
     // Watch the row the API serves, woken by the job's NOTIFY (a busy poll would steal the CPU
@@ -124,25 +162,26 @@ try {
         'SELECT status, failure_reason FROM databases WHERE id = $1',
         [id],
       );
-      const d = r.rows[0]!;
-      if (d.status === 'ready') break;
-      if (d.status === 'failed' || i > 60) throw new Error(`${name}: ${d.status} ${d.failure_reason}`);
+      const row = r.rows[0]!;
+      if (row.status === 'ready') break;
+      if (row.status === 'failed' || i > 60) throw new Error(`${name}: ${row.status} ${row.failure_reason}`);
       await woken;
     }
-    const { password } = await api<{ password: string }>('POST', `/v1/databases/${name}/credentials/reveal`);
+    const [{ password }, connection] = await Promise.all([
+      api<{ password: string }>('POST', `/v1/databases/${name}/credentials/reveal`),
+      api<Credentials['connection']>('GET', `/v1/databases/${name}/connection`),
+    ]);
     const c = new pg.Client({
       host: '127.0.0.1',
       port: ports.pooler,
-      user: `${name}_owner`,
+      user: connection.user,
       password,
-      database: name,
+      database: connection.database,
     });
     await c.connect();
     await c.query('SELECT 1');
     const ms = performance.now() - t0;
     await c.end();
-    // Outside the measured time: the database goes again (its job finished before the next
-    // measurement), so the node's connection budget holds every database of the run.
     await api('DELETE', `/v1/databases/${name}`, { confirm: name });
     await jobsDone();
     return ms;
@@ -168,7 +207,8 @@ try {
       (
         await admin.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM pg_database
-            WHERE datname LIKE 'bulwark\\_spare\\_%' AND shobj_description(oid, 'pg_database') LIKE 'bulwark:spare:ready:%'`,
+            WHERE starts_with(datname::text, $1) AND shobj_description(oid, 'pg_database') LIKE 'bulwark:spare:ready:%'`,
+          [SPARE_PREFIX],
         )
       ).rows[0]!.n,
     );
@@ -186,6 +226,7 @@ try {
       await floor(`floor_${label}_warmup_${i}`);
     }
     const apiMs: number[] = [];
+    const polledMs: number[] = [];
     const floorMs: number[] = [];
     const floorCreateDbMs: number[] = [];
     for (let i = 0; i < N; i++) {
@@ -194,6 +235,8 @@ try {
       const f = await floor(`floor_${label}_${i}`);
       floorMs.push(f.ms);
       floorCreateDbMs.push(f.createDb);
+      if (pool > 0) await poolFull(pool);
+      polledMs.push(await provisionPolled(`${label}_p_${i}`));
     }
     const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
       `SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms, (result->>'pooler_probe_ms')::float AS probe,
@@ -210,6 +253,7 @@ try {
       ]),
     );
     const a = summarize(apiMs);
+    const polled = summarize(polledMs);
     const f = summarize(floorMs);
     const jobMs = summarize(jobs.rows.map((r) => Number(r.ms)));
     const probeMs = summarize(jobs.rows.map((r) => Number(r.probe)));
@@ -224,6 +268,9 @@ try {
       `  API → ready → connected through PgBouncer: median ${a.median.toFixed(1)} ms, p95 ${a.p95.toFixed(1)} ms`,
     );
     console.log(
+      `  the same as create, wait on the row, reveal + connection info: median ${polled.median.toFixed(1)} ms, p95 ${polled.p95.toFixed(1)} ms (${(polled.median / f.median).toFixed(2)}x)`,
+    );
+    console.log(
       `  SQL floor (CREATE ROLE + CREATE DATABASE + GRANTs), same phase: median ${f.median.toFixed(1)} ms, p95 ${f.p95.toFixed(1)} ms (its CREATE DATABASE: median ${summarize(floorCreateDbMs).median.toFixed(1)} ms)`,
     );
     console.log(
@@ -232,7 +279,16 @@ try {
     console.log(
       `  ratio: median ${(a.median / f.median).toFixed(2)}x, p95 ${(a.p95 / f.p95).toFixed(2)}x (goal ≤ ${pool > 0 ? '1.0' : '1.5'}x)`,
     );
-    return { api: a, floor: f, job: jobMs, probe: probeMs, steps, ratio: a.median / f.median };
+    return {
+      api: a,
+      polled,
+      floor: f,
+      job: jobMs,
+      probe: probeMs,
+      steps,
+      ratio: a.median / f.median,
+      ratio_polled: polled.median / f.median,
+    };
   };
   const loadBefore = os.loadavg();
   const warm = await phase('warm', POOL);

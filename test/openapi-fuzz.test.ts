@@ -143,9 +143,13 @@ const RELATIONS: Record<string, (i: Input) => void> = {
     (i.body as Record<string, unknown>).confirm = i.path.name;
   },
   // Not a rule: half of the databases go on the node the fuzz enrolled (an unknown node is a 404).
+  // "`reveal` needs `wait_ms`" (its description); and not a rule: a wait the fuzz can afford (no
+  // agent completes its creates, so every wait runs to its end).
   'POST /v1/databases': (i) => {
-    const b = i.body as { name: string; node?: string };
+    const b = i.body as { name: string; node?: string; wait_ms?: number; reveal?: boolean };
     if (b.node !== undefined && b.name.charCodeAt(0) % 2 === 0) b.node = NODE;
+    if (b.wait_ms !== undefined) b.wait_ms = Math.min(b.wait_ms, 200);
+    if (b.reveal === true) b.wait_ms = Math.max(1, Math.min(b.wait_ms ?? 1, 200));
   },
   // "reserved slots must be fewer than max_connections" (the description of `connections`)
   'POST /v1/agent/heartbeat': (i) => {

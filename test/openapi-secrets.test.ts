@@ -17,6 +17,7 @@ const ALLOWED = new Set([
   'post /v1/agent/enroll 200 agent_token', // the agent's token, on enrollment only
   'post /v1/nodes/enrollments 201 token', // a new node's one-time enrollment token, to the platform admin who asked
   'post /v1/databases/{name}/credentials/reveal 200 password', // explicit, audited reveal
+  'post /v1/databases 201 password', // a create that waited with `reveal`: checked and audited as a reveal
   // Just-in-time credentials: the temporary login's password, once, to whoever executed the access request.
   'post /v1/databases/{name}/requests/{id}/execute 200 password',
   'post /v1/agent/jobs/{id}/secret 200 password', // a job's secret, to the agent holding its lease

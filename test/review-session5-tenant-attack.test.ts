@@ -20,6 +20,7 @@ import type { JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
 import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
 import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
+import { SPARE_PREFIX } from '../src/agent/postgres/spare-sql.ts';
 import { stewardPassword } from '../src/agent/postgres/steward.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
@@ -52,6 +53,7 @@ before(async () => {
   pool = createWarmPool({
     admin: kit.admin,
     cluster: kit.deps.cluster,
+    pooler,
     size: 1,
     log: createLogger('warm-pool', 'silent'),
     auditMs: 0,
@@ -95,10 +97,18 @@ async function createTenant(prefix: string): Promise<Tenant> {
       limits: DEFAULT_LIMITS,
     },
     { ...kit.ctx(password), afterReport: (fn: () => void) => after.push(fn) },
-  )) as { steps_ms: Record<string, number> };
+  )) as { steps_ms: Record<string, number>; physical_name: string; owner_password?: string };
   for (const fn of after.splice(0)) fn();
-  made.push({ database_id: id, name });
-  return { name, id, password, roles: roleNames(name), warm: r.steps_ms.warm ?? 0 };
+  // A spare keeps its generated names (ADR 0034): the tenant's database is the physical one.
+  const physical = r.physical_name;
+  made.push({ database_id: id, name: physical });
+  return {
+    name: physical,
+    id,
+    password: r.owner_password ?? password,
+    roles: roleNames(physical),
+    warm: r.steps_ms.warm ?? 0,
+  };
 }
 
 /** Straight to PostgreSQL (not PgBouncer) as the tenant's owner: the strongest way in a tenant has. */
@@ -120,7 +130,7 @@ async function currentSpares(): Promise<string[]> {
   const r = await kit.admin.query<{ n: string }>(
     `SELECT datname::text AS n FROM pg_database
       WHERE starts_with(datname::text, $1) AND shobj_description(oid, 'pg_database') LIKE 'bulwark:spare:ready:%'`,
-    [`bulwark_spare_${pool.tag}_`],
+    [`${SPARE_PREFIX}${pool.tag}_`],
   );
   return r.rows.map((x) => x.n);
 }
@@ -158,7 +168,7 @@ test('warm pool: the owner of a claimed database cannot reach, change, join or r
       `ALTER ROLE "${t.roles.steward}" SET search_path = public`,
       `ALTER DATABASE "${t.name}" SET search_path = public`,
       `COMMENT ON DATABASE "${t.name}" IS 'bulwark:spare:ready:0'`,
-      `CREATE ROLE "bulwark_spare_${pool.tag}_0000000000_owner"`,
+      `CREATE ROLE "${SPARE_PREFIX}${pool.tag}_0000000000_owner"`,
     ];
     for (const sql of attempts) assert.notEqual(await errorOf(c, sql), null, `refused: ${sql}`);
     // GRANT without the grant option only warns: its effect is what matters.
@@ -168,7 +178,8 @@ test('warm pool: the owner of a claimed database cannot reach, change, join or r
       'SELECT datacl::text AS acl FROM pg_database WHERE datname = $1',
       [t.name],
     );
-    assert.doesNotMatch(acl.rows[0]!.acl, /[{,]=|bulwark_spare_/, acl.rows[0]!.acl);
+    assert.doesNotMatch(acl.rows[0]!.acl, /[{,]=/, acl.rows[0]!.acl);
+    assert.ok(!acl.rows[0]!.acl.includes(sr.owner), acl.rows[0]!.acl);
   } finally {
     await c.end();
   }

@@ -7,7 +7,12 @@ import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
 import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
 import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
-import { connectSpare, SPARE_MARKER } from '../src/agent/postgres/spare-sql.ts';
+import {
+  connectSpare,
+  SPARE_MARKER,
+  SPARE_PREFIX,
+  spareOwnerPassword,
+} from '../src/agent/postgres/spare-sql.ts';
 import { FIXED_LIMITS } from '../src/agent/postgres/tenant-sql.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
@@ -24,7 +29,7 @@ import {
 } from './pooler-harness.ts';
 
 /**
- * The warm pool (ADR 0028) on a real cluster and PgBouncer: it fills to N, a create takes a spare
+ * The warm pool (ADR 0028, ADR 0034) on a real cluster and PgBouncer: it fills to N, a create takes a spare
  * and is ready (owner login through PgBouncer), the pool refills after the job is reported,
  * concurrent creates beyond N all succeed, a crash right before or right after the claim leaves
  * the spare in the pool or handed out (never lost, never twice), a tampered spare is reported
@@ -57,6 +62,7 @@ async function startPool(size = SIZE): Promise<WarmPool> {
   const pool = createWarmPool({
     admin: kit.admin,
     cluster: kit.deps.cluster,
+    pooler,
     size,
     log: createLogger('warm-pool', (process.env.WP_LOG ?? 'silent') as 'silent'),
     auditMs: 0,
@@ -84,10 +90,11 @@ function handlers(pool: WarmPool): Map<string, JobHandler> {
 }
 
 /** A job context whose after-report hooks run when `report()` is called (the runner's order). */
-function jobCtx(password: string): JobContext & { report(): void } {
+function jobCtx(password: string, attempt = 1): JobContext & { report(): void } {
   const after: (() => void)[] = [];
   return {
     ...kit.ctx(password),
+    attempt,
     afterReport: (fn) => after.push(fn),
     report: () => {
       for (const fn of after.splice(0)) fn();
@@ -95,15 +102,30 @@ function jobCtx(password: string): JobContext & { report(): void } {
   };
 }
 
-function createPayload(name: string, password: string) {
+function createPayload(
+  name: string,
+  password: string,
+  allowlist = [{ cidr: '127.0.0.1/32', expires_at: null }],
+) {
   return {
     database_id: randomUUID(),
     name,
     verifier: scramVerifier(password),
-    allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
+    allowlist,
     limits: DEFAULT_LIMITS,
   };
 }
+
+type Created = {
+  steps_ms: Record<string, number>;
+  physical_name: string;
+  owner_password?: string;
+};
+/** The login a create's result hands out: the spare's names and password (warm), else the payload's. */
+const loginOf = (r: Created, password: string) => ({
+  database: r.physical_name,
+  password: r.owner_password ?? password,
+});
 
 /** This pool's spares as the catalog holds them (database names, sorted). */
 async function sparesInCatalog(pool: WarmPool): Promise<string[]> {
@@ -111,33 +133,55 @@ async function sparesInCatalog(pool: WarmPool): Promise<string[]> {
     `SELECT datname::text AS n FROM pg_database
       WHERE starts_with(datname::text, $1) AND shobj_description(oid, 'pg_database') LIKE 'bulwark:spare:ready:%'
       ORDER BY 1`,
-    [`bulwark_spare_${pool.tag}_`],
+    [`${SPARE_PREFIX}${pool.tag}_`],
   );
   return r.rows.map((x) => x.n);
 }
 
 const ownerLogin = (name: string, password: string) =>
   tryLogin(clientFrom('127.0.0.1', { port: p.port, user: roleNames(name).owner, password, database: name }));
+const createdLogin = (r: Created, password: string) => {
+  const l = loginOf(r, password);
+  return ownerLogin(l.database, l.password);
+};
 
-async function create(pool: WarmPool, name: string, password: string) {
+async function create(
+  pool: WarmPool,
+  name: string,
+  password: string,
+  allowlist?: { cidr: string; expires_at: null }[],
+) {
   const ctx = jobCtx(password);
-  const payload = createPayload(name, password);
+  const payload = createPayload(name, password, allowlist);
   const r = await handlers(pool).get('database.create')!(payload, ctx);
   ctx.report();
-  return { result: r as { steps_ms: Record<string, number> }, payload };
+  return { result: r as Created, payload };
 }
 
-test('the pool fills to N; spares have no tenant login and are absent from PgBouncer', async () => {
+test('the pool fills to N; spares have no tenant login and nobody gets in through PgBouncer', async () => {
   const pool = await startPool();
   const spares = await sparesInCatalog(pool);
   assert.equal(spares.length, SIZE);
   assert.equal(pool.stats().ready, SIZE);
-  // Not in the pooler's state nor among PgBouncer's databases (checked before any login attempt:
-  // the wildcard entry makes a pool for whatever name a client asks for, ADR 0004).
+  // Not among PgBouncer's databases (checked before any login attempt: the wildcard entry makes
+  // a pool for whatever name a client asks for, ADR 0004).
   const shown = await pooler.admin('SHOW DATABASES');
-  assert.ok(!shown.rows.some((row) => String(row.name).startsWith('bulwark_spare_')));
+  assert.ok(!shown.rows.some((row) => String(row.name).startsWith(SPARE_PREFIX)));
+  // Its owner's entry is ready in the auth file (ADR 0034), with the verifier of the password
+  // the agent derives; the owner has no LOGIN, so even that password is refused.
   const auth = await fs.readFile(pooler.files.auth, 'utf8');
-  assert.ok(!auth.includes('bulwark_spare_'), 'no spare role in the auth file');
+  for (const spare of spares) {
+    assert.ok(auth.includes(`"${roleNames(spare).owner}"`), 'the spare owner is in the auth file');
+    assert.deepEqual(pooler.state().databases[spare]?.owner, roleNames(spare).owner);
+    const refused = await ownerLogin(spare, spareOwnerPassword(kit.deps.cluster.key, spare));
+    assert.match(String(refused), /not permitted to log in|login/i, String(refused));
+  }
+  const shownAfter = await pooler.admin('SHOW DATABASES');
+  assert.ok(
+    !shownAfter.rows.some(
+      (row) => String(row.name).startsWith(SPARE_PREFIX) && Number(row.current_connections) > 0,
+    ),
+  );
   for (const spare of spares) {
     const r = roleNames(spare);
     const roles = await kit.admin.query<{ rolname: string; rolcanlogin: boolean; marker: string | null }>(
@@ -150,8 +194,7 @@ test('the pool fills to N; spares have no tenant login and are absent from PgBou
       assert.equal(role.marker, SPARE_MARKER);
       assert.equal(role.rolcanlogin, role.rolname === r.steward, `${role.rolname} login`);
     }
-    // No login through PgBouncer.
-    assert.equal(pooler.state().databases[spare], undefined);
+    // No login through PgBouncer with a guessed password either.
     assert.notEqual(await ownerLogin(spare, 'anything'), null);
     // The schema setup is done: public belongs to the spare's owner.
     const c = await kit.connectAdmin(spare);
@@ -167,36 +210,60 @@ test('the pool fills to N; spares have no tenant login and are absent from PgBou
   };
   // Only this pool's tag: other agents on the cluster (other keys) may hold spares of their own.
   assert.ok(
-    !drift.findings.some((f) => f.object.startsWith(`bulwark_spare_${pool.tag}_`)),
+    !drift.findings.some((f) => f.object.startsWith(`${SPARE_PREFIX}${pool.tag}_`)),
     JSON.stringify(drift.findings),
   );
 });
 
 test('a create takes a spare (warm), is ready through PgBouncer, and the pool refills to N', async () => {
   const pool = await startPool();
+  // New spares' pooler entries (and those of the ready ones, at the next refill) follow the
+  // latest create's allowlist: this one's.
+  pool.useAllowlist([{ cidr: '127.0.0.1/32', expires_at: null }]);
+  await pool.refill();
   const before = await sparesInCatalog(pool);
   const name = uniqueName('wp');
   const password = newPassword();
   const { result, payload } = await create(pool, name, password);
   assert.equal(result.steps_ms.warm, 1, JSON.stringify(result.steps_ms));
-  assert.equal(await ownerLogin(name, password), null);
-  // The tenant's names and markers, nothing of the spare left on it.
+  // No reload: the spare's pooler entry had this allowlist already.
+  assert.equal(result.steps_ms.pooler, undefined, JSON.stringify(result.steps_ms));
+  // Handed out as it is: the spare's generated name is the database's physical name, and its
+  // owner's password the one the result hands to the server (ADR 0034).
+  const physical = result.physical_name;
+  assert.ok(before.includes(physical), `${physical} was a spare`);
+  assert.equal(result.owner_password, spareOwnerPassword(kit.deps.cluster.key, physical));
+  assert.equal(await createdLogin(result, password), null);
+  assert.notEqual(await ownerLogin(physical, password), null, "the server's own password is not the owner's");
+  const label = await kit.admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+  assert.equal(label.rowCount, 0, 'no database under the API name');
+  // The tenant's markers, nothing of the spare left on it.
   const marker = await kit.admin.query<{ m: string }>(
     "SELECT shobj_description(oid, 'pg_database') AS m FROM pg_database WHERE datname = $1",
-    [name],
+    [physical],
   );
   assert.equal(marker.rows[0]!.m, `bulwark:database:${payload.database_id}`);
   const steward = await kit.admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [
-    roleNames(name).steward,
+    roleNames(physical).steward,
   ]);
   assert.equal(steward.rowCount, 1);
   // The drift job sees a sound database (the steward's derived password for the real id works).
   const drift = (await handlers(pool).get('node.drift')!(
-    { known_databases: [name], databases: [{ id: payload.database_id, name, limits: DEFAULT_LIMITS }] },
+    {
+      known_databases: [physical],
+      databases: [{ id: payload.database_id, name: physical, limits: DEFAULT_LIMITS }],
+    },
     kit.ctx(),
   )) as { findings: { kind: string; object: string }[] };
-  const mine = drift.findings.filter((f) => f.object === name || f.object.startsWith(`${name}:`));
+  const mine = drift.findings.filter((f) => f.object === physical || f.object.startsWith(`${physical}:`));
   assert.deepEqual(mine, []);
+  // Deleting it (by its physical name, as the server names it) takes the pooler entry too.
+  await handlers(pool).get('database.delete')!(
+    { database_id: payload.database_id, name: physical },
+    kit.ctx(),
+  );
+  assert.equal(pooler.state().databases[physical], undefined);
+  assert.notEqual(await createdLogin(result, password), null);
   await pool.settled();
   const afterRefill = await sparesInCatalog(pool);
   assert.equal(afterRefill.length, SIZE);
@@ -209,7 +276,10 @@ test('concurrent creates beyond the pool size all succeed, each spare handed out
   const jobs = Array.from({ length: SIZE + 2 }, () => ({ name: uniqueName('wc'), password: newPassword() }));
   const results = await Promise.all(jobs.map((j) => create(pool, j.name, j.password)));
   assert.equal(results.filter((r) => r.result.steps_ms.warm === 1).length, SIZE);
-  for (const j of jobs) assert.equal(await ownerLogin(j.name, j.password), null, j.name);
+  const physical = results.map((r) => r.result.physical_name);
+  assert.equal(new Set(physical).size, jobs.length, 'each create its own database');
+  for (const [i, j] of jobs.entries())
+    assert.equal(await createdLogin(results[i]!.result, j.password), null, j.name);
   await pool.settled();
   const now = await sparesInCatalog(pool);
   assert.equal(now.length, SIZE);
@@ -241,10 +311,13 @@ test('killed right before the claim: the spare stays; right after: it is handed 
   await restarted.settled();
   const refilled = await sparesInCatalog(restarted);
   assert.equal(refilled.length, SIZE, 'refilled to N, the handed-out spare not counted');
-  // The rerun (cold path, the database is ours already) ends ready and takes no spare.
-  const r = await handlers(restarted).get('database.create')!(payloadA, jobCtx(a.password));
-  assert.equal((r as { steps_ms: Record<string, number> }).steps_ms.warm, 0);
-  assert.equal(await ownerLogin(a.name, a.password), null);
+  // The rerun (the job's next attempt) finds the spare its claim handed out, finishes it and
+  // takes no other.
+  const claimed = spares.find((s) => !left.includes(s))!;
+  const r = (await handlers(restarted).get('database.create')!(payloadA, jobCtx(a.password, 2))) as Created;
+  assert.equal(r.physical_name, claimed);
+  assert.equal(r.owner_password, spareOwnerPassword(kit.deps.cluster.key, claimed));
+  assert.equal(await createdLogin(r, a.password), null);
   assert.deepEqual(await sparesInCatalog(restarted), refilled, 'no spare lost or taken twice');
   await pool.stop();
 });
@@ -271,6 +344,10 @@ test('a tampered spare is reported by drift, destroyed and replaced', async () =
   const now = await sparesInCatalog(pool);
   assert.ok(!now.includes(planted!) && !now.includes(setting!), 'tampered spares destroyed');
   assert.equal(now.length, SIZE, 'and replaced');
+  // Their pooler entries went with them; the new spares have theirs.
+  assert.equal(pooler.state().databases[planted!], undefined);
+  assert.equal(pooler.state().databases[setting!], undefined);
+  for (const spare of now) assert.ok(pooler.state().databases[spare], spare);
 });
 
 test('an object planted in any catalog of a spare is found (a publication, a text search configuration)', async () => {
@@ -334,6 +411,8 @@ test('a spare whose role was given LOGIN is refused by the claim itself; the cre
   const password = newPassword();
   const { result } = await create(pool, name, password);
   assert.equal(result.steps_ms.warm, 0, 'not handed out');
+  assert.equal(result.physical_name, name);
+  assert.equal(result.owner_password, undefined);
   assert.equal(await ownerLogin(name, password), null);
   const drift = (await handlers(pool).get('node.drift')!({ known_databases: [name] }, kit.ctx())) as Drift;
   const tampered = drift.findings.filter((f) => f.kind === 'spare_tampered').map((f) => f.object);
@@ -357,6 +436,7 @@ test("another agent key's spares (an agent enrolled again) are reported by drift
   const other = createWarmPool({
     admin: kit.admin,
     cluster: { ...kit.deps.cluster, key: randomBytes(32) },
+    pooler,
     size: 1,
     log: createLogger('warm-pool', 'silent'),
     auditMs: 0,
@@ -395,7 +475,46 @@ test("another agent key's spares (an agent enrolled again) are reported by drift
   const db = about.find((f) => f.kind === 'unknown_database');
   if (db) assert.match(db.detail, /another agent key/);
   else assert.ok(counted('unknown_database'));
-  // This agent's own spares are never reported.
-  assert.ok(!drift.findings.some((f) => f.object.startsWith(`bulwark_spare_${mine.tag}_`)));
+  // This agent's own spares are never reported (databases handed out earlier in this file keep
+  // their spare names and are unknown to this drift run: those are reported, as they should be).
+  const mySpares = await sparesInCatalog(mine);
+  assert.ok(!drift.findings.some((f) => mySpares.some((s) => f.object.startsWith(s))));
   await other.drain();
+});
+
+test("a create whose allowlist differs from the spare's entry reloads once; new spares take that allowlist", async () => {
+  const pool = await startPool();
+  const name = uniqueName('wa');
+  const password = newPassword();
+  const allowlist = [
+    { cidr: '127.0.0.1/32', expires_at: null },
+    { cidr: '198.51.100.0/24', expires_at: null },
+  ];
+  const { result } = await create(pool, name, password, allowlist);
+  assert.equal(result.steps_ms.warm, 1);
+  assert.ok((result.steps_ms.pooler ?? 0) > 0, 'the pooler was reloaded for the other allowlist');
+  assert.deepEqual(
+    pooler.state().databases[result.physical_name]!.allowlist.map((e) => e.cidr),
+    ['127.0.0.1/32', '198.51.100.0/24'],
+  );
+  assert.equal(await createdLogin(result, password), null);
+  // The spare made after it has that allowlist already: the next such create needs no reload.
+  await pool.settled();
+  const next = await create(pool, uniqueName('wa'), newPassword(), allowlist);
+  assert.equal(next.result.steps_ms.warm, 1);
+  assert.equal(next.result.steps_ms.pooler, undefined, JSON.stringify(next.result.steps_ms));
+});
+
+test('a spare whose owner password was changed is refused by the claim; the create goes cold', async () => {
+  const pool = await startPool(1);
+  const [spare] = await sparesInCatalog(pool);
+  await kit.admin.query(`ALTER ROLE "${roleNames(spare!).owner}" PASSWORD 'known-to-someone-else'`);
+  const name = uniqueName('wpw');
+  const password = newPassword();
+  const { result } = await create(pool, name, password);
+  assert.equal(result.steps_ms.warm, 0, 'not handed out');
+  assert.equal(result.physical_name, name);
+  assert.equal(await ownerLogin(name, password), null);
+  await pool.settled();
+  assert.ok(!(await sparesInCatalog(pool)).includes(spare!), 'destroyed');
 });

@@ -149,6 +149,7 @@ export async function startAgent(
     ? createWarmPool({
         admin,
         cluster,
+        pooler: managed.pooler,
         size: config.warmPoolSize,
         log: log.child({ component: 'warm-pool' }),
       })

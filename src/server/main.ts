@@ -27,7 +27,7 @@ import { createBackupsService, minuteOf } from './modules/backups/backups.servic
 import { createRestoresService } from './modules/backups/restores.service.ts';
 import { createAttachedService } from './modules/databases/databases.attached.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
-import { createDatabaseJobs } from './modules/databases/databases.jobs.ts';
+import { createDatabaseJobs, DATABASE_STATUS_CHANNEL } from './modules/databases/databases.jobs.ts';
 import { createSamplesService } from './modules/databases/databases.samples.ts';
 import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
 import { readOperatorToken } from './modules/drift/drift.routes.ts';
@@ -130,6 +130,8 @@ export async function createServerContext(opts: {
   // One LISTEN connection per process, shared by the job wake-ups and key revocations.
   const listener = createPgListener(config.databaseUrl, log, 'server-listen');
   const notifier = createJobNotifier(listener, log);
+  // Wakes requests that wait for a database's status (a create with `wait_ms`).
+  const databaseStatus = createJobNotifier(listener, log, DATABASE_STATUS_CHANNEL);
   // The audit writer of this process: every module that records gets it from here.
   const audit = createAuditService({ db });
   const keyAuth = createKeyAuthenticator({ db, log, audit, databaseUrl: config.databaseUrl, listener });
@@ -245,6 +247,8 @@ export async function createServerContext(opts: {
     // A signed-in user re-authenticates before a reveal (inline, or the session's window).
     stepUp,
     backupFreshness: (id) => backups.freshness(id),
+    statusWaiter: databaseStatus,
+    stopping: stopping.signal,
   });
   const samples = createSamplesService({
     db,
@@ -253,8 +257,11 @@ export async function createServerContext(opts: {
     retentionDays: config.sampleRetentionDays,
   });
   const attached = createAttachedService({ db, audit, log });
-  const databaseJobs = createDatabaseJobs({ db, box, log, audit });
-  jobHooks.register('database.', databaseJobs.onJobFinished);
+  const databaseJobs = createDatabaseJobs({ db, box, log, audit, wake: (id) => databaseStatus.wake(id) });
+  jobHooks.register('database.', databaseJobs.onJobFinished, {
+    check: databaseJobs.checkResult,
+    committed: databaseJobs.committed,
+  });
   // Moves between nodes (ADR 0031): their own secrets and archive keys, and what each step drives.
   const moves = createMoves({
     db,
@@ -482,6 +489,7 @@ export async function createServerContext(opts: {
         await slackOutbox.stop();
         await accessExpiry.stop();
         await notifier.close();
+        await databaseStatus.close();
         // Graceful, but bounded: requests in flight get a few seconds, then every
         // connection is cut (a client that vanished mid-request must not hold shutdown).
         const force = setTimeout(() => app.server.closeAllConnections(), 3_000);
@@ -500,6 +508,7 @@ export async function createServerContext(opts: {
     explorer.close();
     results.close();
     await notifier.close();
+    await databaseStatus.close();
     keys.close();
     await keyAuth.close();
     await auditStack.close();

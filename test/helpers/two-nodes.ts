@@ -4,6 +4,9 @@
  * `move-b` (a second PostgreSQL cluster and PgBouncer started here on other ports, with its own
  * agent). Each agent reports its PgBouncer address, so connection info names the node's own.
  * `backup` gives each agent its backup settings (a shared directory, or an S3 bucket).
+ * `warmPoolSize` (default 0: every create makes its database under its API name) sizes both
+ * agents' warm pools; with spares, a database keeps the spare's generated name (ADR 0034) and
+ * `physicalOf` gives it.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -43,6 +46,7 @@ export type TwoNodes = {
 export async function startTwoNodes(opts: {
   account: string;
   backup: (node: 'move-a' | 'move-b') => Record<string, unknown>;
+  warmPoolSize?: number;
 }): Promise<TwoNodes> {
   const env = testEnv();
   const agents: RunningAgent[] = [];
@@ -84,6 +88,7 @@ export async function startTwoNodes(opts: {
       logLevel: 'silent',
       pollWaitMs: 20_000,
       explorerChannel: false,
+      warmPoolSize: opts.warmPoolSize ?? 0,
       ...opts.backup(name),
     });
     agents.push(await startAgent(config, { log: createLogger('agent', 'silent') }));

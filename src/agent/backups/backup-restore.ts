@@ -261,7 +261,10 @@ async function swapIn(
 }
 
 export function backupRestore(deps: BackupJobDeps): JobHandler {
-  const create = databaseCreate(deps);
+  // A restore into a new database (and a move's arrival) makes it under the name it was given,
+  // never from a spare: a spare keeps its own name (ADR 0034) and the restore targets `p.name`.
+  const { warmPool: _noSpares, ...cold } = deps;
+  const create = databaseCreate(cold);
   return async (payload, ctx) => {
     const p = parsePayload(backupRestorePayloadSchema, payload);
     const t0 = performance.now();

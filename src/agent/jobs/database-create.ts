@@ -1,7 +1,8 @@
 import { type CreateResult, createPayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
 import { scramVerifierAsync } from '../../shared/scram.ts';
-import { normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
+import { type AllowlistEntry, normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
+import { claimedSpareOf, isSpareName, spareOwnerPassword } from '../postgres/spare-sql.ts';
 import { connectSteward, stewardPassword } from '../postgres/steward.ts';
 import {
   dropOurRoles,
@@ -46,17 +47,27 @@ type Step = (typeof CREATE_STEPS)[number] | (typeof WARM_STEPS)[number];
  * The job succeeds only when every branch has, so `ready` still means: every privilege set
  * and a real owner login through the pooler worked.
  *
- * Warm path (ADR 0028): with a ready spare in the node's warm pool, the claim (one transaction on
- * a kept admin connection: check, renames, markers, logins, limits) replaces the roles, the
- * database, the grants and the schema setup; the pooler apply overlaps it, the steward's new
- * password (PBKDF2 off the event loop) overlaps the proving login. An empty pool, a name that is
- * taken or a tampered spare: the cold path below, unchanged.
+ * Warm path (ADR 0028, ADR 0034): with a ready spare in the node's warm pool, the claim (one
+ * transaction on a kept admin connection: check, markers, logins, limits) replaces the roles, the
+ * database, the grants, the schema setup and the pooler apply — the spare keeps its generated
+ * names (the database's physical name, reported as `physical_name`) and its pooler entry, made
+ * with it; its owner's password is the spare's (`owner_password`, sealed by the server). Then the
+ * owner's proving login, with the steward's new password alongside. A PgBouncer reload only when
+ * the create's allowlist differs from the spare's entry. An empty pool or a tampered spare: the
+ * cold path below, unchanged (physical name = the payload's name).
  */
+const sameAllowlist = (a: readonly AllowlistEntry[], b: readonly AllowlistEntry[]) =>
+  a.length === b.length && a.every((e, i) => e.cidr === b[i]!.cidr && e.expires_at === b[i]!.expires_at);
+
 export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
   const step = (name: Step) => deps.onStep?.(JOB_KINDS.create, name);
   return async (payload, ctx) => {
     const p = parsePayload(createPayloadSchema, payload);
-    if (isReservedDatabaseName(p.name)) throw new PermanentJobError(`database name ${p.name} is reserved`);
+    // A spare's generated name is a physical name the server may send back (a database moving
+    // here keeps it, ADR 0034); every other reserved name is refused.
+    const physicalGiven = isSpareName(p.name);
+    if (isReservedDatabaseName(p.name) && !physicalGiven)
+      throw new PermanentJobError(`database name ${p.name} is reserved`);
     const roles = roleNames(p.name);
     const now = deps.now ?? Date.now;
     const t0 = performance.now();
@@ -75,19 +86,31 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     const loopback = !coversLoopback(allowlist.map((e) => e.cidr));
     let probeMs = 0;
     let poolerTouched = false;
-    let warm = false;
+    let warm: { physical: string; password: string } | null = null;
+    /** Whose loopback rule the `finally` ends (the physical name's, on the warm path). */
+    let loopbackOf = p.name;
     // The warm pool refills only once this job has been reported (never competing with it).
     const release = deps.warmPool?.hold();
     if (release) {
       if (ctx.afterReport) ctx.afterReport(release);
       else queueMicrotask(release);
     }
-    // The secret round trip to the server overlaps the work below (nothing waits on it until the probe).
-    const secret = timed('secret', () => getSecret(ctx));
-    secret.catch(() => {});
+    // Spares made from now on get this create's allowlist in their pooler entry.
+    deps.warmPool?.useAllowlist(allowlist);
+    // The cold path's secret round trip to the server overlaps its work (nothing waits on it until
+    // the probe); the warm path knows the spare's password and never asks.
+    let secretRun: Promise<string> | null = null;
+    const secret = () => {
+      secretRun ??= timed('secret', () => getSecret(ctx));
+      secretRun.catch(() => {});
+      return secretRun;
+    };
     // The steward's verifier (4096 PBKDF2 rounds) off the event loop, while the job starts.
-    const stewardVerifier = scramVerifierAsync(stewardPassword(deps.cluster.key, p.database_id, roles));
-    stewardVerifier.catch(() => {});
+    const verifierOfSteward = (r: typeof roles) => {
+      const v = scramVerifierAsync(stewardPassword(deps.cluster.key, p.database_id, r));
+      v.catch(() => {});
+      return v;
+    };
     let pooledRun: Promise<void> | null = null;
     const pooled = () =>
       (pooledRun ??= (async () => {
@@ -110,7 +133,7 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     // database exists and the reload is proven.
     const prove = async () => {
       await step('probe');
-      const password = await secret;
+      const password = await secret();
       probeMs = await timed('probe', () => proveLogin(deps, { ...login, password }));
     };
     const settle = async (branches: Promise<unknown>[]) => {
@@ -119,29 +142,60 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
       if (failed) throw failed.reason;
     };
     try {
-      const pool = deps.warmPool;
-      if (pool && pool.stats().ready > 0) {
+      // A name that is a physical one already is made under it: never from a spare.
+      const pool = physicalGiven ? undefined : deps.warmPool;
+      // A rerun whose earlier run's claim committed: that spare is this database (ADR 0034).
+      const before =
+        (ctx.attempt ?? 1) > 1 && !physicalGiven ? await claimedSpareOf(ctx.admin, p.database_id) : null;
+      if (before !== null)
+        warm = { physical: before, password: spareOwnerPassword(deps.cluster.key, before) };
+      else if (pool && pool.stats().ready > 0) {
         await step('claim');
-        const pooler = pooled();
-        pooler.catch(() => {});
         const outcome = await timed('claim', () =>
-          pool.claim({ databaseId: p.database_id, name: p.name, verifier: p.verifier, limits: p.limits }),
+          pool.claim({ databaseId: p.database_id, limits: p.limits }),
         );
-        if (outcome.claimed) {
-          warm = true;
-          await step('claimed');
-          // The steward's password for this id and name (derived): overlaps the proving login.
-          const steward = timed('steward', async () =>
-            setOwnerPassword(ctx.admin, roles.steward, await stewardVerifier),
+        if (outcome.claimed) warm = { physical: outcome.spare, password: outcome.password };
+        else ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
+      }
+      if (warm) {
+        await step('claimed');
+        const { physical, password } = warm;
+        const r = roleNames(physical);
+        loopbackOf = physical;
+        // The spare's entry serves its owner already; only another allowlist (or a loopback
+        // rule for the proof) needs a reload.
+        const entry = deps.pooler.state().databases[physical];
+        if (!entry) throw new Error(`database ${physical} has no pooler entry`);
+        const reload =
+          loopback || !sameAllowlist(entry.allowlist, allowlist)
+            ? (async () => {
+                const applied = await deps.pooler.update(
+                  (s) => ({
+                    ...s,
+                    databases: { ...s.databases, [physical]: { ...s.databases[physical]!, allowlist } },
+                  }),
+                  loopback ? { loopbackFor: { database: physical, user: r.owner } } : {},
+                );
+                steps.pooler = Math.round(applied.ms * 100) / 100;
+              })()
+            : Promise.resolve();
+        reload.catch(() => {});
+        // The steward's password for this id (derived): overlaps the proving login.
+        const steward = timed('steward', async () =>
+          setOwnerPassword(ctx.admin, r.steward, await verifierOfSteward(r)),
+        );
+        const proved = reload.then(async () => {
+          await step('probe');
+          probeMs = await timed('probe', () =>
+            proveLogin(deps, { database: physical, user: r.owner, password }),
           );
-          await settle([pooler, steward, pooler.then(prove)]);
-        } else {
-          ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
-          await pooler;
-        }
+        });
+        await settle([reload, steward, proved]);
       }
       if (!warm) {
         await step('roles');
+        secret();
+        const stewardVerifier = verifierOfSteward(roles);
         // The pooler apply (it needs only the owner's verifier) overlaps the roles as well.
         const pooler = pooled();
         pooler.catch(() => {});
@@ -200,14 +254,16 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
       }
       throw classify(err);
     } finally {
-      if (loopback) await deps.pooler.endLoopback(p.name);
+      if (loopback) await deps.pooler.endLoopback(loopbackOf);
     }
     await step('done');
     steps.total = Math.round((performance.now() - t0) * 100) / 100;
     steps.warm = warm ? 1 : 0;
     const result: CreateResult = {
       name: p.name,
-      roles,
+      roles: warm ? roleNames(warm.physical) : roles,
+      physical_name: warm ? warm.physical : p.name,
+      ...(warm ? { owner_password: warm.password } : {}),
       pooler_probe_ms: Math.round(probeMs * 100) / 100,
       steps_ms: steps,
     };

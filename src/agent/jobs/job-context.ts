@@ -8,6 +8,8 @@ export type JobContext = {
   admin: pg.Pool;
   log: Logger;
   signal: AbortSignal;
+  /** Which run of the job this is (1 first; more after a failure or a lost lease). */
+  attempt?: number;
   /**
    * Fetches the job's secret (the owner's clear password) from the server, which hands it
    * only to the current lease holder. Used for proving logins; never logged or stored.

@@ -113,6 +113,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     try {
       const result = await handler(job.payload, {
         admin,
+        attempt: job.attempt,
         log: log.child({ job: job.id, kind: job.kind }),
         signal: lease.signal,
         secret: async () => (await client.jobSecret(job)).password,

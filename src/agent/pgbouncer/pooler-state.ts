@@ -36,6 +36,7 @@ export const poolerStateSchema = z.object({
   databases: z.record(z.string(), databaseSchema),
 });
 export type PoolerDatabase = z.infer<typeof databaseSchema>;
+export type AllowlistEntry = PoolerDatabase['allowlist'][number];
 export type PoolerState = z.infer<typeof poolerStateSchema>;
 
 export const emptyPoolerState = (): PoolerState => ({ version: 1, databases: {} });

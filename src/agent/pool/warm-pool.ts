@@ -1,13 +1,18 @@
 /**
- * The warm pool (ADR 0028): N spare databases per node, made ahead of time so that a
- * `database.create` only renames one (postgres/spare-sql.ts) instead of waiting for CREATE
- * DATABASE, the grants and a login into the new database for the schema setup.
+ * The warm pool (ADR 0028, ADR 0034): N spare databases per node, made ahead of time — with
+ * their pooler entry — so that a `database.create` only marks one as the tenant's and enables its
+ * logins (postgres/spare-sql.ts) instead of waiting for CREATE DATABASE, the grants, a login into
+ * the new database for the schema setup and a PgBouncer reload.
  *
+ * - A spare's pooler entry (its owner's verifier, `spareOwnerPassword`, and the allowlist of the
+ *   node's latest create) is added before the spare is marked ready and removed when it is
+ *   destroyed; its owner has no LOGIN until the claim, so the entry lets nobody in.
  * - Claim is atomic twice over: in this process a spare leaves the `ready` list synchronously
  *   before anything awaits (two jobs can never take the same one), and in the cluster the claim
- *   is one transaction that renames the spare (a second rename of the same spare fails: the name
- *   is gone). An error leaves the spare where the transaction left it: the pool re-lists its
- *   spares from the catalog before the next refill, so one is never lost nor counted twice.
+ *   is one transaction whose check requires the spare's markers (a second claim of the same spare
+ *   fails: the markers are the tenant's). An error leaves the spare where the transaction left
+ *   it: the pool re-lists its spares from the catalog before the next refill, so one is never
+ *   lost nor counted twice.
  * - Refill runs in the background, one spare at a time, never while a create is running: a
  *   create holds the pool (`hold`) until its job has been reported.
  * - Checks: the cluster-level check runs inside every claim; the in-database fingerprint (a
@@ -17,6 +22,10 @@
  */
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { roleNames } from '../../shared/identifiers.ts';
+import { scramVerifierAsync } from '../../shared/scram.ts';
+import type { PoolerManager } from '../pgbouncer/pooler-manager.ts';
+import type { AllowlistEntry } from '../pgbouncer/pooler-state.ts';
 import type { DriftFinding } from '../postgres/drift.ts';
 import {
   buildSpare,
@@ -27,7 +36,9 @@ import {
   dropSpareRoles,
   listSpares,
   newSpareName,
+  SPARE_PREFIX,
   spareFingerprint,
+  spareOwnerPassword,
   spareProblems,
   spareTag,
   waitForNoSessions,
@@ -37,6 +48,8 @@ import { type ClusterAccess, isLoginRefused } from '../postgres/steward.ts';
 export type WarmPoolOptions = {
   admin: pg.Pool;
   cluster: ClusterAccess;
+  /** The node's PgBouncer config: each spare has its entry there before it is ready. */
+  pooler: PoolerManager;
   /** How many spares to keep (0: the pool is off). */
   size: number;
   log: Logger;
@@ -46,18 +59,25 @@ export type WarmPoolOptions = {
 
 export type WarmPoolStats = { size: number; ready: number };
 
-/** A claim: `claimed`, or why the cold path runs instead. */
+/**
+ * A claim: `claimed` with the spare (the database's physical name from now on) and its owner's
+ * password, or why the cold path runs instead.
+ */
 export type ClaimOutcome =
-  | { claimed: true; spare: string }
-  | { claimed: false; reason: 'empty' | 'name_taken' | 'tampered' | 'error' };
+  | { claimed: true; spare: string; password: string; allowlist: readonly AllowlistEntry[] }
+  | { claimed: false; reason: 'empty' | 'tampered' | 'error' };
 
 const isTamper = (err: unknown) => /^spare \S+ tampered:/.test(String((err as Error)?.message));
-/** duplicate_database, duplicate_object: the tenant's name (or a role of it) exists already. */
-const isNameTaken = (err: unknown) => ['42P04', '42710'].includes(String((err as { code?: unknown })?.code));
 
 export function createWarmPool(opts: WarmPoolOptions) {
-  const { admin, cluster, log } = opts;
+  const { admin, cluster, pooler, log } = opts;
   const tag = spareTag(cluster.key);
+  const prefix = `${SPARE_PREFIX}${tag}_`;
+  /**
+   * The allowlist new spares' pooler entries get: the latest create's (permanent entries only),
+   * so a create with the node's usual allowlist needs no PgBouncer reload. Empty until then.
+   */
+  let allowlist: readonly AllowlistEntry[] = [];
   /** Ready spares, oldest first; a spare under an in-database check is out of this list. */
   let ready: { name: string; fingerprint: string }[] = [];
   /** Creates running now (refill waits for them). */
@@ -79,15 +99,30 @@ export function createWarmPool(opts: WarmPoolOptions) {
     detail: `warm-pool spare changed since it was made (${detail.slice(0, 800)}); not handed out, destroyed and replaced`,
   });
 
-  const destroy = async (spare: string) => {
-    await destroySpare(admin, spare).catch((err: Error) =>
-      log.warn({ spare, err: { message: err.message } }, 'could not destroy a spare'),
-    );
+  /** Removes pooler entries (of this agent's spares) whose database is gone. */
+  const dropEntries = async (names: string[]) => {
+    if (!names.some((n) => pooler.state().databases[n])) return;
+    await pooler.update((s) => {
+      const databases = { ...s.databases };
+      for (const n of names) delete databases[n];
+      return { ...s, databases };
+    });
   };
+
+  const destroy = async (spare: string) => {
+    try {
+      // A spare claimed meanwhile is the tenant's: neither it nor its entry is touched.
+      if (await destroySpare(admin, spare)) await dropEntries([spare]);
+    } catch (err) {
+      log.warn({ spare, err: { message: (err as Error).message } }, 'could not destroy a spare');
+    }
+  };
+
+  const verifierOf = (spare: string) => pooler.state().databases[spare]?.verifier ?? null;
 
   /** The in-database fingerprint and the cluster-level check of one spare (out of `ready` meanwhile). */
   const check = async (spare: { name: string; fingerprint: string }): Promise<string | null> => {
-    const problems = await spareProblems(admin, spare.name);
+    const problems = await spareProblems(admin, spare.name, verifierOf(spare.name));
     if (problems.length > 0) return problems.join('; ');
     const c = await connectSpare(cluster, spare.name).catch((err: Error) => err);
     // A refused login is a changed password or LOGIN; anything else (the cluster out of
@@ -107,7 +142,7 @@ export function createWarmPool(opts: WarmPoolOptions) {
 
   /** Re-reads this agent's spares from the catalog: unfinished ones and orphan roles go. */
   const reconcile = async () => {
-    const { spares, orphanRoles } = await listSpares(admin, tag);
+    const { spares, orphanRoles, databases } = await listSpares(admin, tag);
     const known = new Set(ready.map((s) => s.name));
     const next: { name: string; fingerprint: string }[] = [];
     for (const s of spares) {
@@ -125,6 +160,14 @@ export function createWarmPool(opts: WarmPoolOptions) {
       }
     }
     if (orphanRoles.length > 0) await dropSpareRoles(admin, orphanRoles).catch(() => {});
+    // Entries of spares whose database is gone (a crash between the drop and the entry's removal).
+    const present = new Set(databases);
+    const orphanEntries = Object.keys(pooler.state().databases).filter(
+      (n) => n.startsWith(prefix) && !present.has(n),
+    );
+    await dropEntries(orphanEntries).catch((err: Error) =>
+      log.warn({ err: { message: err.message } }, 'could not remove pooler entries of gone spares'),
+    );
     // Claims may have happened meanwhile: keep only spares still in the list or found new. An
     // audit may have put back a spare it was checking while this ran (skipped above): kept too.
     const claimedMeanwhile = new Set([...known].filter((n) => !ready.some((s) => s.name === n)));
@@ -136,6 +179,37 @@ export function createWarmPool(opts: WarmPoolOptions) {
     for (const extra of ready.splice(Math.max(opts.size, 0))) await destroy(extra.name);
   };
 
+  /** Ready spares whose pooler entry has another allowlist than new ones get: updated in one reload. */
+  const followAllowlist = async () => {
+    const state = pooler.state().databases;
+    const stale = ready.filter((r) => {
+      const e = state[r.name];
+      return e && JSON.stringify(e.allowlist) !== JSON.stringify(allowlist);
+    });
+    if (stale.length === 0) return;
+    const names = new Set(stale.map((r) => r.name));
+    await pooler.update((s) => {
+      const databases = { ...s.databases };
+      for (const n of names) if (databases[n]) databases[n] = { ...databases[n]!, allowlist: [...allowlist] };
+      return { ...s, databases };
+    });
+  };
+
+  /**
+   * The node's usual allowlist, until a create says otherwise: the one most of its databases'
+   * pooler entries have (permanent entries only).
+   */
+  const usualAllowlist = (): readonly AllowlistEntry[] => {
+    const counts = new Map<string, number>();
+    for (const [name, e] of Object.entries(pooler.state().databases)) {
+      if (name.startsWith(prefix)) continue;
+      const key = JSON.stringify(e.allowlist.filter((a) => a.expires_at === null));
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    const best = [...counts].sort((a, b) => b[1] - a[1])[0];
+    return best ? (JSON.parse(best[0]) as AllowlistEntry[]) : [];
+  };
+
   const idleOfCreates = () =>
     holds === 0 ? Promise.resolve() : new Promise<void>((res) => releaseWaiters.push(res));
 
@@ -144,10 +218,22 @@ export function createWarmPool(opts: WarmPoolOptions) {
       await idleOfCreates();
       if (stopped) return;
       if (relist) await reconcile();
+      await followAllowlist();
       if (ready.length >= opts.size) return;
       const name = newSpareName(tag);
       try {
-        const fingerprint = await buildSpare(admin, cluster, name);
+        const verifier = await scramVerifierAsync(spareOwnerPassword(cluster.key, name));
+        const entryAllowlist = allowlist;
+        // The pooler entry goes live before the ready marker: a ready spare always has one.
+        const fingerprint = await buildSpare(admin, cluster, name, verifier, async () => {
+          await pooler.update((s) => ({
+            ...s,
+            databases: {
+              ...s.databases,
+              [name]: { name, owner: roleNames(name).owner, verifier, allowlist: [...entryAllowlist] },
+            },
+          }));
+        });
         ready.push({ name, fingerprint });
         failures = 0;
       } catch (err) {
@@ -210,6 +296,7 @@ export function createWarmPool(opts: WarmPoolOptions) {
         return;
       }
       stopped = false;
+      if (allowlist.length === 0) allowlist = usualAllowlist();
       void refill();
       const every = opts.auditMs ?? 600_000;
       if (every > 0) {
@@ -253,14 +340,17 @@ export function createWarmPool(opts: WarmPoolOptions) {
     async claim(target: ClaimTarget): Promise<ClaimOutcome> {
       const spare = ready.shift();
       if (!spare) return { claimed: false, reason: 'empty' };
+      const entry = pooler.state().databases[spare.name];
       try {
-        await admin.query(claimSpareSql(spare.name, target));
-        return { claimed: true, spare: spare.name };
+        if (!entry) throw new Error(`spare ${spare.name} tampered: not in the pooler`);
+        await admin.query(claimSpareSql(spare.name, entry.verifier, target));
+        return {
+          claimed: true,
+          spare: spare.name,
+          password: spareOwnerPassword(cluster.key, spare.name),
+          allowlist: entry.allowlist,
+        };
       } catch (err) {
-        if (isNameTaken(err)) {
-          ready.unshift(spare); // rolled back: the spare is as it was
-          return { claimed: false, reason: 'name_taken' };
-        }
         if (isTamper(err)) {
           const detail = (err as Error).message.replace(/^spare \S+ tampered: /, '');
           pendingFindings.push(tampered(spare.name, detail));
@@ -268,11 +358,19 @@ export function createWarmPool(opts: WarmPoolOptions) {
           await destroy(spare.name);
           return { claimed: false, reason: 'tampered' };
         }
-        // Unclear (connection lost around COMMIT): the catalog says whether it was renamed.
+        // Unclear (connection lost around COMMIT): the catalog says whether it was claimed.
         relist = true;
         log.warn({ spare: spare.name, err: { message: (err as Error).message } }, 'spare claim failed');
         return { claimed: false, reason: 'error' };
       }
+    },
+    /**
+     * The allowlist new spares' pooler entries get (the latest create's permanent entries): a
+     * create with the same allowlist needs no PgBouncer reload.
+     */
+    useAllowlist(entries: readonly AllowlistEntry[]): void {
+      const permanent = entries.filter((e) => e.expires_at === null);
+      if (JSON.stringify(permanent) !== JSON.stringify(allowlist)) allowlist = permanent;
     },
     /** Resolves when no refill is running (tests, benchmarks). */
     settled: async (): Promise<void> => {
@@ -283,10 +381,14 @@ export function createWarmPool(opts: WarmPoolOptions) {
     /** Destroys every spare of this agent (tests, and an operator turning the pool off). */
     async drain(): Promise<void> {
       await this.stop();
-      const { spares, orphanRoles } = await listSpares(admin, tag);
+      const { spares, orphanRoles, databases } = await listSpares(admin, tag);
       ready = [];
       for (const s of spares) await destroy(s.name);
       if (orphanRoles.length > 0) await dropSpareRoles(admin, orphanRoles).catch(() => {});
+      const present = new Set(databases);
+      await dropEntries(
+        Object.keys(pooler.state().databases).filter((n) => n.startsWith(prefix) && !present.has(n)),
+      );
     },
   };
 }

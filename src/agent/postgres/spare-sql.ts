@@ -1,22 +1,25 @@
 /**
- * The SQL of the warm pool's spare databases (ADR 0028): made ahead of time, checked, handed
- * out by renaming, destroyed.
+ * The SQL of the warm pool's spare databases (ADR 0028, ADR 0034): made ahead of time, checked,
+ * handed out as they are (never renamed), destroyed.
  *
- * A spare is a tenant database without a tenant: `bulwark_spare_<tag>_<hex>` (the `bulwark_`
- * prefix is reserved, so no tenant can ever ask for such a name, nor for its roles), made from
- * the tenant template with the five roles of tenant-sql.ts, the database grants and the schema
- * setup already done. Its roles and database carry the comment `bulwark:spare`; the database's
- * comment becomes `bulwark:spare:ready:<fingerprint>` only once everything is in place, so a
- * spare interrupted while being made is never taken for a ready one. The owner, reader, migrator
- * and explorer have no LOGIN and no password; only its steward logs in (the platform's own
- * loopback login with a password derived from the agent key, never in PgBouncer's auth file),
- * to make and check it. `<tag>` is derived from the agent key: an agent only ever touches the
- * spares it made.
+ * A spare is a tenant database without a tenant: `bulwark_db_<tag>_<hex>` (the `bulwark_` prefix
+ * is reserved, so no tenant can ever ask for such a name, nor for its roles), made from the tenant
+ * template with the five roles of tenant-sql.ts, the database grants and the schema setup already
+ * done. Its roles and database carry the comment `bulwark:spare`; the database's comment becomes
+ * `bulwark:spare:ready:<fingerprint>` only once everything is in place, so a spare interrupted
+ * while being made is never taken for a ready one. The owner has its password already (derived
+ * from the agent key and the spare's own random name, `spareOwnerPassword`; the warm pool puts its
+ * verifier in PgBouncer's auth file with the spare) but no LOGIN; the reader, migrator and
+ * explorer have neither. Only its steward logs in (the platform's own loopback login with a
+ * derived password), to make and check it. `<tag>` is derived from the agent key: an agent only
+ * ever touches the spares it made.
  *
  * Handing one out (`claimSpareSql`) is ONE transaction sent as one message: a check that the
- * spare is still as we made it (raises otherwise), the renames of the database and its five
- * roles to the tenant's names, our ownership markers for the database id, the owner's verifier,
- * LOGIN for the owner, reader and migrator, and the limits. It commits or leaves the spare untouched: a spare is never half handed out.
+ * spare is still as we made it (raises otherwise), our ownership markers for the database id,
+ * LOGIN for the owner, reader and migrator, and the limits. It commits or leaves the spare
+ * untouched: a spare is never half handed out. The names stay: the database is the tenant's
+ * under the spare's generated name (its physical name), the tenant's own name is a label the
+ * server keeps (ADR 0034).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -37,7 +40,7 @@ import {
   stewardStatements,
 } from './tenant-sql.ts';
 
-export const SPARE_PREFIX = 'bulwark_spare_';
+export const SPARE_PREFIX = 'bulwark_db_';
 export const SPARE_MARKER = 'bulwark:spare';
 const READY_PREFIX = `${SPARE_MARKER}:ready:`;
 const q = quoteIdent;
@@ -62,6 +65,16 @@ function spareStewardPassword(key: Buffer, roles: RoleNames): string {
   return derivedRolePassword(key, 'steward', `spare:${roles.steward}`, roles.steward);
 }
 
+/**
+ * The owner's password of a spare (derived, never stored: the agent recomputes it after a
+ * restart): keyed with the spare's own random name. It is the tenant's first password when the
+ * spare is handed out; the server seals it and a rotation replaces it (ADR 0034).
+ */
+export function spareOwnerPassword(key: Buffer, spare: string): string {
+  const owner = roleNames(spare).owner;
+  return derivedRolePassword(key, 'owner', `spare:${owner}`, owner);
+}
+
 /** The database privileges every spare (and tenant database) has, as `grantee:privilege` (sorted, C order). */
 function expectedDatabaseAcl(r: RoleNames): string[] {
   const all = ['CONNECT', 'CREATE', 'TEMPORARY'];
@@ -78,10 +91,11 @@ const textArray = (xs: string[]) => `ARRAY[${xs.map(lit).join(', ')}]::pg_catalo
  * SQL listing what is wrong with a spare at the cluster level (one text row per problem, none
  * when it is as we made it): its database (ready marker, owner, privileges, connections allowed
  * without a limit, not a template, no settings) and its
- * five roles (marker, no LOGIN but the steward's, no password, no attribute, connection limits,
- * settings, no membership we did not make). Literals only (it also runs inside a DO block).
+ * five roles (marker, no LOGIN but the steward's, no password but the steward's and the owner's
+ * — the owner's exactly `ownerVerifier`, the one PgBouncer serves —, no attribute, connection
+ * limits, settings, no membership we did not make). Literals only (it also runs inside a DO block).
  */
-export function spareProblemsSql(spare: string): string {
+export function spareProblemsSql(spare: string, ownerVerifier: string | null): string {
   const r = roleNames(spare);
   const kinds = Object.entries(r)
     .map(([k, n]) => `(${lit(k)}, ${lit(n)})`)
@@ -128,7 +142,10 @@ UNION ALL SELECT a.name || ' missing or not a spare role' FROM a
 UNION ALL SELECT a.name || CASE WHEN a.rolcanlogin THEN ' has LOGIN' ELSE ' lost LOGIN' END FROM a
  WHERE a.oid IS NOT NULL AND a.rolcanlogin IS DISTINCT FROM (a.kind OPERATOR(pg_catalog.=) 'steward')
 UNION ALL SELECT a.name || ' has a password' FROM a
- WHERE a.rolpassword IS NOT NULL AND a.kind OPERATOR(pg_catalog.<>) 'steward'
+ WHERE a.rolpassword IS NOT NULL AND a.kind OPERATOR(pg_catalog.<>) ALL (ARRAY['steward', 'owner'])
+UNION ALL SELECT a.name || ' password changed (or not in the pooler)' FROM a
+ WHERE a.kind OPERATOR(pg_catalog.=) 'owner'
+   AND a.rolpassword IS DISTINCT FROM ${ownerVerifier === null ? 'NULL' : lit(ownerVerifier)}
 UNION ALL SELECT a.name || ' has a role attribute' FROM a
  WHERE a.rolsuper OR a.rolcreatedb OR a.rolcreaterole OR a.rolreplication OR a.rolbypassrls OR a.rolvaliduntil IS NOT NULL
 UNION ALL SELECT a.name || ' connection limit changed' FROM a
@@ -147,8 +164,12 @@ UNION ALL SELECT 'membership ' || pg_catalog.pg_get_userbyid(m.roleid) || ' of '
 }
 
 /** What is wrong with a spare at the cluster level (empty: nothing). */
-export async function spareProblems(admin: Queryable, spare: string): Promise<string[]> {
-  const r = await admin.query<{ problem: string }>(spareProblemsSql(spare));
+export async function spareProblems(
+  admin: Queryable,
+  spare: string,
+  ownerVerifier: string | null,
+): Promise<string[]> {
+  const r = await admin.query<{ problem: string }>(spareProblemsSql(spare, ownerVerifier));
   return r.rows.map((row) => row.problem);
 }
 
@@ -212,12 +233,19 @@ export function readyFingerprint(marker: string | null): string | null {
 }
 
 /**
- * Makes one spare: roles (one transaction), the database from the tenant template, its grants,
- * the schema setup in a steward session, then the ready marker with the fingerprint. Anything
- * interrupted leaves a spare without its ready marker, which `listSpares` reports as unfinished.
- * Returns the fingerprint.
+ * Makes one spare: roles (one transaction; the owner's verifier is `ownerVerifier`, of
+ * `spareOwnerPassword`), the database from the tenant template, its grants, the schema setup in a
+ * steward session, then `beforeReady` (the pool adds the spare's pooler entry), then the ready
+ * marker with the fingerprint. Anything interrupted leaves a spare without its ready marker, which
+ * `listSpares` reports as unfinished. Returns the fingerprint.
  */
-export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: string): Promise<string> {
+export async function buildSpare(
+  admin: pg.Pool,
+  cluster: ClusterAccess,
+  spare: string,
+  ownerVerifier: string,
+  beforeReady: () => Promise<void> = async () => {},
+): Promise<string> {
   const r = roleNames(spare);
   const verifier = await scramVerifierAsync(spareStewardPassword(cluster.key, r));
   const sql = ['BEGIN'];
@@ -226,6 +254,7 @@ export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: 
   }
   for (const name of [r.owner, r.reader, r.migrator, r.explorer])
     sql.push(`ALTER ROLE ${q(name)} NOLOGIN ${BASE_ATTRIBUTES} INHERIT`);
+  sql.push(`ALTER ROLE ${q(r.owner)} PASSWORD ${lit(ownerVerifier)}`);
   sql.push(...explorerSettingStatements(r), ...stewardStatements(r, verifier));
   sql.push(`GRANT ${q(r.owner)} TO ${q(r.migrator)}`, 'COMMIT');
   await admin.query(sql.join(';\n'));
@@ -242,6 +271,7 @@ export async function buildSpare(admin: pg.Pool, cluster: ClusterAccess, spare: 
     await c.end().catch(() => {});
   }
   await waitForNoSessions(admin, spare);
+  await beforeReady();
   await admin.query(`COMMENT ON DATABASE ${q(spare)} IS ${lit(READY_PREFIX + fp)}`);
   return fp;
 }
@@ -266,12 +296,13 @@ export type ListedSpare = { name: string; fingerprint: string | null };
 
 /**
  * This agent's spares in the cluster: ready ones (with their fingerprint), unfinished ones
- * (fingerprint null), and spare roles whose database is gone (`orphanRoles`).
+ * (fingerprint null), spare roles whose database is gone (`orphanRoles`), and every database
+ * under this agent's spare prefix (`databases`: spares and the ones handed out).
  */
 export async function listSpares(
   admin: Queryable,
   tag: string,
-): Promise<{ spares: ListedSpare[]; orphanRoles: string[] }> {
+): Promise<{ spares: ListedSpare[]; orphanRoles: string[]; databases: string[] }> {
   const prefix = `${SPARE_PREFIX}${tag}_`;
   const dbs = await admin.query<{ name: string; marker: string | null }>(
     `SELECT datname::pg_catalog.text AS name, pg_catalog.shobj_description(oid, 'pg_database') AS marker
@@ -289,23 +320,29 @@ export async function listSpares(
     [prefix, SPARE_MARKER],
   );
   const owned = new Set([...names].flatMap((n) => Object.values(roleNames(n))));
-  return { spares, orphanRoles: roles.rows.map((x) => x.name).filter((n) => !owned.has(n)) };
+  return {
+    spares,
+    orphanRoles: roles.rows.map((x) => x.name).filter((n) => !owned.has(n)),
+    databases: dbs.rows.map((d) => d.name),
+  };
 }
 
 /**
  * Destroys a spare: its database (if still marked as a spare) and those of its roles that still
  * carry the spare marker. A claimed spare carries the tenant's markers and is never touched.
+ * True when no database of that name is left (its pooler entry may go).
  */
-export async function destroySpare(admin: pg.Pool, spare: string): Promise<void> {
+export async function destroySpare(admin: pg.Pool, spare: string): Promise<boolean> {
   const marker = await admin.query<{ m: string | null }>(
     `SELECT pg_catalog.shobj_description(oid, 'pg_database') AS m FROM pg_catalog.pg_database
       WHERE datname OPERATOR(pg_catalog.=) $1`,
     [spare],
   );
   const m = marker.rows[0]?.m;
-  if (marker.rows.length > 0 && m?.startsWith(SPARE_MARKER))
-    await admin.query(`DROP DATABASE IF EXISTS ${q(spare)} WITH (FORCE)`);
+  const gone = marker.rows.length === 0 || m?.startsWith(SPARE_MARKER) === true;
+  if (marker.rows.length > 0 && gone) await admin.query(`DROP DATABASE IF EXISTS ${q(spare)} WITH (FORCE)`);
   await dropSpareRoles(admin, Object.values(roleNames(spare)));
+  return gone;
 }
 
 export async function dropSpareRoles(admin: pg.Pool, names: string[]): Promise<void> {
@@ -324,46 +361,51 @@ export async function dropSpareRoles(admin: pg.Pool, names: string[]): Promise<v
     await admin.query(['BEGIN', ...ordered.map((n) => `DROP ROLE ${q(n)}`), 'COMMIT'].join(';\n'));
 }
 
-/** What the claim makes of a spare: the tenant's database, id, owner verifier and limits. */
+/**
+ * The spare an earlier run of a create handed out for `databaseId` (its claim committed, the job
+ * did not report): the database under a spare name carrying that id's marker, or null.
+ */
+export async function claimedSpareOf(admin: Queryable, databaseId: string): Promise<string | null> {
+  const r = await admin.query<{ name: string }>(
+    `SELECT datname::pg_catalog.text AS name FROM pg_catalog.pg_database
+      WHERE pg_catalog.starts_with(datname::pg_catalog.text, $1)
+        AND pg_catalog.shobj_description(oid, 'pg_database') OPERATOR(pg_catalog.=) $2`,
+    [SPARE_PREFIX, roleMarker(databaseId)],
+  );
+  return r.rows[0]?.name ?? null;
+}
+
+/** What the claim makes of a spare: the tenant's database (its id and limits). */
 export type ClaimTarget = {
   databaseId: string;
-  name: string;
-  verifier: string;
   limits: DatabaseLimits;
 };
 
 /**
  * The claim, as one message (simple protocol: one implicit round trip): BEGIN, the cluster-level
- * check (raises `spare <name> tampered: …`), the renames, our markers, the logins, the limits,
- * COMMIT (the steward's new derived password follows, off the critical path). A rename onto an
- * existing name fails the whole transaction.
+ * check (raises `spare <name> tampered: …`; the owner's password must still be `ownerVerifier`),
+ * our markers, the logins, the limits, COMMIT (the steward's new derived password follows, off
+ * the critical path). No rename: the spare's names are the database's physical names (ADR 0034).
+ * A second claim of the same spare fails its check (the markers are the tenant's by then).
  */
-export function claimSpareSql(spare: string, t: ClaimTarget): string {
-  const from = roleNames(spare);
-  const to = roleNames(t.name);
+export function claimSpareSql(spare: string, ownerVerifier: string, t: ClaimTarget): string {
+  const r = roleNames(spare);
   const marker = lit(roleMarker(t.databaseId));
   const check = `DO $bulwark_claim$ DECLARE p pg_catalog.text; BEGIN
-  SELECT pg_catalog.string_agg(problem, '; ') INTO p FROM (${spareProblemsSql(spare)}) s;
+  SELECT pg_catalog.string_agg(problem, '; ') INTO p FROM (${spareProblemsSql(spare, ownerVerifier)}) s;
   IF p IS NOT NULL THEN RAISE EXCEPTION 'spare % tampered: %', ${lit(spare)}, p USING ERRCODE = 'P0001'; END IF;
 END $bulwark_claim$`;
   const base = `${BASE_ATTRIBUTES} INHERIT`;
   // The commit does not wait for its WAL flush: the job's next transaction (the steward's
   // password, a synchronous commit) flushes it, and the job is ready only after that one.
-  const sql = [
-    'BEGIN',
-    'SET LOCAL synchronous_commit = off',
-    check,
-    `ALTER DATABASE ${q(spare)} RENAME TO ${q(t.name)}`,
-  ];
-  for (const k of Object.keys(to) as (keyof RoleNames)[])
-    sql.push(`ALTER ROLE ${q(from[k])} RENAME TO ${q(to[k])}`);
-  sql.push(`COMMENT ON DATABASE ${q(t.name)} IS ${marker}`);
-  for (const name of Object.values(to)) sql.push(`COMMENT ON ROLE ${q(name)} IS ${marker}`);
+  const sql = ['BEGIN', 'SET LOCAL synchronous_commit = off', check];
+  sql.push(`COMMENT ON DATABASE ${q(spare)} IS ${marker}`);
+  for (const name of Object.values(r)) sql.push(`COMMENT ON ROLE ${q(name)} IS ${marker}`);
   sql.push(
-    `ALTER ROLE ${q(to.owner)} LOGIN ${base} PASSWORD ${lit(t.verifier)}`,
-    `ALTER ROLE ${q(to.reader)} LOGIN ${base}`,
-    `ALTER ROLE ${q(to.migrator)} LOGIN ${base}`,
-    ...limitStatements(to, t.limits),
+    `ALTER ROLE ${q(r.owner)} LOGIN ${base}`,
+    `ALTER ROLE ${q(r.reader)} LOGIN ${base}`,
+    `ALTER ROLE ${q(r.migrator)} LOGIN ${base}`,
+    ...limitStatements(r, t.limits),
     'COMMIT',
   );
   return sql.join(';\n');

@@ -73,7 +73,7 @@ export function pinnedOptions(overrides: Readonly<Record<string, string>> = {}):
 /** Password of one of the platform's per-database logins (never stored, never logged). */
 export function derivedRolePassword(
   key: Buffer,
-  purpose: 'explorer' | 'steward',
+  purpose: 'explorer' | 'steward' | 'owner',
   databaseId: string,
   role: string,
 ): string {

@@ -3,6 +3,10 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): `database.create` results carry `physical_name` (the database's name in
+ *     PostgreSQL, a spare's generated one on the warm path) and `owner_password` (set by the agent
+ *     on the warm path; sealed by the server, never stored in the job). Every later job of that
+ *     database names it by `physical_name` (ADR 0034).
  *   - added (compatible): move kind `database.move_freeze` (`moveFreezeResultSchema`); `move_out`
  *     takes `precopy` (dump while serving, report `fingerprint` instead of `frozen_at`). A server
  *     asks for a pre-copy only from a source that offers `database.move_freeze`.
@@ -147,8 +151,22 @@ export const roleNamesSchema = z.object({
 });
 
 export const createResultSchema = z.object({
+  /** The database's name in the API (the payload's `name`). */
   name: databaseNameSchema,
+  /** The roles in PostgreSQL (of `physical_name`). */
   roles: roleNamesSchema,
+  /**
+   * The database's name in PostgreSQL and PgBouncer: the payload's `name` on the cold path, the
+   * spare's own generated name when a warm-pool spare was handed out (ADR 0034). Absent from
+   * agents before it: the payload's `name`.
+   */
+  physical_name: databaseNameSchema.optional(),
+  /**
+   * The owner's password when the agent set it (a spare's, made with its pooler entry ahead of
+   * time; ADR 0034): the server seals it as the database's password and never stores it in the
+   * job's result. Absent: the password the server sent the verifier of is the owner's.
+   */
+  owner_password: z.string().min(32).max(128).optional(),
   /** Time of the proving login through PgBouncer as the owner. */
   pooler_probe_ms: z.number().min(0),
   /** Where the job's time went (ms per step; steps overlap, see database-create.ts). */

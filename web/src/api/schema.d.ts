@@ -6862,7 +6862,10 @@ export interface paths {
       };
     };
     put?: never;
-    /** Create a database (provisioned by the agent of its node) */
+    /**
+     * Create a database (provisioned by the agent of its node)
+     * @description Answers at once (202, status `provisioning`), or with `wait_ms` once the database is ready or failed or the wait ran out (201, the database as it is then). With `reveal` as well, a ready database's answer carries `credentials` (the owner's password and where to connect), refused up front (nothing created) when the caller may not reveal.
+     */
     post: {
       parameters: {
         query?: never;
@@ -6880,10 +6883,86 @@ export interface paths {
             name: string;
             /** @description The node to place it on, by name or id. A node that cannot take it (unknown, disabled, cordoned, unhealthy, the name taken, no room) is one 409 answer; platform admins get 404 unknown or 409 why. Default: among healthy, uncordoned nodes, the one with the most free tenant connections */
             node?: string;
+            /**
+             * @description With `wait_ms`: once ready, the answer carries the owner's password and where to connect (`credentials`). Checked like `POST /v1/databases/{name}/credentials/reveal` before anything is created (write level; a signed-in user within an open step-up window) and recorded in the create's audit event
+             * @default false
+             */
+            reveal?: boolean;
+            /**
+             * @description Wait up to this many ms for the database to be ready or failed before answering (201 with the database as it is then: `status` says whether it is ready; still `provisioning` when the wait ran out). Default 0: answer at once (202)
+             * @default 0
+             */
+            wait_ms?: number;
           };
         };
       };
       responses: {
+        /** @description Default Response */
+        201: {
+          headers: {
+            [name: string]: unknown;
+          };
+          content: {
+            'application/json': {
+              /** @description An attached database's last role check by its agent (null when hosted) */
+              attached: {
+                /** @description When an admin of the account accepted it; null: it waits (status provisioning) and nothing runs on it */
+                accepted_at: string | null;
+                checked_at: string;
+                findings: {
+                  detail: string;
+                  kind: string;
+                  object: string;
+                  role: string;
+                  severity: string;
+                }[];
+                server_version: string | null;
+              } | null;
+              created_at: string;
+              /** @description The owner's password and where to connect (only with `reveal`, once the database is ready) */
+              credentials?: {
+                connection: {
+                  database: string;
+                  host: string;
+                  port: number;
+                  sslmode: string;
+                  uri: string;
+                  user: string;
+                };
+                password: string;
+              };
+              failure_reason: string | null;
+              /** Format: uuid */
+              id: string;
+              /**
+               * @description hosted: made and managed by Bulwark; attached: an existing database listed by its agent's own configuration — explorer, governed SQL and audit only (managing routes answer 409)
+               * @enum {string}
+               */
+              kind: 'hosted' | 'attached';
+              last_rotation: {
+                at: string;
+                reason: string | null;
+                requested_at: string;
+                /** @enum {string} */
+                status: 'pending' | 'restoring' | 'succeeded' | 'failed_restored' | 'failed';
+              } | null;
+              name: string;
+              node: string;
+              /**
+               * @description The node's health: unhealthy while its agent does not report (alerted as node.unhealthy)
+               * @enum {string}
+               */
+              node_status: 'healthy' | 'unhealthy' | 'disabled';
+              password_version: number;
+              ready_at: string | null;
+              rotated_at: string | null;
+              rotation_pending: boolean;
+              /** @enum {string} */
+              status: 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
+              updated_at: string;
+            };
+          };
+        };
         /** @description Default Response */
         202: {
           headers: {
@@ -6970,7 +7049,7 @@ export interface paths {
             };
           };
         };
-        /** @description Error: forbidden, csrf_failed */
+        /** @description Error: forbidden, csrf_failed, reauth_required */
         403: {
           headers: {
             [name: string]: unknown;

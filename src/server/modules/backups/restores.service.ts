@@ -51,10 +51,16 @@ export async function queueRestoreJob(
   backup: repo.BackupRow,
   payload: Omit<BackupRestorePayload, 'backup_id' | 'expected' | 'source'>,
 ): Promise<void> {
+  // The archive names the source's roles by its physical name (a database made from a spare keeps
+  // the spare's, ADR 0034): the restore maps those, not the label's.
+  const physical = await tx.query<{ name: string }>(
+    'SELECT coalesce(pg_name, name) AS name FROM databases WHERE id = $1',
+    [backup.database_id],
+  );
   const full: BackupRestorePayload = {
     ...payload,
     backup_id: backup.id,
-    source: { database_id: backup.database_id, name: backup.database_name },
+    source: { database_id: backup.database_id, name: physical.rows[0]?.name ?? backup.database_name },
     expected: manifestOf(backup),
   };
   const job = await enqueueJob(tx, {

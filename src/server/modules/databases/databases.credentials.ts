@@ -36,7 +36,7 @@ export function createCredentialOps(ctx: {
     id: string,
     details: Record<string, unknown>,
   ) => Promise<unknown>;
-  newPassword: (box: SecretBox, databaseId: string) => { sealed: string; verifier: string };
+  newPassword: (box: SecretBox, databaseId: string) => Promise<{ sealed: string; verifier: string }>;
 }) {
   const { db, config, log, requireBox, requireStatus, audit, newPassword } = ctx;
   // Bulwark holds no credential of an attached database (its agent's host does): 409.
@@ -45,25 +45,74 @@ export function createCredentialOps(ctx: {
     requireHosted(row, 'hold credentials or connection details for');
     return row;
   };
+  /**
+   * Where to connect to a database: its physical name (a warm-pool spare keeps its own, ADR 0034)
+   * and its owner role, through the node's PgBouncer.
+   */
+  const connectionOf = (row: repo.DatabaseRow) => {
+    const database = repo.physicalName(row);
+    const user = roleNames(database).owner;
+    // The node's own PgBouncer when its agent reported where it is (issue 17), else the server's setting.
+    const own = row.node_pooler_host !== null && row.node_pooler_port !== null;
+    const hostName = own ? row.node_pooler_host! : config.poolerPublicHost;
+    const port = own ? row.node_pooler_port! : config.poolerPort;
+    const host = hostName.includes(':') ? `[${hostName}]` : hostName;
+    return {
+      host: hostName,
+      port,
+      user,
+      database,
+      sslmode: config.poolerSslmode,
+      uri: `postgresql://${user}@${host}:${port}/${database}?sslmode=${config.poolerSslmode}`,
+    };
+  };
+
+  /**
+   * The checks a reveal makes of its caller before any password leaves: write level, a master key,
+   * and a signed-in user's step-up (inline `proof` or an open window). `target` names the database
+   * (for a create, the one about to be made).
+   */
+  const requireMayReveal = async (
+    caller: Caller,
+    target: { id: string; name: string },
+    proof: ReauthProof,
+    requestId: string,
+  ): Promise<SecretBox> => {
+    requireLevel(caller, 'write');
+    const box = requireBox();
+    if (caller.kind === 'user') {
+      if (!ctx.stepUp) throw forbidden('Signed-in users cannot reveal passwords on this server');
+      await ctx.stepUp.requireOrVerify(
+        caller,
+        proof,
+        { action: 'database.reveal', targetType: 'database', targetId: target.id, name: target.name },
+        'reveal a password',
+        requestId,
+      );
+    }
+    return box;
+  };
+
   return {
     /** Where to connect: everything but the password. */
     async connection(caller: Caller, name: string) {
       requireLevel(caller, 'read');
-      const row = await find(caller, name);
-      const user = roleNames(row.name).owner;
-      // The node's own PgBouncer when its agent reported where it is (issue 17), else the server's setting.
-      const own = row.node_pooler_host !== null && row.node_pooler_port !== null;
-      const hostName = own ? row.node_pooler_host! : config.poolerPublicHost;
-      const port = own ? row.node_pooler_port! : config.poolerPort;
-      const host = hostName.includes(':') ? `[${hostName}]` : hostName;
-      return {
-        host: hostName,
-        port,
-        user,
-        database: row.name,
-        sslmode: config.poolerSslmode,
-        uri: `postgresql://${user}@${host}:${port}/${row.name}?sslmode=${config.poolerSslmode}`,
-      };
+      return connectionOf(await find(caller, name));
+    },
+
+    connectionOf,
+    requireMayReveal,
+
+    /**
+     * The owner's password of a database the caller just created and may reveal
+     * (`requireMayReveal` passed before the create; the create's audit event says `reveal: true`).
+     */
+    async openPassword(caller: Caller, row: repo.DatabaseRow): Promise<string | null> {
+      const box = requireBox();
+      const sealed = await repo.findSealed(db, { id: row.id, accountId: caller.accountId });
+      if (!sealed?.password_sealed) return null;
+      log.info({ database: row.name, ...callerLogFields(caller) }, 'database credentials revealed at create');
+      return box.open(sealed.password_sealed, passwordContext(row.id));
     },
 
     /**
@@ -78,19 +127,12 @@ export function createCredentialOps(ctx: {
       requestId = '',
     ): Promise<{ password: string }> {
       requireLevel(caller, 'write');
-      const box = requireBox();
-      if (caller.kind === 'user') {
-        // Another account's database is a 404 before anything is asked of the user.
-        const found = await find(caller, name);
-        if (!ctx.stepUp) throw forbidden('Signed-in users cannot reveal passwords on this server');
-        await ctx.stepUp.requireOrVerify(
-          caller,
-          proof,
-          { action: 'database.reveal', targetType: 'database', targetId: found.id, name },
-          'reveal a password',
-          requestId,
-        );
-      }
+      requireBox();
+      // Another account's database is a 404 before anything is asked of the user.
+      const box =
+        caller.kind === 'user'
+          ? await requireMayReveal(caller, await find(caller, name), proof, requestId)
+          : await requireMayReveal(caller, { id: '', name }, proof, requestId);
       const password = await withTx(db, async (tx) => {
         const row = await find(caller, name, tx);
         requireStatus(row, ['provisioning', 'ready', 'failed'], 'reveal credentials');
@@ -111,11 +153,14 @@ export function createCredentialOps(ctx: {
     async rotate(caller: Caller, name: string): Promise<repo.DatabaseRow> {
       requireLevel(caller, 'write');
       const box = requireBox();
+      // The verifier is computed before the transaction (off the event loop, ~tens of ms).
+      const before = await find(caller, name);
+      const { sealed, verifier } = await newPassword(box, before.id);
       return withTx(db, async (tx) => {
         const row = await find(caller, name, tx);
+        if (row.id !== before.id) throw conflict('The database changed meanwhile; try again');
         requireStatus(row, ['ready'], 'rotate credentials');
         if (row.rotation_pending) throw conflict('A credential rotation is already in progress');
-        const { sealed, verifier } = newPassword(box, row.id);
         await repo.setPendingPassword(tx, row.id, sealed);
         await enqueueJob(tx, {
           nodeId: row.node_id,

@@ -7,6 +7,7 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import { notify } from '../../db/notify.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
+import type { WithheldResult } from '../jobs/job-hooks.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
 import { passwordContext } from './databases.credentials.ts';
 import * as repo from './databases.repo.ts';
@@ -36,6 +37,8 @@ export function createDatabaseJobs(deps: {
   box: SecretBox | null;
   log: Logger;
   audit: Pick<AuditService, 'record'>;
+  /** Wakes this process's waiters for a database (a create waiting for it) after the commit. */
+  wake?: (databaseId: string) => void;
 }) {
   /**
    * A rotation died. The agent may already have set the new verifier on PostgreSQL before it
@@ -79,6 +82,21 @@ export function createDatabaseJobs(deps: {
    * rotation's, which says what it means: the rotation failed and the old password was restored
    * (or could not be).
    */
+  /**
+   * A create succeeded: the database is ready. A warm-pool spare (ADR 0034) keeps its own name on
+   * the node (`physical_name`, stored as `pg_name` when it is not the label) and its owner's
+   * password is the one the agent set (sealed here as the server seals its own), in this
+   * transaction.
+   */
+  async function markCreated(tx: Tx, job: JobRow, id: string, withheld: WithheldResult): Promise<void> {
+    const physical = job.result?.physical_name;
+    const pgName = typeof physical === 'string' && physical !== job.payload.name ? physical : null;
+    const password = withheld.owner_password;
+    const passwordSealed =
+      typeof password === 'string' && deps.box ? deps.box.seal(password, passwordContext(id)) : null;
+    await repo.markReady(tx, id, { pgName, passwordSealed });
+  }
+
   const auditAction = (job: JobRow, ok: boolean): string => {
     if (job.kind === JOB_KINDS.rotate && isRepair(job)) {
       return ok ? 'database.rotate_failed_restored' : 'database.rotate_restore_failed';
@@ -87,6 +105,42 @@ export function createDatabaseJobs(deps: {
   };
 
   return {
+    /**
+     * Vets a `database.create` result before it is stored (the job is locked, still running): the
+     * owner's password the agent set on a warm-pool spare is withheld from `jobs.result` (the
+     * finished hook seals it onto the database), and a physical name another live database of the
+     * node already has is refused (the job fails for good; ADR 0034).
+     */
+    async checkResult(
+      tx: Tx,
+      job: JobRow,
+      result: Record<string, unknown>,
+    ): Promise<
+      { ok: true; stored: Record<string, unknown>; withheld?: WithheldResult } | { ok: false; reason: string }
+    > {
+      if (job.kind !== JOB_KINDS.create) return { ok: true, stored: result };
+      const { owner_password: ownerPassword, ...stored } = result;
+      const id = databaseIdOf(job);
+      const physical = typeof result.physical_name === 'string' ? result.physical_name : null;
+      if (id && physical && (await repo.physicalNameTaken(tx, job.node_id, physical, id))) {
+        return { ok: false, reason: `physical_name ${physical} is another database's on this node` };
+      }
+      if (typeof ownerPassword === 'string' && !deps.box) {
+        return { ok: false, reason: 'owner_password cannot be sealed: the server has no master key' };
+      }
+      return {
+        ok: true,
+        stored,
+        withheld: typeof ownerPassword === 'string' ? { owner_password: ownerPassword } : {},
+      };
+    },
+
+    /** After the commit: wakes this process's waiters for the database at once (no NOTIFY trip). */
+    committed(job: JobRow): void {
+      const id = databaseIdOf(job);
+      if (id) deps.wake?.(id);
+    },
+
     /**
      * The clear password a running create/rotate job needs for its login probe, for the node
      * that holds the job's current lease only. Anything else is a 404 that says nothing more.
@@ -109,7 +163,7 @@ export function createDatabaseJobs(deps: {
     },
 
     /** Registered for `database.` jobs: runs in the transaction that finished the job. */
-    async onJobFinished(tx: Tx, job: JobRow): Promise<void> {
+    async onJobFinished(tx: Tx, job: JobRow, withheld: WithheldResult = {}): Promise<void> {
       const id = databaseIdOf(job);
       if (!id) return;
       const ok = job.status === 'succeeded';
@@ -135,7 +189,7 @@ export function createDatabaseJobs(deps: {
       await notify(tx, DATABASE_STATUS_CHANNEL, id);
       switch (job.kind) {
         case JOB_KINDS.create:
-          if (ok) await repo.markReady(tx, id);
+          if (ok) await markCreated(tx, job, id, withheld);
           else await repo.markFailed(tx, id, 'provisioning', reason(job, 'provisioning failed'));
           break;
         case JOB_KINDS.delete:

@@ -20,7 +20,13 @@ export type DatabaseRow = {
   account_id: string;
   node_id: string;
   node_name: string;
+  /** The label the account chose: what the API, the audit and the tenant call the database. */
   name: string;
+  /**
+   * Its name in PostgreSQL and PgBouncer when that is not `name` (made from a warm-pool spare;
+   * migration 0036); null: `name`. Use `physicalName(row)`.
+   */
+  pg_name: string | null;
   status: DatabaseStatus;
   failure_reason: string | null;
   password_version: number;
@@ -57,7 +63,14 @@ export type AttachedState = {
   findings: { role: string; severity: string; kind: string; object: string; detail: string }[];
 };
 
-const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.status, d.failure_reason,
+/**
+ * The database's name on its node (PostgreSQL database, PgBouncer entry, `roleNames()` base):
+ * what every job, channel and connection string uses. The label (`name`) is for people.
+ */
+export const physicalName = (row: { name: string; pg_name: string | null }): string =>
+  row.pg_name ?? row.name;
+
+const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.pg_name, d.status, d.failure_reason,
   d.password_version, d.pending_password_sealed IS NOT NULL AS rotation_pending, d.allowlist, d.limits,
   d.created_at, d.ready_at, d.rotated_at, d.updated_at, d.last_rotation_status, d.last_rotation_reason,
   d.last_rotation_requested_at, d.last_rotation_at,
@@ -303,12 +316,37 @@ export async function setLimits(db: Queryable, id: string, limits: StoredLimits)
 
 // --- job outcomes (called in the transaction that finishes the job) ---------------------------
 
-export async function markReady(db: Queryable, id: string): Promise<void> {
+/**
+ * The create finished. `pgName`: the database's name on the node when the agent reported one other
+ * than the label (a warm-pool spare's); `passwordSealed`: the owner's password the agent set,
+ * sealed (it replaces the one the server generated). Both only while the row is provisioning.
+ */
+export async function markReady(
+  db: Queryable,
+  id: string,
+  warm: { pgName?: string | null; passwordSealed?: string | null } = {},
+): Promise<void> {
   await db.query(
-    `UPDATE databases SET status = 'ready', ready_at = now(), failure_reason = NULL, updated_at = now()
+    `UPDATE databases SET status = 'ready', ready_at = now(), failure_reason = NULL, updated_at = now(),
+            pg_name = coalesce($2, pg_name), password_sealed = coalesce($3, password_sealed)
       WHERE id = $1 AND status = 'provisioning'`,
-    [id],
+    [id, warm.pgName ?? null, warm.passwordSealed ?? null],
   );
+}
+
+/** The live database other than `exceptId` that is called `physical` on the node, if any. */
+export async function physicalNameTaken(
+  db: Queryable,
+  nodeId: string,
+  physical: string,
+  exceptId: string,
+): Promise<boolean> {
+  const r = await db.query(
+    `SELECT 1 FROM databases
+      WHERE node_id = $1 AND coalesce(pg_name, name) = $2 AND id <> $3 AND deleted_at IS NULL LIMIT 1`,
+    [nodeId, physical, exceptId],
+  );
+  return (r.rowCount ?? 0) > 0;
 }
 
 export async function markFailed(

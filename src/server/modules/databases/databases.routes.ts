@@ -12,6 +12,7 @@ import {
   allowlistResponse,
   connectionSchema,
   createBody,
+  createdDatabaseSchema,
   databaseDetailSchema,
   databaseItemSchema,
   databaseSchema,
@@ -46,18 +47,46 @@ export function databaseRoutes(deps: {
           tags,
           security,
           summary: 'Create a database (provisioned by the agent of its node)',
+          description:
+            'Answers at once (202, status `provisioning`), or with `wait_ms` once the database is ready or ' +
+            'failed or the wait ran out (201, the database as it is then). With `reveal` as well, a ready ' +
+            "database's answer carries `credentials` (the owner's password and where to connect), refused up " +
+            'front (nothing created) when the caller may not reveal.',
           headers,
           body: createBody,
-          response: { 202: databaseSchema, ...errorResponsesWith('capacity_exceeded') },
+          response: {
+            201: createdDatabaseSchema,
+            202: databaseSchema,
+            ...errorResponsesWith('capacity_exceeded', 'reauth_required'),
+          },
         },
       },
       async (req, reply) => {
         const caller = requireCaller(req);
+        const { wait_ms: waitMs, reveal, ...input } = req.body;
+        if (reveal) reply.header('cache-control', 'no-store');
+        // The client closing the connection ends the wait.
+        const gone = new AbortController();
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableEnded) gone.abort();
+        });
         return deps.withIdempotency(
           req,
           reply,
-          async () => presentDatabase(await svc.create(caller, req.body)),
-          { status: 202 },
+          async () => {
+            const made = await svc.createDatabase(caller, input, {
+              waitMs,
+              reveal,
+              requestId: String(req.id),
+              signal: gone.signal,
+            });
+            return {
+              ...presentDatabase(made.row),
+              ...(made.credentials ? { credentials: made.credentials } : {}),
+            };
+          },
+          // A replay never carries the password (it is shown once).
+          { status: waitMs > 0 ? 201 : 202, stored: ({ credentials: _, ...rest }) => rest },
         );
       },
     );

@@ -46,8 +46,31 @@ export const createBody = z
           'unhealthy, the name taken, no room) is one 409 answer; platform admins get 404 unknown or 409 why. ' +
           'Default: among healthy, uncordoned nodes, the one with the most free tenant connections',
       ),
+    wait_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(60_000)
+      .default(0)
+      .describe(
+        'Wait up to this many ms for the database to be ready or failed before answering (201 with the ' +
+          'database as it is then: `status` says whether it is ready; still `provisioning` when the wait ran out). ' +
+          'Default 0: answer at once (202)',
+      ),
+    reveal: z
+      .boolean()
+      .default(false)
+      .describe(
+        "With `wait_ms`: once ready, the answer carries the owner's password and where to connect (`credentials`). " +
+          'Checked like `POST /v1/databases/{name}/credentials/reveal` before anything is created (write level; a ' +
+          "signed-in user within an open step-up window) and recorded in the create's audit event",
+      ),
   })
-  .strict();
+  .strict()
+  .refine((b) => !b.reveal || b.wait_ms > 0, {
+    message: '"reveal" needs "wait_ms" (how long to wait for the database)',
+    path: ['reveal'],
+  });
 
 export const deleteBody = z
   .object({ confirm: z.string().min(1).max(63).describe('The database name again (it must match)') })
@@ -275,3 +298,14 @@ export const revealBody = z
   .strict()
   // No body at all (API keys, the old clients) reaches the validator as null.
   .nullish();
+
+/**
+ * What `POST /v1/databases` answers: the database, and with `reveal` once it is ready its
+ * credentials — the password as the reveal route gives it, and the connection info.
+ */
+export const createdDatabaseSchema = databaseSchema.extend({
+  credentials: passwordSchema
+    .extend({ connection: connectionSchema })
+    .optional()
+    .describe("The owner's password and where to connect (only with `reveal`, once the database is ready)"),
+});

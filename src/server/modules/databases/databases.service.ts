@@ -4,7 +4,7 @@ import { parseCidr } from '../../../shared/cidr.ts';
 import { DEFAULT_LIMITS, JOB_KINDS, MAX_ALLOWLIST_ENTRIES } from '../../../shared/contracts/jobs.ts';
 import { AppError, badRequest, conflict, notFound, unavailable } from '../../../shared/errors.ts';
 import { isReservedDatabaseName, isValidName } from '../../../shared/identifiers.ts';
-import { scramVerifier } from '../../../shared/scram.ts';
+import { scramVerifierAsync } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
@@ -18,6 +18,7 @@ import {
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import type { Freshness } from '../backups/backups.service.ts';
+import type { JobNotifier } from '../jobs/job-notifier.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import {
   ASSUMED_RESERVED_SLOTS,
@@ -26,6 +27,7 @@ import {
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
 import { hideNodeRefusal, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
+import type { ReauthProof } from '../people/reauth.ts';
 import type { StepUp } from '../sessions/step-up.ts';
 import {
   type AllowlistInput,
@@ -38,6 +40,8 @@ import {
 import { createCredentialOps, passwordContext } from './databases.credentials.ts';
 import { requireHosted } from './databases.kind.ts';
 import * as repo from './databases.repo.ts';
+
+type CredentialOps = ReturnType<typeof createCredentialOps>;
 
 type DatabasesConfig = Pick<
   ServerConfig,
@@ -58,6 +62,32 @@ type DatabasesServiceDeps = {
   stepUp?: Pick<StepUp, 'requireOrVerify'>;
   /** The last good backup of a database, for its detail view (absent: not shown). */
   backupFreshness?: (databaseId: string) => Promise<Freshness>;
+  /**
+   * Wakes on a database's status NOTIFY (`DATABASE_STATUS_CHANNEL`, keyed by its id) or this
+   * process's own completion of its job: a create with `wait_ms` waits on it (absent: no waiting).
+   */
+  statusWaiter?: Pick<JobNotifier, 'subscribe'>;
+  /** Aborted when the server shuts down: waiting creates answer at once. */
+  stopping?: AbortSignal;
+};
+
+/** What a create may wait for and hand back (`POST /v1/databases`). */
+type CreateOptions = {
+  /** Wait up to this long (ms) for the database to be ready or failed; 0: answer at once. */
+  waitMs?: number;
+  /** With `waitMs`: the owner's password and connection info once ready (checked like a reveal). */
+  reveal?: boolean;
+  /** A signed-in user's step-up proof for `reveal` (none: an open step-up window is needed). */
+  proof?: ReauthProof;
+  requestId?: string;
+  /** The client went away: stop waiting. */
+  signal?: AbortSignal;
+};
+
+/** A created database, as it is when the create answers, and its credentials when revealed. */
+type CreatedDatabase = {
+  row: repo.DatabaseRow;
+  credentials: { password: string; connection: ReturnType<CredentialOps['connectionOf']> } | null;
 };
 
 /** 32 random bytes, URL-safe: the owner's password. */
@@ -119,10 +149,54 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
   const audit = (tx: Tx, caller: Caller, action: string, id: string, details: Record<string, unknown>) =>
     deps.audit.record(tx, auditFromCaller(caller, { action, targetType: 'database', targetId: id, details }));
 
-  const newPassword = (box: SecretBox, databaseId: string) => {
+  /** A new owner's password, sealed, and its SCRAM verifier (PBKDF2 off the event loop). */
+  const newPassword = async (box: SecretBox, databaseId: string) => {
     const password = generatePassword();
-    return { sealed: box.seal(password, passwordContext(databaseId)), verifier: scramVerifier(password) };
+    return {
+      sealed: box.seal(password, passwordContext(databaseId)),
+      verifier: await scramVerifierAsync(password),
+    };
   };
+
+  /**
+   * Waits until the database is no longer provisioning (ready or failed) or `waitMs` passed, the
+   * client left or the server stops: woken by its status NOTIFY (or this process's completion of
+   * its job), never by polling. Returns the row as it is then.
+   */
+  const waitForStatus = async (
+    accountId: string,
+    name: string,
+    id: string,
+    waitMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<repo.DatabaseRow | null> => {
+    const waiter = deps.statusWaiter;
+    const stop = AbortSignal.any([...(signal ? [signal] : []), ...(deps.stopping ? [deps.stopping] : [])]);
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      // Subscribed before the read: a NOTIFY between the two is not lost.
+      const sub = waiter?.subscribe(id);
+      const row = await repo.findByName(db, accountId, name);
+      const left = deadline - Date.now();
+      if (!row || row.id !== id || row.status !== 'provisioning' || !sub || left <= 0 || stop.aborted) {
+        sub?.cancel();
+        return row && row.id === id ? row : null;
+      }
+      if ((await sub.wait(left, stop)) === 'aborted') return row;
+    }
+  };
+
+  const credentialOps = createCredentialOps({
+    db,
+    config,
+    log,
+    stepUp: deps.stepUp,
+    requireBox,
+    find,
+    requireStatus,
+    audit,
+    newPassword,
+  });
 
   /**
    * Stores a new allowlist, queues the `database.allowlist` job that applies it on the node and
@@ -189,85 +263,123 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     return entries;
   };
 
+  async function createDatabase(
+    caller: Caller,
+    input: { name: string; node?: string | undefined },
+    opts: CreateOptions = {},
+  ): Promise<CreatedDatabase> {
+    const name = checkDatabaseName(input.name);
+    requireLevel(caller, 'write');
+    requireAccountScope(caller);
+    const waitMs = opts.waitMs ?? 0;
+    if (opts.reveal && waitMs <= 0)
+      throw badRequest('"reveal" needs "wait_ms" (how long to wait for the database)');
+    const box = requireBox();
+    const id = randomUUID();
+    // Refused up front, as the reveal route would refuse it: nothing is created.
+    if (opts.reveal)
+      await credentialOps.requireMayReveal(caller, { id, name }, opts.proof ?? {}, opts.requestId ?? '');
+    const { sealed, verifier } = await newPassword(box, id);
+    const allowlist = config.defaultAllowlist.map((c) => ({
+      cidr: parseCidr(c),
+      expires_at: null,
+      note: 'default',
+    }));
+    const limits = { ...DEFAULT_LIMITS };
+    const nodeName = input.node ?? null;
+    try {
+      await withTx(db, async (tx) => {
+        // An attached database a node offered and the account never accepted holds no name the
+        // account wants: the create takes it (the offer is withdrawn, audited).
+        for (const offer of await repo.withdrawOffers(tx, caller.accountId, name))
+          await audit(tx, caller, 'database.detached', offer.id, {
+            name,
+            reason: 'offer_withdrawn_by_create',
+            node_id: offer.node_id,
+          });
+        if (await repo.findByName(tx, caller.accountId, name))
+          throw conflict(`Database "${name}" already exists`);
+        // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
+        // A named node's refusals are one answer unless the caller is a platform admin.
+        const detailed = nodeName === null || seesNodeDetail(caller);
+        const node = await placeDatabase(
+          tx,
+          name,
+          nodeName,
+          {
+            reserve: config.nodeConnectionReserve,
+            assumedMaxConnections: config.nodeAssumedMaxConnections,
+            assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
+          },
+          { detailed },
+        );
+        // The node's row lock serialises this with every other reservation on the node.
+        await reserveConnections(tx, {
+          nodeId: node.id,
+          requested: tenantConnections(limits),
+          committed: repo.committedConnections,
+          config,
+          log,
+          accountId: caller.accountId,
+        }).catch((err: unknown) => {
+          throw hideNodeRefusal(err, detailed);
+        });
+        await repo.insertDatabase(tx, {
+          id,
+          accountId: caller.accountId,
+          nodeId: node.id,
+          name,
+          passwordSealed: sealed,
+          allowlist,
+          limits,
+        });
+        await enqueueJob(tx, {
+          nodeId: node.id,
+          accountId: caller.accountId,
+          kind: JOB_KINDS.create,
+          payload: { database_id: id, name, verifier, allowlist: toPayloadAllowlist(allowlist), limits },
+        });
+        // A password handed back with the answer is recorded here, with the create (fail closed).
+        await audit(tx, caller, 'database.created', id, {
+          name,
+          node: node.name,
+          ...(opts.reveal ? { reveal: true } : {}),
+        });
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`The database name "${name}" is taken; choose another`);
+      throw err;
+    }
+    log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
+    const row =
+      waitMs > 0
+        ? await waitForStatus(caller.accountId, name, id, waitMs, opts.signal)
+        : await repo.findByName(db, caller.accountId, name);
+    // Deleted meanwhile (by another request): what the create made is gone.
+    if (!row) throw notFound('Database');
+    if (!opts.reveal || row.status !== 'ready') return { row, credentials: null };
+    const password = await credentialOps.openPassword(caller, row);
+    return {
+      row,
+      credentials: password === null ? null : { password, connection: credentialOps.connectionOf(row) },
+    };
+  }
+
   return {
+    /** Creates a database and answers at once (the agent provisions it: status `provisioning`). */
     async create(
       caller: Caller,
       input: { name: string; node?: string | undefined },
     ): Promise<repo.DatabaseRow> {
-      const name = checkDatabaseName(input.name);
-      requireLevel(caller, 'write');
-      requireAccountScope(caller);
-      const box = requireBox();
-      const id = randomUUID();
-      const { sealed, verifier } = newPassword(box, id);
-      const allowlist = config.defaultAllowlist.map((c) => ({
-        cidr: parseCidr(c),
-        expires_at: null,
-        note: 'default',
-      }));
-      const limits = { ...DEFAULT_LIMITS };
-      const nodeName = input.node ?? null;
-      try {
-        await withTx(db, async (tx) => {
-          // An attached database a node offered and the account never accepted holds no name the
-          // account wants: the create takes it (the offer is withdrawn, audited).
-          for (const offer of await repo.withdrawOffers(tx, caller.accountId, name))
-            await audit(tx, caller, 'database.detached', offer.id, {
-              name,
-              reason: 'offer_withdrawn_by_create',
-              node_id: offer.node_id,
-            });
-          if (await repo.findByName(tx, caller.accountId, name))
-            throw conflict(`Database "${name}" already exists`);
-          // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
-          // A named node's refusals are one answer unless the caller is a platform admin.
-          const detailed = nodeName === null || seesNodeDetail(caller);
-          const node = await placeDatabase(
-            tx,
-            name,
-            nodeName,
-            {
-              reserve: config.nodeConnectionReserve,
-              assumedMaxConnections: config.nodeAssumedMaxConnections,
-              assumedReservedSlots: ASSUMED_RESERVED_SLOTS,
-            },
-            { detailed },
-          );
-          // The node's row lock serialises this with every other reservation on the node.
-          await reserveConnections(tx, {
-            nodeId: node.id,
-            requested: tenantConnections(limits),
-            committed: repo.committedConnections,
-            config,
-            log,
-            accountId: caller.accountId,
-          }).catch((err: unknown) => {
-            throw hideNodeRefusal(err, detailed);
-          });
-          await repo.insertDatabase(tx, {
-            id,
-            accountId: caller.accountId,
-            nodeId: node.id,
-            name,
-            passwordSealed: sealed,
-            allowlist,
-            limits,
-          });
-          await enqueueJob(tx, {
-            nodeId: node.id,
-            accountId: caller.accountId,
-            kind: JOB_KINDS.create,
-            payload: { database_id: id, name, verifier, allowlist: toPayloadAllowlist(allowlist), limits },
-          });
-          await audit(tx, caller, 'database.created', id, { name, node: node.name });
-        });
-      } catch (err) {
-        if (isUniqueViolation(err)) throw conflict(`The database name "${name}" is taken; choose another`);
-        throw err;
-      }
-      log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
-      return (await repo.findByName(db, caller.accountId, name))!;
+      return (await createDatabase(caller, input)).row;
     },
+
+    /**
+     * Creates a database and, with `waitMs`, waits for it to be ready or failed; with `reveal`
+     * (checked up front like a reveal: nothing is created when it is refused) hands back the
+     * owner's password and where to connect once it is ready.
+     */
+    createDatabase,
 
     /**
      * One page, newest first (the route turns it into `{items, next_cursor}`), optionally only one
@@ -451,17 +563,9 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       });
     },
 
-    ...createCredentialOps({
-      db,
-      config,
-      log,
-      stepUp: deps.stepUp,
-      requireBox,
-      find,
-      requireStatus,
-      audit,
-      newPassword,
-    }),
+    connection: credentialOps.connection,
+    reveal: credentialOps.reveal,
+    rotate: credentialOps.rotate,
   };
 }
 

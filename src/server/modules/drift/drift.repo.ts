@@ -24,7 +24,9 @@ export type KnownDatabase = { id: string; name: string; limits: unknown };
 /** The same databases with their ids and limits (the drift payload's `databases`). */
 export async function knownDatabaseDetails(db: Queryable, nodeId: string): Promise<KnownDatabase[]> {
   const r = await db.query<KnownDatabase>(
-    "SELECT id, name, limits FROM databases WHERE node_id = $1 AND deleted_at IS NULL AND kind = 'hosted' ORDER BY name",
+    // The name on the node: a warm-pool spare keeps its own (pg_name, migration 0036).
+    `SELECT id, coalesce(pg_name, name) AS name, limits FROM databases
+      WHERE node_id = $1 AND deleted_at IS NULL AND kind = 'hosted' ORDER BY 2`,
     [nodeId],
   );
   return r.rows;

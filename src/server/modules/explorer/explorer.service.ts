@@ -168,7 +168,8 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       'query',
       {
         database_id: row.id,
-        name: row.name,
+        // The agent finds the database (and its explorer role) by its name on the node.
+        name: databasesRepo.physicalName(row),
         sql: input.sql,
         sql_redacted: redacted,
         row_limit: rowLimit,
@@ -312,7 +313,7 @@ export function createExplorerService(deps: ExplorerServiceDeps) {
       const outcome = await dispatch(
         row,
         'schema',
-        { database_id: row.id, name: row.name },
+        { database_id: row.id, name: databasesRepo.physicalName(row) },
         SCHEMA_WAIT_MS,
         ctx.signal,
       ).finally(() => slot.release());

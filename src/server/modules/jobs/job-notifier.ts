@@ -20,7 +20,12 @@ export type JobNotifier = {
  * a URL). While the connection is down, waiters fall back to short timeouts; on reconnect
  * every waiter re-checks, since anything sent meanwhile was missed.
  */
-export function createJobNotifier(source: string | PgListener, log: Logger): JobNotifier {
+export function createJobNotifier(
+  source: string | PgListener,
+  log: Logger,
+  /** Another channel whose payloads are keys to wake (e.g. a database's status changed). */
+  channel: string = JOBS_CHANNEL,
+): JobNotifier {
   const waiters = new Map<string, Set<() => void>>();
   const own = typeof source === 'string' ? createPgListener(source, log, 'jobs') : null;
   const listener = typeof source === 'string' ? own! : source;
@@ -31,7 +36,7 @@ export function createJobNotifier(source: string | PgListener, log: Logger): Job
     waiters.delete(nodeId);
     for (const fn of set) fn();
   };
-  listener.on(JOBS_CHANNEL, wake);
+  listener.on(channel, wake);
   listener.onConnect(() => {
     for (const id of [...waiters.keys()]) wake(id);
   });

@@ -103,24 +103,58 @@ export async function claimJob(
         SET status = 'running', attempts = j.attempts + 1, updated_at = now(), claimed_at = now(),
             lease_expires_at = coalesce($3::timestamptz, now()) + make_interval(secs => $2::double precision / 1000)
        FROM next WHERE j.id = next.id
-     RETURNING j.*`,
+     RETURNING j.*, ${PHYSICAL_NAME_OF_JOB} AS physical_name`,
     [nodeId, leaseMs, now ?? null],
   );
-  return r.rows[0] ?? null;
+  const row = r.rows[0];
+  return row ? withPhysicalName(row) : null;
 }
 
-/** The kind of a running job this node holds at this attempt, locked until the transaction ends. */
-export async function lockRunningJobKind(
+/**
+ * The physical name (migration 0036) of the database a job names, for the job as handed out: a
+ * database made from a warm-pool spare is called by the spare's name on its node, not by its label.
+ * Jobs are queued with the label (a job queued while the create ran could not know better, and the
+ * account's job list shows labels); the agent gets the name it must act on. Resolved for jobs of
+ * the database's own node, for the move steps (whose target is another node; `move_in`'s
+ * `create` names it too) and for backup jobs (a backup stays on the node that made it, which
+ * the database may have left since; a physical name never changes). Never for `database.create`, which reports the physical name itself.
+ */
+const PHYSICAL_NAME_OF_JOB = `(
+  SELECT d.pg_name FROM databases d
+   WHERE j.kind <> 'database.create' AND jsonb_typeof(j.payload->'name') = 'string'
+     AND d.id = (CASE WHEN j.payload->>'database_id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                      THEN (j.payload->>'database_id')::uuid END)
+     AND (d.node_id = j.node_id OR j.kind LIKE 'database.move\\_%' OR j.kind LIKE 'backup.%')
+     AND d.pg_name IS NOT NULL)`;
+
+function withPhysicalName(row: JobRow & { physical_name?: string | null }): JobRow {
+  const { physical_name: physical, ...job } = row;
+  if (!physical) return job;
+  // A step that makes the database again elsewhere (`database.move_in`) describes it in `create`.
+  const create = job.payload.create;
+  const remade =
+    typeof create === 'object' &&
+    create !== null &&
+    !Array.isArray(create) &&
+    (create as Record<string, unknown>).database_id === job.payload.database_id &&
+    typeof (create as Record<string, unknown>).name === 'string'
+      ? { create: { ...(create as Record<string, unknown>), name: physical } }
+      : {};
+  return { ...job, payload: { ...job.payload, name: physical, ...remade } };
+}
+
+/** The running job this node holds at this attempt, locked until the transaction ends. */
+export async function lockRunningJob(
   db: Queryable,
   jobId: number,
   nodeId: string,
   attempt: number,
-): Promise<string | null> {
-  const r = await db.query<{ kind: string }>(
-    `SELECT kind FROM jobs WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' FOR UPDATE`,
+): Promise<JobRow | null> {
+  const r = await db.query<JobRow>(
+    `SELECT * FROM jobs WHERE id = $1 AND node_id = $2 AND attempts = $3 AND status = 'running' FOR UPDATE`,
     [jobId, nodeId, attempt],
   );
-  return r.rows[0]?.kind ?? null;
+  return r.rows[0] ?? null;
 }
 
 /** Records success; only the holder of the current lease (node + attempt) may do so. */

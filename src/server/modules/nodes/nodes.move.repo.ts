@@ -11,6 +11,8 @@ export type MoveRow = {
   account_id: string;
   database_id: string;
   database_name: string;
+  /** Its name on the node (a warm-pool spare's, migration 0036; else `database_name`). */
+  database_physical: string;
   source_node_id: string;
   source_node: string;
   target_node_id: string;
@@ -32,7 +34,8 @@ export type MoveRow = {
   finished_at: Date | null;
 };
 
-const MOVE_COLUMNS = `m.id, m.account_id, m.database_id, d.name AS database_name, m.source_node_id,
+const MOVE_COLUMNS = `m.id, m.account_id, m.database_id, d.name AS database_name,
+  coalesce(d.pg_name, d.name) AS database_physical, m.source_node_id,
   s.name AS source_node, m.target_node_id, t.name AS target_node, m.drain_id, m.status, m.wrapped_key,
   m.manifest, m.size_bytes, m.error, m.frozen_at, m.precopy_fingerprint, m.copies, m.freeze_ms, m.duration_ms, m.created_at, m.finished_at`;
 const MOVE_FROM = `database_moves m JOIN databases d ON d.id = m.database_id

@@ -124,7 +124,14 @@ export function createMoves(deps: {
    */
   async function begin(
     tx: Tx,
-    d: { id: string; account_id: string; name: string; node_id: string; limits: dbRepo.StoredLimits },
+    d: {
+      id: string;
+      account_id: string;
+      name: string;
+      pg_name?: string | null;
+      node_id: string;
+      limits: dbRepo.StoredLimits;
+    },
     targetId: string,
     drainId: string | null,
     detailed: boolean,
@@ -136,7 +143,7 @@ export function createMoves(deps: {
     if (target.id === d.node_id) throw conflict(`Database "${d.name}" is already on node "${target.name}"`);
     const why = refusal(target);
     if (why) throw hideNodeRefusal(new AppError('conflict', why, { node: target.name }), detailed);
-    if (await nameTaken(tx, target.id, d.name))
+    if (await nameTaken(tx, target.id, d.name, d.pg_name ?? d.name))
       throw hideNodeRefusal(
         conflict(`Node "${target.name}" already holds a database named "${d.name}"`),
         detailed,
@@ -351,7 +358,7 @@ export function createMoves(deps: {
   }
 
   async function switchOver(tx: Tx, job: JobRow, move: repo.MoveRow) {
-    if (await nameTaken(tx, move.target_node_id, move.database_name)) {
+    if (await nameTaken(tx, move.target_node_id, move.database_name, move.database_physical)) {
       await fail(tx, job, move, 'the name was taken on the target during the move', true);
       return;
     }

@@ -85,7 +85,7 @@ export async function bestNode(
     `SELECT ${COLS} FROM nodes n
       WHERE n.status = 'active' AND n.cordoned_at IS NULL AND n.unhealthy_since IS NULL
         AND NOT EXISTS (SELECT 1 FROM databases d
-                         WHERE d.node_id = n.id AND d.name = $1 AND d.deleted_at IS NULL)
+                         WHERE d.node_id = n.id AND $1 IN (d.name, d.pg_name) AND d.deleted_at IS NULL)
       ORDER BY ${ORDER_BY_FREE_ROOM}
       LIMIT 1`,
     [databaseName, capacity.reserve, capacity.assumedMaxConnections, capacity.assumedReservedSlots],
@@ -93,11 +93,21 @@ export async function bestNode(
   return r.rows[0] ?? null;
 }
 
-/** Whether a live database of that name is on the node. */
-export async function nameTaken(tx: Queryable, nodeId: string, databaseName: string): Promise<boolean> {
+/**
+ * Whether a live database of that name is on the node: as its label or as its name on the node (a
+ * warm-pool spare's, pg_name: migration 0036). `physical`: a database that has one of its own
+ * (a move's) needs that free as well.
+ */
+export async function nameTaken(
+  tx: Queryable,
+  nodeId: string,
+  databaseName: string,
+  physical: string = databaseName,
+): Promise<boolean> {
   const r = await tx.query(
-    'SELECT 1 FROM databases WHERE node_id = $1 AND name = $2 AND deleted_at IS NULL',
-    [nodeId, databaseName],
+    `SELECT 1 FROM databases
+      WHERE node_id = $1 AND (name IN ($2, $3) OR pg_name IN ($2, $3)) AND deleted_at IS NULL`,
+    [nodeId, databaseName, physical],
   );
   return (r.rowCount ?? 0) > 0;
 }

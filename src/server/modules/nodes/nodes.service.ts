@@ -13,7 +13,7 @@ import {
   deadLetterExpiredLeases,
   failJob,
   type JobRow,
-  lockRunningJobKind,
+  lockRunningJob,
   nextWakeAt,
   releaseJob,
 } from '../jobs/jobs.repo.ts';
@@ -58,7 +58,11 @@ export function createNodesService(deps: NodesServiceDeps) {
   const expireLeases = async (nodeId: string) => {
     if (!hooks) return;
     await withTx(db, async (tx) => {
-      for (const job of await deadLetterExpiredLeases(tx, nodeId)) await hooks.onJobFinished(tx, job);
+      const dead = await deadLetterExpiredLeases(tx, nodeId);
+      for (const job of dead) await hooks.onJobFinished(tx, job);
+      return dead;
+    }).then((dead) => {
+      for (const job of dead) hooks.committed(job);
     });
   };
 
@@ -204,16 +208,26 @@ export function createNodesService(deps: NodesServiceDeps) {
      */
     async complete(agent: AgentIdentity, jobId: number, attempt: number, result: Record<string, unknown>) {
       const outcome = await withTx(db, async (tx) => {
-        const kind = await lockRunningJobKind(tx, jobId, agent.nodeId, attempt);
-        if (kind === null) throw notFound('Job lease');
-        const checked = checkJobResult(kind, result);
+        const running = await lockRunningJob(tx, jobId, agent.nodeId, attempt);
+        if (running === null) throw notFound('Job lease');
+        const schema = checkJobResult(running.kind, result);
+        // The job's own rules (e.g. a database name already taken on the node), and what of the
+        // result is never stored (a password the agent set, sealed by the hook instead).
+        const vetted = schema.ok && hooks ? await hooks.checkResult(tx, running, schema.result) : null;
+        const checked = !schema.ok
+          ? schema
+          : vetted && !vetted.ok
+            ? { ok: false as const, reason: vetted.reason, issues: [] }
+            : schema;
+        const stored = vetted?.ok ? vetted.stored : schema.ok ? schema.result : {};
         const job = checked.ok
-          ? await completeJob(tx, jobId, agent.nodeId, attempt, checked.result)
+          ? await completeJob(tx, jobId, agent.nodeId, attempt, stored)
           : await failJob(tx, jobId, agent.nodeId, attempt, `result refused: ${checked.reason}`, false);
         if (!job) throw notFound('Job lease');
-        await hooks?.onJobFinished(tx, job);
+        await hooks?.onJobFinished(tx, job, vetted?.ok ? vetted.withheld : {});
         return { job, checked };
       });
+      hooks?.committed(outcome.job);
       if (!outcome.checked.ok) {
         deps.log.warn(
           { job: jobId, kind: outcome.job.kind, node: agent.nodeId },
@@ -227,13 +241,15 @@ export function createNodesService(deps: NodesServiceDeps) {
     },
 
     async fail(agent: AgentIdentity, jobId: number, attempt: number, error: string, retryable: boolean) {
-      return withTx(db, async (tx) => {
+      const job = await withTx(db, async (tx) => {
         // Kept (and audited by the job's hook) whatever the agent sent: a NUL cannot be stored.
         const job = await failJob(tx, jobId, agent.nodeId, attempt, storableText(error), retryable);
         if (!job) throw notFound('Job lease');
         await hooks?.onJobFinished(tx, job);
         return job;
       });
+      hooks?.committed(job);
+      return job;
     },
 
     async heartbeat(

@@ -113,7 +113,7 @@ async function lockLive(
   limit: number,
 ): Promise<LiveGrant[]> {
   const r = await db.query<LiveGrant>(
-    `SELECT ${COLUMNS}, d.node_id, d.name
+    `SELECT ${COLUMNS}, d.node_id, coalesce(d.pg_name, d.name) AS name
        FROM access_grants g JOIN databases d ON d.id = g.database_id
       WHERE g.status IN ('granting', 'active') AND ${where}
       ORDER BY g.valid_until, g.id
@@ -170,7 +170,9 @@ export async function findDatabase(
   databaseId: string,
 ): Promise<{ id: string; name: string; node_id: string; status: string; kind: DatabaseKind } | null> {
   const r = await db.query<{ id: string; name: string; node_id: string; status: string; kind: DatabaseKind }>(
-    'SELECT id, name, node_id, status, kind FROM databases WHERE id = $1 AND account_id = $2',
+    // `name` is the database's name on its node (a warm-pool spare keeps its own, migration 0036):
+    // the agent makes the login there, and the connection string names it.
+    'SELECT id, coalesce(pg_name, name) AS name, node_id, status, kind FROM databases WHERE id = $1 AND account_id = $2',
     [databaseId, accountId],
   );
   return r.rows[0] ?? null;

@@ -104,7 +104,8 @@ export function createDispatch(deps: {
       {
         requestId: d.row.id,
         databaseId: d.row.database_id,
-        database: d.row.database,
+        // The agent runs it on the database's name on the node (a warm-pool spare's, ADR 0034).
+        database: d.row.database_physical,
         nodeId: d.row.node_id,
         capability: d.row.capability,
         sql: d.row.sql ?? '',

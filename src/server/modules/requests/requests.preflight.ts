@@ -6,6 +6,7 @@
 import { AppError } from '../../../shared/errors.ts';
 import { type PolicyClass, rulesFor } from '../../../shared/policy/governance.ts';
 import type { Caller } from '../../http/caller.ts';
+import { physicalName } from '../databases/databases.repo.ts';
 import { decideFor, isDml, judgeSql, policyView, requesterRole } from './requests.classify.ts';
 import type { RequestsContext } from './requests.context.ts';
 import {
@@ -57,7 +58,7 @@ export function createPreflight(ctx: RequestsContext, slots: DryRunSlots) {
             await deps.dispatch.preflightDryRun(
               {
                 databaseId: database.id,
-                database: name,
+                database: physicalName(database),
                 nodeId: database.node_id,
                 accountId: caller.accountId,
               },

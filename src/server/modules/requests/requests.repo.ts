@@ -12,6 +12,8 @@ export type RequestRow = {
   account_id: string;
   database_id: string;
   database: string;
+  /** The database's name on its node (`pg_name`, migration 0036, else `database`): what the agent is sent. */
+  database_physical: string;
   node_id: string;
   status: RequestStatus;
   kind: 'sql' | 'access';
@@ -54,7 +56,7 @@ export type RequestRow = {
   result_expires_at: Date | null;
 };
 
-const COLUMNS = `r.*, d.name AS database, d.node_id,
+const COLUMNS = `r.*, d.name AS database, coalesce(d.pg_name, d.name) AS database_physical, d.node_id,
   (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
   (SELECT rr.expires_at FROM request_results rr WHERE rr.request_id = r.id AND rr.expires_at > now()) AS result_expires_at`;
 const FROM = 'governed_requests r JOIN databases d ON d.id = r.database_id';
