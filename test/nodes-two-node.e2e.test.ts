@@ -176,7 +176,8 @@ test('a database on each node, each reached through its own PgBouncer; placement
     assert.equal(conn.host, host, name);
     assert.equal(conn.port, port, name);
     const { password } = (await stack.api('POST', `/v1/databases/${name}/credentials/reveal`)).json;
-    const client = new pg.Client({ host, port, user: conn.user, database: name, password });
+    // The connection info's names: the physical ones (a spare's when the node's warm pool gave one).
+    const client = new pg.Client({ host, port, user: conn.user, database: conn.database, password });
     client.on('error', () => {});
     await client.connect();
     try {
@@ -189,11 +190,12 @@ test('a database on each node, each reached through its own PgBouncer; placement
   }
   // beta is not on the embedded node's PgBouncer.
   const { password } = (await stack.api('POST', '/v1/databases/beta/credentials/reveal')).json;
+  const betaConn = (await stack.api('GET', '/v1/databases/beta/connection')).json;
   const wrong = new pg.Client({
     host: '127.0.0.1',
     port: stack.ports.pooler,
-    user: 'beta_owner',
-    database: 'beta',
+    user: betaConn.user,
+    database: betaConn.database,
     password,
   });
   wrong.on('error', () => {});

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { after, before, test } from 'node:test';
+import { proveLogin } from '../src/agent/jobs/database-common.ts';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
@@ -63,6 +64,8 @@ async function startPool(size = SIZE): Promise<WarmPool> {
     admin: kit.admin,
     cluster: kit.deps.cluster,
     pooler,
+    // As the agent wires it: the create's proving login, through this PgBouncer.
+    warmUp: (login) => proveLogin(kit.deps, login),
     size,
     log: createLogger('warm-pool', (process.env.WP_LOG ?? 'silent') as 'silent'),
     auditMs: 0,
@@ -163,10 +166,16 @@ test('the pool fills to N; spares have no tenant login and nobody gets in throug
   const spares = await sparesInCatalog(pool);
   assert.equal(spares.length, SIZE);
   assert.equal(pool.stats().ready, SIZE);
-  // Not among PgBouncer's databases (checked before any login attempt: the wildcard entry makes
-  // a pool for whatever name a client asks for, ADR 0004).
-  const shown = await pooler.admin('SHOW DATABASES');
-  assert.ok(!shown.rows.some((row) => String(row.name).startsWith(SPARE_PREFIX)));
+  // PgBouncer holds one idle server connection per spare, opened by the pool's warm-up login
+  // (ADR 0034), and no client of it.
+  const clients = await pooler.admin('SHOW CLIENTS');
+  assert.ok(!clients.rows.some((row) => String(row.database).startsWith(SPARE_PREFIX)));
+  const servers = await pooler.admin('SHOW SERVERS');
+  for (const spare of spares)
+    assert.ok(
+      servers.rows.some((row) => row.database === spare && row.user === roleNames(spare).owner),
+      `a warm session for ${spare}`,
+    );
   // Its owner's entry is ready in the auth file (ADR 0034), with the verifier of the password
   // the agent derives; the owner has no LOGIN, so even that password is refused.
   const auth = await fs.readFile(pooler.files.auth, 'utf8');
@@ -176,12 +185,7 @@ test('the pool fills to N; spares have no tenant login and nobody gets in throug
     const refused = await ownerLogin(spare, spareOwnerPassword(kit.deps.cluster.key, spare));
     assert.match(String(refused), /not permitted to log in|login/i, String(refused));
   }
-  const shownAfter = await pooler.admin('SHOW DATABASES');
-  assert.ok(
-    !shownAfter.rows.some(
-      (row) => String(row.name).startsWith(SPARE_PREFIX) && Number(row.current_connections) > 0,
-    ),
-  );
+
   for (const spare of spares) {
     const r = roleNames(spare);
     const roles = await kit.admin.query<{ rolname: string; rolcanlogin: boolean; marker: string | null }>(
@@ -194,6 +198,12 @@ test('the pool fills to N; spares have no tenant login and nobody gets in throug
       assert.equal(role.marker, SPARE_MARKER);
       assert.equal(role.rolcanlogin, role.rolname === r.steward, `${role.rolname} login`);
     }
+    // The owner's one session there is the warm-up's, idle in PgBouncer.
+    const sessions = await kit.admin.query<{ state: string }>(
+      'SELECT state FROM pg_stat_activity WHERE datname = $1 AND usename = $2',
+      [spare, r.owner],
+    );
+    assert.deepEqual(sessions.rows, [{ state: 'idle' }]);
     // No login through PgBouncer with a guessed password either.
     assert.notEqual(await ownerLogin(spare, 'anything'), null);
     // The schema setup is done: public belongs to the spare's owner.
@@ -514,6 +524,70 @@ test('a spare whose owner password was changed is refused by the claim; the crea
   const { result } = await create(pool, name, password);
   assert.equal(result.steps_ms.warm, 0, 'not handed out');
   assert.equal(result.physical_name, name);
+  assert.equal(await ownerLogin(name, password), null);
+  await pool.settled();
+  assert.ok(!(await sparesInCatalog(pool)).includes(spare!), 'destroyed');
+});
+
+test("the tenant's first session is the one the warm-up opened; other limits get a new one", async () => {
+  const pool = await startPool();
+  pool.useAllowlist([{ cidr: '127.0.0.1/32', expires_at: null }]);
+  await pool.refill();
+  const warmPid = async (spare: string) =>
+    (
+      await kit.admin.query<{ pid: number }>(
+        'SELECT pid FROM pg_stat_activity WHERE datname = $1 AND usename = $2',
+        [spare, roleNames(spare).owner],
+      )
+    ).rows.map((x) => x.pid);
+  const before = new Map<string, number[]>();
+  for (const spare of await sparesInCatalog(pool)) before.set(spare, await warmPid(spare));
+  const tenantPid = async (r: Created, password: string) => {
+    const l = loginOf(r, password);
+    const c = clientFrom('127.0.0.1', {
+      port: p.port,
+      user: roleNames(l.database).owner,
+      password: l.password,
+      database: l.database,
+    });
+    await c.connect();
+    try {
+      const row = (
+        await c.query('SELECT pg_backend_pid() AS pid, current_setting($1) AS st', ['statement_timeout'])
+      ).rows[0];
+      return { pid: Number(row.pid), statementTimeout: String(row.st) };
+    } finally {
+      await c.end();
+    }
+  };
+  // Default limits: the session PgBouncer kept since the warm-up serves the proving login and the tenant.
+  const first = await create(pool, uniqueName('ww'), newPassword());
+  assert.equal(first.result.steps_ms.warm, 1);
+  const seen = await tenantPid(first.result, 'unused');
+  assert.deepEqual(before.get(first.result.physical_name), [seen.pid], 'the warm-up session');
+  assert.equal(seen.statementTimeout, '1min');
+  // Other limits: the claim sets them and the warm session (the spare's settings) is closed first.
+  const ctx = jobCtx('unused');
+  const payload = {
+    ...createPayload(uniqueName('wl'), newPassword()),
+    limits: { ...DEFAULT_LIMITS, statement_timeout_ms: 5_000 },
+  };
+  const other = (await handlers(pool).get('database.create')!(payload, ctx)) as Created;
+  ctx.report();
+  assert.equal(other.steps_ms.warm, 1);
+  const fresh = await tenantPid(other, 'unused');
+  assert.ok(!(before.get(other.physical_name) ?? []).includes(fresh.pid), 'a new session');
+  assert.equal(fresh.statementTimeout, '5s');
+});
+
+test('a spare whose role settings were changed is refused by the claim; the create goes cold', async () => {
+  const pool = await startPool(1);
+  const [spare] = await sparesInCatalog(pool);
+  await kit.admin.query(`ALTER ROLE "${roleNames(spare!).owner}" SET statement_timeout = 0`);
+  const name = uniqueName('wst');
+  const password = newPassword();
+  const { result } = await create(pool, name, password);
+  assert.equal(result.steps_ms.warm, 0, 'not handed out');
   assert.equal(await ownerLogin(name, password), null);
   await pool.settled();
   assert.ok(!(await sparesInCatalog(pool)).includes(spare!), 'destroyed');

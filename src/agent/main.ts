@@ -18,7 +18,7 @@ import { startExplorerChannel } from './explorer/explorer-channel.ts';
 import { createExplorerExecutor, type ExplorerExecutor } from './explorer/explorer-executor.ts';
 import { loadExplorerKey } from './explorer/explorer-role.ts';
 import { createHeartbeat } from './heartbeat.ts';
-import type { DatabaseJobDeps } from './jobs/database-common.ts';
+import { type DatabaseJobDeps, proveLogin } from './jobs/database-common.ts';
 import type { JobHandler } from './jobs/job-context.ts';
 import { createJobRunner } from './jobs/job-runner.ts';
 import { defaultHandlers } from './jobs/registry.ts';
@@ -150,11 +150,13 @@ export async function startAgent(
         admin,
         cluster,
         pooler: managed.pooler,
+        // The create's own proving login, through this node's PgBouncer (database deps below).
+        warmUp: (login) => proveLogin(database!, login),
         size: config.warmPoolSize,
         log: log.child({ component: 'warm-pool' }),
       })
     : null;
-  const database = managed ? databaseDeps(config, cluster, managed, warmPool) : null;
+  const database: DatabaseJobDeps | null = managed ? databaseDeps(config, cluster, managed, warmPool) : null;
   // Attached databases (ADR 0031): loaded and their roles checked at start, in the background (an
   // unreachable host costs up to its timeouts per role and must not hold up the node's heartbeat
   // and jobs); what is refused is logged. Then every loaded entry is reported to the server

@@ -1,4 +1,10 @@
-import { type CreateResult, createPayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
+import {
+  type CreateResult,
+  createPayloadSchema,
+  type DatabaseLimits,
+  DEFAULT_LIMITS,
+  JOB_KINDS,
+} from '../../shared/contracts/jobs.ts';
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
 import { scramVerifierAsync } from '../../shared/scram.ts';
 import { type AllowlistEntry, normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
@@ -142,8 +148,9 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
       if (failed) throw failed.reason;
     };
     try {
-      // A name that is a physical one already is made under it: never from a spare.
-      const pool = physicalGiven ? undefined : deps.warmPool;
+      // A name that is a physical one already is made under it: never from a spare. Nor is a
+      // rerun's: what an earlier attempt began on the cold path is finished there.
+      const pool = physicalGiven || (ctx.attempt ?? 1) > 1 ? undefined : deps.warmPool;
       // A rerun whose earlier run's claim committed: that spare is this database (ADR 0034).
       const before =
         (ctx.attempt ?? 1) > 1 && !physicalGiven ? await claimedSpareOf(ctx.admin, p.database_id) : null;
@@ -184,7 +191,14 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
         const steward = timed('steward', async () =>
           setOwnerPassword(ctx.admin, r.steward, await verifierOfSteward(r)),
         );
+        // The spare was made with the default limits, and PgBouncer may hold a session opened
+        // then (the pool's warm-up): other limits are set by the claim, and that session, whose
+        // settings are the spare's, is closed before anyone uses it.
+        const otherLimits = (Object.keys(DEFAULT_LIMITS) as (keyof DatabaseLimits)[]).some(
+          (k) => p.limits[k] !== DEFAULT_LIMITS[k],
+        );
         const proved = reload.then(async () => {
+          if (otherLimits) await deps.pooler.disconnect(physical);
           await step('probe');
           probeMs = await timed('probe', () =>
             proveLogin(deps, { database: physical, user: r.owner, password }),

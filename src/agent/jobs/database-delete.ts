@@ -1,5 +1,6 @@
 import { deletePayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { roleNames } from '../../shared/identifiers.ts';
+import { claimedSpareOf, isSpareName } from '../postgres/spare-sql.ts';
 import {
   databaseOwnership,
   dropDatabase,
@@ -20,7 +21,12 @@ export const DELETE_STEPS = ['pooler', 'terminate', 'database', 'roles'] as cons
 export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
   const step = (name: (typeof DELETE_STEPS)[number]) => deps.onStep?.(JOB_KINDS.delete, name);
   return async (payload, ctx) => {
-    const p = parsePayload(deletePayloadSchema, payload);
+    const parsed = parsePayload(deletePayloadSchema, payload);
+    // A create whose claim of a spare committed but which never reported (its every attempt
+    // died after the claim) left the database under the spare's name, which the server never
+    // learnt: found by its marker for this id (ADR 0034).
+    const claimed = isSpareName(parsed.name) ? null : await claimedSpareOf(ctx.admin, parsed.database_id);
+    const p = claimed === null ? parsed : { ...parsed, name: claimed };
     const roles = roleNames(p.name);
     try {
       const state = await databaseOwnership(ctx.admin, p.name, roles, p.database_id);

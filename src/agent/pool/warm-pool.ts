@@ -22,8 +22,9 @@
  */
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { roleNames } from '../../shared/identifiers.ts';
+import { quoteIdent as q, roleNames } from '../../shared/identifiers.ts';
 import { scramVerifierAsync } from '../../shared/scram.ts';
+import { coversLoopback } from '../jobs/database-common.ts';
 import type { PoolerManager } from '../pgbouncer/pooler-manager.ts';
 import type { AllowlistEntry } from '../pgbouncer/pooler-state.ts';
 import type { DriftFinding } from '../postgres/drift.ts';
@@ -41,7 +42,6 @@ import {
   spareOwnerPassword,
   spareProblems,
   spareTag,
-  waitForNoSessions,
 } from '../postgres/spare-sql.ts';
 import { type ClusterAccess, isLoginRefused } from '../postgres/steward.ts';
 
@@ -50,11 +50,19 @@ export type WarmPoolOptions = {
   cluster: ClusterAccess;
   /** The node's PgBouncer config: each spare has its entry there before it is ready. */
   pooler: PoolerManager;
+  /**
+   * A login through PgBouncer as a spare's owner (the agent's proving login), made once while the
+   * spare is being made: PgBouncer keeps the server connection it opened, so the create's proving
+   * login and the tenant's first one find a PostgreSQL session ready instead of starting one.
+   */
+  warmUp?: (login: { database: string; user: string; password: string }) => Promise<unknown>;
   /** How many spares to keep (0: the pool is off). */
   size: number;
   log: Logger;
   /** Between two in-database checks of every spare (default 10 min; 0: only at start-up and on drift). */
   auditMs?: number;
+  /** After the last create is reported, how long the refill waits before it starts (default 250 ms). */
+  refillDelayMs?: number;
 };
 
 export type WarmPoolStats = { size: number; ready: number };
@@ -88,6 +96,10 @@ export function createWarmPool(opts: WarmPoolOptions) {
   let relist = true;
   let stopped = false;
   let auditTimer: NodeJS.Timeout | undefined;
+  let refillTimer: NodeJS.Timeout | undefined;
+  /** Resolves when a refill scheduled after a create's report starts (null: none scheduled). */
+  let refillDue: Promise<void> | null = null;
+  let refillFired: () => void = () => {};
   /** Spares out of `ready` while an in-database check runs (a re-listing leaves them alone). */
   const checking = new Set<string>();
   /** Tampered spares found by a check, reported by the next drift job. */
@@ -136,7 +148,6 @@ export function createWarmPool(opts: WarmPoolOptions) {
       return fp === spare.fingerprint ? null : 'objects inside it were added or changed';
     } finally {
       await c.end().catch(() => {});
-      await waitForNoSessions(admin, spare.name).catch(() => {});
     }
   };
 
@@ -177,6 +188,28 @@ export function createWarmPool(opts: WarmPoolOptions) {
     relist = false;
     // More spares than the size (an operator lowered it): the newest extra ones go.
     for (const extra of ready.splice(Math.max(opts.size, 0))) await destroy(extra.name);
+  };
+
+  /**
+   * Opens the spare's PgBouncer server connection ahead of its claim (`opts.warmUp`): the owner may
+   * log in only for that moment, before the spare is marked ready (a claim's check would refuse
+   * it with LOGIN). A failed warm-up costs only the speed it would have bought.
+   */
+  const warmUp = async (name: string) => {
+    if (!opts.warmUp) return;
+    const owner = q(roleNames(name).owner);
+    await admin.query(`ALTER ROLE ${owner} LOGIN`);
+    try {
+      await opts.warmUp({
+        database: name,
+        user: roleNames(name).owner,
+        password: spareOwnerPassword(cluster.key, name),
+      });
+    } catch (err) {
+      log.debug({ spare: name, err: { message: (err as Error).message } }, 'spare warm-up login failed');
+    } finally {
+      await admin.query(`ALTER ROLE ${owner} NOLOGIN`);
+    }
   };
 
   /** Ready spares whose pooler entry has another allowlist than new ones get: updated in one reload. */
@@ -226,13 +259,25 @@ export function createWarmPool(opts: WarmPoolOptions) {
         const entryAllowlist = allowlist;
         // The pooler entry goes live before the ready marker: a ready spare always has one.
         const fingerprint = await buildSpare(admin, cluster, name, verifier, async () => {
-          await pooler.update((s) => ({
-            ...s,
-            databases: {
-              ...s.databases,
-              [name]: { name, owner: roleNames(name).owner, verifier, allowlist: [...entryAllowlist] },
-            },
-          }));
+          // The warm-up login comes from 127.0.0.1: a rule for it alone while it runs when the
+          // allowlist does not cover it (as for a create's proving login).
+          const owner = roleNames(name).owner;
+          const loopback = opts.warmUp !== undefined && !coversLoopback(entryAllowlist.map((e) => e.cidr));
+          await pooler.update(
+            (s) => ({
+              ...s,
+              databases: {
+                ...s.databases,
+                [name]: { name, owner, verifier, allowlist: [...entryAllowlist] },
+              },
+            }),
+            loopback ? { loopbackFor: { database: name, user: owner } } : {},
+          );
+          try {
+            await warmUp(name);
+          } finally {
+            if (loopback) await pooler.endLoopback(name);
+          }
         });
         ready.push({ name, fingerprint });
         failures = 0;
@@ -310,13 +355,16 @@ export function createWarmPool(opts: WarmPoolOptions) {
     async stop(): Promise<void> {
       stopped = true;
       clearInterval(auditTimer);
+      clearTimeout(refillTimer);
+      refillDue = null;
+      refillFired();
       for (const w of releaseWaiters) w();
       releaseWaiters = [];
       await filling;
     },
     /**
      * Marks a create as running (refill waits until every hold is released). Release after the
-     * job has been reported; the refill starts then.
+     * job has been reported; the refill starts `refillDelayMs` after the last release.
      */
     hold(): () => void {
       holds++;
@@ -325,12 +373,24 @@ export function createWarmPool(opts: WarmPoolOptions) {
         if (released) return;
         released = true;
         holds--;
-        if (holds === 0) {
+        if (holds > 0) return;
+        // The refill yields a moment more: the create's answer and its tenant's first login
+        // (through this node's PgBouncer and PostgreSQL) come before a CREATE DATABASE.
+        clearTimeout(refillTimer);
+        refillFired();
+        refillDue = new Promise<void>((res) => {
+          refillFired = res;
+        });
+        refillTimer = setTimeout(() => {
+          refillDue = null;
+          refillFired();
+          if (holds > 0 || stopped) return;
           const waiters = releaseWaiters;
           releaseWaiters = [];
           for (const w of waiters) w();
           void refill();
-        }
+        }, opts.refillDelayMs ?? 250);
+        refillTimer.unref();
       };
     },
     /**
@@ -374,7 +434,10 @@ export function createWarmPool(opts: WarmPoolOptions) {
     },
     /** Resolves when no refill is running (tests, benchmarks). */
     settled: async (): Promise<void> => {
-      while (filling) await filling;
+      while (filling || refillDue) {
+        await refillDue;
+        await filling;
+      }
     },
     refill,
     audit,

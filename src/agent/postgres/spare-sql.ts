@@ -23,13 +23,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import type { DatabaseLimits } from '../../shared/contracts/jobs.ts';
+import { type DatabaseLimits, DEFAULT_LIMITS } from '../../shared/contracts/jobs.ts';
 import { quoteIdent, quoteLiteral, type RoleNames, roleNames } from '../../shared/identifiers.ts';
 import { scramVerifierAsync } from '../../shared/scram.ts';
 import { tenantTemplate } from './catalog-visibility.ts';
 import { type ClusterAccess, connectPinned, derivedRolePassword } from './steward.ts';
 import {
   BASE_ATTRIBUTES,
+  expectedRoleSettings,
   explorerSettingStatements,
   FIXED_LIMITS,
   grantDatabase,
@@ -92,8 +93,9 @@ const textArray = (xs: string[]) => `ARRAY[${xs.map(lit).join(', ')}]::pg_catalo
  * when it is as we made it): its database (ready marker, owner, privileges, connections allowed
  * without a limit, not a template, no settings) and its
  * five roles (marker, no LOGIN but the steward's, no password but the steward's and the owner's
- * — the owner's exactly `ownerVerifier`, the one PgBouncer serves —, no attribute, connection
- * limits, settings, no membership we did not make). Literals only (it also runs inside a DO block).
+ * — the owner's exactly `ownerVerifier`, the one PgBouncer serves —, no attribute, the connection
+ * limits and role settings of `DEFAULT_LIMITS` the spare was made with (the explorer's settings),
+ * no membership we did not make). Literals only (it also runs inside a DO block).
  */
 export function spareProblemsSql(spare: string, ownerVerifier: string | null): string {
   const r = roleNames(spare);
@@ -114,7 +116,15 @@ export function spareProblemsSql(spare: string, ownerVerifier: string | null): s
   ]
     .map(([g, m]) => lit(`${g}>${m}`))
     .join(', ');
+  const roleSettings = expectedRoleSettings(r, DEFAULT_LIMITS);
+  const settings = [
+    `('explorer', ${explorerSettings})`,
+    ...(['owner', 'reader', 'migrator'] as const).map(
+      (k) => `(${lit(k)}, ${textArray([...(roleSettings.get(r[k]) ?? [])].sort())})`,
+    ),
+  ].join(', ');
   return `WITH r(kind, name) AS (VALUES ${kinds}),
+  e(kind, conf) AS (VALUES ${settings}),
   a AS (SELECT r.kind, r.name, o.oid, o.rolsuper, o.rolcanlogin, o.rolcreatedb, o.rolcreaterole, o.rolreplication,
                o.rolbypassrls, o.rolpassword, o.rolvaliduntil, o.rolconnlimit,
                pg_catalog.shobj_description(o.oid, 'pg_authid') AS marker
@@ -150,12 +160,18 @@ UNION ALL SELECT a.name || ' has a role attribute' FROM a
  WHERE a.rolsuper OR a.rolcreatedb OR a.rolcreaterole OR a.rolreplication OR a.rolbypassrls OR a.rolvaliduntil IS NOT NULL
 UNION ALL SELECT a.name || ' connection limit changed' FROM a
  WHERE a.oid IS NOT NULL
-   AND a.rolconnlimit OPERATOR(pg_catalog.<>) CASE a.kind WHEN 'steward' THEN ${FIXED_LIMITS.stewardConnectionLimit} ELSE -1 END
+   AND a.rolconnlimit OPERATOR(pg_catalog.<>) CASE a.kind WHEN 'steward' THEN ${FIXED_LIMITS.stewardConnectionLimit}
+       WHEN 'owner' THEN ${Math.trunc(DEFAULT_LIMITS.owner_connection_limit)}
+       WHEN 'reader' THEN ${Math.trunc(DEFAULT_LIMITS.reader_connection_limit)}
+       WHEN 'migrator' THEN ${FIXED_LIMITS.migratorConnectionLimit} ELSE -1 END
 UNION ALL SELECT a.name || ' has setting ' || s.setconfig::pg_catalog.text
   FROM pg_catalog.pg_db_role_setting s JOIN a ON a.oid OPERATOR(pg_catalog.=) s.setrole
- WHERE NOT (a.kind OPERATOR(pg_catalog.=) 'explorer' AND s.setdatabase OPERATOR(pg_catalog.=) 0
+ WHERE NOT (s.setdatabase OPERATOR(pg_catalog.=) 0
             AND (SELECT pg_catalog.array_agg(x ORDER BY x COLLATE "C") FROM pg_catalog.unnest(s.setconfig) x)
-                OPERATOR(pg_catalog.=) ${explorerSettings})
+                IS NOT DISTINCT FROM (SELECT e.conf FROM e WHERE e.kind OPERATOR(pg_catalog.=) a.kind))
+UNION ALL SELECT a.name || ' lost its settings' FROM a JOIN e ON e.kind OPERATOR(pg_catalog.=) a.kind
+ WHERE a.oid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s
+                                          WHERE s.setrole OPERATOR(pg_catalog.=) a.oid AND s.setdatabase OPERATOR(pg_catalog.=) 0)
 UNION ALL SELECT 'membership ' || pg_catalog.pg_get_userbyid(m.roleid) || ' of ' || pg_catalog.pg_get_userbyid(m.member)
   FROM pg_catalog.pg_auth_members m
  WHERE (m.roleid IN (SELECT oid FROM a) OR m.member IN (SELECT oid FROM a))
@@ -255,7 +271,13 @@ export async function buildSpare(
   for (const name of [r.owner, r.reader, r.migrator, r.explorer])
     sql.push(`ALTER ROLE ${q(name)} NOLOGIN ${BASE_ATTRIBUTES} INHERIT`);
   sql.push(`ALTER ROLE ${q(r.owner)} PASSWORD ${lit(ownerVerifier)}`);
-  sql.push(...explorerSettingStatements(r), ...stewardStatements(r, verifier));
+  // The default limits already (connection limits, role settings): a session opened before the
+  // claim (the pool's warm-up login) has the settings a create with the default limits sets.
+  sql.push(
+    ...explorerSettingStatements(r),
+    ...stewardStatements(r, verifier),
+    ...limitStatements(r, DEFAULT_LIMITS),
+  );
   sql.push(`GRANT ${q(r.owner)} TO ${q(r.migrator)}`, 'COMMIT');
   await admin.query(sql.join(';\n'));
   const template = q(await tenantTemplate(admin));
@@ -270,26 +292,9 @@ export async function buildSpare(
   } finally {
     await c.end().catch(() => {});
   }
-  await waitForNoSessions(admin, spare);
   await beforeReady();
   await admin.query(`COMMENT ON DATABASE ${q(spare)} IS ${lit(READY_PREFIX + fp)}`);
   return fp;
-}
-
-/**
- * Waits (bounded, 2 s) until no session is left in the spare: a session that was just ended may
- * still be exiting, and ALTER DATABASE … RENAME would wait for it in steps of 100 ms.
- */
-export async function waitForNoSessions(admin: Queryable, spare: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const r = await admin.query<{ n: number }>(
-      `SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM pg_catalog.pg_stat_activity
-        WHERE datname OPERATOR(pg_catalog.=) $1`,
-      [spare],
-    );
-    if ((r.rows[0]?.n ?? 0) === 0) return;
-    await new Promise((res) => setTimeout(res, 20));
-  }
 }
 
 export type ListedSpare = { name: string; fingerprint: string | null };

@@ -152,11 +152,24 @@ export function registerDb(program: Command): void {
     .action((name: string, o: { node?: string; wait?: boolean; timeout: number; json?: boolean }) =>
       runCommand(o.json, async () => {
         const client = clientFromCredentials();
-        let d = await client.request<Database>('POST', '/v1/databases', {
-          name,
-          ...(o.node ? { node: o.node } : {}),
-        });
-        if (o.wait) d = await waitFor(client, name, created(d.id), o.timeout);
+        // With --wait the server itself holds the answer until the database is ready (at most
+        // 60 s of the timeout); what is left of the timeout is waited for here.
+        const started = Date.now();
+        const serverWaitMs = o.wait ? Math.min(o.timeout, 60) * 1000 : 0;
+        let d = await client.request<Database>(
+          'POST',
+          '/v1/databases',
+          {
+            name,
+            ...(o.node ? { node: o.node } : {}),
+            ...(serverWaitMs > 0 ? { wait_ms: serverWaitMs } : {}),
+          },
+          serverWaitMs > 0 ? { timeoutMs: serverWaitMs + 30_000 } : {},
+        );
+        if (o.wait) {
+          const leftS = Math.max(1, Math.ceil(o.timeout - (Date.now() - started) / 1000));
+          d = await waitFor(client, name, created(d.id), leftS);
+        }
         print(o.json, d, `database ${d.name} is ${d.status} on node ${d.node}`);
       }),
     );

@@ -18,7 +18,8 @@ import { callerActor } from './caller.ts';
 import * as repo from './idempotency.repo.ts';
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
-const STALE_MS = 60_000;
+/** An in-progress record older than this is taken as abandoned: longer than the longest wait a request may make (`POST /v1/databases` `wait_ms`, 60 s). */
+const STALE_MS = 120_000;
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
 
 export type WithIdempotency = <T>(

@@ -111,7 +111,6 @@ export function createCredentialOps(ctx: {
       const box = requireBox();
       const sealed = await repo.findSealed(db, { id: row.id, accountId: caller.accountId });
       if (!sealed?.password_sealed) return null;
-      log.info({ database: row.name, ...callerLogFields(caller) }, 'database credentials revealed at create');
       return box.open(sealed.password_sealed, passwordContext(row.id));
     },
 

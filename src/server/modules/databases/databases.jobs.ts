@@ -123,7 +123,7 @@ export function createDatabaseJobs(deps: {
       const id = databaseIdOf(job);
       const physical = typeof result.physical_name === 'string' ? result.physical_name : null;
       if (id && physical && (await repo.physicalNameTaken(tx, job.node_id, physical, id))) {
-        return { ok: false, reason: `physical_name ${physical} is another database's on this node` };
+        return { ok: false, reason: "physical_name is another database's on this node" };
       }
       if (typeof ownerPassword === 'string' && !deps.box) {
         return { ok: false, reason: 'owner_password cannot be sealed: the server has no master key' };

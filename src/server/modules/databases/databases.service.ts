@@ -20,6 +20,7 @@ import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
 import type { Freshness } from '../backups/backups.service.ts';
 import type { JobNotifier } from '../jobs/job-notifier.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
+import { keyStillValid } from '../keys/keys.repo.ts';
 import {
   ASSUMED_RESERVED_SLOTS,
   type CapacityConfig,
@@ -28,6 +29,7 @@ import {
 } from '../nodes/nodes.capacity.ts';
 import { hideNodeRefusal, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
 import type { ReauthProof } from '../people/reauth.ts';
+import { sessionStillValid } from '../sessions/sessions.repo.ts';
 import type { StepUp } from '../sessions/step-up.ts';
 import {
   type AllowlistInput,
@@ -358,7 +360,14 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     // Deleted meanwhile (by another request): what the create made is gone.
     if (!row) throw notFound('Database');
     if (!opts.reveal || row.status !== 'ready') return { row, credentials: null };
-    const password = await credentialOps.openPassword(caller, row);
+    // The key or session is checked again (revoked or ended while the create waited: no password,
+    // as the reveal route would refuse it now), beside the password's unsealing.
+    const [valid, password] = await Promise.all([
+      caller.kind === 'key' ? keyStillValid(db, caller.keyId) : sessionStillValid(db, caller.sessionId),
+      credentialOps.openPassword(caller, row),
+    ]);
+    if (!valid) return { row, credentials: null };
+    log.info({ database: row.name, ...callerLogFields(caller) }, 'database credentials revealed at create');
     return {
       row,
       credentials: password === null ? null : { password, connection: credentialOps.connectionOf(row) },

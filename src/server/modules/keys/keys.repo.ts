@@ -143,6 +143,25 @@ export async function findKeyForAuth(db: Queryable, lookupPrefix: string): Promi
 }
 
 /**
+ * Whether a key still has its rights now (not revoked nor expired, no creator up its chain revoked
+ * or unable to stand behind it, its account active): what authentication checks, asked again at
+ * the end of a long request before a secret leaves it.
+ */
+export async function keyStillValid(db: Queryable, id: string): Promise<boolean> {
+  const r = await db.query<{ p: string }>('SELECT lookup_prefix AS p FROM api_keys WHERE id = $1', [id]);
+  const prefix = r.rows[0]?.p;
+  const k = prefix ? await findKeyForAuth(db, prefix) : null;
+  return (
+    k !== null &&
+    k.id === id &&
+    k.revoked_at === null &&
+    k.expires_at.getTime() > Date.now() &&
+    !k.creator_revoked &&
+    k.account_status === 'active'
+  );
+}
+
+/**
  * How many keys stand above this one in its created_by chain (an operator key: 0). Unbounded
  * and cycle-safe like the authentication walk.
  */

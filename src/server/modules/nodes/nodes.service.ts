@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { hashToken, keyHashesEqual } from '../../../shared/api-key.ts';
-import { checkJobResult } from '../../../shared/contracts/jobs.ts';
+import { checkJobResult, JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { invalidJobResult, notFound, unauthorized } from '../../../shared/errors.ts';
 import { type Db, type Queryable, withTx } from '../../db/pool.ts';
 import { storableJson, storableText } from '../../db/storable.ts';
@@ -210,6 +210,11 @@ export function createNodesService(deps: NodesServiceDeps) {
       const outcome = await withTx(db, async (tx) => {
         const running = await lockRunningJob(tx, jobId, agent.nodeId, attempt);
         if (running === null) throw notFound('Job lease');
+        // A create's outcome is derived again by its rerun (the same spare, found by its marker,
+        // and the same derived password; the cold path's steps are idempotent): its commit need
+        // not wait for the WAL flush, which a waiting `POST /v1/databases` would otherwise wait
+        // for. Lost in a crash, the job's lease expires and the rerun records the same (ADR 0034).
+        if (running.kind === JOB_KINDS.create) await tx.query('SET LOCAL synchronous_commit = off');
         const schema = checkJobResult(running.kind, result);
         // The job's own rules (e.g. a database name already taken on the node), and what of the
         // result is never stored (a password the agent set, sealed by the hook instead).

@@ -99,6 +99,14 @@ export type SessionAuthRow = {
   platform_admin: boolean;
 };
 
+/** Whether a session still stands now (not revoked nor expired, its user active). */
+export async function sessionStillValid(db: Queryable, id: string): Promise<boolean> {
+  const s = await findSessionForAuth(db, id);
+  return (
+    s !== null && s.revoked_at === null && s.expires_at.getTime() > Date.now() && s.user_status === 'active'
+  );
+}
+
 /** One lookup per (uncached) request: the session named by the JWT's jti, and its user's state. */
 export async function findSessionForAuth(db: Queryable, id: string): Promise<SessionAuthRow | null> {
   const r = await db.query<SessionAuthRow>(
