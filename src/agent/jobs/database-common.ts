@@ -1,7 +1,8 @@
-import { isIPv4 } from 'node:net';
 import pg from 'pg';
 import type { z } from 'zod';
 import { PoolerConfigError, type PoolerManager } from '../pgbouncer/pooler-manager.ts';
+import { coversLoopback } from '../pgbouncer/pooler-state.ts';
+
 import type { WarmPool } from '../pool/warm-pool.ts';
 import type { PlatformObjects } from '../postgres/drift.ts';
 import type { ClusterAccess } from '../postgres/steward.ts';
@@ -50,19 +51,6 @@ export async function getSecret(ctx: JobContext): Promise<string> {
   if (!ctx.secret)
     throw new PermanentJobError('this agent cannot fetch job secrets; no proving login possible');
   return ctx.secret();
-}
-
-/** True when 127.0.0.1 (the agent's proving login) is inside one of the CIDRs. */
-export function coversLoopback(cidrs: readonly string[]): boolean {
-  return cidrs.some((c) => {
-    const [addr, bitsRaw] = c.split('/');
-    if (!addr || !isIPv4(addr)) return false;
-    const bits = Number(bitsRaw);
-    const toInt = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-    const mask = bits === 0 ? 0 : 2 ** 32 - 2 ** (32 - bits);
-    const net = (toInt(addr) & mask) >>> 0;
-    return (toInt('127.0.0.1') & mask) >>> 0 === net;
-  });
 }
 
 /**

@@ -7,7 +7,7 @@ import {
 } from '../../shared/contracts/jobs.ts';
 import { isReservedDatabaseName, roleNames } from '../../shared/identifiers.ts';
 import { scramVerifierAsync } from '../../shared/scram.ts';
-import { type AllowlistEntry, normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
+import { type AllowlistEntry, coversLoopback, normaliseAllowlist } from '../pgbouncer/pooler-state.ts';
 import { claimedSpareOf, isSpareName, spareOwnerPassword } from '../postgres/spare-sql.ts';
 import { connectSteward, stewardPassword } from '../postgres/steward.ts';
 import {
@@ -20,14 +20,7 @@ import {
   setOwnerPassword,
   setupSchema,
 } from '../postgres/tenant-sql.ts';
-import {
-  classify,
-  coversLoopback,
-  type DatabaseJobDeps,
-  getSecret,
-  parsePayload,
-  proveLogin,
-} from './database-common.ts';
+import { classify, type DatabaseJobDeps, getSecret, parsePayload, proveLogin } from './database-common.ts';
 import { type JobHandler, PermanentJobError } from './job-context.ts';
 
 /** The steps of `database.create`, in order; each is idempotent, so a rerun resumes anywhere. */

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { parseCidr } from '../../shared/cidr.ts';
 import { allowlistEntrySchema, databaseNameSchema, verifierSchema } from '../../shared/contracts/jobs.ts';
@@ -121,4 +122,17 @@ export function nextExpiry(state: PoolerState, now: number): number | null {
     for (const l of db.access ?? []) consider(loginExpiry(l));
   }
   return next;
+}
+
+/** True when 127.0.0.1 (the agent's proving login) is inside one of the CIDRs. */
+export function coversLoopback(cidrs: readonly string[]): boolean {
+  return cidrs.some((c) => {
+    const [addr, bitsRaw] = c.split('/');
+    if (!addr || !isIPv4(addr)) return false;
+    const bits = Number(bitsRaw);
+    const toInt = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+    const mask = bits === 0 ? 0 : 2 ** 32 - 2 ** (32 - bits);
+    const net = (toInt(addr) & mask) >>> 0;
+    return (toInt('127.0.0.1') & mask) >>> 0 === net;
+  });
 }

@@ -24,9 +24,8 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { quoteIdent as q, roleNames } from '../../shared/identifiers.ts';
 import { scramVerifierAsync } from '../../shared/scram.ts';
-import { coversLoopback } from '../jobs/database-common.ts';
 import type { PoolerManager } from '../pgbouncer/pooler-manager.ts';
-import type { AllowlistEntry } from '../pgbouncer/pooler-state.ts';
+import { type AllowlistEntry, coversLoopback } from '../pgbouncer/pooler-state.ts';
 import type { DriftFinding } from '../postgres/drift.ts';
 import {
   buildSpare,
