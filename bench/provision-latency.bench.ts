@@ -113,6 +113,27 @@ try {
   };
   type Credentials = { password: string; connection: { user: string; database: string } };
   /**
+   * The client's login through PgBouncer with the credentials and `SELECT 1`: the measurement ends
+   * there (ms since `t0`). Outside it, the database goes again (its job finished before the next
+   * measurement), so the node's connection budget holds every database of the run.
+   */
+  const connectAndDrop = async (name: string, t0: number, { password, connection }: Credentials) => {
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: ports.pooler,
+      user: connection.user,
+      password,
+      database: connection.database,
+    });
+    await c.connect();
+    await c.query('SELECT 1');
+    const ms = performance.now() - t0;
+    await c.end();
+    await api('DELETE', `/v1/databases/${name}`, { confirm: name });
+    await jobsDone();
+    return ms;
+  };
+  /**
    * One database from the API call to a working query through PgBouncer, in ms: one
    * `POST /v1/databases` that waits for `ready` and answers with the credentials (`wait_ms`,
    * `reveal`), then the client's login through PgBouncer with them and `SELECT 1`.
@@ -125,23 +146,7 @@ try {
       { name, wait_ms: 30_000, reveal: true },
     );
     if (d.status !== 'ready' || !d.credentials) throw new Error(`${name}: ${d.status} ${d.failure_reason}`);
-    const { password, connection } = d.credentials;
-    const c = new pg.Client({
-      host: '127.0.0.1',
-      port: ports.pooler,
-      user: connection.user,
-      password,
-      database: connection.database,
-    });
-    await c.connect();
-    await c.query('SELECT 1');
-    const ms = performance.now() - t0;
-    await c.end();
-    // Outside the measured time: the database goes again (its job finished before the next
-    // measurement), so the node's connection budget holds every database of the run.
-    await api('DELETE', `/v1/databases/${name}`, { confirm: name });
-    await jobsDone();
-    return ms;
+    return connectAndDrop(name, t0, d.credentials);
   };
   /**
    * The same the way a client without `wait_ms` does it: the create (answered at once), a wait on
@@ -171,20 +176,7 @@ try {
       api<{ password: string }>('POST', `/v1/databases/${name}/credentials/reveal`),
       api<Credentials['connection']>('GET', `/v1/databases/${name}/connection`),
     ]);
-    const c = new pg.Client({
-      host: '127.0.0.1',
-      port: ports.pooler,
-      user: connection.user,
-      password,
-      database: connection.database,
-    });
-    await c.connect();
-    await c.query('SELECT 1');
-    const ms = performance.now() - t0;
-    await c.end();
-    await api('DELETE', `/v1/databases/${name}`, { confirm: name });
-    await jobsDone();
-    return ms;
+    return connectAndDrop(name, t0, { password, connection });
   };
   // Floor: the raw statements on the same cluster (one owner role, the database, the grants).
   const admin = new pg.Client({ connectionString: dp.adminUrl });
