@@ -6,98 +6,144 @@
  *   - warm: the agent's warm pool (3 spares) hands one out; each run starts with the pool full
  *     again (the refill is background work, never part of a create);
  *   - cold: the pool off (0): roles, CREATE DATABASE, grants, schema setup.
- * Median and p95 of each, against the floor measured on the same cluster in the same run: the
- * raw SQL of CREATE ROLE + CREATE DATABASE (template0) + the GRANTs, issued directly, interleaved
- * with the API runs so that both see the same load on a shared host. Also prints where the
- * agent's time went (`steps_ms` of each create job, medians) and the load average.
+ * Each path runs against its own real `bulwark up` (the product as installed: PostgreSQL,
+ * PgBouncer, the server and the agent, each its own process; default settings, fsync on); this
+ * process is only the client. Median and p95 of each, against the floor measured on the same
+ * cluster in the same run: the raw SQL of CREATE ROLE + CREATE DATABASE (template0) + the GRANTs,
+ * issued directly, interleaved with the API runs so that both see the same load on a shared host.
+ * Also prints where the agent's time went (`steps_ms` of each create job, medians) and the load
+ * average.
  *
  *   node bench/provision-latency.bench.ts [databases=30]
  */
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { agentConfigSchema } from '../src/agent/config.ts';
-import { startAgent } from '../src/agent/main.ts';
 import { SPARE_PREFIX } from '../src/agent/postgres/spare-sql.ts';
-import { startDataPlane } from '../src/embedded/data-plane.ts';
-import { dataLayout } from '../src/embedded/layout.ts';
-import { resolveServiceUser } from '../src/embedded/service-user.ts';
-import { serverConfigSchema } from '../src/server/config.ts';
-import { createKeyringFile } from '../src/server/crypto/secret-box.ts';
-import { startServer } from '../src/server/main.ts';
 import { DATABASE_STATUS_CHANNEL } from '../src/server/modules/databases/databases.jobs.ts';
-import { createOperatorKey } from '../src/server/modules/keys/keys.service.ts';
-import { generateToken, hashToken } from '../src/shared/api-key.ts';
 import { quoteIdent, quoteLiteral } from '../src/shared/identifiers.ts';
-import { createLogger } from '../src/shared/logger.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { summarize } from './stats.ts';
 
 const N = Number(process.argv[2] ?? 30);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
-const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-provision-'));
-const layout = dataLayout(dir);
-const ports = { postgres: await freePort(), pooler: await freePort() };
-const dp = await startDataPlane({ layout, ports, user: resolveServiceUser(), log: () => {} });
-const silent = createLogger('bench', 'silent');
-createKeyringFile(layout.masterKeyring);
-const server = await startServer(
-  serverConfigSchema.parse({
-    databaseUrl: dp.controlUrl,
-    dataDir: layout.server,
-    port: 0,
-    logLevel: 'silent',
-    masterKeyFile: layout.masterKeyring,
-    poolerPort: ports.pooler,
-    poolerSslmode: 'disable',
-    rateLimitKeyPerMinute: 1_000_000,
-  }),
-  { log: silent },
-);
-const db = new pg.Pool({ connectionString: dp.controlUrl, max: 2 });
-db.on('error', () => {});
-let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
 const POOL = 3;
-try {
-  const enrollment = generateToken('bwe_');
-  await db.query(
-    "INSERT INTO node_enrollments (token_hash, node_name, expires_at) VALUES ($1, 'bench', now() + interval '1 hour')",
-    [hashToken(enrollment)],
+
+/** A `bulwark up` of its own (temporary data dir, loopback ports) with a warm pool of `size`. */
+async function startStack(size: number) {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-provision-'));
+  const ports = { server: await freePort(), pooler: await freePort(), pg: await freePort() };
+  const child = spawn(
+    process.execPath,
+    [CLI, 'up', '--data-dir', dir, '--port', String(ports.server)].concat([
+      '--pooler-port',
+      String(ports.pooler),
+      '--pg-port',
+      String(ports.pg),
+    ]),
+    {
+      env: {
+        ...process.env,
+        BULWARK_WARM_POOL_SIZE: String(size),
+        BULWARK_RATE_LIMIT_KEY_PER_MINUTE: '1000000',
+        BULWARK_LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
-  /** The agent with a warm pool of `size` (a restart on the same state dir keeps its enrollment). */
-  const startBenchAgent = (size: number) =>
-    startAgent(
-      agentConfigSchema.parse({
-        serverUrl: server.url,
-        stateDir: layout.agent,
-        enrollmentToken: enrollment,
-        adminDatabaseUrl: dp.adminUrl,
-        poolerDir: layout.pooler,
-        poolerPort: ports.pooler,
-        poolerAdminPassword: dp.poolerAdminPassword,
-        logLevel: 'silent',
-        warmPoolSize: size,
-      }),
-      { log: silent },
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGINT');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await fs.rm(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; !/Bulwark is ready/.test(out); i++) {
+      if (child.exitCode !== null || i > 1_800) throw new Error(`bulwark up did not start:\n${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const key = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        [CLI, 'admin', 'create-key', '--account', 'bench', '--data-dir', dir, '--json'],
+        { timeout: 30_000 },
+        (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout).key as string),
+      ),
     );
-  agent = await startBenchAgent(POOL);
-  const { key } = await createOperatorKey(db, { accountName: 'bench', level: 'admin' });
-  const api = async <T>(method: string, url: string, body?: unknown): Promise<T> => {
-    const res = await fetch(`${server.url}${url}`, {
+    const secret = async (f: string) => (await fs.readFile(path.join(dir, 'secrets', f), 'utf8')).trim();
+    return {
+      url: `http://127.0.0.1:${ports.server}`,
+      ports,
+      key,
+      controlUrl: await secret('control-database-url'),
+      adminUrl: await secret('admin-database-url'),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** One phase: its own stack, N databases through the API, each followed by the floor (interleaved). */
+async function phase(label: string, pool: number) {
+  const stack = await startStack(pool);
+  const db = new pg.Pool({ connectionString: stack.controlUrl, max: 2 });
+  db.on('error', () => {});
+  const admin = new pg.Client({ connectionString: stack.adminUrl });
+  const listener = new pg.Client({ connectionString: stack.controlUrl });
+  listener.on('error', () => {});
+  try {
+    await admin.connect();
+    await listener.connect();
+    return await measure(label, pool, { ...stack, db, admin, listener });
+  } finally {
+    await admin.end().catch(() => {});
+    await listener.end().catch(() => {});
+    await db.end().catch(() => {});
+    await stack.stop();
+  }
+}
+
+async function measure(
+  label: string,
+  pool: number,
+  {
+    url,
+    ports,
+    key,
+    db,
+    admin,
+    listener,
+  }: Awaited<ReturnType<typeof startStack>> & {
+    db: pg.Pool;
+    admin: pg.Client;
+    listener: pg.Client;
+  },
+) {
+  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const res = await fetch(`${url}${path}`, {
       method,
       headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
     const json = (await res.json()) as T;
-    if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${JSON.stringify(json)}`);
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
     return json;
   };
 
-  const listener = new pg.Client({ connectionString: dp.controlUrl });
-  listener.on('error', () => {});
-  await listener.connect();
   let wake: () => void = () => {};
   listener.on('notification', () => wake());
   await listener.query(`LISTEN ${DATABASE_STATUS_CHANNEL}`);
@@ -138,15 +184,38 @@ try {
    * `POST /v1/databases` that waits for `ready` and answers with the credentials (`wait_ms`,
    * `reveal`), then the client's login through PgBouncer with them and `SELECT 1`.
    */
+  const stages: Record<string, number>[] = [];
   const provision = async (name: string): Promise<number> => {
     const t0 = performance.now();
-    const d = await api<{ status: string; failure_reason?: string; credentials?: Credentials }>(
-      'POST',
-      '/v1/databases',
-      { name, wait_ms: 30_000, reveal: true },
-    );
+    const d = await api<{
+      id: string;
+      status: string;
+      failure_reason?: string;
+      credentials?: Credentials;
+    }>('POST', '/v1/databases', { name, wait_ms: 30_000, reveal: true });
+    const answered = performance.now();
     if (d.status !== 'ready' || !d.credentials) throw new Error(`${name}: ${d.status} ${d.failure_reason}`);
-    return connectAndDrop(name, t0, d.credentials);
+    // Where the time went, from the rows' own timestamps (each the start of its transaction or
+    // statement, on this host's clock): the create's transaction, the job's hand-out to the
+    // agent, the agent's work up to the completion, the completion's transaction.
+    const r = await db.query<{ created: number; claimed: number; finished: number }>(
+      `SELECT extract(epoch FROM created_at) * 1000 AS created, extract(epoch FROM claimed_at) * 1000 AS claimed,
+              extract(epoch FROM finished_at) * 1000 AS finished
+         FROM jobs WHERE kind = 'database.create' AND payload->>'database_id' = $1`,
+      [d.id],
+    );
+    const ms = await connectAndDrop(name, t0, d.credentials);
+    const at = (t: number) => performance.timeOrigin + t;
+    const row = r.rows[0];
+    if (row)
+      stages.push({
+        'request → create transaction': Number(row.created) - at(t0),
+        'create transaction → job handed out': Number(row.claimed) - Number(row.created),
+        'handed out → agent reported': Number(row.finished) - Number(row.claimed),
+        'reported → answer received': at(answered) - Number(row.finished),
+        'answer → client connected, SELECT 1': ms - (answered - t0),
+      });
+    return ms;
   };
   /**
    * The same the way a client without `wait_ms` does it: the create (answered at once), a wait on
@@ -179,8 +248,6 @@ try {
     return connectAndDrop(name, t0, { password, connection });
   };
   // Floor: the raw statements on the same cluster (one owner role, the database, the grants).
-  const admin = new pg.Client({ connectionString: dp.adminUrl });
-  await admin.connect();
   const floor = async (name: string): Promise<{ ms: number; createDb: number }> => {
     const role = quoteIdent(`${name}_owner`);
     const verifier = quoteLiteral(scramVerifier(`pw-${name}-${Math.random()}`));
@@ -210,91 +277,94 @@ try {
     // The refill's last statements (its steward session ending) settle.
     await new Promise((r) => setTimeout(r, 100));
   };
-  /** One phase: N databases through the API, each followed by the floor (interleaved). */
-  const phase = async (label: string, pool: number) => {
-    for (let i = 0; i < WARMUP; i++) {
-      if (pool > 0) await poolFull(pool);
-      await provision(`${label}_warmup_${i}`);
-      await floor(`floor_${label}_warmup_${i}`);
-    }
-    const apiMs: number[] = [];
-    const polledMs: number[] = [];
-    const floorMs: number[] = [];
-    const floorCreateDbMs: number[] = [];
-    for (let i = 0; i < N; i++) {
-      if (pool > 0) await poolFull(pool);
-      apiMs.push(await provision(`${label}_${i}`));
-      const f = await floor(`floor_${label}_${i}`);
-      floorMs.push(f.ms);
-      floorCreateDbMs.push(f.createDb);
-      if (pool > 0) await poolFull(pool);
-      polledMs.push(await provisionPolled(`${label}_p_${i}`));
-    }
-    const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
-      `SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms, (result->>'pooler_probe_ms')::float AS probe,
+  for (let i = 0; i < WARMUP; i++) {
+    if (pool > 0) await poolFull(pool);
+    await provision(`${label}_warmup_${i}`);
+    await floor(`floor_${label}_warmup_${i}`);
+  }
+  const apiMs: number[] = [];
+  const polledMs: number[] = [];
+  const floorMs: number[] = [];
+  const floorCreateDbMs: number[] = [];
+  stages.length = 0;
+  for (let i = 0; i < N; i++) {
+    if (pool > 0) await poolFull(pool);
+    apiMs.push(await provision(`${label}_${i}`));
+    const f = await floor(`floor_${label}_${i}`);
+    floorMs.push(f.ms);
+    floorCreateDbMs.push(f.createDb);
+    if (pool > 0) await poolFull(pool);
+    polledMs.push(await provisionPolled(`${label}_p_${i}`));
+  }
+  const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
+    `SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms, (result->>'pooler_probe_ms')::float AS probe,
               result->'steps_ms' AS steps
          FROM jobs WHERE kind = 'database.create' AND payload->>'name' ~ $1`,
-      [`^${label}_[0-9]+$`],
-    );
-    // Where the agent's time went, per step (medians; steps overlap, see database-create.ts).
-    const stepNames = [...new Set(jobs.rows.flatMap((r) => Object.keys(r.steps ?? {})))];
-    const steps = Object.fromEntries(
-      stepNames.map((k) => [
-        k,
-        Math.round(summarize(jobs.rows.map((r) => r.steps?.[k] ?? 0)).median * 100) / 100,
-      ]),
-    );
-    const a = summarize(apiMs);
-    const polled = summarize(polledMs);
-    const f = summarize(floorMs);
-    const jobMs = summarize(jobs.rows.map((r) => Number(r.ms)));
-    const probeMs = summarize(jobs.rows.map((r) => Number(r.probe)));
-    console.log(
-      `\n${label} path (warm pool ${pool}), ${N} databases; load average ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}`,
-    );
-    console.log(`  agent steps (median ms): ${JSON.stringify(steps)}`);
-    console.log(
-      `  API → ready → connected through PgBouncer: median ${a.median.toFixed(1)} ms, p95 ${a.p95.toFixed(1)} ms`,
-    );
-    console.log(
-      `  the same as create, wait on the row, reveal + connection info: median ${polled.median.toFixed(1)} ms, p95 ${polled.p95.toFixed(1)} ms (${(polled.median / f.median).toFixed(2)}x)`,
-    );
-    console.log(
-      `  SQL floor (CREATE ROLE + CREATE DATABASE + GRANTs), same phase: median ${f.median.toFixed(1)} ms, p95 ${f.p95.toFixed(1)} ms (its CREATE DATABASE: median ${summarize(floorCreateDbMs).median.toFixed(1)} ms)`,
-    );
-    console.log(
-      `  create job (queued → agent done): median ${jobMs.median.toFixed(1)} ms; its PgBouncer proving login: median ${probeMs.median.toFixed(1)} ms`,
-    );
-    console.log(
-      `  ratio: median ${(a.median / f.median).toFixed(2)}x, p95 ${(a.p95 / f.p95).toFixed(2)}x (goal ≤ ${pool > 0 ? '1.0' : '1.5'}x)`,
-    );
-    return {
-      api: a,
-      polled,
-      floor: f,
-      job: jobMs,
-      probe: probeMs,
-      steps,
-      ratio: a.median / f.median,
-      ratio_polled: polled.median / f.median,
-    };
+    [`^${label}_[0-9]+$`],
+  );
+  // Where the agent's time went, per step (medians; steps overlap, see database-create.ts).
+  const stepNames = [...new Set(jobs.rows.flatMap((r) => Object.keys(r.steps ?? {})))];
+  const steps = Object.fromEntries(
+    stepNames.map((k) => [
+      k,
+      Math.round(summarize(jobs.rows.map((r) => r.steps?.[k] ?? 0)).median * 100) / 100,
+    ]),
+  );
+  const a = summarize(apiMs);
+  const polled = summarize(polledMs);
+  const f = summarize(floorMs);
+  const jobMs = summarize(jobs.rows.map((r) => Number(r.ms)));
+  const probeMs = summarize(jobs.rows.map((r) => Number(r.probe)));
+  console.log(
+    `\n${label} path (warm pool ${pool}), ${N} databases; load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(`  agent steps (median ms): ${JSON.stringify(steps)}`);
+  const stageMedians = Object.fromEntries(
+    Object.keys(stages[0] ?? {}).map((k) => [
+      k,
+      Math.round(summarize(stages.map((st) => st[k] ?? 0)).median * 10) / 10,
+    ]),
+  );
+  console.log(`  stages of the waiting create (median ms): ${JSON.stringify(stageMedians)}`);
+  console.log(
+    `  API → ready → connected through PgBouncer: median ${a.median.toFixed(1)} ms, p95 ${a.p95.toFixed(1)} ms`,
+  );
+  console.log(
+    `  the same as create, wait on the row, reveal + connection info: median ${polled.median.toFixed(1)} ms, p95 ${polled.p95.toFixed(1)} ms (${(polled.median / f.median).toFixed(2)}x)`,
+  );
+  console.log(
+    `  SQL floor (CREATE ROLE + CREATE DATABASE + GRANTs), same phase: median ${f.median.toFixed(1)} ms, p95 ${f.p95.toFixed(1)} ms (its CREATE DATABASE: median ${summarize(floorCreateDbMs).median.toFixed(1)} ms)`,
+  );
+  console.log(
+    `  create job (queued → agent done): median ${jobMs.median.toFixed(1)} ms; its PgBouncer proving login: median ${probeMs.median.toFixed(1)} ms`,
+  );
+  console.log(
+    `  ratio: median ${(a.median / f.median).toFixed(2)}x, p95 ${(a.p95 / f.p95).toFixed(2)}x (goal ≤ ${pool > 0 ? '1.0' : '1.5'}x)`,
+  );
+  return {
+    api: a,
+    polled,
+    floor: f,
+    job: jobMs,
+    probe: probeMs,
+    steps,
+    stages: stageMedians,
+    ratio: a.median / f.median,
+    ratio_polled: polled.median / f.median,
   };
-  const loadBefore = os.loadavg();
+}
+const loadBefore = os.loadavg();
+try {
   const warm = await phase('warm', POOL);
-  // The cold path: the same agent restarted with the pool off (it removes its spares first).
-  await agent.stop();
-  agent = await startBenchAgent(0);
-  for (let i = 0; i < 600 && (await readySpares()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
   const cold = await phase('cold', 0);
-  await admin.end();
-  await listener.end();
   console.log(
     JSON.stringify({
       bench: 'provision-latency',
       databases: N,
+      topology: 'bulwark up (server, agent, PostgreSQL, PgBouncer: separate processes)',
       load_before: loadBefore,
       load_after: os.loadavg(),
       warm,
@@ -304,11 +374,4 @@ try {
 } catch (err) {
   console.error('bench failed:', err);
   process.exitCode = 1;
-} finally {
-  await agent?.stop();
-  await db.end();
-  server.app.server.closeAllConnections();
-  await server.close();
-  await dp.stop();
-  await fs.rm(dir, { recursive: true, force: true });
 }

@@ -16,7 +16,7 @@ import {
 } from '../src/agent/postgres/spare-sql.ts';
 import { FIXED_LIMITS } from '../src/agent/postgres/tenant-sql.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
-import { roleNames } from '../src/shared/identifiers.ts';
+import { quoteIdent, roleNames } from '../src/shared/identifiers.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import {
@@ -74,6 +74,15 @@ async function startPool(size = SIZE): Promise<WarmPool> {
   pool.start();
   await pool.settled();
   return pool;
+}
+
+/**
+ * A pool whose spares are all its own (the earlier pools, same key, drained first): it made and
+ * warmed up each, as a running agent has (a restarted one knows no warm-up of the spares it finds).
+ */
+async function freshPool(): Promise<WarmPool> {
+  for (const old of pools.splice(0)) await old.drain();
+  return startPool();
 }
 
 function handlers(pool: WarmPool): Map<string, JobHandler> {
@@ -530,7 +539,7 @@ test('a spare whose owner password was changed is refused by the claim; the crea
 });
 
 test("the tenant's first session is the one the warm-up opened; other limits get a new one", async () => {
-  const pool = await startPool();
+  const pool = await freshPool();
   pool.useAllowlist([{ cidr: '127.0.0.1/32', expires_at: null }]);
   await pool.refill();
   const warmPid = async (spare: string) =>
@@ -563,6 +572,8 @@ test("the tenant's first session is the one the warm-up opened; other limits get
   // Default limits: the session PgBouncer kept since the warm-up serves the proving login and the tenant.
   const first = await create(pool, uniqueName('ww'), newPassword());
   assert.equal(first.result.steps_ms.warm, 1);
+  // Its proving login began beside the claim (PgBouncer held the spare's session).
+  assert.equal(first.result.steps_ms.probe_beside_claim, 1);
   const seen = await tenantPid(first.result, 'unused');
   assert.deepEqual(before.get(first.result.physical_name), [seen.pid], 'the warm-up session');
   assert.equal(seen.statementTimeout, '1min');
@@ -591,4 +602,37 @@ test('a spare whose role settings were changed is refused by the claim; the crea
   assert.equal(await ownerLogin(name, password), null);
   await pool.settled();
   assert.ok(!(await sparesInCatalog(pool)).includes(spare!), 'destroyed');
+});
+
+test('a spare whose kept session PgBouncer closed is proven after its claim: no refused login locks the tenant out', async () => {
+  const pool = await freshPool();
+  pool.useAllowlist([{ cidr: '127.0.0.1/32', expires_at: null }]);
+  await pool.refill();
+  const spares = await sparesInCatalog(pool);
+  assert.equal(spares.length, SIZE);
+  // PgBouncer drops the spares' kept sessions (as its idle timeout or a restart would).
+  for (const spare of spares) await pooler.disconnect(spare);
+  for (const spare of spares)
+    assert.equal(await pooler.serverHeld(spare, roleNames(spare).owner), false, 'no session held');
+  const password = newPassword();
+  const { result } = await create(pool, uniqueName('wk'), password);
+  assert.equal(result.steps_ms.warm, 1);
+  assert.equal(result.steps_ms.probe_beside_claim, undefined, 'no login before the claim committed');
+  // The tenant gets in at once, twice (PgBouncer never saw a refused server login for it).
+  for (let i = 0; i < 2; i++) assert.equal(await createdLogin(result, password), null);
+  // What the guard avoids, on the other spare: a login that makes PgBouncer open a session for an
+  // owner without LOGIN is refused, and the next one gets nowhere either, however right its
+  // password and even with LOGIN granted meanwhile, until PgBouncer's server_login_retry passes.
+  const other = spares.find((s) => s !== result.physical_name)!;
+  const pw = spareOwnerPassword(kit.deps.cluster.key, other);
+  assert.match(String(await ownerLogin(other, pw)), /not permitted to log in|login failed|server/i);
+  await kit.admin.query(`ALTER ROLE ${quoteIdent(roleNames(other).owner)} LOGIN`);
+  try {
+    const locked = await ownerLogin(other, pw);
+    assert.notEqual(locked, null, 'locked out after a refused server login');
+    // PgBouncer 1.18 holds the login until its retry time (the client gives up first).
+    assert.match(String(locked), /server login has been failing|cannot connect to server|timeout/i);
+  } finally {
+    await kit.admin.query(`ALTER ROLE ${quoteIdent(roleNames(other).owner)} NOLOGIN`);
+  }
 });

@@ -50,9 +50,14 @@ type Step = (typeof CREATE_STEPS)[number] | (typeof WARM_STEPS)[number];
  * transaction on a kept admin connection: check, markers, logins, limits) replaces the roles, the
  * database, the grants, the schema setup and the pooler apply — the spare keeps its generated
  * names (the database's physical name, reported as `physical_name`) and its pooler entry, made
- * with it; its owner's password is the spare's (`owner_password`, sealed by the server). Then the
- * owner's proving login, with the steward's new password alongside. A PgBouncer reload only when
- * the create's allowlist differs from the spare's entry. An empty pool or a tampered spare: the
+ * with it; its owner's password is the spare's (`owner_password`, sealed by the server). The
+ * steward's password for the database id is set in the claim's own transaction. The owner's
+ * proving login through PgBouncer begins beside the claim when the spare needs nothing changed
+ * first (its allowlist, the default limits, no loopback rule): PgBouncer's kept session of the
+ * spare serves it, and the job reports only when both are done (without that session the login
+ * meets an owner without LOGIN, and is made again once the claim has committed). Otherwise it
+ * follows the claim. A PgBouncer reload only when the create's allowlist differs from the spare's
+ * entry. An empty pool or a tampered spare: the
  * cold path below, unchanged (physical name = the payload's name).
  */
 const sameAllowlist = (a: readonly AllowlistEntry[], b: readonly AllowlistEntry[]) =>
@@ -86,6 +91,10 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     let probeMs = 0;
     let poolerTouched = false;
     let warm: { physical: string; password: string } | null = null;
+    /** The proving login begun beside the claim (its ms), when the spare needs nothing changed first. */
+    let early: Promise<number> | null = null;
+    /** Whether the claim's transaction set the steward's password (a rerun sets it apart). */
+    let stewardSet = false;
     /** Whose loopback rule the `finally` ends (the physical name's, on the warm path). */
     let loopbackOf = p.name;
     // The warm pool refills only once this job has been reported (never competing with it).
@@ -147,15 +156,46 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
       // A rerun whose earlier run's claim committed: that spare is this database (ADR 0034).
       const before =
         (ctx.attempt ?? 1) > 1 && !physicalGiven ? await claimedSpareOf(ctx.admin, p.database_id) : null;
+      // The spare was made with the default limits, and PgBouncer may hold a session opened then
+      // (the pool's warm-up): other limits are set by the claim, and that session, whose settings
+      // are the spare's, is closed before anyone uses it.
+      const otherLimits = (Object.keys(DEFAULT_LIMITS) as (keyof DatabaseLimits)[]).some(
+        (k) => p.limits[k] !== DEFAULT_LIMITS[k],
+      );
       if (before !== null)
         warm = { physical: before, password: spareOwnerPassword(deps.cluster.key, before) };
       else if (pool && pool.stats().ready > 0) {
         await step('claim');
         const outcome = await timed('claim', () =>
-          pool.claim({ databaseId: p.database_id, limits: p.limits }),
+          pool.claim(
+            {
+              databaseId: p.database_id,
+              limits: p.limits,
+              // The steward's password for this id (derived) goes in the claim's transaction.
+              stewardVerifier: (spare) => verifierOfSteward(roleNames(spare)),
+            },
+            (spare) => {
+              // The spare's entry and its kept owner session serve the proving login as they are
+              // (same allowlist, default limits, no loopback rule to add): it starts beside the
+              // claim — only while PgBouncer holds that session (see KEPT_SESSION_TRUST_MS: a
+              // login that made it open one would be refused, and lock the database out for 15 s).
+              if (!spare.warmSession || loopback || otherLimits || !sameAllowlist(spare.allowlist, allowlist))
+                return;
+              const login = { database: spare.name, user: roleNames(spare.name).owner };
+              const t = performance.now();
+              early = deps.pooler.serverHeld(login.database, login.user).then(async (held) => {
+                if (!held) throw new Error('no kept session: the proving login waits for the claim');
+                await proveLogin(deps, { ...login, password: spare.password });
+                return performance.now() - t;
+              });
+              early.catch(() => {});
+            },
+          ),
         );
-        if (outcome.claimed) warm = { physical: outcome.spare, password: outcome.password };
-        else ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
+        if (outcome.claimed) {
+          warm = { physical: outcome.spare, password: outcome.password };
+          stewardSet = true;
+        } else ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
       }
       if (warm) {
         await step('claimed');
@@ -180,23 +220,30 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
               })()
             : Promise.resolve();
         reload.catch(() => {});
-        // The steward's password for this id (derived): overlaps the proving login.
-        const steward = timed('steward', async () =>
-          setOwnerPassword(ctx.admin, r.steward, await verifierOfSteward(r)),
-        );
-        // The spare was made with the default limits, and PgBouncer may hold a session opened
-        // then (the pool's warm-up): other limits are set by the claim, and that session, whose
-        // settings are the spare's, is closed before anyone uses it.
-        const otherLimits = (Object.keys(DEFAULT_LIMITS) as (keyof DatabaseLimits)[]).some(
-          (k) => p.limits[k] !== DEFAULT_LIMITS[k],
-        );
-        const proved = reload.then(async () => {
-          if (otherLimits) await deps.pooler.disconnect(physical);
+        // A rerun's: the steward's password for this id (derived), beside the proving login.
+        const steward = stewardSet
+          ? Promise.resolve()
+          : timed('steward', async () => setOwnerPassword(ctx.admin, r.steward, await verifierOfSteward(r)));
+        const proveNow = async () => {
           await step('probe');
           probeMs = await timed('probe', () =>
             proveLogin(deps, { database: physical, user: r.owner, password }),
           );
-        });
+        };
+        const begun = early as Promise<number> | null;
+        const proved = begun
+          ? // Begun beside the claim, through the spare's kept session. Without that session (closed
+            // by PgBouncer's idle timeout) it met an owner without LOGIN: once more, now that the
+            // claim has committed.
+            begun.then((ms) => {
+              probeMs = ms;
+              steps.probe = Math.round(ms * 100) / 100;
+              steps.probe_beside_claim = 1;
+            }, proveNow)
+          : reload.then(async () => {
+              if (otherLimits) await deps.pooler.disconnect(physical);
+              await proveNow();
+            });
         await settle([reload, steward, proved]);
       }
       if (!warm) {

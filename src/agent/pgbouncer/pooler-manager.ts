@@ -317,6 +317,21 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       await admin(`RESUME ${database}`);
       return true;
     },
+    /**
+     * Whether PgBouncer holds a PostgreSQL session for this database and user that a new client
+     * of theirs would be given (idle or just released, not closing): such a login does not make
+     * PgBouncer open one.
+     */
+    async serverHeld(database: string, user: string): Promise<boolean> {
+      const r = await admin('SHOW SERVERS');
+      return r.rows.some(
+        (s: Record<string, unknown>) =>
+          s.database === database &&
+          s.user === user &&
+          (s.state === 'idle' || s.state === 'used') &&
+          String(s.close_needed ?? '0') === '0',
+      );
+    },
     /** A query on the admin console (SHOW …); for tests and diagnostics. */
     admin,
   };

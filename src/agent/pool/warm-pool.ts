@@ -74,10 +74,29 @@ export type ClaimOutcome =
   | { claimed: true; spare: string; password: string; allowlist: readonly AllowlistEntry[] }
   | { claimed: false; reason: 'empty' | 'tampered' | 'error' };
 
+/**
+ * How long after its warm-up a spare's kept PgBouncer session is trusted to be there still: half
+ * PgBouncer's `server_idle_timeout` (600 s, its default, which the rendered config keeps). A
+ * proving login begun before the claim commits needs that session: without it PgBouncer opens a
+ * new one, PostgreSQL refuses the owner (no LOGIN yet), and PgBouncer then fails every new login
+ * to that database at once for `server_login_retry` (15 s) — the tenant's first one included.
+ */
+export const KEPT_SESSION_TRUST_MS = 300_000;
+
+/** The spare a claim took, told before its transaction is sent (`claim`'s `onChosen`). */
+export type ChosenSpare = {
+  name: string;
+  password: string;
+  allowlist: readonly AllowlistEntry[];
+  /** Warmed up (its owner's PgBouncer session opened) less than `KEPT_SESSION_TRUST_MS` ago. */
+  warmSession: boolean;
+};
+
 const isTamper = (err: unknown) => /^spare \S+ tampered:/.test(String((err as Error)?.message));
 
 export function createWarmPool(opts: WarmPoolOptions) {
   const { admin, cluster, pooler, log } = opts;
+  const now = () => performance.now();
   const tag = spareTag(cluster.key);
   const prefix = `${SPARE_PREFIX}${tag}_`;
   /**
@@ -86,7 +105,7 @@ export function createWarmPool(opts: WarmPoolOptions) {
    */
   let allowlist: readonly AllowlistEntry[] = [];
   /** Ready spares, oldest first; a spare under an in-database check is out of this list. */
-  let ready: { name: string; fingerprint: string }[] = [];
+  let ready: { name: string; fingerprint: string; warmedAt?: number }[] = [];
   /** Creates running now (refill waits for them). */
   let holds = 0;
   let releaseWaiters: (() => void)[] = [];
@@ -153,12 +172,13 @@ export function createWarmPool(opts: WarmPoolOptions) {
   /** Re-reads this agent's spares from the catalog: unfinished ones and orphan roles go. */
   const reconcile = async () => {
     const { spares, orphanRoles, databases } = await listSpares(admin, tag);
-    const known = new Set(ready.map((s) => s.name));
-    const next: { name: string; fingerprint: string }[] = [];
+    const known = new Map(ready.map((s) => [s.name, s]));
+    const next: typeof ready = [];
     for (const s of spares) {
       if (checking.has(s.name)) continue;
       if (s.fingerprint === null) await destroy(s.name);
-      else if (known.has(s.name)) next.push({ name: s.name, fingerprint: s.fingerprint });
+      // A spare this process made keeps what it knows of it (when it was warmed up).
+      else if (known.has(s.name)) next.push({ ...known.get(s.name)!, fingerprint: s.fingerprint });
       else {
         const problem = await check({ name: s.name, fingerprint: s.fingerprint });
         if (problem === null) next.push({ name: s.name, fingerprint: s.fingerprint });
@@ -180,10 +200,15 @@ export function createWarmPool(opts: WarmPoolOptions) {
     );
     // Claims may have happened meanwhile: keep only spares still in the list or found new. An
     // audit may have put back a spare it was checking while this ran (skipped above): kept too.
-    const claimedMeanwhile = new Set([...known].filter((n) => !ready.some((s) => s.name === n)));
+    const claimedMeanwhile = new Set([...known.keys()].filter((n) => !ready.some((s) => s.name === n)));
     const listed = new Set(next.map((s) => s.name));
     const putBack = ready.filter((s) => !known.has(s.name) && !listed.has(s.name));
-    ready = [...next.filter((s) => !claimedMeanwhile.has(s.name)), ...putBack];
+    // What this process knows of a spare it made meanwhile (its warm-up) stays with it.
+    const now_ = new Map(ready.map((s) => [s.name, s]));
+    ready = [
+      ...next.filter((s) => !claimedMeanwhile.has(s.name)).map((s) => ({ ...now_.get(s.name), ...s })),
+      ...putBack,
+    ];
     relist = false;
     // More spares than the size (an operator lowered it): the newest extra ones go.
     for (const extra of ready.splice(Math.max(opts.size, 0))) await destroy(extra.name);
@@ -194,8 +219,8 @@ export function createWarmPool(opts: WarmPoolOptions) {
    * log in only for that moment, before the spare is marked ready (a claim's check would refuse
    * it with LOGIN). A failed warm-up costs only the speed it would have bought.
    */
-  const warmUp = async (name: string) => {
-    if (!opts.warmUp) return;
+  const warmUp = async (name: string): Promise<boolean> => {
+    if (!opts.warmUp) return false;
     const owner = q(roleNames(name).owner);
     await admin.query(`ALTER ROLE ${owner} LOGIN`);
     try {
@@ -204,8 +229,10 @@ export function createWarmPool(opts: WarmPoolOptions) {
         user: roleNames(name).owner,
         password: spareOwnerPassword(cluster.key, name),
       });
+      return true;
     } catch (err) {
       log.debug({ spare: name, err: { message: (err as Error).message } }, 'spare warm-up login failed');
+      return false;
     } finally {
       await admin.query(`ALTER ROLE ${owner} NOLOGIN`);
     }
@@ -256,6 +283,7 @@ export function createWarmPool(opts: WarmPoolOptions) {
       try {
         const verifier = await scramVerifierAsync(spareOwnerPassword(cluster.key, name));
         const entryAllowlist = allowlist;
+        let warmedAt: number | undefined;
         // The pooler entry goes live before the ready marker: a ready spare always has one.
         const fingerprint = await buildSpare(admin, cluster, name, verifier, async () => {
           // The warm-up login comes from 127.0.0.1: a rule for it alone while it runs when the
@@ -273,12 +301,12 @@ export function createWarmPool(opts: WarmPoolOptions) {
             loopback ? { loopbackFor: { database: name, user: owner } } : {},
           );
           try {
-            await warmUp(name);
+            if (await warmUp(name)) warmedAt = now();
           } finally {
             if (loopback) await pooler.endLoopback(name);
           }
         });
-        ready.push({ name, fingerprint });
+        ready.push({ name, fingerprint, ...(warmedAt === undefined ? {} : { warmedAt }) });
         failures = 0;
       } catch (err) {
         failures++;
@@ -394,15 +422,29 @@ export function createWarmPool(opts: WarmPoolOptions) {
     },
     /**
      * Hands a spare out as `target` (one transaction), or says why not: the caller then makes the
-     * database the cold way. `onClaimed` runs between the commit and the return (test hook).
+     * database the cold way. `onChosen` hears which spare (and its owner's password) as soon as it
+     * leaves the list, before the transaction is sent: the caller's proving login may start then.
      */
-    async claim(target: ClaimTarget): Promise<ClaimOutcome> {
+    async claim(target: ClaimTarget, onChosen?: (spare: ChosenSpare) => void): Promise<ClaimOutcome> {
       const spare = ready.shift();
       if (!spare) return { claimed: false, reason: 'empty' };
       const entry = pooler.state().databases[spare.name];
       try {
         if (!entry) throw new Error(`spare ${spare.name} tampered: not in the pooler`);
-        await admin.query(claimSpareSql(spare.name, entry.verifier, target));
+        // The caller may start its proving login now, beside the claim's transaction.
+        onChosen?.({
+          name: spare.name,
+          password: spareOwnerPassword(cluster.key, spare.name),
+          allowlist: entry.allowlist,
+          warmSession: spare.warmedAt !== undefined && now() - spare.warmedAt < KEPT_SESSION_TRUST_MS,
+        });
+        const { stewardVerifier, ...rest } = target;
+        await admin.query(
+          claimSpareSql(spare.name, entry.verifier, {
+            ...rest,
+            ...(stewardVerifier ? { stewardVerifier: await stewardVerifier(spare.name) } : {}),
+          }),
+        );
         return {
           claimed: true,
           spare: spare.name,

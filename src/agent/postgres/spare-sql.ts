@@ -384,16 +384,26 @@ export async function claimedSpareOf(admin: Queryable, databaseId: string): Prom
 export type ClaimTarget = {
   databaseId: string;
   limits: DatabaseLimits;
+  /**
+   * The steward's verifier for this database id (its password is derived from the id and the
+   * spare's steward role): set in the claim's own transaction, which then commits synchronously.
+   * Without it the claim commits without waiting for its WAL flush and the caller sets the
+   * steward's password next (a synchronous commit that flushes both).
+   */
+  stewardVerifier?: (spare: string) => Promise<string>;
 };
 
 /**
  * The claim, as one message (simple protocol: one implicit round trip): BEGIN, the cluster-level
  * check (raises `spare <name> tampered: …`; the owner's password must still be `ownerVerifier`),
- * our markers, the logins, the limits, COMMIT (the steward's new derived password follows, off
- * the critical path). No rename: the spare's names are the database's physical names (ADR 0034).
+ * our markers, the logins, the limits, the steward's derived password when given, COMMIT. No rename: the spare's names are the database's physical names (ADR 0034).
  * A second claim of the same spare fails its check (the markers are the tenant's by then).
  */
-export function claimSpareSql(spare: string, ownerVerifier: string, t: ClaimTarget): string {
+export function claimSpareSql(
+  spare: string,
+  ownerVerifier: string,
+  t: Omit<ClaimTarget, 'stewardVerifier'> & { stewardVerifier?: string },
+): string {
   const r = roleNames(spare);
   const marker = lit(roleMarker(t.databaseId));
   const check = `DO $bulwark_claim$ DECLARE p pg_catalog.text; BEGIN
@@ -401,9 +411,9 @@ export function claimSpareSql(spare: string, ownerVerifier: string, t: ClaimTarg
   IF p IS NOT NULL THEN RAISE EXCEPTION 'spare % tampered: %', ${lit(spare)}, p USING ERRCODE = 'P0001'; END IF;
 END $bulwark_claim$`;
   const base = `${BASE_ATTRIBUTES} INHERIT`;
-  // The commit does not wait for its WAL flush: the job's next transaction (the steward's
-  // password, a synchronous commit) flushes it, and the job is ready only after that one.
-  const sql = ['BEGIN', 'SET LOCAL synchronous_commit = off', check];
+  // Without the steward's password, the commit does not wait for its WAL flush: the job's next
+  // transaction (that password, a synchronous commit) flushes it; the job is ready only after it.
+  const sql = ['BEGIN', ...(t.stewardVerifier ? [] : ['SET LOCAL synchronous_commit = off']), check];
   sql.push(`COMMENT ON DATABASE ${q(spare)} IS ${marker}`);
   for (const name of Object.values(r)) sql.push(`COMMENT ON ROLE ${q(name)} IS ${marker}`);
   sql.push(
@@ -411,6 +421,7 @@ END $bulwark_claim$`;
     `ALTER ROLE ${q(r.reader)} LOGIN ${base}`,
     `ALTER ROLE ${q(r.migrator)} LOGIN ${base}`,
     ...limitStatements(r, t.limits),
+    ...(t.stewardVerifier ? stewardStatements(r, t.stewardVerifier) : []),
     'COMMIT',
   );
   return sql.join(';\n');

@@ -107,7 +107,7 @@ export function createCredentialOps(ctx: {
      * The owner's password of a database the caller just created and may reveal
      * (`requireMayReveal` passed before the create; the create's audit event says `reveal: true`).
      */
-    async openPassword(caller: Caller, row: repo.DatabaseRow): Promise<string | null> {
+    async openPassword(caller: Caller, row: Pick<repo.DatabaseRow, 'id'>): Promise<string | null> {
       const box = requireBox();
       const sealed = await repo.findSealed(db, { id: row.id, accountId: caller.accountId });
       if (!sealed?.password_sealed) return null;

@@ -163,28 +163,35 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
   /**
    * Waits until the database is no longer provisioning (ready or failed) or `waitMs` passed, the
    * client left or the server stops: woken by its status NOTIFY (or this process's completion of
-   * its job), never by polling. Returns the row as it is then.
+   * its job), never by polling. Returns the row as it is then; with `alongside`, also what it
+   * started beside the row's last read after a wake-up (a wake-up nearly always means the status
+   * changed: what the caller needs next is then on its way already; null when not started).
    */
-  const waitForStatus = async (
+  const waitForStatus = async <T>(
     accountId: string,
     name: string,
     id: string,
     waitMs: number,
     signal: AbortSignal | undefined,
-  ): Promise<repo.DatabaseRow | null> => {
+    alongside?: () => Promise<T>,
+  ): Promise<{ row: repo.DatabaseRow | null; started: Promise<T> | null }> => {
     const waiter = deps.statusWaiter;
     const stop = AbortSignal.any([...(signal ? [signal] : []), ...(deps.stopping ? [deps.stopping] : [])]);
     const deadline = Date.now() + waitMs;
+    let woken = false;
     for (;;) {
       // Subscribed before the read: a NOTIFY between the two is not lost.
       const sub = waiter?.subscribe(id);
+      const started = woken && alongside ? alongside() : null;
+      started?.catch(() => {});
       const row = await repo.findByName(db, accountId, name);
       const left = deadline - Date.now();
       if (!row || row.id !== id || row.status !== 'provisioning' || !sub || left <= 0 || stop.aborted) {
         sub?.cancel();
-        return row && row.id === id ? row : null;
+        return { row: row && row.id === id ? row : null, started };
       }
-      if ((await sub.wait(left, stop)) === 'aborted') return row;
+      if ((await sub.wait(left, stop)) === 'aborted') return { row, started: null };
+      woken = true;
     }
   };
 
@@ -278,10 +285,13 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       throw badRequest('"reveal" needs "wait_ms" (how long to wait for the database)');
     const box = requireBox();
     const id = randomUUID();
+    // The verifier's PBKDF2 (off the event loop) runs beside the reveal check.
+    const made = newPassword(box, id);
+    made.catch(() => {});
     // Refused up front, as the reveal route would refuse it: nothing is created.
     if (opts.reveal)
       await credentialOps.requireMayReveal(caller, { id, name }, opts.proof ?? {}, opts.requestId ?? '');
-    const { sealed, verifier } = await newPassword(box, id);
+    const { sealed, verifier } = await made;
     const allowlist = config.defaultAllowlist.map((c) => ({
       cidr: parseCidr(c),
       expires_at: null,
@@ -353,19 +363,29 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       throw err;
     }
     log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
-    const row =
+    // The key or session is checked again at the end of the wait (revoked or ended meanwhile: no
+    // password, as the reveal route would refuse it now), beside the password's unsealing.
+    const revealNow = () =>
+      Promise.all([
+        caller.kind === 'key' ? keyStillValid(db, caller.keyId) : sessionStillValid(db, caller.sessionId),
+        credentialOps.openPassword(caller, { id }),
+      ]);
+    const { row, started } =
       waitMs > 0
-        ? await waitForStatus(caller.accountId, name, id, waitMs, opts.signal)
-        : await repo.findByName(db, caller.accountId, name);
+        ? await waitForStatus(
+            caller.accountId,
+            name,
+            id,
+            waitMs,
+            opts.signal,
+            opts.reveal ? revealNow : undefined,
+          )
+        : { row: await repo.findByName(db, caller.accountId, name), started: null };
     // Deleted meanwhile (by another request): what the create made is gone.
     if (!row) throw notFound('Database');
     if (!opts.reveal || row.status !== 'ready') return { row, credentials: null };
-    // The key or session is checked again (revoked or ended while the create waited: no password,
-    // as the reveal route would refuse it now), beside the password's unsealing.
-    const [valid, password] = await Promise.all([
-      caller.kind === 'key' ? keyStillValid(db, caller.keyId) : sessionStillValid(db, caller.sessionId),
-      credentialOps.openPassword(caller, row),
-    ]);
+    // Begun beside the row's last read (after the wake-up that found it ready), or now.
+    const [valid, password] = await (started ?? revealNow());
     if (!valid) return { row, credentials: null };
     log.info({ database: row.name, ...callerLogFields(caller) }, 'database credentials revealed at create');
     return {
