@@ -59,8 +59,9 @@ after(async () => {
 });
 
 /** A warm pool as the agent builds it (a new one on the same key = an agent restart). */
-async function startPool(size = SIZE): Promise<WarmPool> {
+async function startPool(size = SIZE, more: { keepWarmMs?: number } = {}): Promise<WarmPool> {
   const pool = createWarmPool({
+    ...more,
     admin: kit.admin,
     cluster: kit.deps.cluster,
     pooler,
@@ -80,9 +81,9 @@ async function startPool(size = SIZE): Promise<WarmPool> {
  * A pool whose spares are all its own (the earlier pools, same key, drained first): it made and
  * warmed up each, as a running agent has (a restarted one knows no warm-up of the spares it finds).
  */
-async function freshPool(): Promise<WarmPool> {
+async function freshPool(more: { keepWarmMs?: number } = {}): Promise<WarmPool> {
   for (const old of pools.splice(0)) await old.drain();
-  return startPool();
+  return startPool(SIZE, more);
 }
 
 function handlers(pool: WarmPool): Map<string, JobHandler> {
@@ -635,4 +636,37 @@ test('a spare whose kept session PgBouncer closed is proven after its claim: no 
   } finally {
     await kit.admin.query(`ALTER ROLE ${quoteIdent(roleNames(other).owner)} NOLOGIN`);
   }
+});
+
+test("kept warm: a spare's session PgBouncer closed is opened again, its owner left without LOGIN", async () => {
+  const pool = await freshPool({ keepWarmMs: 100 });
+  pool.useAllowlist([{ cidr: '127.0.0.1/32', expires_at: null }]);
+  await pool.refill();
+  const spares = await sparesInCatalog(pool);
+  assert.equal(spares.length, SIZE);
+  const held = async () => {
+    const each = await Promise.all(spares.map((s) => pooler.serverHeld(s, roleNames(s).owner)));
+    return each.every(Boolean);
+  };
+  assert.ok(await held(), 'warmed up when made');
+  // PgBouncer drops their sessions (as its idle timeout would after 10 minutes).
+  for (const spare of spares) await pooler.disconnect(spare);
+  assert.equal(await held(), false);
+  let back = false;
+  for (let i = 0; i < 100 && !back; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    back = await held();
+  }
+  assert.ok(back, 'each spare has a kept session again');
+  // Its owner has LOGIN only for that moment: none of them can log in now on their own.
+  const owners = await kit.admin.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1) AND rolcanlogin',
+    [spares.map((s) => roleNames(s).owner)],
+  );
+  assert.equal(owners.rows[0]!.n, 0);
+  // A create then proves its login beside the claim, on that session.
+  const password = newPassword();
+  const { result } = await create(pool, uniqueName('kw'), password);
+  assert.equal(result.steps_ms.probe_beside_claim, 1);
+  assert.equal(await createdLogin(result, password), null);
 });

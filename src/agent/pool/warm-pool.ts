@@ -62,6 +62,12 @@ export type WarmPoolOptions = {
   auditMs?: number;
   /** After the last create is reported, how long the refill waits before it starts (default 250 ms). */
   refillDelayMs?: number;
+  /**
+   * How often each ready spare's PgBouncer session is used again, so that PgBouncer keeps it
+   * (default 2 min, under `KEPT_SESSION_TRUST_MS`; 0: never, a spare's session then lasts until
+   * PgBouncer's idle timeout).
+   */
+  keepWarmMs?: number;
 };
 
 export type WarmPoolStats = { size: number; ready: number };
@@ -82,6 +88,8 @@ export type ClaimOutcome =
  * to that database at once for `server_login_retry` (15 s) — the tenant's first one included.
  */
 export const KEPT_SESSION_TRUST_MS = 300_000;
+/** How often a ready spare's kept session is used again (`keepWarmMs`' default). */
+export const KEEP_WARM_MS = 120_000;
 
 /** The spare a claim took, told before its transaction is sent (`claim`'s `onChosen`). */
 export type ChosenSpare = {
@@ -114,6 +122,8 @@ export function createWarmPool(opts: WarmPoolOptions) {
   let relist = true;
   let stopped = false;
   let auditTimer: NodeJS.Timeout | undefined;
+  let keepWarmTimer: NodeJS.Timeout | undefined;
+  let keepingWarm: Promise<void> | null = null;
   let refillTimer: NodeJS.Timeout | undefined;
   /** Resolves when a refill scheduled after a create's report starts (null: none scheduled). */
   let refillDue: Promise<void> | null = null;
@@ -327,6 +337,51 @@ export function createWarmPool(opts: WarmPoolOptions) {
     return filling;
   };
 
+  /**
+   * Uses each ready spare's PgBouncer session again before PgBouncer's idle timeout closes it: a
+   * spare warmed up (or kept) less than `KEPT_SESSION_TRUST_MS` ago whose session PgBouncer still
+   * lists gets one login on it (no LOGIN needed: PgBouncer serves it from that session); any other
+   * is warmed up again (LOGIN for that login only, as when it was made). Each spare is out of
+   * `ready` meanwhile; never while a create runs or the pool refills; a spare whose allowlist does
+   * not cover this host's loopback address is left as it is (its warm-up would need a reload).
+   */
+  const keepWarm = async () => {
+    if (!opts.warmUp) return;
+    const every = opts.keepWarmMs ?? KEEP_WARM_MS;
+    for (const spare of [...ready]) {
+      if (stopped || holds > 0 || filling) return;
+      if (spare.warmedAt !== undefined && now() - spare.warmedAt < every) continue;
+      const entry = pooler.state().databases[spare.name];
+      if (!entry || !coversLoopback(entry.allowlist.map((e) => e.cidr))) continue;
+      const at = ready.indexOf(spare);
+      if (at < 0) continue; // claimed meanwhile
+      ready.splice(at, 1);
+      checking.add(spare.name);
+      try {
+        const user = roleNames(spare.name).owner;
+        const trusted = spare.warmedAt !== undefined && now() - spare.warmedAt < KEPT_SESSION_TRUST_MS;
+        if (trusted && (await pooler.serverHeld(spare.name, user))) {
+          await opts.warmUp({
+            database: spare.name,
+            user,
+            password: spareOwnerPassword(cluster.key, spare.name),
+          });
+          spare.warmedAt = now();
+        } else if (await warmUp(spare.name)) spare.warmedAt = now();
+        else delete spare.warmedAt;
+      } catch (err) {
+        delete spare.warmedAt;
+        log.debug(
+          { spare: spare.name, err: { message: (err as Error).message } },
+          'keeping a spare warm failed',
+        );
+      } finally {
+        checking.delete(spare.name);
+        if (!ready.some((s) => s.name === spare.name)) ready.push(spare);
+      }
+    }
+  };
+
   /** Checks every ready spare inside; tampered ones are reported, destroyed and replaced. */
   const audit = async (): Promise<DriftFinding[]> => {
     const findings = pendingFindings;
@@ -377,11 +432,25 @@ export function createWarmPool(opts: WarmPoolOptions) {
         }, every);
         auditTimer.unref();
       }
+      const keep = opts.keepWarmMs ?? KEEP_WARM_MS;
+      if (keep > 0 && opts.warmUp) {
+        keepWarmTimer = setInterval(() => {
+          if (holds > 0 || filling || keepingWarm) return;
+          keepingWarm = keepWarm()
+            .catch(() => {})
+            .finally(() => {
+              keepingWarm = null;
+            });
+        }, keep);
+        keepWarmTimer.unref();
+      }
     },
     /** Waits for a running refill to finish its current spare, then stops. */
     async stop(): Promise<void> {
       stopped = true;
       clearInterval(auditTimer);
+      clearInterval(keepWarmTimer);
+      await keepingWarm;
       clearTimeout(refillTimer);
       refillDue = null;
       refillFired();
