@@ -670,3 +670,27 @@ test("kept warm: a spare's session PgBouncer closed is opened again, its owner l
   assert.equal(result.steps_ms.probe_beside_claim, 1);
   assert.equal(await createdLogin(result, password), null);
 });
+
+test('stopped in the middle of a re-warm, a spare is destroyed at the next start, not reported as tampered', async () => {
+  const pool = await freshPool();
+  const [spare] = await sparesInCatalog(pool);
+  await pool.stop();
+  // What a crash between rewarmSpare's two transactions leaves: unfinished, its owner with LOGIN.
+  await kit.admin.query(
+    `BEGIN; COMMENT ON DATABASE ${quoteIdent(spare!)} IS 'bulwark:spare';
+     ALTER ROLE ${quoteIdent(roleNames(spare!).owner)} LOGIN; COMMIT`,
+  );
+  const next = await startPool();
+  const drift = (await handlers(next).get('node.drift')!({ known_databases: [] }, kit.ctx())) as Drift;
+  assert.deepEqual(
+    drift.findings.filter((f) => f.kind === 'spare_tampered'),
+    [],
+    JSON.stringify(drift.findings),
+  );
+  await next.settled();
+  const now = await sparesInCatalog(next);
+  assert.ok(!now.includes(spare!), 'destroyed');
+  assert.equal(now.length, SIZE, 'and replaced');
+  const left = await kit.admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [roleNames(spare!).owner]);
+  assert.equal(left.rowCount, 0, 'its roles went with it');
+});

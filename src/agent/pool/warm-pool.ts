@@ -36,6 +36,7 @@ import {
   dropSpareRoles,
   listSpares,
   newSpareName,
+  rewarmSpare,
   SPARE_PREFIX,
   spareFingerprint,
   spareOwnerPassword,
@@ -341,7 +342,7 @@ export function createWarmPool(opts: WarmPoolOptions) {
    * Uses each ready spare's PgBouncer session again before PgBouncer's idle timeout closes it: a
    * spare warmed up (or kept) less than `KEPT_SESSION_TRUST_MS` ago whose session PgBouncer still
    * lists gets one login on it (no LOGIN needed: PgBouncer serves it from that session); any other
-   * is warmed up again (LOGIN for that login only, as when it was made). Each spare is out of
+   * is warmed up again (`rewarmSpare`: unfinished, and LOGIN for that one login). Each spare is out of
    * `ready` meanwhile; never while a create runs or the pool refills; a spare whose allowlist does
    * not cover this host's loopback address is left as it is (its warm-up would need a reload).
    */
@@ -360,25 +361,25 @@ export function createWarmPool(opts: WarmPoolOptions) {
       try {
         const user = roleNames(spare.name).owner;
         const trusted = spare.warmedAt !== undefined && now() - spare.warmedAt < KEPT_SESSION_TRUST_MS;
-        if (trusted && (await pooler.serverHeld(spare.name, user))) {
-          await opts.warmUp({
-            database: spare.name,
-            user,
-            password: spareOwnerPassword(cluster.key, spare.name),
-          });
-          spare.warmedAt = now();
-        } else if (await warmUp(spare.name)) spare.warmedAt = now();
-        else delete spare.warmedAt;
+        const login = { database: spare.name, user, password: spareOwnerPassword(cluster.key, spare.name) };
+        if (trusted && (await pooler.serverHeld(spare.name, user))) await opts.warmUp(login);
+        else await rewarmSpare(admin, spare.name, spare.fingerprint, () => opts.warmUp!(login));
+        spare.warmedAt = now();
       } catch (err) {
-        delete spare.warmedAt;
         log.debug(
           { spare: spare.name, err: { message: (err as Error).message } },
           'keeping a spare warm failed',
         );
-      } finally {
+        // Unsure how it was left (its owner may have LOGIN, its marker be unfinished): it stays
+        // out of the list; the next listing of the catalog destroys it unless it is a ready spare
+        // as made, and the refill replaces it.
         checking.delete(spare.name);
-        if (!ready.some((s) => s.name === spare.name)) ready.push(spare);
+        relist = true;
+        void refill();
+        return;
       }
+      checking.delete(spare.name);
+      if (!ready.some((s) => s.name === spare.name)) ready.push(spare);
     }
   };
 

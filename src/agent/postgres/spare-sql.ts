@@ -297,6 +297,32 @@ export async function buildSpare(
   return fp;
 }
 
+/**
+ * Opens a ready spare's PgBouncer session again (the pool's keep-warm, ADR 0035): the spare is
+ * marked unfinished and its owner given LOGIN in one transaction, `login` runs, then NOLOGIN and
+ * the ready marker (with the fingerprint it had) come back in one transaction. Stopped in between
+ * (a crash), the spare is an unfinished one, which the pool destroys at its next listing — never a
+ * ready spare whose owner can log in, which its checks would report as tampered.
+ */
+export async function rewarmSpare(
+  admin: pg.Pool,
+  spare: string,
+  fingerprint: string,
+  login: () => Promise<unknown>,
+): Promise<void> {
+  const owner = q(roleNames(spare).owner);
+  await admin.query(
+    `BEGIN; COMMENT ON DATABASE ${q(spare)} IS ${lit(SPARE_MARKER)}; ALTER ROLE ${owner} LOGIN; COMMIT`,
+  );
+  try {
+    await login();
+  } finally {
+    await admin.query(
+      `BEGIN; ALTER ROLE ${owner} NOLOGIN; COMMENT ON DATABASE ${q(spare)} IS ${lit(READY_PREFIX + fingerprint)}; COMMIT`,
+    );
+  }
+}
+
 export type ListedSpare = { name: string; fingerprint: string | null };
 
 /**
