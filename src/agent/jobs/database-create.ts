@@ -20,7 +20,13 @@ import {
   setOwnerPassword,
   setupSchema,
 } from '../postgres/tenant-sql.ts';
-import { classify, type DatabaseJobDeps, getSecret, parsePayload, proveLogin } from './database-common.ts';
+import {
+  classify,
+  type DatabaseJobDeps,
+  getSecret,
+  parsePayload,
+  proveLogin,
+} from './database-common.ts';
 import { type JobHandler, PermanentJobError } from './job-context.ts';
 
 /** The steps of `database.create`, in order; each is idempotent, so a rerun resumes anywhere. */
@@ -60,6 +66,14 @@ type Step = (typeof CREATE_STEPS)[number] | (typeof WARM_STEPS)[number];
  * entry. An empty pool or a tampered spare: the
  * cold path below, unchanged (physical name = the payload's name).
  */
+/** Longer than PgBouncer's server_login_retry (15 s, its default, which the rendered config keeps). */
+const LOCKOUT_WAIT_MS = 20_000;
+/** PgBouncer refusing or holding a login after a refused server login (server_login_retry). */
+const isPoolerLoginHold = (err: unknown) =>
+  /server_login_retry|server login has been failing|timeout expired|timeout exceeded/i.test(
+    String((err as Error)?.message),
+  );
+
 const sameAllowlist = (a: readonly AllowlistEntry[], b: readonly AllowlistEntry[]) =>
   a.length === b.length && a.every((e, i) => e.cidr === b[i]!.cidr && e.expires_at === b[i]!.expires_at);
 
@@ -230,6 +244,24 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
             proveLogin(deps, { database: physical, user: r.owner, password }),
           );
         };
+        // After a login begun early failed: if the kept session went between PgBouncer's listing
+        // and that login (its lifetime ended, PostgreSQL restarted), PgBouncer met an owner
+        // without LOGIN and now holds new logins to the database for its server_login_retry
+        // (15 s): wait that out (bounded) rather than fail the create. The tenant gets the
+        // database only after this login worked, so never meets the hold.
+        const proveAfterEarly = async () => {
+          const deadline = performance.now() + LOCKOUT_WAIT_MS;
+          for (let i = 0; ; i++) {
+            try {
+              await proveNow();
+              if (i > 0) steps.probe_waited_lockout = 1;
+              return;
+            } catch (err) {
+              if (performance.now() > deadline || !isPoolerLoginHold(err)) throw err;
+              await new Promise((res) => setTimeout(res, 500));
+            }
+          }
+        };
         const begun = early as Promise<number> | null;
         const proved = begun
           ? // Begun beside the claim, through the spare's kept session. Without that session (closed
@@ -239,7 +271,7 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
               probeMs = ms;
               steps.probe = Math.round(ms * 100) / 100;
               steps.probe_beside_claim = 1;
-            }, proveNow)
+            }, proveAfterEarly)
           : reload.then(async () => {
               if (otherLimits) await deps.pooler.disconnect(physical);
               await proveNow();
