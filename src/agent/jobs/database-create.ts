@@ -20,13 +20,7 @@ import {
   setOwnerPassword,
   setupSchema,
 } from '../postgres/tenant-sql.ts';
-import {
-  classify,
-  type DatabaseJobDeps,
-  getSecret,
-  parsePayload,
-  proveLogin,
-} from './database-common.ts';
+import { classify, type DatabaseJobDeps, getSecret, parsePayload, proveLogin } from './database-common.ts';
 import { type JobHandler, PermanentJobError } from './job-context.ts';
 
 /** The steps of `database.create`, in order; each is idempotent, so a rerun resumes anywhere. */
