@@ -89,8 +89,10 @@ async function connectOwner(t: { name: string; user: string; password: string },
  * it may close at any time; the tests start from none.
  */
 async function endOwnerSessions(t: { name: string; user: string }): Promise<void> {
+  // Waits (up to 5 s each) until the backends have exited: a sample read right after must not
+  // still count one that was only signalled.
   await adminQuery(
-    'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = $2',
+    'SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND usename = $2',
     [t.name, t.user],
   );
 }
@@ -110,7 +112,9 @@ function sampleAfter(name: string, since: number, ok: (i: Item) => boolean): Pro
 test("the agent samples each database's size and its own connections; the routes show them", async () => {
   const a = await createReady('sampled');
   await endOwnerSessions(a);
-  const first = await sampleAfter(a.name, Date.now(), () => true);
+  // A sample is stamped when the server stores it: one read while the sessions were still ending
+  // can arrive after this point; the next one counts none.
+  const first = await sampleAfter(a.name, Date.now(), (i) => i.connections === 0);
   const size = (await adminQuery<{ size: string }>('SELECT pg_database_size($1) AS size', [a.name]))[0]!.size;
   assert.ok(first.size_bytes !== null && first.size_bytes > 1_000_000, String(first.size_bytes));
   assert.ok(
