@@ -101,8 +101,6 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
     let warm: { physical: string; password: string } | null = null;
     /** The proving login begun beside the claim (its ms), when the spare needs nothing changed first. */
     let early: Promise<number> | null = null;
-    /** Whether the claim's transaction set the steward's password (a rerun sets it apart). */
-    let stewardSet = false;
     /** Whose loopback rule the `finally` ends (the physical name's, on the warm path). */
     let loopbackOf = p.name;
     // The warm pool refills only once this job has been reported (never competing with it).
@@ -200,10 +198,8 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
             },
           ),
         );
-        if (outcome.claimed) {
-          warm = { physical: outcome.spare, password: outcome.password };
-          stewardSet = true;
-        } else ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
+        if (outcome.claimed) warm = { physical: outcome.spare, password: outcome.password };
+        else ctx.log.info({ reason: outcome.reason }, 'warm pool not used; creating the database');
       }
       if (warm) {
         await step('claimed');
@@ -228,10 +224,14 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
               })()
             : Promise.resolve();
         reload.catch(() => {});
-        // A rerun's: the steward's password for this id (derived), beside the proving login.
-        const steward = stewardSet
-          ? Promise.resolve()
-          : timed('steward', async () => setOwnerPassword(ctx.admin, r.steward, await verifierOfSteward(r)));
+        // A rerun's: the steward's password for this id (derived), beside the proving login (a
+        // claim of this job set it in its own transaction).
+        const steward =
+          before === null
+            ? Promise.resolve()
+            : timed('steward', async () =>
+                setOwnerPassword(ctx.admin, r.steward, await verifierOfSteward(r)),
+              );
         const proveNow = async () => {
           await step('probe');
           probeMs = await timed('probe', () =>

@@ -183,13 +183,12 @@ export function createWarmPool(opts: WarmPoolOptions) {
   /** Re-reads this agent's spares from the catalog: unfinished ones and orphan roles go. */
   const reconcile = async () => {
     const { spares, orphanRoles, databases } = await listSpares(admin, tag);
-    const known = new Map(ready.map((s) => [s.name, s]));
+    const known = new Set(ready.map((s) => s.name));
     const next: typeof ready = [];
     for (const s of spares) {
       if (checking.has(s.name)) continue;
       if (s.fingerprint === null) await destroy(s.name);
-      // A spare this process made keeps what it knows of it (when it was warmed up).
-      else if (known.has(s.name)) next.push({ ...known.get(s.name)!, fingerprint: s.fingerprint });
+      else if (known.has(s.name)) next.push({ name: s.name, fingerprint: s.fingerprint });
       else {
         const problem = await check({ name: s.name, fingerprint: s.fingerprint });
         if (problem === null) next.push({ name: s.name, fingerprint: s.fingerprint });
@@ -211,13 +210,13 @@ export function createWarmPool(opts: WarmPoolOptions) {
     );
     // Claims may have happened meanwhile: keep only spares still in the list or found new. An
     // audit may have put back a spare it was checking while this ran (skipped above): kept too.
-    const claimedMeanwhile = new Set([...known.keys()].filter((n) => !ready.some((s) => s.name === n)));
+    const claimedMeanwhile = new Set([...known].filter((n) => !ready.some((s) => s.name === n)));
     const listed = new Set(next.map((s) => s.name));
     const putBack = ready.filter((s) => !known.has(s.name) && !listed.has(s.name));
-    // What this process knows of a spare it made meanwhile (its warm-up) stays with it.
-    const now_ = new Map(ready.map((s) => [s.name, s]));
+    // What this process knows of a spare still in its list (when it was warmed up) stays with it.
+    const current = new Map(ready.map((s) => [s.name, s]));
     ready = [
-      ...next.filter((s) => !claimedMeanwhile.has(s.name)).map((s) => ({ ...now_.get(s.name), ...s })),
+      ...next.filter((s) => !claimedMeanwhile.has(s.name)).map((s) => ({ ...current.get(s.name), ...s })),
       ...putBack,
     ];
     relist = false;
