@@ -148,8 +148,16 @@ export async function guardedPage(
     }
   });
   page.on('pageerror', (err) => add('page-error', err.stack ?? err.message));
+  // A fetch the page still had in flight when it navigated away (a `goto`, a reload, a link)
+  // is cancelled by the browser with ERR_ABORTED: no one sees it fail. Each request remembers
+  // how many main-frame navigations had begun when it was sent; an abort after a later one began
+  // is that cancellation, not a failure.
+  let navigations = 0;
+  const sentAt = new WeakMap<object, number>();
   page.on('request', (req) => {
     const url = req.url();
+    if (req.isNavigationRequest() && req.frame() === page.mainFrame()) navigations++;
+    else sentAt.set(req, navigations);
     requested.push(url);
     if (!/^(data|blob):/.test(url) && !LOOPBACK.has(new URL(url).hostname))
       add('non-loopback-request', `${req.method()} ${url}`);
@@ -157,6 +165,10 @@ export async function guardedPage(
   page.on('requestfailed', (req) => {
     const failure = req.failure()?.errorText ?? 'failed';
     if (failure.includes('ERR_ABORTED') && aborts.some((re) => re.test(req.url()))) return;
+    const sent = sentAt.get(req);
+    const leftBehind = sent !== undefined && navigations > sent;
+    if (failure.includes('ERR_ABORTED') && leftBehind && ['fetch', 'xhr'].includes(req.resourceType()))
+      return;
     add('request-failed', `${req.method()} ${req.url()}: ${failure}`);
   });
   page.on('response', (res) => {
