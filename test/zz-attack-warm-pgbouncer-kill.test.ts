@@ -1,16 +1,15 @@
-// KNOWN OPEN ISSUE (found by the review of ADR 0035, older than it): a tenant's connection churn
-// racing the agent's `KILL <db>` / `RESUME <db>` on PgBouncer's console (what database.rotate,
-// database.allowlist when a range is removed, database.delete and a warm create with other limits
-// do) crashes PgBouncer 1.18 (segfault) after 1–41 of them with 8 clients reconnecting: a
-// wildcard auto-database is freed by KILL while a client is logging in to it. `DISABLE` first
-// does not help. Ending the sessions in PostgreSQL and `RECONNECT` instead do not crash it, but
-// leave a connected client that has not yet sent a query (PgBouncer links a server lazily)
-// attached — a rotation or a narrowed allowlist would then not cut it — so KILL stays for now.
-// Skipped unless BULWARK_KNOWN_ISSUES=1 (docs/security.md, "Known open issues"). Own PgBouncer:
-// when it dies, nothing else is hit.
+// Found by the review of ADR 0035 (older than it): a tenant's connection churn racing the agent's
+// `KILL <db>` on PgBouncer's console (what database.rotate, database.allowlist when a range is
+// removed and database.delete do) crashed PgBouncer 1.18 (segfault) after 1–41 cuts with 8
+// clients reconnecting: PgBouncer ties a client to the database's pool when it names database and
+// user, before authenticating it, and KILL frees the pool under a client still authenticating.
+// The cut now refuses the database's logins first (hba reject, reload proven), waits until no
+// client of it is authenticating, and only then kills (pooler-manager.ts, `disconnect`).
+// Own PgBouncer: were it to die, nothing else is hit.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
@@ -69,21 +68,21 @@ async function coldCreate() {
   return { database: name, user: roleNames(name).owner, password };
 }
 
-const known = process.env.BULWARK_KNOWN_ISSUES === '1';
-test('zz-attack: tenant connection churn racing KILL/RESUME of its database does not crash PgBouncer', {
-  skip: known ? false : 'known open issue: PgBouncer 1.18 crashes on KILL of an auto-database during logins',
-}, async () => {
+test('zz-attack: tenant connection churn racing cuts of its database does not crash PgBouncer', async () => {
   const l = await coldCreate();
   assert.equal(await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l })), null);
   let stop = false;
-  const loops = Array.from({ length: 8 }, async () => {
+  const loops = Array.from({ length: 12 }, async () => {
     while (!stop) await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l }));
   });
   const deadline = Date.now() + 6_000;
   let kills = 0;
   let up = true;
   while (Date.now() < deadline && up) {
-    await pooler.disconnect(l.database).catch(() => {});
+    // Every other cut holds new clients (a move's freeze, a restore's swap) until RESUME.
+    const hold = kills % 2 === 1;
+    await pooler.disconnect(l.database, { hold }).catch(() => {});
+    if (hold) await pooler.resume(l.database).catch(() => {});
     kills++;
     await new Promise((res) => setTimeout(res, 20));
     up = await alive();
@@ -94,4 +93,83 @@ test('zz-attack: tenant connection churn racing KILL/RESUME of its database does
   assert.ok(kills > 20, `only ${kills} cuts in 6 s`);
   // And the tenant gets in again afterwards.
   assert.equal(await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l })), null);
+});
+
+/** A client that names the database and user, gets PgBouncer's SCRAM challenge and stalls there. */
+async function stalledLogin(database: string, user: string): Promise<net.Socket> {
+  const params = Buffer.from(`user\0${user}\0database\0${database}\0\0`);
+  const startup = Buffer.alloc(8 + params.length);
+  startup.writeInt32BE(startup.length, 0);
+  startup.writeInt32BE(196608, 4);
+  params.copy(startup, 8);
+  const sock = net.connect({ host: '127.0.0.1', port: p.port });
+  sock.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', () => sock.write(startup));
+    // 'R' = an authentication request: PgBouncer now waits for this client's SASL answer.
+    sock.once('data', (d) => (d[0] === 0x52 ? resolve() : reject(new Error(`unexpected ${d[0]}`))));
+    setTimeout(() => reject(new Error('no authentication request')), 5_000).unref();
+  });
+  return sock;
+}
+
+test('zz-attack: a cut waits for a client stalled in its login, refusing new logins meanwhile', async () => {
+  const l = await coldCreate();
+  const stalled = await stalledLogin(l.database, l.user);
+  const clients = await pooler.admin('SHOW SOCKETS');
+  assert.ok(
+    clients.rows.some((c) => c.type === 'C' && c.database === l.database && c.state === 'cl_login'),
+    `the stalled client is listed as logging in: ${JSON.stringify(clients.rows.map((c) => [c.database, c.state]))}`,
+  );
+  let done = false;
+  const cut = pooler.disconnect(l.database).then((r) => {
+    done = true;
+    return r;
+  });
+  await new Promise((res) => setTimeout(res, 600));
+  assert.equal(done, false, 'the cut did not KILL while a client was authenticating');
+  // Meanwhile the database's logins are refused (by PgBouncer's hba, before any exchange).
+  const refused = await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l }));
+  assert.ok(refused, 'a login during the cut is refused');
+  const t = performance.now();
+  stalled.destroy();
+  assert.equal(await cut, true);
+  assert.ok(performance.now() - t < 2_000, 'the cut went on once the stalled client was gone');
+  assert.ok(await alive());
+  // And the database takes logins again.
+  assert.equal(await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l })), null);
+});
+
+test("zz-attack: a spare-style reconnect closes the database's PostgreSQL sessions and keeps PgBouncer up", async () => {
+  const l = await coldCreate();
+  const c = clientFrom('127.0.0.1', { port: p.port, ...l });
+  await c.connect();
+  const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+  await c.end();
+  await pooler.reconnect(l.database);
+  // The kept session is never handed out again: the next login gets another backend.
+  const c2 = clientFrom('127.0.0.1', { port: p.port, ...l });
+  await c2.connect();
+  const pid2 = (await c2.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+  await c2.end();
+  assert.notEqual(pid2, pid);
+  assert.ok(await alive());
+});
+
+test('zz-attack: a held cut refuses new logins until resume, then the database serves at once', async () => {
+  const l = await coldCreate();
+  const before = clientFrom('127.0.0.1', { port: p.port, ...l });
+  await before.connect();
+  before.on('error', () => {});
+  assert.equal(await pooler.disconnect(l.database, { hold: true }), true);
+  await assert.rejects(before.query('SELECT 1'), 'the session before the cut is gone');
+  // Refused at once (not left waiting on a paused database, which would hold the pool's logins
+  // for PgBouncer's server_login_retry after the RESUME).
+  const t = performance.now();
+  assert.ok(await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l })), 'refused while held');
+  assert.ok(performance.now() - t < 2_000);
+  await pooler.resume(l.database);
+  await pooler.resume(l.database); // idempotent
+  assert.equal(await tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l })), null);
+  assert.ok(await alive());
 });

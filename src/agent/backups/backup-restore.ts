@@ -12,7 +12,7 @@
  *   the backup's GRANTs (they name the source's roles; the target's standard grants apply).
  * - in place: restored into a scratch database `bulwark_restore_<hex>` owned by the same steward
  *   with the same roles (GRANTs kept), checked; only then are the database's sessions cut
- *   (PgBouncer `KILL` holds new clients until `RESUME`; every backend terminated) and the two
+ *   (PgBouncer `KILL`, new logins refused until `RESUME`; every backend terminated) and the two
  *   databases swapped by name in one transaction; the old one is dropped. A failure before the
  *   swap leaves the database as it was. (The server has made a safety backup before.)
  * - drill: like in place without the swap; the scratch database `bulwark_drill_<hex>` is dropped
@@ -206,20 +206,6 @@ export async function sweepScratchDatabases(admin: pg.Pool, tag: string): Promis
   return r.rows.map((x) => x.name);
 }
 
-/** Runs a PgBouncer console command; a database it has no pool for is not an error. */
-async function poolerCommand(
-  deps: BackupJobDeps,
-  command: 'KILL' | 'RESUME',
-  database: string,
-): Promise<void> {
-  try {
-    await deps.pooler.admin(`${command} ${database}`);
-  } catch (err) {
-    if (/no such database|is not paused/i.test((err as Error).message)) return;
-    throw err;
-  }
-}
-
 /** Swaps the restored scratch database in under `name`; the old one is dropped afterwards. */
 async function swapIn(
   deps: BackupJobDeps,
@@ -231,7 +217,8 @@ async function swapIn(
   const old = scratchName('bulwark_restore_', deps.storage.tag);
   // The database's own privileges, as database.create grants them.
   await grantDatabase(ctx.admin, scratch, roles);
-  await poolerCommand(deps, 'KILL', name);
+  // KILL through the pooler's safe cut (no client mid-login); logins refused until `resume`.
+  await deps.pooler.disconnect(name, { hold: true });
   try {
     let lastErr: unknown = null;
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -253,7 +240,7 @@ async function swapIn(
     }
     if (lastErr) throw lastErr;
   } finally {
-    await poolerCommand(deps, 'RESUME', name);
+    await deps.pooler.resume(name);
   }
   await dropScratch(ctx.admin, old).catch((err: Error) =>
     ctx.log.warn({ err: { message: err.message } }, 'the replaced database could not be dropped yet'),

@@ -267,7 +267,7 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
               steps.probe_beside_claim = 1;
             }, proveAfterEarly)
           : reload.then(async () => {
-              if (otherLimits) await deps.pooler.disconnect(physical);
+              if (otherLimits) await deps.pooler.reconnect(physical);
               await proveNow();
             });
         await settle([reload, steward, proved]);

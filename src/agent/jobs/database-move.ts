@@ -7,7 +7,7 @@
  *   before it reports). A pre-copy (`precopy`) dumps while the database still serves and reports
  *   its change fingerprint taken before the dump's snapshot (move-fingerprint.ts) — unless its
  *   sessions are at work (it would change during the copy): then, as without `precopy`, it
- *   freezes writes first — PgBouncer `KILL` (clients cut, new ones held until `RESUME`), `CONNECT`
+ *   freezes writes first — PgBouncer `KILL` (clients cut, new logins refused until `RESUME`), `CONNECT`
  *   revoked from the database's roles, every session of it terminated and waited for.
  * - `database.move_freeze` (source, after the target restored a pre-copy): the same freeze, then
  *   the fingerprint again. The server switches when it is unchanged, and otherwise asks for a
@@ -58,7 +58,7 @@ import {
 const tenantRoles = (roles: RoleNames) => [roles.owner, roles.reader, roles.migrator, roles.explorer];
 
 /** A PgBouncer console command; a database PgBouncer has no pool for (or is not paused) is fine. */
-async function poolerCommand(deps: BackupJobDeps, command: 'KILL' | 'RESUME' | 'RECONNECT', name: string) {
+async function poolerCommand(deps: BackupJobDeps, command: 'RECONNECT', name: string) {
   try {
     await deps.pooler.admin(`${command} ${name}`);
   } catch (err) {
@@ -84,7 +84,8 @@ const TERMINATE_WAIT_MS = 5_000;
  */
 export async function freezeDatabase(deps: BackupJobDeps, ctx: JobContext, name: string): Promise<void> {
   const roles = roleNames(name);
-  await poolerCommand(deps, 'KILL', name);
+  // KILL through the pooler's safe cut (no client mid-login); logins refused until `resume`.
+  await deps.pooler.disconnect(name, { hold: true });
   await ctx.admin.query(
     `REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(name)} FROM ${tenantRoles(roles).map(quoteIdent).join(', ')}`,
   );
@@ -164,7 +165,7 @@ async function fingerprintOf(deps: BackupJobDeps, ctx: JobContext, p: { database
 /** Writes resume: the database's grants as `database.create` makes them, and PgBouncer's `RESUME`. */
 export async function thawDatabase(deps: BackupJobDeps, ctx: JobContext, name: string): Promise<void> {
   if (await exists(ctx, name)) await grantDatabase(ctx.admin, name, roleNames(name));
-  await poolerCommand(deps, 'RESUME', name);
+  await deps.pooler.resume(name);
 }
 
 const archiveOf = (p: { database_id: string; move_id: string }) => ({

@@ -135,6 +135,17 @@ export function renderHba(adminUser: string, rules: HbaRule[], probeUser?: strin
   return `${out.join('\n')}\n`;
 }
 
+/**
+ * Lines refusing every login to one database, from any address (placed right after the admin
+ * console rule, so they win over the database's own rules). PgBouncer evaluates hba as soon as
+ * a client names its database and user, and drops a refused client there and then, before any
+ * authentication exchange: see `disconnect` in pooler-manager.ts for why that matters.
+ */
+export function rejectDatabaseLines(database: string): string[] {
+  if (!NAME.test(database)) throw new Error(`invalid hba name: ${database}`);
+  return [`host ${database} all 0.0.0.0/0 reject`, `host ${database} all ::/0 reject`];
+}
+
 export const HBA_HEADER = '# Managed by Bulwark. First match wins; no match means no access.';
 
 /** A login to the `pgbouncer` console database, from loopback only. */

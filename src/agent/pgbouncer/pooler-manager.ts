@@ -4,11 +4,17 @@ import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { assertValidName } from '../../shared/identifiers.ts';
-import type { HbaRule, PoolerSettings } from './pgbouncer.config.ts';
+import { type HbaRule, POOLER_LIMITS, type PoolerSettings } from './pgbouncer.config.ts';
 import { createPoolerRenderer, PROBE_PREFIX, type Probe, type Rendered } from './pooler-render.ts';
 import { nextExpiry, type PoolerState, pruneExpired, readPoolerState } from './pooler-state.ts';
 
 export { PoolerConfigError } from './pooler-render.ts';
+
+/**
+ * The longest a cut waits for a database's clients to finish logging in: PgBouncer closes a
+ * client that has not logged in after `client_login_timeout`, plus a margin for its janitor.
+ */
+export const CUT_WAIT_MS = POOLER_LIMITS.clientLoginTimeoutS * 1000 + 3_000;
 
 /** File names inside the pooler dir (the same names src/embedded/data-plane.ts writes first). */
 export function poolerPaths(dir: string) {
@@ -65,11 +71,18 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     adminPassword: opts.adminPassword,
     now,
   });
+  /**
+   * Databases every login to which is refused: those with a cut in progress (how many at once)
+   * and those a held cut left paused until `resume`.
+   */
+  const closing = new Map<string, number>();
+  const held = new Set<string>();
   const render = (s: PoolerState, probe: Probe): Rendered =>
     renderer.render(
       s,
       probe,
       [...probeAccess].filter(([name]) => s.databases[name]).map(([, rule]) => rule),
+      new Set([...closing.keys(), ...held]),
     );
   let state: PoolerState = { version: 1, databases: {} };
   let lastGood: { rendered: Rendered; probe: Probe | null } | null = null;
@@ -127,6 +140,16 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       // one is cheap and rules out a half-dead socket.
       throw err;
     }
+  };
+
+  /** Whether a client of `database` is between naming it and finishing its login. */
+  const authenticating = async (database: string): Promise<boolean> => {
+    // SHOW CLIENTS leaves out clients still logging in; SHOW SOCKETS lists them (`cl_login`,
+    // with the database of the pool they are tied to).
+    const r = await admin('SHOW SOCKETS');
+    return r.rows.some(
+      (c: Record<string, unknown>) => c.type === 'C' && c.database === database && c.state === 'cl_login',
+    );
   };
 
   /** Owner of the pooler dir: the files must belong to the user PgBouncer runs as. */
@@ -305,17 +328,78 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     /**
      * Drops every client and server connection PgBouncer holds for one database, then lets
      * new ones in again. Returns false when PgBouncer had no pool for it.
+     *
+     * PgBouncer (1.18, and later releases alike) ties a client to its database's pool as soon
+     * as the client names database and user, before authenticating it; `KILL` frees the pools,
+     * and a client still in its authentication exchange then uses freed memory: PgBouncer
+     * crashes, and every tenant of the node loses its connections. A tenant that reconnects in
+     * a loop while its password is rotated hits that within a few dozen cuts. So a cut is:
+     *   1. refuse every login to the database (reject rules first in hba, reload proven):
+     *      PgBouncer refuses a client at once, before any exchange, so no new one is pending;
+     *   2. wait until no client of the database is still authenticating (`SHOW SOCKETS`; a
+     *      client that stalls is closed by PgBouncer at `client_login_timeout`, so the wait is
+     *      bounded — by `CUT_WAIT_MS`, past which the cut fails rather than risk the crash);
+     *   3. `KILL`, `RESUME`;
+     *   4. let logins in again (reload).
+     * While it runs (milliseconds, unless a client stalls its login) new logins to the
+     * database are refused; every cut ends every session of the database anyway.
+     *
+     * With `hold` (a move's freeze, a restore's swap) the database stays paused and its logins
+     * refused until `resume`. (Letting clients log in to a paused database is worse than
+     * refusing them: PgBouncer 1.18 then gives up on the pool's first server login and holds
+     * every login to it for `server_login_retry`, 15 s, after the RESUME.)
      */
-    async disconnect(database: string): Promise<boolean> {
+    async disconnect(database: string, opts2: { hold?: boolean } = {}): Promise<boolean> {
+      assertValidName(database, 'database name');
+      closing.set(database, (closing.get(database) ?? 0) + 1);
+      try {
+        await update((s) => s);
+        const deadline = performance.now() + CUT_WAIT_MS;
+        while (await authenticating(database)) {
+          if (performance.now() > deadline)
+            throw new Error(`clients of ${database} still logging in after ${CUT_WAIT_MS} ms; not cut`);
+          await new Promise((res) => setTimeout(res, 25));
+        }
+        try {
+          await admin(`KILL ${database}`);
+        } catch (err) {
+          if (/no such database/i.test((err as Error).message)) return false;
+          throw err;
+        }
+        if (opts2.hold) held.add(database);
+        else {
+          await admin(`RESUME ${database}`);
+          held.delete(database);
+        }
+        return true;
+      } finally {
+        const n = (closing.get(database) ?? 1) - 1;
+        if (n > 0) closing.set(database, n);
+        else closing.delete(database);
+        await update((s) => s).catch((err: Error) =>
+          opts.log.warn({ database, err: { message: err.message } }, 'pooler reload after a cut failed'),
+        );
+      }
+    },
+    /** Ends a held cut: `RESUME` (a database PgBouncer does not know or has not paused is fine), logins let in. */
+    async resume(database: string): Promise<void> {
       assertValidName(database, 'database name');
       try {
-        await admin(`KILL ${database}`);
+        await admin(`RESUME ${database}`);
       } catch (err) {
-        if (/no such database/i.test((err as Error).message)) return false;
-        throw err;
+        if (!/no such database|is not paused/i.test((err as Error).message)) throw err;
       }
-      await admin(`RESUME ${database}`);
-      return true;
+      if (held.delete(database)) await update((s) => s);
+    },
+    /**
+     * Closes PgBouncer's PostgreSQL sessions for one database (idle ones at once, the others when
+     * released; none is handed to a client again) without touching its clients or pools — for a
+     * database no client can be logged in to (a spare: its owner's password is the agent's
+     * alone), where `disconnect`'s refusal of logins is not needed.
+     */
+    async reconnect(database: string): Promise<void> {
+      assertValidName(database, 'database name');
+      await admin(`RECONNECT ${database}`);
     },
     /**
      * Whether PgBouncer holds a PostgreSQL session for this database and user that a new client

@@ -6,6 +6,7 @@ import {
   type HbaRule,
   hbaRuleLine,
   type PoolerSettings,
+  rejectDatabaseLines,
   renderIni,
 } from './pgbouncer.config.ts';
 import type { PoolerDatabase, PoolerState } from './pooler-state.ts';
@@ -136,13 +137,24 @@ export function createPoolerRenderer(opts: {
     return sectionCache;
   };
 
-  const render = (s: PoolerState, probe: Probe, extraRules: HbaRule[]): Rendered => {
+  /**
+   * `closing`: databases every login to which is refused for now (a cut in progress, see
+   * pooler-manager.ts), whatever their own rules say.
+   */
+  const render = (
+    s: PoolerState,
+    probe: Probe,
+    extraRules: HbaRule[],
+    closing: Iterable<string> = [],
+  ): Rendered => {
     const t = now();
     try {
       const adminUser = opts.settings.adminUser;
       const section = renderSection(s, t);
       const auth: Bytes[] = [bytes(authLine({ user: adminUser, verifier: adminVerifier })), section.auth];
-      const hba: Bytes[] = [bytes(HBA_HEADER), bytes(consoleRuleLine(adminUser)), section.hba];
+      const hba: Bytes[] = [bytes(HBA_HEADER), bytes(consoleRuleLine(adminUser))];
+      for (const db of closing) for (const line of rejectDatabaseLines(db)) hba.push(bytes(line));
+      hba.push(section.hba);
       for (const rule of extraRules) hba.push(bytes(hbaRuleLine(rule)));
       // One iteration: the probe password is 192 random bits, used once; stretching buys nothing.
       auth.push(bytes(authLine({ user: probe.user, verifier: scramVerifier(probe.password, 1) })));
