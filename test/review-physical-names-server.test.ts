@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { enqueueJob } from '../src/server/modules/jobs/jobs.repo.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
@@ -110,6 +111,52 @@ test("jobs are handed out with the job's own database's physical name, never ano
     if (j.kind === 'database.rotate') assert.ok(!JSON.stringify(j).includes(PHYS_A));
   }
   assert.ok(!(await api(a, 'GET', '/v1/jobs?limit=100')).body.includes('"cart"'));
+});
+
+test("a key scoped to a warm-made database's label sees its jobs stored under the physical name, labelled", async () => {
+  // Explorer, execution and access jobs are queued with the physical name (the agent acts on it).
+  // (Queued on a cordoned node no agent polls: this test's agent must not meet them, nor does a
+  // create land there.)
+  const idle = (
+    await s.db.pool.query<{ id: string }>(
+      "INSERT INTO nodes (name, cordoned_at) VALUES ('zz-idle', now()) RETURNING id",
+    )
+  ).rows[0]!.id;
+  const id = (
+    await s.db.pool.query<{ id: string }>("SELECT id FROM databases WHERE name = 'shop' AND pg_name = $1", [
+      PHYS_A,
+    ])
+  ).rows[0]!.id;
+  const job = await enqueueJob(s.db.pool, {
+    nodeId: idle,
+    kind: 'explorer.query',
+    accountId: a.accountId,
+    payload: { database_id: id, name: PHYS_A, sql: 'SELECT 1' },
+  });
+  const scoped = await createTestKey(s, { account: 'zz-sa', level: 'read', databases: ['shop'] });
+  const elsewhere = await createTestKey(s, { account: 'zz-sa', level: 'read', databases: ['nothing_here'] });
+  const list = (await api(scoped, 'GET', '/v1/jobs?limit=100')).json().items as {
+    id: number;
+    database: string;
+  }[];
+  const mine = list.find((j) => j.id === job.id);
+  assert.ok(mine, 'the scoped key sees the job of its database');
+  assert.equal(mine.database, 'shop', 'shown by its label, not the physical name');
+  assert.equal((await api(scoped, 'GET', `/v1/jobs/${job.id}`)).json().database, 'shop');
+  // Another label's scope, or another account, does not see it (404 for the single job).
+  const other = (await api(elsewhere, 'GET', '/v1/jobs?limit=100')).json().items as { id: number }[];
+  assert.ok(!other.some((j) => j.id === job.id));
+  assert.equal((await api(elsewhere, 'GET', `/v1/jobs/${job.id}`)).statusCode, 404);
+  assert.equal((await api(b, 'GET', `/v1/jobs/${job.id}`)).statusCode, 404);
+  // A job in B's account naming A's database id is B's to see, under its own name only.
+  const forged = await enqueueJob(s.db.pool, {
+    nodeId: idle,
+    kind: 'explorer.query',
+    accountId: b.accountId,
+    payload: { database_id: id, name: 'cart' },
+  });
+  assert.equal((await api(b, 'GET', `/v1/jobs/${forged.id}`)).json().database, 'cart');
+  assert.equal((await api(a, 'GET', `/v1/jobs/${forged.id}`)).statusCode, 404);
 });
 
 test('a key revoked while its create waits gets no password at ready (the reveal route would refuse it too)', async () => {

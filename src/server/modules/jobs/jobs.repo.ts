@@ -324,8 +324,19 @@ export type AccountJobRow = Pick<
   | 'finished_at'
 > & { database: string | null; created_us: string };
 
-const ACCOUNT_JOB_COLUMNS = `id, kind, status, attempts, max_attempts, last_error, created_at, claimed_at, finished_at,
-  payload->>'name' AS database, (extract(epoch FROM created_at) * 1000000)::bigint::text AS created_us`;
+/**
+ * A job as its account sees it: `database` is the label of the job's database (by its
+ * `database_id`: a database made from a warm-pool spare is called by the spare's name on its node,
+ * and jobs handed to the agent with that name are stored with it, ADR 0034), else the name the job
+ * was queued with. A database-scoped caller's filter uses the same label.
+ */
+const ACCOUNT_JOBS_FROM = `FROM jobs j
+  LEFT JOIN databases d ON d.account_id = j.account_id
+   AND d.id = (CASE WHEN j.payload->>'database_id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                    THEN (j.payload->>'database_id')::uuid END)`;
+const JOB_LABEL = `coalesce(d.name, j.payload->>'name')`;
+const ACCOUNT_JOB_COLUMNS = `j.id, j.kind, j.status, j.attempts, j.max_attempts, j.last_error, j.created_at, j.claimed_at,
+  j.finished_at, ${JOB_LABEL} AS database, (extract(epoch FROM j.created_at) * 1000000)::bigint::text AS created_us`;
 
 /**
  * An account's jobs, newest first. `databases` (a database-scoped caller) limits them to
@@ -338,12 +349,12 @@ export async function listAccountJobs(
   page: { limit: number; after: { ts: number; id: string } | null },
 ): Promise<AccountJobRow[]> {
   const r = await db.query<AccountJobRow>(
-    `SELECT ${ACCOUNT_JOB_COLUMNS} FROM jobs
-      WHERE account_id = $1
-        AND ($2::text[] IS NULL OR payload->>'name' = ANY($2::text[]))
+    `SELECT ${ACCOUNT_JOB_COLUMNS} ${ACCOUNT_JOBS_FROM}
+      WHERE j.account_id = $1
+        AND ($2::text[] IS NULL OR ${JOB_LABEL} = ANY($2::text[]))
         AND ($3::bigint IS NULL
-             OR (created_at, id) < (timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::bigint))
-      ORDER BY created_at DESC, id DESC
+             OR (j.created_at, j.id) < (timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::bigint))
+      ORDER BY j.created_at DESC, j.id DESC
       LIMIT $5`,
     [accountId, databases, page.after?.ts ?? null, page.after?.id ?? null, page.limit + 1],
   );
@@ -357,8 +368,8 @@ export async function getAccountJob(
   jobId: number,
 ): Promise<AccountJobRow | null> {
   const r = await db.query<AccountJobRow>(
-    `SELECT ${ACCOUNT_JOB_COLUMNS} FROM jobs
-      WHERE id = $1 AND account_id = $2 AND ($3::text[] IS NULL OR payload->>'name' = ANY($3::text[]))`,
+    `SELECT ${ACCOUNT_JOB_COLUMNS} ${ACCOUNT_JOBS_FROM}
+      WHERE j.id = $1 AND j.account_id = $2 AND ($3::text[] IS NULL OR ${JOB_LABEL} = ANY($3::text[]))`,
     [jobId, accountId, databases],
   );
   return r.rows[0] ?? null;
