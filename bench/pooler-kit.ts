@@ -12,6 +12,7 @@ import type { DatabaseJobDeps } from '../src/agent/jobs/database-common.ts';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import { createPoolerManager, type PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
+import { terminatePoolerSessions } from '../src/agent/postgres/tenant-sql.ts';
 import { startDataPlane } from '../src/embedded/data-plane.ts';
 import { dataLayout, POOLER_ADMIN } from '../src/embedded/layout.ts';
 import { resolveServiceUser } from '../src/embedded/service-user.ts';
@@ -58,10 +59,11 @@ export async function startPoolerBenchKit(): Promise<PoolerBenchKit> {
     adminPassword: dp.poolerAdminPassword,
     log: createLogger('pooler', 'silent'),
     sweepMs: 600_000,
+    endServerSessions: (database, users) => terminatePoolerSessions(admin, database, users),
   });
-  await pooler.start();
   const admin = new pg.Pool({ connectionString: dp.adminUrl, max: 4 });
   admin.on('error', () => {});
+  await pooler.start();
   const deps: DatabaseJobDeps = {
     pooler,
     poolerHost: '127.0.0.1',

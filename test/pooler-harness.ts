@@ -13,6 +13,7 @@ import {
   type PoolerManagerOptions,
   poolerPaths,
 } from '../src/agent/pgbouncer/pooler-manager.ts';
+import { terminatePoolerSessions } from '../src/agent/postgres/tenant-sql.ts';
 import { POOLER_ADMIN } from '../src/embedded/layout.ts';
 import { type RunningPgbouncer, startPgbouncer } from '../src/embedded/pgbouncer-process.ts';
 import { chownToService, resolveServiceUser } from '../src/embedded/service-user.ts';
@@ -85,6 +86,15 @@ export async function startPrivatePooler(): Promise<PrivatePooler> {
     binary: testEnv().pgbouncerBin,
   });
   const managers: PoolerManager[] = [];
+  /** The cluster admin, for the cuts' ending of server sessions (as the agent's wiring does). */
+  let admin: pg.Pool | null = null;
+  const adminPool = () => {
+    if (!admin) {
+      admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
+      admin.on('error', () => {});
+    }
+    return admin;
+  };
   return {
     dir,
     stateDir,
@@ -98,6 +108,7 @@ export async function startPrivatePooler(): Promise<PrivatePooler> {
         settings: { ...settings, ...s },
         adminPassword,
         log: createLogger('pooler', 'silent'),
+        endServerSessions: (database, users) => terminatePoolerSessions(adminPool(), database, users),
         ...overrides,
       });
       managers.push(m);
@@ -105,6 +116,7 @@ export async function startPrivatePooler(): Promise<PrivatePooler> {
     },
     async stop() {
       for (const m of managers) m.stop();
+      await (admin as pg.Pool | null)?.end().catch(() => {});
       await pgbouncer.stop();
       await fs.rm(root, { recursive: true, force: true });
     },

@@ -28,6 +28,7 @@ import { ensurePoolerTls, listensOnLoopbackOnly } from './pgbouncer/pooler-tls.t
 import { createWarmPool, type WarmPool } from './pool/warm-pool.ts';
 import { ensureTenantTemplate, refuseMaintenanceLogins } from './postgres/catalog-visibility.ts';
 import { type ClusterAccess, pinnedOptions } from './postgres/steward.ts';
+import { terminatePoolerSessions } from './postgres/tenant-sql.ts';
 import { createDatabaseSampler } from './samples/database-sampler.ts';
 import { createSampleSchedule, sampleAfterCreate } from './samples/sample-schedule.ts';
 import { createServerClient } from './server-client.ts';
@@ -116,7 +117,7 @@ export async function startAgent(
     pgPort: Number(pgUrl.port || 5432),
     key: await loadExplorerKey(config.stateDir),
   };
-  const managed = await startPooler(config, log);
+  const managed = await startPooler(config, log, admin);
   const pooler = managed?.pooler;
   // Attached databases the server registered (filled by the report below): explorer and execution.
   const attached = createAttachedRegistry();
@@ -295,6 +296,7 @@ export async function startAgent(
 async function startPooler(
   config: AgentConfig,
   log: Logger,
+  admin: pg.Pool,
 ): Promise<{ pooler: PoolerManager; clientSsl: pg.ClientConfig['ssl'] } | null> {
   if (!config.poolerDir || !config.poolerAdminPassword) return null;
   const pgUrl = new URL(config.adminDatabaseUrl);
@@ -329,6 +331,7 @@ async function startPooler(
     adminPassword: config.poolerAdminPassword,
     ...(tls ? { clientSsl: tls.clientSsl } : {}),
     log: log.child({ component: 'pooler' }),
+    endServerSessions: (database, users) => terminatePoolerSessions(admin, database, users),
   });
   await pooler.start().catch((err: Error) => {
     log.error({ err: { message: err.message } }, 'the pooler config could not be made live at start-up');

@@ -41,6 +41,11 @@ export type PoolerManagerOptions = {
   now?: () => number;
   /** Upper bound between two expiry sweeps (the sweep also runs at the exact next expiry). */
   sweepMs?: number;
+  /**
+   * Ends these users' PostgreSQL sessions in this database (PgBouncer's server connections
+   * there): a cut makes sure none is left before its KILL (see `disconnect`).
+   */
+  endServerSessions: (database: string, users: readonly string[]) => Promise<unknown>;
 };
 
 /** How long an apply took (ms), in total and per phase. */
@@ -76,6 +81,8 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
    * and those a held cut left paused until `resume`.
    */
   const closing = new Map<string, number>();
+  /** A cut's last reload failed: PgBouncer may still refuse a database no cut holds (re-applied soon). */
+  let staleRefusal = false;
   const held = new Set<string>();
   const render = (s: PoolerState, probe: Probe): Rendered =>
     renderer.render(
@@ -152,6 +159,36 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     );
   };
 
+  /**
+   * What PgBouncer's pools for `database` still hold that a KILL must not meet: server
+   * connections in any state (a client can be linked to one in an instant, and only a linked
+   * client's cancel request joins the pool) and cancel requests under way. Returns the users of
+   * the pools that hold server connections, and whether anything at all is left.
+   */
+  const unquiet = async (database: string): Promise<{ busy: boolean; users: string[] }> => {
+    const r = await admin('SHOW POOLS');
+    const n = (row: Record<string, unknown>, k: string) => Number(row[k] ?? 0);
+    const servers = [
+      'sv_active',
+      'sv_active_cancel',
+      'sv_being_canceled',
+      'sv_idle',
+      'sv_used',
+      'sv_tested',
+      'sv_login',
+    ];
+    const cancels = ['cl_active_cancel_req', 'cl_waiting_cancel_req'];
+    let busy = false;
+    const users: string[] = [];
+    for (const row of r.rows as Record<string, unknown>[]) {
+      if (row.database !== database) continue;
+      const withServers = servers.some((k) => n(row, k) > 0);
+      if (withServers) users.push(String(row.user));
+      if (withServers || cancels.some((k) => n(row, k) > 0)) busy = true;
+    }
+    return { busy, users };
+  };
+
   /** Owner of the pooler dir: the files must belong to the user PgBouncer runs as. */
   const owner = async () => {
     if (typeof process.getuid !== 'function' || process.getuid() !== 0) return null;
@@ -177,9 +214,33 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     await fs.rename(await stage(file, text, sync), file);
   };
 
+  /**
+   * PgBouncer re-reads the auth file at RELOAD only when its inode, mtime (whole seconds) or size
+   * changed since it last read it. Each write is a new file (a new inode), but after a write that
+   * was never reloaded (an apply that failed half-way) the next one may get back the inode
+   * PgBouncer remembers, within the same second and at the same size (every probe line is as
+   * long as the last): PgBouncer would then keep the old users. What PgBouncer last read (as far
+   * as this manager knows: the auth file of the last proven reload) is kept, and a new file that
+   * looks the same to PgBouncer gets its mtime moved on by a second.
+   */
+  let loadedAuth: { ino: number; mtimeS: number; size: number } | null = null;
+  const statAuth = async () => {
+    const st = await fs.stat(files.auth);
+    return { ino: st.ino, mtimeS: Math.floor(st.mtimeMs / 1000), size: st.size };
+  };
   const writeAll = async (r: Rendered) => {
     // Auth and hba first: the ini (which names the probe user) is the last to change.
     await writeAtomic(files.auth, r.auth);
+    const st = await statAuth();
+    if (
+      loadedAuth &&
+      st.ino === loadedAuth.ino &&
+      st.mtimeS === loadedAuth.mtimeS &&
+      st.size === loadedAuth.size
+    ) {
+      const later = new Date((st.mtimeS + 1) * 1000);
+      await fs.utimes(files.auth, later, later);
+    }
     await writeAtomic(files.hba, r.hba);
     await writeAtomic(files.ini, r.ini);
   };
@@ -205,10 +266,12 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     const rendered = render(next, probe);
     const previous = lastGood ?? { rendered: await readDisk(), probe: null };
     const t1 = performance.now();
-    await writeAll(rendered);
-    const t2 = performance.now();
+    let t2 = t1;
     let t3: number;
     try {
+      // Inside the try: a write that fails half-way (a full disk) puts the last good files back too.
+      await writeAll(rendered);
+      t2 = performance.now();
       await admin('RELOAD');
       t3 = performance.now();
       await probeLogin(probe);
@@ -218,12 +281,15 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
         await writeAll(previous.rendered);
         await admin('RELOAD');
         if (previous.probe) await probeLogin(previous.probe);
+        loadedAuth = await statAuth();
       } catch (restoreErr) {
         opts.log.error({ err: { message: (restoreErr as Error).message } }, 'pooler restore failed');
       }
       throw new Error(`pooler reload did not take effect: ${(err as Error).message}`);
     }
     lastGood = { rendered, probe };
+    staleRefusal = false;
+    loadedAuth = await statAuth().catch(() => null);
     const t4 = performance.now();
     return { ms: t4 - t0, phases: { render: t1 - t0, write: t2 - t1, reload: t3 - t2, probe: t4 - t3 } };
   };
@@ -258,7 +324,8 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     const t = now();
     const next = nextExpiry(state, t);
     const sweep = opts.sweepMs ?? 30_000;
-    const wait = next === null ? sweep : Math.max(0, Math.min(sweep, next - t + 1));
+    const due = next === null ? sweep : Math.max(0, Math.min(sweep, next - t + 1));
+    const wait = staleRefusal ? Math.min(due, 1_000) : due;
     timer = setTimeout(() => {
       void sweepExpired().catch((err: Error) => {
         opts.log.warn({ err: { message: err.message } }, 'allowlist expiry sweep failed; will retry');
@@ -290,13 +357,16 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
 
   const sweepExpired = () =>
     serial(async () => {
-      const pruned = pruneExpired(state, now());
-      if (pruned !== state) {
-        await applyAndPersist(pruned);
-        state = pruned;
-        opts.log.info('expired allowlist entries removed from the pooler');
+      try {
+        const pruned = pruneExpired(state, now());
+        if (pruned !== state) {
+          await applyAndPersist(pruned);
+          state = pruned;
+          opts.log.info('expired allowlist entries removed from the pooler');
+        } else if (staleRefusal) await apply(state);
+      } finally {
+        schedule();
       }
-      schedule();
     });
 
   return {
@@ -352,34 +422,55 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     async disconnect(database: string, opts2: { hold?: boolean } = {}): Promise<boolean> {
       assertValidName(database, 'database name');
       closing.set(database, (closing.get(database) ?? 0) + 1);
-      try {
-        await update((s) => s);
-        const deadline = performance.now() + CUT_WAIT_MS;
-        while (await authenticating(database)) {
-          if (performance.now() > deadline)
-            throw new Error(`clients of ${database} still logging in after ${CUT_WAIT_MS} ms; not cut`);
-          await new Promise((res) => setTimeout(res, 25));
-        }
-        try {
-          await admin(`KILL ${database}`);
-        } catch (err) {
-          if (/no such database/i.test((err as Error).message)) return false;
-          throw err;
-        }
-        if (opts2.hold) held.add(database);
-        else {
-          await admin(`RESUME ${database}`);
-          held.delete(database);
-        }
-        return true;
-      } finally {
+      const lift = async () => {
         const n = (closing.get(database) ?? 1) - 1;
         if (n > 0) closing.set(database, n);
         else closing.delete(database);
-        await update((s) => s).catch((err: Error) =>
-          opts.log.warn({ database, err: { message: err.message } }, 'pooler reload after a cut failed'),
-        );
+        await update((s) => s).catch((err: Error) => {
+          // The refusal stays live until a reload works: the sweep retries soon (staleRefusal),
+          // and the cut reports the failure (its job is retried).
+          staleRefusal = true;
+          schedule();
+          throw new Error(`the reload ending the cut of ${database} failed: ${err.message}`);
+        });
+      };
+      let killed: boolean;
+      try {
+        await update((s) => s);
+        const deadline = performance.now() + CUT_WAIT_MS;
+        const overdue = (what: string) => {
+          if (performance.now() > deadline)
+            throw new Error(`${what} for ${database} after ${CUT_WAIT_MS} ms; not cut`);
+        };
+        while (await authenticating(database)) {
+          overdue('clients still logging in');
+          await new Promise((res) => setTimeout(res, 25));
+        }
+        for (;;) {
+          const left = await unquiet(database);
+          if (!left.busy) break;
+          overdue('server connections or cancel requests still open');
+          if (left.users.length > 0) await opts.endServerSessions(database, left.users);
+          await new Promise((res) => setTimeout(res, 10));
+        }
+        try {
+          await admin(`KILL ${database}`);
+          killed = true;
+        } catch (err) {
+          if (!/no such database/i.test((err as Error).message)) throw err;
+          killed = false;
+        }
+        if (killed && opts2.hold) held.add(database);
+        else if (killed) {
+          await admin(`RESUME ${database}`);
+          held.delete(database);
+        }
+      } catch (err) {
+        await lift().catch(() => {});
+        throw err;
       }
+      await lift();
+      return killed;
     },
     /** Ends a held cut: `RESUME` (a database PgBouncer does not know or has not paused is fine), logins let in. */
     async resume(database: string): Promise<void> {
@@ -389,7 +480,14 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       } catch (err) {
         if (!/no such database|is not paused/i.test((err as Error).message)) throw err;
       }
-      if (held.delete(database)) await update((s) => s);
+      if (!held.delete(database)) return;
+      try {
+        await update((s) => s);
+      } catch (err) {
+        // Still refused (the reload's failure put the last good files back): held until a retry.
+        held.add(database);
+        throw err;
+      }
     },
     /**
      * Closes PgBouncer's PostgreSQL sessions for one database (idle ones at once, the others when

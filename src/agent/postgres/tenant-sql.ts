@@ -403,6 +403,25 @@ export async function terminateSessions(
 }
 
 /**
+ * Ends the PostgreSQL sessions of these users in this database (what PgBouncer holds as their
+ * server connections there; a cut needs them gone before its KILL, see pooler-manager.ts).
+ */
+export async function terminatePoolerSessions(
+  pool: pg.Pool,
+  database: string,
+  users: readonly string[],
+): Promise<number> {
+  const r = await pool.query<{ n: number }>(
+    `SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))::pg_catalog.int4 AS n
+       FROM pg_catalog.pg_stat_activity
+      WHERE pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+        AND datname OPERATOR(pg_catalog.=) $1 AND usename OPERATOR(pg_catalog.=) ANY($2::pg_catalog.name[])`,
+    [database, users],
+  );
+  return r.rows[0]?.n ?? 0;
+}
+
+/**
  * Terminates the sessions of the given roles that may hold a lock on them: an open transaction
  * that wrote something (a row lock on pg_authid or pg_db_role_setting needs a transaction id —
  * `BEGIN; ALTER ROLE self …` left open) or a lock on one of the roles as a shared object. Waits
