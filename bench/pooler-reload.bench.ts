@@ -14,7 +14,9 @@
  *     the wildcard (the design we avoid; its cost grows with the square of the line count);
  *   - rotation time-to-effect: database.rotate on the real tenant, from the job's start until
  *     the new password has logged in through PgBouncer (the job's own proof; the old password
- *     stops working at the pooler step before that).
+ *     stops working at the pooler step before that);
+ *   - a cut alone (ADR 0036: two proven reloads around the KILL, the waits and the ending of
+ *     server sessions) with one tenant session linked to a server, against KILL + RESUME alone.
  * Prints a table and a final JSON line.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -81,6 +83,8 @@ try {
     const reloadMs: number[] = [];
     const baselineMs: number[] = [];
     const rotateMs: number[] = [];
+    const cutMs: number[] = [];
+    const killMs: number[] = [];
     const wildcardIni = await fs.readFile(kit.pooler.files.ini, 'utf8');
     const perTenantIni = wildcardIni.replace(/^\* = (host=\S+ port=\d+)$/m, (_m, target: string) =>
       Object.keys(databases)
@@ -107,6 +111,33 @@ try {
         ),
       );
       password = next;
+      // The cut alone (ADR 0036: refuse, wait for logins, end server sessions, KILL, RESUME,
+      // let in), with one tenant session linked to a server, against the old unsafe cut
+      // (KILL + RESUME only) on the same kind of session.
+      const linked = async () => {
+        const c = new pg.Client({
+          host: '127.0.0.1',
+          port: kit.ports.pooler,
+          user: real.owner,
+          password,
+          database: realName,
+        });
+        c.on('error', () => {});
+        await c.connect();
+        await c.query('SELECT 1');
+        return c;
+      };
+      let c = await linked();
+      cutMs.push(await timed(() => kit.pooler.disconnect(realName)));
+      await c.end().catch(() => {});
+      c = await linked();
+      killMs.push(
+        await timed(async () => {
+          await consoleQuery(`KILL ${realName}`);
+          await consoleQuery(`RESUME ${realName}`);
+        }),
+      );
+      await c.end().catch(() => {});
     }
     const row = {
       databases: n,
@@ -116,17 +147,19 @@ try {
       baseline_per_tenant_lines_reload_ms: round(median(baselineMs)),
       baseline_ratio: round(median(baselineMs) / median(reloadMs), 2),
       rotation_time_to_effect_ms: round(median(rotateMs)),
+      cut_ms: round(median(cutMs)),
+      unsafe_kill_resume_ms: round(median(killMs)),
     };
     out.push(row);
     process.stdout.write(`${JSON.stringify(row)}\n`);
   }
   process.stdout.write(`\nsizes ${SIZES.join(', ')}; median of ${RUNS} runs each\n`);
   process.stdout.write(
-    'databases | apply (render+write+RELOAD+probe) | RELOAD alone | baseline: 1 [databases] line per tenant | rotation time-to-effect\n',
+    'databases | apply (render+write+RELOAD+probe) | RELOAD alone | baseline: 1 [databases] line per tenant | rotation time-to-effect | cut (ADR 0036) | KILL+RESUME alone\n',
   );
   for (const r of out) {
     process.stdout.write(
-      `${r.databases} | ${r.apply_ms} ms | ${r.reload_alone_ms} ms | ${r.baseline_per_tenant_lines_reload_ms} ms (${r.baseline_ratio}×) | ${r.rotation_time_to_effect_ms} ms\n`,
+      `${r.databases} | ${r.apply_ms} ms | ${r.reload_alone_ms} ms | ${r.baseline_per_tenant_lines_reload_ms} ms (${r.baseline_ratio}×) | ${r.rotation_time_to_effect_ms} ms | ${r.cut_ms} ms | ${r.unsafe_kill_resume_ms} ms\n`,
     );
   }
   process.stdout.write(`${JSON.stringify({ bench: 'pooler-reload', runs: RUNS, results: out })}\n`);

@@ -4,26 +4,22 @@
 // RECONNECT (a warm create with other limits) must never hand out a session with the spare's old
 // settings. Own PgBouncer per file.
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import net from 'node:net';
-import { after, before, test } from 'node:test';
-import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
-import { CUT_WAIT_MS, type PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
-import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
-import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
+import { test } from 'node:test';
+import { CUT_WAIT_MS } from '../src/agent/pgbouncer/pooler-manager.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import {
-  clientFrom,
-  databaseJobKit,
-  newPassword,
-  type PrivatePooler,
-  startPrivatePooler,
-  tryLogin,
-  uniqueName,
-} from './pooler-harness.ts';
+  coldCreate,
+  cutKitPerFile,
+  jobHandlers,
+  message,
+  raw,
+  sleep,
+  startupPacket,
+} from './helpers/pooler-cut-kit.ts';
+import { clientFrom, newPassword, tryLogin } from './pooler-harness.ts';
 
 type Session = { response: string; message: string };
 const sasl = createRequire(import.meta.url)('pg/lib/crypto/sasl.js') as {
@@ -31,71 +27,16 @@ const sasl = createRequire(import.meta.url)('pg/lib/crypto/sasl.js') as {
   continueSession(session: Session, password: string, serverData: string): Promise<void>;
 };
 
-let p: PrivatePooler;
-let pooler: PoolerManager;
-let kit: ReturnType<typeof databaseJobKit>;
-const sockets = new Set<net.Socket>();
-before(async () => {
-  p = await startPrivatePooler();
-  pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-});
-after(async () => {
-  for (const s of sockets) s.destroy();
-  await kit.close();
-  await p.stop().catch(() => {});
-});
-
-type Login = { database: string; user: string; password: string; id: string };
-const handlers = () =>
-  new Map(databaseHandlers({ ...kit.deps, platform: { databases: ['bulwark'], roles: [] } }));
-const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
-
-async function coldCreate(): Promise<Login> {
-  const password = newPassword();
-  const name = uniqueName('zs');
-  const id = randomUUID();
-  await handlers().get('database.create')!(
-    {
-      database_id: id,
-      name,
-      verifier: scramVerifier(password),
-      allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
-      limits: DEFAULT_LIMITS,
-    },
-    kit.ctx(password),
-  );
-  return { database: name, user: roleNames(name).owner, password, id };
-}
+const rig = cutKitPerFile();
 
 const login = (l: { database: string; user: string; password: string }) =>
-  tryLogin(clientFrom('127.0.0.1', { port: p.port, ...l }));
+  tryLogin(clientFrom('127.0.0.1', { port: rig.p.port, ...l }));
 
 // ---- raw protocol helpers ----
 
-function message(type: string, body: Buffer): Buffer {
-  const head = Buffer.alloc(5);
-  head.write(type, 0);
-  head.writeInt32BE(4 + body.length, 1);
-  return Buffer.concat([head, body]);
-}
-
-function startupPacket(user: string, database: string): Buffer {
-  const params = Buffer.from(`user\0${user}\0database\0${database}\0\0`);
-  const b = Buffer.alloc(8 + params.length);
-  b.writeInt32BE(b.length, 0);
-  b.writeInt32BE(196608, 4);
-  params.copy(b, 8);
-  return b;
-}
-
 /** A socket that buffers what PgBouncer sends; `read` waits (bounded) for the next chunk. */
 function rawClient() {
-  const s = net.connect({ host: '127.0.0.1', port: p.port });
-  sockets.add(s);
-  s.on('error', () => {});
+  const s = raw(rig);
   let closed = false;
   const chunks: Buffer[] = [];
   const waiters: (() => void)[] = [];
@@ -105,7 +46,6 @@ function rawClient() {
   });
   s.on('close', () => {
     closed = true;
-    sockets.delete(s);
     for (const w of waiters.splice(0)) w();
   });
   return {
@@ -180,7 +120,7 @@ async function rawQueryWorks(c: ReturnType<typeof rawClient>): Promise<boolean> 
 
 /** Makes the next pooler apply fail (the ini cannot be replaced); returns what undoes it. */
 async function breakApplies(): Promise<() => Promise<void>> {
-  const ini = pooler.files.ini;
+  const ini = rig.pooler.files.ini;
   await fs.rename(ini, `${ini}.aside`);
   await fs.mkdir(ini);
   await fs.writeFile(`${ini}/keep`, 'x');
@@ -192,38 +132,38 @@ async function breakApplies(): Promise<() => Promise<void>> {
 
 /** Lets PgBouncer forget an idle auto-database (as after its restart, or an hour idle). */
 async function forget(database: string) {
-  await pooler.admin('SET autodb_idle_timeout = 1');
+  await rig.pooler.admin('SET autodb_idle_timeout = 1');
   // No client of it is logging in here: its pools (and kept server sessions) can go at once.
-  await pooler.admin(`KILL ${database}`);
-  await pooler.admin(`RESUME ${database}`);
+  await rig.pooler.admin(`KILL ${database}`);
+  await rig.pooler.admin(`RESUME ${database}`);
   try {
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
-      const r = await pooler.admin('SHOW DATABASES');
+      const r = await rig.pooler.admin('SHOW DATABASES');
       if (!r.rows.some((d) => d.name === database)) return;
       await sleep(250);
     }
     throw new Error(`PgBouncer still knows ${database}`);
   } finally {
-    await pooler.admin('SET autodb_idle_timeout = 3600');
+    await rig.pooler.admin('SET autodb_idle_timeout = 3600');
   }
 }
 
 // ---- the attacks ----
 
 test('zz-attack-cut: a held cut whose resume failed once lets logins in when the resume is retried', async () => {
-  const l = await coldCreate();
-  assert.equal(await pooler.disconnect(l.database, { hold: true }), true);
+  const l = await coldCreate(rig, 'zs');
+  assert.equal(await rig.pooler.disconnect(l.database, { hold: true }), true);
   assert.ok(await login(l), 'refused while held');
   // The thaw's reload fails (a full disk, a probe login that timed out under load...).
   const restore = await breakApplies();
   try {
-    await assert.rejects(pooler.resume(l.database));
+    await assert.rejects(rig.pooler.resume(l.database));
   } finally {
     await restore();
   }
   // The job is retried: the retry reports success...
-  await pooler.resume(l.database);
+  await rig.pooler.resume(l.database);
   // ...so the database must serve again. (Found by this review, fixed: `resume` forgot the hold
   // before its reload had worked; the retry then found nothing held and reloaded nothing. And a
   // retried write could get back the auth file inode PgBouncer remembered, in the same second at
@@ -232,15 +172,15 @@ test('zz-attack-cut: a held cut whose resume failed once lets logins in when the
 });
 
 test('zz-attack-cut: a cut whose final reload failed does not report success with its database still refused', async () => {
-  const l = await coldCreate();
+  const l = await coldCreate(rig, 'zs');
   // A client stalled in its exchange keeps the cut in its wait: the window to break the reload.
   const stalled = await halfLogin({ ...l, password: 'not-the-password' });
-  const cut = pooler.disconnect(l.database).then(
+  const cut = rig.pooler.disconnect(l.database).then(
     () => 'reported success',
     (err: Error) => `failed: ${err.message}`,
   );
   await sleep(400);
-  assert.match(await fs.readFile(pooler.files.hba, 'utf8'), / reject$/m, 'the cut refuses logins now');
+  assert.match(await fs.readFile(rig.pooler.files.hba, 'utf8'), / reject$/m, 'the cut refuses logins now');
   const restore = await breakApplies();
   let outcome: string;
   try {
@@ -261,15 +201,15 @@ test('zz-attack-cut: a cut whose final reload failed does not report success wit
   }
   assert.equal(served, null, 'the database serves again without another change');
   // Any later reload does end it (shown so the damage is bounded by the next change on the node).
-  await pooler.reload();
+  await rig.pooler.reload();
   assert.equal(await login(l), null);
 });
 
 test('zz-attack-cut: a held cut refuses logins until resume even when PgBouncer did not know the database yet', async () => {
-  const l = await coldCreate();
+  const l = await coldCreate(rig, 'zs');
   await forget(l.database);
   // A move's freeze (or a restore's swap) right after PgBouncer restarted or an idle hour.
-  const killed = await pooler.disconnect(l.database, { hold: true });
+  const killed = await rig.pooler.disconnect(l.database, { hold: true });
   try {
     // Held: KILL of a database PgBouncer has forgotten registers it again (wildcard entry), so
     // the hold is recorded and the reject lines stay (were it `no such database`, the frozen
@@ -277,21 +217,21 @@ test('zz-attack-cut: a held cut refuses logins until resume even when PgBouncer 
     const refused = await login(l);
     assert.ok(refused, `a login during the hold is refused (disconnect returned ${killed})`);
   } finally {
-    await pooler.resume(l.database);
+    await rig.pooler.resume(l.database);
   }
   assert.equal(await login(l), null);
 });
 
 test('zz-attack-cut: a login begun with the old password before a rotation does not survive it; nor does an idle session', async () => {
-  const l = await coldCreate();
-  const idle = clientFrom('127.0.0.1', { port: p.port, ...l });
+  const l = await coldCreate(rig, 'zs');
+  const idle = clientFrom('127.0.0.1', { port: rig.p.port, ...l });
   await idle.connect();
   // A session logged in (through PgBouncer) that has never sent a query: no server linked.
   const inFlight = await halfLogin(l);
   const next = newPassword();
-  const rotate = handlers().get('database.rotate')!(
+  const rotate = jobHandlers(rig).get('database.rotate')!(
     { database_id: l.id, name: l.database, verifier: scramVerifier(next) },
-    kit.ctx(next),
+    rig.kit.ctx(next),
   );
   await sleep(500); // the new verifier is live, the cut waits for the exchange in flight
   const gotIn = await inFlight.finish();
@@ -304,8 +244,8 @@ test('zz-attack-cut: a login begun with the old password before a rotation does 
 });
 
 test("zz-attack-cut: strangers stalling another tenant's logins delay its cut only up to client_login_timeout", async () => {
-  const victim = await coldCreate();
-  const other = await coldCreate();
+  const victim = await coldCreate(rig, 'zs');
+  const other = await coldCreate(rig, 'zs');
   // The attacker knows the victim's owner role name (derived from the database name) and is
   // inside its allowlist: it can start SCRAM exchanges without the password, and stall them.
   const stalls = await Promise.all(
@@ -314,7 +254,7 @@ test("zz-attack-cut: strangers stalling another tenant's logins delay its cut on
   assert.ok(stalls.filter(Boolean).length >= 20, 'exchanges stalled');
   const t0 = performance.now();
   let done = false;
-  const cut = pooler.disconnect(victim.database).finally(() => {
+  const cut = rig.pooler.disconnect(victim.database).finally(() => {
     done = true;
   });
   cut.catch(() => {});
@@ -343,10 +283,10 @@ test("zz-attack-cut: strangers stalling another tenant's logins delay its cut on
 });
 
 test('zz-attack-cut: RECONNECT never hands out a kept session with the old settings', async () => {
-  const l = await coldCreate();
+  const l = await coldCreate(rig, 'zs');
   const r = roleNames(l.database);
   const setting = async () => {
-    const c = clientFrom('127.0.0.1', { port: p.port, ...l });
+    const c = clientFrom('127.0.0.1', { port: rig.p.port, ...l });
     await c.connect();
     try {
       return (await c.query('SHOW statement_timeout')).rows[0].statement_timeout as string;
@@ -356,24 +296,24 @@ test('zz-attack-cut: RECONNECT never hands out a kept session with the old setti
   };
   for (let i = 1; i <= 8; i++) {
     // A session PgBouncer keeps (idle, or still being reset when the claim runs).
-    const c = clientFrom('127.0.0.1', { port: p.port, ...l });
+    const c = clientFrom('127.0.0.1', { port: rig.p.port, ...l });
     await c.connect();
     await c.query('SELECT 1');
     const ended = c.end();
     if (i % 2 === 0) await ended;
     const value = `${1000 + i}ms`;
-    await kit.admin.query(`ALTER ROLE ${r.owner} SET statement_timeout = '${value}'`);
-    await pooler.reconnect(l.database);
+    await rig.kit.admin.query(`ALTER ROLE ${r.owner} SET statement_timeout = '${value}'`);
+    await rig.pooler.reconnect(l.database);
     await ended;
     assert.equal(await setting(), value, `round ${i}: the new setting, not the kept session's`);
   }
 });
 
 test('zz-attack-cut: RECONNECT of a spare PgBouncer does not know (restart, idle hour) does not fail the create', async () => {
-  const l = await coldCreate();
+  const l = await coldCreate(rig, 'zs');
   await forget(l.database);
   // Held: PgBouncer registers the database again (wildcard entry) instead of answering `no such
   // database`; were it to throw, a warm create with other limits (and each rerun) would fail.
-  await pooler.reconnect(l.database);
+  await rig.pooler.reconnect(l.database);
   assert.equal(await login(l), null);
 });
