@@ -217,8 +217,8 @@ test('the allowlist applies to the login: an address outside it is refused', asy
   assert.notEqual(await tryLogin(viaPooler(g, '127.0.0.2')), null, '127.0.0.2 is outside the allowlist');
   // The hba file holds the login's rule for the allowlist only.
   const hba = await fs.readFile(pooler.files.hba, 'utf8');
-  const rules = hba.split('\n').filter((l) => l.includes(` ${g.payload.login} `));
-  assert.deepEqual(rules, [`host ${db.name} ${g.payload.login} 127.0.0.1/32 scram-sha-256`]);
+  const rules = hba.split('\n').filter((l) => l.includes(` "${g.payload.login}" `));
+  assert.deepEqual(rules, [`host "${db.name}" "${g.payload.login}" 127.0.0.1/32 scram-sha-256`]);
   await run('access.revoke', {
     database_id: db.id,
     name: db.name,
@@ -466,8 +466,8 @@ test('rendering: a login is in the auth and hba files under every allowlist entr
   let r = renderer.render(state, probe, []);
   assert.equal(lines(r.auth, 'shop_jit_0000000a').length, 1);
   assert.deepEqual(lines(r.hba, 'shop_jit_0000000a'), [
-    'host shop shop_jit_0000000a 10.0.0.0/8 scram-sha-256',
-    'host shop shop_jit_0000000a 192.0.2.7/32 scram-sha-256',
+    'host "shop" "shop_jit_0000000a" 10.0.0.0/8 scram-sha-256',
+    'host "shop" "shop_jit_0000000a" 192.0.2.7/32 scram-sha-256',
   ]);
   assert.equal(nextExpiry(state, t), t + 30_000);
   t += 61_000; // past the allowlist entry and the first login, not the second
@@ -475,7 +475,7 @@ test('rendering: a login is in the auth and hba files under every allowlist entr
   assert.deepEqual(lines(r.auth, 'shop_jit_0000000a'), [], 'the expired login left the auth file');
   assert.deepEqual(lines(r.hba, 'shop_jit_0000000a'), []);
   assert.deepEqual(lines(r.hba, 'shop_jit_0000000b'), [
-    'host shop shop_jit_0000000b 10.0.0.0/8 scram-sha-256',
+    'host "shop" "shop_jit_0000000b" 10.0.0.0/8 scram-sha-256',
   ]);
   const pruned = pruneExpired(state, t);
   assert.deepEqual(

@@ -30,15 +30,15 @@ test('apply writes private files, reloads, proves the reload, and survives a res
     assert.equal(st.mode & 0o077, 0, `${f} is private`);
   }
   const hba = await fs.readFile(m.files.hba, 'utf8');
-  assert.match(hba, /^host pgbouncer bulwark_pooler_admin 127\.0\.0\.1\/32 scram-sha-256$/m);
-  assert.match(hba, /^host pm_a pm_a_owner 127\.0\.0\.1\/32 scram-sha-256$/m);
+  assert.match(hba, /^host pgbouncer "bulwark_pooler_admin" 127\.0\.0\.1\/32 scram-sha-256$/m);
+  assert.match(hba, /^host "pm_a" "pm_a_owner" 127\.0\.0\.1\/32 scram-sha-256$/m);
   const auth = await fs.readFile(m.files.auth, 'utf8');
   assert.ok(!auth.includes('"pw"'), 'no clear password in the auth file');
   // The probe user of this render is the one PgBouncer runs with.
   const cfg = await m.admin('SHOW CONFIG');
   const stats = cfg.rows.find((r: { key: string }) => r.key === 'stats_users') as { value: string };
   assert.match(stats.value, /^bulwark_probe_[0-9a-f]{12}$/);
-  assert.ok(hba.trimEnd().endsWith(`host pgbouncer ${stats.value} 127.0.0.1/32 scram-sha-256`));
+  assert.ok(hba.trimEnd().endsWith(`host pgbouncer "${stats.value}" 127.0.0.1/32 scram-sha-256`));
   m.stop();
 
   const again = p.manager();

@@ -317,3 +317,29 @@ test('zz-attack-cut: RECONNECT of a spare PgBouncer does not know (restart, idle
   await rig.pooler.reconnect(l.database);
   assert.equal(await login(l), null);
 });
+
+test('zz-attack-cut: a tenant database named `all` is one database in hba, also while it is cut', async () => {
+  // PgBouncer reads an unquoted `all` in hba as the keyword: the database's rules (and a cut's
+  // reject lines) would then match every database on the node. Names are quoted.
+  await rig.kit.admin.query('DROP DATABASE IF EXISTS "all" WITH (FORCE)');
+  const everything = await coldCreate(rig, 'za', 'all');
+  const other = await coldCreate(rig, 'za');
+  try {
+    assert.equal(await login(everything), null);
+    // Its owner reaches no other database through PgBouncer (its rule names `all` as a name).
+    assert.ok(await login({ ...everything, database: other.database }), 'all_owner refused elsewhere');
+    // Cutting it works (the reload proof passes) and refuses nobody else meanwhile.
+    const stalled = await halfLogin({ ...everything, password: 'not-the-password' });
+    const cut = rig.pooler.disconnect(everything.database);
+    await sleep(300);
+    assert.equal(await login(other), null, 'another tenant logs in during the cut of `all`');
+    stalled.client.socket.destroy();
+    assert.equal(await cut, true);
+    assert.equal(await login(everything), null);
+  } finally {
+    await jobHandlers(rig).get('database.delete')!(
+      { database_id: everything.id, name: everything.database },
+      rig.kit.ctx(),
+    );
+  }
+});

@@ -64,9 +64,9 @@ export function jobHandlers(k: CutKit) {
 }
 
 /** Makes a tenant database (name from `prefix`, fresh password, loopback allowlist) through database.create. */
-export async function coldCreate(k: CutKit, prefix: string): Promise<TenantLogin> {
+export async function coldCreate(k: CutKit, prefix: string, exact?: string): Promise<TenantLogin> {
   const password = newPassword();
-  const name = uniqueName(prefix);
+  const name = exact ?? uniqueName(prefix);
   const id = randomUUID();
   await jobHandlers(k).get('database.create')!(
     {

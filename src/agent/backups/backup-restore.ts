@@ -217,9 +217,9 @@ async function swapIn(
   const old = scratchName('bulwark_restore_', deps.storage.tag);
   // The database's own privileges, as database.create grants them.
   await grantDatabase(ctx.admin, scratch, roles);
-  // KILL through the pooler's safe cut (no client mid-login); logins refused until `resume`.
-  await deps.pooler.disconnect(name, { hold: true });
   try {
+    // KILL through the pooler's safe cut (no client mid-login); logins refused until `resume`.
+    await deps.pooler.disconnect(name, { hold: true });
     let lastErr: unknown = null;
     for (let attempt = 0; attempt < 5; attempt++) {
       await terminateSessions(ctx.admin, { roles: [], database: name });

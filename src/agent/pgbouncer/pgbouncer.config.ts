@@ -120,7 +120,7 @@ export function renderAuthFile(entries: AuthEntry[]): string {
 export function hbaRuleLine(r: HbaRule): string {
   if (!NAME.test(r.database) || !NAME.test(r.user))
     throw new Error(`invalid hba name: ${r.database}/${r.user}`);
-  return `host ${r.database} ${r.user} ${parseCidr(r.cidr)} scram-sha-256`;
+  return `host ${hbaName(r.database)} ${hbaName(r.user)} ${parseCidr(r.cidr)} scram-sha-256`;
 }
 
 /**
@@ -143,12 +143,25 @@ export function renderHba(adminUser: string, rules: HbaRule[], probeUser?: strin
  */
 export function rejectDatabaseLines(database: string): string[] {
   if (!NAME.test(database)) throw new Error(`invalid hba name: ${database}`);
-  return [`host ${database} all 0.0.0.0/0 reject`, `host ${database} all ::/0 reject`];
+  const db = hbaName(database);
+  return [`host ${db} all 0.0.0.0/0 reject`, `host ${db} all ::/0 reject`];
+}
+
+/**
+ * A database or user name in an hba line, always quoted: PgBouncer (like PostgreSQL) reads an
+ * unquoted `all`, `sameuser`, `samerole`, `replication` … as a keyword, and a tenant may call its
+ * database `all` — its rules would then match every database on the node (and a cut's reject
+ * lines every login). A quoted token is a plain name. Names are checked against NAME first, so
+ * they hold no quote.
+ */
+function hbaName(name: string): string {
+  if (!NAME.test(name)) throw new Error(`invalid hba name: ${name}`);
+  return `"${name}"`;
 }
 
 export const HBA_HEADER = '# Managed by Bulwark. First match wins; no match means no access.';
 
 /** A login to the `pgbouncer` console database, from loopback only. */
 export function consoleRuleLine(user: string): string {
-  return `host pgbouncer ${assertName(user)} 127.0.0.1/32 scram-sha-256`;
+  return `host pgbouncer ${hbaName(assertName(user))} 127.0.0.1/32 scram-sha-256`;
 }

@@ -133,7 +133,11 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       await client.end().catch(() => {});
     }
   };
-  /** One kept admin console connection (re-opened after any error). */
+  /**
+   * One kept admin console connection, re-opened after a connection error. A console error
+   * (`no such database`, `is not paused`: an ErrorResponse, with a severity) leaves it usable,
+   * and other queries may be queued on it (a cut polls the console while others run): it stays.
+   */
   let adminConn: Promise<pg.Client> | null = null;
   const admin = async (sql: string): Promise<pg.QueryResult> => {
     adminConn ??= connectAdmin();
@@ -141,10 +145,10 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     try {
       return await (await conn).query(sql);
     } catch (err) {
-      if (adminConn === conn) adminConn = null;
-      void conn.then((c) => c.end()).catch(() => {});
-      // A console error (e.g. `no such database`) leaves the connection usable, but a fresh
-      // one is cheap and rules out a half-dead socket.
+      if (typeof (err as { severity?: unknown }).severity !== 'string') {
+        if (adminConn === conn) adminConn = null;
+        void conn.then((c) => c.end()).catch(() => {});
+      }
       throw err;
     }
   };
@@ -273,6 +277,8 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       await writeAll(rendered);
       t2 = performance.now();
       await admin('RELOAD');
+      // PgBouncer remembers the auth file it saw at this RELOAD, proven or not.
+      loadedAuth = await statAuth().catch(() => null);
       t3 = performance.now();
       await probeLogin(probe);
     } catch (err) {
@@ -280,8 +286,8 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
       try {
         await writeAll(previous.rendered);
         await admin('RELOAD');
+        loadedAuth = await statAuth().catch(() => null);
         if (previous.probe) await probeLogin(previous.probe);
-        loadedAuth = await statAuth();
       } catch (restoreErr) {
         opts.log.error({ err: { message: (restoreErr as Error).message } }, 'pooler restore failed');
       }
@@ -289,7 +295,6 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     }
     lastGood = { rendered, probe };
     staleRefusal = false;
-    loadedAuth = await statAuth().catch(() => null);
     const t4 = performance.now();
     return { ms: t4 - t0, phases: { render: t1 - t0, write: t2 - t1, reload: t3 - t2, probe: t4 - t3 } };
   };
@@ -397,7 +402,8 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
     },
     /**
      * Drops every client and server connection PgBouncer holds for one database, then lets
-     * new ones in again. Returns false when PgBouncer had no pool for it.
+     * new ones in again. Returns false when PgBouncer does not know the database (with the
+     * wildcard entry it always does: KILL registers it).
      *
      * PgBouncer (1.18, and later releases alike) ties a client to its database's pool as soon
      * as the client names database and user, before authenticating it; `KILL` frees the pools,
@@ -407,17 +413,23 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
      *   1. refuse every login to the database (reject rules first in hba, reload proven):
      *      PgBouncer refuses a client at once, before any exchange, so no new one is pending;
      *   2. wait until no client of the database is still authenticating (`SHOW SOCKETS`; a
-     *      client that stalls is closed by PgBouncer at `client_login_timeout`, so the wait is
-     *      bounded — by `CUT_WAIT_MS`, past which the cut fails rather than risk the crash);
-     *   3. `KILL`, `RESUME`;
-     *   4. let logins in again (reload).
-     * While it runs (milliseconds, unless a client stalls its login) new logins to the
-     * database are refused; every cut ends every session of the database anyway.
+     *      client that stalls is closed by PgBouncer at `client_login_timeout`);
+     *   3. end the database's server connections in PostgreSQL until `SHOW POOLS` shows none
+     *      and no cancel request under way (a cancel request joins the pool of the client it
+     *      cancels, only while that client is linked to a server connection, and KILL crashes
+     *      on it too);
+     *   4. `KILL`, `RESUME`;
+     *   5. let logins in again (reload; if that fails the cut fails, and the config is
+     *      re-applied within a second of a working reload).
+     * Steps 2 and 3 are bounded by `CUT_WAIT_MS`, past which the cut fails rather than risk the
+     * crash (its job is retried). While it runs (milliseconds, unless a client stalls) new
+     * logins to the database are refused; every cut ends every session of the database anyway.
      *
      * With `hold` (a move's freeze, a restore's swap) the database stays paused and its logins
      * refused until `resume`. (Letting clients log in to a paused database is worse than
      * refusing them: PgBouncer 1.18 then gives up on the pool's first server login and holds
-     * every login to it for `server_login_retry`, 15 s, after the RESUME.)
+     * every login to it for `server_login_retry`, 15 s, after the RESUME.) A plain cut of a
+     * held database keeps the hold.
      */
     async disconnect(database: string, opts2: { hold?: boolean } = {}): Promise<boolean> {
       assertValidName(database, 'database name');
@@ -435,6 +447,7 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
         });
       };
       let killed: boolean;
+      let resumeDue = false;
       try {
         await update((s) => s);
         const deadline = performance.now() + CUT_WAIT_MS;
@@ -460,16 +473,21 @@ export function createPoolerManager(opts: PoolerManagerOptions) {
           if (!/no such database/i.test((err as Error).message)) throw err;
           killed = false;
         }
-        if (killed && opts2.hold) held.add(database);
+        if (killed && (opts2.hold || held.has(database))) held.add(database);
         else if (killed) {
+          resumeDue = true;
           await admin(`RESUME ${database}`);
-          held.delete(database);
+          resumeDue = false;
         }
       } catch (err) {
+        // Never let logins in to a database left paused: one more RESUME first.
+        if (resumeDue) await admin(`RESUME ${database}`).catch(() => {});
         await lift().catch(() => {});
         throw err;
       }
-      await lift();
+      // A held cut keeps its refusal through `held` whatever this reload does.
+      if (held.has(database)) await lift().catch(() => {});
+      else await lift();
       return killed;
     },
     /** Ends a held cut: `RESUME` (a database PgBouncer does not know or has not paused is fine), logins let in. */
