@@ -199,10 +199,17 @@ test('many parallel waiting creates hold no control-DB connection and the server
   const list = await api(a, 'GET', '/v1/databases?limit=5');
   assert.equal(list.statusCode, 200);
   assert.ok(Date.now() - t0 < 2_000, `a list took ${Date.now() - t0} ms under ${N} waits`);
-  const busy = await s.db.pool.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle'",
-  );
-  assert.ok(busy.rows[0]!.n <= 3, `control-DB sessions busy while waiting: ${busy.rows[0]!.n}`);
+  // A waiting create that held a session would hold it all the time: the fewest busy sessions
+  // over a few looks (the server's own background work comes and goes) stays small.
+  let fewest = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 5; i++) {
+    const busy = await s.db.pool.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle'",
+    );
+    fewest = Math.min(fewest, busy.rows[0]!.n);
+    await sleep(100);
+  }
+  assert.ok(fewest <= 3, `control-DB sessions busy while waiting: ${fewest}`);
   // The agent finishes them all: every waiter answers ready with its own credentials.
   const made = await s.db.pool.query<{ n: number }>(
     "SELECT count(*)::int AS n FROM databases WHERE name LIKE 'flood\\_%'",
