@@ -18,6 +18,7 @@ import { loadUpConfig } from '../src/embedded/up-config.ts';
 import { migrate } from '../src/server/db/migrate.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { buildWeb } from './build-web.ts';
+import { longestFirst } from './test-durations.ts';
 import { listTests } from './test-files.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -99,7 +100,7 @@ try {
       pgbouncerBin: binaries.pgbouncerBin,
     }),
   };
-  const files = await listTests();
+  const files = longestFirst(await listTests());
   const testCode = await run(
     process.execPath,
     [
