@@ -18,7 +18,6 @@ import { loadUpConfig } from '../src/embedded/up-config.ts';
 import { migrate } from '../src/server/db/migrate.ts';
 import { freePort } from '../test/helpers/ports.ts';
 import { buildWeb } from './build-web.ts';
-import { longestFirst } from './test-durations.ts';
 import { listTests } from './test-files.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -100,7 +99,7 @@ try {
       pgbouncerBin: binaries.pgbouncerBin,
     }),
   };
-  const files = longestFirst(await listTests());
+  const files = await listTests();
   const testCode = await run(
     process.execPath,
     [
