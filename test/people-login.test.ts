@@ -5,6 +5,7 @@ import { withTx } from '../src/server/db/pool.ts';
 import { base32Decode, base32Encode, newTotpSecret, totpAt } from '../src/server/modules/people/totp.ts';
 import { createLocalUser } from '../src/server/modules/people/users.service.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
+import { roomInTotpStep } from './helpers/wait.ts';
 
 let server: TestServer;
 const PASSWORD = 'correct horse battery';
@@ -190,6 +191,7 @@ test('TOTP: required after the right password only; ±1 step; each code once', a
   const noCode = await login({ username: 'frank', password: PASSWORD }, freshIp());
   assert.equal(noCode.statusCode, 401);
   assert.equal(noCode.json().error.code, 'totp_required');
+  await roomInTotpStep();
   const now = Date.now();
   const wrongCode = totpAt(secret, now + 5 * 30_000);
   const bad = await login({ username: 'frank', password: PASSWORD, totp_code: wrongCode }, freshIp());

@@ -51,3 +51,13 @@ export function waitUntil<T>(
     { timeoutMs, everyMs },
   ).then((box) => box.v);
 }
+
+/**
+ * Waits, when fewer than `ms` are left in the current 30-second TOTP step, for the next step to
+ * begin: a test that sends the previous step's code must not see the server's clock cross a step
+ * boundary (the previous code would then be two steps old and rightly refused).
+ */
+export async function roomInTotpStep(ms = 10_000): Promise<void> {
+  const left = 30_000 - (Date.now() % 30_000);
+  if (left < ms) await new Promise((r) => setTimeout(r, left + 50));
+}
