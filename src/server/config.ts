@@ -139,6 +139,12 @@ export const serverConfigSchema = z
      * budget = max_connections − superuser/reserved slots − this.
      */
     nodeConnectionReserve: z.coerce.number().int().min(0).max(100_000).default(100),
+    /**
+     * Databases the control plane keeps made and ready on each node, owned by no account, that a
+     * create with the default settings takes in its own transaction (ADR 0037): at most the node's
+     * warm pool size as its agent reports it (a node with its warm pool off gets none). 0: off.
+     */
+    reservedDatabases: z.coerce.number().int().min(0).max(20).default(2),
     /** The max_connections assumed for a node whose agent has not reported its own yet. */
     nodeAssumedMaxConnections: z.coerce.number().int().min(1).max(262_143).default(300),
     /** Host clients use to reach PgBouncer (what goes into connection strings). */
@@ -292,6 +298,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   masterKeyFile: { env: 'BULWARK_MASTER_KEY_FILE' },
   defaultAllowlist: { env: 'BULWARK_DEFAULT_ALLOWLIST', list: true },
   nodeConnectionReserve: { env: 'BULWARK_NODE_CONNECTION_RESERVE' },
+  reservedDatabases: { env: 'BULWARK_RESERVED_DATABASES' },
   nodeAssumedMaxConnections: { env: 'BULWARK_NODE_ASSUMED_MAX_CONNECTIONS' },
   poolerPublicHost: { env: 'BULWARK_POOLER_PUBLIC_HOST' },
   poolerPort: { env: 'BULWARK_POOLER_PORT' },

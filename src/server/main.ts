@@ -28,6 +28,7 @@ import { createRestoresService } from './modules/backups/restores.service.ts';
 import { createAttachedService } from './modules/databases/databases.attached.ts';
 import { createAllowlistExpiry } from './modules/databases/databases.expiry.ts';
 import { createDatabaseJobs, DATABASE_STATUS_CHANNEL } from './modules/databases/databases.jobs.ts';
+import { createReserveKeeper, type ReserveKeeper } from './modules/databases/databases.reserves.ts';
 import { createSamplesService } from './modules/databases/databases.samples.ts';
 import { createDatabasesService, type DatabasesService } from './modules/databases/databases.service.ts';
 import { readOperatorToken } from './modules/drift/drift.routes.ts';
@@ -99,6 +100,8 @@ export type ServerContext = {
   /** Governed requests (tests drive the expiry sweeper and read the key ring through it). */
   requests: RequestsService;
   requestSweeper: ReturnType<typeof createRequestSweeper>;
+  /** Reserved databases per node (ADR 0037; tests drive a pass). */
+  reserveKeeper: ReserveKeeper;
   /** Enrollment expiry and node health (tests drive a sweep). */
   nodesHealth: NodesHealth;
   /** Slack's message outbox (tests wait for it to drain). */
@@ -237,12 +240,15 @@ export async function createServerContext(opts: {
   jobHooks.register(BACKUP_JOB_KINDS.download, backupDownloads.onJobFinished);
   const backupScheduler = createBackupScheduler({ db, box, log, audit, defaults: backupDefaults });
   registerBackupCollectors(metrics.registry, db);
+  // Reserved databases (ADR 0037): made ahead per node, taken by a create in its transaction.
+  const reserveKeeper = createReserveKeeper({ db, box, config, log, audit });
   const databases = createDatabasesService({
     db,
     box,
     config,
     log,
     audit,
+    onReserveTaken: () => reserveKeeper.kick(),
     onAllowlistChanged: () => allowlistExpiry.poke(),
     // A signed-in user re-authenticates before a reveal (inline, or the session's window).
     stepUp,
@@ -457,6 +463,7 @@ export async function createServerContext(opts: {
     requestSweeper.start();
     webhooks.start();
     nodesHealth.start();
+    reserveKeeper.start();
     slackOutbox.start();
     void accessExpiry.start();
     // Users the configuration keeps suspended are suspended again at every start.
@@ -475,6 +482,7 @@ export async function createServerContext(opts: {
       requests,
       requestSweeper,
       nodesHealth,
+      reserveKeeper,
       slackOutbox,
       access,
       executionKeys,
@@ -496,6 +504,7 @@ export async function createServerContext(opts: {
         await app.close();
         clearTimeout(force);
         await allowlistExpiry.stop();
+        await reserveKeeper.stop();
         await backupScheduler.stop();
         await auditStack.close();
         keys.close();

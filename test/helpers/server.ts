@@ -40,6 +40,8 @@ export async function createTestServer(
     dashboardDir: path.join(keyDir, 'no-dashboard'),
     // Never Slack itself: a test that posts to Slack brings its own receiver (test/slack-helpers.ts).
     slackApiUrl: 'http://127.0.0.1:9/api',
+    // No reserved databases unless a test asks (they are made in the background on warm-pool nodes).
+    reservedDatabases: 0,
     ...overrides,
   });
   const ctx = await createServerContext({

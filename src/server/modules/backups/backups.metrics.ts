@@ -16,7 +16,7 @@ export function registerBackupCollectors(registry: MetricsRegistry, db: Queryabl
               extract(epoch FROM now() - (SELECT max(b.completed_at) FROM backups b
                                            WHERE b.database_id = d.id AND b.status = 'completed'
                                              AND b.deleted_at IS NULL))::float8 AS age_s
-         FROM databases d WHERE d.status = 'ready' AND d.kind = 'hosted' ORDER BY d.id LIMIT $1`,
+         FROM databases d WHERE d.status = 'ready' AND d.kind = 'hosted' AND d.account_id IS NOT NULL ORDER BY d.id LIMIT $1`,
       [MAX_SERIES],
     );
     const counts = await db.query<{ status: string; count: number }>(

@@ -115,7 +115,7 @@ export async function dueScheduledBackups(
     `WITH s AS (
        SELECT d.id, d.account_id, d.node_id, d.name, d.ready_at, ${EFFECTIVE}
          FROM databases d ${SETTINGS_JOINS}
-        WHERE d.status = 'ready' AND d.kind = 'hosted'
+        WHERE d.status = 'ready' AND d.kind = 'hosted' AND d.account_id IS NOT NULL
      ), slots AS (
        SELECT s.*, CASE WHEN t.today <= $6 THEN t.today ELSE t.today - interval '1 day' END AS slot
          FROM s, LATERAL (SELECT date_trunc('day', $6::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
@@ -155,7 +155,7 @@ export async function dueDrills(
     `WITH s AS (
        SELECT d.id, d.account_id, d.node_id, d.name, ${EFFECTIVE}
          FROM databases d ${SETTINGS_JOINS}
-        WHERE d.status = 'ready' AND d.kind = 'hosted'
+        WHERE d.status = 'ready' AND d.kind = 'hosted' AND d.account_id IS NOT NULL
      ), slots AS (
        SELECT s.*, to_timestamp(floor(extract(epoch FROM $6::timestamptz) / (s.drill_interval_days * 86400))
                                 * (s.drill_interval_days * 86400)) AS slot
@@ -201,7 +201,7 @@ export async function staleDatabases(
               (SELECT max(b.completed_at) FROM backups b
                 WHERE b.database_id = d.id AND b.status = 'completed' AND b.deleted_at IS NULL) AS last_good_at
          FROM databases d ${SETTINGS_JOINS}
-        WHERE d.status = 'ready' AND d.kind = 'hosted' AND d.ready_at IS NOT NULL
+        WHERE d.status = 'ready' AND d.kind = 'hosted' AND d.account_id IS NOT NULL AND d.ready_at IS NOT NULL
      )
      SELECT s.id, s.account_id, s.name, s.rpo_hours, s.last_good_at, coalesce(s.last_good_at, s.ready_at) AS since,
             a.last_good_at AS alerted_for, a.database_id IS NOT NULL AS alerted

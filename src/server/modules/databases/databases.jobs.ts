@@ -151,7 +151,8 @@ export function createDatabaseJobs(deps: {
       // A restore into a new database creates it as a create does (its payload's `create`).
       const creates =
         job?.kind === JOB_KINDS.create || (job?.kind === RESTORE_KIND && isRecord(job.payload.create));
-      if (!job || !id || !job.account_id || (!creates && job.kind !== JOB_KINDS.rotate)) {
+      // A job without an account: a reserved database's create (ADR 0037), whose row has none either.
+      if (!job || !id || (!job.account_id && !creates) || (!creates && job.kind !== JOB_KINDS.rotate)) {
         throw notFound('Job lease');
       }
       const sealed = await repo.findSealed(deps.db, { id, accountId: job.account_id, nodeId });

@@ -146,7 +146,8 @@ export async function insertDatabase(
   db: Queryable,
   row: {
     id: string;
-    accountId: string;
+    /** null: a reserved database (ADR 0037), owned by no account until a create takes it. */
+    accountId: string | null;
     nodeId: string;
     name: string;
     passwordSealed: string;
@@ -271,11 +272,12 @@ export async function latestSample(db: Queryable, databaseId: string): Promise<S
 
 export async function findSealed(
   db: Queryable,
-  where: { id: string; accountId: string; nodeId?: string },
+  where: { id: string; accountId: string | null; nodeId?: string },
 ): Promise<{ password_sealed: string | null; pending_password_sealed: string | null } | null> {
   const r = await db.query<{ password_sealed: string | null; pending_password_sealed: string | null }>(
+    // accountId null: a reserved database's (ADR 0037), for its own create job's secret only.
     `SELECT password_sealed, pending_password_sealed FROM databases
-      WHERE id = $1 AND account_id = $2 AND ($3::uuid IS NULL OR node_id = $3) AND deleted_at IS NULL`,
+      WHERE id = $1 AND account_id IS NOT DISTINCT FROM $2::uuid AND ($3::uuid IS NULL OR node_id = $3) AND deleted_at IS NULL`,
     [where.id, where.accountId, where.nodeId ?? null],
   );
   return r.rows[0] ?? null;

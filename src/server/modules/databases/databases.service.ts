@@ -42,12 +42,13 @@ import {
 import { createCredentialOps, passwordContext } from './databases.credentials.ts';
 import { requireHosted } from './databases.kind.ts';
 import * as repo from './databases.repo.ts';
+import { defaultAllowlist, takeReserve } from './databases.reserves.ts';
 
 type CredentialOps = ReturnType<typeof createCredentialOps>;
 
 type DatabasesConfig = Pick<
   ServerConfig,
-  'defaultAllowlist' | 'poolerPublicHost' | 'poolerPort' | 'poolerSslmode'
+  'defaultAllowlist' | 'reservedDatabases' | 'poolerPublicHost' | 'poolerPort' | 'poolerSslmode'
 > &
   CapacityConfig;
 
@@ -71,6 +72,8 @@ type DatabasesServiceDeps = {
   statusWaiter?: Pick<JobNotifier, 'subscribe'>;
   /** Aborted when the server shuts down: waiting creates answer at once. */
   stopping?: AbortSignal;
+  /** Told after a create took a reserved database (the keeper makes the next one). */
+  onReserveTaken?: () => void;
 };
 
 /** What a create may wait for and hand back (`POST /v1/databases`). */
@@ -284,21 +287,20 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     if (opts.reveal && waitMs <= 0)
       throw badRequest('"reveal" needs "wait_ms" (how long to wait for the database)');
     const box = requireBox();
-    const id = randomUUID();
-    // The verifier's PBKDF2 (off the event loop) runs beside the reveal check.
+    let id: string = randomUUID();
+    // The verifier's PBKDF2 (off the event loop) runs beside the reveal check; a create that
+    // takes a reserved database (ADR 0037) never waits for it.
     const made = newPassword(box, id);
     made.catch(() => {});
     // Refused up front, as the reveal route would refuse it: nothing is created.
     if (opts.reveal)
       await credentialOps.requireMayReveal(caller, { id, name }, opts.proof ?? {}, opts.requestId ?? '');
-    const { sealed, verifier } = await made;
-    const allowlist = config.defaultAllowlist.map((c) => ({
-      cidr: parseCidr(c),
-      expires_at: null,
-      note: 'default',
-    }));
+    const allowlist = defaultAllowlist(config);
     const limits = { ...DEFAULT_LIMITS };
     const nodeName = input.node ?? null;
+    let reserved = false;
+    // Without reserves, nothing in the transaction waits for the PBKDF2.
+    const early = config.reservedDatabases > 0 ? null : await made;
     try {
       await withTx(db, async (tx) => {
         // An attached database a node offered and the account never accepted holds no name the
@@ -311,6 +313,30 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           });
         if (await repo.findByName(tx, caller.accountId, name))
           throw conflict(`Database "${name}" already exists`);
+        // A reserved database ready on a node (ADR 0037): taken in this transaction, nothing to wait for.
+        const taken =
+          config.reservedDatabases > 0
+            ? await takeReserve(tx, {
+                accountId: caller.accountId,
+                label: name,
+                nodeRef: nodeName,
+                allowlist,
+                limits,
+              })
+            : null;
+        if (taken) {
+          id = taken.id;
+          reserved = true;
+          await audit(tx, caller, 'database.created', id, {
+            name,
+            node: taken.node_name,
+            reserved: true,
+            ...(opts.reveal ? { reveal: true } : {}),
+          });
+          await audit(tx, caller, 'database.create_done', id, { name, reserved: true });
+          return;
+        }
+        const { sealed, verifier } = early ?? (await made);
         // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
         // A named node's refusals are one answer unless the caller is a platform admin.
         const detailed = nodeName === null || seesNodeDetail(caller);
@@ -362,7 +388,14 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       if (isUniqueViolation(err)) throw conflict(`The database name "${name}" is taken; choose another`);
       throw err;
     }
-    log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
+    if (reserved) {
+      deps.onReserveTaken?.();
+      log.info(
+        { database: name, database_id: id, ...callerLogFields(caller) },
+        'database created from a reserve',
+      );
+    } else
+      log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
     // The key or session is checked again at the end of the wait (revoked or ended meanwhile: no
     // password, as the reveal route would refuse it now), beside the password's unsealing.
     const revealNow = () =>
@@ -370,8 +403,13 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         caller.kind === 'key' ? keyStillValid(db, caller.keyId) : sessionStillValid(db, caller.sessionId),
         credentialOps.openPassword(caller, { id }),
       ]);
-    const { row, started } =
-      waitMs > 0
+    const { row, started } = reserved
+      ? // Ready already: the row and what the reveal needs, side by side.
+        {
+          row: await repo.findByName(db, caller.accountId, name),
+          started: opts.reveal ? revealNow() : null,
+        }
+      : waitMs > 0
         ? await waitForStatus(
             caller.accountId,
             name,

@@ -6,6 +6,7 @@
  *   - webhook delivery failures — with webhooks (a counter in server-metrics.ts).
  */
 import type { Queryable } from '../../db/pool.ts';
+import { readyReserves } from '../databases/databases.reserves.repo.ts';
 import * as repo from './metrics.repo.ts';
 import type { GaugeFamily, MetricsRegistry } from './registry.ts';
 
@@ -60,6 +61,17 @@ export function registerCoreCollectors(registry: MetricsRegistry, db: Queryable)
       },
     ];
   });
+
+  registry.collect(
+    async (): Promise<GaugeFamily[]> => [
+      {
+        name: 'bulwark_node_reserved_databases',
+        help: 'Reserved databases ready on each active node, for creates to take (ADR 0037)',
+        type: 'gauge',
+        samples: (await readyReserves(db)).map((n) => ({ labels: { node: n.name }, value: n.ready })),
+      },
+    ],
+  );
 
   registry.collect(async (): Promise<GaugeFamily[]> => {
     const a = await repo.auditChainStats(db);

@@ -145,7 +145,7 @@ export async function accountsOnNode(
 ): Promise<{ account_id: string; databases: string[] }[]> {
   const r = await tx.query<{ account_id: string; databases: string[] }>(
     `SELECT account_id, (array_agg(name ORDER BY name))[1:200] AS databases
-       FROM databases WHERE node_id = $1 AND deleted_at IS NULL
+       FROM databases WHERE node_id = $1 AND deleted_at IS NULL AND account_id IS NOT NULL
       GROUP BY account_id ORDER BY account_id LIMIT 10000`,
     [nodeId],
   );

@@ -205,6 +205,7 @@ export async function nextDrainDatabase(
   const r = await db.query<{ id: string; account_id: string; name: string }>(
     `SELECT id, account_id, name FROM databases
       WHERE node_id = $1 AND status = 'ready' AND kind = 'hosted' AND deleted_at IS NULL
+        AND account_id IS NOT NULL -- a reserve is given back, never moved (ADR 0037)
       ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`,
     [nodeId],
   );

@@ -1,0 +1,201 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
+import type { RunningAgent } from '../src/agent/main.ts';
+import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { startTestAgent } from './helpers/agent.ts';
+import { testEnv } from './helpers/env.ts';
+import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { createTestServer, type TestServer } from './helpers/server.ts';
+import { waitUntil } from './helpers/wait.ts';
+import { type PrivatePooler, startPrivatePooler, tryLogin } from './pooler-harness.ts';
+
+// Reserved databases (issue 16, ADR 0037) through the whole path: the server's keeper has a real
+// agent (warm pool of 2) make two databases owned by no account; a create takes one in its own
+// transaction and answers ready with the password; the keeper makes the next one.
+let pooler: PrivatePooler;
+let s: TestServer;
+let agent: RunningAgent;
+let a: TestKey;
+let b: TestKey;
+let admin: pg.Pool;
+
+before(async () => {
+  pooler = await startPrivatePooler();
+  s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable', reservedDatabases: 2 });
+  const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  agent = await startTestAgent(s, url, { name: 'rsv', pooler, warmPoolSize: 2, explorerChannel: false });
+  a = await createTestKey(s, { account: 'rsv-a' });
+  b = await createTestKey(s, { account: 'rsv-b' });
+  admin = new pg.Pool({ connectionString: testEnv().adminUrl, max: 2 });
+  admin.on('error', () => {});
+});
+after(async () => {
+  await s?.reserveKeeper.stop();
+  await agent?.stop();
+  const key = await loadExplorerKey(pooler.stateDir).catch(() => null);
+  if (key) {
+    const env = testEnv();
+    await createWarmPool({
+      admin,
+      cluster: { pgHost: '127.0.0.1', pgPort: env.pgPort, key },
+      pooler: pooler.manager(),
+      size: 0,
+      log: createLogger('warm-pool', 'silent'),
+    })
+      .drain()
+      .catch(() => {});
+  }
+  // Every database this file made (reserves and tenants') leaves the shared cluster.
+  const made = await s.db.pool
+    .query<{ n: string }>("SELECT coalesce(pg_name, name) AS n FROM databases WHERE status <> 'deleted'")
+    .catch(() => ({ rows: [] as { n: string }[] }));
+  for (const { n } of made.rows) {
+    await admin.query(`DROP DATABASE IF EXISTS "${n}" WITH (FORCE)`).catch(() => {});
+    for (const r of ['owner', 'reader', 'migrator', 'explorer', 'steward'])
+      await admin.query(`DROP ROLE IF EXISTS "${n}_${r}"`).catch(() => {});
+  }
+  await admin?.end();
+  s?.app.server.closeAllConnections();
+  await s?.stop();
+  await pooler?.stop();
+});
+
+type Reserve = { id: string; name: string; pg_name: string | null; status: string };
+
+const reserves = async (status = 'ready'): Promise<Reserve[]> =>
+  (
+    await s.db.pool.query<Reserve>(
+      `SELECT id, name, pg_name, status FROM databases
+        WHERE account_id IS NULL AND deleted_at IS NULL AND status = $1 ORDER BY id`,
+      [status],
+    )
+  ).rows;
+
+/** Runs keeper passes until `n` reserves are ready (the agent reports its warm pool first). */
+const reservesReady = (n: number) =>
+  waitUntil(
+    `${n} reserved databases ready`,
+    async () => {
+      await s.reserveKeeper.runOnce();
+      const ready = await reserves();
+      const failed = await reserves('failed');
+      assert.equal(failed.length, 0, 'a reserve failed');
+      return ready.length === n ? ready : undefined;
+    },
+    60_000,
+    200,
+  );
+
+const api = (k: TestKey, method: 'GET' | 'POST' | 'DELETE', url: string, payload?: Record<string, unknown>) =>
+  s.app.inject({ method, url, headers: k.headers, ...(payload ? { payload } : {}) });
+
+test('a create takes a reserved database: ready at once with its password; no tenant ever saw it', async () => {
+  const ready = await reservesReady(2);
+  // Made from the warm pool: opaque names on the node.
+  for (const r of ready) assert.match(r.pg_name ?? r.name, /^(bulwark_db_|rsv_)/);
+  // Before: in no account's list, jobs or audit.
+  for (const k of [a, b]) {
+    const listed = (await api(k, 'GET', '/v1/databases')).body;
+    const jobs = (await api(k, 'GET', '/v1/jobs')).body;
+    const events = (await api(k, 'GET', '/v1/audit/events')).body;
+    for (const r of ready)
+      for (const text of [listed, jobs, events]) {
+        assert.ok(!text.includes(r.id), 'a reserve id shown to a tenant');
+        assert.ok(!text.includes(r.name), 'a reserve label shown to a tenant');
+      }
+  }
+  const name = `rv_${randomBytes(4).toString('hex')}`;
+  const t0 = performance.now();
+  const res = await api(a, 'POST', '/v1/databases', { name, wait_ms: 10_000, reveal: true });
+  const ms = performance.now() - t0;
+  assert.equal(res.statusCode, 201, res.body);
+  const body = res.json();
+  assert.equal(body.status, 'ready');
+  assert.ok(
+    ready.some((r) => r.id === body.id),
+    'the oldest ready reserve is the database now',
+  );
+  assert.ok(ms < 5_000, `answered in ${ms} ms`);
+  const { password, connection } = body.credentials;
+  // Its name on the node stays whatever the label (a warm-made one's spare name, or a cold one's).
+  const taken = ready.find((r) => r.id === body.id)!;
+  assert.equal(connection.database, taken.pg_name ?? taken.name);
+  const login = new pg.Client({
+    host: '127.0.0.1',
+    port: pooler.port,
+    user: connection.user,
+    database: connection.database,
+    password,
+  });
+  assert.equal(await tryLogin(login), null);
+  // The account's record: created and ready, both in the create's transaction.
+  const events = (await api(a, 'GET', `/v1/audit/events?target=${body.id}`)).json();
+  const actions = events.items.map((e: { action: string }) => e.action);
+  for (const action of ['database.created', 'database.create_done'])
+    assert.ok(actions.includes(action), `${action} in ${JSON.stringify(actions)}`);
+  // The other account still cannot see it.
+  assert.equal((await api(b, 'GET', `/v1/databases/${name}`)).statusCode, 404);
+  // The keeper makes the next one.
+  await reservesReady(2);
+});
+
+test('concurrent creates beyond the reserves all succeed, none shares a database', async () => {
+  await reservesReady(2);
+  const names = Array.from({ length: 4 }, () => `rc_${randomBytes(4).toString('hex')}`);
+  const answers = await Promise.all(
+    names.map((name) => api(a, 'POST', '/v1/databases', { name, wait_ms: 60_000, reveal: true })),
+  );
+  for (const r of answers) assert.equal(r.statusCode, 201, r.body);
+  const bodies = answers.map((r) => r.json());
+  for (const d of bodies) assert.equal(d.status, 'ready', JSON.stringify(d));
+  assert.equal(new Set(bodies.map((d) => d.id)).size, 4);
+  assert.equal(new Set(bodies.map((d) => d.credentials.connection.database)).size, 4);
+  for (const d of bodies) {
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: pooler.port,
+      user: d.credentials.connection.user,
+      database: d.credentials.connection.database,
+      password: d.credentials.password,
+    });
+    assert.equal(await tryLogin(c), null, d.name);
+  }
+  // Deleting one made from a reserve drops it on the node, by its name there.
+  const gone = bodies[0]!;
+  assert.equal(
+    (await api(a, 'DELETE', `/v1/databases/${gone.name}`, { confirm: gone.name })).statusCode,
+    202,
+  );
+  await waitUntil('the database dropped', async () => {
+    const r = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [
+      gone.credentials.connection.database,
+    ]);
+    return r.rowCount === 0 ? true : undefined;
+  });
+});
+
+test('a cordoned node gives its reserves back, and a create then takes none', async () => {
+  await reservesReady(2);
+  const before = await reserves();
+  await s.db.pool.query('UPDATE nodes SET cordoned_at = now()');
+  try {
+    const { retired } = await s.reserveKeeper.runOnce();
+    assert.equal(retired, 2);
+    const named = await api(a, 'POST', '/v1/databases', { name: `rx_${randomBytes(4).toString('hex')}` });
+    assert.ok([409, 503].includes(named.statusCode), named.body);
+    await waitUntil('the reserves dropped on the node', async () => {
+      const left = await admin.query('SELECT 1 FROM pg_database WHERE datname = ANY($1)', [
+        before.map((r) => r.pg_name ?? r.name),
+      ]);
+      return left.rowCount === 0 ? true : undefined;
+    });
+    assert.equal((await reserves()).length, 0);
+    assert.equal((await s.reserveKeeper.runOnce()).made, 0, 'none made on a cordoned node');
+  } finally {
+    await s.db.pool.query('UPDATE nodes SET cordoned_at = NULL');
+  }
+});
