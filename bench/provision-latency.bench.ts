@@ -2,8 +2,11 @@
  * Provisioning latency: `POST /v1/databases` over HTTP with a real key, waiting for `ready` and
  * answered with the credentials (`wait_ms`, `reveal`: ADR 0034) → a client connects through
  * PgBouncer with them and runs `SELECT 1`. Also, alternating with it, the way without a wait
- * (create, wait on the row, reveal and connection info). Two paths, N databases each (ADR 0028, ADR 0034):
- *   - warm: the agent's warm pool (3 spares) hands one out; each run starts with the pool full
+ * (create, wait on the row, reveal and connection info). Three paths, N databases each (ADR 0028,
+ * ADR 0034, ADR 0037):
+ *   - reserved: the server's reserved databases (2 per node, its default) over a warm pool of 3; a
+ *     create takes one in its own transaction (no job on its path); refilled before each run;
+ *   - warm: no reserves: the agent's warm pool (3 spares) hands one out; each run starts with the pool full
  *     again (the refill is background work, never part of a create);
  *   - cold: the pool off (0): roles, CREATE DATABASE, grants, schema setup.
  * Each path runs against its own real `bulwark up` (the product as installed: PostgreSQL,
@@ -32,9 +35,14 @@ const N = Number(process.argv[2] ?? 30);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 const CLI = path.resolve(import.meta.dirname, '../src/cli/index.ts');
 const POOL = 3;
+/** The server's default (BULWARK_RESERVED_DATABASES). */
+const RESERVED = 2;
 
-/** A `bulwark up` of its own (temporary data dir, loopback ports) with a warm pool of `size`. */
-async function startStack(size: number) {
+/**
+ * A `bulwark up` of its own (temporary data dir, loopback ports) with a warm pool of `size` and
+ * `reserved` reserved databases per node (ADR 0037).
+ */
+async function startStack(size: number, reserved: number) {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-provision-'));
   const ports = { server: await freePort(), pooler: await freePort(), pg: await freePort() };
   const child = spawn(
@@ -49,6 +57,7 @@ async function startStack(size: number) {
       env: {
         ...process.env,
         BULWARK_WARM_POOL_SIZE: String(size),
+        BULWARK_RESERVED_DATABASES: String(reserved),
         BULWARK_RATE_LIMIT_KEY_PER_MINUTE: '1000000',
         BULWARK_LOG_LEVEL: 'warn',
       },
@@ -98,8 +107,8 @@ async function startStack(size: number) {
 }
 
 /** One phase: its own stack, N databases through the API, each followed by the floor (interleaved). */
-async function phase(label: string, pool: number) {
-  const stack = await startStack(pool);
+async function phase(label: string, pool: number, reserved = 0) {
+  const stack = await startStack(pool, reserved);
   const db = new pg.Pool({ connectionString: stack.controlUrl, max: 2 });
   db.on('error', () => {});
   const admin = new pg.Client({ connectionString: stack.adminUrl });
@@ -108,7 +117,7 @@ async function phase(label: string, pool: number) {
   try {
     await admin.connect();
     await listener.connect();
-    return await measure(label, pool, { ...stack, db, admin, listener });
+    return await measure(label, pool, reserved, { ...stack, db, admin, listener });
   } finally {
     await admin.end().catch(() => {});
     await listener.end().catch(() => {});
@@ -120,6 +129,7 @@ async function phase(label: string, pool: number) {
 async function measure(
   label: string,
   pool: number,
+  reserved: number,
   {
     url,
     ports,
@@ -207,7 +217,13 @@ async function measure(
     const ms = await connectAndDrop(name, t0, d.credentials);
     const at = (t: number) => performance.timeOrigin + t;
     const row = r.rows[0];
-    if (row)
+    // Taken from a reserve: its create job ran before this request (none on the path).
+    if (!row || Number(row.created) < at(t0))
+      stages.push({
+        'request → answer received (reserve taken)': answered - t0,
+        'answer → client connected, SELECT 1': ms - (answered - t0),
+      });
+    else
       stages.push({
         'request → create transaction': Number(row.created) - at(t0),
         'create transaction → job handed out': Number(row.claimed) - Number(row.created),
@@ -271,14 +287,27 @@ async function measure(
         )
       ).rows[0]!.n,
     );
-  /** Waits (bounded) until the pool is full again: a create never competes with its refill. */
+  /** Ready reserved databases (no account), as the control DB holds them. */
+  const readyReserves = async () =>
+    Number(
+      (
+        await db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM databases WHERE account_id IS NULL AND status = 'ready' AND deleted_at IS NULL",
+        )
+      ).rows[0]!.n,
+    );
+  /**
+   * Waits (bounded) until the pool and the reserves are full again: a create never competes with
+   * their refill.
+   */
   const poolFull = async (want: number) => {
-    for (let i = 0; i < 600 && (await readySpares()) < want; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 600 && ((await readySpares()) < want || (await readyReserves()) < reserved); i++)
+      await new Promise((r) => setTimeout(r, 50));
     // The refill's last statements (its steward session ending) settle.
     await new Promise((r) => setTimeout(r, 100));
   };
   for (let i = 0; i < WARMUP; i++) {
-    if (pool > 0) await poolFull(pool);
+    if (pool > 0 || reserved > 0) await poolFull(pool);
     await provision(`${label}_warmup_${i}`);
     await floor(`floor_${label}_warmup_${i}`);
   }
@@ -288,12 +317,12 @@ async function measure(
   const floorCreateDbMs: number[] = [];
   stages.length = 0;
   for (let i = 0; i < N; i++) {
-    if (pool > 0) await poolFull(pool);
+    if (pool > 0 || reserved > 0) await poolFull(pool);
     apiMs.push(await provision(`${label}_${i}`));
     const f = await floor(`floor_${label}_${i}`);
     floorMs.push(f.ms);
     floorCreateDbMs.push(f.createDb);
-    if (pool > 0) await poolFull(pool);
+    if (pool > 0 || reserved > 0) await poolFull(pool);
     polledMs.push(await provisionPolled(`${label}_p_${i}`));
   }
   const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
@@ -316,7 +345,7 @@ async function measure(
   const jobMs = summarize(jobs.rows.map((r) => Number(r.ms)));
   const probeMs = summarize(jobs.rows.map((r) => Number(r.probe)));
   console.log(
-    `\n${label} path (warm pool ${pool}), ${N} databases; load average ${os
+    `\n${label} path (warm pool ${pool}, reserved ${reserved}), ${N} databases; load average ${os
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
@@ -358,6 +387,7 @@ async function measure(
 }
 const loadBefore = os.loadavg();
 try {
+  const reserved = await phase('reserved', POOL, RESERVED);
   const warm = await phase('warm', POOL);
   const cold = await phase('cold', 0);
   console.log(
@@ -367,6 +397,7 @@ try {
       topology: 'bulwark up (server, agent, PostgreSQL, PgBouncer: separate processes)',
       load_before: loadBefore,
       load_after: os.loadavg(),
+      reserved,
       warm,
       cold,
     }),

@@ -18,7 +18,10 @@ const STACK_HELPERS = ['test/helpers/env.ts', 'test/helpers/up-stack.ts'];
 const STACK_STARTERS = ['src/embedded/data-plane.ts', 'src/embedded/postgres-cluster.ts'];
 const IMPORT = /(?:\bfrom\s*|\bimport\s*\(?\s*)'(\.{1,2}\/[^']+)'/g;
 
-/** Every `*.test.ts` under src/ and test/, relative to the root, sorted, BULWARK_TEST_FILTER applied. */
+/**
+ * Every `*.test.ts` under src/ and test/, relative to the root, sorted, BULWARK_TEST_FILTER (one or
+ * more comma-separated substrings of the path) applied.
+ */
 export async function listTests(): Promise<string[]> {
   const out: string[] = [];
   const walk = async (dir: string) => {
@@ -31,7 +34,9 @@ export async function listTests(): Promise<string[]> {
   await walk(path.join(root, 'src'));
   await walk(path.join(root, 'test'));
   const filter = process.env.BULWARK_TEST_FILTER;
-  return out.sort().filter((f) => !filter || f.includes(filter));
+  // Several substrings: comma-separated (a file matching any of them runs).
+  const parts = filter ? filter.split(',').filter(Boolean) : [];
+  return out.sort().filter((f) => parts.length === 0 || parts.some((part) => f.includes(part)));
 }
 
 /** Why `file` needs the database stack, or null when it is a unit test. */

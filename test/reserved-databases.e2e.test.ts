@@ -199,3 +199,31 @@ test('a cordoned node gives its reserves back, and a create then takes none', as
     await s.db.pool.query('UPDATE nodes SET cordoned_at = NULL');
   }
 });
+
+test('a failed reserve and one made with settings no create asks for any more are given back', async () => {
+  const [stale, failed] = await reservesReady(2);
+  // The server's defaults changed since this one was made (its limits are not what a create asks).
+  await s.db.pool.query(
+    "UPDATE databases SET limits = jsonb_set(limits, '{statement_timeout_ms}', '1234') WHERE id = $1",
+    [stale!.id],
+  );
+  // A reserve whose create failed (a minute ago: failed ones are retried at most once a minute).
+  await s.db.pool.query(
+    "UPDATE databases SET status = 'failed', updated_at = now() - interval '2 minutes' WHERE id = $1",
+    [failed!.id],
+  );
+  // Neither is taken meanwhile: a create makes its database as before.
+  const name = `rf_${randomBytes(4).toString('hex')}`;
+  const made = await api(a, 'POST', '/v1/databases', { name, wait_ms: 60_000, reveal: true });
+  assert.equal(made.statusCode, 201, made.body);
+  assert.ok(![stale!.id, failed!.id].includes(made.json().id));
+  const { retired } = await s.reserveKeeper.runOnce();
+  assert.ok(retired >= 2, `retired ${retired}`);
+  await waitUntil('both dropped', async () => {
+    const r = await s.db.pool.query("SELECT 1 FROM databases WHERE id = ANY($1) AND status <> 'deleted'", [
+      [stale!.id, failed!.id],
+    ]);
+    return r.rowCount === 0 ? true : undefined;
+  });
+  await reservesReady(2);
+});

@@ -34,13 +34,15 @@ export async function reserveShortfall(
 
 /**
  * Reserves to give back, locked (SKIP LOCKED): failed ones (retried at most once a minute), and
- * ready ones on a node that may not hold them any more (cordoned, disabled, its warm pool off) or
- * beyond its target (newest first).
+ * ready ones on a node that may not hold them any more (cordoned, disabled, its warm pool off),
+ * beyond its target (newest first), or made with settings no create asks for any more (the
+ * server's default allowlist or limits changed since).
  */
 export async function lockRetirable(
   db: Queryable,
   target: number,
   limit: number,
+  current: { allowlist: StoredAllowlistEntry[]; limits: StoredLimits },
 ): Promise<{ id: string; node_id: string; name: string }[]> {
   const r = await db.query<{ id: string; node_id: string; name: string }>(
     `WITH ranked AS (
@@ -51,10 +53,11 @@ export async function lockRetirable(
      SELECT d.id, d.node_id, d.name FROM databases d
       WHERE ${LIVE_RESERVE}
         AND ((d.status = 'failed' AND d.updated_at < now() - interval '60 seconds')
-             OR d.id IN (SELECT id FROM ranked WHERE rank > target))
+             OR d.id IN (SELECT id FROM ranked WHERE rank > target)
+             OR (d.status = 'ready' AND (d.allowlist <> $3::jsonb OR d.limits <> $4::jsonb)))
       ORDER BY d.id LIMIT $2
       FOR UPDATE OF d SKIP LOCKED`,
-    [target, limit],
+    [target, limit, JSON.stringify(current.allowlist), JSON.stringify(current.limits)],
   );
   return r.rows;
 }

@@ -20,7 +20,8 @@
  * size as its agent reports it) after each take and every `intervalMs`, one transaction per
  * reserve under the node's lock (replicas never over-fill), with the node's connection budget
  * checked as for any create; and gives back (deletes) failed reserves and those of nodes that may
- * no longer hold them (cordoned, disabled, warm pool off) or beyond the target.
+ * no longer hold them (cordoned, disabled, warm pool off), beyond the target, or made with default
+ * settings that changed since.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -151,7 +152,10 @@ export function createReserveKeeper(deps: {
 
   const retire = async (): Promise<number> =>
     withTx(db, async (tx) => {
-      const rows = await reserves.lockRetirable(tx, target, 50);
+      const rows = await reserves.lockRetirable(tx, target, 50, {
+        allowlist: defaultAllowlist(config),
+        limits: { ...DEFAULT_LIMITS },
+      });
       for (const row of rows) {
         await repo.markDeleting(tx, row.id);
         await enqueueJob(tx, {

@@ -27,10 +27,14 @@ export async function setCordon(tx: Queryable, id: string, cordoned: boolean): P
   return (r.rowCount ?? 0) > 0;
 }
 
-/** Live (not deleted) hosted databases on a node, whatever their status (attached ones go with the node). */
+/**
+ * Live (not deleted) hosted databases of accounts on a node, whatever their status (attached ones
+ * and reserved ones go with the node).
+ */
 export async function liveDatabaseCount(tx: Queryable, nodeId: string): Promise<number> {
   const r = await tx.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM databases WHERE node_id = $1 AND deleted_at IS NULL AND kind = 'hosted'",
+    `SELECT count(*)::int AS n FROM databases
+      WHERE node_id = $1 AND deleted_at IS NULL AND kind = 'hosted' AND account_id IS NOT NULL`,
     [nodeId],
   );
   return r.rows[0]?.n ?? 0;
@@ -45,6 +49,20 @@ export async function detachAll(
     `UPDATE databases SET status = 'deleted', deleted_at = now(), updated_at = now()
       WHERE node_id = $1 AND kind = 'attached' AND deleted_at IS NULL
       RETURNING id, account_id, name`,
+    [nodeId],
+  );
+  return r.rows;
+}
+
+/**
+ * Ends a decommissioned node's reserved databases (ADR 0037): nobody's, never to be handed out; what
+ * is left of them on the node goes with it. Returned for the audit.
+ */
+export async function dropReserves(tx: Queryable, nodeId: string): Promise<{ id: string; name: string }[]> {
+  const r = await tx.query<{ id: string; name: string }>(
+    `UPDATE databases SET status = 'deleted', deleted_at = now(), updated_at = now()
+      WHERE node_id = $1 AND account_id IS NULL AND deleted_at IS NULL
+      RETURNING id, name`,
     [nodeId],
   );
   return r.rows;

@@ -113,6 +113,16 @@ export function createNodesFleet(deps: {
             targetId: d.id,
             details: { name: d.name, reason: 'node_decommissioned', node_name: node.name },
           });
+        // Its reserved databases (ADR 0037) are nobody's: they end with it.
+        for (const d of await fleet.dropReserves(tx, node.id))
+          await deps.audit.record(tx, {
+            ...actor(user, requestId),
+            action: 'database.reserve_retired',
+            accountId: null,
+            targetType: 'database',
+            targetId: d.id,
+            details: { name: d.name, reason: 'node_decommissioned', node_name: node.name },
+          });
         await deps.audit.record(tx, {
           ...actor(user, requestId),
           action: 'node.decommissioned',
