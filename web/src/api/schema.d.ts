@@ -6864,7 +6864,7 @@ export interface paths {
     put?: never;
     /**
      * Create a database (provisioned by the agent of its node)
-     * @description Answers at once (202, status `provisioning`), or with `wait_ms` once the database is ready or failed or the wait ran out (201, the database as it is then). With `reveal` as well, a ready database's answer carries `credentials` (the owner's password and where to connect), refused up front (nothing created) when the caller may not reveal.
+     * @description Answers at once (202, status `provisioning`, or `ready` when it took a reserved database of its node), or with `wait_ms` once the database is ready or failed or the wait ran out (201, the database as it is then). With `reveal` as well, a ready database's answer carries `credentials` (the owner's password and where to connect), refused up front (nothing created) when the caller may not reveal.
      */
     post: {
       parameters: {
