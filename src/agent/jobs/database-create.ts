@@ -14,6 +14,7 @@ import {
   dropOurRoles,
   ensureDatabase,
   ensureRoles,
+  ensureStewardRole,
   grantDatabase,
   NotOursError,
   resetSettings,
@@ -279,7 +280,10 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
         // The pooler apply (it needs only the owner's verifier) overlaps the roles as well.
         const pooler = pooled();
         pooler.catch(() => {});
-        await timed('roles', async () =>
+        // The steward (the database's owner) first; the other roles, passwords and limits beside
+        // CREATE DATABASE (ADR 0037).
+        await timed('steward_role', () => ensureStewardRole(ctx.admin, { databaseId: p.database_id, roles }));
+        const rolesDone = timed('roles', async () =>
           ensureRoles(ctx.admin, {
             databaseId: p.database_id,
             roles,
@@ -289,6 +293,7 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
             stewardVerifier: await stewardVerifier,
           }),
         );
+        rolesDone.catch(() => {});
         const created = (async () => {
           await step('database');
           const made = await timed('database', () => ensureDatabase(ctx.admin, p.name, roles, p.database_id));
@@ -297,7 +302,7 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
         })();
         // Privileges as soon as the database exists: the steward's connection into it opens while
         // the database grants run, then the schema setup runs on it.
-        const privileges = created.then(async () => {
+        const privileges = Promise.all([created, rolesDone]).then(async () => {
           const conn = timed('schema_connect', () =>
             connectSteward(deps.cluster, { databaseId: p.database_id, name: p.name, roles }),
           );
@@ -313,8 +318,8 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
           }
         });
         // The job ends only when every branch is done.
-        const proved = Promise.all([created, pooler]).then(prove);
-        await settle([created, pooler, privileges, proved]);
+        const proved = Promise.all([created, rolesDone, pooler]).then(prove);
+        await settle([rolesDone, created, pooler, privileges, proved]);
       }
     } catch (err) {
       if (err instanceof NotOursError) {

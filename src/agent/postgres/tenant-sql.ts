@@ -98,6 +98,34 @@ export function stewardStatements(roles: RoleNames, verifier: string): string[] 
 }
 
 /**
+ * The cold path's first step (ADR 0037): every role name checked (another database's role: not
+ * ours), and the steward — the database's owner — made if missing, with our marker, so that
+ * CREATE DATABASE can start while `ensureRoles` does the rest beside it. Its commit does not wait
+ * for the WAL flush: CREATE DATABASE's own commit, which comes after it, flushes it (a crash
+ * before that loses both, and the rerun makes them again).
+ */
+export async function ensureStewardRole(
+  pool: pg.Pool,
+  input: { databaseId: string; roles: RoleNames },
+): Promise<void> {
+  const { roles } = input;
+  await inTransaction(pool, async (c) => {
+    const owned = await roleOwnership(c, Object.values(roles), input.databaseId);
+    for (const [name, state] of owned)
+      if (state === 'foreign')
+        throw new NotOursError(`role ${name} already exists and is not this database's`);
+    if (owned.get(roles.steward) !== 'missing') return;
+    await c.query(
+      [
+        'SET LOCAL synchronous_commit = off',
+        `CREATE ROLE ${q(roles.steward)} NOLOGIN`,
+        `COMMENT ON ROLE ${q(roles.steward)} IS ${quoteLiteral(roleMarker(input.databaseId))}`,
+      ].join(';\n'),
+    );
+  });
+}
+
+/**
  * Creates the five roles (or finds them, ours, from an earlier attempt) and sets their
  * attributes, the owner's password (as the verifier), the steward's derived password and the
  * limits — in one transaction. Role-level settings the tenant may have added are reset first.
