@@ -249,6 +249,7 @@ export async function createServerContext(opts: {
     log,
     audit,
     onReserveTaken: () => reserveKeeper.kick(),
+    onJobQueued: (nodeId) => notifier.wake(nodeId),
     onAllowlistChanged: () => allowlistExpiry.poke(),
     // A signed-in user re-authenticates before a reveal (inline, or the session's window).
     stepUp,

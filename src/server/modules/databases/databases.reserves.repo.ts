@@ -15,7 +15,11 @@ const TARGET = `LEAST($1::int, GREATEST(LEAST((n.capabilities->'warm_pool'->>'si
 
 const LIVE_RESERVE = `d.account_id IS NULL AND d.deleted_at IS NULL`;
 
-/** Each eligible node short of reserves, with how many it lacks (made or being made count). */
+/**
+ * Each eligible node short of reserves, with how many it lacks. Every live reserve counts — made,
+ * being made, failed or being given back — so that a node whose reserve creates fail makes no
+ * more until the failed ones are gone (at most its target per minute; they hold budget meanwhile).
+ */
 export async function reserveShortfall(
   db: Queryable,
   target: number,
@@ -24,7 +28,7 @@ export async function reserveShortfall(
     `SELECT node_id, node_name, missing FROM (
        SELECT n.id AS node_id, n.name AS node_name,
               ${TARGET} - (SELECT count(*)::int FROM databases d
-                            WHERE d.node_id = n.id AND ${LIVE_RESERVE} AND d.status IN ('provisioning', 'ready')) AS missing
+                            WHERE d.node_id = n.id AND ${LIVE_RESERVE}) AS missing
          FROM nodes n WHERE ${ELIGIBLE_NODE}) s
       WHERE missing > 0 ORDER BY node_name`,
     [target],

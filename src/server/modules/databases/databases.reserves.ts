@@ -18,8 +18,10 @@
  *
  * The keeper tops each node up to its target (`reservedDatabases`, at most the node's warm pool
  * size as its agent reports it) after each take and every `intervalMs`, one transaction per
- * reserve under the node's lock (replicas never over-fill), with the node's connection budget
- * checked as for any create; and gives back (deletes) failed reserves and those of nodes that may
+ * reserve under the node's lock (replicas never over-fill), only while the node's connection
+ * budget has room for the reserve and one more database (a reserve never takes the last room a
+ * tenant's create with other settings would need; failed reserves count until they are gone, so
+ * a node whose creates fail gets at most its target per minute); and gives back (deletes) failed reserves and those of nodes that may
  * no longer hold them (cordoned, disabled, warm pool off), beyond the target, or made with default
  * settings that changed since.
  */
@@ -111,9 +113,10 @@ export function createReserveKeeper(deps: {
       const short = (await reserves.reserveShortfall(tx, target)).find((s) => s.node_id === nodeId);
       if (!short) return false;
       try {
+        // Room for this reserve and one more database: reserves never take a node's last room.
         await reserveConnections(tx, {
           nodeId,
-          requested: tenantConnections(limits),
+          requested: 2 * tenantConnections(limits),
           committed: repo.committedConnections,
           config,
           log,

@@ -74,6 +74,8 @@ type DatabasesServiceDeps = {
   stopping?: AbortSignal;
   /** Told after a create took a reserved database (the keeper makes the next one). */
   onReserveTaken?: () => void;
+  /** Told after a create's job for a node committed (this process's long-polls of it wake). */
+  onJobQueued?: (nodeId: string) => void;
 };
 
 /** What a create may wait for and hand back (`POST /v1/databases`). */
@@ -288,10 +290,13 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
       throw badRequest('"reveal" needs "wait_ms" (how long to wait for the database)');
     const box = requireBox();
     let id: string = randomUUID();
-    // The verifier's PBKDF2 (off the event loop) runs beside the reveal check; a create that
-    // takes a reserved database (ADR 0037) never waits for it.
-    const made = newPassword(box, id);
-    made.catch(() => {});
+    // The verifier's PBKDF2 (off the event loop) runs beside the reveal check and the create's
+    // transaction up to the job it goes in; a create that takes a reserved database (ADR 0037)
+    // never waits for it.
+    const ownerPassword = generatePassword();
+    const sealed = box.seal(ownerPassword, passwordContext(id));
+    const verifierOf = scramVerifierAsync(ownerPassword);
+    verifierOf.catch(() => {});
     // Refused up front, as the reveal route would refuse it: nothing is created.
     if (opts.reveal)
       await credentialOps.requireMayReveal(caller, { id, name }, opts.proof ?? {}, opts.requestId ?? '');
@@ -299,8 +304,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     const limits = { ...DEFAULT_LIMITS };
     const nodeName = input.node ?? null;
     let reserved = false;
-    // Without reserves, nothing in the transaction waits for the PBKDF2.
-    const early = config.reservedDatabases > 0 ? null : await made;
+    let nodeId: string | null = null;
     try {
       await withTx(db, async (tx) => {
         // An attached database a node offered and the account never accepted holds no name the
@@ -336,7 +340,6 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           await audit(tx, caller, 'database.create_done', id, { name, reserved: true });
           return;
         }
-        const { sealed, verifier } = early ?? (await made);
         // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
         // A named node's refusals are one answer unless the caller is a platform admin.
         const detailed = nodeName === null || seesNodeDetail(caller);
@@ -375,8 +378,15 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           nodeId: node.id,
           accountId: caller.accountId,
           kind: JOB_KINDS.create,
-          payload: { database_id: id, name, verifier, allowlist: toPayloadAllowlist(allowlist), limits },
+          payload: {
+            database_id: id,
+            name,
+            verifier: await verifierOf,
+            allowlist: toPayloadAllowlist(allowlist),
+            limits,
+          },
         });
+        nodeId = node.id;
         // A password handed back with the answer is recorded here, with the create (fail closed).
         await audit(tx, caller, 'database.created', id, {
           name,
@@ -394,8 +404,11 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         { database: name, database_id: id, ...callerLogFields(caller) },
         'database created from a reserve',
       );
-    } else
+    } else {
+      // This process's long-polls of the node wake now, not a NOTIFY round trip later.
+      if (nodeId) deps.onJobQueued?.(nodeId);
       log.info({ database: name, database_id: id, ...callerLogFields(caller) }, 'database create queued');
+    }
     // The key or session is checked again at the end of the wait (revoked or ended meanwhile: no
     // password, as the reveal route would refuse it now), beside the password's unsealing.
     const revealNow = () =>
