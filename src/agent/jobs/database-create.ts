@@ -291,6 +291,9 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
             limits: p.limits,
             key: deps.cluster.key,
             stewardVerifier: await stewardVerifier,
+            // Beside CREATE DATABASE, whose WAL it would otherwise wait behind: the database grants,
+            // a synchronous commit begun only after this one, flush it before the job can end.
+            asyncCommit: true,
           }),
         );
         rolesDone.catch(() => {});

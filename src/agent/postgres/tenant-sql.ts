@@ -140,13 +140,19 @@ export async function ensureRoles(
     key: Buffer;
     /** The steward's verifier when the caller computed it already (off the event loop). */
     stewardVerifier?: string;
+    /**
+     * Commit without waiting for the WAL flush: for a caller whose next step on the cluster is a
+     * synchronous commit begun after this one (it flushes this one too) before anything relies on
+     * it being durable.
+     */
+    asyncCommit?: boolean;
   },
 ): Promise<void> {
   const { roles } = input;
   await inTransaction(pool, async (c) => {
     const owned = await roleOwnership(c, Object.values(roles), input.databaseId);
     // One round trip for the rest (simple protocol; every identifier and literal is quoted).
-    const sql: string[] = [];
+    const sql: string[] = input.asyncCommit ? ['SET LOCAL synchronous_commit = off'] : [];
     for (const [name, state] of owned) {
       if (state === 'foreign')
         throw new NotOursError(`role ${name} already exists and is not this database's`);
