@@ -99,19 +99,22 @@ export async function lockReserveFor(
 /**
  * Hands a locked reserve to an account: its label, its account, new timestamps; its name on the
  * node (`pg_name`) is kept whatever the label becomes, and samples taken while it was a reserve go.
+ * False: it is no longer a ready reserve (nothing changed).
  */
 export async function handOver(
   db: Queryable,
   id: string,
   to: { accountId: string; label: string },
-): Promise<void> {
-  await db.query(
+): Promise<boolean> {
+  const r = await db.query(
     `UPDATE databases SET account_id = $2, name = $3, pg_name = coalesce(pg_name, name),
             created_at = now(), ready_at = now(), updated_at = now()
-      WHERE id = $1 AND account_id IS NULL AND status = 'ready'`,
+      WHERE id = $1 AND account_id IS NULL AND status = 'ready' AND deleted_at IS NULL`,
     [id, to.accountId, to.label],
   );
+  if (r.rowCount !== 1) return false;
   await db.query('DELETE FROM database_samples WHERE database_id = $1', [id]);
+  return true;
 }
 
 /** Ready reserves per node (the metric). */

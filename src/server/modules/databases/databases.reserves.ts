@@ -68,7 +68,8 @@ export async function takeReserve(
   // The placement lock and checks, as for any create (a cordon or decommission committed meanwhile).
   const node = await lockNodeState(tx, picked.node_id);
   if (!node || refusal(node)) return null;
-  await reserves.handOver(tx, picked.id, { accountId: input.accountId, label: input.label });
+  if (!(await reserves.handOver(tx, picked.id, { accountId: input.accountId, label: input.label })))
+    return null;
   return { id: picked.id, node_id: node.id, node_name: node.name };
 }
 
