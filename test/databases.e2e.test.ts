@@ -120,3 +120,42 @@ test('create → ready → connect through PgBouncer → rotate cuts the old pas
   assert.deepEqual(await adminQuery('SELECT 1 FROM pg_roles WHERE rolname LIKE $1', [`${name}\\_%`]), []);
   await assert.rejects(connect({ user: conn.user, database: conn.database, password: fresh }));
 });
+
+test('two accounts with one label on one node: each its own database, the second under a generated name there; neither learns of the other', async () => {
+  const label = `same_${randomBytes(4).toString('hex')}`;
+  const other = await createTestKey(s, { account: 'e2e-other' });
+  const as =
+    (k: TestKey) => (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: Record<string, unknown>) =>
+      s.app.inject({ method, url, headers: k.headers, ...(payload ? { payload } : {}) });
+  const made: { password: string; connection: { user: string; database: string } }[] = [];
+  for (const k of [key, other]) {
+    const res = await as(k)('POST', '/v1/databases', { name: label, wait_ms: 30_000, reveal: true });
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(res.json().status, 'ready', res.body);
+    assert.equal(res.json().name, label);
+    made.push(res.json().credentials);
+  }
+  const [first, second] = made as [(typeof made)[0], (typeof made)[0]];
+  assert.equal(first.connection.database, label, 'the first keeps its label as its name on the node');
+  assert.match(second.connection.database, /^bulwark_db_p_[0-9a-f]{16}$/);
+  assert.equal(second.connection.user, `${second.connection.database}_owner`);
+  // Each logs in with its own password only.
+  for (const [mine, theirs] of [
+    [first, second],
+    [second, first],
+  ] as const) {
+    const c = await connect({ ...mine.connection, password: mine.password });
+    await c.end();
+    await assert.rejects(connect({ ...theirs.connection, password: mine.password }));
+  }
+  // The second account deletes its database: dropped on the node under its name there, the
+  // first one untouched.
+  assert.equal((await as(other)('DELETE', `/v1/databases/${label}`, { confirm: label })).statusCode, 202);
+  await waitUntil('dropped', async () => {
+    const r = await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [second.connection.database]);
+    return r.length === 0 ? true : undefined;
+  });
+  const still = await connect({ ...first.connection, password: first.password });
+  await still.end();
+  assert.equal((await api('DELETE', `/v1/databases/${label}`, { confirm: label })).statusCode, 202);
+});

@@ -259,13 +259,25 @@ describe('attached databases: what a node agent can report', () => {
     }
   });
 
-  test('a name attached on a node: another account cannot get a hosted database of that name placed there (409, not a 500)', async () => {
+  test("a name attached on a node: another account's hosted database of that label there gets a generated name on the node (no 409 that would tell it, no 500)", async () => {
     const other = await createTestKey(s, { account: 's6_other' });
     const name = uniq('shared');
     assert.equal((await report(n2, [entry(name, acme.accountId)])).json().databases[0].status, 'attached');
     const r = await api(other.headers, 'POST', '/v1/databases', { name, node: 's6-n2' });
-    assert.ok([409, 202].includes(r.statusCode), `${r.statusCode} ${r.body}`);
-    assert.notEqual(r.statusCode, 202, 'placed on a node where the name is taken');
+    assert.equal(r.statusCode, 202, r.body);
+    // Labels are unique per account only (migration 0038); the name on the node is not the label.
+    const conn = (await api(other.headers, 'GET', `/v1/databases/${name}/connection`)).json();
+    assert.notEqual(conn.database, name, 'the attached database and the new one would share a name');
+    assert.match(conn.database, /^bulwark_db_p_/);
+    const made = await nextJob(n2, 'database.create');
+    assert.equal(made.payload.name, conn.database, 'the node makes it under its own name');
+    assert.equal(await n2.complete(made.id, made.attempt, {}), 200);
+    assert.equal(
+      (await api(other.headers, 'DELETE', `/v1/databases/${name}`, { confirm: name })).statusCode,
+      202,
+    );
+    const gone = await nextJob(n2, 'database.delete');
+    assert.equal(await n2.complete(gone.id, gone.attempt, {}), 200);
     // A move of that account's hosted database of the same name onto n2: refused, not a 500.
     await createOn(n1, other, 's6-n1', name);
     const m = await api(other.headers, 'POST', `/v1/databases/${name}/move`, { node: 's6-n2' });

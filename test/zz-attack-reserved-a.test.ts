@@ -234,9 +234,7 @@ test('read, database-scoped and refused creates take no reserve', async () => {
     [aRead, { name, wait_ms: 1000, reveal: true }],
     [aScoped, { name }],
     [aScoped, { name: 'only_this', wait_ms: 1000 }],
-    // Names a reserve already holds on the node (label or physical), reserved prefixes, bad node.
-    [a, { name: ready[0]!.name }],
-    [b, { name: physical(ready[1]!) }],
+    // Not a name (an id), bad nodes.
     [a, { name: ready[0]!.id }],
     [a, { name, node: 'no-such-node' }],
     [a, { name, node: '00000000-0000-4000-8000-000000000000' }],
@@ -245,6 +243,51 @@ test('read, database-scoped and refused creates take no reserve', async () => {
     assert.ok(res.statusCode >= 400, `${JSON.stringify(payload)}: ${res.statusCode} ${res.body}`);
   }
   assert.deepEqual(await snapshot(ready.map((r) => r.id)), before, 'a refused create changed a reserve');
+});
+
+test("a label equal to a reserve's label or name on the node is just the account's own name (labels are per account)", async () => {
+  const ready = await reservesReady(2);
+  for (const [k, name] of [
+    [a, ready[0]!.name],
+    [b, physical(ready[1]!)],
+  ] as [TestKey, string][]) {
+    if (name.startsWith('bulwark_')) {
+      // A warm-made reserve's name on the node is in the reserved prefix: refused as any such name.
+      assert.equal((await api(k, 'POST', '/v1/databases', { name })).statusCode, 400);
+      continue;
+    }
+    const res = await api(k, 'POST', '/v1/databases', { name, wait_ms: 30_000, reveal: true });
+    assert.equal(res.statusCode, 201, res.body);
+    const d = res.json();
+    assert.equal(d.status, 'ready', res.body);
+    // Its name on the node is never the reserve's own unless it is that reserve, taken.
+    const rows = await s.db.pool.query<{ id: string; account_id: string | null; n: string }>(
+      'SELECT id, account_id, coalesce(pg_name, name) AS n FROM databases WHERE deleted_at IS NULL AND coalesce(pg_name, name) = $1',
+      [d.credentials.connection.database],
+    );
+    assert.equal(rows.rowCount, 1, 'one database per name on the node');
+    assert.equal(rows.rows[0]!.id, d.id);
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: pooler.port,
+      user: d.credentials.connection.user,
+      database: d.credentials.connection.database,
+      password: d.credentials.password,
+    });
+    assert.equal(await tryLogin(c), null);
+  }
+  // No reserve has an owner but the one that took it.
+  const owned = await s.db.pool.query(
+    'SELECT id FROM databases WHERE id = ANY($1) AND account_id IS NOT NULL',
+    [ready.map((r) => r.id)],
+  );
+  for (const row of owned.rows as { id: string }[]) {
+    const mine = await s.db.pool.query('SELECT 1 FROM databases WHERE id = $1 AND account_id = ANY($2)', [
+      row.id,
+      [a.accountId, b.accountId],
+    ]);
+    assert.equal(mine.rowCount, 1);
+  }
 });
 
 test('a write key without reveal rights gets no password when it takes a reserve, and the reserve is not lost', async () => {
@@ -440,44 +483,48 @@ test('a taken reserve brings nothing of its earlier life into the account, and t
   assert.equal(stillNull.rowCount, 0);
 });
 
-test('many concurrent creates of one name (one and two accounts) make one database and leave the other reserves whole', async () => {
+test('many concurrent creates of one name (two accounts) make one database per account and leave the other reserves whole', async () => {
   const ready = await reservesReady(2);
   const name = `zd_${randomBytes(4).toString('hex')}`;
   const callers = [a, a, a, b, b, b];
   const answers = await Promise.all(
     callers.map((k) => api(k, 'POST', '/v1/databases', { name, wait_ms: 20_000, reveal: true })),
   );
-  const ok = answers.filter((r) => r.statusCode === 201);
-  assert.equal(ok.length, 1, answers.map((r) => `${r.statusCode} ${r.body}`).join('\n'));
+  // Labels are unique per account (migration 0038): one winner in each account, whatever node.
+  const winners = answers.flatMap((r, i) => (r.statusCode === 201 ? [{ r, k: callers[i]! }] : []));
+  const dump = answers.map((r) => `${r.statusCode} ${r.body}`).join('\n');
+  assert.equal(winners.length, 2, dump);
+  assert.deepEqual(new Set(winners.map((w) => w.k.accountId)), new Set([a.accountId, b.accountId]), dump);
   for (const r of answers) if (r.statusCode !== 201) assert.equal(r.statusCode, 409, r.body);
-  const winner = ok[0]!.json();
-  assert.equal(winner.status, 'ready');
-  const rows = await s.db.pool.query(
-    "SELECT id, account_id FROM databases WHERE name = $1 AND deleted_at IS NULL AND status <> 'deleted'",
+  const rows = await s.db.pool.query<{ id: string; account_id: string; n: string }>(
+    "SELECT id, account_id, coalesce(pg_name, name) AS n FROM databases WHERE name = $1 AND deleted_at IS NULL AND status <> 'deleted'",
     [name],
   );
-  assert.equal(rows.rowCount, 1);
-  // Exactly one reserve left the pool; the other is untouched (no account, its own label).
-  const left = ready.filter((r) => r.id !== winner.id);
-  const now = await snapshot(left.map((r) => r.id));
-  for (const row of now) {
-    if (ready.some((r) => r.id === winner.id)) {
-      assert.equal(row.account_id, null, 'a loser kept a reserve');
-      assert.match(row.name, /^rsv_/);
-      assert.equal(row.deleted_at, null);
-    }
+  assert.equal(rows.rowCount, 2);
+  assert.notEqual(rows.rows[0]!.n, rows.rows[1]!.n, 'two databases, two names on the node');
+  // Reserves not taken are untouched (no account, their own label).
+  const taken = new Set(winners.map((w) => w.r.json().id as string));
+  for (const row of await snapshot(ready.filter((r) => !taken.has(r.id)).map((r) => r.id))) {
+    assert.equal(row.account_id, null, 'a loser kept a reserve');
+    assert.match(row.name, /^rsv_/);
+    assert.equal(row.deleted_at, null);
   }
-  // No row anywhere with an account and a reserve's label (a half-made handover).
+  // No reserve of this test with an account and its reserve label still (a half-made handover).
   const half = await s.db.pool.query(
-    "SELECT id FROM databases WHERE account_id IS NOT NULL AND name LIKE 'rsv\\_%' AND deleted_at IS NULL",
+    "SELECT id FROM databases WHERE id = ANY($1) AND account_id IS NOT NULL AND name LIKE 'rsv\\_%' AND deleted_at IS NULL",
+    [ready.map((r) => r.id)],
   );
   assert.equal(half.rowCount, 0);
-  const login = poolerClient(
-    winner.credentials.connection.user,
-    winner.credentials.connection.database,
-    winner.credentials.password,
-  );
-  assert.equal(await tryLogin(login), null);
+  for (const { r } of winners) {
+    const w = r.json();
+    assert.equal(w.status, 'ready');
+    const login = poolerClient(
+      w.credentials.connection.user,
+      w.credentials.connection.database,
+      w.credentials.password,
+    );
+    assert.equal(await tryLogin(login), null);
+  }
 });
 
 test('a burst of distinct concurrent creates never gives one reserve to two creates', async () => {

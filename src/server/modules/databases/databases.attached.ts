@@ -218,10 +218,12 @@ export function createAttachedService(deps: { db: Db; audit: Pick<AuditService, 
             refuse(e, 'the account rejected this database from this node');
             continue;
           }
-          // The name is a label unique in the account and on the node (databases_*_name_key).
+          // Its label must be free in the account, and (an attached database's name on the node is
+          // its label) no database may be called that on the node (databases_node_physical_key).
           const taken = await tx.query(
             `SELECT 1 FROM databases WHERE deleted_at IS NULL
-                AND name = $3 AND (account_id = $1 OR node_id = $2) LIMIT 1`,
+                AND ((account_id = $1 AND name = $3) OR (node_id = $2 AND coalesce(pg_name, name) = $3))
+              LIMIT 1`,
             [e.account_id, nodeId, e.name],
           );
           if ((taken.rowCount ?? 0) > 0) {

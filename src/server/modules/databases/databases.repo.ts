@@ -150,19 +150,22 @@ export async function insertDatabase(
     accountId: string | null;
     nodeId: string;
     name: string;
+    /** Its name on the node when not the label (generated: the label is taken there). */
+    pgName?: string;
     passwordSealed: string;
     allowlist: StoredAllowlistEntry[];
     limits: StoredLimits;
   },
 ): Promise<void> {
   await db.query(
-    `INSERT INTO databases (id, account_id, node_id, name, password_sealed, allowlist, limits)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    `INSERT INTO databases (id, account_id, node_id, name, pg_name, password_sealed, allowlist, limits)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
     [
       row.id,
       row.accountId,
       row.nodeId,
       row.name,
+      row.pgName ?? null,
       row.passwordSealed,
       JSON.stringify(row.allowlist),
       JSON.stringify(row.limits),

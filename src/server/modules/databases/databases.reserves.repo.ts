@@ -69,7 +69,8 @@ export async function lockRetirable(
 /**
  * The ready reserve a create with these settings takes (oldest first), locked (SKIP LOCKED: two
  * creates never take the same one): on an eligible node (`nodeRef`: that one, by name or id), with
- * exactly these allowlist and limits, no rotation pending, and `label` free on its node. Null: none.
+ * exactly these allowlist and limits, no rotation pending. Its name on the node stays (opaque), so
+ * the label needs no room there (labels are unique per account only: migration 0038). Null: none.
  */
 export async function lockReserveFor(
   db: Queryable,
@@ -87,11 +88,9 @@ export async function lockReserveFor(
         AND d.allowlist = $1::jsonb AND d.limits = $2::jsonb
         AND n.status = 'active' AND n.cordoned_at IS NULL AND n.unhealthy_since IS NULL
         AND ($3::text IS NULL OR n.name = $3 OR n.id::text = $3)
-        AND NOT EXISTS (SELECT 1 FROM databases x
-                         WHERE x.node_id = d.node_id AND x.deleted_at IS NULL AND $4 IN (x.name, x.pg_name))
       ORDER BY d.ready_at, d.id LIMIT 1
       FOR UPDATE OF d SKIP LOCKED`,
-    [JSON.stringify(input.allowlist), JSON.stringify(input.limits), input.nodeRef, input.label],
+    [JSON.stringify(input.allowlist), JSON.stringify(input.limits), input.nodeRef],
   );
   return r.rows[0] ?? null;
 }

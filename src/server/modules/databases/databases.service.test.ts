@@ -10,6 +10,7 @@ import { createTestServer, type TestServer } from '../../../../test/helpers/serv
 import { AppError } from '../../../shared/errors.ts';
 import { SCRAM_VERIFIER_PATTERN } from '../../../shared/scram.ts';
 import { loadServerConfig } from '../../config.ts';
+import { physicalName } from './databases.repo.ts';
 
 let s: TestServer;
 let n2: FakeAgent;
@@ -106,14 +107,25 @@ test('hostile and reserved names are 400 and create nothing', async () => {
   assert.deepEqual([await count('databases'), await count('jobs')], before);
 });
 
-test('a taken name is 409; a name taken on one node by another tenant is placed elsewhere', async () => {
+test("a name taken in the account is 409; another account's name on the node is no answer: a generated name there", async () => {
   const w = callerFor(acme);
-  await s.databases.create(w, { name: 'dup', node: 'n1' });
+  const mine = await s.databases.create(w, { name: 'dup', node: 'n1' });
+  assert.equal(physicalName(mine), 'dup');
   assert.equal(await status(s.databases.create(w, { name: 'dup' })), 409);
+  // Labels are unique per account only (migration 0038): the other account gets its 'dup' on the
+  // same node, under a generated name there, and learns nothing of the first one.
   const o = callerFor(other);
-  assert.equal(await status(s.databases.create(o, { name: 'dup', node: 'n1' })), 409);
-  const elsewhere = await s.databases.create(o, { name: 'dup' });
-  assert.equal(elsewhere.node_name, 'n2');
+  const theirs = await s.databases.create(o, { name: 'dup', node: 'n1' });
+  assert.equal(theirs.node_name, 'n1');
+  assert.equal(theirs.name, 'dup');
+  assert.match(physicalName(theirs), /^bulwark_db_p_[0-9a-f]{16}$/);
+  const job = await s.db.pool.query<{ name: string }>(
+    "SELECT payload->>'name' AS name FROM jobs WHERE kind = 'database.create' AND payload->>'database_id' = $1",
+    [theirs.id],
+  );
+  assert.equal(job.rows[0]!.name, physicalName(theirs), 'the agent makes it under its name there');
+  assert.equal((await s.databases.connection(o, 'dup')).database, physicalName(theirs));
+  assert.equal(await status(s.databases.create(o, { name: 'dup' })), 409);
   assert.equal(await status(s.databases.create(o, { name: 'nope', node: 'n9' })), 409); // unknown node: the one answer a key gets
 });
 

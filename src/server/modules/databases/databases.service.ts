@@ -27,7 +27,7 @@ import {
   reserveConnections,
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
-import { hideNodeRefusal, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
+import { hideNodeRefusal, nameTaken, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
 import type { ReauthProof } from '../people/reauth.ts';
 import { sessionStillValid } from '../sessions/sessions.repo.ts';
 import type { StepUp } from '../sessions/step-up.ts';
@@ -99,6 +99,13 @@ type CreatedDatabase = {
 
 /** 32 random bytes, URL-safe: the owner's password. */
 const generatePassword = () => randomBytes(32).toString('base64url');
+
+/**
+ * A generated name on the node for a database whose label is taken there (migration 0038): the
+ * `bulwark_db_` prefix no tenant may ask for, then `p_` and 16 hex digits — never a warm-pool
+ * spare's (those are `bulwark_db_<6 hex>_…`, ADR 0034), and made under that name by the agent.
+ */
+const generatedPhysicalName = () => `bulwark_db_p_${randomBytes(8).toString('hex')}`;
 
 /** Names are checked before anything else touches them: a clear 400, nothing created. */
 export function checkDatabaseName(name: string): string {
@@ -345,7 +352,6 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         const detailed = nodeName === null || seesNodeDetail(caller);
         const node = await placeDatabase(
           tx,
-          name,
           nodeName,
           {
             reserve: config.nodeConnectionReserve,
@@ -365,11 +371,16 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         }).catch((err: unknown) => {
           throw hideNodeRefusal(err, detailed);
         });
+        // Its name on the node: the label, unless a database (another account's, a reserve, an
+        // attached one) is called that there — then a generated one, so that nothing tells this
+        // account that the name is in use (labels are unique per account only: migration 0038).
+        const physical = (await nameTaken(tx, node.id, name)) ? generatedPhysicalName() : name;
         await repo.insertDatabase(tx, {
           id,
           accountId: caller.accountId,
           nodeId: node.id,
           name,
+          ...(physical !== name ? { pgName: physical } : {}),
           passwordSealed: sealed,
           allowlist,
           limits,
@@ -380,7 +391,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           kind: JOB_KINDS.create,
           payload: {
             database_id: id,
-            name,
+            name: physical,
             verifier: await verifierOf,
             allowlist: toPayloadAllowlist(allowlist),
             limits,

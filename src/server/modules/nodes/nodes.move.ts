@@ -143,7 +143,7 @@ export function createMoves(deps: {
     if (target.id === d.node_id) throw conflict(`Database "${d.name}" is already on node "${target.name}"`);
     const why = refusal(target);
     if (why) throw hideNodeRefusal(new AppError('conflict', why, { node: target.name }), detailed);
-    if (await nameTaken(tx, target.id, d.name, d.pg_name ?? d.name))
+    if (await nameTaken(tx, target.id, d.pg_name ?? d.name))
       throw hideNodeRefusal(
         conflict(`Node "${target.name}" already holds a database named "${d.name}"`),
         detailed,
@@ -212,7 +212,7 @@ export function createMoves(deps: {
     }
     const row = await dbRepo.findByName(tx, next.account_id, next.name, { forUpdate: true });
     // Placement's choice: active, uncordoned, healthy, the name free there (so never the drained node).
-    const target = row ? await bestNode(tx, row.name, capacity()) : null;
+    const target = row ? await bestNode(tx, dbRepo.physicalName(row), capacity()) : null;
     let started: { id: string; target: string } | null = null;
     let reason = 'no node can take it';
     if (row && target) {
@@ -358,7 +358,7 @@ export function createMoves(deps: {
   }
 
   async function switchOver(tx: Tx, job: JobRow, move: repo.MoveRow) {
-    if (await nameTaken(tx, move.target_node_id, move.database_name, move.database_physical)) {
+    if (await nameTaken(tx, move.target_node_id, move.database_physical)) {
       await fail(tx, job, move, 'the name was taken on the target during the move', true);
       return;
     }

@@ -2,7 +2,9 @@
  * Where a new database goes (issue 17).
  *
  * - An explicit node (by name or id): it must exist (404), be active, not cordoned and healthy
- *   (409 saying which), and not already hold a database of that name.
+ *   (409 saying which). Another account's database of the same label there is no reason: labels
+ *   are unique per account only (migration 0038); a create whose label is some database's name on
+ *   the node gets a generated name there (`databases.service.ts`).
  * - Otherwise: among the active, uncordoned, healthy nodes, the one with the most free tenant
  *   connections (its budget as nodes.capacity.ts `connectionBudget` counts it, minus what is
  *   committed), then the fewest databases, then the name. The choice is only an ordering: the
@@ -14,11 +16,11 @@
  *
  * Node data is platform-admin only: a caller who is not a platform admin and names a node gets one
  * answer for every reason the node cannot take the database (unknown, disabled, cordoned,
- * unhealthy, the name taken there, no room): `nodeUnavailable()`, the same status and message, no
+ * unhealthy, no room): `nodeUnavailable()`, the same status and message, no
  * node name — so node names cannot be enumerated. Platform admins get the detailed answer.
  * Moves (nodes.move.ts) and restores into a new database use the same checks (`refusal`).
  */
-import { AppError, conflict, notFound, unavailable } from '../../../shared/errors.ts';
+import { AppError, notFound, unavailable } from '../../../shared/errors.ts';
 import type { Queryable } from '../../db/pool.ts';
 import type { Caller } from '../../http/caller.ts';
 
@@ -73,41 +75,37 @@ export async function lockNodeState(tx: Queryable, nodeId: string): Promise<Node
 }
 
 /**
- * The active, uncordoned, healthy node with the most free room that does not hold a database of
- * that name (so never a database's own node), unlocked: lock it with `lockNodeState` and check again.
+ * The active, uncordoned, healthy node with the most free room — with `physical`, one where no
+ * live database is called that (so never a database's own node, for a move) — unlocked: lock it
+ * with `lockNodeState` and check again.
  */
 export async function bestNode(
   tx: Queryable,
-  databaseName: string,
+  physical: string | null,
   capacity: Capacity,
 ): Promise<NodeState | null> {
   const r = await tx.query<NodeState>(
     `SELECT ${COLS} FROM nodes n
       WHERE n.status = 'active' AND n.cordoned_at IS NULL AND n.unhealthy_since IS NULL
-        AND NOT EXISTS (SELECT 1 FROM databases d
-                         WHERE d.node_id = n.id AND $1 IN (d.name, d.pg_name) AND d.deleted_at IS NULL)
+        AND ($1::text IS NULL OR NOT EXISTS (SELECT 1 FROM databases d
+                         WHERE d.node_id = n.id AND coalesce(d.pg_name, d.name) = $1 AND d.deleted_at IS NULL))
       ORDER BY ${ORDER_BY_FREE_ROOM}
       LIMIT 1`,
-    [databaseName, capacity.reserve, capacity.assumedMaxConnections, capacity.assumedReservedSlots],
+    [physical, capacity.reserve, capacity.assumedMaxConnections, capacity.assumedReservedSlots],
   );
   return r.rows[0] ?? null;
 }
 
 /**
- * Whether a live database of that name is on the node: as its label or as its name on the node (a
- * warm-pool spare's, pg_name: migration 0036). `physical`: a database that has one of its own
- * (a move's) needs that free as well.
+ * Whether a live database is called `physical` on the node (its name in PostgreSQL and PgBouncer:
+ * `pg_name`, or the label when it has none). Labels are unique per account only (migration 0038):
+ * two accounts' databases may share one on a node, never a physical name.
  */
-export async function nameTaken(
-  tx: Queryable,
-  nodeId: string,
-  databaseName: string,
-  physical: string = databaseName,
-): Promise<boolean> {
+export async function nameTaken(tx: Queryable, nodeId: string, physical: string): Promise<boolean> {
   const r = await tx.query(
     `SELECT 1 FROM databases
-      WHERE node_id = $1 AND (name IN ($2, $3) OR pg_name IN ($2, $3)) AND deleted_at IS NULL`,
-    [nodeId, databaseName, physical],
+      WHERE node_id = $1 AND coalesce(pg_name, name) = $2 AND deleted_at IS NULL`,
+    [nodeId, physical],
   );
   return (r.rowCount ?? 0) > 0;
 }
@@ -118,7 +116,6 @@ export async function nameTaken(
  */
 export async function placeDatabase(
   tx: Queryable,
-  databaseName: string,
   nodeRef: string | null,
   capacity: Capacity,
   opts: { detailed: boolean } = { detailed: false },
@@ -133,22 +130,13 @@ export async function placeDatabase(
     chosen = r.rows[0] ?? null;
     if (!chosen) throw hide(notFound('Node'));
   } else {
-    chosen = await bestNode(tx, databaseName, capacity);
-    if (!chosen) {
-      const any = await tx.query(
-        `SELECT 1 FROM nodes WHERE status = 'active' AND cordoned_at IS NULL AND unhealthy_since IS NULL LIMIT 1`,
-      );
-      if ((any.rowCount ?? 0) === 0)
-        throw unavailable('No healthy, uncordoned node to place the database on');
-      throw conflict(`The database name "${databaseName}" is taken; choose another`);
-    }
+    chosen = await bestNode(tx, null, capacity);
+    if (!chosen) throw unavailable('No healthy, uncordoned node to place the database on');
   }
   // Locked, then checked again: a cordon or decommission committed meanwhile is seen.
   const node = await lockNodeState(tx, chosen.id);
   if (!node) throw hide(notFound('Node'));
   const why = refusal(node);
   if (why) throw hide(new AppError('conflict', why, { node: node.name }));
-  if (await nameTaken(tx, node.id, databaseName))
-    throw hide(conflict(`The database name "${databaseName}" is taken; choose another`));
   return { id: node.id, name: node.name };
 }
