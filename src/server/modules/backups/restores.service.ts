@@ -118,8 +118,9 @@ export function createRestoresService(deps: {
     const why = node ? refusal(node) : 'its node is gone';
     if (!node || why)
       throw unavailable(`The backup's node cannot take a new database now (${why}): restore later`);
-    if (await nameTaken(tx, node.id, name))
-      throw conflict(`The database name "${name}" is taken; choose another`);
+    // Its name on the node: the label, or a generated one when some database is called that there
+    // (labels are unique per account only, ADR 0038: no answer tells of another account's name).
+    const physical = (await nameTaken(tx, node.id, name)) ? dbRepo.generatedPhysicalName() : name;
     await reserveConnections(tx, {
       nodeId: node.id,
       requested: tenantConnections(limits),
@@ -133,6 +134,7 @@ export function createRestoresService(deps: {
       accountId: caller.accountId,
       nodeId: node.id,
       name,
+      ...(physical !== name ? { pgName: physical } : {}),
       passwordSealed: box.seal(password, passwordContext(id)),
       allowlist,
       limits,

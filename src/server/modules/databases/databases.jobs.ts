@@ -170,6 +170,14 @@ export function createDatabaseJobs(deps: {
       const ok = job.status === 'succeeded';
       const rotationReason =
         job.kind === JOB_KINDS.rotate && isRepair(job) ? await repo.lastRotationReason(tx, id) : null;
+      // A create job names the database as the agent makes it (a generated name on the node when
+      // its label is taken there, ADR 0038); its account's record and webhooks name its label.
+      const label =
+        job.kind === JOB_KINDS.create
+          ? await repo.labelOf(tx, id)
+          : typeof job.payload.name === 'string'
+            ? job.payload.name
+            : null;
       await deps.audit.record(tx, {
         action: auditAction(job, ok),
         actorType: 'agent',
@@ -179,7 +187,7 @@ export function createDatabaseJobs(deps: {
         targetId: id,
         outcome: ok ? 'success' : 'failure',
         details: {
-          name: typeof job.payload.name === 'string' ? job.payload.name : null,
+          name: label ?? (typeof job.payload.name === 'string' ? job.payload.name : null),
           job_id: job.id,
           attempts: job.attempts,
           ...(ok ? {} : { error: (job.last_error ?? '').slice(0, 500) }),

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Queryable } from '../../db/pool.ts';
 
 export type DatabaseStatus = 'provisioning' | 'ready' | 'failed' | 'deleting' | 'deleted' | 'moving';
@@ -70,6 +71,14 @@ export type AttachedState = {
 export const physicalName = (row: { name: string; pg_name: string | null }): string =>
   row.pg_name ?? row.name;
 
+/**
+ * A generated name on the node for a new database whose label is some database's name there
+ * (migration 0038, ADR 0038): the `bulwark_db_` prefix no tenant may ask for, then `p_` and 16 hex
+ * digits — never a warm-pool spare's (`bulwark_db_<6 hex>_…`, ADR 0034); the agent makes the
+ * database under it.
+ */
+export const generatedPhysicalName = (): string => `bulwark_db_p_${randomBytes(8).toString('hex')}`;
+
 const COLUMNS = `d.id, d.account_id, d.node_id, n.name AS node_name, d.name, d.pg_name, d.status, d.failure_reason,
   d.password_version, d.pending_password_sealed IS NOT NULL AS rotation_pending, d.allowlist, d.limits,
   d.created_at, d.ready_at, d.rotated_at, d.updated_at, d.last_rotation_status, d.last_rotation_reason,
@@ -93,6 +102,12 @@ export async function committedConnections(db: Queryable, nodeId: string): Promi
     [nodeId],
   );
   return Number(r.rows[0]?.n ?? 0);
+}
+
+/** A database's label (what its account calls it), deleted or not; null when there is no such row. */
+export async function labelOf(db: Queryable, id: string): Promise<string | null> {
+  const r = await db.query<{ name: string }>('SELECT name FROM databases WHERE id = $1', [id]);
+  return r.rows[0]?.name ?? null;
 }
 
 /** Connections a database still holds from before a cut of its limits (null: none). */

@@ -100,13 +100,6 @@ type CreatedDatabase = {
 /** 32 random bytes, URL-safe: the owner's password. */
 const generatePassword = () => randomBytes(32).toString('base64url');
 
-/**
- * A generated name on the node for a database whose label is taken there (migration 0038): the
- * `bulwark_db_` prefix no tenant may ask for, then `p_` and 16 hex digits — never a warm-pool
- * spare's (those are `bulwark_db_<6 hex>_…`, ADR 0034), and made under that name by the agent.
- */
-const generatedPhysicalName = () => `bulwark_db_p_${randomBytes(8).toString('hex')}`;
-
 /** Names are checked before anything else touches them: a clear 400, nothing created. */
 export function checkDatabaseName(name: string): string {
   if (!isValidName(name)) {
@@ -374,7 +367,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         // Its name on the node: the label, unless a database (another account's, a reserve, an
         // attached one) is called that there — then a generated one, so that nothing tells this
         // account that the name is in use (labels are unique per account only: migration 0038).
-        const physical = (await nameTaken(tx, node.id, name)) ? generatedPhysicalName() : name;
+        const physical = (await nameTaken(tx, node.id, name)) ? repo.generatedPhysicalName() : name;
         await repo.insertDatabase(tx, {
           id,
           accountId: caller.accountId,
