@@ -5,6 +5,7 @@ import pg from 'pg';
 import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
 import type { RunningAgent } from '../src/agent/main.ts';
 import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
+import { listNodeHealth } from '../src/server/modules/nodes/nodes.repo.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { startTestAgent } from './helpers/agent.ts';
 import { testEnv } from './helpers/env.ts';
@@ -97,6 +98,10 @@ test('a create takes a reserved database: ready at once with its password; no te
   const ready = await reservesReady(2);
   // Made from the warm pool: opaque names on the node.
   for (const r of ready) assert.match(r.pg_name ?? r.name, /^(bulwark_db_|rsv_)/);
+  // Platform admins see them per node, apart from the accounts' databases.
+  const [node] = await listNodeHealth(s.db.pool, 10);
+  assert.equal(node!.reserved_databases, 2);
+  assert.equal(node!.database_count, 0);
   // Before: in no account's list, jobs or audit.
   for (const k of [a, b]) {
     const listed = (await api(k, 'GET', '/v1/databases')).body;

@@ -15,6 +15,7 @@ type Node = {
   cordoned: boolean;
   heartbeat_age_seconds: number | null;
   database_count: number;
+  reserved_databases?: number;
   agent_version: string | null;
   pooler: { host: string; port: number } | null;
   capacity: { budget: number; committed: number; free: number };
@@ -27,6 +28,7 @@ const COLUMNS = [
   { key: 'cordoned', title: 'cordoned' },
   { key: 'heartbeat', title: 'heartbeat' },
   { key: 'databases', title: 'databases' },
+  { key: 'reserved', title: 'reserved' },
   { key: 'free', title: 'free conns' },
   { key: 'pooler', title: 'pooler' },
   { key: 'version', title: 'version' },
@@ -40,6 +42,7 @@ const row = (n: Node) => ({
   cordoned: n.cordoned ? 'yes' : 'no',
   heartbeat: n.heartbeat_age_seconds === null ? null : `${n.heartbeat_age_seconds}s ago`,
   databases: n.database_count,
+  reserved: n.reserved_databases ?? 0,
   free: `${n.capacity.free}/${n.capacity.budget}`,
   pooler: n.pooler ? terminalSafe(`${n.pooler.host}:${n.pooler.port}`) : null,
   version: n.agent_version ? terminalSafe(n.agent_version) : null,

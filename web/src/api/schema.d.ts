@@ -21654,7 +21654,7 @@ export interface paths {
                 /** @description No new database is placed on a cordoned node */
                 cordoned: boolean;
                 cordoned_at: string | null;
-                /** @description Databases on the node (deleted ones left out) */
+                /** @description Accounts' databases on the node (deleted ones left out; reserved ones are not counted) */
                 database_count: number;
                 decommissioned_at: string | null;
                 /** @description The latest drift check that answered (null: none yet) */
@@ -21679,6 +21679,8 @@ export interface paths {
                   host: string;
                   port: number;
                 } | null;
+                /** @description Reserved databases ready on the node for creates to take (ADR 0037; no account owns them) */
+                reserved_databases: number;
                 /** @enum {string} */
                 status: 'active' | 'disabled';
                 unhealthy_since: string | null;
@@ -21880,7 +21882,7 @@ export interface paths {
               /** @description No new database is placed on a cordoned node */
               cordoned: boolean;
               cordoned_at: string | null;
-              /** @description Databases on the node (deleted ones left out) */
+              /** @description Accounts' databases on the node (deleted ones left out; reserved ones are not counted) */
               database_count: number;
               decommissioned_at: string | null;
               /** @description The latest drift check that answered (null: none yet) */
@@ -21905,6 +21907,8 @@ export interface paths {
                 host: string;
                 port: number;
               } | null;
+              /** @description Reserved databases ready on the node for creates to take (ADR 0037; no account owns them) */
+              reserved_databases: number;
               /** @enum {string} */
               status: 'active' | 'disabled';
               unhealthy_since: string | null;
@@ -22126,7 +22130,7 @@ export interface paths {
               /** @description No new database is placed on a cordoned node */
               cordoned: boolean;
               cordoned_at: string | null;
-              /** @description Databases on the node (deleted ones left out) */
+              /** @description Accounts' databases on the node (deleted ones left out; reserved ones are not counted) */
               database_count: number;
               decommissioned_at: string | null;
               /** @description The latest drift check that answered (null: none yet) */
@@ -22151,6 +22155,8 @@ export interface paths {
                 host: string;
                 port: number;
               } | null;
+              /** @description Reserved databases ready on the node for creates to take (ADR 0037; no account owns them) */
+              reserved_databases: number;
               /** @enum {string} */
               status: 'active' | 'disabled';
               unhealthy_since: string | null;
@@ -22396,7 +22402,7 @@ export interface paths {
               /** @description No new database is placed on a cordoned node */
               cordoned: boolean;
               cordoned_at: string | null;
-              /** @description Databases on the node (deleted ones left out) */
+              /** @description Accounts' databases on the node (deleted ones left out; reserved ones are not counted) */
               database_count: number;
               decommissioned_at: string | null;
               /** @description The latest drift check that answered (null: none yet) */
@@ -22422,6 +22428,8 @@ export interface paths {
                 host: string;
                 port: number;
               } | null;
+              /** @description Reserved databases ready on the node for creates to take (ADR 0037; no account owns them) */
+              reserved_databases: number;
               /** @enum {string} */
               status: 'active' | 'disabled';
               unhealthy_since: string | null;
@@ -23555,7 +23563,7 @@ export interface paths {
               /** @description No new database is placed on a cordoned node */
               cordoned: boolean;
               cordoned_at: string | null;
-              /** @description Databases on the node (deleted ones left out) */
+              /** @description Accounts' databases on the node (deleted ones left out; reserved ones are not counted) */
               database_count: number;
               decommissioned_at: string | null;
               /** @description The latest drift check that answered (null: none yet) */
@@ -23580,6 +23588,8 @@ export interface paths {
                 host: string;
                 port: number;
               } | null;
+              /** @description Reserved databases ready on the node for creates to take (ADR 0037; no account owns them) */
+              reserved_databases: number;
               /** @enum {string} */
               status: 'active' | 'disabled';
               unhealthy_since: string | null;

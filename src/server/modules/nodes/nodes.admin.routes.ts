@@ -27,7 +27,16 @@ export const nodeSchema = z.object({
     .int()
     .nullable()
     .describe('Seconds since the last heartbeat, by the server clock (null: none yet)'),
-  database_count: z.number().int().min(0).describe('Databases on the node (deleted ones left out)'),
+  database_count: z
+    .number()
+    .int()
+    .min(0)
+    .describe("Accounts' databases on the node (deleted ones left out; reserved ones are not counted)"),
+  reserved_databases: z
+    .number()
+    .int()
+    .min(0)
+    .describe('Reserved databases ready on the node for creates to take (ADR 0037; no account owns them)'),
   agent_version: z.string().max(64).nullable(),
   pg_version: z.string().max(256).nullable(),
   pooler: z

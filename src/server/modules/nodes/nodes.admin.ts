@@ -35,6 +35,7 @@ export function presentNode(n: NodeHealthRow, capacity: CapacityConfig) {
     last_heartbeat_at: n.last_heartbeat_at?.toISOString() ?? null,
     heartbeat_age_seconds: n.heartbeat_age_seconds === null ? null : Math.max(0, n.heartbeat_age_seconds),
     database_count: n.database_count,
+    reserved_databases: n.reserved_databases,
     agent_version: n.agent_version === null ? null : n.agent_version.slice(0, 64),
     pg_version: n.pg_version === null ? null : n.pg_version.slice(0, 256),
     pooler:

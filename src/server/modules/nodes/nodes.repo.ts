@@ -185,6 +185,8 @@ export type NodeHealthRow = {
   /** The latest drift check that answered: when, and how many findings. */
   drift_checked_at: Date | null;
   drift_findings: number | null;
+  /** Ready reserved databases on the node (ADR 0037; not in database_count). */
+  reserved_databases: number;
 };
 
 /**
@@ -194,8 +196,11 @@ export type NodeHealthRow = {
  */
 const HEALTH_SELECT = `SELECT n.id, n.name, n.status, n.agent_version, n.pg_version, n.last_heartbeat_at,
     floor(extract(epoch FROM now() - n.last_heartbeat_at))::int AS heartbeat_age_seconds,
-    (SELECT count(*)::int FROM databases d WHERE d.node_id = n.id AND d.deleted_at IS NULL)
-      AS database_count,
+    (SELECT count(*)::int FROM databases d
+      WHERE d.node_id = n.id AND d.deleted_at IS NULL AND d.account_id IS NOT NULL) AS database_count,
+    (SELECT count(*)::int FROM databases d
+      WHERE d.node_id = n.id AND d.deleted_at IS NULL AND d.account_id IS NULL AND d.status = 'ready')
+      AS reserved_databases,
     n.pooler_host, n.pooler_port, n.cordoned_at, n.unhealthy_since, n.decommissioned_at,
     n.max_connections, n.reserved_connections,
     (SELECT coalesce(sum(greatest((d.limits->>'owner_connection_limit')::bigint

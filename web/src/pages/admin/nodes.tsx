@@ -95,7 +95,12 @@ export function NodesSection() {
                       {age === null ? 'never' : `${duration(age)} ago`}
                       {age !== null && age > STALE_S ? ' (not responding)' : ''}
                     </td>
-                    <td className="num">{n.database_count}</td>
+                    <td className="num">
+                      {n.database_count}
+                      {n.reserved_databases > 0 ? (
+                        <span className="muted"> + {n.reserved_databases} reserved</span>
+                      ) : null}
+                    </td>
                     <td>
                       {n.pooler ? <code>{`${n.pooler.host}:${n.pooler.port}`}</code> : 'server default'}
                     </td>
