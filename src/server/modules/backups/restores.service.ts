@@ -1,6 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { parseCidr } from '../../../shared/cidr.ts';
 import {
   BACKUP_JOB_KINDS,
   type BackupManifest,
@@ -15,7 +14,7 @@ import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import { type Caller, callerLogFields, requireAccountScope, requireLevel } from '../../http/caller.ts';
 import { type PageCursor, toPage } from '../../http/pagination.ts';
 import { type AuditService, auditFromCaller } from '../audit/audit.service.ts';
-import { toPayloadAllowlist } from '../databases/databases.allowlist.ts';
+import { defaultAllowlist, toPayloadAllowlist } from '../databases/databases.allowlist.ts';
 import { passwordContext } from '../databases/databases.credentials.ts';
 import * as dbRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
@@ -104,11 +103,7 @@ export function createRestoresService(deps: {
   async function newTarget(tx: Tx, caller: Caller, backup: repo.BackupRow, name: string, box: SecretBox) {
     const id = randomUUID();
     const password = randomBytes(32).toString('base64url');
-    const allowlist = config.defaultAllowlist.map((c) => ({
-      cidr: parseCidr(c),
-      expires_at: null,
-      note: 'default',
-    }));
+    const allowlist = defaultAllowlist(config);
     const limits = { ...DEFAULT_LIMITS };
     if (await dbRepo.findByName(tx, caller.accountId, name))
       throw conflict(`Database "${name}" already exists`);

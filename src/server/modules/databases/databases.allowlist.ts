@@ -17,6 +17,10 @@ export function liveEntries(entries: StoredAllowlistEntry[], now = Date.now()): 
 export const toPayloadAllowlist = (entries: StoredAllowlistEntry[]) =>
   liveEntries(entries).map((e) => ({ cidr: e.cidr, expires_at: e.expires_at }));
 
+/** The allowlist every new database starts with: the server's `defaultAllowlist`, canonical CIDRs. */
+export const defaultAllowlist = (config: { defaultAllowlist: readonly string[] }): StoredAllowlistEntry[] =>
+  config.defaultAllowlist.map((c) => ({ cidr: parseCidr(c), expires_at: null, note: 'default' }));
+
 /**
  * Validates and normalises one entry (CIDR parsed and lower-cased, expiry a future instant);
  * `at` names it in errors: `entries[3].` in a whole list, nothing for a single entry.

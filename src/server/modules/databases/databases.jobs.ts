@@ -9,6 +9,7 @@ import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import type { WithheldResult } from '../jobs/job-hooks.ts';
 import { enqueueJob, findLeasedJob, type JobRow } from '../jobs/jobs.repo.ts';
+import { toPayloadAllowlist } from './databases.allowlist.ts';
 import { passwordContext } from './databases.credentials.ts';
 import * as repo from './databases.repo.ts';
 
@@ -30,6 +31,49 @@ const isRecord = (v: unknown) => typeof v === 'object' && v !== null && !Array.i
 const isRepair = (job: JobRow) => job.payload.repair === true;
 
 const reason = (job: JobRow, what: string) => `${what}: ${job.last_error ?? 'the job failed'}`.slice(0, 1000);
+
+/**
+ * A new database's row and its `database.create` job, in the caller's transaction: the row with
+ * its sealed password (and its name on the node, `pg_name`, when that is not its label), the job
+ * with the owner's verifier and the name the agent makes it under. A create's and a reserve's.
+ */
+export async function queueCreate(
+  tx: Tx,
+  d: {
+    id: string;
+    accountId: string | null;
+    nodeId: string;
+    label: string;
+    physical: string;
+    passwordSealed: string;
+    verifier: string;
+    allowlist: repo.StoredAllowlistEntry[];
+    limits: repo.StoredLimits;
+  },
+): Promise<void> {
+  await repo.insertDatabase(tx, {
+    id: d.id,
+    accountId: d.accountId,
+    nodeId: d.nodeId,
+    name: d.label,
+    ...(d.physical !== d.label ? { pgName: d.physical } : {}),
+    passwordSealed: d.passwordSealed,
+    allowlist: d.allowlist,
+    limits: d.limits,
+  });
+  await enqueueJob(tx, {
+    nodeId: d.nodeId,
+    accountId: d.accountId,
+    kind: JOB_KINDS.create,
+    payload: {
+      database_id: d.id,
+      name: d.physical,
+      verifier: d.verifier,
+      allowlist: toPayloadAllowlist(d.allowlist),
+      limits: d.limits,
+    },
+  });
+}
 
 /** The agent side of databases: job secrets and what a finished job does to a database. */
 export function createDatabaseJobs(deps: {
@@ -173,11 +217,8 @@ export function createDatabaseJobs(deps: {
       // A create job names the database as the agent makes it (a generated name on the node when
       // its label is taken there, ADR 0038); its account's record and webhooks name its label.
       const label =
-        job.kind === JOB_KINDS.create
-          ? await repo.labelOf(tx, id)
-          : typeof job.payload.name === 'string'
-            ? job.payload.name
-            : null;
+        (job.kind === JOB_KINDS.create ? await repo.labelOf(tx, id) : null) ??
+        (typeof job.payload.name === 'string' ? job.payload.name : null);
       await deps.audit.record(tx, {
         action: auditAction(job, ok),
         actorType: 'agent',
@@ -187,7 +228,7 @@ export function createDatabaseJobs(deps: {
         targetId: id,
         outcome: ok ? 'success' : 'failure',
         details: {
-          name: label ?? (typeof job.payload.name === 'string' ? job.payload.name : null),
+          name: label,
           job_id: job.id,
           attempts: job.attempts,
           ...(ok ? {} : { error: (job.last_error ?? '').slice(0, 500) }),

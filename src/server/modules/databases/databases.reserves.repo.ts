@@ -23,15 +23,17 @@ const LIVE_RESERVE = `d.account_id IS NULL AND d.deleted_at IS NULL`;
 export async function reserveShortfall(
   db: Queryable,
   target: number,
+  /** Only this node. */
+  nodeId: string | null = null,
 ): Promise<{ node_id: string; node_name: string; missing: number }[]> {
   const r = await db.query<{ node_id: string; node_name: string; missing: number }>(
     `SELECT node_id, node_name, missing FROM (
        SELECT n.id AS node_id, n.name AS node_name,
               ${TARGET} - (SELECT count(*)::int FROM databases d
                             WHERE d.node_id = n.id AND ${LIVE_RESERVE}) AS missing
-         FROM nodes n WHERE ${ELIGIBLE_NODE}) s
+         FROM nodes n WHERE ${ELIGIBLE_NODE} AND ($2::uuid IS NULL OR n.id = $2)) s
       WHERE missing > 0 ORDER BY node_name`,
-    [target],
+    [target, nodeId],
   );
   return r.rows;
 }
@@ -75,7 +77,6 @@ export async function lockRetirable(
 export async function lockReserveFor(
   db: Queryable,
   input: {
-    label: string;
     nodeRef: string | null;
     allowlist: StoredAllowlistEntry[];
     limits: StoredLimits;

@@ -27,7 +27,6 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { parseCidr } from '../../../shared/cidr.ts';
 import { DEFAULT_LIMITS, JOB_KINDS } from '../../../shared/contracts/jobs.ts';
 import { AppError } from '../../../shared/errors.ts';
 import { scramVerifierAsync } from '../../../shared/scram.ts';
@@ -38,16 +37,11 @@ import type { AuditService } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import { reserveConnections, tenantConnections } from '../nodes/nodes.capacity.ts';
 import { lockNodeState, refusal } from '../nodes/nodes.placement.ts';
-import { toPayloadAllowlist } from './databases.allowlist.ts';
+import { defaultAllowlist } from './databases.allowlist.ts';
 import { passwordContext } from './databases.credentials.ts';
+import { queueCreate } from './databases.jobs.ts';
 import * as repo from './databases.repo.ts';
 import * as reserves from './databases.reserves.repo.ts';
-
-/** The allowlist every create starts with (the server's default). */
-export const defaultAllowlist = (
-  config: Pick<ServerConfig, 'defaultAllowlist'>,
-): repo.StoredAllowlistEntry[] =>
-  config.defaultAllowlist.map((c) => ({ cidr: parseCidr(c), expires_at: null, note: 'default' }));
 
 /**
  * Takes a ready reserve for a create (see above), in the create's transaction: its id and node, or
@@ -111,8 +105,7 @@ export function createReserveKeeper(deps: {
       const node = await lockNodeState(tx, nodeId);
       if (!node || refusal(node)) return false;
       // Counted again under the node's lock: replicas never make more than the target.
-      const short = (await reserves.reserveShortfall(tx, target)).find((s) => s.node_id === nodeId);
-      if (!short) return false;
+      if ((await reserves.reserveShortfall(tx, target, nodeId)).length === 0) return false;
       try {
         // Room for this reserve and one more database: reserves never take a node's last room.
         await reserveConnections(tx, {
@@ -127,20 +120,16 @@ export function createReserveKeeper(deps: {
         if (err instanceof AppError) return false;
         throw err;
       }
-      await repo.insertDatabase(tx, {
+      await queueCreate(tx, {
         id,
         accountId: null,
         nodeId,
-        name: label,
+        label,
+        physical: label,
         passwordSealed: box.seal(password, passwordContext(id)),
+        verifier,
         allowlist,
         limits,
-      });
-      await enqueueJob(tx, {
-        nodeId,
-        accountId: null,
-        kind: JOB_KINDS.create,
-        payload: { database_id: id, name: label, verifier, allowlist: toPayloadAllowlist(allowlist), limits },
       });
       await deps.audit.record(tx, {
         action: 'database.reserve_created',

@@ -33,6 +33,7 @@ import { sessionStillValid } from '../sessions/sessions.repo.ts';
 import type { StepUp } from '../sessions/step-up.ts';
 import {
   type AllowlistInput,
+  defaultAllowlist,
   liveEntries,
   normaliseAllowlist,
   normaliseEntry,
@@ -40,9 +41,10 @@ import {
   toPayloadAllowlist,
 } from './databases.allowlist.ts';
 import { createCredentialOps, passwordContext } from './databases.credentials.ts';
+import { queueCreate } from './databases.jobs.ts';
 import { requireHosted } from './databases.kind.ts';
 import * as repo from './databases.repo.ts';
-import { defaultAllowlist, takeReserve } from './databases.reserves.ts';
+import { takeReserve } from './databases.reserves.ts';
 
 type CredentialOps = ReturnType<typeof createCredentialOps>;
 
@@ -291,12 +293,17 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
     const box = requireBox();
     let id: string = randomUUID();
     // The verifier's PBKDF2 (off the event loop) runs beside the reveal check and the create's
-    // transaction up to the job it goes in; a create that takes a reserved database (ADR 0037)
-    // never waits for it.
+    // transaction up to the job it goes in — begun only once no reserved database (ADR 0037) was
+    // taken, when reserves are on: a create that takes one needs none.
     const ownerPassword = generatePassword();
     const sealed = box.seal(ownerPassword, passwordContext(id));
-    const verifierOf = scramVerifierAsync(ownerPassword);
-    verifierOf.catch(() => {});
+    let verifierRun: Promise<string> | null = null;
+    const verifierOf = () => {
+      verifierRun ??= scramVerifierAsync(ownerPassword);
+      verifierRun.catch(() => {});
+      return verifierRun;
+    };
+    if (config.reservedDatabases === 0) verifierOf();
     // Refused up front, as the reveal route would refuse it: nothing is created.
     if (opts.reveal)
       await credentialOps.requireMayReveal(caller, { id, name }, opts.proof ?? {}, opts.requestId ?? '');
@@ -340,6 +347,7 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
           await audit(tx, caller, 'database.create_done', id, { name, reserved: true });
           return;
         }
+        verifierOf();
         // An explicit node, or the healthy uncordoned one with the most room (nodes.placement.ts).
         // A named node's refusals are one answer unless the caller is a platform admin.
         const detailed = nodeName === null || seesNodeDetail(caller);
@@ -368,27 +376,16 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         // attached one) is called that there — then a generated one, so that nothing tells this
         // account that the name is in use (labels are unique per account only: migration 0038).
         const physical = (await nameTaken(tx, node.id, name)) ? repo.generatedPhysicalName() : name;
-        await repo.insertDatabase(tx, {
+        await queueCreate(tx, {
           id,
           accountId: caller.accountId,
           nodeId: node.id,
-          name,
-          ...(physical !== name ? { pgName: physical } : {}),
+          label: name,
+          physical,
           passwordSealed: sealed,
+          verifier: await verifierOf(),
           allowlist,
           limits,
-        });
-        await enqueueJob(tx, {
-          nodeId: node.id,
-          accountId: caller.accountId,
-          kind: JOB_KINDS.create,
-          payload: {
-            database_id: id,
-            name: physical,
-            verifier: await verifierOf,
-            allowlist: toPayloadAllowlist(allowlist),
-            limits,
-          },
         });
         nodeId = node.id;
         // A password handed back with the answer is recorded here, with the create (fail closed).
