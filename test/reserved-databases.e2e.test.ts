@@ -2,94 +2,35 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
-import type { RunningAgent } from '../src/agent/main.ts';
-import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
 import { listNodeHealth } from '../src/server/modules/nodes/nodes.repo.ts';
-import { createLogger } from '../src/shared/logger.ts';
-import { startTestAgent } from './helpers/agent.ts';
-import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
-import { createTestServer, type TestServer } from './helpers/server.ts';
+import { type ReserveStack, startReserveStack } from './helpers/reserve-stack.ts';
+import type { TestServer } from './helpers/server.ts';
 import { waitUntil } from './helpers/wait.ts';
-import { type PrivatePooler, startPrivatePooler, tryLogin } from './pooler-harness.ts';
+import { type PrivatePooler, tryLogin } from './pooler-harness.ts';
 
 // Reserved databases (issue 16, ADR 0037) through the whole path: the server's keeper has a real
 // agent (warm pool of 2) make two databases owned by no account; a create takes one in its own
 // transaction and answers ready with the password; the keeper makes the next one.
 let pooler: PrivatePooler;
 let s: TestServer;
-let agent: RunningAgent;
 let a: TestKey;
 let b: TestKey;
 let admin: pg.Pool;
+let stack: ReserveStack;
 
 before(async () => {
-  pooler = await startPrivatePooler();
-  s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable', reservedDatabases: 2 });
-  const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
-  agent = await startTestAgent(s, url, { name: 'rsv', pooler, warmPoolSize: 2, explorerChannel: false });
+  stack = await startReserveStack('rsv');
+  ({ pooler, s, admin } = stack);
   a = await createTestKey(s, { account: 'rsv-a' });
   b = await createTestKey(s, { account: 'rsv-b' });
-  admin = new pg.Pool({ connectionString: testEnv().adminUrl, max: 2 });
-  admin.on('error', () => {});
 });
 after(async () => {
-  await s?.reserveKeeper.stop();
-  await agent?.stop();
-  const key = await loadExplorerKey(pooler.stateDir).catch(() => null);
-  if (key) {
-    const env = testEnv();
-    await createWarmPool({
-      admin,
-      cluster: { pgHost: '127.0.0.1', pgPort: env.pgPort, key },
-      pooler: pooler.manager(),
-      size: 0,
-      log: createLogger('warm-pool', 'silent'),
-    })
-      .drain()
-      .catch(() => {});
-  }
-  // Every database this file made (reserves and tenants') leaves the shared cluster.
-  const made = await s.db.pool
-    .query<{ n: string }>("SELECT coalesce(pg_name, name) AS n FROM databases WHERE status <> 'deleted'")
-    .catch(() => ({ rows: [] as { n: string }[] }));
-  for (const { n } of made.rows) {
-    await admin.query(`DROP DATABASE IF EXISTS "${n}" WITH (FORCE)`).catch(() => {});
-    for (const r of ['owner', 'reader', 'migrator', 'explorer', 'steward'])
-      await admin.query(`DROP ROLE IF EXISTS "${n}_${r}"`).catch(() => {});
-  }
-  await admin?.end();
-  s?.app.server.closeAllConnections();
-  await s?.stop();
-  await pooler?.stop();
+  await stack?.stop();
 });
 
-type Reserve = { id: string; name: string; pg_name: string | null; status: string };
-
-const reserves = async (status = 'ready'): Promise<Reserve[]> =>
-  (
-    await s.db.pool.query<Reserve>(
-      `SELECT id, name, pg_name, status FROM databases
-        WHERE account_id IS NULL AND deleted_at IS NULL AND status = $1 ORDER BY id`,
-      [status],
-    )
-  ).rows;
-
-/** Runs keeper passes until `n` reserves are ready (the agent reports its warm pool first). */
-const reservesReady = (n: number) =>
-  waitUntil(
-    `${n} reserved databases ready`,
-    async () => {
-      await s.reserveKeeper.runOnce();
-      const ready = await reserves();
-      const failed = await reserves('failed');
-      assert.equal(failed.length, 0, 'a reserve failed');
-      return ready.length === n ? ready : undefined;
-    },
-    60_000,
-    200,
-  );
+const reserves = (status?: string) => stack.reserves(status);
+const reservesReady = (n: number) => stack.reservesReady(n);
 
 const api = (k: TestKey, method: 'GET' | 'POST' | 'DELETE', url: string, payload?: Record<string, unknown>) =>
   s.app.inject({ method, url, headers: k.headers, ...(payload ? { payload } : {}) });

@@ -9,13 +9,12 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
 import type { RunningAgent } from '../src/agent/main.ts';
-import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
 import { SPARE_PREFIX, spareOwnerPassword, spareTag } from '../src/agent/postgres/spare-sql.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
-import { createLogger } from '../src/shared/logger.ts';
 import { startTestAgent } from './helpers/agent.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { drainSpares } from './helpers/reserve-stack.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type PrivatePooler, startPrivatePooler, tryLogin } from './pooler-harness.ts';
 
@@ -43,16 +42,7 @@ before(async () => {
 });
 after(async () => {
   await agent?.stop();
-  const env = testEnv();
-  await createWarmPool({
-    admin,
-    cluster: { pgHost: '127.0.0.1', pgPort: env.pgPort, key: agentKey },
-    pooler: pooler.manager(),
-    size: 0,
-    log: createLogger('warm-pool', 'silent'),
-  })
-    .drain()
-    .catch(() => {});
+  await drainSpares(pooler, admin);
   await admin?.end();
   s?.app.server.closeAllConnections();
   await s?.stop();

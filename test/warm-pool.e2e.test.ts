@@ -4,13 +4,12 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
 import type { RunningAgent } from '../src/agent/main.ts';
-import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
 import { SPARE_PREFIX, spareTag } from '../src/agent/postgres/spare-sql.ts';
 import { warmPools } from '../src/server/modules/metrics/metrics.repo.ts';
-import { createLogger } from '../src/shared/logger.ts';
 import { startTestAgent } from './helpers/agent.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
+import { drainSpares } from './helpers/reserve-stack.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
 import { type PrivatePooler, startPrivatePooler, tryLogin } from './pooler-harness.ts';
 
@@ -37,18 +36,7 @@ before(async () => {
 after(async () => {
   await agent?.stop();
   // The agent's spares go with the test (its key, its tag).
-  const key = await loadExplorerKey(pooler.stateDir);
-  const env = testEnv();
-  await createWarmPool({
-    admin,
-    cluster: { pgHost: '127.0.0.1', pgPort: env.pgPort, key },
-    // Never started: its state is empty, so the drain removes no pooler entry (the agent's PgBouncer goes anyway).
-    pooler: pooler.manager(),
-    size: 0,
-    log: createLogger('warm-pool', 'silent'),
-  })
-    .drain()
-    .catch(() => {});
+  await drainSpares(pooler, admin);
   await admin?.end();
   s?.app.server.closeAllConnections();
   await s?.stop();

@@ -9,10 +9,11 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import type { RunningAgent } from '../src/agent/main.ts';
 import { startTestAgent } from './helpers/agent.ts';
-import { adminQuery } from './helpers/db.ts';
+import { adminQuery, dropKnownDatabases } from './helpers/db.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
-import { type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
+import { waitUntil } from './helpers/wait.ts';
+import { type PrivatePooler, startPrivatePooler, tryLogin } from './pooler-harness.ts';
 
 let pooler: PrivatePooler;
 let s: TestServer;
@@ -28,17 +29,10 @@ before(async () => {
   b = await createTestKey(s, { account: 'lbl-e2e-b' });
 });
 after(async () => {
-  // Every database this file made leaves the shared cluster.
-  const made = await s?.db.pool
-    .query<{ n: string }>('SELECT DISTINCT coalesce(pg_name, name) AS n FROM databases')
-    .catch(() => ({ rows: [] as { n: string }[] }));
   await agent?.stop();
   s?.app.server.closeAllConnections();
-  for (const { n } of made?.rows ?? []) {
-    await adminQuery(`DROP DATABASE IF EXISTS "${n}" WITH (FORCE)`).catch(() => {});
-    for (const r of ['owner', 'reader', 'migrator', 'explorer', 'steward'])
-      await adminQuery(`DROP ROLE IF EXISTS "${n}_${r}"`).catch(() => {});
-  }
+  // Every database this file made leaves the shared cluster.
+  if (s) await dropKnownDatabases(s.db.pool);
   await s?.stop();
   await pooler?.stop();
 });
@@ -46,34 +40,10 @@ after(async () => {
 const as = (k: TestKey) => (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object) =>
   s.app.inject({ method, url, headers: k.headers, ...(payload ? { payload } : {}) });
 
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function canLogin(c: { user: string; database: string; password: string }): Promise<boolean> {
-  const client = new pg.Client({
-    host: '127.0.0.1',
-    port: pooler.port,
-    ...c,
-    connectionTimeoutMillis: 5_000,
-  });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
+const canLogin = async (c: { user: string; database: string; password: string }): Promise<boolean> =>
+  (await tryLogin(
+    new pg.Client({ host: '127.0.0.1', port: pooler.port, ...c, connectionTimeoutMillis: 5_000 }),
+  )) === null;
 
 test("B's rotate, allowlist and delete of its database of A's label act on B's database only", async () => {
   const label = `lbl_${randomBytes(4).toString('hex')}`;

@@ -2,17 +2,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { loadExplorerKey } from '../src/agent/explorer/explorer-role.ts';
 import type { RunningAgent } from '../src/agent/main.ts';
-import { createWarmPool } from '../src/agent/pool/warm-pool.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
-import { createLogger } from '../src/shared/logger.ts';
-import { startTestAgent } from './helpers/agent.ts';
-import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
-import { createTestServer, type TestServer } from './helpers/server.ts';
+import { type ReserveStack, startReserveStack } from './helpers/reserve-stack.ts';
+import type { TestServer } from './helpers/server.ts';
 import { waitUntil } from './helpers/wait.ts';
-import { type PrivatePooler, startPrivatePooler, tryLogin } from './pooler-harness.ts';
+import { type PrivatePooler, tryLogin } from './pooler-harness.ts';
 
 // Attacks on reserved databases (ADR 0037) through the whole path: a real server with reserves on,
 // a real agent (warm pool of 2), PostgreSQL and PgBouncer. Each test asserts the safe behaviour.
@@ -25,85 +21,24 @@ let aWrite: TestKey;
 let aScoped: TestKey;
 let b: TestKey;
 let admin: pg.Pool;
+let stack: ReserveStack;
 
 before(async () => {
-  pooler = await startPrivatePooler();
-  s = await createTestServer({ poolerPort: pooler.port, poolerSslmode: 'disable', reservedDatabases: 2 });
-  const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
-  agent = await startTestAgent(s, url, { name: 'zrsv', pooler, warmPoolSize: 2, explorerChannel: false });
+  stack = await startReserveStack('zrsv');
+  ({ pooler, s, agent, admin } = stack);
   a = await createTestKey(s, { account: 'zrsv-a' });
   aRead = await createTestKey(s, { account: 'zrsv-a', level: 'read' });
   aWrite = await createTestKey(s, { account: 'zrsv-a', level: 'write' });
   aScoped = await createTestKey(s, { account: 'zrsv-a', level: 'admin', databases: ['only_this'] });
   b = await createTestKey(s, { account: 'zrsv-b' });
-  admin = new pg.Pool({ connectionString: testEnv().adminUrl, max: 2 });
-  admin.on('error', () => {});
 });
 after(async () => {
-  await s?.reserveKeeper.stop();
-  await agent?.stop();
-  const key = await loadExplorerKey(pooler.stateDir).catch(() => null);
-  if (key) {
-    const env = testEnv();
-    await createWarmPool({
-      admin,
-      cluster: { pgHost: '127.0.0.1', pgPort: env.pgPort, key },
-      pooler: pooler.manager(),
-      size: 0,
-      log: createLogger('warm-pool', 'silent'),
-    })
-      .drain()
-      .catch(() => {});
-  }
-  // Every database this file made (reserves and tenants') leaves the shared cluster.
-  const made = await s.db.pool
-    .query<{ n: string }>("SELECT coalesce(pg_name, name) AS n FROM databases WHERE status <> 'deleted'")
-    .catch(() => ({ rows: [] as { n: string }[] }));
-  for (const { n } of made.rows) {
-    await admin.query(`DROP DATABASE IF EXISTS "${n}" WITH (FORCE)`).catch(() => {});
-    for (const r of ['owner', 'reader', 'migrator', 'explorer', 'steward'])
-      await admin.query(`DROP ROLE IF EXISTS "${n}_${r}"`).catch(() => {});
-  }
-  await admin?.end();
-  s?.app.server.closeAllConnections();
-  await s?.stop();
-  await pooler?.stop();
+  await stack?.stop();
 });
 
-type Reserve = {
-  id: string;
-  name: string;
-  pg_name: string | null;
-  status: string;
-  account_id: string | null;
-  node_id: string;
-};
-
-const reserves = async (status = 'ready'): Promise<Reserve[]> =>
-  (
-    await s.db.pool.query<Reserve>(
-      `SELECT id, name, pg_name, status, account_id, node_id FROM databases
-        WHERE account_id IS NULL AND deleted_at IS NULL AND status = $1 ORDER BY id`,
-      [status],
-    )
-  ).rows;
-
+const reserves = (status?: string) => stack.reserves(status);
 const physical = (r: { name: string; pg_name: string | null }) => r.pg_name ?? r.name;
-
-/** Runs keeper passes until `n` reserves are ready (the agent reports its warm pool first). */
-const reservesReady = (n: number) =>
-  waitUntil(
-    `${n} reserved databases ready`,
-    async () => {
-      await s.reserveKeeper.runOnce();
-      const ready = await reserves();
-      const failed = await reserves('failed');
-      assert.equal(failed.length, 0, 'a reserve failed');
-      return ready.length === n ? ready : undefined;
-    },
-    60_000,
-    200,
-  );
+const reservesReady = (n: number) => stack.reservesReady(n);
 
 const api = (
   k: TestKey,
@@ -124,6 +59,10 @@ const createWithPassword = async (k: TestKey, name: string) => {
     credentials: { password: string; connection: { user: string; database: string } };
   };
 };
+
+/** A login through the node's PgBouncer: null when it worked, the error otherwise. */
+const login = (user: string, database: string, password: string) =>
+  tryLogin(poolerClient(user, database, password));
 
 const poolerClient = (user: string, database: string, password: string) => {
   const c = new pg.Client({
@@ -327,15 +266,12 @@ test('through PgBouncer a tenant cannot log in to a reserve (own password, guess
       [`${db}_explorer`, own.password],
     ];
     for (const [user, password] of attempts) {
-      const err = await tryLogin(poolerClient(user, db, password));
+      const err = await login(user, db, password);
       assert.notEqual(err, null, `logged in to reserve ${db} as ${user}`);
     }
   }
   // The tenant's own login still works (the attempts above were refused, not broken).
-  assert.equal(
-    await tryLogin(poolerClient(own.connection.user, own.connection.database, own.password)),
-    null,
-  );
+  assert.equal(await login(own.connection.user, own.connection.database, own.password), null);
 });
 
 test('from inside its own database a tenant owner cannot reach, grant itself or plant settings on a reserve', async () => {
@@ -518,12 +454,10 @@ test('many concurrent creates of one name (two accounts) make one database per a
   for (const { r } of winners) {
     const w = r.json();
     assert.equal(w.status, 'ready');
-    const login = poolerClient(
-      w.credentials.connection.user,
-      w.credentials.connection.database,
-      w.credentials.password,
+    assert.equal(
+      await login(w.credentials.connection.user, w.credentials.connection.database, w.credentials.password),
+      null,
     );
-    assert.equal(await tryLogin(login), null);
   }
 });
 
@@ -543,12 +477,10 @@ test('a burst of distinct concurrent creates never gives one reserve to two crea
   for (const d of bodies) {
     const other = bodies.find((x) => x.id !== d.id)!;
     assert.notEqual(
-      await tryLogin(
-        poolerClient(
-          other.credentials.connection.user,
-          d.credentials.connection.database,
-          other.credentials.password,
-        ),
+      await login(
+        other.credentials.connection.user,
+        d.credentials.connection.database,
+        other.credentials.password,
       ),
       null,
     );
@@ -611,12 +543,10 @@ test('a deleted database leaves nothing for the next one of the same name (taken
   }
   // The first password opens nothing now.
   assert.notEqual(
-    await tryLogin(
-      poolerClient(
-        first.credentials.connection.user,
-        second.credentials.connection.database,
-        first.credentials.password,
-      ),
+    await login(
+      first.credentials.connection.user,
+      second.credentials.connection.database,
+      first.credentials.password,
     ),
     null,
   );

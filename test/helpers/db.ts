@@ -143,3 +143,18 @@ export async function waitForLogFlush(logFile: string, timeoutMs = 10_000): Prom
     { timeoutMs, everyMs: 20 },
   );
 }
+
+/**
+ * Drops, from the shared cluster, every database a test server's control DB knows of (its name on
+ * the node) and the five roles of each: what a file made leaves with it.
+ */
+export async function dropKnownDatabases(control: pg.Pool): Promise<void> {
+  const made = await control
+    .query<{ n: string }>('SELECT DISTINCT coalesce(pg_name, name) AS n FROM databases')
+    .catch(() => ({ rows: [] as { n: string }[] }));
+  for (const { n } of made.rows) {
+    await adminQuery(`DROP DATABASE IF EXISTS "${n}" WITH (FORCE)`).catch(() => {});
+    for (const r of ['owner', 'reader', 'migrator', 'explorer', 'steward'])
+      await adminQuery(`DROP ROLE IF EXISTS "${n}_${r}"`).catch(() => {});
+  }
+}
