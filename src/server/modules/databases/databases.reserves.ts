@@ -28,14 +28,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { DEFAULT_LIMITS, JOB_KINDS } from '../../../shared/contracts/jobs.ts';
-import { AppError } from '../../../shared/errors.ts';
 import { scramVerifierAsync } from '../../../shared/scram.ts';
 import type { ServerConfig } from '../../config.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
-import { reserveConnections, tenantConnections } from '../nodes/nodes.capacity.ts';
+import { roomFor, tenantConnections } from '../nodes/nodes.capacity.ts';
 import { lockNodeState, refusal } from '../nodes/nodes.placement.ts';
 import { defaultAllowlist } from './databases.allowlist.ts';
 import { passwordContext } from './databases.credentials.ts';
@@ -106,20 +105,15 @@ export function createReserveKeeper(deps: {
       if (!node || refusal(node)) return false;
       // Counted again under the node's lock: replicas never make more than the target.
       if ((await reserves.reserveShortfall(tx, target, nodeId)).length === 0) return false;
-      try {
-        // Room for this reserve and one more database: reserves never take a node's last room.
-        await reserveConnections(tx, {
-          nodeId,
-          requested: 2 * tenantConnections(limits),
-          committed: repo.committedConnections,
-          config,
-          log,
-          accountId: 'reserve',
-        });
-      } catch (err) {
-        if (err instanceof AppError) return false;
-        throw err;
-      }
+      // Room for this reserve and one more database: reserves never take a node's last room. A
+      // full node is no refusal to log (the keeper looks again every pass).
+      const room = await roomFor(tx, {
+        nodeId,
+        requested: 2 * tenantConnections(limits),
+        committed: repo.committedConnections,
+        config,
+      });
+      if (!room?.fits) return false;
       await queueCreate(tx, {
         id,
         accountId: null,

@@ -58,40 +58,50 @@ export const capacityExceeded = (node: string, requested: number) =>
     { node, requested },
   );
 
+type RoomInput = {
+  nodeId: string;
+  requested: number;
+  committed: (tx: Tx, nodeId: string) => Promise<number>;
+  config: CapacityConfig;
+};
+
+/**
+ * Whether a node has room for `requested` more tenant connections, under its row's lock (taken
+ * here, held by the caller's transaction: two reservations on one node never both see the same
+ * free room); `committed` is read after the lock. Null: no such node.
+ */
+export async function roomFor(tx: Tx, input: RoomInput) {
+  const node = await lockNodeConnections(tx, input.nodeId);
+  if (!node) return null;
+  const budget = connectionBudget(node, input.config);
+  const committed = input.requested <= 0 ? 0 : await input.committed(tx, input.nodeId);
+  return { node, budget, committed, fits: input.requested <= 0 || committed + input.requested <= budget };
+}
+
 /**
  * Reserves `requested` more tenant connections on a node, in the caller's transaction (which
- * must then write the rows that commit them before it commits). Locks the node's row, so two
- * reservations on one node never both see the same free room. `committed` is read after the lock.
+ * must then write the rows that commit them before it commits): `roomFor`, and a refusal (logged
+ * for the operator, `capacity_exceeded` for the caller) when there is none.
  */
 export async function reserveConnections(
   tx: Tx,
-  input: {
-    nodeId: string;
-    requested: number;
-    committed: (tx: Tx, nodeId: string) => Promise<number>;
-    config: CapacityConfig;
-    log: Logger;
-    accountId: string;
-  },
+  input: RoomInput & { log: Logger; accountId: string },
 ): Promise<void> {
-  const node = await lockNodeConnections(tx, input.nodeId);
-  if (!node) throw new AppError('not_found', 'Node not found');
-  if (input.requested <= 0) return;
-  const budget = connectionBudget(node, input.config);
-  const committed = await input.committed(tx, input.nodeId);
-  if (committed + input.requested > budget) {
+  const room = await roomFor(tx, input);
+  if (!room) throw new AppError('not_found', 'Node not found');
+  if (!room.fits) {
     input.log.warn(
       {
         event: 'node.capacity_exceeded',
-        node: node.name,
+        node: room.node.name,
         account_id: input.accountId,
-        budget,
-        committed,
+        budget: room.budget,
+        committed: room.committed,
         requested: input.requested,
-        reported: node.max_connections !== null,
+        reported: room.node.max_connections !== null,
       },
       'refused: the node has no tenant connection capacity left',
     );
-    throw capacityExceeded(node.name, input.requested);
+    throw capacityExceeded(room.node.name, input.requested);
   }
 }
