@@ -82,10 +82,15 @@ try {
   await migrate(pool);
   await pool.end();
 
+  // Test ports handed out in this run, one file each (test/helpers/ports.ts): never twice, across
+  // the files' processes.
+  const portsDir = path.join(tmp, 'ports');
+  await fs.mkdir(portsDir);
   const env = {
     ...process.env,
     BULWARK_TEST_ENV: JSON.stringify({
       dataDir: tmp,
+      portsDir,
       adminUrl: dataPlane.adminUrl,
       controlUrl: dataPlane.controlUrl,
       controlRole: CONTROL_ROLE,

@@ -1,6 +1,8 @@
 /** What `npm test` (scripts/test.ts) started for this run. */
 export type TestEnv = {
   dataDir: string;
+  /** Test ports claimed in this run, a file each (helpers/ports.ts). */
+  portsDir: string;
   adminUrl: string;
   controlUrl: string;
   controlRole: string;
