@@ -51,8 +51,8 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** A ready database through the API, with a table its owner made. */
-async function readyDatabase(): Promise<{ name: string; id: string }> {
+/** A ready database through the API, with a table its owner made; `physical` is its name on the node. */
+async function readyDatabase(): Promise<{ name: string; id: string; physical: string }> {
   const name = `jit_${randomBytes(4).toString('hex')}`;
   const call = (method: 'GET' | 'POST', url: string) => s.app.inject({ method, url, headers: key.headers });
   const created = await s.app.inject({
@@ -74,12 +74,12 @@ async function readyDatabase(): Promise<{ name: string; id: string }> {
     port: pooler.port,
     user: conn.user,
     password,
-    database: name,
+    database: conn.database,
   });
   await owner.connect();
   await owner.query('CREATE TABLE orders (id int PRIMARY KEY, total int); INSERT INTO orders VALUES (1, 42)');
   await owner.end();
-  return { name, id: ready.id as string };
+  return { name, id: ready.id as string, physical: conn.database as string };
 }
 
 type Credentials = { login: string; password: string; connection_string: string; valid_until: string };
@@ -114,10 +114,11 @@ test('an executed access request answers working credentials once: reads through
   const db = await readyDatabase();
   const { id, done, credentials } = await accessRequest(db.name, 'reader', 3600);
   assert.ok(credentials, JSON.stringify(done));
-  assert.match(credentials.login, new RegExp(`^${db.name}_jit_[0-9a-f]{8}$`));
+  // The login and the connection string name the database's name on the node, never its label.
+  assert.match(credentials.login, new RegExp(`^${db.physical}_jit_[0-9a-f]{8}$`));
   assert.equal(
     credentials.connection_string,
-    `postgresql://${credentials.login}@127.0.0.1:${pooler.port}/${db.name}?sslmode=disable`,
+    `postgresql://${credentials.login}@127.0.0.1:${pooler.port}/${db.physical}?sslmode=disable`,
   );
   assert.ok(credentials.password.length >= 32);
   const leftMs = Date.parse(credentials.valid_until) - Date.now();

@@ -18,6 +18,7 @@ let stranger: TestKey;
 let reader: TestKey;
 let agent: FakeAgent;
 let otherAgent: FakeAgent;
+let hostedId: string;
 
 before(async () => {
   s = await createTestServer({});
@@ -28,6 +29,7 @@ before(async () => {
   reader = await createTestKey(s, { account: 'attach_acme', level: 'read' });
   const r = await call('POST', '/v1/databases', admin, { name: 'hosted_one', node: 'at1' });
   assert.equal(r.statusCode, 202, r.body);
+  hostedId = r.json().id;
 });
 after(() => s?.stop());
 
@@ -175,7 +177,11 @@ test('every managing route answers 409 for an attached database; reads and gover
 
 test('no drift, backup schedule or drain ever picks an attached database', async () => {
   const known = await knownDatabaseDetails(s.db.pool, agent.nodeId);
-  assert.ok(known.some((k) => k.name === 'hosted_one'));
+  // A hosted database is known by its generated name on the node, never by its label.
+  assert.ok(
+    known.some((k) => k.id === hostedId && /^bulwark_db_/.test(k.name)),
+    JSON.stringify(known),
+  );
   assert.ok(!known.some((k) => k.name.startsWith('legacy_')), JSON.stringify(known));
   const { dueScheduledBackups } = await import('../src/server/modules/backups/backups.settings.repo.ts');
   const { nextDrainDatabase } = await import('../src/server/modules/nodes/nodes.move.repo.ts');

@@ -37,6 +37,8 @@ let writer2: TestKey;
 let other: TestKey;
 let backupDir: string;
 const DB = 'shop';
+/** acme's shop on its node: a generated name, never the label (ADR 0039). */
+let dbPhysical: string;
 const METRICS_TOKEN = 'm'.repeat(40);
 
 const defaults = {
@@ -90,6 +92,15 @@ function createResult(backupId: string, sha256: string, size = 1234) {
   };
 }
 
+/** A database's name on its node (what the agent's jobs name it by). */
+async function physicalName(accountId: string, label: string): Promise<string> {
+  const r = await s.db.pool.query<{ name: string }>(
+    'SELECT coalesce(pg_name, name) AS name FROM databases WHERE account_id = $1 AND name = $2',
+    [accountId, label],
+  );
+  return r.rows[0]!.name;
+}
+
 const api = (key: TestKey, method: string, url: string, payload?: object) =>
   s.app.inject({
     method: method as 'GET',
@@ -120,6 +131,8 @@ before(async () => {
     assert.equal(job?.kind, 'database.create');
     assert.equal(await a.complete(job!.id, job!.attempt, {}), 200);
   }
+  dbPhysical = await physicalName(acme.accountId, DB);
+  assert.match(dbPhysical, /^bulwark_db_/);
 });
 after(async () => {
   s?.app.server.closeAllConnections();
@@ -138,7 +151,8 @@ test('an on-demand backup is queued as a job, and its result shows in GET (size,
   const job = await nextJob('backup.create');
   assert.deepEqual(Object.keys(job.payload).sort(), ['backup_id', 'database_id', 'name']);
   assert.equal(job.payload.backup_id, b.id);
-  assert.equal(job.payload.name, DB);
+  // The agent gets the database's name on its node, never its label.
+  assert.equal(job.payload.name, dbPhysical);
   const running = (await api(reader, 'GET', `/v1/databases/${DB}/backups/${b.id}`)).json();
   assert.equal(running.status, 'running');
   assert.ok(running.started_at);
@@ -854,8 +868,12 @@ test('restores through the agent API: the new target gets its owner password for
   assert.equal((await api(acme, 'GET', '/v1/databases/shop_copy')).json().status, 'provisioning');
   const restoreJob = await nextJob('backup.restore');
   assert.equal(restoreJob.payload.mode, 'new');
-  assert.equal(restoreJob.payload.name, 'shop_copy');
-  assert.deepEqual(restoreJob.payload.source, { database_id: job.payload.database_id, name: DB });
+  // Both named by their names on the node: the new target's is generated, never its label.
+  const copyPhysical = await physicalName(acme.accountId, 'shop_copy');
+  assert.match(copyPhysical, /^bulwark_db_/);
+  assert.equal(restoreJob.payload.name, copyPhysical);
+  assert.equal((restoreJob.payload.create as { name: string }).name, copyPhysical);
+  assert.deepEqual(restoreJob.payload.source, { database_id: job.payload.database_id, name: dbPhysical });
   assert.equal((restoreJob.payload.expected as { sha256: string }).sha256, '56'.repeat(32));
   const secret = await agent.secret(restoreJob.id, restoreJob.attempt);
   assert.equal(secret.status, 200);

@@ -221,7 +221,8 @@ test('bulwark db show of a hosted database is unchanged (connection, allowlist),
   const shown = await cli(['db', 'show', 'shop']);
   assert.equal(shown.code, 0, shown.stderr);
   assert.match(shown.stdout, /^shop\s+provisioning\s+legacy\s+\S+ \S+\s+hosted\s+-$/m);
-  assert.match(shown.stdout, /^connect {3}postgresql:\/\/shop_owner@/m);
+  // The owner of its generated name on the node, never its label (ADR 0039).
+  assert.match(shown.stdout, /^connect {3}postgresql:\/\/bulwark_db_p_[0-9a-f]{16}_owner@/m);
   assert.match(shown.stdout, /^allowed {3}\S/m);
   const json = JSON.parse((await cli(['db', 'show', 'shop', '--json'])).stdout);
   assert.equal(json.kind, 'hosted');

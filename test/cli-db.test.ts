@@ -75,7 +75,8 @@ test('bulwark db: create, list, show, allow/deny, reveal, delete; bad input exit
       .sort(),
     ['blog', 'shop'],
   );
-  assert.match(show.stdout, /postgresql:\/\/shop_owner@127\.0\.0\.1:6432\/shop/);
+  // Its generated name on the node and that name's owner, never the label (ADR 0039).
+  assert.match(show.stdout, /postgresql:\/\/(bulwark_db_p_[0-9a-f]{16})_owner@127\.0\.0\.1:6432\/\1\?/);
   const entries = JSON.parse(allow.stdout).entries as {
     cidr: string;
     expires_at: string | null;

@@ -73,6 +73,11 @@ test('an access request: pending (2), approved, executed with the credentials pr
   const name = `cjit_${randomBytes(4).toString('hex')}`;
   const created = await cli(key, ['db', 'create', name, '--wait', '--timeout', '60', '--json']);
   assert.equal(created.code, 0, created.stderr);
+  // Its name on the node is generated, never the label (ADR 0039): the login is named after it.
+  const physical = (
+    await s.app.inject({ method: 'GET', url: `/v1/databases/${name}/connection`, headers: key.headers })
+  ).json().database as string;
+  assert.match(physical, /^bulwark_db_/);
 
   const asked = await cli(requester, [
     'request',
@@ -103,13 +108,13 @@ test('an access request: pending (2), approved, executed with the credentials pr
   const connection = /connection: (\S+)/.exec(executed.stdout)?.[1];
   assert.ok(password && connection, executed.stdout);
   const u = new URL(connection);
-  assert.match(decodeURIComponent(u.username), new RegExp(`^${name}_jit_[0-9a-f]{8}$`));
+  assert.match(decodeURIComponent(u.username), new RegExp(`^${physical}_jit_[0-9a-f]{8}$`));
   const c = new pg.Client({
     host: '127.0.0.1',
     port: Number(u.port),
     user: decodeURIComponent(u.username),
     password,
-    database: name,
+    database: physical,
     connectionTimeoutMillis: 5_000,
   });
   await c.connect();

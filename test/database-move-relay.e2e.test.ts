@@ -10,6 +10,9 @@
  *   archive afterwards; A's copy is dropped;
  * - the relay route answers only the agent holding the move_in lease (no token, an API key, a
  *   job that is not a move_in: refused).
+ *
+ * A database's name on the node is generated (ADR 0039): logins and the clusters' catalogs use
+ * it, the API the label.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -62,10 +65,18 @@ async function filesUnder(dir: string): Promise<string[]> {
   return out;
 }
 
+/** A database's name on its node (generated, never its label), from its connection info. */
+async function physicalName(label: string): Promise<string> {
+  const conn = (await api('GET', `/v1/databases/${label}/connection`)).json();
+  assert.notEqual(conn.database, label);
+  return conn.database as string;
+}
+
 test('a move between nodes with stores of their own: the server relays the archive; data, login and clean-up as usual', async () => {
-  const db = await createReadyOn(nodes, 'move-a', 'rl');
-  const { name } = db;
-  const app = await ownerLogin(nodes.poolerA.port, db);
+  const { name, password } = await createReadyOn(nodes, 'move-a', 'rl');
+  const physical = await physicalName(name);
+  const owner = { name: physical, password }; // the owner logs in under the name on the node
+  const app = await ownerLogin(nodes.poolerA.port, owner);
   await app.query(`
     CREATE TABLE items (id bigserial PRIMARY KEY, label text NOT NULL, blob bytea);
     INSERT INTO items (label, blob) SELECT 'i' || g, decode(repeat(md5(g::text), 8), 'hex') FROM generate_series(1, 5000) g;
@@ -75,7 +86,7 @@ test('a move between nodes with stores of their own: the server relays the archi
     .rows[0];
   await app.end();
   // Gone with its pooled server connection: one copy (so one transfer), whatever the load.
-  await endOwnerSessions(testEnv().adminUrl, name);
+  await endOwnerSessions(testEnv().adminUrl, physical);
 
   const r = await api('POST', `/v1/databases/${name}/move`, { node: 'move-b' });
   assert.equal(r.statusCode, 202, r.body);
@@ -83,7 +94,7 @@ test('a move between nodes with stores of their own: the server relays the archi
   assert.equal(move.status, 'switched', move.error);
 
   // On B with every row and the sequence, through B's PgBouncer, with the same password.
-  const moved = await ownerLogin(nodes.portB, db);
+  const moved = await ownerLogin(nodes.portB, owner);
   try {
     const after = (
       await moved.query('SELECT count(*)::int AS n, sum(length(blob))::bigint AS len FROM items')
@@ -114,7 +125,7 @@ test('a move between nodes with stores of their own: the server relays the archi
     const c = new pg.Client({ connectionString: testEnv().adminUrl });
     await c.connect();
     try {
-      const left = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      const left = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [physical]);
       if ((left.rowCount ?? 0) > 0) return undefined;
     } finally {
       await c.end();
@@ -132,6 +143,7 @@ test("a move ends the database's just-in-time logins: revoked on the source befo
     assert.notEqual(d.status, 'failed', d.failure_reason);
     return d.status === 'ready' ? d : undefined;
   });
+  const physical = await physicalName(name);
   const http = requestsApi(nodes.s);
   const requester = await person(nodes.s, nodes.key.accountId, 'member', 'rj-req');
   const approver = await person(nodes.s, nodes.key.accountId, 'member', 'rj-appr');
@@ -152,7 +164,7 @@ test("a move ends the database's just-in-time logins: revoked on the source befo
       port: nodes.poolerA.port,
       user: creds.login,
       password: creds.password,
-      database: name,
+      database: physical,
       connectionTimeoutMillis: 5_000,
     });
   const live = jit();

@@ -71,8 +71,12 @@ test('a database moves to a node that shares only the S3 bucket with its source'
     return d.status === 'ready' ? true : undefined;
   });
   const { password } = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json();
+  // Its name on the node is generated (ADR 0039), never the label; the move keeps it.
+  const { database, user } = (await api('GET', `/v1/databases/${name}/connection`)).json();
+  assert.notEqual(database, name);
+  assert.equal(user, `${database}_owner`);
   const login = async (port: number) => {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: `${name}_owner`, database: name, password });
+    const c = new pg.Client({ host: '127.0.0.1', port, user, database, password });
     c.on('error', () => {});
     await c.connect();
     return c;

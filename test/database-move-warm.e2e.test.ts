@@ -163,15 +163,18 @@ test('a backup of a database made from a spare restores into a new database with
     60_000,
   );
   assert.equal(done.status, 'completed', done.failure_reason);
-  // The new database is made under its own name (never from a spare) and holds the tenant's objects.
+  // The new database is made under its own generated name (never a spare's, nor its label:
+  // ADR 0039) and holds the tenant's objects.
   const conn = (await nodes.api('GET', `/v1/databases/${newName}/connection`)).json();
-  assert.equal(conn.database, newName);
+  assert.match(conn.database, /^bulwark_db_p_[0-9a-f]{16}$/);
+  assert.notEqual(conn.database, connection.database);
+  assert.equal(conn.user, `${conn.database}_owner`);
   const { password: pw } = (await nodes.api('POST', `/v1/databases/${newName}/credentials/reveal`)).json();
   const r = await login(conn.port, conn, pw);
   assert.equal((await r.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 30);
   assert.equal(
     (await r.query("SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE relname = 'items'")).rows[0].o,
-    `${newName}_owner`,
+    conn.user,
   );
   await r.end();
   for (const n of [name, newName])

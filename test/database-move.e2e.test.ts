@@ -7,8 +7,11 @@
  * - a database with data moves A → B: every row, its sequences and its allowlist are on B, the
  *   owner logs in through B's PgBouncer with the same password, the old login and the database
  *   are gone from A, and `database.moved` is audited;
- * - a move B refuses (a database of that name already on B, not ours) fails, and A serves again
- *   (reads and writes) with nothing of ours left on B.
+ * - a move B refuses (a database of its name on the node already on B, not ours) fails, and A
+ *   serves again (reads and writes) with nothing of ours left on B.
+ *
+ * A database's name on the node is generated (ADR 0039): logins and the clusters' catalogs use
+ * it, the API the label.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
@@ -52,7 +55,18 @@ after(async () => {
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   nodes.api(method, url, payload);
 
-const createOn = (node: string) => createReadyOn(nodes, node, 'mv');
+type Db = { name: string; password: string; physical: string };
+
+/** A ready database on `node`: its label, owner's password and name on the node (generated). */
+async function createOn(node: string): Promise<Db> {
+  const db = await createReadyOn(nodes, node, 'mv');
+  const conn = (await api('GET', `/v1/databases/${db.name}/connection`)).json();
+  assert.notEqual(conn.database, db.name, 'its name on the node is never its label');
+  return { ...db, physical: conn.database as string };
+}
+
+/** The owner logging in through the PgBouncer on `port`, under the database's name on the node. */
+const owner = (port: number, db: Db) => ownerLogin(port, { name: db.physical, password: db.password });
 
 async function moveAndWait(name: string, node: string) {
   const r = await api('POST', `/v1/databases/${name}/move`, { node });
@@ -85,7 +99,7 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   const db = await createOn('move-a');
   const allow = await api('POST', `/v1/databases/${db.name}/allowlist`, { cidr: '198.51.100.0/24' });
   assert.equal(allow.statusCode, 200, allow.body);
-  const app = await ownerLogin(poolerA.port, db);
+  const app = await owner(poolerA.port, db);
   await app.query(`
     CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, total numeric(12,2), note jsonb);
     INSERT INTO orders (customer, total, note)
@@ -99,7 +113,7 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   const before = await snapshot(app);
   await app.end();
   // The application has gone (its pooled server connection too): one copy, whatever the load.
-  await endOwnerSessions(testEnv().adminUrl, db.name);
+  await endOwnerSessions(testEnv().adminUrl, db.physical);
   const connBefore = (await api('GET', `/v1/databases/${db.name}/connection`)).json();
   assert.equal(connBefore.port, poolerA.port);
 
@@ -125,9 +139,10 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
   const connAfter = (await api('GET', `/v1/databases/${db.name}/connection`)).json();
   assert.equal(connAfter.port, portB);
   assert.equal(connAfter.user, connBefore.user);
+  assert.equal(connAfter.database, db.physical, 'it keeps its name on the node');
 
   // Every row and both sequences on B, through B's PgBouncer, with the same password.
-  const moved = await ownerLogin(portB, db);
+  const moved = await owner(portB, db);
   try {
     assert.deepEqual(await snapshot(moved), before);
     const next = await moved.query("SELECT nextval('invoice_no')::int AS v");
@@ -145,11 +160,11 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
 
   // The old login and the database are gone from A (the clean-up runs after the switch).
   await waitUntil('source dropped', async () => {
-    const a = await clusterHas(testEnv().adminUrl, db.name);
+    const a = await clusterHas(testEnv().adminUrl, db.physical);
     return !a.database && a.roles.length === 0 ? true : undefined;
   });
-  await assert.rejects(ownerLogin(poolerA.port, db));
-  const b = await clusterHas(planeB.adminUrl, db.name);
+  await assert.rejects(owner(poolerA.port, db));
+  const b = await clusterHas(planeB.adminUrl, db.physical);
   assert.equal(b.database, true);
 
   const audit = await s.db.pool.query<{ action: string; details: Record<string, unknown> }>(
@@ -174,13 +189,13 @@ test('a database with data moves to node B: rows, sequences, allowlist and login
 
 test('a database written after its pre-copy was dumped is copied again, frozen: nothing is lost; one at work is copied frozen at once', async () => {
   const db = await createOn('move-a');
-  const app = await ownerLogin(poolerA.port, db);
+  const app = await owner(poolerA.port, db);
   await app.query(`
     CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, pad text);
     INSERT INTO ledger (note, pad) SELECT 'n' || g, repeat('x', 200) FROM generate_series(1, 20000) g;`);
   // The application's session, connected and idle before the move (a session at work would have
   // the source copied frozen from the start); it writes once the pre-copy has been dumped.
-  const writer = await ownerLogin(poolerA.port, db);
+  const writer = await owner(poolerA.port, db);
   await app.end();
 
   const r = await api('POST', `/v1/databases/${db.name}/move`, { node: 'move-b' });
@@ -194,7 +209,7 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
   const move = await moveEnded(nodes, db.name);
   assert.equal(move.status, 'switched', move.error);
   assert.equal(move.copies, 2, 'the fingerprint saw the write: a second, frozen copy');
-  const moved = await ownerLogin(portB, db);
+  const moved = await owner(portB, db);
   try {
     const late = await moved.query("SELECT count(*)::int AS n FROM ledger WHERE note = 'late'");
     assert.equal(late.rows[0].n, 1);
@@ -203,7 +218,7 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
     await moved.end();
   }
   // The first copy on B was dropped before the second was made: B holds one database of the name.
-  const b = await clusterHas(planeB.adminUrl, db.name);
+  const b = await clusterHas(planeB.adminUrl, db.physical);
   assert.equal(b.database, true);
   const moved2 = await s.db.pool.query<{ details: Record<string, unknown> }>(
     `SELECT details FROM audit_events WHERE target_id = (SELECT id::text FROM databases WHERE name = $1)
@@ -215,7 +230,7 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
   // A database whose session is at work (here: in a transaction) is not pre-copied: it is frozen
   // first and copied once — no freeze step, the freeze counted from before the copy.
   const busy = await createOn('move-a');
-  const holder = await ownerLogin(poolerA.port, busy);
+  const holder = await owner(poolerA.port, busy);
   await holder.query('BEGIN');
   await holder.query('SELECT 1');
   const atWork = await moveAndWait(busy.name, 'move-b');
@@ -234,13 +249,13 @@ test('a database written after its pre-copy was dumped is copied again, frozen: 
 
 test('a move the target refuses fails, and the source serves again with nothing of ours left on B', async () => {
   const db = await createOn('move-a');
-  const app = await ownerLogin(poolerA.port, db);
+  const app = await owner(poolerA.port, db);
   await app.query(`CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept SELECT generate_series(1, 100);`);
   await app.end();
-  // Node B already holds a database of that name that Bulwark did not make.
+  // Node B already holds a database of its name on the node that Bulwark did not make.
   const adminB = new pg.Client({ connectionString: planeB.adminUrl });
   await adminB.connect();
-  await adminB.query(`CREATE DATABASE ${db.name}`);
+  await adminB.query(`CREATE DATABASE ${db.physical}`);
   await adminB.end();
 
   const move = await moveAndWait(db.name, 'move-b');
@@ -253,7 +268,7 @@ test('a move the target refuses fails, and the source serves again with nothing 
   await waitUntil(
     'source serves writes',
     async () => {
-      const c = await ownerLogin(poolerA.port, db).catch(() => null);
+      const c = await owner(poolerA.port, db).catch(() => null);
       if (!c) return undefined;
       try {
         await c.query('INSERT INTO kept VALUES (101)');
@@ -269,7 +284,7 @@ test('a move the target refuses fails, and the source serves again with nothing 
   );
   // B: the foreign database stays, none of our roles remain.
   await waitUntil('target cleaned', async () => {
-    const b = await clusterHas(planeB.adminUrl, db.name);
+    const b = await clusterHas(planeB.adminUrl, db.physical);
     return b.database && b.roles.length === 0 ? true : undefined;
   });
   const failed = await s.db.pool.query(
@@ -280,7 +295,7 @@ test('a move the target refuses fails, and the source serves again with nothing 
   // The foreign database goes: the drain below moves this one to B.
   const dropB = new pg.Client({ connectionString: planeB.adminUrl });
   await dropB.connect();
-  await dropB.query(`DROP DATABASE ${db.name}`);
+  await dropB.query(`DROP DATABASE ${db.physical}`);
   await dropB.end();
 });
 
@@ -334,7 +349,7 @@ test('draining node A moves every ready database to B, one at a time, and says s
   assert.deepEqual(await onA(), []);
   // Each one serves on B with its own password.
   for (const db of extra) {
-    const c = await ownerLogin(portB, db);
+    const c = await owner(portB, db);
     await c.end();
   }
 });

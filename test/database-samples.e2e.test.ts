@@ -50,7 +50,10 @@ type Item = {
 };
 const item = async (name: string): Promise<Item> => (await api(`/v1/databases/${name}`)).json();
 
-async function createReady(prefix: string): Promise<{ name: string; user: string; password: string }> {
+type Tenant = { name: string; database: string; user: string; password: string };
+
+/** A ready database: its label (`name`) and its generated name on the node (`database`, ADR 0039). */
+async function createReady(prefix: string): Promise<Tenant> {
   const name = `${prefix}_${randomBytes(4).toString('hex')}`;
   assert.equal((await api('/v1/databases', key, 'POST', { name })).statusCode, 202);
   await waitFor(
@@ -62,13 +65,14 @@ async function createReady(prefix: string): Promise<{ name: string; user: string
     },
     { timeoutMs: 30_000, everyMs: 50 },
   );
-  const { user } = (await api(`/v1/databases/${name}/connection`)).json();
+  const { database, user } = (await api(`/v1/databases/${name}/connection`)).json();
+  assert.notEqual(database, name);
   const { password } = (await api(`/v1/databases/${name}/credentials/reveal`, key, 'POST')).json();
-  return { name, user, password };
+  return { name, database, user, password };
 }
 
 /** A session straight to PostgreSQL's loopback port as the tenant's owner. */
-async function connectOwner(t: { name: string; user: string; password: string }, database = t.name) {
+async function connectOwner(t: Tenant, database = t.database) {
   const c = new pg.Client({
     host: '127.0.0.1',
     port: testEnv().pgPort,
@@ -88,12 +92,12 @@ async function connectOwner(t: { name: string; user: string; password: string },
  * from the create's login probe (one of the tenant's own connections, and counted as such), which
  * it may close at any time; the tests start from none.
  */
-async function endOwnerSessions(t: { name: string; user: string }): Promise<void> {
+async function endOwnerSessions(t: Tenant): Promise<void> {
   // Waits (up to 5 s each) until the backends have exited: a sample read right after must not
   // still count one that was only signalled.
   await adminQuery(
     'SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND usename = $2',
-    [t.name, t.user],
+    [t.database, t.user],
   );
 }
 
@@ -115,7 +119,8 @@ test("the agent samples each database's size and its own connections; the routes
   // A sample is stamped when the server stores it: one read while the sessions were still ending
   // can arrive after this point; the next one counts none.
   const first = await sampleAfter(a.name, Date.now(), (i) => i.connections === 0);
-  const size = (await adminQuery<{ size: string }>('SELECT pg_database_size($1) AS size', [a.name]))[0]!.size;
+  const size = (await adminQuery<{ size: string }>('SELECT pg_database_size($1) AS size', [a.database]))[0]!
+    .size;
   assert.ok(first.size_bytes !== null && first.size_bytes > 1_000_000, String(first.size_bytes));
   assert.ok(
     Math.abs(first.size_bytes - Number(size)) <= Number(size) * 0.05,
@@ -170,7 +175,7 @@ test('a hostile tenant cannot make the sampler run its code or lie beyond its ow
       INSERT INTO public.trap_log (who, what) VALUES (current_user, 'count'); SELECT 999999::bigint $$`);
   // Settings the tenant controls: its roles' (allowed), its database's (refused: the steward owns it).
   await owner.query(`ALTER ROLE ${a.user} SET search_path = public, pg_catalog`);
-  await assert.rejects(owner.query(`ALTER DATABASE ${a.name} SET search_path = public, pg_catalog`));
+  await assert.rejects(owner.query(`ALTER DATABASE ${a.database} SET search_path = public, pg_catalog`));
   // The trap is live: a new session of the tenant's role that calls the name unqualified runs it.
   const probe = await connectOwner(a);
   assert.equal(
@@ -186,7 +191,10 @@ test('a hostile tenant cannot make the sampler run its code or lie beyond its ow
   const disguised = [await connectOwner(a), await connectOwner(a)];
   for (const c of disguised) await c.query("SET application_name = 'bulwark-steward'");
   // Its roles reach no other database: it cannot add to the bystander's count.
-  await assert.rejects(connectOwner(a, b.name), /permission denied|not permitted|does not exist|no pg_hba/);
+  await assert.rejects(
+    connectOwner(a, b.database),
+    /permission denied|not permitted|does not exist|no pg_hba/,
+  );
 
   const since = Date.now();
   const hostile = await sampleAfter(a.name, since, (i) => i.connections === 3);
@@ -201,7 +209,7 @@ test('a hostile tenant cannot make the sampler run its code or lie beyond its ow
   // And no platform session entered the tenant database to sample it.
   const inside = await adminQuery<{ usename: string }>(
     "SELECT usename FROM pg_stat_activity WHERE datname = $1 AND usename <> $2 AND backend_type = 'client backend'",
-    [a.name, a.user],
+    [a.database, a.user],
   );
   assert.deepEqual(inside, []);
 });

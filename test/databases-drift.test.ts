@@ -73,6 +73,10 @@ test('drift: HTTP and `bulwark doctor` report what we did not make; --fix repair
     await new Promise((r) => setTimeout(r, 20));
   }
 
+  // Drift speaks of the names on the node: the generated one, never the label (ADR 0039).
+  const db = (await api('GET', `/v1/databases/${name}/connection`)).json().database as string;
+  assert.match(db, /^bulwark_db_/);
+
   const url = `/v1/nodes/${nodeId}/drift`;
   const drift = (token?: string) =>
     s.app.inject({ method: 'GET', url, headers: token ? { authorization: `Bearer ${token}` } : {} });
@@ -81,7 +85,7 @@ test('drift: HTTP and `bulwark doctor` report what we did not make; --fix repair
   assert.equal((await drift(`${OPERATOR}x`)).statusCode, 401);
   assert.equal((await api('GET', url)).statusCode, 401);
   const mineOf = (f: Finding[], extra: string[]) =>
-    f.filter((x) => x.object === name || x.object === `${name}.public` || extra.includes(x.object));
+    f.filter((x) => x.object === db || x.object === `${db}.public` || extra.includes(x.object));
   const kinds = (f: Finding[]) => [...new Set(f.map((x) => `${x.kind}:${x.object}`))].sort();
   const clean = await drift(OPERATOR);
   assert.equal(clean.statusCode, 200, clean.body);
@@ -91,27 +95,27 @@ test('drift: HTTP and `bulwark doctor` report what we did not make; --fix repair
   const sneaky = `sneaky_${randomBytes(4).toString('hex')}`;
   const unknown = `unk_${randomBytes(4).toString('hex')}`;
   cleanup.push(`DROP ROLE IF EXISTS ${stray}`, `DROP ROLE IF EXISTS ${sneaky}`);
-  cleanup.push(`REVOKE ALL ON DATABASE ${name} FROM ${stray}`, `DROP DATABASE IF EXISTS ${unknown}`);
+  cleanup.push(`REVOKE ALL ON DATABASE ${db} FROM ${stray}`, `DROP DATABASE IF EXISTS ${unknown}`);
   await adminQuery(`CREATE ROLE ${stray} LOGIN`);
   await adminQuery(`CREATE ROLE ${sneaky} SUPERUSER`);
   await adminQuery(`CREATE DATABASE ${unknown}`);
-  await adminQuery(`GRANT CONNECT, TEMP ON DATABASE ${name} TO PUBLIC`);
-  await adminQuery(`GRANT CONNECT ON DATABASE ${name} TO ${stray}`);
-  await adminQuery(`REVOKE CONNECT ON DATABASE ${name} FROM ${name}_reader`);
+  await adminQuery(`GRANT CONNECT, TEMP ON DATABASE ${db} TO PUBLIC`);
+  await adminQuery(`GRANT CONNECT ON DATABASE ${db} TO ${stray}`);
+  await adminQuery(`REVOKE CONNECT ON DATABASE ${db} FROM ${db}_reader`);
   const dbUrl = new URL(testEnv().adminUrl);
-  dbUrl.pathname = `/${name}`;
+  dbUrl.pathname = `/${db}`;
   const inDb = new pg.Client({ connectionString: dbUrl.toString() });
   await inDb.connect();
   await inDb.query('GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC');
-  await inDb.query(`REVOKE CREATE ON SCHEMA public FROM ${name}_migrator`);
+  await inDb.query(`REVOKE CREATE ON SCHEMA public FROM ${db}_migrator`);
   await inDb.end();
   const extra = [stray, sneaky, unknown];
   const expected = [
-    `missing_grant:${name}`,
-    `missing_grant:${name}.public`,
-    `public_database_privilege:${name}`,
-    `public_schema_privilege:${name}.public`,
-    `unexpected_grant:${name}`,
+    `missing_grant:${db}`,
+    `missing_grant:${db}.public`,
+    `public_database_privilege:${db}`,
+    `public_schema_privilege:${db}.public`,
+    `unexpected_grant:${db}`,
     `unexpected_role:${sneaky}`,
     `unexpected_role:${stray}`,
     `unexpected_superuser:${sneaky}`,
@@ -130,7 +134,7 @@ test('drift: HTTP and `bulwark doctor` report what we did not make; --fix repair
 
   const fixed = await doctor(['--fix']);
   const r2 = JSON.parse(fixed.stdout);
-  assert.ok(r2.nodes[0].fixed.includes(name), 'our database was repaired');
+  assert.ok(r2.nodes[0].fixed.includes(db), 'our database was repaired');
   assert.deepEqual(
     kinds(mineOf(r2.nodes[0].findings, extra)),
     [

@@ -1,7 +1,8 @@
-// Physical names (issue 16, ADR 0034): a database made from a warm-pool spare keeps the spare's
-// name on its node. The server stores it (`pg_name`), seals the owner's password the agent set
-// (never keeping it in the job), names the database by it in every job it hands out and in the
-// connection info, and keeps the label everywhere people see the database.
+// Physical names (issue 16, ADRs 0034 and 0039): every new database gets a generated name on its
+// node, which a warm-pool spare's own name replaces when one is handed out. The server stores it
+// (`pg_name`), seals the owner's password the agent set (never keeping it in the job), names the
+// database by it in every job it hands out and in the connection info, and keeps the label
+// everywhere people see the database. Only an older row (`pg_name` NULL) is called by its label.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { roleNames } from '../src/shared/identifiers.ts';
@@ -67,7 +68,13 @@ test('a warm create: the password is sealed, never stored in the job; names are 
   const made = await call('POST', '/v1/databases', { name: 'shop' });
   assert.equal(made.statusCode, 202, made.body);
   const create = await pollKind('database.create');
-  assert.equal(create.payload.name, 'shop', 'the create itself carries the label');
+  assert.match(
+    String(create.payload.name),
+    /^bulwark_db_p_[0-9a-f]{16}$/,
+    'the create carries a generated name',
+  );
+  assert.equal(create.payload.generated_name, true, 'which a spare may replace');
+  assert.equal((await dbRow('shop')).pg_name, create.payload.name, 'stored as its name on the node');
 
   // Queued while the create runs (with the label): handed out later with the physical name.
   const put = await call('PUT', '/v1/databases/shop/allowlist', { entries: [{ cidr: '198.51.100.7/32' }] });
@@ -128,25 +135,37 @@ test('a warm create: the password is sealed, never stored in the job; names are 
   assert.equal(await agent.complete(drop.id, drop.attempt, {}), 200);
 });
 
-test('a cold database keeps its label in its jobs and its connection info', async () => {
+test('a cold database keeps its generated name in its jobs and its connection info; an older one its label', async () => {
   assert.equal((await call('POST', '/v1/databases', { name: 'cold_one' })).statusCode, 202);
   const create = await pollKind('database.create');
+  const generated = String(create.payload.name);
+  assert.match(generated, /^bulwark_db_p_[0-9a-f]{16}$/);
   assert.equal(await agent.complete(create.id, create.attempt, {}), 200);
-  assert.equal((await dbRow('cold_one')).pg_name, null);
+  assert.equal((await dbRow('cold_one')).pg_name, generated);
   assert.equal((await call('PUT', '/v1/databases/cold_one/allowlist', { entries: [] })).statusCode, 200);
   const allow = await pollKind('database.allowlist');
-  assert.equal(allow.payload.name, 'cold_one');
+  assert.equal(allow.payload.name, generated, 'never the label');
   assert.equal(await agent.complete(allow.id, allow.attempt, {}), 200);
   const conn = (await call('GET', '/v1/databases/cold_one/connection')).json();
-  assert.equal(conn.database, 'cold_one');
-  assert.equal(conn.user, roleNames('cold_one').owner);
+  assert.equal(conn.database, generated);
+  assert.equal(conn.user, roleNames(generated).owner);
 
-  // A physical_name equal to the label is the cold path: nothing stored.
+  // A row from before generated names (pg_name NULL) is called by its label on its node.
+  await s.db.pool.query("UPDATE databases SET pg_name = NULL WHERE name = 'cold_one' AND deleted_at IS NULL");
+  assert.equal((await call('PUT', '/v1/databases/cold_one/allowlist', { entries: [] })).statusCode, 200);
+  const old = await pollKind('database.allowlist');
+  assert.equal(old.payload.name, 'cold_one');
+  assert.equal(await agent.complete(old.id, old.attempt, {}), 200);
+  const oldConn = (await call('GET', '/v1/databases/cold_one/connection')).json();
+  assert.equal(oldConn.database, 'cold_one');
+  assert.equal(oldConn.user, roleNames('cold_one').owner);
+
+  // A physical_name equal to the create's own name is the cold path: the generated name stays.
   assert.equal((await call('POST', '/v1/databases', { name: 'cold_two' })).statusCode, 202);
   const two = await pollKind('database.create');
-  const same = { ...warmResult('cold_two', 'cold_two', PASSWORD) };
+  const same = { ...warmResult('cold_two', String(two.payload.name), PASSWORD) };
   assert.equal((await completeRaw(two.id, two.attempt, same)).statusCode, 200);
-  assert.equal((await dbRow('cold_two')).pg_name, null);
+  assert.equal((await dbRow('cold_two')).pg_name, two.payload.name);
 });
 
 test('a physical_name another database of the node has fails the create for good', async () => {
@@ -171,13 +190,30 @@ test('a physical_name another database of the node has fails the create for good
   assert.match(job.last_error, /physical_name/);
   const row = await dbRow('second');
   assert.equal(row.status, 'failed');
-  assert.equal(row.pg_name, null);
-  // Another database's own label counts as taken too.
+  assert.equal(row.pg_name, second.payload.name, 'its generated name, never the one refused');
+  // An older database's label (its name on the node) counts as taken too.
   assert.equal((await call('POST', '/v1/databases', { name: 'third' })).statusCode, 202);
   const third = await pollKind('database.create');
   const res3 = await completeRaw(third.id, third.attempt, warmResult('third', 'cold_one', `${PASSWORD}y`));
   assert.equal(res3.statusCode, 422, res3.body);
   assert.equal((await dbRow('third')).status, 'failed');
+});
+
+test("a physical_name that is neither the job's name nor a spare's fails the create for good (ADR 0039)", async () => {
+  // A free name of any other shape — a label, another create's generated name — is refused too:
+  // an agent reports only the name it was given or the spare it handed out.
+  for (const [label, other] of [
+    ['fourth', 'some_label'],
+    ['fifth', 'bulwark_db_p_0123456789abcdef'],
+  ] as const) {
+    assert.equal((await call('POST', '/v1/databases', { name: label })).statusCode, 202);
+    const job = await pollKind('database.create');
+    const res = await completeRaw(job.id, job.attempt, warmResult(label, other, `${PASSWORD}z`));
+    assert.equal(res.statusCode, 422, res.body);
+    const row = await dbRow(label);
+    assert.equal(row.status, 'failed');
+    assert.equal(row.pg_name, job.payload.name);
+  }
 });
 
 test("drift's known databases are the names on the node", async () => {
@@ -191,5 +227,10 @@ test("drift's known databases are the names on the node", async () => {
   const names = known.map((k) => k.name);
   assert.ok(names.includes('bulwark_db_ff00ff_9999999999'), names.join(','));
   assert.ok(!names.includes('first'));
-  assert.ok(names.includes('cold_one'));
+  assert.ok(names.includes('cold_one'), 'an older row is known by its label');
+  const two = await s.db.pool.query<{ pg_name: string }>(
+    "SELECT pg_name FROM databases WHERE name = 'cold_two'",
+  );
+  assert.ok(names.includes(two.rows[0]!.pg_name), 'a new one by its generated name');
+  assert.ok(!names.includes('cold_two'));
 });

@@ -116,12 +116,15 @@ test('create → ready → connect through PgBouncer → rotate cuts the old pas
   await waitUntil('deleted', async () =>
     (await api('GET', `/v1/databases/${name}`)).statusCode === 404 ? true : undefined,
   );
-  assert.deepEqual(await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [name]), []);
-  assert.deepEqual(await adminQuery('SELECT 1 FROM pg_roles WHERE rolname LIKE $1', [`${name}\\_%`]), []);
+  assert.deepEqual(await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [conn.database]), []);
+  assert.deepEqual(
+    await adminQuery('SELECT 1 FROM pg_roles WHERE rolname LIKE $1', [`${conn.database}\\_%`]),
+    [],
+  );
   await assert.rejects(connect({ user: conn.user, database: conn.database, password: fresh }));
 });
 
-test('two accounts with one label on one node: each its own database, the second under a generated name there; neither learns of the other', async () => {
+test('two accounts with one label on one node: each its own database, each under a generated name there; neither learns of the other', async () => {
   const label = `same_${randomBytes(4).toString('hex')}`;
   const other = await createTestKey(s, { account: 'e2e-other' });
   const as =
@@ -136,9 +139,13 @@ test('two accounts with one label on one node: each its own database, the second
     made.push(res.json().credentials);
   }
   const [first, second] = made as [(typeof made)[0], (typeof made)[0]];
-  assert.equal(first.connection.database, label, 'the first keeps its label as its name on the node');
-  assert.match(second.connection.database, /^bulwark_db_p_[0-9a-f]{16}$/);
-  assert.equal(second.connection.user, `${second.connection.database}_owner`);
+  // Neither is under the label on the node: every new database's name there is generated (ADR 0039).
+  for (const c of [first, second]) {
+    assert.match(c.connection.database, /^bulwark_db_p_[0-9a-f]{16}$/);
+    assert.equal(c.connection.user, `${c.connection.database}_owner`);
+  }
+  assert.notEqual(first.connection.database, second.connection.database);
+  assert.deepEqual(await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [label]), []);
   // Each logs in with its own password only.
   for (const [mine, theirs] of [
     [first, second],

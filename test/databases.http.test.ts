@@ -180,13 +180,18 @@ test('levels, scope and tenants: 403 for too little, 404 for what is not yours',
 
 test('connection info, reveal and limits; the password reaches no log line', async () => {
   const conn = (await call('GET', '/v1/databases/app_one/connection', { key: admin })).json();
+  // Its name on the node is generated (ADR 0039), never the label.
+  const physical = (
+    await db.pool.query("SELECT pg_name FROM databases WHERE name = 'app_one' AND deleted_at IS NULL")
+  ).rows[0].pg_name as string;
+  assert.match(physical, /^bulwark_db_p_[0-9a-f]{16}$/);
   assert.deepEqual(conn, {
     host: 'db.example.com',
     port: 6432,
-    user: 'app_one_owner',
-    database: 'app_one',
+    user: `${physical}_owner`,
+    database: physical,
     sslmode: 'require',
-    uri: 'postgresql://app_one_owner@db.example.com:6432/app_one?sslmode=require',
+    uri: `postgresql://${physical}_owner@db.example.com:6432/${physical}?sslmode=require`,
   });
   const reveal = await call('POST', '/v1/databases/app_one/credentials/reveal', { key: admin });
   assert.equal(reveal.statusCode, 200);

@@ -114,7 +114,15 @@ test('POST /v1/nodes/:id/drift-check: the drift job and its findings, audited', 
     const j = await agent.poll();
     return j?.kind === 'node.drift' ? j : undefined;
   });
-  assert.deepEqual((job.payload.known_databases as string[]).sort(), ['one', 'two']);
+  // The live databases' names on the node (generated, never their labels), not the deleted one's.
+  const onNode = await s.db.pool.query<{ n: string }>(
+    "SELECT coalesce(pg_name, name) AS n FROM databases WHERE account_id = $1 AND name IN ('one', 'two')",
+    [key.accountId],
+  );
+  const expected = onNode.rows.map((r) => r.n).sort();
+  assert.equal(expected.length, 2);
+  for (const n of expected) assert.match(n, /^bulwark_db_/);
+  assert.deepEqual((job.payload.known_databases as string[]).sort(), expected);
   const finding = { kind: 'unknown_database', object: 'stray', detail: 'database stray is not known' };
   assert.equal(await agent.complete(job.id, job.attempt, { findings: [finding] }), 200);
   const r = await pending;

@@ -167,7 +167,8 @@ test('placement: an explicit node by name or id, cordoned avoided (409 when name
   const conn = await api('GET', '/v1/databases/on_n2/connection', key.headers);
   assert.equal(conn.json().host, '127.0.0.2');
   assert.equal(conn.json().port, 6543);
-  assert.match(conn.json().uri, /@127\.0\.0\.2:6543\/on_n2\?/);
+  assert.match(conn.json().database, /^bulwark_db_/);
+  assert.match(conn.json().uri, new RegExp(`@127\\.0\\.0\\.2:6543/${conn.json().database}\\?`));
   const b = await create('on_n1', 'n1');
   assert.equal(b.json().node, 'n1');
   const conn1 = await api('GET', '/v1/databases/on_n1/connection', key.headers);

@@ -482,7 +482,8 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
     return client;
   };
 
-  async function readyDatabase(): Promise<{ name: string; id: string }> {
+  /** A ready database; `physical` is its name on the node (generated, never its label). */
+  async function readyDatabase(): Promise<{ name: string; id: string; physical: string }> {
     const name = `rgajit_${randomBytes(4).toString('hex')}`;
     const call = (method: 'GET' | 'POST', url: string) => s.app.inject({ method, url, headers: key.headers });
     const created = await s.app.inject({
@@ -504,14 +505,14 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
       port: pooler.port,
       user: conn.user,
       password,
-      database: name,
+      database: conn.database,
     });
     await owner.connect();
     await owner.query(
       'CREATE TABLE orders (id int PRIMARY KEY, total int); INSERT INTO orders VALUES (1, 42)',
     );
     await owner.end();
-    return { name, id: ready.id as string };
+    return { name, id: ready.id as string, physical: conn.database as string };
   }
 
   const grant = async (
@@ -606,7 +607,7 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
         .then(() => null)
         .catch((err: Error) => err.message);
       const rows = (await reader.query('SELECT count(*)::int AS n FROM orders WHERE id = 99')).rows[0].n;
-      return { rows, denied, owner, login: w.login };
+      return { rows, denied, owner, login: w.login, physical: db.physical };
     } finally {
       await reader.end().catch(() => {});
     }
@@ -619,12 +620,12 @@ describe('just-in-time logins (a real agent owning a private PgBouncer)', () => 
     assert.match(door.denied ?? '', /permission denied/);
   });
 
-  // Accepted (ADR 0024): what a migrator login creates as `<db>_migrator` (its default role) is the
-  // migrator's, like a governed migration's, and stays when the login ends: the migrator grant is
-  // the review. What is checked: the function is the migrator's, not a stranded login's.
+  // Accepted (ADR 0024): what a migrator login creates as `<physical>_migrator` (its default role)
+  // is the migrator's, like a governed migration's, and stays when the login ends: the migrator
+  // grant is the review. What is checked: the function is the migrator's, not a stranded login's.
   test("what a migrator JIT login creates belongs to the database's migrator, and the login itself ends", async () => {
     const door = await doorAfterEnd(false);
-    assert.match(door.owner, /_migrator$/, `the function is owned by ${door.owner}`);
+    assert.equal(door.owner, `${door.physical}_migrator`, `the function is owned by ${door.owner}`);
     await waitFor('the login, owning nothing, is dropped at its end', async () =>
       (await cluster.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [door.login])).rowCount === 0
         ? true

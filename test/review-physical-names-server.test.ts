@@ -50,47 +50,66 @@ const warm = (label: string, physical: string, password = 'p'.repeat(40)) => {
 
 const PHYS_A = 'bulwark_db_abcdef_0000000001';
 
-test("A warm; a later create reporting A's physical name (or B's label) is refused, never merged", async () => {
+/** The name on the node of the account's live database of this label. */
+const physicalOf = async (k: TestKey, label: string): Promise<string> =>
+  (
+    await s.db.pool.query<{ n: string }>(
+      'SELECT coalesce(pg_name, name) AS n FROM databases WHERE account_id = $1 AND name = $2 AND deleted_at IS NULL',
+      [k.accountId, label],
+    )
+  ).rows[0]!.n;
+
+test("A warm; a later create reporting A's physical name (or B's) is refused, never merged", async () => {
   assert.equal((await api(a, 'POST', '/v1/databases', { name: 'shop' })).statusCode, 202);
   let job = await nextJob('database.create');
   assert.equal(await agent.complete(job.id, job.attempt, warm('shop', PHYS_A)), 200);
   // B creates a database; the (compromised or confused) agent claims it is A's physical database.
   assert.equal((await api(b, 'POST', '/v1/databases', { name: 'other' })).statusCode, 202);
   job = await nextJob('database.create');
+  const otherGenerated = job.payload.name;
   assert.notEqual(await agent.complete(job.id, job.attempt, warm('other', PHYS_A, 'q'.repeat(40))), 200);
   const rows = await s.db.pool.query<{ name: string; pg_name: string | null; status: string }>(
     'SELECT name, pg_name, status FROM databases ORDER BY name',
   );
   const other = rows.rows.find((r) => r.name === 'other')!;
   assert.equal(other.status, 'failed');
-  assert.equal(other.pg_name, null);
+  // It keeps the generated name it was queued under, never A's.
+  assert.match(other.pg_name ?? '', /^bulwark_db_p_/);
+  assert.equal(other.pg_name, otherGenerated);
   // B cannot reach A's physical database through the API.
   const conn = await api(b, 'GET', '/v1/databases/other/connection');
   assert.ok(!conn.body.includes(PHYS_A));
-  // B has a cold 'cart'; a warm create of A reporting physical 'cart' is refused too.
+  // B has a cold 'cart' (under its generated name); a warm create of A reporting B's physical
+  // name is refused too.
   assert.equal((await api(b, 'POST', '/v1/databases', { name: 'cart' })).statusCode, 202);
   job = await nextJob('database.create');
   assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
+  const cart = await physicalOf(b, 'cart');
+  assert.equal(cart, job.payload.name);
   assert.equal((await api(a, 'POST', '/v1/databases', { name: 'cart2' })).statusCode, 202);
   job = await nextJob('database.create');
-  const r = roleNames('cart');
+  const r = roleNames(cart);
   const code = await agent.complete(job.id, job.attempt, {
     name: 'cart2',
     roles: { owner: r.owner, reader: r.reader, migrator: r.migrator, explorer: r.explorer },
-    physical_name: 'cart',
+    physical_name: cart,
     owner_password: 'z'.repeat(40),
     pooler_probe_ms: 1,
   });
   assert.notEqual(code, 200);
   const cart2 = await s.db.pool.query('SELECT status, pg_name FROM databases WHERE name = $1', ['cart2']);
   assert.equal(cart2.rows[0].status, 'failed');
+  assert.notEqual(cart2.rows[0].pg_name, cart);
 });
 
 test("jobs are handed out with the job's own database's physical name, never another account's", async () => {
-  // B's rotate of 'cart' reaches the agent as 'cart'; A's rotate of 'shop' as A's physical name.
+  // B's rotate of 'cart' reaches the agent as its generated name; A's rotate of 'shop' as A's
+  // physical name (a spare's).
+  const cart = await physicalOf(b, 'cart');
+  assert.match(cart, /^bulwark_db_p_/);
   assert.ok([200, 202].includes((await api(b, 'POST', '/v1/databases/cart/credentials/rotate')).statusCode));
   let job = await nextJob('database.rotate');
-  assert.equal(job.payload.name, 'cart');
+  assert.equal(job.payload.name, cart);
   assert.equal(await agent.complete(job.id, job.attempt, {}), 200);
   assert.ok([200, 202].includes((await api(a, 'POST', '/v1/databases/shop/credentials/rotate')).statusCode));
   job = await nextJob('database.rotate');

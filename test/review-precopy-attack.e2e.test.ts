@@ -43,16 +43,27 @@ after(async () => {
 const api = (method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
   nodes.api(method, url, payload);
 
-const createOn = (node: string) => createReadyOn(nodes, node, 'pa');
+type Db = { name: string; password: string; physical: string };
+
+/** A ready database on `node`: its label, owner's password and name on the node (generated). */
+async function createOn(node: string): Promise<Db> {
+  const db = await createReadyOn(nodes, node, 'pa');
+  const conn = (await api('GET', `/v1/databases/${db.name}/connection`)).json();
+  assert.notEqual(conn.database, db.name);
+  return { ...db, physical: conn.database as string };
+}
+
+/** The owner logging in through the PgBouncer on `port`, under the database's name on the node. */
+const owner = (port: number, db: Db) => ownerLogin(port, { name: db.physical, password: db.password });
 
 test('a setval(..., false) committed after the pre-copy snapshot is not lost by the move', async () => {
   const db = await createOn('move-a');
-  const app = await ownerLogin(poolerA.port, db);
+  const app = await owner(poolerA.port, db);
   await app.query(`
     CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, pad text);
     INSERT INTO ledger (note, pad) SELECT 'n' || g, repeat('x', 200) FROM generate_series(1, 20000) g;
     CREATE SEQUENCE invoice_no;  -- not used yet: last_value 1, is_called false`);
-  const writer = await ownerLogin(poolerA.port, db);
+  const writer = await owner(poolerA.port, db);
   await app.end();
 
   const r = await api('POST', `/v1/databases/${db.name}/move`, { node: 'move-b' });
@@ -65,7 +76,7 @@ test('a setval(..., false) committed after the pre-copy snapshot is not lost by 
 
   const move = await moveEnded(nodes, db.name);
   assert.equal(move.status, 'switched', move.error);
-  const moved = await ownerLogin(portB, db);
+  const moved = await owner(portB, db);
   try {
     const next = (await moved.query(`SELECT nextval('invoice_no')::int AS n`)).rows[0].n;
     assert.equal(next, 5000, `the target hands out invoice ${next}; the source had been set to 5000`);
@@ -77,9 +88,9 @@ test('a setval(..., false) committed after the pre-copy snapshot is not lost by 
 
 test('a lock taken after the pre-copy watch neither wedges the move nor the node', async () => {
   const db = await createOn('move-a');
-  const idle = await ownerLogin(poolerA.port, db);
+  const idle = await owner(poolerA.port, db);
   await idle.query('CREATE SEQUENCE s');
-  const holder = await ownerLogin(poolerA.port, db);
+  const holder = await owner(poolerA.port, db);
   await holder.query('SET statement_timeout = 0');
   await holder.query('SET idle_in_transaction_session_timeout = 0');
   await idle.query('SELECT 1'); // used just now: the pre-copy waits (up to 1.5 s) for it to settle

@@ -262,7 +262,7 @@ test("a download nobody reads does not stall another tenant's jobs on the same n
       host: '127.0.0.1',
       port: pooler.port,
       user: conn.user,
-      database: name,
+      database: conn.database,
       password,
     });
     c.on('error', () => {});

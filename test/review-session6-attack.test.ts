@@ -278,10 +278,14 @@ describe('attached databases: what a node agent can report', () => {
     );
     const gone = await nextJob(n2, 'database.delete');
     assert.equal(await n2.complete(gone.id, gone.attempt, {}), 200);
-    // A move of that account's hosted database of the same name onto n2: refused, not a 500.
+    // A move of that account's hosted database of the same label onto n2: its name on the node is
+    // generated too, so the attached name is no clash there: the move is accepted (not a 500).
     await createOn(n1, other, 's6-n1', name);
+    const moving = (await api(other.headers, 'GET', `/v1/databases/${name}/connection`)).json();
+    assert.notEqual(moving.database, name);
+    assert.match(moving.database, /^bulwark_db_p_/);
     const m = await api(other.headers, 'POST', `/v1/databases/${name}/move`, { node: 's6-n2' });
-    assert.equal(m.statusCode, 409, m.body);
+    assert.equal(m.statusCode, 202, m.body);
     await report(n2, []);
   });
 
@@ -300,8 +304,12 @@ describe('attached databases: what a node agent can report', () => {
       payload: { attempt: out.attempt, result: moveOutResult(moveId) },
     });
     assert.equal(copied.statusCode, 200, copied.body);
-    // While the target restores, a node (the target itself here) lists that name for another account.
-    const rep = await report(n2, [entry(name, victim.accountId)]);
+    // While the target restores, a node (the target itself here) lists the moving database's name
+    // on the node (its generated one, never its label: ADR 0039) for another account.
+    const physical = (await api(acme.headers, 'GET', `/v1/databases/${name}/connection`)).json()
+      .database as string;
+    assert.match(physical, /^bulwark_db_p_/);
+    const rep = await report(n2, [entry(physical, victim.accountId)]);
     const moveIn = await nextJob(n2, 'database.move_in');
     const dump = dumpResult(moveId);
     const done = await s.app.inject({
@@ -316,7 +324,7 @@ describe('attached databases: what a node agent can report', () => {
           objects: dump.objects,
           backup_id: moveId,
           database_id: dbId,
-          name,
+          name: physical,
           mode: 'new',
           duration_ms: 1,
           verified: true,

@@ -103,14 +103,14 @@ async function lastJob(kind: string): Promise<{ status: string; last_error: stri
   return r.rows[0];
 }
 
-/** The tenant owner's session, through PgBouncer, as a tenant would log in. */
-async function ownerClient(name: string, password: string): Promise<pg.Client> {
+/** The tenant owner's session, through PgBouncer, as a tenant would log in (`physical`: its name on the node). */
+async function ownerClient(physical: string, password: string): Promise<pg.Client> {
   const c = new pg.Client({
     host: '127.0.0.1',
     port: pooler.port,
-    user: roleNames(name).owner,
+    user: roleNames(physical).owner,
     password,
-    database: name,
+    database: physical,
     connectionTimeoutMillis: 5_000,
   });
   c.on('error', () => {});
@@ -155,17 +155,20 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
 
   // 2. A tenant database made through the platform, reached by its owner through PgBouncer.
   const name = `sh_${randomBytes(4).toString('hex')}`;
-  const roles = roleNames(name);
-  tenant = name;
   assert.equal((await api('POST', '/v1/databases', { name })).statusCode, 202);
   await settle();
   const db = (await api('GET', `/v1/databases/${name}`)).json();
   assert.equal(db.status, 'ready', db.failure_reason);
+  // `name` is the label (the API's); `phys` its generated name on the node (ADR 0039).
+  const phys = (await api('GET', `/v1/databases/${name}/connection`)).json().database as string;
+  assert.match(phys, /^bulwark_db_/);
+  const roles = roleNames(phys);
+  tenant = phys;
   const put = await api('PUT', `/v1/databases/${name}/allowlist`, { entries: [{ cidr: '127.0.0.1/32' }] });
   assert.equal(put.statusCode, 200, put.body);
   await settle();
   const password = (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json().password as string;
-  const owner = await ownerClient(name, password);
+  const owner = await ownerClient(phys, password);
 
   // 3. Plant the shadows (public and a schema of the tenant's own), then the settings.
   let planted: Planted;
@@ -174,7 +177,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     // A schema of its own, and schemas named like the platform's roles: `"$user"`, first in the
     // default search_path, then finds them for a platform session that pins nothing.
     const adminRole = decodeURIComponent(new URL(testEnv().adminUrl).username);
-    const schemas = ['public', 'evil', adminRole, `${name}_steward`];
+    const schemas = ['public', 'evil', adminRole, `${phys}_steward`];
     for (const schema of schemas.slice(1)) {
       const made = await owner.query(`CREATE SCHEMA "${schema}"`).then(
         () => 'made',
@@ -211,23 +214,23 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     assert.ok(planted.functions + planted.operators >= 30, 'most shadows were planted');
 
     const settings: [string, string][] = [
-      [`ALTER DATABASE ${name} SET search_path = public, evil, pg_catalog`, 'keep'],
+      [`ALTER DATABASE ${phys} SET search_path = public, evil, pg_catalog`, 'keep'],
       [`ALTER ROLE ${roles.owner} SET search_path = public, evil, pg_catalog`, 'keep'],
-      [`ALTER ROLE ${roles.owner} IN DATABASE ${name} SET search_path = public, evil, pg_catalog`, 'keep'],
-      [`ALTER ROLE ALL IN DATABASE ${name} SET search_path = public, evil, pg_catalog`, 'keep'],
+      [`ALTER ROLE ${roles.owner} IN DATABASE ${phys} SET search_path = public, evil, pg_catalog`, 'keep'],
+      [`ALTER ROLE ALL IN DATABASE ${phys} SET search_path = public, evil, pg_catalog`, 'keep'],
       [`ALTER ROLE ${roles.explorer} SET search_path = public, evil, pg_catalog`, 'keep'],
       [`ALTER ROLE ${roles.reader} SET search_path = public, evil, pg_catalog`, 'keep'],
-      [`ALTER DATABASE ${name} SET standard_conforming_strings = off`, 'keep'],
-      [`ALTER DATABASE ${name} SET transform_null_equals = on`, 'keep'],
-      [`ALTER DATABASE ${name} SET DateStyle = 'SQL, DMY'`, 'keep'],
-      [`ALTER DATABASE ${name} SET IntervalStyle = 'postgres_verbose'`, 'keep'],
+      [`ALTER DATABASE ${phys} SET standard_conforming_strings = off`, 'keep'],
+      [`ALTER DATABASE ${phys} SET transform_null_equals = on`, 'keep'],
+      [`ALTER DATABASE ${phys} SET DateStyle = 'SQL, DMY'`, 'keep'],
+      [`ALTER DATABASE ${phys} SET IntervalStyle = 'postgres_verbose'`, 'keep'],
       [`ALTER ROLE ${roles.owner} SET statement_timeout = 0`, 'keep'],
       // Allowed or not is recorded; these only deny service (or demote), so they are undone.
-      [`ALTER DATABASE ${name} SET role = ${roles.owner}`, 'undo'],
-      [`ALTER DATABASE ${name} SET default_transaction_read_only = on`, 'undo'],
-      [`ALTER DATABASE ${name} SET statement_timeout = 1`, 'undo'],
-      [`ALTER DATABASE ${name} SET lock_timeout = 1`, 'undo'],
-      [`ALTER DATABASE ${name} SET session_replication_role = replica`, 'undo'],
+      [`ALTER DATABASE ${phys} SET role = ${roles.owner}`, 'undo'],
+      [`ALTER DATABASE ${phys} SET default_transaction_read_only = on`, 'undo'],
+      [`ALTER DATABASE ${phys} SET statement_timeout = 1`, 'undo'],
+      [`ALTER DATABASE ${phys} SET lock_timeout = 1`, 'undo'],
+      [`ALTER DATABASE ${phys} SET session_replication_role = replica`, 'undo'],
     ];
     for (const [sql, mode] of settings) {
       const r = await owner.query(sql).then(
@@ -243,18 +246,18 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     // Through any other role of the database the owner can become (e.g. one that owns it).
     const others = await adminQuery<{ rolname: string }>(
       'SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND rolname <> $2 ORDER BY 1',
-      [`${name}_`, roles.owner],
+      [`${phys}_`, roles.owner],
     );
     for (const { rolname } of others) {
       const r = await owner
         .query(`SET ROLE "${rolname}"`)
-        .then(() => owner.query(`ALTER DATABASE ${name} SET search_path = public, evil, pg_catalog`))
+        .then(() => owner.query(`ALTER DATABASE ${phys} SET search_path = public, evil, pg_catalog`))
         .then(
           () => 'ALLOWED',
           (e: Error) => `refused (${e.message})`,
         );
       await owner.query('RESET ROLE').catch(() => {});
-      report(`setting ${r}: SET ROLE ${rolname}; ALTER DATABASE ${name} SET search_path = …`);
+      report(`setting ${r}: SET ROLE ${rolname}; ALTER DATABASE ${phys} SET search_path = …`);
     }
   } finally {
     await owner.end().catch(() => {});
@@ -310,7 +313,8 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     kind: 'database.create',
     payload: {
       database_id: idRow.rows[0].id,
-      name,
+      name: phys,
+      generated_name: true,
       verifier: scramVerifier(password),
       allowlist: [{ cidr: '127.0.0.1/32', expires_at: null }],
       limits: (await api('GET', `/v1/databases/${name}/limits`)).json(),
@@ -353,18 +357,18 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   );
   const findings = new Map<string, number>();
   for (const f of doctor.reports[0]?.findings ?? [])
-    if (f.object.startsWith(name)) findings.set(f.kind, (findings.get(f.kind) ?? 0) + 1);
+    if (f.object.startsWith(phys)) findings.set(f.kind, (findings.get(f.kind) ?? 0) + 1);
   report(`doctor --fix findings on the tenant database: ${JSON.stringify(Object.fromEntries(findings))}`);
   await expectJob('node.drift_fix');
   const settingsLeft = await adminQuery<{ who: string; config: string[] }>(
     `SELECT coalesce(r.rolname, '(all roles)') || coalesce(' in ' || d.datname, '') AS who, s.setconfig AS config
        FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase
       WHERE starts_with(r.rolname, $1) OR d.datname = $2`,
-    [`${name}_`, name],
+    [`${phys}_`, phys],
   );
   report(`settings left after doctor --fix: ${JSON.stringify(settingsLeft)}`);
   const again = await ownerClient(
-    name,
+    phys,
     (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json().password,
   );
   try {
@@ -385,7 +389,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
   }
   // Positive control: a shadow the tenant runs itself must show in the log, or detection is blind.
   const control = await ownerClient(
-    name,
+    phys,
     (await api('POST', `/v1/databases/${name}/credentials/reveal`)).json().password,
   );
   try {
@@ -399,7 +403,7 @@ test('shadows planted by a tenant owner never run as anyone but the tenant', asy
     (
       await adminQuery<{ rolname: string }>(
         "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND shobj_description(oid, 'pg_authid') = $2",
-        [`${name}_`, `bulwark:database:${idRow.rows[0].id}`],
+        [`${phys}_`, `bulwark:database:${idRow.rows[0].id}`],
       )
     ).map((r) => r.rolname),
   );

@@ -70,15 +70,17 @@ test('a create through the API takes a spare; spares are in no tenant API and no
   const api = (k: TestKey, method: 'GET' | 'POST', url: string, payload?: Record<string, unknown>) =>
     s.app.inject({ method, url, headers: k.headers, ...(payload ? { payload } : {}) });
   const name = `wa_${randomBytes(4).toString('hex')}`;
-  assert.equal((await api(a, 'POST', '/v1/databases', { name })).statusCode, 202);
+  const created = await api(a, 'POST', '/v1/databases', { name });
+  assert.equal(created.statusCode, 202, created.body);
   await waitFor('ready', async () => {
     const d = (await api(a, 'GET', `/v1/databases/${name}`)).json();
     assert.notEqual(d.status, 'failed', d.failure_reason);
     return d.status === 'ready' ? d : undefined;
   });
   const job = await s.db.pool.query<{ warm: number }>(
-    "SELECT (result->'steps_ms'->>'warm')::int AS warm FROM jobs WHERE kind = 'database.create' AND payload->>'name' = $1",
-    [name],
+    // The create job names the database by id: its payload's name is a generated one (ADR 0039).
+    "SELECT (result->'steps_ms'->>'warm')::int AS warm FROM jobs WHERE kind = 'database.create' AND payload->>'database_id' = $1",
+    [created.json().id],
   );
   assert.equal(job.rows[0]!.warm, 1, 'made from a spare');
   const conn = (await api(a, 'GET', `/v1/databases/${name}/connection`)).json();

@@ -56,6 +56,9 @@ test("B's rotate, allowlist and delete of its database of A's label act on B's d
   }
   const [ca, cb] = made as [(typeof made)[0], (typeof made)[0]];
   assert.notEqual(ca.connection.database, cb.connection.database);
+  // Neither is under the label on the node: each has a generated name there (ADR 0039).
+  for (const c of [ca, cb]) assert.match(c.connection.database, /^bulwark_db_/);
+  assert.equal((await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [label])).length, 0);
   const loginA = { ...ca.connection, password: ca.password };
   assert.ok(await canLogin(loginA));
   assert.ok(await canLogin({ ...cb.connection, password: cb.password }));
@@ -87,11 +90,14 @@ test("B's rotate, allowlist and delete of its database of A's label act on B's d
     const r = await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [cb.connection.database]);
     return r.length === 0 ? true : undefined;
   });
-  assert.equal((await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [label])).length, 1);
+  assert.equal(
+    (await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [ca.connection.database])).length,
+    1,
+  );
   assert.ok(await canLogin(loginA), "A's database survives B's delete");
   assert.equal((await as(a)('DELETE', `/v1/databases/${label}`, { confirm: label })).statusCode, 202);
   await waitUntil('A dropped', async () => {
-    const r = await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [label]);
+    const r = await adminQuery('SELECT 1 FROM pg_database WHERE datname = $1', [ca.connection.database]);
     return r.length === 0 ? true : undefined;
   });
 });

@@ -75,14 +75,17 @@ test('two accounts, one label, one node: every job of each database names its ow
   const label = `shared_${randomBytes(3).toString('hex')}`;
   const mine = await createReady(a, label);
   const theirs = await createReady(b, label);
-  assert.equal(mine.physical, label);
+  // Each under its own generated name on the node (ADR 0039), neither under the label.
+  assert.match(mine.physical, /^bulwark_db_p_[0-9a-f]{16}$/);
   assert.match(theirs.physical, /^bulwark_db_p_[0-9a-f]{16}$/);
+  assert.notEqual(mine.physical, theirs.physical);
   assert.equal(mine.node_id, theirs.node_id);
 
   // Connection info and passwords are each account's own.
   const ca = (await api(a, 'GET', `/v1/databases/${label}/connection`)).json();
   const cb = (await api(b, 'GET', `/v1/databases/${label}/connection`)).json();
-  assert.equal(ca.database, label);
+  assert.equal(ca.database, mine.physical);
+  assert.equal(ca.user, `${mine.physical}_owner`);
   assert.equal(cb.database, theirs.physical);
   assert.equal(cb.user, `${theirs.physical}_owner`);
   const pa = (await api(a, 'POST', `/v1/databases/${label}/credentials/reveal`)).json().password;
@@ -136,7 +139,7 @@ test('two accounts, one label, one node: every job of each database names its ow
   assert.equal((await row(a.accountId, label))?.status, 'ready', "A's database is untouched");
   assert.equal((await api(b, 'GET', `/v1/databases/${label}`)).statusCode, 404);
   assert.equal((await api(a, 'GET', `/v1/databases/${label}`)).statusCode, 200);
-  // A deletes its own: the label on the node.
+  // A deletes its own: its own name on the node.
   assert.equal((await api(a, 'DELETE', `/v1/databases/${label}`, { confirm: label })).statusCode, 202);
   await expectJob('database.delete', mine);
 });
@@ -153,7 +156,7 @@ test('concurrent creates of one label in several accounts on one node: all succe
   const rows = await Promise.all(keys.map((k) => row(k.accountId, label)));
   const physical = rows.map((r) => r!.physical);
   assert.equal(new Set(physical).size, keys.length, 'distinct names on the node');
-  assert.equal(physical.filter((p) => p === label).length, 1, 'one keeps the label');
+  for (const p of physical) assert.match(p, /^bulwark_db_p_[0-9a-f]{16}$/, 'none keeps the label');
   const jobs = await s.db.pool.query<{ name: string }>(
     `SELECT payload->>'name' AS name FROM jobs WHERE kind = 'database.create'
         AND payload->>'database_id' = ANY($1::text[])`,
@@ -212,11 +215,9 @@ test('a restore into a new database whose name another account uses on the node 
   assert.equal((await row(a.accountId, taken))?.status, 'ready', "A's database untouched");
 });
 
-// Known, not fixed (ADR 0038, Consequences): only a generated name for every new database closes
-// it; a create that takes a reserve (the default path) shows an opaque name either way.
-test('the connection info of a create does not tell whether another account uses the label on the node', {
-  todo: 'a cold create keeps its label as its name on the node when the label is free there',
-}, async () => {
+// Closed by a generated name for every new database (ADR 0039): a used label and a free one look
+// alike in the connection info.
+test('the connection info of a create does not tell whether another account uses the label on the node', async () => {
   const used = `probe_${randomBytes(3).toString('hex')}`;
   const free = `probe_${randomBytes(3).toString('hex')}`;
   await createReady(a, used);
@@ -231,6 +232,7 @@ test('the connection info of a create does not tell whether another account uses
     cFree.database === free,
     `connection names differ in kind: ${cUsed.database} vs ${cFree.database}`,
   );
+  for (const c of [cUsed, cFree]) assert.match(c.database, /^bulwark_db_p_[0-9a-f]{16}$/);
 });
 
 test('the database.ready event (create_done audit) of a database under a generated name carries its label', async () => {
@@ -246,14 +248,12 @@ test('the database.ready event (create_done audit) of a database under a generat
   assert.equal(ev.rows[0]!.name, label, 'the account sees its label, not the generated name on the node');
 });
 
-// Known, not fixed (ADR 0038, Consequences): a database whose name on the node is its label needs
-// that name free on a move's target; needs an admin key of the account.
-test("a move's answer does not tell whether another account uses the database's name on the target node", {
-  todo: "a database named by its label on the node needs that name free on the move's target",
-}, async () => {
+// Closed by a generated name for every new database (ADR 0039): no new database is named by its
+// label on the node, so no move needs a label free on its target.
+test("a move's answer does not tell whether another account uses the database's name on the target node", async () => {
   const taken = `mv_${randomBytes(3).toString('hex')}`;
   const free = `mv_${randomBytes(3).toString('hex')}`;
-  // A's two databases on n1 under their labels; B's database of A's first label on n2.
+  // A's two databases on n1 under generated names; B's database of A's first label on n2.
   await createReady(a, taken);
   await createReady(a, free);
   const r = await api(b, 'POST', '/v1/databases', { name: taken, node: 'lbl-n2' });

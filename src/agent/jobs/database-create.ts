@@ -76,9 +76,11 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
   const step = (name: Step) => deps.onStep?.(JOB_KINDS.create, name);
   return async (payload, ctx) => {
     const p = parsePayload(createPayloadSchema, payload);
-    // A spare's generated name is a physical name the server may send back (a database moving
-    // here keeps it, ADR 0034); every other reserved name is refused.
+    // A spare's or a generated name is a physical name the server may send (a database moving
+    // here keeps it, ADR 0034; a new database's is generated, ADR 0039); every other reserved
+    // name is refused. A generated one for a new database may give way to a spare's own name.
     const physicalGiven = isSpareName(p.name);
+    const spareServes = !physicalGiven || p.generated_name === true;
     if (isReservedDatabaseName(p.name) && !physicalGiven)
       throw new PermanentJobError(`database name ${p.name} is reserved`);
     const roles = roleNames(p.name);
@@ -157,12 +159,12 @@ export function databaseCreate(deps: DatabaseJobDeps): JobHandler {
       if (failed) throw failed.reason;
     };
     try {
-      // A name that is a physical one already is made under it: never from a spare. Nor is a
-      // rerun's: what an earlier attempt began on the cold path is finished there.
-      const pool = physicalGiven || (ctx.attempt ?? 1) > 1 ? undefined : deps.warmPool;
+      // A name to keep (a move's) is made under it: never from a spare. Nor is a rerun's: what an
+      // earlier attempt began on the cold path is finished there.
+      const pool = !spareServes || (ctx.attempt ?? 1) > 1 ? undefined : deps.warmPool;
       // A rerun whose earlier run's claim committed: that spare is this database (ADR 0034).
       const before =
-        (ctx.attempt ?? 1) > 1 && !physicalGiven ? await claimedSpareOf(ctx.admin, p.database_id) : null;
+        (ctx.attempt ?? 1) > 1 && spareServes ? await claimedSpareOf(ctx.admin, p.database_id, p.name) : null;
       // The spare was made with the default limits, and PgBouncer may hold a session opened then
       // (the pool's warm-up): other limits are set by the claim, and that session, whose settings
       // are the spare's, is closed before anyone uses it.

@@ -1,6 +1,6 @@
 import { deletePayloadSchema, JOB_KINDS } from '../../shared/contracts/jobs.ts';
 import { roleNames } from '../../shared/identifiers.ts';
-import { claimedSpareOf, isSpareName } from '../postgres/spare-sql.ts';
+import { claimedSpareOf } from '../postgres/spare-sql.ts';
 import {
   databaseOwnership,
   dropDatabase,
@@ -24,36 +24,44 @@ export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
     const parsed = parsePayload(deletePayloadSchema, payload);
     // A create whose claim of a spare committed but which never reported (its every attempt
     // died after the claim) left the database under the spare's name, which the server never
-    // learnt: found by its marker for this id (ADR 0034).
-    const claimed = isSpareName(parsed.name) ? null : await claimedSpareOf(ctx.admin, parsed.database_id);
-    const p = claimed === null ? parsed : { ...parsed, name: claimed };
-    const roles = roleNames(p.name);
+    // learnt: found by its marker for this id, under another name than the job's (ADR 0034).
+    // Both go when both exist (a rerun that went cold while an earlier attempt's claim was still
+    // in flight could leave one of each): each drop touches only what carries this id's marker.
+    const claimed = await claimedSpareOf(ctx.admin, parsed.database_id, parsed.name);
+    let dropped = false;
     try {
-      const state = await databaseOwnership(ctx.admin, p.name, roles, p.database_id);
-      // A database of that name that is not ours (e.g. the reason our create failed) is left
-      // alone; what is ours (roles with our marker, our pooler entry) is still removed, so the
-      // failed record can be deleted.
-      const owner = state === 'ours' || state === 'legacy';
-      const owned = await roleOwnership(ctx.admin, Object.values(roles), p.database_id);
-      const ours = [...owned].filter(([, s]) => s === 'ours').map(([n]) => n);
-
-      await step('pooler');
-      if (deps.pooler.state().databases[p.name]) {
-        await deps.pooler.update((s) => {
-          const { [p.name]: _gone, ...rest } = s.databases;
-          return { ...s, databases: rest };
-        });
-      }
-      await deps.pooler.disconnect(p.name);
-      await step('terminate');
-      await terminateSessions(ctx.admin, { roles: ours, ...(owner ? { database: p.name } : {}) });
-      await step('database');
-      const dropped = owner ? await dropDatabase(ctx.admin, p.name, roles, p.database_id) : false;
-      await step('roles');
-      await dropOurRoles(ctx.admin, roles, p.database_id);
+      for (const name of claimed === null ? [parsed.name] : [claimed, parsed.name])
+        dropped = (await dropOne({ ...parsed, name }, ctx)) || dropped;
       return { dropped };
     } catch (err) {
       throw classify(err);
     }
   };
+
+  async function dropOne(p: { database_id: string; name: string }, ctx: Parameters<JobHandler>[1]) {
+    const roles = roleNames(p.name);
+    const state = await databaseOwnership(ctx.admin, p.name, roles, p.database_id);
+    // A database of that name that is not ours (e.g. the reason our create failed) is left
+    // alone; what is ours (roles with our marker, our pooler entry) is still removed, so the
+    // failed record can be deleted.
+    const owner = state === 'ours' || state === 'legacy';
+    const owned = await roleOwnership(ctx.admin, Object.values(roles), p.database_id);
+    const ours = [...owned].filter(([, s]) => s === 'ours').map(([n]) => n);
+
+    await step('pooler');
+    if (deps.pooler.state().databases[p.name]) {
+      await deps.pooler.update((s) => {
+        const { [p.name]: _gone, ...rest } = s.databases;
+        return { ...s, databases: rest };
+      });
+    }
+    await deps.pooler.disconnect(p.name);
+    await step('terminate');
+    await terminateSessions(ctx.admin, { roles: ours, ...(owner ? { database: p.name } : {}) });
+    await step('database');
+    const dropped = owner ? await dropDatabase(ctx.admin, p.name, roles, p.database_id) : false;
+    await step('roles');
+    await dropOurRoles(ctx.admin, roles, p.database_id);
+    return dropped;
+  }
 }

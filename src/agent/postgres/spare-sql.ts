@@ -52,6 +52,7 @@ export function spareTag(key: Buffer): string {
   return createHash('sha256').update('bulwark-spare-tag:').update(key).digest('hex').slice(0, 6);
 }
 
+/** Of the shape the server accepts as a create's `physical_name` (SPARE_NAME_PATTERN). */
 export function newSpareName(tag: string): string {
   return `${SPARE_PREFIX}${tag}_${randomBytes(5).toString('hex')}`;
 }
@@ -394,14 +395,20 @@ export async function dropSpareRoles(admin: pg.Pool, names: string[]): Promise<v
 
 /**
  * The spare an earlier run of a create handed out for `databaseId` (its claim committed, the job
- * did not report): the database under a spare name carrying that id's marker, or null.
+ * did not report): the database under a spare name carrying that id's marker, other than
+ * `named` (the name the server knows it by: a generated name shares the prefix, ADR 0039), or null.
  */
-export async function claimedSpareOf(admin: Queryable, databaseId: string): Promise<string | null> {
+export async function claimedSpareOf(
+  admin: Queryable,
+  databaseId: string,
+  named: string,
+): Promise<string | null> {
   const r = await admin.query<{ name: string }>(
     `SELECT datname::pg_catalog.text AS name FROM pg_catalog.pg_database
       WHERE pg_catalog.starts_with(datname::pg_catalog.text, $1)
+        AND datname::pg_catalog.text OPERATOR(pg_catalog.<>) $3
         AND pg_catalog.shobj_description(oid, 'pg_database') OPERATOR(pg_catalog.=) $2`,
-    [SPARE_PREFIX, roleMarker(databaseId)],
+    [SPARE_PREFIX, roleMarker(databaseId), named],
   );
   return r.rows[0]?.name ?? null;
 }

@@ -139,6 +139,12 @@ export const createPayloadSchema = z.object({
   verifier: verifierSchema,
   allowlist: allowlistSchema,
   limits: limitsSchema,
+  /**
+   * `name` was generated for this create (ADR 0039): any opaque name serves, so a warm-pool spare
+   * under its own name may be handed out instead. Absent: the database is made under `name` (a
+   * move's, or an older server's create).
+   */
+  generated_name: z.boolean().optional(),
 });
 export type CreatePayload = z.infer<typeof createPayloadSchema>;
 
@@ -149,6 +155,12 @@ export const roleNamesSchema = z.object({
   migrator: roleNameSchema,
   explorer: roleNameSchema,
 });
+
+/**
+ * A warm-pool spare's name (`bulwark_db_<agent tag: 6 hex>_<10 hex>`, ADR 0028): the only name a
+ * create's result may report as `physical_name` other than the one its job gave.
+ */
+export const SPARE_NAME_PATTERN = /^bulwark_db_[0-9a-f]{6}_[0-9a-f]{10}$/;
 
 export const createResultSchema = z.object({
   /** The database's name in the API (the payload's `name`). */

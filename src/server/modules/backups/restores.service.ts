@@ -20,7 +20,7 @@ import * as dbRepo from '../databases/databases.repo.ts';
 import { checkDatabaseName } from '../databases/databases.service.ts';
 import { enqueueJob } from '../jobs/jobs.repo.ts';
 import { type CapacityConfig, reserveConnections, tenantConnections } from '../nodes/nodes.capacity.ts';
-import { lockNodeState, nameTaken, refusal } from '../nodes/nodes.placement.ts';
+import { lockNodeState, refusal } from '../nodes/nodes.placement.ts';
 import type { RequireStepUp } from '../sessions/step-up.ts';
 import { BACKUP_MAX_ATTEMPTS, queueBackup } from './backups.records.ts';
 import * as repo from './backups.repo.ts';
@@ -113,9 +113,8 @@ export function createRestoresService(deps: {
     const why = node ? refusal(node) : 'its node is gone';
     if (!node || why)
       throw unavailable(`The backup's node cannot take a new database now (${why}): restore later`);
-    // Its name on the node: the label, or a generated one when some database is called that there
-    // (labels are unique per account only, ADR 0038: no answer tells of another account's name).
-    const physical = (await nameTaken(tx, node.id, name)) ? dbRepo.generatedPhysicalName() : name;
+    // Its name on the node is generated, as a create's (ADR 0039).
+    const physical = dbRepo.generatedPhysicalName();
     await reserveConnections(tx, {
       nodeId: node.id,
       requested: tenantConnections(limits),
@@ -129,7 +128,7 @@ export function createRestoresService(deps: {
       accountId: caller.accountId,
       nodeId: node.id,
       name,
-      ...(physical !== name ? { pgName: physical } : {}),
+      pgName: physical,
       passwordSealed: box.seal(password, passwordContext(id)),
       allowlist,
       limits,

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { BACKUP_JOB_KINDS } from '../../../shared/contracts/backup-results.ts';
-import { JOB_KINDS } from '../../../shared/contracts/jobs.ts';
+import { JOB_KINDS, SPARE_NAME_PATTERN } from '../../../shared/contracts/jobs.ts';
 import { notFound, unavailable } from '../../../shared/errors.ts';
 import { scramVerifier } from '../../../shared/scram.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
@@ -34,8 +34,9 @@ const reason = (job: JobRow, what: string) => `${what}: ${job.last_error ?? 'the
 
 /**
  * A new database's row and its `database.create` job, in the caller's transaction: the row with
- * its sealed password (and its name on the node, `pg_name`, when that is not its label), the job
- * with the owner's verifier and the name the agent makes it under. A create's and a reserve's.
+ * its sealed password and its generated name on the node (`pg_name`), the job with the owner's
+ * verifier and that name, which a warm-pool spare's own name may replace (`generated_name`). A
+ * create's and a reserve's. Returns the generated name.
  */
 export async function queueCreate(
   tx: Tx,
@@ -44,19 +45,21 @@ export async function queueCreate(
     accountId: string | null;
     nodeId: string;
     label: string;
-    physical: string;
     passwordSealed: string;
     verifier: string;
     allowlist: repo.StoredAllowlistEntry[];
     limits: repo.StoredLimits;
   },
-): Promise<void> {
+): Promise<string> {
+  // Its name on the node is generated whatever the label (ADR 0039): nothing in the cluster's
+  // catalogs names it by its label, and no answer depends on other accounts' labels.
+  const physical = repo.generatedPhysicalName();
   await repo.insertDatabase(tx, {
     id: d.id,
     accountId: d.accountId,
     nodeId: d.nodeId,
     name: d.label,
-    ...(d.physical !== d.label ? { pgName: d.physical } : {}),
+    pgName: physical,
     passwordSealed: d.passwordSealed,
     allowlist: d.allowlist,
     limits: d.limits,
@@ -67,12 +70,14 @@ export async function queueCreate(
     kind: JOB_KINDS.create,
     payload: {
       database_id: d.id,
-      name: d.physical,
+      name: physical,
+      generated_name: true,
       verifier: d.verifier,
       allowlist: toPayloadAllowlist(d.allowlist),
       limits: d.limits,
     },
   });
+  return physical;
 }
 
 /** The agent side of databases: job secrets and what a finished job does to a database. */
@@ -128,7 +133,7 @@ export function createDatabaseJobs(deps: {
    */
   /**
    * A create succeeded: the database is ready. A warm-pool spare (ADR 0034) keeps its own name on
-   * the node (`physical_name`, stored as `pg_name` when it is not the label) and its owner's
+   * the node (`physical_name`, stored as `pg_name` over the generated one the job gave) and its owner's
    * password is the one the agent set (sealed here as the server seals its own), in this
    * transaction.
    */
@@ -152,8 +157,9 @@ export function createDatabaseJobs(deps: {
     /**
      * Vets a `database.create` result before it is stored (the job is locked, still running): the
      * owner's password the agent set on a warm-pool spare is withheld from `jobs.result` (the
-     * finished hook seals it onto the database), and a physical name another live database of the
-     * node already has is refused (the job fails for good; ADR 0034).
+     * finished hook seals it onto the database), and a physical name that is neither the job's nor
+     * a spare's, or that another live database of the node already has, is refused (the job fails
+     * for good; ADR 0034, ADR 0039).
      */
     async checkResult(
       tx: Tx,
@@ -166,6 +172,10 @@ export function createDatabaseJobs(deps: {
       const { owner_password: ownerPassword, ...stored } = result;
       const id = databaseIdOf(job);
       const physical = typeof result.physical_name === 'string' ? result.physical_name : null;
+      // The job's own name, or a spare's: an agent never names a database anything else.
+      if (physical && physical !== job.payload.name && !SPARE_NAME_PATTERN.test(physical)) {
+        return { ok: false, reason: "physical_name is neither the job's name nor a spare's" };
+      }
       if (id && physical && (await repo.physicalNameTaken(tx, job.node_id, physical, id))) {
         return { ok: false, reason: "physical_name is another database's on this node" };
       }

@@ -119,7 +119,6 @@ export function createReserveKeeper(deps: {
         accountId: null,
         nodeId,
         label,
-        physical: label,
         passwordSealed: box.seal(password, passwordContext(id)),
         verifier,
         allowlist,

@@ -48,11 +48,14 @@ test('create: provisioning row + create job in one go, placed on the emptiest no
   assert.equal(c.node_name, 'n1');
 
   const job = await s.db.pool.query(
-    "SELECT payload, account_id, node_id FROM jobs WHERE kind = 'database.create' AND payload->>'name' = 'shop_a'",
+    "SELECT payload, account_id, node_id FROM jobs WHERE kind = 'database.create' AND payload->>'database_id' = $1",
+    [a.id],
   );
   assert.equal(job.rowCount, 1);
   const payload = job.rows[0].payload;
-  assert.equal(payload.database_id, a.id);
+  // Made under a generated name on the node, never the label (ADR 0039); a spare may serve it.
+  assert.match(payload.name, /^bulwark_db_p_[0-9a-f]{16}$/);
+  assert.equal(payload.generated_name, true);
   assert.match(payload.verifier, SCRAM_VERIFIER_PATTERN);
   assert.deepEqual(payload.allowlist, [
     { cidr: '127.0.0.1/32', expires_at: null },
@@ -107,18 +110,19 @@ test('hostile and reserved names are 400 and create nothing', async () => {
   assert.deepEqual([await count('databases'), await count('jobs')], before);
 });
 
-test("a name taken in the account is 409; another account's name on the node is no answer: a generated name there", async () => {
+test("a name taken in the account is 409; another account's name on the node is no answer: each a generated name there", async () => {
   const w = callerFor(acme);
   const mine = await s.databases.create(w, { name: 'dup', node: 'n1' });
-  assert.equal(physicalName(mine), 'dup');
+  assert.match(physicalName(mine), /^bulwark_db_p_[0-9a-f]{16}$/);
   assert.equal(await status(s.databases.create(w, { name: 'dup' })), 409);
   // Labels are unique per account only (migration 0038): the other account gets its 'dup' on the
-  // same node, under a generated name there, and learns nothing of the first one.
+  // same node; every new database has a generated name there (ADR 0039), so nothing differs.
   const o = callerFor(other);
   const theirs = await s.databases.create(o, { name: 'dup', node: 'n1' });
   assert.equal(theirs.node_name, 'n1');
   assert.equal(theirs.name, 'dup');
   assert.match(physicalName(theirs), /^bulwark_db_p_[0-9a-f]{16}$/);
+  assert.notEqual(physicalName(theirs), physicalName(mine));
   const job = await s.db.pool.query<{ name: string }>(
     "SELECT payload->>'name' AS name FROM jobs WHERE kind = 'database.create' AND payload->>'database_id' = $1",
     [theirs.id],
@@ -191,15 +195,18 @@ test('cursor pagination walks every database once', async () => {
 
 test('connection info names the pooler and the owner, never a password', async () => {
   const w = callerFor(acme);
-  await s.databases.create(w, { name: 'conn_db' });
+  const d = await s.databases.create(w, { name: 'conn_db' });
   const c = await s.databases.connection(w, 'conn_db');
+  // Its name on the node (generated, ADR 0039), never the label.
+  const physical = physicalName(d);
+  assert.match(physical, /^bulwark_db_p_[0-9a-f]{16}$/);
   assert.deepEqual(c, {
     host: '127.0.0.1',
     port: 6432,
-    user: 'conn_db_owner',
-    database: 'conn_db',
+    user: `${physical}_owner`,
+    database: physical,
     sslmode: 'require',
-    uri: 'postgresql://conn_db_owner@127.0.0.1:6432/conn_db?sslmode=require',
+    uri: `postgresql://${physical}_owner@127.0.0.1:6432/${physical}?sslmode=require`,
   });
 });
 

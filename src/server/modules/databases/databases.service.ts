@@ -27,7 +27,7 @@ import {
   reserveConnections,
   tenantConnections,
 } from '../nodes/nodes.capacity.ts';
-import { hideNodeRefusal, nameTaken, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
+import { hideNodeRefusal, placeDatabase, seesNodeDetail } from '../nodes/nodes.placement.ts';
 import type { ReauthProof } from '../people/reauth.ts';
 import { sessionStillValid } from '../sessions/sessions.repo.ts';
 import type { StepUp } from '../sessions/step-up.ts';
@@ -372,16 +372,12 @@ export function createDatabasesService(deps: DatabasesServiceDeps) {
         }).catch((err: unknown) => {
           throw hideNodeRefusal(err, detailed);
         });
-        // Its name on the node: the label, unless a database (another account's, a reserve, an
-        // attached one) is called that there — then a generated one, so that nothing tells this
-        // account that the name is in use (labels are unique per account only: migration 0038).
-        const physical = (await nameTaken(tx, node.id, name)) ? repo.generatedPhysicalName() : name;
+        // Its name on the node is generated (ADR 0039): labels are unique per account only.
         await queueCreate(tx, {
           id,
           accountId: caller.accountId,
           nodeId: node.id,
           label: name,
-          physical,
           passwordSealed: sealed,
           verifier: await verifierOf(),
           allowlist,
