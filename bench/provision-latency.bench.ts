@@ -210,6 +210,8 @@ async function measure(
    * `reveal`), then the client's login through PgBouncer with them and `SELECT 1`.
    */
   const stages: Record<string, number>[] = [];
+  /** The measured creates' database ids (their create jobs name generated names, ADR 0039). */
+  const measured: string[] = [];
   const provision = async (name: string): Promise<number> => {
     const t0 = performance.now();
     const d = await api<{
@@ -238,7 +240,8 @@ async function measure(
         'request → answer received (reserve taken)': answered - t0,
         'answer → client connected, SELECT 1': ms - (answered - t0),
       });
-    else
+    else {
+      measured.push(d.id);
       stages.push({
         'request → create transaction': Number(row.created) - at(t0),
         'create transaction → job handed out': Number(row.claimed) - Number(row.created),
@@ -246,6 +249,7 @@ async function measure(
         'reported → answer received': at(answered) - Number(row.finished),
         'answer → client connected, SELECT 1': ms - (answered - t0),
       });
+    }
     return ms;
   };
   /**
@@ -331,6 +335,7 @@ async function measure(
   const floorMs: number[] = [];
   const floorCreateDbMs: number[] = [];
   stages.length = 0;
+  measured.length = 0;
   for (let i = 0; i < N; i++) {
     if (pool > 0 || reserved > 0) await poolFull(pool);
     apiMs.push(await provision(`${label}_${i}`));
@@ -343,8 +348,8 @@ async function measure(
   const jobs = await db.query<{ ms: number; probe: number; steps: Record<string, number> | null }>(
     `SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms, (result->>'pooler_probe_ms')::float AS probe,
               result->'steps_ms' AS steps
-         FROM jobs WHERE kind = 'database.create' AND payload->>'name' ~ $1`,
-    [`^${label}_[0-9]+$`],
+         FROM jobs WHERE kind = 'database.create' AND payload->>'database_id' = ANY($1::text[])`,
+    [measured],
   );
   // Where the agent's time went, per step (medians; steps overlap, see database-create.ts).
   const stepNames = [...new Set(jobs.rows.flatMap((r) => Object.keys(r.steps ?? {})))];
