@@ -3,6 +3,10 @@
  * payload and result of every database job, as zod schemas both sides import.
  *
  * Changes to this contract are listed here, newest first:
+ *   - added (compatible): `database.create` payloads carry `generated_name` (the name was generated
+ *     for this create: a spare's own name may replace it; ADR 0039). An older agent ignores it and
+ *     makes the database under the name given, never from a spare. A `physical_name` other than
+ *     the payload's `name` must be a spare's (`SPARE_NAME_PATTERN`), or the server refuses it.
  *   - added (compatible): `database.create` results carry `physical_name` (the database's name in
  *     PostgreSQL, a spare's generated one on the warm path) and `owner_password` (set by the agent
  *     on the warm path; sealed by the server, never stored in the job). Every later job of that
