@@ -143,6 +143,8 @@ test('an executed access request answers working credentials once: reads through
   const mine = granted.filter((e) => e.details.login === credentials.login);
   assert.equal(mine.length, 1);
   assert.equal(mine[0]!.details.request_id, id);
+  // Named by its label, never by its generated name on the node (ADR 0039).
+  assert.equal(mine[0]!.details.name, db.name);
   const dump = await s.db.pool.query(
     `SELECT count(*)::int AS n FROM (SELECT details::text AS t FROM audit_events UNION ALL SELECT payload::text FROM jobs
        UNION ALL SELECT coalesce(result::text, '') FROM jobs) x WHERE t LIKE '%' || $1 || '%'`,
@@ -195,6 +197,7 @@ test('at expiry an open session through PgBouncer is cut, new logins are refused
   );
   assert.equal(revoked.length, 1);
   assert.equal(revoked[0]!.details.reason, 'expired');
+  assert.equal(revoked[0]!.details.name, db.name, 'named by its label');
 });
 
 test('deleting the database ends its grants', async () => {

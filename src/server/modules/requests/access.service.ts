@@ -32,6 +32,7 @@ import { notify } from '../../db/notify.ts';
 import { type Db, type Tx, withTx } from '../../db/pool.ts';
 import type { AuditService } from '../audit/audit.service.ts';
 import { requireHosted } from '../databases/databases.kind.ts';
+import { labelOf } from '../databases/databases.repo.ts';
 import { JOB_DONE_CHANNEL, waitForJob } from '../drift/drift.service.ts';
 import { enqueueJob, type JobRow } from '../jobs/jobs.repo.ts';
 import * as repo from './access.repo.ts';
@@ -254,6 +255,8 @@ export function createAccessService(deps: AccessServiceDeps) {
       await notify(tx, JOB_DONE_CHANNEL, String(job.id));
       const grantId = job.payload.grant_id;
       if (typeof grantId !== 'string' || !UUID.test(grantId)) return;
+      // The events name the database by its label (the account's name for it), never by its name
+      // on the node, which the job carries (ADR 0039).
       const ok = job.status === 'succeeded';
       if (job.kind === EXECUTION_JOB_KINDS.grantAccess) {
         const row = ok
@@ -269,7 +272,7 @@ export function createAccessService(deps: AccessServiceDeps) {
           targetType: 'database',
           targetId: row.database_id,
           details: {
-            name: typeof job.payload.name === 'string' ? job.payload.name : null,
+            name: await labelOf(tx, row.database_id),
             request_id: row.request_id,
             grant_id: row.id,
             login: row.login,
@@ -294,7 +297,7 @@ export function createAccessService(deps: AccessServiceDeps) {
           targetType: 'database',
           targetId: row.database_id,
           details: {
-            name: typeof job.payload.name === 'string' ? job.payload.name : null,
+            name: await labelOf(tx, row.database_id),
             request_id: row.request_id,
             grant_id: row.id,
             login: row.login,
