@@ -13,6 +13,8 @@ import {
   type PoolerManagerOptions,
   poolerPaths,
 } from '../src/agent/pgbouncer/pooler-manager.ts';
+import { createWarmPool, type WarmPool, type WarmPoolOptions } from '../src/agent/pool/warm-pool.ts';
+import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
 import { terminatePoolerSessions } from '../src/agent/postgres/tenant-sql.ts';
 import { POOLER_ADMIN } from '../src/embedded/layout.ts';
 import { type RunningPgbouncer, startPgbouncer } from '../src/embedded/pgbouncer-process.ts';
@@ -187,6 +189,38 @@ export function databaseJobKit(p: PrivatePooler, pooler: PoolerManager) {
     ...(password ? { secret: async () => password } : {}),
   });
   return { admin, deps, ctx, connectAdmin, close: () => admin.end() };
+}
+
+/**
+ * A node's database side as the agent has it: a private PgBouncer with its manager (started), the
+ * job kit on it, and the tenant template that spares and tenant databases are made from.
+ */
+export async function startNodeKit() {
+  const p = await startPrivatePooler();
+  const pooler = p.manager();
+  await pooler.start();
+  const kit = databaseJobKit(p, pooler);
+  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+  return { p, pooler, kit };
+}
+
+/** A warm pool on that kit (`size` spares, silent, no periodic audit), started and full. */
+export async function startWarmPool(
+  kit: ReturnType<typeof databaseJobKit>,
+  pooler: PoolerManager,
+  opts: Partial<WarmPoolOptions> & { size: number },
+): Promise<WarmPool> {
+  const pool = createWarmPool({
+    admin: kit.admin,
+    cluster: kit.deps.cluster,
+    pooler,
+    log: createLogger('warm-pool', 'silent'),
+    auditMs: 0,
+    ...opts,
+  });
+  pool.start();
+  await pool.settled();
+  return pool;
 }
 
 export function uniqueName(prefix: string): string {

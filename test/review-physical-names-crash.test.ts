@@ -7,20 +7,19 @@ import { after, before, test } from 'node:test';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
-import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
-import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
+import type { WarmPool } from '../src/agent/pool/warm-pool.ts';
 import { SPARE_PREFIX, spareOwnerPassword } from '../src/agent/postgres/spare-sql.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
-import { createLogger } from '../src/shared/logger.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { testEnv } from './helpers/env.ts';
 import {
   clientFrom,
-  databaseJobKit,
+  type databaseJobKit,
   newPassword,
   type PrivatePooler,
-  startPrivatePooler,
+  startNodeKit,
+  startWarmPool,
   tryLogin,
   uniqueName,
 } from './pooler-harness.ts';
@@ -33,21 +32,8 @@ let crashAt: string | null = null;
 class Killed extends Error {}
 
 before(async () => {
-  p = await startPrivatePooler();
-  pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  pool = createWarmPool({
-    admin: kit.admin,
-    cluster: kit.deps.cluster,
-    pooler,
-    size: 1,
-    log: createLogger('warm-pool', 'silent'),
-    auditMs: 0,
-  });
-  pool.start();
-  await pool.settled();
+  ({ p, pooler, kit } = await startNodeKit());
+  pool = await startWarmPool(kit, pooler, { size: 1 });
 });
 after(async () => {
   await pool.drain().catch(() => {});

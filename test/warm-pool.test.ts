@@ -7,7 +7,6 @@ import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
 import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
-import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
 import {
   connectSpare,
   SPARE_MARKER,
@@ -21,10 +20,10 @@ import { createLogger } from '../src/shared/logger.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import {
   clientFrom,
-  databaseJobKit,
+  type databaseJobKit,
   newPassword,
   type PrivatePooler,
-  startPrivatePooler,
+  startNodeKit,
   tryLogin,
   uniqueName,
 } from './pooler-harness.ts';
@@ -45,12 +44,8 @@ let crashAt: string | null = null;
 class Killed extends Error {}
 
 before(async () => {
-  p = await startPrivatePooler();
-  pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
   // Spares and tenant databases are made from the tenant template, as on a real node.
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+  ({ p, pooler, kit } = await startNodeKit());
 });
 after(async () => {
   for (const pool of pools) await pool.drain().catch(() => {});

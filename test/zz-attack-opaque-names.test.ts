@@ -10,18 +10,22 @@ import pg from 'pg';
 import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
-import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
-import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
+import type { WarmPool } from '../src/agent/pool/warm-pool.ts';
 import { SPARE_PREFIX } from '../src/agent/postgres/spare-sql.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
 import { roleNames } from '../src/shared/identifiers.ts';
-import { createLogger } from '../src/shared/logger.ts';
 import { scramVerifier } from '../src/shared/scram.ts';
 import { enrollFakeAgent, type FakeAgent } from './helpers/databases.ts';
 import { testEnv } from './helpers/env.ts';
 import { createTestKey, type TestKey } from './helpers/keys.ts';
 import { createTestServer, type TestServer } from './helpers/server.ts';
-import { databaseJobKit, newPassword, type PrivatePooler, startPrivatePooler } from './pooler-harness.ts';
+import {
+  type databaseJobKit,
+  newPassword,
+  type PrivatePooler,
+  startNodeKit,
+  startWarmPool,
+} from './pooler-harness.ts';
 
 let p: PrivatePooler;
 let pooler: PoolerManager;
@@ -32,23 +36,8 @@ class Killed extends Error {}
 const made = new Set<string>();
 
 before(async () => {
-  p = await startPrivatePooler();
-  pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
-  pool = createWarmPool({
-    admin: kit.admin,
-    cluster: kit.deps.cluster,
-    pooler,
-    size: 1,
-    log: createLogger('warm-pool', 'silent'),
-    auditMs: 0,
-    keepWarmMs: 0,
-    refillDelayMs: 0,
-  });
-  pool.start();
-  await pool.settled();
+  ({ p, pooler, kit } = await startNodeKit());
+  pool = await startWarmPool(kit, pooler, { size: 1, keepWarmMs: 0, refillDelayMs: 0 });
 });
 
 after(async () => {

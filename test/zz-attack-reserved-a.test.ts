@@ -64,6 +64,10 @@ const createWithPassword = async (k: TestKey, name: string) => {
 const login = (user: string, database: string, password: string) =>
   tryLogin(poolerClient(user, database, password));
 
+/** That login through PgBouncer is refused (an error, whatever it says). */
+const refused = async (user: string, database: string, password: string) =>
+  assert.notEqual(await login(user, database, password), null, `${user} logged in to ${database}`);
+
 const poolerClient = (user: string, database: string, password: string) => {
   const c = new pg.Client({
     host: '127.0.0.1',
@@ -476,13 +480,10 @@ test('a burst of distinct concurrent creates never gives one reserve to two crea
   // Each login only reaches its own database: one account's password never opens another's.
   for (const d of bodies) {
     const other = bodies.find((x) => x.id !== d.id)!;
-    assert.notEqual(
-      await login(
-        other.credentials.connection.user,
-        d.credentials.connection.database,
-        other.credentials.password,
-      ),
-      null,
+    await refused(
+      other.credentials.connection.user,
+      d.credentials.connection.database,
+      other.credentials.password,
     );
   }
 });
@@ -542,13 +543,10 @@ test('a deleted database leaves nothing for the next one of the same name (taken
     await d.end().catch(() => {});
   }
   // The first password opens nothing now.
-  assert.notEqual(
-    await login(
-      first.credentials.connection.user,
-      second.credentials.connection.database,
-      first.credentials.password,
-    ),
-    null,
+  await refused(
+    first.credentials.connection.user,
+    second.credentials.connection.database,
+    first.credentials.password,
   );
 });
 

@@ -9,7 +9,6 @@ import { databaseHandlers } from '../src/agent/jobs/database-handlers.ts';
 import type { JobContext, JobHandler } from '../src/agent/jobs/job-context.ts';
 import type { PoolerManager } from '../src/agent/pgbouncer/pooler-manager.ts';
 import { createWarmPool, type WarmPool } from '../src/agent/pool/warm-pool.ts';
-import { ensureTenantTemplate } from '../src/agent/postgres/catalog-visibility.ts';
 import { SPARE_PREFIX, spareOwnerPassword } from '../src/agent/postgres/spare-sql.ts';
 import { stewardPassword } from '../src/agent/postgres/steward.ts';
 import { DEFAULT_LIMITS } from '../src/shared/contracts/jobs.ts';
@@ -19,10 +18,10 @@ import { scramVerifier } from '../src/shared/scram.ts';
 import { testEnv } from './helpers/env.ts';
 import {
   clientFrom,
-  databaseJobKit,
+  type databaseJobKit,
   newPassword,
   type PrivatePooler,
-  startPrivatePooler,
+  startNodeKit,
   tryLogin,
   uniqueName,
 } from './pooler-harness.ts';
@@ -40,11 +39,7 @@ const sink = new Writable({
 });
 
 before(async () => {
-  p = await startPrivatePooler();
-  pooler = p.manager();
-  await pooler.start();
-  kit = databaseJobKit(p, pooler);
-  await ensureTenantTemplate(kit.admin, kit.connectAdmin);
+  ({ p, pooler, kit } = await startNodeKit());
 });
 const alive = async () =>
   await pooler.admin('SHOW VERSION').then(

@@ -47,6 +47,9 @@ export function databaseDelete(deps: DatabaseJobDeps): JobHandler {
     const owner = state === 'ours' || state === 'legacy';
     const owned = await roleOwnership(ctx.admin, Object.values(roles), p.database_id);
     const ours = [...owned].filter(([, s]) => s === 'ours').map(([n]) => n);
+    // Nothing of ours under that name (e.g. the generated name of a create a spare served): no
+    // cut of a database that never existed.
+    if (state === 'missing' && ours.length === 0 && !deps.pooler.state().databases[p.name]) return false;
 
     await step('pooler');
     if (deps.pooler.state().databases[p.name]) {

@@ -224,8 +224,8 @@ export function createDatabaseJobs(deps: {
       const ok = job.status === 'succeeded';
       const rotationReason =
         job.kind === JOB_KINDS.rotate && isRepair(job) ? await repo.lastRotationReason(tx, id) : null;
-      // A create job names the database as the agent makes it (a generated name on the node when
-      // its label is taken there, ADR 0038); its account's record and webhooks name its label.
+      // A create job names the database as the agent makes it (its generated name on the node,
+      // ADR 0039); its account's record and webhooks name its label.
       const label =
         (job.kind === JOB_KINDS.create ? await repo.labelOf(tx, id) : null) ??
         (typeof job.payload.name === 'string' ? job.payload.name : null);

@@ -72,10 +72,9 @@ export const physicalName = (row: { name: string; pg_name: string | null }): str
   row.pg_name ?? row.name;
 
 /**
- * A generated name on the node for a new database whose label is some database's name there
- * (migration 0038, ADR 0038): the `bulwark_db_` prefix no tenant may ask for, then `p_` and 16 hex
- * digits — never a warm-pool spare's (`bulwark_db_<6 hex>_…`, ADR 0034); the agent makes the
- * database under it.
+ * The generated name on the node of every new database (ADR 0039): the `bulwark_db_` prefix no
+ * tenant may ask for, then `p_` and 16 hex digits — never a warm-pool spare's
+ * (`bulwark_db_<6 hex>_…`, ADR 0034); the agent makes the database under it, or hands out a spare.
  */
 export const generatedPhysicalName = (): string => `bulwark_db_p_${randomBytes(8).toString('hex')}`;
 
@@ -165,7 +164,7 @@ export async function insertDatabase(
     accountId: string | null;
     nodeId: string;
     name: string;
-    /** Its name on the node when not the label (generated: the label is taken there). */
+    /** Its name on the node (generated, ADR 0039); absent: the label (attached databases). */
     pgName?: string;
     passwordSealed: string;
     allowlist: StoredAllowlistEntry[];

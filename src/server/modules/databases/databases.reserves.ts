@@ -9,7 +9,8 @@
  * as for any database; it is first opened for the account that takes it.
  *
  * Taking one (`takeReserve`, in the create's transaction): the oldest ready reserve with exactly
- * the create's allowlist and limits on an eligible node where the label is free, locked with SKIP
+ * the create's allowlist and limits on an eligible node (any label: its name on the node is its
+ * own, ADR 0038), locked with SKIP
  * LOCKED (two creates never take the same one; a create that finds none makes one as before), then
  * the node's placement lock and checks (never onto a node cordoned or decommissioned meanwhile),
  * then the row gets the account and the label. The physical name, the node's PgBouncer entry, the

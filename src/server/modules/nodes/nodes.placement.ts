@@ -3,8 +3,8 @@
  *
  * - An explicit node (by name or id): it must exist (404), be active, not cordoned and healthy
  *   (409 saying which). Another account's database of the same label there is no reason: labels
- *   are unique per account only (migration 0038); a create whose label is some database's name on
- *   the node gets a generated name there (`databases.service.ts`).
+ *   are unique per account only (migration 0038), and every new database gets a generated name
+ *   on the node (ADR 0039).
  * - Otherwise: among the active, uncordoned, healthy nodes, the one with the most free tenant
  *   connections (its budget as nodes.capacity.ts `connectionBudget` counts it, minus what is
  *   committed), then the fewest databases, then the name. The choice is only an ordering: the
