@@ -153,6 +153,60 @@ test('drift: HTTP and `bulwark doctor` report what we did not make; --fix repair
   assert.equal((await doctor(['--node', 'nope'])).code, 6, 'unknown node: exit 6');
 });
 
+test("drift: a tenant's row on another database (`ALTER ROLE self IN DATABASE …`) is drift of its own role, never of that database", async () => {
+  const other = await createTestKey(s, { account: 'drift-b' });
+  const ready = async (k: TestKey, name: string) => {
+    const r = await s.app.inject({
+      method: 'POST',
+      url: '/v1/databases',
+      headers: k.headers,
+      payload: { name, wait_ms: 30_000, reveal: true },
+    });
+    assert.equal(r.statusCode, 201, r.body);
+    assert.equal(r.json().status, 'ready', r.body);
+    return r.json().credentials as { password: string; connection: { user: string; database: string } };
+  };
+  const mine = await ready(key, `dra_${randomBytes(4).toString('hex')}`);
+  const theirs = await ready(other, `drb_${randomBytes(4).toString('hex')}`);
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port: pooler.port,
+    user: mine.connection.user,
+    database: mine.connection.database,
+    password: mine.password,
+  });
+  await c.connect();
+  try {
+    // Vanilla PostgreSQL lets any role set its own defaults in any database.
+    await c.query(
+      `ALTER ROLE CURRENT_USER IN DATABASE "${theirs.connection.database}" SET work_mem = '1234kB'`,
+    );
+  } finally {
+    await c.end();
+  }
+  const found = await s.app.inject({
+    method: 'GET',
+    url: `/v1/nodes/${nodeId}/drift`,
+    headers: { authorization: `Bearer ${OPERATOR}` },
+  });
+  assert.equal(found.statusCode, 200, found.body);
+  const findings = found.json().findings as Finding[];
+  // It never applies there (no CONNECT): the other tenant's database shows nothing.
+  assert.deepEqual(
+    findings.filter((f) => f.object === theirs.connection.database),
+    [],
+  );
+  assert.ok(
+    findings.some(
+      (f) =>
+        f.kind === 'role_setting' &&
+        f.object === mine.connection.user &&
+        f.detail.includes(`in database ${theirs.connection.database}`),
+    ),
+    JSON.stringify(findings),
+  );
+});
+
 test('drift: an unreachable node is a bounded 503, and the abandoned job never runs later', async () => {
   const ghost = await s.db.pool.query<{ id: string }>(
     "INSERT INTO nodes (name) VALUES ('ghost_node') RETURNING id",

@@ -32,6 +32,7 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { quoteIdent } from '../../shared/identifiers.ts';
+import { effectiveSetting } from '../postgres/tenant-sql.ts';
 
 type Queryable = { query<R extends object>(sql: string, values?: unknown[]): Promise<{ rows: R[] }> };
 
@@ -109,7 +110,7 @@ SELECT pg_catalog.json_build_object(
   'settings', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(r.setrole::pg_catalog.int8, r.setconfig)
                  ORDER BY r.setrole)
                  FROM pg_catalog.pg_db_role_setting r JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) r.setdatabase
-                WHERE d.datname OPERATOR(pg_catalog.=) $1)
+                WHERE d.datname OPERATOR(pg_catalog.=) $1 AND ${effectiveSetting('r')})
 )::pg_catalog.text AS f`;
 
 /**

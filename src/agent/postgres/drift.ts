@@ -32,6 +32,7 @@ import {
   databaseOwnership,
   ensureDatabase,
   ensureSteward,
+  effectiveSetting,
   expectedRoleSettings,
   grantDatabase,
   MARKER_PREFIX,
@@ -416,10 +417,15 @@ async function settingsDrift(
   const findings: DriftFinding[] = [];
   const names = [...known.keys()].filter((n) => present.has(n));
   const roleList = names.flatMap((n) => Object.values(ours.get(n)!));
-  const r = await admin.query<{ datname: string | null; role: string | null; config: string[] }>(
+  const r = await admin.query<{
+    datname: string | null;
+    role: string | null;
+    config: string[];
+    effective: boolean;
+  }>(
     `SELECT d.datname::pg_catalog.text AS datname,
             CASE WHEN s.setrole = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(s.setrole)::pg_catalog.text END AS role,
-            s.setconfig AS config
+            s.setconfig AS config, ${effectiveSetting('s')} AS effective
        FROM pg_catalog.pg_db_role_setting s
        LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
       WHERE d.datname = ANY($1::pg_catalog.text[])
@@ -428,12 +434,16 @@ async function settingsDrift(
   );
   const roleSettings = new Map<string, string[]>();
   const own = new Set(names);
+  const ourRoles = new Set(roleList);
   for (const row of r.rows) {
-    if (row.datname !== null && !own.has(row.datname)) {
-      // One of our roles with settings in some other database (`ALTER ROLE self IN DATABASE …`).
+    if (row.datname !== null && (!own.has(row.datname) || (!row.effective && row.role !== null))) {
+      // A role's row in a database it cannot connect to never applies: no drift of that database.
+      // One of our roles with settings in some other database (`ALTER ROLE self IN DATABASE …`)
+      // is drift of that role (its own database's).
+      if (row.role === null || !ourRoles.has(row.role)) continue;
       findings.push({
         kind: 'role_setting',
-        object: row.role ?? '',
+        object: row.role,
         detail: `in database ${row.datname}: ${row.config.join(', ')}`.slice(0, 1000),
       });
     } else if (row.datname !== null) {

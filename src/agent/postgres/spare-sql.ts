@@ -30,6 +30,7 @@ import { tenantTemplate } from './catalog-visibility.ts';
 import { type ClusterAccess, connectPinned, derivedRolePassword } from './steward.ts';
 import {
   BASE_ATTRIBUTES,
+  effectiveSetting,
   expectedRoleSettings,
   explorerSettingStatements,
   FIXED_LIMITS,
@@ -148,6 +149,7 @@ UNION ALL SELECT 'database connection settings changed' FROM d
  WHERE NOT d.datallowconn OR d.datistemplate OR d.datconnlimit OPERATOR(pg_catalog.<>) -1
 UNION ALL SELECT 'setting in the database: ' || s.setconfig::pg_catalog.text
   FROM pg_catalog.pg_db_role_setting s JOIN d ON s.setdatabase OPERATOR(pg_catalog.=) d.oid
+ WHERE ${effectiveSetting('s')}
 UNION ALL SELECT a.name || ' missing or not a spare role' FROM a
  WHERE a.oid IS NULL OR a.marker IS DISTINCT FROM ${lit(SPARE_MARKER)}
 UNION ALL SELECT a.name || CASE WHEN a.rolcanlogin THEN ' has LOGIN' ELSE ' lost LOGIN' END FROM a

@@ -267,6 +267,16 @@ export function expectedRoleSettings(roles: RoleNames, limits: DatabaseLimits): 
  * any other database), and the role-level
  * settings of our roles exactly as expectedRoleSettings (when limits are known).
  */
+/**
+ * SQL: a `pg_db_role_setting` row (alias `s`) that can take effect — a database-wide one, or a
+ * role's that may connect to that database. Any role may `ALTER ROLE self IN DATABASE <any>
+ * SET …`: a tenant's owner can put rows on every database of the node, which never apply (its
+ * role has no CONNECT there). Checks that compare a database's settings (a spare's, a move's
+ * fingerprint, drift) look only at these; `resetSettings` still clears them all.
+ */
+export const effectiveSetting = (s: string): string =>
+  `(${s}.setrole OPERATOR(pg_catalog.=) 0 OR pg_catalog.has_database_privilege(${s}.setrole, ${s}.setdatabase, 'CONNECT'))`;
+
 export async function resetSettings(
   pool: pg.Pool,
   name: string,
