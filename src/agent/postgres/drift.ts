@@ -30,9 +30,9 @@ import { isSpareName, SPARE_MARKER, SPARE_PREFIX, spareTag } from './spare-sql.t
 import { type ClusterAccess, connectSteward, isLockTimeout, isLoginRefused } from './steward.ts';
 import {
   databaseOwnership,
+  effectiveSetting,
   ensureDatabase,
   ensureSteward,
-  effectiveSetting,
   expectedRoleSettings,
   grantDatabase,
   MARKER_PREFIX,
